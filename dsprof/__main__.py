@@ -1,0 +1,5 @@
+"""``python -m dsprof ...`` is the ``dsprof`` command."""
+
+from dsprof.cli import main
+
+main()

@@ -1,0 +1,280 @@
+"""Where the time and memory of a run went: the facts behind ``dsprof summary``.
+
+Reads tables only (SQL over DuckDB views plus a little numpy), so it runs the same on a
+``dsprof run`` and on a trace imported from a GPU cluster.
+
+* Step time: every recorded step. For a ``dsprof run``, step 0 (script setup plus the first
+  iteration) is left out of the statistics and reported apart. Outliers are steps slower than
+  median + 3 robust standard deviations (1.4826 x MAD) and at least 20 % above the median.
+* Time by phase, over the profiled steps: the spans where a phase begins (an op whose parent
+  has another phase or none), swept over time on all threads; an instant where several phases
+  run goes to the first of backward, forward, optimizer, data, other, so the phases add up to
+  the profiled wall time; what no op covers is ``untraced`` (Python between ops, waiting).
+* Top ops by self time: ``cpu_op`` rows inside profiled steps (all rows when the trace has no
+  steps).
+* GPU kernel types: HTA's interval-merged breakdown (see gpu_breakdown.py), all kernels and
+  HTA's default of dropping the last step's launches.
+* Peak memory per device, from the ``memory`` table and the per-step allocator peaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dsprof.analyzers.gpu_breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.run import Run
+
+PHASES = ("forward", "backward", "optimizer", "data", "other")
+
+
+@dataclass(frozen=True)
+class StepStats:
+    count: int
+    mean_ms: float
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    outliers: list[tuple[int, float]]
+    excluded: list[tuple[int, float]]
+    """Steps left out of the statistics (step 0 of a dsprof run), as (step, ms)."""
+
+
+@dataclass(frozen=True)
+class PhaseTime:
+    phase: str
+    ms: float
+    percent: float
+
+
+@dataclass(frozen=True)
+class OpTime:
+    name: str
+    count: int
+    self_ms: float
+    total_ms: float
+    percent: float
+
+
+@dataclass(frozen=True)
+class MemoryPeak:
+    rank: int
+    device: str
+    peak_bytes: int
+    source: str
+    """allocator_total (Total Allocated of [memory] events, counted from the capture start),
+    timeline (a categorized memory timeline), device_peak (allocator peak per step), rss."""
+    by_category: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    facts: dict[str, Any]
+    steps: StepStats | None
+    profiled_steps: int
+    phases: list[PhaseTime]
+    profiled_ms: float
+    top_ops: list[OpTime]
+    kernel_types: list[dict[str, Any]]
+    kernel_types_hta: list[dict[str, Any]]
+    temporal: list[dict[str, Any]]
+    memory: list[MemoryPeak]
+    notes: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(run: Run, top: int = 15) -> RunSummary:
+    notes: list[str] = []
+    facts = _facts(run)
+    steps = _step_stats(run, exclude_first=run.meta.get("source") == "run")
+    if run.meta.get("source") == "run":
+        src = run.meta.get("steps_source", "none")
+        if src == "none":
+            cap = run.meta.get("max_capture_s")
+            capped = " and hit the cap" if run.meta.get("capped") else ""
+            notes.append(f"no step boundaries were seen (no optimizer.step(), no dsprof.step()): "
+                         f"the whole run was captured as one step, up to {cap} s{capped}")
+    profiled = _profiled_step_count(run)
+    phases, profiled_ms = _phase_times(run)
+    kt, kt_hta, temporal = [], [], []
+    if run.has("kernels") and run.has("ops"):
+        kt = [asdict(s) for s in kernel_type_breakdown(run.con, include_last_step=True)]
+        kt_hta = [asdict(s) for s in kernel_type_breakdown(run.con, include_last_step=False)]
+        temporal = [asdict(t) for t in temporal_breakdown(run.con, include_last_step=True)]
+    return RunSummary(facts, steps, profiled, phases, profiled_ms, _top_ops(run, top), kt,
+                      kt_hta, temporal, _memory_peaks(run), notes)
+
+
+def _facts(run: Run) -> dict[str, Any]:
+    m = run.meta
+    devices = m.get("devices") or {}
+    trace_devices = m.get("trace_device_properties") or []
+    device_names = sorted({d.get("name", "?") for d in devices.values()} |
+                          {d.get("name", "?") for d in trace_devices if isinstance(d, dict)})
+    facts: dict[str, Any] = {
+        "run": str(run.path),
+        "source": m.get("source"),
+        "target": " ".join((m.get("target") or {}).get("argv", [])) or None,
+        "inputs": m.get("inputs"),
+        "status": m.get("status"),
+        "exit_status": m.get("exit_status"),
+        "exit_reason": m.get("exit_reason"),
+        "torch": m.get("torch_version"),
+        "devices": device_names or None,
+        "ranks": m.get("ranks"),
+        "world_size": m.get("world_size"),
+        "steps_source": m.get("steps_source"),
+        "windows": [w.get("steps") for w in m.get("windows", [])] or None,
+        "events": m.get("events"),
+        "tables": run.tables,
+    }
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def _step_stats(run: Run, exclude_first: bool) -> StepStats | None:
+    if not run.has("steps"):
+        return None
+    rows = run.sql("SELECT rank, step, dur_ns FROM steps ORDER BY rank, step")
+    excluded = [(s, d / 1e6) for r, s, d in rows if exclude_first and s == 0 and len(rows) > 1]
+    kept = [(s, d / 1e6) for r, s, d in rows if not (exclude_first and s == 0 and len(rows) > 1)]
+    if not kept:
+        return None
+    ms = np.array([d for _, d in kept])
+    med = float(np.median(ms))
+    mad = float(np.median(np.abs(ms - med))) * 1.4826
+    limit = max(med + 3 * mad, med * 1.2)
+    outliers = [(s, d) for s, d in kept if d > limit] if len(kept) >= 5 else []
+    return StepStats(len(kept), float(ms.mean()), med, float(np.percentile(ms, 90)),
+                     float(ms.min()), float(ms.max()), outliers, excluded)
+
+
+def _profiled_step_count(run: Run) -> int:
+    if not run.has("steps"):
+        return 0
+    return int(run.sql("SELECT count(*) FROM steps WHERE profiled")[0][0])
+
+
+def _phase_times(run: Run) -> tuple[list[PhaseTime], float]:
+    if not run.has("ops") or not run.has("steps"):
+        return [], 0.0
+    total_ns = run.sql("SELECT coalesce(sum(dur_ns), 0) FROM steps WHERE profiled")[0][0]
+    if not total_ns:
+        return [], 0.0
+    rows = run.sql("""
+        SELECT o.rank, o.phase, o.start_ns, o.start_ns + o.dur_ns
+        FROM ops o LEFT JOIN ops p ON o.parent_id = p.id AND o.rank = p.rank
+        WHERE o.step IS NOT NULL AND o.cat IN ('cpu_op', 'user_annotation', 'module')
+          AND o.name NOT LIKE 'ProfilerStep#%'
+          AND (p.id IS NULL OR p.name LIKE 'ProfilerStep#%' OR p.phase <> o.phase)
+    """)
+    if not rows:
+        return [], 0.0
+    arr = np.array([(r[0], PHASES.index(r[1]) if r[1] in PHASES else 4, r[2], r[3])
+                    for r in rows], dtype=np.int64)
+    per_phase = np.zeros(len(PHASES), np.int64)
+    for rank in np.unique(arr[:, 0]):
+        per_phase += _priority_sweep(arr[arr[:, 0] == rank])
+    covered = int(per_phase.sum())
+    out = [PhaseTime(p, per_phase[k] / 1e6, 100.0 * per_phase[k] / total_ns)
+           for k, p in enumerate(PHASES) if per_phase[k]]
+    untraced = max(total_ns - covered, 0)
+    out.append(PhaseTime("untraced", untraced / 1e6, 100.0 * untraced / total_ns))
+    return out, total_ns / 1e6
+
+
+# When phases overlap in time (backward on the autograd thread while the main thread waits in
+# "other"), each instant goes to one phase, in this order, so the phases add up to wall time.
+_PRIORITY = (PHASES.index("backward"), PHASES.index("forward"), PHASES.index("optimizer"),
+             PHASES.index("data"), PHASES.index("other"))
+
+
+def _priority_sweep(rows: np.ndarray) -> np.ndarray:
+    """ns per phase for one rank's (rank, phase, start, end) rows, one phase per instant."""
+    n_phase = len(PHASES)
+    times = np.concatenate([rows[:, 2], rows[:, 3]])
+    delta = np.zeros((len(times), n_phase), np.int64)
+    idx = np.arange(len(rows))
+    delta[idx, rows[:, 1]] = 1
+    delta[len(rows) + idx, rows[:, 1]] = -1
+    order = np.argsort(times, kind="stable")
+    times, delta = times[order], delta[order]
+    active = np.cumsum(delta, axis=0)[:-1] > 0
+    seg = np.diff(times)
+    owner = np.full(len(seg), -1)
+    for k in reversed(_PRIORITY):
+        owner[active[:, k]] = k
+    out = np.zeros(n_phase, np.int64)
+    has = owner >= 0
+    np.add.at(out, owner[has], seg[has])
+    return out
+
+
+def _union(start: np.ndarray, end: np.ndarray) -> int:
+    """Total length of the union of intervals."""
+    if len(start) == 0:
+        return 0
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], end[order]
+    run_end = np.maximum.accumulate(e)
+    gaps = np.maximum(s[1:] - run_end[:-1], 0)
+    return int(run_end[-1] - s[0] - gaps.sum())
+
+
+def _top_ops(run: Run, top: int) -> list[OpTime]:
+    if not run.has("ops"):
+        return []
+    in_steps = run.sql("SELECT count(*) FROM ops WHERE step IS NOT NULL")[0][0] > 0
+    where = "cat = 'cpu_op'" + (" AND step IS NOT NULL" if in_steps else "")
+    total = run.sql(f"SELECT coalesce(sum(self_ns), 0) FROM ops WHERE {where}")[0][0]
+    if not total:
+        return []
+    rows = run.sql(f"""
+        SELECT name, count(*), sum(self_ns), sum(dur_ns) FROM ops WHERE {where}
+        GROUP BY name ORDER BY sum(self_ns) DESC, name LIMIT {int(top)}""")
+    return [OpTime(n, c, s / 1e6, t / 1e6, 100.0 * s / total) for n, c, s, t in rows]
+
+
+def _memory_peaks(run: Run) -> list[MemoryPeak]:
+    peaks: list[MemoryPeak] = []
+    if run.has("memory"):
+        rows = run.sql("""
+            SELECT rank, device, max(allocated), bool_or(category IS NOT NULL)
+            FROM memory GROUP BY rank, device ORDER BY rank, device""")
+        for rank, device, peak, has_cat in rows:
+            if peak is None:
+                continue
+            by_cat: dict[str, int] = {}
+            if has_cat:
+                by_cat = _categories_at_peak(run, rank, device)
+            peaks.append(MemoryPeak(rank, device, int(peak),
+                                    "timeline" if has_cat else "allocator_total", by_cat))
+    if run.has("steps"):
+        for rank, dpeak, rss in run.sql("""
+                SELECT rank, max(device_peak_bytes), max(rss_bytes) FROM steps
+                GROUP BY rank ORDER BY rank"""):
+            if dpeak is not None:
+                peaks.append(MemoryPeak(rank, "accelerator", int(dpeak), "device_peak"))
+            if rss is not None:
+                peaks.append(MemoryPeak(rank, "host", int(rss), "rss"))
+    return peaks
+
+
+def _categories_at_peak(run: Run, rank: int, device: str) -> dict[str, int]:
+    """Live bytes per category at the first moment the running total peaks (file order)."""
+    t = run.arrow("SELECT category, bytes, allocated FROM memory WHERE rank = ? AND device = ?",
+                  [rank, device])
+    allocated = t.column("allocated").to_numpy(zero_copy_only=False)
+    if len(allocated) == 0:
+        return {}
+    upto = int(np.argmax(allocated)) + 1
+    cats = t.column("category").to_pylist()[:upto]
+    nbytes = t.column("bytes").to_numpy(zero_copy_only=False)[:upto]
+    out: dict[str, int] = {}
+    for c, b in zip(cats, nbytes.tolist()):
+        out[c] = out.get(c, 0) + b
+    return dict(sorted(((c, b) for c, b in out.items() if b), key=lambda kv: -kv[1]))

@@ -1,0 +1,58 @@
+"""``dsprof import PATH... [-o DIR]``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dsprof.ingest.importer import discover, import_traces
+from dsprof.rundir import new_run_path
+from dsprof.settings import Settings
+
+PROGRESS_MIN_BYTES = 8 << 20
+
+
+@click.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Run directory to create (default: RUNS_DIR/<name>-<stamp>).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: on a terminal, for inputs over 8 MiB).")
+def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool | None) -> None:
+    """Turn torch.profiler / Kineto traces (files, or a folder of per-rank traces) into a run
+    directory that every other dsprof command accepts."""
+    settings = Settings.load(output=output)
+    files = discover(list(paths))
+    run_path = settings.output or new_run_path(settings.runs_dir, _name(paths[0]))
+    total = sum(f.stat().st_size for f in files)
+    if progress is None:
+        progress = sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
+    console = Console(stderr=True, highlight=False)
+    if progress:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                      "{task.total} files"), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("parsing traces", total=len(files))
+
+            def tick(rank: int, path: Path) -> None:
+                bar.update(task, advance=1, description=f"rank {rank}: {path.name[:40]}")
+
+            run, results = import_traces(list(paths), run_path, tick)
+    else:
+        run, results = import_traces(list(paths), run_path)
+    events = sum(r.events for r in results)
+    console.print(f"imported {events:,} events from {len(files)} file(s), "
+                  f"{len(results)} rank(s) into {run.path}")
+    console.print(f"next: [bold]dsprof summary {run.path}[/]")
+    click.echo(str(run.path))
+
+
+def _name(path: Path) -> str:
+    name = path.name or path.resolve().name
+    for suffix in (".gz", ".json", ".pt", ".trace"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or "import"

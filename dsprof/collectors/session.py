@@ -1,0 +1,150 @@
+"""A profiling session: one per process (rank), owning the collectors and the raw/ folder.
+
+The session starts the collectors, routes step boundaries (optimizer hook or ``dsprof.step()``)
+to the timeline, and at the end, whatever the cause (normal exit, ``sys.exit``, exception,
+Ctrl-C, out of memory), saves what was collected: the open profiler window, ``session.json``
+with every step boundary, and the exit status in ``meta.json``. A collector failure is logged
+once and disables that collector; it never fails the user's script.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+import sys
+from typing import Any
+
+import orjson
+
+from dsprof._version import __version__
+from dsprof.collectors.device import Device, detect
+from dsprof.collectors.steps import StepCollector
+from dsprof.collectors.timeline import TimelineCollector
+from dsprof.log import logger
+from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
+from dsprof.settings import Settings
+
+_current: "Session | None" = None
+
+
+def current() -> "Session | None":
+    return _current
+
+
+def rank_from_env() -> int:
+    for name in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+class Session:
+    """Args:
+        settings: the knobs.
+        run: the run directory (already created).
+        target: what runs, for meta.json (``{"kind": "script"|"module", "name": ..., "argv": [...]}``).
+    """
+
+    def __init__(self, settings: Settings, run: RunDir, target: dict[str, Any]):
+        self.settings = settings
+        self.run = run
+        self.target = target
+        self.rank = rank_from_env()
+        self.raw = run.raw_dir(self.rank)
+        self.device: Device | None = None
+        self.steps: StepCollector | None = None
+        self.timeline: TimelineCollector | None = None
+        self._finished = False
+        self._timeline_ok = True
+
+    def start(self) -> None:
+        global _current
+        import torch
+
+        self.device = detect()
+        self.timeline = TimelineCollector(self.settings, self.device, self.raw)
+        self.steps = StepCollector(self.device, self._on_boundary)
+        self.run.write_meta({
+            "source": "run",
+            "status": "running",
+            "dsprof_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "target": self.target,
+            "dsprof_argv": sys.argv,
+            "cwd": os.getcwd(),
+            "settings": self.settings.knobs(),
+            "env": {k: v for k, v in os.environ.items() if k.startswith(("DSPROF_", "DS_"))},
+            "devices": {str(self.rank): self.device.to_json()},
+            "ranks": [self.rank],
+            "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
+            "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "start_ns": self.steps.start_ns,
+            "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
+        })
+        self.steps.install()
+        try:
+            self.timeline.start()
+        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+            self._disable_timeline(exc)
+        _current = self
+        logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
+                     self.device.name, self.run.path)
+
+    def step(self) -> None:
+        """``dsprof.step()``: a hand-marked step boundary."""
+        if self.steps is not None and not self._finished:
+            self.steps.manual_step()
+
+    def _on_boundary(self, step: int) -> None:
+        if not self._timeline_ok or self.timeline is None:
+            return
+        try:
+            self.timeline.on_boundary(step)
+        except Exception as exc:  # noqa: BLE001
+            self._disable_timeline(exc)
+
+    def _disable_timeline(self, exc: BaseException) -> None:
+        self._timeline_ok = False
+        logger.error("timeline collector failed and is off for the rest of the run: %s: %s",
+                     type(exc).__name__, exc)
+
+    def finish(self, exit_status: int, reason: str) -> None:
+        """Save everything collected so far. Safe to call more than once."""
+        global _current
+        if self._finished:
+            return
+        self._finished = True
+        if _current is self:
+            _current = None
+        steps, timeline = self.steps, self.timeline
+        if steps is not None:
+            steps.uninstall()
+        if timeline is not None and self._timeline_ok:
+            try:
+                timeline.finish()
+            except Exception as exc:  # noqa: BLE001
+                self._disable_timeline(exc)
+        windows = [w.to_json() for w in timeline.windows] if timeline else []
+        record = {**(steps.record() if steps else {}), "windows": windows,
+                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank}
+        atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(record))
+        self.run.update_meta(
+            status="finished",
+            exit_status=exit_status,
+            exit_reason=reason,
+            end_time=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            end_ns=record["end_ns"],
+            steps_source=record.get("source", "none"),
+            steps_recorded=len(record.get("boundaries_ns", [])),
+            windows=windows,
+            capped=any(w["capped"] for w in windows),
+            max_capture_s=self.settings.max_capture_s,
+        )
+        logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
+                     len(windows))

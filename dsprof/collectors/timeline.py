@@ -1,0 +1,198 @@
+"""Op timeline: torch.profiler (Kineto) driven by a step schedule.
+
+State per step, like ``action_map`` in torch/profiler/profiler.py:
+
+==========  ==========================================================================
+bootstrap   step 0, recorded from session start; if a boundary comes, the capture is
+            dropped (step 0 mixes setup with the first iteration); if none ever comes, it
+            is the whole run, up to ``max_capture_s``
+none        not profiling (the ``wait`` steps and after the last window)
+warmup      Kineto prepared, events not kept
+record      recording; the window is saved when its last active step ends
+==========  ==========================================================================
+
+Steps 1.. follow torch's ``schedule(wait, warmup, active, repeat)`` arithmetic. Saving writes
+Kineto's JSON with its own C++ writer; nothing is parsed inside the training loop, except at
+``DS_LOG_LEVEL=DEBUG``, where each window's ops are logged as the window closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsprof.collectors.device import Device, profiler_activities
+from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.log import logger
+from dsprof.settings import Settings
+
+NONE, WARMUP, RECORD, BOOTSTRAP = "none", "warmup", "record", "bootstrap"
+
+
+def planned_action(step: int, s: Settings) -> str:
+    """What the schedule does during ``step`` (step 0 is the bootstrap)."""
+    if step == 0:
+        return BOOTSTRAP
+    k = step - 1
+    cycle = s.wait + s.warmup + s.active
+    if s.repeat > 0 and k >= cycle * s.repeat:
+        return NONE
+    pos = k % cycle
+    if pos < s.wait:
+        return NONE
+    if pos < s.wait + s.warmup:
+        return WARMUP
+    return RECORD
+
+
+@dataclass
+class Window:
+    index: int
+    kind: str  # "window" | "unstepped"
+    steps: list[int] = field(default_factory=list)
+    file: str | None = None
+    capped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "kind": self.kind, "steps": self.steps, "file": self.file,
+                "capped": self.capped}
+
+
+class TimelineCollector:
+    def __init__(self, settings: Settings, device: Device, raw_dir: Path):
+        self.settings = settings
+        self.device = device
+        self.raw_dir = raw_dir
+        self.windows: list[Window] = []
+        self.annotator = ModuleAnnotator()
+        self._prof: Any = None
+        self._state = NONE
+        self._step_rf: Any = None
+        self._window: Window | None = None
+        self._deadline = 0.0
+        self._cap_hook: Any = None
+        self._thread = threading.get_ident()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin the bootstrap capture of step 0."""
+        self._prepare()
+        self._start_recording(0, Window(0, "unstepped"))
+        self._state = BOOTSTRAP
+        self._deadline = time.perf_counter() + self.settings.max_capture_s
+        from torch.nn.modules.module import register_module_forward_pre_hook
+
+        self._cap_hook = register_module_forward_pre_hook(self._check_cap)
+
+    def on_boundary(self, step: int) -> None:
+        """Step ``step`` just ended; move to what the schedule says for ``step + 1``."""
+        nxt = planned_action(step + 1, self.settings)
+        state = self._state
+        if state == BOOTSTRAP:
+            self._remove_cap_hook()
+            self._stop(save=False)
+            logger.debug("timeline: step boundary seen, bootstrap capture of step 0 dropped")
+            state = NONE
+        elif state == RECORD:
+            self._end_step_annotation()
+            if nxt != RECORD:
+                self._stop(save=True)
+                state = NONE
+        if nxt == WARMUP and state == NONE:
+            self._prepare()
+            logger.debug("timeline: warming up at step %d", step + 1)
+        elif nxt == RECORD:
+            if state == NONE:
+                self._prepare()
+            if state != RECORD:
+                self._start_recording(step + 1, Window(len(self.windows), "window"))
+            else:
+                self._begin_step_annotation(step + 1)
+        elif nxt == NONE and state == WARMUP:
+            self._stop(save=False)
+        self._state = nxt
+
+    def finish(self) -> None:
+        """At exit: save what is being recorded (the unstepped capture included)."""
+        self._remove_cap_hook()
+        if self._state in (RECORD, BOOTSTRAP):
+            self._end_step_annotation()
+            self._stop(save=True)
+        elif self._state == WARMUP:
+            self._stop(save=False)
+        self._state = NONE
+
+    # -- internals ------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        from torch.profiler import profile
+
+        self._prof = profile(
+            activities=profiler_activities(self.device),
+            record_shapes=True,
+            profile_memory=True,
+            with_stack=self.settings.with_stack,
+        )
+        self._prof.prepare_trace()
+
+    def _start_recording(self, step: int, window: Window) -> None:
+        self._prof.start_trace()
+        self.annotator.install()
+        self._window = window
+        self._begin_step_annotation(step)
+        logger.debug("timeline: recording from step %d (window %d)", step, window.index)
+
+    def _begin_step_annotation(self, step: int) -> None:
+        import torch
+
+        self._step_rf = torch.autograd.profiler.record_function(f"ProfilerStep#{step}")
+        self._step_rf.__enter__()
+        if self._window is not None:
+            self._window.steps.append(step)
+
+    def _end_step_annotation(self) -> None:
+        if self._step_rf is not None:
+            self._step_rf.__exit__(None, None, None)
+            self._step_rf = None
+
+    def _stop(self, save: bool) -> None:
+        prof, window = self._prof, self._window
+        self._prof, self._window = None, None
+        self.annotator.uninstall()
+        if prof is None:
+            return
+        self._end_step_annotation()
+        t0 = time.perf_counter()
+        prof.stop_trace()
+        if not save or window is None:
+            return
+        path = self.raw_dir / f"window-{window.index}.trace.json"
+        prof.export_chrome_trace(str(path))
+        window.file = path.name
+        self.windows.append(window)
+        logger.debug("timeline: window %d (steps %s) saved to %s in %.0f ms", window.index,
+                     window.steps, path, (time.perf_counter() - t0) * 1e3)
+        if logger.isEnabledFor(logging.DEBUG):
+            from dsprof.ingest.oplog import log_trace_ops
+
+            log_trace_ops(path)
+
+    def _check_cap(self, module: Any, args: Any) -> None:
+        if time.perf_counter() < self._deadline or threading.get_ident() != self._thread:
+            return
+        if self._state == BOOTSTRAP and self._window is not None:
+            self._window.capped = True
+            logger.warning("no step boundary after %.0f s: the capture stops here "
+                           "(call dsprof.step() each iteration, or raise --max-capture)",
+                           self.settings.max_capture_s)
+            self._stop(save=True)
+            self._state = NONE
+        self._remove_cap_hook()
+
+    def _remove_cap_hook(self) -> None:
+        if self._cap_hook is not None:
+            self._cap_hook.remove()
+            self._cap_hook = None

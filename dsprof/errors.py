@@ -1,0 +1,29 @@
+"""dsprof's exceptions. Only the CLI entry point turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class DsprofError(Exception):
+    """A problem the user can fix; its message says what is wrong and what to do.
+
+    Attributes:
+        exit_code: the status the CLI exits with (2: bad input or usage).
+    """
+
+    exit_code = 2
+
+
+class RunDirError(DsprofError):
+    """A run directory that is missing, unreadable, empty or from a newer dsprof."""
+
+
+class TraceFormatError(DsprofError):
+    """An input file that is not a trace dsprof can read (or is truncated)."""
+
+
+class ScriptError(DsprofError):
+    """The target script or module cannot be started (missing, syntax error)."""
+
+
+class ConfigError(DsprofError):
+    """A bad option or environment variable value."""

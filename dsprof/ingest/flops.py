@@ -1,0 +1,191 @@
+"""FLOPs of matmul, convolution and attention ops, computed from recorded input shapes.
+
+torch.profiler only writes FLOPs to its Python ``FunctionEvent`` objects, never to the trace,
+so an imported trace has none. We compute them from ``Input Dims`` (and, for convolutions, the
+stride/padding/dilation in ``Concrete Inputs``), counting a multiply-add as 2 FLOPs, the same
+convention as ``torch.utils.flop_counter``. Only the op that does the arithmetic is counted
+(``aten::mm``, not the ``aten::linear`` or ``aten::matmul`` around it); the caller drops FLOPs of
+an op whose ancestor already has some, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import ast
+from math import prod
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from dsprof.ingest.trace_schema import Args
+
+Shape = Sequence[int]
+
+
+def _mm(dims: list[Any], _c: list[Any]) -> int | None:
+    a, b = dims[0], dims[1]
+    if len(a) == 2 and len(b) == 2:
+        return 2 * a[0] * a[1] * b[1]
+    return None
+
+
+def _addmm(dims: list[Any], _c: list[Any]) -> int | None:
+    return _mm(dims[1:3], _c)
+
+
+def _bmm(dims: list[Any], _c: list[Any]) -> int | None:
+    a, b = dims[0], dims[1]
+    if len(a) == 3 and len(b) == 3:
+        return 2 * a[0] * a[1] * a[2] * b[2]
+    return None
+
+
+def _baddbmm(dims: list[Any], _c: list[Any]) -> int | None:
+    return _bmm(dims[1:3], _c)
+
+
+def _mv(dims: list[Any], _c: list[Any]) -> int | None:
+    a = dims[0]
+    return 2 * a[0] * a[1] if len(a) == 2 else None
+
+
+def _addmv(dims: list[Any], _c: list[Any]) -> int | None:
+    return _mv(dims[1:2], _c)
+
+
+def _dot(dims: list[Any], _c: list[Any]) -> int | None:
+    return 2 * dims[0][0] if len(dims[0]) == 1 else None
+
+
+def _ints(text: Any) -> list[int] | None:
+    if isinstance(text, list):
+        return [int(v) for v in text]
+    if not isinstance(text, str) or not text.startswith("["):
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else None
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _conv_fwd_flops(x: Shape, w: Shape, concrete: list[Any], first_param: int,
+                    transposed: bool = False) -> int | None:
+    """x: [N, C, *spatial], w: [O, C/groups, *kernel] (transposed: [C, O/groups, *kernel])."""
+    nd = len(x) - 2
+    if nd < 1 or len(w) != nd + 2:
+        return None
+    # Without the recorded stride/padding/dilation (traces before torch 2.0 have no Concrete
+    # Inputs) the output size is unknown; a guess would be off by stride**2, so give none.
+    if len(concrete) <= first_param + 2:
+        return None
+    stride = _ints(concrete[first_param])
+    padding = _ints(concrete[first_param + 1])
+    dilation = _ints(concrete[first_param + 2])
+    if not stride or padding is None or not dilation:
+        return None
+    stride, padding, dilation = (v * nd if len(v) == 1 else v for v in (stride, padding, dilation))
+    kernel = list(w[2:])
+    if transposed:
+        # a transposed conv costs what the forward conv mapping its output back to x costs
+        conv_shape = list(x[2:])
+    else:
+        conv_shape = [_conv_out(x[2 + i], kernel[i], stride[i], padding[i], dilation[i])
+                      for i in range(nd)]
+    # N * (C_out * C_in/groups * prod(kernel)) * prod(output spatial) multiply-adds
+    return 2 * x[0] * prod(w) * prod(conv_shape)
+
+
+def _convolution(dims: list[Any], concrete: list[Any]) -> int | None:
+    # aten::convolution(input, weight, bias, stride, padding, dilation, transposed, ...)
+    transposed = len(concrete) > 6 and str(concrete[6]).lower() == "true"
+    return _conv_fwd_flops(dims[0], dims[1], concrete, 3, transposed)
+
+
+def _conv_nd(dims: list[Any], concrete: list[Any]) -> int | None:
+    # aten::conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return _conv_fwd_flops(dims[0], dims[1], concrete, 3)
+
+
+def _convolution_backward(dims: list[Any], concrete: list[Any]) -> int | None:
+    # aten::convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation,
+    #                            transposed, output_padding, groups, output_mask)
+    fwd = _conv_fwd_flops(dims[1], dims[2], concrete, 4)
+    if fwd is None:
+        return None
+    mask = concrete[10] if len(concrete) > 10 else ""
+    n_grads = 2
+    if isinstance(mask, str) and mask.startswith("["):
+        n_grads = sum(1 for v in mask.strip("[]").split(",")[:2] if v.strip().lower() == "true")
+    return fwd * max(n_grads, 1)
+
+
+def _sdpa_dims(dims: list[Any]) -> tuple[int, int, int, int, int] | None:
+    q, k, v = dims[0], dims[1], dims[2]
+    if len(q) != 4 or len(k) != 4 or len(v) != 4:
+        return None
+    b, h, lq, e = q
+    s, ev = k[2], v[3]
+    return b * h, lq, s, e, ev
+
+
+def _sdpa(dims: list[Any], _c: list[Any]) -> int | None:
+    d = _sdpa_dims(dims)
+    if d is None:
+        return None
+    bh, lq, s, e, ev = d
+    return 2 * bh * lq * s * e + 2 * bh * lq * s * ev
+
+
+def _sdpa_backward(dims: list[Any], _c: list[Any]) -> int | None:
+    # inputs start with grad_out, then q, k, v (flash/efficient/for_cpu backward signatures)
+    d = _sdpa_dims(dims[1:4])
+    if d is None:
+        return None
+    bh, lq, s, e, ev = d
+    # recompute scores, then grad_v, grad_scores, grad_q, grad_k (flop_counter's formula)
+    return 2 * bh * lq * s * (3 * e + 2 * ev)
+
+
+FORMULAS: dict[str, Callable[[list[Any], list[Any]], int | None]] = {
+    "aten::mm": _mm,
+    "aten::addmm": _addmm,
+    "aten::bmm": _bmm,
+    "aten::baddbmm": _baddbmm,
+    "aten::mv": _mv,
+    "aten::addmv": _addmv,
+    "aten::dot": _dot,
+    "aten::convolution": _convolution,
+    "aten::convolution_backward": _convolution_backward,
+    "aten::cudnn_convolution": _conv_nd,
+    "aten::mkldnn_convolution": _conv_nd,
+    "aten::_scaled_dot_product_flash_attention": _sdpa,
+    "aten::_scaled_dot_product_flash_attention_for_cpu": _sdpa,
+    "aten::_scaled_dot_product_efficient_attention": _sdpa,
+    "aten::_scaled_dot_product_cudnn_attention": _sdpa,
+    "aten::_flash_attention_forward": _sdpa,
+    "aten::_efficient_attention_forward": _sdpa,
+    "aten::_scaled_dot_product_flash_attention_backward": _sdpa_backward,
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward": _sdpa_backward,
+    "aten::_scaled_dot_product_efficient_attention_backward": _sdpa_backward,
+    "aten::_scaled_dot_product_cudnn_attention_backward": _sdpa_backward,
+}
+
+
+def op_flops(name: str, args: Args) -> int | None:
+    """FLOPs of one op from its trace args, or None when it is not a counted op."""
+    formula = FORMULAS.get(name)
+    if formula is None or not len(args.input_dims):
+        return None
+    dims = orjson.loads(bytes(args.input_dims))
+    if not isinstance(dims, list):
+        return None
+    concrete = orjson.loads(bytes(args.concrete)) if len(args.concrete) else []
+    try:
+        value = formula(dims, concrete)
+    except (IndexError, TypeError, ValueError):
+        return None
+    return int(value) if value is not None and value >= 0 else None

@@ -1,0 +1,136 @@
+"""``dsprof import``: existing torch.profiler / Kineto traces -> a run directory.
+
+Each input file goes to ``raw/rank<R>/``. R comes from the trace's ``distributedInfo.rank``
+(read from the first bytes, without parsing the file), else from a ``rank<N>`` in the file
+name, else files get consecutive ranks after the known ones. Files of the same rank are kept
+together (several profiler windows of one process). Files are hard-linked when possible, so a
+multi-GB trace set is not copied; the run directory is then self-contained either way.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import shutil
+import zlib
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from dsprof._version import __version__
+from dsprof.errors import TraceFormatError
+from dsprof.ingest.pipeline import RankResult, ingest_run, is_trace_file
+from dsprof.ingest.trace_file import GZIP_MAGIC
+from dsprof.rundir import RunDir
+
+_DIST_RANK = re.compile(rb'"distributedInfo"\s*:\s*\{[^}]*?"rank"\s*:\s*(\d+)')
+_NAME_RANK = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
+_HEAD = 1 << 20
+
+
+def discover(paths: list[Path]) -> list[Path]:
+    """The trace files named by ``paths`` (files, or folders searched recursively)."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if is_trace_file(f))
+            if not found:
+                raise TraceFormatError(f"{p}: no trace files in this folder "
+                                       "(expected *.json, *.json.gz or *.raw.gz)")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise TraceFormatError(f"{p}: no such file or folder")
+    return files
+
+
+def peek_rank(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD)
+    except OSError as exc:
+        raise TraceFormatError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if head[:2] == GZIP_MAGIC:
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, _HEAD)
+        except zlib.error as exc:
+            raise TraceFormatError(f"{path}: the gzip stream is corrupt ({exc})") from None
+    m = _DIST_RANK.search(head)
+    if m:
+        return int(m.group(1))
+    m = _NAME_RANK.search(path.name)
+    return int(m.group(1)) if m else None
+
+
+def assign_ranks(files: list[Path]) -> dict[Path, int]:
+    known = {f: peek_rank(f) for f in files}
+    next_rank = max([r for r in known.values() if r is not None], default=-1) + 1
+    out: dict[Path, int] = {}
+    for f in files:
+        r = known[f]
+        if r is None:
+            r, next_rank = next_rank, next_rank + 1
+        out[f] = r
+    return out
+
+
+def _place(src: Path, dest_dir: Path) -> None:
+    dest = dest_dir / src.name
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = dest_dir / f"{n}-{src.name}"
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def import_traces(paths: list[Path], run_path: Path,
+                  progress: Callable[[int, Path], None] | None = None
+                  ) -> tuple[RunDir, list[RankResult]]:
+    """Build a run directory at ``run_path`` from trace files. Nothing is left behind on error.
+
+    Raises:
+        TraceFormatError: a path is missing, a folder holds no traces, a file is not a trace.
+        RunDirError: ``run_path`` exists or cannot be written.
+    """
+    files = discover(paths)
+    ranks = assign_ranks(files)
+    run = RunDir.create(run_path)
+    try:
+        for f, r in ranks.items():
+            _place(f, run.raw_dir(r))
+        results = ingest_run(run, progress)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    dist = next((r.trace_meta.get("distributedInfo") for r in results
+                 if isinstance(r.trace_meta.get("distributedInfo"), dict)), {}) or {}
+    props = next((r.trace_meta.get("deviceProperties") for r in results
+                  if r.trace_meta.get("deviceProperties")), []) or []
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    run.write_meta({
+        "source": "import",
+        "status": "imported",
+        "dsprof_version": __version__,
+        "torch_version": torch_version,
+        "inputs": [str(p) for p in paths],
+        "files": {str(f): r for f, r in ranks.items()},
+        "ranks": sorted(set(ranks.values())),
+        "world_size": dist.get("world_size", len(set(ranks.values()))),
+        "distributed_info": dist,
+        "trace_device_properties": props,
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "ingested": True,
+        "events": sum(r.events for r in results),
+        "rows": {t: sum(r.rows.get(t, 0) for r in results)
+                 for t in ("ops", "kernels", "memory", "steps")},
+        "clock": {"kind": "trace_epoch_ns", "rank_offsets_ns": {str(r): 0 for r in ranks.values()}},
+    })
+    return run, results

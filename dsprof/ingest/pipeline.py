@@ -1,0 +1,186 @@
+"""Ingest: ``raw/rank<R>/`` of a run directory -> ``tables/<name>/rank<R>.parquet``.
+
+A rank's raw folder holds any number of trace files (one per profiler window for a
+``dsprof run``, the user's files for ``dsprof import``), optionally ``session.json`` (the step
+boundaries the step collector recorded for the whole run) and raw memory timelines. Each rank is
+parsed on its own and written as one Parquet part per table, so analysis never needs more than
+DuckDB's out-of-core scan over all ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dsprof.errors import RunDirError
+from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.events import split
+from dsprof.ingest.host_ops import assign_steps, build_host_ops
+from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, load
+from dsprof.log import logger
+from dsprof.rundir import SESSION_FILE, RunDir
+from dsprof.schema import KERNELS, MEMORY, OPS, STEPS, Table
+
+TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
+
+
+def is_trace_file(path: Path) -> bool:
+    return path.is_file() and path.name != SESSION_FILE and path.name.endswith(TRACE_SUFFIXES)
+
+
+@dataclass
+class RankResult:
+    rank: int
+    events: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    trace_meta: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def ingest_run(run: RunDir, progress: Callable[[int, Path], None] | None = None) -> list[RankResult]:
+    """Parse every rank's raw files and (re)write the tables. Returns per-rank counts.
+
+    Raises:
+        RunDirError: the run has no raw data at all.
+        TraceFormatError: a raw file is not a trace.
+    """
+    ranks = run.raw_ranks()
+    if not ranks:
+        raise RunDirError(f"{run.path} holds no raw data (raw/rank<R>/ is empty); "
+                          "nothing was collected")
+    results = []
+    for rank in ranks:
+        t0 = time.perf_counter()
+        res = ingest_rank(run, rank, progress)
+        logger.debug("ingested rank %d: %d events in %.2fs -> %s", rank, res.events,
+                     time.perf_counter() - t0, res.rows)
+        results.append(res)
+    return results
+
+
+def ingest_rank(run: RunDir, rank: int,
+                progress: Callable[[int, Path], None] | None = None) -> RankResult:
+    raw = run.raw_dir(rank)
+    res = RankResult(rank)
+    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": [], "memory": []}
+    step_spans: list[tuple[int, int, int]] = []
+    next_id = 0
+    for path in sorted(p for p in raw.iterdir() if is_trace_file(p)):
+        if progress is not None:
+            progress(rank, path)
+        doc = load(path)
+        if isinstance(doc, MemoryTimelineRaw):
+            parts["memory"].append(memory_timeline.build_memory(doc.records, rank=rank))
+            res.events += len(doc.records)
+            continue
+        cols, spans, n_events = _trace_tables(doc, rank, next_id, res)
+        next_id += len(cols["ops"]["id"])
+        for name, table_cols in cols.items():
+            parts[name].append(table_cols)
+        step_spans.extend(spans)
+        res.events += n_events
+    steps_file = raw / SESSION_FILE
+    if steps_file.is_file():
+        steps_cols = steps_from_record(orjson.loads(steps_file.read_bytes()), rank)
+    else:
+        steps_cols = steps_from_spans(step_spans, rank)
+    tables = {"ops": OPS, "kernels": KERNELS, "memory": MEMORY}
+    for name, table in tables.items():
+        res.rows[name] = write_part(run, table, rank, parts[name])
+    res.rows["steps"] = write_part(run, STEPS, rank, [steps_cols])
+    return res
+
+
+def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult):
+    base = doc.base_ns
+    parsed = split(doc.events)
+    ops = build_host_ops(parsed.host, base_ns=base, rank=rank, first_id=first_id)
+    ops.columns["step"] = _ops_steps(ops)
+    kernels = device_ops.build_kernels(parsed.device, ops, base_ns=base, rank=rank)
+    memory = device_ops.build_memory(parsed.memory, ops, base_ns=base, rank=rank)
+    for key, count in parsed.skipped.items():
+        res.skipped[key] = res.skipped.get(key, 0) + count
+    meta = doc.metadata
+    if not res.trace_meta:
+        res.trace_meta = {k: meta[k] for k in ("deviceProperties", "distributedInfo",
+                                               "schemaVersion") if k in meta}
+    return {"ops": ops.columns, "kernels": kernels, "memory": memory}, ops.step_spans, \
+        parsed.n_events
+
+
+def _ops_steps(ops) -> list[int | None]:
+    return assign_steps(np.asarray(ops.columns["start_ns"], np.int64), ops.step_spans)
+
+
+def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, Any]:
+    """Steps of an imported trace: one row per ProfilerStep annotation."""
+    spans = sorted(set(spans), key=lambda s: (s[1], s[0]))
+    n = len(spans)
+    return {
+        "rank": [rank] * n,
+        "step": [s[0] for s in spans],
+        "start_ns": [s[1] for s in spans],
+        "end_ns": [s[2] for s in spans],
+        "dur_ns": [s[2] - s[1] for s in spans],
+        "profiled": [True] * n,
+        "window": [None] * n,
+        "device_peak_bytes": [None] * n,
+        "rss_bytes": [None] * n,
+        "source": ["trace"] * n,
+    }
+
+
+def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Steps recorded by the step collector during a ``dsprof run`` (see collectors/steps.py)."""
+    bounds: list[int] = rec.get("boundaries_ns", [])
+    start0: int = rec["start_ns"]
+    starts = [start0] + bounds[:-1]
+    n = len(bounds)
+    window_of: dict[int, int] = {}
+    for w in rec.get("windows", []):
+        for s in w.get("steps", []):
+            window_of[s] = w["index"]
+    rss = rec.get("rss_bytes") or [None] * n
+    peak = rec.get("device_peak_bytes") or [None] * n
+    return {
+        "rank": [rank] * n,
+        "step": list(range(n)),
+        "start_ns": starts,
+        "end_ns": bounds,
+        "dur_ns": [e - s for s, e in zip(starts, bounds)],
+        "profiled": [i in window_of for i in range(n)],
+        "window": [window_of.get(i) for i in range(n)],
+        "device_peak_bytes": list(peak[:n]) + [None] * (n - len(peak)),
+        "rss_bytes": list(rss[:n]) + [None] * (n - len(rss)),
+        "source": [rec.get("source", "optimizer")] * n,
+    }
+
+
+def write_part(run: RunDir, table: Table, rank: int, parts: list[dict[str, Any]]) -> int:
+    """Concatenate column dicts and write ``tables/<name>/rank<R>.parquet`` atomically.
+
+    An empty table writes no file (the table is then absent for that rank) and removes a stale
+    part from an earlier ingest.
+    """
+    built = [table.build(p) for p in parts if len(next(iter(p.values()), [])) > 0]
+    out_dir = run.table_dir(table.name)
+    target = out_dir / f"rank{rank}.parquet"
+    rows = sum(t.num_rows for t in built)
+    if rows == 0:
+        if target.exists():
+            target.unlink()
+        return 0
+    data = pa.concat_tables(built) if len(built) > 1 else built[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".rank{rank}.parquet.tmp-{os.getpid()}"
+    pq.write_table(data, tmp, compression="lz4")
+    os.replace(tmp, target)
+    return rows

@@ -1,0 +1,125 @@
+"""Read one trace file: Kineto / torch.profiler JSON (plain or gzip), or the raw memory
+timeline that ``torch.profiler.profile.export_memory_timeline(...raw...)`` writes.
+
+Anything else fails with one :class:`TraceFormatError` that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+
+from dsprof.errors import TraceFormatError
+from dsprof.ingest.trace_schema import DECODER, Event, TraceDoc
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class KinetoTrace:
+    """A parsed Kineto trace.
+
+    Args:
+        path: where it came from.
+        doc: the decoded trace (events plus the metadata dsprof reads).
+    """
+
+    path: Path
+    doc: TraceDoc
+
+    @property
+    def events(self) -> list[Event]:
+        return self.doc.traceEvents
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        fields = ("schemaVersion", "deviceProperties", "distributedInfo", "baseTimeNanoseconds",
+                  "record_shapes", "profile_memory", "with_stack")
+        return {k: getattr(self.doc, k) for k in fields if getattr(self.doc, k) is not None}
+
+    @property
+    def base_ns(self) -> int:
+        """Offset to add to ``ts`` (µs, times 1000) to reach the epoch clock (0 in old traces)."""
+        base = self.doc.baseTimeNanoseconds
+        return int(base) if isinstance(base, (int, float)) else 0
+
+    @property
+    def rank(self) -> int | None:
+        info = self.doc.distributedInfo
+        if isinstance(info, dict) and isinstance(info.get("rank"), int):
+            return info["rank"]
+        return None
+
+
+@dataclass(frozen=True)
+class MemoryTimelineRaw:
+    """``export_memory_timeline`` raw records: ``[ts_ns | -1, action, bytes, category]``."""
+
+    path: Path
+    records: list[list[int]]
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TraceFormatError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise TraceFormatError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise TraceFormatError(
+                f"{path}: the gzip stream is truncated or corrupt ({exc}); copy the file again"
+            ) from None
+    return data
+
+
+def load(path: Path) -> KinetoTrace | MemoryTimelineRaw:
+    """Parse ``path``.
+
+    Raises:
+        TraceFormatError: unreadable, truncated, not JSON, or JSON that is not a trace.
+    """
+    data = read_bytes(path)
+    head = data[:4096].lstrip()
+    if not head:
+        raise TraceFormatError(f"{path}: the file is empty; it is not a trace")
+    if head[:1] == b"{":
+        try:
+            return KinetoTrace(path, DECODER.decode(data))
+        except msgspec.ValidationError as exc:
+            if "traceEvents" in str(exc) and "missing required field" in str(exc):
+                raise TraceFormatError(f"{path}: JSON, but not a torch.profiler/Kineto trace "
+                                       "(it has no traceEvents list)") from None
+            raise TraceFormatError(f"{path}: malformed trace event ({exc})") from None
+        except msgspec.DecodeError as exc:
+            raise TraceFormatError(f"{path}: not valid JSON ({exc}); is it a torch.profiler "
+                                   "trace, and complete?") from None
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise TraceFormatError(
+            f"{path}: not valid JSON ({exc}); is it a torch.profiler trace, and complete?"
+        ) from None
+    if isinstance(doc, list) and _is_memory_timeline(doc):
+        return MemoryTimelineRaw(path, doc)
+    raise TraceFormatError(
+        f"{path}: JSON, but neither a torch.profiler/Kineto trace nor a raw memory timeline"
+    )
+
+
+def _is_memory_timeline(doc: list[Any]) -> bool:
+    if not doc:
+        return False
+    for rec in doc[:1000]:
+        if not (isinstance(rec, list) and len(rec) == 4 and all(isinstance(v, int) for v in rec)):
+            return False
+    return True

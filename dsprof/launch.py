@@ -1,0 +1,140 @@
+"""Run a user's script or module in this process exactly as ``python SCRIPT ARGS`` /
+``python -m MODULE ARGS`` would: ``sys.argv``, ``__main__``, ``sys.path[0]``, exit status.
+
+Exit status follows CPython: ``sys.exit(n)`` -> n (``None`` -> 0, a message -> printed, 1),
+an uncaught exception -> its traceback (without dsprof's frames) and 1, Ctrl-C -> 130.
+A script that cannot start (missing, syntax error, unknown module) raises ScriptError before
+anything runs, so dsprof can exit 2 with one line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import runpy
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsprof.errors import ScriptError
+
+_DSPROF_DIR = str(Path(__file__).resolve().parent)
+_RUNPY = {runpy.__file__, "<frozen runpy>"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Args:
+        kind: ``script`` or ``module``.
+        name: the script path as given, or the module name.
+        args: the arguments after it.
+        code: the compiled script (None for modules).
+    """
+
+    kind: str
+    name: str
+    args: tuple[str, ...]
+    code: types.CodeType | None = None
+
+    @property
+    def display_name(self) -> str:
+        return Path(self.name).stem if self.kind == "script" else self.name.rsplit(".", 1)[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "argv": [self.name, *self.args]}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_status: int
+    reason: str  # exit | exception | interrupt
+
+
+def prepare_script(path: str, args: tuple[str, ...]) -> Target:
+    p = Path(path)
+    if not p.exists():
+        raise ScriptError(f"script {path} not found; check the path (dsprof run SCRIPT [ARGS])")
+    if p.is_dir():
+        raise ScriptError(f"{path} is a directory, not a script; use `dsprof run -m MODULE` "
+                          "for a package")
+    try:
+        source = p.read_bytes()
+    except OSError as exc:
+        raise ScriptError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        code = compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise ScriptError(f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}; "
+                          "fix the script, it was not run") from None
+    except ValueError as exc:  # null bytes
+        raise ScriptError(f"{path} is not a Python script ({exc})") from None
+    return Target("script", path, tuple(args), code)
+
+
+def prepare_module(name: str, args: tuple[str, ...]) -> Target:
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:
+        raise ScriptError(f"cannot find module {name}: {exc}") from None
+    if spec is None:
+        raise ScriptError(f"no module named {name}; check the name and sys.path "
+                          "(dsprof run -m MODULE [ARGS])")
+    return Target("module", name, tuple(args))
+
+
+def run(target: Target) -> Outcome:
+    """Execute the target; never raises (except for SystemExit codes it converts)."""
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    saved_main = sys.modules.get("__main__")
+    try:
+        if target.kind == "script":
+            main = types.ModuleType("__main__")
+            main.__dict__.update({"__file__": target.name, "__builtins__": __builtins__,
+                                  "__cached__": None, "__loader__": None, "__spec__": None,
+                                  "__package__": None})
+            sys.modules["__main__"] = main
+            sys.argv = [target.name, *target.args]
+            sys.path[0] = str(Path(target.name).resolve().parent)
+            exec(target.code, main.__dict__)  # noqa: S102 - running the user's script is the job
+        else:
+            sys.argv = [target.name, *target.args]
+            sys.path[0] = os.getcwd()
+            runpy.run_module(target.name, run_name="__main__", alter_sys=True)
+        return Outcome(0, "exit")
+    except SystemExit as exc:
+        return Outcome(_exit_code(exc.code), "exit")
+    except KeyboardInterrupt as exc:
+        _print_user_traceback(exc)
+        return Outcome(130, "interrupt")
+    except BaseException as exc:  # noqa: BLE001 - the user's failure, reported like Python does
+        _print_user_traceback(exc)
+        return Outcome(1, "exception")
+    finally:
+        sys.argv = saved_argv
+        if saved_path0 is not None and sys.path:
+            sys.path[0] = saved_path0
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
+
+
+def _exit_code(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_user_traceback(exc: BaseException) -> None:
+    tb = exc.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(_DSPROF_DIR)
+                              or tb.tb_frame.f_code.co_filename in _RUNPY):
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    sys.excepthook(type(exc), exc, tb)
+    sys.stderr.flush()

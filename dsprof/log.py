@@ -1,0 +1,78 @@
+"""The ``dsprof`` logger, driven by ``DS_LOG_LEVEL``.
+
+Levels are the standard ones (DEBUG, INFO, WARNING, ERROR; lower case and numbers accepted).
+A bad value is reported once and INFO is used. Messages go to stderr and, once a run directory
+exists, to its ``dsprof.log`` as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+LOGGER_NAME = "dsprof"
+_NAMES = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+          "WARN": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+_FORMAT = "[dsprof %(levelname)s] %(message)s"
+_FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def parse_level(text: str | None) -> tuple[int, str | None]:
+    """Return (level, complaint); complaint is None when ``text`` was valid or absent."""
+    if text is None or not text.strip():
+        return logging.INFO, None
+    value = text.strip()
+    if value.upper() in _NAMES:
+        return _NAMES[value.upper()], None
+    if value.lstrip("-").isdigit():
+        return int(value), None
+    return logging.INFO, (f"DS_LOG_LEVEL={text!r} is not a level (DEBUG, INFO, WARNING, ERROR); "
+                          "using INFO")
+
+
+def configure(quiet: bool = False) -> int:
+    """Set the logger up from the environment (idempotent). Returns the level in force."""
+    level, complaint = parse_level(os.environ.get("DS_LOG_LEVEL"))
+    logger.setLevel(level)
+    logger.propagate = False
+    stderr = _handler("stderr")
+    if stderr is None:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.set_name("stderr")
+        stderr.setFormatter(logging.Formatter(_FORMAT))
+        logger.addHandler(stderr)
+    else:
+        stderr.setStream(sys.stderr)
+    stderr.setLevel(max(level, logging.WARNING) if quiet else level)
+    if complaint and not getattr(configure, "_complained", False):
+        configure._complained = True  # type: ignore[attr-defined]
+        logger.warning(complaint)
+    return level
+
+
+def attach_file(path: Path) -> None:
+    """Also write the log to ``path`` (the run's dsprof.log)."""
+    detach_file()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.set_name("file")
+    handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+    handler.setLevel(logger.level)
+    logger.addHandler(handler)
+
+
+def detach_file() -> None:
+    handler = _handler("file")
+    if handler is not None:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _handler(name: str) -> logging.Handler | None:
+    for h in logger.handlers:
+        if h.get_name() == name:
+            return h
+    return None

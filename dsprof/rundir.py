@@ -1,0 +1,151 @@
+"""The run directory: the file boundary between collect, ingest, analyze and present.
+
+Layout (documented in docs/format.md)::
+
+    meta.json                 schema version, versions, argv, knobs, devices, exit status
+    raw/rank<R>/...           what collectors wrote, untouched
+    tables/<name>/rank<R>.parquet
+    findings.json             analyzer output
+    dsprof.log
+
+Every file is written atomically (temporary name, then rename), so a crash never leaves a
+table or meta.json that reads as valid but is cut short.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dsprof.errors import RunDirError
+from dsprof.schema import SCHEMA_VERSION, TABLES
+
+META = "meta.json"
+SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a dsprof run
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def new_run_path(runs_dir: Path, name: str, now: _dt.datetime | None = None) -> Path:
+    """``runs_dir/<name>-<YYYYmmdd-HHMMSS>``, with a suffix if that exists already."""
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = runs_dir / f"{name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+class RunDir:
+    """A run directory on disk (it may still be being written)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    # -- creation -----------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path) -> "RunDir":
+        """Create an empty run directory.
+
+        Raises:
+            RunDirError: ``path`` exists and is not empty, or cannot be created.
+        """
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(f"output directory {path} already exists and is not empty; "
+                              "choose another with -o or remove it")
+        try:
+            (path / "raw").mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}; "
+                              "choose a writable place with -o") from None
+        return cls(path)
+
+    # -- paths --------------------------------------------------------------------------
+    @property
+    def meta_path(self) -> Path:
+        return self.path / META
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "dsprof.log"
+
+    @property
+    def findings_path(self) -> Path:
+        return self.path / "findings.json"
+
+    def raw_dir(self, rank: int) -> Path:
+        d = self.path / "raw" / f"rank{rank}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def raw_ranks(self) -> list[int]:
+        raw = self.path / "raw"
+        if not raw.is_dir():
+            return []
+        ranks = []
+        for d in raw.iterdir():
+            if d.is_dir() and d.name.startswith("rank") and d.name[4:].isdigit():
+                ranks.append(int(d.name[4:]))
+        return sorted(ranks)
+
+    def table_dir(self, name: str) -> Path:
+        return self.path / "tables" / name
+
+    def table_glob(self, name: str) -> str:
+        return str(self.table_dir(name) / "*.parquet")
+
+    def tables(self) -> list[str]:
+        """Names of the tables that hold at least one part."""
+        return [n for n in TABLES if any(self.table_dir(n).glob("*.parquet"))]
+
+    # -- meta ---------------------------------------------------------------------------
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        meta = {"schema_version": SCHEMA_VERSION, **meta}
+        atomic_write_bytes(self.meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2
+                                                        | orjson.OPT_SORT_KEYS))
+
+    def update_meta(self, **changes: Any) -> dict[str, Any]:
+        meta = self.read_meta() if self.meta_path.exists() else {}
+        meta.update(changes)
+        self.write_meta(meta)
+        return meta
+
+    def read_meta(self) -> dict[str, Any]:
+        """Read and check meta.json.
+
+        Raises:
+            RunDirError: missing, unreadable, or written by a newer schema.
+        """
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path} is not a run directory (it does not exist); "
+                              "pass a folder made by `dsprof run` or `dsprof import`")
+        if not self.meta_path.is_file():
+            raise RunDirError(f"{self.path} is not a run directory (no meta.json); "
+                              "pass a folder made by `dsprof run` or `dsprof import`, "
+                              "or import a trace with `dsprof import`")
+        try:
+            meta = orjson.loads(self.meta_path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise RunDirError(f"{self.meta_path} is corrupt ({exc}); re-create the run") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("schema_version"), int):
+            raise RunDirError(f"{self.meta_path} has no schema_version; it was not written by dsprof")
+        if meta["schema_version"] > SCHEMA_VERSION:
+            raise RunDirError(
+                f"{self.path} was written by a newer dsprof (schema {meta['schema_version']}, "
+                f"this dsprof reads up to {SCHEMA_VERSION}); upgrade dsprof to read it")
+        return meta

@@ -1,0 +1,171 @@
+"""The one place where the run directory's tables are defined.
+
+Every table dsprof writes is declared here as a :class:`Table`: its name, its columns (name,
+Arrow type, one line of meaning) and the order they are written in. Ingest builds Arrow tables
+through :func:`Table.build`, so a column that is missing, misspelt or of the wrong type fails at
+write time, not in an analyzer three stages later. ``docs/format.md`` documents the same columns
+and a test checks the two agree.
+
+``SCHEMA_VERSION`` is stored in ``meta.json``. Bump it whenever a column changes meaning or
+type, or a table is added; a reader refuses a run written with a newer version than its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table.
+
+    Args:
+        name: column name in Parquet and in SQL.
+        type: its Arrow type.
+        doc: what it holds, with units.
+    """
+
+    name: str
+    type: pa.DataType
+    doc: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the run directory, stored as ``tables/<name>/rank<R>.parquet``."""
+
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type) for c in self.columns])
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def build(self, data: Mapping[str, Any]) -> pa.Table:
+        """Build an Arrow table from column arrays (lists or numpy arrays) keyed by name.
+
+        Raises:
+            KeyError: a column of the schema is missing from ``data`` or ``data`` has extra keys.
+        """
+        extra = set(data) - set(self.column_names)
+        if extra:
+            raise KeyError(f"table {self.name!r} has no column(s) {sorted(extra)}")
+        arrays = [pa.array(data[c.name], type=c.type) for c in self.columns]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+_I64 = pa.int64()
+_I32 = pa.int32()
+_STR = pa.string()
+_F64 = pa.float64()
+_BOOL = pa.bool_()
+
+STEPS = Table(
+    "steps",
+    "One row per training step (the time between two step boundaries) for the whole run; "
+    "for imported traces, one row per ProfilerStep annotation.",
+    (
+        Column("rank", _I32, "process rank (0 when not distributed)"),
+        Column("step", _I64, "step number; step 0 includes the script's setup"),
+        Column("start_ns", _I64, "step start, ns on the run clock"),
+        Column("end_ns", _I64, "step end, ns on the run clock"),
+        Column("dur_ns", _I64, "end_ns - start_ns"),
+        Column("profiled", _BOOL, "true when the step lies in an active profiler window"),
+        Column("window", _I32, "index of the profiler window holding the step, null if none"),
+        Column("device_peak_bytes", _I64,
+               "peak bytes allocated on the accelerator during the step (null on CPU)"),
+        Column("rss_bytes", _I64, "process resident set size at the end of the step (null if not sampled)"),
+        Column("source", _STR,
+               "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
+               "trace (ProfilerStep annotation of an imported trace)"),
+    ),
+)
+
+OPS = Table(
+    "ops",
+    "Host-side spans of the timeline: aten ops, record_function annotations, module forward "
+    "spans, CUDA/HIP runtime and driver calls.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step the op started in (null outside steps)"),
+        Column("id", _I64, "op id, unique within a rank"),
+        Column("parent_id", _I64, "id of the innermost enclosing span on the same thread (null at top level)"),
+        Column("depth", _I32, "nesting depth on its thread (0 = top level)"),
+        Column("thread", _I64, "thread id (stringly thread ids of old traces are hashed)"),
+        Column("cat", _STR,
+               "cpu_op | user_annotation | module | cuda_runtime | cuda_driver | "
+               "gpu_user_annotation | cuda_sync | other Kineto category, lower case"),
+        Column("name", _STR, "op or annotation name (module spans: the module path)"),
+        Column("start_ns", _I64, "start, ns on the run clock"),
+        Column("dur_ns", _I64, "duration, ns"),
+        Column("self_ns", _I64, "duration minus the time covered by direct children on the same thread"),
+        Column("module", _STR, "path of the innermost module the op ran under (forward) or for (backward)"),
+        Column("phase", _STR, "forward | backward | optimizer | data | other"),
+        Column("input_shapes", _STR, "input dims as recorded (JSON text), null without record_shapes"),
+        Column("dtypes", _STR, "input types as recorded (JSON text), null without record_shapes"),
+        Column("flops", _I64, "floating point operations computed from shapes (matmul, conv, attention), else null"),
+        Column("correlation", _I64, "External id (cpu ops) or CUDA correlation id (runtime calls)"),
+        Column("seq", _I64, "autograd sequence number (links a forward op to its backward)"),
+    ),
+)
+
+KERNELS = Table(
+    "kernels",
+    "Device-side activity: kernels, memcpy and memset, one row each.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step of the launching op (by start time when unlinked)"),
+        Column("device", _I32, "device index"),
+        Column("stream", _I64, "stream id"),
+        Column("name", _STR, "kernel name, or the memcpy/memset description"),
+        Column("kind", _STR, "compute | communication | memcpy | memset"),
+        Column("start_ns", _I64, "start, ns on the run clock"),
+        Column("dur_ns", _I64, "duration, ns"),
+        Column("correlation", _I64, "CUDA correlation id shared with the launching runtime call"),
+        Column("launch_id", _I64, "ops.id of the runtime call that launched it"),
+        Column("op_id", _I64, "ops.id of the op that issued the launch (the launch's parent)"),
+        Column("grid", _STR, "grid dims as JSON text, e.g. [512,1,1]"),
+        Column("block", _STR, "block dims as JSON text"),
+        Column("registers", _I32, "registers per thread"),
+        Column("shared_mem", _I64, "shared memory per block, bytes"),
+        Column("blocks_per_sm", _F64, "blocks per SM as reported by Kineto"),
+        Column("occupancy", _F64, "estimated achieved occupancy, percent"),
+        Column("bytes", _I64, "bytes moved (memcpy/memset), else null"),
+    ),
+)
+
+MEMORY = Table(
+    "memory",
+    "Allocator events: every allocation and free the profiler saw, with running totals.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("device", _STR, "cpu, cuda:N, ..."),
+        Column("ts_ns", _I64, "time, ns on the run clock (null for tensors that pre-existed the capture)"),
+        Column("action", _STR, "alloc | free"),
+        Column("addr", _I64, "address (null when unknown)"),
+        Column("bytes", _I64, "signed change in bytes: positive for alloc, negative for free"),
+        Column("allocated", _I64, "total allocated after the event as the profiler reported it (null if absent)"),
+        Column("reserved", _I64, "total reserved after the event (null if absent)"),
+        Column("category", _STR,
+               "parameter | optimizer_state | input | temporary | activation | gradient | "
+               "autograd_detail | unknown; null when the source has no categories"),
+        Column("op_id", _I64, "ops.id of the innermost op running on the same thread"),
+        Column("step", _I64, "step the event falls in"),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY)}
+
+
+def table(name: str) -> Table:
+    return TABLES[name]

@@ -1,0 +1,122 @@
+"""One frozen settings object, built from defaults, then the environment, then CLI flags.
+
+Every knob has a ``DSPROF_*`` environment twin so that ``dsprof run`` under torchrun, a
+notebook and a CI job can all be configured the same way. ``DS_LOG_LEVEL`` is read by
+:mod:`dsprof.log`, not here, because logging must work before any settings exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from dsprof.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}")
+
+
+def _nonneg_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _pos_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+def _pos_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _knob(default: Any, env: str, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a dsprof session does. Build it with :meth:`Settings.load`."""
+
+    output: Path | None = _knob(None, "DSPROF_OUTPUT", _path,
+                                "the run directory to write (default: RUNS_DIR/<script>-<stamp>)")
+    runs_dir: Path = _knob(Path("dsprof-runs"), "DSPROF_RUNS_DIR", Path,
+                           "where run directories are created when --output is not given")
+    wait: int = _knob(5, "DSPROF_WAIT", _nonneg_int, "steps to skip before each profiler window")
+    warmup: int = _knob(1, "DSPROF_WARMUP", _nonneg_int, "steps the profiler warms up (not kept)")
+    active: int = _knob(3, "DSPROF_ACTIVE", _pos_int, "steps recorded in detail per window")
+    repeat: int = _knob(1, "DSPROF_REPEAT", _nonneg_int, "number of windows (0: until the run ends)")
+    max_capture_s: float = _knob(60.0, "DSPROF_MAX_CAPTURE_S", _pos_float,
+                                 "cap on the capture when the script marks no steps, seconds")
+    with_stack: bool = _knob(True, "DSPROF_WITH_STACK", _bool,
+                             "record Python stacks in windows (module spans on imported traces)")
+    analyze: bool = _knob(True, "DSPROF_ANALYZE", _bool,
+                          "ingest and summarize at exit (--no-analyze: only write raw/)")
+    quiet: bool = _knob(False, "DSPROF_QUIET", _bool, "print nothing but errors")
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then ``env`` (``os.environ`` by default), then non-None ``overrides``.
+
+        Raises:
+            ConfigError: an environment value does not parse, or a value is out of range.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name, parse = f.metadata["env"], f.metadata["parse"]
+            if name in env:
+                try:
+                    values[f.name] = parse(env[name])
+                except ValueError as exc:
+                    raise ConfigError(f"{name}={env[name]!r} is not valid: {exc}") from None
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if min(self.wait, self.warmup, self.repeat) < 0:
+            raise ConfigError("--wait, --warmup and --repeat must be >= 0")
+        if self.active < 1:
+            raise ConfigError("--active must be >= 1")
+        if self.max_capture_s <= 0:
+            raise ConfigError("--max-capture must be > 0 seconds")
+
+    def knobs(self) -> dict[str, Any]:
+        """The settings as JSON-friendly values, for meta.json."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+    @staticmethod
+    def env_names() -> dict[str, str]:
+        return {f.name: f.metadata["env"] for f in dataclasses.fields(Settings)}
