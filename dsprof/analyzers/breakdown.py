@@ -165,12 +165,18 @@ def _phase_times(run: Run) -> tuple[list[PhaseTime], float]:
     total_ns = run.sql("SELECT coalesce(sum(dur_ns), 0) FROM steps WHERE profiled")[0][0]
     if not total_ns:
         return [], 0.0
+    # Spans are clipped to their step: the last span of a window can run on past it (dsprof
+    # stops the profiler inside the optimizer's step span, which then also times the stop).
     rows = run.sql("""
-        SELECT o.rank, o.phase, o.start_ns, o.start_ns + o.dur_ns
-        FROM ops o LEFT JOIN ops p ON o.parent_id = p.id AND o.rank = p.rank
-        WHERE o.step IS NOT NULL AND o.cat IN ('cpu_op', 'user_annotation', 'module')
+        SELECT o.rank, o.phase, greatest(o.start_ns, s.start_ns),
+               least(o.start_ns + o.dur_ns, s.end_ns)
+        FROM ops o
+        JOIN steps s ON s.rank = o.rank AND s.step = o.step AND s.profiled
+        LEFT JOIN ops p ON o.parent_id = p.id AND o.rank = p.rank
+        WHERE o.cat IN ('cpu_op', 'user_annotation', 'module')
           AND o.name NOT LIKE 'ProfilerStep#%'
-          AND (p.id IS NULL OR p.name LIKE 'ProfilerStep#%' OR p.phase <> o.phase)
+          AND (p.id IS NULL OR p.phase <> o.phase)
+          AND o.start_ns + o.dur_ns > s.start_ns AND o.start_ns < s.end_ns
     """)
     if not rows:
         return [], 0.0

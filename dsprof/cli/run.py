@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -60,7 +62,9 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
         repeat=repeat, max_capture_s=max_capture_s, with_stack=False if no_stack else None,
         analyze=False if no_analyze else None, quiet=True if quiet else None)
-    log.configure(quiet=settings.quiet)
+    if log.configure(quiet=settings.quiet) > logging.DEBUG:
+        # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     if module is not None:
         tgt = launch.prepare_module(module, target)
     elif target:
@@ -82,7 +86,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet:
         Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]")
+            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+            soft_wrap=True)
     log.detach_file()
     ctx.exit(outcome.exit_status)
 

@@ -8,7 +8,8 @@ bootstrap   step 0, recorded from session start; if a boundary comes, the captur
             is the whole run, up to ``max_capture_s``
 none        not profiling (the ``wait`` steps and after the last window)
 warmup      Kineto prepared, events not kept
-record      recording; the window is saved when its last active step ends
+record      recording
+record_and_save  the last active step of a window: saved when it ends
 ==========  ==========================================================================
 
 Steps 1.. follow torch's ``schedule(wait, warmup, active, repeat)`` arithmetic. Saving writes
@@ -30,7 +31,19 @@ from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.log import logger
 from dsprof.settings import Settings
 
-NONE, WARMUP, RECORD, BOOTSTRAP = "none", "warmup", "record", "bootstrap"
+NONE, WARMUP, RECORD, RECORD_AND_SAVE, BOOTSTRAP = ("none", "warmup", "record", "record_and_save",
+                                                    "bootstrap")
+
+
+def effective_warmup(s: Settings) -> int:
+    """At least one step separates two profiler sessions.
+
+    A boundary marked by the optimizer hook lies inside torch's ``Optimizer.step#`` span. When
+    one session stops there and the next starts at once, that span, entered under the first
+    session, ends under the second, and torch 2.13 corrupts memory (a crash at exit). So with
+    ``wait == 0`` the warmup is at least one step.
+    """
+    return max(s.warmup, 1) if s.wait == 0 else s.warmup
 
 
 def planned_action(step: int, s: Settings) -> str:
@@ -38,15 +51,16 @@ def planned_action(step: int, s: Settings) -> str:
     if step == 0:
         return BOOTSTRAP
     k = step - 1
-    cycle = s.wait + s.warmup + s.active
+    warmup = effective_warmup(s)
+    cycle = s.wait + warmup + s.active
     if s.repeat > 0 and k >= cycle * s.repeat:
         return NONE
     pos = k % cycle
     if pos < s.wait:
         return NONE
-    if pos < s.wait + s.warmup:
+    if pos < s.wait + warmup:
         return WARMUP
-    return RECORD
+    return RECORD_AND_SAVE if pos == cycle - 1 else RECORD
 
 
 @dataclass
@@ -96,31 +110,29 @@ class TimelineCollector:
             self._remove_cap_hook()
             self._stop(save=False)
             logger.debug("timeline: step boundary seen, bootstrap capture of step 0 dropped")
-            state = NONE
         elif state == RECORD:
             self._end_step_annotation()
-            if nxt != RECORD:
-                self._stop(save=True)
-                state = NONE
-        if nxt == WARMUP and state == NONE:
+        elif state == RECORD_AND_SAVE:
+            self._stop(save=True)
+        elif state == WARMUP and nxt not in (WARMUP, RECORD, RECORD_AND_SAVE):
+            self._stop(save=False)
+        recording = state == RECORD
+        if nxt == WARMUP and self._prof is None:
             self._prepare()
             logger.debug("timeline: warming up at step %d", step + 1)
-        elif nxt == RECORD:
-            if state == NONE:
-                self._prepare()
-            if state != RECORD:
-                self._start_recording(step + 1, Window(len(self.windows), "window"))
-            else:
+        elif nxt in (RECORD, RECORD_AND_SAVE):
+            if recording:
                 self._begin_step_annotation(step + 1)
-        elif nxt == NONE and state == WARMUP:
-            self._stop(save=False)
+            else:
+                if self._prof is None:
+                    self._prepare()
+                self._start_recording(step + 1, Window(len(self.windows), "window"))
         self._state = nxt
 
     def finish(self) -> None:
         """At exit: save what is being recorded (the unstepped capture included)."""
         self._remove_cap_hook()
-        if self._state in (RECORD, BOOTSTRAP):
-            self._end_step_annotation()
+        if self._state in (RECORD, RECORD_AND_SAVE, BOOTSTRAP):
             self._stop(save=True)
         elif self._state == WARMUP:
             self._stop(save=False)

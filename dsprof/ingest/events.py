@@ -4,7 +4,9 @@ Kineto writes several flavours: current (``cpu_op``, ``cuda_runtime``, ``kernel`
 ``gpu_memcpy``...), the 2021 legacy one (``Operator``, ``Runtime``, ``Kernel``, ``Memcpy``),
 ROCm (``hip*`` runtime names, same categories), integer or float microsecond timestamps, and
 string or integer thread ids. This module normalizes categories and keeps the raw ``args``
-dict of each event for the builders, so the hot loop stays a dictionary dispatch.
+of each event for the builders. The hot loop only routes each event to a list (one dictionary
+look-up and one append per event); columns are then pulled out of each list in C
+(``map(attrgetter(...))``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
+from msgspec import Raw
 
 from dsprof.ingest.trace_schema import Args, Event
 
@@ -80,48 +85,61 @@ class SplitTrace:
 
 
 def split(events: list[Event]) -> SplitTrace:
-    host, device, memory = HostEvents(), DeviceEvents(), MemoryEvents()
-    skipped: Counter[str] = Counter()
-    lower: dict[Any, str] = {}
-    h_cat, h_name, h_tid, h_ts, h_dur, h_args = (host.cat, host.name, host.tid, host.ts,
-                                                 host.dur, host.args)
+    host_ev: list[Event] = []
+    device_ev: list[Event] = []
+    memory_ev: list[Event] = []
+    skipped_keys: list[str] = []
+    # raw category of an "X" event -> what to do with it: a list's append, or a skip counter
+    route: dict[Any, Callable[[Event], None]] = {}
+    host_cat: dict[Any, str] = {}
+    device_kind: dict[Any, str] = {}
+    ph_key: dict[str, str] = {}
+    add_skipped = skipped_keys.append
     for e in events:
         ph = e.ph
         if ph == "X":
-            cat = e.cat
-            lc = lower.get(cat)
-            if lc is None:
-                lc = lower[cat] = str(cat).lower()
-            hc = HOST_CATS.get(lc)
-            if hc is not None:
-                h_cat.append(hc)
-                h_name.append(e.name)
-                h_tid.append(e.tid)
-                h_ts.append(e.ts)
-                h_dur.append(e.dur)
-                h_args.append(e.args)
-                continue
-            dk = DEVICE_CATS.get(lc)
-            if dk is not None:
-                device.kind.append(dk)
-                device.name.append(e.name)
-                device.pid.append(e.pid)
-                device.tid.append(e.tid)
-                device.ts.append(e.ts)
-                device.dur.append(e.dur)
-                device.args.append(e.args)
-                continue
-            skipped[lc] += 1
+            add = route.get(e.cat)
+            if add is None:
+                add = route[e.cat] = _route(e.cat, host_ev, device_ev, host_cat, device_kind,
+                                            add_skipped)
+            add(e)
         elif ph == "i" or ph == "I":
             if e.name == "[memory]":
-                memory.tid.append(e.tid)
-                memory.ts.append(e.ts)
-                memory.args.append(e.args)
+                memory_ev.append(e)
             else:
-                skipped["instant:" + str(e.name)] += 1
+                add_skipped("instant:" + str(e.name))
         elif ph != "M":
-            skipped[f"ph:{ph}"] += 1
-    return SplitTrace(host, device, memory, skipped, len(events))
+            key = ph_key.get(ph)
+            if key is None:
+                key = ph_key[ph] = f"ph:{ph}"
+            add_skipped(key)
+
+    def col(evs: list[Event], name: str) -> list[Any]:
+        return list(map(attrgetter(name), evs))
+
+    host = HostEvents(list(map(host_cat.__getitem__, col(host_ev, "cat"))), col(host_ev, "name"),
+                      col(host_ev, "tid"), col(host_ev, "ts"), col(host_ev, "dur"),
+                      col(host_ev, "args"))
+    device = DeviceEvents(list(map(device_kind.__getitem__, col(device_ev, "cat"))),
+                          col(device_ev, "name"), col(device_ev, "pid"), col(device_ev, "tid"),
+                          col(device_ev, "ts"), col(device_ev, "dur"), col(device_ev, "args"))
+    memory = MemoryEvents(col(memory_ev, "tid"), col(memory_ev, "ts"), col(memory_ev, "args"))
+    return SplitTrace(host, device, memory, Counter(skipped_keys), len(events))
+
+
+def _route(cat: Any, host_ev: list[Event], device_ev: list[Event], host_cat: dict[Any, str],
+           device_kind: dict[Any, str],
+           add_skipped: Callable[[str], None]) -> Callable[[Event], None]:
+    lc = str(cat).lower()
+    hc = HOST_CATS.get(lc)
+    if hc is not None:
+        host_cat[cat] = hc
+        return host_ev.append
+    dk = DEVICE_CATS.get(lc)
+    if dk is not None:
+        device_kind[cat] = dk
+        return device_ev.append
+    return lambda _e: add_skipped(lc)
 
 
 def to_ns(values: list[float], base_ns: int = 0) -> np.ndarray:
@@ -158,3 +176,66 @@ def thread_id(tid: Any) -> int:
         value = zlib.crc32(str(tid).encode())
     _tid_cache[tid] = value
     return value
+
+
+def thread_ids(tids: list[Any]) -> np.ndarray:
+    """:func:`thread_id` of each element, computed once per distinct value."""
+    ids = {t: thread_id(t) for t in set(tids)}
+    return np.fromiter(map(ids.__getitem__, tids), np.int64, len(tids))
+
+
+_INT_OR_NONE = {int, type(None)}
+_NUMBER_OR_NONE = {int, float, type(None)}
+
+
+def int_column(values: list[Any], *, floats: bool = False) -> pa.Int64Array:
+    """Nullable int64 column: ints kept, anything else null (``floats``: floats truncated).
+
+    The common case, a list of ints and Nones, goes to Arrow as it is, converted in C.
+    """
+    if not set(map(type, values)) <= _INT_OR_NONE:
+        if floats:
+            values = [v if isinstance(v, int) else int(v) if isinstance(v, float) else None
+                      for v in values]
+        else:
+            values = [v if isinstance(v, int) else None for v in values]
+    return pa.array(values, pa.int64())
+
+
+def float_column(values: list[Any]) -> pa.DoubleArray:
+    """Nullable float64 column: ints and floats as floats, anything else null."""
+    if not set(map(type, values)) <= _NUMBER_OR_NONE:
+        values = [float(v) if isinstance(v, (int, float)) else None for v in values]
+    return pa.array(values, pa.float64())
+
+
+def int_values(column: pa.Array, fill: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """(values with nulls replaced by ``fill``, validity) of an Arrow integer column."""
+    valid = np.ones(len(column), bool) if column.null_count == 0 else \
+        column.is_valid().to_numpy(zero_copy_only=False)
+    return column.fill_null(fill).to_numpy(), valid
+
+
+def raw_strings(raws: list[Raw]) -> pa.LargeStringArray:
+    """Raw JSON fields -> their text as an Arrow string column, null where the field was absent.
+
+    Same values as ``[raw_text(r) for r in raws]``, but built from one join of the buffers.
+    """
+    n = len(raws)
+    lens = np.fromiter(map(len, raws), np.int64, n)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    valid = lens > 0
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    arr = pa.Array.from_buffers(pa.large_string(), n, [validity, pa.py_buffer(offsets),
+                                                       pa.py_buffer(b"".join(raws))])
+    arr.validate(full=True)  # UTF-8, as bytes.decode() would insist
+    return arr
+
+
+def strings_object_array(column: pa.Array) -> np.ndarray:
+    """An Arrow string column as a numpy object array of str / None (one str per distinct
+    value, shared by the rows that hold it)."""
+    enc = column.dictionary_encode()
+    values = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
+    return values[enc.indices.fill_null(len(values) - 1).to_numpy()]

@@ -16,46 +16,116 @@ Algorithm (one rank, one trace):
    module spans -> forward); otherwise it inherits a definite parent phase; a top-level op that
    autograd recorded (it has a ``Sequence number``) is forward (the loss), anything else other.
 4. Backward ops get the module of the forward op with the same autograd sequence number.
+
+``ProfilerStep#N`` spans are step markers, not parents: they stay top-level rows and nothing
+nests under them. dsprof marks a step where the optimizer's post-step hook runs, which is inside
+torch's ``Optimizer.step#...`` span, so its markers straddle that span; nesting them would put a
+whole step under the previous step's optimizer.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
-from dsprof.ingest.events import DSPROF_MODULE_PREFIX, MODULE_PREFIX, HostEvents, dur_ns, thread_id, to_ns
+import pyarrow as pa
+
+from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, MODULE_PREFIX, HostEvents, dur_ns,
+                                  int_column, int_values, raw_strings, strings_object_array,
+                                  thread_ids, to_ns)
 from dsprof.ingest.flops import FORMULAS, op_flops
 from dsprof.ingest.trace_schema import Args, raw_text
 
 _BACKWARD_NAME = re.compile(r"(Backward\d*$)|(^torch::autograd::AccumulateGrad$)|(^## backward ##$)")
 STEP_NAME = re.compile(r"^ProfilerStep#(\d+)$")
 
+# phase codes used while building; PHASES[code] is the column value
+PHASES = np.array(["other", "forward", "backward", "optimizer", "data"], dtype=object)
+_OTHER, _FWD, _BWD = 0, 1, 2
+_PHASE_CODE = {None: _OTHER, "forward": _FWD, "backward": _BWD, "optimizer": 3, "data": 4}
+
 
 @dataclass
 class HostOps:
-    """Column arrays of the ops table for one trace (row order: thread, start)."""
+    """Column arrays of the ops table for one trace (row order: thread, start).
+
+    Integer columns are numpy arrays, nullable ones Arrow arrays; text columns are numpy
+    object arrays (str or None), so ``columns["name"][i]`` is a ``str``.
+    """
 
     columns: dict[str, Any]
     n: int
     # ProfilerStep spans found on the host: (step, start_ns, end_ns)
     step_spans: list[tuple[int, int, int]]
+    # Row-aligned working arrays for the device builders (parent row or -1, end, correlation)
+    parent_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    end_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    corr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    corr_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
 
     def ids_by_correlation(self, cats: set[str]) -> dict[int, tuple[int, int, int]]:
         """correlation -> (op id, parent op id or -1, start_ns) of runtime/driver calls."""
-        out: dict[int, tuple[int, int, int]] = {}
+        rows = self.rows_by_correlation(cats)
         c = self.columns
-        cat, corr, parent = c["cat"], c["correlation"], c["parent_id"]
-        rows = [i for i, k in enumerate(cat) if k in cats]
-        if not rows:
+        ids = c["id"].tolist()
+        start = c["start_ns"].tolist()
+        parent = self.parent_row.tolist()
+        return {k: (ids[i], ids[parent[i]] if parent[i] >= 0 else -1, start[i])
+                for k, i in rows.items()}
+
+    def rows_by_correlation(self, cats: set[str]) -> dict[int, int]:
+        """correlation -> row of the (last) op of one of ``cats`` that carries it."""
+        cat = self.columns["cat"]
+        in_cats = np.fromiter((k in cats for k in cat), bool, self.n) if self.n else \
+            np.zeros(0, bool)
+        rows = np.flatnonzero(in_cats & self.corr_ok)
+        return dict(zip(self.corr[rows].tolist(), rows.tolist()))
+
+    def launch_rows(self, cats: set[str], corr: np.ndarray, corr_ok: np.ndarray) -> np.ndarray:
+        """Row of the op among ``cats`` with each correlation id (the last one if several
+        share it), -1 where none has it."""
+        out = np.full(len(corr), -1, np.int64)
+        names = [k for k in dict.fromkeys(self.columns["cat"]) if k in cats] if self.n else []
+        if not names or not len(corr):
             return out
-        ids = c["id"][rows].tolist()
-        start = c["start_ns"][rows].tolist()
-        for j, i in enumerate(rows):
-            if corr[i] is not None:
-                p = parent[i]
-                out[corr[i]] = (ids[j], -1 if p is None else p, start[j])
+        in_cats = np.isin(self.columns["cat"], np.array(names, dtype=object))
+        rows = np.flatnonzero(in_cats & self.corr_ok)[::-1]  # last first: it wins
+        if not len(rows):
+            return out
+        keys, first = np.unique(self.corr[rows], return_index=True)
+        rows = rows[first]
+        pos = np.minimum(np.searchsorted(keys, corr), len(keys) - 1)
+        hit = corr_ok & (keys[pos] == corr)
+        out[hit] = rows[pos[hit]]
+        return out
+
+    def innermost_rows(self, ts: np.ndarray, threads: np.ndarray) -> np.ndarray:
+        """For each instant, the row of the innermost op on its thread whose span contains it
+        (-1: none)."""
+        out = np.full(len(ts), -1, np.int64)
+        if not len(ts) or not self.n:
+            return out
+        op_thread = self.columns["thread"]
+        op_start = self.columns["start_ns"]
+        cand = np.full(len(ts), -1, np.int64)
+        for t in np.unique(threads).tolist():
+            lo, hi = np.searchsorted(op_thread, [t, t + 1])  # rows are sorted by thread
+            sel = np.flatnonzero(threads == t)
+            j = np.searchsorted(op_start[lo:hi], ts[sel], side="right") - 1
+            cand[sel] = np.where(j >= 0, lo + j, -1)
+        # climb from the last op that started before each instant to the first that holds it
+        todo = np.flatnonzero(cand >= 0)
+        row = cand[todo]
+        while len(todo):
+            t = ts[todo]
+            end = self.end_ns[row]
+            ok = (end > t) | ((end == t) & (op_start[row] == t))
+            out[todo[ok]] = row[ok]
+            up = self.parent_row[row[~ok]]
+            todo, row = todo[~ok][up >= 0], up[up >= 0]
         return out
 
 
@@ -88,15 +158,25 @@ def _module_paths(host: HostEvents) -> dict[int, str]:
     return {i: path(pid) for i, pid in module_rows}
 
 
-def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) -> HostOps:
-    has_dsprof_modules = any(n.startswith(DSPROF_MODULE_PREFIX) for n in host.name
+def _kept_events(host: HostEvents) -> tuple[list[int] | None, list[str], list[str]]:
+    """Which host events become ops rows (None: all), with their ops cat and name."""
+    names_in, cats_in = host.name, host.cat
+    distinct = dict.fromkeys(names_in)
+    has_dsprof_modules = any(n.startswith(DSPROF_MODULE_PREFIX) for n in distinct
                              if n[:1] == "d")
-    tracer_modules = {} if has_dsprof_modules else _module_paths(host)
+    step_names = {n for n in distinct if STEP_NAME.match(n)}
+    if not has_dsprof_modules and "python_function" not in set(cats_in):
+        cats = cats_in
+        if step_names:  # legacy traces record ProfilerStep as an Operator
+            cats = ["user_annotation" if c == "cpu_op" and n in step_names else c
+                    for c, n in zip(cats_in, names_in)]
+        return None, cats, names_in
 
+    tracer_modules = {} if has_dsprof_modules else _module_paths(host)
     keep: list[int] = []
-    cats: list[str] = []
-    names: list[str] = []
-    for i, (cat, name) in enumerate(zip(host.cat, host.name)):
+    cats = []
+    names = []
+    for i, (cat, name) in enumerate(zip(cats_in, names_in)):
         if cat == "python_function":
             if i in tracer_modules:
                 keep.append(i)
@@ -108,140 +188,194 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
             cats.append("module")
             names.append(name[len(DSPROF_MODULE_PREFIX):])
             continue
-        if cat == "cpu_op" and STEP_NAME.match(name):
+        if cat == "cpu_op" and name in step_names:
             cat = "user_annotation"  # legacy traces record ProfilerStep as an Operator
         keep.append(i)
         cats.append(cat)
         names.append(name)
+    return keep, cats, names
 
-    n = len(keep)
-    ts_raw = [host.ts[i] for i in keep]
-    start = to_ns(ts_raw, base_ns) if n else np.zeros(0, np.int64)
-    dur = dur_ns([host.dur[i] for i in keep]) if n else np.zeros(0, np.int64)
-    end = start + dur
-    threads = np.fromiter((thread_id(host.tid[i]) for i in keep), dtype=np.int64, count=n)
-    args = [host.args[i] for i in keep]
 
-    order = np.lexsort((-dur, start, threads)) if n else np.zeros(0, np.int64)
-    parent = [-1] * n      # index (into the kept events) of the parent span, -1: none
+def _codes(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """(code of each value, distinct values in first-seen order)."""
+    distinct = list(dict.fromkeys(values))
+    code = {v: i for i, v in enumerate(distinct)}
+    return np.fromiter(map(code.__getitem__, values), np.int64, len(values)), distinct
+
+
+def _nest(start: list[int], end: list[int], skip: list[bool],
+          segments: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Parent (-1: none) and depth of each span, in sorted order, per thread segment.
+
+    The parent of a span is the innermost open span that contains its start; ``skip``
+    spans (step markers) are never parents and have none.
+    """
+    n = len(start)
+    parent = [-1] * n
     depth = [0] * n
-    child_sum = [0] * n
-    module: list[str | None] = [None] * n
-    phase: list[str] = ["other"] * n
-    definite = [False] * n
-    seq: list[int | None] = [None] * n
-    corr: list[int | None] = [None] * n
+    inf = float("inf")
+    for a, b in segments:
+        stack = [-1]  # sentinel with an end that is never passed
+        ends = [inf]
+        for k in range(a, b):
+            if skip[k]:
+                continue
+            s = start[k]
+            while ends[-1] <= s:
+                ends.pop()
+                stack.pop()
+            parent[k] = stack[-1]
+            depth[k] = len(stack) - 1
+            stack.append(k)
+            ends.append(end[k])
+    return parent, depth
 
-    for i, a in enumerate(args):
-        s = a.seq
-        seq[i] = s if isinstance(s, int) else None
-        c = a.correlation
-        if c is None:
-            c = a.external_id if a.external_id is not None else a.external_id_legacy
-        corr[i] = c if isinstance(c, int) else None
 
-    # Nesting sweep, per thread, in (start, -dur) order.
-    stack: list[int] = []
-    cur_thread = None
-    order_list = order.tolist()
-    start_l, end_l, thr_l = start.tolist(), end.tolist(), threads.tolist()
-    for i in order_list:
-        t = thr_l[i]
-        if t != cur_thread:
-            stack.clear()
-            cur_thread = t
-        s = start_l[i]
-        while stack and end_l[stack[-1]] <= s:
-            stack.pop()
-        if stack:
-            p = stack[-1]
-            parent[i] = p
-            depth[i] = depth[p] + 1
-            child_sum[p] += min(end_l[i], end_l[p]) - s
-        stack.append(i)
+def _levels(depth: np.ndarray) -> list[np.ndarray]:
+    """Rows grouped by depth, shallowest first (each group in row order)."""
+    if not len(depth):
+        return []
+    by_depth = np.argsort(depth, kind="stable")
+    bounds = np.cumsum(np.bincount(depth))
+    return np.split(by_depth, bounds[:-1])
 
-        # phase and module (parents are visited before children)
-        name, cat = names[i], cats[i]
-        p = parent[i]
-        pmod = module[p] if p >= 0 else None
-        pphase = phase[p] if p >= 0 and definite[p] else None
-        if cat == "module":
-            module[i] = name
-            phase[i] = "backward" if pphase == "backward" else "forward"
-            definite[i] = True
-            continue
-        module[i] = pmod
-        own = _own_phase(name)
-        if own is not None:
-            phase[i], definite[i] = own, True
-        elif pphase is not None:
-            phase[i], definite[i] = pphase, True
-        elif seq[i] is not None and cat == "cpu_op":
-            phase[i], definite[i] = "forward", True
+
+def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) -> HostOps:
+    keep, cats_kept, names_kept = _kept_events(host)
+    if keep is None:
+        ts_raw, dur_raw, tids, args = host.ts, host.dur, host.tid, host.args
+    else:
+        ts_raw = [host.ts[i] for i in keep]
+        dur_raw = [host.dur[i] for i in keep]
+        tids = [host.tid[i] for i in keep]
+        args = [host.args[i] for i in keep]
+    n = len(names_kept)
+    start_k = to_ns(ts_raw, base_ns) if n else np.zeros(0, np.int64)
+    dur_k = dur_ns(dur_raw) if n else np.zeros(0, np.int64)
+    threads_k = thread_ids(tids)
+
+    # Rows are written in (thread, start, longest first) order; everything below is in it.
+    order = np.lexsort((-dur_k, start_k, threads_k)) if n else np.zeros(0, np.int64)
+    order_l = order.tolist()
+    start, dur, threads = start_k[order], dur_k[order], threads_k[order]
+    end = start + dur
+    args = [args[i] for i in order_l]
+    name_code, names = _codes(names_kept)
+    name_code = name_code[order]
+    cat_code, cats = _codes(cats_kept)
+    cat_code = cat_code[order]
+    names_arr = np.array(names + [None], dtype=object)  # code -1 -> None
+    cats_arr = np.array(cats, dtype=object)
+
+    def is_cat(c: str) -> np.ndarray:
+        return cat_code == cats.index(c) if c in cats else np.zeros(n, bool)
+
+    # ProfilerStep markers are neither parents nor children (module docstring)
+    step_marker = is_cat("user_annotation") & np.array(
+        [nm[:13] == "ProfilerStep#" for nm in names] + [False], bool)[name_code]
+
+    seq_col = int_column(list(map(attrgetter("seq"), args)))
+    seq, seq_ok = int_values(seq_col)
+    corr_col = int_column([a.correlation if a.correlation is not None else
+                           a.external_id if a.external_id is not None else a.external_id_legacy
+                           for a in args])
+    corr, corr_ok = int_values(corr_col)
+
+    # Nesting sweep, per thread.
+    cuts = (np.flatnonzero(threads[1:] != threads[:-1]) + 1).tolist()
+    segments = list(zip([0] + cuts, cuts + [n]))
+    parent_l, depth_l = _nest(start.tolist(), end.tolist(), step_marker.tolist(), segments)
+    parent = np.array(parent_l, np.int64)
+    depth = np.array(depth_l, np.int32)
+    has_parent = np.flatnonzero(parent >= 0)
+    pp = parent[has_parent]
+    child_sum = np.zeros(n, np.int64)
+    np.add.at(child_sum, pp, np.minimum(end[has_parent], end[pp]) - start[has_parent])
+    levels = _levels(depth)
+
+    # Phase and module, level by level (a parent is always one level above its children).
+    own = np.array([_PHASE_CODE[_own_phase(nm)] for nm in names] + [0], np.int8)[name_code]
+    is_module = is_cat("module")
+    seq_forward = seq_ok & is_cat("cpu_op")
+    phase = np.zeros(n, np.int8)
+    module = np.full(n, -1, np.int64)  # a name code (module rows' names are module paths)
+    for level, rows in enumerate(levels):
+        r = rows[~step_marker[rows]]
+        if level:
+            pphase, pmod = phase[parent[r]], module[parent[r]]
+        else:
+            pphase, pmod = np.zeros(len(r), np.int8), np.full(len(r), -1, np.int64)
+        ph = np.where(own[r] != _OTHER, own[r],
+                      np.where(pphase != _OTHER, pphase,
+                               np.where(seq_forward[r], _FWD, _OTHER)))
+        m = is_module[r]
+        phase[r] = np.where(m, np.where(pphase == _BWD, _BWD, _FWD), ph)
+        module[r] = np.where(m, name_code[r], pmod)
 
     # Backward ops: the module of the forward op with the same sequence number.
-    fwd_module: dict[int, str] = {}
-    for i in order_list:
-        if phase[i] == "forward" and seq[i] is not None and module[i] is not None:
-            fwd_module.setdefault(seq[i], module[i])
-    if fwd_module:
-        for i in order_list:
-            if phase[i] != "backward" or module[i] is not None:
+    fwd = np.flatnonzero((phase == _FWD) & seq_ok & (module >= 0))
+    if len(fwd):
+        fwd_seq, first = np.unique(seq[fwd], return_index=True)
+        fwd_module = module[fwd[first]]
+        need = (phase == _BWD) & (module < 0)
+        for rows in levels:
+            r = rows[need[rows]]
+            if not len(r):
                 continue
-            p = parent[i]
-            if p >= 0 and module[p] is not None and phase[p] == "backward":
-                module[i] = module[p]
-            elif seq[i] is not None:
-                module[i] = fwd_module.get(seq[i])
+            p = parent[r]
+            pc = np.maximum(p, 0)
+            value = np.where((p >= 0) & (module[pc] >= 0) & (phase[pc] == _BWD), module[pc], -1)
+            look = (value < 0) & seq_ok[r]
+            if look.any():
+                s = seq[r[look]]
+                pos = np.minimum(np.searchsorted(fwd_seq, s), len(fwd_seq) - 1)
+                value[look] = np.where(fwd_seq[pos] == s, fwd_module[pos], -1)
+            module[r] = value
 
     # FLOPs, then drop those under an ancestor that already counts them.
-    flops: list[int | None] = [None] * n
-    counted = [i for i in range(n) if names[i] in FORMULAS]
-    for i in counted:
-        flops[i] = op_flops(names[i], args[i])
-    for i in counted:
-        if flops[i] is None:
-            continue
-        p = parent[i]
-        while p >= 0:
-            if flops[p] is not None:
-                flops[i] = None
-                break
-            p = parent[p]
+    flops = np.zeros(n, np.int64)
+    flops_ok = np.zeros(n, bool)
+    counted = [i for i, nm in enumerate(names) if nm in FORMULAS]
+    if counted:
+        for i in np.flatnonzero(np.isin(name_code, counted)).tolist():
+            value = op_flops(names[name_code[i]], args[i])
+            if value is not None:
+                flops[i], flops_ok[i] = value, True
+        if flops_ok.any():
+            under = np.zeros(n, bool)  # some ancestor has FLOPs
+            for rows in levels[1:]:
+                p = parent[rows]
+                under[rows] = (p >= 0) & (under[p] | flops_ok[p])
+            flops_ok &= ~under
 
-    shapes, dtypes = _shape_columns(args)
-    ids = np.arange(first_id, first_id + n, dtype=np.int64)
-    # Write rows in (thread, start) order; ids follow that order.
-    ids_sorted = np.empty(n, np.int64)
-    ids_sorted[order] = ids
-    ids_of = ids_sorted.tolist()
-    parent_ids = [ids_of[p] if p >= 0 else None for p in parent]
-
-    step_spans = [(int(m.group(1)), start_l[i], end_l[i]) for i in range(n)
-                  if cats[i] == "user_annotation" and (m := STEP_NAME.match(names[i]))]
+    step_rows = np.flatnonzero(is_cat("user_annotation") & np.array(
+        [bool(STEP_NAME.match(nm)) for nm in names] + [False], bool)[name_code])
+    kept_index = order[step_rows]  # spans in trace order before the (stable) sort by start
+    step_spans = [(int(STEP_NAME.match(names[name_code[i]]).group(1)), int(start[i]), int(end[i]))
+                  for i in step_rows[np.argsort(kept_index, kind="stable")].tolist()]
     step_spans.sort(key=lambda s: s[1])
 
-    idx = order
+    ids = np.arange(first_id, first_id + n, dtype=np.int64)
     columns = {
         "rank": np.full(n, rank, np.int32),
         "id": ids,
-        "parent_id": [parent_ids[i] for i in idx.tolist()],
-        "depth": np.asarray(depth, np.int32)[idx],
-        "thread": threads[idx],
-        "cat": [cats[i] for i in idx.tolist()],
-        "name": [names[i] for i in idx.tolist()],
-        "start_ns": start[idx],
-        "dur_ns": dur[idx],
-        "self_ns": np.maximum(dur - np.asarray(child_sum, np.int64), 0)[idx],
-        "module": [module[i] for i in idx.tolist()],
-        "phase": [phase[i] for i in idx.tolist()],
-        "input_shapes": [shapes[i] for i in idx.tolist()],
-        "dtypes": [dtypes[i] for i in idx.tolist()],
-        "flops": [flops[i] for i in idx.tolist()],
-        "correlation": [corr[i] for i in idx.tolist()],
-        "seq": [seq[i] for i in idx.tolist()],
+        "parent_id": pa.array(parent + first_id, pa.int64(), mask=parent < 0),
+        "depth": depth,
+        "thread": threads,
+        "cat": cats_arr[cat_code],
+        "name": names_arr[name_code],
+        "start_ns": start,
+        "dur_ns": dur,
+        "self_ns": np.maximum(dur - child_sum, 0),
+        "module": names_arr[module],
+        "phase": PHASES[phase],
+        "input_shapes": strings_object_array(raw_strings(list(map(attrgetter("input_dims"), args)))),
+        "dtypes": strings_object_array(raw_strings(list(map(attrgetter("input_type"), args)))),
+        "flops": pa.array(flops, pa.int64(), mask=~flops_ok),
+        "correlation": corr_col,
+        "seq": seq_col,
     }
-    return HostOps(columns, n, step_spans)
+    return HostOps(columns, n, step_spans, parent, end, corr, corr_ok)
 
 
 def _own_phase(name: str) -> str | None:

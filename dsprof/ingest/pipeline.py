@@ -140,8 +140,11 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
 
 def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
     """Steps recorded by the step collector during a ``dsprof run`` (see collectors/steps.py)."""
-    bounds: list[int] = rec.get("boundaries_ns", [])
+    bounds: list[int] = list(rec.get("boundaries_ns", []))
     start0: int = rec["start_ns"]
+    if not bounds and rec.get("end_ns"):
+        # No boundary was ever marked: the whole run is step 0.
+        bounds = [rec["end_ns"]]
     starts = [start0] + bounds[:-1]
     n = len(bounds)
     window_of: dict[int, int] = {}

@@ -55,7 +55,7 @@ def render_short(summary: RunSummary, console: Console, run_path: str) -> None:
             console.print(f"peak memory ({m.device}): {fmt_bytes(m.peak_bytes)}")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(f"more: [bold]dsprof summary {run_path}[/]")
+    console.print(f"more: [bold]dsprof summary {run_path}[/]", soft_wrap=True)
 
 
 def _facts(summary: RunSummary, console: Console) -> None:

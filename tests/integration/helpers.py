@@ -1,0 +1,39 @@
+"""Run ``python -m dsprof`` in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def dsprof(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+           timeout: float = 240) -> Result:
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("DSPROF_", "DS_", "TINY_"))}
+    full_env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "dsprof", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def meta(run: Path) -> dict:
+    return json.loads((run / "meta.json").read_text())
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -1,0 +1,54 @@
+"""The example training scripts run end to end as plain Python programs (no dsprof involved)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO_ROOT / "examples"
+
+pytestmark = pytest.mark.slow
+
+
+def run_example(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@pytest.mark.parametrize("script", ["mlp.py", "transformer_lm.py", "cnn.py"])
+def test_example_runs_requested_steps(script: str) -> None:
+    # GIVEN an example training script
+    assert (EXAMPLES / script).is_file()
+
+    # WHEN it runs for 3 steps
+    result = run_example(script, "--steps", "3")
+
+    # THEN it exits cleanly and its final line reports the 3 steps
+    assert result.returncode == 0, result.stderr
+    assert "3 steps" in last_line(result.stdout), result.stdout
+
+
+def test_transformer_lm_runs_with_sdpa() -> None:
+    # GIVEN the transformer LM with attention switched to scaled_dot_product_attention
+    args = ("--steps", "2", "--sdpa")
+
+    # WHEN it runs for 2 steps
+    result = run_example("transformer_lm.py", *args)
+
+    # THEN it exits cleanly and reports the 2 steps with sdpa attention
+    assert result.returncode == 0, result.stderr
+    line = last_line(result.stdout)
+    assert "2 steps" in line, result.stdout
+    assert "sdpa" in line, result.stdout

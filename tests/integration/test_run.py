@@ -1,0 +1,200 @@
+"""``dsprof run`` end to end on real torch (CPU): steps, windows, tables, exit statuses."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from dsprof.run import load
+from tests.integration.helpers import dsprof, meta, write
+from tests.integration.scripts import MANUAL_STEPS, NO_STEPS, TINY_TRAIN
+
+SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "2"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write(tmp_path / "tiny_train.py", TINY_TRAIN)
+
+
+def test_run_times_every_step_and_records_one_window(tmp_path, tiny):
+    # GIVEN a training script with 8 optimizer steps
+    out = tmp_path / "run"
+    # WHEN profiled with wait=1 warmup=1 active=2
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(tiny), env={"TINY_STEPS": "8"})
+    # THEN the script ran normally and dsprof summarized it
+    assert res.code == 0, res.stderr
+    assert "trained 8 steps" in res.stdout
+    assert f"dsprof summary {out}" in res.stderr
+    with load(out) as run:
+        steps = run.sql("SELECT step, profiled, source FROM steps ORDER BY step")
+        # every step is timed; steps 3 and 4 are the window (step 0 is the bootstrap, 1 waits,
+        # 2 warms up)
+        assert [s for s, _, _ in steps] == list(range(8))
+        assert [s for s, p, _ in steps if p] == [3, 4]
+        assert {src for _, _, src in steps} == {"optimizer"}
+        op_steps = {s for (s,) in run.sql("SELECT DISTINCT step FROM ops WHERE step IS NOT NULL")}
+        assert op_steps == {3, 4}
+        # ops carry module paths (qualified names) and phases
+        modules = {m for (m,) in run.sql("SELECT DISTINCT module FROM ops WHERE module IS NOT NULL")}
+        assert {"Tiny", "Tiny.body", "Tiny.body.0", "Tiny.body.2"} <= modules
+        phases = {p for (p,) in run.sql("SELECT DISTINCT phase FROM ops")}
+        assert {"forward", "backward", "optimizer"} <= phases
+        bwd_mods = {m for (m,) in run.sql(
+            "SELECT DISTINCT module FROM ops WHERE phase = 'backward' AND module IS NOT NULL")}
+        assert "Tiny.body.0" in bwd_mods
+        flops = run.sql("SELECT sum(flops) FROM ops WHERE name = 'aten::addmm' AND step = 3")[0][0]
+        # forward Linear(32,64) and Linear(64,4) on a batch of 16: 2*16*(32*64 + 64*4)
+        assert flops == 2 * 16 * (32 * 64 + 64 * 4)
+        assert run.has("memory")
+    m = meta(out)
+    assert m["exit_status"] == 0 and m["status"] == "finished"
+    assert m["windows"][0]["steps"] == [3, 4]
+    assert (out / "dsprof.log").read_text().count("step ") >= 8
+
+
+def test_script_sees_what_python_would_show(tmp_path, tiny):
+    # GIVEN the facts a script sees when run by plain python
+    import subprocess
+    plain = tmp_path / "plain.json"
+    subprocess.run([sys.executable, str(tiny), "--lr", "3"], check=True, capture_output=True,
+                   env={"TINY_STEPS": "1", "TINY_FACTS": str(plain), "PATH": "/usr/bin"})
+    # WHEN the same script runs under dsprof
+    under = tmp_path / "under.json"
+    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), str(tiny), "--lr", "3",
+                 env={"TINY_STEPS": "1", "TINY_FACTS": str(under)})
+    # THEN argv, __name__, sys.path[0] and __file__ are the same
+    assert res.code == 0, res.stderr
+    assert json.loads(under.read_text()) == json.loads(plain.read_text())
+
+
+@pytest.mark.parametrize("how, code, reason", [
+    ("exit", 3, "exit"), ("raise", 1, "exception"), ("interrupt", 130, "interrupt"),
+    ("sigterm", 143, "exit")])
+def test_exit_status_is_the_scripts_and_the_run_is_saved(tmp_path, tiny, how, code, reason):
+    # GIVEN a script that ends badly inside the profiled window (step 3)
+    out = tmp_path / "run"
+    # WHEN run under dsprof
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(tiny),
+                 env={"TINY_STEPS": "8", "TINY_FAIL_AT": "4", "TINY_FAIL_HOW": how})
+    # THEN dsprof exits with the script's status
+    assert res.code == code, res.stderr
+    m = meta(out)
+    assert m["status"] == "finished" and m["exit_status"] == code and m["exit_reason"] == reason
+    # and what was collected is saved and readable: 4 timed steps, the cut window
+    with load(out) as run:
+        assert run.sql("SELECT count(*) FROM steps")[0][0] == 4
+        assert run.sql("SELECT count(*) FROM ops WHERE step = 3")[0][0] > 0
+        assert run.sql("SELECT count(*) FROM ops WHERE step = 4")[0][0] > 0
+    if how == "raise":
+        # the user's traceback, without dsprof's frames
+        assert "ValueError: boom at step 4" in res.stderr
+        assert "tiny_train.py" in res.stderr
+        assert "dsprof/launch.py" not in res.stderr and "runpy" not in res.stderr
+    if how == "interrupt":
+        assert "KeyboardInterrupt" in res.stderr
+
+
+def test_run_module_with_dash_m(tmp_path):
+    # GIVEN a package module that records its argv
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    write(pkg / "__init__.py", "")
+    write(pkg / "train.py", "import sys, json\nif __name__ == '__main__':\n"
+          "    json.dump(sys.argv, open(sys.argv[-1], 'w'))\n")
+    facts = tmp_path / "argv.json"
+    # WHEN run as `dsprof run -m mypkg.train ARGS`
+    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), "-m", "mypkg.train", "--x", str(facts),
+                 cwd=tmp_path)
+    # THEN it ran as `python -m` would run it
+    assert res.code == 0, res.stderr
+    argv = json.loads(facts.read_text())
+    assert argv[0].endswith("mypkg/train.py") and argv[1:] == ["--x", str(facts)]
+
+
+def test_manual_steps_for_inference(tmp_path):
+    # GIVEN an inference loop with no optimizer, marking steps with dsprof.step()
+    script = write(tmp_path / "infer.py", MANUAL_STEPS)
+    out = tmp_path / "run"
+    # WHEN profiled
+    res = dsprof("run", "-o", str(out), "--wait", "0", "--warmup", "0", "--active", "2",
+                 str(script), env={"PYTHONPATH": str(__import__("pathlib").Path(
+                     __file__).resolve().parents[2])})
+    # THEN the hand-marked boundaries are the steps
+    assert res.code == 0, res.stderr
+    with load(out) as run:
+        rows = run.sql("SELECT step, profiled, source FROM steps ORDER BY step")
+    assert [r[0] for r in rows] == list(range(6))
+    assert {r[2] for r in rows} == {"manual"}
+    # with --wait 0 the warmup is at least one step (see timeline.effective_warmup)
+    assert [r[0] for r in rows if r[1]] == [2, 3]
+
+
+def test_no_steps_captures_the_whole_run_up_to_the_cap(tmp_path):
+    # GIVEN a script that never steps an optimizer nor calls dsprof.step(), running ~3 s
+    script = write(tmp_path / "loop.py", NO_STEPS)
+    out = tmp_path / "run"
+    # WHEN profiled with a 1 s cap
+    res = dsprof("run", "-o", str(out), "--max-capture", "1", str(script), "3")
+    # THEN the capture is one step, cut at the cap, and the summary says so
+    assert res.code == 0, res.stderr
+    m = meta(out)
+    assert m["steps_source"] == "none" and m["capped"] is True
+    with load(out) as run:
+        (n_steps,) = run.sql("SELECT count(*) FROM steps")[0]
+        span = run.sql("SELECT (max(start_ns + dur_ns) - min(start_ns)) / 1e9 FROM ops")[0][0]
+    assert n_steps == 1
+    assert 0.5 < span < 2.0
+    assert "no step boundaries" in res.stderr
+
+
+def test_no_analyze_then_summary_ingests_later(tmp_path, tiny):
+    # GIVEN a run recorded with --no-analyze (DSPROF_ANALYZE=0 is the same knob)
+    out = tmp_path / "run"
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(tiny), env={"DSPROF_ANALYZE": "0"})
+    assert res.code == 0, res.stderr
+    assert not (out / "tables").exists()
+    # WHEN summarized
+    res = dsprof("summary", "--json", str(out))
+    # THEN the raw data was ingested and the summary is one JSON document
+    assert res.code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["steps"]["count"] == 7
+    assert doc["profiled_steps"] == 2
+    assert {p["phase"] for p in doc["phases"]} >= {"forward", "backward", "optimizer"}
+    assert abs(sum(p["percent"] for p in doc["phases"]) - 100) < 1e-6
+    assert doc["top_ops"][0]["count"] > 0
+    assert (out / "tables" / "ops" / "rank0.parquet").exists()
+
+
+def test_env_twins_configure_the_run(tmp_path, tiny):
+    # GIVEN the schedule and output only in the environment
+    out = tmp_path / "from-env"
+    env = {"DSPROF_OUTPUT": str(out), "DSPROF_WAIT": "0", "DSPROF_WARMUP": "0",
+           "DSPROF_ACTIVE": "1", "DSPROF_REPEAT": "2", "DSPROF_QUIET": "1", "TINY_STEPS": "6"}
+    # WHEN run with no flags
+    res = dsprof("run", str(tiny), env=env)
+    # THEN they took effect: two one-step windows (a step apart: wait 0 means warmup 1),
+    # nothing printed
+    assert res.code == 0, res.stderr
+    assert [w["steps"] for w in meta(out)["windows"]] == [[2], [4]]
+    assert "dsprof" not in res.stderr  # (torch's own C++ warnings may still appear)
+
+
+def test_debug_level_logs_collector_actions_and_ops(tmp_path, tiny):
+    out = tmp_path / "run"
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(tiny), env={"DS_LOG_LEVEL": "debug"})
+    assert res.code == 0, res.stderr
+    assert "timeline: recording from step 3" in res.stderr
+    assert "op aten::addmm shapes=" in res.stderr and "module=Tiny.body.0" in res.stderr
+    assert "op aten::addmm" in (out / "dsprof.log").read_text()
+
+
+def test_bad_log_level_is_reported_once_and_info_used(tmp_path, tiny):
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(tiny), env={"DS_LOG_LEVEL": "LOUD",
+                                                                     "TINY_STEPS": "3"})
+    assert res.code == 0
+    assert res.stderr.count("DS_LOG_LEVEL='LOUD' is not a level") == 1
+    assert "step 1:" in res.stderr and "timeline:" not in res.stderr
