@@ -88,7 +88,7 @@ def load(path: str | os.PathLike[str], *, ingest: bool = True) -> Run:
         ingest: parse raw/ into tables first if that was never done (``--no-analyze`` runs).
 
     Raises:
-        RunDirError: not a run directory, or written by a newer dsprof.
+        RunDirError: not a run directory, written by a newer dsprof, or empty.
     """
     rundir = RunDir(Path(path))
     meta = rundir.read_meta()
@@ -97,4 +97,7 @@ def load(path: str | os.PathLike[str], *, ingest: bool = True) -> Run:
 
         results = ingest_run(rundir)
         meta = rundir.update_meta(ingested=True, events=sum(r.events for r in results))
+    if not rundir.tables():
+        raise RunDirError(f"{rundir.path} holds no data (no tables and nothing in raw/); "
+                          "the run collected nothing: run it again, or import its traces")
     return Run(rundir, meta)

@@ -38,3 +38,24 @@ def _no_leaked_session():
     from dsprof.collectors import session
 
     assert session.current() is None, "a test left a dsprof session running"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite tests/golden/* from the current output (review the diff!)")
+
+
+@pytest.fixture
+def golden(request):
+    """Compare text with tests/golden/<name>; --update-golden rewrites the file."""
+
+    def check(name: str, text: str) -> None:
+        path = REPO / "tests" / "golden" / name
+        if request.config.getoption("--update-golden"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return
+        assert path.exists(), f"no golden file {path}; run pytest --update-golden once"
+        assert text == path.read_text()
+
+    return check

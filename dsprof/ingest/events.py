@@ -184,7 +184,7 @@ def thread_ids(tids: list[Any]) -> np.ndarray:
     return np.fromiter(map(ids.__getitem__, tids), np.int64, len(tids))
 
 
-_INT_OR_NONE = {int, type(None)}
+INT_OR_NONE = {int, type(None)}
 _NUMBER_OR_NONE = {int, float, type(None)}
 
 
@@ -193,7 +193,7 @@ def int_column(values: list[Any], *, floats: bool = False) -> pa.Int64Array:
 
     The common case, a list of ints and Nones, goes to Arrow as it is, converted in C.
     """
-    if not set(map(type, values)) <= _INT_OR_NONE:
+    if not set(map(type, values)) <= INT_OR_NONE:
         if floats:
             values = [v if isinstance(v, int) else int(v) if isinstance(v, float) else None
                       for v in values]

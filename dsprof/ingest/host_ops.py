@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, MODULE_PREFIX, HostEvents, dur_ns,
-                                  int_column, int_values, raw_strings, strings_object_array,
-                                  thread_ids, to_ns)
+from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, INT_OR_NONE, MODULE_PREFIX,
+                                  HostEvents, dur_ns, int_column, int_values, raw_strings,
+                                  strings_object_array, thread_ids, to_ns)
 from dsprof.ingest.flops import FORMULAS, op_flops
-from dsprof.ingest.trace_schema import Args, raw_text
+from dsprof.ingest.trace_schema import Args
 
 _BACKWARD_NAME = re.compile(r"(Backward\d*$)|(^torch::autograd::AccumulateGrad$)|(^## backward ##$)")
 STEP_NAME = re.compile(r"^ProfilerStep#(\d+)$")
@@ -112,7 +113,8 @@ class HostOps:
         op_start = self.columns["start_ns"]
         cand = np.full(len(ts), -1, np.int64)
         for t in np.unique(threads).tolist():
-            lo, hi = np.searchsorted(op_thread, [t, t + 1])  # rows are sorted by thread
+            lo = int(np.searchsorted(op_thread, t, side="left"))  # rows are sorted by thread
+            hi = int(np.searchsorted(op_thread, t, side="right"))
             sel = np.flatnonzero(threads == t)
             j = np.searchsorted(op_start[lo:hi], ts[sel], side="right") - 1
             cand[sel] = np.where(j >= 0, lo + j, -1)
@@ -158,77 +160,126 @@ def _module_paths(host: HostEvents) -> dict[int, str]:
     return {i: path(pid) for i, pid in module_rows}
 
 
-def _kept_events(host: HostEvents) -> tuple[list[int] | None, list[str], list[str]]:
-    """Which host events become ops rows (None: all), with their ops cat and name."""
+def _kept_events(host: HostEvents) -> tuple[list[int] | None, np.ndarray, list[str],
+                                            np.ndarray, list[str]]:
+    """Which host events become ops rows (None: all), with the code of each one's ops cat and
+    name (indices into the two lists returned with them)."""
     names_in, cats_in = host.name, host.cat
     distinct = dict.fromkeys(names_in)
     has_dsprof_modules = any(n.startswith(DSPROF_MODULE_PREFIX) for n in distinct
                              if n[:1] == "d")
     step_names = {n for n in distinct if STEP_NAME.match(n)}
     if not has_dsprof_modules and "python_function" not in set(cats_in):
-        cats = cats_in
-        if step_names:  # legacy traces record ProfilerStep as an Operator
-            cats = ["user_annotation" if c == "cpu_op" and n in step_names else c
-                    for c, n in zip(cats_in, names_in)]
-        return None, cats, names_in
+        cat_code, cats = _codes(cats_in)
+        name_code, names = _codes(names_in, distinct)
+        if step_names and "cpu_op" in cats:  # legacy traces record ProfilerStep as an Operator
+            relabel = (cat_code == cats.index("cpu_op")) & \
+                np.array([n in step_names for n in names], bool)[name_code]
+            if relabel.any():
+                if "user_annotation" not in cats:
+                    cats.append("user_annotation")
+                cat_code[relabel] = cats.index("user_annotation")
+        return None, cat_code, cats, name_code, names
 
     tracer_modules = {} if has_dsprof_modules else _module_paths(host)
     keep: list[int] = []
-    cats = []
-    names = []
+    cats_kept = []
+    names_kept = []
     for i, (cat, name) in enumerate(zip(cats_in, names_in)):
         if cat == "python_function":
             if i in tracer_modules:
                 keep.append(i)
-                cats.append("module")
-                names.append(tracer_modules[i])
+                cats_kept.append("module")
+                names_kept.append(tracer_modules[i])
             continue
         if cat == "user_annotation" and name.startswith(DSPROF_MODULE_PREFIX):
             keep.append(i)
-            cats.append("module")
-            names.append(name[len(DSPROF_MODULE_PREFIX):])
+            cats_kept.append("module")
+            names_kept.append(name[len(DSPROF_MODULE_PREFIX):])
             continue
         if cat == "cpu_op" and name in step_names:
             cat = "user_annotation"  # legacy traces record ProfilerStep as an Operator
         keep.append(i)
-        cats.append(cat)
-        names.append(name)
-    return keep, cats, names
+        cats_kept.append(cat)
+        names_kept.append(name)
+    return keep, *_codes(cats_kept), *_codes(names_kept)
 
 
-def _codes(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
+def _codes(values: list[Any], distinct: dict[Any, None] | None = None
+           ) -> tuple[np.ndarray, list[Any]]:
     """(code of each value, distinct values in first-seen order)."""
-    distinct = list(dict.fromkeys(values))
-    code = {v: i for i, v in enumerate(distinct)}
-    return np.fromiter(map(code.__getitem__, values), np.int64, len(values)), distinct
+    seen = list(dict.fromkeys(values) if distinct is None else distinct)
+    code = {v: i for i, v in enumerate(seen)}
+    return np.fromiter(map(code.__getitem__, values), np.int64, len(values)), seen
 
 
-def _nest(start: list[int], end: list[int], skip: list[bool],
-          segments: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    """Parent (-1: none) and depth of each span, in sorted order, per thread segment.
+def _correlations(args: list[Args]) -> pa.Int64Array:
+    """``correlation``, else ``External id``, else ``external id``; null unless an int."""
+    corr, ext, legacy = (list(map(attrgetter(k), args))
+                         for k in ("correlation", "external_id", "external_id_legacy"))
+    if set(map(type, corr)) | set(map(type, ext)) | set(map(type, legacy)) <= INT_OR_NONE:
+        # None is exactly null here, so taking the first non-null is the rule above
+        return pc.coalesce(pa.array(corr, pa.int64()), pa.array(ext, pa.int64()),
+                           pa.array(legacy, pa.int64()))
+    return int_column([c if c is not None else e if e is not None else g
+                       for c, e, g in zip(corr, ext, legacy)])
 
-    The parent of a span is the innermost open span that contains its start; ``skip``
+
+def _nest(start: np.ndarray, end: np.ndarray, skip: np.ndarray,
+          threads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parent row (-1: none) and depth of each span; rows sorted by (thread, start, -dur).
+
+    This is the classic sweep -- per thread, pop the stack while its top ended at or before
+    this span's start, the top is then the parent, push the span -- computed without the loop.
+    Every earlier span of the thread that ends after ``start[k]`` is still on the stack when
+    ``k`` arrives (it could only have been popped by an earlier, hence smaller, start), and
+    popping stops at the highest of them, so the parent of ``k`` is the last earlier row of
+    its thread whose end is past ``start[k]``. That "last row before k with end > x" query is
+    answered for all rows at once by descending a sparse table of range maxima. Stack
+    neighbours are parent and child, so depth is the length of the parent chain. ``skip``
     spans (step markers) are never parents and have none.
     """
     n = len(start)
-    parent = [-1] * n
-    depth = [0] * n
-    inf = float("inf")
-    for a, b in segments:
-        stack = [-1]  # sentinel with an end that is never passed
-        ends = [inf]
-        for k in range(a, b):
-            if skip[k]:
-                continue
-            s = start[k]
-            while ends[-1] <= s:
-                ends.pop()
-                stack.pop()
-            parent[k] = stack[-1]
-            depth[k] = len(stack) - 1
-            stack.append(k)
-            ends.append(end[k])
-    return parent, depth
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32)
+    # One barrier row (end = +inf) before each thread's rows stops every search there.
+    first = np.ones(n, bool)
+    first[1:] = threads[1:] != threads[:-1]
+    pos = np.arange(n) + np.cumsum(first)  # row -> position in the extended array
+    big = np.iinfo(np.int64).max
+    ext = np.full(n + int(first.sum()), big, np.int64)
+    ext[pos] = np.where(skip, np.iinfo(np.int64).min, end)
+    # table[l][i] = max(ext[i - 2**l + 1 .. i])
+    table = [ext]
+    width = 1
+    while width * 2 <= len(ext):
+        prev = table[-1]
+        nxt = prev.copy()
+        nxt[width:] = np.maximum(prev[width:], prev[:-width])
+        table.append(nxt)
+        width *= 2
+    # From just before each row, skip back over blocks that all end at or before its start.
+    at = pos - 1
+    for level in range(len(table) - 1, -1, -1):
+        width = 1 << level
+        ok = at - width + 1 >= 0
+        cand = np.flatnonzero(ok)
+        hop = table[level][at[cand]] <= start[cand]
+        at[cand[hop]] -= width
+    row_of = np.full(len(ext), -1, np.int64)  # barrier positions -> -1
+    row_of[pos] = np.arange(n)
+    parent = np.where(skip, -1, row_of[at])
+    # depth by pointer jumping along the parent chain
+    depth = (parent >= 0).astype(np.int64)
+    up = parent.copy()
+    while True:
+        live = np.flatnonzero(up >= 0)
+        if not len(live):
+            break
+        anc = up[live]
+        depth[live] += depth[anc]
+        up[live] = up[anc]
+    return parent, depth.astype(np.int32)
 
 
 def _levels(depth: np.ndarray) -> list[np.ndarray]:
@@ -241,7 +292,7 @@ def _levels(depth: np.ndarray) -> list[np.ndarray]:
 
 
 def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) -> HostOps:
-    keep, cats_kept, names_kept = _kept_events(host)
+    keep, cat_code, cats, name_code, names = _kept_events(host)
     if keep is None:
         ts_raw, dur_raw, tids, args = host.ts, host.dur, host.tid, host.args
     else:
@@ -249,21 +300,17 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         dur_raw = [host.dur[i] for i in keep]
         tids = [host.tid[i] for i in keep]
         args = [host.args[i] for i in keep]
-    n = len(names_kept)
+    n = len(name_code)
     start_k = to_ns(ts_raw, base_ns) if n else np.zeros(0, np.int64)
     dur_k = dur_ns(dur_raw) if n else np.zeros(0, np.int64)
     threads_k = thread_ids(tids)
 
-    # Rows are written in (thread, start, longest first) order; everything below is in it.
+    # Rows are written in (thread, start, longest first) order; everything below is in it
+    # (``args`` stays in trace order: ``args[order[i]]`` belongs to row i).
     order = np.lexsort((-dur_k, start_k, threads_k)) if n else np.zeros(0, np.int64)
-    order_l = order.tolist()
     start, dur, threads = start_k[order], dur_k[order], threads_k[order]
     end = start + dur
-    args = [args[i] for i in order_l]
-    name_code, names = _codes(names_kept)
-    name_code = name_code[order]
-    cat_code, cats = _codes(cats_kept)
-    cat_code = cat_code[order]
+    name_code, cat_code = name_code[order], cat_code[order]
     names_arr = np.array(names + [None], dtype=object)  # code -1 -> None
     cats_arr = np.array(cats, dtype=object)
 
@@ -274,19 +321,13 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
     step_marker = is_cat("user_annotation") & np.array(
         [nm[:13] == "ProfilerStep#" for nm in names] + [False], bool)[name_code]
 
-    seq_col = int_column(list(map(attrgetter("seq"), args)))
+    seq_col = int_column(list(map(attrgetter("seq"), args))).take(order)
     seq, seq_ok = int_values(seq_col)
-    corr_col = int_column([a.correlation if a.correlation is not None else
-                           a.external_id if a.external_id is not None else a.external_id_legacy
-                           for a in args])
+    corr_col = _correlations(args).take(order)
     corr, corr_ok = int_values(corr_col)
 
-    # Nesting sweep, per thread.
-    cuts = (np.flatnonzero(threads[1:] != threads[:-1]) + 1).tolist()
-    segments = list(zip([0] + cuts, cuts + [n]))
-    parent_l, depth_l = _nest(start.tolist(), end.tolist(), step_marker.tolist(), segments)
-    parent = np.array(parent_l, np.int64)
-    depth = np.array(depth_l, np.int32)
+    # Nesting, per thread.
+    parent, depth = _nest(start, end, step_marker, threads)
     has_parent = np.flatnonzero(parent >= 0)
     pp = parent[has_parent]
     child_sum = np.zeros(n, np.int64)
@@ -338,7 +379,7 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
     counted = [i for i, nm in enumerate(names) if nm in FORMULAS]
     if counted:
         for i in np.flatnonzero(np.isin(name_code, counted)).tolist():
-            value = op_flops(names[name_code[i]], args[i])
+            value = op_flops(names[name_code[i]], args[order[i]])
             if value is not None:
                 flops[i], flops_ok[i] = value, True
         if flops_ok.any():
@@ -369,8 +410,8 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         "self_ns": np.maximum(dur - child_sum, 0),
         "module": names_arr[module],
         "phase": PHASES[phase],
-        "input_shapes": strings_object_array(raw_strings(list(map(attrgetter("input_dims"), args)))),
-        "dtypes": strings_object_array(raw_strings(list(map(attrgetter("input_type"), args)))),
+        "input_shapes": _text_column(args, "input_dims", order),
+        "dtypes": _text_column(args, "input_type", order),
         "flops": pa.array(flops, pa.int64(), mask=~flops_ok),
         "correlation": corr_col,
         "seq": seq_col,
@@ -395,18 +436,29 @@ def _own_phase(name: str) -> str | None:
     return None
 
 
-def _shape_columns(args: list[Args]) -> tuple[list[str | None], list[str | None]]:
-    return [raw_text(a.input_dims) for a in args], [raw_text(a.input_type) for a in args]
+def _text_column(args: list[Args], field: str, order: np.ndarray) -> np.ndarray:
+    """A Raw field as text (str or None) per row."""
+    return strings_object_array(raw_strings(list(map(attrgetter(field), args))).take(order))
 
 
-def assign_steps(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> list[int | None]:
-    """Step number of each start time, from ProfilerStep spans (None outside any span)."""
+def _step_numbers(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> np.ndarray:
+    """Step number of each start time, -1 outside every ProfilerStep span."""
     if not spans or len(starts) == 0:
-        return [None] * len(starts)
+        return np.full(len(starts), -1, np.int64)
     span_start = np.array([s[1] for s in spans], np.int64)
     span_end = np.array([s[2] for s in spans], np.int64)
     span_step = np.array([s[0] for s in spans], np.int64)
     k = np.searchsorted(span_start, starts, side="right") - 1
     inside = (k >= 0) & (starts < span_end[np.clip(k, 0, None)])
-    steps = np.where(inside, span_step[np.clip(k, 0, None)], -1)
-    return [int(s) if s >= 0 else None for s in steps.tolist()]
+    return np.where(inside, span_step[np.clip(k, 0, None)], -1)
+
+
+def assign_steps(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> list[int | None]:
+    """Step number of each start time, from ProfilerStep spans (None outside any span)."""
+    return [int(s) if s >= 0 else None for s in _step_numbers(starts, spans).tolist()]
+
+
+def step_column(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> pa.Int64Array:
+    """:func:`assign_steps` as a nullable Arrow column."""
+    steps = _step_numbers(np.asarray(starts, np.int64), spans)
+    return pa.array(steps, pa.int64(), mask=steps < 0)

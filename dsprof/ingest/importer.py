@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import zlib
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -111,15 +110,10 @@ def import_traces(paths: list[Path], run_path: Path,
                  if isinstance(r.trace_meta.get("distributedInfo"), dict)), {}) or {}
     props = next((r.trace_meta.get("deviceProperties") for r in results
                   if r.trace_meta.get("deviceProperties")), []) or []
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = None
     run.write_meta({
         "source": "import",
         "status": "imported",
         "dsprof_version": __version__,
-        "torch_version": torch_version,
         "inputs": [str(p) for p in paths],
         "files": {str(f): r for f, r in ranks.items()},
         "ranks": sorted(set(ranks.values())),

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
 from dsprof.ingest.events import split
-from dsprof.ingest.host_ops import assign_steps, build_host_ops
+from dsprof.ingest.host_ops import build_host_ops, step_column
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, load
 from dsprof.log import logger
 from dsprof.rundir import SESSION_FILE, RunDir
@@ -60,8 +60,8 @@ def ingest_run(run: RunDir, progress: Callable[[int, Path], None] | None = None)
     for rank in ranks:
         t0 = time.perf_counter()
         res = ingest_rank(run, rank, progress)
-        logger.debug("ingested rank %d: %d events in %.2fs -> %s", rank, res.events,
-                     time.perf_counter() - t0, res.rows)
+        logger.debug("ingested rank %d: %d events in %.2fs -> %s; not kept: %s", rank,
+                     res.events, time.perf_counter() - t0, res.rows, res.skipped)
         results.append(res)
     return results
 
@@ -116,8 +116,8 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult):
         parsed.n_events
 
 
-def _ops_steps(ops) -> list[int | None]:
-    return assign_steps(np.asarray(ops.columns["start_ns"], np.int64), ops.step_spans)
+def _ops_steps(ops) -> pa.Int64Array:
+    return step_column(ops.columns["start_ns"], ops.step_spans)
 
 
 def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""Bad input: one line saying what is wrong and what to do, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import trace_dir
+from tests.integration.helpers import dsprof, write
+
+
+def assert_one_line_error(res, *fragments):
+    assert res.code == 2, (res.code, res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("dsprof: error: ")
+    assert "Traceback" not in res.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_script(tmp_path):
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(tmp_path / "nope.py"))
+    assert_one_line_error(res, "nope.py not found")
+    assert not (tmp_path / "run").exists()
+
+
+def test_script_with_a_syntax_error(tmp_path):
+    script = write(tmp_path / "broken.py", "x = 1\ndef f(:\n    pass\n")
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(script))
+    assert_one_line_error(res, "broken.py:2", "SyntaxError")
+
+
+def test_missing_module(tmp_path):
+    res = dsprof("run", "-m", "no_such_module_xyz", cwd=tmp_path)
+    assert_one_line_error(res, "no_such_module_xyz")
+
+
+def test_unwritable_output_directory(tmp_path):
+    script = write(tmp_path / "ok.py", "print('hi')\n")
+    blocker = write(tmp_path / "a-file", "")
+    res = dsprof("run", "-o", str(blocker / "run"), str(script))
+    assert_one_line_error(res, "cannot write the run directory")
+
+
+def test_existing_output_directory_is_not_overwritten(tmp_path):
+    script = write(tmp_path / "ok.py", "print('hi')\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    write(out / "keep.txt", "mine")
+    res = dsprof("run", "-o", str(out), str(script))
+    assert_one_line_error(res, "already exists")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_non_trace_json(tmp_path):
+    path = write(tmp_path / "config.json", json.dumps({"lr": 0.1}))
+    res = dsprof("import", str(path), "-o", str(tmp_path / "run"))
+    assert_one_line_error(res, "config.json", "not a torch.profiler/Kineto trace")
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_gz(tmp_path):
+    src = trace_dir("hta_a100_alexnet_small") / "benchmark_result_2869224_1695835535_trace.json.gz"
+    data = src.read_bytes()
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    res = dsprof("import", str(path), "-o", str(tmp_path / "run"))
+    assert_one_line_error(res, "cut.json.gz", "truncated or corrupt")
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_plain_json(tmp_path):
+    src = trace_dir("hta_inference_tiny") / "inference_rank_1.json.gz"
+    text = gzip.decompress(src.read_bytes())
+    path = tmp_path / "cut.json"
+    path.write_bytes(text[: len(text) // 2])
+    res = dsprof("import", str(path), "-o", str(tmp_path / "run"))
+    assert_one_line_error(res, "cut.json", "not valid JSON")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = dsprof("import", str(tmp_path / "empty"), "-o", str(tmp_path / "run"))
+    assert_one_line_error(res, "no trace files")
+
+
+def test_empty_file(tmp_path):
+    path = write(tmp_path / "trace.json", "")
+    res = dsprof("import", str(path), "-o", str(tmp_path / "run"))
+    assert_one_line_error(res, "empty")
+
+
+def test_summary_of_a_folder_that_is_not_a_run(tmp_path):
+    res = dsprof("summary", str(tmp_path))
+    assert_one_line_error(res, "not a run directory")
+
+
+def test_summary_of_a_run_from_a_newer_schema(tmp_path):
+    # GIVEN a real imported run whose meta.json says it was written by a newer dsprof
+    run = tmp_path / "run"
+    res = dsprof("import", str(trace_dir("hta_inference_tiny")), "-o", str(run))
+    assert res.code == 0, res.stderr
+    meta = json.loads((run / "meta.json").read_text())
+    meta["schema_version"] = 999
+    (run / "meta.json").write_text(json.dumps(meta))
+    # WHEN summarized
+    res = dsprof("summary", str(run))
+    # THEN dsprof refuses with the fix
+    assert_one_line_error(res, "newer dsprof", "upgrade")
+
+
+def test_run_directory_with_no_data(tmp_path):
+    # GIVEN a run whose raw data is gone (say, the copy was interrupted)
+    run = tmp_path / "run"
+    res = dsprof("import", str(trace_dir("hta_inference_tiny")), "-o", str(run))
+    assert res.code == 0
+    shutil.rmtree(run / "raw")
+    shutil.rmtree(run / "tables")
+    meta = json.loads((run / "meta.json").read_text())
+    meta["ingested"] = False
+    (run / "meta.json").write_text(json.dumps(meta))
+    # WHEN summarized THEN it says the run is empty instead of printing an empty report
+    res = dsprof("summary", str(run))
+    assert_one_line_error(res, "holds no data")
+
+
+@pytest.mark.parametrize("args", [["run"], ["run", "--active", "0", "x.py"]])
+def test_usage_errors_exit_2(tmp_path, args):
+    res = dsprof(*args, cwd=tmp_path)
+    assert res.code == 2
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_env_value(tmp_path):
+    script = write(tmp_path / "ok.py", "print('hi')\n")
+    res = dsprof("run", str(script), cwd=tmp_path, env={"DSPROF_ACTIVE": "lots"})
+    assert_one_line_error(res, "DSPROF_ACTIVE='lots' is not valid")

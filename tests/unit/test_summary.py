@@ -1,0 +1,71 @@
+"""``dsprof summary`` on imported real traces: golden text, JSON, and docs/format.md vs schema."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+from rich.console import Console
+
+from dsprof.analyzers.breakdown import summarize
+from dsprof.ingest.importer import import_traces
+from dsprof.render.summary import render_full
+from dsprof.run import load
+from dsprof.schema import TABLES
+from tests.conftest import REPO, trace_dir
+
+
+def render(run_path, placeholder="RUN"):
+    with load(run_path) as run:
+        summary = summarize(run)
+    buf = io.StringIO()
+    render_full(summary, Console(file=buf, width=110, color_system=None, highlight=False))
+    text = buf.getvalue().replace(str(run_path), placeholder)
+    return re.sub(r"/\S*/shared/traces/", "TRACES/", text), summary
+
+
+@pytest.mark.parametrize("trace", ["hta_a100_2rank_nccl_r0", "hta_sampled_2rank_nccl",
+                                   "hta_memory_timeline", "kineto_resnet50_v100_mem"])
+def test_summary_golden(tmp_path, golden, trace):
+    # GIVEN a real trace folder imported
+    run_dir, _ = import_traces([trace_dir(trace)], tmp_path / "run")
+    # WHEN summarized THEN the report is the reviewed one
+    text, _ = render(run_dir.path)
+    golden(f"summary_{trace}.txt", text)
+
+
+def test_kernel_breakdown_in_summary_matches_hta(tmp_path):
+    # GIVEN the 2-rank NCCL trace, whose HTA kernel-type breakdown was measured with HTA 0.5.0
+    run_dir, _ = import_traces([trace_dir("hta_sampled_2rank_nccl")], tmp_path / "run")
+    _, summary = render(run_dir.path)
+    hta = {k["kernel_type"]: k["percent"] for k in summary.kernel_types_hta}
+    # THEN the HTA-convention column matches HTA's numbers within 0.5 pp
+    for label, ref in [("COMMUNICATION", 55.5), ("COMPUTATION", 33.6),
+                       ("COMPUTATION overlapping COMMUNICATION", 10.3), ("MEMORY", 0.4)]:
+        assert abs(hta[label] - ref) < 0.5
+
+
+def test_summary_json_is_the_same_facts(tmp_path):
+    from click.testing import CliRunner
+
+    from dsprof.cli import main
+
+    run_dir, _ = import_traces([trace_dir("hta_a100_2rank_nccl_r0")], tmp_path / "run")
+    res = CliRunner().invoke(main, ["summary", "--json", str(run_dir.path)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["steps"]["count"] == 3
+    assert [k["kernel_type"] for k in doc["kernel_types"]][0] == "COMPUTATION"
+    assert doc["facts"]["devices"] == ["NVIDIA A100-PG509-200"]
+
+
+def test_format_doc_lists_every_column():
+    doc = (REPO / "docs" / "format.md").read_text()
+    for table in TABLES.values():
+        section = doc.split(f"### `{table.name}`", 1)
+        assert len(section) == 2, f"docs/format.md has no section for {table.name}"
+        body = section[1].split("\n### ", 1)[0]
+        for column in table.columns:
+            assert f"| `{column.name}` |" in body, f"{table.name}.{column.name} undocumented"
