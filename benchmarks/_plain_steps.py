@@ -10,11 +10,11 @@ import runpy
 import sys
 import time
 
-import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 start = time.time_ns()
 bounds: list[int] = []
-torch.optim.optimizer.register_optimizer_step_post_hook(lambda *a: bounds.append(time.time_ns()))
+register_optimizer_step_post_hook(lambda *a: bounds.append(time.time_ns()))
 script = sys.argv[1]
 sys.argv = sys.argv[1:]
 sys.path[0] = os.path.dirname(os.path.abspath(script))

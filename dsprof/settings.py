@@ -71,8 +71,8 @@ class Settings:
     repeat: int = _knob(1, "DSPROF_REPEAT", _nonneg_int, "number of windows (0: until the run ends)")
     max_capture_s: float = _knob(60.0, "DSPROF_MAX_CAPTURE_S", _pos_float,
                                  "cap on the capture when the script marks no steps, seconds")
-    with_stack: bool = _knob(True, "DSPROF_WITH_STACK", _bool,
-                             "record Python stacks in windows (module spans on imported traces)")
+    with_stack: bool = _knob(False, "DSPROF_WITH_STACK", _bool,
+                             "also record Python stacks (python_function events) in windows")
     analyze: bool = _knob(True, "DSPROF_ANALYZE", _bool,
                           "ingest and summarize at exit (--no-analyze: only write raw/)")
     quiet: bool = _knob(False, "DSPROF_QUIET", _bool, "print nothing but errors")

@@ -40,8 +40,9 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 @click.option("--max-capture", "max_capture_s", type=float, default=None,
               help="Seconds captured when the script marks no steps "
                    "[env DSPROF_MAX_CAPTURE_S; default 60].")
-@click.option("--no-stack", "no_stack", is_flag=True, default=False,
-              help="Do not record Python stacks in windows [env DSPROF_WITH_STACK=0].")
+@click.option("--with-stack", "with_stack", is_flag=True, default=False,
+              help="Also record Python stacks in windows, kept in the raw traces for Perfetto "
+                   "or HTA; costs time in the window [env DSPROF_WITH_STACK=1].")
 @click.option("--no-analyze", "no_analyze", is_flag=True, default=False,
               help="Only write raw/ at exit; `dsprof summary` ingests later [env DSPROF_ANALYZE=0].")
 @click.option("-q", "--quiet", is_flag=True, default=False,
@@ -50,7 +51,7 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 @click.pass_context
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
-                repeat: int | None, max_capture_s: float | None, no_stack: bool,
+                repeat: int | None, max_capture_s: float | None, with_stack: bool,
                 no_analyze: bool, quiet: bool, target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
@@ -60,7 +61,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     """
     settings = Settings.load(
         output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
-        repeat=repeat, max_capture_s=max_capture_s, with_stack=False if no_stack else None,
+        repeat=repeat, max_capture_s=max_capture_s, with_stack=True if with_stack else None,
         analyze=False if no_analyze else None, quiet=True if quiet else None)
     if log.configure(quiet=settings.quiet) > logging.DEBUG:
         # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.

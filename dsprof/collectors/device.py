@@ -41,12 +41,6 @@ class Device:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def synchronize(self) -> None:
-        if self.is_accelerator:
-            import torch
-
-            torch.cuda.synchronize(self.index)
-
     def reset_peak(self) -> None:
         if self.is_accelerator:
             import torch

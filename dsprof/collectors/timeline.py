@@ -93,8 +93,12 @@ class TimelineCollector:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Begin the bootstrap capture of step 0."""
-        self._prepare()
+        """Begin the bootstrap capture of step 0.
+
+        Without Python stacks: step 0 usually includes the script's imports, where the Python
+        tracer would record every function call only for the capture to be dropped.
+        """
+        self._prepare(with_stack=False)
         self._start_recording(0, Window(0, "unstepped"))
         self._state = BOOTSTRAP
         self._deadline = time.perf_counter() + self.settings.max_capture_s
@@ -139,14 +143,14 @@ class TimelineCollector:
         self._state = NONE
 
     # -- internals ------------------------------------------------------------------------
-    def _prepare(self) -> None:
+    def _prepare(self, with_stack: bool | None = None) -> None:
         from torch.profiler import profile
 
         self._prof = profile(
             activities=profiler_activities(self.device),
             record_shapes=True,
             profile_memory=True,
-            with_stack=self.settings.with_stack,
+            with_stack=self.settings.with_stack if with_stack is None else with_stack,
         )
         self._prof.prepare_trace()
 

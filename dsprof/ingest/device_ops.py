@@ -10,7 +10,6 @@ kernel's own start time when the trace has no launch events.
 from __future__ import annotations
 
 import re
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -47,14 +46,12 @@ def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -
     n = len(dev.name)
     start = to_ns(dev.ts, base_ns) if n else np.zeros(0, np.int64)
     dur = dur_ns(dev.dur) if n else np.zeros(0, np.int64)
-
-    def arg(name: str) -> list[Any]:
-        return list(map(attrgetter(name), dev.args))
+    args = dev.args
 
     comm = {name: kernel_kind("kernel", name)
             for name in {name for k, name in zip(dev.kind, dev.name) if k == "kernel"}}
     kind = [comm[name] if k == "kernel" else k for k, name in zip(dev.kind, dev.name)]
-    correlation = int_column(arg("correlation"), floats=True)
+    correlation = int_column([a.correlation for a in args], floats=True)
     corr, corr_ok = int_values(correlation)
     launch = ops.launch_rows(_LAUNCH_CATS, corr, corr_ok)
     linked = launch >= 0
@@ -69,22 +66,22 @@ def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -
         "name": dev.name,
         "start_ns": start,
         "dur_ns": dur,
-        "device": pc.coalesce(int_column(arg("device"), floats=True),
+        "device": pc.coalesce(int_column([a.device for a in args], floats=True),
                               int_column(dev.pid, floats=True)),
-        "stream": pc.coalesce(int_column(arg("stream"), floats=True),
+        "stream": pc.coalesce(int_column([a.stream for a in args], floats=True),
                               pa.array(thread_ids(dev.tid))),
         "kind": kind,
         "correlation": correlation,
         "launch_id": pa.array(ids[row] if ops.n else row, pa.int64(), mask=~linked),
         "op_id": pa.array(ids[np.maximum(parent, 0)] if ops.n else row, pa.int64(),
                           mask=~has_op),
-        "grid": raw_strings(arg("grid")),
-        "block": raw_strings(arg("block")),
-        "registers": int_column(arg("registers"), floats=True),
-        "shared_mem": int_column(arg("shared_memory"), floats=True),
-        "blocks_per_sm": float_column(arg("blocks_per_sm")),
-        "occupancy": float_column(arg("occupancy")),
-        "bytes": int_column(arg("nbytes"), floats=True),
+        "grid": raw_strings([a.grid for a in args]),
+        "block": raw_strings([a.block for a in args]),
+        "registers": int_column([a.registers for a in args], floats=True),
+        "shared_mem": int_column([a.shared_memory for a in args], floats=True),
+        "blocks_per_sm": float_column([a.blocks_per_sm for a in args]),
+        "occupancy": float_column([a.occupancy for a in args]),
+        "bytes": int_column([a.nbytes for a in args], floats=True),
     }
 
 
@@ -94,23 +91,21 @@ def build_memory(mem: MemoryEvents, ops: HostOps, *, base_ns: int, rank: int) ->
     op_row = ops.innermost_rows(ts, thread_ids(mem.tid))
     found = op_row >= 0
     op_id = ops.columns["id"][np.maximum(op_row, 0)] if ops.n else op_row
+    args = mem.args
 
-    def arg(name: str) -> list[Any]:
-        return list(map(attrgetter(name), mem.args))
-
-    keys = list(zip(arg("device_type"), arg("device_id")))
+    keys = list(zip([a.device_type for a in args], [a.device_id for a in args]))
     names = {key: _device_name(*key) for key in set(keys)}
-    nbytes = int_column(arg("mem_bytes"), floats=True).fill_null(0)
+    nbytes = int_column([a.mem_bytes for a in args], floats=True).fill_null(0)
     alloc = (nbytes.to_numpy() >= 0).astype(np.int64)
     return {
         "rank": np.full(n, rank, np.int32),
         "device": list(map(names.__getitem__, keys)),
         "ts_ns": ts,
         "action": _ACTIONS[alloc],
-        "addr": int_column(arg("addr"), floats=True),
+        "addr": int_column([a.addr for a in args], floats=True),
         "bytes": nbytes,
-        "allocated": int_column(arg("total_allocated"), floats=True),
-        "reserved": int_column(arg("total_reserved"), floats=True),
+        "allocated": int_column([a.total_allocated for a in args], floats=True),
+        "reserved": int_column([a.total_reserved for a in args], floats=True),
         "category": pa.nulls(n, pa.string()),
         "op_id": pa.array(op_id, pa.int64(), mask=~found),
         "step": step_column(ts, ops.step_spans),

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+from msgspec import Raw
 
-from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, INT_OR_NONE, MODULE_PREFIX,
-                                  HostEvents, dur_ns, int_column, int_values, raw_strings,
-                                  strings_object_array, thread_ids, to_ns)
+from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, MODULE_PREFIX, HostEvents, dur_ns,
+                                  int_column, int_values, raw_strings, strings_object_array,
+                                  thread_ids, to_ns)
 from dsprof.ingest.flops import FORMULAS, op_flops
 from dsprof.ingest.trace_schema import Args
 
@@ -215,14 +214,9 @@ def _codes(values: list[Any], distinct: dict[Any, None] | None = None
 
 def _correlations(args: list[Args]) -> pa.Int64Array:
     """``correlation``, else ``External id``, else ``external id``; null unless an int."""
-    corr, ext, legacy = (list(map(attrgetter(k), args))
-                         for k in ("correlation", "external_id", "external_id_legacy"))
-    if set(map(type, corr)) | set(map(type, ext)) | set(map(type, legacy)) <= INT_OR_NONE:
-        # None is exactly null here, so taking the first non-null is the rule above
-        return pc.coalesce(pa.array(corr, pa.int64()), pa.array(ext, pa.int64()),
-                           pa.array(legacy, pa.int64()))
-    return int_column([c if c is not None else e if e is not None else g
-                       for c, e, g in zip(corr, ext, legacy)])
+    return int_column([a.correlation if a.correlation is not None else
+                       a.external_id if a.external_id is not None else a.external_id_legacy
+                       for a in args])
 
 
 def _nest(start: np.ndarray, end: np.ndarray, skip: np.ndarray,
@@ -321,7 +315,7 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
     step_marker = is_cat("user_annotation") & np.array(
         [nm[:13] == "ProfilerStep#" for nm in names] + [False], bool)[name_code]
 
-    seq_col = int_column(list(map(attrgetter("seq"), args))).take(order)
+    seq_col = int_column([a.seq for a in args]).take(order)
     seq, seq_ok = int_values(seq_col)
     corr_col = _correlations(args).take(order)
     corr, corr_ok = int_values(corr_col)
@@ -410,8 +404,8 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         "self_ns": np.maximum(dur - child_sum, 0),
         "module": names_arr[module],
         "phase": PHASES[phase],
-        "input_shapes": _text_column(args, "input_dims", order),
-        "dtypes": _text_column(args, "input_type", order),
+        "input_shapes": _text_column([a.input_dims for a in args], order),
+        "dtypes": _text_column([a.input_type for a in args], order),
         "flops": pa.array(flops, pa.int64(), mask=~flops_ok),
         "correlation": corr_col,
         "seq": seq_col,
@@ -436,9 +430,9 @@ def _own_phase(name: str) -> str | None:
     return None
 
 
-def _text_column(args: list[Args], field: str, order: np.ndarray) -> np.ndarray:
-    """A Raw field as text (str or None) per row."""
-    return strings_object_array(raw_strings(list(map(attrgetter(field), args))).take(order))
+def _text_column(raws: list[Raw], order: np.ndarray) -> np.ndarray:
+    """A Raw field's text (str or None) per row."""
+    return strings_object_array(raw_strings(raws).take(order))
 
 
 def _step_numbers(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> np.ndarray:

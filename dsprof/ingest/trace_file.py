@@ -143,7 +143,11 @@ def load(path: Path) -> KinetoTrace | MemoryTimelineRaw:
     Raises:
         TraceFormatError: unreadable, truncated, not JSON, or JSON that is not a trace.
     """
-    data = read_bytes(path)
+    return parse(path, read_bytes(path))
+
+
+def parse(path: Path, data: bytes) -> KinetoTrace | MemoryTimelineRaw:
+    """:func:`load` on the (decompressed) contents of ``path`` already read."""
     head = data[:4096].lstrip()
     if not head:
         raise TraceFormatError(f"{path}: the file is empty; it is not a trace")

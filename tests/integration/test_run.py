@@ -198,3 +198,19 @@ def test_bad_log_level_is_reported_once_and_info_used(tmp_path, tiny):
     assert res.code == 0
     assert res.stderr.count("DS_LOG_LEVEL='LOUD' is not a level") == 1
     assert "step 1:" in res.stderr and "timeline:" not in res.stderr
+
+
+def test_with_stack_records_python_events_in_the_raw_trace(tmp_path, tiny):
+    # GIVEN --with-stack (off by default: module names come from dsprof's own annotations)
+    out_on, out_off = tmp_path / "on", tmp_path / "off"
+    for out, extra in ((out_on, ["--with-stack"]), (out_off, [])):
+        res = dsprof("run", "-q", "-o", str(out), *SCHEDULE, *extra, str(tiny))
+        assert res.code == 0, res.stderr
+    # THEN only the first raw trace has Python function events, and both have module paths
+    on = (out_on / "raw" / "rank0" / "window-0.trace.json").read_text()
+    off = (out_off / "raw" / "rank0" / "window-0.trace.json").read_text()
+    assert '"python_function"' in on and '"python_function"' not in off
+    for out in (out_on, out_off):
+        with load(out) as run:
+            mods = {m for (m,) in run.sql("SELECT DISTINCT module FROM ops")}
+        assert "Tiny.body.0" in mods

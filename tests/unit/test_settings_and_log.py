@@ -16,7 +16,7 @@ def test_defaults():
     s = Settings.load(env={})
     assert (s.wait, s.warmup, s.active, s.repeat) == (5, 1, 3, 1)
     assert s.output is None and s.runs_dir == Path("dsprof-runs")
-    assert s.analyze and not s.quiet and s.with_stack
+    assert s.analyze and not s.quiet and not s.with_stack
 
 
 def test_environment_overrides_defaults_and_flags_override_environment():
