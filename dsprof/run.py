@@ -58,7 +58,7 @@ class Run:
 
     def arrow(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run a query and return an Arrow table."""
-        return self.con.execute(query, params or []).to_arrow_table()
+        return self.con.sql(query, params=list(params) if params else None).to_arrow_table()
 
     def table(self, name: str) -> pa.Table:
         if not self.has(name):

@@ -60,11 +60,14 @@ class HostOps:
     n: int
     # ProfilerStep spans found on the host: (step, start_ns, end_ns)
     step_spans: list[tuple[int, int, int]]
-    # Row-aligned working arrays for the device builders (parent row or -1, end, correlation)
+    # Row-aligned working arrays for the device builders: parent row (-1: none), end,
+    # correlation (and whether there is one), category as a code into ``cats``
     parent_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     end_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     corr: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     corr_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    cat_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    cats: list[str] = field(default_factory=list, repr=False)  # cat_code -> cat
 
     def ids_by_correlation(self, cats: set[str]) -> dict[int, tuple[int, int, int]]:
         """correlation -> (op id, parent op id or -1, start_ns) of runtime/driver calls."""
@@ -78,9 +81,7 @@ class HostOps:
 
     def rows_by_correlation(self, cats: set[str]) -> dict[int, int]:
         """correlation -> row of the (last) op of one of ``cats`` that carries it."""
-        cat = self.columns["cat"]
-        in_cats = np.fromiter((k in cats for k in cat), bool, self.n) if self.n else \
-            np.zeros(0, bool)
+        in_cats = np.isin(self.cat_code, [i for i, k in enumerate(self.cats) if k in cats])
         rows = np.flatnonzero(in_cats & self.corr_ok)
         return dict(zip(self.corr[rows].tolist(), rows.tolist()))
 
@@ -88,10 +89,10 @@ class HostOps:
         """Row of the op among ``cats`` with each correlation id (the last one if several
         share it), -1 where none has it."""
         out = np.full(len(corr), -1, np.int64)
-        names = [k for k in dict.fromkeys(self.columns["cat"]) if k in cats] if self.n else []
-        if not names or not len(corr):
+        codes = [i for i, k in enumerate(self.cats) if k in cats]
+        if not codes or not len(corr):
             return out
-        in_cats = np.isin(self.columns["cat"], np.array(names, dtype=object))
+        in_cats = np.isin(self.cat_code, codes)
         rows = np.flatnonzero(in_cats & self.corr_ok)[::-1]  # last first: it wins
         if not len(rows):
             return out
@@ -410,7 +411,7 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         "correlation": corr_col,
         "seq": seq_col,
     }
-    return HostOps(columns, n, step_spans, parent, end, corr, corr_ok)
+    return HostOps(columns, n, step_spans, parent, end, corr, corr_ok, cat_code, cats)
 
 
 def _own_phase(name: str) -> str | None:

@@ -94,10 +94,17 @@ def ingest_rank(run: RunDir, rank: int,
     doc: KinetoTrace | MemoryTimelineRaw | None = None
     staged: dict[str, Future[_Staged]] = {}
     # Two threads do what releases the GIL: reading + gunzipping the next file while this one
-    # is parsed, and the Parquet writes, which run beside each other and beside the parsing
-    # (the ops table of the last file is written while its kernels are matched). Parts are
-    # written to temporary names and only renamed into place once every table is written.
+    # is parsed, and encoding + writing Parquet, which runs beside the parsing (the ops table
+    # of the last file is written while its kernels are matched) and beside the other writes.
+    # Arrow tables are built here, in this thread: conversions that hold the GIL would only
+    # slow the parsing down from another thread. Parts are written to temporary names and
+    # renamed into place once every table of the rank is written.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dsprof-ingest") as pool:
+
+        def stage(name: str, table: Table, table_parts: list[dict[str, Any]]) -> None:
+            staged[name] = pool.submit(_write_staged, run, table, rank,
+                                       _build_table(table, table_parts))
+
         try:
             ahead = pool.submit(read_bytes, paths[0]) if paths else None
             for i, path in enumerate(paths):
@@ -114,8 +121,7 @@ def ingest_rank(run: RunDir, rank: int,
 
                 def ops_done(ops: dict[str, Any], last: bool = i == len(paths) - 1) -> None:
                     if last:
-                        staged["ops"] = pool.submit(_stage_part, run, OPS, rank,
-                                                    parts["ops"] + [ops])
+                        stage("ops", OPS, parts["ops"] + [ops])
 
                 cols, spans, n_events = _trace_tables(doc, rank, next_id, res, ops_done)
                 next_id += len(cols["ops"]["id"])
@@ -130,8 +136,8 @@ def ingest_rank(run: RunDir, rank: int,
                 steps_cols = steps_from_spans(step_spans, rank)
             for name, table in (("ops", OPS), ("kernels", KERNELS), ("memory", MEMORY)):
                 if name not in staged:
-                    staged[name] = pool.submit(_stage_part, run, table, rank, parts[name])
-            staged["steps"] = pool.submit(_stage_part, run, STEPS, rank, [steps_cols])
+                    stage(name, table, parts[name])
+            stage("steps", STEPS, [steps_cols])
             del doc, parts  # freeing the decoded trace overlaps the writes
             done = {name: f.result() for name, f in staged.items()}
         except BaseException:
@@ -230,13 +236,24 @@ _Staged = tuple[Path | None, Path, int]
 
 def _stage_part(run: RunDir, table: Table, rank: int, parts: list[dict[str, Any]]) -> _Staged:
     """Build the table and write it to a temporary name next to its target."""
+    return _write_staged(run, table, rank, _build_table(table, parts))
+
+
+def _build_table(table: Table, parts: list[dict[str, Any]]) -> pa.Table | None:
+    """The parts as one Arrow table, None when they hold no rows."""
     built = [table.build(p) for p in parts if len(next(iter(p.values()), [])) > 0]
+    if not built or sum(t.num_rows for t in built) == 0:
+        return None
+    return pa.concat_tables(built) if len(built) > 1 else built[0]
+
+
+def _write_staged(run: RunDir, table: Table, rank: int, data: pa.Table | None) -> _Staged:
+    """Write ``data`` to a temporary name next to its target (nothing when it is None)."""
     out_dir = run.table_dir(table.name)
     target = out_dir / f"rank{rank}.parquet"
-    rows = sum(t.num_rows for t in built)
-    if rows == 0:
+    if data is None:
         return None, target, 0
-    data = pa.concat_tables(built) if len(built) > 1 else built[0]
+    rows = data.num_rows
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".rank{rank}.parquet.tmp-{os.getpid()}"
     # Dictionary-encode the text columns only: for integer columns that are mostly distinct
