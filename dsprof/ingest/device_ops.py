@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from dsprof.ingest.events import (DeviceEvents, MemoryEvents, dur_ns, float_column, int_column,
                                   int_values, raw_strings, thread_ids, to_ns)
-from dsprof.ingest.host_ops import HostOps, step_column
+from dsprof.ingest.host_ops import HostOps
+from dsprof.ingest.steps import step_column
 
 # HTA's COMMUNICATION pattern (hta/common/types.py), plus RCCL/oneCCL names.
 _COMM = re.compile(r"(^nccl)|(ncclKernel)|(ncclDevKernel)|(^rccl)|(^hccl)|(^ccl)|(^gloo)",
@@ -26,20 +27,22 @@ _COMM = re.compile(r"(^nccl)|(ncclKernel)|(ncclDevKernel)|(^rccl)|(^hccl)|(^ccl)
 _LAUNCH_CATS = {"cuda_runtime", "cuda_driver", "xpu_runtime", "privateuse1_runtime"}
 # c10::DeviceType values as the profiler writes them in "Device Type"
 _DEVICE_TYPES = {0: "cpu", 1: "cuda", 9: "xla", 12: "xpu", 13: "mps", 20: "privateuseone"}
+_ACTIONS = np.array(["free", "alloc"], dtype=object)  # memory.action by (bytes >= 0)
 
 
 def kernel_kind(kind: str, name: str) -> str:
     if kind != "kernel":
         return kind
+    # Every alternative of _COMM contains "ccl" or is "gloo": a cheap test first, since the
+    # regex is slow on long templated kernel names.
+    low = name.lower()
+    if "ccl" not in low and not low.startswith("gloo"):
+        return "compute"
     return "communication" if _COMM.search(name) else "compute"
 
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) else (int(value) if isinstance(value, float) else None)
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -> dict[str, Any]:
@@ -110,9 +113,6 @@ def build_memory(mem: MemoryEvents, ops: HostOps, *, base_ns: int, rank: int) ->
         "op_id": pa.array(op_id, pa.int64(), mask=~found),
         "step": step_column(ts, ops.step_spans),
     }
-
-
-_ACTIONS = np.array(["free", "alloc"], dtype=object)
 
 
 def _device_name(device_type: Any, device_id: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from dsprof.ingest.trace_schema import Args
+from dsprof.ingest.trace_schema import Args, input_dims
 
 Shape = Sequence[int]
 
@@ -178,9 +178,10 @@ FORMULAS: dict[str, Callable[[list[Any], list[Any]], int | None]] = {
 def op_flops(name: str, args: Args) -> int | None:
     """FLOPs of one op from its trace args, or None when it is not a counted op."""
     formula = FORMULAS.get(name)
-    if formula is None or not len(args.input_dims):
+    raw_dims = input_dims(args)
+    if formula is None or not len(raw_dims):
         return None
-    dims = orjson.loads(bytes(args.input_dims))
+    dims = orjson.loads(bytes(raw_dims))
     if not isinstance(dims, list):
         return None
     concrete = orjson.loads(bytes(args.concrete)) if len(args.concrete) else []

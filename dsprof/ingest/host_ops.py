@@ -9,12 +9,14 @@ Algorithm (one rank, one trace):
    function events are dropped (they are stacks, not ops).
 2. Nesting. Per thread, sort by (start, longest first) and sweep with a stack: the parent of a
    span is the innermost open span that contains its start. Self time is duration minus the
-   direct children's (clipped) durations.
-3. Phase and module, parents before children. A span's own name decides when it can
-   (``autograd::engine::evaluate_function: ...`` and legacy ``...Backward`` nodes -> backward,
-   ``Optimizer.step#``/``Optimizer.zero_grad#`` -> optimizer, ``enumerate(DataLoader)#`` -> data,
-   module spans -> forward); otherwise it inherits a definite parent phase; a top-level op that
-   autograd recorded (it has a ``Sequence number``) is forward (the loss), anything else other.
+   direct children's (clipped) durations. (The sweep's result is computed with numpy, without
+   a Python loop over the spans: see ``_nest``.)
+3. Phase and module, parents before children (one nesting level at a time, in numpy). A
+   span's own name decides when it can (``autograd::engine::evaluate_function: ...`` and
+   legacy ``...Backward`` nodes -> backward, ``Optimizer.step#``/``Optimizer.zero_grad#`` ->
+   optimizer, ``enumerate(DataLoader)#`` -> data, module spans -> forward); otherwise it
+   inherits a definite parent phase; a top-level op that autograd recorded (it has a
+   ``Sequence number``) is forward (the loss), anything else other.
 4. Backward ops get the module of the forward op with the same autograd sequence number.
 
 ``ProfilerStep#N`` spans are step markers, not parents: they stay top-level rows and nothing
@@ -25,7 +27,6 @@ whole step under the previous step's optimizer.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,14 +34,14 @@ import numpy as np
 import pyarrow as pa
 from msgspec import Raw
 
-from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, MODULE_PREFIX, HostEvents, dur_ns,
+from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, HostEvents, dur_ns,
                                   int_column, int_values, raw_strings, strings_object_array,
                                   thread_ids, to_ns)
 from dsprof.ingest.flops import FORMULAS, op_flops
-from dsprof.ingest.trace_schema import Args
+from dsprof.ingest.phases import module_paths, own_phase
+from dsprof.ingest.steps import STEP_NAME
+from dsprof.ingest.trace_schema import Args, input_dims
 
-_BACKWARD_NAME = re.compile(r"(Backward\d*$)|(^torch::autograd::AccumulateGrad$)|(^## backward ##$)")
-STEP_NAME = re.compile(r"^ProfilerStep#(\d+)$")
 
 # phase codes used while building; PHASES[code] is the column value
 PHASES = np.array(["other", "forward", "backward", "optimizer", "data"], dtype=object)
@@ -131,35 +132,6 @@ class HostOps:
         return out
 
 
-def _module_paths(host: HostEvents) -> dict[int, str]:
-    """Python tracer: index of each ``nn.Module:`` event -> dotted path of module names."""
-    by_pid: dict[Any, tuple[Any, str | None]] = {}
-    module_rows: list[tuple[int, Any]] = []
-    for i, (cat, name, args) in enumerate(zip(host.cat, host.name, host.args)):
-        if cat != "python_function":
-            continue
-        pid = args.python_id
-        is_module = name.startswith(MODULE_PREFIX)
-        by_pid[pid] = (args.python_parent_id, name[len(MODULE_PREFIX):] if is_module else None)
-        if is_module:
-            module_rows.append((i, pid))
-    cache: dict[Any, str] = {}
-
-    def path(pid: Any, depth: int = 0) -> str:
-        if pid in cache:
-            return cache[pid]
-        entry = by_pid.get(pid)
-        if entry is None or depth > 500:
-            return ""
-        parent, mod = entry
-        above = path(parent, depth + 1) if parent is not None else ""
-        result = (f"{above}.{mod}" if above else mod) if mod else above
-        cache[pid] = result
-        return result
-
-    return {i: path(pid) for i, pid in module_rows}
-
-
 def _kept_events(host: HostEvents) -> tuple[list[int] | None, np.ndarray, list[str],
                                             np.ndarray, list[str]]:
     """Which host events become ops rows (None: all), with the code of each one's ops cat and
@@ -181,7 +153,7 @@ def _kept_events(host: HostEvents) -> tuple[list[int] | None, np.ndarray, list[s
                 cat_code[relabel] = cats.index("user_annotation")
         return None, cat_code, cats, name_code, names
 
-    tracer_modules = {} if has_dsprof_modules else _module_paths(host)
+    tracer_modules = {} if has_dsprof_modules else module_paths(host)
     keep: list[int] = []
     cats_kept = []
     names_kept = []
@@ -330,7 +302,7 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
     levels = _levels(depth)
 
     # Phase and module, level by level (a parent is always one level above its children).
-    own = np.array([_PHASE_CODE[_own_phase(nm)] for nm in names] + [0], np.int8)[name_code]
+    own = np.array([_PHASE_CODE[own_phase(nm)] for nm in names] + [0], np.int8)[name_code]
     is_module = is_cat("module")
     seq_forward = seq_ok & is_cat("cpu_op")
     phase = np.zeros(n, np.int8)
@@ -405,7 +377,7 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         "self_ns": np.maximum(dur - child_sum, 0),
         "module": names_arr[module],
         "phase": PHASES[phase],
-        "input_shapes": _text_column([a.input_dims for a in args], order),
+        "input_shapes": _text_column([input_dims(a) for a in args], order),
         "dtypes": _text_column([a.input_type for a in args], order),
         "flops": pa.array(flops, pa.int64(), mask=~flops_ok),
         "correlation": corr_col,
@@ -414,46 +386,8 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
     return HostOps(columns, n, step_spans, parent, end, corr, corr_ok, cat_code, cats)
 
 
-def _own_phase(name: str) -> str | None:
-    c = name[:1]
-    if c == "a" and name.startswith("autograd::engine::evaluate_function"):
-        return "backward"
-    if c == "O" and (name.startswith("Optimizer.step#") or name.startswith("Optimizer.zero_grad#")):
-        return "optimizer"
-    if c == "e" and name.startswith("enumerate(DataLoader)#"):
-        return "data"
-    if c == "#" and name == "## forward ##":
-        return "forward"
-    if c == "D" and name == "DistributedDataParallel.forward":
-        return "forward"
-    if ("ackward" in name or c == "t") and _BACKWARD_NAME.search(name):
-        return "backward"
-    return None
-
-
 def _text_column(raws: list[Raw], order: np.ndarray) -> np.ndarray:
     """A Raw field's text (str or None) per row."""
     return strings_object_array(raw_strings(raws).take(order))
 
 
-def _step_numbers(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> np.ndarray:
-    """Step number of each start time, -1 outside every ProfilerStep span."""
-    if not spans or len(starts) == 0:
-        return np.full(len(starts), -1, np.int64)
-    span_start = np.array([s[1] for s in spans], np.int64)
-    span_end = np.array([s[2] for s in spans], np.int64)
-    span_step = np.array([s[0] for s in spans], np.int64)
-    k = np.searchsorted(span_start, starts, side="right") - 1
-    inside = (k >= 0) & (starts < span_end[np.clip(k, 0, None)])
-    return np.where(inside, span_step[np.clip(k, 0, None)], -1)
-
-
-def assign_steps(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> list[int | None]:
-    """Step number of each start time, from ProfilerStep spans (None outside any span)."""
-    return [int(s) if s >= 0 else None for s in _step_numbers(starts, spans).tolist()]
-
-
-def step_column(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> pa.Int64Array:
-    """:func:`assign_steps` as a nullable Arrow column."""
-    steps = _step_numbers(np.asarray(starts, np.int64), spans)
-    return pa.array(steps, pa.int64(), mask=steps < 0)

@@ -24,6 +24,8 @@ class Args(msgspec.Struct, frozen=True, gc=False):
     external_id_legacy: Any = msgspec.field(default=None, name="external id")
     seq: Any = msgspec.field(default=None, name="Sequence number")
     input_dims: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""), name="Input Dims")
+    # torch.autograd.profiler traces of early 2021 spell it with a lower-case d
+    input_dims_early: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""), name="Input dims")
     input_type: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""), name="Input type")
     concrete: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""), name="Concrete Inputs")
     correlation: Any = None
@@ -80,3 +82,8 @@ DECODER = msgspec.json.Decoder(TraceDoc)
 def raw_text(raw: msgspec.Raw) -> str | None:
     """A Raw field's JSON text, or None when the field was absent."""
     return bytes(raw).decode() if len(raw) else None
+
+
+def input_dims(args: Args) -> msgspec.Raw:
+    """The recorded input shapes, under either spelling of the key."""
+    return args.input_dims if len(args.input_dims) else args.input_dims_early

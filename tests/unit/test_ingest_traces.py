@@ -158,3 +158,33 @@ def test_legacy_trace_phases_and_memory(tmp_path):
     _, (m, k), (_, n) = json.loads(shapes)[:3]
     assert flops == 2 * m * k * n
     assert conv_flops == 0
+
+
+def test_early_2021_trace_keeps_input_shapes(tmp_path):
+    # GIVEN the torch.autograd.profiler trace of January 2021, which writes "Input dims"
+    path = trace_dir("kineto_resnet50_v100_autograd") / "worker0.pt.trace.json.gz"
+    events = _raw(path)["traceEvents"]
+    with_dims = sum(1 for e in events if e.get("cat") == "Operator" and "Input dims" in e["args"])
+    run_dir, _ = import_traces([path], tmp_path / "run")
+    with load(run_dir.path) as run:
+        n = run.sql("SELECT count(input_shapes) FROM ops WHERE cat = 'cpu_op'")[0][0]
+        mm = run.sql("SELECT count(flops) FROM ops WHERE name = 'aten::addmm'")[0][0]
+    assert with_dims > 0 and n == with_dims
+    assert mm > 0
+
+
+def test_many_ranks_ingest_in_worker_processes(tmp_path, monkeypatch):
+    # GIVEN the 2-rank folder and the parallel threshold lowered so workers are used
+    from dsprof.ingest import parallel
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    folder = trace_dir("hta_sampled_2rank_nccl")
+    # WHEN imported (two ranks, two CPUs: two worker processes)
+    run_dir, results = import_traces([folder], tmp_path / "run")
+    # THEN the tables are what the in-process ingest gives
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 1 << 60)
+    ref_dir, _ = import_traces([folder], tmp_path / "ref")
+    with load(run_dir.path) as a, load(ref_dir.path) as b:
+        for table in ("ops", "kernels", "steps"):
+            q = f"SELECT * FROM {table} ORDER BY ALL"
+            assert a.arrow(q).equals(b.arrow(q)), table
+    assert sorted(r.rank for r in results) == [0, 1]

@@ -1,0 +1,114 @@
+"""Ingest speed: Kineto / torch.profiler trace -> dsprof Parquet tables, in events per second.
+
+What it measures: for each input trace, the whole of ``dsprof.ingest.pipeline.ingest_run`` on a
+fresh run directory (read the file, gunzip, decode the JSON, build the ops / kernels / memory /
+steps tables, write Parquet), run once to warm up and then N times; it prints the median (and
+the fastest) wall time and events/s, where "events" is the length of ``traceEvents``.
+
+The HTA column is a ratio to a *recorded* reference, not something measured in this run: HTA 0.5
+loading hta_a100_2rank_nccl_r0 (17,952 events) in 1.23 s on 2 cores, i.e. ~14.6 k events/s, as
+written in ../shared/notes/anchors-hta-tbplugin.md (section 3, "load" column).
+
+Run it from the repository root:
+
+    .venv/bin/python benchmarks/ingest.py                 # the largest shared trace, 5 repeats
+    .venv/bin/python benchmarks/ingest.py -n 9 some.json.gz other.pt.trace.json.gz
+    .venv/bin/python benchmarks/ingest.py --all           # every shared trace, as a table
+
+Timings on a shared machine vary by +-20 % or more; use the median of several repeats (-n).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from dsprof.ingest.pipeline import ingest_run  # noqa: E402
+from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, load, read_bytes  # noqa: E402
+from dsprof.rundir import RunDir  # noqa: E402
+
+SHARED_TRACES = REPO.parent / "shared" / "traces"
+HTA_EVENTS_PER_S = 17_952 / 1.23  # recorded in ../shared/notes/anchors-hta-tbplugin.md
+
+
+def shared_traces() -> list[Path]:
+    return sorted(p for p in SHARED_TRACES.rglob("*") if p.is_file() and (".json" in p.name
+                  or p.name.endswith(".raw.gz")))
+
+
+def count_events(path: Path) -> tuple[int, float]:
+    """(number of events, uncompressed MB) of a trace."""
+    mb = len(read_bytes(path)) / 1e6
+    doc = load(path)
+    if isinstance(doc, KinetoTrace):
+        return len(doc.events), mb
+    assert isinstance(doc, MemoryTimelineRaw)
+    return len(doc.records), mb
+
+
+def time_ingest(path: Path, repeats: int) -> list[float]:
+    """Wall seconds of each ingest_run after one untimed warm-up run."""
+    times = []
+    with tempfile.TemporaryDirectory(prefix="dsprof-bench-") as tmp:
+        for i in range(repeats + 1):
+            run = RunDir.create(Path(tmp) / f"run{i}")
+            raw = run.raw_dir(0)
+            raw.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, raw / path.name)
+            except OSError:
+                shutil.copyfile(path, raw / path.name)
+            t0 = time.perf_counter()
+            ingest_run(run)
+            times.append(time.perf_counter() - t0)
+            shutil.rmtree(run.path)
+    return times[1:]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("traces", nargs="*", type=Path,
+                    help="trace files (default: the largest trace under ../shared/traces)")
+    ap.add_argument("-n", "--repeats", type=int, default=5, help="runs per trace (default 5)")
+    ap.add_argument("--all", action="store_true", help="every trace under ../shared/traces")
+    args = ap.parse_args()
+    traces = list(args.traces)
+    if args.all or not traces:
+        found = shared_traces()
+        if not found:
+            sys.exit(f"no traces given and none found under {SHARED_TRACES}; "
+                     "pass trace files as arguments")
+        traces = found if args.all else [max(found, key=lambda p: count_events(p)[0])]
+    missing = [str(p) for p in traces if not p.is_file()]
+    if missing:
+        sys.exit(f"no such trace file: {', '.join(missing)}")
+
+    print(f"ingest_run, median of {args.repeats} runs, {os.cpu_count()} CPUs visible; "
+          f"HTA reference = {HTA_EVENTS_PER_S / 1e3:.1f} k ev/s (recorded, not measured here)")
+    head = (f"{'trace':<50} {'events':>8} {'MB':>6} {'median s':>9} {'min s':>7} {'k ev/s':>7} "
+            f"{'x HTA':>6}")
+    print(head)
+    print("-" * len(head))
+    for path in traces:
+        n, mb = count_events(path)
+        times = time_ingest(path, args.repeats)
+        med = statistics.median(times)
+        rate = n / med
+        label = f"{path.parent.name}/{path.name}"
+        label = label if len(label) <= 50 else label[:24] + "..." + label[-23:]
+        print(f"{label:<50} {n:>8,} {mb:>6.1f} {med:>9.3f} {min(times):>7.3f} "
+              f"{rate / 1e3:>7.1f} {rate / HTA_EVENTS_PER_S:>6.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

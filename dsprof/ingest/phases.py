@@ -1,0 +1,64 @@
+"""Phase and module naming rules for host spans (used by host_ops.build_host_ops).
+
+A span's own name decides its phase when it can: ``autograd::engine::evaluate_function: ...``
+and legacy ``...Backward`` nodes are backward, ``Optimizer.step#``/``Optimizer.zero_grad#`` are
+optimizer, ``enumerate(DataLoader)#`` is data, ``## forward ##`` and
+``DistributedDataParallel.forward`` are forward. Module paths of traces recorded elsewhere are
+rebuilt from the Python tracer's ``nn.Module:`` events and their ``Python parent id`` links.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from dsprof.ingest.events import MODULE_PREFIX, HostEvents
+
+
+_BACKWARD_NAME = re.compile(r"(Backward\d*$)|(^torch::autograd::AccumulateGrad$)|(^## backward ##$)")
+
+
+def module_paths(host: HostEvents) -> dict[int, str]:
+    """Python tracer: index of each ``nn.Module:`` event -> dotted path of module names."""
+    by_pid: dict[Any, tuple[Any, str | None]] = {}
+    module_rows: list[tuple[int, Any]] = []
+    for i, (cat, name, args) in enumerate(zip(host.cat, host.name, host.args)):
+        if cat != "python_function":
+            continue
+        pid = args.python_id
+        is_module = name.startswith(MODULE_PREFIX)
+        by_pid[pid] = (args.python_parent_id, name[len(MODULE_PREFIX):] if is_module else None)
+        if is_module:
+            module_rows.append((i, pid))
+    cache: dict[Any, str] = {}
+
+    def path(pid: Any, depth: int = 0) -> str:
+        if pid in cache:
+            return cache[pid]
+        entry = by_pid.get(pid)
+        if entry is None or depth > 500:
+            return ""
+        parent, mod = entry
+        above = path(parent, depth + 1) if parent is not None else ""
+        result = (f"{above}.{mod}" if above else mod) if mod else above
+        cache[pid] = result
+        return result
+
+    return {i: path(pid) for i, pid in module_rows}
+
+
+def own_phase(name: str) -> str | None:
+    c = name[:1]
+    if c == "a" and name.startswith("autograd::engine::evaluate_function"):
+        return "backward"
+    if c == "O" and (name.startswith("Optimizer.step#") or name.startswith("Optimizer.zero_grad#")):
+        return "optimizer"
+    if c == "e" and name.startswith("enumerate(DataLoader)#"):
+        return "data"
+    if c == "#" and name == "## forward ##":
+        return "forward"
+    if c == "D" and name == "DistributedDataParallel.forward":
+        return "forward"
+    if ("ackward" in name or c == "t") and _BACKWARD_NAME.search(name):
+        return "backward"
+    return None

@@ -1,0 +1,87 @@
+"""Steps: which step each op belongs to, and the ``steps`` table's rows.
+
+For an imported trace, a step is a ``ProfilerStep#N`` span (one row each). For a ``dsprof run``,
+the step collector's ``session.json`` holds every boundary of the run, profiled or not; the
+ProfilerStep spans dsprof emits in its windows give the ops their step.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+
+STEP_NAME = re.compile(r"^ProfilerStep#(\d+)$")
+
+
+def _step_numbers(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> np.ndarray:
+    """Step number of each start time, -1 outside every ProfilerStep span."""
+    if not spans or len(starts) == 0:
+        return np.full(len(starts), -1, np.int64)
+    span_start = np.array([s[1] for s in spans], np.int64)
+    span_end = np.array([s[2] for s in spans], np.int64)
+    span_step = np.array([s[0] for s in spans], np.int64)
+    k = np.searchsorted(span_start, starts, side="right") - 1
+    inside = (k >= 0) & (starts < span_end[np.clip(k, 0, None)])
+    return np.where(inside, span_step[np.clip(k, 0, None)], -1)
+
+
+def assign_steps(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> list[int | None]:
+    """Step number of each start time, from ProfilerStep spans (None outside any span)."""
+    return [int(s) if s >= 0 else None for s in _step_numbers(starts, spans).tolist()]
+
+
+def step_column(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> pa.Int64Array:
+    """:func:`assign_steps` as a nullable Arrow column."""
+    steps = _step_numbers(np.asarray(starts, np.int64), spans)
+    return pa.array(steps, pa.int64(), mask=steps < 0)
+
+
+def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, Any]:
+    """Steps of an imported trace: one row per ProfilerStep annotation."""
+    spans = sorted(set(spans), key=lambda s: (s[1], s[0]))
+    n = len(spans)
+    return {
+        "rank": [rank] * n,
+        "step": [s[0] for s in spans],
+        "start_ns": [s[1] for s in spans],
+        "end_ns": [s[2] for s in spans],
+        "dur_ns": [s[2] - s[1] for s in spans],
+        "profiled": [True] * n,
+        "window": [None] * n,
+        "device_peak_bytes": [None] * n,
+        "rss_bytes": [None] * n,
+        "source": ["trace"] * n,
+    }
+
+
+def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Steps recorded by the step collector during a ``dsprof run`` (see collectors/steps.py)."""
+    bounds: list[int] = list(rec.get("boundaries_ns", []))
+    start0: int = rec["start_ns"]
+    if not bounds and rec.get("end_ns"):
+        # No boundary was ever marked: the whole run is step 0.
+        bounds = [rec["end_ns"]]
+    starts = [start0] + bounds[:-1]
+    n = len(bounds)
+    window_of: dict[int, int] = {}
+    for w in rec.get("windows", []):
+        for s in w.get("steps", []):
+            window_of[s] = w["index"]
+    rss = rec.get("rss_bytes") or [None] * n
+    peak = rec.get("device_peak_bytes") or [None] * n
+    return {
+        "rank": [rank] * n,
+        "step": list(range(n)),
+        "start_ns": starts,
+        "end_ns": bounds,
+        "dur_ns": [e - s for s, e in zip(starts, bounds)],
+        "profiled": [i in window_of for i in range(n)],
+        "window": [window_of.get(i) for i in range(n)],
+        "device_peak_bytes": list(peak[:n]) + [None] * (n - len(peak)),
+        "rss_bytes": list(rss[:n]) + [None] * (n - len(rss)),
+        "source": [rec.get("source", "optimizer")] * n,
+    }
