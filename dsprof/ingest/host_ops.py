@@ -40,7 +40,7 @@ from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, HostEvents, dur_ns,
 from dsprof.ingest.flops import FORMULAS, op_flops
 from dsprof.ingest.phases import module_paths, own_phase
 from dsprof.ingest.steps import STEP_NAME
-from dsprof.ingest.trace_schema import Args, input_dims
+from dsprof.ingest.trace_schema import Args
 
 
 # phase codes used while building; PHASES[code] is the column value
@@ -377,7 +377,7 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         "self_ns": np.maximum(dur - child_sum, 0),
         "module": names_arr[module],
         "phase": PHASES[phase],
-        "input_shapes": _text_column([input_dims(a) for a in args], order),
+        "input_shapes": _text_column([a.input_dims or a.input_dims_early for a in args], order),
         "dtypes": _text_column([a.input_type for a in args], order),
         "flops": pa.array(flops, pa.int64(), mask=~flops_ok),
         "correlation": corr_col,
