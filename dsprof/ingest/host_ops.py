@@ -70,22 +70,6 @@ class HostOps:
     cat_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     cats: list[str] = field(default_factory=list, repr=False)  # cat_code -> cat
 
-    def ids_by_correlation(self, cats: set[str]) -> dict[int, tuple[int, int, int]]:
-        """correlation -> (op id, parent op id or -1, start_ns) of runtime/driver calls."""
-        rows = self.rows_by_correlation(cats)
-        c = self.columns
-        ids = c["id"].tolist()
-        start = c["start_ns"].tolist()
-        parent = self.parent_row.tolist()
-        return {k: (ids[i], ids[parent[i]] if parent[i] >= 0 else -1, start[i])
-                for k, i in rows.items()}
-
-    def rows_by_correlation(self, cats: set[str]) -> dict[int, int]:
-        """correlation -> row of the (last) op of one of ``cats`` that carries it."""
-        in_cats = np.isin(self.cat_code, [i for i, k in enumerate(self.cats) if k in cats])
-        rows = np.flatnonzero(in_cats & self.corr_ok)
-        return dict(zip(self.corr[rows].tolist(), rows.tolist()))
-
     def launch_rows(self, cats: set[str], corr: np.ndarray, corr_ok: np.ndarray) -> np.ndarray:
         """Row of the op among ``cats`` with each correlation id (the last one if several
         share it), -1 where none has it."""

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-
 STEP_NAME = re.compile(r"^ProfilerStep#(\d+)$")
 
 
@@ -29,13 +28,9 @@ def _step_numbers(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> np.n
     return np.where(inside, span_step[np.clip(k, 0, None)], -1)
 
 
-def assign_steps(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> list[int | None]:
-    """Step number of each start time, from ProfilerStep spans (None outside any span)."""
-    return [int(s) if s >= 0 else None for s in _step_numbers(starts, spans).tolist()]
-
-
 def step_column(starts: np.ndarray, spans: list[tuple[int, int, int]]) -> pa.Int64Array:
-    """:func:`assign_steps` as a nullable Arrow column."""
+    """Step number of each start time, from ProfilerStep spans, as a nullable Arrow column
+    (null outside every span)."""
     steps = _step_numbers(np.asarray(starts, np.int64), spans)
     return pa.array(steps, pa.int64(), mask=steps < 0)
 
