@@ -14,7 +14,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 start = time.time_ns()
 bounds: list[int] = []
-register_optimizer_step_post_hook(lambda *a: bounds.append(time.time_ns()))
+cpu: list[int] = []
+register_optimizer_step_post_hook(
+    lambda *a: (bounds.append(time.time_ns()), cpu.append(time.thread_time_ns())))
 script = sys.argv[1]
 sys.argv = sys.argv[1:]
 sys.path[0] = os.path.dirname(os.path.abspath(script))
@@ -22,4 +24,4 @@ try:
     runpy.run_path(script, run_name="__main__")
 finally:
     with open(os.environ["PLAIN_STEPS_OUT"], "w") as fh:
-        json.dump({"start_ns": start, "boundaries_ns": bounds}, fh)
+        json.dump({"start_ns": start, "boundaries_ns": bounds, "cpu_ns": cpu}, fh)

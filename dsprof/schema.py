@@ -85,6 +85,9 @@ STEPS = Table(
         Column("device_peak_bytes", _I64,
                "peak bytes allocated on the accelerator during the step (null on CPU)"),
         Column("rss_bytes", _I64, "process resident set size at the end of the step (null if not sampled)"),
+        Column("cpu_ns", _I64,
+               "CPU time of the thread that marked the step, during the step (dur_ns minus this "
+               "is time that thread waited: GPU syncs, I/O, data workers); null for imports"),
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
                "trace (ProfilerStep annotation of an imported trace)"),

@@ -38,6 +38,8 @@ class StepCollector:
         self.boundaries_ns: list[int] = []
         self.rss_bytes: list[int | None] = []
         self.device_peak_bytes: list[int | None] = []
+        self.cpu_ns: list[int] = []
+        self._cpu_start = time.thread_time_ns()
         self.source: str | None = None
         self._leader: weakref.ref[Any] | None = None
         self._hook: Any = None
@@ -84,6 +86,9 @@ class StepCollector:
 
     def boundary(self) -> None:
         end = self.now_ns()
+        cpu = time.thread_time_ns()
+        self.cpu_ns.append(cpu - self._cpu_start)
+        self._cpu_start = cpu
         step = len(self.boundaries_ns)
         start = self.boundaries_ns[-1] if step else self.start_ns
         self.boundaries_ns.append(end)
@@ -105,4 +110,5 @@ class StepCollector:
             "boundaries_ns": self.boundaries_ns,
             "rss_bytes": self.rss_bytes,
             "device_peak_bytes": self.device_peak_bytes,
+            "cpu_ns": self.cpu_ns,
         }

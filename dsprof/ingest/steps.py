@@ -49,6 +49,7 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
         "window": [None] * n,
         "device_peak_bytes": [None] * n,
         "rss_bytes": [None] * n,
+        "cpu_ns": [None] * n,
         "source": ["trace"] * n,
     }
 
@@ -68,6 +69,7 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
             window_of[s] = w["index"]
     rss = rec.get("rss_bytes") or [None] * n
     peak = rec.get("device_peak_bytes") or [None] * n
+    cpu = rec.get("cpu_ns") or [None] * n
     return {
         "rank": [rank] * n,
         "step": list(range(n)),
@@ -78,5 +80,6 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
         "window": [window_of.get(i) for i in range(n)],
         "device_peak_bytes": list(peak[:n]) + [None] * (n - len(peak)),
         "rss_bytes": list(rss[:n]) + [None] * (n - len(rss)),
+        "cpu_ns": list(cpu[:n]) + [None] * (n - len(cpu)),
         "source": [rec.get("source", "optimizer")] * n,
     }

@@ -35,6 +35,10 @@ def test_run_times_every_step_and_records_one_window(tmp_path, tiny):
         assert [s for s, _, _ in steps] == list(range(8))
         assert [s for s, p, _ in steps if p] == [3, 4]
         assert {src for _, _, src in steps} == {"optimizer"}
+        # each step's CPU time of the stepping thread is measured and fits in its wall time
+        n_cpu, fits = run.sql("SELECT count(cpu_ns), bool_and(cpu_ns > 0 AND "
+                              "cpu_ns <= dur_ns + 1000000) FROM steps")[0]
+        assert n_cpu == 8 and fits
         op_steps = {s for (s,) in run.sql("SELECT DISTINCT step FROM ops WHERE step IS NOT NULL")}
         assert op_steps == {3, 4}
         # ops carry module paths (qualified names) and phases
