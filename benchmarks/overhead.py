@@ -9,8 +9,9 @@ the same machine load) and prints medians of:
   and the trace export, fall on the steps around the window);
 * the same loop ratio in CPU time of the main thread (time.thread_time), which other tenants of
   a shared machine disturb much less than wall time;
-* fixed seconds dsprof adds at start (imports, device detection, run directory) and at exit
-  (saving the window, ingest, summary), plus the events captured. With --scaling it also runs
+* fixed seconds dsprof adds at start (process start to the end of step 0: imports, session
+  start, the step-0 capture and its drop) and at exit (last step to process exit: saving,
+  ingest, summary), plus the events captured. With --scaling it also runs
   dsprof with twice the steps, to show the exit work follows the events captured, not the
   run's length.
 
@@ -43,9 +44,10 @@ def run_plain(example: Path, args: list[str], tmp: Path) -> dict:
     t1 = time.time_ns()
     rec = json.loads(out.read_text())
     b, c = rec["boundaries_ns"], rec["cpu_ns"]
-    return {"wall": (t1 - t0) / 1e9, "steps": [(b[i] - b[i - 1]) / 1e9 for i in range(1, len(b))],
+    return {"steps": [(b[i] - b[i - 1]) / 1e9 for i in range(1, len(b))],
             "cpu": [(c[i] - c[i - 1]) / 1e9 for i in range(1, len(c))],
-            "profiled": set(), "exit": 0.0, "events": 0}
+            "to_first": (b[0] - t0) / 1e9, "after_last": (t1 - b[-1]) / 1e9,
+            "profiled": set(), "events": 0}
 
 
 def run_dsprof(example: Path, args: list[str], tmp: Path) -> dict:
@@ -59,12 +61,14 @@ def run_dsprof(example: Path, args: list[str], tmp: Path) -> dict:
     t1 = time.time_ns()
     with dsprof.load(out) as run:
         rows = run.sql("SELECT step, dur_ns, profiled, cpu_ns FROM steps ORDER BY step")
+        first, last = run.sql("SELECT min(end_ns), max(end_ns) FROM steps")[0]
         meta = run.meta
     steps = [d / 1e9 for s, d, p, c in rows if s > 0]
     cpu = [c / 1e9 for s, d, p, c in rows if s > 0]
     profiled = {s - 1 for s, d, p, c in rows if p and s > 0}   # index into `steps`
-    return {"wall": (t1 - t0) / 1e9, "steps": steps, "cpu": cpu, "profiled": profiled,
-            "exit": (t1 - meta["end_ns"]) / 1e9, "events": meta.get("events", 0)}
+    return {"steps": steps, "cpu": cpu, "profiled": profiled,
+            "to_first": (first - t0) / 1e9, "after_last": (t1 - last) / 1e9,
+            "events": meta.get("events", 0)}
 
 
 def main() -> None:
@@ -94,9 +98,10 @@ def main() -> None:
             cpu_loop_r.append(sum(prof["cpu"]) / sum(plain["cpu"]))
             cpu_out_r.append(sum(prof["cpu"][k] for k in outside)
                              / sum(plain["cpu"][k] for k in outside))
-            loop_delta = sum(prof["steps"]) - sum(plain["steps"])
-            exit_s.append(prof["exit"])
-            start_s.append(prof["wall"] - plain["wall"] - loop_delta - prof["exit"])
+            # start: process start to the end of step 0 (imports, setup, first iteration; under
+            # dsprof also the session start and the step-0 capture); exit: last step to exit
+            start_s.append(prof["to_first"] - plain["to_first"])
+            exit_s.append(prof["after_last"] - plain["after_last"])
             events.append(prof["events"])
             print(f"pair {i + 1}: plain loop {sum(plain['steps']):.2f}s, dsprof loop "
                   f"{sum(prof['steps']):.2f}s (x{loop_r[-1]:.3f}), in-window x{in_r[-1]:.2f}, "
@@ -116,7 +121,10 @@ def main() -> None:
         if a.scaling:
             long = run_dsprof(example, ["--steps", str(2 * a.steps), "--threads",
                                         str(a.threads)], tmp)
-            print(f"exit work with {2 * a.steps} steps: {long['exit']:.2f}s for "
+            long_plain = run_plain(example, ["--steps", str(2 * a.steps), "--threads",
+                                             str(a.threads)], tmp)
+            print(f"exit work with {2 * a.steps} steps: "
+                  f"{long['after_last'] - long_plain['after_last']:.2f}s for "
                   f"{long['events']:,} events (vs {med(exit_s):.2f}s at {a.steps} steps)")
 
 
