@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dsprof.ingest.pipeline import ingest_run  # noqa: E402
-from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, load, read_bytes  # noqa: E402
-from dsprof.rundir import RunDir  # noqa: E402
+from dsprof.ingest.pipeline import ingest_run
+from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, load, read_bytes
+from dsprof.rundir import RunDir
 
 SHARED_TRACES = REPO.parent / "shared" / "traces"
 HTA_EVENTS_PER_S = 17_952 / 1.23  # recorded in ../shared/notes/anchors-hta-tbplugin.md

@@ -36,7 +36,7 @@ def step() -> None:
         session.step()
 
 
-def load(path: Any, *, ingest: bool = True) -> "Run":
+def load(path: Any, *, ingest: bool = True) -> Run:
     """Open a run directory: ``run.meta``, ``run.tables``, ``run.sql(...)``, ``run.table(name)``."""
     from dsprof.run import load as _load
 

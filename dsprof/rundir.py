@@ -56,7 +56,7 @@ class RunDir:
 
     # -- creation -----------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path) -> "RunDir":
+    def create(cls, path: Path) -> RunDir:
         """Create an empty run directory.
 
         Raises:

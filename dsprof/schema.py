@@ -12,8 +12,9 @@ type, or a table is added; a reader refuses a run written with a newer version t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import pyarrow as pa
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from dsprof.errors import ConfigError
 
@@ -78,7 +79,7 @@ class Settings:
     quiet: bool = _knob(False, "DSPROF_QUIET", _bool, "print nothing but errors")
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, then ``env`` (``os.environ`` by default), then non-None ``overrides``.
 
         Raises:

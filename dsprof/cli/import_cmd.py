@@ -53,6 +53,5 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
 def _name(path: Path) -> str:
     name = path.name or path.resolve().name
     for suffix in (".gz", ".json", ".pt", ".trace"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
+        name = name.removesuffix(suffix)
     return name or "import"

@@ -31,8 +31,10 @@ class ModuleAnnotator:
     def install(self) -> None:
         if self._handles:
             return
-        from torch.nn.modules.module import (register_module_forward_hook,
-                                             register_module_forward_pre_hook)
+        from torch.nn.modules.module import (
+            register_module_forward_hook,
+            register_module_forward_pre_hook,
+        )
 
         self._names.clear()
         self._handles = [register_module_forward_pre_hook(self._pre),

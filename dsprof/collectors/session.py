@@ -26,10 +26,10 @@ from dsprof.log import logger
 from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
 from dsprof.settings import Settings
 
-_current: "Session | None" = None
+_current: Session | None = None
 
 
-def current() -> "Session | None":
+def current() -> Session | None:
     return _current
 
 

@@ -12,9 +12,11 @@ allocator's peak counter: cheap enough for every step of the run.
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -98,7 +100,7 @@ class StepCollector:
         self.rss_bytes.append(rss)
         if peak is not None:
             self.device.reset_peak()
-        if logger.isEnabledFor(20):
+        if logger.isEnabledFor(logging.INFO):
             mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
             logger.info("step %d: %.1f ms, %s", step, (end - start) / 1e6, mem)
         self.on_boundary(step)

@@ -16,8 +16,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsprof.ingest.events import (DeviceEvents, MemoryEvents, dur_ns, float_column, int_column,
-                                  int_values, raw_strings, thread_ids, to_ns)
+from dsprof.ingest.events import (
+    DeviceEvents,
+    MemoryEvents,
+    dur_ns,
+    float_column,
+    int_column,
+    int_values,
+    raw_strings,
+    thread_ids,
+    to_ns,
+)
 from dsprof.ingest.host_ops import HostOps
 from dsprof.ingest.steps import step_column
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -166,9 +167,7 @@ def thread_id(tid: Any) -> int:
         return cached
     if isinstance(tid, int):
         value = tid
-    elif isinstance(tid, str) and tid.lstrip("-").isdigit():
-        value = int(tid)
-    elif isinstance(tid, float):
+    elif isinstance(tid, str) and tid.lstrip("-").isdigit() or isinstance(tid, float):
         value = int(tid)
     else:
         value = zlib.crc32(str(tid).encode())

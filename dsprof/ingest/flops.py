@@ -11,8 +11,9 @@ an op whose ancestor already has some, so nothing is counted twice.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Sequence
 from math import prod
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import orjson
 

@@ -34,14 +34,21 @@ import numpy as np
 import pyarrow as pa
 from msgspec import Raw
 
-from dsprof.ingest.events import (DSPROF_MODULE_PREFIX, HostEvents, dur_ns,
-                                  int_column, int_values, raw_strings, strings_object_array,
-                                  thread_ids, to_ns)
+from dsprof.ingest.events import (
+    DSPROF_MODULE_PREFIX,
+    HostEvents,
+    dur_ns,
+    int_column,
+    int_values,
+    raw_strings,
+    strings_object_array,
+    thread_ids,
+    to_ns,
+)
 from dsprof.ingest.flops import FORMULAS, op_flops
 from dsprof.ingest.phases import module_paths, own_phase
 from dsprof.ingest.steps import STEP_NAME
 from dsprof.ingest.trace_schema import Args
-
 
 # phase codes used while building; PHASES[code] is the column value
 PHASES = np.array(["other", "forward", "backward", "optimizer", "data"], dtype=object)

@@ -14,8 +14,8 @@ import os
 import re
 import shutil
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from dsprof._version import __version__
 from dsprof.errors import TraceFormatError

@@ -14,7 +14,6 @@ from typing import Any
 
 from dsprof.ingest.events import MODULE_PREFIX, HostEvents
 
-
 _BACKWARD_NAME = re.compile(r"(Backward\d*$)|(^torch::autograd::AccumulateGrad$)|(^## backward ##$)")
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -30,7 +31,7 @@ from dsprof.ingest import device_ops, memory_timeline
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
-from dsprof.ingest.parts import build_table, commit_part, Staged, write_staged
+from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
 from dsprof.ingest.steps import step_column, steps_from_record, steps_from_spans
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from dsprof.collectors.timeline import (BOOTSTRAP, NONE, RECORD, RECORD_AND_SAVE, WARMUP,
-                                        planned_action)
+from dsprof.collectors.timeline import (
+    BOOTSTRAP,
+    NONE,
+    RECORD,
+    RECORD_AND_SAVE,
+    WARMUP,
+    planned_action,
+)
 from dsprof.settings import Settings
 
 
