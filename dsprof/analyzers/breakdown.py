@@ -92,7 +92,11 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
     notes: list[str] = []
     facts = _facts(run)
     steps = _step_stats(run, exclude_first=run.meta.get("source") == "run")
-    if run.meta.get("source") == "run":
+    if run.meta.get("source") == "run" and run.meta.get("status") == "running":
+        notes.append("the run did not finish (the process was killed, e.g. by the OOM killer, "
+                     "or is still running): this is what was saved up to its last closed "
+                     "profiler window, without the per-step timings of the whole run")
+    elif run.meta.get("source") == "run":
         src = run.meta.get("steps_source", "none")
         if src == "none":
             cap = run.meta.get("max_capture_s")

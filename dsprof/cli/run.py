@@ -118,6 +118,10 @@ def _analyze(run: RunDir, quiet: bool) -> None:
     except DsprofError as exc:
         logger.error("could not analyze the run: %s", exc)
         return
+    except KeyboardInterrupt:
+        logger.warning("analysis interrupted; the raw data is saved: `dsprof summary %s` "
+                       "analyzes it later", run.path)
+        return
     except Exception as exc:  # noqa: BLE001 - the script's exit status must survive our bugs
         logger.exception("analysis failed (the raw data is kept in %s): %s", run.path, exc)
         return

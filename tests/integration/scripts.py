@@ -32,6 +32,9 @@ def main():
                 raise ValueError("boom at step %d" % step)
             if how == "interrupt":
                 raise KeyboardInterrupt
+            if how == "sigkill":
+                import signal
+                os.kill(os.getpid(), signal.SIGKILL)
             if how == "sigterm":
                 import signal
                 os.kill(os.getpid(), signal.SIGTERM)

@@ -218,3 +218,19 @@ def test_with_stack_records_python_events_in_the_raw_trace(tmp_path, tiny):
         with load(out) as run:
             mods = {m for (m,) in run.sql("SELECT DISTINCT module FROM ops")}
         assert "Tiny.body.0" in mods
+
+
+def test_a_killed_run_keeps_its_closed_windows(tmp_path, tiny):
+    # GIVEN a script killed outright (SIGKILL, as the OOM killer does) after its window closed
+    out = tmp_path / "run"
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(tiny),
+                 env={"TINY_STEPS": "8", "TINY_FAIL_AT": "6", "TINY_FAIL_HOW": "sigkill"})
+    assert res.code == -9
+    # WHEN summarized afterwards
+    res = dsprof("summary", "--json", str(out))
+    # THEN the saved window is there, with its steps, and the summary says the run was cut
+    assert res.code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["profiled_steps"] == 2
+    assert doc["steps"]["count"] == 2
+    assert any("did not finish" in n for n in doc["notes"])
