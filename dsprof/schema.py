@@ -107,8 +107,9 @@ OPS = Table(
         Column("depth", _I32, "nesting depth on its thread (0 = top level)"),
         Column("thread", _I64, "thread id (stringly thread ids of old traces are hashed)"),
         Column("cat", _STR,
-               "cpu_op | user_annotation | module | cuda_runtime | cuda_driver | "
-               "gpu_user_annotation | cuda_sync | other Kineto category, lower case"),
+               "cpu_op | user_annotation | module | cuda_runtime | cuda_driver | xpu_runtime | "
+               "privateuse1_runtime (legacy Operator and Runtime are read as cpu_op and "
+               "cuda_runtime)"),
         Column("name", _STR, "op or annotation name (module spans: the module path)"),
         Column("start_ns", _I64, "start, ns on the run clock"),
         Column("dur_ns", _I64, "duration, ns"),
@@ -125,14 +126,14 @@ OPS = Table(
 
 KERNELS = Table(
     "kernels",
-    "Device-side activity: kernels, memcpy and memset, one row each.",
+    "Device-side activity: kernels, memcpy, memset and synchronization, one row each.",
     (
         Column("rank", _I32, "process rank"),
         Column("step", _I64, "step of the launching op (by start time when unlinked)"),
         Column("device", _I32, "device index"),
         Column("stream", _I64, "stream id"),
         Column("name", _STR, "kernel name, or the memcpy/memset description"),
-        Column("kind", _STR, "compute | communication | memcpy | memset"),
+        Column("kind", _STR, "compute | communication | memcpy | memset | sync"),
         Column("start_ns", _I64, "start, ns on the run clock"),
         Column("dur_ns", _I64, "duration, ns"),
         Column("correlation", _I64, "CUDA correlation id shared with the launching runtime call"),

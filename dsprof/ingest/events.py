@@ -41,6 +41,8 @@ DEVICE_CATS = {
     "memcpy": "memcpy",
     "gpu_memset": "memset",
     "memset": "memset",
+    # stream/event/context synchronization, drawn on the GPU lanes (HTA counts it as busy time)
+    "cuda_sync": "sync",
 }
 MODULE_PREFIX = "nn.Module: "
 DSPROF_MODULE_PREFIX = "dsprof.module: "

@@ -47,6 +47,7 @@ def test_kernel_counts_match_the_file(path, imported):
     n_kernel = sum(1 for e in events if e.get("ph") == "X" and e.get("cat") in KERNEL_CATS)
     n_memcpy = sum(1 for e in events if e.get("ph") == "X" and e.get("cat") in MEMCPY_CATS)
     n_memset = sum(1 for e in events if e.get("ph") == "X" and e.get("cat") in MEMSET_CATS)
+    n_sync = sum(1 for e in events if e.get("ph") == "X" and e.get("cat") == "cuda_sync")
     # WHEN dsprof imported it
     with load(imported[path]) as run:
         rows = dict(run.sql("SELECT kind, count(*) FROM kernels GROUP BY kind")) \
@@ -55,6 +56,7 @@ def test_kernel_counts_match_the_file(path, imported):
     assert rows.get("compute", 0) + rows.get("communication", 0) == n_kernel
     assert rows.get("memcpy", 0) == n_memcpy
     assert rows.get("memset", 0) == n_memset
+    assert rows.get("sync", 0) == n_sync
 
 
 @pytest.mark.skipif(not TRACE_FILES, reason="../shared/traces is absent")
