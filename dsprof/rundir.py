@@ -5,7 +5,6 @@ Layout (documented in docs/format.md)::
     meta.json                 schema version, versions, argv, knobs, devices, exit status
     raw/rank<R>/...           what collectors wrote, untouched
     tables/<name>/rank<R>.parquet
-    findings.json             analyzer output
     dsprof.log
 
 Every file is written atomically (temporary name, then rename), so a crash never leaves a
@@ -83,10 +82,6 @@ class RunDir:
     @property
     def log_path(self) -> Path:
         return self.path / "dsprof.log"
-
-    @property
-    def findings_path(self) -> Path:
-        return self.path / "findings.json"
 
     def raw_dir(self, rank: int) -> Path:
         d = self.path / "raw" / f"rank{rank}"

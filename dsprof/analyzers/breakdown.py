@@ -224,17 +224,6 @@ def _priority_sweep(rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _union(start: np.ndarray, end: np.ndarray) -> int:
-    """Total length of the union of intervals."""
-    if len(start) == 0:
-        return 0
-    order = np.argsort(start, kind="stable")
-    s, e = start[order], end[order]
-    run_end = np.maximum.accumulate(e)
-    gaps = np.maximum(s[1:] - run_end[:-1], 0)
-    return int(run_end[-1] - s[0] - gaps.sum())
-
-
 def _top_ops(run: Run, top: int) -> list[OpTime]:
     if not run.has("ops"):
         return []

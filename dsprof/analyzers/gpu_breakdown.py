@@ -134,7 +134,7 @@ def kernel_type_breakdown(
     con: duckdb.DuckDBPyConnection, *, include_last_step: bool = True
 ) -> list[KernelTypeShare]:
     """HTA's kernel-type table: interval-merged ns per type and overlap of types, all ranks."""
-    ranks, table = _sweep(*_kernel_rows(con, include_last_step))
+    _, table = _sweep(*_kernel_rows(con, include_last_step))
     typed = np.zeros(1 << len(TYPES), dtype=np.int64)
     masks = np.arange(table.shape[1])
     np.add.at(typed, masks & ((1 << len(TYPES)) - 1), table.sum(axis=0))

@@ -17,22 +17,8 @@ from dsprof.rundir import RunDir
 from dsprof.schema import Table
 
 
-def write_part(run: RunDir, table: Table, rank: int, parts: list[dict[str, Any]]) -> int:
-    """Concatenate column dicts and write ``tables/<name>/rank<R>.parquet`` atomically.
-
-    An empty table writes no file (the table is then absent for that rank) and removes a stale
-    part from an earlier ingest.
-    """
-    return commit_part(stage_part(run, table, rank, parts))
-
-
 # (temporary file or None when the table is empty, target, rows)
 Staged = tuple[Path | None, Path, int]
-
-
-def stage_part(run: RunDir, table: Table, rank: int, parts: list[dict[str, Any]]) -> Staged:
-    """Build the table and write it to a temporary name next to its target."""
-    return write_staged(run, table, rank, build_table(table, parts))
 
 
 def build_table(table: Table, parts: list[dict[str, Any]]) -> pa.Table | None:
