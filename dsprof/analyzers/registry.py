@@ -1,0 +1,182 @@
+"""The one explicit list of analyzers, and running them over a run.
+
+An analyzer is a small class: a ``name``, the tables it ``requires`` (present and not empty),
+an optional :meth:`Analyzer.skip_reason` for other preconditions, and :meth:`Analyzer.run`,
+which reads tables through the :class:`Context` and returns findings. It never imports torch's
+live hooks, so it runs the same on an imported cluster trace.
+
+``analyze(run)`` runs every registered analyzer; one whose inputs are missing is skipped with a
+reason, one that raises is recorded as failed (with the error) and the others still run. The
+findings are rated against the run's step time and peak memory, ranked by saving and written
+to ``findings.json``. Nothing here depends on wall-clock time or dict order, so the same run
+gives the same file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import orjson
+
+from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
+from dsprof.log import logger
+from dsprof.rundir import atomic_write_bytes
+from dsprof.run import Run
+
+# "module:Class" entries, imported when the analysis runs (an analyzer may import numpy or
+# heavier code; listing names keeps ``import dsprof`` light). Order does not matter: findings
+# are ranked by saving. Add a line here to register an analyzer.
+ANALYZERS: tuple[str, ...] = (
+)
+
+
+class Analyzer:
+    """Base class. Subclasses set ``name`` and ``requires`` and implement :meth:`run`."""
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        """Why this analyzer cannot run on this run (beyond missing tables), or None."""
+        return None
+
+    def run(self, ctx: Context) -> list[Finding]:
+        raise NotImplementedError
+
+
+class Context:
+    """What analyzers share: the run, and facts several of them need, computed once."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.meta = run.meta
+
+    def nonempty(self, table: str) -> bool:
+        if not self.run.has(table):
+            return False
+        return bool(self.run.sql(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0])
+
+    @cached_property
+    def step_s(self) -> float | None:
+        """Median step time in seconds over the steps that count: the profiled steps when there
+        are any, else every step but a ``dsprof run``'s step 0 (setup + first iteration)."""
+        if not self.run.has("steps"):
+            return None
+        rows = self.run.sql("""
+            SELECT median(dur_ns) FROM steps WHERE profiled AND dur_ns > 0""")
+        if rows[0][0] is None:
+            skip0 = "AND step > 0" if self.meta.get("source") == "run" else ""
+            rows = self.run.sql(f"SELECT median(dur_ns) FROM steps WHERE dur_ns > 0 {skip0}")
+        return None if rows[0][0] is None else float(rows[0][0]) / 1e9
+
+    @cached_property
+    def profiled_steps(self) -> list[tuple[int, int]]:
+        """(rank, step) of every profiled step, in order."""
+        if not self.run.has("steps"):
+            return []
+        return [(int(r), int(s)) for r, s in self.run.sql(
+            "SELECT rank, step FROM steps WHERE profiled ORDER BY rank, step")]
+
+    @cached_property
+    def peak_bytes(self) -> int | None:
+        """The largest peak of any device: allocator peak per step, else the memory table."""
+        best = 0
+        if self.run.has("steps"):
+            v = self.run.sql("SELECT max(device_peak_bytes) FROM steps")[0][0]
+            best = max(best, int(v or 0))
+        if self.run.has("memory"):
+            v = self.run.sql("SELECT max(allocated) FROM memory")[0][0]
+            best = max(best, int(v or 0))
+        return best or None
+
+    @cached_property
+    def target_command(self) -> str | None:
+        """The command line that ran the script (for verify commands), or None for imports."""
+        target = self.meta.get("target") or {}
+        argv = target.get("argv")
+        if not argv:
+            return None
+        import shlex
+
+        head = ["-m", target["name"]] if target.get("kind") == "module" else []
+        rest = argv[1:] if head else argv
+        return " ".join(shlex.quote(a) for a in [*head, *rest])
+
+
+@dataclass
+class Analysis:
+    findings: list[Finding] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": FINDINGS_VERSION,
+                "findings": [f.to_json() for f in self.findings],
+                "skipped": self.skipped, "failed": self.failed}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Analysis:
+        return cls([Finding.from_json(f) for f in doc.get("findings", [])],
+                   list(doc.get("skipped", [])), list(doc.get("failed", [])))
+
+
+def load_analyzer(entry: str) -> Analyzer:
+    module, _, cls = entry.partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True) -> Analysis:
+    """Run the registered analyzers (or those named in ``only``) and write findings.json."""
+    ctx = Context(run)
+    out = Analysis()
+    for entry in ANALYZERS:
+        analyzer = load_analyzer(entry)
+        if only and analyzer.name not in only:
+            continue
+        missing = [t for t in analyzer.requires if not ctx.nonempty(t)]
+        reason = (f"needs the {', '.join(missing)} table{'s' if len(missing) > 1 else ''}"
+                  if missing else analyzer.skip_reason(ctx))
+        if reason:
+            out.skipped.append({"analyzer": analyzer.name, "reason": reason})
+            logger.debug("analyzer %s skipped: %s", analyzer.name, reason)
+            continue
+        t0 = time.perf_counter()
+        try:
+            found = analyzer.run(ctx)
+        except Exception as exc:  # noqa: BLE001 - one analyzer's bug must not hide the others
+            logger.exception("analyzer %s failed", analyzer.name)
+            out.failed.append({"analyzer": analyzer.name, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        out.seconds[analyzer.name] = time.perf_counter() - t0
+        logger.debug("analyzer %s: %d findings in %.3fs", analyzer.name, len(found),
+                     out.seconds[analyzer.name])
+        out.findings.extend(f.rated(ctx.step_s, ctx.peak_bytes) for f in found)
+    out.findings = _dedupe(sorted(out.findings, key=rank_key))
+    if write:
+        atomic_write_bytes(run.path / FINDINGS_FILE,
+                           orjson.dumps(out.to_json(), option=orjson.OPT_INDENT_2))
+    return out
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    """Keep the first (highest ranked) finding of each id."""
+    seen: set[str] = set()
+    out = []
+    for f in findings:
+        if f.id not in seen:
+            seen.add(f.id)
+            out.append(f)
+    return out
+
+
+def read_findings(run: Run) -> Analysis | None:
+    """findings.json of a run, or None when it was never analyzed."""
+    path = run.path / FINDINGS_FILE
+    if not path.is_file():
+        return None
+    return Analysis.from_json(orjson.loads(path.read_bytes()))
