@@ -47,12 +47,17 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
               help="Only write raw/ at exit; `dsprof summary` ingests later [env DSPROF_ANALYZE=0].")
 @click.option("-q", "--quiet", is_flag=True, default=False,
               help="Print nothing but errors [env DSPROF_QUIET=1].")
+@click.option("--dashboard", is_flag=True, default=False,
+              help="When the run ends, serve its dashboard on 127.0.0.1 until Ctrl-C.")
+@click.option("--dashboard-port", type=int, default=8050, show_default=True,
+              help="Port for --dashboard (0 picks a free one).")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
-                no_analyze: bool, quiet: bool, target: tuple[str, ...]) -> None:
+                no_analyze: bool, quiet: bool, dashboard: bool, dashboard_port: int,
+                target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
     Step boundaries come from optimizer.step() (or dsprof.step()); every step is timed, and
@@ -90,6 +95,13 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
             f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
             soft_wrap=True)
     log.detach_file()
+    if dashboard:
+        from dsprof.cli.dashboard import serve
+
+        try:
+            serve(str(run.path), None, "127.0.0.1", dashboard_port)
+        except DsprofError as exc:
+            logger.error("could not serve the dashboard: %s", exc)
     ctx.exit(outcome.exit_status)
 
 

@@ -1,0 +1,1 @@
+"""Pure figure builders: tables and analyzer results in, plotly figures out."""

@@ -1,0 +1,81 @@
+"""Memory figures: over time (stacked by category when known), what held the peak, modules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+import pyarrow as pa
+
+from dsprof.analyzers.breakdown import MemoryPeak
+from dsprof.dashboard.memseries import DeviceSeries
+from dsprof.dashboard.text import fmt_bytes, plain
+
+_LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 360}
+CATEGORY_COLORS = {
+    "parameter": "#1f77b4", "gradient": "#ff7f0e", "optimizer_state": "#2ca02c",
+    "activation": "#d62728", "temporary": "#9467bd", "input": "#8c564b",
+    "autograd_detail": "#e377c2", "unknown": "#7f7f7f", "uncategorized": "#bbbbbb",
+}
+
+
+def memory_over_time_figure(series: Sequence[DeviceSeries], x0: int | None = None,
+                            x1: int | None = None, points: int = 1000) -> go.Figure:
+    """Bytes allocated over time per rank/device, stacked by category when the run has them;
+    ``points`` bins per series, each drawn at its peak (see memseries)."""
+    fig = go.Figure()
+    for s in series:
+        if not len(s.ts):
+            continue
+        lo = int(s.ts[0]) if x0 is None else x0
+        hi = int(s.ts[-1]) + 1 if x1 is None else x1
+        at = s.sample(lo, hi, points)
+        t_ms = s.ts[at] / 1e6
+        cats = s.live_by_category(at) if s.categories else {}
+        if cats:
+            for name, live in cats.items():
+                fig.add_trace(go.Scatter(
+                    x=t_ms, y=live, mode="lines", stackgroup=s.label, line={"shape": "hv"},
+                    name=plain(f"{s.label} {name}"),
+                    line_color=CATEGORY_COLORS.get(name), hovertemplate="%{y:,.0f} B"))
+        fig.add_trace(go.Scatter(
+            x=t_ms, y=s.total[at], mode="lines", line={"shape": "hv", "width": 1.5,
+                                                        "color": "#000" if cats else None},
+            name=plain(f"{s.label} allocated"), hovertemplate="%{y:,.0f} B"))
+    fig.update_layout(title="Memory over time", xaxis_title="ms since the run's first span",
+                      yaxis_title="bytes", hovermode="x unified", **_LAYOUT)
+    return fig
+
+
+def peak_breakdown_figure(peaks: Sequence[MemoryPeak]) -> go.Figure:
+    """What was live at each device's peak, by category (``summarize``'s memory peaks)."""
+    fig = go.Figure()
+    with_cats = [p for p in peaks if p.by_category]
+    for p in with_cats:
+        for cat, nbytes in p.by_category.items():
+            fig.add_trace(go.Bar(x=[nbytes], y=[plain(f"r{p.rank} {p.device}")],
+                                 orientation="h", name=plain(cat),
+                                 marker_color=CATEGORY_COLORS.get(cat),
+                                 hovertemplate=f"{plain(cat)}: {fmt_bytes(nbytes)}"
+                                               "<extra></extra>"))
+    others = [p for p in peaks if not p.by_category]
+    if others:
+        fig.add_trace(go.Bar(x=[p.peak_bytes for p in others],
+                             y=[plain(f"r{p.rank} {p.device} ({p.source})") for p in others],
+                             orientation="h", name="peak", marker_color="#7f7f7f",
+                             text=[fmt_bytes(p.peak_bytes) for p in others]))
+    fig.update_layout(title="Peak memory", barmode="stack", xaxis_title="bytes", **_LAYOUT)
+    return fig
+
+
+def module_activation_figure(modules: pa.Table, top: int = 20) -> go.Figure:
+    """Activation bytes saved for backward per module (``modules`` table), largest first."""
+    rows = sorted(modules.to_pylist(), key=lambda r: -(r.get("activation_bytes") or 0))[:top]
+    fig = go.Figure(go.Bar(
+        x=[r.get("activation_bytes") or 0 for r in rows],
+        y=[plain(f"r{r.get('rank', 0)} {r.get('name')}") for r in rows], orientation="h",
+        text=[fmt_bytes(r.get("activation_bytes")) for r in rows], textposition="auto",
+        hovertemplate="%{y}: %{x:,.0f} B<extra></extra>"))
+    fig.update_layout(title="Activations per module", xaxis_title="bytes",
+                      yaxis={"autorange": "reversed"}, **_LAYOUT)
+    return fig

@@ -1,0 +1,85 @@
+"""Overview figures: step time across the run, time by phase, GPU time by kernel type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import pyarrow as pa
+
+from dsprof.analyzers.breakdown import PhaseTime, StepStats
+from dsprof.dashboard.text import plain
+
+_LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 40}, "height": 320}
+
+
+def step_time_figure(steps: pa.Table, stats: StepStats | None) -> go.Figure:
+    """Step duration (ms) per step and rank; outlier steps (from ``summarize``) marked.
+
+    Args:
+        steps: rank, step, dur_ns, profiled (all steps of the run).
+        stats: the analyzer's step statistics (outliers, excluded step 0), or None.
+    """
+    fig = go.Figure()
+    rank = steps.column("rank").to_numpy(zero_copy_only=False)
+    step = steps.column("step").to_numpy(zero_copy_only=False)
+    ms = steps.column("dur_ns").to_numpy(zero_copy_only=False) / 1e6
+    profiled = np.asarray(steps.column("profiled").to_pylist(), dtype=bool)
+    scatter = go.Scattergl if len(ms) > 5000 else go.Scatter
+    for r in np.unique(rank):
+        m = rank == r
+        fig.add_trace(scatter(x=step[m], y=ms[m], mode="lines+markers", name=f"rank {r}",
+                              marker={"size": 5}, hovertemplate="step %{x}: %{y:.2f} ms"))
+    if profiled.any():
+        fig.add_trace(scatter(x=step[profiled], y=ms[profiled], mode="markers",
+                              name="profiled (op by op)",
+                              marker={"symbol": "square-open", "size": 9, "color": "#2ca02c"}))
+    if stats and stats.outliers:
+        xs, ys = zip(*stats.outliers)
+        fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="markers", name="outlier",
+                                 marker={"symbol": "x", "size": 11, "color": "#d62728"}))
+    if stats:
+        fig.add_hline(y=stats.median_ms, line_dash="dot", line_color="#555",
+                      annotation_text=f"median {stats.median_ms:.2f} ms")
+        if stats.excluded and stats.median_ms:
+            # step 0 (setup + first iteration) would flatten the rest of the chart
+            top = max(stats.max_ms, stats.median_ms) * 1.3
+            if max(ms) > top:
+                fig.update_yaxes(range=[0, top])
+    fig.update_layout(title="Step time", xaxis_title="step", yaxis_title="ms", **_LAYOUT)
+    return fig
+
+
+def phase_figure(phases: Sequence[PhaseTime]) -> go.Figure:
+    """Time by phase over the profiled steps (ms and percent)."""
+    fig = go.Figure(go.Bar(
+        x=[p.ms for p in phases], y=[p.phase for p in phases], orientation="h",
+        text=[f"{p.percent:.1f} %" for p in phases], textposition="auto",
+        marker={"color": "#1f77b4"}, hovertemplate="%{y}: %{x:.2f} ms<extra></extra>"))
+    fig.update_layout(title="Time by phase (profiled steps)", xaxis_title="ms",
+                      yaxis={"autorange": "reversed"}, **_LAYOUT)
+    return fig
+
+
+def kernel_type_figure(kernel_types: Sequence[dict[str, Any]]) -> go.Figure:
+    """GPU time by kernel type (HTA's interval-merged breakdown)."""
+    fig = go.Figure(go.Pie(
+        labels=[plain(k["kernel_type"]) for k in kernel_types],
+        values=[k["total_ns"] / 1e6 for k in kernel_types], hole=0.4, sort=False,
+        hovertemplate="%{label}: %{value:.2f} ms (%{percent})<extra></extra>"))
+    fig.update_layout(title="GPU time by kernel type", **_LAYOUT)
+    return fig
+
+
+def top_ops_figure(top_ops: Sequence[Any], n: int = 10) -> go.Figure:
+    """Self time of the top ops (``summarize``'s top_ops)."""
+    ops = list(top_ops)[:n]
+    fig = go.Figure(go.Bar(
+        x=[o.self_ms for o in ops], y=[plain(o.name) for o in ops], orientation="h",
+        text=[f"{o.percent:.1f} %" for o in ops], textposition="auto",
+        hovertemplate="%{y}: %{x:.2f} ms self<extra></extra>"))
+    fig.update_layout(title="Top ops by self time", xaxis_title="ms",
+                      yaxis={"autorange": "reversed"}, **_LAYOUT)
+    return fig

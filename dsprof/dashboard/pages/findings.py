@@ -1,0 +1,105 @@
+"""Findings: each with its saving, explanation, evidence (links that jump the timeline to the
+ops or time range), the code fix, the knobs that apply it, the verify command,
+predicted-vs-measured when it was measured, and a Pareto front plot when it has one."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from dash import dcc, html
+
+from dsprof.dashboard.figures.findings import (
+    has_pareto,
+    pareto_figure,
+    predicted_measured,
+    predicted_measured_figure,
+    savings_figure,
+)
+from dsprof.dashboard.pages.common import graph, missing, section
+from dsprof.dashboard.text import fmt_bytes
+from dsprof.findings import Evidence, Finding
+
+PATH = "/findings"
+TITLE = "Findings"
+
+
+def evidence_href(ev: Evidence) -> str | None:
+    """The timeline link for one piece of evidence, or None when it points at no time or op."""
+    q: dict[str, Any] = {}
+    if ev.start_ns is not None and ev.end_ns is not None:
+        q["start"], q["end"] = ev.start_ns, ev.end_ns
+    if ev.op_ids:
+        q["ops"] = ",".join(str(i) for i in ev.op_ids)
+    if not q:
+        return None
+    if ev.rank is not None:
+        q["rank"] = ev.rank
+    return f"/timeline?{urlencode(q)}"
+
+
+def finding_card(f: Finding) -> html.Div:
+    saving = []
+    if f.saving_s:
+        saving.append(f"{f.saving_s * 1e3:.2f} ms per step ({f.share * 100:.1f} %)")
+    if f.saving_bytes:
+        saving.append(f"{fmt_bytes(f.saving_bytes)} of peak memory")
+    evidence = []
+    for k, ev in enumerate(f.evidence):
+        href = evidence_href(ev)
+        text = ev.text + (f"  ({ev.site})" if ev.site else "")
+        evidence.append(html.Li(dcc.Link(text, href=href, id=f"ev-{f.id}-{k}",
+                                         className="evidence-link")
+                                if href else text))
+    body: list[Any] = [
+        html.H4(f.title),
+        html.P(f"{f.severity} | saves {', '.join(saving) or 'nothing measurable'} | "
+               f"confidence {f.confidence} | {f.kind} | id {f.id}"),
+    ]
+    if f.explanation:
+        body.append(html.P(f.explanation))
+    if evidence:
+        body += [html.H5("Evidence"), html.Ul(evidence)]
+    if f.fix:
+        body += [html.H5("Fix"), html.Pre(f.fix, className="fix")]
+    if f.apply:
+        knobs = " ".join(f"{k}={v}" for k, v in sorted(f.apply.items()))
+        body += [html.H5("Apply without a code change"),
+                 html.Pre(f"{knobs} dsprof run ...   # or: dsprof run --apply {f.id} ...")]
+    if f.verify:
+        body += [html.H5("Verify"), html.Pre(f.verify, className="verify")]
+    pairs = predicted_measured(f)
+    if pairs:
+        body.append(graph(f"pm-{f.id}", predicted_measured_figure(pairs)))
+    if has_pareto(f):
+        body.append(graph(f"pareto-{f.id}", pareto_figure(f)))
+    return html.Div(body, id=f"finding-{f.id}", className=f"finding sev-{f.severity}")
+
+
+def layout(ctx: Any, query: dict[str, str]) -> html.Div:
+    src = ctx.a
+    out: list[Any] = [html.H2("Findings")]
+    if src.analysis is None:
+        out.append(missing(src.missing("findings"), "findings"))
+        return html.Div(out)
+    findings = src.findings
+    wanted = query.get("id")
+    if wanted:
+        findings = [f for f in findings if f.id == wanted] or findings
+    if any(f.saving_s > 0 for f in src.findings):
+        out.append(graph("findings-savings", savings_figure(src.findings)))
+    if not findings:
+        out.append(html.P("The analyzers found nothing to change."))
+    out += [finding_card(f) for f in findings]
+    analysis = src.analysis
+    if analysis.skipped:
+        out.append(section("Analyzers that did not run", html.Ul(
+            [html.Li(f"{s['analyzer']}: {s['reason']}") for s in analysis.skipped])))
+    if analysis.failed:
+        out.append(section("Analyzers that failed", html.Ul(
+            [html.Li(f"{s['analyzer']}: {s['error']}") for s in analysis.failed])))
+    return html.Div(out)
+
+
+def register(app: Any, ctx: Any) -> None:
+    """No callbacks: evidence links are plain links to the timeline page."""

@@ -1,0 +1,81 @@
+"""Overview: run facts, step time across the run, time by phase, GPU kernel types and
+Tensor Core share, peak memory, and the top findings with their savings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from dsprof.dashboard.figures.overview import (
+    kernel_type_figure,
+    phase_figure,
+    step_time_figure,
+    top_ops_figure,
+)
+from dsprof.dashboard.op_tables import tensor_core_share
+from dsprof.dashboard.pages.common import graph, kv_table, missing, section
+from dsprof.dashboard.text import fmt_bytes
+
+PATH = "/"
+TITLE = "Overview"
+
+
+def layout(ctx: Any, query: dict[str, str]) -> html.Div:
+    src = ctx.a
+    s = src.summary
+    facts = {k: v for k, v in s.facts.items() if k != "run"}
+    out: list[Any] = [html.H2(f"Run {src.name}", id="overview-title"),
+                      kv_table(facts, "run-facts")]
+    out += [html.Div(n, className="missing") for n in s.notes]
+    if src.has("steps"):
+        steps = src.arrow("SELECT rank, step, dur_ns, profiled FROM steps ORDER BY rank, step")
+        out.append(section("Step time", graph("overview-steps", step_time_figure(steps, s.steps))))
+    else:
+        out.append(section("Step time", missing(src.missing("steps"), "steps")))
+    row: list[Any] = []
+    row.append(graph("overview-phases", phase_figure(s.phases)) if s.phases
+               else missing(src.missing("ops"), "ops"))
+    row.append(graph("overview-top-ops", top_ops_figure(s.top_ops)) if s.top_ops
+               else html.Div())
+    out.append(section("Where the time went", html.Div(row, className="grid2")))
+    if s.kernel_types:
+        tc = tensor_core_share(src)
+        tc_text = (f"Tensor Core share of compute-kernel time: {tc:.1f} %" if tc is not None
+                   else "Tensor Core share: the kernels table has no tensor_core column "
+                        "(kernel classification, `dsprof import` or `dsprof run` on a GPU "
+                        "with a newer dsprof)")
+        out.append(section("GPU", graph("overview-kernel-types",
+                                        kernel_type_figure(s.kernel_types)),
+                           html.P(tc_text, id="tensor-core-share")))
+    else:
+        out.append(section("GPU", missing(src.missing("kernels"), "kernels")))
+    if s.memory:
+        out.append(section("Peak memory", kv_table(
+            {f"rank {p.rank} {p.device} ({p.source})": fmt_bytes(p.peak_bytes)
+             for p in s.memory}, "memory-peaks")))
+    else:
+        out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
+    out.append(section("Top findings", _findings(src), sid="overview-findings"))
+    return html.Div(out)
+
+
+def _findings(src: Any) -> Any:
+    if src.analysis is None:
+        return missing(src.missing("findings"), "findings")
+    if not src.findings:
+        return html.P("The analyzers found nothing to change.")
+    items = []
+    for f in src.findings[:5]:
+        saving = []
+        if f.saving_s:
+            saving.append(f"{f.saving_s * 1e3:.2f} ms/step ({f.share * 100:.1f} %)")
+        if f.saving_bytes:
+            saving.append(fmt_bytes(f.saving_bytes))
+        items.append(html.Li([dcc.Link(f.title, href=f"/findings?id={f.id}"),
+                              html.Span(f"  [{f.severity}] saves " + (", ".join(saving) or "-"))]))
+    return html.Ol(items)
+
+
+def register(app: Any, ctx: Any) -> None:
+    """No callbacks: the page is drawn once per visit."""

@@ -1,0 +1,156 @@
+"""Timeline: steps, ops, kernels, collectives and memory on lanes; zoom redraws from the server.
+
+Query parameters (all optional), used by finding evidence links:
+``start``/``end`` (ns on the run clock), ``rank`` and ``ops`` (comma-separated ``ops.id``
+values to outline). A zoom sends the new x range to the server, which answers with the
+level-of-detail figure for it (at most ~2,000 shapes); a click shows the span's details.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from dash import Input, Output, State, dcc, html, no_update
+
+from dsprof.dashboard.figures.timeline import parse_range, timeline_figure
+from dsprof.dashboard.pages.common import GRAPH_CONFIG, missing
+from dsprof.dashboard.source import RunSource
+from dsprof.dashboard.text import fmt_ns
+from dsprof.dashboard.timeline import COMM, KERNEL, OP, STEP
+
+PATH = "/timeline"
+TITLE = "Timeline"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def highlight_indices(src: RunSource, rank: int | None, op_ids: list[int]) -> np.ndarray:
+    """Timeline positions of the given ops (of ``rank``, or any rank when None)."""
+    index = src.timeline
+    if not op_ids:
+        return np.zeros(0, np.int64)
+    mask = (index.kind == OP) & np.isin(index.ref, np.asarray(op_ids, np.int64))
+    if rank is not None:
+        mask &= index.rank == rank
+    return np.flatnonzero(mask)
+
+
+def initial_range(src: RunSource, query: dict[str, str],
+                  highlight: np.ndarray) -> tuple[int | None, int | None]:
+    """The range to open at (ns since t0): the query's start/end, else the highlighted ops,
+    padded by a tenth on each side so the context shows; None for the whole run."""
+    index = src.timeline
+    start, end = _int(query.get("start")), _int(query.get("end"))
+    if start is not None and end is not None and end >= start:
+        x0, x1 = start - index.t0_ns, end - index.t0_ns
+    elif len(highlight):
+        x0, x1 = int(index.start[highlight].min()), int(index.end[highlight].max())
+    else:
+        return None, None
+    pad = max((x1 - x0) // 10, 1000)
+    return x0 - pad, x1 + pad
+
+
+def layout(ctx: Any, query: dict[str, str]) -> html.Div:
+    src = ctx.a
+    index = src.timeline
+    if len(index) == 0:
+        return html.Div([html.H2("Timeline"), missing(src.missing("ops"), "ops")])
+    ops = [int(x) for x in query.get("ops", "").split(",") if x.strip().lstrip("-").isdigit()]
+    hl = highlight_indices(src, _int(query.get("rank")), ops)
+    x0, x1 = initial_range(src, query, hl)
+    fig = timeline_figure(index, index.window(x0, x1), highlight=hl, memory=src.memory_series)
+    notes = [missing(src.missing(t), t) for t in ("kernels", "comms") if not src.has(t)]
+    return html.Div([
+        html.H2("Timeline"),
+        html.P(f"{len(index):,} spans on {len(index.lane_labels)} lanes. Drag to zoom "
+               "(the server redraws the visible range), double-click to see the whole run, "
+               "click a span for its details.", id="timeline-help"),
+        dcc.Graph(id="timeline-graph", figure=fig, config={**GRAPH_CONFIG, "scrollZoom": True}),
+        dcc.Store(id="timeline-highlight", data=hl.tolist()),
+        dcc.Store(id="timeline-range"),
+        html.Div("Click a span to see its details.", id="timeline-details"),
+        *notes,
+    ])
+
+
+def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
+    """Lines describing one span: its row of steps, ops, kernels or comms."""
+    if kind == OP:
+        cols = src.columns("ops")
+        want = [c for c in ("name", "cat", "module", "phase", "step", "thread", "dur_ns",
+                            "self_ns", "input_shapes", "dtypes", "flops", "id", "parent_id")
+                if c in cols]
+        rows = src.sql(f"SELECT {', '.join(want)} FROM ops WHERE rank = ? AND id = ?",
+                       [rank, ref])
+    elif kind == KERNEL:
+        want = ["name", "kind", "device", "stream", "step", "dur_ns", "grid", "block",
+                "registers", "shared_mem", "occupancy", "op_id"]
+        want += [c for c in ("class", "tensor_core") if c in src.columns("kernels")]
+        rows = src.sql(f"SELECT {', '.join(want)} FROM kernels WHERE rank = ? AND start_ns = ? "
+                       "LIMIT 1", [rank, ref])
+    elif kind == STEP:
+        want = [c for c in ("step", "dur_ns", "cpu_ns", "profiled", "device_peak_bytes",
+                            "rss_bytes", "source") if c in src.columns("steps")]
+        rows = src.sql(f"SELECT {', '.join(want)} FROM steps WHERE rank = ? AND step = ?",
+                       [rank, ref])
+    elif kind == COMM:
+        want = sorted(src.columns("comms") - {"rank", "start_ns"})
+        rows = src.sql(f"SELECT {', '.join(want)} FROM comms WHERE rank = ? AND start_ns = ? "
+                       "LIMIT 1", [rank, ref])
+    else:
+        return []
+    if not rows:
+        return []
+    lines = [f"rank: {rank}"]
+    for col, value in zip(want, rows[0]):
+        if value is None:
+            continue
+        lines.append(f"{col.removesuffix('_ns')}: {fmt_ns(value) if col.endswith('_ns') else value}")
+    return lines
+
+
+# Only range changes go to the server. Plotly also reports resizes ({"autosize": true}); sent
+# to the server, such an event would supersede a pending zoom request and Dash would drop the
+# zoom's answer. Filtering in the browser keeps those events from ever making a request.
+_RANGES_ONLY = """function(r) {
+    if (r) { for (const k in r) { if (/^xaxis[0-9]*[.](range|autorange)/.test(k)) return r; } }
+    return window.dash_clientside.no_update;
+}"""
+
+
+def register(app: Any, ctx: Any) -> None:
+    app.clientside_callback(_RANGES_ONLY, Output("timeline-range", "data"),
+                            Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
+
+    @app.callback(Output("timeline-graph", "figure"), Input("timeline-range", "data"),
+                  State("timeline-highlight", "data"), prevent_initial_call=True)
+    def zoom(relayout: dict | None, highlight: list[int] | None) -> Any:
+        asked = parse_range(relayout)
+        if asked is None:
+            return no_update
+        src = ctx.a
+        index = src.timeline
+        x0 = x1 = None
+        if asked != "reset":
+            x0, x1 = int(asked[0] * 1e6), int(asked[1] * 1e6)
+        hl = np.asarray(highlight or [], np.int64)
+        return timeline_figure(index, index.window(x0, x1), highlight=hl,
+                               memory=src.memory_series)
+
+    @app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"),
+                  prevent_initial_call=True)
+    def click(data: dict | None) -> Any:
+        point = (data or {}).get("points", [{}])[0]
+        pos = point.get("customdata")
+        index = ctx.a.timeline
+        if not isinstance(pos, int) or not 0 <= pos < len(index):
+            return no_update
+        lines = details(ctx.a, int(index.kind[pos]), int(index.rank[pos]), int(index.ref[pos]))
+        return html.Pre("\n".join(lines) or "no details recorded for this span")

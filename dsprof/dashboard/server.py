@@ -1,0 +1,64 @@
+"""Serve the dashboard with werkzeug: 127.0.0.1 unless another host is asked for, port 0
+for a free port. Used by ``dsprof dashboard``, ``dsprof run --dashboard`` and the tests
+(which start it in a thread and stop it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from dsprof.errors import ConfigError
+
+
+class DashboardServer:
+    """A running dashboard.
+
+    Args:
+        app: the Dash app (from :func:`dsprof.dashboard.app.create_app`).
+        host: interface to bind; 127.0.0.1 unless given explicitly.
+        port: 0 picks a free port; :attr:`url` says which.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
+        # Dash's dev tools would ask a plotly server for the newest version; stay offline.
+        os.environ.setdefault("DASH_DISABLE_VERSION_CHECK", "true")
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        try:
+            self._server: BaseWSGIServer = make_server(host, port, app.server, threaded=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}"
+                              "; pick another --port") from None
+        self.host = host
+        self.port = self._server.server_port
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> DashboardServer:
+        """Serve in a daemon thread (tests, notebooks)."""
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="dsprof-dashboard")
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until Ctrl-C."""
+        try:
+            self._server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._server.server_close()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

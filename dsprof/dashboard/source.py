@@ -1,0 +1,115 @@
+"""One run as the pages see it: its tables, the analyzers' results, and what is missing.
+
+Everything a page shows comes from here: the tables (through DuckDB), ``summarize`` (the
+analyzer behind ``dsprof summary``), findings.json, and the timeline index. Results are
+computed once and kept. DuckDB connections are not safe to share between threads and the
+server answers requests on several, so every query goes through one lock per run.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from dsprof.analyzers.breakdown import RunSummary, summarize
+from dsprof.analyzers.registry import Analysis, read_findings
+from dsprof.dashboard.memseries import DeviceSeries, load_memory
+from dsprof.dashboard.timeline import TimelineIndex
+from dsprof.dashboard.timeline_load import load_timeline
+from dsprof.findings import Finding
+from dsprof.run import Run, load
+
+# What each table holds and the command that collects it, for pages that find it missing.
+COLLECTED_BY: dict[str, str] = {
+    "steps": "step times: `dsprof run SCRIPT` (optimizer steps or dsprof.step()), or "
+             "`dsprof import` of a trace with ProfilerStep annotations",
+    "ops": "host ops: `dsprof run SCRIPT` records them in its profiler windows; "
+           "`dsprof import TRACE` reads them from a torch.profiler trace",
+    "kernels": "GPU kernels: `dsprof run SCRIPT` on a GPU, or `dsprof import` of a trace "
+               "recorded on a GPU",
+    "memory": "allocator events: `dsprof run SCRIPT` (recorded in its profiler windows), or "
+              "`dsprof import` of a trace recorded with profile_memory=True",
+    "modules": "per-module parameters and activations: `dsprof run SCRIPT` "
+               "(the module collector)",
+    "stacks": "allocation sites: `dsprof run SCRIPT` (the memory collector's stacks)",
+    "comms": "collectives: `dsprof run` (or torchrun) on a torch.distributed script, or "
+             "`dsprof import` of a distributed trace",
+    "device_samples": "GPU utilization and power: `dsprof run SCRIPT` on a GPU with "
+                      "`pip install dsprof[gpu]`",
+    "findings": "findings: `dsprof analyze RUN` writes findings.json",
+}
+
+
+class RunSource:
+    """A run opened for the dashboard (read only).
+
+    Args:
+        path: the run directory.
+        label: how pages name it ("A", "B").
+    """
+
+    def __init__(self, path: str | Path, label: str = "A"):
+        self.run: Run = load(path)
+        self.label = label
+        self.path = self.run.path
+        self.lock = threading.RLock()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def has(self, table: str) -> bool:
+        return self.run.has(table)
+
+    def missing(self, table: str) -> str:
+        """The sentence a page shows when ``table`` is absent."""
+        return f"This run has no {table} table. {COLLECTED_BY.get(table, '')}".strip()
+
+    def columns(self, table: str) -> set[str]:
+        if not self.has(table):
+            return set()
+        with self.lock:
+            return {r[0] for r in self.run.sql(f"DESCRIBE {table}")}
+
+    def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return self.run.sql(query, params)
+
+    def arrow(self, query: str, params: list[Any] | None = None) -> pa.Table:
+        with self.lock:
+            return self.run.arrow(query, params)
+
+    @cached_property
+    def summary(self) -> RunSummary:
+        with self.lock:
+            return summarize(self.run)
+
+    @cached_property
+    def analysis(self) -> Analysis | None:
+        return read_findings(self.run)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return list(self.analysis.findings) if self.analysis else []
+
+    def finding(self, finding_id: str) -> Finding | None:
+        return next((f for f in self.findings if f.id == finding_id), None)
+
+    @cached_property
+    def timeline(self) -> TimelineIndex:
+        with self.lock:
+            return load_timeline(self.run)
+
+    @cached_property
+    def memory_series(self) -> list[DeviceSeries]:
+        t0 = self.timeline.t0_ns
+        with self.lock:
+            return load_memory(self.run, t0)
+
+    def close(self) -> None:
+        with self.lock:
+            self.run.close()

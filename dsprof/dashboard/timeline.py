@@ -1,0 +1,181 @@
+"""The run's timeline as sorted arrays, and level-of-detail answers for a visible range.
+
+A browser cannot draw a million spans (100 k bars already take tens of seconds in headless
+Chromium), so the server never ships all events. :class:`TimelineIndex` holds every span of a
+run (steps, host ops, device kernels, collectives) in numpy arrays sorted by start, and
+:meth:`TimelineIndex.window` answers "what is visible in [x0, x1]" with at most ``budget``
+shapes:
+
+* when at most ``budget`` spans overlap the range, all of them, exactly;
+* otherwise, per lane, the runs of busy pixels (the range cut in ``bins`` bins; a bin is busy
+  when any span covers part of it) drawn light, plus the longest spans that are at least two
+  bins wide drawn exactly on top, up to the budget. Nothing drawn is narrower than a bin.
+
+Lanes are one row per rank for steps, one per (rank, thread, nesting depth) for host ops
+(depth capped at :data:`MAX_DEPTH`), one per (rank, device, stream) for kernels and one per rank
+for collectives. Times are ns relative to ``t0_ns`` (the earliest span), so they stay exact in
+float64 milliseconds for plotting.
+
+Visible spans are found with two binary searches: spans are sorted by start, and the few very
+long ones (longer than the 99.9th percentile, e.g. step 0 or a whole-window annotation) are kept
+aside and checked one by one, so a long span never widens the search to the whole array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Kinds of span, stored per span; also the first field of a bar's customdata.
+STEP, OP, KERNEL, COMM = 0, 1, 2, 3
+KIND_NAMES = ("step", "op", "kernel", "collective")
+MAX_DEPTH = 5
+"""Host ops nested deeper than this share the row of depth MAX_DEPTH."""
+DEFAULT_BUDGET = 2000
+"""Shapes per response: ~0.8 s to draw in headless Chromium on 2 cores; more gets slow."""
+
+
+@dataclass
+class Window:
+    """What to draw for one visible range (ns relative to the index's t0).
+
+    ``exact`` holds indices into the index's arrays of spans drawn one by one; ``runs`` the
+    aggregated busy runs as (lane, start_ns, end_ns, spans) arrays, empty when exact.
+    """
+
+    x0: int
+    x1: int
+    visible: int
+    exact: np.ndarray
+    aggregated: bool
+    runs: dict[str, np.ndarray] = field(default_factory=dict)
+    bin_ns: float = 0.0
+
+
+@dataclass
+class TimelineIndex:
+    """Every span of a run, sorted by start; build with :func:`build_index`."""
+
+    t0_ns: int
+    start: np.ndarray        # int64 ns since t0
+    end: np.ndarray          # int64 ns since t0
+    lane: np.ndarray         # int32 row
+    kind: np.ndarray         # int8 STEP/OP/KERNEL/COMM
+    cls: np.ndarray          # int16 index into classes (phase, kernel kind, ...)
+    name: np.ndarray         # int32 index into names
+    ref: np.ndarray          # int64: step number, ops.id, kernel start_ns, comms start_ns
+    rank: np.ndarray         # int32
+    names: np.ndarray        # object array of str
+    classes: list[str]
+    lane_labels: list[str]
+    long_idx: np.ndarray = field(init=False)
+    short_max: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        dur = self.end - self.start
+        if len(dur) > 1000:
+            cut = int(np.quantile(dur, 0.999))
+            long = dur > cut
+        else:
+            cut, long = int(dur.max()) if len(dur) else 0, np.zeros(len(dur), bool)
+        self.long_idx = np.flatnonzero(long)
+        self.short_max = int(dur[~long].max()) if (~long).any() else 0
+        self._is_long = long
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @property
+    def span_ns(self) -> int:
+        return int(self.end.max()) if len(self.end) else 0
+
+    def visible(self, x0: int, x1: int) -> np.ndarray:
+        """Indices (ascending) of spans overlapping [x0, x1]."""
+        i0 = int(np.searchsorted(self.start, x0 - self.short_max, "left"))
+        i1 = int(np.searchsorted(self.start, x1, "right"))
+        idx = np.arange(i0, i1)
+        keep = (self.end[idx] >= x0) & ~self._is_long[idx]
+        idx = idx[keep]
+        longs = self.long_idx[(self.start[self.long_idx] <= x1) & (self.end[self.long_idx] >= x0)]
+        if len(longs):
+            idx = np.union1d(idx, longs)
+        return idx
+
+    def window(self, x0: int | None = None, x1: int | None = None,
+               budget: int = DEFAULT_BUDGET, bins: int = 600) -> Window:
+        """The shapes to draw for [x0, x1] (the whole run when None), at most ``budget``."""
+        x0 = 0 if x0 is None else int(x0)
+        x1 = self.span_ns if x1 is None else int(x1)
+        if x1 <= x0:
+            x1 = x0 + 1
+        idx = self.visible(x0, x1)
+        if len(idx) <= budget:
+            return Window(x0, x1, len(idx), idx, False)
+        n_lanes = len(self.lane_labels)
+        while True:
+            runs, bin_ns = self._busy_runs(idx, x0, x1, n_lanes, bins)
+            if len(runs["lane"]) <= budget // 2 or bins <= 20:
+                break
+            bins //= 2
+        big = idx[(self.end[idx] - self.start[idx]) > 2 * bin_ns]
+        keep = max(budget - len(runs["lane"]), 0)
+        if len(big) > keep:
+            dur = self.end[big] - self.start[big]
+            big = np.sort(big[np.argpartition(dur, len(big) - keep)[len(big) - keep:]]) \
+                if keep else big[:0]
+        return Window(x0, x1, len(idx), big, True, runs, bin_ns)
+
+    def _busy_runs(self, idx: np.ndarray, x0: int, x1: int, n_lanes: int,
+                   bins: int) -> tuple[dict[str, np.ndarray], float]:
+        w = (x1 - x0) / bins
+        b0 = np.clip(((self.start[idx] - x0) / w).astype(np.int64), 0, bins - 1)
+        b1 = np.clip(((self.end[idx] - x0) / w).astype(np.int64), 0, bins - 1)
+        lane = self.lane[idx].astype(np.int64)
+        width = bins + 1
+        size = n_lanes * width
+        cover = (np.bincount(lane * width + b0, minlength=size)
+                 - np.bincount(lane * width + b1 + 1, minlength=size)).reshape(n_lanes, width)
+        busy = np.cumsum(cover[:, :bins], axis=1) > 0
+        starts = np.bincount(lane * bins + b0, minlength=n_lanes * bins).reshape(n_lanes, bins)
+        pad = np.zeros((n_lanes, 1), bool)
+        edges = np.diff(np.concatenate([pad, busy, pad], axis=1).astype(np.int8), axis=1)
+        run_lane, run_start = np.nonzero(edges == 1)
+        _, run_end = np.nonzero(edges == -1)  # row-major order pairs each start with its end
+        csum = np.concatenate([np.zeros((n_lanes, 1), np.int64), np.cumsum(starts, axis=1)],
+                              axis=1)
+        spans = csum[run_lane, run_end] - csum[run_lane, run_start]
+        return ({"lane": run_lane, "start": x0 + run_start * w, "end": x0 + run_end * w,
+                 "spans": spans}, w)
+
+
+def build_index(columns: dict[str, dict[str, Any]], lane_labels: list[str],
+                classes: list[str]) -> TimelineIndex:
+    """Concatenate per-kind column dicts (start_ns, end_ns, lane, kind, cls, name, ref, rank;
+    ``name`` an Arrow string array) into one index sorted by start."""
+    parts = [c for c in columns.values() if len(c["start_ns"])]
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return TimelineIndex(0, empty, empty, empty.astype(np.int32), empty.astype(np.int8),
+                             empty.astype(np.int16), empty.astype(np.int32), empty,
+                             empty.astype(np.int32), np.array([], object), classes, lane_labels)
+    start = np.concatenate([np.asarray(p["start_ns"], np.int64) for p in parts])
+    end = np.concatenate([np.asarray(p["end_ns"], np.int64) for p in parts])
+    names = pa.chunked_array([p["name"] for p in parts], pa.string())
+    encoded = pc.dictionary_encode(names).combine_chunks()
+    t0 = int(start.min())
+    order = np.argsort(start, kind="stable")
+
+    def cat(key: str, dtype: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(p[key], dtype) for p in parts])[order]
+
+    return TimelineIndex(
+        t0_ns=t0, start=start[order] - t0, end=np.maximum(end, start)[order] - t0,
+        lane=cat("lane", np.int32), kind=cat("kind", np.int8), cls=cat("cls", np.int16),
+        name=encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)[order],
+        ref=cat("ref", np.int64), rank=cat("rank", np.int32),
+        names=np.asarray(encoded.dictionary.to_pylist(), dtype=object),
+        classes=classes, lane_labels=lane_labels)

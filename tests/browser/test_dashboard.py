@@ -1,0 +1,219 @@
+"""The dashboard in a real headless Chromium, on a real CPU run and an imported GPU trace.
+
+Every page is loaded and its content asserted; the timeline is zoomed and must redraw from
+the server; a finding's evidence link must jump the timeline to its ops; untrusted text must
+show literally; any browser console error or off-host request fails the test.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dsprof.dashboard.app import create_app
+from dsprof.dashboard.server import DashboardServer
+from dsprof.dashboard.source import RunSource
+from dsprof.ingest.importer import import_traces
+from tests.browser.runs import HOSTILE, cpu_run, write_findings
+from tests.conftest import trace_dir
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+GRAPH = "#{} .js-plotly-plot .main-svg"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dash")
+    cpu = cpu_run(root)
+    cpu_finding = write_findings(cpu, "aten::mm", with_pareto=True)
+    gpu, _ = import_traces([trace_dir("hta_sampled_2rank_nccl")], root / "gpu")
+    write_findings(gpu.path, "aten::mm", with_pareto=False)
+    return {"cpu": cpu, "gpu": gpu.path, "finding": cpu_finding}
+
+
+@pytest.fixture(scope="module")
+def cpu_server(runs):
+    """The CPU run as A and the GPU run as B (for Compare)."""
+    a, b = RunSource(runs["cpu"], "A"), RunSource(runs["gpu"], "B")
+    server = DashboardServer(create_app(a, b)).start()
+    server.source = a
+    yield server
+    server.stop()
+    a.close()
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def gpu_server(runs):
+    a = RunSource(runs["gpu"], "A")
+    server = DashboardServer(create_app(a)).start()
+    server.source = a
+    yield server
+    server.stop()
+    a.close()
+
+
+def nav(p, page_id: str) -> None:
+    """Go to a page by its header link (client-side: plotly.js is not loaded again)."""
+    p.page.click(f"#nav-{page_id}")
+
+
+def gd_eval(p, graph_id: str, expr: str):
+    return p.page.evaluate(
+        f"() => {{ const gd = document.querySelector('#{graph_id} .js-plotly-plot'); "
+        f"return {expr}; }}")
+
+
+def title(p, graph_id: str) -> str:
+    return gd_eval(p, graph_id, "gd.layout.title.text")
+
+
+def test_every_page_on_a_cpu_run(cpu_server, open_page):
+    p = open_page(cpu_server)
+    page = p.page
+    page.goto(cpu_server.url)
+    # Overview: facts, step chart with the outlier/median marks, phases, findings
+    page.wait_for_selector(GRAPH.format("overview-steps"))
+    assert "mlp" in page.inner_text("#run-facts")
+    assert gd_eval(p, "overview-steps", "gd.data.length") >= 2
+    page.wait_for_selector(GRAPH.format("overview-phases"))
+    assert "forward" in str(gd_eval(p, "overview-phases", "gd.data[0].y"))
+    assert page.is_visible("#missing-kernels")  # a CPU run says what would collect kernels
+    assert "Fuse the ops around aten::mm" in page.inner_text("#overview-findings")
+    # Timeline: lanes for steps and host ops, bars drawn
+    nav(p, "timeline")
+    page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
+    ticks = gd_eval(p, "timeline-graph", "gd.layout.yaxis.ticktext")
+    assert "r0 steps" in ticks and "r0 cpu0 d0" in ticks
+    # Operators: the grid lists aten::mm; regrouping by phase shows the phases
+    nav(p, "operators")
+    page.wait_for_selector("#ops-grid .ag-row")
+    assert "aten::mm" in page.inner_text("#ops-grid")
+    page.click("#ops-group input[value=phase]")
+    page.wait_for_function(
+        "() => document.querySelector('#ops-grid').innerText.includes('backward')")
+    assert page.is_visible("#missing-kernels")
+    # Memory: allocations over time (CPU allocator), what is missing is named
+    nav(p, "memory")
+    page.wait_for_selector(GRAPH.format("memory-over-time") + " .scatterlayer .trace")
+    assert page.is_visible("#missing-modules")
+    # Communication: nothing collected on one process; says which command would
+    nav(p, "comms")
+    page.wait_for_selector("#missing-comms")
+    assert "torch.distributed" in page.inner_text("#missing-comms")
+    # Findings: fix, verify, Pareto front, predicted vs measured
+    nav(p, "findings")
+    fid = cpu_server.source.findings[0].id
+    card = page.wait_for_selector(f"#finding-{fid}")
+    text = card.inner_text()
+    assert "torch.compile(model)" in text and "dsprof run --apply" in text
+    page.wait_for_selector(GRAPH.format(f"pareto-{fid}") + " .scatterlayer .trace")
+    assert gd_eval(p, f"pm-{fid}", "gd.data.map(t => t.name).join(',')") == "predicted,measured"
+    # untrusted text is shown as written and never run
+    assert HOSTILE in text
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator(f"#finding-{fid} img").count() == 0
+    # Compare: the CPU run against the GPU run
+    nav(p, "compare")
+    page.wait_for_selector("#compare-facts")
+    assert "median step" in page.inner_text("#compare-facts")
+    page.wait_for_selector(GRAPH.format("compare-ops"))
+    p.check_clean()
+
+
+def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
+    p = open_page(cpu_server)
+    page = p.page
+    src = cpu_server.source
+    page.goto(cpu_server.url + "timeline")
+    page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
+    before = title(p, "timeline-graph")
+    n_before = int(re.match(r"([\d,]+) spans", before).group(1).replace(",", ""))
+    # WHEN zooming to the neighbourhood of one addmm of a profiled step
+    t0 = src.timeline.t0_ns
+    start, dur = src.sql("SELECT start_ns, dur_ns FROM ops WHERE name = 'aten::addmm' "
+                         "AND step IS NOT NULL ORDER BY dur_ns DESC LIMIT 1")[0]
+    a_ms, b_ms = (start - t0 - dur) / 1e6, (start - t0 + 2 * dur) / 1e6
+    gd_eval(p, "timeline-graph", f"Plotly.relayout(gd, {{'xaxis.range': [{a_ms}, {b_ms}]}})")
+    # THEN the server answers with a figure for that range only
+    page.wait_for_function(
+        "t => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text != t",
+        arg=before)
+    after = title(p, "timeline-graph")
+    n_after = int(re.match(r"([\d,]+) spans", after).group(1).replace(",", ""))
+    assert 0 < n_after < n_before, (before, after)
+    drawn = gd_eval(p, "timeline-graph", "gd.data.reduce((n, t) => n + (t.base ? "
+                    "(t.base.length || t.base.bdata && 1 || 0) : 0), 0)")
+    assert drawn > 0
+    rng = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
+                  ": gd.layout.xaxis.range")
+    assert rng[0] == pytest.approx(a_ms, rel=1e-6) and rng[1] == pytest.approx(b_ms, rel=1e-6)
+    # WHEN a span is clicked, THEN its details (name, module, shapes) show
+    x, y = page.evaluate("""() => {
+        const area = document.querySelector('#timeline-graph .nsewdrag').getBoundingClientRect();
+        for (const el of document.querySelectorAll('#timeline-graph .barlayer .point path')) {
+            const b = el.getBoundingClientRect();
+            const cx = b.x + b.width / 2, cy = b.y + b.height / 2;
+            if (b.width > 4 && cx > area.left + 2 && cx < area.right - 2
+                && cy > area.top && cy < area.bottom) return [cx, cy];
+        }
+        return [null, null]; }""")
+    assert x is not None, "no bar wide enough to click in the zoomed view"
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    page.wait_for_function(
+        "() => document.querySelector('#timeline-details').innerText.includes('rank: 0')")
+    assert "name: " in page.inner_text("#timeline-details")
+    p.check_clean()
+
+
+def test_finding_evidence_jumps_the_timeline(cpu_server, open_page, runs):
+    p = open_page(cpu_server)
+    page = p.page
+    src = cpu_server.source
+    finding = src.findings[0]
+    page.goto(cpu_server.url + "findings")
+    # WHEN the evidence naming the op is clicked
+    page.click(f"#ev-{finding.id}-0")
+    # THEN the timeline opens around that op, with the op outlined
+    page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
+    assert "/timeline?" in page.url and f"ops={finding.evidence[0].op_ids[0]}" in page.url
+    op = src.timeline
+    hl = gd_eval(p, "timeline-graph",
+                 "gd.data.filter(t => t.name == 'finding evidence').length")
+    assert hl == 1
+    start, dur = src.sql("SELECT start_ns, dur_ns FROM ops WHERE id = ? AND rank = ?",
+                         [finding.evidence[0].op_ids[0], finding.evidence[0].rank])[0]
+    rng = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
+                  ": gd.layout.xaxis.range")
+    lo, hi = (start - op.t0_ns) / 1e6, (start + dur - op.t0_ns) / 1e6
+    assert rng[0] < lo and rng[1] > hi
+    assert (rng[1] - rng[0]) < (hi - lo) * 3 + 0.01  # zoomed to the op, not the whole run
+    p.check_clean()
+
+
+def test_every_page_on_an_imported_gpu_trace(gpu_server, open_page):
+    p = open_page(gpu_server)
+    page = p.page
+    page.goto(gpu_server.url)
+    page.wait_for_selector(GRAPH.format("overview-kernel-types"))
+    labels = str(gd_eval(p, "overview-kernel-types", "gd.data[0].labels"))
+    assert "COMPUTATION" in labels and "COMMUNICATION" in labels
+    nav(p, "timeline")
+    page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
+    ticks = " ".join(gd_eval(p, "timeline-graph", "gd.layout.yaxis.ticktext"))
+    assert "r0 gpu" in ticks and "r1 gpu" in ticks  # both ranks' streams
+    nav(p, "operators")
+    page.wait_for_selector("#kernels-grid .ag-row")
+    assert "nccl" in page.inner_text("#kernels-grid").lower()
+    nav(p, "memory")
+    page.wait_for_selector("#missing-memory")
+    nav(p, "comms")
+    page.wait_for_selector(GRAPH.format("comms-overlap"))
+    nav(p, "findings")
+    page.wait_for_selector(".finding")
+    nav(p, "compare")
+    page.wait_for_selector("#missing-run-b")
+    p.check_clean()
