@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from typing import Any
 
@@ -27,13 +28,22 @@ class DashboardServer:
         # Dash's dev tools would ask a plotly server for the newest version; stay offline.
         os.environ.setdefault("DASH_DISABLE_VERSION_CHECK", "true")
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        # Bind here rather than in werkzeug, which prints and exits when the port is taken.
         try:
-            self._server: BaseWSGIServer = make_server(host, port, app.server, threaded=True)
+            family, kind, proto, _, addr = socket.getaddrinfo(host, port,
+                                                              type=socket.SOCK_STREAM)[0]
+            self._sock = socket.socket(family, kind, proto)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind(addr)
+            self._sock.listen(128)
         except OSError as exc:
-            raise ConfigError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}"
-                              "; pick another --port") from None
+            raise ConfigError(f"cannot serve the dashboard on {host}:{port}: "
+                              f"{exc.strerror or exc}; pick another --port") from None
+        self._server: BaseWSGIServer = make_server(
+            host, self._sock.getsockname()[1], app.server, threaded=True,
+            fd=self._sock.fileno())
         self.host = host
-        self.port = self._server.server_port
+        self.port = int(self._sock.getsockname()[1])
         self._thread: threading.Thread | None = None
 
     @property
@@ -56,9 +66,11 @@ class DashboardServer:
             pass
         finally:
             self._server.server_close()
+            self._sock.close()
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -101,8 +101,8 @@ class TimelineIndex:
         keep = (self.end[idx] >= x0) & ~self._is_long[idx]
         idx = idx[keep]
         longs = self.long_idx[(self.start[self.long_idx] <= x1) & (self.end[self.long_idx] >= x0)]
-        if len(longs):
-            idx = np.union1d(idx, longs)
+        if len(longs):  # disjoint from idx (long spans were left out of it): merge, O(n)
+            idx = np.insert(idx, np.searchsorted(idx, longs), longs)
         return idx
 
     def window(self, x0: int | None = None, x1: int | None = None,

@@ -1,0 +1,154 @@
+"""Figure builders and page data, without a browser, on real imported traces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsprof.dashboard.figures.compare import applied_findings, findings_diff, op_deltas
+from dsprof.dashboard.figures.findings import (
+    has_pareto,
+    pareto_figure,
+    predicted_measured,
+    savings_figure,
+)
+from dsprof.dashboard.figures.memory import memory_over_time_figure, peak_breakdown_figure
+from dsprof.dashboard.figures.overview import kernel_type_figure, step_time_figure
+from dsprof.dashboard.memseries import DeviceSeries
+from dsprof.dashboard.op_tables import kernel_rows, op_rows
+from dsprof.dashboard.source import RunSource
+from dsprof.findings import Finding
+from dsprof.ingest.importer import import_traces
+from tests.conftest import trace_dir
+
+
+@pytest.fixture(scope="module")
+def gpu(tmp_path_factory):
+    run, _ = import_traces([trace_dir("hta_a100_2rank_nccl_r0")],
+                           tmp_path_factory.mktemp("fig") / "run")
+    src = RunSource(run.path)
+    yield src
+    src.close()
+
+
+@pytest.fixture(scope="module")
+def mem(tmp_path_factory):
+    run, _ = import_traces([trace_dir("kineto_resnet50_v100_mem") /
+                            "worker0.1623143089861.pt.trace.json.gz"],
+                           tmp_path_factory.mktemp("mem") / "run")
+    src = RunSource(run.path)
+    yield src
+    src.close()
+
+
+def test_timeline_of_a_gpu_trace_has_every_span_on_its_lane(gpu):
+    index = gpu.timeline
+    n_ops, n_kernels, n_steps = gpu.sql("""
+        SELECT (SELECT count(*) FROM ops WHERE name NOT LIKE 'ProfilerStep#%'),
+               (SELECT count(*) FROM kernels), (SELECT count(*) FROM steps)""")[0]
+    assert len(index) == n_ops + n_kernels + n_steps
+    assert np.all(np.diff(index.start) >= 0)
+    streams = [lbl for lbl in index.lane_labels if " gpu" in lbl]
+    n_streams = gpu.sql("SELECT count(DISTINCT stream) FROM kernels")[0][0]
+    assert len(streams) == n_streams
+    # a kernel sits on the lane of its own stream
+    k = int(np.flatnonzero(index.kind == 2)[0])
+    stream = gpu.sql("SELECT stream FROM kernels WHERE start_ns = ? LIMIT 1",
+                     [int(index.ref[k])])[0][0]
+    assert index.lane_labels[index.lane[k]].endswith(f"s{stream}")
+
+
+def test_operator_and_kernel_rows(gpu):
+    by_name = op_rows(gpu, "name")
+    assert by_name[0]["self_ms"] >= by_name[-1]["self_ms"]
+    total = gpu.sql("SELECT sum(self_ns) / 1e6 FROM ops WHERE cat = 'cpu_op'")[0][0]
+    assert sum(r["self_ms"] for r in by_name) == pytest.approx(total, rel=1e-3)
+    assert any(r["gpu_ms"] for r in by_name)  # kernels link back to their ops
+    phases = {r["key"] for r in op_rows(gpu, "phase")}
+    assert {"forward", "backward"} <= phases
+    kernels = kernel_rows(gpu)
+    assert sum(r["percent"] for r in kernels) == pytest.approx(100, abs=0.5)
+    assert any("nccl" in r["name"].lower() and r["kind"] == "communication" for r in kernels)
+
+
+def test_overview_figures(gpu):
+    s = gpu.summary
+    steps = gpu.arrow("SELECT rank, step, dur_ns, profiled FROM steps ORDER BY step")
+    fig = step_time_figure(steps, s.steps)
+    assert list(fig.data[0].x) == steps.column("step").to_pylist()
+    pie = kernel_type_figure(s.kernel_types)
+    assert "COMPUTATION" in pie.data[0].labels
+
+
+def test_memory_series_keeps_every_peak(mem):
+    series = mem.memory_series
+    assert {s.device for s in series} == {"cpu", "cuda:0"}
+    for s in series:
+        at = s.sample(int(s.ts[0]), int(s.ts[-1]) + 1, points=200)
+        assert len(at) <= 201
+        assert s.total[at].max() == s.total.max()
+    fig = memory_over_time_figure(series)
+    assert len(fig.data) == 2 and all(len(t.x) <= 1001 for t in fig.data)
+
+
+def test_peak_breakdown_stacks_categories():
+    from dsprof.analyzers.breakdown import MemoryPeak
+
+    peaks = [MemoryPeak(0, "cuda:0", 300, "timeline", {"activation": 200, "parameter": 100}),
+             MemoryPeak(0, "host", 900, "rss")]
+    fig = peak_breakdown_figure(peaks)
+    assert [t.name for t in fig.data] == ["activation", "parameter", "peak"]
+    assert fig.data[2].y == ("r0 host (rss)",)
+
+
+def test_memory_categories_stack_to_the_total():
+    # GIVEN events of two categories
+    ts = np.arange(6, dtype=np.int64) * 10
+    nbytes = np.array([100, 50, -100, 30, 200, -50])
+    cat = np.array([0, 1, 0, 1, 0, 1], np.int16)
+    s = DeviceSeries(0, "cuda:0", ts, np.cumsum(nbytes), nbytes, cat,
+                     ["activation", "parameter"])
+    at = s.sample(0, 60, points=3)
+    live = s.live_by_category(at)
+    # THEN per-category live bytes add up to the total at every drawn point
+    np.testing.assert_array_equal(live["activation"] + live["parameter"], s.total[at])
+    assert s.total[at].max() == s.total.max() == 280
+
+
+def finding(kind: str, key: str, **kw) -> Finding:
+    return Finding(analyzer="t", kind=kind, key=key, title=f"{kind} {key}", **kw)
+
+
+def test_findings_figures_and_diff():
+    pareto = {"pareto": [{"added_s": 0.0, "peak_bytes": 10}, {"added_s": 0.1, "peak_bytes": 5,
+                                                              "chosen": True}],
+              "measured": {"saving_s": 0.004}}
+    f = finding("memory.checkpoint", "a", saving_s=0.005, data=pareto, apply={"DS_X": "1"})
+    assert has_pareto(f) and not has_pareto(finding("x.y", "b"))
+    fig = pareto_figure(f)
+    assert [t.name for t in fig.data] == ["Pareto front", "recommended"]
+    assert predicted_measured(f) == {"saving_s": (0.005, 0.004)}
+    assert len(savings_figure([f]).data[0].x) == 1
+    g, h = finding("fusion.a", "g"), finding("fusion.a", "h")
+    diff = findings_diff([f, g], [g, h])
+    assert [x.id for x in diff["resolved"]] == [f.id]
+    assert [x.id for x in diff["new"]] == [h.id]
+    assert [x.id for x in diff["remaining"]] == [g.id]
+    assert applied_findings([f, g], {"DS_X": "1"}) == [f]
+    assert applied_findings([f], {"DS_X": "0"}) == []
+
+
+def test_op_deltas_rank_by_change():
+    from dsprof.analyzers.breakdown import OpTime
+
+    a = [OpTime("aten::mm", 10, 5.0, 5.0, 50), OpTime("aten::add", 5, 1.0, 1.0, 10)]
+    b = [OpTime("aten::mm", 10, 2.0, 2.0, 40), OpTime("aten::relu", 5, 0.5, 0.5, 10)]
+    rows = op_deltas(a, b)
+    assert [r["name"] for r in rows] == ["aten::mm", "aten::add", "aten::relu"]
+    assert rows[0]["delta_ms"] == -3.0
+
+
+def test_missing_tables_name_the_command(gpu):
+    assert not gpu.has("memory")
+    msg = gpu.missing("memory")
+    assert "no memory table" in msg and "dsprof run" in msg

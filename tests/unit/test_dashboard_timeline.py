@@ -1,0 +1,99 @@
+"""The timeline's level of detail: exact below the budget, bounded and faithful above it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dsprof.dashboard.figures.timeline import parse_range, timeline_figure
+from dsprof.dashboard.timeline import OP, build_index
+
+
+def synthetic(n: int, lanes: int = 4, seed: int = 0, long_spans: int = 3):
+    """n back-to-back spans per lane (ns), plus a few very long ones on lane 0."""
+    rng = np.random.default_rng(seed)
+    lane = rng.integers(0, lanes, n)
+    dur = rng.lognormal(8, 1.0, n).astype(np.int64) + 1
+    start = np.zeros(n, np.int64)
+    for k in range(lanes):
+        m = lane == k
+        step = dur[m] + rng.integers(0, 2000, m.sum())
+        start[m] = np.concatenate([[0], np.cumsum(step)[:-1]])
+    end = start + dur
+    if long_spans:
+        start[:long_spans] = 0
+        end[:long_spans] = end.max()
+    names = pa.array([f"op{i % 7}" for i in range(n)])
+    cols = {"ops": {"start_ns": start + 10**18, "end_ns": end + 10**18, "lane": lane,
+                    "kind": np.full(n, OP), "cls": np.ones(n), "name": names,
+                    "ref": np.arange(n), "rank": np.zeros(n)}}
+    return build_index(cols, [f"lane {k}" for k in range(lanes)], ["step", "op forward"]), \
+        start, end, lane
+
+
+def test_visible_equals_brute_force():
+    # GIVEN spans including a few that cover the whole run
+    index, start, end, _ = synthetic(20_000)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        # WHEN asking for a random range
+        x0 = int(rng.integers(0, index.span_ns))
+        x1 = x0 + int(rng.integers(1, index.span_ns // 5))
+        got = np.sort(index.ref[index.visible(x0, x1)])
+        # THEN exactly the spans that overlap it come back
+        want = np.flatnonzero((start <= x1) & (end >= x0))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_window_is_exact_under_the_budget_and_bounded_over_it():
+    index, start, end, lane = synthetic(50_000)
+    # a narrow range: every span drawn one by one
+    x0, x1 = index.span_ns // 2, index.span_ns // 2 + index.span_ns // 1000
+    small = index.window(x0, x1, budget=2000)
+    assert not small.aggregated and len(small.exact) == small.visible <= 2000
+    # the whole run: aggregated, at most the budget, every span accounted for
+    whole = index.window(budget=2000)
+    assert whole.aggregated and whole.visible == len(index)
+    assert len(whole.exact) + len(whole.runs["lane"]) <= 2000
+    assert int(whole.runs["spans"].sum()) == whole.visible
+    # the long spans are wider than two bins, so they are drawn exactly
+    assert set(range(3)) <= set(index.ref[whole.exact].tolist())
+    # every visible span lies inside a busy run of its lane
+    runs = whole.runs
+    for i in np.random.default_rng(2).choice(len(index), 300, replace=False):
+        on_lane = runs["lane"] == index.lane[i]
+        covered = (runs["start"][on_lane] <= index.start[i] + 1) & \
+                  (runs["end"][on_lane] >= index.end[i] - whole.bin_ns - 1)
+        assert covered.any()
+
+
+def test_figure_draws_bars_with_escaped_names_and_positions():
+    index, *_ = synthetic(500, long_spans=0)
+    index.names[0] = '<img src=x onerror="alert(1)">'
+    win = index.window(budget=2000)
+    fig = timeline_figure(index, win, highlight=np.array([0, 1]))
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert sum(len(t.base) for t in bars) == 500 + 2
+    hover = " ".join(h for t in bars for h in t.hovertext)
+    assert "<img" not in hover and "&lt;img" in hover
+    hl = [t for t in bars if t.name == "finding evidence"][0]
+    assert list(hl.customdata) == [0, 1]
+    assert fig.layout.yaxis.ticktext == tuple(f"lane {k}" for k in range(4))
+    assert fig.layout.xaxis.range == (0.0, index.span_ns / 1e6)
+
+
+def test_parse_range():
+    assert parse_range({"xaxis.range[0]": 1, "xaxis.range[1]": 2.5}) == (1.0, 2.5)
+    assert parse_range({"xaxis2.range": [3, 4]}) == (3.0, 4.0)
+    assert parse_range({"xaxis.autorange": True}) == "reset"
+    assert parse_range({"autosize": True}) is None
+    assert parse_range(None) is None
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_tiny_indexes(n):
+    index, *_ = synthetic(n, long_spans=0) if n else (build_index({}, [], ["step"]),)
+    win = index.window()
+    assert win.visible == n and not win.aggregated
+    timeline_figure(index, win)  # draws without error
