@@ -45,6 +45,9 @@ def create_app(run_a: str | Path | RunSource, run_b: str | Path | RunSource | No
     if run_b is not None:
         b = run_b if isinstance(run_b, RunSource) else RunSource(run_b, "B")
     ctx = AppContext(a, b)
+    for src in (a, b):
+        if src is not None:
+            src.warm()
     app = Dash(__name__, title=f"dsprof: {a.name}", update_title=None,
                suppress_callback_exceptions=True)
     nav = [html.Span("dsprof", className="brand")]

@@ -65,8 +65,13 @@ class DeviceSeries:
         return out
 
 
-def load_memory(run: Run, t0_ns: int) -> list[DeviceSeries]:
-    """One series per (rank, device) of the ``memory`` table; [] without one."""
+def load_memory(run: Run, t0_ns: int | None) -> list[DeviceSeries]:
+    """One series per (rank, device) of the ``memory`` table; [] without one.
+
+    Args:
+        t0_ns: the run-clock time drawn as 0 (the timeline's first span); None for the first
+            memory event (a run with memory events only).
+    """
     if not run.has("memory"):
         return []
     cols = run.con.sql("""
@@ -81,6 +86,8 @@ def load_memory(run: Run, t0_ns: int) -> list[DeviceSeries]:
                            .astype(np.float64)).astype(np.int64)
     allocated = cols.column("allocated").to_numpy(zero_copy_only=False).astype(np.float64)
     cat_col = cols.column("category").to_pylist()
+    if t0_ns is None:
+        t0_ns = int(np.nanmin(ts)) if np.isfinite(ts).any() else 0
     categories = sorted({c for c in cat_col if c is not None})
     cat_idx = {c: i for i, c in enumerate(categories)}
     category = np.array([cat_idx.get(c, -1) for c in cat_col], np.int16) if categories \

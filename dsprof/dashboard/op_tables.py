@@ -22,13 +22,15 @@ def op_rows(src: RunSource, by: str = "name") -> list[dict[str, Any]]:
     gpu_join, gpu_cols = "", ""
     kcols = src.columns("kernels")
     if "op_id" in kcols:
-        tc = ("sum(CASE WHEN tensor_core THEN dur_ns ELSE 0 END)" if "tensor_core" in kcols
-              else "NULL::BIGINT")
+        has_tc = "tensor_core" in kcols
+        tc = "sum(CASE WHEN tensor_core THEN dur_ns ELSE 0 END)" if has_tc else "NULL::BIGINT"
         gpu_join = f"""LEFT JOIN (SELECT rank, op_id, sum(dur_ns) AS gpu_ns, {tc} AS tc_ns
                        FROM kernels WHERE op_id IS NOT NULL GROUP BY rank, op_id) k
                        ON k.rank = o.rank AND k.op_id = o.id"""
-        gpu_cols = (", round(sum(k.gpu_ns) / 1e6, 3) AS gpu_ms, "
-                    "round(100.0 * sum(k.tc_ns) / nullif(sum(k.gpu_ns), 0), 1) AS tensor_core_pct")
+        gpu_cols = ", round(sum(k.gpu_ns) / 1e6, 3) AS gpu_ms"
+        if has_tc:
+            gpu_cols += (", round(100.0 * sum(k.tc_ns) / nullif(sum(k.gpu_ns), 0), 1) "
+                         "AS tensor_core_pct")
     rows = src.arrow(f"""
         SELECT {key} AS key, count(*) AS count, round(sum(o.self_ns) / 1e6, 3) AS self_ms,
                round(sum(o.dur_ns) / 1e6, 3) AS total_ms,

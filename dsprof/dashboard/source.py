@@ -21,6 +21,7 @@ from dsprof.dashboard.memseries import DeviceSeries, load_memory
 from dsprof.dashboard.timeline import TimelineIndex
 from dsprof.dashboard.timeline_load import load_timeline
 from dsprof.findings import Finding
+from dsprof.log import logger
 from dsprof.run import Run, load
 
 # What each table holds and the command that collects it, for pages that find it missing.
@@ -40,7 +41,6 @@ COLLECTED_BY: dict[str, str] = {
              "`dsprof import` of a distributed trace",
     "device_samples": "GPU utilization and power: `dsprof run SCRIPT` on a GPU with "
                       "`pip install dsprof[gpu]`",
-    "findings": "findings: `dsprof analyze RUN` writes findings.json",
 }
 
 
@@ -57,6 +57,10 @@ class RunSource:
         self.label = label
         self.path = self.run.path
         self.lock = threading.RLock()
+        self._timeline_lock = threading.Lock()
+        self._timeline: TimelineIndex | None = None
+        self._summary_lock = threading.Lock()
+        self._summary: RunSummary | None = None
 
     @property
     def name(self) -> str:
@@ -67,7 +71,11 @@ class RunSource:
 
     def missing(self, table: str) -> str:
         """The sentence a page shows when ``table`` is absent."""
-        return f"This run has no {table} table. {COLLECTED_BY.get(table, '')}".strip()
+        if table == "findings":
+            return ("This run was never analyzed (no findings.json): `dsprof analyze RUN` "
+                    "runs the analyzers and writes it.")
+        how = COLLECTED_BY.get(table, "")
+        return f"This run has no {table} table. {how[:1].upper()}{how[1:]}".strip()
 
     def columns(self, table: str) -> set[str]:
         if not self.has(table):
@@ -83,10 +91,13 @@ class RunSource:
         with self.lock:
             return self.run.arrow(query, params)
 
-    @cached_property
+    @property
     def summary(self) -> RunSummary:
-        with self.lock:
-            return summarize(self.run)
+        with self._summary_lock:
+            if self._summary is None:
+                with self.lock:
+                    self._summary = summarize(self.run)
+            return self._summary
 
     @cached_property
     def analysis(self) -> Analysis | None:
@@ -99,14 +110,32 @@ class RunSource:
     def finding(self, finding_id: str) -> Finding | None:
         return next((f for f in self.findings if f.id == finding_id), None)
 
-    @cached_property
+    @property
     def timeline(self) -> TimelineIndex:
-        with self.lock:
-            return load_timeline(self.run)
+        """The run's spans; built once (seconds at 10 M spans), other requests wait for it."""
+        with self._timeline_lock:
+            if self._timeline is None:
+                with self.lock:
+                    self._timeline = load_timeline(self.run)
+            return self._timeline
+
+    def warm(self) -> threading.Thread:
+        """Build the timeline and the summary in the background, so the first visit to a page
+        of a big run does not wait for them."""
+        def work() -> None:
+            try:
+                self.timeline  # noqa: B018 - builds and caches it
+                self.summary  # noqa: B018
+            except Exception:  # noqa: BLE001 - the page that needs it will report the error
+                logger.debug("background load of %s failed", self.path, exc_info=True)
+
+        thread = threading.Thread(target=work, daemon=True, name="dsprof-dashboard-warm")
+        thread.start()
+        return thread
 
     @cached_property
     def memory_series(self) -> list[DeviceSeries]:
-        t0 = self.timeline.t0_ns
+        t0 = self.timeline.t0_ns if len(self.timeline) else None
         with self.lock:
             return load_memory(self.run, t0)
 

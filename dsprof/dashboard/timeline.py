@@ -85,6 +85,7 @@ class TimelineIndex:
         self.long_idx = np.flatnonzero(long)
         self.short_max = int(dur[~long].max()) if (~long).any() else 0
         self._is_long = long
+        self._whole: Window | None = None
 
     def __len__(self) -> int:
         return len(self.start)
@@ -93,14 +94,21 @@ class TimelineIndex:
     def span_ns(self) -> int:
         return int(self.end.max()) if len(self.end) else 0
 
-    def visible(self, x0: int, x1: int) -> np.ndarray:
-        """Indices (ascending) of spans overlapping [x0, x1]."""
+    def _select(self, x0: int, x1: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """(i0, i1, keep, longs): the short spans overlapping [x0, x1] are those at
+        i0 + flatnonzero(keep); ``longs`` are the long ones (their positions)."""
         i0 = int(np.searchsorted(self.start, x0 - self.short_max, "left"))
         i1 = int(np.searchsorted(self.start, x1, "right"))
-        idx = np.arange(i0, i1)
-        keep = (self.end[idx] >= x0) & ~self._is_long[idx]
-        idx = idx[keep]
-        longs = self.long_idx[(self.start[self.long_idx] <= x1) & (self.end[self.long_idx] >= x0)]
+        keep = self.end[i0:i1] >= x0
+        keep &= ~self._is_long[i0:i1]
+        la = self.long_idx
+        longs = la[(self.start[la] <= x1) & (self.end[la] >= x0)]
+        return i0, i1, keep, longs
+
+    def visible(self, x0: int, x1: int) -> np.ndarray:
+        """Indices (ascending) of spans overlapping [x0, x1]."""
+        i0, _, keep, longs = self._select(x0, x1)
+        idx = np.flatnonzero(keep) + i0
         if len(longs):  # disjoint from idx (long spans were left out of it): merge, O(n)
             idx = np.insert(idx, np.searchsorted(idx, longs), longs)
         return idx
@@ -108,48 +116,74 @@ class TimelineIndex:
     def window(self, x0: int | None = None, x1: int | None = None,
                budget: int = DEFAULT_BUDGET, bins: int = 600) -> Window:
         """The shapes to draw for [x0, x1] (the whole run when None), at most ``budget``."""
+        whole = x0 is None and x1 is None and budget == DEFAULT_BUDGET and bins == 600
+        if whole and self._whole is not None:  # first render and every reset: seconds at 10 M
+            return self._whole
         x0 = 0 if x0 is None else int(x0)
         x1 = self.span_ns if x1 is None else int(x1)
         if x1 <= x0:
             x1 = x0 + 1
-        idx = self.visible(x0, x1)
-        if len(idx) <= budget:
-            return Window(x0, x1, len(idx), idx, False)
+        win = self._window(x0, x1, budget, bins)
+        if whole:
+            self._whole = win
+        return win
+
+    def _window(self, x0: int, x1: int, budget: int, bins: int) -> Window:
+        i0, i1, keep, longs = self._select(x0, x1)
+        visible = int(np.count_nonzero(keep)) + len(longs)
+        if visible <= budget:
+            return Window(x0, x1, visible, self.visible(x0, x1), False)
+        # Work on views when every candidate is visible (the common zoomed-out case): at 10 M
+        # spans each fancy-indexed copy costs more than the whole aggregation.
+        sel = None if keep.all() else np.flatnonzero(keep) + i0
+        pick = (lambda a: a[i0:i1]) if sel is None else (lambda a: a[sel])
+        start, end, lane = pick(self.start), pick(self.end), pick(self.lane)
+        if len(longs):
+            start = np.concatenate([start, self.start[longs]])
+            end = np.concatenate([end, self.end[longs]])
+            lane = np.concatenate([lane, self.lane[longs]])
         n_lanes = len(self.lane_labels)
         while True:
-            runs, bin_ns = self._busy_runs(idx, x0, x1, n_lanes, bins)
+            runs, bin_ns = _busy_runs(start, end, lane, x0, x1, n_lanes, bins)
             if len(runs["lane"]) <= budget // 2 or bins <= 20:
                 break
             bins //= 2
-        big = idx[(self.end[idx] - self.start[idx]) > 2 * bin_ns]
-        keep = max(budget - len(runs["lane"]), 0)
-        if len(big) > keep:
-            dur = self.end[big] - self.start[big]
-            big = np.sort(big[np.argpartition(dur, len(big) - keep)[len(big) - keep:]]) \
-                if keep else big[:0]
-        return Window(x0, x1, len(idx), big, True, runs, bin_ns)
+        dur = end - start
+        big = np.flatnonzero(dur > 2 * bin_ns)
+        room = max(budget - len(runs["lane"]), 0)
+        if len(big) > room:
+            big = big[np.argpartition(dur[big], len(big) - room)[len(big) - room:]] \
+                if room else big[:0]
+        n_short = len(start) - len(longs)
+        short = big[big < n_short]
+        pos = np.concatenate([short + i0 if sel is None else sel[short],
+                              longs[big[big >= n_short] - n_short]])
+        return Window(x0, x1, visible, np.sort(pos), True, runs, bin_ns)
 
-    def _busy_runs(self, idx: np.ndarray, x0: int, x1: int, n_lanes: int,
-                   bins: int) -> tuple[dict[str, np.ndarray], float]:
-        w = (x1 - x0) / bins
-        b0 = np.clip(((self.start[idx] - x0) / w).astype(np.int64), 0, bins - 1)
-        b1 = np.clip(((self.end[idx] - x0) / w).astype(np.int64), 0, bins - 1)
-        lane = self.lane[idx].astype(np.int64)
-        width = bins + 1
-        size = n_lanes * width
-        cover = (np.bincount(lane * width + b0, minlength=size)
-                 - np.bincount(lane * width + b1 + 1, minlength=size)).reshape(n_lanes, width)
-        busy = np.cumsum(cover[:, :bins], axis=1) > 0
-        starts = np.bincount(lane * bins + b0, minlength=n_lanes * bins).reshape(n_lanes, bins)
-        pad = np.zeros((n_lanes, 1), bool)
-        edges = np.diff(np.concatenate([pad, busy, pad], axis=1).astype(np.int8), axis=1)
-        run_lane, run_start = np.nonzero(edges == 1)
-        _, run_end = np.nonzero(edges == -1)  # row-major order pairs each start with its end
-        csum = np.concatenate([np.zeros((n_lanes, 1), np.int64), np.cumsum(starts, axis=1)],
-                              axis=1)
-        spans = csum[run_lane, run_end] - csum[run_lane, run_start]
-        return ({"lane": run_lane, "start": x0 + run_start * w, "end": x0 + run_end * w,
-                 "spans": spans}, w)
+
+def _busy_runs(start: np.ndarray, end: np.ndarray, lane: np.ndarray, x0: int, x1: int,
+               n_lanes: int, bins: int) -> tuple[dict[str, np.ndarray], float]:
+    """Per lane, the runs of consecutive bins that some span covers, and how many spans start
+    in each run."""
+    w = (x1 - x0) / bins
+    b0 = np.clip(((start - x0) / w).astype(np.int64), 0, bins - 1)
+    b1 = np.clip(((end - x0) / w).astype(np.int64), 0, bins - 1)
+    lane = lane.astype(np.int64)
+    width = bins + 1
+    size = n_lanes * width
+    cover = (np.bincount(lane * width + b0, minlength=size)
+             - np.bincount(lane * width + b1 + 1, minlength=size)).reshape(n_lanes, width)
+    busy = np.cumsum(cover[:, :bins], axis=1) > 0
+    starts = np.bincount(lane * bins + b0, minlength=n_lanes * bins).reshape(n_lanes, bins)
+    pad = np.zeros((n_lanes, 1), bool)
+    edges = np.diff(np.concatenate([pad, busy, pad], axis=1).astype(np.int8), axis=1)
+    run_lane, run_start = np.nonzero(edges == 1)
+    _, run_end = np.nonzero(edges == -1)  # row-major order pairs each start with its end
+    csum = np.concatenate([np.zeros((n_lanes, 1), np.int64), np.cumsum(starts, axis=1)],
+                          axis=1)
+    spans = csum[run_lane, run_end] - csum[run_lane, run_start]
+    return ({"lane": run_lane, "start": x0 + run_start * w, "end": x0 + run_end * w,
+             "spans": spans}, w)
 
 
 def build_index(columns: dict[str, dict[str, Any]], lane_labels: list[str],

@@ -20,14 +20,16 @@ KERNEL_CLASSES = ("compute", "communication", "memcpy", "memset", "sync")
 
 
 def load_timeline(run: Run) -> TimelineIndex:
-    lanes: list[tuple[int, int, str, str]] = []  # (rank, order within rank, label, key)
+    # (rank, order within rank, label, key); key = (kind, rank, a, b), joined on in DuckDB as
+    # integers (string keys cost seconds at 10 M rows).
+    lanes: list[tuple[int, int, str, tuple[int, int, int, int]]] = []
     classes = ["step", *(f"op {p}" for p in PHASE_CLASSES),
                *(f"kernel {k}" for k in KERNEL_CLASSES), "kernel other", "collective"]
     cls_of = {c: i for i, c in enumerate(classes)}
     con = run.con
     if run.has("steps"):
         for (rank,) in run.sql("SELECT DISTINCT rank FROM steps"):
-            lanes.append((rank, 0, f"r{rank} steps", f"s/{rank}"))
+            lanes.append((rank, 0, f"r{rank} steps", (STEP, rank, 0, 0)))
     if run.has("ops"):
         rows = run.sql(f"""
             SELECT rank, thread, least(depth, {MAX_DEPTH}) AS d, min(min(start_ns))
@@ -37,18 +39,21 @@ def load_timeline(run: Run) -> TimelineIndex:
         for rank, thread, depth, _ in rows:
             k = thread_no.setdefault((rank, thread), len([t for t in thread_no if t[0] == rank]))
             lanes.append((rank, 1 + k * (MAX_DEPTH + 1) + depth,
-                          f"r{rank} cpu{k} d{depth}", f"o/{rank}/{thread}/{depth}"))
+                          f"r{rank} cpu{k} d{depth}", (OP, rank, thread, depth)))
     if run.has("kernels"):
         for rank, device, stream in run.sql(
                 "SELECT DISTINCT rank, device, stream FROM kernels ORDER BY ALL"):
             lanes.append((rank, 10_000 + (device or 0) * 100_000 + (stream or 0),
-                          f"r{rank} gpu{device} s{stream}", f"k/{rank}/{device}/{stream}"))
+                          f"r{rank} gpu{device} s{stream}",
+                          (KERNEL, rank, device if device is not None else -1,
+                           stream if stream is not None else -1)))
     if run.has("comms"):
         for (rank,) in run.sql("SELECT DISTINCT rank FROM comms"):
-            lanes.append((rank, 10**12, f"r{rank} comms", f"c/{rank}"))
+            lanes.append((rank, 10**12, f"r{rank} comms", (COMM, rank, 0, 0)))
     lanes.sort(key=lambda lane: (lane[0], lane[1]))
-    lane_table = pa.table({"key": [lane[3] for lane in lanes],
-                           "lane": np.arange(len(lanes), dtype=np.int32)})
+    keys = np.array([lane[3] for lane in lanes], np.int64).reshape(-1, 4)
+    lane_table = pa.table({"kind": keys[:, 0], "rank": keys[:, 1], "a": keys[:, 2],
+                           "b": keys[:, 3], "lane": np.arange(len(lanes), dtype=np.int32)})
     con.register("_dash_lanes", lane_table)
     try:
         parts = _spans(run, cls_of)
@@ -68,13 +73,14 @@ def _spans(run: Run, cls_of: dict[str, int]) -> dict[str, dict[str, Any]]:
         parts["steps"] = _fetch(run, f"""
             SELECT s.start_ns, s.end_ns, l.lane, {STEP} AS kind, {cls_of['step']} AS cls,
                    'step ' || s.step AS name, s.step AS ref, s.rank
-            FROM steps s JOIN _dash_lanes l ON l.key = 's/' || s.rank""")
+            FROM steps s JOIN _dash_lanes l ON l.kind = {STEP} AND l.rank = s.rank""")
     if run.has("ops"):
         parts["ops"] = _fetch(run, f"""
             SELECT o.start_ns, o.start_ns + coalesce(o.dur_ns, 0) AS end_ns, l.lane, {OP} AS kind,
                    {case('o.phase', 'op', PHASE_CLASSES)} AS cls, o.name, o.id AS ref, o.rank
             FROM ops o JOIN _dash_lanes l
-              ON l.key = 'o/' || o.rank || '/' || o.thread || '/' || least(o.depth, {MAX_DEPTH})
+              ON l.kind = {OP} AND l.rank = o.rank AND l.a = o.thread
+                 AND l.b = least(o.depth, {MAX_DEPTH})
             WHERE o.name NOT LIKE 'ProfilerStep#%'""")
     if run.has("kernels"):
         parts["kernels"] = _fetch(run, f"""
@@ -82,12 +88,13 @@ def _spans(run: Run, cls_of: dict[str, int]) -> dict[str, dict[str, Any]]:
                    {case('k.kind', 'kernel', KERNEL_CLASSES)} AS cls, k.name,
                    k.start_ns AS ref, k.rank
             FROM kernels k JOIN _dash_lanes l
-              ON l.key = 'k/' || k.rank || '/' || k.device || '/' || k.stream""")
+              ON l.kind = {KERNEL} AND l.rank = k.rank AND l.a = coalesce(k.device, -1)
+                 AND l.b = coalesce(k.stream, -1)""")
     if run.has("comms"):
         parts["comms"] = _fetch(run, f"""
             SELECT c.start_ns, c.start_ns + coalesce(c.dur_ns, 0) AS end_ns, l.lane, {COMM} AS kind,
                    {cls_of['collective']} AS cls, c.collective AS name, c.start_ns AS ref, c.rank
-            FROM comms c JOIN _dash_lanes l ON l.key = 'c/' || c.rank""")
+            FROM comms c JOIN _dash_lanes l ON l.kind = {COMM} AND l.rank = c.rank""")
     return parts
 
 
