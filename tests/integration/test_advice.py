@@ -18,6 +18,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("advice")
     plan = {
         "slow_loader": ["--steps", "12", "--read-ms", "1.5", "--batch-size", "16"],
+        "slow_loader_workers": ["--steps", "12", "--read-ms", "1.5", "--batch-size", "16",
+                                "--num-workers", "2"],
         "sync_in_loop": ["--steps", "10"],
         # The evaluation must dwarf scheduling noise on a busy 2-core machine: 40 batches.
         "periodic_eval": ["--steps", "16", "--eval-every", "4", "--val-batches", "40"],
@@ -25,7 +27,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, args in plan.items():
         run = base / name
-        res = dsprof("run", "-q", "-o", str(run), str(EXAMPLES / f"{name}.py"), *args,
+        script = EXAMPLES / f"{name.removesuffix('_workers')}.py"
+        res = dsprof("run", "-q", "-o", str(run), str(script), *args,
                      cwd=REPO)
         assert res.code == 0, res.stderr
         out[name] = run
@@ -93,3 +96,20 @@ def test_analyze_unknown_analyzer_is_one_clear_error(runs):
     assert res.code == 2
     assert res.stderr.startswith("dsprof: error: no analyzer named nope; known: ")
     assert "Traceback" not in res.stderr
+
+
+def test_diff_compares_two_runs(runs):
+    a, b = runs["slow_loader"], runs["slow_loader_workers"]
+    res = dsprof("diff", str(a), str(b), "--json")
+    assert res.code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["a"]["path"] == str(a) and doc["b"]["path"] == str(b)
+    assert doc["a"]["steps"] == doc["b"]["steps"] == 11
+    assert doc["a"]["samples_per_s"] > 0 and doc["b"]["step_ms"] > 0
+    assert doc["ops"] and all(abs(o["b_ms"] - o["a_ms"] - o["delta_ms"]) < 1e-9
+                              for o in doc["ops"])
+    wait = next(f["id"] for f in _findings(a) if f["kind"] == "input.dataloader_wait")
+    after = {f["id"] for f in doc["resolved"]} | {f["id"] for f in doc["remaining"]}
+    assert wait in after  # the same problem keeps its id in the second run
+    text = dsprof("diff", str(a), str(b))
+    assert text.code == 0 and "mean step" in text.stdout and "samples/s" in text.stdout
