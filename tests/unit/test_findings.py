@@ -14,7 +14,7 @@ from tests.conftest import trace_dir
 
 
 def _finding(**kw) -> Finding:
-    base = dict(analyzer="a", kind="fusion.chain", key="layers.0|add,mul", title="t")
+    base = {"analyzer": "a", "kind": "fusion.chain", "key": "layers.0|add,mul", "title": "t"}
     base.update(kw)
     return Finding(**base)
 

@@ -14,7 +14,9 @@ from dsprof.collectors.host_sync import HostSyncCollector
 
 def _line_of(marker: str) -> str:
     """file:line of the line of this file that holds ``marker`` (in a comment)."""
-    for no, line in enumerate(open(__file__).read().splitlines(), 1):
+    with open(__file__) as f:
+        lines = f.read().splitlines()
+    for no, line in enumerate(lines, 1):
         if marker in line and "_line_of" not in line:
             return f"test_live_hooks.py:{no}"
     raise AssertionError(marker)
