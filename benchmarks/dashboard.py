@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dsprof.rundir import RunDir  # noqa: E402
-from dsprof.schema import OPS, STEPS  # noqa: E402
+from dsprof.rundir import RunDir
+from dsprof.schema import OPS, STEPS
 
 ALL_EVENTS_FLOOR_S = 60.0  # 100 k bars did not draw in 60 s (the note, section 3.2)
 

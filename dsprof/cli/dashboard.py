@@ -9,10 +9,16 @@ def serve(run_a: str, run_b: str | None, host: str, port: int) -> None:
     """Open the runs, print the address and serve until Ctrl-C (also for ``run --dashboard``)."""
     from dsprof.dashboard.app import create_app
     from dsprof.dashboard.server import DashboardServer
+    from dsprof.dashboard.source import RunSource
 
-    server = DashboardServer(create_app(run_a, run_b), host=host, port=port)
-    click.echo(f"dsprof dashboard: {server.url}  (Ctrl-C stops it)", err=True)
-    server.serve_forever()
+    sources = [RunSource(run_a, "A")] + ([RunSource(run_b, "B")] if run_b else [])
+    try:
+        server = DashboardServer(create_app(*sources), host=host, port=port)
+        click.echo(f"dsprof dashboard: {server.url}  (Ctrl-C stops it)", err=True)
+        server.serve_forever()
+    finally:
+        for src in sources:
+            src.close()
 
 
 @click.command("dashboard")

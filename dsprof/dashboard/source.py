@@ -61,6 +61,7 @@ class RunSource:
         self._timeline: TimelineIndex | None = None
         self._summary_lock = threading.Lock()
         self._summary: RunSummary | None = None
+        self._warm_thread: threading.Thread | None = None
 
     @property
     def name(self) -> str:
@@ -131,6 +132,7 @@ class RunSource:
 
         thread = threading.Thread(target=work, daemon=True, name="dsprof-dashboard-warm")
         thread.start()
+        self._warm_thread = thread
         return thread
 
     @cached_property
@@ -140,5 +142,11 @@ class RunSource:
             return load_memory(self.run, t0)
 
     def close(self) -> None:
+        """Wait for the background load (a process that exits while DuckDB runs in another
+        thread aborts), then close the connection."""
+        if self._warm_thread is not None:
+            if self._warm_thread.is_alive():
+                self.run.con.interrupt()  # stop a long scan now rather than wait for it
+            self._warm_thread.join()
         with self.lock:
             self.run.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsprof.dashboard.figures.compare import applied_findings, findings_diff, op_deltas
+from dsprof.analyzers.diff import Applied, Delta
+from dsprof.dashboard.figures.compare import applied_pairs, delta_figure
 from dsprof.dashboard.figures.findings import (
     has_pareto,
     pareto_figure,
@@ -76,6 +77,11 @@ def test_overview_figures(gpu):
     steps = gpu.arrow("SELECT rank, step, dur_ns, profiled FROM steps ORDER BY step")
     fig = step_time_figure(steps, s.steps)
     assert list(fig.data[0].x) == steps.column("step").to_pylist()
+    import pyarrow as pa
+
+    waited = steps.append_column("data_wait_ns", pa.array([5_000_000] * steps.num_rows))
+    wait = [t for t in step_time_figure(waited, s.steps).data if t.name == "waiting for data"]
+    assert list(wait[0].y) == [5.0] * steps.num_rows
     pie = kernel_type_figure(s.kernel_types)
     assert "COMPUTATION" in pie.data[0].labels
 
@@ -119,7 +125,7 @@ def finding(kind: str, key: str, **kw) -> Finding:
     return Finding(analyzer="t", kind=kind, key=key, title=f"{kind} {key}", **kw)
 
 
-def test_findings_figures_and_diff():
+def test_findings_figures():
     pareto = {"pareto": [{"added_s": 0.0, "peak_bytes": 10}, {"added_s": 0.1, "peak_bytes": 5,
                                                               "chosen": True}],
               "measured": {"saving_s": 0.004}}
@@ -129,23 +135,16 @@ def test_findings_figures_and_diff():
     assert [t.name for t in fig.data] == ["Pareto front", "recommended"]
     assert predicted_measured(f) == {"saving_s": (0.005, 0.004)}
     assert len(savings_figure([f]).data[0].x) == 1
-    g, h = finding("fusion.a", "g"), finding("fusion.a", "h")
-    diff = findings_diff([f, g], [g, h])
-    assert [x.id for x in diff["resolved"]] == [f.id]
-    assert [x.id for x in diff["new"]] == [h.id]
-    assert [x.id for x in diff["remaining"]] == [g.id]
-    assert applied_findings([f, g], {"DS_X": "1"}) == [f]
-    assert applied_findings([f], {"DS_X": "0"}) == []
 
 
-def test_op_deltas_rank_by_change():
-    from dsprof.analyzers.breakdown import OpTime
-
-    a = [OpTime("aten::mm", 10, 5.0, 5.0, 50), OpTime("aten::add", 5, 1.0, 1.0, 10)]
-    b = [OpTime("aten::mm", 10, 2.0, 2.0, 40), OpTime("aten::relu", 5, 0.5, 0.5, 10)]
-    rows = op_deltas(a, b)
-    assert [r["name"] for r in rows] == ["aten::mm", "aten::add", "aten::relu"]
-    assert rows[0]["delta_ms"] == -3.0
+def test_compare_figures_from_the_diff():
+    fig = delta_figure([Delta("aten::mm", 5.0, 2.0), Delta("aten::<b>x</b>", 1.0, 1.5)])
+    assert list(fig.data[0].x) == [-3.0, 0.5]
+    assert fig.data[0].marker.color == ("#2ca02c", "#d62728")
+    assert "<b>" not in fig.data[0].y[1]
+    applied = Applied("f-1", "t", predicted_saving_ms=2.0, measured_saving_ms=1.5,
+                      predicted_saving_bytes=0, measured_saving_bytes=100)
+    assert applied_pairs(applied) == {"saving_s": (0.002, 0.0015)}
 
 
 def test_missing_tables_name_the_command(gpu):

@@ -47,7 +47,7 @@ def test_visible_equals_brute_force():
 
 
 def test_window_is_exact_under_the_budget_and_bounded_over_it():
-    index, start, end, lane = synthetic(50_000)
+    index, *_ = synthetic(50_000)
     # a narrow range: every span drawn one by one
     x0, x1 = index.span_ns // 2, index.span_ns // 2 + index.span_ns // 1000
     small = index.window(x0, x1, budget=2000)
@@ -77,7 +77,7 @@ def test_figure_draws_bars_with_escaped_names_and_positions():
     assert sum(len(t.base) for t in bars) == 500 + 2
     hover = " ".join(h for t in bars for h in t.hovertext)
     assert "<img" not in hover and "&lt;img" in hover
-    hl = [t for t in bars if t.name == "finding evidence"][0]
+    hl = next(t for t in bars if t.name == "finding evidence")
     assert list(hl.customdata) == [0, 1]
     assert fig.layout.yaxis.ticktext == tuple(f"lane {k}" for k in range(4))
     assert fig.layout.xaxis.range == (0.0, index.span_ns / 1e6)

@@ -19,7 +19,8 @@ def step_time_figure(steps: pa.Table, stats: StepStats | None) -> go.Figure:
     """Step duration (ms) per step and rank; outlier steps (from ``summarize``) marked.
 
     Args:
-        steps: rank, step, dur_ns, profiled (all steps of the run).
+        steps: rank, step, dur_ns, profiled [, data_wait_ns] (all steps of the run); the
+            time waiting for DataLoader batches is drawn as its own line when recorded.
         stats: the analyzer's step statistics (outliers, excluded step 0), or None.
     """
     fig = go.Figure()
@@ -32,6 +33,12 @@ def step_time_figure(steps: pa.Table, stats: StepStats | None) -> go.Figure:
         m = rank == r
         fig.add_trace(scatter(x=step[m], y=ms[m], mode="lines+markers", name=f"rank {r}",
                               marker={"size": 5}, hovertemplate="step %{x}: %{y:.2f} ms"))
+    if "data_wait_ns" in steps.column_names:
+        wait = steps.column("data_wait_ns").to_numpy(zero_copy_only=False).astype(float) / 1e6
+        if np.isfinite(wait).any() and np.nansum(wait) > 0:
+            fig.add_trace(scatter(x=step, y=wait, mode="lines", name="waiting for data",
+                                  line={"dash": "dash", "color": "#9467bd"},
+                                  hovertemplate="step %{x}: %{y:.2f} ms waiting for data"))
     if profiled.any():
         fig.add_trace(scatter(x=step[profiled], y=ms[profiled], mode="markers",
                               name="profiled (op by op)",

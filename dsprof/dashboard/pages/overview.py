@@ -29,7 +29,9 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
                       kv_table(facts, "run-facts")]
     out += [html.Div(n, className="missing") for n in s.notes]
     if src.has("steps"):
-        steps = src.arrow("SELECT rank, step, dur_ns, profiled FROM steps ORDER BY rank, step")
+        wait = ", data_wait_ns" if "data_wait_ns" in src.columns("steps") else ""
+        steps = src.arrow(f"SELECT rank, step, dur_ns, profiled{wait} FROM steps "
+                          "ORDER BY rank, step")
         out.append(section("Step time", graph("overview-steps", step_time_figure(steps, s.steps))))
     else:
         out.append(section("Step time", missing(src.missing("steps"), "steps")))
