@@ -151,3 +151,34 @@ def test_missing_tables_name_the_command(gpu):
     assert not gpu.has("memory")
     msg = gpu.missing("memory")
     assert "no memory table" in msg and "dsprof run" in msg
+
+
+def test_evidence_links_open_the_timeline_where_they_point(gpu):
+    from dsprof.dashboard.pages.findings import evidence_href
+    from dsprof.dashboard.pages.timeline import details, highlight_indices, initial_range
+    from dsprof.dashboard.timeline import KERNEL
+    from dsprof.findings import Evidence
+
+    index = gpu.timeline
+    assert evidence_href(Evidence("text only")) is None
+    step, s0, s1 = gpu.sql("SELECT step, start_ns, end_ns FROM steps WHERE rank = 0 "
+                           "ORDER BY step LIMIT 1")[0]
+    href = evidence_href(Evidence("a step", rank=0, step=step))
+    assert href == f"/timeline?step={step}&rank=0"
+    # a step opens on that step, padded
+    x0, x1 = initial_range(gpu, {"step": str(step), "rank": "0"}, np.zeros(0, np.int64))
+    assert x0 < s0 - index.t0_ns and x1 > s1 - index.t0_ns
+    assert (x1 - x0) < (s1 - s0) * 1.3
+    # ops open around themselves and are found on their lanes
+    op_id, start, dur = gpu.sql("SELECT id, start_ns, dur_ns FROM ops WHERE rank = 0 "
+                                "AND name = 'aten::mm' LIMIT 1")[0]
+    hl = highlight_indices(gpu, 0, [op_id])
+    assert len(hl) == 1 and index.ref[hl[0]] == op_id
+    x0, x1 = initial_range(gpu, {}, hl)
+    assert x0 < start - index.t0_ns < start + dur - index.t0_ns < x1
+    # a kernel's details name the op that launched it
+    k = next(int(i) for i in np.flatnonzero(index.kind == KERNEL)
+             if gpu.sql("SELECT op_id FROM kernels WHERE start_ns = ? LIMIT 1",
+                        [int(index.ref[i])])[0][0] is not None)
+    lines = details(gpu, KERNEL, int(index.rank[k]), int(index.ref[k]))
+    assert any(line.startswith("launched by: ") for line in lines)

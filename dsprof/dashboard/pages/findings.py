@@ -27,8 +27,12 @@ TITLE = "Findings"
 def evidence_href(ev: Evidence) -> str | None:
     """The timeline link for one piece of evidence, or None when it points at no time or op."""
     q: dict[str, Any] = {}
-    if ev.start_ns is not None and ev.end_ns is not None:
-        q["start"], q["end"] = ev.start_ns, ev.end_ns
+    if ev.start_ns is not None:
+        q["start"] = ev.start_ns
+    if ev.end_ns is not None:
+        q["end"] = ev.end_ns
+    if ev.step is not None:
+        q["step"] = ev.step
     if ev.op_ids:
         q["ops"] = ",".join(str(i) for i in ev.op_ids)
     if not q:

@@ -44,9 +44,9 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     if s.kernel_types:
         tc = tensor_core_share(src)
         tc_text = (f"Tensor Core share of compute-kernel time: {tc:.1f} %" if tc is not None
-                   else "Tensor Core share: the kernels table has no tensor_core column "
-                        "(kernel classification, `dsprof import` or `dsprof run` on a GPU "
-                        "with a newer dsprof)")
+                   else "Tensor Core share: this run's kernels table has no tensor_core "
+                        "column; importing the trace again (`dsprof import`) with a dsprof "
+                        "that classifies kernels adds it")
         out.append(section("GPU", graph("overview-kernel-types",
                                         kernel_type_figure(s.kernel_types)),
                            html.P(tc_text, id="tensor-core-share")))

@@ -1,8 +1,8 @@
 """Timeline: steps, ops, kernels, collectives and memory on lanes; zoom redraws from the server.
 
 Query parameters (all optional), used by finding evidence links:
-``start``/``end`` (ns on the run clock), ``rank`` and ``ops`` (comma-separated ``ops.id``
-values to outline). A zoom sends the new x range to the server, which answers with the
+``start``/``end`` (ns on the run clock), ``step``, ``rank`` and ``ops`` (comma-separated
+``ops.id`` values to outline). A zoom sends the new x range to the server, which answers with the
 level-of-detail figure for it (at most ~2,000 shapes); a click shows the span's details.
 """
 
@@ -43,18 +43,30 @@ def highlight_indices(src: RunSource, rank: int | None, op_ids: list[int]) -> np
 
 def initial_range(src: RunSource, query: dict[str, str],
                   highlight: np.ndarray) -> tuple[int | None, int | None]:
-    """The range to open at (ns since t0): the query's start/end, else the highlighted ops,
-    padded by a tenth on each side so the context shows; None for the whole run."""
+    """The range to open at (ns since t0), from the most precise thing the query names: a
+    start/end, else the highlighted ops, else a step (of ``rank``), else an instant (1 ms
+    around ``start``); padded by a tenth on each side so the context shows. (None, None) for
+    the whole run."""
     index = src.timeline
     start, end = _int(query.get("start")), _int(query.get("end"))
+    step, rank = _int(query.get("step")), _int(query.get("rank"))
     if start is not None and end is not None and end >= start:
-        x0, x1 = start - index.t0_ns, end - index.t0_ns
+        x0, x1 = start, end
     elif len(highlight):
-        x0, x1 = int(index.start[highlight].min()), int(index.end[highlight].max())
+        x0 = int(index.start[highlight].min()) + index.t0_ns
+        x1 = int(index.end[highlight].max()) + index.t0_ns
+    elif step is not None and src.has("steps"):
+        rows = src.sql("SELECT min(start_ns), max(end_ns) FROM steps WHERE step = ? "
+                       "AND (? IS NULL OR rank = ?)", [step, rank, rank])
+        if rows[0][0] is None:
+            return None, None
+        x0, x1 = int(rows[0][0]), int(rows[0][1])
+    elif start is not None:
+        x0, x1 = start - 1_000_000, start + 1_000_000
     else:
         return None, None
     pad = max((x1 - x0) // 10, 1000)
-    return x0 - pad, x1 + pad
+    return x0 - pad - index.t0_ns, x1 + pad - index.t0_ns
 
 
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:
@@ -95,6 +107,11 @@ def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
         want += [c for c in ("class", "tensor_core") if c in src.columns("kernels")]
         rows = src.sql(f"SELECT {', '.join(want)} FROM kernels WHERE rank = ? AND start_ns = ? "
                        "LIMIT 1", [rank, ref])
+        if rows and "op_id" in want and rows[0][want.index("op_id")] is not None:
+            op = src.sql("SELECT name FROM ops WHERE rank = ? AND id = ?",
+                         [rank, rows[0][want.index("op_id")]])
+            if op:
+                want, rows = [*want, "launched by"], [(*rows[0], op[0][0])]
     elif kind == STEP:
         want = [c for c in ("step", "dur_ns", "cpu_ns", "profiled", "device_peak_bytes",
                             "rss_bytes", "source") if c in src.columns("steps")]
