@@ -34,7 +34,7 @@ def op_rows(src: RunSource, by: str = "name") -> list[dict[str, Any]]:
     rows = src.arrow(f"""
         SELECT {key} AS key, count(*) AS count, round(sum(o.self_ns) / 1e6, 3) AS self_ms,
                round(sum(o.dur_ns) / 1e6, 3) AS total_ms,
-               round(avg(o.dur_ns) / 1e3, 2) AS mean_us, sum(o.flops) AS flops {gpu_cols}
+               round(avg(o.dur_ns) / 1e3, 2) AS mean_us, sum(o.flops)::DOUBLE AS flops {gpu_cols}
         FROM ops o {gpu_join}
         WHERE o.cat = 'cpu_op'
         GROUP BY key ORDER BY self_ms DESC, key LIMIT {MAX_ROWS}""")

@@ -212,6 +212,8 @@ def test_every_page_on_an_imported_gpu_trace(gpu_server, open_page):
     page.wait_for_selector("#missing-memory")
     nav(p, "comms")
     page.wait_for_selector(GRAPH.format("comms-overlap"))
+    assert gd_eval(p, "comms-per-rank", "gd.data.map(t => t.name).join(',')") == \
+        "rank 0,rank 1"
     nav(p, "findings")
     page.wait_for_selector(".finding")
     nav(p, "compare")

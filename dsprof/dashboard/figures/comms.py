@@ -36,7 +36,8 @@ def bandwidth_figure(comms: pa.Table) -> go.Figure:
 
 
 def per_rank_step_figure(per_rank: pa.Table) -> go.Figure:
-    """Time in collectives per step and rank; a rank that waits longer stands out.
+    """Time in collectives (or communication kernels) per step and rank; a rank that waits
+    longer stands out.
 
     Args:
         per_rank: rank, step, comm_ns.

@@ -25,12 +25,19 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
                 {'busbw' if 'busbw' in cols else 'algbw'} FROM comms""")
             out.append(section("Bandwidth", graph("comms-bandwidth", bandwidth_figure(table))))
         per_rank = src.arrow("""
-            SELECT rank, coalesce(step, -1) AS step, sum(dur_ns) AS comm_ns FROM comms
+            SELECT rank, coalesce(step, -1) AS step, sum(dur_ns)::BIGINT AS comm_ns FROM comms
             GROUP BY ALL ORDER BY rank, step""")
         out.append(section("Per rank and step",
                            graph("comms-per-rank", per_rank_step_figure(per_rank))))
     else:
         out.append(section("Collectives", missing(src.missing("comms"), "comms")))
+        if src.has("kernels"):
+            per_rank = src.arrow("""
+                SELECT rank, coalesce(step, -1) AS step, sum(dur_ns)::BIGINT AS comm_ns FROM kernels
+                WHERE kind = 'communication' GROUP BY ALL ORDER BY rank, step""")
+            if per_rank.num_rows:
+                out.append(section("Communication kernels per rank and step",
+                                   graph("comms-per-rank", per_rank_step_figure(per_rank))))
     shares = [KernelTypeShare(**k) for k in src.summary.kernel_types]
     if any("COMMUNICATION" in s.kernel_type for s in shares):
         out.append(section("Overlap with compute (device time)",

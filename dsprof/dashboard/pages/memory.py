@@ -56,7 +56,7 @@ def _sites(src: Any) -> Any:
     frames = "frames" if "frames" in src.columns("stacks") else "NULL"
     rows = src.arrow(f"""
         SELECT m.stack_id, any_value(s.{frames})::VARCHAR AS site, count(*) AS allocations,
-               sum(m.bytes) FILTER (WHERE m.bytes > 0) AS allocated_bytes
+               (sum(m.bytes) FILTER (WHERE m.bytes > 0))::DOUBLE AS allocated_bytes
         FROM memory m LEFT JOIN stacks s ON s.stack_id = m.stack_id
         WHERE m.stack_id IS NOT NULL GROUP BY m.stack_id
         ORDER BY allocated_bytes DESC NULLS LAST LIMIT 200""").to_pylist()
