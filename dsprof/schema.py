@@ -134,6 +134,12 @@ KERNELS = Table(
         Column("stream", _I64, "stream id"),
         Column("name", _STR, "kernel name, or the memcpy/memset description"),
         Column("kind", _STR, "compute | communication | memcpy | memset | sync"),
+        Column("category", _STR,
+               "what the kernel does, from its name: gemm | conv | attention | elementwise | "
+               "reduction | norm | memcpy | memset | communication | sync | other"),
+        Column("tensor_core", _BOOL,
+               "true when the kernel ran on Tensor Cores (AMD: matrix cores), from its name; "
+               "null when the name cannot tell (Triton templates)"),
         Column("start_ns", _I64, "start, ns on the run clock"),
         Column("dur_ns", _I64, "duration, ns"),
         Column("correlation", _I64, "CUDA correlation id shared with the launching runtime call"),
