@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
-from dsprof.collectors.device import Device, detect
+from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
+from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
@@ -57,6 +58,7 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.sampler: MetricSampler | None = None
         self._finished = False
         self._timeline_ok = True
 
@@ -65,6 +67,9 @@ class Session:
         import torch
 
         self.device = detect()
+        if self.settings.tf32:
+            enable_tf32()
+            logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
         self.steps = StepCollector(self.device, self._on_boundary)
         self.run.write_meta({
@@ -86,8 +91,16 @@ class Session:
             "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
+            "precision": precision_state(),
         })
         self.steps.install()
+        if self.settings.sample_ms > 0:
+            try:
+                self.sampler = start_sampler(self.settings.sample_ms / 1000, self.raw,
+                                             self.steps.now_ns, self.device,
+                                             nvml_bus_id(self.device))
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                logger.error("metric sampler failed to start: %s: %s", type(exc).__name__, exc)
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
@@ -130,6 +143,11 @@ class Session:
                 timeline.finish()
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
+        if self.sampler is not None:
+            try:
+                self.sampler.stop()
+            except Exception as exc:  # noqa: BLE001
+                logger.error("metric sampler failed: %s: %s", type(exc).__name__, exc)
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
                   "end_ns": steps.now_ns() if steps else None, "rank": self.rank}
@@ -145,6 +163,7 @@ class Session:
             windows=windows,
             capped=any(w["capped"] for w in windows),
             max_capture_s=self.settings.max_capture_s,
+            precision=precision_state(),
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                      len(windows))

@@ -32,17 +32,19 @@ from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
 from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
+from dsprof.ingest.samples import build_device_samples
 from dsprof.ingest.steps import step_column, steps_from_record, steps_from_spans
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import SESSION_FILE, RunDir
-from dsprof.schema import KERNELS, MEMORY, OPS, STEPS, Table
+from dsprof.rundir import SAMPLES_FILE, SESSION_FILE, RunDir
+from dsprof.schema import DEVICE_SAMPLES, KERNELS, MEMORY, OPS, STEPS, Table
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
 
 
 def is_trace_file(path: Path) -> bool:
-    return path.is_file() and path.name != SESSION_FILE and path.name.endswith(TRACE_SUFFIXES)
+    return (path.is_file() and path.name not in (SESSION_FILE, SAMPLES_FILE)
+            and path.name.endswith(TRACE_SUFFIXES))
 
 
 @dataclass
@@ -148,6 +150,11 @@ def ingest_rank(run: RunDir, rank: int,
                 if name not in staged:
                     stage(name, table, parts[name])
             stage("steps", STEPS, [steps_cols])
+            samples_file = raw / SAMPLES_FILE
+            if samples_file.is_file():
+                spans = list(zip(steps_cols["step"], steps_cols["start_ns"], steps_cols["end_ns"]))
+                stage("device_samples", DEVICE_SAMPLES, [build_device_samples(
+                    orjson.loads(samples_file.read_bytes()), rank, spans)])
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
             done = {name: f.result() for name, f in staged.items()}
