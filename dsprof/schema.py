@@ -202,7 +202,26 @@ DEVICE_SAMPLES = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY, DEVICE_SAMPLES)}
+CUPTI_KERNELS = Table(
+    "cupti_kernels",
+    "Kernels of the whole run outside the profiler windows, recorded by the cupti kernel mode "
+    "(DSPROF_CUPTI_KERNELS=1): name and times only, no launching op.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step the kernel started in (by start time)"),
+        Column("device", _I32, "device index"),
+        Column("stream", _I64, "stream id"),
+        Column("name", _STR, "kernel name"),
+        Column("category", _STR, "what the kernel does, as kernels.category"),
+        Column("tensor_core", _BOOL, "ran on Tensor Cores, as kernels.tensor_core"),
+        Column("start_ns", _I64, "start, ns on the run clock"),
+        Column("dur_ns", _I64, "duration, ns"),
+        Column("correlation", _I64, "CUDA correlation id"),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY, DEVICE_SAMPLES,
+                                                CUPTI_KERNELS)}
 
 
 def table(name: str) -> Table:

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
+from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
@@ -59,6 +60,7 @@ class Session:
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
         self.sampler: MetricSampler | None = None
+        self.cupti: CuptiKernelCollector | None = None
         self._finished = False
         self._timeline_ok = True
 
@@ -72,6 +74,8 @@ class Session:
             logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
         self.steps = StepCollector(self.device, self._on_boundary)
+        if self.settings.cupti_kernels:
+            self._start_cupti()
         self.run.write_meta({
             "source": "run",
             "status": "running",
@@ -109,6 +113,17 @@ class Session:
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
 
+    def _start_cupti(self) -> None:
+        """Whole-run kernel records, handed over to the profiler around every window (the
+        bootstrap capture holds CUPTI first; the mode starts recording when it ends)."""
+        try:
+            self.cupti = CuptiKernelCollector.open(self.device, self.raw, self.steps.now_ns)
+        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+            logger.error("cupti kernel mode failed to start: %s: %s", type(exc).__name__, exc)
+        if self.cupti is not None and self.timeline is not None:
+            self.timeline.before_profiler = self.cupti.pause
+            self.timeline.after_profiler = self.cupti.resume
+
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
         if self.steps is not None and not self._finished:
@@ -143,6 +158,11 @@ class Session:
                 timeline.finish()
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
+        if self.cupti is not None:
+            try:
+                self.cupti.finish()
+            except Exception as exc:  # noqa: BLE001
+                logger.error("cupti kernel mode failed: %s: %s", type(exc).__name__, exc)
         if self.sampler is not None:
             try:
                 self.sampler.stop()

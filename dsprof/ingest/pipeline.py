@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
@@ -36,14 +37,14 @@ from dsprof.ingest.samples import build_device_samples
 from dsprof.ingest.steps import step_column, steps_from_record, steps_from_spans
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import SAMPLES_FILE, SESSION_FILE, RunDir
-from dsprof.schema import DEVICE_SAMPLES, KERNELS, MEMORY, OPS, STEPS, Table
+from dsprof.rundir import CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
+from dsprof.schema import CUPTI_KERNELS, DEVICE_SAMPLES, KERNELS, MEMORY, OPS, STEPS, Table
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
 
 
 def is_trace_file(path: Path) -> bool:
-    return (path.is_file() and path.name not in (SESSION_FILE, SAMPLES_FILE)
+    return (path.is_file() and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE)
             and path.name.endswith(TRACE_SUFFIXES))
 
 
@@ -150,11 +151,13 @@ def ingest_rank(run: RunDir, rank: int,
                 if name not in staged:
                     stage(name, table, parts[name])
             stage("steps", STEPS, [steps_cols])
-            samples_file = raw / SAMPLES_FILE
-            if samples_file.is_file():
-                spans = list(zip(steps_cols["step"], steps_cols["start_ns"], steps_cols["end_ns"]))
-                stage("device_samples", DEVICE_SAMPLES, [build_device_samples(
-                    orjson.loads(samples_file.read_bytes()), rank, spans)])
+            spans = list(zip(steps_cols["step"], steps_cols["start_ns"], steps_cols["end_ns"]))
+            for fname, tname, table, build in (
+                    (SAMPLES_FILE, "device_samples", DEVICE_SAMPLES, build_device_samples),
+                    (CUPTI_KERNELS_FILE, "cupti_kernels", CUPTI_KERNELS, build_cupti_kernels)):
+                if (raw / fname).is_file():
+                    doc_ = orjson.loads((raw / fname).read_bytes())
+                    stage(tname, table, [build(doc_, rank, spans)])
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
             done = {name: f.result() for name, f in staged.items()}
