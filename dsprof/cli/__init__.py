@@ -46,6 +46,7 @@ def main() -> None:
 
 
 def _register() -> None:
+    from dsprof.cli.gpu import gpu_command
     from dsprof.cli.import_cmd import import_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
@@ -53,6 +54,7 @@ def _register() -> None:
     main.add_command(run_command)
     main.add_command(summary_command)
     main.add_command(import_command)
+    main.add_command(gpu_command)
 
 
 _register()
