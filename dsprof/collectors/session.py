@@ -20,7 +20,9 @@ import orjson
 
 from dsprof._version import __version__
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
+from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
+from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
@@ -59,6 +61,8 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.data: DataLoaderCollector | None = None
+        self.syncs: HostSyncCollector | None = None
         self.sampler: MetricSampler | None = None
         self.cupti: CuptiKernelCollector | None = None
         self._finished = False
@@ -73,7 +77,10 @@ class Session:
             enable_tf32()
             logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
-        self.steps = StepCollector(self.device, self._on_boundary)
+        self.data = DataLoaderCollector()
+        self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step)
+        steps = self.steps
+        self.syncs = HostSyncCollector(lambda: steps.steps_done)
         if self.settings.cupti_kernels:
             self._start_cupti()
         self.run.write_meta({
@@ -98,6 +105,13 @@ class Session:
             "precision": precision_state(),
         })
         self.steps.install()
+        for hooks in (self.data, self.syncs):
+            try:
+                hooks.install()
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                hooks.uninstall()
+                logger.error("%s failed to install and is off: %s: %s", type(hooks).__name__,
+                             type(exc).__name__, exc)
         if self.settings.sample_ms > 0:
             try:
                 self.sampler = start_sampler(self.settings.sample_ms / 1000, self.raw,
@@ -153,6 +167,9 @@ class Session:
         steps, timeline = self.steps, self.timeline
         if steps is not None:
             steps.uninstall()
+        for hooks in (self.data, self.syncs):
+            if hooks is not None:
+                hooks.uninstall()
         if timeline is not None and self._timeline_ok:
             try:
                 timeline.finish()
@@ -170,7 +187,9 @@ class Session:
                 logger.error("metric sampler failed: %s: %s", type(exc).__name__, exc)
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
-                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank}
+                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
+                  "dataloaders": self.data.rows() if self.data else [],
+                  "host_syncs": self.syncs.rows() if self.syncs else []}
         atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(record))
         self.run.update_meta(
             status="finished",
