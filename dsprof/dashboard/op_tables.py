@@ -42,7 +42,7 @@ def op_rows(src: RunSource, by: str = "name") -> list[dict[str, Any]]:
 
 
 def kernel_rows(src: RunSource) -> list[dict[str, Any]]:
-    """Kernels grouped by name: kind (and class when present), count, total and mean time,
+    """Kernels grouped by name: kind (and category when present), count, total and mean time,
     share of all kernel time, Tensor Core flag when the run has it."""
     if not src.has("kernels"):
         return []
@@ -50,21 +50,11 @@ def kernel_rows(src: RunSource) -> list[dict[str, Any]]:
     extra = ""
     if "tensor_core" in cols:
         extra += ", bool_or(tensor_core) AS tensor_core"
-    if "class" in cols:
-        extra += ", any_value(class) AS class"
+    if "category" in cols:
+        extra += ", any_value(category) AS category"
     rows = src.arrow(f"""
         SELECT name, any_value(kind) AS kind, count(*) AS count,
                round(sum(dur_ns) / 1e6, 3) AS total_ms, round(avg(dur_ns) / 1e3, 2) AS mean_us,
                round(100.0 * sum(dur_ns) / sum(sum(dur_ns)) OVER (), 2) AS percent {extra}
         FROM kernels GROUP BY name ORDER BY total_ms DESC, name LIMIT {MAX_ROWS}""")
     return rows.to_pylist()
-
-
-def tensor_core_share(src: RunSource) -> float | None:
-    """Percent of compute-kernel time on Tensor Cores, when kernels carry the flag."""
-    if "tensor_core" not in src.columns("kernels"):
-        return None
-    (pct,) = src.sql("""
-        SELECT 100.0 * sum(CASE WHEN tensor_core THEN dur_ns ELSE 0 END)
-               / nullif(sum(dur_ns), 0) FROM kernels WHERE kind = 'compute'""")[0]
-    return None if pct is None else float(pct)

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from dsprof.analyzers.breakdown import RunSummary, summarize
+from dsprof.analyzers.gpu_report import GpuReport, gpu_report
 from dsprof.analyzers.registry import Analysis, read_findings
 from dsprof.dashboard.memseries import DeviceSeries, load_memory
 from dsprof.dashboard.timeline import TimelineIndex
@@ -61,6 +62,7 @@ class RunSource:
         self._timeline: TimelineIndex | None = None
         self._summary_lock = threading.Lock()
         self._summary: RunSummary | None = None
+        self._gpu: GpuReport | None = None
         self._warm_thread: threading.Thread | None = None
 
     @property
@@ -91,6 +93,15 @@ class RunSource:
     def arrow(self, query: str, params: list[Any] | None = None) -> pa.Table:
         with self.lock:
             return self.run.arrow(query, params)
+
+    @property
+    def gpu(self) -> GpuReport:
+        """``dsprof gpu``'s facts (kernel categories, Tensor Core share, MFU, samples)."""
+        with self._summary_lock:
+            if self._gpu is None:
+                with self.lock:
+                    self._gpu = gpu_report(self.run)
+            return self._gpu
 
     @property
     def summary(self) -> RunSummary:
@@ -125,7 +136,7 @@ class RunSource:
         of a big run does not wait for them."""
         def work() -> None:
             try:
-                self.timeline  # noqa: B018 - builds and caches it
+                self.timeline.window()  # builds and caches the index and the first view
                 self.summary  # noqa: B018
             except Exception:  # noqa: BLE001 - the page that needs it will report the error
                 logger.debug("background load of %s failed", self.path, exc_info=True)

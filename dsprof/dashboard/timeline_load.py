@@ -17,14 +17,19 @@ from dsprof.run import Run
 
 PHASE_CLASSES = ("forward", "backward", "optimizer", "data", "other")
 KERNEL_CLASSES = ("compute", "communication", "memcpy", "memset", "sync")
+# kernels.category when the run has it (what the kernel does, from its name): finer colours
+KERNEL_CATEGORIES = ("gemm", "conv", "attention", "elementwise", "reduction", "norm", "memcpy",
+                     "memset", "communication", "sync")
 
 
 def load_timeline(run: Run) -> TimelineIndex:
     # (rank, order within rank, label, key); key = (kind, rank, a, b), joined on in DuckDB as
     # integers (string keys cost seconds at 10 M rows).
     lanes: list[tuple[int, int, str, tuple[int, int, int, int]]] = []
+    kernel_classes = (KERNEL_CATEGORIES if "category" in _columns(run, "kernels")
+                      else KERNEL_CLASSES)
     classes = ["step", *(f"op {p}" for p in PHASE_CLASSES),
-               *(f"kernel {k}" for k in KERNEL_CLASSES), "kernel other", "collective"]
+               *(f"kernel {k}" for k in kernel_classes), "kernel other", "collective"]
     cls_of = {c: i for i, c in enumerate(classes)}
     con = run.con
     if run.has("steps"):
@@ -56,13 +61,18 @@ def load_timeline(run: Run) -> TimelineIndex:
                            "b": keys[:, 3], "lane": np.arange(len(lanes), dtype=np.int32)})
     con.register("_dash_lanes", lane_table)
     try:
-        parts = _spans(run, cls_of)
+        parts = _spans(run, cls_of, kernel_classes)
     finally:
         con.unregister("_dash_lanes")
     return build_index(parts, [lane[2] for lane in lanes], classes)
 
 
-def _spans(run: Run, cls_of: dict[str, int]) -> dict[str, dict[str, Any]]:
+def _columns(run: Run, table: str) -> set[str]:
+    return {r[0] for r in run.sql(f"DESCRIBE {table}")} if run.has(table) else set()
+
+
+def _spans(run: Run, cls_of: dict[str, int],
+           kernel_classes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     parts: dict[str, dict[str, Any]] = {}
 
     def case(column: str, prefix: str, values: tuple[str, ...]) -> str:
@@ -83,9 +93,10 @@ def _spans(run: Run, cls_of: dict[str, int]) -> dict[str, dict[str, Any]]:
                  AND l.b = least(o.depth, {MAX_DEPTH})
             WHERE o.name NOT LIKE 'ProfilerStep#%'""")
     if run.has("kernels"):
+        kernel_col = "k.category" if kernel_classes is KERNEL_CATEGORIES else "k.kind"
         parts["kernels"] = _fetch(run, f"""
             SELECT k.start_ns, k.start_ns + coalesce(k.dur_ns, 0) AS end_ns, l.lane, {KERNEL} AS kind,
-                   {case('k.kind', 'kernel', KERNEL_CLASSES)} AS cls, k.name,
+                   {case(kernel_col, 'kernel', kernel_classes)} AS cls, k.name,
                    k.start_ns AS ref, k.rank
             FROM kernels k JOIN _dash_lanes l
               ON l.kind = {KERNEL} AND l.rank = k.rank AND l.a = coalesce(k.device, -1)

@@ -81,6 +81,7 @@ def test_every_page_on_a_cpu_run(cpu_server, open_page):
     page.wait_for_selector(GRAPH.format("overview-phases"))
     assert "forward" in str(gd_eval(p, "overview-phases", "gd.data[0].y"))
     assert page.is_visible("#missing-kernels")  # a CPU run says what would collect kernels
+    page.wait_for_selector(GRAPH.format("overview-samples"))  # CPU utilization, sampled
     assert "Fuse the ops around aten::mm" in page.inner_text("#overview-findings")
     # Timeline: lanes for steps and host ops, bars drawn
     nav(p, "timeline")
@@ -201,6 +202,8 @@ def test_every_page_on_an_imported_gpu_trace(gpu_server, open_page):
     page.wait_for_selector(GRAPH.format("overview-kernel-types"))
     labels = str(gd_eval(p, "overview-kernel-types", "gd.data[0].labels"))
     assert "COMPUTATION" in labels and "COMMUNICATION" in labels
+    page.wait_for_selector(GRAPH.format("overview-kernel-categories"))
+    assert "Tensor Cores:" in page.inner_text("#tensor-core-share")
     nav(p, "timeline")
     page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
     ticks = " ".join(gd_eval(p, "timeline-graph", "gd.layout.yaxis.ticktext"))

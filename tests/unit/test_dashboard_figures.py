@@ -14,7 +14,12 @@ from dsprof.dashboard.figures.findings import (
     savings_figure,
 )
 from dsprof.dashboard.figures.memory import memory_over_time_figure, peak_breakdown_figure
-from dsprof.dashboard.figures.overview import kernel_type_figure, step_time_figure
+from dsprof.dashboard.figures.overview import (
+    kernel_category_figure,
+    kernel_type_figure,
+    samples_figure,
+    step_time_figure,
+)
 from dsprof.dashboard.memseries import DeviceSeries
 from dsprof.dashboard.op_tables import kernel_rows, op_rows
 from dsprof.dashboard.source import RunSource
@@ -84,6 +89,18 @@ def test_overview_figures(gpu):
     assert list(wait[0].y) == [5.0] * steps.num_rows
     pie = kernel_type_figure(s.kernel_types)
     assert "COMPUTATION" in pie.data[0].labels
+    cats = kernel_category_figure(gpu.gpu.categories)
+    assert "gemm" in cats.data[0].y and any("Tensor Cores" in t for t in cats.data[0].text)
+
+
+def test_samples_figure_skips_empty_metrics():
+    import pyarrow as pa
+
+    samples = pa.table({"rank": [0, 0, 1], "t_ms": [0.0, 100.0, 0.0],
+                        "cpu_util": [50.0, 80.0, 20.0], "gpu_util": [None, None, None]})
+    fig = samples_figure(samples)
+    assert [t.name for t in fig.data] == ["CPU % (of one core) r0", "CPU % (of one core) r1"]
+    assert list(fig.data[0].y) == [50.0, 80.0]
 
 
 def test_memory_series_keeps_every_peak(mem):

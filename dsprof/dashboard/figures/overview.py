@@ -90,3 +90,47 @@ def top_ops_figure(top_ops: Sequence[Any], n: int = 10) -> go.Figure:
     fig.update_layout(title="Top ops by self time", xaxis_title="ms",
                       yaxis={"autorange": "reversed"}, **_LAYOUT)
     return fig
+
+
+def kernel_category_figure(categories: Sequence[dict[str, Any]]) -> go.Figure:
+    """GPU time by kernel category (``gpu_report``), each bar labelled with the share of its
+    time on Tensor Cores."""
+    fig = go.Figure(go.Bar(
+        x=[c["gpu_ms"] for c in categories], y=[plain(c["category"]) for c in categories],
+        orientation="h", textposition="auto",
+        text=[f"{c['share'] * 100:.1f} % | Tensor Cores {c['tensor_core_share'] * 100:.0f} %"
+              for c in categories],
+        hovertemplate="%{y}: %{x:.2f} ms<extra></extra>"))
+    fig.update_layout(title="GPU time by kernel category", xaxis_title="ms",
+                      yaxis={"autorange": "reversed"}, **_LAYOUT)
+    return fig
+
+
+SAMPLED = (("cpu_util", "CPU % (of one core)"), ("gpu_util", "GPU busy %"),
+           ("mem_util", "GPU memory bandwidth %"), ("tensor_util", "Tensor Core %"),
+           ("sm_util", "SMs busy %"))
+
+
+def samples_figure(samples: pa.Table) -> go.Figure:
+    """Sampled utilizations over time (``device_samples``), one line per metric and rank;
+    columns that are all null (no GPU, no NVML) are left out.
+
+    Args:
+        samples: rank, t_ms (ms since the run's first sample) and any of the SAMPLED columns.
+    """
+    fig = go.Figure()
+    rank = samples.column("rank").to_numpy(zero_copy_only=False)
+    t = samples.column("t_ms").to_numpy(zero_copy_only=False)
+    for col, label in SAMPLED:
+        if col not in samples.column_names:
+            continue
+        y = samples.column(col).to_numpy(zero_copy_only=False).astype(float)
+        for r in np.unique(rank):
+            m = (rank == r) & np.isfinite(y)
+            if m.any():
+                fig.add_trace(go.Scatter(x=t[m], y=y[m], mode="lines",
+                                         name=f"{label} r{r}" if len(np.unique(rank)) > 1
+                                         else label))
+    fig.update_layout(title="Sampled utilization", xaxis_title="ms", yaxis_title="%",
+                      **_LAYOUT)
+    return fig

@@ -27,6 +27,9 @@ COLORS = {
     "kernel compute": "#17becf", "kernel communication": "#d62728", "kernel memcpy": "#bcbd22",
     "kernel memset": "#8c564b", "kernel sync": "#e377c2", "kernel other": "#c7c7c7",
     "collective": "#d62728",
+    # kernels.category
+    "kernel gemm": "#17becf", "kernel conv": "#1f9e89", "kernel attention": "#6a3d9a",
+    "kernel elementwise": "#aec7e8", "kernel reduction": "#ffbb78", "kernel norm": "#98df8a",
 }
 HIGHLIGHT = "#e41a1c"
 UIREVISION = "timeline"

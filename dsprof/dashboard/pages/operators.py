@@ -25,7 +25,8 @@ OP_COLUMNS = [
 ]
 KERNEL_COLUMNS = [
     {"field": "name", "filter": "agTextColumnFilter", "flex": 4},
-    {"field": "kind", "filter": "agTextColumnFilter"}, {"field": "class"},
+    {"field": "kind", "filter": "agTextColumnFilter"},
+    {"field": "category", "filter": "agTextColumnFilter"},
     {"field": "count", **_NUM}, {"field": "total_ms", "headerName": "total ms", "sort": "desc",
                                  **_NUM},
     {"field": "mean_us", "headerName": "mean us", **_NUM}, {"field": "percent", **_NUM},

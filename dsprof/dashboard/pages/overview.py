@@ -8,12 +8,14 @@ from typing import Any
 from dash import dcc, html
 
 from dsprof.dashboard.figures.overview import (
+    SAMPLED,
+    kernel_category_figure,
     kernel_type_figure,
     phase_figure,
+    samples_figure,
     step_time_figure,
     top_ops_figure,
 )
-from dsprof.dashboard.op_tables import tensor_core_share
 from dsprof.dashboard.pages.common import graph, kv_table, missing, section
 from dsprof.dashboard.text import fmt_bytes
 
@@ -42,16 +44,17 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
                else html.Div())
     out.append(section("Where the time went", html.Div(row, className="grid2")))
     if s.kernel_types:
-        tc = tensor_core_share(src)
-        tc_text = (f"Tensor Core share of compute-kernel time: {tc:.1f} %" if tc is not None
-                   else "Tensor Core share: this run's kernels table has no tensor_core "
-                        "column; importing the trace again (`dsprof import`) with a dsprof "
-                        "that classifies kernels adds it")
-        out.append(section("GPU", graph("overview-kernel-types",
-                                        kernel_type_figure(s.kernel_types)),
-                           html.P(tc_text, id="tensor-core-share")))
+        out.append(section("GPU", *_gpu(src, s.kernel_types)))
     else:
         out.append(section("GPU", missing(src.missing("kernels"), "kernels")))
+    cols = [c for c, _ in SAMPLED if c in src.columns("device_samples")]
+    if cols:
+        samples = src.arrow(f"""
+            SELECT rank, (ts_ns - min(ts_ns) OVER ()) / 1e6 AS t_ms, {', '.join(cols)}
+            FROM device_samples ORDER BY rank, ts_ns""")
+        fig = samples_figure(samples)
+        if fig.data:
+            out.append(section("Utilization", graph("overview-samples", fig)))
     if s.memory:
         out.append(section("Peak memory", kv_table(
             {f"rank {p.rank} {p.device} ({p.source})": fmt_bytes(p.peak_bytes)
@@ -60,6 +63,19 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
     out.append(section("Top findings", _findings(src), sid="overview-findings"))
     return html.Div(out)
+
+
+def _gpu(src: Any, kernel_types: list[dict[str, Any]]) -> list[Any]:
+    rep = src.gpu
+    row: list[Any] = [graph("overview-kernel-types", kernel_type_figure(kernel_types))]
+    if rep.categories and any(c.get("category") for c in rep.categories):
+        row.append(graph("overview-kernel-categories", kernel_category_figure(rep.categories)))
+    tc = rep.tensor_core
+    text = (f"Tensor Cores: {tc['of_matrix'] * 100:.1f} % of gemm/conv/attention kernel time, "
+            f"{tc['of_kernels'] * 100:.1f} % of all kernel time." if tc
+            else "Tensor Core share: this run's kernels carry no tensor_core flag.")
+    return [html.Div(row, className="grid2"), html.P(text, id="tensor-core-share"),
+            *[html.P(n, className="missing") for n in rep.notes]]
 
 
 def _findings(src: Any) -> Any:

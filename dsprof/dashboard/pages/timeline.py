@@ -104,7 +104,7 @@ def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
     elif kind == KERNEL:
         want = ["name", "kind", "device", "stream", "step", "dur_ns", "grid", "block",
                 "registers", "shared_mem", "occupancy", "op_id"]
-        want += [c for c in ("class", "tensor_core") if c in src.columns("kernels")]
+        want += [c for c in ("category", "tensor_core") if c in src.columns("kernels")]
         rows = src.sql(f"SELECT {', '.join(want)} FROM kernels WHERE rank = ? AND start_ns = ? "
                        "LIMIT 1", [rank, ref])
         if rows and "op_id" in want and rows[0][want.index("op_id")] is not None:
