@@ -31,6 +31,10 @@ from dsprof.run import Run
 # heavier code; listing names keeps ``import dsprof`` light). Order does not matter: findings
 # are ranked by saving. Add a line here to register an analyzer.
 ANALYZERS: tuple[str, ...] = (
+    "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
+    "dsprof.analyzers.straggler:StragglerAnalyzer",
+    "dsprof.analyzers.comm_overlap_finding:CommOverlapAnalyzer",
+    "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
 )
 
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.comms import build_comms
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
@@ -36,7 +37,7 @@ from dsprof.ingest.steps import step_column, steps_from_record, steps_from_spans
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
 from dsprof.rundir import SESSION_FILE, RunDir
-from dsprof.schema import KERNELS, MEMORY, OPS, STEPS, Table
+from dsprof.schema import COMMS, KERNELS, MEMORY, OPS, STEPS, Table
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
 
@@ -97,7 +98,8 @@ def ingest_rank(run: RunDir, rank: int,
                 progress: Callable[[int, Path], None] | None = None) -> RankResult:
     raw = run.raw_dir(rank)
     res = RankResult(rank)
-    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": [], "memory": []}
+    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": [], "memory": [],
+                                             "comms": []}
     step_spans: list[tuple[int, int, int]] = []
     next_id = 0
     paths = sorted(p for p in raw.iterdir() if is_trace_file(p))
@@ -140,11 +142,14 @@ def ingest_rank(run: RunDir, rank: int,
                 step_spans.extend(spans)
                 res.events += n_events
             steps_file = raw / SESSION_FILE
-            if steps_file.is_file():
-                steps_cols = steps_from_record(orjson.loads(steps_file.read_bytes()), rank)
+            record = orjson.loads(steps_file.read_bytes()) if steps_file.is_file() else None
+            # a rank that died before saving has only its start record: steps from the traces
+            if record is not None and record.get("status") != "running":
+                steps_cols = steps_from_record(record, rank)
             else:
                 steps_cols = steps_from_spans(step_spans, rank)
-            for name, table in (("ops", OPS), ("kernels", KERNELS), ("memory", MEMORY)):
+            for name, table in (("ops", OPS), ("kernels", KERNELS), ("memory", MEMORY),
+                                ("comms", COMMS)):
                 if name not in staged:
                     stage(name, table, parts[name])
             stage("steps", STEPS, [steps_cols])
@@ -171,13 +176,16 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
         ops_done(ops.columns)
     kernels = device_ops.build_kernels(parsed.device, ops, base_ns=base, rank=rank)
     memory = device_ops.build_memory(parsed.memory, ops, base_ns=base, rank=rank)
+    comms = build_comms(parsed.host, parsed.device, ops, kernels, base_ns=base, rank=rank,
+                        dist_info=doc.doc.distributedInfo)
     for key, count in parsed.skipped.items():
         res.skipped[key] = res.skipped.get(key, 0) + count
     meta = doc.metadata
     if not res.trace_meta:
         res.trace_meta = {k: meta[k] for k in ("deviceProperties", "distributedInfo",
                                                "schemaVersion") if k in meta}
-    return {"ops": ops.columns, "kernels": kernels, "memory": memory}, ops.step_spans, \
+    return {"ops": ops.columns, "kernels": kernels, "memory": memory, "comms": comms}, \
+        ops.step_spans, \
         parsed.n_events
 
 
