@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import statistics
 
+from dsprof.analyzers.comm_bandwidth import bandwidth_summary
 from dsprof.analyzers.comm_overlap import comm_overlap
 from dsprof.analyzers.comm_skew import rank_skew
 from dsprof.analyzers.ddp_buckets import buckets
@@ -63,6 +64,13 @@ class CommBoundAnalyzer(Analyzer):
         options = self._options(ar_bytes, fp32, buckets(con))
         saving = 0.5 * transfer / 1e9 if fp32 else 0.0
         worst = max(shares, key=lambda x: x[1])[0]
+        bw = bandwidth_summary(con, ctx.meta)
+        ar_bw = next((b for b in bw if b["collective"] == "all_reduce"), None)
+        link = ""
+        if ar_bw and ar_bw["busbw_gbps"]:
+            link = f"All-reduce bus bandwidth (median) {ar_bw['busbw_gbps']:.2f} GB/s"
+            link += (f", {ar_bw['peak_pct']:.0f}% of {ar_bw['link']}'s nominal "
+                     f"{ar_bw['peak_gbps']:.0f} GB/s. " if ar_bw["peak_pct"] is not None else ". ")
         bucket_list = sorted({(b.index, b.nbytes) for b in buckets(con) if b.nbytes})
         fix = ("from torch.distributed.algorithms.ddp_comm_hooks import default_hooks\n"
                "ddp_model.register_comm_hook(state=None, hook=default_hooks.bf16_compress_hook)\n"
@@ -83,7 +91,7 @@ class CommBoundAnalyzer(Analyzer):
                 f"Per rank and step (median): {comm / 1e6:.1f} ms of communication, "
                 f"{exposed / 1e6:.1f} ms of it exposed ({share:.0%} of the step), "
                 f"{transfer / 1e6:.1f} ms of that transfer rather than waiting for other ranks. "
-                f"All-reduces move {ar_bytes / 2**20:.1f} MiB per step ({dtype}). "
+                f"All-reduces move {ar_bytes / 2**20:.1f} MiB per step ({dtype}). {link}"
                 + (f"bf16 compression sends half of it ({ar_bytes / 2 / 2**20:.1f} MiB less), "
                    f"saving about {saving * 1e3:.1f} ms per step if transfer time follows "
                    "bytes. " if fp32 else "")
@@ -101,7 +109,8 @@ class CommBoundAnalyzer(Analyzer):
                                      "exposed_ns": o.exposed_ns,
                                      "overlap_pct": round(o.overlap_pct, 2)}
                                     for o, _ in shares],
-                  "options": options, "buckets_bytes": [b for _, b in bucket_list]},
+                  "options": options, "buckets_bytes": [b for _, b in bucket_list],
+                  "bandwidth": bw},
         )]
 
     @staticmethod

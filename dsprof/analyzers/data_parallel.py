@@ -28,9 +28,8 @@ class DataParallelAnalyzer(Analyzer):
         rows = ctx.run.sql("""
             WITH dp AS (
                 SELECT rank, step, id, start_ns, dur_ns FROM ops
-                WHERE cat = 'module' AND (name = 'DataParallel' OR name LIKE 'DataParallel\\_%'
-                                          ESCAPE '\\' OR name LIKE 'DataParallel.%' ESCAPE '\\')
-                  AND parent_id IS NULL OR (cat = 'module' AND name = 'DataParallel')),
+                WHERE cat = 'module'
+                  AND regexp_matches(name, '(^|\\.)DataParallel(_[0-9]+)?$')),
             inner_ AS (
                 SELECT o.rank, o.parent_id AS id, sum(o.dur_ns) AS inner_ns FROM ops o
                 JOIN dp ON dp.rank = o.rank AND o.parent_id = dp.id

@@ -5,8 +5,8 @@ Example:
     a data loader with fewer workers); ranks 0-2 spend those 40 ms waiting inside NCCL/gloo.
 Pattern:
     over the collectives matched across ranks (comm_skew.py), one rank is last in at least
-    half of them and the gap it causes (its arrival minus the next-latest rank's) is at least
-    1 ms and 2 % of a step.
+    three quarters of them and the gap it causes (its arrival minus the next-latest rank's) is
+    at least 1 ms and 5 % of a step.
 Algorithm:
     saving per step = that gap summed over the collectives where the rank came last, divided
     by the steps they span: what every step would gain if the rank kept pace with the
@@ -20,9 +20,9 @@ from dsprof.analyzers.comm_skew import collective_skew, rank_skew
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
-MIN_LAST_SHARE = 0.5
+MIN_LAST_SHARE = 0.75
 MIN_GAP_S = 1e-3
-MIN_STEP_SHARE = 0.02
+MIN_STEP_SHARE = 0.05
 
 
 class StragglerAnalyzer(Analyzer):
