@@ -20,6 +20,7 @@ No profiler code lives here; the script is a plain training loop and runs unmodi
 import argparse
 import os
 import signal
+import socket
 import time
 
 import torch
@@ -52,8 +53,11 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     if "RANK" not in os.environ:  # plain `python examples/ddp_train.py`: a one-rank group
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
         os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", "29531"))
+                          MASTER_PORT=str(port))
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
 
