@@ -12,7 +12,8 @@
   spans carry no id linking them to their call, so each is paired with the earliest unpaired
   call of the same collective and element count that started before it (worker threads can run
   buckets out of order, so plain order would mismatch them). The process group is the trace's
-  only one (``distributedInfo.pg_config``); with several groups it is left null.
+  only one (``distributedInfo.pg_config``); with several groups it is left null (and the group
+  size is still known when every group has the same size).
 
 Bandwidth follows nccl-tests (doc/PERFORMANCE.md): algbw = S / t with S the input size (the
 output size for all_gather), busbw = algbw x 2(n-1)/n for all_reduce, x (n-1)/n for all_gather,
@@ -285,6 +286,9 @@ def _only_group(dist_info: Any) -> tuple[str | None, str | None, int | None]:
     if isinstance(pgs, list) and len(pgs) == 1 and isinstance(pgs[0], dict):
         pg = pgs[0]
         return _str(pg.get("pg_name")), _str(pg.get("pg_desc")), _int(pg.get("pg_size"))
+    sizes = {_int(pg.get("pg_size")) for pg in pgs or [] if isinstance(pg, dict)}
+    if len(sizes) == 1 and None not in sizes:  # several groups, one size: the size is known
+        return None, None, sizes.pop()
     if not pgs and _int(dist_info.get("world_size")):
         return None, None, _int(dist_info.get("world_size"))
     return None, None, None

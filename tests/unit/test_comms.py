@@ -209,3 +209,15 @@ def test_data_parallel_is_found_and_distributed_data_parallel_is_not():
     assert f.saving_s == pytest.approx(3e-3)  # the wrapper's own 3 ms
     ddp = _Run(_con([], [op(1, "DistributedDataParallel", 0, 10), op(2, "Model", 0, 5)]))
     assert DataParallelAnalyzer().run(Context(ddp)) == []
+
+
+def test_gloo_trace_from_a_300_rank_job(tmp_path):
+    # GIVEN HTA's CPU-only gloo trace (rank 34 of 300, ten process groups, all of size 300)
+    run, _ = import_traces([trace_dir("hta_cpu_only_gloo")], tmp_path / "run")
+    with load(run.path) as r:
+        rows = r.sql("""SELECT collective, dtype, count(*), min(group_size), count("group"),
+                        bool_and(abs(busbw_gbps - algbw_gbps * 2 * 299 / 300) < 1e-9),
+                        list(DISTINCT in_bytes ORDER BY in_bytes)
+                        FROM comms GROUP BY ALL""")
+    # THEN every gloo:all_reduce span is a row sized by its dims, the group ambiguous but its size not
+    assert rows == [("all_reduce", "float", 10, 300, 0, True, [1285084, 8329644])]
