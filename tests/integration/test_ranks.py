@@ -105,7 +105,7 @@ def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
          "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "-m", "dsprof", "run",
          *SCHEDULE, DDP, "--steps", "6"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     # THEN both ranks wrote into one directory under ./dsprof-runs, which rank 0 ingested
     assert proc.returncode == 0, proc.stderr
     (out,) = (tmp_path / "dsprof-runs").iterdir()

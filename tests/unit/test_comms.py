@@ -116,8 +116,8 @@ def _con(comms: list[dict], ops: list[dict] = ()):
 
 
 def _c(rank, step, start, dur=1000, call=None, source="nccl_kernel", coll="all_reduce"):
-    return dict(rank=rank, step=step, collective=coll, group="0", start_ns=start, dur_ns=dur,
-                call_ns=call, source=source)
+    return {"rank": rank, "step": step, "collective": coll, "group": "0", "start_ns": start, "dur_ns": dur,
+                "call_ns": call, "source": source}
 
 
 def test_skew_names_the_late_rank_and_the_wait():
@@ -199,8 +199,8 @@ class _Run:
 
 def test_data_parallel_is_found_and_distributed_data_parallel_is_not():
     def op(i, name, start, dur, parent=None, step=1):
-        return dict(rank=0, step=step, id=i, parent_id=parent, cat="module", name=name,
-                    start_ns=start, dur_ns=dur)
+        return {"rank": 0, "step": step, "id": i, "parent_id": parent, "cat": "module", "name": name,
+                    "start_ns": start, "dur_ns": dur}
 
     dp = _Run(_con([], [op(1, "DataParallel", 0, 10_000_000),
                         op(2, "DataParallel.module", 2_000_000, 7_000_000, parent=1)]))
