@@ -20,7 +20,9 @@ import orjson
 
 from dsprof._version import __version__
 from dsprof.collectors import clock
+from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect
+from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
@@ -60,6 +62,8 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.data: DataLoaderCollector | None = None
+        self.syncs: HostSyncCollector | None = None
         self._finished = False
         self._timeline_ok = True
         self._clock: dict[str, Any] | None = None
@@ -79,7 +83,10 @@ class Session:
 
         self.device = detect()
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
-        self.steps = StepCollector(self.device, self._on_boundary)
+        self.data = DataLoaderCollector()
+        self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step)
+        steps = self.steps
+        self.syncs = HostSyncCollector(lambda: steps.steps_done)
         header = {
             "source": "run",
             "status": "running",
@@ -109,6 +116,13 @@ class Session:
                                        self.steps.clock_offset_ns)
             atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self._rank_facts("running")))
         self.steps.install()
+        for hooks in (self.data, self.syncs):
+            try:
+                hooks.install()
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                hooks.uninstall()
+                logger.error("%s failed to install and is off: %s: %s", type(hooks).__name__,
+                             type(exc).__name__, exc)
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
@@ -148,6 +162,9 @@ class Session:
         steps, timeline = self.steps, self.timeline
         if steps is not None:
             steps.uninstall()
+        for hooks in (self.data, self.syncs):
+            if hooks is not None:
+                hooks.uninstall()
         if timeline is not None and self._timeline_ok:
             try:
                 timeline.finish()
@@ -155,7 +172,9 @@ class Session:
                 self._disable_timeline(exc)
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
-                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank}
+                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
+                  "dataloaders": self.data.rows() if self.data else [],
+                  "host_syncs": self.syncs.rows() if self.syncs else []}
         if self.ranks.distributed:
             record = {**self._rank_facts("finished"), **record, "exit_status": exit_status,
                       "exit_reason": reason}
