@@ -173,5 +173,6 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "steps_recorded": len(lead.get("boundaries_ns", [])),
         "windows": lead.get("windows", []),
         "capped": any(w.get("capped") for w in lead.get("windows", [])),
+        "precision": lead.get("precision"),
     }
     return out
