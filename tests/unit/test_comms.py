@@ -10,6 +10,7 @@ import pytest
 from dsprof.analyzers.comm_overlap import comm_overlap
 from dsprof.analyzers.comm_skew import collective_skew, offsets_sql, rank_skew
 from dsprof.analyzers.data_parallel import DataParallelAnalyzer
+from dsprof.analyzers.hta_view import hta_rounded
 from dsprof.analyzers.registry import Context
 from dsprof.ingest.comms import bandwidths, collective_name
 from dsprof.ingest.importer import import_traces
@@ -98,6 +99,14 @@ def test_overlap_matches_hta_within_half_a_point(which, a100, sampled):
     assert got.keys() == _HTA_OVERLAP[which].keys()
     for rank, ref in _HTA_OVERLAP[which].items():
         assert got[rank] == pytest.approx(ref, abs=0.5), rank
+
+
+@pytest.mark.parametrize("which", sorted(_HTA_OVERLAP))
+def test_overlap_equals_hta_on_its_microsecond_view(which, a100, sampled):
+    """With HTA's rounding of timestamps to whole microseconds, HTA's numbers exactly."""
+    run = a100 if which.startswith("hta_a100") else sampled
+    got = {o.rank: round(o.overlap_pct, 2) for o in comm_overlap(hta_rounded(run), by_step=False)}
+    assert got == _HTA_OVERLAP[which]
 
 
 def test_overlap_per_step_adds_up(a100):
