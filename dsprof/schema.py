@@ -225,6 +225,37 @@ HOST_SYNCS = Table(
         Column("max_ns", _I64, "longest single call, ns"),
     ),
 )
+COMMS = Table(
+    "comms",
+    "Collective communication calls, one row per collective a rank took part in: from NCCL/RCCL "
+    "kernels and ``record_param_comms`` events (GPU backends), or from gloo's worker-thread "
+    "spans paired with the ``c10d::`` op that issued them (CPU).",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step of the call that issued the collective (null outside steps)"),
+        Column("collective", _STR,
+               "all_reduce | all_gather | reduce_scatter | broadcast | reduce | all_to_all | "
+               "send | recv | barrier | gather | scatter | ... (normalized name)"),
+        Column("group", _STR, "process group name (pg_name), null when the trace does not say"),
+        Column("group_desc", _STR, "process group description (default_pg, ...), null if unknown"),
+        Column("group_size", _I32, "ranks in the process group, null if unknown"),
+        Column("dtype", _STR, "element type as recorded (Float, float, c10::BFloat16, ...)"),
+        Column("in_bytes", _I64, "input message size, bytes (elements x element size)"),
+        Column("out_bytes", _I64, "output message size, bytes"),
+        Column("start_ns", _I64,
+               "start of the transfer: the NCCL kernel on the device, the gloo worker span, or "
+               "the host record_param_comms span when there is no kernel"),
+        Column("dur_ns", _I64, "duration of the transfer (waiting for peers included), ns"),
+        Column("call_ns", _I64, "start of the host op that issued the collective, ns"),
+        Column("algbw_gbps", _F64,
+               "algorithm bandwidth, GB/s (1e9 B/s): data size / dur as nccl-tests defines it"),
+        Column("busbw_gbps", _F64,
+               "bus bandwidth, GB/s: algbw times nccl-tests' factor for the collective "
+               "(all_reduce 2(n-1)/n, all_gather/reduce_scatter/all_to_all (n-1)/n, else 1)"),
+        Column("op_id", _I64, "ops.id of the host op that issued it (c10d:: op, record_param_comms)"),
+        Column("source", _STR, "nccl_kernel | record_param_comms | gloo"),
+    ),
+)
 
 DEVICE_SAMPLES = Table(
     "device_samples",
@@ -272,7 +303,8 @@ CUPTI_KERNELS = Table(
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY, DATALOADERS,
-                                                 HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS)}
+                                                 HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS,
+                                                 COMMS)}
 
 
 def table(name: str) -> Table:

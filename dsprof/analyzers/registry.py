@@ -37,6 +37,10 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.host_syncs:HostSyncs",
     "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
+    "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
+    "dsprof.analyzers.straggler:StragglerAnalyzer",
+    "dsprof.analyzers.comm_overlap_finding:CommOverlapAnalyzer",
+    "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
 )
 
 

@@ -14,12 +14,15 @@ from rich.console import Console
 
 from dsprof import launch, log
 from dsprof.collectors.session import Session
-from dsprof.errors import DsprofError
+from dsprof.errors import ConfigError, DsprofError
 from dsprof.log import logger
+from dsprof.ranks import RankEnv, merge_ranks, open_shared, shared_run_path, wait_for_ranks
 from dsprof.rundir import RunDir, new_run_path
 from dsprof.settings import Settings
 
 _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+# Rank 0 under the user's torchrun waits this long at exit for the other ranks to save.
+RANK_WAIT_S = 30.0
 
 
 @click.command("run", context_settings=_CONTEXT)
@@ -56,6 +59,9 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 @click.option("--cupti-kernels", "cupti_kernels", is_flag=True, default=False,
               help="Record every kernel of the whole run with CUPTI (cupti-python), paused "
                    "while a profiler window records [env DSPROF_CUPTI_KERNELS=1].")
+@click.option("--nproc-per-node", "nproc_per_node", type=click.IntRange(min=1), default=None,
+              help="Start N ranks through torch.distributed's elastic launcher (torchrun), "
+                   "one dsprof session each, into one run directory.")
 @click.option("--dashboard", is_flag=True, default=False,
               help="When the run ends, serve its dashboard on 127.0.0.1 until Ctrl-C.")
 @click.option("--dashboard-port", type=int, default=8050, show_default=True,
@@ -66,13 +72,18 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
                 no_analyze: bool, quiet: bool, tf32: bool, sample_ms: float | None,
-                cupti_kernels: bool, dashboard: bool, dashboard_port: int,
+                cupti_kernels: bool, nproc_per_node: int | None, dashboard: bool,
+                dashboard_port: int,
                 target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
     Step boundaries come from optimizer.step() (or dsprof.step()); every step is timed, and
     ACTIVE steps after WAIT+WARMUP are recorded op by op. At exit the run directory is
     ingested and summarized; the exit status is the script's own.
+
+    With --nproc-per-node N, N ranks run under torch's elastic launcher (as torchrun starts
+    them) and the exit status is the launcher's. Under your own torchrun, use
+    `torchrun --nproc-per-node N -m dsprof run SCRIPT ARGS`.
     """
     settings = Settings.load(
         output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
@@ -80,7 +91,10 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         analyze=False if no_analyze else None, quiet=True if quiet else None,
         tf32=True if tf32 else None, sample_ms=sample_ms,
         cupti_kernels=True if cupti_kernels else None)
-    if log.configure(quiet=settings.quiet) > logging.DEBUG:
+    ranks = RankEnv.from_env()
+    # under the user's torchrun, rank 0 speaks for the job; the other ranks log to their files
+    if log.configure(quiet=settings.quiet or (ranks.distributed and not ranks.coordinator)) \
+            > logging.DEBUG:
         # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     if module is not None:
@@ -89,9 +103,22 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         tgt = launch.prepare_script(target[0], target[1:])
     else:
         raise click.UsageError("give a SCRIPT to run (or -m MODULE)")
-    run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
-    log.attach_file(run.log_path)
-    session = Session(settings, run, tgt.to_json())
+    if nproc_per_node is not None:
+        if ranks.distributed:
+            raise ConfigError("--nproc-per-node inside a rank of a distributed job: run "
+                              "either `dsprof run --nproc-per-node N SCRIPT` or "
+                              "`torchrun ... -m dsprof run SCRIPT`, not both")
+        _launch_ranks(ctx, settings, tgt, nproc_per_node,
+                      dashboard_port if dashboard else None)
+        return
+    if ranks.distributed:
+        run = open_shared(settings.output or shared_run_path(settings.runs_dir,
+                                                             tgt.display_name))
+        log.attach_file(run.raw_dir(ranks.rank) / "dsprof.log")
+    else:
+        run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
+        log.attach_file(run.log_path)
+    session = Session(settings, run, tgt.to_json(), ranks)
     session.start()
     previous = _terminate_as_exit()
     try:
@@ -100,6 +127,31 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     session.finish(outcome.exit_status, outcome.reason)
+    if ranks.coordinator:
+        # rank 0 under the user's torchrun: wait for the other ranks, then merge and ingest
+        wait_for_ranks(run, ranks.world_size, RANK_WAIT_S)
+        merged = merge_ranks(run, ranks.world_size)
+        run.update_meta(**merged, status="finished", exit_status=outcome.exit_status,
+                        exit_reason=outcome.reason)
+    if settings.analyze and (not ranks.distributed or ranks.coordinator):
+        _analyze(run, quiet=settings.quiet)
+    elif not settings.quiet and not ranks.distributed:
+        Console(stderr=True, highlight=False).print(
+            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+            soft_wrap=True)
+    log.detach_file()
+    if dashboard and (not ranks.distributed or ranks.coordinator):
+        _serve_dashboard(run, dashboard_port)
+    ctx.exit(outcome.exit_status)
+
+
+def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, nproc: int,
+                  dashboard_port: int | None) -> None:
+    from dsprof.launch_ranks import launch as launch_ranks
+
+    run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
+    log.attach_file(run.log_path)
+    status = launch_ranks(settings, tgt, run, nproc)
     if settings.analyze:
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet:
@@ -107,14 +159,20 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
             f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
             soft_wrap=True)
     log.detach_file()
-    if dashboard:
-        from dsprof.cli.dashboard import serve
+    if dashboard_port is not None:
+        _serve_dashboard(run, dashboard_port)
+    ctx.exit(status)
 
-        try:
-            serve(str(run.path), None, "127.0.0.1", dashboard_port)
-        except DsprofError as exc:
-            logger.error("could not serve the dashboard: %s", exc)
-    ctx.exit(outcome.exit_status)
+
+def _serve_dashboard(run: RunDir, port: int) -> None:
+    """``--dashboard``: serve the finished run until Ctrl-C (the exit status stays the
+    script's)."""
+    from dsprof.cli.dashboard import serve
+
+    try:
+        serve(str(run.path), None, "127.0.0.1", port)
+    except DsprofError as exc:
+        logger.error("could not serve the dashboard: %s", exc)
 
 
 def _terminate_as_exit() -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
+from dsprof.collectors import clock
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
@@ -27,6 +28,7 @@ from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
+from dsprof.ranks import RankEnv
 from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
 from dsprof.settings import Settings
 
@@ -38,11 +40,7 @@ def current() -> Session | None:
 
 
 def rank_from_env() -> int:
-    for name in ("RANK", "LOCAL_RANK"):
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 0
+    return RankEnv.from_env().rank
 
 
 class Session:
@@ -50,13 +48,18 @@ class Session:
         settings: the knobs.
         run: the run directory (already created).
         target: what runs, for meta.json (``{"kind": "script"|"module", "name": ..., "argv": [...]}``).
+        ranks: this process's place in a multi-rank job (from the environment by default).
+            A rank of a multi-rank job leaves meta.json to the coordinator (dsprof/ranks.py)
+            and keeps its own facts in ``raw/rank<R>/session.json``.
     """
 
-    def __init__(self, settings: Settings, run: RunDir, target: dict[str, Any]):
+    def __init__(self, settings: Settings, run: RunDir, target: dict[str, Any],
+                 ranks: RankEnv | None = None):
         self.settings = settings
         self.run = run
         self.target = target
-        self.rank = rank_from_env()
+        self.ranks = ranks or RankEnv.from_env()
+        self.rank = self.ranks.rank
         self.raw = run.raw_dir(self.rank)
         self.device: Device | None = None
         self.steps: StepCollector | None = None
@@ -67,6 +70,16 @@ class Session:
         self.cupti: CuptiKernelCollector | None = None
         self._finished = False
         self._timeline_ok = True
+        self._clock: dict[str, Any] | None = None
+        self._backend: str | None = None
+
+    def _rank_facts(self, status: str) -> dict[str, Any]:
+        """What a rank of a multi-rank job says about itself in session.json."""
+        return {"rank": self.rank, "status": status, "pid": os.getpid(),
+                "host": socket.gethostname(), "world_size": self.ranks.world_size,
+                "device": self.device.to_json() if self.device else None,
+                "clock": self._clock, "start_ns": self.steps.start_ns if self.steps else None,
+                "backend": self._backend or _backend(), "precision": precision_state()}
 
     def start(self) -> None:
         global _current
@@ -83,7 +96,7 @@ class Session:
         self.syncs = HostSyncCollector(lambda: steps.steps_done)
         if self.settings.cupti_kernels:
             self._start_cupti()
-        self.run.write_meta({
+        header = {
             "source": "run",
             "status": "running",
             "dsprof_version": __version__,
@@ -98,12 +111,20 @@ class Session:
             "env": {k: v for k, v in os.environ.items() if k.startswith(("DSPROF_", "DS_"))},
             "devices": {str(self.rank): self.device.to_json()},
             "ranks": [self.rank],
-            "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
+            "world_size": self.ranks.world_size,
             "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
             "precision": precision_state(),
-        })
+        }
+        if not self.ranks.distributed:
+            self.run.write_meta(header)
+        else:
+            if self.ranks.coordinator:
+                self.run.write_meta({**header, "launcher": "torchrun", "ranks": []})
+            self._clock = clock.record(self.rank, self.ranks.world_size, self.steps.now_ns,
+                                       self.steps.clock_offset_ns)
+            atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self._rank_facts("running")))
         self.steps.install()
         for hooks in (self.data, self.syncs):
             try:
@@ -144,6 +165,8 @@ class Session:
             self.steps.manual_step()
 
     def _on_boundary(self, step: int) -> None:
+        if self.ranks.distributed and self._backend is None:
+            self._backend = _backend()  # scripts destroy their group before exit
         if not self._timeline_ok or self.timeline is None:
             return
         try:
@@ -190,7 +213,14 @@ class Session:
                   "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
                   "dataloaders": self.data.rows() if self.data else [],
                   "host_syncs": self.syncs.rows() if self.syncs else []}
+        if self.ranks.distributed:
+            record = {**self._rank_facts("finished"), **record, "exit_status": exit_status,
+                      "exit_reason": reason}
         atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(record))
+        if self.ranks.distributed:
+            logger.debug("session: rank %d finished (%s, status %d)", self.rank, reason,
+                         exit_status)
+            return
         self.run.update_meta(
             status="finished",
             exit_status=exit_status,
@@ -206,3 +236,14 @@ class Session:
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                      len(windows))
+
+
+def _backend() -> str | None:
+    """The default process group's backend, if the script has one open now."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return str(dist.get_backend())
+    except Exception:  # noqa: BLE001 - a torch without distributed, or a group being torn down
+        return None
+    return None

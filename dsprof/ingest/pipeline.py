@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.comms import build_comms
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
@@ -45,6 +46,7 @@ from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read
 from dsprof.log import logger
 from dsprof.rundir import CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
 from dsprof.schema import (
+    COMMS,
     CUPTI_KERNELS,
     DATALOADERS,
     DEVICE_SAMPLES,
@@ -116,7 +118,8 @@ def ingest_rank(run: RunDir, rank: int,
                 progress: Callable[[int, Path], None] | None = None) -> RankResult:
     raw = run.raw_dir(rank)
     res = RankResult(rank)
-    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": [], "memory": []}
+    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": [], "memory": [],
+                                             "comms": []}
     step_spans: list[tuple[int, int, int]] = []
     next_id = 0
     paths = sorted(p for p in raw.iterdir() if is_trace_file(p))
@@ -159,14 +162,16 @@ def ingest_rank(run: RunDir, rank: int,
                 step_spans.extend(spans)
                 res.events += n_events
             steps_file = raw / SESSION_FILE
-            if steps_file.is_file():
-                record = orjson.loads(steps_file.read_bytes())
+            record = orjson.loads(steps_file.read_bytes()) if steps_file.is_file() else None
+            # a rank that died before saving has only its start record: steps from the traces
+            if record is not None and record.get("status") != "running":
                 steps_cols = steps_from_record(record, rank)
                 stage("dataloaders", DATALOADERS, [dataloaders_from_record(record, rank)])
                 stage("host_syncs", HOST_SYNCS, [host_syncs_from_record(record, rank)])
             else:
                 steps_cols = steps_from_spans(step_spans, rank)
-            for name, table in (("ops", OPS), ("kernels", KERNELS), ("memory", MEMORY)):
+            for name, table in (("ops", OPS), ("kernels", KERNELS), ("memory", MEMORY),
+                                ("comms", COMMS)):
                 if name not in staged:
                     stage(name, table, parts[name])
             stage("steps", STEPS, [steps_cols])
@@ -200,13 +205,16 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
         ops_done(ops.columns)
     kernels = device_ops.build_kernels(parsed.device, ops, base_ns=base, rank=rank)
     memory = device_ops.build_memory(parsed.memory, ops, base_ns=base, rank=rank)
+    comms = build_comms(parsed.host, parsed.device, ops, kernels, base_ns=base, rank=rank,
+                        dist_info=doc.doc.distributedInfo)
     for key, count in parsed.skipped.items():
         res.skipped[key] = res.skipped.get(key, 0) + count
     meta = doc.metadata
     if not res.trace_meta:
         res.trace_meta = {k: meta[k] for k in ("deviceProperties", "distributedInfo",
                                                "schemaVersion") if k in meta}
-    return {"ops": ops.columns, "kernels": kernels, "memory": memory}, ops.step_spans, \
+    return {"ops": ops.columns, "kernels": kernels, "memory": memory, "comms": comms}, \
+        ops.step_spans, \
         parsed.n_events
 
 
