@@ -49,10 +49,12 @@ def mem(tmp_path_factory):
 
 def test_timeline_of_a_gpu_trace_has_every_span_on_its_lane(gpu):
     index = gpu.timeline
-    n_ops, n_kernels, n_steps = gpu.sql("""
+    n_ops, n_kernels, n_steps, n_comms = gpu.sql("""
         SELECT (SELECT count(*) FROM ops WHERE name NOT LIKE 'ProfilerStep#%'),
-               (SELECT count(*) FROM kernels), (SELECT count(*) FROM steps)""")[0]
-    assert len(index) == n_ops + n_kernels + n_steps
+               (SELECT count(*) FROM kernels), (SELECT count(*) FROM steps),
+               (SELECT count(*) FROM comms)""")[0]
+    assert n_comms > 0 and "r0 comms" in index.lane_labels
+    assert len(index) == n_ops + n_kernels + n_steps + n_comms
     assert np.all(np.diff(index.start) >= 0)
     streams = [lbl for lbl in index.lane_labels if " gpu" in lbl]
     n_streams = gpu.sql("SELECT count(DISTINCT stream) FROM kernels")[0][0]
@@ -199,3 +201,24 @@ def test_evidence_links_open_the_timeline_where_they_point(gpu):
                         [int(index.ref[i])])[0][0] is not None)
     lines = details(gpu, KERNEL, int(index.rank[k]), int(index.ref[k]))
     assert any(line.startswith("launched by: ") for line in lines)
+
+
+def test_comm_figures_from_the_analyzers(tmp_path):
+    from dsprof.analyzers.comm_overlap import Overlap
+    from dsprof.analyzers.comm_skew import RankSkew
+    from dsprof.dashboard.figures.comms import bandwidth_figure, overlap_figure, skew_figure
+
+    fig = overlap_figure([Overlap(0, 1, 10_000_000, 4_000_000), Overlap(1, 1, 8_000_000, 0)])
+    assert list(fig.data[0].x) == ["r0 s1", "r1 s1"]
+    assert list(fig.data[1].y) == [6.0, 8.0]  # exposed ms
+    skew = skew_figure([RankSkew(0, 10, 2, 3_000_000, 1_000_000, 2),
+                        RankSkew(1, 10, 8, 0, 5_000_000, 2)])
+    assert list(skew.data[1].y) == [1.0, 5.0]
+    run, _ = import_traces([trace_dir("hta_sampled_2rank_nccl")], tmp_path / "run")
+    src = RunSource(run.path)
+    try:
+        calls = src.arrow("SELECT collective, in_bytes, busbw_gbps FROM comms")
+        bw = bandwidth_figure(calls)
+        assert {t.name for t in bw.data} == {"all_to_all", "all_reduce", "all_gather"}
+    finally:
+        src.close()

@@ -1,5 +1,5 @@
-"""Communication figures from the ``comms`` table (one row per collective call) and, for
-traces without it, from communication kernels."""
+"""Communication figures from the ``comms`` table (one row per collective call) and the
+communication analyzers (``comm_overlap``, ``comm_skew``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pyarrow as pa
 
-from dsprof.analyzers.gpu_breakdown import KernelTypeShare
+from dsprof.analyzers.comm_overlap import Overlap
+from dsprof.analyzers.comm_skew import RankSkew
 from dsprof.dashboard.text import plain
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 340}
@@ -19,25 +20,24 @@ def bandwidth_figure(comms: pa.Table) -> go.Figure:
     """Bus bandwidth of every call against its size, one colour per collective.
 
     Args:
-        comms: collective, in_bytes, busbw (GB/s) [, algbw].
+        comms: collective, in_bytes, busbw_gbps (calls without one are left out).
     """
     fig = go.Figure()
     coll = np.asarray(comms.column("collective").to_pylist(), dtype=object)
     size = comms.column("in_bytes").to_numpy(zero_copy_only=False).astype(float)
-    bw_col = "busbw" if "busbw" in comms.column_names else "algbw"
-    bw = comms.column(bw_col).to_numpy(zero_copy_only=False).astype(float)
+    bw = comms.column("busbw_gbps").to_numpy(zero_copy_only=False).astype(float)
     for name in sorted({c for c in coll if c is not None}):
-        m = coll == name
-        fig.add_trace(go.Scatter(x=size[m], y=bw[m], mode="markers", name=plain(name),
-                                 hovertemplate="%{x:,.0f} B: %{y:.2f} GB/s"))
-    fig.update_layout(title=f"Bandwidth per collective ({bw_col})", xaxis_type="log",
-                      xaxis_title="message bytes", yaxis_title="GB/s", **_LAYOUT)
+        m = (coll == name) & np.isfinite(bw)
+        if m.any():
+            fig.add_trace(go.Scatter(x=size[m], y=bw[m], mode="markers", name=plain(name),
+                                     hovertemplate="%{x:,.0f} B: %{y:.2f} GB/s"))
+    fig.update_layout(title="Bus bandwidth per call", xaxis_type="log",
+                      xaxis_title="message bytes", yaxis_title="busbw GB/s", **_LAYOUT)
     return fig
 
 
 def per_rank_step_figure(per_rank: pa.Table) -> go.Figure:
-    """Time in collectives (or communication kernels) per step and rank; a rank that waits
-    longer stands out.
+    """Time in collectives per step and rank; a rank that waits longer stands out.
 
     Args:
         per_rank: rank, step, comm_ns.
@@ -54,13 +54,32 @@ def per_rank_step_figure(per_rank: pa.Table) -> go.Figure:
     return fig
 
 
-def overlap_figure(shares: Sequence[KernelTypeShare]) -> go.Figure:
-    """How much communication ran alone and how much overlapped compute (device time)."""
-    comm = [s for s in shares if "COMMUNICATION" in s.kernel_type]
-    fig = go.Figure(go.Bar(
-        x=[s.total_ns / 1e6 for s in comm], y=[plain(s.kernel_type) for s in comm],
-        orientation="h", text=[f"{s.percent:.1f} %" for s in comm], textposition="auto",
-        hovertemplate="%{y}: %{x:.2f} ms<extra></extra>"))
-    fig.update_layout(title="Communication time: alone vs overlapped", xaxis_title="ms",
+def overlap_figure(overlaps: Sequence[Overlap]) -> go.Figure:
+    """Per rank and step: communication overlapped by compute and communication exposed
+    (``comm_overlap``), stacked."""
+    label = [f"r{o.rank} s{o.step}" if o.step is not None else f"r{o.rank}" for o in overlaps]
+    fig = go.Figure([
+        go.Bar(x=label, y=[o.overlap_ns / 1e6 for o in overlaps], name="overlapped by compute",
+               marker_color="#2ca02c"),
+        go.Bar(x=label, y=[o.exposed_ns / 1e6 for o in overlaps], name="exposed",
+               marker_color="#d62728",
+               text=[f"{100 - o.overlap_pct:.0f} %" for o in overlaps], textposition="auto"),
+    ])
+    fig.update_layout(title="Communication per rank and step: overlapped vs exposed",
+                      barmode="stack", yaxis_title="ms", **_LAYOUT)
+    return fig
+
+
+def skew_figure(skews: Sequence[RankSkew]) -> go.Figure:
+    """Per rank: time it waited for later ranks, and the delay it caused when it came last
+    (``comm_skew``)."""
+    ranks = [f"rank {s.rank}" for s in skews]
+    fig = go.Figure([
+        go.Bar(x=ranks, y=[s.wait_ns / 1e6 for s in skews], name="waited for others"),
+        go.Bar(x=ranks, y=[s.gap_caused_ns / 1e6 for s in skews], name="delay caused (last)",
+               text=[f"last {s.times_last}/{s.collectives}" for s in skews],
+               textposition="auto"),
+    ])
+    fig.update_layout(title="Arrival skew per rank", barmode="group", yaxis_title="ms",
                       **_LAYOUT)
     return fig

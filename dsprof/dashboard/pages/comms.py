@@ -1,52 +1,67 @@
-"""Communication: per-collective bandwidth, per-rank time in collectives per step (skew), and
-how much of the communication overlapped compute on the device."""
+"""Communication: per-collective bandwidth (``comm_bandwidth``), communication overlapped vs
+exposed per rank and step (``comm_overlap``), per-rank arrival skew (``comm_skew``) and time in
+collectives per rank and step."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import dash_ag_grid as dag
 from dash import html
 
-from dsprof.analyzers.gpu_breakdown import KernelTypeShare
-from dsprof.dashboard.figures.comms import bandwidth_figure, overlap_figure, per_rank_step_figure
+from dsprof.analyzers.comm_bandwidth import bandwidth_summary
+from dsprof.analyzers.comm_overlap import comm_overlap
+from dsprof.analyzers.comm_skew import collective_skew, rank_skew
+from dsprof.dashboard.figures.comms import (
+    bandwidth_figure,
+    overlap_figure,
+    per_rank_step_figure,
+    skew_figure,
+)
 from dsprof.dashboard.pages.common import graph, missing, section
 
 PATH = "/comms"
 TITLE = "Communication"
+_GRID = {"defaultColDef": {"sortable": True, "filter": True, "resizable": True, "flex": 1},
+         "style": {"height": "300px"}}
+
+
+def _grid(grid_id: str, rows: list[dict[str, Any]]) -> dag.AgGrid:
+    return dag.AgGrid(id=grid_id, rowData=rows,
+                      columnDefs=[{"field": k} for k in (rows[0] if rows else {})], **_GRID)
 
 
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     src = ctx.a
     out: list[Any] = [html.H2("Communication")]
-    cols = src.columns("comms")
+    with src.lock:
+        con, meta = src.run.con, src.run.meta
+        overlaps = comm_overlap(con, by_step=True)
+        if src.has("comms"):
+            bandwidth = bandwidth_summary(con, meta)
+            skews = rank_skew(con, meta)
+            worst = collective_skew(con, meta)
     if src.has("comms"):
-        if {"collective", "in_bytes"} <= cols and cols & {"busbw", "algbw"}:
-            table = src.arrow(f"""SELECT collective, in_bytes,
-                {'busbw' if 'busbw' in cols else 'algbw'} FROM comms""")
-            out.append(section("Bandwidth", graph("comms-bandwidth", bandwidth_figure(table))))
+        calls = src.arrow("SELECT collective, in_bytes, busbw_gbps FROM comms")
+        out.append(section("Bandwidth per collective", graph("comms-bandwidth",
+                                                             bandwidth_figure(calls)),
+                           _grid("comms-bandwidth-grid", bandwidth)))
         per_rank = src.arrow("""
             SELECT rank, coalesce(step, -1) AS step, sum(dur_ns)::BIGINT AS comm_ns FROM comms
             GROUP BY ALL ORDER BY rank, step""")
-        out.append(section("Per rank and step",
+        out.append(section("Time in collectives per rank and step",
                            graph("comms-per-rank", per_rank_step_figure(per_rank))))
+        if skews:
+            out.append(section("Skew across ranks", graph("comms-skew", skew_figure(skews)),
+                               _grid("comms-skew-grid", worst)))
     else:
         out.append(section("Collectives", missing(src.missing("comms"), "comms")))
-        if src.has("kernels"):
-            per_rank = src.arrow("""
-                SELECT rank, coalesce(step, -1) AS step, sum(dur_ns)::BIGINT AS comm_ns FROM kernels
-                WHERE kind = 'communication' GROUP BY ALL ORDER BY rank, step""")
-            if per_rank.num_rows:
-                out.append(section("Communication kernels per rank and step",
-                                   graph("comms-per-rank", per_rank_step_figure(per_rank))))
-    shares = [KernelTypeShare(**k) for k in src.summary.kernel_types]
-    if any("COMMUNICATION" in s.kernel_type for s in shares):
-        out.append(section("Overlap with compute (device time)",
-                           graph("comms-overlap", overlap_figure(shares))))
-    elif not src.has("kernels"):
-        out.append(section("Overlap with compute", missing(src.missing("kernels"), "kernels")))
-    else:
+    if overlaps:
+        out.append(section("Overlap with compute", graph("comms-overlap",
+                                                         overlap_figure(overlaps))))
+    elif src.has("comms") or src.has("kernels"):
         out.append(section("Overlap with compute",
-                           html.P("No communication kernels ran on the device in this run.")))
+                           html.P("No communication ran in this run.", id="comms-none")))
     return html.Div(out)
 
 
