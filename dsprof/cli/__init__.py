@@ -47,12 +47,14 @@ def main() -> None:
 
 def _register() -> None:
     from dsprof.cli.import_cmd import import_command
+    from dsprof.cli.memory import memory_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
 
     main.add_command(run_command)
     main.add_command(summary_command)
     main.add_command(import_command)
+    main.add_command(memory_command)
 
 
 _register()

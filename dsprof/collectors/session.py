@@ -20,6 +20,7 @@ import orjson
 
 from dsprof._version import __version__
 from dsprof.collectors.device import Device, detect
+from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
@@ -57,6 +58,7 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.memory: MemoryCollector | None = None
         self._finished = False
         self._timeline_ok = True
 
@@ -65,8 +67,10 @@ class Session:
         import torch
 
         self.device = detect()
-        self.timeline = TimelineCollector(self.settings, self.device, self.raw)
         self.steps = StepCollector(self.device, self._on_boundary)
+        self.memory = MemoryCollector(self.device, self.raw, self.steps.now_ns,
+                                      self.settings.memory_budget)
+        self.timeline = TimelineCollector(self.settings, self.device, self.raw, self.memory)
         self.run.write_meta({
             "source": "run",
             "status": "running",
@@ -88,6 +92,7 @@ class Session:
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
         })
         self.steps.install()
+        self.memory.install()
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
@@ -102,19 +107,25 @@ class Session:
             self.steps.manual_step()
 
     def _on_boundary(self, step: int) -> None:
+        if self.memory is not None and self.steps is not None:
+            self.memory.on_step(step, self.steps.boundaries_ns[-1])
         if not self._timeline_ok or self.timeline is None:
             return
         try:
             self.timeline.on_boundary(step)
         except Exception as exc:  # noqa: BLE001
             self._disable_timeline(exc)
+        exceeded = self.memory.exceeded if self.memory is not None else None
+        if exceeded is not None:
+            self.memory.exceeded = None
+            raise exceeded  # into the script, like an out-of-memory error
 
     def _disable_timeline(self, exc: BaseException) -> None:
         self._timeline_ok = False
         logger.error("timeline collector failed and is off for the rest of the run: %s: %s",
                      type(exc).__name__, exc)
 
-    def finish(self, exit_status: int, reason: str) -> None:
+    def finish(self, exit_status: int, reason: str, error: str | None = None) -> None:
         """Save everything collected so far. Safe to call more than once."""
         global _current
         if self._finished:
@@ -130,6 +141,8 @@ class Session:
                 timeline.finish()
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
+        if self.memory is not None:
+            self.memory.finish()
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
                   "end_ns": steps.now_ns() if steps else None, "rank": self.rank}
@@ -138,6 +151,7 @@ class Session:
             status="finished",
             exit_status=exit_status,
             exit_reason=reason,
+            exit_error=error,
             end_time=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             end_ns=record["end_ns"],
             steps_source=record.get("source", "none"),
