@@ -223,7 +223,8 @@ MODULES = Table(
                "largest over the profiled steps"),
         Column("self_activation_bytes", _I64,
                "the part of activation_bytes not charged to a child module"),
-        Column("calls", _I64, "forward calls per step"),
+        Column("calls", _I64, "forward calls per step (recomputation under checkpointing "
+               "included)"),
         Column("fwd_ns", _I64, "forward time per step (module spans, children included)"),
         Column("bwd_ns", _I64, "backward time per step of the ops charged to the module or its "
                "children"),
