@@ -3,8 +3,9 @@
 Reads the ``memory`` table (and ``stacks``, ``ops``, ``modules``, ``allocator``) only. For each
 rank and device, the peak is the row with the largest live total (``allocated``); what was live
 then is every alloc row of the same capture made at or before that instant and not yet freed
-(``ts_ns <= T < free_ns``), summed by category, by module and by allocation site. The site is
-the stack's innermost user frame when the allocation has a stack (activations, CUDA snapshots),
+(``ts_ns <= T < free_ns``), summed by category, by module and by allocation site. Rows without an
+address (raw memory timelines, old traces) cannot be paired; their signed bytes up to the peak
+are summed instead. The site is the stack's innermost user frame when the allocation has a stack (activations, CUDA snapshots),
 else the op that allocated it and its module. What the live rows do not explain (blocks the
 census could not reach, on an accelerator whose allocator counts everything) is reported as
 ``unattributed``.
@@ -91,9 +92,14 @@ def _device_peak(run: Run, rank: int, device: str, top: int) -> DevicePeak | Non
     if not row:
         return None
     peak, ts, step, capture = row[0]
+    # Paired rows (with an address): the allocs not yet freed at the peak. Rows without an
+    # address (raw memory timelines, 2021 traces) cannot be paired: their signed bytes up to
+    # the peak are summed instead, which gives the same per-category totals.
     where = """m.rank = $rank AND m.device = $device AND m.capture = $capture
-          AND m.action = 'alloc' AND (m.ts_ns IS NULL OR m.ts_ns <= $ts)
-          AND (m.free_ns IS NULL OR m.free_ns > $ts)"""
+          AND (m.ts_ns IS NULL OR m.ts_ns <= $ts) AND (
+            (m.addr IS NOT NULL AND m.action = 'alloc'
+             AND (m.free_ns IS NULL OR m.free_ns > $ts))
+            OR (m.addr IS NULL AND m.action IN ('alloc', 'free')))"""
     params = {"rank": rank, "device": device, "capture": capture,
               "ts": ts if ts is not None else -(2**62)}
 

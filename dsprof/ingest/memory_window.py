@@ -101,6 +101,12 @@ def attribute(mem: Mapping[str, Any], op_module: Mapping[int, str], census: dict
                     stack_id=stacks[i], source=source[i])
             continue
         key = (d, a)
+        if a is None:  # old traces have no addresses: no pairing
+            out.add(rank=rank, device=d, ts_ns=ts[i], action=act, addr=None, bytes=b,
+                    allocated=reported[i], reserved=reserved[i], op_id=op_id[i], step=step[i],
+                    module=op_module.get(op_id[i]) if op_id[i] is not None else None,
+                    stack_id=stacks[i], source=source[i])
+            continue
         if b >= 0:
             prev = live.pop(key, None)
             if prev is not None and out.cols["free_ns"][prev] is None:
@@ -203,6 +209,7 @@ def _finish(out: Rows, recompute: bool) -> dict[str, list[Any]]:
     order = sorted(range(n), key=lambda j: (c["ts_ns"][j] is not None, c["ts_ns"][j] or 0,
                                             c["source"][j] != "baseline"))
     cols = {k: [v[j] for j in order] for k, v in c.items()}
+    _fill_missing_totals(cols)
     if recompute:
         running: dict[str, int] = {}
         for j in range(n):
@@ -213,6 +220,27 @@ def _finish(out: Rows, recompute: bool) -> dict[str, list[Any]]:
                 running[d] = running.get(d, 0) + cols["bytes"][j]
             cols["allocated"][j] = running.get(d, 0)
     return cols
+
+
+def _fill_missing_totals(cols: dict[str, list[Any]]) -> None:
+    """Traces that report no ``Total Allocated`` (2021 Kineto: ``Bytes`` only) get the running
+    sum of ``bytes`` per device, raised by the least constant that keeps it >= 0: frees of
+    blocks allocated before the capture prove at least that much was live when it began, so the
+    curve is a lower bound with the true shape."""
+    rows: dict[str, list[int]] = {}
+    for j, (d, a, act) in enumerate(zip(cols["device"], cols["allocated"], cols["action"])):
+        if act in ("alloc", "free"):
+            rows.setdefault(d, []).append(j)
+    for js in rows.values():
+        if any(cols["allocated"][j] is not None for j in js):
+            continue
+        running, low, sums = 0, 0, []
+        for j in js:
+            running += cols["bytes"][j]
+            low = min(low, running)
+            sums.append(running)
+        for j, v in zip(js, sums):
+            cols["allocated"][j] = v - low
 
 
 def _pylist(values: Any) -> list[Any]:
