@@ -69,7 +69,7 @@ def memory_report(run: Run, top: int = 10) -> MemoryReport:
             "no allocation. Profile at least one training step (check --wait/--active against "
             "the number of steps the script runs), or import a trace recorded with "
             "profile_memory=True or a CUDA snapshot")
-    peaks = [_device_peak(run, r, d, top) for r, d in run.sql(
+    peaks = [device_peak(run, r, d, top) for r, d in run.sql(
         "SELECT DISTINCT rank, device FROM memory WHERE allocated IS NOT NULL ORDER BY 1, 2")]
     modules: list[dict[str, Any]] = []
     if run.has("modules"):
@@ -84,7 +84,7 @@ def memory_report(run: Run, top: int = 10) -> MemoryReport:
                         error if error in OOM_ERRORS else None, settings.get("memory_budget"))
 
 
-def _device_peak(run: Run, rank: int, device: str, top: int) -> DevicePeak | None:
+def device_peak(run: Run, rank: int, device: str, top: int) -> DevicePeak | None:
     row = run.sql("""
         SELECT allocated, ts_ns, step, capture FROM memory
         WHERE rank = ? AND device = ? AND allocated IS NOT NULL AND action IN ('alloc', 'free')

@@ -28,8 +28,7 @@ def series(cols: Mapping[str, list[Any]], rank: int) -> dict[str, list[Any]]:
     n = len(cols["ts_ns"])
     by_device: dict[str, list[int]] = {}
     for j in range(n):
-        if cols["ts_ns"][j] is not None and cols["action"][j] in ("alloc", "free") and \
-                cols["allocated"][j] is not None:
+        if cols["ts_ns"][j] is not None and cols["action"][j] in ("alloc", "free"):
             by_device.setdefault(cols["device"][j], []).append(j)
     known = [c for c in CATEGORIES if c != "other"]
     for device, rows in by_device.items():
@@ -39,13 +38,21 @@ def series(cols: Mapping[str, list[Any]], rank: int) -> dict[str, list[Any]]:
             if cols["ts_ns"][j] is None and cols["device"][j] == device and \
                     cols["category"][j] in running:
                 running[cols["category"][j]] += cols["bytes"][j]
-        points = np.zeros((len(rows), len(known) + 1), np.int64)
-        for k, j in enumerate(rows):
+        # rows without a total (a census's baseline on an accelerator, whose allocator total
+        # already counts them) move the categories but make no point of their own
+        pts: list[list[int]] = []
+        kept: list[int] = []
+        for j in rows:
             cat = cols["category"][j]
             if cat in running:
                 running[cat] += cols["bytes"][j]
-            points[k, :-1] = [running[c] for c in known]
-            points[k, -1] = cols["allocated"][j]
+            if cols["allocated"][j] is not None:
+                pts.append([running[c] for c in known] + [cols["allocated"][j]])
+                kept.append(j)
+        if not kept:
+            continue
+        rows = kept
+        points = np.asarray(pts, np.int64)
         keep = _keep(points[:, -1], [cols["ts_ns"][j] for j in rows])
         for k in keep:
             j = rows[k]

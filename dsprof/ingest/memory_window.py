@@ -101,6 +101,12 @@ def attribute(mem: Mapping[str, Any], op_module: Mapping[int, str], census: dict
                     stack_id=stacks[i], source=source[i])
             continue
         key = (d, a)
+        if ts[i] is None and key in base_rows:
+            # a snapshot's block older than its trace that the census already counted
+            base = base_rows[key]
+            out.cols["stack_id"][base] = out.cols["stack_id"][base] or stacks[i]
+            live[key] = base
+            continue
         if a is None:  # old traces have no addresses: no pairing
             out.add(rank=rank, device=d, ts_ns=ts[i], action=act, addr=None, bytes=b,
                     allocated=reported[i], reserved=reserved[i], op_id=op_id[i], step=step[i],
