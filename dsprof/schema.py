@@ -220,7 +220,7 @@ MODULES = Table(
         Column("activation_bytes", _I64,
                "bytes saved for backward during one forward of the module and its children "
                "that were created inside that forward (what checkpointing it would free); "
-               "largest over the profiled steps"),
+               "largest over the profiled steps and windows"),
         Column("self_activation_bytes", _I64,
                "the part of activation_bytes not charged to a child module"),
         Column("calls", _I64, "forward calls per step (recomputation under checkpointing "

@@ -6,8 +6,10 @@ charged, once per step, to the module it was *created in*: the innermost module 
 stack that did not receive it as an argument. So a block's output saved by the next block's
 first op is charged to the block that made it, a layer's input is charged to whoever made the
 input, and the model's own input (an argument of every call on the stack) is charged to no
-module. Summed over a module's subtree this is exactly what wrapping that module in
-``torch.utils.checkpoint`` would free (its inputs and outputs stay; checkpoint keeps them).
+module. A module's output that it saved itself (ReLU saves its result) and that a later op
+saves again stays alive whatever the module does, so it moves to the caller. Summed over a
+module's subtree this is what wrapping that module in ``torch.utils.checkpoint`` frees (its
+inputs and outputs stay; checkpoint keeps them).
 Parameters and buffers that ops save (weights) are not activations and are skipped.
 
 Nothing here keeps a tensor alive: the pack hook returns ``t.detach()`` (returning ``t`` itself
@@ -48,7 +50,11 @@ class ActivationTracker:
         self.calls: dict[tuple[int, str], int] = {}
         self.modules: dict[str, tuple[str, int, int, int]] = {}  # name -> type, depth, params, bytes
         self.sites: dict[tuple[tuple[str, int, str], ...], int] = {}
-        self._seen: dict[tuple[str, int], weakref.ref[Any]] = {}
+        # storage -> (weak reference, index in saved): a storage saved again is not recounted
+        self._seen: dict[tuple[str, int], tuple[weakref.ref[Any], int]] = {}
+        # storages a module returned that were charged to it: if a later op saves them again,
+        # they outlive the module's forward whatever it does, so they belong to its caller
+        self._returned: set[tuple[str, int]] = set()
         self._local = threading.local()
         self._handles: list[Any] = []
         self._hooks_ctx: Any = None
@@ -86,6 +92,7 @@ class ActivationTracker:
         self.step = step
         self.param_keys = param_keys
         self._seen.clear()
+        self._returned.clear()
 
     def reset(self) -> None:
         self.saved, self.inputs, self.calls, self.modules, self.sites = [], [], {}, {}, {}
@@ -115,18 +122,18 @@ class ActivationTracker:
         k = (device, ptr)
         if k in self.param_keys:
             return
-        ref = self._seen.get(k)
-        if ref is not None and ref() is not None:
-            return  # saved again (q, k and v all save their input): count the storage once
-        self._seen[k] = weakref.ref(st)
         stack = self._stack()
-        created_in = ""
-        for name, arg_keys, _ in reversed(stack):
-            if k not in arg_keys:
-                created_in = name
-                break
+        hit = self._seen.get(k)
+        if hit is not None and hit[0]() is not None:
+            # saved again (q, k and v all save their input): count the storage once
+            if k in self._returned:
+                self._returned.discard(k)
+                rec = self.saved[hit[1]]
+                self.saved[hit[1]] = (*rec[:4], _created_in(k, stack), *rec[5:])
+            return
+        self._seen[k] = (weakref.ref(st), len(self.saved))
         saver = stack[-1][0] if stack else ""
-        self.saved.append((self.step, device, ptr, nbytes, created_in, saver,
+        self.saved.append((self.step, device, ptr, nbytes, _created_in(k, stack), saver,
                            self._site(sys._getframe(2)), self.clock()))
 
     def _site(self, frame: Any) -> int | None:
@@ -175,13 +182,34 @@ class ActivationTracker:
             return
         for k in range(len(stack) - 1, -1, -1):
             if stack[k][2] is module:
+                self._note_outputs(stack[k][0], output)
                 del stack[k:]
                 return
+
+    def _note_outputs(self, name: str, output: Any) -> None:
+        for t in _tensors(output):
+            key = storage_key(t)
+            if key is None:
+                continue
+            hit = self._seen.get((key[0], key[1]))
+            if hit is not None and hit[0]() is not None:
+                charged = self.saved[hit[1]][4]
+                if charged == name or charged.startswith(name + "."):
+                    self._returned.add((key[0], key[1]))
 
     def _describe(self, root: Any, root_name: str) -> None:
         for sub_name, sub in root.named_modules():
             name = f"{root_name}.{sub_name}" if sub_name else root_name
             self.modules[name] = _describe_one(sub, name.count("."))
+
+
+def _created_in(key: tuple[str, int], stack: list[tuple[str, Any, Any]]) -> str:
+    """The innermost module call on ``stack`` that did not receive ``key`` as an argument
+    ("" when every call did: the storage came from outside the model)."""
+    for name, arg_keys, _ in reversed(stack):
+        if key not in arg_keys:
+            return name
+    return ""
 
 
 def _describe_one(module: Any, depth: int) -> tuple[str, int, int, int]:

@@ -76,6 +76,8 @@ class MemoryParts:
         """Remaining raw files: snapshots not tied to a window, the allocator's counters."""
         for path in sorted(self.raw.glob(f"*{SNAPSHOT_SUFFIX}")):
             self.add_snapshot(path)
+        if len(self.parts["modules"]) > 1:
+            self.parts["modules"] = [memory_tables.merge_modules(self.parts["modules"])]
         stats = self.raw / ALLOCATOR_FILE
         if stats.is_file():
             lines = [orjson.loads(line) for line in stats.read_bytes().splitlines() if line]

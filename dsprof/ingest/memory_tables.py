@@ -189,6 +189,32 @@ def modules(census: dict[str, Any], ops: Mapping[str, Any], rank: int) -> dict[s
     return out
 
 
+def merge_modules(parts: list[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """One row per module from several windows: the largest activation bytes and calls, the
+    mean of the per-step times and FLOPs."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    order: list[str] = []
+    for part in parts:
+        for i, name in enumerate(part["name"]):
+            if name not in rows:
+                rows[name] = []
+                order.append(name)
+            rows[name].append({k: v[i] for k, v in part.items()})
+    out: dict[str, list[Any]] = {k: [] for k in parts[0]}
+    for name in order:
+        rs = rows[name]
+        for k in out:
+            values = [r[k] for r in rs]
+            if k in ("activation_bytes", "self_activation_bytes", "calls"):
+                out[k].append(max(values))
+            elif k in ("fwd_ns", "bwd_ns", "flops"):
+                known = [v for v in values if v is not None]
+                out[k].append(sum(known) // len(known) if known else None)
+            else:
+                out[k].append(values[0])
+    return out
+
+
 def _op_sums(ops: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     fwd: dict[str, int] = {}
     bwd: dict[str, int] = {}
