@@ -64,7 +64,7 @@ def memtracker_mlp() -> dict:
     from torch import nn
 
     sys.path.insert(0, str(REPO / "examples"))
-    import mlp  # noqa: PLC0415
+    import mlp
 
     a = MLP_ARGS
     torch.manual_seed(0)
@@ -91,7 +91,7 @@ def memtracker_lm(checkpoint: bool) -> dict:
     import torch.nn.functional as F
 
     sys.path.insert(0, str(REPO / "examples"))
-    import transformer_lm as lm  # noqa: PLC0415
+    import transformer_lm as lm
 
     a = LM_ARGS
     torch.manual_seed(0)
@@ -156,7 +156,8 @@ def check_v100(tmp: Path) -> None:
         return
     for f in files:
         # the trace read independently: its [memory] events per device, in time order
-        events = [e for e in json.load(gzip.open(f))["traceEvents"] if e.get("name") == "[memory]"]
+        with gzip.open(f) as fh:
+            events = [e for e in json.load(fh)["traceEvents"] if e.get("name") == "[memory]"]
         has_total = any("Total Allocated" in e["args"] for e in events)
         run, _ = import_traces([f], tmp / f.name.split(".")[1])
         table = pq.read_table(next((run.path / "tables" / "memory").glob("*.parquet")))

@@ -92,6 +92,12 @@ STEPS = Table(
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
                "trace (ProfilerStep annotation of an imported trace)"),
+        Column("data_wait_ns", _I64,
+               "time the stepping thread spent inside DataLoader iterators' __next__ during the "
+               "step (waiting for or loading the batch); null for imports"),
+        Column("batch_size", _I64,
+               "leading dimension of the last batch a DataLoader returned in the step (null when "
+               "no DataLoader ran or the batch has no tensor)"),
     ),
 )
 
@@ -134,6 +140,12 @@ KERNELS = Table(
         Column("stream", _I64, "stream id"),
         Column("name", _STR, "kernel name, or the memcpy/memset description"),
         Column("kind", _STR, "compute | communication | memcpy | memset | sync"),
+        Column("category", _STR,
+               "what the kernel does, from its name: gemm | conv | attention | elementwise | "
+               "reduction | norm | memcpy | memset | communication | sync | other"),
+        Column("tensor_core", _BOOL,
+               "true when the kernel ran on Tensor Cores (AMD: matrix cores), from its name; "
+               "null when the name cannot tell (Triton templates)"),
         Column("start_ns", _I64, "start, ns on the run clock"),
         Column("dur_ns", _I64, "duration, ns"),
         Column("correlation", _I64, "CUDA correlation id shared with the launching runtime call"),
@@ -282,8 +294,99 @@ GRAD_HOLDERS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY, MEMORY_SERIES,
-                                                MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS)}
+DATALOADERS = Table(
+    "dataloaders",
+    "One row per DataLoader the script iterated: its settings and the time the training thread "
+    "waited for its batches (recorded for the whole run, not only profiled steps).",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("loader", _I32, "index of the DataLoader in the order it was first iterated"),
+        Column("site", _STR, "file:line of the user code that iterated it (the loop)"),
+        Column("dataset", _STR, "dataset class name"),
+        Column("batch_size", _I64, "DataLoader batch_size (null with a batch_sampler)"),
+        Column("num_workers", _I32, "worker processes (0: batches load on the training thread)"),
+        Column("pin_memory", _BOOL, "pin_memory setting"),
+        Column("persistent_workers", _BOOL, "persistent_workers setting"),
+        Column("prefetch_factor", _I32, "batches prefetched per worker (null with 0 workers)"),
+        Column("iterators", _I32, "passes started over it (iter() calls: one per epoch)"),
+        Column("batches", _I64, "batches returned"),
+        Column("wait_ns", _I64, "total time inside __next__, ns"),
+        Column("wait_cpu_ns", _I64,
+               "CPU time of the training thread inside __next__, ns (close to wait_ns: loading "
+               "is compute on that thread; far below: it waited for workers, disk or network)"),
+        Column("first_wait_ns", _I64,
+               "total time of the first __next__ of each pass (worker start-up unless "
+               "persistent), ns"),
+        Column("cpu_count", _I32, "CPUs usable by the process (os.sched_getaffinity)"),
+        Column("torch_threads", _I32, "torch.get_num_threads() at the end of the run"),
+    ),
+)
+
+HOST_SYNCS = Table(
+    "host_syncs",
+    "Calls that make the host wait for the device or copy a result to the host "
+    "(Tensor.item/tolist/cpu/numpy, nonzero, torch.cuda.synchronize), per source line and step.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step the calls happened in"),
+        Column("call", _STR, "item | tolist | cpu | numpy | nonzero | synchronize | to_cpu"),
+        Column("site", _STR, "file:line of the user code that made the call"),
+        Column("function", _STR, "the user function around that line"),
+        Column("device", _STR, "device of the tensor (cpu, cuda:0, ...)"),
+        Column("count", _I64, "calls in the step"),
+        Column("total_ns", _I64, "time inside those calls, ns (on a GPU: mostly waiting)"),
+        Column("max_ns", _I64, "longest single call, ns"),
+    ),
+)
+
+DEVICE_SAMPLES = Table(
+    "device_samples",
+    "Host and GPU metrics sampled by a background thread for the whole run (every "
+    "DSPROF_SAMPLE_MS); GPU columns are null without an NVIDIA GPU and NVML.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("ts_ns", _I64, "sample time, ns on the run clock"),
+        Column("step", _I64, "step the sample falls in (null outside steps)"),
+        Column("device", _I32, "GPU index sampled (null when only the host is sampled)"),
+        Column("cpu_util", _F64, "CPU utilization of the process since the previous sample, "
+               "percent of one core (can exceed 100)"),
+        Column("rss_bytes", _I64, "resident set size of the process, bytes"),
+        Column("gpu_util", _F64, "NVML GPU utilization: percent of the last sample period a "
+               "kernel was running"),
+        Column("mem_util", _F64, "NVML memory utilization: percent of the period device memory "
+               "was read or written"),
+        Column("mem_used", _I64, "device memory in use (all processes), bytes"),
+        Column("power_w", _F64, "board power draw, watts"),
+        Column("sm_clock_mhz", _I64, "SM clock, MHz"),
+        Column("temp_c", _I64, "GPU temperature, degrees Celsius"),
+        Column("tensor_util", _F64, "Hopper GPM: percent of SM time doing any Tensor Core work "
+               "since the previous sample (null before Hopper)"),
+        Column("sm_util", _F64, "Hopper GPM: percent of SMs busy since the previous sample "
+               "(null before Hopper)"),
+    ),
+)
+
+CUPTI_KERNELS = Table(
+    "cupti_kernels",
+    "Kernels of the whole run outside the profiler windows, recorded by the cupti kernel mode "
+    "(DSPROF_CUPTI_KERNELS=1): name and times only, no launching op.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step the kernel started in (by start time)"),
+        Column("device", _I32, "device index"),
+        Column("stream", _I64, "stream id"),
+        Column("name", _STR, "kernel name"),
+        Column("category", _STR, "what the kernel does, as kernels.category"),
+        Column("tensor_core", _BOOL, "ran on Tensor Cores, as kernels.tensor_core"),
+        Column("start_ns", _I64, "start, ns on the run clock"),
+        Column("dur_ns", _I64, "duration, ns"),
+        Column("correlation", _I64, "CUDA correlation id"),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    STEPS, OPS, KERNELS, MEMORY, DATALOADERS, HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS,
+    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS)}
 
 
 def table(name: str) -> Table:

@@ -51,12 +51,22 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
               help="Only write raw/ at exit; `dsprof summary` ingests later [env DSPROF_ANALYZE=0].")
 @click.option("-q", "--quiet", is_flag=True, default=False,
               help="Print nothing but errors [env DSPROF_QUIET=1].")
+@click.option("--tf32", is_flag=True, default=False,
+              help="Turn on TF32 Tensor Cores for fp32 matmuls and convolutions in the script "
+                   "[env DS_ENABLE_TENSOR_CORE=1 or DSPROF_TF32=1].")
+@click.option("--sample-ms", "sample_ms", type=float, default=None,
+              help="Period of the host/GPU metric sampler in ms, 0 = off "
+                   "[env DSPROF_SAMPLE_MS; default 100].")
+@click.option("--cupti-kernels", "cupti_kernels", is_flag=True, default=False,
+              help="Record every kernel of the whole run with CUPTI (cupti-python), paused "
+                   "while a profiler window records [env DSPROF_CUPTI_KERNELS=1].")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
-                memory_budget: str | None, no_analyze: bool, quiet: bool,
+                memory_budget: str | None, no_analyze: bool, quiet: bool, tf32: bool,
+                sample_ms: float | None, cupti_kernels: bool,
                 target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
@@ -68,6 +78,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
         repeat=repeat, max_capture_s=max_capture_s, with_stack=True if with_stack else None,
         analyze=False if no_analyze else None, quiet=True if quiet else None,
+        tf32=True if tf32 else None, sample_ms=sample_ms,
+        cupti_kernels=True if cupti_kernels else None,
         memory_budget=_budget(memory_budget))
     if log.configure(quiet=settings.quiet) > logging.DEBUG:
         # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.
@@ -127,6 +139,7 @@ def _terminate_as_exit() -> Any:
 
 def _analyze(run: RunDir, quiet: bool) -> None:
     from dsprof.analyzers.breakdown import summarize
+    from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
     from dsprof.run import load
 
@@ -134,6 +147,7 @@ def _analyze(run: RunDir, quiet: bool) -> None:
     try:
         with load(run.path) as loaded:
             summary = summarize(loaded)
+            findings = analyze(loaded)
             postmortem = _postmortem(loaded)
     except DsprofError as exc:
         logger.error("could not analyze the run: %s", exc)
@@ -147,7 +161,7 @@ def _analyze(run: RunDir, quiet: bool) -> None:
         return
     if not quiet:
         console = Console(stderr=True, highlight=False)
-        render_short(summary, console, str(run.path))
+        render_short(summary, console, str(run.path), findings)
         if postmortem is not None:
             from dsprof.render.memory import render_oom_short
 

@@ -203,15 +203,15 @@ def merge_modules(parts: list[dict[str, list[Any]]]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {k: [] for k in parts[0]}
     for name in order:
         rs = rows[name]
-        for k in out:
+        for k, column in out.items():
             values = [r[k] for r in rs]
             if k in ("activation_bytes", "self_activation_bytes", "calls"):
-                out[k].append(max(values))
+                column.append(max(values))
             elif k in ("fwd_ns", "bwd_ns", "flops"):
                 known = [v for v in values if v is not None]
-                out[k].append(sum(known) // len(known) if known else None)
+                column.append(sum(known) // len(known) if known else None)
             else:
-                out[k].append(values[0])
+                column.append(values[0])
     return out
 
 

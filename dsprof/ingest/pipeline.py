@@ -28,22 +28,41 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.memory_ingest import MEMORY_TABLES, SNAPSHOT_SUFFIX, MemoryParts
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
 from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
-from dsprof.ingest.steps import step_column, steps_from_record, steps_from_spans
+from dsprof.ingest.samples import build_device_samples
+from dsprof.ingest.steps import (
+    dataloaders_from_record,
+    host_syncs_from_record,
+    step_column,
+    steps_from_record,
+    steps_from_spans,
+)
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import SESSION_FILE, RunDir
-from dsprof.schema import KERNELS, OPS, STEPS, TABLES, Table
+from dsprof.rundir import CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
+from dsprof.schema import (
+    CUPTI_KERNELS,
+    DATALOADERS,
+    DEVICE_SAMPLES,
+    HOST_SYNCS,
+    KERNELS,
+    OPS,
+    STEPS,
+    TABLES,
+    Table,
+)
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz", ".pickle")
 
 
 def is_trace_file(path: Path) -> bool:
-    return path.is_file() and path.name != SESSION_FILE and path.name.endswith(TRACE_SUFFIXES)
+    return (path.is_file() and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE)
+            and path.name.endswith(TRACE_SUFFIXES))
 
 
 @dataclass
@@ -146,7 +165,10 @@ def ingest_rank(run: RunDir, rank: int,
                 res.events += n_events
             steps_file = raw / SESSION_FILE
             if steps_file.is_file():
-                steps_cols = steps_from_record(orjson.loads(steps_file.read_bytes()), rank)
+                record = orjson.loads(steps_file.read_bytes())
+                steps_cols = steps_from_record(record, rank)
+                stage("dataloaders", DATALOADERS, [dataloaders_from_record(record, rank)])
+                stage("host_syncs", HOST_SYNCS, [host_syncs_from_record(record, rank)])
             else:
                 steps_cols = steps_from_spans(step_spans, rank)
             memory.finish()
@@ -157,6 +179,13 @@ def ingest_rank(run: RunDir, rank: int,
             for name in MEMORY_TABLES:
                 stage(name, TABLES[name], memory.parts[name])
             stage("steps", STEPS, [steps_cols])
+            spans = list(zip(steps_cols["step"], steps_cols["start_ns"], steps_cols["end_ns"]))
+            for fname, tname, table, build in (
+                    (SAMPLES_FILE, "device_samples", DEVICE_SAMPLES, build_device_samples),
+                    (CUPTI_KERNELS_FILE, "cupti_kernels", CUPTI_KERNELS, build_cupti_kernels)):
+                if (raw / fname).is_file():
+                    doc_ = orjson.loads((raw / fname).read_bytes())
+                    stage(tname, table, [build(doc_, rank, spans)])
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
             memory = None
