@@ -41,6 +41,8 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.straggler:StragglerAnalyzer",
     "dsprof.analyzers.comm_overlap_finding:CommOverlapAnalyzer",
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
+    "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
+    "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
 )
 
 
