@@ -64,11 +64,8 @@ def _register() -> None:
     main.add_command(analyze_command)
     main.add_command(diff_command)
     main.add_command(gpu_command)
-<<<<<<< HEAD
-    main.add_command(dashboard_command)
-=======
     main.add_command(memory_command)
->>>>>>> main
+    main.add_command(dashboard_command)
 
 
 _register()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 import pyarrow as pa
 
 from dsprof.analyzers.breakdown import MemoryPeak
+from dsprof.analyzers.memory_report import DevicePeak
 from dsprof.dashboard.memseries import DeviceSeries
 from dsprof.dashboard.text import fmt_bytes, plain
 
@@ -78,4 +80,70 @@ def module_activation_figure(modules: pa.Table, top: int = 20) -> go.Figure:
         hovertemplate="%{y}: %{x:,.0f} B<extra></extra>"))
     fig.update_layout(title="Activations per module", xaxis_title="bytes",
                       yaxis={"autorange": "reversed"}, **_LAYOUT)
+    return fig
+
+
+SERIES_CATEGORIES = ("parameter", "gradient", "optimizer_state", "activation", "input",
+                     "temporary", "other")
+
+
+def memory_series_figure(series: pa.Table) -> go.Figure:
+    """Live bytes by category over time, stacked, per rank/device, from the precomputed
+    ``memory_series`` table (already a few thousand points per capture, peaks kept).
+
+    Args:
+        series: rank, device, t_ms (ms since the run's first span), total and any of
+            SERIES_CATEGORIES.
+    """
+    fig = go.Figure()
+    rank = series.column("rank").to_numpy(zero_copy_only=False)
+    device = np.asarray(series.column("device").to_pylist(), dtype=object)
+    t = series.column("t_ms").to_numpy(zero_copy_only=False)
+    keys = sorted({(int(r), str(d)) for r, d in zip(rank, device)})
+    for r, d in keys:
+        m = (rank == r) & (device == d)
+        label = f"r{r} {d}"
+        for cat in SERIES_CATEGORIES:
+            if cat not in series.column_names:
+                continue
+            y = series.column(cat).to_numpy(zero_copy_only=False)[m].astype(float)
+            if np.nansum(y) > 0:
+                fig.add_trace(go.Scatter(x=t[m], y=y, mode="lines", stackgroup=label,
+                                         line={"shape": "hv", "width": 0.5},
+                                         line_color=CATEGORY_COLORS.get(cat),
+                                         name=plain(f"{label} {cat}"),
+                                         hovertemplate="%{y:,.0f} B"))
+        total = series.column("total").to_numpy(zero_copy_only=False)[m].astype(float)
+        fig.add_trace(go.Scatter(x=t[m], y=total, mode="lines", name=plain(f"{label} total"),
+                                 line={"shape": "hv", "width": 1.5, "color": "#000"},
+                                 hovertemplate="%{y:,.0f} B"))
+    fig.update_layout(title="Memory over time by category",
+                      xaxis_title="ms since the run's first span", yaxis_title="bytes",
+                      hovermode="x unified", **_LAYOUT)
+    return fig
+
+
+def peak_holdings_figure(peaks: Sequence[DevicePeak], by: str = "category") -> go.Figure:
+    """What was live at each device's peak (``memory_report``), by category or module, as
+    stacked bars; the unattributed rest in grey."""
+    fig = go.Figure()
+    keys: dict[str, None] = {}
+    for p in peaks:
+        for h in getattr(p, f"by_{by}"):
+            keys.setdefault(h.key)
+    for key in keys:
+        xs, ys = [], []
+        for p in peaks:
+            hold = {h.key: h.bytes for h in getattr(p, f"by_{by}")}
+            xs.append(hold.get(key, 0))
+            ys.append(plain(f"r{p.rank} {p.device}"))
+        fig.add_trace(go.Bar(x=xs, y=ys, orientation="h", name=plain(key),
+                             marker_color=CATEGORY_COLORS.get(key) if by == "category" else None,
+                             hovertemplate=f"{plain(key)}: %{{x:,.0f}} B<extra></extra>"))
+    if any(p.unattributed for p in peaks):
+        fig.add_trace(go.Bar(x=[p.unattributed for p in peaks],
+                             y=[plain(f"r{p.rank} {p.device}") for p in peaks],
+                             orientation="h", name="unattributed", marker_color="#cccccc"))
+    fig.update_layout(title=f"Live at the peak, by {by}", barmode="stack", xaxis_title="bytes",
+                      **_LAYOUT)
     return fig

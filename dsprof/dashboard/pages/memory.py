@@ -1,5 +1,6 @@
-"""Memory: over time by category, what was live at the peak, activations per module, top
-allocation sites, and the memory findings (leaks, OOM reports) when the analyzers made any."""
+"""Memory: over time by category, what was live at the peak by category, module and site
+(``memory_report``, the facts behind ``dsprof memory``), activations per module, the OOM
+post-mortem, and the memory findings (leaks, fragmentation, budget) when there are any."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ from typing import Any
 import dash_ag_grid as dag
 from dash import html
 
+from dsprof.analyzers.memory_report import MemoryReport, memory_report
 from dsprof.dashboard.figures.memory import (
+    SERIES_CATEGORIES,
     memory_over_time_figure,
+    memory_series_figure,
     module_activation_figure,
     peak_breakdown_figure,
+    peak_holdings_figure,
 )
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.dashboard.pages.findings import finding_card
+from dsprof.dashboard.text import fmt_bytes
 
 PATH = "/memory"
 TITLE = "Memory"
@@ -23,48 +29,70 @@ TITLE = "Memory"
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     src = ctx.a
     out: list[Any] = [html.H2("Memory")]
-    series = src.memory_series if src.has("memory") else []
-    if series:
-        out.append(section("Memory over time", graph("memory-over-time",
-                                                     memory_over_time_figure(series))))
-        if not any(s.categories for s in series):
-            out.append(missing("The memory events carry no categories (parameter, activation, "
-                               "...): only the total is drawn. Categories come from "
-                               "`dsprof run SCRIPT` with the memory collector.", "categories"))
-    else:
+    if not src.has("memory"):
         out.append(section("Memory over time", missing(src.missing("memory"), "memory")))
-    peaks = src.summary.memory
-    if peaks:
-        out.append(section("Peak memory", graph("memory-peaks", peak_breakdown_figure(peaks))))
+        if src.summary.memory:
+            out.append(section("Peak memory", graph("memory-peaks",
+                                                    peak_breakdown_figure(src.summary.memory))))
+        return html.Div(out)
+    out.append(section("Memory over time", graph("memory-over-time", _over_time(src))))
+    with src.lock:
+        report = memory_report(src.run)
+    if report.oom:
+        budget = f" (budget {fmt_bytes(report.budget)})" if report.budget else ""
+        out.append(html.Div(f"The script died of {report.oom}{budget}: below is what held "
+                            "memory at the peak.", className="missing", id="memory-oom"))
+    if report.peaks:
+        out.append(section("What held memory at the peak", *_peaks(report)))
     if src.has("modules") and "activation_bytes" in src.columns("modules"):
-        modules = src.arrow("SELECT * FROM modules")
+        modules = src.arrow("SELECT rank, name, activation_bytes FROM modules "
+                            "WHERE activation_bytes > 0")
         out.append(section("Activations per module",
                            graph("memory-modules", module_activation_figure(modules))))
     else:
         out.append(section("Activations per module", missing(src.missing("modules"), "modules")))
-    out.append(section("Top allocation sites", _sites(src)))
     mem_findings = [f for f in src.findings if f.kind.startswith(("memory.", "oom."))]
     if mem_findings:
-        out.append(section("Memory findings (leaks, OOM)",
-                           *[finding_card(f) for f in mem_findings]))
+        out.append(section("Memory findings", *[finding_card(f) for f in mem_findings]))
     return html.Div(out)
 
 
-def _sites(src: Any) -> Any:
-    if not (src.has("stacks") and "stack_id" in src.columns("memory")):
-        return missing(src.missing("stacks"), "stacks")
-    frames = "frames" if "frames" in src.columns("stacks") else "NULL"
-    rows = src.arrow(f"""
-        SELECT m.stack_id, any_value(s.{frames})::VARCHAR AS site, count(*) AS allocations,
-               (sum(m.bytes) FILTER (WHERE m.bytes > 0))::DOUBLE AS allocated_bytes
-        FROM memory m LEFT JOIN stacks s ON s.stack_id = m.stack_id
-        WHERE m.stack_id IS NOT NULL GROUP BY m.stack_id
-        ORDER BY allocated_bytes DESC NULLS LAST LIMIT 200""").to_pylist()
-    cols = [{"field": "site", "flex": 4}, {"field": "allocations"},
-            {"field": "allocated_bytes", "headerName": "bytes allocated", "sort": "desc"}]
-    return dag.AgGrid(id="memory-sites", rowData=rows, columnDefs=cols,
-                      defaultColDef={"sortable": True, "filter": True, "resizable": True,
-                                     "flex": 1}, style={"height": "360px"})
+def _over_time(src: Any) -> Any:
+    if src.has("memory_series"):
+        t0 = src.timeline.t0_ns if len(src.timeline) else None
+        cols = [c for c in SERIES_CATEGORIES if c in src.columns("memory_series")]
+        origin = str(t0) if t0 is not None else "min(ts_ns) OVER ()"
+        series = src.arrow(f"""
+            SELECT rank, device, (ts_ns - {origin}) / 1e6 AS t_ms, total, {', '.join(cols)}
+            FROM memory_series ORDER BY rank, device, ts_ns""")
+        return memory_series_figure(series)
+    return memory_over_time_figure(src.memory_series)
+
+
+def _peaks(report: MemoryReport) -> list[Any]:
+    parts: list[Any] = [html.Div([
+        graph("memory-peak-category", peak_holdings_figure(report.peaks, "category")),
+        graph("memory-peak-module", peak_holdings_figure(report.peaks, "module")),
+    ], className="grid2")]
+    rows = [{"rank": p.rank, "device": p.device, "site": h.key, "bytes": h.bytes,
+             "tensors": h.count} for p in report.peaks for h in p.by_site]
+    parts.append(html.H4("Top allocation sites live at the peak"))
+    parts.append(dag.AgGrid(
+        id="memory-sites", rowData=rows,
+        columnDefs=[{"field": "site", "flex": 4}, {"field": "bytes", "sort": "desc"},
+                    {"field": "tensors"}, {"field": "device"}, {"field": "rank"}],
+        defaultColDef={"sortable": True, "filter": True, "resizable": True, "flex": 1},
+        style={"height": "320px"}))
+    alloc = [f"r{p.rank} {p.device}: " + ", ".join(f"{k} {_value(k, v)}"
+                                                   for k, v in p.allocator.items())
+             for p in report.peaks if p.allocator]
+    if alloc:
+        parts += [html.H4("Allocator"), html.Ul([html.Li(a) for a in alloc])]
+    return parts
+
+
+def _value(key: str, value: int) -> str:
+    return fmt_bytes(value) if key.endswith(("_peak", "largest_free")) else str(value)
 
 
 def register(app: Any, ctx: Any) -> None:
