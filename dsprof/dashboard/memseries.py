@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsprof.dashboard.duck import arrow
 from dsprof.run import Run
 
 
@@ -74,9 +75,9 @@ def load_memory(run: Run, t0_ns: int | None) -> list[DeviceSeries]:
     """
     if not run.has("memory"):
         return []
-    cols = run.con.sql("""
+    cols = arrow(run, """
         SELECT rank, device, ts_ns, bytes, allocated, category FROM memory
-        ORDER BY rank, device, ts_ns NULLS FIRST""").to_arrow_table()
+        ORDER BY rank, device, ts_ns NULLS FIRST""")
     if cols.num_rows == 0:
         return []
     rank = cols.column("rank").to_numpy(zero_copy_only=False)

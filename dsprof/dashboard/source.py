@@ -18,6 +18,7 @@ import pyarrow as pa
 from dsprof.analyzers.breakdown import RunSummary, summarize
 from dsprof.analyzers.gpu_report import GpuReport, gpu_report
 from dsprof.analyzers.registry import Analysis, read_findings
+from dsprof.dashboard.duck import arrow
 from dsprof.dashboard.memseries import DeviceSeries, load_memory
 from dsprof.dashboard.timeline import TimelineIndex
 from dsprof.dashboard.timeline_load import load_timeline
@@ -92,7 +93,7 @@ class RunSource:
 
     def arrow(self, query: str, params: list[Any] | None = None) -> pa.Table:
         with self.lock:
-            return self.run.arrow(query, params)
+            return arrow(self.run, query, params)
 
     @property
     def gpu(self) -> GpuReport:

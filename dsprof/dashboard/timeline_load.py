@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from dsprof.dashboard.timeline import COMM, KERNEL, MAX_DEPTH, OP, STEP, TimelineIndex, build_index
+from dsprof.dashboard.duck import arrow, settle
 from dsprof.run import Run
 
 PHASE_CLASSES = ("forward", "backward", "optimizer", "data", "other")
@@ -59,6 +60,7 @@ def load_timeline(run: Run) -> TimelineIndex:
     keys = np.array([lane[3] for lane in lanes], np.int64).reshape(-1, 4)
     lane_table = pa.table({"kind": keys[:, 0], "rank": keys[:, 1], "a": keys[:, 2],
                            "b": keys[:, 3], "lane": np.arange(len(lanes), dtype=np.int32)})
+    settle(run)
     con.register("_dash_lanes", lane_table)
     try:
         parts = _spans(run, cls_of, kernel_classes)
@@ -110,7 +112,7 @@ def _spans(run: Run, cls_of: dict[str, int],
 
 
 def _fetch(run: Run, sql: str) -> dict[str, Any]:
-    table = run.con.sql(f"SELECT * FROM ({sql}) WHERE start_ns IS NOT NULL").to_arrow_table()
+    table = arrow(run, f"SELECT * FROM ({sql}) WHERE start_ns IS NOT NULL")
     out: dict[str, Any] = {}
     for col in ("start_ns", "end_ns", "lane", "kind", "cls", "ref", "rank"):
         out[col] = table.column(col).to_numpy(zero_copy_only=False)

@@ -96,10 +96,14 @@ def test_every_page_on_a_cpu_run(cpu_server, open_page):
     page.wait_for_function(
         "() => document.querySelector('#ops-grid').innerText.includes('backward')")
     assert page.is_visible("#missing-kernels")
-    # Memory: allocations over time (CPU allocator), what is missing is named
+    # Memory: by category over time, what held the peak, activations per module
     nav(p, "memory")
     page.wait_for_selector(GRAPH.format("memory-over-time") + " .scatterlayer .trace")
-    assert page.is_visible("#missing-modules")
+    names = str(gd_eval(p, "memory-over-time", "gd.data.map(t => t.name)"))
+    assert "parameter" in names and "optimizer_state" in names
+    page.wait_for_selector(GRAPH.format("memory-peak-category"))
+    page.wait_for_selector("#memory-sites .ag-row")
+    page.wait_for_selector(GRAPH.format("memory-modules"))
     # Communication: nothing collected on one process; says which command would
     nav(p, "comms")
     page.wait_for_selector("#missing-comms")
