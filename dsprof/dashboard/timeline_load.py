@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dsprof.dashboard.timeline import COMM, KERNEL, MAX_DEPTH, OP, STEP, TimelineIndex, build_index
 from dsprof.dashboard.duck import arrow, settle
+from dsprof.dashboard.timeline import COMM, KERNEL, MAX_DEPTH, OP, STEP, TimelineIndex, build_index
 from dsprof.run import Run
 
 PHASE_CLASSES = ("forward", "backward", "optimizer", "data", "other")
