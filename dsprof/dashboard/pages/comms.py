@@ -27,6 +27,7 @@ _GRID = {"defaultColDef": {"sortable": True, "filter": True, "resizable": True, 
 
 
 def _grid(grid_id: str, rows: list[dict[str, Any]]) -> dag.AgGrid:
+    rows = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
     return dag.AgGrid(id=grid_id, rowData=rows,
                       columnDefs=[{"field": k} for k in (rows[0] if rows else {})], **_GRID)
 
