@@ -35,6 +35,8 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.step_outliers:StepOutliers",
     "dsprof.analyzers.input_pipeline:InputPipeline",
     "dsprof.analyzers.host_syncs:HostSyncs",
+    "dsprof.analyzers.checkpointing:Checkpointing",
+    "dsprof.analyzers.batch_size:BatchSize",
 )
 
 
