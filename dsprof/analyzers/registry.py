@@ -37,6 +37,8 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.host_syncs:HostSyncs",
     "dsprof.analyzers.checkpointing:Checkpointing",
     "dsprof.analyzers.batch_size:BatchSize",
+    "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",
+    "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
 )
 
 
