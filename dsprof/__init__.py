@@ -20,7 +20,7 @@ from dsprof._version import __version__
 if TYPE_CHECKING:
     from dsprof.run import Run
 
-__all__ = ["__version__", "load", "step"]
+__all__ = ["__version__", "load", "memory_summary", "step"]
 
 
 def step() -> None:
@@ -41,3 +41,15 @@ def load(path: Any, *, ingest: bool = True) -> Run:
     from dsprof.run import load as _load
 
     return _load(path, ingest=ingest)
+
+
+def memory_summary(device: Any = None) -> str:
+    """Memory of ``device`` (default: this process's device) by category: parameters,
+    gradients, optimizer state, inputs, activations, temporaries, other. Live now, the peak,
+    and what held memory at the peak, like ``torch.cuda.memory_summary()`` for any device.
+
+        print(dsprof.memory_summary())
+    """
+    from dsprof.collectors.memory_summary import memory_summary as _summary
+
+    return _summary(device)

@@ -27,3 +27,19 @@ class ScriptError(DsprofError):
 
 class ConfigError(DsprofError):
     """A bad option or environment variable value."""
+
+
+class MemoryBudgetExceeded(MemoryError):
+    """Raised into the profiled script when ``--memory-budget`` is exceeded, as an
+    out-of-memory error would be (it is not a :class:`DsprofError`: the script dies of it).
+
+    Args:
+        peak: the live bytes the window reached.
+        budget: the budget in bytes.
+        steps: the profiled steps where it was measured.
+    """
+
+    def __init__(self, peak: int, budget: int, steps: list[int]):
+        super().__init__(f"dsprof memory budget exceeded: {peak:,} bytes live at the peak of "
+                         f"steps {steps}, budget {budget:,} bytes (--memory-budget)")
+        self.peak, self.budget, self.steps = peak, budget, steps

@@ -50,6 +50,7 @@ class Target:
 class Outcome:
     exit_status: int
     reason: str  # exit | exception | interrupt
+    error: str | None = None  # the exception's class name when reason is "exception"
 
 
 def prepare_script(path: str, args: tuple[str, ...]) -> Target:
@@ -112,7 +113,7 @@ def run(target: Target) -> Outcome:
         return Outcome(130, "interrupt")
     except BaseException as exc:  # noqa: BLE001 - the user's failure, reported like Python does
         _print_user_traceback(exc)
-        return Outcome(1, "exception")
+        return Outcome(1, "exception", type(exc).__name__)
     finally:
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path:

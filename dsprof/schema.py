@@ -168,16 +168,129 @@ MEMORY = Table(
         Column("rank", _I32, "process rank"),
         Column("device", _STR, "cpu, cuda:N, ..."),
         Column("ts_ns", _I64, "time, ns on the run clock (null for tensors that pre-existed the capture)"),
-        Column("action", _STR, "alloc | free"),
+        Column("action", _STR,
+               "alloc | free | segment_alloc | segment_free | oom (segment and oom rows come "
+               "from CUDA snapshots and do not change allocated)"),
         Column("addr", _I64, "address (null when unknown)"),
         Column("bytes", _I64, "signed change in bytes: positive for alloc, negative for free"),
         Column("allocated", _I64, "total allocated after the event as the profiler reported it (null if absent)"),
         Column("reserved", _I64, "total reserved after the event (null if absent)"),
         Column("category", _STR,
-               "parameter | optimizer_state | input | temporary | activation | gradient | "
-               "autograd_detail | unknown; null when the source has no categories"),
+               "parameter | gradient | optimizer_state | activation | input | temporary | other "
+               "(dsprof runs and CUDA snapshots); export_memory_timeline files add "
+               "autograd_detail and unknown; null when the source has no categories"),
         Column("op_id", _I64, "ops.id of the innermost op running on the same thread"),
         Column("step", _I64, "step the event falls in"),
+        Column("free_ns", _I64,
+               "alloc rows: when the block was freed (null if still live when the capture "
+               "ended); null on other rows"),
+        Column("module", _STR,
+               "module path the allocation is charged to: the module whose forward saved it "
+               "(activations), else the module of the op that allocated it"),
+        Column("stack_id", _I64, "stacks.stack_id of the allocation's Python stack, null if none"),
+        Column("source", _STR,
+               "profiler ([memory] events), baseline (tensors alive when a dsprof window "
+               "began), snapshot (CUDA _record_memory_history), timeline (export_memory_timeline)"),
+        Column("capture", _I32,
+               "which capture of the rank the row belongs to (a window, a snapshot, an imported "
+               "file); the rows of one capture form one timeline"),
+    ),
+)
+
+MEMORY_SERIES = Table(
+    "memory_series",
+    "Live bytes over time by category, per rank and device, precomputed for plotting: at most "
+    "a few thousand points per capture, each the state after an event (the peak is kept).",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("device", _STR, "cpu, cuda:N, ..."),
+        Column("ts_ns", _I64, "time, ns on the run clock"),
+        Column("step", _I64, "step the point falls in"),
+        Column("capture", _I32, "memory.capture the point comes from"),
+        Column("total", _I64, "live bytes (all categories)"),
+        Column("parameter", _I64, "live bytes of parameters and buffers"),
+        Column("gradient", _I64, "live bytes of .grad tensors"),
+        Column("optimizer_state", _I64, "live bytes of optimizer state"),
+        Column("activation", _I64, "live bytes saved for backward"),
+        Column("input", _I64, "live bytes of the model's inputs"),
+        Column("temporary", _I64, "live bytes freed within the step that made them"),
+        Column("other", _I64, "live bytes of everything else (uncategorized included)"),
+    ),
+)
+
+MODULES = Table(
+    "modules",
+    "One row per module of the profiled model(s) and rank: size, what its forward saves for "
+    "backward, its time.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("name", _STR, "qualified module path, e.g. TransformerLM.blocks.0.attn"),
+        Column("type", _STR, "module class name"),
+        Column("depth", _I32, "nesting depth (0 = root)"),
+        Column("params", _I64, "parameters owned by the module and its children (count)"),
+        Column("param_bytes", _I64, "bytes of those parameters (and buffers)"),
+        Column("activation_bytes", _I64,
+               "bytes saved for backward during one forward of the module and its children "
+               "that were created inside that forward (what checkpointing it would free); "
+               "largest over the profiled steps and windows"),
+        Column("self_activation_bytes", _I64,
+               "the part of activation_bytes not charged to a child module"),
+        Column("calls", _I64, "forward calls per step (recomputation under checkpointing "
+               "included)"),
+        Column("fwd_ns", _I64, "forward time per step (module spans, children included)"),
+        Column("bwd_ns", _I64, "backward time per step of the ops charged to the module or its "
+               "children"),
+        Column("flops", _I64, "forward FLOPs per step of ops under the module (null if none)"),
+    ),
+)
+
+STACKS = Table(
+    "stacks",
+    "Python stacks of allocations, referred to by memory.stack_id (one row per distinct "
+    "stack per rank).",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("stack_id", _I64, "id, unique within a rank"),
+        Column("site", _STR, "the innermost user frame, file:line in function"),
+        Column("frames", _STR, "JSON list of [filename, line, function], innermost first"),
+    ),
+)
+
+ALLOCATOR = Table(
+    "allocator",
+    "Allocator state at points in time: torch.cuda.memory_stats() at every step boundary, "
+    "the segments of each CUDA snapshot, and (CPU) the live total at each profiled boundary.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("device", _STR, "cpu, cuda:N, ..."),
+        Column("step", _I64, "the step that just ended (null for snapshots)"),
+        Column("ts_ns", _I64, "time, ns on the run clock"),
+        Column("source", _STR, "memory_stats | snapshot | timeline"),
+        Column("allocated", _I64, "bytes in live tensors"),
+        Column("reserved", _I64, "bytes the caching allocator holds from the device (null on CPU)"),
+        Column("inactive_split", _I64,
+               "free bytes inside split blocks that cannot be returned (fragmentation)"),
+        Column("largest_free", _I64, "largest free block inside reserved memory (snapshots)"),
+        Column("alloc_retries", _I64, "cudaMalloc retries so far (cache flushed to satisfy one)"),
+        Column("ooms", _I64, "out-of-memory errors so far"),
+        Column("device_allocs", _I64, "cudaMalloc calls so far"),
+        Column("device_frees", _I64, "cudaFree calls so far"),
+    ),
+)
+
+GRAD_HOLDERS = Table(
+    "grad_holders",
+    "Python variables that hold a tensor with an autograd graph at a profiled step boundary "
+    "(a graph that grows across steps is kept alive by mistake).",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "the step that just ended"),
+        Column("name", _STR, "variable name"),
+        Column("function", _STR, "function whose frame holds it (<module> for globals)"),
+        Column("site", _STR, "file:line of the statement that builds it up (an augmented "
+               "assignment, or an assignment that reads it), else of the function"),
+        Column("statement", _STR, "that statement's source text, null if none was found"),
+        Column("graph_nodes", _I64, "autograd nodes reachable from its grad_fn (capped)"),
     ),
 )
 
@@ -271,8 +384,9 @@ CUPTI_KERNELS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY, DATALOADERS,
-                                                 HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS)}
+TABLES: dict[str, Table] = {t.name: t for t in (
+    STEPS, OPS, KERNELS, MEMORY, DATALOADERS, HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS,
+    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS)}
 
 
 def table(name: str) -> Table:

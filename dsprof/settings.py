@@ -50,6 +50,26 @@ def _pos_float(text: str) -> float:
     return value
 
 
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int | None:
+    """``123``, ``512MiB``, ``2GB``, ``1.5GiB`` -> bytes; empty -> None."""
+    t = text.strip().lower().replace(" ", "").replace("_", "")
+    if not t:
+        return None
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num):]
+    if unit not in _UNITS or not num:
+        raise ValueError("expected bytes, e.g. 2000000000, 512MiB or 2GB")
+    value = int(float(num) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
 def _nonneg_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -88,6 +108,9 @@ class Settings:
     analyze: bool = _knob(True, "DSPROF_ANALYZE", _bool,
                           "ingest and summarize at exit (--no-analyze: only write raw/)")
     quiet: bool = _knob(False, "DSPROF_QUIET", _bool, "print nothing but errors")
+    memory_budget: int | None = _knob(None, "DSPROF_MEMORY_BUDGET", parse_bytes,
+                                      "live bytes allowed; over it (measured in profiled "
+                                      "steps) the script is stopped as if out of memory")
     tf32: bool = _knob(False, "DSPROF_TF32", _bool,
                        "turn on TF32 Tensor Cores for fp32 matmuls and convolutions in the "
                        "profiled process", alias="DS_ENABLE_TENSOR_CORE")
@@ -131,6 +154,8 @@ class Settings:
             raise ConfigError("--active must be >= 1")
         if self.max_capture_s <= 0:
             raise ConfigError("--max-capture must be > 0 seconds")
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ConfigError("--memory-budget must be > 0 bytes")
         if self.sample_ms < 0:
             raise ConfigError("--sample-ms must be >= 0 (0 turns sampling off)")
 

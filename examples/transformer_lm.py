@@ -19,6 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -72,8 +73,9 @@ class Block(nn.Module):
 
 class TransformerLM(nn.Module):
     def __init__(self, vocab: int, d_model: int, n_heads: int, n_layers: int, max_seq: int,
-                 use_sdpa: bool = False) -> None:
+                 use_sdpa: bool = False, checkpoint: bool = False) -> None:
         super().__init__()
+        self.checkpoint = checkpoint
         self.tok_emb = nn.Embedding(vocab, d_model)
         self.pos_emb = nn.Embedding(max_seq, d_model)
         self.blocks = nn.ModuleList(
@@ -98,7 +100,11 @@ class TransformerLM(nn.Module):
         pos = torch.arange(t, device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(pos)
         for block in self.blocks:
-            x = block(x)
+            if self.checkpoint and self.training:
+                # keep only each block's input; recompute its inside during backward
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         return self.head(self.ln_f(x))
 
 
@@ -116,6 +122,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--sdpa", action="store_true",
                    help="use F.scaled_dot_product_attention instead of hand-written attention")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="activation checkpointing of every block (torch.utils.checkpoint)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     return p.parse_args()
@@ -128,7 +136,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     model = TransformerLM(args.vocab, args.d_model, args.heads, args.layers, args.seq_len,
-                          use_sdpa=args.sdpa)
+                          use_sdpa=args.sdpa, checkpoint=args.checkpoint)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
 
     model.train()

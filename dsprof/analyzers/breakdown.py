@@ -264,16 +264,10 @@ def _memory_peaks(run: Run) -> list[MemoryPeak]:
 
 
 def _categories_at_peak(run: Run, rank: int, device: str) -> dict[str, int]:
-    """Live bytes per category at the first moment the running total peaks (file order)."""
-    t = run.arrow("SELECT category, bytes, allocated FROM memory WHERE rank = ? AND device = ?",
-                  [rank, device])
-    allocated = t.column("allocated").to_numpy(zero_copy_only=False)
-    if len(allocated) == 0:
+    """Live bytes per category at the first moment the live total peaks (see memory_report)."""
+    from dsprof.analyzers.memory_report import device_peak
+
+    peak = device_peak(run, rank, device, top=50)
+    if peak is None:
         return {}
-    upto = int(np.argmax(allocated)) + 1
-    cats = t.column("category").to_pylist()[:upto]
-    nbytes = t.column("bytes").to_numpy(zero_copy_only=False)[:upto]
-    out: dict[str, int] = {}
-    for c, b in zip(cats, nbytes.tolist()):
-        out[c] = out.get(c, 0) + b
-    return dict(sorted(((c, b) for c, b in out.items() if b), key=lambda kv: -kv[1]))
+    return {h.key: h.bytes for h in peak.by_category if h.bytes}

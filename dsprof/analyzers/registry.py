@@ -39,6 +39,8 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.batch_size:BatchSize",
     "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
+    "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
+    "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
 )
 
 

@@ -43,6 +43,10 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 @click.option("--with-stack", "with_stack", is_flag=True, default=False,
               help="Also record Python stacks in windows, kept in the raw traces for Perfetto "
                    "or HTA; costs time in the window [env DSPROF_WITH_STACK=1].")
+@click.option("--memory-budget", "memory_budget", default=None, metavar="BYTES",
+              help="Stop the script as out of memory when the profiled steps' live bytes exceed "
+                   "BYTES (e.g. 2GiB); a post-mortem says what filled memory "
+                   "[env DSPROF_MEMORY_BUDGET].")
 @click.option("--no-analyze", "no_analyze", is_flag=True, default=False,
               help="Only write raw/ at exit; `dsprof summary` ingests later [env DSPROF_ANALYZE=0].")
 @click.option("-q", "--quiet", is_flag=True, default=False,
@@ -61,8 +65,9 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
-                no_analyze: bool, quiet: bool, tf32: bool, sample_ms: float | None,
-                cupti_kernels: bool, target: tuple[str, ...]) -> None:
+                memory_budget: str | None, no_analyze: bool, quiet: bool, tf32: bool,
+                sample_ms: float | None, cupti_kernels: bool,
+                target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
     Step boundaries come from optimizer.step() (or dsprof.step()); every step is timed, and
@@ -74,7 +79,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         repeat=repeat, max_capture_s=max_capture_s, with_stack=True if with_stack else None,
         analyze=False if no_analyze else None, quiet=True if quiet else None,
         tf32=True if tf32 else None, sample_ms=sample_ms,
-        cupti_kernels=True if cupti_kernels else None)
+        cupti_kernels=True if cupti_kernels else None,
+        memory_budget=_budget(memory_budget))
     if log.configure(quiet=settings.quiet) > logging.DEBUG:
         # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -94,7 +100,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    session.finish(outcome.exit_status, outcome.reason)
+    session.finish(outcome.exit_status, outcome.reason, outcome.error)
     if settings.analyze:
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet:
@@ -103,6 +109,18 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
             soft_wrap=True)
     log.detach_file()
     ctx.exit(outcome.exit_status)
+
+
+def _budget(text: str | None) -> int | None:
+    from dsprof.errors import ConfigError
+    from dsprof.settings import parse_bytes
+
+    if text is None:
+        return None
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise ConfigError(f"--memory-budget {text!r} is not valid: {exc}") from None
 
 
 def _terminate_as_exit() -> Any:
@@ -125,10 +143,12 @@ def _analyze(run: RunDir, quiet: bool) -> None:
     from dsprof.render.summary import render_short
     from dsprof.run import load
 
+    postmortem = None
     try:
         with load(run.path) as loaded:
             summary = summarize(loaded)
             findings = analyze(loaded)
+            postmortem = _postmortem(loaded)
     except DsprofError as exc:
         logger.error("could not analyze the run: %s", exc)
         return
@@ -140,5 +160,23 @@ def _analyze(run: RunDir, quiet: bool) -> None:
         logger.exception("analysis failed (the raw data is kept in %s): %s", run.path, exc)
         return
     if not quiet:
-        render_short(summary, Console(stderr=True, highlight=False), str(run.path), findings)
+        console = Console(stderr=True, highlight=False)
+        render_short(summary, console, str(run.path), findings)
+        if postmortem is not None:
+            from dsprof.render.memory import render_oom_short
+
+            render_oom_short(postmortem, console)
+            console.print(f"saved to {run.path / 'oom.json'}; more: "
+                          f"[bold]dsprof memory {run.path}[/]", soft_wrap=True)
     sys.stderr.flush()
+
+
+def _postmortem(loaded: Any) -> Any:
+    """"What filled memory" when the script died out of memory (None otherwise)."""
+    from dsprof.analyzers.memory_report import write_postmortem
+
+    try:
+        return write_postmortem(loaded)
+    except DsprofError as exc:
+        logger.warning("no out-of-memory post-mortem: %s", exc)
+        return None

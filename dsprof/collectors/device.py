@@ -56,6 +56,78 @@ class Device:
         return int(torch.cuda.max_memory_allocated(self.index))
 
 
+    # -- memory (the allocator collector's window onto torch.cuda) -------------------------
+    def memory_stats(self) -> dict[str, int] | None:
+        """The allocator counters dsprof keeps from ``torch.cuda.memory_stats()`` (None on CPU).
+
+        Keys: allocated, reserved, active, inactive_split (bytes, current), alloc_retries, ooms,
+        device_allocs, device_frees (counts since the process started).
+        """
+        if not self.is_accelerator:
+            return None
+        import torch
+
+        s = torch.cuda.memory_stats(self.index)
+        return {k: int(s.get(src, 0)) for k, src in _STATS.items()}
+
+    def start_memory_history(self, max_entries: int) -> None:
+        """Record every allocator action with its Python stack (a ring of ``max_entries``)."""
+        if self.is_accelerator:
+            import torch
+
+            torch.cuda.memory._record_memory_history(
+                "all", context="all", stacks="python", max_entries=max_entries,
+                device=self.index)
+
+    def stop_memory_history(self) -> None:
+        if self.is_accelerator:
+            import torch
+
+            torch.cuda.memory._record_memory_history(None, device=self.index)
+
+    def memory_snapshot(self) -> dict[str, Any] | None:
+        """``torch.cuda.memory._snapshot()``: segments, blocks and the recorded trace."""
+        if not self.is_accelerator:
+            return None
+        import torch
+
+        return torch.cuda.memory._snapshot(self.index)
+
+    def on_out_of_memory(self, callback: Any) -> bool:
+        """Call ``callback()`` when the caching allocator raises out-of-memory (before the
+        exception unwinds, while the blocks that filled memory are still allocated)."""
+        if not self.is_accelerator:
+            return False
+        import torch
+
+        def observer(device: int, alloc: int, device_allocated: int, device_free: int) -> None:
+            callback()
+
+        torch._C._cuda_attach_out_of_memory_observer(observer)
+        return True
+
+    def allocated_now(self) -> int | None:
+        if not self.is_accelerator:
+            return None
+        import torch
+
+        return int(torch.cuda.memory_allocated(self.index))
+
+
+# memory_stats key -> torch.cuda.memory_stats() key ("allocation.*" counts allocations, the
+# "*_bytes.*" keys sizes; the docstring's "allocated.*" spelling is wrong in torch 2.13)
+_STATS = {
+    "allocated": "allocated_bytes.all.current",
+    "reserved": "reserved_bytes.all.current",
+    "active": "active_bytes.all.current",
+    "inactive_split": "inactive_split_bytes.all.current",
+    "alloc_retries": "num_alloc_retries",
+    "ooms": "num_ooms",
+    "device_allocs": "num_device_alloc",
+    "device_frees": "num_device_free",
+}
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

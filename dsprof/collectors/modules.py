@@ -18,9 +18,34 @@ from dsprof.ingest.events import DSPROF_MODULE_PREFIX
 from dsprof.log import logger
 
 
-class ModuleAnnotator:
+class ModuleNames:
+    """Qualified names of modules as they are called (shared by the annotator and the memory
+    collector, so both name a module the same way)."""
+
     def __init__(self) -> None:
         self._names: dict[int, tuple[weakref.ref[Any], str]] = {}
+
+    def clear(self) -> None:
+        self._names.clear()
+
+    def name(self, module: Any, parent: str | None) -> str:
+        """The module's path; ``parent`` is the path of the module calling it (None: a root)."""
+        entry = self._names.get(id(module))
+        if entry is not None and entry[0]() is module:
+            return entry[1]
+        if parent is None:
+            root = type(module).__name__
+            for sub_name, sub in module.named_modules():
+                self._names[id(sub)] = (weakref.ref(sub), f"{root}.{sub_name}" if sub_name else root)
+            return root
+        name = f"{parent}.{type(module).__name__}"
+        self._names[id(module)] = (weakref.ref(module), name)
+        return name
+
+
+class ModuleAnnotator:
+    def __init__(self) -> None:
+        self._names = ModuleNames()
         self._local = threading.local()
         self._handles: list[Any] = []
 
@@ -49,20 +74,6 @@ class ModuleAnnotator:
         while stack:
             _close(stack.pop())
 
-    def _name(self, module: Any, stack: list[Any]) -> str:
-        entry = self._names.get(id(module))
-        if entry is not None and entry[0]() is module:
-            return entry[1]
-        if not stack:
-            root = type(module).__name__
-            for sub_name, sub in module.named_modules():
-                self._names[id(sub)] = (weakref.ref(sub), f"{root}.{sub_name}" if sub_name else root)
-            return root
-        parent = stack[-1][1]
-        name = f"{parent}.{type(module).__name__}"
-        self._names[id(module)] = (weakref.ref(module), name)
-        return name
-
     def _pre(self, module: Any, args: Any) -> None:
         import torch
 
@@ -71,7 +82,7 @@ class ModuleAnnotator:
         stack = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
-        name = self._name(module, stack)
+        name = self._names.name(module, stack[-1][1] if stack else None)
         rf = torch.autograd.profiler.record_function(DSPROF_MODULE_PREFIX + name)
         rf.__enter__()
         stack.append((module, name, rf))

@@ -23,6 +23,7 @@ from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
 from dsprof.collectors.host_sync import HostSyncCollector
+from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
@@ -61,6 +62,7 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.memory: MemoryCollector | None = None
         self.data: DataLoaderCollector | None = None
         self.syncs: HostSyncCollector | None = None
         self.sampler: MetricSampler | None = None
@@ -76,9 +78,11 @@ class Session:
         if self.settings.tf32:
             enable_tf32()
             logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
-        self.timeline = TimelineCollector(self.settings, self.device, self.raw)
         self.data = DataLoaderCollector()
         self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step)
+        self.memory = MemoryCollector(self.device, self.raw, self.steps.now_ns,
+                                      self.settings.memory_budget)
+        self.timeline = TimelineCollector(self.settings, self.device, self.raw, self.memory)
         steps = self.steps
         self.syncs = HostSyncCollector(lambda: steps.steps_done)
         if self.settings.cupti_kernels:
@@ -105,6 +109,7 @@ class Session:
             "precision": precision_state(),
         })
         self.steps.install()
+        self.memory.install()
         for hooks in (self.data, self.syncs):
             try:
                 hooks.install()
@@ -144,19 +149,25 @@ class Session:
             self.steps.manual_step()
 
     def _on_boundary(self, step: int) -> None:
+        if self.memory is not None and self.steps is not None:
+            self.memory.on_step(step, self.steps.boundaries_ns[-1])
         if not self._timeline_ok or self.timeline is None:
             return
         try:
             self.timeline.on_boundary(step)
         except Exception as exc:  # noqa: BLE001
             self._disable_timeline(exc)
+        exceeded = self.memory.exceeded if self.memory is not None else None
+        if exceeded is not None:
+            self.memory.exceeded = None
+            raise exceeded  # into the script, like an out-of-memory error
 
     def _disable_timeline(self, exc: BaseException) -> None:
         self._timeline_ok = False
         logger.error("timeline collector failed and is off for the rest of the run: %s: %s",
                      type(exc).__name__, exc)
 
-    def finish(self, exit_status: int, reason: str) -> None:
+    def finish(self, exit_status: int, reason: str, error: str | None = None) -> None:
         """Save everything collected so far. Safe to call more than once."""
         global _current
         if self._finished:
@@ -175,6 +186,8 @@ class Session:
                 timeline.finish()
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
+        if self.memory is not None:
+            self.memory.finish()
         if self.cupti is not None:
             try:
                 self.cupti.finish()
@@ -195,6 +208,7 @@ class Session:
             status="finished",
             exit_status=exit_status,
             exit_reason=reason,
+            exit_error=error,
             end_time=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             end_ns=record["end_ns"],
             steps_source=record.get("source", "none"),

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
@@ -77,11 +77,22 @@ class Window:
                 "capped": self.capped}
 
 
+class WindowListener(Protocol):
+    """Told when a window starts, when one of its steps ends, and when it stops (the memory
+    collector follows the windows this way)."""
+
+    def window_started(self, window: int, step: int) -> None: ...
+    def window_step_ended(self, step: int, continues: bool) -> None: ...
+    def window_stopped(self, trace_file: str | None) -> None: ...
+
+
 class TimelineCollector:
-    def __init__(self, settings: Settings, device: Device, raw_dir: Path):
+    def __init__(self, settings: Settings, device: Device, raw_dir: Path,
+                 listener: WindowListener | None = None):
         self.settings = settings
         self.device = device
         self.raw_dir = raw_dir
+        self.listener = listener
         self.windows: list[Window] = []
         self.annotator = ModuleAnnotator()
         self._prof: Any = None
@@ -115,6 +126,8 @@ class TimelineCollector:
         """Step ``step`` just ended; move to what the schedule says for ``step + 1``."""
         nxt = planned_action(step + 1, self.settings)
         state = self._state
+        if self.listener is not None and state in (RECORD, RECORD_AND_SAVE):
+            self.listener.window_step_ended(step, continues=state == RECORD)
         if state == BOOTSTRAP:
             self._remove_cap_hook()
             self._stop(save=False)
@@ -165,6 +178,8 @@ class TimelineCollector:
         self._prof.start_trace()
         self.annotator.install()
         self._window = window
+        if self.listener is not None:
+            self.listener.window_started(window.index, step)
         self._begin_step_annotation(step)
         logger.debug("timeline: recording from step %d (window %d)", step, window.index)
 
@@ -195,11 +210,15 @@ class TimelineCollector:
             if self.after_profiler is not None:
                 self.after_profiler()
         if not save or window is None:
+            if self.listener is not None:
+                self.listener.window_stopped(None)
             return
         path = self.raw_dir / f"window-{window.index}.trace.json"
         prof.export_chrome_trace(str(path))
         window.file = path.name
         self.windows.append(window)
+        if self.listener is not None:
+            self.listener.window_stopped(path.name)
         logger.debug("timeline: window %d (steps %s) saved to %s in %.0f ms", window.index,
                      window.steps, path, (time.perf_counter() - t0) * 1e3)
         if logger.isEnabledFor(logging.DEBUG):

@@ -40,4 +40,8 @@ def build_memory(records: list[list[int]], *, rank: int, device: str = "unknown"
         "category": [CATEGORIES[i] for i in cat_idx.tolist()],
         "op_id": [None] * n,
         "step": [None] * n,
+        "free_ns": [None] * n,
+        "module": [None] * n,
+        "stack_id": [None] * n,
+        "source": ["timeline"] * n,
     }

@@ -31,6 +31,7 @@ from dsprof.ingest import device_ops, memory_timeline
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
+from dsprof.ingest.memory_ingest import MEMORY_TABLES, SNAPSHOT_SUFFIX, MemoryParts
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
 from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
 from dsprof.ingest.samples import build_device_samples
@@ -50,13 +51,13 @@ from dsprof.schema import (
     DEVICE_SAMPLES,
     HOST_SYNCS,
     KERNELS,
-    MEMORY,
     OPS,
     STEPS,
+    TABLES,
     Table,
 )
 
-TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
+TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz", ".pickle")
 
 
 def is_trace_file(path: Path) -> bool:
@@ -116,10 +117,13 @@ def ingest_rank(run: RunDir, rank: int,
                 progress: Callable[[int, Path], None] | None = None) -> RankResult:
     raw = run.raw_dir(rank)
     res = RankResult(rank)
-    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": [], "memory": []}
+    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": []}
+    memory = MemoryParts(raw, rank)
     step_spans: list[tuple[int, int, int]] = []
     next_id = 0
-    paths = sorted(p for p in raw.iterdir() if is_trace_file(p))
+    # snapshots are read with the window they belong to, or on their own at the end
+    paths = sorted(p for p in raw.iterdir()
+                   if is_trace_file(p) and not p.name.endswith(SNAPSHOT_SUFFIX))
     doc: KinetoTrace | MemoryTimelineRaw | None = None
     staged: dict[str, Future[Staged]] = {}
     # Two threads do what releases the GIL: reading + gunzipping the next file while this one
@@ -144,7 +148,7 @@ def ingest_rank(run: RunDir, rank: int,
                 doc = parse(path, data)
                 del data
                 if isinstance(doc, MemoryTimelineRaw):
-                    parts["memory"].append(memory_timeline.build_memory(doc.records, rank=rank))
+                    memory.add_rows(memory_timeline.build_memory(doc.records, rank=rank))
                     res.events += len(doc.records)
                     continue
 
@@ -154,6 +158,7 @@ def ingest_rank(run: RunDir, rank: int,
 
                 cols, spans, n_events = _trace_tables(doc, rank, next_id, res, ops_done)
                 next_id += len(cols["ops"]["id"])
+                memory.add_trace(path, cols.pop("memory"), cols["ops"], spans)
                 for name, table_cols in cols.items():
                     parts[name].append(table_cols)
                 step_spans.extend(spans)
@@ -166,9 +171,13 @@ def ingest_rank(run: RunDir, rank: int,
                 stage("host_syncs", HOST_SYNCS, [host_syncs_from_record(record, rank)])
             else:
                 steps_cols = steps_from_spans(step_spans, rank)
-            for name, table in (("ops", OPS), ("kernels", KERNELS), ("memory", MEMORY)):
+            memory.finish()
+            res.events += memory.events
+            for name, table in (("ops", OPS), ("kernels", KERNELS)):
                 if name not in staged:
                     stage(name, table, parts[name])
+            for name in MEMORY_TABLES:
+                stage(name, TABLES[name], memory.parts[name])
             stage("steps", STEPS, [steps_cols])
             spans = list(zip(steps_cols["step"], steps_cols["start_ns"], steps_cols["end_ns"]))
             for fname, tname, table, build in (
@@ -179,6 +188,7 @@ def ingest_rank(run: RunDir, rank: int,
                     stage(tname, table, [build(doc_, rank, spans)])
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
+            memory = None
             done = {name: f.result() for name, f in staged.items()}
         except BaseException:
             for f in staged.values():

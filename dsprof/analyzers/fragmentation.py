@@ -1,0 +1,96 @@
+"""Memory the CUDA caching allocator holds but cannot use: fragmentation.
+
+Example:
+    Allocations of varying sizes split the allocator's segments; freed pieces between live
+    blocks are too small or in the wrong place for the next request, so the allocator
+    cudaMallocs more (``reserved`` climbs above ``allocated``), retries after flushing its cache
+    (``num_alloc_retries``), and eventually runs out of memory with gigabytes "free".
+
+Pattern:
+    At the worst moment seen (``allocator`` rows: ``memory_stats()`` at every step boundary and
+    each CUDA snapshot's segments), the free bytes inside segments that also hold live blocks
+    (``inactive_split``: they cannot be returned to the device or serve a larger request) are
+    at least 5 % of the peak reserved memory and 16 MiB; or the allocator retried at all.
+
+Algorithm:
+    The saving is those bytes: with ``expandable_segments`` the allocator grows one segment per
+    stream in place instead of carving new ones, so free pieces coalesce. Retries and cudaMalloc
+    churn (calls per step) go in the explanation; both cost time as well as memory.
+"""
+
+from __future__ import annotations
+
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+
+MIN_SHARE = 0.05
+MIN_BYTES = 16 << 20
+ALLOC_CONF = "expandable_segments:True"
+
+
+class FragmentationAnalyzer(Analyzer):
+    name = "fragmentation"
+    requires = ("allocator",)
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        n = ctx.run.sql("SELECT count(*) FROM allocator WHERE reserved IS NOT NULL")[0][0]
+        return None if n else "needs a CUDA allocator (memory_stats or a snapshot); CPU has none"
+
+    def run(self, ctx: Context) -> list[Finding]:
+        out = []
+        for rank, device in ctx.run.sql("""SELECT DISTINCT rank, device FROM allocator
+                                           WHERE reserved IS NOT NULL ORDER BY 1, 2"""):
+            f = self._device(ctx, rank, device)
+            if f is not None:
+                out.append(f)
+        return out
+
+    def _device(self, ctx: Context, rank: int, device: str) -> Finding | None:
+        worst = ctx.run.sql("""
+            SELECT inactive_split, reserved, allocated, largest_free, step, source, ts_ns
+            FROM allocator WHERE rank = ? AND device = ? AND reserved IS NOT NULL
+            ORDER BY inactive_split DESC NULLS LAST, reserved DESC LIMIT 1""", [rank, device])
+        frag, reserved, allocated, largest, step, source, ts = worst[0]
+        peak_reserved, retries, allocs, frees, n_steps = ctx.run.sql("""
+            SELECT max(reserved), max(alloc_retries), max(device_allocs) - min(device_allocs),
+                   max(device_frees) - min(device_frees), count(DISTINCT step)
+            FROM allocator WHERE rank = ? AND device = ? AND source = 'memory_stats'""",
+                                                                    [rank, device])[0]
+        peak_reserved = max(peak_reserved or 0, reserved or 0)
+        frag = int(frag or 0)
+        retries = int(retries or 0)
+        if not ((frag >= MIN_BYTES and frag >= MIN_SHARE * peak_reserved) or retries > 0):
+            return None
+        where = f"step {step}" if step is not None else f"the {source}"
+        ev = [Evidence(f"{_mib(frag)} MiB free inside segments that hold live blocks at {where} "
+                       f"(reserved {_mib(reserved or 0)} MiB, allocated {_mib(allocated or 0)} "
+                       "MiB" + (f", largest free block {_mib(largest)} MiB" if largest else "")
+                       + ")", rank=rank, step=step, start_ns=ts, value=frag)]
+        churn = ""
+        if n_steps and allocs:
+            churn = (f" The allocator called cudaMalloc {allocs} and cudaFree {frees or 0} times "
+                     f"over {n_steps} steps.")
+        if retries:
+            ev.append(Evidence(f"{retries} allocation retries: the allocator had to free its "
+                               "cache and try again", rank=rank, value=retries))
+        return Finding(
+            analyzer=self.name, kind="memory.fragmentation", key=device,
+            title=f"Set PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF}: {_mib(frag)} MiB of reserved "
+                  f"memory on {device} is fragmented",
+            saving_bytes=frag, confidence="medium",
+            explanation=(f"{_mib(frag)} MiB ({100 * frag / max(peak_reserved, 1):.0f} % of the "
+                         f"peak reserved {_mib(peak_reserved)} MiB) sat free between live "
+                         "blocks, where no larger request can use it. Expandable segments let "
+                         "the allocator grow a segment in place, so freed space coalesces."
+                         + churn),
+            evidence=tuple(ev),
+            fix=f"export PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF}   # before the process starts",
+            apply={"PYTORCH_CUDA_ALLOC_CONF": ALLOC_CONF},
+            verify=(f"PYTORCH_CUDA_ALLOC_CONF={ALLOC_CONF} dsprof run {ctx.target_command}"
+                    if ctx.target_command else ""),
+            data={"fragmented_bytes": frag, "reserved_peak": peak_reserved,
+                  "alloc_retries": retries})
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f}"

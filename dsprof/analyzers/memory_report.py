@@ -1,0 +1,152 @@
+"""What held memory at the peak: the facts behind ``dsprof memory RUN`` and the OOM post-mortem.
+
+Reads the ``memory`` table (and ``stacks``, ``ops``, ``modules``, ``allocator``) only. For each
+rank and device, the peak is the row with the largest live total (``allocated``); what was live
+then is every alloc row of the same capture made at or before that instant and not yet freed
+(``ts_ns <= T < free_ns``), summed by category, by module and by allocation site. Rows without an
+address (raw memory timelines, old traces) cannot be paired; their signed bytes up to the peak
+are summed instead. The site is the stack's innermost user frame when the allocation has a stack (activations, CUDA snapshots),
+else the op that allocated it and its module. What the live rows do not explain (blocks the
+census could not reach, on an accelerator whose allocator counts everything) is reported as
+``unattributed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from dsprof.errors import RunDirError
+from dsprof.run import Run
+
+OOM_ERRORS = ("OutOfMemoryError", "MemoryError", "MemoryBudgetExceeded")
+POSTMORTEM_FILE = "oom.json"
+
+
+@dataclass(frozen=True)
+class Holding:
+    """Bytes live at the peak for one key (a category, module or site)."""
+
+    key: str
+    bytes: int
+    count: int
+
+
+@dataclass(frozen=True)
+class DevicePeak:
+    rank: int
+    device: str
+    peak_bytes: int
+    ts_ns: int | None
+    step: int | None
+    capture: int
+    by_category: list[Holding]
+    by_module: list[Holding]
+    by_site: list[Holding]
+    unattributed: int
+    allocator: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    peaks: list[DevicePeak]
+    modules: list[dict[str, Any]]
+    """The modules table's largest activation savers (checkpointing candidates)."""
+    oom: str | None
+    """The error the script died of, when it was out of memory (or over the budget)."""
+    budget: int | None
+
+
+def memory_report(run: Run, top: int = 10) -> MemoryReport:
+    """Raises:
+        RunDirError: the run has no memory events.
+    """
+    if not run.has("memory") or not run.sql("SELECT count(*) FROM memory")[0][0]:
+        raise RunDirError(
+            f"{run.path} has no memory events (no memory table): the profiled window recorded "
+            "no allocation. Profile at least one training step (check --wait/--active against "
+            "the number of steps the script runs), or import a trace recorded with "
+            "profile_memory=True or a CUDA snapshot")
+    peaks = [device_peak(run, r, d, top) for r, d in run.sql(
+        "SELECT DISTINCT rank, device FROM memory WHERE allocated IS NOT NULL ORDER BY 1, 2")]
+    modules: list[dict[str, Any]] = []
+    if run.has("modules"):
+        cols = ("rank", "name", "type", "params", "param_bytes", "activation_bytes",
+                "self_activation_bytes", "fwd_ns", "bwd_ns")
+        for row in run.sql(f"SELECT {', '.join(cols)} FROM modules WHERE activation_bytes > 0 "
+                           "ORDER BY activation_bytes DESC, name LIMIT ?", [top]):
+            modules.append(dict(zip(cols, row)))
+    error = run.meta.get("exit_error")
+    settings = run.meta.get("settings") or {}
+    return MemoryReport([p for p in peaks if p is not None], modules,
+                        error if error in OOM_ERRORS else None, settings.get("memory_budget"))
+
+
+def device_peak(run: Run, rank: int, device: str, top: int) -> DevicePeak | None:
+    row = run.sql("""
+        SELECT allocated, ts_ns, step, capture FROM memory
+        WHERE rank = ? AND device = ? AND allocated IS NOT NULL AND action IN ('alloc', 'free')
+        ORDER BY allocated DESC, ts_ns NULLS FIRST LIMIT 1""", [rank, device])
+    if not row:
+        return None
+    peak, ts, step, capture = row[0]
+    # Paired rows (with an address): the allocs not yet freed at the peak. Rows without an
+    # address (raw memory timelines, 2021 traces) cannot be paired: their signed bytes up to
+    # the peak are summed instead, which gives the same per-category totals.
+    where = """m.rank = $rank AND m.device = $device AND m.capture = $capture
+          AND (m.ts_ns IS NULL OR m.ts_ns <= $ts) AND (
+            (m.addr IS NOT NULL AND m.action = 'alloc'
+             AND (m.free_ns IS NULL OR m.free_ns > $ts))
+            OR (m.addr IS NULL AND m.action IN ('alloc', 'free')))"""
+    params = {"rank": rank, "device": device, "capture": capture,
+              "ts": ts if ts is not None else -(2**62)}
+
+    def group(key_sql: str, joins: str = "") -> list[Holding]:
+        rows = run.con.execute(
+            f"SELECT {key_sql} AS k, sum(m.bytes), count(*) FROM memory m {joins} "
+            f"WHERE {where} GROUP BY k ORDER BY 2 DESC, k LIMIT {int(top)}", params).fetchall()
+        return [Holding(k if k is not None else "unknown", int(b), int(c)) for k, b, c in rows]
+
+    by_cat = group("coalesce(m.category, 'unknown')")
+    by_mod = group("coalesce(m.module, '(no module)')")
+    site_joins, site_key = "", "NULL"
+    if run.has("stacks"):
+        site_joins += "LEFT JOIN stacks s ON s.rank = m.rank AND s.stack_id = m.stack_id "
+        site_key = "s.site"
+    if run.has("ops"):
+        site_joins += "LEFT JOIN ops o ON o.rank = m.rank AND o.id = m.op_id "
+        site_key = f"coalesce({site_key}, o.name || coalesce(' in ' || m.module, ''))"
+    by_site = group(f"coalesce({site_key}, CASE WHEN m.source = 'baseline' THEN "
+                    "m.category || ' (alive before the window)' END, 'unknown')", site_joins)
+    attributed = run.con.execute(f"SELECT coalesce(sum(m.bytes), 0) FROM memory m WHERE {where}",
+                                 params).fetchone()[0]
+    return DevicePeak(rank, device, int(peak), ts, step, int(capture), by_cat, by_mod, by_site,
+                      max(int(peak) - int(attributed), 0), _allocator(run, rank, device))
+
+
+def _allocator(run: Run, rank: int, device: str) -> dict[str, int]:
+    if not run.has("allocator"):
+        return {}
+    row = run.sql("""
+        SELECT max(reserved), max(allocated), max(inactive_split), max(largest_free),
+               max(alloc_retries), max(ooms), max(device_allocs), max(device_frees)
+        FROM allocator WHERE rank = ? AND device = ? AND source <> 'timeline'""",
+                  [rank, device])[0]
+    keys = ("reserved_peak", "allocated_peak", "inactive_split_peak", "largest_free",
+            "alloc_retries", "ooms", "device_allocs", "device_frees")
+    return {k: int(v) for k, v in zip(keys, row) if v is not None}
+
+
+def write_postmortem(run: Run) -> MemoryReport | None:
+    """When the script died out of memory (or over ``--memory-budget``), write "what filled
+    memory" to ``oom.json`` in the run directory and return it; else None."""
+    if run.meta.get("exit_error") not in OOM_ERRORS:
+        return None
+    from dsprof.rundir import atomic_write_bytes
+
+    report = memory_report(run)
+    atomic_write_bytes(run.path / POSTMORTEM_FILE,
+                       orjson.dumps(asdict(report), option=orjson.OPT_INDENT_2))
+    return report
