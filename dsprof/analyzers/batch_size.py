@@ -53,6 +53,8 @@ class BatchPrediction:
         step_s: predicted seconds per step.
         samples_s: predicted samples per second.
         modules: the modules checkpointed (empty: none).
+        limit: (fixed, batch-proportional) bytes at B0 of the point of the step that limits
+            the batch.
     """
 
     batch: int
@@ -60,18 +62,21 @@ class BatchPrediction:
     step_s: float
     samples_s: float
     modules: tuple[str, ...] = ()
+    limit: tuple[int, int] = (0, 0)
 
 
-def largest_batch(fixed: np.ndarray, scaled: np.ndarray, batch0: int, budget: int) -> int:
+def largest_batch(fixed: np.ndarray, scaled: np.ndarray, batch0: int,
+                  budget: int) -> tuple[int, int]:
     """The largest batch whose peak stays within ``budget`` (0 when even the fixed part does
-    not fit)."""
+    not fit), and the timeline point that limits it."""
     if int(fixed.max()) >= budget:
-        return 0
-    grows = scaled > 0
-    if not grows.any():
-        return 1 << 20
+        return 0, int(np.argmax(fixed))
+    grows = np.flatnonzero(scaled > 0)
+    if not len(grows):
+        return 1 << 20, int(np.argmax(fixed))
     limit = (budget - fixed[grows]) / scaled[grows] * batch0
-    return max(0, math.floor(float(limit.min()) + 1e-9))
+    k = int(np.argmin(limit))
+    return max(0, math.floor(float(limit[k]) + 1e-9)), int(grows[k])
 
 
 def peak_at(fixed: np.ndarray, scaled: np.ndarray, batch0: int, batch: int) -> int:
@@ -140,12 +145,13 @@ class BatchSize(Analyzer):
     @staticmethod
     def _plain(t: PeakTimeline, batch0: int, budget: Budget, fixed_s: float,
                scaled_s: float) -> BatchPrediction | None:
-        batch = largest_batch(t.fixed, t.scaled, batch0, budget.bytes)
+        batch, at = largest_batch(t.fixed, t.scaled, batch0, budget.bytes)
         if batch < 1:
             return None
         step = fixed_s + scaled_s * batch / batch0
         return BatchPrediction(batch, peak_at(t.fixed, t.scaled, batch0, batch), step,
-                               batch / step if step else 0.0)
+                               batch / step if step else 0.0, limit=(int(t.fixed[at]),
+                                                                     int(t.scaled[at])))
 
     @staticmethod
     def _checkpointed(ctx: Context, t: PeakTimeline, batch0: int, budget: Budget,
@@ -156,12 +162,13 @@ class BatchSize(Analyzer):
         best = None
         for point in plan.front[1:]:
             scaled = t.scaled - plan.timeline.reduction(plan.members(point))
-            batch = largest_batch(t.fixed, scaled, batch0, budget.bytes)
+            batch, at = largest_batch(t.fixed, scaled, batch0, budget.bytes)
             if batch < 1:
                 continue
             step = fixed_s + (scaled_s + point.cost_s) * batch / batch0
             pred = BatchPrediction(batch, peak_at(t.fixed, scaled, batch0, batch), step,
-                                   batch / step, point.modules)
+                                   batch / step, point.modules,
+                                   (int(t.fixed[at]), int(scaled[at])))
             if best is None or pred.samples_s > best.samples_s:
                 best = pred
         return best
@@ -178,8 +185,8 @@ class BatchSize(Analyzer):
             apply = {**apply, "DS_GRADIENT_CHECKPOINTING": ",".join(patterns)}
             suffix = f" with {', '.join(patterns[:2])}{' ...' if len(patterns) > 2 else ''} " \
                      "checkpointed"
-        fixed_b = int(t.fixed[int(np.argmax(t.total))])
-        per_sample = (t.peak - fixed_b) / now.batch
+        fixed_b, scaled_b = new.limit
+        per_sample = scaled_b / now.batch
         # Processing the same samples at the new rate: the time saved per current step.
         saving_s = max(0.0, now.step_s * (1 - now.samples_s / new.samples_s)) \
             if new.samples_s else 0.0
@@ -196,9 +203,10 @@ class BatchSize(Analyzer):
             saving_bytes=max(0, t.peak - new.peak) if over else 0,
             confidence="medium" if ctx.meta.get("source") == "run" else "low",
             explanation=(
-                f"At batch {now.batch} the peak is {fmt_bytes(t.peak)}: "
-                f"{fmt_bytes(fixed_b)} fixed (parameters, gradients, optimizer state) and "
-                f"{fmt_bytes(per_sample)} per sample. The budget is {fmt_bytes(budget.bytes)} "
+                f"At batch {now.batch} the peak is {fmt_bytes(t.peak)}. Where the step is "
+                f"tightest{' with the plan' if new.modules else ''}, "
+                f"{fmt_bytes(fixed_b)} is fixed (parameters, gradients, optimizer state) and "
+                f"{fmt_bytes(per_sample)} grows per sample. The budget is {fmt_bytes(budget.bytes)} "
                 f"({budget.source}); batch {new.batch} is the largest under it over the whole "
                 f"step (peak {fmt_bytes(new.peak)} predicted). Of the {now.step_s * 1e3:.1f} ms "
                 f"step, {scaled_s * 1e3:.1f} ms (forward, backward, data wait) grow with the "

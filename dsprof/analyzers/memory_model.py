@@ -106,15 +106,19 @@ class ModuleWindow:
 
 
 def module_windows(run: Run, rank: int, step: int) -> list[ModuleWindow]:
-    """Modules called once per step whose forward saves something, with their windows in
-    ``step``. A module called several times per step (a shared layer) is left out: each call
-    would be recomputed in its own backward, which this model does not follow."""
+    """Modules called once per step, with parameters, whose forward saves something, with their
+    windows in ``step``. Left out: a module called several times per step (a shared layer:
+    each call is recomputed in its own backward, which this model does not follow), and one
+    without parameters (a loss, an activation function): checkpoint keeps a module's inputs
+    until its backward, which costs nothing when its first op saves them anyway (Linear,
+    Conv, norms do) but holds the logits alive when a loss is wrapped (log_softmax does not
+    save its input)."""
     if not (run.has("modules") and run.has("ops")):
         return []
     rows = run.sql(
         """
         WITH m AS (SELECT name, max(activation_bytes) AS freed, max(fwd_ns) AS fwd_ns,
-                          max(calls) AS calls
+                          max(calls) AS calls, max(params) AS params
                    FROM modules WHERE rank = ? GROUP BY name),
         fwd AS (SELECT name, max(start_ns + dur_ns) AS fwd_end FROM ops
                 WHERE cat = 'module' AND rank = ? AND step = ? GROUP BY name),
@@ -124,7 +128,7 @@ def module_windows(run: Run, rank: int, step: int) -> list[ModuleWindow]:
                 GROUP BY m.name)
         SELECT m.name, m.freed, m.fwd_ns, fwd.fwd_end, bwd.bwd_start
         FROM m JOIN fwd USING (name) JOIN bwd USING (name)
-        WHERE m.freed > 0 AND m.calls = 1 AND bwd.bwd_start > fwd.fwd_end
+        WHERE m.freed > 0 AND m.calls = 1 AND m.params > 0 AND bwd.bwd_start > fwd.fwd_end
         ORDER BY m.name
         """, [rank, rank, step, rank, step])
     return [ModuleWindow(str(n), int(a), float(f or 0) / 1e9, int(e), int(b))

@@ -55,6 +55,7 @@ def _register() -> None:
     from dsprof.cli.memory import memory_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
+    from dsprof.cli.tune import tune_command
 
     main.add_command(run_command)
     main.add_command(summary_command)
@@ -63,6 +64,7 @@ def _register() -> None:
     main.add_command(diff_command)
     main.add_command(gpu_command)
     main.add_command(memory_command)
+    main.add_command(tune_command)
 
 
 _register()
