@@ -19,6 +19,9 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
+from dsprof.apply import AppliedKnobs
+from dsprof.apply import from_env as knobs_from_env
+from dsprof.apply import install as knobs_install
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
@@ -62,6 +65,7 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.knobs: AppliedKnobs | None = None
         self.memory: MemoryCollector | None = None
         self.data: DataLoaderCollector | None = None
         self.syncs: HostSyncCollector | None = None
@@ -75,6 +79,7 @@ class Session:
         import torch
 
         self.device = detect()
+        self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
         if self.settings.tf32:
             enable_tf32()
             logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
@@ -106,6 +111,7 @@ class Session:
             "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
+            "knobs": self.knobs.report(),
             "precision": precision_state(),
         })
         self.steps.install()
@@ -178,6 +184,8 @@ class Session:
         steps, timeline = self.steps, self.timeline
         if steps is not None:
             steps.uninstall()
+        if self.knobs is not None:
+            self.knobs.uninstall()
         for hooks in (self.data, self.syncs):
             if hooks is not None:
                 hooks.uninstall()
@@ -216,6 +224,7 @@ class Session:
             windows=windows,
             capped=any(w["capped"] for w in windows),
             max_capture_s=self.settings.max_capture_s,
+            knobs=self.knobs.report() if self.knobs is not None else {},
             precision=precision_state(),
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
