@@ -46,8 +46,10 @@ class CheckpointPlan:
     """The front and the advised plan for a run, shared with the batch-size analyzer."""
 
     def __init__(self, timeline: CheckpointTimeline, front: list[PlanPoint],
-                 advised: PlanPoint | None, target: int | None):
+                 advised: PlanPoint | None, target: int | None, time_ratio: float):
         self.timeline, self.front, self.advised, self.target = timeline, front, advised, target
+        self.time_ratio = time_ratio
+        """Unprofiled over profiled step time: scales the profiled forward times."""
 
     def members(self, point: PlanPoint) -> list[int]:
         index = {w.name: i for i, w in enumerate(self.timeline.windows)}
@@ -70,14 +72,15 @@ def checkpoint_plan(ctx: Context) -> CheckpointPlan | None:
     budget = memory_budget(ctx.meta, timeline.rank)
     step_s = ctx.step_s or 0.0
     if budget is not None and timeline.peak > budget.bytes:
-        return CheckpointPlan(model, front, cheapest_under(front, budget.bytes), budget.bytes)
+        return CheckpointPlan(model, front, cheapest_under(front, budget.bytes), budget.bytes,
+                              ratio)
     best, best_score = None, 0.0
     for p in front[1:]:
         saved = (timeline.peak - p.peak) / timeline.peak
         score = saved - (p.cost_s / step_s if step_s else 0.0)
         if saved >= MIN_SHARE and score > best_score:
             best, best_score = p, score
-    return CheckpointPlan(model, front, best, None)
+    return CheckpointPlan(model, front, best, None, ratio)
 
 
 def module_patterns(chosen: tuple[str, ...], all_names: list[str]) -> list[str]:
@@ -126,7 +129,8 @@ class Checkpointing(Analyzer):
         by_name = {w.name: w for w in plan.timeline.windows}
         evidence = tuple(
             Evidence(f"{n}: {fmt_bytes(by_name[n].freed)} saved for backward, forward "
-                     f"{by_name[n].cost_s * 1e3:.1f} ms", module=n, rank=t.rank, step=t.step,
+                     f"{by_name[n].cost_s * plan.time_ratio * 1e3:.1f} ms", module=n,
+                     rank=t.rank, step=t.step,
                      value=float(by_name[n].freed))
             for n in sorted(p.modules, key=lambda n: -by_name[n].freed)[:12])
         target_cmd = ctx.target_command or "SCRIPT ARGS"

@@ -186,11 +186,7 @@ def memory_budget(meta: dict, rank: int = 0) -> Budget | None:
     if given:
         return Budget(int(given), "--memory-budget")
     devices = meta.get("devices") or {}
-    dev = devices.get(str(rank)) if isinstance(devices, dict) else None
-    if dev is None and isinstance(devices, dict) and devices:
-        dev = next(iter(devices.values()))
-    if isinstance(devices, list) and devices:
-        dev = devices[min(rank, len(devices) - 1)]
+    dev = devices.get(str(rank)) or next(iter(devices.values()), None)
     if dev and dev.get("kind") in ("cuda", "rocm") and dev.get("total_memory"):
         total = int(dev["total_memory"])
         return Budget(int(total * (1 - GPU_MARGIN)),

@@ -66,6 +66,11 @@ def test_checkpointing_plan_applied_meets_its_prediction(baseline, tmp_path):
     # THEN the measured peak is the predicted one within 5 %
     measured = _peak(after)
     assert abs(measured / predicted - 1) < 0.05, (knob, measured, predicted, peak0)
+    # and dsprof diff shows the drop where it happened: the activations at the peak
+    proc = subprocess.run([sys.executable, "-m", "dsprof", "diff", str(baseline), str(after)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "peak memory (live bytes)" in proc.stdout and "activation at the peak" in proc.stdout
 
 
 def test_tune_batch_size_probes_the_advised_batch(baseline, tmp_path):
