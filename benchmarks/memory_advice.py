@@ -7,7 +7,8 @@ sizes:
 1. A baseline ``dsprof run`` at batch B0.
 2. Checkpointing: the checkpointing analyzer, given a budget of ``CKPT_TARGET`` x the baseline
    peak, advises the cheapest plan under it (or, when none reaches it, the plan with the lowest
-   peak); a run with ``DS_GRADIENT_CHECKPOINTING`` set to that plan measures its peak.
+   peak); a run with ``DS_GRADIENT_CHECKPOINTING`` set to that plan measures its peak. The
+   front's lowest-peak plan (the most modules checkpointed) is measured the same way.
 3. Batch size: the batch-size analyzer, given a budget of ``BATCH_BUDGET`` x the baseline peak,
    predicts the largest batch; runs with ``DS_BATCH_SIZE`` then search the true largest batch
    whose measured peak stays within the budget (from the prediction, moving by the measured
@@ -71,20 +72,23 @@ def context(path: Path, budget: int):
     return ctx
 
 
-def checkpoint_case(base: Path, tmp: Path, model: str, size: str, peak0: int) -> dict:
+def checkpoint_case(base: Path, tmp: Path, model: str, size: str, peak0: int,
+                    deepest: bool) -> dict:
+    """The advised plan under a budget of CKPT_TARGET x peak (``deepest``: the front's plan
+    with the lowest peak instead), predicted against a run with it applied."""
     from dsprof.analyzers.checkpointing import checkpoint_plan, module_patterns
 
     ctx = context(base, int(peak0 * CKPT_TARGET))
     plan = checkpoint_plan(ctx)
-    point = plan.advised if plan.advised is not None else plan.front[-1]
+    point = plan.front[-1] if deepest or plan.advised is None else plan.advised
     names = [n for (n,) in ctx.run.sql("SELECT DISTINCT name FROM modules")]
-    patterns = module_patterns(point.modules, names)
-    t0 = time.perf_counter()
-    measured = peak_of(dsprof_run(tmp / f"{model}-{size}-ckpt", model, size, BATCH0[model],
-                                  {"DS_GRADIENT_CHECKPOINTING": ",".join(patterns)}))
     ctx.run.close()
+    patterns = module_patterns(point.modules, names)
+    tag = "deep" if deepest else "ckpt"
+    measured = peak_of(dsprof_run(tmp / f"{model}-{size}-{tag}", model, size, BATCH0[model],
+                                  {"DS_GRADIENT_CHECKPOINTING": ",".join(patterns)}))
     return {"modules": len(point.modules), "patterns": patterns, "predicted": point.peak,
-            "measured": measured, "front": len(plan.front), "run_s": time.perf_counter() - t0}
+            "measured": measured, "front": len(plan.front)}
 
 
 def batch_case(base: Path, tmp: Path, model: str, size: str, peak0: int) -> dict:
@@ -142,28 +146,36 @@ def main() -> int:
             for size in args.sizes.split(","):
                 base = dsprof_run(tmp / f"{model}-{size}-base", model, size, BATCH0[model], {})
                 peak0 = peak_of(base)
-                ck = checkpoint_case(base, tmp, model, size, peak0)
+                ck = checkpoint_case(base, tmp, model, size, peak0, deepest=False)
+                deep = checkpoint_case(base, tmp, model, size, peak0, deepest=True)
                 bs = batch_case(base, tmp, model, size, peak0)
-                rows.append((model, size, peak0, ck, bs))
+                rows.append((model, size, peak0, ck, deep, bs))
                 print(f"  {model} {size}: done ({time.perf_counter() - t_start:.0f} s)",
                       file=sys.stderr, flush=True)
-    print(f"{'model':12} {'size':5} {'B0':>3} {'peak0 MiB':>9} | {'ckpt':>4} "
-          f"{'pred MiB':>8} {'meas MiB':>8} {'meas/pred':>9} | {'budget MiB':>10} "
-          f"{'pred B':>6} {'true B':>6} {'pred/true':>9} {'fits':>4} {'runs':>4}")
-    for model, size, peak0, ck, bs in rows:
-        ck_ratio = ck["measured"] / ck["predicted"]
+    print("checkpointing: peak predicted vs measured (MiB), advised plan under 0.85 x peak "
+          "and the front's lowest-peak plan; batch: largest batch within 3 x peak")
+    print(f"{'model':12} {'size':5} {'B0':>4} {'peak0':>7} | {'n':>2} {'pred':>7} {'meas':>7} "
+          f"{'ratio':>6} | {'n':>2} {'pred':>7} {'meas':>7} {'ratio':>6} | {'budget':>7} "
+          f"{'pred B':>6} {'true B':>6} {'ratio':>6} {'fits':>4} {'runs':>4}")
+    for model, size, peak0, ck, deep, bs in rows:
         b_ratio = bs["predicted"] / bs["true"] if bs["true"] else float("nan")
         fit = bs["measured_at_predicted"] <= bs["budget"]
-        print(f"{model:12} {size:5} {BATCH0[model]:>3} {peak0 / 2**20:>9.2f} | "
-              f"{ck['modules']:>4} {ck['predicted'] / 2**20:>8.2f} {ck['measured'] / 2**20:>8.2f} "
-              f"{ck_ratio:>9.3f} | {bs['budget'] / 2**20:>10.2f} {bs['predicted']:>6} "
-              f"{bs['true']:>6} {b_ratio:>9.3f} {'yes' if fit else 'NO':>4} {bs['runs']:>4}")
-        if abs(ck_ratio - 1) > 0.05:
-            bad.append(f"{model} {size}: checkpointed peak off by {ck_ratio - 1:+.1%}")
+        cells = []
+        for case in (ck, deep):
+            ratio = case["measured"] / case["predicted"]
+            cells.append(f"{case['modules']:>2} {case['predicted'] / 2**20:>7.2f} "
+                         f"{case['measured'] / 2**20:>7.2f} {ratio:>6.3f}")
+            if abs(ratio - 1) > 0.05:
+                bad.append(f"{model} {size}: checkpointed peak off by {ratio - 1:+.1%} "
+                           f"({','.join(case['patterns'])})")
+        print(f"{model:12} {size:5} {BATCH0[model]:>4} {peak0 / 2**20:>7.2f} | {cells[0]} | "
+              f"{cells[1]} | {bs['budget'] / 2**20:>7.2f} {bs['predicted']:>6} "
+              f"{bs['true']:>6} {b_ratio:>6.3f} {'yes' if fit else 'NO':>4} {bs['runs']:>4}")
         if not fit or b_ratio < 0.95:
             bad.append(f"{model} {size}: batch {bs['predicted']} vs true {bs['true']}"
                        f"{'' if fit else ' (over the budget)'}")
-    plans = "; ".join(f"{m} {s}: {','.join(c['patterns'])}" for m, s, _, c, _ in rows)
+    plans = "; ".join(f"{m} {s}: {','.join(c['patterns'])} / {','.join(d['patterns'])}"
+                      for m, s, _, c, d, _ in rows)
     print(f"checkpoint plans: {plans}")
     print(f"total {time.perf_counter() - t_start:.0f} s")
     for line in bad:

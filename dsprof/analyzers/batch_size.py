@@ -119,6 +119,9 @@ class BatchSize(Analyzer):
         if memory_budget(ctx.meta) is None:
             return ("no memory budget to fill: on a CPU run give --memory-budget BYTES "
                     "(the GPU's own memory is used on a GPU)")
+        if not ctx.run.sql("SELECT count(batch_size) FROM steps")[0][0]:
+            return ("no batch size: the steps took no batch from a DataLoader (the batch "
+                    "dimension is the leading dimension of the DataLoader's batches)")
         return None
 
     def run(self, ctx: Context) -> list[Finding]:

@@ -19,7 +19,8 @@ Algorithm:
     the Pareto front of freed bytes against recompute time; the timeline prices them. The
     advised plan is the cheapest one under the memory budget when the peak is over it; else the
     knee of the front: the plan with the largest share of peak saved less share of step time
-    added, when it saves at least ``MIN_SHARE`` of the peak. The whole front goes in
+    added, when it saves at least ``MIN_SHARE`` of the peak. With no plan advised, an ``info``
+    finding (no saving, no knob) names the lowest-peak plan. The whole front goes in
     ``data.front`` for the dashboard.
 """
 
@@ -115,17 +116,23 @@ class Checkpointing(Analyzer):
 
     def run(self, ctx: Context) -> list[Finding]:
         plan = checkpoint_plan(ctx)
-        if plan is None or plan.advised is None:
+        if plan is None or len(plan.front) < 2:
             return []
-        p, t = plan.advised, plan.timeline.timeline
+        # Not advised (no budget pressure, and it costs more time than it saves memory): an
+        # info finding with the lowest-peak plan, so the front still reaches the dashboard.
+        advised = plan.advised is not None
+        p, t = plan.advised or plan.front[-1], plan.timeline.timeline
         names = [n for (n,) in ctx.run.sql("SELECT DISTINCT name FROM modules ORDER BY name")]
         patterns = module_patterns(p.modules, names)
-        roots = sorted({n.split(".", 1)[0] for n in p.modules})
+        roots = sorted({w.name.split(".", 1)[0] for w in plan.timeline.windows})
         step_s = ctx.step_s or 0.0
         cost = (f"+{p.cost_s * 1e3:.1f} ms a step" +
                 (f" ({p.cost_s / step_s:.0%})" if step_s else ""))
         why = (f"over the budget of {fmt_bytes(plan.target)}" if plan.target is not None
-               else "the best memory saved per time added on the front")
+               else "the best memory saved per time added on the front" if advised
+               else f"the lowest peak on the front; not advised: the peak fits (no budget "
+                    f"pressure) and no plan saves {MIN_SHARE:.0%} of it for less than its "
+                    "share of step time")
         by_name = {w.name: w for w in plan.timeline.windows}
         evidence = tuple(
             Evidence(f"{n}: {fmt_bytes(by_name[n].freed)} saved for backward, forward "
@@ -137,9 +144,12 @@ class Checkpointing(Analyzer):
         env = ",".join(patterns)
         return [Finding(
             analyzer=self.name, kind="memory.checkpointing", key=",".join(roots),
-            title=(f"Checkpoint {', '.join(patterns[:3])}{' ...' if len(patterns) > 3 else ''}:"
-                   f" peak {fmt_bytes(t.peak)} -> {fmt_bytes(p.peak)}, {cost}"),
-            saving_bytes=t.peak - p.peak, confidence="medium",
+            title=(f"{'Checkpoint' if advised else 'Checkpointing'} "
+                   f"{', '.join(patterns[:3])}{' ...' if len(patterns) > 3 else ''}"
+                   f"{':' if advised else ' would take the'}"
+                   f" peak {fmt_bytes(t.peak)} -> {fmt_bytes(p.peak)}, {cost}"
+                   f"{'' if advised else ' (not advised)'}"),
+            saving_bytes=t.peak - p.peak if advised else 0, confidence="medium",
             explanation=(
                 f"The peak ({fmt_bytes(t.peak)}, step {t.step}, rank {t.rank}) holds "
                 f"{fmt_bytes(t.parts.get('activation', 0))} of activations. Checkpointing "
@@ -156,8 +166,9 @@ class Checkpointing(Analyzer):
                  "# or, without editing the model's code:\n"
                  "from dsprof.apply.checkpointing import checkpoint_modules\n"
                  f"checkpoint_modules(model, {patterns!r})"),
-            apply={"DS_GRADIENT_CHECKPOINTING": env},
-            verify=f"dsprof run --apply {{id}} --baseline {{run}} {target_cmd}",
+            apply={"DS_GRADIENT_CHECKPOINTING": env} if advised else {},
+            verify=f"dsprof run --apply {{id}} --baseline {{run}} {target_cmd}" if advised
+            else f"DS_GRADIENT_CHECKPOINTING={env} dsprof run {target_cmd}",
             data={"peak": t.peak, "target": plan.target, "step_s": step_s,
                   "front": [{"peak": q.peak, "cost_s": round(q.cost_s, 9), "freed": q.freed,
                              "modules": list(q.modules)} for q in plan.front],
