@@ -27,3 +27,9 @@ class ScriptError(DsprofError):
 
 class ConfigError(DsprofError):
     """A bad option or environment variable value."""
+
+
+class NumericalAnomalyError(ArithmeticError):
+    """Raised into the profiled script at the first op that produced a NaN or Inf
+    (``dsprof run --detect-anomaly`` or ``DS_LOG_LEVEL=DEBUG``). Not a :class:`DsprofError`:
+    it is the script's failure, so the run ends like any uncaught exception (status 1)."""

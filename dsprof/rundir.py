@@ -25,6 +25,7 @@ from dsprof.schema import SCHEMA_VERSION, TABLES
 
 META = "meta.json"
 SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a dsprof run
+ANOMALY_FILE = "anomaly.json"  # raw/rank<R>/: the first NaN/Inf (--detect-anomaly, DEBUG)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

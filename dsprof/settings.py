@@ -77,6 +77,14 @@ class Settings:
     analyze: bool = _knob(True, "DSPROF_ANALYZE", _bool,
                           "ingest and summarize at exit (--no-analyze: only write raw/)")
     quiet: bool = _knob(False, "DSPROF_QUIET", _bool, "print nothing but errors")
+    detect_anomaly: bool = _knob(False, "DSPROF_DETECT_ANOMALY", _bool,
+                                 "check every op's floating outputs for NaN/Inf and stop at the "
+                                 "first (always on at DS_LOG_LEVEL=DEBUG)")
+    trace_filter: str = _knob("", "DSPROF_TRACE_FILTER", str,
+                              "which ops the DEBUG trace prints: op:, module:, step: terms")
+    trace_alloc_bytes: int = _knob(1 << 20, "DSPROF_TRACE_ALLOC_BYTES", _nonneg_int,
+                                   "the DEBUG trace logs op outputs of at least this many new "
+                                   "bytes (0: none)")
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -109,6 +117,11 @@ class Settings:
             raise ConfigError("--active must be >= 1")
         if self.max_capture_s <= 0:
             raise ConfigError("--max-capture must be > 0 seconds")
+        if self.trace_alloc_bytes < 0:
+            raise ConfigError("--trace-alloc-bytes must be >= 0")
+        from dsprof.collectors.trace_filter import TraceFilter
+
+        TraceFilter.parse(self.trace_filter)
 
     def knobs(self) -> dict[str, Any]:
         """The settings as JSON-friendly values, for meta.json."""
@@ -121,3 +134,24 @@ class Settings:
     @staticmethod
     def env_names() -> dict[str, str]:
         return {f.name: f.metadata["env"] for f in dataclasses.fields(Settings)}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which steps ``dsprof.profile()`` records op by op, as ``dsprof run --wait/--warmup/
+    --active/--repeat`` (and torch.profiler's ``schedule``) do. None keeps the default.
+
+    Args:
+        wait: steps skipped before each window.
+        warmup: steps the profiler warms up (not kept).
+        active: steps recorded per window.
+        repeat: number of windows (0: until the profile ends).
+    """
+
+    wait: int | None = None
+    warmup: int | None = None
+    active: int | None = None
+    repeat: int | None = None
+
+    def knobs(self) -> dict[str, int | None]:
+        return dataclasses.asdict(self)

@@ -47,12 +47,23 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
               help="Only write raw/ at exit; `dsprof summary` ingests later [env DSPROF_ANALYZE=0].")
 @click.option("-q", "--quiet", is_flag=True, default=False,
               help="Print nothing but errors [env DSPROF_QUIET=1].")
+@click.option("--detect-anomaly", "detect_anomaly", is_flag=True, default=False,
+              help="Check every op's floating outputs for NaN/Inf and stop at the first, "
+                   "naming op, module, phase, step and line [env DSPROF_DETECT_ANOMALY=1; "
+                   "always on at DS_LOG_LEVEL=DEBUG].")
+@click.option("--trace-filter", "trace_filter", default=None, metavar="TERMS",
+              help="Ops the DS_LOG_LEVEL=DEBUG trace prints, e.g. 'op:addmm module:blocks.0 "
+                   "step:3-5' [env DSPROF_TRACE_FILTER].")
+@click.option("--trace-alloc-bytes", "trace_alloc_bytes", type=int, default=None,
+              help="The DEBUG trace logs op outputs of at least this many new bytes "
+                   "[env DSPROF_TRACE_ALLOC_BYTES; default 1048576; 0: none].")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
-                no_analyze: bool, quiet: bool, target: tuple[str, ...]) -> None:
+                no_analyze: bool, quiet: bool, detect_anomaly: bool, trace_filter: str | None,
+                trace_alloc_bytes: int | None, target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
     Step boundaries come from optimizer.step() (or dsprof.step()); every step is timed, and
@@ -62,7 +73,9 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     settings = Settings.load(
         output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
         repeat=repeat, max_capture_s=max_capture_s, with_stack=True if with_stack else None,
-        analyze=False if no_analyze else None, quiet=True if quiet else None)
+        analyze=False if no_analyze else None, quiet=True if quiet else None,
+        detect_anomaly=True if detect_anomaly else None, trace_filter=trace_filter,
+        trace_alloc_bytes=trace_alloc_bytes)
     if log.configure(quiet=settings.quiet) > logging.DEBUG:
         # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
