@@ -31,6 +31,8 @@ from dsprof.run import Run
 # heavier code; listing names keeps ``import dsprof`` light). Order does not matter: findings
 # are ranked by saving. Add a line here to register an analyzer.
 ANALYZERS: tuple[str, ...] = (
+    "dsprof.analyzers.anomaly:AnomalyAnalyzer",
+    "dsprof.analyzers.grad_scaler:GradScalerAnalyzer",
 )
 
 

@@ -42,10 +42,12 @@ def main() -> None:
       dsprof run train.py --lr 3e-4     profile an unmodified script
       dsprof summary RUN                what the run spent its time and memory on
       dsprof import TRACE_OR_DIR        turn torch.profiler traces into a run
+      dsprof export RUN -f perfetto     open a run in Perfetto, chrome://tracing, TensorBoard
     """
 
 
 def _register() -> None:
+    from dsprof.cli.export import export_command
     from dsprof.cli.import_cmd import import_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
@@ -53,6 +55,7 @@ def _register() -> None:
     main.add_command(run_command)
     main.add_command(summary_command)
     main.add_command(import_command)
+    main.add_command(export_command)
 
 
 _register()

@@ -10,6 +10,7 @@ once and disables that collector; it never fails the user's script.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import platform
 import socket
@@ -20,6 +21,7 @@ import orjson
 
 from dsprof._version import __version__
 from dsprof.collectors.device import Device, detect
+from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
@@ -57,6 +59,8 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.scaler: GradScalerMonitor | None = None
+        self.watcher: Any = None  # DispatchWatcher at DEBUG or with --detect-anomaly
         self._finished = False
         self._timeline_ok = True
 
@@ -88,13 +92,31 @@ class Session:
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
         })
         self.steps.install()
+        self.scaler = GradScalerMonitor(self.steps.scaler_update)
+        self.scaler.install()
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
             self._disable_timeline(exc)
+        self._start_watcher()
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
+
+    def _start_watcher(self) -> None:
+        """The live op trace (DEBUG) and NaN/Inf check (--detect-anomaly, and DEBUG)."""
+        trace = logger.isEnabledFor(logging.DEBUG)
+        if not (trace or self.settings.detect_anomaly):
+            return
+        from dsprof.collectors.dispatch_watch import DispatchWatcher
+        from dsprof.collectors.trace_filter import TraceFilter
+
+        assert self.steps is not None
+        self.watcher = DispatchWatcher(
+            trace=trace, check=True, trace_filter=TraceFilter.parse(self.settings.trace_filter),
+            alloc_bytes=self.settings.trace_alloc_bytes, raw_dir=self.raw, rank=self.rank,
+            now_ns=self.steps.now_ns)
+        self.watcher.start()
 
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
@@ -102,6 +124,8 @@ class Session:
             self.steps.manual_step()
 
     def _on_boundary(self, step: int) -> None:
+        if self.watcher is not None:
+            self.watcher.on_step(step)
         if not self._timeline_ok or self.timeline is None:
             return
         try:
@@ -123,6 +147,10 @@ class Session:
         if _current is self:
             _current = None
         steps, timeline = self.steps, self.timeline
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scaler is not None:
+            self.scaler.uninstall()
         if steps is not None:
             steps.uninstall()
         if timeline is not None and self._timeline_ok:

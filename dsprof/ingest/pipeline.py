@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.anomalies import anomaly_rows
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
@@ -35,14 +36,15 @@ from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
 from dsprof.ingest.steps import step_column, steps_from_record, steps_from_spans
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import SESSION_FILE, RunDir
-from dsprof.schema import KERNELS, MEMORY, OPS, STEPS, Table
+from dsprof.rundir import ANOMALY_FILE, SESSION_FILE, RunDir
+from dsprof.schema import ANOMALIES, KERNELS, MEMORY, OPS, STEPS, Table
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
 
 
 def is_trace_file(path: Path) -> bool:
-    return path.is_file() and path.name != SESSION_FILE and path.name.endswith(TRACE_SUFFIXES)
+    return (path.is_file() and path.name not in (SESSION_FILE, ANOMALY_FILE)
+            and path.name.endswith(TRACE_SUFFIXES))
 
 
 @dataclass
@@ -148,6 +150,9 @@ def ingest_rank(run: RunDir, rank: int,
                 if name not in staged:
                     stage(name, table, parts[name])
             stage("steps", STEPS, [steps_cols])
+            anomaly_file = raw / ANOMALY_FILE
+            stage("anomalies", ANOMALIES, [anomaly_rows(orjson.loads(anomaly_file.read_bytes()),
+                                                        rank)] if anomaly_file.is_file() else [])
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
             done = {name: f.result() for name, f in staged.items()}

@@ -51,6 +51,8 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
         "rss_bytes": [None] * n,
         "cpu_ns": [None] * n,
         "source": ["trace"] * n,
+        "loss_scale": [None] * n,
+        "skipped": [None] * n,
     }
 
 
@@ -70,6 +72,8 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
     rss = rec.get("rss_bytes") or [None] * n
     peak = rec.get("device_peak_bytes") or [None] * n
     cpu = rec.get("cpu_ns") or [None] * n
+    scale = rec.get("loss_scale") or []
+    skipped = rec.get("skipped") or []
     return {
         "rank": [rank] * n,
         "step": list(range(n)),
@@ -82,4 +86,6 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
         "rss_bytes": list(rss[:n]) + [None] * (n - len(rss)),
         "cpu_ns": list(cpu[:n]) + [None] * (n - len(cpu)),
         "source": [rec.get("source", "optimizer")] * n,
+        "loss_scale": list(scale[:n]) + [None] * (n - len(scale[:n])),
+        "skipped": list(skipped[:n]) + [None] * (n - len(skipped[:n])),
     }
