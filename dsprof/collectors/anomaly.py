@@ -3,7 +3,9 @@
 Used by the dispatch watcher (``dsprof run --detect-anomaly``, and ``DS_LOG_LEVEL=DEBUG``)
 on every op's floating outputs. The check is one float32 (or float64) sum per output and one
 host read of it: a sum is finite exactly when the tensor has no NaN/Inf, unless the finite
-values overflow it, which ``isfinite().all()`` then rules out. View ops are not checked (they
+values overflow it, which ``isfinite().all()`` then rules out. A NaN always stops the run; an
+Inf only when the op made it from finite inputs (an overflow, a division by zero), so an
+intentional ``-inf`` attention mask and what carries it along pass. View ops are not checked (they
 alias an output that was). ``torch.autograd.detect_anomaly`` instead checks only backward
 outputs and records a Python stack for every forward op; benchmarks/debug_overhead.py compares
 the two.
@@ -40,15 +42,38 @@ def _checkable(t: Any) -> bool:
             and t.layout == torch.strided and not t.is_meta and t.numel() > 0)
 
 
-def first_nonfinite(out: Any) -> tuple[int, torch.Tensor] | None:
-    """(output index, tensor) of the first floating output holding a NaN or Inf, else None."""
+def _finite(t: torch.Tensor) -> bool:
+    acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+    if math.isfinite(float(t.sum(dtype=acc))):
+        return True
+    return bool(torch.isfinite(t).all())  # the sum may only have overflowed
+
+
+def _inputs_finite(args: Any, kwargs: Any) -> bool:
+    for a in tree_flatten((args, kwargs))[0]:
+        if isinstance(a, float) and not math.isfinite(a):
+            return False
+        if _checkable(a) and not _finite(a):
+            return False
+    return True
+
+
+def first_nonfinite(out: Any, args: Any, kwargs: Any) -> tuple[int, torch.Tensor] | None:
+    """(output index, tensor) of the first floating output the op made non-finite, else None.
+
+    A NaN always counts. An Inf counts only when every input was finite: ``-inf`` written on
+    purpose (an attention mask, ``masked_fill(m, float("-inf"))``) and Infs carried along from
+    such an input are not errors, while an overflow or a division by zero is.
+    """
+    inputs_finite: bool | None = None
     for i, t in enumerate(tree_flatten(out)[0]):
-        if not _checkable(t):
+        if not _checkable(t) or _finite(t):
             continue
-        acc = torch.float64 if t.dtype == torch.float64 else torch.float32
-        if math.isfinite(float(t.sum(dtype=acc))):
-            continue
-        if not bool(torch.isfinite(t).all()):  # the sum may only have overflowed
+        if bool(torch.isnan(t).any()):
+            return i, t
+        if inputs_finite is None:
+            inputs_finite = _inputs_finite(args, kwargs)
+        if inputs_finite:
             return i, t
     return None
 
