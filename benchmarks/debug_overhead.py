@@ -37,9 +37,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsprof.collectors.dispatch_watch import DispatchWatcher  # noqa: E402
-from dsprof.collectors.trace_filter import TraceFilter  # noqa: E402
-from dsprof.log import logger  # noqa: E402
+from dsprof.collectors.dispatch_watch import DispatchWatcher
+from dsprof.collectors.trace_filter import TraceFilter
+from dsprof.log import logger
 
 
 def make(width: int) -> Callable[[], None]:

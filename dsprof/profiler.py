@@ -50,7 +50,7 @@ class Profile:
         self.run: Any = None
         self._session: Any = None
 
-    def __enter__(self) -> Profile:
+    def __enter__(self) -> Profile:  # noqa: PYI034 - Self needs Python 3.11
         from dsprof.collectors.session import Session, current
         from dsprof.rundir import RunDir, new_run_path
 

@@ -57,18 +57,18 @@ def test_manual_steps_through_prof_and_dsprof_step(tmp_path):
 
 
 def test_an_exception_in_the_block_is_recorded_and_propagates(tmp_path):
-    with pytest.raises(ZeroDivisionError):
-        with dsprof.profile(tmp_path / "run", quiet=True, analyze=False) as prof:
-            loop(2)
-            1 / 0  # noqa: B018
+    with pytest.raises(ZeroDivisionError), \
+            dsprof.profile(tmp_path / "run", quiet=True, analyze=False) as prof:
+        loop(2)
+        1 / 0  # noqa: B018
     meta = dsprof.load(prof.path).meta
     assert (meta["exit_status"], meta["exit_reason"]) == (1, "exception")
 
 
 def test_one_session_at_a_time_and_bad_arguments(tmp_path):
-    with dsprof.profile(tmp_path / "a", quiet=True, analyze=False):
-        with pytest.raises(ConfigError, match="already running"):
-            dsprof.profile(tmp_path / "b").__enter__()
+    with dsprof.profile(tmp_path / "a", quiet=True, analyze=False), \
+            pytest.raises(ConfigError, match="already running"):
+        dsprof.profile(tmp_path / "b").__enter__()
     with pytest.raises(ConfigError, match="dsprof.schedule"):
         dsprof.profile(schedule=torch.profiler.schedule(wait=1, warmup=1, active=1))
     with pytest.raises(ConfigError, match="no \\['every'\\]"):
@@ -80,9 +80,9 @@ def test_one_session_at_a_time_and_bad_arguments(tmp_path):
 def test_detect_anomaly_knob_stops_the_block_at_the_first_nan(tmp_path):
     from dsprof.errors import NumericalAnomalyError
 
-    with pytest.raises(NumericalAnomalyError, match="aten.log.default"):
-        with dsprof.profile(tmp_path / "run", quiet=True, detect_anomaly=True) as prof:
-            torch.log(torch.tensor([1.0, -1.0]))
+    with pytest.raises(NumericalAnomalyError, match="aten.log.default"), \
+            dsprof.profile(tmp_path / "run", quiet=True, detect_anomaly=True) as prof:
+        torch.log(torch.tensor([1.0, -1.0]))
     row = prof.run.sql("SELECT op, kind, phase FROM anomalies")
     assert row == [("aten.log.default", "nan", "other")]
     from dsprof.analyzers.registry import read_findings
