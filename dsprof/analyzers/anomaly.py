@@ -38,7 +38,7 @@ _FIXES = {
 }
 
 
-class AnomalyAnalyzer(Analyzer):
+class Anomalies(Analyzer):
     name = "anomaly"
     requires = ("anomalies",)
 

@@ -28,7 +28,7 @@ REPEATED_SKIPS = 2
 COLLAPSE_FACTOR = 2.0**10
 
 
-class GradScalerAnalyzer(Analyzer):
+class LossScaling(Analyzer):
     name = "grad_scaler"
     requires = ("steps",)
 

@@ -20,8 +20,10 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
+from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect
 from dsprof.collectors.grad_scaler import GradScalerMonitor
+from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
@@ -59,6 +61,8 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.data: DataLoaderCollector | None = None
+        self.syncs: HostSyncCollector | None = None
         self.scaler: GradScalerMonitor | None = None
         self.watcher: Any = None  # DispatchWatcher at DEBUG or with --detect-anomaly
         self._finished = False
@@ -70,7 +74,10 @@ class Session:
 
         self.device = detect()
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
-        self.steps = StepCollector(self.device, self._on_boundary)
+        self.data = DataLoaderCollector()
+        self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step)
+        steps = self.steps
+        self.syncs = HostSyncCollector(lambda: steps.steps_done)
         self.run.write_meta({
             "source": "run",
             "status": "running",
@@ -92,6 +99,13 @@ class Session:
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
         })
         self.steps.install()
+        for hooks in (self.data, self.syncs):
+            try:
+                hooks.install()
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                hooks.uninstall()
+                logger.error("%s failed to install and is off: %s: %s", type(hooks).__name__,
+                             type(exc).__name__, exc)
         self.scaler = GradScalerMonitor(self.steps.scaler_update)
         self.scaler.install()
         try:
@@ -153,6 +167,9 @@ class Session:
             self.scaler.uninstall()
         if steps is not None:
             steps.uninstall()
+        for hooks in (self.data, self.syncs):
+            if hooks is not None:
+                hooks.uninstall()
         if timeline is not None and self._timeline_ok:
             try:
                 timeline.finish()
@@ -160,7 +177,9 @@ class Session:
                 self._disable_timeline(exc)
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
-                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank}
+                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
+                  "dataloaders": self.data.rows() if self.data else [],
+                  "host_syncs": self.syncs.rows() if self.syncs else []}
         atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(record))
         self.run.update_meta(
             status="finished",
