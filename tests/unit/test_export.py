@@ -139,3 +139,35 @@ def test_tensorboard_scalars_read_back_with_tensorboards_reader(amp_run, tmp_pat
     assert [e.step for e in acc.Scalars("amp/skipped") if e.value == 1.0] == [4, 6]
     assert acc.Scalars("amp/loss_scale")[-1].value == 2.0**18
     assert points >= 8 * 5
+
+
+def test_tensorboard_comm_share_when_a_comms_table_exists(amp_run, tmp_path, monkeypatch):
+    # GIVEN a comms table beside the steps (the collectives collector writes one; faked here
+    # with the columns the export reads)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dsprof import schema
+
+    comms = schema.Table("comms", "test", (schema.Column("rank", pa.int32(), ""),
+                                           schema.Column("step", pa.int64(), ""),
+                                           schema.Column("dur_ns", pa.int64(), "")))
+    monkeypatch.setitem(schema.TABLES, "comms", comms)
+    run_copy = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(amp_run, run_copy)
+    with dsprof.load(run_copy) as run:
+        dur3 = run.sql("SELECT dur_ns FROM steps WHERE step = 3")[0][0]
+    (run_copy / "tables" / "comms").mkdir()
+    pq.write_table(comms.build({"rank": [0, 0], "step": [3, 3], "dur_ns": [dur3 // 4, dur3 // 4]}),
+                   run_copy / "tables" / "comms" / "rank0.parquet")
+    # WHEN exported
+    with dsprof.load(run_copy) as run:
+        out, _ = write_tensorboard(run, tmp_path / "tb")
+    acc = EventAccumulator(str(out / "rank0"))
+    acc.Reload()
+    # THEN the step's collective time over its duration is plotted
+    (point,) = acc.Scalars("comm/share")
+    assert point.step == 3 and point.value == pytest.approx(0.5, rel=1e-3)
