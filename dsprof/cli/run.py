@@ -47,6 +47,15 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
               help="Only write raw/ at exit; `dsprof summary` ingests later [env DSPROF_ANALYZE=0].")
 @click.option("-q", "--quiet", is_flag=True, default=False,
               help="Print nothing but errors [env DSPROF_QUIET=1].")
+@click.option("--tf32", is_flag=True, default=False,
+              help="Turn on TF32 Tensor Cores for fp32 matmuls and convolutions in the script "
+                   "[env DS_ENABLE_TENSOR_CORE=1 or DSPROF_TF32=1].")
+@click.option("--sample-ms", "sample_ms", type=float, default=None,
+              help="Period of the host/GPU metric sampler in ms, 0 = off "
+                   "[env DSPROF_SAMPLE_MS; default 100].")
+@click.option("--cupti-kernels", "cupti_kernels", is_flag=True, default=False,
+              help="Record every kernel of the whole run with CUPTI (cupti-python), paused "
+                   "while a profiler window records [env DSPROF_CUPTI_KERNELS=1].")
 @click.option("--detect-anomaly", "detect_anomaly", is_flag=True, default=False,
               help="Check every op's floating outputs for NaN/Inf and stop at the first, "
                    "naming op, module, phase, step and line [env DSPROF_DETECT_ANOMALY=1; "
@@ -62,7 +71,8 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
-                no_analyze: bool, quiet: bool, detect_anomaly: bool, trace_filter: str | None,
+                no_analyze: bool, quiet: bool, tf32: bool, sample_ms: float | None,
+                cupti_kernels: bool, detect_anomaly: bool, trace_filter: str | None,
                 trace_alloc_bytes: int | None, target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
@@ -74,6 +84,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
         repeat=repeat, max_capture_s=max_capture_s, with_stack=True if with_stack else None,
         analyze=False if no_analyze else None, quiet=True if quiet else None,
+        tf32=True if tf32 else None, sample_ms=sample_ms,
+        cupti_kernels=True if cupti_kernels else None,
         detect_anomaly=True if detect_anomaly else None, trace_filter=trace_filter,
         trace_alloc_bytes=trace_alloc_bytes)
     if log.configure(quiet=settings.quiet) > logging.DEBUG:

@@ -20,10 +20,12 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
+from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
-from dsprof.collectors.device import Device, detect
+from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
 from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
+from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
@@ -63,6 +65,8 @@ class Session:
         self.timeline: TimelineCollector | None = None
         self.data: DataLoaderCollector | None = None
         self.syncs: HostSyncCollector | None = None
+        self.sampler: MetricSampler | None = None
+        self.cupti: CuptiKernelCollector | None = None
         self.scaler: GradScalerMonitor | None = None
         self.watcher: Any = None  # DispatchWatcher at DEBUG or with --detect-anomaly
         self._finished = False
@@ -73,11 +77,16 @@ class Session:
         import torch
 
         self.device = detect()
+        if self.settings.tf32:
+            enable_tf32()
+            logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
         self.data = DataLoaderCollector()
         self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step)
         steps = self.steps
         self.syncs = HostSyncCollector(lambda: steps.steps_done)
+        if self.settings.cupti_kernels:
+            self._start_cupti()
         self.run.write_meta({
             "source": "run",
             "status": "running",
@@ -97,6 +106,7 @@ class Session:
             "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
+            "precision": precision_state(),
         })
         self.steps.install()
         for hooks in (self.data, self.syncs):
@@ -106,6 +116,13 @@ class Session:
                 hooks.uninstall()
                 logger.error("%s failed to install and is off: %s: %s", type(hooks).__name__,
                              type(exc).__name__, exc)
+        if self.settings.sample_ms > 0:
+            try:
+                self.sampler = start_sampler(self.settings.sample_ms / 1000, self.raw,
+                                             self.steps.now_ns, self.device,
+                                             nvml_bus_id(self.device))
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                logger.error("metric sampler failed to start: %s: %s", type(exc).__name__, exc)
         self.scaler = GradScalerMonitor(self.steps.scaler_update)
         self.scaler.install()
         try:
@@ -117,6 +134,16 @@ class Session:
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
 
+    def _start_cupti(self) -> None:
+        """Whole-run kernel records, handed over to the profiler around every window (the
+        bootstrap capture holds CUPTI first; the mode starts recording when it ends)."""
+        try:
+            self.cupti = CuptiKernelCollector.open(self.device, self.raw, self.steps.now_ns)
+        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+            logger.error("cupti kernel mode failed to start: %s: %s", type(exc).__name__, exc)
+        if self.cupti is not None and self.timeline is not None:
+            self.timeline.before_profiler = self.cupti.pause
+            self.timeline.after_profiler = self.cupti.resume
     def _start_watcher(self) -> None:
         """The live op trace (DEBUG) and NaN/Inf check (--detect-anomaly, and DEBUG)."""
         trace = logger.isEnabledFor(logging.DEBUG)
@@ -175,6 +202,16 @@ class Session:
                 timeline.finish()
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
+        if self.cupti is not None:
+            try:
+                self.cupti.finish()
+            except Exception as exc:  # noqa: BLE001
+                logger.error("cupti kernel mode failed: %s: %s", type(exc).__name__, exc)
+        if self.sampler is not None:
+            try:
+                self.sampler.stop()
+            except Exception as exc:  # noqa: BLE001
+                logger.error("metric sampler failed: %s: %s", type(exc).__name__, exc)
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
                   "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
@@ -192,6 +229,7 @@ class Session:
             windows=windows,
             capped=any(w["capped"] for w in windows),
             max_capture_s=self.settings.max_capture_s,
+            precision=precision_state(),
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                      len(windows))

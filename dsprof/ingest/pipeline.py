@@ -29,10 +29,12 @@ import pyarrow as pa
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
 from dsprof.ingest.anomalies import anomaly_rows
+from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
 from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
+from dsprof.ingest.samples import build_device_samples
 from dsprof.ingest.steps import (
     dataloaders_from_record,
     host_syncs_from_record,
@@ -42,10 +44,12 @@ from dsprof.ingest.steps import (
 )
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import ANOMALY_FILE, SESSION_FILE, RunDir
+from dsprof.rundir import ANOMALY_FILE, CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
 from dsprof.schema import (
     ANOMALIES,
+    CUPTI_KERNELS,
     DATALOADERS,
+    DEVICE_SAMPLES,
     HOST_SYNCS,
     KERNELS,
     MEMORY,
@@ -58,7 +62,8 @@ TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
 
 
 def is_trace_file(path: Path) -> bool:
-    return (path.is_file() and path.name not in (SESSION_FILE, ANOMALY_FILE)
+    return (path.is_file()
+            and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE, ANOMALY_FILE)
             and path.name.endswith(TRACE_SUFFIXES))
 
 
@@ -168,6 +173,13 @@ def ingest_rank(run: RunDir, rank: int,
                 if name not in staged:
                     stage(name, table, parts[name])
             stage("steps", STEPS, [steps_cols])
+            spans = list(zip(steps_cols["step"], steps_cols["start_ns"], steps_cols["end_ns"]))
+            for fname, tname, table, build in (
+                    (SAMPLES_FILE, "device_samples", DEVICE_SAMPLES, build_device_samples),
+                    (CUPTI_KERNELS_FILE, "cupti_kernels", CUPTI_KERNELS, build_cupti_kernels)):
+                if (raw / fname).is_file():
+                    doc_ = orjson.loads((raw / fname).read_bytes())
+                    stage(tname, table, [build(doc_, rank, spans)])
             anomaly_file = raw / ANOMALY_FILE
             stage("anomalies", ANOMALIES, [anomaly_rows(orjson.loads(anomaly_file.read_bytes()),
                                                         rank)] if anomaly_file.is_file() else [])
