@@ -98,6 +98,11 @@ STEPS = Table(
         Column("batch_size", _I64,
                "leading dimension of the last batch a DataLoader returned in the step (null when "
                "no DataLoader ran or the batch has no tensor)"),
+        Column("loss_scale", _F64,
+               "GradScaler loss scale after the step's update() (null without a GradScaler)"),
+        Column("skipped", _BOOL,
+               "GradScaler skipped the optimizer step (inf/NaN gradients); null without a "
+               "GradScaler"),
     ),
 )
 
