@@ -43,6 +43,8 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
+    "dsprof.analyzers.anomaly:Anomalies",
+    "dsprof.analyzers.grad_scaler:LossScaling",
 )
 
 

@@ -66,6 +66,16 @@ RANK_WAIT_S = 30.0
 @click.option("--nproc-per-node", "nproc_per_node", type=click.IntRange(min=1), default=None,
               help="Start N ranks through torch.distributed's elastic launcher (torchrun), "
                    "one dsprof session each, into one run directory.")
+@click.option("--detect-anomaly", "detect_anomaly", is_flag=True, default=False,
+              help="Check every op's floating outputs for NaN/Inf and stop at the first, "
+                   "naming op, module, phase, step and line [env DSPROF_DETECT_ANOMALY=1; "
+                   "always on at DS_LOG_LEVEL=DEBUG].")
+@click.option("--trace-filter", "trace_filter", default=None, metavar="TERMS",
+              help="Ops the DS_LOG_LEVEL=DEBUG trace prints, e.g. 'op:addmm module:blocks.0 "
+                   "step:3-5' [env DSPROF_TRACE_FILTER].")
+@click.option("--trace-alloc-bytes", "trace_alloc_bytes", type=int, default=None,
+              help="The DEBUG trace logs op outputs of at least this many new bytes "
+                   "[env DSPROF_TRACE_ALLOC_BYTES; default 1048576; 0: none].")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
@@ -73,6 +83,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
                 memory_budget: str | None, no_analyze: bool, quiet: bool, tf32: bool,
                 sample_ms: float | None, cupti_kernels: bool, nproc_per_node: int | None,
+                detect_anomaly: bool, trace_filter: str | None, trace_alloc_bytes: int | None,
                 target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
@@ -90,7 +101,9 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         analyze=False if no_analyze else None, quiet=True if quiet else None,
         tf32=True if tf32 else None, sample_ms=sample_ms,
         cupti_kernels=True if cupti_kernels else None,
-        memory_budget=_budget(memory_budget))
+        memory_budget=_budget(memory_budget),
+        detect_anomaly=True if detect_anomaly else None, trace_filter=trace_filter,
+        trace_alloc_bytes=trace_alloc_bytes)
     ranks = RankEnv.from_env()
     # under the user's torchrun, rank 0 speaks for the job; the other ranks log to their files
     if log.configure(quiet=settings.quiet or (ranks.distributed and not ranks.coordinator)) \

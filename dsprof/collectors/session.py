@@ -10,6 +10,7 @@ once and disables that collector; it never fails the user's script.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import platform
 import socket
@@ -23,6 +24,7 @@ from dsprof.collectors import clock
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
+from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.samples import MetricSampler, start_sampler
@@ -70,6 +72,8 @@ class Session:
         self.syncs: HostSyncCollector | None = None
         self.sampler: MetricSampler | None = None
         self.cupti: CuptiKernelCollector | None = None
+        self.scaler: GradScalerMonitor | None = None
+        self.watcher: Any = None  # DispatchWatcher at DEBUG or with --detect-anomaly
         self._finished = False
         self._timeline_ok = True
         self._clock: dict[str, Any] | None = None
@@ -145,10 +149,13 @@ class Session:
                                              nvml_bus_id(self.device))
             except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
                 logger.error("metric sampler failed to start: %s: %s", type(exc).__name__, exc)
+        self.scaler = GradScalerMonitor(self.steps.scaler_update)
+        self.scaler.install()
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
             self._disable_timeline(exc)
+        self._start_watcher()
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
@@ -163,6 +170,20 @@ class Session:
         if self.cupti is not None and self.timeline is not None:
             self.timeline.before_profiler = self.cupti.pause
             self.timeline.after_profiler = self.cupti.resume
+    def _start_watcher(self) -> None:
+        """The live op trace (DEBUG) and NaN/Inf check (--detect-anomaly, and DEBUG)."""
+        trace = logger.isEnabledFor(logging.DEBUG)
+        if not (trace or self.settings.detect_anomaly):
+            return
+        from dsprof.collectors.dispatch_watch import DispatchWatcher
+        from dsprof.collectors.trace_filter import TraceFilter
+
+        assert self.steps is not None
+        self.watcher = DispatchWatcher(
+            trace=trace, check=True, trace_filter=TraceFilter.parse(self.settings.trace_filter),
+            alloc_bytes=self.settings.trace_alloc_bytes, raw_dir=self.raw, rank=self.rank,
+            now_ns=self.steps.now_ns)
+        self.watcher.start()
 
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
@@ -174,6 +195,8 @@ class Session:
             self._backend = _backend()  # scripts destroy their group before exit
         if self.memory is not None and self.steps is not None:
             self.memory.on_step(step, self.steps.boundaries_ns[-1])
+        if self.watcher is not None:
+            self.watcher.on_step(step)
         if not self._timeline_ok or self.timeline is None:
             return
         try:
@@ -199,6 +222,10 @@ class Session:
         if _current is self:
             _current = None
         steps, timeline = self.steps, self.timeline
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scaler is not None:
+            self.scaler.uninstall()
         if steps is not None:
             steps.uninstall()
         for hooks in (self.data, self.syncs):
