@@ -19,6 +19,10 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
+from dsprof.apply import AppliedKnobs
+from dsprof.apply import from_env as knobs_from_env
+from dsprof.apply import install as knobs_install
+from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.device import Device, detect
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
@@ -57,6 +61,7 @@ class Session:
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
+        self.knobs: AppliedKnobs | None = None
         self._finished = False
         self._timeline_ok = True
 
@@ -65,6 +70,7 @@ class Session:
         import torch
 
         self.device = detect()
+        self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
         self.steps = StepCollector(self.device, self._on_boundary)
         self.run.write_meta({
@@ -86,6 +92,8 @@ class Session:
             "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
+            "host_bandwidth": measure_host_bandwidth(),
+            "knobs": self.knobs.report(),
         })
         self.steps.install()
         try:
@@ -125,6 +133,8 @@ class Session:
         steps, timeline = self.steps, self.timeline
         if steps is not None:
             steps.uninstall()
+        if self.knobs is not None:
+            self.knobs.uninstall()
         if timeline is not None and self._timeline_ok:
             try:
                 timeline.finish()
@@ -145,6 +155,7 @@ class Session:
             windows=windows,
             capped=any(w["capped"] for w in windows),
             max_capture_s=self.settings.max_capture_s,
+            knobs=self.knobs.report() if self.knobs is not None else {},
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                      len(windows))
