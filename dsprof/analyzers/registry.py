@@ -31,6 +31,9 @@ from dsprof.run import Run
 # heavier code; listing names keeps ``import dsprof`` light). Order does not matter: findings
 # are ranked by saving. Add a line here to register an analyzer.
 ANALYZERS: tuple[str, ...] = (
+    "dsprof.analyzers.fusion:FusionAnalyzer",
+    "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
+    "dsprof.analyzers.precision:PrecisionAnalyzer",
 )
 
 
