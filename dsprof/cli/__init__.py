@@ -49,10 +49,12 @@ def _register() -> None:
     from dsprof.cli.import_cmd import import_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
+    from dsprof.cli.verify import verify_command
 
     main.add_command(run_command)
     main.add_command(summary_command)
     main.add_command(import_command)
+    main.add_command(verify_command)
 
 
 _register()

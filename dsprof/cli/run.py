@@ -47,12 +47,19 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
               help="Only write raw/ at exit; `dsprof summary` ingests later [env DSPROF_ANALYZE=0].")
 @click.option("-q", "--quiet", is_flag=True, default=False,
               help="Print nothing but errors [env DSPROF_QUIET=1].")
+@click.option("--apply", "apply_ids", metavar="ID[,ID]", default=None,
+              help="Apply these findings' fixes through their knobs (DS_COMPILE=...); "
+                   "recorded in meta.json with their predicted savings.")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="The run the --apply findings come from [default: the newest run in "
+                   "RUNS_DIR that has them].")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
-                no_analyze: bool, quiet: bool, target: tuple[str, ...]) -> None:
+                no_analyze: bool, quiet: bool, apply_ids: str | None, baseline: Path | None,
+                target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
     Step boundaries come from optimizer.step() (or dsprof.step()); every step is timed, and
@@ -72,10 +79,20 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         tgt = launch.prepare_script(target[0], target[1:])
     else:
         raise click.UsageError("give a SCRIPT to run (or -m MODULE)")
+    applied = None
+    if apply_ids is not None:
+        from dsprof.apply.plan import parse_ids, plan
+
+        applied = plan(parse_ids(apply_ids), baseline, settings.runs_dir)
+        os.environ.update(applied.env)
+    elif baseline is not None:
+        raise click.UsageError("--baseline goes with --apply ID")
     run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
     log.attach_file(run.log_path)
     session = Session(settings, run, tgt.to_json())
     session.start()
+    if applied is not None:
+        run.update_meta(applied=applied.to_json())
     previous = _terminate_as_exit()
     try:
         outcome = launch.run(tgt)
