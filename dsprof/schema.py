@@ -92,6 +92,12 @@ STEPS = Table(
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
                "trace (ProfilerStep annotation of an imported trace)"),
+        Column("data_wait_ns", _I64,
+               "time the stepping thread spent inside DataLoader iterators' __next__ during the "
+               "step (waiting for or loading the batch); null for imports"),
+        Column("batch_size", _I64,
+               "leading dimension of the last batch a DataLoader returned in the step (null when "
+               "no DataLoader ran or the batch has no tensor)"),
     ),
 )
 
@@ -169,7 +175,53 @@ MEMORY = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY)}
+DATALOADERS = Table(
+    "dataloaders",
+    "One row per DataLoader the script iterated: its settings and the time the training thread "
+    "waited for its batches (recorded for the whole run, not only profiled steps).",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("loader", _I32, "index of the DataLoader in the order it was first iterated"),
+        Column("site", _STR, "file:line of the user code that iterated it (the loop)"),
+        Column("dataset", _STR, "dataset class name"),
+        Column("batch_size", _I64, "DataLoader batch_size (null with a batch_sampler)"),
+        Column("num_workers", _I32, "worker processes (0: batches load on the training thread)"),
+        Column("pin_memory", _BOOL, "pin_memory setting"),
+        Column("persistent_workers", _BOOL, "persistent_workers setting"),
+        Column("prefetch_factor", _I32, "batches prefetched per worker (null with 0 workers)"),
+        Column("iterators", _I32, "passes started over it (iter() calls: one per epoch)"),
+        Column("batches", _I64, "batches returned"),
+        Column("wait_ns", _I64, "total time inside __next__, ns"),
+        Column("wait_cpu_ns", _I64,
+               "CPU time of the training thread inside __next__, ns (close to wait_ns: loading "
+               "is compute on that thread; far below: it waited for workers, disk or network)"),
+        Column("first_wait_ns", _I64,
+               "total time of the first __next__ of each pass (worker start-up unless "
+               "persistent), ns"),
+        Column("cpu_count", _I32, "CPUs usable by the process (os.sched_getaffinity)"),
+        Column("torch_threads", _I32, "torch.get_num_threads() at the end of the run"),
+    ),
+)
+
+HOST_SYNCS = Table(
+    "host_syncs",
+    "Calls that make the host wait for the device or copy a result to the host "
+    "(Tensor.item/tolist/cpu/numpy, nonzero, torch.cuda.synchronize), per source line and step.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step the calls happened in"),
+        Column("call", _STR, "item | tolist | cpu | numpy | nonzero | synchronize | to_cpu"),
+        Column("site", _STR, "file:line of the user code that made the call"),
+        Column("function", _STR, "the user function around that line"),
+        Column("device", _STR, "device of the tensor (cpu, cuda:0, ...)"),
+        Column("count", _I64, "calls in the step"),
+        Column("total_ns", _I64, "time inside those calls, ns (on a GPU: mostly waiting)"),
+        Column("max_ns", _I64, "longest single call, ns"),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY, DATALOADERS,
+                                                 HOST_SYNCS)}
 
 
 def table(name: str) -> Table:

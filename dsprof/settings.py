@@ -62,9 +62,9 @@ def _knob(default: Any, env: str, parse: Callable[[str], Any], doc: str) -> Any:
 class Settings:
     """What a dsprof session does. Build it with :meth:`Settings.load`."""
 
-    output: Path | None = _knob(None, "DSPROF_OUTPUT", _path,
+    output: Path | None = _knob(None, "DSPROF_OUTPUT", _path,  # noqa: RUF009 - field metadata
                                 "the run directory to write (default: RUNS_DIR/<script>-<stamp>)")
-    runs_dir: Path = _knob(Path("dsprof-runs"), "DSPROF_RUNS_DIR", Path,
+    runs_dir: Path = _knob(Path("dsprof-runs"), "DSPROF_RUNS_DIR", Path,  # noqa: RUF009
                            "where run directories are created when --output is not given")
     wait: int = _knob(5, "DSPROF_WAIT", _nonneg_int, "steps to skip before each profiler window")
     warmup: int = _knob(1, "DSPROF_WARMUP", _nonneg_int, "steps the profiler warms up (not kept)")

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -24,13 +25,16 @@ import orjson
 
 from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
 from dsprof.log import logger
-from dsprof.rundir import atomic_write_bytes
 from dsprof.run import Run
+from dsprof.rundir import atomic_write_bytes
 
 # "module:Class" entries, imported when the analysis runs (an analyzer may import numpy or
 # heavier code; listing names keeps ``import dsprof`` light). Order does not matter: findings
 # are ranked by saving. Add a line here to register an analyzer.
 ANALYZERS: tuple[str, ...] = (
+    "dsprof.analyzers.step_outliers:StepOutliers",
+    "dsprof.analyzers.input_pipeline:InputPipeline",
+    "dsprof.analyzers.host_syncs:HostSyncs",
     "dsprof.analyzers.fusion:FusionAnalyzer",
     "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
     "dsprof.analyzers.precision:PrecisionAnalyzer",
@@ -65,15 +69,15 @@ class Context:
 
     @cached_property
     def step_s(self) -> float | None:
-        """Median step time in seconds over the steps that count: the profiled steps when there
-        are any, else every step but a ``dsprof run``'s step 0 (setup + first iteration)."""
+        """Mean step time in seconds over the steps that count (every step but a ``dsprof
+        run``'s step 0, which holds the setup), so a saving's share of it is its share of the
+        training time. Imported traces: their ProfilerSteps."""
         if not self.run.has("steps"):
             return None
-        rows = self.run.sql("""
-            SELECT median(dur_ns) FROM steps WHERE profiled AND dur_ns > 0""")
+        skip0 = "AND step > 0" if self.meta.get("source") == "run" else ""
+        rows = self.run.sql(f"SELECT avg(dur_ns) FROM steps WHERE dur_ns > 0 {skip0}")
         if rows[0][0] is None:
-            skip0 = "AND step > 0" if self.meta.get("source") == "run" else ""
-            rows = self.run.sql(f"SELECT median(dur_ns) FROM steps WHERE dur_ns > 0 {skip0}")
+            rows = self.run.sql("SELECT avg(dur_ns) FROM steps WHERE dur_ns > 0")
         return None if rows[0][0] is None else float(rows[0][0]) / 1e9
 
     @cached_property
@@ -133,12 +137,13 @@ def load_analyzer(entry: str) -> Analyzer:
     return getattr(importlib.import_module(module), cls)()
 
 
-def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True) -> Analysis:
-    """Run the registered analyzers (or those named in ``only``) and write findings.json."""
+def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
+            analyzers: Sequence[Analyzer] | None = None) -> Analysis:
+    """Run the registered analyzers (or those named in ``only``; or the given ``analyzers``
+    instead of the registry) and write findings.json."""
     ctx = Context(run)
     out = Analysis()
-    for entry in ANALYZERS:
-        analyzer = load_analyzer(entry)
+    for analyzer in analyzers if analyzers is not None else map(load_analyzer, ANALYZERS):
         if only and analyzer.name not in only:
             continue
         missing = [t for t in analyzer.requires if not ctx.nonempty(t)]
@@ -158,12 +163,21 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True) -> Analysi
         out.seconds[analyzer.name] = time.perf_counter() - t0
         logger.debug("analyzer %s: %d findings in %.3fs", analyzer.name, len(found),
                      out.seconds[analyzer.name])
-        out.findings.extend(f.rated(ctx.step_s, ctx.peak_bytes) for f in found)
+        out.findings.extend(_finish(f, ctx) for f in found)
     out.findings = _dedupe(sorted(out.findings, key=rank_key))
     if write:
         atomic_write_bytes(run.path / FINDINGS_FILE,
                            orjson.dumps(out.to_json(), option=orjson.OPT_INDENT_2))
     return out
+
+
+def _finish(f: Finding, ctx: Context) -> Finding:
+    """Rate a finding against the run and fill the ``{run}`` and ``{id}`` placeholders an
+    analyzer may leave in its verify command (the id is known only once the finding exists)."""
+    f = f.rated(ctx.step_s, ctx.peak_bytes)
+    if "{" in f.verify:
+        f = replace(f, verify=f.verify.replace("{run}", str(ctx.run.path)).replace("{id}", f.id))
+    return f
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

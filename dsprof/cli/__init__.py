@@ -41,11 +41,15 @@ def main() -> None:
     \b
       dsprof run train.py --lr 3e-4     profile an unmodified script
       dsprof summary RUN                what the run spent its time and memory on
+      dsprof analyze RUN                findings: what to change and what it saves
+      dsprof diff RUN_A RUN_B           what changed between two runs
       dsprof import TRACE_OR_DIR        turn torch.profiler traces into a run
     """
 
 
 def _register() -> None:
+    from dsprof.cli.analyze import analyze_command
+    from dsprof.cli.diff import diff_command
     from dsprof.cli.import_cmd import import_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
@@ -54,6 +58,8 @@ def _register() -> None:
     main.add_command(run_command)
     main.add_command(summary_command)
     main.add_command(import_command)
+    main.add_command(analyze_command)
+    main.add_command(diff_command)
     main.add_command(verify_command)
 
 

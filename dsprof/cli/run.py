@@ -126,12 +126,14 @@ def _terminate_as_exit() -> Any:
 
 def _analyze(run: RunDir, quiet: bool) -> None:
     from dsprof.analyzers.breakdown import summarize
+    from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
     from dsprof.run import load
 
     try:
         with load(run.path) as loaded:
             summary = summarize(loaded)
+            findings = analyze(loaded)
     except DsprofError as exc:
         logger.error("could not analyze the run: %s", exc)
         return
@@ -143,5 +145,5 @@ def _analyze(run: RunDir, quiet: bool) -> None:
         logger.exception("analysis failed (the raw data is kept in %s): %s", run.path, exc)
         return
     if not quiet:
-        render_short(summary, Console(stderr=True, highlight=False), str(run.path))
+        render_short(summary, Console(stderr=True, highlight=False), str(run.path), findings)
     sys.stderr.flush()

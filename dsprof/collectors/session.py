@@ -23,7 +23,9 @@ from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
 from dsprof.collectors.bandwidth import measure_host_bandwidth
+from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect
+from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
@@ -62,6 +64,8 @@ class Session:
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
         self.knobs: AppliedKnobs | None = None
+        self.data: DataLoaderCollector | None = None
+        self.syncs: HostSyncCollector | None = None
         self._finished = False
         self._timeline_ok = True
 
@@ -72,7 +76,10 @@ class Session:
         self.device = detect()
         self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
-        self.steps = StepCollector(self.device, self._on_boundary)
+        self.data = DataLoaderCollector()
+        self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step)
+        steps = self.steps
+        self.syncs = HostSyncCollector(lambda: steps.steps_done)
         self.run.write_meta({
             "source": "run",
             "status": "running",
@@ -96,6 +103,13 @@ class Session:
             "knobs": self.knobs.report(),
         })
         self.steps.install()
+        for hooks in (self.data, self.syncs):
+            try:
+                hooks.install()
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                hooks.uninstall()
+                logger.error("%s failed to install and is off: %s: %s", type(hooks).__name__,
+                             type(exc).__name__, exc)
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
@@ -135,6 +149,9 @@ class Session:
             steps.uninstall()
         if self.knobs is not None:
             self.knobs.uninstall()
+        for hooks in (self.data, self.syncs):
+            if hooks is not None:
+                hooks.uninstall()
         if timeline is not None and self._timeline_ok:
             try:
                 timeline.finish()
@@ -142,7 +159,9 @@ class Session:
                 self._disable_timeline(exc)
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
-                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank}
+                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
+                  "dataloaders": self.data.rows() if self.data else [],
+                  "host_syncs": self.syncs.rows() if self.syncs else []}
         atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(record))
         self.run.update_meta(
             status="finished",

@@ -6,8 +6,9 @@ separate optimizer per parameter group still give one boundary per iteration. ``
 marks boundaries by hand (inference, custom loops); once it is called the optimizer hook stops
 counting, so the two never double-count.
 
-Per boundary this costs one clock read, a list append, an RSS read, and on an accelerator the
-allocator's peak counter: cheap enough for every step of the run.
+Per boundary this costs one clock read, a list append, an RSS read, the DataLoader wait of the
+step (collectors/dataloader.py) and on an accelerator the allocator's peak counter: cheap
+enough for every step of the run.
 """
 
 from __future__ import annotations
@@ -32,15 +33,19 @@ class StepCollector:
         on_boundary: called with the number of the step that just ended.
     """
 
-    def __init__(self, device: Device, on_boundary: Callable[[int], None]):
+    def __init__(self, device: Device, on_boundary: Callable[[int], None],
+                 take_data: Callable[[], tuple[int | None, int | None]] | None = None):
         self.device = device
         self.on_boundary = on_boundary
+        self.take_data = take_data
         self.clock_offset_ns = time.time_ns() - time.perf_counter_ns()
         self.start_ns = self.now_ns()
         self.boundaries_ns: list[int] = []
         self.rss_bytes: list[int | None] = []
         self.device_peak_bytes: list[int | None] = []
         self.cpu_ns: list[int] = []
+        self.data_wait_ns: list[int | None] = []
+        self.batch_size: list[int | None] = []
         self._cpu_start = time.thread_time_ns()
         self.source: str | None = None
         self._leader: weakref.ref[Any] | None = None
@@ -100,9 +105,13 @@ class StepCollector:
         self.rss_bytes.append(rss)
         if peak is not None:
             self.device.reset_peak()
+        wait, batch = self.take_data() if self.take_data is not None else (None, None)
+        self.data_wait_ns.append(wait)
+        self.batch_size.append(batch)
         if logger.isEnabledFor(logging.INFO):
             mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
-            logger.info("step %d: %.1f ms, %s", step, (end - start) / 1e6, mem)
+            data = f", data wait {wait / 1e6:.1f} ms" if wait is not None else ""
+            logger.info("step %d: %.1f ms, %s%s", step, (end - start) / 1e6, mem, data)
         self.on_boundary(step)
 
     def record(self) -> dict[str, Any]:
@@ -113,4 +122,6 @@ class StepCollector:
             "rss_bytes": self.rss_bytes,
             "device_peak_bytes": self.device_peak_bytes,
             "cpu_ns": self.cpu_ns,
+            "data_wait_ns": self.data_wait_ns,
+            "batch_size": self.batch_size,
         }

@@ -93,7 +93,7 @@ def ingest_in_workers(run: RunDir, ranks: list[int], workers: int,
                               env=env, stdout=subprocess.PIPE, check=False)
         try:
             outcomes: dict[int, tuple[str, Any]] = pickle.loads(proc.stdout)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable output means the worker died
             err = RuntimeError(f"the ingest worker for rank(s) {sorted(share)} died (exit "
                                f"status {proc.returncode}); see its messages above")
             return {rank: ("error", err) for rank in share}
@@ -136,7 +136,7 @@ def _worker_main(run_path: str, ranks: list[int]) -> None:
                 break
     try:
         payload = pickle.dumps(outcomes)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unpicklable error still reaches the parent
         payload = pickle.dumps({rank: ("error", RuntimeError(f"rank {rank}: {value!r}"))
                                 if status != "ok" else (status, value)
                                 for rank, (status, value) in outcomes.items()})

@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 from dsprof.rundir import RunDir
 from dsprof.schema import Table
 
-
 # (temporary file or None when the table is empty, target, rows)
 Staged = tuple[Path | None, Path, int]
 

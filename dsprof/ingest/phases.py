@@ -50,7 +50,7 @@ def own_phase(name: str) -> str | None:
     c = name[:1]
     if c == "a" and name.startswith("autograd::engine::evaluate_function"):
         return "backward"
-    if c == "O" and (name.startswith("Optimizer.step#") or name.startswith("Optimizer.zero_grad#")):
+    if c == "O" and (name.startswith(("Optimizer.step#", "Optimizer.zero_grad#"))):
         return "optimizer"
     if c == "e" and name.startswith("enumerate(DataLoader)#"):
         return "data"

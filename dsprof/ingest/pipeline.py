@@ -32,11 +32,17 @@ from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
 from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
-from dsprof.ingest.steps import step_column, steps_from_record, steps_from_spans
+from dsprof.ingest.steps import (
+    dataloaders_from_record,
+    host_syncs_from_record,
+    step_column,
+    steps_from_record,
+    steps_from_spans,
+)
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
 from dsprof.rundir import SESSION_FILE, RunDir
-from dsprof.schema import KERNELS, MEMORY, OPS, STEPS, Table
+from dsprof.schema import DATALOADERS, HOST_SYNCS, KERNELS, MEMORY, OPS, STEPS, Table
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
 
@@ -141,7 +147,10 @@ def ingest_rank(run: RunDir, rank: int,
                 res.events += n_events
             steps_file = raw / SESSION_FILE
             if steps_file.is_file():
-                steps_cols = steps_from_record(orjson.loads(steps_file.read_bytes()), rank)
+                record = orjson.loads(steps_file.read_bytes())
+                steps_cols = steps_from_record(record, rank)
+                stage("dataloaders", DATALOADERS, [dataloaders_from_record(record, rank)])
+                stage("host_syncs", HOST_SYNCS, [host_syncs_from_record(record, rank)])
             else:
                 steps_cols = steps_from_spans(step_spans, rank)
             for name, table in (("ops", OPS), ("kernels", KERNELS), ("memory", MEMORY)):

@@ -51,6 +51,8 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
         "rss_bytes": [None] * n,
         "cpu_ns": [None] * n,
         "source": ["trace"] * n,
+        "data_wait_ns": [None] * n,
+        "batch_size": [None] * n,
     }
 
 
@@ -67,9 +69,9 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
     for w in rec.get("windows", []):
         for s in w.get("steps", []):
             window_of[s] = w["index"]
-    rss = rec.get("rss_bytes") or [None] * n
-    peak = rec.get("device_peak_bytes") or [None] * n
-    cpu = rec.get("cpu_ns") or [None] * n
+    rss = rec.get("rss_bytes") or []
+    peak = rec.get("device_peak_bytes") or []
+    cpu = rec.get("cpu_ns") or []
     return {
         "rank": [rank] * n,
         "step": list(range(n)),
@@ -78,8 +80,39 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
         "dur_ns": [e - s for s, e in zip(starts, bounds)],
         "profiled": [i in window_of for i in range(n)],
         "window": [window_of.get(i) for i in range(n)],
-        "device_peak_bytes": list(peak[:n]) + [None] * (n - len(peak)),
-        "rss_bytes": list(rss[:n]) + [None] * (n - len(rss)),
-        "cpu_ns": list(cpu[:n]) + [None] * (n - len(cpu)),
+        "device_peak_bytes": _padded(peak, n),
+        "rss_bytes": _padded(rss, n),
+        "cpu_ns": _padded(cpu, n),
         "source": [rec.get("source", "optimizer")] * n,
+        "data_wait_ns": _padded(rec.get("data_wait_ns") or [], n),
+        "batch_size": _padded(rec.get("batch_size") or [], n),
     }
+
+
+def _padded(values: list[Any], n: int) -> list[Any]:
+    """A per-boundary list cut or padded with nulls to n steps (a killed run's lists can be
+    one short; the last, unfinished step of a run that never marked one has none)."""
+    return list(values[:n]) + [None] * (n - len(values))
+
+
+def dataloaders_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The ``dataloaders`` table from session.json (see collectors/dataloader.py)."""
+    rows = rec.get("dataloaders") or []
+    cols = ("loader", "site", "dataset", "batch_size", "num_workers", "pin_memory",
+            "persistent_workers", "prefetch_factor", "iterators", "batches", "wait_ns",
+            "wait_cpu_ns", "first_wait_ns", "cpu_count", "torch_threads")
+    out: dict[str, Any] = {"rank": [rank] * len(rows)}
+    for c in cols:
+        out[c] = [r.get(c) for r in rows]
+    return out
+
+
+def host_syncs_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The ``host_syncs`` table from session.json (see collectors/host_sync.py): rows of
+    [step, call, site, function, device, count, total_ns, max_ns]."""
+    rows = rec.get("host_syncs") or []
+    cols = ("step", "call", "site", "function", "device", "count", "total_ns", "max_ns")
+    out: dict[str, Any] = {"rank": [rank] * len(rows)}
+    for i, c in enumerate(cols):
+        out[c] = [r[i] for r in rows]
+    return out

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsprof.analyzers.breakdown import RunSummary
+from dsprof.analyzers.registry import Analysis
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -35,8 +36,9 @@ def render_full(summary: RunSummary, console: Console) -> None:
         console.print(f"[yellow]note:[/] {note}")
 
 
-def render_short(summary: RunSummary, console: Console, run_path: str) -> None:
-    """The few lines ``dsprof run`` prints at exit."""
+def render_short(summary: RunSummary, console: Console, run_path: str,
+                 findings: Analysis | None = None) -> None:
+    """The few lines ``dsprof run`` prints at exit, with the top findings."""
     s = summary.steps
     console.rule("[bold]dsprof")
     if s is not None:
@@ -55,6 +57,10 @@ def render_short(summary: RunSummary, console: Console, run_path: str) -> None:
             console.print(f"peak memory ({m.device}): {fmt_bytes(m.peak_bytes)}")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}")
+    if findings is not None:
+        from dsprof.render.findings import render_findings_short
+
+        render_findings_short(findings, console)
     console.print(f"more: [bold]dsprof summary {run_path}[/]", soft_wrap=True)
 
 

@@ -26,7 +26,7 @@ def dsprof(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
     full_env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "dsprof", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

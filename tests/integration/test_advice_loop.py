@@ -9,7 +9,8 @@ import pytest
 
 import dsprof
 from dsprof.analyzers.registry import analyze
-from tests.integration.helpers import REPO, dsprof as run_dsprof, meta
+from tests.integration.helpers import REPO, meta
+from tests.integration.helpers import dsprof as run_dsprof
 
 pytestmark = pytest.mark.slow
 

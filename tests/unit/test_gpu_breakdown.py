@@ -34,7 +34,7 @@ def _connect(kernels: list[dict], ops: list[dict] = (), steps: list[dict] = ()):
 
 
 def _k(kind, start, end, rank=0, launch_id=None):
-    return dict(rank=rank, kind=kind, start_ns=start, dur_ns=end - start, launch_id=launch_id)
+    return {"rank": rank, "kind": kind, "start_ns": start, "dur_ns": end - start, "launch_id": launch_id}
 
 
 def _shares(con, **kw):
@@ -121,9 +121,9 @@ def test_sweep_agrees_with_brute_force_on_random_kernels():
 
 
 def _step_ops(rank=0, n_steps=2):
-    ops = [dict(rank=rank, id=i, cat="user_annotation", name=f"ProfilerStep#{i}",
-                start_ns=1000 * (i - 1), dur_ns=1000) for i in range(1, n_steps + 1)]
-    launch = dict(rank=rank, cat="cuda_runtime", name="cudaLaunchKernel", dur_ns=5)
+    ops = [{"rank": rank, "id": i, "cat": "user_annotation", "name": f"ProfilerStep#{i}",
+                "start_ns": 1000 * (i - 1), "dur_ns": 1000} for i in range(1, n_steps + 1)]
+    launch = {"rank": rank, "cat": "cuda_runtime", "name": "cudaLaunchKernel", "dur_ns": 5}
     ops += [dict(launch, id=10, start_ns=500), dict(launch, id=11, start_ns=1000 * (n_steps - 1))]
     return ops
 
@@ -173,7 +173,8 @@ def _load_traces(paths: list[Path], hta_rounding: bool = False) -> duckdb.DuckDB
     """Stand-in for dsprof ingest: kernels, launch calls and ProfilerSteps of Kineto traces."""
     kernels, ops, steps = [], [], []
     for i, path in enumerate(sorted(paths)):
-        doc = orjson.loads(gzip.open(path).read())
+        with gzip.open(path) as f:
+            doc = orjson.loads(f.read())
         rank = (doc.get("distributedInfo") or {}).get("rank", i)
         events = [e for e in doc["traceEvents"] if e.get("ph") == "X"]
         rounding = hta_rounding and any(isinstance(e["ts"], float) for e in events)
@@ -186,18 +187,18 @@ def _load_traces(paths: list[Path], hta_rounding: bool = False) -> duckdb.DuckDB
                 device.append((cat, name, start, dur, args))
             elif cat in _LAUNCH or (cat == "user_annotation" and name.startswith("ProfilerStep#")):
                 op_id = len(ops)
-                ops.append(dict(rank=rank, id=op_id, cat=cat, name=name, start_ns=start,
-                                dur_ns=dur))
+                ops.append({"rank": rank, "id": op_id, "cat": cat, "name": name, "start_ns": start,
+                                "dur_ns": dur})
                 if cat in _LAUNCH and "correlation" in args:
                     launch_by_corr.setdefault(args["correlation"], op_id)
                 if cat == "user_annotation":
-                    steps.append(dict(rank=rank, step=int(name.split("#")[1]), source="trace",
-                                      start_ns=start, end_ns=start + dur, dur_ns=dur))
+                    steps.append({"rank": rank, "step": int(name.split("#")[1]), "source": "trace",
+                                      "start_ns": start, "end_ns": start + dur, "dur_ns": dur})
         for cat, name, start, dur, args in device:
             kind = _DEVICE[cat] or ("communication" if _COMM_RE.match(name) else "compute")
-            kernels.append(dict(rank=rank, name=name, kind=kind, start_ns=start, dur_ns=dur,
-                                correlation=args.get("correlation"),
-                                launch_id=launch_by_corr.get(args.get("correlation"))))
+            kernels.append({"rank": rank, "name": name, "kind": kind, "start_ns": start, "dur_ns": dur,
+                                "correlation": args.get("correlation"),
+                                "launch_id": launch_by_corr.get(args.get("correlation"))})
     return _connect(kernels, ops, steps)
 
 

@@ -60,7 +60,7 @@ def test_summary_json_is_the_same_facts(tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     assert doc["steps"]["count"] == 3
-    assert [k["kernel_type"] for k in doc["kernel_types"]][0] == "COMPUTATION"
+    assert next(k["kernel_type"] for k in doc["kernel_types"]) == "COMPUTATION"
     assert doc["facts"]["devices"] == ["NVIDIA A100-PG509-200"]
 
 

@@ -1,0 +1,159 @@
+"""Two runs side by side: what changed, and whether an applied fix did what it promised.
+
+Everything is per step, so runs of different lengths compare: step time over the steps that
+count (a ``dsprof run``'s step 0, the setup, left out), throughput when the batch size is known
+(``steps.batch_size``), peak memory (the allocator's per-step peak, else the memory table's
+running total, else RSS), and op and module self time per *profiled* step. Findings are matched
+by id (kind + key, stable across runs): in A only = resolved, in B only = new.
+
+When B was recorded with ``dsprof run --apply`` (meta ``applied``), the predicted saving of each
+applied finding is set beside the measured change of the mean step time, and the peak.
+The dashboard's Compare page and ``dsprof diff`` both present this; neither computes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dsprof.analyzers.registry import analyze, read_findings
+from dsprof.run import Run
+
+
+@dataclass(frozen=True)
+class Side:
+    path: str
+    command: str | None
+    steps: int
+    step_ms: float | None
+    median_ms: float | None
+    samples_per_s: float | None
+    peak_bytes: int | None
+    peak_source: str | None
+    profiled_steps: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    name: str
+    a_ms: float
+    b_ms: float
+
+    @property
+    def delta_ms(self) -> float:
+        return self.b_ms - self.a_ms
+
+
+@dataclass(frozen=True)
+class Applied:
+    id: str
+    title: str
+    predicted_saving_ms: float
+    measured_saving_ms: float | None
+    predicted_saving_bytes: int
+    measured_saving_bytes: int | None
+
+
+@dataclass
+class RunDiff:
+    a: Side
+    b: Side
+    ops: list[Delta] = field(default_factory=list)
+    modules: list[Delta] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    new: list[dict[str, Any]] = field(default_factory=list)
+    remaining: list[dict[str, Any]] = field(default_factory=list)
+    applied: list[Applied] = field(default_factory=list)
+
+    @property
+    def step_change(self) -> float | None:
+        """B's mean step time over A's, minus 1 (negative: B is faster)."""
+        if not self.a.step_ms or self.b.step_ms is None:
+            return None
+        return self.b.step_ms / self.a.step_ms - 1
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        for key in ("ops", "modules"):
+            for d, row in zip(getattr(self, key), doc[key]):
+                row["delta_ms"] = d.delta_ms
+        doc["step_change"] = self.step_change
+        return doc
+
+
+def side(run: Run) -> Side:
+    skip0 = "AND step > 0" if run.meta.get("source") == "run" else ""
+    steps = step_ms = median = sps = None
+    if run.has("steps"):
+        steps, step_ms, median, batch = run.sql(f"""
+            SELECT count(*), avg(dur_ns) / 1e6, median(dur_ns) / 1e6, avg(batch_size)
+            FROM steps WHERE dur_ns > 0 {skip0}""")[0]
+        if batch and step_ms:
+            sps = float(batch) / (step_ms / 1e3)
+    peak, source = _peak(run)
+    profiled = run.sql("SELECT count(*) FROM steps WHERE profiled")[0][0] if run.has("steps") else 0
+    target = run.meta.get("target") or {}
+    command = " ".join(target.get("argv") or []) or None
+    return Side(str(run.path), command, int(steps or 0), step_ms, median, sps, peak, source,
+                int(profiled or 0))
+
+
+def _peak(run: Run) -> tuple[int | None, str | None]:
+    if run.has("steps"):
+        v = run.sql("SELECT max(device_peak_bytes) FROM steps")[0][0]
+        if v:
+            return int(v), "allocator peak"
+    if run.has("memory"):
+        v = run.sql("SELECT max(allocated) FROM memory")[0][0]
+        if v:
+            return int(v), "memory events"
+    if run.has("steps"):
+        v = run.sql("SELECT max(rss_bytes) FROM steps")[0][0]
+        if v:
+            return int(v), "process RSS"
+    return None, None
+
+
+def _per_step(run: Run, column: str) -> dict[str, float]:
+    """Self time per profiled step (ms) by op name or module."""
+    if not run.has("ops"):
+        return {}
+    n = max(run.sql("SELECT count(*) FROM steps WHERE profiled")[0][0] if run.has("steps")
+            else 0, 1)
+    rows = run.sql(f"""
+        SELECT {column}, sum(self_ns) FROM ops
+        WHERE cat = 'cpu_op' AND {column} IS NOT NULL AND step IS NOT NULL
+        GROUP BY {column}""")
+    return {str(k): v / 1e6 / n for k, v in rows}
+
+
+def _deltas(a: dict[str, float], b: dict[str, float], top: int) -> list[Delta]:
+    names = set(a) | set(b)
+    out = [Delta(n, a.get(n, 0.0), b.get(n, 0.0)) for n in names]
+    out.sort(key=lambda d: (-abs(d.delta_ms), d.name))
+    return [d for d in out[:top] if d.delta_ms != 0]
+
+
+def _findings(run: Run) -> dict[str, dict[str, Any]]:
+    res = read_findings(run) or analyze(run)
+    return {f.id: {"id": f.id, "title": f.title, "saving_s": f.saving_s,
+                   "saving_bytes": f.saving_bytes, "severity": f.severity}
+            for f in res.findings}
+
+
+def diff(a: Run, b: Run, top: int = 10) -> RunDiff:
+    sa, sb = side(a), side(b)
+    out = RunDiff(sa, sb, _deltas(_per_step(a, "name"), _per_step(b, "name"), top),
+                  _deltas(_per_step(a, "module"), _per_step(b, "module"), top))
+    fa, fb = _findings(a), _findings(b)
+    out.resolved = [fa[i] for i in fa if i not in fb]
+    out.new = [fb[i] for i in fb if i not in fa]
+    out.remaining = [{**fb[i], "saving_s_before": fa[i]["saving_s"]} for i in fb if i in fa]
+    applied = b.meta.get("applied") or {}
+    for f in applied.get("findings", []):
+        measured = (sa.step_ms - sb.step_ms) if sa.step_ms and sb.step_ms else None
+        measured_bytes = (sa.peak_bytes - sb.peak_bytes) if sa.peak_bytes and sb.peak_bytes \
+            else None
+        out.applied.append(Applied(f["id"], f.get("title", ""), f.get("saving_s", 0.0) * 1e3,
+                                   measured, int(f.get("saving_bytes", 0)), measured_bytes))
+    return out

@@ -1,0 +1,184 @@
+"""Host-device synchronizations inside the step, at the line that asks for them.
+
+Two sources, used together when both exist:
+
+* ``host_syncs`` (dsprof runs, every step): ``.item()``, ``.tolist()``, ``.cpu()``,
+  ``.numpy()``, ``nonzero``, ``.to("cpu")`` and ``torch.cuda.synchronize()`` per user line.
+  On an accelerator each call waits for all queued work; on CPU nothing waits, so those lines
+  are reported as information only (what a GPU run would pay), with no saving.
+* The trace (``ops`` + ``kernels``; GPU runs and imported GPU traces): every blocking runtime
+  call (``cudaStreamSynchronize``, ``cudaDeviceSynchronize``, ``cudaEventSynchronize``,
+  ``cudaMemcpy``, a device-to-host ``cudaMemcpyAsync``, their HIP twins), grouped by the aten op
+  that made it (``aten::item``, ``aten::nonzero``, ...), its module and phase.
+
+The saving is not the time the host blocked (the GPU was busy then; that time is not lost) but
+the GPU's idle time right after each sync: the device waits while Python catches up and
+launches the next kernel. Without the sync the CPU would have queued that work ahead. Measured
+per sync as (next kernel start on the device - sync end), summed per step.
+"""
+
+from __future__ import annotations
+
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+              "cudaMemcpy", "hipStreamSynchronize", "hipDeviceSynchronize",
+              "hipEventSynchronize", "hipMemcpy", "hipMemcpyWithStream")
+
+_FIX = {
+    "item": ("# Keep the value on the device; read it once every N steps (or at the end):\n"
+             "running_loss += loss.detach()          # no sync\n"
+             "if step % log_every == 0:\n"
+             "    print(running_loss.item() / log_every)  # one sync per N steps\n"
+             "    running_loss.zero_()"),
+    "tolist": "# Accumulate on the device and convert once per N steps, not every step.",
+    "cpu": "# Copy to the host only when the value is used (logging every N steps), and with\n"
+           "# x.to('cpu', non_blocking=True) into pinned memory when it must be every step.",
+    "numpy": "# Same as .cpu(): move metrics to the host once per N steps, not every step.",
+    "to_cpu": "# x.to('cpu', non_blocking=True) into pinned memory, or only every N steps.",
+    "nonzero": ("# nonzero/boolean-mask indexing must read the result size from the device.\n"
+                "# Use a fixed-size form: torch.where(mask, x, 0) or masked_fill, or pass\n"
+                "# size= to torch.nonzero_static."),
+    "synchronize": ("# torch.cuda.synchronize() in the loop serializes CPU and GPU. Remove it;\n"
+                    "# for timing use torch.cuda.Event(enable_timing=True) pairs."),
+}
+
+
+class HostSyncs(Analyzer):
+    name = "host_syncs"
+    requires = ()
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        if ctx.nonempty("host_syncs") or ctx.nonempty("kernels"):
+            return None
+        return "needs the host_syncs table (a dsprof run) or GPU kernels in the trace"
+
+    # A trace without steps has no "per step" to speak of: its syncs are not reported.
+
+    def run(self, ctx: Context) -> list[Finding]:
+        out: list[Finding] = []
+        trace = (_trace_syncs(ctx) if all(ctx.nonempty(t) for t in ("kernels", "ops", "steps"))
+                 else [])
+        if ctx.nonempty("host_syncs"):
+            out.extend(self._sites(ctx, trace))
+        elif trace:
+            out.extend(self._trace_findings(ctx, trace))
+        return out
+
+    def _sites(self, ctx: Context, trace: list[dict]) -> list[Finding]:
+        # Calls after the last step boundary (a final loss.item()) are not in a step.
+        skip0 = "AND step > 0" if ctx.meta.get("source") == "run" else ""
+        n_steps = ctx.run.sql(f"SELECT count(*) FROM steps WHERE true {skip0}")[0][0] or 1
+        rows = ctx.run.sql(f"""
+            SELECT rank, call, site, function, device, sum(count), sum(total_ns), max(max_ns),
+                   count(DISTINCT step), min(step)
+            FROM host_syncs h WHERE true {skip0}
+              AND EXISTS (SELECT 1 FROM steps s WHERE s.rank = h.rank AND s.step = h.step)
+            GROUP BY ALL ORDER BY sum(total_ns) DESC, site, call""")
+        idle_per_step = sum(t["idle_ns"] for t in trace) / max(len(ctx.profiled_steps), 1)
+        gpu_calls = sum(r[5] for r in rows if r[4] != "cpu") or 1
+        out = []
+        for rank, call, site, function, device, count, total, longest, steps, first in rows:
+            per_step = count / n_steps
+            on_cpu = device == "cpu"
+            if on_cpu and steps < 0.5 * n_steps:
+                continue  # occasional host reads (logging every N steps) are the advice itself
+            if on_cpu:
+                saving, conf = 0.0, "high"
+                title = (f"{call}() at {site} runs {per_step:.1f}x per step: free on CPU, a "
+                         "host-device sync on a GPU")
+                why = (f"{count} calls in {steps} steps ({total / 1e6:.2f} ms in all). On CPU "
+                       "they wait for nothing; on a GPU each one blocks Python until every "
+                       "queued kernel has run, leaving the GPU idle while the next kernels "
+                       "are launched.")
+            else:
+                # The GPU idle time measured after syncs in the trace, shared out by calls.
+                saving = idle_per_step * count / gpu_calls if trace else 0.0
+                conf = "medium" if trace else "low"
+                title = (f"Remove the per-step {call}() at {site}: {per_step:.1f} host-device "
+                         f"syncs per step block {total / n_steps / 1e6:.2f} ms")
+                why = (f"{count} calls on {device} in {steps} steps block the host "
+                       f"{total / 1e6:.1f} ms in all (longest {longest / 1e6:.2f} ms)."
+                       + (f" After syncs the GPU sat idle {idle_per_step / 1e6:.2f} ms per "
+                          "profiled step (measured in the trace): that is the saving."
+                          if trace else " No kernel trace to measure the GPU idle time that "
+                          "follows, so no saving is estimated."))
+            out.append(Finding(
+                analyzer=self.name, kind="host_sync.call", key=f"{call}|{site}",
+                title=title, saving_s=saving / 1e9, confidence=conf, explanation=why,
+                evidence=(Evidence(f"{call}() in {function} at {site}: {count} calls, "
+                                   f"{total / 1e6:.2f} ms", rank=int(rank), step=int(first),
+                                   site=site, value=total / 1e6),),
+                fix=_FIX.get(call, ""),
+                verify="dsprof run ... and compare host_syncs with dsprof summary"))
+        return out
+
+    def _trace_findings(self, ctx: Context, trace: list[dict]) -> list[Finding]:
+        steps = max(len(ctx.profiled_steps), 1)
+        groups: dict[tuple, list[dict]] = {}
+        for t in trace:
+            groups.setdefault((t["rank"], t["op"], t["module"], t["phase"]), []).append(t)
+        out = []
+        for (rank, op, module, phase), items in sorted(groups.items()):
+            idle = sum(t["idle_ns"] for t in items) / steps
+            n_syncs = len({t["parent"] if t["parent"] is not None else t["id"] for t in items})
+            blocked = sum(t["dur_ns"] for t in items) / steps
+            where = f"{op}" + (f" in {module}" if module else "") + (f" ({phase})" if phase else "")
+            out.append(Finding(
+                analyzer=self.name, kind="host_sync.trace", key=f"{op}|{module}|{phase}",
+                title=(f"{n_syncs / steps:.1f} host-device syncs per step from {where}: the "
+                       f"GPU then idles {idle / 1e6:.2f} ms per step"),
+                saving_s=idle / 1e9, confidence="medium",
+                explanation=(f"{', '.join(sorted({t['call'] for t in items}))} made by {where} "
+                             f"block the host {blocked / 1e6:.2f} ms per step; after each, "
+                             f"the device waits for the next launch ({idle / 1e6:.2f} ms per "
+                             f"step over {steps} profiled steps)."),
+                evidence=tuple(Evidence(f"{t['call']} {t['dur_ns'] / 1e3:.0f} us, GPU idle "
+                                        f"{t['idle_ns'] / 1e3:.0f} us after", rank=int(rank),
+                                        step=t["step"], start_ns=t["start_ns"],
+                                        end_ns=t["start_ns"] + t["dur_ns"] + t["idle_ns"],
+                                        op_ids=(t["id"],), module=module or None)
+                               for t in items[:10]),
+                fix=_fix_for_op(op),
+                verify="re-run the job with the fix and compare with dsprof diff"))
+        return out
+
+
+def _fix_for_op(op: str) -> str:
+    for key, call in (("item", "item"), ("_local_scalar_dense", "item"),
+                      ("nonzero", "nonzero"), ("copy_", "cpu"), ("_to_copy", "to_cpu")):
+        if key in op:
+            return _FIX[call]
+    return _FIX["synchronize"]
+
+
+def _trace_syncs(ctx: Context) -> list[dict]:
+    """Every blocking runtime call inside a step with its aten op, module, phase and the GPU
+    idle time after it (up to the next kernel of the same step; a sync that no kernel follows
+    in its step counts no idle time: the step ended there)."""
+    names = ", ".join(f"'{n}'" for n in SYNC_CALLS)
+    rows = ctx.run.sql(f"""
+        WITH syncs AS (
+            SELECT o.rank, o.id, o.step, o.name AS call, o.start_ns, o.dur_ns, o.parent_id
+            FROM ops o
+            WHERE o.cat = 'cuda_runtime' AND o.step IS NOT NULL AND (o.name IN ({names})
+               OR (o.name IN ('cudaMemcpyAsync', 'hipMemcpyAsync') AND EXISTS (
+                   SELECT 1 FROM kernels k WHERE k.rank = o.rank AND k.launch_id = o.id
+                   AND k.name LIKE '%DtoH%'))))
+        SELECT s.rank, s.id, s.parent_id, s.step, s.call, s.start_ns, s.dur_ns,
+               coalesce(p.name, s.call), coalesce(p.module, ''), coalesce(p.phase, ''),
+               (SELECT min(k.start_ns) FROM kernels k
+                WHERE k.rank = s.rank AND k.start_ns >= s.start_ns + s.dur_ns
+                  AND k.start_ns < st.end_ns) AS next_kernel
+        FROM syncs s LEFT JOIN ops p ON p.rank = s.rank AND p.id = s.parent_id
+        JOIN steps st ON st.rank = s.rank AND st.step = s.step
+        ORDER BY s.rank, s.start_ns""")
+    out = []
+    for rank, id_, parent, step, call, start, dur, op, module, phase, nxt in rows:
+        end = start + dur
+        idle = max(0, nxt - end) if nxt is not None else 0
+        out.append({"rank": rank, "id": id_, "parent": parent, "step": step, "call": call, "start_ns": start,
+                    "dur_ns": dur, "op": op, "module": module, "phase": phase,
+                    "idle_ns": idle})
+    return out

@@ -1,0 +1,181 @@
+"""Input pipeline: steps waiting on the DataLoader, and host copies from pageable memory.
+
+**DataLoader wait** (``steps.data_wait_ns``, ``dataloaders``; dsprof runs): the mean wait per
+step W over the steps that count, against the mean step time S; reported above 5 % of the step
+(the TensorBoard plugin's threshold). The rest of the step, C = S - W, is compute that prefetching
+workers can hide loading behind. Model for n workers (each loads a whole batch, as DataLoader
+workers do): with 0 workers the load time per batch is L = W; with n workers the steady-state
+wait is max(0, L / n - C), plus, for non-persistent workers, one worker start-up and one
+unhidden load per pass over the data, spread over the batches of a pass. The advice is the
+smallest n whose steady wait is zero, capped by the cores: when the training thread's CPU time
+inside ``__next__`` is close to its wall time, loading is compute and needs free cores
+(``cpu_count - torch_threads``); when it is far below, loading waits on I/O and more workers
+than cores still help. The saving is W minus the predicted wait.
+
+With workers already on and still waiting, the advice is more workers (same model with L =
+W * n_current + C, the time a worker takes per batch) or persistent workers when the per-pass
+start-up dominates.
+
+**Pageable host-to-device copies** (``kernels``; GPU traces): ``Memcpy HtoD (Pageable ->
+Device)`` blocks the host for the whole copy (the runtime stages it through a pinned buffer);
+from pinned memory with ``non_blocking=True`` it overlaps compute. Saving: the host time of
+those copies' launches per step (``cudaMemcpyAsync`` duration), confidence low (the overlap
+depends on what follows).
+"""
+
+from __future__ import annotations
+
+import math
+
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+
+THRESHOLD = 0.05  # DataLoader share of the step worth a finding (tb_plugin's rule)
+WORKER_START_NS = 60_000_000  # forking a worker with torch imported, measured here: 40-80 ms
+MAX_IO_WORKERS = 16
+
+
+def predicted_wait_ns(load_ns: float, compute_ns: float, workers: int, persistent: bool,
+                      batches_per_pass: float) -> float:
+    """Mean wait per step with ``workers`` loader processes (the model in the module doc)."""
+    if workers <= 0:
+        return load_ns
+    steady = max(0.0, load_ns / workers - compute_ns)
+    if persistent or batches_per_pass <= 0:
+        return steady
+    return steady + (WORKER_START_NS + load_ns) / batches_per_pass
+
+
+class InputPipeline(Analyzer):
+    name = "input_pipeline"
+    requires = ()
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        if ctx.nonempty("dataloaders") or ctx.nonempty("kernels"):
+            return None
+        return ("needs the dataloaders table (a dsprof run whose script iterates a DataLoader) "
+                "or GPU kernels (pageable copies)")
+
+    def run(self, ctx: Context) -> list[Finding]:
+        out = []
+        if ctx.nonempty("dataloaders"):
+            out.extend(self._loader_waits(ctx))
+        if ctx.nonempty("kernels"):
+            out.extend(self._pageable_copies(ctx))
+        return out
+
+    def _loader_waits(self, ctx: Context) -> list[Finding]:
+        skip0 = "AND step > 0" if ctx.meta.get("source") == "run" else ""
+        out = []
+        for rank, steps, wait, dur in ctx.run.sql(f"""
+                SELECT rank, count(*), avg(data_wait_ns), avg(dur_ns) FROM steps
+                WHERE data_wait_ns IS NOT NULL {skip0} GROUP BY rank ORDER BY rank"""):
+            if not steps or not dur or wait / dur < THRESHOLD:
+                continue
+            loaders = ctx.run.sql("""
+                SELECT loader, site, dataset, batch_size, num_workers, persistent_workers,
+                       prefetch_factor, iterators, batches, wait_ns, wait_cpu_ns, first_wait_ns,
+                       cpu_count, torch_threads
+                FROM dataloaders WHERE rank = ? ORDER BY wait_ns DESC""", [rank])
+            if loaders:
+                out.append(self._advise(int(rank), int(steps), float(wait), float(dur),
+                                        loaders[0], ctx))
+        return out
+
+    def _advise(self, rank: int, steps: int, wait: float, dur: float, loader: tuple,
+                ctx: Context) -> Finding:
+        (_, site, dataset, batch_size, workers, _, _, passes, batches,
+         total_wait, wait_cpu, first_wait, cpus, threads) = loader
+        compute = max(dur - wait, 0.0)
+        per_pass = batches / max(passes, 1)
+        cpu_bound = total_wait > 0 and wait_cpu / total_wait > 0.5
+        free_cores = max(1, cpus - threads) if cpu_bound else max(1, cpus)
+        cap = free_cores if cpu_bound else min(MAX_IO_WORKERS, max(2, 2 * cpus))
+        if workers == 0:
+            load = wait
+        else:
+            load = wait * workers + compute  # time one worker spends per batch
+        need = max(1, math.ceil(load / max(compute, 1.0)))
+        n = max(workers + 1, min(need, cap)) if workers else min(need, cap)
+        after = predicted_wait_ns(load, compute, n, True, per_pass)
+        saving = max(0.0, wait - after)
+        share = wait / dur
+        where = f"DataLoader({dataset}, batch_size={batch_size}) iterated at {site}"
+        kind_txt = ("loading is compute on the training thread" if cpu_bound
+                    else "loading waits (I/O or sleep), not compute")
+        if workers == 0:
+            title = (f"Load batches in {n} DataLoader worker process{'es' if n > 1 else ''}: "
+                     "the training thread "
+                     f"loads them itself and waits {wait / 1e6:.1f} ms per step "
+                     f"({share:.0%} of the step)")
+        else:
+            title = (f"Raise DataLoader workers {workers} -> {n}: steps still wait "
+                     f"{wait / 1e6:.1f} ms for data ({share:.0%} of the step)")
+        confidence = "high" if not cpu_bound else ("medium" if cpus - threads >= n else "low")
+        explanation = (
+            f"Mean over {steps} steps on rank {rank}: step {dur / 1e6:.1f} ms, of which "
+            f"{wait / 1e6:.1f} ms inside the DataLoader's __next__ and {compute / 1e6:.1f} ms "
+            f"of other work. The training thread's CPU time while loading is "
+            f"{wait_cpu / max(total_wait, 1):.0%} of that wait, so {kind_txt}. "
+            f"{'A single-process loader on a machine with ' + str(cpus) + ' CPUs. ' if workers == 0 else ''}"
+            f"Each batch takes one worker about {load / 1e6:.1f} ms; {n} worker(s) prefetching "
+            f"behind {compute / 1e6:.1f} ms of compute leave a predicted wait of "
+            f"{after / 1e6:.1f} ms per step (persistent workers, so no start-up per epoch).")
+        if cpu_bound and cpus - threads < n:
+            explanation += (f" torch uses {threads} threads on {cpus} CPUs: workers will "
+                            "compete with compute, so the gain may be smaller; consider "
+                            "torch.set_num_threads(cpus - workers).")
+        fix = ("loader = DataLoader(\n    dataset, batch_size=..., shuffle=...,\n"
+               f"    num_workers={n},\n    persistent_workers=True,  # no worker start-up "
+               "per epoch\n    prefetch_factor=2,\n)")
+        evidence = (
+            Evidence(f"{where}: {batches} batches, {total_wait / 1e6:.1f} ms waiting in all, "
+                     f"{workers} workers", rank=rank, site=site, value=total_wait / 1e6),
+            Evidence(f"first batch of each of {passes} passes: {first_wait / 1e6:.1f} ms in all",
+                     rank=rank, site=site, value=first_wait / 1e6),
+        )
+        return Finding(
+            analyzer=self.name, kind="input.dataloader_wait", key=f"{site}|{dataset}",
+            title=title, saving_s=saving / 1e9, confidence=confidence,
+            explanation=explanation, evidence=evidence, fix=fix,
+            apply={"DS_DATALOADER_WORKERS": str(n)},
+            verify=_verify(ctx),
+            data={"workers": workers, "advised_workers": n, "wait_ms": wait / 1e6,
+                  "predicted_wait_ms": after / 1e6, "compute_ms": compute / 1e6,
+                  "cpu_bound": cpu_bound})
+
+    def _pageable_copies(self, ctx: Context) -> list[Finding]:
+        rows = ctx.run.sql("""
+            SELECT k.rank, count(*), sum(k.bytes), sum(k.dur_ns), sum(o.dur_ns),
+                   count(DISTINCT k.step), min(k.start_ns), min(k.launch_id)
+            FROM kernels k LEFT JOIN ops o ON o.rank = k.rank AND o.id = k.launch_id
+            WHERE k.kind = 'memcpy' AND k.name LIKE '%HtoD%Pageable%'
+            GROUP BY k.rank ORDER BY k.rank""")
+        out = []
+        for rank, n, nbytes, dev_ns, host_ns, n_steps, first, launch in rows:
+            # Kernels outside every step (a trace with no ProfilerStep) count as one step.
+            blocked = float(host_ns or dev_ns or 0) / max(int(n_steps or 0), 1)
+            unit = "per step" if n_steps else "in the trace (it marks no steps)"
+            if blocked <= 0:
+                continue
+            out.append(Finding(
+                analyzer=self.name, kind="input.pageable_copy", key=f"rank{rank}",
+                title=(f"Copy inputs from pinned memory: {n} host-to-device copies from pageable "
+                       f"memory block the host {blocked / 1e6:.1f} ms {unit}"),
+                saving_s=blocked / 1e9, confidence="low",
+                explanation=(f"{n} copies of {int(nbytes or 0) / 2**20:.1f} MiB in all ran "
+                             f"{int(dev_ns or 0) / 1e6:.1f} ms on the device; their launches "
+                             f"held the host {int(host_ns or 0) / 1e6:.1f} ms because pageable "
+                             "memory is staged synchronously. Pinned memory with "
+                             "non_blocking=True lets the copy overlap compute."),
+                evidence=(Evidence(f"Memcpy HtoD (Pageable -> Device) x {n}", rank=int(rank),
+                                   start_ns=int(first), op_ids=(int(launch),) if launch else ()),),
+                fix=("loader = DataLoader(..., pin_memory=True)\n"
+                     "x = x.to(device, non_blocking=True)"),
+                verify=_verify(ctx)))
+        return out
+
+
+def _verify(ctx: Context) -> str:
+    return ("dsprof verify {run} {id}" if ctx.target_command
+            else "re-run the job with the fix, import its trace, compare with dsprof diff")

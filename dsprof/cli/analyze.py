@@ -1,0 +1,43 @@
+"""``dsprof analyze RUN``: (re)run the analyzers and write findings.json."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import orjson
+from rich.console import Console
+
+from dsprof.analyzers.registry import analyze
+from dsprof.errors import ConfigError
+from dsprof.render.findings import render_findings
+from dsprof.run import load
+
+
+@click.command("analyze")
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=str))
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Run only this analyzer (repeatable); the others are not run.")
+@click.option("--top", default=10, show_default=True, help="How many findings to list.")
+@click.option("--detail", default=3, show_default=True,
+              help="How many of them to explain with their fix.")
+@click.option("--json", "as_json", is_flag=True, help="Print findings.json instead.")
+def analyze_command(run_dir: str, only: tuple[str, ...], top: int, detail: int,
+                    as_json: bool) -> None:
+    """Run every analyzer on RUN, write RUN/findings.json and list the findings ranked by
+    estimated saving, each with its evidence, the fix to paste and how to verify it."""
+    from dsprof.analyzers.registry import ANALYZERS, load_analyzer
+
+    if only:
+        names = {load_analyzer(e).name for e in ANALYZERS}
+        unknown = sorted(set(only) - names)
+        if unknown:
+            raise ConfigError(f"no analyzer named {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(names))}")
+    with load(run_dir) as run:
+        result = analyze(run, only=only)
+    if as_json:
+        sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return
+    render_findings(result, Console(highlight=False), top=top, detail=detail)

@@ -1,0 +1,204 @@
+"""How long the training thread waits for its batches, for every step of the run.
+
+``DataLoader.__iter__`` and ``_BaseDataLoaderIter.__next__`` are wrapped (no user code change):
+each ``__next__`` is timed on the calling thread and its time is added to the step in progress
+(``steps.data_wait_ns``); the leading dimension of the batch it returns becomes
+``steps.batch_size``. Per DataLoader, its settings (workers, pinning, prefetch) and totals go to
+the ``dataloaders`` table, with the user line that iterated it.
+
+With ``num_workers=0`` the time inside ``__next__`` is the loading itself; with workers it is
+the time the batch was not ready yet. Either way it is time the step did not compute.
+
+Cost per batch: two clock reads, a dict lookup and a frame check, a few microseconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from dsprof.log import logger
+
+
+def user_site(depth: int = 2) -> tuple[str, str]:
+    """(file:line, function) of the nearest caller outside torch and dsprof."""
+    frame = sys._getframe(depth)
+    first = frame
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not _is_library(name):
+            return f"{_short(name)}:{frame.f_lineno}", frame.f_code.co_name
+        frame = frame.f_back
+    return f"{_short(first.f_code.co_filename)}:{first.f_lineno}", first.f_code.co_name
+
+
+def _package_dir(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    origin = spec.origin if spec is not None else None
+    return os.path.dirname(origin) + os.sep if origin else f"{os.sep}{module}{os.sep}"
+
+
+# Frames in these files are library code, not the user's (exact package folders, so a user
+# project that happens to live in a folder named "torch" or "dsprof" still counts as theirs).
+_LIBRARY_PREFIXES = (_package_dir("torch"), _package_dir("dsprof"))
+
+
+def _is_library(filename: str) -> bool:
+    return (filename.startswith(_LIBRARY_PREFIXES) or filename.startswith("<frozen")
+            or filename.endswith(f"{os.sep}runpy.py"))
+
+
+def _short(filename: str) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith("..") else rel
+
+
+def batch_size_of(batch: Any) -> int | None:
+    """Leading dimension of the first tensor in a batch (tensor, sequence or mapping)."""
+    for _ in range(4):  # nested containers a few levels deep, never a deep walk
+        shape = getattr(batch, "shape", None)
+        if shape is not None:
+            return int(shape[0]) if len(shape) else None
+        if isinstance(batch, (list, tuple)) and batch:
+            batch = batch[0]
+        elif isinstance(batch, dict) and batch:
+            batch = next(iter(batch.values()))
+        else:
+            return None
+    return None
+
+
+@dataclass
+class LoaderStats:
+    index: int
+    site: str
+    dataset: str
+    batch_size: int | None
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+    prefetch_factor: int | None
+    iterators: int = 0
+    batches: int = 0
+    wait_ns: int = 0
+    wait_cpu_ns: int = 0
+    first_wait_ns: int = 0
+
+    def to_row(self, cpu_count: int, torch_threads: int) -> dict[str, Any]:
+        return {"loader": self.index, "site": self.site, "dataset": self.dataset,
+                "batch_size": self.batch_size, "num_workers": self.num_workers,
+                "pin_memory": self.pin_memory, "persistent_workers": self.persistent_workers,
+                "prefetch_factor": self.prefetch_factor, "iterators": self.iterators,
+                "batches": self.batches, "wait_ns": self.wait_ns,
+                "wait_cpu_ns": self.wait_cpu_ns,
+                "first_wait_ns": self.first_wait_ns, "cpu_count": cpu_count,
+                "torch_threads": torch_threads}
+
+
+class DataLoaderCollector:
+    """Wraps the DataLoader iterator protocol while installed; ``take_step()`` hands the step
+    collector the wait and batch size of the step that just ended."""
+
+    def __init__(self) -> None:
+        self.loaders: list[LoaderStats] = []
+        self._by_loader: weakref.WeakKeyDictionary[Any, LoaderStats] = weakref.WeakKeyDictionary()
+        self._by_iter: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+        self._originals: dict[str, Any] = {}
+        self._step_wait_ns = 0
+        self._step_batch: int | None = None
+        self._thread = threading.get_ident()
+
+    def install(self) -> None:
+        from torch.utils.data import dataloader as dl
+
+        self._originals = {"iter": dl.DataLoader.__iter__, "next": dl._BaseDataLoaderIter.__next__}
+        orig_iter, orig_next = self._originals["iter"], self._originals["next"]
+        collector = self
+
+        def __iter__(loader: Any) -> Any:
+            it = orig_iter(loader)
+            try:
+                collector._iterated(loader, it)
+            except Exception:  # noqa: BLE001 - never break the user's loop
+                logger.debug("dataloader collector: could not register an iterator", exc_info=True)
+            return it
+
+        def __next__(it: Any) -> Any:
+            c0 = time.thread_time_ns()
+            t0 = time.perf_counter_ns()
+            batch = orig_next(it)
+            collector._returned(it, batch, time.perf_counter_ns() - t0,
+                                time.thread_time_ns() - c0)
+            return batch
+
+        dl.DataLoader.__iter__ = __iter__  # type: ignore[method-assign]
+        dl._BaseDataLoaderIter.__next__ = __next__  # type: ignore[method-assign]
+        logger.debug("dataloader collector: DataLoader iteration is timed")
+
+    def uninstall(self) -> None:
+        if not self._originals:
+            return
+        from torch.utils.data import dataloader as dl
+
+        dl.DataLoader.__iter__ = self._originals["iter"]  # type: ignore[method-assign]
+        dl._BaseDataLoaderIter.__next__ = self._originals["next"]  # type: ignore[method-assign]
+        self._originals = {}
+
+    def _iterated(self, loader: Any, it: Any) -> None:
+        stats = self._by_loader.get(loader)
+        if stats is None:
+            site, _ = user_site(3)
+            workers = int(loader.num_workers)
+            stats = LoaderStats(
+                index=len(self.loaders), site=site, dataset=type(loader.dataset).__name__,
+                batch_size=loader.batch_size, num_workers=workers,
+                pin_memory=bool(loader.pin_memory),
+                persistent_workers=bool(loader.persistent_workers),
+                prefetch_factor=loader.prefetch_factor if workers > 0 else None)
+            self.loaders.append(stats)
+            self._by_loader[loader] = stats
+            logger.debug("dataloader %d at %s: batch_size %s, %d workers", stats.index, site,
+                         stats.batch_size, workers)
+        stats.iterators += 1
+        self._by_iter[it] = [stats, True]
+
+    def _returned(self, it: Any, batch: Any, ns: int, cpu_ns: int) -> None:
+        entry = self._by_iter.get(it)
+        if entry is None:
+            return
+        stats, first = entry
+        stats.batches += 1
+        stats.wait_ns += ns
+        stats.wait_cpu_ns += cpu_ns
+        if first:
+            stats.first_wait_ns += ns
+            entry[1] = False
+        if threading.get_ident() == self._thread:
+            self._step_wait_ns += ns
+            self._step_batch = batch_size_of(batch)
+
+    def take_step(self) -> tuple[int | None, int | None]:
+        """(data wait ns, batch size) of the step that just ended; None when no loader ran."""
+        if not self.loaders:
+            return None, None
+        out = (self._step_wait_ns, self._step_batch)
+        self._step_wait_ns = 0
+        self._step_batch = None
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        import torch
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = torch.get_num_threads()
+        return [s.to_row(int(cpus or 1), threads) for s in self.loaders]

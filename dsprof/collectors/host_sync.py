@@ -1,0 +1,107 @@
+"""Calls that make the host wait for the device, at the user's line, for the whole run.
+
+On a GPU, ``loss.item()``, ``.cpu()``, ``.tolist()``, ``.numpy()``, ``torch.nonzero`` and
+``torch.cuda.synchronize()`` block the Python thread until every queued kernel has run, so the
+CPU cannot launch ahead and the GPU idles while Python catches up. The profiler shows the
+``cudaStreamSynchronize`` but not which line of the training loop asked for it; this collector
+wraps those entry points (no code change), times each call and counts it per (step, call, user
+line). Calls made from inside torch itself (printing a tensor, an optimizer's own bookkeeping)
+are not the user's choice and are not counted.
+
+On CPU these calls do not wait for anything; they are still recorded (device ``cpu``) so the
+analyzer can say what would happen on a GPU.
+
+Cost per wrapped call: a frame lookup, two clock reads and a dict update (~1-2 us); calls from
+torch's own files return after the frame check.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dsprof.collectors.dataloader import _is_library, user_site
+from dsprof.log import logger
+
+# (owner, attribute, call name). Tensor.to is wrapped too but only counted when it copies a
+# device tensor to the host.
+_TENSOR_METHODS = (("item", "item"), ("tolist", "tolist"), ("cpu", "cpu"), ("numpy", "numpy"),
+                   ("nonzero", "nonzero"), ("to", "to_cpu"))
+
+
+class HostSyncCollector:
+    """Args:
+        current_step: returns the number of the step in progress.
+    """
+
+    def __init__(self, current_step: Callable[[], int]):
+        self.current_step = current_step
+        # (step, call, site, function, device) -> [count, total_ns, max_ns]
+        self.calls: dict[tuple[int, str, str, str, str], list[int]] = {}
+        self._restore: list[tuple[Any, str, Any]] = []
+
+    def install(self) -> None:
+        import torch
+
+        for attr, call in _TENSOR_METHODS:
+            self._wrap(torch.Tensor, attr, call)
+        self._wrap(torch, "nonzero", "nonzero")
+        self._wrap(torch.cuda, "synchronize", "synchronize")
+        logger.debug("host sync collector: %d entry points wrapped", len(self._restore))
+
+    def uninstall(self) -> None:
+        for owner, attr, original in reversed(self._restore):
+            setattr(owner, attr, original)
+        self._restore = []
+
+    def _wrap(self, owner: Any, attr: str, call: str) -> None:
+        original = getattr(owner, attr)
+        record = self._record
+        is_to = call == "to_cpu"
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if _is_library(sys._getframe(1).f_code.co_filename):
+                return original(*args, **kwargs)
+            t0 = time.perf_counter_ns()
+            out = original(*args, **kwargs)
+            ns = time.perf_counter_ns() - t0
+            try:
+                record(call, args, out, ns, is_to)
+            except Exception:  # noqa: BLE001 - never fail the user's call
+                logger.debug("host sync collector: could not record %s", call, exc_info=True)
+            return out
+
+        wrapper.__name__ = getattr(original, "__name__", attr)
+        wrapper.__doc__ = getattr(original, "__doc__", None)
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(owner, attr, wrapper)
+        self._restore.append((owner, attr, original))
+
+    def _record(self, call: str, args: tuple[Any, ...], out: Any, ns: int, is_to: bool) -> None:
+        src = args[0] if args else None
+        device = getattr(src, "device", None)
+        if is_to:
+            # Only a copy from an accelerator to the host is a sync.
+            out_device = getattr(out, "device", None)
+            if (device is None or out_device is None or device.type == "cpu"
+                    or out_device.type != "cpu"):
+                return
+        if call == "synchronize":
+            device_name = "cuda"
+        else:
+            device_name = str(device) if device is not None else "cpu"
+        site, function = user_site(3)
+        key = (self.current_step(), call, site, function, device_name)
+        entry = self.calls.get(key)
+        if entry is None:
+            self.calls[key] = [1, ns, ns]
+        else:
+            entry[0] += 1
+            entry[1] += ns
+            entry[2] = max(entry[2], ns)
+
+    def rows(self) -> list[list[Any]]:
+        """[step, call, site, function, device, count, total_ns, max_ns] per key, sorted."""
+        return [[*k, *v] for k, v in sorted(self.calls.items())]

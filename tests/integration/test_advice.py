@@ -1,0 +1,115 @@
+"""Analyzers that name the fix, on real ``dsprof run``s of the example scripts that have the
+problem, through the CLI as a user would call it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import REPO, dsprof
+
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("advice")
+    plan = {
+        "slow_loader": ["--steps", "12", "--read-ms", "1.5", "--batch-size", "16"],
+        "slow_loader_workers": ["--steps", "12", "--read-ms", "1.5", "--batch-size", "16",
+                                "--num-workers", "2"],
+        "sync_in_loop": ["--steps", "10"],
+        # The evaluation must dwarf scheduling noise on a busy 2-core machine: 40 batches.
+        "periodic_eval": ["--steps", "16", "--eval-every", "4", "--val-batches", "40"],
+    }
+    out = {}
+    for name, args in plan.items():
+        run = base / name
+        script = EXAMPLES / f"{name.removesuffix('_workers')}.py"
+        res = dsprof("run", "-q", "-o", str(run), str(script), *args,
+                     cwd=REPO)
+        assert res.code == 0, res.stderr
+        out[name] = run
+    return out
+
+
+def _findings(run: Path) -> list[dict]:
+    return json.loads((run / "findings.json").read_text())["findings"]
+
+
+def test_slow_dataloader_gets_workers_with_the_wait_as_saving(runs):
+    (f,) = [f for f in _findings(runs["slow_loader"]) if f["kind"] == "input.dataloader_wait"]
+    assert f["apply"]["DS_DATALOADER_WORKERS"] == str(f["data"]["advised_workers"])
+    assert f["data"]["advised_workers"] >= 1 and f["data"]["workers"] == 0
+    assert not f["data"]["cpu_bound"]  # a sleep is not compute
+    # 16 samples x 1.5 ms of sleep per batch: most of it is the saving.
+    assert 0.015 <= f["saving_s"] <= 0.04, f
+    assert f["evidence"][0]["site"] == "examples/slow_loader.py:63"
+    assert "num_workers=" in f["fix"] and f["verify"].startswith("dsprof verify ")
+    assert f["severity"] in ("high", "medium")
+
+
+def test_host_syncs_named_at_their_lines(runs):
+    found = {(f["key"].split("|")[0], f["key"].split("|")[1]) for f in
+             _findings(runs["sync_in_loop"]) if f["kind"] == "host_sync.call"}
+    src = (EXAMPLES / "sync_in_loop.py").read_text().splitlines()
+
+    def site(text: str) -> str:
+        return f"examples/sync_in_loop.py:{next(i for i, s in enumerate(src, 1) if text in s)}"
+
+    assert ("item", site("total += loss.item()")) in found
+    assert ("item", site("(logits.argmax(1) == y).sum().item()")) in found
+    assert ("cpu", site("in logits.argmax(1).cpu().numpy()")) in found
+    assert ("numpy", site("in logits.argmax(1).cpu().numpy()")) in found
+    # On CPU nothing waits: information, no invented saving.
+    assert all(f["saving_s"] == 0 and f["severity"] == "info" for f in
+               _findings(runs["sync_in_loop"]) if f["kind"] == "host_sync.call")
+
+
+def test_periodic_evaluation_is_found_with_its_period(runs):
+    (f,) = [f for f in _findings(runs["periodic_eval"]) if f["kind"].startswith("steps.")]
+    assert f["kind"] == "steps.periodic" and f["data"]["period"] == 4, f["title"]
+    assert {3, 7, 11} <= set(f["data"]["steps"])  # the script's steps 4, 8, 12 (0-based 3, 7, 11)
+    assert f["saving_s"] > 0 and "Every 4 steps" in f["title"]
+
+
+def test_analyze_cli_rewrites_findings_and_summary_lists_them(runs):
+    run = runs["slow_loader"]
+    (run / "findings.json").unlink()
+    res = dsprof("analyze", str(run), "--detail", "1")
+    assert res.code == 0, res.stderr
+    assert "Findings" in res.stdout and "DataLoader worker" in res.stdout
+    assert "fix:" in res.stdout and "num_workers=" in res.stdout
+    assert (run / "findings.json").is_file()
+    js = dsprof("analyze", str(run), "--json", "--only", "input_pipeline")
+    assert [f["analyzer"] for f in json.loads(js.stdout)["findings"]] == ["input_pipeline"]
+    summary = dsprof("summary", str(run), "--json")
+    assert summary.code == 0 and summary.stdout
+    assert json.loads(summary.stdout)["findings"][0]["kind"] in ("input.dataloader_wait",
+                                                                  "steps.outliers")
+
+
+def test_analyze_unknown_analyzer_is_one_clear_error(runs):
+    res = dsprof("analyze", str(runs["sync_in_loop"]), "--only", "nope")
+    assert res.code == 2
+    assert res.stderr.startswith("dsprof: error: no analyzer named nope; known: ")
+    assert "Traceback" not in res.stderr
+
+
+def test_diff_compares_two_runs(runs):
+    a, b = runs["slow_loader"], runs["slow_loader_workers"]
+    res = dsprof("diff", str(a), str(b), "--json")
+    assert res.code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["a"]["path"] == str(a) and doc["b"]["path"] == str(b)
+    assert doc["a"]["steps"] == doc["b"]["steps"] == 11
+    assert doc["a"]["samples_per_s"] > 0 and doc["b"]["step_ms"] > 0
+    assert doc["ops"] and all(abs(o["b_ms"] - o["a_ms"] - o["delta_ms"]) < 1e-9
+                              for o in doc["ops"])
+    wait = next(f["id"] for f in _findings(a) if f["kind"] == "input.dataloader_wait")
+    after = {f["id"] for f in doc["resolved"]} | {f["id"] for f in doc["remaining"]}
+    assert wait in after  # the same problem keeps its id in the second run
+    text = dsprof("diff", str(a), str(b))
+    assert text.code == 0 and "mean step" in text.stdout and "samples/s" in text.stdout

@@ -1,0 +1,92 @@
+"""The DataLoader and host-sync collectors, in this process, on real torch objects."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import dataloader as dl
+
+from dsprof.collectors.dataloader import DataLoaderCollector, batch_size_of
+from dsprof.collectors.host_sync import HostSyncCollector
+
+
+def _line_of(marker: str) -> str:
+    """file:line of the line of this file that holds ``marker`` (in a comment)."""
+    with open(__file__) as f:
+        lines = f.read().splitlines()
+    for no, line in enumerate(lines, 1):
+        if marker in line and "_line_of" not in line:
+            return f"test_live_hooks.py:{no}"
+    raise AssertionError(marker)
+
+
+class _Sleepy(Dataset):
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int):
+        time.sleep(0.002)
+        return torch.full((3,), float(i)), i
+
+
+def test_dataloader_waits_go_to_the_step_and_the_loader():
+    orig_iter, orig_next = dl.DataLoader.__iter__, dl._BaseDataLoaderIter.__next__
+    col = DataLoaderCollector()
+    col.install()
+    try:
+        assert col.take_step() == (None, None)  # no loader yet: nothing to say
+        loader = DataLoader(_Sleepy(), batch_size=4)
+        for _ in range(2):  # two epochs
+            for _batch in loader:  # the line the collector must name
+                pass
+        wait, batch = col.take_step()
+    finally:
+        col.uninstall()
+    assert dl.DataLoader.__iter__ is orig_iter and dl._BaseDataLoaderIter.__next__ is orig_next
+    assert batch == 4
+    assert wait >= 6 * 4 * 2_000_000 * 0.9  # 6 batches x 4 samples x 2 ms of sleep
+    (row,) = col.rows()
+    assert row["site"].endswith(_line_of("must name")) and row["dataset"] == "_Sleepy"
+    assert (row["batches"], row["iterators"], row["num_workers"]) == (6, 2, 0)
+    assert row["wait_ns"] == wait and row["first_wait_ns"] < wait
+    assert row["wait_cpu_ns"] < 0.5 * row["wait_ns"]  # sleeping is not compute
+    assert col.take_step() == (0, None)  # reset after each step
+
+
+def test_batch_size_of_nested_batches():
+    t = torch.zeros(5, 2)
+    assert batch_size_of(t) == 5
+    assert batch_size_of([t, t]) == 5
+    assert batch_size_of({"x": (t,)}) == 5
+    assert batch_size_of(torch.tensor(1.0)) is None
+    assert batch_size_of("text") is None
+
+
+def test_host_syncs_counted_at_the_user_line_not_in_torch():
+    step = [0]
+    col = HostSyncCollector(lambda: step[0])
+    orig_item = torch.Tensor.item
+    col.install()
+    try:
+        x = torch.arange(6.0)
+        for s in range(3):
+            step[0] = s
+            x.sum().item()  # a user sync
+            x.tolist()
+        repr(x)  # torch's own printing calls item(): not the user's sync
+        x.to("cpu")  # host to host: not a sync
+        n = torch.nonzero(x)
+    finally:
+        col.uninstall()
+    assert torch.Tensor.item is orig_item
+    assert n.shape == (5, 1)
+    rows = col.rows()
+    calls = {(r[0], r[1]) for r in rows}
+    assert calls == {(0, "item"), (0, "tolist"), (1, "item"), (1, "tolist"), (2, "item"),
+                     (2, "tolist"), (2, "nonzero")}
+    item = next(r for r in rows if r[1] == "item")
+    assert item[2].endswith(_line_of("a user sync")) and item[3] == \
+        "test_host_syncs_counted_at_the_user_line_not_in_torch"
+    assert item[4] == "cpu" and item[5] == 1 and item[6] >= item[7] > 0
