@@ -54,7 +54,9 @@ class OpTable:
         self._backward_ops: dict[tuple[int, int], list[Op]] | None = None
         self.called_modules = frozenset(r[0] for r in ctx.run.sql(
             "SELECT DISTINCT name FROM ops WHERE cat = 'module'"))
-        self.n_steps = max(1, len({(op.rank, op.step) for seq in self.sequences for op in seq}))
+        # Totals are divided by this to give per-step (and per-rank) figures.
+        self.n_steps = len(ctx.profiled_steps) or max(
+            1, len({(op.rank, op.step) for seq in self.sequences for op in seq}))
 
     def _steps_filter(self) -> str:
         if self.ctx.profiled_steps:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsprof.errors import RunDirError
+from dsprof.errors import ConfigError, RunDirError
 from dsprof.rundir import RunDir, new_run_path
 
 FIRST_MEASURED_STEP = 2
@@ -49,11 +49,12 @@ def measured_steps(run_path: Path) -> list[tuple[int, int]]:
             if s >= FIRST_MEASURED_STEP and s not in excluded]
 
 
-def step_time_s(run_path: Path) -> tuple[float | None, int]:
-    steps = measured_steps(run_path)
+def step_time_s(*run_paths: Path) -> tuple[float | None, int]:
+    """Median full-speed step time over the runs given (pooled), and the number of steps."""
+    steps = [d for p in run_paths for _, d in measured_steps(p)]
     if not steps:
         return None, 0
-    return statistics.median(d for _, d in steps) / 1e9, len(steps)
+    return statistics.median(steps) / 1e9, len(steps)
 
 
 def peak_bytes(run_path: Path) -> int | None:
@@ -96,30 +97,39 @@ class Verification:
                 "measured_peak_bytes": self.measured_peak, "error": self.error}
 
 
-def compare(applied: Path, measured_baseline: Path | None = None) -> Verification:
-    """Measured vs predicted for a run made with ``--apply`` (its meta names the baseline).
+def compare(applied: Path | list[Path],
+            measured_baseline: Path | list[Path] | None = None) -> Verification:
+    """Measured vs predicted for run(s) made with ``--apply`` (their meta names the baseline).
 
     Args:
-        measured_baseline: a fresh run of the same command without the fix, to measure the
+        applied: the run with the fix, or several (rounds), whose full-speed steps are pooled.
+        measured_baseline: fresh run(s) of the same command without the fix, to measure the
             baseline step time on (default: the baseline run itself).
     """
-    meta = RunDir(applied).read_meta()
+    applied_runs = applied if isinstance(applied, list) else [applied]
+    meta = RunDir(applied_runs[0]).read_meta()
     plan = meta.get("applied")
     if not plan:
-        raise RunDirError(f"{applied} was not run with --apply; nothing to verify")
-    baseline = measured_baseline or Path(plan["baseline"])
-    base_s, n_base = step_time_s(baseline)
-    new_s, n_new = step_time_s(applied)
+        raise RunDirError(f"{applied_runs[0]} was not run with --apply; nothing to verify")
+    if measured_baseline is None:
+        base_runs = [Path(plan["baseline"])]
+    elif isinstance(measured_baseline, list):
+        base_runs = measured_baseline
+    else:
+        base_runs = [measured_baseline]
+    base_s, n_base = step_time_s(*base_runs)
+    new_s, n_new = step_time_s(*applied_runs)
     profiled_s = plan.get("baseline_step_s")
     predicted = None
     if base_s is not None:
         share = plan["predicted_saving_s"] / profiled_s if profiled_s else 0.0
         predicted = base_s * max(0.0, 1.0 - share)
-    base_peak = peak_bytes(baseline)
+    base_peak = peak_bytes(base_runs[0])
     return Verification(
-        baseline, applied, plan["findings"], base_s, predicted, new_s, (n_base, n_new),
-        base_peak, None if base_peak is None else base_peak - plan["predicted_saving_bytes"],
-        peak_bytes(applied))
+        base_runs[0], applied_runs[-1], plan["findings"], base_s, predicted, new_s,
+        (n_base, n_new), base_peak,
+        None if base_peak is None else base_peak - plan["predicted_saving_bytes"],
+        peak_bytes(applied_runs[-1]))
 
 
 def rerun_command(baseline: Path, ids: list[str] | None,
@@ -157,13 +167,15 @@ def _rerun(baseline: Path, ids: list[str] | None, out: Path, quiet: bool) -> Non
 
 
 def verify(baseline: Path, ids: list[str], out: Path | None = None, quiet: bool = True,
-           fresh_baseline: bool = False) -> Verification:
+           fresh_baseline: bool = False, rounds: int = 1) -> Verification:
     """Rerun ``baseline``'s command with ``ids`` applied into ``out`` and compare.
 
     Args:
         fresh_baseline: also rerun the command without the fix (into ``<out>-baseline``) and
             measure the baseline step time there: on a shared or busy machine the original
             run's speed may not be today's.
+        rounds: run the pair (fresh baseline, then with the fix) this many times, alternating,
+            and pool each side's full-speed steps (``<out>-r<k>``); implies a fresh baseline.
 
     Raises:
         RunDirError: the baseline cannot be rerun, or the rerun failed.
@@ -171,11 +183,21 @@ def verify(baseline: Path, ids: list[str], out: Path | None = None, quiet: bool 
     """
     from dsprof.apply.plan import plan
 
+    if rounds < 1:
+        raise ConfigError("--rounds must be at least 1")
     baseline = baseline.resolve()
     plan(ids, baseline, baseline.parent)  # fail before running anything
     out = out or new_run_path(baseline.parent, f"{baseline.name}-verify")
-    fresh = out.with_name(out.name + "-baseline") if fresh_baseline else None
-    if fresh is not None:
-        _rerun(baseline, None, fresh, quiet)
-    _rerun(baseline, ids, out, quiet)
-    return compare(out, fresh)
+    if rounds == 1:
+        fresh = out.with_name(out.name + "-baseline") if fresh_baseline else None
+        if fresh is not None:
+            _rerun(baseline, None, fresh, quiet)
+        _rerun(baseline, ids, out, quiet)
+        return compare(out, fresh)
+    bases, applied = [], []
+    for k in range(rounds):
+        bases.append(out.with_name(f"{out.name}-r{k}-baseline"))
+        applied.append(out.with_name(f"{out.name}-r{k}"))
+        _rerun(baseline, None, bases[-1], quiet)
+        _rerun(baseline, ids, applied[-1], quiet)
+    return compare(applied, bases)

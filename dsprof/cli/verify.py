@@ -20,10 +20,13 @@ from dsprof.apply.verify import Verification, verify
 @click.option("--fresh-baseline", is_flag=True, default=False,
               help="Also rerun RUN's command without the fix and measure the baseline there "
                    "(for busy or shared machines, where RUN's speed may not be today's).")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="Run baseline and fix alternately this many times and pool their steps "
+                   "(implies --fresh-baseline).")
 @click.option("-v", "--verbose", is_flag=True, default=False,
               help="Show the rerun's own output and dsprof's summary of it.")
 def verify_command(run: Path, ids: str, output: Path | None, fresh_baseline: bool,
-                   verbose: bool) -> None:
+                   rounds: int, verbose: bool) -> None:
     """Rerun RUN's command with the fix of finding ID (comma-separated for several) applied
     (`dsprof run --apply ID --baseline RUN ...`), then print predicted vs measured step time
     and peak memory.
@@ -32,7 +35,7 @@ def verify_command(run: Path, ids: str, output: Path | None, fresh_baseline: boo
     the profiler's window steps are left out of both runs.
     """
     result = verify(run, parse_ids(ids), output, quiet=not verbose,
-                    fresh_baseline=fresh_baseline)
+                    fresh_baseline=fresh_baseline, rounds=rounds)
     render(result, Console(highlight=False))
 
 
@@ -64,3 +67,5 @@ def render(v: Verification, console: Console) -> None:
         console.print(f"speedup x{speedup:.2f}{err_txt} (medians of {v.steps_used[0]} and "
                       f"{v.steps_used[1]} full-speed steps; compile and profiled steps left out)")
     console.print(f"rerun: {v.applied}", soft_wrap=True)
+    console.print("[dim]medians on a busy machine move with its load: --rounds N alternates "
+                  "fresh baseline and fixed runs[/]", soft_wrap=True)
