@@ -97,10 +97,11 @@ class FusionAnalyzer(Analyzer):
                 module = chain.module
                 if not kind:
                     continue
-                fwd_saving, fwd_now = chain_saving(chain, bandwidth, overhead)
+                fwd_saving, fwd_now = chain_saving(chain, bandwidth, overhead,
+                                                   table.profiler_cost_s)
                 bwd_now = table.backward_time(list(chain.ops))
                 bwd_saving = backward_saving(chain, table.backward_ops(list(chain.ops)),
-                                             bwd_now, bandwidth, overhead)
+                                             bwd_now, bandwidth, overhead, table.profiler_cost_s)
                 pattern = fold_indices(module) if module else UNATTRIBUTED
                 groups[(kind, pattern, chain.names)].append(
                     (chain, fwd_saving + bwd_saving, fwd_now, bwd_now))
@@ -133,7 +134,9 @@ class FusionAnalyzer(Analyzer):
             f"op by op; a fused kernel moves {fused / 2**20:.2f} MiB (external inputs and the "
             f"output). At {bandwidth / 1e9:.1f} GB/s ({bw_source}) the intermediates cost "
             f"{(total - fused) / bandwidth * 1e3:.3f} ms per instance, plus "
-            f"{overhead * 1e6:.1f} us per op removed. The backward's ops are costed the same way; "
+            f"{max(0.0, overhead - table.profiler_cost_s) * 1e6:.1f} us per op removed "
+            f"(measured {overhead * 1e6:.1f} us, of which the profiler adds "
+            f"{table.profiler_cost_s * 1e6:.1f} us). The backward's ops are costed the same way; "
             "fused, it reads the forward's inputs and the output gradient and writes the input "
             "gradient. "
             "Shapes and order show the chain, not tensor identity: if another op also reads "

@@ -18,8 +18,9 @@ Saving of one chain of n ops, with B the bandwidth and c the per-op overhead: ea
 time is ``m_i = min(t_i - c, bytes_i / B)`` (an op faster than its bytes allow is
 cache-resident, and its time is the bound); the fused kernel moves only the chain's external
 inputs and its final output, ``m_f = min(bytes_f / B, sum m_i)``; the forward saving is
-``sum m_i - m_f + (n - 1) c``. The chain's backward nodes (same autograd seq) are fused by the
-same compile, so their time shrinks in the same proportion as the forward's.
+``sum m_i - m_f + (n - 1) (c - p)``, p being what the profiler adds per op (the ops of a
+full-speed step do not pay it). The chain's backward nodes (same autograd seq) are fused by the
+same compile and costed the same way (:func:`backward_saving`).
 """
 
 from __future__ import annotations
@@ -223,18 +224,23 @@ def _memory_time(ops: tuple[Op, ...] | list[Op], bandwidth: float, overhead: flo
                for op in ops)
 
 
-def chain_saving(chain: Chain, bandwidth: float, overhead: float) -> tuple[float, float]:
-    """(forward seconds saved, forward seconds the chain takes now), for one instance."""
+def chain_saving(chain: Chain, bandwidth: float, overhead: float,
+                 profiler_cost: float = 0.0) -> tuple[float, float]:
+    """(forward seconds saved, forward seconds the chain takes now), for one instance.
+
+    ``overhead`` is the per-op fixed cost as measured (profiled); ``profiler_cost`` the part
+    of it the profiler adds, which a full-speed run does not pay and fusing does not save.
+    """
     mem = _memory_time(chain.ops, bandwidth, overhead)
     _, fused = chain_bytes(chain)
     fused_mem = min(fused / bandwidth, mem)
-    saving = mem - fused_mem + (len(chain.ops) - 1) * overhead
+    saving = mem - fused_mem + (len(chain.ops) - 1) * max(0.0, overhead - profiler_cost)
     now = sum(op.time_s for op in chain.ops)
     return min(max(saving, 0.0), now), now
 
 
 def backward_saving(chain: Chain, backward: list[Op], backward_now: float, bandwidth: float,
-                    overhead: float) -> float:
+                    overhead: float, profiler_cost: float = 0.0) -> float:
     """Seconds saved in the chain's backward, for one instance.
 
     The fused backward kernel reads what the forward kernel read plus the output's gradient and
@@ -249,6 +255,8 @@ def backward_saving(chain: Chain, backward: list[Op], backward_now: float, bandw
     fused_mem = min((fused + _out_bytes(chain.ops[-1])) / bandwidth, mem)
     in_ops = sum(op.time_s for op in backward)
     nodes = max(1, len(chain.ops))
-    autograd = max(0.0, backward_now - in_ops) * (1 - 1 / nodes)
-    saving = mem - fused_mem + (len(backward) - 1) * overhead + autograd
+    # Each node is two recorded spans (evaluate_function and the node) around its ops.
+    autograd = max(0.0, backward_now - in_ops - 2 * nodes * profiler_cost) * (1 - 1 / nodes)
+    saving = (mem - fused_mem + (len(backward) - 1) * max(0.0, overhead - profiler_cost)
+              + autograd)
     return min(max(saving, 0.0), backward_now)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from dsprof.analyzers.fullspeed import profiler_cost_per_op
 from dsprof.analyzers.opbytes import DEFAULT_OP_OVERHEAD_S, OpIO, op_io
 from dsprof.analyzers.registry import Context
 
@@ -52,6 +53,8 @@ class OpTable:
         self.sequences = self._forward_sequences()
         self.backward_s = self._backward_by_seq()
         self._backward_ops: dict[tuple[int, int], list[Op]] | None = None
+        # What recording adds to each op (see fullspeed): taken out of per-op savings.
+        self.profiler_cost_s = 0.0 if self.device else profiler_cost_per_op(ctx.run)
         self.called_modules = frozenset(r[0] for r in ctx.run.sql(
             "SELECT DISTINCT name FROM ops WHERE cat = 'module'"))
         # Totals are divided by this to give per-step (and per-rank) figures.

@@ -52,11 +52,7 @@ def _findings_of(run_path: Path) -> tuple[list[Finding], float | None]:
 
     with load(run_path) as run:
         analysis = read_findings(run) or analyze(run)
-        # Savings are estimated from the ops of profiled steps, so their share is taken of
-        # the profiled step time (the profiler slows ops down; verify scales by this share).
-        profiled = run.sql("SELECT median(dur_ns) FROM steps WHERE profiled AND dur_ns > 0") \
-            if run.has("steps") else [(None,)]
-        step_s = profiled[0][0] / 1e9 if profiled[0][0] else Context(run).step_s
+        step_s = Context(run).step_s
     return analysis.findings, step_s
 
 

@@ -5,9 +5,8 @@ Which steps are measured: the same in both runs, and only steps that ran at full
 step 0 (setup) or step 1 (where ``DS_COMPILE`` compiles and every first call pays its
 one-time costs), not the steps of a profiler window or its warm-up (the profiler slows ops
 down), and not the step after a window (the trace is written then). The median of what is left
-is the step time. A finding's predicted saving was estimated on profiled steps, whose ops run
-slower under the profiler, so it is applied as a share: predicted = baseline x (1 - saving /
-profiled step time).
+is the step time. Findings give their savings in full-speed seconds (the profiler's per-op cost
+taken out, see ``analyzers.fullspeed``), so predicted = baseline - the applied savings.
 """
 
 from __future__ import annotations
@@ -23,30 +22,14 @@ from typing import Any
 from dsprof.errors import ConfigError, RunDirError
 from dsprof.rundir import RunDir, new_run_path
 
-FIRST_MEASURED_STEP = 2
-
 
 def measured_steps(run_path: Path) -> list[tuple[int, int]]:
-    """(step, dur_ns) of the full-speed steps of rank 0 (see the module docstring)."""
+    """(step, dur_ns) of the full-speed steps of rank 0 (see ``analyzers.fullspeed``)."""
+    from dsprof.analyzers.fullspeed import full_speed_steps
     from dsprof.run import load
 
     with load(run_path) as run:
-        meta = run.meta
-        if not run.has("steps"):
-            return []
-        rows = run.sql("""SELECT step, dur_ns FROM steps WHERE rank = 0 AND dur_ns > 0
-                          ORDER BY step""")
-    settings = meta.get("settings") or {}
-    warmup = int(settings.get("warmup", 1) or 0)
-    if int(settings.get("wait", 0) or 0) == 0:
-        warmup = max(warmup, 1)
-    excluded: set[int] = set()
-    for w in meta.get("windows") or []:
-        steps = w.get("steps") or []
-        if steps:
-            excluded.update(range(min(steps) - warmup, max(steps) + 2))
-    return [(int(s), int(d)) for s, d in rows
-            if s >= FIRST_MEASURED_STEP and s not in excluded]
+        return full_speed_steps(run)
 
 
 def step_time_s(*run_paths: Path) -> tuple[float | None, int]:
@@ -119,11 +102,7 @@ def compare(applied: Path | list[Path],
         base_runs = [measured_baseline]
     base_s, n_base = step_time_s(*base_runs)
     new_s, n_new = step_time_s(*applied_runs)
-    profiled_s = plan.get("baseline_step_s")
-    predicted = None
-    if base_s is not None:
-        share = plan["predicted_saving_s"] / profiled_s if profiled_s else 0.0
-        predicted = base_s * max(0.0, 1.0 - share)
+    predicted = None if base_s is None else max(0.0, base_s - plan["predicted_saving_s"])
     base_peak = peak_bytes(base_runs[0])
     return Verification(
         base_runs[0], applied_runs[-1], plan["findings"], base_s, predicted, new_s,
