@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import dsprof
+from dsprof.analyzers.fullspeed import full_speed_steps, profiler_cost_per_op
 from dsprof.analyzers.registry import analyze
 from tests.integration.helpers import REPO, meta
 from tests.integration.helpers import dsprof as run_dsprof
@@ -59,6 +60,11 @@ def test_fusion_findings_name_the_module_the_chain_and_a_saving(mlp_run):
     assert "copy benchmark" in gelu["explanation"]
     # AND precision advice is skipped on a CPU run, with the reason
     assert "no GPU kernels" in found["_skipped"]["precision"]
+    # AND full speed means after step 1 and outside the window (steps 3-4, warm-up 2, save 5),
+    # and the profiler's cost per recorded op is measured (a few microseconds at most)
+    with dsprof.load(mlp_run) as run:
+        assert [s for s, _ in full_speed_steps(run)] == [6, 7]
+        assert 0 < profiler_cost_per_op(run) < 20e-6
 
 
 def test_apply_errors_are_one_line(mlp_run, tmp_path):
