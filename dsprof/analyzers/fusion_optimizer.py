@@ -15,7 +15,8 @@ gradients accumulated in backward (``AccumulateGrad`` shapes). Predicted fused t
 bytes over the bandwidth (see ``optable.OpTable.bandwidth``) plus one op's overhead; the
 saving is the step span now minus that. The span now is the median over the profiled steps
 of its host time on a CPU run (the kernels under it on a GPU run), less what the profiler
-adds per op recorded in it (``fullspeed.profiler_cost_per_op``).
+adds per op recorded in it (``fullspeed.profiler_cost_per_op``), and on a CPU run less the
+time by which any op exceeds 10x the median of its name (a preempted thread).
 """
 
 from __future__ import annotations
@@ -74,11 +75,13 @@ class OptimizerFusionAnalyzer(Analyzer):
             if n_fused or (n_foreach and cls not in FUSED_BYTES_PER_PARAM_BYTE):
                 continue
             steps = len(rows)
-            # Full-speed time: the profiler's cost for every op recorded in the span taken out;
-            # the median over steps, as one step preempted by another process would otherwise
-            # count as optimizer time.
-            now = statistics.median(max(0.0, table.time_of(r[0], r[2], r[4])
-                                        - r[9] * table.profiler_cost_s) for r in rows)
+            # Full-speed time: the profiler's cost for every op recorded in the span taken out,
+            # and preemption (see _despiked) left out.
+            spans = [table.time_of(r[0], r[2], r[4]) for r in rows]
+            if not table.device:
+                spans = self._despiked(ctx, rows, spans)
+            now = statistics.median(max(0.0, t - r[9] * table.profiler_cost_s)
+                                    for t, r in zip(spans, rows))
             n_ops = sum(r[6] for r in rows) / steps
             rank0 = rows[0][0]
             pbytes = params.get(rank0, 0)
@@ -87,6 +90,27 @@ class OptimizerFusionAnalyzer(Analyzer):
             if finding is not None:
                 findings.append(finding)
         return findings
+
+    @staticmethod
+    def _despiked(ctx: Context, rows: list[tuple], spans: list[float]) -> list[float]:
+        """Host spans with each child op capped at 10x the median of its name.
+
+        On a shared machine one ``mul_`` of 20 us can take 4 ms because the thread was
+        preempted; that is not the optimizer's cost and a fused kernel would not save it.
+        """
+        ids = [(r[0], r[2]) for r in rows]
+        children = ctx.run.sql("""
+            SELECT c.rank, c.parent_id, c.name, c.dur_ns FROM ops c
+            WHERE c.cat = 'cpu_op' AND (c.rank, c.parent_id) IN (SELECT * FROM (VALUES """
+            + ", ".join(f"({r}, {i})" for r, i in ids) + "))")
+        by_name: dict[str, list[int]] = defaultdict(list)
+        for _, _, name, dur in children:
+            by_name[name].append(dur)
+        cap = {n: 10 * statistics.median(d) for n, d in by_name.items()}
+        excess: dict[tuple[int, int], float] = defaultdict(float)
+        for rank, parent, name, dur in children:
+            excess[(rank, parent)] += max(0.0, dur - cap[name]) / 1e9
+        return [max(0.0, t - excess[key]) for t, key in zip(spans, ids)]
 
     @staticmethod
     def _param_bytes(ctx: Context, table: OpTable) -> dict[int, int]:
