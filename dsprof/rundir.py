@@ -25,6 +25,8 @@ from dsprof.schema import SCHEMA_VERSION, TABLES
 
 META = "meta.json"
 SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a dsprof run
+SAMPLES_FILE = "samples.json"  # raw/rank<R>/: host and GPU metrics of the sampler thread
+CUPTI_KERNELS_FILE = "cupti_kernels.json"  # raw/rank<R>/: whole-run kernels (cupti mode)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -140,6 +140,12 @@ KERNELS = Table(
         Column("stream", _I64, "stream id"),
         Column("name", _STR, "kernel name, or the memcpy/memset description"),
         Column("kind", _STR, "compute | communication | memcpy | memset | sync"),
+        Column("category", _STR,
+               "what the kernel does, from its name: gemm | conv | attention | elementwise | "
+               "reduction | norm | memcpy | memset | communication | sync | other"),
+        Column("tensor_core", _BOOL,
+               "true when the kernel ran on Tensor Cores (AMD: matrix cores), from its name; "
+               "null when the name cannot tell (Triton templates)"),
         Column("start_ns", _I64, "start, ns on the run clock"),
         Column("dur_ns", _I64, "duration, ns"),
         Column("correlation", _I64, "CUDA correlation id shared with the launching runtime call"),
@@ -220,8 +226,53 @@ HOST_SYNCS = Table(
     ),
 )
 
+DEVICE_SAMPLES = Table(
+    "device_samples",
+    "Host and GPU metrics sampled by a background thread for the whole run (every "
+    "DSPROF_SAMPLE_MS); GPU columns are null without an NVIDIA GPU and NVML.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("ts_ns", _I64, "sample time, ns on the run clock"),
+        Column("step", _I64, "step the sample falls in (null outside steps)"),
+        Column("device", _I32, "GPU index sampled (null when only the host is sampled)"),
+        Column("cpu_util", _F64, "CPU utilization of the process since the previous sample, "
+               "percent of one core (can exceed 100)"),
+        Column("rss_bytes", _I64, "resident set size of the process, bytes"),
+        Column("gpu_util", _F64, "NVML GPU utilization: percent of the last sample period a "
+               "kernel was running"),
+        Column("mem_util", _F64, "NVML memory utilization: percent of the period device memory "
+               "was read or written"),
+        Column("mem_used", _I64, "device memory in use (all processes), bytes"),
+        Column("power_w", _F64, "board power draw, watts"),
+        Column("sm_clock_mhz", _I64, "SM clock, MHz"),
+        Column("temp_c", _I64, "GPU temperature, degrees Celsius"),
+        Column("tensor_util", _F64, "Hopper GPM: percent of SM time doing any Tensor Core work "
+               "since the previous sample (null before Hopper)"),
+        Column("sm_util", _F64, "Hopper GPM: percent of SMs busy since the previous sample "
+               "(null before Hopper)"),
+    ),
+)
+
+CUPTI_KERNELS = Table(
+    "cupti_kernels",
+    "Kernels of the whole run outside the profiler windows, recorded by the cupti kernel mode "
+    "(DSPROF_CUPTI_KERNELS=1): name and times only, no launching op.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step the kernel started in (by start time)"),
+        Column("device", _I32, "device index"),
+        Column("stream", _I64, "stream id"),
+        Column("name", _STR, "kernel name"),
+        Column("category", _STR, "what the kernel does, as kernels.category"),
+        Column("tensor_core", _BOOL, "ran on Tensor Cores, as kernels.tensor_core"),
+        Column("start_ns", _I64, "start, ns on the run clock"),
+        Column("dur_ns", _I64, "duration, ns"),
+        Column("correlation", _I64, "CUDA correlation id"),
+    ),
+)
+
 TABLES: dict[str, Table] = {t.name: t for t in (STEPS, OPS, KERNELS, MEMORY, DATALOADERS,
-                                                 HOST_SYNCS)}
+                                                 HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS)}
 
 
 def table(name: str) -> Table:

@@ -50,12 +50,23 @@ def _pos_float(text: str) -> float:
     return value
 
 
+def _nonneg_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
 def _path(text: str) -> Path | None:
     return Path(text) if text else None
 
 
-def _knob(default: Any, env: str, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+def _knob(default: Any, env: str, parse: Callable[[str], Any], doc: str,
+          alias: str | None = None) -> Any:
+    """A setting; ``alias`` is a second environment name read when ``env`` is not set (the
+    ``DS_*`` knobs that findings print in their ``apply``)."""
+    return field(default=default, metadata={"env": env, "parse": parse, "doc": doc,
+                                            "alias": alias})
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,15 @@ class Settings:
     analyze: bool = _knob(True, "DSPROF_ANALYZE", _bool,
                           "ingest and summarize at exit (--no-analyze: only write raw/)")
     quiet: bool = _knob(False, "DSPROF_QUIET", _bool, "print nothing but errors")
+    tf32: bool = _knob(False, "DSPROF_TF32", _bool,
+                       "turn on TF32 Tensor Cores for fp32 matmuls and convolutions in the "
+                       "profiled process", alias="DS_ENABLE_TENSOR_CORE")
+    sample_ms: float = _knob(100.0, "DSPROF_SAMPLE_MS", _nonneg_float,
+                             "period of the host (CPU, RSS) and GPU (NVML) metric sampler, "
+                             "milliseconds; 0 turns it off")
+    cupti_kernels: bool = _knob(False, "DSPROF_CUPTI_KERNELS", _bool,
+                                "record every kernel of the whole run with CUPTI's activity API "
+                                "(paused while a profiler window records)")
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -88,7 +108,9 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            name, parse = f.metadata["env"], f.metadata["parse"]
+            name, parse, alias = f.metadata["env"], f.metadata["parse"], f.metadata["alias"]
+            if name not in env and alias is not None and alias in env:
+                name = alias
             if name in env:
                 try:
                     values[f.name] = parse(env[name])
@@ -109,6 +131,8 @@ class Settings:
             raise ConfigError("--active must be >= 1")
         if self.max_capture_s <= 0:
             raise ConfigError("--max-capture must be > 0 seconds")
+        if self.sample_ms < 0:
+            raise ConfigError("--sample-ms must be >= 0 (0 turns sampling off)")
 
     def knobs(self) -> dict[str, Any]:
         """The settings as JSON-friendly values, for meta.json."""

@@ -78,24 +78,36 @@ def _label(mask: int) -> str:
     return " overlapping ".join(t for i, t in enumerate(TYPES) if mask >> i & 1)
 
 
+def drops_last_step(con: duckdb.DuckDBPyConnection, include_last_step: bool) -> bool:
+    """Whether HTA's last-step convention removes anything: it needs at least two distinct
+    ProfilerStep names over all ranks."""
+    if include_last_step:
+        return False
+    n_step_names = con.execute(
+        "SELECT count(DISTINCT name) FROM ops WHERE name LIKE 'ProfilerStep#%'"
+    ).fetchone()[0]
+    return n_step_names >= 2
+
+
+# rank -> start of its last ProfilerStep: launches at or after it are dropped by HTA's default
+LAST_STEP_CTE = """last_step AS (
+    SELECT rank, max(start_ns) AS last_start FROM ops
+    WHERE name LIKE 'ProfilerStep#%' GROUP BY rank)"""
+
+
 def _kernel_rows(con: duckdb.DuckDBPyConnection, include_last_step: bool):
     """(rank, type bit, start, end) int64 arrays of the kernels the convention keeps."""
     bit = " ".join(f"WHEN '{k}' THEN {b}" for k, b in _KIND_BIT.items())
     base = (f"SELECT k.rank::BIGINT AS rank, CASE k.kind {bit} ELSE {_OTHER_BIT} END AS bit, "
             "k.start_ns, k.start_ns + greatest(k.dur_ns, 0) AS end_ns FROM kernels k")
-    n_step_names = con.execute(
-        "SELECT count(DISTINCT name) FROM ops WHERE name LIKE 'ProfilerStep#%'"
-    ).fetchone()[0]
-    if include_last_step or n_step_names < 2:
+    if not drops_last_step(con, include_last_step):
         sql = base
     else:
         sql = f"""
-            WITH last AS (
-                SELECT rank, max(start_ns) AS last_start FROM ops
-                WHERE name LIKE 'ProfilerStep#%' GROUP BY rank)
+            WITH {LAST_STEP_CTE}
             {base}
             JOIN ops o ON o.rank = k.rank AND o.id = k.launch_id
-            LEFT JOIN last l ON l.rank = k.rank
+            LEFT JOIN last_step l ON l.rank = k.rank
             WHERE l.last_start IS NULL OR o.start_ns < l.last_start"""
     cols = con.execute(sql).fetchnumpy()
     return tuple(np.asarray(cols[c], dtype=np.int64) for c in ("rank", "bit", "start_ns", "end_ns"))

@@ -35,6 +35,8 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.step_outliers:StepOutliers",
     "dsprof.analyzers.input_pipeline:InputPipeline",
     "dsprof.analyzers.host_syncs:HostSyncs",
+    "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",
+    "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
     "dsprof.analyzers.fusion:FusionAnalyzer",
     "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
     "dsprof.analyzers.precision:PrecisionAnalyzer",

@@ -50,6 +50,7 @@ def main() -> None:
 def _register() -> None:
     from dsprof.cli.analyze import analyze_command
     from dsprof.cli.diff import diff_command
+    from dsprof.cli.gpu import gpu_command
     from dsprof.cli.import_cmd import import_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
@@ -60,6 +61,7 @@ def _register() -> None:
     main.add_command(import_command)
     main.add_command(analyze_command)
     main.add_command(diff_command)
+    main.add_command(gpu_command)
     main.add_command(verify_command)
 
 

@@ -47,6 +47,15 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
               help="Only write raw/ at exit; `dsprof summary` ingests later [env DSPROF_ANALYZE=0].")
 @click.option("-q", "--quiet", is_flag=True, default=False,
               help="Print nothing but errors [env DSPROF_QUIET=1].")
+@click.option("--tf32", is_flag=True, default=False,
+              help="Turn on TF32 Tensor Cores for fp32 matmuls and convolutions in the script "
+                   "[env DS_ENABLE_TENSOR_CORE=1 or DSPROF_TF32=1].")
+@click.option("--sample-ms", "sample_ms", type=float, default=None,
+              help="Period of the host/GPU metric sampler in ms, 0 = off "
+                   "[env DSPROF_SAMPLE_MS; default 100].")
+@click.option("--cupti-kernels", "cupti_kernels", is_flag=True, default=False,
+              help="Record every kernel of the whole run with CUPTI (cupti-python), paused "
+                   "while a profiler window records [env DSPROF_CUPTI_KERNELS=1].")
 @click.option("--apply", "apply_ids", metavar="ID[,ID]", default=None,
               help="Apply these findings' fixes through their knobs (DS_COMPILE=...); "
                    "recorded in meta.json with their predicted savings.")
@@ -58,7 +67,8 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
-                no_analyze: bool, quiet: bool, apply_ids: str | None, baseline: Path | None,
+                no_analyze: bool, quiet: bool, tf32: bool, sample_ms: float | None,
+                cupti_kernels: bool, apply_ids: str | None, baseline: Path | None,
                 target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
@@ -66,10 +76,13 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     ACTIVE steps after WAIT+WARMUP are recorded op by op. At exit the run directory is
     ingested and summarized; the exit status is the script's own.
     """
-    settings = Settings.load(
-        output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
-        repeat=repeat, max_capture_s=max_capture_s, with_stack=True if with_stack else None,
-        analyze=False if no_analyze else None, quiet=True if quiet else None)
+    overrides = {
+        "output": output, "runs_dir": runs_dir, "wait": wait, "warmup": warmup,
+        "active": active, "repeat": repeat, "max_capture_s": max_capture_s,
+        "with_stack": True if with_stack else None, "analyze": False if no_analyze else None,
+        "quiet": True if quiet else None, "tf32": True if tf32 else None,
+        "sample_ms": sample_ms, "cupti_kernels": True if cupti_kernels else None}
+    settings = Settings.load(**overrides)
     if log.configure(quiet=settings.quiet) > logging.DEBUG:
         # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -85,6 +98,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
 
         applied = plan(parse_ids(apply_ids), baseline, settings.runs_dir)
         os.environ.update(applied.env)
+        settings = Settings.load(**overrides)  # knobs that are settings (DS_ENABLE_TENSOR_CORE)
     elif baseline is not None:
         raise click.UsageError("--baseline goes with --apply ID")
     run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))

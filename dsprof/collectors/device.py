@@ -83,6 +83,38 @@ def detect() -> Device:
                   os.cpu_count() or 1)
 
 
+def precision_state() -> dict[str, Any]:
+    """The fp32 math settings in force: whether matmuls and convolutions may use TF32."""
+    import torch
+
+    return {"matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def enable_tf32() -> None:
+    """TF32 Tensor Cores for fp32 matmuls and convolutions (``DS_ENABLE_TENSOR_CORE=1``). A no-op
+    for the arithmetic on CPUs and pre-Ampere GPUs; the flags are still recorded."""
+    import torch
+
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def nvml_bus_id(device: Device) -> str | None:
+    """The PCI bus id NVML knows this rank's GPU by (CUDA and NVML number devices differently
+    under CUDA_VISIBLE_DEVICES), or None on CPU/ROCm."""
+    if device.kind != "cuda" or device.index is None:
+        return None
+    import torch
+
+    props = torch.cuda.get_device_properties(device.index)
+    try:
+        return f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+    except AttributeError:  # older torch without the PCI fields
+        return None
+
+
 def profiler_activities(device: Device) -> list[Any]:
     """torch.profiler activities for this device: CPU always, CUDA when present."""
     from torch.profiler import ProfilerActivity

@@ -23,9 +23,11 @@ from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
 from dsprof.collectors.bandwidth import measure_host_bandwidth
+from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
-from dsprof.collectors.device import Device, detect
+from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
 from dsprof.collectors.host_sync import HostSyncCollector
+from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
@@ -66,6 +68,8 @@ class Session:
         self.knobs: AppliedKnobs | None = None
         self.data: DataLoaderCollector | None = None
         self.syncs: HostSyncCollector | None = None
+        self.sampler: MetricSampler | None = None
+        self.cupti: CuptiKernelCollector | None = None
         self._finished = False
         self._timeline_ok = True
 
@@ -75,11 +79,16 @@ class Session:
 
         self.device = detect()
         self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
+        if self.settings.tf32:
+            enable_tf32()
+            logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
         self.timeline = TimelineCollector(self.settings, self.device, self.raw)
         self.data = DataLoaderCollector()
         self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step)
         steps = self.steps
         self.syncs = HostSyncCollector(lambda: steps.steps_done)
+        if self.settings.cupti_kernels:
+            self._start_cupti()
         self.run.write_meta({
             "source": "run",
             "status": "running",
@@ -101,6 +110,7 @@ class Session:
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
             "host_bandwidth": measure_host_bandwidth(),
             "knobs": self.knobs.report(),
+            "precision": precision_state(),
         })
         self.steps.install()
         for hooks in (self.data, self.syncs):
@@ -110,6 +120,13 @@ class Session:
                 hooks.uninstall()
                 logger.error("%s failed to install and is off: %s: %s", type(hooks).__name__,
                              type(exc).__name__, exc)
+        if self.settings.sample_ms > 0:
+            try:
+                self.sampler = start_sampler(self.settings.sample_ms / 1000, self.raw,
+                                             self.steps.now_ns, self.device,
+                                             nvml_bus_id(self.device))
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                logger.error("metric sampler failed to start: %s: %s", type(exc).__name__, exc)
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
@@ -117,6 +134,17 @@ class Session:
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
+
+    def _start_cupti(self) -> None:
+        """Whole-run kernel records, handed over to the profiler around every window (the
+        bootstrap capture holds CUPTI first; the mode starts recording when it ends)."""
+        try:
+            self.cupti = CuptiKernelCollector.open(self.device, self.raw, self.steps.now_ns)
+        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+            logger.error("cupti kernel mode failed to start: %s: %s", type(exc).__name__, exc)
+        if self.cupti is not None and self.timeline is not None:
+            self.timeline.before_profiler = self.cupti.pause
+            self.timeline.after_profiler = self.cupti.resume
 
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
@@ -157,6 +185,16 @@ class Session:
                 timeline.finish()
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
+        if self.cupti is not None:
+            try:
+                self.cupti.finish()
+            except Exception as exc:  # noqa: BLE001
+                logger.error("cupti kernel mode failed: %s: %s", type(exc).__name__, exc)
+        if self.sampler is not None:
+            try:
+                self.sampler.stop()
+            except Exception as exc:  # noqa: BLE001
+                logger.error("metric sampler failed: %s: %s", type(exc).__name__, exc)
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
                   "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
@@ -175,6 +213,7 @@ class Session:
             capped=any(w["capped"] for w in windows),
             max_capture_s=self.settings.max_capture_s,
             knobs=self.knobs.report() if self.knobs is not None else {},
+            precision=precision_state(),
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                      len(windows))

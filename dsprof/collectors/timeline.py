@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,10 @@ class TimelineCollector:
         self._deadline = 0.0
         self._cap_hook: Any = None
         self._thread = threading.get_ident()
+        # called before a profiler session is prepared and after it stopped: whoever else
+        # uses CUPTI (the cupti kernel mode) must let go of it in between
+        self.before_profiler: Callable[[], None] | None = None
+        self.after_profiler: Callable[[], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -146,6 +151,8 @@ class TimelineCollector:
     def _prepare(self, with_stack: bool | None = None) -> None:
         from torch.profiler import profile
 
+        if self.before_profiler is not None:
+            self.before_profiler()
         self._prof = profile(
             activities=profiler_activities(self.device),
             record_shapes=True,
@@ -182,7 +189,11 @@ class TimelineCollector:
             return
         self._end_step_annotation()
         t0 = time.perf_counter()
-        prof.stop_trace()
+        try:
+            prof.stop_trace()
+        finally:
+            if self.after_profiler is not None:
+                self.after_profiler()
         if not save or window is None:
             return
         path = self.raw_dir / f"window-{window.index}.trace.json"

@@ -28,6 +28,7 @@ from dsprof.ingest.events import (
     to_ns,
 )
 from dsprof.ingest.host_ops import HostOps
+from dsprof.ingest.kernel_class import classify_names
 from dsprof.ingest.steps import step_column
 
 # HTA's COMMUNICATION pattern (hta/common/types.py), plus RCCL/oneCCL names.
@@ -63,6 +64,7 @@ def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -
     comm = {name: kernel_kind("kernel", name)
             for name in {name for k, name in zip(dev.kind, dev.name) if k == "kernel"}}
     kind = [comm[name] if k == "kernel" else k for k, name in zip(dev.kind, dev.name)]
+    category, tensor_core = classify_names(dev.name, kind)
     correlation = int_column([a.correlation for a in args], floats=True)
     corr, corr_ok = int_values(correlation)
     launch = ops.launch_rows(_LAUNCH_CATS, corr, corr_ok)
@@ -83,6 +85,8 @@ def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -
         "stream": pc.coalesce(int_column([a.stream for a in args], floats=True),
                               pa.array(thread_ids(dev.tid))),
         "kind": kind,
+        "category": category,
+        "tensor_core": tensor_core,
         "correlation": correlation,
         "launch_id": pa.array(ids[row] if ops.n else row, pa.int64(), mask=~linked),
         "op_id": pa.array(ids[np.maximum(parent, 0)] if ops.n else row, pa.int64(),

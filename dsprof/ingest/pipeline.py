@@ -28,10 +28,12 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
 from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
+from dsprof.ingest.samples import build_device_samples
 from dsprof.ingest.steps import (
     dataloaders_from_record,
     host_syncs_from_record,
@@ -41,14 +43,25 @@ from dsprof.ingest.steps import (
 )
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import SESSION_FILE, RunDir
-from dsprof.schema import DATALOADERS, HOST_SYNCS, KERNELS, MEMORY, OPS, STEPS, Table
+from dsprof.rundir import CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
+from dsprof.schema import (
+    CUPTI_KERNELS,
+    DATALOADERS,
+    DEVICE_SAMPLES,
+    HOST_SYNCS,
+    KERNELS,
+    MEMORY,
+    OPS,
+    STEPS,
+    Table,
+)
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz")
 
 
 def is_trace_file(path: Path) -> bool:
-    return path.is_file() and path.name != SESSION_FILE and path.name.endswith(TRACE_SUFFIXES)
+    return (path.is_file() and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE)
+            and path.name.endswith(TRACE_SUFFIXES))
 
 
 @dataclass
@@ -157,6 +170,13 @@ def ingest_rank(run: RunDir, rank: int,
                 if name not in staged:
                     stage(name, table, parts[name])
             stage("steps", STEPS, [steps_cols])
+            spans = list(zip(steps_cols["step"], steps_cols["start_ns"], steps_cols["end_ns"]))
+            for fname, tname, table, build in (
+                    (SAMPLES_FILE, "device_samples", DEVICE_SAMPLES, build_device_samples),
+                    (CUPTI_KERNELS_FILE, "cupti_kernels", CUPTI_KERNELS, build_cupti_kernels)):
+                if (raw / fname).is_file():
+                    doc_ = orjson.loads((raw / fname).read_bytes())
+                    stage(tname, table, [build(doc_, rank, spans)])
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
             done = {name: f.result() for name, f in staged.items()}

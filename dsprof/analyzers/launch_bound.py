@@ -1,0 +1,107 @@
+"""Finding: the GPU waits for the CPU to launch many short kernels (launch-bound steps).
+
+Example: a small transformer at batch 4 launches 900 kernels per step of 8 us median; between
+them the GPU is idle while Python and the dispatcher issue the next launch.
+
+Pattern: per rank, the union of all device activity (every stream) leaves gaps; a gap is
+**host-bound** when the kernel that ends it was launched after the gap began (the GPU had nothing
+queued: the CPU was late), as HTA's host_wait but over the whole device rather than one stream,
+so a busy compute stream hides the waits of a side stream. The finding fires when host-bound
+gaps are at least ``MIN_SHARE`` of the step and the median compute kernel is shorter than
+``SHORT_KERNEL_NS`` (many short kernels: launch overhead, which CUDA graphs remove).
+
+Algorithm: kernels of each rank in start order; ``prev_end`` = the latest end of any earlier
+kernel; gap = start - prev_end when positive. The saving per step is the host-bound idle time per
+profiled step (of the worst rank): what replaying the step as one CUDA graph
+(``torch.compile(mode="reduce-overhead")`` or ``torch.cuda.graphs``) can recover at most.
+"""
+
+from __future__ import annotations
+
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+
+MIN_SHARE = 0.05
+SHORT_KERNEL_NS = 50_000
+
+_FIX = """# whole step, static shapes:
+model = torch.compile(model, mode="reduce-overhead")   # CUDA graphs under the hood
+# or capture by hand:
+g = torch.cuda.CUDAGraph()
+with torch.cuda.graph(g):
+    static_loss = train_step(static_x, static_y)
+# each step: copy the batch into static_x/static_y, then g.replay()"""
+
+
+def host_bound_gaps(con) -> list[tuple[int, int, int, int, int]]:
+    """(rank, step, host-bound idle ns, all idle ns, gaps) per rank and step of the kernel
+    that ends each gap."""
+    return con.execute("""
+        WITH ev AS (
+            SELECT k.rank, k.step, k.start_ns, k.start_ns + greatest(k.dur_ns, 0) AS end_ns,
+                   o.start_ns AS launch_ns
+            FROM kernels k LEFT JOIN ops o ON o.rank = k.rank AND o.id = k.launch_id
+            WHERE k.kind <> 'sync'),
+        w AS (
+            SELECT *, max(end_ns) OVER (PARTITION BY rank ORDER BY start_ns, end_ns
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                      AS prev_end
+            FROM ev)
+        SELECT rank, step,
+               coalesce(sum(start_ns - prev_end) FILTER (WHERE launch_ns > prev_end), 0)::BIGINT,
+               sum(start_ns - prev_end)::BIGINT, count(*)
+        FROM w WHERE start_ns > prev_end AND step IS NOT NULL
+        GROUP BY rank, step ORDER BY rank, step""").fetchall()
+
+
+class LaunchBoundAnalyzer(Analyzer):
+    name = "launch_bound"
+    requires = ("kernels", "ops")
+
+    def run(self, ctx: Context) -> list[Finding]:
+        rows = host_bound_gaps(ctx.run.con)
+        if not rows:
+            return []
+        per_rank: dict[int, list[tuple[int, int, int, int]]] = {}
+        for rank, step, host, idle, gaps in rows:
+            per_rank.setdefault(rank, []).append((step, host, idle, gaps))
+        rank, steps = max(per_rank.items(),
+                          key=lambda kv: sum(h for _, h, _, _ in kv[1]) / len(kv[1]))
+        host_per_step = sum(h for _, h, _, _ in steps) / len(steps) / 1e9
+        step_s = ctx.step_s or self._step_from_kernels(ctx, rank)
+        median_ns, kernels_per_step = ctx.run.sql("""
+            SELECT median(dur_ns), count(*) / greatest(count(DISTINCT step), 1) FROM kernels
+            WHERE kind = 'compute' AND rank = ? AND step IS NOT NULL""", [rank])[0]
+        if not step_s or median_ns is None:
+            return []
+        share = host_per_step / step_s
+        if share < MIN_SHARE or median_ns >= SHORT_KERNEL_NS:
+            return []
+        worst = max(steps, key=lambda s: s[1])
+        return [Finding(
+            analyzer=self.name, kind="launch.bound", key="launch_bound",
+            title=(f"Capture the step in a CUDA graph: the GPU waits on kernel launches "
+                   f"{100 * share:.0f}% of each step"),
+            saving_s=host_per_step, confidence="medium",
+            explanation=(f"Rank {rank}: {kernels_per_step:.0f} kernels per step, median "
+                         f"{median_ns / 1e3:.1f} us; the GPU sat idle with nothing queued for "
+                         f"{host_per_step * 1e3:.2f} ms per step ({100 * share:.0f}% of a "
+                         f"{step_s * 1e3:.1f} ms step) waiting for the CPU to launch the next "
+                         "kernel. A CUDA graph launches the whole step at once; this idle time "
+                         "is the most it can recover (CPU work that is not launching, such as "
+                         "data loading, stays)."),
+            evidence=(Evidence(text=(f"step {worst[0]}: {worst[1] / 1e6:.2f} ms host-bound idle "
+                                     f"in {worst[3]} gaps"), rank=rank, step=worst[0],
+                               value=worst[1] / 1e9),),
+            fix=_FIX,
+            verify=f"dsprof run {ctx.target_command}" if ctx.target_command else "",
+            data={"rank": rank, "host_bound_ms_per_step": host_per_step * 1e3,
+                  "median_kernel_us": median_ns / 1e3, "kernels_per_step": kernels_per_step})]
+
+    @staticmethod
+    def _step_from_kernels(ctx: Context, rank: int) -> float | None:
+        value = ctx.run.sql("""
+            SELECT median(span) FROM (
+                SELECT max(start_ns + dur_ns) - min(start_ns) AS span FROM kernels
+                WHERE rank = ? AND step IS NOT NULL GROUP BY step)""", [rank])[0][0]
+        return None if value is None else float(value) / 1e9

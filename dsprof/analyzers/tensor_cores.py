@@ -1,0 +1,153 @@
+"""Findings for matrix math that missed the Tensor Cores: TF32 off, unaligned fp16/bf16 dims,
+fp64.
+
+Example: a model trained in fp32 on an A100 with TF32 off spends 60 % of its GPU time in
+``ampere_sgemm_*`` kernels; turning TF32 on moves them to ``*_s1688gemm_*`` Tensor Core kernels.
+
+Pattern: ops with FLOPs (mm, addmm, bmm, convolution, attention) whose kernels were not Tensor
+Core kernels (or, on a CPU run, would not be on an Ampere-or-newer GPU), grouped by reason; see
+:mod:`dsprof.analyzers.tc_eligibility`. Finding kinds:
+
+* ``tensor_core.tf32_off``: fp32 matmuls/convolutions with TF32 off. Fix and knob:
+  ``DS_ENABLE_TENSOR_CORE=1`` (``dsprof run --tf32``).
+* ``tensor_core.unaligned_dims``: fp16/bf16 ops whose M/N/K (or channels) are not multiples of
+  8, one finding per module and op shape.
+* ``tensor_core.fp64``: double-precision matrix math.
+
+Algorithm: the estimated saving per step is the op time that missed the Tensor Cores times
+(1 - 1/speedup), with a speedup of 2 (measured TF32 and aligned-fp16 GEMM gains are 2-3x on
+A100; the datasheet ratio is 8x), over the number of profiled steps. On a CPU run there is no GPU
+time to save: the finding says what a GPU would do and estimates nothing (saving 0, low
+confidence). Mixed precision (bf16 autocast) is the precision analyzer's finding, not this one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from dsprof.analyzers.gpu_attribution import flop_ops
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.analyzers.tc_eligibility import (
+    REASON_FP64,
+    REASON_TF32_OFF,
+    REASON_UNALIGNED,
+    Verdict,
+    verdicts,
+)
+from dsprof.findings import Evidence, Finding
+
+SPEEDUP = 2.0
+
+_TF32_FIX = """import torch
+torch.backends.cuda.matmul.allow_tf32 = True   # or torch.set_float32_matmul_precision("high")
+torch.backends.cudnn.allow_tf32 = True"""
+
+
+class TensorCoreAnalyzer(Analyzer):
+    name = "tensor_cores"
+    requires = ("ops",)
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        n = ctx.run.sql("SELECT count(*) FROM ops WHERE flops IS NOT NULL")[0][0]
+        return None if n else "no op with FLOPs (no matmul/conv shapes recorded)"
+
+    def run(self, ctx: Context) -> list[Finding]:
+        ops = flop_ops(ctx.run.con)
+        vs = [v for v in verdicts(ops, ctx.meta) if not v.tensor_core]
+        steps = max(len({(v.rank, v.step) for v in verdicts(ops, ctx.meta)}), 1)
+        out = []
+        tf32 = [v for v in vs if v.reason == REASON_TF32_OFF]
+        if tf32:
+            out.append(self._tf32(ctx, tf32, steps))
+        groups: dict[tuple[str | None, str, str], list[Verdict]] = defaultdict(list)
+        for v in vs:
+            if v.reason == REASON_UNALIGNED:
+                groups[(v.module, v.name, _dims_text(v))].append(v)
+        out += [self._unaligned(ctx, key, group, steps) for key, group in sorted(
+            groups.items(), key=lambda kv: -sum(v.time_ns for v in kv[1]))]
+        fp64 = [v for v in vs if v.reason == REASON_FP64]
+        if fp64:
+            out.append(self._fp64(ctx, fp64, steps))
+        return [f for f in out if f is not None]
+
+    def _saving(self, ctx: Context, group: list[Verdict], steps: int) -> tuple[float, str]:
+        measured = [v for v in group if v.measured]
+        if not measured:
+            return 0.0, "low"
+        per_step = sum(v.time_ns for v in measured) / 1e9 / steps
+        return per_step * (1 - 1 / SPEEDUP), "medium"
+
+    def _verify(self, ctx: Context, knob: str = "") -> str:
+        cmd = ctx.target_command
+        return f"{knob}dsprof run {cmd}" if cmd else "dsprof run YOUR_SCRIPT"
+
+    def _tf32(self, ctx: Context, group: list[Verdict], steps: int) -> Finding:
+        saving, confidence = self._saving(ctx, group, steps)
+        measured = any(v.measured for v in group)
+        ms = sum(v.time_ns for v in group) / 1e6 / steps
+        where = ("ran on CUDA cores" if measured
+                 else "would run on CUDA cores on an Ampere-or-newer GPU (CPU run: predicted "
+                      "from dtypes)")
+        return Finding(
+            analyzer=self.name, kind="tensor_core.tf32_off", key="tf32",
+            title=f"Turn on TF32: {len(group)} fp32 matmul/conv ops per run {where}",
+            saving_s=saving, confidence=confidence,
+            explanation=(f"{len(group)} fp32 ops with FLOPs ({ms:.2f} ms per step"
+                         f"{' of GPU time' if measured else ' of CPU time'}) {where} because "
+                         "TF32 is off. TF32 keeps fp32 storage and runs the matmuls on Tensor "
+                         f"Cores; estimate: {SPEEDUP:.0f}x on those kernels."),
+            evidence=_evidence(group),
+            fix=_TF32_FIX, apply={"DS_ENABLE_TENSOR_CORE": "1"},
+            verify=self._verify(ctx, "DS_ENABLE_TENSOR_CORE=1 "),
+            data={"ops": len(group), "ms_per_step": ms, "measured": measured})
+
+    def _unaligned(self, ctx: Context, key: tuple[str | None, str, str], group: list[Verdict],
+                   steps: int) -> Finding:
+        module, name, dims = key
+        saving, confidence = self._saving(ctx, group, steps)
+        bad = ", ".join(f"{k}={v}" for k, v in group[0].dims.items() if v % 8)
+        where = f" in {module}" if module else ""
+        return Finding(
+            analyzer=self.name, kind="tensor_core.unaligned_dims", key=f"{module}|{name}|{dims}",
+            title=f"Pad {bad} to a multiple of 8 for {name}{where} ({group[0].mode})",
+            saving_s=saving, confidence=confidence,
+            explanation=(f"{len(group)} {group[0].mode} {name} calls{where} with dims {dims}: "
+                         f"{bad} not a multiple of 8, so cuBLAS/cuDNN cannot use Tensor Core "
+                         "kernels for them (estimate: 2x on those kernels once aligned)."),
+            evidence=_evidence(group),
+            fix=(f"# round {bad} up to a multiple of 8 (e.g. vocab 50257 -> 50304, or pad the "
+                 "hidden size / channels)\nsize = (size + 7) // 8 * 8"),
+            verify=self._verify(ctx),
+            data={"ops": len(group), "dims": group[0].dims})
+
+    def _fp64(self, ctx: Context, group: list[Verdict], steps: int) -> Finding:
+        saving, confidence = self._saving(ctx, group, steps)
+        return Finding(
+            analyzer=self.name, kind="tensor_core.fp64", key="fp64",
+            title=f"Use fp32/bf16 instead of fp64 for {len(group)} matmul/conv ops",
+            saving_s=saving, confidence=confidence,
+            explanation=("float64 matrix math runs on CUDA cores at 1/2 to 1/64 of the fp32 "
+                         "rate; a model rarely needs it (a .double() or a numpy float64 array "
+                         "turned into a tensor is the usual cause)."),
+            evidence=_evidence(group),
+            fix="model = model.float()\nx = torch.as_tensor(array, dtype=torch.float32)",
+            verify=self._verify(ctx),
+            data={"ops": len(group)})
+
+
+def _dims_text(v: Verdict) -> str:
+    return ",".join(f"{k}={d}" for k, d in v.dims.items())
+
+
+def _evidence(group: list[Verdict]) -> tuple[Evidence, ...]:
+    by_op: dict[tuple[str, str | None, str | None, str], list[Verdict]] = defaultdict(list)
+    for v in group:
+        by_op[(v.name, v.module, v.phase, _dims_text(v))].append(v)
+    rows = sorted(by_op.items(), key=lambda kv: -sum(v.time_ns for v in kv[1]))[:5]
+    return tuple(
+        Evidence(text=(f"{name} x{len(vs)} {vs[0].mode} {dims or ''} in {module or '?'}, "
+                       f"{phase or '?'}: {sum(v.time_ns for v in vs) / 1e6:.2f} ms, "
+                       f"{vs[0].reason}"),
+                 rank=vs[0].rank, module=module, op_ids=tuple(v.op_id for v in vs[:20]),
+                 value=sum(v.time_ns for v in vs) / 1e9)
+        for (name, module, phase, dims), vs in rows)

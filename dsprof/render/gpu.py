@@ -1,0 +1,95 @@
+"""Terminal rendering of a :class:`GpuReport` (rich). Presents only; computes nothing."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from dsprof.analyzers.gpu_report import GpuReport
+from dsprof.render.summary import fmt_bytes
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _table(title: str, *cols: str) -> Table:
+    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for i, c in enumerate(cols):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    return t
+
+
+def render_gpu(rep: GpuReport, console: Console) -> None:
+    console.print(f"device: {rep.device or 'none recorded'}"
+                  + (f"  [yellow]({rep.peak_note})[/]" if rep.peak_note else ""))
+    if rep.categories:
+        t = _table("GPU time by kernel category", "category", "kernels", "ms", "share",
+                   "on Tensor Cores")
+        for c in rep.categories:
+            t.add_row(c["category"], str(c["kernels"]), f"{c['gpu_ms']:.2f}", _pct(c["share"]),
+                      _pct(c["tensor_core_share"]))
+        console.print(t)
+        tc = rep.tensor_core
+        console.print(f"Tensor Cores: {_pct(tc['of_matrix'])} of gemm/conv/attention time, "
+                      f"{_pct(tc['of_kernels'])} of all compute-kernel time")
+    if rep.steps:
+        t = _table("FLOP/s and MFU per step", "step", "TFLOP", "ms", "TFLOP/s", "MFU")
+        for s in rep.steps:
+            t.add_row(s["key"], f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.1f}",
+                      f"{s['flops_per_s'] / 1e12:.2f}", _pct(s["mfu"]))
+        console.print(t)
+    if rep.modules:
+        t = _table("FLOP/s and MFU per module", "module", "TFLOP", "ms", "TFLOP/s", "MFU")
+        for s in rep.modules:
+            t.add_row(s["key"], f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.2f}",
+                      f"{s['flops_per_s'] / 1e12:.2f}", _pct(s["mfu"]))
+        console.print(t)
+    if rep.tc_misses:
+        t = _table("Matrix ops and Tensor Cores", "verdict", "ops", "ms", "from")
+        for m in rep.tc_misses:
+            t.add_row(m["reason"], str(m["ops"]), f"{m['ms']:.2f}",
+                      "kernels" if m.get("measured") else "dtype/shape")
+        console.print(t)
+    if rep.module_phase:
+        t = _table("GPU time by module (with submodules) and phase", "module", "phase", "ms",
+                   "share")
+        for g in rep.module_phase:
+            t.add_row(g["module"], g["phase"], f"{g['gpu_ns'] / 1e6:.2f}", _pct(g["share"]))
+        console.print(t)
+    if rep.idle:
+        t = _table(f"GPU idle time by cause ({rep.convention})", "rank", "host wait",
+                   "kernel-kernel", "other")
+        for r in rep.idle:
+            t.add_row(str(r["rank"]), *(f"{r[c + '_ms']:.1f} ms ({r[c + '_pct']:.1f}%)"
+                                        for c in ("host_wait", "kernel_wait", "other")))
+        console.print(t)
+    if rep.launch:
+        t = _table("Kernel launches", "rank", "launches", "CPU mean us", "delay median us",
+                   "GPU<CPU", "CPU>50us", "delay>100us")
+        for s in rep.launch:
+            t.add_row(str(s["rank"]), str(s["launches"]), f"{s['cpu_mean_ns'] / 1e3:.1f}",
+                      f"{s['delay_median_ns'] / 1e3:.1f}", str(s["gpu_shorter_than_cpu"]),
+                      str(s["runtime_outliers"]), str(s["delay_outliers"]))
+        console.print(t)
+    if rep.queue:
+        t = _table("Launch queue length per stream", "rank/stream", "mean", "p50", "max",
+                   "ms at 1024")
+        for q in rep.queue:
+            t.add_row(f"{q['rank']}/{q['stream']}", f"{q['mean']:.2f}", f"{q['p50']:.0f}",
+                      str(q["max"]), f"{q['max_ns_at_limit'] / 1e6:.2f}")
+        console.print(t)
+    if rep.samples:
+        s = rep.samples
+        parts = [f"{s['samples']} samples", f"CPU {s.get('cpu_util_avg', 0):.0f}%",
+                 f"RSS max {fmt_bytes(s.get('rss_max'))}"]
+        if "gpu_util_avg" in s:
+            parts += [f"GPU util {s['gpu_util_avg']:.0f}%",
+                      f"memory used max {fmt_bytes(s.get('mem_used_max'))}"]
+        if "power_w_avg" in s:
+            parts.append(f"power {s['power_w_avg']:.0f} W")
+        if "tensor_util_avg" in s:
+            parts.append(f"tensor activity {s['tensor_util_avg']:.0f}%")
+        console.print("device samples: " + ", ".join(parts))
+    for note in rep.notes:
+        console.print(f"[yellow]note:[/] {note}")

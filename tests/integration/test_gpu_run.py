@@ -1,0 +1,54 @@
+"""``dsprof run`` on CPU with the GPU-issue features: TF32 knob, metric sampler, Tensor Core
+prediction and MFU without a GPU."""
+
+from __future__ import annotations
+
+from dsprof.analyzers import gpu_attribution
+from dsprof.analyzers.registry import analyze
+from dsprof.run import load
+from tests.integration.helpers import dsprof, meta, write
+from tests.integration.scripts import TINY_TRAIN
+
+SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "2"]
+
+
+def test_cpu_run_samples_host_predicts_tf32_and_knob_turns_it_on(tmp_path):
+    # GIVEN a small fp32 training script
+    tiny = write(tmp_path / "tiny_train.py", TINY_TRAIN)
+    # WHEN it runs with the sampler at 10 ms and TF32 left at torch's default (off)
+    off = tmp_path / "off"
+    res = dsprof("run", "-o", str(off), *SCHEDULE, "--sample-ms", "10", str(tiny),
+                 env={"TINY_STEPS": "8"})
+    assert res.code == 0, res.stderr
+    # THEN one INFO line says no GPU is sampled, and the host is
+    log = (off / "dsprof.log").read_text()
+    assert log.count("device metrics:") == 1 and "no NVIDIA GPU" in log
+    assert meta(off)["precision"]["matmul_allow_tf32"] is False
+    with load(off) as run:
+        n, cpu, rss, gpu = run.sql("SELECT count(*), count(cpu_util), min(rss_bytes), "
+                                   "count(gpu_util) FROM device_samples")[0]
+        assert n >= 2 and cpu == n and rss > 10 << 20 and gpu == 0
+        # AND the fp32 addmm ops are predicted to miss the Tensor Cores because TF32 is off
+        found = {f.kind: f for f in analyze(run, write=False).findings}
+        tf32 = found["tensor_core.tf32_off"]
+        assert tf32.apply == {"DS_ENABLE_TENSOR_CORE": "1"}
+        assert tf32.saving_s == 0 and tf32.confidence == "low"  # CPU run: nothing measured
+        assert "DS_ENABLE_TENSOR_CORE=1 dsprof run" in tf32.verify
+        # AND CPU runs have FLOP/s but no MFU: there is no peak for a CPU
+        peak, note = gpu_attribution.peak_for(run.meta)
+        assert peak is None and "CPU run" in note
+        (step3, _step4) = gpu_attribution.throughput_per_step(run.con, peak)
+        assert step3.flops > 0 and step3.flops_per_s > 0 and step3.mfu is None
+
+    # WHEN the finding's knob is applied
+    on = tmp_path / "on"
+    res = dsprof("run", "-o", str(on), *SCHEDULE, "--sample-ms", "0", str(tiny),
+                 env={"TINY_STEPS": "8", "DS_ENABLE_TENSOR_CORE": "1"})
+    assert res.code == 0, res.stderr
+    # THEN TF32 is on in the profiled process, the finding is gone, and sampling was off
+    assert meta(on)["precision"]["matmul_allow_tf32"] is True
+    assert meta(on)["settings"]["tf32"] is True
+    with load(on) as run:
+        assert not run.has("device_samples")
+        kinds = {f.kind for f in analyze(run, write=False).findings}
+        assert "tensor_core.tf32_off" not in kinds
