@@ -45,6 +45,9 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
     "dsprof.analyzers.anomaly:Anomalies",
     "dsprof.analyzers.grad_scaler:LossScaling",
+    "dsprof.analyzers.fusion:FusionAnalyzer",
+    "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
+    "dsprof.analyzers.precision:PrecisionAnalyzer",
 )
 
 

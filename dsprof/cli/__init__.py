@@ -57,6 +57,7 @@ def _register() -> None:
     from dsprof.cli.memory import memory_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
+    from dsprof.cli.verify import verify_command
 
     main.add_command(run_command)
     main.add_command(summary_command)
@@ -66,6 +67,7 @@ def _register() -> None:
     main.add_command(gpu_command)
     main.add_command(memory_command)
     main.add_command(export_command)
+    main.add_command(verify_command)
 
 
 _register()

@@ -21,6 +21,10 @@ import orjson
 
 from dsprof._version import __version__
 from dsprof.collectors import clock
+from dsprof.apply import AppliedKnobs
+from dsprof.apply import from_env as knobs_from_env
+from dsprof.apply import install as knobs_install
+from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
@@ -68,6 +72,7 @@ class Session:
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
         self.memory: MemoryCollector | None = None
+        self.knobs: AppliedKnobs | None = None
         self.data: DataLoaderCollector | None = None
         self.syncs: HostSyncCollector | None = None
         self.sampler: MetricSampler | None = None
@@ -92,6 +97,7 @@ class Session:
         import torch
 
         self.device = detect()
+        self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
         if self.settings.tf32:
             enable_tf32()
             logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
@@ -123,6 +129,8 @@ class Session:
             "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
+            "host_bandwidth": measure_host_bandwidth(),
+            "knobs": self.knobs.report(),
             "precision": precision_state(),
         }
         if not self.ranks.distributed:
@@ -228,6 +236,8 @@ class Session:
             self.scaler.uninstall()
         if steps is not None:
             steps.uninstall()
+        if self.knobs is not None:
+            self.knobs.uninstall()
         for hooks in (self.data, self.syncs):
             if hooks is not None:
                 hooks.uninstall()
@@ -273,6 +283,7 @@ class Session:
             windows=windows,
             capped=any(w["capped"] for w in windows),
             max_capture_s=self.settings.max_capture_s,
+            knobs=self.knobs.report() if self.knobs is not None else {},
             precision=precision_state(),
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
