@@ -24,6 +24,7 @@ KNOBS: tuple[str, ...] = (
     "dsprof.apply.autocast:AutocastKnob",
     "dsprof.apply.optimizer:OptimizerFusedKnob",
     "dsprof.apply.optimizer:OptimizerForeachKnob",
+    "dsprof.apply.dataloader:DataLoaderWorkersKnob",
 )
 
 # The variable each entry reads, so that nothing is imported for unset knobs. A test checks
@@ -33,6 +34,7 @@ KNOB_ENV: dict[str, str] = {
     "DS_AUTOCAST": "dsprof.apply.autocast:AutocastKnob",
     "DS_OPTIMIZER_FUSED": "dsprof.apply.optimizer:OptimizerFusedKnob",
     "DS_OPTIMIZER_FOREACH": "dsprof.apply.optimizer:OptimizerForeachKnob",
+    "DS_DATALOADER_WORKERS": "dsprof.apply.dataloader:DataLoaderWorkersKnob",
 }
 
 

@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
-from dsprof.collectors import clock
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
+from dsprof.collectors import clock
 from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector

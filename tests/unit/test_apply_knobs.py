@@ -21,6 +21,8 @@ def test_every_registered_knob_reads_the_variable_it_is_listed_under():
     ({"DS_AUTOCAST": "fp16"}, "CPU autocast supports bf16"),
     ({"DS_OPTIMIZER_FUSED": "maybe"}, "expected 1 or 0"),
     ({"DS_COMPILE": " , "}, "give module paths"),
+    ({"DS_DATALOADER_WORKERS": "0"}, "worker count >= 1"),
+    ({"DS_DATALOADER_WORKERS": "four"}, "worker count >= 1"),
 ])
 def test_bad_values_are_config_errors_naming_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -73,3 +75,22 @@ def test_compile_knob_matches_one_path_component_per_star_and_not_nested_modules
     # THEN * matches one component: blocks.0 yes, blocks.0.fc no
     assert any(r.fullmatch("Net.blocks.0") for r in knob._regexes)
     assert not any(r.fullmatch("Net.blocks.0.fc") for r in knob._regexes)
+
+
+def test_dataloader_workers_knob_gives_workers_only_to_loaders_without_them():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = TensorDataset(torch.arange(8.0))
+    applied = install(from_env({"DS_DATALOADER_WORKERS": "2"}, "cpu"))
+    try:
+        plain = DataLoader(data, batch_size=4)
+        positional = DataLoader(data, 4, False, None, None, 0)  # num_workers given positionally
+        chosen = DataLoader(data, batch_size=4, num_workers=1)
+        assert [b[0].tolist() for b in plain] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # still loads
+    finally:
+        applied.uninstall()
+    assert (plain.num_workers, plain.persistent_workers) == (2, True)
+    assert positional.num_workers == 2
+    assert (chosen.num_workers, chosen.persistent_workers) == (1, False)  # the script's choice
+    assert applied.report()["DS_DATALOADER_WORKERS"]["loaders_changed"] == ["TensorDataset"] * 2
+    assert DataLoader(data).num_workers == 0  # uninstalled
