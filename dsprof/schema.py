@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,11 @@ STEPS = Table(
         Column("batch_size", _I64,
                "leading dimension of the last batch a DataLoader returned in the step (null when "
                "no DataLoader ran or the batch has no tensor)"),
+        Column("loss_scale", _F64,
+               "GradScaler loss scale after the step's update() (null without a GradScaler)"),
+        Column("skipped", _BOOL,
+               "GradScaler skipped the optimizer step (inf/NaN gradients); null without a "
+               "GradScaler"),
     ),
 )
 
@@ -338,6 +343,37 @@ HOST_SYNCS = Table(
         Column("max_ns", _I64, "longest single call, ns"),
     ),
 )
+COMMS = Table(
+    "comms",
+    "Collective communication calls, one row per collective a rank took part in: from NCCL/RCCL "
+    "kernels and ``record_param_comms`` events (GPU backends), or from gloo's worker-thread "
+    "spans paired with the ``c10d::`` op that issued them (CPU).",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step of the call that issued the collective (null outside steps)"),
+        Column("collective", _STR,
+               "all_reduce | all_gather | reduce_scatter | broadcast | reduce | all_to_all | "
+               "send | recv | barrier | gather | scatter | ... (normalized name)"),
+        Column("group", _STR, "process group name (pg_name), null when the trace does not say"),
+        Column("group_desc", _STR, "process group description (default_pg, ...), null if unknown"),
+        Column("group_size", _I32, "ranks in the process group, null if unknown"),
+        Column("dtype", _STR, "element type as recorded (Float, float, c10::BFloat16, ...)"),
+        Column("in_bytes", _I64, "input message size, bytes (elements x element size)"),
+        Column("out_bytes", _I64, "output message size, bytes"),
+        Column("start_ns", _I64,
+               "start of the transfer: the NCCL kernel on the device, the gloo worker span, or "
+               "the host record_param_comms span when there is no kernel"),
+        Column("dur_ns", _I64, "duration of the transfer (waiting for peers included), ns"),
+        Column("call_ns", _I64, "start of the host op that issued the collective, ns"),
+        Column("algbw_gbps", _F64,
+               "algorithm bandwidth, GB/s (1e9 B/s): data size / dur as nccl-tests defines it"),
+        Column("busbw_gbps", _F64,
+               "bus bandwidth, GB/s: algbw times nccl-tests' factor for the collective "
+               "(all_reduce 2(n-1)/n, all_gather/reduce_scatter/all_to_all (n-1)/n, else 1)"),
+        Column("op_id", _I64, "ops.id of the host op that issued it (c10d:: op, record_param_comms)"),
+        Column("source", _STR, "nccl_kernel | record_param_comms | gloo"),
+    ),
+)
 
 DEVICE_SAMPLES = Table(
     "device_samples",
@@ -384,9 +420,36 @@ CUPTI_KERNELS = Table(
     ),
 )
 
+ANOMALIES = Table(
+    "anomalies",
+    "The first op whose floating output held a NaN or Inf (dsprof run --detect-anomaly, or "
+    "DS_LOG_LEVEL=DEBUG): one row per rank that stopped.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step the op ran in"),
+        Column("ts_ns", _I64, "when it was found, ns on the run clock"),
+        Column("op", _STR, "the op, as the dispatcher names it (aten.div.Tensor)"),
+        Column("module", _STR, "module path it ran in (forward) or for (backward), null if none"),
+        Column("phase", _STR, "forward | backward | optimizer | other"),
+        Column("autograd_node", _STR, "the autograd node running it in backward (DivBackward0)"),
+        Column("site", _STR, "file:line of the innermost script frame that led to it"),
+        Column("code", _STR, "the source text of that line"),
+        Column("kind", _STR, "nan | inf | nan+inf: what the output held"),
+        Column("output_index", _I32, "which output of the op (flattened)"),
+        Column("shape", _STR, "the output's shape (JSON text)"),
+        Column("dtype", _STR, "the output's dtype"),
+        Column("numel", _I64, "elements in the output"),
+        Column("nan_count", _I64, "NaN elements in the output"),
+        Column("inf_count", _I64, "Inf elements in the output"),
+        Column("inputs", _STR,
+               "per tensor input: shape, dtype, NaN/Inf counts, finite min/max/mean (JSON text)"),
+        Column("frames", _STR, "the script frames leading to the op, innermost first (JSON text)"),
+    ),
+)
+
 TABLES: dict[str, Table] = {t.name: t for t in (
-    STEPS, OPS, KERNELS, MEMORY, DATALOADERS, HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS,
-    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS)}
+    STEPS, OPS, KERNELS, MEMORY, DATALOADERS, HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS, COMMS,
+    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS, ANOMALIES)}
 
 
 def table(name: str) -> Table:

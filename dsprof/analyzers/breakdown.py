@@ -103,6 +103,9 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
             capped = " and hit the cap" if run.meta.get("capped") else ""
             notes.append(f"no step boundaries were seen (no optimizer.step(), no dsprof.step()): "
                          f"the whole run was captured as one step, up to {cap} s{capped}")
+    for rank, why in sorted((run.meta.get("rank_failures") or {}).items(),
+                            key=lambda kv: int(kv[0])):
+        notes.append(f"partial run: rank {rank} {why}")
     profiled = _profiled_step_count(run)
     phases, profiled_ms = _phase_times(run)
     kt, kt_hta, temporal = [], [], []

@@ -39,8 +39,17 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.batch_size:BatchSize",
     "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
+    "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
+    "dsprof.analyzers.straggler:StragglerAnalyzer",
+    "dsprof.analyzers.comm_overlap_finding:CommOverlapAnalyzer",
+    "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
+    "dsprof.analyzers.anomaly:Anomalies",
+    "dsprof.analyzers.grad_scaler:LossScaling",
+    "dsprof.analyzers.fusion:FusionAnalyzer",
+    "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
+    "dsprof.analyzers.precision:PrecisionAnalyzer",
 )
 
 

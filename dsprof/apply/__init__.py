@@ -24,6 +24,7 @@ KNOBS: tuple[str, ...] = (
     "dsprof.apply.autocast:AutocastKnob",
     "dsprof.apply.optimizer:OptimizerFusedKnob",
     "dsprof.apply.optimizer:OptimizerForeachKnob",
+    "dsprof.apply.dataloader:DataLoaderWorkersKnob",
     "dsprof.apply.checkpointing:GradientCheckpointingKnob",
     "dsprof.apply.batch_size:BatchSizeKnob",
 )
@@ -35,6 +36,7 @@ KNOB_ENV: dict[str, str] = {
     "DS_AUTOCAST": "dsprof.apply.autocast:AutocastKnob",
     "DS_OPTIMIZER_FUSED": "dsprof.apply.optimizer:OptimizerFusedKnob",
     "DS_OPTIMIZER_FOREACH": "dsprof.apply.optimizer:OptimizerForeachKnob",
+    "DS_DATALOADER_WORKERS": "dsprof.apply.dataloader:DataLoaderWorkersKnob",
     "DS_GRADIENT_CHECKPOINTING": "dsprof.apply.checkpointing:GradientCheckpointingKnob",
     "DS_BATCH_SIZE": "dsprof.apply.batch_size:BatchSizeKnob",
 }

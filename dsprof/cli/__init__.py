@@ -44,17 +44,20 @@ def main() -> None:
       dsprof analyze RUN                findings: what to change and what it saves
       dsprof diff RUN_A RUN_B           what changed between two runs
       dsprof import TRACE_OR_DIR        turn torch.profiler traces into a run
+      dsprof export RUN -f perfetto     open a run in Perfetto, chrome://tracing, TensorBoard
     """
 
 
 def _register() -> None:
     from dsprof.cli.analyze import analyze_command
     from dsprof.cli.diff import diff_command
+    from dsprof.cli.export import export_command
     from dsprof.cli.gpu import gpu_command
     from dsprof.cli.import_cmd import import_command
     from dsprof.cli.memory import memory_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
+    from dsprof.cli.verify import verify_command
     from dsprof.cli.tune import tune_command
 
     main.add_command(run_command)
@@ -64,6 +67,8 @@ def _register() -> None:
     main.add_command(diff_command)
     main.add_command(gpu_command)
     main.add_command(memory_command)
+    main.add_command(export_command)
+    main.add_command(verify_command)
     main.add_command(tune_command)
 
 

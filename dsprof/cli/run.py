@@ -14,12 +14,15 @@ from rich.console import Console
 
 from dsprof import launch, log
 from dsprof.collectors.session import Session
-from dsprof.errors import DsprofError
+from dsprof.errors import ConfigError, DsprofError
 from dsprof.log import logger
+from dsprof.ranks import RankEnv, merge_ranks, open_shared, shared_run_path, wait_for_ranks
 from dsprof.rundir import RunDir, new_run_path
 from dsprof.settings import Settings
 
 _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+# Rank 0 under the user's torchrun waits this long at exit for the other ranks to save.
+RANK_WAIT_S = 30.0
 
 
 @click.command("run", context_settings=_CONTEXT)
@@ -60,28 +63,59 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 @click.option("--cupti-kernels", "cupti_kernels", is_flag=True, default=False,
               help="Record every kernel of the whole run with CUPTI (cupti-python), paused "
                    "while a profiler window records [env DSPROF_CUPTI_KERNELS=1].")
+@click.option("--nproc-per-node", "nproc_per_node", type=click.IntRange(min=1), default=None,
+              help="Start N ranks through torch.distributed's elastic launcher (torchrun), "
+                   "one dsprof session each, into one run directory.")
+@click.option("--detect-anomaly", "detect_anomaly", is_flag=True, default=False,
+              help="Check every op's floating outputs for NaN/Inf and stop at the first, "
+                   "naming op, module, phase, step and line [env DSPROF_DETECT_ANOMALY=1; "
+                   "always on at DS_LOG_LEVEL=DEBUG].")
+@click.option("--trace-filter", "trace_filter", default=None, metavar="TERMS",
+              help="Ops the DS_LOG_LEVEL=DEBUG trace prints, e.g. 'op:addmm module:blocks.0 "
+                   "step:3-5' [env DSPROF_TRACE_FILTER].")
+@click.option("--trace-alloc-bytes", "trace_alloc_bytes", type=int, default=None,
+              help="The DEBUG trace logs op outputs of at least this many new bytes "
+                   "[env DSPROF_TRACE_ALLOC_BYTES; default 1048576; 0: none].")
+@click.option("--apply", "apply_ids", metavar="ID[,ID]", default=None,
+              help="Apply these findings' fixes through their knobs (DS_COMPILE=...); "
+                   "recorded in meta.json with their predicted savings.")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="The run the --apply findings come from [default: the newest run in "
+                   "RUNS_DIR that has them].")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
                 memory_budget: str | None, no_analyze: bool, quiet: bool, tf32: bool,
-                sample_ms: float | None, cupti_kernels: bool,
+                sample_ms: float | None, cupti_kernels: bool, nproc_per_node: int | None,
+                detect_anomaly: bool, trace_filter: str | None, trace_alloc_bytes: int | None,
+                apply_ids: str | None, baseline: Path | None,
                 target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
     Step boundaries come from optimizer.step() (or dsprof.step()); every step is timed, and
     ACTIVE steps after WAIT+WARMUP are recorded op by op. At exit the run directory is
     ingested and summarized; the exit status is the script's own.
+
+    With --nproc-per-node N, N ranks run under torch's elastic launcher (as torchrun starts
+    them) and the exit status is the launcher's. Under your own torchrun, use
+    `torchrun --nproc-per-node N -m dsprof run SCRIPT ARGS`.
     """
-    settings = Settings.load(
-        output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
-        repeat=repeat, max_capture_s=max_capture_s, with_stack=True if with_stack else None,
-        analyze=False if no_analyze else None, quiet=True if quiet else None,
-        tf32=True if tf32 else None, sample_ms=sample_ms,
-        cupti_kernels=True if cupti_kernels else None,
-        memory_budget=_budget(memory_budget))
-    if log.configure(quiet=settings.quiet) > logging.DEBUG:
+    overrides = {
+        "output": output, "runs_dir": runs_dir, "wait": wait, "warmup": warmup,
+        "active": active, "repeat": repeat, "max_capture_s": max_capture_s,
+        "with_stack": True if with_stack else None, "analyze": False if no_analyze else None,
+        "quiet": True if quiet else None, "tf32": True if tf32 else None,
+        "sample_ms": sample_ms, "cupti_kernels": True if cupti_kernels else None,
+        "memory_budget": _budget(memory_budget),
+        "detect_anomaly": True if detect_anomaly else None, "trace_filter": trace_filter,
+        "trace_alloc_bytes": trace_alloc_bytes}
+    settings = Settings.load(**overrides)
+    ranks = RankEnv.from_env()
+    # under the user's torchrun, rank 0 speaks for the job; the other ranks log to their files
+    if log.configure(quiet=settings.quiet or (ranks.distributed and not ranks.coordinator)) \
+            > logging.DEBUG:
         # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     if module is not None:
@@ -90,10 +124,33 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         tgt = launch.prepare_script(target[0], target[1:])
     else:
         raise click.UsageError("give a SCRIPT to run (or -m MODULE)")
-    run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
-    log.attach_file(run.log_path)
-    session = Session(settings, run, tgt.to_json())
+    applied = None
+    if apply_ids is not None:
+        from dsprof.apply.plan import parse_ids, plan
+
+        applied = plan(parse_ids(apply_ids), baseline, settings.runs_dir)
+        os.environ.update(applied.env)  # ranks started below inherit the knobs too
+        settings = Settings.load(**overrides)  # knobs that are settings (DS_ENABLE_TENSOR_CORE)
+    elif baseline is not None:
+        raise click.UsageError("--baseline goes with --apply ID")
+    if nproc_per_node is not None:
+        if ranks.distributed:
+            raise ConfigError("--nproc-per-node inside a rank of a distributed job: run "
+                              "either `dsprof run --nproc-per-node N SCRIPT` or "
+                              "`torchrun ... -m dsprof run SCRIPT`, not both")
+        _launch_ranks(ctx, settings, tgt, nproc_per_node)
+        return
+    if ranks.distributed:
+        run = open_shared(settings.output or shared_run_path(settings.runs_dir,
+                                                             tgt.display_name))
+        log.attach_file(run.raw_dir(ranks.rank) / "dsprof.log")
+    else:
+        run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
+        log.attach_file(run.log_path)
+    session = Session(settings, run, tgt.to_json(), ranks)
     session.start()
+    if applied is not None:
+        run.update_meta(applied=applied.to_json())
     previous = _terminate_as_exit()
     try:
         outcome = launch.run(tgt)
@@ -101,6 +158,28 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     session.finish(outcome.exit_status, outcome.reason, outcome.error)
+    if ranks.coordinator:
+        # rank 0 under the user's torchrun: wait for the other ranks, then merge and ingest
+        wait_for_ranks(run, ranks.world_size, RANK_WAIT_S)
+        merged = merge_ranks(run, ranks.world_size)
+        run.update_meta(**merged, status="finished", exit_status=outcome.exit_status,
+                        exit_reason=outcome.reason)
+    if settings.analyze and (not ranks.distributed or ranks.coordinator):
+        _analyze(run, quiet=settings.quiet)
+    elif not settings.quiet and not ranks.distributed:
+        Console(stderr=True, highlight=False).print(
+            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+            soft_wrap=True)
+    log.detach_file()
+    ctx.exit(outcome.exit_status)
+
+
+def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, nproc: int) -> None:
+    from dsprof.launch_ranks import launch as launch_ranks
+
+    run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
+    log.attach_file(run.log_path)
+    status = launch_ranks(settings, tgt, run, nproc)
     if settings.analyze:
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet:
@@ -108,7 +187,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
             f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
             soft_wrap=True)
     log.detach_file()
-    ctx.exit(outcome.exit_status)
+    ctx.exit(status)
 
 
 def _budget(text: str | None) -> int | None:

@@ -10,6 +10,7 @@ once and disables that collector; it never fails the user's script.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import platform
 import socket
@@ -22,15 +23,19 @@ from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
+from dsprof.collectors import clock
+from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
+from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.log import logger
+from dsprof.ranks import RankEnv
 from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
 from dsprof.settings import Settings
 
@@ -42,11 +47,7 @@ def current() -> Session | None:
 
 
 def rank_from_env() -> int:
-    for name in ("RANK", "LOCAL_RANK"):
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 0
+    return RankEnv.from_env().rank
 
 
 class Session:
@@ -54,25 +55,42 @@ class Session:
         settings: the knobs.
         run: the run directory (already created).
         target: what runs, for meta.json (``{"kind": "script"|"module", "name": ..., "argv": [...]}``).
+        ranks: this process's place in a multi-rank job (from the environment by default).
+            A rank of a multi-rank job leaves meta.json to the coordinator (dsprof/ranks.py)
+            and keeps its own facts in ``raw/rank<R>/session.json``.
     """
 
-    def __init__(self, settings: Settings, run: RunDir, target: dict[str, Any]):
+    def __init__(self, settings: Settings, run: RunDir, target: dict[str, Any],
+                 ranks: RankEnv | None = None):
         self.settings = settings
         self.run = run
         self.target = target
-        self.rank = rank_from_env()
+        self.ranks = ranks or RankEnv.from_env()
+        self.rank = self.ranks.rank
         self.raw = run.raw_dir(self.rank)
         self.device: Device | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
-        self.knobs: AppliedKnobs | None = None
         self.memory: MemoryCollector | None = None
+        self.knobs: AppliedKnobs | None = None
         self.data: DataLoaderCollector | None = None
         self.syncs: HostSyncCollector | None = None
         self.sampler: MetricSampler | None = None
         self.cupti: CuptiKernelCollector | None = None
+        self.scaler: GradScalerMonitor | None = None
+        self.watcher: Any = None  # DispatchWatcher at DEBUG or with --detect-anomaly
         self._finished = False
         self._timeline_ok = True
+        self._clock: dict[str, Any] | None = None
+        self._backend: str | None = None
+
+    def _rank_facts(self, status: str) -> dict[str, Any]:
+        """What a rank of a multi-rank job says about itself in session.json."""
+        return {"rank": self.rank, "status": status, "pid": os.getpid(),
+                "host": socket.gethostname(), "world_size": self.ranks.world_size,
+                "device": self.device.to_json() if self.device else None,
+                "clock": self._clock, "start_ns": self.steps.start_ns if self.steps else None,
+                "backend": self._backend or _backend(), "precision": precision_state()}
 
     def start(self) -> None:
         global _current
@@ -92,7 +110,7 @@ class Session:
         self.syncs = HostSyncCollector(lambda: steps.steps_done)
         if self.settings.cupti_kernels:
             self._start_cupti()
-        self.run.write_meta({
+        header = {
             "source": "run",
             "status": "running",
             "dsprof_version": __version__,
@@ -107,13 +125,22 @@ class Session:
             "env": {k: v for k, v in os.environ.items() if k.startswith(("DSPROF_", "DS_"))},
             "devices": {str(self.rank): self.device.to_json()},
             "ranks": [self.rank],
-            "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
+            "world_size": self.ranks.world_size,
             "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
+            "host_bandwidth": measure_host_bandwidth(),
             "knobs": self.knobs.report(),
             "precision": precision_state(),
-        })
+        }
+        if not self.ranks.distributed:
+            self.run.write_meta(header)
+        else:
+            if self.ranks.coordinator:
+                self.run.write_meta({**header, "launcher": "torchrun", "ranks": []})
+            self._clock = clock.record(self.rank, self.ranks.world_size, self.steps.now_ns,
+                                       self.steps.clock_offset_ns)
+            atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self._rank_facts("running")))
         self.steps.install()
         self.memory.install()
         for hooks in (self.data, self.syncs):
@@ -130,10 +157,13 @@ class Session:
                                              nvml_bus_id(self.device))
             except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
                 logger.error("metric sampler failed to start: %s: %s", type(exc).__name__, exc)
+        self.scaler = GradScalerMonitor(self.steps.scaler_update)
+        self.scaler.install()
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
             self._disable_timeline(exc)
+        self._start_watcher()
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
@@ -148,6 +178,20 @@ class Session:
         if self.cupti is not None and self.timeline is not None:
             self.timeline.before_profiler = self.cupti.pause
             self.timeline.after_profiler = self.cupti.resume
+    def _start_watcher(self) -> None:
+        """The live op trace (DEBUG) and NaN/Inf check (--detect-anomaly, and DEBUG)."""
+        trace = logger.isEnabledFor(logging.DEBUG)
+        if not (trace or self.settings.detect_anomaly):
+            return
+        from dsprof.collectors.dispatch_watch import DispatchWatcher
+        from dsprof.collectors.trace_filter import TraceFilter
+
+        assert self.steps is not None
+        self.watcher = DispatchWatcher(
+            trace=trace, check=True, trace_filter=TraceFilter.parse(self.settings.trace_filter),
+            alloc_bytes=self.settings.trace_alloc_bytes, raw_dir=self.raw, rank=self.rank,
+            now_ns=self.steps.now_ns)
+        self.watcher.start()
 
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
@@ -155,8 +199,12 @@ class Session:
             self.steps.manual_step()
 
     def _on_boundary(self, step: int) -> None:
+        if self.ranks.distributed and self._backend is None:
+            self._backend = _backend()  # scripts destroy their group before exit
         if self.memory is not None and self.steps is not None:
             self.memory.on_step(step, self.steps.boundaries_ns[-1])
+        if self.watcher is not None:
+            self.watcher.on_step(step)
         if not self._timeline_ok or self.timeline is None:
             return
         try:
@@ -182,6 +230,10 @@ class Session:
         if _current is self:
             _current = None
         steps, timeline = self.steps, self.timeline
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scaler is not None:
+            self.scaler.uninstall()
         if steps is not None:
             steps.uninstall()
         if self.knobs is not None:
@@ -211,7 +263,14 @@ class Session:
                   "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
                   "dataloaders": self.data.rows() if self.data else [],
                   "host_syncs": self.syncs.rows() if self.syncs else []}
+        if self.ranks.distributed:
+            record = {**self._rank_facts("finished"), **record, "exit_status": exit_status,
+                      "exit_reason": reason}
         atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(record))
+        if self.ranks.distributed:
+            logger.debug("session: rank %d finished (%s, status %d)", self.rank, reason,
+                         exit_status)
+            return
         self.run.update_meta(
             status="finished",
             exit_status=exit_status,
@@ -229,3 +288,14 @@ class Session:
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                      len(windows))
+
+
+def _backend() -> str | None:
+    """The default process group's backend, if the script has one open now."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return str(dist.get_backend())
+    except Exception:  # noqa: BLE001 - a torch without distributed, or a group being torn down
+        return None
+    return None

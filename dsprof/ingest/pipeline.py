@@ -28,6 +28,8 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.anomalies import anomaly_rows
+from dsprof.ingest.comms import build_comms
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import split
 from dsprof.ingest.host_ops import build_host_ops
@@ -44,8 +46,10 @@ from dsprof.ingest.steps import (
 )
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
+from dsprof.rundir import ANOMALY_FILE, CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
 from dsprof.schema import (
+    ANOMALIES,
+    COMMS,
     CUPTI_KERNELS,
     DATALOADERS,
     DEVICE_SAMPLES,
@@ -61,7 +65,8 @@ TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz", "
 
 
 def is_trace_file(path: Path) -> bool:
-    return (path.is_file() and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE)
+    return (path.is_file()
+            and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE, ANOMALY_FILE)
             and path.name.endswith(TRACE_SUFFIXES))
 
 
@@ -117,7 +122,7 @@ def ingest_rank(run: RunDir, rank: int,
                 progress: Callable[[int, Path], None] | None = None) -> RankResult:
     raw = run.raw_dir(rank)
     res = RankResult(rank)
-    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": []}
+    parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": [], "comms": []}
     memory = MemoryParts(raw, rank)
     step_spans: list[tuple[int, int, int]] = []
     next_id = 0
@@ -164,8 +169,9 @@ def ingest_rank(run: RunDir, rank: int,
                 step_spans.extend(spans)
                 res.events += n_events
             steps_file = raw / SESSION_FILE
-            if steps_file.is_file():
-                record = orjson.loads(steps_file.read_bytes())
+            record = orjson.loads(steps_file.read_bytes()) if steps_file.is_file() else None
+            # a rank that died before saving has only its start record: steps from the traces
+            if record is not None and record.get("status") != "running":
                 steps_cols = steps_from_record(record, rank)
                 stage("dataloaders", DATALOADERS, [dataloaders_from_record(record, rank)])
                 stage("host_syncs", HOST_SYNCS, [host_syncs_from_record(record, rank)])
@@ -173,7 +179,7 @@ def ingest_rank(run: RunDir, rank: int,
                 steps_cols = steps_from_spans(step_spans, rank)
             memory.finish()
             res.events += memory.events
-            for name, table in (("ops", OPS), ("kernels", KERNELS)):
+            for name, table in (("ops", OPS), ("kernels", KERNELS), ("comms", COMMS)):
                 if name not in staged:
                     stage(name, table, parts[name])
             for name in MEMORY_TABLES:
@@ -186,6 +192,9 @@ def ingest_rank(run: RunDir, rank: int,
                 if (raw / fname).is_file():
                     doc_ = orjson.loads((raw / fname).read_bytes())
                     stage(tname, table, [build(doc_, rank, spans)])
+            anomaly_file = raw / ANOMALY_FILE
+            stage("anomalies", ANOMALIES, [anomaly_rows(orjson.loads(anomaly_file.read_bytes()),
+                                                        rank)] if anomaly_file.is_file() else [])
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
             memory = None
@@ -210,13 +219,16 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
         ops_done(ops.columns)
     kernels = device_ops.build_kernels(parsed.device, ops, base_ns=base, rank=rank)
     memory = device_ops.build_memory(parsed.memory, ops, base_ns=base, rank=rank)
+    comms = build_comms(parsed.host, parsed.device, ops, kernels, base_ns=base, rank=rank,
+                        dist_info=doc.doc.distributedInfo)
     for key, count in parsed.skipped.items():
         res.skipped[key] = res.skipped.get(key, 0) + count
     meta = doc.metadata
     if not res.trace_meta:
         res.trace_meta = {k: meta[k] for k in ("deviceProperties", "distributedInfo",
                                                "schemaVersion") if k in meta}
-    return {"ops": ops.columns, "kernels": kernels, "memory": memory}, ops.step_spans, \
+    return {"ops": ops.columns, "kernels": kernels, "memory": memory, "comms": comms}, \
+        ops.step_spans, \
         parsed.n_events
 
 

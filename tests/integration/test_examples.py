@@ -28,7 +28,7 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-@pytest.mark.parametrize("script", ["mlp.py", "transformer_lm.py", "cnn.py"])
+@pytest.mark.parametrize("script", ["mlp.py", "transformer_lm.py", "cnn.py", "ddp_train.py"])
 def test_example_runs_requested_steps(script: str) -> None:
     # GIVEN an example training script
     assert (EXAMPLES / script).is_file()

@@ -1,0 +1,85 @@
+"""Poor overlap: gradients are all-reduced after backward has finished, not during it.
+
+Example:
+    a loop that calls ``dist.all_reduce(p.grad)`` for each parameter after
+    ``loss.backward()``, or DDP with one bucket holding the whole model: nothing is left to
+    overlap the all-reduce with, so the step waits for all of it.
+Pattern:
+    per rank and step, the collectives issued after 90 % of the step's backward had elapsed
+    (or after it ended) carry at least half of the communication time, and at most 30 % of
+    the communication overlaps compute (comm_overlap.py).
+Algorithm:
+    the saving is the exposed time of those late collectives, capped by the backward time
+    they could hide behind (median over ranks and steps).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from dsprof.analyzers.comm_overlap import comm_overlap
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+
+MAX_OVERLAP_PCT = 30.0
+MIN_LATE_SHARE = 0.5
+
+
+class CommOverlapAnalyzer(Analyzer):
+    name = "comm_overlap"
+    requires = ("comms", "ops")
+
+    def run(self, ctx: Context) -> list[Finding]:
+        overlap = {(o.rank, o.step): o for o in comm_overlap(ctx.run.con, by_step=True)}
+        if not overlap:
+            return []
+        rows = ctx.run.sql("""
+            WITH bwd AS (
+                SELECT rank, step, min(start_ns) AS b0, max(start_ns + dur_ns) AS b1
+                FROM ops WHERE phase = 'backward' AND step IS NOT NULL GROUP BY rank, step)
+            SELECT c.rank, c.step, any_value(b.b1 - b.b0) AS bwd_ns,
+                   sum(c.dur_ns) AS comm_ns,
+                   sum(CASE WHEN coalesce(c.call_ns, c.start_ns) >= b.b0 + 0.9 * (b.b1 - b.b0)
+                            THEN c.dur_ns ELSE 0 END) AS late_ns,
+                   count(*) AS n,
+                   sum((coalesce(c.call_ns, c.start_ns) >= b.b0 + 0.9 * (b.b1 - b.b0))::INT)
+            FROM comms c JOIN bwd b USING (rank, step)
+            GROUP BY c.rank, c.step ORDER BY c.rank, c.step""")
+        cases = []
+        for rank, step, bwd_ns, comm_ns, late_ns, n, n_late in rows:
+            o = overlap.get((rank, step))
+            if o is None or not comm_ns:
+                continue
+            if late_ns / comm_ns >= MIN_LATE_SHARE and o.overlap_pct <= MAX_OVERLAP_PCT:
+                hideable = min(o.exposed_ns * late_ns / comm_ns, bwd_ns)
+                cases.append((rank, step, int(bwd_ns), int(comm_ns), int(late_ns), n, n_late,
+                              o, hideable))
+        if not cases or len(cases) * 2 < len(rows):
+            return []
+        saving = statistics.median(c[8] for c in cases) / 1e9
+        rank, step, bwd_ns, comm_ns, late_ns, n, n_late, o, _ = max(cases, key=lambda c: c[4])
+        return [Finding(
+            analyzer=self.name, kind="comm.poor_overlap", key="all-reduce after backward",
+            title="All-reduce the gradients during backward, not after it",
+            saving_s=saving, confidence="medium",
+            explanation=(
+                f"In {len(cases)} of {len(rows)} rank-steps most communication was issued in the "
+                f"last 10% of backward or after it: on rank {rank}, step {step}, {n_late} of {n} "
+                f"collectives ({late_ns / 1e6:.1f} of {comm_ns / 1e6:.1f} ms) started after "
+                f"{0.9 * bwd_ns / 1e6:.1f} ms of a {bwd_ns / 1e6:.1f} ms backward, and only "
+                f"{o.overlap_pct:.0f}% of the communication overlapped compute. Issued as each "
+                f"gradient bucket is ready, it could hide behind the rest of backward: about "
+                f"{saving * 1e3:.1f} ms per step."),
+            evidence=(Evidence(f"rank {rank} step {step}: {late_ns / 1e6:.1f} ms of "
+                               f"communication issued late in or after backward",
+                               rank=rank, step=step, value=late_ns / 1e9),),
+            fix=("# let DDP all-reduce bucket by bucket while backward runs:\n"
+                 "model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=25)\n"
+                 "# (instead of dist.all_reduce(p.grad) for each parameter after backward);\n"
+                 "# already on DDP with one huge bucket? lower bucket_cap_mb so the first\n"
+                 "# all-reduce starts earlier"),
+            verify=(f"dsprof run --nproc-per-node {ctx.meta.get('world_size') or 2} "
+                    f"{ctx.target_command}") if ctx.target_command else "",
+            data={"cases": [{"rank": c[0], "step": c[1], "backward_ns": c[2], "comm_ns": c[3],
+                             "late_ns": c[4]} for c in cases]},
+        )]

@@ -1,0 +1,94 @@
+"""Straggler rank: one rank arrives last at most collectives and every other rank waits.
+
+Example:
+    rank 3 reaches each all-reduce 40 ms after the others (a slower host, a longer shard,
+    a data loader with fewer workers); ranks 0-2 spend those 40 ms waiting inside NCCL/gloo.
+Pattern:
+    over the collectives matched across ranks (comm_skew.py), one rank is last in at least
+    three quarters of them and the gap it causes (its arrival minus the next-latest rank's) is
+    at least 1 ms and 5 % of a step.
+Algorithm:
+    saving per step = that gap summed over the collectives where the rank came last, divided
+    by the steps they span: what every step would gain if the rank kept pace with the
+    next-slowest one. The rank's step is compared with the others' by phase, to say where its
+    extra time goes.
+"""
+
+from __future__ import annotations
+
+from dsprof.analyzers.comm_skew import collective_skew, rank_skew
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+
+MIN_LAST_SHARE = 0.75
+MIN_GAP_S = 1e-3
+MIN_STEP_SHARE = 0.05
+
+
+class StragglerAnalyzer(Analyzer):
+    name = "straggler"
+    requires = ("comms",)
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        n = ctx.run.sql("SELECT count(DISTINCT rank) FROM comms")[0][0]
+        return None if n >= 2 else "needs the collectives of two or more ranks"
+
+    def run(self, ctx: Context) -> list[Finding]:
+        skews = rank_skew(ctx.run.con, ctx.meta)
+        if len(skews) < 2:
+            return []
+        worst = max(skews, key=lambda s: (s.gap_caused_ns, -s.rank))
+        per_step_s = worst.gap_caused_ns / max(worst.steps, 1) / 1e9
+        share = worst.times_last / max(worst.collectives, 1)
+        step_s = ctx.step_s or 0.0
+        if share < MIN_LAST_SHARE or per_step_s < MIN_GAP_S or \
+                (step_s and per_step_s < MIN_STEP_SHARE * step_s):
+            return []
+        others = [s for s in skews if s.rank != worst.rank]
+        wait_others = sum(s.wait_ns for s in others) / max(len(others), 1) / \
+            max(worst.steps, 1) / 1e6
+        phases = self._phase_gap(ctx, worst.rank)
+        where = f" Its steps spend more time in {phases}." if phases else ""
+        top = collective_skew(ctx.run.con, ctx.meta, limit=5)
+        evidence = tuple(
+            Evidence(f"step {c['step']}: {c['collective']} #{c['call']} on group "
+                     f"{c['group'] or '?'}: rank {c['last_rank']} arrived "
+                     f"{c['skew_ns'] / 1e6:.1f} ms after the first rank",
+                     rank=int(c["last_rank"]), step=int(c["step"]), value=c["skew_ns"] / 1e9)
+            for c in top)
+        return [Finding(
+            analyzer=self.name, kind="comm.straggler", key=f"rank {worst.rank}",
+            title=f"Rank {worst.rank} is a straggler: the other ranks wait "
+                  f"{wait_others:.1f} ms per step for it",
+            saving_s=per_step_s, confidence="medium",
+            explanation=(
+                f"Rank {worst.rank} arrived last at {worst.times_last} of {worst.collectives} "
+                f"collectives matched across {len(skews)} ranks over {worst.steps} steps, "
+                f"{per_step_s * 1e3:.1f} ms per step behind the next-latest rank; the others "
+                f"waited {wait_others:.1f} ms per step on average. If it kept pace, each "
+                f"step would end about {per_step_s * 1e3:.1f} ms sooner.{where}"),
+            evidence=evidence,
+            fix=("# Find what makes this rank slower and even it out, e.g.:\n"
+                 "# - uneven shards (sequence lengths): balance them per rank, or bucket by length\n"
+                 "# - input pipeline: DataLoader(..., num_workers=N, pin_memory=True) on every rank\n"
+                 "# - a busy or slower host/GPU: check other processes, clocks, thermal limits\n"
+                 f"# then compare: dsprof summary RUN (rank {worst.rank} vs the others)"),
+            verify=f"dsprof run --nproc-per-node {ctx.meta.get('world_size') or len(skews)} "
+                   f"{ctx.target_command or 'SCRIPT'}" if ctx.target_command else "",
+            data={"ranks": [s.__dict__ for s in skews], "collectives": top},
+        )]
+
+    @staticmethod
+    def _phase_gap(ctx: Context, rank: int) -> str:
+        """The phases where the rank's profiled steps take longer than the other ranks'."""
+        if not ctx.run.has("ops"):
+            return ""
+        rows = ctx.run.sql("""
+            WITH per AS (
+                SELECT rank, phase, sum(self_ns) / count(DISTINCT step) AS ns
+                FROM ops WHERE step IS NOT NULL AND cat = 'cpu_op' GROUP BY rank, phase)
+            SELECT phase, max(CASE WHEN rank = ? THEN ns END)
+                          - avg(CASE WHEN rank <> ? THEN ns END) AS extra
+            FROM per GROUP BY phase HAVING extra > 1e6 ORDER BY extra DESC LIMIT 2""",
+                           [rank, rank])
+        return " and ".join(f"{p} (+{e / 1e6:.1f} ms)" for p, e in rows)

@@ -1,0 +1,178 @@
+"""Which rank this process is, where a multi-rank run writes, and how its ranks are merged.
+
+A multi-rank run is one run directory: every rank's session writes ``raw/rank<R>/`` (its traces,
+``session.json`` and ``dsprof.log``), and no rank writes ``meta.json`` while the job runs except
+the coordinator, which writes the header at the start and, once every rank has finished (or the
+wait for the missing ones is over), merges the per-rank records into it and ingests the run:
+
+* ``dsprof run --nproc-per-node N``: the launching dsprof process is the coordinator; the
+  ranks it starts through torch's elastic launcher know it from ``DSPROF_LAUNCHED=1``.
+* ``torchrun ... -m dsprof run SCRIPT`` (the user's own launcher): rank 0 is the coordinator.
+  With no ``-o``, every rank derives the same directory from the start time of the process
+  that launched it (torchrun's agent, the common parent of the node's ranks).
+
+``session.json`` is written when a rank's session starts (``status: running``) and again when
+it ends (``status: finished`` with the exit status), so a rank killed outright (SIGKILL, out of
+memory) is told apart from one that never started.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dsprof.errors import RunDirError
+from dsprof.rundir import SESSION_FILE, RunDir
+
+LAUNCHED_ENV = "DSPROF_LAUNCHED"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else default
+
+
+@dataclass(frozen=True)
+class RankEnv:
+    """Args:
+        rank, local_rank, world_size: from torch.distributed's launcher variables.
+        launched: started by ``dsprof run --nproc-per-node`` (the parent coordinates).
+    """
+
+    rank: int
+    local_rank: int
+    world_size: int
+    launched: bool
+
+    @classmethod
+    def from_env(cls) -> RankEnv:
+        rank = _env_int("RANK", _env_int("LOCAL_RANK", 0))
+        return cls(rank, _env_int("LOCAL_RANK", rank), _env_int("WORLD_SIZE", 1),
+                   os.environ.get(LAUNCHED_ENV) == "1")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or self.launched
+
+    @property
+    def coordinator(self) -> bool:
+        """Writes meta.json and ingests: rank 0 of a launcher that is not dsprof's."""
+        return self.distributed and not self.launched and self.rank == 0
+
+
+def shared_run_path(runs_dir: Path, name: str) -> Path:
+    """The run directory every rank of this node computes alike: named after the start time of
+    the launching process (pid in the name, so two jobs started in the same second differ)."""
+    import psutil
+
+    parent = psutil.Process(os.getppid())
+    started = _dt.datetime.fromtimestamp(parent.create_time())
+    return runs_dir / f"{name}-{started:%Y%m%d-%H%M%S}-p{parent.pid}"
+
+
+def open_shared(path: Path) -> RunDir:
+    """Create (or join) a multi-rank run directory; several ranks may race here."""
+    try:
+        (path / "raw").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}; "
+                          "choose a writable place with -o") from None
+    return RunDir(path)
+
+
+def read_record(run: RunDir, rank: int) -> dict[str, Any] | None:
+    path = run.path / "raw" / f"rank{rank}" / SESSION_FILE
+    try:
+        return orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def wait_for_ranks(run: RunDir, world_size: int, timeout_s: float) -> None:
+    """Until every rank's session has finished, or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recs = [read_record(run, r) for r in range(world_size)]
+        if all(rec is not None and rec.get("status") == "finished" for rec in recs):
+            return
+        time.sleep(0.1)
+
+
+def exit_text(code: int) -> str:
+    """``-9`` -> ``killed by SIGKILL``; ``3`` -> ``exit status 3``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code > 128:
+        try:
+            return f"exit status {code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"exit status {code}"
+
+
+def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] | None = None
+                ) -> dict[str, Any]:
+    """meta.json fields describing the ranks, from their session records.
+
+    Args:
+        launcher_failures: rank -> exit code (negative: signal) as the launcher saw it.
+    """
+    failures = launcher_failures or {}
+    devices, clocks, failed, ranks = {}, {}, {}, []
+    backend = None
+    lead: dict[str, Any] | None = None
+    for r in range(world_size):
+        rec = read_record(run, r)
+        has_raw = (run.path / "raw" / f"rank{r}").is_dir()
+        seen = f" ({exit_text(failures[r])})" if r in failures else ""
+        if rec is None:
+            failed[str(r)] = (f"no data: the rank never started its dsprof session{seen}"
+                              if not has_raw else f"died before saving anything{seen}")
+            if has_raw:
+                ranks.append(r)
+            continue
+        ranks.append(r)
+        if rec.get("device"):
+            devices[str(r)] = rec["device"]
+        if rec.get("clock"):
+            clocks[str(r)] = rec["clock"]
+        backend = backend or rec.get("backend")
+        if rec.get("status") != "finished":
+            why = exit_text(failures[r]) if r in failures else \
+                "killed or crashed without running Python's exit (SIGKILL, out of memory?)"
+            failed[str(r)] = (f"died mid-run: {why}; kept: the profiler windows it saved "
+                              "before that, no per-step timings")
+            continue
+        code = int(rec.get("exit_status", 0))
+        if code != 0:
+            failed[str(r)] = f"the script failed: {exit_text(code)} ({rec.get('exit_reason')})"
+        if lead is None or r == 0:
+            lead = rec
+    lead = lead or {}
+    offsets = {r: int(c.get("offset_ns") or 0) for r, c in clocks.items()}
+    out: dict[str, Any] = {
+        "world_size": world_size,
+        "ranks": ranks,
+        "devices": devices,
+        "backend": backend,
+        "partial": bool(failed),
+        "rank_failures": failed,
+        "clock": {"kind": "epoch_ns", "rank_offsets_ns": offsets, "ranks": clocks},
+        "end_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "steps_source": lead.get("source", "none"),
+        "steps_recorded": len(lead.get("boundaries_ns", [])),
+        "windows": lead.get("windows", []),
+        "capped": any(w.get("capped") for w in lead.get("windows", [])),
+        "precision": lead.get("precision"),
+    }
+    return out

@@ -1,0 +1,114 @@
+"""Multi-rank runs on real gloo process groups on 127.0.0.1: ``dsprof run --nproc-per-node``
+with 2 and 4 ranks of examples/ddp_train.py, a rank killed mid-run, and dsprof under the
+user's own torchrun. Each run is a few steps; the machine is shared, so timeouts are generous."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dsprof.analyzers.comm_overlap import comm_overlap
+from dsprof.analyzers.ddp_buckets import buckets
+from dsprof.analyzers.registry import analyze
+from dsprof.run import load
+from tests.conftest import EXAMPLES
+from tests.integration.helpers import REPO, dsprof, meta
+
+SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "2"]
+DDP = str(EXAMPLES / "ddp_train.py")
+# Linear(256,512), Linear(512,512), Linear(512,10) with biases
+PARAMS = 256 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+
+
+def test_two_ranks_one_run_with_comms_buckets_overlap_and_the_straggler(tmp_path):
+    # GIVEN DDP on 2 gloo ranks where rank 1 sleeps 200 ms before each backward
+    out = tmp_path / "run"
+    # WHEN profiled with dsprof run --nproc-per-node 2
+    res = dsprof("run", "--nproc-per-node", "2", "-o", str(out), *SCHEDULE, DDP, "--steps", "6",
+                 "--slow-rank", "1", "--slow-ms", "200", "--bucket-cap-mb", "0.5", timeout=600)
+    # THEN one run directory holds both ranks, ingested once, exit status 0
+    assert res.code == 0, res.stderr
+    assert "trained 6 steps" in res.stdout
+    m = meta(out)
+    assert (m["world_size"], m["ranks"], m["backend"], m["partial"]) == (2, [0, 1], "gloo", False)
+    assert m["launcher"] == "dsprof --nproc-per-node" and m["exit_status"] == 0
+    assert {r: c["method"] for r, c in m["clock"]["ranks"].items()} == {
+        "0": "reference", "1": "store-exchange"}
+    assert abs(m["clock"]["ranks"]["1"]["offset_ns"]) <= m["clock"]["ranks"]["1"]["rtt_ns"]
+    with load(out) as run:
+        # every profiled step all-reduces all gradients (fp32) in DDP buckets on group 0 of 2
+        per_step = run.sql("""SELECT rank, step, sum(in_bytes), min(group_size), min("group"),
+                              bool_and(collective = 'all_reduce' AND source = 'gloo'
+                                       AND op_id IS NOT NULL AND busbw_gbps = algbw_gbps)
+                              FROM comms GROUP BY ALL ORDER BY ALL""")
+        assert per_step == [(r, s, PARAMS * 4, 2, "0", True) for r in (0, 1) for s in (3, 4)]
+        # buckets: the gradients that filled each all-reduce add up to its size
+        bs = buckets(run.con)
+        assert len(bs) >= 4 and {b.rank for b in bs} == {0, 1}
+        for b in bs:
+            assert sum(math.prod(s) for s in b.grad_shapes) == b.numel
+        assert sum(b.numel for b in bs if (b.rank, b.step) == (0, 3)) == PARAMS
+        # per rank and step: communication, exposed and overlap
+        ov = comm_overlap(run.con)
+        assert {(o.rank, o.step) for o in ov} == {(0, 3), (0, 4), (1, 3), (1, 4)}
+        assert all(0 <= o.exposed_ns <= o.comm_ns for o in ov)
+        # rank 0 waits for rank 1 at every all-reduce: rank 1 is the straggler
+        found = {f.kind: f for f in analyze(run, write=False).findings}
+        assert "comm.straggler" in found
+        assert found["comm.straggler"].key == "rank 1"
+        assert 0.1 < found["comm.straggler"].saving_s < 0.4
+
+
+def test_four_ranks_one_killed_mid_run_leaves_a_partial_run_with_everyones_data(tmp_path):
+    # GIVEN DDP on 4 gloo ranks; rank 3 kills itself with SIGKILL at step 5, after its window
+    # (steps 3-4) was saved
+    out = tmp_path / "run"
+    res = dsprof("run", "--nproc-per-node", "4", "-o", str(out), *SCHEDULE, DDP, "--steps", "8",
+                 "--die-rank", "3", "--die-step", "5", timeout=600)
+    # THEN the exit status is the launcher's (torchrun exits 1 when a rank fails)
+    assert res.code == 1, res.stderr
+    m = meta(out)
+    assert (m["world_size"], m["ranks"], m["partial"], m["exit_status"]) == (4, [0, 1, 2, 3],
+                                                                             True, 1)
+    assert "killed by SIGKILL" in m["rank_failures"]["3"]
+    assert "rank 3" in res.stderr and "SIGKILL" in res.stderr
+    with load(out) as run:
+        # the window of every rank, the killed one included: 2 all-reduce buckets per step on a
+        # group of 4, busbw = algbw x 2(n-1)/n
+        rows = run.sql("""SELECT rank, count(DISTINCT step), min(group_size), sum(in_bytes),
+                          bool_and(abs(busbw_gbps - 1.5 * algbw_gbps) < 1e-9)
+                          FROM comms GROUP BY rank ORDER BY rank""")
+        assert rows == [(r, 2, 4, 2 * PARAMS * 4, True) for r in range(4)]
+        steps = dict(run.sql("SELECT rank, count(*) FROM steps GROUP BY rank"))
+        # the survivors timed their steps up to the failure; rank 3 has its window's spans
+        assert all(steps[r] >= 5 for r in range(3)) and steps[3] == 2
+
+
+def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
+    # GIVEN the documented form: torchrun ... -m dsprof run SCRIPT (no -o)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "-m", "dsprof", "run",
+         *SCHEDULE, DDP, "--steps", "6"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    # THEN both ranks wrote into one directory under ./dsprof-runs, which rank 0 ingested
+    assert proc.returncode == 0, proc.stderr
+    (out,) = (tmp_path / "dsprof-runs").iterdir()
+    m = meta(out)
+    assert (m["launcher"], m["ranks"], m["partial"], m["ingested"]) == ("torchrun", [0, 1],
+                                                                        False, True)
+    assert sorted(p.name for p in (out / "tables" / "comms").iterdir()) == [
+        "rank0.parquet", "rank1.parquet"]
+    assert f"dsprof summary {out.relative_to(tmp_path)}" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--nproc-per-node", "0"]])
+def test_bad_nproc_is_a_usage_error(tmp_path, args):
+    res = dsprof("run", *args, DDP, cwd=tmp_path)
+    assert res.code == 2 and "nproc-per-node" in res.stderr
