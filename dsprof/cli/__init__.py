@@ -57,8 +57,8 @@ def _register() -> None:
     from dsprof.cli.memory import memory_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
-    from dsprof.cli.verify import verify_command
     from dsprof.cli.tune import tune_command
+    from dsprof.cli.verify import verify_command
 
     main.add_command(run_command)
     main.add_command(summary_command)
