@@ -140,8 +140,10 @@ class BatchSize(Analyzer):
         if plain is not None and plain.batch != batch0:
             out.append(self._finding(ctx, timeline, budget, now, plain, scaled_s))
         ckpt = self._checkpointed(ctx, timeline, batch0, budget, fixed_s, scaled_s)
+        # Checkpointing to fit a larger batch is advised only when it pays in samples/s.
         if ckpt is not None and ckpt.batch > (plain.batch if plain else 0) and \
-                ckpt.samples_s > max(now.samples_s, plain.samples_s if plain else 0.0):
+                ckpt.samples_s >= (1 + MIN_GAIN) * max(now.samples_s,
+                                                       plain.samples_s if plain else 0.0):
             out.append(self._finding(ctx, timeline, budget, now, ckpt, scaled_s))
         return out
 

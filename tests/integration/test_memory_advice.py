@@ -1,23 +1,21 @@
 """Memory advice proven end to end: a real run predicts, a second real run measures.
 
-A small Transformer LM fed by a DataLoader (benchmarks/_memory_models.py) on CPU: the
-checkpointing finding's plan is applied with DS_GRADIENT_CHECKPOINTING and its measured peak
-is within 5 % of the predicted one; `dsprof tune batch-size` then probes the advised batch
-through DS_BATCH_SIZE and its measured peak fits the budget, within 5 % of the prediction.
+A small Transformer LM fed by a DataLoader (benchmarks/_memory_models.py) on CPU: a run stopped
+by --memory-budget gets a checkpointing finding, `dsprof run --apply` applies it
+(DS_GRADIENT_CHECKPOINTING) and the new run fits with the predicted peak within 5 %;
+`dsprof tune batch-size` probes the advised batch through DS_BATCH_SIZE and its measured peak
+fits the budget, within 5 % of the prediction.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from dsprof.analyzers.checkpointing import Checkpointing
-from dsprof.analyzers.registry import Context
 from dsprof.run import load
 from tests.conftest import REPO
 
@@ -29,11 +27,10 @@ TARGET = [str(SCRIPT), "--model", "transformer", "--size", "small", "--batch-siz
 WINDOW = ["--wait", "0", "--warmup", "1", "--active", "1"]
 
 
-def _run(out: Path, env: dict[str, str] | None = None) -> Path:
+def _run(out: Path, args: tuple[str, ...] | list[str] = (), ok: bool = True) -> Path:
     proc = subprocess.run([sys.executable, "-m", "dsprof", "run", "-q", "-o", str(out), *WINDOW,
-                           *TARGET], env={**os.environ, **(env or {})}, capture_output=True,
-                          text=True, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+                           *args, *TARGET], capture_output=True, text=True, check=False)
+    assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
     return out
 
 
@@ -47,30 +44,38 @@ def baseline(tmp_path_factory) -> Path:
     return _run(tmp_path_factory.mktemp("memadvice") / "base")
 
 
-def test_checkpointing_plan_applied_meets_its_prediction(baseline, tmp_path):
-    # GIVEN the baseline analyzed against a budget 15 % under its peak
+def test_over_budget_run_gets_a_checkpoint_plan_that_applies_and_fits(baseline, tmp_path):
+    # GIVEN a run stopped by a budget 15 % under the script's peak (as an out-of-memory would)
     peak0 = _peak(baseline)
-    with load(baseline) as run:
-        ctx = Context(run)
-        ctx.meta = {**run.meta, "settings": {**run.meta["settings"],
-                                             "memory_budget": int(peak0 * 0.85)}}
-        [finding] = Checkpointing().run(ctx)
-    knob = finding.apply["DS_GRADIENT_CHECKPOINTING"]
-    predicted = finding.data["advised"]["peak"]
-    assert predicted <= peak0 * 0.85 and finding.saving_bytes == peak0 - predicted
-    assert "use_reentrant=False" in finding.fix
-    front = finding.data["front"]
-    assert front[0]["modules"] == [] and len(front) >= 2
-    # WHEN the plan runs through the knob, no script change
-    after = _run(tmp_path / "ckpt", {"DS_GRADIENT_CHECKPOINTING": knob})
-    # THEN the measured peak is the predicted one within 5 %
-    measured = _peak(after)
-    assert abs(measured / predicted - 1) < 0.05, (knob, measured, predicted, peak0)
-    # and dsprof diff shows the drop where it happened: the activations at the peak
-    proc = subprocess.run([sys.executable, "-m", "dsprof", "diff", str(baseline), str(after)],
-                          capture_output=True, text=True, check=False)
+    budget = int(peak0 * 0.85)
+    stopped = tmp_path / "stopped"
+    _run(stopped, args=["--memory-budget", str(budget)], ok=False)
+    # THEN its findings say which modules to checkpoint, the predicted peak and the cost
+    findings = json.loads((stopped / "findings.json").read_text())["findings"]
+    [ckpt] = [f for f in findings if f["kind"] == "memory.checkpointing"]
+    predicted = ckpt["data"]["advised"]["peak"]
+    assert predicted <= budget and ckpt["saving_bytes"] == peak0 - predicted
+    assert "use_reentrant=False" in ckpt["fix"] and ckpt["apply"]["DS_GRADIENT_CHECKPOINTING"]
+    front = ckpt["data"]["front"]
+    assert front[0]["modules"] == [] and front[-1]["peak"] < predicted <= front[0]["peak"]
+    # WHEN the same command runs again with the finding applied (no script change)
+    fixed = tmp_path / "fixed"
+    _run(fixed, args=["--memory-budget", str(budget), "--apply", ckpt["id"],
+                      "--baseline", str(stopped)])
+    # THEN it fits, the measured peak is the predicted one within 5 %, and dsprof diff sets
+    # the predicted saving beside the measured one, with the activations that went
+    measured = _peak(fixed)
+    assert measured <= budget and abs(measured / predicted - 1) < 0.05, (measured, predicted)
+    with load(fixed) as run:
+        assert run.meta["knobs"]["DS_GRADIENT_CHECKPOINTING"]["checkpointed"]
+    proc = subprocess.run([sys.executable, "-m", "dsprof", "diff", "--json", str(stopped),
+                           str(fixed)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "peak memory (live bytes)" in proc.stdout and "activation at the peak" in proc.stdout
+    diff = json.loads(proc.stdout)
+    [applied] = diff["applied"]
+    assert applied["predicted_saving_bytes"] == peak0 - predicted
+    assert abs(applied["measured_saving_bytes"] / applied["predicted_saving_bytes"] - 1) < 0.2
+    assert diff["b"]["peak_by_category"]["activation"] < diff["a"]["peak_by_category"]["activation"]
 
 
 def test_tune_batch_size_probes_the_advised_batch(baseline, tmp_path):
