@@ -4,9 +4,11 @@ The public Python API. Importing dsprof is cheap: it imports neither torch, Dash
 library until a function needs them.
 
     import dsprof
-    for batch in loader:
-        ...
-        dsprof.step()                 # mark a step by hand (inference, custom loops)
+    with dsprof.profile(schedule=dsprof.schedule(wait=1, active=2)) as prof:
+        for batch in loader:
+            ...
+            prof.step()               # or dsprof.step(): mark a step by hand
+    prof.run.sql("SELECT step, dur_ns FROM steps")
     run = dsprof.load("dsprof-runs/train-20261129-101500")
     run.sql("SELECT name, sum(self_ns) FROM ops GROUP BY name ORDER BY 2 DESC LIMIT 5")
 """
@@ -18,9 +20,38 @@ from typing import TYPE_CHECKING, Any
 from dsprof._version import __version__
 
 if TYPE_CHECKING:
+    from dsprof.profiler import Profile
     from dsprof.run import Run
+    from dsprof.settings import Schedule
 
-__all__ = ["__version__", "load", "memory_summary", "step"]
+__all__ = ["__version__", "load", "memory_summary", "profile", "schedule", "step"]
+
+
+def profile(output: Any = None, *, schedule: Any = None, name: str = "profile",
+            analyze: bool = True, **knobs: Any) -> Profile:
+    """Profile the code in a ``with`` block, like ``dsprof run`` profiles a script.
+
+    Args:
+        output: the run directory to write (default ``dsprof-runs/<name>-<stamp>``).
+        schedule: ``dsprof.schedule(wait=, warmup=, active=, repeat=)`` or a dict of those.
+        name: names the default run directory.
+        analyze: ingest and analyze at the end of the block (``prof.run`` is then the run).
+        knobs: any other setting by name (``detect_anomaly=True``, ``max_capture_s=30``).
+
+    Raises:
+        ConfigError: a bad knob, or a session is already running.
+    """
+    from dsprof.profiler import Profile
+
+    return Profile(output, schedule=schedule, name=name, analyze=analyze, **knobs)
+
+
+def schedule(wait: int | None = None, warmup: int | None = None, active: int | None = None,
+             repeat: int | None = None) -> Schedule:
+    """Which steps :func:`profile` records op by op (see ``dsprof run --wait ...``)."""
+    from dsprof.settings import Schedule
+
+    return Schedule(wait, warmup, active, repeat)
 
 
 def step() -> None:

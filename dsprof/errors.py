@@ -43,3 +43,7 @@ class MemoryBudgetExceeded(MemoryError):
         super().__init__(f"dsprof memory budget exceeded: {peak:,} bytes live at the peak of "
                          f"steps {steps}, budget {budget:,} bytes (--memory-budget)")
         self.peak, self.budget, self.steps = peak, budget, steps
+class NumericalAnomalyError(ArithmeticError):
+    """Raised into the profiled script at the first op that produced a NaN or Inf
+    (``dsprof run --detect-anomaly`` or ``DS_LOG_LEVEL=DEBUG``). Not a :class:`DsprofError`:
+    it is the script's failure, so the run ends like any uncaught exception (status 1)."""

@@ -27,6 +27,7 @@ META = "meta.json"
 SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a dsprof run
 SAMPLES_FILE = "samples.json"  # raw/rank<R>/: host and GPU metrics of the sampler thread
 CUPTI_KERNELS_FILE = "cupti_kernels.json"  # raw/rank<R>/: whole-run kernels (cupti mode)
+ANOMALY_FILE = "anomaly.json"  # raw/rank<R>/: the first NaN/Inf (--detect-anomaly, DEBUG)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

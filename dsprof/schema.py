@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,11 @@ STEPS = Table(
         Column("batch_size", _I64,
                "leading dimension of the last batch a DataLoader returned in the step (null when "
                "no DataLoader ran or the batch has no tensor)"),
+        Column("loss_scale", _F64,
+               "GradScaler loss scale after the step's update() (null without a GradScaler)"),
+        Column("skipped", _BOOL,
+               "GradScaler skipped the optimizer step (inf/NaN gradients); null without a "
+               "GradScaler"),
     ),
 )
 
@@ -415,9 +420,36 @@ CUPTI_KERNELS = Table(
     ),
 )
 
+ANOMALIES = Table(
+    "anomalies",
+    "The first op whose floating output held a NaN or Inf (dsprof run --detect-anomaly, or "
+    "DS_LOG_LEVEL=DEBUG): one row per rank that stopped.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("step", _I64, "step the op ran in"),
+        Column("ts_ns", _I64, "when it was found, ns on the run clock"),
+        Column("op", _STR, "the op, as the dispatcher names it (aten.div.Tensor)"),
+        Column("module", _STR, "module path it ran in (forward) or for (backward), null if none"),
+        Column("phase", _STR, "forward | backward | optimizer | other"),
+        Column("autograd_node", _STR, "the autograd node running it in backward (DivBackward0)"),
+        Column("site", _STR, "file:line of the innermost script frame that led to it"),
+        Column("code", _STR, "the source text of that line"),
+        Column("kind", _STR, "nan | inf | nan+inf: what the output held"),
+        Column("output_index", _I32, "which output of the op (flattened)"),
+        Column("shape", _STR, "the output's shape (JSON text)"),
+        Column("dtype", _STR, "the output's dtype"),
+        Column("numel", _I64, "elements in the output"),
+        Column("nan_count", _I64, "NaN elements in the output"),
+        Column("inf_count", _I64, "Inf elements in the output"),
+        Column("inputs", _STR,
+               "per tensor input: shape, dtype, NaN/Inf counts, finite min/max/mean (JSON text)"),
+        Column("frames", _STR, "the script frames leading to the op, innermost first (JSON text)"),
+    ),
+)
+
 TABLES: dict[str, Table] = {t.name: t for t in (
     STEPS, OPS, KERNELS, MEMORY, DATALOADERS, HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS, COMMS,
-    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS)}
+    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS, ANOMALIES)}
 
 
 def table(name: str) -> Table:

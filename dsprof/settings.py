@@ -120,6 +120,14 @@ class Settings:
     cupti_kernels: bool = _knob(False, "DSPROF_CUPTI_KERNELS", _bool,
                                 "record every kernel of the whole run with CUPTI's activity API "
                                 "(paused while a profiler window records)")
+    detect_anomaly: bool = _knob(False, "DSPROF_DETECT_ANOMALY", _bool,
+                                 "check every op's floating outputs for NaN/Inf and stop at the "
+                                 "first (always on at DS_LOG_LEVEL=DEBUG)")
+    trace_filter: str = _knob("", "DSPROF_TRACE_FILTER", str,
+                              "which ops the DEBUG trace prints: op:, module:, step: terms")
+    trace_alloc_bytes: int = _knob(1 << 20, "DSPROF_TRACE_ALLOC_BYTES", _nonneg_int,
+                                   "the DEBUG trace logs op outputs of at least this many new "
+                                   "bytes (0: none)")
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -158,6 +166,11 @@ class Settings:
             raise ConfigError("--memory-budget must be > 0 bytes")
         if self.sample_ms < 0:
             raise ConfigError("--sample-ms must be >= 0 (0 turns sampling off)")
+        if self.trace_alloc_bytes < 0:
+            raise ConfigError("--trace-alloc-bytes must be >= 0")
+        from dsprof.collectors.trace_filter import TraceFilter
+
+        TraceFilter.parse(self.trace_filter)
 
     def knobs(self) -> dict[str, Any]:
         """The settings as JSON-friendly values, for meta.json."""
@@ -170,3 +183,24 @@ class Settings:
     @staticmethod
     def env_names() -> dict[str, str]:
         return {f.name: f.metadata["env"] for f in dataclasses.fields(Settings)}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which steps ``dsprof.profile()`` records op by op, as ``dsprof run --wait/--warmup/
+    --active/--repeat`` (and torch.profiler's ``schedule``) do. None keeps the default.
+
+    Args:
+        wait: steps skipped before each window.
+        warmup: steps the profiler warms up (not kept).
+        active: steps recorded per window.
+        repeat: number of windows (0: until the profile ends).
+    """
+
+    wait: int | None = None
+    warmup: int | None = None
+    active: int | None = None
+    repeat: int | None = None
+
+    def knobs(self) -> dict[str, int | None]:
+        return dataclasses.asdict(self)

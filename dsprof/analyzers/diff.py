@@ -2,8 +2,9 @@
 
 Everything is per step, so runs of different lengths compare: step time over the steps that
 count (a ``dsprof run``'s step 0, the setup, left out), throughput when the batch size is known
-(``steps.batch_size``), peak memory (the allocator's per-step peak, else the memory table's
-running total, else RSS), and op and module self time per *profiled* step. Findings are matched
+(``steps.batch_size``), peak memory (the allocator's per-step peak, else the live bytes of
+``memory_series``, with their split by category, else the memory table's running total, else
+RSS), and op and module self time per *profiled* step. Findings are matched
 by id (kind + key, stable across runs): in A only = resolved, in B only = new.
 
 When B was recorded with ``dsprof run --apply`` (meta ``applied``), the predicted saving of each
@@ -31,6 +32,8 @@ class Side:
     peak_bytes: int | None
     peak_source: str | None
     profiled_steps: int
+    peak_by_category: dict[str, int] = field(default_factory=dict)
+    """Live bytes per category at the peak (``memory_series``), empty without it."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def side(run: Run) -> Side:
     target = run.meta.get("target") or {}
     command = " ".join(target.get("argv") or []) or None
     return Side(str(run.path), command, int(steps or 0), step_ms, median, sps, peak, source,
-                int(profiled or 0))
+                int(profiled or 0), _peak_by_category(run))
 
 
 def _peak(run: Run) -> tuple[int | None, str | None]:
@@ -103,6 +106,10 @@ def _peak(run: Run) -> tuple[int | None, str | None]:
         v = run.sql("SELECT max(device_peak_bytes) FROM steps")[0][0]
         if v:
             return int(v), "allocator peak"
+    if run.has("memory_series"):
+        v = run.sql("SELECT max(total) FROM memory_series")[0][0]
+        if v:
+            return int(v), "live bytes"
     if run.has("memory"):
         v = run.sql("SELECT max(allocated) FROM memory")[0][0]
         if v:
@@ -112,6 +119,18 @@ def _peak(run: Run) -> tuple[int | None, str | None]:
         if v:
             return int(v), "process RSS"
     return None, None
+
+
+def _peak_by_category(run: Run) -> dict[str, int]:
+    if not run.has("memory_series"):
+        return {}
+    from dsprof.schema import table
+
+    cats = [c.name for c in table("memory_series").columns
+            if c.name not in ("rank", "device", "ts_ns", "step", "capture", "total")]
+    row = run.sql(f"SELECT {', '.join(cats)} FROM memory_series ORDER BY total DESC, ts_ns "
+                  "LIMIT 1")
+    return {c: int(v or 0) for c, v in zip(cats, row[0], strict=True)} if row else {}
 
 
 def _per_step(run: Run, column: str) -> dict[str, float]:

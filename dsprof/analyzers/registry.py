@@ -35,6 +35,8 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.step_outliers:StepOutliers",
     "dsprof.analyzers.input_pipeline:InputPipeline",
     "dsprof.analyzers.host_syncs:HostSyncs",
+    "dsprof.analyzers.checkpointing:Checkpointing",
+    "dsprof.analyzers.batch_size:BatchSize",
     "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
     "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
@@ -43,6 +45,11 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
+    "dsprof.analyzers.anomaly:Anomalies",
+    "dsprof.analyzers.grad_scaler:LossScaling",
+    "dsprof.analyzers.fusion:FusionAnalyzer",
+    "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
+    "dsprof.analyzers.precision:PrecisionAnalyzer",
 )
 
 

@@ -44,6 +44,7 @@ def main() -> None:
       dsprof analyze RUN                findings: what to change and what it saves
       dsprof diff RUN_A RUN_B           what changed between two runs
       dsprof import TRACE_OR_DIR        turn torch.profiler traces into a run
+      dsprof export RUN -f perfetto     open a run in Perfetto, chrome://tracing, TensorBoard
       dsprof dashboard RUN [RUN_B]      browse a run (or compare two) in a web dashboard
     """
 
@@ -52,11 +53,14 @@ def _register() -> None:
     from dsprof.cli.analyze import analyze_command
     from dsprof.cli.dashboard import dashboard_command
     from dsprof.cli.diff import diff_command
+    from dsprof.cli.export import export_command
     from dsprof.cli.gpu import gpu_command
     from dsprof.cli.import_cmd import import_command
     from dsprof.cli.memory import memory_command
     from dsprof.cli.run import run_command
     from dsprof.cli.summary import summary_command
+    from dsprof.cli.tune import tune_command
+    from dsprof.cli.verify import verify_command
 
     main.add_command(run_command)
     main.add_command(summary_command)
@@ -65,6 +69,9 @@ def _register() -> None:
     main.add_command(diff_command)
     main.add_command(gpu_command)
     main.add_command(memory_command)
+    main.add_command(export_command)
+    main.add_command(verify_command)
+    main.add_command(tune_command)
     main.add_command(dashboard_command)
 
 

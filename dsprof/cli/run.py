@@ -66,6 +66,22 @@ RANK_WAIT_S = 30.0
 @click.option("--nproc-per-node", "nproc_per_node", type=click.IntRange(min=1), default=None,
               help="Start N ranks through torch.distributed's elastic launcher (torchrun), "
                    "one dsprof session each, into one run directory.")
+@click.option("--detect-anomaly", "detect_anomaly", is_flag=True, default=False,
+              help="Check every op's floating outputs for NaN/Inf and stop at the first, "
+                   "naming op, module, phase, step and line [env DSPROF_DETECT_ANOMALY=1; "
+                   "always on at DS_LOG_LEVEL=DEBUG].")
+@click.option("--trace-filter", "trace_filter", default=None, metavar="TERMS",
+              help="Ops the DS_LOG_LEVEL=DEBUG trace prints, e.g. 'op:addmm module:blocks.0 "
+                   "step:3-5' [env DSPROF_TRACE_FILTER].")
+@click.option("--trace-alloc-bytes", "trace_alloc_bytes", type=int, default=None,
+              help="The DEBUG trace logs op outputs of at least this many new bytes "
+                   "[env DSPROF_TRACE_ALLOC_BYTES; default 1048576; 0: none].")
+@click.option("--apply", "apply_ids", metavar="ID[,ID]", default=None,
+              help="Apply these findings' fixes through their knobs (DS_COMPILE=...); "
+                   "recorded in meta.json with their predicted savings.")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="The run the --apply findings come from [default: the newest run in "
+                   "RUNS_DIR that has them].")
 @click.option("--dashboard", is_flag=True, default=False,
               help="When the run ends, serve its dashboard on 127.0.0.1 until Ctrl-C.")
 @click.option("--dashboard-port", type=int, default=8050, show_default=True,
@@ -77,7 +93,9 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 repeat: int | None, max_capture_s: float | None, with_stack: bool,
                 memory_budget: str | None, no_analyze: bool, quiet: bool, tf32: bool,
                 sample_ms: float | None, cupti_kernels: bool, nproc_per_node: int | None,
-                dashboard: bool, dashboard_port: int,
+                detect_anomaly: bool, trace_filter: str | None, trace_alloc_bytes: int | None,
+                apply_ids: str | None, baseline: Path | None, dashboard: bool,
+                dashboard_port: int,
                 target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
@@ -89,13 +107,16 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     them) and the exit status is the launcher's. Under your own torchrun, use
     `torchrun --nproc-per-node N -m dsprof run SCRIPT ARGS`.
     """
-    settings = Settings.load(
-        output=output, runs_dir=runs_dir, wait=wait, warmup=warmup, active=active,
-        repeat=repeat, max_capture_s=max_capture_s, with_stack=True if with_stack else None,
-        analyze=False if no_analyze else None, quiet=True if quiet else None,
-        tf32=True if tf32 else None, sample_ms=sample_ms,
-        cupti_kernels=True if cupti_kernels else None,
-        memory_budget=_budget(memory_budget))
+    overrides = {
+        "output": output, "runs_dir": runs_dir, "wait": wait, "warmup": warmup,
+        "active": active, "repeat": repeat, "max_capture_s": max_capture_s,
+        "with_stack": True if with_stack else None, "analyze": False if no_analyze else None,
+        "quiet": True if quiet else None, "tf32": True if tf32 else None,
+        "sample_ms": sample_ms, "cupti_kernels": True if cupti_kernels else None,
+        "memory_budget": _budget(memory_budget),
+        "detect_anomaly": True if detect_anomaly else None, "trace_filter": trace_filter,
+        "trace_alloc_bytes": trace_alloc_bytes}
+    settings = Settings.load(**overrides)
     ranks = RankEnv.from_env()
     # under the user's torchrun, rank 0 speaks for the job; the other ranks log to their files
     if log.configure(quiet=settings.quiet or (ranks.distributed and not ranks.coordinator)) \
@@ -108,6 +129,15 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         tgt = launch.prepare_script(target[0], target[1:])
     else:
         raise click.UsageError("give a SCRIPT to run (or -m MODULE)")
+    applied = None
+    if apply_ids is not None:
+        from dsprof.apply.plan import parse_ids, plan
+
+        applied = plan(parse_ids(apply_ids), baseline, settings.runs_dir)
+        os.environ.update(applied.env)  # ranks started below inherit the knobs too
+        settings = Settings.load(**overrides)  # knobs that are settings (DS_ENABLE_TENSOR_CORE)
+    elif baseline is not None:
+        raise click.UsageError("--baseline goes with --apply ID")
     if nproc_per_node is not None:
         if ranks.distributed:
             raise ConfigError("--nproc-per-node inside a rank of a distributed job: run "
@@ -125,6 +155,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         log.attach_file(run.log_path)
     session = Session(settings, run, tgt.to_json(), ranks)
     session.start()
+    if applied is not None:
+        run.update_meta(applied=applied.to_json())
     previous = _terminate_as_exit()
     try:
         outcome = launch.run(tgt)

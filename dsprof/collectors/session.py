@@ -10,6 +10,7 @@ once and disables that collector; it never fails the user's script.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import platform
 import socket
@@ -19,10 +20,15 @@ from typing import Any
 import orjson
 
 from dsprof._version import __version__
+from dsprof.apply import AppliedKnobs
+from dsprof.apply import from_env as knobs_from_env
+from dsprof.apply import install as knobs_install
 from dsprof.collectors import clock
+from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
+from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.samples import MetricSampler, start_sampler
@@ -66,10 +72,13 @@ class Session:
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
         self.memory: MemoryCollector | None = None
+        self.knobs: AppliedKnobs | None = None
         self.data: DataLoaderCollector | None = None
         self.syncs: HostSyncCollector | None = None
         self.sampler: MetricSampler | None = None
         self.cupti: CuptiKernelCollector | None = None
+        self.scaler: GradScalerMonitor | None = None
+        self.watcher: Any = None  # DispatchWatcher at DEBUG or with --detect-anomaly
         self._finished = False
         self._timeline_ok = True
         self._clock: dict[str, Any] | None = None
@@ -88,6 +97,7 @@ class Session:
         import torch
 
         self.device = detect()
+        self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
         if self.settings.tf32:
             enable_tf32()
             logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
@@ -119,6 +129,8 @@ class Session:
             "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
+            "host_bandwidth": measure_host_bandwidth(),
+            "knobs": self.knobs.report(),
             "precision": precision_state(),
         }
         if not self.ranks.distributed:
@@ -145,10 +157,13 @@ class Session:
                                              nvml_bus_id(self.device))
             except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
                 logger.error("metric sampler failed to start: %s: %s", type(exc).__name__, exc)
+        self.scaler = GradScalerMonitor(self.steps.scaler_update)
+        self.scaler.install()
         try:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
             self._disable_timeline(exc)
+        self._start_watcher()
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
@@ -163,6 +178,20 @@ class Session:
         if self.cupti is not None and self.timeline is not None:
             self.timeline.before_profiler = self.cupti.pause
             self.timeline.after_profiler = self.cupti.resume
+    def _start_watcher(self) -> None:
+        """The live op trace (DEBUG) and NaN/Inf check (--detect-anomaly, and DEBUG)."""
+        trace = logger.isEnabledFor(logging.DEBUG)
+        if not (trace or self.settings.detect_anomaly):
+            return
+        from dsprof.collectors.dispatch_watch import DispatchWatcher
+        from dsprof.collectors.trace_filter import TraceFilter
+
+        assert self.steps is not None
+        self.watcher = DispatchWatcher(
+            trace=trace, check=True, trace_filter=TraceFilter.parse(self.settings.trace_filter),
+            alloc_bytes=self.settings.trace_alloc_bytes, raw_dir=self.raw, rank=self.rank,
+            now_ns=self.steps.now_ns)
+        self.watcher.start()
 
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
@@ -174,6 +203,8 @@ class Session:
             self._backend = _backend()  # scripts destroy their group before exit
         if self.memory is not None and self.steps is not None:
             self.memory.on_step(step, self.steps.boundaries_ns[-1])
+        if self.watcher is not None:
+            self.watcher.on_step(step)
         if not self._timeline_ok or self.timeline is None:
             return
         try:
@@ -199,8 +230,14 @@ class Session:
         if _current is self:
             _current = None
         steps, timeline = self.steps, self.timeline
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scaler is not None:
+            self.scaler.uninstall()
         if steps is not None:
             steps.uninstall()
+        if self.knobs is not None:
+            self.knobs.uninstall()
         for hooks in (self.data, self.syncs):
             if hooks is not None:
                 hooks.uninstall()
@@ -246,6 +283,7 @@ class Session:
             windows=windows,
             capped=any(w["capped"] for w in windows),
             max_capture_s=self.settings.max_capture_s,
+            knobs=self.knobs.report() if self.knobs is not None else {},
             precision=precision_state(),
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,

@@ -51,6 +51,9 @@ class StepCollector:
         self._leader: weakref.ref[Any] | None = None
         self._hook: Any = None
         self._process = psutil.Process()
+        # GradScaler, per step number: (loss scale after update, optimizer step skipped)
+        self.scaler: dict[int, tuple[float, bool]] = {}
+        self._stepped_since_update = False
 
     def now_ns(self) -> int:
         """Epoch ns from the monotonic clock: the clock Kineto traces use, without NTP jumps."""
@@ -81,6 +84,7 @@ class StepCollector:
         elif self._leader() is not optimizer:
             return
         self.source = "optimizer"
+        self._stepped_since_update = True
         self.boundary()
 
     def manual_step(self) -> None:
@@ -90,6 +94,27 @@ class StepCollector:
                             "not from the optimizer")
             self.source = "manual"
         self.boundary()
+
+    def scaler_update(self, scale: float, skipped: bool) -> None:
+        """A ``GradScaler.update()``: record the scale for its step.
+
+        With optimizer-marked steps the update follows the boundary of the step it belongs
+        to, unless the scaler skipped ``optimizer.step()``: then no hook fired, and the update
+        marks the boundary itself. With ``dsprof.step()`` it belongs to the step in progress.
+        """
+        if self.source == "manual":
+            step = len(self.boundaries_ns)
+        else:
+            if skipped and not self._stepped_since_update:
+                self.source = "optimizer"
+                self.boundary()
+            step = len(self.boundaries_ns) - 1
+        self._stepped_since_update = False
+        if step >= 0:
+            self.scaler[step] = (scale, skipped)
+            if skipped:
+                logger.info("step %d: GradScaler skipped the optimizer step (inf/NaN "
+                            "gradients); loss scale now %g", step, scale)
 
     def boundary(self) -> None:
         end = self.now_ns()
@@ -115,6 +140,7 @@ class StepCollector:
         self.on_boundary(step)
 
     def record(self) -> dict[str, Any]:
+        n = len(self.boundaries_ns)
         return {
             "source": self.source or "none",
             "start_ns": self.start_ns,
@@ -124,4 +150,6 @@ class StepCollector:
             "cpu_ns": self.cpu_ns,
             "data_wait_ns": self.data_wait_ns,
             "batch_size": self.batch_size,
+            "loss_scale": [self.scaler[i][0] if i in self.scaler else None for i in range(n)],
+            "skipped": [self.scaler[i][1] if i in self.scaler else None for i in range(n)],
         }

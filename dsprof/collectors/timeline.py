@@ -13,13 +13,12 @@ record_and_save  the last active step of a window: saved when it ends
 ==========  ==========================================================================
 
 Steps 1.. follow torch's ``schedule(wait, warmup, active, repeat)`` arithmetic. Saving writes
-Kineto's JSON with its own C++ writer; nothing is parsed inside the training loop, except at
-``DS_LOG_LEVEL=DEBUG``, where each window's ops are logged as the window closes.
+Kineto's JSON with its own C++ writer; nothing is parsed inside the training loop (the DEBUG
+op trace is live, from the dispatch watcher, not from these traces).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -221,10 +220,6 @@ class TimelineCollector:
             self.listener.window_stopped(path.name)
         logger.debug("timeline: window %d (steps %s) saved to %s in %.0f ms", window.index,
                      window.steps, path, (time.perf_counter() - t0) * 1e3)
-        if logger.isEnabledFor(logging.DEBUG):
-            from dsprof.ingest.oplog import log_trace_ops
-
-            log_trace_ops(path)
 
     def _check_cap(self, module: Any, args: Any) -> None:
         if time.perf_counter() < self._deadline or threading.get_ident() != self._thread:

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.anomalies import anomaly_rows
 from dsprof.ingest.comms import build_comms
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import split
@@ -45,8 +46,9 @@ from dsprof.ingest.steps import (
 )
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
+from dsprof.rundir import ANOMALY_FILE, CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
 from dsprof.schema import (
+    ANOMALIES,
     COMMS,
     CUPTI_KERNELS,
     DATALOADERS,
@@ -63,7 +65,8 @@ TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz", "
 
 
 def is_trace_file(path: Path) -> bool:
-    return (path.is_file() and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE)
+    return (path.is_file()
+            and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE, ANOMALY_FILE)
             and path.name.endswith(TRACE_SUFFIXES))
 
 
@@ -189,6 +192,9 @@ def ingest_rank(run: RunDir, rank: int,
                 if (raw / fname).is_file():
                     doc_ = orjson.loads((raw / fname).read_bytes())
                     stage(tname, table, [build(doc_, rank, spans)])
+            anomaly_file = raw / ANOMALY_FILE
+            stage("anomalies", ANOMALIES, [anomaly_rows(orjson.loads(anomaly_file.read_bytes()),
+                                                        rank)] if anomaly_file.is_file() else [])
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
             memory = None

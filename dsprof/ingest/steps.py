@@ -53,6 +53,8 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
         "source": ["trace"] * n,
         "data_wait_ns": [None] * n,
         "batch_size": [None] * n,
+        "loss_scale": [None] * n,
+        "skipped": [None] * n,
     }
 
 
@@ -86,6 +88,8 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
         "source": [rec.get("source", "optimizer")] * n,
         "data_wait_ns": _padded(rec.get("data_wait_ns") or [], n),
         "batch_size": _padded(rec.get("batch_size") or [], n),
+        "loss_scale": _padded(rec.get("loss_scale") or [], n),
+        "skipped": _padded(rec.get("skipped") or [], n),
     }
 
 

@@ -33,6 +33,10 @@ def render_diff(d: RunDiff, console: Console) -> None:
         t.add_row(f"peak memory ({d.a.peak_source or d.b.peak_source})",
                   fmt_bytes(d.a.peak_bytes), fmt_bytes(d.b.peak_bytes),
                   _pct(d.a.peak_bytes, d.b.peak_bytes))
+    for cat in sorted(set(d.a.peak_by_category) | set(d.b.peak_by_category)):
+        va, vb = d.a.peak_by_category.get(cat), d.b.peak_by_category.get(cat)
+        if va or vb:
+            t.add_row(f"  {cat} at the peak", fmt_bytes(va), fmt_bytes(vb), _pct(va, vb))
     console.print(t)
     if d.applied:
         a = Table(title="Applied findings: predicted vs measured", title_justify="left")

@@ -113,3 +113,28 @@ def test_diff_compares_two_runs(runs):
     assert wait in after  # the same problem keeps its id in the second run
     text = dsprof("diff", str(a), str(b))
     assert text.code == 0 and "mean step" in text.stdout and "samples/s" in text.stdout
+
+
+def test_apply_the_dataloader_finding_and_diff_predicted_vs_measured(runs, tmp_path):
+    base = runs["slow_loader"]
+    wait = next(f for f in _findings(base) if f["kind"] == "input.dataloader_wait")
+    out = tmp_path / "applied"
+    res = dsprof("run", "-q", "--apply", wait["id"], "--baseline", str(base), "-o", str(out),
+                 str(EXAMPLES / "slow_loader.py"), "--steps", "12", "--read-ms", "1.5",
+                 "--batch-size", "16", cwd=REPO)
+    assert res.code == 0, res.stderr
+    m = json.loads((out / "meta.json").read_text())
+    assert [f["id"] for f in m["applied"]["findings"]] == [wait["id"]]
+    knob = m["knobs"]["DS_DATALOADER_WORKERS"]
+    assert knob["workers"] == wait["data"]["advised_workers"]
+    assert knob["loaders_changed"] == ["SlowDataset"]
+    from dsprof.run import load
+
+    with load(out) as run:
+        assert run.sql("SELECT num_workers, persistent_workers FROM dataloaders")[0] == \
+            (wait["data"]["advised_workers"], True)
+    d = json.loads(dsprof("diff", str(base), str(out), "--json").stdout)
+    (applied,) = d["applied"]
+    assert applied["id"] == wait["id"]
+    assert applied["predicted_saving_ms"] == pytest.approx(wait["saving_s"] * 1e3)
+    assert applied["measured_saving_ms"] == pytest.approx(d["a"]["step_ms"] - d["b"]["step_ms"])

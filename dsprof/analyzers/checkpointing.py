@@ -1,0 +1,177 @@
+"""Activation checkpointing: which modules to wrap, the peak it leaves, the time it costs.
+
+Example:
+    TransformerLM.blocks.* save 2.5 MiB each for backward; checkpointing both takes the peak
+    from 24.0 MiB to 19.4 MiB for one more forward of each block (+41 ms a step).
+
+Pattern:
+    A module's forward saves tensors for its backward (``modules.activation_bytes``: what it
+    created and saved, not its inputs, which checkpoint keeps). Wrapped in
+    ``torch.utils.checkpoint.checkpoint``, it keeps only its inputs, and recomputes its forward
+    just before its backward.
+
+Algorithm:
+    The peak step's live bytes over time (``memory_series``) and each module's window, from
+    the end of its forward to the start of its backward (``ops``), give the peak with any set
+    of modules checkpointed: their saved bytes are gone inside their windows
+    (:mod:`dsprof.analyzers.memory_model`). A tree DP over the module hierarchy
+    (:mod:`dsprof.analyzers.checkpoint_plan`; never a block and its child) proposes the sets on
+    the Pareto front of freed bytes against recompute time; the timeline prices them. The
+    advised plan is the cheapest one under the memory budget when the peak is over it; else the
+    knee of the front: the plan with the largest share of peak saved less share of step time
+    added, when it saves at least ``MIN_SHARE`` of the peak. With no plan advised, an ``info``
+    finding (no saving, no knob) names the lowest-peak plan. The whole front goes in
+    ``data.front`` for the dashboard.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dsprof.analyzers.checkpoint_plan import Candidate, PlanPoint, cheapest_under, pareto_front
+from dsprof.analyzers.memory_model import (
+    CheckpointTimeline,
+    memory_budget,
+    module_windows,
+    peak_timeline,
+    unprofiled_ratio,
+)
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+from dsprof.render.summary import fmt_bytes
+
+MIN_SHARE = 0.10  # a plan saving less of the peak than this is not worth a finding
+
+
+class CheckpointPlan:
+    """The front and the advised plan for a run, shared with the batch-size analyzer."""
+
+    def __init__(self, timeline: CheckpointTimeline, front: list[PlanPoint],
+                 advised: PlanPoint | None, target: int | None, time_ratio: float):
+        self.timeline, self.front, self.advised, self.target = timeline, front, advised, target
+        self.time_ratio = time_ratio
+        """Unprofiled over profiled step time: scales the profiled forward times."""
+
+    def members(self, point: PlanPoint) -> list[int]:
+        index = {w.name: i for i, w in enumerate(self.timeline.windows)}
+        return [index[n] for n in point.modules]
+
+
+def checkpoint_plan(ctx: Context) -> CheckpointPlan | None:
+    """Solve the run's checkpointing front (None without memory and module tables)."""
+    timeline = peak_timeline(ctx.run)
+    if timeline is None:
+        return None
+    windows = module_windows(ctx.run, timeline.rank, timeline.step)
+    if not windows:
+        return None
+    model = CheckpointTimeline(timeline, windows)
+    # Forward times come from a profiled step; scale them to the run without the profiler.
+    ratio = unprofiled_ratio(ctx.run, timeline.rank, timeline.step)
+    cands = [Candidate(w.name, w.freed, w.cost_s * ratio) for w in windows]
+    front = pareto_front(cands, timeline.peak, evaluate=model.peaks)
+    budget = memory_budget(ctx.meta, timeline.rank)
+    step_s = ctx.step_s or 0.0
+    if budget is not None and timeline.peak > budget.bytes:
+        return CheckpointPlan(model, front, cheapest_under(front, budget.bytes), budget.bytes,
+                              ratio)
+    best, best_score = None, 0.0
+    for p in front[1:]:
+        saved = (timeline.peak - p.peak) / timeline.peak
+        score = saved - (p.cost_s / step_s if step_s else 0.0)
+        if saved >= MIN_SHARE and score > best_score:
+            best, best_score = p, score
+    return CheckpointPlan(model, front, best, None, ratio)
+
+
+def module_patterns(chosen: tuple[str, ...], all_names: list[str]) -> list[str]:
+    """Module paths for ``DS_GRADIENT_CHECKPOINTING``, with ``parent.*`` for a container whose
+    numbered children are all chosen (``TransformerLM.blocks.*``)."""
+    chosen_set = set(chosen)
+    out: list[str] = []
+    done: set[str] = set()
+    for name in chosen:
+        parent, _, last = name.rpartition(".")
+        if parent and last.isdigit():
+            siblings = {n for n in all_names
+                        if re.fullmatch(re.escape(parent) + r"\.\d+", n)}
+            if siblings <= chosen_set:
+                if parent not in done:
+                    done.add(parent)
+                    out.append(f"{parent}.*")
+                continue
+        out.append(name)
+    return out
+
+
+class Checkpointing(Analyzer):
+    name = "checkpointing"
+    requires = ("modules", "memory_series", "ops")
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        rows = ctx.run.sql("SELECT count(*) FROM modules WHERE activation_bytes > 0")
+        if not rows[0][0]:
+            return "no module saved tensors for backward in the profiled steps (no training?)"
+        return None
+
+    def run(self, ctx: Context) -> list[Finding]:
+        plan = checkpoint_plan(ctx)
+        if plan is None or len(plan.front) < 2:
+            return []
+        # Not advised (no budget pressure, and it costs more time than it saves memory): an
+        # info finding with the lowest-peak plan, so the front still reaches the dashboard.
+        advised = plan.advised is not None
+        p, t = plan.advised or plan.front[-1], plan.timeline.timeline
+        names = [n for (n,) in ctx.run.sql("SELECT DISTINCT name FROM modules ORDER BY name")]
+        patterns = module_patterns(p.modules, names)
+        roots = sorted({w.name.split(".", 1)[0] for w in plan.timeline.windows})
+        step_s = ctx.step_s or 0.0
+        cost = (f"+{p.cost_s * 1e3:.1f} ms a step" +
+                (f" ({p.cost_s / step_s:.0%})" if step_s else ""))
+        why = (f"over the budget of {fmt_bytes(plan.target)}" if plan.target is not None
+               else "the best memory saved per time added on the front" if advised
+               else f"the lowest peak on the front; not advised: the peak fits (no budget "
+                    f"pressure) and no plan saves {MIN_SHARE:.0%} of it for less than its "
+                    "share of step time")
+        by_name = {w.name: w for w in plan.timeline.windows}
+        evidence = tuple(
+            Evidence(f"{n}: {fmt_bytes(by_name[n].freed)} saved for backward, forward "
+                     f"{by_name[n].cost_s * plan.time_ratio * 1e3:.1f} ms", module=n,
+                     rank=t.rank, step=t.step,
+                     value=float(by_name[n].freed))
+            for n in sorted(p.modules, key=lambda n: -by_name[n].freed)[:12])
+        target_cmd = ctx.target_command or "SCRIPT ARGS"
+        env = ",".join(patterns)
+        return [Finding(
+            analyzer=self.name, kind="memory.checkpointing", key=",".join(roots),
+            title=(f"{'Checkpoint' if advised else 'Checkpointing'} "
+                   f"{', '.join(patterns[:3])}{' ...' if len(patterns) > 3 else ''}"
+                   f"{':' if advised else ' would take the'}"
+                   f" peak {fmt_bytes(t.peak)} -> {fmt_bytes(p.peak)}, {cost}"
+                   f"{'' if advised else ' (not advised)'}"),
+            saving_bytes=t.peak - p.peak if advised else 0, confidence="medium",
+            explanation=(
+                f"The peak ({fmt_bytes(t.peak)}, step {t.step}, rank {t.rank}) holds "
+                f"{fmt_bytes(t.parts.get('activation', 0))} of activations. Checkpointing "
+                f"{len(p.modules)} module(s) drops {fmt_bytes(p.freed)} they save for backward "
+                f"until each one's backward recomputes it (at most "
+                f"{fmt_bytes(p.recompute_peak)} back at once): predicted peak "
+                f"{fmt_bytes(p.peak)}, for one more forward of each, {cost}. Chosen as {why}; "
+                f"the front has {len(plan.front)} plans (data.front)."),
+            evidence=evidence,
+            fix=("from torch.utils.checkpoint import checkpoint\n"
+                 "# in the parent's forward, instead of y = module(x):\n"
+                 "y = checkpoint(module, x, use_reentrant=False)\n"
+                 f"# modules: {', '.join(patterns)}\n"
+                 "# or, without editing the model's code:\n"
+                 "from dsprof.apply.checkpointing import checkpoint_modules\n"
+                 f"checkpoint_modules(model, {patterns!r})"),
+            apply={"DS_GRADIENT_CHECKPOINTING": env} if advised else {},
+            verify=f"dsprof run --apply {{id}} --baseline {{run}} {target_cmd}" if advised
+            else f"DS_GRADIENT_CHECKPOINTING={env} dsprof run {target_cmd}",
+            data={"peak": t.peak, "target": plan.target, "step_s": step_s,
+                  "front": [{"peak": q.peak, "cost_s": round(q.cost_s, 9), "freed": q.freed,
+                             "modules": list(q.modules)} for q in plan.front],
+                  "advised": {"peak": p.peak, "cost_s": p.cost_s, "modules": list(p.modules),
+                              "patterns": patterns}},
+        )]

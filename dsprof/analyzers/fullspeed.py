@@ -1,0 +1,59 @@
+"""Full-speed steps, and what the profiler adds to each op it records.
+
+A ``dsprof run`` times every step, but records ops only in its windows, where each op costs
+extra (the profiler's bookkeeping, shapes, allocations). Steps 0 and 1 (setup; first calls,
+where ``DS_COMPILE`` compiles), each window's steps and warm-up, and the step after a window
+(the trace is written then) are not at full speed; the rest are.
+
+Savings that are counted in ops (dispatch overhead, launches) would be overstated if measured
+on profiled ops alone: :func:`profiler_cost_per_op` estimates what recording adds to each op.
+Analyzers subtract it per op removed, so findings are in full-speed seconds; ``dsprof verify``
+measures full-speed steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dsprof.run import Run
+
+FIRST_FULL_SPEED_STEP = 2
+
+
+def full_speed_steps(run: Run, rank: int = 0) -> list[tuple[int, int]]:
+    """(step, dur_ns) of the full-speed steps of ``rank``."""
+    if not run.has("steps") or run.meta.get("source") != "run":
+        return []
+    rows = run.sql("SELECT step, dur_ns FROM steps WHERE rank = ? AND dur_ns > 0 ORDER BY step",
+                   [rank])
+    settings: dict[str, Any] = run.meta.get("settings") or {}
+    warmup = int(settings.get("warmup", 1) or 0)
+    if int(settings.get("wait", 0) or 0) == 0:
+        warmup = max(warmup, 1)
+    excluded: set[int] = set()
+    for w in run.meta.get("windows") or []:
+        steps = w.get("steps") or []
+        if steps:
+            excluded.update(range(min(steps) - warmup, max(steps) + 2))
+    return [(int(s), int(d)) for s, d in rows
+            if s >= FIRST_FULL_SPEED_STEP and s not in excluded]
+
+
+# Ops that do no work (metadata only): what they take under the profiler is its cost per op.
+_NO_WORK = ("aten::resolve_conj", "aten::as_strided", "aten::alias", "detach")
+
+
+def profiler_cost_per_op(run: Run) -> float:
+    """Seconds the profiler adds per recorded op: the median duration of recorded ops that do
+    no work (``resolve_conj``, ``as_strided``, ...), which run in well under a microsecond
+    unrecorded. 0 for imports (no full-speed steps to compare with) and without such ops.
+
+    The step-time difference between profiled and full-speed steps would say the same on a
+    quiet machine, but on a shared one it moves with the load from step to step.
+    """
+    if run.meta.get("source") != "run" or not run.has("ops"):
+        return 0.0
+    names = ", ".join(f"'{n}'" for n in _NO_WORK)
+    row = run.sql(f"""SELECT median(dur_ns), count(*) FROM ops WHERE name IN ({names})
+                      AND step IN (SELECT step FROM steps WHERE profiled)""")[0]
+    return float(row[0]) / 1e9 if row[1] else 0.0

@@ -1,0 +1,208 @@
+"""Fusion analyzer: op chains that one kernel could run, named where a library op exists.
+
+Example:
+    ``FusionMLP.blocks.0.act`` computes a tanh GELU from 8 pointwise ops on a (2048, 256)
+    activation; each reads and writes 2 MiB. Fused, they read x once and write y once.
+
+Pattern: chains found by :mod:`dsprof.analyzers.fusion_chains` in the forward pass, grouped by
+op sequence and by module path with layer indices folded (``blocks.*.act``), then named:
+
+========================  ============================================================
+``fusion.attention``      scale/mask/softmax between two matmuls -> SDPA
+``fusion.hand_norm``      mean/rsqrt chains -> nn.LayerNorm / nn.RMSNorm
+``fusion.hand_gelu``      tanh or erf GELU written out -> F.gelu
+``fusion.hand_softmax``   exp / sum / div -> torch.softmax
+``fusion.conv_bn``        Conv -> BatchNorm (-> ReLU): fold (inference) or compile (training)
+``fusion.linear_activation``  Linear -> activation on a GPU: an epilogue-fused GEMM
+``fusion.pointwise_chain``    anything else
+========================  ============================================================
+
+Algorithm: the saving per instance is :func:`fusion_chains.chain_saving` (intermediate bytes
+over the measured bandwidth, plus the per-op overhead of the ops removed), the backward part
+scaled in proportion, summed over instances and divided by the profiled steps. The fix that
+dsprof can apply is ``DS_COMPILE=<modules>`` (torch.compile of the module holding the chain);
+the library-op replacement is the code to paste.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from dsprof.analyzers.fusion_chains import (
+    CONV,
+    MATMUL,
+    POINTWISE,
+    Chain,
+    backward_saving,
+    chain_bytes,
+    chain_saving,
+    find_chains,
+)
+from dsprof.analyzers.optable import OpTable
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+
+MIN_SAVING_S = 20e-6
+UNATTRIBUTED = "(no module)"
+"""Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
+MIN_STEP_SHARE = 0.005
+
+
+def fold_indices(module: str) -> str:
+    """``M.blocks.3.attn`` -> ``M.blocks.*.attn``: layers of one stack are one finding."""
+    return re.sub(r"(?<=\.)\d+(?=\.|$)", "*", module)
+
+
+def classify(chain: Chain, device: bool) -> str:
+    names = set(chain.names)
+    before = chain.before.name if chain.before is not None else ""
+    if before in CONV and chain.ops[0].name == "aten::batch_norm":
+        return "fusion.conv_bn"
+    if {"softmax", "_softmax"} & names and before in MATMUL:
+        return "fusion.attention"
+    if {"mean", "var"} & names and {"rsqrt", "sqrt", "div"} & names:
+        return "fusion.hand_norm"
+    if "tanh" in names and ({"pow", "mul"} & names) or "erf" in names:
+        return "fusion.hand_gelu"
+    if {"exp", "sum", "div"} <= names:
+        return "fusion.hand_softmax"
+    if len(chain.ops) == 1 and before in MATMUL:
+        return "fusion.linear_activation" if device else ""
+    return "fusion.pointwise_chain"
+
+
+class FusionAnalyzer(Analyzer):
+    name = "fusion"
+    requires = ("ops",)
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        has_shapes = ctx.run.sql(
+            "SELECT EXISTS (SELECT 1 FROM ops WHERE input_shapes IS NOT NULL)")[0][0]
+        if not has_shapes:
+            return "the trace has no input shapes (record it with record_shapes=True)"
+        return None
+
+    def run(self, ctx: Context) -> list[Finding]:
+        table = OpTable(ctx)
+        bandwidth, bw_source = table.bandwidth(POINTWISE)
+        if bandwidth is None:
+            return []
+        overhead = table.op_overhead_s(POINTWISE)
+        groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[Chain, float, float, float]]]
+        groups = defaultdict(list)
+        for sequence in table.sequences:
+            for chain in find_chains(sequence, table.called_modules or None):
+                kind = classify(chain, table.device)
+                module = chain.module
+                if not kind:
+                    continue
+                fwd_saving, fwd_now = chain_saving(chain, bandwidth, overhead,
+                                                   table.profiler_cost_s)
+                bwd_now = table.backward_time(list(chain.ops))
+                bwd_saving = backward_saving(chain, table.backward_ops(list(chain.ops)),
+                                             bwd_now, bandwidth, overhead, table.profiler_cost_s)
+                pattern = fold_indices(module) if module else UNATTRIBUTED
+                groups[(kind, pattern, chain.names)].append(
+                    (chain, fwd_saving + bwd_saving, fwd_now, bwd_now))
+        step_s = ctx.step_s or 0.0
+        findings = []
+        for (kind, pattern, names), items in sorted(groups.items()):
+            saving = sum(s for _, s, _, _ in items) / table.n_steps
+            if saving < max(MIN_SAVING_S, MIN_STEP_SHARE * step_s):
+                continue
+            findings.append(self._finding(ctx, table, kind, pattern, names, items, saving,
+                                          bandwidth, bw_source, overhead))
+        return findings
+
+    def _finding(self, ctx: Context, table: OpTable, kind: str, pattern: str,
+                 names: tuple[str, ...], items: list[tuple[Chain, float, float, float]],
+                 saving: float, bandwidth: float, bw_source: str, overhead: float) -> Finding:
+        modules = sorted({c.module for c, _, _, _ in items if c.module})
+        per_step = len(items) / table.n_steps
+        total, fused = chain_bytes(items[0][0])
+        fwd_now = sum(f for _, _, f, _ in items) / table.n_steps
+        bwd_now = sum(b for _, _, _, b in items) / table.n_steps
+        chain_txt = " -> ".join(names)
+        where = pattern if len(modules) != 1 else modules[0]
+        title, fix = _advice(kind, where, chain_txt, items[0][0])
+        time_word = "device" if table.device else "host"
+        explanation = (
+            f"{len(names)} ops ({chain_txt}) run {per_step:g} time(s) per step in {where}, "
+            f"taking {fwd_now * 1e3:.3f} ms forward and {bwd_now * 1e3:.3f} ms in their "
+            f"backward per step ({time_word} time). One instance moves {total / 2**20:.2f} MiB "
+            f"op by op; a fused kernel moves {fused / 2**20:.2f} MiB (external inputs and the "
+            f"output). At {bandwidth / 1e9:.1f} GB/s ({bw_source}) the intermediates cost "
+            f"{(total - fused) / bandwidth * 1e3:.3f} ms per instance, plus "
+            f"{max(0.0, overhead - table.profiler_cost_s) * 1e6:.1f} us per op removed "
+            f"(measured {overhead * 1e6:.1f} us, of which the profiler adds "
+            f"{table.profiler_cost_s * 1e6:.1f} us). The backward's ops are costed the same way; "
+            "fused, it reads the forward's inputs and the output gradient and writes the input "
+            "gradient. "
+            "Shapes and order show the chain, not tensor identity: if another op also reads "
+            "an intermediate, the fused kernel still writes it and the saving is smaller.")
+        evidence = []
+        seen: set[str] = set()
+        for chain, s, _, _ in items:
+            if chain.module in seen or len(evidence) >= 6:
+                continue
+            seen.add(chain.module or "")
+            first, last = chain.ops[0], chain.ops[-1]
+            evidence.append(Evidence(
+                text=f"{chain_txt} in {chain.module}, step {first.step}", rank=first.rank,
+                step=first.step, start_ns=first.start_ns, end_ns=last.end_ns,
+                op_ids=tuple(op.id for op in chain.ops), module=chain.module, value=s))
+        # No module to compile when the trace names none: the fix is code, not a knob.
+        apply = {"DS_COMPILE": ",".join(modules)} if modules else {}
+        confidence = "medium" if kind != "fusion.linear_activation" else "low"
+        return Finding(
+            analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
+            saving_s=saving, confidence=confidence, explanation=explanation,
+            evidence=tuple(evidence), fix=fix, apply=apply,
+            verify="dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
+            else "",
+            data={"modules": modules, "ops": list(names), "bytes_unfused": total,
+                  "bytes_fused": fused, "instances_per_step": per_step,
+                  "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,
+                  "forward_s": fwd_now, "backward_s": bwd_now})
+
+
+def _advice(kind: str, where: str, chain_txt: str, chain: Chain) -> tuple[str, str]:
+    compile_fix = (f"# compile the module that holds the chain (fuses forward and backward)\n"
+                   f"{_attr(where)}.compile()   # or: torch.compile(model)")
+    names = set(chain.names)
+    if kind == "fusion.attention":
+        return (f"Use F.scaled_dot_product_attention in {where} (hand-written attention)",
+                "y = torch.nn.functional.scaled_dot_product_attention(q, k, v, "
+                "attn_mask=mask, is_causal=...)  # replaces matmul/scale/mask/softmax/matmul\n"
+                + compile_fix)
+    if kind == "fusion.hand_norm":
+        layer = "nn.LayerNorm" if "sub" in names else "nn.RMSNorm"
+        return (f"Replace the hand-written norm in {where} with {layer}",
+                f"self.norm = torch.{layer}(width)   # one fused kernel\n" + compile_fix)
+    if kind == "fusion.hand_gelu":
+        approx = ', approximate="tanh"' if "tanh" in names else ""
+        return (f"Replace the hand-written GELU in {where} with F.gelu",
+                f"y = torch.nn.functional.gelu(x{approx})\n" + compile_fix)
+    if kind == "fusion.hand_softmax":
+        return (f"Replace the hand-written softmax in {where} with torch.softmax",
+                "y = torch.softmax(x, dim=-1)\n" + compile_fix)
+    if kind == "fusion.conv_bn":
+        return (f"Fuse Conv-BatchNorm{'-ReLU' if len(chain.ops) > 1 else ''} in {where}",
+                "# training: compile the block (BN + ReLU fuse into one pass)\n" + compile_fix
+                + "\n# inference: fold BN into the conv weights\n"
+                "model = torch.fx.experimental.optimization.fuse(model.eval())")
+    if kind == "fusion.linear_activation":
+        return (f"Fuse the Linear and its activation in {where}",
+                "# cuBLASLt epilogue fusion via torch.compile(mode='max-autotune')\n" + compile_fix)
+    return (f"Fuse {len(chain.ops)} pointwise ops ({chain_txt}) in {where}", compile_fix)
+
+
+def _attr(path: str) -> str:
+    """``M.blocks.*.act`` -> ``model.blocks[i].act`` for the fix text."""
+    parts = path.split(".")[1:]
+    out = "model"
+    for p in parts:
+        out += "[i]" if p == "*" else f"[{p}]" if p.isdigit() else f".{p}"
+    return out
+

@@ -1,0 +1,167 @@
+"""The op sequences the fusion analyzers read, with the time each op costs.
+
+A *top-level* op is a ``cpu_op`` whose parent is not another ``cpu_op`` (it is called from
+Python, under a module span or an annotation), so ``aten::add`` counts once and its
+``aten::empty`` child does not. Forward sequences are the top-level forward ops of one
+(rank, thread, step) in start order. An op's *time* is its host duration on a CPU run, and
+the summed duration of the kernels launched under it on a run with device kernels (the host
+side of a GPU op is launch overhead, which the device hides while it is busy).
+
+The backward cost of a forward op is the ``autograd::engine::evaluate_function`` node with the
+same autograd ``seq`` number: the ops its backward runs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from dsprof.analyzers.fullspeed import profiler_cost_per_op
+from dsprof.analyzers.opbytes import DEFAULT_OP_OVERHEAD_S, OpIO, op_io
+from dsprof.analyzers.registry import Context
+
+
+@dataclass(frozen=True)
+class Op:
+    rank: int
+    step: int | None
+    id: int
+    name: str
+    start_ns: int
+    end_ns: int
+    time_s: float
+    module: str | None
+    io: OpIO | None
+    seq: int | None
+    dtypes: str | None
+
+    @property
+    def short(self) -> str:
+        return self.name.removeprefix("aten::")
+
+
+class OpTable:
+    """Forward op sequences, backward times by seq, and per-op overhead, for one run."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.device = ctx.nonempty("kernels") and bool(ctx.run.sql(
+            "SELECT EXISTS (SELECT 1 FROM kernels WHERE kind = 'compute')")[0][0])
+        self.steps_filter = self._steps_filter()
+        self._device_time: dict[tuple[int, int], float] = (
+            self._kernel_time_by_op() if self.device else {})
+        self.sequences = self._forward_sequences()
+        self.backward_s = self._backward_by_seq()
+        self._backward_ops: dict[tuple[int, int], list[Op]] | None = None
+        # What recording adds to each op (see fullspeed): taken out of per-op savings.
+        self.profiler_cost_s = 0.0 if self.device else profiler_cost_per_op(ctx.run)
+        self.called_modules = frozenset(r[0] for r in ctx.run.sql(
+            "SELECT DISTINCT name FROM ops WHERE cat = 'module'"))
+        # Totals are divided by this to give per-step (and per-rank) figures.
+        self.n_steps = len(ctx.profiled_steps) or max(
+            1, len({(op.rank, op.step) for seq in self.sequences for op in seq}))
+
+    def _steps_filter(self) -> str:
+        if self.ctx.profiled_steps:
+            return ("AND o.step IN (SELECT s.step FROM steps s WHERE s.profiled "
+                    "AND s.rank = o.rank)")
+        return ""
+
+    def _kernel_time_by_op(self) -> dict[tuple[int, int], float]:
+        """Device seconds per (rank, op id), credited to the op and all its ancestors."""
+        parents = {(r, i): p for r, i, p in self.ctx.run.sql(
+            "SELECT rank, id, parent_id FROM ops")}
+        out: dict[tuple[int, int], float] = defaultdict(float)
+        for rank, op_id, dur in self.ctx.run.sql("""
+                SELECT rank, op_id, sum(dur_ns) FROM kernels
+                WHERE op_id IS NOT NULL AND kind = 'compute' GROUP BY rank, op_id"""):
+            node: int | None = int(op_id)
+            hops = 0
+            while node is not None and hops < 64:
+                out[(rank, node)] += dur / 1e9
+                node = parents.get((rank, node))
+                hops += 1
+        return out
+
+    def time_of(self, rank: int, op_id: int, dur_ns: int) -> float:
+        if self.device:
+            return self._device_time.get((rank, op_id), 0.0)
+        return dur_ns / 1e9
+
+    def _forward_sequences(self) -> list[list[Op]]:
+        rows = self.ctx.run.sql(f"""
+            SELECT o.rank, o.thread, o.step, o.id, o.name, o.start_ns, o.dur_ns, o.module,
+                   o.input_shapes, o.dtypes, o.seq
+            FROM ops o LEFT JOIN ops p ON p.rank = o.rank AND p.id = o.parent_id
+            WHERE o.cat = 'cpu_op' AND o.phase = 'forward'
+              AND (p.cat IS NULL OR p.cat <> 'cpu_op') {self.steps_filter}
+            ORDER BY o.rank, o.thread, o.step, o.start_ns, o.id""")
+        seqs: dict[tuple[int, int, int | None], list[Op]] = {}
+        for rank, thread, step, op_id, name, start, dur, module, shapes, dtypes, seq in rows:
+            op = Op(int(rank), step, int(op_id), name, int(start), int(start) + int(dur),
+                    self.time_of(rank, op_id, dur), module, op_io(shapes, dtypes), seq, dtypes)
+            seqs.setdefault((rank, thread, step), []).append(op)
+        return list(seqs.values())
+
+    def _backward_ops_by_seq(self) -> dict[tuple[int, int], list[Op]]:
+        """The aten ops each backward node runs (grandchildren of its evaluate_function span:
+        ``evaluate_function: MulBackward0`` -> ``MulBackward0`` -> ``aten::mul``)."""
+        rows = self.ctx.run.sql(f"""
+            SELECT o.rank, o.seq, c.id, c.name, c.start_ns, c.dur_ns, c.input_shapes, c.dtypes
+            FROM ops o JOIN ops b ON b.rank = o.rank AND b.parent_id = o.id
+                       JOIN ops c ON c.rank = b.rank AND c.parent_id = b.id
+            WHERE o.phase = 'backward' AND o.seq IS NOT NULL AND c.cat = 'cpu_op'
+              AND o.name LIKE 'autograd::engine::evaluate_function:%' {self.steps_filter}""")
+        out: dict[tuple[int, int], list[Op]] = defaultdict(list)
+        for rank, seq, op_id, name, start, dur, shapes, dtypes in rows:
+            out[(int(rank), int(seq))].append(Op(
+                int(rank), None, int(op_id), name, int(start), int(start) + int(dur),
+                self.time_of(rank, op_id, dur), None, op_io(shapes, dtypes), None, dtypes))
+        return out
+
+    def backward_ops(self, ops: list[Op]) -> list[Op]:
+        if self._backward_ops is None:
+            self._backward_ops = self._backward_ops_by_seq()
+        return [b for op in ops if op.seq is not None
+                for b in self._backward_ops.get((op.rank, op.seq), ())]
+
+    def _backward_by_seq(self) -> dict[tuple[int, int], float]:
+        rows = self.ctx.run.sql(f"""
+            SELECT o.rank, o.seq, o.id, o.dur_ns FROM ops o
+            WHERE o.phase = 'backward' AND o.seq IS NOT NULL
+              AND o.name LIKE 'autograd::engine::evaluate_function:%' {self.steps_filter}""")
+        out: dict[tuple[int, int], float] = defaultdict(float)
+        for rank, seq, op_id, dur in rows:
+            out[(int(rank), int(seq))] += self.time_of(rank, op_id, dur)
+        return out
+
+    def backward_time(self, ops: list[Op]) -> float:
+        return sum(self.backward_s.get((op.rank, op.seq), 0.0) for op in ops if op.seq is not None)
+
+    def op_overhead_s(self, pointwise: frozenset[str]) -> float:
+        """Per-op fixed cost: the median time of top-level pointwise ops on at most 4096
+        elements (all overhead, no bandwidth). Zero on device runs, where the device hides
+        launch cost while it is busy."""
+        if self.device:
+            return 0.0
+        small = sorted(op.time_s for seq in self.sequences for op in seq
+                       if op.name in pointwise and op.io is not None and 0 < op.io.out_numel <= 4096)
+        return small[len(small) // 2] if small else DEFAULT_OP_OVERHEAD_S
+
+    def bandwidth(self, pointwise: frozenset[str]) -> tuple[float | None, str]:
+        """Bytes per second for memory traffic, and where the figure comes from.
+
+        A CPU run uses the copy benchmark its session recorded (meta ``host_bandwidth``);
+        otherwise (device runs, imported traces) the rate the trace's own large pointwise ops
+        achieved: the 90th percentile of bytes / time over those moving at least 1 MiB.
+        """
+        measured = (self.ctx.meta.get("host_bandwidth") or {}).get("bytes_per_s")
+        if measured and not self.device:
+            return float(measured), "copy benchmark at session start"
+        rates = sorted(op.io.bytes / op.time_s for seq in self.sequences for op in seq
+                       if op.name in pointwise and op.io is not None and op.time_s > 0
+                       and op.io.bytes >= 1 << 20)
+        if not rates:
+            return None, "no pointwise op of 1 MiB or more to estimate it from"
+        return rates[min(len(rates) - 1, int(0.9 * len(rates)))], \
+            f"90th percentile of {len(rates)} large pointwise ops in the trace"

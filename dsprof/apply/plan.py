@@ -1,0 +1,111 @@
+"""``dsprof run --apply ID[,ID] [--baseline RUN]``: from finding ids to knob settings.
+
+The findings come from the baseline run's findings.json (by default the newest run in the runs
+folder that has all the ids). Their ``apply`` knobs are merged (``DS_COMPILE`` module lists are
+joined; any other knob must agree) and set in the environment before the session starts; the
+new run's meta.json records which findings were applied, their predicted savings and the
+baseline, so ``dsprof verify`` and ``dsprof diff`` can set measured against predicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsprof.errors import ConfigError, RunDirError
+from dsprof.findings import Finding
+
+_JOINED = {"DS_COMPILE"}
+
+
+@dataclass
+class ApplyPlan:
+    baseline: Path
+    findings: list[Finding]
+    env: dict[str, str] = field(default_factory=dict)
+    baseline_step_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseline": str(self.baseline),
+            "baseline_step_s": self.baseline_step_s,
+            "findings": [{"id": f.id, "kind": f.kind, "title": f.title, "saving_s": f.saving_s,
+                          "saving_bytes": f.saving_bytes, "apply": f.apply}
+                         for f in self.findings],
+            "predicted_saving_s": sum(f.saving_s for f in self.findings),
+            "predicted_saving_bytes": sum(f.saving_bytes for f in self.findings),
+            "env": self.env,
+        }
+
+
+def parse_ids(text: str) -> list[str]:
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    if not ids:
+        raise ConfigError("--apply needs finding ids, e.g. --apply fusion-4a7b5d6a")
+    return ids
+
+
+def _findings_of(run_path: Path) -> tuple[list[Finding], float | None]:
+    from dsprof.analyzers.registry import Context, analyze, read_findings
+    from dsprof.run import load
+
+    with load(run_path) as run:
+        analysis = read_findings(run) or analyze(run)
+        step_s = Context(run).step_s
+    return analysis.findings, step_s
+
+
+def _match(findings: list[Finding], wanted: str) -> Finding | None:
+    hits = [f for f in findings if f.id == wanted] or \
+        [f for f in findings if f.id.startswith(wanted)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def find_baseline(runs_dir: Path, ids: list[str]) -> Path:
+    """The newest run under ``runs_dir`` whose findings.json has every id."""
+    import orjson
+
+    candidates = sorted((p for p in runs_dir.glob("*/findings.json")),
+                        key=lambda p: p.stat().st_mtime, reverse=True) if runs_dir.is_dir() else []
+    for path in candidates:
+        try:
+            have = {f["id"] for f in orjson.loads(path.read_bytes()).get("findings", [])}
+        except (OSError, ValueError):
+            continue
+        if all(any(h == i or h.startswith(i) for h in have) for i in ids):
+            return path.parent
+    raise RunDirError(f"no run in {runs_dir} has finding(s) {', '.join(ids)}; "
+                      "name the run they came from with --baseline RUN")
+
+
+def plan(ids: list[str], baseline: Path | None, runs_dir: Path) -> ApplyPlan:
+    """Resolve ``ids`` against the baseline's findings into one environment.
+
+    Raises:
+        RunDirError: the baseline is not a run or was never analyzed.
+        ConfigError: an id is unknown or ambiguous, has no knob, or two knobs disagree.
+    """
+    base = baseline if baseline is not None else find_baseline(runs_dir, ids)
+    findings, step_s = _findings_of(base)
+    chosen: list[Finding] = []
+    env: dict[str, str] = {}
+    for wanted in ids:
+        f = _match(findings, wanted)
+        if f is None:
+            known = ", ".join(x.id for x in findings) or "none"
+            raise ConfigError(f"{base} has no single finding {wanted!r} (its findings: {known})")
+        if not f.apply:
+            raise ConfigError(f"finding {f.id} ({f.title}) has no automatic fix; apply it by "
+                              f"hand:\n{f.fix}")
+        for name, value in f.apply.items():
+            if name in _JOINED and name in env:
+                parts = env[name].split(",") + [v for v in value.split(",")
+                                                if v not in env[name].split(",")]
+                env[name] = ",".join(parts)
+            elif name in env and env[name] != value:
+                raise ConfigError(f"findings disagree on {name} ({env[name]!r} vs {value!r})")
+            else:
+                env[name] = value
+        chosen.append(f)
+    return ApplyPlan(base, chosen, env, step_s)

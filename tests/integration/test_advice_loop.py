@@ -1,0 +1,126 @@
+"""Fusion findings on real `dsprof run`s of the examples, and the apply/verify loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import dsprof
+from dsprof.analyzers.fullspeed import full_speed_steps, profiler_cost_per_op
+from dsprof.analyzers.registry import analyze
+from tests.integration.helpers import REPO, meta
+from tests.integration.helpers import dsprof as run_dsprof
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = REPO / "examples"
+MLP_ARGS = ("--steps", "8", "--batch-size", "1024", "--width", "64")
+WINDOW = ("--wait", "1", "--warmup", "1", "--active", "2")
+GELU = ["pow", "mul", "add", "mul", "mul", "tanh", "add", "mul"]
+
+
+def findings_of(run: Path) -> dict[str, dict]:
+    with dsprof.load(run) as loaded:
+        analysis = analyze(loaded)
+    return {f.kind: f.to_json() for f in analysis.findings} | {
+        "_skipped": {s["analyzer"]: s["reason"] for s in analysis.skipped}}
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("advice") / "mlp"
+    res = run_dsprof("run", "-q", "-o", str(out), *WINDOW, str(EXAMPLES / "fusion_mlp.py"),
+                     *MLP_ARGS)
+    assert res.code == 0, res.stderr
+    return out
+
+
+def test_fusion_findings_name_the_module_the_chain_and_a_saving(mlp_run):
+    # GIVEN a run of the MLP with a hand-written GELU, RMSNorm and the default AdamW
+    # WHEN it is analyzed
+    found = findings_of(mlp_run)
+    # THEN the GELU chain is named with both blocks' act modules, its 8 ops and a saving
+    gelu = found["fusion.hand_gelu"]
+    assert gelu["data"]["modules"] == ["FusionMLP.blocks.0.act", "FusionMLP.blocks.1.act"]
+    assert gelu["data"]["ops"] == GELU
+    assert gelu["saving_s"] > 0 and gelu["data"]["bytes_fused"] < gelu["data"]["bytes_unfused"]
+    assert gelu["apply"] == {"DS_COMPILE": "FusionMLP.blocks.0.act,FusionMLP.blocks.1.act"}
+    assert "F.gelu" in gelu["title"] and "approximate=\"tanh\"" in gelu["fix"]
+    # AND the RMSNorm chain is named as such
+    norm = found["fusion.hand_norm"]
+    assert norm["data"]["ops"] == ["pow", "mean", "add", "rsqrt", "mul", "mul"]
+    assert "nn.RMSNorm" in norm["title"] and norm["saving_s"] > 0
+    # AND AdamW's per-parameter loop is named with the fused knob
+    opt = found["fusion.optimizer"]
+    assert opt["apply"] == {"DS_OPTIMIZER_FUSED": "1"} and opt["saving_s"] > 0
+    # AND the bandwidth behind the estimate was measured at session start
+    assert meta(mlp_run)["host_bandwidth"]["bytes_per_s"] > 1e8
+    assert "copy benchmark" in gelu["explanation"]
+    # AND precision advice is skipped on a CPU run, with the reason
+    assert "no GPU kernels" in found["_skipped"]["precision"]
+    # AND full speed means after step 1 and outside the window (steps 3-4, warm-up 2, save 5),
+    # and the profiler's cost per recorded op is measured (a few microseconds at most)
+    with dsprof.load(mlp_run) as run:
+        assert [s for s, _ in full_speed_steps(run)] == [6, 7]
+        assert 0 < profiler_cost_per_op(run) < 20e-6
+
+
+def test_apply_errors_are_one_line(mlp_run, tmp_path):
+    script = str(EXAMPLES / "fusion_mlp.py")
+    res = run_dsprof("run", "-o", str(tmp_path / "x"), "--apply", "fusion-nope", "--baseline",
+                     str(mlp_run), script)
+    assert res.code == 2 and "has no single finding 'fusion-nope'" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_dsprof("run", "-o", str(tmp_path / "y"), "--baseline", str(mlp_run), script)
+    assert res.code == 2 and "--baseline goes with --apply" in res.stderr
+
+
+def test_verify_applies_both_knobs_and_prints_predicted_vs_measured(mlp_run, tmp_path):
+    # GIVEN the GELU finding (DS_COMPILE: torch.compile on CPU) and the optimizer finding
+    found = findings_of(mlp_run)
+    ids = [found["fusion.hand_gelu"]["id"], found["fusion.optimizer"]["id"]]
+    out = tmp_path / "verified"
+    # WHEN both are verified (dsprof run --apply ... --baseline RUN, then the comparison)
+    res = run_dsprof("verify", str(mlp_run), ",".join(ids), "-o", str(out), timeout=600)
+    assert res.code == 0, res.stderr
+    # THEN meta.json records the plan: the findings, their predicted saving, the baseline
+    m = meta(out)
+    assert [f["id"] for f in m["applied"]["findings"]] == ids
+    assert m["applied"]["predicted_saving_s"] > 0
+    assert m["applied"]["baseline"] == str(mlp_run.resolve())
+    # AND the knobs did their work: both act modules compiled, AdamW switched to fused
+    assert m["knobs"]["DS_COMPILE"]["compiled"] == ["FusionMLP.blocks.0.act",
+                                                    "FusionMLP.blocks.1.act"]
+    assert m["knobs"]["DS_OPTIMIZER_FUSED"]["switched"] == ["AdamW"]
+    # AND the table compares baseline, predicted and measured step time
+    assert "step time" in res.stdout and "predicted" in res.stdout and "measured" in res.stdout
+    assert ids[0] in res.stdout and "speedup x" in res.stdout
+    # AND in the rerun the compiled modules run no eager tanh, the fused Adam kernel runs,
+    # and neither finding comes back
+    with dsprof.load(out) as run:
+        assert run.sql("""SELECT count(*) FROM ops WHERE name = 'aten::tanh'
+                          AND module LIKE 'FusionMLP.blocks.%.act'""")[0][0] == 0
+        assert run.sql("SELECT count(*) FROM ops WHERE name = 'aten::_fused_adamw_'")[0][0] > 0
+    again = findings_of(out)
+    assert "fusion.optimizer" not in again and "fusion.hand_gelu" not in again
+
+
+@pytest.mark.parametrize("script, args, kind, module", [
+    ("transformer_lm.py", ("--layers", "1", "--batch-size", "4", "--seq-len", "256"),
+     "fusion.attention", "TransformerLM.blocks.0.attn"),
+])
+def test_named_patterns_in_the_examples(tmp_path, script, args, kind, module):
+    # GIVEN an example with hand-written attention (Conv-BN-ReLU: tests/unit, same rule)
+    out = tmp_path / "run"
+    res = run_dsprof("run", "-q", "-o", str(out), *WINDOW, str(EXAMPLES / script),
+                     "--steps", "5", *args)
+    assert res.code == 0, res.stderr
+    # WHEN analyzed
+    found = findings_of(out)
+    # THEN the pattern is named at its module, with a saving and a compile knob
+    assert kind in found, json.dumps(found, indent=1)[:2000]
+    f = found[kind]
+    assert module in f["data"]["modules"] and f["saving_s"] > 0
+    assert module in f["apply"]["DS_COMPILE"].split(",")

@@ -1,0 +1,109 @@
+"""The chain rule of the fusion analyzer on hand-built op sequences (no trace needed)."""
+
+from __future__ import annotations
+
+import json
+
+from dsprof.analyzers.fusion import classify, fold_indices
+from dsprof.analyzers.fusion_chains import chain_bytes, chain_saving, find_chains
+from dsprof.analyzers.opbytes import op_io
+from dsprof.analyzers.optable import Op
+
+
+def op(name: str, *shapes: tuple[int, ...], module: str = "M.blocks.0.act", t_us: float = 100,
+       dtype: str = "float") -> Op:
+    io = op_io(json.dumps([list(s) for s in shapes]), json.dumps([dtype] * len(shapes)))
+    op.n = getattr(op, "n", 0) + 1
+    return Op(0, 1, op.n, "aten::" + name, op.n * 1000, op.n * 1000 + 500, t_us * 1e-6,
+              module, io, op.n, json.dumps([dtype] * len(shapes)))
+
+
+X = (1024, 256)
+
+
+def test_a_pointwise_chain_is_consecutive_ops_each_consuming_the_last_output():
+    # GIVEN a tanh GELU written out, between two matmuls, with a view in the middle
+    seq = [op("addmm", (256,), (1024, 64), (64, 256), module="M.blocks.0.up"),
+           op("pow", X), op("mul", X, ()), op("add", X, X), op("view", X), op("mul", X, ()),
+           op("tanh", X), op("add", X, ()), op("mul", X, X),
+           op("addmm", (64,), X, (256, 64), module="M.blocks.0.down")]
+    # WHEN chains are found
+    chains = find_chains(seq, frozenset({"M", "M.blocks.0", "M.blocks.0.act"}))
+    # THEN the 7 pointwise ops form one chain held by the act module, named a GELU
+    assert len(chains) == 1
+    chain = chains[0]
+    assert chain.names == ("pow", "mul", "add", "mul", "tanh", "add", "mul")
+    assert chain.module == "M.blocks.0.act" and chain.before.name == "aten::addmm"
+    assert classify(chain, device=False) == "fusion.hand_gelu"
+    # AND a fused kernel moves x in and y out only (4 bytes x 2 x 256k), far below op by op
+    total, fused = chain_bytes(chain)
+    assert fused == 2 * 1024 * 256 * 4 + 3 * 4  # + the three 0-dim float operands
+    assert total > 6 * fused
+    # AND the saving is positive and never more than the chain's own time
+    saving, now = chain_saving(chain, bandwidth=5e9, overhead=5e-6)
+    assert 0 < saving <= now
+
+
+def test_a_shape_change_or_a_non_fusible_op_ends_the_chain():
+    # GIVEN add -> mul on one shape, a matmul, then relu on another shape
+    seq = [op("add", X, X), op("mul", X, ()), op("mm", X, (256, 8)), op("relu", (1024, 8)),
+           op("sigmoid", (7, 7))]
+    # WHEN chains are found
+    chains = find_chains(seq)
+    # THEN only add -> mul is a chain (relu stands alone on a CPU run; sigmoid does not
+    # consume relu's output)
+    assert [c.names for c in chains] == [("add", "mul"), ("relu",)]
+    assert classify(chains[1], device=False) == ""
+    assert classify(chains[1], device=True) == "fusion.linear_activation"
+
+
+def test_a_mask_computed_on_the_side_joins_the_attention_chain():
+    # GIVEN hand-written attention: matmul, scale, ~mask, masked_fill, softmax, matmul
+    s = (4, 4, 128, 128)
+    seq = [op("matmul", (4, 4, 128, 32), (4, 4, 32, 128), module="M.attn"),
+           op("mul", s, (), module="M.attn"), op("bitwise_not", (128, 128), module="M.attn",
+                                                 dtype="bool"),
+           op("masked_fill", s, (128, 128), module="M.attn"), op("softmax", s, module="M.attn"),
+           op("matmul", s, (4, 4, 128, 32), module="M.attn")]
+    # WHEN chains are found
+    chains = find_chains(seq, frozenset({"M", "M.attn"}))
+    # THEN one chain covers scale, mask and softmax, and it is named attention
+    assert [c.names for c in chains] == [("mul", "bitwise_not", "masked_fill", "softmax")]
+    assert classify(chains[0], device=False) == "fusion.attention"
+
+
+def test_a_chain_does_not_span_two_blocks_of_a_module_list():
+    # GIVEN block 0's residual add followed by block 1's RMSNorm (ModuleList never called)
+    seq = [op("add", X, X, module="M.blocks.0"), op("pow", X, (), module="M.blocks.1.norm"),
+           op("mean", X, module="M.blocks.1.norm"),
+           op("add", (1024, 1), (), module="M.blocks.1.norm"),
+           op("rsqrt", (1024, 1), module="M.blocks.1.norm"),
+           op("mul", X, (1024, 1), module="M.blocks.1.norm"),
+           op("mul", X, (256,), module="M.blocks.1.norm")]
+    called = frozenset({"M", "M.blocks.0", "M.blocks.1", "M.blocks.1.norm"})
+    # WHEN chains are found
+    chains = find_chains(seq, called)
+    # THEN the norm is one chain of its own, a hand-written RMSNorm
+    assert [c.module for c in chains] == ["M.blocks.1.norm"]
+    assert chains[0].names == ("pow", "mean", "add", "rsqrt", "mul", "mul")
+    assert classify(chains[0], device=False) == "fusion.hand_norm"
+
+
+def test_conv_batchnorm_relu_skips_the_batch_counter():
+    # GIVEN conv2d, BatchNorm's num_batches_tracked += 1, batch_norm, relu_
+    a = (8, 32, 16, 16)
+    seq = [op("conv2d", (8, 3, 16, 16), (32, 3, 3, 3), module="S.0.0"),
+           op("add_", (), (), module="S.0.1", dtype="long int"),
+           op("batch_norm", a, (32,), (32,), (32,), (32,), module="S.0.1"),
+           op("relu_", a, module="S.0.2")]
+    # WHEN chains are found
+    chains = find_chains(seq, frozenset({"S", "S.0", "S.0.0", "S.0.1", "S.0.2"}))
+    # THEN batch_norm -> relu_ follows the conv, held by the block
+    assert [c.names for c in chains] == [("batch_norm", "relu_")]
+    assert chains[0].module == "S.0"
+    assert classify(chains[0], device=False) == "fusion.conv_bn"
+
+
+def test_layer_indices_fold_into_one_pattern():
+    assert fold_indices("M.blocks.12.mlp.0") == "M.blocks.*.mlp.*"
+    assert fold_indices("M.head") == "M.head"

@@ -1,0 +1,70 @@
+"""GradScaler monitoring with no code change: loss scale and skipped steps per step, the
+boundaries of skipped steps, and the grad_scaler analyzer's findings (real CPU GradScaler)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import dsprof
+from dsprof.analyzers.registry import read_findings
+from dsprof.collectors.device import detect
+from dsprof.collectors.steps import StepCollector
+
+
+def amp_loop(steps: int, bad: set[int], init_scale: float) -> torch.amp.GradScaler:
+    torch.manual_seed(0)
+    model = nn.Linear(8, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    for step in range(steps):
+        x = torch.randn(4, 8)
+        if step in bad:
+            x[0, 0] = float("inf")  # inf gradients: the scaler skips opt.step()
+        scaler.scale(model(x).pow(2).mean()).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    return scaler
+
+
+def test_scale_history_and_skipped_steps_become_steps_columns(tmp_path):
+    # GIVEN an unmodified AMP loop whose batches 6, 8 and 9 hold an inf
+    with dsprof.profile(tmp_path / "run", schedule=dsprof.schedule(wait=1, active=1),
+                        quiet=True) as prof:
+        scaler = amp_loop(12, {6, 8, 9}, init_scale=2.0**20)
+    rows = prof.run.sql("SELECT step, loss_scale, skipped FROM steps ORDER BY step")
+    # THEN skipped steps still count as steps (no optimizer hook fired for them) and the scale
+    # halves at each, as the scaler itself reports
+    assert [r[0] for r in rows] == list(range(12))
+    assert [r[0] for r in rows if r[2]] == [6, 8, 9]
+    assert rows[5][1] == 2.0**20 and rows[6][1] == 2.0**19 and rows[9][1] == 2.0**17
+    assert rows[-1][1] == scaler.get_scale()
+    # AND the analyzer reports the repeated skips with their share of the time
+    found = {f.kind: f for f in read_findings(prof.run).findings}
+    skipped = found["amp.skipped_steps"]
+    assert skipped.title.startswith("GradScaler skipped 3 of 12")
+    assert skipped.saving_s > 0 and [e.step for e in skipped.evidence] == [6, 8, 9]
+    assert "amp.scale_collapse" not in found
+    # AND the monitor is gone after the session
+    assert torch.amp.GradScaler.update.__module__ == "torch.amp.grad_scaler"
+
+
+def test_collapsing_scale_is_a_finding(tmp_path):
+    # GIVEN a loop that overflows on every step from step 3 on
+    with dsprof.profile(tmp_path / "run", quiet=True) as prof:
+        amp_loop(15, set(range(3, 15)), init_scale=16.0)
+    found = {f.kind: f for f in read_findings(prof.run).findings}
+    collapse = found["amp.scale_collapse"]
+    assert collapse.title == "Loss scale collapsed from 16 to 0.00390625 on rank 0"
+    assert found["amp.skipped_steps"].data["skipped_steps"] == list(range(3, 15))
+
+
+def test_with_manual_steps_the_update_belongs_to_the_step_in_progress():
+    steps = StepCollector(detect(), lambda step: None)
+    steps.manual_step()                 # step 0 ends
+    steps.scaler_update(8.0, True)      # during step 1
+    steps.manual_step()                 # step 1 ends
+    rec = steps.record()
+    assert rec["loss_scale"] == [None, 8.0] and rec["skipped"] == [None, True]
+    assert len(rec["boundaries_ns"]) == 2  # a skipped update marks no boundary by hand
