@@ -30,12 +30,13 @@ def write_findings(run_path: Path, op_name: str, with_pareto: bool) -> Finding:
         rank, op_id, start, dur = run.sql(
             "SELECT rank, id, start_ns, dur_ns FROM ops WHERE name = ? AND step IS NOT NULL "
             "ORDER BY dur_ns DESC LIMIT 1", [op_name])[0]
-    data = {"measured": {"saving_s": 0.0011}}
-    if with_pareto:
-        data["pareto"] = [{"added_s": 0.0, "peak_bytes": 900 << 20, "label": "nothing"},
-                          {"added_s": 0.002, "peak_bytes": 600 << 20, "label": "blocks.0",
-                           "chosen": True},
-                          {"added_s": 0.005, "peak_bytes": 400 << 20, "label": "all"}]
+    data: dict = {}
+    if with_pareto:  # as the checkpointing analyzer writes it
+        data = {"peak": 900 << 20, "target": 700 << 20, "front": [
+            {"peak": 900 << 20, "cost_s": 0.0, "freed": 0, "modules": []},
+            {"peak": 600 << 20, "cost_s": 0.002, "freed": 300 << 20, "modules": ["0"]},
+            {"peak": 400 << 20, "cost_s": 0.005, "freed": 500 << 20, "modules": ["0", "2"]}],
+            "advised": {"peak": 600 << 20, "cost_s": 0.002, "modules": ["0"]}}
     finding = Finding(
         analyzer="test", kind="fusion.test_chain", key=op_name,
         title=f"Fuse the ops around {op_name} {HOSTILE}", saving_s=0.0015,

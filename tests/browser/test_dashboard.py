@@ -108,14 +108,15 @@ def test_every_page_on_a_cpu_run(cpu_server, open_page):
     nav(p, "comms")
     page.wait_for_selector("#missing-comms")
     assert "torch.distributed" in page.inner_text("#missing-comms")
-    # Findings: fix, verify, Pareto front, predicted vs measured
+    # Findings: fix, verify, the checkpointing Pareto front
     nav(p, "findings")
     fid = cpu_server.source.findings[0].id
     card = page.wait_for_selector(f"#finding-{fid}")
     text = card.inner_text()
     assert "torch.compile(model)" in text and "dsprof run --apply" in text
     page.wait_for_selector(GRAPH.format(f"pareto-{fid}") + " .scatterlayer .trace")
-    assert gd_eval(p, f"pm-{fid}", "gd.data.map(t => t.name).join(',')") == "predicted,measured"
+    assert gd_eval(p, f"pareto-{fid}", "gd.data.map(t => t.name).join(',')") == \
+        "Pareto front,advised"
     # untrusted text is shown as written and never run
     assert HOSTILE in text
     assert page.evaluate("() => window.__pwned") is None
@@ -227,3 +228,33 @@ def test_every_page_on_an_imported_gpu_trace(gpu_server, open_page):
     nav(p, "compare")
     page.wait_for_selector("#missing-run-b")
     p.check_clean()
+
+
+def test_a_run_made_with_apply_shows_predicted_vs_measured(runs, tmp_path):
+    """No browser: the Findings page of a run whose meta says which findings were applied."""
+    import shutil
+
+    from dsprof.dashboard.app import AppContext
+    from dsprof.dashboard.pages import findings as findings_page
+    from dsprof.rundir import RunDir
+
+    # GIVEN a run recorded with --apply (a copy of the CPU run, its meta naming the baseline)
+    applied = tmp_path / "applied"
+    shutil.copytree(runs["cpu"], applied)
+    f = runs["finding"]
+    RunDir(applied).update_meta(applied={
+        "baseline": str(runs["cpu"]), "baseline_step_s": None,
+        "findings": [{"id": f.id, "kind": f.kind, "title": f.title, "saving_s": f.saving_s,
+                      "saving_bytes": f.saving_bytes, "apply": f.apply}],
+        "predicted_saving_s": f.saving_s, "predicted_saving_bytes": f.saving_bytes,
+        "env": f.apply})
+    src = RunSource(applied)
+    try:
+        # WHEN its Findings page is laid out
+        layout = findings_page.layout(AppContext(src), {})
+        text = str(layout.to_plotly_json())
+        # THEN the applied finding is listed with predicted vs measured (same steps: ~0 saved)
+        assert "Applied in this run: predicted vs measured" in text
+        assert "applied-predicted-measured" in text
+    finally:
+        src.close()

@@ -10,7 +10,6 @@ from dsprof.dashboard.figures.compare import applied_pairs, delta_figure
 from dsprof.dashboard.figures.findings import (
     has_pareto,
     pareto_figure,
-    predicted_measured,
     savings_figure,
 )
 from dsprof.dashboard.figures.memory import memory_over_time_figure, peak_breakdown_figure
@@ -145,15 +144,19 @@ def finding(kind: str, key: str, **kw) -> Finding:
 
 
 def test_findings_figures():
-    pareto = {"pareto": [{"added_s": 0.0, "peak_bytes": 10}, {"added_s": 0.1, "peak_bytes": 5,
-                                                              "chosen": True}],
-              "measured": {"saving_s": 0.004}}
-    f = finding("memory.checkpoint", "a", saving_s=0.005, data=pareto, apply={"DS_X": "1"})
+    # the checkpointing analyzer's data: the front of plans and the advised one
+    data = {"peak": 100, "target": 60, "front": [
+        {"peak": 100, "cost_s": 0.0, "freed": 0, "modules": []},
+        {"peak": 50, "cost_s": 0.002, "freed": 50, "modules": ["blocks.0", "<b>x</b>"]}],
+        "advised": {"peak": 50, "cost_s": 0.002, "modules": ["blocks.0"]}}
+    f = finding("memory.checkpoint", "a", saving_bytes=50, data=data, apply={"DS_X": "1"})
     assert has_pareto(f) and not has_pareto(finding("x.y", "b"))
     fig = pareto_figure(f)
-    assert [t.name for t in fig.data] == ["Pareto front", "recommended"]
-    assert predicted_measured(f) == {"saving_s": (0.005, 0.004)}
-    assert len(savings_figure([f]).data[0].x) == 1
+    assert [t.name for t in fig.data] == ["Pareto front", "advised"]
+    assert list(fig.data[0].x) == [0.0, 2.0] and list(fig.data[0].y) == [100, 50]
+    assert "<b>" not in fig.data[0].hovertext[1]
+    g = finding("fusion.x", "c", saving_s=0.005)
+    assert len(savings_figure([f, g]).data[0].x) == 1
 
 
 def test_compare_figures_from_the_diff():

@@ -1,10 +1,10 @@
-"""Findings figures: estimated savings, a Pareto front, predicted against measured.
+"""Findings figures: estimated savings, the checkpointing Pareto front, predicted against
+measured.
 
-The ``data`` keys drawn here (documented in docs/dashboard.md):
-
-* ``pareto``: a list of points ``{"added_s": seconds added per step, "peak_bytes": predicted
-  peak, "label": what is checkpointed, "chosen": true for the recommended point}``.
-* ``measured``: ``{"saving_s": ..., "saving_bytes": ...}`` measured after the fix was applied.
+The checkpointing finding's ``data`` (analyzers/checkpointing.py) holds ``front``: plans
+``{"peak": bytes, "cost_s": seconds added per step, "freed", "modules"}``, and ``advised``: the
+recommended one. Predicted vs measured comes from ``dsprof.apply.verify`` (a run made with
+``--apply``) or ``dsprof.analyzers.diff`` (Compare).
 """
 
 from __future__ import annotations
@@ -33,42 +33,33 @@ def savings_figure(findings: Sequence[Finding], top: int = 10) -> go.Figure:
 
 
 def has_pareto(finding: Finding) -> bool:
-    pts = finding.data.get("pareto") if isinstance(finding.data, dict) else None
-    return bool(pts) and all(isinstance(p, dict) and "peak_bytes" in p and "added_s" in p
-                             for p in pts)
+    front = finding.data.get("front") if isinstance(finding.data, dict) else None
+    return bool(front) and all(isinstance(p, dict) and "peak" in p and "cost_s" in p
+                               for p in front)
 
 
 def pareto_figure(finding: Finding) -> go.Figure:
-    """Peak memory against added step time for every plan on the front; the chosen one
+    """Peak memory against added step time for every plan on the front; the advised plan
     marked."""
-    pts: list[dict[str, Any]] = sorted(finding.data["pareto"], key=lambda p: p["added_s"])
+    pts: list[dict[str, Any]] = sorted(finding.data["front"], key=lambda p: p["cost_s"])
     fig = go.Figure(go.Scatter(
-        x=[p["added_s"] * 1e3 for p in pts], y=[p["peak_bytes"] for p in pts],
+        x=[p["cost_s"] * 1e3 for p in pts], y=[p["peak"] for p in pts],
         mode="lines+markers", name="Pareto front", line={"shape": "hv"},
-        hovertext=[plain(f"{p.get('label', '')} peak {fmt_bytes(p['peak_bytes'])}")
+        hovertext=[plain(f"peak {fmt_bytes(p['peak'])}: " + (", ".join(p.get("modules") or [])
+                                                              or "nothing checkpointed"))
                    for p in pts], hoverinfo="text+x"))
-    chosen = [p for p in pts if p.get("chosen")]
-    if chosen:
+    advised = finding.data.get("advised")
+    if isinstance(advised, dict) and "peak" in advised and "cost_s" in advised:
         fig.add_trace(go.Scatter(
-            x=[p["added_s"] * 1e3 for p in chosen], y=[p["peak_bytes"] for p in chosen],
-            mode="markers", name="recommended",
+            x=[advised["cost_s"] * 1e3], y=[advised["peak"]], mode="markers", name="advised",
             marker={"size": 14, "symbol": "star", "color": "#d62728"}))
-    fig.update_layout(title="Peak memory vs added step time", xaxis_title="ms added per step",
-                      yaxis_title="peak bytes", **_LAYOUT)
+    target = finding.data.get("target")
+    if isinstance(target, (int, float)) and target > 0:
+        fig.add_hline(y=target, line_dash="dot", line_color="#555",
+                      annotation_text=f"target {fmt_bytes(target)}")
+    fig.update_layout(title="Checkpointing plans: peak memory vs added step time",
+                      xaxis_title="ms added per step", yaxis_title="peak bytes", **_LAYOUT)
     return fig
-
-
-def predicted_measured(finding: Finding) -> dict[str, tuple[float, float]]:
-    """{quantity: (predicted, measured)} for what the finding's ``data["measured"]`` holds."""
-    measured = finding.data.get("measured") if isinstance(finding.data, dict) else None
-    out: dict[str, tuple[float, float]] = {}
-    if not isinstance(measured, dict):
-        return out
-    if measured.get("saving_s") is not None:
-        out["saving_s"] = (finding.saving_s, float(measured["saving_s"]))
-    if measured.get("saving_bytes") is not None:
-        out["saving_bytes"] = (float(finding.saving_bytes), float(measured["saving_bytes"]))
-    return out
 
 
 def predicted_measured_figure(pairs: dict[str, tuple[float, float]]) -> go.Figure:

@@ -1,6 +1,7 @@
 """Findings: each with its saving, explanation, evidence (links that jump the timeline to the
-ops or time range), the code fix, the knobs that apply it, the verify command,
-predicted-vs-measured when it was measured, and a Pareto front plot when it has one."""
+ops or time range), the code fix, the knobs that apply it, the verify command, and the
+checkpointing Pareto front when it has one; for a run made with ``--apply``, the applied
+findings' predicted vs measured saving."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from dash import dcc, html
 from dsprof.dashboard.figures.findings import (
     has_pareto,
     pareto_figure,
-    predicted_measured,
     predicted_measured_figure,
     savings_figure,
 )
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.dashboard.text import fmt_bytes
+from dsprof.errors import DsprofError
 from dsprof.findings import Evidence, Finding
 
 PATH = "/findings"
@@ -72,12 +73,36 @@ def finding_card(f: Finding) -> html.Div:
                  html.Pre(f"{knobs} dsprof run ...   # or: dsprof run --apply {f.id} ...")]
     if f.verify:
         body += [html.H5("Verify"), html.Pre(f.verify, className="verify")]
-    pairs = predicted_measured(f)
-    if pairs:
-        body.append(graph(f"pm-{f.id}", predicted_measured_figure(pairs)))
     if has_pareto(f):
         body.append(graph(f"pareto-{f.id}", pareto_figure(f)))
     return html.Div(body, id=f"finding-{f.id}", className=f"finding sev-{f.severity}")
+
+
+def _applied(src: Any) -> Any:
+    """For a run made with ``--apply``: the applied findings' predicted vs measured step time
+    and peak, as ``dsprof verify`` reports them (against the baseline its meta names)."""
+    plan = src.run.meta.get("applied")
+    if not plan:
+        return None
+    from dsprof.apply.verify import compare
+
+    titles = html.Ul([html.Li(f.get("title", f.get("id", ""))) for f in plan.get("findings", [])])
+    try:
+        v = compare(src.path)
+    except DsprofError as exc:
+        return section("Applied in this run", titles, missing(
+            f"Predicted vs measured needs the baseline run: {exc}", "applied"))
+    pairs: dict[str, tuple[float, float]] = {}
+    if None not in (v.baseline_step_s, v.predicted_step_s, v.measured_step_s):
+        pairs["saving_s"] = (v.baseline_step_s - v.predicted_step_s,
+                             v.baseline_step_s - v.measured_step_s)
+    if None not in (v.baseline_peak, v.predicted_peak, v.measured_peak):
+        pairs["saving_bytes"] = (float(v.baseline_peak - v.predicted_peak),
+                                 float(v.baseline_peak - v.measured_peak))
+    parts: list[Any] = [titles, html.P(f"baseline: {v.baseline}")]
+    if pairs:
+        parts.append(graph("applied-predicted-measured", predicted_measured_figure(pairs)))
+    return section("Applied in this run: predicted vs measured", *parts, sid="applied")
 
 
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:
@@ -90,6 +115,9 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     wanted = query.get("id")
     if wanted:
         findings = [f for f in findings if f.id == wanted] or findings
+    applied = _applied(src)
+    if applied is not None:
+        out.append(applied)
     if any(f.saving_s > 0 for f in src.findings):
         out.append(graph("findings-savings", savings_figure(src.findings)))
     if not findings:
