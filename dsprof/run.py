@@ -59,7 +59,17 @@ class Run:
 
     def arrow(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run a query and return an Arrow table."""
-        return self.con.sql(query, params=list(params) if params else None).to_arrow_table()
+        import duckdb
+
+        con = self.con
+        args = list(params) if params else None
+        try:
+            return con.sql(query, params=args).to_arrow_table()
+        except duckdb.ResourceInUseException:
+            # DuckDB 2 refuses new work while an execute() result is unfinished (a caller
+            # used fetchone()); finishing any statement releases it.
+            con.execute("SELECT 1").fetchall()
+            return con.sql(query, params=args).to_arrow_table()
 
     def table(self, name: str) -> pa.Table:
         if not self.has(name):

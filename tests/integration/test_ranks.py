@@ -64,11 +64,13 @@ def test_two_ranks_one_run_with_comms_buckets_overlap_and_the_straggler(tmp_path
 
 
 def test_four_ranks_one_killed_mid_run_leaves_a_partial_run_with_everyones_data(tmp_path):
-    # GIVEN DDP on 4 gloo ranks; rank 3 kills itself with SIGKILL at step 5, after its window
-    # (steps 3-4) was saved
+    # GIVEN DDP on 4 gloo ranks; rank 3 kills itself with SIGKILL at step 6. Every rank writes
+    # its window (steps 3-4) at the end of step 4, and step 5's all-reduce cannot complete until
+    # all of them have, so no rank is still writing when the launcher stops them (with the
+    # death at step 5, a slow rank could be stopped in the middle of writing its window).
     out = tmp_path / "run"
     res = dsprof("run", "--nproc-per-node", "4", "-o", str(out), *SCHEDULE, DDP, "--steps", "8",
-                 "--die-rank", "3", "--die-step", "5", timeout=600)
+                 "--die-rank", "3", "--die-step", "6", timeout=600)
     # THEN the exit status is the launcher's (torchrun exits 1 when a rank fails)
     assert res.code == 1, res.stderr
     m = meta(out)
