@@ -84,7 +84,13 @@ class OptimizerFusionAnalyzer(Analyzer):
                                     for t, r in zip(spans, rows))
             n_ops = sum(r[6] for r in rows) / steps
             rank0 = rows[0][0]
-            pbytes = params.get(rank0, 0)
+            pbytes, n_tensors = params.get(rank0, (0, 0))
+            if n_tensors and n_ops <= 2 * n_tensors:
+                # At most two ops per parameter (plain SGD: one add_ each): the loop already
+                # streams every byte once, as a fused kernel would; only launches can go, and
+                # on CPU torch's fused SGD measured slower than this loop (benchmarks/advice.py).
+                if (n_ops - 1) * overhead < MIN_SAVING_S:
+                    continue
             finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
                                     bw_source, overhead)
             if finding is not None:
@@ -113,14 +119,17 @@ class OptimizerFusionAnalyzer(Analyzer):
         return [max(0.0, t - excess[key]) for t, key in zip(spans, ids)]
 
     @staticmethod
-    def _param_bytes(ctx: Context, table: OpTable) -> dict[int, int]:
-        """Bytes of the parameters that got a gradient in one backward pass, per rank."""
-        out: dict[int, int] = {}
+    def _param_bytes(ctx: Context, table: OpTable) -> dict[int, tuple[int, int]]:
+        """Bytes and number of the parameters that got a gradient in one backward pass, per
+        rank."""
+        out: dict[int, tuple[int, int]] = {}
         rows = ctx.run.sql(f"""
             SELECT o.rank, o.step, o.input_shapes, o.dtypes FROM ops o
             WHERE o.name = 'torch::autograd::AccumulateGrad' {table.steps_filter}""")
         per_step: dict[tuple[int, int], int] = defaultdict(int)
+        count: dict[tuple[int, int], int] = defaultdict(int)
         for rank, step, shapes, dtypes in rows:
+            count[(rank, step)] += 1
             io = op_io(shapes, dtypes)
             if io is not None and io.inputs:
                 shape, size = io.inputs[0]
@@ -128,8 +137,9 @@ class OptimizerFusionAnalyzer(Analyzer):
                 for d in shape:
                     n *= d
                 per_step[(rank, step)] += n * size
-        for (rank, _), b in per_step.items():
-            out[rank] = max(out.get(rank, 0), b)
+        for (rank, step), b in per_step.items():
+            if b > out.get(rank, (0, 0))[0]:
+                out[rank] = (b, count[(rank, step)])
         return out
 
     def _finding(self, cls: str, rows: list[tuple], now: float, n_ops: float, pbytes: int,
