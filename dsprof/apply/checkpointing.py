@@ -21,65 +21,41 @@ the module.
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
-from dsprof.apply import Knob
+from dsprof.apply.module_knob import (
+    ModuleKnob,
+    named_modules,
+    outermost,
+    path_regexes,
+    split_paths,
+)
 from dsprof.errors import ConfigError
 from dsprof.log import logger
 
 
-class GradientCheckpointingKnob(Knob):
+class GradientCheckpointingKnob(ModuleKnob):
     env = "DS_GRADIENT_CHECKPOINTING"
     doc = "1 (each block of the largest repeated stack) or comma-separated module paths"
 
     def parse(self) -> None:
         self.auto = self.value.lower() in ("1", "true", "yes", "on")
-        self.patterns = [] if self.auto else [p.strip() for p in self.value.split(",")
-                                              if p.strip()]
+        self.patterns = [] if self.auto else split_paths(self.value)
         if not self.auto and not self.patterns:
             raise ConfigError(f"{self.env}={self.value!r}: give 1 or module paths such as "
                               "Model.blocks.*, separated by commas")
-        self._regexes = [re.compile("[^.]*".join(re.escape(part) for part in p.split("*")))
-                         for p in self.patterns]
-        self.wrapped: list[str] = []
-        self._seen: dict[int, Any] = {}
-        self._handle: Any = None
+        self._ready()
 
-    def install(self) -> None:
-        from torch.nn.modules.module import register_module_forward_pre_hook
+    def select(self, named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        return repeated_blocks(named) if self.auto else super().select(named)
 
-        self._handle = register_module_forward_pre_hook(self._pre)
-
-    def uninstall(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-        if not self.wrapped:
-            logger.warning("%s: no module matched %s", self.env, self.value)
-
-    def _pre(self, module: Any, args: Any) -> None:
-        if id(module) in self._seen:
-            return
-        root = type(module).__name__
-        named = []
-        for sub_name, sub in module.named_modules():
-            self._seen[id(sub)] = sub  # keeps ids valid: a freed id could be reused
-            named.append((f"{root}.{sub_name}" if sub_name else root, sub))
-        chosen = repeated_blocks(named) if self.auto else [
-            (name, sub) for name, sub in named if any(r.fullmatch(name) for r in self._regexes)]
-        done: list[str] = []
-        for name, sub in chosen:
-            if any(name.startswith(d + ".") for d in done):
-                continue
-            sub.forward = checkpointed(sub.forward)
-            done.append(name)
-            self.wrapped.append(name)
-        if done:
-            logger.info("%s: checkpointing %s", self.env, ", ".join(done))
+    def apply_to(self, name: str, module: Any) -> bool:
+        module.forward = checkpointed(module.forward)
+        logger.info("%s: checkpointing %s", self.env, name)
+        return True
 
     def report(self) -> dict[str, Any]:
-        return {"checkpointed": self.wrapped}
+        return {"checkpointed": self.changed}
 
 
 def checkpointed(forward: Any) -> Any:
@@ -121,16 +97,12 @@ def checkpoint_modules(model: Any, patterns: list[str]) -> list[str]:
     """Checkpoint the submodules of ``model`` that ``patterns`` name (dsprof module paths,
     starting with the model's class name, ``*`` for one component), in user code; returns the
     paths wrapped. What ``DS_GRADIENT_CHECKPOINTING`` does, for a script that wants it kept."""
-    regexes = [re.compile("[^.]*".join(re.escape(part) for part in p.split("*")))
-               for p in patterns]
-    root = type(model).__name__
+    regexes = path_regexes(patterns)
     done: list[str] = []
-    for sub_name, sub in model.named_modules():
-        name = f"{root}.{sub_name}" if sub_name else root
-        if any(name.startswith(d + ".") for d in done) or \
-                getattr(sub.forward, "__dsprof_checkpointed__", False):
+    for name, sub in outermost([(n, m) for n, m in named_modules(model)
+                                if any(r.fullmatch(n) for r in regexes)]):
+        if getattr(sub.forward, "__dsprof_checkpointed__", False):
             continue
-        if any(r.fullmatch(name) for r in regexes):
-            sub.forward = checkpointed(sub.forward)
-            done.append(name)
+        sub.forward = checkpointed(sub.forward)
+        done.append(name)
     return done

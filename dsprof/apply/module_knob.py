@@ -1,0 +1,89 @@
+"""What the knobs that act on named modules share (``DS_COMPILE``, ``DS_GRADIENT_CHECKPOINTING``).
+
+Module paths are the names dsprof gives modules (``TransformerLM.blocks.0.attn``: the root's
+class name, then its ``named_modules()`` path) and may use ``*`` for one path component
+(``TransformerLM.blocks.*.attn``). Models are usually built after the session starts, so such a
+knob waits: a global forward pre-hook sees each root module the first time it is called (a
+module not seen yet is a root: its parent's walk would have marked it), walks its submodules
+once and hands them, named, to :meth:`ModuleKnob.apply_to`; a module below one already changed
+is skipped (compiling or checkpointing both would do the inner one twice).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from dsprof.apply import Knob
+from dsprof.log import logger
+
+
+def path_regexes(patterns: list[str]) -> list[re.Pattern[str]]:
+    """``*`` matches one path component."""
+    return [re.compile("[^.]*".join(re.escape(part) for part in p.split("*"))) for p in patterns]
+
+
+def split_paths(value: str) -> list[str]:
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def named_modules(root: Any) -> list[tuple[str, Any]]:
+    """(dsprof module path, module) of ``root`` and everything below it."""
+    name = type(root).__name__
+    return [(f"{name}.{sub}" if sub else name, m) for sub, m in root.named_modules()]
+
+
+def outermost(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The modules of ``named`` (in walk order) that are not below another one of them."""
+    kept: list[tuple[str, Any]] = []
+    for name, sub in named:
+        if not any(name.startswith(k + ".") for k, _ in kept):
+            kept.append((name, sub))
+    return kept
+
+
+class ModuleKnob(Knob):
+    """A knob that changes the modules :meth:`select` picks, once per root module.
+
+    Subclasses set ``self.patterns`` in ``parse`` (then call :meth:`_ready`), and implement
+    :meth:`apply_to`, which returns True when it changed the module.
+    """
+
+    patterns: list[str]
+
+    def _ready(self) -> None:
+        self._regexes = path_regexes(self.patterns)
+        self.changed: list[str] = []
+        self._seen: dict[int, Any] = {}
+        self._handle: Any = None
+
+    def install(self) -> None:
+        from torch.nn.modules.module import register_module_forward_pre_hook
+
+        self._handle = register_module_forward_pre_hook(self._pre)
+
+    def uninstall(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        if not self.changed:
+            logger.warning("%s: no module matched %s", self.env, self.value)
+
+    def select(self, named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """The modules to change: by default those the patterns name."""
+        return [(n, m) for n, m in named if any(r.fullmatch(n) for r in self._regexes)]
+
+    def apply_to(self, name: str, module: Any) -> bool:
+        raise NotImplementedError
+
+    def _pre(self, module: Any, args: Any) -> None:
+        import torch
+
+        if torch.compiler.is_compiling() or id(module) in self._seen:
+            return
+        named = named_modules(module)
+        for _, sub in named:
+            self._seen[id(sub)] = sub  # keeps ids valid: a freed id could be reused
+        for name, sub in outermost(self.select(named)):
+            if self.apply_to(name, sub):
+                self.changed.append(name)
