@@ -9,13 +9,29 @@ so; the lines are still named, because that is what a GPU run of this script wou
     dsprof run examples/sync_in_loop.py
     dsprof analyze RUN          # host_syncs: one finding per line
 
-`--every N` reads the metrics every N steps instead (the fix).
+`--every N` reads the metrics every N steps instead (the fix). `--device` defaults to cuda when
+there is a GPU, else cpu; `--device cuda` on a machine without one stops with one line (exit 2).
 """
 
 import argparse
+import sys
 
 import torch
 from torch import nn
+
+
+def pick_device(name: str) -> torch.device:
+    """``torch.device(name)``, or one line and exit 2 when this machine cannot run it."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        why = "not a torch device"
+    else:
+        if dev.type != "cuda" or torch.cuda.is_available():
+            return dev
+        why = "no CUDA device here (torch.cuda.is_available() is False); use --device cpu"
+    print(f"sync_in_loop.py: --device {name}: {why}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main() -> None:
@@ -27,7 +43,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     torch.manual_seed(0)
-    dev = torch.device(args.device)
+    dev = pick_device(args.device)
     model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x = torch.randn(args.batch_size, 256, device=dev)

@@ -11,10 +11,13 @@ analyzers; `--sdpa` swaps in torch.nn.functional.scaled_dot_product_attention(is
 so the two can be compared. The GELU MLP (Linear -> GELU -> Linear) is another fusion target.
 
 No profiler code lives here; the script is a plain training loop and runs unmodified.
+It runs on the CPU unless `--device cuda` is given; on a machine without a GPU that stops with
+one line (exit status 2).
 """
 
 import argparse
 import math
+import sys
 import time
 
 import torch
@@ -126,17 +129,34 @@ def parse_args() -> argparse.Namespace:
                    help="activation checkpointing of every block (torch.utils.checkpoint)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda[:N]; cuda without a GPU stops with one line")
     return p.parse_args()
+
+
+def pick_device(name: str) -> torch.device:
+    """``torch.device(name)``, or one line and exit 2 when this machine cannot run it."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        why = "not a torch device"
+    else:
+        if dev.type != "cuda" or torch.cuda.is_available():
+            return dev
+        why = "no CUDA device here (torch.cuda.is_available() is False); use --device cpu"
+    print(f"transformer_lm.py: --device {name}: {why}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main() -> None:
     args = parse_args()
+    dev = pick_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
     model = TransformerLM(args.vocab, args.d_model, args.heads, args.layers, args.seq_len,
-                          use_sdpa=args.sdpa, checkpoint=args.checkpoint)
+                          use_sdpa=args.sdpa, checkpoint=args.checkpoint).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
 
     model.train()
@@ -144,7 +164,7 @@ def main() -> None:
     start = time.perf_counter()
     for _ in range(args.steps):
         # Random tokens; targets are the inputs shifted left by one position.
-        tokens = torch.randint(0, args.vocab, (args.batch_size, args.seq_len + 1))
+        tokens = torch.randint(0, args.vocab, (args.batch_size, args.seq_len + 1), device=dev)
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
 
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,65 @@
+"""CUDA memory as dsprof records it, against the allocator's own counters on the same run:
+step peaks, the allocator snapshot at the peak, the out-of-memory post-mortem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.gpu.runs import PROBES, run_probe
+
+pytestmark = pytest.mark.gpu
+
+
+def test_step_peak_matches_max_memory_allocated(fp32_run, record_property):
+    """torch.cuda step peaks: steps.device_peak_bytes == max_memory_allocated() per step"""
+    probe = {s["step"]: s for s in fp32_run.probe["steps"]}
+    ours = dict(fp32_run.sql("SELECT step, device_peak_bytes FROM steps WHERE step > 0"))
+    compared = [s for s in ours if s in probe and ours[s] is not None]
+    worst = max((abs(ours[s] - probe[s]["max_allocated"]) / probe[s]["max_allocated"]
+                 for s in compared), default=1.0)
+    # the profiler's own [memory] events of the window, an independent path to the same peak
+    window = fp32_run.profiled_steps()
+    events_peak = fp32_run.sql("SELECT max(allocated) FROM memory WHERE source = 'profiler' "
+                               "AND device = 'cuda:0'")[0][0]
+    probe_peak = max(probe[s]["max_allocated"] for s in window)
+    record_property("figure", f"{len(compared)} steps, worst diff {100 * worst:.3f} %; window "
+                    f"peak from [memory] events {events_peak} B vs {probe_peak} B")
+    assert len(compared) >= len(probe) - 2, "steps missing a device peak"
+    assert worst <= 0.001
+    assert events_peak is not None and abs(events_peak - probe_peak) <= 0.01 * probe_peak
+
+
+def test_snapshot_live_bytes_at_peak_match_memory_allocated(fp32_run, record_property):
+    """_record_memory_history snapshot: live bytes at the peak == memory_allocated() there"""
+    probe = {s["step"]: s for s in fp32_run.probe["steps"]}
+    window = fp32_run.profiled_steps()
+    at_peak = max(probe[s]["at_peak"] for s in window)
+    snaps = sorted(p.name for p in (fp32_run.path / "raw").rglob("*.snapshot.pickle"))
+    ours = fp32_run.sql("SELECT max(allocated) FROM memory WHERE source = 'snapshot' "
+                        "AND device = 'cuda:0'")[0][0]
+    record_property("figure", f"snapshot peak {ours} B vs memory_allocated() {at_peak} B "
+                    f"({len(snaps)} snapshots)")
+    assert snaps, "no allocator snapshot saved for the window"
+    assert ours == at_peak, f"snapshot live bytes at the peak {ours} != {at_peak}"
+
+
+def test_oom_postmortem_names_the_allocation_site(runs_dir, record_property):
+    """OOM observer: past mem_get_info() -> oom.json naming the allocation site"""
+    run = run_probe(runs_dir, "oom", "oom_probe",
+                    dsprof_args=("--wait", "1", "--warmup", "1", "--active", "6"),
+                    expect_code=1)
+    source = (PROBES / "oom_probe.py").read_text().splitlines()
+    fill = next(i for i, line in enumerate(source, 1) if "FILL-SITE" in line)
+    oom = json.loads((run.path / "oom.json").read_text())
+    peak = oom["peaks"][0]
+    top = peak["by_site"][0] if peak["by_site"] else {"key": "", "bytes": 0}
+    snapshot = list((run.path / "raw").rglob("oom.snapshot.pickle"))
+    record_property("figure", f"peak {peak['peak_bytes'] / 2**30:.1f} GiB; top site "
+                    f"{top['key']} {top['bytes'] / 2**30:.1f} GiB; snapshot saved: "
+                    f"{bool(snapshot)}; exit {run.result.code}")
+    assert "OutOfMemoryError" in run.result.stderr
+    assert f"oom_probe.py:{fill}" in top["key"], f"top site {top['key']!r}, not line {fill}"
+    assert top["bytes"] >= 0.9 * peak["peak_bytes"], "the filling allocation is not the peak"
+    assert snapshot, "the out-of-memory observer saved no allocator snapshot"
