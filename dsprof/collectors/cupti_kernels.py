@@ -11,7 +11,10 @@ two never record at the same time. Kernels inside windows are in the ``kernels``
 ones here go to ``cupti_kernels``.
 
 CUPTI timestamps are nanoseconds on CUPTI's own clock; the offset to the run clock is taken once
-at start (``cupti.get_timestamp()`` against the step collector's clock).
+at start (``cupti.get_timestamp()`` against the step collector's clock). CUPTI names kernels by
+their mangled symbol (``_ZN2at6native...``) where Kineto writes the demangled one, so names are
+demangled when the file is written (torch's own demangler, once per distinct name), and the two
+tables name the same kernel alike.
 
 Importable anywhere: ``cupti`` is imported only when the mode starts on an NVIDIA GPU; on a CPU
 or without cupti-python one INFO line says the mode is off.
@@ -100,8 +103,20 @@ class CuptiKernelCollector:
         """Stop and write ``cupti_kernels.json``; returns the number of kernels recorded."""
         self.pause()
         with self._lock:
+            self.columns["name"] = demangle_all(self.columns["name"])
             doc = {"device": self.device, "columns": self.columns}
             n = len(self.columns["name"])
         atomic_write_bytes(self.raw_dir / CUPTI_KERNELS_FILE, orjson.dumps(doc))
         logger.debug("cupti kernel mode: %d kernels recorded outside profiler windows", n)
         return n
+
+
+def demangle_all(names: list[str]) -> list[str]:
+    """Itanium-mangled C++ symbols demangled as Kineto writes them; other names unchanged."""
+    from torch._C import _demangle
+
+    plain: dict[str, str] = {}
+    for name in names:
+        if name not in plain:
+            plain[name] = _demangle(name) if name.startswith("_Z") else name
+    return [plain[name] for name in names]

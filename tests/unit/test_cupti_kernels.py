@@ -90,6 +90,30 @@ def test_records_kernels_only_with_the_run_clock_and_builds_the_table(tmp_path, 
     assert [r["step"] for r in rows] == [4, None]
 
 
+def test_mangled_kernel_names_are_written_as_kineto_writes_them(tmp_path, monkeypatch):
+    # GIVEN CUPTI reporting an ATen kernel by its mangled symbol, and a cuBLAS kernel
+    pkg, m = _fake_cupti([])
+    monkeypatch.setitem(sys.modules, "cupti", pkg)
+    monkeypatch.setitem(sys.modules, "cupti.cupti", m)
+    col = CuptiKernelCollector.open(GPU, tmp_path, lambda: 5_000)
+    col.resume()
+    mangled = ("_ZN2at6native29vectorized_elementwise_kernelILi4ENS0_11FillFunctorIfEENS_6detail"
+               "5ArrayIPcLi1EEEEEviT0_T1_")
+    for start in (100, 200):
+        m.run(mangled, start, start + 50)
+    m.run("ampere_sgemm_128x64_nn", 300, 400)
+    # WHEN the run ends
+    col.finish()
+    # THEN the file holds the demangled name (the kernels table's spelling), classified
+    doc = orjson.loads((tmp_path / CUPTI_KERNELS_FILE).read_bytes())
+    aten = ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>, "
+            "at::detail::Array<char*, 1> >(int, at::native::FillFunctor<float>, "
+            "at::detail::Array<char*, 1>)")
+    assert doc["columns"]["name"] == [aten, aten, "ampere_sgemm_128x64_nn"]
+    table = CUPTI_KERNELS.build(build_cupti_kernels(doc, 0, [])).to_pylist()
+    assert [r["category"] for r in table] == ["elementwise", "elementwise", "gemm"]
+
+
 def test_never_records_while_a_profiler_window_does(tmp_path):
     # GIVEN the timeline collector on CPU with hooks like the session's
     events: list[str] = []
