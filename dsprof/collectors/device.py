@@ -156,12 +156,39 @@ def detect() -> Device:
 
 
 def precision_state() -> dict[str, Any]:
-    """The fp32 math settings in force: whether matmuls and convolutions may use TF32."""
+    """The fp32 math settings in force: whether matmuls and convolutions may use TF32.
+
+    torch >= 2.9 has two ways to set them: the legacy flags (``allow_tf32``,
+    ``set_float32_matmul_precision``) and ``fp32_precision`` ("ieee" | "tf32" | "none" =
+    inherit). Once a script sets the new one, reading a legacy flag raises RuntimeError ("mix
+    of the legacy and new APIs"), and this runs again when the script has ended: the new
+    setting is read first, the legacy flag only when the new one says nothing, and nothing
+    here raises (an unreadable flag is None).
+    """
     import torch
 
-    return {"matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+    def read(get: Any) -> Any:
+        try:
+            return get()
+        except (RuntimeError, AttributeError):
+            return None
+
+    def allowed(new: Any, legacy: Any) -> bool | None:
+        mode = read(new)
+        if mode in ("tf32", "ieee"):
+            return mode == "tf32"
+        flag = read(legacy)
+        return None if flag is None else bool(flag)
+
+    matmul = allowed(lambda: torch.backends.cuda.matmul.fp32_precision,
+                     lambda: torch.backends.cuda.matmul.allow_tf32)
+    cudnn = allowed(lambda: torch.backends.cudnn.conv.fp32_precision,
+                    lambda: torch.backends.cudnn.allow_tf32)
+    precision = read(torch.get_float32_matmul_precision)
+    if precision is None and matmul is not None:
+        precision = "high" if matmul else "highest"
+    return {"matmul_allow_tf32": matmul, "cudnn_allow_tf32": cudnn,
+            "float32_matmul_precision": precision}
 
 
 def enable_tf32() -> None:
