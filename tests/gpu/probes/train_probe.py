@@ -10,8 +10,9 @@ Run plainly or under ``dsprof run``; it never imports dsprof. Each iteration i (
    global step hook marks the boundary, so every kernel of step i runs inside step i.
 
 ``--key-averages`` makes every ``torch.profiler`` trace export (dsprof's windows) also write
-``<trace>.keyavg.json``: the profiler's own ``key_averages()`` for device-side events, name ->
-[count, self device time in us]. Figures go to ``--out``/probe.json.
+``<trace>.keyavg.json``: the profiler's own ``key_averages()`` for device-side events (kernels,
+memcpy, memset; not annotations), name -> [count, self device time in us]. Figures go to
+``--out``/probe.json.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def dump_key_averages(out: Path) -> None:
         result = original(self, path)
         rows: dict[str, list[float]] = {}
         for avg in self.key_averages():
-            if avg.device_type == DeviceType.CUDA:
+            # device rows only; record_function ranges also appear on the GPU timeline
+            # (gpu_user_annotation: ProfilerStep#, dsprof.module: ...), and are not kernels
+            if avg.device_type == DeviceType.CUDA and not getattr(avg, "is_user_annotation",
+                                                                  False):
                 count, total = rows.get(avg.key, (0, 0.0))
                 rows[avg.key] = [count + avg.count, total + avg.self_device_time_total]
         (out / (Path(path).name + ".keyavg.json")).write_text(json.dumps(rows))
