@@ -19,20 +19,18 @@ def test_step_peak_matches_max_memory_allocated(fp32_run, record_property):
     compared = [s for s in ours if s in probe and ours[s] is not None]
     worst = max((abs(ours[s] - probe[s]["max_allocated"]) / probe[s]["max_allocated"]
                  for s in compared), default=1.0)
-    # the profiler's own [memory] events of the window, an independent path to the same peak
-    window = fp32_run.profiled_steps()
-    events_peak = fp32_run.sql("SELECT max(allocated) FROM memory WHERE source = 'profiler' "
-                               "AND device = 'cuda:0'")[0][0]
-    probe_peak = max(probe[s]["max_allocated"] for s in window)
-    record_property("figure", f"{len(compared)} steps, worst diff {100 * worst:.3f} %; window "
-                    f"peak from [memory] events {events_peak} B vs {probe_peak} B")
+    record_property("figure", f"{len(compared)} steps compared, worst diff "
+                    f"{100 * worst:.3f} %; step 3: {ours.get(3)} B vs "
+                    f"{probe.get(3, {}).get('max_allocated')} B")
     assert len(compared) >= len(probe) - 2, "steps missing a device peak"
     assert worst <= 0.001
-    assert events_peak is not None and abs(events_peak - probe_peak) <= 0.01 * probe_peak
 
 
 def test_snapshot_live_bytes_at_peak_match_memory_allocated(fp32_run, record_property):
     """_record_memory_history snapshot: live bytes at the peak == memory_allocated() there"""
+    # on CUDA a window's memory rows come from its snapshot (with stacks), not from the
+    # profiler's [memory] events: this is the event-derived peak, rebuilt from the allocator's
+    # recorded history
     probe = {s["step"]: s for s in fp32_run.probe["steps"]}
     window = fp32_run.profiled_steps()
     at_peak = max(probe[s]["at_peak"] for s in window)
@@ -59,7 +57,7 @@ def test_oom_postmortem_names_the_allocation_site(runs_dir, record_property):
     record_property("figure", f"peak {peak['peak_bytes'] / 2**30:.1f} GiB; top site "
                     f"{top['key']} {top['bytes'] / 2**30:.1f} GiB; snapshot saved: "
                     f"{bool(snapshot)}; exit {run.result.code}")
-    assert "OutOfMemoryError" in run.result.stderr
+    assert json.loads((run.path / "meta.json").read_text())["exit_error"] == "OutOfMemoryError"
     assert f"oom_probe.py:{fill}" in top["key"], f"top site {top['key']!r}, not line {fill}"
     assert top["bytes"] >= 0.9 * peak["peak_bytes"], "the filling allocation is not the peak"
     assert snapshot, "the out-of-memory observer saved no allocator snapshot"

@@ -50,7 +50,7 @@ def test_nvml_samples_have_utilization_memory_power(matmul_run, record_property)
                     f"{(mem or 0) / 2**30:.1f} GiB, max power {power} W, max GPM tensor "
                     f"{tensor if hopper else 'n/a (not Hopper)'}")
     assert n >= 3, "fewer than three GPU samples"
-    assert util and util > 0 and mem and mem > 1 << 30 and power and power > 0
+    assert util and util > 0 and mem and mem > 256 << 20 and power and power > 0
     if hopper:
         assert tensor is not None and tensor > 0, "no GPM tensor activity during bf16 matmuls"
 
