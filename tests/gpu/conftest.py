@@ -75,24 +75,28 @@ def pytest_runtest_makereport(item, call):
 # -- runs shared by several tests (each made once per session, only when a test asks) --------
 @pytest.fixture(scope="session")
 def fp32_run(runs_dir):
-    """The fp32 MLP probe with the profiler's own key_averages() dumped per window."""
-    from tests.gpu.runs import run_probe
+    """The fp32 MLP probe with the profiler's own key_averages() dumped per window. Runs whose
+    findings no test reads skip the analysis at exit (loading them ingests the tables)."""
+    from tests.gpu.runs import SCHEDULE, run_probe
 
-    return run_probe(runs_dir, "fp32", "train_probe", "--key-averages")
+    return run_probe(runs_dir, "fp32", "train_probe", "--key-averages",
+                     dsprof_args=(*SCHEDULE, "--no-analyze"))
 
 
 @pytest.fixture(scope="session")
 def tf32_run(runs_dir):
     from tests.gpu.runs import SCHEDULE, run_probe
 
-    return run_probe(runs_dir, "tf32", "train_probe", dsprof_args=(*SCHEDULE, "--tf32"))
+    return run_probe(runs_dir, "tf32", "train_probe",
+                     dsprof_args=(*SCHEDULE, "--tf32", "--no-analyze"))
 
 
 @pytest.fixture(scope="session")
 def bf16_run(runs_dir):
-    from tests.gpu.runs import run_probe
+    from tests.gpu.runs import SCHEDULE, run_probe
 
-    return run_probe(runs_dir, "bf16", "train_probe", "--autocast")
+    return run_probe(runs_dir, "bf16", "train_probe", "--autocast",
+                     dsprof_args=(*SCHEDULE, "--no-analyze"))
 
 
 @pytest.fixture(scope="session")
@@ -101,4 +105,4 @@ def matmul_run(runs_dir):
     from tests.gpu.runs import SCHEDULE, run_probe
 
     return run_probe(runs_dir, "matmul", "matmul_probe", "--steps", "30",
-                     dsprof_args=(*SCHEDULE, "--sample-ms", "20"))
+                     dsprof_args=(*SCHEDULE, "--sample-ms", "20", "--no-analyze"))

@@ -50,7 +50,7 @@ def test_cupti_mode_counts_the_window_kernels(runs_dir, record_property):
     pytest.importorskip("cupti", reason="cupti-python is not installed (pip install "
                         "'dsprof[gpu]', or carry its wheel: docs/gpu.md)")
     run = run_probe(runs_dir, "cupti", "train_probe", "--steps", "16",
-                    dsprof_args=(*SCHEDULE, "--cupti-kernels"))
+                    dsprof_args=(*SCHEDULE, "--cupti-kernels", "--no-analyze"))
     window = dict(run.sql("SELECT step, count(*) FROM kernels WHERE kind = 'compute' "
                           "AND step IN (SELECT step FROM steps WHERE profiled) GROUP BY step"))
     last = run.sql("SELECT max(step) FROM steps")[0][0]

@@ -107,3 +107,19 @@ def test_overhead_on_transformer_training_loop(record_property):
     # the loop ratio includes the window's fixed cost (profiler start, trace export, snapshot);
     # what dsprof costs every step is the ratio away from the window
     assert median(outside) <= 1.10
+
+
+def test_pageable_copy_advice_and_its_fix(runs_dir, record_property):
+    """pinned-memory advice: pageable H2D copies found; pinned + non_blocking clears it"""
+    pageable = run_probe(runs_dir, "copy-pageable", "copy_probe")
+    pinned = run_probe(runs_dir, "copy-pinned", "copy_probe", "--pinned")
+    found = [f for f in pageable.findings() if f["kind"] == "input.pageable_copy"]
+    after = [f for f in pinned.findings() if f["kind"] == "input.pageable_copy"]
+    predicted = sum(f["saving_s"] for f in found) * 1e3
+    before_ms, after_ms = _step_ms(pageable, 7), _step_ms(pinned, 7)
+    record_property("figure", f"predicted {predicted:.2f} ms/step, measured "
+                    f"{before_ms - after_ms:.2f} ms/step ({before_ms:.2f} -> {after_ms:.2f}); "
+                    f"findings {len(found)} -> {len(after)}")
+    assert found, "no pageable-copy finding for 64 MiB pageable copies every step"
+    assert not after, "the finding stays after pinning"
+    assert after_ms < before_ms, "pinned copies did not make the steps faster"
