@@ -36,8 +36,16 @@ class ProbeRun:
         return json.loads((self.path / "findings.json").read_text())["findings"]
 
     def sql(self, query: str, params: list[Any] | None = None) -> list[tuple]:
+        """Rows of ``query`` on the run; a table the run lacks fails the check in one line
+        (on a GPU every table these checks read should be there)."""
+        import duckdb
+
         with load(self.path) as run:
-            return run.sql(query, params or [])
+            try:
+                return run.sql(query, params or [])
+            except duckdb.CatalogException as exc:
+                raise AssertionError(f"run {self.path.name}: {str(exc).splitlines()[0]}") \
+                    from None
 
     def profiled_steps(self) -> list[int]:
         return [s for (s,) in self.sql("SELECT step FROM steps WHERE profiled ORDER BY step")]
