@@ -109,9 +109,12 @@ def main() -> int:
         for line in report.read_text().splitlines():
             row = json.loads(line)
             seen[row["test"]] = row
+    # every test has a row; one that never reported failed to run (time limit, crash),
+    # unless pytest arguments (-k ...) chose a subset: then only what ran is listed
     rows = [seen.get(name) or {"test": name, "path": gpu_path, "checked": checked,
                                "status": "FAIL", "figure": "did not run (see " + LOG + ")"}
-            for name, gpu_path, checked in expected_tests()]
+            for name, gpu_path, checked in expected_tests() if name in seen or not extra]
+    rows += [row for name, row in seen.items() if name not in {r["test"] for r in rows}]
     text = table(rows)
     elapsed = time.monotonic() - t0
     import torch
