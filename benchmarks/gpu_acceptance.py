@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -39,14 +40,21 @@ def run_tests(report: Path, runs: Path, limit: float, extra: list[str]) -> tuple
            "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-q", "-rs",
            "-p", "no:cacheprovider", *extra]
+    # its own process group, so that the time limit also stops the runs the tests started
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # (and a SIGTERM to this script, e.g. from an outer time limit, stops them too)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=limit, check=False)
-        return proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) \
-            else (exc.stdout or "")
-        return 124, out + f"\n(time limit of {limit:.0f} s reached: pytest stopped)\n"
+        output, _ = proc.communicate(timeout=limit)
+        return proc.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        return 124, output + f"\n(time limit of {limit:.0f} s reached: pytest stopped)\n"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def expected_tests() -> list[tuple[str, str, str]]:
