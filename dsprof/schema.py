@@ -396,9 +396,9 @@ DEVICE_SAMPLES = Table(
         Column("sm_clock_mhz", _I64, "SM clock, MHz"),
         Column("temp_c", _I64, "GPU temperature, degrees Celsius"),
         Column("tensor_util", _F64, "Hopper GPM: percent of SM time doing any Tensor Core work "
-               "since the previous sample (null before Hopper)"),
-        Column("sm_util", _F64, "Hopper GPM: percent of SMs busy since the previous sample "
-               "(null before Hopper)"),
+               "over the last GPM interval (at least 100 ms; null before Hopper)"),
+        Column("sm_util", _F64, "Hopper GPM: percent of SMs busy over the last GPM interval "
+               "(at least 100 ms; null before Hopper)"),
     ),
 )
 

@@ -9,12 +9,16 @@ uses well under 0.1 % of a core. Values are appended to lists; nothing is writte
 run ends (``raw/rank<R>/samples.json``, columns as lists), and nothing is computed.
 
 Without a GPU, or without NVML, one INFO line says so and only the host is sampled. A metric the
-GPU does not support (NVML "not supported") is dropped after its first failure.
+GPU does not support (NVML "not supported") is dropped after its first failure. GPM metrics are
+computed over intervals of at least 100 ms, NVML's refresh rate for GPM samples (nvml.h: the two
+``nvmlGpmSampleGet`` calls should be more than 100 ms apart); at shorter sample periods a sample
+repeats the last interval's values.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ import psutil
 from dsprof.log import logger
 from dsprof.rundir import SAMPLES_FILE, atomic_write_bytes
 
+GPM_MIN_INTERVAL_S = 0.1  # NVML refreshes GPM counters about every 100 ms
 GPU_COLUMNS = ("gpu_util", "mem_util", "mem_used", "power_w", "sm_clock_mhz", "temp_c",
                "tensor_util", "sm_util")
 
@@ -38,6 +43,8 @@ class NvmlReader:
         self.index = index
         self.dead: set[str] = set()
         self._gpm: list[Any] | None = None
+        self._gpm_at = time.monotonic()  # when the interval's first GPM sample was taken
+        self._gpm_last: tuple[float, float] | tuple[None, None] = (None, None)
         try:
             support = nvml.nvmlGpmQueryDeviceSupport(handle)
             if support.isSupportedDevice:
@@ -90,7 +97,9 @@ class NvmlReader:
             "sm_util": None,
         }
         if self._gpm is not None:
-            out["tensor_util"], out["sm_util"] = self._get("gpm", self._read_gpm) or (None, None)
+            if time.monotonic() - self._gpm_at >= GPM_MIN_INTERVAL_S:
+                self._gpm_last = self._get("gpm", self._read_gpm) or (None, None)
+            out["tensor_util"], out["sm_util"] = self._gpm_last
         return out
 
     def _read_gpm(self) -> tuple[float, float]:
@@ -105,6 +114,7 @@ class NvmlReader:
         get.metrics[1].metricId = n.NVML_GPM_METRIC_SM_UTIL
         n.nvmlGpmMetricsGet(get)
         self._gpm = [cur, prev]  # the newest sample is the next interval's start
+        self._gpm_at = time.monotonic()
         return float(get.metrics[0].value), float(get.metrics[1].value)
 
     def close(self) -> None:

@@ -101,8 +101,9 @@ def bf16_run(runs_dir):
 
 @pytest.fixture(scope="session")
 def matmul_run(runs_dir):
-    """The bf16 matmul loop, with the metric sampler at 20 ms."""
+    """The bf16 matmul loop (about 1.7 s of matrix work on an H200), with the metric sampler
+    at its default 100 ms: NVML refreshes GPM counters about every 100 ms."""
     from tests.gpu.runs import SCHEDULE, run_probe
 
-    return run_probe(runs_dir, "matmul", "matmul_probe", "--steps", "30",
-                     dsprof_args=(*SCHEDULE, "--sample-ms", "20", "--no-analyze"))
+    return run_probe(runs_dir, "matmul", "matmul_probe", "--steps", "60",
+                     dsprof_args=(*SCHEDULE, "--sample-ms", "100", "--no-analyze"))

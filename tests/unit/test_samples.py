@@ -10,6 +10,7 @@ import types
 import orjson
 import pytest
 
+from dsprof.collectors import samples
 from dsprof.collectors.device import Device
 from dsprof.collectors.samples import MetricSampler, NvmlReader, start_sampler
 from dsprof.errors import ConfigError
@@ -94,6 +95,7 @@ def test_gpu_without_pynvml_says_why_once(tmp_path, caplog, monkeypatch):
 def test_nvml_reads_with_gpm_on_hopper(monkeypatch, tmp_path):
     fake = _fake_pynvml(gpm=True)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(samples, "GPM_MIN_INTERVAL_S", 0.0)
     reader, why = NvmlReader.open("00000000:07:00.0", 0)
     assert why == "" and reader.handle == ("handle", "00000000:07:00.0")
     row = reader.read()
@@ -108,6 +110,29 @@ def test_nvml_reads_with_gpm_on_hopper(monkeypatch, tmp_path):
     assert table.num_rows == 2
     assert table.column("tensor_util").to_pylist() == [33.5, 33.5]
     assert table.column("step").to_pylist() == [7, 7] and set(table.column("rank").to_pylist()) == {3}
+
+
+def test_gpm_intervals_are_at_least_nvmls_refresh_period(monkeypatch):
+    # GIVEN a Hopper GPU whose GPM counters NVML refreshes every 100 ms
+    fake = _fake_pynvml(gpm=True)
+    computed = []
+    metrics_get = fake.nvmlGpmMetricsGet
+    fake.nvmlGpmMetricsGet = lambda get: computed.append(1) or metrics_get(get)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    now = [1000.0]
+    monkeypatch.setattr(samples.time, "monotonic", lambda: now[0])
+    reader, _ = NvmlReader.open(None, 0)
+    # WHEN it is sampled every 31.25 ms (a binary fraction: exact sums)
+    rows = []
+    for _ in range(11):
+        now[0] += 0.03125
+        rows.append(reader.read())
+    # THEN GPM metrics are computed once 100 ms have passed (samples 4 and 8), and the samples
+    # in between repeat the last interval's values (none before the first interval ends)
+    assert len(computed) == 2
+    assert [r["tensor_util"] for r in rows[:3]] == [None] * 3
+    assert {r["tensor_util"] for r in rows[3:]} == {33.5}
+    assert rows[0]["gpu_util"] == 87.0  # the other metrics are read every time
 
 
 def test_unsupported_metric_is_dropped_after_one_failure(monkeypatch):
