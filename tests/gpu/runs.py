@@ -47,6 +47,16 @@ class ProbeRun:
                 raise AssertionError(f"run {self.path.name}: {str(exc).splitlines()[0]}") \
                     from None
 
+    def has(self, table: str) -> bool:
+        with load(self.path) as run:
+            return run.has(table)
+
+    def log_lines(self, word: str) -> str:
+        """The run's dsprof.log lines that mention ``word`` (why a collector was off)."""
+        log = self.path / "dsprof.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        return " / ".join(line[-160:] for line in lines if word in line)[-600:]
+
     def profiled_steps(self) -> list[int]:
         return [s for (s,) in self.sql("SELECT step FROM steps WHERE profiled ORDER BY step")]
 

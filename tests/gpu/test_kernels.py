@@ -51,6 +51,8 @@ def test_cupti_mode_counts_the_window_kernels(runs_dir, record_property):
                         "'dsprof[gpu]', or carry its wheel: docs/gpu.md)")
     run = run_probe(runs_dir, "cupti", "train_probe", "--steps", "16",
                     dsprof_args=(*SCHEDULE, "--cupti-kernels", "--no-analyze"))
+    if not run.has("cupti_kernels"):
+        pytest.fail(f"no cupti_kernels table; dsprof.log: {run.log_lines('cupti')}")
     window = dict(run.sql("SELECT step, count(*) FROM kernels WHERE kind = 'compute' "
                           "AND step IN (SELECT step FROM steps WHERE profiled) GROUP BY step"))
     last = run.sql("SELECT max(step) FROM steps")[0][0]

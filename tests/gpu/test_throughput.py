@@ -49,7 +49,7 @@ def test_nvml_samples_have_utilization_memory_power(matmul_run, record_property)
     record_property("figure", f"{n} GPU samples: max util {util} %, max used "
                     f"{(mem or 0) / 2**30:.1f} GiB, max power {power} W, max GPM tensor "
                     f"{tensor if hopper else 'n/a (not Hopper)'}")
-    assert n >= 3, "fewer than three GPU samples"
+    assert n >= 3, f"fewer than three GPU samples; dsprof.log: {matmul_run.log_lines('metrics')}"
     assert util and util > 0 and mem and mem > 256 << 20 and power and power > 0
     if hopper:
         assert tensor is not None and tensor > 0, "no GPM tensor activity during bf16 matmuls"
