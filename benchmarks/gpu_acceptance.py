@@ -109,6 +109,7 @@ def main() -> int:
     report.unlink(missing_ok=True)
     runs = (Path(os.environ.get("TMPDIR", "/tmp")) / f"dsprof-gpu-runs-{os.getpid()}"
             if out_env else out / "runs")
+    shutil.rmtree(runs, ignore_errors=True)  # the previous invocation's runs (`-o` must be new)
     t0 = time.monotonic()
     code, output = run_tests(report, runs, args.time_limit, extra)
     (out / LOG).write_text(output)
