@@ -103,7 +103,8 @@ def bf16_run(runs_dir):
 def matmul_run(runs_dir):
     """The bf16 matmul loop (about 1.7 s of matrix work on an H200), with the metric sampler
     at its default 100 ms: NVML refreshes GPM counters about every 100 ms."""
-    from tests.gpu.runs import SCHEDULE, run_probe
+    from tests.gpu.runs import run_probe
 
     return run_probe(runs_dir, "matmul", "matmul_probe", "--steps", "60",
-                     dsprof_args=(*SCHEDULE, "--sample-ms", "100", "--no-analyze"))
+                     dsprof_args=("--wait", "1", "--warmup", "1", "--active", "4",
+                                  "--sample-ms", "100", "--no-analyze"))
