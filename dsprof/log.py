@@ -71,6 +71,14 @@ def detach_file() -> None:
         handler.close()
 
 
+def forget_file_in_child() -> None:
+    """In a forked child: stop logging into the parent's run without flushing or closing the
+    parent's file (the child must write nothing into the run)."""
+    handler = _handler("file")
+    if handler is not None:
+        logger.removeHandler(handler)
+
+
 def _handler(name: str) -> logging.Handler | None:
     for h in logger.handlers:
         if h.get_name() == name:

@@ -78,7 +78,9 @@ def shared_run_path(runs_dir: Path, name: str) -> Path:
 
 
 def open_shared(path: Path) -> RunDir:
-    """Create (or join) a multi-rank run directory; several ranks may race here."""
+    """Create (or join) a multi-rank run directory; several ranks may race here. The path is
+    made absolute, so a script's ``os.chdir`` cannot move it."""
+    path = Path(path).absolute()
     try:
         (path / "raw").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
