@@ -89,6 +89,7 @@ class Profile:
             if self.settings.analyze:
                 self._analyze()
         finally:
+            session.release()  # saved and ingested: other processes may read the run now
             log.detach_file()
 
     def _analyze(self) -> None:

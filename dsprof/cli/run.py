@@ -190,7 +190,10 @@ def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, np
                   dashboard_port: int | None) -> None:
     from dsprof.launch_ranks import launch as launch_ranks
 
+    from dsprof.runlock import acquire
+
     run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
+    lock = acquire(run)  # the ranks write it: other commands leave it alone until the end
     log.attach_file(run.log_path)
     status = launch_ranks(settings, tgt, run, nproc)
     if settings.analyze:
@@ -199,6 +202,8 @@ def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, np
         Console(stderr=True, highlight=False).print(
             f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
             soft_wrap=True)
+    if lock is not None:
+        lock.release()
     log.detach_file()
     if dashboard_port is not None:
         _serve_dashboard(run, dashboard_port)

@@ -359,7 +359,7 @@ class Session:
                   "host_syncs": self.syncs.rows() if self.syncs else []}
         if self.ranks.distributed:
             record = {**self._rank_facts("finished"), **record, "exit_status": exit_status,
-                      "exit_reason": reason}
+                      "exit_reason": reason, "exit_error": error}
         _save(self.raw / SESSION_FILE, lambda p: atomic_write_bytes(p, orjson.dumps(record)))
         if self.ranks.distributed:
             logger.debug("session: rank %d finished (%s, status %d)", self.rank, reason,

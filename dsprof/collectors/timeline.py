@@ -25,7 +25,6 @@ script's session lives, resumes the schedule after it, and records in meta.json
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -265,12 +264,15 @@ class TimelineCollector:
                 self.listener.window_stopped(None)
             return
         path = self.raw_dir / f"window-{window.index}.trace.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:  # a full disk leaves no partial trace that would read as a window
-            prof.export_chrome_trace(str(tmp))
-            os.replace(tmp, path)
+        try:
+            prof.export_chrome_trace(str(path))  # Kineto writes <path>.tmp, then renames it
+            if not path.is_file():  # Kineto gives up silently when a write fails
+                raise OSError(f"could not write {path} (is the disk full, or a file size "
+                              "limit reached?)")
         except BaseException:
-            remove_quietly(tmp)
+            # no partial trace is left that would read as a window
+            for part in (path, path.with_name(f"{path.name}.tmp")):
+                remove_quietly(part)
             if self.listener is not None:
                 self.listener.window_stopped(None)
             raise
