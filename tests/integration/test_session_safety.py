@@ -165,7 +165,9 @@ def test_a_full_disk_keeps_the_exit_status_and_what_was_written(tmp_path):
     # THEN the script's status is kept, with no traceback, and one line per file not written
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert "could not write" in proc.stderr or "failed" in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "could not write" in errors[0], proc.stderr
+    assert "window-0.trace.json" in errors[0]
     # AND what was written is whole: meta.json says finished with every step; no temp files
     m = meta(out)
     assert (m["status"], m["exit_status"], m["steps_recorded"]) == ("finished", 0, 8)
