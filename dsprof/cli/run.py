@@ -189,7 +189,6 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
 def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, nproc: int,
                   dashboard_port: int | None) -> None:
     from dsprof.launch_ranks import launch as launch_ranks
-
     from dsprof.runlock import acquire
 
     run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))

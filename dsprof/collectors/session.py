@@ -9,7 +9,7 @@ that cannot be written (a full disk): one line says which, the rest is still sav
 
 The session owns the run's lock (:mod:`dsprof.runlock`) while the run is written, so other
 commands leave the run alone. A process forked by the script is not the session: in the child,
-every collector stops at once and the child's exit saves nothing (see :func:`_after_fork`).
+every collector stops at once and the child's exit saves nothing (:mod:`.forked_child`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
-from dsprof.collectors import clock
+from dsprof.collectors import clock, forked_child
 from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
@@ -42,7 +42,6 @@ from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.collectors.user_profiler import UserProfilerGuard
-from dsprof import log
 from dsprof.log import logger
 from dsprof.ranks import RankEnv
 from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
@@ -51,8 +50,6 @@ from dsprof.runlock import acquire as acquire_lock
 from dsprof.settings import Settings
 
 _current: Session | None = None
-# the session of this process even after it finished (a fork after the end must still know it)
-_owner: Session | None = None
 
 
 def current() -> Session | None:
@@ -112,14 +109,13 @@ class Session:
                 "backend": self._backend or _backend(), "precision": precision_state()}
 
     def start(self) -> None:
-        global _current, _owner
+        global _current
         import torch
 
         if not self.ranks.distributed or self.ranks.coordinator:
             # before meta.json says "running": a reader must never see a run without its writer
             self.lock = acquire_lock(self.run)
-        _register_fork_handler()
-        _owner = self
+        forked_child.register(self)
         self.device = detect()
         self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
         if self.settings.tf32:
@@ -279,33 +275,12 @@ class Session:
         if self.lock is not None:
             self.lock.release()
 
-    def _after_fork_in_child(self) -> None:
-        """In a process the script forked (a worker, a helper): the child is not the session.
-        Stop every collector's hooks, write nothing into the run, keep the parent's files.
-        Runs inside ``os.fork()``: no locks, no I/O, nothing that can fail loudly."""
+    def forget(self) -> None:
+        """In a forked child: this copy is no session (see :mod:`forked_child`)."""
         global _current
-        self.forked_child = True
         self._finished = True
         if _current is self:
             _current = None
-        for detach in (self.lock, self.progress):
-            if detach is not None:
-                detach.detach()
-        undo: list[Any] = [self.watcher and self.watcher.stop,
-                           self.user_profiler and self.user_profiler.uninstall,
-                           self.scaler and self.scaler.uninstall,
-                           self.steps and self.steps.uninstall,
-                           self.data and self.data.uninstall,
-                           self.syncs and self.syncs.uninstall,
-                           self.timeline and self.timeline.detach_in_child,
-                           self.memory and self.memory.tracker.uninstall,
-                           log.forget_file_in_child, *self.on_fork_child]
-        for fn in undo:
-            if fn:
-                try:
-                    fn()
-                except Exception:  # noqa: BLE001, S112 - the child must go on regardless
-                    continue
 
     def _finish(self, exit_status: int, reason: str, error: str | None) -> None:
         global _current
@@ -395,23 +370,6 @@ def _save(path: Path, write: Any) -> bool:
         logger.error("could not write %s: %s; the files written before it are kept", path,
                      exc.strerror or exc)
         return False
-
-
-_fork_handler_registered = False
-
-
-def _register_fork_handler() -> None:
-    global _fork_handler_registered
-    if not _fork_handler_registered:
-        os.register_at_fork(after_in_child=_after_fork)
-        _fork_handler_registered = True
-
-
-def _after_fork() -> None:
-    global _owner
-    session, _owner = _owner, None
-    if session is not None:
-        session._after_fork_in_child()
 
 
 def _backend() -> str | None:

@@ -59,7 +59,7 @@ class UserProfilerGuard:
                 guard._notify(guard.on_start)
             return prepare(prof, *args, **kwargs)
 
-        def __exit__(prof: Any, *args: Any) -> Any:  # noqa: N807 - replaces a dunder
+        def __exit__(prof: Any, *args: Any) -> Any:
             try:
                 return exit_(prof, *args)
             finally:

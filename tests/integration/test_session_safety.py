@@ -53,7 +53,7 @@ def test_a_running_run_is_read_only_and_ingested_once_at_the_end(tmp_path):
         seen = [dsprof(cmd, str(out)) for cmd in ("summary", "analyze")]
         still_running = proc.poll() is None
     finally:
-        stdout, stderr = proc.communicate(timeout=240)
+        _, stderr = proc.communicate(timeout=240)
     # THEN each says it is still running, with its progress, in one line, and touches nothing
     assert still_running, "the script ended before the commands ran; slow it down"
     for res in seen:
@@ -77,9 +77,10 @@ def test_a_killed_writer_leaves_a_readable_run_not_a_running_one(tmp_path):
 
     run = RunDir.create(tmp_path / "run")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from dsprof.rundir import RunDir; "
-         "from dsprof.runlock import acquire; lock = acquire(RunDir(sys.argv[1])); "
-         "print('held', flush=True); time.sleep(600)", str(run.path)],
+        [sys.executable, "-c", ("import sys, time; from dsprof.rundir import RunDir; "
+                                "from dsprof.runlock import acquire; "
+                                "lock = acquire(RunDir(sys.argv[1])); "
+                                "print('held', flush=True); time.sleep(600)"), str(run.path)],
         env=_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
