@@ -80,13 +80,13 @@ def shared_run_path(runs_dir: Path, name: str) -> Path:
 def open_shared(path: Path) -> RunDir:
     """Create (or join) a multi-rank run directory; several ranks may race here. The path is
     made absolute, so a script's ``os.chdir`` cannot move it."""
-    path = Path(path).absolute()
+    shown, path = path, Path(path).absolute()
     try:
         (path / "raw").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}; "
                           "choose a writable place with -o") from None
-    return RunDir(path)
+    return RunDir(path, shown)
 
 
 def read_record(run: RunDir, rank: int) -> dict[str, Any] | None:

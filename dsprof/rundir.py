@@ -65,10 +65,16 @@ def new_run_path(runs_dir: Path, name: str, now: _dt.datetime | None = None) -> 
 
 
 class RunDir:
-    """A run directory on disk (it may still be being written)."""
+    """A run directory on disk (it may still be being written).
 
-    def __init__(self, path: str | os.PathLike[str]):
+    Attributes:
+        path: where it is (absolute for a run being written, see :meth:`create`).
+        shown: the path as the user gave it, for messages ("dsprof summary dsprof-runs/x").
+    """
+
+    def __init__(self, path: str | os.PathLike[str], shown: str | os.PathLike[str] | None = None):
         self.path = Path(path)
+        self.shown = Path(shown) if shown is not None else self.path
 
     # -- creation -----------------------------------------------------------------------
     @classmethod
@@ -81,7 +87,7 @@ class RunDir:
         Raises:
             RunDirError: ``path`` exists and is not empty, or cannot be created.
         """
-        path = Path(path).absolute()
+        shown, path = path, Path(path).absolute()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(f"output directory {path} already exists and is not empty; "
                               "choose another with -o or remove it")
@@ -93,7 +99,7 @@ class RunDir:
         except OSError as exc:
             raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}; "
                               "choose a writable place with -o") from None
-        return cls(path)
+        return cls(path, shown)
 
     # -- paths --------------------------------------------------------------------------
     @property

@@ -176,7 +176,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet and not ranks.distributed:
         Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+            f"dsprof: raw data in {run.shown}; next: [bold]dsprof summary {run.shown}[/]",
             soft_wrap=True)
     session.release()
     log.detach_file()
@@ -199,7 +199,7 @@ def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, np
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet:
         Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+            f"dsprof: raw data in {run.shown}; next: [bold]dsprof summary {run.shown}[/]",
             soft_wrap=True)
     if lock is not None:
         lock.release()
@@ -277,13 +277,13 @@ def _analyze(run: RunDir, quiet: bool) -> None:
         return
     if not quiet:
         console = Console(stderr=True, highlight=False)
-        render_short(summary, console, str(run.path), findings)
+        render_short(summary, console, str(run.shown), findings)
         if postmortem is not None:
             from dsprof.render.memory import render_oom_short
 
             render_oom_short(postmortem, console)
-            console.print(f"saved to {run.path / 'oom.json'}; more: "
-                          f"[bold]dsprof memory {run.path}[/]", soft_wrap=True)
+            console.print(f"saved to {run.shown / 'oom.json'}; more: "
+                          f"[bold]dsprof memory {run.shown}[/]", soft_wrap=True)
     sys.stderr.flush()
 
 
