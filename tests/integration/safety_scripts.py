@@ -120,3 +120,22 @@ for step in range(12):
 dist.destroy_process_group()
 print("rank", rank, "done")
 '''
+
+# Installs its own SIGTERM handler (argv: MARKER HANDLED): after 2 s it records the signal and
+# exits 7.
+OWN_SIGTERM = _STEP + '''
+import signal, sys, time
+marker, handled = sys.argv[1], sys.argv[2]
+
+def on_term(signum, frame):
+    time.sleep(2)  # a slow, graceful shutdown: longer than dsprof's grace period
+    open(handled, "w").write(str(signum))
+    sys.exit(7)
+
+signal.signal(signal.SIGTERM, on_term)
+for _ in range(4):
+    train_step()
+open(marker, "w").close()
+while True:
+    time.sleep(0.05)
+'''

@@ -228,3 +228,25 @@ def test_a_teardown_that_blocks_finds_the_run_saved_and_sigterm_ends_it(tmp_path
         raise
     assert proc.returncode in (-signal.SIGTERM, 143)
     assert dsprof("summary", "--findings", "0", str(out)).code == 0
+
+
+def test_a_script_with_its_own_sigterm_handler_keeps_it(tmp_path):
+    # GIVEN a script that installs its own SIGTERM handler (it exits 7)
+    script = write(tmp_path / "own_term.py", scripts.OWN_SIGTERM)
+    out, marker, handled = tmp_path / "run", tmp_path / "ready", tmp_path / "handled"
+    proc = _start(["-o", str(out), *SCHEDULE, str(script), str(marker), str(handled)],
+                  tmp_path, DSPROF_TERM_GRACE_S="1")
+    _wait_for(marker, proc)
+    # WHEN it gets SIGTERM
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    # THEN its handler ran and decided the exit status; dsprof's thread did not step in
+    assert proc.returncode == 7, stderr
+    assert handled.read_text() == str(int(signal.SIGTERM))
+    assert "did not stop within" not in stderr
+    m = meta(out)
+    assert (m["status"], m["exit_status"], m["steps_recorded"]) == ("finished", 7, 4)
