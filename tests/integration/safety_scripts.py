@@ -94,6 +94,12 @@ if where == "atexit":  # the script ends; its teardown blocks
     import atexit
     atexit.register(block)
     print("trained", flush=True)
+elif where == "del":  # a global whose destructor blocks (as ~ProcessGroupGloo joining a thread)
+    class Stuck:
+        def __del__(self):
+            block()
+    stuck = Stuck()
+    print("trained", flush=True)
 else:  # blocks mid-run
     open(marker, "w").close()
     block()

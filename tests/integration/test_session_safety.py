@@ -202,11 +202,14 @@ def test_sigterm_while_the_main_thread_is_blocked_in_c_saves_the_run(tmp_path):
     assert res.code == 0 and json.loads(res.stdout)["steps"]["count"] == 5, res.stderr
 
 
-def test_a_teardown_that_blocks_finds_the_run_saved_and_sigterm_ends_it(tmp_path):
-    # GIVEN a script whose atexit handler blocks forever in C
+@pytest.mark.parametrize("where", ["atexit", "del"])
+def test_a_teardown_that_blocks_finds_the_run_saved_and_sigterm_ends_it(tmp_path, where):
+    # GIVEN a script whose teardown blocks forever in C: an atexit handler, or the destructor
+    # of a global (dsprof used to drop the script's globals before saving the run, so such a
+    # destructor blocked dsprof itself: nothing saved, and no SIGTERM handler could run)
     script = write(tmp_path / "block.py", scripts.BLOCK_IN_C)
     out = tmp_path / "run"
-    proc = _start(["-o", str(out), *SCHEDULE, str(script), "6", "-", "atexit"], tmp_path)
+    proc = _start(["-o", str(out), *SCHEDULE, str(script), "6", "-", where], tmp_path)
     # THEN dsprof's work is done before the teardown: the run is saved and ingested
     deadline = time.monotonic() + 180
     while True:
@@ -218,7 +221,7 @@ def test_a_teardown_that_blocks_finds_the_run_saved_and_sigterm_ends_it(tmp_path
         time.sleep(0.2)
     assert (m["status"], m["steps_recorded"]) == ("finished", 6)
     time.sleep(1.0)
-    assert proc.poll() is None  # stuck in the script's own atexit, as without dsprof
+    assert proc.poll() is None  # stuck in the script's own teardown, as without dsprof
     # WHEN SIGTERM comes, THEN the process ends (SIGTERM does what it does without dsprof)
     proc.send_signal(signal.SIGTERM)
     try:
