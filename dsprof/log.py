@@ -58,7 +58,7 @@ class _RunLogHandler(logging.FileHandler):
     """The run's dsprof.log. A write that fails (a full disk, a file size limit) turns it off
     with one line on stderr, instead of logging's traceback for every later message."""
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
         logger.removeHandler(self)
         why = getattr(exc, "strerror", None) or exc
