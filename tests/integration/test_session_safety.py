@@ -43,14 +43,15 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def test_a_running_run_is_read_only_and_ingested_once_at_the_end(tmp_path):
-    # GIVEN a script that is still training (30 steps, 0.15 s each)
+    # GIVEN a script that is still training (40 steps, 0.2 s each)
     script = write(tmp_path / "slow.py", scripts.SLOW)
     out, marker = tmp_path / "run", tmp_path / "step3"
-    proc = _start(["-o", str(out), *SCHEDULE, str(script), "30", str(marker), "0.15"], tmp_path)
+    proc = _start(["-o", str(out), *SCHEDULE, str(script), "40", str(marker), "0.2"], tmp_path)
     try:
         _wait_for(marker, proc)
-        # WHEN summary and analyze are pointed at it
-        seen = [dsprof(cmd, str(out)) for cmd in ("summary", "analyze")]
+        # WHEN summary, analyze, memory and diff are pointed at it
+        seen = [dsprof(*cmd) for cmd in (("summary", str(out)), ("analyze", str(out)),
+                                          ("memory", str(out)), ("diff", str(out), str(out)))]
         still_running = proc.poll() is None
     finally:
         _, stderr = proc.communicate(timeout=240)
@@ -61,13 +62,13 @@ def test_a_running_run_is_read_only_and_ingested_once_at_the_end(tmp_path):
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "is still running" in lines[0], res.stderr
         assert "steps so far" in lines[0] and "Traceback" not in res.stderr
-    # AND the run ends complete: ingested once, by its own process, with all 30 steps
+    # AND the run ends complete: ingested once, by its own process, with all 40 steps
     assert proc.returncode == 0, stderr
     m = meta(out)
-    assert (m["status"], m["ingested"], m["steps_recorded"]) == ("finished", True, 30)
+    assert (m["status"], m["ingested"], m["steps_recorded"]) == ("finished", True, 40)
     res = dsprof("summary", "--json", "--findings", "0", str(out))
     assert res.code == 0, res.stderr
-    assert json.loads(res.stdout)["steps"]["count"] == 29  # step 0 (set-up) is left out
+    assert json.loads(res.stdout)["steps"]["count"] == 39  # step 0 (set-up) is left out
 
 
 def test_a_killed_writer_leaves_a_readable_run_not_a_running_one(tmp_path):
