@@ -68,7 +68,10 @@ def step() -> None:
 
 
 def load(path: Any, *, ingest: bool = True) -> Run:
-    """Open a run directory: ``run.meta``, ``run.tables``, ``run.sql(...)``, ``run.table(name)``."""
+    """Open a run directory: ``run.meta``, ``run.tables``, ``run.sql(...)``, ``run.table(name)``.
+
+    A run still being written raises :class:`dsprof.errors.RunStillRunning` ("still running, N
+    steps so far"): it is read-only until it ends, and ingested once, by its own process."""
     from dsprof.run import load as _load
 
     return _load(path, ingest=ingest)

@@ -17,6 +17,10 @@ class RunDirError(DsprofError):
     """A run directory that is missing, unreadable, empty or from a newer dsprof."""
 
 
+class RunStillRunning(RunDirError):
+    """The run is still being written; commands leave it alone until it ends."""
+
+
 class TraceFormatError(DsprofError):
     """An input file that is not a trace dsprof can read (or is truncated)."""
 

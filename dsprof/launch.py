@@ -22,6 +22,11 @@ from dsprof.errors import ScriptError
 
 _DSPROF_DIR = str(Path(__file__).resolve().parent)
 _RUNPY = {runpy.__file__, "<frozen runpy>"}
+# The script's globals stay alive until the interpreter exits, as under plain python. Dropping
+# them when the script returns would run their destructors inside dsprof's exit path, before
+# the run is saved: a gloo process group's destructor joins its threads there and can hang
+# with the GIL held, where no signal handler can help.
+_KEPT: list[Any] = []
 
 
 @dataclass(frozen=True)
@@ -98,20 +103,24 @@ def run(target: Target) -> Outcome:
                                   "__cached__": None, "__loader__": None, "__spec__": None,
                                   "__package__": None})
             sys.modules["__main__"] = main
+            _KEPT.append(main)
             sys.argv = [target.name, *target.args]
             sys.path[0] = str(Path(target.name).resolve().parent)
             exec(target.code, main.__dict__)  # noqa: S102 - running the user's script is the job
         else:
             sys.argv = [target.name, *target.args]
             sys.path[0] = os.getcwd()
-            runpy.run_module(target.name, run_name="__main__", alter_sys=True)
+            _KEPT.append(runpy.run_module(target.name, run_name="__main__", alter_sys=True))
         return Outcome(0, "exit")
     except SystemExit as exc:
+        _keep_main_globals(exc)
         return Outcome(_exit_code(exc.code), "exit")
     except KeyboardInterrupt as exc:
+        _keep_main_globals(exc)
         _print_user_traceback(exc)
         return Outcome(130, "interrupt")
     except BaseException as exc:  # noqa: BLE001 - the user's failure, reported like Python does
+        _keep_main_globals(exc)
         _print_user_traceback(exc)
         return Outcome(1, "exception", type(exc).__name__)
     finally:
@@ -120,6 +129,17 @@ def run(target: Target) -> Outcome:
             sys.path[0] = saved_path0
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
+
+
+def _keep_main_globals(exc: BaseException) -> None:
+    """A module run with runpy: its globals live only in the frames of the exception that ended
+    it; keep them (not the frames) until the interpreter exits."""
+    tb = exc.__traceback__
+    while tb is not None:
+        glob = tb.tb_frame.f_globals
+        if glob.get("__name__") == "__main__" and not any(g is glob for g in _KEPT):
+            _KEPT.append(glob)
+        tb = tb.tb_next
 
 
 def _exit_code(code: Any) -> int:

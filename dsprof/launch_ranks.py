@@ -83,6 +83,7 @@ def launch(settings: Settings, target: Target, run: RunDir, nproc: int) -> int:
     args += ["-m", target.name] if target.kind == "module" else [target.name]
     args += list(target.args)
     failures: dict[int, int] = {}
+    first: int | None = None
     status = 0
     logger.debug("launching %d ranks: %s %s", nproc, sys.executable, " ".join(args))
     with _environ(env):
@@ -91,14 +92,19 @@ def launch(settings: Settings, target: Target, run: RunDir, nproc: int) -> int:
         except ChildFailedError as exc:
             status = 1
             failures = {int(rank): int(f.exitcode) for rank, f in exc.failures.items()}
+            first = int(exc.get_first_failure()[0])
         except Exception as exc:  # noqa: BLE001 - a launcher failure ends the job like torchrun
             status = 1
             logger.error("torch's elastic launcher failed: %s: %s", type(exc).__name__, exc)
-    merged = merge_ranks(run, nproc, failures)
+    merged = merge_ranks(run, nproc, failures, first)
     meta: dict[str, Any] = {**merged, "status": "finished", "exit_status": status,
                             "exit_reason": "exit" if status == 0 else "rank failed"}
     run.update_meta(**meta)
     if merged["partial"]:
+        lead = merged["first_failure"]
+        if lead is not None:
+            logger.warning("rank %s failed first: %s", lead["rank"], lead["why"])
         for rank, why in sorted(merged["rank_failures"].items(), key=lambda kv: int(kv[0])):
-            logger.warning("rank %s: %s", rank, why)
+            if lead is None or int(rank) != lead["rank"]:
+                logger.warning("rank %s: %s", rank, why)
     return status

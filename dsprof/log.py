@@ -54,10 +54,22 @@ def configure(quiet: bool = False) -> int:
     return level
 
 
+class _RunLogHandler(logging.FileHandler):
+    """The run's dsprof.log. A write that fails (a full disk, a file size limit) turns it off
+    with one line on stderr, instead of logging's traceback for every later message."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        logger.removeHandler(self)
+        why = getattr(exc, "strerror", None) or exc
+        sys.stderr.write(f"[dsprof ERROR] could not write {self.baseFilename}: {why}; the log "
+                         "goes to the terminal only from here\n")
+
+
 def attach_file(path: Path) -> None:
     """Also write the log to ``path`` (the run's dsprof.log)."""
     detach_file()
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RunLogHandler(path, encoding="utf-8")
     handler.set_name("file")
     handler.setFormatter(logging.Formatter(_FILE_FORMAT))
     handler.setLevel(logger.level)
@@ -69,6 +81,14 @@ def detach_file() -> None:
     if handler is not None:
         logger.removeHandler(handler)
         handler.close()
+
+
+def forget_file_in_child() -> None:
+    """In a forked child: stop logging into the parent's run without flushing or closing the
+    parent's file (the child must write nothing into the run)."""
+    handler = _handler("file")
+    if handler is not None:
+        logger.removeHandler(handler)
 
 
 def _handler(name: str) -> logging.Handler | None:

@@ -49,6 +49,7 @@ class Profile:
         self.path: Path | None = None
         self.run: Any = None
         self._session: Any = None
+        self._abs_path: Path | None = None
 
     def __enter__(self) -> Profile:  # noqa: PYI034 - Self needs Python 3.11
         from dsprof.collectors.session import Session, current
@@ -61,7 +62,8 @@ class Profile:
             os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # as dsprof run: no USDT lines
         s = self.settings
         run = RunDir.create(s.output or new_run_path(s.runs_dir, self.name))
-        self.path = run.path
+        self.path = run.shown  # as given; the session writes to the absolute run.path
+        self._abs_path = run.path
         log.attach_file(run.log_path)
         self._session = Session(s, run, {"kind": "api", "name": self.name,
                                          "argv": list(sys.argv)})
@@ -89,6 +91,7 @@ class Profile:
             if self.settings.analyze:
                 self._analyze()
         finally:
+            session.release()  # saved and ingested: other processes may read the run now
             log.detach_file()
 
     def _analyze(self) -> None:
@@ -96,7 +99,7 @@ class Profile:
         from dsprof.run import load
 
         try:
-            self.run = load(self.path)
+            self.run = load(self._abs_path or self.path)
             found = analyze(self.run)
         except Exception as exc:  # noqa: BLE001 - the user's code must not fail on our bugs
             logger.exception("could not analyze the run (raw data kept in %s): %s", self.path,

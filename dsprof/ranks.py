@@ -78,13 +78,15 @@ def shared_run_path(runs_dir: Path, name: str) -> Path:
 
 
 def open_shared(path: Path) -> RunDir:
-    """Create (or join) a multi-rank run directory; several ranks may race here."""
+    """Create (or join) a multi-rank run directory; several ranks may race here. The path is
+    made absolute, so a script's ``os.chdir`` cannot move it."""
+    shown, path = path, Path(path).absolute()
     try:
         (path / "raw").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}; "
                           "choose a writable place with -o") from None
-    return RunDir(path)
+    return RunDir(path, shown)
 
 
 def read_record(run: RunDir, rank: int) -> dict[str, Any] | None:
@@ -120,14 +122,17 @@ def exit_text(code: int) -> str:
     return f"exit status {code}"
 
 
-def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] | None = None
-                ) -> dict[str, Any]:
+def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] | None = None,
+                launcher_first: int | None = None) -> dict[str, Any]:
     """meta.json fields describing the ranks, from their session records.
 
     Args:
         launcher_failures: rank -> exit code (negative: signal) as the launcher saw it.
+        launcher_first: the rank the launcher saw fail first (its error files' timestamps),
+            used when no failed rank recorded when it ended.
     """
     failures = launcher_failures or {}
+    ended: dict[int, int] = {}  # failed rank -> when its session ended (epoch ns)
     devices, clocks, failed, ranks = {}, {}, {}, []
     backend = None
     lead: dict[str, Any] | None = None
@@ -155,10 +160,20 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
             continue
         code = int(rec.get("exit_status", 0))
         if code != 0:
-            failed[str(r)] = f"the script failed: {exit_text(code)} ({rec.get('exit_reason')})"
+            cause = rec.get("exit_reason")
+            if rec.get("exit_error"):
+                cause = f"{cause} {rec['exit_error']}"
+            failed[str(r)] = f"the script failed: {exit_text(code)} ({cause})"
+            if isinstance(rec.get("end_ns"), int):
+                ended[r] = rec["end_ns"] - int((rec.get("clock") or {}).get("offset_ns") or 0)
         if lead is None or r == 0:
             lead = rec
     lead = lead or {}
+    first = _first_failure(failed, ended, launcher_first)
+    if first is not None:
+        for r in failed:
+            if r != str(first):
+                failed[r] += f"; after rank {first} failed"
     offsets = {r: int(c.get("offset_ns") or 0) for r, c in clocks.items()}
     out: dict[str, Any] = {
         "world_size": world_size,
@@ -167,6 +182,8 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "backend": backend,
         "partial": bool(failed),
         "rank_failures": failed,
+        "first_failure": None if first is None else {"rank": first,
+                                                     "why": failed[str(first)]},
         "clock": {"kind": "epoch_ns", "rank_offsets_ns": offsets, "ranks": clocks},
         "end_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "steps_source": lead.get("source", "none"),
@@ -176,3 +193,17 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "precision": lead.get("precision"),
     }
     return out
+
+
+def _first_failure(failed: dict[str, str], ended: dict[int, int],
+                   launcher_first: int | None) -> int | None:
+    """The rank that failed first: the earliest end among the ranks whose script failed (the
+    others usually fail because of it: a peer closed the connection, the launcher stopped
+    them), else the launcher's pick, else the lowest failed rank."""
+    if not failed:
+        return None
+    if ended:
+        return min(ended, key=lambda r: (ended[r], r))
+    if launcher_first is not None and str(launcher_first) in failed:
+        return launcher_first
+    return min(int(r) for r in failed)

@@ -14,7 +14,7 @@ from typing import Any, Self
 
 import pyarrow as pa
 
-from dsprof.errors import RunDirError
+from dsprof.errors import RunDirError, RunStillRunning
 from dsprof.rundir import RunDir
 
 
@@ -99,15 +99,26 @@ def load(path: str | os.PathLike[str], *, ingest: bool = True) -> Run:
         ingest: parse raw/ into tables first if that was never done (``--no-analyze`` runs).
 
     Raises:
+        RunStillRunning: the run is still being written (it is read-only until it ends, and
+            ingested once, by the process that writes it).
         RunDirError: not a run directory, written by a newer dsprof, or empty.
     """
+    from dsprof.runlock import ingest_lock, running
+
     rundir = RunDir(Path(path))
     meta = rundir.read_meta()
+    live = running(rundir)
+    if live is not None:
+        raise RunStillRunning(live.describe(rundir.path))
     if ingest and not meta.get("ingested") and rundir.raw_ranks():
-        from dsprof.ingest.pipeline import ingest_run
+        with ingest_lock(rundir):
+            meta = rundir.read_meta()  # another command may have ingested it while we waited
+            if not meta.get("ingested"):
+                from dsprof.ingest.pipeline import ingest_run
 
-        results = ingest_run(rundir)
-        meta = rundir.update_meta(ingested=True, events=sum(r.events for r in results))
+                results = ingest_run(rundir)
+                meta = rundir.update_meta(ingested=True,
+                                          events=sum(r.events for r in results))
     if not rundir.tables():
         raise RunDirError(f"{rundir.path} holds no data (no tables and nothing in raw/); "
                           "the run collected nothing: run it again, or import its traces")

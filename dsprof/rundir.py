@@ -31,12 +31,26 @@ ANOMALY_FILE = "anomaly.json"  # raw/rank<R>/: the first NaN/Inf (--detect-anoma
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name. On failure (a full disk, a file
+    size limit) the temporary file is removed and the old ``path``, if any, stays whole."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove ``path`` if it is there (cleanup after a failed write must not fail itself)."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def new_run_path(runs_dir: Path, name: str, now: _dt.datetime | None = None) -> Path:
@@ -51,19 +65,29 @@ def new_run_path(runs_dir: Path, name: str, now: _dt.datetime | None = None) -> 
 
 
 class RunDir:
-    """A run directory on disk (it may still be being written)."""
+    """A run directory on disk (it may still be being written).
 
-    def __init__(self, path: str | os.PathLike[str]):
+    Attributes:
+        path: where it is (absolute for a run being written, see :meth:`create`).
+        shown: the path as the user gave it, for messages ("dsprof summary dsprof-runs/x").
+    """
+
+    def __init__(self, path: str | os.PathLike[str], shown: str | os.PathLike[str] | None = None):
         self.path = Path(path)
+        self.shown = Path(shown) if shown is not None else self.path
 
     # -- creation -----------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path) -> RunDir:
         """Create an empty run directory.
 
+        The path is made absolute here: a script that changes directory (Hydra does) must
+        not move where the session writes.
+
         Raises:
             RunDirError: ``path`` exists and is not empty, or cannot be created.
         """
+        shown, path = path, Path(path).absolute()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(f"output directory {path} already exists and is not empty; "
                               "choose another with -o or remove it")
@@ -75,7 +99,7 @@ class RunDir:
         except OSError as exc:
             raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}; "
                               "choose a writable place with -o") from None
-        return cls(path)
+        return cls(path, shown)
 
     # -- paths --------------------------------------------------------------------------
     @property

@@ -45,9 +45,9 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
         run, results = import_traces(list(paths), run_path)
     events = sum(r.events for r in results)
     console.print(f"imported {events:,} events from {len(files)} file(s), "
-                  f"{len(results)} rank(s) into {run.path}")
-    console.print(f"next: [bold]dsprof summary {run.path}[/]", soft_wrap=True)
-    click.echo(str(run.path))
+                  f"{len(results)} rank(s) into {run.shown}")
+    console.print(f"next: [bold]dsprof summary {run.shown}[/]", soft_wrap=True)
+    click.echo(str(run.shown))
 
 
 def _name(path: Path) -> str:

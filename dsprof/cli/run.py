@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from dsprof.log import logger
 from dsprof.ranks import RankEnv, merge_ranks, open_shared, shared_run_path, wait_for_ranks
 from dsprof.rundir import RunDir, new_run_path
 from dsprof.settings import Settings
+from dsprof.terminate import EXIT_STATUS, TermWatcher, grace_from_env
 
 _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 # Rank 0 under the user's torchrun waits this long at exit for the other ranks to save.
@@ -157,12 +157,14 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     session.start()
     if applied is not None:
         run.update_meta(applied=applied.to_json())
-    previous = _terminate_as_exit()
-    try:
-        outcome = launch.run(tgt)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    terminate = TermWatcher(lambda: session.finish(EXIT_STATUS, "terminated", "SIGTERM"),
+                            grace_from_env())
+    if terminate.install():
+        session.on_fork_child.append(terminate.forget_in_child)
+    outcome = launch.run(tgt)
+    if session.forked_child:
+        _exit_forked_child(outcome.exit_status)
+    terminate.hold()  # from here a SIGTERM ends the process once the run is saved
     session.finish(outcome.exit_status, outcome.reason, outcome.error)
     if ranks.coordinator:
         # rank 0 under the user's torchrun: wait for the other ranks, then merge and ingest
@@ -174,9 +176,11 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet and not ranks.distributed:
         Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+            f"dsprof: raw data in {run.shown}; next: [bold]dsprof summary {run.shown}[/]",
             soft_wrap=True)
+    session.release()
     log.detach_file()
+    terminate.uninstall()  # the interpreter's own exit: SIGTERM does what it does without dsprof
     if dashboard and (not ranks.distributed or ranks.coordinator):
         _serve_dashboard(run, dashboard_port)
     ctx.exit(outcome.exit_status)
@@ -185,20 +189,41 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
 def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, nproc: int,
                   dashboard_port: int | None) -> None:
     from dsprof.launch_ranks import launch as launch_ranks
+    from dsprof.runlock import acquire
 
     run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
+    lock = acquire(run)  # the ranks write it: other commands leave it alone until the end
     log.attach_file(run.log_path)
     status = launch_ranks(settings, tgt, run, nproc)
     if settings.analyze:
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet:
         Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+            f"dsprof: raw data in {run.shown}; next: [bold]dsprof summary {run.shown}[/]",
             soft_wrap=True)
+    if lock is not None:
+        lock.release()
     log.detach_file()
     if dashboard_port is not None:
         _serve_dashboard(run, dashboard_port)
     ctx.exit(status)
+
+
+def _exit_forked_child(status: int) -> None:
+    """A process the script forked came back here: it is not the session. Its exit is its own:
+    no summary, nothing written into the run, its status as it gave it. It runs its atexit
+    handlers and flushes its streams as Python would, then ends with ``os._exit``: the C
+    library's exit would run torch's static destructors, and Kineto's, copied mid-use from
+    the parent, wait forever for the parent's threads."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110 - a closed stream must not change the status
+            pass
+    os._exit(status)
 
 
 def _serve_dashboard(run: RunDir, port: int) -> None:
@@ -224,20 +249,6 @@ def _budget(text: str | None) -> int | None:
         raise ConfigError(f"--memory-budget {text!r} is not valid: {exc}") from None
 
 
-def _terminate_as_exit() -> Any:
-    """SIGTERM ends the script like an exception (status 143), so the run is still saved."""
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return None
-
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
-
-
 def _analyze(run: RunDir, quiet: bool) -> None:
     from dsprof.analyzers.breakdown import summarize
     from dsprof.analyzers.registry import analyze
@@ -257,18 +268,22 @@ def _analyze(run: RunDir, quiet: bool) -> None:
         logger.warning("analysis interrupted; the raw data is saved: `dsprof summary %s` "
                        "analyzes it later", run.path)
         return
+    except OSError as exc:  # a full disk or a file size limit while writing the tables
+        logger.error("could not write the analysis into %s: %s; the raw data is kept",
+                     run.path, exc.strerror or exc)
+        return
     except Exception as exc:  # noqa: BLE001 - the script's exit status must survive our bugs
         logger.exception("analysis failed (the raw data is kept in %s): %s", run.path, exc)
         return
     if not quiet:
         console = Console(stderr=True, highlight=False)
-        render_short(summary, console, str(run.path), findings)
+        render_short(summary, console, str(run.shown), findings)
         if postmortem is not None:
             from dsprof.render.memory import render_oom_short
 
             render_oom_short(postmortem, console)
-            console.print(f"saved to {run.path / 'oom.json'}; more: "
-                          f"[bold]dsprof memory {run.path}[/]", soft_wrap=True)
+            console.print(f"saved to {run.shown / 'oom.json'}; more: "
+                          f"[bold]dsprof memory {run.shown}[/]", soft_wrap=True)
     sys.stderr.flush()
 
 

@@ -4,7 +4,12 @@ The session starts the collectors, routes step boundaries (optimizer hook or ``d
 to the timeline, and at the end, whatever the cause (normal exit, ``sys.exit``, exception,
 Ctrl-C, out of memory), saves what was collected: the open profiler window, ``session.json``
 with every step boundary, and the exit status in ``meta.json``. A collector failure is logged
-once and disables that collector; it never fails the user's script.
+once and disables that collector; it never fails the user's script, and neither does a file
+that cannot be written (a full disk): one line says which, the rest is still saved.
+
+The session owns the run's lock (:mod:`dsprof.runlock`) while the run is written, so other
+commands leave the run alone. A process forked by the script is not the session: in the child,
+every collector stops at once and the child's exit saves nothing (:mod:`.forked_child`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import os
 import platform
 import socket
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,7 +30,7 @@ from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
-from dsprof.collectors import clock
+from dsprof.collectors import clock, forked_child
 from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
@@ -34,9 +41,12 @@ from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
+from dsprof.collectors.user_profiler import UserProfilerGuard
 from dsprof.log import logger
 from dsprof.ranks import RankEnv
 from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
+from dsprof.runlock import Progress, RunLock
+from dsprof.runlock import acquire as acquire_lock
 from dsprof.settings import Settings
 
 _current: Session | None = None
@@ -79,10 +89,16 @@ class Session:
         self.cupti: CuptiKernelCollector | None = None
         self.scaler: GradScalerMonitor | None = None
         self.watcher: Any = None  # DispatchWatcher at DEBUG or with --detect-anomaly
+        self.user_profiler: UserProfilerGuard | None = None
         self._finished = False
         self._timeline_ok = True
         self._clock: dict[str, Any] | None = None
         self._backend: str | None = None
+        self.lock: RunLock | None = None
+        self.progress: Progress | None = None
+        self.forked_child = False  # this is a copy of the session in a process the script forked
+        self.on_fork_child: list[Any] = []  # more to undo in a forked child (the CLI's SIGTERM)
+        self._finish_lock = threading.RLock()  # finish() from the SIGTERM thread or main
 
     def _rank_facts(self, status: str) -> dict[str, Any]:
         """What a rank of a multi-rank job says about itself in session.json."""
@@ -96,6 +112,10 @@ class Session:
         global _current
         import torch
 
+        if not self.ranks.distributed or self.ranks.coordinator:
+            # before meta.json says "running": a reader must never see a run without its writer
+            self.lock = acquire_lock(self.run)
+        forked_child.register(self)
         self.device = detect()
         self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
         if self.settings.tf32:
@@ -141,6 +161,7 @@ class Session:
             self._clock = clock.record(self.rank, self.ranks.world_size, self.steps.now_ns,
                                        self.steps.clock_offset_ns)
             atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self._rank_facts("running")))
+        self.progress = Progress(self.raw)
         self.steps.install()
         self.memory.install()
         for hooks in (self.data, self.syncs):
@@ -163,10 +184,28 @@ class Session:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
             self._disable_timeline(exc)
+        self._watch_user_profiler()
         self._start_watcher()
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
+
+    def _watch_user_profiler(self) -> None:
+        """The script's own torch.profiler sessions: the timeline steps aside for them."""
+        timeline = self.timeline
+        assert timeline is not None
+
+        def started() -> None:
+            if self._timeline_ok:
+                timeline.step_aside()
+
+        self.user_profiler = UserProfilerGuard(started, timeline.resume)
+        try:
+            self.user_profiler.install()
+        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+            self.user_profiler = None
+            logger.error("cannot watch for the script's own torch.profiler: %s: %s",
+                         type(exc).__name__, exc)
 
     def _start_cupti(self) -> None:
         """Whole-run kernel records, handed over to the profiler around every window (the
@@ -199,6 +238,8 @@ class Session:
             self.steps.manual_step()
 
     def _on_boundary(self, step: int) -> None:
+        if self.progress is not None and self.steps is not None:
+            self.progress.update(self.steps.steps_done)
         if self.ranks.distributed and self._backend is None:
             self._backend = _backend()  # scripts destroy their group before exit
         if self.memory is not None and self.steps is not None:
@@ -222,7 +263,26 @@ class Session:
                      type(exc).__name__, exc)
 
     def finish(self, exit_status: int, reason: str, error: str | None = None) -> None:
-        """Save everything collected so far. Safe to call more than once."""
+        """Save everything collected so far. Safe to call more than once, and from the SIGTERM
+        thread while the main thread is blocked (the first caller saves)."""
+        with self._finish_lock:
+            self._finish(exit_status, reason, error)
+
+    def release(self) -> None:
+        """The run is saved and ingested: other commands may read it now."""
+        if self.progress is not None:
+            self.progress.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def forget(self) -> None:
+        """In a forked child: this copy is no session (see :mod:`forked_child`)."""
+        global _current
+        self._finished = True
+        if _current is self:
+            _current = None
+
+    def _finish(self, exit_status: int, reason: str, error: str | None) -> None:
         global _current
         if self._finished:
             return
@@ -232,6 +292,8 @@ class Session:
         steps, timeline = self.steps, self.timeline
         if self.watcher is not None:
             self.watcher.stop()
+        if self.user_profiler is not None:
+            self.user_profiler.uninstall()
         if self.scaler is not None:
             self.scaler.uninstall()
         if steps is not None:
@@ -241,6 +303,13 @@ class Session:
         for hooks in (self.data, self.syncs):
             if hooks is not None:
                 hooks.uninstall()
+        if timeline is not None and self._timeline_ok and \
+                threading.current_thread() is not threading.main_thread():
+            # the SIGTERM thread saves while the main thread is blocked: Kineto's session
+            # belongs to the main thread, and stopping it from here crashes torch
+            self._timeline_ok = False
+            logger.warning("the profiler window open at SIGTERM is not saved (the main thread "
+                           "is blocked); every step's timing is")
         if timeline is not None and self._timeline_ok:
             try:
                 timeline.finish()
@@ -265,13 +334,13 @@ class Session:
                   "host_syncs": self.syncs.rows() if self.syncs else []}
         if self.ranks.distributed:
             record = {**self._rank_facts("finished"), **record, "exit_status": exit_status,
-                      "exit_reason": reason}
-        atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(record))
+                      "exit_reason": reason, "exit_error": error}
+        _save(self.raw / SESSION_FILE, lambda p: atomic_write_bytes(p, orjson.dumps(record)))
         if self.ranks.distributed:
             logger.debug("session: rank %d finished (%s, status %d)", self.rank, reason,
                          exit_status)
             return
-        self.run.update_meta(
+        _save(self.run.meta_path, lambda _p: self.run.update_meta(
             status="finished",
             exit_status=exit_status,
             exit_reason=reason,
@@ -285,9 +354,22 @@ class Session:
             max_capture_s=self.settings.max_capture_s,
             knobs=self.knobs.report() if self.knobs is not None else {},
             precision=precision_state(),
-        )
+            **({"user_profiler": timeline.handed_over} if timeline and timeline.handed_over
+               else {}),
+        ))
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                      len(windows))
+
+
+def _save(path: Path, write: Any) -> bool:
+    """Write one file of the run; a failure (full disk, size limit, read-only) is one line."""
+    try:
+        write(path)
+        return True
+    except OSError as exc:
+        logger.error("could not write %s: %s; the files written before it are kept", path,
+                     exc.strerror or exc)
+        return False
 
 
 def _backend() -> str | None:

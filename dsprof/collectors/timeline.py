@@ -15,6 +15,12 @@ record_and_save  the last active step of a window: saved when it ends
 Steps 1.. follow torch's ``schedule(wait, warmup, active, repeat)`` arithmetic. Saving writes
 Kineto's JSON with its own C++ writer; nothing is parsed inside the training loop (the DEBUG
 op trace is live, from the dispatch watcher, not from these traces).
+
+Two profiler sessions at once crash torch (exit 139), so when the script starts its own
+torch.profiler session (:mod:`dsprof.collectors.user_profiler` tells), the timeline steps
+aside: it closes its own window first (saved if it was recording), takes none while the
+script's session lives, resumes the schedule after it, and records in meta.json
+(``user_profiler``) that it did.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any, Protocol
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.log import logger
+from dsprof.rundir import remove_quietly
 from dsprof.settings import Settings
 
 NONE, WARMUP, RECORD, RECORD_AND_SAVE, BOOTSTRAP = ("none", "warmup", "record", "record_and_save",
@@ -105,6 +112,9 @@ class TimelineCollector:
         # uses CUPTI (the cupti kernel mode) must let go of it in between
         self.before_profiler: Callable[[], None] | None = None
         self.after_profiler: Callable[[], None] | None = None
+        self.handed_over: dict[str, Any] | None = None  # meta.json "user_profiler"
+        self._suspended = False
+        self._next_step = 0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,6 +133,9 @@ class TimelineCollector:
 
     def on_boundary(self, step: int) -> None:
         """Step ``step`` just ended; move to what the schedule says for ``step + 1``."""
+        self._next_step = step + 1
+        if self._suspended:
+            return  # the script's own profiler records; dsprof's schedule waits
         nxt = planned_action(step + 1, self.settings)
         state = self._state
         if self.listener is not None and state in (RECORD, RECORD_AND_SAVE):
@@ -159,19 +172,57 @@ class TimelineCollector:
             self._stop(save=False)
         self._state = NONE
 
+    # -- the script's own torch.profiler ---------------------------------------------------
+    def step_aside(self) -> None:
+        """The script starts a torch.profiler session: close dsprof's first (a recording window
+        is saved, a warm-up or the bootstrap capture dropped) and take none until it ends."""
+        if self._suspended:
+            return
+        self._suspended = True
+        state = self._state
+        self._remove_cap_hook()
+        cut = state in (RECORD, RECORD_AND_SAVE)
+        if state != NONE:
+            self._stop(save=cut)
+        self._state = NONE
+        info = self.handed_over or {"sessions": 0, "first_step": self._next_step,
+                                    "windows_cut": 0}
+        info["sessions"] += 1
+        info["windows_cut"] += int(cut)
+        self.handed_over = info
+        logger.info("the script started its own torch.profiler at step %d: dsprof's op "
+                    "timeline steps aside until it stops (step timings go on)", self._next_step)
+
+    def resume(self) -> None:
+        """The script's profiler session stopped: dsprof's schedule goes on from the next
+        boundary (a window planned meanwhile starts late or not at all)."""
+        self._suspended = False
+
+    def detach_in_child(self) -> None:
+        """In a forked child: remove the Python hooks; the profiler object is left as it is
+        (stopping or exporting a copy of the parent's session in the child crashes)."""
+        self._suspended = True
+        self._remove_cap_hook()
+        self.annotator.uninstall()
+        self.listener = None
+        self._state = NONE
+
     # -- internals ------------------------------------------------------------------------
     def _prepare(self, with_stack: bool | None = None) -> None:
         from torch.profiler import profile
 
         if self.before_profiler is not None:
             self.before_profiler()
+        from dsprof.collectors.user_profiler import dsprof_profiler
+
         self._prof = profile(
             activities=profiler_activities(self.device),
             record_shapes=True,
             profile_memory=True,
             with_stack=self.settings.with_stack if with_stack is None else with_stack,
         )
-        self._prof.prepare_trace()
+        with dsprof_profiler():
+            self._prof.prepare_trace()
 
     def _start_recording(self, step: int, window: Window) -> None:
         self._prof.start_trace()
@@ -213,7 +264,18 @@ class TimelineCollector:
                 self.listener.window_stopped(None)
             return
         path = self.raw_dir / f"window-{window.index}.trace.json"
-        prof.export_chrome_trace(str(path))
+        try:
+            prof.export_chrome_trace(str(path))  # Kineto writes <path>.tmp, then renames it
+            if not path.is_file():  # Kineto gives up silently when a write fails
+                raise OSError(f"could not write {path} (is the disk full, or a file size "
+                              "limit reached?)")
+        except BaseException:
+            # no partial trace is left that would read as a window
+            for part in (path, path.with_name(f"{path.name}.tmp")):
+                remove_quietly(part)
+            if self.listener is not None:
+                self.listener.window_stopped(None)
+            raise
         window.file = path.name
         self.windows.append(window)
         if self.listener is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dsprof.rundir import RunDir
+from dsprof.rundir import RunDir, remove_quietly
 from dsprof.schema import Table
 
 # (temporary file or None when the table is empty, target, rows)
@@ -41,7 +41,11 @@ def write_staged(run: RunDir, table: Table, rank: int, data: pa.Table | None) ->
     # (ids, times, correlations) a dictionary costs more to build than it saves, and the file
     # comes out smaller without it.
     text = [f.name for f in data.schema if pa.types.is_string(f.type)]
-    pq.write_table(data, tmp, compression="lz4", use_dictionary=text)
+    try:
+        pq.write_table(data, tmp, compression="lz4", use_dictionary=text)
+    except BaseException:
+        remove_quietly(tmp)  # a full disk leaves no partial part behind
+        raise
     return tmp, target, rows
 
 
