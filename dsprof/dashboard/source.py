@@ -25,6 +25,7 @@ from dsprof.dashboard.timeline_load import load_timeline
 from dsprof.findings import Finding
 from dsprof.log import logger
 from dsprof.run import Run, load
+from dsprof.sqlsafe import table_columns
 
 # What each table holds and the command that collects it, for pages that find it missing.
 COLLECTED_BY: dict[str, str] = {
@@ -82,10 +83,8 @@ class RunSource:
         return f"This run has no {table} table. {how[:1].upper()}{how[1:]}".strip()
 
     def columns(self, table: str) -> set[str]:
-        if not self.has(table):
-            return set()
         with self.lock:
-            return {r[0] for r in self.run.sql(f"DESCRIBE {table}")}
+            return table_columns(self.run, table)
 
     def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         with self.lock:

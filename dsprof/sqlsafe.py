@@ -1,0 +1,67 @@
+"""The one way a name or a path read from disk enters a SQL string.
+
+A run directory is shared between people, so everything in it (Parquet column names, table
+folders, its own path) is data an attacker may have chosen. DuckDB runs multi-statement
+strings, so a column named ``0; COPY (SELECT 'x') TO '/path'; SELECT 1`` interpolated into a
+SELECT list writes a file. The rules, used everywhere SQL is built:
+
+- values are always bound parameters (``?``), never formatted in;
+- a column name that came from the data is first checked against ``dsprof/schema.py``
+  (:func:`table_columns` only returns schema columns) and then quoted (:func:`ident`);
+- a path is a quoted string literal (:func:`literal`), used only where DuckDB takes no
+  parameter (``CREATE VIEW ... read_parquet(...)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dsprof.schema import TABLES
+
+
+def ident(name: str) -> str:
+    """``name`` as a DuckDB quoted identifier (``"..."`` with ``"`` doubled)."""
+    if "\x00" in name:
+        raise ValueError("an SQL identifier cannot hold a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def idents(names: Iterable[str]) -> str:
+    """A comma-separated list of quoted identifiers, for a SELECT list."""
+    return ", ".join(ident(n) for n in names)
+
+
+def literal(text: str) -> str:
+    """``text`` as a SQL string literal (``'...'`` with ``'`` doubled)."""
+    if "\x00" in text:
+        raise ValueError("an SQL string cannot hold a NUL character")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def table_name(name: str) -> str:
+    """A table's name, quoted, once it is known to be one of the schema's tables.
+
+    Raises:
+        ValueError: ``name`` is not a table of ``dsprof/schema.py``.
+    """
+    if name not in TABLES:
+        raise ValueError(f"{name!r} is not a dsprof table")
+    return ident(name)
+
+
+def table_columns(run: Any, table: str) -> set[str]:
+    """The columns ``table`` has in this run that the schema knows of.
+
+    Older runs lack some columns, so callers ask which are present; a column the schema does
+    not declare (a newer dsprof's, or a hostile name) is never returned, so it never reaches SQL.
+
+    Args:
+        run: a :class:`dsprof.run.Run` (anything with ``has`` and ``sql``).
+        table: a schema table name.
+    """
+    if table not in TABLES or not run.has(table):
+        return set()
+    known = set(TABLES[table].column_names)
+    rows = run.sql(f"SELECT column_name FROM (DESCRIBE {table_name(table)})")
+    return {r[0] for r in rows if r[0] in known}
