@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError
 from dsprof.rundir import RunDir
-from dsprof.sqlsafe import literal, table_name
+from dsprof.sqlsafe import parquet_files, table_name
 
 
 class Run:
@@ -49,7 +49,7 @@ class Run:
             con = duckdb.connect()
             for name in self.tables:
                 con.execute(f"CREATE VIEW {table_name(name)} AS SELECT * FROM read_parquet("
-                            f"{literal(self.rundir.table_glob(name))}, union_by_name = true)")
+                            f"{parquet_files(self.rundir, name)}, union_by_name = true)")
             self._con = con
         return self._con
 

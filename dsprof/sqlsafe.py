@@ -9,7 +9,7 @@ SELECT list writes a file. The rules, used everywhere SQL is built:
 - a column name that came from the data is first checked against ``dsprof/schema.py``
   (:func:`table_columns` only returns schema columns) and then quoted (:func:`ident`);
 - a path is a quoted string literal (:func:`literal`), used only where DuckDB takes no
-  parameter (``CREATE VIEW ... read_parquet(...)``).
+  parameter (``CREATE VIEW ... read_parquet(...)``), and never a glob (:func:`parquet_files`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,18 @@ def literal(text: str) -> str:
     if "\x00" in text:
         raise ValueError("an SQL string cannot hold a NUL character")
     return "'" + text.replace("'", "''") + "'"
+
+
+def parquet_files(run_dir: Any, table: str) -> str:
+    """``read_parquet``'s argument for a table's parts: a list of file literals.
+
+    Not a glob: DuckDB would read ``[...]``, ``*`` and ``?`` in the run directory's own path
+    as patterns (a run in ``runs[1]/`` would find no files, or another run's).
+    """
+    parts = sorted(str(p) for p in run_dir.table_dir(table).glob("*.parquet"))
+    if not parts:
+        raise ValueError(f"table {table!r} has no parts")
+    return "[" + ", ".join(literal(p) for p in parts) + "]"
 
 
 def table_name(name: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import duckdb
 
 from dsprof.run import Run
-from dsprof.sqlsafe import literal, table_name
+from dsprof.sqlsafe import parquet_files, table_name
 
 # (an event under a microsecond that crosses no microsecond boundary gets -1 us, as in HTA)
 _ROUNDED = ("* REPLACE (((start_ns + 999) // 1000) * 1000 AS start_ns, "
@@ -28,5 +28,5 @@ def hta_rounded(run: Run) -> duckdb.DuckDBPyConnection:
     for name in run.tables:
         cols = _ROUNDED if name in ("kernels", "ops") else "*"
         con.execute(f"CREATE VIEW {table_name(name)} AS SELECT {cols} FROM read_parquet("
-                    f"{literal(run.rundir.table_glob(name))}, union_by_name = true)")
+                    f"{parquet_files(run.rundir, name)}, union_by_name = true)")
     return con

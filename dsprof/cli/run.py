@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from dsprof import launch, log
 from dsprof.collectors.session import Session
 from dsprof.errors import ConfigError, DsprofError
 from dsprof.log import logger
 from dsprof.ranks import RankEnv, merge_ranks, open_shared, shared_run_path, wait_for_ranks
+from dsprof.render.safe_text import esc, make_console
 from dsprof.rundir import RunDir, new_run_path
 from dsprof.settings import Settings
 
@@ -173,8 +173,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     if settings.analyze and (not ranks.distributed or ranks.coordinator):
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet and not ranks.distributed:
-        Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+        make_console(stderr=True, highlight=False).print(
+            f"dsprof: raw data in {esc(run.path)}; next: [bold]dsprof summary {esc(run.path)}[/]",
             soft_wrap=True)
     log.detach_file()
     if dashboard and (not ranks.distributed or ranks.coordinator):
@@ -192,8 +192,8 @@ def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, np
     if settings.analyze:
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet:
-        Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.path}; next: [bold]dsprof summary {run.path}[/]",
+        make_console(stderr=True, highlight=False).print(
+            f"dsprof: raw data in {esc(run.path)}; next: [bold]dsprof summary {esc(run.path)}[/]",
             soft_wrap=True)
     log.detach_file()
     if dashboard_port is not None:
@@ -261,14 +261,14 @@ def _analyze(run: RunDir, quiet: bool) -> None:
         logger.exception("analysis failed (the raw data is kept in %s): %s", run.path, exc)
         return
     if not quiet:
-        console = Console(stderr=True, highlight=False)
+        console = make_console(stderr=True, highlight=False)
         render_short(summary, console, str(run.path), findings)
         if postmortem is not None:
             from dsprof.render.memory import render_oom_short
 
             render_oom_short(postmortem, console)
-            console.print(f"saved to {run.path / 'oom.json'}; more: "
-                          f"[bold]dsprof memory {run.path}[/]", soft_wrap=True)
+            console.print(f"saved to {esc(run.path / 'oom.json')}; more: "
+                          f"[bold]dsprof memory {esc(run.path)}[/]", soft_wrap=True)
     sys.stderr.flush()
 
 

@@ -15,7 +15,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from dsprof.errors import ConfigError
 
-
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARD = frozenset({"", "0.0.0.0", "::"})
 

@@ -13,7 +13,8 @@ directories, which other people write. Printed as they are, ``[/bold]close`` kil
 - :func:`plain` is a rich ``Text`` (never parsed as markup), for table cells and whole lines.
 - :func:`make_console` gives the console every command prints with: it cleans the text of every
   segment once more just before it is written, so a string a renderer forgot to pass through
-  :func:`esc` can at worst look wrong, never reach the terminal as an escape sequence.
+  :func:`esc` can at worst look wrong, never reach the terminal as an escape sequence, and a
+  string that is not valid markup is printed as plain text rather than raising MarkupError.
 
 This module imports rich only when a console or Text is made, so the logger (imported in the
 profiled process) can use :func:`clean` without loading rich.
@@ -69,8 +70,16 @@ def make_console(**kwargs: Any) -> Any:
             segments rich marks as control are its own cursor moves, kept)."""
 
             def render_str(self, text: str, **kw: Any) -> Any:
-                # Clean before measuring, so widths are those of what is printed.
-                return super().render_str(clean(text), **kw)
+                # Clean before measuring, so widths are those of what is printed. A string a
+                # renderer forgot to escape that is not valid markup prints as plain text
+                # instead of killing the command.
+                from rich.errors import MarkupError
+                from rich.text import Text
+
+                try:
+                    return super().render_str(clean(text), **kw)
+                except MarkupError:
+                    return Text(clean(text), style=kw.get("style") or "")
 
             def _render_buffer(self, buffer: Any) -> str:
                 from rich.segment import Segment

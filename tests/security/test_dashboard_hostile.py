@@ -50,7 +50,7 @@ def test_clicking_a_collective_with_hostile_column_names_writes_nothing(hostile_
         src = RunSource(run)
         try:
             index = src.timeline
-            pos = int([i for i in range(len(index)) if index.kind[i] == COMM][0])
+            pos = int(next(i for i in range(len(index)) if index.kind[i] == COMM))
         finally:
             src.close()
         # WHEN the browser reports a click on that collective (the real callback request)
