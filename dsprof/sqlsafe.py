@@ -15,8 +15,10 @@ SELECT list writes a file. The rules, used everywhere SQL is built:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from dsprof.errors import RunDirError
 from dsprof.schema import TABLES
 
 
@@ -45,10 +47,32 @@ def parquet_files(run_dir: Any, table: str) -> str:
     Not a glob: DuckDB would read ``[...]``, ``*`` and ``?`` in the run directory's own path
     as patterns (a run in ``runs[1]/`` would find no files, or another run's).
     """
-    parts = sorted(str(p) for p in run_dir.table_dir(table).glob("*.parquet"))
+    parts = sorted(run_dir.table_dir(table).glob("*.parquet"))
     if not parts:
         raise ValueError(f"table {table!r} has no parts")
-    return "[" + ", ".join(literal(p) for p in parts) + "]"
+    for part in parts:
+        _check_complete(part)
+    return "[" + ", ".join(literal(str(p)) for p in parts) + "]"
+
+
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _check_complete(part: Path) -> None:
+    """Refuse a Parquet part that is cut short (copied while written, a full disk): its
+    footer magic is missing. Checked here, once per part, so a damaged table is one line
+    naming the file instead of a DuckDB error in whichever query reads it first."""
+    try:
+        size = part.stat().st_size
+        with open(part, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(max(size - 4, 0))
+            tail = fh.read(4)
+    except OSError as exc:
+        raise RunDirError(f"{part}: cannot read it ({exc.strerror or exc})") from None
+    if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
+        raise RunDirError(f"{part} is truncated or not Parquet; the run directory is damaged: "
+                          "import or run it again")
 
 
 def table_name(name: str) -> str:

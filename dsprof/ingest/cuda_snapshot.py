@@ -30,7 +30,6 @@ from dsprof.ingest.memory_window import COLUMNS
 from dsprof.ingest.trace_file import read_bytes
 
 
-
 def load_snapshot(path: Path, data: bytes | None = None) -> dict[str, Any]:
     """Read and check a snapshot pickle.
 
