@@ -218,16 +218,16 @@ def _check_types(f: Finding) -> None:
     not met as a TypeError in a renderer."""
     for name in _STR_FIELDS:
         if not isinstance(getattr(f, name), str):
-            raise ValueError(f"finding field {name!r} is not a string")
+            raise TypeError(f"finding field {name!r} is not a string")
     for name in _NUM_FIELDS:
         value = getattr(f, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"finding field {name!r} is not a number")
+            raise TypeError(f"finding field {name!r} is not a number")
     if not isinstance(f.apply, dict) or not isinstance(f.data, dict):
-        raise ValueError("finding fields 'apply' and 'data' must be objects")
+        raise TypeError("finding fields 'apply' and 'data' must be objects")
     for e in f.evidence:
         if not isinstance(getattr(e, "text", ""), str):
-            raise ValueError("evidence text is not a string")
+            raise TypeError("evidence text is not a string")
 
 
 def read_findings(run: Run) -> Analysis | None:
@@ -243,7 +243,7 @@ def read_findings(run: Run) -> Analysis | None:
     try:
         doc = orjson.loads(path.read_bytes())
         if not isinstance(doc, dict) or not isinstance(doc.get("findings", []), list):
-            raise ValueError("expected an object with a findings list")
+            raise TypeError("expected an object with a findings list")
         analysis = Analysis.from_json(doc)
         for f in analysis.findings:
             _check_types(f)

@@ -147,8 +147,8 @@ def test_truncated_parquet_table_is_one_line(good_run, memory_run, tmp_path, com
 
 @pytest.mark.parametrize("findings", [
     '{"findings": [', "[1, 2]", '{"findings": [{"x": 1}]}',
-    '{"findings": [{"analyzer": "a", "kind": "k", "key": "x", "title": "t",'
-    ' "saving_s": "lots"}]}'])
+    ('{"findings": [{"analyzer": "a", "kind": "k", "key": "x", "title": "t",'
+     ' "saving_s": "lots"}]}')])
 def test_broken_findings_json_is_one_line(good_run, tmp_path, findings):
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
