@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import shutil
+import struct
 import subprocess
 import sys
 import zlib
@@ -73,14 +74,32 @@ def test_etc_passwd_is_not_imported(tmp_path):
 
 
 def _bomb(path: Path, expanded: int) -> None:
-    """A gzip file of ``expanded`` zero-ish bytes (JSON-looking head), written in chunks."""
-    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    """A valid gzip file of ``expanded`` bytes of JSON whitespace, made fast: one 16 MiB
+    deflate block after a full flush does not depend on what came before, so its compressed
+    bytes are written ``expanded / 16 MiB`` times; the trailer's CRC and size are exact."""
+    head, tail, chunk = b'{"traceEvents": [', b"]}", b" " * (1 << 24)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = z.compress(head) + z.flush(zlib.Z_FULL_FLUSH)
+    block = z.compress(chunk) + z.flush(zlib.Z_FULL_FLUSH)
+    last = z.compress(tail) + z.flush()
+    n = expanded >> 24
+    crc = zlib.crc32(head)
+    for _ in range(n):
+        crc = zlib.crc32(chunk, crc)
+    crc = zlib.crc32(tail, crc)
+    size = len(head) + n * len(chunk) + len(tail)
     with open(path, "wb") as fh:
-        fh.write(z.compress(b'{"traceEvents": [' + b" " * 1000))
-        chunk = b" " * (1 << 24)
-        fh.writelines(z.compress(chunk) for _ in range(expanded >> 24))
-        fh.write(z.compress(b"]}"))
-        fh.write(z.flush())
+        fh.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + first)
+        for _ in range(n):
+            fh.write(block)
+        fh.write(last + struct.pack("<II", crc, size & 0xFFFFFFFF))
+
+
+def test_bomb_helper_makes_valid_gzip(tmp_path):
+    small = tmp_path / "small.json.gz"
+    _bomb(small, 2 << 24)
+    assert gzip.decompress(small.read_bytes()) == (b'{"traceEvents": [' + b" " * (2 << 24)
+                                                   + b"]}")
 
 
 def test_decompression_bomb_is_refused_while_streaming(tmp_path):
@@ -213,3 +232,14 @@ def test_read_only_run_without_findings_still_summarizes(good_run, tmp_path):
     assert "Findings" in proc.stdout and "Traceback" not in proc.stderr
     assert "findings not saved" in proc.stderr
     assert not (run / "findings.json").exists()
+
+
+def test_raw_rank_folder_past_int32_is_one_line(tmp_path):
+    from dsprof.rundir import RunDir
+
+    run = RunDir.create(tmp_path / "run")
+    run.write_meta({"source": "run", "status": "finished", "ingested": False})
+    folder = run.path / "raw" / f"rank{2**40}"
+    folder.mkdir(parents=True)
+    (folder / "window-0.trace.json").write_text(json.dumps({"traceEvents": [_EVENT]}))
+    assert_one_line(run_cli("summary", str(run.path)), f"rank{2**40}", "out of range")
