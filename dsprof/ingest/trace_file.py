@@ -134,11 +134,6 @@ def gunzip(data: bytes) -> bytes:
     return out[0] if len(out) == 1 else b"".join(out)
 
 
-def _all_gzip_members(path: Path, data: bytes) -> bytes | None:
-    """Kept for the callers below: :func:`gunzip` already inflates every member."""
-    return None
-
-
 def _orjson(data: bytes) -> tuple[Any, str | None]:
     try:
         return orjson.loads(data), None
@@ -148,7 +143,7 @@ def _orjson(data: bytes) -> tuple[Any, str | None]:
         return None, "nested too deep"
 
 
-def _decode_kineto(path: Path, data: bytes, retry: bool = True) -> KinetoTrace:
+def _decode_kineto(path: Path, data: bytes) -> KinetoTrace:
     try:
         return KinetoTrace(path, DECODER.decode(data))
     except msgspec.ValidationError as exc:
@@ -160,12 +155,8 @@ def _decode_kineto(path: Path, data: bytes, retry: bool = True) -> KinetoTrace:
         raise TraceFormatError(f"{path}: JSON nested too deep to be a trace; dsprof refuses "
                                "it") from None
     except msgspec.DecodeError as exc:
-        full = _all_gzip_members(path, data) if retry else None
-        if full is None:
-            raise TraceFormatError(f"{path}: not valid JSON ({exc}); is it a torch.profiler "
-                                   "trace, and complete?") from None
-    # gunzip's fast path read only the first of several gzip members
-    return _decode_kineto(path, full, retry=False)
+        raise TraceFormatError(f"{path}: not valid JSON ({exc}); is it a torch.profiler "
+                               "trace, and complete?") from None
 
 
 def load(path: Path) -> KinetoTrace | MemoryTimelineRaw:
@@ -185,10 +176,6 @@ def parse(path: Path, data: bytes) -> KinetoTrace | MemoryTimelineRaw:
     if head[:1] == b"{":
         return _decode_kineto(path, data)
     doc, error = _orjson(data)
-    if error is not None:
-        full = _all_gzip_members(path, data)  # gunzip's fast path read only its first member
-        if full is not None:
-            doc, error = _orjson(full)
     if error is not None:
         raise TraceFormatError(
             f"{path}: not valid JSON ({error}); is it a torch.profiler trace, and complete?")

@@ -243,3 +243,14 @@ def test_raw_rank_folder_past_int32_is_one_line(tmp_path):
     folder.mkdir(parents=True)
     (folder / "window-0.trace.json").write_text(json.dumps({"traceEvents": [_EVENT]}))
     assert_one_line(run_cli("summary", str(run.path)), f"rank{2**40}", "out of range")
+
+
+def test_multi_member_gzip_still_imports(tmp_path):
+    """The bounded inflater reads every gzip member (``cat a.gz b.gz`` is one valid file)."""
+    real = trace_dir("hta_amd_mi250") / "mi250_minitoy_train_ROCm6_2_kineto.json.gz"
+    text = gzip.decompress(real.read_bytes())
+    split = tmp_path / "two.json.gz"
+    split.write_bytes(gzip.compress(text[:1000]) + gzip.compress(text[1000:]))
+    one, _ = import_traces([real], tmp_path / "one")
+    two, _ = import_traces([split], tmp_path / "two")
+    assert one.read_meta()["events"] == two.read_meta()["events"] > 0
