@@ -117,3 +117,23 @@ def test_an_ordinary_snapshot_still_loads(tmp_path):
     path.write_bytes(pickle.dumps(snap))
     rows = snapshot_rows(path, None, rank=0, stack_base=0)
     assert len(rows.mem["ts_ns"]) >= 2000
+
+
+def test_a_script_that_ignores_sigchld_still_gets_bounded_unpickling():
+    """With SIGCHLD ignored the child's status is lost; the pure-Python unpickler (a dict
+    memo) is used instead, and the memo bomb costs nothing."""
+    import signal
+
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        assert load_plain(pickle.dumps({"segments": [1]})) == {"segments": [1]}
+        t0 = time.perf_counter()
+        assert load_plain(b"\x80\x04N" + b"r" + struct.pack("<I", 1 << 27) + b".") is None
+        assert time.perf_counter() - t0 < 5
+        node: list = [0]
+        for _ in range(30):
+            node = [node] * 10
+        with pytest.raises(SnapshotTooLarge):
+            load_plain(pickle.dumps(node))
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
