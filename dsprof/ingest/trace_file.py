@@ -97,6 +97,9 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
+_STEP = 32 << 20
+
+
 class ExpansionLimit(ValueError):
     """A gzip stream that inflates past :func:`~dsprof.ingest.limits.max_expanded_bytes`."""
 
@@ -115,19 +118,28 @@ def gunzip(data: bytes) -> bytes:
         zlib.error: corrupt data or CRC.
     """
     cap = max_expanded_bytes(len(data))
+    hint = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0  # size mod 2**32
     out: list[bytes] = []
     total = 0
     rest = data
     while rest:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        chunk = inflater.decompress(rest, cap - total + 1)
-        total += len(chunk)
-        if total > cap:
-            raise ExpansionLimit(f"the gzip stream expands past {cap:,} bytes "
-                                 f"(from {len(data):,})")
-        out.append(chunk)
-        if not inflater.eof:
-            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        pending = rest
+        while not inflater.eof:
+            # In one call when the trailer's size is honest (one buffer, as fast as inflating
+            # can be), else in steps: a bomb is refused holding at most the cap plus one step.
+            step = hint + 1 if 0 < hint < cap else _STEP
+            hint = 0
+            chunk = inflater.decompress(pending, min(step, cap - total + 1))
+            total += len(chunk)
+            if total > cap:
+                raise ExpansionLimit(f"the gzip stream expands past {cap:,} bytes "
+                                     f"(from {len(data):,})")
+            out.append(chunk)
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:
+                raise EOFError("compressed file ended before the end-of-stream marker was "
+                               "reached")
         rest = inflater.unused_data.lstrip(b"\x00")  # gzip allows zero padding after members
         if rest and rest[:2] != GZIP_MAGIC:
             break  # trailing garbage after the last member, as gzip(1) ignores it

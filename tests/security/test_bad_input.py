@@ -119,8 +119,8 @@ def test_decompression_bomb_is_refused_while_streaming(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "expands past" in proc.stderr
     assert not (tmp_path / "run").exists()
-    if before < 700 * 1024:  # an earlier child may have set the high-water mark already
-        assert peak_mib < 700, peak_mib
+    if before < 512 * 1024:  # an earlier child may have set the high-water mark already
+        assert peak_mib < 512, peak_mib  # measured 390 MiB: the 256 MiB cap plus the program
 
 
 def test_every_shared_trace_is_within_the_limits(tmp_path):
