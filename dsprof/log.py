@@ -21,6 +21,16 @@ _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger(LOGGER_NAME)
 
 
+class _CleanFormatter(logging.Formatter):
+    """Log lines quote op and module names and paths from traces: their control characters
+    are written out visibly (``\\x1b``), so a log line never drives the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from dsprof.render.safe_text import clean
+
+        return clean(super().format(record))
+
+
 def parse_level(text: str | None) -> tuple[int, str | None]:
     """Return (level, complaint); complaint is None when ``text`` was valid or absent."""
     if text is None or not text.strip():
@@ -43,7 +53,7 @@ def configure(quiet: bool = False) -> int:
     if stderr is None:
         stderr = logging.StreamHandler(sys.stderr)
         stderr.set_name("stderr")
-        stderr.setFormatter(logging.Formatter(_FORMAT))
+        stderr.setFormatter(_CleanFormatter(_FORMAT))
         logger.addHandler(stderr)
     else:
         stderr.setStream(sys.stderr)
@@ -71,7 +81,7 @@ def attach_file(path: Path) -> None:
     detach_file()
     handler = _RunLogHandler(path, encoding="utf-8")
     handler.set_name("file")
-    handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+    handler.setFormatter(_CleanFormatter(_FILE_FORMAT))
     handler.setLevel(logger.level)
     logger.addHandler(handler)
 

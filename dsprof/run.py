@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError, RunStillRunning
 from dsprof.rundir import RunDir
+from dsprof.sqlsafe import parquet_files, table_name
 
 
 class Run:
@@ -47,9 +48,8 @@ class Run:
 
             con = duckdb.connect()
             for name in self.tables:
-                glob = self.rundir.table_glob(name).replace("'", "''")
-                con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{glob}', "
-                            "union_by_name = true)")
+                con.execute(f"CREATE VIEW {table_name(name)} AS SELECT * FROM read_parquet("
+                            f"{parquet_files(self.rundir, name)}, union_by_name = true)")
             self._con = con
         return self._con
 
@@ -74,7 +74,7 @@ class Run:
     def table(self, name: str) -> pa.Table:
         if not self.has(name):
             raise RunDirError(f"{self.path} has no {name!r} table")
-        return self.arrow(f"SELECT * FROM {name}")
+        return self.arrow(f"SELECT * FROM {table_name(name)}")
 
     def close(self) -> None:
         if self._con is not None:

@@ -122,6 +122,9 @@ class RunDir:
         ranks = []
         for d in raw.iterdir():
             if d.is_dir() and d.name.startswith("rank") and d.name[4:].isdigit():
+                if int(d.name[4:]) > 2**31 - 1:  # ranks are int32 in every table
+                    raise RunDirError(f"{d}: rank {d.name[4:]} is out of range (a rank is "
+                                      "below 2**31); this run directory was not made by dsprof")
                 ranks.append(int(d.name[4:]))
         return sorted(ranks)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import duckdb
 
 from dsprof.run import Run
+from dsprof.sqlsafe import parquet_files, table_name
 
 # (an event under a microsecond that crosses no microsecond boundary gets -1 us, as in HTA)
 _ROUNDED = ("* REPLACE (((start_ns + 999) // 1000) * 1000 AS start_ns, "
@@ -25,8 +26,7 @@ def hta_rounded(run: Run) -> duckdb.DuckDBPyConnection:
     the other tables of the run unchanged)."""
     con = duckdb.connect()
     for name in run.tables:
-        glob = run.rundir.table_glob(name).replace("'", "''")
         cols = _ROUNDED if name in ("kernels", "ops") else "*"
-        con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM read_parquet('{glob}', "
-                    "union_by_name = true)")
+        con.execute(f"CREATE VIEW {table_name(name)} AS SELECT {cols} FROM read_parquet("
+                    f"{parquet_files(run.rundir, name)}, union_by_name = true)")
     return con

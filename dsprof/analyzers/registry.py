@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from dsprof.errors import RunDirError
 from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
 from dsprof.log import logger
 from dsprof.run import Run
@@ -178,8 +179,13 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
         out.findings.extend(_finish(f, ctx) for f in found)
     out.findings = _dedupe(sorted(out.findings, key=rank_key))
     if write:
-        atomic_write_bytes(run.path / FINDINGS_FILE,
-                           orjson.dumps(out.to_json(), option=orjson.OPT_INDENT_2))
+        try:
+            atomic_write_bytes(run.path / FINDINGS_FILE,
+                               orjson.dumps(out.to_json(), option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            # a run shared read-only: the findings are shown, only not kept
+            logger.warning("findings not saved in %s (%s); they are shown but not kept",
+                           run.path, exc.strerror or exc)
     return out
 
 
@@ -203,9 +209,47 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     return out
 
 
+_STR_FIELDS = ("analyzer", "kind", "key", "title", "explanation", "fix", "verify")
+_NUM_FIELDS = ("saving_s", "saving_bytes", "share")
+
+
+def _check_types(f: Finding) -> None:
+    """A findings.json from elsewhere is data: fields of the wrong type are refused here,
+    not met as a TypeError in a renderer."""
+    for name in _STR_FIELDS:
+        if not isinstance(getattr(f, name), str):
+            raise TypeError(f"finding field {name!r} is not a string")
+    for name in _NUM_FIELDS:
+        value = getattr(f, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"finding field {name!r} is not a number")
+    if not isinstance(f.apply, dict) or not isinstance(f.data, dict):
+        raise TypeError("finding fields 'apply' and 'data' must be objects")
+    for e in f.evidence:
+        if not isinstance(getattr(e, "text", ""), str):
+            raise TypeError("evidence text is not a string")
+
+
 def read_findings(run: Run) -> Analysis | None:
     """findings.json of a run, or None when it was never analyzed."""
+    """findings.json of a run, or None when it was never analyzed.
+
+    Raises:
+        RunDirError: the file is unreadable, truncated, or not findings dsprof wrote.
+    """
     path = run.path / FINDINGS_FILE
     if not path.is_file():
         return None
-    return Analysis.from_json(orjson.loads(path.read_bytes()))
+    try:
+        doc = orjson.loads(path.read_bytes())
+        if not isinstance(doc, dict) or not isinstance(doc.get("findings", []), list):
+            raise TypeError("expected an object with a findings list")
+        analysis = Analysis.from_json(doc)
+        for f in analysis.findings:
+            _check_types(f)
+        return analysis
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise RunDirError(f"{path} is truncated or not dsprof's findings ({exc}); "
+                          f"`dsprof analyze {run.path}` writes it again") from None

@@ -18,7 +18,11 @@ class _UserError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"dsprof: error: {self.format_message()}", err=True)
+        # The message may quote a file name or trace text: no control character reaches
+        # the terminal.
+        from dsprof.render.safe_text import clean
+
+        click.echo(f"dsprof: error: {clean(self.format_message())}", err=True)
 
 
 class _Group(click.Group):

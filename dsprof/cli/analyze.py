@@ -6,11 +6,11 @@ import sys
 
 import click
 import orjson
-from rich.console import Console
 
 from dsprof.analyzers.registry import analyze
 from dsprof.errors import ConfigError
 from dsprof.render.findings import render_findings
+from dsprof.render.safe_text import make_console
 from dsprof.run import load
 
 
@@ -40,4 +40,4 @@ def analyze_command(run_dir: str, only: tuple[str, ...], top: int, detail: int,
         sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
         return
-    render_findings(result, Console(highlight=False), top=top, detail=detail)
+    render_findings(result, make_console(highlight=False), top=top, detail=detail)

@@ -6,10 +6,10 @@ import sys
 
 import click
 import orjson
-from rich.console import Console
 
 from dsprof.analyzers.diff import diff
 from dsprof.render.diff import render_diff
+from dsprof.render.safe_text import make_console
 from dsprof.run import load
 
 
@@ -28,4 +28,4 @@ def diff_command(run_a: str, run_b: str, top: int, as_json: bool) -> None:
         sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
         return
-    render_diff(result, Console(highlight=False))
+    render_diff(result, make_console(highlight=False))

@@ -6,10 +6,10 @@ import sys
 
 import click
 import orjson
-from rich.console import Console
 
 from dsprof.analyzers.gpu_report import gpu_report
 from dsprof.render.gpu import render_gpu
+from dsprof.render.safe_text import make_console
 from dsprof.run import load
 
 
@@ -29,4 +29,4 @@ def gpu_command(run_dir: str, as_json: bool, top: int, hta_rounding: bool) -> No
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2
                                       | orjson.OPT_SORT_KEYS).decode() + "\n")
         return
-    render_gpu(report, Console(highlight=False))
+    render_gpu(report, make_console(highlight=False))

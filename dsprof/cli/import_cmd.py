@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dsprof.ingest.importer import discover, import_traces
+from dsprof.render.safe_text import esc, make_console
 from dsprof.rundir import new_run_path
 from dsprof.settings import Settings
 
@@ -31,22 +31,22 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
     total = sum(f.stat().st_size for f in files)
     if progress is None:
         progress = sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
-    console = Console(stderr=True, highlight=False)
+    console = make_console(stderr=True, highlight=False)
     if progress:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                       "{task.total} files"), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("parsing traces", total=len(files))
 
             def tick(rank: int, path: Path) -> None:
-                bar.update(task, advance=1, description=f"rank {rank}: {path.name[:40]}")
+                bar.update(task, advance=1, description=f"rank {rank}: {esc(path.name[:40])}")
 
             run, results = import_traces(list(paths), run_path, tick)
     else:
         run, results = import_traces(list(paths), run_path)
     events = sum(r.events for r in results)
     console.print(f"imported {events:,} events from {len(files)} file(s), "
-                  f"{len(results)} rank(s) into {run.shown}")
-    console.print(f"next: [bold]dsprof summary {run.shown}[/]", soft_wrap=True)
+                  f"{len(results)} rank(s) into {esc(run.shown)}")
+    console.print(f"next: [bold]dsprof summary {esc(run.shown)}[/]", soft_wrap=True)
     click.echo(str(run.shown))
 
 

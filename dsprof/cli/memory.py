@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from dsprof.analyzers.memory_report import memory_report
 from dsprof.render.memory import render_report
+from dsprof.render.safe_text import make_console
 from dsprof.run import load
 
 
@@ -21,4 +21,4 @@ def memory_command(run_path: Path, top: int) -> None:
     and allocation site, what each module saves for backward, and the allocator's state."""
     with load(run_path) as run:
         report = memory_report(run, top=top)
-    render_report(report, Console(highlight=False), top=top)
+    render_report(report, make_console(highlight=False), top=top)

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from dsprof import launch, log
 from dsprof.collectors.session import Session
 from dsprof.errors import ConfigError, DsprofError
 from dsprof.log import logger
 from dsprof.ranks import RankEnv, merge_ranks, open_shared, shared_run_path, wait_for_ranks
+from dsprof.render.safe_text import esc, make_console
 from dsprof.rundir import RunDir, new_run_path
 from dsprof.settings import Settings
 from dsprof.terminate import EXIT_STATUS, TermWatcher, grace_from_env
@@ -175,8 +175,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     if settings.analyze and (not ranks.distributed or ranks.coordinator):
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet and not ranks.distributed:
-        Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.shown}; next: [bold]dsprof summary {run.shown}[/]",
+        make_console(stderr=True, highlight=False).print(
+            f"dsprof: raw data in {esc(run.shown)}; next: [bold]dsprof summary {esc(run.shown)}[/]",
             soft_wrap=True)
     session.release()
     log.detach_file()
@@ -198,8 +198,8 @@ def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, np
     if settings.analyze:
         _analyze(run, quiet=settings.quiet)
     elif not settings.quiet:
-        Console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {run.shown}; next: [bold]dsprof summary {run.shown}[/]",
+        make_console(stderr=True, highlight=False).print(
+            f"dsprof: raw data in {esc(run.shown)}; next: [bold]dsprof summary {esc(run.shown)}[/]",
             soft_wrap=True)
     if lock is not None:
         lock.release()
@@ -276,14 +276,14 @@ def _analyze(run: RunDir, quiet: bool) -> None:
         logger.exception("analysis failed (the raw data is kept in %s): %s", run.path, exc)
         return
     if not quiet:
-        console = Console(stderr=True, highlight=False)
+        console = make_console(stderr=True, highlight=False)
         render_short(summary, console, str(run.shown), findings)
         if postmortem is not None:
             from dsprof.render.memory import render_oom_short
 
             render_oom_short(postmortem, console)
-            console.print(f"saved to {run.shown / 'oom.json'}; more: "
-                          f"[bold]dsprof memory {run.shown}[/]", soft_wrap=True)
+            console.print(f"saved to {esc(run.shown / 'oom.json')}; more: "
+                          f"[bold]dsprof memory {esc(run.shown)}[/]", soft_wrap=True)
     sys.stderr.flush()
 
 

@@ -6,11 +6,11 @@ import sys
 
 import click
 import orjson
-from rich.console import Console
 
 from dsprof.analyzers.breakdown import summarize
 from dsprof.analyzers.registry import analyze, read_findings
 from dsprof.render.findings import render_findings
+from dsprof.render.safe_text import make_console
 from dsprof.render.summary import render_full
 from dsprof.run import load
 
@@ -38,7 +38,7 @@ def summary_command(run_dir: str, as_json: bool, top: int, n_findings: int) -> N
                                       | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode())
         sys.stdout.write("\n")
         return
-    console = Console(highlight=False)
+    console = make_console(highlight=False)
     render_full(summary, console)
     if findings is not None:
         render_findings(findings, console, top=n_findings, detail=min(n_findings, 2))

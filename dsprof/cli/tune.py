@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 
+from dsprof.render.safe_text import esc, make_console
 from dsprof.render.summary import fmt_bytes
 from dsprof.settings import parse_bytes
 
@@ -48,9 +48,9 @@ def batch_size_command(baseline: Path | None, budget: str | None, probes: int,
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--memory-budget") from None
     out = output or Path("dsprof-runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
-    console = Console(stderr=True, highlight=False)
+    console = make_console(stderr=True, highlight=False)
     result = tune_batch_size(list(target), out, baseline, budget_bytes, max_probes=probes,
-                             echo=lambda text: console.print(f"dsprof: {text}",
+                             echo=lambda text: console.print(f"dsprof: {esc(text)}",
                                                              soft_wrap=True))
     if as_json:
         sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
@@ -69,13 +69,13 @@ def batch_size_command(baseline: Path | None, budget: str | None, probes: int,
         status = "" if m.exit_status == 0 else f" (exit {m.exit_status})"
         table.add_row(f"probe {k}{status}", str(p.batch), fmt_bytes(p.predicted_peak),
                       fmt_bytes(m.peak), err, _num(p.predicted_samples_s), _num(m.samples_s))
-    Console(highlight=False).print(table)
+    make_console(highlight=False).print(table)
     best = result.advised
     if best is None:
         console.print("dsprof: no probe fitted the budget; keep the batch at "
                       f"{b.batch}", soft_wrap=True)
     else:
-        console.print(f"dsprof: use batch_size={best.batch} (runs in {out})", soft_wrap=True)
+        console.print(f"dsprof: use batch_size={best.batch} (runs in {esc(out)})", soft_wrap=True)
 
 
 def _num(v: float | None) -> str:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from dsprof.apply.plan import parse_ids
 from dsprof.apply.verify import Verification, verify
+from dsprof.render.safe_text import esc, make_console
 
 
 @click.command("verify")
@@ -36,7 +37,7 @@ def verify_command(run: Path, ids: str, output: Path | None, fresh_baseline: boo
     """
     result = verify(run, parse_ids(ids), output, quiet=not verbose,
                     fresh_baseline=fresh_baseline, rounds=rounds)
-    render(result, Console(highlight=False))
+    render(result, make_console(highlight=False))
 
 
 def _ms(v: float | None) -> str:
@@ -49,8 +50,8 @@ def _mib(v: int | None) -> str:
 
 def render(v: Verification, console: Console) -> None:
     for f in v.findings:
-        console.print(f"[bold]{f['id']}[/] {f['title']}  (apply: "
-                      + " ".join(f"{k}={val}" for k, val in f["apply"].items()) + ")",
+        console.print(f"[bold]{esc(f['id'])}[/] {esc(f['title'])}  (apply: "
+                      + " ".join(f"{esc(k)}={esc(val)}" for k, val in f["apply"].items()) + ")",
                       soft_wrap=True)
     table = Table(box=None, pad_edge=False)
     for col in ("", "baseline", "predicted", "measured"):
@@ -66,6 +67,6 @@ def render(v: Verification, console: Console) -> None:
         err_txt = "" if err is None else f"; measured change vs predicted: {err:+.0%}"
         console.print(f"speedup x{speedup:.2f}{err_txt} (medians of {v.steps_used[0]} and "
                       f"{v.steps_used[1]} full-speed steps; compile and profiled steps left out)")
-    console.print(f"rerun: {v.applied}", soft_wrap=True)
+    console.print(f"rerun: {esc(v.applied)}", soft_wrap=True)
     console.print("[dim]medians on a busy machine move with its load: --rounds N alternates "
                   "fresh baseline and fixed runs[/]", soft_wrap=True)

@@ -25,6 +25,7 @@ from dsprof.dashboard.pages import (
     timeline,
 )
 from dsprof.dashboard.source import RunSource
+from dsprof.errors import DsprofError
 
 PAGES = (overview, timeline, operators, memory, comms, findings, compare)
 
@@ -66,7 +67,11 @@ def create_app(run_a: str | Path | RunSource, run_b: str | Path | RunSource | No
         if page is None:
             return html.Div(f"No page at {pathname}.", id="not-found")
         query = {k: v[-1] for k, v in parse_qs((search or "").lstrip("?")).items()}
-        return page.layout(ctx, query)
+        try:
+            return page.layout(ctx, query)
+        except DsprofError as exc:  # a damaged run: say what, never a 500
+            return html.Div(f"This page cannot be shown: {exc}", id="page-error",
+                            className="missing")
 
     for page in PAGES:
         page.register(app, ctx)

@@ -4,6 +4,7 @@ for a free port. Used by ``dsprof dashboard``, ``dsprof run --dashboard`` and th
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -13,6 +14,53 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from dsprof.errors import ConfigError
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_WILDCARD = frozenset({"", "0.0.0.0", "::"})
+
+
+def allowed_host_names(host: str) -> frozenset[str]:
+    """Host-header names the dashboard answers when bound to ``host``.
+
+    Loopback names always; the bound name itself; on a wildcard bind also this machine's names.
+    Any IP literal is accepted as well (see :func:`host_allowed`): DNS rebinding needs a name an
+    attacker controls, and a literal address names no domain.
+    """
+    names = set(_LOOPBACK_NAMES) | {host.lower().strip("[]")}
+    if host in _WILDCARD:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names)
+
+
+def host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """Whether a request's ``Host:`` header names this server (DNS-rebinding defence)."""
+    if not header:
+        return False
+    header = header.strip().lower()
+    if header.startswith("["):  # [::1]:8050
+        name = header[1:header.find("]")] if "]" in header else header
+    else:
+        name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    if name in names:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def guard_host_header(flask_app: Any, host: str) -> None:
+    """Answer 403 to any request whose ``Host:`` is not this server's name (a web page served
+    from an attacker's domain that rebinds its name to 127.0.0.1 sends its own name)."""
+    from flask import abort, request
+
+    names = allowed_host_names(host)
+
+    @flask_app.before_request
+    def _check_host() -> None:
+        if not host_allowed(request.headers.get("Host"), names):
+            abort(403)
 
 
 class DashboardServer:
@@ -39,6 +87,7 @@ class DashboardServer:
         except OSError as exc:
             raise ConfigError(f"cannot serve the dashboard on {host}:{port}: "
                               f"{exc.strerror or exc}; pick another --port") from None
+        guard_host_header(app.server, host)
         self._server: BaseWSGIServer = make_server(
             host, self._sock.getsockname()[1], app.server, threaded=True,
             fd=self._sock.fileno())

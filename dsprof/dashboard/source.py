@@ -22,9 +22,11 @@ from dsprof.dashboard.duck import arrow
 from dsprof.dashboard.memseries import DeviceSeries, load_memory
 from dsprof.dashboard.timeline import TimelineIndex
 from dsprof.dashboard.timeline_load import load_timeline
+from dsprof.errors import RunDirError
 from dsprof.findings import Finding
 from dsprof.log import logger
 from dsprof.run import Run, load
+from dsprof.sqlsafe import table_columns
 
 # What each table holds and the command that collects it, for pages that find it missing.
 COLLECTED_BY: dict[str, str] = {
@@ -65,6 +67,7 @@ class RunSource:
         self._summary: RunSummary | None = None
         self._gpu: GpuReport | None = None
         self._warm_thread: threading.Thread | None = None
+        self.findings_error: str | None = None
 
     @property
     def name(self) -> str:
@@ -75,6 +78,8 @@ class RunSource:
 
     def missing(self, table: str) -> str:
         """The sentence a page shows when ``table`` is absent."""
+        if table == "findings" and self.analysis is None and self.findings_error:
+            return f"findings.json cannot be read: {self.findings_error}"
         if table == "findings":
             return ("This run was never analyzed (no findings.json): `dsprof analyze RUN` "
                     "runs the analyzers and writes it.")
@@ -82,10 +87,8 @@ class RunSource:
         return f"This run has no {table} table. {how[:1].upper()}{how[1:]}".strip()
 
     def columns(self, table: str) -> set[str]:
-        if not self.has(table):
-            return set()
         with self.lock:
-            return {r[0] for r in self.run.sql(f"DESCRIBE {table}")}
+            return table_columns(self.run, table)
 
     def sql(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         with self.lock:
@@ -114,7 +117,11 @@ class RunSource:
 
     @cached_property
     def analysis(self) -> Analysis | None:
-        return read_findings(self.run)
+        try:
+            return read_findings(self.run)
+        except RunDirError as exc:  # shown on the Findings page instead of a 500
+            self.findings_error = str(exc)
+            return None
 
     @property
     def findings(self) -> list[Finding]:

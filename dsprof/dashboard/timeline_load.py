@@ -15,6 +15,7 @@ import pyarrow as pa
 from dsprof.dashboard.duck import arrow, settle
 from dsprof.dashboard.timeline import COMM, KERNEL, MAX_DEPTH, OP, STEP, TimelineIndex, build_index
 from dsprof.run import Run
+from dsprof.sqlsafe import table_columns
 
 PHASE_CLASSES = ("forward", "backward", "optimizer", "data", "other")
 KERNEL_CLASSES = ("compute", "communication", "memcpy", "memset", "sync")
@@ -70,7 +71,7 @@ def load_timeline(run: Run) -> TimelineIndex:
 
 
 def _columns(run: Run, table: str) -> set[str]:
-    return {r[0] for r in run.sql(f"DESCRIBE {table}")} if run.has(table) else set()
+    return table_columns(run, table)
 
 
 def _spans(run: Run, cls_of: dict[str, int],

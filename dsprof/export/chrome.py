@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from dsprof.run import Run
+from dsprof.sqlsafe import table_columns
 
 STREAM_TID = 0x7FFF0000  # device streams: above any Linux thread id (pid_max <= 2**22)
 STEPS_TID = 0x7FFE0000
@@ -73,7 +74,7 @@ def build_trace(run: Run) -> dict[str, Any]:
                            "tid": STREAM_TID + s, "ts": us(rank, start), "dur": max(dur, 0) / 1e3,
                            "args": {k: v for k, v in args.items() if v is not None}})
     if run.has("steps"):
-        cols = {r[0] for r in run.sql("SELECT column_name FROM (DESCRIBE steps)")}
+        cols = table_columns(run, "steps")
         amp = "loss_scale, skipped" if {"loss_scale", "skipped"} <= cols else "NULL, NULL"
         for rank, step, start, dur, profiled, scale, skipped in run.sql(f"""
                 SELECT rank, step, start_ns, dur_ns, profiled, {amp} FROM steps

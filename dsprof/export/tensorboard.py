@@ -24,6 +24,7 @@ from pathlib import Path
 
 from dsprof.errors import ConfigError
 from dsprof.run import Run
+from dsprof.sqlsafe import table_columns
 
 
 def default_path(run: Run) -> Path:
@@ -61,7 +62,7 @@ def write_tensorboard(run: Run, out: Path | None = None) -> tuple[Path, int]:
 
 
 def _columns(run: Run, table: str) -> set[str]:
-    return {r[0] for r in run.sql(f"SELECT column_name FROM (DESCRIBE {table})")}
+    return table_columns(run, table)
 
 
 def _series(run: Run) -> list[tuple[int, str, int, float | None]]:

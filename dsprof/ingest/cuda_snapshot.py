@@ -12,29 +12,22 @@ still uses it, and is not kept); segment rows move ``reserved``. The totals are 
 from the final state, so they are exact even when the ring dropped older entries. Blocks alive
 before the first recorded entry are rows with a null time. Pickles are read with an unpickler
 that builds only plain data (dicts, lists, strings, numbers): a pickle naming any class is
-refused, so opening a snapshot never runs code.
+refused, so opening a snapshot never runs code; memory, CPU time, object count and depth are
+bounded (:mod:`dsprof.ingest.bounded_pickle`), and a snapshot whose fields have the wrong
+types is refused with one line (:func:`snapshot_rows`).
 """
 
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 from typing import Any
 
 from dsprof.errors import TraceFormatError
 from dsprof.ingest import memory_tables
+from dsprof.ingest.bounded_pickle import NamedClass, SnapshotTooLarge, load_plain
 from dsprof.ingest.memory_window import COLUMNS
 from dsprof.ingest.trace_file import read_bytes
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise _NamedClass(f"{module}.{name}")
-
-
-class _NamedClass(Exception):
-    pass
 
 
 def load_snapshot(path: Path, data: bytes | None = None) -> dict[str, Any]:
@@ -48,13 +41,16 @@ def load_snapshot(path: Path, data: bytes | None = None) -> dict[str, Any]:
     if not data:
         raise TraceFormatError(f"{path}: the file is empty; it is not a CUDA memory snapshot")
     try:
-        doc = _PlainUnpickler(io.BytesIO(data)).load()
-    except _NamedClass as exc:
+        doc = load_plain(data)
+    except SnapshotTooLarge as exc:
+        raise TraceFormatError(f"{path}: refused as a CUDA memory snapshot: {exc} "
+                               "(limits in docs/security.md)") from None
+    except NamedClass as exc:
         raise TraceFormatError(
             f"{path}: a pickle, but not a CUDA memory snapshot (it stores a {exc} object; "
             "save one with torch.cuda.memory._dump_snapshot())") from None
-    except (EOFError, pickle.UnpicklingError, ValueError, IndexError, TypeError,
-            MemoryError) as exc:
+    except (EOFError, pickle.UnpicklingError, ValueError, IndexError, TypeError, KeyError,
+            AttributeError, OverflowError, MemoryError, RecursionError) as exc:
         raise TraceFormatError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: "
                                f"{exc}); copy the snapshot again") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("segments"), list) or \
@@ -67,6 +63,23 @@ def load_snapshot(path: Path, data: bytes | None = None) -> dict[str, Any]:
             raise TraceFormatError(f"{path}: a CUDA memory snapshot with a malformed segment "
                                    "(address, total_size and blocks are required)")
     return doc
+
+
+def snapshot_rows(path: Path, data: bytes | None, rank: int, stack_base: int) -> SnapshotRows:
+    """Read ``path`` and build its rows; a snapshot with fields of the wrong type or shape
+    (a string where a size belongs, a block without an address) is one
+    :class:`TraceFormatError` naming the file, never a traceback.
+
+    Raises:
+        TraceFormatError: not a snapshot, over a limit, or malformed.
+    """
+    doc = load_snapshot(path, data)
+    try:
+        return SnapshotRows(doc, rank, stack_base)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+            RecursionError) as exc:
+        raise TraceFormatError(f"{path}: a CUDA memory snapshot with malformed fields "
+                               f"({type(exc).__name__}: {exc})") from None
 
 
 class SnapshotRows:

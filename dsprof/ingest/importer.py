@@ -16,16 +16,20 @@ import shutil
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from dsprof._version import __version__
 from dsprof.errors import TraceFormatError
-from dsprof.ingest.pipeline import RankResult, ingest_run, is_trace_file
+from dsprof.ingest.pipeline import TRACE_SUFFIXES, RankResult, ingest_run, is_trace_file
 from dsprof.ingest.trace_file import GZIP_MAGIC
 from dsprof.rundir import RunDir
 
 _DIST_RANK = re.compile(rb'"distributedInfo"\s*:\s*\{[^}]*?"rank"\s*:\s*(\d+)')
 _NAME_RANK = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
 _HEAD = 1 << 20
+MAX_RANK = 2**31 - 1  # ranks are int32 in every table
 
 
 def discover(paths: list[Path]) -> list[Path]:
@@ -39,10 +43,60 @@ def discover(paths: list[Path]) -> list[Path]:
                                        "(expected *.json, *.json.gz or *.raw.gz)")
             files.extend(found)
         elif p.is_file():
+            if not is_trace_name(p):
+                raise TraceFormatError(
+                    f"{p}: not a trace file (dsprof imports *.json, *.json.gz, *.raw.gz "
+                    "torch.profiler/Kineto traces and *.pickle CUDA memory snapshots)")
             files.append(p)
         else:
             raise TraceFormatError(f"{p}: no such file or folder")
     return files
+
+
+def is_trace_name(path: Path) -> bool:
+    return path.name.endswith(TRACE_SUFFIXES)
+
+
+def sniff(path: Path) -> None:
+    """Refuse, before a run directory exists, a file whose first bytes cannot start a trace
+    (JSON object or array, gzip, or a pickle for ``*.pickle``).
+
+    Raises:
+        TraceFormatError: naming the file and what it looks like instead.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise TraceFormatError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not head:
+        raise TraceFormatError(f"{path}: the file is empty; it is not a trace")
+    if head[:2] == GZIP_MAGIC:
+        return
+    if path.name.endswith(".pickle"):
+        if head[:1] != b"\x80":
+            raise TraceFormatError(f"{path}: not a pickle, so not a CUDA memory snapshot")
+        return
+    if head.lstrip()[:1] not in (b"{", b"["):
+        raise TraceFormatError(f"{path}: not JSON (it starts with {head[:16]!r}); "
+                               "is it a torch.profiler trace?")
+
+
+def _storable(value: Any) -> Any:
+    """Trace metadata copied into meta.json, or an empty value when it cannot be stored
+    (numbers past 64 bits, which JSON allows and orjson does not write)."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return type(value)()
+    return value
+
+
+def _users_names(message: str, copies: dict[str, str]) -> str:
+    """An ingest error names the run's internal copy (raw/rank<R>/...): name the user's file."""
+    for copy, original in copies.items():
+        message = message.replace(copy, original)
+    return message
 
 
 def peek_rank(path: Path) -> int | None:
@@ -65,6 +119,10 @@ def peek_rank(path: Path) -> int | None:
 
 def assign_ranks(files: list[Path]) -> dict[Path, int]:
     known = {f: peek_rank(f) for f in files}
+    for f, r in known.items():
+        if r is not None and r > MAX_RANK:
+            raise TraceFormatError(f"{f}: rank {r} is out of range (a rank is below 2**31); "
+                                   "the trace's distributedInfo or file name is wrong")
     next_rank = max([r for r in known.values() if r is not None], default=-1) + 1
     out: dict[Path, int] = {}
     for f in files:
@@ -75,7 +133,7 @@ def assign_ranks(files: list[Path]) -> dict[Path, int]:
     return out
 
 
-def _place(src: Path, dest_dir: Path) -> None:
+def _place(src: Path, dest_dir: Path) -> Path:
     dest = dest_dir / src.name
     n = 1
     while dest.exists():
@@ -85,6 +143,7 @@ def _place(src: Path, dest_dir: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copyfile(src, dest)
+    return dest
 
 
 def import_traces(paths: list[Path], run_path: Path,
@@ -98,18 +157,29 @@ def import_traces(paths: list[Path], run_path: Path,
     """
     files = discover(paths)
     ranks = assign_ranks(files)
+    for f in files:
+        sniff(f)
     run = RunDir.create(run_path)
+    copies: dict[str, str] = {}
     try:
         for f, r in ranks.items():
-            _place(f, run.raw_dir(r))
+            copies[str(_place(f, run.raw_dir(r)))] = str(f)
         results = ingest_run(run, progress)
+        if not run.tables():  # an unusable run is never made
+            names = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+            what = ("no events (an empty traceEvents list)" if not sum(r.events for r in results)
+                    else "no event dsprof reads (no op, kernel, step, collective or memory event)")
+            raise TraceFormatError(f"{names}: the trace holds {what}; there is nothing to import")
+    except TraceFormatError as exc:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise TraceFormatError(_users_names(str(exc), copies)) from None
     except BaseException:
         shutil.rmtree(run.path, ignore_errors=True)
         raise
-    dist = next((r.trace_meta.get("distributedInfo") for r in results
-                 if isinstance(r.trace_meta.get("distributedInfo"), dict)), {}) or {}
-    props = next((r.trace_meta.get("deviceProperties") for r in results
-                  if r.trace_meta.get("deviceProperties")), []) or []
+    dist = _storable(next((r.trace_meta.get("distributedInfo") for r in results
+                           if isinstance(r.trace_meta.get("distributedInfo"), dict)), {}) or {})
+    props = _storable(next((r.trace_meta.get("deviceProperties") for r in results
+                            if r.trace_meta.get("deviceProperties")), []) or [])
     run.write_meta({
         "source": "import",
         "status": "imported",

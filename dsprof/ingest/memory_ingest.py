@@ -12,7 +12,7 @@ import orjson
 
 from dsprof.errors import TraceFormatError
 from dsprof.ingest import memory_tables
-from dsprof.ingest.cuda_snapshot import SnapshotRows, load_snapshot
+from dsprof.ingest.cuda_snapshot import snapshot_rows
 from dsprof.ingest.memory_window import COLUMNS, attribute
 from dsprof.ingest.steps import step_column
 
@@ -60,7 +60,7 @@ class MemoryParts:
         """A snapshot pickle on its own (an out-of-memory dump, or an imported one)."""
         if path.name in self._used_snapshots:
             return
-        snap = SnapshotRows(load_snapshot(path, data), self.rank, self._stack_base)
+        snap = snapshot_rows(path, data, self.rank, self._stack_base)
         self._stack_base = snap.next_stack_id
         self.events += len(snap.mem["ts_ns"])
         self._add_rows(attribute(snap.mem, {}, None, self.rank, capture=self._capture))
@@ -106,7 +106,7 @@ class MemoryParts:
         if not path.is_file():
             return mem
         self._used_snapshots.add(name)
-        snap = SnapshotRows(load_snapshot(path), self.rank, self._stack_base)
+        snap = snapshot_rows(path, None, self.rank, self._stack_base)
         self._stack_base = snap.next_stack_id
         self.parts["stacks"].append(snap.stacks)
         self.parts["allocator"].append(snap.allocator)

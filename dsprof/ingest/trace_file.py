@@ -16,6 +16,7 @@ import msgspec
 import orjson
 
 from dsprof.errors import TraceFormatError
+from dsprof.ingest.limits import max_expanded_bytes, max_file_bytes
 from dsprof.ingest.trace_schema import DECODER, Event, TraceDoc
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -66,7 +67,18 @@ class MemoryTimelineRaw:
 
 
 def read_bytes(path: Path) -> bytes:
+    """The file's contents, gunzipped when it is gzip, within the limits of
+    :mod:`dsprof.ingest.limits` (checked before reading and while inflating, never after).
+
+    Raises:
+        TraceFormatError: missing, unreadable, over the size limit, or a broken gzip stream.
+    """
     try:
+        size = path.stat().st_size
+        if size > max_file_bytes():
+            raise TraceFormatError(
+                f"{path}: {size:,} bytes, over dsprof's limit of {max_file_bytes():,} bytes for "
+                "one trace file (DSPROF_MAX_TRACE_BYTES raises it)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise TraceFormatError(f"{path}: no such file") from None
@@ -75,6 +87,9 @@ def read_bytes(path: Path) -> bytes:
     if data[:2] == GZIP_MAGIC:
         try:
             data = gunzip(data)
+        except ExpansionLimit as exc:
+            raise TraceFormatError(f"{path}: {exc}; dsprof refuses it (a real trace expands "
+                                   "7x to 30x; DSPROF_MAX_TRACE_BYTES raises the cap)") from None
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise TraceFormatError(
                 f"{path}: the gzip stream is truncated or corrupt ({exc}); copy the file again"
@@ -82,35 +97,53 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
+_STEP = 32 << 20
+
+
+class ExpansionLimit(ValueError):
+    """A gzip stream that inflates past :func:`~dsprof.ingest.limits.max_expanded_bytes`."""
+
+
 def gunzip(data: bytes) -> bytes:
-    """``gzip.decompress``, about twice as fast on a single-member file.
+    """Inflate every gzip member of ``data``, refusing output past the expansion limit.
 
-    The gzip trailer holds the uncompressed size (mod 2**32), so zlib can inflate into one
-    buffer of exactly that size, checking the CRC as it goes, instead of growing a list of
-    blocks and joining them (what ``gzip.decompress`` does, then a second pass for the CRC).
-    One-shot ``zlib.decompress`` stops after the first gzip member: whenever its output is not
-    exactly the trailer's size (several members, over 4 GiB, corrupt or cut short), the
-    standard library does the whole job, and raises its usual errors.
+    zlib stops at ``max_length`` bytes of output, so a stream built to expand to gigabytes
+    costs at most the limit in memory and is refused as soon as it gets there: the size in the
+    gzip trailer is written by whoever made the file and is not trusted. The CRC of each member
+    is checked by zlib.
+
+    Raises:
+        ExpansionLimit: the output would pass the limit.
+        EOFError: the stream ends inside a member (truncated).
+        zlib.error: corrupt data or CRC.
     """
-    size = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
-    if size:
-        try:
-            out = zlib.decompress(data, 31, size)
-        except zlib.error:
-            out = b""
-        if len(out) == size:
-            return out
-    return gzip.decompress(data)
-
-
-def _all_gzip_members(path: Path, data: bytes) -> bytes | None:
-    """The whole gzip stream when it has members past the one ``data`` holds, else None."""
-    try:
-        raw = path.read_bytes()
-        full = gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else data
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error):
-        return None
-    return full if len(full) != len(data) else None
+    cap = max_expanded_bytes(len(data))
+    hint = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0  # size mod 2**32
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = rest
+        while not inflater.eof:
+            # In one call when the trailer's size is honest (one buffer, as fast as inflating
+            # can be), else in steps: a bomb is refused holding at most the cap plus one step.
+            step = hint + 1 if 0 < hint < cap else _STEP
+            hint = 0
+            chunk = inflater.decompress(pending, min(step, cap - total + 1))
+            total += len(chunk)
+            if total > cap:
+                raise ExpansionLimit(f"the gzip stream expands past {cap:,} bytes "
+                                     f"(from {len(data):,})")
+            out.append(chunk)
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:
+                raise EOFError("compressed file ended before the end-of-stream marker was "
+                               "reached")
+        rest = inflater.unused_data.lstrip(b"\x00")  # gzip allows zero padding after members
+        if rest and rest[:2] != GZIP_MAGIC:
+            break  # trailing garbage after the last member, as gzip(1) ignores it
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 def _orjson(data: bytes) -> tuple[Any, str | None]:
@@ -118,9 +151,11 @@ def _orjson(data: bytes) -> tuple[Any, str | None]:
         return orjson.loads(data), None
     except orjson.JSONDecodeError as exc:
         return None, str(exc)
+    except RecursionError:
+        return None, "nested too deep"
 
 
-def _decode_kineto(path: Path, data: bytes, retry: bool = True) -> KinetoTrace:
+def _decode_kineto(path: Path, data: bytes) -> KinetoTrace:
     try:
         return KinetoTrace(path, DECODER.decode(data))
     except msgspec.ValidationError as exc:
@@ -128,13 +163,12 @@ def _decode_kineto(path: Path, data: bytes, retry: bool = True) -> KinetoTrace:
             raise TraceFormatError(f"{path}: JSON, but not a torch.profiler/Kineto trace "
                                    "(it has no traceEvents list)") from None
         raise TraceFormatError(f"{path}: malformed trace event ({exc})") from None
+    except RecursionError:
+        raise TraceFormatError(f"{path}: JSON nested too deep to be a trace; dsprof refuses "
+                               "it") from None
     except msgspec.DecodeError as exc:
-        full = _all_gzip_members(path, data) if retry else None
-        if full is None:
-            raise TraceFormatError(f"{path}: not valid JSON ({exc}); is it a torch.profiler "
-                                   "trace, and complete?") from None
-    # gunzip's fast path read only the first of several gzip members
-    return _decode_kineto(path, full, retry=False)
+        raise TraceFormatError(f"{path}: not valid JSON ({exc}); is it a torch.profiler "
+                               "trace, and complete?") from None
 
 
 def load(path: Path) -> KinetoTrace | MemoryTimelineRaw:
@@ -154,10 +188,6 @@ def parse(path: Path, data: bytes) -> KinetoTrace | MemoryTimelineRaw:
     if head[:1] == b"{":
         return _decode_kineto(path, data)
     doc, error = _orjson(data)
-    if error is not None:
-        full = _all_gzip_members(path, data)  # gunzip's fast path read only its first member
-        if full is not None:
-            doc, error = _orjson(full)
     if error is not None:
         raise TraceFormatError(
             f"{path}: not valid JSON ({error}); is it a torch.profiler trace, and complete?")

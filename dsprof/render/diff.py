@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from dsprof.analyzers.diff import Delta, RunDiff
+from dsprof.render.safe_text import plain
 from dsprof.render.summary import fmt_bytes, fmt_ms
 
 
@@ -20,7 +20,7 @@ def render_diff(d: RunDiff, console: Console) -> None:
     t = Table(title="Runs compared (B against A)", title_justify="left")
     for col, just in (("", "left"), ("A", "right"), ("B", "right"), ("change", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
-    t.add_row("run", Text(d.a.path), Text(d.b.path), "")
+    t.add_row("run", plain(d.a.path), plain(d.b.path), "")
     t.add_row("steps timed", str(d.a.steps), str(d.b.steps), "")
     if d.a.step_ms is not None or d.b.step_ms is not None:
         t.add_row("mean step", _ms(d.a.step_ms), _ms(d.b.step_ms), _pct(d.a.step_ms, d.b.step_ms))
@@ -30,21 +30,21 @@ def render_diff(d: RunDiff, console: Console) -> None:
         t.add_row("samples/s", _num(d.a.samples_per_s), _num(d.b.samples_per_s),
                   _pct(d.a.samples_per_s, d.b.samples_per_s))
     if d.a.peak_bytes or d.b.peak_bytes:
-        t.add_row(f"peak memory ({d.a.peak_source or d.b.peak_source})",
+        t.add_row(plain(f"peak memory ({d.a.peak_source or d.b.peak_source})"),
                   fmt_bytes(d.a.peak_bytes), fmt_bytes(d.b.peak_bytes),
                   _pct(d.a.peak_bytes, d.b.peak_bytes))
     for cat in sorted(set(d.a.peak_by_category) | set(d.b.peak_by_category)):
         va, vb = d.a.peak_by_category.get(cat), d.b.peak_by_category.get(cat)
         if va or vb:
-            t.add_row(f"  {cat} at the peak", fmt_bytes(va), fmt_bytes(vb), _pct(va, vb))
+            t.add_row(plain(f"  {cat} at the peak"), fmt_bytes(va), fmt_bytes(vb), _pct(va, vb))
     console.print(t)
     if d.applied:
         a = Table(title="Applied findings: predicted vs measured", title_justify="left")
         for col, just in (("finding", "left"), ("predicted", "right"), ("measured", "right")):
             a.add_column(col, justify=just)  # type: ignore[arg-type]
         for f in d.applied:
-            a.add_row(Text(f"{f.id} {f.title}"), _saving(f.predicted_saving_ms,
-                                                          f.predicted_saving_bytes),
+            a.add_row(plain(f"{f.id} {f.title}"), _saving(f.predicted_saving_ms,
+                                                           f.predicted_saving_bytes),
                       _saving(f.measured_saving_ms, f.measured_saving_bytes))
         console.print()
         console.print(a)
@@ -54,11 +54,11 @@ def render_diff(d: RunDiff, console: Console) -> None:
     _deltas("Module self time per profiled step", d.modules, console)
     for label, items in (("resolved", d.resolved), ("new", d.new)):
         for f in items:
-            console.print(Text(f"finding {label}: {f['id']} {f['title']}"))
+            console.print(plain(f"finding {label}: {f['id']} {f['title']}"))
     for f in d.remaining:
-        console.print(Text(f"finding remains: {f['id']} {f['title']} (saving "
-                           f"{f['saving_s_before'] * 1e3:.2f} -> {f['saving_s'] * 1e3:.2f} "
-                           "ms/step)"))
+        console.print(plain(f"finding remains: {f['id']} {f['title']} (saving "
+                            f"{f['saving_s_before'] * 1e3:.2f} -> {f['saving_s'] * 1e3:.2f} "
+                            "ms/step)"))
 
 
 def _deltas(title: str, rows: list[Delta], console: Console) -> None:
@@ -68,7 +68,7 @@ def _deltas(title: str, rows: list[Delta], console: Console) -> None:
     for col, just in (("name", "left"), ("A", "right"), ("B", "right"), ("change", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in rows:
-        t.add_row(Text(r.name), fmt_ms(r.a_ms), fmt_ms(r.b_ms), f"{r.delta_ms:+.3f} ms")
+        t.add_row(plain(r.name), fmt_ms(r.a_ms), fmt_ms(r.b_ms), f"{r.delta_ms:+.3f} ms")
     console.print()
     console.print(t)
 

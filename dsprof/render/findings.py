@@ -1,18 +1,19 @@
 """Terminal rendering of findings (rich). Presents only; computes nothing.
 
 Titles, evidence and fixes quote op names and file paths from traces: untrusted text, always
-escaped so a name like ``[red]`` is printed, never interpreted as markup.
+passed through :mod:`dsprof.render.safe_text`, so a name like ``[red]`` is printed, never
+interpreted as markup, and no control character reaches the terminal.
 """
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from dsprof.analyzers.registry import Analysis
 from dsprof.findings import Finding
+from dsprof.render.safe_text import clean, esc, plain
 from dsprof.render.summary import fmt_bytes
 
 _SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
@@ -44,43 +45,43 @@ def render_findings(analysis: Analysis, console: Console, top: int = 10,
                           ("confidence", "left"), ("finding", "left")):
             t.add_column(col, justify=just)  # type: ignore[arg-type]
         for f in findings[:top]:
-            t.add_row(f.id, Text(f.severity, style=_SEVERITY_STYLE[f.severity]), saving_text(f),
-                      f.confidence, Text(f.title))
+            t.add_row(plain(f.id), Text(f.severity, style=_SEVERITY_STYLE[f.severity]),
+                      saving_text(f), plain(f.confidence), plain(f.title))
         console.print(t)
         if len(findings) > top:
             console.print(f"  ... and {len(findings) - top} more (dsprof analyze RUN --top N)")
         for f in findings[:detail]:
             render_detail(f, console)
     for s in analysis.skipped:
-        console.print(f"[dim]skipped {escape(s['analyzer'])}: {escape(s['reason'])}[/]")
+        console.print(f"[dim]skipped {esc(s['analyzer'])}: {esc(s['reason'])}[/]")
     for s in analysis.failed:
-        console.print(f"[red]analyzer {escape(s['analyzer'])} failed:[/] {escape(s['error'])}")
+        console.print(f"[red]analyzer {esc(s['analyzer'])} failed:[/] {esc(s['error'])}")
 
 
 def render_detail(f: Finding, console: Console) -> None:
     console.print()
-    console.print(Text.assemble((f"[{f.id}] ", "bold"), (f.title, "bold")))
-    console.print(Text(f"saving: {saving_text(f)}, confidence {f.confidence}"))
+    console.print(Text.assemble((f"[{clean(f.id)}] ", "bold"), (clean(f.title), "bold")))
+    console.print(plain(f"saving: {saving_text(f)}, confidence {f.confidence}"))
     if f.explanation:
-        console.print(Text(f.explanation))
+        console.print(plain(f.explanation))
     for e in f.evidence[:5]:
-        console.print(Text(f"  - {e.text}"))
+        console.print(plain(f"  - {e.text}"))
     if f.fix:
-        console.print(Text("fix:", style="bold"))
-        console.print(Text("\n".join("    " + line for line in f.fix.splitlines())))
+        console.print(plain("fix:", style="bold"))
+        console.print(plain("\n".join("    " + line for line in f.fix.splitlines())))
     if f.apply:
-        console.print(Text("apply: " + " ".join(f"{k}={v}" for k, v in f.apply.items())))
+        console.print(plain("apply: " + " ".join(f"{k}={v}" for k, v in f.apply.items())))
     if f.verify:
-        console.print(Text(f"verify: {f.verify}"))
+        console.print(plain(f"verify: {f.verify}"))
 
 
 def render_findings_short(analysis: Analysis, console: Console, top: int = 3) -> None:
     """The lines ``dsprof run`` prints at exit: the top findings with a saving."""
     shown = [f for f in analysis.findings if f.severity != "info"][:top]
     for f in shown:
-        console.print(Text.assemble(("finding ", "bold"), (f"{f.id} ", ""),
+        console.print(Text.assemble(("finding ", "bold"), (f"{clean(f.id)} ", ""),
                                     (f"[{f.severity}] ", _SEVERITY_STYLE[f.severity]),
-                                    f"{f.title} (saves {saving_text(f)})"))
+                                    f"{clean(f.title)} (saves {saving_text(f)})"))
     if analysis.failed:
-        console.print(Text(f"{len(analysis.failed)} analyzer(s) failed; see the run's dsprof.log",
-                           style="red"))
+        console.print(plain(f"{len(analysis.failed)} analyzer(s) failed; see the run's dsprof.log",
+                            style="red"))

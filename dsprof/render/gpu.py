@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsprof.analyzers.gpu_report import GpuReport
+from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
 
 
@@ -21,13 +22,13 @@ def _table(title: str, *cols: str) -> Table:
 
 
 def render_gpu(rep: GpuReport, console: Console) -> None:
-    console.print(f"device: {rep.device or 'none recorded'}"
-                  + (f"  [yellow]({rep.peak_note})[/]" if rep.peak_note else ""))
+    console.print(f"device: {esc(rep.device or 'none recorded')}"
+                  + (f"  [yellow]({esc(rep.peak_note)})[/]" if rep.peak_note else ""))
     if rep.categories:
         t = _table("GPU time by kernel category", "category", "kernels", "ms", "share",
                    "on Tensor Cores")
         for c in rep.categories:
-            t.add_row(c["category"], str(c["kernels"]), f"{c['gpu_ms']:.2f}", _pct(c["share"]),
+            t.add_row(plain(c["category"]), str(c["kernels"]), f"{c['gpu_ms']:.2f}", _pct(c["share"]),
                       _pct(c["tensor_core_share"]))
         console.print(t)
         tc = rep.tensor_core
@@ -36,26 +37,26 @@ def render_gpu(rep: GpuReport, console: Console) -> None:
     if rep.steps:
         t = _table("FLOP/s and MFU per step", "step", "TFLOP", "ms", "TFLOP/s", "MFU")
         for s in rep.steps:
-            t.add_row(s["key"], f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.1f}",
+            t.add_row(plain(s["key"]), f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.1f}",
                       f"{s['flops_per_s'] / 1e12:.2f}", _pct(s["mfu"]))
         console.print(t)
     if rep.modules:
         t = _table("FLOP/s and MFU per module", "module", "TFLOP", "ms", "TFLOP/s", "MFU")
         for s in rep.modules:
-            t.add_row(s["key"], f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.2f}",
+            t.add_row(plain(s["key"]), f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.2f}",
                       f"{s['flops_per_s'] / 1e12:.2f}", _pct(s["mfu"]))
         console.print(t)
     if rep.tc_misses:
         t = _table("Matrix ops and Tensor Cores", "verdict", "ops", "ms", "from")
         for m in rep.tc_misses:
-            t.add_row(m["reason"], str(m["ops"]), f"{m['ms']:.2f}",
+            t.add_row(plain(m["reason"]), str(m["ops"]), f"{m['ms']:.2f}",
                       "kernels" if m.get("measured") else "dtype/shape")
         console.print(t)
     if rep.module_phase:
         t = _table("GPU time by module (with submodules) and phase", "module", "phase", "ms",
                    "share")
         for g in rep.module_phase:
-            t.add_row(g["module"], g["phase"], f"{g['gpu_ns'] / 1e6:.2f}", _pct(g["share"]))
+            t.add_row(plain(g["module"]), plain(g["phase"]), f"{g['gpu_ns'] / 1e6:.2f}", _pct(g["share"]))
         console.print(t)
     if rep.idle:
         t = _table(f"GPU idle time by cause ({rep.convention})", "rank", "host wait",
@@ -92,4 +93,4 @@ def render_gpu(rep: GpuReport, console: Console) -> None:
             parts.append(f"tensor activity {s['tensor_util_avg']:.0f}%")
         console.print("device samples: " + ", ".join(parts))
     for note in rep.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {esc(note)}")

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsprof.analyzers.memory_report import DevicePeak, Holding, MemoryReport
+from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
 
 
@@ -14,7 +15,7 @@ def render_report(report: MemoryReport, console: Console, top: int = 10) -> None
         _oom_header(report, console)
     for p in report.peaks:
         where = f"step {p.step}" if p.step is not None else "the capture"
-        console.print(f"[bold]rank {p.rank}, {p.device}[/]: peak {fmt_bytes(p.peak_bytes)} "
+        console.print(f"[bold]rank {p.rank}, {esc(p.device)}[/]: peak {fmt_bytes(p.peak_bytes)} "
                       f"live, in {where}")
         _holdings("by category", p.by_category, p.peak_bytes, console, top)
         _holdings("by module", p.by_module, p.peak_bytes, console, top)
@@ -31,7 +32,7 @@ def render_report(report: MemoryReport, console: Console, top: int = 10) -> None
         for col in ("module", "type", "activations", "own", "params"):
             t.add_column(col, justify="left" if col in ("module", "type") else "right")
         for m in report.modules[:top]:
-            t.add_row(m["name"], m["type"], fmt_bytes(m["activation_bytes"]),
+            t.add_row(plain(m["name"]), plain(m["type"]), fmt_bytes(m["activation_bytes"]),
                       fmt_bytes(m["self_activation_bytes"]), fmt_bytes(m["param_bytes"]))
         console.print(t)
 
@@ -40,20 +41,21 @@ def render_oom_short(report: MemoryReport, console: Console) -> None:
     """The few lines printed when the script died of out-of-memory: what filled memory."""
     _oom_header(report, console)
     for p in report.peaks:
-        cats = ", ".join(f"{h.key} {fmt_bytes(h.bytes)}" for h in p.by_category[:4])
-        console.print(f"  {p.device} peak {fmt_bytes(p.peak_bytes)}: {cats}")
+        cats = ", ".join(f"{esc(h.key)} {fmt_bytes(h.bytes)}" for h in p.by_category[:4])
+        console.print(f"  {esc(p.device)} peak {fmt_bytes(p.peak_bytes)}: {cats}")
         mods = [h for h in p.by_module if h.key != "(no module)"][:3]
         if mods:
-            console.print("  modules: " + ", ".join(f"{h.key} {fmt_bytes(h.bytes)}" for h in mods))
+            console.print("  modules: " + ", ".join(f"{esc(h.key)} {fmt_bytes(h.bytes)}"
+                                                    for h in mods))
         if p.by_site:
-            console.print("  sites: " + ", ".join(f"{h.key} {fmt_bytes(h.bytes)}"
+            console.print("  sites: " + ", ".join(f"{esc(h.key)} {fmt_bytes(h.bytes)}"
                                                   for h in p.by_site[:3]))
 
 
 def _oom_header(report: MemoryReport, console: Console) -> None:
     what = ("over the memory budget" + (f" of {fmt_bytes(report.budget)}" if report.budget
                                         else "") if report.oom == "MemoryBudgetExceeded"
-            else f"out of memory ({report.oom})")
+            else f"out of memory ({esc(report.oom)})")
     console.print(f"[bold red]the script died {what}[/]; what filled memory at the peak:")
 
 
@@ -66,7 +68,7 @@ def _holdings(title: str, rows: list[Holding], peak: int, console: Console, top:
     t.add_column("%", justify="right")
     t.add_column("blocks", justify="right")
     for h in rows[:top]:
-        t.add_row(h.key, fmt_bytes(h.bytes), f"{100 * h.bytes / peak:.1f}" if peak else "-",
+        t.add_row(plain(h.key), fmt_bytes(h.bytes), f"{100 * h.bytes / peak:.1f}" if peak else "-",
                   str(h.count))
     console.print(t)
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from dsprof.analyzers.breakdown import RunSummary
 from dsprof.analyzers.registry import Analysis
+from dsprof.render.safe_text import esc, plain
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -33,7 +34,7 @@ def render_full(summary: RunSummary, console: Console) -> None:
     _kernels(summary, console)
     _memory(summary, console)
     for note in summary.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {esc(note)}")
 
 
 def render_short(summary: RunSummary, console: Console, run_path: str,
@@ -47,21 +48,21 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
                       + (f", {len(s.outliers)} outlier(s)" if s.outliers else "")
                       + f"; {summary.profiled_steps} profiled in detail")
     if summary.phases:
-        console.print("phases: " + ", ".join(f"{p.phase} {p.percent:.0f}%" for p in summary.phases
+        console.print("phases: " + ", ".join(f"{esc(p.phase)} {p.percent:.0f}%" for p in summary.phases
                                              if p.percent >= 0.5))
     if summary.top_ops:
-        console.print("top ops: " + ", ".join(f"{o.name} {o.percent:.0f}%"
+        console.print("top ops: " + ", ".join(f"{esc(o.name)} {o.percent:.0f}%"
                                               for o in summary.top_ops[:3]))
     for m in summary.memory:
         if m.source in ("device_peak", "timeline"):
-            console.print(f"peak memory ({m.device}): {fmt_bytes(m.peak_bytes)}")
+            console.print(f"peak memory ({esc(m.device)}): {fmt_bytes(m.peak_bytes)}")
     for note in summary.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {esc(note)}")
     if findings is not None:
         from dsprof.render.findings import render_findings_short
 
         render_findings_short(findings, console)
-    console.print(f"more: [bold]dsprof summary {run_path}[/]", soft_wrap=True)
+    console.print(f"more: [bold]dsprof summary {esc(run_path)}[/]", soft_wrap=True)
 
 
 def _facts(summary: RunSummary, console: Console) -> None:
@@ -76,7 +77,7 @@ def _facts(summary: RunSummary, console: Console) -> None:
               ("windows", "profiled windows"), ("events", "trace events"), ("tables", "tables")]
     for key, label in labels:
         if key in f:
-            t.add_row(label, _text(f[key]))
+            t.add_row(label, plain(_text(f[key])))
     console.print(t)
 
 
@@ -109,7 +110,7 @@ def _phases(summary: RunSummary, console: Console) -> None:
     t.add_column("time", justify="right")
     t.add_column("%", justify="right")
     for p in summary.phases:
-        t.add_row(p.phase, fmt_ms(p.ms), f"{p.percent:.1f}")
+        t.add_row(plain(p.phase), fmt_ms(p.ms), f"{p.percent:.1f}")
     console.print()
     console.print(t)
 
@@ -122,7 +123,7 @@ def _top_ops(summary: RunSummary, console: Console) -> None:
                       ("total", "right"), ("% self", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for o in summary.top_ops:
-        t.add_row(o.name, str(o.count), fmt_ms(o.self_ms), fmt_ms(o.total_ms), f"{o.percent:.1f}")
+        t.add_row(plain(o.name), str(o.count), fmt_ms(o.self_ms), fmt_ms(o.total_ms), f"{o.percent:.1f}")
     console.print()
     console.print(t)
 
@@ -138,7 +139,7 @@ def _kernels(summary: RunSummary, console: Console) -> None:
     t.add_column("% HTA default", justify="right")
     for k in summary.kernel_types:
         h = hta.get(k["kernel_type"])
-        t.add_row(k["kernel_type"], fmt_ms(k["total_ns"] / 1e6), f"{k['percent']:.1f}",
+        t.add_row(plain(k["kernel_type"]), fmt_ms(k["total_ns"] / 1e6), f"{k['percent']:.1f}",
                   "-" if h is None else f"{h:.1f}")
     console.print()
     console.print(t)
@@ -163,10 +164,11 @@ def _memory(summary: RunSummary, console: Console) -> None:
         "rss": "process RSS, max at step ends",
     }
     for m in summary.memory:
-        t.add_row(str(m.rank), m.device, fmt_bytes(m.peak_bytes), explain.get(m.source, m.source))
+        t.add_row(str(m.rank), plain(m.device), fmt_bytes(m.peak_bytes),
+                  plain(explain.get(m.source, m.source)))
     console.print()
     console.print(t)
     for m in summary.memory:
         if m.by_category:
-            console.print(f"  at the peak on {m.device}: " + ", ".join(
-                f"{c} {fmt_bytes(b)}" for c, b in m.by_category.items()))
+            console.print(f"  at the peak on {esc(m.device)}: " + ", ".join(
+                f"{esc(c)} {fmt_bytes(b)}" for c, b in m.by_category.items()))

@@ -7,7 +7,16 @@ from typing import Any
 
 from dash import dcc, html
 
-GRAPH_CONFIG = {"displaylogo": False}
+# Every chart's toolbar: no Plotly logo, and no button that talks to Plotly's cloud ("Share
+# chart", "Edit in Chart Studio"): the dashboard fetches and sends nothing over the network.
+# Box and lasso select are removed because no page reads a selection.
+GRAPH_CONFIG = {
+    "displaylogo": False,
+    "showSendToCloud": False,
+    "showEditInChartStudio": False,
+    "showLink": False,
+    "modeBarButtonsToRemove": ["sendDataToCloud", "editInChartStudio", "select2d", "lasso2d"],
+}
 
 
 def graph(graph_id: str, figure: Any) -> dcc.Graph:

@@ -18,6 +18,7 @@ from dsprof.dashboard.pages.common import GRAPH_CONFIG, missing
 from dsprof.dashboard.source import RunSource
 from dsprof.dashboard.text import fmt_ns
 from dsprof.dashboard.timeline import COMM, KERNEL, OP, STEP
+from dsprof.sqlsafe import idents
 
 PATH = "/timeline"
 TITLE = "Timeline"
@@ -99,13 +100,13 @@ def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
         want = [c for c in ("name", "cat", "module", "phase", "step", "thread", "dur_ns",
                             "self_ns", "input_shapes", "dtypes", "flops", "id", "parent_id")
                 if c in cols]
-        rows = src.sql(f"SELECT {', '.join(want)} FROM ops WHERE rank = ? AND id = ?",
+        rows = src.sql(f"SELECT {idents(want)} FROM ops WHERE rank = ? AND id = ?",
                        [rank, ref])
     elif kind == KERNEL:
         want = ["name", "kind", "device", "stream", "step", "dur_ns", "grid", "block",
                 "registers", "shared_mem", "occupancy", "op_id"]
         want += [c for c in ("category", "tensor_core") if c in src.columns("kernels")]
-        rows = src.sql(f"SELECT {', '.join(want)} FROM kernels WHERE rank = ? AND start_ns = ? "
+        rows = src.sql(f"SELECT {idents(want)} FROM kernels WHERE rank = ? AND start_ns = ? "
                        "LIMIT 1", [rank, ref])
         if rows and "op_id" in want and rows[0][want.index("op_id")] is not None:
             op = src.sql("SELECT name FROM ops WHERE rank = ? AND id = ?",
@@ -115,11 +116,11 @@ def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
     elif kind == STEP:
         want = [c for c in ("step", "dur_ns", "cpu_ns", "profiled", "device_peak_bytes",
                             "rss_bytes", "source") if c in src.columns("steps")]
-        rows = src.sql(f"SELECT {', '.join(want)} FROM steps WHERE rank = ? AND step = ?",
+        rows = src.sql(f"SELECT {idents(want)} FROM steps WHERE rank = ? AND step = ?",
                        [rank, ref])
     elif kind == COMM:
         want = sorted(src.columns("comms") - {"rank", "start_ns"})
-        rows = src.sql(f"SELECT {', '.join(want)} FROM comms WHERE rank = ? AND start_ns = ? "
+        rows = src.sql(f"SELECT {idents(want)} FROM comms WHERE rank = ? AND start_ns = ? "
                        "LIMIT 1", [rank, ref])
     else:
         return []
