@@ -24,9 +24,9 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from dsprof.analyzers.fusion_chains import POINTWISE
-from dsprof.analyzers.opbytes import op_io
-from dsprof.analyzers.optable import OpTable
+from dsprof.metrics.ops.fusion_chains import POINTWISE
+from dsprof.metrics.ops.opbytes import op_io
+from dsprof.metrics.ops.optable import OpTable
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 

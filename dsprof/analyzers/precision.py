@@ -26,9 +26,9 @@ TF32 (``allow_tf32``) advice belongs to the ``tensor_core.*`` findings; this one
 
 from __future__ import annotations
 
-from dsprof.analyzers.fusion_chains import POINTWISE
-from dsprof.analyzers.opbytes import LOW_PRECISION, dtypes_of, op_io
-from dsprof.analyzers.optable import OpTable
+from dsprof.metrics.ops.fusion_chains import POINTWISE
+from dsprof.metrics.ops.opbytes import LOW_PRECISION, dtypes_of, op_io
+from dsprof.metrics.ops.optable import OpTable
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 

@@ -41,7 +41,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
     "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
     "dsprof.analyzers.straggler:StragglerAnalyzer",
-    "dsprof.analyzers.comm_overlap_finding:CommOverlapAnalyzer",
+    "dsprof.analyzers.comm_overlap:CommOverlapAnalyzer",
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",

@@ -16,7 +16,7 @@ Algorithm:
 
 from __future__ import annotations
 
-from dsprof.analyzers.comm_skew import collective_skew, rank_skew
+from dsprof.metrics.comm.skew import collective_skew, rank_skew
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 

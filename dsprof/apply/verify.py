@@ -25,7 +25,7 @@ from dsprof.rundir import RunDir, new_run_path
 
 def measured_steps(run_path: Path) -> list[tuple[int, int]]:
     """(step, dur_ns) of the full-speed steps of rank 0 (see ``analyzers.fullspeed``)."""
-    from dsprof.analyzers.fullspeed import full_speed_steps
+    from dsprof.metrics.fullspeed import full_speed_steps
     from dsprof.run import load
 
     with load(run_path) as run:

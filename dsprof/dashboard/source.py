@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from dsprof.analyzers.breakdown import RunSummary, summarize
-from dsprof.analyzers.gpu_report import GpuReport, gpu_report
+from dsprof.reports.summary import RunSummary, summarize
+from dsprof.reports.gpu import GpuReport, gpu_report
 from dsprof.analyzers.registry import Analysis, read_findings
 from dsprof.dashboard.duck import arrow
 from dsprof.dashboard.memseries import DeviceSeries, load_memory

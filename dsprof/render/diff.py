@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dsprof.analyzers.diff import Delta, RunDiff
+from dsprof.reports.diff import Delta, RunDiff
 from dsprof.render.summary import fmt_bytes, fmt_ms
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.analyzers.gpu_report import GpuReport
+from dsprof.reports.gpu import GpuReport
 from dsprof.render.summary import fmt_bytes
 
 

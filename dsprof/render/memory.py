@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.analyzers.memory_report import DevicePeak, Holding, MemoryReport
+from dsprof.reports.memory import DevicePeak, Holding, MemoryReport
 from dsprof.render.summary import fmt_bytes
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.analyzers.breakdown import RunSummary
+from dsprof.reports.summary import RunSummary
 from dsprof.analyzers.registry import Analysis
 
 

@@ -3,7 +3,7 @@ prediction and MFU without a GPU."""
 
 from __future__ import annotations
 
-from dsprof.analyzers import gpu_attribution
+from dsprof.metrics.gpu import attribution as gpu_attribution
 from dsprof.analyzers.registry import analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, meta, write

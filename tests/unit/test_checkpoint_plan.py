@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dsprof.analyzers.checkpoint_plan import Candidate, cheapest_under, pareto_front
+from dsprof.metrics.memory.checkpoint_plan import Candidate, cheapest_under, pareto_front
 from dsprof.analyzers.checkpointing import module_patterns
 
 

@@ -7,10 +7,10 @@ import duckdb
 import orjson
 import pytest
 
-from dsprof.analyzers.comm_overlap import comm_overlap
-from dsprof.analyzers.comm_skew import collective_skew, offsets_sql, rank_skew
+from dsprof.metrics.comm.overlap import comm_overlap
+from dsprof.metrics.comm.skew import collective_skew, offsets_sql, rank_skew
 from dsprof.analyzers.data_parallel import DataParallelAnalyzer
-from dsprof.analyzers.hta_view import hta_rounded
+from dsprof.metrics.gpu.hta_view import hta_rounded
 from dsprof.analyzers.registry import Context
 from dsprof.ingest.comms import bandwidths, collective_name
 from dsprof.ingest.importer import import_traces

@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from dsprof.analyzers.fragmentation import FragmentationAnalyzer
-from dsprof.analyzers.memory_report import memory_report
+from dsprof.reports.memory import memory_report
 from dsprof.analyzers.registry import Context
 from dsprof.errors import TraceFormatError
 from dsprof.ingest.cuda_snapshot import load_snapshot

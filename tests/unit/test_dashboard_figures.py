@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsprof.analyzers.diff import Applied, Delta
+from dsprof.reports.diff import Applied, Delta
 from dsprof.dashboard.figures.compare import applied_pairs, delta_figure
 from dsprof.dashboard.figures.findings import (
     has_pareto,
@@ -116,7 +116,7 @@ def test_memory_series_keeps_every_peak(mem):
 
 
 def test_peak_breakdown_stacks_categories():
-    from dsprof.analyzers.breakdown import MemoryPeak
+    from dsprof.reports.summary import MemoryPeak
 
     peaks = [MemoryPeak(0, "cuda:0", 300, "timeline", {"activation": 200, "parameter": 100}),
              MemoryPeak(0, "host", 900, "rss")]
@@ -207,8 +207,8 @@ def test_evidence_links_open_the_timeline_where_they_point(gpu):
 
 
 def test_comm_figures_from_the_analyzers(tmp_path):
-    from dsprof.analyzers.comm_overlap import Overlap
-    from dsprof.analyzers.comm_skew import RankSkew
+    from dsprof.metrics.comm.overlap import Overlap
+    from dsprof.metrics.comm.skew import RankSkew
     from dsprof.dashboard.figures.comms import bandwidth_figure, overlap_figure, skew_figure
 
     fig = overlap_figure([Overlap(0, 1, 10_000_000, 4_000_000), Overlap(1, 1, 8_000_000, 0)])

@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import dsprof
-from dsprof.analyzers import gpu_attribution as ga
-from dsprof.analyzers.device_peaks import lookup, math_mode
+from dsprof.metrics.gpu import attribution as ga
+from dsprof.metrics.gpu.device_peaks import lookup, math_mode
 from dsprof.analyzers.launch_bound import LaunchBoundAnalyzer
 from dsprof.analyzers.registry import Context
-from dsprof.analyzers.tc_eligibility import REASON_TF32_OFF, REASON_UNALIGNED, verdicts
+from dsprof.metrics.gpu.tc_eligibility import REASON_TF32_OFF, REASON_UNALIGNED, verdicts
 from dsprof.analyzers.tensor_cores import TensorCoreAnalyzer
 from dsprof.ingest.importer import import_traces
 from dsprof.rundir import RunDir

@@ -9,8 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pyarrow as pa
 
-from dsprof.analyzers.comm_overlap import Overlap
-from dsprof.analyzers.comm_skew import RankSkew
+from dsprof.metrics.comm.overlap import Overlap
+from dsprof.metrics.comm.skew import RankSkew
 from dsprof.dashboard.text import plain
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 340}

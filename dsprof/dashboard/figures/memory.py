@@ -8,8 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pyarrow as pa
 
-from dsprof.analyzers.breakdown import MemoryPeak
-from dsprof.analyzers.memory_report import DevicePeak
+from dsprof.reports.summary import MemoryPeak
+from dsprof.reports.memory import DevicePeak
 from dsprof.dashboard.memseries import DeviceSeries
 from dsprof.dashboard.text import fmt_bytes, plain
 

@@ -9,7 +9,7 @@ from typing import Any
 import dash_ag_grid as dag
 from dash import html
 
-from dsprof.analyzers.memory_report import MemoryReport, memory_report
+from dsprof.reports.memory import MemoryReport, memory_report
 from dsprof.dashboard.figures.memory import (
     SERIES_CATEGORIES,
     memory_over_time_figure,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from dsprof.analyzers.gpu_breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.metrics.gpu.breakdown import kernel_type_breakdown, temporal_breakdown
 from dsprof.run import Run
 
 PHASES = ("forward", "backward", "optimizer", "data", "other")
@@ -268,7 +268,7 @@ def _memory_peaks(run: Run) -> list[MemoryPeak]:
 
 def _categories_at_peak(run: Run, rank: int, device: str) -> dict[str, int]:
     """Live bytes per category at the first moment the live total peaks (see memory_report)."""
-    from dsprof.analyzers.memory_report import device_peak
+    from dsprof.reports.memory import device_peak
 
     peak = device_peak(run, rank, device, top=50)
     if peak is None:

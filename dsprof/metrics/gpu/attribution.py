@@ -15,7 +15,7 @@ Contract (views ``kernels``, ``ops``, ``steps`` as in :mod:`dsprof.schema`):
 * **FLOPs** are ``ops.flops`` (from shapes, on the op that does the arithmetic). An op's kernels
   are the device events launched by runtime calls on its thread while it ran; its **math mode**
   is its first input dtype, promoted fp32 -> TF32 when any of its kernels ran on Tensor Cores
-  (see :func:`dsprof.analyzers.device_peaks.math_mode`).
+  (see :func:`dsprof.metrics.gpu.device_peaks.math_mode`).
 * **MFU** of a step = sum over its ops of (FLOPs / peak FLOP/s of the op's math mode) divided by
   the step's wall time: the share of the step the device would need at peak. Achieved FLOP/s is
   FLOPs over the same wall time. Per module, the time is the module's GPU time (its kernels),
@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from dsprof.analyzers.device_peaks import DevicePeak, lookup, math_mode
+from dsprof.metrics.gpu.device_peaks import DevicePeak, lookup, math_mode
 
 UNATTRIBUTED = "(unattributed)"
 MATRIX_CATEGORIES = ("gemm", "conv", "attention")
