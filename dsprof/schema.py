@@ -454,3 +454,15 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 def table(name: str) -> Table:
     return TABLES[name]
+
+
+# Columns the run layer adds to a table's view (dsprof/run.py), derived from the run's
+# manifest rather than stored in Parquet: {table: ((name, Arrow type, meaning), ...)}.
+VIEW_COLUMNS: dict[str, tuple[Column, ...]] = {
+    "steps": (
+        Column("disturbed", _BOOL,
+               "dsprof itself slowed the step: a profiler window's step, its warm-up, or the "
+               "step after it (the trace is written then); false for imports. Never evidence "
+               "of the script's speed (see dsprof/facts.py)"),
+    ),
+}

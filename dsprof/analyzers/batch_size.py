@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsprof.analyzers.checkpointing import checkpoint_plan, module_patterns
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
 from dsprof.metrics.memory.model import (
     Budget,
     PeakTimeline,
@@ -38,8 +40,6 @@ from dsprof.metrics.memory.model import (
     peak_timeline,
     unprofiled_ratio,
 )
-from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.findings import Evidence, Finding
 from dsprof.render.summary import fmt_bytes
 
 MIN_GAIN = 0.05  # a batch change that moves samples/s by less than this is not advised

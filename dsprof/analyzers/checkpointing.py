@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import re
 
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
 from dsprof.metrics.memory.checkpoint_plan import Candidate, PlanPoint, cheapest_under, pareto_front
 from dsprof.metrics.memory.model import (
     CheckpointTimeline,
@@ -36,8 +38,6 @@ from dsprof.metrics.memory.model import (
     peak_timeline,
     unprofiled_ratio,
 )
-from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.findings import Evidence, Finding
 from dsprof.render.summary import fmt_bytes
 
 MIN_SHARE = 0.10  # a plan saving less of the peak than this is not worth a finding

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import statistics
 
-from dsprof.metrics.comm.overlap import comm_overlap
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.comm.overlap import comm_overlap
 
 MAX_OVERLAP_PCT = 30.0
 MIN_LATE_SHARE = 0.5

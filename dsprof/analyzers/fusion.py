@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
 from dsprof.metrics.ops.fusion_chains import (
     CONV,
     MATMUL,
@@ -40,8 +42,6 @@ from dsprof.metrics.ops.fusion_chains import (
     find_chains,
 )
 from dsprof.metrics.ops.optable import OpTable
-from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.findings import Evidence, Finding
 
 MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"

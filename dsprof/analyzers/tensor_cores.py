@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from dsprof.metrics.gpu.attribution import flop_ops
 from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+from dsprof.metrics.gpu.attribution import flop_ops
 from dsprof.metrics.gpu.tc_eligibility import (
     REASON_FP64,
     REASON_TF32_OFF,
@@ -34,7 +35,6 @@ from dsprof.metrics.gpu.tc_eligibility import (
     Verdict,
     verdicts,
 )
-from dsprof.findings import Evidence, Finding
 
 SPEEDUP = 2.0
 

@@ -239,9 +239,9 @@ def _terminate_as_exit() -> Any:
 
 
 def _analyze(run: RunDir, quiet: bool) -> None:
-    from dsprof.reports.summary import summarize
     from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
+    from dsprof.reports.summary import summarize
     from dsprof.run import load
 
     postmortem = None

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from dsprof.reports.summary import PhaseTime
-from dsprof.reports.diff import Applied, Delta
 from dsprof.dashboard.text import plain
+from dsprof.reports.diff import Applied, Delta
+from dsprof.reports.summary import PhaseTime
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 340}
 

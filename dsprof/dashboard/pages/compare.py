@@ -8,11 +8,11 @@ from typing import Any
 
 from dash import html
 
-from dsprof.reports.diff import Side, diff
 from dsprof.dashboard.figures.compare import applied_pairs, delta_figure, phases_compare_figure
 from dsprof.dashboard.figures.findings import predicted_measured_figure
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.dashboard.text import fmt_bytes, fmt_ms
+from dsprof.reports.diff import Side, diff
 
 PATH = "/compare"
 TITLE = "Compare"

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from dsprof.metrics.gpu.device_peaks import BF16, FP16, FP32, FP64, dtype_mode
+from dsprof.devices import BF16, FP16, FP32, FP64, dtype_mode
 from dsprof.metrics.gpu.attribution import first_dtype
 
 MATRIX_VECTOR = "matrix-vector"
