@@ -192,6 +192,86 @@ def _anomaly(present: bool):
                            anomalies=table(row) if present else table())
 
 
+# -- precision and optimizer fusion ----------------------------------------------------------
+
+A100 = {"devices": {"0": {"kind": "cuda", "name": "NVIDIA A100-SXM4-80GB",
+                          "capability": "8.0"}}}
+
+
+def _gpu_matmuls(dtype: str, kernel: str):
+    """Four matmuls of step 1 on an A100, each with one 2 ms kernel."""
+    ops = [{"id": i + 1, "step": 1, "name": "aten::mm", "cat": "cpu_op", "thread": 1,
+            "start_ns": (21 + i) * MS, "dur_ns": 100_000, "dtypes": f'["{dtype}", "{dtype}"]',
+            "input_shapes": "[[4096, 4096], [4096, 4096]]", "phase": "forward"}
+           for i in range(4)]
+    kernels = [{"step": 1, "name": kernel, "kind": "compute", "category": "gemm",
+                "start_ns": (21 + i) * MS + 200_000, "dur_ns": 2 * MS, "op_id": i + 1,
+                "launch_id": i + 1} for i in range(4)]
+    return Run.from_tables(meta={**SCRIPT, **A100}, steps=steps([30, 30]), ops=table(*ops),
+                           kernels=table(*kernels))
+
+
+def _optimizer(child: str, n_children: int = 40):
+    """Adam.step of step 1 on CPU: ``n_children`` ops under the span, 4 small parameters."""
+    ops = [{"id": 1, "step": 1, "name": "Optimizer.step#Adam.step", "cat": "user_annotation",
+            "thread": 1, "start_ns": 10 * MS, "dur_ns": 5 * MS}]
+    ops += [{"id": 2 + i, "step": 1, "name": child, "cat": "cpu_op", "parent_id": 1,
+             "thread": 1, "start_ns": 10 * MS + i * 100_000, "dur_ns": 100_000,
+             "phase": "optimizer"} for i in range(n_children)]
+    ops += [{"id": 100 + i, "step": 1, "name": "torch::autograd::AccumulateGrad",
+             "cat": "cpu_op", "thread": 1, "start_ns": 5 * MS + i * 1000, "dur_ns": 500,
+             "input_shapes": "[[64, 64]]", "dtypes": '["float"]', "phase": "backward"}
+            for i in range(4)]
+    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
+                           steps=steps([20, 20]), ops=table(*ops))
+
+
+def _pointwise(shapes: list[str]):
+    """Forward ops mul, add, tanh of step 1 on CPU, 2 ms each, on the given input shapes."""
+    names = ["aten::mul", "aten::add", "aten::tanh"]
+    ops = [{"id": i + 1, "step": 1, "name": n, "cat": "cpu_op", "thread": 1,
+            "start_ns": (10 + 2 * i) * MS, "dur_ns": 2 * MS, "phase": "forward",
+            "input_shapes": sh, "dtypes": '["float", "float"]'}
+           for i, (n, sh) in enumerate(zip(names, shapes))]
+    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
+                           steps=steps([20, 20]), ops=table(*ops))
+
+
+BIG = "[[2048, 2048], [2048, 2048]]"
+
+
+# -- memory: checkpointing and batch size ----------------------------------------------------
+
+MIB = 1 << 20
+
+
+def _peak_step(calls: int = 1, budget: int | None = None):
+    """Step 1 (30 ms) of a two-block model: 50 MiB of parameters; block0's forward ends at
+    12 ms and block1's at 14 ms, each saving 100 MiB for backward, freed by block1's backward
+    at 20 ms and block0's at 24 ms. ``calls`` = 2 makes the blocks shared layers (never
+    checkpointed); ``budget`` is ``--memory-budget``."""
+    series = []
+    for t in range(10, 31):
+        act = 100 * MIB * (12 <= t < 24) + 100 * MIB * (14 <= t < 20)
+        series.append({"device": "cpu", "ts_ns": t * MS, "step": 1, "capture": 0,
+                       "parameter": 50 * MIB, "activation": act, "total": 50 * MIB + act})
+    ops = [{"id": 1, "step": 1, "name": "model.block0", "cat": "module", "start_ns": 10 * MS,
+            "dur_ns": 2 * MS},
+           {"id": 2, "step": 1, "name": "model.block1", "cat": "module", "start_ns": 12 * MS,
+            "dur_ns": 2 * MS},
+           {"id": 3, "step": 1, "name": "aten::mm", "cat": "cpu_op", "start_ns": 20 * MS,
+            "dur_ns": 2 * MS, "phase": "backward", "module": "model.block1", "thread": 1},
+           {"id": 4, "step": 1, "name": "aten::mm", "cat": "cpu_op", "start_ns": 24 * MS,
+            "dur_ns": 2 * MS, "phase": "backward", "module": "model.block0", "thread": 1}]
+    modules = [{"name": f"model.block{i}", "type": "Block", "depth": 1, "params": 1000,
+                "param_bytes": 25 * MIB, "activation_bytes": 100 * MIB, "calls": calls,
+                "fwd_ns": 2 * MS, "bwd_ns": 2 * MS} for i in (0, 1)]
+    meta = {**SCRIPT, "settings": {"memory_budget": budget}} if budget else SCRIPT
+    return Run.from_tables(meta=meta, steps=steps([30] * 4, batch_size=[32] * 4),
+                           memory_series=table(*series), ops=table(*ops),
+                           modules=table(*modules))
+
+
 CASES = [
     ("step_outliers", "steps.outliers", outliers_pos, outliers_neg),
     ("input_pipeline", "input.dataloader_wait", lambda: _loader(8.0), lambda: _loader(0.0)),
@@ -224,6 +304,18 @@ CASES = [
      lambda: _scales([False] * 10, [65536.0 / 4**i for i in range(10)]),
      lambda: _scales([False] * 10, [65536.0] * 10)),
     ("anomaly", "numerics.nonfinite", lambda: _anomaly(True), lambda: _anomaly(False)),
+    ("precision", "precision.fp32_matmul",
+     lambda: _gpu_matmuls("float", "ampere_sgemm_128x64_nn"),
+     lambda: _gpu_matmuls("c10::BFloat16", "ampere_bf16_s16816gemm_bf16_128x64_nn")),
+    ("fusion", "fusion.hand_gelu", lambda: _pointwise([BIG, BIG, "[[2048, 2048]]"]),
+     # the same ops on unrelated tensors: nothing feeds the next op, so no chain
+     lambda: _pointwise([BIG, "[[512, 512], [512, 512]]", "[[64, 64]]"])),
+    ("checkpointing", "memory.checkpointing", lambda: _peak_step(),
+     lambda: _peak_step(calls=2)),
+    ("batch_size", "batch.size", lambda: _peak_step(calls=2, budget=1 << 30),
+     lambda: _peak_step(calls=2, budget=250 * MIB)),
+    ("fusion_optimizer", "fusion.optimizer", lambda: _optimizer("aten::mul_"),
+     lambda: _optimizer("aten::_fused_adam_", 1)),
 ]
 REGISTERED = {load_analyzer(entry).name for entry in ANALYZERS}
 
