@@ -250,9 +250,9 @@ def _budget(text: str | None) -> int | None:
 
 
 def _analyze(run: RunDir, quiet: bool) -> None:
-    from dsprof.analyzers.breakdown import summarize
     from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
+    from dsprof.reports.summary import summarize
     from dsprof.run import load
 
     postmortem = None
@@ -289,7 +289,7 @@ def _analyze(run: RunDir, quiet: bool) -> None:
 
 def _postmortem(loaded: Any) -> Any:
     """"What filled memory" when the script died out of memory (None otherwise)."""
-    from dsprof.analyzers.memory_report import write_postmortem
+    from dsprof.reports.memory import write_postmortem
 
     try:
         return write_postmortem(loaded)
