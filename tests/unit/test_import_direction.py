@@ -16,7 +16,9 @@ STAGES: dict[str, tuple[int, str]] = {
     # directory and its manifest, the device table, the Finding record
     **{f"dsprof.{m}": (0, "base") for m in (
         "_version", "errors", "log", "schema", "units", "frames", "module_paths", "devices",
-        "findings", "rundir", "manifest")},
+        "findings", "rundir", "manifest", "runlock", "sqlsafe")},
+    # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
+    "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process
     "dsprof.collectors": (1, "collect"), "dsprof.settings": (1, "collect"),
     "dsprof.ranks": (1, "collect"), "dsprof.apply": (1, "collect"),
