@@ -164,6 +164,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     session.finish(outcome.exit_status, outcome.reason, outcome.error)
+    if ranks.ingests_own_trace and (ranks.launched or settings.analyze):
+        _ingest_own_rank(run, ranks.rank)
     if ranks.coordinator:
         # rank 0 under the user's torchrun: wait for the other ranks, then merge and ingest
         wait_for_ranks(run, ranks.world_size, RANK_WAIT_S)
@@ -236,6 +238,20 @@ def _terminate_as_exit() -> Any:
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
         return None
+
+
+def _ingest_own_rank(run: RunDir, rank: int) -> None:
+    """This rank's trace into its Parquet parts now, on its own node, beside the other ranks
+    (DESIGN.md "Scale"); the coordinator then reuses them. Failing here costs nothing but
+    time: the coordinator ingests the rank as it would have anyway."""
+    from dsprof.ingest.own_rank import ingest_own_rank
+
+    try:
+        ingest_own_rank(run, rank)
+    except KeyboardInterrupt:
+        logger.warning("rank %d: own ingest interrupted; the coordinator ingests it", rank)
+    except Exception as exc:  # noqa: BLE001 - the script's exit status must survive our bugs
+        logger.warning("rank %d: own ingest failed (%s); the coordinator ingests it", rank, exc)
 
 
 def _analyze(run: RunDir, quiet: bool) -> None:
