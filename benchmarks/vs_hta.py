@@ -83,17 +83,19 @@ E2E_COMMANDS = (("import", "-o", "{run}", "--no-progress", "{trace}"), ("summary
                 ("gpu", "{run}"))
 
 
-def run_dsprof_cli(folder: Path) -> dict[str, float]:
-    """Wall seconds of each ``dsprof`` command of E2E_COMMANDS in a fresh process, and "total"."""
+def run_dsprof_cli(folder: Path, tree: Path = REPO) -> dict[str, float]:
+    """Wall seconds of each ``dsprof`` command of E2E_COMMANDS in a fresh process, and "total"
+    (``tree``: the dsprof checkout to run, this one by default)."""
     tmp = Path(tempfile.mkdtemp(prefix="dsprof-vs-hta-e2e-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "120"}
     timings: dict[str, float] = {}
     try:
         for argv in E2E_COMMANDS:
             args = [a.format(run=tmp / "run", trace=folder) for a in argv]
             t0 = time.perf_counter()
+            # cwd outside any tree: ``python -m`` puts the working directory first on sys.path
             subprocess.run([sys.executable, "-m", "dsprof", *args], env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
             timings[argv[0]] = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -221,6 +223,9 @@ def main() -> None:
     ap.add_argument("--mode", choices=("both", "library", "e2e"), default="both",
                     help="which ratio to measure (default: both, from the same HTA runs)")
     ap.add_argument("--hta-python", type=Path, default=None)
+    ap.add_argument("--e2e-base", type=Path, default=None,
+                    help="another dsprof checkout (e.g. `git archive COMMIT | tar -x -C DIR`) "
+                         "whose end-to-end time is measured beside this one's, alternating")
     args = ap.parse_args()
     folders = args.traces or [SHARED / t for t in DEFAULT_TRACES]
     python = ensure_hta(args.hta_python)
@@ -228,13 +233,15 @@ def main() -> None:
     rows, e2e_rows = [], []
     for folder in folders:
         # the two sides alternate, so a burst of load from elsewhere hits both alike
-        hta_runs, ours_runs, cli_runs = [], [], []
+        hta_runs, ours_runs, cli_runs, base_runs = [], [], [], []
         for _ in range(args.repeat):
             hta_runs.append(run_hta(python, folder))
             if library:
                 ours_runs.append(run_dsprof(folder))
             if e2e:
                 cli_runs.append(run_dsprof_cli(folder))
+                if args.e2e_base is not None:
+                    base_runs.append(run_dsprof_cli(folder, args.e2e_base.resolve()))
         if library:
             res_ns, res_hta, _ = ours_runs[0]
             worst = compare(folder.name, hta_runs[0], res_hta)
@@ -245,7 +252,8 @@ def main() -> None:
         if e2e:
             h = statistics.median(r["timings"]["wall"] for r in hta_runs)
             per = {k: statistics.median(t[k] for t in cli_runs) for k in cli_runs[0]}
-            e2e_rows.append((folder.name, h, per))
+            base = statistics.median(t["total"] for t in base_runs) if base_runs else None
+            e2e_rows.append((folder.name, h, per, base))
     if rows:
         print(f"\nlibrary\n{'trace':28s} {'HTA s':>8s} {'dsprof s':>9s} {'ratio':>7s} "
               f"{'max gap pp (us view)':>21s} {'(ns)':>6s}")
@@ -256,11 +264,14 @@ def main() -> None:
               "are the largest difference in percentage points over every share printed above, "
               "HTA's shares being rounded to 0.1/0.01; HTA = holistictraceanalysis 0.5.0)")
     if e2e_rows:
+        with_base = args.e2e_base is not None
         print(f"\nend to end\n{'trace':28s} {'HTA s':>8s} {'import':>7s} {'summary':>8s} "
-              f"{'gpu':>6s} {'dsprof s':>9s} {'ratio':>7s}")
-        for name, h, per in e2e_rows:
+              f"{'gpu':>6s} {'dsprof s':>9s} {'ratio':>7s}"
+              + (f" {'base s':>8s} {'ratio':>7s}" if with_base else ""))
+        for name, h, per, base in e2e_rows:
             print(f"{name:28s} {h:8.3f} {per['import']:7.3f} {per['summary']:8.3f} "
-                  f"{per['gpu']:6.3f} {per['total']:9.3f} {h / per['total']:6.1f}x")
+                  f"{per['gpu']:6.3f} {per['total']:9.3f} {h / per['total']:6.1f}x"
+                  + (f" {base:8.3f} {h / base:6.1f}x" if base else ""))
         print("(median of -n runs; wall time of fresh processes, interpreter start and imports "
               "included: HTA = one process that imports HTA, loads the trace and runs the five "
               "analyses; dsprof = `dsprof import -o RUN TRACE`, `dsprof summary RUN`, "
