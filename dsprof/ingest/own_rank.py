@@ -13,6 +13,7 @@ coordinator ingests that rank again, as it would have without the record.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,36 @@ def ingest_own_rank(run: RunDir, rank: int) -> RankResult:
     record_path = raw / INGESTED_FILE
     record_path.unlink(missing_ok=True)
     inputs = _inputs(raw)
-    with gc_paused():
-        res = ingest_rank(run, rank)
-    record = {"version": __version__, "inputs": inputs, "result": dataclasses.asdict(res)}
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(record))
-    tmp.replace(record_path)
+    try:
+        with gc_paused():
+            res = ingest_rank(run, rank)
+    except BaseException as exc:
+        # a record without a result: the coordinator stops waiting and ingests the rank
+        _write_record(record_path, {"version": __version__, "failed": repr(exc)[:500]})
+        raise
+    _write_record(record_path, {"version": __version__, "inputs": inputs,
+                                "result": dataclasses.asdict(res)})
     return res
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(record))
+    tmp.replace(path)
+
+
+def wait_for_own_ingests(run: RunDir, ranks: list[int], timeout_s: float) -> list[int]:
+    """Until each of ``ranks`` has written its record (ingested, or failed to), or
+    ``timeout_s`` passed; returns the ranks still without one. The coordinator under the
+    user's torchrun calls it so as not to parse a rank that is parsing itself."""
+    deadline = time.monotonic() + timeout_s
+    waiting = list(ranks)
+    while True:
+        waiting = [r for r in waiting
+                   if not (run.path / "raw" / f"rank{r}" / INGESTED_FILE).is_file()]
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
+        time.sleep(0.05)
 
 
 def already_ingested(run: RunDir, rank: int) -> RankResult | None:
@@ -71,3 +95,16 @@ def already_ingested(run: RunDir, rank: int) -> RankResult | None:
         if rows and not (run.table_dir(table) / f"rank{rank}.parquet").is_file():
             return None
     return res
+
+
+def remove_stale_parts(run: RunDir, ranks: list[int]) -> None:
+    """Staged parts (``tables/<t>/.rank<R>.parquet.tmp-<pid>``) that a rank's own ingest left
+    when it was stopped (the launcher ends the surviving ranks of a failed job), for ranks
+    about to be ingested here: nothing reads them, and nothing else would remove them."""
+    tables = run.path / "tables"
+    if not tables.is_dir():
+        return
+    for rank in ranks:
+        for part in tables.glob(f"*/.rank{rank}.parquet.tmp-*"):
+            part.unlink(missing_ok=True)
+

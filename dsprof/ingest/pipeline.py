@@ -94,7 +94,7 @@ def ingest_run(run: RunDir, progress: Callable[[int, Path], None] | None = None)
         RunDirError: the run has no raw data at all.
         TraceFormatError: a raw file is not a trace.
     """
-    from dsprof.ingest.own_rank import already_ingested
+    from dsprof.ingest.own_rank import already_ingested, remove_stale_parts
 
     ranks = run.raw_ranks()
     if not ranks:
@@ -102,6 +102,7 @@ def ingest_run(run: RunDir, progress: Callable[[int, Path], None] | None = None)
                           "nothing was collected")
     # ranks of a multi-rank `dsprof run` ingested themselves when their script ended
     done = {rank: res for rank in ranks if (res := already_ingested(run, rank)) is not None}
+    remove_stale_parts(run, [rank for rank in ranks if rank not in done])
     if done:
         logger.debug("ranks %s were ingested by their own process", sorted(done))
         todo = [rank for rank in ranks if rank not in done]

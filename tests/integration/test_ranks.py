@@ -112,6 +112,11 @@ def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
                                                                         False, True)
     assert sorted(p.name for p in (out / "tables" / "comms").iterdir()) == [
         "rank0.parquet", "rank1.parquet"]
+    # each rank ingested its own trace, and rank 0 reused both
+    from dsprof.ingest.own_rank import already_ingested
+    from dsprof.rundir import RunDir
+
+    assert all(already_ingested(RunDir(out), r) is not None for r in (0, 1))
     assert f"dsprof summary {out.relative_to(tmp_path)}" in proc.stderr
 
 

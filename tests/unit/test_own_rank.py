@@ -65,4 +65,44 @@ def test_a_record_from_another_version_or_with_a_part_missing_is_not_trusted(tmp
     assert already_ingested(run, 0) is None
     record_path.write_bytes(b"{not json")
     assert already_ingested(run, 0) is None
+    # a part staged by an own ingest that was stopped midway is removed, the rank ingested
+    stale = _part(run, 0).with_name(".rank0.parquet.tmp-12345")
+    stale.write_bytes(b"half a part")
     assert ingest_run(run)[0].rows["kernels"] > 0 and _part(run, 0).is_file()
+    assert not stale.exists()
+
+
+def test_a_failed_own_ingest_leaves_a_record_the_coordinator_does_not_reuse(tmp_path):
+    import pytest
+
+    from dsprof.errors import TraceFormatError
+
+    run = _two_rank_run(tmp_path)
+    next(run.raw_dir(1).glob("*.json.gz")).write_bytes(b'{"not": "a trace"}')
+    with pytest.raises(TraceFormatError):
+        ingest_own_rank(run, 1)
+    record = orjson.loads((run.raw_dir(1) / INGESTED_FILE).read_bytes())
+    assert "failed" in record and "result" not in record
+    assert already_ingested(run, 1) is None
+
+
+def test_the_coordinator_waits_for_records_only_as_long_as_it_is_told(tmp_path):
+    import threading
+    import time
+
+    from dsprof.ingest.own_rank import wait_for_own_ingests
+
+    run = _two_rank_run(tmp_path)
+    ingest_own_rank(run, 0)
+    # rank 1 writes its record a moment later: waited for
+    later = threading.Timer(0.3, ingest_own_rank, (run, 1))
+    later.start()
+    t0 = time.monotonic()
+    assert wait_for_own_ingests(run, [0, 1], timeout_s=30) == []
+    assert 0.2 < time.monotonic() - t0 < 10
+    later.join()
+    # a rank that never writes one: given up on after the timeout
+    (run.raw_dir(1) / INGESTED_FILE).unlink()
+    t0 = time.monotonic()
+    assert wait_for_own_ingests(run, [0, 1], timeout_s=0.3) == [1]
+    assert time.monotonic() - t0 < 5
