@@ -1,4 +1,4 @@
-"""How the memory of multi-rank communication analysis grows with the number of ranks.
+"""How ingest and multi-rank communication analysis grow with the number of ranks: time and memory.
 
 What it does: imports one real NCCL trace (``hta_a100_2rank_nccl_r0`` from ../shared/traces:
 rank 0 of a 2-GPU A100 job, 40 k events) with ``dsprof import``, then synthesizes runs of N
@@ -11,10 +11,20 @@ its peak RSS above the RSS it had before the analysis, and the time taken. For c
 second subprocess per N does what a DataFrame-per-rank tool does first: load the ops, kernels
 and comms tables of every rank into memory (Arrow tables; pandas would take more).
 
+Ingest, for each N: a run whose ``raw/rank<R>/`` each hold the same real trace (hard links),
+ingested three ways, each in a fresh subprocess: (1) the coordinator parses every rank, as
+``dsprof import`` of N files does (worker processes, one per CPU, past PARALLEL_MIN_BYTES;
+its peak RSS counts the coordinator process only); (2) one rank ingests its own trace, which is
+what each rank of a ``dsprof run`` does on its own node when its script ends, all ranks at once
+(DESIGN.md "Scale"): on a cluster this is the wall time of the whole ingest, whatever N; (3)
+the coordinator's ingest once every rank has ingested itself: it only checks and reuses the
+ranks' records (``dsprof/ingest/own_rank.py``).
+
 Run it from the repository root:
 
     .venv/bin/python benchmarks/comm_ranks_memory.py                 # 2, 8, 32, 64 ranks
     .venv/bin/python benchmarks/comm_ranks_memory.py --ranks 2 4 128
+    .venv/bin/python benchmarks/comm_ranks_memory.py --ranks 2 8 32 128 --no-ingest
 
 The figure to read is the last column pair: analysis memory vs. in-memory loading, per rank count.
 """
@@ -68,6 +78,86 @@ print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "secs": secs, 
 """
 
 
+_INGEST_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from dsprof.ingest.own_rank import ingest_own_rank
+from dsprof.ingest.pipeline import ingest_run
+from dsprof.rundir import RunDir
+def status_kb(key):
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith(key))
+run = RunDir(__import__("pathlib").Path(sys.argv[2]))
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+base = status_kb("VmRSS")
+t0 = time.perf_counter()
+if sys.argv[3] == "own":
+    n = ingest_own_rank(run, 0).events
+else:
+    n = sum(r.events for r in ingest_run(run))
+secs = time.perf_counter() - t0
+print(json.dumps({"base_mb": base / 1024, "peak_mb": status_kb("VmHWM") / 1024, "secs": secs,
+                  "n": n}))
+"""
+
+
+def raw_run(dest: Path, ranks: int) -> int:
+    """A run directory of ``ranks`` raw folders, each holding TRACE's file (hard links).
+    Returns the decompressed bytes of all ranks' traces."""
+    from dsprof.ingest.parallel import _uncompressed_size
+    from dsprof.rundir import RunDir
+
+    run = RunDir.create(dest)
+    trace = next(p for p in sorted(TRACE.iterdir()) if ".json" in p.name)
+    for r in range(ranks):
+        target = run.raw_dir(r) / trace.name
+        try:
+            os.link(trace, target)
+        except OSError:
+            shutil.copyfile(trace, target)
+    return ranks * _uncompressed_size(trace)
+
+
+def own_ingest_records(dest: Path, ranks: int) -> None:
+    """Every rank's ``ingested.json``, as rank 0's (the ranks' files are the same links, and
+    their tables were written by the coordinator's ingest just before)."""
+    from dsprof.rundir import INGESTED_FILE
+
+    record = json.loads((dest / "raw" / "rank0" / INGESTED_FILE).read_text())
+    for r in range(1, ranks):
+        record["result"]["rank"] = r
+        (dest / "raw" / f"rank{r}" / INGESTED_FILE).write_text(json.dumps(record))
+
+
+def measure_ingest(run: Path, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _INGEST_CHILD, str(REPO), str(run), mode],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ingest_scaling(tmp: Path, counts: list[int]) -> None:
+    print(f"\ningest: {TRACE.name} (rank 0) as the trace of each of N ranks; seconds, and the "
+          "coordinator process's peak RSS above its RSS before")
+    print(f"{'ranks':>5} {'trace MB':>9} | {'coordinator parses all':>22} {'MB':>6} | "
+          f"{'each rank its own (per node)':>28} {'MB':>6} | {'coordinator then':>16}")
+    for n in counts:
+        run = tmp / f"ingest{n}"
+        mb = raw_run(run, n) / 1e6
+        full = measure_ingest(run, "coordinator")
+        own = measure_ingest(run, "own")
+        own_ingest_records(run, n)
+        reuse = measure_ingest(run, "coordinator")
+        assert reuse["n"] == full["n"], (reuse, full)
+        print(f"{n:>5} {mb:>9.0f} | {full['secs']:>21.2f}s {full['peak_mb'] - full['base_mb']:>6.0f}"
+              f" | {own['secs']:>27.2f}s {own['peak_mb'] - own['base_mb']:>6.0f} | "
+              f"{reuse['secs']:>15.2f}s")
+        shutil.rmtree(run)
+    print("(coordinator parses all: one machine, one worker process per CPU past "
+          "PARALLEL_MIN_BYTES; each rank its own: what every rank's node spends, all at once; "
+          "coordinator then: its ingest once every rank ingested itself)")
+
+
 def synthesize(source: Path, dest: Path, ranks: int) -> tuple[int, int]:
     """A run directory of ``ranks`` replayed copies of ``source``'s rank 0. Returns (rows,
     Parquet bytes)."""
@@ -106,14 +196,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, nargs="+", default=[2, 8, 32, 64])
+    p.add_argument("--no-ingest", action="store_true", help="analysis only")
+    p.add_argument("--no-analysis", action="store_true", help="ingest only")
     args = p.parse_args()
     if not TRACE.exists():
         sys.exit(f"needs {TRACE} (../shared/traces)")
     from dsprof.ingest.importer import import_traces
 
     with tempfile.TemporaryDirectory(prefix="dsprof-bench-") as tmp:
+        if not args.no_ingest:
+            ingest_scaling(Path(tmp), args.ranks)
+        if args.no_analysis:
+            return
         source, _ = import_traces([TRACE], Path(tmp) / "source")
-        print(f"replaying {TRACE.name} (rank 0) as N ranks; peak RSS above the process's RSS "
+        print(f"\nanalysis: replaying {TRACE.name} (rank 0) as N ranks; peak RSS above the process's RSS "
               "before the analysis")
         print(f"{'ranks':>5} {'rows':>10} {'parquet MB':>10} | {'DuckDB analysis MB':>18} "
               f"{'s':>6} | {'load all in memory MB':>21} {'s':>6} | ratio")

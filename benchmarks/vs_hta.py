@@ -4,8 +4,15 @@ For each trace folder it runs, in a separate virtual environment, HTA 0.5.0 (``T
 load, then kernel-type breakdown, temporal breakdown, idle-time breakdown per rank, CUDA launch
 stats and queue-length summary; see ``benchmarks/_hta_runner.py``), and in this process dsprof
 (``import_traces``: parse + Parquet tables, then the same five analyses over DuckDB). It prints
-both results and the end-to-end time ratio (load + all analyses; the Python imports of either
-library are not counted).
+both results and two time ratios, from the same runs:
+
+* library: load + the five analyses, in-process, the Python imports of either library not
+  counted (HTA's own timings from ``_hta_runner.py``; dsprof's measured here);
+* end to end, as a user types it: ``dsprof import -o RUN TRACE``, ``dsprof summary RUN`` and
+  ``dsprof gpu RUN``, each a fresh ``python -m dsprof`` process (interpreter start and imports
+  included; ``summary`` runs the analyzers on the new run, as it does for a user), against the
+  wall time of the fresh HTA process that imports HTA, loads the trace and runs the five
+  analyses (``_hta_runner.py``).
 
 Convention: every number uses HTA's default, ``include_last_profiler_step=False`` (kernels
 launched during the last ProfilerStep are dropped) and memcpy/memset counted as MEMORY kernels.
@@ -19,12 +26,14 @@ HTA is not a dsprof dependency. The first run creates ``.hta-venv`` next to this
 
     .venv/bin/python benchmarks/vs_hta.py                       # three shared traces
     .venv/bin/python benchmarks/vs_hta.py -n 3 ../shared/traces/hta_v100_1rank
+    .venv/bin/python benchmarks/vs_hta.py --mode e2e              # end to end only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -60,9 +69,38 @@ def ensure_hta(python: Path | None) -> Path:
 
 
 def run_hta(python: Path, folder: Path) -> dict:
+    """HTA's results and timings; ``timings["wall"]`` is the whole fresh process, imports in."""
+    t0 = time.perf_counter()
     out = subprocess.run([str(python), str(REPO / "benchmarks" / "_hta_runner.py"), str(folder)],
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    wall = time.perf_counter() - t0
+    doc = json.loads(out.stdout)
+    doc["timings"]["wall"] = wall
+    return doc
+
+
+E2E_COMMANDS = (("import", "-o", "{run}", "--no-progress", "{trace}"), ("summary", "{run}"),
+                ("gpu", "{run}"))
+
+
+def run_dsprof_cli(folder: Path, tree: Path = REPO) -> dict[str, float]:
+    """Wall seconds of each ``dsprof`` command of E2E_COMMANDS in a fresh process, and "total"
+    (``tree``: the dsprof checkout to run, this one by default)."""
+    tmp = Path(tempfile.mkdtemp(prefix="dsprof-vs-hta-e2e-"))
+    env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "120"}
+    timings: dict[str, float] = {}
+    try:
+        for argv in E2E_COMMANDS:
+            args = [a.format(run=tmp / "run", trace=folder) for a in argv]
+            t0 = time.perf_counter()
+            # cwd outside any tree: ``python -m`` puts the working directory first on sys.path
+            subprocess.run([sys.executable, "-m", "dsprof", *args], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+            timings[argv[0]] = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    timings["total"] = sum(timings.values())
+    return timings
 
 
 def analyses(con, timings: dict[str, float] | None = None) -> dict:
@@ -182,28 +220,62 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("traces", nargs="*", type=Path)
     ap.add_argument("-n", "--repeat", type=int, default=3, help="timed runs of each side")
+    ap.add_argument("--mode", choices=("both", "library", "e2e"), default="both",
+                    help="which ratio to measure (default: both, from the same HTA runs)")
     ap.add_argument("--hta-python", type=Path, default=None)
+    ap.add_argument("--e2e-base", type=Path, default=None,
+                    help="another dsprof checkout (e.g. `git archive COMMIT | tar -x -C DIR`) "
+                         "whose end-to-end time is measured beside this one's, alternating")
     args = ap.parse_args()
     folders = args.traces or [SHARED / t for t in DEFAULT_TRACES]
     python = ensure_hta(args.hta_python)
-    rows = []
+    library, e2e = args.mode in ("both", "library"), args.mode in ("both", "e2e")
+    rows, e2e_rows = [], []
     for folder in folders:
-        hta_runs = [run_hta(python, folder) for _ in range(args.repeat)]
-        ours_runs = [run_dsprof(folder) for _ in range(args.repeat)]
-        res_ns, res_hta, _ = ours_runs[0]
-        worst = compare(folder.name, hta_runs[0], res_hta)
-        worst_ns = compare(folder.name, hta_runs[0], res_ns, quiet=True)
-        h = statistics.median(r["timings"]["total"] for r in hta_runs)
-        d = statistics.median(t["total"] for _, _, t in ours_runs)
-        rows.append((folder.name, h, d, worst, worst_ns))
-    print(f"\n{'trace':28s} {'HTA s':>8s} {'dsprof s':>9s} {'ratio':>7s} "
-          f"{'max gap pp (us view)':>21s} {'(ns)':>6s}")
-    for name, h, d, worst, worst_ns in rows:
-        print(f"{name:28s} {h:8.3f} {d:9.3f} {h / d:6.1f}x {worst:21.2f} {worst_ns:6.2f}")
-    print("(median of -n runs; time = load (parse + tables) + kernel breakdown + temporal + idle "
-          "+ launch stats + queue length, in-process, library imports excluded; gaps are the "
-          "largest difference in percentage points over every share printed above, HTA's shares "
-          "being rounded to 0.1/0.01; HTA = holistictraceanalysis 0.5.0)")
+        # the two sides alternate, so a burst of load from elsewhere hits both alike
+        hta_runs, ours_runs, cli_runs, base_runs = [], [], [], []
+        for _ in range(args.repeat):
+            hta_runs.append(run_hta(python, folder))
+            if library:
+                ours_runs.append(run_dsprof(folder))
+            if e2e:
+                cli_runs.append(run_dsprof_cli(folder))
+                if args.e2e_base is not None:
+                    base_runs.append(run_dsprof_cli(folder, args.e2e_base.resolve()))
+        if library:
+            res_ns, res_hta, _ = ours_runs[0]
+            worst = compare(folder.name, hta_runs[0], res_hta)
+            worst_ns = compare(folder.name, hta_runs[0], res_ns, quiet=True)
+            h = statistics.median(r["timings"]["total"] for r in hta_runs)
+            d = statistics.median(t["total"] for _, _, t in ours_runs)
+            rows.append((folder.name, h, d, worst, worst_ns))
+        if e2e:
+            h = statistics.median(r["timings"]["wall"] for r in hta_runs)
+            per = {k: statistics.median(t[k] for t in cli_runs) for k in cli_runs[0]}
+            base = statistics.median(t["total"] for t in base_runs) if base_runs else None
+            e2e_rows.append((folder.name, h, per, base))
+    if rows:
+        print(f"\nlibrary\n{'trace':28s} {'HTA s':>8s} {'dsprof s':>9s} {'ratio':>7s} "
+              f"{'max gap pp (us view)':>21s} {'(ns)':>6s}")
+        for name, h, d, worst, worst_ns in rows:
+            print(f"{name:28s} {h:8.3f} {d:9.3f} {h / d:6.1f}x {worst:21.2f} {worst_ns:6.2f}")
+        print("(median of -n runs; time = load (parse + tables) + kernel breakdown + temporal + "
+              "idle + launch stats + queue length, in-process, library imports excluded; gaps "
+              "are the largest difference in percentage points over every share printed above, "
+              "HTA's shares being rounded to 0.1/0.01; HTA = holistictraceanalysis 0.5.0)")
+    if e2e_rows:
+        with_base = args.e2e_base is not None
+        print(f"\nend to end\n{'trace':28s} {'HTA s':>8s} {'import':>7s} {'summary':>8s} "
+              f"{'gpu':>6s} {'dsprof s':>9s} {'ratio':>7s}"
+              + (f" {'base s':>8s} {'ratio':>7s}" if with_base else ""))
+        for name, h, per, base in e2e_rows:
+            print(f"{name:28s} {h:8.3f} {per['import']:7.3f} {per['summary']:8.3f} "
+                  f"{per['gpu']:6.3f} {per['total']:9.3f} {h / per['total']:6.1f}x"
+                  + (f" {base:8.3f} {h / base:6.1f}x" if base else ""))
+        print("(median of -n runs; wall time of fresh processes, interpreter start and imports "
+              "included: HTA = one process that imports HTA, loads the trace and runs the five "
+              "analyses; dsprof = `dsprof import -o RUN TRACE`, `dsprof summary RUN`, "
+              "`dsprof gpu RUN`, one process each)")
 
 
 if __name__ == "__main__":

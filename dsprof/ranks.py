@@ -32,6 +32,8 @@ from dsprof.errors import RunDirError
 from dsprof.rundir import SESSION_FILE, RunDir
 
 LAUNCHED_ENV = "DSPROF_LAUNCHED"
+# set by `dsprof run --nproc-per-node` when it will analyze: each rank ingests its own trace
+RANK_INGEST_ENV = "DSPROF_RANK_INGEST"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -60,6 +62,14 @@ class RankEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1 or self.launched
+
+    @property
+    def ingests_own_trace(self) -> bool:
+        """Whether this rank ingests its own trace when its script ends (DESIGN.md "Scale"):
+        under dsprof's launcher when the coordinator will analyze the run; under the user's
+        torchrun the rank's own ``--analyze`` setting says (the caller checks it)."""
+        return self.distributed and (not self.launched
+                                     or os.environ.get(RANK_INGEST_ENV) == "1")
 
     @property
     def coordinator(self) -> bool:

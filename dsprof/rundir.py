@@ -29,6 +29,7 @@ SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a 
 SAMPLES_FILE = "samples.json"  # raw/rank<R>/: host and GPU metrics of the sampler thread
 CUPTI_KERNELS_FILE = "cupti_kernels.json"  # raw/rank<R>/: whole-run kernels (cupti mode)
 ANOMALY_FILE = "anomaly.json"  # raw/rank<R>/: the first NaN/Inf (--detect-anomaly, DEBUG)
+INGESTED_FILE = "ingested.json"  # raw/rank<R>/: the rank ingested itself (ingest/own_rank.py)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

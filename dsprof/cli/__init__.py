@@ -37,7 +37,71 @@ class _Group(click.Group):
         return super().main(*args, **kwargs)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+# name -> (module, attribute, the start of its docstring, which ``dsprof --help`` lists). A
+# command's module, and so pyarrow, DuckDB, rich or torch, is imported only when that command
+# runs: ``--help`` and every command pay for what they use (tests/unit/test_cli_startup.py
+# checks each line against the command's own docstring, so the two cannot drift apart).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "analyze": ("dsprof.cli.analyze", "analyze_command",
+                "Run every analyzer on RUN, write RUN/findings.json and list"),
+    "dashboard": ("dsprof.cli.dashboard", "dashboard_command",
+                  "Browse RUN in a web dashboard (RUN_B too: the Compare page"),
+    "diff": ("dsprof.cli.diff", "diff_command",
+             "Compare RUN_B with RUN_A: step time, throughput, peak"),
+    "export": ("dsprof.cli.export", "export_command",
+               "Write RUN in a format other tools open: Perfetto UI or"),
+    "gpu": ("dsprof.cli.gpu", "gpu_command",
+            "The GPU side of RUN: kernels by category, Tensor Core share"),
+    "import": ("dsprof.cli.import_cmd", "import_command",
+               "Turn torch.profiler / Kineto traces (files, or a folder of"),
+    "memory": ("dsprof.cli.memory", "memory_command",
+               "Where memory went in RUN: the peak per device, what was live"),
+    "run": ("dsprof.cli.run", "run_command",
+            "Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified."),
+    "summary": ("dsprof.cli.summary", "summary_command",
+                "What RUN spent its time and memory on: run facts, step time,"),
+    "tune": ("dsprof.cli.tune", "tune_command",
+             "Find a setting by prediction, then prove it with a run or two."),
+    "verify": ("dsprof.cli.verify", "verify_command",
+               "Rerun RUN's command with the fix of finding ID"),
+}
+
+
+class _LazyGroup(_Group):
+    """Imports a subcommand's module only when that command is looked up to run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in COMMANDS:
+            return self.commands.get(cmd_name)
+        import importlib
+
+        module, attr, _help = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        self.commands[cmd_name] = command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # The listing uses the stored one-liners: loading every command to print its help
+        # would import the whole of dsprof (and pyarrow, DuckDB, torch) for ``--help``.
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = [(name, _listed(COMMANDS[name][2], limit) if name in COMMANDS
+                 else self.commands[name].get_short_help_str(limit)) for name in names]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _listed(start: str, limit: int) -> str:
+    """A stored docstring start as click would list it: "..." where the sentence goes on."""
+    return click.utils.make_default_short_help(
+        start if start.endswith(".") else start + "...", limit)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dsprof")
 def main() -> None:
     """dsprof: profile PyTorch training and say what to change.
@@ -52,34 +116,6 @@ def main() -> None:
       dsprof dashboard RUN [RUN_B]      browse a run (or compare two) in a web dashboard
     """
 
-
-def _register() -> None:
-    from dsprof.cli.analyze import analyze_command
-    from dsprof.cli.dashboard import dashboard_command
-    from dsprof.cli.diff import diff_command
-    from dsprof.cli.export import export_command
-    from dsprof.cli.gpu import gpu_command
-    from dsprof.cli.import_cmd import import_command
-    from dsprof.cli.memory import memory_command
-    from dsprof.cli.run import run_command
-    from dsprof.cli.summary import summary_command
-    from dsprof.cli.tune import tune_command
-    from dsprof.cli.verify import verify_command
-
-    main.add_command(run_command)
-    main.add_command(summary_command)
-    main.add_command(import_command)
-    main.add_command(analyze_command)
-    main.add_command(diff_command)
-    main.add_command(gpu_command)
-    main.add_command(memory_command)
-    main.add_command(export_command)
-    main.add_command(verify_command)
-    main.add_command(tune_command)
-    main.add_command(dashboard_command)
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

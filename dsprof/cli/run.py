@@ -166,9 +166,14 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         _exit_forked_child(outcome.exit_status)
     terminate.hold()  # from here a SIGTERM ends the process once the run is saved
     session.finish(outcome.exit_status, outcome.reason, outcome.error)
+    own_ingest_s = None
+    if ranks.ingests_own_trace and (ranks.launched or settings.analyze):
+        own_ingest_s = _ingest_own_rank(run, ranks.rank)
     if ranks.coordinator:
         # rank 0 under the user's torchrun: wait for the other ranks, then merge and ingest
         wait_for_ranks(run, ranks.world_size, RANK_WAIT_S)
+        if own_ingest_s is not None:
+            _wait_for_own_ingests(run, ranks.world_size, own_ingest_s)
         merged = merge_ranks(run, ranks.world_size)
         run.update_meta(**merged, status="finished", exit_status=outcome.exit_status,
                         exit_reason=outcome.reason)
@@ -247,6 +252,42 @@ def _budget(text: str | None) -> int | None:
         return parse_bytes(text)
     except ValueError as exc:
         raise ConfigError(f"--memory-budget {text!r} is not valid: {exc}") from None
+
+
+def _ingest_own_rank(run: RunDir, rank: int) -> float | None:
+    """This rank's trace into its Parquet parts now, on its own node, beside the other ranks
+    (DESIGN.md "Scale"); the coordinator then reuses them. Failing here costs nothing but
+    time: the coordinator ingests the rank as it would have anyway. Returns the seconds it
+    took (None when it failed)."""
+    import time
+
+    from dsprof.ingest.own_rank import ingest_own_rank
+
+    t0 = time.monotonic()
+    try:
+        ingest_own_rank(run, rank)
+    except KeyboardInterrupt:
+        logger.warning("rank %d: own ingest interrupted; the coordinator ingests it", rank)
+        return None
+    except Exception as exc:  # noqa: BLE001 - the script's exit status must survive our bugs
+        logger.warning("rank %d: own ingest failed (%s); the coordinator ingests it", rank, exc)
+        return None
+    return time.monotonic() - t0
+
+
+def _wait_for_own_ingests(run: RunDir, world_size: int, own_s: float) -> None:
+    """Give the finished ranks the time their own ingest takes (they began it about when this
+    rank began its own, so a few times this rank's) rather than parse them twice; a rank still
+    without a record after that is ingested here."""
+    from dsprof.ingest.own_rank import wait_for_own_ingests
+    from dsprof.ranks import read_record
+
+    finished = [r for r in range(world_size)
+                if (rec := read_record(run, r)) is not None and rec.get("status") == "finished"]
+    late = wait_for_own_ingests(run, finished, timeout_s=max(5.0, 3 * own_s))
+    if late:
+        logger.info("ranks %s did not ingest their own trace in time; ingesting them here",
+                    late)
 
 
 def _analyze(run: RunDir, quiet: bool) -> None:

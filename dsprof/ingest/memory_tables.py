@@ -23,50 +23,61 @@ def series(cols: Mapping[str, list[Any]], rank: int) -> dict[str, list[Any]]:
 
     ``total`` is the memory table's ``allocated`` (the live total); the categories are running
     sums of categorized rows, and ``other`` is the rest of the total, so the columns add up.
+    The running sums are cumulative sums over arrays, one per category (no loop per event).
     """
     out: dict[str, list[Any]] = {k: [] for k in ("rank", "device", "ts_ns", "step", "capture",
                                                    "total", *CATEGORIES)}
     n = len(cols["ts_ns"])
-    by_device: dict[str, list[int]] = {}
-    for j in range(n):
-        if cols["ts_ns"][j] is not None and cols["action"][j] in ("alloc", "free"):
-            by_device.setdefault(cols["device"][j], []).append(j)
+    if n == 0:
+        return out
     known = [c for c in CATEGORIES if c != "other"]
-    for device, rows in by_device.items():
-        running = dict.fromkeys(known, 0)
+    cat_code = {c: i for i, c in enumerate(known)}
+    timed = np.fromiter((t is not None for t in cols["ts_ns"]), bool, n)
+    alloc_free = np.fromiter((a in ("alloc", "free") for a in cols["action"]), bool, n)
+    cats = np.fromiter((cat_code.get(c, -1) for c in cols["category"]), np.int64, n)
+    nbytes = np.fromiter((b or 0 for b in cols["bytes"]), np.int64, n)
+    has_total = np.fromiter((a is not None for a in cols["allocated"]), bool, n)
+    dev_code: dict[Any, int] = {}
+    devs = np.fromiter((dev_code.setdefault(d, len(dev_code)) for d in cols["device"]),
+                       np.int64, n)
+    # devices in the order of their first timed alloc/free, as the rows come
+    order = dict.fromkeys(devs[timed & alloc_free].tolist())
+    names = {code: d for d, code in dev_code.items()}
+    for code in order:
+        on_device = devs == code
+        rows = np.flatnonzero(timed & alloc_free & on_device)
         # rows before the window's first event (null time) seed the running sums
-        for j in range(n):
-            if cols["ts_ns"][j] is None and cols["device"][j] == device and \
-                    cols["category"][j] in running:
-                running[cols["category"][j]] += cols["bytes"][j]
+        seed_rows = ~timed & on_device & (cats >= 0)
+        seed = np.zeros(len(known), np.int64)
+        np.add.at(seed, cats[seed_rows], nbytes[seed_rows])
+        # running sum of each category after each row
+        contrib = np.zeros((len(rows), len(known)), np.int64)
+        categorized = cats[rows] >= 0
+        contrib[np.flatnonzero(categorized), cats[rows][categorized]] = nbytes[rows][categorized]
+        running = np.cumsum(contrib, axis=0) + seed
         # rows without a total (a census's baseline on an accelerator, whose allocator total
         # already counts them) move the categories but make no point of their own
-        pts: list[list[int]] = []
-        kept: list[int] = []
-        for j in rows:
-            cat = cols["category"][j]
-            if cat in running:
-                running[cat] += cols["bytes"][j]
-            if cols["allocated"][j] is not None:
-                pts.append([running[c] for c in known] + [cols["allocated"][j]])
-                kept.append(j)
-        if not kept:
+        with_total = has_total[rows]
+        if not with_total.any():
             continue
-        rows = kept
-        points = np.asarray(pts, np.int64)
-        keep = _keep(points[:, -1], [cols["ts_ns"][j] for j in rows])
-        for k in keep:
-            j = rows[k]
-            out["rank"].append(rank)
-            out["device"].append(device)
-            out["ts_ns"].append(cols["ts_ns"][j])
-            out["step"].append(cols["step"][j])
-            out["capture"].append(cols["capture"][j])
-            total = int(points[k, -1])
-            out["total"].append(total)
-            for i, c in enumerate(known):
-                out[c].append(int(points[k, i]))
-            out["other"].append(total - int(points[k, :-1].sum()))
+        kept = rows[with_total]
+        totals = np.fromiter((cols["allocated"][j] for j in kept.tolist()), np.int64, len(kept))
+        points = running[with_total]
+        ts_kept = [cols["ts_ns"][j] for j in kept.tolist()]
+        keep = _keep(totals, ts_kept)
+        sel = kept[keep].tolist()
+        k_tot = totals[keep]
+        k_pts = points[keep]
+        m = len(sel)
+        out["rank"].extend([rank] * m)
+        out["device"].extend([names[code]] * m)
+        out["ts_ns"].extend([cols["ts_ns"][j] for j in sel])
+        out["step"].extend([cols["step"][j] for j in sel])
+        out["capture"].extend([cols["capture"][j] for j in sel])
+        out["total"].extend(k_tot.tolist())
+        for i, c in enumerate(known):
+            out[c].extend(k_pts[:, i].tolist())
+        out["other"].extend((k_tot - k_pts.sum(axis=1)).tolist())
     return out
 
 
@@ -75,7 +86,8 @@ def _keep(total: np.ndarray, ts: list[int]) -> list[int]:
     n = len(total)
     if n <= MAX_POINTS:
         # several events at one instant: only the last state of the instant
-        return [k for k in range(n) if k == n - 1 or ts[k + 1] != ts[k]]
+        t = np.asarray(ts, np.int64)
+        return np.flatnonzero(np.append(t[1:] != t[:-1], True)).tolist()
     buckets = np.linspace(0, n, MAX_POINTS // 2 + 1).astype(np.int64)
     keep: set[int] = set()
     for lo, hi in itertools.pairwise(buckets):

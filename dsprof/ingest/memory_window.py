@@ -76,6 +76,13 @@ def attribute(mem: Mapping[str, Any], op_module: Mapping[int, str], census: dict
     action = _pylist(mem["action"])
     stacks = _pylist(mem["stack_id"]) if "stack_id" in mem else [None] * n
     source = _pylist(mem["source"]) if "source" in mem else ["profiler"] * n
+    if census is None and None not in ts:
+        # imported traces: no census, so pairing is all there is to do, done over arrays
+        fast = _paired_without_census(ts, dev, addr, nbytes, reported, reserved, op_id, step,
+                                      action, stacks, source, op_module, rank)
+        if fast is not None:
+            fast.cols["capture"] = [capture] * len(fast)
+            return _finish(fast, recompute=False)
     order = sorted(range(n), key=lambda i: (ts[i] is not None, ts[i] or 0))
 
     out = Rows()
@@ -141,6 +148,84 @@ def attribute(mem: Mapping[str, Any], op_module: Mapping[int, str], census: dict
         _categorize(out, census, stack_base)
     out.cols["capture"] = [capture] * len(out)
     return _finish(out, recompute=census is not None)
+
+
+def _paired_without_census(ts: list[int], dev: list[Any], addr: list[Any], nbytes: list[Any],
+                           reported: list[Any], reserved: list[Any], op_id: list[Any],
+                           step: list[Any], action: list[Any], stacks: list[Any],
+                           source: list[Any], op_module: Mapping[int, str],
+                           rank: int) -> Rows | None:
+    """:func:`attribute`'s rows for a window without census and with every event timed: the
+    same rows as its event loop, computed over arrays (tests/unit/test_memory_window.py checks
+    both give the same table on real traces). None when an address does not fit int64.
+
+    Without a census the loop only pairs each alloc with its free by (device, address): in the
+    time-ordered events of one address, a free belongs to the alloc just before it (if the
+    event before it is a free, that one took the alloc), and an alloc ends at the next event
+    of its address (its free, or an alloc that reuses the address: its free went unreported).
+    """
+    n = len(ts)
+    ts_a = np.asarray(ts, np.int64)
+    order = np.argsort(ts_a, kind="stable")
+    pairable = np.fromiter(((a is not None and act in ("alloc", "free"))
+                            for a, act in zip(addr, action)), bool, n)
+    try:
+        addr_a = np.fromiter((a if a is not None else 0 for a in addr), np.int64, n)
+    except OverflowError:
+        return None
+    dev_codes: dict[Any, int] = {}
+    dev_a = np.fromiter((dev_codes.setdefault(d, len(dev_codes)) for d in dev), np.int64, n)
+    bytes_a = np.fromiter((b if b is not None else 0 for b in nbytes), np.int64, n)
+    pos = np.empty(n, np.int64)
+    pos[order] = np.arange(n)  # event -> its row
+    # pairable events grouped by (device, address), in time order within a group
+    ev = np.flatnonzero(pairable)
+    ev = ev[np.lexsort((pos[ev], addr_a[ev], dev_a[ev]))]
+    same_prev = np.zeros(len(ev), bool)
+    if len(ev) > 1:
+        same_prev[1:] = (dev_a[ev[1:]] == dev_a[ev[:-1]]) & (addr_a[ev[1:]] == addr_a[ev[:-1]])
+    is_alloc = bytes_a[ev] >= 0
+    prev_alloc = np.zeros(len(ev), bool)
+    prev_alloc[1:] = same_prev[1:] & is_alloc[:-1]
+    # allocs: ended by the next event of their address
+    alloc_end = np.full(n, -1, np.int64)  # event -> the event that ends it
+    ends_next = np.zeros(len(ev), bool)
+    ends_next[:-1] = same_prev[1:] & is_alloc[:-1]
+    alloc_end[ev[:-1][ends_next[:-1]]] = ev[1:][ends_next[:-1]]
+    # frees: matched with the alloc just before them
+    free_of = np.full(n, -1, np.int64)  # free event -> its alloc event
+    matched = ~is_alloc & prev_alloc
+    free_of[ev[matched]] = ev[np.flatnonzero(matched) - 1]
+
+    modules = [op_module.get(o) if o is not None else None for o in op_id]
+    out = Rows()
+    c = out.cols
+    idx = order.tolist()
+    c["rank"] = [rank] * n
+    c["device"] = [dev[i] for i in idx]
+    c["ts_ns"] = [ts[i] for i in idx]
+    c["addr"] = [addr[i] for i in idx]
+    c["allocated"] = [reported[i] for i in idx]
+    c["reserved"] = [reserved[i] for i in idx]
+    c["step"] = [step[i] for i in idx]
+    c["source"] = [source[i] for i in idx]
+    c["category"] = [None] * n
+    # row kinds: 0 segment/oom (no op), 1 alloc, 2 free, 3 alloc/free without an address
+    alloc_free = np.fromiter((act in ("alloc", "free") for act in action), bool, n)
+    kind = np.where(~alloc_free, 0, np.where(~pairable, 3, np.where(bytes_a >= 0, 1, 2)))
+    kinds = kind[order].tolist()
+    c["action"] = [action[i] if k in (0, 3) else "alloc" if k == 1 else "free"
+                   for i, k in zip(idx, kinds)]
+    c["op_id"] = [op_id[i] if k else None for i, k in zip(idx, kinds)]
+    end_o, of_o = alloc_end[order].tolist(), free_of[order].tolist()
+    c["free_ns"] = [ts[e] if e >= 0 else None for e in end_o]
+    c["bytes"] = [-nbytes[a] if a >= 0 else nbytes[i] for i, a in zip(idx, of_o)]
+    # a free row takes its alloc's stack and module (none when it has no alloc)
+    c["stack_id"] = [stacks[a] if a >= 0 else None if k == 2 else stacks[i]
+                     for i, k, a in zip(idx, kinds, of_o)]
+    c["module"] = [modules[a] if a >= 0 else None if k in (0, 2) else modules[i]
+                   for i, k, a in zip(idx, kinds, of_o)]
+    return out
 
 
 def _categorize(out: Rows, census: dict[str, Any], stack_base: int) -> None:

@@ -46,7 +46,14 @@ from dsprof.ingest.steps import (
 )
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
 from dsprof.log import logger
-from dsprof.rundir import ANOMALY_FILE, CUPTI_KERNELS_FILE, SAMPLES_FILE, SESSION_FILE, RunDir
+from dsprof.rundir import (
+    ANOMALY_FILE,
+    CUPTI_KERNELS_FILE,
+    INGESTED_FILE,
+    SAMPLES_FILE,
+    SESSION_FILE,
+    RunDir,
+)
 from dsprof.schema import (
     ANOMALIES,
     COMMS,
@@ -70,7 +77,8 @@ TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz", "
 
 def is_trace_file(path: Path) -> bool:
     return (path.is_file()
-            and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE, ANOMALY_FILE)
+            and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE, ANOMALY_FILE,
+                                  INGESTED_FILE)
             and path.name.endswith(TRACE_SUFFIXES))
 
 
@@ -90,10 +98,26 @@ def ingest_run(run: RunDir, progress: Callable[[int, Path], None] | None = None)
         RunDirError: the run has no raw data at all.
         TraceFormatError: a raw file is not a trace.
     """
+    from dsprof.ingest.own_rank import already_ingested, remove_stale_parts
+
     ranks = run.raw_ranks()
     if not ranks:
         raise RunDirError(f"{run.path} holds no raw data (raw/rank<R>/ is empty); "
                           "nothing was collected")
+    # ranks of a multi-rank `dsprof run` ingested themselves when their script ended
+    done = {rank: res for rank in ranks if (res := already_ingested(run, rank)) is not None}
+    remove_stale_parts(run, [rank for rank in ranks if rank not in done])
+    if done:
+        logger.debug("ranks %s were ingested by their own process", sorted(done))
+        todo = [rank for rank in ranks if rank not in done]
+        fresh = ingest_run_ranks(run, todo, progress) if todo else []
+        return sorted([*done.values(), *fresh], key=lambda r: r.rank)
+    return ingest_run_ranks(run, ranks, progress)
+
+
+def ingest_run_ranks(run: RunDir, ranks: list[int],
+                     progress: Callable[[int, Path], None] | None = None) -> list[RankResult]:
+    """Ingest ``ranks`` of ``run``: in worker processes when there is enough data."""
     workers = worker_count(run, ranks)
     with gc_paused():
         if workers > 1:

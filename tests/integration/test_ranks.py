@@ -39,6 +39,11 @@ def test_two_ranks_one_run_with_comms_buckets_overlap_and_the_straggler(tmp_path
     assert {r: c["method"] for r, c in m["clock"]["ranks"].items()} == {
         "0": "reference", "1": "store-exchange"}
     assert abs(m["clock"]["ranks"]["1"]["offset_ns"]) <= m["clock"]["ranks"]["1"]["rtt_ns"]
+    # each rank ingested its own trace when its script ended; the coordinator reused it
+    from dsprof.ingest.own_rank import already_ingested
+    from dsprof.rundir import RunDir
+
+    assert all(already_ingested(RunDir(out), r) is not None for r in (0, 1))
     with load(out) as run:
         # every profiled step all-reduces all gradients (fp32) in DDP buckets on group 0 of 2
         per_step = run.sql("""SELECT rank, step, sum(in_bytes), min(group_size), min("group"),
@@ -107,6 +112,11 @@ def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
                                                                         False, True)
     assert sorted(p.name for p in (out / "tables" / "comms").iterdir()) == [
         "rank0.parquet", "rank1.parquet"]
+    # each rank ingested its own trace, and rank 0 reused both
+    from dsprof.ingest.own_rank import already_ingested
+    from dsprof.rundir import RunDir
+
+    assert all(already_ingested(RunDir(out), r) is not None for r in (0, 1))
     assert f"dsprof summary {out.relative_to(tmp_path)}" in proc.stderr
 
 

@@ -79,3 +79,66 @@ def test_an_unreported_free_is_inferred_from_address_reuse():
     # THEN the first block is taken as freed at the reuse, and totals are as reported
     assert cols["free_ns"] == [20, None]
     assert cols["allocated"] == [1, 3]
+
+
+def _both_paths(monkeypatch, mem, op_module):
+    """attribute() over arrays (imported traces) and by its event loop, on the same input."""
+    from dsprof.ingest import memory_window
+
+    made = []
+    real = memory_window._paired_without_census
+    with monkeypatch.context() as m:
+        m.setattr(memory_window, "_paired_without_census",
+                  lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+        fast = attribute(mem, op_module, None, rank=3, capture=2)
+    assert made and made[0] is not None  # the array path did the work
+    with monkeypatch.context() as m:
+        m.setattr(memory_window, "_paired_without_census", lambda *a, **k: None)
+        loop = attribute(mem, op_module, None, rank=3, capture=2)
+    return fast, loop
+
+
+def test_pairing_over_arrays_gives_the_event_loops_rows_on_odd_inputs(monkeypatch):
+    # GIVEN reuse without a free, a double free, a free of an unknown block, rows without an
+    # address, segment rows, two devices sharing an address, and ties in time
+    rows = [(10, 5, KB, 1, 0), (20, 5, 2 * KB, 3, 0), (30, 5, -2 * KB, 1, 0),
+            (30, 5, -2 * KB, 1, 0), (5, 9, -KB, None, 0), (40, None, KB, None, 1),
+            (15, 7, 3 * KB, 4, 1), (15, 7, -3 * KB, 1, 1)]
+    ev = events(rows)
+    ev["device"] = ["cpu", "cpu", "cpu", "cpu", "cpu", "cpu", "cuda:0", "cuda:0"]
+    ev["device"][0] = "cuda:0"
+    ev["action"][5] = "segment_alloc"
+    ev["op_id"] = [1, 2, 3, None, 4, 1, 2, 5]
+    ev["stack_id"] = [11, 12, 13, 14, 15, 16, 17, 18]
+    ev["source"] = ["profiler"] * 8
+    fast, loop = _both_paths(monkeypatch, ev, {1: "m.a", 2: "m.b", 5: "m.c"})
+    # THEN the two are the same rows
+    assert fast == loop
+    cpu = [(t, f, b) for d, t, f, b in zip(fast["device"], fast["ts_ns"], fast["free_ns"],
+                                           fast["bytes"]) if d == "cpu"]
+    assert cpu[:4] == [(5, None, -KB), (20, 30, 2 * KB), (30, None, -2 * KB), (30, None, -2 * KB)]
+
+
+def test_pairing_over_arrays_gives_the_event_loops_rows_on_real_traces(monkeypatch):
+    # GIVEN the [memory] events of real ResNet50 traces (12,838 and 10,980 events)
+    from dsprof.ingest import device_ops
+    from dsprof.ingest.events import split
+    from dsprof.ingest.host_ops import build_host_ops
+    from dsprof.ingest.trace_file import load
+    from tests.conftest import trace_dir
+
+    for path in sorted(trace_dir("kineto_resnet50_v100_mem").glob("*.json.gz")):
+        doc = load(path)
+        parsed = split(doc.events)
+        ops = build_host_ops(parsed.host, base_ns=doc.base_ns, rank=0, first_id=0)
+        mem = device_ops.build_memory(parsed.memory, ops, base_ns=doc.base_ns, rank=0)
+        ids, mods = ops.columns["id"], ops.columns["module"]
+        op_module = {i: m for i, m in zip(list(ids), _as_list(mods)) if m}
+        # WHEN attributed both ways THEN the rows are the same
+        fast, loop = _both_paths(monkeypatch, mem, op_module)
+        assert len(fast["ts_ns"]) > 10_000
+        assert fast == loop
+
+
+def _as_list(values):
+    return values.to_pylist() if hasattr(values, "to_pylist") else list(values)
