@@ -12,7 +12,6 @@ import pytest
 # imported at collection, so that CI's dry run (where every test here is skipped) still fails
 # loudly if these move
 from dsprof.metrics.gpu.attribution import peak_for, throughput_per_step
-
 from dsprof.run import load
 from tests.gpu.cuda import is_hopper
 from tests.gpu.runs import REPO, median, run_probe
