@@ -14,7 +14,8 @@ recorded; inside a compiled graph no module call happens anyway) and never adds 
 It learns this as early as it can: a wrapper of ``torch.compile`` (which ``Module.compile()``
 calls too) fires before the user's first compiled call, and Dynamo's compile-start callback
 catches ``torch._dynamo.optimize`` and anything else that reaches Dynamo. The same callbacks
-time every compilation (Dynamo's frames and the lazy backward compile), so compile time is
+time every compilation (Dynamo's frames and the lazy backward compile), and the first
+``torch.compile()`` call, which imports Dynamo and Inductor, counts too; so compile time is
 reported as compile time: ``session.json`` ``compile``, and the steps it fell in.
 """
 
@@ -26,6 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.log import logger
+
+# shorter than this is not compile time worth a mark (a torch.compile() call once Dynamo is
+# imported returns in microseconds)
+MIN_COMPILE_NS = 1_000_000
 
 
 class CompileWatch:
@@ -56,7 +61,12 @@ class CompileWatch:
         @functools.wraps(original)
         def compile(*args: Any, **kwargs: Any) -> Any:  # noqa: A001 - torch's own name
             watch._detect()
-            return original(*args, **kwargs)
+            t0 = watch.now_ns()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                # the first call imports Dynamo and Inductor (seconds): compile time too
+                watch._compiled(t0, watch.now_ns(), "torch.compile()")
 
         self._original, self._wrapper = original, compile
         torch.compile = compile
@@ -111,14 +121,17 @@ class CompileWatch:
         self._t0 = self.now_ns()
 
     def _end(self, args: Any) -> None:
-        if self._t0 is None:
+        if self._t0 is not None:
+            t0, self._t0 = self._t0, None
+            self._compiled(t0, self.now_ns(), str(getattr(args, "compile_id", "?")))
+
+    def _compiled(self, start: int, end: int, what: str) -> None:
+        if end - start < MIN_COMPILE_NS:
             return
-        end = self.now_ns()
-        self.intervals.append([self._t0, end])
-        dur, self._t0 = end - self._t0, None
-        logger.debug("compile %s: %.0f ms", getattr(args, "compile_id", "?"), dur / 1e6)
+        self.intervals.append([start, end])
+        logger.debug("compile %s: %.0f ms", what, (end - start) / 1e6)
         try:
-            self.on_compiled(dur)
+            self.on_compiled(end - start)
         except Exception:  # noqa: BLE001
             logger.debug("compile watch: listener failed", exc_info=True)
 
