@@ -28,6 +28,41 @@ from typing import Any
 
 from dsprof.log import logger
 
+# code of dsprof's wrappers and hooks -> whether the frames they call are skipped too
+_WRAPPER_CODES: dict[Any, bool] = {}
+_skipping = False
+
+
+def invisible_to_dynamo(fn: Callable[..., Any], recursive: bool = False) -> Callable[..., Any]:
+    """Mark a wrapper or hook of dsprof's as code Dynamo never compiles.
+
+    After a graph break the rest of a compiled function runs eagerly, but Dynamo still
+    evaluates every Python frame it calls: ``x.item()`` there enters dsprof's wrapper, and
+    ``loss.backward()`` or ``opt.step()`` dsprof's step bookkeeping; Dynamo would try to compile
+    those frames and break on the builtins in them (graph breaks, frames and recompiles the
+    plain run has not). ``set_code_exec_strategy`` runs such a frame as plain Python.
+    ``recursive=False`` is for a wrapper that calls torch's own function: the frames that calls
+    stay Dynamo's, as in the plain run; ``recursive=True`` for dsprof's bookkeeping, all of it
+    plain Python. Applied once torch.compile is seen, so a run that never compiles never
+    imports Dynamo.
+    """
+    _WRAPPER_CODES[fn.__code__] = recursive
+    if _skipping:
+        _skip_codes()
+    return fn
+
+
+def _skip_codes() -> None:
+    global _skipping
+    from torch._dynamo.eval_frame import set_code_exec_strategy
+    from torch._dynamo.types import FrameAction, FrameExecStrategy
+
+    _skipping = True
+    for code, recursive in list(_WRAPPER_CODES.items()):
+        set_code_exec_strategy(code, FrameExecStrategy(
+            FrameAction.SKIP, FrameAction.SKIP if recursive else FrameAction.DEFAULT))
+
+
 # shorter than this is not compile time worth a mark (a torch.compile() call once Dynamo is
 # imported returns in microseconds)
 MIN_COMPILE_NS = 1_000_000
@@ -99,6 +134,11 @@ class CompileWatch:
             return
         self.detected = True
         self._register_callbacks()
+        try:
+            _skip_codes()
+        except Exception as exc:  # noqa: BLE001 - a torch without this API: breaks stay
+            logger.warning("could not hide dsprof's wrappers from torch.compile: %s: %s",
+                           type(exc).__name__, exc)
         logger.info("torch.compile in use: dsprof's module and saved-tensor hooks are off for "
                     "this run, so the compiled graphs are the ones the script gets without it")
         try:

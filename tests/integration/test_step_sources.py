@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +14,13 @@ import pytest
 
 import dsprof as dsprof_api
 from tests.integration.helpers import REPO, dsprof, meta, write
-from tests.integration.step_scripts import ACCUMULATION, CLOSURE, COMPILED, MANUAL_UPDATE
+from tests.integration.step_scripts import (
+    ACCUMULATION,
+    CLOSURE,
+    COMPILED,
+    COMPILED_STEP,
+    MANUAL_UPDATE,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +48,15 @@ def _findings(run: Path, analyzer: str) -> list[dict]:
     return [f for f in doc["findings"] if f["analyzer"] == analyzer]
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adam", "lbfgs"])
+# SGD with a closure: tests/unit/test_step_sources.py (the span and the returned loss)
+@pytest.mark.parametrize("opt", ["adam", "lbfgs"])
 def test_closure_forward_and_backward_are_not_the_optimizer(tmp_path, opt):
     # GIVEN a loop that steps with a closure (as Lightning does, and LBFGS must)
-    run, facts = _run(tmp_path, f"closure_{opt}", CLOSURE, {"OPT": opt})
+    run, facts = _run(tmp_path, f"closure_{opt}", CLOSURE, {"OPT": opt, "STEPS": "8"})
     m = meta(run)
     # THEN one step per optimizer step, whatever the closure calls
     assert m["steps_source"] == "optimizer"
-    assert m["steps_recorded"] == facts["optimizer_steps"] == 10
+    assert m["steps_recorded"] == facts["optimizer_steps"] == 8
     assert m["closure_steps"] == facts["optimizer_steps"]
     with dsprof_api.load(run) as r:
         closures = r.sql("SELECT count(*) FROM ops WHERE name = '## closure ##' "
@@ -97,23 +105,17 @@ def test_manual_update_steps_come_from_backward(tmp_path):
     assert "backward" in summary.stdout
 
 
-def test_short_manual_loop_gets_its_steps_at_exit(tmp_path):
-    run, facts = _run(tmp_path, "manual_short", MANUAL_UPDATE, {"STEPS": "6"})
-    m = meta(run)
-    assert m["steps_source"] == "backward"
-    assert m["steps_recorded"] == facts["backward_calls"] == 6
-
-
 def test_gradient_accumulation_counts_parameters_once_and_activations_per_forward(tmp_path):
     # GIVEN the same model and micro-batch, with and without 4-way accumulation
     runs = {}
     for accum in (1, 4):
-        run, facts = _run(tmp_path, f"accum{accum}", ACCUMULATION, {"ACCUM": str(accum)})
+        run, facts = _run(tmp_path, f"accum{accum}", ACCUMULATION,
+                          {"ACCUM": str(accum), "STEPS": "6"})
         m = meta(run)
         # THEN steps are optimizer steps, not micro-batches
         assert m["steps_source"] == "optimizer"
-        assert m["steps_recorded"] == facts["optimizer_steps"] == 10
-        assert m["backward_calls"] == facts["backward_calls"] == 10 * accum
+        assert m["steps_recorded"] == facts["optimizer_steps"] == 6
+        assert m["backward_calls"] == facts["backward_calls"] == 6 * accum
         # the optimizer advice counts each parameter once per step
         fusion = _findings(run, "fusion_optimizer")
         assert fusion, "AdamW(foreach=False) on CPU: expected the fused-optimizer finding"
@@ -126,15 +128,17 @@ def test_gradient_accumulation_counts_parameters_once_and_activations_per_forwar
     assert runs[4]["MLP.layers"] == runs[1]["MLP.layers"]
 
 
-def test_compiled_model_is_the_same_program_under_dsprof(tmp_path):
-    import subprocess
-
-    # GIVEN a tiny compiled model, run plain and under dsprof
-    path = write(tmp_path / "compiled.py", COMPILED)
+def _plain(tmp_path: Path, name: str, script: str) -> dict:
+    path = write(tmp_path / f"{name}.py", script)
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
     plain = subprocess.run([sys.executable, str(path)], env=env, capture_output=True,
                            text=True, timeout=300, check=True)
-    plain_facts = _facts(plain.stdout)
+    return _facts(plain.stdout)
+
+
+def test_compiled_model_is_the_same_program_under_dsprof(tmp_path):
+    # GIVEN a tiny compiled model, run plain and under dsprof
+    plain_facts = _plain(tmp_path, "compiled", COMPILED)
     cap = "4"
     run, facts = _run(tmp_path, "compiled_run", COMPILED, {}, "--max-capture", cap)
     # THEN Dynamo saw the same program: graph breaks, graphs, frames and recompiles equal
@@ -158,3 +162,17 @@ def test_compiled_model_is_the_same_program_under_dsprof(tmp_path):
     for f in _findings(run, "step_outliers"):
         assert not set(f["data"]["steps"]) & set(compiled_steps)
 
+
+
+def test_compiled_train_step_keeps_its_graph_breaks_and_steps(tmp_path):
+    # GIVEN a whole train step under torch.compile: it breaks at backward() and .item(), and
+    # the eager code between graphs calls dsprof's backward, .item() and optimizer hooks
+    plain_facts = _plain(tmp_path, "compiled_step", COMPILED_STEP)
+    run, facts = _run(tmp_path, "compiled_step_run", COMPILED_STEP, {})
+    # THEN the same graph breaks, graphs and recompiles as plain
+    for key in ("graph_breaks", "unique_graphs", "recompiles"):
+        assert facts[key] == plain_facts[key], (key, facts, plain_facts)
+    # and the steps: the compiled opt.step() runs no hook, so backward() marks them
+    m = meta(run)
+    assert m["steps_source"] == "backward"
+    assert m["steps_recorded"] == facts["optimizer_steps"] == 10
