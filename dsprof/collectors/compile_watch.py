@@ -94,7 +94,7 @@ class CompileWatch:
         watch = self
 
         @functools.wraps(original)
-        def compile(*args: Any, **kwargs: Any) -> Any:  # noqa: A001 - torch's own name
+        def compile(*args: Any, **kwargs: Any) -> Any:
             watch._detect()
             t0 = watch.now_ns()
             try:
