@@ -155,3 +155,43 @@ def test_compile_watch_detects_torch_compile_before_the_first_compiled_call():
     finally:
         watch.uninstall()
     assert torch.compile is original
+
+
+def test_compile_time_does_not_count_against_the_capture_cap(tmp_path):
+    import time
+
+    from dsprof.collectors.timeline import TimelineCollector
+    from dsprof.settings import Settings
+
+    # GIVEN the bootstrap capture with a 0.2 s cap, module hooks off as under torch.compile
+    tl = TimelineCollector(Settings.load(env={}, max_capture_s=0.2), CPU, tmp_path)
+    tl.start()
+    tl.disable_module_hooks()
+    assert tl._cap_hook is None and not tl.annotator.installed
+    try:
+        # WHEN 0.3 s pass, 10 s of them compiling
+        tl.extend_deadline(10 * 10**9)
+        time.sleep(0.3)
+        tl.poll_cap()
+        # THEN the capture goes on
+        assert tl.windows == []
+        # and without the compile it is capped at the next backward()
+        tl.extend_deadline(-10 * 10**9)
+        tl.poll_cap()
+        assert [w.capped for w in tl.windows] == [True]
+    finally:
+        tl.finish()
+
+
+def test_restarted_schedule_opens_a_window_after_late_steps(tmp_path):
+    from dsprof.collectors.timeline import TimelineCollector
+    from dsprof.settings import Settings
+
+    tl = TimelineCollector(Settings.load(env={}, wait=1, warmup=1, active=1), CPU, tmp_path)
+    tl.start()
+    # steps 0..63 were found after the fact (backward() became the source at step 63)
+    tl.restart_schedule(63)
+    for step in (63, 64, 65, 66):
+        tl.on_boundary(step)
+    tl.finish()
+    assert [(w.kind, w.steps) for w in tl.windows] == [("window", [66])]
