@@ -125,7 +125,11 @@ def compute_facts(run: Run) -> Facts:
 def _step_time(run: Run) -> StepTime:
     if not run.has("steps"):
         return StepTime(None, None, 0, ALL_STEPS, None)
-    rows = run.sql("""SELECT rank, step, dur_ns, coalesce(disturbed, false), batch_size
+    # a step in which torch.compile compiled is compile time, not the script's speed: it counts
+    # like a step dsprof disturbed (left out of the full-speed rule)
+    rows = run.sql("""SELECT rank, step, dur_ns,
+                             coalesce(disturbed, false) OR coalesce(compile_ns, 0) > 0,
+                             batch_size
                       FROM steps WHERE dur_ns > 0 ORDER BY rank, step""")
     keep_rules: list[tuple[str, Callable[[int, bool], bool]]] = [(ALL_STEPS, _any_step)]
     if run.manifest.is_run:

@@ -46,6 +46,9 @@ DEVICE_CATS = {
     "cuda_sync": "sync",
 }
 MODULE_PREFIX = "nn.Module: "
+# the annotation dsprof puts around an optimizer's closure (collectors/step_sources.py): the
+# forward and backward run inside torch's Optimizer.step# span, and are not the optimizer's
+CLOSURE_SPAN = "## closure ##"
 
 
 @dataclass

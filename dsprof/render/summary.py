@@ -87,7 +87,7 @@ def _steps(summary: RunSummary, console: Console) -> None:
     if s.excluded:
         shown = ", ".join(f"{step} ({fmt_ms(ms)})" for step, ms in s.excluded[:8])
         more = f" and {len(s.excluded) - 8} more" if len(s.excluded) > 8 else ""
-        console.print(f"  counted: {s.rule}; left out (setup, profiled or disturbed by dsprof): "
+        console.print(f"  counted: {s.rule}; left out (setup, profiled or disturbed by dsprof, compiling): "
                       f"step {shown}{more}")
     if s.outliers:
         console.print("  outliers: " + ", ".join(f"step {k} ({fmt_ms(ms)})" for k, ms in s.outliers))

@@ -102,8 +102,20 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         if src == "none":
             cap = run.meta.get("max_capture_s")
             capped = " and hit the cap" if run.meta.get("capped") else ""
-            notes.append(f"no step boundaries were seen (no optimizer.step(), no dsprof.step()): "
-                         f"the whole run was captured as one step, up to {cap} s{capped}")
+            notes.append(f"no step boundaries were seen (no optimizer.step(), no backward(), "
+                         f"no dsprof.step()): the whole run was captured as one step, up to "
+                         f"{cap} s{capped}")
+        elif src == "backward":
+            notes.append(f"no optimizer step was seen (none, or one inside a torch.compile'd "
+                         f"function): each of the {run.meta.get('backward_calls')} backward() "
+                         "calls ended a step (an update after it is timed in the next step; "
+                         "call dsprof.step() to mark steps yourself)")
+        comp = run.meta.get("compile")
+        if comp:
+            notes.append(f"torch.compile compiled {comp.get('compilations')} time(s), "
+                         f"{comp.get('total_s')} s in all: steps that compiled are compile time, "
+                         "left out of step statistics; module names and activation charges "
+                         "are off under torch.compile")
     for rank, why in sorted((run.meta.get("rank_failures") or {}).items(),
                             key=lambda kv: int(kv[0])):
         notes.append(f"partial run: rank {rank} {why}")
