@@ -38,7 +38,11 @@ def test_two_ranks_one_run_with_comms_buckets_overlap_and_the_straggler(tmp_path
     assert m["launcher"] == "dsprof --nproc-per-node" and m["exit_status"] == 0
     assert {r: c["method"] for r, c in m["clock"]["ranks"].items()} == {
         "0": "reference", "1": "store-exchange"}
-    assert abs(m["clock"]["ranks"]["1"]["offset_ns"]) <= m["clock"]["ranks"]["1"]["rtt_ns"]
+    # one host, one clock: the estimated offset is measurement error, bounded by the round trip
+    # (with slack for a loaded machine, where the best round trip and its offset can come from
+    # different exchanges)
+    clock1 = m["clock"]["ranks"]["1"]
+    assert abs(clock1["offset_ns"]) <= 2 * clock1["rtt_ns"] + 500_000
     # each rank ingested its own trace when its script ended; the coordinator reused it
     from dsprof.ingest.own_rank import already_ingested
     from dsprof.rundir import RunDir
