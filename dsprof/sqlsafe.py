@@ -108,3 +108,14 @@ def table_columns(run: Any, table: str) -> set[str]:
     known = set(TABLES[table].column_names)
     rows = run.sql(f"SELECT column_name FROM (DESCRIBE {table_name(table)})")
     return {r[0] for r in rows if r[0] in known}
+
+
+def relation_columns(con: Any, relation: str) -> dict[str, str]:
+    """Column name -> DuckDB type of a relation built by dsprof (a ``read_parquet(...)`` of
+    :func:`parquet_files`, or a registered Arrow table).
+
+    The names come back from the file, so they are data: callers only test them for membership
+    against the schema's columns, never put them into SQL.
+    """
+    rows = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    return {r[0]: r[1] for r in rows}
