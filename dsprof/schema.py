@@ -103,6 +103,12 @@ STEPS = Table(
         Column("skipped", _BOOL,
                "GradScaler skipped the optimizer step (inf/NaN gradients); null without a "
                "GradScaler"),
+        Column("disturbed", _STR,
+               "why dsprof slowed this step, so it is never evidence of the program's speed: "
+               "setup (step 0), first_call (step 1: first calls, compiling), window (recorded "
+               "by the profiler), warmup (the profiler's warm-up), trace_write (the step after "
+               "a window, which writes its trace), debug_trace / anomaly_check (every step of "
+               "a DS_LOG_LEVEL=DEBUG or --detect-anomaly run); null: a steady step"),
     ),
 )
 

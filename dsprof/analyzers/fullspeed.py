@@ -24,6 +24,10 @@ def full_speed_steps(run: Run, rank: int = 0) -> list[tuple[int, int]]:
     """(step, dur_ns) of the full-speed steps of ``rank``."""
     if not run.has("steps") or run.meta.get("source") != "run":
         return []
+    from dsprof.analyzers.noise import has_column, steady_steps
+
+    if has_column(run, "steps", "disturbed"):  # the ingest marked them: one rule for all
+        return [(s, d) for s, d, _ in steady_steps(run, rank)]
     rows = run.sql("SELECT step, dur_ns FROM steps WHERE rank = ? AND dur_ns > 0 ORDER BY step",
                    [rank])
     settings: dict[str, Any] = run.meta.get("settings") or {}
