@@ -88,7 +88,10 @@ class Context:
         training time. Imported traces: their ProfilerSteps."""
         if not self.run.has("steps"):
             return None
-        skip0 = "AND step > 0" if self.meta.get("source") == "run" else ""
+        # An import's ProfilerStep shorter than a tenth of the median is a fragment (the
+        # profiler stopped inside it): averaging it in would make savings exceed the step.
+        skip0 = ("AND step > 0" if self.meta.get("source") == "run" else
+                 "AND dur_ns >= 0.1 * (SELECT median(dur_ns) FROM steps WHERE dur_ns > 0)")
         rows = self.run.sql(f"SELECT avg(dur_ns) FROM steps WHERE dur_ns > 0 {skip0}")
         if rows[0][0] is None:
             rows = self.run.sql("SELECT avg(dur_ns) FROM steps WHERE dur_ns > 0")

@@ -21,6 +21,8 @@ Three verdicts, and only the last one is a saving:
   checkpoint saving, logging), named with the source lines that ran only in those steps when
   dsprof saw them (host syncs). Its cost is stated; it is not a saving, since the script wants
   that work done.
+- ``steps.noise`` too: sporadic outliers with no data wait that stay under
+  ``MIN_SLOWDOWN`` x the median (the same work, a little slower now and then).
 - ``steps.outliers``: the rest. The saving is the outliers' excess over the median, spread
   over all steps: what removing or amortizing them would take off the mean step time.
 """
@@ -39,6 +41,9 @@ from dsprof.findings import Evidence, Finding
 MIN_STEPS = 5
 # Outliers are "noise on this machine" when at least this share of them waited off the CPU.
 NOISE_SHARE = 0.5
+# Sporadic outliers with no wait to explain them must be this much slower than the median to
+# be the program's (more work in those steps) rather than step-to-step noise.
+MIN_SLOWDOWN = 1.5
 
 
 def outlier_limit(durations: np.ndarray) -> float:
@@ -140,6 +145,16 @@ class StepOutliers(Analyzer):
             fix = ("# Nothing to change in the script: these steps waited for the CPU (other\n"
                    "# processes on the machine) or for I/O. Measure on a quiet machine, or\n"
                    "# pin the job to its own cores (taskset / numactl).")
+        elif not causes["data"] and max(r[3] for r in slow) < MIN_SLOWDOWN * med:
+            # the same work a little slower now and then, with no wait to explain it: caches,
+            # clocks, the allocator. Not something the script can act on.
+            kind = "steps.noise"
+            saving = 0.0
+            title = (f"{len(slow)} of {len(rows)} steps on rank {rank} ran up to "
+                     f"{max(r[3] for r in slow) / med:.2f}x the median with no wait to explain "
+                     "it: step-to-step noise, not the program")
+            fix = ("# Nothing to change in the script: no step waited for data or off the CPU,\n"
+                   f"# and none ran {MIN_SLOWDOWN}x the median or more.")
         else:
             title = f"{len(slow)} of {len(rows)} steps are outliers on rank {rank} " \
                     f"(up to {max(r[3] for r in slow) / med:.1f}x the median)"
