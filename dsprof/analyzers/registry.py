@@ -205,6 +205,9 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
         out.seconds[analyzer.name] = time.perf_counter() - t0
         logger.debug("analyzer %s: %d findings in %.3fs", analyzer.name, len(found),
                      out.seconds[analyzer.name])
+        why = getattr(analyzer, "no_finding_reason", None)
+        if not found and why:  # ran, found nothing, and can say why (a stated reason)
+            out.skipped.append({"analyzer": analyzer.name, "reason": why})
         for f in found:
             judged = _judge(_finish(f, ctx), ctx, out)
             if judged is not None:
