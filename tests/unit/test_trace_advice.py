@@ -198,3 +198,20 @@ def test_dsprof_gpu_on_a_trace_without_steps_does_not_crash(tmp_path):
     with load(run_dir.path) as run:
         rep = gpu_report(run, top=5)
     assert rep.steps == [] and rep.categories
+
+
+def test_diff_across_devices_warns(tmp_path):
+    # GIVEN an A100 trace and a V100 trace
+    from dsprof.analyzers.diff import diff
+
+    a_dir, _ = import_traces([trace_dir("hta_a100_2rank_nccl_r0") / "nccl_data.json.gz"],
+                             tmp_path / "a")
+    b_dir, _ = import_traces([trace_dir("hta_v100_1rank") / TRACE_SETS["hta_v100_1rank"][0]],
+                             tmp_path / "b")
+    with load(a_dir.path) as a, load(b_dir.path) as b:
+        d = diff(a, b)
+    # THEN the diff says the devices, world sizes and Tensor Core use differ
+    text = " | ".join(d.warnings)
+    assert "different devices" in text and "world sizes (2 vs 1" in text
+    assert "Tensor Cores went from" in text
+    assert d.to_json()["warnings"] == d.warnings
