@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 
 from dsprof.analyzers.checkpoint_plan import Candidate, PlanPoint, cheapest_under, pareto_front
+from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.memory_model import (
     CheckpointTimeline,
     memory_budget,
@@ -181,7 +182,8 @@ class Checkpointing(Analyzer):
                 f"{fmt_bytes(p.peak)}, for one more forward of each, {cost}. Chosen as {why}; "
                 f"the front has {len(plan.front)} plans (data.front)."),
             evidence=evidence,
-            fix=("from torch.utils.checkpoint import checkpoint\n"
+            fix=(framework_fix(ctx, "checkpointing") +
+                 "from torch.utils.checkpoint import checkpoint\n"
                  "# in the parent's forward, instead of y = module(x):\n"
                  "y = checkpoint(module, x, use_reentrant=False)\n"
                  f"# modules: {', '.join(patterns)}\n"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
@@ -137,7 +138,8 @@ class InputPipeline(Analyzer):
         return Finding(
             analyzer=self.name, kind="input.dataloader_wait", key=f"{site}|{dataset}",
             title=title, saving_s=saving / 1e9, confidence=confidence,
-            explanation=explanation, evidence=evidence, fix=fix,
+            explanation=explanation, evidence=evidence,
+            fix=framework_fix(ctx, "dataloader") + fix,
             apply={"DS_DATALOADER_WORKERS": str(n)},
             verify=_verify(ctx),
             data={"workers": workers, "advised_workers": n, "wait_ms": wait / 1e6,

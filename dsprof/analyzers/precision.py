@@ -33,6 +33,9 @@ TF32 (``allow_tf32``) advice belongs to the ``tensor_core.*`` findings; this one
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.fusion_chains import POINTWISE
 from dsprof.analyzers.opbytes import LOW_PRECISION, dtypes_of, op_io
 from dsprof.analyzers.optable import OpTable
@@ -204,13 +207,13 @@ class PrecisionAnalyzer(Analyzer):
         for node in fp32_ops:
             io = op_io(*mm_ids.get(node, (None, None)))
             in_bytes += io.in_bytes if io else 0
-        parents = {**parents, **{(r, -1): (None, "matrix kernels with no matmul/conv op "
-                                          "(compiled, graph-launched or an old trace)", None)
-                                 for r, i in fp32_ops if i == -1}}
+        label = "matrix kernels with no matmul/conv op (compiled, graph-launched or an old trace)"
+        parents = {**parents, **{(r, -1): (None, label, None) for r, i in fp32_ops if i == -1}}
         found = self._finding(table, name or "", peaks, fp32_s, low_s, total_s,
                               tf32 >= 0.5 * fp32_s, fp32_ops, parents, bandwidth, in_bytes)
         found.data["unattributed_fp32_s"] = unattributed_s / table.n_steps
-        return [found]
+        switch = framework_fix(ctx, "precision")
+        return [replace(found, fix=switch + found.fix) if switch else found]
 
     def _finding(self, table: OpTable, device: str,
                  peaks: tuple[float, float | None, float, float | None], fp32_s: float,

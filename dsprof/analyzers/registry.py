@@ -50,6 +50,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.anomaly:Anomalies",
     "dsprof.analyzers.grad_scaler:LossScaling",
     "dsprof.analyzers.fusion:FusionAnalyzer",
+    "dsprof.analyzers.attention:AttentionAnalyzer",
     "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
     "dsprof.analyzers.precision:PrecisionAnalyzer",
 )

@@ -78,3 +78,10 @@ def test_a_debug_run_withholds_timing_findings_and_says_why(tmp_path):
     assert timed and all(f["severity"] == "info" and f["data"]["withheld"] == "debug_trace"
                          for f in timed)
     assert "Timing findings are withheld" in res.stdout + res.stderr
+
+
+def test_the_examples_hand_written_attention_is_named_at_its_module(lm_run):
+    doc = _doc(lm_run)
+    (f,) = [f for f in doc["findings"] if f["kind"] == "fusion.hand_attention"]
+    assert f["key"] == "TransformerLM.blocks.*.attn", f["title"]
+    assert f["data"]["ops"][0] == "matmul" and "softmax" in f["data"]["ops"]
