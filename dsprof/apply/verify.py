@@ -7,6 +7,11 @@ one-time costs), not the steps of a profiler window or its warm-up (the profiler
 down), and not the step after a window (the trace is written then). The median of what is left
 is the step time. Findings give their savings in full-speed seconds (the profiler's per-op cost
 taken out, see ``analyzers.fullspeed``), so predicted = baseline - the applied savings.
+
+Each arm's spread is its robust standard deviation (1.4826 x MAD, ``analyzers.noise``). The
+difference of the two medians has a standard error of about
+``1.2533 x sqrt(sd_a^2 / n_a + sd_b^2 / n_b)``; a change under two of those is "no measurable
+change", whatever the ratio of the medians says.
 """
 
 from __future__ import annotations
@@ -40,6 +45,14 @@ def step_time_s(*run_paths: Path) -> tuple[float | None, int]:
     return statistics.median(steps) / 1e9, len(steps)
 
 
+def step_spread_s(*run_paths: Path) -> float | None:
+    """Robust standard deviation of the pooled full-speed step times (None under 2 steps)."""
+    from dsprof.analyzers.noise import series_noise
+
+    noise = series_noise([d for p in run_paths for _, d in measured_steps(p)])
+    return None if noise is None else noise.sd_s
+
+
 def peak_bytes(run_path: Path) -> int | None:
     from dsprof.analyzers.registry import Context
     from dsprof.run import load
@@ -60,6 +73,28 @@ class Verification:
     baseline_peak: int | None
     predicted_peak: int | None
     measured_peak: int | None
+    baseline_spread_s: float | None = None
+    measured_spread_s: float | None = None
+
+    @property
+    def band_s(self) -> float | None:
+        """The smallest change of the median these two arms can tell from none."""
+        n_a, n_b = self.steps_used
+        if self.baseline_spread_s is None or self.measured_spread_s is None or not n_a or \
+                not n_b:
+            return None
+        se = 1.2533 * (self.baseline_spread_s ** 2 / n_a
+                       + self.measured_spread_s ** 2 / n_b) ** 0.5
+        return 2 * se
+
+    @property
+    def measurable(self) -> bool | None:
+        """False when the measured change is inside the arms' spread ("no measurable
+        change"); None when it cannot be said."""
+        band = self.band_s
+        if band is None or self.baseline_step_s is None or self.measured_step_s is None:
+            return None
+        return abs(self.baseline_step_s - self.measured_step_s) > band
 
     @property
     def error(self) -> float | None:
@@ -77,7 +112,10 @@ class Verification:
                 "measured_step_s": self.measured_step_s,
                 "steps_used": list(self.steps_used), "baseline_peak_bytes": self.baseline_peak,
                 "predicted_peak_bytes": self.predicted_peak,
-                "measured_peak_bytes": self.measured_peak, "error": self.error}
+                "measured_peak_bytes": self.measured_peak, "error": self.error,
+                "baseline_spread_s": self.baseline_spread_s,
+                "measured_spread_s": self.measured_spread_s, "band_s": self.band_s,
+                "measurable": self.measurable}
 
 
 def compare(applied: Path | list[Path],
@@ -108,7 +146,7 @@ def compare(applied: Path | list[Path],
         base_runs[0], applied_runs[-1], plan["findings"], base_s, predicted, new_s,
         (n_base, n_new), base_peak,
         None if base_peak is None else base_peak - plan["predicted_saving_bytes"],
-        peak_bytes(applied_runs[-1]))
+        peak_bytes(applied_runs[-1]), step_spread_s(*base_runs), step_spread_s(*applied_runs))
 
 
 def rerun_command(baseline: Path, ids: list[str] | None,
