@@ -172,3 +172,19 @@ def test_gpu_only_advice_on_a_cpu_run_is_a_note_not_a_finding(tmp_path):
     assert res.findings == []
     assert res.notes[0]["kind"] == "gpu" and res.notes[0]["text"].startswith(
         "When you move to a GPU:")
+
+
+def test_verify_says_no_measurable_change_inside_the_arms_spread():
+    from dsprof.apply.verify import Verification
+
+    # GIVEN two arms whose steps flip between ~10 and ~270 ms (a noisy Lightning loader)
+    def arm(baseline_s, measured_s, sd_s, n):
+        return Verification(Path("a"), Path("b"), [], baseline_s, baseline_s * 0.99,
+                            measured_s, (n, n), None, None, None, sd_s, sd_s)
+
+    noisy = arm(0.2597, 0.0556, 0.19, 6)  # half the steps ~10 ms, half ~270: MAD ~130 ms
+    steady = arm(0.2597, 0.0556, 0.002, 20)
+    # THEN the 204 ms difference is inside the noisy arms' spread, and outside the steady ones'
+    assert noisy.measurable is False and noisy.band_s > 0.204
+    assert steady.measurable is True
+    assert noisy.to_json()["measurable"] is False
