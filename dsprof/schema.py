@@ -103,7 +103,7 @@ STEPS = Table(
         Column("skipped", _BOOL,
                "GradScaler skipped the optimizer step (inf/NaN gradients); null without a "
                "GradScaler"),
-        Column("disturbed", _STR,
+        Column("disturbed_by", _STR,
                "why dsprof slowed this step, so it is never evidence of the program's speed: "
                "setup (step 0), first_call (step 1: first calls, compiling), window (recorded "
                "by the profiler), warmup (the profiler's warm-up), trace_write (the step after "
@@ -460,3 +460,16 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 def table(name: str) -> Table:
     return TABLES[name]
+
+
+# Columns the run layer adds to a table's view (dsprof/run.py), derived from the run's
+# manifest rather than stored in Parquet: {table: ((name, Arrow type, meaning), ...)}.
+VIEW_COLUMNS: dict[str, tuple[Column, ...]] = {
+    "steps": (
+        Column("disturbed", _BOOL,
+               "dsprof itself slowed the step: a profiler window's step, its warm-up, or the "
+               "step after it (the trace is written then), or any step of a DEBUG-trace or "
+               "anomaly-check run (disturbed_by says which); false for imports. Never "
+               "evidence of the script's speed (see dsprof/facts.py)"),
+    ),
+}

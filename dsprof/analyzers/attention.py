@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsprof.analyzers.fusion import UNATTRIBUTED, fold_indices
-from dsprof.analyzers.fusion_chains import common_module
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.ops.fusion_chains import common_module
 
 WINDOW = 8
 MATMUL_LIKE = frozenset({"matmul", "bmm", "einsum", "baddbmm", "mm"})

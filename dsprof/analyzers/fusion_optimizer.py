@@ -24,11 +24,11 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from dsprof.analyzers.fusion_chains import POINTWISE
-from dsprof.analyzers.opbytes import op_io
-from dsprof.analyzers.optable import OpTable
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.ops.fusion_chains import POINTWISE
+from dsprof.metrics.ops.opbytes import op_io
+from dsprof.metrics.ops.optable import OpTable
 
 # Bytes moved per parameter byte by a fused update (reads + writes of param, grad, state).
 FUSED_BYTES_PER_PARAM_BYTE = {"Adam": 7, "AdamW": 7, "SGD": 5, "Adagrad": 5}

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 import orjson
 
-from dsprof.analyzers.noise import StepNoise, disturbance, step_noise
 from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
 from dsprof.log import logger
+from dsprof.metrics.noise import StepNoise, disturbance, step_noise
 from dsprof.run import Run
 from dsprof.rundir import atomic_write_bytes
 
@@ -43,7 +43,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
     "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
     "dsprof.analyzers.straggler:StragglerAnalyzer",
-    "dsprof.analyzers.comm_overlap_finding:CommOverlapAnalyzer",
+    "dsprof.analyzers.comm_overlap:CommOverlapAnalyzer",
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
@@ -84,23 +84,14 @@ class Context:
 
     @cached_property
     def step_s(self) -> float | None:
-        """Mean step time in seconds over the steps that count (every step but a ``dsprof
-        run``'s step 0, which holds the setup), so a saving's share of it is its share of the
-        training time. Imported traces: their ProfilerSteps."""
-        if not self.run.has("steps"):
-            return None
-        # An import's ProfilerStep shorter than a tenth of the median is a fragment (the
-        # profiler stopped inside it): averaging it in would make savings exceed the step.
-        skip0 = ("AND step > 0" if self.meta.get("source") == "run" else
-                 "AND dur_ns >= 0.1 * (SELECT median(dur_ns) FROM steps WHERE dur_ns > 0)")
-        rows = self.run.sql(f"SELECT avg(dur_ns) FROM steps WHERE dur_ns > 0 {skip0}")
-        if rows[0][0] is None:
-            rows = self.run.sql("SELECT avg(dur_ns) FROM steps WHERE dur_ns > 0")
-        return None if rows[0][0] is None else float(rows[0][0]) / 1e9
+        """Mean step time in seconds over the steps that count (``run.facts``: full-speed
+        steps of a ``dsprof run``), so a saving's share of it is its share of the training
+        time."""
+        return self.run.facts.step.mean_s
 
     @cached_property
     def noise(self) -> StepNoise | None:
-        """Step-time noise of rank 0's steady steps (``analyzers.noise``), or None."""
+        """Step-time noise of rank 0's steady steps (``metrics.noise``), or None."""
         return step_noise(self.run, 0)
 
     @cached_property
@@ -126,28 +117,14 @@ class Context:
 
     @cached_property
     def peak_bytes(self) -> int | None:
-        """The largest peak of any device: allocator peak per step, else the memory table."""
-        best = 0
-        if self.run.has("steps"):
-            v = self.run.sql("SELECT max(device_peak_bytes) FROM steps")[0][0]
-            best = max(best, int(v or 0))
-        if self.run.has("memory"):
-            v = self.run.sql("SELECT max(allocated) FROM memory")[0][0]
-            best = max(best, int(v or 0))
-        return best or None
+        """The largest rank's peak memory (``run.facts``)."""
+        return self.run.facts.peak_bytes
 
     @cached_property
     def target_command(self) -> str | None:
         """The command line that ran the script (for verify commands), or None for imports."""
-        target = self.meta.get("target") or {}
-        argv = target.get("argv")
-        if not argv:
-            return None
-        import shlex
-
-        head = ["-m", target["name"]] if target.get("kind") == "module" else []
-        rest = argv[1:] if head else argv
-        return " ".join(shlex.quote(a) for a in [*head, *rest])
+        target = self.run.manifest.target
+        return None if target is None else target.command
 
 
 @dataclass
@@ -232,9 +209,10 @@ def _finish(f: Finding, ctx: Context) -> Finding:
     return f
 
 
-# Kinds whose advice only a GPU can act on (Tensor Cores, TF32): on a CPU run they leave the
-# ranked list and become a "when you move to a GPU" note.
-GPU_ONLY_KINDS = ("tensor_core.",)
+# Kinds whose advice only a GPU can act on (TF32, Tensor Core alignment): on a CPU run they
+# leave the ranked list and become a "when you move to a GPU" note. (fp64 matrix math is slow
+# on a CPU too, so tensor_core.fp64 stays a finding.)
+GPU_ONLY_KINDS = ("tensor_core.tf32_off", "tensor_core.unaligned_dims")
 
 
 def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
@@ -243,7 +221,8 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
     A time saving inside the run's step-time noise is kept unranked: verify could not measure
     it. GPU-only advice on a CPU run becomes a note (None: not a finding)."""
     if not ctx.on_gpu and f.kind.startswith(GPU_ONLY_KINDS):
-        out.notes.append({"kind": "gpu", "text": f"When you move to a GPU: {f.title}"})
+        out.notes.append({"kind": "gpu", "text": f"When you move to a GPU: {f.title}",
+                          "finding_kind": f.kind})
         return None
     if f.saving_s <= 0 or f.saving_bytes > 0:
         return f

@@ -2,7 +2,7 @@
 
 A step is an outlier when it is slower than median + 3 robust standard deviations (1.4826 x
 MAD) and at least 20 % above the median (the rule ``dsprof summary`` uses), over the steady
-steps only (``analyzers.noise``): steps dsprof disturbed (setup, first calls, profiler windows
+steps only (``metrics.noise``): steps dsprof disturbed (setup, first calls, profiler windows
 and warm-up, the step that writes a window's trace, every step of a DEBUG or anomaly-check run)
 are never evidence. At least 5 steady steps are needed.
 
@@ -34,9 +34,9 @@ from itertools import pairwise
 
 import numpy as np
 
-from dsprof.analyzers.noise import has_column
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.noise import steady_steps
 
 MIN_STEPS = 5
 # Outliers are "noise on this machine" when at least this share of them waited off the CPU.
@@ -63,15 +63,13 @@ class StepOutliers(Analyzer):
         return None
 
     def run(self, ctx: Context) -> list[Finding]:
-        skip0 = ""
-        if ctx.meta.get("source") == "run":
-            skip0 = ("AND disturbed IS NULL" if has_column(ctx.run, "steps", "disturbed")
-                     else "AND step > 0")
         out: list[Finding] = []
         for (rank,) in ctx.run.sql("SELECT DISTINCT rank FROM steps ORDER BY rank"):
-            rows = ctx.run.sql(f"""
+            steady = [s for s, _, _ in steady_steps(ctx.run, int(rank))]
+            rows = ctx.run.sql("""
                 SELECT step, start_ns, end_ns, dur_ns, cpu_ns, data_wait_ns, profiled
-                FROM steps WHERE rank = ? AND dur_ns > 0 {skip0} ORDER BY step""", [rank])
+                FROM steps WHERE rank = ? AND dur_ns > 0
+                  AND step IN (SELECT unnest(?::BIGINT[])) ORDER BY step""", [rank, steady])
             if len(rows) >= MIN_STEPS:
                 finding = self._rank(ctx, int(rank), rows)
                 if finding is not None:
@@ -236,7 +234,7 @@ def _ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> l
     """The three ops whose self time grew most against the median of the profiled normal
     steps."""
     ref = [int(r[0]) for r in normal if r[6]]
-    if not ref:
+    if not ref or not ctx.run.has("ops"):
         return []
     rows = ctx.run.sql("""
         WITH per AS (

@@ -6,7 +6,7 @@ Example:
 Pattern:
     over the collectives matched across ranks (comm_skew.py), one rank is last in at least
     three quarters of them and the gap it causes (its arrival minus the next-latest rank's) is
-    at least 1 ms and 5 % of a step, and over the run's step-time noise (``analyzers.noise``:
+    at least 1 ms and 5 % of a step, and over the run's step-time noise (``metrics.noise``:
     a gap a verify could not tell from none is not a straggler). A trace that holds only some
     of the job's ranks (a sampled set) cannot name one: the slowest rank may be missing.
 Algorithm:
@@ -18,9 +18,9 @@ Algorithm:
 
 from __future__ import annotations
 
-from dsprof.analyzers.comm_skew import collective_skew, rank_skew
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.comm.skew import collective_skew, rank_skew
 
 MIN_LAST_SHARE = 0.75
 MIN_GAP_S = 1e-3

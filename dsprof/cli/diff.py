@@ -8,8 +8,8 @@ import click
 import orjson
 from rich.console import Console
 
-from dsprof.analyzers.diff import diff
 from dsprof.render.diff import render_diff
+from dsprof.reports.diff import diff
 from dsprof.run import load
 
 

@@ -8,8 +8,8 @@ import click
 import orjson
 from rich.console import Console
 
-from dsprof.analyzers.gpu_report import gpu_report
 from dsprof.render.gpu import render_gpu
+from dsprof.reports.gpu import gpu_report
 from dsprof.run import load
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from dsprof.analyzers.memory_report import memory_report
 from dsprof.render.memory import render_report
+from dsprof.reports.memory import memory_report
 from dsprof.run import load
 
 

@@ -8,10 +8,10 @@ import click
 import orjson
 from rich.console import Console
 
-from dsprof.analyzers.breakdown import summarize
 from dsprof.analyzers.registry import analyze, read_findings
 from dsprof.render.findings import render_findings
 from dsprof.render.summary import render_full
+from dsprof.reports.summary import summarize
 from dsprof.run import load
 
 

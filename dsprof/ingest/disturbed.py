@@ -13,7 +13,7 @@ reasons, in the order they are checked (the first that applies is recorded):
 - ``trace_write``: the step right after a window, which pays for writing the window's trace.
 
 Null means steady: the program ran as it would without dsprof. Analyzers take step times,
-noise and outliers from steady steps only (``dsprof.analyzers.noise``).
+noise and outliers from steady steps only (``dsprof.metrics.noise``).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
         "loss_scale": [None] * n,
         "skipped": [None] * n,
         # every step of an import is recorded alike: none is singled out as disturbed
-        "disturbed": [None] * n,
+        "disturbed_by": [None] * n,
     }
 
 
@@ -96,7 +96,7 @@ def steps_from_record(rec: dict[str, Any], rank: int,
         "batch_size": _padded(rec.get("batch_size") or [], n),
         "loss_scale": _padded(rec.get("loss_scale") or [], n),
         "skipped": _padded(rec.get("skipped") or [], n),
-        "disturbed": disturbed_reasons(n, rec.get("windows", []),
+        "disturbed_by": disturbed_reasons(n, rec.get("windows", []),
                                        (meta or {}).get("settings") or {},
                                        (meta or {}).get("env") or {}),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsprof.analyzers.comm_overlap_finding import _buckets_per_step, uses_ddp
+from dsprof.analyzers.comm_overlap import _buckets_per_step, uses_ddp
 from dsprof.analyzers.frameworks import framework_fix, frameworks
 from dsprof.analyzers.registry import Context
 from dsprof.ingest.importer import import_traces

@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dsprof.analyzers.noise import series_noise, steady_steps, step_noise
 from dsprof.analyzers.registry import Analyzer, Context, analyze
 from dsprof.analyzers.step_outliers import StepOutliers
 from dsprof.findings import Finding
 from dsprof.ingest.disturbed import disturbed_reasons
 from dsprof.ingest.steps import steps_from_record
+from dsprof.metrics.noise import series_noise, steady_steps, step_noise
 from dsprof.run import load
 from dsprof.rundir import RunDir
 from dsprof.schema import SCHEMA_VERSION, STEPS
@@ -175,7 +175,7 @@ def test_gpu_only_advice_on_a_cpu_run_is_a_note_not_a_finding(tmp_path):
 
 
 def test_verify_says_no_measurable_change_inside_the_arms_spread():
-    from dsprof.apply.verify import Verification
+    from dsprof.reports.verification import Verification
 
     # GIVEN two arms whose steps flip between ~10 and ~270 ms (a noisy Lightning loader)
     def arm(baseline_s, measured_s, sd_s, n):

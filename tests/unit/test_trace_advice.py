@@ -191,7 +191,7 @@ def test_sampled_ranks_name_no_straggler_and_compress_only_all_reduce(analyses):
 
 
 def test_dsprof_gpu_on_a_trace_without_steps_does_not_crash(tmp_path):
-    from dsprof.analyzers.gpu_report import gpu_report
+    from dsprof.reports.gpu import gpu_report
 
     path = trace_dir("kineto_resnet50_v100_autograd") / "worker0.pt.trace.json.gz"
     run_dir, _ = import_traces([path], tmp_path / "r")
@@ -202,7 +202,7 @@ def test_dsprof_gpu_on_a_trace_without_steps_does_not_crash(tmp_path):
 
 def test_diff_across_devices_warns(tmp_path):
     # GIVEN an A100 trace and a V100 trace
-    from dsprof.analyzers.diff import diff
+    from dsprof.reports.diff import diff
 
     a_dir, _ = import_traces([trace_dir("hta_a100_2rank_nccl_r0") / "nccl_data.json.gz"],
                              tmp_path / "a")

@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 
-from dsprof.analyzers.device_peaks import BF16, FP16, FP32, FP64, dtype_mode
-from dsprof.analyzers.gpu_attribution import first_dtype
+from dsprof.devices import BF16, FP16, FP32, FP64, dtype_mode
+from dsprof.metrics.gpu.attribution import first_dtype
 
 MATRIX_VECTOR = "matrix-vector"
 REASON_FP64 = "fp64"

@@ -1,10 +1,10 @@
 """Steady steps and the run's own step-time noise: the one rule every analyzer uses.
 
-Steady steps are those dsprof did not disturb (``steps.disturbed`` is null: not step 0 or 1,
-not in or around a profiler window, not the step that writes a window's trace, not a DEBUG or
-anomaly-check run; see :mod:`dsprof.ingest.disturbed`). Runs ingested before that column
-existed fall back to :func:`dsprof.analyzers.fullspeed.full_speed_steps`. An imported trace's
-steps were all recorded alike, so all of them count.
+Steady steps are those dsprof did not disturb, by the one step-time rule of
+:mod:`dsprof.facts`: not step 0 or 1, not in or around a profiler window, not the step that
+writes a window's trace, not a DEBUG or anomaly-check run (``steps.disturbed_by`` says which;
+see :mod:`dsprof.ingest.disturbed`). An imported trace's steps were all recorded alike, so all
+of them count (but a fragment ProfilerStep).
 
 Noise is the robust spread of the steady step times of a rank: ``1.4826 x MAD`` (the standard
 deviation for normal data, but a few outliers do not move it). A claim is *measurable* when a
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from dsprof.facts import FULL_SPEED
 from dsprof.ingest.disturbed import run_disturbance
 from dsprof.run import Run
 
@@ -68,23 +69,18 @@ def has_column(run: Run, table: str, column: str) -> bool:
 
 
 def steady_steps(run: Run, rank: int = 0) -> list[tuple[int, int, int | None]]:
-    """(step, dur_ns, cpu_ns) of ``rank``'s steady steps, in step order."""
-    if not run.has("steps"):
+    """(step, dur_ns, cpu_ns) of ``rank``'s steady steps, in step order: the steps
+    ``run.facts`` counts when its strictest rule held (full-speed steps of a ``dsprof run``;
+    an import's ProfilerSteps, fragments left out). A run whose every step dsprof disturbed (a
+    DEBUG trace) has none."""
+    st = run.facts.step
+    if run.manifest.is_run and st.rule != FULL_SPEED:
         return []
-    if run.meta.get("source") != "run":
-        rows = run.sql("SELECT step, dur_ns, cpu_ns FROM steps WHERE rank = ? AND dur_ns > 0 "
-                       "ORDER BY step", [rank])
-        return [(int(s), int(d), None if c is None else int(c)) for s, d, c in rows]
-    if has_column(run, "steps", "disturbed"):
-        rows = run.sql("SELECT step, dur_ns, cpu_ns FROM steps WHERE rank = ? AND dur_ns > 0 "
-                       "AND disturbed IS NULL ORDER BY step", [rank])
-        return [(int(s), int(d), None if c is None else int(c)) for s, d, c in rows]
-    if run_disturbance(run.meta.get("settings") or {}, run.meta.get("env") or {}):
+    counted = [(s, d) for r, s, d in st.counted if r == rank]
+    if not counted:
         return []
-    from dsprof.analyzers.fullspeed import full_speed_steps
-
     cpu = dict(run.sql("SELECT step, cpu_ns FROM steps WHERE rank = ?", [rank]))
-    return [(s, d, cpu.get(s)) for s, d in full_speed_steps(run, rank)]
+    return [(int(s), int(d), None if cpu.get(s) is None else int(cpu[s])) for s, d in counted]
 
 
 def step_noise(run: Run, rank: int = 0) -> StepNoise | None:

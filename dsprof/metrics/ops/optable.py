@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from dsprof.analyzers.fullspeed import profiler_cost_per_op
-from dsprof.analyzers.opbytes import DEFAULT_OP_OVERHEAD_S, OpIO, op_io
 from dsprof.analyzers.registry import Context
+from dsprof.metrics.fullspeed import profiler_cost_per_op
+from dsprof.metrics.ops.opbytes import DEFAULT_OP_OVERHEAD_S, OpIO, op_io
 
 
 @dataclass(frozen=True)
