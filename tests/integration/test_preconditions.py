@@ -58,7 +58,7 @@ def test_the_steady_run_has_no_outlier_finding_and_its_steps_are_marked(lm_run):
     ranked = [f for f in doc["findings"] if f["severity"] != "info"]
     assert not [f for f in ranked if f["kind"] in ("steps.outliers", "comm.straggler")]
     with api.load(lm_run) as run:
-        marks = dict(run.sql("SELECT step, disturbed FROM steps WHERE rank = 0"))
+        marks = dict(run.sql("SELECT step, disturbed_by FROM steps WHERE rank = 0"))
         (window,) = run.meta["windows"]
     first, last = min(window["steps"]), max(window["steps"])
     assert marks[0] == "setup" and marks[1] == "first_call"
