@@ -25,6 +25,7 @@ total of the ``memory`` table, and last the process RSS. The run's peak is the l
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -127,10 +128,10 @@ def _step_time(run: Run) -> StepTime:
         return StepTime(None, None, 0, ALL_STEPS, None)
     rows = run.sql("""SELECT rank, step, dur_ns, coalesce(disturbed, false), batch_size
                       FROM steps WHERE dur_ns > 0 ORDER BY rank, step""")
-    rules = [(ALL_STEPS, lambda s, d: True)]
+    keep_rules: list[tuple[str, Callable[[int, bool], bool]]] = [(ALL_STEPS, _any_step)]
     if run.manifest.is_run:
-        rules = [(FULL_SPEED, lambda s, d: s >= FIRST_FULL_SPEED_STEP and not d),
-                 (AFTER_SETUP, lambda s, d: s >= 1), *rules]
+        keep_rules = [(FULL_SPEED, _full_speed), (AFTER_SETUP, _after_setup), *keep_rules]
+    rules = keep_rules
     if not run.manifest.is_run and rows:
         # An import's ProfilerStep under a tenth of the median is a fragment (the profiler
         # stopped inside it, or a second span with the same number): counting it would
@@ -152,6 +153,18 @@ def _step_time(run: Run) -> StepTime:
                     tuple((int(r[0]), int(r[1]), int(r[2])) for r in chosen),
                     tuple((int(r[0]), int(r[1]), int(r[2])) for r in rows
                           if (r[0], r[1]) not in ids))
+
+
+def _full_speed(step: int, disturbed: bool) -> bool:
+    return step >= FIRST_FULL_SPEED_STEP and not disturbed
+
+
+def _after_setup(step: int, disturbed: bool) -> bool:
+    return step >= 1
+
+
+def _any_step(step: int, disturbed: bool) -> bool:
+    return True
 
 
 def _peaks(run: Run) -> tuple[PeakMemory, ...]:

@@ -99,7 +99,8 @@ class Device:
     kind: str
     name: str | None
     total_memory: int | None = None
-    capability: tuple[int, ...] | None = None
+    capability: str | None = None
+    """CUDA compute capability as the session wrote it (``"8.0"``), None when unknown."""
 
     @property
     def accelerator(self) -> bool:
@@ -155,6 +156,7 @@ class RunManifest:
     env: Mapping[str, str]
     devices: tuple[Device, ...]
     trace_device_names: tuple[str, ...]
+    trace_capability: str | None
     world_size: int | None
     windows: tuple[Window, ...]
     steps_source: str | None
@@ -188,6 +190,15 @@ class RunManifest:
         names = [d.name for d in self.devices if d.accelerator and d.name]
         return names + [n for n in self.trace_device_names if n]
 
+    def compute_capability(self) -> float | None:
+        """The first accelerator's compute capability (a session's record, else the traces'
+        ``deviceProperties``), e.g. 8.0; None when unknown."""
+        cap = next((d.capability for d in self.devices if d.capability), self.trace_capability)
+        try:
+            return None if cap is None else float(cap)
+        except ValueError:
+            return None
+
     def device_name(self, rank: int = 0) -> str | None:
         """The accelerator of ``rank``: its session's record (None when that is a CPU), else
         any rank's, else the imported traces' ``deviceProperties``."""
@@ -200,9 +211,17 @@ class RunManifest:
 
 def _device(rank: str, d: Mapping[str, Any]) -> Device:
     cap = d.get("capability")
+    if isinstance(cap, list | tuple):
+        cap = ".".join(str(c) for c in cap)
     return Device(int(rank) if str(rank).isdigit() else 0, str(d.get("kind") or "cpu"),
-                  d.get("name"), d.get("total_memory"),
-                  tuple(int(c) for c in cap) if isinstance(cap, list | tuple) else None)
+                  d.get("name"), d.get("total_memory"), None if cap in (None, "") else str(cap))
+
+
+def _trace_capability(props: Any) -> str | None:
+    if isinstance(props, list) and props and isinstance(props[0], dict) \
+            and "computeMajor" in props[0]:
+        return f"{props[0]['computeMajor']}.{props[0].get('computeMinor', 0)}"
+    return None
 
 
 def parse(doc: Mapping[str, Any]) -> RunManifest:
@@ -229,6 +248,7 @@ def parse(doc: Mapping[str, Any]) -> RunManifest:
         if isinstance(devices, dict) else (),
         trace_device_names=tuple(str(p.get("name")) for p in d.get("trace_device_properties")
                                  or [] if isinstance(p, dict) and p.get("name")),
+        trace_capability=_trace_capability(d.get("trace_device_properties")),
         world_size=d.get("world_size"),
         windows=tuple(Window(int(w.get("index", i)), str(w.get("kind") or "window"),
                              tuple(int(s) for s in w.get("steps") or []), bool(w.get("capped")))

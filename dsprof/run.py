@@ -139,7 +139,8 @@ class Run:
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query and return its rows."""
-        return self.con.execute(query, params or []).fetchall()
+        rows: list[tuple[Any, ...]] = self.con.execute(query, params or []).fetchall()
+        return rows
 
     def arrow(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run a query and return an Arrow table."""

@@ -40,7 +40,7 @@ from dsprof.metrics.memory.model import (
     peak_timeline,
     unprofiled_ratio,
 )
-from dsprof.render.summary import fmt_bytes
+from dsprof.units import fmt_bytes
 
 MIN_GAIN = 0.05  # a batch change that moves samples/s by less than this is not advised
 

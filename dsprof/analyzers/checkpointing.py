@@ -45,7 +45,7 @@ from dsprof.metrics.memory.model import (
     peak_timeline,
     unprofiled_ratio,
 )
-from dsprof.render.summary import fmt_bytes
+from dsprof.units import fmt_bytes
 
 MIN_SHARE = 0.10  # a plan saving less of the peak than this is not worth a finding
 PRESSURE = 0.90  # a peak at this share of the budget binds (tb_plugin: 90 % of device memory)

@@ -17,34 +17,22 @@ keeps a tensor alive.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import os
 import sys
-import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-CATEGORIES = ("parameter", "gradient", "optimizer_state", "input", "activation", "temporary",
-              "other")
-# When a storage is several things at once (a parameter that an op saved for backward), the
-# first of these wins.
-PRIORITY = {c: i for i, c in enumerate(CATEGORIES)}
+from dsprof.frames import internal_file
+from dsprof.module_paths import named_module_paths
+from dsprof.schema import MEMORY_CATEGORIES, MEMORY_PRIORITY
 
-DSPROF_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_STDLIB = sysconfig.get_paths()["stdlib"]
+CATEGORIES = MEMORY_CATEGORIES
+PRIORITY = MEMORY_PRIORITY
+
 _MAX_ITEMS = 256  # items looked at in one container held by a frame
 _MAX_GRAPH = 100_000  # autograd nodes walked per graph holder
-
-
-@functools.lru_cache(maxsize=4096)
-def internal_file(filename: str) -> bool:
-    """Code of torch, dsprof or the standard library: not where the user acts."""
-    if filename.startswith((DSPROF_DIR, "<frozen")) or f"{os.sep}torch{os.sep}" in filename:
-        return True
-    return filename.startswith(_STDLIB) and "site-packages" not in filename
 
 
 def storage_key(t: Any) -> tuple[str, int, int, Any] | None:
@@ -205,9 +193,7 @@ def take_census(ts_ns: int, frame: FrameType | None, extra_modules: list[Any] = 
     children = {id(sub) for m in modules for sub in m.modules() if sub is not m}
     for m in [m for m in modules if id(m) not in children] + \
             [m for m in modules if id(m) in children]:
-        root = type(m).__name__
-        for sub_name, sub in m.named_modules():
-            path = f"{root}.{sub_name}" if sub_name else root
+        for path, sub in named_module_paths(m):
             for p in sub.parameters(recurse=False):
                 owner.setdefault(id(p), path)
                 census.add(p, "parameter", owner[id(p)])

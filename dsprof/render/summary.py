@@ -9,20 +9,9 @@ from rich.table import Table
 
 from dsprof.analyzers.registry import Analysis
 from dsprof.reports.summary import RunSummary
+from dsprof.units import fmt_bytes, fmt_ms
 
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
-
-
-def fmt_ms(ms: float) -> str:
-    return f"{ms:,.3f} ms" if ms < 10 else f"{ms:,.1f} ms"
+__all__ = ["fmt_bytes", "fmt_ms", "render_full"]
 
 
 def render_full(summary: RunSummary, console: Console) -> None:

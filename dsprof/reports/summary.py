@@ -26,8 +26,7 @@ import numpy as np
 
 from dsprof.metrics.gpu.breakdown import kernel_type_breakdown, temporal_breakdown
 from dsprof.run import Run
-
-PHASES = ("forward", "backward", "optimizer", "data", "other")
+from dsprof.schema import PHASES
 
 
 @dataclass(frozen=True)

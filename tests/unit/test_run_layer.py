@@ -140,3 +140,18 @@ def test_diff_puts_the_measured_change_on_one_row_when_several_findings_were_app
     assert only.id == "a" and only.measured_saving_ms == pytest.approx(5.0)
     base, fixed = _applied_pair(two)
     assert measured_saving(base.facts, fixed.facts) == (pytest.approx(0.005), 200)
+
+
+def test_only_the_manifest_reads_meta_json():
+    from tests.conftest import REPO
+
+    readers = []
+    for path in (REPO / "dsprof").rglob("*.py"):
+        if path.name == "manifest.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            names_meta = any(k in line for k in ('"meta.json"', "meta_path", "META)", "META_FILE"))
+            reads = any(k in line for k in ("read_bytes", "read_text", "open(", "loads("))
+            if names_meta and reads:
+                readers.append(f"{path.relative_to(REPO)}:{n}")
+    assert readers == []
