@@ -173,6 +173,8 @@ def test_sampled_ranks_name_no_straggler_and_compress_only_all_reduce(analyses):
     assert not [f for f in res.findings if f.kind == "comm.straggler"]
     (why,) = [s["reason"] for s in res.skipped if s["analyzer"] == "straggler"]
     assert "2 of the job's 128 ranks" in why
+    assert any(n["kind"] == "ranks" and "2 of the job's 128 ranks" in n["text"]
+               for n in res.notes)
     # bf16 compression is priced on all-reduce kernels only (never all_to_all / all_gather)
     # (the all-reduce kernels: launched inside a c10d::allreduce_ span, linked by correlation)
     events = raw(folder)
