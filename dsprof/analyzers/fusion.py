@@ -47,6 +47,10 @@ MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"
 """Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
 MIN_STEP_SHARE = 0.005
+# Kinds whose pasted fix is a library op (F.gelu, nn.RMSNorm, SDPA, softmax): their knob
+# compiles the module instead, and the verify line says so.
+_LIBRARY_OP_KINDS = frozenset({"fusion.hand_gelu", "fusion.hand_norm", "fusion.attention",
+                               "fusion.hand_softmax"})
 
 
 def fold_indices(module: str) -> str:
@@ -91,9 +95,18 @@ class FusionAnalyzer(Analyzer):
         overhead = table.op_overhead_s(POINTWISE)
         groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[Chain, float, float, float]]]
         groups = defaultdict(list)
+        from dsprof.analyzers.attention import attention_sites
+
+        # ops of attention found by dataflow: a softmax chain among them is attention, even
+        # when the op before it is the mask's (4-D masked form), not the scores' matmul
+        in_attention = {(s.rank, i) for s in attention_sites(ctx)[0] for i in s.op_ids}
         for sequence in table.sequences:
             for chain in find_chains(sequence, table.called_modules or None):
                 kind = classify(chain, table.device)
+                if kind == "fusion.pointwise_chain" and {"softmax", "_softmax"} & set(
+                        chain.names) and any((op.rank, op.id) in in_attention
+                                             for op in chain.ops):
+                    kind = "fusion.attention"
                 module = chain.module
                 if not kind:
                     continue
@@ -159,8 +172,12 @@ class FusionAnalyzer(Analyzer):
             analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
             saving_s=saving, confidence=confidence, explanation=explanation,
             evidence=tuple(evidence), fix=fix, apply=apply,
-            verify="dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
-            else "",
+            verify=(("dsprof verify RUN ID   (reruns the script with DS_COMPILE set: it "
+                     "measures torch.compile of these modules, which fuses the chain; the "
+                     "library op in the fix is a different change that verify does not run)")
+                    if apply and kind in _LIBRARY_OP_KINDS else
+                    "dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
+                    else ""),
             data={"modules": modules, "ops": list(names), "bytes_unfused": total,
                   "bytes_fused": fused, "instances_per_step": per_step,
                   "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,
