@@ -80,6 +80,10 @@ MEMORY_CATEGORIES = ("parameter", "gradient", "optimizer_state", "input", "activ
                      "temporary", "other")
 # ops.name prefix of the record_function spans the modules collector opens around each module
 DSPROF_MODULE_PREFIX = "dsprof.module: "
+# the annotation dsprof puts around an optimizer's closure (collectors/step_sources.py writes
+# it, ingest/phases.py reads it): the forward and backward run inside torch's Optimizer.step#
+# span, and are not the optimizer's
+CLOSURE_SPAN = "## closure ##"
 MEMORY_PRIORITY = {c: i for i, c in enumerate(MEMORY_CATEGORIES)}
 # Bytes per element of the dtype spellings traces use (the profiler's "Input type": "float",
 # "c10::BFloat16"; NCCL's "Float"; torch's "float32"), lower-cased: the one such table.

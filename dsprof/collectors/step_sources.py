@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
-from dsprof.ingest.events import CLOSURE_SPAN
 from dsprof.log import logger
+from dsprof.schema import CLOSURE_SPAN
 
 
 class ClosureMarker:

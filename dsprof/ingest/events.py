@@ -21,7 +21,7 @@ import pyarrow as pa
 from msgspec import Raw
 
 from dsprof.ingest.trace_schema import Args, Event
-from dsprof.schema import DSPROF_MODULE_PREFIX  # noqa: F401 - defined beside the schema; ingest reads it here
+from dsprof.schema import CLOSURE_SPAN, DSPROF_MODULE_PREFIX  # noqa: F401 - defined beside the schema; ingest reads it here
 
 # Kineto category (lower case) -> ops.cat
 HOST_CATS = {
@@ -46,9 +46,6 @@ DEVICE_CATS = {
     "cuda_sync": "sync",
 }
 MODULE_PREFIX = "nn.Module: "
-# the annotation dsprof puts around an optimizer's closure (collectors/step_sources.py): the
-# forward and backward run inside torch's Optimizer.step# span, and are not the optimizer's
-CLOSURE_SPAN = "## closure ##"
 
 
 @dataclass
