@@ -43,9 +43,9 @@ _CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from dsprof.run import load
-from dsprof.analyzers.comm_overlap import comm_overlap
-from dsprof.analyzers.comm_skew import collective_skew, rank_skew
-from dsprof.analyzers.ddp_buckets import buckets
+from dsprof.metrics.comm.overlap import comm_overlap
+from dsprof.metrics.comm.skew import collective_skew, rank_skew
+from dsprof.metrics.comm.ddp_buckets import buckets
 def status_kb(key):
     with open("/proc/self/status") as fh:
         return next(int(l.split()[1]) for l in fh if l.startswith(key))

@@ -49,7 +49,7 @@ def dsprof_run(example: str, args: list[str], out: Path) -> Path:
 def dsprof_peak(run_path: Path) -> tuple[int, dict[str, int], int]:
     """(peak live bytes, by category at the peak, model activation_bytes)."""
     import dsprof
-    from dsprof.analyzers.memory_report import memory_report
+    from dsprof.reports.memory import memory_report
 
     with dsprof.load(run_path) as run:
         (peak,) = memory_report(run).peaks

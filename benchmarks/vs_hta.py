@@ -36,10 +36,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dsprof.analyzers import gpu_idle
-from dsprof.analyzers.gpu_breakdown import kernel_type_breakdown, temporal_breakdown
-from dsprof.analyzers.hta_view import hta_rounded
 from dsprof.ingest.importer import import_traces
+from dsprof.metrics.gpu import idle as gpu_idle
+from dsprof.metrics.gpu.breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.metrics.gpu.hta_view import hta_rounded
 from dsprof.run import load
 
 SHARED = REPO.parent / "shared" / "traces"

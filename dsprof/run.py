@@ -1,22 +1,37 @@
-"""``dsprof.load(RUN)``: a run directory as meta plus DuckDB queries over its tables.
+"""``dsprof.load(RUN)``: a run directory as its manifest plus DuckDB queries over its tables.
+
+The run layer: :class:`Run` (tables as DuckDB views), its :class:`~dsprof.manifest.RunManifest`
+(typed meta.json) and its :class:`~dsprof.facts.Facts` (step time, peak memory, device),
+defined once and read by every later stage.
 
 Tables are exposed as DuckDB views over ``tables/<name>/*.parquet`` (all ranks), so queries
-scan Parquet out of core instead of loading a rank set into memory. A run recorded with
-``--no-analyze`` is ingested on first load.
+scan Parquet out of core instead of loading a rank set into memory. A view has every column
+of the current schema: a column that an older run's Parquet lacks reads as null, and the
+derived columns of ``schema.VIEW_COLUMNS`` (``steps.disturbed``) are computed here. A run
+recorded with ``--no-analyze`` is ingested on first load. :meth:`Run.from_tables` builds a
+run in memory from column lists, for tests.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import pyarrow as pa
 
 from dsprof.errors import RunDirError
+from dsprof.manifest import RunManifest, parse
 from dsprof.rundir import RunDir
+from dsprof.schema import SCHEMA_VERSION, TABLES
 from dsprof.sqlsafe import parquet_files, table_name
+
+if TYPE_CHECKING:
+    from dsprof.facts import Facts
+
+MEMORY_PATH = Path(":memory:")
 
 
 class Run:
@@ -24,17 +39,62 @@ class Run:
 
     Attributes:
         path: the run directory.
-        meta: the contents of meta.json.
+        meta: the contents of meta.json, upgraded to the current schema (prefer ``manifest``).
+        manifest: meta.json, typed.
+        facts: step time, peak memory and device, by the one rule (:mod:`dsprof.facts`).
     """
 
-    def __init__(self, rundir: RunDir, meta: dict[str, Any]):
+    def __init__(self, rundir: RunDir, meta: dict[str, Any],
+                 arrow_tables: dict[str, pa.Table] | None = None):
         self.rundir = rundir
         self.path = rundir.path
         self.meta = meta
         self._con: Any = None
+        self._arrow = arrow_tables
+
+    @classmethod
+    def from_tables(cls, meta: dict[str, Any] | None = None,
+                    **tables: Mapping[str, Sequence[Any]] | pa.Table) -> Run:
+        """A run held in memory: each table from columns by name (those the schema has and
+        the mapping lacks are null; ``rank`` defaults to 0), and meta.json's keys in ``meta``
+        (default: a finished ``dsprof run``). For tests and for analyzers' synthetic cases.
+
+        Raises:
+            KeyError: an unknown table, or a column the table does not have.
+        """
+        built: dict[str, pa.Table] = {}
+        for name, data in tables.items():
+            if name not in TABLES:
+                raise KeyError(f"no table {name!r} in the schema")
+            if isinstance(data, pa.Table):
+                built[name] = data
+                continue
+            cols = dict(data)
+            n = max((len(v) for v in cols.values()), default=0)
+            full = {c: cols.get(c, [0] * n if c == "rank" else [None] * n)
+                    for c in TABLES[name].column_names}
+            extra = set(cols) - set(full)
+            if extra:
+                raise KeyError(f"table {name!r} has no column(s) {sorted(extra)}")
+            built[name] = TABLES[name].build(full)
+        doc = {"schema_version": SCHEMA_VERSION, "source": "run", "status": "finished",
+               **(meta or {})}
+        return cls(RunDir(MEMORY_PATH), doc, built)
+
+    @cached_property
+    def manifest(self) -> RunManifest:
+        return parse(self.meta)
+
+    @cached_property
+    def facts(self) -> Facts:
+        from dsprof.facts import compute_facts
+
+        return compute_facts(self)
 
     @property
     def tables(self) -> list[str]:
+        if self._arrow is not None:
+            return [n for n in TABLES if n in self._arrow and self._arrow[n].num_rows]
         return self.rundir.tables()
 
     def has(self, table: str) -> bool:
@@ -48,14 +108,36 @@ class Run:
 
             con = duckdb.connect()
             for name in self.tables:
-                con.execute(f"CREATE VIEW {table_name(name)} AS SELECT * FROM read_parquet("
-                            f"{parquet_files(self.rundir, name)}, union_by_name = true)")
+                if self._arrow is not None:
+                    con.register(f"_arrow_{name}", self._arrow[name])
+                    source = f"_arrow_{name}"
+                else:
+                    source = (f"read_parquet({parquet_files(self.rundir, name)}, "
+                              "union_by_name = true)")
+                con.execute(f"CREATE VIEW {table_name(name)} AS "
+                            f"{self._view_select(con, name, source)}")
             self._con = con
         return self._con
 
+    def _view_select(self, con: Any, name: str, source: str) -> str:
+        """SELECT of a table's view: the stored columns, a null for each column of the current
+        schema the stored data lacks (an older run), and the derived view columns."""
+        stored = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        extra = []
+        missing = [c for c in TABLES[name].column_names if c not in stored]
+        if missing:
+            con.register(f"_empty_{name}", TABLES[name].schema.empty_table())
+            types = {r[0]: r[1] for r in con.execute(
+                f"DESCRIBE SELECT * FROM _empty_{name}").fetchall()}
+            extra += [f"CAST(NULL AS {types[c]}) AS {c}" for c in missing]
+        if name == "steps" and "disturbed" not in stored:
+            extra.append(f"{disturbed_sql(self.manifest)} AS disturbed")
+        return "SELECT *" + "".join(f", {e}" for e in extra) + f" FROM {source}"
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query and return its rows."""
-        return self.con.execute(query, params or []).fetchall()
+        rows: list[tuple[Any, ...]] = self.con.execute(query, params or []).fetchall()
+        return rows
 
     def arrow(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run a query and return an Arrow table."""
@@ -89,6 +171,24 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, tables={self.tables})"
+
+
+def disturbed_steps(manifest: RunManifest) -> set[int]:
+    """Steps of a ``dsprof run`` that dsprof itself slowed down: each profiler window's steps
+    (the profiler records every op), the warm-up steps before it (Kineto is prepared) and the
+    step after it (the trace is written then). Imports: none (the trace is all there is)."""
+    if not manifest.is_run:
+        return set()
+    out: set[int] = set()
+    for w in manifest.windows:
+        if w.steps:
+            out.update(range(min(w.steps) - manifest.warmup, max(w.steps) + 2))
+    return {s for s in out if s >= 0}
+
+
+def disturbed_sql(manifest: RunManifest) -> str:
+    steps = sorted(disturbed_steps(manifest))
+    return f"(step IN ({', '.join(map(str, steps))}))" if steps else "false"
 
 
 def load(path: str | os.PathLike[str], *, ingest: bool = True) -> Run:

@@ -21,9 +21,10 @@ from typing import Any
 import orjson
 
 from dsprof.errors import RunDirError
+from dsprof.manifest import META_FILE as META
+from dsprof.manifest import read_meta_doc
 from dsprof.schema import SCHEMA_VERSION, TABLES
 
-META = "meta.json"
 SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a dsprof run
 SAMPLES_FILE = "samples.json"  # raw/rank<R>/: host and GPU metrics of the sampler thread
 CUPTI_KERNELS_FILE = "cupti_kernels.json"  # raw/rank<R>/: whole-run kernels (cupti mode)
@@ -127,26 +128,10 @@ class RunDir:
         return meta
 
     def read_meta(self) -> dict[str, Any]:
-        """Read and check meta.json.
+        """Read and check meta.json (upgraded to the current schema by the manifest module,
+        the one reader of that file).
 
         Raises:
             RunDirError: missing, unreadable, or written by a newer schema.
         """
-        if not self.path.is_dir():
-            raise RunDirError(f"{self.path} is not a run directory (it does not exist); "
-                              "pass a folder made by `dsprof run` or `dsprof import`")
-        if not self.meta_path.is_file():
-            raise RunDirError(f"{self.path} is not a run directory (no meta.json); "
-                              "pass a folder made by `dsprof run` or `dsprof import`, "
-                              "or import a trace with `dsprof import`")
-        try:
-            meta = orjson.loads(self.meta_path.read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise RunDirError(f"{self.meta_path} is corrupt ({exc}); re-create the run") from None
-        if not isinstance(meta, dict) or not isinstance(meta.get("schema_version"), int):
-            raise RunDirError(f"{self.meta_path} has no schema_version; it was not written by dsprof")
-        if meta["schema_version"] > SCHEMA_VERSION:
-            raise RunDirError(
-                f"{self.path} was written by a newer dsprof (schema {meta['schema_version']}, "
-                f"this dsprof reads up to {SCHEMA_VERSION}); upgrade dsprof to read it")
-        return meta
+        return read_meta_doc(self.path)

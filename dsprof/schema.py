@@ -65,6 +65,23 @@ class Table:
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
+# -- enumerations: the values that columns below take, defined once -------------------------
+# Units: every time is int64 nanoseconds on the run clock, every size is bytes.
+TIME_UNIT, SIZE_UNIT = "ns", "bytes"
+# ops.phase: what part of a training step an op belongs to
+PHASES = ("forward", "backward", "optimizer", "data", "other")
+# kernels.kind: the device work class; kernels.category: what the kernel does (from its name)
+KERNEL_KINDS = ("compute", "communication", "memcpy", "memset", "sync")
+KERNEL_CATEGORIES = ("gemm", "conv", "attention", "elementwise", "reduction", "norm", "memcpy",
+                     "memset", "communication", "sync", "other")
+# memory.category: who owns a block. In priority order: a storage that is several things at
+# once (a parameter that an op saved for backward) is the first of them.
+MEMORY_CATEGORIES = ("parameter", "gradient", "optimizer_state", "input", "activation",
+                     "temporary", "other")
+# ops.name prefix of the record_function spans the modules collector opens around each module
+DSPROF_MODULE_PREFIX = "dsprof.module: "
+MEMORY_PRIORITY = {c: i for i, c in enumerate(MEMORY_CATEGORIES)}
+
 _I64 = pa.int64()
 _I32 = pa.int32()
 _STR = pa.string()
@@ -454,3 +471,15 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 def table(name: str) -> Table:
     return TABLES[name]
+
+
+# Columns the run layer adds to a table's view (dsprof/run.py), derived from the run's
+# manifest rather than stored in Parquet: {table: ((name, Arrow type, meaning), ...)}.
+VIEW_COLUMNS: dict[str, tuple[Column, ...]] = {
+    "steps": (
+        Column("disturbed", _BOOL,
+               "dsprof itself slowed the step: a profiler window's step, its warm-up, or the "
+               "step after it (the trace is written then); false for imports. Never evidence "
+               "of the script's speed (see dsprof/facts.py)"),
+    ),
+}

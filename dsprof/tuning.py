@@ -76,21 +76,18 @@ class TuneResult:
 
 
 def measure(path: Path, exit_status: int = 0) -> Measured:
-    """Peak live bytes (``memory_series``) and samples/s (batch over the median step after
-    step 0) of a finished run."""
+    """Peak memory and samples/s (the batch over the median step time) of a finished run, by
+    the rules of ``run.facts``."""
     from dsprof.run import load
 
     with load(path) as run:
-        peak = batch = samples_s = None
-        if run.has("memory_series"):
-            v = run.sql("SELECT max(total) FROM memory_series")[0][0]
-            peak = int(v) if v is not None else None
+        facts = run.facts
+        peak, batch, samples_s = facts.peak_bytes, None, None
         if run.has("steps"):
-            b, dur = run.sql("SELECT mode(batch_size), median(dur_ns) FROM steps "
-                             "WHERE step > 0")[0]
+            b = run.sql("SELECT mode(batch_size) FROM steps WHERE step > 0")[0][0]
             batch = int(b) if b else None
-            if batch and dur:
-                samples_s = batch / (float(dur) / 1e9)
+            if batch and facts.step.median_s:
+                samples_s = batch / facts.step.median_s
     return Measured(path, batch, peak, samples_s, exit_status)
 
 
@@ -117,9 +114,9 @@ def dsprof_run(target: Sequence[str], output: Path, budget: int | None, env: dic
 def window_args(path: Path) -> list[str]:
     """The baseline's profiler schedule as ``dsprof run`` flags: probes record the same steps,
     so their peaks compare."""
-    import orjson
+    from dsprof.manifest import load_manifest
 
-    settings = orjson.loads((path / "meta.json").read_bytes()).get("settings") or {}
+    settings = load_manifest(path).settings
     return [arg for name in ("wait", "warmup", "active", "repeat") if name in settings
             for arg in (f"--{name}", str(settings[name]))]
 

@@ -15,7 +15,7 @@ Algorithm:
     At every point t of the peak step's timeline (``memory_series``), live bytes at batch B are
     F(t) + B/B0 x V(t); the largest B with max_t of that under the budget is
     floor(min_t B0 x (budget - F(t)) / V(t)). The budget is ``--memory-budget``, else the GPU's
-    memory less 8 % (:func:`~dsprof.analyzers.memory_model.memory_budget`). With checkpointing,
+    memory less 8 % (:func:`~dsprof.metrics.memory.model.memory_budget`). With checkpointing,
     V(t) loses what the plan frees at t; of the checkpointing front, the plan giving the most
     samples/s at its own largest batch is advised. Time: the forward, backward and DataLoader
     wait of the profiled step grow with the batch, the rest (optimizer, Python between steps)
@@ -31,16 +31,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsprof.analyzers.checkpointing import checkpoint_plan, module_patterns
-from dsprof.analyzers.memory_model import (
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+from dsprof.metrics.memory.model import (
     Budget,
     PeakTimeline,
     memory_budget,
     peak_timeline,
     unprofiled_ratio,
 )
-from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.findings import Evidence, Finding
-from dsprof.render.summary import fmt_bytes
+from dsprof.units import fmt_bytes
 
 MIN_GAIN = 0.05  # a batch change that moves samples/s by less than this is not advised
 

@@ -14,8 +14,8 @@ Algorithm:
     The peak step's live bytes over time (``memory_series``) and each module's window, from
     the end of its forward to the start of its backward (``ops``), give the peak with any set
     of modules checkpointed: their saved bytes are gone inside their windows
-    (:mod:`dsprof.analyzers.memory_model`). A tree DP over the module hierarchy
-    (:mod:`dsprof.analyzers.checkpoint_plan`; never a block and its child) proposes the sets on
+    (:mod:`dsprof.metrics.memory.model`). A tree DP over the module hierarchy
+    (:mod:`dsprof.metrics.memory.checkpoint_plan`; never a block and its child) proposes the sets on
     the Pareto front of freed bytes against recompute time; the timeline prices them. The
     advised plan is the cheapest one under the memory budget when the peak is over it; else the
     knee of the front: the plan with the largest share of peak saved less share of step time
@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import re
 
-from dsprof.analyzers.checkpoint_plan import Candidate, PlanPoint, cheapest_under, pareto_front
-from dsprof.analyzers.memory_model import (
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+from dsprof.metrics.memory.checkpoint_plan import Candidate, PlanPoint, cheapest_under, pareto_front
+from dsprof.metrics.memory.model import (
     CheckpointTimeline,
     memory_budget,
     module_windows,
     peak_timeline,
     unprofiled_ratio,
 )
-from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.findings import Evidence, Finding
-from dsprof.render.summary import fmt_bytes
+from dsprof.units import fmt_bytes
 
 MIN_SHARE = 0.10  # a plan saving less of the peak than this is not worth a finding
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import statistics
 
-from dsprof.analyzers.comm_bandwidth import bandwidth_summary
-from dsprof.analyzers.comm_overlap import comm_overlap
-from dsprof.analyzers.comm_skew import rank_skew
-from dsprof.analyzers.ddp_buckets import buckets
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.comm.bandwidth import bandwidth_summary
+from dsprof.metrics.comm.ddp_buckets import buckets
+from dsprof.metrics.comm.overlap import comm_overlap
+from dsprof.metrics.comm.skew import rank_skew
 
 THRESHOLD = 0.10
 POWERSGD_RANK = 4

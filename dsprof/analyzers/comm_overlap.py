@@ -1,125 +1,85 @@
-"""Communication time, exposed communication and compute/communication overlap, per rank and
-step, computed in DuckDB over every rank's Parquet (no per-rank data is loaded into Python).
+"""Poor overlap: gradients are all-reduced after backward has finished, not during it.
 
-Definitions (HTA's ``get_comm_comp_overlap``, hta/analyzers/communication_analysis.py):
-
-* GPU runs (the ``kernels`` table has communication kernels): comm = the union of the
-  communication kernels' intervals, compute = the union of the compute kernels' intervals, both
-  per rank (memcpy, memset and sync count as neither); overlap = |comm ∩ compute|;
-  ``overlap_pct`` = 100 x overlap / |comm|; exposed = |comm| - overlap. With
-  ``include_last_step=False`` (HTA's default) a kernel counts only when its launching runtime
-  call started before the rank's last ``ProfilerStep`` (unlinked kernels are dropped, as HTA's
-  correlation join drops them), and only when the trace has two or more ProfilerSteps.
-* CPU runs (gloo): comm = the union of the ``comms`` rows' transfer spans (gloo worker
-  threads); compute = the union of top-level ``cpu_op`` spans on every other thread that are
-  not collectives themselves (``c10d::*``, ``record_param_comms``).
-
-The interval arithmetic is a sweep in SQL: every interval contributes +1 at its start and -1
-at its end to a comm or a compute counter; running sums over time (peers at one instant share
-a sum, so ties are exact) say what is active until the next instant.
+Example:
+    a loop that calls ``dist.all_reduce(p.grad)`` for each parameter after
+    ``loss.backward()``, or DDP with one bucket holding the whole model: nothing is left to
+    overlap the all-reduce with, so the step waits for all of it.
+Pattern:
+    per rank and step, the collectives issued after 90 % of the step's backward had elapsed
+    (or after it ended) carry at least half of the communication time, and at most 30 % of
+    the communication overlaps compute (comm_overlap.py).
+Algorithm:
+    the saving is the exposed time of those late collectives, capped by the backward time
+    they could hide behind (median over ranks and steps).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import statistics
 
-_SWEEP = """
-    ev AS (
-        SELECT rank, grp, start_ns AS t, is_comm::INT AS dcomm, (NOT is_comm)::INT AS dcomp
-        FROM iv WHERE end_ns > start_ns
-        UNION ALL
-        SELECT rank, grp, end_ns, -(is_comm::INT), -((NOT is_comm)::INT)
-        FROM iv WHERE end_ns > start_ns),
-    run AS (
-        SELECT rank, grp, t,
-               sum(dcomm) OVER w AS comm, sum(dcomp) OVER w AS comp,
-               lead(t) OVER (PARTITION BY rank, grp ORDER BY t) AS nxt
-        FROM ev WINDOW w AS (PARTITION BY rank, grp ORDER BY t))
-    SELECT rank, grp,
-           sum(CASE WHEN comm > 0 THEN nxt - t ELSE 0 END)::BIGINT AS comm_ns,
-           sum(CASE WHEN comm > 0 AND comp > 0 THEN nxt - t ELSE 0 END)::BIGINT AS overlap_ns
-    FROM run WHERE nxt IS NOT NULL
-    GROUP BY rank, grp ORDER BY rank, grp
-"""
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+from dsprof.metrics.comm.overlap import comm_overlap
+
+MAX_OVERLAP_PCT = 30.0
+MIN_LATE_SHARE = 0.5
 
 
-@dataclass(frozen=True)
-class Overlap:
-    """Communication of one rank (and step, or all its steps when ``step`` is None)."""
+class CommOverlapAnalyzer(Analyzer):
+    name = "comm_overlap"
+    requires = ("comms", "ops")
 
-    rank: int
-    step: int | None
-    comm_ns: int
-    overlap_ns: int
-
-    @property
-    def exposed_ns(self) -> int:
-        return self.comm_ns - self.overlap_ns
-
-    @property
-    def overlap_pct(self) -> float:
-        return 100.0 * self.overlap_ns / self.comm_ns if self.comm_ns else 0.0
-
-
-def _has(con: Any, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchone()[0])
-
-
-def device_comm_present(con: Any) -> bool:
-    return _has(con, "kernels") and bool(con.execute(
-        "SELECT EXISTS (SELECT 1 FROM kernels WHERE kind = 'communication')").fetchone()[0])
-
-
-def _gpu_intervals(con: Any, by_step: bool, include_last_step: bool) -> str:
-    grp = "k.step" if by_step else "NULL::BIGINT"
-    base = (f"SELECT k.rank, {grp} AS grp, k.kind = 'communication' AS is_comm, k.start_ns, "
-            "k.start_ns + greatest(k.dur_ns, 0) AS end_ns FROM kernels k")
-    kinds = "k.kind IN ('communication', 'compute')"
-    n_steps = con.execute("SELECT count(DISTINCT name) FROM ops "
-                          "WHERE name LIKE 'ProfilerStep#%'").fetchone()[0] \
-        if _has(con, "ops") else 0
-    if include_last_step or n_steps < 2:
-        return f"iv AS ({base} WHERE {kinds}{' AND k.step IS NOT NULL' if by_step else ''}),"
-    return f"""
-        last AS (SELECT rank, max(start_ns) AS last_start FROM ops
-                 WHERE name LIKE 'ProfilerStep#%' GROUP BY rank),
-        iv AS ({base} JOIN ops o ON o.rank = k.rank AND o.id = k.launch_id
-               LEFT JOIN last l ON l.rank = k.rank
-               WHERE {kinds} AND (l.last_start IS NULL OR o.start_ns < l.last_start)
-               {'AND k.step IS NOT NULL' if by_step else ''}),"""
-
-
-def _cpu_intervals(by_step: bool) -> str:
-    grp = "step" if by_step else "NULL::BIGINT"
-    need_step = "AND step IS NOT NULL" if by_step else ""
-    return f"""
-        comm_threads AS (
-            SELECT DISTINCT rank, thread FROM ops
-            WHERE cat = 'user_annotation' AND (name LIKE 'gloo:%' OR name LIKE 'nccl:%')),
-        iv AS (
-            SELECT rank, {grp} AS grp, true AS is_comm, start_ns, start_ns + dur_ns AS end_ns
-            FROM comms WHERE true {need_step}
-            UNION ALL
-            SELECT o.rank, {'o.step' if by_step else 'NULL::BIGINT'}, false, o.start_ns,
-                   o.start_ns + o.dur_ns
-            FROM ops o ANTI JOIN comm_threads c ON c.rank = o.rank AND c.thread = o.thread
-            WHERE o.cat = 'cpu_op' AND o.depth = 0 AND o.name NOT LIKE 'c10d::%'
-              AND o.name <> 'record_param_comms' {'AND o.step IS NOT NULL' if by_step else ''}),"""
-
-
-def comm_overlap(con: Any, *, by_step: bool = True, include_last_step: bool = False
-                 ) -> list[Overlap]:
-    """Per (rank, step) -- or per rank with ``by_step=False`` -- communication, overlap and
-    exposed time. Empty when the run has no communication."""
-    if device_comm_present(con):
-        ivs = _gpu_intervals(con, by_step, include_last_step)
-    elif _has(con, "comms") and _has(con, "ops"):
-        ivs = _cpu_intervals(by_step)
-    else:
-        return []
-    rows = con.execute(f"WITH {ivs} {_SWEEP}").fetchall()
-    return [Overlap(int(r), None if g is None else int(g), int(c), int(o))
-            for r, g, c, o in rows if c]
+    def run(self, ctx: Context) -> list[Finding]:
+        overlap = {(o.rank, o.step): o for o in comm_overlap(ctx.run.con, by_step=True)}
+        if not overlap:
+            return []
+        rows = ctx.run.sql("""
+            WITH bwd AS (
+                SELECT rank, step, min(start_ns) AS b0, max(start_ns + dur_ns) AS b1
+                FROM ops WHERE phase = 'backward' AND step IS NOT NULL GROUP BY rank, step)
+            SELECT c.rank, c.step, any_value(b.b1 - b.b0) AS bwd_ns,
+                   sum(c.dur_ns) AS comm_ns,
+                   sum(CASE WHEN coalesce(c.call_ns, c.start_ns) >= b.b0 + 0.9 * (b.b1 - b.b0)
+                            THEN c.dur_ns ELSE 0 END) AS late_ns,
+                   count(*) AS n,
+                   sum((coalesce(c.call_ns, c.start_ns) >= b.b0 + 0.9 * (b.b1 - b.b0))::INT)
+            FROM comms c JOIN bwd b USING (rank, step)
+            GROUP BY c.rank, c.step ORDER BY c.rank, c.step""")
+        cases = []
+        for rank, step, bwd_ns, comm_ns, late_ns, n, n_late in rows:
+            o = overlap.get((rank, step))
+            if o is None or not comm_ns:
+                continue
+            if late_ns / comm_ns >= MIN_LATE_SHARE and o.overlap_pct <= MAX_OVERLAP_PCT:
+                hideable = min(o.exposed_ns * late_ns / comm_ns, bwd_ns)
+                cases.append((rank, step, int(bwd_ns), int(comm_ns), int(late_ns), n, n_late,
+                              o, hideable))
+        if not cases or len(cases) * 2 < len(rows):
+            return []
+        saving = statistics.median(c[8] for c in cases) / 1e9
+        rank, step, bwd_ns, comm_ns, late_ns, n, n_late, o, _ = max(cases, key=lambda c: c[4])
+        return [Finding(
+            analyzer=self.name, kind="comm.poor_overlap", key="all-reduce after backward",
+            title="All-reduce the gradients during backward, not after it",
+            saving_s=saving, confidence="medium",
+            explanation=(
+                f"In {len(cases)} of {len(rows)} rank-steps most communication was issued in the "
+                f"last 10% of backward or after it: on rank {rank}, step {step}, {n_late} of {n} "
+                f"collectives ({late_ns / 1e6:.1f} of {comm_ns / 1e6:.1f} ms) started after "
+                f"{0.9 * bwd_ns / 1e6:.1f} ms of a {bwd_ns / 1e6:.1f} ms backward, and only "
+                f"{o.overlap_pct:.0f}% of the communication overlapped compute. Issued as each "
+                f"gradient bucket is ready, it could hide behind the rest of backward: about "
+                f"{saving * 1e3:.1f} ms per step."),
+            evidence=(Evidence(f"rank {rank} step {step}: {late_ns / 1e6:.1f} ms of "
+                               f"communication issued late in or after backward",
+                               rank=rank, step=step, value=late_ns / 1e9),),
+            fix=("# let DDP all-reduce bucket by bucket while backward runs:\n"
+                 "model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=25)\n"
+                 "# (instead of dist.all_reduce(p.grad) for each parameter after backward);\n"
+                 "# already on DDP with one huge bucket? lower bucket_cap_mb so the first\n"
+                 "# all-reduce starts earlier"),
+            verify=(f"dsprof run --nproc-per-node {ctx.meta.get('world_size') or 2} "
+                    f"{ctx.target_command}") if ctx.target_command else "",
+            data={"cases": [{"rank": c[0], "step": c[1], "backward_ns": c[2], "comm_ns": c[3],
+                             "late_ns": c[4]} for c in cases]},
+        )]

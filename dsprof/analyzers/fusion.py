@@ -4,7 +4,7 @@ Example:
     ``FusionMLP.blocks.0.act`` computes a tanh GELU from 8 pointwise ops on a (2048, 256)
     activation; each reads and writes 2 MiB. Fused, they read x once and write y once.
 
-Pattern: chains found by :mod:`dsprof.analyzers.fusion_chains` in the forward pass, grouped by
+Pattern: chains found by :mod:`dsprof.metrics.ops.fusion_chains` in the forward pass, grouped by
 op sequence and by module path with layer indices folded (``blocks.*.act``), then named:
 
 ========================  ============================================================
@@ -29,7 +29,9 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from dsprof.analyzers.fusion_chains import (
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import Evidence, Finding
+from dsprof.metrics.ops.fusion_chains import (
     CONV,
     MATMUL,
     POINTWISE,
@@ -39,9 +41,7 @@ from dsprof.analyzers.fusion_chains import (
     chain_saving,
     find_chains,
 )
-from dsprof.analyzers.optable import OpTable
-from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.findings import Evidence, Finding
+from dsprof.metrics.ops.optable import OpTable
 
 MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"

@@ -30,6 +30,7 @@ import numpy as np
 
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.units import fmt_bytes
 
 MIN_POINTS = 4
 MIN_GROWTH = 64 << 10
@@ -163,8 +164,4 @@ def _mib(n: float) -> str:
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
+    return fmt_bytes(n, decimals=1)

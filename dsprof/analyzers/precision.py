@@ -26,11 +26,12 @@ TF32 (``allow_tf32``) advice belongs to the ``tensor_core.*`` findings; this one
 
 from __future__ import annotations
 
-from dsprof.analyzers.fusion_chains import POINTWISE
-from dsprof.analyzers.opbytes import LOW_PRECISION, dtypes_of, op_io
-from dsprof.analyzers.optable import OpTable
 from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.devices import BF16, FP16, FP32, TF32, lookup
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.ops.fusion_chains import POINTWISE
+from dsprof.metrics.ops.opbytes import LOW_PRECISION, dtypes_of, op_io
+from dsprof.metrics.ops.optable import OpTable
 
 _A = "aten::"
 MATMUL_CONV = frozenset(_A + n for n in (
@@ -39,39 +40,23 @@ MATMUL_CONV = frozenset(_A + n for n in (
     "cudnn_convolution_backward", "cudnn_convolution_backward_input",
     "cudnn_convolution_backward_weight", "_scaled_mm", "addbmm"))
 
-# Dense peaks in TFLOPS: (fp32, tf32, fp16, bf16); None where the GPU lacks the format.
-PEAKS: tuple[tuple[str, tuple[float, float | None, float, float | None]], ...] = (
-    ("H200", (67.0, 494.0, 989.0, 989.0)),
-    ("H100", (67.0, 494.0, 989.0, 989.0)),
-    ("A100", (19.5, 156.0, 312.0, 312.0)),
-    ("A10", (31.2, 62.5, 125.0, 125.0)),
-    ("L4", (30.3, 60.0, 121.0, 121.0)),
-    ("L40", (90.5, 90.5, 181.0, 181.0)),
-    ("V100", (15.7, None, 125.0, None)),
-    ("T4", (8.1, None, 65.0, None)),
-    ("MI250", (47.9, None, 383.0, 383.0)),
-    ("MI300", (163.4, 653.7, 1307.0, 1307.0)),
-)
 MAX_SPEEDUP = 4.0
 AMP_SHARE = 1 / 3
 MIN_FP32_SHARE = 0.05
 
 
 def device_name(ctx: Context) -> str | None:
-    for dev in (ctx.meta.get("devices") or {}).values():
-        if dev.get("kind") in ("cuda", "rocm"):
-            return dev.get("name")
-    props = ctx.meta.get("trace_device_properties") or []
-    return props[0].get("name") if props else None
+    return ctx.run.manifest.device_name()
 
 
 def peaks_of(name: str | None) -> tuple[float, float | None, float, float | None] | None:
-    if not name:
+    """(fp32, tf32, fp16, bf16) dense TFLOP/s of a device from the one device table; None for
+    a device not in it (or without an fp32 or fp16 peak)."""
+    peak = lookup(name)
+    if peak is None or FP32 not in peak.tflops or FP16 not in peak.tflops:
         return None
-    for key, peaks in PEAKS:
-        if key in name:
-            return peaks
-    return None
+    t = peak.tflops
+    return t[FP32], t.get(TF32), t[FP16], t.get(BF16)
 
 
 def _kernel_is_low(name: str) -> bool | None:

@@ -42,7 +42,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
     "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
     "dsprof.analyzers.straggler:StragglerAnalyzer",
-    "dsprof.analyzers.comm_overlap_finding:CommOverlapAnalyzer",
+    "dsprof.analyzers.comm_overlap:CommOverlapAnalyzer",
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
@@ -82,16 +82,10 @@ class Context:
 
     @cached_property
     def step_s(self) -> float | None:
-        """Mean step time in seconds over the steps that count (every step but a ``dsprof
-        run``'s step 0, which holds the setup), so a saving's share of it is its share of the
-        training time. Imported traces: their ProfilerSteps."""
-        if not self.run.has("steps"):
-            return None
-        skip0 = "AND step > 0" if self.meta.get("source") == "run" else ""
-        rows = self.run.sql(f"SELECT avg(dur_ns) FROM steps WHERE dur_ns > 0 {skip0}")
-        if rows[0][0] is None:
-            rows = self.run.sql("SELECT avg(dur_ns) FROM steps WHERE dur_ns > 0")
-        return None if rows[0][0] is None else float(rows[0][0]) / 1e9
+        """Mean step time in seconds over the steps that count (``run.facts``: full-speed
+        steps of a ``dsprof run``), so a saving's share of it is its share of the training
+        time."""
+        return self.run.facts.step.mean_s
 
     @cached_property
     def profiled_steps(self) -> list[tuple[int, int]]:
@@ -103,28 +97,14 @@ class Context:
 
     @cached_property
     def peak_bytes(self) -> int | None:
-        """The largest peak of any device: allocator peak per step, else the memory table."""
-        best = 0
-        if self.run.has("steps"):
-            v = self.run.sql("SELECT max(device_peak_bytes) FROM steps")[0][0]
-            best = max(best, int(v or 0))
-        if self.run.has("memory"):
-            v = self.run.sql("SELECT max(allocated) FROM memory")[0][0]
-            best = max(best, int(v or 0))
-        return best or None
+        """The largest rank's peak memory (``run.facts``)."""
+        return self.run.facts.peak_bytes
 
     @cached_property
     def target_command(self) -> str | None:
         """The command line that ran the script (for verify commands), or None for imports."""
-        target = self.meta.get("target") or {}
-        argv = target.get("argv")
-        if not argv:
-            return None
-        import shlex
-
-        head = ["-m", target["name"]] if target.get("kind") == "module" else []
-        rest = argv[1:] if head else argv
-        return " ".join(shlex.quote(a) for a in [*head, *rest])
+        target = self.run.manifest.target
+        return None if target is None else target.command
 
 
 @dataclass

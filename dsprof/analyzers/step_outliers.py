@@ -161,7 +161,7 @@ def _ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> l
     """The three ops whose self time grew most against the median of the profiled normal
     steps."""
     ref = [int(r[0]) for r in normal if r[6]]
-    if not ref:
+    if not ref or not ctx.run.has("ops"):
         return []
     rows = ctx.run.sql("""
         WITH per AS (

@@ -16,9 +16,9 @@ Algorithm:
 
 from __future__ import annotations
 
-from dsprof.analyzers.comm_skew import collective_skew, rank_skew
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.comm.skew import collective_skew, rank_skew
 
 MIN_LAST_SHARE = 0.75
 MIN_GAP_S = 1e-3

@@ -6,7 +6,7 @@ Example: a model trained in fp32 on an A100 with TF32 off spends 60 % of its GPU
 
 Pattern: ops with FLOPs (mm, addmm, bmm, convolution, attention) whose kernels were not Tensor
 Core kernels (or, on a CPU run, would not be on an Ampere-or-newer GPU), grouped by reason; see
-:mod:`dsprof.analyzers.tc_eligibility`. Finding kinds:
+:mod:`dsprof.metrics.gpu.tc_eligibility`. Finding kinds:
 
 * ``tensor_core.tf32_off``: fp32 matmuls/convolutions with TF32 off. Fix and knob:
   ``DS_ENABLE_TENSOR_CORE=1`` (``dsprof run --tf32``).
@@ -25,16 +25,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from dsprof.analyzers.gpu_attribution import flop_ops
 from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.analyzers.tc_eligibility import (
+from dsprof.findings import Evidence, Finding
+from dsprof.metrics.gpu.attribution import flop_ops
+from dsprof.metrics.gpu.tc_eligibility import (
     REASON_FP64,
     REASON_TF32_OFF,
     REASON_UNALIGNED,
     Verdict,
     verdicts,
 )
-from dsprof.findings import Evidence, Finding
 
 SPEEDUP = 2.0
 

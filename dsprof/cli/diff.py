@@ -7,9 +7,9 @@ import sys
 import click
 import orjson
 
-from dsprof.analyzers.diff import diff
 from dsprof.render.diff import render_diff
 from dsprof.render.safe_text import make_console
+from dsprof.reports.diff import diff
 from dsprof.run import load
 
 

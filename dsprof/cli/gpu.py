@@ -7,9 +7,9 @@ import sys
 import click
 import orjson
 
-from dsprof.analyzers.gpu_report import gpu_report
 from dsprof.render.gpu import render_gpu
 from dsprof.render.safe_text import make_console
+from dsprof.reports.gpu import gpu_report
 from dsprof.run import load
 
 

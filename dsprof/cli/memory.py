@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from dsprof.analyzers.memory_report import memory_report
 from dsprof.render.memory import render_report
 from dsprof.render.safe_text import make_console
+from dsprof.reports.memory import memory_report
 from dsprof.run import load
 
 

@@ -239,9 +239,9 @@ def _terminate_as_exit() -> Any:
 
 
 def _analyze(run: RunDir, quiet: bool) -> None:
-    from dsprof.analyzers.breakdown import summarize
     from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
+    from dsprof.reports.summary import summarize
     from dsprof.run import load
 
     postmortem = None
@@ -274,7 +274,7 @@ def _analyze(run: RunDir, quiet: bool) -> None:
 
 def _postmortem(loaded: Any) -> Any:
     """"What filled memory" when the script died out of memory (None otherwise)."""
-    from dsprof.analyzers.memory_report import write_postmortem
+    from dsprof.reports.memory import write_postmortem
 
     try:
         return write_postmortem(loaded)

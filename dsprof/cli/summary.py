@@ -7,11 +7,11 @@ import sys
 import click
 import orjson
 
-from dsprof.analyzers.breakdown import summarize
 from dsprof.analyzers.registry import analyze, read_findings
 from dsprof.render.findings import render_findings
 from dsprof.render.safe_text import make_console
 from dsprof.render.summary import render_full
+from dsprof.reports.summary import summarize
 from dsprof.run import load
 
 

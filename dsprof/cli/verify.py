@@ -11,6 +11,7 @@ from rich.table import Table
 from dsprof.apply.plan import parse_ids
 from dsprof.apply.verify import Verification, verify
 from dsprof.render.safe_text import esc, make_console
+from dsprof.units import fmt_mib, fmt_s_as_ms
 
 
 @click.command("verify")
@@ -40,12 +41,8 @@ def verify_command(run: Path, ids: str, output: Path | None, fresh_baseline: boo
     render(result, make_console(highlight=False))
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e3:.2f} ms"
-
-
-def _mib(v: int | None) -> str:
-    return "-" if v is None else f"{v / 2**20:.1f} MiB"
+_ms = fmt_s_as_ms
+_mib = fmt_mib
 
 
 def render(v: Verification, console: Console) -> None:

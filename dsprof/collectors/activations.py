@@ -26,8 +26,9 @@ import threading
 import weakref
 from typing import Any
 
-from dsprof.collectors.memory_census import DSPROF_DIR, internal_file, storage_key
+from dsprof.collectors.memory_census import storage_key
 from dsprof.collectors.modules import ModuleNames
+from dsprof.frames import DSPROF_DIR, internal_file
 from dsprof.log import logger
 
 _MAX_FRAMES = 12

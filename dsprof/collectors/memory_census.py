@@ -17,34 +17,21 @@ keeps a tensor alive.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import os
 import sys
-import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-CATEGORIES = ("parameter", "gradient", "optimizer_state", "input", "activation", "temporary",
-              "other")
-# When a storage is several things at once (a parameter that an op saved for backward), the
-# first of these wins.
-PRIORITY = {c: i for i, c in enumerate(CATEGORIES)}
+from dsprof.frames import internal_file
+from dsprof.schema import MEMORY_CATEGORIES, MEMORY_PRIORITY
 
-DSPROF_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_STDLIB = sysconfig.get_paths()["stdlib"]
+CATEGORIES = MEMORY_CATEGORIES
+PRIORITY = MEMORY_PRIORITY
+
 _MAX_ITEMS = 256  # items looked at in one container held by a frame
 _MAX_GRAPH = 100_000  # autograd nodes walked per graph holder
-
-
-@functools.lru_cache(maxsize=4096)
-def internal_file(filename: str) -> bool:
-    """Code of torch, dsprof or the standard library: not where the user acts."""
-    if filename.startswith((DSPROF_DIR, "<frozen")) or f"{os.sep}torch{os.sep}" in filename:
-        return True
-    return filename.startswith(_STDLIB) and "site-packages" not in filename
 
 
 def storage_key(t: Any) -> tuple[str, int, int, Any] | None:

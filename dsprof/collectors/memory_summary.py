@@ -67,7 +67,7 @@ def _device_name(device: Any, dev: Any) -> str:
 
 def _render(name: str, live: int, now: dict[str, int], peak: int | None,
             at_peak: dict[str, int], note: str) -> str:
-    from dsprof.render.summary import fmt_bytes
+    from dsprof.units import fmt_bytes
 
     width = 75
     lines = ["=" * width, f" dsprof memory summary, device {name}".ljust(width), "-" * width,

@@ -14,8 +14,8 @@ import threading
 import weakref
 from typing import Any
 
-from dsprof.ingest.events import DSPROF_MODULE_PREFIX
 from dsprof.log import logger
+from dsprof.schema import DSPROF_MODULE_PREFIX
 
 
 class ModuleNames:

@@ -46,10 +46,6 @@ def current() -> Session | None:
     return _current
 
 
-def rank_from_env() -> int:
-    return RankEnv.from_env().rank
-
-
 class Session:
     """Args:
         settings: the knobs.

@@ -15,8 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from dsprof.analyzers.breakdown import RunSummary, summarize
-from dsprof.analyzers.gpu_report import GpuReport, gpu_report
 from dsprof.analyzers.registry import Analysis, read_findings
 from dsprof.dashboard.duck import arrow
 from dsprof.dashboard.memseries import DeviceSeries, load_memory
@@ -25,6 +23,8 @@ from dsprof.dashboard.timeline_load import load_timeline
 from dsprof.errors import RunDirError
 from dsprof.findings import Finding
 from dsprof.log import logger
+from dsprof.reports.gpu import GpuReport, gpu_report
+from dsprof.reports.summary import RunSummary, summarize
 from dsprof.run import Run, load
 from dsprof.sqlsafe import table_columns
 

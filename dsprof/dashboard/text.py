@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 
+from dsprof import units
+
 
 def plain(text: object) -> str:
     """``text`` escaped for plotly's HTML-like labels: shown as written, never interpreted."""
@@ -22,24 +24,12 @@ def plain_all(texts: Iterable[object]) -> list[str]:
 
 
 def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
+    """Bytes as the dashboard shows them (one decimal: :func:`dsprof.units.fmt_bytes`)."""
+    return units.fmt_bytes(n, decimals=1)
 
 
 def fmt_ms(ms: float | None) -> str:
-    if ms is None:
-        return "-"
-    if abs(ms) >= 1000:
-        return f"{ms / 1000:.2f} s"
-    if abs(ms) >= 1:
-        return f"{ms:.2f} ms"
-    return f"{ms * 1000:.1f} us"
+    return units.fmt_duration_ms(ms)
 
 
 def fmt_ns(ns: float | None) -> str:

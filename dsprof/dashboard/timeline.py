@@ -32,7 +32,6 @@ import pyarrow.compute as pc
 
 # Kinds of span, stored per span; also the first field of a bar's customdata.
 STEP, OP, KERNEL, COMM = 0, 1, 2, 3
-KIND_NAMES = ("step", "op", "kernel", "collective")
 MAX_DEPTH = 5
 """Host ops nested deeper than this share the row of depth MAX_DEPTH."""
 DEFAULT_BUDGET = 2000

@@ -15,13 +15,14 @@ import pyarrow as pa
 from dsprof.dashboard.duck import arrow, settle
 from dsprof.dashboard.timeline import COMM, KERNEL, MAX_DEPTH, OP, STEP, TimelineIndex, build_index
 from dsprof.run import Run
+from dsprof.schema import KERNEL_CATEGORIES as ALL_KERNEL_CATEGORIES
+from dsprof.schema import KERNEL_KINDS
 from dsprof.sqlsafe import table_columns
 
 PHASE_CLASSES = ("forward", "backward", "optimizer", "data", "other")
-KERNEL_CLASSES = ("compute", "communication", "memcpy", "memset", "sync")
+KERNEL_CLASSES = KERNEL_KINDS
 # kernels.category when the run has it (what the kernel does, from its name): finer colours
-KERNEL_CATEGORIES = ("gemm", "conv", "attention", "elementwise", "reduction", "norm", "memcpy",
-                     "memset", "communication", "sync")
+KERNEL_CATEGORIES = tuple(c for c in ALL_KERNEL_CATEGORIES if c != "other")
 
 
 def load_timeline(run: Run) -> TimelineIndex:

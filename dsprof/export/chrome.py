@@ -25,13 +25,13 @@ from typing import Any
 
 import orjson
 
+from dsprof.log import logger
 from dsprof.run import Run
 from dsprof.sqlsafe import table_columns
 
 STREAM_TID = 0x7FFF0000  # device streams: above any Linux thread id (pid_max <= 2**22)
 STEPS_TID = 0x7FFE0000
 FINDINGS_TID = 0x7FFD0000
-FORMATS = ("chrome", "perfetto")
 
 
 def default_path(run: Run, fmt: str) -> Path:
@@ -122,11 +122,15 @@ def _origin(run: Run) -> int:
 
 
 def _finding_events(run: Run, ranks: set[int], us) -> list[dict[str, Any]]:
-    from dsprof.analyzers.registry import analyze, read_findings
+    # An exporter only reads: a run never analyzed (no findings.json) exports without
+    # finding markers; `dsprof analyze RUN` writes them.
+    from dsprof.analyzers.registry import read_findings
 
     found = read_findings(run)
     if found is None:
-        found = analyze(run)
+        logger.info("export: %s has no findings.json (run `dsprof analyze`); no finding "
+                    "markers in the trace", run.path)
+        return []
     out = []
     for f in found.findings:
         args = {"id": f.id, "kind": f.kind, "severity": f.severity, "saving_s": f.saving_s,

@@ -21,6 +21,7 @@ import pyarrow as pa
 from msgspec import Raw
 
 from dsprof.ingest.trace_schema import Args, Event
+from dsprof.schema import DSPROF_MODULE_PREFIX  # noqa: F401 - defined beside the schema; ingest reads it here
 
 # Kineto category (lower case) -> ops.cat
 HOST_CATS = {
@@ -45,7 +46,6 @@ DEVICE_CATS = {
     "cuda_sync": "sync",
 }
 MODULE_PREFIX = "nn.Module: "
-DSPROF_MODULE_PREFIX = "dsprof.module: "
 
 
 @dataclass

@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import re
 
-CATEGORIES = ("gemm", "conv", "attention", "elementwise", "reduction", "norm", "memcpy",
-              "memset", "communication", "sync", "other")
-
 # Every rule is a set of lower-case substrings: ``in`` on a lower-cased name is C-speed, where a
 # regex of many alternatives costs milliseconds on the multi-kilobyte templated names.
 _COMM_PREFIXES = ("nccl", "rccl", "hccl", "ccl", "gloo")

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from dsprof.collectors.memory_census import CATEGORIES, internal_file
+from dsprof.frames import internal_file
+from dsprof.schema import MEMORY_CATEGORIES as CATEGORIES
 
 MAX_POINTS = 4000  # series points per device and capture; the busiest buckets keep their peak
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.analyzers.diff import Delta, RunDiff
 from dsprof.render.safe_text import plain
 from dsprof.render.summary import fmt_bytes, fmt_ms
+from dsprof.reports.diff import Delta, RunDiff
 
 
 def _pct(a: float | None, b: float | None) -> str:
@@ -49,7 +49,8 @@ def render_diff(d: RunDiff, console: Console) -> None:
         console.print()
         console.print(a)
         if len(d.applied) > 1:
-            console.print("  measured: the change of the whole run, for all applied findings")
+            console.print("  measured: the runs measure the applied findings together, so the "
+                          "change is on the last row only")
     _deltas("Op self time per profiled step", d.ops, console)
     _deltas("Module self time per profiled step", d.modules, console)
     for label, items in (("resolved", d.resolved), ("new", d.new)):

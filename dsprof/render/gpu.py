@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.analyzers.gpu_report import GpuReport
 from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
+from dsprof.reports.gpu import GpuReport
 
 
 def _pct(x: float | None) -> str:

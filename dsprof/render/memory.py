@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.analyzers.memory_report import DevicePeak, Holding, MemoryReport
 from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
+from dsprof.reports.memory import DevicePeak, Holding, MemoryReport
 
 
 def render_report(report: MemoryReport, console: Console, top: int = 10) -> None:

@@ -7,23 +7,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.analyzers.breakdown import RunSummary
 from dsprof.analyzers.registry import Analysis
 from dsprof.render.safe_text import esc, plain
+from dsprof.reports.summary import RunSummary
+from dsprof.units import fmt_bytes, fmt_ms
 
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
-
-
-def fmt_ms(ms: float) -> str:
-    return f"{ms:,.3f} ms" if ms < 10 else f"{ms:,.1f} ms"
+__all__ = ["fmt_bytes", "fmt_ms", "render_full"]
 
 
 def render_full(summary: RunSummary, console: Console) -> None:
@@ -95,8 +84,11 @@ def _steps(summary: RunSummary, console: Console) -> None:
     console.print(f"\n[bold]Step time[/] over {s.count} steps: mean {fmt_ms(s.mean_ms)}, "
                   f"median {fmt_ms(s.median_ms)}, p90 {fmt_ms(s.p90_ms)}, "
                   f"min {fmt_ms(s.min_ms)}, max {fmt_ms(s.max_ms)}")
-    for step, ms in s.excluded:
-        console.print(f"  step {step} left out (setup + first iteration): {fmt_ms(ms)}")
+    if s.excluded:
+        shown = ", ".join(f"{step} ({fmt_ms(ms)})" for step, ms in s.excluded[:8])
+        more = f" and {len(s.excluded) - 8} more" if len(s.excluded) > 8 else ""
+        console.print(f"  counted: {s.rule}; left out (setup, profiled or disturbed by dsprof): "
+                      f"step {shown}{more}")
     if s.outliers:
         console.print("  outliers: " + ", ".join(f"step {k} ({fmt_ms(ms)})" for k, ms in s.outliers))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import dsprof
-from dsprof.analyzers.fullspeed import full_speed_steps, profiler_cost_per_op
 from dsprof.analyzers.registry import analyze
+from dsprof.metrics.fullspeed import full_speed_steps, profiler_cost_per_op
 from tests.integration.helpers import REPO, meta
 from tests.integration.helpers import dsprof as run_dsprof
 

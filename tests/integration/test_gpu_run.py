@@ -3,8 +3,8 @@ prediction and MFU without a GPU."""
 
 from __future__ import annotations
 
-from dsprof.analyzers import gpu_attribution
 from dsprof.analyzers.registry import analyze
+from dsprof.metrics.gpu import attribution as gpu_attribution
 from dsprof.run import load
 from tests.integration.helpers import dsprof, meta, write
 from tests.integration.scripts import TINY_TRAIN

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from dsprof.analyzers.comm_overlap import comm_overlap
-from dsprof.analyzers.ddp_buckets import buckets
 from dsprof.analyzers.registry import analyze
+from dsprof.metrics.comm.ddp_buckets import buckets
+from dsprof.metrics.comm.overlap import comm_overlap
 from dsprof.run import load
 from tests.conftest import EXAMPLES
 from tests.integration.helpers import REPO, dsprof, meta

@@ -114,9 +114,9 @@ def test_rich_console_on_a_terminal_emits_only_colour_codes():
 
 
 def test_run_closing_lines_and_findings_escape(hostile_runs):
-    from dsprof.analyzers.breakdown import summarize
     from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
+    from dsprof.reports.summary import summarize
     from dsprof.run import load
 
     buf = io.StringIO()

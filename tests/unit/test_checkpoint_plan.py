@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from dsprof.analyzers.checkpoint_plan import Candidate, cheapest_under, pareto_front
 from dsprof.analyzers.checkpointing import module_patterns
+from dsprof.metrics.memory.checkpoint_plan import Candidate, cheapest_under, pareto_front
 
 
 def _tree(blocks: int, seed: int = 0) -> list[Candidate]:

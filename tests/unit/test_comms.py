@@ -7,15 +7,15 @@ import duckdb
 import orjson
 import pytest
 
-from dsprof.analyzers.comm_overlap import comm_overlap
-from dsprof.analyzers.comm_skew import collective_skew, offsets_sql, rank_skew
 from dsprof.analyzers.data_parallel import DataParallelAnalyzer
-from dsprof.analyzers.hta_view import hta_rounded
 from dsprof.analyzers.registry import Context
 from dsprof.ingest.comms import bandwidths, collective_name
 from dsprof.ingest.importer import import_traces
+from dsprof.metrics.comm.overlap import comm_overlap
+from dsprof.metrics.comm.skew import collective_skew, offsets_sql, rank_skew
+from dsprof.metrics.gpu.hta_view import hta_rounded
 from dsprof.ranks import merge_ranks
-from dsprof.run import load
+from dsprof.run import Run, load
 from dsprof.rundir import SESSION_FILE, RunDir
 from dsprof.schema import COMMS, OPS
 from tests.conftest import trace_dir
@@ -194,29 +194,20 @@ def test_merge_of_a_healthy_run_is_not_partial(tmp_path):
     assert not m["partial"] and m["rank_failures"] == {} and m["ranks"] == [0, 1]
 
 
-class _Run:
-    def __init__(self, con):
-        self.con, self.meta = con, {"source": "run", "target": {"kind": "script",
-                                                                "name": "t.py", "argv": ["t.py"]}}
-
-    def sql(self, q, params=None):
-        return self.con.execute(q, params or []).fetchall()
-
-    def has(self, name):
-        return name in ("ops",)
-
-
 def test_data_parallel_is_found_and_distributed_data_parallel_is_not():
-    def op(i, name, start, dur, parent=None, step=1):
-        return {"rank": 0, "step": step, "id": i, "parent_id": parent, "cat": "module", "name": name,
-                    "start_ns": start, "dur_ns": dur}
+    def run_of(*ops):
+        cols = ("id", "name", "start_ns", "dur_ns", "parent_id")
+        return Run.from_tables(
+            meta={"target": {"kind": "script", "name": "t.py", "argv": ["t.py"]}},
+            ops={**{c: [o[i] for o in ops] for i, c in enumerate(cols)},
+                 "step": [1] * len(ops), "cat": ["module"] * len(ops)})
 
-    dp = _Run(_con([], [op(1, "DataParallel", 0, 10_000_000),
-                        op(2, "DataParallel.module", 2_000_000, 7_000_000, parent=1)]))
+    dp = run_of((1, "DataParallel", 0, 10_000_000, None),
+                (2, "DataParallel.module", 2_000_000, 7_000_000, 1))
     (f,) = DataParallelAnalyzer().run(Context(dp))
     assert f.kind == "comm.data_parallel" and "DistributedDataParallel" in f.title
     assert f.saving_s == pytest.approx(3e-3)  # the wrapper's own 3 ms
-    ddp = _Run(_con([], [op(1, "DistributedDataParallel", 0, 10), op(2, "Model", 0, 5)]))
+    ddp = run_of((1, "DistributedDataParallel", 0, 10, None), (2, "Model", 0, 5, None))
     assert DataParallelAnalyzer().run(Context(ddp)) == []
 
 

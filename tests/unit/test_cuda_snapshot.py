@@ -9,11 +9,11 @@ import pickle
 import pytest
 
 from dsprof.analyzers.fragmentation import FragmentationAnalyzer
-from dsprof.analyzers.memory_report import memory_report
 from dsprof.analyzers.registry import Context
 from dsprof.errors import TraceFormatError
 from dsprof.ingest.cuda_snapshot import load_snapshot
 from dsprof.ingest.importer import import_traces
+from dsprof.reports.memory import memory_report
 from dsprof.run import load
 from tests.integration.helpers import dsprof
 

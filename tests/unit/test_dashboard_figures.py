@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsprof.analyzers.diff import Applied, Delta
 from dsprof.dashboard.figures.compare import applied_pairs, delta_figure
 from dsprof.dashboard.figures.findings import (
     has_pareto,
@@ -24,6 +23,7 @@ from dsprof.dashboard.op_tables import kernel_rows, op_rows
 from dsprof.dashboard.source import RunSource
 from dsprof.findings import Finding
 from dsprof.ingest.importer import import_traces
+from dsprof.reports.diff import Applied, Delta
 from tests.conftest import trace_dir
 
 
@@ -116,7 +116,7 @@ def test_memory_series_keeps_every_peak(mem):
 
 
 def test_peak_breakdown_stacks_categories():
-    from dsprof.analyzers.breakdown import MemoryPeak
+    from dsprof.reports.summary import MemoryPeak
 
     peaks = [MemoryPeak(0, "cuda:0", 300, "timeline", {"activation": 200, "parameter": 100}),
              MemoryPeak(0, "host", 900, "rss")]
@@ -207,9 +207,9 @@ def test_evidence_links_open_the_timeline_where_they_point(gpu):
 
 
 def test_comm_figures_from_the_analyzers(tmp_path):
-    from dsprof.analyzers.comm_overlap import Overlap
-    from dsprof.analyzers.comm_skew import RankSkew
     from dsprof.dashboard.figures.comms import bandwidth_figure, overlap_figure, skew_figure
+    from dsprof.metrics.comm.overlap import Overlap
+    from dsprof.metrics.comm.skew import RankSkew
 
     fig = overlap_figure([Overlap(0, 1, 10_000_000, 4_000_000), Overlap(1, 1, 8_000_000, 0)])
     assert list(fig.data[0].x) == ["r0 s1", "r1 s1"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from dsprof.analyzers.fusion import classify, fold_indices
-from dsprof.analyzers.fusion_chains import chain_bytes, chain_saving, find_chains
-from dsprof.analyzers.opbytes import op_io
-from dsprof.analyzers.optable import Op
+from dsprof.metrics.ops.fusion_chains import chain_bytes, chain_saving, find_chains
+from dsprof.metrics.ops.opbytes import op_io
+from dsprof.metrics.ops.optable import Op
 
 
 def op(name: str, *shapes: tuple[int, ...], module: str = "M.blocks.0.act", t_us: float = 100,

@@ -7,13 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import dsprof
-from dsprof.analyzers import gpu_attribution as ga
-from dsprof.analyzers.device_peaks import lookup, math_mode
 from dsprof.analyzers.launch_bound import LaunchBoundAnalyzer
 from dsprof.analyzers.registry import Context
-from dsprof.analyzers.tc_eligibility import REASON_TF32_OFF, REASON_UNALIGNED, verdicts
 from dsprof.analyzers.tensor_cores import TensorCoreAnalyzer
+from dsprof.devices import lookup, math_mode
 from dsprof.ingest.importer import import_traces
+from dsprof.metrics.gpu import attribution as ga
+from dsprof.metrics.gpu.tc_eligibility import REASON_TF32_OFF, REASON_UNALIGNED, verdicts
 from dsprof.rundir import RunDir
 from dsprof.schema import KERNELS, OPS, STEPS
 from tests.conftest import trace_dir
@@ -97,7 +97,7 @@ def test_tensor_core_share_per_run_step_and_module(run):
 
 def test_mfu_uses_the_peak_of_the_math_mode_actually_used(run):
     peak, note = ga.peak_for(run.meta)
-    assert peak.name == "A100" and note == ""
+    assert peak.name == "A100 SXM4 80GB" and note == ""
     (step,) = ga.throughput_per_step(run.con, peak)
     # fp32 on Tensor Cores counts against the TF32 peak, fp16 against the fp16 peak
     at_peak = F1 / 156e12 + F3 / 312e12
@@ -118,7 +118,7 @@ def test_unknown_device_says_so():
     assert lookup("NVIDIA H100 PCIe").name == "H100 PCIe"
     assert lookup("NVIDIA H200").tflops["bf16"] == 989.5
     assert lookup("Tesla V100-SXM2-32GB").peak_flops("tf32") is None  # Volta has no TF32
-    assert lookup("NVIDIA L4").name == "L4" and lookup("NVIDIA L40S") is None
+    assert lookup("NVIDIA L4").name == "L4" and lookup("NVIDIA L40S").name == "L40S"
 
 
 def test_eligibility_verdicts_and_reasons(run):

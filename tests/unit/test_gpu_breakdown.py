@@ -1,4 +1,4 @@
-"""Tests of dsprof.analyzers.gpu_breakdown: hand-built overlaps, and HTA 0.5.0's numbers on
+"""Tests of dsprof.metrics.gpu.breakdown: hand-built overlaps, and HTA 0.5.0's numbers on
 the shared real traces."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 
-from dsprof.analyzers.gpu_breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.metrics.gpu.breakdown import kernel_type_breakdown, temporal_breakdown
 from dsprof.schema import KERNELS, OPS, STEPS, Table
 
 TRACES = Path(__file__).parents[2].parent / "shared" / "traces"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from dsprof.analyzers import gpu_idle
-from dsprof.analyzers.hta_view import hta_rounded
 from dsprof.ingest.importer import import_traces
+from dsprof.metrics.gpu import idle as gpu_idle
+from dsprof.metrics.gpu.hta_view import hta_rounded
 from dsprof.run import load
 from dsprof.schema import KERNELS, OPS, Table
 from tests.conftest import trace_dir

@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dsprof.ingest.kernel_class import CATEGORIES, classify, classify_names
+from dsprof.ingest.kernel_class import classify, classify_names
+from dsprof.schema import KERNEL_CATEGORIES as CATEGORIES
 from tests.conftest import TRACES, trace_dir
 
 EXPECTED = Path(__file__).parents[1] / "data" / "kernel_names.tsv"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dsprof.analyzers.batch_size import largest_batch, peak_at
-from dsprof.analyzers.memory_model import (
+from dsprof.metrics.memory.model import (
     GPU_MARGIN,
     CheckpointTimeline,
     ModuleWindow,

@@ -36,7 +36,7 @@ def test_tf32_matmuls_on_a100_get_bf16_autocast_with_the_knob(tmp_path):
 
 
 def test_peaks_are_known_for_the_lent_gpu_kinds():
-    assert peaks_of("NVIDIA H200")[3] == 989.0
+    assert peaks_of("NVIDIA H200")[3] == 989.5
     assert peaks_of("Some iGPU") is None
 
 

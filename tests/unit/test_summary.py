@@ -9,9 +9,9 @@ import re
 import pytest
 from rich.console import Console
 
-from dsprof.analyzers.breakdown import summarize
 from dsprof.ingest.importer import import_traces
 from dsprof.render.summary import render_full
+from dsprof.reports.summary import summarize
 from dsprof.run import load
 from dsprof.schema import TABLES
 from tests.conftest import REPO, trace_dir

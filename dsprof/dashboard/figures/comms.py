@@ -9,9 +9,9 @@ import numpy as np
 import plotly.graph_objects as go
 import pyarrow as pa
 
-from dsprof.analyzers.comm_overlap import Overlap
-from dsprof.analyzers.comm_skew import RankSkew
 from dsprof.dashboard.text import plain
+from dsprof.metrics.comm.overlap import Overlap
+from dsprof.metrics.comm.skew import RankSkew
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 340}
 

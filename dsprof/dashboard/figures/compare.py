@@ -1,5 +1,5 @@
 """Compare figures: two runs side by side (the closed loop: before and after a fix), drawn from
-``dsprof.analyzers.diff.RunDiff`` and both runs' summaries."""
+``dsprof.reports.diff.RunDiff`` and both runs' summaries."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from dsprof.analyzers.breakdown import PhaseTime
-from dsprof.analyzers.diff import Applied, Delta
 from dsprof.dashboard.text import plain
+from dsprof.reports.diff import Applied, Delta
+from dsprof.reports.summary import PhaseTime
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 340}
 

@@ -4,7 +4,7 @@ measured.
 The checkpointing finding's ``data`` (analyzers/checkpointing.py) holds ``front``: plans
 ``{"peak": bytes, "cost_s": seconds added per step, "freed", "modules"}``, and ``advised``: the
 recommended one. Predicted vs measured comes from ``dsprof.apply.verify`` (a run made with
-``--apply``) or ``dsprof.analyzers.diff`` (Compare).
+``--apply``) or ``dsprof.reports.diff`` (Compare).
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ import numpy as np
 import plotly.graph_objects as go
 import pyarrow as pa
 
-from dsprof.analyzers.breakdown import MemoryPeak
-from dsprof.analyzers.memory_report import DevicePeak
 from dsprof.dashboard.memseries import DeviceSeries
 from dsprof.dashboard.text import fmt_bytes, plain
+from dsprof.reports.memory import DevicePeak
+from dsprof.reports.summary import MemoryPeak
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 360}
 CATEGORY_COLORS = {

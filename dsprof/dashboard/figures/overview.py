@@ -9,8 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pyarrow as pa
 
-from dsprof.analyzers.breakdown import PhaseTime, StepStats
 from dsprof.dashboard.text import plain
+from dsprof.reports.summary import PhaseTime, StepStats
 
 _LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 40}, "height": 320}
 

@@ -9,9 +9,6 @@ from typing import Any
 import dash_ag_grid as dag
 from dash import html
 
-from dsprof.analyzers.comm_bandwidth import bandwidth_summary
-from dsprof.analyzers.comm_overlap import comm_overlap
-from dsprof.analyzers.comm_skew import collective_skew, rank_skew
 from dsprof.dashboard.figures.comms import (
     bandwidth_figure,
     overlap_figure,
@@ -19,6 +16,9 @@ from dsprof.dashboard.figures.comms import (
     skew_figure,
 )
 from dsprof.dashboard.pages.common import graph, missing, section
+from dsprof.metrics.comm.bandwidth import bandwidth_summary
+from dsprof.metrics.comm.overlap import comm_overlap
+from dsprof.metrics.comm.skew import collective_skew, rank_skew
 
 PATH = "/comms"
 TITLE = "Communication"

@@ -1,4 +1,4 @@
-"""Compare: two runs side by side, as ``dsprof diff`` reports them (``analyzers/diff.py``):
+"""Compare: two runs side by side, as ``dsprof diff`` reports them (``reports/diff.py``):
 step time, throughput, peak memory, time by phase, per-op and per-module change, findings
 resolved / new / remaining, and each applied finding's predicted vs measured saving."""
 
@@ -8,11 +8,11 @@ from typing import Any
 
 from dash import html
 
-from dsprof.analyzers.diff import Side, diff
 from dsprof.dashboard.figures.compare import applied_pairs, delta_figure, phases_compare_figure
 from dsprof.dashboard.figures.findings import predicted_measured_figure
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.dashboard.text import fmt_bytes, fmt_ms
+from dsprof.reports.diff import Side, diff
 
 PATH = "/compare"
 TITLE = "Compare"

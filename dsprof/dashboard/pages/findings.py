@@ -78,24 +78,36 @@ def finding_card(f: Finding) -> html.Div:
     return html.Div(body, id=f"finding-{f.id}", className=f"finding sev-{f.severity}")
 
 
+def applied_comparison(src: Any) -> Any:
+    """The page's data for a run made with ``--apply``: ``dsprof verify``'s comparison
+    (``reports.verification``: read-only, from the runs' facts), or None for other runs.
+
+    Raises:
+        DsprofError: the baseline the manifest names cannot be read.
+    """
+    if src.run.manifest.applied is None:
+        return None
+    from dsprof.reports.verification import compare
+
+    return compare(src.path)
+
+
 def _applied(src: Any) -> Any:
     """For a run made with ``--apply``: the applied findings' predicted vs measured step time
-    and peak, as ``dsprof verify`` reports them (against the baseline its meta names)."""
-    plan = src.run.meta.get("applied")
-    if not plan:
+    and peak, as ``dsprof verify`` reports them (against the baseline its manifest names)."""
+    plan = src.run.manifest.applied
+    if plan is None:
         return None
-    from dsprof.apply.verify import compare
-
-    titles = html.Ul([html.Li(f.get("title", f.get("id", ""))) for f in plan.get("findings", [])])
+    titles = html.Ul([html.Li(f.get("title", f.get("id", ""))) for f in plan.findings])
     try:
-        v = compare(src.path)
+        v = applied_comparison(src)
     except DsprofError as exc:
         return section("Applied in this run", titles, missing(
             f"Predicted vs measured needs the baseline run: {exc}", "applied"))
     pairs: dict[str, tuple[float, float]] = {}
-    if None not in (v.baseline_step_s, v.predicted_step_s, v.measured_step_s):
-        pairs["saving_s"] = (v.baseline_step_s - v.predicted_step_s,
-                             v.baseline_step_s - v.measured_step_s)
+    if v.baseline_step_s is not None and v.predicted_step_s is not None \
+            and v.measured_saving_s is not None:
+        pairs["saving_s"] = (v.baseline_step_s - v.predicted_step_s, v.measured_saving_s)
     if None not in (v.baseline_peak, v.predicted_peak, v.measured_peak):
         pairs["saving_bytes"] = (float(v.baseline_peak - v.predicted_peak),
                                  float(v.baseline_peak - v.measured_peak))

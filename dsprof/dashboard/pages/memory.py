@@ -9,7 +9,6 @@ from typing import Any
 import dash_ag_grid as dag
 from dash import html
 
-from dsprof.analyzers.memory_report import MemoryReport, memory_report
 from dsprof.dashboard.figures.memory import (
     SERIES_CATEGORIES,
     memory_over_time_figure,
@@ -21,6 +20,7 @@ from dsprof.dashboard.figures.memory import (
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.dashboard.pages.findings import finding_card
 from dsprof.dashboard.text import fmt_bytes
+from dsprof.reports.memory import MemoryReport, memory_report
 
 PATH = "/memory"
 TITLE = "Memory"

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from dsprof.analyzers.gpu_breakdown import LAST_STEP_CTE, drops_last_step
+from dsprof.metrics.gpu.breakdown import LAST_STEP_CTE, drops_last_step
 
 KERNEL_WAIT_NS = 30_000
 RUNTIME_CUTOFF_NS = 50_000

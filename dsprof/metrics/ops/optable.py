@@ -15,10 +15,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from dsprof.analyzers.fullspeed import profiler_cost_per_op
-from dsprof.analyzers.opbytes import DEFAULT_OP_OVERHEAD_S, OpIO, op_io
-from dsprof.analyzers.registry import Context
+from dsprof.metrics.fullspeed import profiler_cost_per_op
+from dsprof.metrics.ops.opbytes import DEFAULT_OP_OVERHEAD_S, OpIO, op_io
+from dsprof.run import Run
+
+
+class Context(Protocol):
+    """What an OpTable reads (``analyzers.registry.Context`` has it): a metric never imports
+    the analyzers."""
+
+    run: Run
+    meta: dict[str, Any]
+
+    @property
+    def profiled_steps(self) -> list[tuple[int, int]]: ...
+
+    def nonempty(self, table: str) -> bool: ...
 
 
 @dataclass(frozen=True)

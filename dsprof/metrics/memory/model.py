@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsprof.manifest import manifest_of
 from dsprof.run import Run
 
 FIXED = ("parameter", "gradient", "optimizer_state")
@@ -182,15 +183,14 @@ class Budget:
 def memory_budget(meta: dict, rank: int = 0) -> Budget | None:
     """``--memory-budget`` when given, else the rank's GPU memory less ``GPU_MARGIN``; None on
     a CPU run without a budget (a host's free memory says nothing about what a job may use)."""
-    given = (meta.get("settings") or {}).get("memory_budget")
+    manifest = manifest_of(meta)
+    given = manifest.settings.get("memory_budget")
     if given:
         return Budget(int(given), "--memory-budget")
-    devices = meta.get("devices") or {}
-    dev = devices.get(str(rank)) or next(iter(devices.values()), None)
-    if dev and dev.get("kind") in ("cuda", "rocm") and dev.get("total_memory"):
-        total = int(dev["total_memory"])
-        return Budget(int(total * (1 - GPU_MARGIN)),
-                      f"{dev.get('name') or dev['kind']} memory less {GPU_MARGIN:.0%}")
+    dev = manifest.device(rank) or (manifest.devices[0] if manifest.devices else None)
+    if dev is not None and dev.accelerator and dev.total_memory:
+        return Budget(int(dev.total_memory * (1 - GPU_MARGIN)),
+                      f"{dev.name or dev.kind} memory less {GPU_MARGIN:.0%}")
     return None
 
 

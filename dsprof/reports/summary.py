@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from dsprof.analyzers.gpu_breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.metrics.gpu.breakdown import kernel_type_breakdown, temporal_breakdown
 from dsprof.run import Run
-
-PHASES = ("forward", "backward", "optimizer", "data", "other")
+from dsprof.schema import PHASES
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,9 @@ class StepStats:
     max_ms: float
     outliers: list[tuple[int, float]]
     excluded: list[tuple[int, float]]
-    """Steps left out of the statistics (step 0 of a dsprof run), as (step, ms)."""
+    """Steps left out of the statistics (setup, and steps dsprof disturbed), as (step, ms)."""
+    rule: str = ""
+    """Which steps counted (``dsprof.facts``: full-speed steps, steps after setup, all)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class RunSummary:
 def summarize(run: Run, top: int = 15) -> RunSummary:
     notes: list[str] = []
     facts = _facts(run)
-    steps = _step_stats(run, exclude_first=run.meta.get("source") == "run")
+    steps = _step_stats(run)
     if run.meta.get("source") == "run" and run.meta.get("status") == "running":
         notes.append("the run did not finish (the process was killed, e.g. by the OOM killer, "
                      "or is still running): this is what was saved up to its last closed "
@@ -139,25 +140,30 @@ def _facts(run: Run) -> dict[str, Any]:
         "windows": [w.get("steps") for w in m.get("windows", [])] or None,
         "events": m.get("events"),
         "tables": run.tables,
+        # the run layer's facts (dsprof/facts.py): what diff, verify and the dashboard show
+        "step_median_s": run.facts.step.median_s,
+        "step_mean_s": run.facts.step.mean_s,
+        "step_rule": run.facts.step.rule if run.facts.step.steps else None,
+        "peak_bytes": run.facts.peak_bytes,
+        "peak_source": run.facts.peak_source,
     }
     return {k: v for k, v in facts.items() if v is not None}
 
 
-def _step_stats(run: Run, exclude_first: bool) -> StepStats | None:
-    if not run.has("steps"):
+def _step_stats(run: Run) -> StepStats | None:
+    """Statistics over the steps that count (``run.facts``: the rule every command uses)."""
+    st = run.facts.step
+    if not st.counted:
         return None
-    rows = run.sql("SELECT rank, step, dur_ns FROM steps ORDER BY rank, step")
-    excluded = [(s, d / 1e6) for r, s, d in rows if exclude_first and s == 0 and len(rows) > 1]
-    kept = [(s, d / 1e6) for r, s, d in rows if not (exclude_first and s == 0 and len(rows) > 1)]
-    if not kept:
-        return None
+    kept = [(s, d / 1e6) for _, s, d in st.counted]
+    excluded = [(s, d / 1e6) for _, s, d in st.left_out]
     ms = np.array([d for _, d in kept])
-    med = float(np.median(ms))
+    med = st.median_s * 1e3 if st.median_s is not None else float(np.median(ms))
     mad = float(np.median(np.abs(ms - med))) * 1.4826
     limit = max(med + 3 * mad, med * 1.2)
     outliers = [(s, d) for s, d in kept if d > limit] if len(kept) >= 5 else []
     return StepStats(len(kept), float(ms.mean()), med, float(np.percentile(ms, 90)),
-                     float(ms.min()), float(ms.max()), outliers, excluded)
+                     float(ms.min()), float(ms.max()), outliers, excluded, st.rule)
 
 
 def _profiled_step_count(run: Run) -> int:
@@ -268,7 +274,7 @@ def _memory_peaks(run: Run) -> list[MemoryPeak]:
 
 def _categories_at_peak(run: Run, rank: int, device: str) -> dict[str, int]:
     """Live bytes per category at the first moment the live total peaks (see memory_report)."""
-    from dsprof.analyzers.memory_report import device_peak
+    from dsprof.reports.memory import device_peak
 
     peak = device_peak(run, rank, device, top=50)
     if peak is None:

@@ -27,8 +27,9 @@ from typing import Any
 
 import orjson
 
-from dsprof.analyzers.device_peaks import BF16, FP16, FP32, FP64, dtype_mode
-from dsprof.analyzers.gpu_attribution import first_dtype
+from dsprof.devices import BF16, FP16, FP32, FP64, dtype_mode
+from dsprof.manifest import manifest_of
+from dsprof.metrics.gpu.attribution import first_dtype
 
 MATRIX_VECTOR = "matrix-vector"
 REASON_FP64 = "fp64"
@@ -111,13 +112,7 @@ def tf32_state(meta: dict[str, Any], ops: list[dict[str, Any]]) -> tuple[bool | 
 
 
 def compute_capability(meta: dict[str, Any]) -> float | None:
-    for dev in (meta.get("devices") or {}).values():
-        if dev.get("capability"):
-            return float(dev["capability"])
-    props = meta.get("trace_device_properties") or []
-    if props and isinstance(props[0], dict) and "computeMajor" in props[0]:
-        return float(f"{props[0]['computeMajor']}.{props[0].get('computeMinor', 0)}")
-    return None
+    return manifest_of(meta).compute_capability()
 
 
 def verdicts(ops: list[dict[str, Any]], meta: dict[str, Any]) -> list[Verdict]:

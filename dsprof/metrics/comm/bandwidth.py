@@ -5,7 +5,7 @@ dsprof/ingest/comms.py). Here they are summarized per collective (median over ca
 byte-weighted mean, which is total bytes over total time) and busbw is compared with the
 nominal per-direction bandwidth of the GPUs' interconnect, which is what nccl-tests' busbw is
 meant to approach: NVLink 2 (V100) 150 GB/s, NVLink 3 (A100 SXM) 300 GB/s, NVLink 4
-(H100/H200 SXM) 450 GB/s, NVLink 5 (B200/GB200) 900 GB/s; PCIe cards: gen 3 x16 16 GB/s,
+(H100/H200 SXM) 450 GB/s; PCIe cards: gen 3 x16 16 GB/s,
 gen 4 32 GB/s, gen 5 64 GB/s. Unknown devices (and CPU/gloo runs) have no peak. A job across
 nodes is bound by the network instead, which no trace records: the peak is only the
 intra-node figure.
@@ -13,38 +13,27 @@ intra-node figure.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_PEAKS = (  # (pattern on the device name, GB/s per direction, what it is)
-    (r"A100.*PCIE|A100-PCIE", 32.0, "PCIe 4.0 x16"),
-    (r"H100.*PCIE|H100 PCIe|H100-PCIE", 64.0, "PCIe 5.0 x16"),
-    (r"V100.*PCIE", 16.0, "PCIe 3.0 x16"),
-    (r"V100", 150.0, "NVLink 2"),
-    (r"A100|A800", 300.0, "NVLink 3"),
-    (r"H100|H200|H800|GH200", 450.0, "NVLink 4"),
-    (r"B100|B200|GB200", 900.0, "NVLink 5"),
-)
+from dsprof.devices import lookup
+from dsprof.manifest import RunManifest, manifest_of
 
 
 def nominal_peak(device_names: list[str]) -> tuple[float, str, str] | None:
-    """(GB/s per direction, link, device) for the first device we know, else None."""
+    """(GB/s per direction, link, device) for the first device whose link the one device
+    table (:mod:`dsprof.devices`) knows, else None."""
     for name in device_names:
-        for pattern, gbps, link in _PEAKS:
-            if re.search(pattern, name, re.IGNORECASE):
-                return gbps, link, name
+        peak = lookup(name)
+        if peak is not None and peak.link is not None:
+            return peak.link[0], peak.link[1], name
     return None
 
 
-def device_names(meta: dict[str, Any]) -> list[str]:
-    names = [d.get("name", "") for d in (meta.get("devices") or {}).values()
-             if isinstance(d, dict) and d.get("kind") in ("cuda", "rocm")]
-    names += [d.get("name", "") for d in meta.get("trace_device_properties") or []
-              if isinstance(d, dict)]
-    return [n for n in names if n]
+def device_names(meta: RunManifest | dict[str, Any]) -> list[str]:
+    return manifest_of(meta).accelerator_names()
 
 
-def bandwidth_summary(con: Any, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def bandwidth_summary(con: Any, meta: RunManifest | dict[str, Any]) -> list[dict[str, Any]]:
     """Per collective: calls, bytes, median algbw and busbw (GB/s), byte-weighted busbw, and
     the share of the nominal peak."""
     peak = nominal_peak(device_names(meta))

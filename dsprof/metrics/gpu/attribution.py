@@ -15,7 +15,7 @@ Contract (views ``kernels``, ``ops``, ``steps`` as in :mod:`dsprof.schema`):
 * **FLOPs** are ``ops.flops`` (from shapes, on the op that does the arithmetic). An op's kernels
   are the device events launched by runtime calls on its thread while it ran; its **math mode**
   is its first input dtype, promoted fp32 -> TF32 when any of its kernels ran on Tensor Cores
-  (see :func:`dsprof.analyzers.device_peaks.math_mode`).
+  (see :func:`dsprof.devices.math_mode`).
 * **MFU** of a step = sum over its ops of (FLOPs / peak FLOP/s of the op's math mode) divided by
   the step's wall time: the share of the step the device would need at peak. Achieved FLOP/s is
   FLOPs over the same wall time. Per module, the time is the module's GPU time (its kernels),
@@ -31,7 +31,8 @@ from typing import Any
 import duckdb
 import orjson
 
-from dsprof.analyzers.device_peaks import DevicePeak, lookup, math_mode
+from dsprof.devices import DevicePeak, lookup, math_mode
+from dsprof.manifest import RunManifest, manifest_of
 
 UNATTRIBUTED = "(unattributed)"
 MATRIX_CATEGORIES = ("gemm", "conv", "attention")
@@ -77,16 +78,10 @@ class Throughput:
     """empty, or why there is no MFU"""
 
 
-def device_name(meta: dict[str, Any], rank: int = 0) -> str | None:
-    """The accelerator a rank ran on: the session's device record, else the trace's
-    deviceProperties (imports). None for CPU runs and traces without device properties."""
-    dev = (meta.get("devices") or {}).get(str(rank))
-    if dev:
-        return dev.get("name") if dev.get("kind") in ("cuda", "rocm") else None
-    props = meta.get("trace_device_properties") or []
-    if props and isinstance(props[0], dict):
-        return props[0].get("name")
-    return None
+def device_name(meta: RunManifest | dict[str, Any], rank: int = 0) -> str | None:
+    """The accelerator a rank ran on (:meth:`RunManifest.device_name`). None for CPU runs and
+    traces without device properties."""
+    return manifest_of(meta).device_name(rank)
 
 
 def gpu_time_by_module(con: duckdb.DuckDBPyConnection, *, rollup: bool = False,
@@ -220,7 +215,7 @@ def throughput_per_module(con: duckdb.DuckDBPyConnection,
     return sorted(out, key=lambda t: (-t.flops, t.key))
 
 
-def peak_for(meta: dict[str, Any], rank: int = 0) -> tuple[DevicePeak | None, str]:
+def peak_for(meta: RunManifest | dict[str, Any], rank: int = 0) -> tuple[DevicePeak | None, str]:
     """(peaks, note) of a rank's device; the note says why there are none."""
     name = device_name(meta, rank)
     if name is None:

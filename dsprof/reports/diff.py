@@ -7,18 +7,24 @@ count (a ``dsprof run``'s step 0, the setup, left out), throughput when the batc
 RSS), and op and module self time per *profiled* step. Findings are matched
 by id (kind + key, stable across runs): in A only = resolved, in B only = new.
 
-When B was recorded with ``dsprof run --apply`` (meta ``applied``), the predicted saving of each
-applied finding is set beside the measured change of the mean step time, and the peak.
+Step time, samples/s and peak are ``run.facts`` (the one rule, shared with ``verify``, ``summary``
+and the dashboard). When B was recorded with ``dsprof run --apply`` (manifest ``applied``), the
+predicted saving of each applied finding is listed; the measured saving (the change of the
+median step time, and of the peak) goes on that finding when it is the only one, else on one
+row for all of them together.
 The dashboard's Compare page and ``dsprof diff`` both present this; neither computes it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dsprof.analyzers.registry import analyze, read_findings
+from dsprof.facts import measured_saving
 from dsprof.run import Run
+
+ALL_APPLIED = "all"  # id of the row that holds the measured change of several findings
 
 
 @dataclass(frozen=True)
@@ -85,40 +91,15 @@ class RunDiff:
 
 
 def side(run: Run) -> Side:
-    skip0 = "AND step > 0" if run.meta.get("source") == "run" else ""
-    steps = step_ms = median = sps = None
-    if run.has("steps"):
-        steps, step_ms, median, batch = run.sql(f"""
-            SELECT count(*), avg(dur_ns) / 1e6, median(dur_ns) / 1e6, avg(batch_size)
-            FROM steps WHERE dur_ns > 0 {skip0}""")[0]
-        if batch and step_ms:
-            sps = float(batch) / (step_ms / 1e3)
-    peak, source = _peak(run)
-    profiled = run.sql("SELECT count(*) FROM steps WHERE profiled")[0][0] if run.has("steps") else 0
-    target = run.meta.get("target") or {}
-    command = " ".join(target.get("argv") or []) or None
-    return Side(str(run.path), command, int(steps or 0), step_ms, median, sps, peak, source,
-                int(profiled or 0), _peak_by_category(run))
-
-
-def _peak(run: Run) -> tuple[int | None, str | None]:
-    if run.has("steps"):
-        v = run.sql("SELECT max(device_peak_bytes) FROM steps")[0][0]
-        if v:
-            return int(v), "allocator peak"
-    if run.has("memory_series"):
-        v = run.sql("SELECT max(total) FROM memory_series")[0][0]
-        if v:
-            return int(v), "live bytes"
-    if run.has("memory"):
-        v = run.sql("SELECT max(allocated) FROM memory")[0][0]
-        if v:
-            return int(v), "memory events"
-    if run.has("steps"):
-        v = run.sql("SELECT max(rss_bytes) FROM steps")[0][0]
-        if v:
-            return int(v), "process RSS"
-    return None, None
+    """One run's facts (``run.facts``: the step-time rule, peak and its source)."""
+    facts = run.facts
+    st = facts.step
+    target = run.manifest.target
+    return Side(str(run.path), " ".join(target.argv) if target else None, st.steps,
+                None if st.mean_s is None else st.mean_s * 1e3,
+                None if st.median_s is None else st.median_s * 1e3, st.samples_per_s,
+                facts.peak_bytes, facts.peak_source, facts.profiled_steps,
+                _peak_by_category(run))
 
 
 def _peak_by_category(run: Run) -> dict[str, int]:
@@ -168,11 +149,21 @@ def diff(a: Run, b: Run, top: int = 10) -> RunDiff:
     out.resolved = [fa[i] for i in fa if i not in fb]
     out.new = [fb[i] for i in fb if i not in fa]
     out.remaining = [{**fb[i], "saving_s_before": fa[i]["saving_s"]} for i in fb if i in fa]
-    applied = b.meta.get("applied") or {}
-    for f in applied.get("findings", []):
-        measured = (sa.step_ms - sb.step_ms) if sa.step_ms and sb.step_ms else None
-        measured_bytes = (sa.peak_bytes - sb.peak_bytes) if sa.peak_bytes and sb.peak_bytes \
-            else None
-        out.applied.append(Applied(f["id"], f.get("title", ""), f.get("saving_s", 0.0) * 1e3,
-                                   measured, int(f.get("saving_bytes", 0)), measured_bytes))
+    plan = b.manifest.applied
+    if plan is not None and plan.findings:
+        measured_s, measured_bytes = measured_saving(a.facts, b.facts)
+        rows = [Applied(str(f.get("id", "")), str(f.get("title", "")),
+                        float(f.get("saving_s", 0.0) or 0.0) * 1e3, None,
+                        int(f.get("saving_bytes", 0) or 0), None) for f in plan.findings]
+        measured_ms = None if measured_s is None else measured_s * 1e3
+        if len(rows) == 1:
+            rows = [replace(rows[0], measured_saving_ms=measured_ms,
+                            measured_saving_bytes=measured_bytes)]
+        else:
+            # the runs measure the change of all applied findings together: one row has it,
+            # never each finding (that would credit every one with the whole change)
+            rows.append(Applied(ALL_APPLIED, f"all {len(rows)} applied findings together",
+                                sum(r.predicted_saving_ms for r in rows), measured_ms,
+                                sum(r.predicted_saving_bytes for r in rows), measured_bytes))
+        out.applied = rows
     return out

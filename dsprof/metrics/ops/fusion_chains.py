@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsprof.analyzers.optable import Op
+from dsprof.metrics.ops.optable import Op
 
 _A = "aten::"
 POINTWISE = frozenset(_A + n for n in (

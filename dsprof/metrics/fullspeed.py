@@ -13,30 +13,19 @@ measures full-speed steps.
 
 from __future__ import annotations
 
-from typing import Any
-
+from dsprof.facts import FIRST_FULL_SPEED_STEP, FULL_SPEED
 from dsprof.run import Run
 
-FIRST_FULL_SPEED_STEP = 2
+__all__ = ["FIRST_FULL_SPEED_STEP", "full_speed_steps", "profiler_cost_per_op"]
 
 
 def full_speed_steps(run: Run, rank: int = 0) -> list[tuple[int, int]]:
-    """(step, dur_ns) of the full-speed steps of ``rank``."""
-    if not run.has("steps") or run.meta.get("source") != "run":
+    """(step, dur_ns) of the full-speed steps of ``rank`` (the rule of ``run.facts``; empty
+    when the run has none, e.g. an import)."""
+    st = run.facts.step
+    if st.rule != FULL_SPEED:
         return []
-    rows = run.sql("SELECT step, dur_ns FROM steps WHERE rank = ? AND dur_ns > 0 ORDER BY step",
-                   [rank])
-    settings: dict[str, Any] = run.meta.get("settings") or {}
-    warmup = int(settings.get("warmup", 1) or 0)
-    if int(settings.get("wait", 0) or 0) == 0:
-        warmup = max(warmup, 1)
-    excluded: set[int] = set()
-    for w in run.meta.get("windows") or []:
-        steps = w.get("steps") or []
-        if steps:
-            excluded.update(range(min(steps) - warmup, max(steps) + 2))
-    return [(int(s), int(d)) for s, d in rows
-            if s >= FIRST_FULL_SPEED_STEP and s not in excluded]
+    return [(s, d) for r, s, d in st.counted if r == rank]
 
 
 # Ops that do no work (metadata only): what they take under the profiler is its cost per op.
@@ -51,7 +40,7 @@ def profiler_cost_per_op(run: Run) -> float:
     The step-time difference between profiled and full-speed steps would say the same on a
     quiet machine, but on a shared one it moves with the load from step to step.
     """
-    if run.meta.get("source") != "run" or not run.has("ops"):
+    if not run.manifest.is_run or not run.has("ops"):
         return 0.0
     names = ", ".join(f"'{n}'" for n in _NO_WORK)
     row = run.sql(f"""SELECT median(dur_ns), count(*) FROM ops WHERE name IN ({names})

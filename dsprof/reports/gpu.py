@@ -5,7 +5,7 @@ statistics and queue lengths, and the sampled device metrics. Reads tables only.
 Conventions: shares of GPU time sum kernel durations (overlapping streams both count). The
 idle split, launch stats and queue lengths use HTA's default convention (kernels launched in
 the last ProfilerStep dropped), at nanosecond resolution unless ``hta_rounding`` asks for HTA's
-microsecond view (:mod:`dsprof.analyzers.hta_view`) to compare with a report HTA made.
+microsecond view (:mod:`dsprof.metrics.gpu.hta_view`) to compare with a report HTA made.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dsprof.analyzers import gpu_attribution as ga
-from dsprof.analyzers import gpu_idle
-from dsprof.analyzers.hta_view import hta_rounded
-from dsprof.analyzers.tc_eligibility import verdicts
+from dsprof.metrics.gpu import attribution as ga
+from dsprof.metrics.gpu import idle as gpu_idle
+from dsprof.metrics.gpu.hta_view import hta_rounded
+from dsprof.metrics.gpu.tc_eligibility import verdicts
 from dsprof.run import Run
 
 

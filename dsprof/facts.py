@@ -1,0 +1,177 @@
+"""The facts of a run that several stages state, defined once: step time, peak memory, device.
+
+Every command that shows one of these (``summary``, ``diff``, ``verify``, ``tune``, the
+dashboard) and the analyzers' rating of their findings read them from ``run.facts``, so the same
+run shows the same step time, peak and measured saving everywhere.
+
+**Step time.** The steps that count are those with a positive duration that dsprof did not
+disturb (``steps.disturbed``: a profiler window, its warm-up, the step after it). Of a
+``dsprof run`` they are its *full-speed* steps: also not step 0 (setup) or step 1 (first calls,
+``DS_COMPILE`` compiles). When a run has none (a short run that is all profiled), the rule
+falls back to every step after the setup, then to every step, and ``rule`` says which held.
+``mean_s`` is the share base for savings (time per step, summed over the run: a mean);
+``median_s`` is the measured step time (robust to one slow step): a measured saving is the
+difference of two runs' medians.
+
+**Peak memory**, per rank, from the first source that has it: the allocator's per-step peak
+(``steps.device_peak_bytes``, accelerators), the live bytes of ``memory_series``, the running
+total of the ``memory`` table, and last the process RSS. The run's peak is the largest rank's.
+
+**Device**: the accelerator's name from the manifest and its figures from the one table in
+:mod:`dsprof.devices` (None on CPU or for a device not in the table).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dsprof.devices import DevicePeak, lookup
+
+if TYPE_CHECKING:
+    from dsprof.run import Run
+
+FIRST_FULL_SPEED_STEP = 2  # step 0 is setup; step 1 pays first calls and compilation
+
+# step-time rules, from the strictest
+FULL_SPEED, AFTER_SETUP, ALL_STEPS = "full-speed steps", "steps after setup", "all steps"
+
+# peak memory sources, in the order they are preferred
+ALLOCATOR_PEAK, LIVE_BYTES, MEMORY_EVENTS, PROCESS_RSS = (
+    "allocator peak", "live bytes", "memory events", "process RSS")
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """Step time by the one rule (module docstring).
+
+    Attributes:
+        mean_s, median_s: over the steps that count, seconds (None without steps).
+        steps: how many steps counted; ``counted`` them as (rank, step, dur_ns), in (rank,
+            step) order; ``left_out`` the other steps with a duration, the same way.
+        rule: which rule held (``FULL_SPEED``, ``AFTER_SETUP``, ``ALL_STEPS``).
+        samples_per_s: mean batch size over the mean step time, when batches are known.
+    """
+
+    mean_s: float | None
+    median_s: float | None
+    steps: int
+    rule: str
+    samples_per_s: float | None
+    counted: tuple[tuple[int, int, int], ...] = ()
+    left_out: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def durations_ns(self) -> list[int]:
+        return [d for _, _, d in self.counted]
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    rank: int
+    bytes: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Attributes:
+        step: step time (:class:`StepTime`).
+        peaks: peak memory per rank, with its source.
+        device_name: the accelerator (None on CPU); ``device`` its figures when known.
+        profiled_steps: steps inside a profiler window (all ranks).
+    """
+
+    step: StepTime
+    peaks: tuple[PeakMemory, ...]
+    device_name: str | None
+    device: DevicePeak | None
+    profiled_steps: int
+
+    @property
+    def peak(self) -> PeakMemory | None:
+        """The largest rank's peak."""
+        return max(self.peaks, key=lambda p: (p.bytes, -p.rank), default=None)
+
+    @property
+    def peak_bytes(self) -> int | None:
+        return None if self.peak is None else self.peak.bytes
+
+    @property
+    def peak_source(self) -> str | None:
+        return None if self.peak is None else self.peak.source
+
+
+def measured_saving(before: Facts, after: Facts) -> tuple[float | None, int | None]:
+    """(seconds per step, bytes of peak) that ``after`` saves over ``before``: the difference
+    of their median step times and of their peaks (None where either lacks it)."""
+    a, b = before.step.median_s, after.step.median_s
+    pa, pb = before.peak_bytes, after.peak_bytes
+    return (None if a is None or b is None else a - b,
+            None if pa is None or pb is None else pa - pb)
+
+
+def compute_facts(run: Run) -> Facts:
+    manifest = run.manifest
+    name = manifest.device_name()
+    profiled = 0
+    if run.has("steps"):
+        profiled = int(run.sql("SELECT count(*) FROM steps WHERE profiled")[0][0] or 0)
+    return Facts(_step_time(run), _peaks(run), name, lookup(name), profiled)
+
+
+def _step_time(run: Run) -> StepTime:
+    if not run.has("steps"):
+        return StepTime(None, None, 0, ALL_STEPS, None)
+    rows = run.sql("""SELECT rank, step, dur_ns, coalesce(disturbed, false), batch_size
+                      FROM steps WHERE dur_ns > 0 ORDER BY rank, step""")
+    keep_rules: list[tuple[str, Callable[[int, bool], bool]]] = [(ALL_STEPS, _any_step)]
+    if run.manifest.is_run:
+        keep_rules = [(FULL_SPEED, _full_speed), (AFTER_SETUP, _after_setup), *keep_rules]
+    rules = keep_rules
+    for rule, keep in rules:
+        chosen = [r for r in rows if keep(r[1], r[3])]
+        if chosen:
+            break
+    else:
+        return StepTime(None, None, 0, ALL_STEPS, None)
+    durs = [int(r[2]) for r in chosen]
+    mean_s = statistics.fmean(durs) / 1e9
+    batches = [r[4] for r in chosen if r[4]]
+    sps = statistics.fmean(batches) / mean_s if batches and mean_s > 0 else None
+    ids = {(r[0], r[1]) for r in chosen}
+    return StepTime(mean_s, statistics.median(durs) / 1e9, len(durs), rule, sps,
+                    tuple((int(r[0]), int(r[1]), int(r[2])) for r in chosen),
+                    tuple((int(r[0]), int(r[1]), int(r[2])) for r in rows
+                          if (r[0], r[1]) not in ids))
+
+
+def _full_speed(step: int, disturbed: bool) -> bool:
+    return step >= FIRST_FULL_SPEED_STEP and not disturbed
+
+
+def _after_setup(step: int, disturbed: bool) -> bool:
+    return step >= 1
+
+
+def _any_step(step: int, disturbed: bool) -> bool:
+    return True
+
+
+def _peaks(run: Run) -> tuple[PeakMemory, ...]:
+    queries = (
+        (ALLOCATOR_PEAK, "steps", "SELECT rank, max(device_peak_bytes) FROM steps GROUP BY rank"),
+        (LIVE_BYTES, "memory_series", "SELECT rank, max(total) FROM memory_series GROUP BY rank"),
+        (MEMORY_EVENTS, "memory", "SELECT rank, max(allocated) FROM memory GROUP BY rank"),
+        (PROCESS_RSS, "steps", "SELECT rank, max(rss_bytes) FROM steps GROUP BY rank"),
+    )
+    found: dict[int, PeakMemory] = {}
+    for source, table, query in queries:
+        if not run.has(table):
+            continue
+        for rank, value in run.sql(query):
+            if value and int(rank) not in found:
+                found[int(rank)] = PeakMemory(int(rank), int(value), source)
+    return tuple(found[r] for r in sorted(found))

@@ -1,0 +1,113 @@
+"""Predicted vs measured for runs made with ``dsprof run --apply``: what ``dsprof verify`` and
+the dashboard's Findings page show. Read-only: it loads the runs it is given and the baseline
+their manifest names, and never ingests or writes one.
+
+Step time and peak are those of ``run.facts`` (full-speed steps; several runs of one side are
+pooled: the median of all their counted steps), so ``dsprof diff`` of the same pair shows the
+same measured saving. Findings give their savings in full-speed seconds (the profiler's per-op
+cost taken out, see ``metrics.fullspeed``), so predicted = baseline - the applied savings.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsprof.errors import RunDirError
+from dsprof.facts import Facts
+from dsprof.run import load
+
+
+def _facts(run_path: Path) -> Facts:
+    with load(run_path, ingest=False) as run:
+        return run.facts
+
+
+def step_time_s(*facts: Facts) -> tuple[float | None, int]:
+    """Median step time over the counted steps of the runs given (pooled), and their number."""
+    steps = [d for f in facts for d in f.step.durations_ns]
+    if not steps:
+        return None, 0
+    return statistics.median(steps) / 1e9, len(steps)
+
+
+@dataclass
+class Verification:
+    baseline: Path
+    applied: Path
+    findings: list[dict[str, Any]]
+    baseline_step_s: float | None
+    predicted_step_s: float | None
+    measured_step_s: float | None
+    steps_used: tuple[int, int]
+    baseline_peak: int | None
+    predicted_peak: int | None
+    measured_peak: int | None
+
+    @property
+    def measured_saving_s(self) -> float | None:
+        if self.baseline_step_s is None or self.measured_step_s is None:
+            return None
+        return self.baseline_step_s - self.measured_step_s
+
+    @property
+    def error(self) -> float | None:
+        """(measured change - predicted change) / predicted change of the step time."""
+        if self.baseline_step_s is None or self.predicted_step_s is None \
+                or self.measured_saving_s is None:
+            return None
+        predicted = self.baseline_step_s - self.predicted_step_s
+        return None if predicted <= 0 else (self.measured_saving_s - predicted) / predicted
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline": str(self.baseline), "applied": str(self.applied),
+                "findings": self.findings, "baseline_step_s": self.baseline_step_s,
+                "predicted_step_s": self.predicted_step_s,
+                "measured_step_s": self.measured_step_s,
+                "measured_saving_s": self.measured_saving_s,
+                "steps_used": list(self.steps_used), "baseline_peak_bytes": self.baseline_peak,
+                "predicted_peak_bytes": self.predicted_peak,
+                "measured_peak_bytes": self.measured_peak, "error": self.error}
+
+
+def compare(applied: Path | list[Path],
+            measured_baseline: Path | list[Path] | None = None) -> Verification:
+    """Measured vs predicted for run(s) made with ``--apply`` (their manifest names the
+    baseline).
+
+    Args:
+        applied: the run with the fix, or several (rounds), whose counted steps are pooled.
+        measured_baseline: fresh run(s) of the same command without the fix, to measure the
+            baseline step time on (default: the baseline run itself).
+
+    Raises:
+        RunDirError: the run was not made with ``--apply``, or a run cannot be read.
+    """
+    applied_runs = applied if isinstance(applied, list) else [applied]
+    applied_facts = []
+    plan = None
+    for i, path in enumerate(applied_runs):
+        with load(path, ingest=False) as run:
+            applied_facts.append(run.facts)
+            if i == 0:
+                plan = run.manifest.applied
+    if plan is None:
+        raise RunDirError(f"{applied_runs[0]} was not run with --apply; nothing to verify")
+    if measured_baseline is None:
+        base_runs = [Path(plan.baseline)]
+    elif isinstance(measured_baseline, list):
+        base_runs = measured_baseline
+    else:
+        base_runs = [measured_baseline]
+    base_facts = [_facts(p) for p in base_runs]
+    base_s, n_base = step_time_s(*base_facts)
+    new_s, n_new = step_time_s(*applied_facts)
+    predicted = None if base_s is None else max(0.0, base_s - plan.predicted_saving_s)
+    base_peak = base_facts[0].peak_bytes
+    return Verification(
+        base_runs[0], applied_runs[-1], [dict(f) for f in plan.findings], base_s, predicted,
+        new_s, (n_base, n_new), base_peak,
+        None if base_peak is None else base_peak - plan.predicted_saving_bytes,
+        applied_facts[-1].peak_bytes)

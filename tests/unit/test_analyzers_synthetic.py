@@ -1,0 +1,338 @@
+"""Every registered analyzer on synthetic runs (Run.from_tables): each finding kind fires on
+its positive case and stays silent on its negative case, with no real run or trace needed.
+
+A case is (analyzer, kind, positive, negative): two functions that build the smallest run
+showing the pattern and the nearest run that must not. Times are in ms below, ns in tables.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dsprof.analyzers.registry import ANALYZERS, analyze, load_analyzer
+from dsprof.run import Run
+
+MS = 1_000_000
+SCRIPT = {"target": {"kind": "script", "name": "train.py", "argv": ["train.py"]}}
+
+
+def table(*rows: dict, **defaults) -> dict[str, list]:
+    """Column lists from row dicts (a key missing from a row is null; ``defaults`` fill it)."""
+    keys = list(dict.fromkeys([*defaults, *(k for r in rows for k in r)]))
+    return {k: [r.get(k, defaults.get(k)) for r in rows] for k in keys}
+
+
+def steps(durs_ms, **cols) -> dict[str, list]:
+    """Steps back to back from t=0, one per duration."""
+    starts, t = [], 0
+    for d in durs_ms:
+        starts.append(t)
+        t += int(d * MS)
+    return {"step": list(range(len(durs_ms))), "start_ns": starts,
+            "end_ns": [s + int(d * MS) for s, d in zip(starts, durs_ms)],
+            "dur_ns": [int(d * MS) for d in durs_ms], "profiled": [True] * len(durs_ms), **cols}
+
+
+# -- steps ----------------------------------------------------------------------------------
+
+def outliers_pos():
+    return Run.from_tables(steps=steps([50, 10, 10, 10, 10, 10, 60, 10, 10, 10, 10]))
+
+
+def outliers_neg():
+    return Run.from_tables(steps=steps([50, 10, 10.2, 9.9, 10, 10.1, 10, 9.8, 10, 10, 10]))
+
+
+# -- input pipeline --------------------------------------------------------------------------
+
+def _loader(wait_ms: float):
+    n = 8
+    return Run.from_tables(
+        meta=SCRIPT,
+        steps=steps([20] * n, data_wait_ns=[int(wait_ms * MS)] * n),
+        dataloaders=table({"loader": 0, "site": "train.py:12", "dataset": "Synthetic",
+                           "batch_size": 32, "num_workers": 0, "pin_memory": False,
+                           "persistent_workers": False, "prefetch_factor": None,
+                           "iterators": 1, "batches": n, "wait_ns": int(wait_ms * MS) * n,
+                           "wait_cpu_ns": int(wait_ms * MS) * n, "first_wait_ns": int(wait_ms * MS),
+                           "cpu_count": 8, "torch_threads": 4}))
+
+
+def _copies(kernel_name: str):
+    return Run.from_tables(
+        steps=steps([20, 20]),
+        ops=table({"id": 1, "step": 1, "name": "cudaMemcpyAsync", "cat": "cuda_runtime",
+                   "start_ns": 21 * MS, "dur_ns": 3 * MS, "thread": 1}),
+        kernels=table({"step": 1, "name": kernel_name, "kind": "memcpy", "category": "memcpy",
+                       "start_ns": 22 * MS, "dur_ns": 2 * MS, "launch_id": 1,
+                       "bytes": 64 << 20}))
+
+
+# -- tensor cores ---------------------------------------------------------------------------
+
+def _matmul(dtype: str, shapes: str, meta: dict | None = None):
+    return Run.from_tables(
+        meta=meta, steps=steps([20, 20]),
+        ops=table({"id": 1, "step": 1, "name": "aten::mm", "cat": "cpu_op", "thread": 1,
+                   "start_ns": 21 * MS, "dur_ns": 5 * MS, "flops": 2 * 512**3,
+                   "dtypes": f'["{dtype}", "{dtype}"]', "input_shapes": shapes,
+                   "module": "model.proj", "phase": "forward"}))
+
+
+ALIGNED = "[[512, 512], [512, 512]]"
+UNALIGNED = "[[512, 511], [511, 512]]"
+TF32_OFF = {"precision": {"matmul_allow_tf32": False, "cudnn_allow_tf32": True}}
+TF32_ON = {"precision": {"matmul_allow_tf32": True, "cudnn_allow_tf32": True}}
+
+
+# -- communication (gloo: comms rows + host ops) ---------------------------------------------
+
+def _gloo(comm_start_ms: float, comm_ms: float, call_ms: float, compute_until_ms: float):
+    """One rank, steps 0-1 of 100 ms; step 1's backward runs 100..150 ms on thread 1, and its
+    compute (top-level ops) until ``compute_until_ms``; one fp32 all-reduce on gloo's thread."""
+    t0 = 100
+    ops = [
+        {"id": 1, "step": 1, "name": "autograd::engine::evaluate_function: MmBackward0",
+         "cat": "cpu_op", "depth": 0, "thread": 1, "start_ns": t0 * MS, "dur_ns": 50 * MS,
+         "phase": "backward"},
+        {"id": 2, "step": 1, "name": "aten::add_", "cat": "cpu_op", "depth": 0, "thread": 1,
+         "start_ns": (t0 + 50) * MS, "dur_ns": int((compute_until_ms - 50) * MS),
+         "phase": "optimizer"},
+        {"id": 3, "step": 1, "name": "gloo:all_reduce", "cat": "user_annotation", "depth": 0,
+         "thread": 2, "start_ns": int((t0 + comm_start_ms) * MS), "dur_ns": int(comm_ms * MS)},
+    ]
+    comms = table({"step": 1, "collective": "all_reduce", "dtype": "float", "group_size": 2,
+                   "in_bytes": 64 << 20, "out_bytes": 64 << 20,
+                   "start_ns": int((t0 + comm_start_ms) * MS), "dur_ns": int(comm_ms * MS),
+                   "call_ns": int((t0 + call_ms) * MS), "source": "gloo"})
+    return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops), comms=comms)
+
+
+def comm_late():
+    # issued at the end of backward (52 ms) and run while nothing else does: 30 % exposed
+    return _gloo(comm_start_ms=52, comm_ms=30, call_ms=52, compute_until_ms=51)
+
+
+def comm_hidden():
+    # issued early in backward and hidden behind compute that runs to the end of the step
+    return _gloo(comm_start_ms=5, comm_ms=30, call_ms=5, compute_until_ms=99)
+
+
+# -- data parallel ---------------------------------------------------------------------------
+
+def _modules(*names_spans):
+    rows = [{"id": i + 1, "step": 1, "name": n, "cat": "module", "start_ns": s * MS,
+             "dur_ns": d * MS, "parent_id": p} for i, (n, s, d, p) in enumerate(names_spans)]
+    return Run.from_tables(meta=SCRIPT, ops=table(*rows))
+
+
+# -- launches, stragglers, host syncs ---------------------------------------------------------
+
+def _launches(host_bound: bool):
+    """Step 2 (10 ms) runs 20 kernels of 10 us, one every 400 us. Host-bound: each launch call
+    starts after the previous kernel ended; else all were queued at the step's start."""
+    ops, kernels = [], []
+    t0 = 20 * MS
+    for k in range(20):
+        start = t0 + k * 400_000
+        launch = start - 5_000 if host_bound else t0 - 1_000 + k * 1_000
+        ops.append({"id": k + 1, "step": 2, "name": "cudaLaunchKernel", "cat": "cuda_runtime",
+                    "thread": 1, "start_ns": launch, "dur_ns": 500})
+        kernels.append({"step": 2, "name": "void add_kernel<float>()", "kind": "compute",
+                        "category": "elementwise", "start_ns": start, "dur_ns": 10_000,
+                        "launch_id": k + 1, "stream": 7})
+    return Run.from_tables(steps=steps([10, 10, 10]), ops=table(*ops),
+                           kernels=table(*kernels))
+
+
+def _two_ranks(late_ms: float):
+    """Two ranks, steps 1-4 of 100 ms, one all-reduce per step; rank 1 calls it ``late_ms``
+    after rank 0."""
+    rows = []
+    for step in range(1, 5):
+        for rank in (0, 1):
+            call = step * 100 * MS + 50 * MS + (int(late_ms * MS) if rank == 1 else 0)
+            rows.append({"rank": rank, "step": step, "collective": "all_reduce",
+                         "dtype": "float", "in_bytes": 1 << 20, "start_ns": call,
+                         "dur_ns": 30 * MS, "call_ns": call, "source": "gloo"})
+    st = steps([100] * 5)
+    return Run.from_tables(
+        meta=SCRIPT, comms=table(*rows),
+        steps={k: v + v for k, v in st.items()} | {"rank": [0] * 5 + [1] * 5})
+
+
+def _syncs(device: str, every_step: bool):
+    rows = [{"step": s, "call": "item", "site": "train.py:40", "function": "train",
+             "device": device, "count": 1, "total_ns": 2 * MS, "max_ns": 2 * MS}
+            for s in range(1, 6) if every_step or s == 3]
+    return Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+def _allocator(growth: int, inactive_split: int = 0):
+    rows = [{"device": "cuda:0", "step": s, "ts_ns": s * 10 * MS, "source": "memory_stats",
+             "allocated": (1 << 30) + s * growth, "reserved": 2 << 30,
+             "inactive_split": inactive_split, "alloc_retries": 0, "device_allocs": 10,
+             "device_frees": 5} for s in range(2, 9)]
+    return Run.from_tables(meta=SCRIPT, steps=steps([10] * 9), allocator=table(*rows))
+
+
+def _scales(skipped: list[bool], scales: list[float]):
+    return Run.from_tables(meta=SCRIPT, steps=steps([10] * len(skipped), skipped=skipped,
+                                                    loss_scale=scales))
+
+
+def _anomaly(present: bool):
+    row = {"step": 3, "ts_ns": 35 * MS, "op": "aten.div.Tensor", "module": "model.norm",
+           "phase": "forward", "site": "train.py:20", "code": "y = x / s", "kind": "nan",
+           "output_index": 0, "shape": "[4, 4]", "dtype": "torch.float32", "numel": 16,
+           "nan_count": 16, "inf_count": 0, "inputs": "[]", "frames": "[]"}
+    return Run.from_tables(meta=SCRIPT, steps=steps([10] * 4),
+                           anomalies=table(row) if present else table())
+
+
+# -- precision and optimizer fusion ----------------------------------------------------------
+
+A100 = {"devices": {"0": {"kind": "cuda", "name": "NVIDIA A100-SXM4-80GB",
+                          "capability": "8.0"}}}
+
+
+def _gpu_matmuls(dtype: str, kernel: str):
+    """Four matmuls of step 1 on an A100, each with one 2 ms kernel."""
+    ops = [{"id": i + 1, "step": 1, "name": "aten::mm", "cat": "cpu_op", "thread": 1,
+            "start_ns": (21 + i) * MS, "dur_ns": 100_000, "dtypes": f'["{dtype}", "{dtype}"]',
+            "input_shapes": "[[4096, 4096], [4096, 4096]]", "phase": "forward"}
+           for i in range(4)]
+    kernels = [{"step": 1, "name": kernel, "kind": "compute", "category": "gemm",
+                "start_ns": (21 + i) * MS + 200_000, "dur_ns": 2 * MS, "op_id": i + 1,
+                "launch_id": i + 1} for i in range(4)]
+    return Run.from_tables(meta={**SCRIPT, **A100}, steps=steps([30, 30]), ops=table(*ops),
+                           kernels=table(*kernels))
+
+
+def _optimizer(child: str, n_children: int = 40):
+    """Adam.step of step 1 on CPU: ``n_children`` ops under the span, 4 small parameters."""
+    ops = [{"id": 1, "step": 1, "name": "Optimizer.step#Adam.step", "cat": "user_annotation",
+            "thread": 1, "start_ns": 10 * MS, "dur_ns": 5 * MS}]
+    ops += [{"id": 2 + i, "step": 1, "name": child, "cat": "cpu_op", "parent_id": 1,
+             "thread": 1, "start_ns": 10 * MS + i * 100_000, "dur_ns": 100_000,
+             "phase": "optimizer"} for i in range(n_children)]
+    ops += [{"id": 100 + i, "step": 1, "name": "torch::autograd::AccumulateGrad",
+             "cat": "cpu_op", "thread": 1, "start_ns": 5 * MS + i * 1000, "dur_ns": 500,
+             "input_shapes": "[[64, 64]]", "dtypes": '["float"]', "phase": "backward"}
+            for i in range(4)]
+    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
+                           steps=steps([20, 20]), ops=table(*ops))
+
+
+def _pointwise(shapes: list[str]):
+    """Forward ops mul, add, tanh of step 1 on CPU, 2 ms each, on the given input shapes."""
+    names = ["aten::mul", "aten::add", "aten::tanh"]
+    ops = [{"id": i + 1, "step": 1, "name": n, "cat": "cpu_op", "thread": 1,
+            "start_ns": (10 + 2 * i) * MS, "dur_ns": 2 * MS, "phase": "forward",
+            "input_shapes": sh, "dtypes": '["float", "float"]'}
+           for i, (n, sh) in enumerate(zip(names, shapes))]
+    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
+                           steps=steps([20, 20]), ops=table(*ops))
+
+
+BIG = "[[2048, 2048], [2048, 2048]]"
+
+
+# -- memory: checkpointing and batch size ----------------------------------------------------
+
+MIB = 1 << 20
+
+
+def _peak_step(calls: int = 1, budget: int | None = None):
+    """Step 1 (30 ms) of a two-block model: 50 MiB of parameters; block0's forward ends at
+    12 ms and block1's at 14 ms, each saving 100 MiB for backward, freed by block1's backward
+    at 20 ms and block0's at 24 ms. ``calls`` = 2 makes the blocks shared layers (never
+    checkpointed); ``budget`` is ``--memory-budget``."""
+    series = []
+    for t in range(10, 31):
+        act = 100 * MIB * (12 <= t < 24) + 100 * MIB * (14 <= t < 20)
+        series.append({"device": "cpu", "ts_ns": t * MS, "step": 1, "capture": 0,
+                       "parameter": 50 * MIB, "activation": act, "total": 50 * MIB + act})
+    ops = [{"id": 1, "step": 1, "name": "model.block0", "cat": "module", "start_ns": 10 * MS,
+            "dur_ns": 2 * MS},
+           {"id": 2, "step": 1, "name": "model.block1", "cat": "module", "start_ns": 12 * MS,
+            "dur_ns": 2 * MS},
+           {"id": 3, "step": 1, "name": "aten::mm", "cat": "cpu_op", "start_ns": 20 * MS,
+            "dur_ns": 2 * MS, "phase": "backward", "module": "model.block1", "thread": 1},
+           {"id": 4, "step": 1, "name": "aten::mm", "cat": "cpu_op", "start_ns": 24 * MS,
+            "dur_ns": 2 * MS, "phase": "backward", "module": "model.block0", "thread": 1}]
+    modules = [{"name": f"model.block{i}", "type": "Block", "depth": 1, "params": 1000,
+                "param_bytes": 25 * MIB, "activation_bytes": 100 * MIB, "calls": calls,
+                "fwd_ns": 2 * MS, "bwd_ns": 2 * MS} for i in (0, 1)]
+    meta = {**SCRIPT, "settings": {"memory_budget": budget}} if budget else SCRIPT
+    return Run.from_tables(meta=meta, steps=steps([30] * 4, batch_size=[32] * 4),
+                           memory_series=table(*series), ops=table(*ops),
+                           modules=table(*modules))
+
+
+CASES = [
+    ("step_outliers", "steps.outliers", outliers_pos, outliers_neg),
+    ("input_pipeline", "input.dataloader_wait", lambda: _loader(8.0), lambda: _loader(0.0)),
+    ("input_pipeline", "input.pageable_copy",
+     lambda: _copies("Memcpy HtoD (Pageable -> Device)"),
+     lambda: _copies("Memcpy HtoD (Pinned -> Device)")),
+    ("tensor_cores", "tensor_core.fp64", lambda: _matmul("double", ALIGNED),
+     lambda: _matmul("c10::BFloat16", ALIGNED)),
+    ("tensor_cores", "tensor_core.tf32_off", lambda: _matmul("float", ALIGNED, TF32_OFF),
+     lambda: _matmul("float", ALIGNED, TF32_ON)),
+    ("tensor_cores", "tensor_core.unaligned_dims", lambda: _matmul("c10::BFloat16", UNALIGNED),
+     lambda: _matmul("c10::BFloat16", ALIGNED)),
+    ("comm_bound", "comm.bound", comm_late, comm_hidden),
+    ("comm_overlap", "comm.poor_overlap", comm_late, comm_hidden),
+    ("data_parallel", "comm.data_parallel",
+     lambda: _modules(("DataParallel", 0, 10, None), ("DataParallel.module", 2, 7, 1)),
+     lambda: _modules(("DistributedDataParallel", 0, 10, None), ("Model", 0, 5, 1))),
+    ("launch_bound", "launch.bound", lambda: _launches(True), lambda: _launches(False)),
+    ("straggler", "comm.straggler", lambda: _two_ranks(20), lambda: _two_ranks(0)),
+    ("host_syncs", "host_sync.call", lambda: _syncs("cuda:0", True),
+     lambda: _syncs("cpu", False)),
+    ("memory_leak", "memory.leak", lambda: _allocator(8 << 20), lambda: _allocator(0)),
+    ("fragmentation", "memory.fragmentation", lambda: _allocator(0, 512 << 20),
+     lambda: _allocator(0, 1 << 20)),
+    ("grad_scaler", "amp.skipped_steps",
+     lambda: _scales([False] * 4 + [True, False, True, False, True, False],
+                     [65536.0] * 4 + [32768.0] * 2 + [16384.0] * 2 + [8192.0] * 2),
+     lambda: _scales([False] * 10, [65536.0] * 10)),
+    ("grad_scaler", "amp.scale_collapse",
+     lambda: _scales([False] * 10, [65536.0 / 4**i for i in range(10)]),
+     lambda: _scales([False] * 10, [65536.0] * 10)),
+    ("anomaly", "numerics.nonfinite", lambda: _anomaly(True), lambda: _anomaly(False)),
+    ("precision", "precision.fp32_matmul",
+     lambda: _gpu_matmuls("float", "ampere_sgemm_128x64_nn"),
+     lambda: _gpu_matmuls("c10::BFloat16", "ampere_bf16_s16816gemm_bf16_128x64_nn")),
+    ("fusion", "fusion.hand_gelu", lambda: _pointwise([BIG, BIG, "[[2048, 2048]]"]),
+     # the same ops on unrelated tensors: nothing feeds the next op, so no chain
+     lambda: _pointwise([BIG, "[[512, 512], [512, 512]]", "[[64, 64]]"])),
+    ("checkpointing", "memory.checkpointing", lambda: _peak_step(),
+     lambda: _peak_step(calls=2)),
+    ("batch_size", "batch.size", lambda: _peak_step(calls=2, budget=1 << 30),
+     lambda: _peak_step(calls=2, budget=250 * MIB)),
+    ("fusion_optimizer", "fusion.optimizer", lambda: _optimizer("aten::mul_"),
+     lambda: _optimizer("aten::_fused_adam_", 1)),
+]
+REGISTERED = {load_analyzer(entry).name for entry in ANALYZERS}
+
+
+def _kinds(run: Run, analyzer: str) -> list[str]:
+    out = analyze(run, only=(analyzer,), write=False)
+    assert not out.failed, out.failed
+    return [f.kind for f in out.findings]
+
+
+@pytest.mark.parametrize(("analyzer", "kind", "positive", "negative"), CASES,
+                         ids=[f"{a}:{k}" for a, k, _, _ in CASES])
+def test_the_finding_fires_on_its_positive_case_only(analyzer, kind, positive, negative):
+    assert analyzer in REGISTERED
+    assert kind in _kinds(positive(), analyzer)
+    assert kind not in _kinds(negative(), analyzer)
+
+
+def test_every_registered_analyzer_has_a_case():
+    assert REGISTERED - {a for a, _, _, _ in CASES} == set()
