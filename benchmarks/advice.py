@@ -7,7 +7,10 @@ For each example: one `dsprof run` (the baseline), its findings, then for every 
 has an `apply` knob, `dsprof verify` with `--rounds N` (N fresh baseline runs and N runs with
 the fix, alternated, full-speed steps pooled; see dsprof/apply/verify.py). The aim (issue 6):
 measured change within 25 % of the predicted change, and no fix that makes the step slower.
-Both are printed per finding; nothing is asserted, this machine's load decides the noise.
+Both are printed per finding, with the noise band of the two arms (the change of the median
+their spread can resolve, dsprof/apply/verify.py): a change inside it is "no measurable change",
+and a prediction outside the ranked list (severity info: inside the run's own noise) is marked.
+Nothing is asserted, this machine's load decides the noise.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def main() -> None:
                 _print_row(name, f, v)
     print()
     print(f"{'example':22} {'finding':28} {'base ms':>8} {'pred ms':>8} {'meas ms':>8} "
-          f"{'pred -ms':>8} {'meas -ms':>8} {'error':>7}  slower?")
+          f"{'pred -ms':>8} {'meas -ms':>8} {'band ms':>8} {'error':>7}  ranked  slower?")
     for name, f, v in rows:
         _print_row(name, f, v, table=True)
     errors = [abs(v.error) for _, _, v in rows if v.error is not None]
@@ -77,19 +80,26 @@ def main() -> None:
 
 
 def _slower(v) -> bool:
-    return bool(v.measured_step_s and v.baseline_step_s and v.measured_step_s > v.baseline_step_s)
+    """Measurably slower: beyond the band the two arms' spread can resolve."""
+    if not (v.measured_step_s and v.baseline_step_s):
+        return False
+    return v.measured_step_s - v.baseline_step_s > (v.band_s or 0.0)
 
 
 def _print_row(name: str, f: dict, v, table: bool = False) -> None:
     b, pr, m = (x * 1e3 if x is not None else float("nan")
                 for x in (v.baseline_step_s, v.predicted_step_s, v.measured_step_s))
     err = f"{v.error:+.0%}" if v.error is not None else "-"
+    band = v.band_s * 1e3 if v.band_s is not None else float("nan")
+    ranked = "yes" if f["severity"] != "info" else "no"
+    inside = " (no measurable change)" if v.measurable is False else ""
     if table:
         print(f"{name:22} {f['kind'][:28]:28} {b:8.2f} {pr:8.2f} {m:8.2f} {b - pr:8.2f} "
-              f"{b - m:8.2f} {err:>7}  {'YES' if _slower(v) else 'no'}")
+              f"{b - m:8.2f} {band:8.2f} {err:>7}  {ranked:6}  {'YES' if _slower(v) else 'no'}"
+              f"{inside}")
     else:
         print(f"{name}: {f['id']} {f['title'][:70]}: baseline {b:.2f} ms, predicted {pr:.2f} ms, "
-              f"measured {m:.2f} ms ({err})", flush=True)
+              f"measured {m:.2f} ms ({err}), noise band {band:.2f} ms{inside}", flush=True)
 
 
 if __name__ == "__main__":

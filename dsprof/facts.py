@@ -9,6 +9,7 @@ disturb (``steps.disturbed``: a profiler window, its warm-up, the step after it)
 ``dsprof run`` they are its *full-speed* steps: also not step 0 (setup) or step 1 (first calls,
 ``DS_COMPILE`` compiles). When a run has none (a short run that is all profiled), the rule
 falls back to every step after the setup, then to every step, and ``rule`` says which held.
+An import's ProfilerStep under a tenth of the median is a fragment and never counts.
 ``mean_s`` is the share base for savings (time per step, summed over the run: a mean);
 ``median_s`` is the measured step time (robust to one slow step): a measured saving is the
 difference of two runs' medians.
@@ -131,6 +132,12 @@ def _step_time(run: Run) -> StepTime:
     if run.manifest.is_run:
         keep_rules = [(FULL_SPEED, _full_speed), (AFTER_SETUP, _after_setup), *keep_rules]
     rules = keep_rules
+    if not run.manifest.is_run and rows:
+        # An import's ProfilerStep under a tenth of the median is a fragment (the profiler
+        # stopped inside it, or a second span with the same number): counting it would
+        # shrink the step and push savings past 100 % of it.
+        med = statistics.median(int(r[2]) for r in rows)
+        rows = [r for r in rows if int(r[2]) >= 0.1 * med]
     for rule, keep in rules:
         chosen = [r for r in rows if keep(r[1], r[3])]
         if chosen:

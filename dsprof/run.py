@@ -131,7 +131,12 @@ class Run:
                 f"DESCRIBE SELECT * FROM _empty_{name}").fetchall()}
             extra += [f"CAST(NULL AS {types[c]}) AS {c}" for c in missing]
         if name == "steps" and "disturbed" not in stored:
-            extra.append(f"{disturbed_sql(self.manifest)} AS disturbed")
+            # the ingest's reason when it wrote one (setup and first calls are left to the
+            # step-number rule of facts.py: a DEBUG run's steps all count as disturbed), or
+            # the windows of the manifest (older runs, synthetic ones)
+            by_ingest = ("(disturbed_by IS NOT NULL AND disturbed_by NOT IN ('setup', "
+                         "'first_call')) OR " if "disturbed_by" in stored else "")
+            extra.append(f"({by_ingest}{disturbed_sql(self.manifest)}) AS disturbed")
         return "SELECT *" + "".join(f", {e}" for e in extra) + f" FROM {source}"
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:

@@ -120,6 +120,12 @@ STEPS = Table(
         Column("skipped", _BOOL,
                "GradScaler skipped the optimizer step (inf/NaN gradients); null without a "
                "GradScaler"),
+        Column("disturbed_by", _STR,
+               "why dsprof slowed this step, so it is never evidence of the program's speed: "
+               "setup (step 0), first_call (step 1: first calls, compiling), window (recorded "
+               "by the profiler), warmup (the profiler's warm-up), trace_write (the step after "
+               "a window, which writes its trace), debug_trace / anomaly_check (every step of "
+               "a DS_LOG_LEVEL=DEBUG or --detect-anomaly run); null: a steady step"),
     ),
 )
 
@@ -479,7 +485,8 @@ VIEW_COLUMNS: dict[str, tuple[Column, ...]] = {
     "steps": (
         Column("disturbed", _BOOL,
                "dsprof itself slowed the step: a profiler window's step, its warm-up, or the "
-               "step after it (the trace is written then); false for imports. Never evidence "
-               "of the script's speed (see dsprof/facts.py)"),
+               "step after it (the trace is written then), or any step of a DEBUG-trace or "
+               "anomaly-check run (disturbed_by says which); false for imports. Never "
+               "evidence of the script's speed (see dsprof/facts.py)"),
     ),
 }

@@ -17,17 +17,24 @@ Algorithm:
     (:mod:`dsprof.metrics.memory.model`). A tree DP over the module hierarchy
     (:mod:`dsprof.metrics.memory.checkpoint_plan`; never a block and its child) proposes the sets on
     the Pareto front of freed bytes against recompute time; the timeline prices them. The
-    advised plan is the cheapest one under the memory budget when the peak is over it; else the
-    knee of the front: the plan with the largest share of peak saved less share of step time
-    added, when it saves at least ``MIN_SHARE`` of the peak. With no plan advised, an ``info``
-    finding (no saving, no knob) names the lowest-peak plan. The whole front goes in
-    ``data.front`` for the dashboard.
+    advised plan is the cheapest one under the memory budget when the peak is over it; with the
+    peak near the budget (at least ``PRESSURE`` of it, the TensorBoard plugin's 90 % of device
+    memory) the knee of the front: the plan with the largest share of peak saved less share of
+    step time added, when it saves at least ``MIN_SHARE`` of the peak.
+
+Preconditions:
+    Trading time for memory is advice only when memory binds. Without pressure (no
+    ``--memory-budget`` on a CPU run, or a peak well under the budget) nothing is advised: an
+    ``info`` finding (no saving, no knob) states the headroom and names the lowest-peak plan.
+    Checkpointing to fit a larger batch that pays is the batch-size analyzer's
+    ``batch.checkpointed``. The whole front goes in ``data.front`` for the dashboard.
 """
 
 from __future__ import annotations
 
 import re
 
+from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.memory.checkpoint_plan import Candidate, PlanPoint, cheapest_under, pareto_front
@@ -41,6 +48,7 @@ from dsprof.metrics.memory.model import (
 from dsprof.units import fmt_bytes
 
 MIN_SHARE = 0.10  # a plan saving less of the peak than this is not worth a finding
+PRESSURE = 0.90  # a peak at this share of the budget binds (tb_plugin: 90 % of device memory)
 
 
 class CheckpointPlan:
@@ -75,6 +83,8 @@ def checkpoint_plan(ctx: Context) -> CheckpointPlan | None:
     if budget is not None and timeline.peak > budget.bytes:
         return CheckpointPlan(model, front, cheapest_under(front, budget.bytes), budget.bytes,
                               ratio)
+    if budget is None or timeline.peak < PRESSURE * budget.bytes:
+        return CheckpointPlan(model, front, None, None, ratio)  # no pressure: no advice
     best, best_score = None, 0.0
     for p in front[1:]:
         saved = (timeline.peak - p.peak) / timeline.peak
@@ -82,6 +92,21 @@ def checkpoint_plan(ctx: Context) -> CheckpointPlan | None:
         if saved >= MIN_SHARE and score > best_score:
             best, best_score = p, score
     return CheckpointPlan(model, front, best, None, ratio)
+
+
+def _headroom(ctx: Context, peak: int) -> str:
+    """Why memory does not bind, with the headroom when a budget says how much there is."""
+    budget = memory_budget(ctx.meta)
+    if budget is None:
+        return ("no memory pressure (a CPU run with no --memory-budget: give one to plan "
+                "for a limit)")
+    used = peak / budget.bytes
+    if used >= PRESSURE:
+        return (f"the peak is {used:.0%} of the budget, but no plan saves {MIN_SHARE:.0%} of it "
+                "for less than its share of step time")
+    grow = f"; activations could grow about {1 / used:.0f}x" if used < 0.5 else ""
+    return (f"no memory pressure: the peak uses {used:.1%} of {fmt_bytes(budget.bytes)} "
+            f"({budget.source}){grow}")
 
 
 def module_patterns(chosen: tuple[str, ...], all_names: list[str]) -> list[str]:
@@ -130,9 +155,7 @@ class Checkpointing(Analyzer):
                 (f" ({p.cost_s / step_s:.0%})" if step_s else ""))
         why = (f"over the budget of {fmt_bytes(plan.target)}" if plan.target is not None
                else "the best memory saved per time added on the front" if advised
-               else f"the lowest peak on the front; not advised: the peak fits (no budget "
-                    f"pressure) and no plan saves {MIN_SHARE:.0%} of it for less than its "
-                    "share of step time")
+               else f"the lowest peak on the front; not advised: {_headroom(ctx, t.peak)}")
         by_name = {w.name: w for w in plan.timeline.windows}
         evidence = tuple(
             Evidence(f"{n}: {fmt_bytes(by_name[n].freed)} saved for backward, forward "
@@ -159,7 +182,8 @@ class Checkpointing(Analyzer):
                 f"{fmt_bytes(p.peak)}, for one more forward of each, {cost}. Chosen as {why}; "
                 f"the front has {len(plan.front)} plans (data.front)."),
             evidence=evidence,
-            fix=("from torch.utils.checkpoint import checkpoint\n"
+            fix=(framework_fix(ctx, "checkpointing") +
+                 "from torch.utils.checkpoint import checkpoint\n"
                  "# in the parent's forward, instead of y = module(x):\n"
                  "y = checkpoint(module, x, use_reentrant=False)\n"
                  f"# modules: {', '.join(patterns)}\n"

@@ -14,12 +14,18 @@ Algorithm:
     (computed from the DDP buckets' gradient shapes when the trace recorded them). The
     saving claimed is the bf16 one; the finding's data lists all three with the bytes each
     removes, and the bucket sizes (``bucket_cap_mb``) for the overlap side.
+
+    Counted once: a DDP comm hook compresses all-reduces only, so the saving covers the
+    all-reduce share of the communication time (never all_to_all or all_gather traffic), and
+    only the exposed time that the poor-overlap finding (``comm.poor_overlap``) does not
+    already claim. Unknown sizes or dtypes are printed as unknown, never as 0.0 MiB.
 """
 
 from __future__ import annotations
 
 import statistics
 
+from dsprof.analyzers.comm_overlap import late_collectives
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.bandwidth import bandwidth_summary
@@ -62,7 +68,11 @@ class CommBoundAnalyzer(Analyzer):
         ar_bytes, dtype = (int(ar[0][0]) if ar[0][0] else 0), ar[0][1]
         fp32 = str(dtype).lower() in ("float", "float32")
         options = self._options(ar_bytes, fp32, buckets(con))
-        saving = 0.5 * transfer / 1e9 if fp32 else 0.0
+        ar_share = self._all_reduce_share(ctx)
+        late = late_collectives(ctx)
+        claimed = late[2] * 1e9 if late is not None else 0.0  # comm.poor_overlap's part
+        left = max(transfer - claimed, 0.0)
+        saving = 0.5 * left * ar_share / 1e9 if fp32 else 0.0
         worst = max(shares, key=lambda x: x[1])[0]
         bw = bandwidth_summary(con, ctx.meta)
         ar_bw = next((b for b in bw if b["collective"] == "all_reduce"), None)
@@ -91,7 +101,13 @@ class CommBoundAnalyzer(Analyzer):
                 f"Per rank and step (median): {comm / 1e6:.1f} ms of communication, "
                 f"{exposed / 1e6:.1f} ms of it exposed ({share:.0%} of the step), "
                 f"{transfer / 1e6:.1f} ms of that transfer rather than waiting for other ranks. "
-                f"All-reduces move {ar_bytes / 2**20:.1f} MiB per step ({dtype}). {link}"
+                + (f"All-reduces move {ar_bytes / 2**20:.1f} MiB per step ({dtype or 'dtype unknown'}). "
+                   if ar_bytes else "All-reduce sizes are unknown (the trace records none). ")
+                + f"{link}"
+                + (f"All-reduces are {ar_share:.0%} of the communication time; a comm hook "
+                   "compresses only them. " if ar_share < 1 else "")
+                + (f"The poor-overlap finding already claims {claimed / 1e6:.1f} ms of the "
+                   "exposed time; compression is priced on the rest. " if claimed else "")
                 + (f"bf16 compression sends half of it ({ar_bytes / 2 / 2**20:.1f} MiB less), "
                    f"saving about {saving * 1e3:.1f} ms per step if transfer time follows "
                    "bytes. " if fp32 else "")
@@ -112,6 +128,13 @@ class CommBoundAnalyzer(Analyzer):
                   "options": options, "buckets_bytes": [b for _, b in bucket_list],
                   "bandwidth": bw},
         )]
+
+    @staticmethod
+    def _all_reduce_share(ctx: Context) -> float:
+        """All-reduce time over all collective time (what a DDP comm hook can compress)."""
+        ar, total = ctx.run.sql("""SELECT sum(dur_ns) FILTER (WHERE collective = 'all_reduce'),
+                                          sum(dur_ns) FROM comms WHERE step IS NOT NULL""")[0]
+        return float(ar or 0) / float(total) if total else 0.0
 
     @staticmethod
     def _options(ar_bytes: int, fp32: bool, bucket_list) -> dict:

@@ -47,6 +47,10 @@ MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"
 """Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
 MIN_STEP_SHARE = 0.005
+# Kinds whose pasted fix is a library op (F.gelu, nn.RMSNorm, SDPA, softmax): their knob
+# compiles the module instead, and the verify line says so.
+_LIBRARY_OP_KINDS = frozenset({"fusion.hand_gelu", "fusion.hand_norm", "fusion.attention",
+                               "fusion.hand_softmax"})
 
 
 def fold_indices(module: str) -> str:
@@ -159,8 +163,12 @@ class FusionAnalyzer(Analyzer):
             analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
             saving_s=saving, confidence=confidence, explanation=explanation,
             evidence=tuple(evidence), fix=fix, apply=apply,
-            verify="dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
-            else "",
+            verify=(("dsprof verify RUN ID   (reruns the script with DS_COMPILE set: it "
+                     "measures torch.compile of these modules, which fuses the chain; the "
+                     "library op in the fix is a different change that verify does not run)")
+                    if apply and kind in _LIBRARY_OP_KINDS else
+                    "dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
+                    else ""),
             data={"modules": modules, "ops": list(names), "bytes_unfused": total,
                   "bytes_fused": fused, "instances_per_step": per_step,
                   "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,

@@ -176,9 +176,25 @@ def _trace_syncs(ctx: Context) -> list[dict]:
         ORDER BY s.rank, s.start_ns""")
     out = []
     for rank, id_, parent, step, call, start, dur, op, module, phase, nxt in rows:
-        end = start + dur
-        idle = max(0, nxt - end) if nxt is not None else 0
-        out.append({"rank": rank, "id": id_, "parent": parent, "step": step, "call": call, "start_ns": start,
-                    "dur_ns": dur, "op": op, "module": module, "phase": phase,
-                    "idle_ns": idle})
+        out.append({"rank": rank, "id": id_, "parent": parent, "step": step, "call": call,
+                    "start_ns": start, "dur_ns": dur, "op": op, "module": module,
+                    "phase": phase, "idle_ns": 0, "next_kernel": nxt})
+    _share_idle_gaps(out)
     return out
+
+
+def _share_idle_gaps(syncs: list[dict]) -> None:
+    """Charge each idle gap once. Syncs that the same next kernel ends (eight syncs in a row in
+    DDP's forward, one kernel after them) share one gap, from the first one's end to that
+    kernel: each sync gets the part from its end to the next sync's end (the last one, up to
+    the kernel), so the parts add up to the gap, never to eight times it."""
+    by_gap: dict[tuple[int, int], list[dict]] = {}
+    for t in syncs:
+        if t["next_kernel"] is not None:
+            by_gap.setdefault((t["rank"], t["next_kernel"]), []).append(t)
+    for (_, nxt), group in by_gap.items():
+        group.sort(key=lambda t: t["start_ns"] + t["dur_ns"])
+        ends = [t["start_ns"] + t["dur_ns"] for t in group]
+        for i, t in enumerate(group):
+            stop = min(nxt, ends[i + 1]) if i + 1 < len(group) else nxt
+            t["idle_ns"] = max(0, stop - ends[i])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
@@ -60,8 +61,54 @@ class InputPipeline(Analyzer):
         out = []
         if ctx.nonempty("dataloaders"):
             out.extend(self._loader_waits(ctx))
+        elif ctx.nonempty("ops"):
+            out.extend(self._traced_loader_waits(ctx))
         if ctx.nonempty("kernels"):
             out.extend(self._pageable_copies(ctx))
+        return out
+
+    def _traced_loader_waits(self, ctx: Context) -> list[Finding]:
+        """An imported trace's DataLoader: torch.profiler records each batch fetch as an
+        ``enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__`` span (the TensorBoard
+        plugin's source). Above 5 % of the step it is a finding: with a single-process loader
+        the GPU idles while the training process loads each batch; workers prefetch it."""
+        rows = ctx.run.sql("""
+            SELECT rank, name, count(*), sum(dur_ns), count(DISTINCT step), min(id),
+                   min(start_ns)
+            FROM ops WHERE name LIKE 'enumerate(DataLoader)#%__next__'
+            GROUP BY rank, name ORDER BY rank, name""")
+        out = []
+        step_s = ctx.step_s
+        for rank, name, n, wait_ns, n_steps, first_id, first_ns in rows:
+            per_step = float(wait_ns) / max(int(n_steps or 0), 1) / 1e9
+            unit = "per step" if n_steps else "in the trace (it marks no steps)"
+            if n_steps and step_s and per_step < THRESHOLD * step_s:
+                continue
+            single = "SingleProcess" in str(name)
+            share = f" ({per_step / step_s:.0%} of the step)" if n_steps and step_s else ""
+            out.append(Finding(
+                analyzer=self.name, kind="input.dataloader_wait", key=f"trace|rank{rank}",
+                title=(f"{'Load batches in DataLoader workers' if single else 'Add DataLoader workers'}"
+                       f": the training process waits {per_step * 1e3:.1f} ms {unit} for its "
+                       f"batches{share}"),
+                saving_s=per_step if n_steps else 0.0, confidence="low",
+                explanation=(f"{n} batch fetches ({str(name).split('#')[-1]}) took "
+                             f"{float(wait_ns) / 1e6:.1f} ms on rank {rank}. "
+                             + ("The loader runs in the training process (num_workers=0): the "
+                                "GPU waits while each batch is read and transformed. Workers "
+                                "load the next batches while the GPU computes; the saving is "
+                                "the wait, at most." if single else
+                                "The workers do not keep up: the training process still waits "
+                                "for them.")),
+                evidence=(Evidence(f"{name} x {n}: {float(wait_ns) / 1e6:.1f} ms",
+                                   rank=int(rank), start_ns=int(first_ns),
+                                   op_ids=(int(first_id),)),),
+                fix=(framework_fix(ctx, "dataloader") +
+                     "loader = DataLoader(dataset, batch_size=..., num_workers=4,\n"
+                     "                    persistent_workers=True, pin_memory=True)"),
+                verify=_verify(ctx),
+                data={"wait_ms_per_step": per_step * 1e3, "single_process": single,
+                      "fetches": int(n)}))
         return out
 
     def _loader_waits(self, ctx: Context) -> list[Finding]:
@@ -137,7 +184,8 @@ class InputPipeline(Analyzer):
         return Finding(
             analyzer=self.name, kind="input.dataloader_wait", key=f"{site}|{dataset}",
             title=title, saving_s=saving / 1e9, confidence=confidence,
-            explanation=explanation, evidence=evidence, fix=fix,
+            explanation=explanation, evidence=evidence,
+            fix=framework_fix(ctx, "dataloader") + fix,
             apply={"DS_DATALOADER_WORKERS": str(n)},
             verify=_verify(ctx),
             data={"workers": workers, "advised_workers": n, "wait_ms": wait / 1e6,

@@ -18,6 +18,13 @@ elementwise kernels reach). ``speedup`` is the device's dense low-precision Tens
 over its fp32 peak (over TF32 when the fp32 kernels already use TF32 Tensor Cores), capped at
 4x: small or memory-bound GEMMs and convolutions do not reach the peak ratio.
 
+Kernels that no matmul/conv op claims (compiled or graph-launched code, old traces without op
+nesting) still count: a kernel the name classifier calls ``gemm`` or ``conv`` is matrix work,
+and its name says fp32 or low precision. A trace with no device record gets its GPU family
+from the kernel names (``volta_`` -> V100, ``ampere_``/``sm80``/``cutlass_80`` -> A100,
+``turing_`` -> T4, ``sm90`` -> H100). Where fp32 matrix kernels hold a real share and still no
+finding is made, the analyzer says why (``no_finding_reason``: AMP on, unknown device, ...).
+
 CPU runs are skipped with the reason: CPU autocast gains depend on AMX/AVX512-BF16 support
 that the run does not record, and dsprof does not predict what a GPU would do from a CPU run.
 TF32 (``allow_tf32``) advice belongs to the ``tensor_core.*`` findings; this one names bf16
@@ -26,9 +33,13 @@ TF32 (``allow_tf32``) advice belongs to the ``tensor_core.*`` findings; this one
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.devices import BF16, FP16, FP32, TF32, lookup
 from dsprof.findings import Evidence, Finding
+from dsprof.ingest.kernel_class import classify
 from dsprof.metrics.ops.fusion_chains import POINTWISE
 from dsprof.metrics.ops.opbytes import LOW_PRECISION, dtypes_of, op_io
 from dsprof.metrics.ops.optable import OpTable
@@ -45,8 +56,26 @@ AMP_SHARE = 1 / 3
 MIN_FP32_SHARE = 0.05
 
 
+# GPU family from kernel-name prefixes, for traces that record no device (oldest first wins
+# nothing: the first match in kernel-time order decides).
+_FAMILY = (("sm90", "H100"), ("cutlass_90", "H100"), ("ampere_", "A100"), ("sm80", "A100"),
+           ("cutlass_80", "A100"), ("volta_", "V100"), ("cutlass_70", "V100"),
+           ("turing_", "T4"), ("sm75", "T4"))
+
+
 def device_name(ctx: Context) -> str | None:
     return ctx.run.manifest.device_name()
+
+
+def device_from_kernels(ctx: Context) -> str | None:
+    """The GPU family the kernel names were built for, e.g. ``V100 (from kernel names)``."""
+    for (name,) in ctx.run.sql("SELECT name FROM kernels WHERE kind = 'compute' "
+                               "GROUP BY name ORDER BY sum(dur_ns) DESC, name LIMIT 200"):
+        low = str(name).lower()
+        for prefix, family in _FAMILY:
+            if prefix in low:
+                return f"{family} (from kernel names)"
+    return None
 
 
 def peaks_of(name: str | None) -> tuple[float, float | None, float, float | None] | None:
@@ -92,7 +121,8 @@ class PrecisionAnalyzer(Analyzer):
         mm_ids = {(r, i): (sh, d) for r, i, sh, d in ctx.run.sql(
             "SELECT rank, id, input_shapes, dtypes FROM ops WHERE name IN ("
             + ",".join(f"'{n}'" for n in sorted(MATMUL_CONV)) + ")")}
-        fp32_s = low_s = total_s = 0.0
+        self.no_finding_reason = None
+        fp32_s = low_s = total_s = unattributed_s = 0.0
         tf32 = 0.0
         fp32_ops: dict[tuple[int, int], float] = {}
         for rank, op_id, kname, dur in ctx.run.sql(f"""
@@ -108,6 +138,23 @@ class PrecisionAnalyzer(Analyzer):
                 node = None if parent is None else (rank, int(parent))
                 hops += 1
             if node is None or node not in parents or parents[node][1] not in MATMUL_CONV:
+                # no matmul/conv op above it: the kernel's own name says if it is matrix work
+                if classify(kname)[0] not in ("gemm", "conv"):
+                    continue
+                is_low = _kernel_is_low(kname)
+                if is_low is None:
+                    is_low = False if classify(kname)[1] is False else None
+                if is_low is None:
+                    continue
+                key = (rank, -1)  # unattributed matrix kernels, one bucket per rank
+                if is_low:
+                    low_s += dur / 1e9
+                else:
+                    fp32_s += dur / 1e9
+                    unattributed_s += dur / 1e9
+                    fp32_ops[key] = fp32_ops.get(key, 0.0) + dur / 1e9
+                    if _uses_tf32(kname):
+                        tf32 += dur / 1e9
                 continue
             types = dtypes_of(parents[node][2])
             is_low = (types[0] in LOW_PRECISION) if types else _kernel_is_low(kname)
@@ -121,21 +168,37 @@ class PrecisionAnalyzer(Analyzer):
                 if _uses_tf32(kname):
                     tf32 += dur / 1e9
         mm_s = fp32_s + low_s
-        if mm_s == 0 or total_s == 0 or low_s >= AMP_SHARE * mm_s:
+        if mm_s == 0 or total_s == 0:
+            self.no_finding_reason = "no matmul/conv kernel time in the trace"
+            return []
+        if low_s >= AMP_SHARE * mm_s:
+            self.no_finding_reason = (f"mixed precision is on: {low_s / mm_s:.0%} of matmul/conv "
+                                      "kernel time already runs in fp16/bf16")
             return []
         if fp32_s < MIN_FP32_SHARE * total_s:
+            self.no_finding_reason = (f"fp32 matmul/conv kernels are {fp32_s / total_s:.1%} of "
+                                      f"kernel time, under {MIN_FP32_SHARE:.0%}")
             return []
-        name = device_name(ctx)
+        name = device_name(ctx) or device_from_kernels(ctx)
         peaks = peaks_of(name)
         if peaks is None:
+            self.no_finding_reason = (
+                f"fp32 matmul/conv kernels are {fp32_s / total_s:.0%} of kernel time, but the "
+                f"device ({name or 'not recorded'}) is not in dsprof's table of Tensor Core "
+                "peaks, so no gain can be estimated")
             return []
         bandwidth, _ = table.bandwidth(POINTWISE)
         in_bytes = 0
         for node in fp32_ops:
             io = op_io(*mm_ids.get(node, (None, None)))
             in_bytes += io.in_bytes if io else 0
-        return [self._finding(table, name or "", peaks, fp32_s, low_s, total_s,
-                              tf32 >= 0.5 * fp32_s, fp32_ops, parents, bandwidth, in_bytes)]
+        label = "matrix kernels with no matmul/conv op (compiled, graph-launched or an old trace)"
+        parents = {**parents, **{(r, -1): (None, label, None) for r, i in fp32_ops if i == -1}}
+        found = self._finding(table, name or "", peaks, fp32_s, low_s, total_s,
+                              tf32 >= 0.5 * fp32_s, fp32_ops, parents, bandwidth, in_bytes)
+        found.data["unattributed_fp32_s"] = unattributed_s / table.n_steps
+        switch = framework_fix(ctx, "precision")
+        return [replace(found, fix=switch + found.fix) if switch else found]
 
     def _finding(self, table: OpTable, device: str,
                  peaks: tuple[float, float | None, float, float | None], fp32_s: float,
@@ -154,7 +217,7 @@ class PrecisionAnalyzer(Analyzer):
         base_txt = "TF32 Tensor Cores" if on_tf32 else "fp32 (no Tensor Cores)"
         top = sorted(fp32_ops.items(), key=lambda kv: -kv[1])[:5]
         evidence = tuple(Evidence(text=f"{parents[n][1]} ({base_txt}): {s / steps * 1e3:.3f} ms "
-                                       "per step", rank=n[0], op_ids=(n[1],), value=s / steps)
+                                       "per step", rank=n[0], op_ids=(n[1],) if n[1] >= 0 else (), value=s / steps)
                          for n, s in top)
         if dtype == "bf16":
             fix = ("with torch.autocast(device_type='cuda', dtype=torch.bfloat16):\n"

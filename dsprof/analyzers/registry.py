@@ -7,8 +7,9 @@ live hooks, so it runs the same on an imported cluster trace.
 
 ``analyze(run)`` runs every registered analyzer; one whose inputs are missing is skipped with a
 reason, one that raises is recorded as failed (with the error) and the others still run. The
-findings are rated against the run's step time and peak memory, ranked by saving and written
-to ``findings.json``. Nothing here depends on wall-clock time or dict order, so the same run
+findings are rated against the run's step time and peak memory, judged against the run's
+preconditions (:func:`_judge`: a run dsprof disturbed as a whole, a saving inside the step-time
+noise, GPU-only advice on a CPU run), ranked by saving and written to ``findings.json``. Nothing here depends on wall-clock time or dict order, so the same run
 gives the same file.
 """
 
@@ -26,6 +27,7 @@ import orjson
 from dsprof.errors import RunDirError
 from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
 from dsprof.log import logger
+from dsprof.metrics.noise import StepNoise, disturbance, step_noise
 from dsprof.run import Run
 from dsprof.rundir import atomic_write_bytes
 
@@ -49,6 +51,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.anomaly:Anomalies",
     "dsprof.analyzers.grad_scaler:LossScaling",
     "dsprof.analyzers.fusion:FusionAnalyzer",
+    "dsprof.analyzers.attention:AttentionAnalyzer",
     "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
     "dsprof.analyzers.precision:PrecisionAnalyzer",
 )
@@ -88,6 +91,24 @@ class Context:
         return self.run.facts.step.mean_s
 
     @cached_property
+    def noise(self) -> StepNoise | None:
+        """Step-time noise of rank 0's steady steps (``metrics.noise``), or None."""
+        return step_noise(self.run, 0)
+
+    @cached_property
+    def disturbance(self) -> str | None:
+        """``debug_trace`` / ``anomaly_check`` when dsprof slowed every step of the run."""
+        return disturbance(self.run)
+
+    @cached_property
+    def on_gpu(self) -> bool:
+        """The run used a GPU: a CUDA/ROCm device in meta.json, or kernels in the trace."""
+        devices = (self.meta.get("devices") or {}).values()
+        if any(isinstance(d, dict) and d.get("kind") in ("cuda", "rocm") for d in devices):
+            return True
+        return self.nonempty("kernels")
+
+    @cached_property
     def profiled_steps(self) -> list[tuple[int, int]]:
         """(rank, step) of every profiled step, in order."""
         if not self.run.has("steps"):
@@ -113,16 +134,23 @@ class Analysis:
     skipped: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[dict[str, str]] = field(default_factory=list)
+    """What the reader must know beside the ranked list: ``{kind, text}`` with kind
+    ``withheld`` (why timing findings are not ranked), ``noise`` (the run's step-time noise)
+    or ``gpu`` (advice for when the script moves to a GPU, from a CPU run)."""
+    noise: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"version": FINDINGS_VERSION,
                 "findings": [f.to_json() for f in self.findings],
-                "skipped": self.skipped, "failed": self.failed}
+                "skipped": self.skipped, "failed": self.failed, "notes": self.notes,
+                "noise": self.noise}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Analysis:
         return cls([Finding.from_json(f) for f in doc.get("findings", [])],
-                   list(doc.get("skipped", [])), list(doc.get("failed", [])))
+                   list(doc.get("skipped", [])), list(doc.get("failed", [])),
+                   notes=list(doc.get("notes") or []), noise=doc.get("noise"))
 
 
 def load_analyzer(entry: str) -> Analyzer:
@@ -156,8 +184,17 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
         out.seconds[analyzer.name] = time.perf_counter() - t0
         logger.debug("analyzer %s: %d findings in %.3fs", analyzer.name, len(found),
                      out.seconds[analyzer.name])
-        out.findings.extend(_finish(f, ctx) for f in found)
-    out.findings = _dedupe(sorted(out.findings, key=rank_key))
+        why = getattr(analyzer, "no_finding_reason", None)
+        if not found and why:  # ran, found nothing, and can say why (a stated reason)
+            out.skipped.append({"analyzer": analyzer.name, "reason": why})
+        for f in found:
+            judged = _judge(_finish(f, ctx), ctx, out)
+            if judged is not None:
+                out.findings.append(judged)
+    _run_notes(ctx, out)
+    # ranked findings first, then the ones with no saving (or one that cannot be claimed)
+    out.findings = _dedupe(sorted(out.findings,
+                                  key=lambda f: (f.severity == "info", *rank_key(f))))
     if write:
         try:
             atomic_write_bytes(run.path / FINDINGS_FILE,
@@ -176,6 +213,62 @@ def _finish(f: Finding, ctx: Context) -> Finding:
     if "{" in f.verify:
         f = replace(f, verify=f.verify.replace("{run}", str(ctx.run.path)).replace("{id}", f.id))
     return f
+
+
+# Kinds whose advice only a GPU can act on (TF32, Tensor Core alignment): on a CPU run they
+# leave the ranked list and become a "when you move to a GPU" note. (fp64 matrix math is slow
+# on a CPU too, so tensor_core.fp64 stays a finding.)
+GPU_ONLY_KINDS = ("tensor_core.tf32_off", "tensor_core.unaligned_dims")
+
+
+def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
+    """Hold a finding to the run's preconditions. Timing claims from a run dsprof disturbed
+    throughout (DEBUG trace, anomaly checks) are withheld: kept, unranked, with the reason.
+    A time saving inside the run's step-time noise is kept unranked: verify could not measure
+    it. GPU-only advice on a CPU run becomes a note (None: not a finding)."""
+    if not ctx.on_gpu and f.kind.startswith(GPU_ONLY_KINDS):
+        out.notes.append({"kind": "gpu", "text": f"When you move to a GPU: {f.title}",
+                          "finding_kind": f.kind})
+        return None
+    if f.saving_s <= 0 or f.saving_bytes > 0:
+        return f
+    if ctx.disturbance:
+        why = _DISTURBANCE[ctx.disturbance]
+        return replace(f, severity="info", data={**f.data, "withheld": ctx.disturbance},
+                       explanation=f"{f.explanation} Withheld: {why}, so this time is not the "
+                                   "program's.".strip())
+    noise = ctx.noise
+    if noise is not None and noise.inside(f.saving_s):
+        return replace(f, severity="info", data={**f.data, "inside_noise": noise.to_json()},
+                       explanation=(f"{f.explanation} Inside the noise: steady steps vary by "
+                                    f"{noise.sd_s * 1e3:.3g} ms (robust sd over {noise.n} "
+                                    f"steps), so a verify of as many steps cannot tell a "
+                                    f"change under {noise.band_s() * 1e3:.3g} ms from "
+                                    "none.").strip())
+    return f
+
+
+_DISTURBANCE = {
+    "debug_trace": "the run was recorded with DS_LOG_LEVEL=DEBUG, which logs every op and "
+                   "slows each one by a different amount",
+    "anomaly_check": "the run was recorded with --detect-anomaly, which checks every op's "
+                     "outputs for NaN/Inf and slows each one by a different amount",
+}
+
+
+def _run_notes(ctx: Context, out: Analysis) -> None:
+    """The notes that apply to the whole run: withheld timing, and its measured noise."""
+    if ctx.disturbance:
+        out.notes.insert(0, {"kind": "withheld", "text": (
+            f"Timing findings are withheld: {_DISTURBANCE[ctx.disturbance]}. Run again "
+            "without it to rank them.")})
+    noise = ctx.noise
+    if noise is not None:
+        out.noise = noise.to_json()
+        out.notes.append({"kind": "noise", "text": (
+            f"Step-time noise: {noise.sd_s * 1e3:.3g} ms ({noise.rel:.1%}) over {noise.n} "
+            f"steady steps; savings under {noise.band_s() * 1e3:.3g} ms a step are not "
+            "ranked.")})
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

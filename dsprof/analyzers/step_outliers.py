@@ -1,9 +1,10 @@
 """Steps much slower than the others, and what differed in them.
 
 A step is an outlier when it is slower than median + 3 robust standard deviations (1.4826 x
-MAD) and at least 20 % above the median (the rule ``dsprof summary`` uses), over the steps that
-count (a ``dsprof run``'s step 0, setup plus first iteration, is left out). At least 5 steps
-are needed.
+MAD) and at least 20 % above the median (the rule ``dsprof summary`` uses), over the steady
+steps only (``metrics.noise``): steps dsprof disturbed (setup, first calls, profiler windows
+and warm-up, the step that writes a window's trace, every step of a DEBUG or anomaly-check run)
+are never evidence. At least 5 steady steps are needed.
 
 What differed, per outlier, from the columns every step has: time waiting for data
 (``data_wait_ns``), time the stepping thread was off the CPU (``dur_ns - cpu_ns``: I/O,
@@ -11,8 +12,19 @@ syncs, other processes), and, when the outlier and a normal step were both profi
 whose self time grew most. Outliers that recur at a fixed interval (every N steps) are named as
 periodic work (evaluation, checkpoint saving, logging).
 
-The saving is the outliers' excess over the median, spread over all steps: what removing or
-amortizing them would take off the mean step time.
+Three verdicts, and only the last one is a saving:
+
+- ``steps.noise``: most outliers were slow because the process was off the CPU (wall time
+  minus the stepping thread's CPU time grew), on a CPU run with no data wait to explain it:
+  other processes or I/O on this machine, not the program. No saving.
+- ``steps.periodic``: the outliers recur every N steps: work the script asks for (evaluation,
+  checkpoint saving, logging), named with the source lines that ran only in those steps when
+  dsprof saw them (host syncs). Its cost is stated; it is not a saving, since the script wants
+  that work done.
+- ``steps.noise`` too: sporadic outliers with no data wait that stay under
+  ``MIN_SLOWDOWN`` x the median (the same work, a little slower now and then).
+- ``steps.outliers``: the rest. The saving is the outliers' excess over the median, spread
+  over all steps: what removing or amortizing them would take off the mean step time.
 """
 
 from __future__ import annotations
@@ -24,8 +36,14 @@ import numpy as np
 
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.noise import steady_steps
 
 MIN_STEPS = 5
+# Outliers are "noise on this machine" when at least this share of them waited off the CPU.
+NOISE_SHARE = 0.5
+# Sporadic outliers with no wait to explain them must be this much slower than the median to
+# be the program's (more work in those steps) rather than step-to-step noise.
+MIN_SLOWDOWN = 1.5
 
 
 def outlier_limit(durations: np.ndarray) -> float:
@@ -38,13 +56,20 @@ class StepOutliers(Analyzer):
     name = "step_outliers"
     requires = ("steps",)
 
+    def skip_reason(self, ctx: Context) -> str | None:
+        if ctx.disturbance:
+            return (f"every step was disturbed by dsprof ({ctx.disturbance}): no step time is "
+                    "the program's")
+        return None
+
     def run(self, ctx: Context) -> list[Finding]:
-        skip0 = "AND step > 0" if ctx.meta.get("source") == "run" else ""
         out: list[Finding] = []
         for (rank,) in ctx.run.sql("SELECT DISTINCT rank FROM steps ORDER BY rank"):
-            rows = ctx.run.sql(f"""
+            steady = [s for s, _, _ in steady_steps(ctx.run, int(rank))]
+            rows = ctx.run.sql("""
                 SELECT step, start_ns, end_ns, dur_ns, cpu_ns, data_wait_ns, profiled
-                FROM steps WHERE rank = ? AND dur_ns > 0 {skip0} ORDER BY step""", [rank])
+                FROM steps WHERE rank = ? AND dur_ns > 0
+                  AND step IN (SELECT unnest(?::BIGINT[])) ORDER BY step""", [rank, steady])
             if len(rows) >= MIN_STEPS:
                 finding = self._rank(ctx, int(rank), rows)
                 if finding is not None:
@@ -82,22 +107,52 @@ class StepOutliers(Analyzer):
                     parts.append("grew: " + ", ".join(grew))
             evidence.append(Evidence("; ".join(parts), rank=rank, step=int(step),
                                      start_ns=int(start), end_ns=int(end), value=d / 1e6))
-        period = _period([int(r[0]) for r in slow], int(rows[0][0]), int(rows[-1][0]))
+        period = _period([int(r[0]) for r in slow], int(rows[0][0]), int(rows[-1][0]),
+                         present={int(r[0]) for r in rows})
         steps_txt = ", ".join(str(r[0]) for r in slow[:8]) + (" ..." if len(slow) > 8 else "")
         per_step = excess / len(rows) / 1e9
         kind = "steps.outliers"
+        saving = per_step
         if period:
             every, residue = period
             periodic = [r for r in slow if r[0] % every == residue]
             kind = "steps.periodic"
+            saving = 0.0  # work the script asks for: its cost is stated, not promised away
+            sites = _sites_only_in(ctx, rank, [int(r[0]) for r in periodic],
+                                   [int(r[0]) for r in normal])
+            where = f" at {', '.join(sites)}" if sites else ""
             title = (f"Every {every} steps a step runs "
                      f"{np.mean([r[3] for r in periodic]) / med:.1f}x slower (rank {rank}): "
-                     "periodic work in the training loop")
+                     f"periodic work the script does{where}, {per_step * 1e3:.3g} ms a step "
+                     "on average")
             fix = (f"# Work done every {every} steps (evaluation, checkpoint saving, logging, "
-                   "an epoch restart)\n# runs on the training thread. Do it less often, or "
-                   "off the critical path (a background thread for saving), e.g.:\n"
+                   "an epoch restart)\n# runs on the training thread"
+                   f"{' (' + ', '.join(sites) + ')' if sites else ''}. It is work the "
+                   "script asks for;\n# if it should cost less, do it less often or off the "
+                   "critical path (a background\n# thread for saving), e.g.:\n"
                    f"if step % {4 * every} == 0:  # was every {every} steps\n"
                    "    save_checkpoint(...)")
+            if sites:
+                evidence.insert(0, Evidence(f"ran only in the slow steps: {', '.join(sites)}",
+                                            rank=rank, site=sites[0]))
+        elif not ctx.on_gpu and causes["waiting"] >= NOISE_SHARE * len(slow[:20]):
+            kind = "steps.noise"
+            saving = 0.0
+            title = (f"{len(slow)} of {len(rows)} steps on rank {rank} were slow because the "
+                     "process was off the CPU: noise on this machine, not the program")
+            fix = ("# Nothing to change in the script: these steps waited for the CPU (other\n"
+                   "# processes on the machine) or for I/O. Measure on a quiet machine, or\n"
+                   "# pin the job to its own cores (taskset / numactl).")
+        elif not causes["data"] and max(r[3] for r in slow) < MIN_SLOWDOWN * med:
+            # the same work a little slower now and then, with no wait to explain it: caches,
+            # clocks, the allocator. Not something the script can act on.
+            kind = "steps.noise"
+            saving = 0.0
+            title = (f"{len(slow)} of {len(rows)} steps on rank {rank} ran up to "
+                     f"{max(r[3] for r in slow) / med:.2f}x the median with no wait to explain "
+                     "it: step-to-step noise, not the program")
+            fix = ("# Nothing to change in the script: no step waited for data or off the CPU,\n"
+                   f"# and none ran {MIN_SLOWDOWN}x the median or more.")
         else:
             title = f"{len(slow)} of {len(rows)} steps are outliers on rank {rank} " \
                     f"(up to {max(r[3] for r in slow) / med:.1f}x the median)"
@@ -105,7 +160,7 @@ class StepOutliers(Analyzer):
         cause_txt = ", ".join(f"{k} ({v})" for k, v in causes.most_common()) or "unknown"
         return Finding(
             analyzer=self.name, kind=kind, key=f"rank{rank}",
-            title=title, saving_s=per_step, confidence="medium" if causes else "low",
+            title=title, saving_s=saving, confidence="medium" if causes else "low",
             explanation=(f"{'Step' if len(slow) == 1 else 'Steps'} {steps_txt} "
                          f"{'exceeds' if len(slow) == 1 else 'exceed'} the outlier limit of "
                          f"{limit / 1e6:.1f} ms "
@@ -117,6 +172,7 @@ class StepOutliers(Analyzer):
             verify="dsprof run ... then dsprof summary RUN: the outlier steps are gone",
             data={"median_ms": med / 1e6, "limit_ms": limit / 1e6,
                   "period": period[0] if period else None,
+                  "excess_ms_per_step": per_step * 1e3,
                   "steps": [int(r[0]) for r in slow]})
 
 
@@ -125,10 +181,12 @@ def _median(values: list) -> float | None:
     return float(np.median(vals)) if vals else None
 
 
-def _period(steps: list[int], first: int, last: int) -> tuple[int, int] | None:
+def _period(steps: list[int], first: int, last: int,
+            present: set[int] | None = None) -> tuple[int, int] | None:
     """(N, residue) when the outliers include every N-th step of the run (at least 3 of
-    them, 80 % of that residue's steps between ``first`` and ``last``, and 60 % of the
-    outliers), else None. Noise outliers in between do not hide the pattern."""
+    them, 80 % of that residue's steps between ``first`` and ``last`` among the ``present``
+    ones (the steady steps: a window's steps are not judged), and 60 % of the outliers), else
+    None. Noise outliers in between do not hide the pattern."""
     if len(steps) < 3:
         return None
     slow = set(steps)
@@ -136,7 +194,8 @@ def _period(steps: list[int], first: int, last: int) -> tuple[int, int] | None:
     for p in sorted({b - a for a, b in pairwise(steps) if b - a > 1}):
         hits = Counter(s % p for s in steps)
         residue, count = hits.most_common(1)[0]
-        expected = [k for k in range(first, last + 1) if k % p == residue]
+        expected = [k for k in range(first, last + 1)
+                    if k % p == residue and (present is None or k in present)]
         covered = sum(k in slow for k in expected)
         if (count >= 3 and covered >= 0.8 * len(expected) and count >= 0.6 * len(steps)
                 and (best is None or count > best[1])):
@@ -155,6 +214,20 @@ def _fix_for(causes: Counter[str]) -> str:
                 "#   dsprof summary RUN   (host syncs per line)  and  DS_LOG_LEVEL=DEBUG")
     return ("# The slow steps did more work. Profile them: widen the window over them with\n"
             "#   dsprof run --wait N --active M ...  and compare their ops with a normal step.")
+
+
+def _sites_only_in(ctx: Context, rank: int, slow: list[int], normal: list[int]) -> list[str]:
+    """Source lines (from the host-sync collector, which sees every step) that ran in most of
+    the slow steps and in none of the normal ones: where the periodic work is."""
+    if not slow or not ctx.nonempty("host_syncs"):
+        return []
+    rows = ctx.run.sql("""
+        SELECT site, count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[]))),
+               count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[])))
+        FROM host_syncs WHERE rank = ? AND site IS NOT NULL GROUP BY site ORDER BY site""",
+                       [slow, normal, rank])
+    return [site for site, in_slow, in_normal in rows
+            if in_slow >= 0.5 * len(slow) and in_normal == 0][:3]
 
 
 def _ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> list[str]:

@@ -6,7 +6,9 @@ Example:
 Pattern:
     over the collectives matched across ranks (comm_skew.py), one rank is last in at least
     three quarters of them and the gap it causes (its arrival minus the next-latest rank's) is
-    at least 1 ms and 5 % of a step.
+    at least 1 ms and 5 % of a step, and over the run's step-time noise (``metrics.noise``:
+    a gap a verify could not tell from none is not a straggler). A trace that holds only some
+    of the job's ranks (a sampled set) cannot name one: the slowest rank may be missing.
 Algorithm:
     saving per step = that gap summed over the collectives where the rank came last, divided
     by the steps they span: what every step would gain if the rank kept pace with the
@@ -31,7 +33,13 @@ class StragglerAnalyzer(Analyzer):
 
     def skip_reason(self, ctx: Context) -> str | None:
         n = ctx.run.sql("SELECT count(DISTINCT rank) FROM comms")[0][0]
-        return None if n >= 2 else "needs the collectives of two or more ranks"
+        if n < 2:
+            return "needs the collectives of two or more ranks"
+        world = int(ctx.meta.get("world_size") or 0)
+        if world > n:
+            return (f"the run holds {n} of the job's {world} ranks: a straggler cannot be named "
+                    "from part of the job (the slowest rank may be one that is missing)")
+        return None
 
     def run(self, ctx: Context) -> list[Finding]:
         skews = rank_skew(ctx.run.con, ctx.meta)
@@ -44,6 +52,9 @@ class StragglerAnalyzer(Analyzer):
         if share < MIN_LAST_SHARE or per_step_s < MIN_GAP_S or \
                 (step_s and per_step_s < MIN_STEP_SHARE * step_s):
             return []
+        noise = ctx.noise
+        if noise is not None and noise.inside(per_step_s):
+            return []  # inside the run's own step-to-step noise: no rank is reliably behind
         others = [s for s in skews if s.rank != worst.rank]
         wait_others = sum(s.wait_ns for s in others) / max(len(others), 1) / \
             max(worst.steps, 1) / 1e6

@@ -55,9 +55,16 @@ def render(v: Verification, console: Console) -> None:
         table.add_column(col, justify="right" if col else "left")
     table.add_row("step time", _ms(v.baseline_step_s), _ms(v.predicted_step_s),
                   _ms(v.measured_step_s))
+    table.add_row("spread (robust sd)", _ms(v.baseline_spread_s), "",
+                  _ms(v.measured_spread_s))
     table.add_row("peak memory", _mib(v.baseline_peak), _mib(v.predicted_peak),
                   _mib(v.measured_peak))
     console.print(table)
+    if v.measurable is False:
+        console.print(f"[bold yellow]no measurable change[/]: the medians differ by "
+                      f"{abs(v.baseline_step_s - v.measured_step_s) * 1e3:.2f} ms, inside "  # type: ignore[operator]
+                      f"the {v.band_s * 1e3:.2f} ms the two arms' spread allows; more steps "  # type: ignore[operator]
+                      "or --rounds N narrow it", soft_wrap=True)
     if v.baseline_step_s and v.measured_step_s:
         speedup = v.baseline_step_s / v.measured_step_s
         err = v.error

@@ -281,6 +281,7 @@ class Session:
             max_capture_s=self.settings.max_capture_s,
             knobs=self.knobs.report() if self.knobs is not None else {},
             precision=precision_state(),
+            frameworks=frameworks_loaded(),
         )
         logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                      len(windows))
@@ -295,3 +296,13 @@ def _backend() -> str | None:
     except Exception:  # noqa: BLE001 - a torch without distributed, or a group being torn down
         return None
     return None
+
+
+# Training frameworks whose own switches the advice should name (gradient_checkpointing=True,
+# Trainer(precision=...)). Read from sys.modules at exit: observing, never importing.
+_FRAMEWORKS = ("transformers", "lightning", "pytorch_lightning", "accelerate", "deepspeed")
+
+
+def frameworks_loaded() -> list[str]:
+    """The training frameworks the script imported."""
+    return [name for name in _FRAMEWORKS if name in sys.modules]

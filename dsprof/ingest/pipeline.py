@@ -172,7 +172,7 @@ def ingest_rank(run: RunDir, rank: int,
             record = orjson.loads(steps_file.read_bytes()) if steps_file.is_file() else None
             # a rank that died before saving has only its start record: steps from the traces
             if record is not None and record.get("status") != "running":
-                steps_cols = steps_from_record(record, rank)
+                steps_cols = steps_from_record(record, rank, _meta_or_empty(run))
                 stage("dataloaders", DATALOADERS, [dataloaders_from_record(record, rank)])
                 stage("host_syncs", HOST_SYNCS, [host_syncs_from_record(record, rank)])
             else:
@@ -236,3 +236,10 @@ def _ops_steps(ops) -> pa.Int64Array:
     return step_column(ops.columns["start_ns"], ops.step_spans)
 
 
+def _meta_or_empty(run: RunDir) -> dict[str, Any]:
+    """meta.json for the disturbed-steps rule; a run without one still ingests (no step is
+    then known to be disturbed beyond the windows)."""
+    try:
+        return run.read_meta()
+    except Exception:  # noqa: BLE001 - a missing or odd meta.json must not stop ingest
+        return {}

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dsprof.ingest.disturbed import disturbed_reasons
+
 STEP_NAME = re.compile(r"^ProfilerStep#(\d+)$")
 
 
@@ -55,11 +57,15 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
         "batch_size": [None] * n,
         "loss_scale": [None] * n,
         "skipped": [None] * n,
+        # every step of an import is recorded alike: none is singled out as disturbed
+        "disturbed_by": [None] * n,
     }
 
 
-def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
-    """Steps recorded by the step collector during a ``dsprof run`` (see collectors/steps.py)."""
+def steps_from_record(rec: dict[str, Any], rank: int,
+                      meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Steps recorded by the step collector during a ``dsprof run`` (see collectors/steps.py).
+    ``meta`` (meta.json: settings, env) says which steps dsprof disturbed."""
     bounds: list[int] = list(rec.get("boundaries_ns", []))
     start0: int = rec["start_ns"]
     if not bounds and rec.get("end_ns"):
@@ -90,6 +96,9 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
         "batch_size": _padded(rec.get("batch_size") or [], n),
         "loss_scale": _padded(rec.get("loss_scale") or [], n),
         "skipped": _padded(rec.get("skipped") or [], n),
+        "disturbed_by": disturbed_reasons(n, rec.get("windows", []),
+                                       (meta or {}).get("settings") or {},
+                                       (meta or {}).get("env") or {}),
     }
 
 

@@ -17,6 +17,8 @@ def _pct(a: float | None, b: float | None) -> str:
 
 
 def render_diff(d: RunDiff, console: Console) -> None:
+    for w in d.warnings:
+        console.print(plain(f"warning: {w}", style="bold yellow"))
     t = Table(title="Runs compared (B against A)", title_justify="left")
     for col, just in (("", "left"), ("A", "right"), ("B", "right"), ("change", "right")):
         t.add_column(col, justify=just)  # type: ignore[arg-type]

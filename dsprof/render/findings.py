@@ -52,10 +52,20 @@ def render_findings(analysis: Analysis, console: Console, top: int = 10,
             console.print(f"  ... and {len(findings) - top} more (dsprof analyze RUN --top N)")
         for f in findings[:detail]:
             render_detail(f, console)
+    render_notes(analysis, console)
     for s in analysis.skipped:
         console.print(f"[dim]skipped {esc(s['analyzer'])}: {esc(s['reason'])}[/]")
     for s in analysis.failed:
         console.print(f"[red]analyzer {esc(s['analyzer'])} failed:[/] {esc(s['error'])}")
+
+
+def render_notes(analysis: Analysis, console: Console,
+                 kinds: tuple[str, ...] = ("withheld", "noise", "gpu")) -> None:
+    """What the reader must know beside the ranked list (see ``Analysis.notes``)."""
+    for note in analysis.notes:
+        if note.get("kind") in kinds:
+            console.print(plain(f"note: {note.get('text', '')}",
+                                style="bold yellow" if note.get("kind") == "withheld" else "dim"))
 
 
 def render_detail(f: Finding, console: Console) -> None:
@@ -82,6 +92,7 @@ def render_findings_short(analysis: Analysis, console: Console, top: int = 3) ->
         console.print(Text.assemble(("finding ", "bold"), (f"{clean(f.id)} ", ""),
                                     (f"[{f.severity}] ", _SEVERITY_STYLE[f.severity]),
                                     f"{clean(f.title)} (saves {saving_text(f)})"))
+    render_notes(analysis, console, kinds=("withheld",))
     if analysis.failed:
         console.print(plain(f"{len(analysis.failed)} analyzer(s) failed; see the run's dsprof.log",
                             style="red"))

@@ -14,6 +14,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _mfu(x: float | None) -> str:
+    """MFU, or "unknown" when FLOPs or the device's peak are not known (never a 0.0 %)."""
+    return "unknown" if x is None else f"{100 * x:.1f}%"
+
+
 def _table(title: str, *cols: str) -> Table:
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for i, c in enumerate(cols):
@@ -38,13 +43,13 @@ def render_gpu(rep: GpuReport, console: Console) -> None:
         t = _table("FLOP/s and MFU per step", "step", "TFLOP", "ms", "TFLOP/s", "MFU")
         for s in rep.steps:
             t.add_row(plain(s["key"]), f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.1f}",
-                      f"{s['flops_per_s'] / 1e12:.2f}", _pct(s["mfu"]))
+                      f"{s['flops_per_s'] / 1e12:.2f}", _mfu(s["mfu"]))
         console.print(t)
     if rep.modules:
         t = _table("FLOP/s and MFU per module", "module", "TFLOP", "ms", "TFLOP/s", "MFU")
         for s in rep.modules:
             t.add_row(plain(s["key"]), f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.2f}",
-                      f"{s['flops_per_s'] / 1e12:.2f}", _pct(s["mfu"]))
+                      f"{s['flops_per_s'] / 1e12:.2f}", _mfu(s["mfu"]))
         console.print(t)
     if rep.tc_misses:
         t = _table("Matrix ops and Tensor Cores", "verdict", "ops", "ms", "from")

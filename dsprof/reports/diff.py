@@ -13,6 +13,11 @@ predicted saving of each applied finding is listed; the measured saving (the cha
 median step time, and of the peak) goes on that finding when it is the only one, else on one
 row for all of them together.
 The dashboard's Compare page and ``dsprof diff`` both present this; neither computes it.
+
+Two runs compare only on like terms: ``warnings`` says when they ran on different devices,
+world sizes, or kernel sets (a GEMM that left the Tensor Cores, a kernel family that appears in
+one run only), so a step-time change or a "resolved" finding is not read as the effect of a
+code change.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ class RunDiff:
     new: list[dict[str, Any]] = field(default_factory=list)
     remaining: list[dict[str, Any]] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Why the two runs may not compare (device, world size, kernel set)."""
 
     @property
     def step_change(self) -> float | None:
@@ -149,6 +156,7 @@ def diff(a: Run, b: Run, top: int = 10) -> RunDiff:
     out.resolved = [fa[i] for i in fa if i not in fb]
     out.new = [fb[i] for i in fb if i not in fa]
     out.remaining = [{**fb[i], "saving_s_before": fa[i]["saving_s"]} for i in fb if i in fa]
+    out.warnings = comparability(a, b)
     plan = b.manifest.applied
     if plan is not None and plan.findings:
         measured_s, measured_bytes = measured_saving(a.facts, b.facts)
@@ -166,4 +174,58 @@ def diff(a: Run, b: Run, top: int = 10) -> RunDiff:
                                 sum(r.predicted_saving_ms for r in rows), measured_ms,
                                 sum(r.predicted_saving_bytes for r in rows), measured_bytes))
         out.applied = rows
+    return out
+
+
+def _device(run: Run) -> str | None:
+    return run.manifest.device_name()
+
+
+def _tensor_core_share(run: Run) -> float | None:
+    """Share of gemm/conv kernel time on Tensor Cores (None without such kernels)."""
+    if not run.has("kernels"):
+        return None
+    from dsprof.ingest.kernel_class import classify
+
+    mm = tc = 0.0
+    for name, dur in run.sql("SELECT name, sum(dur_ns) FROM kernels WHERE kind = 'compute' "
+                             "GROUP BY name"):
+        category, on_tc = classify(str(name))
+        if category in ("gemm", "conv"):
+            mm += float(dur)
+            tc += float(dur) if on_tc else 0.0
+    return tc / mm if mm else None
+
+
+def _kernel_families(run: Run) -> dict[str, float]:
+    """Kernel time share by the first word of each compute kernel's name (volta_sgemm ->
+    volta), the families that say which code ran."""
+    if not run.has("kernels"):
+        return {}
+    rows = run.sql("""SELECT regexp_extract(name, '^[A-Za-z0-9]+', 0) AS fam, sum(dur_ns)
+                      FROM kernels WHERE kind = 'compute' GROUP BY fam""")
+    total = sum(float(d) for _, d in rows) or 1.0
+    return {str(f): float(d) / total for f, d in rows if f}
+
+
+def comparability(a: Run, b: Run) -> list[str]:
+    """Warnings when A and B ran on different hardware, scale or kernels."""
+    out = []
+    da, db = _device(a), _device(b)
+    if da and db and da != db:
+        out.append(f"the runs used different devices ({da} vs {db}): step time and precision "
+                   "changes reflect the hardware, not only the code")
+    wa, wb = int(a.manifest.world_size or 1), int(b.manifest.world_size or 1)
+    if wa != wb:
+        out.append(f"the runs have different world sizes ({wa} vs {wb} ranks): per-step "
+                   "communication and step time do not compare")
+    ta, tb = _tensor_core_share(a), _tensor_core_share(b)
+    if ta is not None and tb is not None and abs(ta - tb) >= 0.25:
+        out.append(f"GEMM/conv kernels on Tensor Cores went from {ta:.1%} to {tb:.1%}: the "
+                   "runs ran different matrix kernels")
+    fa, fb = _kernel_families(a), _kernel_families(b)
+    only = sorted(f for f in set(fa) ^ set(fb) if max(fa.get(f, 0), fb.get(f, 0)) >= 0.10)
+    if only:
+        out.append("kernel families that hold 10 % or more of one run's kernel time are "
+                   f"missing from the other ({', '.join(only[:5])}): different kernel sets")
     return out

@@ -6,6 +6,11 @@ Step time and peak are those of ``run.facts`` (full-speed steps; several runs of
 pooled: the median of all their counted steps), so ``dsprof diff`` of the same pair shows the
 same measured saving. Findings give their savings in full-speed seconds (the profiler's per-op
 cost taken out, see ``metrics.fullspeed``), so predicted = baseline - the applied savings.
+
+Each arm's spread is its robust standard deviation (1.4826 x MAD, ``metrics.noise``). The
+difference of the two medians has a standard error of about
+``1.2533 x sqrt(sd_a^2 / n_a + sd_b^2 / n_b)``; a change under two of those is "no measurable
+change", whatever the ratio of the medians says.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from dsprof.errors import RunDirError
 from dsprof.facts import Facts
+from dsprof.metrics.noise import series_noise
 from dsprof.run import load
 
 
@@ -33,6 +39,12 @@ def step_time_s(*facts: Facts) -> tuple[float | None, int]:
     return statistics.median(steps) / 1e9, len(steps)
 
 
+def step_spread_s(*facts: Facts) -> float | None:
+    """Robust standard deviation of the pooled counted step times (None under 2 steps)."""
+    noise = series_noise([d for f in facts for d in f.step.durations_ns])
+    return None if noise is None else noise.sd_s
+
+
 @dataclass
 class Verification:
     baseline: Path
@@ -45,6 +57,27 @@ class Verification:
     baseline_peak: int | None
     predicted_peak: int | None
     measured_peak: int | None
+    baseline_spread_s: float | None = None
+    measured_spread_s: float | None = None
+
+    @property
+    def band_s(self) -> float | None:
+        """The smallest change of the median these two arms can tell from none."""
+        n_a, n_b = self.steps_used
+        if self.baseline_spread_s is None or self.measured_spread_s is None or not n_a \
+                or not n_b:
+            return None
+        return 2 * 1.2533 * (self.baseline_spread_s ** 2 / n_a
+                             + self.measured_spread_s ** 2 / n_b) ** 0.5
+
+    @property
+    def measurable(self) -> bool | None:
+        """False when the measured change is inside the arms' spread ("no measurable
+        change"); None when it cannot be said."""
+        band, saved = self.band_s, self.measured_saving_s
+        if band is None or saved is None:
+            return None
+        return abs(saved) > band
 
     @property
     def measured_saving_s(self) -> float | None:
@@ -69,7 +102,10 @@ class Verification:
                 "measured_saving_s": self.measured_saving_s,
                 "steps_used": list(self.steps_used), "baseline_peak_bytes": self.baseline_peak,
                 "predicted_peak_bytes": self.predicted_peak,
-                "measured_peak_bytes": self.measured_peak, "error": self.error}
+                "measured_peak_bytes": self.measured_peak, "error": self.error,
+                "baseline_spread_s": self.baseline_spread_s,
+                "measured_spread_s": self.measured_spread_s, "band_s": self.band_s,
+                "measurable": self.measurable}
 
 
 def compare(applied: Path | list[Path],
@@ -110,4 +146,5 @@ def compare(applied: Path | list[Path],
         base_runs[0], applied_runs[-1], [dict(f) for f in plan.findings], base_s, predicted,
         new_s, (n_base, n_new), base_peak,
         None if base_peak is None else base_peak - plan.predicted_saving_bytes,
-        applied_facts[-1].peak_bytes)
+        applied_facts[-1].peak_bytes, step_spread_s(*base_facts),
+        step_spread_s(*applied_facts))

@@ -74,8 +74,12 @@ def test_host_syncs_named_at_their_lines(runs):
 def test_periodic_evaluation_is_found_with_its_period(runs):
     (f,) = [f for f in _findings(runs["periodic_eval"]) if f["kind"].startswith("steps.")]
     assert f["kind"] == "steps.periodic" and f["data"]["period"] == 4, f["title"]
-    assert {3, 7, 11} <= set(f["data"]["steps"])  # the script's steps 4, 8, 12 (0-based 3, 7, 11)
-    assert f["saving_s"] > 0 and "Every 4 steps" in f["title"]
+    # the script's steps 4, 12, 16 (0-based 3, 11, 15); step 7 lies in the profiler window, which
+    # dsprof disturbed, so it is not evidence
+    assert {3, 11, 15} == set(f["data"]["steps"])
+    # work the script asks for: its cost is stated, never promised away as a saving
+    assert f["saving_s"] == 0 and f["data"]["excess_ms_per_step"] > 0
+    assert "Every 4 steps" in f["title"] and "periodic work the script does" in f["title"]
 
 
 def test_analyze_cli_rewrites_findings_and_summary_lists_them(runs):

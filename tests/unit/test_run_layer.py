@@ -57,7 +57,8 @@ def test_a_version_1_header_is_upgraded_in_one_place(tmp_path):
 
 def test_a_column_missing_from_an_older_runs_parquet_reads_as_null(tmp_path):
     # GIVEN a run whose steps Parquet predates the batch_size and skipped columns
-    cols = [c for c in TABLES["steps"].columns if c.name not in ("batch_size", "skipped")]
+    cols = [c for c in TABLES["steps"].columns
+            if c.name not in ("batch_size", "skipped", "disturbed_by")]
     data = {c.name: pa.array([0, 1] if c.type != pa.string() else ["optimizer"] * 2, c.type)
             if c.type != pa.bool_() else pa.array([False, False]) for c in cols}
     (tmp_path / "tables" / "steps").mkdir(parents=True)

@@ -1,8 +1,10 @@
 """Arrival skew of each collective across ranks: who arrives last, and who waits for whom.
 
 A collective cannot finish before its last rank arrives, so the ranks that came earlier wait.
-Matching: the k-th call of a collective on a process group within a step is the same
-collective on every rank (calls are ordered by the host call, then the transfer start).
+Matching: the k-th call of a collective of one type and size (input bytes) on a process group
+within a step is the same collective on every rank (calls are ordered by the host call, then
+the transfer start). Matching by type alone paired an all-reduce of 1.4 MB on one rank with one
+of 1.8 GB on another where a trace was down-sampled.
 Arrival: the host call for gloo (an async DDP all-reduce is issued when its bucket is ready,
 while the worker thread may start it later), the device kernel start for NCCL (HTA's straggler
 analysis compares the collective kernels' starts), the host span otherwise. Ranks on another
@@ -24,7 +26,8 @@ from typing import Any
 _MATCHED = """
     offsets(rank, offset_ns) AS (SELECT * FROM (VALUES {offsets}) v(rank, offset_ns)),
     c AS (
-        SELECT c.rank, c.step, coalesce(c."group", '') AS g, c.collective,
+        SELECT c.rank, c.step, coalesce(c."group", '') AS g,
+               c.collective || '/' || coalesce(CAST(c.in_bytes AS VARCHAR), '?') AS collective,
                (CASE WHEN c.source = 'gloo' THEN coalesce(c.call_ns, c.start_ns)
                      ELSE c.start_ns END) - coalesce(o.offset_ns, 0) AS arrival,
                row_number() OVER (PARTITION BY c.rank, c.step, coalesce(c."group", ''),

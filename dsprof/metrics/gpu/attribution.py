@@ -189,6 +189,10 @@ def _throughput(key: str, ops: list[dict[str, Any]], time_ns: int,
 def throughput_per_step(con: duckdb.DuckDBPyConnection, peak: DevicePeak | None,
                         rank: int = 0) -> list[Throughput]:
     """Achieved FLOP/s and MFU of each step of ``rank`` that has FLOPs."""
+    has_steps = con.execute("SELECT count(*) FROM information_schema.tables "
+                            "WHERE table_name = 'steps'").fetchone()[0]
+    if not has_steps:
+        return []  # a trace with no ProfilerStep (old autograd-profiler traces) has no steps
     ops = [o for o in flop_ops(con) if o["rank"] == rank and o["step"] is not None]
     steps = dict(con.execute("SELECT step, dur_ns FROM steps WHERE rank = ?", [rank]).fetchall())
     out = []

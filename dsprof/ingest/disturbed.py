@@ -1,0 +1,70 @@
+"""Which steps dsprof itself disturbed: the ``steps.disturbed`` column.
+
+A step is evidence of the program's own speed only when dsprof did not slow it down. The
+reasons, in the order they are checked (the first that applies is recorded):
+
+- ``debug_trace`` / ``anomaly_check``: every step of a run made with ``DS_LOG_LEVEL=DEBUG``
+  (each op is logged) or ``--detect-anomaly`` (each op's outputs are checked for NaN/Inf);
+- ``setup``: step 0 holds the script's setup (imports, model build, first batch);
+- ``first_call``: step 1 holds the first calls (lazy initialisation, and ``torch.compile``
+  or ``DS_COMPILE`` compiling);
+- ``window``: recorded op by op by a profiler window;
+- ``warmup``: the profiler's warm-up before a window (it already records, then discards);
+- ``trace_write``: the step right after a window, which pays for writing the window's trace.
+
+Null means steady: the program ran as it would without dsprof. Analyzers take step times,
+noise and outliers from steady steps only (``dsprof.metrics.noise``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+FIRST_STEADY_STEP = 2
+
+
+def run_disturbance(settings: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """The reason every step of a run is disturbed (a DEBUG trace or anomaly checks), or
+    None. ``settings`` and ``env`` are meta.json's."""
+    if str(env.get("DS_LOG_LEVEL", "")).strip().upper() == "DEBUG":
+        return "debug_trace"
+    if settings.get("detect_anomaly"):
+        return "anomaly_check"
+    return None
+
+
+def profiler_warmup(settings: Mapping[str, Any]) -> int:
+    """Steps before each window that the profiler already records (its warm-up); with no
+    wait the profiler also starts in the step before the window, so that one counts too."""
+    warmup = int(settings.get("warmup", 1) or 0)
+    if int(settings.get("wait", 0) or 0) == 0:
+        warmup = max(warmup, 1)
+    return warmup
+
+
+def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
+                      settings: Mapping[str, Any], env: Mapping[str, str]) -> list[str | None]:
+    """The ``disturbed`` value of each of a ``dsprof run``'s ``n`` steps."""
+    whole = run_disturbance(settings, env)
+    if whole:
+        return [whole] * n
+    out: list[str | None] = [None] * n
+    warmup = profiler_warmup(settings)
+
+    def mark(step: int, reason: str) -> None:
+        if 0 <= step < n and out[step] is None:
+            out[step] = reason
+
+    for step in range(min(FIRST_STEADY_STEP, n)):
+        mark(step, "setup" if step == 0 else "first_call")
+    for w in windows:
+        steps = [int(s) for s in w.get("steps") or []]
+        if not steps:
+            continue
+        for s in steps:
+            mark(s, "window")
+        for s in range(min(steps) - warmup, min(steps)):
+            mark(s, "warmup")
+        mark(max(steps) + 1, "trace_write")
+    return out

@@ -1,0 +1,109 @@
+"""Steady steps and the run's own step-time noise: the one rule every analyzer uses.
+
+Steady steps are those dsprof did not disturb, by the one step-time rule of
+:mod:`dsprof.facts`: not step 0 or 1, not in or around a profiler window, not the step that
+writes a window's trace, not a DEBUG or anomaly-check run (``steps.disturbed_by`` says which;
+see :mod:`dsprof.ingest.disturbed`). An imported trace's steps were all recorded alike, so all
+of them count (but a fragment ProfilerStep).
+
+Noise is the robust spread of the steady step times of a rank: ``1.4826 x MAD`` (the standard
+deviation for normal data, but a few outliers do not move it). A claim is *measurable* when a
+``dsprof verify`` with as many steps per arm could tell it apart from no change: the
+difference of two medians of ``n`` steps has a standard error of about
+``1.2533 x sd x sqrt(2 / n)``; a change below two of those is inside the noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dsprof.facts import FULL_SPEED
+from dsprof.ingest.disturbed import run_disturbance
+from dsprof.run import Run
+
+MIN_STEADY_STEPS = 5
+# The standard error of a median is about 1.2533 x sd / sqrt(n) (normal data).
+_MEDIAN_SE = 1.2533
+
+
+@dataclass(frozen=True)
+class StepNoise:
+    """Args:
+        n: steady steps the spread was measured on.
+        median_s: their median time, seconds.
+        sd_s: their robust standard deviation (1.4826 x MAD), seconds.
+    """
+
+    n: int
+    median_s: float
+    sd_s: float
+
+    @property
+    def rel(self) -> float:
+        """The spread as a share of the median step."""
+        return self.sd_s / self.median_s if self.median_s > 0 else 0.0
+
+    def band_s(self, n: int | None = None) -> float:
+        """The smallest change per step a comparison of two arms of ``n`` steps each (default:
+        this run's steady steps) can tell from none: two standard errors of the difference of
+        their medians."""
+        n = max(n or self.n, 1)
+        return 2 * _MEDIAN_SE * self.sd_s * math.sqrt(2 / n)
+
+    def inside(self, saving_s: float, n: int | None = None) -> bool:
+        return saving_s < self.band_s(n)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"steady_steps": self.n, "median_ms": round(self.median_s * 1e3, 4),
+                "sd_ms": round(self.sd_s * 1e3, 4), "band_ms": round(self.band_s() * 1e3, 4)}
+
+
+def has_column(run: Run, table: str, column: str) -> bool:
+    if not run.has(table):
+        return False
+    return any(r[0] == column for r in run.sql(f"DESCRIBE {table}"))
+
+
+def steady_steps(run: Run, rank: int = 0) -> list[tuple[int, int, int | None]]:
+    """(step, dur_ns, cpu_ns) of ``rank``'s steady steps, in step order: the steps
+    ``run.facts`` counts when its strictest rule held (full-speed steps of a ``dsprof run``;
+    an import's ProfilerSteps, fragments left out). A run whose every step dsprof disturbed (a
+    DEBUG trace) has none."""
+    st = run.facts.step
+    if run.manifest.is_run and st.rule != FULL_SPEED:
+        return []
+    counted = [(s, d) for r, s, d in st.counted if r == rank]
+    if not counted:
+        return []
+    cpu = dict(run.sql("SELECT step, cpu_ns FROM steps WHERE rank = ?", [rank]))
+    return [(int(s), int(d), None if cpu.get(s) is None else int(cpu[s])) for s, d in counted]
+
+
+def step_noise(run: Run, rank: int = 0) -> StepNoise | None:
+    """The noise of ``rank``'s steady steps, or None with fewer than five of them."""
+    durs = np.array([d for _, d, _ in steady_steps(run, rank)], np.float64)
+    if len(durs) < MIN_STEADY_STEPS:
+        return None
+    med = float(np.median(durs))
+    sd = 1.4826 * float(np.median(np.abs(durs - med)))
+    return StepNoise(len(durs), med / 1e9, sd / 1e9)
+
+
+def series_noise(durations_ns: list[int] | np.ndarray) -> StepNoise | None:
+    """The same spread over any list of step times (one arm of a verify)."""
+    durs = np.asarray(durations_ns, np.float64)
+    if len(durs) < 2:
+        return None
+    med = float(np.median(durs))
+    return StepNoise(len(durs), med / 1e9, 1.4826 * float(np.median(np.abs(durs - med))) / 1e9)
+
+
+def disturbance(run: Run) -> str | None:
+    """Why every step of this run is disturbed (``debug_trace``, ``anomaly_check``), or None."""
+    if run.meta.get("source") != "run":
+        return None
+    return run_disturbance(run.meta.get("settings") or {}, run.meta.get("env") or {})

@@ -1,0 +1,88 @@
+"""Findings fire only when their preconditions hold, on real ``dsprof run``s of the examples
+on CPU: no checkpointing advice without memory pressure, no GPU-only advice in the ranked list,
+no outlier finding on a steady run, timing withheld from a DEBUG run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import REPO, dsprof
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = REPO / "examples"
+LM = [str(EXAMPLES / "transformer_lm.py"), "--steps", "14", "--batch-size", "4", "--seq-len",
+      "64", "--layers", "2", "--d-model", "64", "--vocab", "512", "--threads", "1"]
+WINDOW = ["--wait", "3", "--warmup", "1", "--active", "2"]
+
+
+def _doc(run: Path) -> dict:
+    return json.loads((run / "findings.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pre") / "lm"
+    res = dsprof("run", "-q", "-o", str(out), *WINDOW, *LM, cwd=REPO)
+    assert res.code == 0, res.stderr
+    return out
+
+
+def test_no_checkpointing_advice_without_memory_pressure(lm_run):
+    # GIVEN a CPU run with no --memory-budget (nothing binds)
+    doc = _doc(lm_run)
+    ckpt = [f for f in doc["findings"] if f["kind"] == "memory.checkpointing"]
+    # THEN checkpointing is at most information: no saving claimed, no knob, the reason said
+    for f in ckpt:
+        assert f["severity"] == "info" and f["saving_bytes"] == 0 and not f["apply"], f["title"]
+        assert "no memory pressure" in f["explanation"]
+    assert not [f for f in doc["findings"] if f["kind"].startswith("batch.")]
+
+
+def test_no_gpu_only_finding_in_the_ranked_list_of_a_cpu_run(lm_run):
+    doc = _doc(lm_run)
+    assert not [f for f in doc["findings"] if f["kind"] in ("tensor_core.tf32_off",
+                                                         "tensor_core.unaligned_dims")]
+    # the TF32 prediction survives as a note for when the script moves to a GPU
+    gpu = [n for n in doc["notes"] if n["kind"] == "gpu"]
+    assert all(n["text"].startswith("When you move to a GPU:") for n in gpu)
+
+
+def test_the_steady_run_has_no_outlier_finding_and_its_steps_are_marked(lm_run):
+    import dsprof as api
+
+    doc = _doc(lm_run)
+    ranked = [f for f in doc["findings"] if f["severity"] != "info"]
+    assert not [f for f in ranked if f["kind"] in ("steps.outliers", "comm.straggler")]
+    with api.load(lm_run) as run:
+        marks = dict(run.sql("SELECT step, disturbed FROM steps WHERE rank = 0"))
+        (window,) = run.meta["windows"]
+    first, last = min(window["steps"]), max(window["steps"])
+    assert marks[0] == "setup" and marks[1] == "first_call"
+    assert marks[first - 1] == "warmup"
+    assert all(marks[s] == "window" for s in range(first, last + 1))
+    assert marks[last + 1] == "trace_write" and marks[last + 2] is None
+    assert doc["noise"]["steady_steps"] == sum(v is None for v in marks.values())
+
+
+def test_a_debug_run_withholds_timing_findings_and_says_why(tmp_path):
+    out = tmp_path / "debug"
+    res = dsprof("run", "-o", str(out), *WINDOW, LM[0], "--steps", "8", *LM[3:],
+                 cwd=REPO, env={"DS_LOG_LEVEL": "DEBUG"})
+    assert res.code == 0, res.stderr[-2000:]
+    doc = _doc(out)
+    assert doc["notes"][0]["kind"] == "withheld" and "DS_LOG_LEVEL=DEBUG" in doc["notes"][0]["text"]
+    timed = [f for f in doc["findings"] if f["saving_s"] > 0 and not f["saving_bytes"]]
+    assert timed and all(f["severity"] == "info" and f["data"]["withheld"] == "debug_trace"
+                         for f in timed)
+    assert "Timing findings are withheld" in res.stdout + res.stderr
+
+
+def test_the_examples_hand_written_attention_is_named_at_its_module(lm_run):
+    doc = _doc(lm_run)
+    (f,) = [f for f in doc["findings"] if f["kind"] == "fusion.hand_attention"]
+    assert f["key"] == "TransformerLM.blocks.*.attn", f["title"]
+    assert f["data"]["ops"][0] == "matmul" and "softmax" in f["data"]["ops"]

@@ -1,0 +1,87 @@
+"""Attention recognised by dataflow in real torch.profiler traces of hand-written forms (3-D
+and 4-D, matmul / bmm / einsum, div or mul scale, masked_fill or additive mask, dropout), and
+not reported as hand-written where the model calls scaled_dot_product_attention."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from dsprof.analyzers.registry import analyze
+from dsprof.ingest.importer import import_traces
+from dsprof.run import load
+
+D, HEADS, T, B = 32, 4, 16, 2
+
+
+class Attention(nn.Module):
+    def __init__(self, form: str):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, D)
+        self.form = form
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        if self.form == "3d_matmul_div":  # the held-out model of the issue
+            return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D), dim=-1) @ v
+        if self.form == "3d_einsum_mul":
+            w = torch.einsum("btd,bsd->bts", q, k) * (D ** -0.5)
+            return torch.einsum("bts,bsd->btd", w.softmax(-1), v)
+        if self.form == "3d_bmm_additive_mask":
+            w = torch.bmm(q, k.transpose(1, 2)).div(math.sqrt(D))
+            w = w + torch.triu(torch.full((T, T), -1e9), diagonal=1)
+            return torch.bmm(nn.functional.softmax(w, -1), v)
+        heads = [t.view(B, T, HEADS, D // HEADS).transpose(1, 2) for t in (q, k, v)]
+        q, k, v = heads
+        if self.form == "4d_masked_fill_dropout":
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // HEADS))
+            mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+            att = self.drop(torch.softmax(att.masked_fill(~mask, float("-inf")), dim=-1))
+            y = att @ v
+        else:  # "4d_sdpa"
+            y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return y.transpose(1, 2).reshape(B, T, D)
+
+
+def _analyze(form: str, tmp_path: Path):
+    torch.manual_seed(0)
+    model = nn.Sequential(Attention(form), nn.Linear(D, D))
+    x = torch.randn(B, T, D)
+    trace = tmp_path / f"{form}.json"
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        model(x).sum().backward()
+    prof.export_chrome_trace(str(trace))
+    run_dir, _ = import_traces([trace], tmp_path / "run")
+    with load(run_dir.path) as run:
+        return analyze(run, only=("attention",), write=False).findings
+
+
+@pytest.mark.parametrize(("form", "chain"), [
+    ("3d_matmul_div", ["matmul", "div", "softmax", "matmul"]),
+    ("3d_einsum_mul", ["einsum", "mul", "softmax", "einsum"]),
+    ("3d_bmm_additive_mask", ["bmm", "div", "add", "softmax", "bmm"]),
+    ("4d_masked_fill_dropout", ["matmul", "mul", "masked_fill", "softmax", "dropout", "matmul"]),
+])
+def test_hand_written_attention_is_found_in_every_form(form, chain, tmp_path):
+    # GIVEN a model whose attention is written out by hand in one form
+    # WHEN its trace is analyzed
+    found = _analyze(form, tmp_path)
+    # THEN the attention is named, with the op chain the dataflow followed, and SDPA to paste
+    (f,) = [f for f in found if f.kind == "fusion.hand_attention"]
+    assert f.data["ops"] == chain
+    assert f.data["scores"][-2:] == [T, T]
+    assert "scaled_dot_product_attention" in f.fix and f.saving_s == 0
+    assert not [f for f in found if f.kind == "attention.sdpa"]
+
+
+def test_attention_on_sdpa_is_not_hand_written(tmp_path):
+    found = _analyze("4d_sdpa", tmp_path)
+    assert not [f for f in found if f.kind == "fusion.hand_attention"]
+    (f,) = [f for f in found if f.kind == "attention.sdpa"]
+    assert "already uses scaled_dot_product_attention" in f.title

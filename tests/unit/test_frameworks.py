@@ -1,0 +1,49 @@
+"""The framework's own switch in the fix: Hugging Face Trainer, Lightning; DDP recognised."""
+
+from __future__ import annotations
+
+from dsprof.analyzers.comm_overlap import _buckets_per_step, uses_ddp
+from dsprof.analyzers.frameworks import framework_fix, frameworks
+from dsprof.analyzers.registry import Context
+from dsprof.ingest.importer import import_traces
+from dsprof.run import load
+from dsprof.rundir import RunDir
+from tests.conftest import trace_dir
+from tests.unit.test_noise import make_run
+
+
+def _with_frameworks(path, names):
+    run_dir = make_run(path, [10.0] * 8)
+    rd = RunDir(run_dir)
+    rd.update_meta(frameworks=names)
+    return run_dir
+
+
+def test_hugging_face_gets_gradient_checkpointing_true(tmp_path):
+    with load(_with_frameworks(tmp_path / "hf", ["transformers", "accelerate"])) as run:
+        ctx = Context(run)
+        assert "transformers" in frameworks(ctx)
+        assert "gradient_checkpointing=True" in framework_fix(ctx, "checkpointing")
+        assert "bf16=True" in framework_fix(ctx, "precision")
+        assert "dataloader_num_workers" in framework_fix(ctx, "dataloader")
+
+
+def test_lightning_gets_its_trainer_switches_and_plain_torch_gets_none(tmp_path):
+    with load(_with_frameworks(tmp_path / "pl", ["pytorch_lightning"])) as run:
+        assert 'precision="bf16-mixed"' in framework_fix(Context(run), "precision")
+    with load(_with_frameworks(tmp_path / "plain", [])) as run:
+        assert framework_fix(Context(run), "checkpointing") == ""
+
+
+def test_ddp_with_buckets_gets_no_all_reduce_during_backward_advice(tmp_path):
+    # GIVEN a real 2-rank DDP trace (rank 0): DDP's reducer buckets the gradients
+    path = trace_dir("hta_a100_2rank_nccl_r0") / "nccl_data.json.gz"
+    run_dir, _ = import_traces([path], tmp_path / "ddp")
+    with load(run_dir.path) as run:
+        ctx = Context(run)
+        # THEN DDP is recognised, with more than one bucket per step
+        assert uses_ddp(ctx) and (_buckets_per_step(ctx) or 0) > 1
+        from dsprof.analyzers.registry import analyze
+
+        found = analyze(run, write=False).findings
+    assert not [f for f in found if f.kind == "comm.poor_overlap"]

@@ -1,0 +1,190 @@
+"""Disturbed steps, the step-time noise model, and how the registry holds findings to them.
+
+Runs here are real run directories with a real ``steps`` Parquet table, written through the
+schema the ingest uses; only the step times are chosen by the test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from dsprof.analyzers.registry import Analyzer, Context, analyze
+from dsprof.analyzers.step_outliers import StepOutliers
+from dsprof.findings import Finding
+from dsprof.ingest.disturbed import disturbed_reasons
+from dsprof.ingest.steps import steps_from_record
+from dsprof.metrics.noise import series_noise, steady_steps, step_noise
+from dsprof.run import load
+from dsprof.rundir import RunDir
+from dsprof.schema import SCHEMA_VERSION, STEPS
+
+MS = 1_000_000
+WINDOW = [{"index": 0, "kind": "steps", "steps": [7, 8, 9], "file": "x", "capped": False}]
+SETTINGS = {"wait": 5, "warmup": 1, "active": 3}
+
+
+def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = None,
+             env: dict[str, str] | None = None, settings: dict | None = None,
+             windows: list[dict] | None = None, devices: dict | None = None) -> Path:
+    """A ``dsprof run`` directory whose steps take ``durs_ms``."""
+    settings = {**SETTINGS, **(settings or {})}
+    env = env or {}
+    windows = WINDOW if windows is None else windows
+    rd = RunDir.create(path)
+    meta = {"schema_version": SCHEMA_VERSION, "source": "run", "status": "finished",
+            "ingested": True, "settings": settings, "env": env, "windows": windows,
+            "devices": devices or {"0": {"kind": "cpu", "name": "cpu"}}, "world_size": 1}
+    rd.write_meta(meta)
+    bounds, t = [], 0
+    for d in durs_ms:
+        t += int(d * MS)
+        bounds.append(t)
+    rec = {"start_ns": 0, "boundaries_ns": bounds, "windows": windows, "source": "optimizer",
+           "cpu_ns": [int(c * MS) for c in cpu_ms] if cpu_ms else []}
+    cols = steps_from_record(rec, 0, meta)
+    out = rd.table_dir("steps")
+    out.mkdir(parents=True)
+    pq.write_table(STEPS.build(cols), out / "rank0.parquet")
+    return path
+
+
+def test_disturbed_reasons_mark_setup_windows_warmup_and_the_trace_write():
+    # GIVEN 14 steps, a window over steps 7-9 with one warm-up step
+    # WHEN the ingest marks them
+    reasons = disturbed_reasons(14, WINDOW, SETTINGS, {})
+    # THEN setup, first call, warm-up, window and the step writing the trace are marked
+    assert reasons[:2] == ["setup", "first_call"]
+    assert reasons[6] == "warmup" and reasons[7:10] == ["window"] * 3
+    assert reasons[10] == "trace_write"
+    assert [i for i, r in enumerate(reasons) if r is None] == [2, 3, 4, 5, 11, 12, 13]
+    # AND every step of a DEBUG or an anomaly-check run is disturbed
+    assert set(disturbed_reasons(5, WINDOW, SETTINGS, {"DS_LOG_LEVEL": "debug"})) == \
+        {"debug_trace"}
+    assert set(disturbed_reasons(5, [], {**SETTINGS, "detect_anomaly": True}, {})) == \
+        {"anomaly_check"}
+    # AND with no wait the profiler starts in the step before the window
+    assert disturbed_reasons(6, [{"steps": [2, 3]}], {"wait": 0, "warmup": 0}, {})[1] == \
+        "first_call"
+    assert disturbed_reasons(8, [{"steps": [4, 5]}], {"wait": 0, "warmup": 0}, {})[3] == "warmup"
+
+
+def test_steady_steps_and_noise_leave_out_what_dsprof_disturbed(tmp_path):
+    # GIVEN a steady 10 ms run where dsprof's own steps are slow (setup, window, trace write)
+    durs = [300, 40, 10, 10.2, 9.8, 10.1, 12, 30, 30, 30, 35, 9.9, 10.0, 10.3]
+    with load(make_run(tmp_path / "r", durs)) as run:
+        # WHEN steady steps and noise are taken
+        steady = [s for s, _, _ in steady_steps(run)]
+        noise = step_noise(run)
+    # THEN only undisturbed steps count, and the spread is that of the 10 ms steps
+    assert steady == [2, 3, 4, 5, 11, 12, 13]
+    assert noise is not None and noise.n == 7
+    assert noise.median_s == pytest.approx(0.0100, abs=2e-4)
+    assert noise.sd_s < 0.0005
+    assert noise.inside(0.0001) and not noise.inside(0.002)
+
+
+def test_series_noise_band_shrinks_with_more_steps():
+    few = series_noise([10 * MS, 11 * MS, 9 * MS, 10 * MS, 12 * MS])
+    many = series_noise([10 * MS, 11 * MS, 9 * MS, 10 * MS, 12 * MS] * 8)
+    assert few is not None and many is not None
+    assert many.band_s() < few.band_s()
+    assert few.sd_s == pytest.approx(1.4826e-3)
+
+
+def test_the_step_after_a_window_is_never_an_outlier(tmp_path):
+    # GIVEN a steady run whose only slow step is the one writing the window's trace
+    durs = [200] + [10.0, 10.1, 9.9, 10.2, 10.0, 9.8, 10, 10, 10, 31, 10.1, 9.9, 10.0, 10.2]
+    with load(make_run(tmp_path / "r", durs)) as run:
+        # WHEN the outlier analyzer runs
+        found = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN nothing is reported: dsprof's own cost is not the user's problem
+    assert found == []
+
+
+def test_steps_off_the_cpu_on_a_cpu_run_are_noise_not_a_saving(tmp_path):
+    # GIVEN steady 10 ms steps (all CPU) and three 30 ms steps whose extra time was off the CPU
+    durs = [200, 40] + [10] * 6 + [10] * 4 + [30, 10, 10, 30, 10, 10, 10, 30, 10, 10, 10]
+    cpu = [d if d != 30 else 10 for d in durs]
+    with load(make_run(tmp_path / "r", durs, cpu_ms=cpu)) as run:
+        found = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN the finding says noise on this machine, with no saving and not ranked
+    (f,) = found
+    assert f.kind == "steps.noise" and f.saving_s == 0 and f.severity == "info"
+    assert "off the CPU" in f.title
+
+
+def test_outliers_that_did_more_work_are_still_found(tmp_path):
+    # GIVEN the same slow steps, but on the CPU all the time (the program did more work)
+    durs = [200, 40] + [10] * 6 + [10] * 4 + [30, 10, 10, 30, 10, 10, 10, 30, 10, 10, 10]
+    with load(make_run(tmp_path / "r", durs, cpu_ms=durs)) as run:
+        (f,) = analyze(run, only=("step_outliers",), write=False).findings
+    assert f.kind == "steps.outliers" and f.saving_s > 0 and f.severity != "info"
+
+
+class _Claims(Analyzer):
+    name = "claims"
+
+    def __init__(self, saving_s: float, kind: str = "test.claim"):
+        self.saving_s = saving_s
+        self.kind = kind
+
+    def run(self, ctx: Context) -> list[Finding]:
+        return [Finding(self.name, self.kind, "k", "a claim", saving_s=self.saving_s)]
+
+
+def test_timing_findings_of_a_debug_run_are_withheld_with_the_reason(tmp_path):
+    # GIVEN a run recorded with DS_LOG_LEVEL=DEBUG
+    run_dir = make_run(tmp_path / "r", [10.0] * 20, env={"DS_LOG_LEVEL": "DEBUG"})
+    with load(run_dir) as run:
+        # WHEN a finding claims 30 % of a step
+        res = analyze(run, analyzers=[_Claims(0.003), StepOutliers()], write=False)
+    # THEN it is kept but not ranked, and the notes say why
+    (f,) = res.findings
+    assert f.severity == "info" and f.data["withheld"] == "debug_trace"
+    assert "DS_LOG_LEVEL=DEBUG" in f.explanation
+    assert res.notes[0]["kind"] == "withheld" and "DEBUG" in res.notes[0]["text"]
+    assert res.skipped[0]["analyzer"] == "step_outliers"
+
+
+def test_a_saving_inside_the_noise_is_not_ranked(tmp_path):
+    # GIVEN steady steps that vary by about 1 ms around 10 ms
+    durs = [200, 40] + [9, 10, 11, 10, 9, 11, 30, 30, 30, 30, 30] + [10, 11, 9, 10, 12, 8, 10]
+    with load(make_run(tmp_path / "r", durs)) as run:
+        noise = step_noise(run)
+        small = analyze(run, analyzers=[_Claims(0.0002)], write=False)
+        large = analyze(run, analyzers=[_Claims(0.004)], write=False)
+    assert noise is not None and noise.band_s() > 0.0002
+    # THEN a 0.2 ms claim is kept as information, with the noise it is inside of
+    (f,) = small.findings
+    assert f.severity == "info" and f.data["inside_noise"]["steady_steps"] == noise.n
+    # AND a 4 ms claim is ranked as usual, with the noise stated in the notes
+    (g,) = large.findings
+    assert g.severity == "high" and "inside_noise" not in g.data
+    assert any(n["kind"] == "noise" for n in large.notes)
+    assert large.noise is not None and large.noise["steady_steps"] == noise.n
+
+
+def test_gpu_only_advice_on_a_cpu_run_is_a_note_not_a_finding(tmp_path):
+    with load(make_run(tmp_path / "r", [10.0] * 20)) as run:
+        res = analyze(run, analyzers=[_Claims(0.0, kind="tensor_core.tf32_off")], write=False)
+    assert res.findings == []
+    assert res.notes[0]["kind"] == "gpu" and res.notes[0]["text"].startswith(
+        "When you move to a GPU:")
+
+
+def test_verify_says_no_measurable_change_inside_the_arms_spread():
+    from dsprof.reports.verification import Verification
+
+    # GIVEN two arms whose steps flip between ~10 and ~270 ms (a noisy Lightning loader)
+    def arm(baseline_s, measured_s, sd_s, n):
+        return Verification(Path("a"), Path("b"), [], baseline_s, baseline_s * 0.99,
+                            measured_s, (n, n), None, None, None, sd_s, sd_s)
+
+    noisy = arm(0.2597, 0.0556, 0.19, 6)  # half the steps ~10 ms, half ~270: MAD ~130 ms
+    steady = arm(0.2597, 0.0556, 0.002, 20)
+    # THEN the 204 ms difference is inside the noisy arms' spread, and outside the steady ones'
+    assert noisy.measurable is False and noisy.band_s > 0.204
+    assert steady.measurable is True
+    assert noisy.to_json()["measurable"] is False
