@@ -109,7 +109,7 @@ def render_detail(f: Finding, console: Console) -> None:
     if f.apply:
         console.print(plain("apply: " + " ".join(f"{k}={v}" for k, v in f.apply.items())))
     if f.verify:
-        console.print(plain(f"verify: {f.verify}"))
+        console.print(plain(f"verify: {f.verify}"), soft_wrap=True)
 
 
 def render_findings_short(analysis: Analysis, console: Console, top: int = 3) -> None:

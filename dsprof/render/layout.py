@@ -32,6 +32,8 @@ def shorten_left(text: str, width: int, seps: str = "/\\") -> str:
     if room <= 0:
         return text[-width:]
     tail = text[-room:]
+    if text[-room - 1] in seps and text[-room - 1] == ".":
+        return ELLIPSIS + tail  # the tail starts a dotted part already: `…blocks.3.attn`
     cut = min((tail.find(s) for s in seps if s in tail), default=-1)
     if 0 <= cut < len(tail) - 1:
         # start at a separator: `…/examples/file.py:12` keeps its slash, a dotted name drops

@@ -32,9 +32,9 @@ def verdict(v: Verification) -> str | None:
     if v.predicted_step_s is not None:
         said = f"predicted {_signed_ms(v.predicted_step_s - v.baseline_step_s)}, " + said
     band = v.band_s
-    noise = f" (noise band ±{band * 1e3:.2f} ms)" if band is not None else ""
+    noise = ""  # the band is printed on the next line (render_verification)
     if v.measurable is False:
-        return f"{said}: no measurable change{noise}; more steps or --rounds N narrow the band"
+        return f"{said}: no measurable change (inside the noise band)"
     if measured > 0:
         return f"{said}: the fix made it slower{noise}"
     faster = f"{v.baseline_step_s / v.measured_step_s:.2f}x as fast" \
@@ -65,15 +65,18 @@ def render_verification(v: Verification, console: Console) -> None:
     console.print(table)
     said = verdict(v)
     if said is not None:
-        slower = "slower" in said
-        console.print(f"[bold{' red' if slower else ''}]step time[/]: {esc(said)}")
-        console.print(f"[dim]  medians of {v.steps_used[0]} baseline and {v.steps_used[1]} "
-                      "fixed full-speed steps; compile and profiled steps left out[/]")
+        console.print(said, style="bold red" if "slower" in said else "bold")
+        band = v.band_s
+        if band is not None:
+            console.print(f"  noise band ±{band * 1e3:.2f} ms: a smaller change cannot be told "
+                          "from noise", style="dim")
+        console.print(f"  medians of {v.steps_used[0]} + {v.steps_used[1]} full-speed steps "
+                      "(compile and profiled steps left out)", style="dim")
     if v.baseline_peak is not None and v.measured_peak is not None:
         mem = f"measured {_signed_mib(v.measured_peak - v.baseline_peak)}"
         if v.predicted_peak is not None:
             mem = f"predicted {_signed_mib(v.predicted_peak - v.baseline_peak)}, " + mem
-        console.print(f"[bold]peak memory[/]: {mem}")
+        console.print(f"peak memory: {mem}")
     console.print(f"rerun: {esc(v.applied)}", soft_wrap=True)
-    console.print("[dim]medians on a busy machine move with its load: --rounds N alternates "
-                  "fresh baseline and fixed runs[/]")
+    console.print("[dim]a busy machine moves medians: --rounds N alternates fresh baseline and "
+                  "fixed runs[/]")
