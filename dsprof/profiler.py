@@ -20,7 +20,6 @@ from dsprof.errors import ConfigError
 from dsprof.log import logger
 from dsprof.settings import Schedule, Settings
 
-
 # Run directories this process's profile() blocks created: only these are stepped past when
 # an explicit output is reused; a directory someone else made is still refused.
 _MADE_HERE: set[Path] = set()
