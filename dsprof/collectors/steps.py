@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from dsprof.collectors.device import Device
-from dsprof.log import logger
+from dsprof.log import STEP_LINE, logger
 
 
 class StepCollector:
@@ -136,7 +136,8 @@ class StepCollector:
         if logger.isEnabledFor(logging.INFO):
             mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
             data = f", data wait {wait / 1e6:.1f} ms" if wait is not None else ""
-            logger.info("step %d: %.1f ms, %s%s", step, (end - start) / 1e6, mem, data)
+            logger.info("step %d: %.1f ms, %s%s", step, (end - start) / 1e6, mem, data,
+                        extra=STEP_LINE)
         self.on_boundary(step)
 
     def record(self) -> dict[str, Any]:

@@ -105,6 +105,6 @@ def test_profile_twice_with_one_output_gets_a_new_directory(tmp_path):
     # AND a directory this process did not make is still refused
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "meta.json").write_text("{}")
-    with pytest.raises(Exception, match="theirs"):
-        with dsprof.profile(tmp_path / "theirs", quiet=True, analyze=False):
-            pass
+    with pytest.raises(Exception, match="theirs"), \
+            dsprof.profile(tmp_path / "theirs", quiet=True, analyze=False):
+        pass
