@@ -9,6 +9,7 @@ from rich.console import Console
 
 from dsprof.apply.plan import parse_ids
 from dsprof.apply.verify import Verification, verify
+from dsprof.render.progress import CommandProgress
 from dsprof.render.safe_text import make_console
 from dsprof.render.verification import render_verification
 
@@ -35,8 +36,10 @@ def verify_command(run: Path, ids: str, output: Path | None, fresh_baseline: boo
     Step times are medians over full-speed steps only: step 0 and 1 (setup, compiling) and
     the profiler's window steps are left out of both runs.
     """
-    result = verify(run, parse_ids(ids), output, quiet=not verbose,
-                    fresh_baseline=fresh_baseline, rounds=rounds)
+    # the reruns' own output is shown with -v: then no status line to interleave with it
+    with CommandProgress("verify", live=None if not verbose else False) as progress:
+        result = verify(run, parse_ids(ids), output, quiet=not verbose,
+                        fresh_baseline=fresh_baseline, rounds=rounds, progress=progress.stage)
     render(result, make_console(highlight=False))
 
 

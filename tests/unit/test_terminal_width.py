@@ -189,3 +189,14 @@ def test_analyze_only_filters_by_prefix_and_keeps_findings_json(nccl_run, tmp_pa
     # AND a term that names nothing is one clear error
     bad = CliRunner().invoke(main, ["analyze", str(path), "--only", "nope"])
     assert bad.exit_code == 2 and "no analyzer named nope" in bad.output
+
+
+def test_command_progress_prints_one_line_per_stage_when_not_a_terminal(capsys):
+    from dsprof.render.progress import CommandProgress
+
+    with CommandProgress("verify", live=False) as progress:
+        progress.stage("run 1/2: the script without the fix (fresh baseline)")
+        progress.stage("run 2/2: the script with fusion-4a7b applied")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["dsprof verify: run 1/2: the script without the fix (fresh baseline)",
+                   "dsprof verify: run 2/2: the script with fusion-4a7b applied"]
