@@ -13,6 +13,7 @@ one header line per row with the text wrapped beneath it: at 80 columns a fifth 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 ELLIPSIS = "…"
 NARROW = 120
@@ -70,3 +71,12 @@ def shorten_site(site: str, width: int) -> str:
     if sep and not _PATH_LIKE.search(head) and len(head) + len(sep) + 8 <= width:
         return head + sep + shorten_module(tail, width - len(head) - len(sep))
     return shorten_path(site, width)
+
+
+def print_titled(console: Any, table: Any) -> None:
+    """Print a table's title on its own line above it: rich wraps a title at the table's
+    width, so a narrow table's title spreads over several lines."""
+    title, table.title = table.title, None
+    if title:
+        console.print(title, style="italic", highlight=False)
+    console.print(table)

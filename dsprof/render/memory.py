@@ -7,7 +7,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.render.layout import name_width, shorten_module, shorten_site
+from dsprof.render.layout import name_width, print_titled, shorten_module, shorten_site
 from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
 from dsprof.reports.memory import DevicePeak, Holding, MemoryReport
@@ -42,7 +42,7 @@ def render_report(report: MemoryReport, console: Console, top: int = 10) -> None
         for m in shown:
             t.add_row(plain(shorten_module(m["name"], width)), plain(m["type"]), fmt_bytes(m["activation_bytes"]),
                       fmt_bytes(m["self_activation_bytes"]), fmt_bytes(m["param_bytes"]))
-        console.print(t)
+        print_titled(console, t)
 
 
 def render_oom_short(report: MemoryReport, console: Console) -> None:
@@ -82,7 +82,7 @@ def _holdings(title: str, rows: list[Holding], peak: int, console: Console, top:
     for h in rows[:top]:
         t.add_row(plain(shorten(h.key, width)), fmt_bytes(h.bytes), f"{100 * h.bytes / peak:.1f}" if peak else "-",
                   str(h.count))
-    console.print(t)
+    print_titled(console, t)
 
 
 def _allocator(p: DevicePeak, console: Console) -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsprof.analyzers.registry import Analysis
+from dsprof.render.layout import print_titled
 from dsprof.render.safe_text import esc, plain
 from dsprof.reports.summary import RunSummary, StepStats
 from dsprof.units import fmt_bytes, fmt_ms
@@ -87,7 +88,7 @@ def _facts(summary: RunSummary, console: Console) -> None:
     for key, label in labels:
         if key in f:
             t.add_row(label, plain(_text(f[key])))
-    console.print(t)
+    print_titled(console, t)
 
 
 def _text(value: Any) -> str:
@@ -131,15 +132,14 @@ def _phases(summary: RunSummary, console: Console) -> None:
         return
     title = (f"Time by phase ({summary.profiled_steps} profiled steps, "
              f"{fmt_ms(summary.profiled_ms)})")
-    t = Table()  # title printed above it: a table title wraps at the (narrow) table's width
+    t = Table(title=title, title_justify="left")
     t.add_column("phase")
     t.add_column("time", justify="right")
     t.add_column("%", justify="right")
     for p in summary.phases:
         t.add_row(plain(p.phase), fmt_ms(p.ms), f"{p.percent:.1f}")
     console.print()
-    console.print(title, style="italic", highlight=False)
-    console.print(t)
+    print_titled(console, t)
 
 
 def _top_ops(summary: RunSummary, console: Console) -> None:
@@ -152,7 +152,7 @@ def _top_ops(summary: RunSummary, console: Console) -> None:
     for o in summary.top_ops:
         t.add_row(plain(o.name), str(o.count), fmt_ms(o.self_ms), fmt_ms(o.total_ms), f"{o.percent:.1f}")
     console.print()
-    console.print(t)
+    print_titled(console, t)
 
 
 def _kernels(summary: RunSummary, console: Console) -> None:
@@ -169,7 +169,7 @@ def _kernels(summary: RunSummary, console: Console) -> None:
         t.add_row(plain(k["kernel_type"]), fmt_ms(k["total_ns"] / 1e6), f"{k['percent']:.1f}",
                   "-" if h is None else f"{h:.1f}")
     console.print()
-    console.print(t)
+    print_titled(console, t)
     console.print("  HTA default: kernels launched in the last ProfilerStep are left out")
     for r in summary.temporal:
         console.print(f"  rank {r['rank']}: GPU idle {r['idle_pct']:.1f}%, compute "
@@ -194,7 +194,7 @@ def _memory(summary: RunSummary, console: Console) -> None:
         t.add_row(str(m.rank), plain(m.device), fmt_bytes(m.peak_bytes),
                   plain(explain.get(m.source, m.source)))
     console.print()
-    console.print(t)
+    print_titled(console, t)
     for m in summary.memory:
         if m.by_category:
             console.print(f"  at the peak on {esc(m.device)}: " + ", ".join(
@@ -220,7 +220,7 @@ def _comms(summary: RunSummary, console: Console) -> None:
                   fmt_bytes(k["bytes_per_call"]), fmt_bytes(k["bytes"]),
                   "-" if bw is None else f"{bw:.1f} GB/s")
     console.print()
-    console.print(t)
+    print_titled(console, t)
     for o in c.overlap:
         console.print(f"  rank {o['rank']}: comm {fmt_ms(o['comm_ms'])}{per}, exposed "
                       f"{fmt_ms(o['exposed_ms'])}, overlapped {fmt_ms(o['overlapped_ms'])} "
