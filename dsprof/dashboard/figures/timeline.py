@@ -6,7 +6,7 @@ customdata is its position in the index (a small int: JavaScript cannot hold an 
 time or id exactly; a plain list, since plotly leaves typed-array customdata out of click
 events), which the page maps back to the span when it is clicked. An aggregated window adds light "busy" bars per lane
 whose hover says how many spans they stand for. Memory, when given, is a second row sharing the
-time axis. Times are milliseconds since the run's first span.
+time axis, in MiB. Times are milliseconds since the run's first span.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from dsprof.dashboard.memseries import DeviceSeries
 from dsprof.dashboard.text import plain, plain_all
 from dsprof.dashboard.timeline import TimelineIndex, Window
+from dsprof.units import MIB
 
 COLORS = {
     "step": "#b0b0b0", "op forward": "#1f77b4", "op backward": "#ff7f0e",
@@ -61,7 +62,15 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
     for k, cls in enumerate(index.classes):
         sel = exact[index.cls[exact] == k]
         if len(sel):
-            fig.add_trace(_bars(index, sel, cls, COLORS.get(cls, "#7f7f7f"), min_ms), row=1, col=1)
+            bars = _bars(index, sel, cls, COLORS.get(cls, "#7f7f7f"), min_ms)
+            if cls == "step":
+                # the steps lane says which step is which (ref is the step number); plotly
+                # hides a label that does not fit its bar
+                bars.text = [str(int(r)) for r in index.ref[sel]]
+                bars.textposition = "inside"
+                bars.insidetextanchor = "middle"
+                bars.textfont = {"color": "#000000"}
+            fig.add_trace(bars, row=1, col=1)
     if highlight is not None and len(highlight):
         bars = _bars(index, highlight, "finding evidence", HIGHLIGHT, min_ms)
         bars.marker.line = {"width": 2, "color": "#000000"}
@@ -69,8 +78,9 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
     for series in memory:
         at = series.sample(win.x0, win.x1, memory_points)
         fig.add_trace(go.Scatter(
-            x=series.ts[at] / 1e6, y=series.total[at], mode="lines", line={"shape": "hv"},
-            name=plain(f"memory {series.label}"), hovertemplate="%{y:,.0f} B<extra></extra>"),
+            x=series.ts[at] / 1e6, y=series.total[at] / MIB, mode="lines", line={"shape": "hv"},
+            name=plain(f"memory {series.label}"),
+            hovertemplate="%{y:,.1f} MiB<extra></extra>"),
             row=2, col=1)
     n_lanes = len(index.lane_labels)
     title = (f"{win.visible:,} spans in view: {len(win.runs.get('lane', ())):,} busy runs + "
@@ -83,10 +93,13 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         legend={"orientation": "h", "y": -0.08}, hovermode="closest", dragmode="zoom")
     fig.update_yaxes(tickvals=list(range(n_lanes)), ticktext=plain_all(index.lane_labels),
                      autorange="reversed", fixedrange=True, row=1, col=1)
-    fig.update_xaxes(range=[x0_ms, x1_ms], row=rows, col=1,
-                     title_text="ms since the run's first span")
+    # ms with thousands separators and the unit on every tick (`21,850 ms`, never `21.85k`);
+    # no axis title, which overlapped the legend below the plot
+    fig.update_xaxes(range=[x0_ms, x1_ms], row=rows, col=1, tickformat=",~r",
+                     ticksuffix=" ms", exponentformat="none")
     if rows == 2:
-        fig.update_yaxes(title_text="bytes", fixedrange=True, row=2, col=1)
+        fig.update_yaxes(title_text="MiB", fixedrange=True, tickformat=",~r",
+                         exponentformat="none", row=2, col=1)
     return fig
 
 

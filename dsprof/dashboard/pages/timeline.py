@@ -65,9 +65,27 @@ def initial_range(src: RunSource, query: dict[str, str],
     elif start is not None:
         x0, x1 = start - 1_000_000, start + 1_000_000
     else:
-        return None, None
+        return profiled_window(src)
     pad = max((x1 - x0) // 10, 1000)
     return x0 - pad - index.t0_ns, x1 + pad - index.t0_ns
+
+
+def profiled_window(src: RunSource) -> tuple[int | None, int | None]:
+    """The profiled steps (ns since t0, padded by a tenth): where the ops and kernels are. A
+    run's whole span is mostly unprofiled steps, in which the window is a sliver. (None, None)
+    when no step is marked profiled, or every span falls in the window anyway."""
+    index = src.timeline
+    if not src.has("steps") or "profiled" not in src.columns("steps"):
+        return None, None
+    lo, hi = src.sql("SELECT min(start_ns), max(end_ns) FROM steps WHERE profiled")[0]
+    if lo is None or hi is None or hi <= lo:
+        return None, None
+    x0, x1 = int(lo) - index.t0_ns, int(hi) - index.t0_ns
+    span = int(index.end.max()) if len(index) else 0
+    if x0 <= 0 and x1 >= span:
+        return None, None
+    pad = max((x1 - x0) // 10, 1000)
+    return x0 - pad, x1 + pad
 
 
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:
@@ -82,8 +100,9 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     notes = [missing(src.missing(t), t) for t in ("kernels", "comms") if not src.has(t)]
     return html.Div([
         html.H2("Timeline"),
-        html.P(f"{len(index):,} spans on {len(index.lane_labels)} lanes. Drag to zoom "
-               "(the server redraws the visible range), double-click to see the whole run, "
+        html.P(f"{len(index):,} spans on {len(index.lane_labels)} lanes. Opens on the profiled "
+               "steps. Drag to zoom (the server redraws the visible range), double-click to "
+               "see the whole run, "
                "click a span for its details.", id="timeline-help"),
         dcc.Graph(id="timeline-graph", figure=fig, config={**GRAPH_CONFIG, "scrollZoom": True}),
         dcc.Store(id="timeline-highlight", data=hl.tolist()),

@@ -1,0 +1,78 @@
+"""The dashboard reads at a glance: the timeline opens on the profiled steps, the steps lane
+is numbered, ticks and memory axes carry their units, and the Overview puts its findings
+first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dsprof
+from dsprof.dashboard.app import AppContext
+from dsprof.dashboard.figures.timeline import timeline_figure
+from dsprof.dashboard.pages import overview
+from dsprof.dashboard.pages.timeline import initial_range, profiled_window
+from dsprof.dashboard.source import RunSource
+from dsprof.dashboard.timeline import STEP
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """8 real training steps on CPU, steps 4-5 profiled."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    out = tmp_path_factory.mktemp("dash") / "run"
+    with dsprof.profile(out, schedule={"wait": 2, "warmup": 1, "active": 2}, quiet=True,
+                        sample_ms=0):
+        for _ in range(8):
+            model(torch.randn(16, 32)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    src = RunSource(out)
+    yield src
+    src.close()
+
+
+def test_timeline_opens_on_the_profiled_steps(cpu_run):
+    index = cpu_run.timeline
+    x0, x1 = initial_range(cpu_run, {}, np.zeros(0, np.int64))
+    assert (x0, x1) == profiled_window(cpu_run)
+    lo, hi = cpu_run.sql("SELECT min(start_ns), max(end_ns) FROM steps WHERE profiled")[0]
+    # THEN the opening range holds the profiled steps with a little context, not the run
+    assert x0 < lo - index.t0_ns and x1 > hi - index.t0_ns
+    assert (x1 - x0) < 0.8 * index.span_ns
+    # AND a query still wins over it
+    assert initial_range(cpu_run, {"start": str(index.t0_ns), "end": str(index.t0_ns + 10**6)},
+                         np.zeros(0, np.int64))[0] < 0
+
+
+def test_steps_lane_is_numbered_and_axes_carry_units(cpu_run):
+    index = cpu_run.timeline
+    fig = timeline_figure(index, index.window(), memory=cpu_run.memory_series)
+    steps = next(t for t in fig.data if t.name == "step")
+    want = sorted(int(r) for r in index.ref[index.kind == STEP])
+    assert sorted(int(s) for s in steps.text) == want
+    assert fig.layout.xaxis.ticksuffix == " ms" or fig.layout.xaxis2.ticksuffix == " ms"
+    memory = [t for t in fig.data if t.type == "scatter"]
+    if memory:  # the memory row is in MiB, not decimal M of bytes
+        assert fig.layout.yaxis2.title.text == "MiB"
+        assert "MiB" in memory[0].hovertemplate
+
+
+def test_overview_puts_findings_before_the_run_facts(cpu_run):
+    layout = overview.layout(AppContext(cpu_run, cpu_run), {})
+    order = []
+    stack = [layout]
+    while stack:  # depth-first, in document order
+        c = stack.pop(0)
+        if getattr(c, "id", None):
+            order.append(c.id)
+        children = getattr(c, "children", None)
+        if isinstance(children, list):
+            stack[:0] = children
+        elif children is not None and not isinstance(children, str):
+            stack.insert(0, children)
+    assert order.index("overview-findings") < order.index("overview-steps")
+    assert order.index("overview-findings") < order.index("run-facts")
