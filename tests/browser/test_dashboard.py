@@ -137,8 +137,14 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
     before = title(p, "timeline-graph")
     n_before = int(re.match(r"([\d,]+) spans", before).group(1).replace(",", ""))
-    # WHEN zooming to the neighbourhood of one addmm of a profiled step
     t0 = src.timeline.t0_ns
+    # the timeline opens on the profiled steps (with a margin), not on the whole run
+    lo, hi = src.sql("SELECT min(start_ns), max(end_ns) FROM steps WHERE profiled")[0]
+    opened = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
+                     ": gd.layout.xaxis.range")
+    assert opened[0] <= (lo - t0) / 1e6 and opened[1] >= (hi - t0) / 1e6
+    assert opened[1] - opened[0] < src.timeline.span_ns / 1e6
+    # WHEN zooming to the neighbourhood of one addmm of a profiled step
     start, dur = src.sql("SELECT start_ns, dur_ns FROM ops WHERE name = 'aten::addmm' "
                          "AND step IS NOT NULL ORDER BY dur_ns DESC LIMIT 1")[0]
     a_ms, b_ms = (start - t0 - dur) / 1e6, (start - t0 + 2 * dur) / 1e6
