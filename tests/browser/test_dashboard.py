@@ -224,6 +224,9 @@ def test_every_page_on_an_imported_gpu_trace(gpu_server, open_page):
     nav(p, "operators")
     page.wait_for_selector("#kernels-grid .ag-row")
     assert "nccl" in page.inner_text("#kernels-grid").lower()
+    # grids show units and readable headers, not raw field names and integers
+    assert " ms" in page.inner_text("#kernels-grid") and "total_ms" not in \
+        page.inner_text("#kernels-grid")
     nav(p, "memory")
     page.wait_for_selector("#missing-memory")
     nav(p, "comms")
@@ -231,6 +234,9 @@ def test_every_page_on_an_imported_gpu_trace(gpu_server, open_page):
     assert "r1" in str(gd_eval(p, "comms-overlap", "gd.data[0].x"))  # both ranks, per step
     page.wait_for_selector(GRAPH.format("comms-bandwidth"))
     page.wait_for_selector("#comms-bandwidth-grid .ag-row")
+    grid = page.inner_text("#comms-bandwidth-grid")
+    assert "GB/s" in grid and "MiB" in grid and "bus bandwidth" in grid
+    assert "busbw_gbps" not in grid and not re.search(r"\b\d{7,}\b", grid)
     nav(p, "findings")
     page.wait_for_selector(".finding")
     nav(p, "compare")

@@ -76,3 +76,18 @@ def test_overview_puts_findings_before_the_run_facts(cpu_run):
             stack.insert(0, children)
     assert order.index("overview-findings") < order.index("overview-steps")
     assert order.index("overview-findings") < order.index("run-facts")
+
+
+def test_grid_columns_have_units_readable_headers_and_no_empty_columns():
+    from dsprof.dashboard.grid_columns import column, columns_for
+
+    rows = [{"collective": "all_reduce", "skew_ns": 231074000, "in_bytes": 21004288,
+             "flops": 2365150633984, "gpu_ms": None}]
+    cols = {c["field"]: c for c in columns_for(rows)}
+    assert "gpu_ms" not in cols  # no row has a value: no empty column
+    assert cols["skew_ns"]["headerName"] == "skew"
+    assert "/ 1000000) + ' ms'" in cols["skew_ns"]["valueFormatter"]["function"]
+    assert "MiB" in cols["in_bytes"]["valueFormatter"]["function"]
+    assert cols["flops"]["headerName"] == "FLOPs"
+    assert "valueFormatter" not in cols["collective"]
+    assert column("group_size")["headerName"] == "group size"
