@@ -200,3 +200,26 @@ def test_command_progress_prints_one_line_per_stage_when_not_a_terminal(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == ["dsprof verify: run 1/2: the script without the fix (fresh baseline)",
                    "dsprof verify: run 2/2: the script with fusion-4a7b applied"]
+
+
+def test_multi_rank_lines_are_labelled_and_steps_counted_per_rank(tmp_path):
+    from dataclasses import replace
+
+    from dsprof.render.summary import render_short
+    from dsprof.reports.summary import MemoryPeak
+
+    # GIVEN both ranks of a real 2-rank NCCL job, each with 2 ProfilerSteps
+    run_dir, _ = import_traces([trace_dir("hta_sampled_2rank_nccl")], tmp_path / "run")
+    with load(run_dir.path) as run:
+        summary = summarize(run)
+    # (with a device peak per rank, as a dsprof run records)
+    summary = replace(summary, memory=[MemoryPeak(r, "cuda:0", (8 + r) << 20, "device_peak")
+                                       for r in (0, 1)])
+    buf, console = _console(100)
+    render_short(summary, console, "RUN")
+    text = buf.getvalue()
+    # THEN steps are counted per rank, not summed, and per-rank lines say their rank
+    assert "steps: 2 timed per rank (2 ranks)" in text
+    assert "peak memory (rank 0, cuda:0): 8.00 MiB" in text
+    assert "peak memory (rank 1, cuda:0): 9.00 MiB" in text
+    assert "next: dsprof summary RUN" in text and "dsprof analyze RUN" in text
