@@ -12,6 +12,11 @@ class DsprofError(Exception):
 
     exit_code = 2
 
+    def __str__(self) -> str:
+        # One line is the promise; a message that quotes a library's own multi-line error (a
+        # pickle's, a decoder's) is joined into one.
+        return " ".join(part.strip() for part in super().__str__().splitlines() if part.strip())
+
 
 class RunDirError(DsprofError):
     """A run directory that is missing, unreadable, empty or from a newer dsprof."""

@@ -45,14 +45,21 @@ def parquet_files(run_dir: Any, table: str) -> str:
     """``read_parquet``'s argument for a table's parts: a list of file literals.
 
     Not a glob: DuckDB would read ``[...]``, ``*`` and ``?`` in the run directory's own path
-    as patterns (a run in ``runs[1]/`` would find no files, or another run's).
+    as patterns (a run in ``runs[12]/`` would find no files, or another run's), so each part
+    is listed here and its name escaped (:func:`glob_escape`).
     """
     parts = sorted(run_dir.table_dir(table).glob("*.parquet"))
     if not parts:
         raise ValueError(f"table {table!r} has no parts")
     for part in parts:
         _check_complete(part)
-    return "[" + ", ".join(literal(str(p)) for p in parts) + "]"
+    return "[" + ", ".join(literal(glob_escape(str(p))) for p in parts) + "]"
+
+
+def glob_escape(path: str) -> str:
+    """``path`` with DuckDB's glob characters made literal: DuckDB expands every file name it
+    is given, even in a list, so ``runs[12]/...`` would match ``runs1/...`` too."""
+    return path.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")
 
 
 _PARQUET_MAGIC = b"PAR1"

@@ -153,11 +153,14 @@ def load_plain(data: bytes) -> Any:
         SnapshotTooLarge: over a limit (memory, CPU time, objects, depth).
         pickle.UnpicklingError, EOFError, ValueError, ...: a corrupt pickle, as pickle raises.
     """
-    if not hasattr(os, "fork"):
+    try:
+        code = _check_in_child(data) if hasattr(os, "fork") else None
+    except OSError:  # cannot fork, or SIGCHLD ignored by the profiled script (no status)
+        code = None
+    if code is None:
         doc = _PurePlainUnpickler(io.BytesIO(data)).load()
         expansion(doc)
         return doc
-    code = _check_in_child(data)
     if code == _TOO_BIG:
         raise SnapshotTooLarge("loading it would take more memory or CPU time than a real "
                                "snapshot of its size, or it expands past the object limit")

@@ -16,6 +16,9 @@ import shutil
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from dsprof._version import __version__
 from dsprof.errors import TraceFormatError
@@ -77,6 +80,16 @@ def sniff(path: Path) -> None:
     if head.lstrip()[:1] not in (b"{", b"["):
         raise TraceFormatError(f"{path}: not JSON (it starts with {head[:16]!r}); "
                                "is it a torch.profiler trace?")
+
+
+def _storable(value: Any) -> Any:
+    """Trace metadata copied into meta.json, or an empty value when it cannot be stored
+    (numbers past 64 bits, which JSON allows and orjson does not write)."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return type(value)()
+    return value
 
 
 def _users_names(message: str, copies: dict[str, str]) -> str:
@@ -152,20 +165,21 @@ def import_traces(paths: list[Path], run_path: Path,
         for f, r in ranks.items():
             copies[str(_place(f, run.raw_dir(r)))] = str(f)
         results = ingest_run(run, progress)
-        if not sum(r.events for r in results):
+        if not run.tables():  # an unusable run is never made
             names = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
-            raise TraceFormatError(f"{names}: the trace holds no events (an empty "
-                                   "traceEvents list); there is nothing to import")
+            what = ("no events (an empty traceEvents list)" if not sum(r.events for r in results)
+                    else "no event dsprof reads (no op, kernel, step, collective or memory event)")
+            raise TraceFormatError(f"{names}: the trace holds {what}; there is nothing to import")
     except TraceFormatError as exc:
         shutil.rmtree(run.path, ignore_errors=True)
         raise TraceFormatError(_users_names(str(exc), copies)) from None
     except BaseException:
         shutil.rmtree(run.path, ignore_errors=True)
         raise
-    dist = next((r.trace_meta.get("distributedInfo") for r in results
-                 if isinstance(r.trace_meta.get("distributedInfo"), dict)), {}) or {}
-    props = next((r.trace_meta.get("deviceProperties") for r in results
-                  if r.trace_meta.get("deviceProperties")), []) or []
+    dist = _storable(next((r.trace_meta.get("distributedInfo") for r in results
+                           if isinstance(r.trace_meta.get("distributedInfo"), dict)), {}) or {})
+    props = _storable(next((r.trace_meta.get("deviceProperties") for r in results
+                            if r.trace_meta.get("deviceProperties")), []) or [])
     run.write_meta({
         "source": "import",
         "status": "imported",

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from dsprof.errors import RunDirError
+from dsprof.errors import RunDirError, TraceFormatError
 from dsprof.ingest import device_ops, memory_timeline
 from dsprof.ingest.anomalies import anomaly_rows
 from dsprof.ingest.comms import build_comms
@@ -60,6 +60,10 @@ from dsprof.schema import (
     TABLES,
     Table,
 )
+
+# Exceptions that malformed input raises deep in ingest; turned into one TraceFormatError.
+DATA_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+               RecursionError, orjson.JSONDecodeError, pa.ArrowException)
 
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz", ".pickle")
 
@@ -130,6 +134,7 @@ def ingest_rank(run: RunDir, rank: int,
     paths = sorted(p for p in raw.iterdir()
                    if is_trace_file(p) and not p.name.endswith(SNAPSHOT_SUFFIX))
     doc: KinetoTrace | MemoryTimelineRaw | None = None
+    current: Path = raw
     staged: dict[str, Future[Staged]] = {}
     # Two threads do what releases the GIL: reading + gunzipping the next file while this one
     # is parsed, and encoding + writing Parquet, which runs beside the parsing (the ops table
@@ -146,6 +151,7 @@ def ingest_rank(run: RunDir, rank: int,
         try:
             ahead = pool.submit(read_bytes, paths[0]) if paths else None
             for i, path in enumerate(paths):
+                current = path
                 if progress is not None:
                     progress(rank, path)
                 data = ahead.result()
@@ -168,6 +174,7 @@ def ingest_rank(run: RunDir, rank: int,
                     parts[name].append(table_cols)
                 step_spans.extend(spans)
                 res.events += n_events
+            current = raw
             steps_file = raw / SESSION_FILE
             record = orjson.loads(steps_file.read_bytes()) if steps_file.is_file() else None
             # a rank that died before saving has only its start record: steps from the traces
@@ -199,10 +206,18 @@ def ingest_rank(run: RunDir, rank: int,
             parts.clear()
             memory = None
             done = {name: f.result() for name, f in staged.items()}
-        except BaseException:
+        except BaseException as exc:
             for f in staged.values():
                 if f.exception() is None and f.result()[0] is not None:
                     f.result()[0].unlink(missing_ok=True)
+            if isinstance(exc, DATA_ERRORS):
+                # A value no real trace holds (invalid UTF-8 in a string, a number of the
+                # wrong type or range): one line naming the file, the details in the log.
+                logger.debug("ingest of %s failed", current, exc_info=True)
+                raise TraceFormatError(
+                    f"{current}: dsprof cannot read this trace ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}); if it is a real torch.profiler trace, please report "
+                    "it (DS_LOG_LEVEL=DEBUG shows where it failed)") from None
             raise
     for name, part in done.items():
         res.rows[name] = commit_part(part)

@@ -97,6 +97,9 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
+_STEP = 32 << 20
+
+
 class ExpansionLimit(ValueError):
     """A gzip stream that inflates past :func:`~dsprof.ingest.limits.max_expanded_bytes`."""
 
@@ -115,28 +118,32 @@ def gunzip(data: bytes) -> bytes:
         zlib.error: corrupt data or CRC.
     """
     cap = max_expanded_bytes(len(data))
+    hint = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0  # size mod 2**32
     out: list[bytes] = []
     total = 0
     rest = data
     while rest:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        chunk = inflater.decompress(rest, cap - total + 1)
-        total += len(chunk)
-        if total > cap:
-            raise ExpansionLimit(f"the gzip stream expands past {cap:,} bytes "
-                                 f"(from {len(data):,})")
-        out.append(chunk)
-        if not inflater.eof:
-            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        pending = rest
+        while not inflater.eof:
+            # In one call when the trailer's size is honest (one buffer, as fast as inflating
+            # can be), else in steps: a bomb is refused holding at most the cap plus one step.
+            step = hint + 1 if 0 < hint < cap else _STEP
+            hint = 0
+            chunk = inflater.decompress(pending, min(step, cap - total + 1))
+            total += len(chunk)
+            if total > cap:
+                raise ExpansionLimit(f"the gzip stream expands past {cap:,} bytes "
+                                     f"(from {len(data):,})")
+            out.append(chunk)
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:
+                raise EOFError("compressed file ended before the end-of-stream marker was "
+                               "reached")
         rest = inflater.unused_data.lstrip(b"\x00")  # gzip allows zero padding after members
         if rest and rest[:2] != GZIP_MAGIC:
             break  # trailing garbage after the last member, as gzip(1) ignores it
     return out[0] if len(out) == 1 else b"".join(out)
-
-
-def _all_gzip_members(path: Path, data: bytes) -> bytes | None:
-    """Kept for the callers below: :func:`gunzip` already inflates every member."""
-    return None
 
 
 def _orjson(data: bytes) -> tuple[Any, str | None]:
@@ -148,7 +155,7 @@ def _orjson(data: bytes) -> tuple[Any, str | None]:
         return None, "nested too deep"
 
 
-def _decode_kineto(path: Path, data: bytes, retry: bool = True) -> KinetoTrace:
+def _decode_kineto(path: Path, data: bytes) -> KinetoTrace:
     try:
         return KinetoTrace(path, DECODER.decode(data))
     except msgspec.ValidationError as exc:
@@ -160,12 +167,8 @@ def _decode_kineto(path: Path, data: bytes, retry: bool = True) -> KinetoTrace:
         raise TraceFormatError(f"{path}: JSON nested too deep to be a trace; dsprof refuses "
                                "it") from None
     except msgspec.DecodeError as exc:
-        full = _all_gzip_members(path, data) if retry else None
-        if full is None:
-            raise TraceFormatError(f"{path}: not valid JSON ({exc}); is it a torch.profiler "
-                                   "trace, and complete?") from None
-    # gunzip's fast path read only the first of several gzip members
-    return _decode_kineto(path, full, retry=False)
+        raise TraceFormatError(f"{path}: not valid JSON ({exc}); is it a torch.profiler "
+                               "trace, and complete?") from None
 
 
 def load(path: Path) -> KinetoTrace | MemoryTimelineRaw:
@@ -185,10 +188,6 @@ def parse(path: Path, data: bytes) -> KinetoTrace | MemoryTimelineRaw:
     if head[:1] == b"{":
         return _decode_kineto(path, data)
     doc, error = _orjson(data)
-    if error is not None:
-        full = _all_gzip_members(path, data)  # gunzip's fast path read only its first member
-        if full is not None:
-            doc, error = _orjson(full)
     if error is not None:
         raise TraceFormatError(
             f"{path}: not valid JSON ({error}); is it a torch.profiler trace, and complete?")
