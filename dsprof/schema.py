@@ -81,6 +81,21 @@ MEMORY_CATEGORIES = ("parameter", "gradient", "optimizer_state", "input", "activ
 # ops.name prefix of the record_function spans the modules collector opens around each module
 DSPROF_MODULE_PREFIX = "dsprof.module: "
 MEMORY_PRIORITY = {c: i for i, c in enumerate(MEMORY_CATEGORIES)}
+# Bytes per element of the dtype spellings traces use (the profiler's "Input type": "float",
+# "c10::BFloat16"; NCCL's "Float"; torch's "float32"), lower-cased: the one such table.
+_ELEMENT_BYTES = {
+    "float": 4, "float32": 4, "double": 8, "float64": 8, "half": 2, "c10::half": 2,
+    "float16": 2, "bfloat16": 2, "c10::bfloat16": 2, "long": 8, "long int": 8, "int64": 8,
+    "int": 4, "int32": 4, "short": 2, "short int": 2, "int16": 2, "char": 1, "signed char": 1,
+    "byte": 1, "unsigned char": 1, "uint8": 1, "int8": 1, "bool": 1,
+    "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    "c10::complex<float>": 8, "c10::complex<double>": 16, "complex64": 8, "complex128": 16,
+}
+
+
+def element_bytes(dtype: object) -> int | None:
+    """Bytes per element of a dtype as a trace spells it (any case), None when unknown."""
+    return None if dtype is None else _ELEMENT_BYTES.get(str(dtype).strip().lower())
 
 _I64 = pa.int64()
 _I32 = pa.int32()

@@ -16,6 +16,7 @@ from typing import Any
 
 from dsprof.apply import Knob
 from dsprof.log import logger
+from dsprof.module_paths import named_module_paths
 
 
 def path_regexes(patterns: list[str]) -> list[re.Pattern[str]]:
@@ -29,8 +30,7 @@ def split_paths(value: str) -> list[str]:
 
 def named_modules(root: Any) -> list[tuple[str, Any]]:
     """(dsprof module path, module) of ``root`` and everything below it."""
-    name = type(root).__name__
-    return [(f"{name}.{sub}" if sub else name, m) for sub, m in root.named_modules()]
+    return list(named_module_paths(root))
 
 
 def outermost(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:

@@ -30,6 +30,7 @@ from dsprof.collectors.memory_census import storage_key
 from dsprof.collectors.modules import ModuleNames
 from dsprof.frames import DSPROF_DIR, internal_file
 from dsprof.log import logger
+from dsprof.module_paths import module_path
 
 _MAX_FRAMES = 12
 
@@ -200,7 +201,7 @@ class ActivationTracker:
 
     def _describe(self, root: Any, root_name: str) -> None:
         for sub_name, sub in root.named_modules():
-            name = f"{root_name}.{sub_name}" if sub_name else root_name
+            name = module_path(root_name, sub_name)
             self.modules[name] = _describe_one(sub, name.count("."))
 
 

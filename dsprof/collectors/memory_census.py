@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from dsprof.frames import internal_file
+from dsprof.module_paths import named_module_paths
 from dsprof.schema import MEMORY_CATEGORIES, MEMORY_PRIORITY
 
 CATEGORIES = MEMORY_CATEGORIES
@@ -192,9 +193,7 @@ def take_census(ts_ns: int, frame: FrameType | None, extra_modules: list[Any] = 
     children = {id(sub) for m in modules for sub in m.modules() if sub is not m}
     for m in [m for m in modules if id(m) not in children] + \
             [m for m in modules if id(m) in children]:
-        root = type(m).__name__
-        for sub_name, sub in m.named_modules():
-            path = f"{root}.{sub_name}" if sub_name else root
+        for path, sub in named_module_paths(m):
             for p in sub.parameters(recurse=False):
                 owner.setdefault(id(p), path)
                 census.add(p, "parameter", owner[id(p)])

@@ -15,6 +15,7 @@ import weakref
 from typing import Any
 
 from dsprof.log import logger
+from dsprof.module_paths import named_module_paths
 from dsprof.schema import DSPROF_MODULE_PREFIX
 
 
@@ -34,10 +35,9 @@ class ModuleNames:
         if entry is not None and entry[0]() is module:
             return entry[1]
         if parent is None:
-            root = type(module).__name__
-            for sub_name, sub in module.named_modules():
-                self._names[id(sub)] = (weakref.ref(sub), f"{root}.{sub_name}" if sub_name else root)
-            return root
+            for path, sub in named_module_paths(module):
+                self._names[id(sub)] = (weakref.ref(sub), path)
+            return type(module).__name__
         name = f"{parent}.{type(module).__name__}"
         self._names[id(module)] = (weakref.ref(module), name)
         return name

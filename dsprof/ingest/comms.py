@@ -30,15 +30,9 @@ import pyarrow as pa
 
 from dsprof.ingest.events import DeviceEvents, HostEvents, thread_ids, to_ns
 from dsprof.ingest.host_ops import HostOps
+from dsprof.schema import element_bytes
 
 # element sizes of the type names NCCL ("Float") and the profiler's Input type ("float") use
-_ELEMENT_BYTES = {
-    "float": 4, "float32": 4, "double": 8, "float64": 8, "half": 2, "c10::half": 2,
-    "float16": 2, "bfloat16": 2, "c10::bfloat16": 2, "long": 8, "long int": 8, "int64": 8,
-    "int": 4, "int32": 4, "short": 2, "short int": 2, "int16": 2, "char": 1, "signed char": 1,
-    "byte": 1, "unsigned char": 1, "uint8": 1, "int8": 1, "bool": 1,
-    "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
-}
 _CANONICAL = {
     "allreduce": "all_reduce", "allgather": "all_gather", "reducescatter": "reduce_scatter",
     "alltoall": "all_to_all", "alltoallv": "all_to_all", "broadcast": "broadcast",
@@ -73,10 +67,6 @@ def collective_name(raw: str) -> str:
             if name.endswith(suffix) and len(name) > len(suffix):
                 name, changed = name[: -len(suffix)], True
     return _CANONICAL.get(name.replace("_", ""), name)
-
-
-def element_bytes(dtype: Any) -> int | None:
-    return _ELEMENT_BYTES.get(str(dtype).lower()) if dtype is not None else None
 
 
 def bandwidths(collective: str, in_bytes: int | None, out_bytes: int | None, dur_ns: int,

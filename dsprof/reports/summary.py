@@ -127,15 +127,13 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
 
 
 def _facts(run: Run) -> dict[str, Any]:
-    m = run.meta
-    devices = m.get("devices") or {}
-    trace_devices = m.get("trace_device_properties") or []
-    device_names = sorted({d.get("name", "?") for d in devices.values()} |
-                          {d.get("name", "?") for d in trace_devices if isinstance(d, dict)})
+    m, manifest = run.meta, run.manifest
+    device_names = sorted({d.name or "?" for d in manifest.devices}
+                          | set(manifest.trace_device_names))
     facts: dict[str, Any] = {
         "run": str(run.path),
-        "source": m.get("source"),
-        "target": " ".join((m.get("target") or {}).get("argv", [])) or None,
+        "source": manifest.source,
+        "target": " ".join(manifest.target.argv) if manifest.target else None,
         "inputs": m.get("inputs"),
         "status": m.get("status"),
         "exit_status": m.get("exit_status"),

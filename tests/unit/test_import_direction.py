@@ -15,8 +15,8 @@ STAGES: dict[str, tuple[int, str]] = {
     # shared by every stage: the schema and its enumerations, errors, log, formatting, the run
     # directory and its manifest, the device table, the Finding record
     **{f"dsprof.{m}": (0, "base") for m in (
-        "_version", "errors", "log", "schema", "units", "frames", "devices", "findings",
-        "rundir", "manifest", "sqlsafe")},
+        "_version", "errors", "log", "schema", "units", "frames", "module_paths", "devices",
+        "findings", "rundir", "manifest", "sqlsafe")},
     # terminal escaping (wt-sec): plain string functions, used by the log formatter too
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-_ELEMENT_BYTES = {"float": 4, "double": 8, "c10::Half": 2, "c10::BFloat16": 2}
+from dsprof.schema import element_bytes
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def buckets(con: Any) -> list[Bucket]:
     out = []
     for rank, step, idx, op_id, start, dims, grads, gtype, n_grads, sent in rows:
         numel = _first_numel(dims)
-        size = _ELEMENT_BYTES.get(_first(gtype) or "float", 4)
+        size = element_bytes(_first(gtype) or "float") or 4
         shapes = tuple(tuple(json.loads(g)[0]) for g in (grads or []) if g)
         nbytes = numel * size if numel is not None else (int(sent) if sent else None)
         out.append(Bucket(int(rank), int(step), int(idx), numel, nbytes, int(n_grads), shapes,

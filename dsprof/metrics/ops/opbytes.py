@@ -14,12 +14,8 @@ from functools import lru_cache
 from math import prod
 from typing import Any
 
-# Kineto's dtype strings (record_shapes "Input type") -> bytes per element.
-ELEMENT_BYTES = {
-    "float": 4, "double": 8, "c10::Half": 2, "c10::BFloat16": 2, "long int": 8, "int": 4,
-    "short int": 2, "signed char": 1, "unsigned char": 1, "bool": 1, "c10::Float8_e4m3fn": 1,
-    "c10::Float8_e5m2": 1, "c10::complex<float>": 8,
-}
+from dsprof.schema import element_bytes
+
 LOW_PRECISION = ("c10::Half", "c10::BFloat16", "c10::Float8_e4m3fn", "c10::Float8_e5m2")
 
 DEFAULT_OP_OVERHEAD_S = 5e-6
@@ -76,7 +72,7 @@ def op_io(shapes_json: str | None, dtypes_json: str | None) -> OpIO | None:
         return None
     inputs = []
     for shape, dtype in zip(shapes, types):
-        size = ELEMENT_BYTES.get(dtype) if isinstance(dtype, str) else None
+        size = element_bytes(dtype)
         if size is None or not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
             continue
         inputs.append((tuple(shape), size))
@@ -90,6 +86,6 @@ def dtypes_of(dtypes_json: str | None) -> list[str]:
     if not dtypes_json:
         return []
     try:
-        return [d for d in json.loads(dtypes_json) if isinstance(d, str) and d in ELEMENT_BYTES]
+        return [d for d in json.loads(dtypes_json) if isinstance(d, str) and element_bytes(d)]
     except ValueError:
         return []
