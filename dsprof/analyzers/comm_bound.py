@@ -77,8 +77,9 @@ class CommBoundAnalyzer(Analyzer):
         bw = bandwidth_summary(con, ctx.meta)
         ar_bw = next((b for b in bw if b["collective"] == "all_reduce"), None)
         link = ""
-        if ar_bw and ar_bw["busbw_gbps"]:
-            link = f"All-reduce bus bandwidth (median) {ar_bw['busbw_gbps']:.2f} GB/s"
+        if ar_bw and ar_bw["busbw_weighted_gbps"]:
+            link = (f"All-reduce bus bandwidth (total bytes over total time) "
+                    f"{ar_bw['busbw_weighted_gbps']:.2f} GB/s")
             link += (f", {ar_bw['peak_pct']:.0f}% of {ar_bw['link']}'s nominal "
                      f"{ar_bw['peak_gbps']:.0f} GB/s. " if ar_bw["peak_pct"] is not None else ". ")
         bucket_list = sorted({(b.index, b.nbytes) for b in buckets(con) if b.nbytes})

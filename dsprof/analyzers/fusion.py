@@ -95,9 +95,18 @@ class FusionAnalyzer(Analyzer):
         overhead = table.op_overhead_s(POINTWISE)
         groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[Chain, float, float, float]]]
         groups = defaultdict(list)
+        from dsprof.analyzers.attention import attention_sites
+
+        # ops of attention found by dataflow: a softmax chain among them is attention, even
+        # when the op before it is the mask's (4-D masked form), not the scores' matmul
+        in_attention = {(s.rank, i) for s in attention_sites(ctx)[0] for i in s.op_ids}
         for sequence in table.sequences:
             for chain in find_chains(sequence, table.called_modules or None):
                 kind = classify(chain, table.device)
+                if kind == "fusion.pointwise_chain" and {"softmax", "_softmax"} & set(
+                        chain.names) and any((op.rank, op.id) in in_attention
+                                             for op in chain.ops):
+                    kind = "fusion.attention"
                 module = chain.module
                 if not kind:
                     continue

@@ -136,8 +136,9 @@ class Analysis:
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[dict[str, str]] = field(default_factory=list)
     """What the reader must know beside the ranked list: ``{kind, text}`` with kind
-    ``withheld`` (why timing findings are not ranked), ``noise`` (the run's step-time noise)
-    or ``gpu`` (advice for when the script moves to a GPU, from a CPU run)."""
+    ``withheld`` (why timing findings are not ranked), ``noise`` (the run's step-time noise),
+    ``ranks`` (the run holds only some of the job's ranks) or ``gpu`` (advice for when the
+    script moves to a GPU, from a CPU run)."""
     noise: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -262,6 +263,13 @@ def _run_notes(ctx: Context, out: Analysis) -> None:
         out.notes.insert(0, {"kind": "withheld", "text": (
             f"Timing findings are withheld: {_DISTURBANCE[ctx.disturbance]}. Run again "
             "without it to rank them.")})
+    world = int(ctx.run.manifest.world_size or 0)
+    if world > 1 and ctx.run.has("steps"):
+        held = int(ctx.run.sql("SELECT count(DISTINCT rank) FROM steps")[0][0] or 0)
+        if 0 < held < world:
+            out.notes.append({"kind": "ranks", "text": (
+                f"The run holds {held} of the job's {world} ranks: cross-rank findings "
+                "(stragglers) are not made, and the others describe these ranks only.")})
     noise = ctx.noise
     if noise is not None:
         out.noise = noise.to_json()

@@ -85,7 +85,7 @@ def _stacked(findings: list[Finding], title: str, console: Console) -> None:
 
 
 def render_notes(analysis: Analysis, console: Console,
-                 kinds: tuple[str, ...] = ("withheld", "noise", "gpu")) -> None:
+                 kinds: tuple[str, ...] = ("withheld", "ranks", "noise", "gpu")) -> None:
     """What the reader must know beside the ranked list (see ``Analysis.notes``)."""
     for note in analysis.notes:
         if note.get("kind") in kinds:

@@ -58,7 +58,7 @@ def test_the_steady_run_has_no_outlier_finding_and_its_steps_are_marked(lm_run):
     ranked = [f for f in doc["findings"] if f["severity"] != "info"]
     assert not [f for f in ranked if f["kind"] in ("steps.outliers", "comm.straggler")]
     with api.load(lm_run) as run:
-        marks = dict(run.sql("SELECT step, disturbed FROM steps WHERE rank = 0"))
+        marks = dict(run.sql("SELECT step, disturbed_by FROM steps WHERE rank = 0"))
         (window,) = run.meta["windows"]
     first, last = min(window["steps"]), max(window["steps"])
     assert marks[0] == "setup" and marks[1] == "first_call"
@@ -86,3 +86,22 @@ def test_the_examples_hand_written_attention_is_named_at_its_module(lm_run):
     (f,) = [f for f in doc["findings"] if f["kind"] == "fusion.hand_attention"]
     assert f["key"] == "TransformerLM.blocks.*.attn", f["title"]
     assert f["data"]["ops"][0] == "matmul" and "softmax" in f["data"]["ops"]
+
+
+@pytest.mark.parametrize("script, args", [
+    ("fusion_mlp.py", ["--steps", "14", "--batch-size", "512"]),
+    ("cnn.py", ["--steps", "14", "--batch-size", "16", "--samples", "256"]),
+])
+def test_other_examples_get_no_unpressured_or_gpu_only_advice(tmp_path, script, args):
+    # GIVEN another bundled example, run on CPU with no memory budget
+    out = tmp_path / "run"
+    res = dsprof("run", "-q", "-o", str(out), *WINDOW, str(EXAMPLES / script), *args, cwd=REPO)
+    assert res.code == 0, res.stderr[-2000:]
+    doc = _doc(out)
+    ranked = [f for f in doc["findings"] if f["severity"] != "info"]
+    # THEN no checkpointing or batch advice, no GPU-only finding, no outlier claim
+    assert not [f for f in ranked if f["kind"].startswith(("memory.checkpointing", "batch."))]
+    assert not [f for f in doc["findings"] if f["kind"] in ("tensor_core.tf32_off",
+                                                             "tensor_core.unaligned_dims")]
+    assert not [f for f in ranked if f["kind"] in ("steps.outliers", "comm.straggler")]
+

@@ -16,7 +16,7 @@ from dsprof.analyzers.registry import analyze
 from dsprof.ingest.importer import import_traces
 from dsprof.run import load
 
-D, HEADS, T, B = 32, 4, 16, 2
+D, HEADS, T, B = 32, 4, 64, 8
 
 
 class Attention(nn.Module):
@@ -59,7 +59,7 @@ def _analyze(form: str, tmp_path: Path):
     prof.export_chrome_trace(str(trace))
     run_dir, _ = import_traces([trace], tmp_path / "run")
     with load(run_dir.path) as run:
-        return analyze(run, only=("attention",), write=False).findings
+        return analyze(run, only=("attention", "fusion"), write=False).findings
 
 
 @pytest.mark.parametrize(("form", "chain"), [
@@ -78,6 +78,10 @@ def test_hand_written_attention_is_found_in_every_form(form, chain, tmp_path):
     assert f.data["scores"][-2:] == [T, T]
     assert "scaled_dot_product_attention" in f.fix and f.saving_s == 0
     assert not [f for f in found if f.kind == "attention.sdpa"]
+    # AND a fusion chain holding its softmax, if priced, is named attention (never a generic
+    # pointwise chain, whatever op came before it)
+    assert not [f for f in found if f.kind == "fusion.pointwise_chain"
+                and "softmax" in f.data.get("ops", [])]
 
 
 def test_attention_on_sdpa_is_not_hand_written(tmp_path):

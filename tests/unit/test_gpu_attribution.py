@@ -156,7 +156,11 @@ def test_launch_bound_fires_on_the_a100_trace_only(tmp_path):
             found[name] = LaunchBoundAnalyzer().run(Context(r))
     (f,) = found["hta_a100_2rank_nccl_r0"]
     assert f.kind == "launch.bound" and f.data["median_kernel_us"] < 50
-    assert 0.1 < f.saving_s < 0.25  # host-bound idle per step: most of a ~220 ms step
+    # the GPU idles most of a ~220 ms step waiting for the host, but launch calls take only
+    # ~8.5 ms of it: a CUDA graph removes those, not the syncs in DDP's forward (issue 19)
+    assert 100 < f.data["host_bound_ms_per_step"] < 250
+    assert 0.005 < f.saving_s < 0.012 and f.saving_s * 1e3 == f.data["launch_api_ms_per_step"]
+    assert "other host work" in f.title
     assert "torch.compile" in f.fix and "CUDAGraph" in f.fix
     # the V100 ResNet keeps 800 launches queued: GPU-bound, nothing to recover
     assert found["hta_v100_1rank"] == []

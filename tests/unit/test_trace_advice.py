@@ -173,6 +173,8 @@ def test_sampled_ranks_name_no_straggler_and_compress_only_all_reduce(analyses):
     assert not [f for f in res.findings if f.kind == "comm.straggler"]
     (why,) = [s["reason"] for s in res.skipped if s["analyzer"] == "straggler"]
     assert "2 of the job's 128 ranks" in why
+    assert any(n["kind"] == "ranks" and "2 of the job's 128 ranks" in n["text"]
+               for n in res.notes)
     # bf16 compression is priced on all-reduce kernels only (never all_to_all / all_gather)
     # (the all-reduce kernels: launched inside a c10d::allreduce_ span, linked by correlation)
     events = raw(folder)
@@ -232,3 +234,23 @@ def test_single_process_dataloader_of_an_imported_trace_is_found(analyses):
     assert f.data["single_process"] and "num_workers=" in f.fix
     assert f.saving_s == pytest.approx(per_step_s, rel=0.01)
     assert f.severity == "high"
+
+
+@pytest.mark.skipif(not SETS, reason="../shared/traces is absent")
+def test_bus_bandwidth_is_byte_weighted_and_never_nvlink_across_nodes(tmp_path):
+    from dsprof.metrics.comm.bandwidth import bandwidth_summary
+
+    # a 2-rank A100 job: one node, NVLink's peak applies, to the byte-weighted busbw
+    run_dir, _ = import_traces([trace_dir("hta_a100_2rank_nccl_r0") / "nccl_data.json.gz"],
+                               tmp_path / "a100")
+    with load(run_dir.path) as run:
+        (ar,) = [b for b in bandwidth_summary(run.con, run.manifest)
+                 if b["collective"] == "all_reduce"]
+    assert ar["link"] and ar["peak_pct"] == pytest.approx(
+        100 * ar["busbw_weighted_gbps"] / ar["peak_gbps"])
+    # 128 ranks (HTA's sampled set): more than a node, so no intra-node peak is claimed
+    files = [trace_dir("hta_sampled_2rank_nccl") / f for f in TRACE_SETS["hta_sampled_2rank_nccl"]]
+    run_dir, _ = import_traces(files, tmp_path / "sampled")
+    with load(run_dir.path) as run:
+        rows = bandwidth_summary(run.con, run.manifest)
+    assert rows and all(b["peak_gbps"] is None and b["peak_pct"] is None for b in rows)

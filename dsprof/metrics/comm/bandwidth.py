@@ -7,8 +7,11 @@ nominal per-direction bandwidth of the GPUs' interconnect, which is what nccl-te
 meant to approach: NVLink 2 (V100) 150 GB/s, NVLink 3 (A100 SXM) 300 GB/s, NVLink 4
 (H100/H200 SXM) 450 GB/s; PCIe cards: gen 3 x16 16 GB/s,
 gen 4 32 GB/s, gen 5 64 GB/s. Unknown devices (and CPU/gloo runs) have no peak. A job across
-nodes is bound by the network instead, which no trace records: the peak is only the
-intra-node figure.
+nodes is bound by the network instead, which no trace records: a job whose ranks ran on more
+than one host (the session's clock records each rank's host), or of more than 8 ranks when the
+hosts are not known (an imported trace), gets no NVLink/PCIe peak. ``peak_pct`` compares the
+byte-weighted busbw (total bytes over total time), not the median over calls: a median over a
+1.4 MB and a 1.8 GB all-reduce describes neither.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def device_names(meta: RunManifest | dict[str, Any]) -> list[str]:
 def bandwidth_summary(con: Any, meta: RunManifest | dict[str, Any]) -> list[dict[str, Any]]:
     """Per collective: calls, bytes, median algbw and busbw (GB/s), byte-weighted busbw, and
     the share of the nominal peak."""
-    peak = nominal_peak(device_names(meta))
+    peak = None if crosses_nodes(meta) else nominal_peak(device_names(meta))
     rows = con.execute("""
         SELECT collective, count(*) AS calls, sum(in_bytes) AS bytes,
                median(algbw_gbps) AS algbw, median(busbw_gbps) AS busbw,
@@ -50,5 +53,21 @@ def bandwidth_summary(con: Any, meta: RunManifest | dict[str, Any]) -> list[dict
                     "busbw_weighted_gbps": weighted,
                     "peak_gbps": peak[0] if peak else None,
                     "link": peak[1] if peak else None,
-                    "peak_pct": 100.0 * busbw / peak[0] if peak and busbw else None})
+                    "peak_pct": 100.0 * weighted / peak[0] if peak and weighted else None})
     return out
+
+
+GPUS_PER_NODE = 8
+
+
+def crosses_nodes(meta: RunManifest | dict[str, Any]) -> bool:
+    """The job's ranks ran on more than one host: recorded hosts differ, or (no hosts known)
+    more ranks than one node holds."""
+    raw = manifest_of(meta).raw
+    clocks = (raw.get("clock") or {}).get("ranks") or {}
+    hosts = {rec.get("host") for rec in clocks.values() if isinstance(rec, dict)
+             and rec.get("host")}
+    if hosts:
+        return len(hosts) > 1
+    world = manifest_of(meta).world_size or 1
+    return int(world) > GPUS_PER_NODE
