@@ -69,6 +69,11 @@ def _oom_header(report: MemoryReport, console: Console) -> None:
 
 def _holdings(title: str, rows: list[Holding], peak: int, console: Console, top: int,
               shorten: Callable[[str, int], str]) -> None:
+    # A row with net frees (bytes <= 0) is memory allocated before the capture and freed in
+    # it (events without addresses are summed signed): it holds nothing at the peak, and its
+    # negative share would push the others past 100 %.
+    freed = [h for h in rows if h.bytes <= 0]
+    rows = [h for h in rows if h.bytes > 0]
     if not rows:
         return
     t = Table(title=title, title_justify="left")
@@ -83,6 +88,9 @@ def _holdings(title: str, rows: list[Holding], peak: int, console: Console, top:
         t.add_row(plain(shorten(h.key, width)), fmt_bytes(h.bytes), f"{100 * h.bytes / peak:.1f}" if peak else "-",
                   str(h.count))
     print_titled(console, t)
+    if freed:
+        console.print(f"  [dim]{len(freed)} row(s) left out: they freed memory allocated "
+                      "before the capture, and hold nothing at the peak[/]")
 
 
 def _allocator(p: DevicePeak, console: Console) -> None:
