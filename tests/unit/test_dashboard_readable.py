@@ -91,3 +91,20 @@ def test_grid_columns_have_units_readable_headers_and_no_empty_columns():
     assert cols["flops"]["headerName"] == "FLOPs"
     assert "valueFormatter" not in cols["collective"]
     assert column("group_size")["headerName"] == "group size"
+
+
+def test_timeline_colours_are_stable_and_distinct(cpu_run):
+    from dsprof.dashboard.figures.timeline import COLORS
+
+    index = cpu_run.timeline
+    whole = timeline_figure(index, index.window(), memory=cpu_run.memory_series)
+    zoomed = timeline_figure(index, index.window(*profiled_window(cpu_run)),
+                             memory=cpu_run.memory_series)
+    mem = [[t.line.color for t in f.data if t.type == "scatter"] for f in (whole, zoomed)]
+    assert mem[0] == mem[1] and all(c is not None for c in mem[0])
+    # a collective never shares the communication kernels' colour
+    assert COLORS["collective"] != COLORS["kernel communication"]
+    # wide spans get a border so neighbours stay apart; pixel-wide ones keep their colour
+    bars = next(t for t in whole.data if t.type == "bar" and t.name.startswith("op"))
+    widths = list(bars.marker.line.width)
+    assert max(widths) > 0 and min(widths) == 0

@@ -27,12 +27,14 @@ COLORS = {
     "op optimizer": "#2ca02c", "op data": "#9467bd", "op other": "#7f7f7f",
     "kernel compute": "#17becf", "kernel communication": "#d62728", "kernel memcpy": "#bcbd22",
     "kernel memset": "#8c564b", "kernel sync": "#e377c2", "kernel other": "#c7c7c7",
-    "collective": "#d62728",
+    # a collective (host-side call) is not a communication kernel: its own colour
+    "collective": "#8c1d40",
     # kernels.category
     "kernel gemm": "#17becf", "kernel conv": "#1f9e89", "kernel attention": "#6a3d9a",
     "kernel elementwise": "#aec7e8", "kernel reduction": "#ffbb78", "kernel norm": "#98df8a",
 }
 HIGHLIGHT = "#e41a1c"
+MEMORY_COLORS = ("#333333", "#8c564b", "#6a3d9a", "#b15928")
 UIREVISION = "timeline"
 
 
@@ -55,7 +57,8 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         fig.add_trace(go.Bar(
             base=runs["start"] / 1e6, x=(runs["end"] - runs["start"]) / 1e6, y=runs["lane"],
             orientation="h", width=0.8, name="busy (aggregated)",
-            marker={"color": "rgba(31,119,180,0.25)", "line": {"width": 0}},
+            # grey, so it reads as "many spans here", never as a light-blue elementwise kernel
+            marker={"color": "rgba(127,127,127,0.3)", "line": {"width": 0}},
             customdata=runs["spans"], hovertemplate="%{customdata:,} spans<extra>busy</extra>"),
             row=1, col=1)
     exact = win.exact
@@ -75,10 +78,13 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         bars = _bars(index, highlight, "finding evidence", HIGHLIGHT, min_ms)
         bars.marker.line = {"width": 2, "color": "#000000"}
         fig.add_trace(bars, row=1, col=1)
-    for series in memory:
+    for k, series in enumerate(memory):
         at = series.sample(win.x0, win.x1, memory_points)
+        # a fixed colour per series: plotly's default follows the trace's position, which
+        # changes between redraws as other traces come and go
         fig.add_trace(go.Scatter(
-            x=series.ts[at] / 1e6, y=series.total[at] / MIB, mode="lines", line={"shape": "hv"},
+            x=series.ts[at] / 1e6, y=series.total[at] / MIB, mode="lines",
+            line={"shape": "hv", "color": MEMORY_COLORS[k % len(MEMORY_COLORS)]},
             name=plain(f"memory {series.label}"),
             hovertemplate="%{y:,.1f} MiB<extra></extra>"),
             row=2, col=1)
@@ -108,10 +114,13 @@ def _bars(index: TimelineIndex, sel: np.ndarray, name: str, color: str,
     start_ms = index.start[sel] / 1e6
     dur_ms = (index.end[sel] - index.start[sel]) / 1e6
     hover = [f"{plain(n)}<br>{d:.3f} ms" for n, d in zip(index.names[index.name[sel]], dur_ms)]
+    # a thin white border between neighbouring spans wide enough to keep their colour, so
+    # back-to-back ops do not merge into one block
+    border = np.where(dur_ms > 4 * min_ms, 0.6, 0.0)
     return go.Bar(base=start_ms, x=np.maximum(dur_ms, min_ms), y=index.lane[sel],
                   orientation="h", width=0.8, name=plain(name), customdata=sel.tolist(),
                   hovertext=hover, hoverinfo="text",
-                  marker={"color": color, "line": {"width": 0}})
+                  marker={"color": color, "line": {"width": border.tolist(), "color": "#ffffff"}})
 
 
 def parse_range(relayout: dict | None) -> tuple[float, float] | None | str:
