@@ -162,6 +162,13 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     rng = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
                   ": gd.layout.xaxis.range")
     assert rng[0] == pytest.approx(a_ms, rel=1e-6) and rng[1] == pytest.approx(b_ms, rel=1e-6)
+    # AND zoomed in, spans are labelled with their names inside the bars
+    labels = page.evaluate("""() => [...document.querySelectorAll(
+        '#timeline-graph .barlayer .point text')].filter(e => {
+            const b = e.getBoundingClientRect();
+            return b.width > 0 && getComputedStyle(e).opacity !== '0'
+                && getComputedStyle(e).display !== 'none'; }).map(e => e.textContent)""")
+    assert any("aten::addmm" in s for s in labels), labels[:20]
     # WHEN a span is clicked, THEN its details (name, module, shapes) show
     x, y = page.evaluate("""() => {
         const area = document.querySelector('#timeline-graph .nsewdrag').getBoundingClientRect();

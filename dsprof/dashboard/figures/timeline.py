@@ -66,13 +66,13 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         sel = exact[index.cls[exact] == k]
         if len(sel):
             bars = _bars(index, sel, cls, COLORS.get(cls, "#7f7f7f"), min_ms)
-            if cls == "step":
-                # the steps lane says which step is which (ref is the step number); plotly
-                # hides a label that does not fit its bar
-                bars.text = [str(int(r)) for r in index.ref[sel]]
-                bars.textposition = "inside"
-                bars.insidetextanchor = "middle"
-                bars.textfont = {"color": "#000000"}
+            # every bar carries its name (the steps lane: its step number), shown inside it
+            # once the zoom makes it wide enough; uniformtext hides labels that do not fit
+            bars.text = [str(int(r)) for r in index.ref[sel]] if cls == "step" else \
+                plain_all(index.names[index.name[sel]])
+            bars.textposition = "inside"
+            bars.insidetextanchor = "middle"
+            bars.textfont = {"color": "#000000" if cls == "step" else "#ffffff"}
             fig.add_trace(bars, row=1, col=1)
     if highlight is not None and len(highlight):
         bars = _bars(index, highlight, "finding evidence", HIGHLIGHT, min_ms)
@@ -96,7 +96,8 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         title={"text": title, "x": 0.01, "font": {"size": 13}}, barmode="overlay",
         height=max(320, 22 * n_lanes + 160 + (140 if rows == 2 else 0)),
         margin={"l": 130, "r": 20, "t": 40, "b": 40}, uirevision=UIREVISION,
-        legend={"orientation": "h", "y": -0.08}, hovermode="closest", dragmode="zoom")
+        legend={"orientation": "h", "y": -0.08}, hovermode="closest", dragmode="zoom",
+        uniformtext={"mode": "hide", "minsize": 9})
     fig.update_yaxes(tickvals=list(range(n_lanes)), ticktext=plain_all(index.lane_labels),
                      autorange="reversed", fixedrange=True, row=1, col=1)
     # ms with thousands separators and the unit on every tick (`21,850 ms`, never `21.85k`);
