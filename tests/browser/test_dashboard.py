@@ -187,6 +187,13 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     page.wait_for_function(
         "() => document.querySelector('#timeline-details').innerText.includes('rank: 0')")
     assert "name: " in page.inner_text("#timeline-details")
+    # WHEN searching for an op by name THEN the timeline opens on it, the matches outlined
+    page.fill("#timeline-search", "addmm")
+    page.press("#timeline-search", "Enter")
+    page.wait_for_function("() => document.querySelector('#timeline-search-result')"
+                           ".innerText.includes('match')")
+    page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot')"
+                           ".data.some(t => t.name == 'search match')")
     p.check_clean()
 
 

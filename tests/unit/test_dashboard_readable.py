@@ -108,3 +108,15 @@ def test_timeline_colours_are_stable_and_distinct(cpu_run):
     bars = next(t for t in whole.data if t.type == "bar" and t.name.startswith("op"))
     widths = list(bars.marker.line.width)
     assert max(widths) > 0 and min(widths) == 0
+
+
+def test_search_finds_spans_by_name_earliest_first(cpu_run):
+    from dsprof.dashboard.pages.timeline import search_spans
+
+    index = cpu_run.timeline
+    hits = search_spans(cpu_run, "ADDMM")  # case-insensitive, part of the name
+    assert len(hits) > 0
+    assert all("addmm" in str(index.names[index.name[i]]).lower() for i in hits)
+    assert list(index.start[hits]) == sorted(index.start[hits])
+    assert len(search_spans(cpu_run, "no-such-op-anywhere")) == 0
+    assert len(search_spans(cpu_run, "  ")) == 0

@@ -39,7 +39,7 @@ UIREVISION = "timeline"
 
 
 def timeline_figure(index: TimelineIndex, win: Window, *,
-                    highlight: np.ndarray | None = None,
+                    highlight: np.ndarray | None = None, highlight_name: str = "finding evidence",
                     memory: Sequence[DeviceSeries] = (), memory_points: int = 800) -> go.Figure:
     """Args:
         index: the run's spans.
@@ -75,7 +75,7 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
             bars.textfont = {"color": "#000000" if cls == "step" else "#ffffff"}
             fig.add_trace(bars, row=1, col=1)
     if highlight is not None and len(highlight):
-        bars = _bars(index, highlight, "finding evidence", HIGHLIGHT, min_ms)
+        bars = _bars(index, highlight, highlight_name, HIGHLIGHT, min_ms)
         bars.marker.line = {"width": 2, "color": "#000000"}
         fig.add_trace(bars, row=1, col=1)
     for k, series in enumerate(memory):

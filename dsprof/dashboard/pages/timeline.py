@@ -70,6 +70,23 @@ def initial_range(src: RunSource, query: dict[str, str],
     return x0 - pad - index.t0_ns, x1 + pad - index.t0_ns
 
 
+SEARCH_LIMIT = 500
+
+
+def search_spans(src: RunSource, text: str | None) -> np.ndarray:
+    """Positions of the spans whose name contains ``text`` (case-insensitive), earliest first,
+    at most SEARCH_LIMIT. Matches the distinct names, then the spans that carry them."""
+    index = src.timeline
+    needle = (text or "").strip().lower()
+    if not needle or len(index) == 0:
+        return np.zeros(0, np.int64)
+    codes = [i for i, n in enumerate(index.names) if needle in str(n).lower()]
+    if not codes:
+        return np.zeros(0, np.int64)
+    hits = np.flatnonzero(np.isin(index.name, np.asarray(codes)))
+    return hits[np.argsort(index.start[hits], kind="stable")][:SEARCH_LIMIT]
+
+
 def profiled_window(src: RunSource) -> tuple[int | None, int | None]:
     """The profiled steps (ns since t0, padded by a tenth): where the ops and kernels are. A
     run's whole span is mostly unprofiled steps, in which the window is a sliver. (None, None)
@@ -104,8 +121,12 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
                "steps. Drag to zoom (the server redraws the visible range), double-click to "
                "see the whole run, "
                "click a span for its details.", id="timeline-help"),
+        html.Div([dcc.Input(id="timeline-search", type="search", debounce=True,
+                            placeholder="find a span by name (Enter)"),
+                  html.Span(id="timeline-search-result")], className="search"),
         dcc.Graph(id="timeline-graph", figure=fig, config={**GRAPH_CONFIG, "scrollZoom": True}),
         dcc.Store(id="timeline-highlight", data=hl.tolist()),
+        dcc.Store(id="timeline-highlight-name", data="finding evidence"),
         dcc.Store(id="timeline-range"),
         html.Div("Click a span to see its details.", id="timeline-details"),
         *notes,
@@ -167,8 +188,10 @@ def register(app: Any, ctx: Any) -> None:
                             Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
 
     @app.callback(Output("timeline-graph", "figure"), Input("timeline-range", "data"),
-                  State("timeline-highlight", "data"), prevent_initial_call=True)
-    def zoom(relayout: dict | None, highlight: list[int] | None) -> Any:
+                  State("timeline-highlight", "data"), State("timeline-highlight-name", "data"),
+                  prevent_initial_call=True)
+    def zoom(relayout: dict | None, highlight: list[int] | None,
+             highlight_name: str | None) -> Any:
         asked = parse_range(relayout)
         if asked is None:
             return no_update
@@ -179,7 +202,31 @@ def register(app: Any, ctx: Any) -> None:
             x0, x1 = int(asked[0] * 1e6), int(asked[1] * 1e6)
         hl = np.asarray(highlight or [], np.int64)
         return timeline_figure(index, index.window(x0, x1), highlight=hl,
+                               highlight_name=highlight_name or "finding evidence",
                                memory=src.memory_series)
+
+    @app.callback(Output("timeline-graph", "figure", allow_duplicate=True),
+                  Output("timeline-highlight", "data"),
+                  Output("timeline-highlight-name", "data"),
+                  Output("timeline-search-result", "children"),
+                  Input("timeline-search", "value"), prevent_initial_call=True)
+    def search(text: str | None) -> Any:
+        src = ctx.a
+        index = src.timeline
+        hits = search_spans(src, text)
+        if not (text or "").strip():
+            return no_update, [], no_update, ""
+        if not len(hits):
+            return no_update, no_update, no_update, f"no span's name contains {text!r}"
+        # open on the first match, with as much context again on each side; outline them all
+        first = int(hits[0])
+        dur = max(int(index.end[first] - index.start[first]), 1000)
+        x0, x1 = int(index.start[first]) - dur, int(index.end[first]) + dur
+        fig = timeline_figure(index, index.window(x0, x1), highlight=hits,
+                              highlight_name="search match", memory=src.memory_series)
+        more = f" (the first {SEARCH_LIMIT})" if len(hits) == SEARCH_LIMIT else ""
+        return fig, hits.tolist(), "search match", \
+            f"{len(hits):,} spans match{more}; showing the first"
 
     @app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"),
                   prevent_initial_call=True)
