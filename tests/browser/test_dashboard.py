@@ -162,6 +162,9 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     rng = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
                   ": gd.layout.xaxis.range")
     assert rng[0] == pytest.approx(a_ms, rel=1e-6) and rng[1] == pytest.approx(b_ms, rel=1e-6)
+    # AND the range summary says what the zoomed range holds
+    page.wait_for_function("() => document.querySelector('#timeline-range-summary')"
+                           ".innerText.includes('aten::addmm')")
     # AND zoomed in, spans are labelled with their names inside the bars
     labels = page.evaluate("""() => [...document.querySelectorAll(
         '#timeline-graph .barlayer .point text')].filter(e => {

@@ -120,3 +120,21 @@ def test_search_finds_spans_by_name_earliest_first(cpu_run):
     assert list(index.start[hits]) == sorted(index.start[hits])
     assert len(search_spans(cpu_run, "no-such-op-anywhere")) == 0
     assert len(search_spans(cpu_run, "  ")) == 0
+
+
+def test_range_summary_clips_spans_to_the_range(cpu_run):
+    from dsprof.dashboard.pages.timeline import range_summary
+
+    index = cpu_run.timeline
+    hits = np.flatnonzero([str(index.names[c]) == "aten::addmm" for c in index.name])
+    first = int(hits[0])
+    a, b = int(index.start[first]), int(index.end[first])
+    lines = range_summary(cpu_run, a, b)
+    # THEN the range is the addmm's, and its time is the range's time, not more
+    assert lines[0].endswith("in view")
+    ops = next(line for line in lines if line.startswith("host ops"))
+    from dsprof.dashboard.text import fmt_ns
+
+    assert f"aten::addmm {fmt_ns(b - a)}" in ops  # clipped to the range: never longer than it
+    whole = range_summary(cpu_run, None, None)
+    assert any(line.startswith("host ops") for line in whole)

@@ -87,6 +87,29 @@ def search_spans(src: RunSource, text: str | None) -> np.ndarray:
     return hits[np.argsort(index.start[hits], kind="stable")][:SEARCH_LIMIT]
 
 
+def range_summary(src: RunSource, x0: int | None, x1: int | None, top: int = 8) -> list[str]:
+    """What the visible range holds (ns since t0; None: the whole run): per kind of span, the
+    names with the most time inside the range (each span clipped to it), Perfetto's "summary
+    of a selection"."""
+    index = src.timeline
+    if len(index) == 0:
+        return []
+    lo = 0 if x0 is None else x0
+    hi = int(index.end.max()) if x1 is None else x1
+    inside = (index.start < hi) & (index.end > lo)
+    lines = [f"{fmt_ns(hi - lo)} in view"]
+    for kind, label in ((OP, "host ops"), (KERNEL, "kernels"), (COMM, "collectives")):
+        sel = np.flatnonzero(inside & (index.kind == kind))
+        if not len(sel):
+            continue
+        clipped = np.minimum(index.end[sel], hi) - np.maximum(index.start[sel], lo)
+        per_name = np.bincount(index.name[sel], weights=clipped, minlength=len(index.names))
+        best = np.argsort(-per_name, kind="stable")[:top]
+        parts = [f"{index.names[k]} {fmt_ns(per_name[k])}" for k in best if per_name[k] > 0]
+        lines.append(f"{label} ({len(sel):,}): " + ", ".join(parts))
+    return lines
+
+
 def profiled_window(src: RunSource) -> tuple[int | None, int | None]:
     """The profiled steps (ns since t0, padded by a tenth): where the ops and kernels are. A
     run's whole span is mostly unprofiled steps, in which the window is a sliver. (None, None)
@@ -128,9 +151,14 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         dcc.Store(id="timeline-highlight", data=hl.tolist()),
         dcc.Store(id="timeline-highlight-name", data="finding evidence"),
         dcc.Store(id="timeline-range"),
+        html.Div(_summary_list(range_summary(src, x0, x1)), id="timeline-range-summary"),
         html.Div("Click a span to see its details.", id="timeline-details"),
         *notes,
     ])
+
+
+def _summary_list(lines: list[str]) -> list[Any]:
+    return [html.H4("In this range"), html.Ul([html.Li(line) for line in lines])]
 
 
 def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
@@ -186,6 +214,17 @@ _RANGES_ONLY = """function(r) {
 def register(app: Any, ctx: Any) -> None:
     app.clientside_callback(_RANGES_ONLY, Output("timeline-range", "data"),
                             Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
+
+    @app.callback(Output("timeline-range-summary", "children"), Input("timeline-range", "data"),
+                  prevent_initial_call=True)
+    def summarize_range(relayout: dict | None) -> Any:
+        asked = parse_range(relayout)
+        if asked is None:
+            return no_update
+        x0 = x1 = None
+        if asked != "reset":
+            x0, x1 = int(asked[0] * 1e6), int(asked[1] * 1e6)
+        return _summary_list(range_summary(ctx.a, x0, x1))
 
     @app.callback(Output("timeline-graph", "figure"), Input("timeline-range", "data"),
                   State("timeline-highlight", "data"), State("timeline-highlight-name", "data"),
