@@ -190,6 +190,14 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     page.wait_for_function(
         "() => document.querySelector('#timeline-details').innerText.includes('rank: 0')")
     assert "name: " in page.inner_text("#timeline-details")
+    # WHEN W is pressed (keyboard zoom, as in Perfetto) THEN the view narrows around its centre
+    page.click("#timeline-help")  # focus the page, not an input
+    before_w = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
+                       ": gd.layout.xaxis.range")
+    page.keyboard.press("w")
+    page.wait_for_function("""w => { const gd = document.querySelector(
+        '#timeline-graph .js-plotly-plot'); const ax = gd.layout.xaxis2 || gd.layout.xaxis;
+        return ax.range[1] - ax.range[0] < 0.9 * w; }""", arg=before_w[1] - before_w[0])
     # WHEN searching for an op by name THEN the timeline opens on it, the matches outlined
     page.fill("#timeline-search", "addmm")
     page.press("#timeline-search", "Enter")
