@@ -138,3 +138,29 @@ def test_range_summary_clips_spans_to_the_range(cpu_run):
     assert f"aten::addmm {fmt_ns(b - a)}" in ops  # clipped to the range: never longer than it
     whole = range_summary(cpu_run, None, None)
     assert any(line.startswith("host ops") for line in whole)
+
+
+def test_a_kernel_links_to_the_op_that_launched_it(tmp_path):
+    from dsprof.dashboard.pages.timeline import flow_trace, launch_flow
+    from dsprof.dashboard.timeline import KERNEL, OP
+    from dsprof.ingest.importer import import_traces
+    from tests.conftest import trace_dir
+
+    # GIVEN a real A100 trace whose kernels carry the op that launched them (ac2g flows)
+    run_dir, _ = import_traces([trace_dir("hta_a100_2rank_nccl_r0")], tmp_path / "run")
+    src = RunSource(run_dir.path)
+    try:
+        index = src.timeline
+        pos = int(np.flatnonzero(index.kind == KERNEL)[100])
+        op, kernel = launch_flow(src, pos)
+        # THEN the arrow goes from that op (kernels.op_id) to the kernel, op first in time
+        (op_id,) = src.sql("SELECT op_id FROM kernels WHERE rank = ? AND start_ns = ?",
+                           [int(index.rank[pos]), int(index.ref[pos])])[0]
+        assert kernel == pos and int(index.kind[op]) == OP and int(index.ref[op]) == op_id
+        arrow = flow_trace(src, (op, kernel))
+        assert arrow.x[0] <= arrow.x[1] and list(arrow.y) == [int(index.lane[op]),
+                                                              int(index.lane[kernel])]
+        # AND an op has no launch arrow of its own
+        assert launch_flow(src, op) is None
+    finally:
+        src.close()

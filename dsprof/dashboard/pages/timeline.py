@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dash import Input, Output, State, dcc, html, no_update
+from dash import Input, Output, Patch, State, dcc, html, no_update
 
 from dsprof.dashboard.figures.timeline import parse_range, timeline_figure
 from dsprof.dashboard.pages.common import GRAPH_CONFIG, missing
@@ -108,6 +108,37 @@ def range_summary(src: RunSource, x0: int | None, x1: int | None, top: int = 8) 
         parts = [f"{index.names[k]} {fmt_ns(per_name[k])}" for k in best if per_name[k] > 0]
         lines.append(f"{label} ({len(sel):,}): " + ", ".join(parts))
     return lines
+
+
+def launch_flow(src: RunSource, pos: int) -> tuple[int, int] | None:
+    """For a kernel span at index position ``pos``: (op position, kernel position) of the host
+    op that launched it (``kernels.op_id``), for the CPU op -> kernel arrow; else None."""
+    index = src.timeline
+    if not 0 <= pos < len(index) or int(index.kind[pos]) != KERNEL \
+            or "op_id" not in src.columns("kernels"):
+        return None
+    rank = int(index.rank[pos])
+    rows = src.sql("SELECT op_id FROM kernels WHERE rank = ? AND start_ns = ? "
+                   "AND op_id IS NOT NULL LIMIT 1", [rank, int(index.ref[pos])])
+    if not rows:
+        return None
+    ops = np.flatnonzero((index.kind == OP) & (index.ref == int(rows[0][0]))
+                         & (index.rank == rank))
+    return (int(ops[0]), pos) if len(ops) else None
+
+
+def flow_trace(src: RunSource, flow: tuple[int, int]) -> Any:
+    """An arrow from the launching op's start to the kernel's start (ms since t0)."""
+    import plotly.graph_objects as go
+
+    index = src.timeline
+    op, kernel = flow
+    xs = [float(index.start[op]) / 1e6, float(index.start[kernel]) / 1e6]
+    ys = [int(index.lane[op]), int(index.lane[kernel])]
+    return go.Scatter(x=xs, y=ys, mode="lines+markers", name="launch", hoverinfo="skip",
+                      line={"color": "#000000", "width": 1.5},
+                      marker={"symbol": "arrow", "angleref": "previous", "size": [0, 12],
+                              "color": "#000000"})
 
 
 def profiled_window(src: RunSource) -> tuple[int | None, int | None]:
@@ -267,13 +298,22 @@ def register(app: Any, ctx: Any) -> None:
         return fig, hits.tolist(), "search match", \
             f"{len(hits):,} spans match{more}; showing the first"
 
-    @app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"),
-                  prevent_initial_call=True)
+    @app.callback(Output("timeline-details", "children"),
+                  Output("timeline-graph", "figure", allow_duplicate=True),
+                  Input("timeline-graph", "clickData"), prevent_initial_call=True)
     def click(data: dict | None) -> Any:
         point = (data or {}).get("points", [{}])[0]
         pos = point.get("customdata")
         index = ctx.a.timeline
         if not isinstance(pos, int) or not 0 <= pos < len(index):
-            return no_update
+            return no_update, no_update
         lines = details(ctx.a, int(index.kind[pos]), int(index.rank[pos]), int(index.ref[pos]))
-        return html.Pre("\n".join(lines) or "no details recorded for this span")
+        text = html.Pre("\n".join(lines) or "no details recorded for this span")
+        flow = launch_flow(ctx.a, pos)
+        if flow is None:
+            return text, no_update
+        # a clicked kernel: an arrow from the op that launched it (added to the drawn figure,
+        # on row 1, without redrawing it)
+        fig = Patch()
+        fig["data"].append(flow_trace(ctx.a, flow).to_plotly_json())
+        return text, fig
