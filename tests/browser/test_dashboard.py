@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from dsprof.dashboard.app import create_app
@@ -297,3 +298,39 @@ def test_a_run_made_with_apply_shows_predicted_vs_measured(runs, tmp_path):
         assert "applied-predicted-measured" in text
     finally:
         src.close()
+
+
+def test_clicking_a_kernel_draws_an_arrow_from_its_op(gpu_server, open_page):
+    from dsprof.dashboard.timeline import KERNEL
+
+    p = open_page(gpu_server)
+    page = p.page
+    src = gpu_server.source
+    index = src.timeline
+    # GIVEN the longest kernel that knows the op that launched it
+    kern = np.flatnonzero(index.kind == KERNEL)
+    pos = int(kern[np.argmax((index.end - index.start)[kern])])
+    a_ms, b_ms = index.start[pos] / 1e6, index.end[pos] / 1e6
+    page.goto(gpu_server.url + "timeline")
+    page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
+    before = title(p, "timeline-graph")
+    pad = (b_ms - a_ms) / 2
+    gd_eval(p, "timeline-graph",
+            f"Plotly.relayout(gd, {{'xaxis.range': [{a_ms - pad}, {b_ms + pad}]}})")
+    page.wait_for_function(
+        "t => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text != t",
+        arg=before)
+    # WHEN it is clicked (its centre, in pixels, from plotly's own axis mapping)
+    x, y = page.evaluate("""([xm, lane]) => {
+        const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+        const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+        return [r.left + fl.xaxis._offset + fl.xaxis.l2p(xm),
+                r.top + fl.yaxis._offset + fl.yaxis.l2p(lane)]; }""",
+                         [(a_ms + b_ms) / 2, int(index.lane[pos])])
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    # THEN an arrow from the launching op is drawn
+    page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot')"
+                           ".data.some(t => t.name == 'launch')")
+    assert "launched by" in page.inner_text("#timeline-details")
+    p.check_clean()
