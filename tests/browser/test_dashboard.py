@@ -78,6 +78,13 @@ def test_every_page_on_a_cpu_run(cpu_server, open_page):
     # Overview: facts, step chart with the outlier/median marks, phases, findings
     page.wait_for_selector(GRAPH.format("overview-steps"))
     assert "mlp" in page.inner_text("#run-facts")
+    # no toolbar button uploads a chart or selects with box/lasso (nothing reads a selection)
+    page.hover(GRAPH.format("overview-steps"))
+    page.wait_for_selector("#overview-steps .modebar-btn")
+    titles = page.eval_on_selector_all("#overview-steps .modebar-btn",
+                                       "els => els.map(e => e.getAttribute('data-title'))")
+    assert titles and not [t for t in titles if re.search(r"share|cloud|lasso|box select",
+                                                           t or "", re.IGNORECASE)], titles
     assert gd_eval(p, "overview-steps", "gd.data.length") >= 2
     page.wait_for_selector(GRAPH.format("overview-phases"))
     assert "forward" in str(gd_eval(p, "overview-phases", "gd.data[0].y"))
