@@ -164,3 +164,21 @@ def test_a_kernel_links_to_the_op_that_launched_it(tmp_path):
         assert launch_flow(src, op) is None
     finally:
         src.close()
+
+
+def test_gpu_overview_says_idle_mfu_and_launches(tmp_path):
+    from dsprof.dashboard.pages.overview import gpu_headlines
+    from dsprof.ingest.importer import import_traces
+    from tests.conftest import trace_dir
+
+    run_dir, _ = import_traces([trace_dir("hta_a100_2rank_nccl_r0")], tmp_path / "run")
+    src = RunSource(run_dir.path)
+    try:
+        lines = gpu_headlines(src.gpu)
+        # THEN the idle time and its main cause (HTA: ~99.8 % host wait on this trace) show,
+        # with the launch statistics
+        idle = next(line for line in lines if "GPU idle" in line)
+        assert "100 % waiting for the host" in idle
+        assert any("kernel launches" in line for line in lines)
+    finally:
+        src.close()
