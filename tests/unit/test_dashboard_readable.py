@@ -182,3 +182,20 @@ def test_gpu_overview_says_idle_mfu_and_launches(tmp_path):
         assert any("kernel launches" in line for line in lines)
     finally:
         src.close()
+
+
+def test_a_link_to_a_step_outlines_the_step(cpu_run):
+    from dsprof.dashboard.pages import timeline
+
+    layout = timeline.layout(AppContext(cpu_run, cpu_run), {"step": "4"})
+    stack, store = [layout], None
+    while stack:
+        c = stack.pop()
+        if getattr(c, "id", None) == "timeline-highlight":
+            store = c
+        children = getattr(c, "children", None)
+        if isinstance(children, list):
+            stack += children
+    index = cpu_run.timeline
+    assert store is not None and store.data
+    assert all(int(index.kind[i]) == STEP and int(index.ref[i]) == 4 for i in store.data)

@@ -166,6 +166,13 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         return html.Div([html.H2("Timeline"), missing(src.missing("ops"), "ops")])
     ops = [int(x) for x in query.get("ops", "").split(",") if x.strip().lstrip("-").isdigit()]
     hl = highlight_indices(src, _int(query.get("rank")), ops)
+    step, rank = _int(query.get("step")), _int(query.get("rank"))
+    if not len(hl) and step is not None:
+        # a link to a whole step outlines that step's span, so the eye finds it
+        mask = (index.kind == STEP) & (index.ref == step)
+        if rank is not None:
+            mask &= index.rank == rank
+        hl = np.flatnonzero(mask)
     x0, x1 = initial_range(src, query, hl)
     fig = timeline_figure(index, index.window(x0, x1), highlight=hl, memory=src.memory_series)
     notes = [missing(src.missing(t), t) for t in ("kernels", "comms") if not src.has(t)]
