@@ -62,17 +62,18 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
 def _next_steps(run_path: str, findings: Analysis | None, console: Console) -> None:
     """Where to go from here: the report, every finding with its fix, the timeline, and
     measuring the top finding's fix (when it has one that can be applied)."""
-    path = esc(shlex.quote(run_path))
+    path = shlex.quote(run_path)
     lines = [(f"dsprof summary {path}", "the report"),
              (f"dsprof analyze {path}", "findings with evidence and fixes"),
              (f"dsprof dashboard {path}", "timeline and charts in a browser")]
     top = next((f for f in (findings.findings if findings else []) if f.apply), None)
     if top is not None:
-        lines.append((f"dsprof verify {path} {esc(top.id)}", "rerun with the top fix, measured"))
+        lines.append((f"dsprof verify {path} {top.id}", "rerun with the top fix, measured"))
+    width = max(len(cmd) for cmd, _ in lines)
     for i, (cmd, what) in enumerate(lines):
         # one command per line, never wrapped inside the path, so it can be copied whole
-        console.print(f"{'next:' if i == 0 else '':<6}[bold]{cmd}[/]  [dim]{what}[/]",
-                      soft_wrap=True)
+        console.print(f"{'next:' if i == 0 else '':<6}[bold]{esc(cmd)}[/]"
+                      f"{'':<{width - len(cmd) + 2}}[dim]{what}[/]", soft_wrap=True)
 
 
 def _facts(summary: RunSummary, console: Console) -> None:
