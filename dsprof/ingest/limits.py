@@ -12,8 +12,8 @@ the largest expands to 35 MB. A zip bomb expands 1000x. The limits:
   file that happens to compress very well is never refused;
 - ``max_file_bytes()`` caps the decompressed size of one file (default 16 GiB; more does not
   fit a machine that ingests it anyway); ``DSPROF_MAX_TRACE_BYTES`` raises or lowers it;
-- JSON nesting deeper than ``MAX_JSON_DEPTH`` is refused (Kineto nests 4 levels; orjson stops at
-  1024 itself, msgspec at Python's recursion limit);
+- JSON nesting is bounded by the decoders themselves (orjson stops at 1024 levels, msgspec at
+  Python's recursion limit; both are turned into one line in ``trace_file``);
 - a snapshot pickle may expand (shared references counted every time they are reached, as any
   walk over it would) to at most ``MAX_SNAPSHOT_OBJECTS`` objects, nested at most
   ``MAX_SNAPSHOT_DEPTH`` deep.
@@ -26,7 +26,6 @@ import os
 MAX_EXPANSION = 100
 EXPANSION_FLOOR = 256 << 20
 DEFAULT_MAX_FILE_BYTES = 16 << 30
-MAX_JSON_DEPTH = 256
 MAX_SNAPSHOT_OBJECTS = 100_000_000
 MAX_SNAPSHOT_DEPTH = 64
 
