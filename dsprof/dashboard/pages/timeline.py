@@ -305,22 +305,26 @@ def register(app: Any, ctx: Any) -> None:
         return fig, hits.tolist(), "search match", \
             f"{len(hits):,} spans match{more}; showing the first"
 
-    @app.callback(Output("timeline-details", "children"),
-                  Output("timeline-graph", "figure", allow_duplicate=True),
-                  Input("timeline-graph", "clickData"), prevent_initial_call=True)
+    @app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"),
+                  prevent_initial_call=True)
     def click(data: dict | None) -> Any:
         point = (data or {}).get("points", [{}])[0]
         pos = point.get("customdata")
         index = ctx.a.timeline
         if not isinstance(pos, int) or not 0 <= pos < len(index):
-            return no_update, no_update
+            return no_update
         lines = details(ctx.a, int(index.kind[pos]), int(index.rank[pos]), int(index.ref[pos]))
-        text = html.Pre("\n".join(lines) or "no details recorded for this span")
-        flow = launch_flow(ctx.a, pos)
+        return html.Pre("\n".join(lines) or "no details recorded for this span")
+
+    @app.callback(Output("timeline-graph", "figure", allow_duplicate=True),
+                  Input("timeline-graph", "clickData"), prevent_initial_call=True)
+    def launch_arrow(data: dict | None) -> Any:
+        """A clicked kernel: an arrow from the op that launched it, added to the drawn figure
+        (row 1) without redrawing it."""
+        pos = (data or {}).get("points", [{}])[0].get("customdata")
+        flow = launch_flow(ctx.a, pos) if isinstance(pos, int) else None
         if flow is None:
-            return text, no_update
-        # a clicked kernel: an arrow from the op that launched it (added to the drawn figure,
-        # on row 1, without redrawing it)
+            return no_update
         fig = Patch()
         fig["data"].append(flow_trace(ctx.a, flow).to_plotly_json())
-        return text, fig
+        return fig
