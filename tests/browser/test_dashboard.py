@@ -339,5 +339,7 @@ def test_clicking_a_kernel_draws_an_arrow_from_its_op(gpu_server, open_page):
     # THEN an arrow from the launching op is drawn
     page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot')"
                            ".data.some(t => t.name == 'launch')")
-    assert "launched by" in page.inner_text("#timeline-details")
+    # (the details come from their own callback, which may answer after the arrow's)
+    page.wait_for_function("() => document.querySelector('#timeline-details')"
+                           ".innerText.includes('launched by')")
     p.check_clean()
