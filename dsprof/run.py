@@ -26,7 +26,7 @@ from dsprof.errors import RunDirError
 from dsprof.manifest import RunManifest, parse
 from dsprof.rundir import RunDir
 from dsprof.schema import SCHEMA_VERSION, TABLES
-from dsprof.sqlsafe import parquet_files, table_name
+from dsprof.sqlsafe import parquet_files, relation_columns, table_name
 
 if TYPE_CHECKING:
     from dsprof.facts import Facts
@@ -122,13 +122,12 @@ class Run:
     def _view_select(self, con: Any, name: str, source: str) -> str:
         """SELECT of a table's view: the stored columns, a null for each column of the current
         schema the stored data lacks (an older run), and the derived view columns."""
-        stored = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        stored = set(relation_columns(con, source))
         extra = []
         missing = [c for c in TABLES[name].column_names if c not in stored]
         if missing:
             con.register(f"_empty_{name}", TABLES[name].schema.empty_table())
-            types = {r[0]: r[1] for r in con.execute(
-                f"DESCRIBE SELECT * FROM _empty_{name}").fetchall()}
+            types = relation_columns(con, f"_empty_{name}")
             extra += [f"CAST(NULL AS {types[c]}) AS {c}" for c in missing]
         if name == "steps" and "disturbed" not in stored:
             # the ingest's reason when it wrote one (setup and first calls are left to the

@@ -108,3 +108,10 @@ def table_columns(run: Any, table: str) -> set[str]:
     known = set(TABLES[table].column_names)
     rows = run.sql(f"SELECT column_name FROM (DESCRIBE {table_name(table)})")
     return {r[0] for r in rows if r[0] in known}
+
+
+def relation_columns(con: Any, relation: str) -> dict[str, str]:
+    """``{column: DuckDB type}`` of a relation dsprof built itself (a ``read_parquet(...)`` of
+    :func:`parquet_files`, a registered Arrow table). Callers only compare the names with the
+    schema's; a name that is not the schema's is never put into SQL."""
+    return {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}

@@ -24,6 +24,7 @@ import numpy as np
 from dsprof.facts import FULL_SPEED
 from dsprof.ingest.disturbed import run_disturbance
 from dsprof.run import Run
+from dsprof.sqlsafe import table_columns
 
 MIN_STEADY_STEPS = 5
 # The standard error of a median is about 1.2533 x sd / sqrt(n) (normal data).
@@ -63,9 +64,7 @@ class StepNoise:
 
 
 def has_column(run: Run, table: str, column: str) -> bool:
-    if not run.has(table):
-        return False
-    return any(r[0] == column for r in run.sql(f"DESCRIBE {table}"))
+    return column in table_columns(run, table)
 
 
 def steady_steps(run: Run, rank: int = 0) -> list[tuple[int, int, int | None]]:
