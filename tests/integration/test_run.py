@@ -210,7 +210,10 @@ def test_bad_log_level_is_reported_once_and_info_used(tmp_path, tiny):
                                                                      "TINY_STEPS": "3"})
     assert res.code == 0
     assert res.stderr.count("DS_LOG_LEVEL='LOUD' is not a level") == 1
-    assert "step 1:" in res.stderr and "timeline:" not in res.stderr
+    # INFO is in force: its per-step lines are in the run's log (not on the terminal), and
+    # DEBUG's collector lines appear nowhere
+    assert "step 1:" in (tmp_path / "run" / "dsprof.log").read_text()
+    assert "[dsprof INFO]" in res.stderr and "timeline:" not in res.stderr
 
 
 def test_with_stack_records_python_events_in_the_raw_trace(tmp_path, tiny):
