@@ -31,6 +31,21 @@ class _CleanFormatter(logging.Formatter):
         return clean(super().format(record))
 
 
+STEP_LINE = {"dsprof_step_line": True}
+"""``extra=`` of the one-line-per-step records: kept in the run's dsprof.log, shown on the
+terminal only at DEBUG or with DSPROF_STEP_LINES=1 (docs/decisions.md, "Progress")."""
+
+
+class _StepLinesToFileOnly(logging.Filter):
+    """Per-step lines stay out of the terminal the profiled script writes to: a line every
+    step floods a long run and breaks the script's own tqdm / Lightning progress bars."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "dsprof_step_line", False):
+            return True
+        return logger.level <= logging.DEBUG or os.environ.get("DSPROF_STEP_LINES") == "1"
+
+
 def parse_level(text: str | None) -> tuple[int, str | None]:
     """Return (level, complaint); complaint is None when ``text`` was valid or absent."""
     if text is None or not text.strip():
@@ -54,6 +69,7 @@ def configure(quiet: bool = False) -> int:
         stderr = logging.StreamHandler(sys.stderr)
         stderr.set_name("stderr")
         stderr.setFormatter(_CleanFormatter(_FORMAT))
+        stderr.addFilter(_StepLinesToFileOnly())
         logger.addHandler(stderr)
     else:
         stderr.setStream(sys.stderr)

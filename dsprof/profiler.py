@@ -20,6 +20,10 @@ from dsprof.errors import ConfigError
 from dsprof.log import logger
 from dsprof.settings import Schedule, Settings
 
+# Run directories this process's profile() blocks created: only these are stepped past when
+# an explicit output is reused; a directory someone else made is still refused.
+_MADE_HERE: set[Path] = set()
+
 
 class Profile:
     """Use :func:`dsprof.profile` to make one.
@@ -61,7 +65,15 @@ class Profile:
         if log.configure(quiet=self.settings.quiet) > logging.DEBUG:
             os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # as dsprof run: no USDT lines
         s = self.settings
-        run = RunDir.create(s.output or new_run_path(s.runs_dir, self.name))
+        path = s.output or new_run_path(s.runs_dir, self.name)
+        if path.resolve() in _MADE_HERE and path.exists():
+            # the same cell run again in a notebook: a new directory beside the first, never
+            # an error and never the first run overwritten
+            path = new_run_path(path.parent, path.name, suffix_only=True)
+            logger.info("%s was written by an earlier profile() in this process; this run "
+                        "goes to %s", s.output, path)
+        run = RunDir.create(path)
+        _MADE_HERE.add(run.path.resolve())
         self.path = run.shown  # as given; the session writes to the absolute run.path
         self._abs_path = run.path
         log.attach_file(run.log_path)

@@ -55,10 +55,12 @@ def remove_quietly(path: Path) -> None:
         pass
 
 
-def new_run_path(runs_dir: Path, name: str, now: _dt.datetime | None = None) -> Path:
-    """``runs_dir/<name>-<YYYYmmdd-HHMMSS>``, with a suffix if that exists already."""
+def new_run_path(runs_dir: Path, name: str, now: _dt.datetime | None = None,
+                 suffix_only: bool = False) -> Path:
+    """``runs_dir/<name>-<YYYYmmdd-HHMMSS>``, with a suffix if that exists already
+    (``suffix_only``: ``runs_dir/<name>``, ``<name>-2``, ...)."""
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base = runs_dir / f"{name}-{stamp}"
+    base = runs_dir / (name if suffix_only else f"{name}-{stamp}")
     path, n = base, 1
     while path.exists():
         n += 1

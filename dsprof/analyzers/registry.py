@@ -312,7 +312,6 @@ def _check_types(f: Finding) -> None:
 
 
 def read_findings(run: Run) -> Analysis | None:
-    """findings.json of a run, or None when it was never analyzed."""
     """findings.json of a run, or None when it was never analyzed.
 
     Raises:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dsprof.errors import ConfigError, RunDirError
@@ -58,7 +59,8 @@ def _rerun(baseline: Path, ids: list[str] | None, out: Path, quiet: bool) -> Non
 
 
 def verify(baseline: Path, ids: list[str], out: Path | None = None, quiet: bool = True,
-           fresh_baseline: bool = False, rounds: int = 1) -> Verification:
+           fresh_baseline: bool = False, rounds: int = 1,
+           progress: Callable[[str], None] | None = None) -> Verification:
     """Rerun ``baseline``'s command with ``ids`` applied into ``out`` and compare.
 
     Args:
@@ -67,6 +69,7 @@ def verify(baseline: Path, ids: list[str], out: Path | None = None, quiet: bool 
             run's speed may not be today's.
         rounds: run the pair (fresh baseline, then with the fix) this many times, alternating,
             and pool each side's full-speed steps (``<out>-r<k>``); implies a fresh baseline.
+        progress: told, before each rerun, what is about to run.
 
     Raises:
         RunDirError: the baseline cannot be rerun, or the rerun failed.
@@ -79,16 +82,22 @@ def verify(baseline: Path, ids: list[str], out: Path | None = None, quiet: bool 
     baseline = baseline.resolve()
     plan(ids, baseline, baseline.parent)  # fail before running anything
     out = out or new_run_path(baseline.parent, f"{baseline.name}-verify")
+    tell = progress or (lambda _text: None)
     if rounds == 1:
         fresh = out.with_name(out.name + "-baseline") if fresh_baseline else None
+        total = 2 if fresh is not None else 1
         if fresh is not None:
+            tell(f"run 1/{total}: the script without the fix (fresh baseline)")
             _rerun(baseline, None, fresh, quiet)
+        tell(f"run {total}/{total}: the script with {', '.join(ids)} applied")
         _rerun(baseline, ids, out, quiet)
         return compare(out, fresh)
     bases, applied = [], []
     for k in range(rounds):
         bases.append(out.with_name(f"{out.name}-r{k}-baseline"))
         applied.append(out.with_name(f"{out.name}-r{k}"))
+        tell(f"round {k + 1}/{rounds}: the script without the fix")
         _rerun(baseline, None, bases[-1], quiet)
+        tell(f"round {k + 1}/{rounds}: the script with {', '.join(ids)} applied")
         _rerun(baseline, ids, applied[-1], quiet)
     return compare(applied, bases)

@@ -34,7 +34,7 @@ import psutil
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
 from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker
-from dsprof.log import logger
+from dsprof.log import STEP_LINE, logger
 
 # With no optimizer step seen, backward() becomes the step source after this many calls ...
 BACKWARD_DECIDE_CALLS = 64
@@ -227,7 +227,8 @@ class StepCollector:
         if logger.isEnabledFor(logging.INFO):
             mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
             data = f", data wait {wait / 1e6:.1f} ms" if wait is not None else ""
-            logger.info("step %d: %.1f ms, %s%s", step, (end - start) / 1e6, mem, data)
+            logger.info("step %d: %.1f ms, %s%s", step, (end - start) / 1e6, mem, data,
+                        extra=STEP_LINE)
         return step
 
     def record(self) -> dict[str, Any]:

@@ -7,12 +7,15 @@ interpreted as markup, and no control character reaches the terminal.
 
 from __future__ import annotations
 
+import textwrap
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from dsprof.analyzers.registry import Analysis
 from dsprof.findings import Finding
+from dsprof.render.layout import NARROW
 from dsprof.render.safe_text import clean, esc, plain
 from dsprof.render.summary import fmt_bytes
 
@@ -39,15 +42,11 @@ def render_findings(analysis: Analysis, console: Console, top: int = 10,
     if not findings:
         console.print("[bold]Findings[/]: none; nothing crossed an analyzer's threshold")
     else:
-        t = Table(title=f"Findings ({len(findings)}, ranked by estimated saving)",
-                  title_justify="left")
-        for col, just in (("id", "left"), ("severity", "left"), ("saving", "right"),
-                          ("confidence", "left"), ("finding", "left")):
-            t.add_column(col, justify=just)  # type: ignore[arg-type]
-        for f in findings[:top]:
-            t.add_row(plain(f.id), Text(f.severity, style=_SEVERITY_STYLE[f.severity]),
-                      saving_text(f), plain(f.confidence), plain(f.title))
-        console.print(t)
+        title = f"Findings ({len(findings)}, ranked by estimated saving)"
+        if console.width < NARROW:
+            _stacked(findings[:top], title, console)
+        else:
+            _table(findings[:top], title, console)
         if len(findings) > top:
             console.print(f"  ... and {len(findings) - top} more (dsprof analyze RUN --top N)")
         for f in findings[:detail]:
@@ -57,6 +56,32 @@ def render_findings(analysis: Analysis, console: Console, top: int = 10,
         console.print(f"[dim]skipped {esc(s['analyzer'])}: {esc(s['reason'])}[/]")
     for s in analysis.failed:
         console.print(f"[red]analyzer {esc(s['analyzer'])} failed:[/] {esc(s['error'])}")
+
+
+def _table(findings: list[Finding], title: str, console: Console) -> None:
+    t = Table(title=title, title_justify="left")
+    for col, just in (("id", "left"), ("severity", "left"), ("saving", "right"),
+                      ("confidence", "left"), ("finding", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for f in findings:
+        t.add_row(plain(f.id), Text(f.severity, style=_SEVERITY_STYLE[f.severity]),
+                  saving_text(f), plain(f.confidence), plain(f.title))
+    console.print(t)
+
+
+def _stacked(findings: list[Finding], title: str, console: Console) -> None:
+    """Narrow terminals: one header line per finding (rank, id, severity, saving, confidence)
+    and its title wrapped beneath it at the full width, instead of a fifth table column."""
+    console.print(Text(title, style="italic"))
+    for rank, f in enumerate(findings, 1):
+        console.print(Text.assemble(
+            (f"{rank:>2}. ", "bold"), (clean(f.id), "bold"), "  ",
+            (f.severity, _SEVERITY_STYLE[f.severity]),
+            f"  saves {saving_text(f)}  confidence {clean(f.confidence)}"))
+        console.print(plain(textwrap.fill(clean(f.title), max(console.width - 1, 20),
+                                          initial_indent="    ", subsequent_indent="    ",
+                                          break_long_words=False, break_on_hyphens=False)),
+                      soft_wrap=True)
 
 
 def render_notes(analysis: Analysis, console: Console,
@@ -78,11 +103,13 @@ def render_detail(f: Finding, console: Console) -> None:
         console.print(plain(f"  - {e.text}"))
     if f.fix:
         console.print(plain("fix:", style="bold"))
-        console.print(plain("\n".join("    " + line for line in f.fix.splitlines())))
+        # code to paste: never re-wrapped (a wrapped line is not valid Python any more)
+        console.print(plain("\n".join("    " + line for line in f.fix.splitlines())),
+                      soft_wrap=True)
     if f.apply:
         console.print(plain("apply: " + " ".join(f"{k}={v}" for k, v in f.apply.items())))
     if f.verify:
-        console.print(plain(f"verify: {f.verify}"))
+        console.print(plain(f"verify: {f.verify}"), soft_wrap=True)
 
 
 def render_findings_short(analysis: Analysis, console: Console, top: int = 3) -> None:

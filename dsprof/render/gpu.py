@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from dsprof.render.layout import name_width, print_titled, shorten_module
 from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
 from dsprof.reports.gpu import GpuReport
@@ -35,41 +36,47 @@ def render_gpu(rep: GpuReport, console: Console) -> None:
         for c in rep.categories:
             t.add_row(plain(c["category"]), str(c["kernels"]), f"{c['gpu_ms']:.2f}", _pct(c["share"]),
                       _pct(c["tensor_core_share"]))
-        console.print(t)
+        print_titled(console, t)
         tc = rep.tensor_core
         console.print(f"Tensor Cores: {_pct(tc['of_matrix'])} of gemm/conv/attention time, "
-                      f"{_pct(tc['of_kernels'])} of all compute-kernel time")
+                      f"{_pct(tc['of_kernels'])} of compute-kernel time")
     if rep.steps:
         t = _table("FLOP/s and MFU per step", "step", "TFLOP", "ms", "TFLOP/s", "MFU")
         for s in rep.steps:
             t.add_row(plain(s["key"]), f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.1f}",
                       f"{s['flops_per_s'] / 1e12:.2f}", _mfu(s["mfu"]))
-        console.print(t)
+        print_titled(console, t)
     if rep.modules:
-        t = _table("FLOP/s and MFU per module", "module", "TFLOP", "ms", "TFLOP/s", "MFU")
+        over = (f"summed over the {len(rep.steps)} profiled step{'s' if len(rep.steps) != 1 else ''}"
+                if rep.steps else "summed over the capture")
+        t = _table(f"FLOP/s and MFU per module, {over}", "module", "TFLOP", "ms", "TFLOP/s",
+                   "MFU")
+        width = name_width(console.width, 40)
         for s in rep.modules:
-            t.add_row(plain(s["key"]), f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.2f}",
+            t.add_row(plain(shorten_module(s["key"], width)), f"{s['flops'] / 1e12:.3f}",
+                      f"{s['time_ns'] / 1e6:.2f}",
                       f"{s['flops_per_s'] / 1e12:.2f}", _mfu(s["mfu"]))
-        console.print(t)
+        print_titled(console, t)
     if rep.tc_misses:
         t = _table("Matrix ops and Tensor Cores", "verdict", "ops", "ms", "from")
         for m in rep.tc_misses:
             t.add_row(plain(m["reason"]), str(m["ops"]), f"{m['ms']:.2f}",
                       "kernels" if m.get("measured") else "dtype/shape")
-        console.print(t)
+        print_titled(console, t)
     if rep.module_phase:
         t = _table("GPU time by module (with submodules) and phase", "module", "phase", "ms",
                    "share")
         for g in rep.module_phase:
-            t.add_row(plain(g["module"]), plain(g["phase"]), f"{g['gpu_ns'] / 1e6:.2f}", _pct(g["share"]))
-        console.print(t)
+            t.add_row(plain(shorten_module(g["module"], name_width(console.width, 36))),
+                      plain(g["phase"]), f"{g['gpu_ns'] / 1e6:.2f}", _pct(g["share"]))
+        print_titled(console, t)
     if rep.idle:
         t = _table(f"GPU idle time by cause ({rep.convention})", "rank", "host wait",
                    "kernel-kernel", "other")
         for r in rep.idle:
             t.add_row(str(r["rank"]), *(f"{r[c + '_ms']:.1f} ms ({r[c + '_pct']:.1f}%)"
                                         for c in ("host_wait", "kernel_wait", "other")))
-        console.print(t)
+        print_titled(console, t)
     if rep.launch:
         t = _table("Kernel launches", "rank", "launches", "CPU mean us", "delay median us",
                    "GPU<CPU", "CPU>50us", "delay>100us")
@@ -77,14 +84,14 @@ def render_gpu(rep: GpuReport, console: Console) -> None:
             t.add_row(str(s["rank"]), str(s["launches"]), f"{s['cpu_mean_ns'] / 1e3:.1f}",
                       f"{s['delay_median_ns'] / 1e3:.1f}", str(s["gpu_shorter_than_cpu"]),
                       str(s["runtime_outliers"]), str(s["delay_outliers"]))
-        console.print(t)
+        print_titled(console, t)
     if rep.queue:
         t = _table("Launch queue length per stream", "rank/stream", "mean", "p50", "max",
                    "ms at 1024")
         for q in rep.queue:
             t.add_row(f"{q['rank']}/{q['stream']}", f"{q['mean']:.2f}", f"{q['p50']:.0f}",
                       str(q["max"]), f"{q['max_ns_at_limit'] / 1e6:.2f}")
-        console.print(t)
+        print_titled(console, t)
     if rep.samples:
         s = rep.samples
         parts = [f"{s['samples']} samples", f"CPU {s.get('cpu_util_avg', 0):.0f}%",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.table import Table
 
+from dsprof.render.layout import name_width, print_titled, shorten_module, shorten_site
 from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
 from dsprof.reports.memory import DevicePeak, Holding, MemoryReport
@@ -17,10 +20,10 @@ def render_report(report: MemoryReport, console: Console, top: int = 10) -> None
         where = f"step {p.step}" if p.step is not None else "the capture"
         console.print(f"[bold]rank {p.rank}, {esc(p.device)}[/]: peak {fmt_bytes(p.peak_bytes)} "
                       f"live, in {where}")
-        _holdings("by category", p.by_category, p.peak_bytes, console, top)
-        _holdings("by module", p.by_module, p.peak_bytes, console, top)
+        _holdings("by category", p.by_category, p.peak_bytes, console, top, shorten_module)
+        _holdings("by module", p.by_module, p.peak_bytes, console, top, shorten_module)
         _holdings("top allocation sites (bytes live at the peak)", p.by_site, p.peak_bytes,
-                  console, top)
+                  console, top, shorten_site)
         if p.unattributed:
             console.print(f"unattributed (allocated before the capture, unseen): "
                           f"{fmt_bytes(p.unattributed)}")
@@ -29,12 +32,17 @@ def render_report(report: MemoryReport, console: Console, top: int = 10) -> None
     if report.modules:
         t = Table(title="saved for backward per forward (what checkpointing a module frees)",
                   title_justify="left")
+        shown = report.modules[:top]
+        type_w = max(len("type"), *(len(str(m["type"])) for m in shown)) if shown else 4
+        # three byte columns of ~10 characters, five columns' padding and borders
+        width = name_width(console.width, type_w + 3 * 11 + 16)
         for col in ("module", "type", "activations", "own", "params"):
-            t.add_column(col, justify="left" if col in ("module", "type") else "right")
-        for m in report.modules[:top]:
-            t.add_row(plain(m["name"]), plain(m["type"]), fmt_bytes(m["activation_bytes"]),
+            t.add_column(col, justify="left" if col in ("module", "type") else "right",
+                         no_wrap=col == "module")
+        for m in shown:
+            t.add_row(plain(shorten_module(m["name"], width)), plain(m["type"]), fmt_bytes(m["activation_bytes"]),
                       fmt_bytes(m["self_activation_bytes"]), fmt_bytes(m["param_bytes"]))
-        console.print(t)
+        print_titled(console, t)
 
 
 def render_oom_short(report: MemoryReport, console: Console) -> None:
@@ -45,11 +53,11 @@ def render_oom_short(report: MemoryReport, console: Console) -> None:
         console.print(f"  {esc(p.device)} peak {fmt_bytes(p.peak_bytes)}: {cats}")
         mods = [h for h in p.by_module if h.key != "(no module)"][:3]
         if mods:
-            console.print("  modules: " + ", ".join(f"{esc(h.key)} {fmt_bytes(h.bytes)}"
-                                                    for h in mods))
+            console.print("  modules: " + ", ".join(
+                f"{esc(shorten_module(h.key, 40))} {fmt_bytes(h.bytes)}" for h in mods))
         if p.by_site:
-            console.print("  sites: " + ", ".join(f"{esc(h.key)} {fmt_bytes(h.bytes)}"
-                                                  for h in p.by_site[:3]))
+            console.print("  sites: " + ", ".join(
+                f"{esc(shorten_site(h.key, 50))} {fmt_bytes(h.bytes)}" for h in p.by_site[:3]))
 
 
 def _oom_header(report: MemoryReport, console: Console) -> None:
@@ -59,18 +67,30 @@ def _oom_header(report: MemoryReport, console: Console) -> None:
     console.print(f"[bold red]the script died {what}[/]; what filled memory at the peak:")
 
 
-def _holdings(title: str, rows: list[Holding], peak: int, console: Console, top: int) -> None:
+def _holdings(title: str, rows: list[Holding], peak: int, console: Console, top: int,
+              shorten: Callable[[str, int], str]) -> None:
+    # A row with net frees (bytes <= 0) is memory allocated before the capture and freed in
+    # it (events without addresses are summed signed): it holds nothing at the peak, and its
+    # negative share would push the others past 100 %.
+    freed = [h for h in rows if h.bytes <= 0]
+    rows = [h for h in rows if h.bytes > 0]
     if not rows:
         return
     t = Table(title=title, title_justify="left")
-    t.add_column("", justify="left")
+    # bytes (~11), % (~5), blocks (~6), padding and borders: the name gets the rest, on one
+    # line, shortened from the left so rows stay distinguishable
+    width = name_width(console.width, 11 + 5 + 6 + 13)
+    t.add_column("", justify="left", no_wrap=True)
     t.add_column("bytes", justify="right")
     t.add_column("%", justify="right")
     t.add_column("blocks", justify="right")
     for h in rows[:top]:
-        t.add_row(plain(h.key), fmt_bytes(h.bytes), f"{100 * h.bytes / peak:.1f}" if peak else "-",
+        t.add_row(plain(shorten(h.key, width)), fmt_bytes(h.bytes), f"{100 * h.bytes / peak:.1f}" if peak else "-",
                   str(h.count))
-    console.print(t)
+    print_titled(console, t)
+    if freed:
+        console.print(f"  [dim]{len(freed)} row(s) left out: they freed memory allocated "
+                      "before the capture, and hold nothing at the peak[/]")
 
 
 def _allocator(p: DevicePeak, console: Console) -> None:

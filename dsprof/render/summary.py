@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from dsprof.analyzers.registry import Analysis
+from dsprof.render.layout import print_titled
 from dsprof.render.safe_text import esc, plain
-from dsprof.reports.summary import RunSummary
+from dsprof.reports.summary import RunSummary, StepStats
 from dsprof.units import fmt_bytes, fmt_ms
 
 __all__ = ["fmt_bytes", "fmt_ms", "render_full"]
@@ -21,6 +23,7 @@ def render_full(summary: RunSummary, console: Console) -> None:
     _phases(summary, console)
     _top_ops(summary, console)
     _kernels(summary, console)
+    _comms(summary, console)
     _memory(summary, console)
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {esc(note)}")
@@ -32,7 +35,7 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
     s = summary.steps
     console.rule("[bold]dsprof")
     if s is not None:
-        console.print(f"steps: {s.count} timed, median {fmt_ms(s.median_ms)}, "
+        console.print(f"steps: {step_count(s, 'timed')}, median {fmt_ms(s.median_ms)}, "
                       f"p90 {fmt_ms(s.p90_ms)}"
                       + (f", {len(s.outliers)} outlier(s)" if s.outliers else "")
                       + f"; {summary.profiled_steps} profiled in detail")
@@ -42,16 +45,35 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
     if summary.top_ops:
         console.print("top ops: " + ", ".join(f"{esc(o.name)} {o.percent:.0f}%"
                                               for o in summary.top_ops[:3]))
+    ranks = {m.rank for m in summary.memory}
     for m in summary.memory:
         if m.source in ("device_peak", "timeline"):
-            console.print(f"peak memory ({esc(m.device)}): {fmt_bytes(m.peak_bytes)}")
+            who = f"rank {m.rank}, {esc(m.device)}" if len(ranks) > 1 else esc(m.device)
+            console.print(f"peak memory ({who}): {fmt_bytes(m.peak_bytes)}")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {esc(note)}")
     if findings is not None:
         from dsprof.render.findings import render_findings_short
 
         render_findings_short(findings, console)
-    console.print(f"more: [bold]dsprof summary {esc(run_path)}[/]", soft_wrap=True)
+    _next_steps(run_path, findings, console)
+
+
+def _next_steps(run_path: str, findings: Analysis | None, console: Console) -> None:
+    """Where to go from here: the report, every finding with its fix, the timeline, and
+    measuring the top finding's fix (when it has one that can be applied)."""
+    path = shlex.quote(run_path)
+    lines = [(f"dsprof summary {path}", "the report"),
+             (f"dsprof analyze {path}", "findings with evidence and fixes"),
+             (f"dsprof dashboard {path}", "timeline and charts in a browser")]
+    top = next((f for f in (findings.findings if findings else []) if f.apply), None)
+    if top is not None:
+        lines.append((f"dsprof verify {path} {top.id}", "rerun with the top fix, measured"))
+    width = max(len(cmd) for cmd, _ in lines)
+    for i, (cmd, what) in enumerate(lines):
+        # one command per line, never wrapped inside the path, so it can be copied whole
+        console.print(f"{'next:' if i == 0 else '':<6}[bold]{esc(cmd)}[/]"
+                      f"{'':<{width - len(cmd) + 2}}[dim]{what}[/]", soft_wrap=True)
 
 
 def _facts(summary: RunSummary, console: Console) -> None:
@@ -67,7 +89,7 @@ def _facts(summary: RunSummary, console: Console) -> None:
     for key, label in labels:
         if key in f:
             t.add_row(label, plain(_text(f[key])))
-    console.print(t)
+    print_titled(console, t)
 
 
 def _text(value: Any) -> str:
@@ -81,30 +103,45 @@ def _steps(summary: RunSummary, console: Console) -> None:
     if s is None:
         console.print("\n[bold]Step time[/]: no steps (no ProfilerStep annotations, no boundaries)")
         return
-    console.print(f"\n[bold]Step time[/] over {s.count} steps: mean {fmt_ms(s.mean_ms)}, "
-                  f"median {fmt_ms(s.median_ms)}, p90 {fmt_ms(s.p90_ms)}, "
-                  f"min {fmt_ms(s.min_ms)}, max {fmt_ms(s.max_ms)}")
+    console.print(f"\n[bold]Step time[/] over {step_count(s, 'steps')}: median "
+                  f"{fmt_ms(s.median_ms)}, mean {fmt_ms(s.mean_ms)}, p90 {fmt_ms(s.p90_ms)}")
+    console.print(f"  min {fmt_ms(s.min_ms)}, max {fmt_ms(s.max_ms)}")
     if s.excluded:
         shown = ", ".join(f"{step} ({fmt_ms(ms)})" for step, ms in s.excluded[:8])
         more = f" and {len(s.excluded) - 8} more" if len(s.excluded) > 8 else ""
-        console.print(f"  counted: {s.rule}; left out (setup, profiled or disturbed by dsprof, compiling): "
+        console.print(f"  counted: {s.rule}; left out (setup, compiling, or disturbed by "
+                      "dsprof): "
                       f"step {shown}{more}")
     if s.outliers:
-        console.print("  outliers: " + ", ".join(f"step {k} ({fmt_ms(ms)})" for k, ms in s.outliers))
+        console.print("  outliers: " + ", ".join(
+            f"{_rank_label(s, i)}step {k} ({fmt_ms(ms)})" for i, (k, ms) in enumerate(s.outliers)))
+
+
+def step_count(s: StepStats, noun: str) -> str:
+    """Steps per rank, not summed over ranks: a 20-step script on 2 ranks timed 20 steps."""
+    if s.ranks <= 1:
+        return f"{s.count} {noun}"
+    lo, hi = s.per_rank
+    return f"{lo if lo == hi else f'{lo}-{hi}'} {noun} per rank ({s.ranks} ranks)"
+
+
+def _rank_label(s: StepStats, i: int) -> str:
+    return f"rank {s.outlier_ranks[i]} " if s.ranks > 1 and i < len(s.outlier_ranks) else ""
 
 
 def _phases(summary: RunSummary, console: Console) -> None:
     if not summary.phases:
         return
-    t = Table(title=f"Time by phase ({summary.profiled_steps} profiled steps, "
-                    f"{fmt_ms(summary.profiled_ms)})", title_justify="left")
+    title = (f"Time by phase ({summary.profiled_steps} profiled steps, "
+             f"{fmt_ms(summary.profiled_ms)})")
+    t = Table(title=title, title_justify="left")
     t.add_column("phase")
     t.add_column("time", justify="right")
     t.add_column("%", justify="right")
     for p in summary.phases:
         t.add_row(plain(p.phase), fmt_ms(p.ms), f"{p.percent:.1f}")
     console.print()
-    console.print(t)
+    print_titled(console, t)
 
 
 def _top_ops(summary: RunSummary, console: Console) -> None:
@@ -117,7 +154,7 @@ def _top_ops(summary: RunSummary, console: Console) -> None:
     for o in summary.top_ops:
         t.add_row(plain(o.name), str(o.count), fmt_ms(o.self_ms), fmt_ms(o.total_ms), f"{o.percent:.1f}")
     console.print()
-    console.print(t)
+    print_titled(console, t)
 
 
 def _kernels(summary: RunSummary, console: Console) -> None:
@@ -134,7 +171,7 @@ def _kernels(summary: RunSummary, console: Console) -> None:
         t.add_row(plain(k["kernel_type"]), fmt_ms(k["total_ns"] / 1e6), f"{k['percent']:.1f}",
                   "-" if h is None else f"{h:.1f}")
     console.print()
-    console.print(t)
+    print_titled(console, t)
     console.print("  HTA default: kernels launched in the last ProfilerStep are left out")
     for r in summary.temporal:
         console.print(f"  rank {r['rank']}: GPU idle {r['idle_pct']:.1f}%, compute "
@@ -159,8 +196,38 @@ def _memory(summary: RunSummary, console: Console) -> None:
         t.add_row(str(m.rank), plain(m.device), fmt_bytes(m.peak_bytes),
                   plain(explain.get(m.source, m.source)))
     console.print()
-    console.print(t)
+    print_titled(console, t)
     for m in summary.memory:
         if m.by_category:
             console.print(f"  at the peak on {esc(m.device)}: " + ", ".join(
                 f"{esc(c)} {fmt_bytes(b)}" for c, b in m.by_category.items()))
+
+
+def _comms(summary: RunSummary, console: Console) -> None:
+    c = summary.comms
+    if c is None or not c.collectives:
+        return
+    per = "/step" if c.steps else ""
+    t = Table(title=f"Collectives ({c.ranks} rank{'s' if c.ranks > 1 else ''}, "
+                    f"{c.steps} step{'s' if c.steps != 1 else ''})", title_justify="left")
+    t.add_column("collective")
+    t.add_column("calls", justify="right")
+    t.add_column("per step" if c.steps else "per rank", justify="right")
+    t.add_column("bytes/call", justify="right")
+    t.add_column("total bytes", justify="right")
+    t.add_column("busbw", justify="right")
+    for k in c.collectives:
+        bw = k["busbw_gbps"]
+        t.add_row(plain(k["collective"]), f"{k['calls']:,}", f"{k['calls_per_step']:.1f}",
+                  fmt_bytes(k["bytes_per_call"]), fmt_bytes(k["bytes"]),
+                  "-" if bw is None else f"{bw:.1f} GB/s")
+    console.print()
+    print_titled(console, t)
+    for o in c.overlap:
+        console.print(f"  rank {o['rank']}: comm {fmt_ms(o['comm_ms'])}{per}, exposed "
+                      f"{fmt_ms(o['exposed_ms'])}, overlapped {fmt_ms(o['overlapped_ms'])} "
+                      f"({o['overlap_pct']:.0f}%)")
+    for s in c.skew:
+        console.print(f"  rank {s['rank']}: waited {fmt_ms(s['wait_ms_per_step'])} per step "
+                      f"for later ranks; last at {s['times_last']} of {s['collectives']} "
+                      "collectives")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from dsprof.metrics.gpu.breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.reports.comms_summary import CommsSummary, comms_summary
 from dsprof.run import Run
 from dsprof.schema import PHASES
 
@@ -42,6 +43,12 @@ class StepStats:
     """Steps left out of the statistics (setup, and steps dsprof disturbed), as (step, ms)."""
     rule: str = ""
     """Which steps counted (``dsprof.facts``: full-speed steps, steps after setup, all)."""
+    ranks: int = 1
+    """How many ranks the counted steps come from; ``count`` sums them."""
+    per_rank: tuple[int, int] = (0, 0)
+    """Fewest and most counted steps of one rank (equal unless a rank stopped early)."""
+    outlier_ranks: list[int] = field(default_factory=list)
+    """The rank of each of ``outliers``, in the same order."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class RunSummary:
     temporal: list[dict[str, Any]]
     memory: list[MemoryPeak]
     notes: list[str]
+    comms: CommsSummary | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +135,7 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         kt_hta = [asdict(s) for s in kernel_type_breakdown(run.con, include_last_step=False)]
         temporal = [asdict(t) for t in temporal_breakdown(run.con, include_last_step=True)]
     return RunSummary(facts, steps, profiled, phases, profiled_ms, _top_ops(run, top), kt,
-                      kt_hta, temporal, _memory_peaks(run), notes)
+                      kt_hta, temporal, _memory_peaks(run), notes, comms_summary(run))
 
 
 def _facts(run: Run) -> dict[str, Any]:
@@ -171,15 +179,23 @@ def _step_stats(run: Run) -> StepStats | None:
     med = st.median_s * 1e3 if st.median_s is not None else float(np.median(ms))
     mad = float(np.median(np.abs(ms - med))) * 1.4826
     limit = max(med + 3 * mad, med * 1.2)
-    outliers = [(s, d) for s, d in kept if d > limit] if len(kept) >= 5 else []
+    slow = [(r, s, d / 1e6) for r, s, d in st.counted if d / 1e6 > limit] \
+        if len(kept) >= 5 else []
+    per_rank: dict[int, int] = {}
+    for r, _, _ in st.counted:
+        per_rank[r] = per_rank.get(r, 0) + 1
     return StepStats(len(kept), float(ms.mean()), med, float(np.percentile(ms, 90)),
-                     float(ms.min()), float(ms.max()), outliers, excluded, st.rule)
+                     float(ms.min()), float(ms.max()), [(s, d) for _, s, d in slow], excluded,
+                     st.rule, ranks=len(per_rank),
+                     per_rank=(min(per_rank.values()), max(per_rank.values())),
+                     outlier_ranks=[r for r, _, _ in slow])
 
 
 def _profiled_step_count(run: Run) -> int:
     if not run.has("steps"):
         return 0
-    return int(run.sql("SELECT count(*) FROM steps WHERE profiled")[0][0])
+    # steps, not (rank, step) rows: two ranks profiling steps 3-5 profiled three steps
+    return int(run.sql("SELECT count(DISTINCT step) FROM steps WHERE profiled")[0][0])
 
 
 def _phase_times(run: Run) -> tuple[list[PhaseTime], float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from dsprof.dashboard.app import create_app
@@ -77,6 +78,13 @@ def test_every_page_on_a_cpu_run(cpu_server, open_page):
     # Overview: facts, step chart with the outlier/median marks, phases, findings
     page.wait_for_selector(GRAPH.format("overview-steps"))
     assert "mlp" in page.inner_text("#run-facts")
+    # no toolbar button uploads a chart or selects with box/lasso (nothing reads a selection)
+    page.hover(GRAPH.format("overview-steps"))
+    page.wait_for_selector("#overview-steps .modebar-btn")
+    titles = page.eval_on_selector_all("#overview-steps .modebar-btn",
+                                       "els => els.map(e => e.getAttribute('data-title'))")
+    assert titles and not [t for t in titles if re.search(r"share|cloud|lasso|box select",
+                                                           t or "", re.IGNORECASE)], titles
     assert gd_eval(p, "overview-steps", "gd.data.length") >= 2
     page.wait_for_selector(GRAPH.format("overview-phases"))
     assert "forward" in str(gd_eval(p, "overview-phases", "gd.data[0].y"))
@@ -137,8 +145,14 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
     before = title(p, "timeline-graph")
     n_before = int(re.match(r"([\d,]+) spans", before).group(1).replace(",", ""))
-    # WHEN zooming to the neighbourhood of one addmm of a profiled step
     t0 = src.timeline.t0_ns
+    # the timeline opens on the profiled steps (with a margin), not on the whole run
+    lo, hi = src.sql("SELECT min(start_ns), max(end_ns) FROM steps WHERE profiled")[0]
+    opened = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
+                     ": gd.layout.xaxis.range")
+    assert opened[0] <= (lo - t0) / 1e6 and opened[1] >= (hi - t0) / 1e6
+    assert opened[1] - opened[0] < src.timeline.span_ns / 1e6
+    # WHEN zooming to the neighbourhood of one addmm of a profiled step
     start, dur = src.sql("SELECT start_ns, dur_ns FROM ops WHERE name = 'aten::addmm' "
                          "AND step IS NOT NULL ORDER BY dur_ns DESC LIMIT 1")[0]
     a_ms, b_ms = (start - t0 - dur) / 1e6, (start - t0 + 2 * dur) / 1e6
@@ -156,6 +170,16 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     rng = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
                   ": gd.layout.xaxis.range")
     assert rng[0] == pytest.approx(a_ms, rel=1e-6) and rng[1] == pytest.approx(b_ms, rel=1e-6)
+    # AND the range summary says what the zoomed range holds
+    page.wait_for_function("() => document.querySelector('#timeline-range-summary')"
+                           ".innerText.includes('aten::addmm')")
+    # AND zoomed in, spans are labelled with their names inside the bars
+    labels = page.evaluate("""() => [...document.querySelectorAll(
+        '#timeline-graph .barlayer .point text')].filter(e => {
+            const b = e.getBoundingClientRect();
+            return b.width > 0 && getComputedStyle(e).opacity !== '0'
+                && getComputedStyle(e).display !== 'none'; }).map(e => e.textContent)""")
+    assert any("aten::addmm" in s for s in labels), labels[:20]
     # WHEN a span is clicked, THEN its details (name, module, shapes) show
     x, y = page.evaluate("""() => {
         const area = document.querySelector('#timeline-graph .nsewdrag').getBoundingClientRect();
@@ -174,6 +198,21 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     page.wait_for_function(
         "() => document.querySelector('#timeline-details').innerText.includes('rank: 0')")
     assert "name: " in page.inner_text("#timeline-details")
+    # WHEN W is pressed (keyboard zoom, as in Perfetto) THEN the view narrows around its centre
+    page.click("#timeline-help")  # focus the page, not an input
+    before_w = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
+                       ": gd.layout.xaxis.range")
+    page.keyboard.press("w")
+    page.wait_for_function("""w => { const gd = document.querySelector(
+        '#timeline-graph .js-plotly-plot'); const ax = gd.layout.xaxis2 || gd.layout.xaxis;
+        return ax.range[1] - ax.range[0] < 0.9 * w; }""", arg=before_w[1] - before_w[0])
+    # WHEN searching for an op by name THEN the timeline opens on it, the matches outlined
+    page.fill("#timeline-search", "addmm")
+    page.press("#timeline-search", "Enter")
+    page.wait_for_function("() => document.querySelector('#timeline-search-result')"
+                           ".innerText.includes('match')")
+    page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot')"
+                           ".data.some(t => t.name == 'search match')")
     p.check_clean()
 
 
@@ -218,6 +257,9 @@ def test_every_page_on_an_imported_gpu_trace(gpu_server, open_page):
     nav(p, "operators")
     page.wait_for_selector("#kernels-grid .ag-row")
     assert "nccl" in page.inner_text("#kernels-grid").lower()
+    # grids show units and readable headers, not raw field names and integers
+    assert " ms" in page.inner_text("#kernels-grid") and "total_ms" not in \
+        page.inner_text("#kernels-grid")
     nav(p, "memory")
     page.wait_for_selector("#missing-memory")
     nav(p, "comms")
@@ -225,6 +267,9 @@ def test_every_page_on_an_imported_gpu_trace(gpu_server, open_page):
     assert "r1" in str(gd_eval(p, "comms-overlap", "gd.data[0].x"))  # both ranks, per step
     page.wait_for_selector(GRAPH.format("comms-bandwidth"))
     page.wait_for_selector("#comms-bandwidth-grid .ag-row")
+    grid = page.inner_text("#comms-bandwidth-grid")
+    assert "GB/s" in grid and "MiB" in grid and "bus bandwidth" in grid
+    assert "busbw_gbps" not in grid and not re.search(r"\b\d{7,}\b", grid)
     nav(p, "findings")
     page.wait_for_selector(".finding")
     nav(p, "compare")
@@ -260,3 +305,41 @@ def test_a_run_made_with_apply_shows_predicted_vs_measured(runs, tmp_path):
         assert "applied-predicted-measured" in text
     finally:
         src.close()
+
+
+def test_clicking_a_kernel_draws_an_arrow_from_its_op(gpu_server, open_page):
+    from dsprof.dashboard.timeline import KERNEL
+
+    p = open_page(gpu_server)
+    page = p.page
+    src = gpu_server.source
+    index = src.timeline
+    # GIVEN the longest kernel that knows the op that launched it
+    kern = np.flatnonzero(index.kind == KERNEL)
+    pos = int(kern[np.argmax((index.end - index.start)[kern])])
+    a_ms, b_ms = index.start[pos] / 1e6, index.end[pos] / 1e6
+    page.goto(gpu_server.url + "timeline")
+    page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
+    before = title(p, "timeline-graph")
+    pad = (b_ms - a_ms) / 2
+    gd_eval(p, "timeline-graph",
+            f"Plotly.relayout(gd, {{'xaxis.range': [{a_ms - pad}, {b_ms + pad}]}})")
+    page.wait_for_function(
+        "t => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text != t",
+        arg=before)
+    # WHEN it is clicked (its centre, in pixels, from plotly's own axis mapping)
+    x, y = page.evaluate("""([xm, lane]) => {
+        const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+        const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+        return [r.left + fl.xaxis._offset + fl.xaxis.l2p(xm),
+                r.top + fl.yaxis._offset + fl.yaxis.l2p(lane)]; }""",
+                         [(a_ms + b_ms) / 2, int(index.lane[pos])])
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    # THEN an arrow from the launching op is drawn
+    page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot')"
+                           ".data.some(t => t.name == 'launch')")
+    # (the details come from their own callback, which may answer after the arrow's)
+    page.wait_for_function("() => document.querySelector('#timeline-details')"
+                           ".innerText.includes('launched by')")
+    p.check_clean()

@@ -101,7 +101,8 @@ def test_analyze_cli_rewrites_findings_and_summary_lists_them(runs):
 def test_analyze_unknown_analyzer_is_one_clear_error(runs):
     res = dsprof("analyze", str(runs["sync_in_loop"]), "--only", "nope")
     assert res.code == 2
-    assert res.stderr.startswith("dsprof: error: no analyzer named nope; known: ")
+    assert res.stderr.startswith("dsprof: error: no analyzer named nope and no finding id "
+                                 "starts with it; known: ")
     assert "Traceback" not in res.stderr
 
 

@@ -28,6 +28,12 @@ def test_run_times_every_step_and_records_one_window(tmp_path, tiny):
     assert res.code == 0, res.stderr
     assert "trained 8 steps" in res.stdout
     assert f"dsprof summary {out}" in res.stderr
+    # AND its closing lines point at analyze and the dashboard too
+    assert f"dsprof analyze {out}" in res.stderr and f"dsprof dashboard {out}" in res.stderr
+    # AND no line per step reaches the terminal the script writes to (its own progress bars);
+    # the per-step lines are in the run's log
+    assert "step 3: " not in res.stderr
+    assert "step 3: " in (out / "dsprof.log").read_text()
     with load(out) as run:
         steps = run.sql("SELECT step, profiled, source FROM steps ORDER BY step")
         # every step is timed; steps 3 and 4 are the window (step 0 is the bootstrap, 1 waits,
@@ -204,7 +210,10 @@ def test_bad_log_level_is_reported_once_and_info_used(tmp_path, tiny):
                                                                      "TINY_STEPS": "3"})
     assert res.code == 0
     assert res.stderr.count("DS_LOG_LEVEL='LOUD' is not a level") == 1
-    assert "step 1:" in res.stderr and "timeline:" not in res.stderr
+    # INFO is in force: its per-step lines are in the run's log (not on the terminal), and
+    # DEBUG's collector lines appear nowhere
+    assert "step 1:" in (tmp_path / "run" / "dsprof.log").read_text()
+    assert "[dsprof INFO]" in res.stderr and "timeline:" not in res.stderr
 
 
 def test_with_stack_records_python_events_in_the_raw_trace(tmp_path, tiny):

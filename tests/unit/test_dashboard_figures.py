@@ -113,6 +113,10 @@ def test_memory_series_keeps_every_peak(mem):
         assert s.total[at].max() == s.total.max()
     fig = memory_over_time_figure(series)
     assert len(fig.data) == 2 and all(len(t.x) <= 1001 for t in fig.data)
+    # the axis is in MiB, as every memory label (never plotly's decimal M of bytes)
+    assert fig.layout.yaxis.title.text == "MiB"
+    top = max(series, key=lambda s: s.total.max())
+    assert max(max(t.y) for t in fig.data) == top.total.max() / 2**20
 
 
 def test_peak_breakdown_stacks_categories():

@@ -39,3 +39,29 @@ def test_numeric_and_lower_case_levels(monkeypatch):
         assert log.configure() == logging.DEBUG and log.logger.isEnabledFor(logging.DEBUG)
     finally:
         log.logger.setLevel(old)
+
+
+def test_step_lines_reach_the_terminal_only_at_debug_or_on_request(monkeypatch):
+    old = log.logger.level
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    try:
+        shown = []
+        for level, flag in (("INFO", None), ("INFO", "1"), ("DEBUG", None)):
+            monkeypatch.setenv("DS_LOG_LEVEL", level)
+            if flag:
+                monkeypatch.setenv("DSPROF_STEP_LINES", flag)
+            else:
+                monkeypatch.delenv("DSPROF_STEP_LINES", raising=False)
+            log.configure()
+            err.seek(0)
+            err.truncate()
+            log.logger.info("step 7: 1.0 ms", extra=log.STEP_LINE)
+            log.logger.info("other line")
+            shown.append(("step 7" in err.getvalue(), "other line" in err.getvalue()))
+    finally:
+        log.logger.setLevel(old)
+        handler = log._handler("stderr")
+        if handler is not None:
+            handler.setStream(sys.__stderr__)
+    assert shown == [(False, True), (True, True), (True, True)]

@@ -89,3 +89,22 @@ def test_detect_anomaly_knob_stops_the_block_at_the_first_nan(tmp_path):
 
     finding = read_findings(prof.run).findings[0]
     assert finding.kind == "numerics.nonfinite" and "clamp" in finding.fix
+
+
+def test_profile_twice_with_one_output_gets_a_new_directory(tmp_path):
+    # GIVEN a notebook cell that profiles into a fixed directory, run twice in one process
+    paths = []
+    for _ in range(2):
+        with dsprof.profile(tmp_path / "run", schedule={"wait": 0, "active": 1}, quiet=True,
+                            analyze=False) as prof:
+            loop(2)
+        paths.append(prof.path)
+    # THEN the second run has its own directory beside the first, and both are complete
+    assert paths == [tmp_path / "run", tmp_path / "run-2"]
+    assert all(dsprof.load(p).meta["status"] == "finished" for p in paths)
+    # AND a directory this process did not make is still refused
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "meta.json").write_text("{}")
+    with pytest.raises(Exception, match="theirs"), \
+            dsprof.profile(tmp_path / "theirs", quiet=True, analyze=False):
+        pass

@@ -12,6 +12,7 @@ from dsprof.dashboard.memseries import DeviceSeries
 from dsprof.dashboard.text import fmt_bytes, plain
 from dsprof.reports.memory import DevicePeak
 from dsprof.reports.summary import MemoryPeak
+from dsprof.units import MIB
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 360}
 CATEGORY_COLORS = {
@@ -37,15 +38,15 @@ def memory_over_time_figure(series: Sequence[DeviceSeries], x0: int | None = Non
         if cats:
             for name, live in cats.items():
                 fig.add_trace(go.Scatter(
-                    x=t_ms, y=live, mode="lines", stackgroup=s.label, line={"shape": "hv"},
+                    x=t_ms, y=live / MIB, mode="lines", stackgroup=s.label, line={"shape": "hv"},
                     name=plain(f"{s.label} {name}"),
-                    line_color=CATEGORY_COLORS.get(name), hovertemplate="%{y:,.0f} B"))
+                    line_color=CATEGORY_COLORS.get(name), hovertemplate="%{y:,.1f} MiB"))
         fig.add_trace(go.Scatter(
-            x=t_ms, y=s.total[at], mode="lines", line={"shape": "hv", "width": 1.5,
+            x=t_ms, y=s.total[at] / MIB, mode="lines", line={"shape": "hv", "width": 1.5,
                                                         "color": "#000" if cats else None},
-            name=plain(f"{s.label} allocated"), hovertemplate="%{y:,.0f} B"))
+            name=plain(f"{s.label} allocated"), hovertemplate="%{y:,.1f} MiB"))
     fig.update_layout(title="Memory over time", xaxis_title="ms since the run's first span",
-                      yaxis_title="bytes", hovermode="x unified", **_LAYOUT)
+                      yaxis_title="MiB", hovermode="x unified", **_LAYOUT)
     return fig
 
 
@@ -55,18 +56,18 @@ def peak_breakdown_figure(peaks: Sequence[MemoryPeak]) -> go.Figure:
     with_cats = [p for p in peaks if p.by_category]
     for p in with_cats:
         for cat, nbytes in p.by_category.items():
-            fig.add_trace(go.Bar(x=[nbytes], y=[plain(f"r{p.rank} {p.device}")],
+            fig.add_trace(go.Bar(x=[nbytes / MIB], y=[plain(f"r{p.rank} {p.device}")],
                                  orientation="h", name=plain(cat),
                                  marker_color=CATEGORY_COLORS.get(cat),
                                  hovertemplate=f"{plain(cat)}: {fmt_bytes(nbytes)}"
                                                "<extra></extra>"))
     others = [p for p in peaks if not p.by_category]
     if others:
-        fig.add_trace(go.Bar(x=[p.peak_bytes for p in others],
+        fig.add_trace(go.Bar(x=[p.peak_bytes / MIB for p in others],
                              y=[plain(f"r{p.rank} {p.device} ({p.source})") for p in others],
                              orientation="h", name="peak", marker_color="#7f7f7f",
                              text=[fmt_bytes(p.peak_bytes) for p in others]))
-    fig.update_layout(title="Peak memory", barmode="stack", xaxis_title="bytes", **_LAYOUT)
+    fig.update_layout(title="Peak memory", barmode="stack", xaxis_title="MiB", **_LAYOUT)
     return fig
 
 
@@ -74,11 +75,11 @@ def module_activation_figure(modules: pa.Table, top: int = 20) -> go.Figure:
     """Activation bytes saved for backward per module (``modules`` table), largest first."""
     rows = sorted(modules.to_pylist(), key=lambda r: -(r.get("activation_bytes") or 0))[:top]
     fig = go.Figure(go.Bar(
-        x=[r.get("activation_bytes") or 0 for r in rows],
+        x=[(r.get("activation_bytes") or 0) / MIB for r in rows],
         y=[plain(f"r{r.get('rank', 0)} {r.get('name')}") for r in rows], orientation="h",
         text=[fmt_bytes(r.get("activation_bytes")) for r in rows], textposition="auto",
-        hovertemplate="%{y}: %{x:,.0f} B<extra></extra>"))
-    fig.update_layout(title="Activations per module", xaxis_title="bytes",
+        hovertemplate="%{y}: %{x:,.1f} MiB<extra></extra>"))
+    fig.update_layout(title="Activations per module", xaxis_title="MiB",
                       yaxis={"autorange": "reversed"}, **_LAYOUT)
     return fig
 
@@ -106,19 +107,19 @@ def memory_series_figure(series: pa.Table) -> go.Figure:
         for cat in SERIES_CATEGORIES:
             if cat not in series.column_names:
                 continue
-            y = series.column(cat).to_numpy(zero_copy_only=False)[m].astype(float)
+            y = series.column(cat).to_numpy(zero_copy_only=False)[m].astype(float) / MIB
             if np.nansum(y) > 0:
                 fig.add_trace(go.Scatter(x=t[m], y=y, mode="lines", stackgroup=label,
                                          line={"shape": "hv", "width": 0.5},
                                          line_color=CATEGORY_COLORS.get(cat),
                                          name=plain(f"{label} {cat}"),
-                                         hovertemplate="%{y:,.0f} B"))
-        total = series.column("total").to_numpy(zero_copy_only=False)[m].astype(float)
+                                         hovertemplate="%{y:,.1f} MiB"))
+        total = series.column("total").to_numpy(zero_copy_only=False)[m].astype(float) / MIB
         fig.add_trace(go.Scatter(x=t[m], y=total, mode="lines", name=plain(f"{label} total"),
                                  line={"shape": "hv", "width": 1.5, "color": "#000"},
-                                 hovertemplate="%{y:,.0f} B"))
+                                 hovertemplate="%{y:,.1f} MiB"))
     fig.update_layout(title="Memory over time by category",
-                      xaxis_title="ms since the run's first span", yaxis_title="bytes",
+                      xaxis_title="ms since the run's first span", yaxis_title="MiB",
                       hovermode="x unified", **_LAYOUT)
     return fig
 
@@ -135,15 +136,15 @@ def peak_holdings_figure(peaks: Sequence[DevicePeak], by: str = "category") -> g
         xs, ys = [], []
         for p in peaks:
             hold = {h.key: h.bytes for h in getattr(p, f"by_{by}")}
-            xs.append(hold.get(key, 0))
+            xs.append(hold.get(key, 0) / MIB)
             ys.append(plain(f"r{p.rank} {p.device}"))
         fig.add_trace(go.Bar(x=xs, y=ys, orientation="h", name=plain(key),
                              marker_color=CATEGORY_COLORS.get(key) if by == "category" else None,
-                             hovertemplate=f"{plain(key)}: %{{x:,.0f}} B<extra></extra>"))
+                             hovertemplate=f"{plain(key)}: %{{x:,.1f}} MiB<extra></extra>"))
     if any(p.unattributed for p in peaks):
-        fig.add_trace(go.Bar(x=[p.unattributed for p in peaks],
+        fig.add_trace(go.Bar(x=[p.unattributed / MIB for p in peaks],
                              y=[plain(f"r{p.rank} {p.device}") for p in peaks],
                              orientation="h", name="unattributed", marker_color="#cccccc"))
-    fig.update_layout(title=f"Live at the peak, by {by}", barmode="stack", xaxis_title="bytes",
+    fig.update_layout(title=f"Live at the peak, by {by}", barmode="stack", xaxis_title="MiB",
                       **_LAYOUT)
     return fig

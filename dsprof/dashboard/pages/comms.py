@@ -15,6 +15,7 @@ from dsprof.dashboard.figures.comms import (
     per_rank_step_figure,
     skew_figure,
 )
+from dsprof.dashboard.grid_columns import columns_for
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.metrics.comm.bandwidth import bandwidth_summary
 from dsprof.metrics.comm.overlap import comm_overlap
@@ -28,8 +29,7 @@ _GRID = {"defaultColDef": {"sortable": True, "filter": True, "resizable": True, 
 
 def _grid(grid_id: str, rows: list[dict[str, Any]]) -> dag.AgGrid:
     rows = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
-    return dag.AgGrid(id=grid_id, rowData=rows,
-                      columnDefs=[{"field": k} for k in (rows[0] if rows else {})], **_GRID)
+    return dag.AgGrid(id=grid_id, rowData=rows, columnDefs=columns_for(rows), **_GRID)
 
 
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:

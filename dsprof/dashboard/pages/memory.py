@@ -17,6 +17,7 @@ from dsprof.dashboard.figures.memory import (
     peak_breakdown_figure,
     peak_holdings_figure,
 )
+from dsprof.dashboard.grid_columns import column, columns_for
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.dashboard.pages.findings import finding_card
 from dsprof.dashboard.text import fmt_bytes
@@ -79,8 +80,8 @@ def _peaks(report: MemoryReport) -> list[Any]:
     parts.append(html.H4("Top allocation sites live at the peak"))
     parts.append(dag.AgGrid(
         id="memory-sites", rowData=rows,
-        columnDefs=[{"field": "site", "flex": 4}, {"field": "bytes", "sort": "desc"},
-                    {"field": "tensors"}, {"field": "device"}, {"field": "rank"}],
+        columnDefs=columns_for(rows, [column("site", flex=4), column("bytes", sort="desc"),
+                                      column("tensors"), column("device"), column("rank")]),
         defaultColDef={"sortable": True, "filter": True, "resizable": True, "flex": 1},
         style={"height": "320px"}))
     alloc = [f"r{p.rank} {p.device}: " + ", ".join(f"{k} {_value(k, v)}"

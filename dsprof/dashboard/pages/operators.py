@@ -7,30 +7,24 @@ from typing import Any
 import dash_ag_grid as dag
 from dash import Input, Output, dcc, html
 
+from dsprof.dashboard.grid_columns import column, columns_for
 from dsprof.dashboard.op_tables import kernel_rows, op_rows
 from dsprof.dashboard.pages.common import missing, section
 
 PATH = "/operators"
 TITLE = "Operators & kernels"
 
-_NUM = {"filter": "agNumberColumnFilter", "type": "numericColumn"}
 OP_COLUMNS = [
-    {"field": "key", "headerName": "name", "filter": "agTextColumnFilter", "flex": 3},
-    {"field": "count", **_NUM}, {"field": "self_ms", "headerName": "self ms", "sort": "desc",
-                                 **_NUM},
-    {"field": "total_ms", "headerName": "total ms", **_NUM},
-    {"field": "mean_us", "headerName": "mean us", **_NUM}, {"field": "flops", **_NUM},
-    {"field": "gpu_ms", "headerName": "GPU ms", **_NUM},
-    {"field": "tensor_core_pct", "headerName": "Tensor Core %", **_NUM},
+    column("key", filter="agTextColumnFilter", flex=3),
+    column("count"), column("self_ms", sort="desc"), column("total_ms"), column("mean_us"),
+    column("flops"), column("gpu_ms"), column("tensor_core_pct"),
 ]
 KERNEL_COLUMNS = [
-    {"field": "name", "filter": "agTextColumnFilter", "flex": 4},
-    {"field": "kind", "filter": "agTextColumnFilter"},
-    {"field": "category", "filter": "agTextColumnFilter"},
-    {"field": "count", **_NUM}, {"field": "total_ms", "headerName": "total ms", "sort": "desc",
-                                 **_NUM},
-    {"field": "mean_us", "headerName": "mean us", **_NUM}, {"field": "percent", **_NUM},
-    {"field": "tensor_core", "headerName": "Tensor Core"},
+    column("name", filter="agTextColumnFilter", flex=4),
+    column("kind", filter="agTextColumnFilter"),
+    column("category", filter="agTextColumnFilter"),
+    column("count"), column("total_ms", sort="desc"), column("mean_us"), column("percent"),
+    column("tensor_core", headerName="Tensor Core"),
 ]
 _GRID = {"defaultColDef": {"sortable": True, "resizable": True, "filter": True, "flex": 1},
          "dashGridOptions": {"animateRows": False, "pagination": True,
@@ -38,8 +32,7 @@ _GRID = {"defaultColDef": {"sortable": True, "resizable": True, "filter": True, 
 
 
 def _present(columns: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keys = set(rows[0]) if rows else set()
-    return [c for c in columns if c["field"] in keys]
+    return columns_for(rows, columns)
 
 
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:

@@ -17,7 +17,7 @@ from dsprof.dashboard.figures.overview import (
     top_ops_figure,
 )
 from dsprof.dashboard.pages.common import graph, kv_table, missing, section
-from dsprof.dashboard.text import fmt_bytes
+from dsprof.dashboard.text import fmt_bytes, fmt_ms
 
 PATH = "/"
 TITLE = "Overview"
@@ -27,9 +27,10 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     src = ctx.a
     s = src.summary
     facts = {k: v for k, v in s.facts.items() if k != "run"}
-    out: list[Any] = [html.H2(f"Run {src.name}", id="overview-title"),
-                      kv_table(facts, "run-facts")]
+    # what to change first, above the fold; the run's facts (a long table) go last
+    out: list[Any] = [html.H2(f"Run {src.name}", id="overview-title")]
     out += [html.Div(n, className="missing") for n in s.notes]
+    out.append(section("Top findings", _findings(src), sid="overview-findings"))
     if src.has("steps"):
         wait = ", data_wait_ns" if "data_wait_ns" in src.columns("steps") else ""
         steps = src.arrow(f"SELECT rank, step, dur_ns, profiled{wait} FROM steps "
@@ -61,7 +62,7 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
              for p in s.memory}, "memory-peaks")))
     else:
         out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
-    out.append(section("Top findings", _findings(src), sid="overview-findings"))
+    out.append(section("Run", kv_table(facts, "run-facts")))
     return html.Div(out)
 
 
@@ -72,10 +73,29 @@ def _gpu(src: Any, kernel_types: list[dict[str, Any]]) -> list[Any]:
         row.append(graph("overview-kernel-categories", kernel_category_figure(rep.categories)))
     tc = rep.tensor_core
     text = (f"Tensor Cores: {tc['of_matrix'] * 100:.1f} % of gemm/conv/attention kernel time, "
-            f"{tc['of_kernels'] * 100:.1f} % of all kernel time." if tc
+            f"{tc['of_kernels'] * 100:.1f} % of compute-kernel time." if tc
             else "Tensor Core share: this run's kernels carry no tensor_core flag.")
     return [html.Div(row, className="grid2"), html.P(text, id="tensor-core-share"),
+            html.Ul([html.Li(line) for line in gpu_headlines(rep)], id="gpu-headlines"),
             *[html.P(n, className="missing") for n in rep.notes]]
+
+
+def gpu_headlines(rep: Any) -> list[str]:
+    """What matters most on a GPU run, in words: why the GPU sat idle, MFU, launches."""
+    lines = []
+    for r in rep.idle:
+        idle_ms = sum(r[f"{c}_ms"] for c in ("host_wait", "kernel_wait", "other"))
+        lines.append(f"rank {r['rank']}: GPU idle {fmt_ms(idle_ms)}, of which "
+                     f"{r['host_wait_pct']:.0f} % waiting for the host to launch work")
+    mfu = [s["mfu"] for s in rep.steps if s.get("mfu") is not None]
+    if mfu:
+        lines.append(f"MFU per step: median {100 * sorted(mfu)[len(mfu) // 2]:.1f} % of the "
+                     "device's peak for the dtype used")
+    for s in rep.launch:
+        lines.append(f"rank {s['rank']}: {s['launches']:,} kernel launches, "
+                     f"{s['cpu_mean_ns'] / 1e3:.1f} us each on the CPU, launch-to-start delay "
+                     f"median {s['delay_median_ns'] / 1e3:.1f} us")
+    return lines
 
 
 def _findings(src: Any) -> Any:

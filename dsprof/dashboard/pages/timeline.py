@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dash import Input, Output, State, dcc, html, no_update
+from dash import Input, Output, Patch, State, dcc, html, no_update
 
 from dsprof.dashboard.figures.timeline import parse_range, timeline_figure
 from dsprof.dashboard.pages.common import GRAPH_CONFIG, missing
@@ -65,9 +65,98 @@ def initial_range(src: RunSource, query: dict[str, str],
     elif start is not None:
         x0, x1 = start - 1_000_000, start + 1_000_000
     else:
-        return None, None
+        return profiled_window(src)
     pad = max((x1 - x0) // 10, 1000)
     return x0 - pad - index.t0_ns, x1 + pad - index.t0_ns
+
+
+SEARCH_LIMIT = 500
+
+
+def search_spans(src: RunSource, text: str | None) -> np.ndarray:
+    """Positions of the spans whose name contains ``text`` (case-insensitive), earliest first,
+    at most SEARCH_LIMIT. Matches the distinct names, then the spans that carry them."""
+    index = src.timeline
+    needle = (text or "").strip().lower()
+    if not needle or len(index) == 0:
+        return np.zeros(0, np.int64)
+    codes = [i for i, n in enumerate(index.names) if needle in str(n).lower()]
+    if not codes:
+        return np.zeros(0, np.int64)
+    hits = np.flatnonzero(np.isin(index.name, np.asarray(codes)))
+    return hits[np.argsort(index.start[hits], kind="stable")][:SEARCH_LIMIT]
+
+
+def range_summary(src: RunSource, x0: int | None, x1: int | None, top: int = 8) -> list[str]:
+    """What the visible range holds (ns since t0; None: the whole run): per kind of span, the
+    names with the most time inside the range (each span clipped to it), Perfetto's "summary
+    of a selection"."""
+    index = src.timeline
+    if len(index) == 0:
+        return []
+    lo = 0 if x0 is None else x0
+    hi = int(index.end.max()) if x1 is None else x1
+    inside = (index.start < hi) & (index.end > lo)
+    lines = [f"{fmt_ns(hi - lo)} in view"]
+    for kind, label in ((OP, "host ops"), (KERNEL, "kernels"), (COMM, "collectives")):
+        sel = np.flatnonzero(inside & (index.kind == kind))
+        if not len(sel):
+            continue
+        clipped = np.minimum(index.end[sel], hi) - np.maximum(index.start[sel], lo)
+        per_name = np.bincount(index.name[sel], weights=clipped, minlength=len(index.names))
+        best = np.argsort(-per_name, kind="stable")[:top]
+        parts = [f"{index.names[k]} {fmt_ns(per_name[k])}" for k in best if per_name[k] > 0]
+        lines.append(f"{label} ({len(sel):,}): " + ", ".join(parts))
+    return lines
+
+
+def launch_flow(src: RunSource, pos: int) -> tuple[int, int] | None:
+    """For a kernel span at index position ``pos``: (op position, kernel position) of the host
+    op that launched it (``kernels.op_id``), for the CPU op -> kernel arrow; else None."""
+    index = src.timeline
+    if not 0 <= pos < len(index) or int(index.kind[pos]) != KERNEL \
+            or "op_id" not in src.columns("kernels"):
+        return None
+    rank = int(index.rank[pos])
+    rows = src.sql("SELECT op_id FROM kernels WHERE rank = ? AND start_ns = ? "
+                   "AND op_id IS NOT NULL LIMIT 1", [rank, int(index.ref[pos])])
+    if not rows:
+        return None
+    ops = np.flatnonzero((index.kind == OP) & (index.ref == int(rows[0][0]))
+                         & (index.rank == rank))
+    return (int(ops[0]), pos) if len(ops) else None
+
+
+def flow_trace(src: RunSource, flow: tuple[int, int]) -> Any:
+    """An arrow from the launching op's start to the kernel's start (ms since t0)."""
+    import plotly.graph_objects as go
+
+    index = src.timeline
+    op, kernel = flow
+    xs = [float(index.start[op]) / 1e6, float(index.start[kernel]) / 1e6]
+    ys = [int(index.lane[op]), int(index.lane[kernel])]
+    return go.Scatter(x=xs, y=ys, mode="lines+markers", name="launch", hoverinfo="skip",
+                      line={"color": "#000000", "width": 1.5},
+                      marker={"symbol": "arrow", "angleref": "previous", "size": [0, 12],
+                              "color": "#000000"})
+
+
+def profiled_window(src: RunSource) -> tuple[int | None, int | None]:
+    """The profiled steps (ns since t0, padded by a tenth): where the ops and kernels are. A
+    run's whole span is mostly unprofiled steps, in which the window is a sliver. (None, None)
+    when no step is marked profiled, or every span falls in the window anyway."""
+    index = src.timeline
+    if not src.has("steps") or "profiled" not in src.columns("steps"):
+        return None, None
+    lo, hi = src.sql("SELECT min(start_ns), max(end_ns) FROM steps WHERE profiled")[0]
+    if lo is None or hi is None or hi <= lo:
+        return None, None
+    x0, x1 = int(lo) - index.t0_ns, int(hi) - index.t0_ns
+    span = int(index.end.max()) if len(index) else 0
+    if x0 <= 0 and x1 >= span:
+        return None, None
+    pad = max((x1 - x0) // 10, 1000)
+    return x0 - pad, x1 + pad
 
 
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:
@@ -77,20 +166,37 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         return html.Div([html.H2("Timeline"), missing(src.missing("ops"), "ops")])
     ops = [int(x) for x in query.get("ops", "").split(",") if x.strip().lstrip("-").isdigit()]
     hl = highlight_indices(src, _int(query.get("rank")), ops)
+    step, rank = _int(query.get("step")), _int(query.get("rank"))
+    if not len(hl) and step is not None:
+        # a link to a whole step outlines that step's span, so the eye finds it
+        mask = (index.kind == STEP) & (index.ref == step)
+        if rank is not None:
+            mask &= index.rank == rank
+        hl = np.flatnonzero(mask)
     x0, x1 = initial_range(src, query, hl)
     fig = timeline_figure(index, index.window(x0, x1), highlight=hl, memory=src.memory_series)
     notes = [missing(src.missing(t), t) for t in ("kernels", "comms") if not src.has(t)]
     return html.Div([
         html.H2("Timeline"),
-        html.P(f"{len(index):,} spans on {len(index.lane_labels)} lanes. Drag to zoom "
-               "(the server redraws the visible range), double-click to see the whole run, "
+        html.P(f"{len(index):,} spans on {len(index.lane_labels)} lanes. Opens on the profiled "
+               "steps. Drag to zoom (the server redraws the visible range), double-click to "
+               "see the whole run, "
                "click a span for its details.", id="timeline-help"),
+        html.Div([dcc.Input(id="timeline-search", type="search", debounce=True,
+                            placeholder="find a span by name (Enter)"),
+                  html.Span(id="timeline-search-result")], className="search"),
         dcc.Graph(id="timeline-graph", figure=fig, config={**GRAPH_CONFIG, "scrollZoom": True}),
         dcc.Store(id="timeline-highlight", data=hl.tolist()),
+        dcc.Store(id="timeline-highlight-name", data="finding evidence"),
         dcc.Store(id="timeline-range"),
+        html.Div(_summary_list(range_summary(src, x0, x1)), id="timeline-range-summary"),
         html.Div("Click a span to see its details.", id="timeline-details"),
         *notes,
     ])
+
+
+def _summary_list(lines: list[str]) -> list[Any]:
+    return [html.H4("In this range"), html.Ul([html.Li(line) for line in lines])]
 
 
 def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
@@ -147,9 +253,22 @@ def register(app: Any, ctx: Any) -> None:
     app.clientside_callback(_RANGES_ONLY, Output("timeline-range", "data"),
                             Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
 
+    @app.callback(Output("timeline-range-summary", "children"), Input("timeline-range", "data"),
+                  prevent_initial_call=True)
+    def summarize_range(relayout: dict | None) -> Any:
+        asked = parse_range(relayout)
+        if asked is None:
+            return no_update
+        x0 = x1 = None
+        if asked != "reset":
+            x0, x1 = int(asked[0] * 1e6), int(asked[1] * 1e6)
+        return _summary_list(range_summary(ctx.a, x0, x1))
+
     @app.callback(Output("timeline-graph", "figure"), Input("timeline-range", "data"),
-                  State("timeline-highlight", "data"), prevent_initial_call=True)
-    def zoom(relayout: dict | None, highlight: list[int] | None) -> Any:
+                  State("timeline-highlight", "data"), State("timeline-highlight-name", "data"),
+                  prevent_initial_call=True)
+    def zoom(relayout: dict | None, highlight: list[int] | None,
+             highlight_name: str | None) -> Any:
         asked = parse_range(relayout)
         if asked is None:
             return no_update
@@ -160,7 +279,31 @@ def register(app: Any, ctx: Any) -> None:
             x0, x1 = int(asked[0] * 1e6), int(asked[1] * 1e6)
         hl = np.asarray(highlight or [], np.int64)
         return timeline_figure(index, index.window(x0, x1), highlight=hl,
+                               highlight_name=highlight_name or "finding evidence",
                                memory=src.memory_series)
+
+    @app.callback(Output("timeline-graph", "figure", allow_duplicate=True),
+                  Output("timeline-highlight", "data"),
+                  Output("timeline-highlight-name", "data"),
+                  Output("timeline-search-result", "children"),
+                  Input("timeline-search", "value"), prevent_initial_call=True)
+    def search(text: str | None) -> Any:
+        src = ctx.a
+        index = src.timeline
+        hits = search_spans(src, text)
+        if not (text or "").strip():
+            return no_update, [], no_update, ""
+        if not len(hits):
+            return no_update, no_update, no_update, f"no span's name contains {text!r}"
+        # open on the first match, with as much context again on each side; outline them all
+        first = int(hits[0])
+        dur = max(int(index.end[first] - index.start[first]), 1000)
+        x0, x1 = int(index.start[first]) - dur, int(index.end[first]) + dur
+        fig = timeline_figure(index, index.window(x0, x1), highlight=hits,
+                              highlight_name="search match", memory=src.memory_series)
+        more = f" (the first {SEARCH_LIMIT})" if len(hits) == SEARCH_LIMIT else ""
+        return fig, hits.tolist(), "search match", \
+            f"{len(hits):,} spans match{more}; showing the first"
 
     @app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"),
                   prevent_initial_call=True)
@@ -172,3 +315,16 @@ def register(app: Any, ctx: Any) -> None:
             return no_update
         lines = details(ctx.a, int(index.kind[pos]), int(index.rank[pos]), int(index.ref[pos]))
         return html.Pre("\n".join(lines) or "no details recorded for this span")
+
+    @app.callback(Output("timeline-graph", "figure", allow_duplicate=True),
+                  Input("timeline-graph", "clickData"), prevent_initial_call=True)
+    def launch_arrow(data: dict | None) -> Any:
+        """A clicked kernel: an arrow from the op that launched it, added to the drawn figure
+        (row 1) without redrawing it."""
+        pos = (data or {}).get("points", [{}])[0].get("customdata")
+        flow = launch_flow(ctx.a, pos) if isinstance(pos, int) else None
+        if flow is None:
+            return no_update
+        fig = Patch()
+        fig["data"].append(flow_trace(ctx.a, flow).to_plotly_json())
+        return fig
