@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from dsprof.collectors.compile_watch import compile_meta
 from dsprof.errors import RunDirError
 from dsprof.rundir import SESSION_FILE, RunDir
 
@@ -171,6 +172,9 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "end_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "steps_source": lead.get("source", "none"),
         "steps_recorded": len(lead.get("boundaries_ns", [])),
+        "backward_calls": lead.get("backward_calls"),
+        "closure_steps": lead.get("closure_steps"),
+        "compile": compile_meta(lead.get("compile")),
         "windows": lead.get("windows", []),
         "capped": any(w.get("capped") for w in lead.get("windows", [])),
         "precision": lead.get("precision"),

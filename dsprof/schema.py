@@ -91,7 +91,8 @@ STEPS = Table(
                "is time that thread waited: GPU syncs, I/O, data workers); null for imports"),
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
-               "trace (ProfilerStep annotation of an imported trace)"),
+               "backward (end of a backward() call, when no optimizer steps), trace "
+               "(ProfilerStep annotation of an imported trace)"),
         Column("data_wait_ns", _I64,
                "time the stepping thread spent inside DataLoader iterators' __next__ during the "
                "step (waiting for or loading the batch); null for imports"),
@@ -103,6 +104,9 @@ STEPS = Table(
         Column("skipped", _BOOL,
                "GradScaler skipped the optimizer step (inf/NaN gradients); null without a "
                "GradScaler"),
+        Column("compile_ns", _I64,
+               "time torch.compile spent compiling during the step (such a step is compile "
+               "time, never an outlier); null when the run never compiled, and for imports"),
     ),
 )
 

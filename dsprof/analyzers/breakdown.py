@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from dsprof.analyzers.gpu_breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.analyzers.step_outliers import compile_free
 from dsprof.run import Run
 
 PHASES = ("forward", "backward", "optimizer", "data", "other")
@@ -41,6 +42,8 @@ class StepStats:
     outliers: list[tuple[int, float]]
     excluded: list[tuple[int, float]]
     """Steps left out of the statistics (step 0 of a dsprof run), as (step, ms)."""
+    compiled: list[tuple[int, float]] = field(default_factory=list)
+    """Steps left out because torch.compile compiled in them, as (step, ms)."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,19 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         if src == "none":
             cap = run.meta.get("max_capture_s")
             capped = " and hit the cap" if run.meta.get("capped") else ""
-            notes.append(f"no step boundaries were seen (no optimizer.step(), no dsprof.step()): "
-                         f"the whole run was captured as one step, up to {cap} s{capped}")
+            notes.append(f"no step boundaries were seen (no optimizer.step(), no backward(), "
+                         f"no dsprof.step()): the whole run was captured as one step, up to "
+                         f"{cap} s{capped}")
+        elif src == "backward":
+            notes.append(f"no optimizer stepped: each of the {run.meta.get('backward_calls')} "
+                         "backward() calls ended a step (a manual parameter update is timed in "
+                         "the next step; call dsprof.step() to mark steps yourself)")
+        comp = run.meta.get("compile")
+        if comp:
+            notes.append(f"torch.compile compiled {comp.get('compilations')} time(s), "
+                         f"{comp.get('total_s')} s in all: steps that compiled are compile time, "
+                         "left out of step statistics; module names and activation charges "
+                         "are off under torch.compile")
     for rank, why in sorted((run.meta.get("rank_failures") or {}).items(),
                             key=lambda kv: int(kv[0])):
         notes.append(f"partial run: rank {rank} {why}")
@@ -161,9 +175,16 @@ def _facts(run: Run) -> dict[str, Any]:
 def _step_stats(run: Run, exclude_first: bool) -> StepStats | None:
     if not run.has("steps"):
         return None
-    rows = run.sql("SELECT rank, step, dur_ns FROM steps ORDER BY rank, step")
-    excluded = [(s, d / 1e6) for r, s, d in rows if exclude_first and s == 0 and len(rows) > 1]
-    kept = [(s, d / 1e6) for r, s, d in rows if not (exclude_first and s == 0 and len(rows) > 1)]
+    rows = run.sql(f"""SELECT rank, step, dur_ns, NOT ({compile_free(run)}) AS compiled
+                       FROM steps ORDER BY rank, step""")
+    excluded = [(s, d / 1e6) for r, s, d, _ in rows if exclude_first and s == 0 and len(rows) > 1]
+    kept_rows = [(s, d, c) for r, s, d, c in rows
+                 if not (exclude_first and s == 0 and len(rows) > 1)]
+    # steps in which torch.compile compiled are compile time: timed, but never outliers
+    compiled = [(s, d / 1e6) for s, d, c in kept_rows if c]
+    kept = [(s, d / 1e6) for s, d, c in kept_rows if not c]
+    if not kept:  # every step compiled: time them all the same
+        kept, compiled = compiled, []
     if not kept:
         return None
     ms = np.array([d for _, d in kept])
@@ -172,7 +193,7 @@ def _step_stats(run: Run, exclude_first: bool) -> StepStats | None:
     limit = max(med + 3 * mad, med * 1.2)
     outliers = [(s, d) for s, d in kept if d > limit] if len(kept) >= 5 else []
     return StepStats(len(kept), float(ms.mean()), med, float(np.percentile(ms, 90)),
-                     float(ms.min()), float(ms.max()), outliers, excluded)
+                     float(ms.min()), float(ms.max()), outliers, excluded, compiled)
 
 
 def _profiled_step_count(run: Run) -> int:

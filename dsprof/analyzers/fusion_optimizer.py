@@ -11,16 +11,20 @@ has a fused implementation.
 Algorithm: a fused update reads and writes each parameter's state once: for Adam/AdamW
 param, grad, exp_avg and exp_avg_sq are read and param, exp_avg, exp_avg_sq written, 7 bytes
 moved per parameter byte; SGD with momentum and Adagrad move 5. Parameter bytes are the
-gradients accumulated in backward (``AccumulateGrad`` shapes). Predicted fused time is those
+gradients accumulated in backward (``AccumulateGrad`` shapes), once per parameter however many
+micro-batches a step accumulates. Predicted fused time is those
 bytes over the bandwidth (see ``optable.OpTable.bandwidth``) plus one op's overhead; the
 saving is the step span now minus that. The span now is the median over the profiled steps
 of its host time on a CPU run (the kernels under it on a GPU run), less what the profiler
 adds per op recorded in it (``fullspeed.profiler_cost_per_op``), and on a CPU run less the
-time by which any op exceeds 10x the median of its name (a preempted thread).
+time by which any op exceeds 10x the median of its name (a preempted thread). Forward and
+backward run inside the span by ``optimizer.step(closure)`` (Lightning, LBFGS) are not the
+optimizer's: their time is taken out of the span first.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 
@@ -33,6 +37,9 @@ from dsprof.findings import Evidence, Finding
 # Bytes moved per parameter byte by a fused update (reads + writes of param, grad, state).
 FUSED_BYTES_PER_PARAM_BYTE = {"Adam": 7, "AdamW": 7, "SGD": 5, "Adagrad": 5}
 MIN_SAVING_S = 50e-6
+# torch.optim classes that take foreach=True (LBFGS and SparseAdam do not: never advise it)
+FOREACH_OPTIMIZERS = {"Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD",
+                      "NAdam", "RAdam", "RMSprop", "Rprop", "SGD"}
 
 
 class OptimizerFusionAnalyzer(Analyzer):
@@ -58,9 +65,11 @@ class OptimizerFusionAnalyzer(Analyzer):
                    count(c.id) FILTER (WHERE c.name LIKE 'aten::_foreach_%') AS n_foreach,
                    (SELECT count(*) FROM ops d WHERE d.rank = o.rank AND d.thread = o.thread
                       AND d.cat = 'cpu_op' AND d.start_ns >= o.start_ns
-                      AND d.start_ns < o.start_ns + o.dur_ns) AS n_recorded
+                      AND d.start_ns < o.start_ns + o.dur_ns
+                      AND d.phase NOT IN ('forward', 'backward')) AS n_recorded
             FROM ops o LEFT JOIN ops c ON c.rank = o.rank AND c.parent_id = o.id
                                           AND c.cat = 'cpu_op'
+                                          AND c.phase NOT IN ('forward', 'backward')
             WHERE o.name LIKE 'Optimizer.step#%' {table.steps_filter}
             GROUP BY ALL ORDER BY o.rank, o.step, o.start_ns""")
         params = self._param_bytes(ctx, table)
@@ -77,7 +86,9 @@ class OptimizerFusionAnalyzer(Analyzer):
             steps = len(rows)
             # Full-speed time: the profiler's cost for every op recorded in the span taken out,
             # and preemption (see _despiked) left out.
-            spans = [table.time_of(r[0], r[2], r[4]) for r in rows]
+            inner = self._closure_time(ctx, table, rows)
+            spans = [max(0.0, table.time_of(r[0], r[2], r[4]) - inner.get((r[0], r[2]), 0.0))
+                     for r in rows]
             if not table.device:
                 spans = self._despiked(ctx, rows, spans)
             now = statistics.median(max(0.0, t - r[9] * table.profiler_cost_s)
@@ -96,6 +107,22 @@ class OptimizerFusionAnalyzer(Analyzer):
             if finding is not None:
                 findings.append(finding)
         return findings
+
+    @staticmethod
+    def _closure_time(ctx: Context, table: OpTable, rows: list[tuple]) -> dict[tuple[int, int], float]:
+        """Time inside each step span that is forward or backward, not the update: the
+        closure of ``optimizer.step(closure)`` (Lightning, LBFGS), which dsprof brackets in a
+        ``## closure ##`` span (forward), and in traces recorded elsewhere the module and
+        backward spans run directly under the step span."""
+        ids = [(r[0], r[2]) for r in rows]
+        children = ctx.run.sql("""
+            SELECT c.rank, c.parent_id, c.id, c.dur_ns FROM ops c
+            WHERE c.phase IN ('forward', 'backward') AND (c.rank, c.parent_id) IN
+                  (SELECT * FROM (VALUES """ + ", ".join(f"({r}, {i})" for r, i in ids) + "))")
+        out: dict[tuple[int, int], float] = defaultdict(float)
+        for rank, parent, op_id, dur in children:
+            out[(rank, parent)] += table.time_of(rank, op_id, dur)
+        return out
 
     @staticmethod
     def _despiked(ctx: Context, rows: list[tuple], spans: list[float]) -> list[float]:
@@ -121,25 +148,33 @@ class OptimizerFusionAnalyzer(Analyzer):
     @staticmethod
     def _param_bytes(ctx: Context, table: OpTable) -> dict[int, tuple[int, int]]:
         """Bytes and number of the parameters that got a gradient in one backward pass, per
-        rank."""
+        rank.
+
+        Every backward runs one ``AccumulateGrad`` per parameter, so a step of N accumulated
+        micro-batches (nanoGPT: 40) has each parameter's N times: the multiset of
+        (shape, dtype) is N copies of one backward's, and N is the greatest common divisor of
+        the counts. The optimizer updates each parameter once per step.
+        """
         out: dict[int, tuple[int, int]] = {}
         rows = ctx.run.sql(f"""
-            SELECT o.rank, o.step, o.input_shapes, o.dtypes FROM ops o
-            WHERE o.name = 'torch::autograd::AccumulateGrad' {table.steps_filter}""")
-        per_step: dict[tuple[int, int], int] = defaultdict(int)
-        count: dict[tuple[int, int], int] = defaultdict(int)
-        for rank, step, shapes, dtypes in rows:
-            count[(rank, step)] += 1
+            SELECT o.rank, o.step, o.input_shapes, o.dtypes, count(*) FROM ops o
+            WHERE o.name = 'torch::autograd::AccumulateGrad' {table.steps_filter}
+            GROUP BY ALL""")
+        kinds: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        for rank, step, shapes, dtypes, n_calls in rows:
             io = op_io(shapes, dtypes)
+            nbytes = 0
             if io is not None and io.inputs:
                 shape, size = io.inputs[0]
-                n = 1
+                nbytes = size
                 for d in shape:
-                    n *= d
-                per_step[(rank, step)] += n * size
-        for (rank, step), b in per_step.items():
+                    nbytes *= d
+            kinds[(rank, step)].append((int(n_calls), nbytes))
+        for (rank, _step), per_kind in kinds.items():
+            passes = math.gcd(*(n for n, _ in per_kind))
+            b = sum(n * nbytes for n, nbytes in per_kind) // passes
             if b > out.get(rank, (0, 0))[0]:
-                out[rank] = (b, count[(rank, step)])
+                out[rank] = (b, sum(n for n, _ in per_kind) // passes)
         return out
 
     def _finding(self, cls: str, rows: list[tuple], now: float, n_ops: float, pbytes: int,
@@ -173,7 +208,7 @@ class OptimizerFusionAnalyzer(Analyzer):
                 verify="dsprof verify RUN ID   (reruns the script with DS_OPTIMIZER_FUSED=1)",
                 data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
                       "param_bytes": pbytes, "predicted_fused_s": predicted})
-        if foreach:
+        if foreach or cls not in FOREACH_OPTIMIZERS:
             return None
         n_params = max(1, round(n_ops / 10))
         saving = max(0.0, (n_ops - n_ops / n_params) * overhead)

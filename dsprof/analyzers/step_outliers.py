@@ -2,8 +2,9 @@
 
 A step is an outlier when it is slower than median + 3 robust standard deviations (1.4826 x
 MAD) and at least 20 % above the median (the rule ``dsprof summary`` uses), over the steps that
-count (a ``dsprof run``'s step 0, setup plus first iteration, is left out). At least 5 steps
-are needed.
+count (a ``dsprof run``'s step 0, setup plus first iteration, is left out, and so is every step
+in which torch.compile compiled: that is compile time, reported as such). At least 5 steps are
+needed.
 
 What differed, per outlier, from the columns every step has: time waiting for data
 (``data_wait_ns``), time the stepping thread was off the CPU (``dur_ns - cpu_ns``: I/O,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,14 @@ from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
 MIN_STEPS = 5
+
+
+def compile_free(run: Any) -> str:
+    """SQL condition on ``steps`` that leaves out the steps in which torch.compile compiled
+    (runs written before the ``compile_ns`` column have none to leave out)."""
+    has = run.sql("""SELECT count(*) FROM information_schema.columns
+                     WHERE table_name = 'steps' AND column_name = 'compile_ns'""")[0][0]
+    return "coalesce(compile_ns, 0) = 0" if has else "true"
 
 
 def outlier_limit(durations: np.ndarray) -> float:
@@ -40,11 +50,13 @@ class StepOutliers(Analyzer):
 
     def run(self, ctx: Context) -> list[Finding]:
         skip0 = "AND step > 0" if ctx.meta.get("source") == "run" else ""
+        no_compile = compile_free(ctx.run)
         out: list[Finding] = []
         for (rank,) in ctx.run.sql("SELECT DISTINCT rank FROM steps ORDER BY rank"):
             rows = ctx.run.sql(f"""
                 SELECT step, start_ns, end_ns, dur_ns, cpu_ns, data_wait_ns, profiled
-                FROM steps WHERE rank = ? AND dur_ns > 0 {skip0} ORDER BY step""", [rank])
+                FROM steps WHERE rank = ? AND dur_ns > 0 {skip0} AND {no_compile}
+                ORDER BY step""", [rank])
             if len(rows) >= MIN_STEPS:
                 finding = self._rank(ctx, int(rank), rows)
                 if finding is not None:

@@ -80,6 +80,7 @@ class MemoryCollector:
         self.clock = clock
         self.budget = budget
         self.tracker = ActivationTracker(clock)
+        self.activations = True  # off once torch.compile is in use
         self._window: int | None = None
         self._steps: list[int] = []
         self._baseline: Census | None = None
@@ -110,9 +111,16 @@ class MemoryCollector:
         self._baseline = census
         self._boundaries, self._holders = [], []
         self.tracker.reset()
-        self.tracker.install(step, _param_keys(census))
+        if self.activations:
+            self.tracker.install(step, _param_keys(census))
         self.device.start_memory_history(HISTORY_ENTRIES)
         logger.debug("memory: window %d baseline %s", window, census.by_category())
+
+    def disable_activations(self) -> None:
+        """torch.compile is in use: no saved-tensor or module hooks from here on (see
+        collectors/compile_watch.py)."""
+        self.activations = False
+        self.tracker.uninstall()
 
     @_guarded
     def window_step_ended(self, step: int, continues: bool) -> None:

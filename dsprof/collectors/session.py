@@ -25,6 +25,7 @@ from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
 from dsprof.collectors import clock
 from dsprof.collectors.bandwidth import measure_host_bandwidth
+from dsprof.collectors.compile_watch import CompileWatch, compile_meta
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
@@ -78,6 +79,7 @@ class Session:
         self.sampler: MetricSampler | None = None
         self.cupti: CuptiKernelCollector | None = None
         self.scaler: GradScalerMonitor | None = None
+        self.compile: CompileWatch | None = None
         self.watcher: Any = None  # DispatchWatcher at DEBUG or with --detect-anomaly
         self._finished = False
         self._timeline_ok = True
@@ -141,8 +143,11 @@ class Session:
             self._clock = clock.record(self.rank, self.ranks.world_size, self.steps.now_ns,
                                        self.steps.clock_offset_ns)
             atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self._rank_facts("running")))
+        self.steps.on_late_steps = self.timeline.restart_schedule
         self.steps.install()
         self.memory.install()
+        self.compile = CompileWatch(self.steps.now_ns, self._compile_detected, self._compiled)
+        self.compile.install()
         for hooks in (self.data, self.syncs):
             try:
                 hooks.install()
@@ -216,6 +221,19 @@ class Session:
             self.memory.exceeded = None
             raise exceeded  # into the script, like an out-of-memory error
 
+    def _compile_detected(self) -> None:
+        """torch.compile is in use: every hook Dynamo would trace goes (compile_watch.py)."""
+        if self.timeline is not None:
+            self.timeline.disable_module_hooks()
+            if self.steps is not None:
+                self.steps.after_backward = self.timeline.poll_cap
+        if self.memory is not None:
+            self.memory.disable_activations()
+
+    def _compiled(self, dur_ns: int) -> None:
+        if self.timeline is not None:
+            self.timeline.extend_deadline(dur_ns)
+
     def _disable_timeline(self, exc: BaseException) -> None:
         self._timeline_ok = False
         logger.error("timeline collector failed and is off for the rest of the run: %s: %s",
@@ -236,6 +254,8 @@ class Session:
             self.scaler.uninstall()
         if steps is not None:
             steps.uninstall()
+        if self.compile is not None:
+            self.compile.uninstall()
         if self.knobs is not None:
             self.knobs.uninstall()
         for hooks in (self.data, self.syncs):
@@ -262,7 +282,8 @@ class Session:
         record = {**(steps.record() if steps else {}), "windows": windows,
                   "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
                   "dataloaders": self.data.rows() if self.data else [],
-                  "host_syncs": self.syncs.rows() if self.syncs else []}
+                  "host_syncs": self.syncs.rows() if self.syncs else [],
+                  "compile": self.compile.record() if self.compile else None}
         if self.ranks.distributed:
             record = {**self._rank_facts("finished"), **record, "exit_status": exit_status,
                       "exit_reason": reason}
@@ -280,6 +301,9 @@ class Session:
             end_ns=record["end_ns"],
             steps_source=record.get("source", "none"),
             steps_recorded=len(record.get("boundaries_ns", [])),
+            backward_calls=record.get("backward_calls"),
+            closure_steps=record.get("closure_steps"),
+            compile=compile_meta(record.get("compile")),
             windows=windows,
             capped=any(w["capped"] for w in windows),
             max_capture_s=self.settings.max_capture_s,

@@ -6,6 +6,16 @@ separate optimizer per parameter group still give one boundary per iteration. ``
 marks boundaries by hand (inference, custom loops); once it is called the optimizer hook stops
 counting, so the two never double-count.
 
+Without an optimizer (parameters updated by hand) the end of every ``backward()`` is the
+fallback boundary (collectors/step_sources.py). Gradient accumulation runs several backwards per
+optimizer step, so backward ends are only kept aside until the run shows no optimizer: at
+``BACKWARD_DECIDE_CALLS`` backwards, or ``BACKWARD_DECIDE_S`` seconds after the first, with no
+optimizer step in between (or at exit). Then the kept ends become boundaries, after the fact,
+and every later backward marks one live. An optimizer that steps later still takes over (each
+step row says which source marked it). The backward that ends an iteration precedes a manual
+update, so with this source the update of iteration k is timed in step k+1: step times are the
+same in a steady loop.
+
 Per boundary this costs one clock read, a list append, an RSS read, the DataLoader wait of the
 step (collectors/dataloader.py) and on an accelerator the allocator's peak counter: cheap
 enough for every step of the run.
@@ -22,7 +32,14 @@ from typing import Any
 import psutil
 
 from dsprof.collectors.device import Device
+from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker
 from dsprof.log import logger
+
+# With no optimizer step seen, backward() becomes the step source after this many calls ...
+BACKWARD_DECIDE_CALLS = 64
+# ... or this many seconds after the first (gradient accumulation cycles are shorter than this
+# in every loop we measured: nanoGPT's 40 micro-batches take seconds on a GPU)
+BACKWARD_DECIDE_S = 20.0
 
 
 class StepCollector:
@@ -48,6 +65,15 @@ class StepCollector:
         self.batch_size: list[int | None] = []
         self._cpu_start = time.thread_time_ns()
         self.source: str | None = None
+        self.sources: list[str] = []  # per boundary: what marked it
+        # backward() ends not yet known to be step boundaries: (end_ns, thread cpu ns)
+        self._pending_backward: list[tuple[int, int]] = []
+        self.backward = BackwardWatch(self._backward_ended, self.now_ns)
+        self.closures = ClosureMarker()
+        # called at every backward() end (the timeline's capture cap under torch.compile)
+        self.after_backward: Callable[[], None] | None = None
+        # told the last step found after the fact, before its boundary is announced
+        self.on_late_steps: Callable[[int], None] | None = None
         self._leader: weakref.ref[Any] | None = None
         self._hook: Any = None
         self._process = psutil.Process()
@@ -67,13 +93,55 @@ class StepCollector:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
+        self.closures.install()
+        self.backward.install()
         self.device.reset_peak()
-        logger.debug("step collector: optimizer step hook installed")
+        logger.debug("step collector: optimizer step hooks and backward watch installed")
 
     def uninstall(self) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        self.closures.uninstall()
+        self.backward.uninstall()
+        self.settle()
+
+    def settle(self) -> None:
+        """At exit: backward ends still kept aside become the steps if nothing else marked
+        any (a short loop with no optimizer)."""
+        if self.source is None and self._pending_backward:
+            self._use_backward_source(live=False)
+
+    def _backward_ended(self, end_ns: int) -> None:
+        if self.after_backward is not None:
+            self.after_backward()
+        if self.source in ("optimizer", "manual"):
+            return
+        if self.source == "backward":
+            self.boundary("backward")
+            return
+        self._pending_backward.append((end_ns, time.thread_time_ns()))
+        n = len(self._pending_backward)
+        if n >= BACKWARD_DECIDE_CALLS or (
+                n >= 2 and end_ns - self._pending_backward[0][0] >= BACKWARD_DECIDE_S * 1e9):
+            self._use_backward_source(live=True)
+
+    def _use_backward_source(self, live: bool) -> None:
+        """``live=False`` at exit: the boundaries are recorded, but the timeline is not told
+        (the whole-run capture it holds is kept, as for a run without steps)."""
+        pending, self._pending_backward = self._pending_backward, []
+        self.source = "backward"
+        logger.info("no optimizer step after %d backward() calls: each backward() ends a step "
+                    "(call dsprof.step() each iteration to mark steps yourself)", len(pending))
+        for end_ns, cpu in pending[:-1]:
+            self._record_boundary("backward", end_ns, cpu, sample=False)
+        end_ns, cpu = pending[-1]
+        self._record_boundary("backward", end_ns, cpu, sample=live)
+        if live:
+            last = len(self.boundaries_ns) - 1
+            if self.on_late_steps is not None:
+                self.on_late_steps(last)
+            self.on_boundary(last)
 
     def _optimizer_stepped(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.source == "manual":
@@ -83,17 +151,22 @@ class StepCollector:
             logger.debug("step collector: %s marks the step boundaries", type(optimizer).__name__)
         elif self._leader() is not optimizer:
             return
+        if self.source == "backward":
+            logger.info("an optimizer stepped: step boundaries now come from it, "
+                        "not from backward()")
+        self._pending_backward = []  # gradient accumulation: backwards were micro-batches
         self.source = "optimizer"
         self._stepped_since_update = True
-        self.boundary()
+        self.boundary("optimizer")
 
     def manual_step(self) -> None:
         if self.source != "manual":
-            if self.source == "optimizer":
+            if self.source in ("optimizer", "backward"):
                 logger.info("dsprof.step() called: step boundaries now come from it, "
-                            "not from the optimizer")
+                            "not from %s", self.source)
             self.source = "manual"
-        self.boundary()
+            self._pending_backward = []
+        self.boundary("manual")
 
     def scaler_update(self, scale: float, skipped: bool) -> None:
         """A ``GradScaler.update()``: record the scale for its step.
@@ -107,7 +180,8 @@ class StepCollector:
         else:
             if skipped and not self._stepped_since_update:
                 self.source = "optimizer"
-                self.boundary()
+                self._pending_backward = []
+                self.boundary("optimizer")
             step = len(self.boundaries_ns) - 1
         self._stepped_since_update = False
         if step >= 0:
@@ -116,14 +190,25 @@ class StepCollector:
                 logger.info("step %d: GradScaler skipped the optimizer step (inf/NaN "
                             "gradients); loss scale now %g", step, scale)
 
-    def boundary(self) -> None:
-        end = self.now_ns()
-        cpu = time.thread_time_ns()
+    def boundary(self, source: str) -> None:
+        step = self._record_boundary(source, self.now_ns(), time.thread_time_ns(), sample=True)
+        self.on_boundary(step)
+
+    def _record_boundary(self, source: str, end: int, cpu: int, sample: bool) -> int:
+        """Append one boundary; ``sample=False`` (a boundary recorded after the fact) leaves
+        memory and data-loader figures null: they were not read at that moment."""
         self.cpu_ns.append(cpu - self._cpu_start)
         self._cpu_start = cpu
         step = len(self.boundaries_ns)
         start = self.boundaries_ns[-1] if step else self.start_ns
         self.boundaries_ns.append(end)
+        self.sources.append(source)
+        if not sample:
+            for column in (self.device_peak_bytes, self.rss_bytes, self.data_wait_ns,
+                           self.batch_size):
+                column.append(None)
+            logger.info("step %d: %.1f ms (%s)", step, (end - start) / 1e6, source)
+            return step
         peak = self.device.peak_allocated()
         self.device_peak_bytes.append(peak)
         rss = self._process.memory_info().rss
@@ -137,12 +222,15 @@ class StepCollector:
             mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
             data = f", data wait {wait / 1e6:.1f} ms" if wait is not None else ""
             logger.info("step %d: %.1f ms, %s%s", step, (end - start) / 1e6, mem, data)
-        self.on_boundary(step)
+        return step
 
     def record(self) -> dict[str, Any]:
         n = len(self.boundaries_ns)
         return {
             "source": self.source or "none",
+            "sources": self.sources,
+            "backward_calls": self.backward.calls,
+            "closure_steps": self.closures.closures,
             "start_ns": self.start_ns,
             "boundaries_ns": self.boundaries_ns,
             "rss_bytes": self.rss_bytes,

@@ -101,6 +101,12 @@ class TimelineCollector:
         self._deadline = 0.0
         self._cap_hook: Any = None
         self._thread = threading.get_ident()
+        # off for good once the program uses torch.compile (collectors/compile_watch.py): the
+        # module annotator and the capture-cap hook are global module hooks
+        self.module_hooks = True
+        # step numbers the schedule counts from: boundaries found after the fact (backward()
+        # as the step source, collectors/steps.py) restart it, so its windows still come
+        self._schedule_origin = 0
         # called before a profiler session is prepared and after it stopped: whoever else
         # uses CUPTI (the cupti kernel mode) must let go of it in between
         self.before_profiler: Callable[[], None] | None = None
@@ -117,13 +123,37 @@ class TimelineCollector:
         self._start_recording(0, Window(0, "unstepped"))
         self._state = BOOTSTRAP
         self._deadline = time.perf_counter() + self.settings.max_capture_s
-        from torch.nn.modules.module import register_module_forward_pre_hook
+        if self.module_hooks:
+            from torch.nn.modules.module import register_module_forward_pre_hook
 
-        self._cap_hook = register_module_forward_pre_hook(self._check_cap)
+            self._cap_hook = register_module_forward_pre_hook(self._check_cap)
+
+    def restart_schedule(self, last_step: int) -> None:
+        """Steps up to ``last_step`` were found after the fact: the step after it is the
+        schedule's step 1 (``--wait`` counts from there)."""
+        self._schedule_origin = last_step
+
+    def disable_module_hooks(self) -> None:
+        """torch.compile is in use: no global module hook from here on. The capture cap is
+        then checked at each backward() instead (:meth:`poll_cap`)."""
+        self.module_hooks = False
+        self.annotator.uninstall()
+        self._remove_cap_hook()
+        logger.debug("timeline: module annotator and capture-cap hook off (torch.compile)")
+
+    def extend_deadline(self, ns: int) -> None:
+        """Compilation took ``ns``: it does not count against the capture cap (a long compile
+        is not a script without steps)."""
+        self._deadline += ns / 1e9
+
+    def poll_cap(self) -> None:
+        """The capture-cap check, where no module hook makes it."""
+        if self._state == BOOTSTRAP:
+            self._check_cap(None, None)
 
     def on_boundary(self, step: int) -> None:
         """Step ``step`` just ended; move to what the schedule says for ``step + 1``."""
-        nxt = planned_action(step + 1, self.settings)
+        nxt = planned_action(step + 1 - self._schedule_origin, self.settings)
         state = self._state
         if self.listener is not None and state in (RECORD, RECORD_AND_SAVE):
             self.listener.window_step_ended(step, continues=state == RECORD)
@@ -175,7 +205,8 @@ class TimelineCollector:
 
     def _start_recording(self, step: int, window: Window) -> None:
         self._prof.start_trace()
-        self.annotator.install()
+        if self.module_hooks:
+            self.annotator.install()
         self._window = window
         if self.listener is not None:
             self.listener.window_started(window.index, step)

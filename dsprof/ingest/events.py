@@ -46,6 +46,9 @@ DEVICE_CATS = {
 }
 MODULE_PREFIX = "nn.Module: "
 DSPROF_MODULE_PREFIX = "dsprof.module: "
+# the annotation dsprof puts around an optimizer's closure (collectors/step_sources.py): the
+# forward and backward run inside torch's Optimizer.step# span, and are not the optimizer's
+CLOSURE_SPAN = "## closure ##"
 
 
 @dataclass

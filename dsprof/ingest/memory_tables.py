@@ -156,7 +156,8 @@ def modules(census: dict[str, Any], ops: Mapping[str, Any], rank: int) -> dict[s
     """The ``modules`` rows of one window.
 
     activation_bytes of a module = the saved storages charged to it or to a module below it,
-    per step, the largest step; fwd_ns = its forward spans per step; bwd_ns = backward ops
+    per forward pass (a step that accumulates N micro-batches runs N forwards, each freeing
+    what it saved in its own backward), the largest; fwd_ns = its forward spans per step; bwd_ns = backward ops
     charged to its subtree (self time) per step; flops = forward FLOPs of its subtree per step.
     """
     steps = census["steps"]
@@ -167,9 +168,14 @@ def modules(census: dict[str, Any], ops: Mapping[str, Any], rank: int) -> dict[s
             key = (step, created_in)
             self_by_step[key] = self_by_step.get(key, 0) + size
     names = [m[0] for m in census["modules"]]
+    roots = {m[0] for m in census["modules"] if m[2] == 0}
     calls: dict[str, int] = {}
-    for _step, name, count in census["calls"]:
+    forwards: dict[int, int] = {}  # step -> forward passes in it (calls of a root module)
+    for step, name, count in census["calls"]:
         calls[name] = max(calls.get(name, 0), count)
+        if name in roots:
+            forwards[step] = max(forwards.get(step, 1), count)
+    self_by_step = {(s, m): b // forwards.get(s, 1) for (s, m), b in self_by_step.items()}
     fwd, bwd, flops = _op_sums(ops)
     out: dict[str, list[Any]] = {k: [] for k in (
         "rank", "name", "type", "depth", "params", "param_bytes", "activation_bytes",

@@ -3,7 +3,9 @@
 A span's own name decides its phase when it can: ``autograd::engine::evaluate_function: ...``
 and legacy ``...Backward`` nodes are backward, ``Optimizer.step#``/``Optimizer.zero_grad#`` are
 optimizer, ``enumerate(DataLoader)#`` is data, ``## forward ##`` and
-``DistributedDataParallel.forward`` are forward. Module paths of traces recorded elsewhere are
+``DistributedDataParallel.forward`` are forward, and so is ``## closure ##``, dsprof's span
+around an optimizer's closure (its forward; the backward ops in it name themselves), so that
+``optimizer.step(closure)`` leaves only the parameter update in the optimizer phase. Module paths of traces recorded elsewhere are
 rebuilt from the Python tracer's ``nn.Module:`` events and their ``Python parent id`` links.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dsprof.ingest.events import MODULE_PREFIX, HostEvents
+from dsprof.ingest.events import CLOSURE_SPAN, MODULE_PREFIX, HostEvents
 
 _BACKWARD_NAME = re.compile(r"(Backward\d*$)|(^torch::autograd::AccumulateGrad$)|(^## backward ##$)")
 
@@ -54,7 +56,7 @@ def own_phase(name: str) -> str | None:
         return "optimizer"
     if c == "e" and name.startswith("enumerate(DataLoader)#"):
         return "data"
-    if c == "#" and name == "## forward ##":
+    if c == "#" and name in ("## forward ##", CLOSURE_SPAN):
         return "forward"
     if c == "D" and name == "DistributedDataParallel.forward":
         return "forward"

@@ -55,6 +55,7 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
         "batch_size": [None] * n,
         "loss_scale": [None] * n,
         "skipped": [None] * n,
+        "compile_ns": [None] * n,
     }
 
 
@@ -85,12 +86,32 @@ def steps_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
         "device_peak_bytes": _padded(peak, n),
         "rss_bytes": _padded(rss, n),
         "cpu_ns": _padded(cpu, n),
-        "source": [rec.get("source", "optimizer")] * n,
+        "source": _sources(rec, n),
         "data_wait_ns": _padded(rec.get("data_wait_ns") or [], n),
         "batch_size": _padded(rec.get("batch_size") or [], n),
         "loss_scale": _padded(rec.get("loss_scale") or [], n),
         "skipped": _padded(rec.get("skipped") or [], n),
+        "compile_ns": compile_per_step(starts, bounds, rec.get("compile")),
     }
+
+
+def compile_per_step(starts: list[int], ends: list[int],
+                     compile_rec: dict[str, Any] | None) -> list[int | None]:
+    """Time each step spent in torch.compile (overlap with the compile intervals the compile
+    watch recorded); null for every step of a run that never compiled."""
+    if not compile_rec or not compile_rec.get("used"):
+        return [None] * len(starts)
+    intervals = compile_rec.get("intervals") or []
+    return [sum(max(0, min(e, ce) - max(s, cs)) for cs, ce in intervals)
+            for s, e in zip(starts, ends)]
+
+
+def _sources(rec: dict[str, Any], n: int) -> list[str]:
+    """What marked each boundary: per boundary when recorded (a run whose backward() marked
+    the first steps until an optimizer took over has both), else the run's one source."""
+    per_step = rec.get("sources") or []
+    whole = rec.get("source", "optimizer")
+    return [per_step[i] if i < len(per_step) else whole for i in range(n)]
 
 
 def _padded(values: list[Any], n: int) -> list[Any]:

@@ -96,6 +96,8 @@ def _steps(summary: RunSummary, console: Console) -> None:
                   f"min {fmt_ms(s.min_ms)}, max {fmt_ms(s.max_ms)}")
     for step, ms in s.excluded:
         console.print(f"  step {step} left out (setup + first iteration): {fmt_ms(ms)}")
+    for step, ms in s.compiled:
+        console.print(f"  step {step} left out (torch.compile compiled in it): {fmt_ms(ms)}")
     if s.outliers:
         console.print("  outliers: " + ", ".join(f"step {k} ({fmt_ms(ms)})" for k, ms in s.outliers))
 

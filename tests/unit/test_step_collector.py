@@ -33,7 +33,7 @@ def test_every_boundary_records_the_steps_allocator_peak_and_resets_it():
     device.reset_peak()  # what install() does
     # WHEN three steps end
     for _ in range(3):
-        steps.boundary()
+        steps.boundary("optimizer")
     # THEN each step has its own peak, the counter was reset after each, listeners were told
     rec = steps.record()
     assert rec["device_peak_bytes"] == [10, 30, 20]

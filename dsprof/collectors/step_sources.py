@@ -1,0 +1,124 @@
+"""Where training iterations show beside ``optimizer.step()``: its closure, and ``backward()``.
+
+Closure. ``optimizer.step(closure)`` (PyTorch Lightning always; LBFGS by design) runs the
+forward and backward *inside* torch's ``Optimizer.step#...`` span. A global optimizer step
+pre-hook hands the optimizer a wrapper of the closure that runs it under a
+``## closure ##`` annotation: same arguments, same return value, same exceptions, one Python
+frame more. Ingest counts that span as forward (its backward ops name themselves backward), so
+the optimizer phase is only the parameter update.
+
+backward(). A loop that updates parameters by hand (no optimizer) has one ``backward()`` per
+iteration. ``torch.autograd.backward`` is wrapped: ``Tensor.backward`` looks it up on the
+module at every call, so both spellings pass through it, and the wrapper only reads a clock
+after the call returned. The alternatives seen were worse: autograd has no global "backward
+ended" hook (``Variable._execution_engine.queue_callback`` works only from inside a running
+backward, so it needs a hook on some tensor first), and a ``TorchFunctionMode`` would see every
+op of the program. ``torch.autograd.grad`` (gradient penalties, meta-learning) is not wrapped:
+it is not an iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dsprof.ingest.events import CLOSURE_SPAN
+from dsprof.log import logger
+
+
+class ClosureMarker:
+    """Brackets an optimizer's closure in a ``## closure ##`` profiler annotation."""
+
+    def __init__(self) -> None:
+        self._hook: Any = None
+        self.closures = 0
+
+    def install(self) -> None:
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        self._hook = register_optimizer_step_pre_hook(self._pre_step)
+
+    def uninstall(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _pre_step(self, optimizer: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        # args[0] is the optimizer itself (torch passes the bound call's full args)
+        if "closure" in kwargs:
+            closure = kwargs["closure"]
+            if not callable(closure):
+                return None
+            return args, {**kwargs, "closure": self._wrap(closure)}
+        if len(args) >= 2 and callable(args[1]):
+            return (args[0], self._wrap(args[1]), *args[2:]), kwargs
+        return None
+
+    def _wrap(self, closure: Callable[[], Any]) -> Callable[[], Any]:
+        if getattr(closure, "_dsprof_closure", False):
+            return closure
+        self.closures += 1
+
+        def closure_in_span() -> Any:
+            import torch
+
+            with torch.autograd.profiler.record_function(CLOSURE_SPAN):
+                return closure()
+
+        closure_in_span._dsprof_closure = True  # type: ignore[attr-defined]
+        closure_in_span.__wrapped__ = closure  # type: ignore[attr-defined]
+        return closure_in_span
+
+
+class BackwardWatch:
+    """Calls ``on_backward(end_ns)`` after every ``torch.autograd.backward`` (and so every
+    ``Tensor.backward``) that returned normally on the thread that installed it.
+
+    Args:
+        on_backward: told the run-clock time at which the backward returned.
+        now_ns: the run clock.
+    """
+
+    def __init__(self, on_backward: Callable[[int], None], now_ns: Callable[[], int]):
+        self.on_backward = on_backward
+        self.now_ns = now_ns
+        self.calls = 0
+        self._original: Any = None
+        self._wrapper: Any = None
+
+    def install(self) -> None:
+        import threading
+
+        import torch.autograd
+
+        original = torch.autograd.backward
+        thread = threading.get_ident()
+        watch = self
+
+        def backward(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if threading.get_ident() == thread:
+                watch.calls += 1
+                try:
+                    watch.on_backward(watch.now_ns())
+                except Exception:  # noqa: BLE001 - never fail the user's backward
+                    logger.debug("backward watch: listener failed", exc_info=True)
+            return out
+
+        backward.__name__ = original.__name__
+        backward.__qualname__ = getattr(original, "__qualname__", "backward")
+        backward.__doc__ = original.__doc__
+        backward.__wrapped__ = original  # type: ignore[attr-defined]
+        self._original, self._wrapper = original, backward
+        torch.autograd.backward = backward
+
+    def uninstall(self) -> None:
+        """Put torch's own function back (unless someone wrapped ours since: then leave it)."""
+        if self._original is None:
+            return
+        import torch.autograd
+
+        if torch.autograd.backward is self._wrapper:
+            torch.autograd.backward = self._original
+        self._original = self._wrapper = None
