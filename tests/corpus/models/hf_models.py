@@ -23,7 +23,8 @@ def build(arch: str):
                                                 max_position_embeddings=SEQ, **small))
     if arch == "t5":
         return tf.T5ForConditionalGeneration(tf.T5Config(d_model=64, d_kv=16, d_ff=128,
-                                                         num_layers=2, num_heads=4, **small))
+                                                         num_layers=2, num_heads=4, decoder_start_token_id=0,
+                                                         pad_token_id=0, **small))
     if arch == "llama":
         return tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=64, intermediate_size=128,
                                                   num_hidden_layers=2, num_attention_heads=4,
