@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.corpus.corpus import (  # noqa: E402 - after the path set-up above
+from tests.corpus.corpus import (
     BY_NAME,
     MODELS,
     flops_error,

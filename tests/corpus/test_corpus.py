@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.corpus.corpus import MODELS, flops_error, measure, reference_flops, run_model
+from tests.corpus.corpus import (
+    INFO_ONLY,
+    MODELS,
+    flops_error,
+    measure,
+    reference_flops,
+    run_model,
+)
 
 
 def _params():
@@ -65,6 +72,9 @@ def test_flops_match_flop_counter(corpus):
 
 def test_findings_hold_nothing_false(corpus):
     model, _, m = corpus
-    unexpected = [(f["analyzer"], f["title"]) for f in m.findings
-                  if f["analyzer"] not in model.expect]
+    # only the analyzers docs/compatibility.md expects for this model, and a checkpointing plan
+    # only as information (no corpus model is short of memory)
+    unexpected = [(f["analyzer"], f["severity"], f["title"]) for f in m.findings
+                  if f["analyzer"] not in model.expect
+                  or (f["analyzer"] in INFO_ONLY and f["severity"] != "info")]
     assert not unexpected

@@ -13,7 +13,7 @@ SEQ, BATCH, VOCAB = 16, 2, 128
 def build(arch: str):
     import transformers as tf
 
-    small = dict(vocab_size=VOCAB)
+    small = {"vocab_size": VOCAB}
     if arch == "gpt2":
         return tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=SEQ,
                                                 **small))
@@ -22,9 +22,9 @@ def build(arch: str):
                                                 num_attention_heads=4, intermediate_size=128,
                                                 max_position_embeddings=SEQ, **small))
     if arch == "t5":
-        return tf.T5ForConditionalGeneration(tf.T5Config(d_model=64, d_kv=16, d_ff=128,
-                                                         num_layers=2, num_heads=4, decoder_start_token_id=0,
-                                                         pad_token_id=0, **small))
+        return tf.T5ForConditionalGeneration(tf.T5Config(
+            d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, decoder_start_token_id=0,
+            pad_token_id=0, **small))
     if arch == "llama":
         return tf.LlamaForCausalLM(tf.LlamaConfig(hidden_size=64, intermediate_size=128,
                                                   num_hidden_layers=2, num_attention_heads=4,
