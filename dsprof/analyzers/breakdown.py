@@ -101,8 +101,8 @@ def ingest_notes_text(meta: dict[str, Any]) -> list[str]:
     return [f"FLOPs unknown for {int(unknown.get('ops', 0))} ops of {len(kinds)} kinds ("
             + ", ".join(f"{name} x{count}" for name, count in top)
             + (", ..." if len(kinds) > 3 else "")
-            + "): their arguments were not recorded in a layout dsprof knows, so FLOP totals "
-              "and MFU leave them out"]
+            + "): the trace has no shapes for them (record_shapes=False) or arguments in a "
+              "layout dsprof does not know; FLOP totals leave them out"]
 
 
 def summarize(run: Run, top: int = 15) -> RunSummary:
