@@ -122,9 +122,10 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
                          f"no dsprof.step()): the whole run was captured as one step, up to "
                          f"{cap} s{capped}")
         elif src == "backward":
-            notes.append(f"no optimizer stepped: each of the {run.meta.get('backward_calls')} "
-                         "backward() calls ended a step (a manual parameter update is timed in "
-                         "the next step; call dsprof.step() to mark steps yourself)")
+            notes.append(f"no optimizer step was seen (none, or one inside a torch.compile'd "
+                         f"function): each of the {run.meta.get('backward_calls')} backward() "
+                         "calls ended a step (an update after it is timed in the next step; "
+                         "call dsprof.step() to mark steps yourself)")
         comp = run.meta.get("compile")
         if comp:
             notes.append(f"torch.compile compiled {comp.get('compilations')} time(s), "

@@ -14,7 +14,8 @@ recorded; inside a compiled graph no module call happens anyway) and never adds 
 It learns this as early as it can: a wrapper of ``torch.compile`` (which ``Module.compile()``
 calls too) fires before the user's first compiled call, and Dynamo's compile-start callback
 catches ``torch._dynamo.optimize`` and anything else that reaches Dynamo. The same callbacks
-time every compilation (Dynamo's frames and the lazy backward compile), so compile time is
+time every compilation (Dynamo's frames and the lazy backward compile), and the first
+``torch.compile()`` call, which imports Dynamo and Inductor, counts too; so compile time is
 reported as compile time: ``session.json`` ``compile``, and the steps it fell in.
 """
 
@@ -26,6 +27,45 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.log import logger
+
+# code of dsprof's wrappers and hooks -> whether the frames they call are skipped too
+_WRAPPER_CODES: dict[Any, bool] = {}
+_skipping = False
+
+
+def invisible_to_dynamo(fn: Callable[..., Any], recursive: bool = False) -> Callable[..., Any]:
+    """Mark a wrapper or hook of dsprof's as code Dynamo never compiles.
+
+    After a graph break the rest of a compiled function runs eagerly, but Dynamo still
+    evaluates every Python frame it calls: ``x.item()`` there enters dsprof's wrapper, and
+    ``loss.backward()`` or ``opt.step()`` dsprof's step bookkeeping; Dynamo would try to compile
+    those frames and break on the builtins in them (graph breaks, frames and recompiles the
+    plain run has not). ``set_code_exec_strategy`` runs such a frame as plain Python.
+    ``recursive=False`` is for a wrapper that calls torch's own function: the frames that calls
+    stay Dynamo's, as in the plain run; ``recursive=True`` for dsprof's bookkeeping, all of it
+    plain Python. Applied once torch.compile is seen, so a run that never compiles never
+    imports Dynamo.
+    """
+    _WRAPPER_CODES[fn.__code__] = recursive
+    if _skipping:
+        _skip_codes()
+    return fn
+
+
+def _skip_codes() -> None:
+    global _skipping
+    from torch._dynamo.eval_frame import set_code_exec_strategy
+    from torch._dynamo.types import FrameAction, FrameExecStrategy
+
+    _skipping = True
+    for code, recursive in list(_WRAPPER_CODES.items()):
+        set_code_exec_strategy(code, FrameExecStrategy(
+            FrameAction.SKIP, FrameAction.SKIP if recursive else FrameAction.DEFAULT))
+
+
+# shorter than this is not compile time worth a mark (a torch.compile() call once Dynamo is
+# imported returns in microseconds)
+MIN_COMPILE_NS = 1_000_000
 
 
 class CompileWatch:
@@ -54,9 +94,14 @@ class CompileWatch:
         watch = self
 
         @functools.wraps(original)
-        def compile(*args: Any, **kwargs: Any) -> Any:  # noqa: A001 - torch's own name
+        def compile(*args: Any, **kwargs: Any) -> Any:
             watch._detect()
-            return original(*args, **kwargs)
+            t0 = watch.now_ns()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                # the first call imports Dynamo and Inductor (seconds): compile time too
+                watch._compiled(t0, watch.now_ns(), "torch.compile()")
 
         self._original, self._wrapper = original, compile
         torch.compile = compile
@@ -89,6 +134,11 @@ class CompileWatch:
             return
         self.detected = True
         self._register_callbacks()
+        try:
+            _skip_codes()
+        except Exception as exc:  # noqa: BLE001 - a torch without this API: breaks stay
+            logger.warning("could not hide dsprof's wrappers from torch.compile: %s: %s",
+                           type(exc).__name__, exc)
         logger.info("torch.compile in use: dsprof's module and saved-tensor hooks are off for "
                     "this run, so the compiled graphs are the ones the script gets without it")
         try:
@@ -111,14 +161,17 @@ class CompileWatch:
         self._t0 = self.now_ns()
 
     def _end(self, args: Any) -> None:
-        if self._t0 is None:
+        if self._t0 is not None:
+            t0, self._t0 = self._t0, None
+            self._compiled(t0, self.now_ns(), str(getattr(args, "compile_id", "?")))
+
+    def _compiled(self, start: int, end: int, what: str) -> None:
+        if end - start < MIN_COMPILE_NS:
             return
-        end = self.now_ns()
-        self.intervals.append([self._t0, end])
-        dur, self._t0 = end - self._t0, None
-        logger.debug("compile %s: %.0f ms", getattr(args, "compile_id", "?"), dur / 1e6)
+        self.intervals.append([start, end])
+        logger.debug("compile %s: %.0f ms", what, (end - start) / 1e6)
         try:
-            self.on_compiled(dur)
+            self.on_compiled(end - start)
         except Exception:  # noqa: BLE001
             logger.debug("compile watch: listener failed", exc_info=True)
 

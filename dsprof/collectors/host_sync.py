@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.dataloader import _is_library, user_site
 from dsprof.log import logger
 
@@ -45,6 +46,7 @@ class HostSyncCollector:
     def install(self) -> None:
         import torch
 
+        self._hide_from_dynamo()
         for attr, call in _TENSOR_METHODS:
             self._wrap(torch.Tensor, attr, call)
         self._wrap(torch, "nonzero", "nonzero")
@@ -57,12 +59,18 @@ class HostSyncCollector:
         self._restore = []
 
     def _wrap(self, owner: Any, attr: str, call: str) -> None:
+        import torch
+
         original = getattr(owner, attr)
         record = self._record
         is_to = call == "to_cpu"
+        # Dynamo traces this wrapper when compiled code calls .item() (or .cpu(), ...): it folds
+        # is_compiling() to True and sees torch's own method, so the graph (and its breaks) is
+        # the one the script gets without dsprof; sys._getframe would be a graph break of ours.
+        is_compiling = torch.compiler.is_compiling
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if _is_library(sys._getframe(1).f_code.co_filename):
+            if is_compiling() or _is_library(sys._getframe(1).f_code.co_filename):
                 return original(*args, **kwargs)
             t0 = time.perf_counter_ns()
             out = original(*args, **kwargs)
@@ -73,11 +81,17 @@ class HostSyncCollector:
                 logger.debug("host sync collector: could not record %s", call, exc_info=True)
             return out
 
+        invisible_to_dynamo(wrapper)
         wrapper.__name__ = getattr(original, "__name__", attr)
         wrapper.__doc__ = getattr(original, "__doc__", None)
         wrapper.__wrapped__ = original  # type: ignore[attr-defined]
         setattr(owner, attr, wrapper)
         self._restore.append((owner, attr, original))
+
+    @staticmethod
+    def _hide_from_dynamo() -> None:
+        invisible_to_dynamo(_is_library, recursive=True)
+        invisible_to_dynamo(HostSyncCollector._record, recursive=True)
 
     def _record(self, call: str, args: tuple[Any, ...], out: Any, ns: int, is_to: bool) -> None:
         src = args[0] if args else None

@@ -229,6 +229,11 @@ class Session:
                 self.steps.after_backward = self.timeline.poll_cap
         if self.memory is not None:
             self.memory.disable_activations()
+        if self.watcher is not None:
+            logger.warning("torch.compile under the op trace (DS_LOG_LEVEL=DEBUG or "
+                           "--detect-anomaly): its dispatch mode and module tracker make "
+                           "Dynamo run the model eagerly; profile without them to see the "
+                           "compiled program")
 
     def _compiled(self, dur_ns: int) -> None:
         if self.timeline is not None:

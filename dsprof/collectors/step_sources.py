@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.ingest.events import CLOSURE_SPAN
 from dsprof.log import logger
 
@@ -36,6 +37,9 @@ class ClosureMarker:
     def install(self) -> None:
         from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+        invisible_to_dynamo(ClosureMarker._pre_step, recursive=True)
+        invisible_to_dynamo(_enter_span, recursive=True)
+        invisible_to_dynamo(_exit_span, recursive=True)
         self._hook = register_optimizer_step_pre_hook(self._pre_step)
 
     def uninstall(self) -> None:
@@ -45,6 +49,10 @@ class ClosureMarker:
 
     def _pre_step(self, optimizer: Any, args: tuple[Any, ...],
                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        import torch
+
+        if torch.compiler.is_compiling():  # a compiled opt.step: Dynamo inlines this hook
+            return None
         # args[0] is the optimizer itself (torch passes the bound call's full args)
         if "closure" in kwargs:
             closure = kwargs["closure"]
@@ -61,14 +69,28 @@ class ClosureMarker:
         self.closures += 1
 
         def closure_in_span() -> Any:
-            import torch
-
-            with torch.autograd.profiler.record_function(CLOSURE_SPAN):
+            span = _enter_span()
+            try:
                 return closure()
+            finally:
+                _exit_span(span)
 
+        invisible_to_dynamo(closure_in_span)
         closure_in_span._dsprof_closure = True  # type: ignore[attr-defined]
         closure_in_span.__wrapped__ = closure  # type: ignore[attr-defined]
         return closure_in_span
+
+
+def _enter_span() -> Any:
+    import torch
+
+    span = torch.autograd.profiler.record_function(CLOSURE_SPAN)
+    span.__enter__()
+    return span
+
+
+def _exit_span(span: Any) -> None:
+    span.__exit__(None, None, None)
 
 
 class BackwardWatch:
@@ -86,6 +108,7 @@ class BackwardWatch:
         self.calls = 0
         self._original: Any = None
         self._wrapper: Any = None
+        self._thread = 0
 
     def install(self) -> None:
         import threading
@@ -93,25 +116,33 @@ class BackwardWatch:
         import torch.autograd
 
         original = torch.autograd.backward
-        thread = threading.get_ident()
-        watch = self
+        self._thread = threading.get_ident()
+        ended = self._ended
+        invisible_to_dynamo(BackwardWatch._ended, recursive=True)
 
         def backward(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
-            if threading.get_ident() == thread:
-                watch.calls += 1
-                try:
-                    watch.on_backward(watch.now_ns())
-                except Exception:  # noqa: BLE001 - never fail the user's backward
-                    logger.debug("backward watch: listener failed", exc_info=True)
+            ended()
             return out
 
+        invisible_to_dynamo(backward)
         backward.__name__ = original.__name__
         backward.__qualname__ = getattr(original, "__qualname__", "backward")
         backward.__doc__ = original.__doc__
         backward.__wrapped__ = original  # type: ignore[attr-defined]
         self._original, self._wrapper = original, backward
         torch.autograd.backward = backward
+
+    def _ended(self) -> None:
+        import threading
+
+        if threading.get_ident() != self._thread:
+            return
+        self.calls += 1
+        try:
+            self.on_backward(self.now_ns())
+        except Exception:  # noqa: BLE001 - never fail the user's backward
+            logger.debug("backward watch: listener failed", exc_info=True)
 
     def uninstall(self) -> None:
         """Put torch's own function back (unless someone wrapped ours since: then leave it)."""

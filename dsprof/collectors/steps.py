@@ -31,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
 from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker
 from dsprof.log import logger
@@ -92,6 +93,7 @@ class StepCollector:
     def install(self) -> None:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
+        invisible_to_dynamo(StepCollector._optimizer_stepped, recursive=True)
         self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
         self.closures.install()
         self.backward.install()
@@ -144,7 +146,11 @@ class StepCollector:
             self.on_boundary(last)
 
     def _optimizer_stepped(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self.source == "manual":
+        import torch
+
+        # A compiled opt.step: Dynamo inlines this hook, and a boundary is no part of a graph
+        # (steps then come from backward(), or from dsprof.step()).
+        if torch.compiler.is_compiling() or self.source == "manual":
             return
         if self._leader is None or self._leader() is None:
             self._leader = weakref.ref(optimizer)

@@ -113,3 +113,32 @@ print("FACTS " + json.dumps({
     "recompiles": sum(counters["recompiles"].values()),
     "warnings": [str(w.message)[:120] for w in caught]}))
 '''
+
+COMPILED_STEP = '''
+import json, os
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+# aot_eager: Dynamo's graphs and breaks as with Inductor, without seconds of C++ compiling
+@torch.compile(backend=os.environ.get("BACKEND", "aot_eager"))
+def train_step(x, y):  # the whole step compiled: graph breaks at backward() and .item()
+    loss = nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    return loss.item()
+
+steps = int(os.environ.get("STEPS", "10"))
+for _ in range(steps):
+    train_step(torch.randn(8, 16), torch.randn(8, 1))
+from torch._dynamo.utils import counters
+print("FACTS " + json.dumps({
+    "optimizer_steps": steps,
+    "graph_breaks": sum(counters["graph_break"].values()),
+    "unique_graphs": counters["stats"]["unique_graphs"],
+    "recompiles": sum(counters["recompiles"].values())}))
+'''

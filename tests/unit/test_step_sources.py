@@ -1,0 +1,197 @@
+"""Step sources beside optimizer.step(): the closure annotation, backward() as the fallback,
+gradient accumulation, and compile time per step. Real torch on CPU."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dsprof.collectors import steps as steps_mod
+from dsprof.collectors.compile_watch import CompileWatch, compile_meta
+from dsprof.collectors.device import Device
+from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker
+from dsprof.collectors.steps import StepCollector
+from dsprof.ingest.events import CLOSURE_SPAN
+from dsprof.ingest.phases import own_phase
+from dsprof.ingest.steps import compile_per_step, steps_from_record
+
+CPU = Device("cpu", None, "cpu", 1 << 30, None, 2)
+
+
+def _model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(4, 8), \
+        torch.randint(0, 2, (4,))
+
+
+def test_closure_runs_inside_a_closure_span_and_returns_its_loss():
+    # GIVEN the closure marker and an optimizer stepped with a closure under the profiler
+    model, x, y = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    marker = ClosureMarker()
+    marker.install()
+    try:
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            loss = opt.step(closure)
+            loss_kw = opt.step(closure=closure)
+            opt.step()  # no closure: left alone
+    finally:
+        marker.uninstall()
+    # THEN the optimizer got the closure's own loss back, and the span brackets each call
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad
+    assert isinstance(loss_kw, torch.Tensor)
+    names = [e.name for e in prof.events()]
+    assert names.count(CLOSURE_SPAN) == 2
+    assert marker.closures == 2
+    # and ingest calls that span forward (its backward ops name themselves backward)
+    assert own_phase(CLOSURE_SPAN) == "forward"
+
+
+def test_backward_watch_sees_both_spellings_and_restores_torch():
+    model, x, y = _model()
+    ends: list[int] = []
+    original = torch.autograd.backward
+    watch = BackwardWatch(ends.append, lambda: len(ends))
+    watch.install()
+    try:
+        nn.functional.cross_entropy(model(x), y).backward()
+        torch.autograd.backward(nn.functional.cross_entropy(model(x), y))
+        torch.autograd.grad(model(x).sum(), list(model.parameters()))  # not an iteration
+    finally:
+        watch.uninstall()
+    assert watch.calls == 2 and ends == [0, 1]
+    assert torch.autograd.backward is original
+
+
+def test_backward_becomes_the_step_source_only_without_an_optimizer(monkeypatch):
+    monkeypatch.setattr(steps_mod, "BACKWARD_DECIDE_CALLS", 5)
+    told: list[int] = []
+    steps = StepCollector(CPU, told.append)
+    late: list[int] = []
+    steps.on_late_steps = late.append
+    # four backwards: kept aside, no step yet
+    for _ in range(4):
+        steps._backward_ended(steps.now_ns())
+    assert steps.steps_done == 0 and steps.source is None
+    # the fifth decides: all five are steps, the timeline hears of the last one only
+    steps._backward_ended(steps.now_ns())
+    assert steps.steps_done == 5 and steps.source == "backward"
+    assert told == [4] and late == [4]
+    # later backwards mark steps live
+    steps._backward_ended(steps.now_ns())
+    assert steps.steps_done == 6 and told == [4, 5]
+    rec = steps.record()
+    assert rec["sources"] == ["backward"] * 6
+    assert rec["rss_bytes"][:4] == [None] * 4 and rec["rss_bytes"][4] is not None
+    rows = steps_from_record({**rec, "windows": []}, 0)
+    assert rows["source"] == ["backward"] * 6
+
+
+def test_accumulated_backwards_are_micro_batches_when_an_optimizer_steps(monkeypatch):
+    monkeypatch.setattr(steps_mod, "BACKWARD_DECIDE_CALLS", 5)
+    steps = StepCollector(CPU, lambda step: None)
+
+    class Opt:
+        pass
+
+    opt = Opt()
+    for _ in range(3):  # three optimizer steps of four micro-batches each
+        for _ in range(4):
+            steps._backward_ended(steps.now_ns())
+        steps._optimizer_stepped(opt, (), {})
+    assert steps.steps_done == 3 and steps.source == "optimizer"
+    steps.settle()
+    assert steps.steps_done == 3
+    assert steps.record()["sources"] == ["optimizer"] * 3
+
+
+def test_a_short_loop_without_optimizer_gets_its_steps_at_exit():
+    told: list[int] = []
+    steps = StepCollector(CPU, told.append)
+    for _ in range(3):
+        steps._backward_ended(steps.now_ns())
+    steps.settle()
+    assert steps.steps_done == 3 and steps.source == "backward"
+    assert told == []  # at exit the timeline keeps its whole-run capture
+
+
+def test_manual_steps_override_backward():
+    steps = StepCollector(CPU, lambda step: None)
+    steps._backward_ended(steps.now_ns())
+    steps.manual_step()
+    steps._backward_ended(steps.now_ns())
+    steps.settle()
+    assert steps.steps_done == 1 and steps.record()["sources"] == ["manual"]
+
+
+def test_compile_time_is_charged_to_the_steps_it_fell_in():
+    rec = {"used": True, "intervals": [[5, 25], [40, 41]], "total_ns": 21}
+    assert compile_per_step([0, 10, 30], [10, 30, 50], rec) == [5, 15, 1]
+    assert compile_per_step([0], [10], None) == [None]
+    assert compile_meta(rec) == {"used": True, "compilations": 2, "total_s": 0.0,
+                                 "module_hooks": "off"}
+    assert compile_meta({"used": False, "intervals": []}) is None
+
+
+def test_compile_watch_detects_torch_compile_before_the_first_compiled_call():
+    detected: list[bool] = []
+    durations: list[int] = []
+    clock = iter(range(0, 10**12, 10**6))
+    watch = CompileWatch(lambda: next(clock), lambda: detected.append(True), durations.append)
+    original = torch.compile
+    watch.install()
+    try:
+        assert torch.compile is not original
+        compiled = torch.compile(nn.Linear(2, 2))  # wraps; compiles nothing yet
+        assert detected == [True]
+        assert watch.record()["used"] is True
+        assert callable(compiled)
+    finally:
+        watch.uninstall()
+    assert torch.compile is original
+
+
+def test_compile_time_does_not_count_against_the_capture_cap(tmp_path):
+    import time
+
+    from dsprof.collectors.timeline import TimelineCollector
+    from dsprof.settings import Settings
+
+    # GIVEN the bootstrap capture with a 0.2 s cap, module hooks off as under torch.compile
+    tl = TimelineCollector(Settings.load(env={}, max_capture_s=0.2), CPU, tmp_path)
+    tl.start()
+    tl.disable_module_hooks()
+    assert tl._cap_hook is None and not tl.annotator.installed
+    try:
+        # WHEN 0.3 s pass, 10 s of them compiling
+        tl.extend_deadline(10 * 10**9)
+        time.sleep(0.3)
+        tl.poll_cap()
+        # THEN the capture goes on
+        assert tl.windows == []
+        # and without the compile it is capped at the next backward()
+        tl.extend_deadline(-10 * 10**9)
+        tl.poll_cap()
+        assert [w.capped for w in tl.windows] == [True]
+    finally:
+        tl.finish()
+
+
+def test_restarted_schedule_opens_a_window_after_late_steps(tmp_path):
+    from dsprof.collectors.timeline import TimelineCollector
+    from dsprof.settings import Settings
+
+    tl = TimelineCollector(Settings.load(env={}, wait=1, warmup=1, active=1), CPU, tmp_path)
+    tl.start()
+    # steps 0..63 were found after the fact (backward() became the source at step 63)
+    tl.restart_schedule(63)
+    for step in (63, 64, 65, 66):
+        tl.on_boundary(step)
+    tl.finish()
+    assert [(w.kind, w.steps) for w in tl.windows] == [("window", [66])]
