@@ -182,6 +182,40 @@ def _sdpa_dims(dims: list[Any]) -> tuple[int, int, int, int, int] | None:
     return b * h, lq, s, e, ev
 
 
+def _rnn_tokens(x: Any) -> int | None:
+    # [T, B, in] / [B, T, in]: T*B either way; a packed sequence is [sum of lengths, in]
+    if isinstance(x, list) and len(x) == 3:
+        return x[0] * x[1]
+    if isinstance(x, list) and len(x) == 2:
+        return x[0]
+    return None
+
+
+def _cudnn_rnn(dims: list[Any], _c: list[Any]) -> int | None:
+    # aten::_cudnn_rnn(input, weight[], weight_stride0, weight_buf, hx, cx, mode, ...): every
+    # 2-d weight (w_ih, w_hh, w_hr of each layer and direction) multiplies every token once
+    tokens = _rnn_tokens(dims[0])
+    weights = dims[1]
+    if tokens is None or not isinstance(weights, list):
+        return None
+    macs = sum(w[0] * w[1] for w in weights if isinstance(w, list) and len(w) == 2)
+    return 2 * tokens * macs if macs else None
+
+
+def _cudnn_rnn_backward(dims: list[Any], concrete: list[Any]) -> int | None:
+    # same leading inputs as the forward; output_mask (last) = (input, hx, cx, weight): the
+    # input and weight gradients each cost one forward
+    fwd = _cudnn_rnn(dims, concrete)
+    if fwd is None:
+        return None
+    mask = concrete[-1] if concrete else None
+    if isinstance(mask, str) and mask.startswith("["):
+        flags = [v.strip().lower() == "true" for v in mask.strip("[]").split(",")]
+        if len(flags) == 4:
+            return fwd * (flags[0] + flags[3])
+    return 2 * fwd
+
+
 def _bshd(dims: list[Any]) -> list[Any]:
     """q, k, v recorded as [batch, seq, heads, dim] (``_flash_attention_forward`` and
     ``_efficient_attention_forward``) -> [batch, heads, seq, dim]."""
@@ -226,6 +260,8 @@ FORMULAS: dict[str, Callable[[list[Any], list[Any]], int | None]] = {
     "aten::mkldnn_convolution": _mkldnn_convolution,
     "aten::mkldnn_rnn_layer": _rnn_layer,
     "aten::mkldnn_rnn_layer_backward": _rnn_layer_backward,
+    "aten::_cudnn_rnn": _cudnn_rnn,
+    "aten::_cudnn_rnn_backward": _cudnn_rnn_backward,
     "aten::_scaled_dot_product_flash_attention": _sdpa,
     "aten::_scaled_dot_product_flash_attention_for_cpu": _sdpa,
     "aten::_scaled_dot_product_efficient_attention": _sdpa,

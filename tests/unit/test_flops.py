@@ -122,3 +122,29 @@ def test_unexpected_dims_give_none(dims):
     for name in ("aten::mm", "aten::bmm", "aten::mkldnn_rnn_layer",
                  "aten::_scaled_dot_product_flash_attention_for_cpu"):
         assert op_flops(name, args(dims)) is None
+
+
+def _lstm_reference(bidirectional: bool) -> tuple[int, list]:
+    """FLOPs of a 2-layer LSTM forward (the CPU recording, checked against FlopCounterMode in
+    test_flops_recorded) and its weight shapes in the order cuDNN takes them."""
+    from tests.corpus.reference import reference_flops
+
+    lstm = torch.nn.LSTM(8, 16, num_layers=2, bidirectional=bidirectional)
+    x = torch.randn(5, 3, 8)
+    with torch.no_grad():
+        flops = reference_flops(lambda: lstm(x))
+    return flops, [list(p.shape) for p in lstm._flat_weights]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_cudnn_rnn_counts_every_weight_matmul(bidirectional):
+    expected, weights = _lstm_reference(bidirectional)
+    dirs = 2 if bidirectional else 1
+    # aten::_cudnn_rnn(input, weight[], weight_stride0, weight_buf, hx, cx, mode, hidden_size,
+    #                  proj_size, num_layers, batch_first, dropout, train, bidirectional, ...)
+    dims = [[5, 3, 8], weights, [], [], [2 * dirs, 3, 16], [2 * dirs, 3, 16]] + [[]] * 10
+    assert op_flops("aten::_cudnn_rnn", args(dims)) == expected
+    mask = ["", "", "", "", "", "", "", "", "", "", "[True, True, True, True]"]
+    assert op_flops("aten::_cudnn_rnn_backward", args(dims, mask)) == 2 * expected
+    mask[-1] = "[False, False, False, True]"  # weight gradient only (the input needs none)
+    assert op_flops("aten::_cudnn_rnn_backward", args(dims, mask)) == expected
