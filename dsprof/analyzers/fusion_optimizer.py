@@ -96,12 +96,11 @@ class OptimizerFusionAnalyzer(Analyzer):
             n_ops = sum(r[6] for r in rows) / steps
             rank0 = rows[0][0]
             pbytes, n_tensors = params.get(rank0, (0, 0))
-            if n_tensors and n_ops <= 2 * n_tensors:
-                # At most two ops per parameter (plain SGD: one add_ each): the loop already
-                # streams every byte once, as a fused kernel would; only launches can go, and
-                # on CPU torch's fused SGD measured slower than this loop (benchmarks/advice.py).
-                if (n_ops - 1) * overhead < MIN_SAVING_S:
-                    continue
+            # At most two ops per parameter (plain SGD: one add_ each): the loop already
+            # streams every byte once, as a fused kernel would; only launches can go, and
+            # on CPU torch's fused SGD measured slower than this loop (benchmarks/advice.py).
+            if n_tensors and n_ops <= 2 * n_tensors and (n_ops - 1) * overhead < MIN_SAVING_S:
+                continue
             finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
                                     bw_source, overhead)
             if finding is not None:
