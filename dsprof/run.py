@@ -218,11 +218,12 @@ def load(path: str | os.PathLike[str], *, ingest: bool = True) -> Run:
         with ingest_lock(rundir):
             meta = rundir.read_meta()  # another command may have ingested it while we waited
             if not meta.get("ingested"):
-                from dsprof.ingest.pipeline import ingest_run
+                from dsprof.ingest.pipeline import ingest_notes, ingest_run
 
                 results = ingest_run(rundir)
                 meta = rundir.update_meta(ingested=True,
-                                          events=sum(r.events for r in results))
+                                          events=sum(r.events for r in results),
+                                          ingest_notes=ingest_notes(results))
     if not rundir.tables():
         raise RunDirError(f"{rundir.path} holds no data (no tables and nothing in raw/); "
                           "the run collected nothing: run it again, or import its traces")

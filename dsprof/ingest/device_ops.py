@@ -9,6 +9,7 @@ kernel's own start time when the trace has no launch events.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -52,7 +53,11 @@ def kernel_kind(kind: str, name: str) -> str:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) else (int(value) if isinstance(value, float) else None)
+    """An int from a trace value (floats truncated); None for anything else, a non-finite float
+    included."""
+    if type(value) is float:
+        return int(value) if math.isfinite(value) else None
+    return value if type(value) is int else None
 
 
 def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -> dict[str, Any]:
@@ -109,7 +114,8 @@ def build_memory(mem: MemoryEvents, ops: HostOps, *, base_ns: int, rank: int) ->
     op_id = ops.columns["id"][np.maximum(op_row, 0)] if ops.n else op_row
     args = mem.args
 
-    keys = list(zip([a.device_type for a in args], [a.device_id for a in args]))
+    # device keys as ints (None for anything else): a list or a dict there is data, not a key
+    keys = list(zip([_int(a.device_type) for a in args], [_int(a.device_id) for a in args]))
     names = {key: _device_name(*key) for key in set(keys)}
     nbytes = int_column([a.mem_bytes for a in args], floats=True).fill_null(0)
     alloc = (nbytes.to_numpy() >= 0).astype(np.int64)

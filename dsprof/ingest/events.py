@@ -10,6 +10,7 @@ look-up and one append per event); each column is then one comprehension over a 
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -160,18 +161,22 @@ def dur_ns(values: list[float]) -> np.ndarray:
 
 
 _tid_cache: dict[Any, int] = {}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def thread_id(tid: Any) -> int:
-    """Integer thread id; numeric strings are parsed, other strings hashed (stable)."""
+    """Integer thread id; numeric strings are parsed, other strings (and any value that is no
+    int64) hashed (stable)."""
     cached = _tid_cache.get(tid)
     if cached is not None:
         return cached
-    if isinstance(tid, int):
+    value = None
+    if type(tid) is int:
         value = tid
-    elif isinstance(tid, str) and tid.lstrip("-").isdigit() or isinstance(tid, float):
+    elif (isinstance(tid, str) and tid.lstrip("-").isdigit()) or \
+            (type(tid) is float and math.isfinite(tid)):
         value = int(tid)
-    else:
+    if value is None or not _INT64_MIN <= value <= _INT64_MAX:
         value = zlib.crc32(str(tid).encode())
     _tid_cache[tid] = value
     return value
@@ -179,6 +184,9 @@ def thread_id(tid: Any) -> int:
 
 def thread_ids(tids: list[Any]) -> np.ndarray:
     """:func:`thread_id` of each element, computed once per distinct value."""
+    if not set(map(type, tids)) <= {int, str, float, type(None)}:
+        # a list or an object as a thread id: data, so its text names the thread
+        tids = [t if isinstance(t, (int, str, float)) or t is None else str(t) for t in tids]
     ids = {t: thread_id(t) for t in set(tids)}
     return np.fromiter(map(ids.__getitem__, tids), np.int64, len(tids))
 
@@ -190,15 +198,24 @@ _NUMBER_OR_NONE = {int, float, type(None)}
 def int_column(values: list[Any], *, floats: bool = False) -> pa.Int64Array:
     """Nullable int64 column: ints kept, anything else null (``floats``: floats truncated).
 
-    The common case, a list of ints and Nones, goes to Arrow as it is, converted in C.
+    The common case, a list of ints and Nones, goes to Arrow as it is, converted in C. A value
+    that is no int64 (a bool, an int past 64 bits, an infinite float) is null for that event,
+    never an error for the whole trace.
     """
-    if not set(map(type, values)) <= _INT_OR_NONE:
-        if floats:
-            values = [v if isinstance(v, int) else int(v) if isinstance(v, float) else None
-                      for v in values]
-        else:
-            values = [v if isinstance(v, int) else None for v in values]
-    return pa.array(values, pa.int64())
+    if set(map(type, values)) <= _INT_OR_NONE:
+        try:
+            return pa.array(values, pa.int64())
+        except OverflowError:
+            pass
+    return pa.array([_int64(v, floats) for v in values], pa.int64())
+
+
+def _int64(value: Any, floats: bool) -> int | None:
+    if type(value) is float and floats and math.isfinite(value):
+        value = int(value)
+    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    return None
 
 
 def float_column(values: list[Any]) -> pa.DoubleArray:

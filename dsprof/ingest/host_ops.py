@@ -76,6 +76,8 @@ class HostOps:
     corr_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     cat_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     cats: list[str] = field(default_factory=list, repr=False)  # cat_code -> cat
+    # ops whose FLOPs could not be computed, by op name (counted in meta.json's notes)
+    flops_unknown: dict[str, int] = field(default_factory=dict)
 
     def launch_rows(self, cats: set[str], corr: np.ndarray, corr_ok: np.ndarray) -> np.ndarray:
         """Row of the op among ``cats`` with each correlation id (the last one if several
@@ -331,21 +333,7 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
                 value[look] = np.where(fwd_seq[pos] == s, fwd_module[pos], -1)
             module[r] = value
 
-    # FLOPs, then drop those under an ancestor that already counts them.
-    flops = np.zeros(n, np.int64)
-    flops_ok = np.zeros(n, bool)
-    counted = [i for i, nm in enumerate(names) if nm in FORMULAS]
-    if counted:
-        for i in np.flatnonzero(np.isin(name_code, counted)).tolist():
-            value = op_flops(names[name_code[i]], args[order[i]])
-            if value is not None:
-                flops[i], flops_ok[i] = value, True
-        if flops_ok.any():
-            under = np.zeros(n, bool)  # some ancestor has FLOPs
-            for rows in levels[1:]:
-                p = parent[rows]
-                under[rows] = (p >= 0) & (under[p] | flops_ok[p])
-            flops_ok &= ~under
+    flops, flops_ok, flops_unknown = _flops(names, name_code, args, order, parent, levels)
 
     step_rows = np.flatnonzero(is_cat("user_annotation") & np.array(
         [bool(STEP_NAME.match(nm)) for nm in names] + [False], bool)[name_code])
@@ -374,7 +362,47 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         "correlation": corr_col,
         "seq": seq_col,
     }
-    return HostOps(columns, n, step_spans, parent, end, corr, corr_ok, cat_code, cats)
+    return HostOps(columns, n, step_spans, parent, end, corr, corr_ok, cat_code, cats,
+                   flops_unknown)
+
+
+def _flops(names: list[str], name_code: np.ndarray, args: list[Args], order: np.ndarray,
+           parent: np.ndarray, levels: list[np.ndarray]
+           ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """FLOPs per row (and whether known), counted once per computation: a row under an
+    ancestor that has FLOPs keeps none (``aten::convolution`` over ``mkldnn_convolution``).
+    Also the ops FLOPs are unknown for, by name: the outermost op with a formula that gave
+    nothing, when no ancestor or descendant counted the computation either (a GPU conv
+    without Concrete Inputs, a layout no formula knows)."""
+    n = len(name_code)
+    flops = np.zeros(n, np.int64)
+    flops_ok = np.zeros(n, bool)
+    counted = [i for i, nm in enumerate(names) if nm in FORMULAS]
+    if not counted:
+        return flops, flops_ok, {}
+    tried = np.flatnonzero(np.isin(name_code, counted))
+    for i in tried.tolist():
+        value = op_flops(names[name_code[i]], args[order[i]])
+        if value is not None:
+            flops[i], flops_ok[i] = value, True
+    is_tried = np.zeros(n, bool)
+    is_tried[tried] = True
+    under = np.zeros(n, bool)  # some ancestor has FLOPs
+    under_tried = np.zeros(n, bool)  # some ancestor has a formula (one computation, one note)
+    for rows in levels[1:]:
+        p = parent[rows]
+        under[rows] = (p >= 0) & (under[p] | flops_ok[p])
+        under_tried[rows] = (p >= 0) & (under_tried[p] | is_tried[p])
+    above = np.zeros(n, bool)  # some descendant has FLOPs
+    for rows in reversed(levels[1:]):
+        up = parent[rows[flops_ok[rows] | above[rows]]]
+        above[up[up >= 0]] = True
+    failed = tried[~flops_ok[tried] & ~under[tried] & ~above[tried] & ~under_tried[tried]]
+    unknown: dict[str, int] = {}
+    for code, count in zip(*np.unique(name_code[failed], return_counts=True)):
+        unknown[names[int(code)]] = int(count)
+    flops_ok &= ~under
+    return flops, flops_ok, unknown
 
 
 def _text_column(raws: list[Raw], order: np.ndarray) -> np.ndarray:

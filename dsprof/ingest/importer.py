@@ -22,7 +22,13 @@ import orjson
 
 from dsprof._version import __version__
 from dsprof.errors import TraceFormatError
-from dsprof.ingest.pipeline import TRACE_SUFFIXES, RankResult, ingest_run, is_trace_file
+from dsprof.ingest.pipeline import (
+    TRACE_SUFFIXES,
+    RankResult,
+    ingest_notes,
+    ingest_run,
+    is_trace_file,
+)
 from dsprof.ingest.trace_file import GZIP_MAGIC
 from dsprof.rundir import RunDir
 
@@ -193,6 +199,7 @@ def import_traces(paths: list[Path], run_path: Path,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "ingested": True,
         "events": sum(r.events for r in results),
+        "ingest_notes": ingest_notes(results),
         "rows": {t: sum(r.rows.get(t, 0) for r in results)
                  for t in ("ops", "kernels", "memory", "steps")},
         "clock": {"kind": "trace_epoch_ns", "rank_offsets_ns": {str(r): 0 for r in ranks.values()}},

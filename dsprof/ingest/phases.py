@@ -26,9 +26,11 @@ def module_paths(host: HostEvents) -> dict[int, str]:
     for i, (cat, name, args) in enumerate(zip(host.cat, host.name, host.args)):
         if cat != "python_function":
             continue
-        pid = args.python_id
+        # ids are ints; any other value links nothing (a module then is named on its own)
+        pid = args.python_id if type(args.python_id) is int else ("row", i)
+        parent = args.python_parent_id if type(args.python_parent_id) is int else None
         is_module = name.startswith(MODULE_PREFIX)
-        by_pid[pid] = (args.python_parent_id, name[len(MODULE_PREFIX):] if is_module else None)
+        by_pid[pid] = (parent, name[len(MODULE_PREFIX):] if is_module else None)
         if is_module:
             module_rows.append((i, pid))
     cache: dict[Any, str] = {}

@@ -89,6 +89,25 @@ class RankResult:
     rows: dict[str, int] = field(default_factory=dict)
     trace_meta: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    # ops whose FLOPs could not be derived, by op name (see ingest_notes)
+    flops_unknown: dict[str, int] = field(default_factory=dict)
+
+
+def ingest_notes(results: list[RankResult]) -> dict[str, Any]:
+    """What ingest could not derive, for meta.json's ``ingest_notes`` (``dsprof summary``
+    prints it): a per-event derivation that fails gives a null for that event and is counted
+    here, it never fails the ingest. Logs one line when there is something to say."""
+    unknown: dict[str, int] = {}
+    for res in results:
+        for name, count in res.flops_unknown.items():
+            unknown[name] = unknown.get(name, 0) + count
+    if not unknown:
+        return {}
+    n = sum(unknown.values())
+    logger.info("FLOPs unknown for %d ops of %d kinds (%s): their input shapes or arguments "
+                "were not recorded in a layout the formulas know", n, len(unknown),
+                ", ".join(f"{k} x{v}" for k, v in sorted(unknown.items(), key=lambda kv: -kv[1])))
+    return {"flops_unknown": {"ops": n, "kinds": dict(sorted(unknown.items()))}}
 
 
 def ingest_run(run: RunDir, progress: Callable[[int, Path], None] | None = None) -> list[RankResult]:
@@ -262,6 +281,8 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
                         dist_info=doc.doc.distributedInfo)
     for key, count in parsed.skipped.items():
         res.skipped[key] = res.skipped.get(key, 0) + count
+    for key, count in ops.flops_unknown.items():
+        res.flops_unknown[key] = res.flops_unknown.get(key, 0) + count
     meta = doc.metadata
     if not res.trace_meta:
         res.trace_meta = {k: meta[k] for k in ("deviceProperties", "distributedInfo",

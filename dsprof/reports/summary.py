@@ -97,6 +97,20 @@ class RunSummary:
         return asdict(self)
 
 
+def ingest_notes_text(meta: dict[str, Any]) -> list[str]:
+    """meta.json's ``ingest_notes`` (what ingest could not derive per event) as sentences."""
+    unknown = (meta.get("ingest_notes") or {}).get("flops_unknown") or {}
+    kinds = unknown.get("kinds") or {}
+    if not isinstance(kinds, dict) or not kinds:
+        return []
+    top = sorted(kinds.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))[:3]
+    return [f"FLOPs unknown for {int(unknown.get('ops', 0))} ops of {len(kinds)} kinds ("
+            + ", ".join(f"{name} x{count}" for name, count in top)
+            + (", ..." if len(kinds) > 3 else "")
+            + "): the trace has no shapes for them (record_shapes=False) or arguments in a "
+              "layout dsprof does not know; FLOP totals leave them out"]
+
+
 def summarize(run: Run, top: int = 15) -> RunSummary:
     notes: list[str] = []
     facts = _facts(run)
@@ -127,6 +141,7 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
     for rank, why in sorted((run.meta.get("rank_failures") or {}).items(),
                             key=lambda kv: int(kv[0])):
         notes.append(f"partial run: rank {rank} {why}")
+    notes.extend(ingest_notes_text(run.meta))
     profiled = _profiled_step_count(run)
     phases, profiled_ms = _phase_times(run)
     kt, kt_hta, temporal = [], [], []

@@ -13,7 +13,12 @@ from dsprof.analyzers.tensor_cores import TensorCoreAnalyzer
 from dsprof.devices import lookup, math_mode
 from dsprof.ingest.importer import import_traces
 from dsprof.metrics.gpu import attribution as ga
-from dsprof.metrics.gpu.tc_eligibility import REASON_TF32_OFF, REASON_UNALIGNED, verdicts
+from dsprof.metrics.gpu.tc_eligibility import (
+    REASON_TF32_OFF,
+    REASON_UNALIGNED,
+    alignment_dims,
+    verdicts,
+)
 from dsprof.rundir import RunDir
 from dsprof.schema import KERNELS, OPS, STEPS
 from tests.conftest import trace_dir
@@ -164,3 +169,21 @@ def test_launch_bound_fires_on_the_a100_trace_only(tmp_path):
     assert "torch.compile" in f.fix and "CUDAGraph" in f.fix
     # the V100 ResNet keeps 800 launches queued: GPU-bound, nothing to recover
     assert found["hta_v100_1rank"] == []
+
+
+@pytest.mark.parametrize("name, dims, expected", [
+    # recorded by torch 2.13 for Conv2d(4, 8, 3, stride=2, groups=2) on a batch of 2
+    ("aten::convolution", [[2, 4, 9, 9], [8, 2, 3, 3], [8]], {"C_in": 4, "C_out": 8}),
+    ("aten::convolution_backward", [[2, 8, 4, 4], [2, 4, 9, 9], [8, 2, 3, 3]],
+     {"C_in": 4, "C_out": 8}),
+    # tb_plugin's ResNet50 V100 trace (2021): (input, grad_out, weight)
+    ("aten::cudnn_convolution_backward", [[32, 512, 7, 7], [32, 2048, 7, 7],
+                                          [2048, 512, 1, 1]], {"C_in": 512, "C_out": 2048}),
+    ("aten::cudnn_convolution_backward_input", [[], [32, 2048, 7, 7], [2048, 512, 1, 1]],
+     {"C_in": 512, "C_out": 2048}),
+    ("aten::cudnn_convolution_backward_weight", [[], [32, 2048, 7, 7], [32, 512, 7, 7]],
+     {"C_in": 512, "C_out": 2048}),
+])
+def test_conv_alignment_dims_read_each_ops_own_layout(name, dims, expected):
+    # the batch size (2, 32) is never taken for a channel count
+    assert alignment_dims(name, dims) == expected

@@ -190,3 +190,24 @@ def test_many_ranks_ingest_in_worker_processes(tmp_path, monkeypatch):
             q = f"SELECT * FROM {table} ORDER BY ALL"
             assert a.arrow(q).equals(b.arrow(q)), table
     assert sorted(r.rank for r in results) == [0, 1]
+
+
+@pytest.mark.skipif(not TRACE_FILES, reason="../shared/traces is absent")
+def test_gpu_convs_without_concrete_inputs_are_counted_as_unknown(imported):
+    # GIVEN tb_plugin's ResNet50 V100 trace: shapes but no Concrete Inputs (2021), so the
+    # stride of its cudnn convolutions is unknown
+    path = next((p for p in TRACE_FILES if p.parent.name == "kineto_resnet50_v100_mem"), None)
+    if path is None:
+        pytest.skip("kineto_resnet50_v100_mem is absent")
+    # WHEN imported
+    with load(imported[path]) as run:
+        unknown = run.meta["ingest_notes"]["flops_unknown"]
+        gemm = run.sql("SELECT count(*), min(flops) FROM ops WHERE name = 'aten::addmm'")[0]
+        conv_flops = run.sql("SELECT count(flops) FROM ops WHERE name LIKE '%conv%'")[0][0]
+    # THEN the GEMMs have FLOPs, each conv (outermost op with a formula) is one unknown op,
+    # and no conv got a guessed number
+    assert gemm[0] > 0 and gemm[1] == 2 * 32 * 2048 * 1000
+    assert conv_flops == 0
+    assert set(unknown["kinds"]) == {"aten::convolution", "aten::cudnn_convolution_backward"}
+    assert unknown["kinds"]["aten::convolution"] == unknown["kinds"][
+        "aten::cudnn_convolution_backward"] > 0

@@ -85,11 +85,35 @@ def alignment_dims(name: str, shapes: Any) -> dict[str, int]:
         return mk(dims[1], dims[2])
     if short == "linear" and len(dims) >= 2 and len(dims[0]) >= 1 and len(dims[1]) == 2:
         return {"M": int(_prod(dims[0][:-1])), "K": dims[0][-1], "N": dims[1][0]}
+    if "conv" in short and "backward" in short:
+        return _conv_backward_channels(short, dims)
     if "conv" in short and len(dims) >= 2 and len(dims[0]) >= 3 and len(dims[1]) >= 3:
         return {"C_in": dims[0][1], "C_out": dims[1][0]}
     if "attention" in short and dims and len(dims[0]) >= 1:
         return {"head_dim": dims[0][-1]}
     return {}
+
+
+def _conv_backward_channels(short: str, dims: list[Any]) -> dict[str, int]:
+    """C_in, C_out of a conv backward op, from the tensors where its own signature puts them
+    (its first input is grad_out or a size, not the conv's input: reading it as the forward's
+    input took the batch size for C_out)."""
+    def shape(i: int) -> list[Any]:
+        return dims[i] if len(dims) > i and isinstance(dims[i], list) else []
+
+    if short == "convolution_backward":  # (grad_out, input, weight, ...)
+        x, w = shape(1), shape(2)
+    elif short == "cudnn_convolution_backward":  # (input, grad_out, weight, ...)
+        x, w = shape(0), shape(2)
+    elif short == "cudnn_convolution_backward_input":  # (input_size, grad_out, weight, ...)
+        w = shape(2)
+        return {"C_in": w[1], "C_out": w[0]} if len(w) >= 3 else {}
+    elif short == "cudnn_convolution_backward_weight":  # (weight_size, grad_out, input, ...)
+        g, x = shape(1), shape(2)
+        return {"C_in": x[1], "C_out": g[1]} if len(g) >= 3 and len(x) >= 3 else {}
+    else:
+        return {}
+    return {"C_in": x[1], "C_out": w[0]} if len(x) >= 3 and len(w) >= 3 else {}
 
 
 def _prod(values: list[int]) -> int:
