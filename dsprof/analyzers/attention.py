@@ -236,7 +236,9 @@ class AttentionAnalyzer(Analyzer):
                       "instances": len(items)}))
         if sdpa:
             modules = sorted({m for _, m in sdpa if m})
-            where = ", ".join(fold_indices(m) for m in modules[:3]) or "the model"
+            # blocks.0.attn and blocks.1.attn fold to one name: list each name once
+            folded = list(dict.fromkeys(fold_indices(m) for m in modules))
+            where = ", ".join(folded[:3]) or "the model"
             out.append(Finding(
                 analyzer=self.name, kind="attention.sdpa", key="sdpa",
                 title=f"Attention in {where} already uses scaled_dot_product_attention",
