@@ -17,11 +17,11 @@ import orjson
 import pytest
 import torch
 import torch.nn.functional as F
-from dsprof.analyzers.breakdown import summarize
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from dsprof.ingest.importer import import_traces
+from dsprof.reports.summary import summarize
 from dsprof.run import load
 from tests.corpus.reference import reference_flops
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import orjson
 import pytest
 import torch
-from dsprof.analyzers.breakdown import summarize
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from dsprof.ingest.importer import import_traces
+from dsprof.reports.summary import summarize
 from dsprof.run import load
 from tests.conftest import TRACES
 
