@@ -147,8 +147,10 @@ STEPS = Table(
                "why dsprof slowed this step, so it is never evidence of the program's speed: "
                "setup (step 0), first_call (step 1: first calls, compiling), window (recorded "
                "by the profiler), warmup (the profiler's warm-up), trace_write (the step after "
-               "a window, which writes its trace), debug_trace / anomaly_check (every step of "
-               "a DS_LOG_LEVEL=DEBUG or --detect-anomaly run); null: a steady step"),
+               "a window, which writes its trace), capture (no optimizer: recorded by the "
+               "whole-run capture before backward() became the step source), debug_trace / "
+               "anomaly_check (every step of a DS_LOG_LEVEL=DEBUG or --detect-anomaly run); "
+               "null: a steady step"),
     ),
 )
 

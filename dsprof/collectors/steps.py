@@ -75,7 +75,14 @@ class StepCollector:
         self.after_backward: Callable[[], None] | None = None
         # told the last step found after the fact, before its boundary is announced
         self.on_late_steps: Callable[[int], None] | None = None
+        # the step whose end made backward() the step source while the script ran: until the
+        # step after it, the timeline's whole-run capture was recording (dsprof's own cost)
+        self.decided_step: int | None = None
         self._leader: weakref.ref[Any] | None = None
+        # several optimizers: the last other one to step after the leader, and whether the
+        # boundaries were handed to it (once: the order of an iteration's updates is fixed)
+        self._other: weakref.ref[Any] | None = None
+        self._handed_over = False
         self._hook: Any = None
         self._process = psutil.Process()
         # GradScaler, per step number: (loss scale after update, optimizer step skipped)
@@ -141,6 +148,7 @@ class StepCollector:
         self._record_boundary("backward", end_ns, cpu, sample=live)
         if live:
             last = len(self.boundaries_ns) - 1
+            self.decided_step = last
             if self.on_late_steps is not None:
                 self.on_late_steps(last)
             self.on_boundary(last)
@@ -152,11 +160,27 @@ class StepCollector:
         # (steps then come from backward(), or from dsprof.step()).
         if torch.compiler.is_compiling() or self.source == "manual":
             return
-        if self._leader is None or self._leader() is None:
+        leader = self._leader() if self._leader is not None else None
+        if leader is None:
             self._leader = weakref.ref(optimizer)
+            self._other = None
             logger.debug("step collector: %s marks the step boundaries", type(optimizer).__name__)
-        elif self._leader() is not optimizer:
+        elif leader is not optimizer:
+            # another optimizer of the same loop (a GAN's generator, a second optimizer over
+            # other parameters): remember the last one to step after the leader
+            self._other = weakref.ref(optimizer)
             return
+        elif self._other is not None and not self._handed_over:
+            # the leader steps again after another optimizer did: an iteration ends with the
+            # last optimizer to step, so from here on that one marks the boundaries, and a step
+            # is one whole iteration (a window then holds each forward with its backward). No
+            # boundary now: this step ends at the new leader's next step (step 1, first calls).
+            other = self._other()
+            if other is not None:
+                self._leader, self._handed_over = self._other, True
+                logger.debug("step collector: %s marks the step boundaries (it steps last)",
+                             type(other).__name__)
+                return
         if self.source == "backward":
             logger.info("an optimizer stepped: step boundaries now come from it, "
                         "not from backward()")
@@ -237,6 +261,7 @@ class StepCollector:
             "source": self.source or "none",
             "sources": self.sources,
             "backward_calls": self.backward.calls,
+            "decided_step": self.decided_step,
             "closure_steps": self.closures.closures,
             "start_ns": self.start_ns,
             "boundaries_ns": self.boundaries_ns,

@@ -44,8 +44,14 @@ def profiler_warmup(settings: Mapping[str, Any]) -> int:
 
 
 def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
-                      settings: Mapping[str, Any], env: Mapping[str, str]) -> list[str | None]:
-    """The ``disturbed`` value of each of a ``dsprof run``'s ``n`` steps."""
+                      settings: Mapping[str, Any], env: Mapping[str, str],
+                      decided_step: int | None = None) -> list[str | None]:
+    """The ``disturbed`` value of each of a ``dsprof run``'s ``n`` steps.
+
+    ``decided_step``: where backward() became the step source while the script ran (no
+    optimizer). Until then no step was known, so the timeline's whole-run capture recorded
+    every step up to it, and the step after it paid for stopping that capture: all "capture".
+    """
     whole = run_disturbance(settings, env)
     if whole:
         return [whole] * n
@@ -58,6 +64,9 @@ def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
 
     for step in range(min(FIRST_STEADY_STEP, n)):
         mark(step, "setup" if step == 0 else "first_call")
+    if decided_step is not None:
+        for step in range(decided_step + 2):
+            mark(step, "capture")
     for w in windows:
         steps = [int(s) for s in w.get("steps") or []]
         if not steps:

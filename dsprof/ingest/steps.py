@@ -100,7 +100,8 @@ def steps_from_record(rec: dict[str, Any], rank: int,
         "compile_ns": compile_per_step(starts, bounds, rec.get("compile")),
         "disturbed_by": disturbed_reasons(n, rec.get("windows", []),
                                        (meta or {}).get("settings") or {},
-                                       (meta or {}).get("env") or {}),
+                                       (meta or {}).get("env") or {},
+                                       rec.get("decided_step")),
     }
 
 

@@ -195,3 +195,31 @@ def test_restarted_schedule_opens_a_window_after_late_steps(tmp_path):
         tl.on_boundary(step)
     tl.finish()
     assert [(w.kind, w.steps) for w in tl.windows] == [("window", [66])]
+
+
+def test_with_two_optimizers_the_one_that_steps_last_ends_the_step():
+    # GIVEN a GAN-style loop: the discriminator's optimizer steps first, then the generator's
+    told: list[int] = []
+    steps = StepCollector(CPU, told.append)
+    d_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    g_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    order = []
+    for i in range(5):
+        steps._optimizer_stepped(d_opt, (), {})
+        order.append(("D", i, steps.steps_done))
+        steps._optimizer_stepped(g_opt, (), {})
+        order.append(("G", i, steps.steps_done))
+    # THEN one step per iteration, and from the second iteration on it ends at the generator's
+    # update (the first boundary, before the order was known, is at the discriminator's)
+    assert steps.steps_done == 5 and told == [0, 1, 2, 3, 4]
+    assert order[:4] == [("D", 0, 1), ("G", 0, 1), ("D", 1, 1), ("G", 1, 2)]
+    assert [n for who, _, n in order[4:] if who == "G"] == [3, 4, 5]
+    assert [n for who, _, n in order[4:] if who == "D"] == [2, 3, 4]
+
+
+def test_a_single_optimizer_keeps_every_boundary():
+    steps = StepCollector(CPU, lambda step: None)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(4):
+        steps._optimizer_stepped(opt, (), {})
+    assert steps.steps_done == 4
