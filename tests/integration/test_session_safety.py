@@ -111,7 +111,7 @@ def test_a_forked_child_is_not_the_session_and_dataloader_workers_are_unaffected
     assert res.code == 0, res.stderr
     assert "child status 3" in res.stdout
     assert "loader total 120.0" in res.stdout  # 0 + 1 + ... + 15
-    assert res.stderr.count("more: dsprof summary") == 1, res.stderr
+    assert res.stderr.count("dsprof dashboard ") == 1, res.stderr  # one closing summary
     # AND the run holds the parent's steps only (6 before the fork, 4 batches after)
     m = meta(out)
     assert (m["status"], m["exit_status"], m["steps_recorded"]) == ("finished", 0, 10)
