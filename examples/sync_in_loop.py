@@ -14,24 +14,10 @@ there is a GPU, else cpu; `--device cuda` on a machine without one stops with on
 """
 
 import argparse
-import sys
 
 import torch
+from _device import pick_device
 from torch import nn
-
-
-def pick_device(name: str) -> torch.device:
-    """``torch.device(name)``, or one line and exit 2 when this machine cannot run it."""
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        why = "not a torch device"
-    else:
-        if dev.type != "cuda" or torch.cuda.is_available():
-            return dev
-        why = "no CUDA device here (torch.cuda.is_available() is False); use --device cpu"
-    print(f"sync_in_loop.py: --device {name}: {why}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main() -> None:
@@ -43,7 +29,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     torch.manual_seed(0)
-    dev = pick_device(args.device)
+    dev = pick_device(args.device, "sync_in_loop.py")
     model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x = torch.randn(args.batch_size, 256, device=dev)

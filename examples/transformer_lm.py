@@ -17,12 +17,12 @@ one line (exit status 2).
 
 import argparse
 import math
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
+from _device import pick_device
 from torch import nn
 
 
@@ -134,23 +134,10 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def pick_device(name: str) -> torch.device:
-    """``torch.device(name)``, or one line and exit 2 when this machine cannot run it."""
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        why = "not a torch device"
-    else:
-        if dev.type != "cuda" or torch.cuda.is_available():
-            return dev
-        why = "no CUDA device here (torch.cuda.is_available() is False); use --device cpu"
-    print(f"transformer_lm.py: --device {name}: {why}", file=sys.stderr)
-    sys.exit(2)
-
 
 def main() -> None:
     args = parse_args()
-    dev = pick_device(args.device)
+    dev = pick_device(args.device, "transformer_lm.py")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -39,6 +39,8 @@ from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, p
 from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.memory import MemoryCollector
+from dsprof.collectors.process_facts import default_backend as _backend
+from dsprof.collectors.process_facts import frameworks_loaded
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
@@ -396,24 +398,3 @@ def _save(path: Path, write: Any) -> bool:
         logger.error("could not write %s: %s; the files written before it are kept", path,
                      exc.strerror or exc)
         return False
-
-
-def _backend() -> str | None:
-    """The default process group's backend, if the script has one open now."""
-    dist = sys.modules.get("torch.distributed")
-    try:
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            return str(dist.get_backend())
-    except Exception:  # noqa: BLE001 - a torch without distributed, or a group being torn down
-        return None
-    return None
-
-
-# Training frameworks whose own switches the advice should name (gradient_checkpointing=True,
-# Trainer(precision=...)). Read from sys.modules at exit: observing, never importing.
-_FRAMEWORKS = ("transformers", "lightning", "pytorch_lightning", "accelerate", "deepspeed")
-
-
-def frameworks_loaded() -> list[str]:
-    """The training frameworks the script imported."""
-    return [name for name in _FRAMEWORKS if name in sys.modules]

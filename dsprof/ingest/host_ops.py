@@ -46,6 +46,8 @@ from dsprof.ingest.events import (
     to_ns,
 )
 from dsprof.ingest.flops import FORMULAS, op_flops
+from dsprof.ingest.nesting import levels as depth_levels
+from dsprof.ingest.nesting import nest
 from dsprof.ingest.phases import module_paths, own_phase
 from dsprof.ingest.steps import STEP_NAME
 from dsprof.ingest.trace_schema import Args
@@ -185,72 +187,6 @@ def _correlations(args: list[Args]) -> pa.Int64Array:
                        for a in args])
 
 
-def _nest(start: np.ndarray, end: np.ndarray, skip: np.ndarray,
-          threads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Parent row (-1: none) and depth of each span; rows sorted by (thread, start, -dur).
-
-    This is the classic sweep -- per thread, pop the stack while its top ended at or before
-    this span's start, the top is then the parent, push the span -- computed without the loop.
-    Every earlier span of the thread that ends after ``start[k]`` is still on the stack when
-    ``k`` arrives (it could only have been popped by an earlier, hence smaller, start), and
-    popping stops at the highest of them, so the parent of ``k`` is the last earlier row of
-    its thread whose end is past ``start[k]``. That "last row before k with end > x" query is
-    answered for all rows at once by descending a sparse table of range maxima. Stack
-    neighbours are parent and child, so depth is the length of the parent chain. ``skip``
-    spans (step markers) are never parents and have none.
-    """
-    n = len(start)
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int32)
-    # One barrier row (end = +inf) before each thread's rows stops every search there.
-    first = np.ones(n, bool)
-    first[1:] = threads[1:] != threads[:-1]
-    pos = np.arange(n) + np.cumsum(first)  # row -> position in the extended array
-    big = np.iinfo(np.int64).max
-    ext = np.full(n + int(first.sum()), big, np.int64)
-    ext[pos] = np.where(skip, np.iinfo(np.int64).min, end)
-    # table[l][i] = max(ext[i - 2**l + 1 .. i])
-    table = [ext]
-    width = 1
-    while width * 2 <= len(ext):
-        prev = table[-1]
-        nxt = prev.copy()
-        nxt[width:] = np.maximum(prev[width:], prev[:-width])
-        table.append(nxt)
-        width *= 2
-    # From just before each row, skip back over blocks that all end at or before its start.
-    at = pos - 1
-    for level in range(len(table) - 1, -1, -1):
-        width = 1 << level
-        ok = at - width + 1 >= 0
-        cand = np.flatnonzero(ok)
-        hop = table[level][at[cand]] <= start[cand]
-        at[cand[hop]] -= width
-    row_of = np.full(len(ext), -1, np.int64)  # barrier positions -> -1
-    row_of[pos] = np.arange(n)
-    parent = np.where(skip, -1, row_of[at])
-    # depth by pointer jumping along the parent chain
-    depth = (parent >= 0).astype(np.int64)
-    up = parent.copy()
-    while True:
-        live = np.flatnonzero(up >= 0)
-        if not len(live):
-            break
-        anc = up[live]
-        depth[live] += depth[anc]
-        up[live] = up[anc]
-    return parent, depth.astype(np.int32)
-
-
-def _levels(depth: np.ndarray) -> list[np.ndarray]:
-    """Rows grouped by depth, shallowest first (each group in row order)."""
-    if not len(depth):
-        return []
-    by_depth = np.argsort(depth, kind="stable")
-    bounds = np.cumsum(np.bincount(depth))
-    return np.split(by_depth, bounds[:-1])
-
-
 def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) -> HostOps:
     keep, cat_code, cats, name_code, names = _kept_events(host)
     if keep is None:
@@ -287,12 +223,12 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
     corr, corr_ok = int_values(corr_col)
 
     # Nesting, per thread.
-    parent, depth = _nest(start, end, step_marker, threads)
+    parent, depth = nest(start, end, step_marker, threads)
     has_parent = np.flatnonzero(parent >= 0)
     pp = parent[has_parent]
     child_sum = np.zeros(n, np.int64)
     np.add.at(child_sum, pp, np.minimum(end[has_parent], end[pp]) - start[has_parent])
-    levels = _levels(depth)
+    levels = depth_levels(depth)
 
     # Phase and module, level by level (a parent is always one level above its children).
     own = np.array([_PHASE_CODE[own_phase(nm)] for nm in names] + [0], np.int8)[name_code]

@@ -1,4 +1,4 @@
-"""The vectorized nesting sweep (host_ops._nest) against the plain stack sweep it replaces."""
+"""The vectorized nesting sweep (ingest.nesting.nest) against the plain stack sweep it replaces."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsprof.ingest.host_ops import _nest
+from dsprof.ingest.nesting import nest as _nest
 
 
 def reference(start, end, skip, threads):

@@ -2,7 +2,7 @@
 padding='same', a grouped conv and a 1x1 projection over a raw 1-channel waveform; SGD."""
 
 import torch
-from _loop import main
+from _loop import classifier_step, main
 from torch import nn
 
 
@@ -29,11 +29,7 @@ def make():
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(4, 1, 4000), torch.randint(0, 12, (4,))
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return step
+    return classifier_step(model, opt, x, y)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 channels, stride 1 and 2), squeeze-excite, Hardswish; RMSprop. Built here (no torchvision)."""
 
 import torch
-from _loop import main
+from _loop import classifier_step, main
 from torch import nn
 
 
@@ -59,11 +59,7 @@ def make():
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return step
+    return classifier_step(model, opt, x, y)
 
 
 if __name__ == "__main__":

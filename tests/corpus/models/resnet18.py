@@ -6,7 +6,7 @@ padding != stride (the layout mkldnn_convolution records padding-first).
 """
 
 import torch
-from _loop import main
+from _loop import classifier_step, main
 from torch import nn
 
 
@@ -58,11 +58,7 @@ def make():
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return step
+    return classifier_step(model, opt, x, y)
 
 
 if __name__ == "__main__":

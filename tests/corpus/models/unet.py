@@ -2,7 +2,7 @@
 (kernel 2, stride 2) up, skip connections by concatenation; Adam, per-pixel cross-entropy."""
 
 import torch
-from _loop import main
+from _loop import classifier_step, main
 from torch import nn
 
 
@@ -37,11 +37,7 @@ def make():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return step
+    return classifier_step(model, opt, x, y)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 learned positions, pre-norm blocks with F.scaled_dot_product_attention; AdamW."""
 
 import torch
-from _loop import main
+from _loop import classifier_step, main
 from torch import nn
 
 
@@ -55,11 +55,7 @@ def make():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return step
+    return classifier_step(model, opt, x, y)
 
 
 if __name__ == "__main__":
