@@ -3,6 +3,7 @@ Tensor Core share, peak memory, and the top findings with their savings."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from dash import dcc, html
@@ -13,10 +14,13 @@ from dsprof.dashboard.figures.overview import (
     kernel_type_figure,
     phase_figure,
     samples_figure,
+    step_breakdown_figure,
     step_time_figure,
     top_ops_figure,
 )
 from dsprof.dashboard.pages.common import graph, kv_table, missing, section
+from dsprof.dashboard.pages.overview_tiles import headline_tiles
+from dsprof.dashboard.step_breakdown import StepBreakdown, step_breakdown
 from dsprof.dashboard.text import fmt_bytes, fmt_ms
 
 PATH = "/"
@@ -27,15 +31,22 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     src = ctx.a
     s = src.summary
     facts = {k: v for k, v in s.facts.items() if k != "run"}
-    # what to change first, above the fold; the run's facts (a long table) go last
-    out: list[Any] = [html.H2(f"Run {src.name}", id="overview-title")]
+    # Above the fold at 1440x900: the headline numbers, what to change first, and where each
+    # step's time went; the run's facts (a long table) go last.
+    bd = _breakdown(src)
+    out: list[Any] = [html.H2(f"Run {src.name}", id="overview-title"), headline_tiles(src, bd)]
     out += [html.Div(n, className="missing") for n in s.notes]
     out.append(section("Top findings", _findings(src), sid="overview-findings"))
     if src.has("steps"):
         wait = ", data_wait_ns" if "data_wait_ns" in src.columns("steps") else ""
         steps = src.arrow(f"SELECT rank, step, dur_ns, profiled{wait} FROM steps "
                           "ORDER BY rank, step")
-        out.append(section("Step time", graph("overview-steps", step_time_figure(steps, s.steps))))
+        row = [graph("overview-breakdown", step_breakdown_figure(bd)) if len(bd)
+               else missing("No profiled step holds ops to break down. "
+                            + src.missing("ops"), "breakdown"),
+               graph("overview-steps", step_time_figure(steps, s.steps))]
+        out.append(section("Where each step went", html.Div(row, className="grid2"),
+                           sid="overview-step-time"))
     else:
         out.append(section("Step time", missing(src.missing("steps"), "steps")))
     row: list[Any] = []
@@ -64,6 +75,18 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
     out.append(section("Run", kv_table(facts, "run-facts")))
     return html.Div(out)
+
+
+_BREAKDOWNS: weakref.WeakKeyDictionary[Any, StepBreakdown] = weakref.WeakKeyDictionary()
+
+
+def _breakdown(src: Any) -> StepBreakdown:
+    """Computed once per run source: a big run's sweep takes a while and the page is
+    redrawn on every visit."""
+    with src.lock:
+        if src not in _BREAKDOWNS:
+            _BREAKDOWNS[src] = step_breakdown(src)
+        return _BREAKDOWNS[src]
 
 
 def _gpu(src: Any, kernel_types: list[dict[str, Any]]) -> list[Any]:
