@@ -37,7 +37,7 @@ FORMATS = {
 }
 _HEADERS = {"flops": "FLOPs", "busbw_gbps": "bus bandwidth", "algbw_gbps": "algorithm bandwidth",
             "busbw_weighted_gbps": "bus bandwidth (time-weighted)", "peak_gbps": "link peak",
-            "peak_pct": "% of link peak", "in_bytes": "message size", "out_bytes": "output size",
+            "peak_pct": "% of link peak", "in_bytes": "message size", "message_bytes": "message size", "out_bytes": "output size",
             "bytes": "bytes", "gpu_ms": "GPU time", "self_ms": "self time",
             "total_ms": "total time", "mean_us": "mean", "tensor_core_pct": "on Tensor Cores",
             "percent": "% of kernel time", "skew_ns": "skew", "last_rank": "last rank",

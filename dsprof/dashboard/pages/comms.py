@@ -58,7 +58,7 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
                            graph("comms-per-rank", per_rank_step_figure(per_rank))))
         if skews:
             out.append(section("Skew across ranks", graph("comms-skew", skew_figure(skews)),
-                               _grid("comms-skew-grid", worst)))
+                               _grid("comms-skew-grid", [_sized(r) for r in worst])))
     else:
         out.append(section("Collectives", missing(src.missing("comms"), "comms")))
     if overlaps:
@@ -72,3 +72,13 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
 
 def register(app: Any, ctx: Any) -> None:
     """No callbacks."""
+
+
+def _sized(row: dict[str, Any]) -> dict[str, Any]:
+    """The skew analysis keys a collective as ``all_reduce/22866616`` (type / input bytes);
+    the grid shows the type and the size in binary units apart."""
+    name, _, size = str(row.get("collective", "")).rpartition("/")
+    if not name or not size.isdigit():
+        return row
+    out = {k: v for k, v in row.items() if k != "collective"}
+    return {"collective": name, "message_bytes": int(size), **out}
