@@ -1,0 +1,128 @@
+"""The Overview's per-step breakdown, headline tiles, operator/kernel grids and colours, on a
+real imported 2-rank NCCL trace (A100, sampled) and on hand-made intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsprof.dashboard.app import AppContext
+from dsprof.dashboard.figures.overview import step_breakdown_figure
+from dsprof.dashboard.op_tables import kernel_rows, op_rows
+from dsprof.dashboard.palette import MEMORY_COLORS, STEP_COLORS, color_for, distinct_colors
+from dsprof.dashboard.source import RunSource
+from dsprof.dashboard.step_breakdown import (
+    CPU_CATEGORIES,
+    GPU_BUSY,
+    GPU_CATEGORIES,
+    _sweep,
+    step_breakdown,
+)
+from dsprof.ingest.importer import import_traces
+from tests.conftest import trace_dir
+
+
+@pytest.fixture(scope="module")
+def gpu(tmp_path_factory):
+    run, _ = import_traces([trace_dir("hta_sampled_2rank_nccl")],
+                           tmp_path_factory.mktemp("bd") / "run")
+    src = RunSource(run.path)
+    yield src
+    src.close()
+
+
+def test_sweep_gives_each_instant_to_the_first_active_category():
+    # GIVEN a kernel (0) over [10, 30), a runtime call (1) over [20, 50), a CPU op (2) over
+    # [0, 100) and two steps [0, 40) and [40, 100)
+    cat = np.array([0, 1, 2])
+    start, end = np.array([10, 20, 0]), np.array([30, 50, 100])
+    out = _sweep(cat, start, end, 3, np.array([0, 40]), np.array([40, 100]))
+    # THEN step 1: kernel 20, runtime 10 (30-40), CPU op 10 (0-10); step 2: runtime 10,
+    # CPU op 50; nothing is left for the last column (the caller fills "idle")
+    assert out.tolist() == [[20, 10, 10, 0], [0, 10, 50, 0]]
+
+
+def test_gpu_steps_add_up_and_busy_time_is_the_union_of_device_events(gpu):
+    bd = step_breakdown(gpu)
+    assert bd.gpu and bd.categories == GPU_CATEGORIES
+    # 2 ranks x 2 ProfilerSteps
+    assert sorted(zip(bd.rank.tolist(), bd.step.tolist())) == [(0, 551), (0, 552), (1, 551),
+                                                                (1, 552)]
+    assert (bd.ns.sum(axis=1) == bd.dur_ns).all()  # every instant once
+    # the four GPU categories together are the union of the kernels, copies and collectives
+    # that ran within the step (computed here by merging intervals the plain way)
+    busy = bd.ns[:, [bd.categories.index(c) for c in GPU_BUSY]].sum(axis=1)
+    for k, (rank, step) in enumerate(zip(bd.rank, bd.step)):
+        lo, hi = gpu.sql("SELECT start_ns, end_ns FROM steps WHERE rank = ? AND step = ?",
+                         [int(rank), int(step)])[0]
+        spans = gpu.sql("""SELECT greatest(start_ns, ?), least(start_ns + dur_ns, ?)
+                           FROM kernels WHERE rank = ? AND kind <> 'sync'
+                             AND start_ns < ? AND start_ns + dur_ns > ? ORDER BY 1""",
+                        [lo, hi, int(rank), hi, lo])
+        union, cur_lo, cur_hi = 0, None, None
+        for a, b in spans:
+            if cur_hi is None or a > cur_hi:
+                union += (cur_hi - cur_lo) if cur_hi is not None else 0
+                cur_lo, cur_hi = a, b
+            else:
+                cur_hi = max(cur_hi, b)
+        union += (cur_hi - cur_lo) if cur_hi is not None else 0
+        assert busy[k] == union
+    # the GPU sits idle about half of each step on this trace (HTA: 53.6 % / 54.7 % idle)
+    assert 0.4 < bd.gpu_idle_share() < 0.7
+    # collectives run without compute beside them a quarter of each step (the comm finding)
+    assert 0.15 < bd.share("communication") < 0.35
+
+
+def test_breakdown_figure_stacks_one_bar_per_rank_and_step(gpu):
+    fig = step_breakdown_figure(step_breakdown(gpu))
+    assert fig.layout.barmode == "stack"
+    assert all(list(t.x) == ["r0 s551", "r0 s552", "r1 s551", "r1 s552"] for t in fig.data)
+    names = [t.name for t in fig.data]
+    assert {"kernel", "communication", "CPU ops", "idle"} <= set(names)
+    colors = [t.marker.color for t in fig.data]
+    assert len(set(colors)) == len(colors)  # no two categories share a colour
+    assert colors == [STEP_COLORS[n] for n in names]  # and each keeps its own
+
+
+def test_gpu_tiles_and_labels(gpu):
+    from dsprof.dashboard.pages import operators, overview
+    from tests.unit.test_dashboard_pages import ids
+
+    layout = overview.layout(AppContext(gpu), {})
+    found = ids(layout)
+    assert {"tile-gpu-idle", "tile-mfu", "tile-launches", "tile-tensor-cores",
+            "overview-breakdown"} <= found
+    text = str(layout.to_plotly_json())
+    assert "of compute-kernel time" in text and "of all kernel time" not in text
+    # no peak FLOP/s for this device (no deviceProperties): MFU says unknown, and why
+    assert "unknown" in text and "FLOPs known for" in text
+    ops_text = str(operators.layout(AppContext(gpu), {}).to_plotly_json())
+    assert "compute-kernel time" in ops_text
+
+
+def test_ops_by_input_shape_and_kernels_with_occupancy(gpu):
+    rows = op_rows(gpu, "shape")
+    mm = [r for r in rows if r["key"] == "aten::mm"]
+    # aten::mm runs with several shapes: one row per shape, the calls add up to all calls
+    assert len(mm) > 1 and len({r["input_shapes"] for r in mm}) == len(mm)
+    assert sum(r["count"] for r in mm) == gpu.sql(
+        "SELECT count(*) FROM ops WHERE name = 'aten::mm' AND cat = 'cpu_op'")[0][0]
+    kernels = {r["name"]: r for r in kernel_rows(gpu)}
+    name, want = gpu.sql("""
+        SELECT name, round(sum(occupancy * dur_ns) / sum(dur_ns), 1) FROM kernels
+        WHERE occupancy IS NOT NULL GROUP BY name ORDER BY sum(dur_ns) DESC LIMIT 1""")[0]
+    assert kernels[name]["occupancy_pct"] == pytest.approx(want)
+    assert kernels[name]["blocks_per_sm"] is not None and kernels[name]["registers"] > 0
+
+
+def test_palette_is_fixed_and_distinct():
+    for cats in (GPU_CATEGORIES, CPU_CATEGORIES):
+        assert len({STEP_COLORS[c] for c in cats}) == len(cats)
+    assert len(set(MEMORY_COLORS.values())) == len(MEMORY_COLORS)
+    assert color_for("Sequential.0") == color_for("Sequential.0")
+    keys = [f"module.{k}" for k in range(10)]
+    colors = distinct_colors(keys)
+    assert len(set(colors.values())) == len(keys)
+    # a key's colour depends on the set of keys, not on their order
+    assert distinct_colors(list(reversed(keys))) == colors
