@@ -152,6 +152,7 @@ def peak_holdings_figure(peaks: Sequence[DevicePeak], by: str = "category") -> g
                              y=[plain(f"r{p.rank} {p.device}") for p in peaks],
                              orientation="h", name="unattributed",
                              marker_color=MEMORY_COLORS["unattributed"]))
+    # the legend names the colours even with one trace ("unknown", "(no module)")
     fig.update_layout(title=f"Live at the peak, by {by}", barmode="stack", xaxis=MIB_AXIS,
-                      **_LAYOUT)
+                      showlegend=True, **_LAYOUT)
     return fig

@@ -62,8 +62,13 @@ def _gpu_tiles(src: Any, bd: StepBreakdown) -> list[Any]:
     coverage = rep.tensor_core.get("flops_coverage")
     cov = f"FLOPs known for {100 * coverage:.0f} % of matrix-kernel time" \
         if coverage is not None else "no FLOPs recorded (record_shapes=True)"
-    if mfu:
-        out.append(tile("mfu", "MFU (median step)", _pct(mfu[len(mfu) // 2]), cov))
+    if mfu and (coverage is None or coverage >= 0.1):
+        # FLOPs missing for part of the matrix kernels: MFU can only be more than shown
+        low = coverage is not None and coverage < 0.9
+        out.append(tile("mfu", "MFU (median step)",
+                        ("at least " if low else "") + _pct(mfu[len(mfu) // 2]), cov))
+    elif mfu:
+        out.append(tile("mfu", "MFU", "unknown", f"{cov}: too few to tell"))
     else:
         why = rep.steps[0].get("peak_note") if rep.steps else rep.peak_note
         out.append(tile("mfu", "MFU", "unknown", f"{why}; {cov}"))
