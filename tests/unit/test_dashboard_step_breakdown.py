@@ -126,3 +126,27 @@ def test_palette_is_fixed_and_distinct():
     assert len(set(colors.values())) == len(keys)
     # a key's colour depends on the set of keys, not on their order
     assert distinct_colors(list(reversed(keys))) == colors
+
+
+def test_dataloader_time_on_tb_plugins_resnet_sample(tmp_path):
+    """tb_plugin's canonical sample (V100, DataLoader with num_workers=0): its Overview
+    recommends worker processes because loading takes a large share of each step."""
+    run, _ = import_traces([trace_dir("kineto_resnet50_v100_mem")
+                            / "worker0.1623143089861.pt.trace.json.gz"], tmp_path / "run")
+    src = RunSource(run.path)
+    try:
+        bd = step_breakdown(src)
+        assert bd.gpu and len(bd) == 6
+        assert (bd.ns.sum(axis=1) == bd.dur_ns).all()
+        # the wait for batches is what the host does while the GPU has nothing queued: the
+        # same time the input-pipeline analyzer finds (69.3 ms of a 176 ms step, ~40 %)
+        loading = bd.ns[:, bd.categories.index("data loading")].sum()
+        spans = src.sql("""SELECT sum(o.dur_ns) FROM ops o JOIN steps s
+                           ON s.rank = o.rank AND s.step = o.step AND s.profiled
+                           WHERE o.name LIKE 'enumerate(DataLoader)%'""")[0][0]
+        # (less the moments the previous step's kernels still ran: the device comes first)
+        assert 0.75 * spans <= loading <= spans
+        assert 0.3 < bd.share("data loading") < 0.5
+        assert bd.share("kernel") > 0.4
+    finally:
+        src.close()
