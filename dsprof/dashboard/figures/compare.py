@@ -39,12 +39,13 @@ def delta_figure(deltas: Sequence[Delta], what: str = "op") -> go.Figure:
                 "pattern": {**BAD_PATTERN,
                             "shape": ["" if d.delta_ms < 0 else "/" for d in rows]}},
         text=[f"{'faster' if d.delta_ms < 0 else 'slower'} {abs(d.delta_ms):.3f} ms"
-              for d in rows], textposition="auto",
+              for d in rows], textposition="auto", cliponaxis=False,
         customdata=[[d.a_ms, d.b_ms] for d in rows],
         hovertemplate="%{y}: %{customdata[0]:.3f} -> %{customdata[1]:.3f} ms per step"
                       "<extra></extra>"))
     fig.update_layout(title=f"Self time per step by {what}, B - A (below 0: B faster)",
-                      xaxis_title="ms", yaxis={"autorange": "reversed"}, **_LAYOUT)
+                      xaxis_title="ms", yaxis={"autorange": "reversed"},
+                      **{**_LAYOUT, "margin": {**_LAYOUT["margin"], "r": 110}})  # outside text
     return fig
 
 
