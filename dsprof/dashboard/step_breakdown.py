@@ -94,58 +94,71 @@ def step_breakdown(src: Any) -> StepBreakdown:
 
 
 def _spans(src: Any, gpu: bool) -> np.ndarray:
-    """(rank, category index, start, end) of every span that counts, int64."""
-    data = "(o.phase = 'data' OR o.name LIKE 'enumerate(DataLoader)%')"
+    """(rank, category index, start, end) of every span that counts, int64.
+
+    An op nested in an op of its own category adds no time to it (same thread, inside its
+    parent), so only the ops whose parent has another category or none are read: a run's
+    millions of nested ops become the few that begin each category.
+    """
     if gpu:
+        def category(o: str) -> str:
+            return (f"CASE WHEN {o}.cat = 'cuda_runtime' THEN 4 WHEN {_data(o)} THEN 5 "
+                    f"WHEN {o}.cat = 'cpu_op' THEN 6 END")
         kind = " ".join(f"WHEN '{k}' THEN {v}" for k, v in _KERNEL_CATEGORY.items())
-        query = f"""
+        kernels = f"""
             SELECT rank, CASE kind {kind} ELSE 0 END, start_ns, start_ns + dur_ns
             FROM kernels WHERE kind <> 'sync' AND dur_ns > 0
-            UNION ALL
-            SELECT rank, CASE WHEN o.cat = 'cuda_runtime' THEN 4 WHEN {data} THEN 5 ELSE 6 END,
-                   start_ns, start_ns + dur_ns
-            FROM ops o WHERE o.step IS NOT NULL AND o.dur_ns > 0
-              AND (o.cat IN ('cpu_op', 'cuda_runtime') OR {data})"""
+            UNION ALL"""
     else:
-        phase = " ".join(f"WHEN '{k}' THEN {v}" for k, v in _CPU_PHASE.items())
-        query = f"""
-            SELECT rank, CASE WHEN {data} THEN 3 ELSE CASE o.phase {phase} ELSE 4 END END,
-                   start_ns, start_ns + dur_ns
-            FROM ops o WHERE o.step IS NOT NULL AND o.dur_ns > 0
-              AND o.cat IN ('cpu_op', 'user_annotation', 'module')
-              AND o.name NOT LIKE 'ProfilerStep#%'"""
-    table = src.arrow(query)
+        def category(o: str) -> str:
+            phase = " ".join(f"WHEN '{k}' THEN {v}" for k, v in _CPU_PHASE.items())
+            return (f"CASE WHEN {o}.name LIKE 'ProfilerStep#%' THEN NULL "
+                    f"WHEN {o}.cat NOT IN ('cpu_op', 'user_annotation', 'module') THEN NULL "
+                    f"WHEN {_data(o)} THEN 3 ELSE CASE {o}.phase {phase} ELSE 4 END END")
+        kernels = ""
+    table = src.arrow(f"""{kernels}
+        SELECT o.rank, {category('o')}, o.start_ns, o.start_ns + o.dur_ns
+        FROM ops o LEFT JOIN ops p ON p.rank = o.rank AND p.id = o.parent_id
+        WHERE o.step IS NOT NULL AND o.dur_ns > 0 AND {category('o')} IS NOT NULL
+          AND (p.id IS NULL OR {category('p')} IS DISTINCT FROM {category('o')})""")
     if not table.num_rows:
         return np.zeros((0, 4), np.int64)
     return np.column_stack([table.column(i).to_numpy(zero_copy_only=False).astype(np.int64)
                             for i in range(4)])
 
 
+def _data(o: str) -> str:
+    """Whether op alias ``o`` is data loading."""
+    return f"({o}.phase = 'data' OR {o}.name LIKE 'enumerate(DataLoader)%')"
+
+
 def _sweep(cat: np.ndarray, start: np.ndarray, end: np.ndarray, n_cat: int,
            step_start: np.ndarray, step_end: np.ndarray) -> np.ndarray:
     """ns per (step, category) for one rank: each instant of a step goes to the lowest
-    category index active then. Steps are sorted and do not overlap."""
-    out = np.zeros((len(step_start), n_cat + 1), np.int64)
-    if not len(cat):
-        return out
-    times = np.concatenate([start, end])
-    delta = np.zeros((len(times), n_cat), np.int32)
-    idx = np.arange(len(cat))
-    delta[idx, cat] = 1
-    delta[len(cat) + idx, cat] = -1
+    category index active then; the last column (what no category covers) is left 0.
+
+    Steps are sorted and do not overlap. Their edges go into the sweep as events that change
+    nothing, so no segment crosses one; one pass per category keeps memory linear in the
+    spans (a run has millions).
+    """
+    out_shape = (len(step_start), n_cat + 1)
+    if not len(cat) or not len(step_start):
+        return np.zeros(out_shape, np.int64)
+    n, m = len(cat), len(step_start)
+    times = np.concatenate([start, end, step_start, step_end])
+    kind = np.concatenate([cat, cat, np.full(2 * m, -1)])
+    sign = np.concatenate([np.ones(n, np.int32), np.full(n, -1, np.int32),
+                           np.zeros(2 * m, np.int32)])
     order = np.argsort(times, kind="stable")
-    times, delta = times[order], delta[order]
-    active = np.cumsum(delta, axis=0)[:-1] > 0
-    owner = np.where(active.any(axis=1), active.argmax(axis=1), -1)
-    seg_lo, seg_hi = times[:-1], times[1:]
-    keep = (owner >= 0) & (seg_hi > seg_lo)
-    seg_lo, seg_hi, owner = seg_lo[keep], seg_hi[keep], owner[keep]
-    # a segment can cross step boundaries: cut it at every step edge it spans
-    for k, (lo, hi) in enumerate(zip(step_start, step_end)):
-        a = np.searchsorted(seg_hi, lo, "right")
-        b = np.searchsorted(seg_lo, hi, "left")
-        if b <= a:
-            continue
-        part = np.minimum(seg_hi[a:b], hi) - np.maximum(seg_lo[a:b], lo)
-        np.add.at(out[k], owner[a:b], np.maximum(part, 0))
-    return out
+    times, kind, sign = times[order], kind[order], sign[order]
+    owner = np.full(len(times) - 1, -1, np.int64)
+    for k in range(n_cat):  # lowest index first: it keeps the instants it is active in
+        active = np.cumsum(np.where(kind == k, sign, 0))[:-1] > 0
+        owner[(owner < 0) & active] = k
+    lo, length = times[:-1], np.diff(times)
+    step = np.searchsorted(step_start, lo, "right") - 1
+    keep = (owner >= 0) & (length > 0) & (step >= 0)
+    keep[keep] = lo[keep] < step_end[step[keep]]
+    flat = np.bincount(step[keep] * (n_cat + 1) + owner[keep], weights=length[keep],
+                       minlength=out_shape[0] * out_shape[1])
+    return np.rint(flat).astype(np.int64).reshape(out_shape)
