@@ -30,6 +30,15 @@ MEMORY_COLORS = {
     "uncategorized": "#CCCCCC", "unattributed": "#DDDDDD",
 }
 
+# HTA's kernel types and their overlaps (the Overview's pie)
+KERNEL_TYPE_COLORS = {
+    "COMPUTATION": "#0072B2", "COMMUNICATION": "#CC79A7", "MEMORY": "#E69F00",
+    "COMPUTATION overlapping COMMUNICATION": "#56B4E9",
+    "COMPUTATION overlapping MEMORY": "#009E73",
+    "COMMUNICATION overlapping MEMORY": "#D55E00",
+    "COMPUTATION overlapping COMMUNICATION overlapping MEMORY": "#999999",
+}
+
 # For keys with no fixed colour (modules, ranks, collectives): a colour from the key's hash,
 # so it does not depend on which other keys the chart has.
 _CYCLE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C564B",
@@ -42,7 +51,7 @@ BAD_PATTERN = {"shape": "/", "fgcolor": "#FFFFFF", "size": 8, "solidity": 0.25}
 
 def color_for(key: str) -> str:
     """A colour for ``key`` that stays the same from chart to chart and redraw to redraw."""
-    for table in (STEP_COLORS, MEMORY_COLORS):
+    for table in (STEP_COLORS, MEMORY_COLORS, KERNEL_TYPE_COLORS):
         if key in table:
             return table[key]
     digest = hashlib.blake2b(key.encode(), digest_size=2).digest()

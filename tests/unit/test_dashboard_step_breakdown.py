@@ -150,3 +150,12 @@ def test_dataloader_time_on_tb_plugins_resnet_sample(tmp_path):
         assert bd.share("kernel") > 0.4
     finally:
         src.close()
+
+
+def test_run_facts_read_in_words_and_units():
+    from dsprof.dashboard.pages.overview import readable_facts
+
+    facts = readable_facts({"world_size": 128, "step_median_s": 0.014873609,
+                            "peak_bytes": 4800712, "events": 1187000, "ranks": [0, 1]})
+    assert facts == {"world size": 128, "step median": "14.87 ms", "peak": "4.6 MiB",
+                     "events": "1,187,000", "ranks": [0, 1]}

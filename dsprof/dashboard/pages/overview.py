@@ -73,7 +73,7 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
              for p in s.memory}, "memory-peaks")))
     else:
         out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
-    out.append(section("Run", kv_table(facts, "run-facts")))
+    out.append(section("Run", kv_table(readable_facts(facts), "run-facts")))
     return html.Div(out)
 
 
@@ -103,6 +103,22 @@ def _gpu(src: Any, kernel_types: list[dict[str, Any]]) -> list[Any]:
             *[html.P(n, className="missing") for n in rep.notes]]
 
 
+def readable_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    """The run's facts with words for keys and units for values: ``step_median_s 0.0148``
+    reads ``step median 14.87 ms``, ``peak_bytes 4800712`` reads ``peak 4.6 MiB``."""
+    out: dict[str, Any] = {}
+    for key, value in facts.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key.endswith("_s"):
+                key, value = key[:-2], fmt_ms(value * 1e3)
+            elif key.endswith("_bytes"):
+                key, value = key[:-6], fmt_bytes(value)
+            elif isinstance(value, int) and abs(value) >= 10_000:
+                value = f"{value:,}"
+        out[key.replace("_", " ")] = value
+    return out
+
+
 def gpu_headlines(rep: Any) -> list[str]:
     """What matters most on a GPU run, in words: why the GPU sat idle, MFU, launches."""
     lines = []
@@ -117,7 +133,7 @@ def gpu_headlines(rep: Any) -> list[str]:
     for s in rep.launch:
         lines.append(f"rank {s['rank']}: {s['launches']:,} kernel launches, "
                      f"{s['cpu_mean_ns'] / 1e3:.1f} us each on the CPU, launch-to-start delay "
-                     f"median {s['delay_median_ns'] / 1e3:.1f} us")
+                     f"median {fmt_ms(s['delay_median_ns'] / 1e6)}")
     return lines
 
 
