@@ -159,3 +159,21 @@ def test_run_facts_read_in_words_and_units():
                             "peak_bytes": 4800712, "events": 1187000, "ranks": [0, 1]})
     assert facts == {"world size": 128, "step median": "14.87 ms", "peak": "4.6 MiB",
                      "events": "1,187,000", "ranks": [0, 1]}
+
+
+def test_many_steps_are_averaged_over_ranks_then_thinned():
+    from dsprof.dashboard.step_breakdown import StepBreakdown
+
+    # GIVEN 4 ranks x 300 steps, rank r spending r ms in kernels per step of 10 ms
+    rank = np.repeat(np.arange(4), 300)
+    step = np.tile(np.arange(300), 4)
+    ns = np.zeros((1200, len(GPU_CATEGORIES)), np.int64)
+    ns[:, 0] = rank * 1_000_000
+    ns[:, -1] = 10_000_000 - ns[:, 0]
+    bd = StepBreakdown(True, GPU_CATEGORIES, rank, step, np.full(1200, 10_000_000), ns)
+    fig = step_breakdown_figure(bd, max_bars=120)
+    kernel = next(t for t in fig.data if t.name == "kernel")
+    # THEN one bar per step (mean of the ranks: 1.5 ms), every 3rd of the 300 steps
+    assert len(kernel.x) == 100 and kernel.x[:2] == ("0", "3")
+    assert set(kernel.y) == {1.5}
+    assert "mean of 4 ranks, one step in 3" in fig.layout.title.text

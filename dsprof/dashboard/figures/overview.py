@@ -68,23 +68,41 @@ def step_time_figure(steps: pa.Table, stats: StepStats | None) -> go.Figure:
     return fig
 
 
-def step_breakdown_figure(bd: StepBreakdown, max_bars: int = 200) -> go.Figure:
+def step_breakdown_figure(bd: StepBreakdown, max_bars: int = 120) -> go.Figure:
     """Each profiled step's wall time as a stack of categories (``step_breakdown``), one bar
     per (rank, step); a category's colour is fixed (``palette``), idle / untraced is hatched
-    grey so it reads without colour. More than ``max_bars`` steps: the first ``max_bars``."""
-    n = min(len(bd), max_bars)
-    ranks = np.unique(bd.rank[:n])
-    x = [f"r{r} s{s}" if len(ranks) > 1 else str(s) for r, s in zip(bd.rank[:n], bd.step[:n])]
+    grey so it reads without colour.
+
+    More bars than ``max_bars`` (SVG bars cost ~0.3 ms each in the browser): the ranks of a
+    step are averaged into one bar, and if the steps alone are still too many, every k-th
+    step is drawn; the title says which.
+    """
+    rank, step, dur, ns = bd.rank, bd.step, bd.dur_ns, bd.ns
+    ranks = np.unique(rank)
+    note = ""
+    if len(bd) > max_bars and len(ranks) > 1:
+        steps, inv = np.unique(step, return_inverse=True)
+        count = np.bincount(inv, minlength=len(steps))
+        ns = np.stack([np.bincount(inv, weights=ns[:, k], minlength=len(steps)) / count
+                       for k in range(ns.shape[1])], axis=1)
+        dur = np.bincount(inv, weights=dur, minlength=len(steps)) / count
+        step, rank = steps, np.zeros(len(steps), np.int64)
+        note, ranks = f", mean of {len(np.unique(bd.rank))} ranks", ranks[:1]
+    if len(step) > max_bars:
+        every = -(-len(step) // max_bars)
+        rank, step, dur, ns = rank[::every], step[::every], dur[::every], ns[::every]
+        note += f", one step in {every}"
+    x = [f"r{r} s{s}" if len(ranks) > 1 else str(s) for r, s in zip(rank, step)]
     fig = go.Figure()
     # stacked bottom-up in the order a step runs (CPU) or busiest first (GPU); the priority
     # order that assigned each instant is the breakdown's own
     order = bd.categories if bd.gpu else CPU_STACK
     for cat in order:
         k = bd.categories.index(cat)
-        ms = bd.ns[:n, k] / 1e6
+        ms = ns[:, k] / 1e6
         if not ms.any():
             continue
-        pct = 100 * bd.ns[:n, k] / np.maximum(bd.dur_ns[:n], 1)
+        pct = 100 * ns[:, k] / np.maximum(dur, 1)
         quiet = k == len(bd.categories) - 1  # idle / untraced
         fig.add_trace(go.Bar(
             x=x, y=ms, name=cat, customdata=pct,
@@ -93,7 +111,7 @@ def step_breakdown_figure(bd: StepBreakdown, max_bars: int = 200) -> go.Figure:
                        else {})},
             hovertemplate=f"{cat}: %{{y:,.2f}} ms (%{{customdata:.1f}} %)<extra>%{{x}}</extra>"))
     what = "GPU run: device first" if bd.gpu else "CPU run: by phase"
-    fig.update_layout(title=f"Step time breakdown ({what})", barmode="stack",
+    fig.update_layout(title=f"Step time breakdown ({what}{note})", barmode="stack",
                       xaxis={"title": "rank, step" if len(ranks) > 1 else "step",
                              "type": "category"},
                       yaxis_title="ms", legend={"traceorder": "normal"}, **_LAYOUT)
