@@ -17,7 +17,7 @@ STEP_COLORS = {
     # GPU step breakdown (tb_plugin's roles)
     "kernel": "#0072B2", "memcpy": "#E69F00", "memset": "#8C564B",
     "communication": "#CC79A7", "runtime": "#D55E00", "data loading": "#F0E442",
-    "CPU ops": "#009E73", "idle": "#BBBBBB",
+    "CPU ops": "#009E73",
     # CPU step breakdown (phases)
     "forward": "#0072B2", "backward": "#E69F00", "optimizer": "#009E73",
     "other ops": "#56B4E9", "untraced": "#BBBBBB",

@@ -5,9 +5,9 @@ Each instant of a step goes to the first category that is active then, so the ca
 step add up to its wall time:
 
 * GPU run (the run has kernels): kernel > memcpy > memset > communication > runtime (CUDA API
-  calls) > data loading > CPU ops > idle. This is tb_plugin's ``ProfileRole`` order (Kernel >
-  Memcpy > Memset > Communication > Runtime > DataLoader > CpuOp > Other); "idle" is its
-  Other: neither device nor host was doing recorded work. The first four together are the
+  calls) > data loading > CPU ops > untraced. This is tb_plugin's ``ProfileRole`` order (Kernel
+  > Memcpy > Memset > Communication > Runtime > DataLoader > CpuOp > Other); "untraced" is its
+  Other: neither device nor host was doing recorded work (Python between ops, waiting). The first four together are the
   GPU's busy time, so ``gpu_idle_ns`` = step - their sum.
 * CPU run: backward > forward > optimizer > data loading > other ops > untraced, the order
   ``dsprof summary``'s time by phase uses (backward runs on autograd's thread while the main
@@ -15,7 +15,7 @@ step add up to its wall time:
 
 Data loading is the ops of phase ``data`` and torch's ``enumerate(DataLoader)#...`` spans;
 a ``dsprof run`` also times the wait for each batch (``steps.data_wait_ns``) outside any op:
-that wait is taken out of the lowest category (idle / untraced), up to what it holds.
+that wait is taken out of the lowest category (untraced), up to what it holds.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 GPU_CATEGORIES = ("kernel", "memcpy", "memset", "communication", "runtime", "data loading",
-                  "CPU ops", "idle")
+                  "CPU ops", "untraced")
 GPU_BUSY = GPU_CATEGORIES[:4]
 CPU_CATEGORIES = ("backward", "forward", "optimizer", "data loading", "other ops", "untraced")
 

@@ -86,7 +86,7 @@ def test_overview_answers_above_the_fold(servers, open_page):
             assert "launches" in page.inner_text("#tile-launches")
             assert "of compute-kernel time" in page.inner_text("#tile-tensor-cores")
             names = gd_eval(p, "overview-breakdown", "gd.data.map(t => t.name)")
-            assert {"kernel", "communication", "runtime", "idle"} <= set(names)
+            assert {"kernel", "communication", "runtime", "untraced"} <= set(names)
             # colours stay put when the page is drawn again
             nav(p, "operators")
             page.wait_for_selector("#ops-grid .ag-row")

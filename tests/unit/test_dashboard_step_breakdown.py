@@ -3,6 +3,8 @@ real imported 2-rank NCCL trace (A100, sampled) and on hand-made intervals."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -38,7 +40,7 @@ def test_sweep_gives_each_instant_to_the_first_active_category():
     start, end = np.array([10, 20, 0]), np.array([30, 50, 100])
     out = _sweep(cat, start, end, 3, np.array([0, 40]), np.array([40, 100]))
     # THEN step 1: kernel 20, runtime 10 (30-40), CPU op 10 (0-10); step 2: runtime 10,
-    # CPU op 50; nothing is left for the last column (the caller fills "idle")
+    # CPU op 50; nothing is left for the last column (the caller fills "untraced")
     assert out.tolist() == [[20, 10, 10, 0], [0, 10, 50, 0]]
 
 
@@ -79,7 +81,7 @@ def test_breakdown_figure_stacks_one_bar_per_rank_and_step(gpu):
     assert fig.layout.barmode == "stack"
     assert all(list(t.x) == ["r0 s551", "r0 s552", "r1 s551", "r1 s552"] for t in fig.data)
     names = [t.name for t in fig.data]
-    assert {"kernel", "communication", "CPU ops", "idle"} <= set(names)
+    assert {"kernel", "communication", "CPU ops", "untraced"} <= set(names)
     colors = [t.marker.color for t in fig.data]
     assert len(set(colors)) == len(colors)  # no two categories share a colour
     assert colors == [STEP_COLORS[n] for n in names]  # and each keeps its own
@@ -94,6 +96,9 @@ def test_gpu_tiles_and_labels(gpu):
     assert {"tile-gpu-idle", "tile-mfu", "tile-launches", "tile-tensor-cores",
             "overview-breakdown"} <= found
     text = str(layout.to_plotly_json())
+    # the average step in words, largest category first (untraced, then communication)
+    assert re.search(r"Average profiled step, [\d.]+ ms: untraced [\d.]+ ms \(\d+\.\d %\), "
+                     r"communication", text)
     assert "of compute-kernel time" in text and "of all kernel time" not in text
     # no peak FLOP/s for this device (no deviceProperties): MFU says unknown, and why
     assert "unknown" in text and "FLOPs known for" in text

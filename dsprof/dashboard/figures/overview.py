@@ -70,7 +70,7 @@ def step_time_figure(steps: pa.Table, stats: StepStats | None) -> go.Figure:
 
 def step_breakdown_figure(bd: StepBreakdown, max_bars: int = 120) -> go.Figure:
     """Each profiled step's wall time as a stack of categories (``step_breakdown``), one bar
-    per (rank, step); a category's colour is fixed (``palette``), idle / untraced is hatched
+    per (rank, step); a category's colour is fixed (``palette``), untraced time is hatched
     grey so it reads without colour.
 
     More bars than ``max_bars`` (SVG bars cost ~0.3 ms each in the browser): the ranks of a
@@ -103,7 +103,7 @@ def step_breakdown_figure(bd: StepBreakdown, max_bars: int = 120) -> go.Figure:
         if not ms.any():
             continue
         pct = 100 * ns[:, k] / np.maximum(dur, 1)
-        quiet = k == len(bd.categories) - 1  # idle / untraced
+        quiet = k == len(bd.categories) - 1  # untraced
         fig.add_trace(go.Bar(
             x=x, y=ms, name=cat, customdata=pct,
             marker={"color": color_for(cat), "line": {"width": 0},

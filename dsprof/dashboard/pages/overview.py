@@ -46,7 +46,7 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
                             + src.missing("ops"), "breakdown"),
                graph("overview-steps", step_time_figure(steps, s.steps))]
         out.append(section("Where each step went", html.Div(row, className="grid2"),
-                           sid="overview-step-time"))
+                           _average_step(bd), sid="overview-step-time"))
     else:
         out.append(section("Step time", missing(src.missing("steps"), "steps")))
     row: list[Any] = []
@@ -75,6 +75,19 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
     out.append(section("Run", kv_table(readable_facts(facts), "run-facts")))
     return html.Div(out)
+
+
+def _average_step(bd: StepBreakdown) -> Any:
+    """The breakdown of the average profiled step in words, largest first (TensorBoard's
+    overview table), so the answer does not depend on reading colours."""
+    if not len(bd):
+        return html.Div()
+    mean = bd.ns.mean(axis=0) / 1e6
+    total = float(bd.dur_ns.mean()) / 1e6
+    parts = [f"{cat} {fmt_ms(ms)} ({100 * ms / total:.1f} %)"
+             for ms, cat in sorted(zip(mean, bd.categories), reverse=True) if ms > 0]
+    return html.P(f"Average profiled step, {fmt_ms(total)}: " + ", ".join(parts) + ".",
+                  id="overview-breakdown-average")
 
 
 _BREAKDOWNS: weakref.WeakKeyDictionary[Any, StepBreakdown] = weakref.WeakKeyDictionary()
