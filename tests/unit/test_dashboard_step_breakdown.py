@@ -182,3 +182,24 @@ def test_many_steps_are_averaged_over_ranks_then_thinned():
     assert len(kernel.x) == 100 and kernel.x[:2] == ("0", "3")
     assert set(kernel.y) == {1.5}
     assert "mean of 4 ranks, one step in 3" in fig.layout.title.text
+
+
+def test_mfu_is_unknown_when_flops_cover_too_little(tmp_path):
+    """A100 trace: the peak is known, but its convolutions carry no shapes, so FLOPs cover
+    almost none of the matrix-kernel time: MFU says unknown and why, never "0.0 %"."""
+    from dsprof.dashboard.pages.overview import _breakdown
+    from dsprof.dashboard.pages.overview_tiles import headline_tiles
+
+    run, _ = import_traces([trace_dir("hta_a100_2rank_nccl_r0")], tmp_path / "run")
+    src = RunSource(run.path)
+    try:
+        assert src.gpu.device and src.gpu.tensor_core["flops_coverage"] < 0.1
+        tiles = {t.id: [c.children for c in t.children]
+                 for t in headline_tiles(src, _breakdown(src)).children}
+        label, value, note = tiles["tile-mfu"]
+        assert label == "MFU"
+        assert value == "unknown" and note.startswith("FLOPs known for 0 %")
+        # HTA on this trace: 99.7 % of the idle time is host wait
+        assert "100 % of the gaps wait for the host" in tiles["tile-gpu-idle"][2]
+    finally:
+        src.close()

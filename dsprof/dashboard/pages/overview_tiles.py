@@ -60,18 +60,18 @@ def _gpu_tiles(src: Any, bd: StepBreakdown) -> list[Any]:
                         note))
     mfu = sorted(st["mfu"] for st in rep.steps if st.get("mfu") is not None)
     coverage = rep.tensor_core.get("flops_coverage")
-    cov = f"FLOPs known for {100 * coverage:.0f} % of matrix-kernel time" \
-        if coverage is not None else "no FLOPs recorded (record_shapes=True)"
+    cov = (f"FLOPs known for {100 * coverage:.0f} % of matrix-kernel time"
+           if coverage is not None else "no FLOPs recorded (record_shapes=True)")
     if mfu and (coverage is None or coverage >= 0.1):
         # FLOPs missing for part of the matrix kernels: MFU can only be more than shown
         low = coverage is not None and coverage < 0.9
         out.append(tile("mfu", "MFU (median step)",
                         ("at least " if low else "") + _pct(mfu[len(mfu) // 2]), cov))
-    elif mfu:
-        out.append(tile("mfu", "MFU", "unknown", f"{cov}: too few to tell"))
     else:
-        why = rep.steps[0].get("peak_note") if rep.steps else rep.peak_note
-        out.append(tile("mfu", "MFU", "unknown", f"{why}; {cov}"))
+        # why it is unknown: no peak for the device, too few FLOPs, or both
+        peak = next((st.get("peak_note") for st in rep.steps if st.get("peak_note")), "")
+        peak = peak or ("" if rep.device else rep.peak_note)
+        out.append(tile("mfu", "MFU", "unknown", "; ".join(w for w in (peak, cov) if w)))
     if rep.launch:
         launches = sum(r["launches"] for r in rep.launch)
         steps = max(len(bd), 1)
