@@ -47,12 +47,18 @@ def op_rows(src: RunSource, by: str = "name") -> list[dict[str, Any]]:
     return rows.to_pylist()
 
 
-def kernel_rows(src: RunSource) -> list[dict[str, Any]]:
-    """Kernels grouped by name: kind (and category when present), count, total and mean time,
-    share of all kernel time, Tensor Core flag when the run has it."""
+def kernel_rows(src: RunSource, by: str = "name") -> list[dict[str, Any]]:
+    """Kernels grouped by name, or by name and the op that launched them (``by="op"``,
+    tb_plugin's "kernel name + op name"): kind (and category when present), count, total and
+    mean time, share of all kernel time, Tensor Core flag and launch facts when present."""
     if not src.has("kernels"):
         return []
     cols = src.columns("kernels")
+    source, op_col, op_key = "kernels", "", ""
+    if by == "op" and "op_id" in cols and src.has("ops"):
+        source = """(SELECT k.*, coalesce(o.name, '(no op)') AS op FROM kernels k
+                     LEFT JOIN ops o ON o.rank = k.rank AND o.id = k.op_id)"""
+        op_col, op_key = ", op", ", op"
     extra = ""
     if "tensor_core" in cols:
         extra += ", bool_or(tensor_core) AS tensor_core"
@@ -67,10 +73,11 @@ def kernel_rows(src: RunSource) -> list[dict[str, Any]]:
             "shared_mem": "max(shared_mem) AS shared_mem_bytes"}
     extra += "".join(f", {agg}" for col, agg in aggs.items() if col in cols)
     rows = src.arrow(f"""
-        SELECT name, any_value(kind) AS kind, count(*) AS count,
+        SELECT name {op_col}, any_value(kind) AS kind, count(*) AS count,
                round(sum(dur_ns) / 1e6, 3) AS total_ms, round(avg(dur_ns) / 1e3, 2) AS mean_us,
                round(100.0 * sum(dur_ns) / sum(sum(dur_ns)) OVER (), 2) AS percent {extra}
-        FROM kernels GROUP BY name ORDER BY total_ms DESC, name LIMIT {MAX_ROWS}""")
+        FROM {source} GROUP BY name {op_key}
+        ORDER BY total_ms DESC, name LIMIT {MAX_ROWS}""")
     return rows.to_pylist()
 
 

@@ -112,6 +112,11 @@ def test_operator_view_by_input_shape_and_kernel_view_with_occupancy(servers, op
     assert re.search(r"\d+\.\d %", cells) and " ms" in cells and "KiB" in cells
     assert not re.search(r"\b\d{7,}\b", cells.replace(",", ""))
     assert "of compute-kernel time" in page.inner_text("#kernels-tensor-core")
+    # WHEN kernels are grouped by the op that launched them THEN that column appears
+    page.click("#kernels-group input[value=op]")
+    page.wait_for_function("() => document.querySelector('#kernels-grid .ag-header')"
+                           ".innerText.includes('launched by')")
+    assert "nccl:all_to_all" in page.inner_text("#kernels-grid .ag-center-cols-container")
     # WHEN the ops are grouped by input shape THEN a shapes column appears, aten::mm split
     page.click("#ops-group input[value=shape]")
     page.wait_for_function("() => document.querySelector('#ops-grid .ag-header')"

@@ -119,6 +119,11 @@ def test_ops_by_input_shape_and_kernels_with_occupancy(gpu):
         WHERE occupancy IS NOT NULL GROUP BY name ORDER BY sum(dur_ns) DESC LIMIT 1""")[0]
     assert kernels[name]["occupancy_pct"] == pytest.approx(want)
     assert kernels[name]["blocks_per_sm"] is not None and kernels[name]["registers"] > 0
+    # by kernel and launching op: the NCCL kernel splits by collective, its calls add up
+    by_op = [r for r in kernel_rows(gpu, "op") if r["name"].startswith("ncclKernel_SendRecv")]
+    assert {"nccl:all_to_all", "nccl:_all_gather_base"} <= {r["op"] for r in by_op}
+    assert sum(r["count"] for r in by_op) == sum(
+        r["count"] for n, r in kernels.items() if n.startswith("ncclKernel_SendRecv"))
 
 
 def test_palette_is_fixed_and_distinct():

@@ -14,6 +14,7 @@ from dsprof.dashboard.pages.common import missing, section
 PATH = "/operators"
 TITLE = "Operators & kernels"
 
+KERNEL_GROUPS = {"name": "by name", "op": "by name and the op that launched them"}
 GROUPS = {"name": "by name", "shape": "by name and input shapes", "module": "by module",
           "phase": "by phase"}
 OP_COLUMNS = [
@@ -24,6 +25,7 @@ OP_COLUMNS = [
 ]
 KERNEL_COLUMNS = [
     column("name", filter="agTextColumnFilter", flex=4, minWidth=280),
+    column("op", headerName="launched by", filter="agTextColumnFilter", flex=2, minWidth=180),
     column("category", filter="agTextColumnFilter", minWidth=130),
     column("count", headerName="calls", minWidth=90), column("total_ms", sort="desc"),
     column("mean_us"), column("percent", headerName="% of kernel time"),
@@ -65,7 +67,13 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         note = (f"Tensor Cores ran {tc['of_kernels'] * 100:.1f} % of compute-kernel time "
                 f"({tc['of_matrix'] * 100:.1f} % of gemm/conv/attention kernel time)." if tc
                 else "")
-        out.append(section("GPU kernels", html.P(note, id="kernels-tensor-core"), dag.AgGrid(
+        out.append(section("GPU kernels", html.P(note, id="kernels-tensor-core"),
+                           dcc.RadioItems(id="kernels-group", value="name", inline=True,
+                                          options=[{"label": v, "value": k}
+                                                   for k, v in KERNEL_GROUPS.items()],
+                                          inputStyle={"marginRight": "4px",
+                                                      "marginLeft": "12px"}),
+                           dag.AgGrid(
             id="kernels-grid", rowData=rows, columnDefs=_present(KERNEL_COLUMNS, rows),
             **_GRID)))
     else:
@@ -74,12 +82,22 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
 
 
 def register(app: Any, ctx: Any) -> None:
+    _kernel_callbacks(app, ctx)
+
     @app.callback(Output("ops-grid", "rowData"), Output("ops-grid", "columnDefs"),
                   Input("ops-group", "value"), prevent_initial_call=True)
     def regroup(by: str) -> Any:
         by = by if by in GROUPS else "name"
         rows = op_rows(ctx.a, by)
         return rows, _op_columns(by, rows)
+
+
+def _kernel_callbacks(app: Any, ctx: Any) -> None:
+    @app.callback(Output("kernels-grid", "rowData"), Output("kernels-grid", "columnDefs"),
+                  Input("kernels-group", "value"), prevent_initial_call=True)
+    def regroup_kernels(by: str) -> Any:
+        rows = kernel_rows(ctx.a, by if by in KERNEL_GROUPS else "name")
+        return rows, _present(KERNEL_COLUMNS, rows)
 
 
 def _op_columns(by: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
