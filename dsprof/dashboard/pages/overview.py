@@ -42,8 +42,7 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         steps = src.arrow(f"SELECT rank, step, dur_ns, profiled{wait} FROM steps "
                           "ORDER BY rank, step")
         row = [graph("overview-breakdown", step_breakdown_figure(bd)) if len(bd)
-               else missing("No profiled step holds ops to break down. "
-                            + src.missing("ops"), "breakdown"),
+               else missing(_no_breakdown(src), "breakdown"),
                graph("overview-steps", step_time_figure(steps, s.steps))]
         out.append(section("Where each step went", html.Div(row, className="grid2"),
                            _average_step(bd), sid="overview-step-time"))
@@ -75,6 +74,14 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
     out.append(section("Run", kv_table(readable_facts(facts), "run-facts")))
     return html.Div(out)
+
+
+def _no_breakdown(src: Any) -> str:
+    if not src.has("ops"):
+        return "No step breakdown: " + src.missing("ops")
+    return ("No step breakdown: no step was profiled op by op (a `dsprof run` records ops in "
+            "its profiler windows, --wait/--active; an imported trace needs ProfilerStep "
+            "annotations).")
 
 
 def _average_step(bd: StepBreakdown) -> Any:
