@@ -42,7 +42,7 @@ KERNEL_TYPE_COLORS = {
 # For keys with no fixed colour (modules, ranks, collectives): a colour from the key's hash,
 # so it does not depend on which other keys the chart has.
 _CYCLE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#8C564B",
-          "#7F7F7F", "#17BECF", "#9467BD", "#BCBD22", "#1B4F72")
+          "#882255", "#17BECF", "#9467BD", "#BCBD22", "#1B4F72")
 
 GOOD = "#009E73"      # bluish green
 BAD = "#D55E00"       # vermillion

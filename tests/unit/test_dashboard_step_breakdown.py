@@ -208,3 +208,20 @@ def test_mfu_is_unknown_when_flops_cover_too_little(tmp_path):
         assert "100 % of the gaps wait for the host" in tiles["tile-gpu-idle"][2]
     finally:
         src.close()
+
+
+def test_peak_by_module_keeps_ten_colours_apart():
+    from dsprof.dashboard.figures.memory import peak_holdings_figure
+    from dsprof.reports.memory import DevicePeak, Holding
+
+    # GIVEN a peak held by 25 modules (a transformer's blocks), 1..25 MiB each
+    mods = [Holding(f"model.layers.{k}", (k + 1) << 20, 1) for k in range(25)]
+    peak = DevicePeak(0, "cuda:0", 400 << 20, None, None, 0, [], mods, [], 0)
+    fig = peak_holdings_figure([peak], "module")
+    # THEN the ten largest are drawn apart, the other 15 summed into one grey bar
+    names = [t.name for t in fig.data]
+    assert names[:10] == [f"model.layers.{k}" for k in range(24, 14, -1)]
+    assert names[10] == "other modules (15)" and fig.data[10].x == (sum(range(1, 16)),)
+    colors = [t.marker.color for t in fig.data]
+    assert len(set(colors)) == len(colors)
+    assert sum(sum(t.x) for t in fig.data) == sum(range(1, 26))  # nothing lost

@@ -129,23 +129,26 @@ def memory_series_figure(series: pa.Table) -> go.Figure:
     return fig
 
 
-def peak_holdings_figure(peaks: Sequence[DevicePeak], by: str = "category") -> go.Figure:
+def peak_holdings_figure(peaks: Sequence[DevicePeak], by: str = "category",
+                         top: int = 10) -> go.Figure:
     """What was live at each device's peak (``memory_report``), by category or module, as
-    stacked bars; the unattributed rest in grey."""
+    stacked bars; the unattributed rest in grey. Modules past the ``top`` largest are summed
+    into "other modules", so no two of the drawn ones share a colour."""
     fig = go.Figure()
-    keys: dict[str, None] = {}
-    for p in peaks:
+    held: dict[str, list[float]] = {}  # key -> MiB per peak
+    for k, p in enumerate(peaks):
         for h in getattr(p, f"by_{by}"):
-            keys.setdefault(h.key)
-    colors = (MEMORY_COLORS if by == "category" else {}) or distinct_colors(list(keys))
-    for key in keys:
-        xs, ys = [], []
-        for p in peaks:
-            hold = {h.key: h.bytes for h in getattr(p, f"by_{by}")}
-            xs.append(hold.get(key, 0) / MIB)
-            ys.append(plain(f"r{p.rank} {p.device}"))
-        fig.add_trace(go.Bar(x=xs, y=ys, orientation="h", name=plain(key),
-                             marker_color=colors.get(key),
+            held.setdefault(h.key, [0.0] * len(peaks))[k] += h.bytes / MIB
+    if by != "category" and len(held) > top:
+        ranked = sorted(held, key=lambda key: -sum(held[key]))
+        rest = [sum(held[key][k] for key in ranked[top:]) for k in range(len(peaks))]
+        held = {key: held[key] for key in ranked[:top]}
+        held[f"other modules ({len(ranked) - top})"] = rest
+    colors = MEMORY_COLORS if by == "category" else distinct_colors(list(held))
+    ys = [plain(f"r{p.rank} {p.device}") for p in peaks]
+    for key, xs in held.items():
+        color = "#999999" if key.startswith("other modules (") else colors.get(key)
+        fig.add_trace(go.Bar(x=xs, y=ys, orientation="h", name=plain(key), marker_color=color,
                              hovertemplate=f"{plain(key)}: %{{x:,.1f}} MiB<extra></extra>"))
     if any(p.unattributed for p in peaks):
         fig.add_trace(go.Bar(x=[p.unattributed / MIB for p in peaks],
