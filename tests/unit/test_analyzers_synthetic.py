@@ -178,6 +178,14 @@ def _allocator(growth: int, inactive_split: int = 0):
     return Run.from_tables(meta=SCRIPT, steps=steps([10] * 9), allocator=table(*rows))
 
 
+def _reserved_events(reserved_mib: int):
+    """[memory] events of an imported GPU trace: 1 GiB allocated at most, reserved as given."""
+    rows = [{"device": "cuda:0", "ts_ns": (20 + i) * MS, "action": "alloc", "bytes": 256 * MIB,
+             "allocated": (i + 1) * 256 * MIB, "reserved": reserved_mib * MIB, "step": 1,
+             "source": "profiler", "capture": 0} for i in range(4)]
+    return Run.from_tables(steps=steps([20, 20]), memory=table(*rows))
+
+
 def _scales(skipped: list[bool], scales: list[float]):
     return Run.from_tables(meta=SCRIPT, steps=steps([10] * len(skipped), skipped=skipped,
                                                     loss_scale=scales))
@@ -311,6 +319,9 @@ CASES = [
     ("memory_leak", "memory.leak", lambda: _allocator(8 << 20), lambda: _allocator(0)),
     ("fragmentation", "memory.fragmentation", lambda: _allocator(0, 512 << 20),
      lambda: _allocator(0, 1 << 20)),
+    # imported traces: Total Reserved of [memory] events, reserved 2x the peak allocated
+    ("fragmentation", "memory.fragmentation", lambda: _reserved_events(2048),
+     lambda: _reserved_events(1040)),
     ("grad_scaler", "amp.skipped_steps",
      lambda: _scales([False] * 4 + [True, False, True, False, True, False],
                      [65536.0] * 4 + [32768.0] * 2 + [16384.0] * 2 + [8192.0] * 2),
