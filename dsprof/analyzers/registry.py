@@ -42,6 +42,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.batch_size:BatchSize",
     "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
+    "dsprof.analyzers.gpu_idle:GpuIdleAnalyzer",
     "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
     "dsprof.analyzers.straggler:StragglerAnalyzer",
     "dsprof.analyzers.comm_overlap:CommOverlapAnalyzer",

@@ -186,6 +186,18 @@ def _reserved_events(reserved_mib: int):
     return Run.from_tables(steps=steps([20, 20]), memory=table(*rows))
 
 
+def _idle_gpu(idle: bool):
+    """Two 20 ms steps; in step 1 the GPU runs 0-5 and 15-20 ms (idle 10 ms while the host runs
+    an op) or the whole step."""
+    busy = [(20, 5), (35, 5)] if idle else [(20, 20)]
+    return Run.from_tables(
+        steps=steps([20, 20]),
+        ops=table({"id": 1, "step": 1, "name": "aten::nonzero_static", "cat": "cpu_op",
+                   "thread": 1, "start_ns": 25 * MS, "dur_ns": 10 * MS, "phase": "forward"}),
+        kernels=table(*({"step": 1, "name": "gemm", "kind": "compute", "category": "gemm",
+                         "stream": 7, "start_ns": a * MS, "dur_ns": d * MS} for a, d in busy)))
+
+
 def _scales(skipped: list[bool], scales: list[float]):
     return Run.from_tables(meta=SCRIPT, steps=steps([10] * len(skipped), skipped=skipped,
                                                     loss_scale=scales))
@@ -312,6 +324,7 @@ CASES = [
     ("data_parallel", "comm.data_parallel",
      lambda: _modules(("DataParallel", 0, 10, None), ("DataParallel.module", 2, 7, 1)),
      lambda: _modules(("DistributedDataParallel", 0, 10, None), ("Model", 0, 5, 1))),
+    ("gpu_idle", "gpu.idle_block", lambda: _idle_gpu(True), lambda: _idle_gpu(False)),
     ("launch_bound", "launch.bound", lambda: _launches(True), lambda: _launches(False)),
     ("straggler", "comm.straggler", lambda: _two_ranks(20), lambda: _two_ranks(0)),
     ("host_syncs", "host_sync.call", lambda: _syncs("cuda:0", True),
