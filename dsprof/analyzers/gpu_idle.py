@@ -93,9 +93,11 @@ class GpuIdleAnalyzer(Analyzer):
         from dsprof.analyzers.host_syncs import HostSyncs
         from dsprof.analyzers.input_pipeline import InputPipeline
         from dsprof.analyzers.launch_bound import LaunchBoundAnalyzer
+        from dsprof.analyzers.pageable_readback import PageableReadbackAnalyzer
 
         total = 0.0
-        for other in (InputPipeline(), HostSyncs(), LaunchBoundAnalyzer()):
+        for other in (InputPipeline(), HostSyncs(), PageableReadbackAnalyzer(),
+                      LaunchBoundAnalyzer()):
             if any(not ctx.nonempty(t) for t in other.requires) or other.skip_reason(ctx):
                 continue
             total += sum(f.saving_s for f in other.run(ctx) if f.kind.startswith(IDLE_KINDS))
@@ -150,7 +152,7 @@ class GpuIdleAnalyzer(Analyzer):
                         rank=b.rank, value=ns / n / 1e9) for name, ns in top]
         return Finding(
             analyzer=self.name, kind="gpu.idle_block", key=f"rank{b.rank}|{lead}",
-            title=title, saving_s=saving / 1e9, confidence="low" if lead != "data" else "medium",
+            title=title, saving_s=float(saving) / 1e9, confidence="low" if lead != "data" else "medium",
             explanation=explanation, evidence=tuple(ev), fix=_FIX[lead],
             verify=f"dsprof run {ctx.target_command}" if ctx.target_command else "",
             data={"rank": b.rank, "source": b.source, "iterations": n,

@@ -38,6 +38,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.step_outliers:StepOutliers",
     "dsprof.analyzers.input_pipeline:InputPipeline",
     "dsprof.analyzers.host_syncs:HostSyncs",
+    "dsprof.analyzers.pageable_readback:PageableReadbackAnalyzer",
     "dsprof.analyzers.checkpointing:Checkpointing",
     "dsprof.analyzers.batch_size:BatchSize",
     "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",

@@ -5,6 +5,7 @@ dsprof's parser); each stays silent on the traces without its pattern and on a C
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from functools import cache
 
@@ -67,7 +68,7 @@ def test_single_process_loader_idle_block_is_rederived_from_the_autograd_trace(i
                      if str(e["name"]).startswith("enumerate(DataLoader)"))
     busy = union([(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events
                   if e.get("cat") in DEVICE_CATS])
-    iters = [(a[0], b[0]) for a, b in zip(fetches, fetches[1:])][1:]
+    iters = [(a[0], b[0]) for a, b in itertools.pairwise(fetches)][1:]
     idle = data = 0.0
     for a, b in iters:
         edges = [a] + [x for s, e in busy if e > a and s < b for x in (max(s, a), min(e, b))] + [b]
@@ -116,6 +117,81 @@ def test_a_down_sampled_trace_is_marked_and_gets_no_idle_block(imported):
 def test_a_complete_trace_is_not_marked_sampled(imported):
     _, meta = imported(*A100)
     assert "sampled" not in (meta.get("ingest_notes") or {})
+
+
+# -- a blocking copy into pageable memory ------------------------------------------------------
+
+def _readback_trace(path):
+    """A GPU process's Kineto trace in which ``loss.item()`` holds the host 5 ms of each 10 ms
+    step: the kernels end at 4 ms, the host sits in cudaMemcpyAsync (Device -> Pageable) from 3
+    to 8 ms. (No shared trace holds such a copy longer than 0.8 ms and this machine has no GPU,
+    so the events are written here, in the layout torch.profiler writes.)"""
+    events = []
+    for s in range(3):
+        t = 1000 + s * 10_000
+        events += [
+            {"ph": "X", "cat": "user_annotation", "name": f"ProfilerStep#{s}", "pid": 1,
+             "tid": 1, "ts": t, "dur": 10_000},
+            {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": t + 100,
+             "dur": 200, "args": {"External id": 10 * s + 1}},
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1,
+             "ts": t + 150, "dur": 50, "args": {"correlation": 10 * s + 1}},
+            {"ph": "X", "cat": "kernel", "name": "ampere_sgemm_128x64_nn", "pid": 0, "tid": 7,
+             "ts": t + 1500, "dur": 2500,
+             "args": {"device": 0, "stream": 7, "correlation": 10 * s + 1}},
+            {"ph": "X", "cat": "cpu_op", "name": "aten::item", "pid": 1, "tid": 1,
+             "ts": t + 2900, "dur": 5200, "args": {"External id": 10 * s + 2}},
+            {"ph": "X", "cat": "cpu_op", "name": "aten::_local_scalar_dense", "pid": 1,
+             "tid": 1, "ts": t + 2950, "dur": 5100, "args": {"External id": 10 * s + 3}},
+            {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", "pid": 1, "tid": 1,
+             "ts": t + 3000, "dur": 5000, "args": {"correlation": 10 * s + 2}},
+            {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoH (Device -> Pageable)",
+             "pid": 0, "tid": 7, "ts": t + 4000, "dur": 10,
+             "args": {"device": 0, "stream": 7, "correlation": 10 * s + 2, "bytes": 4}},
+        ]
+    path.write_text(json.dumps({"traceEvents": events}))
+    return events
+
+
+def test_blocking_pageable_readback_is_found_with_the_trace_host_time(tmp_path):
+    # GIVEN the trace, and from its raw events: host time in the pageable DtoH calls and the
+    # whole-device idle time inside them, per step
+    events = _readback_trace(tmp_path / "gpu.json")
+    steps = [e for e in events if e["name"].startswith("ProfilerStep#")]
+    calls = [e for e in events if e["name"] == "cudaMemcpyAsync"]
+    busy = union([(e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e["cat"] in DEVICE_CATS])
+    host_ms = sum(c["dur"] for c in calls) / len(steps) / 1e3
+    idle_ms = sum(c["dur"] - overlap(c["ts"], c["ts"] + c["dur"], busy)
+                  for c in calls) / len(steps) / 1e3
+    # WHEN it is imported and analyzed
+    run_dir, _ = import_traces([tmp_path / "gpu.json"], tmp_path / "run")
+    with load(run_dir.path) as run:
+        res = analyze(run, write=False)
+    found = [f for f in res.findings if f.kind == "host_sync.pageable_readback"]
+    # THEN the finding holds the host time (half the step) and claims the idle during the
+    # copies; the host-sync finding claims only the idle after them, so together they fit
+    (f,) = found
+    assert f.data["host_ms_per_step"] == pytest.approx(host_ms)
+    assert f.data["gpu_idle_during_ms_per_step"] == pytest.approx(idle_ms)
+    assert f.saving_s == pytest.approx(idle_ms / 1e3)
+    assert "aten::item" in f.title and "50%" in f.title and "pin_memory=True" in f.fix
+    step_s = 10e-3
+    ranked = [x for x in res.findings if x.severity != "info"]
+    assert sum(x.saving_s for x in ranked) <= step_s
+    idle_kinds = [x for x in res.findings if x.kind.startswith(("host_sync.", "gpu.", "launch."))]
+    assert sum(x.saving_s for x in idle_kinds) <= step_s - 2.5e-3  # at most the idle time
+
+
+def test_pageable_readback_is_silent_on_the_shared_traces_short_copies(imported):
+    # GIVEN HTA's sampled rank: 8 device-to-pageable copies, none near a share of its steps
+    calls = {e["args"]["correlation"] for e in raw(*SAMPLED)
+             if e.get("name") == "Memcpy DtoH (Device -> Pageable)"}
+    host = sum(float(e["dur"]) for e in raw(*SAMPLED) if e.get("cat") == "cuda_runtime"
+               and e.get("args", {}).get("correlation") in calls)
+    assert calls and host < 2000  # under 2 ms against 600 ms steps
+    res, _ = imported(*SAMPLED)
+    assert "host_sync.pageable_readback" not in [f.kind for f in res.findings]
 
 
 # -- reserved memory from [memory] events ------------------------------------------------------

@@ -20,6 +20,7 @@ Contract (views ``kernels``, ``ops`` and, when present, ``steps`` as in :mod:`ds
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,7 +86,7 @@ def iterations(con, rank: int) -> tuple[list[tuple[str, int, int]], str]:
             SELECT start_ns + dur_ns FROM ops WHERE rank = ? AND name LIKE 'Optimizer.step#%'
             ORDER BY start_ns""", [rank]).fetchall()]
         source = "optimizer"
-    spans = [(f"iteration {i + 1}", a, b) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    spans = [(f"iteration {i + 1}", a, b) for i, (a, b) in enumerate(itertools.pairwise(cuts))]
     if len(spans) >= 3:
         spans = spans[1:]  # one-time work (autotuning, allocator growth) fills the first
     return (spans, source) if len(spans) >= 2 else ([], source)
