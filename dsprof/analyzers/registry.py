@@ -47,6 +47,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
     "dsprof.analyzers.straggler:StragglerAnalyzer",
     "dsprof.analyzers.comm_overlap:CommOverlapAnalyzer",
+    "dsprof.analyzers.unbucketed_comms:UnbucketedAllReduceAnalyzer",
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",

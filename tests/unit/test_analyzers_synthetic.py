@@ -108,6 +108,22 @@ def _gloo(comm_start_ms: float, comm_ms: float, call_ms: float, compute_until_ms
     return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops), comms=comms)
 
 
+def _per_param(n: int, nbytes: int):
+    """Step 1 (100 ms) all-reduces ``n`` gradients of ``nbytes`` (plus 1 us a KiB) one after
+    the other on gloo's thread after backward, nothing else running: all exposed."""
+    t, rows = 160 * MS, []
+    for i in range(n):
+        dur = 60_000 + (nbytes + i * 64) // 1024 * 1_000
+        rows.append({"step": 1, "collective": "all_reduce", "dtype": "float", "group_size": 2,
+                     "in_bytes": nbytes + i * 64, "out_bytes": nbytes + i * 64,
+                     "start_ns": t, "dur_ns": dur, "call_ns": t, "source": "gloo"})
+        t += dur
+    ops = [{"id": 1, "step": 1, "name": "aten::mm", "cat": "cpu_op", "depth": 0, "thread": 1,
+            "start_ns": 100 * MS, "dur_ns": 50 * MS, "phase": "backward"}]
+    return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops),
+                           comms=table(*rows))
+
+
 def comm_late():
     # issued at the end of backward (52 ms) and run while nothing else does: 30 % exposed
     return _gloo(comm_start_ms=52, comm_ms=30, call_ms=52, compute_until_ms=51)
@@ -323,6 +339,9 @@ CASES = [
     ("tensor_cores", "tensor_core.unaligned_dims", lambda: _matmul("c10::BFloat16", UNALIGNED),
      lambda: _matmul("c10::BFloat16", ALIGNED)),
     ("comm_bound", "comm.bound", comm_late, comm_hidden),
+    # 200 all-reduces of ~4 KiB a step vs 4 bucketed ones of 8 MiB
+    ("unbucketed_allreduce", "comm.unbucketed", lambda: _per_param(200, 4096),
+     lambda: _per_param(4, 8 << 20)),
     ("comm_overlap", "comm.poor_overlap", comm_late, comm_hidden),
     ("data_parallel", "comm.data_parallel",
      lambda: _modules(("DataParallel", 0, 10, None), ("DataParallel.module", 2, 7, 1)),

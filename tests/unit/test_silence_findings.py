@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import statistics
 import json
 from functools import cache
 
@@ -280,3 +281,68 @@ def test_new_findings_are_silent_on_a_cpu_run(cpu_run):
     assert not [f.title for f in cpu_run.findings if f.kind.startswith(NEW_KINDS)]
     skipped = {s["analyzer"]: s["reason"] for s in cpu_run.skipped}
     assert "gpu_idle" in skipped and "fragmentation" in skipped
+
+
+# -- hundreds of small per-parameter all-reduces -------------------------------------------------
+
+def _gloo_loop(path, per_parameter: bool):
+    """A real data-parallel loop on gloo (world 1): 40 Linear layers (80 parameters), gradients
+    all-reduced one parameter at a time, or once over a flat buffer."""
+    from torch._utils import _flatten_dense_tensors
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(40)])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with dsprof.profile(path, schedule=dsprof.schedule(wait=1, warmup=1, active=2),
+                        quiet=True, analyze=False):
+        for _ in range(5):
+            model(torch.randn(8, 16)).sum().backward()
+            grads = [p.grad for p in model.parameters()]
+            if per_parameter:
+                for g in grads:
+                    torch.distributed.all_reduce(g)
+            else:
+                torch.distributed.all_reduce(_flatten_dense_tensors(grads))
+            opt.step()
+            opt.zero_grad()
+    return [p.numel() * p.element_size() for p in model.parameters()]
+
+
+@pytest.mark.slow
+def test_per_parameter_all_reduces_are_found_on_a_real_gloo_run(tmp_path):
+    # GIVEN a real gloo process group, and the same loop per parameter and over a flat buffer
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        sizes = _gloo_loop(tmp_path / "per_param", per_parameter=True)
+        _gloo_loop(tmp_path / "flat", per_parameter=False)
+    finally:
+        dist.destroy_process_group()
+    # WHEN both runs are analyzed
+    found = {}
+    for name in ("per_param", "flat"):
+        with load(tmp_path / name) as run:
+            res = analyze(run, write=False)
+        assert not res.failed, res.failed
+        found[name] = [f for f in res.findings if f.kind == "comm.unbucketed"]
+    # THEN the per-parameter loop is named with its count and median size, from the model
+    (f,) = found["per_param"]
+    assert f.data["per_step"] == len(sizes) == 80
+    assert f.data["median_bytes"] == statistics.median(sizes)
+    assert f.data["bytes_per_step"] == sum(sizes)
+    assert "80 all-reduces per step" in f.title and "bucket_cap_mb" in f.fix
+    # AND the flat buffer (one all-reduce a step) is not
+    assert found["flat"] == []
+
+
+def test_bucketed_all_reduces_of_a_real_nccl_trace_are_not_flagged(imported):
+    # GIVEN the A100 DDP trace: few all-reduces per step, each megabytes (DDP's buckets)
+    events = raw(*A100)
+    kernels = [e for e in events if "AllReduce" in str(e.get("name"))
+               and e.get("cat") == "kernel"]
+    steps = [e for e in events if str(e.get("name")).startswith("ProfilerStep#")]
+    sizes = sorted(e["args"]["In msg nelems"] * 4 for e in kernels)
+    assert len(kernels) / len(steps) < 10 and sizes[len(sizes) // 2] > 1 << 20
+    res, _ = imported(*A100)
+    assert "comm.unbucketed" not in [f.kind for f in res.findings]
