@@ -49,7 +49,9 @@ class FragmentationAnalyzer(Analyzer):
                 "SELECT count(*) FROM memory WHERE device <> 'cpu'")[0][0]:
             return ("the trace's [memory] events carry no Total Reserved (Kineto before 1.9 "
                     "records Bytes only), and there is no CUDA allocator state")
-        return "needs a CUDA allocator (memory_stats or a snapshot); CPU has none"
+        return ("needs allocator state: memory_stats or a CUDA snapshot (a dsprof run on a "
+                "GPU), or [memory] events with Total Reserved (profile_memory=True); a CPU has "
+                "no caching allocator")
 
     def run(self, ctx: Context) -> list[Finding]:
         out = []

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import statistics
 import json
+import statistics
 from functools import cache
 
 import pytest
