@@ -64,8 +64,9 @@ class GpuIdleAnalyzer(Analyzer):
         found = [b for r in self._ranks(ctx) if (b := idle_blocks(ctx.run.con, r)) is not None
                  and b.iterations]
         if not found:
-            self.no_finding_reason = ("no iterations to measure: the trace marks no steps and "
-                                      "has no DataLoader or optimizer spans to cut it at")
+            self.no_finding_reason = ("fewer than two iterations to measure: one step, or no "
+                                      "steps and no DataLoader or optimizer spans to cut the "
+                                      "trace at")
             return []
         b = max(found, key=lambda x: sum(x.by_class[c] for c in OWN) / len(x.iterations))
         n = len(b.iterations)
@@ -135,7 +136,10 @@ class GpuIdleAnalyzer(Analyzer):
         iters = ("" if b.source == "steps" else
                  f" The trace marks no steps: iterations run from one "
                  f"{'batch fetch' if b.source == 'dataloader' else 'optimizer step'} to the "
-                 "next, the first left out (one-time work: autotuning, allocator growth).")
+                 "next, the first left out (one-time work: autotuning, allocator growth)."
+                 + (f" Over the whole trace, that first iteration included, the GPU ran "
+                    f"nothing {b.trace_idle_share:.0%} of the time."
+                    if b.trace_idle_share is not None else ""))
         explanation = (
             f"Rank {b.rank}, {n} {unit}s: the whole GPU sat idle {idle / 1e6:.2f} ms per {unit} "
             f"in stretches of at least {MIN_BLOCK_NS / 1e6:.0f} ms ({pct:.0f}% of a "
@@ -159,4 +163,5 @@ class GpuIdleAnalyzer(Analyzer):
                   "step_ms": step_ns / 1e6, "idle_ms_per_step": idle / 1e6,
                   "by_class_ms": {c: v / 1e6 for c, v in per.items()},
                   "claimed_elsewhere_ms": claimed / 1e6,
+                  "trace_idle_share": b.trace_idle_share,
                   "largest_block": {"offset_ms": off / 1e6, "ms": length / 1e6}})

@@ -203,15 +203,18 @@ def _reserved_events(reserved_mib: int):
 
 
 def _idle_gpu(idle: bool):
-    """Two 20 ms steps; in step 1 the GPU runs 0-5 and 15-20 ms (idle 10 ms while the host runs
-    an op) or the whole step."""
-    busy = [(20, 5), (35, 5)] if idle else [(20, 20)]
+    """Three 20 ms steps; in steps 1 and 2 the GPU runs the first and last 5 ms (idle 10 ms
+    while the host runs an op) or the whole step."""
+    busy = [(5, 5)] if idle else [(0, 20)]
+    busy = busy + [(15, 5)] if idle else busy
     return Run.from_tables(
-        steps=steps([20, 20]),
-        ops=table({"id": 1, "step": 1, "name": "aten::nonzero_static", "cat": "cpu_op",
-                   "thread": 1, "start_ns": 25 * MS, "dur_ns": 10 * MS, "phase": "forward"}),
-        kernels=table(*({"step": 1, "name": "gemm", "kind": "compute", "category": "gemm",
-                         "stream": 7, "start_ns": a * MS, "dur_ns": d * MS} for a, d in busy)))
+        steps=steps([20, 20, 20]),
+        ops=table(*({"id": s, "step": s, "name": "aten::nonzero_static", "cat": "cpu_op",
+                     "thread": 1, "start_ns": (20 * s + 5) * MS, "dur_ns": 10 * MS,
+                     "phase": "forward"} for s in (1, 2))),
+        kernels=table(*({"step": s, "name": "gemm", "kind": "compute", "category": "gemm",
+                         "stream": 7, "start_ns": (20 * s + a) * MS, "dur_ns": d * MS}
+                        for s in (1, 2) for a, d in busy)))
 
 
 def _scales(skipped: list[bool], scales: list[float]):

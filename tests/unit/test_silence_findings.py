@@ -89,6 +89,11 @@ def test_single_process_loader_idle_block_is_rederived_from_the_autograd_trace(i
     assert f.data["by_class_ms"]["data"] == pytest.approx(data_ms, rel=0.02)
     assert f.data["iterations"] == len(iters) and f.data["source"] == "dataloader"
     assert "DataLoader workers" in f.title and "num_workers" in f.fix
+    # AND the whole trace's idle share (81 %, the first iteration's one-time work included)
+    whole = 1 - sum(b - a for a, b in busy) / (busy[-1][1] - busy[0][0])
+    assert whole > 0.75
+    assert f.data["trace_idle_share"] == pytest.approx(whole, abs=0.005)
+    assert f"{whole:.0%} of the time" in f.explanation
     # AND it claims no more than the idle time minus what other findings already claim
     assert f.saving_s * 1e3 <= idle_ms - f.data["claimed_elsewhere_ms"] + 1e-6
 
@@ -113,6 +118,18 @@ def test_a_down_sampled_trace_is_marked_and_gets_no_idle_block(imported):
     assert "gpu.idle_block" not in [f.kind for f in res.findings]
     assert any(s["analyzer"] == "gpu_idle" and "down-sampled" in s["reason"]
                for s in res.skipped)
+
+
+def test_a_single_step_micro_benchmark_is_no_idle_pattern(tmp_path):
+    # GIVEN HTA's event-sync trace: one 3 ms ProfilerStep, the GPU idle through most of it
+    run_dir, _ = import_traces([trace_dir("hta_a100_event_sync") / "event_sync_trace.json.gz"],
+                               tmp_path / "run")
+    with load(run_dir.path) as run:
+        assert run.sql("SELECT count(*) FROM steps")[0][0] == 1
+        res = analyze(run, only=("gpu_idle",), write=False)
+    # THEN one step is no "each step" pattern: no finding, and the reason is given
+    assert not res.findings
+    assert any("fewer than two iterations" in s["reason"] for s in res.skipped)
 
 
 def test_a_complete_trace_is_not_marked_sampled(imported):

@@ -46,6 +46,9 @@ class IdleBlocks:
     """steps | dataloader | optimizer: where the iterations come from."""
     in_trace: int = 0
     """Iterations the trace holds (the first, left out, included)."""
+    trace_idle_share: float | None = None
+    """Without steps: the share of the whole trace (first to last device activity) in which
+    the GPU ran nothing, the left-out first iteration included."""
     idle_ns: int = 0
     by_class: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
     host_ops: dict[str, int] = field(default_factory=dict)
@@ -72,8 +75,9 @@ def iterations(con, rank: int) -> tuple[list[tuple[str, int, int]], str]:
             WHERE rank = ? AND profiled AND coalesce(disturbed_by, 'window') = 'window'
               AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = s.rank AND k.step = s.step)
             ORDER BY start_ns""", [rank]).fetchall()
-        if rows:
-            return [(f"step {s}", int(a), int(b)) for s, a, b in rows], "steps"
+        if rows:  # one step is no pattern "each step": nothing to measure
+            return [(f"step {s}", int(a), int(b)) for s, a, b in rows
+                    ] if len(rows) >= 2 else [], "steps"
     cuts = [int(t) for (t,) in con.execute("""
         WITH d AS (SELECT thread, start_ns FROM ops
                    WHERE rank = ? AND phase = 'data' AND name LIKE 'enumerate(DataLoader)%'),
@@ -126,6 +130,13 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
         WHERE rank = ? AND kind <> 'sync' AND start_ns < ? AND start_ns + dur_ns > ?""",
                                 [rank, hi, lo]).fetchall() or np.zeros((0, 2)), dtype=np.int64)
     bs, be = _merge(busy[:, 0], busy[:, 1])
+    trace_idle = None
+    if source != "steps":
+        every = np.array(con.execute(
+            "SELECT start_ns, start_ns + greatest(dur_ns, 0) FROM kernels "
+            "WHERE rank = ? AND kind <> 'sync'", [rank]).fetchall(), dtype=np.int64)
+        ws, we = _merge(every[:, 0], every[:, 1])
+        trace_idle = 1 - float((we - ws).sum()) / max(int(we[-1] - ws[0]), 1)
     blocks = []
     for label, a, b in spans:
         # the gaps of the busy union inside [a, b)
@@ -136,7 +147,8 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
         keep = gap_e - gap_s >= min_block_ns
         blocks.extend((label, a, int(x), int(y)) for x, y in zip(gap_s[keep], gap_e[keep]))
     out = IdleBlocks(rank, spans, source,
-                     len(spans) if source == "steps" else len(spans) + (len(spans) >= 2))
+                     len(spans) if source == "steps" else len(spans) + (len(spans) >= 2),
+                     trace_idle)
     if not blocks:
         return out
     host = _host_intervals(con, rank, lo, hi)
