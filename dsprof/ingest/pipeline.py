@@ -298,7 +298,7 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
         res.skipped[key] = res.skipped.get(key, 0) + count
     for key, count in ops.flops_unknown.items():
         res.flops_unknown[key] = res.flops_unknown.get(key, 0) + count
-    kept = _events_kept(parsed.host.args)
+    kept = _events_kept(doc.events)
     if kept is not None:
         res.events_kept = kept if res.events_kept is None else min(res.events_kept, kept)
     meta = doc.metadata
@@ -310,9 +310,10 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
         parsed.n_events
 
 
-def _events_kept(args: list[Any]) -> float | None:
-    """Share of the profiler's numbered host events (``Ev Idx``) the trace holds."""
-    idx = [a.ev_idx for a in args if type(a.ev_idx) is int]
+def _events_kept(events: list[Any]) -> float | None:
+    """Share of the profiler's numbered events (``Ev Idx``: host ops, annotations and
+    instants such as ``[memory]``) the trace holds."""
+    idx = [e.args.ev_idx for e in events if type(e.args.ev_idx) is int]
     if len(idx) < 2:
         return None
     return len(set(idx)) / (max(idx) - min(idx) + 1)

@@ -286,7 +286,7 @@ def cpu_run(tmp_path_factory):
             opt.zero_grad()
             loss.item()
     with load(path) as run:
-        return analyze(run, write=False)
+        return analyze(run, write=False), dict(run.meta), path
 
 
 NEW_KINDS = ("gpu.idle_block", "memory.fragmentation", "host_sync.pageable_readback",
@@ -294,10 +294,22 @@ NEW_KINDS = ("gpu.idle_block", "memory.fragmentation", "host_sync.pageable_readb
 
 
 def test_new_findings_are_silent_on_a_cpu_run(cpu_run):
-    assert not cpu_run.failed, cpu_run.failed
-    assert not [f.title for f in cpu_run.findings if f.kind.startswith(NEW_KINDS)]
-    skipped = {s["analyzer"]: s["reason"] for s in cpu_run.skipped}
+    res, _, _ = cpu_run
+    assert not res.failed, res.failed
+    assert not [f.title for f in res.findings if f.kind.startswith(NEW_KINDS)]
+    skipped = {s["analyzer"]: s["reason"] for s in res.skipped}
     assert "gpu_idle" in skipped and "fragmentation" in skipped
+
+
+def test_a_complete_dsprof_window_is_not_marked_sampled(cpu_run):
+    # GIVEN dsprof's own window trace: ops, annotations and [memory] instants all numbered
+    _, meta, path = cpu_run
+    (trace,) = sorted((path / "raw" / "rank0").glob("window-*.trace.json*"))
+    idx = [e["args"]["Ev Idx"] for e in json.loads(trace.read_text())["traceEvents"]
+           if isinstance(e.get("args"), dict) and "Ev Idx" in e["args"]]
+    assert idx and len(set(idx)) == max(idx) - min(idx) + 1
+    # THEN ingest does not call it down-sampled
+    assert "sampled" not in (meta.get("ingest_notes") or {})
 
 
 # -- hundreds of small per-parameter all-reduces -------------------------------------------------
