@@ -98,6 +98,39 @@ def test_single_process_loader_idle_block_is_rederived_from_the_autograd_trace(i
     assert f.saving_s * 1e3 <= idle_ms - f.data["claimed_elsewhere_ms"] + 1e-6
 
 
+def test_idle_block_of_the_a100_ddp_trace_is_rederived_and_split_with_the_others(imported):
+    # GIVEN the raw trace: per ProfilerStep, stretches of >= 1 ms with no device activity, and
+    # how much of them some host span (op, annotation, runtime call) covers
+    events = [e for e in raw(*A100) if e.get("ph") == "X"]
+    steps = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events
+                   if str(e["name"]).startswith("ProfilerStep#"))
+    busy = union([(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events
+                  if e.get("cat") in DEVICE_CATS])
+    host = union([(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events
+                  if e.get("cat") in ("cpu_op", "user_annotation", "cuda_runtime")
+                  and not str(e["name"]).startswith("ProfilerStep#")])
+    idle = covered = 0.0
+    for a, b in steps:
+        edges = [a] + [x for s, e in busy if e > a and s < b for x in (max(s, a), min(e, b))] + [b]
+        for x, y in zip(edges[::2], edges[1::2]):
+            if y - x >= 1000:
+                idle += y - x
+                covered += overlap(x, y, host)
+    idle_ms, unexplained_ms = idle / len(steps) / 1e3, (idle - covered) / len(steps) / 1e3
+    # WHEN dsprof analyzes it
+    res, _ = imported(*A100)
+    (f,) = [f for f in res.findings if f.kind == "gpu.idle_block"]
+    # THEN the idle time and the part no host span explains are the trace's
+    assert f.data["idle_ms_per_step"] == pytest.approx(idle_ms, rel=0.01)
+    assert f.data["by_class_ms"]["unexplained"] == pytest.approx(unexplained_ms, abs=0.05)
+    assert sum(f.data["by_class_ms"].values()) == pytest.approx(idle_ms, rel=0.01)
+    # AND the host-sync and launch findings' idle time is not claimed again
+    others = sum(x.saving_s for x in res.findings
+                 if x.kind.startswith(("host_sync.", "launch.", "input.")))
+    assert f.data["claimed_elsewhere_ms"] == pytest.approx(others * 1e3, rel=1e-6)
+    assert f.saving_s + others <= idle_ms / 1e3 * (1 + 1e-6)
+
+
 def test_idle_block_stays_silent_where_another_finding_explains_it(imported):
     # GIVEN the same model with ProfilerSteps: input.dataloader_wait claims the idle time
     res, _ = imported(*MEM)
