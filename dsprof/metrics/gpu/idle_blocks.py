@@ -151,16 +151,18 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
                      trace_idle)
     if not blocks:
         return out
-    host = _host_intervals(con, rank, lo, hi)
+    host = _host_intervals(con, rank, [(a, b) for _, _, a, b in blocks])
+    # the spans of each class together with those of every class before it, merged once
+    upto_class = [_merge(np.concatenate([host[c][0] for c in CLASSES[: i + 1]]),
+                         np.concatenate([host[c][1] for c in CLASSES[: i + 1]]))
+                  for i in range(len(CLASSES) - 1)]
     largest: dict[str, tuple[int, int]] = {}
     for label, it_start, a, b in blocks:
         out.idle_ns += b - a
         if b - a > largest.get(label, (0, 0))[1]:
             largest[label] = (a - it_start, b - a)
         done = 0
-        for i, cls in enumerate(CLASSES[:-1]):
-            starts = np.concatenate([host[c][0] for c in CLASSES[: i + 1]])
-            ends = np.concatenate([host[c][1] for c in CLASSES[: i + 1]])
+        for cls, (starts, ends) in zip(CLASSES[:-1], upto_class):
             upto = _covered(starts, ends, a, b)
             out.by_class[cls] += upto - done
             done = upto
@@ -173,33 +175,41 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
     return out
 
 
-def _host_intervals(con, rank: int, lo: int, hi: int) -> dict[str, tuple]:
-    """(starts, ends[, outermost names]) of each attribution class on a rank inside [lo, hi)."""
+def _host_intervals(con, rank: int, blocks: list[tuple[int, int]]) -> dict[str, tuple]:
+    """(starts, ends, outermost names) of each attribution class on a rank, for the spans that
+    overlap an idle block (a sync that ended before a block still reaches into it through
+    its after-sync stretch, so syncs are taken whole)."""
     syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
     launches = ", ".join(f"'{n}'" for n in LAUNCH_CALLS)
+    values = ", ".join(f"({int(a)}, {int(b)})" for a, b in blocks)
     rows = con.execute(f"""
-        WITH o AS (
+        WITH b(a, e) AS (VALUES {values}),
+        o AS (
             SELECT o.id, o.name, o.cat, o.phase, o.start_ns, o.start_ns + o.dur_ns AS end_ns,
                    p.name AS parent, p.cat AS parent_cat
             FROM ops o LEFT JOIN ops p ON p.rank = o.rank AND p.id = o.parent_id
-            WHERE o.rank = ? AND o.start_ns < ? AND o.start_ns + o.dur_ns > ?),
+            WHERE o.rank = ? AND EXISTS (SELECT 1 FROM b WHERE o.start_ns < b.e
+                                         AND o.start_ns + o.dur_ns > b.a)),
         s AS (
-            SELECT * FROM o WHERE name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
+            SELECT id, start_ns, start_ns + dur_ns AS end_ns FROM ops o
+            WHERE rank = ? AND (name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
                 'hipMemcpyAsync') AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = ?
-                AND k.launch_id = o.id AND k.name LIKE '%DtoH%')))
+                AND k.launch_id = o.id AND k.name LIKE '%DtoH%')))),
+        after AS (
+            SELECT s.end_ns AS a,
+                   coalesce((SELECT min(k.start_ns) FROM kernels k WHERE k.rank = ?
+                             AND k.kind <> 'sync' AND k.start_ns >= s.end_ns), s.end_ns) AS e
+            FROM s)
         SELECT 'data', start_ns, end_ns, '' FROM o WHERE phase = 'data'
         UNION ALL SELECT 'sync', start_ns, end_ns, '' FROM s
-        UNION ALL SELECT 'after_sync', s.end_ns,
-               coalesce((SELECT min(k.start_ns) FROM kernels k WHERE k.rank = ?
-                         AND k.kind <> 'sync' AND k.start_ns >= s.end_ns), s.end_ns), ''
-               FROM s
+        UNION ALL SELECT 'after_sync', a, e, '' FROM after
         UNION ALL SELECT 'launch', start_ns, end_ns, '' FROM o WHERE name IN ({launches})
         UNION ALL SELECT 'host', start_ns, end_ns,
                CASE WHEN cat = 'cpu_op' AND (parent IS NULL OR parent_cat = 'user_annotation')
                     THEN name ELSE '' END
                FROM o WHERE cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
                  AND name NOT LIKE 'ProfilerStep#%'""",
-                       [rank, hi, lo, rank, rank]).fetchall()
+                       [rank, rank, rank, rank]).fetchall()
     out: dict[str, tuple] = {}
     for cls in CLASSES[:-1]:
         sel = [r for r in rows if r[0] == cls]
