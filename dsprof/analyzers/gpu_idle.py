@@ -26,6 +26,8 @@ Algorithm:
 
 from __future__ import annotations
 
+import statistics
+
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.gpu.idle_blocks import MIN_BLOCK_NS, IdleBlocks, idle_blocks
@@ -77,10 +79,26 @@ class GpuIdleAnalyzer(Analyzer):
         own = sum(b.by_class[c] for c in OWN) / n
         # a trace without steps: the others' savings are totals over the whole trace
         claimed = self._claimed_s(ctx) * 1e9 / (1 if b.source == "steps" else b.in_trace)
-        saving = max(0.0, min(own, idle - claimed))
+        # the host work of a recorded step is slower by the profiler's own cost: that much
+        # idle time is dsprof's, not the program's
+        overhead = self._recording_cost_ns(ctx, b)
+        saving = max(0.0, min(own - overhead, idle - claimed))
         if saving < MIN_OWN_SHARE * step_ns:
             return []
-        return [self._finding(ctx, b, saving, claimed)]
+        return [self._finding(ctx, b, saving, claimed, overhead)]
+
+    @staticmethod
+    def _recording_cost_ns(ctx: Context, b: IdleBlocks) -> float:
+        """How much longer the measured (recorded) steps are than the run's steady steps:
+        0 for an import, whose steps were all recorded alike."""
+        from dsprof.metrics.noise import steady_steps
+
+        if b.source != "steps" or not ctx.run.manifest.is_run:
+            return 0.0
+        steady = [d for _, d, _ in steady_steps(ctx.run, b.rank)]
+        if not steady:
+            return 0.0
+        return max(0.0, b.iteration_ns - float(statistics.median(steady)))
 
     @staticmethod
     def _ranks(ctx: Context) -> list[int]:
@@ -104,7 +122,8 @@ class GpuIdleAnalyzer(Analyzer):
             total += sum(f.saving_s for f in other.run(ctx) if f.kind.startswith(IDLE_KINDS))
         return total
 
-    def _finding(self, ctx: Context, b: IdleBlocks, saving: float, claimed: float) -> Finding:
+    def _finding(self, ctx: Context, b: IdleBlocks, saving: float, claimed: float,
+                 overhead: float) -> Finding:
         n = len(b.iterations)
         step_ns, idle = b.iteration_ns, b.per_iteration_ns
         per = {c: v / n for c, v in b.by_class.items()}
@@ -145,8 +164,10 @@ class GpuIdleAnalyzer(Analyzer):
             f"in stretches of at least {MIN_BLOCK_NS / 1e6:.0f} ms ({pct:.0f}% of a "
             f"{step_ns / 1e6:.1f} ms {unit}); the largest sits {where}. Meanwhile the host "
             f"was: {split}.{iters} Other findings claim {claimed / 1e6:.2f} ms per {unit} of "
-            f"GPU idle time (data loading, syncs, launches); this one claims "
-            f"{saving / 1e6:.2f} ms of the rest, the time the host spent loading data, in "
+            f"GPU idle time (data loading, syncs, launches)"
+            + (f"; the recorded steps are {overhead / 1e6:.2f} ms longer than the run's steady "
+               "ones (the profiler's own cost), which is not claimed" if overhead else "")
+            + f"; this one claims {saving / 1e6:.2f} ms of the rest, the time the host spent loading data, in "
             "other CPU ops or in nothing recorded while the GPU had no work queued.")
         ev = [Evidence(f"{label}: {length / 1e6:.2f} ms idle block {off / 1e6:.1f} ms into "
                        f"the {unit}", rank=b.rank, start_ns=start + off,
@@ -163,5 +184,6 @@ class GpuIdleAnalyzer(Analyzer):
                   "step_ms": step_ns / 1e6, "idle_ms_per_step": idle / 1e6,
                   "by_class_ms": {c: v / 1e6 for c, v in per.items()},
                   "claimed_elsewhere_ms": claimed / 1e6,
+                  "recording_cost_ms": overhead / 1e6,
                   "trace_idle_share": b.trace_idle_share,
                   "largest_block": {"offset_ms": off / 1e6, "ms": length / 1e6}})

@@ -408,3 +408,62 @@ def test_bucketed_all_reduces_of_a_real_nccl_trace_are_not_flagged(imported):
     assert len(kernels) / len(steps) < 10 and sizes[len(sizes) // 2] > 1 << 20
     res, _ = imported(*A100)
     assert "comm.unbucketed" not in [f.kind for f in res.findings]
+
+
+# -- idle blocks of a dsprof run: the profiler's own cost is not the program's ------------------
+
+def _recorded_run(window_ms: int):
+    """A dsprof run (synthetic tables: no GPU here): 8 steady steps of 20 ms, then two recorded
+    steps of ``window_ms`` in which the GPU runs the first and last 5 ms."""
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import MS, SCRIPT, table
+
+    durs = [50, 30] + [20] * 8 + [window_ms, window_ms]
+    starts = [sum(durs[:i]) * MS for i in range(len(durs))]
+    ops, kernels = [], []
+    for s in (10, 11):
+        ops.append({"id": s, "step": s, "name": "aten::nonzero_static", "cat": "cpu_op",
+                    "thread": 1, "start_ns": starts[s] + 5 * MS,
+                    "dur_ns": (window_ms - 10) * MS, "phase": "forward"})
+        kernels += [{"step": s, "name": "gemm", "kind": "compute", "category": "gemm",
+                     "stream": 7, "start_ns": starts[s] + a * MS, "dur_ns": 5 * MS}
+                    for a in (0, window_ms - 5)]
+    steps = {"step": list(range(12)), "start_ns": starts,
+             "end_ns": [s + d * MS for s, d in zip(starts, durs)],
+             "dur_ns": [d * MS for d in durs], "profiled": [False] * 10 + [True] * 2,
+             "disturbed_by": ["setup", "first_call"] + [None] * 8 + ["window"] * 2}
+    return Run.from_tables(meta={**SCRIPT, "source": "run"}, steps=steps, ops=table(*ops),
+                           kernels=table(*kernels))
+
+
+@pytest.mark.parametrize("window_ms", [20, 30])
+def test_the_profilers_own_cost_is_not_claimed_as_idle_time(window_ms):
+    # GIVEN recorded steps 0 or 10 ms longer than the steady ones, the GPU idle in between
+    res = analyze(_recorded_run(window_ms), only=("gpu_idle",), write=False)
+    (f,) = res.findings
+    idle_ms = window_ms - 10
+    # THEN the part by which recording slowed the step is taken off the claim
+    assert f.data["idle_ms_per_step"] == pytest.approx(idle_ms)
+    assert f.data["recording_cost_ms"] == pytest.approx(window_ms - 20)
+    assert f.saving_s * 1e3 == pytest.approx(idle_ms - (window_ms - 20))
+
+
+def test_idle_time_that_no_host_span_explains_is_called_unexplained():
+    # GIVEN steps of 20 ms whose GPU idles 5-15 ms while the trace records nothing on the host
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import MS, steps, table
+
+    run = Run.from_tables(
+        steps=steps([20, 20, 20]),
+        ops=table(*({"id": s, "step": s, "name": "aten::mm", "cat": "cpu_op", "thread": 1,
+                     "start_ns": 20 * s * MS, "dur_ns": MS, "phase": "forward"}
+                    for s in (1, 2))),
+        kernels=table(*({"step": s, "name": "gemm", "kind": "compute", "category": "gemm",
+                         "stream": 7, "start_ns": (20 * s + a) * MS, "dur_ns": 5 * MS}
+                        for s in (1, 2) for a in (0, 15))))
+    (f,) = analyze(run, only=("gpu_idle",), write=False).findings
+    # THEN it says so, with where the block sits in the step
+    assert f.title == ("Unexplained GPU idle 10.0 ms/step (50% of the step), the largest "
+                       "block 5.0-15.0 ms into the 20 ms step")
+    assert f.data["by_class_ms"]["unexplained"] == pytest.approx(10.0)
+    assert "with_stack=True" in f.fix
