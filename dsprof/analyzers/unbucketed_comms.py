@@ -30,6 +30,7 @@ import statistics
 
 import numpy as np
 
+from dsprof.analyzers.comm_overlap import uses_ddp
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.overlap import comm_overlap
@@ -48,6 +49,10 @@ dist.all_reduce(flat)
 flat /= dist.get_world_size()
 for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
     g.copy_(synced)"""
+
+
+_FIX_DDP = """# DDP's buckets are set too small: give it its default 25 MiB (or more) per bucket
+model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=25)"""
 
 
 class UnbucketedAllReduceAnalyzer(Analyzer):
@@ -88,9 +93,12 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
                              [rank]) if ctx.nonempty("kernels") else []
         kname = f" ({kernel[0][0].split('(')[0]})" if kernel else ""
         worst = max(steps, key=lambda r: int(r[2]))
+        ddp = uses_ddp(ctx)  # DDP already buckets: its buckets are too small
         return [Finding(
             analyzer=self.name, kind="comm.unbucketed", key=f"rank{rank}",
-            title=(f"Bucket the gradient all-reduces: {n:.0f} all-reduces per step of median "
+            title=(f"Raise DistributedDataParallel's bucket_cap_mb: {n:.0f} all-reduces per "
+                   f"step of median {_size(size)}{kname}" if ddp else
+                   f"Bucket the gradient all-reduces: {n:.0f} all-reduces per step of median "
                    f"{_size(size)}{kname}, one per parameter"),
             saving_s=saving / 1e9, confidence="medium" if per_byte is not None else "low",
             explanation=(
@@ -108,7 +116,7 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
             evidence=(Evidence(f"step {worst[1]}: {worst[2]} all-reduces, median "
                                f"{_size(float(worst[3]))}, {int(worst[5]) / 1e6:.2f} ms",
                                rank=rank, step=int(worst[1]), value=int(worst[2])),),
-            fix=_FIX,
+            fix=_FIX_DDP if ddp else _FIX,
             verify=f"dsprof run {ctx.target_command}" if ctx.target_command else "",
             data={"rank": rank, "per_step": n, "median_bytes": size, "bytes_per_step": total,
                   "alpha_us": alpha / 1e3, "buckets": k, "exposed_share": exposed,

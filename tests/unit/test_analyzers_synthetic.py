@@ -108,7 +108,7 @@ def _gloo(comm_start_ms: float, comm_ms: float, call_ms: float, compute_until_ms
     return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops), comms=comms)
 
 
-def _per_param(n: int, nbytes: int):
+def _per_param(n: int, nbytes: int, ddp: bool = False):
     """Step 1 (100 ms) all-reduces ``n`` gradients of ``nbytes`` (plus 1 us a KiB) one after
     the other on gloo's thread after backward, nothing else running: all exposed."""
     t, rows = 160 * MS, []
@@ -120,6 +120,10 @@ def _per_param(n: int, nbytes: int):
         t += dur
     ops = [{"id": 1, "step": 1, "name": "aten::mm", "cat": "cpu_op", "depth": 0, "thread": 1,
             "start_ns": 100 * MS, "dur_ns": 50 * MS, "phase": "backward"}]
+    if ddp:  # issued by DistributedDataParallel's reducer (its forward span is in the trace)
+        ops.append({"id": 2, "step": 1, "name": "DistributedDataParallel.forward",
+                    "cat": "user_annotation", "depth": 0, "thread": 1, "start_ns": 95 * MS,
+                    "dur_ns": 5 * MS, "phase": "forward"})
     return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops),
                            comms=table(*rows))
 

@@ -467,3 +467,15 @@ def test_idle_time_that_no_host_span_explains_is_called_unexplained():
                        "block 5.0-15.0 ms into the 20 ms step")
     assert f.data["by_class_ms"]["unexplained"] == pytest.approx(10.0)
     assert "with_stack=True" in f.fix
+
+
+
+def test_ddp_with_tiny_buckets_is_told_to_raise_bucket_cap_mb():
+    # GIVEN 200 small all-reduces a step issued by DDP (its forward span is in the trace)
+    from tests.unit.test_analyzers_synthetic import _per_param
+
+    (f,) = analyze(_per_param(200, 4096, ddp=True), only=("unbucketed_allreduce",),
+                   write=False).findings
+    # THEN the advice is DDP's own switch, not a hand-written flat buffer
+    assert f.title.startswith("Raise DistributedDataParallel's bucket_cap_mb: 200 all-reduces")
+    assert "_flatten_dense_tensors" not in f.fix and "bucket_cap_mb=25" in f.fix
