@@ -1,0 +1,124 @@
+"""Imported real traces (../shared/traces) read right: memory shares of a stated total, folders
+that are not one job refused, skip reasons that fit the device, per-step and per-window figures
+that say which. Each expectation is re-derived from the raw JSON with a reader written here."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from functools import cache
+
+import pytest
+
+from dsprof.ingest.importer import import_traces
+from dsprof.render.memory import render_report
+from dsprof.render.safe_text import make_console
+from dsprof.reports.memory import memory_report
+from dsprof.run import load
+from tests.conftest import trace_dir
+
+RESNET = "worker0.1623143089861.pt.trace.json.gz"
+
+
+@cache
+def _doc(folder: str, name: str) -> dict:
+    with gzip.open(trace_dir(folder) / name, "rt") as fh:
+        return json.load(fh)
+
+
+@pytest.fixture(scope="module")
+def resnet_run(tmp_path_factory):
+    run_dir, _ = import_traces([trace_dir("kineto_resnet50_v100_mem") / RESNET],
+                               tmp_path_factory.mktemp("resnet") / "run")
+    return run_dir.path
+
+
+def _raw_peak(device_type: int) -> tuple[int, int]:
+    """(peak live bytes, bytes allocated up to it) of one device from the raw [memory]
+    events: the running sum of Bytes, raised so it never drops below 0 (frees of blocks
+    allocated before the trace)."""
+    events = sorted((e["ts"], e["args"]["Bytes"]) for e in _doc("kineto_resnet50_v100_mem", RESNET)
+                    ["traceEvents"] if e.get("name") == "[memory]"
+                    and e["args"].get("Device Type") == device_type)
+    running, low, sums = 0, 0, []
+    for _ts, b in events:
+        running += b
+        low = min(low, running)
+        sums.append(running)
+    peak_at = max(range(len(sums)), key=lambda i: (sums[i], -i))
+    allocated = sum(b for _ts, b in events[:peak_at + 1] if b > 0)
+    return sums[peak_at] - low, allocated
+
+
+def test_memory_shares_of_a_trace_without_addresses(resnet_run):
+    # GIVEN tb_plugin's ResNet50 sample: [memory] events with Bytes only (no Addr), so no free
+    # can be matched with its allocation
+    with load(resnet_run) as run:
+        # WHEN dsprof memory reports the peaks
+        report = memory_report(run, top=50)
+    peaks = {p.device: p for p in report.peaks}
+    assert set(peaks) == {"cpu", "cuda:0"}
+    for device, device_type in (("cpu", 0), ("cuda:0", 1)):
+        p = peaks[device]
+        raw_peak, raw_allocated = _raw_peak(device_type)
+        # THEN the peak and the bytes allocated up to it are the raw events' own
+        assert p.peak_bytes == raw_peak
+        assert p.attribution == "allocated" and p.allocated_bytes == raw_allocated
+        # AND module and site rows are shares of those allocated bytes: never negative, all
+        # of them together exactly 100 %
+        for table in ("module", "site"):
+            rows = getattr(p, f"by_{table}")
+            assert all(h.bytes > 0 for h in rows)
+            assert sum(h.bytes for h in rows) == p.share_total(table) == raw_allocated
+        # AND the category rows (live at the peak) stay within the peak
+        assert all(h.bytes > 0 for h in p.by_category)
+        assert sum(h.bytes for h in p.by_category) <= p.share_total("category") == p.peak_bytes
+
+
+def test_memory_command_prints_no_negative_size_and_names_its_total(resnet_run):
+    with load(resnet_run) as run:
+        report = memory_report(run, top=10)
+    buf = io.StringIO()
+    render_report(report, make_console(file=buf, width=120, color_system=None), top=10)
+    text = buf.getvalue()
+    # THEN no size is negative (the DataLoader's -64.31 MiB of frees is gone)
+    assert not re.search(r"-\d[\d.]* [KMG]?i?B", text)
+    # AND each table's % column sums to at most 100 and says what it is a share of
+    for table in re.split(r"\n(?=by |top allocation)", text)[1:]:
+        shares = [float(m) for m in re.findall(r"│\s+([\d.]+) │\s+\d+ │\n", table)]
+        # (each printed share is rounded to 0.1: up to 0.05 each over)
+        assert shares and sum(shares) <= 100 + 0.05 * len(shares), table
+    assert "by category (bytes live at the peak)" in text
+    assert "top allocation sites (bytes allocated up to the peak, % of all" in text
+    assert "no addresses" in text
+
+
+def test_category_frees_of_memory_from_before_the_trace_are_not_negative(tmp_path):
+    # GIVEN a trace whose first events free 96 B that were allocated before it started
+    events = [{"ph": "X", "name": "ProfilerStep#1", "cat": "user_annotation", "pid": 1,
+               "tid": 1, "ts": 0, "dur": 100},
+              {"ph": "X", "name": "aten::empty", "cat": "cpu_op", "pid": 1, "tid": 1,
+               "ts": 5, "dur": 10}]
+    for ts, size in ((10, -64), (11, -32), (20, 128), (30, 256), (40, -128)):
+        events.append({"ph": "i", "s": "t", "name": "[memory]", "pid": 1, "tid": 1, "ts": ts,
+                       "args": {"Device Type": 0, "Device Id": -1, "Bytes": size}})
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    run_dir, _ = import_traces([path], tmp_path / "run")
+    with load(run_dir.path) as run:
+        (p,) = memory_report(run).peaks
+    # THEN the peak is a lower bound that counts them (at least 96 B were live when the trace
+    # began: it freed them), no row is negative, and the category rows plus what the trace did
+    # not see allocated make the peak
+    assert p.peak_bytes == (-96 + 128 + 256) + 96
+    assert all(h.bytes > 0 for h in p.by_category + p.by_module + p.by_site)
+    assert p.unattributed == 96
+    assert sum(h.bytes for h in p.by_category) + p.unattributed == p.peak_bytes
+    # AND the sites' shares are of the 384 B allocated up to the peak
+    assert sum(h.bytes for h in p.by_site) == p.allocated_bytes == 128 + 256
+    buf = io.StringIO()
+    with load(run_dir.path) as run:
+        render_report(memory_report(run), make_console(file=buf, width=120), top=5)
+    assert "unattributed (allocated before the trace, unseen): 96 B" in buf.getvalue()
