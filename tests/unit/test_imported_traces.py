@@ -7,17 +7,21 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from functools import cache
 
 import pytest
 
+from dsprof.errors import TraceFormatError
 from dsprof.ingest.importer import import_traces
 from dsprof.render.memory import render_report
 from dsprof.render.safe_text import make_console
 from dsprof.reports.memory import memory_report
 from dsprof.run import load
-from tests.conftest import trace_dir
+from tests.conftest import REPO, trace_dir
 
 RESNET = "worker0.1623143089861.pt.trace.json.gz"
 
@@ -122,3 +126,77 @@ def test_category_frees_of_memory_from_before_the_trace_are_not_negative(tmp_pat
     with load(run_dir.path) as run:
         render_report(memory_report(run), make_console(file=buf, width=120), top=5)
     assert "unattributed (allocated before the trace, unseen): 96 B" in buf.getvalue()
+
+
+# -- traces that are not the ranks of one job ------------------------------------------------
+
+def _import_cli(tmp_path, *paths):
+    """``dsprof import`` in a subprocess: its exit status and its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "dsprof", "import", *map(str, paths), "-o",
+                           str(out)], check=False, capture_output=True, text=True, env=env,
+                          timeout=120)
+    return proc.returncode, proc.stderr, out
+
+
+def test_two_unrelated_worker0_traces_are_refused(tmp_path):
+    # GIVEN tb_plugin's two ResNet samples in one folder: both worker0, one process each
+    # (the raw events' pids differ), recorded 19 h apart
+    folder = trace_dir("kineto_resnet50_v100_mem")
+    pids = {name: {e["pid"] for e in _doc("kineto_resnet50_v100_mem", name)["traceEvents"]
+                   if e.get("cat") == "Operator"} for name in (RESNET,
+                                                                "worker0.1623212756351.pt.trace.json.gz")}
+    assert len(set.union(*pids.values())) == 2
+    # WHEN the folder is imported
+    rc, err, out = _import_cli(tmp_path, folder)
+    # THEN one line, exit 2, no run directory, and the reason names both files and the pids
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "not ranks of one job" in err and "worker worker0" in err
+    assert "pid 25738 and 5555" in err
+    assert "import each on its own" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("folders, why", [
+    # distributedInfo.world_size 2 vs 1
+    (("hta_a100_2rank_nccl_r0", "hta_v100_1rank"), "world size 2 in one, 1 in the other"),
+    # both distributedInfo.rank 0, two benchmark processes
+    (("hta_a100_alexnet_small",), "both are rank 0 but come from different processes"),
+    # rank 1 of a 2022 inference job beside rank 0 of a 2024 training job
+    (("hta_a100_2rank_nccl_r0", "hta_inference_tiny"), "days apart"),
+])
+def test_traces_of_different_jobs_are_refused(tmp_path, folders, why):
+    with pytest.raises(TraceFormatError, match="not ranks of one job") as exc:
+        import_traces([trace_dir(f) for f in folders], tmp_path / "run")
+    assert why in str(exc.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_ranks_of_one_job_still_import(tmp_path):
+    # GIVEN the matched pair of ranks of the sampled 128-rank job (same world size, ranks 0/1,
+    # recorded at the same time)
+    run_dir, results = import_traces([trace_dir("hta_sampled_2rank_nccl")], tmp_path / "run")
+    assert sorted(r.rank for r in results) == [0, 1]
+    with load(run_dir.path) as run:
+        assert run.meta["world_size"] == 128
+
+
+def test_two_windows_of_one_worker_stay_one_rank(tmp_path):
+    # GIVEN one process's trace written as two windows (tb_plugin names: same worker, the
+    # same pid, one after the other)
+    src = _doc("kineto_resnet50_v100_mem", RESNET)
+    steps = sorted({e["ts"] for e in src["traceEvents"]
+                    if str(e.get("name", "")).startswith("ProfilerStep#")})
+    cut = steps[3]
+    for stamp, keep in ((1623143089861, lambda e: e.get("ts", 0) < cut),
+                        (1623143089999, lambda e: e.get("ts", 0) >= cut)):
+        doc = {**src, "traceEvents": [e for e in src["traceEvents"] if keep(e)]}
+        (tmp_path / f"worker0.{stamp}.pt.trace.json").write_text(json.dumps(doc))
+    # WHEN the folder is imported
+    run_dir, results = import_traces([tmp_path], tmp_path / "run")
+    # THEN both windows are rank 0 of a one-rank run
+    assert [r.rank for r in results] == [0]
+    with load(run_dir.path) as run:
+        assert run.meta["world_size"] == 1
+        assert run.sql("SELECT count(DISTINCT step) FROM steps")[0][0] == len(steps)
