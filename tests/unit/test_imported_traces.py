@@ -15,12 +15,16 @@ from functools import cache
 
 import pytest
 
+from dsprof.analyzers.registry import analyze
 from dsprof.errors import TraceFormatError
 from dsprof.ingest.importer import import_traces
+from dsprof.render.gpu import render_gpu
 from dsprof.render.memory import render_report
 from dsprof.render.safe_text import make_console
+from dsprof.reports.gpu import gpu_report
 from dsprof.reports.memory import memory_report
 from dsprof.run import load
+from dsprof.units import fmt_bytes
 from tests.conftest import REPO, trace_dir
 
 RESNET = "worker0.1623143089861.pt.trace.json.gz"
@@ -200,3 +204,111 @@ def test_two_windows_of_one_worker_stay_one_rank(tmp_path):
     with load(run_dir.path) as run:
         assert run.meta["world_size"] == 1
         assert run.sql("SELECT count(DISTINCT step) FROM steps")[0][0] == len(steps)
+
+
+# -- skip reasons that fit the device ----------------------------------------------------------
+
+def _skips(run_path) -> dict[str, str]:
+    with load(run_path) as run:
+        res = analyze(run, write=False)
+    return {s["analyzer"]: s["reason"] for s in res.skipped}
+
+
+def test_batch_size_skip_on_a_v100_trace_says_what_a_gpu_trace_lacks(resnet_run):
+    # GIVEN tb_plugin's V100 trace: deviceProperties give 32 GiB, its [memory] events carry
+    # block sizes only (no Total Allocated / Total Reserved), and no batch size
+    props = _doc("kineto_resnet50_v100_mem", RESNET)["deviceProperties"][0]
+    gpu_mem = [e for e in _doc("kineto_resnet50_v100_mem", RESNET)["traceEvents"]
+               if e.get("name") == "[memory]" and e["args"].get("Device Type") == 1]
+    assert gpu_mem and not any("Total Reserved" in e["args"] for e in gpu_mem)
+    reason = _skips(resnet_run)["batch_size"]
+    # THEN the reason names the GPU's memory from the trace and what is missing, and none of
+    # the advice meant for CPU runs
+    assert "GPU trace" in reason and props["name"] in reason
+    assert fmt_bytes(int(props["totalGlobalMem"] * 0.92)) in reason
+    assert "allocator totals" in reason and "batch size" in reason
+    assert "CPU run" not in reason and "--memory-budget" not in reason
+
+
+def test_batch_size_skip_on_a_gpu_trace_without_memory_events(tmp_path):
+    run_dir, _ = import_traces([trace_dir("hta_v100_1rank")], tmp_path / "run")
+    reason = _skips(run_dir.path)["batch_size"]
+    assert "GPU trace" in reason and "profile_memory=True" in reason
+    assert "CPU run" not in reason and "needs the memory_series table" not in reason
+
+
+# -- dsprof gpu: per step or per window, and never a measured-looking 0.0 % MFU ---------------
+
+MS = 1_000_000
+F1 = 2 * 1024 ** 3  # one fp32 1024^3 matmul
+
+
+def _three_step_run(tmp_path):
+    """Three 10 ms steps, each one matmul (M.mlp, F1 FLOPs) with one 1 ms TF32 kernel."""
+    import pyarrow.parquet as pq
+
+    from dsprof.rundir import RunDir
+    from dsprof.schema import KERNELS, OPS, STEPS
+
+    ops, kernels, steps = [], [], []
+    for step in (1, 2, 3):
+        t0 = step * 10 * MS
+        ops += [{"rank": 0, "step": step, "id": 2 * step, "thread": 1, "cat": "cpu_op",
+                 "name": "aten::mm", "start_ns": t0, "dur_ns": 2 * MS, "module": "M.mlp",
+                 "phase": "forward", "flops": F1, "dtypes": '["float", "float"]',
+                 "input_shapes": "[[1024, 1024], [1024, 1024]]"},
+                {"rank": 0, "step": step, "id": 2 * step + 1, "parent_id": 2 * step,
+                 "thread": 1, "cat": "cuda_runtime", "name": "cudaLaunchKernel",
+                 "start_ns": t0 + 10_000, "dur_ns": 5_000, "correlation": 2 * step + 1}]
+        kernels.append({"rank": 0, "step": step, "stream": 7, "kind": "compute",
+                        "name": "cutlass_80_tensorop_s1688gemm_64x64_32x6_nn_align4",
+                        "category": "gemm", "tensor_core": True, "start_ns": t0 + MS,
+                        "dur_ns": MS, "correlation": 2 * step + 1,
+                        "launch_id": 2 * step + 1, "op_id": 2 * step})
+        steps.append({"rank": 0, "step": step, "start_ns": t0, "end_ns": t0 + 10 * MS,
+                      "dur_ns": 10 * MS, "profiled": True, "source": "trace"})
+    rd = RunDir.create(tmp_path / "run")
+    for table, rows in ((OPS, ops), (KERNELS, kernels), (STEPS, steps)):
+        d = rd.path / "tables" / table.name
+        d.mkdir(parents=True)
+        pq.write_table(table.build({c: [r.get(c) for r in rows] for c in table.column_names}),
+                       d / "rank0.parquet")
+    rd.write_meta({"source": "import", "trace_device_properties": [
+        {"name": "NVIDIA A100-SXM4-80GB", "computeMajor": 8, "computeMinor": 0}]})
+    return rd.path
+
+
+def _gpu_text(rep) -> str:
+    buf = io.StringIO()
+    render_gpu(rep, make_console(file=buf, width=160, color_system=None))
+    return buf.getvalue()
+
+
+def test_per_module_flops_are_per_step_like_the_step_table(tmp_path):
+    # GIVEN three steps of one matmul each
+    with load(_three_step_run(tmp_path)) as run:
+        rep = gpu_report(run)
+    # THEN each step did F1 FLOPs, and so did the module per step (not 3 x F1 over the window)
+    assert [(s["key"], s["flops"]) for s in rep.steps] == [("1", F1), ("2", F1), ("3", F1)]
+    (mod,) = rep.modules
+    assert mod["key"] == "M.mlp" and mod["flops"] == F1 and mod["time_ns"] == MS
+    assert mod["mfu"] is not None and rep.flops_known
+    text = _gpu_text(rep)
+    # AND every table says whether it is per step or summed over the capture
+    assert "FLOP/s and MFU per step" in text
+    assert "FLOP/s and MFU per module, per step (mean of the 3 steps above)" in text
+    assert "GPU time by kernel category, summed over the capture (3 steps)" in text
+    assert f"{F1 / 1e12:.3f}" in text and f"{3 * F1 / 1e12:.3f}" not in text
+
+
+def test_gpu_report_says_unknown_instead_of_mfu_zero(resnet_run):
+    # GIVEN the V100 trace, whose convolutions record no parameters: FLOPs are known for
+    # (almost) none of the gemm/conv kernel time
+    with load(resnet_run) as run:
+        rep = gpu_report(run)
+    assert rep.tensor_core["flops_coverage"] < 0.05
+    # THEN no MFU is given (not 0.0 %), and the report says why
+    assert not rep.flops_known and all(s["mfu"] is None for s in rep.steps + rep.modules)
+    text = _gpu_text(rep)
+    assert "FLOP/s and MFU per step" not in text and "FLOP/s and MFU per module" not in text
+    assert "FLOP/s and MFU: unknown (FLOPs are known for 0% of the gemm/conv/attention" in text
