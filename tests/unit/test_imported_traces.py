@@ -18,14 +18,27 @@ import pytest
 from dsprof.analyzers.registry import analyze
 from dsprof.errors import TraceFormatError
 from dsprof.ingest.importer import import_traces
+from dsprof.render.findings import render_findings
 from dsprof.render.gpu import render_gpu
 from dsprof.render.memory import render_report
 from dsprof.render.safe_text import make_console
+from dsprof.render.summary import render_full
 from dsprof.reports.gpu import gpu_report
 from dsprof.reports.memory import memory_report
+from dsprof.reports.summary import summarize
 from dsprof.run import load
 from dsprof.units import fmt_bytes
-from tests.conftest import REPO, trace_dir
+from tests.conftest import REPO, TRACES, trace_dir
+from tests.unit.test_trace_advice import TRACE_SETS
+
+TRACE_SETS_PRESENT = TRACES.exists()
+# every shared trace, as sets that are each one job (test_trace_advice's, and the rest)
+ONE_JOB = {**TRACE_SETS,
+           "hta_a100_event_sync": ["event_sync_trace.json.gz"],
+           "hta_cpu_only_gloo": ["rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz"],
+           "hta_cupti_counters": ["benchmark_result_924719_1679055439_trace.json.gz"],
+           "hta_memory_timeline": ["memory_timeline.raw.gz"],
+           "hta_triton_tiny": ["triton_example.json.gz"]}
 
 RESNET = "worker0.1623143089861.pt.trace.json.gz"
 
@@ -312,3 +325,32 @@ def test_gpu_report_says_unknown_instead_of_mfu_zero(resnet_run):
     text = _gpu_text(rep)
     assert "FLOP/s and MFU per step" not in text and "FLOP/s and MFU per module" not in text
     assert "FLOP/s and MFU: unknown (FLOPs are known for 0% of the gemm/conv/attention" in text
+
+
+# -- issue 19's wrong numbers, on every shared trace -------------------------------------------
+
+@pytest.mark.skipif(not TRACE_SETS_PRESENT, reason="../shared/traces is absent")
+@pytest.mark.parametrize("folder", sorted(ONE_JOB))
+def test_no_unknown_printed_as_zero_on_any_trace(tmp_path, folder):
+    # GIVEN each shared trace set (one job each), imported
+    run_dir, _ = import_traces([trace_dir(folder) / f for f in ONE_JOB[folder]],
+                               tmp_path / "run")
+    buf = io.StringIO()
+    console = make_console(file=buf, width=200, color_system=None)
+    # WHEN analyze, gpu and summary print it
+    with load(run_dir.path) as run:
+        render_findings(analyze(run, write=False), console, top=50, detail=50)
+        render_gpu(gpu_report(run), console)
+        render_full(summarize(run), console)
+    text = buf.getvalue()
+    # THEN an unknown size, FLOP count or MFU is never printed as a zero or a None
+    assert "(None)" not in text and " None " not in text
+    assert not re.search(r"move 0\.0 MiB|of 0\.0 MiB|MFU 0\.0 ?%", text)
+    in_mfu_table = False
+    for line in text.splitlines():
+        if "MFU per" in line:
+            in_mfu_table = True
+        elif not any(c in line for c in "│┃━"):
+            in_mfu_table = False
+        elif in_mfu_table and "│" in line:  # a row: its MFU (last column) real or "unknown"
+            assert not re.search(r"│\s*0\.0%\s*$", line), line
