@@ -354,3 +354,42 @@ def test_no_unknown_printed_as_zero_on_any_trace(tmp_path, folder):
             in_mfu_table = False
         elif in_mfu_table and "│" in line:  # a row: its MFU (last column) real or "unknown"
             assert not re.search(r"│\s*0\.0%\s*$", line), line
+
+
+def _tiny_trace(path, *, dist=None, pid=7, host=None, ts=1_700_000_000_000_000):
+    doc = {"schemaVersion": 1}
+    if dist is not None:
+        doc["distributedInfo"] = dist
+    if host is not None:
+        doc["host_name"] = host
+    doc["traceEvents"] = [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": pid, "tid": 1, "ts": ts,
+         "dur": 50},
+        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#1", "pid": pid, "tid": 1,
+         "ts": ts - 10, "dur": 100}]
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("a, b, why", [
+    ({"dist": {"rank": 0, "world_size": 2, "backend": "nccl"}},
+     {"dist": {"rank": 1, "world_size": 2, "backend": "gloo"}}, "backend nccl in one, gloo"),
+    ({"dist": {"rank": 0, "world_size": 2}}, {"dist": {"rank": 2, "world_size": 2}},
+     "rank 2 is outside its world size 2"),
+    ({"dist": {"rank": 0}, "host": "node-a"}, {"dist": {"rank": 0}, "host": "node-b"},
+     "different hosts (node-a and node-b)"),
+])
+def test_headers_that_are_not_one_job_are_refused(tmp_path, a, b, why):
+    files = [_tiny_trace(tmp_path / "a.json", **a), _tiny_trace(tmp_path / "b.json", **b)]
+    with pytest.raises(TraceFormatError, match=re.escape(why)):
+        import_traces(files, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ranks_recorded_together_are_one_job(tmp_path):
+    # GIVEN ranks 0 and 1 of a world of 2, two processes, recorded a second apart
+    files = [_tiny_trace(tmp_path / "r0.json", dist={"rank": 0, "world_size": 2}, pid=11),
+             _tiny_trace(tmp_path / "r1.json", dist={"rank": 1, "world_size": 2}, pid=12,
+                         ts=1_700_000_001_000_000)]
+    _run_dir, results = import_traces(files, tmp_path / "run")
+    assert sorted(r.rank for r in results) == [0, 1]
