@@ -28,10 +28,10 @@ def render_report(report: MemoryReport, console: Console, top: int = 10) -> None
         if p.attribution == "allocated":
             what = (f"bytes allocated up to the peak, % of all {fmt_bytes(p.allocated_bytes)} "
                     "allocated")
-            _holdings(f"by module ({what})", p.by_module, p.share_total("module"), console,
-                      top, shorten_module)
-            _holdings(f"top allocation sites ({what})", p.by_site, p.share_total("site"),
-                      console, top, shorten_site)
+            _holdings(f"by module ({what})", p.allocated_by_module, p.share_total("module"),
+                      console, top, shorten_module)
+            _holdings(f"top allocation sites ({what})", p.allocated_by_site,
+                      p.share_total("site"), console, top, shorten_site)
             console.print("  [dim]the trace records no addresses, so a free cannot be matched "
                           "to its allocation: what each module or site held at the peak is "
                           "unknown[/]")

@@ -16,8 +16,10 @@ key held at the peak is known only where a free carries the key of the block it 
 * by module and by site, a free is charged to the op that freed the block, not the one that
   allocated it, so signed sums mean nothing there (one op's -64 MiB, three ops at 66.7 % of
   the peak each). Those tables give the bytes each key **allocated** from the capture's start
-  to the peak (``attribution = "allocated"``), as shares of all bytes allocated then
-  (``allocated_bytes``); they sum to 100 % and never claim to be live.
+  to the peak (``attribution = "allocated"``, in ``allocated_by_module`` and
+  ``allocated_by_site``), as shares of all bytes allocated then (``allocated_bytes``); they sum
+  to 100 % and never claim to be live. ``by_module`` and ``by_site`` (live at the peak, which
+  the dashboard draws as such) stay empty then.
 
 The site is the stack's innermost user frame when the allocation has a stack (activations, CUDA
 snapshots), else the op that allocated it and its module. What the live rows do not explain
@@ -62,9 +64,12 @@ class DevicePeak:
     unattributed: int
     allocator: dict[str, int] = field(default_factory=dict)
     attribution: str = "live"
-    """What ``by_module`` and ``by_site`` measure: ``live`` (bytes live at the peak, shares of
-    ``peak_bytes``) or ``allocated`` (bytes allocated from the capture's start to the peak,
-    shares of ``allocated_bytes``; the trace has no addresses to pair frees with allocs)."""
+    """``live``: ``by_module`` and ``by_site`` hold bytes live at the peak (shares of
+    ``peak_bytes``). ``allocated``: the trace has no addresses to pair frees with allocs, so
+    those stay empty and ``allocated_by_module`` / ``allocated_by_site`` hold the bytes
+    allocated from the capture's start to the peak (shares of ``allocated_bytes``)."""
+    allocated_by_module: list[Holding] = field(default_factory=list)
+    allocated_by_site: list[Holding] = field(default_factory=list)
     allocated_bytes: int = 0
     """All bytes allocated from the capture's start to the peak (the total of ``allocated``
     shares); 0 when ``attribution`` is ``live``."""
@@ -183,9 +188,13 @@ def device_peak(run: Run, rank: int, device: str, top: int) -> DevicePeak | None
         allocated_bytes = int(run.con.execute(
             f"SELECT coalesce(sum(m.bytes), 0) FROM memory m WHERE {alloc_where}",
             params).fetchone()[0])
-    return DevicePeak(rank, device, int(peak), ts, step, int(capture), by_cat, by_mod, by_site,
-                      max(int(peak) - int(attributed), 0), _allocator(run, rank, device),
+    live_mod, live_site = ([], []) if unpaired else (by_mod, by_site)
+    return DevicePeak(rank, device, int(peak), ts, step, int(capture), by_cat, live_mod,
+                      live_site, max(int(peak) - int(attributed), 0),
+                      _allocator(run, rank, device),
                       attribution="allocated" if unpaired else "live",
+                      allocated_by_module=by_mod if unpaired else [],
+                      allocated_by_site=by_site if unpaired else [],
                       allocated_bytes=allocated_bytes, freed_before=freed_before,
                       category_bytes=attributed)
 

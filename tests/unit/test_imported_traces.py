@@ -89,8 +89,9 @@ def test_memory_shares_of_a_trace_without_addresses(resnet_run):
         assert p.attribution == "allocated" and p.allocated_bytes == raw_allocated
         # AND module and site rows are shares of those allocated bytes: never negative, all
         # of them together exactly 100 %
+        assert p.by_module == [] and p.by_site == []  # nothing is claimed live at the peak
         for table in ("module", "site"):
-            rows = getattr(p, f"by_{table}")
+            rows = getattr(p, f"allocated_by_{table}")
             assert all(h.bytes > 0 for h in rows)
             assert sum(h.bytes for h in rows) == p.share_total(table) == raw_allocated
         # AND the category rows (live at the peak) stay within the peak
@@ -134,11 +135,12 @@ def test_category_frees_of_memory_from_before_the_trace_are_not_negative(tmp_pat
     # began: it freed them), no row is negative, and the category rows plus what the trace did
     # not see allocated make the peak
     assert p.peak_bytes == (-96 + 128 + 256) + 96
-    assert all(h.bytes > 0 for h in p.by_category + p.by_module + p.by_site)
+    assert all(h.bytes > 0 for h in p.by_category + p.allocated_by_module
+               + p.allocated_by_site)
     assert p.unattributed == 96
     assert sum(h.bytes for h in p.by_category) + p.unattributed == p.peak_bytes
     # AND the sites' shares are of the 384 B allocated up to the peak
-    assert sum(h.bytes for h in p.by_site) == p.allocated_bytes == 128 + 256
+    assert sum(h.bytes for h in p.allocated_by_site) == p.allocated_bytes == 128 + 256
     buf = io.StringIO()
     with load(run_dir.path) as run:
         render_report(memory_report(run), make_console(file=buf, width=120), top=5)
