@@ -9,6 +9,7 @@ from dsprof.render.layout import name_width, print_titled, shorten_module
 from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
 from dsprof.reports.gpu import GpuReport
+from dsprof.units import fmt_flops
 
 
 def _pct(x: float | None) -> str:
@@ -46,22 +47,22 @@ def render_gpu(rep: GpuReport, console: Console) -> None:
         console.print(f"FLOP/s and MFU: unknown (FLOPs are known for {100 * cover:.0f}% of the "
                       "gemm/conv/attention kernel time)")
     if rep.steps and rep.flops_known:
-        t = _table("FLOP/s and MFU per step", "step", "TFLOP", "step ms", "TFLOP/s", "MFU")
+        t = _table("FLOP/s and MFU per step", "step", "FLOP", "step ms", "FLOP/s", "MFU")
         for s in rep.steps:
-            t.add_row(plain(s["key"]), f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.1f}",
-                      f"{s['flops_per_s'] / 1e12:.2f}", _mfu(s["mfu"]))
+            t.add_row(plain(s["key"]), fmt_flops(s["flops"]), f"{s['time_ns'] / 1e6:.1f}",
+                      fmt_flops(s["flops_per_s"]) + "/s", _mfu(s["mfu"]))
         print_titled(console, t)
     if rep.modules and rep.flops_known:
         n = len(rep.steps)
         per = (f"per step (mean of the {n} step{'s' if n != 1 else ''} above)" if rep.steps
                else f"summed over {rep.window or 'the capture'}")
-        t = _table(f"FLOP/s and MFU per module, {per}", "module", "TFLOP", "GPU ms",
-                   "TFLOP/s", "MFU")
+        t = _table(f"FLOP/s and MFU per module, {per}", "module", "FLOP", "GPU ms",
+                   "FLOP/s", "MFU")
         width = name_width(console.width, 40)
         for s in rep.modules:
-            t.add_row(plain(shorten_module(s["key"], width)), f"{s['flops'] / 1e12:.3f}",
-                      f"{s['time_ns'] / 1e6:.2f}",
-                      f"{s['flops_per_s'] / 1e12:.2f}", _mfu(s["mfu"]))
+            t.add_row(plain(shorten_module(s["key"], width)), fmt_flops(s["flops"]),
+                      f"{s['time_ns'] / 1e6:.2f}", fmt_flops(s["flops_per_s"]) + "/s",
+                      _mfu(s["mfu"]))
         print_titled(console, t)
     if rep.tc_misses:
         t = _table(f"Matrix ops and Tensor Cores{over}", "verdict", "ops", "ms", "from")

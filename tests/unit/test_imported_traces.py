@@ -27,7 +27,7 @@ from dsprof.reports.gpu import gpu_report
 from dsprof.reports.memory import memory_report
 from dsprof.reports.summary import summarize
 from dsprof.run import load
-from dsprof.units import fmt_bytes
+from dsprof.units import fmt_bytes, fmt_flops
 from tests.conftest import REPO, TRACES, trace_dir
 from tests.unit.test_trace_advice import TRACE_SETS
 
@@ -313,7 +313,7 @@ def test_per_module_flops_are_per_step_like_the_step_table(tmp_path):
     assert "FLOP/s and MFU per step" in text
     assert "FLOP/s and MFU per module, per step (mean of the 3 steps above)" in text
     assert "GPU time by kernel category, summed over the capture (3 steps)" in text
-    assert f"{F1 / 1e12:.3f}" in text and f"{3 * F1 / 1e12:.3f}" not in text
+    assert fmt_flops(F1) in text and fmt_flops(3 * F1) not in text
 
 
 def test_gpu_report_says_unknown_instead_of_mfu_zero(resnet_run):
