@@ -395,3 +395,25 @@ def test_ranks_recorded_together_are_one_job(tmp_path):
                          ts=1_700_000_001_000_000)]
     _run_dir, results = import_traces(files, tmp_path / "run")
     assert sorted(r.rank for r in results) == [0, 1]
+
+
+def test_a_category_freeing_memory_from_before_the_trace_is_named_not_negative(tmp_path):
+    # GIVEN a memory timeline (export_memory_timeline raw: [t_ns, action, bytes, category])
+    # where 40 B of parameters allocated before it (and not listed as pre-existing) are freed
+    records = [[1000, 2, 100, 3], [2000, 4, -40, 0], [3000, 2, 50, 4]]
+    path = tmp_path / "memory_timeline.raw.gz"
+    path.write_bytes(gzip.compress(json.dumps(records).encode()))
+    run_dir, _ = import_traces([path], tmp_path / "run")
+    with load(run_dir.path) as run:
+        report = memory_report(run)
+    (p,) = report.peaks
+    # THEN the parameters' net frees are no row, but named as such; the rows' shares stay
+    # within 100 % of the total they are shares of
+    assert {h.key: h.bytes for h in p.by_category} == {"temporary": 100, "activation": 50}
+    assert p.freed_before == 40
+    assert sum(h.bytes for h in p.by_category) <= p.share_total("category")
+    buf = io.StringIO()
+    render_report(report, make_console(file=buf, width=120, color_system=None))
+    text = buf.getvalue()
+    assert "freed memory allocated before the trace: 40 B" in text
+    assert not re.search(r"-\d+(\.\d+)? [KMG]?i?B", text)
