@@ -24,7 +24,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "traces"
-DEFAULT_TRACES = ("hta_a100_2rank_nccl_r0", "hta_v100_1rank", "kineto_resnet50_v100_mem")
+# a folder of one job each; kineto_resnet50_v100_mem holds two unrelated runs: one of them
+DEFAULT_TRACES = ("hta_a100_2rank_nccl_r0", "hta_v100_1rank",
+                  "kineto_resnet50_v100_mem/worker0.1623143089861.pt.trace.json.gz")
 
 
 def _wall(argv: list[str], tree: Path | None) -> float:

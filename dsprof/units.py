@@ -57,3 +57,15 @@ def fmt_count(n: float | None) -> str:
     if n is None:
         return "-"
     return f"{n:,.0f}" if float(n).is_integer() else f"{n:,.1f}"
+
+
+def fmt_flops(n: float | None) -> str:
+    """FLOPs in the SI unit they read best in: ``2.15 GFLOP``, ``327.7 kFLOP`` (``-`` for None),
+    so a small model's known count is never printed as ``0.000`` TFLOP."""
+    if n is None:
+        return "-"
+    for scale, unit in ((1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"),
+                        (1e3, "kFLOP")):
+        if abs(n) >= scale:
+            return f"{n / scale:.{3 if n / scale < 10 else 1}f} {unit}"
+    return f"{n:.0f} FLOP"

@@ -113,16 +113,49 @@ def time_split(ctx: Context, timeline: PeakTimeline) -> tuple[float, float]:
 
 class BatchSize(Analyzer):
     name = "batch_size"
-    requires = ("memory_series", "steps")
+    # memory_series is checked in skip_reason, whose reason fits the device and the source
+    requires = ("steps",)
 
     def skip_reason(self, ctx: Context) -> str | None:
+        if ctx.meta.get("source") == "import" and ctx.on_gpu:
+            return self._gpu_trace_gaps(ctx)
+        if not ctx.nonempty("memory_series"):
+            if ctx.meta.get("source") == "import":
+                return ("the trace has no memory events (record it with profile_memory=True) "
+                        "and no batch size (a trace does not record it)")
+            return "needs the memory_series table (the memory collector recorded no window)"
         if memory_budget(ctx.meta) is None:
+            if ctx.on_gpu:
+                return ("no memory budget to fill: the run recorded no GPU memory capacity; "
+                        "give --memory-budget BYTES")
             return ("no memory budget to fill: on a CPU run give --memory-budget BYTES "
                     "(the GPU's own memory is used on a GPU)")
         if not ctx.run.sql("SELECT count(batch_size) FROM steps")[0][0]:
             return ("no batch size: the steps took no batch from a DataLoader (the batch "
                     "dimension is the leading dimension of the DataLoader's batches)")
         return None
+
+    @staticmethod
+    def _gpu_trace_gaps(ctx: Context) -> str | None:
+        """What an imported GPU trace lacks for a batch prediction, or None when nothing."""
+        needs = []
+        if not ctx.nonempty("memory_series"):
+            needs.append("memory events (profile_memory=True)")
+        elif not ctx.run.sql("SELECT count(reserved) FROM memory WHERE device <> 'cpu'")[0][0]:
+            needs.append("allocator totals in its memory events (this trace's format records "
+                         "block sizes only, so memory allocated before it is not counted)")
+        budget = memory_budget(ctx.meta)
+        if budget is None:
+            needs.append("the GPU's memory capacity (the trace has no deviceProperties "
+                         "with totalGlobalMem)")
+        if not ctx.run.sql("SELECT count(batch_size) FROM steps")[0][0]:
+            needs.append("the batch size (a trace does not record it; dsprof run reads it "
+                         "from the DataLoader)")
+        if not needs:
+            return None
+        room = f" {fmt_bytes(budget.bytes)} ({budget.source})" if budget else ""
+        return (f"on a GPU trace, the largest batch that fits{room} needs "
+                + "; ".join(needs) + ": profile the script with dsprof run on the GPU")
 
     def run(self, ctx: Context) -> list[Finding]:
         timeline = peak_timeline(ctx.run)

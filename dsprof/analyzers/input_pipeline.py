@@ -30,6 +30,7 @@ import math
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.units import fmt_bytes, fmt_duration_ms
 
 THRESHOLD = 0.05  # DataLoader share of the step worth a finding (tb_plugin's rule)
 WORKER_START_NS = 60_000_000  # forking a worker with torch imported, measured here: 40-80 ms
@@ -209,11 +210,14 @@ class InputPipeline(Analyzer):
             out.append(Finding(
                 analyzer=self.name, kind="input.pageable_copy", key=f"rank{rank}",
                 title=(f"Copy inputs from pinned memory: {n} host-to-device copies from pageable "
-                       f"memory block the host {blocked / 1e6:.1f} ms {unit}"),
+                       f"memory block the host {fmt_duration_ms(blocked / 1e6)} {unit}"),
                 saving_s=blocked / 1e9, confidence="low",
-                explanation=(f"{n} copies of {int(nbytes or 0) / 2**20:.1f} MiB in all ran "
-                             f"{int(dev_ns or 0) / 1e6:.1f} ms on the device; their launches "
-                             f"held the host {int(host_ns or 0) / 1e6:.1f} ms because pageable "
+                # sizes and times in the unit they read best in: a few KiB copied in
+                # microseconds is not "0.0 MiB in 0.0 ms"
+                explanation=(f"{n} copies of {fmt_bytes(nbytes) if nbytes else 'unknown size'} "
+                             f"in all ran {fmt_duration_ms(int(dev_ns or 0) / 1e6)} on the "
+                             "device; their launches held the host "
+                             f"{fmt_duration_ms(int(host_ns or 0) / 1e6)} because pageable "
                              "memory is staged synchronously. Pinned memory with "
                              "non_blocking=True lets the copy overlap compute."),
                 evidence=(Evidence(f"Memcpy HtoD (Pageable -> Device) x {n}", rank=int(rank),

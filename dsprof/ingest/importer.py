@@ -2,13 +2,16 @@
 
 Each input file goes to ``raw/rank<R>/``. R comes from the trace's ``distributedInfo.rank``
 (read from the first bytes, without parsing the file), else from a ``rank<N>`` in the file
-name, else files get consecutive ranks after the known ones. Files of the same rank are kept
-together (several profiler windows of one process). Files are hard-linked when possible, so a
+name, else files get consecutive ranks after the known ones (files of one tb_plugin worker name,
+``worker0.<ms>.pt.trace.json``, share one). Files of the same rank are kept together (several
+profiler windows of one process). Traces that are not the ranks of one job (``job_check``)
+are refused, before and after ingest, with the reason. Files are hard-linked when possible, so a
 multi-GB trace set is not copied; the run directory is then self-contained either way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import re
@@ -22,6 +25,7 @@ import orjson
 
 from dsprof._version import __version__
 from dsprof.errors import TraceFormatError
+from dsprof.ingest.job_check import TraceHeader, check_one_job, check_spans, read_header
 from dsprof.ingest.pipeline import (
     TRACE_SUFFIXES,
     RankResult,
@@ -105,7 +109,8 @@ def _users_names(message: str, copies: dict[str, str]) -> str:
     return message
 
 
-def peek_rank(path: Path) -> int | None:
+def _head(path: Path) -> bytes:
+    """The file's first bytes (up to 1 MiB), decompressed."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(_HEAD)
@@ -116,6 +121,11 @@ def peek_rank(path: Path) -> int | None:
             head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, _HEAD)
         except zlib.error as exc:
             raise TraceFormatError(f"{path}: the gzip stream is corrupt ({exc})") from None
+    return head
+
+
+def peek_rank(path: Path, head: bytes | None = None) -> int | None:
+    head = _head(path) if head is None else head
     m = _DIST_RANK.search(head)
     if m:
         return int(m.group(1))
@@ -123,19 +133,27 @@ def peek_rank(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def assign_ranks(files: list[Path]) -> dict[Path, int]:
-    known = {f: peek_rank(f) for f in files}
+def read_headers(files: list[Path]) -> list[TraceHeader]:
+    """Each file's rank and what its head says about its job and process."""
+    heads = {f: _head(f) for f in files}
+    known = {f: peek_rank(f, heads[f]) for f in files}
     for f, r in known.items():
         if r is not None and r > MAX_RANK:
             raise TraceFormatError(f"{f}: rank {r} is out of range (a rank is below 2**31); "
                                    "the trace's distributedInfo or file name is wrong")
     next_rank = max([r for r in known.values() if r is not None], default=-1) + 1
-    out: dict[Path, int] = {}
+    by_worker: dict[str, int] = {}
+    out: list[TraceHeader] = []
     for f in files:
         r = known[f]
+        header = read_header(f, heads[f], -1)
+        if r is None and header.worker is not None and header.worker in by_worker:
+            r = by_worker[header.worker]  # another window of the same tb_plugin worker
         if r is None:
             r, next_rank = next_rank, next_rank + 1
-        out[f] = r
+        if header.worker is not None:
+            by_worker.setdefault(header.worker, r)
+        out.append(dataclasses.replace(header, rank=r))
     return out
 
 
@@ -162,9 +180,11 @@ def import_traces(paths: list[Path], run_path: Path,
         RunDirError: ``run_path`` exists or cannot be written.
     """
     files = discover(paths)
-    ranks = assign_ranks(files)
     for f in files:
         sniff(f)
+    headers = read_headers(files)
+    check_one_job(headers)
+    ranks = {h.path: h.rank for h in headers}
     run = RunDir.create(run_path)
     copies: dict[str, str] = {}
     try:
@@ -176,6 +196,10 @@ def import_traces(paths: list[Path], run_path: Path,
             what = ("no events (an empty traceEvents list)" if not sum(r.events for r in results)
                     else "no event dsprof reads (no op, kernel, step, collective or memory event)")
             raise TraceFormatError(f"{names}: the trace holds {what}; there is nothing to import")
+        per_rank: dict[int, list[Path]] = {}
+        for f, r in ranks.items():
+            per_rank.setdefault(r, []).append(f)
+        check_spans(run.path / "tables", per_rank)
     except TraceFormatError as exc:
         shutil.rmtree(run.path, ignore_errors=True)
         raise TraceFormatError(_users_names(str(exc), copies)) from None

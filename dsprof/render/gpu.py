@@ -9,6 +9,7 @@ from dsprof.render.layout import name_width, print_titled, shorten_module
 from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
 from dsprof.reports.gpu import GpuReport
+from dsprof.units import fmt_flops
 
 
 def _pct(x: float | None) -> str:
@@ -30,8 +31,9 @@ def _table(title: str, *cols: str) -> Table:
 def render_gpu(rep: GpuReport, console: Console) -> None:
     console.print(f"device: {esc(rep.device or 'none recorded')}"
                   + (f"  [yellow]({esc(rep.peak_note)})[/]" if rep.peak_note else ""))
+    over = f", summed over {rep.window}" if rep.window else ""
     if rep.categories:
-        t = _table("GPU time by kernel category", "category", "kernels", "ms", "share",
+        t = _table(f"GPU time by kernel category{over}", "category", "kernels", "ms", "share",
                    "on Tensor Cores")
         for c in rep.categories:
             t.add_row(plain(c["category"]), str(c["kernels"]), f"{c['gpu_ms']:.2f}", _pct(c["share"]),
@@ -40,45 +42,50 @@ def render_gpu(rep: GpuReport, console: Console) -> None:
         tc = rep.tensor_core
         console.print(f"Tensor Cores: {_pct(tc['of_matrix'])} of gemm/conv/attention time, "
                       f"{_pct(tc['of_kernels'])} of compute-kernel time")
-    if rep.steps:
-        t = _table("FLOP/s and MFU per step", "step", "TFLOP", "ms", "TFLOP/s", "MFU")
+    if not rep.flops_known and (rep.steps or rep.modules):
+        cover = rep.tensor_core.get("flops_coverage", 0.0)
+        console.print(f"FLOP/s and MFU: unknown (FLOPs are known for {100 * cover:.0f}% of the "
+                      "gemm/conv/attention kernel time)")
+    if rep.steps and rep.flops_known:
+        t = _table("FLOP/s and MFU per step", "step", "FLOP", "step ms", "FLOP/s", "MFU")
         for s in rep.steps:
-            t.add_row(plain(s["key"]), f"{s['flops'] / 1e12:.3f}", f"{s['time_ns'] / 1e6:.1f}",
-                      f"{s['flops_per_s'] / 1e12:.2f}", _mfu(s["mfu"]))
+            t.add_row(plain(s["key"]), fmt_flops(s["flops"]), f"{s['time_ns'] / 1e6:.1f}",
+                      fmt_flops(s["flops_per_s"]) + "/s", _mfu(s["mfu"]))
         print_titled(console, t)
-    if rep.modules:
-        over = (f"summed over the {len(rep.steps)} profiled step{'s' if len(rep.steps) != 1 else ''}"
-                if rep.steps else "summed over the capture")
-        t = _table(f"FLOP/s and MFU per module, {over}", "module", "TFLOP", "ms", "TFLOP/s",
-                   "MFU")
+    if rep.modules and rep.flops_known:
+        n = len(rep.steps)
+        per = (f"per step (mean of the {n} step{'s' if n != 1 else ''} above)" if rep.steps
+               else f"summed over {rep.window or 'the capture'}")
+        t = _table(f"FLOP/s and MFU per module, {per}", "module", "FLOP", "GPU ms",
+                   "FLOP/s", "MFU")
         width = name_width(console.width, 40)
         for s in rep.modules:
-            t.add_row(plain(shorten_module(s["key"], width)), f"{s['flops'] / 1e12:.3f}",
-                      f"{s['time_ns'] / 1e6:.2f}",
-                      f"{s['flops_per_s'] / 1e12:.2f}", _mfu(s["mfu"]))
+            t.add_row(plain(shorten_module(s["key"], width)), fmt_flops(s["flops"]),
+                      f"{s['time_ns'] / 1e6:.2f}", fmt_flops(s["flops_per_s"]) + "/s",
+                      _mfu(s["mfu"]))
         print_titled(console, t)
     if rep.tc_misses:
-        t = _table("Matrix ops and Tensor Cores", "verdict", "ops", "ms", "from")
+        t = _table(f"Matrix ops and Tensor Cores{over}", "verdict", "ops", "ms", "from")
         for m in rep.tc_misses:
             t.add_row(plain(m["reason"]), str(m["ops"]), f"{m['ms']:.2f}",
                       "kernels" if m.get("measured") else "dtype/shape")
         print_titled(console, t)
     if rep.module_phase:
-        t = _table("GPU time by module (with submodules) and phase", "module", "phase", "ms",
-                   "share")
+        t = _table(f"GPU time by module (with submodules) and phase{over}", "module", "phase",
+                   "ms", "share")
         for g in rep.module_phase:
             t.add_row(plain(shorten_module(g["module"], name_width(console.width, 36))),
                       plain(g["phase"]), f"{g['gpu_ns'] / 1e6:.2f}", _pct(g["share"]))
         print_titled(console, t)
     if rep.idle:
-        t = _table(f"GPU idle time by cause ({rep.convention})", "rank", "host wait",
+        t = _table(f"GPU idle time by cause{over} ({rep.convention})", "rank", "host wait",
                    "kernel-kernel", "other")
         for r in rep.idle:
             t.add_row(str(r["rank"]), *(f"{r[c + '_ms']:.1f} ms ({r[c + '_pct']:.1f}%)"
                                         for c in ("host_wait", "kernel_wait", "other")))
         print_titled(console, t)
     if rep.launch:
-        t = _table("Kernel launches", "rank", "launches", "CPU mean us", "delay median us",
+        t = _table(f"Kernel launches{over}", "rank", "launches", "CPU mean us", "delay median us",
                    "GPU<CPU", "CPU>50us", "delay>100us")
         for s in rep.launch:
             t.add_row(str(s["rank"]), str(s["launches"]), f"{s['cpu_mean_ns'] / 1e3:.1f}",
@@ -86,8 +93,9 @@ def render_gpu(rep: GpuReport, console: Console) -> None:
                       str(s["runtime_outliers"]), str(s["delay_outliers"]))
         print_titled(console, t)
     if rep.queue:
-        t = _table("Launch queue length per stream", "rank/stream", "mean", "p50", "max",
-                   "ms at 1024")
+        t = _table(f"Launch queue length per stream{over.replace('summed ', '')}",
+                   "rank/stream", "mean", "p50",
+                   "max", "ms at 1024")
         for q in rep.queue:
             t.add_row(f"{q['rank']}/{q['stream']}", f"{q['mean']:.2f}", f"{q['p50']:.0f}",
                       str(q["max"]), f"{q['max_ns_at_limit'] / 1e6:.2f}")

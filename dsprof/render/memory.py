@@ -20,12 +20,28 @@ def render_report(report: MemoryReport, console: Console, top: int = 10) -> None
         where = f"step {p.step}" if p.step is not None else "the capture"
         console.print(f"[bold]rank {p.rank}, {esc(p.device)}[/]: peak {fmt_bytes(p.peak_bytes)} "
                       f"live, in {where}")
-        _holdings("by category", p.by_category, p.peak_bytes, console, top, shorten_module)
-        _holdings("by module", p.by_module, p.peak_bytes, console, top, shorten_module)
-        _holdings("top allocation sites (bytes live at the peak)", p.by_site, p.peak_bytes,
-                  console, top, shorten_site)
+        _holdings("by category (bytes live at the peak)", p.by_category,
+                  p.share_total("category"), console, top, shorten_module)
+        if p.freed_before:
+            console.print(f"  [dim]freed memory allocated before the trace: "
+                          f"{fmt_bytes(p.freed_before)} (it holds nothing at the peak)[/]")
+        if p.attribution == "allocated":
+            what = (f"bytes allocated up to the peak, % of all {fmt_bytes(p.allocated_bytes)} "
+                    "allocated")
+            _holdings(f"by module ({what})", p.allocated_by_module, p.share_total("module"),
+                      console, top, shorten_module)
+            _holdings(f"top allocation sites ({what})", p.allocated_by_site,
+                      p.share_total("site"), console, top, shorten_site)
+            console.print("  [dim]the trace records no addresses, so a free cannot be matched "
+                          "to its allocation: what each module or site held at the peak is "
+                          "unknown[/]")
+        else:
+            _holdings("by module (bytes live at the peak)", p.by_module, p.share_total("module"),
+                      console, top, shorten_module)
+            _holdings("top allocation sites (bytes live at the peak)", p.by_site,
+                      p.share_total("site"), console, top, shorten_site)
         if p.unattributed:
-            console.print(f"unattributed (allocated before the capture, unseen): "
+            console.print(f"unattributed (allocated before the trace, unseen): "
                           f"{fmt_bytes(p.unattributed)}")
         if p.allocator:
             _allocator(p, console)
@@ -67,12 +83,10 @@ def _oom_header(report: MemoryReport, console: Console) -> None:
     console.print(f"[bold red]the script died {what}[/]; what filled memory at the peak:")
 
 
-def _holdings(title: str, rows: list[Holding], peak: int, console: Console, top: int,
+def _holdings(title: str, rows: list[Holding], total: int, console: Console, top: int,
               shorten: Callable[[str, int], str]) -> None:
-    # A row with net frees (bytes <= 0) is memory allocated before the capture and freed in
-    # it (events without addresses are summed signed): it holds nothing at the peak, and its
-    # negative share would push the others past 100 %.
-    freed = [h for h in rows if h.bytes <= 0]
+    """One table of holdings; ``total`` is what the % column is a share of (the report says
+    which: the peak, or the bytes allocated up to it)."""
     rows = [h for h in rows if h.bytes > 0]
     if not rows:
         return
@@ -85,12 +99,9 @@ def _holdings(title: str, rows: list[Holding], peak: int, console: Console, top:
     t.add_column("%", justify="right")
     t.add_column("blocks", justify="right")
     for h in rows[:top]:
-        t.add_row(plain(shorten(h.key, width)), fmt_bytes(h.bytes), f"{100 * h.bytes / peak:.1f}" if peak else "-",
-                  str(h.count))
+        t.add_row(plain(shorten(h.key, width)), fmt_bytes(h.bytes),
+                  f"{100 * h.bytes / total:.1f}" if total else "-", str(h.count))
     print_titled(console, t)
-    if freed:
-        console.print(f"  [dim]{len(freed)} row(s) left out: they freed memory allocated "
-                      "before the capture, and hold nothing at the peak[/]")
 
 
 def _allocator(p: DevicePeak, console: Console) -> None:

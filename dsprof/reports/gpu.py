@@ -2,7 +2,12 @@
 MFU, GPU time by module and phase, Tensor Core misses by reason, HTA's idle split, launch
 statistics and queue lengths, and the sampled device metrics. Reads tables only.
 
-Conventions: shares of GPU time sum kernel durations (overlapping streams both count). The
+Conventions: shares of GPU time sum kernel durations (overlapping streams both count). Every
+figure is either per step (the FLOP/s tables: rank 0's profiled steps, modules as the mean per
+step over the same steps) or summed over the capture (``window`` says what that is).
+FLOP/s and MFU are withheld (``flops_known`` False, MFU None) when FLOPs are known for less than
+``MIN_FLOP_COVERAGE`` of the matrix kernels' time: a figure that counts a sliver of the work
+would read as a measurement ("MFU 0.0 %"). The
 idle split, launch stats and queue lengths use HTA's default convention (kernels launched in
 the last ProfilerStep dropped), at nanosecond resolution unless ``hta_rounding`` asks for HTA's
 microsecond view (:mod:`dsprof.metrics.gpu.hta_view`) to compare with a report HTA made.
@@ -19,6 +24,9 @@ from dsprof.metrics.gpu import idle as gpu_idle
 from dsprof.metrics.gpu.hta_view import hta_rounded
 from dsprof.metrics.gpu.tc_eligibility import verdicts
 from dsprof.run import Run
+
+MIN_FLOP_COVERAGE = 0.5
+"""Share of gemm/conv/attention kernel time whose FLOPs must be known for FLOP/s and MFU."""
 
 
 @dataclass
@@ -37,6 +45,10 @@ class GpuReport:
     queue: list[dict[str, Any]] = field(default_factory=list)
     samples: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    window: str = ""
+    """What the summed figures cover: "the capture (N steps)", or of a trace without steps."""
+    flops_known: bool = True
+    """False when too little of the matrix kernels' time has known FLOPs (see module doc)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,9 +60,13 @@ def gpu_report(run: Run, *, top: int = 10, hta_rounding: bool = False) -> GpuRep
                   + ("HTA's microsecond rounding" if hta_rounding else "ns resolution"))
     rep = GpuReport(ga.device_name(run.meta), note, convention)
     has_kernels = run.has("kernels") and run.sql("SELECT count(*) FROM kernels")[0][0] > 0
+    rep.window = _window(run)
     if run.has("ops") and run.sql("SELECT count(*) FROM ops WHERE flops IS NOT NULL")[0][0]:
         rep.steps = [asdict(t) for t in ga.throughput_per_step(run.con, peak)]
-        rep.modules = [asdict(t) for t in ga.throughput_per_module(run.con, peak)[:top]]
+        # per step like the table beside it (rank 0's steps); summed over a trace without steps
+        steps = [int(s["key"]) for s in rep.steps] or None
+        rep.modules = [asdict(t) for t in ga.throughput_per_module(
+            run.con, peak, rank=0 if steps else None, steps=steps)[:top]]
         _misses(rep, run)
     if not has_kernels:
         rep.notes.append("no GPU kernels in this run (CPU run, or a trace without device "
@@ -59,6 +75,10 @@ def gpu_report(run: Run, *, top: int = 10, hta_rounding: bool = False) -> GpuRep
         return rep
     _categories(rep, run)
     _flops_coverage(rep, run)
+    if rep.tensor_core.get("flops_coverage", 1.0) < MIN_FLOP_COVERAGE:
+        rep.flops_known = False
+        for row in rep.steps + rep.modules:
+            row["mfu"] = None
     rep.module_phase = [asdict(g) for g in ga.gpu_time_by_module(run.con, rollup=True)[:top]]
     con = hta_rounded(run) if hta_rounding else run.con
     rep.idle = _idle(con)
@@ -85,6 +105,15 @@ def _categories(rep: GpuReport, run: Run) -> None:
     }
 
 
+def _window(run: Run) -> str:
+    if not run.has("steps"):
+        return "the whole trace (it marks no steps)"
+    n = run.sql("SELECT count(DISTINCT step) FROM steps")[0][0]
+    ranks = run.sql("SELECT count(DISTINCT rank) FROM steps")[0][0]
+    return (f"the capture ({n} step{'s' if n != 1 else ''}"
+            + (f", {ranks} ranks" if ranks > 1 else "") + ")")
+
+
 def _flops_coverage(rep: GpuReport, run: Run) -> None:
     """Say so when FLOPs are known for only part of the matrix kernels' time: MFU undercounts."""
     matrix_ms = sum(c["gpu_ms"] for c in rep.categories
@@ -94,9 +123,11 @@ def _flops_coverage(rep: GpuReport, run: Run) -> None:
     covered_ms = sum((o["gpu_ns"] or 0) for o in ga.flop_ops(run.con)) / 1e6
     rep.tensor_core["flops_coverage"] = min(covered_ms / matrix_ms, 1.0)
     if covered_ms < 0.9 * matrix_ms:
+        effect = ("FLOP/s and MFU undercount" if covered_ms >= MIN_FLOP_COVERAGE * matrix_ms
+                  else "FLOP/s and MFU are unknown")
         rep.notes.append(f"FLOPs are known for {100 * covered_ms / matrix_ms:.0f}% of the "
                          "gemm/conv/attention kernel time (shapes, or convolution parameters, "
-                         "missing from the trace): FLOP/s and MFU undercount")
+                         f"missing from the trace): {effect}")
 
 
 def _misses(rep: GpuReport, run: Run) -> None:

@@ -3,12 +3,28 @@
 Reads the ``memory`` table (and ``stacks``, ``ops``, ``modules``, ``allocator``) only. For each
 rank and device, the peak is the row with the largest live total (``allocated``); what was live
 then is every alloc row of the same capture made at or before that instant and not yet freed
-(``ts_ns <= T < free_ns``), summed by category, by module and by allocation site. Rows without an
-address (raw memory timelines, old traces) cannot be paired; their signed bytes up to the peak
-are summed instead. The site is the stack's innermost user frame when the allocation has a stack (activations, CUDA snapshots),
-else the op that allocated it and its module. What the live rows do not explain (blocks the
-census could not reach, on an accelerator whose allocator counts everything) is reported as
-``unattributed``.
+(``ts_ns <= T < free_ns``), summed by category, by module and by allocation site; each share is
+of the peak, so the rows of one table sum to at most 100 %.
+
+Rows without an address (raw memory timelines, 2021 Kineto traces) cannot be paired, so what each
+key held at the peak is known only where a free carries the key of the block it frees:
+
+* by category, their signed bytes up to the peak are summed (a timeline record carries its
+  block's category; a trace without categories has the one key ``unknown``). A category whose
+  frees outweigh its allocs freed memory allocated before the trace: it is left out and its
+  bytes are reported as ``freed_before``, never as a negative size.
+* by module and by site, a free is charged to the op that freed the block, not the one that
+  allocated it, so signed sums mean nothing there (one op's -64 MiB, three ops at 66.7 % of
+  the peak each). Those tables give the bytes each key **allocated** from the capture's start
+  to the peak (``attribution = "allocated"``, in ``allocated_by_module`` and
+  ``allocated_by_site``), as shares of all bytes allocated then (``allocated_bytes``); they sum
+  to 100 % and never claim to be live. ``by_module`` and ``by_site`` (live at the peak, which
+  the dashboard draws as such) stay empty then.
+
+The site is the stack's innermost user frame when the allocation has a stack (activations, CUDA
+snapshots), else the op that allocated it and its module. What the live rows do not explain
+(blocks the census could not reach, memory allocated before the trace, on an accelerator whose
+allocator counts everything) is reported as ``unattributed``.
 """
 
 from __future__ import annotations
@@ -47,6 +63,32 @@ class DevicePeak:
     by_site: list[Holding]
     unattributed: int
     allocator: dict[str, int] = field(default_factory=dict)
+    attribution: str = "live"
+    """``live``: ``by_module`` and ``by_site`` hold bytes live at the peak (shares of
+    ``peak_bytes``). ``allocated``: the trace has no addresses to pair frees with allocs, so
+    those stay empty and ``allocated_by_module`` / ``allocated_by_site`` hold the bytes
+    allocated from the capture's start to the peak (shares of ``allocated_bytes``)."""
+    allocated_by_module: list[Holding] = field(default_factory=list)
+    allocated_by_site: list[Holding] = field(default_factory=list)
+    allocated_bytes: int = 0
+    """All bytes allocated from the capture's start to the peak (the total of ``allocated``
+    shares); 0 when ``attribution`` is ``live``."""
+    freed_before: int = 0
+    """Bytes freed in the capture of blocks allocated before it (categories whose frees
+    outweigh their allocs, rows without addresses); they hold nothing at the peak."""
+    category_bytes: int = 0
+    """Live bytes at the peak that have a category row (all of them, beyond ``top``)."""
+
+    def share_total(self, table: str) -> int:
+        """The total that a row of ``by_<table>`` is a share of: the peak, or (module and
+        site rows of a trace without addresses) all bytes allocated up to it. Where frees of
+        memory allocated before the trace leave the categories' live bytes above the peak
+        (the peak is a lower bound then), the categories' sum, so shares never pass 100 %."""
+        if table != "category" and self.attribution == "allocated":
+            return self.allocated_bytes
+        if table == "category":
+            return max(self.peak_bytes, self.category_bytes)
+        return self.peak_bytes
 
 
 @dataclass(frozen=True)
@@ -109,8 +151,28 @@ def device_peak(run: Run, rank: int, device: str, top: int) -> DevicePeak | None
             f"WHERE {where} GROUP BY k ORDER BY 2 DESC, k LIMIT {int(top)}", params).fetchall()
         return [Holding(k if k is not None else "unknown", int(b), int(c)) for k, b, c in rows]
 
-    by_cat = group("coalesce(m.category, 'unknown')")
-    by_mod = group("coalesce(m.module, '(no module)')")
+    unpaired = run.con.execute(
+        f"SELECT count(*) FROM memory m WHERE {where} AND m.addr IS NULL AND m.action = 'alloc'",
+        params).fetchone()[0]
+    # without addresses, module and site rows are what each key allocated up to the peak
+    alloc_where = """m.rank = $rank AND m.device = $device AND m.capture = $capture
+          AND (m.ts_ns IS NULL OR m.ts_ns <= $ts) AND m.action = 'alloc'"""
+
+    def charged(key_sql: str, joins: str = "") -> list[Holding]:
+        if not unpaired:
+            return group(key_sql, joins)
+        rows = run.con.execute(
+            f"SELECT {key_sql} AS k, sum(m.bytes), count(*) FROM memory m {joins} "
+            f"WHERE {alloc_where} GROUP BY k ORDER BY 2 DESC, k LIMIT {int(top)}",
+            params).fetchall()
+        return [Holding(k if k is not None else "unknown", int(b), int(c)) for k, b, c in rows]
+
+    cats = run.con.execute(
+        "SELECT coalesce(m.category, 'unknown') AS k, sum(m.bytes), count(*) FROM memory m "
+        f"WHERE {where} GROUP BY k ORDER BY 2 DESC, k", params).fetchall()
+    by_cat = [Holding(k, int(b), int(c)) for k, b, c in cats if b > 0][:top]
+    freed_before = -sum(int(b) for _k, b, _c in cats if b < 0)
+    by_mod = charged("coalesce(m.module, '(no module)')")
     site_joins, site_key = "", "NULL"
     if run.has("stacks"):
         site_joins += "LEFT JOIN stacks s ON s.rank = m.rank AND s.stack_id = m.stack_id "
@@ -118,12 +180,23 @@ def device_peak(run: Run, rank: int, device: str, top: int) -> DevicePeak | None
     if run.has("ops"):
         site_joins += "LEFT JOIN ops o ON o.rank = m.rank AND o.id = m.op_id "
         site_key = f"coalesce({site_key}, o.name || coalesce(' in ' || m.module, ''))"
-    by_site = group(f"coalesce({site_key}, CASE WHEN m.source = 'baseline' THEN "
-                    "m.category || ' (alive before the window)' END, 'unknown')", site_joins)
-    attributed = run.con.execute(f"SELECT coalesce(sum(m.bytes), 0) FROM memory m WHERE {where}",
-                                 params).fetchone()[0]
-    return DevicePeak(rank, device, int(peak), ts, step, int(capture), by_cat, by_mod, by_site,
-                      max(int(peak) - int(attributed), 0), _allocator(run, rank, device))
+    by_site = charged(f"coalesce({site_key}, CASE WHEN m.source = 'baseline' THEN "
+                      "m.category || ' (alive before the window)' END, 'unknown')", site_joins)
+    attributed = sum(int(b) for _k, b, _c in cats if b > 0)
+    allocated_bytes = 0
+    if unpaired:
+        allocated_bytes = int(run.con.execute(
+            f"SELECT coalesce(sum(m.bytes), 0) FROM memory m WHERE {alloc_where}",
+            params).fetchone()[0])
+    live_mod, live_site = ([], []) if unpaired else (by_mod, by_site)
+    return DevicePeak(rank, device, int(peak), ts, step, int(capture), by_cat, live_mod,
+                      live_site, max(int(peak) - int(attributed), 0),
+                      _allocator(run, rank, device),
+                      attribution="allocated" if unpaired else "live",
+                      allocated_by_module=by_mod if unpaired else [],
+                      allocated_by_site=by_site if unpaired else [],
+                      allocated_bytes=allocated_bytes, freed_before=freed_before,
+                      category_bytes=attributed)
 
 
 def _allocator(run: Run, rank: int, device: str) -> dict[str, int]:

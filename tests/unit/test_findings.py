@@ -80,7 +80,7 @@ class _Slowest(Analyzer):
 @pytest.fixture(scope="module")
 def gpu_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("imp") / "run"
-    import_traces([trace_dir("hta_a100_event_sync")], out)
+    import_traces([trace_dir("hta_a100_event_sync") / "event_sync_trace.json.gz"], out)
     return out
 
 

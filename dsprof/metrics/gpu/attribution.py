@@ -25,7 +25,7 @@ Contract (views ``kernels``, ``ops``, ``steps`` as in :mod:`dsprof.schema`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
@@ -203,20 +203,52 @@ def throughput_per_step(con: duckdb.DuckDBPyConnection, peak: DevicePeak | None,
     return out
 
 
-def throughput_per_module(con: duckdb.DuckDBPyConnection,
-                          peak: DevicePeak | None) -> list[Throughput]:
-    """Achieved FLOP/s and MFU per innermost module, largest FLOPs first."""
-    ops = flop_ops(con)
-    gpu = {g.module: g.gpu_ns for g in gpu_time_by_module(con, by_phase=False)} \
-        if any(o["n_kernels"] for o in ops) else {}
+def throughput_per_module(con: duckdb.DuckDBPyConnection, peak: DevicePeak | None, *,
+                          rank: int | None = None,
+                          steps: list[int] | None = None) -> list[Throughput]:
+    """Achieved FLOP/s and MFU per innermost module, largest FLOPs first.
+
+    Args:
+        rank: only this rank's ops and kernels (None: every rank).
+        steps: per step: only the ops and kernels of these steps, and FLOPs and time as the
+            mean per step over them (FLOP/s and MFU, being ratios, are the same either way),
+            like the per-step table of :func:`throughput_per_step`. None: summed over the
+            whole capture.
+    """
+    ops = [o for o in flop_ops(con) if (rank is None or o["rank"] == rank)
+           and (steps is None or o["step"] in steps)]
+    gpu = _module_gpu_ns(con, rank, steps) if any(o["n_kernels"] for o in ops) else {}
     by_module: dict[str, list[dict[str, Any]]] = {}
     for o in ops:
         by_module.setdefault(o["module"] or UNATTRIBUTED, []).append(o)
+    n = len(steps) if steps else 1
     out = []
     for module, mops in by_module.items():
         time_ns = gpu.get(module) if gpu else sum(int(o["dur_ns"]) for o in mops)
-        out.append(_throughput(module, mops, int(time_ns or 0), peak))
+        t = _throughput(module, mops, int(time_ns or 0), peak)
+        out.append(replace(t, flops=t.flops // n, time_ns=t.time_ns // n) if n > 1 else t)
     return sorted(out, key=lambda t: (-t.flops, t.key))
+
+
+def _module_gpu_ns(con: duckdb.DuckDBPyConnection, rank: int | None,
+                   steps: list[int] | None) -> dict[str, int]:
+    """GPU time per innermost module, of one rank and some steps when given."""
+    if rank is None and steps is None:
+        return {g.module: g.gpu_ns for g in gpu_time_by_module(con, by_phase=False)}
+    where, params = ["k.kind <> 'sync'"], []
+    if rank is not None:
+        where.append("k.rank = ?")
+        params.append(rank)
+    if steps is not None:
+        if not steps:
+            return {}
+        where.append(f"k.step IN ({', '.join('?' for _ in steps)})")
+        params.extend(steps)
+    rows = con.execute(f"""
+        SELECT coalesce(o.module, '{UNATTRIBUTED}'), sum(k.dur_ns)::BIGINT
+        FROM kernels k LEFT JOIN ops o ON o.rank = k.rank AND o.id = k.op_id
+        WHERE {' AND '.join(where)} GROUP BY 1""", params).fetchall()
+    return {m: int(ns) for m, ns in rows}
 
 
 def peak_for(meta: RunManifest | dict[str, Any], rank: int = 0) -> tuple[DevicePeak | None, str]:

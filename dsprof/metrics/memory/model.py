@@ -181,7 +181,8 @@ class Budget:
 
 
 def memory_budget(meta: dict, rank: int = 0) -> Budget | None:
-    """``--memory-budget`` when given, else the rank's GPU memory less ``GPU_MARGIN``; None on
+    """``--memory-budget`` when given, else the rank's GPU memory less ``GPU_MARGIN`` (its
+    session's record, else an imported trace's ``deviceProperties.totalGlobalMem``); None on
     a CPU run without a budget (a host's free memory says nothing about what a job may use)."""
     manifest = manifest_of(meta)
     given = manifest.settings.get("memory_budget")
@@ -191,6 +192,22 @@ def memory_budget(meta: dict, rank: int = 0) -> Budget | None:
     if dev is not None and dev.accelerator and dev.total_memory:
         return Budget(int(dev.total_memory * (1 - GPU_MARGIN)),
                       f"{dev.name or dev.kind} memory less {GPU_MARGIN:.0%}")
+    if dev is None:
+        props = trace_gpu(meta)
+        if props is not None:
+            return Budget(int(props["totalGlobalMem"] * (1 - GPU_MARGIN)),
+                          f"{props.get('name') or 'GPU'} memory from the trace, less "
+                          f"{GPU_MARGIN:.0%}")
+    return None
+
+
+def trace_gpu(meta: dict) -> dict | None:
+    """An imported trace's first ``deviceProperties`` entry that gives the GPU's memory."""
+    props = manifest_of(meta).raw.get("trace_device_properties") or []
+    for p in props if isinstance(props, list) else []:
+        if isinstance(p, dict) and isinstance(p.get("totalGlobalMem"), int) \
+                and p["totalGlobalMem"] > 0:
+            return p
     return None
 
 
