@@ -1,6 +1,7 @@
 // Keyboard navigation on the Timeline page, as in Perfetto and chrome://tracing:
 // W / S zoom in / out around the centre, A / D pan left / right (a fifth of the view).
-// Each key is an ordinary x-range change, so the server redraws the range as after a drag.
+// Each key is an ordinary x-range change, handled as a drag is (timeline_view.js: in the
+// browser inside the fetched range, else by the server).
 (function () {
     const STEP = 0.2;
     document.addEventListener("keydown", function (ev) {

@@ -1,0 +1,52 @@
+// Timeline pan/zoom in the browser: decides, for each range change, whether the server must
+// be asked for a new level-of-detail figure.
+//
+// The server sends the view plus half a view on each side ("fetched", in layout.meta). Plotly
+// has already redrawn a range change by the time this runs, from the bars it holds, so a view
+// that stays inside the fetched range, at a zoom the drawing is faithful at, needs nothing
+// more: no request is made. The server is asked only when the view leaves the fetched range,
+// when it needs finer detail than was sent (meta.res_ms: aggregated bins, or bars widened to
+// a pixel, would show wider than FINEST_PX pixels), or on a reset (double-click).
+// window.dsprofTimeline counts both outcomes (tests and benchmarks/dashboard.py read it).
+(function () {
+    const PLOT_PX = 1500;   // figures/timeline.py PLOT_PX: the server's idea of a pixel
+    const FINEST_PX = 6;
+    const RANGE = /^xaxis[0-9]*[.]range(\[0\])?$/;
+
+    function asked(r) {
+        if (!r) return null;
+        for (const k in r) {
+            if (/^xaxis[0-9]*[.]autorange$/.test(k) && r[k]) return "reset";
+            if (!RANGE.test(k)) continue;
+            if (k.endsWith("[0]")) {
+                const other = r[k.replace("[0]", "[1]")];
+                if (other !== undefined) return [Number(r[k]), Number(other)];
+            } else if (Array.isArray(r[k]) && r[k].length === 2) {
+                return [Number(r[k][0]), Number(r[k][1])];
+            }
+        }
+        return null;
+    }
+
+    function route(relayout) {
+        const noUpdate = window.dash_clientside.no_update;
+        const stats = window.dsprofTimeline = window.dsprofTimeline || {local: 0, fetched: 0};
+        const range = asked(relayout);
+        if (range === null) return noUpdate;
+        const gd = document.querySelector("#timeline-graph .js-plotly-plot");
+        const meta = gd && gd.layout && gd.layout.meta;
+        if (range !== "reset" && meta && meta.fetched) {
+            const [a, b] = range, [f0, f1] = meta.fetched;
+            const px = (b - a) / PLOT_PX;
+            if (a >= f0 && b <= f1 && (meta.res_ms || 0) <= FINEST_PX * px) {
+                stats.local += 1;
+                return noUpdate;
+            }
+        }
+        stats.fetched += 1;
+        return relayout;
+    }
+
+    window.dash_clientside = Object.assign({}, window.dash_clientside);
+    window.dash_clientside.dsprof_timeline = {route: route};
+})();
