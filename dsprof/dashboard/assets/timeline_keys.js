@@ -12,7 +12,9 @@
         if (!"wasd".includes(key) || key.length !== 1) return;
         const gd = document.querySelector("#timeline-graph .js-plotly-plot");
         if (!gd || !gd.layout || !window.Plotly) return;
-        const axis = gd.layout.xaxis2 ? gd.layout.xaxis2 : gd.layout.xaxis;
+        // the full layout: with the memory row, the two x axes are matched and a relayout
+        // of one leaves the other's layout.range as it was
+        const axis = gd._fullLayout && gd._fullLayout.xaxis;
         if (!axis || !axis.range) return;
         let a = Number(axis.range[0]), b = Number(axis.range[1]);
         const w = b - a, c = (a + b) / 2;
@@ -21,6 +23,6 @@
         if (key === "a") { a -= w * STEP; b -= w * STEP; }
         if (key === "d") { a += w * STEP; b += w * STEP; }
         ev.preventDefault();
-        window.Plotly.relayout(gd, {"xaxis.range": [a, b]});
+        window.dsprofSetRange(a, b);  // timeline_view.js
     });
 })();

@@ -47,6 +47,19 @@
         return relayout;
     }
 
+    // Show [a, b] (ms): sets every x axis, since with the memory row the two are matched and
+    // Dash writes the relayout back into the figure, where a stale axis would win again.
+    function setRange(a, b) {
+        const gd = document.querySelector("#timeline-graph .js-plotly-plot");
+        if (!gd || !window.Plotly) return null;
+        const update = {};
+        for (const k in gd.layout) {
+            if (/^xaxis[0-9]*$/.test(k)) update[k + ".range"] = [a, b];
+        }
+        return window.Plotly.relayout(gd, update);
+    }
+
     window.dash_clientside = Object.assign({}, window.dash_clientside);
     window.dash_clientside.dsprof_timeline = {route: route};
+    window.dsprofSetRange = setRange;
 })();
