@@ -179,3 +179,13 @@ def test_selected_range_reads_a_box_selection():
     assert selected_range({"range": {"x": [3.5, 1.0], "y": [0, 4]}}) == (1.0, 3.5)
     assert selected_range({"range": {"x2": [1, 2]}}) == (1.0, 2.0)
     assert selected_range({"points": []}) is None and selected_range(None) is None
+
+
+def test_only_bars_that_can_get_wide_enough_carry_a_label():
+    index = _gappy(idle=False)
+    # a view where every span is at least ~28 pixels wide: all labelled
+    fig = timeline_figure(index, index.window())
+    assert {s for t in fig.data if t.type == "bar" for s in t.text} == {"a"}
+    # a view 100 times wider (spans of 30-100 ns, a pixel is 100 ns): none is
+    fig = timeline_figure(index, index.window(), view=(0, 150_000))
+    assert {s for t in fig.data if t.type == "bar" for s in t.text} == {""}

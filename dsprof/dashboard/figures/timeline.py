@@ -38,6 +38,10 @@ MEMORY_COLORS = ("#333333", "#8c564b", "#6a3d9a", "#b15928")
 UIREVISION = "timeline"
 PLOT_PX = 1500
 """About the plot's width in pixels: what "a pixel" of a view is, on server and browser."""
+LABEL_MIN_PX = 6
+"""Bars narrower than this many pixels of the server's view carry no label: zoomed in the
+browser as far as it goes without a fetch (assets/timeline_view.js FINEST_PX), they stay too
+narrow for one."""
 IDLE_MIN_PX = 3
 """Idle gaps narrower than this many pixels of the view are not drawn."""
 
@@ -102,10 +106,15 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         if len(sel):
             bars = _bars(index, sel, cls, COLORS.get(cls, "#7f7f7f"), min_ms, row_of)
             widened |= bool(((index.end[sel] - index.start[sel]) / 1e6 < min_ms).any())
-            # every bar carries its name (the steps lane: its step number), shown inside it
-            # once the zoom makes it wide enough; uniformtext hides labels that do not fit
-            bars.text = [str(int(r)) for r in index.ref[sel]] if cls == "step" else \
+            # a bar carries its name (the steps lane: its step number), shown inside it once
+            # the zoom makes it wide enough (uniformtext hides labels that do not fit). Only
+            # bars that can get that wide before the browser asks for finer detail carry one:
+            # laying out a label costs about as much as drawing four bars.
+            labels = [str(int(r)) for r in index.ref[sel]] if cls == "step" else \
                 plain_all(index.names[index.name[sel]])
+            wide = ((index.end[sel] - index.start[sel]) / 1e6 >= LABEL_MIN_PX * min_ms) \
+                | (cls == "step")  # few, and their numbers are how a lane is read
+            bars.text = [t if w else "" for t, w in zip(labels, wide)]
             bars.textposition = "inside"
             bars.insidetextanchor = "middle"
             bars.textfont = {"color": "#000000" if cls == "step" else "#ffffff"}
