@@ -186,6 +186,9 @@ def test_only_bars_that_can_get_wide_enough_carry_a_label():
     # a view where every span is at least ~28 pixels wide: all labelled
     fig = timeline_figure(index, index.window())
     assert {s for t in fig.data if t.type == "bar" for s in t.text} == {"a"}
+    assert fig.layout.meta["res_ms"] == 0  # exact, none widened or unlabelled: any zoom
     # a view 100 times wider (spans of 30-100 ns, a pixel is 100 ns): none is
     fig = timeline_figure(index, index.window(), view=(0, 150_000))
     assert {s for t in fig.data if t.type == "bar" for s in t.text} == {""}
+    # so the browser may zoom in only so far (a third of a pixel) before asking again
+    assert fig.layout.meta["res_ms"] == pytest.approx(150_000 / 1e6 / 1500 / 3)

@@ -5,12 +5,12 @@
 // has already redrawn a range change by the time this runs, from the bars it holds, so a view
 // that stays inside the fetched range, at a zoom the drawing is faithful at, needs nothing
 // more: no request is made. The server is asked only when the view leaves the fetched range,
-// when it needs finer detail than was sent (meta.res_ms: aggregated bins, or bars widened to
-// a pixel, would show wider than FINEST_PX pixels), or on a reset (double-click).
+// when it needs finer detail than was sent (a pixel of the new view is less than meta.res_ms:
+// aggregated bins, widened slivers or unlabelled bars would show too wide), or on a reset
+// (double-click).
 // window.dsprofTimeline counts both outcomes (tests and benchmarks/dashboard.py read it).
 (function () {
     const PLOT_PX = 1500;   // figures/timeline.py PLOT_PX: the server's idea of a pixel
-    const FINEST_PX = 6;
     const RANGE = /^xaxis[0-9]*[.]range(\[0\])?$/;
 
     function asked(r) {
@@ -38,7 +38,7 @@
         if (range !== "reset" && meta && meta.fetched) {
             const [a, b] = range, [f0, f1] = meta.fetched;
             const px = (b - a) / PLOT_PX;
-            if (a >= f0 && b <= f1 && (meta.res_ms || 0) <= FINEST_PX * px) {
+            if (a >= f0 && b <= f1 && px >= (meta.res_ms || 0)) {
                 stats.local += 1;
                 return noUpdate;
             }

@@ -38,10 +38,12 @@ MEMORY_COLORS = ("#333333", "#8c564b", "#6a3d9a", "#b15928")
 UIREVISION = "timeline"
 PLOT_PX = 1500
 """About the plot's width in pixels: what "a pixel" of a view is, on server and browser."""
-LABEL_MIN_PX = 6
-"""Bars narrower than this many pixels of the server's view carry no label: zoomed in the
-browser as far as it goes without a fetch (assets/timeline_view.js FINEST_PX), they stay too
-narrow for one."""
+LABEL_MIN_PX = 20
+"""Bars narrower than this many pixels of the server's view carry no label (laying out a label
+costs about four bars' drawing); zoomed in the browser LOCAL_ZOOM times, a bar that did not
+get one is at most 60 px wide, after which the server is asked for a labelled figure."""
+LOCAL_ZOOM = 3
+FINEST_BIN_PX = 6
 IDLE_MIN_PX = 3
 """Idle gaps narrower than this many pixels of the view are not drawn."""
 
@@ -61,8 +63,7 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         memory: series to draw under the lanes, sampled for the same range.
 
     ``layout.meta`` tells the page's browser code what it holds: ``fetched`` (ms), ``res_ms``
-    (the finest view the drawing is faithful at: bars narrower than a pixel of the server's
-    view were widened, aggregated bins have a width; 0 when exact at any zoom) and ``lanes``
+    (the finest view, in ms per pixel, the drawing is faithful at; 0 at any zoom) and ``lanes``
     (the index lane of each drawn row: lanes with nothing in the fetched range are hidden).
     """
     view = view or (win.x0, win.x1)
@@ -100,7 +101,7 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
             hovertext=[f"{w} idle {fmt_ms(d)}" for w, d in
                        zip(what, (gaps["end"] - gaps["start"]) / 1e6)],
             hoverinfo="text"), row=1, col=1)
-    widened = False
+    widened = unlabelled = False
     for k, cls in enumerate(index.classes):
         sel = exact[index.cls[exact] == k]
         if len(sel):
@@ -115,6 +116,7 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
             wide = ((index.end[sel] - index.start[sel]) / 1e6 >= LABEL_MIN_PX * min_ms) \
                 | (cls == "step")  # few, and their numbers are how a lane is read
             bars.text = [t if w else "" for t, w in zip(labels, wide)]
+            unlabelled |= not wide.all()
             bars.textposition = "inside"
             bars.insidetextanchor = "middle"
             bars.textfont = {"color": "#000000" if cls == "step" else "#ffffff"}
@@ -143,7 +145,14 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
     title = (f"{win.visible:,} spans in the fetched range: "
              f"{len(runs.get('lane', ())):,} busy runs + {len(exact):,} longest spans"
              if win.aggregated else f"{win.visible:,} spans in the fetched range (all drawn)")
-    res_ms = win.bin_ns / 1e6 if win.aggregated else (min_ms if widened else 0.0)
+    # the finest view (ms per pixel) this drawing is faithful at, below which the browser asks
+    # again: aggregated bins at most FINEST_BIN_PX wide; exact bars zoomed at most LOCAL_ZOOM
+    # times (a pixel-wide sliver stays narrow, an unlabelled bar does not grow wide enough
+    # for its name), or any zoom when nothing was widened or left unlabelled
+    if win.aggregated:
+        res_ms = win.bin_ns / 1e6 / FINEST_BIN_PX
+    else:
+        res_ms = min_ms / LOCAL_ZOOM if widened or unlabelled else 0.0
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 13}}, barmode="overlay",
         height=max(320, 22 * n_rows + 160 + (140 if rows == 2 else 0)),
