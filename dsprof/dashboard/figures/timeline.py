@@ -165,7 +165,8 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
               "lanes": shown.tolist()})
     fig.update_yaxes(tickvals=list(range(n_rows)),
                      ticktext=plain_all(index.lane_labels[k] for k in shown),
-                     autorange="reversed", fixedrange=True, row=1, col=1)
+                     # fixed, top row first: autorange left empty rows above the lanes
+                     range=[n_rows - 0.5, -0.5], fixedrange=True, row=1, col=1)
     # ms with thousands separators and the unit on every tick (`21,850 ms`, never `21.85k`);
     # no axis title, which overlapped the legend below the plot
     fig.update_xaxes(range=[view[0] / 1e6, view[1] / 1e6], row=rows, col=1, tickformat=",~r",

@@ -108,9 +108,16 @@ def range_summary(src: RunSource, x0: int | None, x1: int | None, top: int = 8) 
         clipped = np.minimum(index.end[sel], hi) - np.maximum(index.start[sel], lo)
         per_name = np.bincount(index.name[sel], weights=clipped, minlength=len(index.names))
         best = np.argsort(-per_name, kind="stable")[:top]
-        parts = [f"{index.names[k]} {fmt_ns(per_name[k])}" for k in best if per_name[k] > 0]
+        parts = [f"{_short(index.names[k])} {fmt_ns(per_name[k])}" for k in best
+                 if per_name[k] > 0]
         lines.append(f"{label} ({len(sel):,}): " + ", ".join(parts))
     return lines
+
+
+def _short(name: object, width: int = 80) -> str:
+    """A name cut to ``width`` characters (templated kernel names run to thousands)."""
+    text = str(name)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def launch_flow(src: RunSource, pos: int) -> tuple[int, int] | None:
