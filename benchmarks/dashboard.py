@@ -27,6 +27,7 @@ median ~20 us), 40 op names, plus one step per 10 k ops. Written as a real run d
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -123,7 +124,13 @@ _FETCH_JS = """async ([a, b]) => {
         await new Promise(r => setTimeout(r, 5));
     }
     await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-    return {ms: performance.now() - t0, fetched: window.dsprofTimeline.fetched};
+    const ms = performance.now() - t0;
+    // the callback requests of this fetch, request sent to response received: the server's
+    // share (the rest is the browser: plotly's redraws and Dash)
+    const http = performance.getEntriesByType('resource')
+        .filter(e => e.name.includes('_dash-update-component') && e.startTime >= t0)
+        .reduce((m, e) => Math.max(m, e.responseEnd - e.startTime), 0);
+    return {ms: ms, http_ms: http, fetched: window.dsprofTimeline.fetched};
 }"""
 
 
@@ -183,14 +190,16 @@ def measure(n: int, browser) -> dict:
                 # new fetches: a 1 % and a 0.01 % window, at places REPEATS apart
                 for label, width in (("fetch1pct_s", span / 100), ("fetch001pct_s",
                                                                    span / 10_000)):
-                    times = []
+                    times, http = [], []
                     for k in range(REPEATS):
                         at = span * (0.2 + 0.25 * k)
                         got = page.evaluate(_FETCH_JS, [at / 1e6, (at + width) / 1e6])
                         if got["ms"] < 0:
                             raise RuntimeError(f"{label}: no new figure within 60 s")
                         times.append(got["ms"] / 1000)
+                        http.append(got["http_ms"] / 1000)
                     out[label] = float(np.median(times))
+                    out[label.replace("_s", "_http_s")] = float(np.median(http))
             finally:
                 ctx.close()
                 server.stop()
@@ -198,6 +207,11 @@ def measure(n: int, browser) -> dict:
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sec(key: str, r: dict) -> str:
+    v = r.get(key)
+    return f"{v:.2f}s" if v is not None else "-"
 
 
 def main() -> None:
@@ -223,15 +237,15 @@ def main() -> None:
           f"{'zoom LOD':>9} {'first render':>13} {'zoom local':>11} {'pan local':>10} "
           f"{'fetch 1%':>9} {'fetch .01%':>11}")
     for r in rows:
-        def sec(key: str, r: dict = r) -> str:
-            v = r.get(key)
-            return f"{v:.2f}s" if v is not None else "-"
-
         print(f"{r['spans']:>12,} {r['index_s']:>10.2f}s {r['full_build_s']:>8.2f}s "
               f"{r['full_kb']:>6.0f}KB {r['full_shapes']:>7,} {r['zoom_build_s']:>8.2f}s "
-              f"{sec('first_render_s'):>13} {sec('local_zoom_s'):>11} {sec('local_pan_s'):>10} "
-              f"{sec('fetch1pct_s'):>9} {sec('fetch001pct_s'):>11}")
-    print(f"(browser times: median of {REPEATS})")
+              f"{sec('first_render_s', r):>13} {sec('local_zoom_s', r):>11} "
+              f"{sec('local_pan_s', r):>10} "
+              f"{sec('fetch1pct_s', r):>9} {sec('fetch001pct_s', r):>11}")
+    print(f"(browser times: median of {REPEATS}; of a fetch, the HTTP request to the callback "
+          "took " + ", ".join(f"{r['spans']:,}: {sec('fetch1pct_http_s', r)} / "
+                              f"{sec('fetch001pct_http_s', r)}" for r in rows)
+          + f"; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print("first render = navigation to timeline drawn, incl. plotly.js start-up (2-4 s on 2 "
           "cores whatever the figure); zoom/pan local = inside the fetched range, redrawn in "
           "the browser with no request (to the last redraw); fetch = view outside the fetched "
