@@ -2,8 +2,8 @@
 
 Query parameters (all optional), used by finding evidence links:
 ``start``/``end`` (ns on the run clock), ``step``, ``rank`` and ``ops`` (comma-separated
-``ops.id`` values to outline). The server sends the level-of-detail figure (at most ~2,000
-shapes) for the view plus half a view on each side. Pan and zoom inside that fetched range
+``ops.id`` values to outline). The server sends the level-of-detail figure (at most 1,000
+shapes; 2,000 for the whole run) for the view plus half a view on each side. Pan and zoom inside that fetched range
 redraw in the browser with no request (``assets/timeline_view.js`` decides); the server is
 asked again only when the view leaves it or needs finer detail than it holds. A box selection
 summarizes its range (server side, on the whole index); a click shows the span's details.
@@ -207,6 +207,7 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         dcc.Graph(id="timeline-graph", figure=fig, config=TIMELINE_CONFIG),
         dcc.Store(id="timeline-highlight", data=hl.tolist()),
         dcc.Store(id="timeline-highlight-name", data="finding evidence"),
+        dcc.Store(id="timeline-evidence", data=list(evidence) if evidence else None),
         dcc.Store(id="timeline-lanes", data=fig.layout.meta["lanes"]),
         dcc.Store(id="timeline-range"),
         html.Div(_summary_list(range_summary(src, x0, x1), "In the opened range"),
@@ -224,9 +225,10 @@ TIMELINE_CONFIG = {**GRAPH_CONFIG, "scrollZoom": True,
 
 
 FETCH_BUDGET = 1000
-"""Shapes per fetched figure. Plotly draws every bar of a figure, in view or not, about
-0.3-0.5 ms each in headless Chromium on 2 cores, at each redraw; a fetch costs two redraws of
-the old figure and one of the new."""
+"""Shapes per fetched figure. Plotly draws every bar of a figure, in view or not, at each
+redraw (about 0.2-0.5 ms a bar in headless Chromium on 2 shared cores), and a fetch costs a
+redraw of the old figure at the new range (plotly's own, before the page sees the event) and
+the drawing of the new one."""
 
 
 def view_figure(src: RunSource, x0: int | None, x1: int | None, highlight: np.ndarray,
@@ -322,9 +324,9 @@ def register(app: Any, ctx: Any) -> None:
     @app.callback(Output("timeline-graph", "figure"), Output("timeline-lanes", "data"),
                   Input("timeline-range", "data"),
                   State("timeline-highlight", "data"), State("timeline-highlight-name", "data"),
-                  prevent_initial_call=True)
+                  State("timeline-evidence", "data"), prevent_initial_call=True)
     def zoom(relayout: dict | None, highlight: list[int] | None,
-             highlight_name: str | None) -> Any:
+             highlight_name: str | None, evidence: list[int] | None) -> Any:
         asked = parse_range(relayout)
         if asked is None:
             return no_update, no_update
@@ -332,7 +334,8 @@ def register(app: Any, ctx: Any) -> None:
         if asked != "reset":
             x0, x1 = int(asked[0] * 1e6), int(asked[1] * 1e6)
         fig = view_figure(ctx.a, x0, x1, np.asarray(highlight or [], np.int64),
-                          highlight_name or "finding evidence")
+                          highlight_name or "finding evidence",
+                          tuple(evidence) if evidence else None)
         return fig, fig.layout.meta["lanes"]
 
     @app.callback(Output("timeline-graph", "figure", allow_duplicate=True),
