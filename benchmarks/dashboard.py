@@ -6,7 +6,7 @@ What it measures, per run size:
   arrays, once per run), building the level-of-detail figure for the whole run and for a
   zoomed range, and the figure's JSON size (what goes over the wire);
 * browser (headless Chromium at /usr/bin/chromium, through Playwright): time from navigation to
-  the timeline drawn (includes plotly.js start-up, 2-4 s on 2 cores whatever the figure); a
+  the timeline drawn (includes loading the page's scripts and plotly.js's basic bundle); a
   zoom and a pan inside the fetched range, which the browser redraws with no request (checked:
   the page's own counter says no fetch), timed to the last redraw; and new fetches, the round
   trip ``relayout`` -> Dash callback -> server LOD -> new figure drawn, for a 1 % and a 0.01 %
@@ -246,8 +246,8 @@ def main() -> None:
           "took " + ", ".join(f"{r['spans']:,}: {sec('fetch1pct_http_s', r)} / "
                               f"{sec('fetch001pct_http_s', r)}" for r in rows)
           + f"; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    print("first render = navigation to timeline drawn, incl. plotly.js start-up (2-4 s on 2 "
-          "cores whatever the figure); zoom/pan local = inside the fetched range, redrawn in "
+    print("first render = navigation to timeline drawn, incl. loading the page's scripts and "
+          "plotly.js (its basic bundle: ~0.3 s to evaluate here); zoom/pan local = inside the fetched range, redrawn in "
           "the browser with no request (to the last redraw); fetch = view outside the fetched "
           "range or finer than it: relayout -> server LOD -> redrawn. Aims: first render < "
           "1.5 s at 1 M, local < 0.1 s, fetch < 0.3 s.")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from dash import ClientsideFunction, Input, Output, Patch, State, dcc, html, no_update
+from dash import Input, Output, Patch, State, dcc, html, no_update
 
 from dsprof.dashboard.figures.timeline import parse_range, timeline_figure
 from dsprof.dashboard.pages.common import GRAPH_CONFIG, missing
@@ -303,13 +303,11 @@ def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
 
 
 def register(app: Any, ctx: Any) -> None:
-    # The browser decides whether a range change needs the server (assets/timeline_view.js):
-    # inside the fetched range, plotly has already redrawn it and nothing is sent. Resizes
+    # The browser decides whether a range change needs the server (assets/timeline_view.js
+    # listens to plotly's relayout event and sets "timeline-range" only then): inside the
+    # fetched range, plotly has already redrawn it and nothing is sent. Resizes
     # ({"autosize": true}) never go either: they would supersede a pending zoom request and
     # Dash would drop the zoom's answer.
-    app.clientside_callback(ClientsideFunction("dsprof_timeline", "route"),
-                            Output("timeline-range", "data"),
-                            Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
 
     @app.callback(Output("timeline-range-summary", "children"),
                   Input("timeline-graph", "selectedData"), prevent_initial_call=True)
