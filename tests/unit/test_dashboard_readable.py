@@ -132,13 +132,18 @@ def test_range_summary_clips_spans_to_the_range(cpu_run):
     a, b = int(index.start[first]), int(index.end[first])
     lines = range_summary(cpu_run, a, b)
     # THEN the range is the addmm's, and its time is the range's time, not more
-    assert lines[0].endswith("in view")
+    assert lines[0].endswith("in range")
     ops = next(line for line in lines if line.startswith("host ops"))
     from dsprof.dashboard.text import fmt_ns
 
     assert f"aten::addmm {fmt_ns(b - a)}" in ops  # clipped to the range: never longer than it
     whole = range_summary(cpu_run, None, None)
     assert any(line.startswith("host ops") for line in whole)
+    # a range found by binary search counts what the whole-array scan counts
+    mid = a  # around the addmm, in the profiled steps
+    near = range_summary(cpu_run, mid - 10**6, mid + 10**6)
+    inside = (index.start < mid + 10**6) & (index.end > mid - 10**6) & (index.kind == 1)
+    assert f"host ops ({int(inside.sum()):,}):" in " ".join(near)
 
 
 def test_a_kernel_links_to_the_op_that_launched_it(tmp_path):
