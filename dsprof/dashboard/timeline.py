@@ -71,6 +71,9 @@ class TimelineIndex:
     names: np.ndarray        # object array of str
     classes: list[str]
     lane_labels: list[str]
+    idle_kinds: dict[int, str] = field(default_factory=dict)
+    """Lanes whose gaps are idle time, and what idles there: "GPU stream" for a kernel
+    lane, "host thread" for the outermost ops of a thread (nesting depth 0)."""
     long_idx: np.ndarray = field(init=False)
     short_max: int = field(init=False)
 
@@ -160,6 +163,49 @@ class TimelineIndex:
         return Window(x0, x1, visible, np.sort(pos), True, runs, bin_ns)
 
 
+def fetch_range(x0: int, x1: int, span_ns: int) -> tuple[int, int]:
+    """The range the server sends for a view of [x0, x1]: half a view more on each side
+    (clipped to the run), so pans and zooms of up to that much redraw in the browser."""
+    half = max((x1 - x0) // 2, 1)
+    return max(x0 - half, min(0, x0)), min(x1 + half, max(span_ns, x1))
+
+
+def idle_gaps(index: TimelineIndex, win: Window, min_gap_ns: float,
+              limit: int = 300) -> dict[str, np.ndarray]:
+    """Per idle lane (``index.idle_kinds``), the gaps in ``win`` at least ``min_gap_ns`` wide
+    during which nothing ran on it: between consecutive spans when the window is exact,
+    between busy runs (to a bin's precision) when aggregated. The ``limit`` widest."""
+    lanes, starts, ends = [], [], []
+    idle = np.zeros(len(index.lane_labels) + 1, bool)
+    idle[list(index.idle_kinds)] = True
+    if win.aggregated:
+        runs = win.runs
+        on = idle[runs["lane"]]
+        lane, start, end = runs["lane"][on], runs["start"][on], runs["end"][on]
+        # runs come lane by lane, in time order: a gap is a run's end to the next run's start
+        same = lane[1:] == lane[:-1]
+        lanes.append(lane[1:][same])
+        starts.append(end[:-1][same])
+        ends.append(start[1:][same])
+    else:
+        sel = win.exact[idle[index.lane[win.exact]]]
+        for k in np.unique(index.lane[sel]):
+            mine = sel[index.lane[sel] == k]  # ascending position = ascending start
+            reach = np.maximum.accumulate(index.end[mine])  # nested/overlapping spans
+            lanes.append(np.full(len(mine) - 1, k))
+            starts.append(reach[:-1])
+            ends.append(index.start[mine][1:])
+    if not lanes:
+        return {"lane": np.zeros(0, np.int64), "start": np.zeros(0), "end": np.zeros(0)}
+    lane, start, end = (np.concatenate(a) for a in (lanes, starts, ends))
+    start, end = np.maximum(start, win.x0), np.minimum(end, win.x1)
+    keep = np.flatnonzero(end - start >= max(min_gap_ns, 1))
+    if len(keep) > limit:
+        keep = keep[np.argpartition(end[keep] - start[keep], len(keep) - limit)[-limit:]]
+    return {"lane": lane[keep].astype(np.int64), "start": start[keep].astype(float),
+            "end": end[keep].astype(float)}
+
+
 def _busy_runs(start: np.ndarray, end: np.ndarray, lane: np.ndarray, x0: int, x1: int,
                n_lanes: int, bins: int) -> tuple[dict[str, np.ndarray], float]:
     """Per lane, the runs of consecutive bins that some span covers, and how many spans start
@@ -186,7 +232,7 @@ def _busy_runs(start: np.ndarray, end: np.ndarray, lane: np.ndarray, x0: int, x1
 
 
 def build_index(columns: dict[str, dict[str, Any]], lane_labels: list[str],
-                classes: list[str]) -> TimelineIndex:
+                classes: list[str], idle_kinds: dict[int, str] | None = None) -> TimelineIndex:
     """Concatenate per-kind column dicts (start_ns, end_ns, lane, kind, cls, name, ref, rank;
     ``name`` an Arrow string array) into one index sorted by start."""
     parts = [c for c in columns.values() if len(c["start_ns"])]
@@ -194,7 +240,8 @@ def build_index(columns: dict[str, dict[str, Any]], lane_labels: list[str],
         empty = np.zeros(0, np.int64)
         return TimelineIndex(0, empty, empty, empty.astype(np.int32), empty.astype(np.int8),
                              empty.astype(np.int16), empty.astype(np.int32), empty,
-                             empty.astype(np.int32), np.array([], object), classes, lane_labels)
+                             empty.astype(np.int32), np.array([], object), classes, lane_labels,
+                             dict(idle_kinds or {}))
     start = np.concatenate([np.asarray(p["start_ns"], np.int64) for p in parts])
     end = np.concatenate([np.asarray(p["end_ns"], np.int64) for p in parts])
     names = pa.chunked_array([p["name"] for p in parts], pa.string())
@@ -211,4 +258,4 @@ def build_index(columns: dict[str, dict[str, Any]], lane_labels: list[str],
         name=encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)[order],
         ref=cat("ref", np.int64), rank=cat("rank", np.int32),
         names=np.asarray(encoded.dictionary.to_pylist(), dtype=object),
-        classes=classes, lane_labels=lane_labels)
+        classes=classes, lane_labels=lane_labels, idle_kinds=dict(idle_kinds or {}))

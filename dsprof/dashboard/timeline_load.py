@@ -68,7 +68,10 @@ def load_timeline(run: Run) -> TimelineIndex:
         parts = _spans(run, cls_of, kernel_classes)
     finally:
         con.unregister("_dash_lanes")
-    return build_index(parts, [lane[2] for lane in lanes], classes)
+    idle_kinds = {k: "GPU stream" if key[0] == KERNEL else "host thread"
+                  for k, (*_, key) in enumerate(lanes)
+                  if key[0] == KERNEL or (key[0] == OP and key[3] == 0)}
+    return build_index(parts, [lane[2] for lane in lanes], classes, idle_kinds)
 
 
 def _columns(run: Run, table: str) -> set[str]:

@@ -137,10 +137,23 @@ def test_every_page_on_a_cpu_run(cpu_server, open_page):
     p.check_clean()
 
 
-def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
+def dash_requests(p) -> list[str]:
+    """Records every request the page makes to Dash's callback endpoint."""
+    seen: list[str] = []
+    p.page.on("request", lambda r: "_dash-update-component" in r.url and seen.append(r.url))
+    return seen
+
+
+def x_range(p) -> list[float]:
+    """The range shown (the full layout's: the matched axes' layout.range can be stale)."""
+    return gd_eval(p, "timeline-graph", "gd._fullLayout.xaxis.range")
+
+
+def test_timeline_zoom_in_the_browser_and_from_the_server(cpu_server, open_page):
     p = open_page(cpu_server)
     page = p.page
     src = cpu_server.source
+    requests = dash_requests(p)
     page.goto(cpu_server.url + "timeline")
     page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
     before = title(p, "timeline-graph")
@@ -148,31 +161,51 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     t0 = src.timeline.t0_ns
     # the timeline opens on the profiled steps (with a margin), not on the whole run
     lo, hi = src.sql("SELECT min(start_ns), max(end_ns) FROM steps WHERE profiled")[0]
-    opened = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
-                     ": gd.layout.xaxis.range")
+    opened = x_range(p)
     assert opened[0] <= (lo - t0) / 1e6 and opened[1] >= (hi - t0) / 1e6
     assert opened[1] - opened[0] < src.timeline.span_ns / 1e6
-    # WHEN zooming to the neighbourhood of one addmm of a profiled step
+    meta = gd_eval(p, "timeline-graph", "gd.layout.meta")
+    assert meta["fetched"][0] < opened[0] and meta["fetched"][1] > opened[1]
+    # WHEN zooming in a little and panning, inside the fetched range
+    page.wait_for_timeout(300)  # the page's own start-up callbacks are done
+    sent = len(requests)
+    w = opened[1] - opened[0]
+    a_ms, b_ms = opened[0] + 0.3 * w, opened[0] + 0.9 * w
+    page.evaluate(f"dsprofSetRange({a_ms}, {b_ms})")
+    page.wait_for_function("() => window.dsprofTimeline && window.dsprofTimeline.local == 1")
+    page.click("#timeline-help")  # focus the page, not an input
+    page.keyboard.press("d")  # WASD pan: a fifth of the view to the right
+    page.wait_for_function("() => window.dsprofTimeline.local == 2")
+    page.wait_for_timeout(500)
+    # THEN the browser redrew it: no request to the server, same figure, the new range
+    assert len(requests) == sent, requests[sent:]
+    assert title(p, "timeline-graph") == before
+    rng = x_range(p)
+    assert rng[0] > a_ms and rng[1] > b_ms, (rng, a_ms, b_ms)
+    assert rng[1] - rng[0] == pytest.approx(b_ms - a_ms, rel=1e-3), (rng, a_ms, b_ms)
+    # WHEN zooming to the neighbourhood of one addmm of a profiled step (much finer than the
+    # fetched figure is faithful at: its sub-pixel ops were widened to a pixel)
+    assert meta["res_ms"] > 0, meta
+    # (the longest addmm whose neighbourhood is a zoom of more than 3x: the figure holds
+    # exact bars for that much, so a smaller zoom would stay in the browser)
     start, dur = src.sql("SELECT start_ns, dur_ns FROM ops WHERE name = 'aten::addmm' "
-                         "AND step IS NOT NULL ORDER BY dur_ns DESC LIMIT 1")[0]
+                         "AND step IS NOT NULL AND dur_ns < ? ORDER BY dur_ns DESC LIMIT 1",
+                         [int(w * 1e6 / 12)])[0]
     a_ms, b_ms = (start - t0 - dur) / 1e6, (start - t0 + 2 * dur) / 1e6
-    gd_eval(p, "timeline-graph", f"Plotly.relayout(gd, {{'xaxis.range': [{a_ms}, {b_ms}]}})")
+    page.evaluate(f"dsprofSetRange({a_ms}, {b_ms})")
     # THEN the server answers with a figure for that range only
     page.wait_for_function(
         "t => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text != t",
         arg=before)
+    assert len(requests) > sent
     after = title(p, "timeline-graph")
     n_after = int(re.match(r"([\d,]+) spans", after).group(1).replace(",", ""))
     assert 0 < n_after < n_before, (before, after)
     drawn = gd_eval(p, "timeline-graph", "gd.data.reduce((n, t) => n + (t.base ? "
                     "(t.base.length || t.base.bdata && 1 || 0) : 0), 0)")
     assert drawn > 0
-    rng = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
-                  ": gd.layout.xaxis.range")
+    rng = x_range(p)
     assert rng[0] == pytest.approx(a_ms, rel=1e-6) and rng[1] == pytest.approx(b_ms, rel=1e-6)
-    # AND the range summary says what the zoomed range holds
-    page.wait_for_function("() => document.querySelector('#timeline-range-summary')"
-                           ".innerText.includes('aten::addmm')")
     # AND zoomed in, spans are labelled with their names inside the bars
     labels = page.evaluate("""() => [...document.querySelectorAll(
         '#timeline-graph .barlayer .point text')].filter(e => {
@@ -184,7 +217,9 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     x, y = page.evaluate("""() => {
         const area = document.querySelector('#timeline-graph .nsewdrag').getBoundingClientRect();
         let best = [null, null];  // the lowest wide bar: an op, not the steps lane on top
-        for (const el of document.querySelectorAll('#timeline-graph .barlayer .point path')) {
+        const spans = [...document.querySelectorAll('#timeline-graph .barlayer .trace')]
+            .filter(t => !['idle', 'busy (aggregated)'].includes(t.__data__[0].trace.name));
+        for (const el of spans.flatMap(t => [...t.querySelectorAll('.point path')])) {
             const b = el.getBoundingClientRect();
             const cx = b.x + b.width / 2, cy = b.y + b.height / 2;
             if (b.width > 4 && cx > area.left + 2 && cx < area.right - 2
@@ -200,11 +235,10 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
     assert "name: " in page.inner_text("#timeline-details")
     # WHEN W is pressed (keyboard zoom, as in Perfetto) THEN the view narrows around its centre
     page.click("#timeline-help")  # focus the page, not an input
-    before_w = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
-                       ": gd.layout.xaxis.range")
+    before_w = x_range(p)
     page.keyboard.press("w")
     page.wait_for_function("""w => { const gd = document.querySelector(
-        '#timeline-graph .js-plotly-plot'); const ax = gd.layout.xaxis2 || gd.layout.xaxis;
+        '#timeline-graph .js-plotly-plot'); const ax = gd._fullLayout.xaxis;
         return ax.range[1] - ax.range[0] < 0.9 * w; }""", arg=before_w[1] - before_w[0])
     # WHEN searching for an op by name THEN the timeline opens on it, the matches outlined
     page.fill("#timeline-search", "addmm")
@@ -213,6 +247,29 @@ def test_timeline_zoom_redraws_from_the_server(cpu_server, open_page):
                            ".innerText.includes('match')")
     page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot')"
                            ".data.some(t => t.name == 'search match')")
+    # centred on the first match
+    first = src.sql("SELECT start_ns, dur_ns FROM ops WHERE name ILIKE '%addmm%' "
+                    "ORDER BY start_ns LIMIT 1")[0]
+    page.wait_for_function("() => document.querySelector('#timeline-search-result')"
+                           ".innerText.includes('centred')")
+    rng = x_range(p)
+    assert (rng[0] + rng[1]) / 2 == pytest.approx((first[0] + first[1] / 2 - t0) / 1e6,
+                                                  abs=1e-3)
+    # WHEN a time range is box-selected THEN the summary says what it holds, per op
+    gd_eval(p, "timeline-graph", "Plotly.relayout(gd, {dragmode: 'select'})")
+    page.wait_for_function("() => document.querySelector('#timeline-graph .js-plotly-plot')"
+                           "._fullLayout.dragmode == 'select'")
+    page.wait_for_timeout(300)  # Dash writes the relayout back into the figure and redraws
+    area = page.locator("#timeline-graph .nsewdrag[data-subplot=xy]").bounding_box()
+    y = area["y"] + area["height"] / 2
+    page.mouse.move(area["x"] + 0.05 * area["width"], y)
+    page.mouse.down()
+    page.mouse.move(area["x"] + 0.5 * area["width"], y, steps=5)
+    page.mouse.move(area["x"] + 0.95 * area["width"], y, steps=5)
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelector('#timeline-range-summary')"
+                           ".innerText.includes('In the selected range')")
+    assert "aten::addmm" in page.inner_text("#timeline-range-summary")
     p.check_clean()
 
 
@@ -233,11 +290,29 @@ def test_finding_evidence_jumps_the_timeline(cpu_server, open_page, runs):
     assert hl == 1
     start, dur = src.sql("SELECT start_ns, dur_ns FROM ops WHERE id = ? AND rank = ?",
                          [finding.evidence[0].op_ids[0], finding.evidence[0].rank])[0]
-    rng = gd_eval(p, "timeline-graph", "gd.layout.xaxis2 ? gd.layout.xaxis2.range "
-                  ": gd.layout.xaxis.range")
+    rng = x_range(p)
     lo, hi = (start - op.t0_ns) / 1e6, (start + dur - op.t0_ns) / 1e6
     assert rng[0] < lo and rng[1] > hi
     assert (rng[1] - rng[0]) < (hi - lo) * 3 + 0.01  # zoomed to the op, not the whole run
+    # WHEN the evidence naming a time range is clicked THEN that range is outlined
+    nav(p, "findings")
+    page.click(f"#ev-{finding.id}-1")
+    page.wait_for_function("() => { const gd = document.querySelector("
+                           "'#timeline-graph .js-plotly-plot'); return gd && gd.layout.shapes"
+                           " && gd.layout.shapes.some(s => s.name == 'evidence range'); }")
+    ev = finding.evidence[1]
+    shape = gd_eval(p, "timeline-graph",
+                    "gd.layout.shapes.find(s => s.name == 'evidence range')")
+    assert shape["x0"] == pytest.approx((ev.start_ns - op.t0_ns) / 1e6, abs=1e-6)
+    assert shape["x1"] == pytest.approx((ev.end_ns - op.t0_ns) / 1e6, abs=1e-6)
+    # AND it stays outlined in figures the server sends after a zoom out
+    before = title(p, "timeline-graph")
+    page.evaluate(f"dsprofSetRange(0, {op.span_ns / 1e6})")
+    page.wait_for_function(
+        "t => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text != t",
+        arg=before)
+    assert gd_eval(p, "timeline-graph",
+                   "gd.layout.shapes.filter(s => s.name == 'evidence range').length") == 1
     p.check_clean()
 
 
@@ -322,8 +397,7 @@ def test_clicking_a_kernel_draws_an_arrow_from_its_op(gpu_server, open_page):
     page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
     before = title(p, "timeline-graph")
     pad = (b_ms - a_ms) / 2
-    gd_eval(p, "timeline-graph",
-            f"Plotly.relayout(gd, {{'xaxis.range': [{a_ms - pad}, {b_ms + pad}]}})")
+    page.evaluate(f"dsprofSetRange({a_ms - pad}, {b_ms + pad})")
     page.wait_for_function(
         "t => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text != t",
         arg=before)
@@ -331,8 +405,9 @@ def test_clicking_a_kernel_draws_an_arrow_from_its_op(gpu_server, open_page):
     x, y = page.evaluate("""([xm, lane]) => {
         const gd = document.querySelector('#timeline-graph .js-plotly-plot');
         const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+        const row = gd.layout.meta.lanes.indexOf(lane);  // empty lanes are hidden
         return [r.left + fl.xaxis._offset + fl.xaxis.l2p(xm),
-                r.top + fl.yaxis._offset + fl.yaxis.l2p(lane)]; }""",
+                r.top + fl.yaxis._offset + fl.yaxis.l2p(row)]; }""",
                          [(a_ms + b_ms) / 2, int(index.lane[pos])])
     page.mouse.move(x, y)
     page.mouse.click(x, y)

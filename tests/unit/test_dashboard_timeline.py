@@ -97,3 +97,98 @@ def test_tiny_indexes(n):
     win = index.window()
     assert win.visible == n and not win.aggregated
     timeline_figure(index, win)  # draws without error
+
+
+def test_fetched_range_is_the_view_and_half_a_view_each_side():
+    from dsprof.dashboard.timeline import fetch_range
+
+    assert fetch_range(400, 600, 10_000) == (300, 700)
+    assert fetch_range(0, 1000, 1200) == (0, 1200)  # clipped to the run
+    index, *_ = synthetic(5000, long_spans=0)
+    a, b = index.span_ns // 2, index.span_ns // 2 + index.span_ns // 200
+    f0, f1 = fetch_range(a, b, index.span_ns)
+    fig = timeline_figure(index, index.window(f0, f1), view=(a, b))
+    # THEN the figure shows the view, and says what it holds for the browser's pan/zoom
+    assert fig.layout.xaxis.range == (a / 1e6, b / 1e6)
+    assert fig.layout.meta["fetched"] == [f0 / 1e6, f1 / 1e6]
+    assert fig.layout.meta["lanes"] == [0, 1, 2, 3]
+    whole = timeline_figure(index, index.window(budget=500), view=None)
+    assert whole.layout.meta["res_ms"] > 0  # aggregated: finer zooms need the server
+
+
+def _gappy(idle: bool):
+    """Two lanes: lane 0 spans [0,100) [100,200) [500,600) (and a nested [20,50)); lane 1 the
+    same shifted by 1000. Only lane 0 is an idle lane when ``idle``."""
+    start = np.array([0, 20, 100, 500, 1000, 1100, 1500])
+    end = np.array([100, 50, 200, 600, 1100, 1200, 1600])
+    lane = np.array([0, 0, 0, 0, 1, 1, 1])
+    n = len(start)
+    cols = {"ops": {"start_ns": start, "end_ns": end, "lane": lane, "kind": np.full(n, OP),
+                    "cls": np.ones(n), "name": pa.array(["a"] * n), "ref": np.arange(n),
+                    "rank": np.zeros(n)}}
+    return build_index(cols, ["cpu0 d0", "other"], ["step", "op forward"],
+                       {0: "host thread"} if idle else None)
+
+
+def test_idle_gaps_are_the_holes_of_idle_lanes_only():
+    from dsprof.dashboard.timeline import idle_gaps
+
+    index = _gappy(idle=True)
+    win = index.window()
+    gaps = idle_gaps(index, win, min_gap_ns=10)
+    # THEN lane 0's hole [200, 500) is idle; the nested span makes no gap; lane 1 is not an
+    # idle lane (its hole [1200, 1500) is not drawn)
+    assert gaps["lane"].tolist() == [0]
+    assert (gaps["start"].tolist(), gaps["end"].tolist()) == ([200.0], [500.0])
+    assert len(idle_gaps(index, win, min_gap_ns=301)["lane"]) == 0  # narrower than asked
+    assert len(idle_gaps(_gappy(idle=False), win, 10)["lane"]) == 0
+    # AND the figure draws it hatched, with what idles in its hover
+    fig = timeline_figure(index, win)
+    idle = next(t for t in fig.data if t.name == "idle")
+    assert idle.marker.pattern.shape == "/" and "host thread idle" in idle.hovertext[0]
+    # aggregated (a budget of 1 shape): the gap between busy runs, to a bin's precision
+    agg = index.window(budget=1, bins=32)
+    assert agg.aggregated
+    g = idle_gaps(index, agg, min_gap_ns=10)
+    assert g["lane"].tolist() == [0]
+    assert abs(g["start"][0] - 200) <= agg.bin_ns and abs(g["end"][0] - 500) <= agg.bin_ns
+
+
+def test_lanes_empty_in_the_fetched_range_are_hidden():
+    index = _gappy(idle=False)
+    fig = timeline_figure(index, index.window(0, 700))
+    # THEN only lane 0 has a row; its bars sit on row 0
+    assert fig.layout.meta["lanes"] == [0]
+    assert fig.layout.yaxis.ticktext == ("cpu0 d0",)
+    assert {y for t in fig.data if t.type == "bar" for y in t.y} == {0}
+    fig = timeline_figure(index, index.window(1000, 1700))
+    assert fig.layout.meta["lanes"] == [1] and fig.layout.yaxis.ticktext == ("other",)
+    assert {y for t in fig.data if t.type == "bar" for y in t.y} == {0}
+
+
+def test_an_evidence_range_is_outlined():
+    index = _gappy(idle=False)
+    fig = timeline_figure(index, index.window(), evidence_range=(100, 200))
+    (shape,) = [s for s in fig.layout.shapes if s.name == "evidence range"]
+    assert (shape.x0, shape.x1) == (100 / 1e6, 200 / 1e6) and shape.line.width == 2
+
+
+def test_selected_range_reads_a_box_selection():
+    from dsprof.dashboard.pages.timeline import selected_range
+
+    assert selected_range({"range": {"x": [3.5, 1.0], "y": [0, 4]}}) == (1.0, 3.5)
+    assert selected_range({"range": {"x2": [1, 2]}}) == (1.0, 2.0)
+    assert selected_range({"points": []}) is None and selected_range(None) is None
+
+
+def test_only_bars_that_can_get_wide_enough_carry_a_label():
+    index = _gappy(idle=False)
+    # a view where every span is at least ~28 pixels wide: all labelled
+    fig = timeline_figure(index, index.window())
+    assert {s for t in fig.data if t.type == "bar" for s in t.text} == {"a"}
+    assert fig.layout.meta["res_ms"] == 0  # exact, none widened or unlabelled: any zoom
+    # a view 100 times wider (spans of 30-100 ns, a pixel is 100 ns): none is
+    fig = timeline_figure(index, index.window(), view=(0, 150_000))
+    assert {s for t in fig.data if t.type == "bar" for s in t.text} == {""}
+    # so the browser may zoom in only so far (a third of a pixel) before asking again
+    assert fig.layout.meta["res_ms"] == pytest.approx(150_000 / 1e6 / 1500 / 3)

@@ -1,6 +1,7 @@
 // Keyboard navigation on the Timeline page, as in Perfetto and chrome://tracing:
 // W / S zoom in / out around the centre, A / D pan left / right (a fifth of the view).
-// Each key is an ordinary x-range change, so the server redraws the range as after a drag.
+// Each key is an ordinary x-range change, handled as a drag is (timeline_view.js: in the
+// browser inside the fetched range, else by the server).
 (function () {
     const STEP = 0.2;
     document.addEventListener("keydown", function (ev) {
@@ -11,7 +12,9 @@
         if (!"wasd".includes(key) || key.length !== 1) return;
         const gd = document.querySelector("#timeline-graph .js-plotly-plot");
         if (!gd || !gd.layout || !window.Plotly) return;
-        const axis = gd.layout.xaxis2 ? gd.layout.xaxis2 : gd.layout.xaxis;
+        // the full layout: with the memory row, the two x axes are matched and a relayout
+        // of one leaves the other's layout.range as it was
+        const axis = gd._fullLayout && gd._fullLayout.xaxis;
         if (!axis || !axis.range) return;
         let a = Number(axis.range[0]), b = Number(axis.range[1]);
         const w = b - a, c = (a + b) / 2;
@@ -20,6 +23,6 @@
         if (key === "a") { a -= w * STEP; b -= w * STEP; }
         if (key === "d") { a += w * STEP; b += w * STEP; }
         ev.preventDefault();
-        window.Plotly.relayout(gd, {"xaxis.range": [a, b]});
+        window.dsprofSetRange(a, b);  // timeline_view.js
     });
 })();

@@ -32,12 +32,16 @@ def step_time_figure(steps: pa.Table, stats: StepStats | None) -> go.Figure:
     step = steps.column("step").to_numpy(zero_copy_only=False)
     ms = steps.column("dur_ns").to_numpy(zero_copy_only=False) / 1e6
     profiled = np.asarray(steps.column("profiled").to_pylist(), dtype=bool)
-    scatter = go.Scattergl if len(ms) > 5000 else go.Scatter
+    # plain SVG scatter: the dashboard ships plotly.js's basic bundle (no WebGL traces); past
+    # 5,000 steps a line without markers (one SVG path whatever the length)
+    scatter = go.Scatter
+    many = len(ms) > 5000
     colors = distinct_colors([f"rank {r}" for r in np.unique(rank)])
     for r in np.unique(rank):
         m = rank == r
-        fig.add_trace(scatter(x=step[m], y=ms[m], mode="lines+markers", name=f"rank {r}",
-                              marker={"size": 5}, line_color=colors[f"rank {r}"],
+        fig.add_trace(scatter(x=step[m], y=ms[m], mode="lines" if many else "lines+markers",
+                              name=f"rank {r}", marker={"size": 5},
+                              line_color=colors[f"rank {r}"],
                               hovertemplate="step %{x}: %{y:.2f} ms"))
     if "data_wait_ns" in steps.column_names:
         wait = steps.column("data_wait_ns").to_numpy(zero_copy_only=False).astype(float) / 1e6

@@ -18,8 +18,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dsprof.dashboard.memseries import DeviceSeries
-from dsprof.dashboard.text import plain, plain_all
-from dsprof.dashboard.timeline import TimelineIndex, Window
+from dsprof.dashboard.text import fmt_ms, plain, plain_all
+from dsprof.dashboard.timeline import TimelineIndex, Window, idle_gaps
 from dsprof.units import MIB
 
 COLORS = {
@@ -36,48 +36,101 @@ COLORS = {
 HIGHLIGHT = "#e41a1c"
 MEMORY_COLORS = ("#333333", "#8c564b", "#6a3d9a", "#b15928")
 UIREVISION = "timeline"
+PLOT_PX = 1500
+"""About the plot's width in pixels: what "a pixel" of a view is, on server and browser."""
+LABEL_MIN_PX = 20
+"""Bars narrower than this many pixels of the server's view carry no label (laying out a label
+costs about four bars' drawing); zoomed in the browser LOCAL_ZOOM times, a bar that did not
+get one is at most 60 px wide, after which the server is asked for a labelled figure."""
+LOCAL_ZOOM = 3
+FINEST_BIN_PX = 6
+IDLE_MIN_PX = 3
+"""Idle gaps narrower than this many pixels of the view are not drawn."""
 
 
 def timeline_figure(index: TimelineIndex, win: Window, *,
+                    view: tuple[int, int] | None = None,
                     highlight: np.ndarray | None = None, highlight_name: str = "finding evidence",
+                    evidence_range: tuple[int, int] | None = None,
                     memory: Sequence[DeviceSeries] = (), memory_points: int = 800) -> go.Figure:
     """Args:
         index: the run's spans.
-        win: what is visible (from ``index.window``).
+        win: what the server sends (from ``index.window``): the fetched range, which may be
+            wider than the view so the browser can pan and zoom in it without asking again.
+        view: the x range shown (ns since t0); the window's range when None.
         highlight: indices into ``index`` to draw on top, outlined (a finding's ops).
+        evidence_range: a time range (ns since t0) a finding points at, outlined.
         memory: series to draw under the lanes, sampled for the same range.
+
+    ``layout.meta`` tells the page's browser code what it holds: ``fetched`` (ms), ``res_ms``
+    (the finest view, in ms per pixel, the drawing is faithful at; 0 at any zoom) and ``lanes``
+    (the index lane of each drawn row: lanes with nothing in the fetched range are hidden).
     """
+    view = view or (win.x0, win.x1)
     rows = 2 if memory else 1
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
                         row_heights=[0.78, 0.22] if rows == 2 else [1.0])
-    x0_ms, x1_ms = win.x0 / 1e6, win.x1 / 1e6
-    min_ms = (x1_ms - x0_ms) / 1500  # a span narrower than about a pixel is drawn a pixel wide
-    if win.aggregated and len(win.runs.get("lane", ())):
-        runs = win.runs
+    view_ms = (view[1] - view[0]) / 1e6
+    min_ms = view_ms / PLOT_PX  # a span narrower than about a pixel is drawn a pixel wide
+    exact = win.exact
+    hl = highlight if highlight is not None else np.zeros(0, np.int64)
+    runs = win.runs if win.aggregated else {}
+    shown = np.unique(np.concatenate([index.lane[exact], index.lane[hl],
+                                      runs.get("lane", np.zeros(0, np.int64))]).astype(np.int64))
+    if not len(shown):
+        shown = np.arange(len(index.lane_labels))
+    row_of = np.full(len(index.lane_labels) + 1, -1, np.int64)
+    row_of[shown] = np.arange(len(shown))
+    if len(runs.get("lane", ())):
         fig.add_trace(go.Bar(
-            base=runs["start"] / 1e6, x=(runs["end"] - runs["start"]) / 1e6, y=runs["lane"],
-            orientation="h", width=0.8, name="busy (aggregated)",
+            base=runs["start"] / 1e6, x=(runs["end"] - runs["start"]) / 1e6,
+            y=row_of[runs["lane"]], orientation="h", width=0.8, name="busy (aggregated)",
             # grey, so it reads as "many spans here", never as a light-blue elementwise kernel
             marker={"color": "rgba(127,127,127,0.3)", "line": {"width": 0}},
             customdata=runs["spans"], hovertemplate="%{customdata:,} spans<extra>busy</extra>"),
             row=1, col=1)
-    exact = win.exact
+    gaps = idle_gaps(index, win, IDLE_MIN_PX * min_ms * 1e6)
+    if len(gaps["lane"]):
+        what = [index.idle_kinds.get(int(k), "") for k in gaps["lane"]]
+        fig.add_trace(go.Bar(
+            base=gaps["start"] / 1e6, x=(gaps["end"] - gaps["start"]) / 1e6,
+            y=row_of[gaps["lane"]], orientation="h", width=0.5, name="idle",
+            # hatched and thin: an absence of work, never mistaken for a span
+            marker={"color": "rgba(0,0,0,0)", "line": {"width": 0},
+                    "pattern": {"shape": "/", "fgcolor": "#9a9a9a", "size": 6}},
+            hovertext=[f"{w} idle {fmt_ms(d)}" for w, d in
+                       zip(what, (gaps["end"] - gaps["start"]) / 1e6)],
+            hoverinfo="text"), row=1, col=1)
+    widened = unlabelled = False
     for k, cls in enumerate(index.classes):
         sel = exact[index.cls[exact] == k]
         if len(sel):
-            bars = _bars(index, sel, cls, COLORS.get(cls, "#7f7f7f"), min_ms)
-            # every bar carries its name (the steps lane: its step number), shown inside it
-            # once the zoom makes it wide enough; uniformtext hides labels that do not fit
-            bars.text = [str(int(r)) for r in index.ref[sel]] if cls == "step" else \
+            bars = _bars(index, sel, cls, COLORS.get(cls, "#7f7f7f"), min_ms, row_of)
+            widened |= bool(((index.end[sel] - index.start[sel]) / 1e6 < min_ms).any())
+            # a bar carries its name (the steps lane: its step number), shown inside it once
+            # the zoom makes it wide enough (uniformtext hides labels that do not fit). Only
+            # bars that can get that wide before the browser asks for finer detail carry one:
+            # laying out a label costs about as much as drawing four bars.
+            labels = [str(int(r)) for r in index.ref[sel]] if cls == "step" else \
                 plain_all(index.names[index.name[sel]])
+            wide = ((index.end[sel] - index.start[sel]) / 1e6 >= LABEL_MIN_PX * min_ms) \
+                | (cls == "step")  # few, and their numbers are how a lane is read
+            bars.text = [t if w else "" for t, w in zip(labels, wide)]
+            unlabelled |= not wide.all()
             bars.textposition = "inside"
             bars.insidetextanchor = "middle"
             bars.textfont = {"color": "#000000" if cls == "step" else "#ffffff"}
             fig.add_trace(bars, row=1, col=1)
-    if highlight is not None and len(highlight):
-        bars = _bars(index, highlight, highlight_name, HIGHLIGHT, min_ms)
+    if len(hl):
+        bars = _bars(index, hl, highlight_name, HIGHLIGHT, min_ms, row_of)
         bars.marker.line = {"width": 2, "color": "#000000"}
         fig.add_trace(bars, row=1, col=1)
+    if evidence_range is not None:
+        # the range a finding points at, outlined over every lane (and shaded lightly)
+        fig.add_shape(type="rect", x0=evidence_range[0] / 1e6, x1=evidence_range[1] / 1e6,
+                      y0=0, y1=1, yref="y domain", xref="x", name="evidence range",
+                      line={"color": HIGHLIGHT, "width": 2},
+                      fillcolor="rgba(228,26,28,0.06)", layer="above")
     for k, series in enumerate(memory):
         at = series.sample(win.x0, win.x1, memory_points)
         # a fixed colour per series: plotly's default follows the trace's position, which
@@ -88,21 +141,35 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
             name=plain(f"memory {series.label}"),
             hovertemplate="%{y:,.1f} MiB<extra></extra>"),
             row=2, col=1)
-    n_lanes = len(index.lane_labels)
-    title = (f"{win.visible:,} spans in view: {len(win.runs.get('lane', ())):,} busy runs + "
-             f"{len(exact):,} longest spans" if win.aggregated
-             else f"{win.visible:,} spans in view (all drawn)")
+    n_rows = len(shown)
+    title = (f"{win.visible:,} spans in the fetched range: "
+             f"{len(runs.get('lane', ())):,} busy runs + {len(exact):,} longest spans"
+             if win.aggregated else f"{win.visible:,} spans in the fetched range (all drawn)")
+    # the finest view (ms per pixel) this drawing is faithful at, below which the browser asks
+    # again: aggregated bins at most FINEST_BIN_PX wide; exact bars zoomed at most LOCAL_ZOOM
+    # times (a pixel-wide sliver stays narrow, an unlabelled bar does not grow wide enough
+    # for its name), or any zoom when nothing was widened or left unlabelled
+    if win.aggregated:
+        res_ms = win.bin_ns / 1e6 / FINEST_BIN_PX
+    else:
+        res_ms = min_ms / LOCAL_ZOOM if widened or unlabelled else 0.0
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 13}}, barmode="overlay",
-        height=max(320, 22 * n_lanes + 160 + (140 if rows == 2 else 0)),
+        height=max(320, 22 * n_rows + 160 + (140 if rows == 2 else 0)),
         margin={"l": 130, "r": 20, "t": 40, "b": 40}, uirevision=UIREVISION,
         legend={"orientation": "h", "y": -0.08}, hovermode="closest", dragmode="zoom",
-        uniformtext={"mode": "hide", "minsize": 9})
-    fig.update_yaxes(tickvals=list(range(n_lanes)), ticktext=plain_all(index.lane_labels),
-                     autorange="reversed", fixedrange=True, row=1, col=1)
+        # box select (the toolbar) picks a time range for the range summary
+        selectdirection="h",
+        uniformtext={"mode": "hide", "minsize": 9},
+        meta={"fetched": [win.x0 / 1e6, win.x1 / 1e6], "res_ms": res_ms,
+              "lanes": shown.tolist()})
+    fig.update_yaxes(tickvals=list(range(n_rows)),
+                     ticktext=plain_all(index.lane_labels[k] for k in shown),
+                     # fixed, top row first: autorange left empty rows above the lanes
+                     range=[n_rows - 0.5, -0.5], fixedrange=True, row=1, col=1)
     # ms with thousands separators and the unit on every tick (`21,850 ms`, never `21.85k`);
     # no axis title, which overlapped the legend below the plot
-    fig.update_xaxes(range=[x0_ms, x1_ms], row=rows, col=1, tickformat=",~r",
+    fig.update_xaxes(range=[view[0] / 1e6, view[1] / 1e6], row=rows, col=1, tickformat=",~r",
                      ticksuffix=" ms", exponentformat="none")
     if rows == 2:
         fig.update_yaxes(title_text="MiB", fixedrange=True, tickformat=",~r",
@@ -111,14 +178,16 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
 
 
 def _bars(index: TimelineIndex, sel: np.ndarray, name: str, color: str,
-          min_ms: float) -> go.Bar:
+          min_ms: float, row_of: np.ndarray) -> go.Bar:
     start_ms = index.start[sel] / 1e6
     dur_ms = (index.end[sel] - index.start[sel]) / 1e6
     hover = [f"{plain(n)}<br>{d:.3f} ms" for n, d in zip(index.names[index.name[sel]], dur_ms)]
     # a thin white border between neighbouring spans wide enough to keep their colour, so
     # back-to-back ops do not merge into one block
     border = np.where(dur_ms > 4 * min_ms, 0.6, 0.0)
-    return go.Bar(base=start_ms, x=np.maximum(dur_ms, min_ms), y=index.lane[sel],
+    # selected/unselected: a box selection (for the range summary) must not dim the bars
+    return go.Bar(base=start_ms, x=np.maximum(dur_ms, min_ms), y=row_of[index.lane[sel]],
+                  selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
                   orientation="h", width=0.8, name=plain(name), customdata=sel.tolist(),
                   hovertext=hover, hoverinfo="text",
                   marker={"color": color, "line": {"width": border.tolist(), "color": "#ffffff"}})

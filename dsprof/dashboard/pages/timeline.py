@@ -1,9 +1,12 @@
-"""Timeline: steps, ops, kernels, collectives and memory on lanes; zoom redraws from the server.
+"""Timeline: steps, ops, kernels, collectives, idle gaps and memory on lanes.
 
 Query parameters (all optional), used by finding evidence links:
 ``start``/``end`` (ns on the run clock), ``step``, ``rank`` and ``ops`` (comma-separated
-``ops.id`` values to outline). A zoom sends the new x range to the server, which answers with the
-level-of-detail figure for it (at most ~2,000 shapes); a click shows the span's details.
+``ops.id`` values to outline). The server sends the level-of-detail figure (at most 1,000
+shapes; 2,000 for the whole run) for the view plus half a view on each side. Pan and zoom inside that fetched range
+redraw in the browser with no request (``assets/timeline_view.js`` decides); the server is
+asked again only when the view leaves it or needs finer detail than it holds. A box selection
+summarizes its range (server side, on the whole index); a click shows the span's details.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dsprof.dashboard.figures.timeline import parse_range, timeline_figure
 from dsprof.dashboard.pages.common import GRAPH_CONFIG, missing
 from dsprof.dashboard.source import RunSource
 from dsprof.dashboard.text import fmt_ns
-from dsprof.dashboard.timeline import COMM, KERNEL, OP, STEP
+from dsprof.dashboard.timeline import COMM, KERNEL, OP, STEP, fetch_range
 from dsprof.sqlsafe import idents
 
 PATH = "/timeline"
@@ -88,26 +91,45 @@ def search_spans(src: RunSource, text: str | None) -> np.ndarray:
 
 
 def range_summary(src: RunSource, x0: int | None, x1: int | None, top: int = 8) -> list[str]:
-    """What the visible range holds (ns since t0; None: the whole run): per kind of span, the
-    names with the most time inside the range (each span clipped to it), Perfetto's "summary
-    of a selection"."""
+    """What the range holds (ns since t0; None: the whole run): per kind of span, the names
+    with the most time inside the range (each span clipped to it), Perfetto's "summary of a
+    selection". Remembered per range: every load of the page asks for the opened range again
+    (1-1.5 s over 10 M spans)."""
     index = src.timeline
     if len(index) == 0:
         return []
     lo = 0 if x0 is None else x0
     hi = int(index.end.max()) if x1 is None else x1
-    inside = (index.start < hi) & (index.end > lo)
-    lines = [f"{fmt_ns(hi - lo)} in view"]
+    cache = index.__dict__.setdefault("_summaries", {})
+    if (lo, hi, top) in cache:
+        return list(cache[(lo, hi, top)])
+    # only the spans near the range (two binary searches), unless it is the whole run
+    near = slice(None) if lo <= 0 and hi >= index.span_ns else index.visible(lo, hi)
+    start, end, kinds, names = (a[near] for a in (index.start, index.end, index.kind,
+                                                 index.name))
+    inside = (start < hi) & (end > lo)
+    clipped = np.minimum(end, hi) - np.maximum(start, lo)
+    lines = [f"{fmt_ns(hi - lo)} in range"]
     for kind, label in ((OP, "host ops"), (KERNEL, "kernels"), (COMM, "collectives")):
-        sel = np.flatnonzero(inside & (index.kind == kind))
-        if not len(sel):
+        sel = inside & (kinds == kind)
+        n = int(np.count_nonzero(sel))
+        if not n:
             continue
-        clipped = np.minimum(index.end[sel], hi) - np.maximum(index.start[sel], lo)
-        per_name = np.bincount(index.name[sel], weights=clipped, minlength=len(index.names))
+        per_name = np.bincount(names[sel], weights=clipped[sel], minlength=len(index.names))
         best = np.argsort(-per_name, kind="stable")[:top]
-        parts = [f"{index.names[k]} {fmt_ns(per_name[k])}" for k in best if per_name[k] > 0]
-        lines.append(f"{label} ({len(sel):,}): " + ", ".join(parts))
-    return lines
+        parts = [f"{_short(index.names[k])} {fmt_ns(per_name[k])}" for k in best
+                 if per_name[k] > 0]
+        lines.append(f"{label} ({n:,}): " + ", ".join(parts))
+    if len(cache) >= 64:
+        cache.clear()
+    cache[(lo, hi, top)] = lines
+    return list(lines)
+
+
+def _short(name: object, width: int = 80) -> str:
+    """A name cut to ``width`` characters (templated kernel names run to thousands)."""
+    text = str(name)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def launch_flow(src: RunSource, pos: int) -> tuple[int, int] | None:
@@ -127,14 +149,20 @@ def launch_flow(src: RunSource, pos: int) -> tuple[int, int] | None:
     return (int(ops[0]), pos) if len(ops) else None
 
 
-def flow_trace(src: RunSource, flow: tuple[int, int]) -> Any:
-    """An arrow from the launching op's start to the kernel's start (ms since t0)."""
+def flow_trace(src: RunSource, flow: tuple[int, int], lanes: list[int] | None = None) -> Any:
+    """An arrow from the launching op's start to the kernel's start (ms since t0); ``lanes``
+    is the figure's drawn lanes (row k shows lane ``lanes[k]``), None when every lane is
+    drawn. None when either end's lane is hidden."""
     import plotly.graph_objects as go
 
     index = src.timeline
     op, kernel = flow
     xs = [float(index.start[op]) / 1e6, float(index.start[kernel]) / 1e6]
     ys = [int(index.lane[op]), int(index.lane[kernel])]
+    if lanes is not None:
+        if ys[0] not in lanes or ys[1] not in lanes:
+            return None
+        ys = [lanes.index(y) for y in ys]
     return go.Scatter(x=xs, y=ys, mode="lines+markers", name="launch", hoverinfo="skip",
                       line={"color": "#000000", "width": 1.5},
                       marker={"symbol": "arrow", "angleref": "previous", "size": [0, 12],
@@ -174,29 +202,75 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
             mask &= index.rank == rank
         hl = np.flatnonzero(mask)
     x0, x1 = initial_range(src, query, hl)
-    fig = timeline_figure(index, index.window(x0, x1), highlight=hl, memory=src.memory_series)
+    start, end = _int(query.get("start")), _int(query.get("end"))
+    evidence = (start - index.t0_ns, end - index.t0_ns) \
+        if start is not None and end is not None and end >= start else None
+    fig = view_figure(src, x0, x1, hl, evidence_range=evidence)
     notes = [missing(src.missing(t), t) for t in ("kernels", "comms") if not src.has(t)]
     return html.Div([
         html.H2("Timeline"),
         html.P(f"{len(index):,} spans on {len(index.lane_labels)} lanes. Opens on the profiled "
-               "steps. Drag to zoom (the server redraws the visible range), double-click to "
-               "see the whole run, "
-               "click a span for its details.", id="timeline-help"),
+               "steps. Drag or scroll to zoom, W/S zoom and A/D pan, double-click to see the "
+               "whole run; box select (toolbar) a range to summarize it; click a span for its "
+               "details. Hatched bars are idle time.", id="timeline-help"),
         html.Div([dcc.Input(id="timeline-search", type="search", debounce=True,
                             placeholder="find a span by name (Enter)"),
                   html.Span(id="timeline-search-result")], className="search"),
-        dcc.Graph(id="timeline-graph", figure=fig, config={**GRAPH_CONFIG, "scrollZoom": True}),
+        dcc.Graph(id="timeline-graph", figure=fig, config=TIMELINE_CONFIG),
         dcc.Store(id="timeline-highlight", data=hl.tolist()),
         dcc.Store(id="timeline-highlight-name", data="finding evidence"),
+        dcc.Store(id="timeline-evidence", data=list(evidence) if evidence else None),
+        dcc.Store(id="timeline-lanes", data=fig.layout.meta["lanes"]),
         dcc.Store(id="timeline-range"),
-        html.Div(_summary_list(range_summary(src, x0, x1)), id="timeline-range-summary"),
+        html.Div(_summary_list(range_summary(src, x0, x1), "In the opened range"),
+                 id="timeline-range-summary"),
         html.Div("Click a span to see its details.", id="timeline-details"),
         *notes,
     ])
 
 
-def _summary_list(lines: list[str]) -> list[Any]:
-    return [html.H4("In this range"), html.Ul([html.Li(line) for line in lines])]
+# The timeline reads a box selection (the range summary), so it keeps the select button that
+# the other charts leave out; lasso selects nothing on lanes.
+TIMELINE_CONFIG = {**GRAPH_CONFIG, "scrollZoom": True,
+                   "modeBarButtonsToRemove": [b for b in GRAPH_CONFIG["modeBarButtonsToRemove"]
+                                              if b != "select2d"]}
+
+
+FETCH_BUDGET = 1000
+"""Shapes per fetched figure. Plotly draws every bar of a figure, in view or not, at each
+redraw (about 0.2-0.5 ms a bar in headless Chromium on 2 shared cores), and a fetch costs a
+redraw of the old figure at the new range (plotly's own, before the page sees the event) and
+the drawing of the new one."""
+
+
+def view_figure(src: RunSource, x0: int | None, x1: int | None, highlight: np.ndarray,
+                highlight_name: str = "finding evidence",
+                evidence_range: tuple[int, int] | None = None) -> Any:
+    """The figure for a view of [x0, x1] (ns since t0; None: the whole run), holding the
+    fetched range around it."""
+    index = src.timeline
+    if x0 is None or x1 is None:
+        win, view = index.window(), None
+    else:
+        # twice the view's width: twice the bins, so the view keeps its resolution
+        win = index.window(*fetch_range(x0, x1, index.span_ns), budget=FETCH_BUDGET,
+                           bins=1200)
+        view = (x0, x1)
+    return timeline_figure(index, win, view=view, highlight=highlight,
+                           highlight_name=highlight_name, evidence_range=evidence_range,
+                           memory=src.memory_series)
+
+
+def _summary_list(lines: list[str], heading: str) -> list[Any]:
+    return [html.H4(heading), html.Ul([html.Li(line) for line in lines])]
+
+
+def selected_range(selected: dict | None) -> tuple[float, float] | None:
+    """The x range (ms) of a plotly box selection, else None."""
+    for key, value in ((selected or {}).get("range") or {}).items():
+        if key.startswith("x") and isinstance(value, list) and len(value) == 2:
+            return float(min(value)), float(max(value))
+    return None
 
 
 def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
@@ -240,70 +314,64 @@ def details(src: RunSource, kind: int, rank: int, ref: int) -> list[str]:
     return lines
 
 
-# Only range changes go to the server. Plotly also reports resizes ({"autosize": true}); sent
-# to the server, such an event would supersede a pending zoom request and Dash would drop the
-# zoom's answer. Filtering in the browser keeps those events from ever making a request.
-_RANGES_ONLY = """function(r) {
-    if (r) { for (const k in r) { if (/^xaxis[0-9]*[.](range|autorange)/.test(k)) return r; } }
-    return window.dash_clientside.no_update;
-}"""
-
-
 def register(app: Any, ctx: Any) -> None:
-    app.clientside_callback(_RANGES_ONLY, Output("timeline-range", "data"),
-                            Input("timeline-graph", "relayoutData"), prevent_initial_call=True)
+    # The browser decides whether a range change needs the server (assets/timeline_view.js
+    # listens to plotly's relayout event and sets "timeline-range" only then): inside the
+    # fetched range, plotly has already redrawn it and nothing is sent. Resizes
+    # ({"autosize": true}) never go either: they would supersede a pending zoom request and
+    # Dash would drop the zoom's answer.
 
-    @app.callback(Output("timeline-range-summary", "children"), Input("timeline-range", "data"),
-                  prevent_initial_call=True)
-    def summarize_range(relayout: dict | None) -> Any:
-        asked = parse_range(relayout)
-        if asked is None:
+    @app.callback(Output("timeline-range-summary", "children"),
+                  Input("timeline-graph", "selectedData"), prevent_initial_call=True)
+    def summarize_selection(selected: dict | None) -> Any:
+        picked = selected_range(selected)
+        if picked is None:
             return no_update
-        x0 = x1 = None
-        if asked != "reset":
-            x0, x1 = int(asked[0] * 1e6), int(asked[1] * 1e6)
-        return _summary_list(range_summary(ctx.a, x0, x1))
+        x0, x1 = int(picked[0] * 1e6), int(picked[1] * 1e6)
+        return _summary_list(range_summary(ctx.a, x0, x1),
+                             f"In the selected range ({fmt_ns(x1 - x0)})")
 
-    @app.callback(Output("timeline-graph", "figure"), Input("timeline-range", "data"),
+    @app.callback(Output("timeline-graph", "figure"), Output("timeline-lanes", "data"),
+                  Input("timeline-range", "data"),
                   State("timeline-highlight", "data"), State("timeline-highlight-name", "data"),
-                  prevent_initial_call=True)
+                  State("timeline-evidence", "data"), prevent_initial_call=True)
     def zoom(relayout: dict | None, highlight: list[int] | None,
-             highlight_name: str | None) -> Any:
+             highlight_name: str | None, evidence: list[int] | None) -> Any:
         asked = parse_range(relayout)
         if asked is None:
-            return no_update
-        src = ctx.a
-        index = src.timeline
+            return no_update, no_update
         x0 = x1 = None
         if asked != "reset":
             x0, x1 = int(asked[0] * 1e6), int(asked[1] * 1e6)
-        hl = np.asarray(highlight or [], np.int64)
-        return timeline_figure(index, index.window(x0, x1), highlight=hl,
-                               highlight_name=highlight_name or "finding evidence",
-                               memory=src.memory_series)
+        fig = view_figure(ctx.a, x0, x1, np.asarray(highlight or [], np.int64),
+                          highlight_name or "finding evidence",
+                          tuple(evidence) if evidence else None)
+        return fig, fig.layout.meta["lanes"]
 
     @app.callback(Output("timeline-graph", "figure", allow_duplicate=True),
                   Output("timeline-highlight", "data"),
                   Output("timeline-highlight-name", "data"),
                   Output("timeline-search-result", "children"),
+                  Output("timeline-lanes", "data", allow_duplicate=True),
                   Input("timeline-search", "value"), prevent_initial_call=True)
     def search(text: str | None) -> Any:
         src = ctx.a
         index = src.timeline
         hits = search_spans(src, text)
         if not (text or "").strip():
-            return no_update, [], no_update, ""
+            return no_update, [], no_update, "", no_update
         if not len(hits):
-            return no_update, no_update, no_update, f"no span's name contains {text!r}"
+            return no_update, no_update, no_update, f"no span's name contains {text!r}", \
+                no_update
         # open on the first match, with as much context again on each side; outline them all
         first = int(hits[0])
         dur = max(int(index.end[first] - index.start[first]), 1000)
         x0, x1 = int(index.start[first]) - dur, int(index.end[first]) + dur
-        fig = timeline_figure(index, index.window(x0, x1), highlight=hits,
-                              highlight_name="search match", memory=src.memory_series)
+        fig = view_figure(src, x0, x1, hits, "search match")
         more = f" (the first {SEARCH_LIMIT})" if len(hits) == SEARCH_LIMIT else ""
         return fig, hits.tolist(), "search match", \
-            f"{len(hits):,} spans match{more}; showing the first"
+            f"{len(hits):,} spans match{more}; showing the first, centred and outlined", \
+            fig.layout.meta["lanes"]
 
     @app.callback(Output("timeline-details", "children"), Input("timeline-graph", "clickData"),
                   prevent_initial_call=True)
@@ -317,14 +385,16 @@ def register(app: Any, ctx: Any) -> None:
         return html.Pre("\n".join(lines) or "no details recorded for this span")
 
     @app.callback(Output("timeline-graph", "figure", allow_duplicate=True),
-                  Input("timeline-graph", "clickData"), prevent_initial_call=True)
-    def launch_arrow(data: dict | None) -> Any:
+                  Input("timeline-graph", "clickData"), State("timeline-lanes", "data"),
+                  prevent_initial_call=True)
+    def launch_arrow(data: dict | None, lanes: list[int] | None) -> Any:
         """A clicked kernel: an arrow from the op that launched it, added to the drawn figure
         (row 1) without redrawing it."""
         pos = (data or {}).get("points", [{}])[0].get("customdata")
         flow = launch_flow(ctx.a, pos) if isinstance(pos, int) else None
-        if flow is None:
+        arrow = flow_trace(ctx.a, flow, lanes) if flow is not None else None
+        if arrow is None:
             return no_update
         fig = Patch()
-        fig["data"].append(flow_trace(ctx.a, flow).to_plotly_json())
+        fig["data"].append(arrow.to_plotly_json())
         return fig
