@@ -51,6 +51,7 @@ class Run:
         self.meta = meta
         self._con: Any = None
         self._arrow = arrow_tables
+        self._aggregates: set[str] = set()  # aggregates computed on the fly, registered in con
 
     @classmethod
     def from_tables(cls, meta: dict[str, Any] | None = None,
@@ -138,6 +139,36 @@ class Run:
             extra.append(f"({by_ingest}{disturbed_sql(self.manifest)}) AS disturbed")
         return "SELECT *" + "".join(f", {e}" for e in extra) + f" FROM {source}"
 
+    def aggregate(self, name: str) -> str:
+        """The relation to query for a per-rank aggregate (:mod:`dsprof.ingest.aggregates`):
+        the table ingest wrote, or, for a run without them (ingested by an older dsprof, or
+        built in memory), the same rows computed from ops, kernels and steps, once per Run.
+
+        Raises:
+            KeyError: ``name`` is not an aggregate table.
+        """
+        from dsprof.ingest.aggregates import AGGREGATE_TABLES, SOURCE_TABLES, compute_aggregates
+
+        if name not in AGGREGATE_TABLES:
+            raise KeyError(f"no aggregate table {name!r}")
+        # rank_totals has a row for every ingested rank: it marks a run written with them (a
+        # table with no rows, such as kernel_time of a CPU run, has no Parquet part)
+        if self.has("rank_totals") and self.has(name):
+            return table_name(name)
+        relation = f"_aggregate_{name}"
+        if relation not in self._aggregates:
+            con = self.con
+            if self.has("rank_totals"):
+                built = {name: TABLES[name].schema.empty_table()}
+            else:
+                present = {t for t in SOURCE_TABLES if self.has(t)}
+                built = {n: TABLES[n].build(cols)
+                         for n, cols in compute_aggregates(con, present).items()}
+            for n, data in built.items():
+                con.register(f"_aggregate_{n}", data)
+                self._aggregates.add(f"_aggregate_{n}")
+        return relation
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query and return its rows."""
         rows: list[tuple[Any, ...]] = self.con.execute(query, params or []).fetchall()
@@ -166,6 +197,7 @@ class Run:
         if self._con is not None:
             self._con.close()
             self._con = None
+            self._aggregates.clear()
 
     def __enter__(self) -> Self:
         return self
