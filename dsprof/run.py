@@ -147,7 +147,7 @@ class Run:
         Raises:
             KeyError: ``name`` is not an aggregate table.
         """
-        from dsprof.ingest.aggregates import AGGREGATE_TABLES, SOURCE_TABLES, compute_aggregates
+        from dsprof.ingest.aggregates import AGGREGATE_TABLES, SOURCE_COLUMNS, compute_aggregates
 
         if name not in AGGREGATE_TABLES:
             raise KeyError(f"no aggregate table {name!r}")
@@ -161,9 +161,12 @@ class Run:
             if self.has("rank_totals"):
                 built = {name: TABLES[name].schema.empty_table()}
             else:
-                present = {t for t in SOURCE_TABLES if self.has(t)}
+                sources = {t: self.arrow(f"SELECT {', '.join(map(ident, cols))} "
+                                         f"FROM {table_name(t)}")
+                           for t, cols in SOURCE_COLUMNS.items() if self.has(t)}
                 built = {n: TABLES[n].build(cols)
-                         for n, cols in compute_aggregates(con, present).items()}
+                         for n, cols in compute_aggregates(sources).items()}
+                del sources
             for n, data in built.items():
                 con.register(f"_aggregate_{n}", data)
                 self._aggregates.add(f"_aggregate_{n}")

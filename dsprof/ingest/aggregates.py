@@ -18,9 +18,10 @@ What each holds (``dsprof/schema.py`` and ``docs/format.md`` have the columns):
 * ``op_time``: per rank and ``cpu_op`` name, calls, self and total ns, inside and outside steps.
 * ``phase_time``: per rank, ns of its profiled steps' wall time owned by each phase.
 
-Every function here takes a DuckDB connection with views ``ops``, ``kernels`` and ``steps`` (the
-ones in ``present``) and returns rows for every rank in them: one rank at ingest, all ranks on
-the fly. Sums over ranks of these rows are what the readers compute.
+:func:`compute_aggregates` takes Arrow tables with the columns of ``SOURCE_COLUMNS`` (one rank
+at ingest, all ranks on the fly) and works rank by rank with numpy and Arrow compute over whole
+columns (no loop per event: at ingest it costs a few percent of the rank's ingest time). Sums
+over ranks of these rows are what the readers compute.
 """
 
 from __future__ import annotations
@@ -28,12 +29,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dsprof.schema import PHASES
 
 AGGREGATE_TABLES = ("rank_totals", "kernel_time", "op_time", "phase_time")
-# tables the aggregates are computed from
-SOURCE_TABLES = ("ops", "kernels", "steps")
+# the columns of the source tables that the aggregates are computed from
+SOURCE_COLUMNS = {
+    "ops": ("rank", "id", "parent_id", "name", "cat", "phase", "step", "start_ns", "dur_ns",
+            "self_ns"),
+    "kernels": ("rank", "kind", "start_ns", "dur_ns", "launch_id"),
+    "steps": ("rank", "step", "start_ns", "end_ns", "profiled"),
+}
+SOURCE_TABLES = tuple(SOURCE_COLUMNS)
 
 # Kernel type bits in HTA's label order: COMPUTATION=1, COMMUNICATION=2, MEMORY=4; OTHER=8
 # never names a label (busy time in the temporal breakdown only).
@@ -41,84 +50,124 @@ KERNEL_TYPES = ("COMPUTATION", "COMMUNICATION", "MEMORY")
 KIND_BIT = {"compute": 0, "communication": 1, "memcpy": 2, "memset": 2}
 OTHER_BIT = 3
 N_TYPE_BITS = 4
+PROFILER_STEP = "ProfilerStep#"  # HTA's step annotations: ops named ProfilerStep#<N>
 
-# rank -> start of its last ProfilerStep: launches at or after it are dropped by HTA's default
-LAST_STEP_CTE = """last_step AS (
-    SELECT rank, max(start_ns) AS last_start FROM ops
-    WHERE name LIKE 'ProfilerStep#%' GROUP BY rank)"""
+COLUMNS = {
+    "rank_totals": ("rank", "ops", "ops_in_steps", "profiler_step_names", "first_profiler_step",
+                    "kernels"),
+    "kernel_time": ("rank", "last_step_dropped", "types", "ns"),
+    "op_time": ("rank", "name", "in_step", "calls", "self_ns", "dur_ns"),
+    "phase_time": ("rank", "phase", "ns"),
+}
 
 
-def compute_aggregates(con: Any, present: set[str] | frozenset[str],
+def compute_aggregates(sources: dict[str, pa.Table],
                        ranks: list[int] | None = None) -> dict[str, dict[str, list[Any]]]:
-    """Every aggregate table's columns, from the source tables in ``present``.
+    """Every aggregate table's columns.
 
     Args:
-        con: a DuckDB connection with a view per table of ``present``.
-        present: which of ``SOURCE_TABLES`` exist (a CPU run has no kernels).
+        sources: Arrow tables by name, those of ``SOURCE_TABLES`` that exist (a CPU run has no
+            kernels), each with at least the columns of ``SOURCE_COLUMNS``.
         ranks: ranks that must have a ``rank_totals`` row even without ops (ingest of a rank).
     """
-    return {
-        "rank_totals": rank_totals(con, present, ranks or []),
-        "kernel_time": kernel_time(con, present),
-        "op_time": op_time(con, present),
-        "phase_time": phase_time(con, present),
-    }
+    out: dict[str, dict[str, list[Any]]] = {n: {c: [] for c in COLUMNS[n]} for n in COLUMNS}
+    every = set(ranks or [])
+    for data in sources.values():
+        every.update(pc.unique(data["rank"]).drop_null().to_pylist())
+    for rank in sorted(every):
+        mine = {n: _rank_rows(t, rank) for n, t in sources.items()}
+        for name, rows in (("rank_totals", [rank_totals(mine, rank)]),
+                           ("kernel_time", kernel_time(mine, rank)),
+                           ("op_time", op_time(mine, rank)),
+                           ("phase_time", phase_time(mine, rank))):
+            for row in rows:
+                for column, value in zip(COLUMNS[name], row):
+                    out[name][column].append(value)
+    return out
 
 
-def rank_aggregates(sources: dict[str, Any], rank: int) -> dict[str, dict[str, list[Any]]]:
+def rank_aggregates(sources: dict[str, pa.Table], rank: int) -> dict[str, dict[str, list[Any]]]:
     """The aggregates of one rank being ingested, from its Arrow tables ``sources`` (those of
-    ``SOURCE_TABLES`` that have rows)."""
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        for name, data in sources.items():
-            con.register(name, data)
-        return compute_aggregates(con, frozenset(sources), [rank])
-    finally:
-        con.close()
+    ``SOURCE_TABLES`` that have rows, every column of the schema)."""
+    return compute_aggregates({n: t.select(list(SOURCE_COLUMNS[n])) for n, t in sources.items()},
+                              [rank])
 
 
-def _columns(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
-    return {n: [r[i] for r in rows] for i, n in enumerate(names)}
+def _rank_rows(table: pa.Table, rank: int) -> pa.Table:
+    if _one_rank(table, rank):
+        return table  # ingest: the rank's own tables
+    return table.filter(pc.fill_null(pc.equal(table["rank"], rank), False))
 
 
-def rank_totals(con: Any, present: set[str] | frozenset[str],
-                ranks: list[int]) -> dict[str, list[Any]]:
-    per: dict[int, list[Any]] = {int(r): [int(r), 0, 0, 0, None, 0] for r in ranks}
-    if "ops" in present:
-        for rank, n, in_steps, names, first in con.execute("""
-                SELECT rank, count(*), count(step),
-                       count(DISTINCT name) FILTER (WHERE name LIKE 'ProfilerStep#%'),
-                       min(name) FILTER (WHERE name LIKE 'ProfilerStep#%')
-                FROM ops GROUP BY rank""").fetchall():
-            row = per.setdefault(int(rank), [int(rank), 0, 0, 0, None, 0])
-            row[1:5] = [int(n), int(in_steps), int(names), first]
-    if "kernels" in present:
-        for rank, n in con.execute("SELECT rank, count(*) FROM kernels GROUP BY rank").fetchall():
-            per.setdefault(int(rank), [int(rank), 0, 0, 0, None, 0])[5] = int(n)
-    return _columns(("rank", "ops", "ops_in_steps", "profiler_step_names",
-                     "first_profiler_step", "kernels"), [per[r] for r in sorted(per)])
+def _one_rank(table: pa.Table, rank: int) -> bool:
+    lo_hi = pc.min_max(table["rank"])
+    return (table["rank"].null_count == 0
+            and lo_hi["min"].as_py() == rank == lo_hi["max"].as_py())
 
 
-def kernel_rows(con: Any, drop_last_step: bool) -> tuple[np.ndarray, ...]:
+def _ints(column: Any, fill: int = 0) -> np.ndarray:
+    return np.asarray(pc.fill_null(column, fill).to_numpy(), dtype=np.int64)
+
+
+def _profiler_steps(ops: pa.Table) -> np.ndarray:
+    """Mask of the ops that are ProfilerStep annotations (SQL ``name LIKE 'ProfilerStep#%'``)."""
+    return np.asarray(pc.fill_null(pc.starts_with(ops["name"], PROFILER_STEP), False)
+                      .to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def rank_totals(src: dict[str, pa.Table], rank: int) -> tuple[Any, ...]:
+    ops, kernels = src.get("ops"), src.get("kernels")
+    n_ops = in_steps = n_names = 0
+    first = None
+    if ops is not None:
+        n_ops = ops.num_rows
+        in_steps = n_ops - ops["step"].null_count
+        names = pc.unique(ops["name"].filter(pa.array(_profiler_steps(ops))))
+        n_names = len(names)
+        first = pc.min(names).as_py() if n_names else None
+    return (rank, n_ops, in_steps, n_names, first, 0 if kernels is None else kernels.num_rows)
+
+
+def kernel_rows(kernels: pa.Table, ops: pa.Table | None,
+                drop_last_step: bool) -> tuple[np.ndarray, ...]:
     """(rank, type bit, start, end) int64 arrays of the kernels kept: all of them, or with
-    ``drop_last_step`` those whose launching runtime call exists and started before its rank's
-    last ProfilerStep (a rank without ProfilerStep keeps every linked kernel)."""
-    bit = " ".join(f"WHEN '{k}' THEN {b}" for k, b in KIND_BIT.items())
-    base = (f"SELECT k.rank::BIGINT AS rank, CASE k.kind {bit} ELSE {OTHER_BIT} END AS bit, "
-            "k.start_ns, k.start_ns + greatest(k.dur_ns, 0) AS end_ns FROM kernels k")
+    ``drop_last_step`` those whose launching runtime call (``launch_id``) exists and started
+    before the start of its rank's last ProfilerStep (a rank without one keeps every linked
+    kernel). Negative durations count as 0."""
+    rank = _ints(kernels["rank"])
+    bit = np.full(len(rank), OTHER_BIT, np.int64)
+    kinds = list(KIND_BIT)
+    code = _ints(pc.index_in(kernels["kind"], value_set=pa.array(kinds)), -1)
+    known = code >= 0
+    bit[known] = np.array([KIND_BIT[k] for k in kinds], np.int64)[code[known]]
+    start = _ints(kernels["start_ns"])
+    end = start + np.maximum(_ints(kernels["dur_ns"]), 0)
     if not drop_last_step:
-        sql = base
-    else:
-        sql = f"""
-            WITH {LAST_STEP_CTE}
-            {base}
-            JOIN ops o ON o.rank = k.rank AND o.id = k.launch_id
-            LEFT JOIN last_step l ON l.rank = k.rank
-            WHERE l.last_start IS NULL OR o.start_ns < l.last_start"""
-    cols = con.execute(sql).fetchnumpy()
-    return tuple(np.asarray(cols[c], dtype=np.int64) for c in ("rank", "bit", "start_ns", "end_ns"))
+        return rank, bit, start, end
+    keep = np.zeros(len(rank), bool)
+    if ops is None or not ops.num_rows:
+        return rank[keep], bit[keep], start[keep], end[keep]
+    for r in np.unique(rank).tolist():
+        in_rank = rank == r
+        mine = _rank_rows(ops, r)
+        ids, starts = _ints(mine["id"], -1), _ints(mine["start_ns"])
+        if not len(ids):
+            continue
+        order = np.argsort(ids, kind="stable")
+        ids, starts = ids[order], starts[order]
+        launch = kernels["launch_id"].filter(pa.array(in_rank))
+        lid = _ints(launch, -1)
+        pos = np.minimum(np.searchsorted(ids, lid), len(ids) - 1)
+        ok = _bools(launch.is_valid()) & (ids[pos] == lid)
+        steps = _profiler_steps(mine)
+        if steps.any():
+            ok &= starts[pos] < _ints(mine["start_ns"])[steps].max()
+        keep[np.flatnonzero(in_rank)[ok]] = True
+    return rank[keep], bit[keep], start[keep], end[keep]
+
+
+def _bools(arr: Any) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def type_sweep(rank: np.ndarray, bit: np.ndarray, start: np.ndarray,
@@ -151,56 +200,91 @@ def type_sweep(rank: np.ndarray, bit: np.ndarray, start: np.ndarray,
     return ranks, np.rint(table).astype(np.int64).reshape(len(ranks), size)
 
 
-def kernel_time(con: Any, present: set[str] | frozenset[str]) -> dict[str, list[Any]]:
-    rows: list[tuple[int, bool, int, int]] = []
-    if "kernels" in present:
-        for dropped in (False, True):
-            if dropped and "ops" not in present:
-                continue  # no launching ops: HTA's join keeps nothing; readers fall back
-            ranks, table = type_sweep(*kernel_rows(con, dropped))
-            for rank, row in zip(ranks.tolist(), table):
-                # set 0 always: a rank whose kept kernels all last 0 ns still has a span
-                rows += [(int(rank), dropped, m, int(ns)) for m, ns in enumerate(row.tolist())
-                         if ns or m == 0]
-    return _columns(("rank", "last_step_dropped", "types", "ns"), rows)
-
-
-def op_time(con: Any, present: set[str] | frozenset[str]) -> dict[str, list[Any]]:
+def kernel_time(src: dict[str, pa.Table], rank: int) -> list[tuple[Any, ...]]:
+    kernels, ops = src.get("kernels"), src.get("ops")
     rows: list[tuple[Any, ...]] = []
-    if "ops" in present:
-        rows = con.execute("""
-            SELECT rank, name, step IS NOT NULL AS in_step, count(*), sum(self_ns)::BIGINT,
-                   sum(dur_ns)::BIGINT
-            FROM ops WHERE cat = 'cpu_op' GROUP BY ALL ORDER BY rank, name, in_step""").fetchall()
-    return _columns(("rank", "name", "in_step", "calls", "self_ns", "dur_ns"), rows)
+    if kernels is None or not kernels.num_rows:
+        return rows
+    for dropped in (False, True):
+        if dropped and ops is None:
+            continue  # no launching ops: HTA's join keeps nothing; readers fall back
+        _, table = type_sweep(*kernel_rows(kernels, ops, dropped))
+        for row in table:
+            # set 0 always: a rank whose kept kernels all last 0 ns still has a span
+            rows += [(rank, dropped, m, int(ns)) for m, ns in enumerate(row.tolist())
+                     if ns or m == 0]
+    return rows
 
 
-def phase_time(con: Any, present: set[str] | frozenset[str]) -> dict[str, list[Any]]:
-    """ns of each rank's profiled steps owned by each phase (the priority sweep below)."""
-    out: list[tuple[int, str, int]] = []
-    if "ops" not in present or "steps" not in present:
-        return _columns(("rank", "phase", "ns"), out)
-    # Spans are clipped to their step: the last span of a window can run on past it (dsprof
-    # stops the profiler inside the optimizer's step span, which then also times the stop).
-    rows = con.execute("""
-        SELECT o.rank, o.phase, greatest(o.start_ns, s.start_ns),
-               least(o.start_ns + o.dur_ns, s.end_ns)
-        FROM ops o
-        JOIN steps s ON s.rank = o.rank AND s.step = o.step AND s.profiled
-        LEFT JOIN ops p ON o.parent_id = p.id AND o.rank = p.rank
-        WHERE o.cat IN ('cpu_op', 'user_annotation', 'module')
-          AND o.name NOT LIKE 'ProfilerStep#%'
-          AND (p.id IS NULL OR p.phase <> o.phase)
-          AND o.start_ns + o.dur_ns > s.start_ns AND o.start_ns < s.end_ns
-    """).fetchall()
-    if not rows:
-        return _columns(("rank", "phase", "ns"), out)
-    arr = np.array([(r[0], PHASES.index(r[1]) if r[1] in PHASES else 4, r[2], r[3])
-                    for r in rows], dtype=np.int64)
-    for rank in np.unique(arr[:, 0]).tolist():
-        per_phase = priority_sweep(arr[arr[:, 0] == rank])
-        out += [(int(rank), p, int(per_phase[k])) for k, p in enumerate(PHASES) if per_phase[k]]
-    return _columns(("rank", "phase", "ns"), out)
+def op_time(src: dict[str, pa.Table], rank: int) -> list[tuple[Any, ...]]:
+    ops = src.get("ops")
+    if ops is None:
+        return []
+    cpu = ops.filter(pc.fill_null(pc.equal(ops["cat"], "cpu_op"), False))
+    if not cpu.num_rows:
+        return []
+    grouped = pa.table({"name": cpu["name"], "in_step": cpu["step"].is_valid(),
+                        "self_ns": cpu["self_ns"], "dur_ns": cpu["dur_ns"]}).group_by(
+        ["name", "in_step"]).aggregate([("in_step", "count"), ("self_ns", "sum"),
+                                         ("dur_ns", "sum")])
+    cols = grouped.to_pydict()
+    rows = [(rank, n, s, c, sn, dn) for n, s, c, sn, dn in zip(
+        cols["name"], cols["in_step"], cols["in_step_count"], cols["self_ns_sum"],
+        cols["dur_ns_sum"])]
+    return sorted(rows, key=lambda r: (r[1] is None, r[1] or "", r[2]))
+
+
+def phase_time(src: dict[str, pa.Table], rank: int) -> list[tuple[Any, ...]]:
+    """ns of the rank's profiled steps owned by each phase (the priority sweep below)."""
+    ops, steps = src.get("ops"), src.get("steps")
+    if ops is None or steps is None or not ops.num_rows:
+        return []
+    phase_code = _ints(pc.index_in(ops["phase"], value_set=pa.array(PHASES)),
+                       PHASES.index("other"))
+    ids = _ints(ops["id"], -1)
+    # the spans where a phase begins: the parent has another phase, or there is no parent
+    # (a parent whose phase or own phase is null does not differ: SQL's <> on a null)
+    order = np.argsort(ids, kind="stable")
+    parent = _ints(ops["parent_id"], -1)
+    has_parent_id = _bools(ops["parent_id"].is_valid())
+    pos = np.minimum(np.searchsorted(ids[order], parent), len(ids) - 1)
+    p_idx = order[pos]
+    has_parent = has_parent_id & (ids[p_idx] == parent)
+    p_phase_str = ops["phase"].take(pa.array(p_idx))
+    differs = _bools(pc.not_equal(p_phase_str, ops["phase"]))
+    begins = ~has_parent | differs
+    cat_ok = _bools(pc.is_in(ops["cat"], value_set=pa.array(["cpu_op", "user_annotation",
+                                                             "module"])))
+    starts_ok = ~_profiler_steps(ops)
+    sel = np.flatnonzero(begins & cat_ok & starts_ok & _bools(ops["step"].is_valid())
+                         & _bools(ops["start_ns"].is_valid()) & _bools(ops["dur_ns"].is_valid()))
+    if not len(sel):
+        return []
+    prof = steps.filter(_bools(steps["profiled"]))
+    if not prof.num_rows:
+        return []
+    # join each selected op to its rank's profiled step(s) of the same number (a step number
+    # that occurs twice joins twice, as the SQL join did)
+    left = pa.table({"i": pa.array(sel), "step": ops["step"].take(pa.array(sel))})
+    right = pa.table({"step": prof["step"], "s_start": prof["start_ns"],
+                      "s_end": prof["end_ns"]})
+    joined = left.join(right, keys="step", join_type="inner")
+    if not joined.num_rows:
+        return []
+    i = _ints(joined["i"])
+    s_start, s_end = _ints(joined["s_start"]), _ints(joined["s_end"])
+    o_start = _ints(ops["start_ns"])[i]
+    o_end = o_start + _ints(ops["dur_ns"])[i]
+    inside = (o_end > s_start) & (o_start < s_end)
+    if not inside.any():
+        return []
+    # spans are clipped to their step: the last span of a window can run on past it (dsprof
+    # stops the profiler inside the optimizer's step span, which then also times the stop)
+    arr = np.stack([np.full(int(inside.sum()), rank, np.int64), phase_code[i][inside],
+                    np.maximum(o_start, s_start)[inside], np.minimum(o_end, s_end)[inside]],
+                   axis=1)
+    per_phase = priority_sweep(arr)
+    return [(rank, p, int(per_phase[k])) for k, p in enumerate(PHASES) if per_phase[k]]
 
 
 # When phases overlap in time (backward on the autograd thread while the main thread waits in

@@ -215,6 +215,9 @@ def ingest_rank(run: RunDir, rank: int,
                         stage("ops", OPS, parts["ops"] + [ops])
 
                 cols, spans, n_events = _trace_tables(doc, rank, next_id, res, ops_done)
+                # the decoded events are no longer needed: free them before the columns of
+                # this file become Arrow tables (and before the next file is decoded)
+                doc = None
                 next_id += len(cols["ops"]["id"])
                 memory.add_trace(path, cols.pop("memory"), cols["ops"], spans)
                 for name, table_cols in cols.items():

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from dsprof.ingest.aggregates import AGGREGATE_TABLES, SOURCE_TABLES, compute_aggregates
+from dsprof.ingest.aggregates import AGGREGATE_TABLES, SOURCE_COLUMNS, compute_aggregates
 from dsprof.ingest.importer import import_traces
 from dsprof.reports.summary import summarize
 from dsprof.run import Run, load
@@ -46,8 +46,9 @@ def test_ingest_writes_aggregates_equal_to_the_on_the_fly_rows(imported):
             assert run.has(name) or name == "phase_time", f"no {name} written at ingest"
         assert run.has("kernel_time") and run.has("op_time")
         # WHEN the same rows are computed over all ranks' big tables at once
-        present = {t for t in SOURCE_TABLES if run.has(t)}
-        fresh = compute_aggregates(run.con, present)
+        sources = {t: run.arrow(f"SELECT {', '.join(cols)} FROM {t}")
+                   for t, cols in SOURCE_COLUMNS.items() if run.has(t)}
+        fresh = compute_aggregates(sources)
         from dsprof.schema import TABLES
 
         for name in AGGREGATE_TABLES:

@@ -54,8 +54,8 @@ from dsprof.ingest.aggregates import (
     KERNEL_TYPES as TYPES,
 )
 from dsprof.ingest.aggregates import (
-    LAST_STEP_CTE,
     N_TYPE_BITS,
+    SOURCE_COLUMNS,
     kernel_rows,
     type_sweep,
 )
@@ -95,6 +95,12 @@ def _label(mask: int) -> str:
     return " overlapping ".join(t for i, t in enumerate(TYPES) if mask >> i & 1)
 
 
+# rank -> start of its last ProfilerStep: launches at or after it are dropped by HTA's default
+LAST_STEP_CTE = """last_step AS (
+    SELECT rank, max(start_ns) AS last_start FROM ops
+    WHERE name LIKE 'ProfilerStep#%' GROUP BY rank)"""
+
+
 def drops_last_step(con: duckdb.DuckDBPyConnection, include_last_step: bool) -> bool:
     """Whether HTA's last-step convention removes anything: it needs at least two distinct
     ProfilerStep names over all ranks."""
@@ -102,7 +108,7 @@ def drops_last_step(con: duckdb.DuckDBPyConnection, include_last_step: bool) -> 
         return False
     n_step_names = con.execute(
         "SELECT count(DISTINCT name) FROM ops WHERE name LIKE 'ProfilerStep#%'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]  # fetchall: DuckDB 2 holds the connection while a result is unfinished
     return n_step_names >= 2
 
 
@@ -145,7 +151,11 @@ def _temporal(ranks: np.ndarray, table: np.ndarray) -> list[TemporalBreakdown]:
 
 
 def _swept(con: duckdb.DuckDBPyConnection, include_last_step: bool):
-    return type_sweep(*kernel_rows(con, drops_last_step(con, include_last_step)))
+    """Sweep of the kernels of a bare connection (the rule of :mod:`dsprof.ingest.aggregates`)."""
+    kernels = con.sql(f"SELECT {', '.join(SOURCE_COLUMNS['kernels'])} FROM kernels").to_arrow_table()
+    drop = drops_last_step(con, include_last_step)
+    ops = con.sql("SELECT rank, id, start_ns, name FROM ops").to_arrow_table() if drop else None
+    return type_sweep(*kernel_rows(kernels, ops, drop))
 
 
 def _from_aggregate(run: Run, include_last_step: bool) -> tuple[np.ndarray, np.ndarray]:
