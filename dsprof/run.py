@@ -9,7 +9,9 @@ scan Parquet out of core instead of loading a rank set into memory. A view has e
 of the current schema: a column that an older run's Parquet lacks reads as null, and the
 derived columns of ``schema.VIEW_COLUMNS`` (``steps.disturbed``) are computed here. A run
 recorded with ``--no-analyze`` is ingested on first load. :meth:`Run.from_tables` builds a
-run in memory from column lists, for tests.
+run in memory from column lists, for tests. :meth:`Run.aggregate` names the per-rank aggregate
+tables that ingest writes (:mod:`dsprof.ingest.aggregates`) and computes them for a run that
+lacks them, so ``summary`` never rescans ops or kernels of an ingested run.
 """
 
 from __future__ import annotations

@@ -223,14 +223,22 @@ def op_time(src: dict[str, pa.Table], rank: int) -> list[tuple[Any, ...]]:
     cpu = ops.filter(pc.fill_null(pc.equal(ops["cat"], "cpu_op"), False))
     if not cpu.num_rows:
         return []
-    grouped = pa.table({"name": cpu["name"], "in_step": cpu["step"].is_valid(),
-                        "self_ns": cpu["self_ns"], "dur_ns": cpu["dur_ns"]}).group_by(
-        ["name", "in_step"]).aggregate([("in_step", "count"), ("self_ns", "sum"),
-                                         ("dur_ns", "sum")])
-    cols = grouped.to_pydict()
-    rows = [(rank, n, s, c, sn, dn) for n, s, c, sn, dn in zip(
-        cols["name"], cols["in_step"], cols["in_step_count"], cols["self_ns_sum"],
-        cols["dur_ns_sum"])]
+    # group by (name, in step) through the names' dictionary codes (null name: code -1)
+    names = pc.dictionary_encode(cpu["name"].combine_chunks())
+    code = _ints(names.indices, -1)
+    key = (code + 1) * 2 + _bools(cpu["step"].is_valid())
+    keys, group = np.unique(key, return_inverse=True)
+    calls = np.bincount(group, minlength=len(keys))
+    sums = []
+    for column in ("self_ns", "dur_ns"):
+        total = np.zeros(len(keys), np.int64)
+        np.add.at(total, group, _ints(cpu[column]))
+        valid = np.bincount(group, weights=_bools(cpu[column].is_valid()), minlength=len(keys))
+        # SQL's sum: null when every value of the group is null
+        sums.append([int(t) if v else None for t, v in zip(total.tolist(), valid.tolist())])
+    dictionary = names.dictionary.to_pylist()
+    rows = [(rank, dictionary[k // 2 - 1] if k >= 2 else None, bool(k % 2), int(c), sn, dn)
+            for k, c, sn, dn in zip(keys.tolist(), calls.tolist(), *sums)]
     return sorted(rows, key=lambda r: (r[1] is None, r[1] or "", r[2]))
 
 
@@ -263,16 +271,17 @@ def phase_time(src: dict[str, pa.Table], rank: int) -> list[tuple[Any, ...]]:
     prof = steps.filter(_bools(steps["profiled"]))
     if not prof.num_rows:
         return []
-    # join each selected op to its rank's profiled step(s) of the same number (a step number
-    # that occurs twice joins twice, as the SQL join did)
-    left = pa.table({"i": pa.array(sel), "step": ops["step"].take(pa.array(sel))})
-    right = pa.table({"step": prof["step"], "s_start": prof["start_ns"],
-                      "s_end": prof["end_ns"]})
-    joined = left.join(right, keys="step", join_type="inner")
-    if not joined.num_rows:
+    # pair each selected op with its rank's profiled step(s) of the same number (a number
+    # that occurs twice pairs twice, as a join would): one pass per profiled step
+    op_step = _ints(ops["step"])[sel]
+    pairs = [(sel[op_step == st], s0, s1) for st, s0, s1 in zip(
+        _ints(prof["step"]).tolist(), _ints(prof["start_ns"]).tolist(),
+        _ints(prof["end_ns"]).tolist())]
+    i = np.concatenate([p for p, _, _ in pairs])
+    if not len(i):
         return []
-    i = _ints(joined["i"])
-    s_start, s_end = _ints(joined["s_start"]), _ints(joined["s_end"])
+    s_start = np.concatenate([np.full(len(p), s0, np.int64) for p, s0, _ in pairs])
+    s_end = np.concatenate([np.full(len(p), s1, np.int64) for p, _, s1 in pairs])
     o_start = _ints(ops["start_ns"])[i]
     o_end = o_start + _ints(ops["dur_ns"])[i]
     inside = (o_end > s_start) & (o_start < s_end)

@@ -115,3 +115,23 @@ def test_in_memory_run_computes_aggregates():
         (2, 30)]
     with pytest.raises(KeyError):
         run.aggregate("ops")
+
+
+def test_op_time_and_kernel_time_add_up_to_the_big_tables(imported):
+    # GIVEN an ingested real trace WHEN its aggregates are summed THEN they are what a scan of
+    # ops and kernels says (an independent SQL statement of the same totals)
+    with load(imported) as run:
+        by_sql = run.sql("""SELECT name, step IS NOT NULL, count(*), sum(self_ns), sum(dur_ns)
+                            FROM ops WHERE cat = 'cpu_op' GROUP BY ALL ORDER BY ALL""")
+        stored = run.sql("""SELECT name, in_step, sum(calls), sum(self_ns), sum(dur_ns)
+                            FROM op_time GROUP BY ALL ORDER BY ALL""")
+        assert stored == by_sql and len(stored) > 10
+        # every rank's kernel span with all kernels kept is its first start to its last end
+        spans = dict(run.sql("SELECT rank, max(start_ns + greatest(dur_ns, 0)) - min(start_ns) "
+                             "FROM kernels GROUP BY rank"))
+        agg = dict(run.sql("SELECT rank, sum(ns) FROM kernel_time WHERE NOT last_step_dropped "
+                           "GROUP BY rank"))
+        assert agg == spans
+        totals = run.sql("SELECT sum(ops), sum(kernels) FROM rank_totals")[0]
+        assert totals == (run.sql("SELECT count(*) FROM ops")[0][0],
+                          run.sql("SELECT count(*) FROM kernels")[0][0])
