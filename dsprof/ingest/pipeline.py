@@ -256,9 +256,11 @@ def ingest_rank(run: RunDir, rank: int,
             parts.clear()
             memory = None
             # the summaries that commands read instead of rescanning ops and kernels,
-            # computed while the big tables are written
-            for name, columns in rank_aggregates(sources, rank).items():
-                stage(name, TABLES[name], [columns])
+            # computed while the big tables are written (none for a rank with no data: a
+            # trace without events stays a run with no tables)
+            if sources:
+                for name, columns in rank_aggregates(sources, rank).items():
+                    stage(name, TABLES[name], [columns])
             sources.clear()
             done = {name: f.result() for name, f in staged.items()}
         except BaseException as exc:
