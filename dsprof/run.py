@@ -54,6 +54,7 @@ class Run:
         self._con: Any = None
         self._arrow = arrow_tables
         self._aggregates: set[str] = set()  # aggregates computed on the fly, registered in con
+        self._tables: list[str] | None = None
 
     @classmethod
     def from_tables(cls, meta: dict[str, Any] | None = None,
@@ -98,7 +99,11 @@ class Run:
     def tables(self) -> list[str]:
         if self._arrow is not None:
             return [n for n in TABLES if n in self._arrow and self._arrow[n].num_rows]
-        return self.rundir.tables()
+        # listed once: a loaded run's tables do not change (load() ingests before it returns,
+        # and nothing writes tables through a Run); has() is asked dozens of times a command
+        if self._tables is None:
+            self._tables = self.rundir.tables()
+        return list(self._tables)
 
     def has(self, table: str) -> bool:
         return table in self.tables
