@@ -5,7 +5,9 @@ For every trace folder it times ``python -c pass`` (the interpreter's own start)
 gpu`` and ``dsprof analyze`` (interpreter start and imports included). With ``--base DIR`` (a
 checkout of another dsprof version, e.g. ``git archive COMMIT | tar -x -C DIR``) the same
 commands run from both trees, alternating, so load from other processes hits both alike; the
-figure printed is the fastest of ``-n`` runs (the least disturbed).
+figures printed are the fastest wall time of ``-n`` runs (the least disturbed) and the least
+CPU time (user + system, all threads: what the command costs, nearly independent of the load
+that other processes put on a shared machine).
 
     .venv/bin/python benchmarks/commands.py                       # the A100 and V100 traces
     .venv/bin/python benchmarks/commands.py --base /tmp/dsprof-old -n 5 ../shared/traces/hta_v100_1rank
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,23 +32,27 @@ DEFAULT_TRACES = ("hta_a100_2rank_nccl_r0", "hta_v100_1rank",
                   "kineto_resnet50_v100_mem/worker0.1623143089861.pt.trace.json.gz")
 
 
-def _wall(argv: list[str], tree: Path | None) -> float:
+def _wall(argv: list[str], tree: Path | None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the process and its threads)."""
     env = {**os.environ, "PYTHONPATH": str(tree) if tree else "", "COLUMNS": "120"}
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     # run outside both trees: ``python -m`` puts the working directory first on sys.path
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
-def measure(trace: Path, trees: list[Path], repeat: int) -> dict[str, list[float]]:
-    """command label -> fastest seconds per tree."""
+def measure(trace: Path, trees: list[Path], repeat: int) -> dict[str, list[tuple[float, float]]]:
+    """command label -> (fastest wall seconds, least CPU seconds) per tree."""
     py = [sys.executable]
-    best: dict[str, list[float]] = {}
+    best: dict[str, list[tuple[float, float]]] = {}
 
-    def note(label: str, k: int, secs: float) -> None:
-        row = best.setdefault(label, [float("inf")] * len(trees))
-        row[k] = min(row[k], secs)
+    def note(label: str, k: int, secs: tuple[float, float]) -> None:
+        row = best.setdefault(label, [(float("inf"), float("inf"))] * len(trees))
+        row[k] = (min(row[k][0], secs[0]), min(row[k][1], secs[1]))
 
     tmp = Path(tempfile.mkdtemp(prefix="dsprof-commands-"))
     try:
@@ -80,10 +87,11 @@ def main() -> None:
     names = ["this tree"] + (["base"] if args.base else [])
     for trace in traces:
         best = measure(trace, trees, args.repeat)
-        print(f"\n{trace.name}  (fastest of {args.repeat}, seconds)")
-        print(f"  {'command':32s} " + " ".join(f"{n:>10s}" for n in reversed(names)))
+        print(f"\n{trace.name}  (fastest wall of {args.repeat} / least CPU, seconds)")
+        print(f"  {'command':32s} " + " ".join(f"{n + ' wall':>15s} {'cpu':>6s}"
+                                               for n in reversed(names)))
         for label, secs in best.items():
-            print(f"  {label:32s} " + " ".join(f"{s:10.3f}" for s in reversed(secs)))
+            print(f"  {label:32s} " + " ".join(f"{w:15.3f} {c:6.3f}" for w, c in reversed(secs)))
 
 
 if __name__ == "__main__":

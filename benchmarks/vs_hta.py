@@ -3,7 +3,8 @@
 For each trace folder it runs, in a separate virtual environment, HTA 0.5.0 (``TraceAnalysis``
 load, then kernel-type breakdown, temporal breakdown, idle-time breakdown per rank, CUDA launch
 stats and queue-length summary; see ``benchmarks/_hta_runner.py``), and in this process dsprof
-(``import_traces``: parse + Parquet tables, then the same five analyses over DuckDB). It prints
+(``import_traces``: parse + Parquet tables + per-rank aggregates, then the same five analyses:
+the kernel-type and temporal breakdowns from the aggregates, the others over DuckDB). It prints
 both results and two time ratios, from the same runs:
 
 * library: load + the five analyses, in-process, the Python imports of either library not
@@ -47,7 +48,12 @@ sys.path.insert(0, str(REPO))
 
 from dsprof.ingest.importer import import_traces
 from dsprof.metrics.gpu import idle as gpu_idle
-from dsprof.metrics.gpu.breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.metrics.gpu.breakdown import (
+    kernel_type_breakdown,
+    run_kernel_type_breakdown,
+    run_temporal_breakdown,
+    temporal_breakdown,
+)
 from dsprof.metrics.gpu.hta_view import hta_rounded
 from dsprof.run import load
 
@@ -103,14 +109,19 @@ def run_dsprof_cli(folder: Path, tree: Path = REPO) -> dict[str, float]:
     return timings
 
 
-def analyses(con, timings: dict[str, float] | None = None) -> dict:
-    """The five HTA analyses over a connection with kernels/ops views (HTA's convention)."""
+def analyses(con, timings: dict[str, float] | None = None, run=None) -> dict:
+    """The five HTA analyses over a connection with kernels/ops views (HTA's convention);
+    given the ``run`` of that connection, the kernel-type and temporal breakdowns add up its
+    per-rank ``kernel_time`` aggregate (written at ingest, whose time ``load`` counts), as
+    ``dsprof summary`` does."""
     timings = {} if timings is None else timings
     t = time.perf_counter()
-    kt = kernel_type_breakdown(con, include_last_step=False)
+    kt = (kernel_type_breakdown(con, include_last_step=False) if run is None
+          else run_kernel_type_breakdown(run, include_last_step=False))
     timings["kernel_breakdown"] = time.perf_counter() - t
     t = time.perf_counter()
-    tb = temporal_breakdown(con, include_last_step=False)
+    tb = (temporal_breakdown(con, include_last_step=False) if run is None
+          else run_temporal_breakdown(run, include_last_step=False))
     timings["temporal"] = time.perf_counter() - t
     t = time.perf_counter()
     idle = gpu_idle.idle_breakdown(con, include_last_step=False)
@@ -138,7 +149,7 @@ def run_dsprof(folder: Path) -> tuple[dict, dict, dict]:
         run_dir, _ = import_traces([folder], tmp / "run")
         timings = {"load": time.perf_counter() - t0}
         with load(run_dir.path) as run:
-            res_ns = analyses(run.con, timings)
+            res_ns = analyses(run.con, timings, run)
             timings["total"] = time.perf_counter() - t0
             res_hta = analyses(hta_rounded(run))
     finally:

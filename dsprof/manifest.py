@@ -37,8 +37,15 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 added the per-rank aggregate tables (rank_totals, kernel_time, op_time,
+    phase_time); the header is unchanged, and a version-2 run's aggregates are computed from
+    its tables when first read (``Run.aggregate``)."""
+    return doc
+
+
 # schema version -> the function that upgrades a document of that version by one step
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade(doc: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,9 @@ scan Parquet out of core instead of loading a rank set into memory. A view has e
 of the current schema: a column that an older run's Parquet lacks reads as null, and the
 derived columns of ``schema.VIEW_COLUMNS`` (``steps.disturbed``) are computed here. A run
 recorded with ``--no-analyze`` is ingested on first load. :meth:`Run.from_tables` builds a
-run in memory from column lists, for tests.
+run in memory from column lists, for tests. :meth:`Run.aggregate` names the per-rank aggregate
+tables that ingest writes (:mod:`dsprof.ingest.aggregates`) and computes them for a run that
+lacks them, so ``summary`` never rescans ops or kernels of an ingested run.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Run:
         self.meta = meta
         self._con: Any = None
         self._arrow = arrow_tables
+        self._aggregates: set[str] = set()  # aggregates computed on the fly, registered in con
+        self._tables: list[str] | None = None
 
     @classmethod
     def from_tables(cls, meta: dict[str, Any] | None = None,
@@ -95,7 +99,11 @@ class Run:
     def tables(self) -> list[str]:
         if self._arrow is not None:
             return [n for n in TABLES if n in self._arrow and self._arrow[n].num_rows]
-        return self.rundir.tables()
+        # listed once: a loaded run's tables do not change (load() ingests before it returns,
+        # and nothing writes tables through a Run); has() is asked dozens of times a command
+        if self._tables is None:
+            self._tables = self.rundir.tables()
+        return list(self._tables)
 
     def has(self, table: str) -> bool:
         return table in self.tables
@@ -138,6 +146,39 @@ class Run:
             extra.append(f"({by_ingest}{disturbed_sql(self.manifest)}) AS disturbed")
         return "SELECT *" + "".join(f", {e}" for e in extra) + f" FROM {source}"
 
+    def aggregate(self, name: str) -> str:
+        """The relation to query for a per-rank aggregate (:mod:`dsprof.ingest.aggregates`):
+        the table ingest wrote, or, for a run without them (ingested by an older dsprof, or
+        built in memory), the same rows computed from ops, kernels and steps, once per Run.
+
+        Raises:
+            KeyError: ``name`` is not an aggregate table.
+        """
+        from dsprof.ingest.aggregates import AGGREGATE_TABLES, SOURCE_COLUMNS, compute_aggregates
+
+        if name not in AGGREGATE_TABLES:
+            raise KeyError(f"no aggregate table {name!r}")
+        # rank_totals has a row for every ingested rank: it marks a run written with them (a
+        # table with no rows, such as kernel_time of a CPU run, has no Parquet part)
+        if self.has("rank_totals") and self.has(name):
+            return table_name(name)
+        relation = f"_aggregate_{name}"
+        if relation not in self._aggregates:
+            con = self.con
+            if self.has("rank_totals"):
+                built = {name: TABLES[name].schema.empty_table()}
+            else:
+                sources = {t: self.arrow(f"SELECT {', '.join(map(ident, cols))} "
+                                         f"FROM {table_name(t)}")
+                           for t, cols in SOURCE_COLUMNS.items() if self.has(t)}
+                built = {n: TABLES[n].build(cols)
+                         for n, cols in compute_aggregates(sources).items()}
+                del sources
+            for n, data in built.items():
+                con.register(f"_aggregate_{n}", data)
+                self._aggregates.add(f"_aggregate_{n}")
+        return relation
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query and return its rows."""
         rows: list[tuple[Any, ...]] = self.con.execute(query, params or []).fetchall()
@@ -166,6 +207,7 @@ class Run:
         if self._con is not None:
             self._con.close()
             self._con = None
+            self._aggregates.clear()
 
     def __enter__(self) -> Self:
         return self

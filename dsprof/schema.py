@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -495,9 +495,66 @@ ANOMALIES = Table(
     ),
 )
 
+# -- per-rank aggregates, written at ingest with the rank's tables (dsprof/ingest/aggregates.py):
+# what ``dsprof summary`` reads instead of rescanning ops and kernels. A run without them (one
+# ingested by an older dsprof) gets the same rows computed on first use (Run.aggregate).
+RANK_TOTALS = Table(
+    "rank_totals",
+    "One row per ingested rank: counts of its big tables and the ProfilerStep names it has. Its "
+    "presence marks a run whose aggregates were written at ingest.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("ops", _I64, "rows of ops"),
+        Column("ops_in_steps", _I64, "rows of ops with a step"),
+        Column("profiler_step_names", _I64, "distinct ProfilerStep#N op names"),
+        Column("first_profiler_step", _STR, "the smallest ProfilerStep#N name (text order), "
+               "null without one"),
+        Column("kernels", _I64, "rows of kernels"),
+    ),
+)
+KERNEL_TIME = Table(
+    "kernel_time",
+    "Per rank, device time by the set of kernel types running at once (HTA's kernel-type and "
+    "temporal breakdowns add these up): the union of kernel intervals, split by type.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("last_step_dropped", _BOOL,
+               "false: every kernel; true: HTA's default convention applied to this rank "
+               "(kernels launched in its last ProfilerStep, and unlinked kernels, left out)"),
+        Column("types", _I32, "bit set of the types running: 1 COMPUTATION (kind compute), 2 "
+               "COMMUNICATION, 4 MEMORY (memcpy, memset), 8 OTHER; 0 is idle within the span "
+               "from the rank's first kernel start to its last kernel end"),
+        Column("ns", _I64, "time with exactly these types running, ns"),
+    ),
+)
+OP_TIME = Table(
+    "op_time",
+    "Per rank and cpu_op name: calls and time, inside and outside steps.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("name", _STR, "op name (ops.name of cat cpu_op)"),
+        Column("in_step", _BOOL, "the calls have a step (ops.step not null)"),
+        Column("calls", _I64, "rows of ops"),
+        Column("self_ns", _I64, "sum of ops.self_ns, ns"),
+        Column("dur_ns", _I64, "sum of ops.dur_ns, ns"),
+    ),
+)
+PHASE_TIME = Table(
+    "phase_time",
+    "Per rank, the wall time of its profiled steps owned by each phase: spans where a phase "
+    "begins, clipped to their step, swept over all threads; an instant where several phases "
+    "run goes to the first of backward, forward, optimizer, data, other.",
+    (
+        Column("rank", _I32, "process rank"),
+        Column("phase", _STR, "forward | backward | optimizer | data | other"),
+        Column("ns", _I64, "time owned by the phase, ns"),
+    ),
+)
+
 TABLES: dict[str, Table] = {t.name: t for t in (
     STEPS, OPS, KERNELS, MEMORY, DATALOADERS, HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS, COMMS,
-    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS, ANOMALIES)}
+    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS, ANOMALIES,
+    RANK_TOTALS, KERNEL_TIME, OP_TIME, PHASE_TIME)}
 
 
 def table(name: str) -> Table:

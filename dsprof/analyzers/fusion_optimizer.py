@@ -53,7 +53,7 @@ class OptimizerFusionAnalyzer(Analyzer):
         return None
 
     def run(self, ctx: Context) -> list[Finding]:
-        table = OpTable(ctx)
+        table = ctx.op_table
         bandwidth, bw_source = table.bandwidth(POINTWISE)
         if bandwidth is None:
             return []

@@ -115,7 +115,7 @@ class PrecisionAnalyzer(Analyzer):
         return None
 
     def run(self, ctx: Context) -> list[Finding]:
-        table = OpTable(ctx)
+        table = ctx.op_table
         parents = {(r, i): (p, n, d) for r, i, p, n, d in ctx.run.sql(
             "SELECT rank, id, parent_id, name, dtypes FROM ops")}
         mm_ids = {(r, i): (sh, d) for r, i, sh, d in ctx.run.sql(

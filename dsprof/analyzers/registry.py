@@ -80,11 +80,22 @@ class Context:
     def __init__(self, run: Run):
         self.run = run
         self.meta = run.meta
+        self._nonempty: dict[str, bool] = {}
 
     def nonempty(self, table: str) -> bool:
-        if not self.run.has(table):
-            return False
-        return bool(self.run.sql(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0])
+        # asked ~40 times per analysis; each query opens every Parquet part of the table
+        if table not in self._nonempty:
+            self._nonempty[table] = self.run.has(table) and bool(
+                self.run.sql(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0])
+        return self._nonempty[table]
+
+    @cached_property
+    def op_table(self) -> Any:
+        """The run's :class:`~dsprof.metrics.ops.optable.OpTable`, built once for the
+        analyzers that read it (fusion, fused optimizer, precision)."""
+        from dsprof.metrics.ops.optable import OpTable
+
+        return OpTable(self)
 
     @cached_property
     def step_s(self) -> float | None:

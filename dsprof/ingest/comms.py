@@ -340,7 +340,11 @@ def _op_finder(ops: HostOps, tids: list[Any], ts: list[float], base_ns: int) -> 
     """Row of the op at each (thread, start), None when it was not kept."""
     if not ops.n:
         return [None] * len(ts)
-    key = {(int(t), int(s)): r for r, (t, s) in
-           enumerate(zip(ops.columns["thread"].tolist(), ops.columns["start_ns"].tolist()))}
     starts = to_ns(ts, base_ns)
+    # only the ops that start when a wanted one does go into the lookup (a loop over every op
+    # of the trace cost more than the rest of the comms table); a later row wins a tie
+    op_start = np.asarray(ops.columns["start_ns"], np.int64)
+    op_thread = np.asarray(ops.columns["thread"])
+    rows = np.flatnonzero(np.isin(op_start, np.asarray(starts, np.int64)))
+    key = {(int(op_thread[r]), int(op_start[r])): int(r) for r in rows.tolist()}
     return [key.get((int(t), int(s))) for t, s in zip(thread_ids(tids), starts)]

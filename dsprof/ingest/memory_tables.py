@@ -4,13 +4,14 @@ boundary, ``modules``, ``stacks`` and ``grad_holders``."""
 
 from __future__ import annotations
 
-import itertools
 from bisect import bisect_right
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dsprof.frames import internal_file
 from dsprof.schema import MEMORY_CATEGORIES as CATEGORIES
@@ -31,12 +32,18 @@ def series(cols: Mapping[str, list[Any]], rank: int) -> dict[str, list[Any]]:
     if n == 0:
         return out
     known = [c for c in CATEGORIES if c != "other"]
-    cat_code = {c: i for i, c in enumerate(known)}
-    timed = np.fromiter((t is not None for t in cols["ts_ns"]), bool, n)
-    alloc_free = np.fromiter((a in ("alloc", "free") for a in cols["action"]), bool, n)
-    cats = np.fromiter((cat_code.get(c, -1) for c in cols["category"]), np.int64, n)
-    nbytes = np.fromiter((b or 0 for b in cols["bytes"]), np.int64, n)
-    has_total = np.fromiter((a is not None for a in cols["allocated"]), bool, n)
+    # column arrays through Arrow's C loops (a null is a missing time, total or category)
+    ts_arr = pa.array(cols["ts_ns"], pa.int64())
+    total_arr = pa.array(cols["allocated"], pa.int64())
+    timed = _bools(ts_arr.is_valid())
+    alloc_free = _bools(pc.is_in(pa.array(cols["action"], pa.string()),
+                                 value_set=pa.array(["alloc", "free"])))
+    cats = pc.index_in(pa.array(cols["category"], pa.string()),
+                       value_set=pa.array(known)).fill_null(-1).to_numpy().astype(np.int64)
+    nbytes = pa.array(cols["bytes"], pa.int64()).fill_null(0).to_numpy()
+    has_total = _bools(total_arr.is_valid())
+    all_totals = total_arr.fill_null(0).to_numpy()
+    all_ts = ts_arr.fill_null(0).to_numpy()
     dev_code: dict[Any, int] = {}
     devs = np.fromiter((dev_code.setdefault(d, len(dev_code)) for d in cols["device"]),
                        np.int64, n)
@@ -61,10 +68,9 @@ def series(cols: Mapping[str, list[Any]], rank: int) -> dict[str, list[Any]]:
         if not with_total.any():
             continue
         kept = rows[with_total]
-        totals = np.fromiter((cols["allocated"][j] for j in kept.tolist()), np.int64, len(kept))
+        totals = all_totals[kept]
         points = running[with_total]
-        ts_kept = [cols["ts_ns"][j] for j in kept.tolist()]
-        keep = _keep(totals, ts_kept)
+        keep = _keep(totals, all_ts[kept])
         sel = kept[keep].tolist()
         k_tot = totals[keep]
         k_pts = points[keep]
@@ -81,21 +87,26 @@ def series(cols: Mapping[str, list[Any]], rank: int) -> dict[str, list[Any]]:
     return out
 
 
-def _keep(total: np.ndarray, ts: list[int]) -> list[int]:
+def _bools(arr: pa.Array) -> np.ndarray:
+    return arr.fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _keep(total: np.ndarray, ts: np.ndarray) -> list[int]:
     """Indices to keep: all when few; else per time bucket its last point and its peak."""
     n = len(total)
     if n <= MAX_POINTS:
         # several events at one instant: only the last state of the instant
         t = np.asarray(ts, np.int64)
         return np.flatnonzero(np.append(t[1:] != t[:-1], True)).tolist()
+    # per bucket, its first peak (np.argmax's choice) and its last point, without a loop:
+    # the non-empty buckets tile [0, n), so reduceat over their starts covers every point
     buckets = np.linspace(0, n, MAX_POINTS // 2 + 1).astype(np.int64)
-    keep: set[int] = set()
-    for lo, hi in itertools.pairwise(buckets):
-        if hi > lo:
-            keep.add(int(lo + np.argmax(total[lo:hi])))
-            keep.add(int(hi - 1))
-    keep.add(int(np.argmax(total)))
-    return sorted(keep)
+    lo, hi = buckets[:-1], buckets[1:]
+    lo, hi = lo[hi > lo], hi[hi > lo]
+    bucket_of = np.repeat(np.arange(len(lo)), hi - lo)
+    peak = np.maximum.reduceat(total, lo)
+    first_peak = np.minimum.reduceat(np.where(total == peak[bucket_of], np.arange(n), n), lo)
+    return np.unique(np.concatenate([first_peak, hi - 1, [np.argmax(total)]])).tolist()
 
 
 def timeline_allocator(cols: Mapping[str, list[Any]], census: dict[str, Any],

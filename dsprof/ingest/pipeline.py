@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from dsprof.errors import RunDirError, TraceFormatError
 from dsprof.ingest import device_ops, memory_timeline
+from dsprof.ingest.aggregates import SOURCE_TABLES, rank_aggregates
 from dsprof.ingest.anomalies import anomaly_rows
 from dsprof.ingest.comms import build_comms
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
@@ -194,6 +195,7 @@ def ingest_rank(run: RunDir, rank: int,
     doc: KinetoTrace | MemoryTimelineRaw | None = None
     current: Path = raw
     staged: dict[str, Future[Staged]] = {}
+    sources: dict[str, pa.Table] = {}  # ops, kernels, steps as built: the aggregates' input
     # Two threads do what releases the GIL: reading + gunzipping the next file while this one
     # is parsed, and encoding + writing Parquet, which runs beside the parsing (the ops table
     # of the last file is written while its kernels are matched) and beside the other writes.
@@ -203,8 +205,10 @@ def ingest_rank(run: RunDir, rank: int,
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="dsprof-ingest") as pool:
 
         def stage(name: str, table: Table, table_parts: list[dict[str, Any]]) -> None:
-            staged[name] = pool.submit(write_staged, run, table, rank,
-                                       build_table(table, table_parts))
+            data = build_table(table, table_parts)
+            if name in SOURCE_TABLES and data is not None:
+                sources[name] = data
+            staged[name] = pool.submit(write_staged, run, table, rank, data)
 
         try:
             ahead = pool.submit(read_bytes, paths[0]) if paths else None
@@ -226,6 +230,9 @@ def ingest_rank(run: RunDir, rank: int,
                         stage("ops", OPS, parts["ops"] + [ops])
 
                 cols, spans, n_events = _trace_tables(doc, rank, next_id, res, ops_done)
+                # the decoded events are no longer needed: free them before the columns of
+                # this file become Arrow tables (and before the next file is decoded)
+                doc = None
                 next_id += len(cols["ops"]["id"])
                 memory.add_trace(path, cols.pop("memory"), cols["ops"], spans)
                 for name, table_cols in cols.items():
@@ -263,6 +270,13 @@ def ingest_rank(run: RunDir, rank: int,
             doc = None  # freeing the decoded trace overlaps the writes
             parts.clear()
             memory = None
+            # the summaries that commands read instead of rescanning ops and kernels,
+            # computed while the big tables are written (none for a rank with no data: a
+            # trace without events stays a run with no tables)
+            if sources:
+                for name, columns in rank_aggregates(sources, rank).items():
+                    stage(name, TABLES[name], [columns])
+            sources.clear()
             done = {name: f.result() for name, f in staged.items()}
         except BaseException as exc:
             for f in staged.values():

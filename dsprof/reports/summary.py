@@ -15,6 +15,9 @@ Reads tables only (SQL over DuckDB views plus a little numpy), so it runs the sa
 * GPU kernel types: HTA's interval-merged breakdown (see gpu_breakdown.py), all kernels and
   HTA's default of dropping the last step's launches.
 * Peak memory per device, from the ``memory`` table and the per-step allocator peaks.
+
+Phases, top ops and kernel types read the per-rank aggregates written at ingest
+(``Run.aggregate``), so a summary of an ingested run does not rescan ops or kernels.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from dsprof.metrics.gpu.breakdown import kernel_type_breakdown, temporal_breakdown
+from dsprof.ingest.aggregates import AGGREGATE_TABLES
+from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal_breakdown
 from dsprof.reports.comms_summary import CommsSummary, comms_summary
 from dsprof.run import Run
 from dsprof.schema import PHASES
@@ -146,9 +150,9 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
     phases, profiled_ms = _phase_times(run)
     kt, kt_hta, temporal = [], [], []
     if run.has("kernels") and run.has("ops"):
-        kt = [asdict(s) for s in kernel_type_breakdown(run.con, include_last_step=True)]
-        kt_hta = [asdict(s) for s in kernel_type_breakdown(run.con, include_last_step=False)]
-        temporal = [asdict(t) for t in temporal_breakdown(run.con, include_last_step=True)]
+        kt = [asdict(s) for s in run_kernel_type_breakdown(run, include_last_step=True)]
+        kt_hta = [asdict(s) for s in run_kernel_type_breakdown(run, include_last_step=False)]
+        temporal = [asdict(t) for t in run_temporal_breakdown(run, include_last_step=True)]
     return RunSummary(facts, steps, profiled, phases, profiled_ms, _top_ops(run, top), kt,
                       kt_hta, temporal, _memory_peaks(run), notes, comms_summary(run))
 
@@ -172,7 +176,7 @@ def _facts(run: Run) -> dict[str, Any]:
         "steps_source": m.get("steps_source"),
         "windows": [w.get("steps") for w in m.get("windows", [])] or None,
         "events": m.get("events"),
-        "tables": run.tables,
+        "tables": [t for t in run.tables if t not in AGGREGATE_TABLES],
         # the run layer's facts (dsprof/facts.py): what diff, verify and the dashboard show
         "step_median_s": run.facts.step.median_s,
         "step_mean_s": run.facts.step.mean_s,
@@ -219,27 +223,13 @@ def _phase_times(run: Run) -> tuple[list[PhaseTime], float]:
     total_ns = run.sql("SELECT coalesce(sum(dur_ns), 0) FROM steps WHERE profiled")[0][0]
     if not total_ns:
         return [], 0.0
-    # Spans are clipped to their step: the last span of a window can run on past it (dsprof
-    # stops the profiler inside the optimizer's step span, which then also times the stop).
-    rows = run.sql("""
-        SELECT o.rank, o.phase, greatest(o.start_ns, s.start_ns),
-               least(o.start_ns + o.dur_ns, s.end_ns)
-        FROM ops o
-        JOIN steps s ON s.rank = o.rank AND s.step = o.step AND s.profiled
-        LEFT JOIN ops p ON o.parent_id = p.id AND o.rank = p.rank
-        WHERE o.cat IN ('cpu_op', 'user_annotation', 'module')
-          AND o.name NOT LIKE 'ProfilerStep#%'
-          AND (p.id IS NULL OR p.phase <> o.phase)
-          AND o.start_ns + o.dur_ns > s.start_ns AND o.start_ns < s.end_ns
-    """)
-    if not rows:
+    # the per-rank priority sweep, done at ingest (dsprof/ingest/aggregates.py)
+    owned = dict(run.sql(f"SELECT phase, sum(ns)::BIGINT FROM {run.aggregate('phase_time')} "
+                         "GROUP BY phase"))
+    if not owned:
         return [], 0.0
-    arr = np.array([(r[0], PHASES.index(r[1]) if r[1] in PHASES else 4, r[2], r[3])
-                    for r in rows], dtype=np.int64)
-    per_phase = np.zeros(len(PHASES), np.int64)
-    for rank in np.unique(arr[:, 0]):
-        per_phase += _priority_sweep(arr[arr[:, 0] == rank])
-    covered = int(per_phase.sum())
+    per_phase = [int(owned.get(p) or 0) for p in PHASES]
+    covered = sum(per_phase)
     out = [PhaseTime(p, per_phase[k] / 1e6, 100.0 * per_phase[k] / total_ns)
            for k, p in enumerate(PHASES) if per_phase[k]]
     untraced = max(total_ns - covered, 0)
@@ -247,43 +237,20 @@ def _phase_times(run: Run) -> tuple[list[PhaseTime], float]:
     return out, total_ns / 1e6
 
 
-# When phases overlap in time (backward on the autograd thread while the main thread waits in
-# "other"), each instant goes to one phase, in this order, so the phases add up to wall time.
-_PRIORITY = (PHASES.index("backward"), PHASES.index("forward"), PHASES.index("optimizer"),
-             PHASES.index("data"), PHASES.index("other"))
-
-
-def _priority_sweep(rows: np.ndarray) -> np.ndarray:
-    """ns per phase for one rank's (rank, phase, start, end) rows, one phase per instant."""
-    n_phase = len(PHASES)
-    times = np.concatenate([rows[:, 2], rows[:, 3]])
-    delta = np.zeros((len(times), n_phase), np.int64)
-    idx = np.arange(len(rows))
-    delta[idx, rows[:, 1]] = 1
-    delta[len(rows) + idx, rows[:, 1]] = -1
-    order = np.argsort(times, kind="stable")
-    times, delta = times[order], delta[order]
-    active = np.cumsum(delta, axis=0)[:-1] > 0
-    seg = np.diff(times)
-    owner = np.full(len(seg), -1)
-    for k in reversed(_PRIORITY):
-        owner[active[:, k]] = k
-    out = np.zeros(n_phase, np.int64)
-    has = owner >= 0
-    np.add.at(out, owner[has], seg[has])
-    return out
-
-
 def _top_ops(run: Run, top: int) -> list[OpTime]:
     if not run.has("ops"):
         return []
-    in_steps = run.sql("SELECT count(*) FROM ops WHERE step IS NOT NULL")[0][0] > 0
-    where = "cat = 'cpu_op'" + (" AND step IS NOT NULL" if in_steps else "")
-    total = run.sql(f"SELECT coalesce(sum(self_ns), 0) FROM ops WHERE {where}")[0][0]
+    in_steps = run.sql(f"SELECT coalesce(sum(ops_in_steps), 0) "
+                       f"FROM {run.aggregate('rank_totals')}")[0][0] > 0
+    # cpu_op rows per rank and name, summed at ingest (dsprof/ingest/aggregates.py)
+    rel = run.aggregate("op_time")
+    where = "in_step" if in_steps else "true"
+    total = run.sql(f"SELECT coalesce(sum(self_ns), 0) FROM {rel} WHERE {where}")[0][0]
     if not total:
         return []
     rows = run.sql(f"""
-        SELECT name, count(*), sum(self_ns), sum(dur_ns) FROM ops WHERE {where}
+        SELECT name, sum(calls)::BIGINT, sum(self_ns)::BIGINT, sum(dur_ns)::BIGINT
+        FROM {rel} WHERE {where}
         GROUP BY name ORDER BY sum(self_ns) DESC, name LIMIT {int(top)}""")
     return [OpTime(n, c, s / 1e6, t / 1e6, 100.0 * s / total) for n, c, s, t in rows]
 

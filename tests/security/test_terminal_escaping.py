@@ -29,7 +29,9 @@ HOSTILE_DIR = "run[bold]x[link=https:evil]\x1b]0;pwned\x07"
 _SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 _POISON = {"ops": ("name", "module"), "kernels": ("name",), "memory": ("device", "module"),
-           "memory_series": ("device",), "modules": ("name", "type")}
+           "memory_series": ("device",), "modules": ("name", "type"),
+           # the per-rank aggregate of op names that summary's top ops read
+           "op_time": ("name",)}
 
 
 def assert_inert(out: str) -> None:

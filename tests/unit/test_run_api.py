@@ -17,7 +17,9 @@ def test_load_gives_meta_tables_sql_and_arrow(tmp_path):
     with dsprof.load(run_dir.path) as run:
         # THEN meta, the present tables, SQL over all ranks and Arrow tables are there
         assert run.meta["source"] == "import" and run.meta["ranks"] == [0, 1]
-        assert run.tables == ["steps", "ops", "kernels", "comms"]
+        assert run.tables == ["steps", "ops", "kernels", "comms",
+                              # the per-rank aggregates ingest writes (dsprof/ingest/aggregates.py)
+                              "rank_totals", "kernel_time", "op_time", "phase_time"]
         assert run.sql("SELECT count(DISTINCT rank) FROM kernels") == [(2,)]
         steps = run.table("steps")
         assert steps.num_rows == 4 and "dur_ns" in steps.column_names
