@@ -95,6 +95,11 @@ def main() -> None:
     if rank == 0:
         print(f"rank 0/{world}: trained {args.steps} steps in {elapsed:.2f}s, "
               f"final loss {loss.item():.4f}")
+    # torch 2.13 + gloo: freeing a DDP model can hang when a gloo worker thread is still freeing
+    # its last all-reduce (~ProcessGroupGloo joins it with the GIL held; it waits for the GIL).
+    # A barrier, then a short sleep with the GIL released, lets the workers go idle first.
+    dist.barrier()
+    time.sleep(0.1)
     dist.destroy_process_group()
 
 

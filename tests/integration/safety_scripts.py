@@ -123,6 +123,12 @@ for step in range(12):
     opt.zero_grad()
     model(torch.randn(8, 16)).sum().backward()
     opt.step()
+# torch 2.13 + gloo: freeing a DDP model can hang when a gloo worker thread is still freeing
+# its last all-reduce (~ProcessGroupGloo joins it with the GIL held; it waits for the GIL).
+# A barrier, then a short sleep with the GIL released, lets the workers go idle first.
+import time
+dist.barrier()
+time.sleep(0.1)
 dist.destroy_process_group()
 print("rank", rank, "done")
 '''

@@ -2,6 +2,7 @@
 an MLP, SGD, a different synthetic batch per rank, ``destroy_process_group()`` at the end."""
 
 import argparse
+import time
 
 import torch
 import torch.distributed as dist
@@ -43,6 +44,11 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+    # torch 2.13 + gloo: freeing a DDP model can hang when a gloo worker thread is still freeing
+    # its last all-reduce (~ProcessGroupGloo joins it with the GIL held; it waits for the GIL).
+    # A barrier, then a short sleep with the GIL released, lets the workers go idle first.
+    dist.barrier()
+    time.sleep(0.1)
     dist.destroy_process_group()
     print(f"done {steps} steps")
 
