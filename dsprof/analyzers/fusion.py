@@ -20,12 +20,14 @@ op sequence and by module path with layer indices folded (``blocks.*.act``), the
 Algorithm: the saving per instance is :func:`fusion_chains.chain_saving` (intermediate bytes
 over the measured bandwidth, plus the per-op overhead of the ops removed), the backward part
 scaled in proportion, summed over instances and divided by the profiled steps. The fix that
-dsprof can apply is ``DS_COMPILE=<modules>`` (torch.compile of the module holding the chain);
-the library-op replacement is the code to paste.
+dsprof can apply is the library op itself (``DS_LIBRARY_OP=<module>=gelu_tanh``) where the chain
+is its module's whole forward, and otherwise ``DS_COMPILE=<modules>`` (torch.compile of the
+module holding the chain; the verify line then says it measures compile, not the pasted op).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 
@@ -35,20 +37,23 @@ from dsprof.metrics.ops.fusion_chains import (
     CONV,
     MATMUL,
     POINTWISE,
+    VIEWS,
     Chain,
     backward_saving,
     chain_bytes,
     chain_saving,
     find_chains,
 )
-from dsprof.metrics.ops.optable import OpTable
+from dsprof.metrics.ops.optable import Op, OpTable
 
 MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"
 """Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
 MIN_STEP_SHARE = 0.005
-# Kinds whose pasted fix is a library op (F.gelu, nn.RMSNorm, SDPA, softmax): their knob
-# compiles the module instead, and the verify line says so.
+# Kinds whose pasted fix is a library op (F.gelu, nn.RMSNorm, SDPA, softmax). Where the
+# chain is the whole forward of its module, DS_LIBRARY_OP runs that library op in the module's
+# place (the pasted change); elsewhere the knob compiles the module, and the verify line says
+# that verify then measures torch.compile.
 _LIBRARY_OP_KINDS = frozenset({"fusion.hand_gelu", "fusion.hand_norm", "fusion.attention",
                                "fusion.hand_softmax"})
 
@@ -95,6 +100,8 @@ class FusionAnalyzer(Analyzer):
         overhead = table.op_overhead_s(POINTWISE)
         groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[Chain, float, float, float]]]
         groups = defaultdict(list)
+        # (kind, pattern, names) -> False once one instance's module does more than the chain
+        whole: dict[tuple[str, str, tuple[str, ...]], bool] = {}
         from dsprof.analyzers.attention import attention_sites
 
         # ops of attention found by dataflow: a softmax chain among them is attention, even
@@ -118,6 +125,8 @@ class FusionAnalyzer(Analyzer):
                 pattern = fold_indices(module) if module else UNATTRIBUTED
                 groups[(kind, pattern, chain.names)].append(
                     (chain, fwd_saving + bwd_saving, fwd_now, bwd_now))
+                key = (kind, pattern, chain.names)
+                whole[key] = whole.get(key, True) and whole_module(chain, sequence)
         step_s = ctx.step_s or 0.0
         findings = []
         for (kind, pattern, names), items in sorted(groups.items()):
@@ -125,12 +134,14 @@ class FusionAnalyzer(Analyzer):
             if saving < max(MIN_SAVING_S, MIN_STEP_SHARE * step_s):
                 continue
             findings.append(self._finding(ctx, table, kind, pattern, names, items, saving,
-                                          bandwidth, bw_source, overhead))
+                                          bandwidth, bw_source, overhead,
+                                          whole[(kind, pattern, names)]))
         return findings
 
     def _finding(self, ctx: Context, table: OpTable, kind: str, pattern: str,
                  names: tuple[str, ...], items: list[tuple[Chain, float, float, float]],
-                 saving: float, bandwidth: float, bw_source: str, overhead: float) -> Finding:
+                 saving: float, bandwidth: float, bw_source: str, overhead: float,
+                 whole: bool) -> Finding:
         modules = sorted({c.module for c, _, _, _ in items if c.module})
         per_step = len(items) / table.n_steps
         total, fused = chain_bytes(items[0][0])
@@ -166,22 +177,65 @@ class FusionAnalyzer(Analyzer):
                 step=first.step, start_ns=first.start_ns, end_ns=last.end_ns,
                 op_ids=tuple(op.id for op in chain.ops), module=chain.module, value=s))
         # No module to compile when the trace names none: the fix is code, not a knob.
-        apply = {"DS_COMPILE": ",".join(modules)} if modules else {}
+        library = library_op(kind, names) if whole and modules else None
+        if library is not None:
+            apply = {"DS_LIBRARY_OP": ",".join(f"{m}={library}" for m in modules)}
+            verify = (f"dsprof verify RUN ID   (reruns the script with DS_LIBRARY_OP set: "
+                      f"these modules' forward becomes {_LIBRARY_CALL[library]}, the change the "
+                      "fix pastes, where their first call shows it computes the same)")
+        else:
+            apply = {"DS_COMPILE": ",".join(modules)} if modules else {}
+            verify = (("dsprof verify RUN ID   (reruns the script with DS_COMPILE set: it "
+                       "measures torch.compile of these modules, which fuses the chain; the "
+                       "library op in the fix is a different change that verify does not run)")
+                      if apply and kind in _LIBRARY_OP_KINDS else
+                      "dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
+                      else "")
         confidence = "medium" if kind != "fusion.linear_activation" else "low"
         return Finding(
             analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
             saving_s=saving, confidence=confidence, explanation=explanation,
-            evidence=tuple(evidence), fix=fix, apply=apply,
-            verify=(("dsprof verify RUN ID   (reruns the script with DS_COMPILE set: it "
-                     "measures torch.compile of these modules, which fuses the chain; the "
-                     "library op in the fix is a different change that verify does not run)")
-                    if apply and kind in _LIBRARY_OP_KINDS else
-                    "dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
-                    else ""),
+            evidence=tuple(evidence), fix=fix, apply=apply, verify=verify,
             data={"modules": modules, "ops": list(names), "bytes_unfused": total,
                   "bytes_fused": fused, "instances_per_step": per_step,
                   "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,
                   "forward_s": fwd_now, "backward_s": bwd_now})
+
+
+_LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',
+                 "softmax": "torch.softmax(x, dim=-1)", "rms_norm": "F.rms_norm",
+                 "layer_norm": "F.layer_norm"}
+
+
+def library_op(kind: str, names: tuple[str, ...]) -> str | None:
+    """The ``DS_LIBRARY_OP`` op that the fix of ``kind`` pastes (None: no knob runs it)."""
+    if kind == "fusion.hand_gelu":
+        return "gelu_tanh" if "tanh" in names else "gelu"
+    if kind == "fusion.hand_norm":
+        return "layer_norm" if "sub" in names else "rms_norm"
+    if kind == "fusion.hand_softmax":
+        return "softmax"
+    return None
+
+
+def whole_module(chain: Chain, sequence: list[Op]) -> bool:
+    """Whether the chain is all its module computes: every op of the forward sequence run in
+    the chain's module (or below it) is a chain op, a view or scalar bookkeeping. Only then
+    can the library op stand in for the module's forward."""
+    holder = chain.module
+    if not holder:
+        return False
+    ids = {op.id for op in chain.ops}
+    for op in sequence:
+        if op.module is None or not (op.module == holder or op.module.startswith(holder + ".")):
+            continue
+        if op.id in ids or op.name in VIEWS:
+            continue
+        if op.io is not None and op.io.inputs and all(
+                math.prod(shape) <= 1 for shape, _ in op.io.inputs):
+            continue
+        return False
+    return True
 
 
 def _advice(kind: str, where: str, chain_txt: str, chain: Chain) -> tuple[str, str]:
