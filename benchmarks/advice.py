@@ -11,7 +11,10 @@ measured change within 25 % of the predicted change, and no fix that makes the s
 Both are printed per finding, with the noise band of the two arms (the change of the median
 their spread can resolve, dsprof/apply/verify.py): a change inside it is "no measurable change",
 and a prediction outside the ranked list (severity info: inside the run's own noise) is marked.
-Nothing is asserted, this machine's load decides the noise.
+For fixes that remove work from the training thread (fusion, the optimizer), the thread's CPU
+time saved per step is printed too, with its error against the prediction: on a loaded machine
+the wall time also holds the time the thread was descheduled, which no fix changes. Nothing is
+asserted, this machine's load decides the noise.
 """
 
 from __future__ import annotations
@@ -82,23 +85,60 @@ def main() -> None:
             for f in findings:
                 if not f["apply"] or f["saving_s"] <= 0:
                     continue
-                v = verify(base, [f["id"]], out=Path(tmp) / f"{base.name}-{f['id']}",
-                           rounds=args.rounds)
-                rows.append((name, f, v))
-                _print_row(name, f, v)
+                out = Path(tmp) / f"{base.name}-{f['id']}"
+                v = verify(base, [f["id"]], out=out, rounds=args.rounds, fresh_baseline=True)
+                cpu = None
+                if f["kind"].startswith(WORK_KINDS):
+                    b_runs, f_runs = arms(out, args.rounds)
+                    cpu = (thread_cpu_s(b_runs), thread_cpu_s(f_runs))
+                rows.append((name, f, v, cpu))
+                _print_row(name, f, v, cpu)
     print()
     print(f"{'example':28} {'finding':24} {'base ms':>8} {'pred ms':>8} {'meas ms':>8} "
-          f"{'pred -ms':>8} {'meas -ms':>8} {'sd b/f ms':>11} {'band ms':>8} {'error':>7}  "
-          "ranked  slower?")
-    for name, f, v in rows:
-        _print_row(name, f, v, table=True)
-    ranked = [(f, v) for _, f, v in rows if f["severity"] != "info"]
-    errors = [abs(v.error) for _, v in ranked if v.error is not None]
+          f"{'pred -ms':>8} {'meas -ms':>8} {'sd b/f ms':>11} {'band ms':>8} {'error':>7} "
+          f"{'cpu -ms':>8} {'cpu err':>7}  ranked  slower?")
+    for name, f, v, cpu in rows:
+        _print_row(name, f, v, cpu, table=True)
+    ranked = [(f, v, cpu) for _, f, v, cpu in rows if f["severity"] != "info"]
+    errors = [abs(v.error) for _, v, _ in ranked if v.error is not None]
+    cpu_errors = [abs(e) for f, _, cpu in ranked if (e := _cpu_error(f, cpu)) is not None]
     if rows:
         within = sum(e <= 0.25 for e in errors)
         print(f"\n{within}/{len(errors)} ranked findings within 25 % of the predicted change "
-              f"({len(rows) - len(ranked)} outside the ranked list); "
-              f"{sum(_slower(v) for _, _, v in rows)} of {len(rows)} made the step slower")
+              f"in step time ({len(rows) - len(ranked)} outside the ranked list); "
+              f"{sum(e <= 0.25 for e in cpu_errors)}/{len(cpu_errors)} of those that remove "
+              "work within 25 % in the thread's CPU time; "
+              f"{sum(_slower(v) for _, _, v, _ in rows)} of {len(rows)} made the step slower")
+
+
+def thread_cpu_s(runs: list[Path]) -> float | None:
+    """Median CPU time of the training thread over the steps verify counts (rank 0), pooled
+    over ``runs``. On a loaded machine a step's wall time also holds the time the thread was
+    descheduled, which the fix does not change; its CPU time is the work the fix removes
+    (for fixes that remove work: fusion, the optimizer; not for waits, like a DataLoader's)."""
+    import statistics
+
+    from dsprof.run import load
+
+    cpu = []
+    for path in runs:
+        with load(path, ingest=False) as run:
+            counted = {s for r, s, _ in run.facts.step.counted if r == 0}
+            cpu += [c for s, c in run.sql("SELECT step, cpu_ns FROM steps WHERE rank = 0 "
+                                          "AND cpu_ns IS NOT NULL") if s in counted]
+    return statistics.median(cpu) / 1e9 if cpu else None
+
+
+def arms(out: Path, rounds: int) -> tuple[list[Path], list[Path]]:
+    """The run directories verify wrote (dsprof/apply/verify.py's names): baselines, fixes."""
+    if rounds == 1:
+        return [out.with_name(out.name + "-baseline")], [out]
+    return ([out.with_name(f"{out.name}-r{k}-baseline") for k in range(rounds)],
+            [out.with_name(f"{out.name}-r{k}") for k in range(rounds)])
+
+
+# Findings that remove work from the training thread: judged on its CPU time as well.
+WORK_KINDS = ("fusion.", "precision.", "tensor_core.")
 
 
 def _slower(v) -> bool:
@@ -108,23 +148,34 @@ def _slower(v) -> bool:
     return v.measured_step_s - v.baseline_step_s > (v.band_s or 0.0)
 
 
-def _print_row(name: str, f: dict, v, table: bool = False) -> None:
+def _cpu_error(f: dict, cpu: tuple[float | None, float | None] | None) -> float | None:
+    """(measured - predicted) / predicted saving, in the thread's CPU time."""
+    if not cpu or cpu[0] is None or cpu[1] is None or f["saving_s"] <= 0:
+        return None
+    return (cpu[0] - cpu[1] - f["saving_s"]) / f["saving_s"]
+
+
+def _print_row(name: str, f: dict, v, cpu=None, table: bool = False) -> None:
     b, pr, m = (x * 1e3 if x is not None else float("nan")
                 for x in (v.baseline_step_s, v.predicted_step_s, v.measured_step_s))
     err = f"{v.error:+.0%}" if v.error is not None else "-"
     band = v.band_s * 1e3 if v.band_s is not None else float("nan")
     sds = "/".join(f"{x * 1e3:.2f}" if x is not None else "-"
                    for x in (v.baseline_spread_s, v.measured_spread_s))
+    cpu_saved = (f"{(cpu[0] - cpu[1]) * 1e3:8.2f}" if cpu and None not in cpu else f"{'-':>8}")
+    cpu_err = _cpu_error(f, cpu)
+    cpu_err_txt = f"{cpu_err:+.0%}" if cpu_err is not None else "-"
     ranked = "yes" if f["severity"] != "info" else "no"
     inside = " (no measurable change)" if v.measurable is False else ""
     if table:
         print(f"{name[:28]:28} {f['kind'][:24]:24} {b:8.2f} {pr:8.2f} {m:8.2f} {b - pr:8.2f} "
-              f"{b - m:8.2f} {sds:>11} {band:8.2f} {err:>7}  {ranked:6}  "
-              f"{'YES' if _slower(v) else 'no'}{inside}")
+              f"{b - m:8.2f} {sds:>11} {band:8.2f} {err:>7} {cpu_saved} {cpu_err_txt:>7}  "
+              f"{ranked:6}  {'YES' if _slower(v) else 'no'}{inside}")
     else:
         print(f"{name}: {f['id']} {f['title'][:70]}: baseline {b:.2f} ms, predicted {pr:.2f} ms, "
               f"measured {m:.2f} ms ({err}), spread (sd) baseline/fix {sds} ms, noise band {band:.2f} ms"
-              f"{inside}", flush=True)
+              f"{inside}; thread CPU time saved {cpu_saved.strip()} ms ({cpu_err_txt})",
+              flush=True)
 
 
 if __name__ == "__main__":

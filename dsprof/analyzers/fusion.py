@@ -102,6 +102,7 @@ class FusionAnalyzer(Analyzer):
         groups = defaultdict(list)
         # (kind, pattern, names) -> False once one instance's module does more than the chain
         whole: dict[tuple[str, str, tuple[str, ...]], bool] = {}
+        forward_only: dict[tuple[str, str, tuple[str, ...]], float] = defaultdict(float)
         from dsprof.analyzers.attention import attention_sites
 
         # ops of attention found by dataflow: a softmax chain among them is attention, even
@@ -127,10 +128,16 @@ class FusionAnalyzer(Analyzer):
                     (chain, fwd_saving + bwd_saving, fwd_now, bwd_now))
                 key = (kind, pattern, chain.names)
                 whole[key] = whole.get(key, True) and whole_module(chain, sequence)
+                forward_only[key] += fwd_saving
         step_s = ctx.step_s or 0.0
         findings = []
         for (kind, pattern, names), items in sorted(groups.items()):
             saving = sum(s for _, s, _, _ in items) / table.n_steps
+            key = (kind, pattern, names)
+            if (whole[key] and not table.device
+                    and library_op(kind, names) in FORWARD_ONLY_ON_CPU):
+                # the pasted op fuses the forward only here: its backward runs the same ops
+                saving = forward_only[key] / table.n_steps
             if saving < max(MIN_SAVING_S, MIN_STEP_SHARE * step_s):
                 continue
             findings.append(self._finding(ctx, table, kind, pattern, names, items, saving,
@@ -151,6 +158,8 @@ class FusionAnalyzer(Analyzer):
         where = pattern if len(modules) != 1 else modules[0]
         title, fix = _advice(kind, where, chain_txt, items[0][0])
         time_word = "device" if table.device else "host"
+        forward_only = (whole and not table.device
+                        and library_op(kind, names) in FORWARD_ONLY_ON_CPU)
         explanation = (
             f"{len(names)} ops ({chain_txt}) run {per_step:g} time(s) per step in {where}, "
             f"taking {fwd_now * 1e3:.3f} ms forward and {bwd_now * 1e3:.3f} ms in their "
@@ -164,7 +173,9 @@ class FusionAnalyzer(Analyzer):
             "fused, it reads the forward's inputs and the output gradient and writes the input "
             "gradient. "
             "Shapes and order show the chain, not tensor identity: if another op also reads "
-            "an intermediate, the fused kernel still writes it and the saving is smaller.")
+            "an intermediate, the fused kernel still writes it and the saving is smaller."
+            + (" On CPU the library op fuses the forward only (its backward runs the same "
+               "ops): the saving counts the forward's part." if forward_only else ""))
         evidence = []
         seen: set[str] = set()
         for chain, s, _, _ in items:
@@ -205,6 +216,12 @@ class FusionAnalyzer(Analyzer):
 _LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',
                  "softmax": "torch.softmax(x, dim=-1)", "rms_norm": "F.rms_norm",
                  "layer_norm": "F.layer_norm"}
+
+
+# Library ops whose CPU backward (torch 2.13) is the composite of the hand-written ops: pasted
+# on a CPU run they save the forward's fused part only. aten::rms_norm runs _fused_rms_norm
+# forward, then pow/mean/rsqrt/div/mul backward.
+FORWARD_ONLY_ON_CPU = frozenset({"rms_norm"})
 
 
 def library_op(kind: str, names: tuple[str, ...]) -> str | None:
