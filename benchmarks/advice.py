@@ -101,7 +101,7 @@ def main() -> None:
         _print_row(name, f, v, cpu, table=True)
     ranked = [(f, v, cpu) for _, f, v, cpu in rows if f["severity"] != "info"]
     errors = [abs(v.error) for _, v, _ in ranked if v.error is not None]
-    cpu_errors = [abs(e) for f, _, cpu in ranked if (e := _cpu_error(f, cpu)) is not None]
+    cpu_errors = [abs(e) for _, v, cpu in ranked if (e := _cpu_error(v, cpu)) is not None]
     if rows:
         within = sum(e <= 0.25 for e in errors)
         print(f"\n{within}/{len(errors)} ranked findings within 25 % of the predicted change "
@@ -148,11 +148,18 @@ def _slower(v) -> bool:
     return v.measured_step_s - v.baseline_step_s > (v.band_s or 0.0)
 
 
-def _cpu_error(f: dict, cpu: tuple[float | None, float | None] | None) -> float | None:
-    """(measured - predicted) / predicted saving, in the thread's CPU time."""
-    if not cpu or cpu[0] is None or cpu[1] is None or f["saving_s"] <= 0:
+def _cpu_error(v, cpu: tuple[float | None, float | None] | None) -> float | None:
+    """(measured - predicted) / predicted saving, in the thread's CPU time. The prediction is
+    a share of the step (verify's rule: the saving over the profiled step time), applied here
+    to the baseline's CPU time as verify applies it to its wall time."""
+    if not cpu or cpu[0] is None or cpu[1] is None or not v.baseline_step_s \
+            or v.predicted_step_s is None:
         return None
-    return (cpu[0] - cpu[1] - f["saving_s"]) / f["saving_s"]
+    share = 1 - v.predicted_step_s / v.baseline_step_s
+    if share <= 0:
+        return None
+    predicted = cpu[0] * share
+    return (cpu[0] - cpu[1] - predicted) / predicted
 
 
 def _print_row(name: str, f: dict, v, cpu=None, table: bool = False) -> None:
@@ -163,8 +170,9 @@ def _print_row(name: str, f: dict, v, cpu=None, table: bool = False) -> None:
     sds = "/".join(f"{x * 1e3:.2f}" if x is not None else "-"
                    for x in (v.baseline_spread_s, v.measured_spread_s))
     cpu_saved = (f"{(cpu[0] - cpu[1]) * 1e3:8.2f}" if cpu and None not in cpu else f"{'-':>8}")
-    cpu_err = _cpu_error(f, cpu)
+    cpu_err = _cpu_error(v, cpu)
     cpu_err_txt = f"{cpu_err:+.0%}" if cpu_err is not None else "-"
+    cpu_base = f"{cpu[0] * 1e3:.2f}" if cpu and cpu[0] is not None else "-"
     ranked = "yes" if f["severity"] != "info" else "no"
     inside = " (no measurable change)" if v.measurable is False else ""
     if table:
@@ -174,7 +182,8 @@ def _print_row(name: str, f: dict, v, cpu=None, table: bool = False) -> None:
     else:
         print(f"{name}: {f['id']} {f['title'][:70]}: baseline {b:.2f} ms, predicted {pr:.2f} ms, "
               f"measured {m:.2f} ms ({err}), spread (sd) baseline/fix {sds} ms, noise band {band:.2f} ms"
-              f"{inside}; thread CPU time saved {cpu_saved.strip()} ms ({cpu_err_txt})",
+              f"{inside}; thread CPU time {cpu_base} ms, saved {cpu_saved.strip()} ms "
+              f"({cpu_err_txt})",
               flush=True)
 
 
