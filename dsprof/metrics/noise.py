@@ -138,6 +138,23 @@ def small_sample_noise(durations_ns: list[int]) -> StepNoise | None:
     return StepNoise(len(durs), float(np.median(durs)) / 1e9, float(np.std(durs, ddof=1)) / 1e9)
 
 
+def profiled_on_cpu_share(run: Run, rank: int = 0) -> float | None:
+    """The share of ``rank``'s profiled steps' time (less their DataLoader wait) that the
+    training thread spent on a CPU: near 1 for a CPU-bound step on an idle machine, far lower
+    when the machine is so loaded that the thread waited for a core most of the time, and the
+    op times recorded then hold that wait. None without CPU times (imports) or profiled steps."""
+    if not (has_column(run, "steps", "cpu_ns") and has_column(run, "steps", "profiled")):
+        return None
+    wait = "coalesce(data_wait_ns, 0)" if has_column(run, "steps", "data_wait_ns") else "0"
+    row = run.sql(f"""SELECT sum(cpu_ns), sum(dur_ns - {wait}) FROM steps
+                      WHERE rank = ? AND profiled AND cpu_ns IS NOT NULL AND dur_ns > 0""",
+                  [rank])
+    cpu, busy = row[0] if row else (None, None)
+    if not cpu or not busy or busy <= 0:
+        return None
+    return min(1.0, float(cpu) / float(busy))
+
+
 def disturbance(run: Run) -> str | None:
     """Why every step of this run is disturbed (``debug_trace``, ``anomaly_check``), or None."""
     if run.meta.get("source") != "run":
