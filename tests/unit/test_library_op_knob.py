@@ -109,3 +109,30 @@ def test_a_module_with_two_inputs_keeps_its_forward():
 def test_bad_values_name_the_variable_and_the_ops(value):
     with pytest.raises(ConfigError, match="DS_LIBRARY_OP=.*<module path>=<op>"):
         from_env({"DS_LIBRARY_OP": value}, "cpu")
+
+
+def test_verify_says_where_the_knob_left_the_program_as_it_was():
+    from io import StringIO
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from dsprof.render.verification import render_verification
+    from dsprof.reports.verification import Verification, knobs_not_applied
+
+    # GIVEN a rerun whose DS_LIBRARY_OP swapped one module and kept another
+    meta = {"knobs": {"DS_LIBRARY_OP": {"value": "Net.act=gelu,Net.odd=gelu",
+                                        "swapped": ["Net.act"],
+                                        "kept": {"Net.odd": "gelu does not compute what its "
+                                                            "forward computes"}}}}
+    lines = knobs_not_applied(meta)
+    assert lines == [("DS_LIBRARY_OP: Net.odd kept its own forward (gelu does not compute "
+                      "what its forward computes)")]
+    # THEN verify's output says so, next to the numbers
+    v = Verification(Path("a"), Path("b"), [], 0.1, 0.09, 0.095, (10, 10), None, None, None,
+                     0.001, 0.001, lines)
+    out = StringIO()
+    render_verification(v, Console(file=out, width=200))
+    assert "not applied: DS_LIBRARY_OP: Net.odd kept its own forward" in out.getvalue()
+    assert "measures less than the fix" in out.getvalue()
+    assert knobs_not_applied({"knobs": {"DS_COMPILE": {"compiled": ["Net.act"]}}}) == []
