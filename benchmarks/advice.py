@@ -70,7 +70,15 @@ def main() -> None:
     from dsprof.apply.verify import verify
 
     cases = CASES + ([] if args.no_corpus else corpus_cases())
-    rows = []
+    rows: list[tuple] = []
+    try:
+        _run_cases(cases, args, rows, verify)
+    except KeyboardInterrupt:  # Ctrl-C: the table of what was measured so far
+        print("\ninterrupted: the findings measured so far", flush=True)
+    _print_table(rows)
+
+
+def _run_cases(cases: list, args: argparse.Namespace, rows: list[tuple], verify) -> None:
     with tempfile.TemporaryDirectory(prefix="dsprof-advice-") as tmp:
         for name, script, script_args in cases:
             if args.only and name not in args.only:
@@ -93,6 +101,9 @@ def main() -> None:
                     cpu = (thread_cpu_s(b_runs), thread_cpu_s(f_runs))
                 rows.append((name, f, v, cpu))
                 _print_row(name, f, v, cpu)
+
+
+def _print_table(rows: list[tuple]) -> None:
     print()
     print(f"{'example':28} {'finding':24} {'base ms':>8} {'pred ms':>8} {'meas ms':>8} "
           f"{'pred -ms':>8} {'meas -ms':>8} {'sd b/f ms':>11} {'band ms':>8} {'error':>7} "
