@@ -9,6 +9,7 @@ anything runs, so dsprof can exit 2 with one line.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import runpy
@@ -27,6 +28,34 @@ _RUNPY = {runpy.__file__, "<frozen runpy>"}
 # the run is saved: a gloo process group's destructor joins its threads there and can hang
 # with the GIL held, where no signal handler can help.
 _KEPT: list[Any] = []
+
+
+def _clear_kept_globals() -> None:
+    """At exit, after the script's own atexit handlers (this one is registered before the
+    script runs, and atexit runs last-registered first): clear the script's globals as CPython
+    clears ``__main__``'s when the interpreter finalizes it (names with one leading underscore
+    to None first, then the others, ``__builtins__`` kept). A global's ``__del__`` (a log file
+    flushed, a tracker's run closed) then runs as it would without dsprof; left to the module
+    list's teardown it could be skipped (its class and functions hold the dict in a cycle)."""
+    while _KEPT:
+        kept = _KEPT.pop()
+        glob = kept.__dict__ if isinstance(kept, types.ModuleType) else kept
+        if not isinstance(glob, dict):
+            continue
+        # runpy hands back a copy of a module's globals; its functions hold the real dict
+        real = [v.__globals__ for v in glob.values() if isinstance(v, types.FunctionType)
+                and v.__globals__ is not glob and v.__globals__.get("__name__") == "__main__"]
+        if real:
+            _KEPT.append(real[0])
+        for underscored in (True, False):
+            for name in list(glob):
+                if name == "__builtins__" or not isinstance(name, str):
+                    continue
+                if underscored == (name.startswith("_") and not name.startswith("__")):
+                    glob[name] = None
+
+
+atexit.register(_clear_kept_globals)
 
 
 @dataclass(frozen=True)

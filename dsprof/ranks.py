@@ -108,14 +108,52 @@ def read_record(run: RunDir, rank: int) -> dict[str, Any] | None:
         return None
 
 
-def wait_for_ranks(run: RunDir, world_size: int, timeout_s: float) -> None:
-    """Until every rank's session has finished, or ``timeout_s`` passed."""
+def wait_for_ranks(run: RunDir, world_size: int, timeout_s: float) -> list[int]:
+    """Until every rank's session has finished, or ``timeout_s`` passed; returns the ranks
+    still unfinished.
+
+    Every rank calls this before dsprof's own heavy work after the script (its own ingest, the
+    coordinator's analysis): parsing and DuckDB would otherwise take the cores from ranks that
+    are still in their last steps or their teardown. That is more than a slower end: under
+    torch 2.13, a DDP script over gloo can deadlock at exit when the gloo worker thread that
+    needs the GIL to free its last work item gets no CPU before the main thread joins it (seen
+    under CI load, rank 1 hung in ``~ProcessGroupGloo`` while rank 0 ingested).
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        recs = [read_record(run, r) for r in range(world_size)]
-        if all(rec is not None and rec.get("status") == "finished" for rec in recs):
-            return
+    while True:
+        waiting = [r for r in range(world_size) if not _ended(read_record(run, r))]
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
         time.sleep(0.1)
+
+
+def _ended(rec: dict[str, Any] | None) -> bool:
+    """A rank's session finished, or its process is gone (killed on this host: nothing more
+    will come from it)."""
+    if rec is None:
+        return False
+    if rec.get("status") == "finished":
+        return True
+    import socket
+
+    return rec.get("host") == socket.gethostname() and not _alive_here(rec)
+
+
+def _alive_here(rec: dict[str, Any]) -> bool:
+    """Whether the process of a rank's record still runs on this host (a rank that has not
+    finished but is alive is late or hung, not dead)."""
+    import socket
+
+    pid = rec.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or rec.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else: still a live process
+        return True
+    return True
 
 
 def exit_text(code: int) -> str:
@@ -164,6 +202,11 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
             clocks[str(r)] = rec["clock"]
         backend = backend or rec.get("backend")
         if rec.get("status") != "finished":
+            if r not in failures and _alive_here(rec):
+                failed[str(r)] = ("still running when the run was merged (late, or hung in "
+                                  "its script's exit); kept: the profiler windows it saved, "
+                                  "no per-step timings")
+                continue
             why = exit_text(failures[r]) if r in failures else \
                 "killed or crashed without running Python's exit (SIGKILL, out of memory?)"
             failed[str(r)] = (f"died mid-run: {why}; kept: the profiler windows it saved "

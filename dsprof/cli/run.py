@@ -167,11 +167,14 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     terminate.hold()  # from here a SIGTERM ends the process once the run is saved
     session.finish(outcome.exit_status, outcome.reason, outcome.error)
     own_ingest_s = None
-    if ranks.ingests_own_trace and (ranks.launched or settings.analyze):
+    own_ingest = ranks.ingests_own_trace and (ranks.launched or settings.analyze)
+    if ranks.coordinator or own_ingest:
+        # dsprof's heavy work waits until no rank runs its script any more (ranks.py says why)
+        wait_for_ranks(run, ranks.world_size, RANK_WAIT_S)
+    if own_ingest:
         own_ingest_s = _ingest_own_rank(run, ranks.rank)
     if ranks.coordinator:
-        # rank 0 under the user's torchrun: wait for the other ranks, then merge and ingest
-        wait_for_ranks(run, ranks.world_size, RANK_WAIT_S)
+        # rank 0 under the user's torchrun: the other ranks' own ingests, then merge and ingest
         if own_ingest_s is not None:
             _wait_for_own_ingests(run, ranks.world_size, own_ingest_s)
         merged = merge_ranks(run, ranks.world_size)

@@ -72,6 +72,9 @@ from dsprof.schema import (
 DATA_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
                RecursionError, orjson.JSONDecodeError, pa.ArrowException)
 
+# a trace holding less than this share of its numbered host events was down-sampled
+SAMPLED_BELOW = 0.9
+
 TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz", ".pickle")
 
 
@@ -91,23 +94,35 @@ class RankResult:
     skipped: dict[str, int] = field(default_factory=dict)
     # ops whose FLOPs could not be derived, by op name (see ingest_notes)
     flops_unknown: dict[str, int] = field(default_factory=dict)
+    # host events kept / host events the profiler numbered (``Ev Idx`` span); None when the
+    # trace numbers none. Under 1: the trace was down-sampled (see ingest_notes)
+    events_kept: float | None = None
 
 
 def ingest_notes(results: list[RankResult]) -> dict[str, Any]:
     """What ingest could not derive, for meta.json's ``ingest_notes`` (``dsprof summary``
     prints it): a per-event derivation that fails gives a null for that event and is counted
     here, it never fails the ingest. Logs one line when there is something to say."""
+    notes: dict[str, Any] = {}
+    kept = {res.rank: res.events_kept for res in results
+            if res.events_kept is not None and res.events_kept < SAMPLED_BELOW}
+    if kept:
+        notes["sampled"] = {str(r): round(k, 4) for r, k in sorted(kept.items())}
+        logger.info("the trace of rank(s) %s keeps %s of the profiler's host events (Ev Idx "
+                    "gaps): it was down-sampled, so gaps between its events are not idle time",
+                    ", ".join(map(str, sorted(kept))),
+                    ", ".join(f"{k:.1%}" for _, k in sorted(kept.items())))
     unknown: dict[str, int] = {}
     for res in results:
         for name, count in res.flops_unknown.items():
             unknown[name] = unknown.get(name, 0) + count
     if not unknown:
-        return {}
+        return notes
     n = sum(unknown.values())
     logger.info("FLOPs unknown for %d ops of %d kinds (%s): their input shapes or arguments "
                 "were not recorded in a layout the formulas know", n, len(unknown),
                 ", ".join(f"{k} x{v}" for k, v in sorted(unknown.items(), key=lambda kv: -kv[1])))
-    return {"flops_unknown": {"ops": n, "kinds": dict(sorted(unknown.items()))}}
+    return {**notes, "flops_unknown": {"ops": n, "kinds": dict(sorted(unknown.items()))}}
 
 
 def ingest_run(run: RunDir, progress: Callable[[int, Path], None] | None = None) -> list[RankResult]:
@@ -283,6 +298,9 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
         res.skipped[key] = res.skipped.get(key, 0) + count
     for key, count in ops.flops_unknown.items():
         res.flops_unknown[key] = res.flops_unknown.get(key, 0) + count
+    kept = _events_kept(doc.events)
+    if kept is not None:
+        res.events_kept = kept if res.events_kept is None else min(res.events_kept, kept)
     meta = doc.metadata
     if not res.trace_meta:
         res.trace_meta = {k: meta[k] for k in ("deviceProperties", "distributedInfo",
@@ -290,6 +308,15 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
     return {"ops": ops.columns, "kernels": kernels, "memory": memory, "comms": comms}, \
         ops.step_spans, \
         parsed.n_events
+
+
+def _events_kept(events: list[Any]) -> float | None:
+    """Share of the profiler's numbered events (``Ev Idx``: host ops, annotations and
+    instants such as ``[memory]``) the trace holds."""
+    idx = [e.args.ev_idx for e in events if type(e.args.ev_idx) is int]
+    if len(idx) < 2:
+        return None
+    return len(set(idx)) / (max(idx) - min(idx) + 1)
 
 
 def _ops_steps(ops) -> pa.Int64Array:

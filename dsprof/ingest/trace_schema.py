@@ -1,7 +1,7 @@
 """Typed decoding of Kineto trace JSON with msgspec.
 
 Decoding into these structs skips every field dsprof does not read (flow events' ids, the
-``Ev Idx`` and ``Record function id`` of every op, stack strings...) instead of building a dict
+``Record function id`` of every op, stack strings...) instead of building a dict
 for each, which is what makes ingest run at several hundred thousand events per second on two
 cores (orjson's full decode of a 35 MB trace alone takes longer than our whole parse). Shapes
 and types are kept as raw JSON text: they go to Parquet as text and are parsed only for the few
@@ -53,6 +53,9 @@ class Args(msgspec.Struct, frozen=True, gc=False):
     comm_dtype: Any = msgspec.field(default=None, name="dtype")
     pg_name: Any = msgspec.field(default=None, name="Process Group Name")
     pg_desc: Any = msgspec.field(default=None, name="Process Group Description")
+    # position of a host event in the profiler's own event list: gaps in it mean the trace was
+    # down-sampled (HTA's trace_filter), so idle time between the kept events is not real
+    ev_idx: Any = msgspec.field(default=None, name="Ev Idx")
     # python tracer
     python_id: Any = msgspec.field(default=None, name="Python id")
     python_parent_id: Any = msgspec.field(default=None, name="Python parent id")

@@ -108,6 +108,26 @@ def _gloo(comm_start_ms: float, comm_ms: float, call_ms: float, compute_until_ms
     return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops), comms=comms)
 
 
+def _per_param(n: int, nbytes: int, ddp: bool = False):
+    """Step 1 (100 ms) all-reduces ``n`` gradients of ``nbytes`` (plus 1 us a KiB) one after
+    the other on gloo's thread after backward, nothing else running: all exposed."""
+    t, rows = 160 * MS, []
+    for i in range(n):
+        dur = 60_000 + (nbytes + i * 64) // 1024 * 1_000
+        rows.append({"step": 1, "collective": "all_reduce", "dtype": "float", "group_size": 2,
+                     "in_bytes": nbytes + i * 64, "out_bytes": nbytes + i * 64,
+                     "start_ns": t, "dur_ns": dur, "call_ns": t, "source": "gloo"})
+        t += dur
+    ops = [{"id": 1, "step": 1, "name": "aten::mm", "cat": "cpu_op", "depth": 0, "thread": 1,
+            "start_ns": 100 * MS, "dur_ns": 50 * MS, "phase": "backward"}]
+    if ddp:  # issued by DistributedDataParallel's reducer (its forward span is in the trace)
+        ops.append({"id": 2, "step": 1, "name": "DistributedDataParallel.forward",
+                    "cat": "user_annotation", "depth": 0, "thread": 1, "start_ns": 95 * MS,
+                    "dur_ns": 5 * MS, "phase": "forward"})
+    return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops),
+                           comms=table(*rows))
+
+
 def comm_late():
     # issued at the end of backward (52 ms) and run while nothing else does: 30 % exposed
     return _gloo(comm_start_ms=52, comm_ms=30, call_ms=52, compute_until_ms=51)
@@ -176,6 +196,29 @@ def _allocator(growth: int, inactive_split: int = 0):
              "inactive_split": inactive_split, "alloc_retries": 0, "device_allocs": 10,
              "device_frees": 5} for s in range(2, 9)]
     return Run.from_tables(meta=SCRIPT, steps=steps([10] * 9), allocator=table(*rows))
+
+
+def _reserved_events(reserved_mib: int):
+    """[memory] events of an imported GPU trace: 1 GiB allocated at most, reserved as given."""
+    rows = [{"device": "cuda:0", "ts_ns": (20 + i) * MS, "action": "alloc", "bytes": 256 * MIB,
+             "allocated": (i + 1) * 256 * MIB, "reserved": reserved_mib * MIB, "step": 1,
+             "source": "profiler", "capture": 0} for i in range(4)]
+    return Run.from_tables(steps=steps([20, 20]), memory=table(*rows))
+
+
+def _idle_gpu(idle: bool):
+    """Three 20 ms steps; in steps 1 and 2 the GPU runs the first and last 5 ms (idle 10 ms
+    while the host runs an op) or the whole step."""
+    busy = [(5, 5)] if idle else [(0, 20)]
+    busy = busy + [(15, 5)] if idle else busy
+    return Run.from_tables(
+        steps=steps([20, 20, 20]),
+        ops=table(*({"id": s, "step": s, "name": "aten::nonzero_static", "cat": "cpu_op",
+                     "thread": 1, "start_ns": (20 * s + 5) * MS, "dur_ns": 10 * MS,
+                     "phase": "forward"} for s in (1, 2))),
+        kernels=table(*({"step": s, "name": "gemm", "kind": "compute", "category": "gemm",
+                         "stream": 7, "start_ns": (20 * s + a) * MS, "dur_ns": d * MS}
+                        for s in (1, 2) for a, d in busy)))
 
 
 def _scales(skipped: list[bool], scales: list[float]):
@@ -293,6 +336,9 @@ CASES = [
     ("input_pipeline", "input.pageable_copy",
      lambda: _copies("Memcpy HtoD (Pageable -> Device)"),
      lambda: _copies("Memcpy HtoD (Pinned -> Device)")),
+    ("pageable_readback", "host_sync.pageable_readback",
+     lambda: _copies("Memcpy DtoH (Device -> Pageable)"),
+     lambda: _copies("Memcpy DtoH (Device -> Pinned)")),
     ("tensor_cores", "tensor_core.fp64", lambda: _matmul("double", ALIGNED),
      lambda: _matmul("c10::BFloat16", ALIGNED)),
     ("tensor_cores", "tensor_core.tf32_off", lambda: _matmul("float", ALIGNED, TF32_OFF),
@@ -300,10 +346,14 @@ CASES = [
     ("tensor_cores", "tensor_core.unaligned_dims", lambda: _matmul("c10::BFloat16", UNALIGNED),
      lambda: _matmul("c10::BFloat16", ALIGNED)),
     ("comm_bound", "comm.bound", comm_late, comm_hidden),
+    # 200 all-reduces of ~4 KiB a step vs 4 bucketed ones of 8 MiB
+    ("unbucketed_allreduce", "comm.unbucketed", lambda: _per_param(200, 4096),
+     lambda: _per_param(4, 8 << 20)),
     ("comm_overlap", "comm.poor_overlap", comm_late, comm_hidden),
     ("data_parallel", "comm.data_parallel",
      lambda: _modules(("DataParallel", 0, 10, None), ("DataParallel.module", 2, 7, 1)),
      lambda: _modules(("DistributedDataParallel", 0, 10, None), ("Model", 0, 5, 1))),
+    ("gpu_idle", "gpu.idle_block", lambda: _idle_gpu(True), lambda: _idle_gpu(False)),
     ("launch_bound", "launch.bound", lambda: _launches(True), lambda: _launches(False)),
     ("straggler", "comm.straggler", lambda: _two_ranks(20), lambda: _two_ranks(0)),
     ("host_syncs", "host_sync.call", lambda: _syncs("cuda:0", True),
@@ -311,6 +361,9 @@ CASES = [
     ("memory_leak", "memory.leak", lambda: _allocator(8 << 20), lambda: _allocator(0)),
     ("fragmentation", "memory.fragmentation", lambda: _allocator(0, 512 << 20),
      lambda: _allocator(0, 1 << 20)),
+    # imported traces: Total Reserved of [memory] events, reserved 2x the peak allocated
+    ("fragmentation", "memory.fragmentation", lambda: _reserved_events(2048),
+     lambda: _reserved_events(1040)),
     ("grad_scaler", "amp.skipped_steps",
      lambda: _scales([False] * 4 + [True, False, True, False, True, False],
                      [65536.0] * 4 + [32768.0] * 2 + [16384.0] * 2 + [8192.0] * 2),

@@ -221,3 +221,35 @@ def test_gloo_trace_from_a_300_rank_job(tmp_path):
                         FROM comms GROUP BY ALL""")
     # THEN every gloo:all_reduce span is a row sized by its dims, the group ambiguous but its size not
     assert rows == [("all_reduce", "float", 10, 300, 0, True, [1285084, 8329644])]
+
+
+def test_a_rank_alive_but_unfinished_is_named_late_not_dead(tmp_path):
+    # GIVEN rank 1's record says running and its process (this test's) is alive on this host,
+    # rank 2's says running and its pid is of a process that has ended
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from dsprof.ranks import wait_for_ranks
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    host = socket.gethostname()
+    run = RunDir.create(tmp_path / "run")
+    _record(run, 0, {"status": "finished", "exit_status": 0})
+    _record(run, 1, {"status": "running", "pid": os.getpid(), "host": host})
+    _record(run, 2, {"status": "running", "pid": int(gone.stdout), "host": host})
+    # WHEN the ranks are waited for (briefly) and merged
+    t0 = time.monotonic()
+    waiting = wait_for_ranks(run, 3, timeout_s=0.5)
+    m = merge_ranks(run, 3)
+    # THEN only the live rank is waited for (the dead one ended), and each reason says which
+    assert waiting == [1] and time.monotonic() - t0 >= 0.5
+    assert "still running" in m["rank_failures"]["1"]
+    assert "died mid-run" in m["rank_failures"]["2"]
+    # a finished job is not waited for at all
+    _record(run, 1, {"status": "finished", "exit_status": 0})
+    t0 = time.monotonic()
+    assert wait_for_ranks(run, 3, timeout_s=30) == [] and time.monotonic() - t0 < 5

@@ -20,6 +20,7 @@ from dsprof.dashboard.figures.overview import (
 )
 from dsprof.dashboard.memseries import DeviceSeries
 from dsprof.dashboard.op_tables import kernel_rows, op_rows
+from dsprof.dashboard.palette import BAD, GOOD
 from dsprof.dashboard.source import RunSource
 from dsprof.findings import Finding
 from dsprof.ingest.importer import import_traces
@@ -166,7 +167,10 @@ def test_findings_figures():
 def test_compare_figures_from_the_diff():
     fig = delta_figure([Delta("aten::mm", 5.0, 2.0), Delta("aten::<b>x</b>", 1.0, 1.5)])
     assert list(fig.data[0].x) == [-3.0, 0.5]
-    assert fig.data[0].marker.color == ("#2ca02c", "#d62728")
+    # faster and slower differ in colour, hatch and words, never in colour alone
+    assert fig.data[0].marker.color == (GOOD, BAD)
+    assert fig.data[0].marker.pattern.shape == ("", "/")
+    assert fig.data[0].text[0].startswith("faster") and fig.data[0].text[1].startswith("slower")
     assert "<b>" not in fig.data[0].y[1]
     applied = Applied("f-1", "t", predicted_saving_ms=2.0, measured_saving_ms=1.5,
                       predicted_saving_bytes=0, measured_saving_bytes=100)

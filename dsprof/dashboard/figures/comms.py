@@ -9,9 +9,11 @@ import numpy as np
 import plotly.graph_objects as go
 import pyarrow as pa
 
+from dsprof.dashboard.palette import BAD, BAD_PATTERN, GOOD, distinct_colors
 from dsprof.dashboard.text import plain
 from dsprof.metrics.comm.overlap import Overlap
 from dsprof.metrics.comm.skew import RankSkew
+from dsprof.units import MIB
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 340}
 
@@ -26,13 +28,21 @@ def bandwidth_figure(comms: pa.Table) -> go.Figure:
     coll = np.asarray(comms.column("collective").to_pylist(), dtype=object)
     size = comms.column("in_bytes").to_numpy(zero_copy_only=False).astype(float)
     bw = comms.column("busbw_gbps").to_numpy(zero_copy_only=False).astype(float)
-    for name in sorted({c for c in coll if c is not None}):
+    names = sorted({c for c in coll if c is not None})
+    colors = distinct_colors(names)
+    symbols = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon")
+    for k, name in enumerate(names):
         m = (coll == name) & np.isfinite(bw)
-        if m.any():
-            fig.add_trace(go.Scatter(x=size[m], y=bw[m], mode="markers", name=plain(name),
-                                     hovertemplate="%{x:,.0f} B: %{y:.2f} GB/s"))
-    fig.update_layout(title="Bus bandwidth per call", xaxis_type="log",
-                      xaxis_title="message bytes", yaxis_title="busbw GB/s", **_LAYOUT)
+        if m.any():  # colour and marker shape both tell the collectives apart
+            fig.add_trace(go.Scatter(x=size[m] / MIB, y=bw[m], mode="markers", name=plain(name),
+                                     marker={"color": colors[name],
+                                             "symbol": symbols[k % len(symbols)], "size": 8},
+                                     hovertemplate="%{x:,.2f} MiB: %{y:.2f} GB/s"))
+    # sizes in MiB (binary, as every other size on the dashboard); bandwidth in GB/s
+    # (decimal, as NCCL's tests and link specs state it)
+    fig.update_layout(title="Bus bandwidth per call",
+                      xaxis={"type": "log", "title": "message size (MiB)", "tickformat": ",~g"},
+                      yaxis_title="bus bandwidth (GB/s)", **_LAYOUT)
     return fig
 
 
@@ -46,9 +56,11 @@ def per_rank_step_figure(per_rank: pa.Table) -> go.Figure:
     rank = per_rank.column("rank").to_numpy(zero_copy_only=False)
     step = per_rank.column("step").to_numpy(zero_copy_only=False)
     ms = per_rank.column("comm_ns").to_numpy(zero_copy_only=False) / 1e6
+    colors = distinct_colors([f"rank {r}" for r in np.unique(rank)])
     for r in np.unique(rank):
         m = rank == r
-        fig.add_trace(go.Bar(x=step[m], y=ms[m], name=f"rank {r}"))
+        fig.add_trace(go.Bar(x=step[m], y=ms[m], name=f"rank {r}",
+                             marker_color=colors[f"rank {r}"]))
     fig.update_layout(title="Time in collectives per step, by rank", barmode="group",
                       xaxis_title="step", yaxis_title="ms", **_LAYOUT)
     return fig
@@ -60,10 +72,13 @@ def overlap_figure(overlaps: Sequence[Overlap]) -> go.Figure:
     label = [f"r{o.rank} s{o.step}" if o.step is not None else f"r{o.rank}" for o in overlaps]
     fig = go.Figure([
         go.Bar(x=label, y=[o.overlap_ns / 1e6 for o in overlaps], name="overlapped by compute",
-               marker_color="#2ca02c"),
-        go.Bar(x=label, y=[o.exposed_ns / 1e6 for o in overlaps], name="exposed",
-               marker_color="#d62728",
-               text=[f"{100 - o.overlap_pct:.0f} %" for o in overlaps], textposition="auto"),
+               marker_color=GOOD, text=[f"hidden {o.overlap_pct:.0f} %" for o in overlaps],
+               textposition="inside"),
+        # exposed is hatched and says so in its text: colour is never the only cue
+        go.Bar(x=label, y=[o.exposed_ns / 1e6 for o in overlaps], name="exposed (hatched)",
+               marker={"color": BAD, "pattern": BAD_PATTERN},
+               text=[f"exposed {100 - o.overlap_pct:.0f} %" for o in overlaps],
+               textposition="inside"),
     ])
     fig.update_layout(title="Communication per rank and step: overlapped vs exposed",
                       barmode="stack", yaxis_title="ms", **_LAYOUT)
@@ -75,8 +90,11 @@ def skew_figure(skews: Sequence[RankSkew]) -> go.Figure:
     (``comm_skew``)."""
     ranks = [f"rank {s.rank}" for s in skews]
     fig = go.Figure([
-        go.Bar(x=ranks, y=[s.wait_ns / 1e6 for s in skews], name="waited for others"),
-        go.Bar(x=ranks, y=[s.gap_caused_ns / 1e6 for s in skews], name="delay caused (last)",
+        go.Bar(x=ranks, y=[s.wait_ns / 1e6 for s in skews], name="waited for others",
+               marker_color="#56B4E9"),
+        go.Bar(x=ranks, y=[s.gap_caused_ns / 1e6 for s in skews],
+               name="delay caused (last, hatched)",
+               marker={"color": BAD, "pattern": BAD_PATTERN},
                text=[f"last {s.times_last}/{s.collectives}" for s in skews],
                textposition="auto"),
     ])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from dsprof.dashboard.palette import BAD, BAD_PATTERN, GOOD
 from dsprof.dashboard.text import plain
 from dsprof.reports.diff import Applied, Delta
 from dsprof.reports.summary import PhaseTime
@@ -21,23 +22,30 @@ def phases_compare_figure(a: Sequence[PhaseTime], b: Sequence[PhaseTime],
     fig = go.Figure()
     for label, phases in zip(labels, (a, b)):
         ms = {p.phase: p.ms for p in phases}
-        fig.add_trace(go.Bar(x=order, y=[ms.get(p, 0.0) for p in order], name=plain(label)))
+        fig.add_trace(go.Bar(x=order, y=[ms.get(p, 0.0) for p in order], name=plain(label),
+                             marker_color="#0072B2" if label == labels[0] else "#E69F00"))
     fig.update_layout(title="Time by phase (profiled steps)", barmode="group", yaxis_title="ms",
                       **_LAYOUT)
     return fig
 
 
 def delta_figure(deltas: Sequence[Delta], what: str = "op") -> go.Figure:
-    """Self time per profiled step, B - A, per op (or module); faster is green."""
+    """Self time per profiled step, B - A, per op (or module); each bar says "faster" or
+    "slower" in its text, and slower bars are also hatched (not told by colour alone)."""
     rows = list(deltas)
     fig = go.Figure(go.Bar(
         x=[d.delta_ms for d in rows], y=[plain(d.name) for d in rows], orientation="h",
-        marker_color=["#2ca02c" if d.delta_ms < 0 else "#d62728" for d in rows],
+        marker={"color": [GOOD if d.delta_ms < 0 else BAD for d in rows],
+                "pattern": {**BAD_PATTERN,
+                            "shape": ["" if d.delta_ms < 0 else "/" for d in rows]}},
+        text=[f"{'faster' if d.delta_ms < 0 else 'slower'} {abs(d.delta_ms):.3f} ms"
+              for d in rows], textposition="auto", cliponaxis=False,
         customdata=[[d.a_ms, d.b_ms] for d in rows],
         hovertemplate="%{y}: %{customdata[0]:.3f} -> %{customdata[1]:.3f} ms per step"
                       "<extra></extra>"))
-    fig.update_layout(title=f"Self time per step by {what}, B - A (green is faster)",
-                      xaxis_title="ms", yaxis={"autorange": "reversed"}, **_LAYOUT)
+    fig.update_layout(title=f"Self time per step by {what}, B - A (below 0: B faster)",
+                      xaxis_title="ms", yaxis={"autorange": "reversed"},
+                      **{**_LAYOUT, "margin": {**_LAYOUT["margin"], "r": 110}})  # outside text
     return fig
 
 

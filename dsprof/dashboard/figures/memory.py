@@ -9,17 +9,17 @@ import plotly.graph_objects as go
 import pyarrow as pa
 
 from dsprof.dashboard.memseries import DeviceSeries
+from dsprof.dashboard.palette import MEMORY_COLORS, distinct_colors
 from dsprof.dashboard.text import fmt_bytes, plain
 from dsprof.reports.memory import DevicePeak
 from dsprof.reports.summary import MemoryPeak
 from dsprof.units import MIB
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 360}
-CATEGORY_COLORS = {
-    "parameter": "#1f77b4", "gradient": "#ff7f0e", "optimizer_state": "#2ca02c",
-    "activation": "#d62728", "temporary": "#9467bd", "input": "#8c564b",
-    "autograd_detail": "#e377c2", "unknown": "#7f7f7f", "uncategorized": "#bbbbbb",
-}
+CATEGORY_COLORS = MEMORY_COLORS
+# MiB axes: plain numbers with thousands separators ("1,536"), never plotly's SI "1.5k"
+# beside a MiB title (a kilo of mebibytes reads as a decimal unit)
+MIB_AXIS = {"title": "MiB", "tickformat": ",~g", "rangemode": "tozero"}
 
 
 def memory_over_time_figure(series: Sequence[DeviceSeries], x0: int | None = None,
@@ -27,6 +27,7 @@ def memory_over_time_figure(series: Sequence[DeviceSeries], x0: int | None = Non
     """Bytes allocated over time per rank/device, stacked by category when the run has them;
     ``points`` bins per series, each drawn at its peak (see memseries)."""
     fig = go.Figure()
+    totals = distinct_colors([s.label for s in series])  # one fixed colour per device
     for s in series:
         if not len(s.ts):
             continue
@@ -43,10 +44,11 @@ def memory_over_time_figure(series: Sequence[DeviceSeries], x0: int | None = Non
                     line_color=CATEGORY_COLORS.get(name), hovertemplate="%{y:,.1f} MiB"))
         fig.add_trace(go.Scatter(
             x=t_ms, y=s.total[at] / MIB, mode="lines", line={"shape": "hv", "width": 1.5,
-                                                        "color": "#000" if cats else None},
+                                                        "color": "#000" if cats and
+                                                        len(series) == 1 else totals[s.label]},
             name=plain(f"{s.label} allocated"), hovertemplate="%{y:,.1f} MiB"))
     fig.update_layout(title="Memory over time", xaxis_title="ms since the run's first span",
-                      yaxis_title="MiB", hovermode="x unified", **_LAYOUT)
+                      yaxis=MIB_AXIS, hovermode="x unified", **_LAYOUT)
     return fig
 
 
@@ -67,7 +69,7 @@ def peak_breakdown_figure(peaks: Sequence[MemoryPeak]) -> go.Figure:
                              y=[plain(f"r{p.rank} {p.device} ({p.source})") for p in others],
                              orientation="h", name="peak", marker_color="#7f7f7f",
                              text=[fmt_bytes(p.peak_bytes) for p in others]))
-    fig.update_layout(title="Peak memory", barmode="stack", xaxis_title="MiB", **_LAYOUT)
+    fig.update_layout(title="Peak memory", barmode="stack", xaxis=MIB_AXIS, **_LAYOUT)
     return fig
 
 
@@ -78,8 +80,9 @@ def module_activation_figure(modules: pa.Table, top: int = 20) -> go.Figure:
         x=[(r.get("activation_bytes") or 0) / MIB for r in rows],
         y=[plain(f"r{r.get('rank', 0)} {r.get('name')}") for r in rows], orientation="h",
         text=[fmt_bytes(r.get("activation_bytes")) for r in rows], textposition="auto",
+        textangle=0, marker_color="#0072B2", insidetextanchor="end",
         hovertemplate="%{y}: %{x:,.1f} MiB<extra></extra>"))
-    fig.update_layout(title="Activations per module", xaxis_title="MiB",
+    fig.update_layout(title="Activations per module", xaxis=MIB_AXIS,
                       yaxis={"autorange": "reversed"}, **_LAYOUT)
     return fig
 
@@ -101,6 +104,7 @@ def memory_series_figure(series: pa.Table) -> go.Figure:
     device = np.asarray(series.column("device").to_pylist(), dtype=object)
     t = series.column("t_ms").to_numpy(zero_copy_only=False)
     keys = sorted({(int(r), str(d)) for r, d in zip(rank, device)})
+    totals = distinct_colors([f"r{r} {d}" for r, d in keys])
     for r, d in keys:
         m = (rank == r) & (device == d)
         label = f"r{r} {d}"
@@ -116,35 +120,42 @@ def memory_series_figure(series: pa.Table) -> go.Figure:
                                          hovertemplate="%{y:,.1f} MiB"))
         total = series.column("total").to_numpy(zero_copy_only=False)[m].astype(float) / MIB
         fig.add_trace(go.Scatter(x=t[m], y=total, mode="lines", name=plain(f"{label} total"),
-                                 line={"shape": "hv", "width": 1.5, "color": "#000"},
+                                 line={"shape": "hv", "width": 1.5,
+                                       "color": "#000" if len(keys) == 1 else totals[label]},
                                  hovertemplate="%{y:,.1f} MiB"))
     fig.update_layout(title="Memory over time by category",
-                      xaxis_title="ms since the run's first span", yaxis_title="MiB",
+                      xaxis_title="ms since the run's first span", yaxis=MIB_AXIS,
                       hovermode="x unified", **_LAYOUT)
     return fig
 
 
-def peak_holdings_figure(peaks: Sequence[DevicePeak], by: str = "category") -> go.Figure:
+def peak_holdings_figure(peaks: Sequence[DevicePeak], by: str = "category",
+                         top: int = 10) -> go.Figure:
     """What was live at each device's peak (``memory_report``), by category or module, as
-    stacked bars; the unattributed rest in grey."""
+    stacked bars; the unattributed rest in grey. Modules past the ``top`` largest are summed
+    into "other modules", so no two of the drawn ones share a colour."""
     fig = go.Figure()
-    keys: dict[str, None] = {}
-    for p in peaks:
+    held: dict[str, list[float]] = {}  # key -> MiB per peak
+    for k, p in enumerate(peaks):
         for h in getattr(p, f"by_{by}"):
-            keys.setdefault(h.key)
-    for key in keys:
-        xs, ys = [], []
-        for p in peaks:
-            hold = {h.key: h.bytes for h in getattr(p, f"by_{by}")}
-            xs.append(hold.get(key, 0) / MIB)
-            ys.append(plain(f"r{p.rank} {p.device}"))
-        fig.add_trace(go.Bar(x=xs, y=ys, orientation="h", name=plain(key),
-                             marker_color=CATEGORY_COLORS.get(key) if by == "category" else None,
+            held.setdefault(h.key, [0.0] * len(peaks))[k] += h.bytes / MIB
+    if by != "category" and len(held) > top:
+        ranked = sorted(held, key=lambda key: -sum(held[key]))
+        rest = [sum(held[key][k] for key in ranked[top:]) for k in range(len(peaks))]
+        held = {key: held[key] for key in ranked[:top]}
+        held[f"other modules ({len(ranked) - top})"] = rest
+    colors = MEMORY_COLORS if by == "category" else distinct_colors(list(held))
+    ys = [plain(f"r{p.rank} {p.device}") for p in peaks]
+    for key, xs in held.items():
+        color = "#999999" if key.startswith("other modules (") else colors.get(key)
+        fig.add_trace(go.Bar(x=xs, y=ys, orientation="h", name=plain(key), marker_color=color,
                              hovertemplate=f"{plain(key)}: %{{x:,.1f}} MiB<extra></extra>"))
     if any(p.unattributed for p in peaks):
         fig.add_trace(go.Bar(x=[p.unattributed / MIB for p in peaks],
                              y=[plain(f"r{p.rank} {p.device}") for p in peaks],
-                             orientation="h", name="unattributed", marker_color="#cccccc"))
-    fig.update_layout(title=f"Live at the peak, by {by}", barmode="stack", xaxis_title="MiB",
-                      **_LAYOUT)
+                             orientation="h", name="unattributed",
+                             marker_color=MEMORY_COLORS["unattributed"]))
+    # the legend names the colours even with one trace ("unknown", "(no module)")
+    fig.update_layout(title=f"Live at the peak, by {by}", barmode="stack", xaxis=MIB_AXIS,
+                      showlegend=True, **_LAYOUT)
     return fig

@@ -15,7 +15,7 @@ from dsprof.dashboard.figures.comms import (
     per_rank_step_figure,
     skew_figure,
 )
-from dsprof.dashboard.grid_columns import columns_for
+from dsprof.dashboard.grid_columns import GRID_DEFAULTS, columns_for
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.metrics.comm.bandwidth import bandwidth_summary
 from dsprof.metrics.comm.overlap import comm_overlap
@@ -23,12 +23,16 @@ from dsprof.metrics.comm.skew import collective_skew, rank_skew
 
 PATH = "/comms"
 TITLE = "Communication"
-_GRID = {"defaultColDef": {"sortable": True, "filter": True, "resizable": True, "flex": 1},
+_GRID = {"defaultColDef": GRID_DEFAULTS,
          "style": {"height": "300px"}}
 
 
 def _grid(grid_id: str, rows: list[dict[str, Any]]) -> dag.AgGrid:
     rows = [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+    if len(rows) <= 20:  # a few rows: as tall as they are, no empty box under them
+        return dag.AgGrid(id=grid_id, rowData=rows, columnDefs=columns_for(rows),
+                          defaultColDef=GRID_DEFAULTS, dashGridOptions={"domLayout": "autoHeight"},
+                          style={"height": None})
     return dag.AgGrid(id=grid_id, rowData=rows, columnDefs=columns_for(rows), **_GRID)
 
 
@@ -54,7 +58,7 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
                            graph("comms-per-rank", per_rank_step_figure(per_rank))))
         if skews:
             out.append(section("Skew across ranks", graph("comms-skew", skew_figure(skews)),
-                               _grid("comms-skew-grid", worst)))
+                               _grid("comms-skew-grid", [_sized(r) for r in worst])))
     else:
         out.append(section("Collectives", missing(src.missing("comms"), "comms")))
     if overlaps:
@@ -68,3 +72,13 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
 
 def register(app: Any, ctx: Any) -> None:
     """No callbacks."""
+
+
+def _sized(row: dict[str, Any]) -> dict[str, Any]:
+    """The skew analysis keys a collective as ``all_reduce/22866616`` (type / input bytes);
+    the grid shows the type and the size in binary units apart."""
+    name, _, size = str(row.get("collective", "")).rpartition("/")
+    if not name or not size.isdigit():
+        return row
+    out = {k: v for k, v in row.items() if k != "collective"}
+    return {"collective": name, "message_bytes": int(size), **out}

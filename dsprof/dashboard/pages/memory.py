@@ -17,7 +17,7 @@ from dsprof.dashboard.figures.memory import (
     peak_breakdown_figure,
     peak_holdings_figure,
 )
-from dsprof.dashboard.grid_columns import column, columns_for
+from dsprof.dashboard.grid_columns import GRID_DEFAULTS, column, columns_for
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.dashboard.pages.findings import finding_card
 from dsprof.dashboard.text import fmt_bytes
@@ -82,7 +82,7 @@ def _peaks(report: MemoryReport) -> list[Any]:
         id="memory-sites", rowData=rows,
         columnDefs=columns_for(rows, [column("site", flex=4), column("bytes", sort="desc"),
                                       column("tensors"), column("device"), column("rank")]),
-        defaultColDef={"sortable": True, "filter": True, "resizable": True, "flex": 1},
+        defaultColDef=GRID_DEFAULTS,
         style={"height": "320px"}))
     alloc = [f"r{p.rank} {p.device}: " + ", ".join(f"{k} {_value(k, v)}"
                                                    for k, v in p.allocator.items())

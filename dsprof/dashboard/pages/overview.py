@@ -3,6 +3,7 @@ Tensor Core share, peak memory, and the top findings with their savings."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from dash import dcc, html
@@ -13,10 +14,13 @@ from dsprof.dashboard.figures.overview import (
     kernel_type_figure,
     phase_figure,
     samples_figure,
+    step_breakdown_figure,
     step_time_figure,
     top_ops_figure,
 )
 from dsprof.dashboard.pages.common import graph, kv_table, missing, section
+from dsprof.dashboard.pages.overview_tiles import headline_tiles
+from dsprof.dashboard.step_breakdown import StepBreakdown, step_breakdown
 from dsprof.dashboard.text import fmt_bytes, fmt_ms
 
 PATH = "/"
@@ -27,15 +31,21 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     src = ctx.a
     s = src.summary
     facts = {k: v for k, v in s.facts.items() if k != "run"}
-    # what to change first, above the fold; the run's facts (a long table) go last
-    out: list[Any] = [html.H2(f"Run {src.name}", id="overview-title")]
+    # Above the fold at 1440x900: the headline numbers, what to change first, and where each
+    # step's time went; the run's facts (a long table) go last.
+    bd = _breakdown(src)
+    out: list[Any] = [html.H2(f"Run {src.name}", id="overview-title"), headline_tiles(src, bd)]
     out += [html.Div(n, className="missing") for n in s.notes]
     out.append(section("Top findings", _findings(src), sid="overview-findings"))
     if src.has("steps"):
         wait = ", data_wait_ns" if "data_wait_ns" in src.columns("steps") else ""
         steps = src.arrow(f"SELECT rank, step, dur_ns, profiled{wait} FROM steps "
                           "ORDER BY rank, step")
-        out.append(section("Step time", graph("overview-steps", step_time_figure(steps, s.steps))))
+        row = [graph("overview-breakdown", step_breakdown_figure(bd)) if len(bd)
+               else missing(_no_breakdown(src), "breakdown"),
+               graph("overview-steps", step_time_figure(steps, s.steps))]
+        out.append(section("Where each step went", html.Div(row, className="grid2"),
+                           _average_step(bd), sid="overview-step-time"))
     else:
         out.append(section("Step time", missing(src.missing("steps"), "steps")))
     row: list[Any] = []
@@ -62,8 +72,41 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
              for p in s.memory}, "memory-peaks")))
     else:
         out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
-    out.append(section("Run", kv_table(facts, "run-facts")))
+    out.append(section("Run", kv_table(readable_facts(facts), "run-facts")))
     return html.Div(out)
+
+
+def _no_breakdown(src: Any) -> str:
+    if not src.has("ops"):
+        return "No step breakdown: " + src.missing("ops")
+    return ("No step breakdown: no step was profiled op by op (a `dsprof run` records ops in "
+            "its profiler windows, --wait/--active; an imported trace needs ProfilerStep "
+            "annotations).")
+
+
+def _average_step(bd: StepBreakdown) -> Any:
+    """The breakdown of the average profiled step in words, largest first (TensorBoard's
+    overview table), so the answer does not depend on reading colours."""
+    if not len(bd):
+        return html.Div()
+    mean = bd.ns.mean(axis=0) / 1e6
+    total = float(bd.dur_ns.mean()) / 1e6
+    parts = [f"{cat} {fmt_ms(ms)} ({100 * ms / total:.1f} %)"
+             for ms, cat in sorted(zip(mean, bd.categories), reverse=True) if ms > 0]
+    return html.P(f"Average profiled step, {fmt_ms(total)}: " + ", ".join(parts) + ".",
+                  id="overview-breakdown-average")
+
+
+_BREAKDOWNS: weakref.WeakKeyDictionary[Any, StepBreakdown] = weakref.WeakKeyDictionary()
+
+
+def _breakdown(src: Any) -> StepBreakdown:
+    """Computed once per run source: a big run's sweep takes a while and the page is
+    redrawn on every visit."""
+    with src.lock:
+        if src not in _BREAKDOWNS:
+            _BREAKDOWNS[src] = step_breakdown(src)
+        return _BREAKDOWNS[src]
 
 
 def _gpu(src: Any, kernel_types: list[dict[str, Any]]) -> list[Any]:
@@ -80,6 +123,22 @@ def _gpu(src: Any, kernel_types: list[dict[str, Any]]) -> list[Any]:
             *[html.P(n, className="missing") for n in rep.notes]]
 
 
+def readable_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    """The run's facts with words for keys and units for values: ``step_median_s 0.0148``
+    reads ``step median 14.87 ms``, ``peak_bytes 4800712`` reads ``peak 4.6 MiB``."""
+    out: dict[str, Any] = {}
+    for key, value in facts.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key.endswith("_s"):
+                key, value = key[:-2], fmt_ms(value * 1e3)
+            elif key.endswith("_bytes"):
+                key, value = key[:-6], fmt_bytes(value)
+            elif isinstance(value, int) and abs(value) >= 10_000:
+                value = f"{value:,}"
+        out[key.replace("_", " ")] = value
+    return out
+
+
 def gpu_headlines(rep: Any) -> list[str]:
     """What matters most on a GPU run, in words: why the GPU sat idle, MFU, launches."""
     lines = []
@@ -94,7 +153,7 @@ def gpu_headlines(rep: Any) -> list[str]:
     for s in rep.launch:
         lines.append(f"rank {s['rank']}: {s['launches']:,} kernel launches, "
                      f"{s['cpu_mean_ns'] / 1e3:.1f} us each on the CPU, launch-to-start delay "
-                     f"median {s['delay_median_ns'] / 1e3:.1f} us")
+                     f"median {fmt_ms(s['delay_median_ns'] / 1e6)}")
     return lines
 
 

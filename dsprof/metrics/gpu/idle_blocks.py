@@ -1,0 +1,219 @@
+"""Whole-GPU idle blocks per step, and what the host was doing during them.
+
+Contract (views ``kernels``, ``ops`` and, when present, ``steps`` as in :mod:`dsprof.schema`):
+
+* **Iterations.** The steps that hold kernels (``steps``: profiled, not disturbed by dsprof
+  other than by recording them). A trace that marks no steps (the ``torch.autograd.profiler``
+  API of 2021) is cut at each ``DataLoader.__next__`` start of the thread that fetches batches
+  (else at each optimizer step's end); the first iteration holds one-time work (cuDNN
+  autotuning, allocator growth) and is left out when two others remain.
+* **Idle blocks.** Device activity of every stream (kernels, memcpy, memset; not sync
+  markers) is merged into busy intervals; the complement inside an iteration, in pieces of at
+  least ``MIN_BLOCK_NS``, are the blocks in which the whole GPU did nothing.
+* **Attribution.** Each nanosecond of a block goes to the first of these the host (any thread)
+  was in: ``data`` (a DataLoader span, phase ``data``), ``sync`` (a blocking runtime call:
+  the host waits for the device), ``after_sync`` (from a blocking call's end to the next device
+  activity: what ``host_sync`` charges), ``launch`` (kernel-launch API calls), ``host`` (any
+  other CPU op or annotation: Python and framework work), else ``unexplained`` (no span at all:
+  Python between ops, or a process that was off the CPU).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MIN_BLOCK_NS = 1_000_000
+CLASSES = ("data", "sync", "after_sync", "launch", "host", "unexplained")
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+              "cudaMemcpy", "hipStreamSynchronize", "hipDeviceSynchronize",
+              "hipEventSynchronize", "hipMemcpy", "hipMemcpyWithStream")
+LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx",
+                "hipLaunchKernel", "hipExtModuleLaunchKernel", "hipModuleLaunchKernel",
+                "cudaLaunchCooperativeKernel")
+
+
+@dataclass
+class IdleBlocks:
+    """The idle blocks of one rank, summed over its iterations."""
+
+    rank: int
+    iterations: list[tuple[str, int, int]]
+    """(label, start_ns, end_ns) of each iteration measured."""
+    source: str
+    """steps | dataloader | optimizer: where the iterations come from."""
+    in_trace: int = 0
+    """Iterations the trace holds (the first, left out, included)."""
+    trace_idle_share: float | None = None
+    """Without steps: the share of the whole trace (first to last device activity) in which
+    the GPU ran nothing, the left-out first iteration included."""
+    idle_ns: int = 0
+    by_class: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+    host_ops: dict[str, int] = field(default_factory=dict)
+    """ns of ``host`` time per outermost host op name."""
+    largest: list[tuple[str, int, int]] = field(default_factory=list)
+    """Per iteration: (label, offset of its largest block from the iteration start, length)."""
+
+    @property
+    def per_iteration_ns(self) -> float:
+        return self.idle_ns / max(len(self.iterations), 1)
+
+    @property
+    def iteration_ns(self) -> float:
+        return sum(e - s for _, s, e in self.iterations) / max(len(self.iterations), 1)
+
+
+def iterations(con, rank: int) -> tuple[list[tuple[str, int, int]], str]:
+    """The iterations of a rank and where they come from (see the module doc)."""
+    tables = {t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables").fetchall()}
+    if "steps" in tables:
+        rows = con.execute("""
+            SELECT step, start_ns, end_ns FROM steps s
+            WHERE rank = ? AND profiled AND coalesce(disturbed_by, 'window') = 'window'
+              AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = s.rank AND k.step = s.step)
+            ORDER BY start_ns""", [rank]).fetchall()
+        if rows:  # one step is no pattern "each step": nothing to measure
+            return [(f"step {s}", int(a), int(b)) for s, a, b in rows
+                    ] if len(rows) >= 2 else [], "steps"
+    cuts = [int(t) for (t,) in con.execute("""
+        WITH d AS (SELECT thread, start_ns FROM ops
+                   WHERE rank = ? AND phase = 'data' AND name LIKE 'enumerate(DataLoader)%'),
+             t AS (SELECT thread FROM d GROUP BY thread ORDER BY count(*) DESC LIMIT 1)
+        SELECT start_ns FROM d WHERE thread = (SELECT thread FROM t) ORDER BY start_ns""",
+                                        [rank]).fetchall()]
+    source = "dataloader"
+    if len(cuts) < 3:
+        cuts = [int(t) for (t,) in con.execute("""
+            SELECT start_ns + dur_ns FROM ops WHERE rank = ? AND name LIKE 'Optimizer.step#%'
+            ORDER BY start_ns""", [rank]).fetchall()]
+        source = "optimizer"
+    spans = [(f"iteration {i + 1}", a, b) for i, (a, b) in enumerate(itertools.pairwise(cuts))]
+    if len(spans) >= 3:
+        spans = spans[1:]  # one-time work (autotuning, allocator growth) fills the first
+    return (spans, source) if len(spans) >= 2 else ([], source)
+
+
+def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union of intervals, sorted and disjoint."""
+    if not len(starts):
+        return starts, ends
+    order = np.argsort(starts, kind="stable")
+    s, e = starts[order], np.maximum.accumulate(ends[order])
+    new = np.ones(len(s), bool)
+    new[1:] = s[1:] > e[:-1]
+    idx = np.flatnonzero(new)
+    return s[idx], np.append(e[idx[1:] - 1], e[-1])
+
+
+def _covered(starts: np.ndarray, ends: np.ndarray, a: int, b: int) -> int:
+    """Length of the union of intervals inside [a, b)."""
+    s, e = np.clip(starts, a, b), np.clip(ends, a, b)
+    keep = e > s
+    if not keep.any():
+        return 0
+    ms, me = _merge(s[keep], e[keep])
+    return int((me - ms).sum())
+
+
+def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks | None:
+    """The whole-GPU idle blocks of a rank's iterations with their attribution, or None when
+    the rank has no iterations to measure."""
+    spans, source = iterations(con, rank)
+    if not spans:
+        return None
+    lo, hi = spans[0][1], spans[-1][2]
+    busy = np.array(con.execute("""
+        SELECT start_ns, start_ns + greatest(dur_ns, 0) FROM kernels
+        WHERE rank = ? AND kind <> 'sync' AND start_ns < ? AND start_ns + dur_ns > ?""",
+                                [rank, hi, lo]).fetchall() or np.zeros((0, 2)), dtype=np.int64)
+    bs, be = _merge(busy[:, 0], busy[:, 1])
+    trace_idle = None
+    if source != "steps":
+        every = np.array(con.execute(
+            "SELECT start_ns, start_ns + greatest(dur_ns, 0) FROM kernels "
+            "WHERE rank = ? AND kind <> 'sync'", [rank]).fetchall(), dtype=np.int64)
+        ws, we = _merge(every[:, 0], every[:, 1])
+        trace_idle = 1 - float((we - ws).sum()) / max(int(we[-1] - ws[0]), 1)
+    blocks = []
+    for label, a, b in spans:
+        # the gaps of the busy union inside [a, b)
+        inside = (be > a) & (bs < b)
+        s, e = np.clip(bs[inside], a, b), np.clip(be[inside], a, b)
+        gap_s = np.concatenate([[a], e])
+        gap_e = np.concatenate([s, [b]])
+        keep = gap_e - gap_s >= min_block_ns
+        blocks.extend((label, a, int(x), int(y)) for x, y in zip(gap_s[keep], gap_e[keep]))
+    out = IdleBlocks(rank, spans, source,
+                     len(spans) if source == "steps" else len(spans) + (len(spans) >= 2),
+                     trace_idle)
+    if not blocks:
+        return out
+    host = _host_intervals(con, rank, [(a, b) for _, _, a, b in blocks])
+    # the spans of each class together with those of every class before it, merged once
+    upto_class = [_merge(np.concatenate([host[c][0] for c in CLASSES[: i + 1]]),
+                         np.concatenate([host[c][1] for c in CLASSES[: i + 1]]))
+                  for i in range(len(CLASSES) - 1)]
+    largest: dict[str, tuple[int, int]] = {}
+    for label, it_start, a, b in blocks:
+        out.idle_ns += b - a
+        if b - a > largest.get(label, (0, 0))[1]:
+            largest[label] = (a - it_start, b - a)
+        done = 0
+        for cls, (starts, ends) in zip(CLASSES[:-1], upto_class):
+            upto = _covered(starts, ends, a, b)
+            out.by_class[cls] += upto - done
+            done = upto
+        out.by_class["unexplained"] += (b - a) - done
+        hs, he, names = host["host"]
+        for j in np.flatnonzero((he > a) & (hs < b) & (names != "")):
+            ns = int(min(he[j], b) - max(hs[j], a))
+            out.host_ops[str(names[j])] = out.host_ops.get(str(names[j]), 0) + ns
+    out.largest = [(label, *largest[label]) for label, _, _ in spans if label in largest]
+    return out
+
+
+def _host_intervals(con, rank: int, blocks: list[tuple[int, int]]) -> dict[str, tuple]:
+    """(starts, ends, outermost names) of each attribution class on a rank, for the spans that
+    overlap an idle block (a sync that ended before a block still reaches into it through
+    its after-sync stretch, so syncs are taken whole)."""
+    syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
+    launches = ", ".join(f"'{n}'" for n in LAUNCH_CALLS)
+    values = ", ".join(f"({int(a)}, {int(b)})" for a, b in blocks)
+    rows = con.execute(f"""
+        WITH b(a, e) AS (VALUES {values}),
+        o AS (
+            SELECT o.id, o.name, o.cat, o.phase, o.start_ns, o.start_ns + o.dur_ns AS end_ns,
+                   p.name AS parent, p.cat AS parent_cat
+            FROM ops o LEFT JOIN ops p ON p.rank = o.rank AND p.id = o.parent_id
+            WHERE o.rank = ? AND EXISTS (SELECT 1 FROM b WHERE o.start_ns < b.e
+                                         AND o.start_ns + o.dur_ns > b.a)),
+        s AS (
+            SELECT id, start_ns, start_ns + dur_ns AS end_ns FROM ops o
+            WHERE rank = ? AND (name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
+                'hipMemcpyAsync') AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = ?
+                AND k.launch_id = o.id AND k.name LIKE '%DtoH%')))),
+        after AS (
+            SELECT s.end_ns AS a,
+                   coalesce((SELECT min(k.start_ns) FROM kernels k WHERE k.rank = ?
+                             AND k.kind <> 'sync' AND k.start_ns >= s.end_ns), s.end_ns) AS e
+            FROM s)
+        SELECT 'data', start_ns, end_ns, '' FROM o WHERE phase = 'data'
+        UNION ALL SELECT 'sync', start_ns, end_ns, '' FROM s
+        UNION ALL SELECT 'after_sync', a, e, '' FROM after
+        UNION ALL SELECT 'launch', start_ns, end_ns, '' FROM o WHERE name IN ({launches})
+        UNION ALL SELECT 'host', start_ns, end_ns,
+               CASE WHEN cat = 'cpu_op' AND (parent IS NULL OR parent_cat = 'user_annotation')
+                    THEN name ELSE '' END
+               FROM o WHERE cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
+                 AND name NOT LIKE 'ProfilerStep#%'""",
+                       [rank, rank, rank, rank]).fetchall()
+    out: dict[str, tuple] = {}
+    for cls in CLASSES[:-1]:
+        sel = [r for r in rows if r[0] == cls]
+        out[cls] = (np.array([r[1] for r in sel], np.int64), np.array([r[2] for r in sel],
+                                                                     np.int64),
+                    np.array([r[3] for r in sel], object))
+    return out
