@@ -162,6 +162,8 @@ class FusionAnalyzer(Analyzer):
         where = pattern if len(modules) != 1 else modules[0]
         title, fix = _advice(kind, where, chain_txt, items[0][0])
         time_word = "device" if table.device else "host"
+        # the fix compiles the module on a CPU: measured slower than eager there (see below)
+        compile_on_cpu = not table.device and not (whole and library_op(kind, names))
         forward_only = (whole and not table.device
                         and library_op(kind, names) in FORWARD_ONLY_ON_CPU)
         explanation = (
@@ -182,8 +184,10 @@ class FusionAnalyzer(Analyzer):
                "ops): the saving counts the forward's part." if forward_only else "")
             + (f" Compiled on CPU, each call also pays {COMPILED_CALL_S * 1e6:.0f} us (dynamo's "
                "guards and the compiled graph's wrapper, forward and backward), taken off the "
-               "saving." if not table.device and not (whole and library_op(kind, names))
-               else ""))
+               "saving. Impact unknown; verify to measure: torch.compile of single modules "
+               "on CPU measured slower than eager in benchmarks/advice.py (mobilenet_v3's "
+               "Conv-BN-ReLU blocks, the example Transformer's attention), so this is not "
+               "ranked." if compile_on_cpu else ""))
         evidence = []
         seen: set[str] = set()
         for chain, s, _, _ in items:
@@ -215,7 +219,8 @@ class FusionAnalyzer(Analyzer):
             analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
             saving_s=saving, confidence=confidence, explanation=explanation,
             evidence=tuple(evidence), fix=fix, apply=apply, verify=verify,
-            data={"modules": modules, "ops": list(names), "bytes_unfused": total,
+            data={**({"impact_unknown": "compile on CPU"} if compile_on_cpu else {}),
+                  "modules": modules, "ops": list(names), "bytes_unfused": total,
                   "bytes_fused": fused, "instances_per_step": per_step,
                   "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,
                   "forward_s": fwd_now, "backward_s": bwd_now})

@@ -258,6 +258,8 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
                              f"profiled steps the training thread ran on a CPU only "
                              f"{share:.0%} of the time (a loaded machine), so the op times "
                              "behind this estimate hold time spent waiting for a core.").strip())
+    if f.data.get("impact_unknown") is not None:
+        return replace(f, severity="info")  # the analyzer said why, in its explanation
     noise = ctx.noise
     if noise is not None and noise.inside(f.saving_s):
         return replace(f, severity="info", data={**f.data, "inside_noise": noise.to_json()},

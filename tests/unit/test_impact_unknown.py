@@ -11,12 +11,14 @@ from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import BIG, MS, SCRIPT, steps, table
 
 
-def gelu_like_run(cpu_ms: list[float], data_wait_ms: list[float] | None = None) -> Run:
+def gelu_like_run(cpu_ms: list[float], data_wait_ms: list[float] | None = None,
+                  module: str | None = "M.act") -> Run:
     """The synthetic fusion case (mul, add, tanh on 2048 x 2048, 2 ms each, in step 1 of two
-    20 ms profiled steps), with the thread's CPU time per step given."""
+    20 ms profiled steps), the whole forward of module M.act (a library-op fix, not a compile),
+    with the thread's CPU time per step given."""
     ops = [{"id": i + 1, "step": 1, "name": n, "cat": "cpu_op", "thread": 1,
             "start_ns": (10 + 2 * i) * MS, "dur_ns": 2 * MS, "phase": "forward",
-            "input_shapes": BIG, "dtypes": '["float", "float"]'}
+            "input_shapes": BIG, "dtypes": '["float", "float"]', "module": module}
            for i, n in enumerate(["aten::mul", "aten::add", "aten::tanh"])]
     st = steps([20, 20], cpu_ns=[int(c * MS) for c in cpu_ms],
                data_wait_ns=[int(w * MS) for w in (data_wait_ms or [0, 0])], rank=[0, 0])
@@ -50,3 +52,14 @@ def test_waiting_for_data_is_not_taken_for_a_loaded_machine():
     f = fusion_finding(gelu_like_run([5.5, 5.5], [14, 14]))
     # THEN the estimate stays ranked
     assert f.severity != "info" and "impact_unknown" not in f.data
+
+
+
+def test_a_compile_fix_on_cpu_is_not_ranked():
+    # GIVEN the same chain outside any module (no library-op swap: the fix compiles), on an
+    # idle machine
+    f = fusion_finding(gelu_like_run([19, 19], module=None))
+    # THEN its saving is kept, unranked: compiling single modules measured slower on CPU
+    assert f.saving_s > 0 and f.severity == "info"
+    assert f.data["impact_unknown"] == "compile on CPU"
+    assert "Impact unknown; verify to measure" in f.explanation
