@@ -20,12 +20,14 @@ op sequence and by module path with layer indices folded (``blocks.*.act``), the
 Algorithm: the saving per instance is :func:`fusion_chains.chain_saving` (intermediate bytes
 over the measured bandwidth, plus the per-op overhead of the ops removed), the backward part
 scaled in proportion, summed over instances and divided by the profiled steps. The fix that
-dsprof can apply is ``DS_COMPILE=<modules>`` (torch.compile of the module holding the chain);
-the library-op replacement is the code to paste.
+dsprof can apply is the library op itself (``DS_LIBRARY_OP=<module>=gelu_tanh``) where the chain
+is its module's whole forward, and otherwise ``DS_COMPILE=<modules>`` (torch.compile of the
+module holding the chain; the verify line then says it measures compile, not the pasted op).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 
@@ -35,20 +37,23 @@ from dsprof.metrics.ops.fusion_chains import (
     CONV,
     MATMUL,
     POINTWISE,
+    VIEWS,
     Chain,
     backward_saving,
     chain_bytes,
     chain_saving,
     find_chains,
 )
-from dsprof.metrics.ops.optable import OpTable
+from dsprof.metrics.ops.optable import Op, OpTable
 
 MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"
 """Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
 MIN_STEP_SHARE = 0.005
-# Kinds whose pasted fix is a library op (F.gelu, nn.RMSNorm, SDPA, softmax): their knob
-# compiles the module instead, and the verify line says so.
+# Kinds whose pasted fix is a library op (F.gelu, nn.RMSNorm, SDPA, softmax). Where the
+# chain is the whole forward of its module, DS_LIBRARY_OP runs that library op in the module's
+# place (the pasted change); elsewhere the knob compiles the module, and the verify line says
+# that verify then measures torch.compile.
 _LIBRARY_OP_KINDS = frozenset({"fusion.hand_gelu", "fusion.hand_norm", "fusion.attention",
                                "fusion.hand_softmax"})
 
@@ -95,6 +100,9 @@ class FusionAnalyzer(Analyzer):
         overhead = table.op_overhead_s(POINTWISE)
         groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[Chain, float, float, float]]]
         groups = defaultdict(list)
+        # (kind, pattern, names) -> False once one instance's module does more than the chain
+        whole: dict[tuple[str, str, tuple[str, ...]], bool] = {}
+        forward_only: dict[tuple[str, str, tuple[str, ...]], float] = defaultdict(float)
         from dsprof.analyzers.attention import attention_sites
 
         # ops of attention found by dataflow: a softmax chain among them is attention, even
@@ -118,19 +126,33 @@ class FusionAnalyzer(Analyzer):
                 pattern = fold_indices(module) if module else UNATTRIBUTED
                 groups[(kind, pattern, chain.names)].append(
                     (chain, fwd_saving + bwd_saving, fwd_now, bwd_now))
+                key = (kind, pattern, chain.names)
+                whole[key] = whole.get(key, True) and whole_module(chain, sequence)
+                forward_only[key] += fwd_saving
         step_s = ctx.step_s or 0.0
         findings = []
         for (kind, pattern, names), items in sorted(groups.items()):
             saving = sum(s for _, s, _, _ in items) / table.n_steps
+            key = (kind, pattern, names)
+            library = library_op(kind, names) if whole[key] else None
+            if library in FORWARD_ONLY_ON_CPU and not table.device:
+                # the pasted op fuses the forward only here: its backward runs the same ops
+                saving = forward_only[key] / table.n_steps
+            if library is None and not table.device:
+                # the fix compiles the module: each call pays dynamo's guards and the compiled
+                # graph's wrapper, forward and backward, which small chains do not win back
+                saving -= len(items) / table.n_steps * COMPILED_CALL_S
             if saving < max(MIN_SAVING_S, MIN_STEP_SHARE * step_s):
                 continue
             findings.append(self._finding(ctx, table, kind, pattern, names, items, saving,
-                                          bandwidth, bw_source, overhead))
+                                          bandwidth, bw_source, overhead,
+                                          whole[(kind, pattern, names)]))
         return findings
 
     def _finding(self, ctx: Context, table: OpTable, kind: str, pattern: str,
                  names: tuple[str, ...], items: list[tuple[Chain, float, float, float]],
-                 saving: float, bandwidth: float, bw_source: str, overhead: float) -> Finding:
+                 saving: float, bandwidth: float, bw_source: str, overhead: float,
+                 whole: bool) -> Finding:
         modules = sorted({c.module for c, _, _, _ in items if c.module})
         per_step = len(items) / table.n_steps
         total, fused = chain_bytes(items[0][0])
@@ -140,6 +162,10 @@ class FusionAnalyzer(Analyzer):
         where = pattern if len(modules) != 1 else modules[0]
         title, fix = _advice(kind, where, chain_txt, items[0][0])
         time_word = "device" if table.device else "host"
+        # the fix compiles the module on a CPU: measured slower than eager there (see below)
+        compile_on_cpu = not table.device and not (whole and library_op(kind, names))
+        forward_only = (whole and not table.device
+                        and library_op(kind, names) in FORWARD_ONLY_ON_CPU)
         explanation = (
             f"{len(names)} ops ({chain_txt}) run {per_step:g} time(s) per step in {where}, "
             f"taking {fwd_now * 1e3:.3f} ms forward and {bwd_now * 1e3:.3f} ms in their "
@@ -153,7 +179,15 @@ class FusionAnalyzer(Analyzer):
             "fused, it reads the forward's inputs and the output gradient and writes the input "
             "gradient. "
             "Shapes and order show the chain, not tensor identity: if another op also reads "
-            "an intermediate, the fused kernel still writes it and the saving is smaller.")
+            "an intermediate, the fused kernel still writes it and the saving is smaller."
+            + (" On CPU the library op fuses the forward only (its backward runs the same "
+               "ops): the saving counts the forward's part." if forward_only else "")
+            + (f" Compiled on CPU, each call also pays {COMPILED_CALL_S * 1e6:.0f} us (dynamo's "
+               "guards and the compiled graph's wrapper, forward and backward), taken off the "
+               "saving. Impact unknown; verify to measure: torch.compile of single modules "
+               "on CPU measured slower than eager in benchmarks/advice.py (mobilenet_v3's "
+               "Conv-BN-ReLU blocks, the example Transformer's attention), so this is not "
+               "ranked." if compile_on_cpu else ""))
         evidence = []
         seen: set[str] = set()
         for chain, s, _, _ in items:
@@ -166,22 +200,78 @@ class FusionAnalyzer(Analyzer):
                 step=first.step, start_ns=first.start_ns, end_ns=last.end_ns,
                 op_ids=tuple(op.id for op in chain.ops), module=chain.module, value=s))
         # No module to compile when the trace names none: the fix is code, not a knob.
-        apply = {"DS_COMPILE": ",".join(modules)} if modules else {}
+        library = library_op(kind, names) if whole and modules else None
+        if library is not None:
+            apply = {"DS_LIBRARY_OP": ",".join(f"{m}={library}" for m in modules)}
+            verify = (f"dsprof verify RUN ID   (reruns the script with DS_LIBRARY_OP set: "
+                      f"these modules' forward becomes {_LIBRARY_CALL[library]}, the change the "
+                      "fix pastes, where their first call shows it computes the same)")
+        else:
+            apply = {"DS_COMPILE": ",".join(modules)} if modules else {}
+            verify = (("dsprof verify RUN ID   (reruns the script with DS_COMPILE set: it "
+                       "measures torch.compile of these modules, which fuses the chain; the "
+                       "library op in the fix is a different change that verify does not run)")
+                      if apply and kind in _LIBRARY_OP_KINDS else
+                      "dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
+                      else "")
         confidence = "medium" if kind != "fusion.linear_activation" else "low"
         return Finding(
             analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
             saving_s=saving, confidence=confidence, explanation=explanation,
-            evidence=tuple(evidence), fix=fix, apply=apply,
-            verify=(("dsprof verify RUN ID   (reruns the script with DS_COMPILE set: it "
-                     "measures torch.compile of these modules, which fuses the chain; the "
-                     "library op in the fix is a different change that verify does not run)")
-                    if apply and kind in _LIBRARY_OP_KINDS else
-                    "dsprof verify RUN ID   (reruns the script with DS_COMPILE set)" if apply
-                    else ""),
-            data={"modules": modules, "ops": list(names), "bytes_unfused": total,
+            evidence=tuple(evidence), fix=fix, apply=apply, verify=verify,
+            data={**({"impact_unknown": "compile on CPU"} if compile_on_cpu else {}),
+                  "modules": modules, "ops": list(names), "bytes_unfused": total,
                   "bytes_fused": fused, "instances_per_step": per_step,
                   "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,
                   "forward_s": fwd_now, "backward_s": bwd_now})
+
+
+_LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',
+                 "softmax": "torch.softmax(x, dim=-1)", "rms_norm": "F.rms_norm",
+                 "layer_norm": "F.layer_norm"}
+
+
+# What calling a compiled module forward costs over eager on CPU, forward and backward (guards,
+# the AOTAutograd wrapper, the kernel call): 85-109 us a call for a 2-op module measured on
+# this project's machine (torch 2.13, one thread), against ~10 us an eager op. A compile fix
+# on CPU saves only what fusing wins beyond it.
+COMPILED_CALL_S = 90e-6
+
+# Library ops whose CPU backward (torch 2.13) is the composite of the hand-written ops: pasted
+# on a CPU run they save the forward's fused part only. aten::rms_norm runs _fused_rms_norm
+# forward, then pow/mean/rsqrt/div/mul backward.
+FORWARD_ONLY_ON_CPU = frozenset({"rms_norm"})
+
+
+def library_op(kind: str, names: tuple[str, ...]) -> str | None:
+    """The ``DS_LIBRARY_OP`` op that the fix of ``kind`` pastes (None: no knob runs it)."""
+    if kind == "fusion.hand_gelu":
+        return "gelu_tanh" if "tanh" in names else "gelu"
+    if kind == "fusion.hand_norm":
+        return "layer_norm" if "sub" in names else "rms_norm"
+    if kind == "fusion.hand_softmax":
+        return "softmax"
+    return None
+
+
+def whole_module(chain: Chain, sequence: list[Op]) -> bool:
+    """Whether the chain is all its module computes: every op of the forward sequence run in
+    the chain's module (or below it) is a chain op, a view or scalar bookkeeping. Only then
+    can the library op stand in for the module's forward."""
+    holder = chain.module
+    if not holder:
+        return False
+    ids = {op.id for op in chain.ops}
+    for op in sequence:
+        if op.module is None or not (op.module == holder or op.module.startswith(holder + ".")):
+            continue
+        if op.id in ids or op.name in VIEWS:
+            continue
+        if op.io is not None and op.io.inputs and all(
+                math.prod(shape) <= 1 for shape, _ in op.io.inputs):
+            continue
+        return False
+    return True
 
 
 def _advice(kind: str, where: str, chain_txt: str, chain: Chain) -> tuple[str, str]:

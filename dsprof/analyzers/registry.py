@@ -27,7 +27,7 @@ import orjson
 from dsprof.errors import RunDirError
 from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
 from dsprof.log import logger
-from dsprof.metrics.noise import StepNoise, disturbance, step_noise
+from dsprof.metrics.noise import StepNoise, disturbance, profiled_on_cpu_share, step_noise
 from dsprof.run import Run
 from dsprof.rundir import atomic_write_bytes
 
@@ -236,11 +236,19 @@ def _finish(f: Finding, ctx: Context) -> Finding:
 GPU_ONLY_KINDS = ("tensor_core.tf32_off", "tensor_core.unaligned_dims")
 
 
+# Analyzers whose time saving is built from the profiled ops' host times on a CPU run. When the
+# thread was off the CPU most of a profiled step (other processes held the cores), those times
+# are not the program's, and the estimate leaves the ranked list: "impact unknown; verify".
+OP_TIME_ANALYZERS = ("fusion", "fusion_optimizer")
+MIN_ON_CPU_SHARE = 0.5
+
+
 def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
     """Hold a finding to the run's preconditions. Timing claims from a run dsprof disturbed
     throughout (DEBUG trace, anomaly checks) are withheld: kept, unranked, with the reason.
     A time saving inside the run's step-time noise is kept unranked: verify could not measure
-    it. GPU-only advice on a CPU run becomes a note (None: not a finding)."""
+    it, and so is an op-time estimate from a CPU run whose thread was mostly off the CPU in the
+    profiled steps (``impact_unknown``). GPU-only advice on a CPU run becomes a note (None: not a finding)."""
     if not ctx.on_gpu and f.kind.startswith(GPU_ONLY_KINDS):
         out.notes.append({"kind": "gpu", "text": f"When you move to a GPU: {f.title}",
                           "finding_kind": f.kind})
@@ -252,6 +260,17 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
         return replace(f, severity="info", data={**f.data, "withheld": ctx.disturbance},
                        explanation=f"{f.explanation} Withheld: {why}, so this time is not the "
                                    "program's.".strip())
+    if f.analyzer in OP_TIME_ANALYZERS and not ctx.on_gpu:
+        share = profiled_on_cpu_share(ctx.run)
+        if share is not None and share < MIN_ON_CPU_SHARE:
+            return replace(
+                f, severity="info", data={**f.data, "impact_unknown": round(share, 3)},
+                explanation=(f"{f.explanation} Impact unknown; verify to measure: in the "
+                             f"profiled steps the training thread ran on a CPU only "
+                             f"{share:.0%} of the time (a loaded machine), so the op times "
+                             "behind this estimate hold time spent waiting for a core.").strip())
+    if f.data.get("impact_unknown") is not None:
+        return replace(f, severity="info")  # the analyzer said why, in its explanation
     noise = ctx.noise
     if noise is not None and noise.inside(f.saving_s):
         return replace(f, severity="info", data={**f.data, "inside_noise": noise.to_json()},

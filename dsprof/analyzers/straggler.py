@@ -9,6 +9,18 @@ Pattern:
     at least 1 ms and 5 % of a step, and over the run's step-time noise (``metrics.noise``:
     a gap a verify could not tell from none is not a straggler). A trace that holds only some
     of the job's ranks (a sampled set) cannot name one: the slowest rank may be missing.
+Noise margin:
+    on a busy machine one rank of a steady job is now and then descheduled just before a
+    collective, and with a short profiled window the same rank can come last at every
+    collective by chance (two ranks, two steps: one run in two). A gap made that way is of the
+    size of a rank's step-to-step variation, so the gap must exceed 1.5 x the ranks' step-time
+    spread: the median over ranks of each rank's sd over the steps that ran the program's work
+    (``metrics.noise.rank_step_spread``: robust from five steps on, the sample sd below), or
+    the run's steady-step sd when that is larger. And the rank must be late step after step:
+    its mean lateness per step (its arrival minus the latest other rank's, negative where it
+    was not last; ``skew.lateness_by_step``) over at least two steps, more than twice its
+    standard error. A rank held back every step by a slower host or a longer shard clears
+    both; a steady run does not.
 Algorithm:
     saving per step = that gap summed over the collectives where the rank came last, divided
     by the steps they span: what every step would gain if the rank kept pace with the
@@ -20,11 +32,14 @@ from __future__ import annotations
 
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
-from dsprof.metrics.comm.skew import collective_skew, rank_skew
+from dsprof.metrics.comm.skew import collective_skew, lateness_by_step, rank_skew
+from dsprof.metrics.noise import rank_step_spread
 
 MIN_LAST_SHARE = 0.75
 MIN_GAP_S = 1e-3
 MIN_STEP_SHARE = 0.05
+# The gap must exceed this many standard deviations of a rank's step time (see "Noise margin").
+NOISE_SDS = 1.5
 
 
 class StragglerAnalyzer(Analyzer):
@@ -55,6 +70,12 @@ class StragglerAnalyzer(Analyzer):
         noise = ctx.noise
         if noise is not None and noise.inside(per_step_s):
             return []  # inside the run's own step-to-step noise: no rank is reliably behind
+        spread_s = step_spread_s(ctx)
+        if per_step_s <= NOISE_SDS * spread_s:
+            return []  # a gap the machine's step-to-step variation can make by itself
+        late = lateness_by_step(ctx.run.con, ctx.meta, worst.rank)
+        if not steadily_late(late):
+            return []  # late on average, but not step after step: a delay, not a straggler
         others = [s for s in skews if s.rank != worst.rank]
         wait_others = sum(s.wait_ns for s in others) / max(len(others), 1) / \
             max(worst.steps, 1) / 1e6
@@ -77,7 +98,9 @@ class StragglerAnalyzer(Analyzer):
                 f"collectives matched across {len(skews)} ranks over {worst.steps} steps, "
                 f"{per_step_s * 1e3:.1f} ms per step behind the next-latest rank; the others "
                 f"waited {wait_others:.1f} ms per step on average. If it kept pace, each "
-                f"step would end about {per_step_s * 1e3:.1f} ms sooner.{where}"),
+                f"step would end about {per_step_s * 1e3:.1f} ms sooner.{where} The gap is "
+                f"over {NOISE_SDS:g} x the ranks' step-time spread ({spread_s * 1e3:.2f} ms "
+                "sd), more than this machine's noise makes by itself."),
             evidence=evidence,
             fix=("# Find what makes this rank slower and even it out, e.g.:\n"
                  "# - uneven shards (sequence lengths): balance them per rank, or bucket by length\n"
@@ -86,7 +109,8 @@ class StragglerAnalyzer(Analyzer):
                  f"# then compare: dsprof summary RUN (rank {worst.rank} vs the others)"),
             verify=f"dsprof run --nproc-per-node {ctx.meta.get('world_size') or len(skews)} "
                    f"{ctx.target_command or 'SCRIPT'}" if ctx.target_command else "",
-            data={"ranks": [s.__dict__ for s in skews], "collectives": top},
+            data={"ranks": [s.__dict__ for s in skews], "collectives": top,
+                  "step_spread_s": spread_s},
         )]
 
     @staticmethod
@@ -103,3 +127,25 @@ class StragglerAnalyzer(Analyzer):
             FROM per GROUP BY phase HAVING extra > 1e6 ORDER BY extra DESC LIMIT 2""",
                            [rank, rank])
         return " and ".join(f"{p} (+{e / 1e6:.1f} ms)" for p, e in rows)
+
+
+def step_spread_s(ctx: Context) -> float:
+    """A rank's step-to-step variation on this run: the median over ranks of each rank's robust
+    step-time sd, or rank 0's steady-step sd when larger (0 when nothing measures it)."""
+    spreads = sorted(n.sd_s for n in rank_step_spread(ctx.run).values())
+    median = 0.0
+    if spreads:
+        mid = len(spreads) // 2
+        median = spreads[mid] if len(spreads) % 2 else (spreads[mid - 1] + spreads[mid]) / 2
+    steady = ctx.noise.sd_s if ctx.noise is not None else 0.0
+    return max(median, steady)
+
+
+def steadily_late(late_ns: list[int]) -> bool:
+    """Mean lateness over steps more than twice its standard error, over two or more steps."""
+    if len(late_ns) < 2:
+        return False
+    n = len(late_ns)
+    mean = sum(late_ns) / n
+    sd = (sum((x - mean) ** 2 for x in late_ns) / (n - 1)) ** 0.5
+    return mean > 0 and mean > 2 * sd / n ** 0.5

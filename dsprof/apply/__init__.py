@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 # "module:Class" entries, imported only when one of their variables is set.
 KNOBS: tuple[str, ...] = (
     "dsprof.apply.compile:CompileKnob",
+    "dsprof.apply.library_op:LibraryOpKnob",
     "dsprof.apply.autocast:AutocastKnob",
     "dsprof.apply.optimizer:OptimizerFusedKnob",
     "dsprof.apply.optimizer:OptimizerForeachKnob",
@@ -33,6 +34,7 @@ KNOBS: tuple[str, ...] = (
 # these against the classes.
 KNOB_ENV: dict[str, str] = {
     "DS_COMPILE": "dsprof.apply.compile:CompileKnob",
+    "DS_LIBRARY_OP": "dsprof.apply.library_op:LibraryOpKnob",
     "DS_AUTOCAST": "dsprof.apply.autocast:AutocastKnob",
     "DS_OPTIMIZER_FUSED": "dsprof.apply.optimizer:OptimizerFusedKnob",
     "DS_OPTIMIZER_FOREACH": "dsprof.apply.optimizer:OptimizerForeachKnob",

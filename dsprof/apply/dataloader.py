@@ -1,11 +1,11 @@
 """``DS_DATALOADER_WORKERS=N``: load batches in N worker processes.
 
 The input-pipeline analyzer advises a worker count for a DataLoader that loads on the training
-thread. This knob applies it without a code change: ``DataLoader.__init__`` is wrapped so that a
-loader created with ``num_workers=0`` gets ``num_workers=N`` and ``persistent_workers=True`` (no
-worker start-up per epoch, which the advice assumes). A loader the script already gave workers
-keeps its own setting: the script's author chose it, and the finding names the loader that had
-none.
+thread, or more workers for one whose workers cannot keep up. This knob applies the pasted
+``num_workers=N, persistent_workers=True`` without a code change: ``DataLoader.__init__`` is
+wrapped so that a loader created with fewer than N workers gets ``num_workers=N`` and
+``persistent_workers=True`` (no worker start-up per epoch, which the advice assumes). A loader
+the script already gave N or more workers keeps its own setting: the advice never lowers it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dsprof.errors import ConfigError
 
 class DataLoaderWorkersKnob(Knob):
     env = "DS_DATALOADER_WORKERS"
-    doc = "N: DataLoaders created with num_workers=0 get N persistent worker processes"
+    doc = "N: DataLoaders created with fewer than N workers get N persistent worker processes"
 
     def parse(self) -> None:
         if not self.value.isdigit() or int(self.value) < 1:
@@ -38,7 +38,7 @@ class DataLoaderWorkersKnob(Knob):
         def __init__(loader: Any, *args: Any, **kwargs: Any) -> None:
             try:
                 bound = signature.bind(loader, *args, **kwargs)
-                if bound.arguments.get("num_workers", 0) == 0:
+                if (bound.arguments.get("num_workers", 0) or 0) < knob.workers:
                     bound.arguments["num_workers"] = knob.workers
                     bound.arguments["persistent_workers"] = True
                     knob.changed.append(type(bound.arguments["dataset"]).__name__)

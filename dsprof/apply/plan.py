@@ -2,7 +2,8 @@
 
 The findings come from the baseline run's findings.json (by default the newest run in the runs
 folder that has all the ids). Their ``apply`` knobs are merged (``DS_COMPILE`` module lists are
-joined; any other knob must agree) and set in the environment before the session starts; the
+joined, and so are
+``DS_LIBRARY_OP`` pairs; any other knob must agree) and set in the environment before the session starts; the
 new run's meta.json records which findings were applied, their predicted savings and the
 baseline, so ``dsprof verify`` and ``dsprof diff`` can set measured against predicted.
 """
@@ -16,7 +17,7 @@ from typing import Any
 from dsprof.errors import ConfigError, RunDirError
 from dsprof.findings import Finding
 
-_JOINED = {"DS_COMPILE"}
+_JOINED = {"DS_COMPILE", "DS_LIBRARY_OP"}
 
 
 @dataclass

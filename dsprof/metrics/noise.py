@@ -101,6 +101,60 @@ def series_noise(durations_ns: list[int] | np.ndarray) -> StepNoise | None:
     return StepNoise(len(durs), med / 1e9, 1.4826 * float(np.median(np.abs(durs - med))) / 1e9)
 
 
+# Steps whose time says nothing about the program's speed at all (building, compiling, writing
+# a trace). A profiler window's steps do count for the spread: every rank's window is recorded
+# alike, and a run's collectives are only matched in its windows.
+_NOT_COMPARABLE = ("setup", "first_call", "trace_write", "capture")
+
+
+def rank_step_spread(run: Run) -> dict[int, StepNoise]:
+    """Per rank, the spread of its step times over the steps that ran the program's
+    work (steady and profiled steps; not setup, first calls or a trace being written): how
+    much a rank's step varies from one step to the next on this machine. Ranks with fewer than
+    two such steps are left out. Imports: every step with a positive duration."""
+    if not run.has("steps"):
+        return {}
+    skip = ""
+    if has_column(run, "steps", "disturbed_by"):
+        names = ", ".join(f"'{r}'" for r in _NOT_COMPARABLE)
+        skip = f"AND coalesce(disturbed_by, '') NOT IN ({names})"
+    by_rank: dict[int, list[int]] = {}
+    for rank, dur in run.sql(f"SELECT rank, dur_ns FROM steps WHERE dur_ns > 0 {skip} "
+                             "ORDER BY rank, step"):
+        by_rank.setdefault(int(rank), []).append(int(dur))
+    return {r: noise for r, durs in by_rank.items()
+            if (noise := small_sample_noise(durs)) is not None}
+
+
+def small_sample_noise(durations_ns: list[int]) -> StepNoise | None:
+    """The spread of a few step times: robust (1.4826 x MAD) from five on, the sample standard
+    deviation below that (the MAD of three values is the smallest gap between two of them,
+    which says nothing about the third)."""
+    if len(durations_ns) >= MIN_STEADY_STEPS:
+        return series_noise(durations_ns)
+    if len(durations_ns) < 2:
+        return None
+    durs = np.asarray(durations_ns, np.float64)
+    return StepNoise(len(durs), float(np.median(durs)) / 1e9, float(np.std(durs, ddof=1)) / 1e9)
+
+
+def profiled_on_cpu_share(run: Run, rank: int = 0) -> float | None:
+    """The share of ``rank``'s profiled steps' time (less their DataLoader wait) that the
+    training thread spent on a CPU: near 1 for a CPU-bound step on an idle machine, far lower
+    when the machine is so loaded that the thread waited for a core most of the time, and the
+    op times recorded then hold that wait. None without CPU times (imports) or profiled steps."""
+    if not (has_column(run, "steps", "cpu_ns") and has_column(run, "steps", "profiled")):
+        return None
+    wait = "coalesce(data_wait_ns, 0)" if has_column(run, "steps", "data_wait_ns") else "0"
+    row = run.sql(f"""SELECT sum(cpu_ns), sum(dur_ns - {wait}) FROM steps
+                      WHERE rank = ? AND profiled AND cpu_ns IS NOT NULL AND dur_ns > 0""",
+                  [rank])
+    cpu, busy = row[0] if row else (None, None)
+    if not cpu or not busy or busy <= 0:
+        return None
+    return min(1.0, float(cpu) / float(busy))
+
+
 def disturbance(run: Run) -> str | None:
     """Why every step of this run is disturbed (``debug_trace``, ``anomaly_check``), or None."""
     if run.meta.get("source") != "run":

@@ -63,6 +63,9 @@ def render_verification(v: Verification, console: Console) -> None:
     table.add_row("peak memory", fmt_mib(v.baseline_peak), fmt_mib(v.predicted_peak),
                   fmt_mib(v.measured_peak))
     console.print(table)
+    for line in v.not_applied:
+        console.print(f"not applied: {esc(line)}: this rerun measures less than the fix",
+                      style="yellow", soft_wrap=True)
     said = verdict(v)
     if said is not None:
         console.print(said, style="bold red" if "slower" in said else "bold")

@@ -16,7 +16,7 @@ change", whatever the ratio of the medians says.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class Verification:
     measured_peak: int | None
     baseline_spread_s: float | None = None
     measured_spread_s: float | None = None
+    not_applied: list[str] = field(default_factory=list)
+    """Where a knob left the program as it was (``DS_LIBRARY_OP`` modules that kept their own
+    forward, with the reason): the rerun measured less than the pasted fix."""
 
     @property
     def band_s(self) -> float | None:
@@ -124,11 +127,13 @@ def compare(applied: Path | list[Path],
     applied_runs = applied if isinstance(applied, list) else [applied]
     applied_facts = []
     plan = None
+    not_applied: list[str] = []
     for i, path in enumerate(applied_runs):
         with load(path, ingest=False) as run:
             applied_facts.append(run.facts)
             if i == 0:
                 plan = run.manifest.applied
+                not_applied = knobs_not_applied(run.meta)
     if plan is None:
         raise RunDirError(f"{applied_runs[0]} was not run with --apply; nothing to verify")
     if measured_baseline is None:
@@ -147,4 +152,15 @@ def compare(applied: Path | list[Path],
         new_s, (n_base, n_new), base_peak,
         None if base_peak is None else base_peak - plan.predicted_saving_bytes,
         applied_facts[-1].peak_bytes, step_spread_s(*base_facts),
-        step_spread_s(*applied_facts))
+        step_spread_s(*applied_facts), not_applied)
+
+
+def knobs_not_applied(meta: dict[str, Any]) -> list[str]:
+    """``<knob>: <where> (<why>)`` for each place a knob's report says it left as it was."""
+    out = []
+    for name, rep in sorted((meta.get("knobs") or {}).items()):
+        kept = rep.get("kept") if isinstance(rep, dict) else None
+        if isinstance(kept, dict):
+            out += [f"{name}: {where} kept its own forward ({why})"
+                    for where, why in sorted(kept.items())]
+    return out

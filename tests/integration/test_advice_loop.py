@@ -46,12 +46,17 @@ def test_fusion_findings_name_the_module_the_chain_and_a_saving(mlp_run):
     assert gelu["data"]["modules"] == ["FusionMLP.blocks.0.act", "FusionMLP.blocks.1.act"]
     assert gelu["data"]["ops"] == GELU
     assert gelu["saving_s"] > 0 and gelu["data"]["bytes_fused"] < gelu["data"]["bytes_unfused"]
-    assert gelu["apply"] == {"DS_COMPILE": "FusionMLP.blocks.0.act,FusionMLP.blocks.1.act"}
+    # the chain is each act module's whole forward: the knob runs the pasted F.gelu there
+    assert gelu["apply"] == {
+        "DS_LIBRARY_OP": "FusionMLP.blocks.0.act=gelu_tanh,FusionMLP.blocks.1.act=gelu_tanh"}
+    assert "DS_LIBRARY_OP" in gelu["verify"] and "compile" not in gelu["verify"]
     assert "F.gelu" in gelu["title"] and "approximate=\"tanh\"" in gelu["fix"]
     # AND the RMSNorm chain is named as such
     norm = found["fusion.hand_norm"]
     assert norm["data"]["ops"] == ["pow", "mean", "add", "rsqrt", "mul", "mul"]
     assert "nn.RMSNorm" in norm["title"] and norm["saving_s"] > 0
+    assert norm["apply"] == {
+        "DS_LIBRARY_OP": "FusionMLP.blocks.0.norm=rms_norm,FusionMLP.blocks.1.norm=rms_norm"}
     # AND AdamW's per-parameter loop is named with the fused knob
     opt = found["fusion.optimizer"]
     assert opt["apply"] == {"DS_OPTIMIZER_FUSED": "1"} and opt["saving_s"] > 0
@@ -78,7 +83,7 @@ def test_apply_errors_are_one_line(mlp_run, tmp_path):
 
 
 def test_verify_applies_both_knobs_and_prints_predicted_vs_measured(mlp_run, tmp_path):
-    # GIVEN the GELU finding (DS_COMPILE: torch.compile on CPU) and the optimizer finding
+    # GIVEN the GELU finding (DS_LIBRARY_OP: F.gelu in the act modules) and the optimizer one
     found = findings_of(mlp_run)
     ids = [found["fusion.hand_gelu"]["id"], found["fusion.optimizer"]["id"]]
     out = tmp_path / "verified"
@@ -90,18 +95,21 @@ def test_verify_applies_both_knobs_and_prints_predicted_vs_measured(mlp_run, tmp
     assert [f["id"] for f in m["applied"]["findings"]] == ids
     assert m["applied"]["predicted_saving_s"] > 0
     assert m["applied"]["baseline"] == str(mlp_run.resolve())
-    # AND the knobs did their work: both act modules compiled, AdamW switched to fused
-    assert m["knobs"]["DS_COMPILE"]["compiled"] == ["FusionMLP.blocks.0.act",
-                                                    "FusionMLP.blocks.1.act"]
+    # AND the knobs did their work: both act modules run F.gelu, AdamW switched to fused
+    assert m["knobs"]["DS_LIBRARY_OP"]["swapped"] == ["FusionMLP.blocks.0.act",
+                                                      "FusionMLP.blocks.1.act"]
+    assert m["knobs"]["DS_LIBRARY_OP"]["kept"] == {}
     assert m["knobs"]["DS_OPTIMIZER_FUSED"]["switched"] == ["AdamW"]
     # AND the table compares baseline, predicted and measured step time
     assert "step time" in res.stdout and "predicted" in res.stdout and "measured" in res.stdout
     assert ids[0] in res.stdout and "measured " in res.stdout and "ms/step" in res.stdout
-    # AND in the rerun the compiled modules run no eager tanh, the fused Adam kernel runs,
-    # and neither finding comes back
+    # AND in the rerun's profile the act modules run aten::gelu and none of the hand-written
+    # GELU's ops, the fused Adam kernel runs, and neither finding comes back
     with dsprof.load(out) as run:
-        assert run.sql("""SELECT count(*) FROM ops WHERE name = 'aten::tanh'
-                          AND module LIKE 'FusionMLP.blocks.%.act'""")[0][0] == 0
+        in_act = dict(run.sql("""SELECT name, count(*) FROM ops WHERE cat = 'cpu_op'
+                                 AND module LIKE 'FusionMLP.blocks.%.act' GROUP BY name"""))
+        assert in_act.get("aten::gelu", 0) > 0
+        assert not {"aten::tanh", "aten::pow", "aten::mul", "aten::add"} & set(in_act)
         assert run.sql("SELECT count(*) FROM ops WHERE name = 'aten::_fused_adamw_'")[0][0] > 0
     again = findings_of(out)
     assert "fusion.optimizer" not in again and "fusion.hand_gelu" not in again

@@ -77,7 +77,7 @@ def test_compile_knob_matches_one_path_component_per_star_and_not_nested_modules
     assert not any(r.fullmatch("Net.blocks.0.fc") for r in knob._regexes)
 
 
-def test_dataloader_workers_knob_gives_workers_only_to_loaders_without_them():
+def test_dataloader_workers_knob_gives_workers_to_loaders_with_fewer():
     from torch.utils.data import DataLoader, TensorDataset
 
     data = TensorDataset(torch.arange(8.0))
@@ -85,12 +85,15 @@ def test_dataloader_workers_knob_gives_workers_only_to_loaders_without_them():
     try:
         plain = DataLoader(data, batch_size=4)
         positional = DataLoader(data, 4, False, None, None, 0)  # num_workers given positionally
-        chosen = DataLoader(data, batch_size=4, num_workers=1)
+        fewer = DataLoader(data, batch_size=4, num_workers=1)
+        chosen = DataLoader(data, batch_size=4, num_workers=3)
         assert [b[0].tolist() for b in plain] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # still loads
     finally:
         applied.uninstall()
     assert (plain.num_workers, plain.persistent_workers) == (2, True)
     assert positional.num_workers == 2
-    assert (chosen.num_workers, chosen.persistent_workers) == (1, False)  # the script's choice
-    assert applied.report()["DS_DATALOADER_WORKERS"]["loaders_changed"] == ["TensorDataset"] * 2
+    # the pasted fix raises a loader's workers to N, never lowers the script's own choice
+    assert (fewer.num_workers, fewer.persistent_workers) == (2, True)
+    assert (chosen.num_workers, chosen.persistent_workers) == (3, False)
+    assert applied.report()["DS_DATALOADER_WORKERS"]["loaders_changed"] == ["TensorDataset"] * 3
     assert DataLoader(data).num_workers == 0  # uninstalled

@@ -107,3 +107,30 @@ def test_conv_batchnorm_relu_skips_the_batch_counter():
 def test_layer_indices_fold_into_one_pattern():
     assert fold_indices("M.blocks.12.mlp.0") == "M.blocks.*.mlp.*"
     assert fold_indices("M.head") == "M.head"
+
+
+def test_the_library_op_knob_is_offered_only_where_the_chain_is_the_whole_module():
+    from dsprof.analyzers.fusion import library_op, whole_module
+
+    def gelu(module: str) -> list[Op]:
+        return [op("pow", X, module=module), op("mul", X, (), module=module),
+                op("add", X, X, module=module), op("mul", X, (), module=module),
+                op("tanh", X, module=module), op("add", X, (), module=module),
+                op("mul", X, X, module=module)]
+
+    called = frozenset({"M", "M.blocks.0", "M.blocks.0.act", "M.blocks.0.mlp"})
+    # GIVEN a GELU module whose forward is the chain (and a view), between two Linear modules
+    alone = [op("addmm", (256,), (1024, 64), (64, 256), module="M.blocks.0.up"),
+             op("view", X, module="M.blocks.0.act"), *gelu("M.blocks.0.act"),
+             op("addmm", (64,), X, (256, 64), module="M.blocks.0.down")]
+    (chain,) = find_chains(alone, called)
+    # THEN the library op can stand in for that module's forward
+    assert whole_module(chain, alone)
+    assert library_op(classify(chain, device=False), chain.names) == "gelu_tanh"
+    # GIVEN the same GELU inline in an MLP module whose forward also runs its matmuls
+    inline = [op("addmm", (256,), (1024, 64), (64, 256), module="M.blocks.0.mlp"),
+              *gelu("M.blocks.0.mlp"),
+              op("addmm", (64,), X, (256, 64), module="M.blocks.0.mlp")]
+    (chain,) = find_chains(inline, called)
+    # THEN swapping the module's forward would drop the matmuls: no library-op knob
+    assert chain.module == "M.blocks.0.mlp" and not whole_module(chain, inline)

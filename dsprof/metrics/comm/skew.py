@@ -102,3 +102,18 @@ def collective_skew(con: Any, meta: dict[str, Any], limit: int = 20) -> list[dic
         FROM m ORDER BY skew_ns DESC, step, collective, k LIMIT {int(limit)}""")
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def lateness_by_step(con: Any, meta: dict[str, Any], rank: int) -> list[int]:
+    """Per step (in step order), ``rank``'s mean lateness over the step's matched collectives:
+    its arrival minus the latest other rank's, negative where it was not last. A rank held back
+    by its work is late every step; one that a busy machine delayed once is not."""
+    rows = con.execute(f"""
+        WITH {_MATCHED.format(offsets=offsets_sql(meta))},
+        others AS (SELECT step, g, collective, k, max(arrival) AS other_last
+                   FROM ranked WHERE rank <> ? GROUP BY step, g, collective, k),
+        mine AS (SELECT step, g, collective, k, arrival FROM ranked WHERE rank = ?)
+        SELECT mine.step, avg(mine.arrival - others.other_last)
+        FROM mine JOIN others USING (step, g, collective, k)
+        GROUP BY mine.step ORDER BY mine.step""", [rank, rank]).fetchall()
+    return [int(late) for _, late in rows]

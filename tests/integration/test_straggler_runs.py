@@ -1,0 +1,44 @@
+"""The straggler on real 2-rank gloo runs of examples/ddp_train.py: a rank that sleeps 20 ms
+before each backward is named; the same job without it is not, on this shared machine whose
+load makes one rank or the other wait now and then (the margin: docs/analyzers.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsprof.analyzers.registry import analyze
+from dsprof.run import load
+from tests.conftest import EXAMPLES
+from tests.integration.helpers import dsprof
+
+pytestmark = pytest.mark.slow
+
+DDP = str(EXAMPLES / "ddp_train.py")
+# a window of 4 steps: the margin is measured over them; a small model keeps each step short
+SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "4"]
+SMALL = ["--steps", "8", "--in-features", "32", "--hidden", "64", "--batch-size", "16"]
+
+
+def stragglers(out) -> list:
+    with load(out) as run:
+        return [f for f in analyze(run, write=False).findings if f.kind == "comm.straggler"]
+
+
+def test_a_rank_sleeping_20_ms_a_step_is_the_straggler(tmp_path):
+    out = tmp_path / "slow"
+    res = dsprof("run", "-q", "--nproc-per-node", "2", "-o", str(out), *SCHEDULE, DDP, *SMALL,
+                 "--slow-rank", "1", "--slow-ms", "20", timeout=600)
+    assert res.code == 0, res.stderr
+    (f,) = stragglers(out)
+    assert f.key == "rank 1"
+    # the sleep, give or take this machine's scheduling
+    assert 0.010 < f.saving_s < 0.080
+    assert f.saving_s > 1.5 * f.data["step_spread_s"]
+
+
+def test_the_same_job_without_a_slow_rank_has_no_straggler(tmp_path):
+    out = tmp_path / "steady"
+    res = dsprof("run", "-q", "--nproc-per-node", "2", "-o", str(out), *SCHEDULE, DDP, *SMALL,
+                 timeout=600)
+    assert res.code == 0, res.stderr
+    assert stragglers(out) == []
