@@ -1,6 +1,10 @@
 """The straggler on real 2-rank gloo runs of examples/ddp_train.py: a rank that sleeps 20 ms
-before each backward is named; the same job without it is not, on this shared machine whose
-load makes one rank or the other wait now and then (the margin: docs/analyzers.md)."""
+before each backward is named, past the noise margin (docs/analyzers.md).
+
+The same job without a slow rank is not tested here: on a shared 2-core machine one rank
+really is late now and then, step after step (seen in 2 of 6 runs under load), so "no
+straggler on a steady run" cannot be promised by a test; the margin's rule is tested on
+recorded step times in tests/unit/test_straggler_noise.py."""
 
 from __future__ import annotations
 
@@ -34,11 +38,3 @@ def test_a_rank_sleeping_20_ms_a_step_is_the_straggler(tmp_path):
     # the sleep, give or take this machine's scheduling
     assert 0.010 < f.saving_s < 0.080
     assert f.saving_s > 1.5 * f.data["step_spread_s"]
-
-
-def test_the_same_job_without_a_slow_rank_has_no_straggler(tmp_path):
-    out = tmp_path / "steady"
-    res = dsprof("run", "-q", "--nproc-per-node", "2", "-o", str(out), *SCHEDULE, DDP, *SMALL,
-                 timeout=600)
-    assert res.code == 0, res.stderr
-    assert stragglers(out) == []
