@@ -30,32 +30,23 @@ _RUNPY = {runpy.__file__, "<frozen runpy>"}
 _KEPT: list[Any] = []
 
 
-def _clear_kept_globals() -> None:
+def _release_kept_globals() -> None:
     """At exit, after the script's own atexit handlers (this one is registered before the
-    script runs, and atexit runs last-registered first): clear the script's globals as CPython
-    clears ``__main__``'s when the interpreter finalizes it (names with one leading underscore
-    to None first, then the others, ``__builtins__`` kept). A global's ``__del__`` (a log file
-    flushed, a tracker's run closed) then runs as it would without dsprof; left to the module
-    list's teardown it could be skipped (its class and functions hold the dict in a cycle)."""
-    while _KEPT:
-        kept = _KEPT.pop()
-        glob = kept.__dict__ if isinstance(kept, types.ModuleType) else kept
-        if not isinstance(glob, dict):
-            continue
-        # runpy hands back a copy of a module's globals; its functions hold the real dict
-        real = [v.__globals__ for v in glob.values() if isinstance(v, types.FunctionType)
-                and v.__globals__ is not glob and v.__globals__.get("__name__") == "__main__"]
-        if real:
-            _KEPT.append(real[0])
-        for underscored in (True, False):
-            for name in list(glob):
-                if name == "__builtins__" or not isinstance(name, str):
-                    continue
-                if underscored == (name.startswith("_") and not name.startswith("__")):
-                    glob[name] = None
+    script runs, and atexit runs last-registered first): let the script's globals go as the
+    interpreter lets ``__main__``'s go. Their module dict is held in a cycle by the script's
+    functions and classes, so the interpreter's final garbage collection is what finalizes
+    them: every ``__del__`` runs first, with the globals still in place (PEP 442), then the
+    cycle is cleared. Dropping dsprof's references and collecting does the same; a dict in no
+    cycle is freed at once, as a module nobody else holds would be. A global's ``__del__``
+    (a log file flushed, a tracker's run closed, a destructor that blocks) then runs as it
+    would without dsprof; left to the module list's teardown it could be skipped."""
+    import gc
+
+    _KEPT.clear()
+    gc.collect()
 
 
-atexit.register(_clear_kept_globals)
+atexit.register(_release_kept_globals)
 
 
 @dataclass(frozen=True)
