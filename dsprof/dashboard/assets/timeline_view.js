@@ -81,8 +81,10 @@
         if (!gd || !gd._ev || !window.dash_clientside || !window.dash_clientside.set_props) {
             return;
         }
+        // also when none is bound: a graph plotly purged and redrew (a figure from an evidence
+        // link) has lost every listener, and dcc.Graph binds its own only once
         const bound = gd._ev.listeners("plotly_relayout");
-        if (!bound.length || (bound.length === 1 && bound[0] === onRelayout)) return;
+        if (bound.length === 1 && bound[0] === onRelayout) return;
         gd.removeAllListeners("plotly_relayout");
         gd.on("plotly_relayout", onRelayout);
     }
