@@ -26,7 +26,7 @@ from typing import Any
 
 from dsprof.frames import internal_file
 from dsprof.module_paths import named_module_paths
-from dsprof.schema import MEMORY_CATEGORIES, MEMORY_PRIORITY
+from dsprof.vocabulary import MEMORY_CATEGORIES, MEMORY_PRIORITY
 
 CATEGORIES = MEMORY_CATEGORIES
 PRIORITY = MEMORY_PRIORITY

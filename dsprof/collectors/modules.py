@@ -16,7 +16,7 @@ from typing import Any
 
 from dsprof.log import logger
 from dsprof.module_paths import named_module_paths
-from dsprof.schema import DSPROF_MODULE_PREFIX
+from dsprof.vocabulary import DSPROF_MODULE_PREFIX
 
 
 class ModuleNames:

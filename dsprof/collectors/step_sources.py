@@ -24,7 +24,7 @@ from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.log import logger
-from dsprof.schema import CLOSURE_SPAN
+from dsprof.vocabulary import CLOSURE_SPAN
 
 
 class ClosureMarker:

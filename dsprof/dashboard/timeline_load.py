@@ -15,9 +15,9 @@ import pyarrow as pa
 from dsprof.dashboard.duck import arrow, settle
 from dsprof.dashboard.timeline import COMM, KERNEL, MAX_DEPTH, OP, STEP, TimelineIndex, build_index
 from dsprof.run import Run
-from dsprof.schema import KERNEL_CATEGORIES as ALL_KERNEL_CATEGORIES
-from dsprof.schema import KERNEL_KINDS
 from dsprof.sqlsafe import table_columns
+from dsprof.vocabulary import KERNEL_CATEGORIES as ALL_KERNEL_CATEGORIES
+from dsprof.vocabulary import KERNEL_KINDS
 
 PHASE_CLASSES = ("forward", "backward", "optimizer", "data", "other")
 KERNEL_CLASSES = KERNEL_KINDS

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsprof.schema import PHASES
+from dsprof.vocabulary import PHASES
 
 AGGREGATE_TABLES = ("rank_totals", "kernel_time", "op_time", "phase_time")
 # the columns of the source tables that the aggregates are computed from

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from dsprof.ingest.events import DeviceEvents, HostEvents, thread_ids, to_ns
 from dsprof.ingest.host_ops import HostOps
-from dsprof.schema import element_bytes
+from dsprof.vocabulary import element_bytes
 
 # element sizes of the type names NCCL ("Float") and the profiler's Input type ("float") use
 _CANONICAL = {

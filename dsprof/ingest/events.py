@@ -22,7 +22,7 @@ import pyarrow as pa
 from msgspec import Raw
 
 from dsprof.ingest.trace_schema import Args, Event
-from dsprof.schema import CLOSURE_SPAN, DSPROF_MODULE_PREFIX  # noqa: F401 - defined beside the schema; ingest reads it here
+from dsprof.vocabulary import CLOSURE_SPAN, DSPROF_MODULE_PREFIX  # noqa: F401 - ingest modules import them from here
 
 # Kineto category (lower case) -> ops.cat
 HOST_CATS = {

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dsprof.frames import internal_file
-from dsprof.schema import MEMORY_CATEGORIES as CATEGORIES
+from dsprof.vocabulary import MEMORY_CATEGORIES as CATEGORIES
 
 MAX_POINTS = 4000  # series points per device and capture; the busiest buckets keep their peak
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dsprof.schema import MEMORY_PRIORITY as PRIORITY
+from dsprof.vocabulary import MEMORY_PRIORITY as PRIORITY
 
 _TOL_NS = 50_000  # clock skew allowed between the collector's and the profiler's timestamps
 

@@ -31,7 +31,7 @@ from dsprof.ingest.aggregates import AGGREGATE_TABLES
 from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal_breakdown
 from dsprof.reports.comms_summary import CommsSummary, comms_summary
 from dsprof.run import Run
-from dsprof.schema import PHASES
+from dsprof.vocabulary import PHASES
 
 
 @dataclass(frozen=True)

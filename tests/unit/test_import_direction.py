@@ -12,10 +12,10 @@ from tests.conftest import REPO
 
 # module prefix -> (stage, group); the longest prefix wins
 STAGES: dict[str, tuple[int, str]] = {
-    # shared by every stage: the schema and its enumerations, errors, log, formatting, the run
+    # shared by every stage: the schema and its vocabulary, errors, log, formatting, the run
     # directory and its manifest, the device table, the Finding record
     **{f"dsprof.{m}": (0, "base") for m in (
-        "_version", "errors", "log", "schema", "units", "frames", "module_paths", "devices",
+        "_version", "errors", "log", "schema", "vocabulary", "units", "frames", "module_paths", "devices",
         "findings", "rundir", "manifest", "runlock", "sqlsafe")},
     # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
     "dsprof.render.safe_text": (0, "base"),

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from dsprof.ingest.kernel_class import classify, classify_names
-from dsprof.schema import KERNEL_CATEGORIES as CATEGORIES
+from dsprof.vocabulary import KERNEL_CATEGORIES as CATEGORIES
 from tests.conftest import TRACES, trace_dir
 
 EXPECTED = Path(__file__).parents[1] / "data" / "kernel_names.tsv"

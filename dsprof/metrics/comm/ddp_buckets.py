@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dsprof.schema import element_bytes
+from dsprof.vocabulary import element_bytes
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from functools import lru_cache
 from math import prod
 from typing import Any
 
-from dsprof.schema import element_bytes
+from dsprof.vocabulary import element_bytes
 
 LOW_PRECISION = ("c10::Half", "c10::BFloat16", "c10::Float8_e4m3fn", "c10::Float8_e5m2")
 
