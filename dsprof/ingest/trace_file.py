@@ -19,6 +19,14 @@ from dsprof.errors import TraceFormatError
 from dsprof.ingest.limits import max_expanded_bytes, max_file_bytes
 from dsprof.ingest.trace_schema import DECODER, Event, TraceDoc
 
+try:  # ISA-L inflates a trace ~2.5x as fast as zlib (0.022 s vs 0.055 s for 35 MB); same API
+    from isal import isal_zlib as _inflate_lib
+
+    INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate_lib.error)
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+    _inflate_lib = zlib
+    INFLATE_ERRORS = (zlib.error,)
+
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -90,7 +98,7 @@ def read_bytes(path: Path) -> bytes:
         except ExpansionLimit as exc:
             raise TraceFormatError(f"{path}: {exc}; dsprof refuses it (a real trace expands "
                                    "7x to 30x; DSPROF_MAX_TRACE_BYTES raises the cap)") from None
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        except (EOFError, gzip.BadGzipFile, *INFLATE_ERRORS) as exc:
             raise TraceFormatError(
                 f"{path}: the gzip stream is truncated or corrupt ({exc}); copy the file again"
             ) from None
@@ -115,7 +123,7 @@ def gunzip(data: bytes) -> bytes:
     Raises:
         ExpansionLimit: the output would pass the limit.
         EOFError: the stream ends inside a member (truncated).
-        zlib.error: corrupt data or CRC.
+        zlib.error (or isal's error): corrupt data or CRC.
     """
     cap = max_expanded_bytes(len(data))
     hint = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0  # size mod 2**32
@@ -123,7 +131,7 @@ def gunzip(data: bytes) -> bytes:
     total = 0
     rest = data
     while rest:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        inflater = _inflate_lib.decompressobj(16 + zlib.MAX_WBITS)
         pending = rest
         while not inflater.eof:
             # In one call when the trailer's size is honest (one buffer, as fast as inflating
