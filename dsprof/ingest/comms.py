@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dsprof.ingest.events import DeviceEvents, HostEvents, thread_ids, to_ns
+from dsprof.ingest.events import DeviceEvents, HostEvents, to_ns
 from dsprof.ingest.host_ops import HostOps
 from dsprof.vocabulary import element_bytes
 
@@ -140,9 +140,12 @@ def build_comms(host: HostEvents, dev: DeviceEvents, ops: HostOps, kernels: dict
     k_op = _as_list(kernels["op_id"]) if len(dev.name) else []
     k_kind = kernels["kind"] if len(dev.name) else []
     group, desc, size = _only_group(dist_info)
-    for i, a in enumerate(dev.args):
+    # only kernels that name a collective or are communication kernels make rows
+    talking = set(dev.args.objects) | {i for i, k in enumerate(k_kind) if k == "communication"}
+    for i in sorted(talking):
         if dev.kind[i] != "kernel":
             continue
+        a = dev.args.at(i)
         if a.collective is None:
             if k_kind[i] == "communication":
                 _kernel_without_args(rows, i, dev.name[i], kernels, k_steps[i], k_op[i], ops,
@@ -162,9 +165,9 @@ def build_comms(host: HostEvents, dev: DeviceEvents, ops: HostOps, kernels: dict
     # 2. host record_param_comms spans (a GPU backend that launched no kernel we saw)
     rpc = [i for i, n in enumerate(host.name) if n == "record_param_comms"]
     if rpc:
-        find = _op_finder(ops, [host.tid[i] for i in rpc], [host.ts[i] for i in rpc], base_ns)
+        find = _op_finder(ops, host.thread[rpc], host.ts[rpc], base_ns)
         for i, row in zip(rpc, find):
-            a = host.args[i]
+            a = host.args.at(i)
             if a.collective is None:
                 continue
             op_id = int(ops.columns["id"][row]) if row is not None else None
@@ -174,7 +177,7 @@ def build_comms(host: HostEvents, dev: DeviceEvents, ops: HostOps, kernels: dict
                      group_desc=_str(a.pg_desc), group_size=_int(a.group_size),
                      dtype=_str(a.comm_dtype), in_bytes=_msg_bytes(a.in_nelems, a.comm_dtype),
                      out_bytes=_msg_bytes(a.out_nelems, a.comm_dtype), start_ns=start,
-                     dur_ns=max(round(host.dur[i] * 1000), 0), call_ns=start, op_id=op_id,
+                     dur_ns=max(round(float(host.dur[i]) * 1000), 0), call_ns=start, op_id=op_id,
                      source="record_param_comms")
         if rows.cols["step"]:
             return rows.columns()
@@ -336,7 +339,8 @@ def _op_rows(ops: HostOps):
     return row_of
 
 
-def _op_finder(ops: HostOps, tids: list[Any], ts: list[float], base_ns: int) -> list[int | None]:
+def _op_finder(ops: HostOps, threads: np.ndarray, ts: np.ndarray, base_ns: int
+               ) -> list[int | None]:
     """Row of the op at each (thread, start), None when it was not kept."""
     if not ops.n:
         return [None] * len(ts)
@@ -347,4 +351,4 @@ def _op_finder(ops: HostOps, tids: list[Any], ts: list[float], base_ns: int) -> 
     op_thread = np.asarray(ops.columns["thread"])
     rows = np.flatnonzero(np.isin(op_start, np.asarray(starts, np.int64)))
     key = {(int(op_thread[r]), int(op_start[r])): int(r) for r in rows.tolist()}
-    return [key.get((int(t), int(s))) for t, s in zip(thread_ids(tids), starts)]
+    return [key.get((int(t), int(s))) for t, s in zip(threads, starts)]

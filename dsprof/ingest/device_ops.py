@@ -21,11 +21,7 @@ from dsprof.ingest.events import (
     DeviceEvents,
     MemoryEvents,
     dur_ns,
-    float_column,
-    int_column,
     int_values,
-    raw_strings,
-    thread_ids,
     to_ns,
 )
 from dsprof.ingest.host_ops import HostOps
@@ -64,13 +60,13 @@ def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -
     n = len(dev.name)
     start = to_ns(dev.ts, base_ns) if n else np.zeros(0, np.int64)
     dur = dur_ns(dev.dur) if n else np.zeros(0, np.int64)
-    args = dev.args
+    args = dev.args.arrow
 
     comm = {name: kernel_kind("kernel", name)
             for name in {name for k, name in zip(dev.kind, dev.name) if k == "kernel"}}
     kind = [comm[name] if k == "kernel" else k for k, name in zip(dev.kind, dev.name)]
     category, tensor_core = classify_names(dev.name, kind)
-    correlation = int_column([a.correlation for a in args], floats=True)
+    correlation = args["correlation"]
     corr, corr_ok = int_values(correlation)
     launch = ops.launch_rows(_LAUNCH_CATS, corr, corr_ok)
     linked = launch >= 0
@@ -85,10 +81,8 @@ def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -
         "name": dev.name,
         "start_ns": start,
         "dur_ns": dur,
-        "device": pc.coalesce(int_column([a.device for a in args], floats=True),
-                              int_column(dev.pid, floats=True)),
-        "stream": pc.coalesce(int_column([a.stream for a in args], floats=True),
-                              pa.array(thread_ids(dev.tid))),
+        "device": pc.coalesce(args["device"], dev.pid),
+        "stream": pc.coalesce(args["stream"], pa.array(dev.thread)),
         "kind": kind,
         "category": category,
         "tensor_core": tensor_core,
@@ -96,38 +90,39 @@ def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -
         "launch_id": pa.array(ids[row] if ops.n else row, pa.int64(), mask=~linked),
         "op_id": pa.array(ids[np.maximum(parent, 0)] if ops.n else row, pa.int64(),
                           mask=~has_op),
-        "grid": raw_strings([a.grid for a in args]),
-        "block": raw_strings([a.block for a in args]),
-        "registers": int_column([a.registers for a in args], floats=True),
-        "shared_mem": int_column([a.shared_memory for a in args], floats=True),
-        "blocks_per_sm": float_column([a.blocks_per_sm for a in args]),
-        "occupancy": float_column([a.occupancy for a in args]),
-        "bytes": int_column([a.nbytes for a in args], floats=True),
+        "grid": args["grid"],
+        "block": args["block"],
+        "registers": args["registers"],
+        "shared_mem": args["shared_memory"],
+        "blocks_per_sm": args["blocks_per_sm"],
+        "occupancy": args["occupancy"],
+        "bytes": args["nbytes"],
     }
 
 
 def build_memory(mem: MemoryEvents, ops: HostOps, *, base_ns: int, rank: int) -> dict[str, Any]:
     n = len(mem.ts)
     ts = to_ns(mem.ts, base_ns) if n else np.zeros(0, np.int64)
-    op_row = ops.innermost_rows(ts, thread_ids(mem.tid))
+    op_row = ops.innermost_rows(ts, mem.thread)
     found = op_row >= 0
     op_id = ops.columns["id"][np.maximum(op_row, 0)] if ops.n else op_row
-    args = mem.args
+    args = mem.args.arrow
 
     # device keys as ints (None for anything else): a list or a dict there is data, not a key
-    keys = list(zip([_int(a.device_type) for a in args], [_int(a.device_id) for a in args]))
+    keys = list(zip(map(_int, mem.args.lists["device_type"]),
+                    map(_int, mem.args.lists["device_id"])))
     names = {key: _device_name(*key) for key in set(keys)}
-    nbytes = int_column([a.mem_bytes for a in args], floats=True).fill_null(0)
+    nbytes = args["mem_bytes"].fill_null(0)
     alloc = (nbytes.to_numpy() >= 0).astype(np.int64)
     return {
         "rank": np.full(n, rank, np.int32),
         "device": list(map(names.__getitem__, keys)),
         "ts_ns": ts,
         "action": _ACTIONS[alloc],
-        "addr": int_column([a.addr for a in args], floats=True),
+        "addr": args["addr"],
         "bytes": nbytes,
-        "allocated": int_column([a.total_allocated for a in args], floats=True),
-        "reserved": int_column([a.total_reserved for a in args], floats=True),
+        "allocated": args["total_allocated"],
+        "reserved": args["total_reserved"],
         "category": pa.nulls(n, pa.string()),
         "op_id": pa.array(op_id, pa.int64(), mask=~found),
         "step": step_column(ts, ops.step_spans),

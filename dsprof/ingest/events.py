@@ -1,27 +1,46 @@
-"""Split a Kineto trace's events into columns, in one pass, with nothing computed yet.
+"""Split a Kineto trace's events into compact columns, a chunk of events at a time.
 
 Kineto writes several flavours: current (``cpu_op``, ``cuda_runtime``, ``kernel``,
 ``gpu_memcpy``...), the 2021 legacy one (``Operator``, ``Runtime``, ``Kernel``, ``Memcpy``),
 ROCm (``hip*`` runtime names, same categories), integer or float microsecond timestamps, and
-string or integer thread ids. This module normalizes categories and keeps the raw ``args``
-of each event for the builders. The hot loop only routes each event to a list (one dictionary
-look-up and one append per event); each column is then one comprehension over a list.
+string or integer thread ids. This module normalizes categories and turns each event's fields
+and the ``args`` the builders read into columns, with nothing computed yet.
+
+Memory is the reason for the chunks. The trace arrives as raw JSON slices of one buffer
+(:func:`split_raw`); a chunk of them is decoded into msgspec structs, its columns are built
+(numpy float arrays for times, Arrow arrays for numbers and JSON text, lists of shared strings
+for names), and the structs are dropped before the next chunk is decoded. So the decoded trace
+never exists whole (its structs take 1.5-2.6x the JSON's size), and no ``msgspec.Raw`` field
+outlives its chunk (each one would pin the whole decompressed buffer). What the builders need
+as objects -- the args of ops that FLOPs are computed for, and of collectives -- is kept for
+those few events only (:attr:`ArgsColumns.objects`), with their raw fields copied.
 """
 
 from __future__ import annotations
 
-import math
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 from msgspec import Raw
 
-from dsprof.ingest.trace_schema import Args, Event
+from dsprof.ingest.columns import (  # noqa: F401 - ingest modules import them from here
+    dur_ns,
+    float_column,
+    int_column,
+    int_values,
+    raw_strings,
+    strings_object_array,
+    thread_id,
+    thread_ids,
+    to_ns,
+)
+from dsprof.ingest.flops import FORMULAS
+from dsprof.ingest.trace_schema import EVENTS_DECODER, NO_ARGS, Args, Event
 from dsprof.vocabulary import CLOSURE_SPAN, DSPROF_MODULE_PREFIX  # noqa: F401 - ingest modules import them from here
 
 # Kineto category (lower case) -> ops.cat
@@ -48,33 +67,64 @@ DEVICE_CATS = {
 }
 MODULE_PREFIX = "nn.Module: "
 
+# events decoded at a time: ~5 MB of structs, small next to the trace's own buffer
+CHUNK_EVENTS = 8192
+_EMPTY = Raw(b"")
+_HOST, _DEVICE, _SKIP, _INSTANT, _META = range(5)
+
+
+@dataclass
+class ArgsColumns:
+    """The ``args`` fields the builders read, one column per field, rows aligned with the
+    events they belong to.
+
+    Arrow arrays hold numbers as the builders convert them (``int_column`` /
+    ``float_column``, nulls for anything else) and JSON text (``raw_strings``); lists hold
+    values the builders still interpret one by one. ``objects`` maps a row to its whole
+    ``Args`` (``msgspec.Raw`` fields copied) for the rows that need one: ops with a FLOPs
+    formula, and events that name a collective.
+    """
+
+    arrow: dict[str, pa.Array] = field(default_factory=dict)
+    lists: dict[str, list[Any]] = field(default_factory=dict)
+    objects: dict[int, Args] = field(default_factory=dict)
+
+    def at(self, row: int) -> Args:
+        """The args of ``row`` if it is one of :attr:`objects`, else empty args."""
+        return self.objects.get(row, NO_ARGS)
+
 
 @dataclass
 class HostEvents:
     cat: list[str] = field(default_factory=list)
     name: list[str] = field(default_factory=list)
-    tid: list[Any] = field(default_factory=list)
-    ts: list[float] = field(default_factory=list)
-    dur: list[float] = field(default_factory=list)
-    args: list[Args] = field(default_factory=list)
+    thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dur: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # arrow: correlation (else External id), seq, input_shapes, dtypes;
+    # lists: python_id, python_parent_id
+    args: ArgsColumns = field(default_factory=ArgsColumns)
 
 
 @dataclass
 class DeviceEvents:
     kind: list[str] = field(default_factory=list)
     name: list[str] = field(default_factory=list)
-    pid: list[Any] = field(default_factory=list)
-    tid: list[Any] = field(default_factory=list)
-    ts: list[float] = field(default_factory=list)
-    dur: list[float] = field(default_factory=list)
-    args: list[Args] = field(default_factory=list)
+    pid: pa.Array = field(default_factory=lambda: pa.array([], pa.int64()))
+    thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dur: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # arrow: correlation, device, stream, grid, block, registers, shared_memory,
+    # blocks_per_sm, occupancy, nbytes
+    args: ArgsColumns = field(default_factory=ArgsColumns)
 
 
 @dataclass
 class MemoryEvents:
-    tid: list[Any] = field(default_factory=list)
-    ts: list[float] = field(default_factory=list)
-    args: list[Args] = field(default_factory=list)
+    thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # arrow: mem_bytes, addr, total_allocated, total_reserved; lists: device_type, device_id
+    args: ArgsColumns = field(default_factory=ArgsColumns)
 
 
 @dataclass
@@ -84,174 +134,198 @@ class SplitTrace:
     memory: MemoryEvents
     skipped: Counter[str]
     n_events: int
+    # ``Ev Idx`` of every event that has an integer one (see pipeline._events_kept)
+    ev_idx: list[int] = field(default_factory=list)
 
 
 def split(events: list[Event]) -> SplitTrace:
-    host_ev: list[Event] = []
-    device_ev: list[Event] = []
-    memory_ev: list[Event] = []
-    skipped_keys: list[str] = []
-    # raw category of an "X" event -> where it goes: a list's append, or a skip counter
-    route: dict[Any, Callable[[Event], None]] = {}
-    host_cat: dict[Any, str] = {}
-    device_kind: dict[Any, str] = {}
-    ph_key: dict[str, str] = {}
-    add_skipped = skipped_keys.append
-    for e in events:
-        ph = e.ph
-        if ph == "X":
-            add = route.get(e.cat)
-            if add is None:
-                add = route[e.cat] = _route(e.cat, host_ev, device_ev, host_cat, device_kind,
-                                            add_skipped)
-            add(e)
-        elif ph == "i" or ph == "I":
-            if e.name == "[memory]":
-                memory_ev.append(e)
+    """Columns of decoded events (one chunk: the whole list)."""
+    acc = _Accumulator()
+    acc.add(events)
+    return acc.finish()
+
+
+def split_raw(raws: list[Raw], chunk: int = CHUNK_EVENTS) -> SplitTrace:
+    """Columns of raw JSON events, decoded ``chunk`` events at a time (module docstring)."""
+    acc = _Accumulator()
+    for lo in range(0, len(raws), chunk):
+        acc.add(EVENTS_DECODER.decode(b"[" + b",".join(raws[lo:lo + chunk]) + b"]"))
+    return acc.finish()
+
+
+class _Accumulator:
+    """Columns of the chunks seen so far, each field a list of per-chunk pieces."""
+
+    def __init__(self) -> None:
+        self.n_events = 0
+        self.n_host = self.n_device = 0
+        self.skipped: list[str] = []
+        self.ev_idx: list[int] = []
+        self.strings: dict[Any, Any] = {}  # one str object per distinct name
+        self.route: dict[tuple[str, Any], tuple[int, str]] = {}
+        self.parts: dict[str, list[Any]] = {}
+        self.host_objects: dict[int, Args] = {}
+        self.device_objects: dict[int, Args] = {}
+
+    def put(self, key: str, value: Any) -> None:
+        self.parts.setdefault(key, []).append(value)
+
+    def add(self, events: list[Event]) -> None:
+        n = len(events)
+        self.n_events += n
+        self.ev_idx.extend([i for i in [e.args.ev_idx for e in events] if type(i) is int])
+        # where each event goes, decided once per distinct (phase, category)
+        keys = [(e.ph, e.cat) for e in events]
+        for k in dict.fromkeys(keys):
+            if k not in self.route:
+                self.route[k] = _route(*k)
+        routes = list(map(self.route.__getitem__, keys))
+        where = np.fromiter([r[0] for r in routes], np.int8, n)
+        host = np.flatnonzero(where == _HOST).tolist()
+        device = np.flatnonzero(where == _DEVICE).tolist()
+        memory = []
+        # few events (instants, flow arrows, unknown categories): in trace order
+        for i in np.flatnonzero((where == _INSTANT) | (where == _SKIP)).tolist():
+            if where[i] == _SKIP:
+                self.skipped.append(routes[i][1])
+            elif events[i].name == "[memory]":
+                memory.append(i)
             else:
-                add_skipped("instant:" + str(e.name))
-        elif ph != "M":
-            key = ph_key.get(ph)
-            if key is None:
-                key = ph_key[ph] = f"ph:{ph}"
-            add_skipped(key)
+                self.skipped.append("instant:" + str(events[i].name))
+        if host:
+            self._host([events[i] for i in host], [routes[i][1] for i in host])
+        if device:
+            self._device([events[i] for i in device], [routes[i][1] for i in device])
+        if memory:
+            self._memory([events[i] for i in memory])
 
-    # (comprehensions: attribute access on msgspec structs is faster there than attrgetter)
-    host = HostEvents([host_cat[e.cat] for e in host_ev], [e.name for e in host_ev],
-                      [e.tid for e in host_ev], [e.ts for e in host_ev],
-                      [e.dur for e in host_ev], [e.args for e in host_ev])
-    device = DeviceEvents([device_kind[e.cat] for e in device_ev], [e.name for e in device_ev],
-                          [e.pid for e in device_ev], [e.tid for e in device_ev],
-                          [e.ts for e in device_ev], [e.dur for e in device_ev],
-                          [e.args for e in device_ev])
-    memory = MemoryEvents([e.tid for e in memory_ev], [e.ts for e in memory_ev],
-                          [e.args for e in memory_ev])
-    return SplitTrace(host, device, memory, Counter(skipped_keys), len(events))
+    def _names(self, evs: list[Event]) -> list[Any]:
+        names = [e.name for e in evs]
+        return list(map(self.strings.setdefault, names, names))
 
+    def _host(self, evs: list[Event], cats: list[str]) -> None:
+        args = [e.args for e in evs]
+        names = self._names(evs)
+        self.put("host.cat", cats)
+        self.put("host.name", names)
+        self.put("host.thread", thread_ids([e.tid for e in evs]))
+        self.put("host.ts", np.array([e.ts for e in evs], np.float64))
+        self.put("host.dur", np.array([e.dur for e in evs], np.float64))
+        self.put("host.correlation", int_column([
+            a.correlation if a.correlation is not None else
+            a.external_id if a.external_id is not None else a.external_id_legacy
+            for a in args]))
+        self.put("host.seq", int_column([a.seq for a in args]))
+        self.put("host.input_shapes", raw_strings([a.input_dims or a.input_dims_early
+                                                   for a in args]))
+        self.put("host.dtypes", raw_strings([a.input_type for a in args]))
+        self.put("host.python_id", [a.python_id for a in args])
+        self.put("host.python_parent_id", [a.python_parent_id for a in args])
+        for i, (name, a) in enumerate(zip(names, args)):
+            if a.collective is not None or name in FORMULAS:
+                self.host_objects[self.n_host + i] = _owned(a)
+        self.n_host += len(evs)
 
-def _route(cat: Any, host_ev: list[Event], device_ev: list[Event], host_cat: dict[Any, str],
-           device_kind: dict[Any, str],
-           add_skipped: Callable[[str], None]) -> Callable[[Event], None]:
-    lc = str(cat).lower()
-    hc = HOST_CATS.get(lc)
-    if hc is not None:
-        host_cat[cat] = hc
-        return host_ev.append
-    dk = DEVICE_CATS.get(lc)
-    if dk is not None:
-        device_kind[cat] = dk
-        return device_ev.append
-    return lambda _e: add_skipped(lc)
+    def _device(self, evs: list[Event], kinds: list[str]) -> None:
+        args = [e.args for e in evs]
+        self.put("device.kind", kinds)
+        self.put("device.name", self._names(evs))
+        self.put("device.pid", int_column([e.pid for e in evs], floats=True))
+        self.put("device.thread", thread_ids([e.tid for e in evs]))
+        self.put("device.ts", np.array([e.ts for e in evs], np.float64))
+        self.put("device.dur", np.array([e.dur for e in evs], np.float64))
+        for name in ("correlation", "device", "stream", "registers", "shared_memory",
+                     "nbytes"):
+            self.put(f"device.{name}", int_column([getattr(a, name) for a in args],
+                                                  floats=True))
+        for name in ("blocks_per_sm", "occupancy"):
+            self.put(f"device.{name}", float_column([getattr(a, name) for a in args]))
+        self.put("device.grid", raw_strings([a.grid for a in args]))
+        self.put("device.block", raw_strings([a.block for a in args]))
+        for i, a in enumerate(args):
+            if a.collective is not None:
+                self.device_objects[self.n_device + i] = _owned(a)
+        self.n_device += len(evs)
 
+    def _memory(self, evs: list[Event]) -> None:
+        args = [e.args for e in evs]
+        self.put("memory.thread", thread_ids([e.tid for e in evs]))
+        self.put("memory.ts", np.array([e.ts for e in evs], np.float64))
+        for name in ("mem_bytes", "addr", "total_allocated", "total_reserved"):
+            self.put(f"memory.{name}", int_column([getattr(a, name) for a in args],
+                                                  floats=True))
+        self.put("memory.device_type", [a.device_type for a in args])
+        self.put("memory.device_id", [a.device_id for a in args])
 
-def to_ns(values: list[float], base_ns: int = 0) -> np.ndarray:
-    """Kineto microseconds (int or float) -> int64 nanoseconds, without float64 rounding loss.
+    def _take(self, key: str, empty: Callable[[], Any]) -> Any:
+        pieces = self.parts.pop(key, None)
+        if not pieces:
+            return empty()
+        if isinstance(pieces[0], np.ndarray):
+            return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        if isinstance(pieces[0], pa.Array):
+            return pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
+        return [v for piece in pieces for v in piece]
 
-    Epoch microseconds times 1000 exceed 2**53, so the integer and fractional parts are
-    converted separately.
-    """
-    arr = np.asarray(values, dtype=np.float64)
-    whole = np.floor(arr)
-    frac_ns = np.rint((arr - whole) * 1000.0).astype(np.int64)
-    return whole.astype(np.int64) * 1000 + frac_ns + np.int64(base_ns)
+    def _args(self, prefix: str, arrow: dict[str, pa.DataType], lists: tuple[str, ...],
+              objects: dict[int, Args]) -> ArgsColumns:
+        return ArgsColumns(
+            {k: self._take(f"{prefix}.{k}", lambda t=t: pa.array([], t)) for k, t in arrow.items()},
+            {k: self._take(f"{prefix}.{k}", list) for k in lists}, objects)
 
-
-def dur_ns(values: list[float]) -> np.ndarray:
-    return np.maximum(np.rint(np.asarray(values, dtype=np.float64) * 1000.0), 0).astype(np.int64)
-
-
-_tid_cache: dict[Any, int] = {}
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def thread_id(tid: Any) -> int:
-    """Integer thread id; numeric strings are parsed, other strings (and any value that is no
-    int64) hashed (stable)."""
-    cached = _tid_cache.get(tid)
-    if cached is not None:
-        return cached
-    value = None
-    if type(tid) is int:
-        value = tid
-    elif (isinstance(tid, str) and tid.lstrip("-").isdigit()) or \
-            (type(tid) is float and math.isfinite(tid)):
-        value = int(tid)
-    if value is None or not _INT64_MIN <= value <= _INT64_MAX:
-        value = zlib.crc32(str(tid).encode())
-    _tid_cache[tid] = value
-    return value
-
-
-def thread_ids(tids: list[Any]) -> np.ndarray:
-    """:func:`thread_id` of each element, computed once per distinct value."""
-    if not set(map(type, tids)) <= {int, str, float, type(None)}:
-        # a list or an object as a thread id: data, so its text names the thread
-        tids = [t if isinstance(t, (int, str, float)) or t is None else str(t) for t in tids]
-    ids = {t: thread_id(t) for t in set(tids)}
-    return np.fromiter(map(ids.__getitem__, tids), np.int64, len(tids))
-
-
-_INT_OR_NONE = {int, type(None)}
-_NUMBER_OR_NONE = {int, float, type(None)}
-
-
-def int_column(values: list[Any], *, floats: bool = False) -> pa.Int64Array:
-    """Nullable int64 column: ints kept, anything else null (``floats``: floats truncated).
-
-    The common case, a list of ints and Nones, goes to Arrow as it is, converted in C. A value
-    that is no int64 (a bool, an int past 64 bits, an infinite float) is null for that event,
-    never an error for the whole trace.
-    """
-    if set(map(type, values)) <= _INT_OR_NONE:
-        try:
-            return pa.array(values, pa.int64())
-        except OverflowError:
-            pass
-    return pa.array([_int64(v, floats) for v in values], pa.int64())
-
-
-def _int64(value: Any, floats: bool) -> int | None:
-    if type(value) is float and floats and math.isfinite(value):
-        value = int(value)
-    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-        return value
-    return None
-
-
-def float_column(values: list[Any]) -> pa.DoubleArray:
-    """Nullable float64 column: ints and floats as floats, anything else null."""
-    if not set(map(type, values)) <= _NUMBER_OR_NONE:
-        values = [float(v) if isinstance(v, (int, float)) else None for v in values]
-    return pa.array(values, pa.float64())
+    def finish(self) -> SplitTrace:
+        take = self._take
+        i64, f64, text = pa.int64(), pa.float64(), pa.large_string()
+        host = HostEvents(
+            take("host.cat", list), take("host.name", list),
+            take("host.thread", lambda: np.zeros(0, np.int64)),
+            take("host.ts", lambda: np.zeros(0)), take("host.dur", lambda: np.zeros(0)),
+            self._args("host", {"correlation": i64, "seq": i64, "input_shapes": text,
+                                "dtypes": text}, ("python_id", "python_parent_id"),
+                       self.host_objects))
+        device = DeviceEvents(
+            take("device.kind", list), take("device.name", list),
+            take("device.pid", lambda: pa.array([], i64)),
+            take("device.thread", lambda: np.zeros(0, np.int64)),
+            take("device.ts", lambda: np.zeros(0)), take("device.dur", lambda: np.zeros(0)),
+            self._args("device", {"correlation": i64, "device": i64, "stream": i64,
+                                  "registers": i64, "shared_memory": i64, "nbytes": i64,
+                                  "blocks_per_sm": f64, "occupancy": f64, "grid": text,
+                                  "block": text}, (), self.device_objects))
+        memory = MemoryEvents(
+            take("memory.thread", lambda: np.zeros(0, np.int64)),
+            take("memory.ts", lambda: np.zeros(0)),
+            self._args("memory", {"mem_bytes": i64, "addr": i64, "total_allocated": i64,
+                                  "total_reserved": i64}, ("device_type", "device_id"), {}))
+        return SplitTrace(host, device, memory, Counter(self.skipped), self.n_events,
+                          self.ev_idx)
 
 
-def int_values(column: pa.Array, fill: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """(values with nulls replaced by ``fill``, validity) of an Arrow integer column."""
-    valid = np.ones(len(column), bool) if column.null_count == 0 else \
-        column.is_valid().to_numpy(zero_copy_only=False)
-    return column.fill_null(fill).to_numpy(), valid
+def _route(ph: str, cat: Any) -> tuple[int, str]:
+    """Where events of phase ``ph`` and category ``cat`` go, and their ops.cat / kernel kind
+    (or, for skipped ones, the key they are counted under)."""
+    if ph == "X":
+        lc = str(cat).lower()
+        hc = HOST_CATS.get(lc)
+        if hc is not None:
+            return _HOST, hc
+        dk = DEVICE_CATS.get(lc)
+        if dk is not None:
+            return _DEVICE, dk
+        return _SKIP, lc
+    if ph == "i" or ph == "I":
+        return _INSTANT, ""
+    if ph == "M":
+        return _META, ""  # metadata: neither kept nor counted
+    return _SKIP, f"ph:{ph}"
 
 
-def raw_strings(raws: list[Raw]) -> pa.LargeStringArray:
-    """Raw JSON fields -> their text as an Arrow string column, null where the field was absent.
-
-    Same values as ``[raw_text(r) for r in raws]``, but built from one join of the buffers.
-    """
-    n = len(raws)
-    lens = np.fromiter(map(len, raws), np.int64, n)
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    valid = lens > 0
-    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    arr = pa.Array.from_buffers(pa.large_string(), n, [validity, pa.py_buffer(offsets),
-                                                       pa.py_buffer(b"".join(raws))])
-    arr.validate(full=True)  # UTF-8, as bytes.decode() would insist
-    return arr
+def _owned(args: Args) -> Args:
+    """``args`` with its raw JSON fields copied out of the trace's buffer (a ``Raw`` field
+    keeps the whole decompressed trace alive)."""
+    return msgspec.structs.replace(args, **{
+        name: getattr(args, name).copy() if len(getattr(args, name)) else _EMPTY
+        for name in _RAW_FIELDS})
 
 
-def strings_object_array(column: pa.Array) -> np.ndarray:
-    """An Arrow string column as a numpy object array of str / None (one str per distinct
-    value, shared by the rows that hold it)."""
-    enc = column.dictionary_encode()
-    values = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
-    return values[enc.indices.fill_null(len(values) - 1).to_numpy()]
+_RAW_FIELDS = tuple(f for f in Args.__struct_fields__ if isinstance(getattr(Args(), f), Raw))

@@ -27,22 +27,19 @@ whole step under the previous step's optimizer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from msgspec import Raw
 
 from dsprof.ingest.events import (
     DSPROF_MODULE_PREFIX,
     HostEvents,
     dur_ns,
-    int_column,
     int_values,
-    raw_strings,
     strings_object_array,
-    thread_ids,
     to_ns,
 )
 from dsprof.ingest.flops import FORMULAS, op_flops
@@ -180,29 +177,21 @@ def _codes(values: list[Any], distinct: dict[Any, None] | None = None
     return np.fromiter(map(code.__getitem__, values), np.int64, len(values)), seen
 
 
-def _correlations(args: list[Args]) -> pa.Int64Array:
-    """``correlation``, else ``External id``, else ``external id``; null unless an int."""
-    return int_column([a.correlation if a.correlation is not None else
-                       a.external_id if a.external_id is not None else a.external_id_legacy
-                       for a in args])
-
-
 def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) -> HostOps:
     keep, cat_code, cats, name_code, names = _kept_events(host)
-    if keep is None:
-        ts_raw, dur_raw, tids, args = host.ts, host.dur, host.tid, host.args
-    else:
-        ts_raw = [host.ts[i] for i in keep]
-        dur_raw = [host.dur[i] for i in keep]
-        tids = [host.tid[i] for i in keep]
-        args = [host.args[i] for i in keep]
+    # ``event[k]``: the host event of kept row k (trace order); the args columns are taken
+    # by it once, here
+    event = np.arange(len(host.name)) if keep is None else np.asarray(keep, np.int64)
+    args = host.args.arrow
+    if keep is not None:
+        args = {k: v.take(event) for k, v in args.items()}
     n = len(name_code)
-    start_k = to_ns(ts_raw, base_ns) if n else np.zeros(0, np.int64)
-    dur_k = dur_ns(dur_raw) if n else np.zeros(0, np.int64)
-    threads_k = thread_ids(tids)
+    start_k = to_ns(host.ts[event], base_ns) if n else np.zeros(0, np.int64)
+    dur_k = dur_ns(host.dur[event]) if n else np.zeros(0, np.int64)
+    threads_k = host.thread[event]
 
     # Rows are written in (thread, start, longest first) order; everything below is in it
-    # (``args`` stays in trace order: ``args[order[i]]`` belongs to row i).
+    # (``args`` and ``event`` stay in trace order: ``args[order[i]]`` belongs to row i).
     order = np.lexsort((-dur_k, start_k, threads_k)) if n else np.zeros(0, np.int64)
     start, dur, threads = start_k[order], dur_k[order], threads_k[order]
     end = start + dur
@@ -217,9 +206,9 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
     step_marker = is_cat("user_annotation") & np.array(
         [nm[:13] == "ProfilerStep#" for nm in names] + [False], bool)[name_code]
 
-    seq_col = int_column([a.seq for a in args]).take(order)
+    seq_col = args["seq"].take(order)
     seq, seq_ok = int_values(seq_col)
-    corr_col = _correlations(args).take(order)
+    corr_col = args["correlation"].take(order)
     corr, corr_ok = int_values(corr_col)
 
     # Nesting, per thread.
@@ -269,7 +258,8 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
                 value[look] = np.where(fwd_seq[pos] == s, fwd_module[pos], -1)
             module[r] = value
 
-    flops, flops_ok, flops_unknown = _flops(names, name_code, args, order, parent, levels)
+    flops, flops_ok, flops_unknown = _flops(names, name_code, host.args.at, event[order],
+                                            parent, levels)
 
     step_rows = np.flatnonzero(is_cat("user_annotation") & np.array(
         [bool(STEP_NAME.match(nm)) for nm in names] + [False], bool)[name_code])
@@ -292,8 +282,8 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         "self_ns": np.maximum(dur - child_sum, 0),
         "module": names_arr[module],
         "phase": PHASES[phase],
-        "input_shapes": _text_column([a.input_dims or a.input_dims_early for a in args], order),
-        "dtypes": _text_column([a.input_type for a in args], order),
+        "input_shapes": strings_object_array(args["input_shapes"].take(order)),
+        "dtypes": strings_object_array(args["dtypes"].take(order)),
         "flops": pa.array(flops, pa.int64(), mask=~flops_ok),
         "correlation": corr_col,
         "seq": seq_col,
@@ -302,8 +292,8 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
                    flops_unknown)
 
 
-def _flops(names: list[str], name_code: np.ndarray, args: list[Args], order: np.ndarray,
-           parent: np.ndarray, levels: list[np.ndarray]
+def _flops(names: list[str], name_code: np.ndarray, args_at: Callable[[int], Args],
+           event: np.ndarray, parent: np.ndarray, levels: list[np.ndarray]
            ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """FLOPs per row (and whether known), counted once per computation: a row under an
     ancestor that has FLOPs keeps none (``aten::convolution`` over ``mkldnn_convolution``).
@@ -318,7 +308,7 @@ def _flops(names: list[str], name_code: np.ndarray, args: list[Args], order: np.
         return flops, flops_ok, {}
     tried = np.flatnonzero(np.isin(name_code, counted))
     for i in tried.tolist():
-        value = op_flops(names[name_code[i]], args[order[i]])
+        value = op_flops(names[name_code[i]], args_at(int(event[i])))
         if value is not None:
             flops[i], flops_ok[i] = value, True
     is_tried = np.zeros(n, bool)
@@ -339,10 +329,3 @@ def _flops(names: list[str], name_code: np.ndarray, args: list[Args], order: np.
         unknown[names[int(code)]] = int(count)
     flops_ok &= ~under
     return flops, flops_ok, unknown
-
-
-def _text_column(raws: list[Raw], order: np.ndarray) -> np.ndarray:
-    """A Raw field's text (str or None) per row."""
-    return strings_object_array(raw_strings(raws).take(order))
-
-

@@ -23,12 +23,14 @@ def module_paths(host: HostEvents) -> dict[int, str]:
     """Python tracer: index of each ``nn.Module:`` event -> dotted path of module names."""
     by_pid: dict[Any, tuple[Any, str | None]] = {}
     module_rows: list[tuple[int, Any]] = []
-    for i, (cat, name, args) in enumerate(zip(host.cat, host.name, host.args)):
+    ids, parent_ids = host.args.lists["python_id"], host.args.lists["python_parent_id"]
+    for i, (cat, name, python_id, parent_id) in enumerate(zip(host.cat, host.name, ids,
+                                                               parent_ids)):
         if cat != "python_function":
             continue
         # ids are ints; any other value links nothing (a module then is named on its own)
-        pid = args.python_id if type(args.python_id) is int else ("row", i)
-        parent = args.python_parent_id if type(args.python_parent_id) is int else None
+        pid = python_id if type(python_id) is int else ("row", i)
+        parent = parent_id if type(parent_id) is int else None
         is_module = name.startswith(MODULE_PREFIX)
         by_pid[pid] = (parent, name[len(MODULE_PREFIX):] if is_module else None)
         if is_module:

@@ -32,7 +32,7 @@ from dsprof.ingest.aggregates import SOURCE_TABLES, rank_aggregates
 from dsprof.ingest.anomalies import anomaly_rows
 from dsprof.ingest.comms import build_comms
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
-from dsprof.ingest.events import split
+from dsprof.ingest.events import SplitTrace
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.memory_ingest import MEMORY_TABLES, SNAPSHOT_SUFFIX, MemoryParts
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
@@ -229,10 +229,15 @@ def ingest_rank(run: RunDir, rank: int,
                     if last:
                         stage("ops", OPS, parts["ops"] + [ops])
 
-                cols, spans, n_events = _trace_tables(doc, rank, next_id, res, ops_done)
-                # the decoded events are no longer needed: free them before the columns of
-                # this file become Arrow tables (and before the next file is decoded)
+                _note_trace_meta(doc, res)
+                base_ns, dist_info = doc.base_ns, doc.doc.distributedInfo
+                parsed = doc.split()
+                # the trace's buffer and its raw events are no longer needed: free them before
+                # the tables are built (and before the next file is read)
                 doc = None
+                cols, spans, n_events = _trace_tables(parsed, base_ns, dist_info, rank, next_id,
+                                                      res, ops_done)
+                del parsed
                 next_id += len(cols["ops"]["id"])
                 memory.add_trace(path, cols.pop("memory"), cols["ops"], spans)
                 for name, table_cols in cols.items():
@@ -296,10 +301,15 @@ def ingest_rank(run: RunDir, rank: int,
     return res
 
 
-def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
-                  ops_done: Callable[[dict[str, Any]], None] | None = None):
-    base = doc.base_ns
-    parsed = split(doc.events)
+def _note_trace_meta(doc: KinetoTrace, res: RankResult) -> None:
+    if not res.trace_meta:
+        meta = doc.metadata
+        res.trace_meta = {k: meta[k] for k in ("deviceProperties", "distributedInfo",
+                                               "schemaVersion") if k in meta}
+
+
+def _trace_tables(parsed: SplitTrace, base: int, dist_info: Any, rank: int, first_id: int,
+                  res: RankResult, ops_done: Callable[[dict[str, Any]], None] | None = None):
     ops = build_host_ops(parsed.host, base_ns=base, rank=rank, first_id=first_id)
     ops.columns["step"] = _ops_steps(ops)
     if ops_done is not None:
@@ -307,27 +317,22 @@ def _trace_tables(doc: KinetoTrace, rank: int, first_id: int, res: RankResult,
     kernels = device_ops.build_kernels(parsed.device, ops, base_ns=base, rank=rank)
     memory = device_ops.build_memory(parsed.memory, ops, base_ns=base, rank=rank)
     comms = build_comms(parsed.host, parsed.device, ops, kernels, base_ns=base, rank=rank,
-                        dist_info=doc.doc.distributedInfo)
+                        dist_info=dist_info)
     for key, count in parsed.skipped.items():
         res.skipped[key] = res.skipped.get(key, 0) + count
     for key, count in ops.flops_unknown.items():
         res.flops_unknown[key] = res.flops_unknown.get(key, 0) + count
-    kept = _events_kept(doc.events)
+    kept = _events_kept(parsed.ev_idx)
     if kept is not None:
         res.events_kept = kept if res.events_kept is None else min(res.events_kept, kept)
-    meta = doc.metadata
-    if not res.trace_meta:
-        res.trace_meta = {k: meta[k] for k in ("deviceProperties", "distributedInfo",
-                                               "schemaVersion") if k in meta}
     return {"ops": ops.columns, "kernels": kernels, "memory": memory, "comms": comms}, \
         ops.step_spans, \
         parsed.n_events
 
 
-def _events_kept(events: list[Any]) -> float | None:
+def _events_kept(idx: list[int]) -> float | None:
     """Share of the profiler's numbered events (``Ev Idx``: host ops, annotations and
     instants such as ``[memory]``) the trace holds."""
-    idx = [e.args.ev_idx for e in events if type(e.args.ev_idx) is int]
     if len(idx) < 2:
         return None
     return len(set(idx)) / (max(idx) - min(idx) + 1)

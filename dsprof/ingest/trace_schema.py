@@ -76,7 +76,9 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 
 
 class TraceDoc(msgspec.Struct):
-    traceEvents: list[Event]
+    # each event's JSON, a slice of the decoded buffer: events.split_raw decodes them a chunk
+    # at a time, so the trace is never held as structs all at once
+    traceEvents: list[msgspec.Raw]
     schemaVersion: Any = None
     deviceProperties: Any = None
     distributedInfo: Any = None
@@ -88,6 +90,7 @@ class TraceDoc(msgspec.Struct):
 
 
 DECODER = msgspec.json.Decoder(TraceDoc)
+EVENTS_DECODER = msgspec.json.Decoder(list[Event])
 
 
 def raw_text(raw: msgspec.Raw) -> str | None:
