@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -69,7 +70,6 @@ MODULE_PREFIX = "nn.Module: "
 
 # events decoded at a time: ~5 MB of structs, small next to the trace's own buffer
 CHUNK_EVENTS = 8192
-_EMPTY = Raw(b"")
 _HOST, _DEVICE, _SKIP, _INSTANT, _META = range(5)
 
 
@@ -145,12 +145,54 @@ def split(events: list[Event]) -> SplitTrace:
     return acc.finish()
 
 
-def split_raw(raws: list[Raw], chunk: int = CHUNK_EVENTS) -> SplitTrace:
-    """Columns of raw JSON events, decoded ``chunk`` events at a time (module docstring)."""
+def split_raw(raws: list[Raw], buffer: bytes | None = None,
+              chunk: int = CHUNK_EVENTS) -> SplitTrace:
+    """Columns of raw JSON events, decoded ``chunk`` events at a time (module docstring).
+
+    Args:
+        raws: the events' JSON.
+        buffer: the JSON document they were decoded from, if they are slices of it: a chunk
+            is then one copy of its span (events and the commas between them), not a join.
+        chunk: events per chunk.
+    """
     acc = _Accumulator()
+    spans = _Spans(buffer) if buffer is not None else None
     for lo in range(0, len(raws), chunk):
-        acc.add(EVENTS_DECODER.decode(b"[" + b",".join(raws[lo:lo + chunk]) + b"]"))
+        part = raws[lo:lo + chunk]
+        text = spans.array(part[0], part[-1]) if spans is not None else None
+        acc.add(EVENTS_DECODER.decode(text if text is not None else
+                                      b"[" + b",".join(part) + b"]"))
     return acc.finish()
+
+
+class _Spans:
+    """Where slices of one buffer lie in it, to copy a run of consecutive events at once."""
+
+    def __init__(self, buffer: bytes) -> None:
+        self.buffer = memoryview(buffer)
+        self.base = _address(buffer)
+        # one scratch buffer for every chunk: a fresh one per chunk costs its page faults
+        # (the chunk's structs copy what they keep, so nothing refers to it after a chunk)
+        self.scratch = np.empty(0, np.uint8)
+
+    def array(self, first: Raw, last: Raw) -> memoryview | None:
+        """``[`` + the buffer from ``first`` to the end of ``last`` + ``]``; None if they are
+        not slices of the buffer (in order). Valid until the next call."""
+        lo = _address(first) - self.base
+        hi = _address(last) - self.base + len(last)
+        if not 0 <= lo < hi <= len(self.buffer):
+            return None
+        n = hi - lo + 2
+        if len(self.scratch) < n:
+            self.scratch = np.empty(n + (n >> 2), np.uint8)
+        out = self.scratch[:n]
+        out[0], out[-1] = 0x5B, 0x5D  # [ ]
+        out[1:-1] = np.frombuffer(self.buffer[lo:hi], np.uint8)
+        return memoryview(out)
+
+
+def _address(buf: Any) -> int:
+    return int(np.frombuffer(buf, np.uint8).ctypes.data)
 
 
 class _Accumulator:
@@ -159,10 +201,11 @@ class _Accumulator:
     def __init__(self) -> None:
         self.n_events = 0
         self.n_host = self.n_device = 0
-        self.skipped: list[str] = []
+        self.skipped: Counter[str] = Counter()
         self.ev_idx: list[int] = []
         self.strings: dict[Any, Any] = {}  # one str object per distinct name
-        self.route: dict[tuple[str, Any], tuple[int, str]] = {}
+        self.route_code: dict[tuple[str, Any], int] = {}
+        self.routes: list[tuple[int, str]] = []  # route code -> (where, ops.cat / kind / key)
         self.parts: dict[str, list[Any]] = {}
         self.host_objects: dict[int, Args] = {}
         self.device_objects: dict[int, Args] = {}
@@ -173,38 +216,43 @@ class _Accumulator:
     def add(self, events: list[Event]) -> None:
         n = len(events)
         self.n_events += n
-        self.ev_idx.extend([i for i in [e.args.ev_idx for e in events] if type(i) is int])
+        args = [e.args for e in events]
+        self.ev_idx.extend([i for i in [a.ev_idx for a in args] if type(i) is int])
         # where each event goes, decided once per distinct (phase, category)
-        keys = [(e.ph, e.cat) for e in events]
-        for k in dict.fromkeys(keys):
-            if k not in self.route:
-                self.route[k] = _route(*k)
-        routes = list(map(self.route.__getitem__, keys))
-        where = np.fromiter([r[0] for r in routes], np.int8, n)
-        host = np.flatnonzero(where == _HOST).tolist()
-        device = np.flatnonzero(where == _DEVICE).tolist()
-        memory = []
-        # few events (instants, flow arrows, unknown categories): in trace order
-        for i in np.flatnonzero((where == _INSTANT) | (where == _SKIP)).tolist():
-            if where[i] == _SKIP:
-                self.skipped.append(routes[i][1])
-            elif events[i].name == "[memory]":
-                memory.append(i)
-            else:
-                self.skipped.append("instant:" + str(events[i].name))
-        if host:
-            self._host([events[i] for i in host], [routes[i][1] for i in host])
-        if device:
-            self._device([events[i] for i in device], [routes[i][1] for i in device])
+        keys = list(zip([e.ph for e in events], [e.cat for e in events]))
+        codes = list(map(self.route_code.get, keys))
+        if None in codes:
+            for k in dict.fromkeys(keys):
+                if k not in self.route_code:
+                    self.route_code[k] = len(self.routes)
+                    self.routes.append(_route(*k))
+            codes = list(map(self.route_code.__getitem__, keys))
+        code = np.fromiter(codes, np.int32, n)
+        where = np.array([r[0] for r in self.routes], np.int8)[code]
+        label = np.array([r[1] for r in self.routes], object)
+        host = np.flatnonzero(where == _HOST)
+        device = np.flatnonzero(where == _DEVICE)
+        self.skipped.update(label[code[where == _SKIP]].tolist())
+        memory: list[int] = []
+        instant = np.flatnonzero(where == _INSTANT).tolist()
+        if instant:
+            names = [e.name for e in _pick(events, instant)]
+            memory = [i for i, name in zip(instant, names) if name == "[memory]"]
+            self.skipped.update(["instant:" + str(name) for name in names
+                                 if name != "[memory]"])
+        if len(host):
+            self._host(_pick(events, host), _pick(args, host), label[code[host]].tolist())
+        if len(device):
+            self._device(_pick(events, device), _pick(args, device),
+                         label[code[device]].tolist())
         if memory:
-            self._memory([events[i] for i in memory])
+            self._memory(_pick(events, memory), _pick(args, memory))
 
     def _names(self, evs: list[Event]) -> list[Any]:
         names = [e.name for e in evs]
         return list(map(self.strings.setdefault, names, names))
 
-    def _host(self, evs: list[Event], cats: list[str]) -> None:
-        args = [e.args for e in evs]
+    def _host(self, evs: list[Event], args: list[Args], cats: list[str]) -> None:
         names = self._names(evs)
         self.put("host.cat", cats)
         self.put("host.name", names)
@@ -226,20 +274,22 @@ class _Accumulator:
                 self.host_objects[self.n_host + i] = _owned(a)
         self.n_host += len(evs)
 
-    def _device(self, evs: list[Event], kinds: list[str]) -> None:
-        args = [e.args for e in evs]
+    def _device(self, evs: list[Event], args: list[Args], kinds: list[str]) -> None:
         self.put("device.kind", kinds)
         self.put("device.name", self._names(evs))
         self.put("device.pid", int_column([e.pid for e in evs], floats=True))
         self.put("device.thread", thread_ids([e.tid for e in evs]))
         self.put("device.ts", np.array([e.ts for e in evs], np.float64))
         self.put("device.dur", np.array([e.dur for e in evs], np.float64))
-        for name in ("correlation", "device", "stream", "registers", "shared_memory",
-                     "nbytes"):
-            self.put(f"device.{name}", int_column([getattr(a, name) for a in args],
-                                                  floats=True))
-        for name in ("blocks_per_sm", "occupancy"):
-            self.put(f"device.{name}", float_column([getattr(a, name) for a in args]))
+        put = self.put
+        put("device.correlation", int_column([a.correlation for a in args], floats=True))
+        put("device.device", int_column([a.device for a in args], floats=True))
+        put("device.stream", int_column([a.stream for a in args], floats=True))
+        put("device.registers", int_column([a.registers for a in args], floats=True))
+        put("device.shared_memory", int_column([a.shared_memory for a in args], floats=True))
+        put("device.nbytes", int_column([a.nbytes for a in args], floats=True))
+        put("device.blocks_per_sm", float_column([a.blocks_per_sm for a in args]))
+        put("device.occupancy", float_column([a.occupancy for a in args]))
         self.put("device.grid", raw_strings([a.grid for a in args]))
         self.put("device.block", raw_strings([a.block for a in args]))
         for i, a in enumerate(args):
@@ -247,13 +297,14 @@ class _Accumulator:
                 self.device_objects[self.n_device + i] = _owned(a)
         self.n_device += len(evs)
 
-    def _memory(self, evs: list[Event]) -> None:
-        args = [e.args for e in evs]
+    def _memory(self, evs: list[Event], args: list[Args]) -> None:
         self.put("memory.thread", thread_ids([e.tid for e in evs]))
         self.put("memory.ts", np.array([e.ts for e in evs], np.float64))
-        for name in ("mem_bytes", "addr", "total_allocated", "total_reserved"):
-            self.put(f"memory.{name}", int_column([getattr(a, name) for a in args],
-                                                  floats=True))
+        put = self.put
+        put("memory.mem_bytes", int_column([a.mem_bytes for a in args], floats=True))
+        put("memory.addr", int_column([a.addr for a in args], floats=True))
+        put("memory.total_allocated", int_column([a.total_allocated for a in args], floats=True))
+        put("memory.total_reserved", int_column([a.total_reserved for a in args], floats=True))
         self.put("memory.device_type", [a.device_type for a in args])
         self.put("memory.device_id", [a.device_id for a in args])
 
@@ -297,8 +348,16 @@ class _Accumulator:
             take("memory.ts", lambda: np.zeros(0)),
             self._args("memory", {"mem_bytes": i64, "addr": i64, "total_allocated": i64,
                                   "total_reserved": i64}, ("device_type", "device_id"), {}))
-        return SplitTrace(host, device, memory, Counter(self.skipped), self.n_events,
+        return SplitTrace(host, device, memory, self.skipped, self.n_events,
                           self.ev_idx)
+
+
+def _pick(items: list[Any], rows: Any) -> list[Any]:
+    """``[items[i] for i in rows]``, indexed in C."""
+    rows = rows.tolist() if isinstance(rows, np.ndarray) else rows
+    if len(rows) == 1:
+        return [items[rows[0]]]
+    return list(itemgetter(*rows)(items)) if rows else []
 
 
 def _route(ph: str, cat: Any) -> tuple[int, str]:
@@ -321,11 +380,9 @@ def _route(ph: str, cat: Any) -> tuple[int, str]:
 
 
 def _owned(args: Args) -> Args:
-    """``args`` with its raw JSON fields copied out of the trace's buffer (a ``Raw`` field
-    keeps the whole decompressed trace alive)."""
-    return msgspec.structs.replace(args, **{
-        name: getattr(args, name).copy() if len(getattr(args, name)) else _EMPTY
-        for name in _RAW_FIELDS})
-
-
-_RAW_FIELDS = tuple(f for f in Args.__struct_fields__ if isinstance(getattr(Args(), f), Raw))
+    """``args`` with its raw JSON fields copied out of the buffer they were decoded from (a
+    ``Raw`` field keeps that whole buffer alive, and a chunk's buffer is reused)."""
+    return msgspec.structs.replace(
+        args, input_dims=args.input_dims.copy(), input_dims_early=args.input_dims_early.copy(),
+        input_type=args.input_type.copy(), concrete=args.concrete.copy(),
+        grid=args.grid.copy(), block=args.block.copy())

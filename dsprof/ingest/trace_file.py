@@ -39,11 +39,15 @@ class KinetoTrace:
 
     Args:
         path: where it came from.
-        doc: the decoded trace (events plus the metadata dsprof reads).
+        doc: the decoded trace (each event's raw JSON, plus the metadata dsprof reads).
+        buffer: the decompressed JSON ``doc`` was decoded from (its raw events are slices of
+            it); empty when not known.
     """
 
     path: Path
     doc: TraceDoc
+    # the decompressed JSON that ``doc``'s raw events are slices of
+    buffer: bytes = b""
 
     @property
     def n_events(self) -> int:
@@ -71,7 +75,7 @@ class KinetoTrace:
         from dsprof.ingest.events import split_raw
 
         try:
-            return split_raw(self.doc.traceEvents)
+            return split_raw(self.doc.traceEvents, self.buffer or None)
         except msgspec.ValidationError as exc:
             raise TraceFormatError(f"{self.path}: malformed trace event ({exc})") from None
 
@@ -194,7 +198,7 @@ def _orjson(data: bytes) -> tuple[Any, str | None]:
 
 def _decode_kineto(path: Path, data: bytes) -> KinetoTrace:
     try:
-        return KinetoTrace(path, DECODER.decode(data))
+        return KinetoTrace(path, DECODER.decode(data), data)
     except msgspec.ValidationError as exc:
         if "traceEvents" in str(exc) and "missing required field" in str(exc):
             raise TraceFormatError(f"{path}: JSON, but not a torch.profiler/Kineto trace "
