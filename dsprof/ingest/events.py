@@ -101,9 +101,10 @@ class HostEvents:
     thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dur: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # arrow: correlation (else External id), seq, input_shapes, dtypes;
-    # lists: python_id, python_parent_id
+    # arrow: correlation (else External id), seq, input_shapes, dtypes
     args: ArgsColumns = field(default_factory=ArgsColumns)
+    # python_function events: row -> (Python id, Python parent id)
+    python: dict[int, tuple[Any, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -209,6 +210,7 @@ class _Accumulator:
         self.parts: dict[str, list[Any]] = {}
         self.host_objects: dict[int, Args] = {}
         self.device_objects: dict[int, Args] = {}
+        self.python: dict[int, tuple[Any, Any]] = {}
 
     def put(self, key: str, value: Any) -> None:
         self.parts.setdefault(key, []).append(value)
@@ -267,8 +269,10 @@ class _Accumulator:
         self.put("host.input_shapes", raw_strings([a.input_dims or a.input_dims_early
                                                    for a in args]))
         self.put("host.dtypes", raw_strings([a.input_type for a in args]))
-        self.put("host.python_id", [a.python_id for a in args])
-        self.put("host.python_parent_id", [a.python_parent_id for a in args])
+        if "python_function" in set(cats):  # the Python tracer's events: few traces have them
+            for i, (cat, a) in enumerate(zip(cats, args)):
+                if cat == "python_function":
+                    self.python[self.n_host + i] = (a.python_id, a.python_parent_id)
         for i, (name, a) in enumerate(zip(names, args)):
             if a.collective is not None or name in FORMULAS:
                 self.host_objects[self.n_host + i] = _owned(a)
@@ -332,8 +336,8 @@ class _Accumulator:
             take("host.thread", lambda: np.zeros(0, np.int64)),
             take("host.ts", lambda: np.zeros(0)), take("host.dur", lambda: np.zeros(0)),
             self._args("host", {"correlation": i64, "seq": i64, "input_shapes": text,
-                                "dtypes": text}, ("python_id", "python_parent_id"),
-                       self.host_objects))
+                                "dtypes": text}, (), self.host_objects),
+            self.python)
         device = DeviceEvents(
             take("device.kind", list), take("device.name", list),
             take("device.pid", lambda: pa.array([], i64)),

@@ -23,11 +23,8 @@ def module_paths(host: HostEvents) -> dict[int, str]:
     """Python tracer: index of each ``nn.Module:`` event -> dotted path of module names."""
     by_pid: dict[Any, tuple[Any, str | None]] = {}
     module_rows: list[tuple[int, Any]] = []
-    ids, parent_ids = host.args.lists["python_id"], host.args.lists["python_parent_id"]
-    for i, (cat, name, python_id, parent_id) in enumerate(zip(host.cat, host.name, ids,
-                                                               parent_ids)):
-        if cat != "python_function":
-            continue
+    for i, (python_id, parent_id) in sorted(host.python.items()):
+        name = host.name[i]
         # ids are ints; any other value links nothing (a module then is named on its own)
         pid = python_id if type(python_id) is int else ("row", i)
         parent = parent_id if type(parent_id) is int else None

@@ -168,6 +168,22 @@ def ingest_run_ranks(run: RunDir, ranks: list[int],
 
 
 @contextmanager
+def arrow_system_pool() -> Iterator[None]:
+    """Arrow allocates from the C library's heap while ingest runs. Its default pool
+    (mimalloc) keeps the pages of freed buffers for reuse, and ingest frees a trace's columns
+    as soon as their tables are built, so with it the peak RSS was the sum of every stage's
+    buffers: 64.8 MB for hta_v100_1rank (15.4 MB of JSON) against 35.8 MB with the system
+    pool, for the same CPU time. The previous pool is restored after (buffers remember the
+    pool they came from)."""
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
+@contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector. Ingest allocates a few hundred thousand objects
     (decoded events, columns) that form no reference cycles; the collector's passes over them
@@ -183,6 +199,14 @@ def gc_paused() -> Iterator[None]:
 
 def ingest_rank(run: RunDir, rank: int,
                 progress: Callable[[int, Path], None] | None = None) -> RankResult:
+    """Parse rank ``rank``'s raw files and write its tables (in this process, whichever
+    process that is: the rank's own, a worker, or ``dsprof import``'s)."""
+    with arrow_system_pool():
+        return _ingest_rank(run, rank, progress)
+
+
+def _ingest_rank(run: RunDir, rank: int,
+                 progress: Callable[[int, Path], None] | None = None) -> RankResult:
     raw = run.raw_dir(rank)
     res = RankResult(rank)
     parts: dict[str, list[dict[str, Any]]] = {"ops": [], "kernels": [], "comms": []}
@@ -227,7 +251,7 @@ def ingest_rank(run: RunDir, rank: int,
 
                 def ops_done(ops: dict[str, Any], last: bool = i == len(paths) - 1) -> None:
                     if last:
-                        stage("ops", OPS, parts["ops"] + [ops])
+                        stage("ops", OPS, parts.pop("ops") + [ops])
 
                 _note_trace_meta(doc, res)
                 base_ns, dist_info = doc.base_ns, doc.doc.distributedInfo
@@ -241,7 +265,10 @@ def ingest_rank(run: RunDir, rank: int,
                 next_id += len(cols["ops"]["id"])
                 memory.add_trace(path, cols.pop("memory"), cols["ops"], spans)
                 for name, table_cols in cols.items():
-                    parts[name].append(table_cols)
+                    if name not in staged:  # (the last file's ops are staged already)
+                        parts[name].append(table_cols)
+                # the columns are referenced from ``parts`` only, so staging a table frees them
+                cols = table_cols = None
                 step_spans.extend(spans)
                 res.events += n_events
             current = raw
@@ -258,7 +285,7 @@ def ingest_rank(run: RunDir, rank: int,
             res.events += memory.events
             for name, table in (("ops", OPS), ("kernels", KERNELS), ("comms", COMMS)):
                 if name not in staged:
-                    stage(name, table, parts[name])
+                    stage(name, table, parts.pop(name))
             for name in MEMORY_TABLES:
                 stage(name, TABLES[name], memory.parts[name])
             stage("steps", STEPS, [steps_cols])
