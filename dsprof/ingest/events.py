@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import repeat
+from operator import is_not, itemgetter
 from typing import Any
 
 import msgspec
@@ -273,9 +274,11 @@ class _Accumulator:
             for i, (cat, a) in enumerate(zip(cats, args)):
                 if cat == "python_function":
                     self.python[self.n_host + i] = (a.python_id, a.python_parent_id)
-        for i, (name, a) in enumerate(zip(names, args)):
-            if a.collective is not None or name in FORMULAS:
-                self.host_objects[self.n_host + i] = _owned(a)
+        keep = np.fromiter(map(FORMULAS.__contains__, names), bool, len(names))
+        keep |= np.fromiter(map(is_not, [a.collective for a in args], repeat(None)), bool,
+                            len(names))
+        for i in np.flatnonzero(keep).tolist():
+            self.host_objects[self.n_host + i] = _owned(args[i])
         self.n_host += len(evs)
 
     def _device(self, evs: list[Event], args: list[Args], kinds: list[str]) -> None:
@@ -296,9 +299,10 @@ class _Accumulator:
         put("device.occupancy", float_column([a.occupancy for a in args]))
         self.put("device.grid", raw_strings([a.grid for a in args]))
         self.put("device.block", raw_strings([a.block for a in args]))
-        for i, a in enumerate(args):
-            if a.collective is not None:
-                self.device_objects[self.n_device + i] = _owned(a)
+        talks = np.fromiter(map(is_not, [a.collective for a in args], repeat(None)), bool,
+                            len(args))
+        for i in np.flatnonzero(talks).tolist():
+            self.device_objects[self.n_device + i] = _owned(args[i])
         self.n_device += len(evs)
 
     def _memory(self, evs: list[Event], args: list[Args]) -> None:

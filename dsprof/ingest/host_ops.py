@@ -51,6 +51,7 @@ from dsprof.ingest.trace_schema import Args
 
 # phase codes used while building; PHASES[code] is the column value
 PHASES = np.array(["other", "forward", "backward", "optimizer", "data"], dtype=object)
+_PHASE_NAMES = pa.array(PHASES.tolist(), pa.string())
 _OTHER, _FWD, _BWD = 0, 1, 2
 _PHASE_CODE = {None: _OTHER, "forward": _FWD, "backward": _BWD, "optimizer": 3, "data": 4}
 
@@ -67,6 +68,8 @@ class HostOps:
     n: int
     # ProfilerStep spans found on the host: (step, start_ns, end_ns)
     step_spans: list[tuple[int, int, int]]
+    # the text columns of ``columns`` as Arrow string arrays (what the table is built from)
+    text: dict[str, pa.Array] = field(default_factory=dict, repr=False)
     # Row-aligned working arrays for the device builders: parent row (-1: none), end,
     # correlation (and whether there is one), category as a code into ``cats``
     parent_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
@@ -77,6 +80,10 @@ class HostOps:
     cats: list[str] = field(default_factory=list, repr=False)  # cat_code -> cat
     # ops whose FLOPs could not be computed, by op name (counted in meta.json's notes)
     flops_unknown: dict[str, int] = field(default_factory=dict)
+
+    def table_columns(self) -> dict[str, Any]:
+        """The columns to build the ops table from."""
+        return {**self.columns, **self.text}
 
     def launch_rows(self, cats: set[str], corr: np.ndarray, corr_ok: np.ndarray) -> np.ndarray:
         """Row of the op among ``cats`` with each correlation id (the last one if several
@@ -288,7 +295,18 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
         "correlation": corr_col,
         "seq": seq_col,
     }
-    return HostOps(columns, n, step_spans, parent, end, corr, corr_ok, cat_code, cats,
+    # the text columns again as Arrow arrays, for the table: taken from the few distinct
+    # values in C instead of encoding a Python str per row
+    distinct_names = pa.array(names + [None], pa.string())
+    text = {
+        "cat": pa.array(cats, pa.string()).take(cat_code),
+        "name": distinct_names.take(name_code),
+        "module": distinct_names.take(np.where(module < 0, len(names), module)),
+        "phase": _PHASE_NAMES.take(phase),
+        "input_shapes": args["input_shapes"].take(order).cast(pa.string()),
+        "dtypes": args["dtypes"].take(order).cast(pa.string()),
+    }
+    return HostOps(columns, n, step_spans, text, parent, end, corr, corr_ok, cat_code, cats,
                    flops_unknown)
 
 

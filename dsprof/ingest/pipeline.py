@@ -263,7 +263,7 @@ def _ingest_rank(run: RunDir, rank: int,
                                                       res, ops_done)
                 del parsed
                 next_id += len(cols["ops"]["id"])
-                memory.add_trace(path, cols.pop("memory"), cols["ops"], spans)
+                memory.add_trace(path, cols.pop("memory"), cols.pop("ops_objects"), spans)
                 for name, table_cols in cols.items():
                     if name not in staged:  # (the last file's ops are staged already)
                         parts[name].append(table_cols)
@@ -340,7 +340,7 @@ def _trace_tables(parsed: SplitTrace, base: int, dist_info: Any, rank: int, firs
     ops = build_host_ops(parsed.host, base_ns=base, rank=rank, first_id=first_id)
     ops.columns["step"] = _ops_steps(ops)
     if ops_done is not None:
-        ops_done(ops.columns)
+        ops_done(ops.table_columns())
     kernels = device_ops.build_kernels(parsed.device, ops, base_ns=base, rank=rank)
     memory = device_ops.build_memory(parsed.memory, ops, base_ns=base, rank=rank)
     comms = build_comms(parsed.host, parsed.device, ops, kernels, base_ns=base, rank=rank,
@@ -352,7 +352,9 @@ def _trace_tables(parsed: SplitTrace, base: int, dist_info: Any, rank: int, firs
     kept = _events_kept(parsed.ev_idx)
     if kept is not None:
         res.events_kept = kept if res.events_kept is None else min(res.events_kept, kept)
-    return {"ops": ops.columns, "kernels": kernels, "memory": memory, "comms": comms}, \
+    # (the memory tables read the ops columns with text as Python str: ``ops_objects``)
+    return {"ops": ops.table_columns(), "ops_objects": ops.columns, "kernels": kernels,
+            "memory": memory, "comms": comms}, \
         ops.step_spans, \
         parsed.n_events
 
