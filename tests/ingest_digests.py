@@ -3,7 +3,8 @@ hot path changed no value: each column's values (in row order) are hashed, so a 
 when any cell, the row order, a column's name or its Arrow type changes.
 
 ``tests/data/ingest_digests.json`` holds the digests recorded by the per-event ingest that
-the vectorised one replaced (dsprof at f00d34b). Re-record them only for a change that is meant
+the vectorised one replaced (dsprof at f00d34b, its tree run with this script), for each shared
+trace file and for two folders ingested as one run (two windows of one rank; two ranks). Re-record them only for a change that is meant
 to alter a table (and say so in the commit):
 
     python -m tests.ingest_digests --write
@@ -30,14 +31,21 @@ DIGESTS = REPO / "tests" / "data" / "ingest_digests.json"
 _AGGREGATES = {"rank_totals", "kernel_time", "op_time", "phase_time"}
 
 
+# folders ingested as one run: each file a profiler window of rank 0 ("windows"), or each
+# file a rank ("ranks")
+FOLDERS = {"kineto_resnet50_v100_mem": "windows", "hta_sampled_2rank_nccl": "ranks"}
+
+
 def trace_files() -> list[Path]:
+    """Every shared trace file, then the folders of :data:`FOLDERS` that exist."""
     if not TRACES.exists():
         return []
-    return sorted(p for p in TRACES.glob("*/*") if p.name != "README.md")
+    files = sorted(p for p in TRACES.glob("*/*") if p.name != "README.md")
+    return files + [TRACES / f for f in FOLDERS if (TRACES / f).is_dir()]
 
 
 def key(path: Path) -> str:
-    return f"{path.parent.name}/{path.name}"
+    return f"{path.parent.name}/{path.name}" if path.is_file() else f"{path.name}/"
 
 
 def run_digests(run_path: Path) -> dict[str, dict[str, str]]:
@@ -61,10 +69,21 @@ def run_digests(run_path: Path) -> dict[str, dict[str, str]]:
 
 
 def trace_digests(path: Path, workdir: Path) -> dict[str, dict[str, str]]:
-    """Import one trace file into a fresh run under ``workdir`` and digest its tables."""
+    """Import one trace file (or folder) into a fresh run under ``workdir`` and digest its
+    tables."""
     from dsprof.ingest.importer import import_traces
+    from dsprof.ingest.pipeline import ingest_run
+    from dsprof.rundir import RunDir
 
-    run, _ = import_traces([path], workdir / key(path).replace("/", "__"))
+    if path.is_file():
+        run, _ = import_traces([path], workdir / key(path).replace("/", "__"))
+        return run_digests(run.path)
+    run = RunDir.create(workdir / path.name)
+    for i, f in enumerate(sorted(path.glob("*.json.gz"))):
+        raw = run.raw_dir(0 if FOLDERS[path.name] == "windows" else i)
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / f.name).symlink_to(f)
+    ingest_run(run)
     return run_digests(run.path)
 
 
