@@ -58,7 +58,7 @@ def count_events(path: Path) -> tuple[int, float]:
     mb = len(read_bytes(path)) / 1e6
     doc = load(path)
     if isinstance(doc, KinetoTrace):
-        return len(doc.events), mb
+        return doc.n_events, mb
     assert isinstance(doc, MemoryTimelineRaw)
     return len(doc.records), mb
 

@@ -18,6 +18,7 @@ those few events only (:attr:`ArgsColumns.objects`), with their raw fields copie
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,9 +163,19 @@ def split_raw(raws: list[Raw], buffer: bytes | None = None,
     for lo in range(0, len(raws), chunk):
         part = raws[lo:lo + chunk]
         text = spans.array(part[0], part[-1]) if spans is not None else None
-        acc.add(EVENTS_DECODER.decode(text if text is not None else
-                                      b"[" + b",".join(part) + b"]"))
+        try:
+            events = EVENTS_DECODER.decode(text if text is not None else
+                                           b"[" + b",".join(part) + b"]")
+        except msgspec.ValidationError as exc:
+            # where in the whole trace, not in the chunk: `$[i]...` -> `$.traceEvents[lo+i]...`
+            raise msgspec.ValidationError(_CHUNK_PATH.sub(
+                lambda m, lo=lo: f"`$.traceEvents[{lo + int(m.group(1))}]", str(exc))) from None
+        acc.add(events)
+        del events
     return acc.finish()
+
+
+_CHUNK_PATH = re.compile(r"`\$\[(\d+)\]")
 
 
 class _Spans:

@@ -361,12 +361,11 @@ def peak_breakdown(cols: Mapping[str, list[Any]]) -> dict[str, tuple[int, int | 
 def window_cols(trace_path: Any, census: dict[str, Any]) -> dict[str, list[Any]]:
     """A saved window's memory rows, straight from its trace and census."""
     from dsprof.ingest import device_ops
-    from dsprof.ingest.events import split
     from dsprof.ingest.host_ops import build_host_ops
     from dsprof.ingest.trace_file import load
 
     doc = load(trace_path)
-    parsed = split(doc.events)
+    parsed = doc.split()
     ops = build_host_ops(parsed.host, base_ns=doc.base_ns, rank=0, first_id=0)
     mem = device_ops.build_memory(parsed.memory, ops, base_ns=doc.base_ns, rank=0)
     return attribute(mem, {}, census, rank=0)
