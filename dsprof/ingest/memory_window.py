@@ -23,6 +23,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -299,7 +300,8 @@ def _finish(out: Rows, recompute: bool) -> dict[str, list[Any]]:
     # the same instant
     order = sorted(range(n), key=lambda j: (c["ts_ns"][j] is not None, c["ts_ns"][j] or 0,
                                             c["source"][j] != "baseline"))
-    cols = {k: [v[j] for j in order] for k, v in c.items()}
+    take = itemgetter(*order) if n > 1 else None
+    cols = {k: list(take(v)) if take is not None else list(v) for k, v in c.items()}
     _fill_missing_totals(cols)
     if recompute:
         running: dict[str, int] = {}
