@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 from msgspec import Raw
 
+from dsprof.ingest.chunk_spans import ChunkSpans
 from dsprof.ingest.columns import (  # noqa: F401 - ingest modules import them from here
     dur_ns,
     float_column,
@@ -160,7 +161,7 @@ def split_raw(raws: list[Raw], buffer: bytes | None = None,
         chunk: events per chunk.
     """
     acc = _Accumulator()
-    spans = _Spans(buffer) if buffer is not None else None
+    spans = ChunkSpans(buffer) if buffer is not None else None
     for lo in range(0, len(raws), chunk):
         part = raws[lo:lo + chunk]
         text = spans.array(part[0], part[-1]) if spans is not None else None
@@ -177,36 +178,6 @@ def split_raw(raws: list[Raw], buffer: bytes | None = None,
 
 
 _CHUNK_PATH = re.compile(r"`\$\[(\d+)\]")
-
-
-class _Spans:
-    """Where slices of one buffer lie in it, to copy a run of consecutive events at once."""
-
-    def __init__(self, buffer: bytes) -> None:
-        self.buffer = memoryview(buffer)
-        self.base = _address(buffer)
-        # one scratch buffer for every chunk: a fresh one per chunk costs its page faults
-        # (the chunk's structs copy what they keep, so nothing refers to it after a chunk)
-        self.scratch = np.empty(0, np.uint8)
-
-    def array(self, first: Raw, last: Raw) -> memoryview | None:
-        """``[`` + the buffer from ``first`` to the end of ``last`` + ``]``; None if they are
-        not slices of the buffer (in order). Valid until the next call."""
-        lo = _address(first) - self.base
-        hi = _address(last) - self.base + len(last)
-        if not 0 <= lo < hi <= len(self.buffer):
-            return None
-        n = hi - lo + 2
-        if len(self.scratch) < n:
-            self.scratch = np.empty(n + (n >> 2), np.uint8)
-        out = self.scratch[:n]
-        out[0], out[-1] = 0x5B, 0x5D  # [ ]
-        out[1:-1] = np.frombuffer(self.buffer[lo:hi], np.uint8)
-        return memoryview(out)
-
-
-def _address(buf: Any) -> int:
-    return int(np.frombuffer(buf, np.uint8).ctypes.data)
 
 
 class _Accumulator:
