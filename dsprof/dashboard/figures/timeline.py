@@ -62,7 +62,8 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         evidence_range: a time range (ns since t0) a finding points at, outlined.
         memory: series to draw under the lanes, sampled for the same range.
 
-    ``layout.meta`` tells the page's browser code what it holds: ``fetched`` (ms), ``res_ms``
+    ``layout.meta`` tells the page's browser code what it holds: ``fetched`` and ``view``
+    (ms: what was sent, what it was drawn for), ``res_ms``
     (the finest view, in ms per pixel, the drawing is faithful at; 0 at any zoom) and ``lanes``
     (the index lane of each drawn row: lanes with nothing in the fetched range are hidden).
     """
@@ -161,7 +162,8 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         # box select (the toolbar) picks a time range for the range summary
         selectdirection="h",
         uniformtext={"mode": "hide", "minsize": 9},
-        meta={"fetched": [win.x0 / 1e6, win.x1 / 1e6], "res_ms": res_ms,
+        meta={"fetched": [win.x0 / 1e6, win.x1 / 1e6], "view": [view[0] / 1e6, view[1] / 1e6],
+              "res_ms": res_ms,
               "lanes": shown.tolist()})
     fig.update_yaxes(tickvals=list(range(n_rows)),
                      ticktext=plain_all(index.lane_labels[k] for k in shown),
