@@ -60,11 +60,17 @@ def write_run(path: Path, n: int, seed: int = 0) -> None:
         a, b = bounds[k], bounds[k + 1]
         start[a:b] = np.concatenate([[0], np.cumsum(dur[a:b] + gap[a:b])[:-1]])
     t0 = 1_700_000_000 * 10**9
+    end = int((start + dur).max())
+    n_steps = max(n // 10_000, 1)
+    edges = np.linspace(0, end, n_steps + 1).astype(np.int64)
+    # each op in the step it starts in (the last edge belongs to the last step)
+    op_step = np.minimum(np.searchsorted(edges, start, "right") - 1, n_steps - 1)
     names = pa.DictionaryArray.from_arrays(
         pa.array(rng.integers(0, 40, n).astype(np.int32)),
         pa.array([f"aten::op{i}" for i in range(40)])).cast(pa.string())
     cols = {
         "rank": pa.array(np.zeros(n, np.int32)), "id": pa.array(np.arange(n)),
+        "step": pa.array(op_step),
         "depth": pa.array((lane % 3).astype(np.int32)),
         "thread": pa.array((lane // 3).astype(np.int64)), "cat": pa.array(["cpu_op"] * 1).take(
             pa.array(np.zeros(n, np.int64))),
@@ -77,9 +83,7 @@ def write_run(path: Path, n: int, seed: int = 0) -> None:
     (path / "tables" / "ops").mkdir(parents=True)
     pq.write_table(pa.Table.from_arrays(arrays, schema=OPS.schema),
                    path / "tables" / "ops" / "rank0.parquet")
-    end = int((start + dur).max())
-    n_steps = max(n // 10_000, 1)
-    edges = np.linspace(0, end, n_steps + 1).astype(np.int64) + t0
+    edges = edges + t0
     steps = {"rank": np.zeros(n_steps, np.int32), "step": np.arange(n_steps),
              "start_ns": edges[:-1], "end_ns": edges[1:], "dur_ns": np.diff(edges),
              "profiled": np.ones(n_steps, bool)}

@@ -23,6 +23,7 @@ from dsprof.dashboard.timeline_load import load_timeline
 from dsprof.errors import RunDirError
 from dsprof.findings import Finding
 from dsprof.log import logger
+from dsprof.metrics.step_breakdown import StepBreakdown, step_breakdown
 from dsprof.reports.gpu import GpuReport, gpu_report
 from dsprof.reports.summary import RunSummary, summarize
 from dsprof.run import Run, load
@@ -66,6 +67,7 @@ class RunSource:
         self._summary_lock = threading.Lock()
         self._summary: RunSummary | None = None
         self._gpu: GpuReport | None = None
+        self._breakdown: StepBreakdown | None = None
         self._warm_thread: threading.Thread | None = None
         self.findings_error: str | None = None
 
@@ -115,6 +117,15 @@ class RunSource:
                     self._summary = summarize(self.run)
             return self._summary
 
+    @property
+    def step_breakdown(self) -> StepBreakdown:
+        """The Overview's per-step breakdown (``dsprof.metrics.step_breakdown``)."""
+        with self._summary_lock:
+            if self._breakdown is None:
+                with self.lock:
+                    self._breakdown = step_breakdown(self.run)
+            return self._breakdown
+
     @cached_property
     def analysis(self) -> Analysis | None:
         try:
@@ -140,12 +151,13 @@ class RunSource:
             return self._timeline
 
     def warm(self) -> threading.Thread:
-        """Build the timeline and the summary in the background, so the first visit to a page
-        of a big run does not wait for them."""
+        """Build the timeline, the summary and the step breakdown in the background, so the
+        first visit to a page of a big run does not wait for them."""
         def work() -> None:
             try:
                 self.timeline.window()  # builds and caches the index and the first view
                 self.summary  # noqa: B018
+                self.step_breakdown  # noqa: B018
             except Exception:  # noqa: BLE001 - the page that needs it will report the error
                 logger.debug("background load of %s failed", self.path, exc_info=True)
 

@@ -10,9 +10,10 @@ import plotly.graph_objects as go
 import pyarrow as pa
 
 from dsprof.dashboard.palette import BAD, color_for, distinct_colors
-from dsprof.dashboard.step_breakdown import StepBreakdown
+from dsprof.metrics.step_breakdown import StepBreakdown
 
-CPU_STACK = ("forward", "backward", "optimizer", "data loading", "other ops", "untraced")
+CPU_STACK = ("forward", "backward", "communication", "optimizer", "data loading", "other ops",
+             "untraced")
 from dsprof.dashboard.text import plain
 from dsprof.reports.summary import PhaseTime, StepStats
 
