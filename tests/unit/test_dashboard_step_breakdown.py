@@ -13,6 +13,7 @@ from dsprof.dashboard.figures.overview import step_breakdown_figure
 from dsprof.dashboard.op_tables import kernel_rows, op_rows
 from dsprof.dashboard.palette import MEMORY_COLORS, STEP_COLORS, color_for, distinct_colors
 from dsprof.dashboard.source import RunSource
+from dsprof.ingest.importer import import_traces
 from dsprof.metrics.step_breakdown import (
     CPU_CATEGORIES,
     GPU_BUSY,
@@ -20,7 +21,6 @@ from dsprof.metrics.step_breakdown import (
     _sweep,
 )
 from dsprof.metrics.step_breakdown import step_breakdown as run_breakdown
-from dsprof.ingest.importer import import_traces
 from tests.conftest import trace_dir
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from dash import html
 
-from dsprof.metrics.step_breakdown import StepBreakdown
 from dsprof.dashboard.text import fmt_bytes, fmt_ms
+from dsprof.metrics.step_breakdown import StepBreakdown
 
 _ROW = {"display": "flex", "flexWrap": "wrap", "gap": "10px", "margin": "6px 0 4px"}
 _TILE = {"border": "1px solid #d0d7de", "borderRadius": "6px", "padding": "6px 10px",
