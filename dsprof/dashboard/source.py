@@ -156,6 +156,10 @@ class RunSource:
         def work() -> None:
             try:
                 self.timeline.window()  # builds and caches the index and the first view
+                # what the Timeline page reads, before the long jobs that hold the
+                # connection's lock: its first visit never waits for them
+                self.memory_series  # noqa: B018
+                self.profiled_window  # noqa: B018
                 self.summary  # noqa: B018
                 self.step_breakdown  # noqa: B018
             except Exception:  # noqa: BLE001 - the page that needs it will report the error
@@ -165,6 +169,14 @@ class RunSource:
         thread.start()
         self._warm_thread = thread
         return thread
+
+    @cached_property
+    def profiled_window(self) -> tuple[int | None, int | None]:
+        """The profiled steps (ns since the timeline's t0, padded by a tenth): where the
+        Timeline opens; (None, None) for the whole run. See ``pages.timeline``."""
+        from dsprof.dashboard.pages.timeline import profiled_window
+
+        return profiled_window(self)
 
     @cached_property
     def memory_series(self) -> list[DeviceSeries]:

@@ -66,17 +66,22 @@
         return Math.abs(r[0] - s[0]) <= eps && Math.abs(r[1] - s[1]) <= eps;
     }
 
-    // Show [a, b] (ms): sets every x axis, since with the memory row the two are matched and
-    // Dash writes the relayout back into the figure, where a stale axis would win again.
-    // Routed here, before plotly redraws: a fetch is on its way while plotly draws the old
-    // figure at the new range, and routing never depends on a listener being bound yet.
+    // Show [a, b] (ms). Routed here, so it never depends on a listener being bound yet. A
+    // range the server must send is only sent: the figure it answers with is drawn at that
+    // range, and drawing the old figure there first would cost the page a whole redraw (as
+    // long as drawing the new one) for bars about to be replaced.
     function setRange(a, b) {
         const gd = document.querySelector("#timeline-graph .js-plotly-plot");
         if (!gd || !window.Plotly) return null;
         hook();
         const out = route({"xaxis.range": [a, b]});
+        if (out !== window.dash_clientside.no_update) {
+            send(out);
+            return Promise.resolve(gd);
+        }
         routed = [a, b];
-        if (out !== window.dash_clientside.no_update) send(out);
+        // every x axis: with the memory row the two are matched and Dash writes the relayout
+        // back into the figure, where a stale axis would win again
         const update = {};
         for (const k in gd.layout) {
             if (/^xaxis[0-9]*$/.test(k)) update[k + ".range"] = [a, b];

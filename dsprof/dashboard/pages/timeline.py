@@ -68,7 +68,7 @@ def initial_range(src: RunSource, query: dict[str, str],
     elif start is not None:
         x0, x1 = start - 1_000_000, start + 1_000_000
     else:
-        return profiled_window(src)
+        return src.profiled_window
     pad = max((x1 - x0) // 10, 1000)
     return x0 - pad - index.t0_ns, x1 + pad - index.t0_ns
 
