@@ -42,6 +42,11 @@ LABEL_MIN_PX = 20
 """Bars narrower than this many pixels of the server's view carry no label (laying out a label
 costs about four bars' drawing); zoomed in the browser LOCAL_ZOOM times, a bar that did not
 get one is at most 60 px wide, after which the server is asked for a labelled figure."""
+LABEL_MAX = 200
+"""At most this many bars carry a label, the widest (measured in headless Chromium on 2 cores:
+a 10 M-span run's 0.01 % view, ~1,000 bars of which 625 labelled, took 180-220 ms of the
+page's CPU to draw, 90-100 ms without labels, 130-160 ms with these 200). A bar left without one makes the figure "unlabelled" (see
+LOCAL_ZOOM), so a closer zoom fetches a figure that labels it."""
 LOCAL_ZOOM = 3
 FINEST_BIN_PX = 6
 IDLE_MIN_PX = 3
@@ -103,6 +108,7 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
                        zip(what, (gaps["end"] - gaps["start"]) / 1e6)],
             hoverinfo="text"), row=1, col=1)
     widened = unlabelled = False
+    label_ms = _label_min_ms(index, exact, LABEL_MIN_PX * min_ms)
     for k, cls in enumerate(index.classes):
         sel = exact[index.cls[exact] == k]
         if len(sel):
@@ -114,7 +120,7 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
             # laying out a label costs about as much as drawing four bars.
             labels = [str(int(r)) for r in index.ref[sel]] if cls == "step" else \
                 plain_all(index.names[index.name[sel]])
-            wide = ((index.end[sel] - index.start[sel]) / 1e6 >= LABEL_MIN_PX * min_ms) \
+            wide = ((index.end[sel] - index.start[sel]) / 1e6 >= label_ms) \
                 | (cls == "step")  # few, and their numbers are how a lane is read
             bars.text = [t if w else "" for t, w in zip(labels, wide)]
             unlabelled |= not wide.all()
@@ -177,6 +183,17 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         fig.update_yaxes(title_text="MiB", fixedrange=True, tickformat=",~r",
                          exponentformat="none", row=2, col=1)
     return fig
+
+
+def _label_min_ms(index: TimelineIndex, exact: np.ndarray, floor_ms: float) -> float:
+    """The narrowest bar (ms) that carries a label: ``floor_ms``, raised so that at most
+    LABEL_MAX bars other than steps get one."""
+    step = np.asarray([c == "step" for c in index.classes], bool)
+    dur = (index.end[exact] - index.start[exact]) / 1e6
+    dur = dur[~step[index.cls[exact]] & (dur >= floor_ms)]
+    if len(dur) <= LABEL_MAX:
+        return floor_ms
+    return float(np.partition(dur, len(dur) - LABEL_MAX)[len(dur) - LABEL_MAX])
 
 
 def _bars(index: TimelineIndex, sel: np.ndarray, name: str, color: str,
