@@ -126,6 +126,9 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
             unlabelled |= not wide.all()
             bars.textposition = "inside"
             bars.insidetextanchor = "middle"
+            # never turned on its side to fit a narrow bar (a step number read vertically):
+            # a label that does not fit level is hidden (uniformtext)
+            bars.textangle = 0
             bars.textfont = {"color": "#000000" if cls == "step" else "#ffffff"}
             fig.add_trace(bars, row=1, col=1)
     if len(hl):
