@@ -205,7 +205,10 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     start, end = _int(query.get("start")), _int(query.get("end"))
     evidence = (start - index.t0_ns, end - index.t0_ns) \
         if start is not None and end is not None and end >= start else None
-    fig = view_figure(src, x0, x1, hl, evidence_range=evidence)
+    if not len(hl) and evidence is None and (x0, x1) == src.profiled_window:
+        fig = src.opening_timeline  # the plain page: built in the background at start
+    else:
+        fig = view_figure(src, x0, x1, hl, evidence_range=evidence)
     notes = [missing(src.missing(t), t) for t in ("kernels", "comms") if not src.has(t)]
     return html.Div([
         html.H2("Timeline"),
