@@ -234,6 +234,23 @@ def measure(n: int, browser) -> dict:
                     out[label.replace("_s", "_http_s")] = float(np.median(http))
                     out[label.replace("_s", "_cpu_s")] = float(np.median(cpu))
                     out[label.replace("_s", "_server_cpu_s")] = float(np.median(server_cpu))
+                # a pan inside the last fetched figure (the 0.01 % view: the most bars a
+                # fetch sends), a fifth of the view each way: plotly redraws every bar it holds
+                a, b = page.evaluate("() => document.querySelector('#timeline-graph "
+                                     ".js-plotly-plot')._fullLayout.xaxis.range")
+                d = (b - a) / 5
+                pans = []
+                for k in range(REPEATS):
+                    c0 = page_cpu()
+                    got = page.evaluate(_LOCAL_JS, [a + d, b + d] if k % 2 == 0 else [a, b])
+                    if got["fetched"] or got["local"] != 1:
+                        raise RuntimeError(f"pan in a fetched figure: expected a browser-only "
+                                           f"redraw, got {got}")
+                    pans.append((got["ms"] / 1000, page_cpu() - c0))
+                out["fetched_pan_s"] = float(np.median([p[0] for p in pans]))
+                out["fetched_pan_cpu_s"] = float(np.median([p[1] for p in pans]))
+                out["fetched_bars"] = page.evaluate(
+                    "() => document.querySelectorAll('#timeline-graph .barlayer .point').length")
             finally:
                 ctx.close()
                 server.stop()
@@ -302,6 +319,10 @@ def main() -> None:
             print(f"{r['spans']:>12,} {first:>22} "
                   f"{sec('local_zoom_s', r):>11} {sec('local_pan_s', r):>10} "
                   f"{fetch('fetch1pct', r):>29} {fetch('fetch001pct', r):>29}")
+        for r in rows:
+            print(f"{r['spans']:>12,}: pan inside the 0.01 % fetched figure "
+                  f"({r['fetched_bars']:,} bars): {r['fetched_pan_s']:.2f}s "
+                  f"[{r['fetched_pan_cpu_s']:.2f} page CPU, incl. the 2 s idle wait]")
     print(f"load average (1 min) {load0[0]:.1f} at the start, {load1[0]:.1f} at the end, on "
           f"{os.cpu_count()} CPUs")
     print("first render = navigation to timeline drawn, incl. loading the page's scripts and "
