@@ -8,6 +8,7 @@ import click
 import orjson
 
 from dsprof.analyzers.registry import analyze, read_findings
+from dsprof.metrics.step_breakdown import step_breakdown
 from dsprof.render.findings import render_findings
 from dsprof.render.safe_text import make_console
 from dsprof.render.summary import render_full
@@ -30,8 +31,11 @@ def summary_command(run_dir: str, as_json: bool, top: int, n_findings: int) -> N
         findings = read_findings(run) if n_findings else None
         if n_findings and findings is None:
             findings = analyze(run)
+        # JSON only: the text report has time by phase, the breakdown's sum over steps
+        breakdown = step_breakdown(run).to_json() if as_json else None
     if as_json:
         doc = summary.to_json()
+        doc["step_breakdown"] = breakdown
         if findings is not None:
             doc["findings"] = findings.to_json()["findings"][:n_findings]
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2

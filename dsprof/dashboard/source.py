@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from dsprof.analyzers.registry import Analysis, read_findings
@@ -23,6 +24,7 @@ from dsprof.dashboard.timeline_load import load_timeline
 from dsprof.errors import RunDirError
 from dsprof.findings import Finding
 from dsprof.log import logger
+from dsprof.metrics.step_breakdown import StepBreakdown, step_breakdown
 from dsprof.reports.gpu import GpuReport, gpu_report
 from dsprof.reports.summary import RunSummary, summarize
 from dsprof.run import Run, load
@@ -66,6 +68,7 @@ class RunSource:
         self._summary_lock = threading.Lock()
         self._summary: RunSummary | None = None
         self._gpu: GpuReport | None = None
+        self._breakdown: StepBreakdown | None = None
         self._warm_thread: threading.Thread | None = None
         self.findings_error: str | None = None
 
@@ -115,6 +118,15 @@ class RunSource:
                     self._summary = summarize(self.run)
             return self._summary
 
+    @property
+    def step_breakdown(self) -> StepBreakdown:
+        """The Overview's per-step breakdown (``dsprof.metrics.step_breakdown``)."""
+        with self._summary_lock:
+            if self._breakdown is None:
+                with self.lock:
+                    self._breakdown = step_breakdown(self.run)
+            return self._breakdown
+
     @cached_property
     def analysis(self) -> Analysis | None:
         try:
@@ -140,12 +152,18 @@ class RunSource:
             return self._timeline
 
     def warm(self) -> threading.Thread:
-        """Build the timeline and the summary in the background, so the first visit to a page
-        of a big run does not wait for them."""
+        """Build the timeline, the summary and the step breakdown in the background, so the
+        first visit to a page of a big run does not wait for them."""
         def work() -> None:
             try:
                 self.timeline.window()  # builds and caches the index and the first view
+                # what the Timeline page reads, before the long jobs that hold the
+                # connection's lock: its first visit never waits for them
+                self.memory_series  # noqa: B018
+                self.profiled_window  # noqa: B018
+                self.opening_timeline  # noqa: B018
                 self.summary  # noqa: B018
+                self.step_breakdown  # noqa: B018
             except Exception:  # noqa: BLE001 - the page that needs it will report the error
                 logger.debug("background load of %s failed", self.path, exc_info=True)
 
@@ -153,6 +171,24 @@ class RunSource:
         thread.start()
         self._warm_thread = thread
         return thread
+
+    @cached_property
+    def profiled_window(self) -> tuple[int | None, int | None]:
+        """The profiled steps (ns since the timeline's t0, padded by a tenth): where the
+        Timeline opens; (None, None) for the whole run. See ``pages.timeline``."""
+        from dsprof.dashboard.pages.timeline import profiled_window
+
+        return profiled_window(self)
+
+    @cached_property
+    def opening_timeline(self) -> Any:
+        """The figure the Timeline page opens with when its address names nothing (the
+        profiled window): ~0.1 s of plotly figure building, done before the first visit.
+        Never changed after (pages send it as it is; updates come as new figures)."""
+        from dsprof.dashboard.pages.timeline import view_figure
+
+        x0, x1 = self.profiled_window
+        return view_figure(self, x0, x1, np.zeros(0, np.int64))
 
     @cached_property
     def memory_series(self) -> list[DeviceSeries]:

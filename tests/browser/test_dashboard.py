@@ -309,6 +309,24 @@ def test_finding_evidence_jumps_the_timeline(cpu_server, open_page, runs):
                     "gd.layout.shapes.find(s => s.name == 'evidence range')")
     assert shape["x0"] == pytest.approx((ev.start_ns - op.t0_ns) / 1e6, abs=1e-6)
     assert shape["x1"] == pytest.approx((ev.end_ns - op.t0_ns) / 1e6, abs=1e-6)
+    # AND a range change plotly made before the page's relayout listener was bound (a graph
+    # just purged and redrawn: the race that left a zoom out unfetched) is still fetched
+    before = title(p, "timeline-graph")
+    gd_eval(p, "timeline-graph", "(gd.removeAllListeners('plotly_relayout'), "
+            f"Plotly.relayout(gd, {{'xaxis.range': [0, {op.span_ns / 2e6}]}}))")
+    page.wait_for_function(
+        "t => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text != t",
+        arg=before, timeout=10_000)
+    assert x_range(p) == pytest.approx([0, op.span_ns / 2e6], abs=1e-6)
+    # AND it stays outlined in figures the server sends after a zoom out (through the page's
+    # own path, dsprofSetRange, as the W/S keys take)
+    before = title(p, "timeline-graph")
+    page.evaluate(f"dsprofSetRange(0, {op.span_ns / 1e6})")
+    page.wait_for_function(
+        "t => document.querySelector('#timeline-graph .js-plotly-plot').layout.title.text != t",
+        arg=before, timeout=10_000)
+    assert gd_eval(p, "timeline-graph",
+                   "gd.layout.shapes.filter(s => s.name == 'evidence range').length") == 1
     p.check_clean()
 
 

@@ -14,6 +14,7 @@ import pytest
 from dsprof.analyzers.registry import analyze
 from dsprof.metrics.comm.ddp_buckets import buckets
 from dsprof.metrics.comm.overlap import comm_overlap
+from dsprof.metrics.step_breakdown import step_breakdown
 from dsprof.run import load
 from tests.conftest import EXAMPLES
 from tests.integration.helpers import REPO, dsprof, meta
@@ -65,6 +66,17 @@ def test_two_ranks_one_run_with_comms_buckets_overlap_and_the_straggler(tmp_path
         ov = comm_overlap(run.con)
         assert {(o.rank, o.step) for o in ov} == {(0, 3), (0, 4), (1, 3), (1, 4)}
         assert all(0 <= o.exposed_ns <= o.comm_ns for o in ov)
+        # the per-step breakdown (dashboard Overview, summary --json) has the exposed
+        # communication: the transfers with no forward/backward/optimizer op beside them
+        bd = step_breakdown(run)
+        assert not bd.gpu and len(bd) == 4 and (bd.ns.sum(axis=1) == bd.dur_ns).all()
+        comm = {(int(r), int(s)): int(n) for r, s, n in
+                zip(bd.rank, bd.step, bd.ns[:, bd.categories.index("communication")])}
+        for o in ov:  # overlap.py counts compute a little differently (top-level cpu_ops)
+            assert comm[(o.rank, o.step)] <= o.comm_ns
+            assert abs(comm[(o.rank, o.step)] - o.exposed_ns) <= 0.1 * o.comm_ns + 1_000_000
+        # rank 0 waits for the straggler in its all-reduces: most of its step
+        assert all(comm[(0, s)] > 0.1e9 for s in (3, 4))
         # rank 0 waits for rank 1 at every all-reduce: rank 1 is the straggler
         found = {f.kind: f for f in analyze(run, write=False).findings}
         assert "comm.straggler" in found

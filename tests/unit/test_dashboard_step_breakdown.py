@@ -13,14 +13,14 @@ from dsprof.dashboard.figures.overview import step_breakdown_figure
 from dsprof.dashboard.op_tables import kernel_rows, op_rows
 from dsprof.dashboard.palette import MEMORY_COLORS, STEP_COLORS, color_for, distinct_colors
 from dsprof.dashboard.source import RunSource
-from dsprof.dashboard.step_breakdown import (
+from dsprof.ingest.importer import import_traces
+from dsprof.metrics.step_breakdown import (
     CPU_CATEGORIES,
     GPU_BUSY,
     GPU_CATEGORIES,
     _sweep,
-    step_breakdown,
 )
-from dsprof.ingest.importer import import_traces
+from dsprof.metrics.step_breakdown import step_breakdown as run_breakdown
 from tests.conftest import trace_dir
 
 
@@ -45,7 +45,7 @@ def test_sweep_gives_each_instant_to_the_first_active_category():
 
 
 def test_gpu_steps_add_up_and_busy_time_is_the_union_of_device_events(gpu):
-    bd = step_breakdown(gpu)
+    bd = run_breakdown(gpu.run)
     assert bd.gpu and bd.categories == GPU_CATEGORIES
     # 2 ranks x 2 ProfilerSteps
     assert sorted(zip(bd.rank.tolist(), bd.step.tolist())) == [(0, 551), (0, 552), (1, 551),
@@ -77,7 +77,7 @@ def test_gpu_steps_add_up_and_busy_time_is_the_union_of_device_events(gpu):
 
 
 def test_breakdown_figure_stacks_one_bar_per_rank_and_step(gpu):
-    fig = step_breakdown_figure(step_breakdown(gpu))
+    fig = step_breakdown_figure(run_breakdown(gpu.run))
     assert fig.layout.barmode == "stack"
     assert all(list(t.x) == ["r0 s551", "r0 s552", "r1 s551", "r1 s552"] for t in fig.data)
     names = [t.name for t in fig.data]
@@ -145,7 +145,7 @@ def test_dataloader_time_on_tb_plugins_resnet_sample(tmp_path):
                             / "worker0.1623143089861.pt.trace.json.gz"], tmp_path / "run")
     src = RunSource(run.path)
     try:
-        bd = step_breakdown(src)
+        bd = run_breakdown(src.run)
         assert bd.gpu and len(bd) == 6
         assert (bd.ns.sum(axis=1) == bd.dur_ns).all()
         # the wait for batches is what the host does while the GPU has nothing queued: the
@@ -172,7 +172,7 @@ def test_run_facts_read_in_words_and_units():
 
 
 def test_many_steps_are_averaged_over_ranks_then_thinned():
-    from dsprof.dashboard.step_breakdown import StepBreakdown
+    from dsprof.metrics.step_breakdown import StepBreakdown
 
     # GIVEN 4 ranks x 300 steps, rank r spending r ms in kernels per step of 10 ms
     rank = np.repeat(np.arange(4), 300)
@@ -225,3 +225,20 @@ def test_peak_by_module_keeps_ten_colours_apart():
     colors = [t.marker.color for t in fig.data]
     assert len(set(colors)) == len(colors)
     assert sum(sum(t.x) for t in fig.data) == sum(range(1, 26))  # nothing lost
+
+
+def test_summary_json_carries_the_same_breakdown(gpu):
+    """One definition: `dsprof summary --json` prints what the Overview draws."""
+    import orjson
+    from click.testing import CliRunner
+
+    from dsprof.cli.summary import summary_command
+
+    res = CliRunner().invoke(summary_command, [str(gpu.path), "--json", "--findings", "0"])
+    assert res.exit_code == 0, res.output
+    doc = orjson.loads(res.output)["step_breakdown"]
+    assert doc == orjson.loads(orjson.dumps(gpu.step_breakdown.to_json()))
+    assert doc["kind"] == "gpu" and doc["categories"] == list(GPU_CATEGORIES)
+    assert [(s["rank"], s["step"]) for s in doc["steps"]] == [(0, 551), (0, 552), (1, 551),
+                                                              (1, 552)]
+    assert all(sum(s["ns"].values()) == s["dur_ns"] for s in doc["steps"])

@@ -192,3 +192,22 @@ def test_only_bars_that_can_get_wide_enough_carry_a_label():
     assert {s for t in fig.data if t.type == "bar" for s in t.text} == {""}
     # so the browser may zoom in only so far (a third of a pixel) before asking again
     assert fig.layout.meta["res_ms"] == pytest.approx(150_000 / 1e6 / 1500 / 3)
+
+
+def test_at_most_label_max_bars_carry_a_label_the_widest():
+    from dsprof.dashboard.figures.timeline import LABEL_MAX
+
+    # GIVEN 800 spans on 4 lanes, all drawn exactly and each many pixels wide in the view
+    index, _, end, _ = synthetic(800, long_spans=0)
+    win = index.window(budget=1000)
+    assert not win.aggregated and len(win.exact) == 800
+    fig = timeline_figure(index, win, view=(0, int(end.max()) // 20))
+    labelled = [d for t in fig.data if t.type == "bar" and t.text is not None
+                for d, s in zip(t.x, t.text) if s]
+    unlabelled = [d for t in fig.data if t.type == "bar" and t.text is not None
+                  for d, s in zip(t.x, t.text) if not s]
+    # THEN the LABEL_MAX widest carry their name, the rest none (drawing a label costs the
+    # page about as much as four bars), and the browser asks again before zooming far
+    assert len(labelled) == LABEL_MAX
+    assert min(labelled) >= max(unlabelled)
+    assert fig.layout.meta["res_ms"] > 0

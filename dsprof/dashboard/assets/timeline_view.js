@@ -9,6 +9,9 @@
 // aggregated bins, widened slivers or unlabelled bars would show too wide), or on a reset
 // (double-click).
 // window.dsprofTimeline counts both outcomes (tests and benchmarks/dashboard.py read it).
+// Every change is routed exactly once, whichever way it came: dsprofSetRange (keys, links,
+// tests) routes before it redraws; a drag or scroll through the relayout listener, bound as
+// soon as a graph appears; a change made before that is routed when the listener is bound.
 (function () {
     const PLOT_PX = 1500;   // figures/timeline.py PLOT_PX: the server's idea of a pixel
     const RANGE = /^xaxis[0-9]*[.]range(\[0\])?$/;
@@ -47,11 +50,38 @@
         return relayout;
     }
 
-    // Show [a, b] (ms): sets every x axis, since with the memory row the two are matched and
-    // Dash writes the relayout back into the figure, where a stale axis would win again.
+    // Ask the server for a figure: the range goes to the "timeline-range" store, whose
+    // callback fetches.
+    function send(out) {
+        window.dash_clientside.set_props("timeline-range", {data: out});
+    }
+
+    // The range setRange has already routed: its relayout event must not count (or fetch)
+    // a second time.
+    let routed = null;
+
+    function same(r, s) {
+        if (!Array.isArray(r) || !s) return false;
+        const eps = 1e-9 * Math.max(Math.abs(s[1] - s[0]), 1e-9);
+        return Math.abs(r[0] - s[0]) <= eps && Math.abs(r[1] - s[1]) <= eps;
+    }
+
+    // Show [a, b] (ms). Routed here, so it never depends on a listener being bound yet. A
+    // range the server must send is only sent: the figure it answers with is drawn at that
+    // range, and drawing the old figure there first would cost the page a whole redraw (as
+    // long as drawing the new one) for bars about to be replaced.
     function setRange(a, b) {
         const gd = document.querySelector("#timeline-graph .js-plotly-plot");
         if (!gd || !window.Plotly) return null;
+        hook();
+        const out = route({"xaxis.range": [a, b]});
+        if (out !== window.dash_clientside.no_update) {
+            send(out);
+            return Promise.resolve(gd);
+        }
+        routed = [a, b];
+        // every x axis: with the memory row the two are matched and Dash writes the relayout
+        // back into the figure, where a stale axis would win again
         const update = {};
         for (const k in gd.layout) {
             if (/^xaxis[0-9]*$/.test(k)) update[k + ".range"] = [a, b];
@@ -65,30 +95,45 @@
 
     // This page listens to the relayout event itself, in place of dcc.Graph: dcc.Graph writes
     // every relayout back into its figure prop, and that makes plotly draw the whole plot a
-    // second time (measured: 30-70 ms for plotly's own redraw, then 60-130 ms more). A range
-    // that needs the server goes to the "timeline-range" store, whose callback fetches.
+    // second time (measured: 30-70 ms for plotly's own redraw, then 60-130 ms more).
     function onRelayout(relayout) {
-        const out = route(relayout);
-        if (out !== window.dash_clientside.no_update) {
-            window.dash_clientside.set_props("timeline-range", {data: out});
+        const range = asked(relayout);
+        if (routed !== null && same(range, routed)) {
+            routed = null;  // setRange routed it already
+            return;
         }
+        const out = route(relayout);
+        if (out !== window.dash_clientside.no_update) send(out);
     }
 
-    // dcc.Graph binds its listeners once, after its first draw: replace its relayout listener
-    // with this page's as soon as it is there (and on every new timeline graph).
+    // dcc.Graph binds its listeners once, after its first draw, and a graph plotly purged and
+    // redrew (a new page, e.g. from an evidence link) has lost every listener: replace them
+    // with this page's. Run on every DOM change (a new graph is routed before a person or a
+    // key can move it) and every 100 ms.
     function hook() {
         const gd = document.querySelector("#timeline-graph .js-plotly-plot");
         if (!gd || !gd._ev || !window.dash_clientside || !window.dash_clientside.set_props) {
             return;
         }
-        // also when none is bound: a graph plotly purged and redrew (a figure from an evidence
-        // link) has lost every listener, and dcc.Graph binds its own only once
         const bound = gd._ev.listeners("plotly_relayout");
         if (bound.length === 1 && bound[0] === onRelayout) return;
+        const fresh = !bound.includes(onRelayout);
         gd.removeAllListeners("plotly_relayout");
         gd.on("plotly_relayout", onRelayout);
+        // A range change made before this listener was bound went unrouted (nothing would
+        // fetch for it, ever): the axis no longer shows the view the figure was drawn for.
+        const meta = gd.layout && gd.layout.meta;
+        const key = Object.keys(gd.layout || {}).find(
+            k => /^xaxis[0-9]*$/.test(k) && gd.layout[k] && gd.layout[k].range);
+        const axis = key && gd._fullLayout && gd._fullLayout[key];
+        if (fresh && meta && meta.view && axis && axis.range
+                && !same([Number(axis.range[0]), Number(axis.range[1])], meta.view)) {
+            onRelayout({"xaxis.range": [Number(axis.range[0]), Number(axis.range[1])]});
+        }
     }
     setInterval(hook, 100);
+    new MutationObserver(hook).observe(document.documentElement, {childList: true,
+                                                                  subtree: true});
 
     window.dash_clientside = Object.assign({}, window.dash_clientside);
     window.dash_clientside.dsprof_timeline = {route: route};

@@ -10,11 +10,13 @@ import plotly.graph_objects as go
 import pyarrow as pa
 
 from dsprof.dashboard.palette import BAD, color_for, distinct_colors
-from dsprof.dashboard.step_breakdown import StepBreakdown
-
-CPU_STACK = ("forward", "backward", "optimizer", "data loading", "other ops", "untraced")
 from dsprof.dashboard.text import plain
+from dsprof.metrics.step_breakdown import StepBreakdown
 from dsprof.reports.summary import PhaseTime, StepStats
+
+# the order a CPU step runs in, bottom-up in its stacked bar
+CPU_STACK = ("forward", "backward", "communication", "optimizer", "data loading", "other ops",
+             "untraced")
 
 _LAYOUT = {"margin": {"l": 60, "r": 20, "t": 40, "b": 40}, "height": 320}
 

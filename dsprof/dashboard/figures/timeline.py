@@ -42,6 +42,11 @@ LABEL_MIN_PX = 20
 """Bars narrower than this many pixels of the server's view carry no label (laying out a label
 costs about four bars' drawing); zoomed in the browser LOCAL_ZOOM times, a bar that did not
 get one is at most 60 px wide, after which the server is asked for a labelled figure."""
+LABEL_MAX = 200
+"""At most this many bars carry a label, the widest (measured in headless Chromium on 2 cores:
+a 10 M-span run's 0.01 % view, ~1,000 bars of which 625 labelled, took 180-220 ms of the
+page's CPU to draw, 90-100 ms without labels, 130-160 ms with these 200). A bar left without one makes the figure "unlabelled" (see
+LOCAL_ZOOM), so a closer zoom fetches a figure that labels it."""
 LOCAL_ZOOM = 3
 FINEST_BIN_PX = 6
 IDLE_MIN_PX = 3
@@ -62,7 +67,8 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         evidence_range: a time range (ns since t0) a finding points at, outlined.
         memory: series to draw under the lanes, sampled for the same range.
 
-    ``layout.meta`` tells the page's browser code what it holds: ``fetched`` (ms), ``res_ms``
+    ``layout.meta`` tells the page's browser code what it holds: ``fetched`` and ``view``
+    (ms: what was sent, what it was drawn for), ``res_ms``
     (the finest view, in ms per pixel, the drawing is faithful at; 0 at any zoom) and ``lanes``
     (the index lane of each drawn row: lanes with nothing in the fetched range are hidden).
     """
@@ -102,6 +108,7 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
                        zip(what, (gaps["end"] - gaps["start"]) / 1e6)],
             hoverinfo="text"), row=1, col=1)
     widened = unlabelled = False
+    label_ms = _label_min_ms(index, exact, LABEL_MIN_PX * min_ms)
     for k, cls in enumerate(index.classes):
         sel = exact[index.cls[exact] == k]
         if len(sel):
@@ -113,12 +120,15 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
             # laying out a label costs about as much as drawing four bars.
             labels = [str(int(r)) for r in index.ref[sel]] if cls == "step" else \
                 plain_all(index.names[index.name[sel]])
-            wide = ((index.end[sel] - index.start[sel]) / 1e6 >= LABEL_MIN_PX * min_ms) \
+            wide = ((index.end[sel] - index.start[sel]) / 1e6 >= label_ms) \
                 | (cls == "step")  # few, and their numbers are how a lane is read
             bars.text = [t if w else "" for t, w in zip(labels, wide)]
             unlabelled |= not wide.all()
             bars.textposition = "inside"
             bars.insidetextanchor = "middle"
+            # never turned on its side to fit a narrow bar (a step number read vertically):
+            # a label that does not fit level is hidden (uniformtext)
+            bars.textangle = 0
             bars.textfont = {"color": "#000000" if cls == "step" else "#ffffff"}
             fig.add_trace(bars, row=1, col=1)
     if len(hl):
@@ -161,7 +171,8 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         # box select (the toolbar) picks a time range for the range summary
         selectdirection="h",
         uniformtext={"mode": "hide", "minsize": 9},
-        meta={"fetched": [win.x0 / 1e6, win.x1 / 1e6], "res_ms": res_ms,
+        meta={"fetched": [win.x0 / 1e6, win.x1 / 1e6], "view": [view[0] / 1e6, view[1] / 1e6],
+              "res_ms": res_ms,
               "lanes": shown.tolist()})
     fig.update_yaxes(tickvals=list(range(n_rows)),
                      ticktext=plain_all(index.lane_labels[k] for k in shown),
@@ -175,6 +186,17 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         fig.update_yaxes(title_text="MiB", fixedrange=True, tickformat=",~r",
                          exponentformat="none", row=2, col=1)
     return fig
+
+
+def _label_min_ms(index: TimelineIndex, exact: np.ndarray, floor_ms: float) -> float:
+    """The narrowest bar (ms) that carries a label: ``floor_ms``, raised so that at most
+    LABEL_MAX bars other than steps get one."""
+    step = np.asarray([c == "step" for c in index.classes], bool)
+    dur = (index.end[exact] - index.start[exact]) / 1e6
+    dur = dur[~step[index.cls[exact]] & (dur >= floor_ms)]
+    if len(dur) <= LABEL_MAX:
+        return floor_ms
+    return float(np.partition(dur, len(dur) - LABEL_MAX)[len(dur) - LABEL_MAX])
 
 
 def _bars(index: TimelineIndex, sel: np.ndarray, name: str, color: str,

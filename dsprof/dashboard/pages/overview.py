@@ -3,7 +3,6 @@ Tensor Core share, peak memory, and the top findings with their savings."""
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from dash import dcc, html
@@ -20,8 +19,8 @@ from dsprof.dashboard.figures.overview import (
 )
 from dsprof.dashboard.pages.common import graph, kv_table, missing, section
 from dsprof.dashboard.pages.overview_tiles import headline_tiles
-from dsprof.dashboard.step_breakdown import StepBreakdown, step_breakdown
 from dsprof.dashboard.text import fmt_bytes, fmt_ms
+from dsprof.metrics.step_breakdown import StepBreakdown
 
 PATH = "/"
 TITLE = "Overview"
@@ -97,16 +96,9 @@ def _average_step(bd: StepBreakdown) -> Any:
                   id="overview-breakdown-average")
 
 
-_BREAKDOWNS: weakref.WeakKeyDictionary[Any, StepBreakdown] = weakref.WeakKeyDictionary()
-
-
 def _breakdown(src: Any) -> StepBreakdown:
-    """Computed once per run source: a big run's sweep takes a while and the page is
-    redrawn on every visit."""
-    with src.lock:
-        if src not in _BREAKDOWNS:
-            _BREAKDOWNS[src] = step_breakdown(src)
-        return _BREAKDOWNS[src]
+    """The run's (``RunSource.step_breakdown``: computed once, in the background)."""
+    return src.step_breakdown
 
 
 def _gpu(src: Any, kernel_types: list[dict[str, Any]]) -> list[Any]:

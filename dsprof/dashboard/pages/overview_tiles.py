@@ -13,8 +13,8 @@ from typing import Any
 
 from dash import html
 
-from dsprof.dashboard.step_breakdown import StepBreakdown
 from dsprof.dashboard.text import fmt_bytes, fmt_ms
+from dsprof.metrics.step_breakdown import StepBreakdown
 
 _ROW = {"display": "flex", "flexWrap": "wrap", "gap": "10px", "margin": "6px 0 4px"}
 _TILE = {"border": "1px solid #d0d7de", "borderRadius": "6px", "padding": "6px 10px",
@@ -104,6 +104,11 @@ def _cpu_tiles(src: Any, bd: StepBreakdown) -> list[Any]:
                         "of profiled step time: Python between ops, waiting"))
         out.append(tile("data-wait", "waiting for data", _pct(bd.share("data loading")),
                         "of profiled step time"))
+        comm = bd.share("communication")
+        if comm:
+            out.append(tile("comm", "exposed communication", _pct(comm),
+                            "of profiled step time: collectives with no forward, backward or "
+                            "optimizer op beside them"))
     rates = sorted(st["flops_per_s"] for st in rep.steps if st.get("flops_per_s"))
     if rates:
         out.append(tile("flops", "FLOP/s (median step)", f"{rates[len(rates) // 2] / 1e9:,.1f} G",

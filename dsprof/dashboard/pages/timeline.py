@@ -68,7 +68,7 @@ def initial_range(src: RunSource, query: dict[str, str],
     elif start is not None:
         x0, x1 = start - 1_000_000, start + 1_000_000
     else:
-        return profiled_window(src)
+        return src.profiled_window
     pad = max((x1 - x0) // 10, 1000)
     return x0 - pad - index.t0_ns, x1 + pad - index.t0_ns
 
@@ -205,7 +205,10 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     start, end = _int(query.get("start")), _int(query.get("end"))
     evidence = (start - index.t0_ns, end - index.t0_ns) \
         if start is not None and end is not None and end >= start else None
-    fig = view_figure(src, x0, x1, hl, evidence_range=evidence)
+    if not len(hl) and evidence is None and (x0, x1) == src.profiled_window:
+        fig = src.opening_timeline  # the plain page: built in the background at start
+    else:
+        fig = view_figure(src, x0, x1, hl, evidence_range=evidence)
     notes = [missing(src.missing(t), t) for t in ("kernels", "comms") if not src.has(t)]
     return html.Div([
         html.H2("Timeline"),
