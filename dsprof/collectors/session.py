@@ -46,7 +46,7 @@ from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.collectors.user_profiler import UserProfilerGuard
 from dsprof.log import logger
-from dsprof.ranks import RankEnv
+from dsprof.ranks import RankEnv, die_with_launcher
 from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
 from dsprof.runlock import Progress, RunLock
 from dsprof.runlock import acquire as acquire_lock
@@ -112,6 +112,8 @@ class Session:
         global _current
         import torch
 
+        if self.ranks.launched:
+            die_with_launcher()  # a launcher killed outright takes its ranks with it
         if not self.ranks.distributed or self.ranks.coordinator:
             # before meta.json says "running": a reader must never see a run without its writer
             self.lock = acquire_lock(self.run)
