@@ -30,7 +30,7 @@ from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
-from dsprof.collectors import clock, forked_child
+from dsprof.collectors import clock, forked_child, process_groups
 from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.compile_watch import CompileWatch, compile_meta
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
@@ -247,6 +247,8 @@ class Session:
             self.progress.update(self.steps.steps_done)
         if self.ranks.distributed and self._backend is None:
             self._backend = _backend()  # scripts destroy their group before exit
+        # no gloo group is destroyed before the exit, where dsprof lets it go safely
+        process_groups.keep_alive()
         if self.memory is not None and self.steps is not None:
             self.memory.on_step(step, self.steps.boundaries_ns[-1])
         if self.watcher is not None:
