@@ -92,6 +92,7 @@ class Session:
         self.user_profiler: UserProfilerGuard | None = None
         self._finished = False
         self._timeline_ok = True
+        self._poll_cap = False  # torch.compile in use: the timeline polls its cap per backward
         self._clock: dict[str, Any] | None = None
         self._backend: str | None = None
         self.lock: RunLock | None = None
@@ -165,6 +166,7 @@ class Session:
             atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self._rank_facts("running")))
         self.progress = Progress(self.raw)
         self.steps.on_late_steps = self.timeline.restart_schedule
+        self.steps.after_backward = self._after_backward
         self.steps.install()
         self.memory.install()
         self.compile = CompileWatch(self.steps.now_ns, self._compile_detected, self._compiled)
@@ -264,12 +266,18 @@ class Session:
             self.memory.exceeded = None
             raise exceeded  # into the script, like an out-of-memory error
 
+    def _after_backward(self) -> None:
+        """At every ``backward()`` end: a loop with no optimizer has no step boundary for its
+        first 64 backwards, and its process groups must be held before the script returns."""
+        process_groups.keep_alive()
+        if self._poll_cap and self.timeline is not None:
+            self.timeline.poll_cap()  # the capture cap under torch.compile
+
     def _compile_detected(self) -> None:
         """torch.compile is in use: every hook Dynamo would trace goes (compile_watch.py)."""
         if self.timeline is not None:
             self.timeline.disable_module_hooks()
-            if self.steps is not None:
-                self.steps.after_backward = self.timeline.poll_cap
+            self._poll_cap = True
         if self.memory is not None:
             self.memory.disable_activations()
         if self.watcher is not None:

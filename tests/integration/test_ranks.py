@@ -124,6 +124,37 @@ def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
     assert f"dsprof summary {out.relative_to(tmp_path)}" in proc.stderr
 
 
+@pytest.mark.slow
+def test_ddp_gloo_without_a_teardown_workaround_ends_as_the_plain_script(tmp_path):
+    # GIVEN DDP over gloo as users write it: destroy_process_group() right after the last
+    # step, no barrier and sleep first (tests/corpus/models/ddp_gloo.py has them; this copy
+    # has not). Under torch 2.13 such a script can hang in ~ProcessGroupGloo when main()
+    # returns (benchmarks/gloo_teardown_race.py); dsprof holds the group until exit.
+    text = (REPO / "tests" / "corpus" / "models" / "ddp_gloo.py").read_text()
+    for line in ("    dist.barrier()\n", "    time.sleep(0.1)\n"):
+        assert line in text
+        text = text.replace(line, "", 1)
+    script = tmp_path / "ddp_users.py"
+    script.write_text(text)
+    out = tmp_path / "run"
+    # WHEN profiled on 2 ranks
+    res = dsprof("run", "--nproc-per-node", "2", "--no-analyze", "-o", str(out), *SCHEDULE,
+                 str(script), "--steps", "6", timeout=300)
+    # THEN it ends as the plain script does, with everything saved by both ranks
+    assert res.code == 0, res.stderr
+    assert res.stdout.count("done 6 steps") == 2
+    m = meta(out)
+    assert (m["ranks"], m["partial"], m["backend"]) == ([0, 1], False, "gloo")
+    from dsprof.ranks import read_record
+    from dsprof.rundir import RunDir
+
+    for r in (0, 1):
+        rec = read_record(RunDir(out), r)
+        assert (rec["status"], rec["exit_status"], len(rec["boundaries_ns"])) == (
+            "finished", 0, 6)
+        assert list((out / "raw" / f"rank{r}").glob("*.json*")), "no profiler window saved"
+
+
 # a rank that writes its pid, then trains on (sleeps) far longer than the test waits
 _LONG_RANK = """
 import os, pathlib, sys, time
