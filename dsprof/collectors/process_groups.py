@@ -34,6 +34,7 @@ _FUTEX_SYSCALL = {"x86_64": "202", "aarch64": "98"}  # the futex syscall's numbe
 _IDLE_WAIT_S = 10.0  # the longest dsprof waits at exit for the workers to park
 
 _kept: dict[int, Any] = {}
+_owner = os.getpid()  # the process whose threads the held groups' destructors would join
 
 
 def keep_alive() -> int:
@@ -47,6 +48,9 @@ def keep_alive() -> int:
         groups = list(dist.distributed_c10d._world.pg_map)
     except Exception:  # noqa: BLE001 - a torch without these internals: nothing to hold
         return len(_kept)
+    global _owner
+    if not _kept:
+        _owner = os.getpid()
     for pg in groups:
         if id(pg) not in _kept and _uses_gloo(dist, pg):
             _kept[id(pg)] = pg
@@ -122,8 +126,10 @@ def wait_idle(timeout_s: float = _IDLE_WAIT_S) -> bool:
 
 
 def release() -> None:
-    """At exit: let the held process groups go once their workers are idle."""
-    if not _kept:
+    """At exit: let the held process groups go once their workers are idle. Not in a process
+    the script forked (a DataLoader worker running its exit handlers): its copies of the groups
+    have no threads to join, so they are left to the process's end, unreleased."""
+    if not _kept or os.getpid() != _owner:
         return
     if not wait_idle():
         logger.debug("gloo worker threads still busy after %.0f s at exit; releasing the "

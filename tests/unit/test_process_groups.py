@@ -58,6 +58,22 @@ def test_groups_are_held_past_destroy_and_released_once_the_workers_are_idle(glo
     assert process_groups.kept() == 0
 
 
+def test_a_forked_child_does_not_release_its_copies(gloo_group):
+    # GIVEN a held group, and a child forked from this process (a DataLoader worker)
+    assert process_groups.keep_alive() == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its exit handlers call release(); the group must stay held
+        process_groups.release()
+        os.write(write, str(process_groups.kept()).encode())
+        os._exit(0)
+    os.close(write)
+    # THEN the child kept its copy (destroying it would join threads the child does not have)
+    assert os.read(read, 16) == b"1"
+    assert os.waitpid(pid, 0)[1] == 0
+    assert process_groups.kept() == 1
+
+
 def test_nothing_is_held_without_a_process_group():
     assert process_groups.keep_alive() == 0
     process_groups.release()  # nothing to wait for: returns at once
