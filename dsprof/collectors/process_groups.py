@@ -8,9 +8,10 @@ threads with the GIL held. A worker that is still freeing its last work item nee
 for the backward that issued the all-reduce), so neither moves again. Plain python loses the
 race rarely, a process that ran torch.profiler often (``benchmarks/gloo_teardown_race.py``).
 
-What dsprof does, without touching the script's objects: at every step boundary it takes a
-reference to each process group torch.distributed knows (``_world.pg_map``), so no group is
-destroyed while the script runs, wherever its last reference goes. At interpreter exit, after
+What dsprof does, without touching the script's objects: at every step boundary and every
+``backward()`` end it takes a reference to each gloo process group torch.distributed knows
+(``_world.pg_map``), so no group is destroyed while the script runs, wherever its last
+reference goes (a C++ one, like the Reducer's, included). At interpreter exit, after
 the script's own exit handlers and globals (:mod:`dsprof.launch`), and after the session has
 saved everything, it waits with the GIL released until every gloo worker thread is parked on
 its empty queue (read from ``/proc``: an untimed futex wait; a thread waiting for the GIL
@@ -114,6 +115,9 @@ def wait_idle(timeout_s: float = _IDLE_WAIT_S) -> bool:
     (so one seen between two waits is not taken for idle); False after ``timeout_s``."""
     if os.uname().machine not in _FUTEX_SYSCALL or not os.path.isdir("/proc/self/task"):
         time.sleep(0.2)  # cannot look: give the workers the GIL for a while instead
+        return True
+    if not _gloo_workers():  # none, or a torch that names them otherwise
+        time.sleep(0.1)
         return True
     deadline = time.monotonic() + timeout_s
     streak = 0
