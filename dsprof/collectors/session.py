@@ -270,8 +270,13 @@ class Session:
         """At every ``backward()`` end: a loop with no optimizer has no step boundary for its
         first 64 backwards, and its process groups must be held before the script returns."""
         process_groups.keep_alive()
-        if self._poll_cap and self.timeline is not None:
-            self.timeline.poll_cap()  # the capture cap under torch.compile
+        if self.timeline is not None and self._timeline_ok:
+            try:
+                self.timeline.backward_ended()
+                if self._poll_cap:
+                    self.timeline.poll_cap()  # the capture cap under torch.compile
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                self._disable_timeline(exc)
 
     def _compile_detected(self) -> None:
         """torch.compile is in use: every hook Dynamo would trace goes (compile_watch.py)."""
@@ -347,7 +352,8 @@ class Session:
                            "is blocked); every step's timing is")
         if timeline is not None and self._timeline_ok:
             try:
-                timeline.finish()
+                timeline.finish(_leading(steps.sources if steps is not None else [],
+                                         "backward"))
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
         if self.memory is not None:
@@ -410,3 +416,13 @@ def _save(path: Path, write: Any) -> bool:
         logger.error("could not write %s: %s; the files written before it are kept", path,
                      exc.strerror or exc)
         return False
+
+
+def _leading(items: list[str], value: str) -> int:
+    """How many of ``items`` from the start equal ``value``."""
+    n = 0
+    for item in items:
+        if item != value:
+            break
+        n += 1
+    return n
