@@ -93,8 +93,9 @@ def die_with_launcher() -> bool:
 
     The setting belongs to this process only: the kernel clears it in the processes the script
     forks (DataLoader workers), so they behave as without dsprof. A launcher that died before
-    the call is caught by the parent check. Returns whether the setting is in place (Linux,
-    under dsprof's launcher)."""
+    the call is caught by the parent check; a process whose parent is not the launcher, though
+    it runs (a dsprof session the script started, which inherited the variables), is left as
+    it is. Returns whether the setting is in place (Linux, a child of dsprof's launcher)."""
     launcher = os.environ.get(LAUNCHER_PID_ENV, "")
     if not launcher.isdigit() or not sys.platform.startswith("linux"):
         return False
@@ -103,8 +104,22 @@ def die_with_launcher() -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         return False
-    if os.getppid() != int(launcher):  # reparented: the launcher is already gone
-        os.kill(os.getpid(), signal.SIGKILL)
+    if os.getppid() == int(launcher):
+        return True
+    if _pid_alive(int(launcher)):  # not the launcher's child (a dsprof the script started)
+        libc.prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)
+        return False
+    os.kill(os.getpid(), signal.SIGKILL)  # reparented: the launcher is already gone
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
     return True
 
 

@@ -117,3 +117,4 @@ def test_a_thread_waiting_for_the_gil_is_not_parked():
     finally:
         child.kill()
         child.wait()
+
