@@ -6,7 +6,10 @@ the GIL to free the last reference to the ``contextvars.Context`` that autograd 
 thread-local state its last all-reduce captured. Plain, the race is rare; in a process that has
 used torch.profiler once (dsprof always does) it is not. This script measures both, side by side
 in one run, without dsprof: the same training script under torchrun, each rank either plain or
-preceded by a profiler session started and stopped before the script runs.
+preceded by a profiler session started and stopped before the script runs; and a third arm,
+``mitigated``: the profiler session, then what dsprof does about the race
+(dsprof/collectors/process_groups.py: the groups held at each step, let go at exit once the
+gloo workers are idle).
 
     OMP_NUM_THREADS=1 python benchmarks/gloo_teardown_race.py --runs 10
 
