@@ -6,7 +6,10 @@ the GIL to free the last reference to the ``contextvars.Context`` that autograd 
 thread-local state its last all-reduce captured. Plain, the race is rare; in a process that has
 used torch.profiler once (dsprof always does) it is not. This script measures both, side by side
 in one run, without dsprof: the same training script under torchrun, each rank either plain or
-preceded by a profiler session started and stopped before the script runs.
+preceded by a profiler session started and stopped before the script runs; and a third arm,
+``mitigated``: the profiler session, then what dsprof does about the race
+(dsprof/collectors/process_groups.py: the groups held at each step, let go at exit once the
+gloo workers are idle).
 
     OMP_NUM_THREADS=1 python benchmarks/gloo_teardown_race.py --runs 10
 
@@ -18,6 +21,7 @@ machine, or beside two busy loops, to see it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -25,17 +29,26 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
 SCRIPT = '''
 import sys
 import torch
 import torch.distributed as dist
 from torch import nn
 
-if sys.argv[1] == "profiled":  # one profiler session, before the training script even starts
+ARM = sys.argv[1]
+if ARM != "plain":  # one profiler session, before the training script even starts
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     prof.start()
     torch.ones(2).sum()
     prof.stop()
+if ARM == "mitigated":  # what dsprof does: hold the groups at each step, let go at exit
+    import atexit
+    from dsprof.collectors import process_groups
+    atexit.register(process_groups.release)
 
 
 def main():
@@ -49,6 +62,8 @@ def main():
         opt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+        if ARM == "mitigated":
+            process_groups.keep_alive()
     dist.destroy_process_group()
 
 
@@ -59,7 +74,7 @@ main()
 def one_run(script: Path, arm: str, timeout: float) -> bool:
     """True when the job hung (still running after ``timeout`` s; its process group is
     killed)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
                              "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
                              str(script), arm], env=env, stdout=subprocess.DEVNULL,
@@ -68,7 +83,13 @@ def one_run(script: Path, arm: str, timeout: float) -> bool:
         proc.wait(timeout=timeout)
         return False
     except subprocess.TimeoutExpired:
+        # torchrun starts each rank in a session of its own: kill the ranks by pid, not only
+        # torchrun's group, or every hung rank is left behind
+        ranks = psutil.Process(proc.pid).children(recursive=True)
         os.killpg(proc.pid, 9)
+        for rank in ranks:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rank.kill()
         proc.wait()
         return True
 
@@ -78,7 +99,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10, help="runs per arm (alternating)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds before a run hung")
     args = ap.parse_args()
-    hung = {"plain": 0, "profiled": 0}
+    hung = {"plain": 0, "profiled": 0, "mitigated": 0}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "ddp_teardown.py"
         script.write_text(SCRIPT)

@@ -39,11 +39,17 @@ def _release_kept_globals() -> None:
     cycle is cleared. Dropping dsprof's references and collecting does the same; a dict in no
     cycle is freed at once, as a module nobody else holds would be. A global's ``__del__``
     (a log file flushed, a tracker's run closed, a destructor that blocks) then runs as it
-    would without dsprof; left to the module list's teardown it could be skipped."""
+    would without dsprof; left to the module list's teardown it could be skipped. Then the
+    gloo process groups dsprof held go, once their worker threads are idle
+    (:mod:`dsprof.collectors.process_groups`)."""
     import gc
+
+    from dsprof.collectors import process_groups
 
     _KEPT.clear()
     gc.collect()
+    # last: the process groups dsprof held (DDP/gloo), once their worker threads are idle
+    process_groups.release()
 
 
 atexit.register(_release_kept_globals)

@@ -24,7 +24,7 @@ from typing import Any
 from dsprof._version import __version__
 from dsprof.launch import Target
 from dsprof.log import logger
-from dsprof.ranks import LAUNCHED_ENV, RANK_INGEST_ENV, merge_ranks
+from dsprof.ranks import LAUNCHED_ENV, LAUNCHER_PID_ENV, RANK_INGEST_ENV, merge_ranks
 from dsprof.rundir import RunDir
 from dsprof.settings import Settings
 
@@ -40,7 +40,7 @@ def child_env(settings: Settings, run: RunDir) -> dict[str, str]:
     # the ranks do not analyze (this process does, once), but when it will, each rank ingests
     # its own trace as soon as its script ends (RANK_INGEST_ENV, dsprof/ingest/own_rank.py)
     env.update({"DSPROF_OUTPUT": str(run.path.resolve()), "DSPROF_ANALYZE": "0",
-                "DSPROF_QUIET": "1", LAUNCHED_ENV: "1",
+                "DSPROF_QUIET": "1", LAUNCHED_ENV: "1", LAUNCHER_PID_ENV: str(os.getpid()),
                 RANK_INGEST_ENV: "1" if settings.analyze else "0"})
     return env
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from dsprof.errors import RunDirError
 from dsprof.rundir import SESSION_FILE, RunDir
 
 LAUNCHED_ENV = "DSPROF_LAUNCHED"
+# the pid of the `dsprof run --nproc-per-node` process that started this rank
+LAUNCHER_PID_ENV = "DSPROF_LAUNCHER_PID"
 # set by `dsprof run --nproc-per-node` when it will analyze: each rank ingests its own trace
 RANK_INGEST_ENV = "DSPROF_RANK_INGEST"
 
@@ -76,6 +79,48 @@ class RankEnv:
     def coordinator(self) -> bool:
         """Writes meta.json and ingests: rank 0 of a launcher that is not dsprof's."""
         return self.distributed and not self.launched and self.rank == 0
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_launcher() -> bool:
+    """In a rank started by ``dsprof run --nproc-per-node``: have the kernel kill this process
+    when the launcher dies (``PR_SET_PDEATHSIG``), so that a launcher killed outright (SIGKILL,
+    out of memory) leaves no rank training on. SIGKILL, not SIGTERM: nobody is left to merge
+    what the rank would save, and a rank whose main thread holds the GIL in a C++ join (the
+    gloo teardown hang) would never act on SIGTERM. The profiler windows it already wrote stay.
+
+    The setting belongs to this process only: the kernel clears it in the processes the script
+    forks (DataLoader workers), so they behave as without dsprof. A launcher that died before
+    the call is caught by the parent check; a process whose parent is not the launcher, though
+    it runs (a dsprof session the script started, which inherited the variables), is left as
+    it is. Returns whether the setting is in place (Linux, a child of dsprof's launcher)."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if not launcher.isdigit() or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() == int(launcher):
+        return True
+    if _pid_alive(int(launcher)):  # not the launcher's child (a dsprof the script started)
+        libc.prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)
+        return False
+    os.kill(os.getpid(), signal.SIGKILL)  # reparented: the launcher is already gone
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def shared_run_path(runs_dir: Path, name: str) -> Path:

@@ -30,7 +30,7 @@ from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
-from dsprof.collectors import clock, forked_child
+from dsprof.collectors import clock, forked_child, process_groups
 from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.compile_watch import CompileWatch, compile_meta
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
@@ -46,7 +46,7 @@ from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.collectors.user_profiler import UserProfilerGuard
 from dsprof.log import logger
-from dsprof.ranks import RankEnv
+from dsprof.ranks import RankEnv, die_with_launcher
 from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
 from dsprof.runlock import Progress, RunLock
 from dsprof.runlock import acquire as acquire_lock
@@ -92,6 +92,7 @@ class Session:
         self.user_profiler: UserProfilerGuard | None = None
         self._finished = False
         self._timeline_ok = True
+        self._poll_cap = False  # torch.compile in use: the timeline polls its cap per backward
         self._clock: dict[str, Any] | None = None
         self._backend: str | None = None
         self.lock: RunLock | None = None
@@ -112,6 +113,8 @@ class Session:
         global _current
         import torch
 
+        if self.ranks.launched:
+            die_with_launcher()  # a launcher killed outright takes its ranks with it
         if not self.ranks.distributed or self.ranks.coordinator:
             # before meta.json says "running": a reader must never see a run without its writer
             self.lock = acquire_lock(self.run)
@@ -163,6 +166,7 @@ class Session:
             atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self._rank_facts("running")))
         self.progress = Progress(self.raw)
         self.steps.on_late_steps = self.timeline.restart_schedule
+        self.steps.after_backward = self._after_backward
         self.steps.install()
         self.memory.install()
         self.compile = CompileWatch(self.steps.now_ns, self._compile_detected, self._compiled)
@@ -245,6 +249,8 @@ class Session:
             self.progress.update(self.steps.steps_done)
         if self.ranks.distributed and self._backend is None:
             self._backend = _backend()  # scripts destroy their group before exit
+        # no gloo group is destroyed before the exit, where dsprof lets it go safely
+        process_groups.keep_alive()
         if self.memory is not None and self.steps is not None:
             self.memory.on_step(step, self.steps.boundaries_ns[-1])
         if self.watcher is not None:
@@ -260,12 +266,23 @@ class Session:
             self.memory.exceeded = None
             raise exceeded  # into the script, like an out-of-memory error
 
+    def _after_backward(self) -> None:
+        """At every ``backward()`` end: a loop with no optimizer has no step boundary for its
+        first 64 backwards, and its process groups must be held before the script returns."""
+        process_groups.keep_alive()
+        if self.timeline is not None and self._timeline_ok:
+            try:
+                self.timeline.backward_ended()
+                if self._poll_cap:
+                    self.timeline.poll_cap()  # the capture cap under torch.compile
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                self._disable_timeline(exc)
+
     def _compile_detected(self) -> None:
         """torch.compile is in use: every hook Dynamo would trace goes (compile_watch.py)."""
         if self.timeline is not None:
             self.timeline.disable_module_hooks()
-            if self.steps is not None:
-                self.steps.after_backward = self.timeline.poll_cap
+            self._poll_cap = True
         if self.memory is not None:
             self.memory.disable_activations()
         if self.watcher is not None:
@@ -335,7 +352,8 @@ class Session:
                            "is blocked); every step's timing is")
         if timeline is not None and self._timeline_ok:
             try:
-                timeline.finish()
+                timeline.finish(_leading(steps.sources if steps is not None else [],
+                                         "backward"))
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
         if self.memory is not None:
@@ -398,3 +416,13 @@ def _save(path: Path, write: Any) -> bool:
         logger.error("could not write %s: %s; the files written before it are kept", path,
                      exc.strerror or exc)
         return False
+
+
+def _leading(items: list[str], value: str) -> int:
+    """How many of ``items`` from the start equal ``value``."""
+    n = 0
+    for item in items:
+        if item != value:
+            break
+        n += 1
+    return n

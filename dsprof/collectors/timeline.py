@@ -5,7 +5,9 @@ State per step, like ``action_map`` in torch/profiler/profiler.py:
 ==========  ==========================================================================
 bootstrap   step 0, recorded from session start; if a boundary comes, the capture is
             dropped (step 0 mixes setup with the first iteration); if none ever comes, it
-            is the whole run, up to ``max_capture_s``
+            is the whole run, up to ``max_capture_s``. Each ``backward()`` end in it starts
+            the next ``ProfilerStep#`` span: a short loop with no optimizer (its backward
+            ends become its steps at exit, collectors/steps.py) is then profiled per step
 none        not profiling (the ``wait`` steps and after the last window)
 warmup      Kineto prepared, events not kept
 record      recording
@@ -25,6 +27,7 @@ script's session lives, resumes the schedule after it, and records in meta.json
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +38,7 @@ from typing import Any, Protocol
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.log import logger
-from dsprof.rundir import remove_quietly
+from dsprof.rundir import atomic_write_bytes, remove_quietly
 from dsprof.settings import Settings
 
 NONE, WARMUP, RECORD, RECORD_AND_SAVE, BOOTSTRAP = ("none", "warmup", "record", "record_and_save",
@@ -121,6 +124,10 @@ class TimelineCollector:
         self.handed_over: dict[str, Any] | None = None  # meta.json "user_profiler"
         self._suspended = False
         self._next_step = 0
+        # backward() ends seen during the bootstrap capture (its ProfilerStep spans after #0),
+        # and the bootstrap window saved at the capture cap, if it was split so
+        self._bootstrap_backwards = 0
+        self._capped_split: Window | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,6 +168,19 @@ class TimelineCollector:
         if self._state == BOOTSTRAP:
             self._check_cap(None, None)
 
+    def backward_ended(self) -> None:
+        """A ``backward()`` returned. In the bootstrap capture it may have ended a step (no
+        optimizer: collectors/steps.py decides at 64 backwards or at exit), so the capture's
+        step span moves on: ``ProfilerStep#k`` then holds the ops of the step that backward
+        end k closes, numbered as the steps will be if backward() becomes their source. If a
+        boundary comes instead, the capture and its spans are dropped."""
+        if self._state != BOOTSTRAP or self._window is None \
+                or threading.get_ident() != self._thread:
+            return
+        self._end_step_annotation()
+        self._bootstrap_backwards += 1
+        self._begin_step_annotation(self._bootstrap_backwards)
+
     def on_boundary(self, step: int) -> None:
         """Step ``step`` just ended; move to what the schedule says for ``step + 1``."""
         self._next_step = step + 1
@@ -193,14 +213,32 @@ class TimelineCollector:
                 self._start_recording(step + 1, Window(len(self.windows), "window"))
         self._state = nxt
 
-    def finish(self) -> None:
-        """At exit: save what is being recorded (the unstepped capture included)."""
+    def finish(self, backward_steps: int = 0) -> None:
+        """At exit: save what is being recorded (the unstepped capture included).
+
+        Args:
+            backward_steps: how many of the run's first steps ``backward()`` ended (all of
+                them when the steps came from backward(), none when an optimizer or
+                ``dsprof.step()`` marked them). The bootstrap capture's spans count backward
+                ends: they are steps only that far.
+        """
         self._remove_cap_hook()
+        if self._state == BOOTSTRAP and self._window is not None:
+            # the span after the last backward() end closes no step (the update after it and
+            # the script's exit): its ops keep their span, the window lists the steps
+            self._window.steps = [s for s in self._window.steps if s < max(backward_steps, 1)]
         if self._state in (RECORD, RECORD_AND_SAVE, BOOTSTRAP):
             self._stop(save=True)
         elif self._state == WARMUP:
             self._stop(save=False)
         self._state = NONE
+        split = self._capped_split
+        if split is not None and split.file and backward_steps < len(split.steps) - 1:
+            # capped before the steps' source was known, and it turned out not to be
+            # backward(): the spans were numbered by backward ends, not steps; step 0 holds
+            # the capture again, as before any boundary
+            _merge_step_spans(self.raw_dir / split.file)
+            split.steps = [0]
 
     # -- the script's own torch.profiler ---------------------------------------------------
     def step_aside(self) -> None:
@@ -319,6 +357,8 @@ class TimelineCollector:
             return
         if self._state == BOOTSTRAP and self._window is not None:
             self._window.capped = True
+            if self._bootstrap_backwards:
+                self._capped_split = self._window
             logger.warning("no step boundary after %.0f s: the capture stops here "
                            "(call dsprof.step() each iteration, or raise --max-capture)",
                            self.settings.max_capture_s)
@@ -330,3 +370,15 @@ class TimelineCollector:
         if self._cap_hook is not None:
             self._cap_hook.remove()
             self._cap_hook = None
+
+
+_STEP_SPAN = re.compile(rb'"ProfilerStep#\d+"')
+
+
+def _merge_step_spans(path: Path) -> None:
+    """Rename every ``ProfilerStep#N`` span of a saved trace ``ProfilerStep#0``."""
+    try:
+        data = path.read_bytes()
+        atomic_write_bytes(path, _STEP_SPAN.sub(b'"ProfilerStep#0"', data))
+    except OSError as exc:
+        logger.error("could not renumber the steps of %s: %s", path.name, exc)

@@ -136,6 +136,93 @@ def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
     assert f"dsprof summary {out.relative_to(tmp_path)}" in proc.stderr
 
 
+@pytest.mark.slow
+def test_ddp_gloo_without_a_teardown_workaround_ends_as_the_plain_script(tmp_path):
+    # GIVEN DDP over gloo as users write it: destroy_process_group() right after the last
+    # step, no barrier and sleep first (tests/corpus/models/ddp_gloo.py has them; this copy
+    # has not). Under torch 2.13 such a script can hang in ~ProcessGroupGloo when main()
+    # returns (benchmarks/gloo_teardown_race.py); dsprof holds the group until exit.
+    text = (REPO / "tests" / "corpus" / "models" / "ddp_gloo.py").read_text()
+    for line in ("    dist.barrier()\n", "    time.sleep(0.1)\n"):
+        assert line in text
+        text = text.replace(line, "", 1)
+    script = tmp_path / "ddp_users.py"
+    script.write_text(text)
+    out = tmp_path / "run"
+    # WHEN profiled on 2 ranks
+    res = dsprof("run", "--nproc-per-node", "2", "--no-analyze", "-o", str(out), *SCHEDULE,
+                 str(script), "--steps", "6", timeout=300)
+    # THEN it ends as the plain script does, with everything saved by both ranks
+    assert res.code == 0, res.stderr
+    assert res.stdout.count("done 6 steps") == 2
+    m = meta(out)
+    assert (m["ranks"], m["partial"], m["backend"]) == ([0, 1], False, "gloo")
+    from dsprof.ranks import read_record
+    from dsprof.rundir import RunDir
+
+    for r in (0, 1):
+        rec = read_record(RunDir(out), r)
+        assert (rec["status"], rec["exit_status"], len(rec["boundaries_ns"])) == (
+            "finished", 0, 6)
+        assert list((out / "raw" / f"rank{r}").glob("*.json*")), "no profiler window saved"
+
+
+# a rank that writes its pid, then trains on (sleeps) far longer than the test waits
+_LONG_RANK = """
+import os, pathlib, sys, time
+pathlib.Path(sys.argv[1], f"rank{os.environ['RANK']}.pid").write_text(str(os.getpid()))
+time.sleep(300)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed rank reparented to a PID 1 that does not reap)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_ranks_die_with_a_launcher_killed_by_sigkill(tmp_path):
+    import signal
+    import time
+
+    # GIVEN dsprof run --nproc-per-node 2 whose ranks would run for minutes
+    script = tmp_path / "long_rank.py"
+    script.write_text(_LONG_RANK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "dsprof", "run", "--nproc-per-node", "2", "-o",
+         str(tmp_path / "run"), str(script), str(tmp_path)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline and launcher.poll() is None:
+            time.sleep(0.2)
+            pids = [int(p.read_text()) for p in tmp_path.glob("rank*.pid") if p.read_text()]
+        assert len(pids) == 2, "the ranks never started"
+        assert all(_running(p) for p in pids)
+        # WHEN the launcher is killed outright
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        # THEN its ranks are gone within seconds (without the fix they sleep on for minutes)
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in pids if _running(p)]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("args", [["--nproc-per-node", "0"]])
 def test_bad_nproc_is_a_usage_error(tmp_path, args):
     res = dsprof("run", *args, DDP, cwd=tmp_path)

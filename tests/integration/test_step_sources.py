@@ -105,6 +105,23 @@ def test_manual_update_steps_come_from_backward(tmp_path):
     assert "backward" in summary.stdout
 
 
+def test_a_short_loop_without_optimizer_is_profiled_per_step(tmp_path):
+    # GIVEN the same loop, 6 iterations: fewer than the 64 backwards that decide the source
+    # while it runs, so its steps are known only at exit
+    run, facts = _run(tmp_path, "manual_short", MANUAL_UPDATE, {"STEPS": "6"})
+    m = meta(run)
+    assert (m["steps_source"], m["steps_recorded"], facts["backward_calls"]) == ("backward", 6, 6)
+    # THEN its one whole-run capture is split into its steps (it used to be all step 0)
+    assert [(w["kind"], w["steps"]) for w in m["windows"]] == [("unstepped", list(range(6)))]
+    with dsprof_api.load(run) as r:
+        assert r.sql("SELECT count(*) FROM steps WHERE profiled")[0][0] == 6
+        # every step has its own backward, and the same ops as the others from step 1 on
+        per_step = dict(r.sql("""SELECT step, count(*) FILTER (WHERE phase = 'backward')
+                                 FROM ops WHERE step BETWEEN 0 AND 5 GROUP BY step"""))
+        assert sorted(per_step) == list(range(6)) and all(per_step.values())
+        assert len({n for s, n in per_step.items() if s > 0}) == 1
+
+
 def test_gradient_accumulation_counts_parameters_once_and_activations_per_forward(tmp_path):
     # GIVEN the same model and micro-batch, with and without 4-way accumulation
     runs = {}

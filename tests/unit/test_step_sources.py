@@ -223,3 +223,54 @@ def test_a_single_optimizer_keeps_every_boundary():
     for _ in range(4):
         steps._optimizer_stepped(opt, (), {})
     assert steps.steps_done == 4
+
+
+def _step_spans(path) -> list[str]:
+    import json
+
+    return sorted({e["name"] for e in json.loads(path.read_text())["traceEvents"]
+                   if str(e.get("name", "")).startswith("ProfilerStep#")})
+
+
+def test_the_bootstrap_capture_splits_at_backward_ends_and_keeps_the_split_if_they_are_steps(
+        tmp_path):
+    from dsprof.collectors.timeline import TimelineCollector
+    from dsprof.settings import Settings
+
+    # GIVEN the bootstrap capture and a loop with no optimizer: 3 backward() ends, then exit,
+    # where the backward ends become the run's 3 steps
+    tl = TimelineCollector(Settings.load(env={}), CPU, tmp_path)
+    tl.start()
+    for _ in range(3):
+        torch.ones(4).sum()
+        tl.backward_ended()
+    torch.ones(4).sum()  # the update after the last backward, then the exit
+    tl.finish(backward_steps=3)
+    # THEN the capture has one span per step (and one after the last), the window lists the
+    # steps
+    (w,) = tl.windows
+    assert (w.kind, w.steps) == ("unstepped", [0, 1, 2])
+    assert _step_spans(tmp_path / w.file) == [f"ProfilerStep#{k}" for k in range(4)]
+
+
+def test_a_capture_capped_before_an_optimizer_took_over_is_step_0_again(tmp_path):
+    import time
+
+    from dsprof.collectors.timeline import TimelineCollector
+    from dsprof.settings import Settings
+
+    # GIVEN the bootstrap capture, capped after 2 backward() ends (gradient accumulation)
+    tl = TimelineCollector(Settings.load(env={}, max_capture_s=0.05), CPU, tmp_path)
+    tl.start()
+    tl.backward_ended()
+    tl.backward_ended()
+    time.sleep(0.1)
+    tl._check_cap(None, None)
+    (w,) = tl.windows
+    assert w.capped and w.steps == [0, 1, 2]
+    assert len(_step_spans(tmp_path / w.file)) == 3
+    # WHEN an optimizer marks the steps after all
+    tl.on_boundary(0)
+    tl.finish(backward_steps=0)
+    # THEN the saved capture is step 0, as the steps are numbered
+    assert w.steps == [0] and _step_spans(tmp_path / w.file) == ["ProfilerStep#0"]
