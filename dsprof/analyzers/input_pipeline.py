@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
@@ -51,6 +52,7 @@ def predicted_wait_ns(load_ns: float, compute_ns: float, workers: int, persisten
 class InputPipeline(Analyzer):
     name = "input_pipeline"
     requires = ()
+    claims = ((GPU_IDLE, ("input.",)),)
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.nonempty("dataloaders") or ctx.nonempty("kernels"):

@@ -18,11 +18,13 @@ time the host spent in launch API calls (``cudaLaunchKernel``, ``cuLaunchKernel`
 ``hipLaunchKernel``, ...) in those steps. When launch calls explain less than half of the idle
 time, the finding says so and names the rest as other host work instead of prescribing CUDA
 graphs alone. The share is over the duration of the steps the gaps were measured in, so it
-never exceeds 100 %.
+never exceeds 100 %. Ranks whose trace was down-sampled (``ingest_notes.sampled``) are left
+out: the gaps between the events sampling kept are not idle time.
 """
 
 from __future__ import annotations
 
+from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
@@ -62,9 +64,17 @@ def host_bound_gaps(con) -> list[tuple[int, int, int, int, int]]:
 class LaunchBoundAnalyzer(Analyzer):
     name = "launch_bound"
     requires = ("kernels", "ops")
+    claims = ((GPU_IDLE, ("launch.bound",)),)
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        ranks = {int(r) for (r,) in ctx.run.sql("SELECT DISTINCT rank FROM kernels")}
+        if ranks and ranks <= ctx.sampled_ranks:
+            return ("every rank's trace was down-sampled (it keeps a few of the profiler's "
+                    "events), so gaps between kept kernels are not launch waits")
+        return None
 
     def run(self, ctx: Context) -> list[Finding]:
-        rows = host_bound_gaps(ctx.run.con)
+        rows = [r for r in host_bound_gaps(ctx.run.con) if int(r[0]) not in ctx.sampled_ranks]
         if not rows:
             return []
         per_rank: dict[int, list[tuple[int, int, int, int]]] = {}
