@@ -4,11 +4,7 @@ not dsprof's parser), and the registry's order rule."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
-from functools import cache
-from pathlib import Path
 
 import pytest
 
@@ -25,21 +21,10 @@ from dsprof.findings import Evidence, Finding
 from dsprof.ingest.importer import import_traces
 from dsprof.render.findings import saving_text
 from dsprof.run import Run, load
-from tests.conftest import all_trace_files
+from tests.unit.shared_traces import NAMES, SETS, analysis, events
 
 DEVICE_CATS = {"kernel", "Kernel", "gpu_memcpy", "gpu_memset", "Memcpy", "Memset"}
 STEP = re.compile(r"^ProfilerStep#\d+$")
-
-# One job per set: each trace file alone, HTA's two sampled ranks together. The memory
-# timeline export is not a Chrome trace (the importer refuses it; test_imported_traces.py).
-SETS: dict[str, list[Path]] = {}
-for _path in all_trace_files():
-    if _path.parent.name == "hta_memory_timeline":
-        continue
-    key = _path.parent.name if _path.parent.name == "hta_sampled_2rank_nccl" \
-        else f"{_path.parent.name}/{_path.name}"
-    SETS.setdefault(key, []).append(_path)
-NAMES = sorted(SETS)
 
 CLAIMERS = [load_analyzer(e) for e in ANALYZERS]
 
@@ -47,14 +32,6 @@ CLAIMERS = [load_analyzer(e) for e in ANALYZERS]
 def claim_kinds(resource: str) -> tuple[str, ...]:
     """The finding kinds whose savings claim ``resource`` (as the analyzers declare them)."""
     return tuple(k for a in CLAIMERS for r, kinds in a.claims if r == resource for k in kinds)
-
-
-@cache
-def events(name: str) -> list[dict]:
-    """The complete ('X') events of the first file of a set, times in microseconds."""
-    with gzip.open(SETS[name][0], "rt") as fh:
-        doc = json.load(fh)
-    return [e for e in doc["traceEvents"] if e.get("ph") == "X" and "dur" in e]
 
 
 def union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -83,14 +60,8 @@ def steps(name: str) -> list[tuple[float, float]]:
 
 
 @pytest.fixture(scope="module")
-def analyses(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("claimed")
-    out = {}
-    for name in NAMES:
-        run_dir, _ = import_traces(SETS[name], base / name.replace("/", "__"))
-        with load(run_dir.path) as run:
-            out[name] = (analyze(run, write=False), run.facts.step.mean_s)
-    return out
+def analyses() -> dict:
+    return {name: analysis(name) for name in NAMES}
 
 
 @pytest.mark.skipif(not NAMES, reason="../shared/traces is absent")
