@@ -21,11 +21,12 @@ run also holds the step hook that advances the profiler: audio_conv1d's plain-SG
 1.3 ms, its 16 ``add_`` with their loop 0.05 ms, and the fused update measured 0.01-0.03 ms
 faster), on a GPU run the kernels under the span, less what the profiler
 adds per op recorded in it (``fullspeed.profiler_cost_per_op``), and on a CPU run less the
-time by which any op exceeds 10x the median of its name (a preempted thread); on a CPU run
-with steady steps, at most the span scaled by full-speed over profiled step time (a loop of
-small ops slows under the profiler as much as the step does: multihead_attention's Adam loop
-recorded 1.9 ms where the fused update measured 0.5-0.6 ms faster, in a step of 2.0 ms at
-full speed and 4.8 ms profiled). Forward and
+time by which any op exceeds 10x the median of its name (a preempted thread). The span used
+to be scaled by full-speed over profiled step time, which made up for the step hook inside
+it; on the update's own extent that scaling halved the estimate (multihead_attention: 0.25 ms
+predicted, 0.40-0.42 ms measured in the thread's CPU time by ``benchmarks/advice.py``; fused
+Adam saved 0.38-0.52 ms a step in the plain script, and 0.24 ms on its parameters alone: the
+loop in training runs on cache-cold state). Forward and
 backward run inside the span by ``optimizer.step(closure)`` (Lightning, LBFGS) are not the
 optimizer's: their time is taken out of the span first.
 """
@@ -41,25 +42,6 @@ from dsprof.findings import Evidence, Finding
 from dsprof.metrics.ops.fusion_chains import POINTWISE
 from dsprof.metrics.ops.opbytes import op_io
 from dsprof.metrics.ops.optable import OpTable
-
-# Below this many profiled steps the profiled/full-speed ratio is not measured.
-_MIN_PROFILED_STEPS = 2
-
-
-def profiler_dilation(ctx: Context) -> float | None:
-    """Full-speed step time over profiled step time (rank 0; at most 1): how much recording
-    slowed a step of small ops. The per-op profiler cost measured at session start
-    (``fullspeed.profiler_cost_per_op``) misses most of it for a loop of many small ops, whose
-    span at full speed is closer to its profiled span scaled by this ratio. None without steady
-    steps (``metrics.noise``) or two profiled steps."""
-    noise = ctx.noise
-    if noise is None:
-        return None
-    prof = [d for (d,) in ctx.run.sql(
-        "SELECT dur_ns FROM steps WHERE rank = 0 AND profiled AND dur_ns > 0")]
-    if len(prof) < _MIN_PROFILED_STEPS:
-        return None
-    return min(1.0, noise.median_s * 1e9 / statistics.median(prof))
 
 # Bytes moved per parameter byte by a fused update (reads + writes of param, grad, state).
 FUSED_BYTES_PER_PARAM_BYTE = {"Adam": 7, "AdamW": 7, "SGD": 5, "Adagrad": 5}
@@ -121,10 +103,6 @@ class OptimizerFusionAnalyzer(Analyzer):
                 spans = self._despiked(ctx, rows, self._update_extent(ctx, rows))
             now = statistics.median(max(0.0, t - r[9] * table.profiler_cost_s)
                                     for t, r in zip(spans, rows))
-            dilation = profiler_dilation(ctx) if not table.device else None
-            if dilation is not None:
-                # the loop's small ops pay the profiler's cost as the profiled step's ops do
-                now = min(now, statistics.median(spans) * dilation)
             n_ops = sum(r[6] for r in rows) / steps
             rank0 = rows[0][0]
             pbytes, n_tensors = params.get(rank0, (0, 0))
