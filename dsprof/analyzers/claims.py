@@ -13,7 +13,9 @@ the findings on one resource never claim more than there is, by construction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dsprof.findings import Finding
 
@@ -64,3 +66,41 @@ class ClaimLedger:
 
     def by(self, resource: str) -> list[Claim]:
         return [c for c in self.claims if c.resource == resource]
+
+
+# The registry's side (analyzers are duck-typed here: ``name``, ``claims``, ``reads``).
+
+def check_order(analyzers: Sequence[Any]) -> None:
+    """An analyzer that claims a resource without reading it runs before every analyzer that
+    reads it, so a reader sees every claim it must subtract. Analyzers that both read and
+    claim a resource form a chain in their listed order: each subtracts what the ones before
+    it claimed.
+
+    Raises:
+        ValueError: a reader is listed before a claimer that does not read.
+    """
+    for i, reader in enumerate(analyzers):
+        for later in analyzers[i + 1:]:
+            late = set(reader.reads) & {r for r, _ in later.claims} - set(later.reads)
+            if late:
+                raise ValueError(f"analyzer {later.name} claims {', '.join(sorted(late))} "
+                                 f"but runs after {reader.name}, which reads it")
+
+
+def claimers_needed(analyzers: Sequence[Any], only: tuple[str, ...]) -> set[str]:
+    """The analyzers ``only`` leaves out whose claims a chosen analyzer after them reads."""
+    needed: set[str] = set()
+    for i, reader in enumerate(analyzers):
+        if reader.name not in only:
+            continue
+        needed |= {a.name for a in analyzers[:i]
+                   if a.name not in only and set(reader.reads) & {r for r, _ in a.claims}}
+    return needed
+
+
+def record_claims(analyzer: Any, findings: list[Finding], ledger: ClaimLedger) -> None:
+    """Enter in ``ledger`` the savings of ``analyzer``'s findings on what it claims."""
+    for resource, kinds in analyzer.claims:
+        for f in findings:
+            if f.kind.startswith(kinds):
+                ledger.record(resource, f)

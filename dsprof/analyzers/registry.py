@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from dsprof.analyzers.claims import ClaimLedger
+from dsprof.analyzers.claims import ClaimLedger, check_order, claimers_needed, record_claims
 from dsprof.errors import RunDirError
 from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
 from dsprof.log import logger
@@ -197,7 +197,7 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
     out = Analysis()
     chosen = list(analyzers) if analyzers is not None else [load_analyzer(e) for e in ANALYZERS]
     check_order(chosen)
-    needed = _claimers_needed(chosen, only)
+    needed = claimers_needed(chosen, only)
     for analyzer in chosen:
         # an analyzer left out by ``only`` still runs when a chosen one reads what it claims:
         # its findings go to the ledger only
@@ -222,7 +222,7 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
                                    "error": f"{type(exc).__name__}: {exc}"})
             continue
         finished = [_finish(f, ctx) for f in found]
-        _record_claims(analyzer, finished, ctx)
+        record_claims(analyzer, finished, ctx.claims)
         if silent:
             continue
         out.seconds[analyzer.name] = time.perf_counter() - t0
@@ -248,41 +248,6 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
             logger.warning("findings not saved in %s (%s); they are shown but not kept",
                            run.path, exc.strerror or exc)
     return out
-
-
-def check_order(analyzers: Sequence[Analyzer]) -> None:
-    """An analyzer that claims a resource without reading it runs before every analyzer that
-    reads it, so a reader sees every claim it must subtract. Analyzers that both read and
-    claim a resource form a chain in their listed order: each subtracts what the ones before
-    it claimed.
-
-    Raises:
-        ValueError: a reader is listed before a claimer that does not read.
-    """
-    for i, reader in enumerate(analyzers):
-        for later in analyzers[i + 1:]:
-            late = set(reader.reads) & {r for r, _ in later.claims} - set(later.reads)
-            if late:
-                raise ValueError(f"analyzer {later.name} claims {', '.join(sorted(late))} "
-                                 f"but runs after {reader.name}, which reads it")
-
-
-def _claimers_needed(analyzers: Sequence[Analyzer], only: tuple[str, ...]) -> set[str]:
-    """The analyzers ``only`` leaves out whose claims a chosen analyzer after them reads."""
-    needed: set[str] = set()
-    for i, reader in enumerate(analyzers):
-        if reader.name not in only:
-            continue
-        needed |= {a.name for a in analyzers[:i]
-                   if a.name not in only and set(reader.reads) & {r for r, _ in a.claims}}
-    return needed
-
-
-def _record_claims(analyzer: Analyzer, findings: list[Finding], ctx: Context) -> None:
-    for resource, kinds in analyzer.claims:
-        for f in findings:
-            if f.kind.startswith(kinds):
-                ctx.claims.record(resource, f)
 
 
 def _finish(f: Finding, ctx: Context) -> Finding:

@@ -8,13 +8,12 @@ import re
 
 import pytest
 
-from dsprof.analyzers.claims import EXPOSED_COMM, GPU_IDLE, ClaimLedger
+from dsprof.analyzers.claims import EXPOSED_COMM, GPU_IDLE, ClaimLedger, check_order
 from dsprof.analyzers.registry import (
     ANALYZERS,
     Analyzer,
     Context,
     analyze,
-    check_order,
     load_analyzer,
 )
 from dsprof.findings import Evidence, Finding
