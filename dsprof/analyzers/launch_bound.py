@@ -119,10 +119,11 @@ class LaunchBoundAnalyzer(Analyzer):
                       f"that is what a CUDA graph removes; {other * 1e3:.2f} ms of the idle "
                       "time is other host work (syncs, Python, data loading; see the host-sync "
                       "findings), which a graph does not remove.")
-        claimed_txt = (f" Other findings claim {claimed * 1e3:.2f} ms of the "
-                       f"{idle_per_step * 1e3:.2f} ms of GPU idle time per step (the DataLoader "
-                       "wait, syncs); the saving is at most what is left: "
-                       f"{saving * 1e3:.2f} ms." if claimed else
+        who = ", ".join(sorted({c.claimed_by.split(":")[0] for c in ctx.claims.by(GPU_IDLE)
+                                if c.rank in (None, rank)}))
+        claimed_txt = (f" Other findings ({who}) claim {claimed * 1e3:.2f} ms of the "
+                       f"{idle_per_step * 1e3:.2f} ms of GPU idle time per step; the saving is "
+                       f"at most what is left: {saving * 1e3:.2f} ms." if claimed else
                        f" The saving: {saving * 1e3:.2f} ms per step.")
         return [Finding(
             analyzer=self.name, kind="launch.bound", key="launch_bound",
