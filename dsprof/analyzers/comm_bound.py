@@ -17,21 +17,23 @@ Algorithm:
 
     Counted once: a DDP comm hook compresses all-reduces only, so the saving covers the
     all-reduce share of the communication time (never all_to_all or all_gather traffic), and
-    only the exposed time that the poor-overlap finding (``comm.poor_overlap``) does not
-    already claim. Unknown sizes or dtypes are printed as unknown, never as 0.0 MiB.
+    only the exposed time that no finding made before it claims (``comm.poor_overlap``: the
+    claimed-time ledger, ``claims.py``). Unknown sizes or dtypes are printed as unknown, never as 0.0 MiB, and sizes in the unit
+    they read best in (``dsprof.units.fmt_bytes``: 12.0 KiB, not 0.0 MiB).
 """
 
 from __future__ import annotations
 
 import statistics
 
-from dsprof.analyzers.comm_overlap import late_collectives
+from dsprof.analyzers.claims import EXPOSED_COMM
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.bandwidth import bandwidth_summary
 from dsprof.metrics.comm.ddp_buckets import buckets
 from dsprof.metrics.comm.overlap import comm_overlap
 from dsprof.metrics.comm.skew import rank_skew
+from dsprof.units import fmt_bytes
 
 THRESHOLD = 0.10
 POWERSGD_RANK = 4
@@ -40,6 +42,8 @@ POWERSGD_RANK = 4
 class CommBoundAnalyzer(Analyzer):
     name = "comm_bound"
     requires = ("comms", "steps")
+    claims = ((EXPOSED_COMM, ("comm.bound",)),)
+    reads = (EXPOSED_COMM,)
 
     def run(self, ctx: Context) -> list[Finding]:
         con = ctx.run.con
@@ -69,8 +73,7 @@ class CommBoundAnalyzer(Analyzer):
         fp32 = str(dtype).lower() in ("float", "float32")
         options = self._options(ar_bytes, fp32, buckets(con))
         ar_share = self._all_reduce_share(ctx)
-        late = late_collectives(ctx)
-        claimed = late[2] * 1e9 if late is not None else 0.0  # comm.poor_overlap's part
+        claimed = ctx.claims.claimed_s(EXPOSED_COMM) * 1e9  # comm.poor_overlap's part
         left = max(transfer - claimed, 0.0)
         saving = 0.5 * left * ar_share / 1e9 if fp32 else 0.0
         worst = max(shares, key=lambda x: x[1])[0]
@@ -102,18 +105,19 @@ class CommBoundAnalyzer(Analyzer):
                 f"Per rank and step (median): {comm / 1e6:.1f} ms of communication, "
                 f"{exposed / 1e6:.1f} ms of it exposed ({share:.0%} of the step), "
                 f"{transfer / 1e6:.1f} ms of that transfer rather than waiting for other ranks. "
-                + (f"All-reduces move {ar_bytes / 2**20:.1f} MiB per step ({dtype or 'dtype unknown'}). "
+                + (f"All-reduces move {fmt_bytes(ar_bytes, 1)} per step "
+                   f"({dtype or 'dtype unknown'}). "
                    if ar_bytes else "All-reduce sizes are unknown (the trace records none). ")
                 + f"{link}"
                 + (f"All-reduces are {ar_share:.0%} of the communication time; a comm hook "
                    "compresses only them. " if ar_share < 1 else "")
                 + (f"The poor-overlap finding already claims {claimed / 1e6:.1f} ms of the "
                    "exposed time; compression is priced on the rest. " if claimed else "")
-                + (f"bf16 compression sends half of it ({ar_bytes / 2 / 2**20:.1f} MiB less), "
+                + (f"bf16 compression sends half of it ({fmt_bytes(ar_bytes / 2, 1)} less), "
                    f"saving about {saving * 1e3:.1f} ms per step if transfer time follows "
                    "bytes. " if fp32 else "")
                 + (f"PowerSGD rank {POWERSGD_RANK} would send "
-                   f"{options['powersgd_bytes'] / 2**20:.2f} MiB. "
+                   f"{fmt_bytes(options['powersgd_bytes'])}. "
                    if options.get("powersgd_bytes") is not None else "")),
             evidence=(Evidence(f"rank {worst.rank} step {worst.step}: {worst.comm_ns / 1e6:.1f} "
                                f"ms communication, {worst.exposed_ns / 1e6:.1f} ms exposed "

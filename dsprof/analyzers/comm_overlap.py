@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import statistics
 
+from dsprof.analyzers.claims import EXPOSED_COMM
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.overlap import comm_overlap
@@ -35,6 +36,7 @@ MIN_LATE_SHARE = 0.5
 class CommOverlapAnalyzer(Analyzer):
     name = "comm_overlap"
     requires = ("comms", "ops")
+    claims = ((EXPOSED_COMM, ("comm.poor_overlap",)),)
 
     def run(self, ctx: Context) -> list[Finding]:
         late = late_collectives(ctx)

@@ -14,14 +14,19 @@ moved per parameter byte; SGD with momentum and Adagrad move 5. Parameter bytes 
 gradients accumulated in backward (``AccumulateGrad`` shapes), once per parameter however many
 micro-batches a step accumulates. Predicted fused time is those
 bytes over the bandwidth (see ``optable.OpTable.bandwidth``) plus one op's overhead; the
-saving is the step span now minus that. The span now is the median over the profiled steps
-of its host time on a CPU run (the kernels under it on a GPU run), less what the profiler
+saving is the update's time now minus that. The update's time now is the median over the
+profiled steps of, on a CPU run, the host time from its first update op's start to its last
+one's end (the per-parameter loop with its Python, not the span around it, which on a dsprof
+run also holds the step hook that advances the profiler: audio_conv1d's plain-SGD span took
+1.3 ms, its 16 ``add_`` with their loop 0.05 ms, and the fused update measured 0.01-0.03 ms
+faster), on a GPU run the kernels under the span, less what the profiler
 adds per op recorded in it (``fullspeed.profiler_cost_per_op``), and on a CPU run less the
-time by which any op exceeds 10x the median of its name (a preempted thread); on a CPU run
-with steady steps, at most the span scaled by full-speed over profiled step time (a loop of
-small ops slows under the profiler as much as the step does: multihead_attention's Adam loop
-recorded 1.9 ms where the fused update measured 0.5-0.6 ms faster, in a step of 2.0 ms at
-full speed and 4.8 ms profiled). Forward and
+time by which any op exceeds 10x the median of its name (a preempted thread). The span used
+to be scaled by full-speed over profiled step time, which made up for the step hook inside
+it; on the update's own extent that scaling halved the estimate (multihead_attention: 0.25 ms
+predicted, 0.40-0.42 ms measured in the thread's CPU time by ``benchmarks/advice.py``; fused
+Adam saved 0.38-0.52 ms a step in the plain script, and 0.24 ms on its parameters alone: the
+loop in training runs on cache-cold state). Forward and
 backward run inside the span by ``optimizer.step(closure)`` (Lightning, LBFGS) are not the
 optimizer's: their time is taken out of the span first.
 """
@@ -37,25 +42,6 @@ from dsprof.findings import Evidence, Finding
 from dsprof.metrics.ops.fusion_chains import POINTWISE
 from dsprof.metrics.ops.opbytes import op_io
 from dsprof.metrics.ops.optable import OpTable
-
-# Below this many profiled steps the profiled/full-speed ratio is not measured.
-_MIN_PROFILED_STEPS = 2
-
-
-def profiler_dilation(ctx: Context) -> float | None:
-    """Full-speed step time over profiled step time (rank 0; at most 1): how much recording
-    slowed a step of small ops. The per-op profiler cost measured at session start
-    (``fullspeed.profiler_cost_per_op``) misses most of it for a loop of many small ops, whose
-    span at full speed is closer to its profiled span scaled by this ratio. None without steady
-    steps (``metrics.noise``) or two profiled steps."""
-    noise = ctx.noise
-    if noise is None:
-        return None
-    prof = [d for (d,) in ctx.run.sql(
-        "SELECT dur_ns FROM steps WHERE rank = 0 AND profiled AND dur_ns > 0")]
-    if len(prof) < _MIN_PROFILED_STEPS:
-        return None
-    return min(1.0, noise.median_s * 1e9 / statistics.median(prof))
 
 # Bytes moved per parameter byte by a fused update (reads + writes of param, grad, state).
 FUSED_BYTES_PER_PARAM_BYTE = {"Adam": 7, "AdamW": 7, "SGD": 5, "Adagrad": 5}
@@ -109,17 +95,14 @@ class OptimizerFusionAnalyzer(Analyzer):
             steps = len(rows)
             # Full-speed time: the profiler's cost for every op recorded in the span taken out,
             # and preemption (see _despiked) left out.
-            inner = self._closure_time(ctx, table, rows)
-            spans = [max(0.0, table.time_of(r[0], r[2], r[4]) - inner.get((r[0], r[2]), 0.0))
-                     for r in rows]
-            if not table.device:
-                spans = self._despiked(ctx, rows, spans)
+            if table.device:
+                inner = self._closure_time(ctx, table, rows)
+                spans = [max(0.0, table.time_of(r[0], r[2], r[4]) - inner.get((r[0], r[2]), 0.0))
+                         for r in rows]
+            else:
+                spans = self._despiked(ctx, rows, self._update_extent(ctx, rows))
             now = statistics.median(max(0.0, t - r[9] * table.profiler_cost_s)
                                     for t, r in zip(spans, rows))
-            dilation = profiler_dilation(ctx) if not table.device else None
-            if dilation is not None:
-                # the loop's small ops pay the profiler's cost as the profiled step's ops do
-                now = min(now, statistics.median(spans) * dilation)
             n_ops = sum(r[6] for r in rows) / steps
             rank0 = rows[0][0]
             pbytes, n_tensors = params.get(rank0, (0, 0))
@@ -148,6 +131,39 @@ class OptimizerFusionAnalyzer(Analyzer):
         out: dict[tuple[int, int], float] = defaultdict(float)
         for rank, parent, op_id, dur in children:
             out[(rank, parent)] += table.time_of(rank, op_id, dur)
+        return out
+
+    @staticmethod
+    def _update_extent(ctx: Context, rows: list[tuple]) -> list[float]:
+        """Host seconds of each span's update: from its first update op's start to its last
+        one's end, less the forward and backward (a closure) run inside that interval.
+
+        The span itself also holds what runs around the update: on a dsprof run its step hook,
+        which in a profiled window advances torch.profiler (1.1 ms of audio_conv1d's 1.3 ms
+        ``SGD.step`` span around 16 ``add_`` of 50 us in all), and the optimizer's own set-up
+        before the loop, which a fused update runs too. The per-parameter Python between the
+        update ops is inside the extent: it is what a fused update saves."""
+        ids = [(r[0], r[2]) for r in rows]
+        children = ctx.run.sql("""
+            SELECT c.rank, c.parent_id, c.start_ns, c.start_ns + c.dur_ns,
+                   c.phase IN ('forward', 'backward') AS model FROM ops c
+            WHERE c.dur_ns IS NOT NULL
+              AND (c.cat = 'cpu_op' OR c.phase IN ('forward', 'backward'))
+              AND (c.rank, c.parent_id) IN
+                  (SELECT * FROM (VALUES """ + ", ".join(f"({r}, {i})" for r, i in ids) + "))")
+        update: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        model: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        for rank, parent, start, end, is_model in children:
+            (model if is_model else update)[(rank, parent)].append((start, end))
+        out = []
+        for key in ids:
+            ops = update.get(key)
+            if not ops:
+                out.append(0.0)
+                continue
+            lo, hi = min(s for s, _ in ops), max(e for _, e in ops)
+            inside = sum(max(0, min(e, hi) - max(s, lo)) for s, e in model.get(key, ()))
+            out.append(max(0, hi - lo - inside) / 1e9)
         return out
 
     @staticmethod

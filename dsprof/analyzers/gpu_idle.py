@@ -16,10 +16,11 @@ Pattern:
 
 Algorithm:
     The time this finding claims is the idle time during data loading, other host ops and
-    nothing at all; sync and launch time belong to ``host_sync`` and ``launch.bound``. Every
-    other finding that claims GPU idle time (``input.*``, ``host_sync.*``, ``launch.bound``)
-    is subtracted first, so the findings together never claim more idle time than there is:
-    the saving is ``min(own, idle - claimed by the others)``. It fires when that is at least
+    nothing at all; sync and launch time belong to ``host_sync`` and ``launch.bound``. The
+    GPU idle time the findings made before it claim (``input.*``, ``host_sync.*``,
+    ``launch.bound``: the claimed-time ledger, ``claims.py``) is subtracted first, so the
+    findings together never claim more idle time than there is: the saving is
+    ``min(own, idle - claimed)``. It fires when that is at least
     ``MIN_OWN_SHARE`` of the step; its title names what dominates and, when nothing recorded
     explains the idle time, says so with where in the step the largest block sits.
 """
@@ -28,14 +29,13 @@ from __future__ import annotations
 
 import statistics
 
+from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.gpu.idle_blocks import MIN_BLOCK_NS, IdleBlocks, idle_blocks
 
 MIN_SHARE = 0.10
 MIN_OWN_SHARE = 0.05
-# kinds whose savings are GPU idle time this finding must not claim again
-IDLE_KINDS = ("input.", "host_sync.", "launch.bound")
 OWN = ("data", "host", "unexplained")
 
 _FIX = {
@@ -54,6 +54,8 @@ _FIX = {
 class GpuIdleAnalyzer(Analyzer):
     name = "gpu_idle"
     requires = ("kernels", "ops")
+    claims = ((GPU_IDLE, ("gpu.idle_block",)),)
+    reads = (GPU_IDLE,)
 
     def skip_reason(self, ctx: Context) -> str | None:
         if self._ranks(ctx):
@@ -78,7 +80,8 @@ class GpuIdleAnalyzer(Analyzer):
             return []
         own = sum(b.by_class[c] for c in OWN) / n
         # a trace without steps: the others' savings are totals over the whole trace
-        claimed = self._claimed_s(ctx) * 1e9 / (1 if b.source == "steps" else b.in_trace)
+        claimed = (ctx.claims.claimed_s(GPU_IDLE, b.rank) * 1e9
+                   / (1 if b.source == "steps" else b.in_trace))
         # the host work of a recorded step is slower by the profiler's own cost: that much
         # idle time is dsprof's, not the program's
         overhead = self._recording_cost_ns(ctx, b)
@@ -102,25 +105,8 @@ class GpuIdleAnalyzer(Analyzer):
 
     @staticmethod
     def _ranks(ctx: Context) -> list[int]:
-        sampled = {int(r) for r in ((ctx.meta.get("ingest_notes") or {}).get("sampled") or {})}
         return [int(r) for (r,) in ctx.run.sql("SELECT DISTINCT rank FROM kernels ORDER BY 1")
-                if int(r) not in sampled]
-
-    @staticmethod
-    def _claimed_s(ctx: Context) -> float:
-        """Seconds per step of GPU idle time other findings already claim."""
-        from dsprof.analyzers.host_syncs import HostSyncs
-        from dsprof.analyzers.input_pipeline import InputPipeline
-        from dsprof.analyzers.launch_bound import LaunchBoundAnalyzer
-        from dsprof.analyzers.pageable_readback import PageableReadbackAnalyzer
-
-        total = 0.0
-        for other in (InputPipeline(), HostSyncs(), PageableReadbackAnalyzer(),
-                      LaunchBoundAnalyzer()):
-            if any(not ctx.nonempty(t) for t in other.requires) or other.skip_reason(ctx):
-                continue
-            total += sum(f.saving_s for f in other.run(ctx) if f.kind.startswith(IDLE_KINDS))
-        return total
+                if int(r) not in ctx.sampled_ranks]
 
     def _finding(self, ctx: Context, b: IdleBlocks, saving: float, claimed: float,
                  overhead: float) -> Finding:
@@ -181,6 +167,7 @@ class GpuIdleAnalyzer(Analyzer):
             explanation=explanation, evidence=tuple(ev), fix=_FIX[lead],
             verify=f"dsprof run {ctx.target_command}" if ctx.target_command else "",
             data={"rank": b.rank, "source": b.source, "iterations": n,
+                  "saving_per": "step" if b.source == "steps" else "iteration",
                   "step_ms": step_ns / 1e6, "idle_ms_per_step": idle / 1e6,
                   "by_class_ms": {c: v / 1e6 for c, v in per.items()},
                   "claimed_elsewhere_ms": claimed / 1e6,

@@ -14,11 +14,14 @@ Two sources, used together when both exist:
 The saving is not the time the host blocked (the GPU was busy then; that time is not lost) but
 the GPU's idle time right after each sync: the device waits while Python catches up and
 launches the next kernel. Without the sync the CPU would have queued that work ahead. Measured
-per sync as (next kernel start on the device - sync end), summed per step.
+per sync as (next kernel start on the device - sync end), summed per step. Not on a rank
+whose trace was down-sampled (``ingest_notes.sampled``): the kernel that really came next may
+be one the sampling dropped.
 """
 
 from __future__ import annotations
 
+from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
@@ -48,6 +51,7 @@ _FIX = {
 class HostSyncs(Analyzer):
     name = "host_syncs"
     requires = ()
+    claims = ((GPU_IDLE, ("host_sync.",)),)
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.nonempty("host_syncs") or ctx.nonempty("kernels"):
@@ -60,6 +64,8 @@ class HostSyncs(Analyzer):
         out: list[Finding] = []
         trace = (_trace_syncs(ctx) if all(ctx.nonempty(t) for t in ("kernels", "ops", "steps"))
                  else [])
+        # a down-sampled trace dropped kernels: the gap after a sync is not idle time there
+        trace = [t for t in trace if int(t["rank"]) not in ctx.sampled_ranks]
         if ctx.nonempty("host_syncs"):
             out.extend(self._sites(ctx, trace))
         elif trace:

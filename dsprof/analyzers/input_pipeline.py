@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
@@ -51,6 +52,7 @@ def predicted_wait_ns(load_ns: float, compute_ns: float, workers: int, persisten
 class InputPipeline(Analyzer):
     name = "input_pipeline"
     requires = ()
+    claims = ((GPU_IDLE, ("input.",)),)
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.nonempty("dataloaders") or ctx.nonempty("kernels"):
@@ -82,6 +84,10 @@ class InputPipeline(Analyzer):
         step_s = ctx.step_s
         for rank, name, n, wait_ns, n_steps, first_id, first_ns in rows:
             per_step = float(wait_ns) / max(int(n_steps or 0), 1) / 1e9
+            idle = _gpu_idle_during(ctx, int(rank), str(name))
+            idle_per_step = (None if idle is None
+                             else idle / max(int(n_steps or 0), 1) / 1e9)
+            saving = per_step if idle_per_step is None else min(per_step, idle_per_step)
             unit = "per step" if n_steps else "in the trace (it marks no steps)"
             if n_steps and step_s and per_step < THRESHOLD * step_s:
                 continue
@@ -92,15 +98,18 @@ class InputPipeline(Analyzer):
                 title=(f"{'Load batches in DataLoader workers' if single else 'Add DataLoader workers'}"
                        f": the training process waits {per_step * 1e3:.1f} ms {unit} for its "
                        f"batches{share}"),
-                saving_s=per_step if n_steps else 0.0, confidence="low",
+                saving_s=saving if n_steps else 0.0, confidence="low",
                 explanation=(f"{n} batch fetches ({str(name).split('#')[-1]}) took "
                              f"{float(wait_ns) / 1e6:.1f} ms on rank {rank}. "
                              + ("The loader runs in the training process (num_workers=0): the "
                                 "GPU waits while each batch is read and transformed. Workers "
-                                "load the next batches while the GPU computes; the saving is "
-                                "the wait, at most." if single else
+                                "load the next batches while the GPU computes. " if single else
                                 "The workers do not keep up: the training process still waits "
-                                "for them.")),
+                                "for them. ")
+                             + ("The saving is the wait, at most." if idle_per_step is None else
+                                f"The GPU had nothing to run for {idle_per_step * 1e3:.1f} ms of "
+                                f"each step's wait (it finished queued kernels in the rest): "
+                                "that is the saving.")),
                 evidence=(Evidence(f"{name} x {n}: {float(wait_ns) / 1e6:.1f} ms",
                                    rank=int(rank), start_ns=int(first_ns),
                                    op_ids=(int(first_id),)),),
@@ -109,6 +118,8 @@ class InputPipeline(Analyzer):
                      "                    persistent_workers=True, pin_memory=True)"),
                 verify=_verify(ctx),
                 data={"wait_ms_per_step": per_step * 1e3, "single_process": single,
+                      "gpu_idle_ms_per_step": (None if idle_per_step is None
+                                               else idle_per_step * 1e3),
                       "fetches": int(n)}))
         return out
 
@@ -226,6 +237,31 @@ class InputPipeline(Analyzer):
                      "x = x.to(device, non_blocking=True)"),
                 verify=_verify(ctx)))
         return out
+
+
+def _gpu_idle_during(ctx: Context, rank: int, name: str) -> float | None:
+    """Nanoseconds of the batch fetches ``name`` on ``rank`` during which no kernel, copy or
+    set ran on the device (None without device activity): only that part of the wait is GPU
+    time lost, and it is what the GPU-idle findings share (``claims.py``)."""
+    if not ctx.nonempty("kernels"):
+        return None
+    busy = ctx.run.sql("""SELECT start_ns, start_ns + greatest(dur_ns, 0) FROM kernels
+                          WHERE rank = ? AND kind <> 'sync' ORDER BY 1""", [rank])
+    if not busy:
+        return None
+    merged: list[list[int]] = []
+    for a, b in busy:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    idle = 0
+    fetches = ctx.run.sql("SELECT start_ns, start_ns + dur_ns FROM ops WHERE rank = ? "
+                          "AND name = ? AND step IS NOT NULL", [rank, name])
+    for a, b in fetches:
+        covered = sum(max(0, min(b, y) - max(a, x)) for x, y in merged if x < b and y > a)
+        idle += (b - a) - covered
+    return float(idle)
 
 
 def _verify(ctx: Context) -> str:

@@ -17,12 +17,16 @@ kernel; gap = start - prev_end when positive. A CUDA graph (``torch.compile(mode
 time the host spent in launch API calls (``cudaLaunchKernel``, ``cuLaunchKernel``,
 ``hipLaunchKernel``, ...) in those steps. When launch calls explain less than half of the idle
 time, the finding says so and names the rest as other host work instead of prescribing CUDA
-graphs alone. The share is over the duration of the steps the gaps were measured in, so it
-never exceeds 100 %.
+graphs alone. The GPU idle time that the findings before it claim (DataLoader wait, host
+syncs: the claimed-time ledger, ``claims.py``) is subtracted from the step's idle time first,
+so together they never claim more idle time than there is. The share is over the duration of
+the steps the gaps were measured in, so it never exceeds 100 %. Ranks whose trace was down-sampled (``ingest_notes.sampled``) are left
+out: the gaps between the events sampling kept are not idle time.
 """
 
 from __future__ import annotations
 
+from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
@@ -62,9 +66,18 @@ def host_bound_gaps(con) -> list[tuple[int, int, int, int, int]]:
 class LaunchBoundAnalyzer(Analyzer):
     name = "launch_bound"
     requires = ("kernels", "ops")
+    claims = ((GPU_IDLE, ("launch.bound",)),)
+    reads = (GPU_IDLE,)
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        ranks = {int(r) for (r,) in ctx.run.sql("SELECT DISTINCT rank FROM kernels")}
+        if ranks and ranks <= ctx.sampled_ranks:
+            return ("every rank's trace was down-sampled (it keeps a few of the profiler's "
+                    "events), so gaps between kept kernels are not launch waits")
+        return None
 
     def run(self, ctx: Context) -> list[Finding]:
-        rows = host_bound_gaps(ctx.run.con)
+        rows = [r for r in host_bound_gaps(ctx.run.con) if int(r[0]) not in ctx.sampled_ranks]
         if not rows:
             return []
         per_rank: dict[int, list[tuple[int, int, int, int]]] = {}
@@ -85,19 +98,33 @@ class LaunchBoundAnalyzer(Analyzer):
             return []
         launch_s = self._launch_api_s(ctx, rank, [s for s, _, _, _ in steps])
         saving = min(host_per_step, launch_s) if launch_s is not None else host_per_step
-        other = host_per_step - saving
+        # GPU idle time the findings before this one claim (a DataLoader wait, syncs): the
+        # launch saving is what is left of the idle time, at most (claims.py)
+        idle_per_step = sum(i for _, _, i, _ in steps) / len(steps) / 1e9
+        claimed = ctx.claims.claimed_s(GPU_IDLE, rank)
+        saving = max(0.0, min(saving, idle_per_step - claimed))
+        if saving <= 0:
+            return []
+        other = host_per_step - min(host_per_step, launch_s if launch_s is not None
+                                    else host_per_step)
         worst = max(steps, key=lambda s: s[1])
         mostly_launches = launch_s is None or launch_s >= 0.5 * host_per_step
         title = (f"Capture the step in a CUDA graph: the GPU waits on kernel launches "
                  f"{100 * share:.0f}% of each step" if mostly_launches else
                  f"The GPU waits for the host {100 * share:.0f}% of each step, but kernel "
-                 f"launches take only {saving * 1e3:.2f} ms of it: the rest is other host work")
+                 f"launches take only {(launch_s or 0.0) * 1e3:.2f} ms of it: the rest is "
+                 "other host work")
         launch_txt = ("" if launch_s is None else
                       f" Launch API calls take {launch_s * 1e3:.2f} ms of host time per step: "
-                      f"that is what a CUDA graph removes, so the saving is "
-                      f"{saving * 1e3:.2f} ms; {other * 1e3:.2f} ms of the idle time is other "
-                      "host work (syncs, Python, data loading; see the host-sync findings), "
-                      "which a graph does not remove.")
+                      f"that is what a CUDA graph removes; {other * 1e3:.2f} ms of the idle "
+                      "time is other host work (syncs, Python, data loading; see the host-sync "
+                      "findings), which a graph does not remove.")
+        who = ", ".join(sorted({c.claimed_by.split(":")[0] for c in ctx.claims.by(GPU_IDLE)
+                                if c.rank in (None, rank)}))
+        claimed_txt = (f" Other findings ({who}) claim {claimed * 1e3:.2f} ms of the "
+                       f"{idle_per_step * 1e3:.2f} ms of GPU idle time per step; the saving is "
+                       f"at most what is left: {saving * 1e3:.2f} ms." if claimed else
+                       f" The saving: {saving * 1e3:.2f} ms per step.")
         return [Finding(
             analyzer=self.name, kind="launch.bound", key="launch_bound",
             title=title,
@@ -106,7 +133,7 @@ class LaunchBoundAnalyzer(Analyzer):
                          f"{median_ns / 1e3:.1f} us; the GPU sat idle with nothing queued for "
                          f"{host_per_step * 1e3:.2f} ms per step ({100 * share:.0f}% of a "
                          f"{step_s * 1e3:.1f} ms step) waiting for the CPU to launch the next "
-                         f"kernel.{launch_txt}"),
+                         f"kernel.{launch_txt}{claimed_txt}"),
             evidence=(Evidence(text=(f"step {worst[0]}: {worst[1] / 1e6:.2f} ms host-bound idle "
                                      f"in {worst[3]} gaps"), rank=rank, step=worst[0],
                                value=worst[1] / 1e9),),
@@ -114,6 +141,7 @@ class LaunchBoundAnalyzer(Analyzer):
             verify=f"dsprof run {ctx.target_command}" if ctx.target_command else "",
             data={"rank": rank, "host_bound_ms_per_step": host_per_step * 1e3,
                   "launch_api_ms_per_step": None if launch_s is None else launch_s * 1e3,
+                  "claimed_elsewhere_ms": claimed * 1e3,
                   "share": share,
                   "median_kernel_us": median_ns / 1e3, "kernels_per_step": kernels_per_step})]
 

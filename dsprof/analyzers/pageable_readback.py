@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
@@ -44,6 +45,7 @@ host_buf.copy_(t, non_blocking=True); ready = torch.cuda.Event(); ready.record()
 class PageableReadbackAnalyzer(Analyzer):
     name = "pageable_readback"
     requires = ("kernels", "ops", "steps")
+    claims = ((GPU_IDLE, ("host_sync.",)),)
 
     def run(self, ctx: Context) -> list[Finding]:
         out = []

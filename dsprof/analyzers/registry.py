@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from dsprof.analyzers.claims import ClaimLedger, check_order, claimers_needed, record_claims
 from dsprof.errors import RunDirError
 from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
 from dsprof.log import logger
@@ -32,8 +33,10 @@ from dsprof.run import Run
 from dsprof.rundir import atomic_write_bytes
 
 # "module:Class" entries, imported when the analysis runs (an analyzer may import numpy or
-# heavier code; listing names keeps ``import dsprof`` light). Order does not matter: findings
-# are ranked by saving. Add a line here to register an analyzer.
+# heavier code; listing names keeps ``import dsprof`` light). Add a line here to register an
+# analyzer. Findings are ranked by saving, whatever the order; the order is the one in which
+# claimed time is entered in the ledger (``claims.py``): every analyzer that claims a resource
+# comes before those that read what is claimed of it (``check_order`` enforces it).
 ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.step_outliers:StepOutliers",
     "dsprof.analyzers.input_pipeline:InputPipeline",
@@ -44,9 +47,9 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.tensor_cores:TensorCoreAnalyzer",
     "dsprof.analyzers.launch_bound:LaunchBoundAnalyzer",
     "dsprof.analyzers.gpu_idle:GpuIdleAnalyzer",
+    "dsprof.analyzers.comm_overlap:CommOverlapAnalyzer",
     "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
     "dsprof.analyzers.straggler:StragglerAnalyzer",
-    "dsprof.analyzers.comm_overlap:CommOverlapAnalyzer",
     "dsprof.analyzers.unbucketed_comms:UnbucketedAllReduceAnalyzer",
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
@@ -65,6 +68,10 @@ class Analyzer:
 
     name: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
+    # (resource, the finding kinds (prefixes) whose savings claim it): ``claims.py``
+    claims: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = ()
+    # resources whose claimed time this analyzer subtracts before pricing its own
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def skip_reason(self, ctx: Context) -> str | None:
         """Why this analyzer cannot run on this run (beyond missing tables), or None."""
@@ -81,6 +88,8 @@ class Context:
         self.run = run
         self.meta = run.meta
         self._nonempty: dict[str, bool] = {}
+        self.claims = ClaimLedger()
+        """Time the findings made so far claim (``claims.py``), filled by ``analyze``."""
 
     def nonempty(self, table: str) -> bool:
         # asked ~40 times per analysis; each query opens every Parquet part of the table
@@ -121,6 +130,13 @@ class Context:
         if any(isinstance(d, dict) and d.get("kind") in ("cuda", "rocm") for d in devices):
             return True
         return self.nonempty("kernels")
+
+    @cached_property
+    def sampled_ranks(self) -> frozenset[int]:
+        """Ranks whose trace was down-sampled (``ingest_notes.sampled``): gaps between the
+        events it kept are not idle time, so no idle or launch claim is made on them."""
+        notes = self.meta.get("ingest_notes") or {}
+        return frozenset(int(r) for r in (notes.get("sampled") or {}))
 
     @cached_property
     def profiled_steps(self) -> list[tuple[int, int]]:
@@ -179,14 +195,21 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
     instead of the registry) and write findings.json."""
     ctx = Context(run)
     out = Analysis()
-    for analyzer in analyzers if analyzers is not None else map(load_analyzer, ANALYZERS):
-        if only and analyzer.name not in only:
+    chosen = list(analyzers) if analyzers is not None else [load_analyzer(e) for e in ANALYZERS]
+    check_order(chosen)
+    needed = claimers_needed(chosen, only)
+    for analyzer in chosen:
+        # an analyzer left out by ``only`` still runs when a chosen one reads what it claims:
+        # its findings go to the ledger only
+        silent = bool(only) and analyzer.name not in only
+        if silent and analyzer.name not in needed:
             continue
         missing = [t for t in analyzer.requires if not ctx.nonempty(t)]
         reason = (f"needs the {', '.join(missing)} table{'s' if len(missing) > 1 else ''}"
                   if missing else analyzer.skip_reason(ctx))
         if reason:
-            out.skipped.append({"analyzer": analyzer.name, "reason": reason})
+            if not silent:
+                out.skipped.append({"analyzer": analyzer.name, "reason": reason})
             logger.debug("analyzer %s skipped: %s", analyzer.name, reason)
             continue
         t0 = time.perf_counter()
@@ -194,7 +217,13 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
             found = analyzer.run(ctx)
         except Exception as exc:  # noqa: BLE001 - one analyzer's bug must not hide the others
             logger.exception("analyzer %s failed", analyzer.name)
-            out.failed.append({"analyzer": analyzer.name, "error": f"{type(exc).__name__}: {exc}"})
+            if not silent:
+                out.failed.append({"analyzer": analyzer.name,
+                                   "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        finished = [_finish(f, ctx) for f in found]
+        record_claims(analyzer, finished, ctx.claims)
+        if silent:
             continue
         out.seconds[analyzer.name] = time.perf_counter() - t0
         logger.debug("analyzer %s: %d findings in %.3fs", analyzer.name, len(found),
@@ -202,8 +231,8 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
         why = getattr(analyzer, "no_finding_reason", None)
         if not found and why:  # ran, found nothing, and can say why (a stated reason)
             out.skipped.append({"analyzer": analyzer.name, "reason": why})
-        for f in found:
-            judged = _judge(_finish(f, ctx), ctx, out)
+        for f in finished:
+            judged = _judge(f, ctx, out)
             if judged is not None:
                 out.findings.append(judged)
     _run_notes(ctx, out)
@@ -225,6 +254,9 @@ def _finish(f: Finding, ctx: Context) -> Finding:
     """Rate a finding against the run and fill the ``{run}`` and ``{id}`` placeholders an
     analyzer may leave in its verify command (the id is known only once the finding exists)."""
     f = f.rated(ctx.step_s, ctx.peak_bytes)
+    if ctx.step_s is None and f.saving_s > 0 and "saving_per" not in f.data:
+        # a trace that marks no steps: a saving is over the capture, never "ms/step"
+        f = replace(f, data={**f.data, "saving_per": "capture"})
     if "{" in f.verify:
         f = replace(f, verify=f.verify.replace("{run}", str(ctx.run.path)).replace("{id}", f.id))
     return f

@@ -18,9 +18,9 @@ Algorithm:
     ``BUCKET_BYTES`` (DDP's default 25 MiB) the same bytes need ``k = ceil(bytes / 25 MiB)``
     collectives, so the communication time falls by ``(n - k) * alpha`` a step. Only the exposed
     part of communication (not hidden by compute, ``metrics.comm.overlap``) lengthens the step,
-    so that saving is scaled by the exposed share, and the exposed time that the comm.bound and
-    comm.poor_overlap findings already claim is taken off first: the three never claim more
-    exposed time than there is.
+    so that saving is scaled by the exposed share, and the exposed time that the findings made
+    before it claim (comm.bound, comm.poor_overlap: the claimed-time ledger, ``claims.py``) is
+    taken off first: the three never claim more exposed time than there is.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ import statistics
 
 import numpy as np
 
+from dsprof.analyzers.claims import EXPOSED_COMM
 from dsprof.analyzers.comm_overlap import uses_ddp
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.overlap import comm_overlap
+from dsprof.units import fmt_bytes
 
 MIN_PER_STEP = 50
 SMALL_BYTES = 1 << 20
@@ -58,6 +60,8 @@ model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=25)"""
 class UnbucketedAllReduceAnalyzer(Analyzer):
     name = "unbucketed_allreduce"
     requires = ("comms", "steps")
+    claims = ((EXPOSED_COMM, ("comm.unbucketed",)),)
+    reads = (EXPOSED_COMM,)
 
     def run(self, ctx: Context) -> list[Finding]:
         rows = ctx.run.sql("""
@@ -82,7 +86,7 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
         k = max(1, math.ceil(total / BUCKET_BYTES))
         fewer_ns = max(0.0, (n - k) * alpha)
         exposed = self._exposed_share(ctx, rank)
-        claimed = self._claimed_ns(ctx)
+        claimed = ctx.claims.claimed_s(EXPOSED_COMM) * 1e9
         exposed_ns = exposed * comm_ns
         saving = max(0.0, min(fewer_ns * exposed, exposed_ns - claimed))
         dtype = ctx.run.sql("SELECT mode(dtype) FROM comms WHERE rank = ? AND collective = "
@@ -141,19 +145,6 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
             return 1.0
         return rows[0].exposed_ns / rows[0].comm_ns
 
-    @staticmethod
-    def _claimed_ns(ctx: Context) -> float:
-        """ns per step of exposed communication that comm.bound / comm.poor_overlap claim."""
-        from dsprof.analyzers.comm_bound import CommBoundAnalyzer
-        from dsprof.analyzers.comm_overlap import CommOverlapAnalyzer
-
-        total = 0.0
-        for other in (CommBoundAnalyzer(), CommOverlapAnalyzer()):
-            if any(not ctx.nonempty(t) for t in other.requires) or other.skip_reason(ctx):
-                continue
-            total += sum(f.saving_s for f in other.run(ctx)) * 1e9
-        return total
-
 
 def _size(n: float) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
+    return fmt_bytes(n, 1)

@@ -26,8 +26,10 @@ def saving_text(f: Finding) -> str:
     parts = []
     if f.saving_s > 0:
         ms = f.saving_s * 1e3
-        parts.append(f"{ms:.3g} ms/step" + (f" ({f.share:.0%})" if f.share and
-                                            not f.saving_bytes else ""))
+        # a trace that marks no steps: the saving is over the whole capture (or an iteration)
+        per = str(f.data.get("saving_per") or "step")
+        parts.append(f"{ms:.3g} ms/{per}" + (f" ({f.share:.0%})" if f.share and
+                                             not f.saving_bytes else ""))
     if f.saving_bytes > 0:
         parts.append(f"{fmt_bytes(f.saving_bytes)} peak")
     return ", ".join(parts) or "-"

@@ -89,6 +89,11 @@ MODELS = [
           expect=COMMON | {"fusion_optimizer"}),
     Model("multihead_attention", "multihead_attention.py",
           modules=("Encoder.attn", "Encoder.ff.0"), expect=ADAM_FUSION),
+    # attention written by hand in a held-out script's form (3-D, no mask, no heads): the
+    # attention analyzer must find it (issue 19)
+    Model("hand_attention", "hand_attention.py",
+          modules=("Classifier.attend", "Classifier.attend.q"),
+          expect=ADAM_FUSION | {"attention", "fusion"}),
     Model("gan", "gan.py", modules=("Generator.main.0", "Discriminator.main.0"),
           expect=ADAM_FUSION | {"fusion"}),
     # a real hand-written loop runs for many iterations: backward() becomes the step source
@@ -128,6 +133,12 @@ MODELS = [
           reference=lambda mod: mod.reference(), slow=True),
 ]
 BY_NAME = {m.name: m for m in MODELS}
+# Attention as each model writes it: by hand (the attention analyzer must find it), or through
+# F.scaled_dot_product_attention, also inside nn.MultiheadAttention / TransformerEncoderLayer
+# (it must say SDPA already runs there, and find no hand-written attention). The HF models
+# run attention through their own SDPA path too; they are only checked for no false find.
+HAND_ATTENTION = frozenset({"hand_attention"})
+SDPA_ATTENTION = frozenset({"vit", "multihead_attention", "conv1d_transformer"})
 
 
 @dataclass

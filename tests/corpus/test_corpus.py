@@ -15,9 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
+from dsprof.analyzers.registry import GPU_ONLY_KINDS
 from tests.corpus.corpus import (
+    HAND_ATTENTION,
     INFO_ONLY,
     MODELS,
+    SDPA_ATTENTION,
     flops_error,
     measure,
     reference_flops,
@@ -108,3 +111,27 @@ def test_findings_hold_nothing_false(corpus):
                       or (f["analyzer"] in INFO_ONLY and f["severity"] != "info"))
                   and not (f["kind"] == "attention.sdpa" and f["severity"] == "info")]
     assert not unexpected
+
+
+def test_no_gpu_advice_no_pressure_advice_and_no_outliers_on_a_cpu_run(corpus):
+    _, _, m = corpus
+    kinds = {(f["kind"], f["severity"]) for f in m.findings}
+    # GPU-only advice (TF32, Tensor Core alignment) is a "when you move to a GPU" note on CPU
+    assert not [k for k, _ in kinds if k.startswith(GPU_ONLY_KINDS)], kinds
+    # no model runs short of memory: no batch-size advice, checkpointing only as information
+    assert not [k for k, _ in kinds if k.startswith("batch.")], kinds
+    assert not [k for k, sev in kinds if k == "memory.checkpointing" and sev != "info"], kinds
+    # a steady run has no outlier steps (dsprof's own window and trace write are not evidence)
+    assert not [k for k, _ in kinds if k in ("steps.outliers", "steps.periodic")], kinds
+
+
+def test_attention_is_found_where_hand_written_and_sdpa_said_where_it_runs(corpus):
+    model, _, m = corpus
+    kinds = {f["kind"] for f in m.findings}
+    if model.name in HAND_ATTENTION:
+        (f,) = [f for f in m.findings if f["kind"] == "fusion.hand_attention"]
+        assert "scaled_dot_product_attention" in f["fix"]
+    else:
+        assert "fusion.hand_attention" not in kinds
+    if model.name in SDPA_ATTENTION:
+        assert "attention.sdpa" in kinds

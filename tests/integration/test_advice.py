@@ -54,6 +54,18 @@ def test_slow_dataloader_gets_workers_with_the_wait_as_saving(runs):
     assert not [f for f in _findings(runs["slow_loader"]) if f["kind"] == "fusion.optimizer"]
 
 
+def test_no_unpressured_gpu_only_or_outlier_advice_on_these_examples(runs):
+    # GIVEN the slow-loader, sync-in-loop and periodic-evaluation examples on CPU, no budget
+    for name, run in runs.items():
+        found = _findings(run)
+        ranked = [f["kind"] for f in found if f["severity"] != "info"]
+        # THEN no checkpointing or batch advice, no GPU-only finding, no outlier claim
+        assert not [k for k in ranked if k.startswith(("memory.checkpointing", "batch."))], name
+        assert not [f for f in found if f["kind"] in ("tensor_core.tf32_off",
+                                                      "tensor_core.unaligned_dims")], name
+        assert not [k for k in ranked if k in ("steps.outliers", "comm.straggler")], name
+
+
 def test_host_syncs_named_at_their_lines(runs):
     found = {(f["key"].split("|")[0], f["key"].split("|")[1]) for f in
              _findings(runs["sync_in_loop"]) if f["kind"] == "host_sync.call"}

@@ -91,6 +91,8 @@ def test_the_examples_hand_written_attention_is_named_at_its_module(lm_run):
 @pytest.mark.parametrize("script, args", [
     ("fusion_mlp.py", ["--steps", "14", "--batch-size", "512"]),
     ("cnn.py", ["--steps", "14", "--batch-size", "16", "--samples", "256"]),
+    ("mlp.py", ["--steps", "14", "--batch-size", "32", "--hidden", "256"]),
+    ("leaky_loss.py", ["--steps", "14", "--hidden", "128"]),
 ])
 def test_other_examples_get_no_unpressured_or_gpu_only_advice(tmp_path, script, args):
     # GIVEN another bundled example, run on CPU with no memory budget

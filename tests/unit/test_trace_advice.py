@@ -228,11 +228,28 @@ def test_single_process_dataloader_of_an_imported_trace_is_found(analyses):
     fetch = [e for e in events if str(e["name"]).startswith("enumerate(DataLoader)#")
              and inside(float(e["ts"]), spans)]
     per_step_s = sum(float(e["dur"]) for e in fetch) / len(spans) / 1e6
-    # THEN the batch fetches are a finding (tb_plugin's DataLoader rule fires here too),
-    # with the wait re-derived from the trace as its saving
+    # and the part of each fetch in which the device ran nothing (kernels, copies, sets)
+    busy = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events
+                  if e.get("cat") in KERNEL_CATS | {"gpu_memcpy", "gpu_memset", "Memcpy",
+                                                    "Memset"})
+    merged: list[list[float]] = []
+    for a, b in busy:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    idle_us = 0.0
+    for e in fetch:
+        a, b = float(e["ts"]), float(e["ts"]) + float(e["dur"])
+        idle_us += (b - a) - sum(max(0.0, min(b, y) - max(a, x)) for x, y in merged)
+    # THEN the batch fetches are a finding (tb_plugin's DataLoader rule fires here too), with
+    # the wait re-derived from the trace, and as its saving the GPU idle time inside the wait
+    # (the GPU finishes queued kernels in the rest: that time is not lost)
     (f,) = [f for f in analyses[folder].findings if f.kind == "input.dataloader_wait"]
     assert f.data["single_process"] and "num_workers=" in f.fix
-    assert f.saving_s == pytest.approx(per_step_s, rel=0.01)
+    assert f.data["wait_ms_per_step"] == pytest.approx(per_step_s * 1e3, rel=0.01)
+    assert f.saving_s == pytest.approx(idle_us / len(spans) / 1e6, rel=0.01)
+    assert 0.5 * per_step_s < f.saving_s < per_step_s
     assert f.severity == "high"
 
 

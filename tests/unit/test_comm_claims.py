@@ -1,0 +1,54 @@
+"""Exposed communication claimed once through the ledger (comm.poor_overlap, then comm.bound),
+and all-reduce sizes printed in the unit they read best in (issue 19: "0.0 MiB")."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsprof.analyzers.registry import analyze
+from dsprof.run import Run
+from tests.unit.test_analyzers_synthetic import MS, SCRIPT, steps, table
+
+
+def _late_all_reduce(nbytes: int) -> Run:
+    """Step 1 (100 ms): backward 100-150 ms, then one fp32 all-reduce of ``nbytes`` issued at
+    152 ms and running 30 ms on gloo's thread with nothing else running: all of it exposed."""
+    ops = [
+        {"id": 1, "step": 1, "name": "autograd::engine::evaluate_function: MmBackward0",
+         "cat": "cpu_op", "depth": 0, "thread": 1, "start_ns": 100 * MS, "dur_ns": 50 * MS,
+         "phase": "backward"},
+        {"id": 2, "step": 1, "name": "aten::add_", "cat": "cpu_op", "depth": 0, "thread": 1,
+         "start_ns": 150 * MS, "dur_ns": 1 * MS, "phase": "optimizer"},
+        {"id": 3, "step": 1, "name": "gloo:all_reduce", "cat": "user_annotation", "depth": 0,
+         "thread": 2, "start_ns": 152 * MS, "dur_ns": 30 * MS},
+    ]
+    comms = table({"step": 1, "collective": "all_reduce", "dtype": "float", "group_size": 2,
+                   "in_bytes": nbytes, "out_bytes": nbytes, "start_ns": 152 * MS,
+                   "dur_ns": 30 * MS, "call_ns": 152 * MS, "source": "gloo"})
+    return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops), comms=comms)
+
+
+def test_compression_is_priced_on_what_the_overlap_finding_left():
+    # GIVEN an all-reduce issued after backward: both the overlap and the bound finding fire
+    res = analyze(_late_all_reduce(64 << 20), write=False,
+                  only=("comm_overlap", "comm_bound"))
+    by_kind = {f.kind: f for f in res.findings}
+    overlap, bound = by_kind["comm.poor_overlap"], by_kind["comm.bound"]
+    # THEN comm.bound subtracts the time comm.poor_overlap claims (the ledger), and the two
+    # together claim no more than the 30 ms of exposed communication
+    assert overlap.saving_s > 0
+    assert f"already claims {overlap.saving_s * 1e3:.1f} ms" in bound.explanation
+    assert overlap.saving_s + bound.saving_s <= 0.030 * 1.001
+    # AND analyzing comm_bound alone gives the same saving (the claimer runs silently first)
+    alone = analyze(_late_all_reduce(64 << 20), write=False, only=("comm_bound",))
+    assert [f.kind for f in alone.findings] == ["comm.bound"]
+    assert alone.findings[0].saving_s == pytest.approx(bound.saving_s)
+
+
+@pytest.mark.parametrize(("nbytes", "said"), [(12 << 10, "12.0 KiB"), (600, "600 B"),
+                                              (64 << 20, "64.0 MiB")])
+def test_all_reduce_sizes_are_never_printed_as_zero_mib(nbytes, said):
+    res = analyze(_late_all_reduce(nbytes), write=False, only=("comm_bound",))
+    (f,) = res.findings
+    assert f"All-reduces move {said} per step" in f.explanation, f.explanation
+    assert "0.0 MiB" not in f.explanation

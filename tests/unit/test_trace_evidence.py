@@ -1,0 +1,210 @@
+"""Each finding made on a trace in ../shared/traces, its evidence and saving re-derived from the
+raw trace JSON (a reader written here, not dsprof's parser). A finding kind that fires on a
+shared trace with no re-derivation here or in the tests named in ``REDERIVED`` fails
+``test_every_finding_kind_on_the_shared_traces_is_rederived``."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter
+
+import pytest
+
+from tests.unit.shared_traces import NAMES, analysis, events
+
+KERNEL_CATS = {"kernel", "Kernel"}
+DEVICE_CATS = KERNEL_CATS | {"gpu_memcpy", "gpu_memset", "Memcpy", "Memset"}
+RUNTIME_CATS = {"cuda_runtime", "Runtime", "cuda_driver"}
+HOST_CATS = {"cpu_op", "Operator", "user_annotation"}
+STEP = re.compile(r"^ProfilerStep#(\d+)$")
+
+# kind -> where its evidence is re-derived from the raw trace
+REDERIVED = {
+    "gpu.idle_block": "test_silence_findings.py (idle blocks and their host split)",
+    "precision.fp32_matmul": "test_trace_advice.py (fp32 GEMM/conv share by kernel name)",
+    "launch.bound": "test_trace_advice.py (capped by launch API time); test_claimed_time.py",
+    "host_sync.trace": "here (idle gap after each sync, each gap once)",
+    "input.dataloader_wait": "test_trace_advice.py (fetch time, GPU idle inside it)",
+    "input.pageable_copy": "here",
+    "comm.bound": "here; test_trace_advice.py (bf16 on all-reduce time only)",
+    "fusion.conv_bn": "here",
+    "fusion.optimizer": "here",
+    "steps.noise": "here",
+    "steps.outliers": "here",
+}
+
+
+def step_spans(name: str) -> dict[int, tuple[float, float]]:
+    """ProfilerStep number -> (start, end) in us."""
+    out = {}
+    for e in events(name):
+        m = STEP.match(str(e.get("name", "")))
+        if m and e.get("cat") in HOST_CATS:
+            out[int(m.group(1))] = (float(e["ts"]), float(e["ts"]) + float(e["dur"]))
+    return out
+
+
+def union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def covered(a: float, b: float, spans: list[tuple[float, float]]) -> float:
+    return sum(max(0.0, min(b, y) - max(a, x)) for x, y in spans)
+
+
+def children(name: str) -> dict[int, list[dict]]:
+    """id(host event) -> its direct host children (same thread, nested in time)."""
+    out: dict[int, list[dict]] = {}
+    by_tid: dict[object, list[dict]] = {}
+    for e in events(name):
+        if e.get("cat") in HOST_CATS:
+            by_tid.setdefault((e.get("pid"), e.get("tid")), []).append(e)
+    for evs in by_tid.values():
+        evs.sort(key=lambda e: (float(e["ts"]), -float(e["dur"])))
+        stack: list[dict] = []
+        for e in evs:
+            start = float(e["ts"])
+            while stack and start >= float(stack[-1]["ts"]) + float(stack[-1]["dur"]):
+                stack.pop()
+            out.setdefault(id(stack[-1]) if stack else 0, []).append(e)
+            stack.append(e)
+    return out
+
+
+def findings(kind: str) -> list[tuple[str, object]]:
+    return [(n, f) for n in NAMES for f in analysis(n)[0].findings if f.kind == kind]
+
+
+pytestmark = pytest.mark.skipif(not NAMES, reason="../shared/traces is absent")
+
+
+def test_every_finding_kind_on_the_shared_traces_is_rederived():
+    kinds = {f.kind for n in NAMES for f in analysis(n)[0].findings}
+    assert kinds <= set(REDERIVED), sorted(kinds - set(REDERIVED))
+
+
+def test_pageable_copies_are_the_raw_copies_and_their_launch_time():
+    found = findings("input.pageable_copy")
+    assert found
+    for name, f in found:
+        copies = [e for e in events(name) if e.get("cat") in DEVICE_CATS
+                  and "HtoD" in str(e["name"]) and "Pageable" in str(e["name"])]
+        if name == "hta_sampled_2rank_nccl" and f.evidence[0].rank != 0:
+            continue  # one finding per rank; the raw file read here is rank 0's
+        corr = {e.get("args", {}).get("correlation") for e in copies} - {None}
+        host_us = sum(float(e["dur"]) for e in events(name) if e.get("cat") in RUNTIME_CATS
+                      and e.get("args", {}).get("correlation") in corr)
+        steps = step_spans(name)
+        in_steps = {s for s, (a, b) in steps.items() for e in copies if a <= float(e["ts"]) < b}
+        assert f.evidence[0].text.endswith(f"x {len(copies)}"), (name, f.evidence[0].text)
+        assert f.saving_s == pytest.approx(host_us / max(len(in_steps), 1) / 1e6, rel=0.02), name
+
+
+def test_communication_bound_evidence_is_the_raw_communication_of_its_step():
+    found = findings("comm.bound")
+    assert found
+    for name, f in found:
+        ev = f.evidence[0]
+        if name == "hta_sampled_2rank_nccl" and ev.rank != 0:
+            continue  # the raw file read here is rank 0's
+        a, b = step_spans(name)[ev.step]
+        comm = union([(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events(name)
+                      if (e.get("cat") in DEVICE_CATS and "nccl" in str(e["name"]).lower())
+                      or str(e["name"]).startswith("gloo:")])
+        comm_ms = covered(a, b, comm) / 1e3
+        said = re.search(r"([\d.]+) ms communication, ([\d.]+) ms exposed", ev.text)
+        assert said, ev.text
+        assert float(said.group(1)) == pytest.approx(comm_ms, rel=0.02, abs=0.1), (name, comm_ms)
+        assert float(said.group(2)) <= float(said.group(1)) + 0.05
+        # compression halves transfer at most: never more than half the exposed time
+        assert f.saving_s <= 0.5 * float(said.group(2)) / 1e3 * 1.001
+
+
+def test_optimizer_evidence_counts_the_raw_ops_under_its_step_span():
+    found = findings("fusion.optimizer")
+    assert found
+    for name, f in found:
+        kids = children(name)
+        spans = [e for e in events(name) if str(e["name"]).startswith("Optimizer.step#")
+                 and e.get("cat") in HOST_CATS]
+        counts = [sum(1 for c in kids.get(id(s), []) if c.get("cat") in ("cpu_op", "Operator"))
+                  for s in spans]
+        assert counts
+        n_ops = int(re.search(r": (\d+) ops", f.evidence[0].text).group(1))
+        assert n_ops == pytest.approx(statistics.mean(counts), rel=0.02), (name, counts)
+
+
+def test_conv_bn_chains_are_the_raw_forward_sequences():
+    found = findings("fusion.conv_bn")
+    assert found
+    for name, f in found:
+        ops = [f"aten::{o}" for o in f.data["ops"]]
+        kids = children(name)
+        steps = step_spans(name)
+        per_step = []
+        for a, b in steps.values():
+            # top-level forward ops of the main thread (no host op above them but the step)
+            step_ev = next(e for e in events(name) if STEP.match(str(e.get("name", "")))
+                           and float(e["ts"]) == a)
+            seq = [str(c["name"]) for c in kids.get(id(step_ev), [])]
+            seq += [str(g["name"]) for c in kids.get(id(step_ev), [])
+                    if c.get("cat") == "user_annotation" for g in kids.get(id(c), [])]
+            per_step.append(sum(seq[i:i + len(ops)] == ops for i in range(len(seq))))
+        # THEN the chain occurs as often as the finding says, in the steps that have it
+        assert f.data["instances_per_step"] == pytest.approx(
+            statistics.median(per_step), rel=0.05), (name, ops, Counter(per_step))
+
+
+@pytest.mark.parametrize("kind", ["steps.noise", "steps.outliers"])
+def test_outlier_steps_are_the_raw_steps_over_the_limit(kind):
+    for name, f in findings(kind):
+        steps = step_spans(name)
+        limit_ms = f.data["limit_ms"]
+        flagged = set(f.data["steps"])
+        assert flagged
+        for s in flagged:
+            a, b = steps[s]
+            assert (b - a) / 1e3 > limit_ms, (name, s)
+        assert f.data["median_ms"] == pytest.approx(
+            statistics.median((b - a) / 1e3 for a, b in steps.values()), rel=0.05)
+
+
+def test_host_sync_idle_is_each_gap_after_a_sync_once():
+    # the idle after each blocking call of a step, to the next device activity in the step,
+    # with gaps that several syncs share counted once (test_trace_advice.py: the A100 case)
+    syncs = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+             "cudaMemcpy", "hipStreamSynchronize", "hipDeviceSynchronize",
+             "hipEventSynchronize", "hipMemcpy", "hipMemcpyWithStream"}
+    by_set: dict[str, float] = {}
+    for name, f in findings("host_sync.trace"):
+        by_set[name] = by_set.get(name, 0.0) + f.saving_s
+    assert by_set
+    for name, charged in by_set.items():
+        steps = list(step_spans(name).values())
+        kernels = sorted(float(e["ts"]) for e in events(name) if e.get("cat") in DEVICE_CATS)
+        dtoh = {e.get("args", {}).get("correlation") for e in events(name)
+                if e.get("cat") in DEVICE_CATS and "DtoH" in str(e["name"])} - {None}
+        gaps: dict[float, float] = {}
+        for e in events(name):
+            if e.get("cat") not in RUNTIME_CATS:
+                continue
+            if not (e["name"] in syncs or (e["name"] in ("cudaMemcpyAsync", "hipMemcpyAsync")
+                                           and e.get("args", {}).get("correlation") in dtoh)):
+                continue
+            step = next(((a, b) for a, b in steps if a <= float(e["ts"]) < b), None)
+            if step is None:
+                continue
+            end = float(e["ts"]) + float(e["dur"])
+            nxt = next((k for k in kernels if k >= end), None)
+            if nxt is None or nxt >= step[1]:
+                continue
+            gaps[nxt] = max(gaps.get(nxt, 0.0), nxt - end)
+        union_s = sum(gaps.values()) / len(steps) / 1e6
+        assert charged == pytest.approx(union_s, rel=0.03, abs=2e-6), (name, charged, union_s)
