@@ -132,3 +132,20 @@ def test_a_run_where_reports_cannot_be_written_is_still_summarised(tmp_path):
     assert "GPU time by kernel category" in _cli("gpu", str(run))
     assert not stored.save_report(run, "gpu", stored.gpu_params(), {})
     assert (run / stored.REPORTS_DIR).is_file()
+
+
+@pytest.mark.slow
+def test_dsprof_run_stores_the_summary_it_printed(tmp_path):
+    from tests.integration.helpers import dsprof, write
+    from tests.integration.test_run import SCHEDULE, TINY_TRAIN
+
+    # GIVEN a script profiled by `dsprof run` (which summarizes the run as it ends)
+    out = tmp_path / "run"
+    script = write(tmp_path / "tiny_train.py", TINY_TRAIN)
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), env={"TINY_STEPS": "6"})
+    assert res.code == 0, res.stderr
+    # THEN that summary is stored, current, and what the tables give
+    assert stored.load_report(out, "summary", stored.summary_params()) is not None
+    from_store = _cli("summary", "--json", str(out))
+    shutil.rmtree(out / stored.REPORTS_DIR)
+    assert _cli("summary", "--json", str(out)) == from_store
