@@ -34,6 +34,7 @@ TF32 (``allow_tf32``) advice belongs to the ``tensor_core.*`` findings; this one
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
@@ -88,6 +89,13 @@ def peaks_of(name: str | None) -> tuple[float, float | None, float, float | None
     return t[FP32], t.get(TF32), t[FP16], t.get(BF16)
 
 
+# Per kernel name, not per launch: classifying names was most of this analyzer's time on traces
+# where many kernels have no matmul/conv op above them (hundreds of names, thousands of
+# launches). The functions are pure, so a cache keyed by the name changes no result.
+_classify = lru_cache(maxsize=8192)(classify)
+
+
+@lru_cache(maxsize=8192)
 def _kernel_is_low(name: str) -> bool | None:
     low = name.lower()
     if any(k in low for k in ("bf16", "f16", "h1688", "h16816", "hgemm", "__half", "half",
@@ -98,6 +106,7 @@ def _kernel_is_low(name: str) -> bool | None:
     return None
 
 
+@lru_cache(maxsize=8192)
 def _uses_tf32(name: str) -> bool:
     low = name.lower()
     return "tf32" in low or "s1688" in low or "s16816" in low
@@ -139,11 +148,12 @@ class PrecisionAnalyzer(Analyzer):
                 hops += 1
             if node is None or node not in parents or parents[node][1] not in MATMUL_CONV:
                 # no matmul/conv op above it: the kernel's own name says if it is matrix work
-                if classify(kname)[0] not in ("gemm", "conv"):
+                category, tensor_core = _classify(kname)
+                if category not in ("gemm", "conv"):
                     continue
                 is_low = _kernel_is_low(kname)
                 if is_low is None:
-                    is_low = False if classify(kname)[1] is False else None
+                    is_low = False if tensor_core is False else None
                 if is_low is None:
                     continue
                 key = (rank, -1)  # unattributed matrix kernels, one bucket per rank
