@@ -5,6 +5,7 @@ the run changed or other options are asked for."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -27,6 +28,17 @@ def _cli(*args: str) -> str:
     return res.output
 
 
+def _same(a: object, b: object) -> bool:
+    """Equal JSON values, floats to 1e-12 relative."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def _imported(tmp_path: Path, trace: str, *flags: str) -> Path:
     run = tmp_path / "run"
     _cli("import", "-o", str(run), "--no-progress", *flags, str(trace_dir(trace)))
@@ -44,9 +56,14 @@ def test_stored_reports_print_what_the_tables_give(trace, tmp_path):
     from_store = [_cli(*cmd, str(run)) for cmd in COMMANDS]
     shutil.rmtree(run / stored.REPORTS_DIR)
     from_tables = [_cli(*cmd, str(run)) for cmd in COMMANDS]
-    # THEN the outputs are identical, byte for byte
+    # THEN the outputs are the same: the terminal text byte for byte, the JSON to the last
+    # float digit or two (DuckDB's parallel aggregates, e.g. a queue length's std, may differ
+    # there between two computations from the same tables)
     for cmd, a, b in zip(COMMANDS, from_store, from_tables):
-        assert a == b, cmd
+        if "--json" in cmd:
+            assert _same(orjson.loads(a), orjson.loads(b)), cmd
+        else:
+            assert a == b, cmd
     assert "GPU time by kernel category" in from_store[2]
 
 
@@ -93,12 +110,12 @@ def test_other_options_are_computed_not_read_from_the_default(tmp_path):
 
 def test_a_corrupt_or_foreign_report_is_ignored(tmp_path):
     run = _imported(tmp_path, "hta_sampled_2rank_nccl")
-    expected = _cli("summary", "--json", str(run))
+    expected = orjson.loads(_cli("summary", "--json", str(run)))
     path = stored.report_path(run, "summary")
     for junk in (b"{not json", b"[]", orjson.dumps({"key": 1, "report": {"facts": {}}})):
         path.write_bytes(junk)
         assert stored.load_report(run, "summary", stored.summary_params()) is None
-        assert _cli("summary", "--json", str(run)) == expected
+        assert _same(orjson.loads(_cli("summary", "--json", str(run))), expected)
 
 
 def test_a_stored_report_with_a_current_key_but_wrong_fields_is_computed_again(tmp_path):
@@ -148,4 +165,4 @@ def test_dsprof_run_stores_the_summary_it_printed(tmp_path):
     assert stored.load_report(out, "summary", stored.summary_params()) is not None
     from_store = _cli("summary", "--json", str(out))
     shutil.rmtree(out / stored.REPORTS_DIR)
-    assert _cli("summary", "--json", str(out)) == from_store
+    assert _same(orjson.loads(_cli("summary", "--json", str(out))), orjson.loads(from_store))
