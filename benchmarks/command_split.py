@@ -12,12 +12,17 @@ processes) into:
   ``parse + tables`` (``import_traces``: parse, Parquet, per-rank aggregates) and ``analysis +
   reports`` (``precompute``: the analyzers, the summary and gpu reports, including the modules
   they import on first use: DuckDB, numpy, the analyzers); for ``summary`` and ``gpu``,
-  ``compute`` (when no stored report is current: load the run and compute, imports included)
-  and ``render`` (the terminal tables, and reading the stored report);
-* rest: what is left (click's parsing, printing, exit).
+  ``compute`` (when no stored report is current: load the run and compute, imports included),
+  ``analysis + reports`` (an older ``summary`` running the analyzers on a new run) and
+  ``render`` (the terminal tables, and reading the stored report);
+* rest: what is left (click's parsing, the run layer's opening of the run, printing, exit).
+
+``--tree DIR`` splits another dsprof checkout's commands the same way (e.g. ``git archive
+COMMIT | tar -x -C DIR``), for a before/after.
 
     .venv/bin/python benchmarks/command_split.py            # the three vs_hta traces
     .venv/bin/python benchmarks/command_split.py -n 5 ../shared/traces/hta_v100_1rank
+    .venv/bin/python benchmarks/command_split.py --tree /tmp/dsprof-main
 """
 
 from __future__ import annotations
@@ -61,18 +66,20 @@ def timed(owner, attr, label):
             stages[label] = stages.get(label, 0.0) + cpu() - s
     setattr(owner, attr, wrapper)
 
-if argv[0] == "import":
-    import dsprof.cli.import_cmd as m
-    timed(m, "import_traces", "parse + tables")
-    timed(m, "_precompute", "analysis + reports")
-else:
-    m = sys.modules[command.callback.__module__]
-    timed(m, "_computed", "compute")
-    renderer = "render_gpu" if argv[0] == "gpu" else "render_full"
-    timed(m, renderer, "render")
-    if argv[0] == "summary":
-        timed(m, "render_findings", "render")
-    timed(m, "_stored", "render")  # reading the stored report: part of showing it
+# the calls each command makes, by the name its module imports them under; those a tree does
+# not have are skipped, so an older dsprof (``--tree``) is split the same way
+STAGES = {
+    "import": [("import_traces", "parse + tables"), ("_precompute", "analysis + reports")],
+    "summary": [("_computed", "compute"), ("summarize", "compute"), ("read_findings", "compute"),
+                ("analyze", "analysis + reports"), ("_stored", "render"),
+                ("render_full", "render"), ("render_findings", "render")],
+    "gpu": [("_computed", "compute"), ("gpu_report", "compute"), ("_stored", "render"),
+            ("render_gpu", "render")],
+}
+m = sys.modules[command.callback.__module__]
+for attr, label in STAGES[argv[0]]:
+    if hasattr(m, attr):
+        timed(m, attr, label)
 try:
     main(argv, standalone_mode=False)
 except SystemExit:
@@ -82,8 +89,8 @@ sys.stdout.flush()
 print(json.dumps(stages), file=sys.stderr)
 """
 
-STAGES = ("interpreter", "imports", "parse + tables", "analysis + reports", "compute", "render",
-          "rest")
+COLUMNS = ("interpreter", "imports", "parse + tables", "analysis + reports", "compute", "render",
+           "rest")
 
 
 def _cpu_of(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -94,9 +101,9 @@ def _cpu_of(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), out.stderr
 
 
-def split(trace: Path, repeat: int) -> dict[str, dict[str, float]]:
+def split(trace: Path, repeat: int, tree: Path = REPO) -> dict[str, dict[str, float]]:
     """command -> stage -> least CPU seconds over ``repeat`` runs."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
+    env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "120"}
     best: dict[str, dict[str, float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="dsprof-split-"))
     try:
@@ -125,13 +132,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("traces", nargs="*", type=Path)
     ap.add_argument("-n", "--repeat", type=int, default=3, help="runs of each command")
+    ap.add_argument("--tree", type=Path, default=REPO, help="the dsprof checkout to split")
     args = ap.parse_args()
     for trace in args.traces or [SHARED / t for t in DEFAULT_TRACES]:
-        best = split(trace, args.repeat)
-        print(f"\n{trace.name}  (CPU seconds of the run with the least total, of {args.repeat})")
-        print(f"  {'command':9s} " + " ".join(f"{s:>18s}" for s in STAGES) + f" {'total':>7s}")
+        best = split(trace, args.repeat, args.tree.resolve())
+        print(f"\n{trace.name}  (CPU seconds of the run with the least total, of {args.repeat}; "
+              f"{args.tree.resolve()})")
+        print(f"  {'command':9s} " + " ".join(f"{c:>18s}" for c in COLUMNS) + f" {'total':>7s}")
         for cmd, row in best.items():
-            print(f"  {cmd:9s} " + " ".join(f"{row.get(s, 0.0):18.3f}" for s in STAGES)
+            print(f"  {cmd:9s} " + " ".join(f"{row.get(c, 0.0):18.3f}" for c in COLUMNS)
                   + f" {row['total']:7.3f}")
 
 
