@@ -7,6 +7,7 @@ tables, so it imports neither pyarrow, DuckDB nor numpy.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -28,12 +29,14 @@ from dsprof.reports.gpu_data import GpuReport
 def gpu_command(run_dir: str, as_json: bool, top: int, hta_rounding: bool) -> None:
     """The GPU side of RUN: kernels by category, Tensor Core share and misses, FLOP/s and MFU,
     GPU time by module and phase, idle time by cause, launch stats and queue lengths."""
-    report = _stored(run_dir, top, hta_rounding) or _computed(run_dir, top, hta_rounding)
+    from_store = _stored(run_dir, top, hta_rounding)
+    report = from_store or _computed(run_dir, top, hta_rounding)
     if as_json:
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2
                                       | orjson.OPT_SORT_KEYS).decode() + "\n")
         return
-    render_gpu(report, make_console(highlight=False))
+    with stored.rendering(run_dir, "gpu") if from_store else contextlib.nullcontext():
+        render_gpu(report, make_console(highlight=False))
 
 
 def _stored(run_dir: str, top: int, hta_rounding: bool) -> GpuReport | None:

@@ -7,6 +7,7 @@ findings.json without opening the tables, so it imports neither pyarrow, DuckDB 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def summary_command(run_dir: str, as_json: bool, top: int, n_findings: int) -> N
     """What RUN spent its time and memory on: run facts, step time, time by phase, top ops,
     GPU kernel types, peak memory, and the top findings ranked by estimated saving (from
     findings.json; the analyzers run first if the run was never analyzed)."""
-    summary, findings = _stored(run_dir, top, n_findings) or _computed(run_dir, top, n_findings)
+    from_store = _stored(run_dir, top, n_findings)
+    summary, findings = from_store or _computed(run_dir, top, n_findings)
     if as_json:
         doc = summary.to_json()
         if findings is not None:
@@ -41,7 +43,8 @@ def summary_command(run_dir: str, as_json: bool, top: int, n_findings: int) -> N
         sys.stdout.write("\n")
         return
     console = make_console(highlight=False)
-    render_full(summary, console)
+    with stored.rendering(run_dir, "summary") if from_store else contextlib.nullcontext():
+        render_full(summary, console)
     if findings is not None:
         render_findings(findings, console, top=n_findings, detail=min(n_findings, 2))
 

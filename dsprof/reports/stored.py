@@ -20,6 +20,8 @@ cheap; it must not import the run layer (which imports pyarrow).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,20 @@ def finished_and_ingested(run_path: str | os.PathLike[str]) -> bool:
     except (RunDirError, OSError):
         return False
     return bool(meta.get("ingested") and meta.get("status") != "running")
+
+
+@contextmanager
+def rendering(run_path: str | os.PathLike[str], name: str) -> Iterator[None]:
+    """Around the rendering of a stored report: a file whose key is current but whose values
+    are not what dsprof wrote (edited by hand, or made to look current) becomes one line naming
+    it (a RunDirError: exit 2), not a traceback from a renderer formatting a string as a
+    number."""
+    from dsprof.errors import RunDirError
+
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        path = report_path(run_path, name)
+        raise RunDirError(f"{path} is not a report dsprof wrote ({type(exc).__name__}: {exc}); "
+                          "delete it: the next command computes it again from the tables"
+                          ) from None

@@ -166,3 +166,18 @@ def test_dsprof_run_stores_the_summary_it_printed(tmp_path):
     from_store = _cli("summary", "--json", str(out))
     shutil.rmtree(out / stored.REPORTS_DIR)
     assert _same(orjson.loads(_cli("summary", "--json", str(out))), orjson.loads(from_store))
+
+
+def test_a_current_report_with_values_of_the_wrong_type_is_one_line_and_exit_2(tmp_path):
+    # GIVEN a stored gpu report whose key is current but whose numbers are strings (data on
+    # disk, e.g. edited by hand)
+    run = _imported(tmp_path, "hta_sampled_2rank_nccl")
+    doc = stored.load_report(run, "gpu", stored.gpu_params())
+    doc["categories"][0]["gpu_ms"] = "lots"
+    stored.save_report(run, "gpu", stored.gpu_params(), doc)
+    # WHEN gpu renders it
+    res = CliRunner().invoke(main, ["gpu", str(run)], env={"COLUMNS": "120"})
+    # THEN one line names the file and the fix, exit 2, no traceback
+    assert res.exit_code == 2, res.output
+    assert "reports/gpu.json is not a report dsprof wrote" in res.output
+    assert "delete it" in res.output and "Traceback" not in res.output
