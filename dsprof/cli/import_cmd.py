@@ -61,11 +61,20 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
 def _precompute(run_path: Path) -> None:
     """Findings and the default summary/gpu reports, computed here where the tables are fresh
     (dsprof/reports/precompute.py): the commands typed next then only read files."""
+    from dsprof.log import logger
     from dsprof.reports.precompute import precompute
     from dsprof.run import load
 
-    with load(run_path) as run:
-        precompute(run)
+    try:
+        with load(run_path) as run:
+            precompute(run)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the import succeeded; the analysis is a bonus
+        # the run is whole without it: summary and gpu compute what is missing when asked
+        logger.warning("the run is imported, but analyzing it failed (%s: %s); "
+                       "`dsprof analyze %s` runs the analyzers again",
+                       type(exc).__name__, exc, run_path)
 
 
 def _name(path: Path) -> str:

@@ -181,3 +181,23 @@ def test_a_current_report_with_values_of_the_wrong_type_is_one_line_and_exit_2(t
     assert res.exit_code == 2, res.output
     assert "reports/gpu.json is not a report dsprof wrote" in res.output
     assert "delete it" in res.output and "Traceback" not in res.output
+
+
+def test_an_analysis_that_fails_at_import_leaves_the_import_whole(tmp_path, monkeypatch,
+                                                                   caplog):
+    # GIVEN an analysis that fails after the tables were written (stands for an analyzer bug
+    # or a full disk, which real data cannot produce on demand)
+    from dsprof.reports import precompute
+
+    def broken(run):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(precompute, "precompute", broken)
+    run = tmp_path / "run"
+    # WHEN imported THEN the import still succeeds, says so, and summary computes later
+    res = CliRunner().invoke(main, ["import", "-o", str(run), "--no-progress",
+                                    str(trace_dir("hta_sampled_2rank_nccl"))])
+    assert res.exit_code == 0, res.output
+    assert "dsprof analyze" in caplog.text and "No space left" in caplog.text
+    assert not (run / stored.REPORTS_DIR).exists()
+    assert "Top ops by self time" in _cli("summary", str(run))
