@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from dsprof.errors import RunDirError
-from dsprof.schema import SCHEMA_VERSION
+from dsprof.schema_version import SCHEMA_VERSION
 
 META_FILE = "meta.json"
 ACCELERATOR_KINDS = ("cuda", "rocm")

@@ -6,7 +6,7 @@ through :func:`Table.build`, so a column that is missing, misspelt or of the wro
 write time, not in an analyzer three stages later. ``docs/format.md`` documents the same columns
 and a test checks the two agree.
 
-``SCHEMA_VERSION`` is stored in ``meta.json``. Bump it whenever a column changes meaning or
+``SCHEMA_VERSION`` (defined in ``dsprof/schema_version.py``) is stored in ``meta.json``. Bump it whenever a column changes meaning or
 type, or a table is added; a reader refuses a run written with a newer version than its own.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+from dsprof.schema_version import SCHEMA_VERSION  # noqa: F401 - stored in meta.json; readers import it here
 
 
 @dataclass(frozen=True)

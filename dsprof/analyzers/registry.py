@@ -18,19 +18,24 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, ClassVar
 
 import orjson
 
 from dsprof.analyzers.claims import ClaimLedger, check_order, claimers_needed, record_claims
-from dsprof.errors import RunDirError
-from dsprof.findings import FINDINGS_FILE, FINDINGS_VERSION, Finding, rank_key
+from dsprof.findings import FINDINGS_FILE, Finding, rank_key
+from dsprof.findings_file import Analysis, read_findings_file
 from dsprof.log import logger
 from dsprof.metrics.noise import StepNoise, disturbance, profiled_on_cpu_share, step_noise
 from dsprof.run import Run
 from dsprof.rundir import atomic_write_bytes
+
+# Analysis and the reading of findings.json live in dsprof.findings_file (no run layer), so that
+# commands showing stored findings stay light; importers of this module keep finding them here
+__all__ = ["ANALYZERS", "Analysis", "Analyzer", "Context", "analyze", "load_analyzer",
+           "read_findings"]
 
 # "module:Class" entries, imported when the analysis runs (an analyzer may import numpy or
 # heavier code; listing names keeps ``import dsprof`` light). Add a line here to register an
@@ -156,32 +161,6 @@ class Context:
         """The command line that ran the script (for verify commands), or None for imports."""
         target = self.run.manifest.target
         return None if target is None else target.command
-
-
-@dataclass
-class Analysis:
-    findings: list[Finding] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    notes: list[dict[str, str]] = field(default_factory=list)
-    """What the reader must know beside the ranked list: ``{kind, text}`` with kind
-    ``withheld`` (why timing findings are not ranked), ``noise`` (the run's step-time noise),
-    ``ranks`` (the run holds only some of the job's ranks) or ``gpu`` (advice for when the
-    script moves to a GPU, from a CPU run)."""
-    noise: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": FINDINGS_VERSION,
-                "findings": [f.to_json() for f in self.findings],
-                "skipped": self.skipped, "failed": self.failed, "notes": self.notes,
-                "noise": self.noise}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Analysis:
-        return cls([Finding.from_json(f) for f in doc.get("findings", [])],
-                   list(doc.get("skipped", [])), list(doc.get("failed", [])),
-                   notes=list(doc.get("notes") or []), noise=doc.get("noise"))
 
 
 def load_analyzer(entry: str) -> Analyzer:
@@ -355,46 +334,10 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     return out
 
 
-_STR_FIELDS = ("analyzer", "kind", "key", "title", "explanation", "fix", "verify")
-_NUM_FIELDS = ("saving_s", "saving_bytes", "share")
-
-
-def _check_types(f: Finding) -> None:
-    """A findings.json from elsewhere is data: fields of the wrong type are refused here,
-    not met as a TypeError in a renderer."""
-    for name in _STR_FIELDS:
-        if not isinstance(getattr(f, name), str):
-            raise TypeError(f"finding field {name!r} is not a string")
-    for name in _NUM_FIELDS:
-        value = getattr(f, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"finding field {name!r} is not a number")
-    if not isinstance(f.apply, dict) or not isinstance(f.data, dict):
-        raise TypeError("finding fields 'apply' and 'data' must be objects")
-    for e in f.evidence:
-        if not isinstance(getattr(e, "text", ""), str):
-            raise TypeError("evidence text is not a string")
-
-
 def read_findings(run: Run) -> Analysis | None:
     """findings.json of a run, or None when it was never analyzed.
 
     Raises:
         RunDirError: the file is unreadable, truncated, or not findings dsprof wrote.
     """
-    path = run.path / FINDINGS_FILE
-    if not path.is_file():
-        return None
-    try:
-        doc = orjson.loads(path.read_bytes())
-        if not isinstance(doc, dict) or not isinstance(doc.get("findings", []), list):
-            raise TypeError("expected an object with a findings list")
-        analysis = Analysis.from_json(doc)
-        for f in analysis.findings:
-            _check_types(f)
-        return analysis
-    except OSError as exc:
-        raise RunDirError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as exc:
-        raise RunDirError(f"{path} is truncated or not dsprof's findings ({exc}); "
-                          f"`dsprof analyze {run.path}` writes it again") from None
+    return read_findings_file(run.path)

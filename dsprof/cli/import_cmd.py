@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dsprof.ingest.importer import discover, import_traces
 from dsprof.render.safe_text import esc, make_console
@@ -22,7 +21,11 @@ PROGRESS_MIN_BYTES = 8 << 20
               help="Run directory to create (default: RUNS_DIR/<name>-<stamp>).")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: on a terminal, for inputs over 8 MiB).")
-def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool | None) -> None:
+@click.option("--analyze/--no-analyze", "analyze", default=True, show_default=True,
+              help="Run the analyzers and store the summary and gpu reports now, so that "
+                   "`dsprof summary` and `dsprof gpu` only read them.")
+def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool | None,
+                   analyze: bool) -> None:
     """Turn torch.profiler / Kineto traces (files, or a folder of per-rank traces) into a run
     directory that every other dsprof command accepts."""
     settings = Settings.load(output=output)
@@ -33,6 +36,9 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
         progress = sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     console = make_console(stderr=True, highlight=False)
     if progress:
+        # imported only for a bar: rich.progress costs ~25 ms of start-up
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                       "{task.total} files"), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("parsing traces", total=len(files))
@@ -43,11 +49,32 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
             run, results = import_traces(list(paths), run_path, tick)
     else:
         run, results = import_traces(list(paths), run_path)
+    if analyze:
+        _precompute(run.path)
     events = sum(r.events for r in results)
     console.print(f"imported {events:,} events from {len(files)} file(s), "
                   f"{len(results)} rank(s) into {esc(run.shown)}")
     console.print(f"next: [bold]dsprof summary {esc(run.shown)}[/]", soft_wrap=True)
     click.echo(str(run.shown))
+
+
+def _precompute(run_path: Path) -> None:
+    """Findings and the default summary/gpu reports, computed here where the tables are fresh
+    (dsprof/reports/precompute.py): the commands typed next then only read files."""
+    from dsprof.log import logger
+    from dsprof.reports.precompute import precompute
+    from dsprof.run import load
+
+    try:
+        with load(run_path) as run:
+            precompute(run)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the import succeeded; the analysis is a bonus
+        # the run is whole without it: summary and gpu compute what is missing when asked
+        logger.warning("the run is imported, but analyzing it failed (%s: %s); "
+                       "`dsprof analyze %s` runs the analyzers again",
+                       type(exc).__name__, exc, run_path)
 
 
 def _name(path: Path) -> str:

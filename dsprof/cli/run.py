@@ -296,13 +296,17 @@ def _wait_for_own_ingests(run: RunDir, world_size: int, own_s: float) -> None:
 def _analyze(run: RunDir, quiet: bool) -> None:
     from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
+    from dsprof.reports import stored
     from dsprof.reports.summary import summarize
     from dsprof.run import load
 
     postmortem = None
     try:
         with load(run.path) as loaded:
-            summary = summarize(loaded)
+            summary = summarize(loaded, top=stored.SUMMARY_TOP)
+            # kept for `dsprof summary RUN`, which then reads it (dsprof/reports/stored.py)
+            stored.save_report(loaded.path, "summary", stored.summary_params(),
+                               summary.to_json())
             findings = analyze(loaded)
             postmortem = _postmortem(loaded)
     except DsprofError as exc:

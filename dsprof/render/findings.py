@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dsprof.analyzers.registry import Analysis
 from dsprof.findings import Finding
+from dsprof.findings_file import Analysis
 from dsprof.render.layout import NARROW
 from dsprof.render.safe_text import clean, esc, plain
 from dsprof.render.summary import fmt_bytes

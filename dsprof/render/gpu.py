@@ -8,7 +8,7 @@ from rich.table import Table
 from dsprof.render.layout import name_width, print_titled, shorten_module
 from dsprof.render.safe_text import esc, plain
 from dsprof.render.summary import fmt_bytes
-from dsprof.reports.gpu import GpuReport
+from dsprof.reports.gpu_data import GpuReport
 from dsprof.units import fmt_flops
 
 

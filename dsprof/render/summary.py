@@ -8,10 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dsprof.analyzers.registry import Analysis
+from dsprof.findings_file import Analysis
 from dsprof.render.layout import print_titled
 from dsprof.render.safe_text import esc, plain
-from dsprof.reports.summary import RunSummary, StepStats
+from dsprof.reports.summary_data import RunSummary, StepStats
 from dsprof.units import fmt_bytes, fmt_ms
 
 __all__ = ["fmt_bytes", "fmt_ms", "render_full"]

@@ -6,26 +6,13 @@ summary says the same numbers as the comm findings and the Comms page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from dsprof.metrics.comm.bandwidth import bandwidth_summary
 from dsprof.metrics.comm.overlap import comm_overlap
 from dsprof.metrics.comm.skew import rank_skew
+from dsprof.reports.summary_data import CommsSummary
 from dsprof.run import Run
 
-
-@dataclass(frozen=True)
-class CommsSummary:
-    ranks: int
-    steps: int
-    """Distinct steps the collectives were issued in (0: none outside steps)."""
-    collectives: list[dict[str, Any]] = field(default_factory=list)
-    """Per collective: calls, calls_per_step (per rank), bytes, bytes_per_call, busbw_gbps."""
-    overlap: list[dict[str, Any]] = field(default_factory=list)
-    """Per rank: comm_ms, exposed_ms, overlapped_ms, overlap_pct (per step when steps)."""
-    skew: list[dict[str, Any]] = field(default_factory=list)
-    """Per rank, with two or more ranks: wait_ms_per_step, times_last, collectives."""
+__all__ = ["CommsSummary", "comms_summary"]
 
 
 def comms_summary(run: Run) -> CommsSummary | None:

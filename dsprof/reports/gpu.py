@@ -16,42 +16,21 @@ microsecond view (:mod:`dsprof.metrics.gpu.hta_view`) to compare with a report H
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from dsprof.metrics.gpu import attribution as ga
 from dsprof.metrics.gpu import idle as gpu_idle
 from dsprof.metrics.gpu.hta_view import hta_rounded
 from dsprof.metrics.gpu.tc_eligibility import verdicts
+from dsprof.reports.gpu_data import GpuReport
 from dsprof.run import Run
+
+# GpuReport lives in gpu_data (no run layer) so that rendering a stored report stays light
+__all__ = ["MIN_FLOP_COVERAGE", "GpuReport", "gpu_report"]
 
 MIN_FLOP_COVERAGE = 0.5
 """Share of gemm/conv/attention kernel time whose FLOPs must be known for FLOP/s and MFU."""
-
-
-@dataclass
-class GpuReport:
-    device: str | None
-    peak_note: str
-    convention: str
-    categories: list[dict[str, Any]] = field(default_factory=list)
-    tensor_core: dict[str, Any] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    modules: list[dict[str, Any]] = field(default_factory=list)
-    module_phase: list[dict[str, Any]] = field(default_factory=list)
-    tc_misses: list[dict[str, Any]] = field(default_factory=list)
-    idle: list[dict[str, Any]] = field(default_factory=list)
-    launch: list[dict[str, Any]] = field(default_factory=list)
-    queue: list[dict[str, Any]] = field(default_factory=list)
-    samples: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    window: str = ""
-    """What the summed figures cover: "the capture (N steps)", or of a trace without steps."""
-    flops_known: bool = True
-    """False when too little of the matrix kernels' time has known FLOPs (see module doc)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def gpu_report(run: Run, *, top: int = 10, hta_rounding: bool = False) -> GpuReport:

@@ -22,83 +22,22 @@ Phases, top ops and kernel types read the per-rank aggregates written at ingest
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from dsprof.ingest.aggregates import AGGREGATE_TABLES
 from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal_breakdown
-from dsprof.reports.comms_summary import CommsSummary, comms_summary
+from dsprof.reports.comms_summary import comms_summary
+from dsprof.reports.summary_data import MemoryPeak, OpTime, PhaseTime, RunSummary, StepStats
 from dsprof.run import Run
 from dsprof.vocabulary import PHASES
 
-
-@dataclass(frozen=True)
-class StepStats:
-    count: int
-    mean_ms: float
-    median_ms: float
-    p90_ms: float
-    min_ms: float
-    max_ms: float
-    outliers: list[tuple[int, float]]
-    excluded: list[tuple[int, float]]
-    """Steps left out of the statistics (setup, and steps dsprof disturbed), as (step, ms)."""
-    rule: str = ""
-    """Which steps counted (``dsprof.facts``: full-speed steps, steps after setup, all)."""
-    ranks: int = 1
-    """How many ranks the counted steps come from; ``count`` sums them."""
-    per_rank: tuple[int, int] = (0, 0)
-    """Fewest and most counted steps of one rank (equal unless a rank stopped early)."""
-    outlier_ranks: list[int] = field(default_factory=list)
-    """The rank of each of ``outliers``, in the same order."""
-
-
-@dataclass(frozen=True)
-class PhaseTime:
-    phase: str
-    ms: float
-    percent: float
-
-
-@dataclass(frozen=True)
-class OpTime:
-    name: str
-    count: int
-    self_ms: float
-    total_ms: float
-    percent: float
-
-
-@dataclass(frozen=True)
-class MemoryPeak:
-    rank: int
-    device: str
-    peak_bytes: int
-    source: str
-    """allocator_total (Total Allocated of [memory] events, counted from the capture start),
-    timeline (a categorized memory timeline), device_peak (allocator peak per step), rss."""
-    by_category: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    facts: dict[str, Any]
-    steps: StepStats | None
-    profiled_steps: int
-    phases: list[PhaseTime]
-    profiled_ms: float
-    top_ops: list[OpTime]
-    kernel_types: list[dict[str, Any]]
-    kernel_types_hta: list[dict[str, Any]]
-    temporal: list[dict[str, Any]]
-    memory: list[MemoryPeak]
-    notes: list[str]
-    comms: CommsSummary | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+# the report's types live in summary_data (no numpy, no run layer), so that rendering a stored
+# summary imports neither; importers of this module keep finding them here
+__all__ = ["MemoryPeak", "OpTime", "PhaseTime", "RunSummary", "StepStats", "ingest_notes_text",
+           "summarize"]
 
 
 def ingest_notes_text(meta: dict[str, Any]) -> list[str]:

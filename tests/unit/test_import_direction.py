@@ -16,7 +16,9 @@ STAGES: dict[str, tuple[int, str]] = {
     # directory and its manifest, the device table, the Finding record
     **{f"dsprof.{m}": (0, "base") for m in (
         "_version", "errors", "log", "schema", "vocabulary", "units", "frames", "module_paths", "devices",
-        "findings", "rundir", "manifest", "runlock", "sqlsafe")},
+        "findings", "rundir", "manifest", "runlock", "sqlsafe",
+        # findings.json's reader and the schema version: split out to import no pyarrow
+        "findings_file", "schema_version")},
     # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process

@@ -21,6 +21,7 @@ a sum, so ties are exact) say what is active until the next instant.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +114,27 @@ def _cpu_intervals(by_step: bool) -> str:
 def comm_overlap(con: Any, *, by_step: bool = True, include_last_step: bool = False
                  ) -> list[Overlap]:
     """Per (rank, step) -- or per rank with ``by_step=False`` -- communication, overlap and
-    exposed time. Empty when the run has no communication."""
+    exposed time. Empty when the run has no communication.
+
+    Computed once per connection and arguments (a run's views do not change while it is
+    open; the rows are frozen): ``dsprof import`` asks four times (comm_bound twice,
+    comm_overlap, unbucketed_comms, the summary's comms section), each a sweep of every kernel.
+    """
+    key = (by_step, include_last_step)
+    try:
+        per_con = _OVERLAPS.setdefault(con, {})
+    except TypeError:  # a connection type that cannot be weakly referenced: no cache
+        per_con = {}
+    if key not in per_con:
+        per_con[key] = _comm_overlap(con, by_step, include_last_step)
+    return list(per_con[key])
+
+
+_OVERLAPS: weakref.WeakKeyDictionary[Any, dict[tuple[bool, bool], list[Overlap]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _comm_overlap(con: Any, by_step: bool, include_last_step: bool) -> list[Overlap]:
     if device_comm_present(con):
         ivs = _gpu_intervals(con, by_step, include_last_step)
     elif _has(con, "comms") and _has(con, "ops"):

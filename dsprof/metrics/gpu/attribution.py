@@ -25,6 +25,8 @@ Contract (views ``kernels``, ``ops``, ``steps`` as in :mod:`dsprof.schema`):
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -126,7 +128,27 @@ def tensor_core_share(con: duckdb.DuckDBPyConnection, by: str = "run") -> list[T
 
 
 def flop_ops(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Every op with FLOPs, with the GPU time and Tensor Core verdict of its kernels."""
+    """Every op with FLOPs, with the GPU time and Tensor Core verdict of its kernels.
+
+    Computed once per connection (a run's views do not change while it is open) and copied
+    out: ``dsprof import`` asks five times (the gpu report twice, its FLOP/s tables, the
+    tensor_cores analyzer), and the join with every launch was a fifth of the gpu report.
+    """
+    try:
+        cached = _FLOP_OPS.get(con)
+    except TypeError:  # a connection type that cannot be weakly referenced: no cache
+        cached = None
+    if cached is None:
+        cached = _flop_ops(con)
+        with contextlib.suppress(TypeError):
+            _FLOP_OPS[con] = cached
+    return [dict(o) for o in cached]
+
+
+_FLOP_OPS: weakref.WeakKeyDictionary[Any, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _flop_ops(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     has_kernels = "kernels" in {r[0] for r in con.execute("SHOW TABLES").fetchall()}
     kernel_cols = "NULL::BIGINT AS gpu_ns, NULL::BOOLEAN AS any_tc, 0 AS n_kernels"
     join = ""

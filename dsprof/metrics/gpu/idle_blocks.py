@@ -187,7 +187,8 @@ def _host_intervals(con, rank: int, blocks: list[tuple[int, int]]) -> dict[str, 
         o AS (
             SELECT o.id, o.name, o.cat, o.phase, o.start_ns, o.start_ns + o.dur_ns AS end_ns,
                    p.name AS parent, p.cat AS parent_cat
-            FROM ops o LEFT JOIN ops p ON p.rank = o.rank AND p.id = o.parent_id
+            FROM ops o LEFT JOIN (SELECT id, name, cat FROM ops WHERE rank = ?) p
+                 ON p.id = o.parent_id
             WHERE o.rank = ? AND EXISTS (SELECT 1 FROM b WHERE o.start_ns < b.e
                                          AND o.start_ns + o.dur_ns > b.a)),
         s AS (
@@ -209,7 +210,7 @@ def _host_intervals(con, rank: int, blocks: list[tuple[int, int]]) -> dict[str, 
                     THEN name ELSE '' END
                FROM o WHERE cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
                  AND name NOT LIKE 'ProfilerStep#%'""",
-                       [rank, rank, rank, rank]).fetchall()
+                       [rank, rank, rank, rank, rank]).fetchall()
     out: dict[str, tuple] = {}
     for cls in CLASSES[:-1]:
         sel = [r for r in rows if r[0] == cls]
