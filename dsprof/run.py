@@ -27,7 +27,8 @@ import pyarrow as pa
 from dsprof.errors import RunDirError, RunStillRunning
 from dsprof.manifest import RunManifest, parse
 from dsprof.rundir import RunDir
-from dsprof.schema import SCHEMA_VERSION, TABLES
+from dsprof.schema import TABLES
+from dsprof.schema_version import SCHEMA_VERSION
 from dsprof.sqlsafe import ident, parquet_files, relation_columns, table_name
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ import orjson
 from dsprof.errors import RunDirError
 from dsprof.manifest import META_FILE as META
 from dsprof.manifest import read_meta_doc
-from dsprof.schema import SCHEMA_VERSION, TABLES
+from dsprof.schema import TABLES
+from dsprof.schema_version import SCHEMA_VERSION
 
 SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a dsprof run
 SAMPLES_FILE = "samples.json"  # raw/rank<R>/: host and GPU metrics of the sampler thread
