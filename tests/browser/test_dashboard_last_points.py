@@ -85,3 +85,31 @@ def test_a_trace_without_steps_states_savings_per_capture(serve, open_page):
     listed = page.inner_text("#overview-findings")
     assert "ms/capture" in listed and "ms/step" not in listed, listed
     p.check_clean()
+
+
+def test_pages_load_the_grid_bundle_only_when_they_draw_a_grid(serve, open_page):
+    # GIVEN the imported 2-rank NCCL trace (its Communication page has grids)
+    server = serve("hta_sampled_2rank_nccl")
+    p = open_page(server)
+    page = p.page
+    bundles = []
+    page.on("request", lambda r: "dash_ag_grid" in r.url and bundles.append(r.url))
+    # WHEN the Timeline opens THEN AG Grid's bundle is neither in the page nor fetched
+    page.goto(server.url + "timeline")
+    page.wait_for_selector(GRAPH.format("timeline-graph") + " .barlayer .point")
+    assert bundles == []
+    assert page.evaluate("() => window.dash_ag_grid.AgGrid.name") == "LazyAgGrid"
+    # WHEN a page with a grid is opened (client-side, as the header links do) THEN the bundle
+    # is loaded once and the grid is the real one, with rows, sortable
+    page.click("#nav-comms")
+    page.wait_for_selector("#comms-bandwidth-grid .ag-row")
+    assert len([u for u in bundles if u.endswith(".min.js")]) == 1, bundles
+    assert "all_reduce" in page.inner_text("#comms-bandwidth-grid") or \
+        "send" in page.inner_text("#comms-bandwidth-grid").lower()
+    page.click("#comms-bandwidth-grid .ag-header-cell-label >> nth=0")
+    page.wait_for_selector("#comms-bandwidth-grid .ag-header-cell[aria-sort='ascending']")
+    # AND a second grid page in the same tab does not fetch it again
+    page.click("#nav-operators")
+    page.wait_for_selector("#ops-grid .ag-row")
+    assert len([u for u in bundles if u.endswith(".min.js")]) == 1, bundles
+    p.check_clean()
