@@ -298,6 +298,10 @@ def test_finding_evidence_jumps_the_timeline(cpu_server, open_page, runs):
                      "gd.data.find(t => t.name == 'finding evidence').marker")
     assert marker["color"] == "#000000" and marker["pattern"]["shape"] == "x"
     assert marker["line"]["width"] >= 2
+    named = gd_eval(p, "timeline-graph", "gd.data.find(t => t.name == 'finding evidence').text")
+    op_name = src.sql("SELECT name FROM ops WHERE id = ? AND rank = ?",
+                      [finding.evidence[0].op_ids[0], finding.evidence[0].rank])[0][0]
+    assert named == [op_name]  # the outlined op keeps its name
     others = gd_eval(p, "timeline-graph", "gd.data.filter(t => t.type == 'bar' && "
                      "t.name != 'finding evidence').map(t => [t.marker.color, "
                      "(t.marker.pattern || {}).shape || ''])")

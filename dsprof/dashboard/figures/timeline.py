@@ -38,7 +38,7 @@ HIGHLIGHT = "#000000"
 border. No category is black or patterned, and where a dark category (a collective) leaves
 black too close, the white hatch is not: the outline never rests on a hue (red beside the red
 communication kernels was missed), and reads the same to colour-blind eyes."""
-HIGHLIGHT_PATTERN = {"shape": "x", "fgcolor": "#FFFFFF", "size": 6, "solidity": 0.35}
+HIGHLIGHT_PATTERN = {"shape": "x", "fgcolor": "#FFFFFF", "size": 6, "solidity": 0.25}
 HIGHLIGHT_BORDER = {"width": 2.5, "color": "#000000"}
 EVIDENCE_LINE = {"color": "#000000", "width": 2.5, "dash": "dash"}
 """A time range a finding points at: a dashed black frame over every lane, lightly shaded."""
@@ -143,6 +143,13 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
         bars = _bars(index, hl, highlight_name, HIGHLIGHT, min_ms, row_of)
         bars.marker.line = HIGHLIGHT_BORDER
         bars.marker.pattern = HIGHLIGHT_PATTERN
+        # named in white on the black (hidden, as other labels, where it does not fit): the
+        # outlined op is the one the finding is about
+        bars.text = plain_all(index.names[index.name[hl]])
+        bars.textposition = "inside"
+        bars.insidetextanchor = "middle"
+        bars.textangle = 0
+        bars.textfont = {"color": "#ffffff"}
         fig.add_trace(bars, row=1, col=1)
     if evidence_range is not None:
         # the range a finding points at, outlined over every lane (and shaded lightly)
