@@ -50,7 +50,9 @@ def fmt_saving(finding: object, sep: str = "/") -> str:
     per = saving_per(finding)
     ms = getattr(finding, "saving_s", 0.0) * 1e3
     share = getattr(finding, "share", 0.0) or 0.0
-    return f"{ms:.2f} ms{sep}{per} ({share * 100:.1f} % of {a_per(per)})"
+    # no share when the run gives none (a trace without steps has no step to divide by):
+    # "0.0 % of a capture" would read as "nothing to gain"
+    return f"{ms:.2f} ms{sep}{per}" + (f" ({share * 100:.1f} % of {a_per(per)})" if share else "")
 
 
 def a_per(per: str) -> str:

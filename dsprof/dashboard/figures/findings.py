@@ -27,7 +27,8 @@ def savings_figure(findings: Sequence[Finding], top: int = 10) -> go.Figure:
     pers = [saving_per(f) for f in rows]
     fig = go.Figure(go.Bar(
         x=[f.saving_s * 1e3 for f in rows], y=[plain(f.title) for f in rows], orientation="h",
-        text=[f"{f.share * 100:.1f} % of {a_per(per)}" for f, per in zip(rows, pers)],
+        text=[f"{f.share * 100:.1f} % of {a_per(per)}" if f.share else f"{f.saving_s * 1e3:.3g} ms"
+              for f, per in zip(rows, pers)],
         textposition="auto", customdata=pers, marker_color="#0072B2",
         hovertemplate="%{y}: %{x:.2f} ms per %{customdata}<extra></extra>"))
     unit = " and ".join(sorted(set(pers), key=pers.index)) or "step"
