@@ -1,4 +1,4 @@
-// Stand-in for dash_ag_grid.AgGrid until its bundle is loaded (dsprof/dashboard/lazy_grid.py
+// Stand-in for dash_ag_grid.AgGrid until its bundle is loaded (dsprof/dashboard/page_scripts.py
 // leaves the 1.3 MB bundle out of every page so that pages without a grid never evaluate it).
 // The first grid a page renders adds the bundle's <script> (Dash serves it at its usual URL;
 // the bundle finds its own lazy chunks from that script's src), then renders the real grid
