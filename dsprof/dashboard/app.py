@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from dash import Dash, Input, Output, dcc, html
 
+from dsprof.dashboard.page_scripts import trim_page_scripts
 from dsprof.dashboard.pages import (
     comms,
     compare,
@@ -49,6 +50,7 @@ def create_app(run_a: str | Path | RunSource, run_b: str | Path | RunSource | No
     for src in (a, b):
         if src is not None:
             src.warm()
+    trim_page_scripts()  # pages load only what they draw with (no grid on the Timeline)
     app = Dash(__name__, title=f"dsprof: {a.name}", update_title=None,
                suppress_callback_exceptions=True)
     nav = [html.Span("dsprof", className="brand")]

@@ -34,3 +34,27 @@ def fmt_ms(ms: float | None) -> str:
 
 def fmt_ns(ns: float | None) -> str:
     return "-" if ns is None else fmt_ms(ns / 1e6)
+
+
+def saving_per(finding: object) -> str:
+    """What a finding's time saving is counted over: "step", or on a trace that marks no steps
+    "capture" / "iteration" (``data.saving_per``, set by the analyzers), as the terminal says."""
+    data = getattr(finding, "data", None)
+    per = data.get("saving_per") if isinstance(data, dict) else None
+    return str(per) if per else "step"
+
+
+def fmt_saving(finding: object, sep: str = "/") -> str:
+    """A finding's time saving with its unit and share: ``1.50 ms/step (2.0 % of a step)``; a
+    trace without steps says ``ms/capture`` and the share of the capture."""
+    per = saving_per(finding)
+    ms = getattr(finding, "saving_s", 0.0) * 1e3
+    share = getattr(finding, "share", 0.0) or 0.0
+    # no share when the run gives none (a trace without steps has no step to divide by):
+    # "0.0 % of a capture" would read as "nothing to gain"
+    return f"{ms:.2f} ms{sep}{per}" + (f" ({share * 100:.1f} % of {a_per(per)})" if share else "")
+
+
+def a_per(per: str) -> str:
+    """``a step``, ``a capture``, ``an iteration``."""
+    return ("an " if per[:1] in "aeiou" else "a ") + per

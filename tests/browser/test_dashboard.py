@@ -292,6 +292,26 @@ def test_finding_evidence_jumps_the_timeline(cpu_server, open_page, runs):
     hl = gd_eval(p, "timeline-graph",
                  "gd.data.filter(t => t.name == 'finding evidence').length")
     assert hl == 1
+    # AND the outline is told by pattern and border, not by hue: black, cross-hatched, a thick
+    # border, unlike every category (the red highlight once matched communication kernels)
+    marker = gd_eval(p, "timeline-graph",
+                     "gd.data.find(t => t.name == 'finding evidence').marker")
+    assert marker["color"] == "#000000" and marker["pattern"]["shape"] == "x"
+    assert marker["line"]["width"] >= 2
+    named = gd_eval(p, "timeline-graph", "gd.data.find(t => t.name == 'finding evidence').text")
+    op_name = src.sql("SELECT name FROM ops WHERE id = ? AND rank = ?",
+                      [finding.evidence[0].op_ids[0], finding.evidence[0].rank])[0][0]
+    assert named == [op_name]  # the outlined op keeps its name
+    others = gd_eval(p, "timeline-graph", "gd.data.filter(t => t.type == 'bar' && "
+                     "t.name != 'finding evidence').map(t => [t.marker.color, "
+                     "(t.marker.pattern || {}).shape || ''])")
+    # (idle gaps are hatched '/' on no fill; nothing else is black or cross-hatched)
+    assert others and all(c != "#000000" and shape != "x" for c, shape in others), others
+    # drawn as such: the highlighted bar's SVG fill is the pattern
+    fills = page.eval_on_selector_all(
+        "#timeline-graph .barlayer .trace .point path",
+        "els => els.map(e => e.style.fill || '')")
+    assert any("url(" in f for f in fills), fills[:5]
     start, dur = src.sql("SELECT start_ns, dur_ns FROM ops WHERE id = ? AND rank = ?",
                          [finding.evidence[0].op_ids[0], finding.evidence[0].rank])[0]
     rng = x_range(p)
@@ -309,6 +329,7 @@ def test_finding_evidence_jumps_the_timeline(cpu_server, open_page, runs):
                     "gd.layout.shapes.find(s => s.name == 'evidence range')")
     assert shape["x0"] == pytest.approx((ev.start_ns - op.t0_ns) / 1e6, abs=1e-6)
     assert shape["x1"] == pytest.approx((ev.end_ns - op.t0_ns) / 1e6, abs=1e-6)
+    assert shape["line"]["color"] == "#000000" and shape["line"]["dash"] == "dash"
     # AND a range change plotly made before the page's relayout listener was bound (a graph
     # just purged and redrawn: the race that left a zoom out unfetched) is still fetched
     before = title(p, "timeline-graph")

@@ -170,7 +170,8 @@ def test_an_evidence_range_is_outlined():
     index = _gappy(idle=False)
     fig = timeline_figure(index, index.window(), evidence_range=(100, 200))
     (shape,) = [s for s in fig.layout.shapes if s.name == "evidence range"]
-    assert (shape.x0, shape.x1) == (100 / 1e6, 200 / 1e6) and shape.line.width == 2
+    assert (shape.x0, shape.x1) == (100 / 1e6, 200 / 1e6) and shape.line.width >= 2
+    assert shape.line.color == "#000000" and shape.line.dash == "dash"  # never a hue alone
 
 
 def test_selected_range_reads_a_box_selection():

@@ -59,10 +59,12 @@ def per_rank_step_figure(per_rank: pa.Table) -> go.Figure:
     colors = distinct_colors([f"rank {r}" for r in np.unique(rank)])
     for r in np.unique(rank):
         m = rank == r
-        fig.add_trace(go.Bar(x=step[m], y=ms[m], name=f"rank {r}",
-                             marker_color=colors[f"rank {r}"]))
+        # steps as categories: a numeric axis put ticks at steps 3.5, 4.5, ...
+        fig.add_trace(go.Bar(x=[str(s) if s >= 0 else "no step" for s in step[m]], y=ms[m],
+                             name=f"rank {r}", marker_color=colors[f"rank {r}"]))
     fig.update_layout(title="Time in collectives per step, by rank", barmode="group",
                       xaxis_title="step", yaxis_title="ms", **_LAYOUT)
+    fig.update_xaxes(type="category")
     return fig
 
 

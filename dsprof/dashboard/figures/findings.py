@@ -14,21 +14,26 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from dsprof.dashboard.text import fmt_bytes, plain
+from dsprof.dashboard.text import a_per, fmt_bytes, plain, saving_per
 from dsprof.findings import Finding
 
 _LAYOUT = {"margin": {"l": 70, "r": 20, "t": 40, "b": 40}, "height": 320}
 
 
 def savings_figure(findings: Sequence[Finding], top: int = 10) -> go.Figure:
-    """Estimated saving per step (ms) of the top findings, as ranked by the registry."""
+    """Estimated saving (ms) of the top findings, as ranked by the registry, per step (or per
+    capture / iteration on a trace without steps: each finding's ``data.saving_per``)."""
     rows = [f for f in findings if f.saving_s > 0][:top]
+    pers = [saving_per(f) for f in rows]
     fig = go.Figure(go.Bar(
         x=[f.saving_s * 1e3 for f in rows], y=[plain(f.title) for f in rows], orientation="h",
-        text=[f"{f.share * 100:.1f} % of a step" for f in rows], textposition="auto",
-        marker_color="#0072B2", hovertemplate="%{y}: %{x:.2f} ms per step<extra></extra>"))
+        text=[f"{f.share * 100:.1f} % of {a_per(per)}" if f.share else f"{f.saving_s * 1e3:.3g} ms"
+              for f, per in zip(rows, pers)],
+        textposition="auto", customdata=pers, marker_color="#0072B2",
+        hovertemplate="%{y}: %{x:.2f} ms per %{customdata}<extra></extra>"))
+    unit = " and ".join(sorted(set(pers), key=pers.index)) or "step"
     # one bar as tall as ten would be: the chart grows with the findings it lists
-    fig.update_layout(title="Estimated time saved per step", xaxis_title="ms",
+    fig.update_layout(title=f"Estimated time saved per {unit}", xaxis_title=f"ms per {unit}",
                       yaxis={"autorange": "reversed"},
                       **{**_LAYOUT, "height": min(320, 110 + 32 * max(len(rows), 1))})
     return fig

@@ -33,7 +33,15 @@ COLORS = {
     "kernel gemm": "#17becf", "kernel conv": "#1f9e89", "kernel attention": "#6a3d9a",
     "kernel elementwise": "#aec7e8", "kernel reduction": "#ffbb78", "kernel norm": "#98df8a",
 }
-HIGHLIGHT = "#e41a1c"
+HIGHLIGHT = "#000000"
+"""Spans a finding (or a search) points at: black, cross-hatched in white, with a thick black
+border. No category is black or patterned, and where a dark category (a collective) leaves
+black too close, the white hatch is not: the outline never rests on a hue (red beside the red
+communication kernels was missed), and reads the same to colour-blind eyes."""
+HIGHLIGHT_PATTERN = {"shape": "x", "fgcolor": "#FFFFFF", "size": 6, "solidity": 0.25}
+HIGHLIGHT_BORDER = {"width": 2.5, "color": "#000000"}
+EVIDENCE_LINE = {"color": "#000000", "width": 2.5, "dash": "dash"}
+"""A time range a finding points at: a dashed black frame over every lane, lightly shaded."""
 MEMORY_COLORS = ("#333333", "#8c564b", "#6a3d9a", "#b15928")
 UIREVISION = "timeline"
 PLOT_PX = 1500
@@ -133,14 +141,21 @@ def timeline_figure(index: TimelineIndex, win: Window, *,
             fig.add_trace(bars, row=1, col=1)
     if len(hl):
         bars = _bars(index, hl, highlight_name, HIGHLIGHT, min_ms, row_of)
-        bars.marker.line = {"width": 2, "color": "#000000"}
+        bars.marker.line = HIGHLIGHT_BORDER
+        bars.marker.pattern = HIGHLIGHT_PATTERN
+        # named in white on the black (hidden, as other labels, where it does not fit): the
+        # outlined op is the one the finding is about
+        bars.text = plain_all(index.names[index.name[hl]])
+        bars.textposition = "inside"
+        bars.insidetextanchor = "middle"
+        bars.textangle = 0
+        bars.textfont = {"color": "#ffffff"}
         fig.add_trace(bars, row=1, col=1)
     if evidence_range is not None:
         # the range a finding points at, outlined over every lane (and shaded lightly)
         fig.add_shape(type="rect", x0=evidence_range[0] / 1e6, x1=evidence_range[1] / 1e6,
                       y0=0, y1=1, yref="y domain", xref="x", name="evidence range",
-                      line={"color": HIGHLIGHT, "width": 2},
-                      fillcolor="rgba(228,26,28,0.06)", layer="above")
+                      line=EVIDENCE_LINE, fillcolor="rgba(0,0,0,0.05)", layer="above")
     for k, series in enumerate(memory):
         at = series.sample(win.x0, win.x1, memory_points)
         # a fixed colour per series: plotly's default follows the trace's position, which

@@ -17,7 +17,7 @@ from dsprof.dashboard.figures.findings import (
     savings_figure,
 )
 from dsprof.dashboard.pages.common import graph, missing, section
-from dsprof.dashboard.text import fmt_bytes
+from dsprof.dashboard.text import fmt_bytes, fmt_saving
 from dsprof.errors import DsprofError
 from dsprof.findings import Evidence, Finding
 
@@ -46,7 +46,7 @@ def evidence_href(ev: Evidence) -> str | None:
 def finding_card(f: Finding) -> html.Div:
     saving = []
     if f.saving_s:
-        saving.append(f"{f.saving_s * 1e3:.2f} ms per step ({f.share * 100:.1f} %)")
+        saving.append(fmt_saving(f, " per "))
     if f.saving_bytes:
         saving.append(f"{fmt_bytes(f.saving_bytes)} of peak memory")
     evidence = []
@@ -59,7 +59,7 @@ def finding_card(f: Finding) -> html.Div:
     body: list[Any] = [
         html.H4(f.title),
         html.P(f"{f.severity} | saves {', '.join(saving) or 'nothing measurable'} | "
-               f"confidence {f.confidence} | {f.kind} | id {f.id}"),
+               f"confidence {f.confidence} | {f.kind} | id {f.id}", className="finding-meta"),
     ]
     if f.explanation:
         body.append(html.P(f.explanation))

@@ -19,7 +19,7 @@ from dsprof.dashboard.figures.overview import (
 )
 from dsprof.dashboard.pages.common import graph, kv_table, missing, section
 from dsprof.dashboard.pages.overview_tiles import headline_tiles
-from dsprof.dashboard.text import fmt_bytes, fmt_ms
+from dsprof.dashboard.text import fmt_bytes, fmt_ms, fmt_saving
 from dsprof.metrics.step_breakdown import StepBreakdown
 
 PATH = "/"
@@ -158,7 +158,7 @@ def _findings(src: Any) -> Any:
     for f in src.findings[:5]:
         saving = []
         if f.saving_s:
-            saving.append(f"{f.saving_s * 1e3:.2f} ms/step ({f.share * 100:.1f} %)")
+            saving.append(fmt_saving(f))
         if f.saving_bytes:
             saving.append(fmt_bytes(f.saving_bytes))
         items.append(html.Li([dcc.Link(f.title, href=f"/findings?id={f.id}"),
