@@ -24,6 +24,8 @@ from __future__ import annotations
 import dash_ag_grid
 from dash import _dash_renderer
 
+from dsprof.log import logger
+
 BUNDLE = "dash_ag_grid.min.js"
 POLYFILL = "polyfill@"
 
@@ -48,5 +50,10 @@ def drop_polyfill() -> None:
 
 
 def trim_page_scripts() -> None:
-    defer_grid_bundle()
-    drop_polyfill()
+    """Both trims reach into Dash's own lists: a Dash or dash-ag-grid whose internals moved
+    keeps its default scripts (slower first render, same pages) rather than failing to start."""
+    for trim in (defer_grid_bundle, drop_polyfill):
+        try:
+            trim()
+        except (AttributeError, TypeError, KeyError) as exc:
+            logger.debug("dashboard: %s skipped (%s: %s)", trim.__name__, type(exc).__name__, exc)
