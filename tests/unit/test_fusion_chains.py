@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dsprof.analyzers.fusion import classify, fold_indices
 from dsprof.metrics.ops.fusion_chains import chain_bytes, chain_saving, find_chains
 from dsprof.metrics.ops.opbytes import op_io
@@ -134,3 +136,30 @@ def test_the_library_op_knob_is_offered_only_where_the_chain_is_the_whole_module
     (chain,) = find_chains(inline, called)
     # THEN swapping the module's forward would drop the matmuls: no library-op knob
     assert chain.module == "M.blocks.0.mlp" and not whole_module(chain, inline)
+
+
+def test_a_library_gelu_on_cpu_saves_the_chains_time_less_its_own_cost():
+    from dsprof.analyzers.fusion import library_op_saving
+    from dsprof.metrics.ops.library_cost import CALIBRATED_S_PER_ELEMENT, LibraryCost
+
+    # GIVEN a tanh GELU chain of 7 ops, 100 us each forward, 1 ms in its backward, on 256k
+    # elements
+    seq = [op("pow", X), op("mul", X, ()), op("add", X, X), op("mul", X, ()), op("tanh", X),
+           op("add", X, ()), op("mul", X, X)]
+    chain = find_chains(seq, frozenset({"M", "M.blocks.0", "M.blocks.0.act"}))[0]
+    fwd, bwd = CALIBRATED_S_PER_ELEMENT["gelu_tanh"]
+    cost = LibraryCost(fwd, bwd, "calibrated (one thread)")
+    # WHEN F.gelu replaces it on CPU
+    saved = library_op_saving(chain, 700e-6, 1e-3, cost, profiler_cost=0.0)
+    # THEN the saving is the chain's 1.7 ms less what F.gelu still costs on those elements
+    # (~1.1 ms: compute-bound), far under the bandwidth model's near-total saving
+    library = 1024 * 256 * (fwd + bwd)
+    assert saved == pytest.approx(1.7e-3 - library)
+    assert 0.4e-3 < saved < 0.8e-3
+    bw_saving, _ = chain_saving(chain, bandwidth=20e9, overhead=5e-6)
+    assert bw_saving > 0.8 * 700e-6  # forward alone: the model that overestimated
+    # AND the profiler's cost per recorded op comes off the chain's time first
+    assert library_op_saving(chain, 700e-6, 1e-3, cost, profiler_cost=10e-6) == \
+        pytest.approx(saved - 7 * 10e-6 - 21 * 10e-6)
+    # AND a library op dearer than the chain saves nothing (never a negative saving)
+    assert library_op_saving(chain, 100e-6, 0.0, cost, profiler_cost=0.0) == 0.0
