@@ -51,6 +51,28 @@ FOREACH_OPTIMIZERS = {"Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "Ada
                       "NAdam", "RAdam", "RMSprop", "Rprop", "SGD"}
 
 
+# What torch's fused Adam/AdamW kernel still costs on CPU (torch 2.13, one thread, this
+# project's machine, 4-1024 parameters of 16 to 1M fp32 elements): 3.5-4.1 us a tensor on
+# tiny tensors, where the for-loop runs 12 top-level ops at ~1.75 us each (21 us a parameter),
+# i.e. about two of the loop's ops per tensor; and 0.68 ns an element on large ones
+# (0.17 ns a parameter byte), compute-bound: above the bytes-at-bandwidth estimate of a
+# cache-resident model. With one op's overhead for the whole update the prediction was 26-40 %
+# over the measured CPU time saved (multihead_attention 0.47 vs 0.35 ms, hf_bert 1.71 vs
+# 1.02 ms, benchmarks/advice.py): hf_bert's ~200 tensors pay ~0.7 ms of calls fused too.
+FUSED_CPU_OPS_PER_TENSOR = 2.0
+FUSED_CPU_S_PER_PARAM_BYTE = 0.17e-9
+
+
+def fused_cpu_s(cls: str, pbytes: int, n_tensors: int, factor: int, bandwidth: float,
+                op_s: float) -> float:
+    """Predicted time of the fused update on CPU: its element work (the larger of its bytes
+    at the measured bandwidth and the calibrated compute cost) plus a call per tensor, priced
+    at ``FUSED_CPU_OPS_PER_TENSOR`` of this run's own per-op cost ``op_s``."""
+    compute = pbytes * FUSED_CPU_S_PER_PARAM_BYTE if cls in ("Adam", "AdamW") else 0.0
+    elements = max(factor * pbytes / bandwidth, compute)
+    return elements + max(n_tensors, 1) * FUSED_CPU_OPS_PER_TENSOR * op_s
+
+
 class OptimizerFusionAnalyzer(Analyzer):
     name = "fusion_optimizer"
     requires = ("ops",)
@@ -111,8 +133,10 @@ class OptimizerFusionAnalyzer(Analyzer):
             # on CPU torch's fused SGD measured slower than this loop (benchmarks/advice.py).
             if n_tensors and n_ops <= 2 * n_tensors and (n_ops - 1) * overhead < MIN_SAVING_S:
                 continue
+            # on CPU the fused kernel still pays a call per tensor (see fused_cpu_s)
+            per_op = None if table.device else max(0.0, overhead - table.profiler_cost_s)
             finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
-                                    bw_source, overhead)
+                                    bw_source, overhead, n_tensors, per_op)
             if finding is not None:
                 findings.append(finding)
         return findings
@@ -221,7 +245,8 @@ class OptimizerFusionAnalyzer(Analyzer):
 
     def _finding(self, cls: str, rows: list[tuple], now: float, n_ops: float, pbytes: int,
                  foreach: bool, bandwidth: float, bw_source: str,
-                 overhead: float) -> Finding | None:
+                 overhead: float, n_tensors: int = 0,
+                 cpu_op_s: float | None = None) -> Finding | None:
         factor = FUSED_BYTES_PER_PARAM_BYTE.get(cls)
         first = rows[0]
         evidence = (Evidence(text=f"{first[3]}: {n_ops:.0f} ops, {now * 1e3:.3f} ms per step",
@@ -230,6 +255,16 @@ class OptimizerFusionAnalyzer(Analyzer):
         impl = "foreach" if foreach else "per-parameter loop"
         if factor is not None and pbytes:
             predicted = factor * pbytes / bandwidth + overhead
+            cpu_note = ""
+            if cpu_op_s is not None:
+                predicted = fused_cpu_s(cls, pbytes, n_tensors, factor, bandwidth, cpu_op_s)
+                cpu_note = (
+                    f" On CPU the fused kernel is compute-bound and still pays a call per "
+                    f"tensor: predicted max(bytes at the bandwidth, "
+                    f"{FUSED_CPU_S_PER_PARAM_BYTE * 1e12:.0f} ps per parameter byte) + "
+                    f"{n_tensors} tensors x {FUSED_CPU_OPS_PER_TENSOR:g} x "
+                    f"{cpu_op_s * 1e6:.2f} us (this run's per-op cost at full speed) = "
+                    f"{predicted * 1e3:.3f} ms.")
             saving = now - predicted
             if saving < MIN_SAVING_S:
                 return None
@@ -243,13 +278,15 @@ class OptimizerFusionAnalyzer(Analyzer):
                     f"recorded op taken out). The fused kernel reads and writes "
                     f"{factor} bytes per parameter byte ({pbytes / 2**20:.2f} MiB of "
                     f"parameters with gradients): {factor * pbytes / 2**20:.1f} MiB at "
-                    f"{bandwidth / 1e9:.1f} GB/s ({bw_source}) = {predicted * 1e3:.3f} ms."),
+                    f"{bandwidth / 1e9:.1f} GB/s ({bw_source})"
+                    + (f" = {predicted * 1e3:.3f} ms." if not cpu_note else "." + cpu_note)),
                 evidence=evidence,
                 fix=f"optimizer = torch.optim.{cls}(model.parameters(), ..., fused=True)",
                 apply={"DS_OPTIMIZER_FUSED": "1"},
                 verify="dsprof verify RUN ID   (reruns the script with DS_OPTIMIZER_FUSED=1)",
                 data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
-                      "param_bytes": pbytes, "predicted_fused_s": predicted})
+                      "param_bytes": pbytes, "param_tensors": n_tensors,
+                      "predicted_fused_s": predicted})
         if foreach or cls not in FOREACH_OPTIMIZERS:
             return None
         n_params = max(1, round(n_ops / 10))
