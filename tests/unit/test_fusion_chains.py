@@ -138,28 +138,26 @@ def test_the_library_op_knob_is_offered_only_where_the_chain_is_the_whole_module
     assert chain.module == "M.blocks.0.mlp" and not whole_module(chain, inline)
 
 
-def test_a_library_gelu_on_cpu_saves_the_chains_time_less_its_own_cost():
+def test_a_library_gelu_on_cpu_saves_the_bytes_model_less_its_own_compute():
     from dsprof.analyzers.fusion import library_op_saving
     from dsprof.metrics.ops.library_cost import CALIBRATED_S_PER_ELEMENT, LibraryCost
 
-    # GIVEN a tanh GELU chain of 7 ops, 100 us each forward, 1 ms in its backward, on 256k
-    # elements
-    seq = [op("pow", X), op("mul", X, ()), op("add", X, X), op("mul", X, ()), op("tanh", X),
-           op("add", X, ()), op("mul", X, X)]
+    # GIVEN a tanh GELU chain of 7 ops on 256k elements, 1 ms each as profiled
+    seq = [op("pow", X, t_us=1000), op("mul", X, (), t_us=1000), op("add", X, X, t_us=1000),
+           op("mul", X, (), t_us=1000), op("tanh", X, t_us=1000), op("add", X, (), t_us=1000),
+           op("mul", X, X, t_us=1000)]
     chain = find_chains(seq, frozenset({"M", "M.blocks.0", "M.blocks.0.act"}))[0]
     fwd, bwd = CALIBRATED_S_PER_ELEMENT["gelu_tanh"]
     cost = LibraryCost(fwd, bwd, "calibrated (one thread)")
+    bytes_saving, now = chain_saving(chain, bandwidth=20e9, overhead=5e-6)
     # WHEN F.gelu replaces it on CPU
-    saved = library_op_saving(chain, 700e-6, 1e-3, cost, profiler_cost=0.0)
-    # THEN the saving is the chain's 1.7 ms less what F.gelu still costs on those elements
-    # (~1.1 ms: compute-bound), far under the bandwidth model's near-total saving
-    library = 1024 * 256 * (fwd + bwd)
-    assert saved == pytest.approx(1.7e-3 - library)
-    assert 0.4e-3 < saved < 0.8e-3
-    bw_saving, _ = chain_saving(chain, bandwidth=20e9, overhead=5e-6)
-    assert bw_saving > 0.8 * 700e-6  # forward alone: the model that overestimated
-    # AND the profiler's cost per recorded op comes off the chain's time first
-    assert library_op_saving(chain, 700e-6, 1e-3, cost, profiler_cost=10e-6) == \
-        pytest.approx(saved - 7 * 10e-6 - 21 * 10e-6)
-    # AND a library op dearer than the chain saves nothing (never a negative saving)
-    assert library_op_saving(chain, 100e-6, 0.0, cost, profiler_cost=0.0) == 0.0
+    saved = library_op_saving(chain, bytes_saving, False, cost)
+    # THEN the saving is the bytes model's less what F.gelu still computes on those elements
+    # (forward only here: 0.46 ms), never the chain's inflated profiled time (7 ms)
+    assert saved == pytest.approx(bytes_saving - 1024 * 256 * fwd)
+    assert 0 < saved < bytes_saving < now
+    # AND with a backward the library's backward cost comes off too
+    assert library_op_saving(chain, bytes_saving, True, cost) == pytest.approx(
+        max(0.0, bytes_saving - 1024 * 256 * (fwd + bwd)))
+    # AND a library op dearer than the saving saves nothing (never a negative saving)
+    assert library_op_saving(chain, 1e-4, True, cost) == 0.0

@@ -4,9 +4,9 @@ The bandwidth model of :mod:`fusion_chains` prices a fused kernel at its bytes, 
 is right. On CPU a GELU is compute-bound: ``F.gelu(x, approximate="tanh")`` measured
 1.73-1.78 ns an element forward and 4.1-4.3 forward+backward on one thread (torch 2.13, this
 project's machine; shapes (2048, 256), (64, 1024), (512, 512)), 45-65 % of the hand-written
-chain's own time, where the bandwidth model gave ~0.1 ns. Pasting it saves the chain's time
-less this cost, not the chain's intermediate bytes (fusion_mlp's hand GELU: predicted 2.2x the
-thread CPU time it saved, benchmarks/advice.py).
+chain's own time, where the bandwidth model prices the fused kernel at ~0.1 ns (x in, y out).
+The fusion analyzer takes this cost off its bytes-model saving (fusion_mlp's hand GELU: the
+bytes model alone predicted 2.3-4.6x the thread CPU time the swap saved, benchmarks/advice.py).
 
 Where the run itself calls the library op (``aten::gelu`` / ``aten::gelu_backward`` elsewhere
 in the model), its measured time per element is used; otherwise the calibrated per-element
