@@ -250,7 +250,8 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
           f"{noise} inside the noise, {sum(r['verdict'].startswith('OFF') for r in ranked)} OFF; "
           f"{sum(r['verdict'].startswith('outside') for r in rows)} outside the ranked list; "
           f"{sum(r['verdict'] == 'MISSED' for r in rows)} MISSED; "
-          f"{sum(bool(r.get('slower')) for r in rows)} made the step slower; "
+          f"{sum(bool(r.get('slower')) for r in rows)} made the step slower "
+          f"({sum(bool(r.get('slower')) for r in ranked)} of them ranked); "
           f"{len(elapsed)} cases in {sum(elapsed.values()) / 60:.1f} min")
 
 
