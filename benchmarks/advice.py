@@ -10,21 +10,22 @@ an `apply` knob and a time saving, `dsprof verify` with `--rounds N` (N fresh ba
 N runs with the fix, alternated, full-speed steps pooled; see dsprof/apply/verify.py). The aim
 (issue 19): every ranked prediction within 25 % of the measured change in step time, or the
 finding outside the ranked list (severity info: inside the run's own noise, or impact unknown
-on a loaded machine), and no fix that makes the step slower. Each row says which:
+on a loaded machine), and no fix that makes the step slower.
 
-- ``within 25 %``: ranked, and the measured change is within 25 % of the predicted one;
-- ``outside the ranked list``: dsprof did not rank it (it makes no claim to check);
-- ``OFF +x %``: ranked, and the measured change is further than 25 % from the prediction;
-- ``MISSED``: a case built to show this problem (``expect``) got no finding of that kind;
-- ``found, no knob``: it got one, but with no knob to verify it by (the fix is code to paste);
-- ``SLOWER`` is added when the fix made the step measurably slower (beyond the arms' band).
+The verdict (benchmarks/advice_judge.py) is on the interleaved arms' steady steps, rank 0: for
+a fix that removes work from the training thread (fusion, precision) the thread's CPU time per
+step, since on a shared machine the wall time also holds the thread's waits for a core; for a
+fix that removes a wait (the DataLoader) the wall time. Each arm has its noise band
+(metrics/noise.py's model). Verdicts: ``within 25 %``; ``inside the noise`` (neither the
+measured nor the predicted change can be told from zero by these arms); ``OFF +x %``;
+``outside the ranked list`` (dsprof makes no claim to check); ``MISSED`` (a case built to show
+this problem got no finding of that kind); ``found, no knob``; ``SLOWER`` is added only when
+the fix made the step slower beyond the band.
 
 Each case runs in its own process, with a time limit (``--timeout``) after which its whole
 process group is stopped: a multi-rank job that hangs at exit (torch 2.13 + gloo, see
-benchmarks/gloo_teardown_race.py) costs one case, not the table. For fixes that remove work
-from the training thread (fusion, the optimizer) the thread's CPU time saved per step is
-printed too: on a loaded machine the wall time also holds the time the thread was
-descheduled, which no fix changes. Nothing is asserted; this machine's load decides the noise.
+benchmarks/gloo_teardown_race.py) costs one case, not the table. The wall time saved is printed beside
+a CPU-time verdict. Nothing is asserted; this machine's load decides the noise.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.advice_judge import WHY_CPU, WHY_WALL, Arm, judge, read_arm
+
 EXAMPLES = REPO / "examples"
 # Corpus models run long enough to have full-speed steps after the profiler's window.
 CORPUS_STEPS = 30
-WITHIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -141,11 +143,8 @@ def judge_case(case: Case, rounds: int, rows_file: Path) -> None:
         for f in applicable:
             out = Path(tmp) / f"{base.name}-{f['id']}"
             v = verify(base, [f["id"]], out=out, rounds=rounds, fresh_baseline=True)
-            cpu = None
-            if f["kind"].startswith(WORK_KINDS):
-                b_runs, f_runs = arms(out, rounds)
-                cpu = (thread_cpu_s(b_runs), thread_cpu_s(f_runs))
-            _write(rows_file, row(case.name, f, v, cpu))
+            b_runs, f_runs = arms(out, rounds)
+            _write(rows_file, row(case.name, f, v, read_arm(b_runs), read_arm(f_runs)))
 
 
 def _write(rows_file: Path, data: dict) -> None:
@@ -153,28 +152,28 @@ def _write(rows_file: Path, data: dict) -> None:
         fh.write(json.dumps(data) + "\n")
 
 
-def row(case: str, f: dict, v, cpu: tuple[float | None, float | None] | None) -> dict:
+def row(case: str, f: dict, v, base: Arm, fixed: Arm) -> dict:
+    """One finding's row: the interleaved arms' verdict (advice_judge), and verify's own
+    wall-time figures beside it."""
     ranked = f["severity"] != "info"
-    err = v.error
-    slower = bool(v.measured_step_s and v.baseline_step_s
-                  and v.measured_step_s - v.baseline_step_s > (v.band_s or 0.0))
-    if not ranked:
-        verdict = "outside the ranked list"
-    elif err is not None and abs(err) <= WITHIN:
-        verdict = "within 25 %"
-    else:
-        verdict = f"OFF {err:+.0%}" if err is not None else "OFF (no measurement)"
-    if slower:
-        verdict += ", SLOWER"
+    predicted_wall = (None if v.baseline_step_s is None or v.predicted_step_s is None
+                      else v.baseline_step_s - v.predicted_step_s)
+    j = judge(f["kind"], ranked, predicted_wall or 0.0, base, fixed)
+    wall_saved = (statistics.median(base.wall) - statistics.median(fixed.wall)
+                  if base.wall and fixed.wall else None)
     return {"case": case, "kind": f["kind"], "id": f["id"], "title": f["title"],
-            "severity": f["severity"], "ranked": ranked, "verdict": verdict,
+            "severity": f["severity"], "ranked": ranked,
+            "verdict": j.verdict if j else "no measurement (an arm has under 2 steady steps)",
             "why_unranked": _why_unranked(f) if not ranked else None,
-            "baseline_ms": _ms(v.baseline_step_s), "predicted_ms": _ms(v.predicted_step_s),
-            "measured_ms": _ms(v.measured_step_s), "band_ms": _ms(v.band_s),
-            "sd_ms": [_ms(v.baseline_spread_s), _ms(v.measured_spread_s)],
-            "error": err, "measurable": v.measurable, "slower": slower,
-            "cpu_saved_ms": (None if not cpu or None in cpu else (cpu[0] - cpu[1]) * 1e3),
-            "cpu_error": _cpu_error(v, cpu)}
+            "metric": j.metric if j else None, "why_metric": j.why if j else None,
+            "baseline_ms": _ms(j.baseline_s) if j else None,
+            "predicted_saving_ms": _ms(j.predicted_saving_s) if j else None,
+            "measured_saving_ms": _ms(j.measured_saving_s) if j else None,
+            "sd_ms": [_ms(x) for x in j.sd_s] if j else [None, None],
+            "n": list(j.n) if j else [len(base.wall), len(fixed.wall)],
+            "band_ms": _ms(j.band_s) if j else None,
+            "error": j.error if j else None, "slower": bool(j and j.slower),
+            "wall_saved_ms": _ms(wall_saved), "predicted_wall_ms": _ms(predicted_wall)}
 
 
 def _why_unranked(f: dict) -> str:
@@ -190,43 +189,12 @@ def _ms(x: float | None) -> float | None:
     return None if x is None else x * 1e3
 
 
-def thread_cpu_s(runs: list[Path]) -> float | None:
-    """Median CPU time of the training thread over the steps verify counts (rank 0), pooled
-    over ``runs``: the work a fix that removes work removes (not a wait, like a DataLoader's)."""
-    from dsprof.run import load
-
-    cpu = []
-    for path in runs:
-        with load(path, ingest=False) as run:
-            counted = {s for r, s, _ in run.facts.step.counted if r == 0}
-            cpu += [c for s, c in run.sql("SELECT step, cpu_ns FROM steps WHERE rank = 0 "
-                                          "AND cpu_ns IS NOT NULL") if s in counted]
-    return statistics.median(cpu) / 1e9 if cpu else None
-
-
 def arms(out: Path, rounds: int) -> tuple[list[Path], list[Path]]:
     """The run directories verify wrote (dsprof/apply/verify.py's names): baselines, fixes."""
     if rounds == 1:
         return [out.with_name(out.name + "-baseline")], [out]
     return ([out.with_name(f"{out.name}-r{k}-baseline") for k in range(rounds)],
             [out.with_name(f"{out.name}-r{k}") for k in range(rounds)])
-
-
-# Findings that remove work from the training thread: judged on its CPU time as well.
-WORK_KINDS = ("fusion.", "precision.", "tensor_core.")
-
-
-def _cpu_error(v, cpu: tuple[float | None, float | None] | None) -> float | None:
-    """(measured - predicted) / predicted saving, in the thread's CPU time. The prediction is
-    a share of the step (verify's rule), applied to the baseline's CPU time."""
-    if not cpu or cpu[0] is None or cpu[1] is None or not v.baseline_step_s \
-            or v.predicted_step_s is None:
-        return None
-    share = 1 - v.predicted_step_s / v.baseline_step_s
-    if share <= 0:
-        return None
-    predicted = cpu[0] * share
-    return (cpu[0] - cpu[1] - predicted) / predicted
 
 
 # -- the whole table -------------------------------------------------------------------------
@@ -250,26 +218,26 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
         return "-" if x is None else f"{x:.2f}"
 
     print()
-    print(f"{'case':30} {'finding':24} {'base ms':>8} {'pred ms':>8} {'meas ms':>8} "
-          f"{'pred -ms':>8} {'meas -ms':>8} {'sd b/f ms':>11} {'band ms':>8} {'cpu -ms':>8} "
-          f"{'cpu err':>7}  verdict")
+    print(f"{'case':28} {'finding':24} {'on':>4} {'base ms':>8} {'pred -ms':>8} "
+          f"{'meas -ms':>8} {'sd b/f ms':>11} {'n b/f':>7} {'band ms':>8} {'err':>6} "
+          f"{'wall -ms':>8}  verdict")
     for r in rows:
         if r["verdict"] in ("MISSED", "found, no knob"):
-            print(f"{r['case'][:30]:30} {r['kind'][:24]:24} {'':>95}  {r['verdict']}")
+            print(f"{r['case'][:28]:28} {r['kind'][:24]:24} {'':>78}  {r['verdict']}")
             continue
-        b, p, m = r["baseline_ms"], r["predicted_ms"], r["measured_ms"]
-        pred = None if b is None or p is None else b - p
-        meas = None if b is None or m is None else b - m
         sds = "/".join(f2(x) for x in r["sd_ms"])
-        cpu_err = "-" if r["cpu_error"] is None else f"{r['cpu_error']:+.0%}"
+        ns = "/".join(str(x) for x in r["n"])
+        err = "-" if r["error"] is None else f"{r['error']:+.0%}"
         verdict = r["verdict"]
         if r["why_unranked"]:
             verdict += f" ({r['why_unranked']})"
-        if r["measurable"] is False:
-            verdict += "; no measurable change"
-        print(f"{r['case'][:30]:30} {r['kind'][:24]:24} {f2(b):>8} {f2(p):>8} {f2(m):>8} "
-              f"{f2(pred):>8} {f2(meas):>8} {sds:>11} {f2(r['band_ms']):>8} "
-              f"{f2(r['cpu_saved_ms']):>8} {cpu_err:>7}  {verdict}")
+        print(f"{r['case'][:28]:28} {r['kind'][:24]:24} {r['metric'] or '-':>4} "
+              f"{f2(r['baseline_ms']):>8} {f2(r['predicted_saving_ms']):>8} "
+              f"{f2(r['measured_saving_ms']):>8} {sds:>11} {ns:>7} {f2(r['band_ms']):>8} "
+              f"{err:>6} {f2(r['wall_saved_ms']):>8}  {verdict}")
+    print(f"\non: the time the verdict uses. cpu: {WHY_CPU}. wall: a fix that {WHY_WALL}. "
+          "Arms interleaved (baseline, fix, ... per round), steady steps of rank 0 pooled; "
+          "band: 2 standard errors of the difference of the arms' medians (metrics/noise.py).")
     quiet = [c for c in elapsed if c not in problems and not any(r["case"] == c for r in rows)]
     if quiet:
         print(f"\nno auto-applicable finding with a saving: {', '.join(quiet)}")
@@ -277,10 +245,13 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
         print(f"{case}: {what}")
     ranked = [r for r in rows if r.get("ranked")]
     within = sum(r["verdict"].startswith("within") for r in ranked)
-    print(f"\n{within}/{len(ranked)} ranked findings within 25 % of the measured change; "
+    noise = sum(r["verdict"].startswith("inside the noise") for r in ranked)
+    print(f"\n{within}/{len(ranked)} ranked findings within 25 % of the measured change, "
+          f"{noise} inside the noise, {sum(r['verdict'].startswith('OFF') for r in ranked)} OFF; "
           f"{sum(r['verdict'].startswith('outside') for r in rows)} outside the ranked list; "
           f"{sum(r['verdict'] == 'MISSED' for r in rows)} MISSED; "
-          f"{sum(bool(r.get('slower')) for r in rows)} made the step slower; "
+          f"{sum(bool(r.get('slower')) for r in rows)} made the step slower "
+          f"({sum(bool(r.get('slower')) for r in ranked)} of them ranked); "
           f"{len(elapsed)} cases in {sum(elapsed.values()) / 60:.1f} min")
 
 

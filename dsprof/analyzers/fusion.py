@@ -41,9 +41,11 @@ from dsprof.metrics.ops.fusion_chains import (
     Chain,
     backward_saving,
     chain_bytes,
+    chain_numel,
     chain_saving,
     find_chains,
 )
+from dsprof.metrics.ops.library_cost import LibraryCost, library_cost
 from dsprof.metrics.ops.optable import Op, OpTable
 
 MIN_SAVING_S = 20e-6
@@ -138,6 +140,14 @@ class FusionAnalyzer(Analyzer):
             if library in FORWARD_ONLY_ON_CPU and not table.device:
                 # the pasted op fuses the forward only here: its backward runs the same ops
                 saving = forward_only[key] / table.n_steps
+            cost = None
+            if kind in CPU_COMPUTE_BOUND_KINDS and library is not None and not table.device:
+                # compute-bound on CPU: the library op still costs most of what it replaces
+                cost = library_cost(ctx.run, library, table.profiler_cost_s,
+                                    table.steps_filter)
+                if cost is not None:
+                    saving = sum(library_op_saving(c, s, b > 0, cost)
+                                 for c, s, _, b in items) / table.n_steps
             if library is None and not table.device:
                 # the fix compiles the module: each call pays dynamo's guards and the compiled
                 # graph's wrapper, forward and backward, which small chains do not win back
@@ -146,13 +156,13 @@ class FusionAnalyzer(Analyzer):
                 continue
             findings.append(self._finding(ctx, table, kind, pattern, names, items, saving,
                                           bandwidth, bw_source, overhead,
-                                          whole[(kind, pattern, names)]))
+                                          whole[(kind, pattern, names)], cost))
         return findings
 
     def _finding(self, ctx: Context, table: OpTable, kind: str, pattern: str,
                  names: tuple[str, ...], items: list[tuple[Chain, float, float, float]],
                  saving: float, bandwidth: float, bw_source: str, overhead: float,
-                 whole: bool) -> Finding:
+                 whole: bool, cost: LibraryCost | None = None) -> Finding:
         modules = sorted({c.module for c, _, _, _ in items if c.module})
         per_step = len(items) / table.n_steps
         total, fused = chain_bytes(items[0][0])
@@ -180,6 +190,11 @@ class FusionAnalyzer(Analyzer):
             "gradient. "
             "Shapes and order show the chain, not tensor identity: if another op also reads "
             "an intermediate, the fused kernel still writes it and the saving is smaller."
+            + (f" On CPU this library op is compute-bound, not memory-bound: it still "
+               f"costs {cost.forward_s * 1e9:.2f} ns an element forward and "
+               f"{cost.backward_s * 1e9:.2f} ns backward ({cost.source}), taken off the "
+               "saving above (a fused kernel that only moved x and y would be free of it)."
+               if cost is not None else "")
             + (" On CPU the library op fuses the forward only (its backward runs the same "
                "ops): the saving counts the forward's part." if forward_only else "")
             + (f" Compiled on CPU, each call also pays {COMPILED_CALL_S * 1e6:.0f} us (dynamo's "
@@ -223,7 +238,9 @@ class FusionAnalyzer(Analyzer):
                   "modules": modules, "ops": list(names), "bytes_unfused": total,
                   "bytes_fused": fused, "instances_per_step": per_step,
                   "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,
-                  "forward_s": fwd_now, "backward_s": bwd_now})
+                  "forward_s": fwd_now, "backward_s": bwd_now,
+                  **({"library_s_per_element": [cost.forward_s, cost.backward_s],
+                      "library_cost_source": cost.source} if cost is not None else {})})
 
 
 _LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',
@@ -241,6 +258,25 @@ COMPILED_CALL_S = 90e-6
 # on a CPU run they save the forward's fused part only. aten::rms_norm runs _fused_rms_norm
 # forward, then pow/mean/rsqrt/div/mul backward.
 FORWARD_ONLY_ON_CPU = frozenset({"rms_norm"})
+
+# Kinds whose library op is compute-bound on CPU (metrics/ops/library_cost.py): the saving is
+# the chain's time less the library op's, not the intermediates' bytes.
+CPU_COMPUTE_BOUND_KINDS = frozenset({"fusion.hand_gelu"})
+
+
+def library_op_saving(chain: Chain, bytes_saving: float, has_backward: bool,
+                      cost: LibraryCost) -> float:
+    """Seconds one instance saves when the library op replaces it on CPU: the bytes model's
+    saving (the intermediates' memory time and the ops' overhead, forward and backward, against
+    a fused kernel that only moves x and y) less what the library op still computes on the
+    chain's elements: on CPU that kernel is compute-bound, not a free pass over x and y. Not the
+    chain's profiled time less the library op's: profiled under load with memory recording,
+    fusion_mlp's GELU ops ran 4x their plain-script time, and that model claimed 52 ms of a
+    26 ms step."""
+    numel = chain_numel(chain)
+    if numel is None:
+        return 0.0
+    return max(0.0, bytes_saving - cost.seconds(numel, backward=has_backward))
 
 
 def library_op(kind: str, names: tuple[str, ...]) -> str | None:

@@ -51,6 +51,29 @@ FOREACH_OPTIMIZERS = {"Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "Ada
                       "NAdam", "RAdam", "RMSprop", "Rprop", "SGD"}
 
 
+# What torch's fused kernel still costs on CPU, against the per-parameter loop it replaces
+# (torch 2.13, one thread, this project's machine). AdamW, 4-64 fp32 tensors of 16 to 1M
+# elements, plain script: fused/loop 0.17 on tiny tensors (3.5 us a tensor: the kernel's call
+# per tensor, against 12 loop ops at ~1.75 us), 0.28-0.41 on 16k-262k elements; in training
+# (benchmarks/advice.py, thread CPU time, interleaved arms) fused AdamW saved 0.33-0.35 ms of
+# multihead_attention's loop, 0.25-0.29 of hand_attention's and 1.02 of hf_bert's (42 tensors),
+# i.e. it still costs 0.35-0.45 of the loop (state cache-cold after forward and backward).
+# Bytes at the bandwidth plus one op's overhead had predicted 26-40 % more saving than that.
+# The run's own per-op overhead ``c`` cannot price the calls: profiled with memory recording
+# on a loaded machine it read 55 us an op for hf_bert, 30x the plain-script dispatch.
+FUSED_CPU_SHARE_OF_LOOP = 0.4
+# Adam/AdamW's element work, compute-bound on large tensors: 0.68 ns an fp32 element.
+FUSED_CPU_S_PER_PARAM_BYTE = 0.17e-9
+
+
+def fused_cpu_s(cls: str, pbytes: int, factor: int, bandwidth: float, loop_s: float) -> float:
+    """Predicted time of the fused update on CPU: the largest of ``FUSED_CPU_SHARE_OF_LOOP`` of
+    the loop's own measured full-speed time ``loop_s``, its bytes at the measured bandwidth,
+    and (Adam/AdamW) its calibrated compute cost."""
+    compute = pbytes * FUSED_CPU_S_PER_PARAM_BYTE if cls in ("Adam", "AdamW") else 0.0
+    return max(FUSED_CPU_SHARE_OF_LOOP * loop_s, factor * pbytes / bandwidth, compute)
+
+
 class OptimizerFusionAnalyzer(Analyzer):
     name = "fusion_optimizer"
     requires = ("ops",)
@@ -112,7 +135,7 @@ class OptimizerFusionAnalyzer(Analyzer):
             if n_tensors and n_ops <= 2 * n_tensors and (n_ops - 1) * overhead < MIN_SAVING_S:
                 continue
             finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
-                                    bw_source, overhead)
+                                    bw_source, overhead, n_tensors, cpu=not table.device)
             if finding is not None:
                 findings.append(finding)
         return findings
@@ -221,7 +244,7 @@ class OptimizerFusionAnalyzer(Analyzer):
 
     def _finding(self, cls: str, rows: list[tuple], now: float, n_ops: float, pbytes: int,
                  foreach: bool, bandwidth: float, bw_source: str,
-                 overhead: float) -> Finding | None:
+                 overhead: float, n_tensors: int = 0, cpu: bool = False) -> Finding | None:
         factor = FUSED_BYTES_PER_PARAM_BYTE.get(cls)
         first = rows[0]
         evidence = (Evidence(text=f"{first[3]}: {n_ops:.0f} ops, {now * 1e3:.3f} ms per step",
@@ -230,6 +253,16 @@ class OptimizerFusionAnalyzer(Analyzer):
         impl = "foreach" if foreach else "per-parameter loop"
         if factor is not None and pbytes:
             predicted = factor * pbytes / bandwidth + overhead
+            cpu_note = ""
+            if cpu:
+                predicted = fused_cpu_s(cls, pbytes, factor, bandwidth, now)
+                cpu_note = (
+                    f" On CPU the fused kernel still costs a share of the loop (a call per "
+                    f"tensor, {n_tensors} here, and compute-bound arithmetic): predicted the "
+                    f"largest of {FUSED_CPU_SHARE_OF_LOOP:g} x the loop's "
+                    f"{now * 1e3:.3f} ms, those bytes at the bandwidth, and "
+                    f"{FUSED_CPU_S_PER_PARAM_BYTE * 1e12:.0f} ps per parameter byte (Adam) "
+                    f"= {predicted * 1e3:.3f} ms.")
             saving = now - predicted
             if saving < MIN_SAVING_S:
                 return None
@@ -243,13 +276,15 @@ class OptimizerFusionAnalyzer(Analyzer):
                     f"recorded op taken out). The fused kernel reads and writes "
                     f"{factor} bytes per parameter byte ({pbytes / 2**20:.2f} MiB of "
                     f"parameters with gradients): {factor * pbytes / 2**20:.1f} MiB at "
-                    f"{bandwidth / 1e9:.1f} GB/s ({bw_source}) = {predicted * 1e3:.3f} ms."),
+                    f"{bandwidth / 1e9:.1f} GB/s ({bw_source})"
+                    + (f" = {predicted * 1e3:.3f} ms." if not cpu_note else "." + cpu_note)),
                 evidence=evidence,
                 fix=f"optimizer = torch.optim.{cls}(model.parameters(), ..., fused=True)",
                 apply={"DS_OPTIMIZER_FUSED": "1"},
                 verify="dsprof verify RUN ID   (reruns the script with DS_OPTIMIZER_FUSED=1)",
                 data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
-                      "param_bytes": pbytes, "predicted_fused_s": predicted})
+                      "param_bytes": pbytes, "param_tensors": n_tensors,
+                      "predicted_fused_s": predicted})
         if foreach or cls not in FOREACH_OPTIMIZERS:
             return None
         n_params = max(1, round(n_ops / 10))

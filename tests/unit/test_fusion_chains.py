@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dsprof.analyzers.fusion import classify, fold_indices
 from dsprof.metrics.ops.fusion_chains import chain_bytes, chain_saving, find_chains
 from dsprof.metrics.ops.opbytes import op_io
@@ -134,3 +136,28 @@ def test_the_library_op_knob_is_offered_only_where_the_chain_is_the_whole_module
     (chain,) = find_chains(inline, called)
     # THEN swapping the module's forward would drop the matmuls: no library-op knob
     assert chain.module == "M.blocks.0.mlp" and not whole_module(chain, inline)
+
+
+def test_a_library_gelu_on_cpu_saves_the_bytes_model_less_its_own_compute():
+    from dsprof.analyzers.fusion import library_op_saving
+    from dsprof.metrics.ops.library_cost import CALIBRATED_S_PER_ELEMENT, LibraryCost
+
+    # GIVEN a tanh GELU chain of 7 ops on 256k elements, 1 ms each as profiled
+    seq = [op("pow", X, t_us=1000), op("mul", X, (), t_us=1000), op("add", X, X, t_us=1000),
+           op("mul", X, (), t_us=1000), op("tanh", X, t_us=1000), op("add", X, (), t_us=1000),
+           op("mul", X, X, t_us=1000)]
+    chain = find_chains(seq, frozenset({"M", "M.blocks.0", "M.blocks.0.act"}))[0]
+    fwd, bwd = CALIBRATED_S_PER_ELEMENT["gelu_tanh"]
+    cost = LibraryCost(fwd, bwd, "calibrated (one thread)")
+    bytes_saving, now = chain_saving(chain, bandwidth=20e9, overhead=5e-6)
+    # WHEN F.gelu replaces it on CPU
+    saved = library_op_saving(chain, bytes_saving, False, cost)
+    # THEN the saving is the bytes model's less what F.gelu still computes on those elements
+    # (forward only here: 0.46 ms), never the chain's inflated profiled time (7 ms)
+    assert saved == pytest.approx(bytes_saving - 1024 * 256 * fwd)
+    assert 0 < saved < bytes_saving < now
+    # AND with a backward the library's backward cost comes off too
+    assert library_op_saving(chain, bytes_saving, True, cost) == pytest.approx(
+        max(0.0, bytes_saving - 1024 * 256 * (fwd + bwd)))
+    # AND a library op dearer than the saving saves nothing (never a negative saving)
+    assert library_op_saving(chain, 1e-4, True, cost) == 0.0

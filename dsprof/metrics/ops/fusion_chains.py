@@ -124,6 +124,11 @@ def _feeds(prev: Op, nxt: Op, through_view: bool) -> bool:
     return through_view and any(_numel(s) == numel for s, _ in nxt.io.inputs)
 
 
+def chain_numel(chain: Chain) -> int | None:
+    """Elements of the chain's output (its last op's), or None when not recorded."""
+    return _out_numel(chain.ops[-1])
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:
