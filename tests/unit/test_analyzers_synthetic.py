@@ -254,9 +254,9 @@ def _gpu_matmuls(dtype: str, kernel: str):
                            kernels=table(*kernels))
 
 
-def _optimizer(child: str, n_children: int = 40):
-    """Adam.step of step 1 on CPU: ``n_children`` ops under the span, 4 small parameters."""
-    ops = [{"id": 1, "step": 1, "name": "Optimizer.step#Adam.step", "cat": "user_annotation",
+def _optimizer(child: str, n_children: int = 40, cls: str = "Adam"):
+    """``cls``.step of step 1 on CPU: ``n_children`` ops under the span, 4 small parameters."""
+    ops = [{"id": 1, "step": 1, "name": f"Optimizer.step#{cls}.step", "cat": "user_annotation",
             "thread": 1, "start_ns": 10 * MS, "dur_ns": 5 * MS}]
     ops += [{"id": 2 + i, "step": 1, "name": child, "cat": "cpu_op", "parent_id": 1,
              "thread": 1, "start_ns": 10 * MS + i * 100_000, "dur_ns": 100_000,

@@ -50,6 +50,21 @@ def test_the_cpu_finding_prices_the_fused_update_as_a_share_of_the_loop():
     assert "0.4 x the loop" in f.explanation
 
 
+def test_an_optimizer_the_cpu_share_was_not_measured_for_is_found_but_not_ranked():
+    # GIVEN Adagrad's per-parameter loop on CPU (the 0.4 share was measured for Adam/AdamW;
+    # recsys_embeddingbag's fused Adagrad kept ~0.8 of its loop)
+    out = analyze(_optimizer("aten::addcmul_", cls="Adagrad"), only=("fusion_optimizer",),
+                  write=False)
+    f = next(f for f in out.findings if f.kind == "fusion.optimizer")
+    # THEN it is still found, with its fix, but outside the ranked list, saying why
+    assert "fused=True" in f.fix
+    assert f.severity == "info" and f.data["impact_unknown"]
+    assert "Impact unknown" in f.explanation and "Adam/AdamW" in f.explanation
+    # and Adam, which was measured, stays ranked
+    adam = analyze(_optimizer("aten::mul_"), only=("fusion_optimizer",), write=False)
+    assert next(f for f in adam.findings if f.kind == "fusion.optimizer").severity != "info"
+
+
 def test_torch_fused_adamw_on_cpu_does_pay_per_tensor():
     # GIVEN torch's own fused AdamW on one thread: 128 tiny tensors against one
     torch.set_num_threads(1)
