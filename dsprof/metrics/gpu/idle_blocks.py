@@ -125,17 +125,18 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
     if not spans:
         return None
     lo, hi = spans[0][1], spans[-1][2]
-    busy = np.array(con.execute("""
-        SELECT start_ns, start_ns + greatest(dur_ns, 0) FROM kernels
-        WHERE rank = ? AND kind <> 'sync' AND start_ns < ? AND start_ns + dur_ns > ?""",
-                                [rank, hi, lo]).fetchall() or np.zeros((0, 2)), dtype=np.int64)
-    bs, be = _merge(busy[:, 0], busy[:, 1])
+    # every device activity of the rank, read once: the busy union of the iterations, the
+    # whole trace's idle share and the next activity after each sync all come from it
+    dev = con.execute("SELECT start_ns, dur_ns FROM kernels WHERE rank = ? AND kind <> 'sync'",
+                      [rank]).fetchnumpy()
+    dev_s = np.asarray(dev["start_ns"], np.int64)
+    dev_d = np.asarray(dev["dur_ns"], np.int64)
+    dev_e = dev_s + np.maximum(dev_d, 0)
+    window = (dev_s < hi) & (dev_s + dev_d > lo)
+    bs, be = _merge(dev_s[window], dev_e[window])
     trace_idle = None
     if source != "steps":
-        every = np.array(con.execute(
-            "SELECT start_ns, start_ns + greatest(dur_ns, 0) FROM kernels "
-            "WHERE rank = ? AND kind <> 'sync'", [rank]).fetchall(), dtype=np.int64)
-        ws, we = _merge(every[:, 0], every[:, 1])
+        ws, we = _merge(dev_s, dev_e)
         trace_idle = 1 - float((we - ws).sum()) / max(int(we[-1] - ws[0]), 1)
     blocks = []
     for label, a, b in spans:
@@ -151,7 +152,7 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
                      trace_idle)
     if not blocks:
         return out
-    host = _host_intervals(con, rank, [(a, b) for _, _, a, b in blocks])
+    host = _host_intervals(con, rank, [(a, b) for _, _, a, b in blocks], np.sort(dev_s))
     # the spans of each class together with those of every class before it, merged once
     upto_class = [_merge(np.concatenate([host[c][0] for c in CLASSES[: i + 1]]),
                          np.concatenate([host[c][1] for c in CLASSES[: i + 1]]))
@@ -175,46 +176,50 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
     return out
 
 
-def _host_intervals(con, rank: int, blocks: list[tuple[int, int]]) -> dict[str, tuple]:
-    """(starts, ends, outermost names) of each attribution class on a rank, for the spans that
-    overlap an idle block (a sync that ended before a block still reaches into it through
-    its after-sync stretch, so syncs are taken whole)."""
+def _host_intervals(con, rank: int, blocks: list[tuple[int, int]],
+                    device_starts: np.ndarray) -> dict[str, tuple]:
+    """(starts, ends, outermost names) of each attribution class on a rank (``device_starts``:
+    the sorted starts of its device activity). Ops are taken when they overlap the stretch
+    from the first block's start to the last one's end: the callers clip every span to a
+    block, so a span between blocks counts for nothing. A sync that ended before a block
+    still reaches into it through its after-sync stretch, so syncs are taken whole."""
     syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
     launches = ", ".join(f"'{n}'" for n in LAUNCH_CALLS)
-    values = ", ".join(f"({int(a)}, {int(b)})" for a, b in blocks)
-    rows = con.execute(f"""
-        WITH b(a, e) AS (VALUES {values}),
-        o AS (
-            SELECT o.id, o.name, o.cat, o.phase, o.start_ns, o.start_ns + o.dur_ns AS end_ns,
+    lo, hi = min(a for a, _ in blocks), max(b for _, b in blocks)
+    ops = con.execute(f"""
+        WITH o AS (
+            SELECT o.name, o.cat, o.phase, o.start_ns, o.start_ns + o.dur_ns AS end_ns,
                    p.name AS parent, p.cat AS parent_cat
             FROM ops o LEFT JOIN (SELECT id, name, cat FROM ops WHERE rank = ?) p
                  ON p.id = o.parent_id
-            WHERE o.rank = ? AND EXISTS (SELECT 1 FROM b WHERE o.start_ns < b.e
-                                         AND o.start_ns + o.dur_ns > b.a)),
-        s AS (
-            SELECT id, start_ns, start_ns + dur_ns AS end_ns FROM ops o
-            WHERE rank = ? AND (name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
-                'hipMemcpyAsync') AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = ?
-                AND k.launch_id = o.id AND k.name LIKE '%DtoH%')))),
-        after AS (
-            SELECT s.end_ns AS a,
-                   coalesce((SELECT min(k.start_ns) FROM kernels k WHERE k.rank = ?
-                             AND k.kind <> 'sync' AND k.start_ns >= s.end_ns), s.end_ns) AS e
-            FROM s)
-        SELECT 'data', start_ns, end_ns, '' FROM o WHERE phase = 'data'
-        UNION ALL SELECT 'sync', start_ns, end_ns, '' FROM s
-        UNION ALL SELECT 'after_sync', a, e, '' FROM after
+            WHERE o.rank = ? AND o.start_ns < ? AND o.start_ns + o.dur_ns > ?)
+        SELECT 'data' AS cls, start_ns, end_ns, '' AS name FROM o WHERE phase = 'data'
         UNION ALL SELECT 'launch', start_ns, end_ns, '' FROM o WHERE name IN ({launches})
         UNION ALL SELECT 'host', start_ns, end_ns,
                CASE WHEN cat = 'cpu_op' AND (parent IS NULL OR parent_cat = 'user_annotation')
                     THEN name ELSE '' END
                FROM o WHERE cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
-                 AND name NOT LIKE 'ProfilerStep#%'""",
-                       [rank, rank, rank, rank, rank]).fetchall()
-    out: dict[str, tuple] = {}
-    for cls in CLASSES[:-1]:
-        sel = [r for r in rows if r[0] == cls]
-        out[cls] = (np.array([r[1] for r in sel], np.int64), np.array([r[2] for r in sel],
-                                                                     np.int64),
-                    np.array([r[3] for r in sel], object))
+                 AND name NOT LIKE 'ProfilerStep#%'""", [rank, rank, hi, lo]).fetchnumpy()
+    sync = con.execute(f"""
+        SELECT start_ns, start_ns + dur_ns AS end_ns FROM ops o
+        WHERE rank = ? AND (name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
+            'hipMemcpyAsync') AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = ?
+            AND k.launch_id = o.id AND k.name LIKE '%DtoH%')))""", [rank, rank]).fetchnumpy()
+    sync_s = np.asarray(sync["start_ns"], np.int64)
+    sync_e = np.asarray(sync["end_ns"], np.int64)
+    # after a sync: until the first device activity that starts at or after its end (none:
+    # an empty stretch)
+    nxt = np.searchsorted(device_starts, sync_e, side="left")
+    after_e = np.where(nxt < len(device_starts),
+                       device_starts[np.minimum(nxt, len(device_starts) - 1)]
+                       if len(device_starts) else sync_e, sync_e)
+    no_names = np.full(len(sync_s), "", object)
+    out: dict[str, tuple] = {"sync": (sync_s, sync_e, no_names),
+                             "after_sync": (sync_e.copy(), after_e.astype(np.int64), no_names)}
+    cls = np.asarray(ops["cls"], object)
+    for c in ("data", "launch", "host"):
+        sel = cls == c
+        out[c] = (np.asarray(ops["start_ns"][sel], np.int64),
+                  np.asarray(ops["end_ns"][sel], np.int64),
+                  np.asarray(ops["name"][sel], object))
     return out
