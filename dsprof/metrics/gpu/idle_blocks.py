@@ -186,20 +186,22 @@ def _host_intervals(con, rank: int, blocks: list[tuple[int, int]],
     syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
     launches = ", ".join(f"'{n}'" for n in LAUNCH_CALLS)
     lo, hi = min(a for a, _ in blocks), max(b for _, b in blocks)
+    # one scan of the rank's ops: a row may belong to several classes (a DataLoader op is
+    # also a host op), each class keeps the scan's order
     ops = con.execute(f"""
-        WITH o AS (
-            SELECT o.name, o.cat, o.phase, o.start_ns, o.start_ns + o.dur_ns AS end_ns,
-                   p.name AS parent, p.cat AS parent_cat
-            FROM ops o LEFT JOIN (SELECT id, name, cat FROM ops WHERE rank = ?) p
-                 ON p.id = o.parent_id
-            WHERE o.rank = ? AND o.start_ns < ? AND o.start_ns + o.dur_ns > ?)
-        SELECT 'data' AS cls, start_ns, end_ns, '' AS name FROM o WHERE phase = 'data'
-        UNION ALL SELECT 'launch', start_ns, end_ns, '' FROM o WHERE name IN ({launches})
-        UNION ALL SELECT 'host', start_ns, end_ns,
-               CASE WHEN cat = 'cpu_op' AND (parent IS NULL OR parent_cat = 'user_annotation')
-                    THEN name ELSE '' END
-               FROM o WHERE cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
-                 AND name NOT LIKE 'ProfilerStep#%'""", [rank, rank, hi, lo]).fetchnumpy()
+        SELECT o.start_ns, o.start_ns + o.dur_ns AS end_ns,
+               coalesce(o.phase = 'data', false) AS is_data,
+               coalesce(o.name IN ({launches}), false) AS is_launch,
+               coalesce(o.cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
+                        AND o.name NOT LIKE 'ProfilerStep#%', false) AS is_host,
+               CASE WHEN o.cat = 'cpu_op' AND (p.name IS NULL OR p.cat = 'user_annotation')
+                    THEN o.name ELSE '' END AS name
+        FROM ops o LEFT JOIN (SELECT id, name, cat FROM ops WHERE rank = ?) p
+             ON p.id = o.parent_id
+        WHERE o.rank = ? AND o.start_ns < ? AND o.start_ns + o.dur_ns > ?
+          AND (o.phase = 'data' OR o.name IN ({launches}) OR o.cat IN ('cpu_op',
+               'user_annotation', 'python_function', 'module'))""",
+                      [rank, rank, hi, lo]).fetchnumpy()
     sync = con.execute(f"""
         SELECT start_ns, start_ns + dur_ns AS end_ns FROM ops o
         WHERE rank = ? AND (name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
@@ -216,10 +218,10 @@ def _host_intervals(con, rank: int, blocks: list[tuple[int, int]],
     no_names = np.full(len(sync_s), "", object)
     out: dict[str, tuple] = {"sync": (sync_s, sync_e, no_names),
                              "after_sync": (sync_e.copy(), after_e.astype(np.int64), no_names)}
-    cls = np.asarray(ops["cls"], object)
     for c in ("data", "launch", "host"):
-        sel = cls == c
+        sel = np.asarray(ops[f"is_{c}"], bool)
         out[c] = (np.asarray(ops["start_ns"][sel], np.int64),
                   np.asarray(ops["end_ns"][sel], np.int64),
-                  np.asarray(ops["name"][sel], object))
+                  np.asarray(ops["name"][sel], object) if c == "host"
+                  else np.full(int(sel.sum()), "", object))
     return out
