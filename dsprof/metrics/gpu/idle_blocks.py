@@ -179,29 +179,40 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
 def _host_intervals(con, rank: int, blocks: list[tuple[int, int]],
                     device_starts: np.ndarray) -> dict[str, tuple]:
     """(starts, ends, outermost names) of each attribution class on a rank (``device_starts``:
-    the sorted starts of its device activity). Ops are taken when they overlap the stretch
-    from the first block's start to the last one's end: the callers clip every span to a
-    block, so a span between blocks counts for nothing. A sync that ended before a block
-    still reaches into it through its after-sync stretch, so syncs are taken whole."""
+    the sorted starts of its device activity). Ops are those that overlap a block, in start
+    order. A sync that ended before a block still reaches into it through its after-sync
+    stretch, so syncs are taken whole."""
     syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
     launches = ", ".join(f"'{n}'" for n in LAUNCH_CALLS)
-    lo, hi = min(a for a, _ in blocks), max(b for _, b in blocks)
+    # the blocks' union (sorted, disjoint): an op overlaps a block exactly when it overlaps
+    # the last piece of the union that starts before the op ends (ASOF JOIN), so only the ops
+    # inside idle time leave DuckDB
+    ua, ue = _merge(np.array([a for a, _ in blocks], np.int64),
+                    np.array([b for _, b in blocks], np.int64))
+    values = ", ".join(f"({int(a)}, {int(b)})" for a, b in zip(ua, ue))
     # one scan of the rank's ops: a row may belong to several classes (a DataLoader op is
-    # also a host op), each class keeps the scan's order
+    # also a host op)
     ops = con.execute(f"""
-        SELECT o.start_ns, o.start_ns + o.dur_ns AS end_ns,
+        WITH b(a, e) AS (VALUES {values}),
+        o AS (
+            SELECT o.id, o.parent_id, o.name, o.cat, o.phase, o.start_ns,
+                   o.start_ns + o.dur_ns AS end_ns
+            FROM ops o
+            WHERE o.rank = ? AND o.start_ns < ? AND o.start_ns + o.dur_ns > ?
+              AND (o.phase = 'data' OR o.name IN ({launches}) OR o.cat IN ('cpu_op',
+                   'user_annotation', 'python_function', 'module'))),
+        inside AS (SELECT o.* FROM o ASOF JOIN b ON o.end_ns > b.a WHERE b.e > o.start_ns)
+        SELECT o.start_ns, o.end_ns,
                coalesce(o.phase = 'data', false) AS is_data,
                coalesce(o.name IN ({launches}), false) AS is_launch,
                coalesce(o.cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
                         AND o.name NOT LIKE 'ProfilerStep#%', false) AS is_host,
                CASE WHEN o.cat = 'cpu_op' AND (p.name IS NULL OR p.cat = 'user_annotation')
                     THEN o.name ELSE '' END AS name
-        FROM ops o LEFT JOIN (SELECT id, name, cat FROM ops WHERE rank = ?) p
+        FROM inside o LEFT JOIN (SELECT id, name, cat FROM ops WHERE rank = ?) p
              ON p.id = o.parent_id
-        WHERE o.rank = ? AND o.start_ns < ? AND o.start_ns + o.dur_ns > ?
-          AND (o.phase = 'data' OR o.name IN ({launches}) OR o.cat IN ('cpu_op',
-               'user_annotation', 'python_function', 'module'))""",
-                      [rank, rank, hi, lo]).fetchnumpy()
+        ORDER BY o.start_ns, o.id""",
+                      [rank, int(ue[-1]), int(ua[0]), rank]).fetchnumpy()
     sync = con.execute(f"""
         SELECT start_ns, start_ns + dur_ns AS end_ns FROM ops o
         WHERE rank = ? AND (name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
