@@ -20,8 +20,11 @@ Contract (views ``kernels``, ``ops`` and, when present, ``steps`` as in :mod:`ds
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -182,7 +185,6 @@ def _host_intervals(con, rank: int, blocks: list[tuple[int, int]],
     the sorted starts of its device activity). Ops are those that overlap a block, in start
     order. A sync that ended before a block still reaches into it through its after-sync
     stretch, so syncs are taken whole."""
-    syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
     launches = ", ".join(f"'{n}'" for n in LAUNCH_CALLS)
     # the blocks' union (sorted, disjoint): an op overlaps a block exactly when it overlaps
     # the last piece of the union that starts before the op ends (ASOF JOIN), so only the ops
@@ -213,13 +215,7 @@ def _host_intervals(con, rank: int, blocks: list[tuple[int, int]],
              ON p.id = o.parent_id
         ORDER BY o.start_ns, o.id""",
                       [rank, int(ue[-1]), int(ua[0]), rank]).fetchnumpy()
-    sync = con.execute(f"""
-        SELECT start_ns, start_ns + dur_ns AS end_ns FROM ops o
-        WHERE rank = ? AND (name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
-            'hipMemcpyAsync') AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = ?
-            AND k.launch_id = o.id AND k.name LIKE '%DtoH%')))""", [rank, rank]).fetchnumpy()
-    sync_s = np.asarray(sync["start_ns"], np.int64)
-    sync_e = np.asarray(sync["end_ns"], np.int64)
+    sync_s, sync_e = _syncs(con).get(rank, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
     # after a sync: until the first device activity that starts at or after its end (none:
     # an empty stretch)
     nxt = np.searchsorted(device_starts, sync_e, side="left")
@@ -236,3 +232,34 @@ def _host_intervals(con, rank: int, blocks: list[tuple[int, int]],
                   np.asarray(ops["name"][sel], object) if c == "host"
                   else np.full(int(sel.sum()), "", object))
     return out
+
+
+def _syncs(con) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """(starts, ends) of the blocking calls of every rank: the sync calls, and the async
+    copies whose kernel is a device-to-host copy (pageable memory makes them block). One
+    query for all ranks, once per connection (a run's views do not change while it is open):
+    ``idle_blocks`` runs per rank, and the lookup of each copy's kernel was the larger part of
+    its per-rank cost."""
+    try:
+        cached = _SYNCS.get(con)
+    except TypeError:  # a connection that cannot be weakly referenced: no cache
+        cached = None
+    if cached is not None:
+        return cached
+    syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
+    rows = con.execute(f"""
+        SELECT rank, start_ns, start_ns + dur_ns AS end_ns FROM ops o
+        WHERE name IN ({syncs}) OR (name IN ('cudaMemcpyAsync', 'hipMemcpyAsync')
+            AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = o.rank
+                        AND k.launch_id = o.id AND k.name LIKE '%DtoH%'))""").fetchnumpy()
+    rank = np.asarray(rows["rank"], np.int64)
+    starts = np.asarray(rows["start_ns"], np.int64)
+    ends = np.asarray(rows["end_ns"], np.int64)
+    cached = {int(r): (starts[rank == r], ends[rank == r]) for r in np.unique(rank)}
+    with contextlib.suppress(TypeError):
+        _SYNCS[con] = cached
+    return cached
+
+
+_SYNCS: weakref.WeakKeyDictionary[Any, dict[int, tuple[np.ndarray, np.ndarray]]] = (
+    weakref.WeakKeyDictionary())
