@@ -13,6 +13,7 @@ same autograd ``seq`` number: the ops its backward runs.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -67,6 +68,9 @@ class OpTable:
         self.device = ctx.nonempty("kernels") and bool(ctx.run.sql(
             "SELECT EXISTS (SELECT 1 FROM kernels WHERE kind = 'compute')")[0][0])
         self.steps_filter = self._steps_filter()
+        # op_io is pure and a model repeats the same shapes every step: parse each distinct
+        # (shapes, dtypes) once (OpIO is frozen, so ops can share one)
+        self._io = functools.lru_cache(maxsize=None)(op_io)
         self._device_time: dict[tuple[int, int], float] = (
             self._kernel_time_by_op() if self.device else {})
         self.sequences = self._forward_sequences()
@@ -141,7 +145,7 @@ class OpTable:
         seqs: dict[tuple[int, int, int | None], list[Op]] = {}
         for rank, thread, step, op_id, name, start, dur, module, shapes, dtypes, seq in rows:
             op = Op(int(rank), step, int(op_id), name, int(start), int(start) + int(dur),
-                    self.time_of(rank, op_id, dur), module, op_io(shapes, dtypes), seq, dtypes)
+                    self.time_of(rank, op_id, dur), module, self._io(shapes, dtypes), seq, dtypes)
             seqs.setdefault((rank, thread, step), []).append(op)
         return list(seqs.values())
 
@@ -158,7 +162,7 @@ class OpTable:
         for rank, seq, op_id, name, start, dur, shapes, dtypes in rows:
             out[(int(rank), int(seq))].append(Op(
                 int(rank), None, int(op_id), name, int(start), int(start) + int(dur),
-                self.time_of(rank, op_id, dur), None, op_io(shapes, dtypes), None, dtypes))
+                self.time_of(rank, op_id, dur), None, self._io(shapes, dtypes), None, dtypes))
         return out
 
     def backward_ops(self, ops: list[Op]) -> list[Op]:
