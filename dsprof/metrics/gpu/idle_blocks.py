@@ -70,17 +70,10 @@ class IdleBlocks:
 
 def iterations(con, rank: int) -> tuple[list[tuple[str, int, int]], str]:
     """The iterations of a rank and where they come from (see the module doc)."""
-    tables = {t for (t,) in con.execute(
-        "SELECT table_name FROM information_schema.tables").fetchall()}
-    if "steps" in tables:
-        rows = con.execute("""
-            SELECT step, start_ns, end_ns FROM steps s
-            WHERE rank = ? AND profiled AND coalesce(disturbed_by, 'window') = 'window'
-              AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = s.rank AND k.step = s.step)
-            ORDER BY start_ns""", [rank]).fetchall()
-        if rows:  # one step is no pattern "each step": nothing to measure
-            return [(f"step {s}", int(a), int(b)) for s, a, b in rows
-                    ] if len(rows) >= 2 else [], "steps"
+    rows = _measured_steps(con).get(rank)
+    if rows:  # one step is no pattern "each step": nothing to measure
+        return [(f"step {s}", int(a), int(b)) for s, a, b in rows
+                ] if len(rows) >= 2 else [], "steps"
     cuts = [int(t) for (t,) in con.execute("""
         WITH d AS (SELECT thread, start_ns FROM ops
                    WHERE rank = ? AND phase = 'data' AND name LIKE 'enumerate(DataLoader)%'),
@@ -97,6 +90,35 @@ def iterations(con, rank: int) -> tuple[list[tuple[str, int, int]], str]:
     if len(spans) >= 3:
         spans = spans[1:]  # one-time work (autotuning, allocator growth) fills the first
     return (spans, source) if len(spans) >= 2 else ([], source)
+
+
+def _measured_steps(con) -> dict[int, list[tuple[int, int, int]]]:
+    """(step, start_ns, end_ns) of the measured steps of every rank (profiled, not disturbed
+    by dsprof, holding kernels), in start order: one query for all ranks, once per
+    connection; empty without a steps table."""
+    try:
+        cached = _STEPS.get(con)
+    except TypeError:  # a connection that cannot be weakly referenced: no cache
+        cached = None
+    if cached is not None:
+        return cached
+    tables = {t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables").fetchall()}
+    cached = {}
+    if "steps" in tables:
+        for rank, step, a, b in con.execute("""
+                SELECT rank, step, start_ns, end_ns FROM steps s
+                WHERE profiled AND coalesce(disturbed_by, 'window') = 'window'
+                  AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = s.rank AND k.step = s.step)
+                ORDER BY rank, start_ns""").fetchall():
+            cached.setdefault(int(rank), []).append((step, a, b))
+    with contextlib.suppress(TypeError):
+        _STEPS[con] = cached
+    return cached
+
+
+_STEPS: weakref.WeakKeyDictionary[Any, dict[int, list[tuple[int, int, int]]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
