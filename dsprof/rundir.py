@@ -23,7 +23,6 @@ import orjson
 from dsprof.errors import RunDirError
 from dsprof.manifest import META_FILE as META
 from dsprof.manifest import read_meta_doc
-from dsprof.schema import TABLES
 from dsprof.schema_version import SCHEMA_VERSION
 
 SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a dsprof run
@@ -141,6 +140,10 @@ class RunDir:
 
     def tables(self) -> list[str]:
         """Names of the tables that hold at least one part."""
+        # imported here: dsprof.schema loads pyarrow, which `dsprof import` needs only once
+        # its inputs are checked (a bad path exits in the interpreter's time, not pyarrow's)
+        from dsprof.schema import TABLES
+
         return [n for n in TABLES if any(self.table_dir(n).glob("*.parquet"))]
 
     # -- meta ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def analyze_command(run_dir: str, only: tuple[str, ...], top: int, detail: int,
     from dsprof.analyzers.selection import select
 
     with load(run_dir) as run:
+        run.hold_tables_in_memory()  # the analyzers run ~50 queries: read the Parquet once
         # every analyzer runs, so findings.json is always the full list; --only filters what
         # is shown (a finding's id prefix is its kind, which one analyzer may not own alone)
         result = analyze(run)

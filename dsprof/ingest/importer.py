@@ -19,22 +19,19 @@ import shutil
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dsprof._version import __version__
 from dsprof.errors import TraceFormatError
 from dsprof.ingest.job_check import TraceHeader, check_one_job, check_spans, read_header
-from dsprof.ingest.pipeline import (
-    TRACE_SUFFIXES,
-    RankResult,
-    ingest_notes,
-    ingest_run,
-    is_trace_file,
-)
 from dsprof.ingest.trace_file import GZIP_MAGIC
+from dsprof.ingest.trace_names import TRACE_SUFFIXES, is_trace_file
 from dsprof.rundir import RunDir
+
+if TYPE_CHECKING:
+    from dsprof.ingest.pipeline import RankResult
 
 _DIST_RANK = re.compile(rb'"distributedInfo"\s*:\s*\{[^}]*?"rank"\s*:\s*(\d+)')
 _NAME_RANK = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
@@ -183,6 +180,9 @@ def import_traces(paths: list[Path], run_path: Path,
     for f in files:
         sniff(f)
     headers = read_headers(files)
+    # the parser (pyarrow, numpy, msgspec structs) is loaded once the inputs are known good
+    from dsprof.ingest.pipeline import ingest_notes, ingest_run
+
     check_one_job(headers)
     ranks = {h.path: h.rank for h in headers}
     run = RunDir.create(run_path)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 
 from dsprof.errors import TraceFormatError
 
@@ -162,6 +161,8 @@ def check_spans(tables: Path, ranks: dict[int, list[Path]]) -> None:
 
 def _span(tables: Path, rank: int) -> tuple[int, int] | None:
     """The rank's first and last time over its tables, from the Parquet footers."""
+    import pyarrow.parquet as pq  # after ingest only: the checks before it need no pyarrow
+
     lo: int | None = None
     hi: int | None = None
     for table, column in _TIME_COLUMNS:

@@ -46,11 +46,11 @@ from dsprof.ingest.steps import (
     steps_from_spans,
 )
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
+from dsprof.ingest.trace_names import TRACE_SUFFIXES, is_trace_file  # noqa: F401 - imported from here
 from dsprof.log import logger
 from dsprof.rundir import (
     ANOMALY_FILE,
     CUPTI_KERNELS_FILE,
-    INGESTED_FILE,
     SAMPLES_FILE,
     SESSION_FILE,
     RunDir,
@@ -75,16 +75,6 @@ DATA_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, Over
 
 # a trace holding less than this share of its numbered host events was down-sampled
 SAMPLED_BELOW = 0.9
-
-TRACE_SUFFIXES = (".json", ".json.gz", ".raw.gz", ".raw.json", ".raw.json.gz", ".pickle")
-
-
-def is_trace_file(path: Path) -> bool:
-    return (path.is_file()
-            and path.name not in (SESSION_FILE, SAMPLES_FILE, CUPTI_KERNELS_FILE, ANOMALY_FILE,
-                                  INGESTED_FILE)
-            and path.name.endswith(TRACE_SUFFIXES))
-
 
 @dataclass
 class RankResult:

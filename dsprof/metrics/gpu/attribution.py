@@ -117,11 +117,14 @@ def tensor_core_share(con: duckdb.DuckDBPyConnection, by: str = "run") -> list[T
     key = {"run": "'run'", "step": "k.step::VARCHAR",
            "module": f"coalesce(o.module, '{UNATTRIBUTED}')"}[by]
     cats = ", ".join(f"'{c}'" for c in MATRIX_CATEGORIES)
+    # only the module split reads the launching op: the join with every op is skipped
+    # otherwise (an op's (rank, id) is unique, so the join never changes the kernel rows)
+    join = "LEFT JOIN ops o ON o.rank = k.rank AND o.id = k.op_id" if by == "module" else ""
     rows = con.execute(f"""
         SELECT {key} AS key, sum(k.dur_ns)::BIGINT,
                coalesce(sum(k.dur_ns) FILTER (WHERE k.category IN ({cats})), 0)::BIGINT,
                coalesce(sum(k.dur_ns) FILTER (WHERE k.tensor_core), 0)::BIGINT
-        FROM kernels k LEFT JOIN ops o ON o.rank = k.rank AND o.id = k.op_id
+        FROM kernels k {join}
         WHERE k.kind = 'compute'
         GROUP BY key ORDER BY sum(k.dur_ns) DESC""").fetchall()
     return [TensorCoreShare(str(k), int(a), int(m), int(t)) for k, a, m, t in rows]

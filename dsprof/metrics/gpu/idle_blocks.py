@@ -20,8 +20,11 @@ Contract (views ``kernels``, ``ops`` and, when present, ``steps`` as in :mod:`ds
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -67,17 +70,10 @@ class IdleBlocks:
 
 def iterations(con, rank: int) -> tuple[list[tuple[str, int, int]], str]:
     """The iterations of a rank and where they come from (see the module doc)."""
-    tables = {t for (t,) in con.execute(
-        "SELECT table_name FROM information_schema.tables").fetchall()}
-    if "steps" in tables:
-        rows = con.execute("""
-            SELECT step, start_ns, end_ns FROM steps s
-            WHERE rank = ? AND profiled AND coalesce(disturbed_by, 'window') = 'window'
-              AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = s.rank AND k.step = s.step)
-            ORDER BY start_ns""", [rank]).fetchall()
-        if rows:  # one step is no pattern "each step": nothing to measure
-            return [(f"step {s}", int(a), int(b)) for s, a, b in rows
-                    ] if len(rows) >= 2 else [], "steps"
+    rows = _measured_steps(con).get(rank)
+    if rows:  # one step is no pattern "each step": nothing to measure
+        return [(f"step {s}", int(a), int(b)) for s, a, b in rows
+                ] if len(rows) >= 2 else [], "steps"
     cuts = [int(t) for (t,) in con.execute("""
         WITH d AS (SELECT thread, start_ns FROM ops
                    WHERE rank = ? AND phase = 'data' AND name LIKE 'enumerate(DataLoader)%'),
@@ -94,6 +90,35 @@ def iterations(con, rank: int) -> tuple[list[tuple[str, int, int]], str]:
     if len(spans) >= 3:
         spans = spans[1:]  # one-time work (autotuning, allocator growth) fills the first
     return (spans, source) if len(spans) >= 2 else ([], source)
+
+
+def _measured_steps(con) -> dict[int, list[tuple[int, int, int]]]:
+    """(step, start_ns, end_ns) of the measured steps of every rank (profiled, not disturbed
+    by dsprof, holding kernels), in start order: one query for all ranks, once per
+    connection; empty without a steps table."""
+    try:
+        cached = _STEPS.get(con)
+    except TypeError:  # a connection that cannot be weakly referenced: no cache
+        cached = None
+    if cached is not None:
+        return cached
+    tables = {t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables").fetchall()}
+    cached = {}
+    if "steps" in tables:
+        for rank, step, a, b in con.execute("""
+                SELECT rank, step, start_ns, end_ns FROM steps s
+                WHERE profiled AND coalesce(disturbed_by, 'window') = 'window'
+                  AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = s.rank AND k.step = s.step)
+                ORDER BY rank, start_ns""").fetchall():
+            cached.setdefault(int(rank), []).append((step, a, b))
+    with contextlib.suppress(TypeError):
+        _STEPS[con] = cached
+    return cached
+
+
+_STEPS: weakref.WeakKeyDictionary[Any, dict[int, list[tuple[int, int, int]]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,17 +150,18 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
     if not spans:
         return None
     lo, hi = spans[0][1], spans[-1][2]
-    busy = np.array(con.execute("""
-        SELECT start_ns, start_ns + greatest(dur_ns, 0) FROM kernels
-        WHERE rank = ? AND kind <> 'sync' AND start_ns < ? AND start_ns + dur_ns > ?""",
-                                [rank, hi, lo]).fetchall() or np.zeros((0, 2)), dtype=np.int64)
-    bs, be = _merge(busy[:, 0], busy[:, 1])
+    # every device activity of the rank, read once: the busy union of the iterations, the
+    # whole trace's idle share and the next activity after each sync all come from it
+    dev = con.execute("SELECT start_ns, dur_ns FROM kernels WHERE rank = ? AND kind <> 'sync'",
+                      [rank]).fetchnumpy()
+    dev_s = np.asarray(dev["start_ns"], np.int64)
+    dev_d = np.asarray(dev["dur_ns"], np.int64)
+    dev_e = dev_s + np.maximum(dev_d, 0)
+    window = (dev_s < hi) & (dev_s + dev_d > lo)
+    bs, be = _merge(dev_s[window], dev_e[window])
     trace_idle = None
     if source != "steps":
-        every = np.array(con.execute(
-            "SELECT start_ns, start_ns + greatest(dur_ns, 0) FROM kernels "
-            "WHERE rank = ? AND kind <> 'sync'", [rank]).fetchall(), dtype=np.int64)
-        ws, we = _merge(every[:, 0], every[:, 1])
+        ws, we = _merge(dev_s, dev_e)
         trace_idle = 1 - float((we - ws).sum()) / max(int(we[-1] - ws[0]), 1)
     blocks = []
     for label, a, b in spans:
@@ -151,7 +177,7 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
                      trace_idle)
     if not blocks:
         return out
-    host = _host_intervals(con, rank, [(a, b) for _, _, a, b in blocks])
+    host = _host_intervals(con, rank, [(a, b) for _, _, a, b in blocks], np.sort(dev_s))
     # the spans of each class together with those of every class before it, merged once
     upto_class = [_merge(np.concatenate([host[c][0] for c in CLASSES[: i + 1]]),
                          np.concatenate([host[c][1] for c in CLASSES[: i + 1]]))
@@ -175,46 +201,87 @@ def idle_blocks(con, rank: int, min_block_ns: int = MIN_BLOCK_NS) -> IdleBlocks 
     return out
 
 
-def _host_intervals(con, rank: int, blocks: list[tuple[int, int]]) -> dict[str, tuple]:
-    """(starts, ends, outermost names) of each attribution class on a rank, for the spans that
-    overlap an idle block (a sync that ended before a block still reaches into it through
-    its after-sync stretch, so syncs are taken whole)."""
-    syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
+def _host_intervals(con, rank: int, blocks: list[tuple[int, int]],
+                    device_starts: np.ndarray) -> dict[str, tuple]:
+    """(starts, ends, outermost names) of each attribution class on a rank (``device_starts``:
+    the sorted starts of its device activity). Ops are those that overlap a block, in start
+    order. A sync that ended before a block still reaches into it through its after-sync
+    stretch, so syncs are taken whole."""
     launches = ", ".join(f"'{n}'" for n in LAUNCH_CALLS)
-    values = ", ".join(f"({int(a)}, {int(b)})" for a, b in blocks)
-    rows = con.execute(f"""
+    # the blocks' union (sorted, disjoint): an op overlaps a block exactly when it overlaps
+    # the last piece of the union that starts before the op ends (ASOF JOIN), so only the ops
+    # inside idle time leave DuckDB
+    ua, ue = _merge(np.array([a for a, _ in blocks], np.int64),
+                    np.array([b for _, b in blocks], np.int64))
+    values = ", ".join(f"({int(a)}, {int(b)})" for a, b in zip(ua, ue))
+    # one scan of the rank's ops: a row may belong to several classes (a DataLoader op is
+    # also a host op)
+    ops = con.execute(f"""
         WITH b(a, e) AS (VALUES {values}),
         o AS (
-            SELECT o.id, o.name, o.cat, o.phase, o.start_ns, o.start_ns + o.dur_ns AS end_ns,
-                   p.name AS parent, p.cat AS parent_cat
-            FROM ops o LEFT JOIN (SELECT id, name, cat FROM ops WHERE rank = ?) p
-                 ON p.id = o.parent_id
-            WHERE o.rank = ? AND EXISTS (SELECT 1 FROM b WHERE o.start_ns < b.e
-                                         AND o.start_ns + o.dur_ns > b.a)),
-        s AS (
-            SELECT id, start_ns, start_ns + dur_ns AS end_ns FROM ops o
-            WHERE rank = ? AND (name IN ({syncs}) OR (name IN ('cudaMemcpyAsync',
-                'hipMemcpyAsync') AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = ?
-                AND k.launch_id = o.id AND k.name LIKE '%DtoH%')))),
-        after AS (
-            SELECT s.end_ns AS a,
-                   coalesce((SELECT min(k.start_ns) FROM kernels k WHERE k.rank = ?
-                             AND k.kind <> 'sync' AND k.start_ns >= s.end_ns), s.end_ns) AS e
-            FROM s)
-        SELECT 'data', start_ns, end_ns, '' FROM o WHERE phase = 'data'
-        UNION ALL SELECT 'sync', start_ns, end_ns, '' FROM s
-        UNION ALL SELECT 'after_sync', a, e, '' FROM after
-        UNION ALL SELECT 'launch', start_ns, end_ns, '' FROM o WHERE name IN ({launches})
-        UNION ALL SELECT 'host', start_ns, end_ns,
-               CASE WHEN cat = 'cpu_op' AND (parent IS NULL OR parent_cat = 'user_annotation')
-                    THEN name ELSE '' END
-               FROM o WHERE cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
-                 AND name NOT LIKE 'ProfilerStep#%'""",
-                       [rank, rank, rank, rank, rank]).fetchall()
-    out: dict[str, tuple] = {}
-    for cls in CLASSES[:-1]:
-        sel = [r for r in rows if r[0] == cls]
-        out[cls] = (np.array([r[1] for r in sel], np.int64), np.array([r[2] for r in sel],
-                                                                     np.int64),
-                    np.array([r[3] for r in sel], object))
+            SELECT o.id, o.parent_id, o.name, o.cat, o.phase, o.start_ns,
+                   o.start_ns + o.dur_ns AS end_ns
+            FROM ops o
+            WHERE o.rank = ? AND o.start_ns < ? AND o.start_ns + o.dur_ns > ?
+              AND (o.phase = 'data' OR o.name IN ({launches}) OR o.cat IN ('cpu_op',
+                   'user_annotation', 'python_function', 'module'))),
+        inside AS (SELECT o.* FROM o ASOF JOIN b ON o.end_ns > b.a WHERE b.e > o.start_ns)
+        SELECT o.start_ns, o.end_ns,
+               coalesce(o.phase = 'data', false) AS is_data,
+               coalesce(o.name IN ({launches}), false) AS is_launch,
+               coalesce(o.cat IN ('cpu_op', 'user_annotation', 'python_function', 'module')
+                        AND o.name NOT LIKE 'ProfilerStep#%', false) AS is_host,
+               CASE WHEN o.cat = 'cpu_op' AND (p.name IS NULL OR p.cat = 'user_annotation')
+                    THEN o.name ELSE '' END AS name
+        FROM inside o LEFT JOIN (SELECT id, name, cat FROM ops WHERE rank = ?) p
+             ON p.id = o.parent_id
+        ORDER BY o.start_ns, o.id""",
+                      [rank, int(ue[-1]), int(ua[0]), rank]).fetchnumpy()
+    sync_s, sync_e = _syncs(con).get(rank, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    # after a sync: until the first device activity that starts at or after its end (none:
+    # an empty stretch)
+    nxt = np.searchsorted(device_starts, sync_e, side="left")
+    after_e = np.where(nxt < len(device_starts),
+                       device_starts[np.minimum(nxt, len(device_starts) - 1)]
+                       if len(device_starts) else sync_e, sync_e)
+    no_names = np.full(len(sync_s), "", object)
+    out: dict[str, tuple] = {"sync": (sync_s, sync_e, no_names),
+                             "after_sync": (sync_e.copy(), after_e.astype(np.int64), no_names)}
+    for c in ("data", "launch", "host"):
+        sel = np.asarray(ops[f"is_{c}"], bool)
+        out[c] = (np.asarray(ops["start_ns"][sel], np.int64),
+                  np.asarray(ops["end_ns"][sel], np.int64),
+                  np.asarray(ops["name"][sel], object) if c == "host"
+                  else np.full(int(sel.sum()), "", object))
     return out
+
+
+def _syncs(con) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """(starts, ends) of the blocking calls of every rank: the sync calls, and the async
+    copies whose kernel is a device-to-host copy (pageable memory makes them block). One
+    query for all ranks, once per connection (a run's views do not change while it is open):
+    ``idle_blocks`` runs per rank, and the lookup of each copy's kernel was the larger part of
+    its per-rank cost."""
+    try:
+        cached = _SYNCS.get(con)
+    except TypeError:  # a connection that cannot be weakly referenced: no cache
+        cached = None
+    if cached is not None:
+        return cached
+    syncs = ", ".join(f"'{n}'" for n in SYNC_CALLS)
+    rows = con.execute(f"""
+        SELECT rank, start_ns, start_ns + dur_ns AS end_ns FROM ops o
+        WHERE name IN ({syncs}) OR (name IN ('cudaMemcpyAsync', 'hipMemcpyAsync')
+            AND EXISTS (SELECT 1 FROM kernels k WHERE k.rank = o.rank
+                        AND k.launch_id = o.id AND k.name LIKE '%DtoH%'))""").fetchnumpy()
+    rank = np.asarray(rows["rank"], np.int64)
+    starts = np.asarray(rows["start_ns"], np.int64)
+    ends = np.asarray(rows["end_ns"], np.int64)
+    cached = {int(r): (starts[rank == r], ends[rank == r]) for r in np.unique(rank)}
+    with contextlib.suppress(TypeError):
+        _SYNCS[con] = cached
+    return cached
+
+
+_SYNCS: weakref.WeakKeyDictionary[Any, dict[int, tuple[np.ndarray, np.ndarray]]] = (
+    weakref.WeakKeyDictionary())

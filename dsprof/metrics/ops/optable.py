@@ -13,6 +13,7 @@ same autograd ``seq`` number: the ops its backward runs.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -54,6 +55,11 @@ class Op:
         return self.name.removeprefix("aten::")
 
 
+def _pack(rank, op_id):
+    """(rank, op id) as one sortable int64: ids within +-2**40, ranks below 2**21."""
+    return rank * (1 << 41) + op_id + (1 << 40)
+
+
 class OpTable:
     """Forward op sequences, backward times by seq, and per-op overhead, for one run."""
 
@@ -62,6 +68,9 @@ class OpTable:
         self.device = ctx.nonempty("kernels") and bool(ctx.run.sql(
             "SELECT EXISTS (SELECT 1 FROM kernels WHERE kind = 'compute')")[0][0])
         self.steps_filter = self._steps_filter()
+        # op_io is pure and a model repeats the same shapes every step: parse each distinct
+        # (shapes, dtypes) once (OpIO is frozen, so ops can share one)
+        self._io = functools.lru_cache(maxsize=None)(op_io)
         self._device_time: dict[tuple[int, int], float] = (
             self._kernel_time_by_op() if self.device else {})
         self.sequences = self._forward_sequences()
@@ -82,20 +91,43 @@ class OpTable:
         return ""
 
     def _kernel_time_by_op(self) -> dict[tuple[int, int], float]:
-        """Device seconds per (rank, op id), credited to the op and all its ancestors."""
-        parents = {(r, i): p for r, i, p in self.ctx.run.sql(
-            "SELECT rank, id, parent_id FROM ops")}
-        out: dict[tuple[int, int], float] = defaultdict(float)
-        for rank, op_id, dur in self.ctx.run.sql("""
-                SELECT rank, op_id, sum(dur_ns) FROM kernels
-                WHERE op_id IS NOT NULL AND kind = 'compute' GROUP BY rank, op_id"""):
-            node: int | None = int(op_id)
-            hops = 0
-            while node is not None and hops < 64:
-                out[(rank, node)] += dur / 1e9
-                node = parents.get((rank, node))
-                hops += 1
-        return out
+        """Device seconds per (rank, op id), credited to the op and all its ancestors (at most
+        64 levels up). The walk up the tree runs one level at a time over all ops at once
+        (numpy): a Python loop over every op's ancestors cost more than the queries."""
+        import numpy as np
+
+        ops = self.ctx.run.con.execute(
+            "SELECT rank, id, parent_id FROM ops ORDER BY rank, id").fetchnumpy()
+        groups = self.ctx.run.con.execute("""
+                SELECT rank, op_id, sum(dur_ns) AS dur FROM kernels
+                WHERE op_id IS NOT NULL AND kind = 'compute' GROUP BY rank, op_id""").fetchnumpy()
+        key = _pack(np.asarray(ops["rank"], np.int64), np.asarray(ops["id"], np.int64))
+        parent_col = ops["parent_id"]
+        has_parent = ~np.ma.getmaskarray(parent_col)
+        parent = np.where(has_parent, np.ma.getdata(parent_col).astype(np.int64), 0)
+        g_rank = np.asarray(groups["rank"], np.int64)
+        node = np.asarray(groups["op_id"], np.int64)
+        secs = np.asarray(groups["dur"], np.float64) / 1e9
+        credit_rank, credit_node, credit_s = [], [], []
+        live = np.ones(len(node), bool)
+        for _ in range(64):
+            credit_rank.append(g_rank[live])
+            credit_node.append(node[live])
+            credit_s.append(secs[live])
+            if not len(key):
+                break
+            # the parent of each node still walking (a node missing from ops ends its walk)
+            want = _pack(g_rank, node)
+            pos = np.minimum(np.searchsorted(key, want), len(key) - 1)
+            live &= (key[pos] == want) & has_parent[pos]
+            if not live.any():
+                break
+            node = np.where(live, parent[pos], node)
+        credited = _pack(np.concatenate(credit_rank), np.concatenate(credit_node))
+        keys, where = np.unique(credited, return_inverse=True)
+        seconds = np.bincount(where, weights=np.concatenate(credit_s), minlength=len(keys))
+        return dict(zip(zip((keys >> 41).tolist(), ((keys & ((1 << 41) - 1)) - (1 << 40)).tolist()),
+                        seconds.tolist()))
 
     def time_of(self, rank: int, op_id: int, dur_ns: int) -> float:
         if self.device:
@@ -113,7 +145,7 @@ class OpTable:
         seqs: dict[tuple[int, int, int | None], list[Op]] = {}
         for rank, thread, step, op_id, name, start, dur, module, shapes, dtypes, seq in rows:
             op = Op(int(rank), step, int(op_id), name, int(start), int(start) + int(dur),
-                    self.time_of(rank, op_id, dur), module, op_io(shapes, dtypes), seq, dtypes)
+                    self.time_of(rank, op_id, dur), module, self._io(shapes, dtypes), seq, dtypes)
             seqs.setdefault((rank, thread, step), []).append(op)
         return list(seqs.values())
 
@@ -130,7 +162,7 @@ class OpTable:
         for rank, seq, op_id, name, start, dur, shapes, dtypes in rows:
             out[(int(rank), int(seq))].append(Op(
                 int(rank), None, int(op_id), name, int(start), int(start) + int(dur),
-                self.time_of(rank, op_id, dur), None, op_io(shapes, dtypes), None, dtypes))
+                self.time_of(rank, op_id, dur), None, self._io(shapes, dtypes), None, dtypes))
         return out
 
     def backward_ops(self, ops: list[Op]) -> list[Op]:
