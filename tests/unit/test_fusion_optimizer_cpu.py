@@ -65,6 +65,18 @@ def test_an_optimizer_the_cpu_share_was_not_measured_for_is_found_but_not_ranked
     assert next(f for f in adam.findings if f.kind == "fusion.optimizer").severity != "info"
 
 
+def test_foreach_advice_on_cpu_is_found_but_not_ranked():
+    # GIVEN RMSprop's per-parameter loop on CPU (no fused kernel model: the foreach advice,
+    # priced by the per-op dispatch cost, which profiled CPU steps overstate)
+    out = analyze(_optimizer("aten::addcmul_", cls="RMSprop"), only=("fusion_optimizer",),
+                  write=False)
+    f = next(f for f in out.findings if f.kind == "fusion.optimizer")
+    # THEN the foreach fix is given, outside the ranked list, saying why
+    assert "foreach=True" in f.fix
+    assert f.severity == "info" and f.data["impact_unknown"]
+    assert "Impact unknown" in f.explanation
+
+
 def test_torch_fused_adamw_on_cpu_does_pay_per_tensor():
     # GIVEN torch's own fused AdamW on one thread: 128 tiny tensors against one
     torch.set_num_threads(1)
