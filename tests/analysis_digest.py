@@ -27,6 +27,9 @@ def _strip(value: object) -> object:
         return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
         return [_strip(v) for v in value]
+    if isinstance(value, str):  # where the checkout sits is not what was analyzed
+        for root in {str(TRACES.resolve()), str(TRACES)}:
+            value = value.replace(root, "<traces>")
     return value
 
 
