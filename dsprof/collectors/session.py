@@ -15,7 +15,6 @@ every collector stops at once and the child's exit saves nothing (:mod:`.forked_
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import os
 import platform
 import socket
@@ -42,6 +41,7 @@ from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.process_facts import default_backend as _backend
 from dsprof.collectors.process_facts import frameworks_loaded
 from dsprof.collectors.samples import MetricSampler, start_sampler
+from dsprof.collectors.side_collectors import start_cupti, start_watcher, watch_user_profiler
 from dsprof.collectors.steps import StepCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.collectors.user_profiler import UserProfilerGuard
@@ -132,7 +132,7 @@ class Session:
         steps = self.steps
         self.syncs = HostSyncCollector(lambda: steps.steps_done)
         if self.settings.cupti_kernels:
-            self._start_cupti()
+            self.cupti = start_cupti(self.device, self.raw, steps.now_ns, self.timeline)
         header = {
             "source": "run",
             "status": "running",
@@ -191,53 +191,11 @@ class Session:
             self.timeline.start()
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
             self._disable_timeline(exc)
-        self._watch_user_profiler()
-        self._start_watcher()
+        self.user_profiler = watch_user_profiler(self.timeline, lambda: self._timeline_ok)
+        self.watcher = start_watcher(self.settings, self.raw, self.rank, steps.now_ns)
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
-
-    def _watch_user_profiler(self) -> None:
-        """The script's own torch.profiler sessions: the timeline steps aside for them."""
-        timeline = self.timeline
-        assert timeline is not None
-
-        def started() -> None:
-            if self._timeline_ok:
-                timeline.step_aside()
-
-        self.user_profiler = UserProfilerGuard(started, timeline.resume)
-        try:
-            self.user_profiler.install()
-        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
-            self.user_profiler = None
-            logger.error("cannot watch for the script's own torch.profiler: %s: %s",
-                         type(exc).__name__, exc)
-
-    def _start_cupti(self) -> None:
-        """Whole-run kernel records, handed over to the profiler around every window (the
-        bootstrap capture holds CUPTI first; the mode starts recording when it ends)."""
-        try:
-            self.cupti = CuptiKernelCollector.open(self.device, self.raw, self.steps.now_ns)
-        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
-            logger.error("cupti kernel mode failed to start: %s: %s", type(exc).__name__, exc)
-        if self.cupti is not None and self.timeline is not None:
-            self.timeline.before_profiler = self.cupti.pause
-            self.timeline.after_profiler = self.cupti.resume
-    def _start_watcher(self) -> None:
-        """The live op trace (DEBUG) and NaN/Inf check (--detect-anomaly, and DEBUG)."""
-        trace = logger.isEnabledFor(logging.DEBUG)
-        if not (trace or self.settings.detect_anomaly):
-            return
-        from dsprof.collectors.dispatch_watch import DispatchWatcher
-        from dsprof.collectors.trace_filter import TraceFilter
-
-        assert self.steps is not None
-        self.watcher = DispatchWatcher(
-            trace=trace, check=True, trace_filter=TraceFilter.parse(self.settings.trace_filter),
-            alloc_bytes=self.settings.trace_alloc_bytes, raw_dir=self.raw, rank=self.rank,
-            now_ns=self.steps.now_ns)
-        self.watcher.start()
 
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
