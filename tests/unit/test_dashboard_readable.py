@@ -112,7 +112,7 @@ def test_timeline_colours_are_stable_and_distinct(cpu_run):
 
 
 def test_search_finds_spans_by_name_earliest_first(cpu_run):
-    from dsprof.dashboard.pages.timeline import search_spans
+    from dsprof.dashboard.timeline_queries import search_spans
 
     index = cpu_run.timeline
     hits = search_spans(cpu_run, "ADDMM")  # case-insensitive, part of the name
@@ -124,7 +124,7 @@ def test_search_finds_spans_by_name_earliest_first(cpu_run):
 
 
 def test_range_summary_clips_spans_to_the_range(cpu_run):
-    from dsprof.dashboard.pages.timeline import range_summary
+    from dsprof.dashboard.timeline_queries import range_summary
 
     index = cpu_run.timeline
     hits = np.flatnonzero([str(index.names[c]) == "aten::addmm" for c in index.name])
@@ -147,8 +147,9 @@ def test_range_summary_clips_spans_to_the_range(cpu_run):
 
 
 def test_a_kernel_links_to_the_op_that_launched_it(tmp_path):
-    from dsprof.dashboard.pages.timeline import flow_trace, launch_flow
+    from dsprof.dashboard.pages.timeline import flow_trace
     from dsprof.dashboard.timeline import KERNEL, OP
+    from dsprof.dashboard.timeline_queries import launch_flow
     from dsprof.ingest.importer import import_traces
     from tests.conftest import trace_dir
 
