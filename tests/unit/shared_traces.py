@@ -50,3 +50,19 @@ def events(name: str) -> list[dict]:
     with gzip.open(SETS[name][0], "rt") as fh:
         doc = json.load(fh)
     return [e for e in doc["traceEvents"] if e.get("ph") == "X" and "dur" in e]
+
+
+def union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The spans merged where they overlap or touch, sorted."""
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def covered(a: float, b: float, spans: list[tuple[float, float]]) -> float:
+    """How much of [a, b) the (disjoint) spans cover."""
+    return sum(max(0.0, min(b, y) - max(a, x)) for x, y in spans)

@@ -20,7 +20,7 @@ from dsprof.findings import Evidence, Finding
 from dsprof.ingest.importer import import_traces
 from dsprof.render.findings import saving_text
 from dsprof.run import Run, load
-from tests.unit.shared_traces import NAMES, SETS, analysis, events
+from tests.unit.shared_traces import NAMES, SETS, analysis, covered, events, union
 
 DEVICE_CATS = {"kernel", "Kernel", "gpu_memcpy", "gpu_memset", "Memcpy", "Memset"}
 STEP = re.compile(r"^ProfilerStep#\d+$")
@@ -31,20 +31,6 @@ CLAIMERS = [load_analyzer(e) for e in ANALYZERS]
 def claim_kinds(resource: str) -> tuple[str, ...]:
     """The finding kinds whose savings claim ``resource`` (as the analyzers declare them)."""
     return tuple(k for a in CLAIMERS for r, kinds in a.claims if r == resource for k in kinds)
-
-
-def union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
-def covered(a: float, b: float, spans: list[tuple[float, float]]) -> float:
-    return sum(max(0.0, min(b, y) - max(a, x)) for x, y in spans)
 
 
 def steps(name: str) -> list[tuple[float, float]]:

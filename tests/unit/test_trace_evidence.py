@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from tests.unit.shared_traces import NAMES, analysis, events
+from tests.unit.shared_traces import NAMES, analysis, covered, events, union
 
 KERNEL_CATS = {"kernel", "Kernel"}
 DEVICE_CATS = KERNEL_CATS | {"gpu_memcpy", "gpu_memset", "Memcpy", "Memset"}
@@ -43,20 +43,6 @@ def step_spans(name: str) -> dict[int, tuple[float, float]]:
         if m and e.get("cat") in HOST_CATS:
             out[int(m.group(1))] = (float(e["ts"]), float(e["ts"]) + float(e["dur"]))
     return out
-
-
-def union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
-
-
-def covered(a: float, b: float, spans: list[tuple[float, float]]) -> float:
-    return sum(max(0.0, min(b, y) - max(a, x)) for x, y in spans)
 
 
 def children(name: str) -> dict[int, list[dict]]:
