@@ -80,6 +80,23 @@ def test_reading_a_stored_report_imports_no_heavy_library(tmp_path):
         assert not loaded & {"pyarrow", "duckdb", "numpy", "torch"}, (command, loaded)
 
 
+def test_summary_json_stores_the_step_breakdown_it_computed(tmp_path):
+    # GIVEN an imported run whose step breakdown was never asked for
+    run = _imported(tmp_path, "hta_a100_2rank_nccl_r0")
+    assert stored.load_report(run, "step_breakdown", {}) is None
+    # WHEN `summary --json` prints it once (computed from the tables), then again
+    first = orjson.loads(_cli("summary", "--json", str(run)))
+    assert stored.load_report(run, "step_breakdown", {}) == first["step_breakdown"]
+    code = ("from dsprof.cli import main\n"
+            "try: main(['summary', '--json', sys.argv[1]], standalone_mode=False)\n"
+            "except SystemExit: pass")
+    loaded = _modules_after(code, str(run))
+    # THEN the second reads the stored breakdown: no table opened, the same document printed
+    assert not loaded & {"pyarrow", "duckdb", "numpy", "torch"}, loaded
+    assert first["step_breakdown"]["steps"], first["step_breakdown"]
+    assert _same(orjson.loads(_cli("summary", "--json", str(run))), first)
+
+
 def test_a_changed_table_or_header_makes_the_report_stale(tmp_path):
     run = _imported(tmp_path, "hta_sampled_2rank_nccl")
     params = stored.summary_params()
