@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ STEP = re.compile(r"^ProfilerStep#(\d+)$")
 # kind -> where its evidence is re-derived from the raw trace
 REDERIVED = {
     "gpu.idle_block": "test_silence_findings.py (idle blocks and their host split)",
-    "precision.fp32_matmul": "test_trace_advice.py (fp32 GEMM/conv share by kernel name)",
+    "precision.fp32_matmul": "test_precision_evidence.py (fp32/low matrix and kernel time)",
     "launch.bound": "here (host-bound idle, launch API time, share); test_claimed_time.py",
     "host_sync.trace": "here (idle gap after each sync, each gap once)",
     "input.dataloader_wait": "here (fetch time, GPU idle inside it, with or without steps)",
@@ -74,6 +75,11 @@ pytestmark = pytest.mark.skipif(not NAMES, reason="../shared/traces is absent")
 def test_every_finding_kind_on_the_shared_traces_is_rederived():
     kinds = {f.kind for n in NAMES for f in analysis(n)[0].findings}
     assert kinds <= set(REDERIVED), sorted(kinds - set(REDERIVED))
+    # and the tests named there exist, with a test of that kind in them
+    here = Path(__file__).parent
+    for kind, where in REDERIVED.items():
+        for ref in re.findall(r"(test_\w+\.py)", where):
+            assert kind in (here / ref).read_text(), (kind, ref)
 
 
 def test_pageable_copies_are_the_raw_copies_and_their_launch_time():
@@ -274,3 +280,11 @@ def test_dataloader_waits_are_the_raw_batch_fetches_and_the_gpu_idle_inside_them
             assert f.saving_s == pytest.approx(idle_us / per / 1e6, rel=0.01), name
         else:
             assert f.saving_s == 0 and f.severity == "info", name
+
+
+def test_idle_blocks_fire_only_where_test_silence_findings_rederives_them():
+    # test_silence_findings.py re-derives the idle block of these two traces from the raw JSON;
+    # a trace where one newly fires needs its own re-derivation there
+    assert sorted(n for n, _ in findings("gpu.idle_block")) == [
+        "hta_a100_2rank_nccl_r0/nccl_data.json.gz",
+        "kineto_resnet50_v100_autograd/worker0.pt.trace.json.gz"]
