@@ -122,9 +122,12 @@ class Context:
     @cached_property
     def per_step(self) -> str:
         """How a figure summed over the steps and divided by their count is worded: "per
-        step", or "in the trace" for an import that marks no steps (analyzers then divide by
-        one: the figure is the whole capture's, and ``data.saving_per`` is "capture")."""
-        return "per step" if self.step_s is not None else "in the trace"
+        step", or, when the run marks no steps, "in the trace" (an import) or "in the run"
+        (analyzers then divide by one: the figure is the whole capture's, and
+        ``data.saving_per`` is "capture")."""
+        if self.step_s is not None:
+            return "per step"
+        return "in the run" if self.run.manifest.is_run else "in the trace"
 
     @cached_property
     def noise(self) -> StepNoise | None:
@@ -243,7 +246,7 @@ def _finish(f: Finding, ctx: Context) -> Finding:
     f = f.rated(ctx.step_s, ctx.peak_bytes)
     if ctx.step_s is None:
         # a trace that marks no steps: a saving is over the capture, never "ms/step"
-        f = _capture_wording(f)
+        f = _capture_wording(f, ctx.per_step.removeprefix("in "))
         if f.saving_s > 0 and "saving_per" not in f.data:
             f = replace(f, data={**f.data, "saving_per": "capture"})
     if "{" in f.verify:
@@ -254,22 +257,23 @@ def _finish(f: Finding, ctx: Context) -> Finding:
 # On a run that marks no steps an analyzer's "per step" figure is its total over the capture
 # (it divides by one step). Analyzers word it so (``Context.per_step``); this catches the phrases
 # of any that still assume steps, so no finding on such a trace speaks of a step it never saw.
-_STEP_PHRASES = ((re.compile(r"\bof (?:the|each|a) step\b"), "of the trace"),
-                 (re.compile(r"\beach step's\b"), "the trace's"),
-                 (re.compile(r"\b(?:in )?(?:per|a|each) step\b"), "in the trace"),
-                 (re.compile(r" ?/step\b"), " in the trace"))
+_STEP_PHRASES = ((re.compile(r"\bof (?:the|each|a) step\b"), "of {}"),
+                 (re.compile(r"\beach step's\b"), "{}'s"),
+                 (re.compile(r"\b(?:in )?(?:per|a|each) step\b"), "in {}"),
+                 (re.compile(r" ?/step\b"), " in {}"))
 
 
-def _in_the_trace(text: str) -> str:
+def _in_the_capture(text: str, capture: str = "the trace") -> str:
     for pattern, words in _STEP_PHRASES:
-        text = pattern.sub(words, text)
+        text = pattern.sub(words.format(capture), text)
     return text
 
 
-def _capture_wording(f: Finding) -> Finding:
-    evidence = tuple(replace(e, text=_in_the_trace(e.text)) for e in f.evidence)
-    return replace(f, title=_in_the_trace(f.title), explanation=_in_the_trace(f.explanation),
-                   evidence=evidence)
+def _capture_wording(f: Finding, capture: str) -> Finding:
+    """``f`` with its step phrases said of ``capture`` ("the trace", "the run")."""
+    evidence = tuple(replace(e, text=_in_the_capture(e.text, capture)) for e in f.evidence)
+    return replace(f, title=_in_the_capture(f.title, capture),
+                   explanation=_in_the_capture(f.explanation, capture), evidence=evidence)
 
 
 # Kinds whose advice only a GPU can act on (TF32, Tensor Core alignment): on a CPU run they
