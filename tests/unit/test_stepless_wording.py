@@ -14,7 +14,8 @@ from tests.unit.shared_traces import NAMES, analysis
 from tests.unit.test_analyzers_synthetic import MS, table
 
 # the phrases of a figure per training step
-STEP_WORDS = re.compile(r"\b(?:per|a|each|of the|in the) step\b|/step\b|\bstep's\b", re.I)
+STEP_WORDS = re.compile(r"\b(?:per|a|each|of the|in the) step\b|/step\b|\bstep's\b",
+                        re.IGNORECASE)
 
 STEPLESS = [n for n in NAMES if analysis(n)[1] is None]
 
