@@ -288,3 +288,18 @@ def test_idle_blocks_fire_only_where_test_silence_findings_rederives_them():
     assert sorted(n for n, _ in findings("gpu.idle_block")) == [
         "hta_a100_2rank_nccl_r0/nccl_data.json.gz",
         "kineto_resnet50_v100_autograd/worker0.pt.trace.json.gz"]
+
+
+def test_the_memory_timeline_export_makes_no_finding(tmp_path):
+    # GIVEN the one shared file that is not a Chrome trace (export_memory_timeline's raw rows)
+    from dsprof.analyzers.registry import ANALYZERS, analyze, load_analyzer
+    from dsprof.ingest.importer import import_traces
+    from dsprof.run import load
+    from tests.conftest import trace_dir
+
+    run_dir, _ = import_traces([trace_dir("hta_memory_timeline")], tmp_path / "run")
+    with load(run_dir.path) as run:
+        out = analyze(run, write=False)
+    # THEN no finding (nothing to re-derive one from), and every analyzer says why it skipped
+    assert out.findings == [] and out.failed == []
+    assert {s["analyzer"] for s in out.skipped} == {load_analyzer(e).name for e in ANALYZERS}
