@@ -85,3 +85,13 @@ def test_an_analyzer_that_words_its_figures_per_step_is_reworded_on_a_run_withou
     assert not [t for t in _texts(f) if STEP_WORDS.search(t)], _texts(f)
     assert "in the trace" in f.explanation
     assert f.data["saving_per"] == "capture"
+
+
+@pytest.mark.skipif(not NAMES, reason="../shared/traces is absent")
+def test_analyzers_that_measure_per_step_say_why_a_trace_without_steps_gets_nothing():
+    # GIVEN HTA's AlexNet benchmark: 41 syncs and 79 kernels, no ProfilerStep
+    name = "hta_a100_alexnet_small/benchmark_result_2869224_1695835535_trace.json.gz"
+    reasons = {s["analyzer"]: s["reason"] for s in analysis(name)[0].skipped}
+    # THEN the sync and launch analyzers say why they found nothing, instead of silence
+    assert "marks no steps" in reasons["host_syncs"]
+    assert "marks no steps" in reasons["launch_bound"]
