@@ -4,11 +4,12 @@
 step W over the steps that count (``run.facts``: not the steps dsprof disturbed), against the
 mean step time S; reported when W is above 5 % of the step (the TensorBoard plugin's threshold)
 by more than the run's step-time noise band (:func:`noise_margin_s`: a wait the step-to-step
-noise could make is not evidence that loading holds the step back). The rest of the step, C = S - W, is compute that prefetching
-workers can hide loading behind. Model for n workers (each loads a whole batch, as DataLoader
-workers do): with 0 workers the load time per batch is L = W; with n workers the steady-state
-wait is max(0, L / n - C), plus, for non-persistent workers, one worker start-up and one
-unhidden load per pass over the data, spread over the batches of a pass. The advice is the
+noise could make is not evidence that loading holds the step back). The rest of the step,
+C = S - W, is compute that prefetching workers can hide loading behind. Model for n workers
+(each loads a whole batch, as DataLoader workers do): with 0 workers the load time per batch is
+L = W; with n workers the steady-state wait is max(0, L / n - C), plus, for non-persistent
+workers, one worker start-up and one unhidden load per pass over the data, spread over the
+batches of a pass. The advice is the
 smallest n whose steady wait is zero, capped by the cores: when the training thread's CPU time
 inside ``__next__`` is close to its wall time, loading is compute and needs free cores
 (``cpu_count - torch_threads``); when it is far below, loading waits on I/O and more workers
