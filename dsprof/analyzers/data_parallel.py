@@ -50,8 +50,8 @@ class DataParallelAnalyzer(Analyzer):
                 "replicates the model, scatters inputs and gathers outputs on one device every "
                 "step from a single process; DistributedDataParallel runs one process per "
                 "device and overlaps gradient all-reduce with backward. PyTorch recommends DDP "
-                f"even on one machine. The wrapper's own time was {saving * 1e3:.1f} ms per "
-                "step."),
+                f"even on one machine. The wrapper's own time was {saving * 1e3:.1f} ms "
+                f"{ctx.per_step}."),
             evidence=(Evidence("module span DataParallel", rank=rank, step=step),),
             fix=("# launch with: torchrun --nproc-per-node NUM_GPUS train.py\n"
                  "import os, torch, torch.distributed as dist\n"

@@ -58,10 +58,16 @@ class HostSyncs(Analyzer):
             return None
         return "needs the host_syncs table (a dsprof run) or GPU kernels in the trace"
 
-    # A trace without steps has no "per step" to speak of: its syncs are not reported.
+    # A trace without steps has no "per step" to speak of: its syncs are not reported, and the
+    # reason is said (``no_finding_reason``).
 
     def run(self, ctx: Context) -> list[Finding]:
         out: list[Finding] = []
+        self.no_finding_reason = (
+            "the trace marks no steps (no ProfilerStep spans): the GPU idle time after a "
+            "sync is measured up to the next kernel of the same step"
+            if ctx.nonempty("kernels") and not ctx.nonempty("steps")
+            and not ctx.nonempty("host_syncs") else None)
         trace = (_trace_syncs(ctx) if all(ctx.nonempty(t) for t in ("kernels", "ops", "steps"))
                  else [])
         # a down-sampled trace dropped kernels: the gap after a sync is not idle time there

@@ -1,12 +1,15 @@
 """Input pipeline: steps waiting on the DataLoader, and host copies from pageable memory.
 
 **DataLoader wait** (``steps.data_wait_ns``, ``dataloaders``; dsprof runs): the mean wait per
-step W over the steps that count, against the mean step time S; reported above 5 % of the step
-(the TensorBoard plugin's threshold). The rest of the step, C = S - W, is compute that prefetching
-workers can hide loading behind. Model for n workers (each loads a whole batch, as DataLoader
-workers do): with 0 workers the load time per batch is L = W; with n workers the steady-state
-wait is max(0, L / n - C), plus, for non-persistent workers, one worker start-up and one
-unhidden load per pass over the data, spread over the batches of a pass. The advice is the
+step W over the steps that count (``run.facts``: not the steps dsprof disturbed), against the
+mean step time S; reported when W is above 5 % of the step (the TensorBoard plugin's threshold)
+by more than the run's step-time noise band (:func:`noise_margin_s`: a wait the step-to-step
+noise could make is not evidence that loading holds the step back). The rest of the step,
+C = S - W, is compute that prefetching workers can hide loading behind. Model for n workers
+(each loads a whole batch, as DataLoader workers do): with 0 workers the load time per batch is
+L = W; with n workers the steady-state wait is max(0, L / n - C), plus, for non-persistent
+workers, one worker start-up and one unhidden load per pass over the data, spread over the
+batches of a pass. The advice is the
 smallest n whose steady wait is zero, capped by the cores: when the training thread's CPU time
 inside ``__next__`` is close to its wall time, loading is compute and needs free cores
 (``cpu_count - torch_threads``); when it is far below, loading waits on I/O and more workers
@@ -31,11 +34,22 @@ from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.noise import rank_step_spread
 from dsprof.units import fmt_bytes, fmt_duration_ms
 
 THRESHOLD = 0.05  # DataLoader share of the step worth a finding (tb_plugin's rule)
 WORKER_START_NS = 60_000_000  # forking a worker with torch imported, measured here: 40-80 ms
 MAX_IO_WORKERS = 16
+
+
+def noise_margin_s(ctx: Context, rank: int) -> float:
+    """How far above the 5 % threshold the wait must be: the run's noise band (two standard
+    errors of a difference of medians, ``metrics.noise``) over rank 0's steady steps, or, with
+    fewer than five of them (a short run), over the rank's steps that ran the program's work
+    (``rank_step_spread``), whichever is larger; 0 when neither can be measured."""
+    bands = [n.band_s() for n in (ctx.noise if rank == 0 else None,
+                                  rank_step_spread(ctx.run).get(rank)) if n is not None]
+    return max(bands, default=0.0)
 
 
 def predicted_wait_ns(load_ns: float, compute_ns: float, workers: int, persistent: bool,
@@ -89,7 +103,8 @@ class InputPipeline(Analyzer):
                              else idle / max(int(n_steps or 0), 1) / 1e9)
             saving = per_step if idle_per_step is None else min(per_step, idle_per_step)
             unit = "per step" if n_steps else "in the trace (it marks no steps)"
-            if n_steps and step_s and per_step < THRESHOLD * step_s:
+            margin = noise_margin_s(ctx, int(rank)) if n_steps else 0.0
+            if n_steps and step_s and per_step < THRESHOLD * step_s + margin:
                 continue
             single = "SingleProcess" in str(name)
             share = f" ({per_step / step_s:.0%} of the step)" if n_steps and step_s else ""
@@ -109,7 +124,10 @@ class InputPipeline(Analyzer):
                              + ("The saving is the wait, at most." if idle_per_step is None else
                                 f"The GPU had nothing to run for {idle_per_step * 1e3:.1f} ms of "
                                 f"each step's wait (it finished queued kernels in the rest): "
-                                "that is the saving.")),
+                                "that is the saving." if n_steps else
+                                f"The GPU had nothing to run for {idle_per_step * 1e3:.1f} ms of "
+                                "that wait (it finished queued kernels in the rest). The trace "
+                                "marks no steps: no saving is rated.")),
                 evidence=(Evidence(f"{name} x {n}: {float(wait_ns) / 1e6:.1f} ms",
                                    rank=int(rank), start_ns=int(first_ns),
                                    op_ids=(int(first_id),)),),
@@ -120,16 +138,26 @@ class InputPipeline(Analyzer):
                 data={"wait_ms_per_step": per_step * 1e3, "single_process": single,
                       "gpu_idle_ms_per_step": (None if idle_per_step is None
                                                else idle_per_step * 1e3),
-                      "fetches": int(n)}))
+                      "fetches": int(n), "noise_margin_ms": margin * 1e3}))
         return out
 
     def _loader_waits(self, ctx: Context) -> list[Finding]:
-        skip0 = "AND step > 0" if ctx.meta.get("source") == "run" else ""
+        # the steps that count (run.facts: full-speed steps of a dsprof run; setup, the
+        # profiler's window and the trace write are never evidence), else every step but setup
+        counted = {(r, s) for r, s, _ in ctx.run.facts.step.counted}
+        waits: dict[int, list[tuple[int, int]]] = {}
+        for rank, step, wait, dur in ctx.run.sql(
+                "SELECT rank, step, data_wait_ns, dur_ns FROM steps "
+                "WHERE data_wait_ns IS NOT NULL AND dur_ns > 0 ORDER BY rank, step"):
+            if (rank, step) in counted or (not counted and step > 0):
+                waits.setdefault(int(rank), []).append((int(wait), int(dur)))
         out = []
-        for rank, steps, wait, dur in ctx.run.sql(f"""
-                SELECT rank, count(*), avg(data_wait_ns), avg(dur_ns) FROM steps
-                WHERE data_wait_ns IS NOT NULL {skip0} GROUP BY rank ORDER BY rank"""):
-            if not steps or not dur or wait / dur < THRESHOLD:
+        for rank, rows in waits.items():
+            steps = len(rows)
+            wait = sum(w for w, _ in rows) / steps
+            dur = sum(d for _, d in rows) / steps
+            margin = noise_margin_s(ctx, rank)
+            if wait < THRESHOLD * dur + margin * 1e9:
                 continue
             loaders = ctx.run.sql("""
                 SELECT loader, site, dataset, batch_size, num_workers, persistent_workers,
@@ -137,12 +165,12 @@ class InputPipeline(Analyzer):
                        cpu_count, torch_threads
                 FROM dataloaders WHERE rank = ? ORDER BY wait_ns DESC""", [rank])
             if loaders:
-                out.append(self._advise(int(rank), int(steps), float(wait), float(dur),
+                out.append(self._advise(rank, steps, float(wait), float(dur), margin,
                                         loaders[0], ctx))
         return out
 
-    def _advise(self, rank: int, steps: int, wait: float, dur: float, loader: tuple,
-                ctx: Context) -> Finding:
+    def _advise(self, rank: int, steps: int, wait: float, dur: float, margin_s: float,
+                loader: tuple, ctx: Context) -> Finding:
         (_, site, dataset, batch_size, workers, _, _, passes, batches,
          total_wait, wait_cpu, first_wait, cpus, threads) = loader
         compute = max(dur - wait, 0.0)
@@ -179,7 +207,9 @@ class InputPipeline(Analyzer):
             f"{'A single-process loader on a machine with ' + str(cpus) + ' CPUs. ' if workers == 0 else ''}"
             f"Each batch takes one worker about {load / 1e6:.1f} ms; {n} worker(s) prefetching "
             f"behind {compute / 1e6:.1f} ms of compute leave a predicted wait of "
-            f"{after / 1e6:.1f} ms per step (persistent workers, so no start-up per epoch).")
+            f"{after / 1e6:.1f} ms per step (persistent workers, so no start-up per epoch). "
+            f"The wait is over the {THRESHOLD:.0%} threshold by more than the run's step-time "
+            f"noise band ({margin_s * 1e3:.2f} ms).")
         if cpu_bound and cpus - threads < n:
             explanation += (f" torch uses {threads} threads on {cpus} CPUs: workers will "
                             "compete with compute, so the gain may be smaller; consider "
@@ -202,7 +232,7 @@ class InputPipeline(Analyzer):
             verify=_verify(ctx),
             data={"workers": workers, "advised_workers": n, "wait_ms": wait / 1e6,
                   "predicted_wait_ms": after / 1e6, "compute_ms": compute / 1e6,
-                  "cpu_bound": cpu_bound})
+                  "cpu_bound": cpu_bound, "noise_margin_ms": margin_s * 1e3})
 
     def _pageable_copies(self, ctx: Context) -> list[Finding]:
         rows = ctx.run.sql("""
@@ -256,8 +286,10 @@ def _gpu_idle_during(ctx: Context, rank: int, name: str) -> float | None:
         else:
             merged.append([a, b])
     idle = 0
+    # inside the steps, or over the whole capture of a trace that marks none
+    in_steps = "AND step IS NOT NULL" if ctx.step_s is not None else ""
     fetches = ctx.run.sql("SELECT start_ns, start_ns + dur_ns FROM ops WHERE rank = ? "
-                          "AND name = ? AND step IS NOT NULL", [rank, name])
+                          f"AND name = ? {in_steps}", [rank, name])
     for a, b in fetches:
         covered = sum(max(0, min(b, y) - max(a, x)) for x, y in merged if x < b and y > a)
         idle += (b - a) - covered

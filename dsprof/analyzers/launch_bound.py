@@ -77,6 +77,9 @@ class LaunchBoundAnalyzer(Analyzer):
         return None
 
     def run(self, ctx: Context) -> list[Finding]:
+        self.no_finding_reason = (
+            "the trace marks no steps (no ProfilerStep spans): host-bound idle time is a share "
+            "of a step" if not ctx.nonempty("steps") else None)
         rows = [r for r in host_bound_gaps(ctx.run.con) if int(r[0]) not in ctx.sampled_ranks]
         if not rows:
             return []

@@ -285,13 +285,13 @@ class PrecisionAnalyzer(Analyzer):
             in_bytes += io.in_bytes if io else 0
         label = "matrix kernels with no matmul/conv op (compiled, graph-launched or an old trace)"
         parents = {**parents, **{(r, -1): (None, label, None) for r, i in fp32_ops if i == -1}}
-        found = self._finding(table, name or "", peaks, fp32_s, low_s, total_s,
+        found = self._finding(ctx, table, name or "", peaks, fp32_s, low_s, total_s,
                               tf32 >= 0.5 * fp32_s, fp32_ops, parents, bandwidth, in_bytes)
         found.data["unattributed_fp32_s"] = unattributed_s / table.n_steps
         switch = framework_fix(ctx, "precision")
         return [replace(found, fix=switch + found.fix) if switch else found]
 
-    def _finding(self, table: OpTable, device: str,
+    def _finding(self, ctx: Context, table: OpTable, device: str,
                  peaks: tuple[float, float | None, float, float | None], fp32_s: float,
                  low_s: float, total_s: float, on_tf32: bool,
                  fp32_ops: dict[tuple[int, int], float], parents: dict,
@@ -303,12 +303,14 @@ class PrecisionAnalyzer(Analyzer):
         speedup = min(MAX_SPEEDUP, low_peak / base_peak)
         cast_s = 1.5 * in_bytes / bandwidth if bandwidth else 0.0
         steps = table.n_steps
+        per = ctx.per_step  # a trace that marks no steps: totals over the capture
         gain = max(0.0, (fp32_s * (1 - 1 / speedup) - cast_s) / steps)
         share = fp32_s / total_s
         base_txt = "TF32 Tensor Cores" if on_tf32 else "fp32 (no Tensor Cores)"
         top = sorted(fp32_ops.items(), key=lambda kv: -kv[1])[:5]
         evidence = tuple(Evidence(text=f"{parents[n][1]} ({base_txt}): {s / steps * 1e3:.3f} ms "
-                                       "per step", rank=n[0], op_ids=(n[1],) if n[1] >= 0 else (), value=s / steps)
+                                       f"{per}", rank=n[0], op_ids=(n[1],) if n[1] >= 0 else (),
+                                  value=s / steps)
                          for n, s in top)
         if dtype == "bf16":
             fix = ("with torch.autocast(device_type='cuda', dtype=torch.bfloat16):\n"
@@ -329,15 +331,18 @@ class PrecisionAnalyzer(Analyzer):
                   f"fp32 matmul/conv",
             saving_s=gain, confidence="low",
             explanation=(
-                f"On {device}, {fp32_s / steps * 1e3:.2f} ms per step ({share:.0%} of kernel "
+                f"On {device}, {fp32_s / steps * 1e3:.2f} ms {per} ({share:.0%} of kernel "
                 f"time) runs in matmul/conv kernels of fp32 ops on {base_txt}; "
                 f"{low_s / steps * 1e3:.2f} ms already runs in fp16/bf16, so AMP is not on. "
                 f"{dtype} Tensor Cores peak at {low_peak:g} TFLOPS vs {base_peak:g}; dsprof "
                 f"assumes x{speedup:.1f} (capped at x{MAX_SPEEDUP:g}) and subtracts the casts "
-                f"autocast adds ({cast_s / steps * 1e3:.2f} ms per step)."
+                f"autocast adds ({cast_s / steps * 1e3:.2f} ms {per})."
                 + ("" if dtype == "bf16" else " This GPU has no bf16: fp16 needs a GradScaler,"
                    " so there is no automatic knob.") + alt),
             evidence=evidence, fix=fix, apply=apply,
-            verify="dsprof verify RUN ID" if apply else "",
+            # an imported trace has no command for verify to rerun
+            verify=("" if not apply else "dsprof verify {run} {id}" if ctx.target_command
+                    else "re-run the job with the fix, import its trace, compare with dsprof "
+                         "diff"),
             data={"device": device, "fp32_s": fp32_s / steps, "low_precision_s": low_s / steps,
                   "kernel_s": total_s / steps, "assumed_speedup": speedup, "tf32": on_tf32})

@@ -18,9 +18,10 @@ Noise margin:
     (``metrics.noise.rank_step_spread``: robust from five steps on, the sample sd below), or
     the run's steady-step sd when that is larger. And the rank must be late step after step:
     its mean lateness per step (its arrival minus the latest other rank's, negative where it
-    was not last; ``skew.lateness_by_step``) over at least two steps, more than twice its
-    standard error. A rank held back every step by a slower host or a longer shard clears
-    both; a steady run does not.
+    was not last; ``skew.lateness_by_step``) over at least two steps, more than its standard
+    error times Student's t for that many steps (12.7 for two steps, 3.2 for four, 2 from
+    about 60: "two standard errors" when the sd itself comes from a few steps). A rank held
+    back every step by a slower host or a longer shard clears both; a steady run does not.
 Algorithm:
     saving per step = that gap summed over the collectives where the rank came last, divided
     by the steps they span: what every step would gain if the rank kept pace with the
@@ -141,11 +142,24 @@ def step_spread_s(ctx: Context) -> float:
     return max(median, steady)
 
 
+# Student's t, one-sided 97.5 %, by degrees of freedom (steps - 1): "over two standard errors"
+# for a sample whose sd is itself estimated from a few steps (2 is the large-sample value; with
+# two steps the sd rests on one difference, and two standard errors would be far too lax).
+_T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+          10: 2.23, 15: 2.13, 20: 2.09, 30: 2.04}
+
+
+def t_critical(df: int) -> float:
+    """The table's value at ``df``, or at the largest tabled df below it (a little stricter)."""
+    return _T_975[max(k for k in _T_975 if k <= df)] if df < 60 else 2.0
+
+
 def steadily_late(late_ns: list[int]) -> bool:
-    """Mean lateness over steps more than twice its standard error, over two or more steps."""
+    """Mean lateness over steps above its standard error times Student's t for that many
+    steps (about two standard errors from a few dozen steps on), over two or more steps."""
     if len(late_ns) < 2:
         return False
     n = len(late_ns)
     mean = sum(late_ns) / n
     sd = (sum((x - mean) ** 2 for x in late_ns) / (n - 1)) ** 0.5
-    return mean > 0 and mean > 2 * sd / n ** 0.5
+    return mean > 0 and mean > t_critical(n - 1) * sd / n ** 0.5

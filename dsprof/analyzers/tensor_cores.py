@@ -92,7 +92,7 @@ class TensorCoreAnalyzer(Analyzer):
             analyzer=self.name, kind="tensor_core.tf32_off", key="tf32",
             title=f"Turn on TF32: {len(group)} fp32 matmul/conv ops per run {where}",
             saving_s=saving, confidence=confidence,
-            explanation=(f"{len(group)} fp32 ops with FLOPs ({ms:.2f} ms per step"
+            explanation=(f"{len(group)} fp32 ops with FLOPs ({ms:.2f} ms {ctx.per_step}"
                          f"{' of GPU time' if measured else ' of CPU time'}) {where} because "
                          "TF32 is off. TF32 keeps fp32 storage and runs the matmuls on Tensor "
                          f"Cores; estimate: {SPEEDUP:.0f}x on those kernels."),

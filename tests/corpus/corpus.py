@@ -121,19 +121,20 @@ MODELS = [
           expect=ADAM_FUSION | {"fusion"}, reference=lambda mod: mod.reference(), slow=True),
     # Lightning calls training_step, never the LightningModule's forward: the first module
     # called, self.net, is the root of the paths
-    # input_pipeline allowed: the loader runs in the training process (num_workers=0) and
-    # Lightning's fetch wrapper makes each fetch ~0.5-1 ms of a ~16 ms step, at tb_plugin's 5 %
-    # threshold: on a loaded machine it crosses it (6 % seen in CI rehearsal), and the claim, the
-    # training thread waiting for its batches, is then true of the run.
+    # no input_pipeline finding: the loader runs in the training process (num_workers=0) and
+    # Lightning's fetch wrapper makes each fetch ~0.15-1 ms of a 3-16 ms step, near tb_plugin's
+    # 5 % threshold (6 % seen under load), within the run's step-time noise band of it (2.6 ms
+    # on an idle machine): the analyzer needs the wait above 5 % by more than that band
+    # (docs/analyzers.md, Input pipeline)
     Model("lightning_trainer", "lightning_trainer.py", modules=("Sequential.0",),
-          expect=ADAM_FUSION | {"input_pipeline"}, reference=lambda mod: mod.reference(), slow=True),
-    # straggler allowed: the two ranks share this machine's 2 cores with pytest, and now and
-    # then one of them really is late ~3 ms a step, step after step (past the straggler's noise
-    # margin, docs/analyzers.md): caused by the machine, not the script. A steady run on a
-    # shared machine cannot be promised no straggler; the margin is tested in
-    # tests/unit/test_straggler_noise.py and on a slowed rank in test_straggler_runs.py.
+          expect=ADAM_FUSION, reference=lambda mod: mod.reference(), slow=True),
+    # no straggler: the two ranks share this machine's 2 cores with pytest, and now and then one
+    # of them is late ~2-4 ms at both collectives of the 2-step window (4 of 9 runs under load,
+    # e.g. 3.26 and 2.20 ms). That is five standard errors of its mean, but Student's t for two
+    # steps is 12.7 (docs/analyzers.md, Straggler): no longer "late step after step". The rule
+    # on a slowed rank: test_straggler_runs.py; its margins: tests/unit/test_straggler_noise.py.
     Model("ddp_gloo", "ddp_gloo.py", modules=("DistributedDataParallel.module.0",),
-          expect=COMMON | {"fusion_optimizer", "comm_bound", "straggler"}, ranks=2,
+          expect=COMMON | {"fusion_optimizer", "comm_bound"}, ranks=2,
           reference=lambda mod: mod.reference(), slow=True),
 ]
 BY_NAME = {m.name: m for m in MODELS}

@@ -122,7 +122,9 @@ def test_no_gpu_advice_no_pressure_advice_and_no_outliers_on_a_cpu_run(corpus):
     assert not [k for k, _ in kinds if k.startswith("batch.")], kinds
     assert not [k for k, sev in kinds if k == "memory.checkpointing" and sev != "info"], kinds
     # a steady run has no outlier steps (dsprof's own window and trace write are not evidence)
-    assert not [k for k, _ in kinds if k in ("steps.outliers", "steps.periodic")], kinds
+    # and, on several ranks, no straggler (a rank late by this machine's noise is not one)
+    assert not [k for k, _ in kinds if k in ("steps.outliers", "steps.periodic",
+                                             "comm.straggler")], kinds
 
 
 def test_attention_is_found_where_hand_written_and_sdpa_said_where_it_runs(corpus):

@@ -88,6 +88,25 @@ def test_the_examples_hand_written_attention_is_named_at_its_module(lm_run):
     assert f["data"]["ops"][0] == "matmul" and "softmax" in f["data"]["ops"]
 
 
+def test_the_examples_sdpa_form_is_said_to_use_sdpa_and_gets_no_hand_attention(tmp_path):
+    # GIVEN the same example with its attention on F.scaled_dot_product_attention (--sdpa)
+    out = tmp_path / "sdpa"
+    res = dsprof("run", "-q", "-o", str(out), *WINDOW, *LM[:2], "10", *LM[3:], "--sdpa",
+                 cwd=REPO)
+    assert res.code == 0, res.stderr[-2000:]
+    doc = _doc(out)
+    kinds = [f["kind"] for f in doc["findings"]]
+    # THEN no hand-written attention is found, and the attention module is said to run SDPA
+    assert "fusion.hand_attention" not in kinds and "fusion.attention" not in kinds
+    (f,) = [f for f in doc["findings"] if f["kind"] == "attention.sdpa"]
+    assert f["severity"] == "info" and "TransformerLM.blocks.*.attn" in f["title"]
+    # AND the other clauses hold here too: no unpressured, GPU-only or outlier advice
+    ranked = [f["kind"] for f in doc["findings"] if f["severity"] != "info"]
+    assert not [k for k in ranked if k.startswith(("memory.checkpointing", "batch."))]
+    assert not [k for k in kinds if k in ("tensor_core.tf32_off", "tensor_core.unaligned_dims")]
+    assert not [k for k in ranked if k in ("steps.outliers", "comm.straggler")]
+
+
 @pytest.mark.parametrize("script, args", [
     ("fusion_mlp.py", ["--steps", "14", "--batch-size", "512"]),
     ("cnn.py", ["--steps", "14", "--batch-size", "16", "--samples", "256"]),

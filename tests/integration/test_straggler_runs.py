@@ -1,10 +1,10 @@
 """The straggler on real 2-rank gloo runs of examples/ddp_train.py: a rank that sleeps 20 ms
 before each backward is named, past the noise margin (docs/analyzers.md).
 
-The same job without a slow rank is not tested here: on a shared 2-core machine one rank
-really is late now and then, step after step (seen in 2 of 6 runs under load), so "no
-straggler on a steady run" cannot be promised by a test; the margin's rule is tested on
-recorded step times in tests/unit/test_straggler_noise.py."""
+A steady 2-rank job (no slow rank) is the corpus' ddp_gloo model (tests/corpus), which must get
+no straggler: on a shared 2-core machine one rank is late now and then at both steps of a short
+window, which Student's t for two steps does not take as "late step after step"; the margin's
+rules are tested on recorded step times in tests/unit/test_straggler_noise.py."""
 
 from __future__ import annotations
 

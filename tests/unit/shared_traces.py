@@ -17,8 +17,8 @@ from dsprof.ingest.importer import import_traces
 from dsprof.run import load
 from tests.conftest import all_trace_files
 
-# The memory timeline export is not a Chrome trace (the importer refuses it:
-# test_imported_traces.py).
+# The memory timeline export is not a Chrome trace: it imports as memory rows only, has no events
+# to re-derive a finding from, and makes none (test_trace_evidence.py holds it to that).
 SETS: dict[str, list[Path]] = {}
 for _path in all_trace_files():
     if _path.parent.name == "hta_memory_timeline":

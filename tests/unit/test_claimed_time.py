@@ -85,6 +85,29 @@ def test_gpu_idle_claims_fit_in_the_idle_time_of_the_raw_trace(name, analyses):
 
 
 @pytest.mark.skipif(not NAMES, reason="../shared/traces is absent")
+@pytest.mark.parametrize("name", [n for n in NAMES if not steps(n)])
+def test_on_a_trace_without_steps_the_claims_fit_in_the_captures_idle_time(name, analyses):
+    # GIVEN a trace with no ProfilerStep: its savings are over the capture (or, for an idle
+    # block cut at batch fetches, per iteration: times the iterations, over the capture)
+    evs = events(name)
+    busy = union([(float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in evs
+                  if e.get("cat") in DEVICE_CATS])
+    res, step_s = analyses[name]
+    assert step_s is None
+    def in_capture(f) -> float:
+        return f.saving_s * (f.data.get("iterations", 1)
+                             if f.data.get("saving_per") == "iteration" else 1)
+    start = min(float(e["ts"]) for e in evs)
+    end = max(float(e["ts"]) + float(e["dur"]) for e in evs)
+    # THEN every saving together fits in the capture, and the GPU idle claims in its idle time
+    assert sum(in_capture(f) for f in res.findings) <= (end - start) / 1e6 * 1.001
+    claimed = [f for f in res.findings if f.kind.startswith(claim_kinds(GPU_IDLE))]
+    idle_s = ((end - start) - covered(start, end, busy)) / 1e6 if busy else 0.0
+    assert sum(in_capture(f) for f in claimed) <= idle_s * 1.001, (
+        idle_s, [(f.kind, in_capture(f)) for f in claimed])
+
+
+@pytest.mark.skipif(not NAMES, reason="../shared/traces is absent")
 @pytest.mark.parametrize("name", NAMES)
 def test_communication_claims_fit_in_the_communication_of_the_raw_trace(name, analyses):
     # GIVEN the communication time per step from the raw events: NCCL kernels on a GPU,

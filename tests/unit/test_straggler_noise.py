@@ -76,3 +76,15 @@ def test_small_samples_use_the_sample_sd_not_the_mad():
     five = small_sample_noise([10 * MS] * 4 + [20 * MS])
     assert five is not None and five.sd_s == 0.0  # robust from five on: one outlier is ignored
     assert small_sample_noise([10 * MS]) is None
+
+
+def test_two_steps_need_a_lateness_far_above_its_spread():
+    # GIVEN a rank last at both of two steps, 3 ms and 2 ms late (a busy machine's kind of
+    # lateness): the mean, 2.5 ms, is five standard errors (0.5 ms), but that sd rests on one
+    # difference between two steps
+    # THEN it is not steadily late: Student's t for one degree of freedom is 12.7
+    assert not steadily_late([3 * MS, 2 * MS])
+    # while a lateness that hardly moves between the steps (a slept rank) is
+    assert steadily_late([200 * MS, 195 * MS])
+    # and from many steps on the rule is about two standard errors
+    assert steadily_late([3 * MS, 2 * MS] * 40)

@@ -1,0 +1,89 @@
+"""The DataLoader wait's noise margin (issue 19): a wait fires only when it is above 5 % of the
+step by more than the run's step-time noise band, and only the steps that count (not those
+dsprof disturbed) are evidence. Synthetic runs (Run.from_tables) of a ``dsprof run``."""
+
+from __future__ import annotations
+
+import pytest
+
+from dsprof.analyzers.input_pipeline import THRESHOLD
+from dsprof.analyzers.registry import analyze
+from dsprof.run import Run
+from tests.unit.test_analyzers_synthetic import MS, steps, table
+
+RUN = {"source": "run", "target": {"kind": "script", "name": "train.py", "argv": ["train.py"]}}
+
+
+def _run(durs_ms: list[float], waits_ms: list[float],
+         disturbed_by: list[str | None] | None = None) -> Run:
+    n = len(durs_ms)
+    cols = {"data_wait_ns": [int(w * MS) for w in waits_ms], "cpu_ns": [int(d * MS)
+                                                                        for d in durs_ms]}
+    if disturbed_by is not None:
+        cols["disturbed_by"] = disturbed_by
+    total = int(sum(waits_ms) * MS)
+    return Run.from_tables(
+        meta=RUN,
+        steps={**steps(durs_ms, **cols), "profiled": [False] * n},
+        dataloaders=table({"loader": 0, "site": "train.py:12", "dataset": "Synthetic",
+                           "batch_size": 32, "num_workers": 0, "pin_memory": False,
+                           "persistent_workers": False, "prefetch_factor": None,
+                           "iterators": 1, "batches": n, "wait_ns": total,
+                           "wait_cpu_ns": total, "first_wait_ns": int(waits_ms[0] * MS),
+                           "cpu_count": 8, "torch_threads": 4}))
+
+
+def _waits(run: Run) -> list:
+    out = analyze(run, only=("input_pipeline",), write=False)
+    assert not out.failed, out.failed
+    return [f for f in out.findings if f.kind == "input.dataloader_wait"]
+
+
+def test_a_wait_just_over_the_threshold_fires_on_steady_steps():
+    # GIVEN 12 steps of 20 ms (+-0.05 ms), 1.6 ms of each waiting for data (8 %)
+    durs = [200.0] + [20.0 + (0.05 if i % 2 else -0.05) for i in range(11)]
+    (f,) = _waits(_run(durs, [1.6] * 12))
+    # THEN the finding fires, and says the margin it cleared (the run's noise band)
+    assert f.data["noise_margin_ms"] < 0.2
+    assert f.data["wait_ms"] == pytest.approx(1.6, rel=0.01)
+    assert "noise band" in f.explanation
+
+
+def test_the_same_wait_inside_the_step_time_noise_does_not_fire():
+    # GIVEN the same 8 % wait, but steps that swing 14-26 ms from one to the next (a loaded
+    # machine): the run's noise band is several ms, more than the wait's 1.6 ms
+    durs = [200.0] + [20.0 + (6.0 if i % 2 else -6.0) for i in range(11)]
+    run = _run(durs, [1.6] * 12)
+    assert 1.6 > THRESHOLD * 20.0
+    # THEN no finding: the wait is over 5 % of the step, but not by more than the noise
+    assert _waits(run) == []
+
+
+def test_a_wait_far_above_the_noise_still_fires_on_noisy_steps():
+    # GIVEN the swinging steps, with 12 ms of each waiting for data
+    durs = [200.0] + [30.0 + (6.0 if i % 2 else -6.0) for i in range(11)]
+    (f,) = _waits(_run(durs, [12.0] * 12))
+    assert f.data["noise_margin_ms"] > 1.0 and f.saving_s > 0.005
+
+
+def test_a_short_run_uses_the_spread_of_its_few_steps():
+    # GIVEN a run too short for five steady steps (the corpus' 6-step schedule): setup, first
+    # call, warm-up, a 2-step window and the trace write; the steps vary by ~4 ms
+    durs = [2000.0, 9.0, 4.0, 5.0, 6.0, 14.0]
+    marks = ["setup", "first_call", "warmup", "window", "window", "trace_write"]
+    run = _run(durs, [0.3, 0.3, 0.5, 0.6, 0.5, 0.4], marks)
+    # THEN the few steps' spread is the margin, and a 7 % wait inside it is no finding
+    assert _waits(run) == []
+    # while a wait well above it is
+    (f,) = _waits(_run(durs, [0.3, 0.3, 5.0, 5.0, 5.0, 5.0], marks))
+    assert f.data["noise_margin_ms"] > 0.5
+
+
+def test_disturbed_steps_are_not_evidence_of_a_wait():
+    # GIVEN 12 steady steps with no wait, and the step that wrote the profiler's trace waiting
+    # 60 ms (dsprof's own cost, not the loader's)
+    durs = [200.0] + [20.0] * 4 + [80.0] + [20.0] * 6
+    marks = ["setup", "first_call", "warmup", "window", "window", "trace_write", *[None] * 6]
+    waits = [0.0] * 5 + [60.0] + [0.0] * 6
+    # THEN no finding: the mean over every step after setup would have been 5.5 ms (22 %)
+    assert _waits(_run(durs, waits, marks)) == []
