@@ -40,6 +40,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+# as `dsprof import` runs it: Arrow's C++ pool (Parquet's writers) allocates from the C library
+# (dsprof/ingest/heap.py); ARROW_DEFAULT_MEMORY_POOL=mimalloc in the environment measures without
+from dsprof.ingest.heap import prefer_system_allocator  # (before pyarrow loads)
+
+prefer_system_allocator()
+
 from dsprof.ingest.pipeline import ingest_run
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, load, read_bytes
 from dsprof.rundir import RunDir

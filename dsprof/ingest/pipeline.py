@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -33,6 +34,7 @@ from dsprof.ingest.anomalies import anomaly_rows
 from dsprof.ingest.comms import build_comms
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.events import SplitTrace
+from dsprof.ingest.heap import release_free_memory
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.memory_ingest import MEMORY_TABLES, SNAPSHOT_SUFFIX, MemoryParts
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
@@ -245,13 +247,14 @@ def _ingest_rank(run: RunDir, rank: int,
 
                 _note_trace_meta(doc, res)
                 base_ns, dist_info = doc.base_ns, doc.doc.distributedInfo
-                parsed = doc.split()
-                # the trace's buffer and its raw events are no longer needed: free them before
-                # the tables are built (and before the next file is read)
+                # the split frees the trace's raw events, then its buffer, as soon as it is
+                # done with them (before the tables are built and the next file is read)
+                parsed = doc.split(release=True)
                 doc = None
                 cols, spans, n_events = _trace_tables(parsed, base_ns, dist_info, rank, next_id,
                                                       res, ops_done)
                 del parsed
+                release_free_memory()  # the split trace (dsprof.ingest.heap)
                 next_id += len(cols["ops"]["id"])
                 memory.add_trace(path, cols.pop("memory"), cols.pop("ops_objects"), spans)
                 for name, table_cols in cols.items():
@@ -295,6 +298,7 @@ def _ingest_rank(run: RunDir, rank: int,
             # the summaries that commands read instead of rescanning ops and kernels,
             # computed while the big tables are written (none for a rank with no data: a
             # trace without events stays a run with no tables)
+            release_free_memory()  # the builders' columns and temporaries
             if sources:
                 for name, columns in rank_aggregates(sources, rank).items():
                     stage(name, TABLES[name], [columns])
@@ -349,12 +353,12 @@ def _trace_tables(parsed: SplitTrace, base: int, dist_info: Any, rank: int, firs
         parsed.n_events
 
 
-def _events_kept(idx: list[int]) -> float | None:
+def _events_kept(idx: np.ndarray) -> float | None:
     """Share of the profiler's numbered events (``Ev Idx``: host ops, annotations and
     instants such as ``[memory]``) the trace holds."""
     if len(idx) < 2:
         return None
-    return len(set(idx)) / (max(idx) - min(idx) + 1)
+    return len(np.unique(idx)) / (int(idx.max()) - int(idx.min()) + 1)
 
 
 def _ops_steps(ops) -> pa.Int64Array:

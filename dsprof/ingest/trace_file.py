@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fall
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-@dataclass(frozen=True)
+@dataclass
 class KinetoTrace:
     """A parsed Kineto trace.
 
@@ -65,17 +65,25 @@ class KinetoTrace:
         except msgspec.ValidationError as exc:
             raise TraceFormatError(f"{self.path}: malformed trace event ({exc})") from None
 
-    def split(self) -> SplitTrace:
+    def split(self, *, release: bool = False) -> SplitTrace:
         """The events as columns (:func:`dsprof.ingest.events.split_raw`), decoded a chunk at
         a time.
+
+        Args:
+            release: hand the events and the buffer over to the split, which frees them as
+                soon as it is done with them (:func:`~dsprof.ingest.events.split_owned`):
+                this trace then has no events left (``n_events`` is 0), only its metadata.
 
         Raises:
             TraceFormatError: an event is malformed.
         """
-        from dsprof.ingest.events import split_raw
+        from dsprof.ingest.events import split_owned
 
+        owned = [self.doc.traceEvents, self.buffer or None]
+        if release:
+            self.doc.traceEvents, self.buffer = [], b""
         try:
-            return split_raw(self.doc.traceEvents, self.buffer or None)
+            return split_owned(owned)
         except msgspec.ValidationError as exc:
             raise TraceFormatError(f"{self.path}: malformed trace event ({exc})") from None
 
