@@ -47,7 +47,7 @@ from dsprof.ingest.steps import (
     steps_from_record,
     steps_from_spans,
 )
-from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_bytes
+from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_mapped
 from dsprof.ingest.trace_names import TRACE_SUFFIXES, is_trace_file  # noqa: F401 - imported from here
 from dsprof.log import logger
 from dsprof.rundir import (
@@ -227,13 +227,13 @@ def _ingest_rank(run: RunDir, rank: int,
             staged[name] = pool.submit(write_staged, run, table, rank, data)
 
         try:
-            ahead = pool.submit(read_bytes, paths[0]) if paths else None
+            ahead = pool.submit(read_mapped, paths[0]) if paths else None
             for i, path in enumerate(paths):
                 current = path
                 if progress is not None:
                     progress(rank, path)
                 data = ahead.result()
-                ahead = pool.submit(read_bytes, paths[i + 1]) if i + 1 < len(paths) else None
+                ahead = pool.submit(read_mapped, paths[i + 1]) if i + 1 < len(paths) else None
                 doc = parse(path, data)
                 del data
                 if isinstance(doc, MemoryTimelineRaw):
