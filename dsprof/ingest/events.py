@@ -44,7 +44,6 @@ from dsprof.ingest.columns import (  # noqa: F401 - ingest modules import them f
     to_ns,
 )
 from dsprof.ingest.flops import FORMULAS
-from dsprof.ingest.heap import release_free_memory
 from dsprof.ingest.trace_schema import EVENTS_DECODER, NO_ARGS, Args, Event
 from dsprof.vocabulary import CLOSURE_SPAN, DSPROF_MODULE_PREFIX  # noqa: F401 - ingest modules import them from here
 
@@ -197,7 +196,6 @@ def split_owned(owned: list[Any], chunk: int = CHUNK_EVENTS) -> SplitTrace:
         del events, text
     if spans is not None:
         spans.release()
-    release_free_memory()  # the chunks' scratch and structs (dsprof.ingest.heap)
     return acc.finish()
 
 

@@ -43,7 +43,6 @@ from dsprof.ingest.events import (
     to_ns,
 )
 from dsprof.ingest.flops import FORMULAS, op_flops
-from dsprof.ingest.heap import release_free_memory
 from dsprof.ingest.nesting import levels as depth_levels
 from dsprof.ingest.nesting import nest
 from dsprof.ingest.phases import module_paths, own_phase
@@ -221,7 +220,6 @@ def build_host_ops(host: HostEvents, *, base_ns: int, rank: int, first_id: int) 
 
     # Nesting, per thread.
     parent, depth = nest(start, end, step_marker, threads)
-    release_free_memory()  # nest's sparse table: log2(n) arrays of n int64 (dsprof.ingest.heap)
     has_parent = np.flatnonzero(parent >= 0)
     pp = parent[has_parent]
     child_sum = np.zeros(n, np.int64)

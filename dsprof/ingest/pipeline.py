@@ -254,7 +254,9 @@ def _ingest_rank(run: RunDir, rank: int,
                 cols, spans, n_events = _trace_tables(parsed, base_ns, dist_info, rank, next_id,
                                                       res, ops_done)
                 del parsed
-                release_free_memory()  # the split trace (dsprof.ingest.heap)
+                # the split trace and the builders' temporaries: their pages back to the
+                # system before the next stage (dsprof.ingest.heap)
+                release_free_memory()
                 next_id += len(cols["ops"]["id"])
                 memory.add_trace(path, cols.pop("memory"), cols.pop("ops_objects"), spans)
                 for name, table_cols in cols.items():
@@ -298,7 +300,6 @@ def _ingest_rank(run: RunDir, rank: int,
             # the summaries that commands read instead of rescanning ops and kernels,
             # computed while the big tables are written (none for a rank with no data: a
             # trace without events stays a run with no tables)
-            release_free_memory()  # the builders' columns and temporaries
             if sources:
                 for name, columns in rank_aggregates(sources, rank).items():
                     stage(name, TABLES[name], [columns])
