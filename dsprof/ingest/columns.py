@@ -135,3 +135,16 @@ def text_array(values: list[Any]) -> pa.StringArray:
     code = {v: i for i, v in enumerate(distinct)}
     rows = np.fromiter(map(code.__getitem__, values), np.int64, len(values))
     return pa.array(distinct, pa.string()).take(rows)
+
+
+def positions(values: list[Any], target: Any) -> list[int]:
+    """Indices of the elements of ``values`` equal to ``target`` (``list.index`` scans in C:
+    ~10x a comprehension over a trace's 60k host names)."""
+    out: list[int] = []
+    at = -1
+    try:
+        while True:
+            at = values.index(target, at + 1)
+            out.append(at)
+    except ValueError:
+        return out
