@@ -1,6 +1,6 @@
 """Keep the memory an ingest frees from staying resident: the C heap's free pages go back to
-the system between stages, and ``dsprof import`` has Arrow's C++ code allocate from the C
-library too.
+the system once a file's tables are built, and ``dsprof import`` has Arrow's C++ code allocate
+from the C library too.
 
 glibc's malloc keeps freed memory for reuse, and its mmap threshold rises to the size of the
 largest block freed (up to 32 MiB): once a trace's decompressed buffer (15-35 MB) is freed,
@@ -11,12 +11,12 @@ returns every whole free page, inside the heap too, without changing any of mall
 so it is safe in a user's process (``dsprof.load``); where the C library is not glibc it does
 nothing.
 
-Parquet's column writers allocate from Arrow's C++ default pool, which pyarrow cannot change
-once loaded (``pa.set_memory_pool`` sets only pyarrow's own default, which ingest already
-points at the C library: ``pipeline.arrow_system_pool``). That pool is mimalloc, which kept
-8.2 MB resident after writing the ops table of hta_v100_1rank (5.8 MB in Arrow; its live
-peak was 0.9 MB), and as much again after the next table: 25-35 % of that trace's whole
-ingest peak. The environment variable ``ARROW_DEFAULT_MEMORY_POOL`` chooses the pool when
+Parquet's column writers allocate from Arrow's C++ default pool, which pyarrow gives no way
+to choose for them (``pa.set_memory_pool`` sets only pyarrow's own default, which ingest
+already points at the C library: ``pipeline.arrow_system_pool``). That pool is mimalloc, which
+kept 8.2 MB resident after writing the ops table of hta_v100_1rank (5.8 MB in Arrow; its live
+peak was 0.9 MB), and as much again after the next table: a quarter of that trace's ingest
+peak (34 MB with it, 26 MB without). The environment variable ``ARROW_DEFAULT_MEMORY_POOL`` chooses the pool when
 pyarrow loads; :func:`prefer_system_allocator` sets it for commands that only ingest and
 analyze (``dsprof import``), never in a process that runs the user's code (``dsprof run``):
 there it would change the user's own Arrow pool.
