@@ -225,7 +225,7 @@ class _Accumulator:
         n = len(events)
         self.n_events += n
         args = [e.args for e in events]
-        idx = [i for i in [a.ev_idx for a in args] if type(i) is int]
+        idx = [i for a in args if type(i := a.ev_idx) is int]
         if idx:
             try:
                 self.ev_idx.append(np.array(idx, np.int64))
