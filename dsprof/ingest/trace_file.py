@@ -199,7 +199,7 @@ class _Mapped:
     Args:
         size: its first size.
         populate: commit that size at once (it is what will be written: a file's size, or
-            the gzip trailer's within the expansion cap), not page by page as it is written.
+            the size a gzip trailer gives), not page by page as it is written.
     """
 
     def __init__(self, size: int, populate: bool = False) -> None:
@@ -219,6 +219,8 @@ class _Mapped:
         return memoryview(self.map)[:self.length]
 
 
+# real traces expand 7x to 30x (dsprof.ingest.limits)
+_POPULATE_EXPANSION = 64
 # compressed bytes inflated per call by gunzip_mapped: the output of one call (~14-30x that
 # for a trace) stays a small block that malloc reuses from call to call
 _IN_STEP = 4096
@@ -230,7 +232,10 @@ def gunzip_mapped(data: bytes) -> memoryview:
     refused holding at most the cap plus what one step expands to (1032x, deflate's most)."""
     cap = max_expanded_bytes(len(data))
     hint = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0  # size mod 2**32
-    out = _Mapped(hint, populate=True) if 0 < hint <= cap else _Mapped(_STEP)
+    # the trailer's size is committed at once only when it is a size a trace expands to (a
+    # lying trailer then costs address space, not memory)
+    out = _Mapped(hint, populate=hint <= _POPULATE_EXPANSION * len(data)) \
+        if 0 < hint <= cap else _Mapped(_STEP)
     rest = memoryview(data)
     while len(rest):
         inflater = _inflate_lib.decompressobj(16 + zlib.MAX_WBITS)
