@@ -6,9 +6,14 @@ steps tables, write Parquet), run once to warm up and then N times; it prints th
 the fastest) wall time and events/s, where "events" is the length of ``traceEvents``; events/s
 per core (events / the CPU seconds the process used, all its threads together: ingest reads and
 writes in a second thread, so per core is the fair figure on a shared machine); and the peak
-memory ingest added as a multiple of the decompressed trace size: measured in a fresh process
-that first ingests the smallest shared trace (so lazy imports are done), then resets the
-kernel's peak-RSS mark and ingests this trace once; peak RSS above the RSS before it.
+memory ingest added, as a multiple of the decompressed trace size. The peak is the kernel's
+resident high-water mark (VmHWM: every allocator at once, Python's, numpy's, Arrow's and
+Parquet's), measured in a fresh process that first ingests the smallest shared trace (so lazy
+imports are done), then resets the mark and ingests this trace once: peak RSS above the RSS
+before it. It includes what the first real ingest of a process allocates whatever the trace's
+size (code paths run for the first time, a Parquet writer per table, Arrow's compute
+functions: 5-8 MB), which is why traces under ~5 MB show several times their size. Like
+``dsprof import``, it has Arrow's C++ pool allocate from the C library (dsprof/ingest/heap.py).
 
 The HTA column is a ratio to a *recorded* reference, not something measured in this run: HTA 0.5
 loading hta_a100_2rank_nccl_r0 (17,952 events) in 1.23 s on 2 cores, i.e. ~14.6 k events/s, as
@@ -39,6 +44,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+# as `dsprof import` runs it: Arrow's C++ pool (Parquet's writers) allocates from the C library
+# (dsprof/ingest/heap.py); ARROW_DEFAULT_MEMORY_POOL=mimalloc in the environment measures without
+from dsprof.ingest.heap import prefer_system_allocator  # (before pyarrow loads)
+
+prefer_system_allocator()
 
 from dsprof.ingest.pipeline import ingest_run
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, load, read_bytes

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from dsprof.ingest.heap import prefer_system_allocator
 from dsprof.ingest.importer import discover, import_traces
 from dsprof.render.safe_text import esc, make_console
 from dsprof.rundir import new_run_path
@@ -28,6 +29,8 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
                    analyze: bool) -> None:
     """Turn torch.profiler / Kineto traces (files, or a folder of per-rank traces) into a run
     directory that every other dsprof command accepts."""
+    # before pyarrow loads: Parquet's writers then return what they free (dsprof.ingest.heap)
+    prefer_system_allocator()
     settings = Settings.load(output=output)
     files = discover(list(paths))
     run_path = settings.output or new_run_path(settings.runs_dir, _name(paths[0]))

@@ -125,3 +125,26 @@ def strings_object_array(column: pa.Array) -> np.ndarray:
     enc = column.dictionary_encode()
     values = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
     return values[enc.indices.fill_null(len(values) - 1).to_numpy()]
+
+
+def text_array(values: list[Any]) -> pa.StringArray:
+    """A list of str / None (few distinct values, each shared by many rows: kernel names) as an
+    Arrow string column, each distinct value encoded once (``pa.array`` of the list encodes
+    every row: 8 ms for the 4,350 templated kernel names of hta_v100_1rank)."""
+    distinct = list(dict.fromkeys(values))
+    code = {v: i for i, v in enumerate(distinct)}
+    rows = np.fromiter(map(code.__getitem__, values), np.int64, len(values))
+    return pa.array(distinct, pa.string()).take(rows)
+
+
+def positions(values: list[Any], target: Any) -> list[int]:
+    """Indices of the elements of ``values`` equal to ``target`` (``list.index`` scans in C:
+    ~10x a comprehension over a trace's 60k host names)."""
+    out: list[int] = []
+    at = -1
+    try:
+        while True:
+            at = values.index(target, at + 1)
+            out.append(at)
+    except ValueError:
+        return out

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dsprof.ingest.columns import positions
 from dsprof.ingest.events import DeviceEvents, HostEvents, to_ns
 from dsprof.ingest.host_ops import HostOps
 from dsprof.vocabulary import element_bytes
@@ -163,7 +164,7 @@ def build_comms(host: HostEvents, dev: DeviceEvents, ops: HostOps, kernels: dict
         return rows.columns()
 
     # 2. host record_param_comms spans (a GPU backend that launched no kernel we saw)
-    rpc = [i for i, n in enumerate(host.name) if n == "record_param_comms"]
+    rpc = positions(host.name, "record_param_comms")
     if rpc:
         find = _op_finder(ops, host.thread[rpc], host.ts[rpc], base_ns)
         for i, row in zip(rpc, find):

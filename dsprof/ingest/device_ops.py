@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dsprof.ingest.columns import text_array
 from dsprof.ingest.events import (
     DeviceEvents,
     MemoryEvents,
@@ -78,7 +79,7 @@ def build_kernels(dev: DeviceEvents, ops: HostOps, *, base_ns: int, rank: int) -
     return {
         "rank": np.full(n, rank, np.int32),
         "step": step_column(when, ops.step_spans),
-        "name": dev.name,
+        "name": text_array(dev.name),
         "start_ns": start,
         "dur_ns": dur,
         "device": pc.coalesce(args["device"], dev.pid),

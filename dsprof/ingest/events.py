@@ -139,8 +139,10 @@ class SplitTrace:
     memory: MemoryEvents
     skipped: Counter[str]
     n_events: int
-    # ``Ev Idx`` of every event that has an integer one (see pipeline._events_kept)
-    ev_idx: list[int] = field(default_factory=list)
+    # ``Ev Idx`` of every event that has an integer one (see pipeline._events_kept): int64,
+    # or object where some value is past int64 (not a Python int per event: those would stay
+    # scattered among the chunks' freed structs)
+    ev_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def split(events: list[Event]) -> SplitTrace:
@@ -160,20 +162,40 @@ def split_raw(raws: list[Raw], buffer: bytes | None = None,
             is then one copy of its span (events and the commas between them), not a join.
         chunk: events per chunk.
     """
+    return split_owned([raws, buffer], chunk)
+
+
+def split_owned(owned: list[Any], chunk: int = CHUNK_EVENTS) -> SplitTrace:
+    """:func:`split_raw` of ``owned = [raws, buffer]``, which it empties: when the caller
+    holds no other reference to them, the ``Raw`` objects are freed before the first chunk is
+    decoded (only where each chunk lies in the buffer is kept) and the buffer after the last,
+    before the columns are joined. Ingest's peak memory is the buffer + the columns so far, not
+    the buffer + one object per event + the columns."""
+    raws, buffer = owned
+    owned.clear()
     acc = _Accumulator()
     spans = ChunkSpans(buffer) if buffer is not None else None
-    for lo in range(0, len(raws), chunk):
-        part = raws[lo:lo + chunk]
-        text = spans.array(part[0], part[-1]) if spans is not None else None
+    bounds = spans.bounds(raws, chunk) if spans is not None else None
+    buffer = None
+    if bounds is not None:
+        n_events = len(raws)
+        raws = None
+    for i, lo in enumerate(range(0, n_events if bounds is not None else len(raws), chunk)):
+        if bounds is not None:
+            text = spans.span(*bounds[i])
+        else:
+            part = raws[lo:lo + chunk]
+            text = b"[" + b",".join(part) + b"]"
         try:
-            events = EVENTS_DECODER.decode(text if text is not None else
-                                           b"[" + b",".join(part) + b"]")
+            events = EVENTS_DECODER.decode(text)
         except msgspec.ValidationError as exc:
             # where in the whole trace, not in the chunk: `$[i]...` -> `$.traceEvents[lo+i]...`
             raise msgspec.ValidationError(_CHUNK_PATH.sub(
                 lambda m, lo=lo: f"`$.traceEvents[{lo + int(m.group(1))}]", str(exc))) from None
         acc.add(events)
-        del events
+        del events, text
+    if spans is not None:
+        spans.release()
     return acc.finish()
 
 
@@ -187,7 +209,7 @@ class _Accumulator:
         self.n_events = 0
         self.n_host = self.n_device = 0
         self.skipped: Counter[str] = Counter()
-        self.ev_idx: list[int] = []
+        self.ev_idx: list[np.ndarray] = []
         self.strings: dict[Any, Any] = {}  # one str object per distinct name
         self.route_code: dict[tuple[str, Any], int] = {}
         self.routes: list[tuple[int, str]] = []  # route code -> (where, ops.cat / kind / key)
@@ -203,7 +225,12 @@ class _Accumulator:
         n = len(events)
         self.n_events += n
         args = [e.args for e in events]
-        self.ev_idx.extend([i for i in [a.ev_idx for a in args] if type(i) is int])
+        idx = [i for a in args if type(i := a.ev_idx) is int]
+        if idx:
+            try:
+                self.ev_idx.append(np.array(idx, np.int64))
+            except OverflowError:
+                self.ev_idx.append(np.array(idx, object))
         # where each event goes, decided once per distinct (phase, category)
         keys = list(zip([e.ph for e in events], [e.cat for e in events]))
         codes = list(map(self.route_code.get, keys))
@@ -340,7 +367,7 @@ class _Accumulator:
             self._args("memory", {"mem_bytes": i64, "addr": i64, "total_allocated": i64,
                                   "total_reserved": i64}, ("device_type", "device_id"), {}))
         return SplitTrace(host, device, memory, self.skipped, self.n_events,
-                          self.ev_idx)
+                          np.concatenate(self.ev_idx) if self.ev_idx else np.zeros(0, np.int64))
 
 
 def _pick(items: list[Any], rows: Any) -> list[Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from dsprof.ingest.aggregates import AGGREGATE_TABLES, SOURCE_COLUMNS, compute_aggregates
@@ -135,3 +136,18 @@ def test_op_time_and_kernel_time_add_up_to_the_big_tables(imported):
         totals = run.sql("SELECT sum(ops), sum(kernels) FROM rank_totals")[0]
         assert totals == (run.sql("SELECT count(*) FROM ops")[0][0],
                           run.sql("SELECT count(*) FROM kernels")[0][0])
+
+
+def test_position_finds_what_a_binary_search_finds():
+    """aggregates._position: by subtraction where the ids are consecutive, else a binary search;
+    the rows it matches (ids[pos] == value) are those searchsorted matches."""
+    from dsprof.ingest.aggregates import _position
+
+    rng = np.random.default_rng(1)
+    for ids in (np.arange(100, 200), np.arange(5, 6), np.array([1, 3, 4, 9]),
+                np.array([0, 0, 1, 4, 4])):  # the last: the span of consecutive ids, not them
+        values = rng.integers(-10, 300, 1000)
+        want = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
+        got = _position(ids, values)
+        assert np.array_equal(ids[got] == values, ids[want] == values), ids
+        assert np.array_equal(ids[got][ids[got] == values], values[ids[want] == values])
