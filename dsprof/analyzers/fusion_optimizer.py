@@ -58,21 +58,23 @@ FOREACH_OPTIMIZERS = {"Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "Ada
 
 
 # The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
-# project's machine; benchmarks/fused_optimizer_cpu.py: 11 corpus scripts, the per-parameter
-# loop and the fused kernel in interleaved steps of the same training, thread CPU time of
-# ``optimizer.step``). Each fit within 15 % on every script: the loop costs 2.37 us an op
-# (dispatch and the Python between ops) and 0.79 ns a parameter byte (its 9-10 passes over
-# cache-cold state), the fused kernel 3.1 us a tensor (its per-tensor set-up) and 0.33 ns a
-# parameter byte; the ~70 us of ``step()`` around either is the same and cancels.
+# project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
+# per-parameter loop and the fused kernel in alternating steps of the same training, thread
+# CPU time of ``optimizer.step``, two runs under different load pooled). Least squares, each
+# script within 22 %: the loop costs 2.56 us an op (dispatch and the Python between ops) and
+# 0.86 ns a parameter byte (its 9-10 passes over state that forward and backward left
+# cache-cold), the fused kernel 3.74 us a tensor (its per-tensor set-up) and 0.37 ns a
+# parameter byte; the 50-60 us of ``step()`` around either is about the same and cancels.
+# The same figures moved 10-30 % between the two runs with the machine's load.
 # The loop's own profiled time cannot be the "now": profiling inflated the loop's extent by
 # 4-97 % over its plain-script time (compiled 0.43 ms profiled, 0.22 plain; unet 1.16 and
 # 1.11), and by up to 27 % between two runs of one script (vit 1.43 and 1.81 ms), while the
 # saving is ~0.7 of the plain loop. It is still an upper bound on the loop: on a machine
 # where the loop runs faster than priced, the saving is the profiled loop less the fused cost.
-LOOP_CPU_S_PER_OP = 2.37e-6
-LOOP_CPU_S_PER_PARAM_BYTE = 0.79e-9
-FUSED_CPU_S_PER_TENSOR = 3.1e-6
-FUSED_CPU_S_PER_PARAM_BYTE = 0.33e-9
+LOOP_CPU_S_PER_OP = 2.56e-6
+LOOP_CPU_S_PER_PARAM_BYTE = 0.86e-9
+FUSED_CPU_S_PER_TENSOR = 3.74e-6
+FUSED_CPU_S_PER_PARAM_BYTE = 0.37e-9
 # The optimizers those figures were measured for. Others (Adagrad, SGD) are still found, but
 # their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
 # 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
@@ -381,7 +383,7 @@ class OptimizerFusionAnalyzer(Analyzer):
                     unknown = "Lightning's step on CPU"
                     body += (" Impact unknown; verify to measure: under Lightning's Trainer "
                              "the step changes by more than the update (lightning_trainer: "
-                             "0.12 ms priced, 0.12-0.14 ms saved by the same network's update "
+                             "0.13 ms priced, 0.12-0.14 ms saved by the same network's update "
                              "in a plain loop, 0.17-0.21 ms a step under the Trainer).")
             if saving < MIN_SAVING_S:
                 return None
