@@ -13,6 +13,7 @@ from dsprof.analyzers.fusion_optimizer import (
     FUSED_CPU_S_PER_PARAM_BYTE,
     FUSED_CPU_S_PER_TENSOR,
     LOOP_CPU_S_PER_OP,
+    MIN_PRICED_CPU_S,
     fused_cpu_s,
     loop_cpu_s,
 )
@@ -159,9 +160,20 @@ def test_an_optimizer_the_cpu_prices_were_not_measured_for_is_found_but_not_rank
     assert "fused=True" in f.fix
     assert f.severity == "info" and f.data["impact_unknown"]
     assert "Impact unknown" in f.explanation and "Adam/AdamW" in f.explanation
-    # and Adam, which was measured, stays ranked
-    adam = analyze(_optimizer("aten::mul_"), only=("fusion_optimizer",), write=False)
+    # and Adam, which was measured, stays ranked (a loop of 200 ops: priced 0.5 ms)
+    adam = analyze(_optimizer("aten::mul_", 200), only=("fusion_optimizer",), write=False)
     assert next(f for f in adam.findings if f.kind == "fusion.optimizer").severity != "info"
+
+
+def test_a_small_cpu_saving_is_found_but_not_ranked():
+    # GIVEN Adam's loop of 40 ops over 16 KiB (priced 0.11 ms: under the 0.03-0.08 ms by
+    # which small updates' measured steps exceeded their price, as much as 25 % of it)
+    out = analyze(_optimizer("aten::mul_"), only=("fusion_optimizer",), write=False)
+    f = next(f for f in out.findings if f.kind == "fusion.optimizer")
+    # THEN it is found, with its fix, outside the ranked list, saying why
+    assert f.saving_s < MIN_PRICED_CPU_S
+    assert f.severity == "info" and f.data["impact_unknown"] == "small update on CPU"
+    assert "Impact unknown" in f.explanation
 
 
 def test_foreach_advice_on_cpu_is_found_but_not_ranked():
