@@ -259,7 +259,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=2, help="verify rounds per finding")
-    p.add_argument("--only", action="append", help="run only these cases (by name)")
+    p.add_argument("--only", action="extend", nargs="+",
+                   help="run only these cases (by name; several after one --only, or repeated)")
     p.add_argument("--no-corpus", action="store_true", help="leave out the corpus models")
     p.add_argument("--no-examples", action="store_true", help="leave out the examples")
     p.add_argument("--list", action="store_true", help="list the cases and exit")

@@ -137,3 +137,51 @@ def test_attention_is_found_where_hand_written_and_sdpa_said_where_it_runs(corpu
         assert "fusion.hand_attention" not in kinds
     if model.name in SDPA_ATTENTION:
         assert "attention.sdpa" in kinds
+
+
+def test_the_fused_optimizer_advice_counts_each_parameter_its_optimizers_update(corpus):
+    model, _, m = corpus
+    found = [f for f in m.findings
+             if f["kind"] == "fusion.optimizer" and "fused=True" in f["fix"]]
+    if not found:
+        pytest.skip("no fused-optimizer finding for this model")
+    # GIVEN the optimizers one step of the script runs (gan: the generator's and the
+    # discriminator's Adam, whose parameters the generator's backward also reaches)
+    optimizers, params = _optimizers_of_a_step(model)
+    if not optimizers:
+        pytest.skip("the script's reference step runs no optimizer (a framework's loop)")
+    # THEN one finding per class prices all of them, each parameter once
+    (f,) = found
+    assert f["data"]["param_tensors"] == len(params)
+    assert f["data"]["param_bytes"] == sum(p.numel() * p.element_size()
+                                           for p in params.values())
+    assert f["data"].get("optimizers", 1) == optimizers
+
+
+def _optimizers_of_a_step(model) -> tuple[int, dict]:
+    """How many optimizers one step of the script steps, and the parameters they update
+    (those with a gradient when their step starts), by id."""
+    import importlib
+    import sys
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from tests.corpus.corpus import MODELS_DIR
+
+    if str(MODELS_DIR) not in sys.path:
+        sys.path.insert(0, str(MODELS_DIR))
+    mod = importlib.import_module(model.script.removesuffix(".py"))
+    seen: set[int] = set()
+    params: dict[int, object] = {}
+
+    def note(optimizer, args, kwargs) -> None:
+        seen.add(id(optimizer))
+        params.update((id(p), p) for g in optimizer.param_groups for p in g["params"]
+                      if p.grad is not None)
+
+    hook = register_optimizer_step_pre_hook(note)
+    try:
+        model.reference(mod)()
+    finally:
+        hook.remove()
+    return len(seen), params

@@ -1,0 +1,155 @@
+"""What the per-parameter loop and the fused kernel of Adam/AdamW cost on this CPU, in training:
+the calibration of analyzers/fusion_optimizer.py's ``loop_cpu_s`` and ``fused_cpu_s``.
+
+    OMP_NUM_THREADS=1 python benchmarks/fused_optimizer_cpu.py [--steps 60] [--only NAME ...]
+
+For each corpus script with an Adam/AdamW (tests/corpus/models, their ``make()``), two copies
+of the same training, one with torch's default per-parameter loop and one with
+``fused=True`` (set on the param groups before the first step, as ``DS_OPTIMIZER_FUSED=1``
+does), run in alternating steps; each arm's median thread CPU time per step and per
+``optimizer.step`` is printed, with the loop's ops (its ``aten::`` ops under the
+``Optimizer.step`` span, counted once under torch.profiler), tensors and parameter bytes.
+Then least squares, on the relative error, of
+
+    loop  = a_opt x optimizers + a_op x ops + a_byte x parameter bytes
+    fused = b_opt x optimizers + b_tensor x tensors + b_byte x parameter bytes
+
+and each script's fit error. No profiler runs in the timed steps. Nothing is asserted: the
+figures are this machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+
+MODELS = Path(__file__).resolve().parents[1] / "tests" / "corpus" / "models"
+# corpus scripts whose make() trains with Adam or AdamW, and their make() arguments
+CASES = {"gan": (), "hand_attention": (), "multihead_attention": (), "vit": (), "unet": (),
+         "compiled": (), "grad_accumulation": (), "conv1d_transformer": (),
+         "hf_llama": ("llama",), "hf_bert": ("bert",), "hf_gpt2": ("gpt2",), "hf_t5": ("t5",)}
+
+
+def _script(case: str) -> str:
+    return "hf_models" if case.startswith("hf_") else case
+
+
+def _loop_ops(step, optimizers: list) -> int:
+    """``aten::`` ops directly under the optimizers' step spans in one step of the loop arm."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent
+               is not None and e.cpu_parent.name.startswith("Optimizer.step#"))
+
+
+def measure(case: str, steps: int) -> dict:
+    mod = importlib.import_module(_script(case))
+    seen: list = []
+    grab = register_optimizer_step_pre_hook(lambda o, a, k: seen.append(o))
+    loop = mod.make(*CASES[case])
+    loop()
+    loop()
+    optimizers = list({id(o): o for o in seen}.values())
+    first = set(map(id, optimizers))
+
+    def fuse(o, a, k):  # the fused arm: fused=True before its optimizers' first step
+        if id(o) not in first and not o.state:
+            for g in o.param_groups:
+                g["foreach"], g["fused"] = False, True
+
+    fusing = register_optimizer_step_pre_hook(fuse)
+    fused = mod.make(*CASES[case])
+    fused()
+    fused()
+    fusing.remove()
+    grab.remove()
+    params = [p for o in optimizers for g in o.param_groups for p in g["params"]
+              if p.grad is not None or o.state.get(p)]
+    ops = _loop_ops(loop, optimizers)
+
+    now = {"arm": None, "t0": 0.0}
+    in_step = {"loop": 0.0, "fused": 0.0}
+
+    def pre(o, a, k):
+        now["t0"] = time.thread_time()
+
+    def post(o, a, k):
+        if now["arm"]:
+            in_step[now["arm"]] += time.thread_time() - now["t0"]
+
+    hooks = [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
+    step_t: dict[str, list[float]] = {"loop": [], "fused": []}
+    opt_t: dict[str, list[float]] = {"loop": [], "fused": []}
+    for i in range(steps):
+        order = (("loop", loop), ("fused", fused))
+        for arm, fn in order if i % 2 else order[::-1]:
+            now["arm"], in_step[arm] = arm, 0.0
+            t = time.thread_time()
+            fn()
+            step_t[arm].append(time.thread_time() - t)
+            opt_t[arm].append(in_step[arm])
+            now["arm"] = None
+    for h in hooks:
+        h.remove()
+    med = statistics.median
+    return {"case": case, "optimizers": len(optimizers), "ops": ops, "tensors": len(params),
+            "bytes": sum(p.numel() * p.element_size() for p in params),
+            "loop_s": med(opt_t["loop"]), "fused_s": med(opt_t["fused"]),
+            "step_saving_s": med(step_t["loop"]) - med(step_t["fused"])}
+
+
+def fit(rows: list[dict], cols: tuple[str, ...], target: str) -> np.ndarray:
+    x = np.array([[r[c] for c in cols] for r in rows], float)
+    y = np.array([r[target] for r in rows])
+    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones(len(y)), rcond=None)
+    return coef
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=60, help="timed steps per arm")
+    p.add_argument("--only", nargs="+", choices=sorted(CASES), help="these scripts only")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(MODELS))
+    rows = []
+    print(f"{'case':20s} {'opt':>3s} {'ops':>4s} {'tensors':>7s} {'KiB':>6s} "
+          f"{'loop ms':>8s} {'fused ms':>8s} {'step saved ms':>13s}")
+    for case in args.only or CASES:
+        r = measure(case, args.steps)
+        rows.append(r)
+        print(f"{case:20s} {r['optimizers']:3d} {r['ops']:4d} {r['tensors']:7d} "
+              f"{r['bytes'] / 1024:6.0f} {r['loop_s'] * 1e3:8.3f} {r['fused_s'] * 1e3:8.3f} "
+              f"{r['step_saving_s'] * 1e3:13.3f}", flush=True)
+    if len(rows) < 4:
+        return
+    a = fit(rows, ("optimizers", "ops", "bytes"), "loop_s")
+    b = fit(rows, ("optimizers", "tensors", "bytes"), "fused_s")
+    print(f"\nloop  = {a[0] * 1e6:.1f} us an optimizer + {a[1] * 1e6:.2f} us an op + "
+          f"{a[2] * 1e9:.3f} ns a parameter byte")
+    print(f"fused = {b[0] * 1e6:.1f} us an optimizer + {b[1] * 1e6:.2f} us a tensor + "
+          f"{b[2] * 1e9:.3f} ns a parameter byte")
+    for r in rows:
+        lf = a @ [r["optimizers"], r["ops"], r["bytes"]]
+        ff = b @ [r["optimizers"], r["tensors"], r["bytes"]]
+        print(f"{r['case']:20s} loop fit {(lf - r['loop_s']) / r['loop_s']:+4.0%}  "
+              f"fused fit {(ff - r['fused_s']) / r['fused_s']:+4.0%}  saving priced "
+              f"{(lf - ff) * 1e3:.3f} ms, measured {r['step_saving_s'] * 1e3:.3f} ms a step")
+
+
+if __name__ == "__main__":
+    main()
