@@ -47,12 +47,12 @@ from dsprof.metrics.ops.fusion_chains import (
     find_chains,
 )
 from dsprof.metrics.ops.library_cost import (
-    CALIBRATED_DTYPES,
     INTERMEDIATE_S_PER_BYTE,
     OP_REMOVED_S,
     LibraryCost,
     cpu_swap_saving,
     library_cost,
+    uncalibrated,
 )
 from dsprof.metrics.ops.optable import Op, OpTable
 
@@ -165,9 +165,8 @@ class FusionAnalyzer(Analyzer):
                 if cost is not None:
                     saving = sum(library_op_saving(c, b > 0, cost)
                                  for c, _, _, b in items) / table.n_steps
-                    dtype = chain_dtype(items[0][0])
-                    if dtype not in CALIBRATED_DTYPES:
-                        unknown = f"{library} on CPU calibrated for float32, not {dtype}"
+                    unknown = uncalibrated(library, chain_numel(items[0][0]) or 0,
+                                           chain_dtype(items[0][0]))
             if library is None and not table.device:
                 # the fix compiles the module: each call pays dynamo's guards and the compiled
                 # graph's wrapper, forward and backward, which small chains do not win back
@@ -227,8 +226,8 @@ class FusionAnalyzer(Analyzer):
                "the input gradient.")
             + " Shapes and order show the chain, not tensor identity: if another op also reads "
             "an intermediate, the fused kernel still writes it and the saving is smaller."
-            + (f" Impact unknown; verify to measure: the CPU costs above were calibrated for "
-               f"float32 and this chain is {chain_dtype(items[0][0])}, so this is not ranked."
+            + (f" Impact unknown; verify to measure: {unknown} (measured savings there were "
+               "far from these costs, metrics/ops/library_cost.py), so this is not ranked."
                if unknown and cost is not None else "")
             + (" No saving on CPU: torch 2.13's aten::rms_norm there runs a fused forward but "
                "its backward is the composite of the same pow/mean/rsqrt/mul ops, and swapped "
