@@ -19,7 +19,10 @@ op sequence and by module path with layer indices folded (``blocks.*.act``), the
 
 Algorithm: the saving per instance is :func:`fusion_chains.chain_saving` (intermediate bytes
 over the measured bandwidth, plus the per-op overhead of the ops removed), the backward part
-scaled in proportion, summed over instances and divided by the profiled steps. The fix that
+scaled in proportion, summed over instances and divided by the profiled steps. On a CPU run a
+GELU library-op swap is priced instead by :func:`library_cost.cpu_swap_saving` (ops and bytes
+removed at costs measured in training, less the library op's own compute), and a hand RMSNorm
+is found with no saving (``aten::rms_norm``'s CPU backward is the same composite ops). The fix that
 dsprof can apply is the library op itself (``DS_LIBRARY_OP=<module>=gelu_tanh``) where the chain
 is its module's whole forward, and otherwise ``DS_COMPILE=<modules>`` (torch.compile of the
 module holding the chain; the verify line then says it measures compile, not the pasted op).
@@ -27,7 +30,6 @@ module holding the chain; the verify line then says it measures compile, not the
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -50,8 +52,9 @@ from dsprof.metrics.ops.library_cost import (
     INTERMEDIATE_S_PER_BYTE,
     OP_REMOVED_S,
     LibraryCost,
-    cpu_swap_saving,
+    chain_dtype,
     library_cost,
+    library_op_saving,
     uncalibrated,
 )
 from dsprof.metrics.ops.optable import Op, OpTable
@@ -203,9 +206,9 @@ class FusionAnalyzer(Analyzer):
                 f"({OP_REMOVED_S[0] * 1e6:.1f} us each forward, {OP_REMOVED_S[1] * 1e6:.1f} us "
                 f"backward: dispatch, allocation, the autograd node) and "
                 f"{(total - fused) / 2**20:.2f} MiB of intermediates per instance "
-                f"({INTERMEDIATE_S_PER_BYTE[0] * 1e9:.3f} ns a byte each way: every "
-                "intermediate is a fresh allocation, written, saved for the backward and read "
-                f"back), but still computes {cost.forward_s * 1e9:.2f} ns an element forward "
+                f"({INTERMEDIATE_S_PER_BYTE[0] * 1e9:.3f} ns a byte each way: an intermediate "
+                "is allocated, written, saved for the backward and read back there), but still "
+                f"computes {cost.forward_s * 1e9:.2f} ns an element forward "
                 f"and {cost.backward_s * 1e9:.2f} ns backward on {numel} elements "
                 f"({cost.source}): those costs were measured in training at full speed "
                 "(metrics/ops/library_cost.py). Not the profiled op times: the profiler "
@@ -226,8 +229,8 @@ class FusionAnalyzer(Analyzer):
                "the input gradient.")
             + " Shapes and order show the chain, not tensor identity: if another op also reads "
             "an intermediate, the fused kernel still writes it and the saving is smaller."
-            + (f" Impact unknown; verify to measure: {unknown} (measured savings there were "
-               "far from these costs, metrics/ops/library_cost.py), so this is not ranked."
+            + (f" Impact unknown; verify to measure: {unknown} (the measurements are in "
+               "metrics/ops/library_cost.py), so this is not ranked."
                if unknown and cost is not None else "")
             + (" No saving on CPU: torch 2.13's aten::rms_norm there runs a fused forward but "
                "its backward is the composite of the same pow/mean/rsqrt/mul ops, and swapped "
@@ -300,34 +303,6 @@ NO_SAVING_ON_CPU = frozenset({"rms_norm"})
 # Kinds whose library op is compute-bound on CPU (metrics/ops/library_cost.py): the saving is
 # what the swap removes less what the library op still computes, not the intermediates' bytes.
 CPU_COMPUTE_BOUND_KINDS = frozenset({"fusion.hand_gelu"})
-
-
-def library_op_saving(chain: Chain, has_backward: bool, cost: LibraryCost) -> float:
-    """Seconds one instance saves when the library op replaces it on CPU, at full speed: the
-    chain's ops less one and its intermediate bytes, priced at what they cost in a training
-    step, less what the library op still computes on the chain's elements (compute-bound on
-    CPU, not a free pass over x and y). Never from the chain's profiled time: profiled under
-    load with memory recording, fusion_mlp's GELU ops ran 4x their plain-script time, and the
-    tiny GPT-2's chain of 8 small ops 7x (metrics/ops/library_cost.py)."""
-    numel = chain_numel(chain)
-    if numel is None:
-        return 0.0
-    total, fused = chain_bytes(chain)
-    fwd, bwd = cpu_swap_saving(len(chain.ops), total - fused, numel, has_backward, cost)
-    return max(0.0, fwd + bwd)
-
-
-def chain_dtype(chain: Chain) -> str | None:
-    """The dtype of the chain's output tensor as the trace spells it (``float``, ``c10::BFloat16``),
-    from its last op's first tensor input."""
-    raw = chain.ops[-1].dtypes
-    if not raw:
-        return None
-    try:
-        names = json.loads(raw)
-    except ValueError:
-        return None
-    return next((d for d in names if d and d != "Scalar"), None)
 
 
 def library_op(kind: str, names: tuple[str, ...]) -> str | None:

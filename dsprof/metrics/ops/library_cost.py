@@ -50,8 +50,10 @@ where the rule gives 0.14 and 4.3 ms). Other dtypes than float32 were not measur
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+from dsprof.metrics.ops.fusion_chains import Chain, chain_bytes, chain_numel
 from dsprof.metrics.ops.opbytes import op_io
 
 # Seconds per element on one thread (torch 2.13, CPU): forward, backward.
@@ -142,3 +144,32 @@ def uncalibrated(library: str, numel: int, dtype: str | None) -> str | None:
         return (f"{library} on CPU: {numel} elements, in the in-cache band "
                 f"{IN_CACHE_ELEMENTS[0]}-{IN_CACHE_ELEMENTS[1]} where the rule over-predicts")
     return None
+
+
+def library_op_saving(chain: Chain, has_backward: bool, cost: LibraryCost) -> float:
+    """Seconds one instance saves when the library op replaces it on CPU, at full speed: the
+    chain's ops less one and its intermediate bytes, priced at what they cost in a training
+    step, less what the library op still computes on the chain's elements (compute-bound on
+    CPU, not a free pass over x and y). Never from the chain's profiled time: profiled under
+    load with memory recording, fusion_mlp's GELU ops ran 4x their plain-script time, and the
+    tiny GPT-2's 8-op chain took 0.19 ms an instance forward, about 0.08 ms at full speed
+    (metrics/ops/library_cost.py)."""
+    numel = chain_numel(chain)
+    if numel is None:
+        return 0.0
+    total, fused = chain_bytes(chain)
+    fwd, bwd = cpu_swap_saving(len(chain.ops), total - fused, numel, has_backward, cost)
+    return max(0.0, fwd + bwd)
+
+
+def chain_dtype(chain: Chain) -> str | None:
+    """The dtype of the chain's output tensor as the trace spells it (``float``, ``c10::BFloat16``),
+    from its last op's first tensor input."""
+    raw = chain.ops[-1].dtypes
+    if not raw:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        return None
+    return next((d for d in names if d and d != "Scalar"), None)
