@@ -150,15 +150,16 @@ class FusionAnalyzer(Analyzer):
             library = library_op(kind, names) if whole[key] else None
             cost = None
             unknown = None
-            if library in NO_SAVING_ON_CPU and not table.device:
-                # the pasted op runs the same ops on CPU: found (worth it on a GPU), no saving;
-                # reported only where the forward alone would have passed the thresholds
+            if library_op(kind, names) in NO_SAVING_ON_CPU and not table.device:
+                # the pasted op runs the same ops on CPU, and compiling the module instead
+                # measured slower: found (worth it on a GPU), no saving on CPU; reported only
+                # where the forward alone would have passed the thresholds
                 if forward_only[key] / table.n_steps < max(MIN_SAVING_S,
                                                            MIN_STEP_SHARE * step_s):
                     continue
                 findings.append(self._finding(ctx, table, kind, pattern, names, items, 0.0,
                                               bandwidth, bw_source, overhead, whole[key],
-                                              unknown=f"{library} on CPU"))
+                                              unknown=f"{library_op(kind, names)} on CPU"))
                 continue
             if kind in CPU_COMPUTE_BOUND_KINDS and library is not None and not table.device:
                 # compute-bound on CPU: priced by the ops and bytes the swap removes, less what
@@ -197,7 +198,7 @@ class FusionAnalyzer(Analyzer):
         time_word = "device" if table.device else "host"
         # the fix compiles the module on a CPU: measured slower than eager there (see below)
         compile_on_cpu = not table.device and not (whole and library_op(kind, names))
-        no_saving = whole and not table.device and library_op(kind, names) in NO_SAVING_ON_CPU
+        no_saving = not table.device and library_op(kind, names) in NO_SAVING_ON_CPU
         if cost is not None:
             numel = chain_numel(items[0][0]) or 0
             ops = len(names) - 1
@@ -236,13 +237,19 @@ class FusionAnalyzer(Analyzer):
                "its backward is the composite of the same pow/mean/rsqrt/mul ops, and swapped "
                "in training it saved nothing measurable (hf_t5's 12 T5LayerNorms: -11 us a "
                "step, hf_llama's 5 LlamaRMSNorms: +4 us, thread CPU time). On a GPU it is one "
-               "kernel each way; verify measures it on this machine." if no_saving else "")
+               "kernel each way; verify measures it on this machine."
+               + ("" if whole else " Here the knob compiles the module (its forward does more "
+                  "than the chain): on CPU each compiled call pays "
+                  f"{COMPILED_CALL_S * 1e6:.0f} us, and compiled hf_t5 / hf_llama norms "
+                  "measured slower in 5 of 6 cases of benchmarks/advice.py (0.3-1.4 ms a "
+                  "step, a loaded machine).")
+               if no_saving else "")
             + (f" Compiled on CPU, each call also pays {COMPILED_CALL_S * 1e6:.0f} us (dynamo's "
                "guards and the compiled graph's wrapper, forward and backward), taken off the "
                "saving. Impact unknown; verify to measure: torch.compile of single modules "
                "on CPU measured slower than eager in benchmarks/advice.py (mobilenet_v3's "
                "Conv-BN-ReLU blocks, the example Transformer's attention), so this is not "
-               "ranked." if compile_on_cpu else ""))
+               "ranked." if compile_on_cpu and not no_saving else ""))
         evidence = []
         seen: set[str] = set()
         for chain, s, _, _ in items:
@@ -274,7 +281,8 @@ class FusionAnalyzer(Analyzer):
             analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
             saving_s=saving, confidence=confidence, explanation=explanation,
             evidence=tuple(evidence), fix=fix, apply=apply, verify=verify,
-            data={**({"impact_unknown": "compile on CPU"} if compile_on_cpu else {}),
+            data={**({"impact_unknown": "compile on CPU"}
+                     if compile_on_cpu and not no_saving else {}),
                   **({"impact_unknown": unknown} if unknown else {}),
                   "modules": modules, "ops": list(names), "bytes_unfused": total,
                   "bytes_fused": fused, "instances_per_step": per_step,

@@ -52,14 +52,16 @@ def test_a_bf16_gelu_swap_on_cpu_is_not_ranked():
     assert "Impact unknown; verify to measure" in f.explanation
 
 
+ONE, TWO = '["float", "Scalar"]', '["float", "float"]'
+RMS_NORM = [("pow", "[[2048, 2048], []]", ONE),
+            ("mean", "[[2048, 2048], [1], [], []]", '["float", "", "", ""]'),
+            ("add", "[[2048, 1], []]", ONE), ("rsqrt", "[[2048, 1]]", '["float"]'),
+            ("mul", "[[2048, 2048], [2048, 1]]", TWO), ("mul", "[[2048, 2048], [2048]]", TWO)]
+
+
 def test_a_hand_rmsnorm_on_cpu_is_found_with_no_saving():
     # GIVEN x * rsqrt(mean(x^2) + eps) * w, the whole forward of M.norm
-    one, two = '["float", "Scalar"]', '["float", "float"]'
-    norm = [("pow", "[[2048, 2048], []]", one),
-            ("mean", "[[2048, 2048], [1], [], []]", '["float", "", "", ""]'),
-            ("add", "[[2048, 1], []]", one), ("rsqrt", "[[2048, 1]]", '["float"]'),
-            ("mul", "[[2048, 2048], [2048, 1]]", two), ("mul", "[[2048, 2048], [2048]]", two)]
-    f = _fusion(_run(norm, "M.norm"))
+    f = _fusion(_run(RMS_NORM, "M.norm"))
     # THEN the RMSNorm is named with its knob, and no saving is promised on CPU, saying why
     assert f.kind == "fusion.hand_norm" and f.apply == {"DS_LIBRARY_OP": "M.norm=rms_norm"}
     assert f.saving_s == 0 and f.severity == "info"
@@ -91,3 +93,14 @@ def test_a_gelu_chain_in_the_in_cache_band_is_not_ranked():
     assert f.kind == "fusion.hand_gelu" and f.saving_s > 0 and f.severity == "info"
     assert "in-cache band" in f.data["impact_unknown"]
     assert "Impact unknown; verify to measure" in f.explanation
+
+
+def test_a_hand_rmsnorm_that_compiles_on_cpu_has_no_saving_either():
+    # GIVEN T5LayerNorm's form: a cast (x.to(float32)) before the same ops, so the module does
+    # more than the chain and the knob compiles it
+    f = _fusion(_run([("to", "[[2048, 2048], [], [], [], []]", '["float"]'), *RMS_NORM],
+                     "M.norm"))
+    # THEN no saving either: nn.RMSNorm is the composite on CPU, compiling measured slower
+    assert f.apply == {"DS_COMPILE": "M.norm"} and f.saving_s == 0 and f.severity == "info"
+    assert f.data["impact_unknown"] == "rms_norm on CPU"
+    assert "No saving on CPU" in f.explanation and "compiles the module" in f.explanation
