@@ -5,7 +5,7 @@ is right. On CPU a GELU is compute-bound: ``F.gelu(x, approximate="tanh")`` meas
 1.73-1.78 ns an element forward and 4.1-4.3 forward+backward on one thread (torch 2.13, this
 project's machine; shapes (2048, 256), (64, 1024), (512, 512)), 45-65 % of the hand-written
 chain's own time, where the bandwidth model prices the fused kernel at ~0.1 ns (x in, y out).
-The fusion analyzer takes this cost off its bytes-model saving (fusion_mlp's hand GELU: the
+The fusion analyzer takes this cost off what the swap removes (fusion_mlp's hand GELU: the
 bytes model alone predicted 2.3-4.6x the thread CPU time the swap saved, benchmarks/advice.py).
 
 Where the run itself calls the library op (``aten::gelu`` / ``aten::gelu_backward`` elsewhere
@@ -23,14 +23,16 @@ and under load its op times swing with the machine (the same finding on the same
 predicted 0.26 ms on a quiet machine and 0.67 ms on a loaded one). Calibration, thread CPU
 time, one thread, torch 2.13, float32, the module's forward swapped in place in a training
 step (forward with autograd, backward): GPT-2 tiny's NewGELU on (2, 16, 256), 2 layers, saved
-0.21-0.29 ms a step (61 us an instance forward, 52 backward); fusion_mlp's on (2048, 256),
-2 blocks, 6.86 ms (1.90 ms an instance forward, 1.52 backward). Both fit, within 3 %:
+0.20-0.29 ms a step (in-process A/B; `dsprof run`s of hf_gpt2, 4 per arm interleaved: 0.26)
+(61 us an instance forward, 52 backward); fusion_mlp's on (2048, 256), 2 blocks, 6.86 ms
+(1.90 ms an instance forward, 1.52 backward). The rule below gives 0.24 and 6.88 ms:
 
 - each op removed costs 4.5 us forward (dispatch, output allocation, autograd node creation)
   and 5.1 us backward (its autograd node and the ops it runs);
 - each intermediate byte costs 0.083 ns forward and as much backward (12 GB/s, under half the
-  copy benchmark's 26.6 GB/s: in training every intermediate is a fresh allocation whose pages
-  fault in, written, saved for the backward and read back there, and its gradient likewise).
+  copy benchmark's 26.6 GB/s: in training an intermediate is allocated, written, saved for the
+  backward and read back there, its gradient likewise, and a tensor of 1 MiB or more is fresh
+  pages that fault in).
 
 The bytes model at the copy bandwidth with the profiled per-op cost had predicted +34 % on
 GPT-2 and -40 % on fusion_mlp.
@@ -41,8 +43,8 @@ finding out of the ranked list, with the reason). The same tanh GELU swapped in 
 3.29 ms on 262144 (3.50) and 7.71 ms on 524288 (6.87), but 0.27, 0.59 and 1.15 ms on 32768,
 65536 and 131072 elements, where the rule gives 0.56, 0.98 and 1.82 ms (+58 to +105 %): tensors
 of 128-512 KiB come from the allocator's free lists and stay in this machine's 4 MiB L2, so an
-intermediate byte costs far less than a fresh page's (1 MiB tensors and more), while the ops
-are too many bytes for the per-op term to dominate (32 KiB tensors and less). The erf form
+intermediate byte costs far less than a fresh page's (1 MiB tensors and more), and they are too
+large for the per-op term to dominate as it does at 32 KiB. The erf form
 (5 ops) was not fitted: its own erf and the exp in erf's backward are compute-bound, which op
 count and bytes do not price (swapped, it saved 0.07 ms on 8192 elements and 9.76 ms on 524288,
 where the rule gives 0.14 and 4.3 ms). Other dtypes than float32 were not measured.
