@@ -289,7 +289,11 @@ class FusionAnalyzer(Analyzer):
                   "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,
                   "forward_s": fwd_now, "backward_s": bwd_now,
                   **({"library_s_per_element": [cost.forward_s, cost.backward_s],
-                      "library_cost_source": cost.source} if cost is not None else {})})
+                      "library_cost_source": cost.source} if cost is not None else {}),
+                  # priced from shapes at calibrated costs: the machine's load during the
+                  # profiled steps does not move it (registry's loaded-machine rule)
+                  **({"op_times_unused": True}
+                     if cost is not None and cost.source.startswith("calibrated") else {})})
 
 
 _LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',

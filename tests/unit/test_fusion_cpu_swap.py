@@ -11,14 +11,14 @@ from tests.unit.test_analyzers_synthetic import MS, SCRIPT, steps, table
 X = "[[2048, 2048]]"
 
 
-def _run(chain: list[tuple[str, str, str]], module: str) -> Run:
+def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19) -> Run:
     """One profiled forward of ``chain`` ((name, input shapes, dtypes), 2 ms an op) as the whole
     forward of ``module``, in step 1 of two 20 ms steps on an idle machine."""
     ops = [{"id": i + 1, "step": 1, "name": "aten::" + n, "cat": "cpu_op", "thread": 1,
             "start_ns": (2 + 2 * i) * MS, "dur_ns": 2 * MS, "phase": "forward",
             "input_shapes": shapes, "dtypes": dtypes, "module": module}
            for i, (n, shapes, dtypes) in enumerate(chain)]
-    st = steps([20, 20], cpu_ns=[19 * MS, 19 * MS], data_wait_ns=[0, 0], rank=[0, 0])
+    st = steps([20, 20], cpu_ns=[int(cpu_ms * MS)] * 2, data_wait_ns=[0, 0], rank=[0, 0])
     return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
                            steps=st, ops=table(*ops))
 
@@ -104,3 +104,12 @@ def test_a_hand_rmsnorm_that_compiles_on_cpu_has_no_saving_either():
     assert f.apply == {"DS_COMPILE": "M.norm"} and f.saving_s == 0 and f.severity == "info"
     assert f.data["impact_unknown"] == "rms_norm on CPU"
     assert "No saving on CPU" in f.explanation and "compiles the module" in f.explanation
+
+
+def test_a_calibrated_gelu_estimate_stays_ranked_on_a_loaded_machine():
+    # GIVEN the float32 chain profiled while the thread ran on a CPU 5 of each 20 ms step
+    f = _fusion(_run(_gelu("float"), "M.act", cpu_ms=5))
+    # THEN the estimate, priced from shapes at calibrated costs, does not read the op times
+    # the load inflated: it stays ranked (the loaded-machine rule is for op-time estimates)
+    assert f.data["op_times_unused"] and f.severity != "info"
+    assert "impact_unknown" not in f.data
