@@ -19,7 +19,10 @@ op sequence and by module path with layer indices folded (``blocks.*.act``), the
 
 Algorithm: the saving per instance is :func:`fusion_chains.chain_saving` (intermediate bytes
 over the measured bandwidth, plus the per-op overhead of the ops removed), the backward part
-scaled in proportion, summed over instances and divided by the profiled steps. The fix that
+scaled in proportion, summed over instances and divided by the profiled steps. On a CPU run a
+GELU library-op swap is priced instead by :func:`library_cost.cpu_swap_saving` (ops and bytes
+removed at costs measured in training, less the library op's own compute), and a hand RMSNorm
+is found with no saving (``aten::rms_norm``'s CPU backward is the same composite ops). The fix that
 dsprof can apply is the library op itself (``DS_LIBRARY_OP=<module>=gelu_tanh``) where the chain
 is its module's whole forward, and otherwise ``DS_COMPILE=<modules>`` (torch.compile of the
 module holding the chain; the verify line then says it measures compile, not the pasted op).
@@ -45,7 +48,15 @@ from dsprof.metrics.ops.fusion_chains import (
     chain_saving,
     find_chains,
 )
-from dsprof.metrics.ops.library_cost import LibraryCost, library_cost
+from dsprof.metrics.ops.library_cost import (
+    INTERMEDIATE_S_PER_BYTE,
+    OP_REMOVED_S,
+    LibraryCost,
+    chain_dtype,
+    library_cost,
+    library_op_saving,
+    uncalibrated,
+)
 from dsprof.metrics.ops.optable import Op, OpTable
 
 MIN_SAVING_S = 20e-6
@@ -137,17 +148,29 @@ class FusionAnalyzer(Analyzer):
             saving = sum(s for _, s, _, _ in items) / table.n_steps
             key = (kind, pattern, names)
             library = library_op(kind, names) if whole[key] else None
-            if library in FORWARD_ONLY_ON_CPU and not table.device:
-                # the pasted op fuses the forward only here: its backward runs the same ops
-                saving = forward_only[key] / table.n_steps
             cost = None
+            unknown = None
+            if library_op(kind, names) in NO_SAVING_ON_CPU and not table.device:
+                # the pasted op runs the same ops on CPU, and compiling the module instead
+                # measured slower: found (worth it on a GPU), no saving on CPU; reported only
+                # where the forward alone would have passed the thresholds
+                if forward_only[key] / table.n_steps < max(MIN_SAVING_S,
+                                                           MIN_STEP_SHARE * step_s):
+                    continue
+                findings.append(self._finding(ctx, table, kind, pattern, names, items, 0.0,
+                                              bandwidth, bw_source, overhead, whole[key],
+                                              unknown=f"{library_op(kind, names)} on CPU"))
+                continue
             if kind in CPU_COMPUTE_BOUND_KINDS and library is not None and not table.device:
-                # compute-bound on CPU: the library op still costs most of what it replaces
+                # compute-bound on CPU: priced by the ops and bytes the swap removes, less what
+                # the library op still computes (metrics/ops/library_cost.py)
                 cost = library_cost(ctx.run, library, table.profiler_cost_s,
                                     table.steps_filter)
                 if cost is not None:
-                    saving = sum(library_op_saving(c, s, b > 0, cost)
-                                 for c, s, _, b in items) / table.n_steps
+                    saving = sum(library_op_saving(c, b > 0, cost)
+                                 for c, _, _, b in items) / table.n_steps
+                    unknown = uncalibrated(library, chain_numel(items[0][0]) or 0,
+                                           chain_dtype(items[0][0]))
             if library is None and not table.device:
                 # the fix compiles the module: each call pays dynamo's guards and the compiled
                 # graph's wrapper, forward and backward, which small chains do not win back
@@ -155,14 +178,15 @@ class FusionAnalyzer(Analyzer):
             if saving < max(MIN_SAVING_S, MIN_STEP_SHARE * step_s):
                 continue
             findings.append(self._finding(ctx, table, kind, pattern, names, items, saving,
-                                          bandwidth, bw_source, overhead,
-                                          whole[(kind, pattern, names)], cost))
+                                          bandwidth, bw_source, overhead, whole[key], cost,
+                                          unknown))
         return findings
 
     def _finding(self, ctx: Context, table: OpTable, kind: str, pattern: str,
                  names: tuple[str, ...], items: list[tuple[Chain, float, float, float]],
                  saving: float, bandwidth: float, bw_source: str, overhead: float,
-                 whole: bool, cost: LibraryCost | None = None) -> Finding:
+                 whole: bool, cost: LibraryCost | None = None,
+                 unknown: str | None = None) -> Finding:
         modules = sorted({c.module for c, _, _, _ in items if c.module})
         per_step = len(items) / table.n_steps
         total, fused = chain_bytes(items[0][0])
@@ -174,35 +198,58 @@ class FusionAnalyzer(Analyzer):
         time_word = "device" if table.device else "host"
         # the fix compiles the module on a CPU: measured slower than eager there (see below)
         compile_on_cpu = not table.device and not (whole and library_op(kind, names))
-        forward_only = (whole and not table.device
-                        and library_op(kind, names) in FORWARD_ONLY_ON_CPU)
+        no_saving = not table.device and library_op(kind, names) in NO_SAVING_ON_CPU
+        if cost is not None:
+            numel = chain_numel(items[0][0]) or 0
+            ops = len(names) - 1
+            model = (
+                f"On CPU, in training, F.gelu in its place removes {ops} ops "
+                f"({OP_REMOVED_S[0] * 1e6:.1f} us each forward, {OP_REMOVED_S[1] * 1e6:.1f} us "
+                f"backward: dispatch, allocation, the autograd node) and "
+                f"{(total - fused) / 2**20:.2f} MiB of intermediates per instance "
+                f"({INTERMEDIATE_S_PER_BYTE[0] * 1e9:.3f} ns a byte each way: an intermediate "
+                "is allocated, written, saved for the backward and read back there), but still "
+                f"computes {cost.forward_s * 1e9:.2f} ns an element forward "
+                f"and {cost.backward_s * 1e9:.2f} ns backward on {numel} elements "
+                f"({cost.source}): those costs were measured in training at full speed "
+                "(metrics/ops/library_cost.py). Not the profiled op times: the profiler "
+                "inflates a chain of small ops most, and the load on the machine moves them.")
         explanation = (
             f"{len(names)} ops ({chain_txt}) run {per_step:g} time(s) per step in {where}, "
             f"taking {fwd_now * 1e3:.3f} ms forward and {bwd_now * 1e3:.3f} ms in their "
             f"backward per step ({time_word} time). One instance moves {total / 2**20:.2f} MiB "
             f"op by op; a fused kernel moves {fused / 2**20:.2f} MiB (external inputs and the "
-            f"output). At {bandwidth / 1e9:.1f} GB/s ({bw_source}) the intermediates cost "
-            f"{(total - fused) / bandwidth * 1e3:.3f} ms per instance, plus "
-            f"{max(0.0, overhead - table.profiler_cost_s) * 1e6:.1f} us per op removed "
-            f"(measured {overhead * 1e6:.1f} us, of which the profiler adds "
-            f"{table.profiler_cost_s * 1e6:.1f} us). The backward's ops are costed the same way; "
-            "fused, it reads the forward's inputs and the output gradient and writes the input "
-            "gradient. "
-            "Shapes and order show the chain, not tensor identity: if another op also reads "
+            "output). "
+            + (model if cost is not None else "" if no_saving else
+               f"At {bandwidth / 1e9:.1f} GB/s ({bw_source}) the intermediates cost "
+               f"{(total - fused) / bandwidth * 1e3:.3f} ms per instance, plus "
+               f"{max(0.0, overhead - table.profiler_cost_s) * 1e6:.1f} us per op removed "
+               f"(measured {overhead * 1e6:.1f} us, of which the profiler adds "
+               f"{table.profiler_cost_s * 1e6:.1f} us). The backward's ops are costed the same "
+               "way; fused, it reads the forward's inputs and the output gradient and writes "
+               "the input gradient.")
+            + " Shapes and order show the chain, not tensor identity: if another op also reads "
             "an intermediate, the fused kernel still writes it and the saving is smaller."
-            + (f" On CPU this library op is compute-bound, not memory-bound: it still "
-               f"costs {cost.forward_s * 1e9:.2f} ns an element forward and "
-               f"{cost.backward_s * 1e9:.2f} ns backward ({cost.source}), taken off the "
-               "saving above (a fused kernel that only moved x and y would be free of it)."
-               if cost is not None else "")
-            + (" On CPU the library op fuses the forward only (its backward runs the same "
-               "ops): the saving counts the forward's part." if forward_only else "")
+            + (f" Impact unknown; verify to measure: {unknown} (the measurements are in "
+               "metrics/ops/library_cost.py), so this is not ranked."
+               if unknown and cost is not None else "")
+            + (" No saving on CPU: torch 2.13's aten::rms_norm there runs a fused forward but "
+               "its backward is the composite of the same pow/mean/rsqrt/mul ops, and swapped "
+               "in training it saved nothing measurable (hf_t5's 12 T5LayerNorms: -11 us a "
+               "step, hf_llama's 5 LlamaRMSNorms: +4 us, thread CPU time). On a GPU it is one "
+               "kernel each way; verify measures it on this machine."
+               + ("" if whole else " Here the knob compiles the module (its forward does more "
+                  "than the chain): on CPU each compiled call pays "
+                  f"{COMPILED_CALL_S * 1e6:.0f} us, and compiled hf_t5 / hf_llama norms "
+                  "measured slower in 5 of 6 cases of benchmarks/advice.py (0.3-1.4 ms a "
+                  "step, a loaded machine).")
+               if no_saving else "")
             + (f" Compiled on CPU, each call also pays {COMPILED_CALL_S * 1e6:.0f} us (dynamo's "
                "guards and the compiled graph's wrapper, forward and backward), taken off the "
                "saving. Impact unknown; verify to measure: torch.compile of single modules "
                "on CPU measured slower than eager in benchmarks/advice.py (mobilenet_v3's "
                "Conv-BN-ReLU blocks, the example Transformer's attention), so this is not "
-               "ranked." if compile_on_cpu else ""))
+               "ranked." if compile_on_cpu and not no_saving else ""))
         evidence = []
         seen: set[str] = set()
         for chain, s, _, _ in items:
@@ -234,13 +281,19 @@ class FusionAnalyzer(Analyzer):
             analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
             saving_s=saving, confidence=confidence, explanation=explanation,
             evidence=tuple(evidence), fix=fix, apply=apply, verify=verify,
-            data={**({"impact_unknown": "compile on CPU"} if compile_on_cpu else {}),
+            data={**({"impact_unknown": "compile on CPU"}
+                     if compile_on_cpu and not no_saving else {}),
+                  **({"impact_unknown": unknown} if unknown else {}),
                   "modules": modules, "ops": list(names), "bytes_unfused": total,
                   "bytes_fused": fused, "instances_per_step": per_step,
                   "bandwidth_bytes_per_s": bandwidth, "op_overhead_s": overhead,
                   "forward_s": fwd_now, "backward_s": bwd_now,
                   **({"library_s_per_element": [cost.forward_s, cost.backward_s],
-                      "library_cost_source": cost.source} if cost is not None else {})})
+                      "library_cost_source": cost.source} if cost is not None else {}),
+                  # priced from shapes at calibrated costs: the machine's load during the
+                  # profiled steps does not move it (registry's loaded-machine rule)
+                  **({"op_times_unused": True}
+                     if cost is not None and cost.source.startswith("calibrated") else {})})
 
 
 _LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',
@@ -254,29 +307,14 @@ _LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh"
 # on CPU saves only what fusing wins beyond it.
 COMPILED_CALL_S = 90e-6
 
-# Library ops whose CPU backward (torch 2.13) is the composite of the hand-written ops: pasted
-# on a CPU run they save the forward's fused part only. aten::rms_norm runs _fused_rms_norm
-# forward, then pow/mean/rsqrt/div/mul backward.
-FORWARD_ONLY_ON_CPU = frozenset({"rms_norm"})
+# Library ops that save nothing on CPU (torch 2.13): aten::rms_norm runs _fused_rms_norm
+# forward, then the composite pow/mean/rsqrt/mul backward; swapped in training it saved -11 us
+# (hf_t5, 12 norms) and +4 us (hf_llama, 5 norms) a step. Found, with no saving.
+NO_SAVING_ON_CPU = frozenset({"rms_norm"})
 
 # Kinds whose library op is compute-bound on CPU (metrics/ops/library_cost.py): the saving is
-# the chain's time less the library op's, not the intermediates' bytes.
+# what the swap removes less what the library op still computes, not the intermediates' bytes.
 CPU_COMPUTE_BOUND_KINDS = frozenset({"fusion.hand_gelu"})
-
-
-def library_op_saving(chain: Chain, bytes_saving: float, has_backward: bool,
-                      cost: LibraryCost) -> float:
-    """Seconds one instance saves when the library op replaces it on CPU: the bytes model's
-    saving (the intermediates' memory time and the ops' overhead, forward and backward, against
-    a fused kernel that only moves x and y) less what the library op still computes on the
-    chain's elements: on CPU that kernel is compute-bound, not a free pass over x and y. Not the
-    chain's profiled time less the library op's: profiled under load with memory recording,
-    fusion_mlp's GELU ops ran 4x their plain-script time, and that model claimed 52 ms of a
-    26 ms step."""
-    numel = chain_numel(chain)
-    if numel is None:
-        return 0.0
-    return max(0.0, bytes_saving - cost.seconds(numel, backward=has_backward))
 
 
 def library_op(kind: str, names: tuple[str, ...]) -> str | None:

@@ -306,7 +306,8 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
         return replace(f, severity="info", data={**f.data, "withheld": ctx.disturbance},
                        explanation=f"{f.explanation} Withheld: {why}, so this time is not the "
                                    "program's.".strip())
-    if f.analyzer in OP_TIME_ANALYZERS and not ctx.on_gpu:
+    # (a saving priced at calibrated costs, from shapes alone, does not read the op times)
+    if f.analyzer in OP_TIME_ANALYZERS and not ctx.on_gpu and not f.data.get("op_times_unused"):
         share = profiled_on_cpu_share(ctx.run)
         if share is not None and share < MIN_ON_CPU_SHARE:
             return replace(

@@ -136,3 +136,31 @@ def test_verify_says_where_the_knob_left_the_program_as_it_was():
     assert "not applied: DS_LIBRARY_OP: Net.odd kept its own forward" in out.getvalue()
     assert "measures less than the fix" in out.getvalue()
     assert knobs_not_applied({"knobs": {"DS_COMPILE": {"compiled": ["Net.act"]}}}) == []
+
+
+def test_the_module_hook_goes_once_every_named_module_is_found():
+    from torch.nn.modules import module as torch_module
+
+    # GIVEN the knob naming two modules by their literal paths
+    model, x = Net(), torch.randn(4, 16)
+    hooks_before = len(torch_module._global_forward_pre_hooks)
+    applied = install(from_env({"DS_LIBRARY_OP": "Net.act=gelu_tanh,Net.norm=rms_norm"}, "cpu"))
+    try:
+        assert len(torch_module._global_forward_pre_hooks) == hooks_before + 1
+        # WHEN the model runs once
+        model(x)
+        # THEN no global hook is left to slow every module call (the pasted change has none),
+        # and the swap still happens on the modules' next calls
+        assert len(torch_module._global_forward_pre_hooks) == hooks_before
+        assert "aten::gelu" in _ops(model, x)
+        assert sorted(applied.report()["DS_LIBRARY_OP"]["swapped"]) == ["Net.act", "Net.norm"]
+    finally:
+        applied.uninstall()
+    # AND a wildcard path keeps the hook: more modules may match later
+    applied = install(from_env({"DS_LIBRARY_OP": "Net.*=gelu_tanh"}, "cpu"))
+    try:
+        model(x)
+        assert len(torch_module._global_forward_pre_hooks) == hooks_before + 1
+    finally:
+        applied.uninstall()
+    assert len(torch_module._global_forward_pre_hooks) == hooks_before

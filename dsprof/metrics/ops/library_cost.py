@@ -5,19 +5,58 @@ is right. On CPU a GELU is compute-bound: ``F.gelu(x, approximate="tanh")`` meas
 1.73-1.78 ns an element forward and 4.1-4.3 forward+backward on one thread (torch 2.13, this
 project's machine; shapes (2048, 256), (64, 1024), (512, 512)), 45-65 % of the hand-written
 chain's own time, where the bandwidth model prices the fused kernel at ~0.1 ns (x in, y out).
-The fusion analyzer takes this cost off its bytes-model saving (fusion_mlp's hand GELU: the
+The fusion analyzer takes this cost off what the swap removes (fusion_mlp's hand GELU: the
 bytes model alone predicted 2.3-4.6x the thread CPU time the swap saved, benchmarks/advice.py).
 
 Where the run itself calls the library op (``aten::gelu`` / ``aten::gelu_backward`` elsewhere
 in the model), its measured time per element is used; otherwise the calibrated per-element
 cost above, for one thread (more intra-op threads make the library op cheaper, so the saving
 predicted is then a lower bound).
+
+What the swap removes (:func:`cpu_swap_saving`) is priced from the chain's structure, not from
+its profiled time: the ops it removes and the intermediate bytes they move, at costs measured
+in training at full speed. The profile cannot price them: a chain of small ops is what the
+profiler inflates most (each op, its scalar-wrapping children and each backward node is a
+recorded event; the corpus's tiny GPT-2 ran 11.7 ms profiled steps against 4.5 ms at full
+speed, 3.4 us of thread CPU time per recorded event, where a no-work op's span shows 0.3 us),
+and under load its op times swing with the machine (the same finding on the same model
+predicted 0.26 ms on a quiet machine and 0.67 ms on a loaded one). Calibration, thread CPU
+time, one thread, torch 2.13, float32, the module's forward swapped in place in a training
+step (forward with autograd, backward): GPT-2 tiny's NewGELU on (2, 16, 256), 2 layers, saved
+0.20-0.29 ms a step (in-process A/B; `dsprof run`s of hf_gpt2, 4 per arm interleaved: 0.26;
+hf_trainer's HF Trainer, blocks of 10 steps alternated in one process: 0.26)
+(61 us an instance forward, 52 backward); fusion_mlp's on (2048, 256), 2 blocks, 6.86 ms
+(1.90 ms an instance forward, 1.52 backward). The rule below gives 0.24 and 6.88 ms:
+
+- each op removed costs 4.5 us forward (dispatch, output allocation, autograd node creation)
+  and 5.1 us backward (its autograd node and the ops it runs);
+- each intermediate byte costs 0.083 ns forward and as much backward (12 GB/s, under half the
+  copy benchmark's 26.6 GB/s: in training an intermediate is allocated, written, saved for the
+  backward and read back there, its gradient likewise, and a tensor of 1 MiB or more is fresh
+  pages that fault in).
+
+The bytes model at the copy bandwidth with the profiled per-op cost had predicted +34 % on
+GPT-2 and -40 % on fusion_mlp.
+
+Where the rule holds, and where it does not (:func:`uncalibrated`; the analyzer then leaves the
+finding out of the ranked list, with the reason). The same tanh GELU swapped in a 2-block MLP
+(width 64, thread CPU time, 2 instances a step) saved 0.17 ms on 8192 elements (rule: 0.24),
+3.29 ms on 262144 (3.50) and 7.71 ms on 524288 (6.87), but 0.27, 0.59 and 1.15 ms on 32768,
+65536 and 131072 elements, where the rule gives 0.56, 0.98 and 1.82 ms (+58 to +105 %): tensors
+of 128-512 KiB come from the allocator's free lists and stay in this machine's 4 MiB L2, so an
+intermediate byte costs far less than a fresh page's (1 MiB tensors and more), and they are too
+large for the per-op term to dominate as it does at 32 KiB. The erf form
+(5 ops) was not fitted: its own erf and the exp in erf's backward are compute-bound, which op
+count and bytes do not price (swapped, it saved 0.07 ms on 8192 elements and 9.76 ms on 524288,
+where the rule gives 0.14 and 4.3 ms). Other dtypes than float32 were not measured.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+from dsprof.metrics.ops.fusion_chains import Chain, chain_bytes, chain_numel
 from dsprof.metrics.ops.opbytes import op_io
 
 # Seconds per element on one thread (torch 2.13, CPU): forward, backward.
@@ -27,6 +66,15 @@ CALIBRATED_S_PER_ELEMENT = {
 }
 _ATEN = {"gelu_tanh": ("aten::gelu", "aten::gelu_backward"),
          "gelu": ("aten::gelu", "aten::gelu_backward")}
+
+
+# What one removed op and one intermediate byte cost in a CPU training step (forward, backward):
+# see the module docstring for the calibration.
+OP_REMOVED_S = (4.5e-6, 5.1e-6)
+INTERMEDIATE_S_PER_BYTE = (0.083e-9, 0.083e-9)
+CALIBRATED_DTYPES = frozenset({"float"})
+# Elements of a chain's tensor between which the rule over-predicted (in-cache intermediates).
+IN_CACHE_ELEMENTS = (16384, 262144)
 
 
 @dataclass(frozen=True)
@@ -69,3 +117,62 @@ def library_cost(run, library: str, profiler_cost_s: float,
     if measured[0] is not None and measured[1] is not None:
         return LibraryCost(measured[0], measured[1], "measured in this run")
     return LibraryCost(fwd_cal, bwd_cal, "calibrated (one thread)")
+
+
+def cpu_swap_saving(n_ops: int, intermediate_bytes: int, numel: int, has_backward: bool,
+                    cost: LibraryCost) -> tuple[float, float]:
+    """(forward, backward) seconds that one instance of an ``n_ops`` chain saves on CPU when
+    the library op replaces it: the ``n_ops - 1`` ops removed and the ``intermediate_bytes``
+    they wrote and read, less what the library op still computes on the ``numel`` elements
+    (``cost``). The backward part is 0 for a chain run without autograd."""
+    removed = max(0, n_ops - 1)
+    fwd = (removed * OP_REMOVED_S[0] + intermediate_bytes * INTERMEDIATE_S_PER_BYTE[0]
+           - numel * cost.forward_s)
+    if not has_backward:
+        return fwd, 0.0
+    bwd = (removed * OP_REMOVED_S[1] + intermediate_bytes * INTERMEDIATE_S_PER_BYTE[1]
+           - numel * cost.backward_s)
+    return fwd, bwd
+
+
+def uncalibrated(library: str, numel: int, dtype: str | None) -> str | None:
+    """Why :func:`cpu_swap_saving` cannot price this chain (None: it can): the erf form, a
+    dtype other than float32, or a tensor size in the in-cache band (see the module docstring
+    for the figures)."""
+    if library != "gelu_tanh":
+        return f"{library} chain on CPU not calibrated (its own erf is compute-bound)"
+    if dtype not in CALIBRATED_DTYPES:
+        return f"{library} on CPU calibrated for float32, not {dtype}"
+    if IN_CACHE_ELEMENTS[0] < numel < IN_CACHE_ELEMENTS[1]:
+        return (f"{library} on CPU: {numel} elements, in the in-cache band "
+                f"{IN_CACHE_ELEMENTS[0]}-{IN_CACHE_ELEMENTS[1]} where the rule over-predicts")
+    return None
+
+
+def library_op_saving(chain: Chain, has_backward: bool, cost: LibraryCost) -> float:
+    """Seconds one instance saves when the library op replaces it on CPU, at full speed: the
+    chain's ops less one and its intermediate bytes, priced at what they cost in a training
+    step, less what the library op still computes on the chain's elements (compute-bound on
+    CPU, not a free pass over x and y). Never from the chain's profiled time: profiled under
+    load with memory recording, fusion_mlp's GELU ops ran 4x their plain-script time, and the
+    tiny GPT-2's 8-op chain took 0.19 ms an instance forward, about 0.08 ms at full speed
+    (metrics/ops/library_cost.py)."""
+    numel = chain_numel(chain)
+    if numel is None:
+        return 0.0
+    total, fused = chain_bytes(chain)
+    fwd, bwd = cpu_swap_saving(len(chain.ops), total - fused, numel, has_backward, cost)
+    return max(0.0, fwd + bwd)
+
+
+def chain_dtype(chain: Chain) -> str | None:
+    """The dtype of the chain's output tensor as the trace spells it (``float``, ``c10::BFloat16``),
+    from its last op's first tensor input."""
+    raw = chain.ops[-1].dtypes
+    if not raw:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        return None
+    return next((d for d in names if d and d != "Scalar"), None)

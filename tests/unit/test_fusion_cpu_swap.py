@@ -1,0 +1,115 @@
+"""What a library-op swap is promised on a CPU run: a GELU chain in another dtype than the
+calibrated float32 is not ranked; a hand RMSNorm is found with no saving (aten::rms_norm's CPU
+backward is the composite of the same ops)."""
+
+from __future__ import annotations
+
+from dsprof.analyzers.registry import analyze
+from dsprof.run import Run
+from tests.unit.test_analyzers_synthetic import MS, SCRIPT, steps, table
+
+X = "[[2048, 2048]]"
+
+
+def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19) -> Run:
+    """One profiled forward of ``chain`` ((name, input shapes, dtypes), 2 ms an op) as the whole
+    forward of ``module``, in step 1 of two 20 ms steps on an idle machine."""
+    ops = [{"id": i + 1, "step": 1, "name": "aten::" + n, "cat": "cpu_op", "thread": 1,
+            "start_ns": (2 + 2 * i) * MS, "dur_ns": 2 * MS, "phase": "forward",
+            "input_shapes": shapes, "dtypes": dtypes, "module": module}
+           for i, (n, shapes, dtypes) in enumerate(chain)]
+    st = steps([20, 20], cpu_ns=[int(cpu_ms * MS)] * 2, data_wait_ns=[0, 0], rank=[0, 0])
+    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
+                           steps=st, ops=table(*ops))
+
+
+def _fusion(run: Run):
+    (f,) = [f for f in analyze(run, write=False).findings if f.analyzer == "fusion"]
+    return f
+
+
+def _gelu(dtype: str) -> list[tuple[str, str, str]]:
+    two, one = f'["{dtype}", "{dtype}"]', f'["{dtype}", "Scalar"]'
+    return [("mul", "[[2048, 2048], []]", one), ("pow", "[[2048, 2048], []]", one),
+            ("mul", "[[2048, 2048], []]", one), ("add", "[[2048, 2048], [2048, 2048]]", two),
+            ("mul", "[[2048, 2048], []]", one), ("tanh", X, f'["{dtype}"]'),
+            ("add", "[[2048, 2048], []]", one), ("mul", "[[2048, 2048], [2048, 2048]]", two)]
+
+
+def test_a_float32_gelu_swap_on_cpu_is_ranked_at_the_calibrated_costs():
+    f = _fusion(_run(_gelu("float"), "M.act"))
+    assert f.kind == "fusion.hand_gelu" and f.apply == {"DS_LIBRARY_OP": "M.act=gelu_tanh"}
+    assert f.saving_s > 0 and f.severity != "info" and "impact_unknown" not in f.data
+    assert "measured in training at full speed" in f.explanation
+
+
+def test_a_bf16_gelu_swap_on_cpu_is_not_ranked():
+    # GIVEN the same chain in bfloat16, whose CPU costs were never calibrated
+    f = _fusion(_run(_gelu("c10::BFloat16"), "M.act"))
+    # THEN it is found with its estimate, out of the ranked list, saying why
+    assert f.kind == "fusion.hand_gelu" and f.saving_s > 0 and f.severity == "info"
+    assert "float32" in f.data["impact_unknown"] and "BFloat16" in f.data["impact_unknown"]
+    assert "Impact unknown; verify to measure" in f.explanation
+
+
+ONE, TWO = '["float", "Scalar"]', '["float", "float"]'
+RMS_NORM = [("pow", "[[2048, 2048], []]", ONE),
+            ("mean", "[[2048, 2048], [1], [], []]", '["float", "", "", ""]'),
+            ("add", "[[2048, 1], []]", ONE), ("rsqrt", "[[2048, 1]]", '["float"]'),
+            ("mul", "[[2048, 2048], [2048, 1]]", TWO), ("mul", "[[2048, 2048], [2048]]", TWO)]
+
+
+def test_a_hand_rmsnorm_on_cpu_is_found_with_no_saving():
+    # GIVEN x * rsqrt(mean(x^2) + eps) * w, the whole forward of M.norm
+    f = _fusion(_run(RMS_NORM, "M.norm"))
+    # THEN the RMSNorm is named with its knob, and no saving is promised on CPU, saying why
+    assert f.kind == "fusion.hand_norm" and f.apply == {"DS_LIBRARY_OP": "M.norm=rms_norm"}
+    assert f.saving_s == 0 and f.severity == "info"
+    assert f.data["impact_unknown"] == "rms_norm on CPU"
+    assert "No saving on CPU" in f.explanation and "composite" in f.explanation
+    assert "GB/s" not in f.explanation  # no bytes figure that reads like a saving
+
+
+def test_the_cpu_gelu_rule_says_where_it_was_not_calibrated():
+    from dsprof.metrics.ops.library_cost import uncalibrated
+
+    # the two calibrated ends: GPT-2 tiny's 8192 elements, fusion_mlp's 524288 (and 262144)
+    for numel in (8192, 262144, 524288):
+        assert uncalibrated("gelu_tanh", numel, "float") is None
+    # 32K-131K elements: in-cache intermediates, measured 44-66 % below the rule
+    for numel in (32768, 65536, 131072):
+        assert "in-cache band" in uncalibrated("gelu_tanh", numel, "float")
+    # the erf form's own erf is compute-bound: not priced by op count and bytes
+    assert "not calibrated" in uncalibrated("gelu", 524288, "float")
+    assert "float32" in uncalibrated("gelu_tanh", 524288, "c10::Half")
+
+
+def test_a_gelu_chain_in_the_in_cache_band_is_not_ranked():
+    # GIVEN the float32 chain on (256, 256): 65536 elements
+    chain = [(n, shapes.replace("2048, 2048", "256, 256"), dtypes)
+             for n, shapes, dtypes in _gelu("float")]
+    f = _fusion(_run(chain, "M.act"))
+    # THEN it keeps its estimate, out of the ranked list, saying why
+    assert f.kind == "fusion.hand_gelu" and f.saving_s > 0 and f.severity == "info"
+    assert "in-cache band" in f.data["impact_unknown"]
+    assert "Impact unknown; verify to measure" in f.explanation
+
+
+def test_a_hand_rmsnorm_that_compiles_on_cpu_has_no_saving_either():
+    # GIVEN T5LayerNorm's form: a cast (x.to(float32)) before the same ops, so the module does
+    # more than the chain and the knob compiles it
+    f = _fusion(_run([("to", "[[2048, 2048], [], [], [], []]", '["float"]'), *RMS_NORM],
+                     "M.norm"))
+    # THEN no saving either: nn.RMSNorm is the composite on CPU, compiling measured slower
+    assert f.apply == {"DS_COMPILE": "M.norm"} and f.saving_s == 0 and f.severity == "info"
+    assert f.data["impact_unknown"] == "rms_norm on CPU"
+    assert "No saving on CPU" in f.explanation and "compiles the module" in f.explanation
+
+
+def test_a_calibrated_gelu_estimate_stays_ranked_on_a_loaded_machine():
+    # GIVEN the float32 chain profiled while the thread ran on a CPU 5 of each 20 ms step
+    f = _fusion(_run(_gelu("float"), "M.act", cpu_ms=5))
+    # THEN the estimate, priced from shapes at calibrated costs, does not read the op times
+    # the load inflated: it stays ranked (the loaded-machine rule is for op-time estimates)
+    assert f.data["op_times_unused"] and f.severity != "info"
+    assert "impact_unknown" not in f.data
