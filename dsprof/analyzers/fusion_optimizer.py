@@ -43,11 +43,22 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from dsprof.analyzers.frameworks import frameworks
+from dsprof.analyzers.optimizer_spans import closure_time, despiked, update_extent
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.ops.fusion_chains import POINTWISE
 from dsprof.metrics.ops.opbytes import op_io
 from dsprof.metrics.ops.optable import OpTable
+from dsprof.metrics.ops.optimizer_cost import (
+    CPU_CALIBRATED,
+    FUSED_CPU_S_PER_PARAM_BYTE,
+    FUSED_CPU_S_PER_TENSOR,
+    LOOP_CPU_S_PER_OP,
+    LOOP_CPU_S_PER_PARAM_BYTE,
+    MIN_PRICED_CPU_S,
+    fused_cpu_s,
+    loop_cpu_s,
+)
 
 # Bytes moved per parameter byte by a fused update (reads + writes of param, grad, state).
 FUSED_BYTES_PER_PARAM_BYTE = {"Adam": 7, "AdamW": 7, "SGD": 5, "Adagrad": 5}
@@ -55,48 +66,6 @@ MIN_SAVING_S = 50e-6
 # torch.optim classes that take foreach=True (LBFGS and SparseAdam do not: never advise it)
 FOREACH_OPTIMIZERS = {"Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "ASGD",
                       "NAdam", "RAdam", "RMSprop", "Rprop", "SGD"}
-
-
-# The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
-# project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
-# per-parameter loop and the fused kernel in alternating steps of the same training, thread
-# CPU time of ``optimizer.step``, two runs under different load pooled). Least squares, each
-# script within 22 %: the loop costs 2.56 us an op (dispatch and the Python between ops) and
-# 0.86 ns a parameter byte (its 9-10 passes over state that forward and backward left
-# cache-cold), the fused kernel 3.74 us a tensor (its per-tensor set-up) and 0.37 ns a
-# parameter byte; the 50-60 us of ``step()`` around either is about the same and cancels.
-# The same figures moved 10-30 % between the two runs with the machine's load.
-# The loop's own profiled time cannot be the "now": profiling inflated the loop's extent by
-# 4-97 % over its plain-script time (compiled 0.43 ms profiled, 0.22 plain; unet 1.16 and
-# 1.11), and by up to 27 % between two runs of one script (vit 1.43 and 1.81 ms), while the
-# saving is ~0.7 of the plain loop. It is still an upper bound on the loop: on a machine
-# where the loop runs faster than priced, the saving is the profiled loop less the fused cost.
-LOOP_CPU_S_PER_OP = 2.56e-6
-LOOP_CPU_S_PER_PARAM_BYTE = 0.86e-9
-FUSED_CPU_S_PER_TENSOR = 3.74e-6
-FUSED_CPU_S_PER_PARAM_BYTE = 0.37e-9
-# The optimizers those figures were measured for. Others (Adagrad, SGD) are still found, but
-# their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
-# 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
-CPU_CALIBRATED = ("Adam", "AdamW")
-# A priced CPU saving under this is unranked (impact unknown): in dsprof runs' verify arms the
-# small updates saved 0.03-0.08 ms a step more than priced and than the same update in the plain
-# script (compiled: 0.17 ms priced, 0.15-0.18 plain, 0.18-0.30 in five benchmarks/advice.py
-# runs; grad_accumulation: 0.18, 0.17-0.23, 0.17-0.32; lightning_trainer: 0.13, 0.12-0.17,
-# 0.13-0.21), an offset the update's ops do not show and that is over 25 % of such a saving.
-MIN_PRICED_CPU_S = 0.2e-3
-
-
-def loop_cpu_s(n_ops: float, pbytes: int) -> float:
-    """Full-speed CPU time of a per-parameter loop of ``n_ops`` ops over ``pbytes`` of
-    parameters (the step() machinery around it left out)."""
-    return n_ops * LOOP_CPU_S_PER_OP + pbytes * LOOP_CPU_S_PER_PARAM_BYTE
-
-
-def fused_cpu_s(n_tensors: int, pbytes: int) -> float:
-    """CPU time of the fused kernel updating ``n_tensors`` parameters of ``pbytes`` in all
-    (the step() machinery around it left out)."""
-    return n_tensors * FUSED_CPU_S_PER_TENSOR + pbytes * FUSED_CPU_S_PER_PARAM_BYTE
 
 
 @dataclass
@@ -156,13 +125,13 @@ class OptimizerFusionAnalyzer(Analyzer):
             if n_fused or (n_foreach and cls not in FUSED_BYTES_PER_PARAM_BYTE):
                 continue
             # Full-speed time of each span: the profiler's cost for every op recorded in it
-            # taken out, and (CPU) preemption (see _despiked) left out.
+            # taken out, and (CPU) preemption (see optimizer_spans.despiked) left out.
             if table.device:
-                inner = self._closure_time(ctx, table, rows)
+                inner = closure_time(ctx, table, rows)
                 times = [max(0.0, table.time_of(r[0], r[2], r[4]) - inner.get((r[0], r[2]), 0.0))
                          for r in rows]
             else:
-                times = self._despiked(ctx, rows, self._update_extent(ctx, rows))
+                times = despiked(ctx, rows, update_extent(ctx, rows))
             # the loop's recorded extent, profiler's cost and all: at least the loop's own time
             # (on a loaded machine the per-op cost read from the run grows, and the net time
             # below can fall under the loop's: vit 0.62 ms against 1.2 ms in the plain script)
@@ -239,76 +208,6 @@ class OptimizerFusionAnalyzer(Analyzer):
             sizes = min(names.values(), key=lambda v: (len(v), -sum(v)))
             out[key] = (sum(sizes), len(sizes))
         return out
-
-    @staticmethod
-    def _closure_time(ctx: Context, table: OpTable, rows: list[tuple]) -> dict[tuple[int, int], float]:
-        """Time inside each step span that is forward or backward, not the update: the
-        closure of ``optimizer.step(closure)`` (Lightning, LBFGS), which dsprof brackets in a
-        ``## closure ##`` span (forward), and in traces recorded elsewhere the module and
-        backward spans run directly under the step span."""
-        ids = [(r[0], r[2]) for r in rows]
-        children = ctx.run.sql("""
-            SELECT c.rank, c.parent_id, c.id, c.dur_ns FROM ops c
-            WHERE c.phase IN ('forward', 'backward') AND (c.rank, c.parent_id) IN
-                  (SELECT * FROM (VALUES """ + ", ".join(f"({r}, {i})" for r, i in ids) + "))")
-        out: dict[tuple[int, int], float] = defaultdict(float)
-        for rank, parent, op_id, dur in children:
-            out[(rank, parent)] += table.time_of(rank, op_id, dur)
-        return out
-
-    @staticmethod
-    def _update_extent(ctx: Context, rows: list[tuple]) -> list[float]:
-        """Host seconds of each span's update: from its first update op's start to its last
-        one's end, less the forward and backward (a closure) run inside that interval.
-
-        The span itself also holds what runs around the update: on a dsprof run its step hook,
-        which in a profiled window advances torch.profiler (1.1 ms of audio_conv1d's 1.3 ms
-        ``SGD.step`` span around 16 ``add_`` of 50 us in all), and the optimizer's own set-up
-        before the loop, which a fused update runs too. The per-parameter Python between the
-        update ops is inside the extent: it is what a fused update saves."""
-        ids = [(r[0], r[2]) for r in rows]
-        children = ctx.run.sql("""
-            SELECT c.rank, c.parent_id, c.start_ns, c.start_ns + c.dur_ns,
-                   c.phase IN ('forward', 'backward') AS model FROM ops c
-            WHERE c.dur_ns IS NOT NULL
-              AND (c.cat = 'cpu_op' OR c.phase IN ('forward', 'backward'))
-              AND (c.rank, c.parent_id) IN
-                  (SELECT * FROM (VALUES """ + ", ".join(f"({r}, {i})" for r, i in ids) + "))")
-        update: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
-        model: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
-        for rank, parent, start, end, is_model in children:
-            (model if is_model else update)[(rank, parent)].append((start, end))
-        out = []
-        for key in ids:
-            ops = update.get(key)
-            if not ops:
-                out.append(0.0)
-                continue
-            lo, hi = min(s for s, _ in ops), max(e for _, e in ops)
-            inside = sum(max(0, min(e, hi) - max(s, lo)) for s, e in model.get(key, ()))
-            out.append(max(0, hi - lo - inside) / 1e9)
-        return out
-
-    @staticmethod
-    def _despiked(ctx: Context, rows: list[tuple], spans: list[float]) -> list[float]:
-        """Host spans with each child op capped at 10x the median of its name.
-
-        On a shared machine one ``mul_`` of 20 us can take 4 ms because the thread was
-        preempted; that is not the optimizer's cost and a fused kernel would not save it.
-        """
-        ids = [(r[0], r[2]) for r in rows]
-        children = ctx.run.sql("""
-            SELECT c.rank, c.parent_id, c.name, c.dur_ns FROM ops c
-            WHERE c.cat = 'cpu_op' AND (c.rank, c.parent_id) IN (SELECT * FROM (VALUES """
-            + ", ".join(f"({r}, {i})" for r, i in ids) + "))")
-        by_name: dict[str, list[int]] = defaultdict(list)
-        for _, _, name, dur in children:
-            by_name[name].append(dur)
-        cap = {n: 10 * statistics.median(d) for n, d in by_name.items()}
-        excess: dict[tuple[int, int], float] = defaultdict(float)
-        for rank, parent, name, dur in children:
-            excess[(rank, parent)] += max(0.0, dur - cap[name]) / 1e9
-        return [max(0.0, t - excess[key]) for t, key in zip(spans, ids)]
 
     @staticmethod
     def _param_bytes(ctx: Context, table: OpTable) -> dict[int, tuple[int, int]]:

@@ -116,6 +116,17 @@ class MemoryTimelineRaw:
     records: list[list[int]]
 
 
+def _check_size(path: Path) -> int:
+    """The file's size; a file over the size limit is refused before it is read (OSError
+    when it cannot be stat'ed: the callers turn it into their message)."""
+    size = path.stat().st_size
+    if size > max_file_bytes():
+        raise TraceFormatError(
+            f"{path}: {size:,} bytes, over dsprof's limit of {max_file_bytes():,} bytes for "
+            "one trace file (DSPROF_MAX_TRACE_BYTES raises it)")
+    return size
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's contents, gunzipped when it is gzip, within the limits of
     :mod:`dsprof.ingest.limits` (checked before reading and while inflating, never after).
@@ -124,11 +135,7 @@ def read_bytes(path: Path) -> bytes:
         TraceFormatError: missing, unreadable, over the size limit, or a broken gzip stream.
     """
     try:
-        size = path.stat().st_size
-        if size > max_file_bytes():
-            raise TraceFormatError(
-                f"{path}: {size:,} bytes, over dsprof's limit of {max_file_bytes():,} bytes for "
-                "one trace file (DSPROF_MAX_TRACE_BYTES raises it)")
+        _check_size(path)
         data = path.read_bytes()
     except FileNotFoundError:
         raise TraceFormatError(f"{path}: no such file") from None
@@ -160,11 +167,7 @@ def read_mapped(path: Path) -> memoryview:
         TraceFormatError: missing, unreadable, over the size limit, or a broken gzip stream.
     """
     try:
-        size = path.stat().st_size
-        if size > max_file_bytes():
-            raise TraceFormatError(
-                f"{path}: {size:,} bytes, over dsprof's limit of {max_file_bytes():,} bytes for "
-                "one trace file (DSPROF_MAX_TRACE_BYTES raises it)")
+        size = _check_size(path)
         with path.open("rb") as fh:
             if fh.read(2) != GZIP_MAGIC:
                 fh.seek(0)

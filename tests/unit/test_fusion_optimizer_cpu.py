@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from dsprof.analyzers.fusion_optimizer import (
+from dsprof.analyzers.registry import analyze
+from dsprof.metrics.ops.optimizer_cost import (
     FUSED_CPU_S_PER_PARAM_BYTE,
     FUSED_CPU_S_PER_TENSOR,
     LOOP_CPU_S_PER_OP,
@@ -17,7 +18,6 @@ from dsprof.analyzers.fusion_optimizer import (
     fused_cpu_s,
     loop_cpu_s,
 )
-from dsprof.analyzers.registry import analyze
 from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, SCRIPT, _optimizer, steps, table
 

@@ -1,0 +1,46 @@
+"""What an optimizer's update costs on CPU, as the per-parameter loop and as torch's fused
+kernel: the prices ``fusion_optimizer`` predicts a CPU run's saving with, and their
+calibration (``benchmarks/fused_optimizer_cpu.py``)."""
+
+from __future__ import annotations
+
+# The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
+# project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
+# per-parameter loop and the fused kernel in alternating steps of the same training, thread
+# CPU time of ``optimizer.step``, two runs under different load pooled). Least squares, each
+# script within 22 %: the loop costs 2.56 us an op (dispatch and the Python between ops) and
+# 0.86 ns a parameter byte (its 9-10 passes over state that forward and backward left
+# cache-cold), the fused kernel 3.74 us a tensor (its per-tensor set-up) and 0.37 ns a
+# parameter byte; the 50-60 us of ``step()`` around either is about the same and cancels.
+# The same figures moved 10-30 % between the two runs with the machine's load.
+# The loop's own profiled time cannot be the "now": profiling inflated the loop's extent by
+# 4-97 % over its plain-script time (compiled 0.43 ms profiled, 0.22 plain; unet 1.16 and
+# 1.11), and by up to 27 % between two runs of one script (vit 1.43 and 1.81 ms), while the
+# saving is ~0.7 of the plain loop. It is still an upper bound on the loop: on a machine
+# where the loop runs faster than priced, the saving is the profiled loop less the fused cost.
+LOOP_CPU_S_PER_OP = 2.56e-6
+LOOP_CPU_S_PER_PARAM_BYTE = 0.86e-9
+FUSED_CPU_S_PER_TENSOR = 3.74e-6
+FUSED_CPU_S_PER_PARAM_BYTE = 0.37e-9
+# The optimizers those figures were measured for. Others (Adagrad, SGD) are still found, but
+# their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
+# 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
+CPU_CALIBRATED = ("Adam", "AdamW")
+# A priced CPU saving under this is unranked (impact unknown): in dsprof runs' verify arms the
+# small updates saved 0.03-0.08 ms a step more than priced and than the same update in the plain
+# script (compiled: 0.17 ms priced, 0.15-0.18 plain, 0.18-0.30 in five benchmarks/advice.py
+# runs; grad_accumulation: 0.18, 0.17-0.23, 0.17-0.32; lightning_trainer: 0.13, 0.12-0.17,
+# 0.13-0.21), an offset the update's ops do not show and that is over 25 % of such a saving.
+MIN_PRICED_CPU_S = 0.2e-3
+
+
+def loop_cpu_s(n_ops: float, pbytes: int) -> float:
+    """Full-speed CPU time of a per-parameter loop of ``n_ops`` ops over ``pbytes`` of
+    parameters (the step() machinery around it left out)."""
+    return n_ops * LOOP_CPU_S_PER_OP + pbytes * LOOP_CPU_S_PER_PARAM_BYTE
+
+
+def fused_cpu_s(n_tensors: int, pbytes: int) -> float:
+    """CPU time of the fused kernel updating ``n_tensors`` parameters of ``pbytes`` in all
+    (the step() machinery around it left out)."""
+    return n_tensors * FUSED_CPU_S_PER_TENSOR + pbytes * FUSED_CPU_S_PER_PARAM_BYTE
