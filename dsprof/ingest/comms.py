@@ -29,8 +29,9 @@ import numpy as np
 import pyarrow as pa
 
 from dsprof.ingest.columns import positions
-from dsprof.ingest.events import DeviceEvents, HostEvents, to_ns
+from dsprof.ingest.events import to_ns
 from dsprof.ingest.host_ops import HostOps
+from dsprof.ingest.split_trace import DeviceEvents, HostEvents
 from dsprof.vocabulary import element_bytes
 
 # element sizes of the type names NCCL ("Float") and the profiler's Input type ("float") use

@@ -18,15 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dsprof.ingest.columns import text_array
-from dsprof.ingest.events import (
-    DeviceEvents,
-    MemoryEvents,
-    dur_ns,
-    int_values,
-    to_ns,
-)
+from dsprof.ingest.events import dur_ns, int_values, to_ns
 from dsprof.ingest.host_ops import HostOps
 from dsprof.ingest.kernel_class import classify_names
+from dsprof.ingest.split_trace import DeviceEvents, MemoryEvents
 from dsprof.ingest.steps import step_column
 
 # HTA's COMMUNICATION pattern (hta/common/types.py), plus RCCL/oneCCL names.

@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import repeat
 from operator import is_not, itemgetter
 from typing import Any
@@ -44,7 +43,14 @@ from dsprof.ingest.columns import (  # noqa: F401 - ingest modules import them f
     to_ns,
 )
 from dsprof.ingest.flops import FORMULAS
-from dsprof.ingest.trace_schema import EVENTS_DECODER, NO_ARGS, Args, Event
+from dsprof.ingest.split_trace import (
+    ArgsColumns,
+    DeviceEvents,
+    HostEvents,
+    MemoryEvents,
+    SplitTrace,
+)
+from dsprof.ingest.trace_schema import EVENTS_DECODER, Args, Event
 from dsprof.vocabulary import CLOSURE_SPAN, DSPROF_MODULE_PREFIX  # noqa: F401 - ingest modules import them from here
 
 # Kineto category (lower case) -> ops.cat
@@ -75,74 +81,6 @@ MODULE_PREFIX = "nn.Module: "
 # of peak on kineto_resnet50_v100_mem; 2,048: a few % more CPU)
 CHUNK_EVENTS = 4096
 _HOST, _DEVICE, _SKIP, _INSTANT, _META = range(5)
-
-
-@dataclass
-class ArgsColumns:
-    """The ``args`` fields the builders read, one column per field, rows aligned with the
-    events they belong to.
-
-    Arrow arrays hold numbers as the builders convert them (``int_column`` /
-    ``float_column``, nulls for anything else) and JSON text (``raw_strings``); lists hold
-    values the builders still interpret one by one. ``objects`` maps a row to its whole
-    ``Args`` (``msgspec.Raw`` fields copied) for the rows that need one: ops with a FLOPs
-    formula, and events that name a collective.
-    """
-
-    arrow: dict[str, pa.Array] = field(default_factory=dict)
-    lists: dict[str, list[Any]] = field(default_factory=dict)
-    objects: dict[int, Args] = field(default_factory=dict)
-
-    def at(self, row: int) -> Args:
-        """The args of ``row`` if it is one of :attr:`objects`, else empty args."""
-        return self.objects.get(row, NO_ARGS)
-
-
-@dataclass
-class HostEvents:
-    cat: list[str] = field(default_factory=list)
-    name: list[str] = field(default_factory=list)
-    thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    dur: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # arrow: correlation (else External id), seq, input_shapes, dtypes
-    args: ArgsColumns = field(default_factory=ArgsColumns)
-    # python_function events: row -> (Python id, Python parent id)
-    python: dict[int, tuple[Any, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class DeviceEvents:
-    kind: list[str] = field(default_factory=list)
-    name: list[str] = field(default_factory=list)
-    pid: pa.Array = field(default_factory=lambda: pa.array([], pa.int64()))
-    thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    dur: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # arrow: correlation, device, stream, grid, block, registers, shared_memory,
-    # blocks_per_sm, occupancy, nbytes
-    args: ArgsColumns = field(default_factory=ArgsColumns)
-
-
-@dataclass
-class MemoryEvents:
-    thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    ts: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    # arrow: mem_bytes, addr, total_allocated, total_reserved; lists: device_type, device_id
-    args: ArgsColumns = field(default_factory=ArgsColumns)
-
-
-@dataclass
-class SplitTrace:
-    host: HostEvents
-    device: DeviceEvents
-    memory: MemoryEvents
-    skipped: Counter[str]
-    n_events: int
-    # ``Ev Idx`` of every event that has an integer one (see pipeline._events_kept): int64,
-    # or object where some value is past int64 (not a Python int per event: those would stay
-    # scattered among the chunks' freed structs)
-    ev_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def split(events: list[Event]) -> SplitTrace:

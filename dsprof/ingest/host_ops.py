@@ -36,7 +36,6 @@ import pyarrow as pa
 
 from dsprof.ingest.events import (
     DSPROF_MODULE_PREFIX,
-    HostEvents,
     dur_ns,
     int_values,
     strings_object_array,
@@ -46,6 +45,7 @@ from dsprof.ingest.flops import FORMULAS, op_flops
 from dsprof.ingest.nesting import levels as depth_levels
 from dsprof.ingest.nesting import nest
 from dsprof.ingest.phases import module_paths, own_phase
+from dsprof.ingest.split_trace import HostEvents
 from dsprof.ingest.steps import STEP_NAME
 from dsprof.ingest.trace_schema import Args
 

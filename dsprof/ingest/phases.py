@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dsprof.ingest.events import CLOSURE_SPAN, MODULE_PREFIX, HostEvents
+from dsprof.ingest.events import CLOSURE_SPAN, MODULE_PREFIX
+from dsprof.ingest.split_trace import HostEvents
 
 _BACKWARD_NAME = re.compile(r"(Backward\d*$)|(^torch::autograd::AccumulateGrad$)|(^## backward ##$)")
 

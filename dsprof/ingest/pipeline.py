@@ -33,13 +33,13 @@ from dsprof.ingest.aggregates import SOURCE_TABLES, rank_aggregates
 from dsprof.ingest.anomalies import anomaly_rows
 from dsprof.ingest.comms import build_comms
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
-from dsprof.ingest.events import SplitTrace
 from dsprof.ingest.heap import release_free_memory
 from dsprof.ingest.host_ops import build_host_ops
 from dsprof.ingest.memory_ingest import MEMORY_TABLES, SNAPSHOT_SUFFIX, MemoryParts
 from dsprof.ingest.parallel import ingest_in_workers, worker_count
 from dsprof.ingest.parts import Staged, build_table, commit_part, write_staged
 from dsprof.ingest.samples import build_device_samples
+from dsprof.ingest.split_trace import SplitTrace
 from dsprof.ingest.steps import (
     dataloaders_from_record,
     host_syncs_from_record,

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 
 from dsprof.errors import TraceFormatError
-from dsprof.ingest.events import SplitTrace, split, split_raw
+from dsprof.ingest.events import split, split_raw
+from dsprof.ingest.split_trace import SplitTrace
 from dsprof.ingest.trace_file import parse, read_bytes
 from tests.conftest import trace_dir
 
