@@ -13,8 +13,11 @@ syncs, other processes), and, when the outlier and a normal step were both profi
 whose self time grew most. Outliers that recur at a fixed interval (every N steps) are named as
 periodic work (evaluation, checkpoint saving, logging).
 
-Three verdicts, and only the last one is a saving:
+Four verdicts, and only the last one is a saving:
 
+- ``steps.warmup``: the outliers are the first k steady steps and the run settles after them
+  (at least ``MIN_STEPS`` normal steps follow): one-time work (lazy initialisation, the
+  allocator's and caches' warm-up, autotuning) that a longer run amortizes. No saving.
 - ``steps.noise``: most outliers were slow because the process was off the CPU (wall time
   minus the stepping thread's CPU time grew), on a CPU run with no data wait to explain it:
   other processes or I/O on this machine, not the program. No saving.
@@ -114,7 +117,19 @@ class StepOutliers(Analyzer):
         per_step = excess / len(rows) / 1e9
         kind = "steps.outliers"
         saving = per_step
-        if period:
+        warmup = _warmup_prefix(slow, rows)
+        if warmup:
+            kind = "steps.warmup"
+            saving = 0.0  # paid once: a longer run amortizes it, no change removes it
+            settled = int(rows[warmup][0])
+            title = (f"{'Step' if warmup == 1 else 'Steps'} {_span(slow)} on rank {rank}, the "
+                     f"first {'full-speed step' if warmup == 1 else f'{warmup} full-speed steps'}"
+                     f", ran up to {max(r[3] for r in slow) / med:.1f}x the median before the "
+                     f"run settled at step {settled}: warm-up, paid once, not a saving")
+            fix = ("# Nothing to change in the script: the first steps pay one-time work\n"
+                   "# (lazy initialisation, the allocator's and caches' warm-up, autotuning)\n"
+                   "# that a longer run amortizes. To time steps, leave these out.")
+        elif period:
             every, residue = period
             periodic = [r for r in slow if r[0] % every == residue]
             kind = "steps.periodic"
@@ -175,6 +190,26 @@ class StepOutliers(Analyzer):
                   "period": period[0] if period else None,
                   "excess_ms_per_step": per_step * 1e3,
                   "steps": [int(r[0]) for r in slow]})
+
+
+def _warmup_prefix(slow: list[tuple], rows: list[tuple]) -> int:
+    """How many steps of warm-up ``slow`` is: k when the outliers are exactly the first k
+    steady steps (``rows`` in step order) and at least ``MIN_STEPS`` normal steps follow them,
+    else 0. Slow first steps that the run never returns to are one-time work, not outliers
+    a change could remove."""
+    k = len(slow)
+    if [r[0] for r in slow] != [r[0] for r in rows[:k]] or len(rows) - k < MIN_STEPS:
+        return 0
+    return k
+
+
+def _span(slow: list[tuple]) -> str:
+    first, last = int(slow[0][0]), int(slow[-1][0])
+    if first == last:
+        return str(first)
+    steps = [int(r[0]) for r in slow]
+    return f"{first}-{last}" if steps == list(range(first, last + 1)) else \
+        ", ".join(map(str, steps[:8])) + (" ..." if len(steps) > 8 else "")
 
 
 def _median(values: list) -> float | None:

@@ -115,6 +115,27 @@ def test_steps_off_the_cpu_on_a_cpu_run_are_noise_not_a_saving(tmp_path):
     assert "off the CPU" in f.title
 
 
+def test_slow_first_steps_the_run_settles_after_are_warmup_not_a_saving(tmp_path):
+    # GIVEN the first four steady steps at 1.6x (on the CPU all the time: more work, done
+    # once), then a run that stays at 10 ms (resnet18 on CPU showed this: 65-72 ms, then 43)
+    durs = [200, 40] + [16, 16.5, 15.5, 16] + [10] * 5 + [10] * 12
+    with load(make_run(tmp_path / "r", durs, cpu_ms=durs)) as run:
+        (f,) = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN it is named warm-up, paid once: no saving, not ranked
+    assert f.kind == "steps.warmup" and f.saving_s == 0 and f.severity == "info"
+    assert f.data["steps"] == [2, 3, 4, 5]
+    assert "Steps 2-5" in f.title and "warm-up" in f.title
+
+
+def test_a_slow_step_after_normal_ones_is_not_warmup(tmp_path):
+    # GIVEN the same slow steps, but one normal step runs before them
+    durs = [200, 40] + [10, 16, 16.5, 15.5, 16] + [10] * 4 + [10] * 12
+    with load(make_run(tmp_path / "r", durs, cpu_ms=durs)) as run:
+        (f,) = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN they are outliers that did more work: a saving to look for
+    assert f.kind == "steps.outliers" and f.saving_s > 0
+
+
 def test_outliers_that_did_more_work_are_still_found(tmp_path):
     # GIVEN the same slow steps, but on the CPU all the time (the program did more work)
     durs = [200, 40] + [10] * 6 + [10] * 4 + [30, 10, 10, 30, 10, 10, 10, 30, 10, 10, 10]
