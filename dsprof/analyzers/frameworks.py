@@ -51,3 +51,38 @@ def framework_fix(ctx: Context, area: str) -> str:
     used = frameworks(ctx)
     lines = [text for (fw, a), text in _SWITCHES.items() if a == area and fw in used]
     return "".join(t + "\n" for t in lines)
+
+
+# transformers' activation classes that compute GELU op by op, and the config value naming the
+# same function as one library op (F.gelu; "gelu_pytorch_tanh" is GELUTanh, F.gelu(x,
+# approximate="tanh"): what DS_LIBRARY_OP's gelu_tanh swaps in, so verify measures this switch).
+_HF_HAND_GELU = {"NewGELUActivation": "gelu_pytorch_tanh", "FastGELUActivation":
+                 "gelu_pytorch_tanh", "AccurateGELUActivation": "gelu_pytorch_tanh",
+                 "GELUActivation": "gelu"}
+
+
+
+def hf_activation(ctx: Context, modules: list[str]) -> tuple[str, str] | None:
+    """(config value, class names) when every one of ``modules`` is a transformers activation
+    module that computes GELU op by op (the hand-written GELU found in them): the model's own
+    switch is its config's activation, not an edit of library code. Else None."""
+    if not modules or not ctx.run.has("modules"):
+        return None
+    types = {str(t) for (t,) in ctx.run.sql(
+        "SELECT DISTINCT type FROM modules WHERE name IN (SELECT unnest(?::VARCHAR[]))",
+        [modules])}
+    values = {_HF_HAND_GELU.get(t) for t in types}
+    if len(values) != 1 or None in values:
+        return None
+    (value,) = values
+    return str(value), ", ".join(sorted(types))
+
+
+def hf_activation_fix(value: str, classes: str) -> str:
+    """The config lines that swap a transformers hand-written GELU for the library op."""
+    return (f"# Hugging Face: the model's config chose this activation ({classes}); "
+            f'"{value}" is the\n# same function as one library op. Set it where the config '
+            "is built (the key: activation_function\n# on GPT-2, OPT, GPT-Neo; hidden_act on "
+            "BERT and LLaMA-style models; dense_act_fn on T5):\n"
+            f'config.activation_function = "{value}"\n'
+            f'# or: AutoModelForCausalLM.from_pretrained(name, activation_function="{value}")')

@@ -34,6 +34,7 @@ import math
 import re
 from collections import defaultdict
 
+from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.ops.fusion_chains import (
@@ -195,6 +196,11 @@ class FusionAnalyzer(Analyzer):
         chain_txt = " -> ".join(names)
         where = pattern if len(modules) != 1 else modules[0]
         title, fix = _advice(kind, where, chain_txt, items[0][0])
+        hf = hf_activation(ctx, modules) if kind == "fusion.hand_gelu" else None
+        if hf is not None:  # library code: the switch is the model's config
+            title = (f'Use the activation "{hf[0]}" in the model config: {hf[1]} in '
+                     f"{where} is a hand-written GELU")
+            fix = hf_activation_fix(*hf)
         time_word = "device" if table.device else "host"
         # the fix compiles the module on a CPU: measured slower than eager there (see below)
         compile_on_cpu = not table.device and not (whole and library_op(kind, names))

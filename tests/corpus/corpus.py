@@ -144,6 +144,8 @@ BY_NAME = {m.name: m for m in MODELS}
 # run attention through their own SDPA path too; they are only checked for no false find.
 HAND_ATTENTION = frozenset({"hand_attention"})
 SDPA_ATTENTION = frozenset({"vit", "multihead_attention", "conv1d_transformer"})
+# Models whose GELU is transformers' NewGELUActivation (GPT-2's "gelu_new"): op by op.
+HF_HAND_GELU = frozenset({"hf_gpt2", "hf_trainer"})
 
 
 @dataclass

@@ -18,6 +18,7 @@ import pytest
 from dsprof.analyzers.registry import GPU_ONLY_KINDS
 from tests.corpus.corpus import (
     HAND_ATTENTION,
+    HF_HAND_GELU,
     INFO_ONLY,
     MODELS,
     SDPA_ATTENTION,
@@ -185,3 +186,28 @@ def _optimizers_of_a_step(model) -> tuple[int, dict]:
     finally:
         hook.remove()
     return len(seen), params
+
+
+def test_a_transformers_hand_written_gelu_gets_the_config_switch(corpus):
+    model, _, m = corpus
+    gelu = [f for f in m.findings if f["kind"] == "fusion.hand_gelu"]
+    if model.name not in HF_HAND_GELU:
+        for f in gelu:  # the config switch is only for transformers' activation modules
+            assert "activation_function" not in f["fix"], f["fix"]
+        return
+    # GIVEN GPT-2's NewGELUActivation (8 ops a call), found as a hand-written GELU
+    (f,) = gelu
+    # THEN the fix is the model's own switch, not an edit of library code
+    assert 'config.activation_function = "gelu_pytorch_tanh"' in f["fix"], f["fix"]
+    assert "NewGELUActivation" in f["title"]
+    # AND that switch builds the op the verify knob swaps in (F.gelu, tanh form), which
+    # computes what the hand-written one did
+    import torch
+    from transformers import GPT2Config
+    from transformers.activations import ACT2FN
+
+    assert f["apply"]["DS_LIBRARY_OP"].endswith("=gelu_tanh")
+    x = torch.linspace(-6, 6, 1001)
+    switched = ACT2FN["gelu_pytorch_tanh"]
+    assert torch.allclose(switched(x), torch.nn.functional.gelu(x, approximate="tanh"))
+    assert torch.allclose(switched(x), ACT2FN[GPT2Config().activation_function](x), atol=1e-6)
