@@ -185,7 +185,10 @@ class StepOutliers(Analyzer):
                          f"step on average over {len(rows)} steps. Likely causes by step: "
                          f"{cause_txt}."),
             evidence=tuple(evidence), fix=fix,
-            verify="dsprof run ... then dsprof summary RUN: the outlier steps are gone",
+            verify=("no change is proposed: in a longer run the median stays and the "
+                    "warm-up's share of the mean step time shrinks"
+                    if kind == "steps.warmup" else
+                    "dsprof run ... then dsprof summary RUN: the outlier steps are gone"),
             data={"median_ms": med / 1e6, "limit_ms": limit / 1e6,
                   "period": period[0] if period else None,
                   "excess_ms_per_step": per_step * 1e3,

@@ -125,6 +125,7 @@ def test_slow_first_steps_the_run_settles_after_are_warmup_not_a_saving(tmp_path
     assert f.kind == "steps.warmup" and f.saving_s == 0 and f.severity == "info"
     assert f.data["steps"] == [2, 3, 4, 5]
     assert "Steps 2-5" in f.title and "warm-up" in f.title
+    assert "no change is proposed" in f.verify
 
 
 def test_a_slow_step_after_normal_ones_is_not_warmup(tmp_path):
