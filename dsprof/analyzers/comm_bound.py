@@ -37,6 +37,19 @@ from dsprof.units import fmt_bytes
 
 THRESHOLD = 0.10
 POWERSGD_RANK = 4
+# The slowest link a data-parallel job's gradients plausibly cross: 100 MB/s, under 1 GbE's
+# ~117 MB/s of payload (10 GbE, PCIe, NVLink, InfiniBand and a host's loopback are faster). A
+# ring all-reduce sends and receives about twice its buffer, so its bytes cannot take longer
+# than 2 x bytes at this rate; exposed time beyond that is latency or waiting, which
+# compressing the bytes does not cut. (hta_cpu_only_gloo, rank 34 of a 300-rank gloo job:
+# 9.2 MiB a step in 178.8 ms, which 1 GbE could explain: compression stays priced there.)
+SLOWEST_LINK_BPS = 1e8
+# Exposed all-reduce transfer this many times what its bytes can take is latency-bound: the
+# fix is fewer all-reduces (sync every k micro-batches, a larger batch per rank), not fewer
+# bytes. (A 2-rank gloo DDP run on CPU: 25.5 KiB a step, 3.2 ms exposed "transfer"; bf16
+# would save at most 0.26 ms of it even over 1 GbE, not the 1.6 ms a bytes-proportional
+# model claimed.)
+LATENCY_BOUND_X = 4
 
 
 class CommBoundAnalyzer(Analyzer):
@@ -75,14 +88,20 @@ class CommBoundAnalyzer(Analyzer):
         ar_share = self._all_reduce_share(ctx)
         claimed = ctx.claims.claimed_s(EXPOSED_COMM) * 1e9  # comm.poor_overlap's part
         left = max(transfer - claimed, 0.0)
-        saving = 0.5 * left * ar_share / 1e9 if fp32 else 0.0
+        ar_transfer = left * ar_share
+        bytes_ns = 2 * ar_bytes / SLOWEST_LINK_BPS * 1e9 if ar_bytes else None
+        # what the transfer is (latency or bytes) does not depend on who claims it
+        latency_bound = (bytes_ns is not None
+                         and transfer * ar_share > LATENCY_BOUND_X * bytes_ns)
+        compressible = ar_transfer if bytes_ns is None else min(ar_transfer, bytes_ns)
+        saving = 0.0 if latency_bound or not fp32 else 0.5 * compressible / 1e9
         worst = max(shares, key=lambda x: x[1])[0]
         bw = bandwidth_summary(con, ctx.meta)
         ar_bw = next((b for b in bw if b["collective"] == "all_reduce"), None)
         link = ""
         if ar_bw and ar_bw["busbw_weighted_gbps"]:
             link = (f"All-reduce bus bandwidth (total bytes over total time) "
-                    f"{ar_bw['busbw_weighted_gbps']:.2f} GB/s")
+                    f"{_rate(ar_bw['busbw_weighted_gbps'])}")
             link += (f", {ar_bw['peak_pct']:.0f}% of {ar_bw['link']}'s nominal "
                      f"{ar_bw['peak_gbps']:.0f} GB/s. " if ar_bw["peak_pct"] is not None else ". ")
         bucket_list = sorted({(b.index, b.nbytes) for b in buckets(con) if b.nbytes})
@@ -95,10 +114,31 @@ class CommBoundAnalyzer(Analyzer):
                "# ddp_model.register_comm_hook(state, psgd.powerSGD_hook)\n"
                "# and a smaller DistributedDataParallel(..., bucket_cap_mb=...) starts the first "
                "all-reduce earlier in backward")
+        latency = ""
+        if latency_bound:
+            micro = _micro_batches(ctx)
+            fix = _SYNC_LESS_OFTEN if micro < 2 else (
+                f"# The script already accumulates {micro} micro-batches a step: the all-reduces "
+                "are latency,\n# not bytes. Accumulate more of them under ddp_model.no_sync() "
+                "(a larger k), or\n# give each rank a larger batch: more compute for each "
+                "all-reduce.")
+            latency = (f"{micro} forward passes of DistributedDataParallel a step: the script "
+                       "already accumulates gradients. " if micro > 1 else "")
+            latency += (
+                f"That is latency, not bytes: {fmt_bytes(ar_bytes, 1)} of all-reduce a step "
+                f"cross even a {SLOWEST_LINK_BPS / 1e6:.0f} MB/s link in "
+                f"{(bytes_ns or 0) / 1e6:.3f} ms, against {transfer * ar_share / 1e6:.1f} ms "
+                "exposed; "
+                "compressing the bytes (bf16, PowerSGD) would save at most "
+                f"{0.5 * (bytes_ns or 0) / 1e6:.3f} ms. Fewer all-reduces cut it: syncing "
+                "every k micro-batches (DDP's no_sync) or a larger batch per rank (more "
+                "compute per all-reduce); no saving is predicted, since either changes the "
+                "batch the optimizer sees. ")
         return [Finding(
             analyzer=self.name, kind="comm.bound", key="exposed communication",
             title=(f"Communication not hidden by compute is {share:.0%} of each step: "
-                   + ("compress gradients to bf16 (halves all-reduce bytes)" if fp32 else
+                   + ("latency, not bytes: all-reduce less often" if latency_bound else
+                      "compress gradients to bf16 (halves all-reduce bytes)" if fp32 else
                       "overlap it with compute or send fewer bytes")),
             saving_s=saving, confidence="low" if waits else "medium",
             explanation=(
@@ -113,9 +153,10 @@ class CommBoundAnalyzer(Analyzer):
                    "compresses only them. " if ar_share < 1 else "")
                 + (f"The poor-overlap finding already claims {claimed / 1e6:.1f} ms of the "
                    "exposed time; compression is priced on the rest. " if claimed else "")
+                + latency
                 + (f"bf16 compression sends half of it ({fmt_bytes(ar_bytes / 2, 1)} less), "
                    f"saving about {saving * 1e3:.1f} ms per step if transfer time follows "
-                   "bytes. " if fp32 else "")
+                   "bytes. " if fp32 and not latency_bound else "")
                 + (f"PowerSGD rank {POWERSGD_RANK} would send "
                    f"{fmt_bytes(options['powersgd_bytes'])}. "
                    if options.get("powersgd_bytes") is not None else "")),
@@ -131,6 +172,8 @@ class CommBoundAnalyzer(Analyzer):
                                      "overlap_pct": round(o.overlap_pct, 2)}
                                     for o, _ in shares],
                   "options": options, "buckets_bytes": [b for _, b in bucket_list],
+                  "latency_bound": latency_bound,
+                  "bytes_ms_at_slowest_link": None if bytes_ns is None else bytes_ns / 1e6,
                   "bandwidth": bw},
         )]
 
@@ -167,3 +210,35 @@ class CommBoundAnalyzer(Analyzer):
                         elems += n
                 out["powersgd_bytes"] = elems * 4
         return out
+
+
+_SYNC_LESS_OFTEN = (
+    "# The all-reduces are latency, not bytes: all-reduce every k micro-batches\n"
+    "import contextlib\n"
+    "for i, batch in enumerate(loader):\n"
+    "    sync = (i + 1) % k == 0\n"
+    "    with contextlib.nullcontext() if sync else ddp_model.no_sync():\n"
+    "        (loss_fn(ddp_model(batch)) / k).backward()\n"
+    "    if sync:\n"
+    "        optimizer.step()\n"
+    "        optimizer.zero_grad()\n"
+    "# or a larger batch per rank: more compute for each all-reduce")
+
+
+def _rate(gbps: float) -> str:
+    """A bandwidth in the unit it reads best in (never "0.00 GB/s")."""
+    if gbps >= 0.1:
+        return f"{gbps:.2f} GB/s"
+    return f"{gbps * 1e3:.2f} MB/s" if gbps >= 1e-4 else f"{gbps * 1e6:.1f} KB/s"
+
+
+def _micro_batches(ctx: Context) -> int:
+    """Forward passes of DistributedDataParallel in a profiled step (median; 1 when none is
+    recorded): more than one means the script accumulates gradients over micro-batches."""
+    if not ctx.run.has("ops"):
+        return 1
+    (n,), = ctx.run.sql("""
+        SELECT median(n) FROM (SELECT rank, step, count(*) AS n FROM ops
+                               WHERE name = 'DistributedDataParallel.forward'
+                                 AND step IS NOT NULL GROUP BY rank, step)""")
+    return max(int(n or 1), 1)

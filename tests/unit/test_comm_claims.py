@@ -52,3 +52,24 @@ def test_all_reduce_sizes_are_never_printed_as_zero_mib(nbytes, said):
     (f,) = res.findings
     assert f"All-reduces move {said} per step" in f.explanation, f.explanation
     assert "0.0 MiB" not in f.explanation
+
+
+def test_exposed_time_far_beyond_what_the_bytes_take_is_latency_not_a_compression_saving():
+    # GIVEN 30 ms of exposed all-reduce that moves 12 KiB (0.25 ms even at 100 MB/s)
+    (f,) = analyze(_late_all_reduce(12 << 10), write=False, only=("comm_bound",)).findings
+    # THEN bf16 compression is not promised the 15 ms a bytes-proportional model gives: the
+    # finding says latency, advises fewer all-reduces (no_sync), and predicts no saving
+    assert f.data["latency_bound"] is True and f.saving_s == 0
+    assert "latency, not bytes" in f.title
+    assert "no_sync()" in f.fix and "bf16_compress_hook" not in f.fix
+    assert "would save at most 0.123 ms" in f.explanation, f.explanation
+    # AND with 64 MiB (1.3 s at 100 MB/s: bytes can explain the 30 ms) compression is the fix
+    # (priced on what the overlap finding leaves, test above)
+    (big,) = analyze(_late_all_reduce(64 << 20), write=False, only=("comm_bound",)).findings
+    assert big.data["latency_bound"] is False
+    assert "bf16_compress_hook" in big.fix and "latency" not in big.title
+
+
+def test_a_tiny_bus_bandwidth_is_printed_in_its_unit_not_as_zero():
+    (f,) = analyze(_late_all_reduce(12 << 10), write=False, only=("comm_bound",)).findings
+    assert "0.00 GB/s" not in f.explanation
