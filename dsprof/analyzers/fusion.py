@@ -217,9 +217,9 @@ class FusionAnalyzer(Analyzer):
         explanation = (
             f"{len(names)} ops ({chain_txt}) run {per_step:g} time(s) {ctx.per_step} in "
             f"{where}, taking {fwd_now * 1e3:.3f} ms forward and {bwd_now * 1e3:.3f} ms in their "
-            f"backward {ctx.per_step} ({time_word} time). One instance moves {total / 2**20:.2f} MiB "
-            f"op by op; a fused kernel moves {fused / 2**20:.2f} MiB (external inputs and the "
-            "output). "
+            f"backward {ctx.per_step} ({time_word} time). One instance moves "
+            f"{total / 2**20:.2f} MiB op by op; a fused kernel moves {fused / 2**20:.2f} MiB "
+            "(external inputs and the output). "
             + (model if cost is not None else "" if no_saving else
                f"At {bandwidth / 1e9:.1f} GB/s ({bw_source}) the intermediates cost "
                f"{(total - fused) / bandwidth * 1e3:.3f} ms per instance, plus "

@@ -212,7 +212,8 @@ class InputPipeline(Analyzer):
             f"{'A single-process loader on a machine with ' + str(cpus) + ' CPUs. ' if workers == 0 else ''}"
             f"Each batch takes one worker about {load / 1e6:.1f} ms; {n} worker(s) prefetching "
             f"behind {compute / 1e6:.1f} ms of compute leave a predicted wait of "
-            f"{after / 1e6:.1f} ms {words.per_step} (persistent workers, so no start-up per epoch). "
+            f"{after / 1e6:.1f} ms {words.per_step} (persistent workers, so no start-up per "
+            "epoch). "
             f"The wait is over the {THRESHOLD:.0%} threshold by more than the run's step-time "
             f"noise band ({margin_s * 1e3:.2f} ms).")
         if cpu_bound and cpus - threads < n:

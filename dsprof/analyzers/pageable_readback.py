@@ -105,9 +105,10 @@ class PageableReadbackAnalyzer(Analyzer):
                          f"({nbytes / 1024:.1f} KiB {words.per_step}) held the host "
                          f"{host_ns / 1e6:.2f} ms {words.per_step}; it launches nothing "
                          f"meanwhile. During them the whole GPU also sat idle "
-                         f"{idle_ns / 1e6:.2f} ms {words.per_step} (the queue drained, the copy finishing through the staging "
-                         "buffer): that is the saving claimed here. The idle time after each "
-                         "copy, until the next launch, is the host-sync finding's."),
+                         f"{idle_ns / 1e6:.2f} ms {words.per_step} (the queue drained, the copy "
+                         "finishing through the staging buffer): that is the saving claimed "
+                         "here. The idle time after each copy, until the next launch, is the "
+                         "host-sync finding's."),
             evidence=tuple(Evidence(f"{name} from {o}{' in ' + m if m else ''}: "
                                     f"{dur / 1e3:.0f} us host", rank=rank, step=int(step),
                                     start_ns=int(start), end_ns=int(start) + int(dur),

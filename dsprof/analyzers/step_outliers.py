@@ -167,8 +167,8 @@ class StepOutliers(Analyzer):
                          f"{limit / 1e6:.1f} ms "
                          f"(median {med / 1e6:.1f} ms). Together they run "
                          f"{excess / 1e6:.1f} ms over the median, {per_step * 1e3:.2f} ms "
-                         f"{ctx.per_step} on average over {len(rows)} steps. Likely causes by step: "
-                         f"{cause_txt}."),
+                         f"{ctx.per_step} on average over {len(rows)} steps. Likely causes by "
+                         f"step: {cause_txt}."),
             evidence=tuple(evidence), fix=fix,
             verify="dsprof run ... then dsprof summary RUN: the outlier steps are gone",
             data={"median_ms": med / 1e6, "limit_ms": limit / 1e6,
