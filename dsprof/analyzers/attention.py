@@ -218,8 +218,10 @@ class AttentionAnalyzer(Analyzer):
                     "GPU, a fused kernel on CPU) and saves their activation memory for "
                     "backward. The time it saves on the scale/mask/softmax chain is priced by "
                     "the fusion.attention finding when it is large enough to matter."),
-                evidence=tuple(Evidence(f"step {s.step}: {' -> '.join(s.ops)} "
-                                        f"(scores {list(s.scores)})", rank=s.rank, step=s.step,
+                # (a trace that marks no steps has no step to name)
+                evidence=tuple(Evidence(("" if s.step is None else f"step {s.step}: ")
+                                        + f"{' -> '.join(s.ops)} (scores {list(s.scores)})",
+                                        rank=s.rank, step=s.step,
                                         op_ids=s.op_ids, module=s.module)
                                for s in items[:5]),
                 fix=("import torch.nn.functional as F\n"

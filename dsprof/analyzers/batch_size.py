@@ -251,7 +251,7 @@ class BatchSize(Analyzer):
                 f"batch and {(now.step_s - scaled_s) * 1e3:.1f} ms do not"
                 + (", and the recompute adds one forward of the checkpointed modules"
                    if new.modules else "")
-                + f": {new.step_s * 1e3:.1f} ms a step at batch {new.batch}."),
+                + f": {new.step_s * 1e3:.1f} ms {ctx.words.a_step} at batch {new.batch}."),
             evidence=(Evidence(f"peak at batch {now.batch}: {fmt_bytes(t.peak)}", rank=t.rank,
                                step=t.step, value=float(t.peak)),
                       Evidence(f"profiled step times scaled by {ratio:.2f} to the plain run",

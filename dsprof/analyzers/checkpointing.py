@@ -151,7 +151,7 @@ class Checkpointing(Analyzer):
         patterns = module_patterns(p.modules, names)
         roots = sorted({w.name.split(".", 1)[0] for w in plan.timeline.windows})
         step_s = ctx.step_s or 0.0
-        cost = (f"+{p.cost_s * 1e3:.1f} ms a step" +
+        cost = (f"+{p.cost_s * 1e3:.1f} ms {ctx.words.a_step}" +
                 (f" ({p.cost_s / step_s:.0%})" if step_s else ""))
         why = (f"over the budget of {fmt_bytes(plan.target)}" if plan.target is not None
                else "the best memory saved per time added on the front" if advised

@@ -125,8 +125,8 @@ class CommBoundAnalyzer(Analyzer):
             latency = (f"{micro} forward passes of DistributedDataParallel a step: the script "
                        "already accumulates gradients. " if micro > 1 else "")
             latency += (
-                f"That is latency, not bytes: {fmt_bytes(ar_bytes, 1)} of all-reduce a step "
-                f"cross even a {SLOWEST_LINK_BPS / 1e6:.0f} MB/s link in "
+                f"That is latency, not bytes: {fmt_bytes(ar_bytes, 1)} of all-reduce "
+                f"{ctx.words.a_step} cross even a {SLOWEST_LINK_BPS / 1e6:.0f} MB/s link in "
                 f"{(bytes_ns or 0) / 1e6:.3f} ms, against {transfer * ar_share / 1e6:.1f} ms "
                 "exposed; "
                 "compressing the bytes (bf16, PowerSGD) would save at most "
@@ -136,16 +136,16 @@ class CommBoundAnalyzer(Analyzer):
                 "batch the optimizer sees. ")
         return [Finding(
             analyzer=self.name, kind="comm.bound", key="exposed communication",
-            title=(f"Communication not hidden by compute is {share:.0%} of each step: "
+            title=(f"Communication not hidden by compute is {share:.0%} {ctx.words.of_each_step}: "
                    + ("latency, not bytes: all-reduce less often" if latency_bound else
                       "compress gradients to bf16 (halves all-reduce bytes)" if fp32 else
                       "overlap it with compute or send fewer bytes")),
             saving_s=saving, confidence="low" if waits else "medium",
             explanation=(
                 f"Per rank and step (median): {comm / 1e6:.1f} ms of communication, "
-                f"{exposed / 1e6:.1f} ms of it exposed ({share:.0%} of the step), "
+                f"{exposed / 1e6:.1f} ms of it exposed ({share:.0%} {ctx.words.of_the_step}), "
                 f"{transfer / 1e6:.1f} ms of that transfer rather than waiting for other ranks. "
-                + (f"All-reduces move {fmt_bytes(ar_bytes, 1)} per step "
+                + (f"All-reduces move {fmt_bytes(ar_bytes, 1)} {ctx.per_step} "
                    f"({dtype or 'dtype unknown'}). "
                    if ar_bytes else "All-reduce sizes are unknown (the trace records none). ")
                 + f"{link}"
@@ -155,7 +155,7 @@ class CommBoundAnalyzer(Analyzer):
                    "exposed time; compression is priced on the rest. " if claimed else "")
                 + latency
                 + (f"bf16 compression sends half of it ({fmt_bytes(ar_bytes / 2, 1)} less), "
-                   f"saving about {saving * 1e3:.1f} ms per step if transfer time follows "
+                   f"saving about {saving * 1e3:.1f} ms {ctx.per_step} if transfer time follows "
                    "bytes. " if fp32 and not latency_bound else "")
                 + (f"PowerSGD rank {POWERSGD_RANK} would send "
                    f"{fmt_bytes(options['powersgd_bytes'])}. "

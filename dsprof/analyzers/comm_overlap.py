@@ -62,7 +62,7 @@ class CommOverlapAnalyzer(Analyzer):
                 f"{0.9 * bwd_ns / 1e6:.1f} ms of a {bwd_ns / 1e6:.1f} ms backward, and only "
                 f"{o.overlap_pct:.0f}% of the communication overlapped compute. Issued as each "
                 f"gradient bucket is ready, it could hide behind the rest of backward: about "
-                f"{saving * 1e3:.1f} ms per step."),
+                f"{saving * 1e3:.1f} ms {ctx.per_step}."),
             evidence=(Evidence(f"rank {rank} step {step}: {late_ns / 1e6:.1f} ms of "
                                f"communication issued late in or after backward",
                                rank=rank, step=step, value=late_ns / 1e9),),

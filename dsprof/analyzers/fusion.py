@@ -221,11 +221,11 @@ class FusionAnalyzer(Analyzer):
                 "(metrics/ops/library_cost.py). Not the profiled op times: the profiler "
                 "inflates a chain of small ops most, and the load on the machine moves them.")
         explanation = (
-            f"{len(names)} ops ({chain_txt}) run {per_step:g} time(s) per step in {where}, "
-            f"taking {fwd_now * 1e3:.3f} ms forward and {bwd_now * 1e3:.3f} ms in their "
-            f"backward per step ({time_word} time). One instance moves {total / 2**20:.2f} MiB "
-            f"op by op; a fused kernel moves {fused / 2**20:.2f} MiB (external inputs and the "
-            "output). "
+            f"{len(names)} ops ({chain_txt}) run {per_step:g} time(s) {ctx.per_step} in "
+            f"{where}, taking {fwd_now * 1e3:.3f} ms forward and {bwd_now * 1e3:.3f} ms in their "
+            f"backward {ctx.per_step} ({time_word} time). One instance moves "
+            f"{total / 2**20:.2f} MiB op by op; a fused kernel moves {fused / 2**20:.2f} MiB "
+            "(external inputs and the output). "
             + (model if cost is not None else "" if no_saving else
                f"At {bandwidth / 1e9:.1f} GB/s ({bw_source}) the intermediates cost "
                f"{(total - fused) / bandwidth * 1e3:.3f} ms per instance, plus "
@@ -264,7 +264,8 @@ class FusionAnalyzer(Analyzer):
             seen.add(chain.module or "")
             first, last = chain.ops[0], chain.ops[-1]
             evidence.append(Evidence(
-                text=f"{chain_txt} in {chain.module}, step {first.step}", rank=first.rank,
+                text=(f"{chain_txt} in {chain.module}"  # no step in a trace that marks none
+                      + ("" if first.step is None else f", step {first.step}")), rank=first.rank,
                 step=first.step, start_ns=first.start_ns, end_ns=last.end_ns,
                 op_ids=tuple(op.id for op in chain.ops), module=chain.module, value=s))
         # No module to compile when the trace names none: the fix is code, not a knob.

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from dsprof.analyzers.frameworks import frameworks
 from dsprof.analyzers.optimizer_spans import closure_time, despiked, update_extent
 from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.analyzers.step_words import StepWords
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.ops.fusion_chains import POINTWISE
 from dsprof.metrics.ops.opbytes import op_io
@@ -155,7 +156,8 @@ class OptimizerFusionAnalyzer(Analyzer):
             finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
                                     bw_source, overhead, n_tensors, cpu=not table.device,
                                     n_optimizers=n_optimizers,
-                                    lightning="lightning" in frameworks(ctx), ceiling=ceiling)
+                                    lightning="lightning" in frameworks(ctx), ceiling=ceiling,
+                                    words=ctx.words)
             if finding is not None:
                 findings.append(finding)
         return findings
@@ -245,20 +247,21 @@ class OptimizerFusionAnalyzer(Analyzer):
                  foreach: bool, bandwidth: float, bw_source: str,
                  overhead: float, n_tensors: int = 0, cpu: bool = False,
                  n_optimizers: int = 1, lightning: bool = False,
-                 ceiling: float | None = None) -> Finding | None:
+                 ceiling: float | None = None, *, words: StepWords) -> Finding | None:
         factor = FUSED_BYTES_PER_PARAM_BYTE.get(cls)
         first = rows[0]
-        evidence = (Evidence(text=f"{first[3]}: {n_ops:.0f} ops, {now * 1e3:.3f} ms per step",
+        evidence = (Evidence(text=(f"{first[3]}: {n_ops:.0f} ops, {now * 1e3:.3f} ms "
+                                   f"{words.per_step}"),
                              rank=first[0], step=first[1], start_ns=first[5],
                              end_ns=first[5] + first[4], op_ids=(first[2],), value=now),)
         impl = "foreach" if foreach else "per-parameter loop"
         if factor is not None and pbytes:
-            several = (f" ({n_optimizers} {cls} optimizers step each step, e.g. a GAN's "
+            several = (f" ({n_optimizers} {cls} optimizers step {words.each_step}, e.g. a GAN's "
                        "generator and discriminator: their updates are summed, and the fix "
                        "fuses all of them)" if n_optimizers > 1 else "")
             head = (f"{cls}.step runs the {impl} implementation: {n_ops:.0f} ops taking "
-                    f"{now * 1e3:.3f} ms per step at full speed (the profiler's cost per "
-                    f"recorded op taken out){several}.")
+                    f"{now * 1e3:.3f} ms {words.per_step} at full speed (the profiler's cost "
+                    f"per recorded op taken out){several}.")
             unknown = None
             if not cpu:
                 predicted = factor * pbytes / bandwidth + overhead
@@ -327,9 +330,9 @@ class OptimizerFusionAnalyzer(Analyzer):
             analyzer=self.name, kind="fusion.optimizer", key=cls,
             title=f"Use {cls}(..., foreach=True): batch the per-parameter ops",
             saving_s=saving, confidence="low",
-            explanation=(f"{cls}.step runs {n_ops:.0f} ops per step, one set per parameter; "
-                         f"foreach batches them, removing about {overhead * 1e6:.1f} us of "
-                         "dispatch per op (the arithmetic stays)."
+            explanation=(f"{cls}.step runs {n_ops:.0f} ops {words.per_step}, one set per "
+                         f"parameter; foreach batches them, removing about "
+                         f"{overhead * 1e6:.1f} us of dispatch per op (the arithmetic stays)."
                          + (" Impact unknown; verify to measure: on a CPU run the per-op "
                             "dispatch cost read from the profiled steps holds the profiler's "
                             "own cost and the waits of a loaded machine (mobilenet_v3's "

@@ -77,9 +77,9 @@ class LossScaling(Analyzer):
                 explanation=f"{total_skipped} steps had inf/NaN gradients and were thrown away "
                             f"({len(late)} after the scale had settled; longest run "
                             f"{longest}). Each did forward and backward for nothing: "
-                            f"{share:.1%} of the steps, about {share * step_s * 1e3:.1f} ms per "
-                            "step on average. Repeated overflow means some values exceed "
-                            "float16's range.",
+                            f"{share:.1%} of the steps, about {share * step_s * 1e3:.1f} ms "
+                            f"{ctx.per_step} on average. Repeated overflow means some values "
+                            "exceed float16's range.",
                 evidence=ev,
                 fix="with torch.autocast(device_type, dtype=torch.bfloat16):  # bf16 has "
                     "float32's range; no GradScaler needed\n    loss = model(batch)",

@@ -98,8 +98,8 @@ class HostSyncs(Analyzer):
                 continue  # occasional host reads (logging every N steps) are the advice itself
             if on_cpu:
                 saving, conf = 0.0, "high"
-                title = (f"{call}() at {site} runs {per_step:.1f}x per step: free on CPU, a "
-                         "host-device sync on a GPU")
+                title = (f"{call}() at {site} runs {per_step:.1f}x {ctx.per_step}: free on "
+                         "CPU, a host-device sync on a GPU")
                 why = (f"{count} calls in {steps} steps ({total / 1e6:.2f} ms in all). On CPU "
                        "they wait for nothing; on a GPU each one blocks Python until every "
                        "queued kernel has run, leaving the GPU idle while the next kernels "
@@ -109,7 +109,7 @@ class HostSyncs(Analyzer):
                 saving = idle_per_step * count / gpu_calls if trace else 0.0
                 conf = "medium" if trace else "low"
                 title = (f"Remove the per-step {call}() at {site}: {per_step:.1f} host-device "
-                         f"syncs per step block {total / n_steps / 1e6:.2f} ms")
+                         f"syncs {ctx.per_step} block {total / n_steps / 1e6:.2f} ms")
                 why = (f"{count} calls on {device} in {steps} steps block the host "
                        f"{total / 1e6:.1f} ms in all (longest {longest / 1e6:.2f} ms)."
                        + (f" After syncs the GPU sat idle {idle_per_step / 1e6:.2f} ms per "
@@ -139,13 +139,13 @@ class HostSyncs(Analyzer):
             where = f"{op}" + (f" in {module}" if module else "") + (f" ({phase})" if phase else "")
             out.append(Finding(
                 analyzer=self.name, kind="host_sync.trace", key=f"{op}|{module}|{phase}",
-                title=(f"{n_syncs / steps:.1f} host-device syncs per step from {where}: the "
-                       f"GPU then idles {idle / 1e6:.2f} ms per step"),
+                title=(f"{n_syncs / steps:.1f} host-device syncs {ctx.per_step} from {where}: "
+                       f"the GPU then idles {idle / 1e6:.2f} ms {ctx.per_step}"),
                 saving_s=idle / 1e9, confidence="medium",
                 explanation=(f"{', '.join(sorted({t['call'] for t in items}))} made by {where} "
-                             f"block the host {blocked / 1e6:.2f} ms per step; after each, "
-                             f"the device waits for the next launch ({idle / 1e6:.2f} ms per "
-                             f"step over {steps} profiled steps)."),
+                             f"block the host {blocked / 1e6:.2f} ms {ctx.per_step}; after "
+                             f"each, the device waits for the next launch ({idle / 1e6:.2f} ms "
+                             f"{ctx.per_step} over {steps} profiled steps)."),
                 evidence=tuple(Evidence(f"{t['call']} {t['dur_ns'] / 1e3:.0f} us, GPU idle "
                                         f"{t['idle_ns'] / 1e3:.0f} us after", rank=int(rank),
                                         step=t["step"], start_ns=t["start_ns"],

@@ -102,12 +102,14 @@ class InputPipeline(Analyzer):
             idle_per_step = (None if idle is None
                              else idle / max(int(n_steps or 0), 1) / 1e9)
             saving = per_step if idle_per_step is None else min(per_step, idle_per_step)
-            unit = "per step" if n_steps else "in the trace (it marks no steps)"
+            words = ctx.words
+            unit = words.per_step if n_steps else f"{words.in_capture} (it marks no steps)"
             margin = noise_margin_s(ctx, int(rank)) if n_steps else 0.0
             if n_steps and step_s and per_step < THRESHOLD * step_s + margin:
                 continue
             single = "SingleProcess" in str(name)
-            share = f" ({per_step / step_s:.0%} of the step)" if n_steps and step_s else ""
+            share = (f" ({per_step / step_s:.0%} {words.of_the_step})" if n_steps and step_s
+                     else "")
             out.append(Finding(
                 analyzer=self.name, kind="input.dataloader_wait", key=f"trace|rank{rank}",
                 title=(f"{'Load batches in DataLoader workers' if single else 'Add DataLoader workers'}"
@@ -123,11 +125,13 @@ class InputPipeline(Analyzer):
                                 "for them. ")
                              + ("The saving is the wait, at most." if idle_per_step is None else
                                 f"The GPU had nothing to run for {idle_per_step * 1e3:.1f} ms of "
-                                f"each step's wait (it finished queued kernels in the rest): "
+                                f"{words.each_steps} wait (it finished queued kernels in the "
+                                "rest): "
                                 "that is the saving." if n_steps else
                                 f"The GPU had nothing to run for {idle_per_step * 1e3:.1f} ms of "
-                                "that wait (it finished queued kernels in the rest). The trace "
-                                "marks no steps: no saving is rated.")),
+                                "that wait (it finished queued kernels in the rest). "
+                                f"{words.capture.capitalize()} marks no steps: no saving is "
+                                "rated.")),
                 evidence=(Evidence(f"{name} x {n}: {float(wait_ns) / 1e6:.1f} ms",
                                    rank=int(rank), start_ns=int(first_ns),
                                    op_ids=(int(first_id),)),),
@@ -190,14 +194,15 @@ class InputPipeline(Analyzer):
         where = f"DataLoader({dataset}, batch_size={batch_size}) iterated at {site}"
         kind_txt = ("loading is compute on the training thread" if cpu_bound
                     else "loading waits (I/O or sleep), not compute")
+        words = ctx.words
         if workers == 0:
             title = (f"Load batches in {n} DataLoader worker process{'es' if n > 1 else ''}: "
                      "the training thread "
-                     f"loads them itself and waits {wait / 1e6:.1f} ms per step "
-                     f"({share:.0%} of the step)")
+                     f"loads them itself and waits {wait / 1e6:.1f} ms {words.per_step} "
+                     f"({share:.0%} {words.of_the_step})")
         else:
             title = (f"Raise DataLoader workers {workers} -> {n}: steps still wait "
-                     f"{wait / 1e6:.1f} ms for data ({share:.0%} of the step)")
+                     f"{wait / 1e6:.1f} ms for data ({share:.0%} {words.of_the_step})")
         confidence = "high" if not cpu_bound else ("medium" if cpus - threads >= n else "low")
         explanation = (
             f"Mean over {steps} steps on rank {rank}: step {dur / 1e6:.1f} ms, of which "
@@ -207,7 +212,8 @@ class InputPipeline(Analyzer):
             f"{'A single-process loader on a machine with ' + str(cpus) + ' CPUs. ' if workers == 0 else ''}"
             f"Each batch takes one worker about {load / 1e6:.1f} ms; {n} worker(s) prefetching "
             f"behind {compute / 1e6:.1f} ms of compute leave a predicted wait of "
-            f"{after / 1e6:.1f} ms per step (persistent workers, so no start-up per epoch). "
+            f"{after / 1e6:.1f} ms {words.per_step} (persistent workers, so no start-up per "
+            "epoch). "
             f"The wait is over the {THRESHOLD:.0%} threshold by more than the run's step-time "
             f"noise band ({margin_s * 1e3:.2f} ms).")
         if cpu_bound and cpus - threads < n:
@@ -245,7 +251,8 @@ class InputPipeline(Analyzer):
         for rank, n, nbytes, dev_ns, host_ns, n_steps, first, launch in rows:
             # Kernels outside every step (a trace with no ProfilerStep) count as one step.
             blocked = float(host_ns or dev_ns or 0) / max(int(n_steps or 0), 1)
-            unit = "per step" if n_steps else "in the trace (it marks no steps)"
+            unit = (ctx.words.per_step if n_steps
+                    else f"{ctx.words.in_capture} (it marks no steps)")
             if blocked <= 0:
                 continue
             out.append(Finding(

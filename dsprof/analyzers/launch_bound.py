@@ -112,29 +112,32 @@ class LaunchBoundAnalyzer(Analyzer):
                                     else host_per_step)
         worst = max(steps, key=lambda s: s[1])
         mostly_launches = launch_s is None or launch_s >= 0.5 * host_per_step
+        words = ctx.words
         title = (f"Capture the step in a CUDA graph: the GPU waits on kernel launches "
-                 f"{100 * share:.0f}% of each step" if mostly_launches else
-                 f"The GPU waits for the host {100 * share:.0f}% of each step, but kernel "
+                 f"{100 * share:.0f}% {words.of_each_step}" if mostly_launches else
+                 f"The GPU waits for the host {100 * share:.0f}% {words.of_each_step}, but kernel "
                  f"launches take only {(launch_s or 0.0) * 1e3:.2f} ms of it: the rest is "
                  "other host work")
         launch_txt = ("" if launch_s is None else
-                      f" Launch API calls take {launch_s * 1e3:.2f} ms of host time per step: "
+                      f" Launch API calls take {launch_s * 1e3:.2f} ms of host time "
+                      f"{words.per_step}: "
                       f"that is what a CUDA graph removes; {other * 1e3:.2f} ms of the idle "
                       "time is other host work (syncs, Python, data loading; see the host-sync "
                       "findings), which a graph does not remove.")
         who = ", ".join(sorted({c.claimed_by.split(":")[0] for c in ctx.claims.by(GPU_IDLE)
                                 if c.rank in (None, rank)}))
         claimed_txt = (f" Other findings ({who}) claim {claimed * 1e3:.2f} ms of the "
-                       f"{idle_per_step * 1e3:.2f} ms of GPU idle time per step; the saving is "
-                       f"at most what is left: {saving * 1e3:.2f} ms." if claimed else
-                       f" The saving: {saving * 1e3:.2f} ms per step.")
+                       f"{idle_per_step * 1e3:.2f} ms of GPU idle time {words.per_step}; the "
+                       f"saving is at most what is left: {saving * 1e3:.2f} ms." if claimed else
+                       f" The saving: {saving * 1e3:.2f} ms {words.per_step}.")
         return [Finding(
             analyzer=self.name, kind="launch.bound", key="launch_bound",
             title=title,
             saving_s=saving, confidence="medium" if mostly_launches else "low",
-            explanation=(f"Rank {rank}: {kernels_per_step:.0f} kernels per step, median "
-                         f"{median_ns / 1e3:.1f} us; the GPU sat idle with nothing queued for "
-                         f"{host_per_step * 1e3:.2f} ms per step ({100 * share:.0f}% of a "
+            explanation=(f"Rank {rank}: {kernels_per_step:.0f} kernels {words.per_step}, "
+                         f"median {median_ns / 1e3:.1f} us; the GPU sat idle with nothing queued "
+                         f"for {host_per_step * 1e3:.2f} ms {words.per_step} "
+                         f"({100 * share:.0f}% of a "
                          f"{step_s * 1e3:.1f} ms step) waiting for the CPU to launch the next "
                          f"kernel.{launch_txt}{claimed_txt}"),
             evidence=(Evidence(text=(f"step {worst[0]}: {worst[1] / 1e6:.2f} ms host-bound idle "

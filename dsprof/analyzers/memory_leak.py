@@ -62,11 +62,12 @@ class MemoryLeakAnalyzer(Analyzer):
         total_steps = ctx.run.sql("SELECT count(*) FROM steps WHERE rank = ?", [rank])[0][0] \
             if ctx.run.has("steps") else len(steps)
         leak_steps = max(int(total_steps) - steps[0], len(steps))
+        words = ctx.words
         ev = [Evidence(f"live bytes at step boundaries {steps[0]}..{steps[-1]}: "
                        f"{_mib(values[0])} -> {_mib(values[-1])} MiB "
-                       f"(+{growth / 2**20:.3f} MiB per step)", rank=rank, step=steps[-1],
+                       f"(+{growth / 2**20:.3f} MiB {words.per_step})", rank=rank, step=steps[-1],
                        value=growth)]
-        title = f"Memory grows {_human(growth)} per step on {device}: a leak"
+        title = f"Memory grows {_human(growth)} {words.per_step} on {device}: a leak"
         fix = ("Find what keeps the tensors of each step alive (lists of outputs, running sums "
                "of tensors, caches) and keep plain numbers or detached tensors instead.")
         if holder is not None:
@@ -74,7 +75,8 @@ class MemoryLeakAnalyzer(Analyzer):
             ev.insert(0, Evidence(f"`{name}` holds an autograd graph that grows every step "
                                   f"({nodes[0]} -> {nodes[-1]} nodes), built up at {site}",
                                   rank=rank, site=site))
-            title = f"`{name}` at {site} keeps every step's graph alive: {_human(growth)}/step"
+            title = (f"`{name}` at {site} keeps {words.every_steps} graph alive: "
+                     f"{_human(growth)}{words.slash_step}")
             fix = _fix(name, site, statement)
         for site, nbytes, count in sites[:3]:
             ev.append(Evidence(f"{_human(nbytes)} in {count} blocks allocated at {site} "
@@ -84,7 +86,7 @@ class MemoryLeakAnalyzer(Analyzer):
             title=title, saving_bytes=int(growth * leak_steps), confidence="high" if holder
             else "medium",
             explanation=(f"Over {len(steps)} step boundaries live memory on {device} rose by "
-                         f"{_human(growth)} per step (least-squares slope); over the run's "
+                         f"{_human(growth)} {words.per_step} (least-squares slope); over the run's "
                          f"{leak_steps} steps after step {steps[0]} that is "
                          f"{_human(growth * leak_steps)} that is never given back, and a longer "
                          "run runs out of memory."),

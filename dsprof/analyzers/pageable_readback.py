@@ -93,20 +93,22 @@ class PageableReadbackAnalyzer(Analyzer):
         where = op + (f" in {module}" if module else "")
         share = host_ns / step_ns
         nbytes = sum(int(r[6] or 0) for r in calls.values()) / n_steps
+        words = ctx.words
         return Finding(
             analyzer=self.name, kind="host_sync.pageable_readback", key=f"rank{rank}|{op}",
             title=(f"Read results back without blocking: {len(calls) / n_steps:.1f} "
-                   f"device-to-pageable copies per step from {where} hold the host "
-                   f"{host_ns / 1e6:.2f} ms ({share:.0%} of the step)"),
+                   f"device-to-pageable copies {words.per_step} from {where} hold the host "
+                   f"{host_ns / 1e6:.2f} ms ({share:.0%} {words.of_the_step})"),
             saving_s=idle_ns / 1e9, confidence="medium",
             explanation=(f"Rank {rank}, {n_steps} steps of {step_ns / 1e6:.1f} ms: "
                          f"{len(calls)} blocking copies into pageable host memory "
-                         f"({nbytes / 1024:.1f} KiB per step) held the host "
-                         f"{host_ns / 1e6:.2f} ms per step; it launches nothing meanwhile. "
-                         f"During them the whole GPU also sat idle {idle_ns / 1e6:.2f} ms per "
-                         "step (the queue drained, the copy finishing through the staging "
-                         "buffer): that is the saving claimed here. The idle time after each "
-                         "copy, until the next launch, is the host-sync finding's."),
+                         f"({nbytes / 1024:.1f} KiB {words.per_step}) held the host "
+                         f"{host_ns / 1e6:.2f} ms {words.per_step}; it launches nothing "
+                         f"meanwhile. During them the whole GPU also sat idle "
+                         f"{idle_ns / 1e6:.2f} ms {words.per_step} (the queue drained, the copy "
+                         "finishing through the staging buffer): that is the saving claimed "
+                         "here. The idle time after each copy, until the next launch, is the "
+                         "host-sync finding's."),
             evidence=tuple(Evidence(f"{name} from {o}{' in ' + m if m else ''}: "
                                     f"{dur / 1e3:.0f} us host", rank=rank, step=int(step),
                                     start_ns=int(start), end_ns=int(start) + int(dur),

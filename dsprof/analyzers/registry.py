@@ -16,7 +16,6 @@ gives the same file.
 from __future__ import annotations
 
 import importlib
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -26,6 +25,7 @@ from typing import Any, ClassVar
 import orjson
 
 from dsprof.analyzers.claims import ClaimLedger, check_order, claimers_needed, record_claims
+from dsprof.analyzers.step_words import StepWords
 from dsprof.findings import FINDINGS_FILE, Finding, rank_key
 from dsprof.findings_file import Analysis, read_findings_file
 from dsprof.log import logger
@@ -120,14 +120,17 @@ class Context:
         return self.run.facts.step.mean_s
 
     @cached_property
+    def words(self) -> StepWords:
+        """How a figure of one step is worded (``step_words.py``): "per step", "a step", "of
+        the step", ...; when the run marks no steps (no step time), the same phrases said of
+        the capture: "in the trace" (an import) or "in the run" (analyzers then divide by
+        one: the figure is the whole capture's, and ``data.saving_per`` is "capture")."""
+        return StepWords.of(self.step_s is not None, self.run.manifest.is_run)
+
+    @property
     def per_step(self) -> str:
-        """How a figure summed over the steps and divided by their count is worded: "per
-        step", or, when the run marks no steps, "in the trace" (an import) or "in the run"
-        (analyzers then divide by one: the figure is the whole capture's, and
-        ``data.saving_per`` is "capture")."""
-        if self.step_s is not None:
-            return "per step"
-        return "in the run" if self.run.manifest.is_run else "in the trace"
+        """ "per step", or "in the trace" / "in the run" on a run without steps (``words``)."""
+        return self.words.per_step
 
     @cached_property
     def noise(self) -> StepNoise | None:
@@ -244,36 +247,13 @@ def _finish(f: Finding, ctx: Context) -> Finding:
     """Rate a finding against the run and fill the ``{run}`` and ``{id}`` placeholders an
     analyzer may leave in its verify command (the id is known only once the finding exists)."""
     f = f.rated(ctx.step_s, ctx.peak_bytes)
-    if ctx.step_s is None:
-        # a trace that marks no steps: a saving is over the capture, never "ms/step"
-        f = _capture_wording(f, ctx.per_step.removeprefix("in "))
-        if f.saving_s > 0 and "saving_per" not in f.data:
-            f = replace(f, data={**f.data, "saving_per": "capture"})
+    if ctx.step_s is None and f.saving_s > 0 and "saving_per" not in f.data:
+        # a trace that marks no steps: a saving is over the capture, never "ms/step" (the
+        # analyzers word their figures so themselves, through ``Context.words``)
+        f = replace(f, data={**f.data, "saving_per": "capture"})
     if "{" in f.verify:
         f = replace(f, verify=f.verify.replace("{run}", str(ctx.run.path)).replace("{id}", f.id))
     return f
-
-
-# On a run that marks no steps an analyzer's "per step" figure is its total over the capture
-# (it divides by one step). Analyzers word it so (``Context.per_step``); this catches the phrases
-# of any that still assume steps, so no finding on such a trace speaks of a step it never saw.
-_STEP_PHRASES = ((re.compile(r"\bof (?:the|each|a) step\b"), "of {}"),
-                 (re.compile(r"\beach step's\b"), "{}'s"),
-                 (re.compile(r"\b(?:in )?(?:per|a|each) step\b"), "in {}"),
-                 (re.compile(r" ?/step\b"), " in {}"))
-
-
-def _in_the_capture(text: str, capture: str = "the trace") -> str:
-    for pattern, words in _STEP_PHRASES:
-        text = pattern.sub(words.format(capture), text)
-    return text
-
-
-def _capture_wording(f: Finding, capture: str) -> Finding:
-    """``f`` with its step phrases said of ``capture`` ("the trace", "the run")."""
-    evidence = tuple(replace(e, text=_in_the_capture(e.text, capture)) for e in f.evidence)
-    return replace(f, title=_in_the_capture(f.title, capture),
-                   explanation=_in_the_capture(f.explanation, capture), evidence=evidence)
 
 
 # Kinds whose advice only a GPU can act on (TF32, Tensor Core alignment): on a CPU run they

@@ -139,8 +139,8 @@ class StepOutliers(Analyzer):
             where = f" at {', '.join(sites)}" if sites else ""
             title = (f"Every {every} steps a step runs "
                      f"{np.mean([r[3] for r in periodic]) / med:.1f}x slower (rank {rank}): "
-                     f"periodic work the script does{where}, {per_step * 1e3:.3g} ms a step "
-                     "on average")
+                     f"periodic work the script does{where}, {per_step * 1e3:.3g} ms "
+                     f"{ctx.words.a_step} on average")
             fix = (f"# Work done every {every} steps (evaluation, checkpoint saving, logging, "
                    "an epoch restart)\n# runs on the training thread"
                    f"{' (' + ', '.join(sites) + ')' if sites else ''}. It is work the "
@@ -181,9 +181,9 @@ class StepOutliers(Analyzer):
                          f"{'exceeds' if len(slow) == 1 else 'exceed'} the outlier limit of "
                          f"{limit / 1e6:.1f} ms "
                          f"(median {med / 1e6:.1f} ms). Together they run "
-                         f"{excess / 1e6:.1f} ms over the median, {per_step * 1e3:.2f} ms per "
-                         f"step on average over {len(rows)} steps. Likely causes by step: "
-                         f"{cause_txt}."),
+                         f"{excess / 1e6:.1f} ms over the median, {per_step * 1e3:.2f} ms "
+                         f"{ctx.per_step} on average over {len(rows)} steps. Likely causes by "
+                         f"step: {cause_txt}."),
             evidence=tuple(evidence), fix=fix,
             verify=("no change is proposed: in a longer run the median stays and the "
                     "warm-up's share of the mean step time shrinks"

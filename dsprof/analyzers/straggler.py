@@ -92,14 +92,14 @@ class StragglerAnalyzer(Analyzer):
         return [Finding(
             analyzer=self.name, kind="comm.straggler", key=f"rank {worst.rank}",
             title=f"Rank {worst.rank} is a straggler: the other ranks wait "
-                  f"{wait_others:.1f} ms per step for it",
+                  f"{wait_others:.1f} ms {ctx.per_step} for it",
             saving_s=per_step_s, confidence="medium",
             explanation=(
                 f"Rank {worst.rank} arrived last at {worst.times_last} of {worst.collectives} "
                 f"collectives matched across {len(skews)} ranks over {worst.steps} steps, "
-                f"{per_step_s * 1e3:.1f} ms per step behind the next-latest rank; the others "
-                f"waited {wait_others:.1f} ms per step on average. If it kept pace, each "
-                f"step would end about {per_step_s * 1e3:.1f} ms sooner.{where} The gap is "
+                f"{per_step_s * 1e3:.1f} ms {ctx.per_step} behind the next-latest rank; the "
+                f"others waited {wait_others:.1f} ms {ctx.per_step} on average. If it kept pace, "
+                f"each step would end about {per_step_s * 1e3:.1f} ms sooner.{where} The gap is "
                 f"over {NOISE_SDS:g} x the ranks' step-time spread ({spread_s * 1e3:.2f} ms "
                 "sd), more than this machine's noise makes by itself."),
             evidence=evidence,

@@ -100,10 +100,10 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
         ddp = uses_ddp(ctx)  # DDP already buckets: its buckets are too small
         return [Finding(
             analyzer=self.name, kind="comm.unbucketed", key=f"rank{rank}",
-            title=(f"Raise DistributedDataParallel's bucket_cap_mb: {n:.0f} all-reduces per "
-                   f"step of median {_size(size)}{kname}" if ddp else
-                   f"Bucket the gradient all-reduces: {n:.0f} all-reduces per step of median "
-                   f"{_size(size)}{kname}, one per parameter"),
+            title=(f"Raise DistributedDataParallel's bucket_cap_mb: {n:.0f} all-reduces "
+                   f"{ctx.per_step} of median {_size(size)}{kname}" if ddp else
+                   f"Bucket the gradient all-reduces: {n:.0f} all-reduces {ctx.per_step} of "
+                   f"median {_size(size)}{kname}, one per parameter"),
             saving_s=saving / 1e9, confidence="medium" if per_byte is not None else "low",
             explanation=(
                 f"Rank {rank}, median over {len(steps)} steps: {n:.0f} all-reduces moving "

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from dsprof.analyzers.registry import Context
 from dsprof.run import load
 from tests.integration.helpers import dsprof, meta, write
 from tests.integration.scripts import MANUAL_STEPS, NO_STEPS, TINY_TRAIN
@@ -155,7 +156,10 @@ def test_no_steps_captures_the_whole_run_up_to_the_cap(tmp_path):
     with load(out) as run:
         (n_steps,) = run.sql("SELECT count(*) FROM steps")[0]
         span = run.sql("SELECT (max(start_ns + dur_ns) - min(start_ns)) / 1e9 FROM ops")[0][0]
+        # so its analyzers' figures are of that one step (only an import marks none)
+        words = Context(run).words
     assert n_steps == 1
+    assert words.has_steps and words.per_step == "per step"
     assert 0.5 < span < 2.0
     assert "no step boundaries" in res.stderr
 
