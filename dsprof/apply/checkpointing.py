@@ -15,7 +15,9 @@ root module's first call (a global forward pre-hook), walks its submodules once 
 matching ones; a module below one already wrapped is left alone (checkpointing both would
 recompute the inner one twice and free nothing more). Replacing ``forward`` rather than the
 call keeps module hooks outside the checkpoint, so dsprof's own module annotations still name
-the module.
+the module. The global hook leaves once every path has matched (with ``1``: at the first root
+that has a repeated stack; a second model, a GAN's discriminator, must be named), see
+:mod:`dsprof.apply.module_knob`.
 """
 
 from __future__ import annotations

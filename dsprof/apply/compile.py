@@ -10,7 +10,10 @@ rather than the whole call (``nn.Module.compile()``) keeps module hooks outside 
 code: dsprof's module annotations still name the module in the trace, and adding or removing
 those hooks at profiler windows does not force a recompile. Compiling happens
 on their first call (the first step, or the first after a recompile): a run with this knob
-spends its first steps compiling, which ``dsprof verify`` leaves out of the step time.
+spends its first steps compiling, which ``dsprof verify`` leaves out of the step time. The
+global hook leaves at the walk after which every path has matched, before that root's forward
+runs (:mod:`dsprof.apply.module_knob`): Dynamo guards on the global hooks, so a hook removed
+after a compiled forward was traced would recompile it.
 """
 
 from __future__ import annotations

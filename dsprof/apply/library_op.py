@@ -26,9 +26,9 @@ knob could not apply says so instead of measuring nothing. Module paths are dspr
 The knob finds its modules through a global forward pre-hook, which puts every module call of
 the program on ``Module._call_impl``'s slow path: 77-92 us a step on the corpus's tiny GPT-2
 (~35 module calls, thread CPU time, one thread), a third of what its GELU swap saves, and a cost
-the pasted change does not have. So once every module the value names without a ``*`` has been
-found (swapped or kept), the hook is removed; a ``*`` pattern keeps it for the whole run (more
-modules may match later).
+the pasted change does not have. So the hook is removed at the root walk after which every path
+of the value has matched a module (a ``*`` path: at least one), before that root's forward runs
+(the rule and what it misses: :mod:`dsprof.apply.module_knob`).
 """
 
 from __future__ import annotations
@@ -115,20 +115,10 @@ class LibraryOpKnob(ModuleKnob):
         if not self.ops:
             raise ConfigError(f"{self.env}={self.value!r}: give <module path>=<op> pairs")
         self.patterns = [p for p, _ in self.ops]
-        # paths without a wildcard: once all are found the hook can go (see the docstring)
-        self.literal = set() if any("*" in p for p in self.patterns) else set(self.patterns)
         self._op_of = list(zip(path_regexes(self.patterns), (o for _, o in self.ops)))
         self.swapped: list[str] = []
         self.kept: dict[str, str] = {}
         self._ready()
-
-    def _pre(self, module: Any, args: Any) -> None:
-        super()._pre(module, args)
-        # every literal path found: nothing is left to find, and the hook would only cost
-        if self._handle is not None and self.literal and self.literal <= set(self.changed):
-            self._handle.remove()
-            self._handle = None
-            logger.debug("%s: every named module found; its module hook is removed", self.env)
 
     def _op_for(self, name: str) -> str:
         return next(op for regex, op in self._op_of if regex.fullmatch(name))
