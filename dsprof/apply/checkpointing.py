@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from dsprof.apply.changed_forward import change_forward
 from dsprof.apply.module_knob import (
     ModuleKnob,
     named_modules,
@@ -52,7 +53,7 @@ class GradientCheckpointingKnob(ModuleKnob):
         return repeated_blocks(named) if self.auto else super().select(named)
 
     def apply_to(self, name: str, module: Any) -> bool:
-        module.forward = checkpointed(module.forward)
+        change_forward(module, _checkpointing)
         logger.info("%s: checkpointing %s", self.env, name)
         return True
 
@@ -73,6 +74,10 @@ def checkpointed(forward: Any) -> Any:
 
     run.__dsprof_checkpointed__ = True  # type: ignore[attr-defined]
     return run
+
+
+def _checkpointing(module: Any, own: Any) -> Any:
+    return checkpointed(own)
 
 
 def repeated_blocks(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -105,6 +110,6 @@ def checkpoint_modules(model: Any, patterns: list[str]) -> list[str]:
                                 if any(r.fullmatch(n) for r in regexes)]):
         if getattr(sub.forward, "__dsprof_checkpointed__", False):
             continue
-        sub.forward = checkpointed(sub.forward)
+        change_forward(sub, _checkpointing)
         done.append(name)
     return done

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dsprof.apply.changed_forward import change_forward
 from dsprof.apply.module_knob import ModuleKnob, split_paths
 from dsprof.errors import ConfigError
 from dsprof.log import logger
@@ -40,7 +41,7 @@ class CompileKnob(ModuleKnob):
         import torch
 
         try:
-            module.forward = torch.compile(module.forward)
+            change_forward(module, lambda m, own: torch.compile(own))
         except Exception as exc:  # noqa: BLE001 - never fail the user's script
             logger.error("%s: cannot compile %s: %s", self.env, name, exc)
             return False
