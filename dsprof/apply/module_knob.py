@@ -16,9 +16,10 @@ the value is found: at the end of the root walk after which every pattern has ma
 module (``1`` for checkpointing: once a root's repeated stack was found). A walk sees the
 root's whole tree at its first call, before its forward runs, so a pattern such as
 ``Model.blocks.*`` has all its modules by then. What this misses (docs/decisions.md): a root
-walked after that (a second instance of a class already matched, a model built later, another
-root a ``*`` in the root component could match); a pattern that names the second of two roots
-keeps the hook until that root is called.
+first called after that (a second instance of a class already matched built anew, a model
+built later, another root a ``*`` in the root component could match; a ``copy.deepcopy`` of a
+changed model is changed with it, :mod:`dsprof.apply.changed_forward`); a pattern that names
+the second of two roots keeps the hook until that root is called.
 """
 
 from __future__ import annotations
