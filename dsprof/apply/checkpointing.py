@@ -15,7 +15,9 @@ root module's first call (a global forward pre-hook), walks its submodules once 
 matching ones; a module below one already wrapped is left alone (checkpointing both would
 recompute the inner one twice and free nothing more). Replacing ``forward`` rather than the
 call keeps module hooks outside the checkpoint, so dsprof's own module annotations still name
-the module.
+the module. The global hook leaves once every path has matched (with ``1``: at the first root
+that has a repeated stack; a second model, a GAN's discriminator, must be named), see
+:mod:`dsprof.apply.module_knob`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from dsprof.apply.changed_forward import change_forward
 from dsprof.apply.module_knob import (
     ModuleKnob,
     named_modules,
@@ -50,7 +53,7 @@ class GradientCheckpointingKnob(ModuleKnob):
         return repeated_blocks(named) if self.auto else super().select(named)
 
     def apply_to(self, name: str, module: Any) -> bool:
-        module.forward = checkpointed(module.forward)
+        change_forward(module, _checkpointing)
         logger.info("%s: checkpointing %s", self.env, name)
         return True
 
@@ -71,6 +74,10 @@ def checkpointed(forward: Any) -> Any:
 
     run.__dsprof_checkpointed__ = True  # type: ignore[attr-defined]
     return run
+
+
+def _checkpointing(module: Any, own: Any) -> Any:
+    return checkpointed(own)
 
 
 def repeated_blocks(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -103,6 +110,6 @@ def checkpoint_modules(model: Any, patterns: list[str]) -> list[str]:
                                 if any(r.fullmatch(n) for r in regexes)]):
         if getattr(sub.forward, "__dsprof_checkpointed__", False):
             continue
-        sub.forward = checkpointed(sub.forward)
+        change_forward(sub, _checkpointing)
         done.append(name)
     return done

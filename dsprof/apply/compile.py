@@ -10,13 +10,17 @@ rather than the whole call (``nn.Module.compile()``) keeps module hooks outside 
 code: dsprof's module annotations still name the module in the trace, and adding or removing
 those hooks at profiler windows does not force a recompile. Compiling happens
 on their first call (the first step, or the first after a recompile): a run with this knob
-spends its first steps compiling, which ``dsprof verify`` leaves out of the step time.
+spends its first steps compiling, which ``dsprof verify`` leaves out of the step time. The
+global hook leaves at the walk after which every path has matched, before that root's forward
+runs (:mod:`dsprof.apply.module_knob`): Dynamo guards on the global hooks, so a hook removed
+after a compiled forward was traced would recompile it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dsprof.apply.changed_forward import change_forward
 from dsprof.apply.module_knob import ModuleKnob, split_paths
 from dsprof.errors import ConfigError
 from dsprof.log import logger
@@ -37,7 +41,7 @@ class CompileKnob(ModuleKnob):
         import torch
 
         try:
-            module.forward = torch.compile(module.forward)
+            change_forward(module, lambda m, own: torch.compile(own))
         except Exception as exc:  # noqa: BLE001 - never fail the user's script
             logger.error("%s: cannot compile %s: %s", self.env, name, exc)
             return False

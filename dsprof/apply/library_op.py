@@ -26,9 +26,9 @@ knob could not apply says so instead of measuring nothing. Module paths are dspr
 The knob finds its modules through a global forward pre-hook, which puts every module call of
 the program on ``Module._call_impl``'s slow path: 77-92 us a step on the corpus's tiny GPT-2
 (~35 module calls, thread CPU time, one thread), a third of what its GELU swap saves, and a cost
-the pasted change does not have. So once every module the value names without a ``*`` has been
-found (swapped or kept), the hook is removed; a ``*`` pattern keeps it for the whole run (more
-modules may match later).
+the pasted change does not have. So the hook is removed at the root walk after which every path
+of the value has matched a module (a ``*`` path: at least one), before that root's forward runs
+(the rule and what it misses: :mod:`dsprof.apply.module_knob`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.apply.changed_forward import ChangedForward, change_forward
 from dsprof.apply.module_knob import ModuleKnob, path_regexes, split_paths
 from dsprof.errors import ConfigError
 from dsprof.log import logger
@@ -88,6 +89,13 @@ def _tolerance(dtype: Any) -> tuple[float, float]:
     return 1e-4, 1e-5
 
 
+def _row(width: int) -> Any:
+    """A stand-in input for :func:`candidates`, which reads only the last dimension."""
+    import torch
+
+    return torch.empty(0, width)
+
+
 def same_result(ours: Any, theirs: Any) -> bool:
     import torch
 
@@ -115,27 +123,18 @@ class LibraryOpKnob(ModuleKnob):
         if not self.ops:
             raise ConfigError(f"{self.env}={self.value!r}: give <module path>=<op> pairs")
         self.patterns = [p for p, _ in self.ops]
-        # paths without a wildcard: once all are found the hook can go (see the docstring)
-        self.literal = set() if any("*" in p for p in self.patterns) else set(self.patterns)
         self._op_of = list(zip(path_regexes(self.patterns), (o for _, o in self.ops)))
         self.swapped: list[str] = []
         self.kept: dict[str, str] = {}
         self._ready()
-
-    def _pre(self, module: Any, args: Any) -> None:
-        super()._pre(module, args)
-        # every literal path found: nothing is left to find, and the hook would only cost
-        if self._handle is not None and self.literal and self.literal <= set(self.changed):
-            self._handle.remove()
-            self._handle = None
-            logger.debug("%s: every named module found; its module hook is removed", self.env)
 
     def _op_for(self, name: str) -> str:
         return next(op for regex, op in self._op_of if regex.fullmatch(name))
 
     def apply_to(self, name: str, module: Any) -> bool:
         # checked on the module's first call, where its input is known (see the docstring)
-        module.forward = self._checking_forward(name, module, module.forward, self._op_for(name))
+        op = self._op_for(name)
+        change_forward(module, lambda m, own: self._checking_forward(name, m, own, op))
         return True
 
     def _checking_forward(self, name: str, module: Any, own: Callable[..., Any],
@@ -150,19 +149,24 @@ class LibraryOpKnob(ModuleKnob):
             else:
                 try:
                     with torch.no_grad():
-                        library = next((f for f in candidates(op, module, args[0])
-                                        if same_result(out, f(args[0]))), None)
+                        tried = candidates(op, module, args[0])
+                        chosen = next((i for i, f in enumerate(tried)
+                                       if same_result(out, f(args[0]))), None)
                 except Exception as exc:  # noqa: BLE001 - never fail the user's script
-                    library, reason = None, f"{op} failed on its input: {exc}"
-                if library is None and reason is None:
+                    chosen, reason = None, f"{op} failed on its input: {exc}"
+                if chosen is None and reason is None:
                     reason = f"{op} does not compute what its forward computes"
             if reason is not None:
                 module.forward = own
-                self.kept[name] = reason
+                self.kept.setdefault(name, reason)
                 logger.warning("%s: %s keeps its own forward: %s", self.env, name, reason)
             else:
-                module.forward = library
-                self.swapped.append(name)
+                # made from the module's own attributes, so that a copy of it gets its own
+                width = int(args[0].shape[-1])
+                module.forward = ChangedForward(
+                    module, own, lambda m, _own: candidates(op, m, _row(width))[chosen])
+                if name not in self.swapped:
+                    self.swapped.append(name)
                 logger.info("%s: %s now runs %s (same result on its first call)", self.env,
                             name, op)
             return out

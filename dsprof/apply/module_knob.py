@@ -1,4 +1,5 @@
-"""What the knobs that act on named modules share (``DS_COMPILE``, ``DS_GRADIENT_CHECKPOINTING``).
+"""What the knobs that act on named modules share (``DS_COMPILE``, ``DS_GRADIENT_CHECKPOINTING``,
+``DS_LIBRARY_OP``).
 
 Module paths are the names dsprof gives modules (``TransformerLM.blocks.0.attn``: the root's
 class name, then its ``named_modules()`` path) and may use ``*`` for one path component
@@ -7,6 +8,18 @@ knob waits: a global forward pre-hook sees each root module the first time it is
 module not seen yet is a root: its parent's walk would have marked it), walks its submodules
 once and hands them, named, to :meth:`ModuleKnob.apply_to`; a module below one already changed
 is skipped (compiling or checkpointing both would do the inner one twice).
+
+A global module hook puts every module call of the program on ``Module._call_impl``'s slow
+path (77-92 us a step on the corpus's tiny GPT-2), and Dynamo guards on the global hook dicts:
+a hook removed after a compiled forward was traced recompiles it. So the hook goes as soon as
+the value is found: at the end of the root walk after which every pattern has matched some
+module (``1`` for checkpointing: once a root's repeated stack was found). A walk sees the
+root's whole tree at its first call, before its forward runs, so a pattern such as
+``Model.blocks.*`` has all its modules by then. What this misses (docs/decisions.md): a root
+first called after that (a second instance of a class already matched built anew, a model
+built later, another root a ``*`` in the root component could match; a ``copy.deepcopy`` of a
+changed model is changed with it, :mod:`dsprof.apply.changed_forward`); a pattern that names
+the second of two roots keeps the hook until that root is called.
 """
 
 from __future__ import annotations
@@ -54,6 +67,8 @@ class ModuleKnob(Knob):
     def _ready(self) -> None:
         self._regexes = path_regexes(self.patterns)
         self.changed: list[str] = []
+        self.found: list[str] = []  # every module path the walks picked, changed or not
+        self._unmatched = list(self._regexes)  # patterns no walk has matched yet
         self._seen: dict[int, Any] = {}
         self._handle: Any = None
 
@@ -63,9 +78,7 @@ class ModuleKnob(Knob):
         self._handle = register_module_forward_pre_hook(self._pre)
 
     def uninstall(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        self._remove_hook()
         if not self.changed:
             logger.warning("%s: no module matched %s", self.env, self.value)
 
@@ -76,6 +89,22 @@ class ModuleKnob(Knob):
     def apply_to(self, name: str, module: Any) -> bool:
         raise NotImplementedError
 
+    @property
+    def hooked(self) -> bool:
+        """Whether the global module hook is still installed."""
+        return self._handle is not None
+
+    def found_all(self) -> bool:
+        """Whether the walks so far found what the value asks for: a module for every pattern
+        (with no pattern, ``1``: some module at all). Then the hook has nothing left to do."""
+        return bool(self.found) and not self._unmatched
+
+    def _remove_hook(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._seen.clear()  # only the hook reads it; it held every walked module alive
+
     def _pre(self, module: Any, args: Any) -> None:
         import torch
 
@@ -84,6 +113,16 @@ class ModuleKnob(Knob):
         named = named_modules(module)
         for _, sub in named:
             self._seen[id(sub)] = sub  # keeps ids valid: a freed id could be reused
-        for name, sub in outermost(self.select(named)):
+        picked = self.select(named)
+        self.found += [name for name, _ in picked]
+        self._unmatched = [r for r in self._unmatched
+                           if not any(r.fullmatch(name) for name, _ in picked)]
+        for name, sub in outermost(picked):
             if self.apply_to(name, sub):
                 self.changed.append(name)
+        if self.found_all():
+            # before the root's forward runs: no module call pays for the hook from here on,
+            # and a forward compiled below this root is traced without it (no recompile)
+            self._remove_hook()
+            logger.debug("%s: every pattern matched in %s; the module hook is removed",
+                         self.env, named[0][0])

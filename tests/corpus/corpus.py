@@ -146,6 +146,23 @@ HAND_ATTENTION = frozenset({"hand_attention"})
 SDPA_ATTENTION = frozenset({"vit", "multihead_attention", "conv1d_transformer"})
 # Models whose GELU is transformers' NewGELUActivation (GPT-2's "gelu_new"): op by op.
 HF_HAND_GELU = frozenset({"hf_gpt2", "hf_trainer"})
+# The fused-optimizer advice (``fusion.optimizer`` with ``fused=True``): found on these on every
+# run (Adam/AdamW priced from op counts and bytes; SGD with momentum and Adagrad found unranked
+# whatever their saving), and on no other; each other model says why it has none.
+FUSED_OPTIMIZER = frozenset({
+    "conv1d_transformer", "resnet18", "vit", "unet", "recsys_embeddingbag",
+    "multihead_attention", "hand_attention", "gan", "grad_accumulation", "bf16_autocast",
+    "hf_gpt2", "hf_bert", "hf_t5", "hf_llama", "compiled", "lightning_trainer"})
+_PLAIN_SGD = ("plain SGD, one add_ a parameter: torch's fused SGD measured slower than that "
+              "loop on CPU, so it is never advised there")
+NO_FUSED_OPTIMIZER = {
+    "audio_conv1d": _PLAIN_SGD,
+    "rnn_lm": _PLAIN_SGD,
+    "ddp_gloo": _PLAIN_SGD,
+    "mobilenet_v3": "RMSprop has no fused kernel: its advice is foreach=True",
+    "hf_trainer": "the Trainer's AdamW already runs fused (aten::_fused_adamw_)",
+    "manual_update": "no optimizer: the script updates its parameters by hand",
+}
 
 
 @dataclass

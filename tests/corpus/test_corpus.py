@@ -17,10 +17,12 @@ import pytest
 
 from dsprof.analyzers.registry import GPU_ONLY_KINDS
 from tests.corpus.corpus import (
+    FUSED_OPTIMIZER,
     HAND_ATTENTION,
     HF_HAND_GELU,
     INFO_ONLY,
     MODELS,
+    NO_FUSED_OPTIMIZER,
     SDPA_ATTENTION,
     flops_error,
     measure,
@@ -140,17 +142,27 @@ def test_attention_is_found_where_hand_written_and_sdpa_said_where_it_runs(corpu
         assert "attention.sdpa" in kinds
 
 
+def test_every_model_says_whether_the_fused_optimizer_advice_is_found_on_it():
+    assert FUSED_OPTIMIZER.isdisjoint(NO_FUSED_OPTIMIZER)
+    assert FUSED_OPTIMIZER | set(NO_FUSED_OPTIMIZER) == {m.name for m in MODELS}
+
+
 def test_the_fused_optimizer_advice_counts_each_parameter_its_optimizers_update(corpus):
     model, _, m = corpus
     found = [f for f in m.findings
              if f["kind"] == "fusion.optimizer" and "fused=True" in f["fix"]]
-    if not found:
-        pytest.skip("no fused-optimizer finding for this model")
+    if model.name not in FUSED_OPTIMIZER:
+        assert not found, f"fused advice where the corpus says none: {found[0]['title']}"
+        pytest.skip(f"no fused-optimizer finding: {NO_FUSED_OPTIMIZER[model.name]}")
+    assert found, "no fused-optimizer finding on a model that must have one"
     # GIVEN the optimizers one step of the script runs (gan: the generator's and the
     # discriminator's Adam, whose parameters the generator's backward also reaches)
-    optimizers, params = _optimizers_of_a_step(model)
+    optimizers, params, with_grad = _optimizers_of_a_step(model)
     if not optimizers:
-        pytest.skip("the script's reference step runs no optimizer (a framework's loop)")
+        # a framework's loop (Lightning): the reference step is its forward and backward, and
+        # the script's one optimizer (configure_optimizers) takes every parameter, all of
+        # which get a gradient
+        optimizers, params = 1, with_grad
     # THEN one finding per class prices all of them, each parameter once
     (f,) = found
     assert f["data"]["param_tensors"] == len(params)
@@ -159,12 +171,14 @@ def test_the_fused_optimizer_advice_counts_each_parameter_its_optimizers_update(
     assert f["data"].get("optimizers", 1) == optimizers
 
 
-def _optimizers_of_a_step(model) -> tuple[int, dict]:
-    """How many optimizers one step of the script steps, and the parameters they update
-    (those with a gradient when their step starts), by id."""
+def _optimizers_of_a_step(model) -> tuple[int, dict, dict]:
+    """How many optimizers one step of the script steps, the parameters they update (those
+    with a gradient when their step starts), and every parameter of the modules the step
+    called that has a gradient after it, by id."""
     import importlib
     import sys
 
+    from torch.nn.modules.module import register_module_forward_pre_hook
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
     from tests.corpus.corpus import MODELS_DIR
@@ -180,12 +194,20 @@ def _optimizers_of_a_step(model) -> tuple[int, dict]:
         params.update((id(p), p) for g in optimizer.param_groups for p in g["params"]
                       if p.grad is not None)
 
-    hook = register_optimizer_step_pre_hook(note)
+    called: dict[int, object] = {}
+
+    def call(module, args) -> None:  # a pre-hook's return value would replace the args
+        called[id(module)] = module
+
+    hooks = [register_optimizer_step_pre_hook(note), register_module_forward_pre_hook(call)]
     try:
         model.reference(mod)()
     finally:
-        hook.remove()
-    return len(seen), params
+        for hook in hooks:
+            hook.remove()
+    with_grad = {id(p): p for m in called.values() for p in m.parameters()
+                 if p.grad is not None}
+    return len(seen), params, with_grad
 
 
 def test_a_transformers_hand_written_gelu_gets_the_config_switch(corpus):

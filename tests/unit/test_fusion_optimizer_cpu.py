@@ -221,3 +221,43 @@ def test_under_lightning_the_cpu_saving_is_found_but_not_ranked():
     assert "fused=True" in f.fix
     assert f.severity == "info" and f.data["impact_unknown"]
     assert "Lightning" in f.explanation
+
+
+def _sgd_loop_on_a_loaded_cpu():
+    """Plain SGD's loop on CPU (one ``add_`` per parameter, four 1 MiB parameters), in a run
+    whose small forward ops took 50 us each (a loaded machine: the per-op cost read from the
+    run is ten times the idle one)."""
+    ops = [{"id": 1, "step": 1, "name": "Optimizer.step#SGD.step", "cat": "user_annotation",
+            "thread": 1, "start_ns": 10 * MS, "dur_ns": 6 * MS}]
+    ops += [{"id": 2 + i, "step": 1, "name": "aten::add_", "cat": "cpu_op", "parent_id": 1,
+             "thread": 1, "start_ns": 10 * MS + i * MS, "dur_ns": MS, "phase": "optimizer",
+             "input_shapes": "[[512, 512], [512, 512]]", "dtypes": '["float", "float"]'}
+            for i in range(4)]
+    ops += [{"id": 20 + i, "step": 1, "name": "aten::mul", "cat": "cpu_op", "thread": 1,
+             "start_ns": 2 * MS + i * 100_000, "dur_ns": 50_000, "phase": "forward",
+             "input_shapes": "[[8, 8], [8, 8]]", "dtypes": '["float", "float"]'}
+            for i in range(5)]
+    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
+                           steps=steps([20, 20]), ops=table(*ops))
+
+
+def test_plain_sgd_on_cpu_is_never_advised_whatever_the_load():
+    # GIVEN plain SGD's loop, priced 3.6 ms against 1.6 ms fused, in a run whose per-op cost
+    # the machine's load raised to 50 us (before, that cost decided whether it was priced)
+    out = analyze(_sgd_loop_on_a_loaded_cpu(), only=("fusion_optimizer",), write=False)
+    # THEN no fused advice: torch's fused SGD measured slower than this loop on CPU
+    assert not [f for f in out.findings if f.kind == "fusion.optimizer"]
+
+
+def test_an_uncalibrated_optimizer_is_found_even_where_its_priced_saving_is_small():
+    # GIVEN Adagrad's loop of 8 ops over 64 KiB: priced 0.077 ms, fused 0.039 ms, a saving
+    # under the 0.05 ms cut (recsys_embeddingbag's sat there and crossed it with the load)
+    out = analyze(_optimizer("aten::addcmul_", 8, cls="Adagrad"), only=("fusion_optimizer",),
+                  write=False)
+    # THEN it is found all the same, unranked, its saving what the prices give
+    (f,) = [f for f in out.findings if f.kind == "fusion.optimizer"]
+    assert "fused=True" in f.fix and f.severity == "info" and f.data["impact_unknown"]
+    assert 0 < f.saving_s < 50e-6
+    # AND a calibrated Adam's loop of the same size stays under the cut: not found
+    adam = analyze(_optimizer("aten::mul_", 8), only=("fusion_optimizer",), write=False)
+    assert not [f for f in adam.findings if f.kind == "fusion.optimizer"]
