@@ -2,30 +2,36 @@
 (tests/corpus/models), apply every fix dsprof proposes through its knob, and print the
 predicted and the measured step time side by side, with a verdict for each.
 
-    python benchmarks/advice.py [--rounds 2] [--only NAME ...] [--no-corpus] [--no-examples]
-                                [--list] [--timeout 900]
+    python benchmarks/advice.py [--rounds 2] [--max-rounds 6] [--only NAME ...] [--no-corpus]
+                                [--no-examples] [--list] [--timeout 900]
 
 For each case: one `dsprof run` (the baseline), its findings, then for every finding that has
 an `apply` knob and a time saving, `dsprof verify` with `--rounds N` (N fresh baseline runs and
-N runs with the fix, alternated, full-speed steps pooled; see dsprof/apply/verify.py). The aim
-(issue 19): every ranked prediction within 25 % of the measured change in step time, or the
-finding outside the ranked list (severity info: inside the run's own noise, or impact unknown
-on a loaded machine), and no fix that makes the step slower.
+N runs with the fix, alternated; see dsprof/apply/verify.py). The aim (issue 19): every ranked
+prediction within 25 % of the measured change in step time, or the finding outside the ranked
+list (severity info: inside the run's own noise, or impact unknown on a loaded machine), and
+no fix that makes the step slower.
 
-The verdict (benchmarks/advice_judge.py) is on the interleaved arms' steady steps, rank 0: for
-a fix that removes work from the training thread (fusion, precision) the thread's CPU time per
-step, since on a shared machine the wall time also holds the thread's waits for a core; for a
-fix that removes a wait (the DataLoader) the wall time. Each arm has its noise band
-(metrics/noise.py's model). Verdicts: ``within 25 %``; ``inside the noise`` (neither the
-measured nor the predicted change can be told from zero by these arms); ``OFF +x %``;
-``outside the ranked list`` (dsprof makes no claim to check); ``MISSED`` (a case built to show
-this problem got no finding of that kind); ``found, no knob``; ``SLOWER`` is added only when
-the fix made the step slower beyond the band.
+The verdict (benchmarks/advice_judge.py) is on rank 0's steady steps, per round: for a fix
+that removes work from the training thread (fusion, precision) the thread's CPU time per step,
+since on a shared machine the wall time also holds the thread's waits for a core (a saving
+built from op times is taken as the same share of the CPU step; one priced in thread CPU time,
+``data.saving_clock``, as it is); for a fix that removes a wait (the DataLoader) the wall time.
+The measured change is the mean over rounds of (median step of baseline k - that of fix k),
+its band Student's t over the rounds' spread, never narrower than the pooled steps' band; both
+bands and the interval are printed. While a ranked verdict is undecided (its interval holds
+changes both within 25 % of the prediction and outside it), verify runs one more round, up to
+``--max-rounds``; the rounds each finding took are printed. Verdicts: ``within 25 %`` (the
+whole interval); ``OFF +x %`` (more than 25 % off, the prediction outside the interval);
+``inside the noise`` (still undecided after the last round: not a pass); ``outside the ranked
+list`` (dsprof makes no claim to check; no extra rounds); ``MISSED`` (a case built to show this
+problem got no finding of that kind); ``found, no knob``; ``SLOWER`` is added only when the fix
+made the step slower beyond the band.
 
 Each case runs in its own process, with a time limit (``--timeout``) after which its whole
 process group is stopped: a multi-rank job that hangs at exit (torch 2.13 + gloo, see
-benchmarks/gloo_teardown_race.py) costs one case, not the table. The wall time saved is printed beside
-a CPU-time verdict. Nothing is asserted; this machine's load decides the noise.
+benchmarks/gloo_teardown_race.py) costs one case, not the table. The wall time saved is printed
+beside a CPU-time verdict. Nothing is asserted; this machine's load decides the noise.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ deviation for normal data, but a few outliers do not move it). A claim is *measu
 ``dsprof verify`` with as many steps per arm could tell it apart from no change: the
 difference of two medians of ``n`` steps has a standard error of about
 ``1.2533 x sd x sqrt(2 / n)``; a change below two of those is inside the noise.
+
+Between runs the step-to-step spread is not the whole noise: a run's median step moves with the
+machine's load from one run to the next. A comparison run in rounds (a baseline run, then a
+run with the fix) is judged per round (:func:`paired_change`: the mean of the rounds' changes,
+with Student's t over their spread, :func:`t_975`).
 """
 
 from __future__ import annotations

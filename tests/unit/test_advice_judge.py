@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,30 @@ def test_slower_only_beyond_the_band():
     j = judge(WAIT, True, 1 * MS, quiet_b, quiet_f)
     # THEN only the second is SLOWER
     assert j.slower and j.verdict.endswith(", SLOWER")
+
+
+def test_the_table_row_carries_the_clock_both_bands_and_the_rounds(capsys):
+    from benchmarks.advice import judgement, print_table, row
+    from dsprof.reports.verification import Verification
+
+    # GIVEN a ranked fused-optimizer finding priced in thread CPU time (0.40 ms), verify's
+    # prediction for it, and four rounds whose change swings 0.10-0.70 ms
+    f = {"kind": "fusion.optimizer", "id": "fusion-0000abcd", "title": "Use Adam(fused=True)",
+         "severity": "low", "data": {"saving_clock": "thread_cpu"}}
+    v = Verification(Path("b"), Path("a"), [], 0.0204, 0.0200, None, (0, 0), None, None, None)
+    base, fixed = _rounds([20.4] * 4, [20.3, 19.7, 20.25, 19.75])
+    j = judgement(f, v, base, fixed, last_round=True)
+    r = row("corpus:gan", f, v, j, base, fixed, rounds_run=4)
+    # THEN the row keeps both bands, the interval and the rounds, and the prediction unscaled
+    assert r["saving_clock"] == "thread_cpu" and not r["scaled"]
+    assert r["predicted_saving_ms"] == pytest.approx(0.4)
+    assert r["paired_band_ms"] > r["step_band_ms"] > 0 and r["rounds"] == 4
+    assert r["interval_ms"][0] < 0.3 and r["interval_ms"][1] > 0.5
+    assert r["verdict"] == "inside the noise"
+    # AND the table prints them, and counts the undecided row as no pass
+    print_table([r], {}, {"corpus:gan": 60.0})
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("corpus:gan"))
+    assert f"{r['paired_band_ms']:.2f}/{r['step_band_ms']:.2f}" in line
+    assert "inside the noise" in line
+    assert "0/1 ranked findings within 25 %" in out and "1 inside the noise" in out
