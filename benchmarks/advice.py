@@ -58,6 +58,7 @@ from benchmarks.advice_judge import (
     Judgement,
     judge,
     needs_more_rounds,
+    percent,
     read_arm,
 )
 
@@ -278,7 +279,7 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
         lo, hi = r["interval_ms"]
         interval = "-" if lo is None else f"{lo:.2f}..{hi:.2f}"
         bands = f"{f2(r['paired_band_ms'])}/{f2(r['step_band_ms'])}"
-        err = "-" if r["error"] is None else f"{r['error']:+.0%}"
+        err = "-" if r["error"] is None else percent(r["error"])
         pred = f2(r["predicted_saving_ms"]) + ("~" if r.get("scaled") else " ")
         verdict = r["verdict"]
         if r["why_unranked"]:

@@ -211,7 +211,7 @@ def judge(kind: str, ranked: bool, predicted_saving_s: float, base: Arm, fixed: 
             verdict = "within 25 %"
         elif settled == "off" or (last_round and excluded and err is not None
                                   and abs(err) > WITHIN):
-            verdict = f"OFF {err:+.0%}" if err is not None else "OFF (no prediction)"
+            verdict = f"OFF {percent(err)}" if err is not None else "OFF (no prediction)"
         else:
             decided = False
             verdict = "inside the noise" if last_round else "undecided"
@@ -221,6 +221,13 @@ def judge(kind: str, ranked: bool, predicted_saving_s: float, base: Arm, fixed: 
                      paired.rounds if paired is not None else 0,
                      paired.sd_s if paired is not None else None, paired_band, step_band,
                      (nb.sd_s, nf.sd_s), (nb.n, nf.n), verdict, decided)
+
+
+def percent(share: float) -> str:
+    """``+x %`` of a signed share, with a decimal where whole percents would print the 25 %
+    limit itself (an OFF of -25.4 % is not "-25%")."""
+    text = f"{share:+.0%}"
+    return f"{share:+.1%}" if text in ("+25%", "-25%") else text
 
 
 def needs_more_rounds(j: Judgement | None, rounds_run: int, max_rounds: int) -> bool:

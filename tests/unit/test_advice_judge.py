@@ -18,6 +18,7 @@ from benchmarks.advice_judge import (
     decision,
     judge,
     needs_more_rounds,
+    percent,
     read_arm,
 )
 from tests.unit.test_noise import make_run
@@ -217,3 +218,8 @@ def test_the_table_row_carries_the_clock_both_bands_and_the_rounds(capsys):
     assert f"{r['paired_band_ms']:.2f}/{r['step_band_ms']:.2f}" in line
     assert "inside the noise" in line
     assert "0/1 ranked findings within 25 %" in out and "1 inside the noise" in out
+
+
+def test_an_off_near_the_limit_prints_a_decimal():
+    assert percent(-0.254) == "-25.4%" and percent(0.2549) == "+25.5%"
+    assert percent(-0.27) == "-27%" and percent(0.12) == "+12%"
