@@ -25,6 +25,15 @@ FINDINGS_VERSION = 1
 CONFIDENCE = ("high", "medium", "low")
 SEVERITY = ("high", "medium", "low", "info")
 
+# ``data[SAVING_CLOCK]``: the clock a finding's ``saving_s`` is in, where it is not the step's.
+# THREAD_CPU: priced at calibrated costs of the training thread's CPU time, from shapes, with
+# no profiled op time (the CPU fused optimizer, the CPU GELU library-op swap): the machine's
+# load during the profiled steps does not move it (the registry's loaded-machine rule does not
+# apply), and it is compared with the thread's CPU time as it is. Absent: the saving is built
+# from profiled op or kernel times, or from waits, a share of the step's wall time.
+SAVING_CLOCK = "saving_clock"
+THREAD_CPU = "thread_cpu"
+
 # A saving of at least this share of a step (or of peak memory) is "high", then "medium",
 # then "low"; a finding with no estimated saving is "info".
 _SEVERITY_SHARES = ((0.10, "high"), (0.03, "medium"), (0.0, "low"))

@@ -46,7 +46,7 @@ from dsprof.analyzers.frameworks import frameworks
 from dsprof.analyzers.optimizer_spans import closure_time, despiked, update_extent
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.analyzers.step_words import StepWords
-from dsprof.findings import Evidence, Finding
+from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
 from dsprof.metrics.ops.fusion_chains import POINTWISE
 from dsprof.metrics.ops.opbytes import op_io
 from dsprof.metrics.ops.optable import OpTable
@@ -267,6 +267,7 @@ class OptimizerFusionAnalyzer(Analyzer):
                     f"{now * 1e3:.3f} ms {words.per_step} at full speed (the profiler's cost "
                     f"per recorded op taken out){several}.")
             unknown = None
+            priced_loop = False
             if not cpu:
                 predicted = factor * pbytes / bandwidth + overhead
                 saving = now - predicted
@@ -277,7 +278,9 @@ class OptimizerFusionAnalyzer(Analyzer):
             else:
                 loop = loop_cpu_s(n_ops, pbytes)
                 predicted = fused_cpu_s(n_tensors, pbytes)
-                saving = min(ceiling if ceiling is not None else now, loop) - predicted
+                recorded = ceiling if ceiling is not None else now
+                priced_loop = loop <= recorded
+                saving = min(recorded, loop) - predicted
                 body = (
                     f" On CPU the update is priced from what it touches, not from its profiled "
                     f"time (profiling inflates the loop by 4-97 %, unevenly): the loop at "
@@ -329,6 +332,9 @@ class OptimizerFusionAnalyzer(Analyzer):
                       **({"optimizers": n_optimizers} if n_optimizers > 1 else {}),
                       "predicted_fused_s": predicted,
                       **({"loop_cpu_s": loop_cpu_s(n_ops, pbytes)} if cpu else {}),
+                      # both sides priced at calibrated thread-CPU costs unless the loop's
+                      # recorded extent (op time) capped the loop
+                      **({SAVING_CLOCK: THREAD_CPU} if cpu and priced_loop else {}),
                       **({"impact_unknown": unknown} if unknown else {})})
         if foreach or cls not in FOREACH_OPTIMIZERS:
             return None

@@ -26,7 +26,7 @@ import orjson
 
 from dsprof.analyzers.claims import ClaimLedger, check_order, claimers_needed, record_claims
 from dsprof.analyzers.step_words import StepWords
-from dsprof.findings import FINDINGS_FILE, Finding, rank_key
+from dsprof.findings import FINDINGS_FILE, SAVING_CLOCK, THREAD_CPU, Finding, rank_key
 from dsprof.findings_file import Analysis, read_findings_file
 from dsprof.log import logger
 from dsprof.metrics.noise import StepNoise, disturbance, profiled_on_cpu_share, step_noise
@@ -286,8 +286,9 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
         return replace(f, severity="info", data={**f.data, "withheld": ctx.disturbance},
                        explanation=f"{f.explanation} Withheld: {why}, so this time is not the "
                                    "program's.".strip())
-    # (a saving priced at calibrated costs, from shapes alone, does not read the op times)
-    if f.analyzer in OP_TIME_ANALYZERS and not ctx.on_gpu and not f.data.get("op_times_unused"):
+    # (a saving priced at calibrated thread-CPU costs, from shapes alone, reads no op time)
+    if f.analyzer in OP_TIME_ANALYZERS and not ctx.on_gpu \
+            and f.data.get(SAVING_CLOCK) != THREAD_CPU:
         share = profiled_on_cpu_share(ctx.run)
         if share is not None and share < MIN_ON_CPU_SHARE:
             return replace(

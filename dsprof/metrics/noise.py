@@ -11,6 +11,11 @@ deviation for normal data, but a few outliers do not move it). A claim is *measu
 ``dsprof verify`` with as many steps per arm could tell it apart from no change: the
 difference of two medians of ``n`` steps has a standard error of about
 ``1.2533 x sd x sqrt(2 / n)``; a change below two of those is inside the noise.
+
+Between runs the step-to-step spread is not the whole noise: a run's median step moves with the
+machine's load from one run to the next. A comparison run in rounds (a baseline run, then a
+run with the fix) is judged per round (:func:`paired_change`: the mean of the rounds' changes,
+with Student's t over their spread, :func:`t_975`).
 """
 
 from __future__ import annotations
@@ -160,3 +165,70 @@ def disturbance(run: Run) -> str | None:
     if run.meta.get("source") != "run":
         return None
     return run_disturbance(run.meta.get("settings") or {}, run.meta.get("env") or {})
+
+
+# Student's t, 0.975 quantile, by degrees of freedom 1-30: the half-width of a two-sided 95 %
+# interval of a mean, in standard errors, when the sd is itself estimated from df + 1 values
+# (with two values it rests on one difference, and two standard errors would be far too lax).
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_975(df: int) -> float:
+    """Student's t 0.975 quantile for ``df`` >= 1 degrees of freedom (tabled to 30; beyond,
+    1.96 + 2.5 / df, within 0.002 of the exact value)."""
+    if df < 1:
+        raise ValueError(f"Student's t needs at least 1 degree of freedom, not {df}")
+    return _T_975[df - 1] if df <= len(_T_975) else 1.96 + 2.5 / df
+
+
+@dataclass(frozen=True)
+class PairedChange:
+    """The change of the step time between two arms run in rounds (a baseline run, then a run
+    with the fix, per round, as ``dsprof verify --rounds N`` runs them): per round ``k``,
+    ``d_k`` = the median steady step of baseline ``k`` - that of fix ``k``.
+
+    A run's median step moves with the machine's load from one run to the next by as much as
+    a small saving, and all steps of one run share that run's load: pooling the steps of
+    several runs and taking the step-to-step spread as the noise treats them as independent
+    and misses it. Pairing a baseline with the fix run next to it takes out the load both
+    share; what is left between rounds is the noise of the change itself. The change is the
+    mean of ``d_k`` (the interval below is the mean's; each ``d_k`` is already a difference of
+    medians, so one slow step does not move it, and a round under a burst of load widens the
+    interval instead of hiding), its band Student's ``t(0.975, k - 1) x sd(d_k) / sqrt(k)``:
+    a two-sided 95 % interval."""
+
+    diffs_s: tuple[float, ...]
+
+    @property
+    def rounds(self) -> int:
+        return len(self.diffs_s)
+
+    @property
+    def mean_s(self) -> float:
+        return sum(self.diffs_s) / len(self.diffs_s)
+
+    @property
+    def sd_s(self) -> float | None:
+        """The sample standard deviation of ``d_k`` (None under two rounds)."""
+        if self.rounds < 2:
+            return None
+        m = self.mean_s
+        return math.sqrt(sum((d - m) ** 2 for d in self.diffs_s) / (self.rounds - 1))
+
+    @property
+    def band_s(self) -> float | None:
+        """The half-width of the 95 % interval of the mean change (None under two rounds)."""
+        sd = self.sd_s
+        return None if sd is None else t_975(self.rounds - 1) * sd / math.sqrt(self.rounds)
+
+
+def paired_change(baseline_runs_s: list[list[float]],
+                  fixed_runs_s: list[list[float]]) -> PairedChange | None:
+    """The paired change of rounds given as each arm's runs in round order (run ``k`` of one
+    arm pairs with run ``k`` of the other), each run its steady step times in seconds. A round
+    in which either run has no steady step is left out; None when no round is left."""
+    diffs = tuple(float(np.median(b)) - float(np.median(f))
+                  for b, f in zip(baseline_runs_s, fixed_runs_s, strict=True) if b and f)
+    return PairedChange(diffs) if diffs else None

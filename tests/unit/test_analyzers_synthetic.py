@@ -254,8 +254,10 @@ def _gpu_matmuls(dtype: str, kernel: str):
                            kernels=table(*kernels))
 
 
-def _optimizer(child: str, n_children: int = 40, cls: str = "Adam"):
-    """``cls``.step of step 1 on CPU: ``n_children`` ops under the span, 4 small parameters."""
+def _optimizer(child: str, n_children: int = 40, cls: str = "Adam",
+               steps_table: dict | None = None):
+    """``cls``.step of step 1 on CPU: ``n_children`` ops under the span, 4 small parameters
+    (two 20 ms steps, or ``steps_table``)."""
     ops = [{"id": 1, "step": 1, "name": f"Optimizer.step#{cls}.step", "cat": "user_annotation",
             "thread": 1, "start_ns": 10 * MS, "dur_ns": 5 * MS}]
     ops += [{"id": 2 + i, "step": 1, "name": child, "cat": "cpu_op", "parent_id": 1,
@@ -266,7 +268,7 @@ def _optimizer(child: str, n_children: int = 40, cls: str = "Adam"):
              "input_shapes": "[[64, 64]]", "dtypes": '["float"]', "phase": "backward"}
             for i in range(4)]
     return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
-                           steps=steps([20, 20]), ops=table(*ops))
+                           steps=steps_table or steps([20, 20]), ops=table(*ops))
 
 
 def _pointwise(shapes: list[str]):

@@ -77,10 +77,10 @@ def test_the_cpu_finding_prices_the_loop_and_the_fused_kernel():
     assert "us an op" in f.explanation and "us a tensor" in f.explanation
 
 
-def test_a_loop_faster_than_priced_is_capped_at_its_profiled_time():
-    # GIVEN a loop of 100 ops over 25 parameters of 16 x 16 that took 2 us an op with its
-    # Python (0.1995 ms from first start to last end), on a machine faster than the
-    # calibration's 2.37 us an op
+def _fast_loop() -> Run:
+    """A loop of 100 ops over 25 parameters of 16 x 16 that took 2 us an op with its Python
+    (0.1995 ms from first start to last end), on a machine faster than the calibration's
+    2.37 us an op."""
     ops = [{"id": 1, "step": 1, "name": "Optimizer.step#Adam.step", "cat": "user_annotation",
             "thread": 1, "start_ns": 10 * MS, "dur_ns": MS}]
     names = ("aten::lerp_", "aten::mul_", "aten::sqrt", "aten::addcdiv_")
@@ -88,8 +88,13 @@ def test_a_loop_faster_than_priced_is_capped_at_its_profiled_time():
              "thread": 1, "start_ns": 10 * MS + i * 2000, "dur_ns": 1500, "phase": "optimizer",
              "input_shapes": "[[16, 16], []]", "dtypes": '["float", "double"]'}
             for i in range(100)]
-    run = Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
-                          steps=steps([20, 20]), ops=table(*ops))
+    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
+                           steps=steps([20, 20]), ops=table(*ops))
+
+
+def test_a_loop_faster_than_priced_is_capped_at_its_profiled_time():
+    # GIVEN a loop that ran faster than its price
+    run = _fast_loop()
     f = next(f for f in analyze(run, only=("fusion_optimizer",), write=False).findings
              if f.kind == "fusion.optimizer")
     # THEN the parameters are read from the loop's ops, and the saving is the profiled loop
@@ -261,3 +266,24 @@ def test_an_uncalibrated_optimizer_is_found_even_where_its_priced_saving_is_smal
     # AND a calibrated Adam's loop of the same size stays under the cut: not found
     adam = analyze(_optimizer("aten::mul_", 8), only=("fusion_optimizer",), write=False)
     assert not [f for f in adam.findings if f.kind == "fusion.optimizer"]
+
+
+def test_a_priced_cpu_saving_says_its_clock_and_stays_ranked_on_a_loaded_machine():
+    # GIVEN Adam's loop of 200 ops on CPU (priced 0.5 ms), profiled while the training thread
+    # ran on a CPU 5 of each 20 ms step (other processes held the cores)
+    loaded = steps([20, 20], cpu_ns=[5 * MS] * 2, data_wait_ns=[0, 0], rank=[0, 0])
+    f = next(f for f in analyze(_optimizer("aten::mul_", 200, steps_table=loaded),
+                                write=False).findings if f.kind == "fusion.optimizer")
+    # THEN its saving is in the thread's CPU time, priced from what the update touches, so
+    # the loaded-machine rule (for op-time estimates) leaves it ranked
+    assert f.data["saving_clock"] == "thread_cpu"
+    assert f.severity != "info" and "impact_unknown" not in f.data
+
+
+def test_a_saving_capped_at_the_loops_profiled_time_is_in_op_time():
+    # GIVEN the loop faster than priced, whose saving is its profiled extent less the fused
+    # kernel's price
+    f = next(f for f in analyze(_fast_loop(), only=("fusion_optimizer",), write=False).findings
+             if f.kind == "fusion.optimizer")
+    # THEN it does not claim the thread-CPU clock: it rests on an op time
+    assert "saving_clock" not in f.data

@@ -210,3 +210,31 @@ def test_verify_says_no_measurable_change_inside_the_arms_spread():
     assert noisy.measurable is False and noisy.band_s > 0.204
     assert steady.measurable is True
     assert noisy.to_json()["measurable"] is False
+
+
+def test_student_t_for_a_few_rounds_and_many():
+    from dsprof.metrics.noise import t_975
+
+    assert t_975(1) == pytest.approx(12.706)
+    assert t_975(3) == pytest.approx(3.182)
+    assert t_975(30) == pytest.approx(2.042)
+    assert t_975(60) == pytest.approx(2.000, abs=0.003)
+    assert t_975(1000) == pytest.approx(1.962, abs=0.003)
+    with pytest.raises(ValueError):
+        t_975(0)
+
+
+def test_paired_change_is_per_round_and_leaves_out_a_round_without_steps():
+    from dsprof.metrics.noise import paired_change
+
+    # GIVEN three rounds: medians 10 vs 9, 12 vs 10.5, and a fix run with no steady step
+    p = paired_change([[10.0, 10.0, 11.0], [12.0, 12.0], [10.0]], [[9.0, 9.0, 8.0], [10.5], []])
+    # THEN two rounds pair: changes 1.0 and 1.5, their mean, sd and t(0.975, 1) band
+    assert p.diffs_s == (1.0, 1.5)
+    assert p.mean_s == pytest.approx(1.25)
+    assert p.sd_s == pytest.approx(0.125 ** 0.5)  # the sample sd of 1.0 and 1.5
+    assert p.band_s == pytest.approx(12.706 * p.sd_s / 2 ** 0.5)
+    # AND one round has a change but no band
+    one = paired_change([[10.0]], [[9.0]])
+    assert one.rounds == 1 and one.sd_s is None and one.band_s is None
+    assert paired_change([[]], [[9.0]]) is None
