@@ -21,9 +21,11 @@ The measured change is the mean over rounds of (median step of baseline k - that
 its band Student's t over the rounds' spread, never narrower than the pooled steps' band; both
 bands and the interval are printed. While a ranked verdict is undecided (its interval holds
 changes both within 25 % of the prediction and outside it), verify runs one more round, up to
-``--max-rounds``; the rounds each finding took are printed. Verdicts: ``within 25 %`` (the
-whole interval); ``OFF +x %`` (more than 25 % off, the prediction outside the interval);
-``inside the noise`` (still undecided after the last round: not a pass); ``outside the ranked
+``--max-rounds``; the rounds each finding took are printed. Verdicts: ``within 25 %,
+confirmed`` (the whole interval); ``within 25 % (interval wider)`` (after the last round, the
+mean change within 25 % but its interval wider: unconfirmed); ``OFF +x %`` (more than 25 %
+off, the prediction outside the interval); ``inside the noise`` (more than 25 % off, the
+prediction inside the interval: not a pass); ``outside the ranked
 list`` (dsprof makes no claim to check; no extra rounds); ``MISSED`` (a case built to show this
 problem got no finding of that kind); ``found, no knob``; ``SLOWER`` is added only when the fix
 made the step slower beyond the band.
@@ -304,7 +306,9 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
     ranked = [r for r in rows if r.get("ranked")]
     within = sum(r["verdict"].startswith("within") for r in ranked)
     noise = sum(r["verdict"].startswith("inside the noise") for r in ranked)
-    print(f"\n{within}/{len(ranked)} ranked findings within 25 % of the measured change, "
+    confirmed = sum(r["verdict"].startswith("within 25 %, confirmed") for r in ranked)
+    print(f"\n{within}/{len(ranked)} ranked findings within 25 % of the measured change "
+          f"({confirmed} confirmed: the whole interval within 25 %), "
           f"{noise} inside the noise (undecided), "
           f"{sum(r['verdict'].startswith('OFF') for r in ranked)} OFF; "
           f"{sum(r['verdict'].startswith('outside') for r in rows)} outside the ranked list; "

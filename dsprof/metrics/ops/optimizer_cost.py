@@ -7,21 +7,25 @@ from __future__ import annotations
 # The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
 # project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
 # per-parameter loop and the fused kernel in alternating steps of the same training, thread
-# CPU time of ``optimizer.step``, two runs under different load pooled). Least squares, each
-# script within 22 %: the loop costs 2.56 us an op (dispatch and the Python between ops) and
-# 0.86 ns a parameter byte (its 9-10 passes over state that forward and backward left
-# cache-cold), the fused kernel 3.74 us a tensor (its per-tensor set-up) and 0.37 ns a
-# parameter byte; the 50-60 us of ``step()`` around either is about the same and cancels.
-# The same figures moved 10-30 % between the two runs with the machine's load.
+# CPU time of ``optimizer.step``). Least squares, each script within 10 %, two runs on a quiet
+# machine (load average 0.5-0.7, 4 Dec 11:06): the loop costs 2.04-2.07 us an op (dispatch and
+# the Python between ops) and 0.58-0.63 ns a parameter byte (its 9-10 passes over state that
+# forward and backward left cache-cold), the fused kernel 2.63-2.67 us a tensor (its per-tensor
+# set-up) and 0.26-0.27 ns a parameter byte; the 66-74 us of ``step()`` around either is about
+# the same and cancels. An earlier fit that pooled runs under load 3-11 gave 2.56 us, 0.86 ns,
+# 3.74 us and 0.37 ns: thread CPU time itself grows with the load (a busy sibling core), and
+# those prices over-predicted the verify-measured savings of a quiet machine by 13-27 % (vit,
+# gan, hf_gpt2, hf_t5: benchmarks/advice.py, load 0.35-1.0). Priced savings are a quiet
+# machine's; on a loaded one the measured saving grows with the thread's slowdown.
 # The loop's own profiled time cannot be the "now": profiling inflated the loop's extent by
 # 4-97 % over its plain-script time (compiled 0.43 ms profiled, 0.22 plain; unet 1.16 and
 # 1.11), and by up to 27 % between two runs of one script (vit 1.43 and 1.81 ms), while the
 # saving is ~0.7 of the plain loop. It is still an upper bound on the loop: on a machine
 # where the loop runs faster than priced, the saving is the profiled loop less the fused cost.
-LOOP_CPU_S_PER_OP = 2.56e-6
-LOOP_CPU_S_PER_PARAM_BYTE = 0.86e-9
-FUSED_CPU_S_PER_TENSOR = 3.74e-6
-FUSED_CPU_S_PER_PARAM_BYTE = 0.37e-9
+LOOP_CPU_S_PER_OP = 2.06e-6
+LOOP_CPU_S_PER_PARAM_BYTE = 0.60e-9
+FUSED_CPU_S_PER_TENSOR = 2.65e-6
+FUSED_CPU_S_PER_PARAM_BYTE = 0.26e-9
 # The optimizers those figures were measured for. Others (Adagrad, SGD) are still found, but
 # their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
 # 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
