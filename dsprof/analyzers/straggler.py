@@ -34,7 +34,7 @@ from __future__ import annotations
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.skew import collective_skew, lateness_by_step, rank_skew
-from dsprof.metrics.noise import rank_step_spread
+from dsprof.metrics.noise import rank_step_spread, t_975
 
 MIN_LAST_SHARE = 0.75
 MIN_GAP_S = 1e-3
@@ -142,18 +142,6 @@ def step_spread_s(ctx: Context) -> float:
     return max(median, steady)
 
 
-# Student's t, one-sided 97.5 %, by degrees of freedom (steps - 1): "over two standard errors"
-# for a sample whose sd is itself estimated from a few steps (2 is the large-sample value; with
-# two steps the sd rests on one difference, and two standard errors would be far too lax).
-_T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
-          10: 2.23, 15: 2.13, 20: 2.09, 30: 2.04}
-
-
-def t_critical(df: int) -> float:
-    """The table's value at ``df``, or at the largest tabled df below it (a little stricter)."""
-    return _T_975[max(k for k in _T_975 if k <= df)] if df < 60 else 2.0
-
-
 def steadily_late(late_ns: list[int]) -> bool:
     """Mean lateness over steps above its standard error times Student's t for that many
     steps (about two standard errors from a few dozen steps on), over two or more steps."""
@@ -162,4 +150,4 @@ def steadily_late(late_ns: list[int]) -> bool:
     n = len(late_ns)
     mean = sum(late_ns) / n
     sd = (sum((x - mean) ** 2 for x in late_ns) / (n - 1)) ** 0.5
-    return mean > 0 and mean > t_critical(n - 1) * sd / n ** 0.5
+    return mean > 0 and mean > t_975(n - 1) * sd / n ** 0.5
