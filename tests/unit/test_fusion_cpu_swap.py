@@ -85,8 +85,9 @@ def test_the_cpu_gelu_rule_says_where_it_was_not_calibrated():
 
 
 def test_a_gelu_chain_in_the_in_cache_band_is_not_ranked():
-    # GIVEN the float32 chain on (256, 256): 65536 elements
-    chain = [(n, shapes.replace("2048, 2048", "256, 256"), dtypes)
+    # GIVEN the float32 chain on (400, 400): 160000 elements (a forward-only chain on 65536 is
+    # priced under the 0.5 %-of-the-step threshold at the quiet machine's costs: no finding)
+    chain = [(n, shapes.replace("2048, 2048", "400, 400"), dtypes)
              for n, shapes, dtypes in _gelu("float")]
     f = _fusion(_run(chain, "M.act"))
     # THEN it keeps its estimate, out of the ranked list, saying why
