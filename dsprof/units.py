@@ -23,6 +23,16 @@ def fmt_bytes(n: float | None, decimals: int = 2) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def fmt_rate(gbps: float | None, decimals: int = 2) -> str:
+    """A bandwidth given in GB/s, in the unit it reads best in: ``12.50 GB/s``, ``2.74 MB/s``
+    (a gloo all-reduce of a few KiB), never ``0.00 GB/s`` (``-`` for None)."""
+    if gbps is None:
+        return "-"
+    if gbps >= 0.1:
+        return f"{gbps:.{decimals}f} GB/s"
+    return f"{gbps * 1e3:.{decimals}f} MB/s" if gbps >= 1e-4 else f"{gbps * 1e6:.1f} KB/s"
+
+
 def fmt_mib(n: float | None, decimals: int = 1) -> str:
     """``12.5 MiB`` (``-`` for None): a fixed unit, for tables that compare sizes."""
     return "-" if n is None else f"{n / MIB:.{decimals}f} MiB"

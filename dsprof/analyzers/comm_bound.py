@@ -33,7 +33,7 @@ from dsprof.metrics.comm.bandwidth import bandwidth_summary
 from dsprof.metrics.comm.ddp_buckets import buckets
 from dsprof.metrics.comm.overlap import comm_overlap
 from dsprof.metrics.comm.skew import rank_skew
-from dsprof.units import fmt_bytes
+from dsprof.units import fmt_bytes, fmt_rate
 
 THRESHOLD = 0.10
 POWERSGD_RANK = 4
@@ -101,7 +101,7 @@ class CommBoundAnalyzer(Analyzer):
         link = ""
         if ar_bw and ar_bw["busbw_weighted_gbps"]:
             link = (f"All-reduce bus bandwidth (total bytes over total time) "
-                    f"{_rate(ar_bw['busbw_weighted_gbps'])}")
+                    f"{fmt_rate(ar_bw['busbw_weighted_gbps'])}")
             link += (f", {ar_bw['peak_pct']:.0f}% of {ar_bw['link']}'s nominal "
                      f"{ar_bw['peak_gbps']:.0f} GB/s. " if ar_bw["peak_pct"] is not None else ". ")
         bucket_list = sorted({(b.index, b.nbytes) for b in buckets(con) if b.nbytes})
@@ -223,13 +223,6 @@ _SYNC_LESS_OFTEN = (
     "        optimizer.step()\n"
     "        optimizer.zero_grad()\n"
     "# or a larger batch per rank: more compute for each all-reduce")
-
-
-def _rate(gbps: float) -> str:
-    """A bandwidth in the unit it reads best in (never "0.00 GB/s")."""
-    if gbps >= 0.1:
-        return f"{gbps:.2f} GB/s"
-    return f"{gbps * 1e3:.2f} MB/s" if gbps >= 1e-4 else f"{gbps * 1e6:.1f} KB/s"
 
 
 def _micro_batches(ctx: Context) -> int:

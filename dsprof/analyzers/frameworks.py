@@ -9,6 +9,8 @@ traces fall back to module type names (``...PreTrainedModel`` classes end in ``F
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from dsprof.analyzers.registry import Context
 
 _HF_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForSequenceClassification", "ForMaskedLM",
@@ -59,13 +61,29 @@ def framework_fix(ctx: Context, area: str) -> str:
 _HF_HAND_GELU = {"NewGELUActivation": "gelu_pytorch_tanh", "FastGELUActivation":
                  "gelu_pytorch_tanh", "AccurateGELUActivation": "gelu_pytorch_tanh",
                  "GELUActivation": "gelu"}
+# The config key that names the MLP activation, by the model's class-name prefix (transformers
+# 5: GPT-2, GPT-J, GPT-Neo, OPT and CodeGen say activation_function; T5 dense_act_fn; BERT,
+# LLaMA-style and most others hidden_act).
+_HF_ACT_KEYS = (("GPT2", "activation_function"), ("GPTJ", "activation_function"),
+                ("GPTNeo", "activation_function"), ("OPT", "activation_function"),
+                ("CodeGen", "activation_function"), ("T5", "dense_act_fn"),
+                ("MT5", "dense_act_fn"))
 
 
+class HfActivation(NamedTuple):
+    """A transformers model's own switch for its hand-written GELU."""
 
-def hf_activation(ctx: Context, modules: list[str]) -> tuple[str, str] | None:
-    """(config value, class names) when every one of ``modules`` is a transformers activation
-    module that computes GELU op by op (the hand-written GELU found in them): the model's own
-    switch is its config's activation, not an edit of library code. Else None."""
+    model: str  # the model's class (the root of the module paths)
+    key: str  # the config key naming the activation
+    value: str  # the config value naming the library op
+    classes: str  # the activation module classes found
+
+
+def hf_activation(ctx: Context, modules: list[str]) -> HfActivation | None:
+    """The switch when every one of ``modules`` is a
+    transformers activation module that computes GELU op by op (the hand-written GELU found in
+    them): the model's own switch is its config's activation, not an edit of library code.
+    The key follows the model's class (``modules`` are named from it). Else None."""
     if not modules or not ctx.run.has("modules"):
         return None
     types = {str(t) for (t,) in ctx.run.sql(
@@ -75,14 +93,15 @@ def hf_activation(ctx: Context, modules: list[str]) -> tuple[str, str] | None:
     if len(values) != 1 or None in values:
         return None
     (value,) = values
-    return str(value), ", ".join(sorted(types))
+    root = modules[0].split(".", 1)[0]
+    key = next((k for prefix, k in _HF_ACT_KEYS if root.startswith(prefix)), "hidden_act")
+    return HfActivation(root, key, str(value), ", ".join(sorted(types)))
 
 
-def hf_activation_fix(value: str, classes: str) -> str:
+def hf_activation_fix(hf: HfActivation) -> str:
     """The config lines that swap a transformers hand-written GELU for the library op."""
-    return (f"# Hugging Face: the model's config chose this activation ({classes}); "
-            f'"{value}" is the\n# same function as one library op. Set it where the config '
-            "is built (the key: activation_function\n# on GPT-2, OPT, GPT-Neo; hidden_act on "
-            "BERT and LLaMA-style models; dense_act_fn on T5):\n"
-            f'config.activation_function = "{value}"\n'
-            f'# or: AutoModelForCausalLM.from_pretrained(name, activation_function="{value}")')
+    return (f"# Hugging Face: the model's config chose this activation ({hf.classes}); "
+            f'"{hf.value}" is the\n# same function as one library op. Set it where the config '
+            "is built:\n"
+            f'config.{hf.key} = "{hf.value}"\n'
+            f'# or: {hf.model}.from_pretrained(name, {hf.key}="{hf.value}")')

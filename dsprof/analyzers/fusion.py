@@ -198,9 +198,9 @@ class FusionAnalyzer(Analyzer):
         title, fix = _advice(kind, where, chain_txt, items[0][0])
         hf = hf_activation(ctx, modules) if kind == "fusion.hand_gelu" else None
         if hf is not None:  # library code: the switch is the model's config
-            title = (f'Use the activation "{hf[0]}" in the model config: {hf[1]} in '
+            title = (f'Use the activation "{hf.value}" in the model config: {hf.classes} in '
                      f"{where} is a hand-written GELU")
-            fix = hf_activation_fix(*hf)
+            fix = hf_activation_fix(hf)
         time_word = "device" if table.device else "host"
         # the fix compiles the module on a CPU: measured slower than eager there (see below)
         compile_on_cpu = not table.device and not (whole and library_op(kind, names))

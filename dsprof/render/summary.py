@@ -12,7 +12,7 @@ from dsprof.findings_file import Analysis
 from dsprof.render.layout import print_titled
 from dsprof.render.safe_text import esc, plain
 from dsprof.reports.summary_data import RunSummary, StepStats
-from dsprof.units import fmt_bytes, fmt_ms
+from dsprof.units import fmt_bytes, fmt_ms, fmt_rate
 
 __all__ = ["fmt_bytes", "fmt_ms", "render_full"]
 
@@ -220,7 +220,7 @@ def _comms(summary: RunSummary, console: Console) -> None:
         bw = k["busbw_gbps"]
         t.add_row(plain(k["collective"]), f"{k['calls']:,}", f"{k['calls_per_step']:.1f}",
                   fmt_bytes(k["bytes_per_call"]), fmt_bytes(k["bytes"]),
-                  "-" if bw is None else f"{bw:.1f} GB/s")
+                  fmt_rate(bw, 1))
     console.print()
     print_titled(console, t)
     for o in c.overlap:

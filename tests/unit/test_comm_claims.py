@@ -10,9 +10,10 @@ from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, SCRIPT, steps, table
 
 
-def _late_all_reduce(nbytes: int) -> Run:
+def _late_all_reduce(nbytes: int, micro_batches: int = 0) -> Run:
     """Step 1 (100 ms): backward 100-150 ms, then one fp32 all-reduce of ``nbytes`` issued at
-    152 ms and running 30 ms on gloo's thread with nothing else running: all of it exposed."""
+    152 ms and running 30 ms on gloo's thread with nothing else running: all of it exposed.
+    ``micro_batches``: that many ``DistributedDataParallel.forward`` spans in the step."""
     ops = [
         {"id": 1, "step": 1, "name": "autograd::engine::evaluate_function: MmBackward0",
          "cat": "cpu_op", "depth": 0, "thread": 1, "start_ns": 100 * MS, "dur_ns": 50 * MS,
@@ -22,6 +23,9 @@ def _late_all_reduce(nbytes: int) -> Run:
         {"id": 3, "step": 1, "name": "gloo:all_reduce", "cat": "user_annotation", "depth": 0,
          "thread": 2, "start_ns": 152 * MS, "dur_ns": 30 * MS},
     ]
+    ops += [{"id": 10 + i, "step": 1, "name": "DistributedDataParallel.forward",
+             "cat": "user_annotation", "depth": 0, "thread": 1, "start_ns": (90 + i) * MS,
+             "dur_ns": MS // 2} for i in range(micro_batches)]
     comms = table({"step": 1, "collective": "all_reduce", "dtype": "float", "group_size": 2,
                    "in_bytes": nbytes, "out_bytes": nbytes, "start_ns": 152 * MS,
                    "dur_ns": 30 * MS, "call_ns": 152 * MS, "source": "gloo"})
@@ -73,3 +77,23 @@ def test_exposed_time_far_beyond_what_the_bytes_take_is_latency_not_a_compressio
 def test_a_tiny_bus_bandwidth_is_printed_in_its_unit_not_as_zero():
     (f,) = analyze(_late_all_reduce(12 << 10), write=False, only=("comm_bound",)).findings
     assert "0.00 GB/s" not in f.explanation
+
+
+
+def test_a_script_that_already_accumulates_is_told_to_accumulate_more():
+    # GIVEN the latency-bound all-reduce of a step that ran DDP's forward twice (two
+    # micro-batches, the first under no_sync, as nanoGPT does)
+    (f,) = analyze(_late_all_reduce(12 << 10, micro_batches=2), write=False,
+                   only=("comm_bound",)).findings
+    # THEN the fix does not paste an accumulation loop the script already has
+    assert f.data["latency_bound"] and f.saving_s == 0
+    assert "already accumulates 2 micro-batches" in f.fix and "for i, batch" not in f.fix
+    assert "2 forward passes of DistributedDataParallel" in f.explanation
+
+
+def test_bandwidths_print_in_the_unit_they_read_best_in():
+    from dsprof.units import fmt_rate
+
+    assert fmt_rate(12.5) == "12.50 GB/s" and fmt_rate(12.5, 1) == "12.5 GB/s"
+    assert fmt_rate(0.00274) == "2.74 MB/s" and fmt_rate(None) == "-"
+    assert fmt_rate(2e-6) == "2.0 KB/s"

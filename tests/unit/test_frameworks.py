@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.comm_overlap import _buckets_per_step, uses_ddp
 from dsprof.analyzers.frameworks import framework_fix, frameworks
 from dsprof.analyzers.registry import Context
@@ -47,3 +49,41 @@ def test_ddp_with_buckets_gets_no_all_reduce_during_backward_advice(tmp_path):
 
         found = analyze(run, write=False).findings
     assert not [f for f in found if f.kind == "comm.poor_overlap"]
+
+
+@pytest.mark.parametrize(("model", "act", "key", "value"), [
+    ("GPT2LMHeadModel", "NewGELUActivation", "activation_function", "gelu_pytorch_tanh"),
+    ("BertForMaskedLM", "GELUActivation", "hidden_act", "gelu"),
+    ("T5ForConditionalGeneration", "NewGELUActivation", "dense_act_fn", "gelu_pytorch_tanh"),
+])
+def test_a_transformers_hand_gelu_is_switched_by_its_models_own_config_key(model, act, key,
+                                                                             value):
+    from types import SimpleNamespace
+
+    from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    # GIVEN a model whose MLP activation module is transformers' op-by-op GELU
+    path = f"{model}.layer.0.mlp.act"
+    run = Run.from_tables(meta=SCRIPT, modules=table(
+        {"rank": 0, "name": model, "type": model, "depth": 0},
+        {"rank": 0, "name": path, "type": act, "depth": 4}))
+    # WHEN its hand-written GELU gets the model's own switch
+    hf = hf_activation(SimpleNamespace(run=run), [path])
+    # THEN the config key is that model family's, and the fix names the model's class
+    assert hf is not None and (hf.key, hf.value) == (key, value)
+    fix = hf_activation_fix(hf)
+    assert f'config.{key} = "{value}"' in fix and f"{model}.from_pretrained(" in fix
+
+
+def test_a_gelu_module_that_is_not_transformers_gets_no_config_switch():
+    from types import SimpleNamespace
+
+    from dsprof.analyzers.frameworks import hf_activation
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    run = Run.from_tables(meta=SCRIPT, modules=table(
+        {"rank": 0, "name": "MLP.act", "type": "MyGELU", "depth": 1}))
+    assert hf_activation(SimpleNamespace(run=run), ["MLP.act"]) is None
