@@ -171,7 +171,8 @@ class FusionAnalyzer(Analyzer):
                     saving = sum(library_op_saving(c, b > 0, cost)
                                  for c, _, _, b in items) / table.n_steps
                     unknown = uncalibrated(library, chain_numel(items[0][0]) or 0,
-                                           chain_dtype(items[0][0]))
+                                           chain_dtype(items[0][0]),
+                                           has_backward=any(b > 0 for _, _, _, b in items))
             if library is None and not table.device:
                 # the fix compiles the module: each call pays dynamo's guards and the compiled
                 # graph's wrapper, forward and backward, which small chains do not win back

@@ -11,13 +11,22 @@ from tests.unit.test_analyzers_synthetic import MS, SCRIPT, steps, table
 X = "[[2048, 2048]]"
 
 
-def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19) -> Run:
-    """One profiled forward of ``chain`` ((name, input shapes, dtypes), 2 ms an op) as the whole
-    forward of ``module``, in step 1 of two 20 ms steps on an idle machine."""
+def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19,
+         backward: bool = True) -> Run:
+    """One profiled forward of ``chain`` ((name, input shapes, dtypes), 1 ms an op) as the whole
+    forward of ``module``, and (``backward``) each op's autograd node run in the backward
+    (linked by the op's sequence number, 0.5 ms each), in step 1 of two 20 ms steps on an idle
+    machine."""
     ops = [{"id": i + 1, "step": 1, "name": "aten::" + n, "cat": "cpu_op", "thread": 1,
-            "start_ns": (2 + 2 * i) * MS, "dur_ns": 2 * MS, "phase": "forward",
-            "input_shapes": shapes, "dtypes": dtypes, "module": module}
+            "start_ns": (1 + i) * MS, "dur_ns": MS, "phase": "forward",
+            "input_shapes": shapes, "dtypes": dtypes, "module": module, "seq": 100 + i}
            for i, (n, shapes, dtypes) in enumerate(chain)]
+    if backward:
+        ops += [{"id": 100 + i, "step": 1, "cat": "cpu_op", "thread": 1,
+                 "name": f"autograd::engine::evaluate_function: {n.title()}Backward0",
+                 "start_ns": (10 + i // 2) * MS + (i % 2) * MS // 2, "dur_ns": MS // 2,
+                 "phase": "backward", "module": module, "seq": 100 + len(chain) - 1 - i}
+                for i, (n, _, _) in enumerate(chain)]
     st = steps([20, 20], cpu_ns=[int(cpu_ms * MS)] * 2, data_wait_ns=[0, 0], rank=[0, 0])
     return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
                            steps=st, ops=table(*ops))
@@ -41,6 +50,16 @@ def test_a_float32_gelu_swap_on_cpu_is_ranked_at_the_calibrated_costs():
     assert f.kind == "fusion.hand_gelu" and f.apply == {"DS_LIBRARY_OP": "M.act=gelu_tanh"}
     assert f.saving_s > 0 and f.severity != "info" and "impact_unknown" not in f.data
     assert "measured in training at full speed" in f.explanation
+
+
+def test_an_inference_only_gelu_swap_on_cpu_is_not_ranked():
+    # GIVEN the calibrated float32 chain run without autograd (no backward nodes): the prices
+    # are fitted on training steps, and the forward alone saved well under their forward half
+    f = _fusion(_run(_gelu("float"), "M.act", backward=False))
+    # THEN it is found, out of the ranked list, saying why
+    assert f.kind == "fusion.hand_gelu" and f.severity == "info"
+    assert "without autograd" in f.data["impact_unknown"]
+    assert "Impact unknown; verify to measure" in f.explanation
 
 
 def test_a_bf16_gelu_swap_on_cpu_is_not_ranked():

@@ -142,10 +142,18 @@ def cpu_swap_saving(n_ops: int, intermediate_bytes: int, numel: int, has_backwar
     return fwd, bwd
 
 
-def uncalibrated(library: str, numel: int, dtype: str | None) -> str | None:
+def uncalibrated(library: str, numel: int, dtype: str | None,
+                 has_backward: bool = True) -> str | None:
     """Why :func:`cpu_swap_saving` cannot price this chain (None: it can): the erf form, a
-    dtype other than float32, or a tensor size in the in-cache band (see the module docstring
-    for the figures)."""
+    dtype other than float32, a tensor size in the in-cache band, or a chain run without
+    autograd (see the module docstring for the figures)."""
+    if not has_backward:
+        # the constants are fitted on forward + backward; the forward alone measured 10.3-10.6
+        # us and 0.73-1.06 ms saved on (32, 256) and (2048, 256), where their forward half
+        # gives 44 us and 1.42 ms (benchmarks/gelu_swap_cpu.py's shapes, 4 Dec)
+        return (f"{library} swap without autograd (inference) on CPU: the prices are "
+                "fitted on training steps, and the forward alone saved 23-75 % of their "
+                "forward half")
     if library != "gelu_tanh":
         return f"{library} chain on CPU not calibrated (its own erf is compute-bound)"
     if dtype not in CALIBRATED_DTYPES:
