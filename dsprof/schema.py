@@ -89,6 +89,13 @@ STEPS = Table(
         Column("cpu_ns", _I64,
                "CPU time of the thread that marked the step, during the step (dur_ns minus this "
                "is time that thread waited: GPU syncs, I/O, data workers); null for imports"),
+        Column("gc_ns", _I64,
+               "wall time Python's cyclic garbage collector ran during the step (any thread); "
+               "null for imports, runs recorded before this column, and boundaries found after "
+               "the fact"),
+        Column("gc_generation", _I32,
+               "oldest generation (0-2) the garbage collector collected during the step; null "
+               "when it did not run, and where gc_ns is null"),
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
                "backward (end of a backward() call, when no optimizer steps), trace "

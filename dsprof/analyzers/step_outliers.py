@@ -10,10 +10,10 @@ reported as such). At least 5 steady steps are needed.
 What differed, per outlier, from the columns every step has: time waiting for data
 (``data_wait_ns``), time the stepping thread was off the CPU (``dur_ns - cpu_ns``: I/O,
 syncs, other processes), and, when the outlier and a normal step were both profiled, the ops
-whose self time grew most. Outliers that recur at a fixed interval (every N steps) are named as
+whose self time grew most, and the time Python's garbage collector ran (``gc_ns``). Outliers that recur at a fixed interval (every N steps) are named as
 periodic work (evaluation, checkpoint saving, logging).
 
-Four verdicts, and only the last one is a saving:
+Five verdicts, and only the last one is a saving:
 
 - ``steps.warmup``: the outliers are the first k steady steps and the run settles after them
   (at least ``MIN_STEPS`` normal steps follow): one-time work (lazy initialisation, the
@@ -21,6 +21,8 @@ Four verdicts, and only the last one is a saving:
 - ``steps.noise``: most outliers were slow because the process was off the CPU (wall time
   minus the stepping thread's CPU time grew), on a CPU run with no data wait to explain it:
   other processes or I/O on this machine, not the program. No saving.
+- ``steps.gc``: every outlier spent at least half its excess in Python's cyclic garbage
+  collector (``steps.gc_ns``): the runtime's work, named with the generation, no saving.
 - ``steps.periodic``: the outliers recur every N steps: work the script asks for (evaluation,
   checkpoint saving, logging), named with the source lines that ran only in those steps when
   dsprof saw them (host syncs). Its cost is stated; it is not a saving, since the script wants
@@ -40,7 +42,7 @@ import numpy as np
 
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
-from dsprof.metrics.noise import steady_steps
+from dsprof.metrics.noise import has_column, steady_steps
 
 MIN_STEPS = 5
 # Outliers are "noise on this machine" when at least this share of them waited off the CPU.
@@ -48,6 +50,9 @@ NOISE_SHARE = 0.5
 # Sporadic outliers with no wait to explain them must be this much slower than the median to
 # be the program's (more work in those steps) rather than step-to-step noise.
 MIN_SLOWDOWN = 1.5
+# A slow step is the garbage collector's when a collection took at least this share of the
+# time it ran over the median (beyond the collections of a normal step).
+GC_SHARE = 0.5
 
 
 def outlier_limit(durations: np.ndarray) -> float:
@@ -70,8 +75,10 @@ class StepOutliers(Analyzer):
         out: list[Finding] = []
         for (rank,) in ctx.run.sql("SELECT DISTINCT rank FROM steps ORDER BY rank"):
             steady = [s for s, _, _ in steady_steps(ctx.run, int(rank))]
-            rows = ctx.run.sql("""
-                SELECT step, start_ns, end_ns, dur_ns, cpu_ns, data_wait_ns, profiled
+            gc = ("gc_ns, gc_generation" if has_column(ctx.run, "steps", "gc_ns")
+                  else "NULL, NULL")  # runs recorded before the garbage collector's columns
+            rows = ctx.run.sql(f"""
+                SELECT step, start_ns, end_ns, dur_ns, cpu_ns, data_wait_ns, profiled, {gc}
                 FROM steps WHERE rank = ? AND dur_ns > 0
                   AND step IN (SELECT unnest(?::BIGINT[])) ORDER BY step""", [rank, steady])
             if len(rows) >= MIN_STEPS:
@@ -87,19 +94,41 @@ class StepOutliers(Analyzer):
         slow = [r for r in rows if r[3] > limit]
         if not slow:
             return None
-        excess = sum(r[3] - med for r in slow)
         normal = [r for r in rows if r[3] <= limit]
+        base_gc = _median([r[7] for r in normal]) or 0
+
+        def collected(r: tuple) -> bool:
+            return r[7] is not None and r[7] - base_gc > GC_SHARE * (r[3] - med)
+
+        # Outliers that were the garbage collector are set aside (named in the explanation):
+        # the verdict on the others must not borrow their slowdown or their time.
+        set_aside = [r for r in slow if collected(r)]
+        if len(set_aside) < len(slow):
+            slow = [r for r in slow if not collected(r)]
+        else:
+            set_aside = []
+        excess = sum(r[3] - med for r in slow)
         base_wait = _median([r[5] for r in normal])
         base_off = _median([r[3] - r[4] for r in normal if r[4] is not None])
         evidence = []
         causes: Counter[str] = Counter()
-        for step, start, end, d, cpu, wait, profiled in slow[:20]:
+        gc_generations = set()
+        for row in slow[:20]:
+            step, start, end, d, cpu, wait, profiled, gc_ns, gc_gen = row
             parts = [f"step {step}: {d / 1e6:.1f} ms (median {med / 1e6:.1f} ms)"]
             extra = d - med
-            if wait is not None and base_wait is not None and wait - base_wait > 0.3 * extra:
+            if collected(row):
+                # a collection: the runtime's work, whatever else the step did
+                parts.append(f"Python garbage collection {gc_ns / 1e6:.1f} ms (generation "
+                             f"{gc_gen})")
+                causes["gc"] += 1
+                gc_generations.add(gc_gen)
+            elif wait is not None and base_wait is not None and wait - base_wait > 0.3 * extra:
                 parts.append(f"data wait +{(wait - base_wait) / 1e6:.1f} ms")
                 causes["data"] += 1
-            if cpu is not None and base_off is not None and (d - cpu) - base_off > 0.3 * extra:
+            if collected(row):
+                pass  # on the CPU, in the collector: neither waiting nor the script's compute
+            elif cpu is not None and base_off is not None and (d - cpu) - base_off > 0.3 * extra:
                 parts.append(f"off-CPU +{((d - cpu) - base_off) / 1e6:.1f} ms (waiting: I/O, "
                              "syncs, other processes)")
                 causes["waiting"] += 1
@@ -129,6 +158,22 @@ class StepOutliers(Analyzer):
             fix = ("# Nothing to change in the script: the first steps pay one-time work\n"
                    "# (lazy initialisation, the allocator's and caches' warm-up, autotuning)\n"
                    "# that a longer run amortizes. To time steps, leave these out.")
+        elif causes["gc"] == len(slow[:20]):
+            kind = "steps.gc"
+            saving = 0.0  # the runtime's periodic work: its cost is stated, not promised away
+            gens = "/".join(str(g) for g in sorted(g for g in gc_generations if g is not None))
+            title = (f"{len(slow)} of {len(rows)} steps on rank {rank} "
+                     f"{'was' if len(slow) == 1 else 'were'} slow because Python's garbage "
+                     f"collector ran in {'it' if len(slow) == 1 else 'them'} (generation "
+                     f"{gens}, up to "
+                     f"{max(r[7] for r in slow) / 1e6:.1f} ms): the runtime's periodic work, "
+                     "not the script's")
+            fix = ("# Nothing to change at this size: the cyclic garbage collector runs when\n"
+                   "# allocations of Python objects cross its thresholds (a run under dsprof\n"
+                   "# allocates more and collects sooner than the plain script). If collections\n"
+                   "# grow with many long-lived objects, freeze them once set-up is done:\n"
+                   "import gc\n"
+                   "gc.freeze()  # after building the model, optimizer and data loaders")
         elif period:
             every, residue = period
             periodic = [r for r in slow if r[0] % every == residue]
@@ -183,7 +228,7 @@ class StepOutliers(Analyzer):
                          f"(median {med / 1e6:.1f} ms). Together they run "
                          f"{excess / 1e6:.1f} ms over the median, {per_step * 1e3:.2f} ms "
                          f"{ctx.per_step} on average over {len(rows)} steps. Likely causes by "
-                         f"step: {cause_txt}."),
+                         f"step: {cause_txt}." + _set_aside_text(set_aside)),
             evidence=tuple(evidence), fix=fix,
             verify=("no change is proposed: in a longer run the median stays and the "
                     "warm-up's share of the mean step time shrinks"
@@ -193,6 +238,16 @@ class StepOutliers(Analyzer):
                   "period": period[0] if period else None,
                   "excess_ms_per_step": per_step * 1e3,
                   "steps": [int(r[0]) for r in slow]})
+
+
+def _set_aside_text(rows: list[tuple]) -> str:
+    """The outliers left out of the verdict because the garbage collector ran in them."""
+    if not rows:
+        return ""
+    steps = ", ".join(f"{r[0]} ({r[7] / 1e6:.1f} ms, generation {r[8]})" for r in rows[:8])
+    one = len(rows) == 1
+    return (f" Left out: {'step' if one else 'steps'} {steps}, slow because Python's garbage "
+            f"collector ran in {'it' if one else 'them'} (the runtime's work).")
 
 
 def _warmup_prefix(slow: list[tuple], rows: list[tuple]) -> int:

@@ -23,6 +23,7 @@ enough for every step of the run.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import weakref
@@ -62,6 +63,15 @@ class StepCollector:
         self.rss_bytes: list[int | None] = []
         self.device_peak_bytes: list[int | None] = []
         self.cpu_ns: list[int] = []
+        # Python's cyclic garbage collector, per step: wall ns inside collections and the
+        # oldest generation collected (gc.callbacks: called only when a collection runs, so
+        # nothing is paid per step). A slow step that was a collection is the runtime's
+        # periodic work, not the script's (step_outliers).
+        self.gc_ns: list[int | None] = []
+        self.gc_generation: list[int | None] = []
+        self._gc_ns = 0
+        self._gc_generation: int | None = None
+        self._gc_started: int | None = None
         self.data_wait_ns: list[int | None] = []
         self.batch_size: list[int | None] = []
         self._cpu_start = time.thread_time_ns()
@@ -104,6 +114,7 @@ class StepCollector:
         self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
         self.closures.install()
         self.backward.install()
+        gc.callbacks.append(self._gc_event)
         self.device.reset_peak()
         logger.debug("step collector: optimizer step hooks and backward watch installed")
 
@@ -113,7 +124,19 @@ class StepCollector:
             self._hook = None
         self.closures.uninstall()
         self.backward.uninstall()
+        if self._gc_event in gc.callbacks:
+            gc.callbacks.remove(self._gc_event)
         self.settle()
+
+    def _gc_event(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter_ns()
+        elif self._gc_started is not None:
+            self._gc_ns += time.perf_counter_ns() - self._gc_started
+            self._gc_started = None
+            gen = info.get("generation")
+            if isinstance(gen, int) and (self._gc_generation is None or gen > self._gc_generation):
+                self._gc_generation = gen
 
     def settle(self) -> None:
         """At exit: backward ends still kept aside become the steps if nothing else marked
@@ -229,6 +252,11 @@ class StepCollector:
         memory and data-loader figures null: they were not read at that moment."""
         self.cpu_ns.append(cpu - self._cpu_start)
         self._cpu_start = cpu
+        # a boundary found after the fact (sample=False) cannot say which of the steps
+        # since the last one held the collections: null
+        self.gc_ns.append(self._gc_ns if sample else None)
+        self.gc_generation.append(self._gc_generation if sample else None)
+        self._gc_ns, self._gc_generation = 0, None
         step = len(self.boundaries_ns)
         start = self.boundaries_ns[-1] if step else self.start_ns
         self.boundaries_ns.append(end)
@@ -268,6 +296,8 @@ class StepCollector:
             "rss_bytes": self.rss_bytes,
             "device_peak_bytes": self.device_peak_bytes,
             "cpu_ns": self.cpu_ns,
+            "gc_ns": self.gc_ns,
+            "gc_generation": self.gc_generation,
             "data_wait_ns": self.data_wait_ns,
             "batch_size": self.batch_size,
             "loss_scale": [self.scaler[i][0] if i in self.scaler else None for i in range(n)],

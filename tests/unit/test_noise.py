@@ -27,8 +27,10 @@ SETTINGS = {"wait": 5, "warmup": 1, "active": 3}
 
 def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = None,
              env: dict[str, str] | None = None, settings: dict | None = None,
-             windows: list[dict] | None = None, devices: dict | None = None) -> Path:
-    """A ``dsprof run`` directory whose steps take ``durs_ms``."""
+             windows: list[dict] | None = None, devices: dict | None = None,
+             gc_ms: dict[int, tuple[float, int]] | None = None) -> Path:
+    """A ``dsprof run`` directory whose steps take ``durs_ms``; ``gc_ms``: step -> (ms in the
+    garbage collector, generation) for the steps where it ran."""
     settings = {**SETTINGS, **(settings or {})}
     env = env or {}
     windows = WINDOW if windows is None else windows
@@ -43,6 +45,9 @@ def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = N
         bounds.append(t)
     rec = {"start_ns": 0, "boundaries_ns": bounds, "windows": windows, "source": "optimizer",
            "cpu_ns": [int(c * MS) for c in cpu_ms] if cpu_ms else []}
+    if gc_ms is not None:
+        rec["gc_ns"] = [int(gc_ms[i][0] * MS) if i in gc_ms else 0 for i in range(len(bounds))]
+        rec["gc_generation"] = [gc_ms[i][1] if i in gc_ms else None for i in range(len(bounds))]
     cols = steps_from_record(rec, 0, meta)
     out = rd.table_dir("steps")
     out.mkdir(parents=True)
