@@ -341,6 +341,11 @@ DATALOADERS = Table(
         Column("first_wait_ns", _I64,
                "total time of the first __next__ of each pass (worker start-up unless "
                "persistent), ns"),
+        Column("batch_tensors", _I32,
+               "tensors in the loader's first batch (nested tuples, lists, dicts): what a worker "
+               "hands over per batch; null when it held none, and for runs recorded before this "
+               "column"),
+        Column("batch_bytes", _I64, "bytes of those tensors; null where batch_tensors is"),
         Column("cpu_count", _I32, "CPUs usable by the process (os.sched_getaffinity)"),
         Column("torch_threads", _I32, "torch.get_num_threads() at the end of the run"),
     ),

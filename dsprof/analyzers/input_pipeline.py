@@ -15,6 +15,15 @@ inside ``__next__`` is close to its wall time, loading is compute and needs free
 (``cpu_count - torch_threads``); when it is far below, loading waits on I/O and more workers
 than cores still help. The saving is W minus the predicted wait.
 
+A batch from a worker is not free: the worker moves each of its tensors into shared memory and
+sends the handles (send, per batch), the training thread maps them back (receive), neither of
+which loading in-process pays (:func:`handoff_ns`, calibrated by
+benchmarks/dataloader_handoff_cpu.py; the tensors per batch are counted on the loader's first
+batch, ``dataloaders.batch_tensors``). So from 0 workers the load per batch is L = W + send, the
+training thread's work C + receive, and the saving W - receive - the predicted wait; a saving
+under the threshold or the noise band is no finding (an accelerate loop over a TensorDataset
+waited 0.29 ms of its 1.72 ms steps; 1 worker, verified, made them 3.79 ms).
+
 With workers already on and still waiting, the advice is more workers (same model with L =
 W * n_current + C, the time a worker takes per batch) or persistent workers when the per-pass
 start-up dominates.
@@ -34,10 +43,17 @@ from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
-from dsprof.metrics.noise import rank_step_spread
+from dsprof.metrics.noise import has_column, rank_step_spread
 from dsprof.units import fmt_bytes, fmt_duration_ms
 
 THRESHOLD = 0.05  # DataLoader share of the step worth a finding (tb_plugin's rule)
+# Handing a batch from a worker process over (torch 2.13, CPU, shared-memory file descriptors;
+# benchmarks/dataloader_handoff_cpu.py, batches of 1-8 tensors of 8 KiB-8 MiB, each shape's fit
+# within 18 %): the worker moves every tensor into shared memory and sends its handle, the
+# training thread maps it back. Neither is paid when the training thread loads the batch.
+RECEIVE_NS = (130_000, 176_000, 0.037)  # training thread: a batch, a tensor, a byte
+SEND_NS = (433_000, 366_000, 0.294)  # worker: a batch, a tensor, a byte
+DEFAULT_BATCH_TENSORS = 2  # (input, target), for runs that did not count them
 WORKER_START_NS = 60_000_000  # forking a worker with torch imported, measured here: 40-80 ms
 MAX_IO_WORKERS = 16
 
@@ -50,6 +66,14 @@ def noise_margin_s(ctx: Context, rank: int) -> float:
     bands = [n.band_s() for n in (ctx.noise if rank == 0 else None,
                                   rank_step_spread(ctx.run).get(rank)) if n is not None]
     return max(bands, default=0.0)
+
+
+def handoff_ns(tensors: int, nbytes: int) -> tuple[float, float]:
+    """(receive on the training thread, send in the worker), ns per batch of ``tensors``
+    tensors of ``nbytes`` in all."""
+    receive = RECEIVE_NS[0] + RECEIVE_NS[1] * tensors + RECEIVE_NS[2] * nbytes
+    send = SEND_NS[0] + SEND_NS[1] * tensors + SEND_NS[2] * nbytes
+    return receive, send
 
 
 def predicted_wait_ns(load_ns: float, compute_ns: float, workers: int, persistent: bool,
@@ -163,33 +187,51 @@ class InputPipeline(Analyzer):
             margin = noise_margin_s(ctx, rank)
             if wait < THRESHOLD * dur + margin * 1e9:
                 continue
-            loaders = ctx.run.sql("""
+            made_up = ("batch_tensors, batch_bytes"
+                       if has_column(ctx.run, "dataloaders", "batch_tensors")
+                       else "NULL, NULL")  # runs recorded before those columns
+            loaders = ctx.run.sql(f"""
                 SELECT loader, site, dataset, batch_size, num_workers, persistent_workers,
                        prefetch_factor, iterators, batches, wait_ns, wait_cpu_ns, first_wait_ns,
-                       cpu_count, torch_threads
+                       cpu_count, torch_threads, {made_up}
                 FROM dataloaders WHERE rank = ? ORDER BY wait_ns DESC""", [rank])
             if loaders:
-                out.append(self._advise(rank, steps, float(wait), float(dur), margin,
-                                        loaders[0], ctx))
+                finding = self._advise(rank, steps, float(wait), float(dur), margin,
+                                       loaders[0], ctx)
+                if finding is not None:
+                    out.append(finding)
         return out
 
     def _advise(self, rank: int, steps: int, wait: float, dur: float, margin_s: float,
-                loader: tuple, ctx: Context) -> Finding:
+                loader: tuple, ctx: Context) -> Finding | None:
         (_, site, dataset, batch_size, workers, _, _, passes, batches,
-         total_wait, wait_cpu, first_wait, cpus, threads) = loader
+         total_wait, wait_cpu, first_wait, cpus, threads, tensors, nbytes) = loader
         compute = max(dur - wait, 0.0)
+        counted = tensors is not None
+        tensors, nbytes = (tensors, nbytes or 0) if counted else (DEFAULT_BATCH_TENSORS, 0)
+        receive, send = handoff_ns(tensors, nbytes)
         per_pass = batches / max(passes, 1)
         cpu_bound = total_wait > 0 and wait_cpu / total_wait > 0.5
         free_cores = max(1, cpus - threads) if cpu_bound else max(1, cpus)
         cap = free_cores if cpu_bound else min(MAX_IO_WORKERS, max(2, 2 * cpus))
         if workers == 0:
-            load = wait
+            # from a worker, a batch costs the worker its load and the send, and the
+            # training thread the receive, which it did not pay loading in-process
+            load = wait + send
+            busy = compute + receive  # the training thread's work per step, batch received
         else:
+            # the wait already holds the receive, and a worker's time per batch its send
             load = wait * workers + compute  # time one worker spends per batch
-        need = max(1, math.ceil(load / max(compute, 1.0)))
+            busy = compute
+        need = max(1, math.ceil(load / max(busy, 1.0)))
         n = max(workers + 1, min(need, cap)) if workers else min(need, cap)
-        after = predicted_wait_ns(load, compute, n, True, per_pass)
-        saving = max(0.0, wait - after)
+        after = predicted_wait_ns(load, busy, n, True, per_pass)
+        saving = wait - after - (receive if workers == 0 else 0.0)
+        if saving <= max(margin_s * 1e9, THRESHOLD * dur):
+            # a wait shorter than a worker's hand-off: workers would not pay (an accelerate
+            # loop over a TensorDataset waited 0.29 ms of 1.72 ms steps, and 1 worker made its
+            # steps 3.79 ms)
+            return None
         share = wait / dur
         where = f"DataLoader({dataset}, batch_size={batch_size}) iterated at {site}"
         kind_txt = ("loading is compute on the training thread" if cpu_bound
@@ -210,8 +252,13 @@ class InputPipeline(Analyzer):
             f"of other work. The training thread's CPU time while loading is "
             f"{wait_cpu / max(total_wait, 1):.0%} of that wait, so {kind_txt}. "
             f"{'A single-process loader on a machine with ' + str(cpus) + ' CPUs. ' if workers == 0 else ''}"
-            f"Each batch takes one worker about {load / 1e6:.1f} ms; {n} worker(s) prefetching "
-            f"behind {compute / 1e6:.1f} ms of compute leave a predicted wait of "
+            + (f"A batch of {tensors} tensor{'s' if tensors != 1 else ''} "
+               f"{'(' + fmt_bytes(nbytes) + ') ' if counted else '(assumed: the run did not count them) '}"
+               f"costs a worker {send / 1e6:.2f} ms to hand over and the training thread "
+               f"{receive / 1e6:.2f} ms to receive (benchmarks/dataloader_handoff_cpu.py). "
+               if workers == 0 else "")
+            + f"Each batch takes one worker about {load / 1e6:.1f} ms; {n} worker(s) prefetching "
+            f"behind {busy / 1e6:.1f} ms of compute leave a predicted wait of "
             f"{after / 1e6:.1f} ms {words.per_step} (persistent workers, so no start-up per "
             "epoch). "
             f"The wait is over the {THRESHOLD:.0%} threshold by more than the run's step-time "

@@ -78,6 +78,27 @@ def batch_size_of(batch: Any) -> int | None:
     return None
 
 
+MAX_COUNTED_TENSORS = 1024  # a batch's structure is walked once per loader, never deeper
+
+
+def batch_tensors_of(batch: Any) -> tuple[int, int] | None:
+    """(tensors, bytes) in a batch (tensors in nested tuples, lists and dicts): what a worker
+    process has to move into shared memory and the training process has to map back, per
+    batch. None when the batch holds no tensor."""
+    tensors = nbytes = 0
+    stack = [batch]
+    while stack and tensors < MAX_COUNTED_TENSORS:
+        item = stack.pop()
+        if hasattr(item, "untyped_storage") and hasattr(item, "element_size"):
+            tensors += 1
+            nbytes += int(item.numel()) * int(item.element_size())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return (tensors, nbytes) if tensors else None
+
+
 @dataclass
 class LoaderStats:
     index: int
@@ -93,6 +114,8 @@ class LoaderStats:
     wait_ns: int = 0
     wait_cpu_ns: int = 0
     first_wait_ns: int = 0
+    batch_tensors: int | None = None
+    batch_bytes: int | None = None
 
     def to_row(self, cpu_count: int, torch_threads: int) -> dict[str, Any]:
         return {"loader": self.index, "site": self.site, "dataset": self.dataset,
@@ -101,7 +124,8 @@ class LoaderStats:
                 "prefetch_factor": self.prefetch_factor, "iterators": self.iterators,
                 "batches": self.batches, "wait_ns": self.wait_ns,
                 "wait_cpu_ns": self.wait_cpu_ns,
-                "first_wait_ns": self.first_wait_ns, "cpu_count": cpu_count,
+                "first_wait_ns": self.first_wait_ns, "batch_tensors": self.batch_tensors,
+                "batch_bytes": self.batch_bytes, "cpu_count": cpu_count,
                 "torch_threads": torch_threads}
 
 
@@ -177,6 +201,10 @@ class DataLoaderCollector:
         if entry is None:
             return
         stats, first = entry
+        if stats.batches == 0:  # the first batch's make-up stands for the loader's
+            counted = batch_tensors_of(batch)
+            if counted is not None:
+                stats.batch_tensors, stats.batch_bytes = counted
         stats.batches += 1
         stats.wait_ns += ns
         stats.wait_cpu_ns += cpu_ns

@@ -139,7 +139,8 @@ def dataloaders_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
     rows = rec.get("dataloaders") or []
     cols = ("loader", "site", "dataset", "batch_size", "num_workers", "pin_memory",
             "persistent_workers", "prefetch_factor", "iterators", "batches", "wait_ns",
-            "wait_cpu_ns", "first_wait_ns", "cpu_count", "torch_threads")
+            "wait_cpu_ns", "first_wait_ns", "batch_tensors", "batch_bytes", "cpu_count",
+            "torch_threads")
     out: dict[str, Any] = {"rank": [rank] * len(rows)}
     for c in cols:
         out[c] = [r.get(c) for r in rows]

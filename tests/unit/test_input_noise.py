@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from dsprof.analyzers.input_pipeline import THRESHOLD
+from dsprof.analyzers.input_pipeline import THRESHOLD, handoff_ns
 from dsprof.analyzers.registry import analyze
 from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, steps, table
@@ -87,3 +87,61 @@ def test_disturbed_steps_are_not_evidence_of_a_wait():
     waits = [0.0] * 5 + [60.0] + [0.0] * 6
     # THEN no finding: the mean over every step after setup would have been 5.5 ms (22 %)
     assert _waits(_run(durs, waits, marks)) == []
+
+
+def _loader_run(durs_ms: list[float], waits_ms: list[float], tensors: int,
+                nbytes: int) -> Run:
+    """``_run`` with the loader's batch make-up recorded (``batch_tensors``/``batch_bytes``)."""
+    run = _run(durs_ms, waits_ms)
+    row = {c: run.table("dataloaders").column(c)[0].as_py()
+           for c in run.table("dataloaders").column_names if c != "rank"}
+    n = len(durs_ms)
+    return Run.from_tables(
+        meta=RUN, steps={**steps(durs_ms, data_wait_ns=[int(w * MS) for w in waits_ms],
+                                 cpu_ns=[int(d * MS) for d in durs_ms]),
+                         "profiled": [False] * n},
+        dataloaders=table({**row, "batch_tensors": tensors, "batch_bytes": nbytes}))
+
+
+def test_a_wait_shorter_than_a_workers_handoff_is_no_finding():
+    # GIVEN an accelerate loop over a TensorDataset: 1.72 ms steps, 0.29 ms of each in the
+    # loader (17 %, far over the threshold and the noise), batches of 2 tensors, 8.3 KiB;
+    # dsprof verify measured 3.79 ms steps with 1 worker
+    durs = [200.0] + [1.72 + (0.01 if i % 2 else -0.01) for i in range(23)]
+    run = _loader_run(durs, [0.29] * 24, tensors=2, nbytes=8448)
+    # THEN no finding: receiving a batch from a worker costs the training thread more than
+    # loading it (handoff_ns)
+    assert _waits(run) == []
+
+
+def test_a_long_wait_still_fires_and_prices_the_handoff():
+    # GIVEN 8 ms of a 12 ms step in the loader, batches of 3 tensors of 1 MiB in all
+    durs = [200.0] + [12.0 + (0.02 if i % 2 else -0.02) for i in range(23)]
+    (f,) = _waits(_loader_run(durs, [8.0] * 24, tensors=3, nbytes=1 << 20))
+    receive, send = handoff_ns(3, 1 << 20)
+    # THEN the saving is the wait less the receive (3 workers keep up with load + send)
+    assert f.saving_s == pytest.approx((8.0 * MS - receive) / 1e9, rel=1e-6)
+    assert "A batch of 3 tensors (1.00 MiB) costs a worker" in f.explanation
+    assert send > receive > 0 and f.data["advised_workers"] == 3
+
+
+def test_the_loader_collector_counts_a_batchs_tensors():
+    import torch
+    from torch.utils.data import DataLoader
+
+    from dsprof.collectors.dataloader import DataLoaderCollector
+
+    # GIVEN a real DataLoader whose batches are dicts of a tensor and a (tensor, tensor) pair
+    data = [{"x": torch.ones(4), "pair": (torch.zeros(2, dtype=torch.int64), torch.ones(3))}
+            for _ in range(8)]
+    collector = DataLoaderCollector()
+    collector.install()
+    try:
+        for _batch in DataLoader(data, batch_size=4):
+            pass
+    finally:
+        collector.uninstall()
+    (row,) = collector.rows()
+    # THEN the first batch's three tensors and their bytes are recorded
+    assert row["batch_tensors"] == 3
+    assert row["batch_bytes"] == 4 * (4 * 4 + 2 * 8 + 3 * 4)
