@@ -96,6 +96,14 @@ MODELS = [
           expect=ADAM_FUSION | {"attention", "fusion"}),
     Model("gan", "gan.py", modules=("Generator.main.0", "Discriminator.main.0"),
           expect=ADAM_FUSION | {"fusion"}),
+    # held-out cases for the CPU prices: a routed mixture of experts (fused AdamW) and a
+    # ConvNeXt-style block's hand tanh GELU on 4-D tensors (the GELU swap)
+    Model("moe_router", "moe_router.py", modules=("MoELM.blocks.0.router",
+                                                  "MoELM.blocks.1.experts.3.0"),
+          expect=ADAM_FUSION | {"host_syncs"}),
+    Model("convnext_gelu", "convnext_gelu.py",
+          modules=("ConvNeXtTiny.blocks.0.depthwise", "ConvNeXtTiny.blocks.1.act"),
+          expect=COMMON | {"fusion_optimizer", "fusion"}),
     # a real hand-written loop runs for many iterations: backward() becomes the step source
     # after 64 calls with no optimizer step (fewer could be gradient accumulation), and the
     # window schedule restarts then; a loop shorter than that is timed at exit, not profiled
@@ -152,7 +160,8 @@ HF_HAND_GELU = frozenset({"hf_gpt2", "hf_trainer"})
 FUSED_OPTIMIZER = frozenset({
     "conv1d_transformer", "resnet18", "vit", "unet", "recsys_embeddingbag",
     "multihead_attention", "hand_attention", "gan", "grad_accumulation", "bf16_autocast",
-    "hf_gpt2", "hf_bert", "hf_t5", "hf_llama", "compiled", "lightning_trainer"})
+    "hf_gpt2", "hf_bert", "hf_t5", "hf_llama", "compiled", "lightning_trainer", "moe_router",
+    "convnext_gelu"})
 _PLAIN_SGD = ("plain SGD, one add_ a parameter: torch's fused SGD measured slower than that "
               "loop on CPU, so it is never advised there")
 NO_FUSED_OPTIMIZER = {
