@@ -8,7 +8,8 @@ the summed duration of the kernels launched under it on a run with device kernel
 side of a GPU op is launch overhead, which the device hides while it is busy).
 
 The backward cost of a forward op is the ``autograd::engine::evaluate_function`` node with the
-same autograd ``seq`` number: the ops its backward runs.
+same autograd ``seq`` number: the ops its backward runs, less any forward that activation
+checkpointing re-ran inside it (:mod:`recompute`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 from dsprof.metrics.fullspeed import profiler_cost_per_op
 from dsprof.metrics.ops.opbytes import DEFAULT_OP_OVERHEAD_S, OpIO, op_io
+from dsprof.metrics.ops.recompute import find_recompute
 from dsprof.run import Run
 
 
@@ -74,6 +76,7 @@ class OpTable:
         self._device_time: dict[tuple[int, int], float] = (
             self._kernel_time_by_op() if self.device else {})
         self.sequences = self._forward_sequences()
+        self.recompute = find_recompute(ctx.run, self.steps_filter)
         self.backward_s = self._backward_by_seq()
         self._backward_ops: dict[tuple[int, int], list[Op]] | None = None
         # What recording adds to each op (see fullspeed): taken out of per-op savings.
@@ -159,7 +162,10 @@ class OpTable:
             WHERE o.phase = 'backward' AND o.seq IS NOT NULL AND c.cat = 'cpu_op'
               AND o.name LIKE 'autograd::engine::evaluate_function:%' {self.steps_filter}""")
         out: dict[tuple[int, int], list[Op]] = defaultdict(list)
+        rerun = self.recompute.inside
         for rank, seq, op_id, name, start, dur, shapes, dtypes in rows:
+            if (int(rank), int(op_id)) in rerun:
+                continue  # the forward that checkpointing re-ran, not this node's backward
             out[(int(rank), int(seq))].append(Op(
                 int(rank), None, int(op_id), name, int(start), int(start) + int(dur),
                 self.time_of(rank, op_id, dur), None, self._io(shapes, dtypes), None, dtypes))
@@ -172,13 +178,24 @@ class OpTable:
                 for b in self._backward_ops.get((op.rank, op.seq), ())]
 
     def _backward_by_seq(self) -> dict[tuple[int, int], float]:
+        """Each backward node's time, less the forward it re-ran for activation checkpointing
+        (:mod:`recompute`)."""
         rows = self.ctx.run.sql(f"""
             SELECT o.rank, o.seq, o.id, o.dur_ns FROM ops o
             WHERE o.phase = 'backward' AND o.seq IS NOT NULL
               AND o.name LIKE 'autograd::engine::evaluate_function:%' {self.steps_filter}""")
         out: dict[tuple[int, int], float] = defaultdict(float)
+        rerun = self.recompute
         for rank, seq, op_id, dur in rows:
-            out[(int(rank), int(seq))] += self.time_of(rank, op_id, dur)
+            node = (int(rank), int(op_id))
+            if node not in rerun.window_ns:
+                own = self.time_of(rank, op_id, dur)
+            elif self.device:
+                own = self.time_of(rank, op_id, dur) - sum(
+                    self.time_of(r, i, d) for r, i, d in rerun.outermost[node])
+            else:
+                own = (dur - rerun.window_ns[node]) / 1e9
+            out[(int(rank), int(seq))] += max(0.0, own)
         return out
 
     def backward_time(self, ops: list[Op]) -> float:
