@@ -26,6 +26,9 @@ DSPROF_MODULE_PREFIX = "dsprof.module: "
 # it, ingest/phases.py reads it): the forward and backward run inside torch's Optimizer.step#
 # span, and are not the optimizer's
 CLOSURE_SPAN = "## closure ##"
+# dataloaders.batch_tensors: the collector stops counting a batch's tensors here (a batch's
+# structure is walked once per loader, never deeper); readers clamp to it
+MAX_BATCH_TENSORS = 1024
 MEMORY_PRIORITY = {c: i for i, c in enumerate(MEMORY_CATEGORIES)}
 # Bytes per element of the dtype spellings traces use (the profiler's "Input type": "float",
 # "c10::BFloat16"; NCCL's "Float"; torch's "float32"), lower-cased: the one such table.

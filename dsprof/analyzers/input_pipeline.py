@@ -45,6 +45,7 @@ from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column, rank_step_spread
 from dsprof.units import fmt_bytes, fmt_duration_ms
+from dsprof.vocabulary import MAX_BATCH_TENSORS
 
 THRESHOLD = 0.05  # DataLoader share of the step worth a finding (tb_plugin's rule)
 # Handing a batch from a worker process over (torch 2.13, CPU, shared-memory file descriptors;
@@ -208,7 +209,9 @@ class InputPipeline(Analyzer):
          total_wait, wait_cpu, first_wait, cpus, threads, tensors, nbytes) = loader
         compute = max(dur - wait, 0.0)
         counted = tensors is not None
-        tensors, nbytes = (tensors, nbytes or 0) if counted else (DEFAULT_BATCH_TENSORS, 0)
+        # a run directory is data: a count outside what the collector can write is clamped
+        tensors, nbytes = ((min(max(int(tensors), 1), MAX_BATCH_TENSORS), max(int(nbytes or 0), 0))
+                           if counted else (DEFAULT_BATCH_TENSORS, 0))
         receive, send = handoff_ns(tensors, nbytes)
         per_pass = batches / max(passes, 1)
         cpu_bound = total_wait > 0 and wait_cpu / total_wait > 0.5

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsprof.log import logger
+from dsprof.vocabulary import MAX_BATCH_TENSORS
 
 
 def user_site(depth: int = 2) -> tuple[str, str]:
@@ -78,7 +79,6 @@ def batch_size_of(batch: Any) -> int | None:
     return None
 
 
-MAX_COUNTED_TENSORS = 1024  # a batch's structure is walked once per loader, never deeper
 
 
 def batch_tensors_of(batch: Any) -> tuple[int, int] | None:
@@ -87,7 +87,7 @@ def batch_tensors_of(batch: Any) -> tuple[int, int] | None:
     batch. None when the batch holds no tensor."""
     tensors = nbytes = 0
     stack = [batch]
-    while stack and tensors < MAX_COUNTED_TENSORS:
+    while stack and tensors < MAX_BATCH_TENSORS:
         item = stack.pop()
         if hasattr(item, "untyped_storage") and hasattr(item, "element_size"):
             tensors += 1

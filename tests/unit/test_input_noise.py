@@ -145,3 +145,12 @@ def test_the_loader_collector_counts_a_batchs_tensors():
     # THEN the first batch's three tensors and their bytes are recorded
     assert row["batch_tensors"] == 3
     assert row["batch_bytes"] == 4 * (4 * 4 + 2 * 8 + 3 * 4)
+
+
+@pytest.mark.parametrize("tensors,nbytes", [(-5, -1), (10**9, 10**15)])
+def test_a_batch_count_outside_what_the_collector_writes_is_clamped(tensors, nbytes):
+    # GIVEN a run directory whose batch make-up no collector wrote (it is data, not trusted)
+    durs = [200.0] + [12.0 + (0.02 if i % 2 else -0.02) for i in range(23)]
+    found = _waits(_loader_run(durs, [8.0] * 24, tensors=tensors, nbytes=nbytes))
+    # THEN the analyzer neither fails nor prices a negative hand-off
+    assert all(0 <= f.saving_s <= 0.008 for f in found)
