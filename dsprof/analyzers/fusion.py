@@ -30,18 +30,26 @@ module holding the chain; the verify line then says it measures compile, not the
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
 
 from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix
+from dsprof.analyzers.fusion_fixes import (
+    COMPILED_CALL_S,
+    CPU_COMPUTE_BOUND_KINDS,
+    LIBRARY_CALL,
+    NO_SAVING_ON_CPU,
+    fix_text,
+    freed_by_swap,
+    library_op,
+    whole_module,
+)
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
 from dsprof.metrics.ops.fusion_chains import (
     CONV,
     MATMUL,
     POINTWISE,
-    VIEWS,
     Chain,
     backward_saving,
     chain_bytes,
@@ -58,7 +66,8 @@ from dsprof.metrics.ops.library_cost import (
     library_op_saving,
     uncalibrated,
 )
-from dsprof.metrics.ops.optable import Op, OpTable
+from dsprof.metrics.ops.optable import OpTable
+from dsprof.units import fmt_bytes
 
 MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"
@@ -196,7 +205,7 @@ class FusionAnalyzer(Analyzer):
         bwd_now = sum(b for _, _, _, b in items) / table.n_steps
         chain_txt = " -> ".join(names)
         where = pattern if len(modules) != 1 else modules[0]
-        title, fix = _advice(kind, where, chain_txt, items[0][0])
+        title, fix = fix_text(kind, where, chain_txt, items[0][0])
         hf = hf_activation(ctx, modules) if kind == "fusion.hand_gelu" else None
         if hf is not None:  # library code: the switch is the model's config
             title = (f'Use the activation "{hf.value}" in the model config: {hf.classes} in '
@@ -257,6 +266,15 @@ class FusionAnalyzer(Analyzer):
                "on CPU measured slower than eager in benchmarks/advice.py (mobilenet_v3's "
                "Conv-BN-ReLU blocks, the example Transformer's attention), so this is not "
                "ranked." if compile_on_cpu and not no_saving else ""))
+        library = library_op(kind, names) if whole and modules else None
+        freed = freed_by_swap(ctx, library, modules) if bwd_now > 0 else 0
+        if freed:
+            explanation += (
+                f" The swap also frees what the chain saves for its backward "
+                f"({fmt_bytes(freed)} over {len(modules)} module(s): their activation_bytes, "
+                f"what autograd kept from inside them; {LIBRARY_CALL[library]} keeps only "
+                "its input, which the layer before saves anyway): the peak drops by up to "
+                "that much.")
         evidence = []
         seen: set[str] = set()
         for chain, s, _, _ in items:
@@ -270,11 +288,10 @@ class FusionAnalyzer(Analyzer):
                 step=first.step, start_ns=first.start_ns, end_ns=last.end_ns,
                 op_ids=tuple(op.id for op in chain.ops), module=chain.module, value=s))
         # No module to compile when the trace names none: the fix is code, not a knob.
-        library = library_op(kind, names) if whole and modules else None
         if library is not None:
             apply = {"DS_LIBRARY_OP": ",".join(f"{m}={library}" for m in modules)}
             verify = (f"dsprof verify RUN ID   (reruns the script with DS_LIBRARY_OP set: "
-                      f"these modules' forward becomes {_LIBRARY_CALL[library]}, the change the "
+                      f"these modules' forward becomes {LIBRARY_CALL[library]}, the change the "
                       "fix pastes, where their first call shows it computes the same)")
         else:
             apply = {"DS_COMPILE": ",".join(modules)} if modules else {}
@@ -287,8 +304,9 @@ class FusionAnalyzer(Analyzer):
         confidence = "medium" if kind != "fusion.linear_activation" else "low"
         return Finding(
             analyzer=self.name, kind=kind, key=f"{pattern}:{','.join(names)}", title=title,
-            saving_s=saving, confidence=confidence, explanation=explanation,
-            evidence=tuple(evidence), fix=fix, apply=apply, verify=verify,
+            saving_s=saving, saving_bytes=freed, confidence=confidence,
+            explanation=explanation, evidence=tuple(evidence), fix=fix, apply=apply,
+            verify=verify,
             data={**({"impact_unknown": "compile on CPU"}
                      if compile_on_cpu and not no_saving else {}),
                   **({"impact_unknown": unknown} if unknown else {}),
@@ -303,96 +321,3 @@ class FusionAnalyzer(Analyzer):
                   # rule; benchmarks/advice_judge.py compares it with CPU time as it is)
                   **({SAVING_CLOCK: THREAD_CPU}
                      if cost is not None and cost.source.startswith("calibrated") else {})})
-
-
-_LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',
-                 "softmax": "torch.softmax(x, dim=-1)", "rms_norm": "F.rms_norm",
-                 "layer_norm": "F.layer_norm"}
-
-
-# What calling a compiled module forward costs over eager on CPU, forward and backward (guards,
-# the AOTAutograd wrapper, the kernel call): 85-109 us a call for a 2-op module measured on
-# this project's machine (torch 2.13, one thread), against ~10 us an eager op. A compile fix
-# on CPU saves only what fusing wins beyond it.
-COMPILED_CALL_S = 90e-6
-
-# Library ops that save nothing on CPU (torch 2.13): aten::rms_norm runs _fused_rms_norm
-# forward, then the composite pow/mean/rsqrt/mul backward; swapped in training it saved -11 us
-# (hf_t5, 12 norms) and +4 us (hf_llama, 5 norms) a step. Found, with no saving.
-NO_SAVING_ON_CPU = frozenset({"rms_norm"})
-
-# Kinds whose library op is compute-bound on CPU (metrics/ops/library_cost.py): the saving is
-# what the swap removes less what the library op still computes, not the intermediates' bytes.
-CPU_COMPUTE_BOUND_KINDS = frozenset({"fusion.hand_gelu"})
-
-
-def library_op(kind: str, names: tuple[str, ...]) -> str | None:
-    """The ``DS_LIBRARY_OP`` op that the fix of ``kind`` pastes (None: no knob runs it)."""
-    if kind == "fusion.hand_gelu":
-        return "gelu_tanh" if "tanh" in names else "gelu"
-    if kind == "fusion.hand_norm":
-        return "layer_norm" if "sub" in names else "rms_norm"
-    if kind == "fusion.hand_softmax":
-        return "softmax"
-    return None
-
-
-def whole_module(chain: Chain, sequence: list[Op]) -> bool:
-    """Whether the chain is all its module computes: every op of the forward sequence run in
-    the chain's module (or below it) is a chain op, a view or scalar bookkeeping. Only then
-    can the library op stand in for the module's forward."""
-    holder = chain.module
-    if not holder:
-        return False
-    ids = {op.id for op in chain.ops}
-    for op in sequence:
-        if op.module is None or not (op.module == holder or op.module.startswith(holder + ".")):
-            continue
-        if op.id in ids or op.name in VIEWS:
-            continue
-        if op.io is not None and op.io.inputs and all(
-                math.prod(shape) <= 1 for shape, _ in op.io.inputs):
-            continue
-        return False
-    return True
-
-
-def _advice(kind: str, where: str, chain_txt: str, chain: Chain) -> tuple[str, str]:
-    compile_fix = (f"# compile the module that holds the chain (fuses forward and backward)\n"
-                   f"{_attr(where)}.compile()   # or: torch.compile(model)")
-    names = set(chain.names)
-    if kind == "fusion.attention":
-        return (f"Use F.scaled_dot_product_attention in {where} (hand-written attention)",
-                "y = torch.nn.functional.scaled_dot_product_attention(q, k, v, "
-                "attn_mask=mask, is_causal=...)  # replaces matmul/scale/mask/softmax/matmul\n"
-                + compile_fix)
-    if kind == "fusion.hand_norm":
-        layer = "nn.LayerNorm" if "sub" in names else "nn.RMSNorm"
-        return (f"Replace the hand-written norm in {where} with {layer}",
-                f"self.norm = torch.{layer}(width)   # one fused kernel\n" + compile_fix)
-    if kind == "fusion.hand_gelu":
-        approx = ', approximate="tanh"' if "tanh" in names else ""
-        return (f"Replace the hand-written GELU in {where} with F.gelu",
-                f"y = torch.nn.functional.gelu(x{approx})\n" + compile_fix)
-    if kind == "fusion.hand_softmax":
-        return (f"Replace the hand-written softmax in {where} with torch.softmax",
-                "y = torch.softmax(x, dim=-1)\n" + compile_fix)
-    if kind == "fusion.conv_bn":
-        return (f"Fuse Conv-BatchNorm{'-ReLU' if len(chain.ops) > 1 else ''} in {where}",
-                "# training: compile the block (BN + ReLU fuse into one pass)\n" + compile_fix
-                + "\n# inference: fold BN into the conv weights\n"
-                "model = torch.fx.experimental.optimization.fuse(model.eval())")
-    if kind == "fusion.linear_activation":
-        return (f"Fuse the Linear and its activation in {where}",
-                "# cuBLASLt epilogue fusion via torch.compile(mode='max-autotune')\n" + compile_fix)
-    return (f"Fuse {len(chain.ops)} pointwise ops ({chain_txt}) in {where}", compile_fix)
-
-
-def _attr(path: str) -> str:
-    """``M.blocks.*.act`` -> ``model.blocks[i].act`` for the fix text."""
-    parts = path.split(".")[1:]
-    out = "model"
-    for p in parts:
-        out += "[i]" if p == "*" else f"[{p}]" if p.isdigit() else f".{p}"
-    return out
-

@@ -112,7 +112,7 @@ def test_layer_indices_fold_into_one_pattern():
 
 
 def test_the_library_op_knob_is_offered_only_where_the_chain_is_the_whole_module():
-    from dsprof.analyzers.fusion import library_op, whole_module
+    from dsprof.analyzers.fusion_fixes import library_op, whole_module
 
     def gelu(module: str) -> list[Op]:
         return [op("pow", X, module=module), op("mul", X, (), module=module),

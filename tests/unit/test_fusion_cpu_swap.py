@@ -12,7 +12,7 @@ X = "[[2048, 2048]]"
 
 
 def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19,
-         backward: bool = True) -> Run:
+         backward: bool = True, saved_bytes: int | None = None) -> Run:
     """One profiled forward of ``chain`` ((name, input shapes, dtypes), 1 ms an op) as the whole
     forward of ``module``, and (``backward``) each op's autograd node run in the backward
     (linked by the op's sequence number, 0.5 ms each), in step 1 of two 20 ms steps on an idle
@@ -28,8 +28,12 @@ def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19,
                  "phase": "backward", "module": module, "seq": 100 + len(chain) - 1 - i}
                 for i, (n, _, _) in enumerate(chain)]
     st = steps([20, 20], cpu_ns=[int(cpu_ms * MS)] * 2, data_wait_ns=[0, 0], rank=[0, 0])
+    modules = ({"modules": table({"name": module, "type": "TanhGELU", "depth": 1, "params": 0,
+                                  "param_bytes": 0, "activation_bytes": saved_bytes,
+                                  "self_activation_bytes": saved_bytes, "calls": 1}, rank=0)}
+               if saved_bytes is not None else {})
     return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
-                           steps=st, ops=table(*ops))
+                           steps=st, ops=table(*ops), **modules)
 
 
 def _fusion(run: Run):
@@ -133,3 +137,17 @@ def test_a_calibrated_gelu_estimate_stays_ranked_on_a_loaded_machine():
     # the load inflated: it stays ranked (the loaded-machine rule is for op-time estimates)
     assert f.data["saving_clock"] == "thread_cpu" and f.severity != "info"
     assert "impact_unknown" not in f.data
+
+
+def test_a_gelu_swap_frees_what_the_hand_chain_saved_for_backward():
+    # GIVEN the hand GELU module saved 3 tensors of 16 MiB for its backward (tanh's output,
+    # 0.5 x and 1 + tanh: its activation_bytes)
+    f = _fusion(_run(_gelu("float"), "M.act", saved_bytes=3 * 16 * 2**20))
+    # THEN the swap to F.gelu (which keeps only its input) promises that memory at the peak
+    assert f.saving_bytes == 3 * 16 * 2**20
+    assert "frees what the chain saves for its backward (48.00 MiB" in f.explanation
+
+
+def test_a_gelu_swap_without_autograd_frees_nothing():
+    f = _fusion(_run(_gelu("float"), "M.act", backward=False, saved_bytes=3 * 16 * 2**20))
+    assert f.saving_bytes == 0

@@ -1,0 +1,124 @@
+"""What the fusion analyzer pastes and applies: the library op that replaces a hand-written
+chain, whether a module is the chain and nothing else, the fix's code, and what the swap frees
+at the peak. Split from :mod:`fusion`, which finds and prices the chains."""
+
+from __future__ import annotations
+
+import math
+
+from dsprof.analyzers.registry import Context
+from dsprof.metrics.ops.fusion_chains import VIEWS, Chain
+from dsprof.metrics.ops.optable import Op
+
+# Library ops that save only their input for backward (which the layer before already saves):
+# swapped in, the chain's saved intermediates are freed (its modules' activation_bytes).
+# Not softmax (saves its output), the norms (mean and rstd, or, for rms_norm on CPU, the same
+# composite ops).
+SAVES_ONLY_INPUT = frozenset({"gelu", "gelu_tanh"})
+
+
+def freed_by_swap(ctx: Context, library: str | None, modules: list[str]) -> int:
+    """Bytes the library op frees at the peak: what the chain's modules saved for backward
+    (``modules.activation_bytes``, rank 0, once per module: one forward's), for a library op
+    that keeps only its input; 0 otherwise or when the run has no modules table. Measured on
+    convnext_gelu's two 2 MiB-wide hand GELUs: 6 MiB each (tanh's output, 0.5 x and 1 + tanh),
+    and the swap's verify run peaked 14.0 MiB lower."""
+    if library not in SAVES_ONLY_INPUT or not modules or not ctx.run.has("modules"):
+        return 0
+    rows = ctx.run.sql("""SELECT name, max(activation_bytes) FROM modules
+                          WHERE rank = 0 AND name IN (SELECT unnest(?::VARCHAR[]))
+                          GROUP BY name""", [modules])
+    return int(sum(max(0, int(b or 0)) for _, b in rows))
+
+
+LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',
+                 "softmax": "torch.softmax(x, dim=-1)", "rms_norm": "F.rms_norm",
+                 "layer_norm": "F.layer_norm"}
+
+
+# What calling a compiled module forward costs over eager on CPU, forward and backward (guards,
+# the AOTAutograd wrapper, the kernel call): 85-109 us a call for a 2-op module measured on
+# this project's machine (torch 2.13, one thread), against ~10 us an eager op. A compile fix
+# on CPU saves only what fusing wins beyond it.
+COMPILED_CALL_S = 90e-6
+
+# Library ops that save nothing on CPU (torch 2.13): aten::rms_norm runs _fused_rms_norm
+# forward, then the composite pow/mean/rsqrt/mul backward; swapped in training it saved -11 us
+# (hf_t5, 12 norms) and +4 us (hf_llama, 5 norms) a step. Found, with no saving.
+NO_SAVING_ON_CPU = frozenset({"rms_norm"})
+
+# Kinds whose library op is compute-bound on CPU (metrics/ops/library_cost.py): the saving is
+# what the swap removes less what the library op still computes, not the intermediates' bytes.
+CPU_COMPUTE_BOUND_KINDS = frozenset({"fusion.hand_gelu"})
+
+
+def library_op(kind: str, names: tuple[str, ...]) -> str | None:
+    """The ``DS_LIBRARY_OP`` op that the fix of ``kind`` pastes (None: no knob runs it)."""
+    if kind == "fusion.hand_gelu":
+        return "gelu_tanh" if "tanh" in names else "gelu"
+    if kind == "fusion.hand_norm":
+        return "layer_norm" if "sub" in names else "rms_norm"
+    if kind == "fusion.hand_softmax":
+        return "softmax"
+    return None
+
+
+def whole_module(chain: Chain, sequence: list[Op]) -> bool:
+    """Whether the chain is all its module computes: every op of the forward sequence run in
+    the chain's module (or below it) is a chain op, a view or scalar bookkeeping. Only then
+    can the library op stand in for the module's forward."""
+    holder = chain.module
+    if not holder:
+        return False
+    ids = {op.id for op in chain.ops}
+    for op in sequence:
+        if op.module is None or not (op.module == holder or op.module.startswith(holder + ".")):
+            continue
+        if op.id in ids or op.name in VIEWS:
+            continue
+        if op.io is not None and op.io.inputs and all(
+                math.prod(shape) <= 1 for shape, _ in op.io.inputs):
+            continue
+        return False
+    return True
+
+
+def fix_text(kind: str, where: str, chain_txt: str, chain: Chain) -> tuple[str, str]:
+    compile_fix = (f"# compile the module that holds the chain (fuses forward and backward)\n"
+                   f"{_attr(where)}.compile()   # or: torch.compile(model)")
+    names = set(chain.names)
+    if kind == "fusion.attention":
+        return (f"Use F.scaled_dot_product_attention in {where} (hand-written attention)",
+                "y = torch.nn.functional.scaled_dot_product_attention(q, k, v, "
+                "attn_mask=mask, is_causal=...)  # replaces matmul/scale/mask/softmax/matmul\n"
+                + compile_fix)
+    if kind == "fusion.hand_norm":
+        layer = "nn.LayerNorm" if "sub" in names else "nn.RMSNorm"
+        return (f"Replace the hand-written norm in {where} with {layer}",
+                f"self.norm = torch.{layer}(width)   # one fused kernel\n" + compile_fix)
+    if kind == "fusion.hand_gelu":
+        approx = ', approximate="tanh"' if "tanh" in names else ""
+        return (f"Replace the hand-written GELU in {where} with F.gelu",
+                f"y = torch.nn.functional.gelu(x{approx})\n" + compile_fix)
+    if kind == "fusion.hand_softmax":
+        return (f"Replace the hand-written softmax in {where} with torch.softmax",
+                "y = torch.softmax(x, dim=-1)\n" + compile_fix)
+    if kind == "fusion.conv_bn":
+        return (f"Fuse Conv-BatchNorm{'-ReLU' if len(chain.ops) > 1 else ''} in {where}",
+                "# training: compile the block (BN + ReLU fuse into one pass)\n" + compile_fix
+                + "\n# inference: fold BN into the conv weights\n"
+                "model = torch.fx.experimental.optimization.fuse(model.eval())")
+    if kind == "fusion.linear_activation":
+        return (f"Fuse the Linear and its activation in {where}",
+                "# cuBLASLt epilogue fusion via torch.compile(mode='max-autotune')\n" + compile_fix)
+    return (f"Fuse {len(chain.ops)} pointwise ops ({chain_txt}) in {where}", compile_fix)
+
+
+def _attr(path: str) -> str:
+    """``M.blocks.*.act`` -> ``model.blocks[i].act`` for the fix text."""
+    parts = path.split(".")[1:]
+    out = "model"
+    for p in parts:
+        out += "[i]" if p == "*" else f"[{p}]" if p.isdigit() else f".{p}"
+    return out
+
