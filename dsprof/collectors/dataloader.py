@@ -79,8 +79,6 @@ def batch_size_of(batch: Any) -> int | None:
     return None
 
 
-
-
 def batch_tensors_of(batch: Any) -> tuple[int, int] | None:
     """(tensors, bytes) in a batch (tensors in nested tuples, lists and dicts): what a worker
     process has to move into shared memory and the training process has to map back, per
