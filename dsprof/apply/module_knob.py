@@ -14,6 +14,9 @@ module shared by two models and a module called from outside every model's tree 
 its caller; a forward hook keeps the call stack for that) get the path the profile showed, and
 a model wrapped in ``torch.compile`` is named as the model (no ``OptimizedModule._orig_mod``),
 the knob changing the module inside the wrapper so that the compiled code runs the change. A
+model compiled as a method (``model.compile()``) is called inside Dynamo's trace, where the hook
+cannot walk; so while the hook lives the knob also wraps ``torch.compile`` and walks such a
+model when it is compiled. A model called only inside a compiled function is out of reach. A
 pattern that matched nothing is an error in the log at the end of the run and ``unmatched`` in
 meta.json, which ``dsprof verify`` prints next to its numbers: the rerun measured the program
 without that part of the fix.
@@ -35,6 +38,7 @@ the second of two roots keeps the hook until that root is called.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import weakref
@@ -102,6 +106,31 @@ class ModuleKnob(Knob):
         # tree is named after its caller, as the annotator names it
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, always_call=True)]
+        self._wrap_compile()
+
+    def _wrap_compile(self) -> None:
+        """See a model compiled as a method (``model.compile()``, ``torch.compile(model.forward)``)
+        before Dynamo traces it: its calls happen inside the trace, where the hook cannot walk."""
+        import torch
+
+        original: Any = torch.compile
+        knob = self
+
+        @functools.wraps(original)
+        def compile(model: Any = None, *args: Any, **kwargs: Any) -> Any:
+            compiled = original(model, *args, **kwargs)
+            owner = getattr(model, "__self__", None)
+            if knob.hooked and isinstance(owner, torch.nn.Module):
+                try:
+                    if knob._found(owner, None)[1] and knob.settles_on_first_call:
+                        return _first_call_eager_fn(compiled)
+                except Exception as exc:  # noqa: BLE001 - never fail the user's script
+                    logger.error("%s: could not look at the compiled %s: %s", knob.env,
+                                 type(owner).__name__, exc)
+            return compiled
+
+        self._compile_pair: tuple[Any, Any] = (original, compile)
+        torch.compile = compile
 
     def uninstall(self) -> None:
         self._remove_hook()
@@ -141,9 +170,15 @@ class ModuleKnob(Knob):
         return bool(self.found) and not self._unmatched
 
     def _remove_hook(self) -> None:
+        import torch
+
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        original, wrapper = getattr(self, "_compile_pair", (None, None))
+        if wrapper is not None and torch.compile is wrapper:  # else it passes through
+            torch.compile = original  # type: ignore[assignment]
+        self._compile_pair = (None, None)
         self._local = threading.local()
         self._names.clear()  # only the hook reads them
 
@@ -159,11 +194,20 @@ class ModuleKnob(Knob):
         if torch.compiler.is_compiling():
             return
         stack = self._stack()
-        name, named = self._names.name_call(module, stack[-1][1] if stack else None)
+        name, changed, in_wrapper = self._found(module, stack[-1][1] if stack else None)
         stack.append((module, name))
+        if changed and in_wrapper and self.settles_on_first_call:
+            # the check on the first call must not be traced: run that call uncompiled
+            first_call_eager(module)
+
+    def _found(self, module: Any, parent: str | None) -> tuple[str, bool, bool]:
+        """Name ``module`` (called under ``parent``, None: a root) and, the first time, change
+        the modules its walk picks. Returns its name, whether a module was changed, and whether
+        one of those is inside a torch.compile wrapper."""
+        name, named = self._names.name_call(module, parent)
         if not named:  # named before: its walk already looked at it
-            return
-        if len(stack) == 1:
+            return name, False, False
+        if parent is None:
             self._roots.append(name)
         # torch.compile's wrapper has the path of the module it wraps: change that module,
         # so that the compiled code runs the change (as it would run a pasted one)
@@ -179,15 +223,14 @@ class ModuleKnob(Knob):
                 self.changed.append(path)
                 self._changed_modules.add(sub)
                 now.append(sub)
-        if now and self.settles_on_first_call and any(
-                is_compile_wrapper(w) and _holds(w, now) for _, w in named):
-            first_call_eager(module)
+        in_wrapper = any(is_compile_wrapper(w) and _holds(w, now) for _, w in named)
         if self.found_all():
             # before the root's forward runs: no module call pays for the hook from here on,
             # and a forward compiled below this root is traced without it (no recompile)
             self._remove_hook()
             logger.debug("%s: every pattern matched in %s; the module hook is removed",
                          self.env, name)
+        return name, bool(now), in_wrapper
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
         import torch
@@ -241,3 +284,21 @@ def first_call_eager(root: Any) -> None:
 
     # read by _call_impl after the forward, so it ends this very call (raised or not)
     handle = root.register_forward_hook(restore, always_call=True)
+
+
+def _first_call_eager_fn(compiled: Any) -> Any:
+    """``compiled`` (what torch.compile returned for a method) with its first call run with
+    torch.compile standing aside, as :func:`first_call_eager` does for a wrapper's call."""
+    import torch
+
+    done = False
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal done
+        if done:
+            return compiled(*args, **kwargs)
+        done = True
+        with torch.compiler.set_stance("force_eager"):
+            return compiled(*args, **kwargs)
+
+    return call

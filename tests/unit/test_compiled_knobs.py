@@ -68,15 +68,20 @@ class Recorder:
         return gm.forward
 
 
-def _compiled_steps(model: nn.Module, x: torch.Tensor,
-                    env: dict[str, str] | None) -> tuple[list[torch.Tensor], Recorder,
-                                                         dict[str, int], dict[str, Any]]:
-    """Three training steps of ``torch.compile(model)``, under the knobs ``env`` sets."""
+def _compiled_steps(model: nn.Module, x: torch.Tensor, env: dict[str, str] | None,
+                    style: str = "wrapper") -> tuple[list[torch.Tensor], Recorder,
+                                                     dict[str, int], dict[str, Any]]:
+    """Three training steps of ``torch.compile(model)`` (``style="method"``:
+    ``model.compile()``), under the knobs ``env`` sets."""
     torch._dynamo.reset()
     counters.clear()
     applied = install(from_env(env, "cpu")) if env else None
     rec = Recorder()
-    compiled = torch.compile(model, backend=rec)
+    if style == "wrapper":
+        compiled = torch.compile(model, backend=rec)
+    else:
+        model.compile(backend=rec)
+        compiled = model
     outs = []
     try:
         for _ in range(3):
@@ -92,20 +97,23 @@ def _compiled_steps(model: nn.Module, x: torch.Tensor,
     return outs, rec, seen, report
 
 
-def test_library_op_knob_swaps_inside_a_compiled_model_and_compiles_the_pasted_program():
-    # GIVEN a model with a hand-written GELU, compiled as `model = torch.compile(model)`, its
-    # eager output, and the same model with the fix pasted in, compiled the same way
+@pytest.mark.parametrize("style", ["wrapper", "method"])
+def test_library_op_knob_swaps_inside_a_compiled_model_and_compiles_the_pasted_program(style):
+    # GIVEN a model with a hand-written GELU, compiled as `model = torch.compile(model)` (or
+    # `model.compile()`), its eager output, and the model with the fix pasted in, compiled so
     torch.manual_seed(0)
     model, x = Model(), torch.randn(4, 8)
     eager = model(x).detach()
     pasted = Model(pasted=True)
     pasted.load_state_dict(model.state_dict())
-    _, pasted_rec, pasted_seen, _ = _compiled_steps(pasted, x, None)
-    _, hand_rec, _, _ = _compiled_steps(model, x, None)
+    _, pasted_rec, pasted_seen, _ = _compiled_steps(pasted, x, None, style)
+    hand = Model()
+    hand.load_state_dict(model.state_dict())
+    _, hand_rec, _, _ = _compiled_steps(hand, x, None, style)
     assert any("tanh" in g for g in hand_rec.graphs)
     # WHEN the knob names the GELUs by their eager paths and the compiled model trains
     outs, rec, seen, report = _compiled_steps(
-        model, x, {"DS_LIBRARY_OP": "Model.blocks.*.act=gelu_tanh"})
+        model, x, {"DS_LIBRARY_OP": "Model.blocks.*.act=gelu_tanh"}, style)
     # THEN the modules the eager profile names are found through the wrapper and swapped
     assert report["DS_LIBRARY_OP"]["swapped"] == ["Model.blocks.0.act", "Model.blocks.1.act"]
     assert "unmatched" not in report["DS_LIBRARY_OP"]
@@ -162,16 +170,16 @@ def test_the_profile_names_a_compiled_model_as_the_eager_one():
 
 
 def test_a_knob_that_matched_nothing_says_so_in_the_log_meta_and_verify(caplog):
-    # GIVEN a model compiled with Module.compile(): its calls happen inside Dynamo's trace,
-    # where the knob's hook cannot walk modules
+    # GIVEN a model called inside a compiled function: its calls happen inside Dynamo's trace,
+    # where the knob's hook cannot walk modules, and torch.compile was not given the model
     torch._dynamo.reset()
     counters.clear()
     model, x = Model(), torch.randn(4, 8)
-    model.compile(backend="eager")
     applied = install(from_env({"DS_GRADIENT_CHECKPOINTING": "Model.blocks.*"}, "cpu"))
+    step = torch.compile(lambda t: model(t).sum(), backend="eager")
     # WHEN it runs and the session ends
     for _ in range(2):
-        model(x).sum().backward()
+        step(x).backward()
     with caplog.at_level(logging.ERROR, logger="dsprof"):
         applied.uninstall()
     report = applied.report()
