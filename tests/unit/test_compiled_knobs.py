@@ -219,3 +219,24 @@ def test_a_global_hook_recompiles_a_compiled_forward_only_when_removed(traced_wi
     handle.remove()
     compiled(x)
     assert counters["stats"]["unique_graphs"] == (2 if traced_with_hook else 1)
+
+
+def test_library_op_knob_under_the_default_inductor_backend():
+    # GIVEN a hand-GELU model and its eager output; the knob naming its GELUs
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model, x = Model(), torch.randn(4, 8)
+    eager = model(x).detach()
+    applied = install(from_env({"DS_LIBRARY_OP": "Model.blocks.*.act=gelu_tanh"}, "cpu"))
+    try:
+        # WHEN `model = torch.compile(model)` (Inductor) runs three times
+        compiled = torch.compile(model)
+        outs = [compiled(x).detach() for _ in range(3)]
+    finally:
+        applied.uninstall()
+    # THEN the modules are swapped, and the compiled model computes what the eager one did
+    assert applied.report()["DS_LIBRARY_OP"]["swapped"] == ["Model.blocks.0.act",
+                                                            "Model.blocks.1.act"]
+    assert all(type(b.act.forward).__name__ == "ChangedForward" for b in model.blocks)
+    for out in outs:
+        torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-5)
