@@ -58,7 +58,7 @@ class GradientCheckpointingKnob(ModuleKnob):
         return True
 
     def report(self) -> dict[str, Any]:
-        return {"checkpointed": self.changed}
+        return {**super().report(), "checkpointed": self.changed}
 
 
 def checkpointed(forward: Any) -> Any:

@@ -7,13 +7,14 @@ knob waits: a global forward pre-hook sees each root module the first time it is
 its submodules once and replaces the matching ones' ``forward`` with ``torch.compile(forward)``
 (the submodules of a compiled module are compiled with it, not again). Compiling ``forward``
 rather than the whole call (``nn.Module.compile()``) keeps module hooks outside the compiled
-code: dsprof's module annotations still name the module in the trace, and adding or removing
-those hooks at profiler windows does not force a recompile. Compiling happens
+code: dsprof's module annotations still name the module in the trace, and removing those hooks
+at the end of a profiler window does not force a recompile (removing a global hook the trace saw
+would). Compiling happens
 on their first call (the first step, or the first after a recompile): a run with this knob
 spends its first steps compiling, which ``dsprof verify`` leaves out of the step time. The
 global hook leaves at the walk after which every path has matched, before that root's forward
-runs (:mod:`dsprof.apply.module_knob`): Dynamo guards on the global hooks, so a hook removed
-after a compiled forward was traced would recompile it.
+runs (:mod:`dsprof.apply.module_knob`): Dynamo guards on the global hooks a trace saw, so a
+hook removed after a compiled forward was traced with it would recompile it.
 """
 
 from __future__ import annotations
@@ -49,4 +50,4 @@ class CompileKnob(ModuleKnob):
         return True
 
     def report(self) -> dict[str, Any]:
-        return {"compiled": self.changed}
+        return {**super().report(), "compiled": self.changed}

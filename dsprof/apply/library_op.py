@@ -109,6 +109,7 @@ def same_result(ours: Any, theirs: Any) -> bool:
 
 class LibraryOpKnob(ModuleKnob):
     env = "DS_LIBRARY_OP"
+    settles_on_first_call = True
     doc = ("comma-separated <module path>=<op> (gelu, gelu_tanh, softmax, rms_norm, "
            "layer_norm): those modules' forward becomes the library op, where it computes the same")
 
@@ -180,4 +181,4 @@ class LibraryOpKnob(ModuleKnob):
                            "; ".join(f"{k} ({v})" for k, v in self.kept.items()))
 
     def report(self) -> dict[str, Any]:
-        return {"swapped": self.swapped, "kept": self.kept}
+        return {**super().report(), "swapped": self.swapped, "kept": self.kept}

@@ -27,10 +27,9 @@ import weakref
 from typing import Any
 
 from dsprof.collectors.memory_census import storage_key
-from dsprof.collectors.modules import ModuleNames
 from dsprof.frames import DSPROF_DIR, internal_file
 from dsprof.log import logger
-from dsprof.module_paths import module_path
+from dsprof.module_paths import ModuleNames, named_module_paths
 
 _MAX_FRAMES = 12
 
@@ -200,8 +199,7 @@ class ActivationTracker:
                     self._returned.add((key[0], key[1]))
 
     def _describe(self, root: Any, root_name: str) -> None:
-        for sub_name, sub in root.named_modules():
-            name = module_path(root_name, sub_name)
+        for name, sub in named_module_paths(root, root_name):
             self.modules[name] = _describe_one(sub, name.count("."))
 
 

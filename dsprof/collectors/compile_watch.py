@@ -3,8 +3,14 @@
 dsprof must profile the compiled program the user runs. Dynamo traces whatever Python runs
 inside a compiled region, hooks included: a hook body it cannot trace is a graph break, and the
 *presence* of global module hooks changes what it traces (``Module.__call__`` instead of
-``forward``), guards on the hook dicts' lengths (a hook added or removed later is a recompile,
-and eight of them fall back to eager) and makes ``OptimizedModule.__call__`` warn. Measured on
+``forward``), makes ``OptimizedModule.__call__`` warn, and a hook the trace saw is guarded on
+the hook dict's length: removing it later is a recompile (and eight recompiles fall back to
+eager). A hook *added* after the trace is not: torch 2.13 CPU, a two-Linear forward compiled
+with ``backend="eager"`` as ``torch.compile(module)``, ``Module.compile()`` and a compiled
+function (tests/unit/test_compiled_knobs.py): traced with a global forward pre-hook, removing it
+recompiled (1 graph, then 2; guard ``len(_global_forward_pre_hooks) != 1``); traced without,
+adding one recompiled nothing (1 graph, no guard failure), and the added hook was never called
+for the modules inside the compiled code, only for the ``OptimizedModule`` itself. Measured on
 a two-block MLP compiled on CPU (tests/integration/test_steps_sources.py): 15 graph breaks and
 4 graphs under dsprof before this, 0 and 1 plain.
 

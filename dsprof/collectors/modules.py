@@ -4,43 +4,21 @@ While a profiler window records, global forward hooks bracket every module call 
 ``dsprof.module: <name>`` annotation. The Python tracer's own ``nn.Module: Linear_0`` events
 number instances per class; users (and the checkpointing advice, which must name modules to
 wrap) need ``TransformerLM.blocks.3.mlp``. The first module called with no module above it is a
-root; its ``named_modules()`` give every descendant its qualified name, once per window.
+root; its ``named_modules()`` give every descendant its qualified name, once per window (the
+rule, shared with the knobs: :class:`dsprof.module_paths.ModuleNames`).
 Hooks exist only inside windows and are skipped while torch.compile traces.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any
 
 from dsprof.log import logger
-from dsprof.module_paths import named_module_paths
+from dsprof.module_paths import ModuleNames
 from dsprof.vocabulary import DSPROF_MODULE_PREFIX
 
-
-class ModuleNames:
-    """Qualified names of modules as they are called (shared by the annotator and the memory
-    collector, so both name a module the same way)."""
-
-    def __init__(self) -> None:
-        self._names: dict[int, tuple[weakref.ref[Any], str]] = {}
-
-    def clear(self) -> None:
-        self._names.clear()
-
-    def name(self, module: Any, parent: str | None) -> str:
-        """The module's path; ``parent`` is the path of the module calling it (None: a root)."""
-        entry = self._names.get(id(module))
-        if entry is not None and entry[0]() is module:
-            return entry[1]
-        if parent is None:
-            for path, sub in named_module_paths(module):
-                self._names[id(sub)] = (weakref.ref(sub), path)
-            return type(module).__name__
-        name = f"{parent}.{type(module).__name__}"
-        self._names[id(module)] = (weakref.ref(module), name)
-        return name
+__all__ = ["ModuleAnnotator", "ModuleNames"]
 
 
 class ModuleAnnotator:
@@ -88,6 +66,12 @@ class ModuleAnnotator:
         stack.append((module, name, rf))
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
+        import torch
+
+        # traced, the stack (which holds the compiled call's OptimizedModule) is a Dynamo
+        # internal error ("already tracked for mutation"); the pre-hook skipped this call anyway
+        if torch.compiler.is_compiling():
+            return
         stack = getattr(self._local, "stack", None)
         if not stack:
             return

@@ -60,8 +60,9 @@ class Verification:
     baseline_spread_s: float | None = None
     measured_spread_s: float | None = None
     not_applied: list[str] = field(default_factory=list)
-    """Where a knob left the program as it was (``DS_LIBRARY_OP`` modules that kept their own
-    forward, with the reason): the rerun measured less than the pasted fix."""
+    """Where a knob left the program as it was (a module path no module matched, a
+    ``DS_LIBRARY_OP`` module that kept its own forward, with the reason): the rerun measured
+    less than the pasted fix."""
 
     @property
     def band_s(self) -> float | None:
@@ -159,6 +160,9 @@ def knobs_not_applied(meta: dict[str, Any]) -> list[str]:
     """``<knob>: <where> (<why>)`` for each place a knob's report says it left as it was."""
     out = []
     for name, rep in sorted((meta.get("knobs") or {}).items()):
+        unmatched = rep.get("unmatched") if isinstance(rep, dict) else None
+        if isinstance(unmatched, list):
+            out += [f"{name}: no module matched {pattern}" for pattern in unmatched]
         kept = rep.get("kept") if isinstance(rep, dict) else None
         if isinstance(kept, dict):
             out += [f"{name}: {where} kept its own forward ({why})"

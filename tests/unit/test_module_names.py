@@ -1,0 +1,130 @@
+"""A module not simply called through its root's forward gets one name, the same in the profile
+(the module annotator's spans) and in the knobs (dsprof/module_paths.py ModuleNames): called
+directly before its model, shared by two models, called from outside every model's tree (real
+torch on CPU, the profiler as the witness)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from dsprof.apply import from_env, install
+from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.vocabulary import DSPROF_MODULE_PREFIX
+
+
+class Model(nn.Module):
+    def __init__(self, shared: nn.Module | None = None,
+                 helper: nn.Module | None = None) -> None:
+        super().__init__()
+        self.body, self.head = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.shared = shared if shared is not None else nn.Identity()
+        self._helpers = [helper] if helper is not None else []  # a list: not registered
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.shared(self.body(x))
+        for h in self._helpers:
+            x = h(x)
+        return x
+
+
+class Other(nn.Module):
+    def __init__(self, shared: nn.Module) -> None:
+        super().__init__()
+        self.shared = shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(x)
+
+
+def _spans(calls: Callable[[], object]) -> list[str]:
+    annotator = ModuleAnnotator()
+    annotator.install()
+    try:
+        with torch.profiler.profile() as prof:
+            calls()
+    finally:
+        annotator.uninstall()
+    return [e.name[len(DSPROF_MODULE_PREFIX):] for e in prof.events()
+            if e.name.startswith(DSPROF_MODULE_PREFIX)]
+
+
+def _checkpointed(calls: Callable[[], object], paths: str) -> tuple[list[str], list[str]]:
+    """(what DS_GRADIENT_CHECKPOINTING changed, what it could not find)."""
+    applied = install(from_env({"DS_GRADIENT_CHECKPOINTING": paths}, "cpu"))
+    try:
+        calls()
+    finally:
+        applied.uninstall()
+    report = applied.report()["DS_GRADIENT_CHECKPOINTING"]
+    return report["checkpointed"], report.get("unmatched", [])
+
+
+def _wraps(module: nn.Module) -> int:
+    """How many checkpointing wrappers are stacked on the module's forward."""
+    n, fwd = 0, module.forward
+    while getattr(fwd, "__dsprof_checkpointed__", False) or hasattr(fwd, "own"):
+        n += bool(getattr(fwd, "__dsprof_checkpointed__", False))
+        fwd = getattr(fwd, "own", None)
+    return n
+
+
+def test_a_submodule_called_before_its_model_takes_its_path_in_the_model():
+    # GIVEN a loop that calls the head directly, then the model
+    x = torch.randn(2, 4)
+    model = Model()
+
+    def step() -> None:
+        model.head(x)
+        model(x)
+        model.head(x)
+
+    # THEN the profile calls it a root until its model is called, then Model.head
+    assert _spans(step) == ["Linear", "Model", "Model.body", "Model.shared", "Model.head"]
+    # AND the knob finds it by the profile's later name, once
+    assert _checkpointed(step, "Model.head") == (["Model.head"], [])
+    assert _wraps(model.head) == 1
+
+
+def test_a_module_shared_by_two_models_keeps_its_first_models_path():
+    # GIVEN one Linear registered in two models, the second called after the first
+    x = torch.randn(2, 4)
+    shared = nn.Linear(4, 4)
+    first, second = Model(shared=shared), Other(shared)
+
+    def step() -> None:
+        first(x)
+        second(x)
+        first(x)
+
+    # THEN the profile names it Model.shared under both models (it flipped to Other.shared,
+    # under Model too, once Other was called)
+    assert _spans(step) == ["Model", "Model.body", "Model.shared", "Other", "Model.shared",
+                            "Model", "Model.body", "Model.shared"]
+    # AND the knob finds it by that name, and not by the second model's, and a pattern that
+    # matches the module in both models wraps it once
+    assert _checkpointed(step, "Model.shared") == (["Model.shared"], [])
+    assert _checkpointed(step, "Other.shared,Other") == (["Other"], ["Other.shared"])
+    fresh = nn.Linear(4, 4)
+    first, second = Model(shared=fresh), Other(fresh)
+    assert _checkpointed(step, "*.shared,Other") == (["Model.shared", "Other"], [])
+    assert _wraps(fresh) == 1
+
+
+def test_a_module_outside_every_tree_is_named_after_its_caller():
+    # GIVEN a Linear a model calls but does not register (kept in a plain list)
+    x = torch.randn(2, 4)
+    helper = nn.Linear(4, 4)
+    model = Model(helper=helper)
+
+    def step() -> None:
+        model(x)
+        model(x)
+
+    # THEN the profile names it after the module that called it
+    assert _spans(step)[:4] == ["Model", "Model.body", "Model.shared", "Model.Linear"]
+    # AND the knob finds it by that name (it used to call it a root, "Linear")
+    assert _checkpointed(step, "Model.Linear") == (["Model.Linear"], [])
+    assert _checkpointed(step, "Linear")[0] == []
