@@ -16,10 +16,17 @@ def gelu_like_run(cpu_ms: list[float], data_wait_ms: list[float] | None = None,
     """The synthetic fusion case (mul, add, tanh on 2048 x 2048, 2 ms each, in step 1 of two
     20 ms profiled steps), the whole forward of module M.act (a library-op fix, not a compile),
     with the thread's CPU time per step given."""
+    chain = ["aten::mul", "aten::add", "aten::tanh"]
     ops = [{"id": i + 1, "step": 1, "name": n, "cat": "cpu_op", "thread": 1,
             "start_ns": (10 + 2 * i) * MS, "dur_ns": 2 * MS, "phase": "forward",
-            "input_shapes": BIG, "dtypes": '["float", "float"]', "module": module}
-           for i, n in enumerate(["aten::mul", "aten::add", "aten::tanh"])]
+            "input_shapes": BIG, "dtypes": '["float", "float"]', "module": module, "seq": 50 + i}
+           for i, n in enumerate(chain)]
+    # the chain's autograd nodes in the backward (a training step: a swap without autograd is
+    # not priced on CPU), linked to its ops by sequence number
+    ops += [{"id": 20 + i, "step": 1, "cat": "cpu_op", "thread": 1, "phase": "backward",
+             "name": f"autograd::engine::evaluate_function: {n[6:].title()}Backward0",
+             "start_ns": 18 * MS + i * MS // 4, "dur_ns": MS // 5, "module": module,
+             "seq": 52 - i} for i, n in enumerate(reversed(chain))]
     # elsewhere in the model a library GELU on the same shapes, cheap: the run's own measure of
     # what the library op costs on CPU (analyzers/fusion.py takes it off the saving)
     ops += [{"id": 10 + i, "step": 1, "name": n, "cat": "cpu_op", "thread": 1,
