@@ -72,7 +72,10 @@ class HostSyncs(Analyzer):
                  else [])
         # a down-sampled trace dropped kernels: the gap after a sync is not idle time there
         trace = [t for t in trace if int(t["rank"]) not in ctx.sampled_ranks]
-        if ctx.nonempty("host_syncs"):
+        if ctx.nonempty("host_syncs") and ctx.steps_missing:
+            # a sync's calls per step are the finding: with no steps they cannot be counted
+            self.no_finding_reason = ctx.steps_missing
+        elif ctx.nonempty("host_syncs"):
             out.extend(self._sites(ctx, trace))
         elif trace:
             out.extend(self._trace_findings(ctx, trace))

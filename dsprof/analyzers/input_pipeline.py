@@ -101,7 +101,11 @@ class InputPipeline(Analyzer):
 
     def run(self, ctx: Context) -> list[Finding]:
         out = []
-        if ctx.nonempty("dataloaders"):
+        self.no_finding_reason = None
+        if ctx.nonempty("dataloaders") and ctx.steps_missing:
+            # the loader's wait is measured per step, in the steps table
+            self.no_finding_reason = ctx.steps_missing
+        elif ctx.nonempty("dataloaders"):
             out.extend(self._loader_waits(ctx))
         elif ctx.nonempty("ops"):
             out.extend(self._traced_loader_waits(ctx))

@@ -73,6 +73,8 @@ class PageableReadbackAnalyzer(Analyzer):
         return out
 
     def _rank(self, ctx: Context, rank: int, rows: list[tuple]) -> Finding | None:
+        if not ctx.run.has("steps"):  # its cost is a share of the step it stalls
+            return None
         steps = ctx.run.sql("SELECT count(*), avg(dur_ns) FROM steps WHERE rank = ? AND step "
                             "IN (SELECT DISTINCT step FROM kernels WHERE rank = ?)",
                             [rank, rank])[0]

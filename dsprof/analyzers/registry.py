@@ -105,6 +105,17 @@ class Context:
         return self._nonempty[table]
 
     @cached_property
+    def steps_missing(self) -> str | None:
+        """Why nothing can be said per step in a ``dsprof run``'s directory that has no steps
+        table (a run always writes one: the directory is incomplete or was edited), or None.
+        Nothing read from a run directory is trusted: analyzers that count per step skip their
+        per-step parts with this reason instead of failing on the missing table."""
+        if not self.run.manifest.is_run or self.nonempty("steps"):
+            return None
+        return ("the run directory has no steps table (a dsprof run always writes one: the "
+                "directory is incomplete); nothing can be counted per step")
+
+    @cached_property
     def op_table(self) -> Any:
         """The run's :class:`~dsprof.metrics.ops.optable.OpTable`, built once for the
         analyzers that read it (fusion, fused optimizer, precision)."""
@@ -324,6 +335,10 @@ def _run_notes(ctx: Context, out: Analysis) -> None:
         out.notes.insert(0, {"kind": "withheld", "text": (
             f"Timing findings are withheld: {_DISTURBANCE[ctx.disturbance]}. Run again "
             "without it to rank them.")})
+    if ctx.steps_missing:
+        out.notes.append({"kind": "incomplete", "text": (
+            f"Per-step findings are not made: {ctx.steps_missing}. Savings are per capture "
+            "(the profiled ops), and no step time or noise band is known.")})
     world = int(ctx.run.manifest.world_size or 0)
     if world > 1 and ctx.run.has("steps"):
         held = int(ctx.run.sql("SELECT count(DISTINCT rank) FROM steps")[0][0] or 0)

@@ -26,7 +26,9 @@ Five verdicts, and only the last one is a saving:
 - ``steps.periodic``: the outliers recur every N steps: work the script asks for (evaluation,
   checkpoint saving, logging), named with the source lines that ran only in those steps when
   dsprof saw them (host syncs). Its cost is stated; it is not a saving, since the script wants
-  that work done.
+  that work done. It wins over ``steps.noise`` when those steps did more work (the thread's
+  CPU time or their ops grew, or they ran a line no other step ran): under load a step that
+  computes more also waits longer for a core (:func:`_periodic_work`).
 - ``steps.noise`` too: sporadic outliers with no data wait that stay under
   ``MIN_SLOWDOWN`` x the median (the same work, a little slower now and then).
 - ``steps.outliers``: the rest. The saving is the outliers' excess over the median, spread
@@ -36,7 +38,8 @@ Five verdicts, and only the last one is a saving:
 from __future__ import annotations
 
 from collections import Counter
-from itertools import pairwise
+from itertools import combinations
+from typing import Any
 
 import numpy as np
 
@@ -110,9 +113,11 @@ class StepOutliers(Analyzer):
         excess = sum(r[3] - med for r in slow)
         base_wait = _median([r[5] for r in normal])
         base_off = _median([r[3] - r[4] for r in normal if r[4] is not None])
+        base_cpu = _median([r[4] for r in normal])
         evidence = []
         causes: Counter[str] = Counter()
         gc_generations = set()
+        more_work: set[int] = set()  # steps that did more work: CPU time or ops grew
         for row in slow[:20]:
             step, start, end, d, cpu, wait, profiled, gc_ns, gc_gen = row
             parts = [f"step {step}: {d / 1e6:.1f} ms (median {med / 1e6:.1f} ms)"]
@@ -134,14 +139,29 @@ class StepOutliers(Analyzer):
                 causes["waiting"] += 1
             elif cpu is not None and base_off is not None:
                 causes["compute"] += 1
+            if not collected(row) and cpu is not None and base_cpu is not None and \
+                    cpu - base_cpu > 0.3 * extra:
+                # on a loaded machine a step that did more work also waits longer for a core:
+                # both are said, so periodic work is not read as waiting alone
+                parts.append(f"thread CPU +{(cpu - base_cpu) / 1e6:.1f} ms (more work)")
+                more_work.add(int(step))
             if profiled:
                 grew = _ops_that_grew(ctx, rank, step, normal)
                 if grew:
                     parts.append("grew: " + ", ".join(grew))
+                    more_work.add(int(step))
             evidence.append(Evidence("; ".join(parts), rank=rank, step=int(step),
                                      start_ns=int(start), end_ns=int(end), value=d / 1e6))
         period = _period([int(r[0]) for r in slow], int(rows[0][0]), int(rows[-1][0]),
                          present={int(r[0]) for r in rows})
+        sites: list[str] = []
+        if period:
+            every, residue = period
+            periodic = [r for r in slow if r[0] % every == residue]
+            sites = _sites_only_in(ctx, rank, [int(r[0]) for r in periodic],
+                                   [int(r[0]) for r in normal])
+            if not _periodic_work(periodic[:20], more_work, sites):
+                period = None  # steps at a stride that only waited: the off-CPU rule decides
         steps_txt = ", ".join(str(r[0]) for r in slow[:8]) + (" ..." if len(slow) > 8 else "")
         per_step = excess / len(rows) / 1e9
         kind = "steps.outliers"
@@ -179,8 +199,6 @@ class StepOutliers(Analyzer):
             periodic = [r for r in slow if r[0] % every == residue]
             kind = "steps.periodic"
             saving = 0.0  # work the script asks for: its cost is stated, not promised away
-            sites = _sites_only_in(ctx, rank, [int(r[0]) for r in periodic],
-                                   [int(r[0]) for r in normal])
             where = f" at {', '.join(sites)}" if sites else ""
             title = (f"Every {every} steps a step runs "
                      f"{np.mean([r[3] for r in periodic]) / med:.1f}x slower (rank {rank}): "
@@ -250,6 +268,19 @@ def _set_aside_text(rows: list[tuple]) -> str:
             f"collector ran in {'it' if one else 'them'} (the runtime's work).")
 
 
+def _periodic_work(periodic: list[tuple[Any, ...]], more_work: set[int],
+                   sites: list[str]) -> bool:
+    """Whether steps at a stride are the script's periodic work: they ran a code path the
+    others did not (``sites``), or at least half of them did more work (the thread's CPU time
+    or their profiled ops grew), or there is no CPU time to tell (an import). That work wins
+    over "off the CPU": on a loaded machine a step that computes more also waits longer for a
+    core, so an evaluation step's wait grows with its work. Steps at a stride that only waited
+    are left to the off-CPU rule."""
+    if sites or any(r[4] is None for r in periodic):
+        return True
+    return sum(int(r[0]) in more_work for r in periodic) >= 0.5 * len(periodic)
+
+
 def _warmup_prefix(slow: list[tuple], rows: list[tuple]) -> int:
     """How many steps of warm-up ``slow`` is: k when the outliers are exactly the first k
     steady steps (``rows`` in step order) and at least ``MIN_STEPS`` normal steps follow them,
@@ -280,12 +311,19 @@ def _period(steps: list[int], first: int, last: int,
     """(N, residue) when the outliers include every N-th step of the run (at least 3 of
     them, 80 % of that residue's steps between ``first`` and ``last`` among the ``present``
     ones (the steady steps: a window's steps are not judged), and 60 % of the outliers), else
-    None. Noise outliers in between do not hide the pattern."""
+    None. Noise outliers in between do not hide the pattern.
+
+    The candidate periods are the gaps between any two outliers, not only neighbouring ones:
+    on a loaded machine a noise outlier lands between two periodic ones (steps 3, 11, 14, 15
+    with 7 in the profiler's window: neighbours differ by 8, 3 and 1, and the stride 4 is
+    only the gap 11 -> 15), and the evaluation read as "off the CPU". A stride needs three
+    hits, so gaps over half the span are not tried."""
     if len(steps) < 3:
         return None
     slow = set(steps)
+    span = max(steps) - min(steps)
     best: tuple[int, int, int] | None = None
-    for p in sorted({b - a for a, b in pairwise(steps) if b - a > 1}):
+    for p in sorted({b - a for a, b in combinations(steps, 2) if 1 < b - a <= span // 2}):
         hits = Counter(s % p for s in steps)
         residue, count = hits.most_common(1)[0]
         expected = [k for k in range(first, last + 1)

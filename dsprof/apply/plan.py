@@ -32,7 +32,10 @@ class ApplyPlan:
             "baseline": str(self.baseline),
             "baseline_step_s": self.baseline_step_s,
             "findings": [{"id": f.id, "kind": f.kind, "title": f.title, "saving_s": f.saving_s,
-                          "saving_bytes": f.saving_bytes, "apply": f.apply}
+                          "saving_bytes": f.saving_bytes, "apply": f.apply,
+                          "severity": f.severity,  # ranked or not, for the reader
+                          # verify's paired verdict: which clock the saving is priced in
+                          "saving_clock": f.data.get("saving_clock")}
                          for f in self.findings],
             "predicted_saving_s": sum(f.saving_s for f in self.findings),
             "predicted_saving_bytes": sum(f.saving_bytes for f in self.findings),

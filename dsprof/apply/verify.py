@@ -53,7 +53,10 @@ def _rerun(baseline: Path, ids: list[str] | None, out: Path, quiet: bool) -> Non
     cmd, cwd, env = rerun_command(baseline, ids, out)
     if quiet:
         cmd.insert(cmd.index("run") + 1, "-q")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, check=False)
+    # stdout is verify's own result (text or --json): the rerun's output goes to stderr with
+    # -v, and nowhere without (its errors still reach stderr)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, check=False,
+                          stdout=subprocess.DEVNULL if quiet else sys.stderr.fileno())
     if proc.returncode != 0 or not (out / "meta.json").is_file():
         raise RunDirError(f"the rerun exited with status {proc.returncode}; see {out}")
 
@@ -67,8 +70,10 @@ def verify(baseline: Path, ids: list[str], out: Path | None = None, quiet: bool 
         fresh_baseline: also rerun the command without the fix (into ``<out>-baseline``) and
             measure the baseline step time there: on a shared or busy machine the original
             run's speed may not be today's.
-        rounds: run the pair (fresh baseline, then with the fix) this many times, alternating,
-            and pool each side's full-speed steps (``<out>-r<k>``); implies a fresh baseline.
+        rounds: run the pair (fresh baseline, then with the fix) this many times, alternating
+            (``<out>-r<k>-baseline``, ``<out>-r<k>``); implies a fresh baseline. Round ``k``'s
+            change is baseline ``k``'s median step - fix ``k``'s; from two rounds the verdict
+            is on their mean and its 95 % interval (``reports.paired_verdict``).
         progress: told, before each rerun, what is about to run.
 
     Raises:

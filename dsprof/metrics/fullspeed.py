@@ -43,6 +43,10 @@ def profiler_cost_per_op(run: Run) -> float:
     if not run.manifest.is_run or not run.has("ops"):
         return 0.0
     names = ", ".join(f"'{n}'" for n in _NO_WORK)
+    # ops are only recorded in profiler windows; the steps table (absent from a damaged run
+    # directory) only narrows them to the window's own steps
+    in_window = ("AND step IN (SELECT step FROM steps WHERE profiled)"
+                 if run.has("steps") else "")
     row = run.sql(f"""SELECT median(dur_ns), count(*) FROM ops WHERE name IN ({names})
-                      AND step IN (SELECT step FROM steps WHERE profiled)""")[0]
+                      {in_window}""")[0]
     return float(row[0]) / 1e9 if row[1] else 0.0

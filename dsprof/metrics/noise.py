@@ -97,7 +97,7 @@ def step_noise(run: Run, rank: int = 0) -> StepNoise | None:
     return StepNoise(len(durs), med / 1e9, sd / 1e9)
 
 
-def series_noise(durations_ns: list[int] | np.ndarray) -> StepNoise | None:
+def series_noise(durations_ns: list[int] | list[float] | np.ndarray) -> StepNoise | None:
     """The same spread over any list of step times (one arm of a verify)."""
     durs = np.asarray(durations_ns, np.float64)
     if len(durs) < 2:

@@ -87,12 +87,14 @@ def _stacked(findings: list[Finding], title: str, console: Console) -> None:
 
 
 def render_notes(analysis: Analysis, console: Console,
-                 kinds: tuple[str, ...] = ("withheld", "ranks", "noise", "gpu")) -> None:
+                 kinds: tuple[str, ...] = ("withheld", "incomplete", "ranks", "noise",
+                                           "gpu")) -> None:
     """What the reader must know beside the ranked list (see ``Analysis.notes``)."""
     for note in analysis.notes:
         if note.get("kind") in kinds:
+            loud = note.get("kind") in ("withheld", "incomplete")
             console.print(plain(f"note: {note.get('text', '')}",
-                                style="bold yellow" if note.get("kind") == "withheld" else "dim"))
+                                style="bold yellow" if loud else "dim"))
 
 
 def render_detail(f: Finding, console: Console) -> None:

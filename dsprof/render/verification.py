@@ -1,8 +1,11 @@
 """Terminal rendering of a :class:`Verification` (``dsprof verify``). Presents only.
 
 Said in words and per-step numbers a person reads ("predicted -5.30 ms/step, measured
-+2.10 ms/step: the fix made it slower"), never as a ratio of ratios (``-2143%``), and with the
-noise band: the smallest change these two arms' spread can tell from none.
+-4.90 ms/step (95 % interval -5.40 to -4.40 ms/step, 3 paired rounds): within 25 %,
+confirmed"), never as a ratio of ratios (``-2143%``). The verdict is the paired rounds' and in
+the words of benchmarks/advice.py's judge (one function, ``reports.paired_verdict``); with one
+round there is no interval of the change between runs, and the output says so instead of
+giving a verdict. Each arm's spread and the step band stay beside it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dsprof.render.safe_text import esc
+from dsprof.reports.paired_verdict import Judgement
 from dsprof.reports.verification import Verification
 from dsprof.units import fmt_mib, fmt_s_as_ms
 
@@ -23,30 +27,61 @@ def _signed_mib(b: int) -> str:
     return f"{b / 2**20:+.1f} MiB"
 
 
+def _metric(j: Judgement) -> str:
+    if j.metric != "cpu":
+        return "wall time"
+    return "the training thread's CPU time" + (
+        "; the prediction as the same share of it" if j.scaled else "")
+
+
+def _interval(j: Judgement) -> str:
+    """The 95 % interval of the change of the step time (negative: faster)."""
+    lo, hi = j.interval_s  # of the saving
+    return f"{-hi * 1e3:+.2f} to {-lo * 1e3:+.2f} ms/step"
+
+
 def verdict(v: Verification) -> str | None:
-    """One sentence: predicted and measured change of the step time, and what it means."""
+    """One sentence: predicted and measured change of the step time, and the paired rounds'
+    verdict (the judge's words, ``reports.paired_verdict``); with one round, that there is
+    none to give."""
     if v.baseline_step_s is None or v.measured_step_s is None:
         return None
-    measured = v.measured_step_s - v.baseline_step_s  # negative: faster
-    said = f"measured {_signed_ms(measured)}"
-    if v.predicted_step_s is not None:
-        said = f"predicted {_signed_ms(v.predicted_step_s - v.baseline_step_s)}, " + said
-    band = v.band_s
-    noise = ""  # the band is printed on the next line (render_verification)
-    if v.measurable is False:
-        return f"{said}: no measurable change (inside the noise band)"
-    if measured > 0:
-        return f"{said}: the fix made it slower{noise}"
-    faster = f"{v.baseline_step_s / v.measured_step_s:.2f}x as fast" \
-        if v.measured_step_s > 0 else "faster"
-    if v.predicted_step_s is None or v.predicted_step_s >= v.baseline_step_s:
-        return f"{said}: the fix made it faster, {faster}{noise}"
-    predicted = v.baseline_step_s - v.predicted_step_s
-    got = -measured / predicted
-    how = ("about as predicted" if abs(got - 1) <= 0.2 or
-           (band is not None and abs(-measured - predicted) <= band)
-           else f"{got:.0%} of the predicted saving")
-    return f"{said}: the fix made it faster, {faster}, {how}{noise}"
+    j = v.judgement
+    if j is None or not j.paired:
+        measured = v.measured_step_s - v.baseline_step_s  # negative: faster
+        said = f"measured {_signed_ms(measured)}"
+        if v.predicted_step_s is not None:
+            said = f"predicted {_signed_ms(v.predicted_step_s - v.baseline_step_s)}, " + said
+        why = "one round: " if j is not None else ""
+        return f"{said} ({why}no interval, so no verdict)"
+    said = (f"predicted {_signed_ms(-j.predicted_saving_s)}, measured "
+            f"{_signed_ms(-j.measured_saving_s)} (95 % interval {_interval(j)}, "
+            f"{j.rounds} paired rounds)")
+    words = j.verdict.removesuffix(", SLOWER")
+    if j.holds_zero and words == "inside the noise":
+        words = "inside the noise, no measurable change"
+    elif j.holds_zero:
+        words += "; no measurable change"
+    if j.slower:
+        words += "; the fix made the step slower"
+    return f"{said}: {words}"
+
+
+def verdict_reason(j: Judgement) -> str:
+    """What the verdict's words mean, for the line under it."""
+    if j.slower:
+        return "the whole interval is slower than the baseline"
+    if j.holds_zero:
+        return "the interval holds 0: the rounds cannot tell this change from none"
+    if j.verdict.startswith("within 25 %, confirmed"):
+        return "the whole interval lies within 25 % of the prediction"
+    if j.verdict.startswith("within 25 % (interval wider)"):
+        return ("the mean change is within 25 % of the prediction, its interval wider: "
+                "not confirmed; more rounds narrow it")
+    if j.verdict.startswith("OFF"):
+        return "more than 25 % from the prediction, which lies outside the interval"
+    return ("more than 25 % from the prediction, but the interval still holds it: "
+            "more rounds could tell")
 
 
 def render_verification(v: Verification, console: Console) -> None:
@@ -69,10 +104,19 @@ def render_verification(v: Verification, console: Console) -> None:
     said = verdict(v)
     if said is not None:
         console.print(said, style="bold red" if "slower" in said else "bold")
+        j = v.judgement
+        if j is not None and j.paired:
+            console.print(f"  {verdict_reason(j)}", style="dim")
+            console.print(f"  change per round: baseline k's median - fix k's ({_metric(j)}); "
+                          "interval: their mean's, Student's t", style="dim")
+        else:
+            console.print("  a run's median step moves with the machine's load from run to "
+                          "run: --rounds 2 or more pairs baseline and fix runs for a 95 % "
+                          "interval and a verdict", style="dim")
         band = v.band_s
         if band is not None:
-            console.print(f"  noise band ±{band * 1e3:.2f} ms: a smaller change cannot be told "
-                          "from noise", style="dim")
+            console.print(f"  step noise band ±{band * 1e3:.2f} ms: the arms' step-to-step "
+                          "spread alone", style="dim")
         console.print(f"  medians of {v.steps_used[0]} + {v.steps_used[1]} full-speed steps "
                       "(compile and profiled steps left out)", style="dim")
     if v.baseline_peak is not None and v.measured_peak is not None:
@@ -81,5 +125,3 @@ def render_verification(v: Verification, console: Console) -> None:
             mem = f"predicted {_signed_mib(v.predicted_peak - v.baseline_peak)}, " + mem
         console.print(f"peak memory: {mem}")
     console.print(f"rerun: {esc(v.applied)}", soft_wrap=True)
-    console.print("[dim]a busy machine moves medians: --rounds N alternates fresh baseline and "
-                  "fixed runs[/]")

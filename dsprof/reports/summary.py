@@ -64,7 +64,11 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
                      "profiler window, without the per-step timings of the whole run")
     elif run.meta.get("source") == "run":
         src = run.meta.get("steps_source", "none")
-        if src == "none":
+        if not run.has("steps"):
+            notes.append("the run directory has no steps table (a dsprof run always writes "
+                         "one: the directory is incomplete): no step time, and nothing per "
+                         "step")
+        elif src == "none":
             cap = run.meta.get("max_capture_s")
             capped = " and hit the cap" if run.meta.get("capped") else ""
             notes.append(f"no step boundaries were seen (no optimizer.step(), no backward(), "

@@ -9,12 +9,15 @@ cost taken out, see ``metrics.fullspeed``), so predicted = baseline - the applie
 
 Each arm's spread is its robust standard deviation (1.4826 x MAD, ``metrics.noise``). The
 difference of the two medians has a standard error of about
-``1.2533 x sqrt(sd_a^2 / n_a + sd_b^2 / n_b)``; a change under two of those is "no measurable
-change", whatever the ratio of the medians says.
+``1.2533 x sqrt(sd_a^2 / n_a + sd_b^2 / n_b)``: the step band. It sees only the step-to-step
+spread, not how a run's median moves with the machine's load from one run to the next, so it
+decides nothing alone: the verdict is the paired rounds' (``reports.paired_verdict``, the same
+function benchmarks/advice.py's judge uses), which needs two rounds or more.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 from dsprof.errors import RunDirError
 from dsprof.facts import Facts
 from dsprof.metrics.noise import series_noise
+from dsprof.reports.paired_verdict import WORK_KINDS, Judgement, judge, read_arm
 from dsprof.run import load
 
 
@@ -63,6 +67,9 @@ class Verification:
     """Where a knob left the program as it was (a module path no module matched, a
     ``DS_LIBRARY_OP`` module that kept its own forward, with the reason): the rerun measured
     less than the pasted fix."""
+    judgement: Judgement | None = None
+    """The paired rounds' verdict (``reports.paired_verdict.judge``): a 95 % interval of the
+    change only with ``judgement.rounds >= 2``. None when an arm has under two steady steps."""
 
     @property
     def band_s(self) -> float | None:
@@ -71,8 +78,8 @@ class Verification:
         if self.baseline_spread_s is None or self.measured_spread_s is None or not n_a \
                 or not n_b:
             return None
-        return 2 * 1.2533 * (self.baseline_spread_s ** 2 / n_a
-                             + self.measured_spread_s ** 2 / n_b) ** 0.5
+        return 2 * 1.2533 * math.sqrt(self.baseline_spread_s ** 2 / n_a
+                                      + self.measured_spread_s ** 2 / n_b)
 
     @property
     def measurable(self) -> bool | None:
@@ -109,7 +116,8 @@ class Verification:
                 "measured_peak_bytes": self.measured_peak, "error": self.error,
                 "baseline_spread_s": self.baseline_spread_s,
                 "measured_spread_s": self.measured_spread_s, "band_s": self.band_s,
-                "measurable": self.measurable}
+                "measurable": self.measurable,
+                "paired": None if self.judgement is None else self.judgement.to_json()}
 
 
 def compare(applied: Path | list[Path],
@@ -144,16 +152,38 @@ def compare(applied: Path | list[Path],
     else:
         base_runs = [measured_baseline]
     base_facts = [_facts(p) for p in base_runs]
+    records = [dict(f) for f in plan.findings]
     base_s, n_base = step_time_s(*base_facts)
     new_s, n_new = step_time_s(*applied_facts)
     predicted = None if base_s is None else max(0.0, base_s - plan.predicted_saving_s)
     base_peak = base_facts[0].peak_bytes
+    judgement = paired_judgement(records, plan.predicted_saving_s, base_s, base_runs,
+                                 applied_runs)
     return Verification(
-        base_runs[0], applied_runs[-1], [dict(f) for f in plan.findings], base_s, predicted,
+        base_runs[0], applied_runs[-1], records, base_s, predicted,
         new_s, (n_base, n_new), base_peak,
         None if base_peak is None else base_peak - plan.predicted_saving_bytes,
         applied_facts[-1].peak_bytes, step_spread_s(*base_facts),
-        step_spread_s(*applied_facts), not_applied)
+        step_spread_s(*applied_facts), not_applied, judgement)
+
+
+def paired_judgement(records: list[dict[str, Any]], predicted_saving_s: float,
+                     base_s: float | None, base_runs: list[Path],
+                     applied_runs: list[Path]) -> Judgement | None:
+    """The paired verdict on the applied findings together, run ``k`` of one arm paired with
+    run ``k`` of the other. Judged on the training thread's CPU time only when every finding
+    removes work from it (one clock for the change); the saving is taken as priced in that
+    thread's CPU time only when every finding says so. Always a ranked verdict: verify checks
+    whatever prediction it was asked to, ranked or not."""
+    if len(base_runs) != len(applied_runs):  # the original run against one rerun: one round
+        base_runs, applied_runs = base_runs[:1], applied_runs[:1]
+    kinds = [str(r.get("kind") or "") for r in records]
+    kind = kinds[0] if kinds and all(k.startswith(WORK_KINDS) for k in kinds) else "mixed"
+    clocks = {r.get("saving_clock") for r in records}
+    clock = clocks.pop() if len(clocks) == 1 else None
+    predicted = 0.0 if base_s is None else min(base_s, max(0.0, predicted_saving_s))
+    return judge(kind, True, predicted, read_arm(base_runs), read_arm(applied_runs),
+                 saving_clock=clock)
 
 
 def knobs_not_applied(meta: dict[str, Any]) -> list[str]:

@@ -139,13 +139,20 @@ def test_memory_golden(mem_run, golden, width):
 
 
 def _verification(measured_s: float) -> Verification:
+    """Three paired rounds of quiet runs, baseline 50 ms, each fix run ``measured_s`` (+-0.1
+    ms between rounds), against a 5.30 ms saving predicted."""
+    from tests.unit.test_verify_verdict import paired
+
+    fixed_ms = measured_s * 1e3
+    j = paired([50.0] * 3, [fixed_ms, fixed_ms + 0.1, fixed_ms - 0.1], 5.3)
     return Verification(
         baseline=Path("/runs/base"), applied=Path("/runs/base-verify"),
         findings=[{"id": "fusion-4a7b5d6a", "title": "Fuse the optimizer step",
                    "apply": {"DS_OPTIMIZER_FUSED": "1"}}],
         baseline_step_s=0.0500, predicted_step_s=0.0447, measured_step_s=measured_s,
-        steps_used=(40, 40), baseline_peak=300 << 20, predicted_peak=280 << 20,
-        measured_peak=281 << 20, baseline_spread_s=0.0010, measured_spread_s=0.0012)
+        steps_used=(60, 60), baseline_peak=300 << 20, predicted_peak=280 << 20,
+        measured_peak=281 << 20, baseline_spread_s=0.0010, measured_spread_s=0.0012,
+        judgement=j)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -153,16 +160,18 @@ def test_verify_golden(golden, width):
     buf, console = _console(width)
     render_verification(_verification(0.0521), console)
     text = buf.getvalue()
-    assert "predicted -5.30 ms/step, measured +2.10 ms/step: the fix made it slower" in text
-    assert "noise band ±0.62 ms" in text and "speedup" not in text and "%" not in text
+    assert ("predicted -5.30 ms/step, measured +2.10 ms/step (95 % interval +1.85 to "
+            "+2.35 ms/step, 3 paired rounds): OFF -140%; the fix made the step slower") \
+        in " ".join(text.split())
+    assert "step noise band ±0.51 ms" in text and "speedup" not in text
     golden(f"terminal_verify_slower_{width}.txt", text)
 
 
 def test_verify_verdicts():
-    # faster as predicted, faster by less than predicted, and inside the noise band
-    assert "about as predicted" in verdict(_verification(0.0449))
-    assert "of the predicted saving" in verdict(_verification(0.0480))
-    assert "no measurable change" in verdict(_verification(0.0499))
+    # faster as predicted, faster by less than predicted, and no change the rounds can see
+    assert verdict(_verification(0.0449)).endswith(": within 25 %, confirmed")
+    assert verdict(_verification(0.0480)).endswith(": OFF -62%")
+    assert "no measurable change" in verdict(_verification(0.0500))
 
 
 def test_shorten_keeps_what_tells_names_apart():

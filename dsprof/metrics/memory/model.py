@@ -214,7 +214,9 @@ def trace_gpu(meta: dict) -> dict | None:
 def unprofiled_ratio(run: Run, rank: int, step: int) -> float:
     """Median step time outside profiler windows over the time of ``step`` (profiled), at most
     1: times measured inside a window carry the profiler's overhead, and a prediction of
-    seconds per step is about the unprofiled run."""
+    seconds per step is about the unprofiled run. 1 without a steps table."""
+    if not run.has("steps"):
+        return 1.0
     rows = run.sql("SELECT (SELECT median(dur_ns) FROM steps WHERE rank = ? AND step > 0 "
                    "AND NOT profiled), (SELECT max(dur_ns) FROM steps WHERE rank = ? "
                    "AND step = ?)", [rank, rank, step])
