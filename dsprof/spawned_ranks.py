@@ -259,10 +259,14 @@ def finish_coordinator(session: Any, exit_status: int, reason: str, error: str |
 
     spawned = session.spawned
     nprocs = spawned["nprocs"]
-    # the script ended by a signal: its ranks, left running, are not waited for (a SIGTERM'd
-    # coordinator saves from its watcher thread with little time to spare)
+    # the script ended by a signal: a SIGTERM'd coordinator saves with little time to spare
+    # (its watcher thread ends it 5 s after the signal), and without dsprof it would be gone
+    # now, its ranks interrupted by torch's parent-death SIGINT: they get it here, and save
+    # (a Ctrl-C reached them from the terminal already)
     stopped = reason in ("terminated", "interrupt") or exit_status == EXIT_STATUS
-    waiting = wait_for_ranks(session.run, nprocs, 2.0 if stopped else RANK_WAIT_S)
+    if stopped and reason != "interrupt":
+        _interrupt_ranks(session.run, nprocs)
+    waiting = wait_for_ranks(session.run, nprocs, 3.0 if stopped else RANK_WAIT_S)
     if waiting:
         logger.warning("ranks %s had not finished when the script ended; merged as they are",
                        waiting)
@@ -281,3 +285,22 @@ def finish_coordinator(session: Any, exit_status: int, reason: str, error: str |
         spawned={"nprocs": nprocs, "start_method": spawned["start_method"]},
         max_capture_s=session.settings.max_capture_s, frameworks=frameworks_loaded())
     log_rank_failures(merged)
+
+
+def _interrupt_ranks(run: Any, nprocs: int) -> None:
+    """SIGINT to the ranks still running that this process started (what torch's
+    ``PR_SET_PDEATHSIG`` sends them when it dies)."""
+    import psutil
+
+    from dsprof.ranks import read_record
+
+    for r in range(nprocs):
+        rec = read_record(run, r)
+        pid = rec.get("pid") if rec is not None and rec.get("status") != "finished" else None
+        if not isinstance(pid, int):
+            continue
+        try:
+            if psutil.Process(pid).ppid() == os.getpid():
+                os.kill(pid, signal.SIGINT)
+        except (psutil.Error, OSError):
+            continue

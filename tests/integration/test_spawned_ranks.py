@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from dsprof.analyzers.registry import analyze
 from dsprof.run import load
-from tests.integration.helpers import dsprof, meta, write
+from tests.integration.helpers import REPO, dsprof, meta, write
 from tests.integration.spawn_scripts import DDP_SPAWN, FORK_START, SPAWN_LOADER
 
 SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "4"]
@@ -135,3 +137,42 @@ def test_processes_started_by_fork_are_named_as_not_profiled(tmp_path):
                      r"is not followed", res.stderr)
     summary = dsprof("summary", str(out))
     assert "dsprof did not profile" in " ".join(summary.stdout.split())
+
+
+def test_a_sigtermed_script_interrupts_its_ranks_and_keeps_what_they_saved(tmp_path):
+    # GIVEN spawned ranks training well past the test's patience
+    script = write(tmp_path / "ddp_spawn.py", DDP_SPAWN)
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen([sys.executable, "-m", "dsprof", "run", "-q", "-o", str(out),
+                             *SCHEDULE, str(script), "100000", "5", "none"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # WHEN the script's process gets SIGTERM while both ranks step
+        deadline = time.monotonic() + 120
+        while not all(steps_done(out, r) >= 3 for r in (0, 1)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # THEN it ends as a SIGTERM'd program, and its ranks, interrupted as torch does when their
+    # parent dies, saved their sessions first: their steps are in the run
+    assert proc.returncode == 143, stderr
+    m = meta(out)
+    assert m["status"] == "finished" and m["ranks"] == [0, 1]
+    assert all("exit status 130" in why for why in m["rank_failures"].values()), m
+    with load(out) as run:
+        assert {r for (r,) in run.sql("SELECT DISTINCT rank FROM steps")} == {0, 1}
+
+
+def steps_done(run, rank: int) -> int:
+    try:
+        text = (run / "raw" / f"rank{rank}" / "progress").read_text().strip()
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
