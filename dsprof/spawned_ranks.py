@@ -278,6 +278,7 @@ def finish_coordinator(session: Any, exit_status: int, reason: str, error: str |
             rec = read_record(session.run, r)
             if r not in failures and rec is not None and rec.get("status") != "finished":
                 failures[r] = -signal.SIGTERM
+    _warn_renumbered(session.run, nprocs)
     merged = merge_ranks(session.run, nprocs, failures, spawned.get("first"))
     session.run.update_meta(
         **merged, status="finished", exit_status=exit_status, exit_reason=reason,
@@ -304,3 +305,16 @@ def _interrupt_ranks(run: Any, nprocs: int) -> None:
                 os.kill(pid, signal.SIGINT)
         except (psutil.Error, OSError):
             continue
+
+
+def _warn_renumbered(run: Any, nprocs: int) -> None:
+    """A script whose process group numbers its processes otherwise than torch's index (a
+    rank offset per node): the run's ranks are the indexes, and one line says so."""
+    from dsprof.ranks import read_record
+
+    for r in range(nprocs):
+        rec = read_record(run, r) or {}
+        if isinstance(rec.get("group_rank"), int):
+            logger.warning("process %d of torch.multiprocessing is rank %d of its process "
+                           "group; this run names each process by its index (raw/rank%d)", r,
+                           rec["group_rank"], r)

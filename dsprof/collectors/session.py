@@ -42,7 +42,7 @@ from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.process_facts import default_backend as _backend
-from dsprof.collectors.process_facts import frameworks_loaded
+from dsprof.collectors.process_facts import default_group_rank, frameworks_loaded
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.side_collectors import start_cupti, start_watcher, watch_user_profiler
 from dsprof.collectors.steps import StepCollector
@@ -98,6 +98,7 @@ class Session:
         self._poll_cap = False  # torch.compile in use: the timeline polls its cap per backward
         self._clock: dict[str, Any] | None = None
         self._backend: str | None = None
+        self._group_rank: int | None = None  # the script's process group's rank for it
         self.lock: RunLock | None = None
         self.progress: Progress | None = None
         self.forked_child = False  # this is a copy of the session in a process the script forked
@@ -115,7 +116,9 @@ class Session:
                 "host": socket.gethostname(), "world_size": self.ranks.world_size,
                 "device": self.device.to_json() if self.device else None,
                 "clock": self._clock, "start_ns": self.steps.start_ns if self.steps else None,
-                "backend": self._backend or _backend(), "precision": precision_state()}
+                "backend": self._backend or _backend(), "precision": precision_state(),
+                **({"group_rank": self._group_rank} if self._group_rank not in (None, self.rank)
+                   else {})}
 
     def start(self) -> None:
         global _current
@@ -217,6 +220,7 @@ class Session:
             self.progress.update(self.steps.steps_done)
         if self.ranks.distributed and self._backend is None:
             self._backend = _backend()  # scripts destroy their group before exit
+            self._group_rank = default_group_rank()
         # no gloo group is destroyed before the exit, where dsprof lets it go safely
         process_groups.keep_alive()
         if self.memory is not None and self.steps is not None:

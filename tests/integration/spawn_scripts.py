@@ -2,9 +2,10 @@
 tutorial does, for tests/integration/test_spawned_ranks.py (each is written to a file and run
 by ``python`` and by ``dsprof run``)."""
 
-# argv: STEPS SLOW_MS FAIL ; FAIL: "none", "raise" (rank 1 raises ValueError after the
+# argv: STEPS SLOW_MS FAIL [swap]; FAIL: "none", "raise" (rank 1 raises ValueError after the
 # training) or "exit3" (rank 1 calls sys.exit(3)). The failure comes after every collective,
 # so which rank fails first does not depend on who notices a closed connection first.
+# "swap": process i joins the process group as rank 1 - i.
 DDP_SPAWN = '''
 import os
 import socket
@@ -17,7 +18,8 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
-def train(rank, world, port, steps, slow_ms, fail):
+def train(index, world, port, steps, slow_ms, fail, swap=False):
+    rank = world - 1 - index if swap else index
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -46,7 +48,8 @@ if __name__ == "__main__":
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     steps, slow_ms, fail = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-    mp.spawn(train, args=(2, port, steps, slow_ms, fail), nprocs=2, join=True)
+    swap = sys.argv[4:] == ["swap"]
+    mp.spawn(train, args=(2, port, steps, slow_ms, fail, swap), nprocs=2, join=True)
     print("all ranks joined", flush=True)
 '''
 

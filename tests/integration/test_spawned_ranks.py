@@ -64,6 +64,23 @@ def test_spawned_ranks_are_profiled_as_ranks_with_comms_and_the_straggler(tmp_pa
     assert [f.key for f in stragglers] == ["rank 1"]
 
 
+def test_a_process_group_that_numbers_the_processes_otherwise_is_named(tmp_path):
+    # GIVEN process i joining the process group as rank 1 - i
+    script = write(tmp_path / "ddp_spawn.py", DDP_SPAWN)
+    out = tmp_path / "run"
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), "3", "0", "none", "swap",
+                 timeout=180)
+    # THEN the run's ranks are torch's process indexes, and one line per process says so
+    assert res.code == 0, res.stderr
+    assert printed(res.stdout) == [
+        "all ranks joined", "rank 0 trained 3 steps", "rank 1 trained 3 steps"]
+    for index, group in ((0, 1), (1, 0)):
+        assert (f"process {index} of torch.multiprocessing is rank {group} of its process "
+                f"group; this run names each process by its index (raw/rank{index})"
+                ) in " ".join(res.stderr.split())
+    assert meta(out)["ranks"] == [0, 1]
+
+
 def _spawn_error(stderr: str) -> str:
     """The parent's traceback from ``mp.spawn`` on: the exception torch raised there with the
     failed child's traceback in it, up to dsprof's own lines after it."""
