@@ -103,11 +103,17 @@ def launch(settings: Settings, target: Target, run: RunDir, nproc: int) -> int:
     meta: dict[str, Any] = {**merged, "status": "finished", "exit_status": status,
                             "exit_reason": "exit" if status == 0 else "rank failed"}
     run.update_meta(**meta)
-    if merged["partial"]:
-        lead = merged["first_failure"]
-        if lead is not None:
-            logger.warning("rank %s failed first: %s", lead["rank"], lead["why"])
-        for rank, why in sorted(merged["rank_failures"].items(), key=lambda kv: int(kv[0])):
-            if lead is None or int(rank) != lead["rank"]:
-                logger.warning("rank %s: %s", rank, why)
+    log_rank_failures(merged)
     return status
+
+
+def log_rank_failures(merged: dict[str, Any]) -> None:
+    """One line per failed rank of a merged run, the one that failed first first."""
+    if not merged["partial"]:
+        return
+    lead = merged["first_failure"]
+    if lead is not None:
+        logger.warning("rank %s failed first: %s", lead["rank"], lead["why"])
+    for rank, why in sorted(merged["rank_failures"].items(), key=lambda kv: int(kv[0])):
+        if lead is None or int(rank) != lead["rank"]:
+            logger.warning("rank %s: %s", rank, why)

@@ -10,6 +10,8 @@ that cannot be written (a full disk): one line says which, the rest is still sav
 The session owns the run's lock (:mod:`dsprof.runlock`) while the run is written, so other
 commands leave the run alone. A process forked by the script is not the session: in the child,
 every collector stops at once and the child's exit saves nothing (:mod:`.forked_child`).
+Processes the script starts with ``torch.multiprocessing.spawn`` are ranks of the run, and
+this session then coordinates them (:mod:`dsprof.spawned_ranks`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from dsprof import spawned_ranks
 from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
@@ -39,7 +42,7 @@ from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.process_facts import default_backend as _backend
-from dsprof.collectors.process_facts import frameworks_loaded
+from dsprof.collectors.process_facts import default_group_rank, frameworks_loaded
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.side_collectors import start_cupti, start_watcher, watch_user_profiler
 from dsprof.collectors.steps import StepCollector
@@ -95,11 +98,17 @@ class Session:
         self._poll_cap = False  # torch.compile in use: the timeline polls its cap per backward
         self._clock: dict[str, Any] | None = None
         self._backend: str | None = None
+        self._group_rank: int | None = None  # the script's process group's rank for it
         self.lock: RunLock | None = None
         self.progress: Progress | None = None
         self.forked_child = False  # this is a copy of the session in a process the script forked
         self.on_fork_child: list[Any] = []  # more to undo in a forked child (the CLI's SIGTERM)
         self._finish_lock = threading.RLock()  # finish() from the SIGTERM thread or main
+        self.pid = os.getpid()
+        # the ranks the script started through torch.multiprocessing (spawned_ranks.py):
+        # {nprocs, start_method, failures: {index: exit code}, first}; and those not followed
+        self.spawned: dict[str, Any] | None = None
+        self.spawned_unprofiled: list[dict[str, Any]] = []
 
     def _rank_facts(self, status: str) -> dict[str, Any]:
         """What a rank of a multi-rank job says about itself in session.json."""
@@ -107,7 +116,9 @@ class Session:
                 "host": socket.gethostname(), "world_size": self.ranks.world_size,
                 "device": self.device.to_json() if self.device else None,
                 "clock": self._clock, "start_ns": self.steps.start_ns if self.steps else None,
-                "backend": self._backend or _backend(), "precision": precision_state()}
+                "backend": self._backend or _backend(), "precision": precision_state(),
+                **({"group_rank": self._group_rank} if self._group_rank not in (None, self.rank)
+                   else {})}
 
     def start(self) -> None:
         global _current
@@ -193,13 +204,15 @@ class Session:
             self._disable_timeline(exc)
         self.user_profiler = watch_user_profiler(self.timeline, lambda: self._timeline_ok)
         self.watcher = start_watcher(self.settings, self.raw, self.rank, steps.now_ns)
+        if not self.ranks.distributed:
+            spawned_ranks.install(self)
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
 
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
-        if self.steps is not None and not self._finished:
+        if self.steps is not None and not self._finished and self.spawned is None:
             self.steps.manual_step()
 
     def _on_boundary(self, step: int) -> None:
@@ -207,6 +220,7 @@ class Session:
             self.progress.update(self.steps.steps_done)
         if self.ranks.distributed and self._backend is None:
             self._backend = _backend()  # scripts destroy their group before exit
+            self._group_rank = default_group_rank()
         # no gloo group is destroyed before the exit, where dsprof lets it go safely
         process_groups.keep_alive()
         if self.memory is not None and self.steps is not None:
@@ -219,9 +233,10 @@ class Session:
             self.timeline.on_boundary(step)
         except Exception as exc:  # noqa: BLE001
             self._disable_timeline(exc)
-        exceeded = self.memory.exceeded if self.memory is not None else None
-        if exceeded is not None:
-            self.memory.exceeded = None
+        memory = self.memory
+        exceeded = memory.exceeded if memory is not None else None
+        if memory is not None and exceeded is not None:
+            memory.exceeded = None
             raise exceeded  # into the script, like an out-of-memory error
 
     def _after_backward(self) -> None:
@@ -278,13 +293,9 @@ class Session:
         if _current is self:
             _current = None
 
-    def _finish(self, exit_status: int, reason: str, error: str | None) -> None:
-        global _current
-        if self._finished:
-            return
-        self._finished = True
-        if _current is self:
-            _current = None
+    def stop_collectors(self, save: bool) -> None:
+        """Every collector off; with ``save``, what they hold is written to raw/ (without, at
+        a hand-over to spawned ranks, dsprof.spawned_ranks.hand_over)."""
         steps, timeline = self.steps, self.timeline
         if self.watcher is not None:
             self.watcher.stop()
@@ -308,13 +319,15 @@ class Session:
             self._timeline_ok = False
             logger.warning("the profiler window open at SIGTERM is not saved (the main thread "
                            "is blocked); every step's timing is")
-        if timeline is not None and self._timeline_ok:
+        if timeline is not None and self._timeline_ok and not save:
+            timeline.discard()
+        elif timeline is not None and self._timeline_ok:
             try:
                 timeline.finish(_leading(steps.sources if steps is not None else [],
                                          "backward"))
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
-        if self.memory is not None:
+        if self.memory is not None and save:
             self.memory.finish()
         if self.cupti is not None:
             try:
@@ -326,6 +339,20 @@ class Session:
                 self.sampler.stop()
             except Exception as exc:  # noqa: BLE001
                 logger.error("metric sampler failed: %s: %s", type(exc).__name__, exc)
+
+    def _finish(self, exit_status: int, reason: str, error: str | None) -> None:
+        global _current
+        if self._finished:
+            return
+        self._finished = True
+        if _current is self:
+            _current = None
+        spawned_ranks.uninstall()
+        if self.spawned is not None:
+            spawned_ranks.finish_coordinator(self, exit_status, reason, error)
+            return
+        self.stop_collectors(save=True)
+        steps, timeline = self.steps, self.timeline
         windows = [w.to_json() for w in timeline.windows] if timeline else []
         record = {**(steps.record() if steps else {}), "windows": windows,
                   "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
@@ -358,6 +385,8 @@ class Session:
             knobs=self.knobs.report() if self.knobs is not None else {},
             precision=precision_state(),
             frameworks=frameworks_loaded(),
+            **({"spawned_unprofiled": self.spawned_unprofiled} if self.spawned_unprofiled
+               else {}),
             **({"user_profiler": timeline.handed_over} if timeline and timeline.handed_over
                else {}),
         ))

@@ -266,6 +266,15 @@ class TimelineCollector:
         boundary (a window planned meanwhile starts late or not at all)."""
         self._suspended = False
 
+    def discard(self) -> None:
+        """The process hands its profiling over to the ranks it starts (spawned_ranks.py):
+        drop what is being recorded, unsaved, and take nothing more."""
+        self._suspended = True
+        self._remove_cap_hook()
+        if self._state != NONE:
+            self._stop(save=False)
+        self._state = NONE
+
     def detach_in_child(self) -> None:
         """In a forked child: remove the Python hooks; the profiler object is left as it is
         (stopping or exporting a copy of the parent's session in the child crashes)."""

@@ -88,6 +88,10 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
     for rank, why in sorted((run.meta.get("rank_failures") or {}).items(),
                             key=lambda kv: int(kv[0])):
         notes.append(f"partial run: rank {rank} {why}")
+    for spawn in run.meta.get("spawned_unprofiled") or []:
+        notes.append(f"the script started {spawn.get('nprocs')} processes through "
+                     f"torch.multiprocessing (start_method={spawn.get('start_method')!r}) that "
+                     f"dsprof did not profile: {spawn.get('why')}")
     notes.extend(ingest_notes_text(run.meta))
     profiled = _profiled_step_count(run)
     phases, profiled_ms = _phase_times(run)

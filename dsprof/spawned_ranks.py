@@ -1,0 +1,320 @@
+"""Ranks the script starts itself with ``torch.multiprocessing.spawn`` / ``start_processes``.
+
+PyTorch's DDP tutorial starts its ranks so: ``mp.spawn(train, args=(world,), nprocs=world)``.
+The profiled process then only waits; the training runs in fresh interpreters that dsprof's
+hooks never reach. So the session of ``dsprof run`` replaces ``start_processes`` (both
+``torch.multiprocessing.spawn`` and ``torch.multiprocessing.start_processes`` call it) for
+the script's run, and at the first call:
+
+* this process hands its profiling over (:func:`hand_over`): its collectors stop,
+  what it recorded of itself is dropped (its waiting is no step of the training) and
+  ``raw/rank0/`` is left to the rank 0 it starts; it becomes the coordinator, as the
+  ``dsprof run --nproc-per-node`` process is (meta.json says ``launcher:
+  torch.multiprocessing.spawn``);
+* the function it starts is wrapped in :class:`SpawnedRank`, a picklable object that holds
+  the script's function, the run directory and the settings: in each child it starts a rank
+  session (rank = the process index, ``world_size`` = nprocs), calls the function and
+  finishes the session however the function ends, then lets the exception or exit go on
+  unchanged (without its own frame: torch forwards the child's traceback text to the parent,
+  where ``ProcessRaisedException`` must read as it would without dsprof);
+* when the script ends, the session merges the ranks' records into meta.json the way
+  :mod:`dsprof.launch_ranks` does (:func:`finish_coordinator`), and the run is ingested once.
+
+Only this path is followed: DataLoader workers and other ``multiprocessing`` processes are
+started through ``multiprocessing`` itself and stay what they are. Not followed, with a line
+that says so (meta.json ``spawned_unprofiled``): ``start_method="fork"`` (the child is a copy
+of this process with its profiler mid-use, see :mod:`dsprof.collectors.forked_child`), a
+second ``start_processes`` call in one run (its ranks would overwrite the first's), and
+calls from a process that is itself a rank.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from dsprof.log import logger
+
+LAUNCHER = "torch.multiprocessing.spawn"
+# how long the coordinator waits at the script's end for ranks still saving (join=False)
+RANK_WAIT_S = 30.0
+
+_original: Any = None  # torch's start_processes, while dsprof's stands in its place
+_session: Any = None  # the session that coordinates the ranks the script starts
+
+
+def install(session: Any) -> None:
+    """Put :func:`start_processes` in torch's place for ``session``'s script."""
+    global _original, _session
+    import torch.multiprocessing as tmp
+
+    module = sys.modules["torch.multiprocessing.spawn"]
+    _session = session
+    if _original is not None:
+        return
+    _original = module.start_processes
+    _swap(module, _original, start_processes)
+    _swap(tmp, _original, start_processes)
+
+
+def uninstall() -> None:
+    global _original, _session
+    _session = None
+    if _original is None:
+        return
+    import torch.multiprocessing as tmp
+
+    _swap(sys.modules["torch.multiprocessing.spawn"], start_processes, _original)
+    _swap(tmp, start_processes, _original)
+    _original = None
+
+
+def _swap(module: Any, old: Any, new: Any) -> None:
+    """``module.start_processes = new`` where it is ``old`` (a script or library that put its
+    own there keeps it)."""
+    if getattr(module, "start_processes", None) is old:
+        module.start_processes = new
+
+
+def start_processes(fn: Any, args: tuple[Any, ...] = (), nprocs: int = 1, join: bool = True,
+                    daemon: bool = False, start_method: str = "spawn") -> Any:
+    """torch's ``start_processes``, with ``fn`` wrapped when its processes become ranks."""
+    original = _original
+    if original is None:  # uninstalled while a reference to this function was kept
+        original = sys.modules["torch.multiprocessing.spawn"].start_processes
+    session = _session
+    target = _follow(session, fn, nprocs, start_method)
+    try:
+        return original(target, args, nprocs, join, daemon, start_method)
+    except BaseException as exc:
+        if target is not fn and session is not None:
+            _note_failure(session, exc)
+        # the script's traceback goes on from torch's frames, as without dsprof
+        if exc.__traceback__ is not None:
+            exc.__traceback__ = exc.__traceback__.tb_next
+        raise
+
+
+def _follow(session: Any, fn: Any, nprocs: int, start_method: str) -> Any:
+    """The function to start: ``fn`` wrapped, or ``fn`` itself with the reason logged."""
+    if session is None or session.forked_child or os.getpid() != session.pid:
+        return fn
+    why = None
+    if session.spawned is not None:
+        why = "a second start_processes call in one run is not profiled (only the first is)"
+    elif start_method == "fork":
+        why = ("start_method='fork' is not followed (a forked copy of a profiled process "
+               "cannot profile itself); use start_method='spawn' or `dsprof run "
+               f"--nproc-per-node {nprocs}` with a torchrun-style script")
+    elif nprocs < 1:
+        return fn
+    if why is None:
+        try:
+            hand_over(session, nprocs, start_method)
+        except Exception as exc:  # noqa: BLE001 - the script must start its processes anyway
+            why = f"dsprof could not hand over to them: {type(exc).__name__}: {exc}"
+    if why is not None:
+        note = {"nprocs": nprocs, "start_method": start_method, "why": why}
+        session.spawned_unprofiled.append(note)
+        logger.warning("the script started %d processes through torch.multiprocessing; %s",
+                       nprocs, why)
+        return fn
+    logger.info("the script starts %d ranks through torch.multiprocessing (%s): each is "
+                "profiled as a rank of this run", nprocs, start_method)
+    return SpawnedRank(fn, str(session.run.path), session.settings, session.target, nprocs)
+
+
+def hand_over(session: Any, nprocs: int, start_method: str) -> None:
+    """From here ``session``'s process only waits for the ranks it starts: its collectors
+    stop, what they recorded of this process goes (``raw/rank0/`` is the rank 0 it starts),
+    and the session coordinates (:func:`finish_coordinator` when the script ends)."""
+    import shutil
+
+    with session._finish_lock:  # not while the SIGTERM thread saves
+        if session._finished or session.spawned is not None:
+            raise RuntimeError("the session has ended or handed over already")
+        session.stop_collectors(save=False)
+        if session.progress is not None:
+            session.progress.close()
+            session.progress = None
+        shutil.rmtree(session.raw, ignore_errors=True)
+        session.run.update_meta(launcher=LAUNCHER, world_size=nprocs, ranks=[], devices={},
+                                spawned={"nprocs": nprocs, "start_method": start_method})
+        # last: a hand-over that failed midway leaves a session that saves itself at the end
+        session.spawned = {"nprocs": nprocs, "start_method": start_method, "failures": {}}
+
+
+def _note_failure(session: Any, exc: BaseException) -> None:
+    """What torch's join saw: the rank that failed first and its exit code."""
+    index = getattr(exc, "error_index", None)
+    if session.spawned is None or not isinstance(index, int):
+        return
+    code = getattr(exc, "exit_code", None)  # ProcessExitedException; a raised exception: 1
+    session.spawned["failures"][index] = int(code) if isinstance(code, int) else 1
+    session.spawned.setdefault("first", index)
+
+
+class SpawnedRank:
+    """The script's function, run as a rank of this run in a process torch starts.
+
+    Args:
+        fn: the script's function, called as ``fn(i, *args)``.
+        run_path: the run directory (absolute).
+        settings: the knobs of ``dsprof run``.
+        target: meta.json's ``target``.
+        nprocs: how many processes torch starts (the world size of the ranks' sessions).
+    """
+
+    def __init__(self, fn: Any, run_path: str, settings: Any, target: dict[str, Any],
+                 nprocs: int):
+        self.fn, self.run_path, self.settings = fn, run_path, settings
+        self.target, self.nprocs = target, nprocs
+
+    def __call__(self, i: int, *args: Any) -> Any:
+        session = self._start(i)
+        try:
+            result = self.fn(i, *args)
+        except SystemExit as exc:
+            _end(session, _exit_status(exc.code), "exit")
+            _drop_own_frame(exc)
+            raise
+        except KeyboardInterrupt as exc:  # torch's SIGINT when the parent dies
+            _end(session, 130, "interrupt")
+            _drop_own_frame(exc)
+            raise
+        except BaseException as exc:
+            _end(session, 1, "exception", type(exc).__name__)
+            _drop_own_frame(exc)
+            raise
+        _end(session, 0, "exit")
+        return result
+
+    def _start(self, i: int) -> Any:
+        """This process's rank session; None when it cannot start (the rank runs unprofiled)."""
+        from dsprof import log
+        from dsprof.collectors.session import Session
+        from dsprof.ranks import RankEnv, open_shared
+
+        try:
+            log.configure(quiet=True)  # the coordinator speaks for the job
+            run = open_shared(Path(self.run_path))
+            log.attach_file(run.raw_dir(i) / "dsprof.log")
+            # launched: the process that started it coordinates (meta.json, the merge)
+            session = Session(self.settings, run, self.target,
+                              RankEnv(i, i, self.nprocs, launched=True))
+            session.start()
+            return session
+        except Exception as exc:  # noqa: BLE001 - the rank's training must run regardless
+            logger.error("rank %d: the dsprof session did not start (%s: %s); this rank is "
+                         "not profiled", i, type(exc).__name__, exc)
+            return None
+
+
+def _end(session: Any, status: int, reason: str, error: str | None = None) -> None:
+    """Save the rank's session; a failure here is one line, never the rank's own outcome."""
+    if session is None or session.forked_child:  # a process the function forked came back
+        return
+    from dsprof import log
+    from dsprof.collectors import process_groups
+
+    try:
+        session.finish(status, reason, error)
+        session.release()
+        # the gloo groups dsprof held go now, once their threads are idle: the function's
+        # own references to them went as it returned (process_groups.py says why)
+        process_groups.release()
+    except Exception as exc:  # noqa: BLE001
+        logger.error("rank %d: could not save the dsprof session: %s: %s", session.rank,
+                     type(exc).__name__, exc)
+    log.detach_file()
+
+
+def _exit_status(code: Any) -> int:
+    """What ``multiprocessing`` exits with for ``SystemExit(code)`` (it prints a message)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    return 1
+
+
+def _drop_own_frame(exc: BaseException) -> None:
+    """The traceback torch sends to the parent starts at the script's function, as without
+    dsprof (a bare ``raise`` adds no frame again)."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code is SpawnedRank.__call__.__code__:
+        exc.__traceback__ = tb.tb_next
+
+
+def finish_coordinator(session: Any, exit_status: int, reason: str, error: str | None) -> None:
+    """The script ended in the process that started the ranks: wait for the ranks still
+    saving (``join=False``), then merge their records into meta.json."""
+    from dsprof.collectors.process_facts import frameworks_loaded
+    from dsprof.launch_ranks import log_rank_failures
+    from dsprof.ranks import merge_ranks, read_record, wait_for_ranks
+    from dsprof.terminate import EXIT_STATUS
+
+    spawned = session.spawned
+    nprocs = spawned["nprocs"]
+    # the script ended by a signal: a SIGTERM'd coordinator saves with little time to spare
+    # (its watcher thread ends it 5 s after the signal), and without dsprof it would be gone
+    # now, its ranks interrupted by torch's parent-death SIGINT: they get it here, and save
+    # (a Ctrl-C reached them from the terminal already)
+    stopped = reason in ("terminated", "interrupt") or exit_status == EXIT_STATUS
+    if stopped and reason != "interrupt":
+        _interrupt_ranks(session.run, nprocs)
+    waiting = wait_for_ranks(session.run, nprocs, 3.0 if stopped else RANK_WAIT_S)
+    if waiting:
+        logger.warning("ranks %s had not finished when the script ended; merged as they are",
+                       waiting)
+    failures = {int(r): c for r, c in spawned["failures"].items()}
+    if failures:
+        # torch's join ends the ranks still running when one fails with SIGTERM, which they
+        # die of without saving: that, not a guess, is why their records stayed "running"
+        for r in range(nprocs):
+            rec = read_record(session.run, r)
+            if r not in failures and rec is not None and rec.get("status") != "finished":
+                failures[r] = -signal.SIGTERM
+    _warn_renumbered(session.run, nprocs)
+    merged = merge_ranks(session.run, nprocs, failures, spawned.get("first"))
+    session.run.update_meta(
+        **merged, status="finished", exit_status=exit_status, exit_reason=reason,
+        exit_error=error, launcher=LAUNCHER,
+        spawned={"nprocs": nprocs, "start_method": spawned["start_method"]},
+        max_capture_s=session.settings.max_capture_s, frameworks=frameworks_loaded())
+    log_rank_failures(merged)
+
+
+def _interrupt_ranks(run: Any, nprocs: int) -> None:
+    """SIGINT to the ranks still running that this process started (what torch's
+    ``PR_SET_PDEATHSIG`` sends them when it dies)."""
+    import psutil
+
+    from dsprof.ranks import read_record
+
+    for r in range(nprocs):
+        rec = read_record(run, r)
+        pid = rec.get("pid") if rec is not None and rec.get("status") != "finished" else None
+        if not isinstance(pid, int):
+            continue
+        try:
+            if psutil.Process(pid).ppid() == os.getpid():
+                os.kill(pid, signal.SIGINT)
+        except (psutil.Error, OSError):
+            continue
+
+
+def _warn_renumbered(run: Any, nprocs: int) -> None:
+    """A script whose process group numbers its processes otherwise than torch's index (a
+    rank offset per node): the run's ranks are the indexes, and one line says so."""
+    from dsprof.ranks import read_record
+
+    for r in range(nprocs):
+        rec = read_record(run, r) or {}
+        if isinstance(rec.get("group_rank"), int):
+            logger.warning("process %d of torch.multiprocessing is rank %d of its process "
+                           "group; this run names each process by its index (raw/rank%d)", r,
+                           rec["group_rank"], r)
