@@ -46,6 +46,7 @@ from dsprof.analyzers.fusion_fixes import (
 )
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
+from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 from dsprof.metrics.ops.fusion_chains import (
     CONV,
     MATMUL,
@@ -182,6 +183,11 @@ class FusionAnalyzer(Analyzer):
                     unknown = uncalibrated(library, chain_numel(items[0][0]) or 0,
                                            chain_dtype(items[0][0]),
                                            has_backward=any(b > 0 for _, _, _, b in items))
+                    if unknown is None and saving < MIN_PRICED_CPU_S:
+                        unknown = (f"a swap priced under {MIN_PRICED_CPU_S * 1e3:.2f} ms on "
+                                   "CPU: verify measured such savings up to 0.08 ms away from "
+                                   "their price and between sittings (the tiny GPT-2's: 0.17 "
+                                   "ms priced, 0.10-0.33 ms measured; metrics/noise_floor.py)")
             if library is None and not table.device:
                 # the fix compiles the module: each call pays dynamo's guards and the compiled
                 # graph's wrapper, forward and backward, which small chains do not win back

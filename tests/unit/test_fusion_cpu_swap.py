@@ -5,6 +5,7 @@ backward is the composite of the same ops)."""
 from __future__ import annotations
 
 from dsprof.analyzers.registry import analyze
+from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, SCRIPT, steps, table
 
@@ -12,7 +13,7 @@ X = "[[2048, 2048]]"
 
 
 def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19,
-         backward: bool = True, saved_bytes: int | None = None) -> Run:
+         backward: bool = True, saved_bytes: int | None = None, step_ms: float = 20) -> Run:
     """One profiled forward of ``chain`` ((name, input shapes, dtypes), 1 ms an op) as the whole
     forward of ``module``, and (``backward``) each op's autograd node run in the backward
     (linked by the op's sequence number, 0.5 ms each), in step 1 of two 20 ms steps on an idle
@@ -27,7 +28,7 @@ def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19,
                  "start_ns": (10 + i // 2) * MS + (i % 2) * MS // 2, "dur_ns": MS // 2,
                  "phase": "backward", "module": module, "seq": 100 + len(chain) - 1 - i}
                 for i, (n, _, _) in enumerate(chain)]
-    st = steps([20, 20], cpu_ns=[int(cpu_ms * MS)] * 2, data_wait_ns=[0, 0], rank=[0, 0])
+    st = steps([step_ms, step_ms], cpu_ns=[int(min(cpu_ms, step_ms - 1) * MS)] * 2, data_wait_ns=[0, 0], rank=[0, 0])
     modules = ({"modules": table({"name": module, "type": "TanhGELU", "depth": 1, "params": 0,
                                   "param_bytes": 0, "activation_bytes": saved_bytes,
                                   "self_activation_bytes": saved_bytes, "calls": 1}, rank=0)}
@@ -151,3 +152,14 @@ def test_a_gelu_swap_frees_what_the_hand_chain_saved_for_backward():
 def test_a_gelu_swap_without_autograd_frees_nothing():
     f = _fusion(_run(_gelu("float"), "M.act", backward=False, saved_bytes=3 * 16 * 2**20))
     assert f.saving_bytes == 0
+
+
+def test_a_small_gelu_swap_on_cpu_is_found_but_not_ranked():
+    # GIVEN the calibrated chain on 128 x 128 in 12 ms steps: priced under 0.32 ms (the tiny
+    # GPT-2's swaps, priced 0.17 ms, measured 0.10-0.33 ms across sittings)
+    small = [(n, s.replace("2048, 2048", "128, 128"), d) for n, s, d in _gelu("float")]
+    run = _run(small, "M.act", step_ms=12)
+    f = _fusion(run)
+    # THEN it is found with its estimate and fix, outside the ranked list, saying why
+    assert 0 < f.saving_s < MIN_PRICED_CPU_S and f.severity == "info"
+    assert "priced under 0.32 ms" in f.data["impact_unknown"]

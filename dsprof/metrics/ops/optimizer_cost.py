@@ -4,6 +4,10 @@ calibration (``benchmarks/fused_optimizer_cpu.py``)."""
 
 from __future__ import annotations
 
+from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
+
+__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s"]
+
 # The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
 # project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
 # per-parameter loop and the fused kernel in alternating steps of the same training, thread
@@ -30,12 +34,8 @@ FUSED_CPU_S_PER_PARAM_BYTE = 0.26e-9
 # their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
 # 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
 CPU_CALIBRATED = ("Adam", "AdamW")
-# A priced CPU saving under this is unranked (impact unknown): in dsprof runs' verify arms the
-# small updates saved 0.03-0.08 ms a step more than priced and than the same update in the plain
-# script (compiled: 0.17 ms priced, 0.15-0.18 plain, 0.18-0.30 in five benchmarks/advice.py
-# runs; grad_accumulation: 0.18, 0.17-0.23, 0.17-0.32; lightning_trainer: 0.13, 0.12-0.17,
-# 0.13-0.21), an offset the update's ops do not show and that is over 25 % of such a saving.
-MIN_PRICED_CPU_S = 0.2e-3
+# A priced CPU saving under MIN_PRICED_CPU_S (metrics/noise_floor.py, with the measurements) is
+# unranked (impact unknown).
 
 
 def loop_cpu_s(n_ops: float, pbytes: int) -> float:
