@@ -24,7 +24,13 @@ from typing import Any
 from dsprof._version import __version__
 from dsprof.launch import Target
 from dsprof.log import logger
-from dsprof.ranks import LAUNCHED_ENV, LAUNCHER_PID_ENV, RANK_INGEST_ENV, merge_ranks
+from dsprof.ranks import (
+    LAUNCHED_ENV,
+    LAUNCHER_PID_ENV,
+    RANK_INGEST_ENV,
+    log_rank_failures,
+    merge_ranks,
+)
 from dsprof.rundir import RunDir
 from dsprof.settings import Settings
 
@@ -107,13 +113,3 @@ def launch(settings: Settings, target: Target, run: RunDir, nproc: int) -> int:
     return status
 
 
-def log_rank_failures(merged: dict[str, Any]) -> None:
-    """One line per failed rank of a merged run, the one that failed first first."""
-    if not merged["partial"]:
-        return
-    lead = merged["first_failure"]
-    if lead is not None:
-        logger.warning("rank %s failed first: %s", lead["rank"], lead["why"])
-    for rank, why in sorted(merged["rank_failures"].items(), key=lambda kv: int(kv[0])):
-        if lead is None or int(rank) != lead["rank"]:
-            logger.warning("rank %s: %s", rank, why)

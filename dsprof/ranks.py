@@ -31,6 +31,7 @@ import orjson
 
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.errors import RunDirError
+from dsprof.log import logger
 from dsprof.rundir import SESSION_FILE, RunDir
 
 LAUNCHED_ENV = "DSPROF_LAUNCHED"
@@ -309,3 +310,15 @@ def _first_failure(failed: dict[str, str], ended: dict[int, int],
     if launcher_first is not None and str(launcher_first) in failed:
         return launcher_first
     return min(int(r) for r in failed)
+
+
+def log_rank_failures(merged: dict[str, Any]) -> None:
+    """One line per failed rank of a merged run, the one that failed first first."""
+    if not merged["partial"]:
+        return
+    lead = merged["first_failure"]
+    if lead is not None:
+        logger.warning("rank %s failed first: %s", lead["rank"], lead["why"])
+    for rank, why in sorted(merged["rank_failures"].items(), key=lambda kv: int(kv[0])):
+        if lead is None or int(rank) != lead["rank"]:
+            logger.warning("rank %s: %s", rank, why)

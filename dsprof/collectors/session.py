@@ -11,7 +11,7 @@ The session owns the run's lock (:mod:`dsprof.runlock`) while the run is written
 commands leave the run alone. A process forked by the script is not the session: in the child,
 every collector stops at once and the child's exit saves nothing (:mod:`.forked_child`).
 Processes the script starts with ``torch.multiprocessing.spawn`` are ranks of the run, and
-this session then coordinates them (:mod:`dsprof.spawned_ranks`).
+this session then coordinates them (:mod:`dsprof.collectors.spawned_ranks`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from typing import Any
 
 import orjson
 
-from dsprof import spawned_ranks
 from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
-from dsprof.collectors import clock, forked_child, process_groups
+from dsprof.collectors import clock, forked_child, process_groups, spawned_ranks
 from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.compile_watch import CompileWatch, compile_meta
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
@@ -295,7 +294,7 @@ class Session:
 
     def stop_collectors(self, save: bool) -> None:
         """Every collector off; with ``save``, what they hold is written to raw/ (without, at
-        a hand-over to spawned ranks, dsprof.spawned_ranks.hand_over)."""
+        a hand-over to spawned ranks, dsprof.collectors.spawned_ranks.hand_over)."""
         steps, timeline = self.steps, self.timeline
         if self.watcher is not None:
             self.watcher.stop()

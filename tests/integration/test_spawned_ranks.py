@@ -1,4 +1,4 @@
-"""Ranks a script starts itself with ``torch.multiprocessing.spawn`` (dsprof/spawned_ranks.py):
+"""Ranks a script starts itself with ``torch.multiprocessing.spawn`` (dsprof/collectors/spawned_ranks.py):
 real torch, real gloo on 127.0.0.1, 2 ranks of a tiny DDP model, a few steps each."""
 
 from __future__ import annotations

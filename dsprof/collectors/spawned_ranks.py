@@ -253,9 +253,7 @@ def finish_coordinator(session: Any, exit_status: int, reason: str, error: str |
     """The script ended in the process that started the ranks: wait for the ranks still
     saving (``join=False``), then merge their records into meta.json."""
     from dsprof.collectors.process_facts import frameworks_loaded
-    from dsprof.launch_ranks import log_rank_failures
-    from dsprof.ranks import merge_ranks, read_record, wait_for_ranks
-    from dsprof.terminate import EXIT_STATUS
+    from dsprof.ranks import log_rank_failures, merge_ranks, read_record, wait_for_ranks
 
     spawned = session.spawned
     nprocs = spawned["nprocs"]
@@ -263,7 +261,7 @@ def finish_coordinator(session: Any, exit_status: int, reason: str, error: str |
     # (its watcher thread ends it 5 s after the signal), and without dsprof it would be gone
     # now, its ranks interrupted by torch's parent-death SIGINT: they get it here, and save
     # (a Ctrl-C reached them from the terminal already)
-    stopped = reason in ("terminated", "interrupt") or exit_status == EXIT_STATUS
+    stopped = reason in ("terminated", "interrupt") or exit_status == 128 + signal.SIGTERM
     if stopped and reason != "interrupt":
         _interrupt_ranks(session.run, nprocs)
     waiting = wait_for_ranks(session.run, nprocs, 3.0 if stopped else RANK_WAIT_S)
