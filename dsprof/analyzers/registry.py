@@ -290,7 +290,9 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
         out.notes.append({"kind": "gpu", "text": f"When you move to a GPU: {f.title}",
                           "finding_kind": f.kind})
         return None
-    if f.saving_s <= 0 or f.saving_bytes > 0:
+    # a memory claim (checkpointing, batch size, a leak) is not held to step-time noise; a time
+    # claim that also frees memory (a GELU swap) is
+    if f.saving_s <= 0 or (f.saving_bytes > 0 and f.analyzer not in OP_TIME_ANALYZERS):
         return f
     if ctx.disturbance:
         why = _DISTURBANCE[ctx.disturbance]

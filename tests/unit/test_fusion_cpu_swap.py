@@ -163,3 +163,11 @@ def test_a_small_gelu_swap_on_cpu_is_found_but_not_ranked():
     # THEN it is found with its estimate and fix, outside the ranked list, saying why
     assert 0 < f.saving_s < MIN_PRICED_CPU_S and f.severity == "info"
     assert "priced under 0.32 ms" in f.data["impact_unknown"]
+
+
+def test_a_small_gelu_swap_that_frees_memory_is_still_held_to_the_noise_floor():
+    # GIVEN the small swap of the test above, whose chain also saved 192 KiB for backward
+    small = [(n, s.replace("2048, 2048", "128, 128"), d) for n, s, d in _gelu("float")]
+    f = _fusion(_run(small, "M.act", step_ms=12, saved_bytes=3 * 64 * 1024))
+    # THEN the memory it frees does not exempt its time claim from the ranking rules
+    assert f.saving_bytes == 3 * 64 * 1024 and f.severity == "info"
