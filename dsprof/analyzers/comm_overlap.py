@@ -17,7 +17,8 @@ Preconditions:
     all-reduces each bucket as backward fills it, and with gradient accumulation (``no_sync``)
     it syncs only on the last micro-step by design, so "all-reduce during backward" is advice
     the script already follows. A DDP job whose backward issues one bucket is told to lower
-    ``bucket_cap_mb`` instead.
+    ``bucket_cap_mb`` instead, when its all-reduces move more than DDP's first bucket (1 MiB)
+    a step: smaller ones are one bucket by default, and split they stay latency-bound.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from dsprof.metrics.comm.overlap import comm_overlap
 
 MAX_OVERLAP_PCT = 30.0
 MIN_LATE_SHARE = 0.5
+# DDP's first bucket holds up to 1 MiB of gradients (torch's _DEFAULT_FIRST_BUCKET_BYTES): a
+# job whose all-reduces move no more per step has one bucket by default, and lowering
+# bucket_cap_mb would only split a latency-bound all-reduce (tests/corpus' ddp_gloo, 25.5 KiB a
+# step over gloo, got "[medium] Lower DistributedDataParallel's bucket_cap_mb" in 1 of 2 CI
+# rehearsals, as its late all-reduce moved across the 30 % overlap line).
+SPLITTABLE_BYTES = 1 << 20
 
 
 class CommOverlapAnalyzer(Analyzer):
@@ -47,6 +54,10 @@ class CommOverlapAnalyzer(Analyzer):
         n_buckets = _buckets_per_step(ctx)
         if ddp and n_buckets != 1:
             return []  # DDP's buckets already overlap backward; accumulation syncs last by design
+        if ddp and _all_reduce_bytes(ctx) <= SPLITTABLE_BYTES:
+            # one bucket because the gradients are small: split, each all-reduce would still
+            # pay a collective's latency, which is what small ones are made of
+            return []
         rank, step, bwd_ns, comm_ns, late_ns, n, n_late, o, _ = max(cases, key=lambda c: c[4])
         title = ("Lower DistributedDataParallel's bucket_cap_mb: one bucket holds every "
                  "gradient, so its all-reduce starts after backward" if ddp else
@@ -76,6 +87,14 @@ class CommOverlapAnalyzer(Analyzer):
             data={"cases": [{"rank": c[0], "step": c[1], "backward_ns": c[2], "comm_ns": c[3],
                              "late_ns": c[4]} for c in cases], "ddp": ddp},
         )]
+
+
+def _all_reduce_bytes(ctx: Context) -> int:
+    """Median bytes all-reduced per rank and step (0 when the comms table has no sizes)."""
+    row = ctx.run.sql("""SELECT median(b) FROM (SELECT rank, step, sum(in_bytes) AS b
+                         FROM comms WHERE collective = 'all_reduce' AND step IS NOT NULL
+                         GROUP BY rank, step)""")
+    return int(row[0][0]) if row and row[0][0] else 0
 
 
 def uses_ddp(ctx: Context) -> bool:

@@ -10,10 +10,12 @@ from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, SCRIPT, steps, table
 
 
-def _late_all_reduce(nbytes: int, micro_batches: int = 0) -> Run:
+def _late_all_reduce(nbytes: int, micro_batches: int = 0, reducer: bool = False) -> Run:
     """Step 1 (100 ms): backward 100-150 ms, then one fp32 all-reduce of ``nbytes`` issued at
     152 ms and running 30 ms on gloo's thread with nothing else running: all of it exposed.
-    ``micro_batches``: that many ``DistributedDataParallel.forward`` spans in the step."""
+    ``micro_batches``: that many ``DistributedDataParallel.forward`` spans in the step;
+    ``reducer``: DDP's reducer issued it, as one bucket (a ``c10d::allreduce_`` at the end of
+    backward, around the collective's call)."""
     ops = [
         {"id": 1, "step": 1, "name": "autograd::engine::evaluate_function: MmBackward0",
          "cat": "cpu_op", "depth": 0, "thread": 1, "start_ns": 100 * MS, "dur_ns": 50 * MS,
@@ -26,6 +28,10 @@ def _late_all_reduce(nbytes: int, micro_batches: int = 0) -> Run:
     ops += [{"id": 10 + i, "step": 1, "name": "DistributedDataParallel.forward",
              "cat": "user_annotation", "depth": 0, "thread": 1, "start_ns": (90 + i) * MS,
              "dur_ns": MS // 2} for i in range(micro_batches)]
+    if reducer:
+        ops.append({"id": 30, "step": 1, "name": "c10d::allreduce_", "cat": "cpu_op",
+                    "depth": 0, "thread": 1, "start_ns": 149 * MS, "dur_ns": 4 * MS,
+                    "phase": "backward"})
     comms = table({"step": 1, "collective": "all_reduce", "dtype": "float", "group_size": 2,
                    "in_bytes": nbytes, "out_bytes": nbytes, "start_ns": 152 * MS,
                    "dur_ns": 30 * MS, "call_ns": 152 * MS, "source": "gloo"})
@@ -97,3 +103,17 @@ def test_bandwidths_print_in_the_unit_they_read_best_in():
     assert fmt_rate(12.5) == "12.50 GB/s" and fmt_rate(12.5, 1) == "12.5 GB/s"
     assert fmt_rate(0.00274) == "2.74 MB/s" and fmt_rate(None) == "-"
     assert fmt_rate(2e-6) == "2.0 KB/s"
+
+
+@pytest.mark.parametrize("nbytes,advised", [(26112, False), (64 << 20, True)])
+def test_one_ddp_bucket_is_told_to_split_only_when_its_bytes_can_be(nbytes, advised):
+    # GIVEN DDP (its forward span in the trace) all-reducing one bucket after backward: 25.5
+    # KiB a step (tests/corpus' ddp_gloo: one bucket because its gradients are small), or 64 MiB
+    run = _late_all_reduce(nbytes, micro_batches=1, reducer=True)
+    found = analyze(run, write=False, only=("comm_overlap",)).findings
+    # THEN lowering bucket_cap_mb is advised only where a split all-reduce would not stay
+    # latency-bound: over DDP's 1 MiB first bucket
+    titles = [f.title for f in found if f.kind == "comm.poor_overlap"]
+    assert bool(titles) == advised, titles
+    if advised:
+        assert titles[0].startswith("Lower DistributedDataParallel's bucket_cap_mb")
