@@ -4,28 +4,31 @@ importing): its default process group's backend, the training frameworks it impo
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+
+def _ask_default_group(question: str) -> Any:
+    """``torch.distributed.<question>()`` of the default process group, if the script has one
+    open now (None without one, or while it is being torn down)."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return getattr(dist, question)()
+    except Exception:  # noqa: BLE001 - a torch without distributed, or a group being torn down
+        return None
+    return None
 
 
 def default_backend() -> str | None:
     """The default process group's backend, if the script has one open now."""
-    dist = sys.modules.get("torch.distributed")
-    try:
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            return str(dist.get_backend())
-    except Exception:  # noqa: BLE001 - a torch without distributed, or a group being torn down
-        return None
-    return None
+    backend = _ask_default_group("get_backend")
+    return None if backend is None else str(backend)
 
 
 def default_group_rank() -> int | None:
     """This process's rank in the default process group, if the script has one open now."""
-    dist = sys.modules.get("torch.distributed")
-    try:
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            return int(dist.get_rank())
-    except Exception:  # noqa: BLE001 - a torch without distributed, or a group being torn down
-        return None
-    return None
+    rank = _ask_default_group("get_rank")
+    return None if rank is None else int(rank)
 
 
 # Training frameworks whose own switches the advice should name (gradient_checkpointing=True,
