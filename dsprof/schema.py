@@ -96,6 +96,11 @@ STEPS = Table(
         Column("gc_generation", _I32,
                "oldest generation (0-2) the garbage collector collected during the step; null "
                "when it did not run, and where gc_ns is null"),
+        Column("optimizer_faults", _I64,
+               "minor page faults the stepping thread took inside optimizer.step() calls "
+               "during the step (pages its update's temporaries got back from the kernel); "
+               "null for imports, runs recorded before this column, and boundaries found "
+               "after the fact"),
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
                "backward (end of a backward() call, when no optimizer steps), trace "

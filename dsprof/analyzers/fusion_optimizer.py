@@ -47,6 +47,7 @@ from dsprof.analyzers.optimizer_spans import closure_time, despiked, update_exte
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.analyzers.step_words import StepWords
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
+from dsprof.metrics.noise import has_column
 from dsprof.metrics.ops.fusion_chains import POINTWISE
 from dsprof.metrics.ops.opbytes import op_io
 from dsprof.metrics.ops.optable import OpTable
@@ -57,6 +58,7 @@ from dsprof.metrics.ops.optimizer_cost import (
     LOOP_CPU_S_PER_OP,
     LOOP_CPU_S_PER_PARAM_BYTE,
     MIN_PRICED_CPU_S,
+    PAGE_FAULT_S,
     fused_cpu_s,
     loop_cpu_s,
 )
@@ -157,8 +159,10 @@ class OptimizerFusionAnalyzer(Analyzer):
             if n_tensors and n_ops <= 2 * n_tensors and (
                     cpu or (n_ops - 1) * overhead < MIN_SAVING_S):
                 continue
+            # the loop's page faults belong to this class only when no other optimizer stepped
+            faults = loop_faults(ctx) if cpu and len(by_class) == 1 else None
             finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
-                                    bw_source, overhead, n_tensors, cpu=cpu,
+                                    bw_source, overhead, n_tensors, cpu=cpu, faults=faults,
                                     n_optimizers=n_optimizers,
                                     lightning="lightning" in frameworks(ctx), ceiling=ceiling,
                                     words=ctx.words)
@@ -251,7 +255,8 @@ class OptimizerFusionAnalyzer(Analyzer):
                  foreach: bool, bandwidth: float, bw_source: str,
                  overhead: float, n_tensors: int = 0, cpu: bool = False,
                  n_optimizers: int = 1, lightning: bool = False,
-                 ceiling: float | None = None, *, words: StepWords) -> Finding | None:
+                 ceiling: float | None = None, faults: float | None = None, *,
+                 words: StepWords) -> Finding | None:
         factor = FUSED_BYTES_PER_PARAM_BYTE.get(cls)
         first = rows[0]
         evidence = (Evidence(text=(f"{first[3]}: {n_ops:.0f} ops, {now * 1e3:.3f} ms "
@@ -276,16 +281,21 @@ class OptimizerFusionAnalyzer(Analyzer):
                         f"{factor * pbytes / 2**20:.1f} MiB at {bandwidth / 1e9:.1f} GB/s "
                         f"({bw_source}) = {predicted * 1e3:.3f} ms.")
             else:
-                loop = loop_cpu_s(n_ops, pbytes)
+                fault_s = (faults or 0.0) * PAGE_FAULT_S
+                loop = loop_cpu_s(n_ops, pbytes) + fault_s
                 predicted = fused_cpu_s(n_tensors, pbytes)
                 recorded = ceiling if ceiling is not None else now
                 priced_loop = loop <= recorded
                 saving = min(recorded, loop) - predicted
+                paged = (f" plus its {faults:.0f} page faults {words.per_step} at "
+                         f"{PAGE_FAULT_S * 1e6:.1f} us each (the loop's temporaries, which "
+                         "malloc gives back to the kernel and takes again every step; the "
+                         "fused kernel allocates none)" if fault_s else "")
                 body = (
                     f" On CPU the update is priced from what it touches, not from its profiled "
                     f"time (profiling inflates the loop by 4-97 %, unevenly): the loop at "
                     f"{LOOP_CPU_S_PER_OP * 1e6:.2f} us an op and "
-                    f"{LOOP_CPU_S_PER_PARAM_BYTE * 1e9:.2f} ns a parameter byte = "
+                    f"{LOOP_CPU_S_PER_PARAM_BYTE * 1e9:.2f} ns a parameter byte{paged} = "
                     f"{loop * 1e3:.3f} ms (at most its recorded extent), the fused kernel at "
                     f"{FUSED_CPU_S_PER_TENSOR * 1e6:.1f} us a tensor ({n_tensors} here) and "
                     f"{FUSED_CPU_S_PER_PARAM_BYTE * 1e9:.2f} ns a parameter byte "
@@ -333,6 +343,7 @@ class OptimizerFusionAnalyzer(Analyzer):
                       **({"optimizers": n_optimizers} if n_optimizers > 1 else {}),
                       "predicted_fused_s": predicted,
                       **({"loop_cpu_s": loop_cpu_s(n_ops, pbytes)} if cpu else {}),
+                      **({"loop_page_faults": faults} if cpu and faults else {}),
                       # both sides priced at calibrated thread-CPU costs unless the loop's
                       # recorded extent (op time) capped the loop
                       **({SAVING_CLOCK: THREAD_CPU} if cpu and priced_loop else {}),
@@ -360,3 +371,20 @@ class OptimizerFusionAnalyzer(Analyzer):
             verify="dsprof verify RUN ID   (reruns the script with DS_OPTIMIZER_FOREACH=1)",
             data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
                   **({"impact_unknown": "per-op dispatch cost on CPU"} if cpu else {})})
+
+
+def loop_faults(ctx: Context) -> float | None:
+    """Mean minor page faults a step inside optimizer.step() (``steps.optimizer_faults``),
+    over the steps after the first (the first allocates the optimizer's state), preferring
+    steps outside profiler windows (the profiler's own buffers fault too); None for imports
+    and runs recorded before the column. The mean, not the median: whether malloc gives the
+    temporaries back depends on its state, which varies (examples/periodic_eval.py under
+    dsprof: 512 faults in 5 of 27 steps, none in the others; 448-480 in every step of the
+    plain script, whose heap dsprof's own allocations do not shape), and the saving is the
+    average step's."""
+    if not has_column(ctx.run, "steps", "optimizer_faults"):
+        return None
+    rows = ctx.run.sql("""SELECT optimizer_faults, profiled FROM steps
+                          WHERE optimizer_faults IS NOT NULL AND step > 0""")
+    quiet = [f for f, profiled in rows if not profiled] or [f for f, _ in rows]
+    return float(statistics.fmean(quiet)) if quiet else None

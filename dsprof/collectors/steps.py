@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import time
 import weakref
 from collections.abc import Callable
@@ -72,6 +73,16 @@ class StepCollector:
         self._gc_ns = 0
         self._gc_generation: int | None = None
         self._gc_started: int | None = None
+        # Minor page faults the stepping thread took inside optimizer.step() calls, per step
+        # (getrusage around each call: two syscalls a step). A per-parameter update whose
+        # temporaries malloc gives back to the kernel and takes again faults every page of
+        # them every step (examples/periodic_eval.py's 1 MiB weight: ~480 a step, ~0.9 us
+        # each), a cost the fused kernel, which allocates nothing, does not pay
+        # (analyzers/fusion_optimizer.py).
+        self.optimizer_faults: list[int | None] = []
+        self._opt_faults = 0
+        self._opt_faults_at: int | None = None
+        self._pre_hook: Any = None
         self.data_wait_ns: list[int | None] = []
         self.batch_size: list[int | None] = []
         self._cpu_start = time.thread_time_ns()
@@ -108,9 +119,14 @@ class StepCollector:
         return len(self.boundaries_ns)
 
     def install(self) -> None:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
+        from torch.optim.optimizer import (
+            register_optimizer_step_post_hook,
+            register_optimizer_step_pre_hook,
+        )
 
         invisible_to_dynamo(StepCollector._optimizer_stepped, recursive=True)
+        invisible_to_dynamo(StepCollector._optimizer_starting, recursive=True)
+        self._pre_hook = register_optimizer_step_pre_hook(self._optimizer_starting)
         self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
         self.closures.install()
         self.backward.install()
@@ -122,6 +138,9 @@ class StepCollector:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        if self._pre_hook is not None:
+            self._pre_hook.remove()
+            self._pre_hook = None
         self.closures.uninstall()
         self.backward.uninstall()
         if self._gc_event in gc.callbacks:
@@ -176,12 +195,24 @@ class StepCollector:
                 self.on_late_steps(last)
             self.on_boundary(last)
 
+    def _optimizer_starting(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        import torch
+
+        if torch.compiler.is_compiling():
+            return
+        self._opt_faults_at = _minor_faults()
+
     def _optimizer_stepped(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         import torch
 
         # A compiled opt.step: Dynamo inlines this hook, and a boundary is no part of a graph
         # (steps then come from backward(), or from dsprof.step()).
-        if torch.compiler.is_compiling() or self.source == "manual":
+        if torch.compiler.is_compiling():
+            return
+        if self._opt_faults_at is not None:
+            self._opt_faults += _minor_faults() - self._opt_faults_at
+            self._opt_faults_at = None
+        if self.source == "manual":
             return
         leader = self._leader() if self._leader is not None else None
         if leader is None:
@@ -257,6 +288,8 @@ class StepCollector:
         self.gc_ns.append(self._gc_ns if sample else None)
         self.gc_generation.append(self._gc_generation if sample else None)
         self._gc_ns, self._gc_generation = 0, None
+        self.optimizer_faults.append(self._opt_faults if sample else None)
+        self._opt_faults = 0
         step = len(self.boundaries_ns)
         start = self.boundaries_ns[-1] if step else self.start_ns
         self.boundaries_ns.append(end)
@@ -298,8 +331,16 @@ class StepCollector:
             "cpu_ns": self.cpu_ns,
             "gc_ns": self.gc_ns,
             "gc_generation": self.gc_generation,
+            "optimizer_faults": self.optimizer_faults,
             "data_wait_ns": self.data_wait_ns,
             "batch_size": self.batch_size,
             "loss_scale": [self.scaler[i][0] if i in self.scaler else None for i in range(n)],
             "skipped": [self.scaler[i][1] if i in self.scaler else None for i in range(n)],
         }
+
+
+def _minor_faults() -> int:
+    """Minor page faults of the calling thread so far (RUSAGE_THREAD: Linux; the process's
+    elsewhere, where a data worker thread's faults then count too)."""
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    return resource.getrusage(who).ru_minflt

@@ -30,6 +30,14 @@ LOOP_CPU_S_PER_OP = 2.06e-6
 LOOP_CPU_S_PER_PARAM_BYTE = 0.60e-9
 FUSED_CPU_S_PER_TENSOR = 2.65e-6
 FUSED_CPU_S_PER_PARAM_BYTE = 0.26e-9
+# What a minor page fault costs the thread that takes it: the kernel maps and zeroes a 4 KiB
+# page. 0.91-0.93 us (an mmap'd MiB written once, against the same fill of a mapped MiB;
+# /tmp measurement on this machine, load 4, 4 Dec). The per-parameter loop takes them when
+# malloc returns its temporaries to the kernel every step: examples/periodic_eval.py's
+# Linear(256, 1024) Adam loop faulted 448-480 pages a step inside optimizer.step(), the fused
+# kernel none, and the plain script's step saved 0.85-1.18 ms against 0.44 ms priced without
+# them. ``steps.optimizer_faults`` counts them; the loop's price adds them.
+PAGE_FAULT_S = 0.9e-6
 # The optimizers those figures were measured for. Others (Adagrad, SGD) are still found, but
 # their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
 # 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
