@@ -281,7 +281,9 @@ class OptimizerFusionAnalyzer(Analyzer):
                         f"{factor * pbytes / 2**20:.1f} MiB at {bandwidth / 1e9:.1f} GB/s "
                         f"({bw_source}) = {predicted * 1e3:.3f} ms.")
             else:
-                fault_s = (faults or 0.0) * PAGE_FAULT_S
+                # under a page a step on average: the first step's state allocation spread
+                # over the run, no recurring cost
+                fault_s = faults * PAGE_FAULT_S if faults is not None and faults >= 1 else 0.0
                 loop = loop_cpu_s(n_ops, pbytes) + fault_s
                 predicted = fused_cpu_s(n_tensors, pbytes)
                 recorded = ceiling if ceiling is not None else now
@@ -343,7 +345,8 @@ class OptimizerFusionAnalyzer(Analyzer):
                       **({"optimizers": n_optimizers} if n_optimizers > 1 else {}),
                       "predicted_fused_s": predicted,
                       **({"loop_cpu_s": loop_cpu_s(n_ops, pbytes)} if cpu else {}),
-                      **({"loop_page_faults": faults} if cpu and faults else {}),
+                      **({"loop_page_faults": faults} if cpu and faults and faults >= 1
+                         else {}),
                       # both sides priced at calibrated thread-CPU costs unless the loop's
                       # recorded extent (op time) capped the loop
                       **({SAVING_CLOCK: THREAD_CPU} if cpu and priced_loop else {}),
