@@ -3,12 +3,12 @@
 A hand chain saves its intermediates for the backward; the library op saves its own set. What
 each saves was measured with ``torch.autograd.graph.saved_tensors_hooks`` (torch 2.13, CPU, one
 (2048, 256) input that requires grad, float32 and bfloat16; bytes of float32 shown, rows =
-2048):
+2048; ``benchmarks/swap_saved_bytes.py`` prints it):
 
 ==========================  ==================================  ============================
 form                        keeps its input x (2 MiB)?          saves besides (created inside)
 ==========================  ==================================  ============================
-hand tanh GELU              yes (``pow(x, 3)``, ``0.5 * x``)    3 x 2 MiB (tanh, 0.5 x, 1+tanh)
+hand tanh GELU              yes (``pow(x, 3)``)                 3 x 2 MiB (tanh, 0.5 x, 1+tanh)
 hand erf GELU               no (``x / sqrt(2)``, ``0.5 * x``    3 x 2 MiB (x / sqrt(2), 0.5 x,
                             save nothing)                       1 + erf)
 ``F.gelu``                  yes                                 nothing
