@@ -26,6 +26,9 @@ is found with no saving (``aten::rms_norm``'s CPU backward is the same composite
 dsprof can apply is the library op itself (``DS_LIBRARY_OP=<module>=gelu_tanh``) where the chain
 is its module's whole forward, and otherwise ``DS_COMPILE=<modules>`` (torch.compile of the
 module holding the chain; the verify line then says it measures compile, not the pasted op).
+A library-op swap also promises the peak memory it frees (``saving_bytes``, what verify prints
+as the predicted peak): the chain's saved intermediates less what the library op keeps
+(:mod:`dsprof.metrics.memory.library_swap`, measured per op).
 """
 
 from __future__ import annotations
@@ -37,15 +40,14 @@ from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix
 from dsprof.analyzers.fusion_fixes import (
     COMPILED_CALL_S,
     CPU_COMPUTE_BOUND_KINDS,
-    LIBRARY_CALL,
     NO_SAVING_ON_CPU,
     fix_text,
-    freed_by_swap,
     library_op,
     whole_module,
 )
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
+from dsprof.metrics.memory.library_swap import LIBRARY_CALL, swap_memory
 from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 from dsprof.metrics.ops.fusion_chains import (
     CONV,
@@ -68,7 +70,6 @@ from dsprof.metrics.ops.library_cost import (
     uncalibrated,
 )
 from dsprof.metrics.ops.optable import OpTable
-from dsprof.units import fmt_bytes
 
 MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"
@@ -273,15 +274,13 @@ class FusionAnalyzer(Analyzer):
                "Conv-BN-ReLU blocks, the example Transformer's attention), so this is not "
                "ranked." if compile_on_cpu and not no_saving else ""))
         library = library_op(kind, names) if whole and modules else None
-        freed = freed_by_swap(ctx, library, modules) if bwd_now > 0 else 0
-        if freed:
-            explanation += (
-                f" The swap also frees what the chain saves for its backward "
-                f"({fmt_bytes(freed)} over {len(modules)} module(s): their activation_bytes, "
-                f"what autograd kept from inside them; {LIBRARY_CALL[library]} keeps only "
-                "its input, which the layer before saves anyway): the peak drops by up to "
-                "that much.")
-        evidence = []
+        # what the library op frees at the peak (or why nothing is promised), for every kind
+        # whose fix pastes one, so that verify's predicted peak is the claim's
+        memory = swap_memory(ctx.run, library_op(kind, names), [c for c, _, _, _ in items],
+                             whole and bool(modules), bwd_now > 0, table.device)
+        freed = memory.freed
+        explanation += memory.text
+        evidence: list[Evidence] = []
         seen: set[str] = set()
         for chain, s, _, _ in items:
             if chain.module in seen or len(evidence) >= 6:

@@ -1,40 +1,14 @@
 """What the fusion analyzer pastes and applies: the library op that replaces a hand-written
-chain, whether a module is the chain and nothing else, the fix's code, and what the swap frees
-at the peak. Split from :mod:`fusion`, which finds and prices the chains."""
+chain, whether a module is the chain and nothing else, and the fix's code (what the swap frees
+at the peak: :mod:`dsprof.metrics.memory.library_swap`). Split from :mod:`fusion`, which finds
+and prices the chains."""
 
 from __future__ import annotations
 
 import math
 
-from dsprof.analyzers.registry import Context
 from dsprof.metrics.ops.fusion_chains import VIEWS, Chain
 from dsprof.metrics.ops.optable import Op
-
-# Library ops that save only their input for backward (which the layer before already saves):
-# swapped in, the chain's saved intermediates are freed (its modules' activation_bytes).
-# Not softmax (saves its output), the norms (mean and rstd, or, for rms_norm on CPU, the same
-# composite ops).
-SAVES_ONLY_INPUT = frozenset({"gelu", "gelu_tanh"})
-
-
-def freed_by_swap(ctx: Context, library: str | None, modules: list[str]) -> int:
-    """Bytes the library op frees at the peak: what the chain's modules saved for backward
-    (``modules.activation_bytes``, rank 0, once per module: one forward's), for a library op
-    that keeps only its input; 0 otherwise or when the run has no modules table. Measured on
-    convnext_gelu's two 2 MiB-wide hand GELUs: 6 MiB each (tanh's output, 0.5 x and 1 + tanh),
-    and the swap's verify run peaked 14.0 MiB lower."""
-    if library not in SAVES_ONLY_INPUT or not modules or not ctx.run.has("modules"):
-        return 0
-    rows = ctx.run.sql("""SELECT name, max(activation_bytes) FROM modules
-                          WHERE rank = 0 AND name IN (SELECT unnest(?::VARCHAR[]))
-                          GROUP BY name""", [modules])
-    return int(sum(max(0, int(b or 0)) for _, b in rows))
-
-
-LIBRARY_CALL = {"gelu": "F.gelu(x)", "gelu_tanh": 'F.gelu(x, approximate="tanh")',
-                 "softmax": "torch.softmax(x, dim=-1)", "rms_norm": "F.rms_norm",
-                 "layer_norm": "F.layer_norm"}
-
 
 # What calling a compiled module forward costs over eager on CPU, forward and backward (guards,
 # the AOTAutograd wrapper, the kernel call): 85-109 us a call for a 2-op module measured on

@@ -129,6 +129,9 @@ def test_a_hand_rmsnorm_that_compiles_on_cpu_has_no_saving_either():
     assert f.apply == {"DS_COMPILE": "M.norm"} and f.saving_s == 0 and f.severity == "info"
     assert f.data["impact_unknown"] == "rms_norm on CPU"
     assert "No saving on CPU" in f.explanation and "compiles the module" in f.explanation
+    # AND no memory promise: the knob compiles, and what the compiled module saves is unknown
+    assert f.saving_bytes == 0
+    assert "No peak-memory change is promised: the knob compiles the module" in f.explanation
 
 
 def test_a_calibrated_gelu_estimate_stays_ranked_on_a_loaded_machine():
@@ -146,12 +149,21 @@ def test_a_gelu_swap_frees_what_the_hand_chain_saved_for_backward():
     f = _fusion(_run(_gelu("float"), "M.act", saved_bytes=3 * 16 * 2**20))
     # THEN the swap to F.gelu (which keeps only its input) promises that memory at the peak
     assert f.saving_bytes == 3 * 16 * 2**20
-    assert "frees what the chain saves for its backward (48.00 MiB" in f.explanation
+    assert "what the chain saved for its backward (48.00 MiB" in f.explanation
+    assert "keeps only its input" in f.explanation and "drops by about 48.00 MiB" in f.explanation
 
 
 def test_a_gelu_swap_without_autograd_frees_nothing():
     f = _fusion(_run(_gelu("float"), "M.act", backward=False, saved_bytes=3 * 16 * 2**20))
     assert f.saving_bytes == 0
+    assert "No peak-memory change is promised: the chain runs without autograd" in f.explanation
+
+
+def test_a_swap_in_a_run_without_a_modules_table_promises_no_memory_saying_why():
+    # GIVEN the chain with its backward, in a run that recorded no modules table (an import)
+    f = _fusion(_run(_gelu("float"), "M.act"))
+    # THEN nothing is promised at the peak, and the explanation says why
+    assert f.saving_bytes == 0 and "the run has no modules table" in f.explanation
 
 
 def test_a_small_gelu_swap_on_cpu_is_found_but_not_ranked():
