@@ -259,11 +259,16 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
                               "before that, no per-step timings")
             continue
         code = int(rec.get("exit_status", 0))
-        if code != 0:
+        # a rank of torch.multiprocessing interrupted by SIGINT exits 0 (its wrapper swallows
+        # KeyboardInterrupt), yet stopped mid-script
+        interrupted = code == 0 and rec.get("exit_reason") == "interrupt"
+        if code != 0 or interrupted:
             cause = rec.get("exit_reason")
             if rec.get("exit_error"):
                 cause = f"{cause} {rec['exit_error']}"
-            failed[str(r)] = f"the script failed: {exit_text(code)} ({cause})"
+            failed[str(r)] = ("interrupted by SIGINT mid-script (its process exited 0, as "
+                              "torch.multiprocessing's do)" if interrupted else
+                              f"the script failed: {exit_text(code)} ({cause})")
             if isinstance(rec.get("end_ns"), int):
                 ended[r] = rec["end_ns"] - int((rec.get("clock") or {}).get("offset_ns") or 0)
         if lead is None or r == 0:

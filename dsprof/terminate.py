@@ -39,8 +39,37 @@ EXIT_STATUS = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERM'd 
 DEFAULT_GRACE_S = 5.0
 
 
+_signalled = False  # a SIGTERM reached _raise_exit in this process
+
+
 def _raise_exit(signum: int, frame: Any) -> None:
+    global _signalled
+    _signalled = True
     raise SystemExit(128 + signum)
+
+
+def signalled() -> bool:
+    """Whether the ``SystemExit`` the script ends with came from a SIGTERM (not its own
+    ``sys.exit(143)``)."""
+    return _signalled
+
+
+def die_of_sigterm() -> None:
+    """End this process as SIGTERM's default action would (exit status -15 to its parent),
+    once the run is saved: a rank of ``torch.multiprocessing.spawn`` ends as it would without
+    dsprof. ``os._exit(143)`` if the signal does not end it."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110 - a closed stream must not stop the exit
+            pass
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        os.kill(os.getpid(), signal.SIGTERM)
+    except (ValueError, OSError):
+        pass
+    os._exit(EXIT_STATUS)
 
 
 def _hold(signum: int, frame: Any) -> None:
@@ -55,8 +84,10 @@ class TermWatcher:
         grace_s: how long the main thread gets to end the normal way after SIGTERM.
     """
 
-    def __init__(self, save: Callable[[], None], grace_s: float = DEFAULT_GRACE_S):
+    def __init__(self, save: Callable[[], None], grace_s: float = DEFAULT_GRACE_S,
+                 by_signal: bool = False):
         self.save, self.grace_s = save, grace_s
+        self.by_signal = by_signal  # end by the signal itself (-15), not exit status 143
         self._previous: Any = None
         self._old_fd = -1
         self._socks: tuple[socket.socket, socket.socket] | None = None
@@ -154,6 +185,8 @@ class TermWatcher:
             self.save()
         except BaseException as exc:  # noqa: BLE001 - exiting is all that is left to do
             logger.error("could not save the run on SIGTERM: %s: %s", type(exc).__name__, exc)
+        if self.by_signal:
+            die_of_sigterm()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

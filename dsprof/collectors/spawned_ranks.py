@@ -17,6 +17,8 @@ the script's run, and at the first call:
   finishes the session however the function ends, then lets the exception or exit go on
   unchanged (without its own frame: torch forwards the child's traceback text to the parent,
   where ``ProcessRaisedException`` must read as it would without dsprof);
+* a rank that torch SIGTERMs (because another failed) saves its session, then dies of the
+  signal as it would without dsprof (:func:`_watch_sigterm`);
 * when the script ends, the session merges the ranks' records into meta.json the way
   :mod:`dsprof.launch_ranks` does (:func:`finish_coordinator`), and the run is ingested once.
 
@@ -174,22 +176,33 @@ class SpawnedRank:
         self.target, self.nprocs = target, nprocs
 
     def __call__(self, i: int, *args: Any) -> Any:
+        from dsprof import terminate
+
         session = self._start(i)
+        watcher = _watch_sigterm(session)
         try:
             result = self.fn(i, *args)
         except SystemExit as exc:
-            _end(session, _exit_status(exc.code), "exit")
+            if watcher is not None and terminate.signalled():
+                # torch's join ends the ranks still running when one fails, with SIGTERM:
+                # the rank saves what it has, then dies of the signal as it would have
+                watcher.hold()
+                _end(session, -signal.SIGTERM, "terminated", groups=False)
+                terminate.die_of_sigterm()
+            _end(session, _exit_status(exc.code), "exit", watcher=watcher)
             _drop_own_frame(exc)
             raise
-        except KeyboardInterrupt as exc:  # torch's SIGINT when the parent dies
-            _end(session, 130, "interrupt")
+        except KeyboardInterrupt as exc:
+            # torch's SIGINT when the parent dies; multiprocessing's wrapper swallows it and
+            # the process exits 0, which is what the rank's record says, with the reason
+            _end(session, 0, "interrupt", watcher=watcher)
             _drop_own_frame(exc)
             raise
         except BaseException as exc:
-            _end(session, 1, "exception", type(exc).__name__)
+            _end(session, 1, "exception", type(exc).__name__, watcher=watcher)
             _drop_own_frame(exc)
             raise
-        _end(session, 0, "exit")
+        _end(session, 0, "exit", watcher=watcher)
         return result
 
     def _start(self, i: int) -> Any:
@@ -213,10 +226,34 @@ class SpawnedRank:
             return None
 
 
-def _end(session: Any, status: int, reason: str, error: str | None = None) -> None:
-    """Save the rank's session; a failure here is one line, never the rank's own outcome."""
+def _watch_sigterm(session: Any) -> Any:
+    """The rank's SIGTERM watcher (:mod:`dsprof.terminate`): a SIGTERM raises into the
+    function, and a rank blocked outside Python is saved from the watcher thread after the
+    grace period; either way the process then dies of SIGTERM, as without dsprof. None
+    when the rank runs unprofiled or SIGTERM is not at its default."""
+    if session is None:
+        return None
+    from dsprof.terminate import TermWatcher, grace_from_env
+
+    # the record's status is the process's: killed by SIGTERM (-15), as its parent sees it
+    watcher = TermWatcher(lambda: _end(session, -signal.SIGTERM, "terminated", groups=False),
+                          grace_from_env(), by_signal=True)
+    if not watcher.install():
+        return None
+    session.on_fork_child.append(watcher.forget_in_child)
+    return watcher
+
+
+def _end(session: Any, status: int, reason: str, error: str | None = None,
+         groups: bool = True, watcher: Any = None) -> None:
+    """Save the rank's session; a failure here is one line, never the rank's own outcome.
+    ``groups=False``: the process dies right after, so the gloo groups dsprof holds are left
+    to it rather than released (which waits for their threads). ``watcher``: the rank's
+    SIGTERM watcher, holding SIGTERM while the session saves and giving it back after."""
     if session is None or session.forked_child:  # a process the function forked came back
         return
+    if watcher is not None:
+        watcher.hold()
     from dsprof import log
     from dsprof.collectors import process_groups
 
@@ -225,11 +262,14 @@ def _end(session: Any, status: int, reason: str, error: str | None = None) -> No
         session.release()
         # the gloo groups dsprof held go now, once their threads are idle: the function's
         # own references to them went as it returned (process_groups.py says why)
-        process_groups.release()
+        if groups:
+            process_groups.release()
     except Exception as exc:  # noqa: BLE001
         logger.error("rank %d: could not save the dsprof session: %s: %s", session.rank,
                      type(exc).__name__, exc)
     log.detach_file()
+    if watcher is not None:
+        watcher.uninstall()  # the rank's own exit: SIGTERM does what it does without dsprof
 
 
 def _exit_status(code: Any) -> int:
@@ -271,10 +311,12 @@ def finish_coordinator(session: Any, exit_status: int, reason: str, error: str |
     failures = {int(r): c for r, c in spawned["failures"].items()}
     if failures:
         # torch's join ends the ranks still running when one fails with SIGTERM, which they
-        # die of without saving: that, not a guess, is why their records stayed "running"
+        # die of once saved ("terminated"), or unsaved where the signal came before their
+        # session's watcher (their records stayed "running")
         for r in range(nprocs):
             rec = read_record(session.run, r)
-            if r not in failures and rec is not None and rec.get("status") != "finished":
+            if r not in failures and rec is not None and (
+                    rec.get("status") != "finished" or rec.get("exit_reason") == "terminated"):
                 failures[r] = -signal.SIGTERM
     _warn_renumbered(session.run, nprocs)
     merged = merge_ranks(session.run, nprocs, failures, spawned.get("first"))

@@ -86,3 +86,34 @@ if __name__ == "__main__":
     mp.start_processes(work, nprocs=2, start_method="fork")
     print("forked 2", flush=True)
 '''
+
+# rank 1 raises after 3 steps while rank 0 trains on alone (no process group), so torch's join
+# ends rank 0 with SIGTERM; argv: STEPS_RANK1
+SIBLING_TERMINATED = '''
+import sys
+import time
+
+import torch
+import torch.multiprocessing as mp
+
+
+def train(index, steps):
+    torch.manual_seed(index)
+    model = torch.nn.Linear(32, 32)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 32)
+    for step in range(10_000 if index == 0 else steps):
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+        if index == 0 and step == 3:
+            print("rank 0 is past step 3", flush=True)
+        time.sleep(0.02)
+    if index == 1:
+        time.sleep(1.0)  # rank 0 has trained some steps (its window too)
+        raise ValueError(f"rank 1 gave up after {steps} steps")
+
+
+if __name__ == "__main__":
+    mp.spawn(train, args=(int(sys.argv[1]),), nprocs=2, join=True)
+'''

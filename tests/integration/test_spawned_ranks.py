@@ -15,7 +15,12 @@ import pytest
 from dsprof.analyzers.registry import analyze
 from dsprof.run import load
 from tests.integration.helpers import REPO, dsprof, meta, write
-from tests.integration.spawn_scripts import DDP_SPAWN, FORK_START, SPAWN_LOADER
+from tests.integration.spawn_scripts import (
+    DDP_SPAWN,
+    FORK_START,
+    SIBLING_TERMINATED,
+    SPAWN_LOADER,
+)
 
 SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "4"]
 
@@ -123,6 +128,31 @@ def test_a_failing_rank_ends_the_script_as_it_does_without_dsprof(tmp_path, fail
             (0, 3), (1, 3)]
 
 
+def test_a_rank_that_torch_terminates_after_its_sibling_failed_is_saved(tmp_path):
+    # GIVEN rank 1 failing while rank 0 still trains, which torch's join ends with SIGTERM
+    script = write(tmp_path / "sibling.py", SIBLING_TERMINATED)
+    out = tmp_path / "run"
+    # WHEN run plainly and under dsprof run
+    bare = plain(script, "3")
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), "3", timeout=180)
+    # THEN the script ends as it does without dsprof: rank 1's exception, status 1
+    assert bare.returncode == 1, bare.stderr
+    assert res.code == bare.returncode, res.stderr
+    assert _spawn_error(res.stderr) == _spawn_error(bare.stderr)
+    assert "ValueError: rank 1 gave up after 3 steps" in _spawn_error(res.stderr)
+    # AND rank 0, terminated, saved the steps it trained and its profiler window
+    m = meta(out)
+    assert m["partial"] and m["ranks"] == [0, 1]
+    assert m["first_failure"]["rank"] == 1
+    assert m["rank_failures"]["0"] == ("the script failed: killed by SIGTERM (terminated); "
+                                       "after rank 1 failed")
+    with load(out) as run:
+        steps = dict(run.sql("SELECT rank, count(*) FROM steps GROUP BY rank"))
+        windows = run.sql("SELECT count(*) FROM steps WHERE rank = 0 AND profiled")[0][0]
+    assert steps[1] == 3 and steps[0] > 6, steps
+    assert windows == 4
+
+
 def test_a_dataloader_with_spawned_workers_has_no_ranks(tmp_path):
     # GIVEN a training loop fed by 2 DataLoader workers started with the spawn context
     script = write(tmp_path / "loader.py", SPAWN_LOADER)
@@ -182,7 +212,8 @@ def test_a_sigtermed_script_interrupts_its_ranks_and_keeps_what_they_saved(tmp_p
     assert proc.returncode == 143, stderr
     m = meta(out)
     assert m["status"] == "finished" and m["ranks"] == [0, 1]
-    assert all("exit status 130" in why for why in m["rank_failures"].values()), m
+    assert all(why.startswith("interrupted by SIGINT mid-script (its process exited 0")
+               for why in m["rank_failures"].values()), m
     with load(out) as run:
         assert {r for (r,) in run.sql("SELECT DISTINCT rank FROM steps")} == {0, 1}
 
