@@ -26,6 +26,7 @@ import threading
 import weakref
 from typing import Any
 
+from dsprof.collectors import saved_hooks_aside
 from dsprof.collectors.memory_census import storage_key
 from dsprof.frames import DSPROF_DIR, internal_file
 from dsprof.log import logger
@@ -73,6 +74,7 @@ class ActivationTracker:
         self.names.clear()
         self._hooks_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
         self._hooks_ctx.__enter__()
+        saved_hooks_aside.install(self._pack, _unpack)  # torch.func refuses to run under them
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, always_call=True)]
 
@@ -81,6 +83,7 @@ class ActivationTracker:
             h.remove()
         self._handles = []
         if self._hooks_ctx is not None:
+            saved_hooks_aside.uninstall()
             try:
                 self._hooks_ctx.__exit__(None, None, None)
             except RuntimeError as exc:  # the user's own hooks were left unbalanced

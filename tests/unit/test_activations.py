@@ -48,3 +48,58 @@ def test_activations_go_to_the_module_whose_checkpointing_would_free_them():
                              (1, "Net.fc2"): 1, (1, "Net.gate"): 1}
     assert tracker.inputs and tracker.inputs[0][3] == 8 * 16 * 4
     assert tracker.modules["Net.fc1"] == ("Linear", 1, 16 * 32 + 32, (16 * 32 + 32) * 4)
+
+
+def _per_sample_grads(net: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """torch.func's per-sample gradients: grad under vmap, which refuses saved-tensor hooks."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def loss(p, xi):
+        return functional_call(net, p, (xi.unsqueeze(0),)).sum()
+
+    return vmap(grad(loss), in_dims=(None, 0))(params, x)
+
+
+def test_torch_func_transforms_run_under_the_tracker_as_without_it():
+    # GIVEN the tracker's saved-tensor hooks on, as in a profiler window
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(4, 16)
+    expected = _per_sample_grads(net, x)
+    tracker = ActivationTracker(lambda: 0)
+    tracker.install(1, set())
+    try:
+        # WHEN the script runs torch.func.grad under vmap (it raised RuntimeError before)
+        got = _per_sample_grads(net, x)
+        # THEN it computes what it computes without dsprof, and the tracker's hooks are
+        # back on top of the stack for the rest of the window: an ordinary backward is seen
+        top = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        assert top is not None and top[0] == tracker._pack
+        net(x).sum().backward()
+    finally:
+        tracker.uninstall()
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert "Net.gate" in charged(tracker)
+    # AND torch's own function is back once the tracker is off
+    import torch.autograd.graph as graph
+    assert not getattr(graph.disable_saved_tensors_hooks, "_dsprof_aside", False)
+
+
+def test_a_scripts_own_saved_tensor_hooks_still_stop_torch_func_as_without_dsprof():
+    # GIVEN the tracker on, and the script's own hook pair pushed above it
+    net, x = Net(), torch.randn(2, 16)
+    tracker = ActivationTracker(lambda: 0)
+    tracker.install(1, set())
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+            # THEN torch.func refuses, with torch's own message, as it does without dsprof
+            try:
+                _per_sample_grads(net, x)
+            except RuntimeError as exc:
+                assert "don't yet support saved tensor hooks" in str(exc)
+            else:
+                raise AssertionError("torch.func ran under the script's own hooks")
+    finally:
+        tracker.uninstall()

@@ -1,0 +1,70 @@
+"""dsprof's saved-tensor hooks step aside for the code that refuses to run under any.
+
+``torch.func.grad`` / ``vjp`` / ``jacrev`` / ``hessian`` (and ``vmap`` over them: per-sample
+gradients, meta-learning) enter ``torch.autograd.graph.disable_saved_tensors_hooks``, which
+raises ``RuntimeError: torch.func.{grad, vjp, jacrev, hessian} don't yet support saved tensor
+hooks`` while any pair of saved-tensor hooks is pushed on the thread. The activation tracker
+(:mod:`dsprof.collectors.activations`) pushes one while a profiler window records, so a script
+that runs fine without dsprof crashed in its first window (a ``vmap(grad(loss))`` per-sample
+gradient loop, torch 2.13).
+
+While the tracker's hooks are installed, ``torch.autograd.graph.disable_saved_tensors_hooks``
+(looked up at every call by torch.func's transforms) is a wrapper that pops the tracker's pair
+when it is the top of this thread's stack, runs torch's context manager, and pushes the pair
+back after. What a transform saves is not charged to any module (it is freed inside the
+transform anyway). A pair the script pushed itself is left where it is, so the transform
+raises as it would without dsprof. The wrapper goes with the tracker's hooks, which go before
+the first ``torch.compile`` (collectors/compile_watch.py): Dynamo compares that attribute with
+torch's own function, and never sees the wrapper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Generator
+from typing import Any
+
+_original: Any = None  # torch's disable_saved_tensors_hooks, while the wrapper stands in
+
+
+def install(pack: Callable[[Any], Any], unpack: Callable[[Any], Any]) -> None:
+    """Put the wrapper in place for the hook pair ``(pack, unpack)`` the caller pushed."""
+    global _original
+    import torch
+
+    graph = torch.autograd.graph
+    if _original is None:
+        _original = graph.disable_saved_tensors_hooks
+    original = _original
+
+    @contextlib.contextmanager
+    def disable_saved_tensors_hooks(error_message: str) -> Generator[None, None, None]:
+        autograd = torch._C._autograd
+        top = autograd._top_saved_tensors_default_hooks(False)
+        aside = top is not None and top[0] == pack
+        if aside:
+            autograd._pop_saved_tensors_default_hooks()
+        try:
+            with original(error_message):
+                yield
+        finally:
+            if aside:
+                autograd._push_saved_tensors_default_hooks(pack, unpack)
+
+    functools.update_wrapper(disable_saved_tensors_hooks, original)
+    disable_saved_tensors_hooks._dsprof_aside = True  # type: ignore[attr-defined]
+    graph.disable_saved_tensors_hooks = disable_saved_tensors_hooks
+
+
+def uninstall() -> None:
+    """torch's own function back, where the wrapper still stands (a script that put its own
+    there keeps it)."""
+    global _original
+    import torch
+
+    graph = torch.autograd.graph
+    if _original is not None and getattr(graph.disable_saved_tensors_hooks, "_dsprof_aside",
+                                         False):
+        graph.disable_saved_tensors_hooks = _original
+    _original = None
