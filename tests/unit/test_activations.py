@@ -83,7 +83,7 @@ def test_torch_func_transforms_run_under_the_tracker_as_without_it():
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     assert "Net.gate" in charged(tracker)
     # AND torch's own function is back once the tracker is off
-    import torch.autograd.graph as graph
+    from torch.autograd import graph
     assert not getattr(graph.disable_saved_tensors_hooks, "_dsprof_aside", False)
 
 
