@@ -31,7 +31,7 @@ from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
-from dsprof.collectors import clock, forked_child, process_groups, spawned_ranks
+from dsprof.collectors import clock, exit_guard, forked_child, process_groups, spawned_ranks
 from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.compile_watch import CompileWatch, compile_meta
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
@@ -205,6 +205,7 @@ class Session:
         self.watcher = start_watcher(self.settings, self.raw, self.rank, steps.now_ns)
         if not self.ranks.distributed:
             spawned_ranks.install(self)
+        exit_guard.install(self)  # os._exit() in the script saves the session first
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
@@ -347,6 +348,7 @@ class Session:
         if _current is self:
             _current = None
         spawned_ranks.uninstall()
+        exit_guard.uninstall()
         if self.spawned is not None:
             spawned_ranks.finish_coordinator(self, exit_status, reason, error)
             return

@@ -292,3 +292,46 @@ def test_a_global_destructor_runs_at_exit_as_without_dsprof(tmp_path):
     assert res.code == 0 and mod.code == 0, res.stderr + mod.stderr
     assert (tmp_path / "dsprof.txt").read_text() == "flushed by __del__"
     assert (tmp_path / "module.txt").read_text() == "flushed by __del__"
+
+
+OS_EXIT = """
+import os
+import sys
+
+import torch
+
+torch.manual_seed(0)
+model = torch.nn.Linear(16, 4)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(20):
+    opt.zero_grad()
+    model(torch.randn(8, 16)).pow(2).mean().backward()
+    opt.step()
+if os.fork() == 0:  # a forked child's os._exit is no session's end
+    os._exit(0)
+os.wait()
+print("trained", flush=True)
+with open("after.txt", "w") as f:
+    f.write("written before os._exit")
+os._exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_os_exit_in_the_script_saves_the_run_and_keeps_the_status(tmp_path, status):
+    # GIVEN a script that trains 20 steps, then ends with os._exit (no atexit, no finally)
+    script = write(tmp_path / "os_exit.py", OS_EXIT)
+    out = tmp_path / "run"
+    # WHEN profiled
+    res = dsprof("run", "-q", "-o", str(out), str(script), str(status), cwd=tmp_path)
+    # THEN it exits with the status it gave, its output and files are its own
+    assert res.code == status, res.stderr
+    assert res.stdout.strip() == "trained"
+    assert (tmp_path / "after.txt").read_text() == "written before os._exit"
+    # AND the run was saved first: finished, with every step's timing (before: "running" and
+    # only the steps of the profiler window it had written)
+    m = meta(out)
+    assert (m["status"], m["exit_status"], m["exit_reason"]) == ("finished", status, "os._exit")
+    assert m["steps_recorded"] == 20
+    with load(out) as run:
+        assert run.sql("SELECT count(*) FROM steps")[0][0] == 20
