@@ -27,6 +27,7 @@ from __future__ import annotations
 import statistics
 
 from dsprof.analyzers.claims import EXPOSED_COMM
+from dsprof.analyzers.frameworks import fsdp_version
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.bandwidth import bandwidth_summary
@@ -115,7 +116,25 @@ class CommBoundAnalyzer(Analyzer):
                "# and a smaller DistributedDataParallel(..., bucket_cap_mb=...) starts the first "
                "all-reduce earlier in backward")
         latency = ""
-        if latency_bound:
+        fsdp = fsdp_version(ctx)
+        if fsdp is not None:
+            # FSDP: no DDP comm hook, no buckets, no no_sync() (FSDP2); its own switches
+            fix = _FSDP_FEWER if latency_bound else _FSDP_REDUCE_BF16[fsdp]
+            if latency_bound:
+                fix = fix[fsdp]
+            options["powersgd_bytes"] = None  # a DDP comm hook: FSDP has none
+        if latency_bound and fsdp is not None:
+            latency = (
+                f"That is latency, not bytes: {fmt_bytes(ar_bytes, 1)} of gradient reduction "
+                f"{ctx.words.a_step} cross even a {SLOWEST_LINK_BPS / 1e6:.0f} MB/s link in "
+                f"{(bytes_ns or 0) / 1e6:.3f} ms, against {transfer * ar_share / 1e6:.1f} ms "
+                "exposed; reducing in bf16 would save at most "
+                f"{0.5 * (bytes_ns or 0) / 1e6:.3f} ms. Fewer, larger collectives cut it: "
+                "shard larger units (each block, not each layer), keep the parameters "
+                "gathered from forward to backward (no all-gather in backward, more memory), "
+                "or reduce gradients every k micro-batches; no saving is predicted, since "
+                "these trade memory or change the batch the optimizer sees. ")
+        elif latency_bound:
             micro = _micro_batches(ctx)
             fix = _SYNC_LESS_OFTEN if micro < 2 else (
                 f"# The script already accumulates {micro} micro-batches a step: the all-reduces "
@@ -137,7 +156,11 @@ class CommBoundAnalyzer(Analyzer):
         return [Finding(
             analyzer=self.name, kind="comm.bound", key="exposed communication",
             title=(f"Communication not hidden by compute is {share:.0%} {ctx.words.of_each_step}: "
-                   + ("latency, not bytes: all-reduce less often" if latency_bound else
+                   + ("latency, not bytes: fewer, larger FSDP collectives"
+                      if latency_bound and fsdp is not None else
+                      "latency, not bytes: all-reduce less often" if latency_bound else
+                      "reduce gradients in bf16 (FSDP's reduce_dtype)"
+                      if fp32 and fsdp is not None else
                       "compress gradients to bf16 (halves all-reduce bytes)" if fp32 else
                       "overlap it with compute or send fewer bytes")),
             saving_s=saving, confidence="low" if waits else "medium",
@@ -149,8 +172,13 @@ class CommBoundAnalyzer(Analyzer):
                    f"({dtype or 'dtype unknown'}). "
                    if ar_bytes else "All-reduce sizes are unknown (the trace records none). ")
                 + f"{link}"
-                + (f"All-reduces are {ar_share:.0%} of the communication time; a comm hook "
-                   "compresses only them. " if ar_share < 1 else "")
+                + (f"All-reduces are {ar_share:.0%} of the communication time; "
+                   + ("FSDP's reduce_dtype compresses only the gradient reductions. "
+                      if fsdp is not None else "a comm hook compresses only them. ")
+                   if ar_share < 1 else "")
+                + (f"The model is sharded with FSDP{fsdp} "
+                   + ("(fully_shard)" if fsdp == 2 else "(FullyShardedDataParallel)")
+                   + ": the fix uses its switches, not DDP's. " if fsdp is not None else "")
                 + (f"The poor-overlap finding already claims {claimed / 1e6:.1f} ms of the "
                    "exposed time; compression is priced on the rest. " if claimed else "")
                 + latency
@@ -211,6 +239,34 @@ class CommBoundAnalyzer(Analyzer):
                 out["powersgd_bytes"] = elems * 4
         return out
 
+
+# FSDP's own switches (torch.distributed.fsdp): FSDP2 (fully_shard) and FSDP1
+# (FullyShardedDataParallel) name them differently.
+_FSDP_FEWER = {
+    2: ("# FSDP2: the collectives are latency, not bytes: fewer, larger ones\n"
+        "# shard larger units (each block, not each layer), then the root:\n"
+        "for block in model.blocks:\n"
+        "    fully_shard(block)\n"
+        "fully_shard(model)\n"
+        "# or keep parameters gathered from forward to backward (no all-gather in backward):\n"
+        "# fully_shard(block, reshard_after_forward=False)\n"
+        "# or reduce gradients every k micro-batches:\n"
+        "# model.set_requires_gradient_sync((i + 1) % k == 0)"),
+    1: ("# FSDP: the collectives are latency, not bytes: fewer, larger ones\n"
+        "# wrap larger units (auto_wrap_policy on the block class, not each layer):\n"
+        "from torch.distributed.fsdp.wrap import ModuleWrapPolicy\n"
+        "model = FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy({Block}))\n"
+        "# or keep parameters gathered from forward to backward:\n"
+        "# FullyShardedDataParallel(..., sharding_strategy=ShardingStrategy.SHARD_GRAD_OP)\n"
+        "# or reduce gradients every k micro-batches: with model.no_sync(): ..."),
+}
+_FSDP_REDUCE_BF16 = {
+    2: ("from torch.distributed.fsdp import MixedPrecisionPolicy\n"
+        "fully_shard(block, mp_policy=MixedPrecisionPolicy(reduce_dtype=torch.bfloat16))"),
+    1: ("from torch.distributed.fsdp import MixedPrecision\n"
+        "FullyShardedDataParallel(model, ..., "
+        "mixed_precision=MixedPrecision(reduce_dtype=torch.bfloat16))"),
+}
 
 _SYNC_LESS_OFTEN = (
     "# The all-reduces are latency, not bytes: all-reduce every k micro-batches\n"

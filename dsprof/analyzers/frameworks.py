@@ -47,6 +47,28 @@ def frameworks(ctx: Context) -> set[str]:
     return found
 
 
+def fsdp_version(ctx: Context) -> int | None:
+    """2 for a model sharded by ``fully_shard`` (FSDP2: its modules' classes become
+    ``FSDP<Class>``, its ops ``FSDP::...``/``fsdp::...``), 1 for ``FullyShardedDataParallel``
+    (FSDP1), None for neither: their switches for communication differ from DDP's (comm hooks,
+    ``no_sync``) and from each other's."""
+    if ctx.run.has("modules"):
+        types = {str(t) for (t,) in ctx.run.sql("SELECT DISTINCT type FROM modules")}
+        if "FullyShardedDataParallel" in types:
+            return 1
+        if any(t.startswith("FSDP") and t[4:5].isupper() for t in types):
+            return 2
+    if ctx.run.has("ops"):
+        names = {str(n) for (n,) in ctx.run.sql(
+            """SELECT DISTINCT name FROM ops WHERE name LIKE 'FullyShardedDataParallel%'
+                 OR name LIKE 'FSDP::%' OR name LIKE 'fsdp::%' LIMIT 50""")}
+        if any(n.startswith("FullyShardedDataParallel") for n in names):
+            return 1
+        if names:
+            return 2
+    return None
+
+
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, dataloader), as
     comment lines ending in a newline, or ""."""
