@@ -1,0 +1,114 @@
+"""Scripts that only run inference, or that train with evaluation forwards around the training:
+the steps dsprof finds in them must be the outermost forwards in the first case, and exactly the
+optimizer's in the second. Each prints one ``FACTS {json}`` line with what it really did."""
+
+from tests.integration.step_scripts import MLP
+
+# N forwards of an eval-mode model under inference_mode (MODE=inference) or no_grad; with
+# EXIT_AT=k the script prints its facts and exits with status 3 before forward k
+INFERENCE = MLP + '''
+import sys
+model.eval()
+n, stop = int(os.environ.get("N", "40")), int(os.environ.get("EXIT_AT", "-1"))
+ctx = torch.inference_mode if os.environ.get("MODE", "inference") == "inference" else torch.no_grad
+total = 0.0
+with ctx():
+    for i in range(n):
+        if i == stop:
+            print("FACTS " + json.dumps({"forwards": i, "sum": total}))
+            sys.exit(3)
+        total += float(model(x).sum())
+print("FACTS " + json.dumps({"forwards": n, "sum": total}))
+'''
+
+# training with SGD, EVAL_FIRST evaluation forwards before it (under the 16 that decide) and
+# EVAL_EVERY-step evaluations of EVAL_N forwards between its steps; SWITCH=1 lets the
+# evaluation forwards run in train mode without no_grad (a sloppy script: still no steps)
+TRAIN_WITH_EVAL = MLP + '''
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+steps = int(os.environ.get("STEPS", "12"))
+eval_first, eval_every, eval_n = (int(os.environ.get(k, d)) for k, d in
+                                  (("EVAL_FIRST", "5"), ("EVAL_EVERY", "3"), ("EVAL_N", "4")))
+grad_eval = os.environ.get("GRAD_EVAL") == "1"
+evals = 0
+
+def evaluate(n):
+    global evals
+    model.eval()
+    with (torch.enable_grad() if grad_eval else torch.no_grad()):
+        for _ in range(n):
+            model(x)
+            evals += 1
+    model.train()
+
+evaluate(eval_first)
+for i in range(steps):
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if (i + 1) % eval_every == 0:
+        evaluate(eval_n)
+print("FACTS " + json.dumps({"optimizer_steps": steps, "eval_forwards": evals}))
+'''
+
+# INFER forwards under inference_mode, then STEPS training steps (a run that starts by
+# inferring and later trains)
+INFER_THEN_TRAIN = MLP + '''
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+infer, steps = int(os.environ.get("INFER", "20")), int(os.environ.get("STEPS", "10"))
+with torch.inference_mode():
+    for _ in range(infer):
+        model(x)
+for _ in range(steps):
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print("FACTS " + json.dumps({"inference_forwards": infer, "optimizer_steps": steps}))
+'''
+
+# a compiled model's inference loop (aot_eager: Dynamo's graphs without C++ compiling)
+COMPILED_INFERENCE = '''
+import json, os, warnings
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.LayerNorm(64), nn.Linear(64, 8)).eval()
+compiled = torch.compile(model, backend="aot_eager")
+n = int(os.environ.get("N", "30"))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    with torch.inference_mode():
+        for _ in range(n):
+            out = compiled(torch.randn(16, 32))
+from torch._dynamo.utils import counters
+print("FACTS " + json.dumps({
+    "forwards": n,
+    "graph_breaks": sum(counters["graph_break"].values()),
+    "unique_graphs": counters["stats"]["unique_graphs"],
+    "frames": counters["frames"]["total"],
+    "recompiles": sum(counters["recompiles"].values()),
+    "warnings": [str(w.message)[:120] for w in caught]}))
+'''
+
+# HF generate() on a tiny random GPT-2 (built from a config: nothing is downloaded): CALLS
+# generate() calls of TOKENS new tokens each, greedy, so every call makes exactly TOKENS
+# forwards of the model
+GENERATE = '''
+import json, os
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+torch.manual_seed(0)
+cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=97, n_positions=64)
+model = GPT2LMHeadModel(cfg).eval()
+calls, tokens = int(os.environ.get("CALLS", "4")), int(os.environ.get("TOKENS", "10"))
+prompt = torch.randint(0, 97, (2, 8))
+for _ in range(calls):
+    out = model.generate(prompt, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                         pad_token_id=0)
+print("FACTS " + json.dumps({"generate_calls": calls, "new_tokens": tokens,
+                             "out_len": out.shape[1]}))
+'''
