@@ -16,8 +16,9 @@ step row says which source marked it). The backward that ends an iteration prece
 update, so with this source the update of iteration k is timed in step k+1: step times are the
 same in a steady loop.
 
-A run with neither (inference: ``torch.inference_mode()`` or ``no_grad()`` loops, HF
-``generate()``, Lightning's ``predict``) steps at the end of every *outermost* module call, one
+A run with neither, and no optimizer built (inference: ``torch.inference_mode()`` or
+``no_grad()`` loops, HF ``generate()``, Lightning's ``predict``), steps at the end of every
+*outermost* module call, one
 with no module call above it on the stepping thread (collectors/modules.py watches them with
 the module annotator's hooks). ``generate()`` calls the model once per token, so a step there is
 one decode step (the first of each call is the prompt's prefill), not a whole generation:
@@ -26,9 +27,11 @@ call (finding it would need one more wrapper). Training must stay as it was, and
 loop runs forwards before its first ``backward()`` (several, with evaluation first), so
 forward ends are kept aside too: the first ``backward()`` or optimizer step drops them and
 takes the hooks' watch away for good; ``FORWARD_DECIDE_CALLS`` forwards, or
-``FORWARD_DECIDE_S`` seconds of them, with neither, make them the steps (or the exit does). A
-run that infers that long and then trains keeps its forward steps, and its training takes over
-as an optimizer takes over from backward(): ``steps.source`` says which is which.
+``FORWARD_DECIDE_S`` seconds of them, with neither, make them the steps (or the exit does),
+unless the script has built an optimizer by then (``optimizer_made``: it trains later; PPO's
+rollouts run thousands of forwards first): then the watch goes. A run that infers that long
+before it builds an optimizer keeps its forward steps, and its training takes over as an
+optimizer takes over from backward(): ``steps.source`` says which is which.
 
 Per boundary this costs one clock read, a list append, an RSS read, the DataLoader wait of the
 step (collectors/dataloader.py) and on an accelerator the allocator's peak counter: cheap
@@ -49,7 +52,7 @@ import psutil
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
 from dsprof.collectors.modules import ModuleAnnotator
-from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker
+from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker, optimizer_made
 from dsprof.log import STEP_LINE, logger
 
 # With no optimizer step seen, backward() becomes the step source after this many calls ...
@@ -215,6 +218,15 @@ class StepCollector:
             self._use_forward_source(live=True)
 
     def _use_forward_source(self, live: bool) -> None:
+        if optimizer_made():
+            # a training script whose first backward() is still to come: its forwards are
+            # never steps, and the watch is no use to it
+            logger.info("%d outermost forward calls and no optimizer step or backward() yet, "
+                        "but an optimizer exists: forward calls are not the steps (call "
+                        "dsprof.step() each iteration to mark steps yourself)",
+                        len(self._pending_forward))
+            self._stop_forward_watch()
+            return
         logger.info("no optimizer step and no backward() after %d outermost forward calls: "
                     "each one ends a step (inference; call dsprof.step() each iteration to "
                     "mark steps yourself)", len(self._pending_forward))

@@ -53,13 +53,18 @@ print("FACTS " + json.dumps({"optimizer_steps": steps, "eval_forwards": evals}))
 '''
 
 # INFER forwards under inference_mode, then STEPS training steps (a run that starts by
-# inferring and later trains)
+# inferring and later trains), its optimizer built before the inference (OPT_FIRST=1: a
+# training script, as PPO's rollouts come before its updates) or only after it
 INFER_THEN_TRAIN = MLP + '''
-opt = torch.optim.SGD(model.parameters(), lr=0.01)
+opt_first = os.environ.get("OPT_FIRST") == "1"
+if opt_first:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
 infer, steps = int(os.environ.get("INFER", "20")), int(os.environ.get("STEPS", "10"))
 with torch.inference_mode():
     for _ in range(infer):
         model(x)
+if not opt_first:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
 for _ in range(steps):
     loss = nn.functional.cross_entropy(model(x), y)
     opt.zero_grad()

@@ -118,8 +118,22 @@ def test_training_with_evaluation_forwards_keeps_its_optimizer_steps(tmp_path, g
     assert m["forward_calls"] == 6 and facts["eval_forwards"] == 5 + 4 * 4
 
 
+def test_a_training_script_that_infers_first_keeps_its_optimizer_steps(tmp_path):
+    # GIVEN 40 inference forwards (past the 16 that decide) before 10 training steps, with the
+    # optimizer built first, as a training script does (PPO's rollouts)
+    run, _ = _run(tmp_path, "opt_infer_train", INFER_THEN_TRAIN,
+                  {"INFER": "40", "STEPS": "10", "OPT_FIRST": "1"})
+    m = meta(run)
+    # THEN the steps are the optimizer's alone, as before this change, and the watch left at
+    # the 16th forward
+    assert (m["steps_source"], m["steps_recorded"]) == ("optimizer", 10)
+    assert _sources(run) == ["optimizer"] * 10
+    assert m["forward_calls"] == 16
+
+
 def test_inference_then_training_keeps_forward_steps_until_the_optimizer_takes_over(tmp_path):
-    # GIVEN 20 inference forwards (past the 16 that decide), then 10 training steps
+    # GIVEN 20 inference forwards (past the 16 that decide), then an optimizer is built and
+    # trains 10 steps
     run, _ = _run(tmp_path, "infer_train", INFER_THEN_TRAIN, {"INFER": "20", "STEPS": "10"})
     m = meta(run)
     # THEN the forwards are steps, the first training forward ends the last of them, and
