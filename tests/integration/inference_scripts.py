@@ -117,3 +117,38 @@ for _ in range(calls):
 print("FACTS " + json.dumps({"generate_calls": calls, "new_tokens": tokens,
                              "out_len": out.shape[1]}))
 '''
+
+# Lightning, evaluation only: trainer.predict then trainer.validate over BATCHES batches each,
+# the LightningModule's own forward called by predict_step and validation_step (it also has
+# configure_optimizers, which neither calls)
+LIGHTNING_EVAL = '''
+import json, os
+import torch
+import lightning as L
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+class Net(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+    def forward(self, x):
+        return self.net(x)
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0])
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+torch.manual_seed(0)
+n = int(os.environ.get("BATCHES", "20"))
+ds = TensorDataset(torch.randn(n * 16, 32), torch.randint(0, 4, (n * 16,)))
+trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                    enable_checkpointing=False, enable_model_summary=False)
+model = Net()
+out = trainer.predict(model, DataLoader(ds, batch_size=16))
+trainer.validate(model, DataLoader(ds, batch_size=16), verbose=False)
+print("FACTS " + json.dumps({"predict_batches": len(out), "validate_batches": n}))
+'''

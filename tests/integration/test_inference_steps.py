@@ -19,6 +19,7 @@ from tests.integration.inference_scripts import (
     GENERATE,
     INFER_THEN_TRAIN,
     INFERENCE,
+    LIGHTNING_EVAL,
     TRAIN_WITH_EVAL,
 )
 
@@ -184,3 +185,15 @@ def test_generate_steps_are_token_forwards(tmp_path):
     assert "steps: 40 inference forwards of GPT2LMHeadModel" in out
     doc = json.loads((run / "findings.json").read_text())
     assert not doc["failed"], doc["failed"]
+
+
+def test_lightning_predict_and_validate_step_per_batch(tmp_path):
+    pytest.importorskip("lightning")
+    # GIVEN trainer.predict then trainer.validate, 20 batches each
+    run, facts = _run(tmp_path, "lightning_eval", LIGHTNING_EVAL, {"BATCHES": "20"})
+    m = meta(run)
+    # THEN each batch's forward of the LightningModule is a step, of both loops
+    n = facts["predict_batches"] + facts["validate_batches"]
+    assert (m["steps_source"], m["steps_recorded"], n) == ("forward", 40, 40)
+    assert m["forward_modules"] == {"Net": 40}
+    assert [w["kind"] for w in m["windows"]] == ["window"]

@@ -4,7 +4,12 @@ whatever the nesting, an exception inside, or a window's annotations starting an
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +18,8 @@ from torch.nn.modules import module as torch_module
 
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.vocabulary import DSPROF_MODULE_PREFIX
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Boom(nn.Module):
@@ -92,3 +99,23 @@ def test_a_window_starting_and_stopping_keeps_the_count_and_annotates_only_insid
     assert not torch_module._global_forward_pre_hooks and not torch_module._global_forward_hooks
     net(x)
     assert len(seen) == 3
+
+
+
+def test_an_optimizer_built_is_seen_whatever_its_class():
+    # GIVEN a fresh process, which has built no optimizer: WHEN it builds one of a subclass of
+    # a subclass (as libraries' optimizers are), never stepped
+    code = textwrap.dedent("""
+        import torch
+        from dsprof.collectors.step_sources import optimizer_made
+        before = optimizer_made()
+        class Custom(torch.optim.SGD):
+            pass
+        Custom(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+        print(before, optimizer_made())
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    # THEN it was not seen before and is after
+    assert out == ["False", "True"]
