@@ -256,7 +256,7 @@ class TimelineCollector:
             # the script's exit): its ops keep their span, the window lists the steps
             bootstrap.steps = [s for s in bootstrap.steps if s < max(backward_steps, 1)]
             if as_steps:
-                bootstrap.steps = list(range(min(forward_steps, self._bootstrap_forwards + 1)))
+                bootstrap.steps = list(range(min(forward_steps, self._bootstrap_forwards)))
         if self._state in (RECORD, RECORD_AND_SAVE, BOOTSTRAP):
             self._stop(save=True)
         elif self._state == WARMUP:
@@ -267,7 +267,7 @@ class TimelineCollector:
             if saved is not None and saved.file and self._bootstrap_forwards:
                 _rename_forward_spans(self.raw_dir / saved.file, as_steps)
         if split is not None and split.file and as_steps:
-            split.steps = list(range(min(forward_steps, self._bootstrap_forwards + 1)))
+            split.steps = list(range(min(forward_steps, self._bootstrap_forwards)))
         elif split is not None and split.file and backward_steps < len(split.steps) - 1:
             # capped before the steps' source was known, and it turned out not to be
             # backward(): the spans were numbered by backward ends, not steps; step 0 holds

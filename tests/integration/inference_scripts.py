@@ -152,3 +152,25 @@ out = trainer.predict(model, DataLoader(ds, batch_size=16))
 trainer.validate(model, DataLoader(ds, batch_size=16), verbose=False)
 print("FACTS " + json.dumps({"predict_batches": len(out), "validate_batches": n}))
 '''
+
+# N slow forwards (SLEEP seconds each, inside the module): a capture cap under the loop's length
+# cuts the whole-run capture before the forwards are known to be the steps
+SLOW_INFERENCE = '''
+import json, os, time
+import torch
+from torch import nn
+
+class Slow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 64)
+    def forward(self, x):
+        time.sleep(float(os.environ.get("SLEEP", "0.2")))
+        return self.lin(x)
+
+model, n = Slow().eval(), int(os.environ.get("N", "12"))
+with torch.no_grad():
+    for _ in range(n):
+        model(torch.randn(8, 64))
+print("FACTS " + json.dumps({"forwards": n}))
+'''

@@ -20,6 +20,7 @@ from tests.integration.inference_scripts import (
     INFER_THEN_TRAIN,
     INFERENCE,
     LIGHTNING_EVAL,
+    SLOW_INFERENCE,
     TRAIN_WITH_EVAL,
 )
 
@@ -99,6 +100,24 @@ def test_a_short_inference_loop_is_profiled_per_forward(tmp_path):
         per_step = dict(r.sql("""SELECT step, count(*) FROM ops WHERE name = 'aten::addmm'
                                  GROUP BY step"""))
     assert per_step == {s: 4 for s in range(6)}
+
+
+def test_a_capped_capture_of_an_inference_loop_keeps_the_forwards_it_holds(tmp_path):
+    # GIVEN 12 forwards of 0.2 s, and a 1 s cap on the capture that runs until the forwards
+    # are known to be the steps (at exit: fewer than 16)
+    run, _ = _run(tmp_path, "infer_capped", SLOW_INFERENCE, {"N": "12", "SLEEP": "0.2"},
+                      "--max-capture", "1")
+    m = meta(run)
+    assert (m["steps_source"], m["steps_recorded"], m["capped"]) == ("forward", 12, True)
+    # THEN the saved capture lists the steps it holds whole, each with its one forward
+    (w,) = m["windows"]
+    assert w["kind"] == "unstepped" and w["capped"]
+    assert 1 <= len(w["steps"]) < 12 and w["steps"] == list(range(len(w["steps"])))
+    assert "dsprof.forward_step#" not in (run / "raw" / "rank0" / w["file"]).read_text()
+    with dsprof_api.load(run) as r:
+        per_step = dict(r.sql("""SELECT step, count(*) FROM ops WHERE name = 'aten::addmm'
+                                 GROUP BY step"""))
+    assert per_step == {s: 1 for s in w["steps"]}
 
 
 @pytest.mark.parametrize("grad_eval", ["0", "1"])
