@@ -108,12 +108,17 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
 
 def _forward_steps_note(run: Run) -> list[str]:
     """The steps of an inference run: how many, of which model, and what one is."""
-    (n,), = run.sql("SELECT count(*) FROM steps WHERE source = 'forward'")
-    if not n:
+    counts = [n for (n,) in run.sql("""SELECT count(*) FROM steps WHERE source = 'forward'
+                                         GROUP BY rank""")]
+    if not counts:
         return []
+    lo, hi = min(counts), max(counts)
+    # per rank, as the step count is (render.summary.step_count)
+    per_rank = f" per rank ({len(counts)} ranks)" if len(counts) > 1 else ""
     models = run.meta.get("forward_modules") or {}
     of = " and ".join(str(name) for name in sorted(models, key=lambda k: -models[k])[:3])
-    text = (f"steps: {n} inference forwards{f' of {of}' if of else ''}: no optimizer.step() "
+    text = (f"steps: {lo if lo == hi else f'{lo}-{hi}'} inference forwards"
+            f"{f' of {of}' if of else ''}{per_rank}: no optimizer.step() "
             "and no backward(), so each outermost module call (no module call above it) "
             "ended a step; under generate() that is one token's forward, a decode step (the "
             "first of each generate() call is the prompt's prefill)")
