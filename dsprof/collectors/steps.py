@@ -18,12 +18,11 @@ same in a steady loop.
 
 A run with neither, and no optimizer built (inference: ``torch.inference_mode()`` or
 ``no_grad()`` loops, HF ``generate()``, Lightning's ``predict``), steps at the end of every
-*outermost* module call, one
-with no module call above it on the stepping thread (collectors/modules.py watches them with
-the module annotator's hooks). ``generate()`` calls the model once per token, so a step there is
-one decode step (the first of each call is the prompt's prefill), not a whole generation:
-a token's latency is the figure decoding is judged by, and a ``generate()`` call is no module
-call (finding it would need one more wrapper). Training must stay as it was, and a training
+*outermost* module call, one with no module call above it on the stepping thread
+(collectors/modules.py watches them with the module annotator's hooks). ``generate()`` calls
+the model once per token, so a step there is one decode step (the first of each call is the
+prompt's prefill), not a whole generation: a token's latency is the figure decoding is judged
+by, and a ``generate()`` call is no module call (finding it would need one more wrapper). Training must stay as it was, and a training
 loop runs forwards before its first ``backward()`` (several, with evaluation first), so
 forward ends are kept aside too: the first ``backward()`` or optimizer step drops them and
 takes the hooks' watch away for good; ``FORWARD_DECIDE_CALLS`` forwards, or
