@@ -103,8 +103,10 @@ STEPS = Table(
                "after the fact"),
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
-               "backward (end of a backward() call, when no optimizer steps), trace "
-               "(ProfilerStep annotation of an imported trace)"),
+               "backward (end of a backward() call, when no optimizer steps), forward (end of "
+               "an outermost module call, when no optimizer step and no backward() came: "
+               "inference; under HF generate() one token's forward), trace (ProfilerStep "
+               "annotation of an imported trace)"),
         Column("data_wait_ns", _I64,
                "time the stepping thread spent inside DataLoader iterators' __next__ during the "
                "step (waiting for or loading the batch); null for imports"),

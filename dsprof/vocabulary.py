@@ -26,6 +26,10 @@ DSPROF_MODULE_PREFIX = "dsprof.module: "
 # it, ingest/phases.py reads it): the forward and backward run inside torch's Optimizer.step#
 # span, and are not the optimizer's
 CLOSURE_SPAN = "## closure ##"
+# the spans the whole-run capture starts at each outermost forward's end before a run has any
+# step source (collectors/timeline.py): renamed ProfilerStep#<k> at exit if forwards became the
+# steps, so no trace dsprof saves carries this name
+FORWARD_STEP_SPAN = "dsprof.forward_step#"
 # dataloaders.batch_tensors: the collector stops counting a batch's tensors here (a batch's
 # structure is walked once per loader, never deeper); readers clamp to it
 MAX_BATCH_TENSORS = 1024

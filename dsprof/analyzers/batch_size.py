@@ -230,6 +230,9 @@ class BatchSize(Analyzer):
             if new.samples_s else 0.0
         over = t.peak > budget.bytes
         ratio = unprofiled_ratio(ctx.run, t.rank, t.step)
+        trains = _trains(ctx)
+        fixed_what = ("parameters, gradients, optimizer state" if trains
+                      else "parameters and buffers")
         return Finding(
             analyzer=self.name,
             kind="batch.checkpointed" if new.modules else "batch.size",
@@ -243,11 +246,12 @@ class BatchSize(Analyzer):
             explanation=(
                 f"At batch {now.batch} the peak is {fmt_bytes(t.peak)}. Where the step is "
                 f"tightest{' with the plan' if new.modules else ''}, "
-                f"{fmt_bytes(fixed_b)} is fixed (parameters, gradients, optimizer state) and "
+                f"{fmt_bytes(fixed_b)} is fixed ({fixed_what}) and "
                 f"{fmt_bytes(per_sample)} grows per sample. The budget is {fmt_bytes(budget.bytes)} "
                 f"({budget.source}); batch {new.batch} is the largest under it over the whole "
                 f"step (peak {fmt_bytes(new.peak)} predicted). Of the {now.step_s * 1e3:.1f} ms "
-                f"step, {scaled_s * 1e3:.1f} ms (forward, backward, data wait) grow with the "
+                f"step, {scaled_s * 1e3:.1f} ms ({'forward, backward' if trains else 'forward'}"
+                f", data wait) grow with the "
                 f"batch and {(now.step_s - scaled_s) * 1e3:.1f} ms do not"
                 + (", and the recompute adds one forward of the checkpointed modules"
                    if new.modules else "")
@@ -258,7 +262,7 @@ class BatchSize(Analyzer):
                                value=ratio)),
             fix=(f"DataLoader(..., batch_size={new.batch})" +
                  ("  # and scale the learning rate with it (linear or sqrt rule)" if verb ==
-                  "Raise" else "")),
+                  "Raise" and trains else "")),
             apply=apply,
             verify=(f"dsprof tune batch-size --baseline {{run}} "
                     f"{ctx.target_command or 'SCRIPT ARGS'}"),
@@ -268,3 +272,13 @@ class BatchSize(Analyzer):
                   "fixed_bytes": fixed_b, "bytes_per_sample": per_sample,
                   "checkpointed": list(new.modules)},
         )
+
+
+def _trains(ctx: Context) -> bool:
+    """Whether the run trains: backward or optimizer ops in its trace, else (no ops table)
+    steps that were not an inference run's forwards. An inference run has no gradients,
+    optimizer state or learning rate to speak of."""
+    if ctx.nonempty("ops"):
+        return bool(ctx.run.sql("SELECT count(*) FROM ops WHERE phase IN ('backward', "
+                                "'optimizer')")[0][0])
+    return ctx.meta.get("steps_source") != "forward"

@@ -13,7 +13,7 @@ syncs, other processes), and, when the outlier and a normal step were both profi
 whose self time grew most, and the time Python's garbage collector ran (``gc_ns``). Outliers that recur at a fixed interval (every N steps) are named as
 periodic work (evaluation, checkpoint saving, logging).
 
-Five verdicts, and only the last one is a saving:
+Six verdicts, and only the last one is a saving:
 
 - ``steps.warmup``: the outliers are the first k steady steps and the run settles after them
   (at least ``MIN_STEPS`` normal steps follow): one-time work (lazy initialisation, the
@@ -29,6 +29,12 @@ Five verdicts, and only the last one is a saving:
   that work done. It wins over ``steps.noise`` when those steps did more work (the thread's
   CPU time or their ops grew, or they ran a line no other step ran): under load a step that
   computes more also waits longer for a core (:func:`_periodic_work`).
+- ``steps.more_input``: the steps are an inference run's forwards (``steps.source`` =
+  ``forward``: one call of the model each) and most outliers did more work: a call on more
+  input (a ``generate()`` call's prefill, which takes the whole prompt at once; a longer
+  sequence; a larger batch). What the script asked the model to compute, not a saving. Before
+  ``steps.periodic``: a loop of ``generate()`` calls has its prefill every N steps, and that is
+  no evaluation or checkpoint to do less often.
 - ``steps.noise`` too: sporadic outliers with no data wait that stay under
   ``MIN_SLOWDOWN`` x the median (the same work, a little slower now and then).
 - ``steps.outliers``: the rest. The saving is the outliers' excess over the median, spread
@@ -194,6 +200,18 @@ class StepOutliers(Analyzer):
                    "# grow with many long-lived objects, freeze them once set-up is done:\n"
                    "import gc\n"
                    "gc.freeze()  # after building the model, optimizer and data loaders")
+        elif more_work and len(more_work) >= NOISE_SHARE * len(slow[:20]) and \
+                _forward_steps(ctx, rank, [int(r[0]) for r in slow]):
+            kind = "steps.more_input"
+            saving = 0.0  # what the script asked the model to compute
+            title = (f"{len(slow)} of {len(rows)} steps on rank {rank} ran up to "
+                     f"{max(r[3] for r in slow) / med:.1f}x the median because the model "
+                     "computed more in them: calls on more input (a generate() call's "
+                     "prefill, a longer sequence, a larger batch), not a saving")
+            fix = ("# Nothing to change for these steps: each step of this run is one call of\n"
+                   "# the model (no optimizer, no backward), and these calls were given more\n"
+                   "# to compute. Under generate() the first call of each is the prefill (the\n"
+                   "# whole prompt at once); the others decode one token each.")
         elif period:
             every, residue = period
             periodic = [r for r in slow if r[0] % every == residue]
@@ -251,11 +269,22 @@ class StepOutliers(Analyzer):
             verify=("no change is proposed: in a longer run the median stays and the "
                     "warm-up's share of the mean step time shrinks"
                     if kind == "steps.warmup" else
+                    "no change is proposed: the same inputs give the same steps"
+                    if kind == "steps.more_input" else
                     "dsprof run ... then dsprof summary RUN: the outlier steps are gone"),
             data={"median_ms": med / 1e6, "limit_ms": limit / 1e6,
                   "period": period[0] if period else None,
                   "excess_ms_per_step": per_step * 1e3,
                   "steps": [int(r[0]) for r in slow]})
+
+
+def _forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:
+    """Whether all of ``steps`` are inference forwards (``steps.source`` = ``forward``)."""
+    if not has_column(ctx.run, "steps", "source"):
+        return False
+    (n,), = ctx.run.sql("""SELECT count(*) FROM steps WHERE rank = ? AND source = 'forward'
+                           AND step IN (SELECT unnest(?::BIGINT[]))""", [rank, steps])
+    return bool(n) and n == len(steps)
 
 
 def _set_aside_text(rows: list[tuple]) -> str:

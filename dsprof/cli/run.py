@@ -99,7 +99,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 target: tuple[str, ...]) -> None:
     """Profile SCRIPT (or -m MODULE) with its own ARGS, unmodified.
 
-    Step boundaries come from optimizer.step() (or dsprof.step()); every step is timed, and
+    Step boundaries come from optimizer.step() (or dsprof.step()), else from backward(), else
+    (inference) from each outermost module call; every step is timed, and
     ACTIVE steps after WAIT+WARMUP are recorded op by op. At exit the run directory is
     ingested and summarized; the exit status is the script's own.
 

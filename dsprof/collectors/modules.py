@@ -1,17 +1,25 @@
-"""Module spans with qualified names, for the op timeline.
+"""Module spans with qualified names, for the op timeline; and the end of every outermost
+module call, for runs whose steps are forwards.
 
-While a profiler window records, global forward hooks bracket every module call in a
-``dsprof.module: <name>`` annotation. The Python tracer's own ``nn.Module: Linear_0`` events
-number instances per class; users (and the checkpointing advice, which must name modules to
-wrap) need ``TransformerLM.blocks.3.mlp``. The first module called with no module above it is a
-root; its ``named_modules()`` give every descendant its qualified name, once per window (the
-rule, shared with the knobs: :class:`dsprof.module_paths.ModuleNames`).
-Hooks exist only inside windows and are skipped while torch.compile traces.
+One pair of global forward hooks does both. While a profiler window records, they bracket every
+module call in a ``dsprof.module: <name>`` annotation. The Python tracer's own
+``nn.Module: Linear_0`` events number instances per class; users (and the checkpointing advice,
+which must name modules to wrap) need ``TransformerLM.blocks.3.mlp``. The first module called
+with no module above it is a root; its ``named_modules()`` give every descendant its qualified
+name, once per window (the rule, shared with the knobs: :class:`dsprof.module_paths.ModuleNames`).
+
+While a run may still turn out to be inference only (no optimizer step, no ``backward()`` yet:
+collectors/steps.py), the same hooks tell the step collector each time a call with no module
+call above it on the stepping thread returns. The per-thread stack of open calls is what both
+need, so the hooks stay installed while either is wanted and never twice; outside windows a
+hook is a list push or pop. Hooks are skipped while torch.compile traces, and removed for good
+once the program uses it (collectors/compile_watch.py).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from dsprof.log import logger
@@ -20,70 +28,131 @@ from dsprof.vocabulary import DSPROF_MODULE_PREFIX
 
 __all__ = ["ModuleAnnotator", "ModuleNames"]
 
+# torch's, looked up when the hooks are installed (importing dsprof imports no torch)
+_is_compiling: Callable[[], bool] = bool
+_record_function: Any = None
+
 
 class ModuleAnnotator:
     def __init__(self) -> None:
         self._names = ModuleNames()
         self._local = threading.local()
         self._handles: list[Any] = []
+        self.annotating = False
+        # (thread, callback): told the module of every outermost call that returns there
+        self._outermost: tuple[int, Callable[[Any], None]] | None = None
 
     @property
     def installed(self) -> bool:
-        return bool(self._handles)
+        """Whether module spans are being written (a window records)."""
+        return self.annotating
 
     def install(self) -> None:
+        """Annotate module calls (a window starts recording)."""
+        if self.annotating:
+            return
+        self._names.clear()
+        self.annotating = True
+        self._hook()
+        logger.debug("module annotator: annotating module calls")
+
+    def uninstall(self) -> None:
+        """Stop annotating (the window stopped): the spans open on this thread are closed; the
+        calls stay on the stack while the outermost-call watch still counts them."""
+        self.annotating = False
+        stack = getattr(self._local, "stack", None)
+        if self._outermost is None:
+            self._unhook()
+            while stack:
+                _close(stack.pop())
+        elif stack:
+            for k, entry in enumerate(stack):
+                _close(entry)
+                stack[k] = (entry[0], entry[1], None)
+
+    def watch_outermost(self, on_end: Callable[[Any], None]) -> None:
+        """Call ``on_end(module)`` whenever a module call with no module call above it returns
+        (normally or by an exception) on the calling thread."""
+        self._outermost = (threading.get_ident(), on_end)
+        self._hook()
+
+    def stop_watching(self) -> None:
+        if self._outermost is None:
+            return
+        self._outermost = None
+        if not self.annotating:
+            self.uninstall()
+
+    def remove(self) -> None:
+        """Every hook off (torch.compile in use, a forked child)."""
+        self._outermost = None
+        self.uninstall()
+
+    def _hook(self) -> None:
         if self._handles:
             return
+        global _is_compiling, _record_function
+        import torch
         from torch.nn.modules.module import (
             register_module_forward_hook,
             register_module_forward_pre_hook,
         )
 
-        self._names.clear()
+        # bound once: the hooks run at every module call of the run
+        _is_compiling = torch.compiler.is_compiling
+        _record_function = torch.autograd.profiler.record_function
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, always_call=True)]
         logger.debug("module annotator: global forward hooks installed")
 
-    def uninstall(self) -> None:
+    def _unhook(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
-        stack = getattr(self._local, "stack", None)
-        while stack:
-            _close(stack.pop())
 
     def _pre(self, module: Any, args: Any) -> None:
-        import torch
-
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             return
         stack = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
+        if not self.annotating:
+            stack.append((module, None, None))
+            return
         name = self._names.name(module, stack[-1][1] if stack else None)
-        rf = torch.autograd.profiler.record_function(DSPROF_MODULE_PREFIX + name)
+        rf = _record_function(DSPROF_MODULE_PREFIX + name)
         rf.__enter__()
         stack.append((module, name, rf))
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
-        import torch
-
         # traced, the stack (which holds the compiled call's OptimizedModule) is a Dynamo
         # internal error ("already tracked for mutation"); the pre-hook skipped this call anyway
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             return
         stack = getattr(self._local, "stack", None)
         if not stack:
             return
-        # Pop to this module: a module whose forward raised may have left entries above it.
-        for k in range(len(stack) - 1, -1, -1):
-            if stack[k][0] is module:
-                while len(stack) > k:
-                    _close(stack.pop())
+        if stack[-1][0] is module:  # the call that returns is the last one opened
+            entry = stack.pop()
+            if entry[2] is not None:
+                _close(entry)
+        else:
+            # Pop to this module: a module whose forward raised may have left entries above it.
+            for k in range(len(stack) - 1, -1, -1):
+                if stack[k][0] is module:
+                    while len(stack) > k:
+                        _close(stack.pop())
+                    break
+            else:
                 return
+        watch = self._outermost
+        if not stack and watch is not None and watch[0] == threading.get_ident():
+            watch[1](module)
 
 
-def _close(entry: tuple[Any, str, Any]) -> None:
+def _close(entry: tuple[Any, str | None, Any]) -> None:
+    if entry[2] is None:
+        return
     try:
         entry[2].__exit__(None, None, None)
     except RuntimeError:  # the profiler stopped under it; nothing left to close

@@ -40,6 +40,7 @@ from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, p
 from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.memory import MemoryCollector
+from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.process_facts import default_backend as _backend
 from dsprof.collectors.process_facts import default_group_rank, frameworks_loaded
 from dsprof.collectors.samples import MetricSampler, start_sampler
@@ -135,10 +136,14 @@ class Session:
             enable_tf32()
             logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
         self.data = DataLoaderCollector()
-        self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step)
+        # one pair of global module hooks: the timeline's module spans and the outermost
+        # forward calls that are an inference run's steps (collectors/modules.py)
+        modules = ModuleAnnotator()
+        self.steps = StepCollector(self.device, self._on_boundary, self.data.take_step, modules)
         self.memory = MemoryCollector(self.device, self.raw, self.steps.now_ns,
                                       self.settings.memory_budget)
-        self.timeline = TimelineCollector(self.settings, self.device, self.raw, self.memory)
+        self.timeline = TimelineCollector(self.settings, self.device, self.raw, self.memory,
+                                          modules)
         steps = self.steps
         self.syncs = HostSyncCollector(lambda: steps.steps_done)
         if self.settings.cupti_kernels:
@@ -177,6 +182,7 @@ class Session:
         self.progress = Progress(self.raw)
         self.steps.on_late_steps = self.timeline.restart_schedule
         self.steps.after_backward = self._after_backward
+        self.steps.after_forward = self._after_forward
         self.steps.install()
         self.memory.install()
         self.compile = CompileWatch(self.steps.now_ns, self._compile_detected, self._compiled)
@@ -251,8 +257,18 @@ class Session:
             except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
                 self._disable_timeline(exc)
 
+    def _after_forward(self) -> None:
+        """At every outermost forward's end while the run has no step source yet."""
+        if self.timeline is not None and self._timeline_ok:
+            try:
+                self.timeline.forward_ended()
+            except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+                self._disable_timeline(exc)
+
     def _compile_detected(self) -> None:
         """torch.compile is in use: every hook Dynamo would trace goes (compile_watch.py)."""
+        if self.steps is not None:
+            self.steps.forwards_off()
         if self.timeline is not None:
             self.timeline.disable_module_hooks()
             self._poll_cap = True
@@ -323,8 +339,8 @@ class Session:
             timeline.discard()
         elif timeline is not None and self._timeline_ok:
             try:
-                timeline.finish(_leading(steps.sources if steps is not None else [],
-                                         "backward"))
+                sources = steps.sources if steps is not None else []
+                timeline.finish(_leading(sources, "backward"), _leading(sources, "forward"))
             except Exception as exc:  # noqa: BLE001
                 self._disable_timeline(exc)
         if self.memory is not None and save:
@@ -378,6 +394,8 @@ class Session:
             steps_source=record.get("source", "none"),
             steps_recorded=len(record.get("boundaries_ns", [])),
             backward_calls=record.get("backward_calls"),
+            forward_calls=record.get("forward_calls"),
+            forward_modules=record.get("forward_modules"),
             closure_steps=record.get("closure_steps"),
             compile=compile_meta(record.get("compile")),
             windows=windows,

@@ -153,3 +153,20 @@ class BackwardWatch:
         if torch.autograd.backward is self._wrapper:
             torch.autograd.backward = self._original
         self._original = self._wrapper = None
+
+
+def optimizer_made() -> bool:
+    """Whether the process has built a ``torch.optim.Optimizer`` (of any subclass): a script
+    that has one trains, even if its first hundreds of forwards come before the first
+    ``backward()`` (RL rollouts, an evaluation first, a per-sample loop). ``Optimizer.__init__``
+    wraps its class's ``step`` once and marks it ``hooked`` (torch 2.x,
+    ``_patch_step_function``); a torch without the mark reads as no optimizer."""
+    from torch.optim import Optimizer
+
+    todo: list[type] = [Optimizer]
+    while todo:
+        cls = todo.pop()
+        if getattr(getattr(cls, "step", None), "hooked", False):
+            return True
+        todo.extend(cls.__subclasses__())
+    return False

@@ -16,6 +16,22 @@ step row says which source marked it). The backward that ends an iteration prece
 update, so with this source the update of iteration k is timed in step k+1: step times are the
 same in a steady loop.
 
+A run with neither, and no optimizer built (inference: ``torch.inference_mode()`` or
+``no_grad()`` loops, HF ``generate()``, Lightning's ``predict``), steps at the end of every
+*outermost* module call, one with no module call above it on the stepping thread
+(collectors/modules.py watches them with the module annotator's hooks). ``generate()`` calls
+the model once per token, so a step there is one decode step (the first of each call is the
+prompt's prefill), not a whole generation: a token's latency is the figure decoding is judged
+by, and a ``generate()`` call is no module call (finding it would need one more wrapper). Training must stay as it was, and a training
+loop runs forwards before its first ``backward()`` (several, with evaluation first), so
+forward ends are kept aside too: the first ``backward()`` or optimizer step drops them and
+takes the hooks' watch away for good; ``FORWARD_DECIDE_CALLS`` forwards, or
+``FORWARD_DECIDE_S`` seconds of them, with neither, make them the steps (or the exit does),
+unless the script has built an optimizer by then (``optimizer_made``: it trains later; PPO's
+rollouts run thousands of forwards first): then the watch goes. A run that infers that long
+before it builds an optimizer keeps its forward steps, and its training takes over as an
+optimizer takes over from backward(): ``steps.source`` says which is which.
+
 Per boundary this costs one clock read, a list append, an RSS read, the DataLoader wait of the
 step (collectors/dataloader.py) and on an accelerator the allocator's peak counter: cheap
 enough for every step of the run.
@@ -35,7 +51,8 @@ import psutil
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
-from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker
+from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker, optimizer_made
 from dsprof.log import STEP_LINE, logger
 
 # With no optimizer step seen, backward() becomes the step source after this many calls ...
@@ -43,6 +60,12 @@ BACKWARD_DECIDE_CALLS = 64
 # ... or this many seconds after the first (gradient accumulation cycles are shorter than this
 # in every loop we measured: nanoGPT's 40 micro-batches take seconds on a GPU)
 BACKWARD_DECIDE_S = 20.0
+# With neither an optimizer step nor a backward(), outermost forwards become the step source
+# after this many calls (a 40-forward loop then still gets a window at the default schedule:
+# steps 22-24), or this many seconds after the first. A training script's evaluation before it
+# trains (Lightning's sanity check: 2 batches) stays below it.
+FORWARD_DECIDE_CALLS = 16
+FORWARD_DECIDE_S = 20.0
 
 
 class StepCollector:
@@ -54,7 +77,8 @@ class StepCollector:
     """
 
     def __init__(self, device: Device, on_boundary: Callable[[int], None],
-                 take_data: Callable[[], tuple[int | None, int | None]] | None = None):
+                 take_data: Callable[[], tuple[int | None, int | None]] | None = None,
+                 modules: ModuleAnnotator | None = None):
         self.device = device
         self.on_boundary = on_boundary
         self.take_data = take_data
@@ -91,6 +115,14 @@ class StepCollector:
         # backward() ends not yet known to be step boundaries: (end_ns, thread cpu ns)
         self._pending_backward: list[tuple[int, int]] = []
         self.backward = BackwardWatch(self._backward_ended, self.now_ns)
+        # the outermost-forward watch: on until a backward() or optimizer step (training)
+        self.modules = modules
+        self._watching_forwards = False
+        self._pending_forward: list[tuple[int, int]] = []
+        self.forward_calls = 0  # outermost forwards seen while watched
+        self.forward_modules: dict[str, int] = {}  # their class names, with counts
+        # called at every watched forward end (the bootstrap capture's spans)
+        self.after_forward: Callable[[], None] | None = None
         self.closures = ClosureMarker()
         # called at every backward() end (the timeline's capture cap under torch.compile)
         self.after_backward: Callable[[], None] | None = None
@@ -130,6 +162,10 @@ class StepCollector:
         self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
         self.closures.install()
         self.backward.install()
+        if self.modules is not None:
+            invisible_to_dynamo(StepCollector._forward_ended, recursive=True)
+            self.modules.watch_outermost(self._forward_ended)
+            self._watching_forwards = True
         gc.callbacks.append(self._gc_event)
         self.device.reset_peak()
         logger.debug("step collector: optimizer step hooks and backward watch installed")
@@ -146,6 +182,7 @@ class StepCollector:
         if self._gc_event in gc.callbacks:
             gc.callbacks.remove(self._gc_event)
         self.settle()
+        self._stop_forward_watch()
 
     def _gc_event(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -159,11 +196,63 @@ class StepCollector:
 
     def settle(self) -> None:
         """At exit: backward ends still kept aside become the steps if nothing else marked
-        any (a short loop with no optimizer)."""
-        if self.source is None and self._pending_backward:
+        any (a short loop with no optimizer), or else forward ends (a short inference loop)."""
+        if self.source in (None, "forward") and self._pending_backward:
             self._use_backward_source(live=False)
+        elif self.source is None and len(self._pending_forward) >= 2:
+            # one forward is the whole run either way: a run without steps says so
+            self._use_forward_source(live=False)
+
+    def _stop_forward_watch(self) -> None:
+        """Training (or torch.compile, or the end): forward ends are no steps from here on."""
+        self._pending_forward = []
+        if self._watching_forwards and self.modules is not None:
+            self.modules.stop_watching()
+        self._watching_forwards = False
+
+    def forwards_off(self) -> None:
+        """torch.compile is in use: the module hooks are gone (compile_watch.py), and forwards
+        seen before it are not the steps of the compiled program."""
+        self._stop_forward_watch()
+
+    def _forward_ended(self, module: Any) -> None:
+        """An outermost module call returned (a boundary raises nothing but the memory
+        budget's error, into the script, as the optimizer hook's does)."""
+        self.forward_calls += 1
+        name = type(module).__name__
+        self.forward_modules[name] = self.forward_modules.get(name, 0) + 1
+        if self.source == "forward":
+            self.boundary("forward")
+            return
+        if self.source is not None:
+            return
+        end_ns = self.now_ns()
+        self._pending_forward.append((end_ns, time.thread_time_ns()))
+        if self.after_forward is not None:
+            self.after_forward()
+        n = len(self._pending_forward)
+        if n >= FORWARD_DECIDE_CALLS or (
+                n >= 2 and end_ns - self._pending_forward[0][0] >= FORWARD_DECIDE_S * 1e9):
+            self._use_forward_source(live=True)
+
+    def _use_forward_source(self, live: bool) -> None:
+        if optimizer_made():
+            # a training script whose first backward() is still to come: its forwards are
+            # never steps, and the watch is no use to it
+            logger.info("%d outermost forward calls and no optimizer step or backward() yet, "
+                        "but an optimizer exists: forward calls are not the steps (call "
+                        "dsprof.step() each iteration to mark steps yourself)",
+                        len(self._pending_forward))
+            self._stop_forward_watch()
+            return
+        logger.info("no optimizer step and no backward() after %d outermost forward calls: "
+                    "each one ends a step (inference; call dsprof.step() each iteration to "
+                    "mark steps yourself)", len(self._pending_forward))
+        self._decide("forward", self._pending_forward, live)
+        self._pending_forward = []
 
     def _backward_ended(self, end_ns: int) -> None:
+        self._stop_forward_watch()
         if self.after_backward is not None:
             self.after_backward()
         if self.source in ("optimizer", "manual"):
@@ -178,16 +267,20 @@ class StepCollector:
             self._use_backward_source(live=True)
 
     def _use_backward_source(self, live: bool) -> None:
-        """``live=False`` at exit: the boundaries are recorded, but the timeline is not told
-        (the whole-run capture it holds is kept, as for a run without steps)."""
         pending, self._pending_backward = self._pending_backward, []
-        self.source = "backward"
         logger.info("no optimizer step after %d backward() calls: each backward() ends a step "
                     "(call dsprof.step() each iteration to mark steps yourself)", len(pending))
+        self._decide("backward", pending, live)
+
+    def _decide(self, source: str, pending: list[tuple[int, int]], live: bool) -> None:
+        """The ends kept aside become boundaries of ``source``. ``live=False`` at exit: the
+        boundaries are recorded, but the timeline is not told (the whole-run capture it holds
+        is kept, as for a run without steps)."""
+        self.source = source
         for end_ns, cpu in pending[:-1]:
-            self._record_boundary("backward", end_ns, cpu, sample=False)
+            self._record_boundary(source, end_ns, cpu, sample=False)
         end_ns, cpu = pending[-1]
-        self._record_boundary("backward", end_ns, cpu, sample=live)
+        self._record_boundary(source, end_ns, cpu, sample=live)
         if live:
             last = len(self.boundaries_ns) - 1
             self.decided_step = last
@@ -212,6 +305,7 @@ class StepCollector:
         if self._opt_faults_at is not None:
             self._opt_faults += _minor_faults() - self._opt_faults_at
             self._opt_faults_at = None
+        self._stop_forward_watch()
         if self.source == "manual":
             return
         leader = self._leader() if self._leader is not None else None
@@ -235,17 +329,19 @@ class StepCollector:
                 logger.debug("step collector: %s marks the step boundaries (it steps last)",
                              type(other).__name__)
                 return
-        if self.source == "backward":
+        if self.source in ("backward", "forward"):
             logger.info("an optimizer stepped: step boundaries now come from it, "
-                        "not from backward()")
+                        "not from %s", "backward()" if self.source == "backward" else
+                        "forward calls")
         self._pending_backward = []  # gradient accumulation: backwards were micro-batches
         self.source = "optimizer"
         self._stepped_since_update = True
         self.boundary("optimizer")
 
     def manual_step(self) -> None:
+        self._stop_forward_watch()
         if self.source != "manual":
-            if self.source in ("optimizer", "backward"):
+            if self.source in ("optimizer", "backward", "forward"):
                 logger.info("dsprof.step() called: step boundaries now come from it, "
                             "not from %s", self.source)
             self.source = "manual"
@@ -259,6 +355,7 @@ class StepCollector:
         to, unless the scaler skipped ``optimizer.step()``: then no hook fired, and the update
         marks the boundary itself. With ``dsprof.step()`` it belongs to the step in progress.
         """
+        self._stop_forward_watch()
         if self.source == "manual":
             step = len(self.boundaries_ns)
         else:
@@ -322,6 +419,8 @@ class StepCollector:
             "source": self.source or "none",
             "sources": self.sources,
             "backward_calls": self.backward.calls,
+            "forward_calls": self.forward_calls,
+            "forward_modules": self.forward_modules,
             "decided_step": self.decided_step,
             "closure_steps": self.closures.closures,
             "start_ns": self.start_ns,

@@ -7,7 +7,10 @@ bootstrap   step 0, recorded from session start; if a boundary comes, the captur
             dropped (step 0 mixes setup with the first iteration); if none ever comes, it
             is the whole run, up to ``max_capture_s``. Each ``backward()`` end in it starts
             the next ``ProfilerStep#`` span: a short loop with no optimizer (its backward
-            ends become its steps at exit, collectors/steps.py) is then profiled per step
+            ends become its steps at exit, collectors/steps.py) is then profiled per step.
+            Before any ``backward()``, each outermost forward's end starts the next
+            ``dsprof.forward_step#`` span instead: renamed ``ProfilerStep#`` at exit if the
+            forwards became the steps (an inference loop), ``ProfilerStep#0`` otherwise
 none        not profiling (the ``wait`` steps and after the last window)
 warmup      Kineto prepared, events not kept
 record      recording
@@ -40,6 +43,7 @@ from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.log import logger
 from dsprof.rundir import atomic_write_bytes, remove_quietly
 from dsprof.settings import Settings
+from dsprof.vocabulary import FORWARD_STEP_SPAN
 
 NONE, WARMUP, RECORD, RECORD_AND_SAVE, BOOTSTRAP = ("none", "warmup", "record", "record_and_save",
                                                     "bootstrap")
@@ -97,13 +101,15 @@ class WindowListener(Protocol):
 
 class TimelineCollector:
     def __init__(self, settings: Settings, device: Device, raw_dir: Path,
-                 listener: WindowListener | None = None):
+                 listener: WindowListener | None = None,
+                 annotator: ModuleAnnotator | None = None):
         self.settings = settings
         self.device = device
         self.raw_dir = raw_dir
         self.listener = listener
         self.windows: list[Window] = []
-        self.annotator = ModuleAnnotator()
+        # shared with the step collector's outermost-forward watch: one pair of global hooks
+        self.annotator = annotator or ModuleAnnotator()
         self._prof: Any = None
         self._state = NONE
         self._step_rf: Any = None
@@ -127,6 +133,8 @@ class TimelineCollector:
         # backward() ends seen during the bootstrap capture (its ProfilerStep spans after #0),
         # and the bootstrap window saved at the capture cap, if it was split so
         self._bootstrap_backwards = 0
+        # outermost forward ends seen there before any backward() (dsprof.forward_step spans)
+        self._bootstrap_forwards = 0
         self._capped_split: Window | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -154,7 +162,7 @@ class TimelineCollector:
         """torch.compile is in use: no global module hook from here on. The capture cap is
         then checked at each backward() instead (:meth:`poll_cap`)."""
         self.module_hooks = False
-        self.annotator.uninstall()
+        self.annotator.remove()
         self._remove_cap_hook()
         logger.debug("timeline: module annotator and capture-cap hook off (torch.compile)")
 
@@ -180,6 +188,22 @@ class TimelineCollector:
         self._end_step_annotation()
         self._bootstrap_backwards += 1
         self._begin_step_annotation(self._bootstrap_backwards)
+
+    def forward_ended(self) -> None:
+        """An outermost module call returned, and no ``backward()`` or optimizer step came yet
+        (collectors/steps.py decides whether forwards are the steps at 16 of them or at exit).
+        In the bootstrap capture the next ``dsprof.forward_step#k`` span starts: the
+        ``ProfilerStep#k`` it becomes if they are (:meth:`finish`)."""
+        if self._state != BOOTSTRAP or self._window is None or self._bootstrap_backwards \
+                or threading.get_ident() != self._thread:
+            return
+        import torch
+
+        self._end_step_annotation()
+        self._bootstrap_forwards += 1
+        self._step_rf = torch.autograd.profiler.record_function(
+            f"{FORWARD_STEP_SPAN}{self._bootstrap_forwards}")
+        self._step_rf.__enter__()
 
     def on_boundary(self, step: int) -> None:
         """Step ``step`` just ended; move to what the schedule says for ``step + 1``."""
@@ -213,7 +237,7 @@ class TimelineCollector:
                 self._start_recording(step + 1, Window(len(self.windows), "window"))
         self._state = nxt
 
-    def finish(self, backward_steps: int = 0) -> None:
+    def finish(self, backward_steps: int = 0, forward_steps: int = 0) -> None:
         """At exit: save what is being recorded (the unstepped capture included).
 
         Args:
@@ -221,19 +245,30 @@ class TimelineCollector:
                 them when the steps came from backward(), none when an optimizer or
                 ``dsprof.step()`` marked them). The bootstrap capture's spans count backward
                 ends: they are steps only that far.
+            forward_steps: the same for steps that outermost forward calls ended (an
+                inference loop whose forwards became its steps at exit).
         """
         self._remove_cap_hook()
-        if self._state == BOOTSTRAP and self._window is not None:
+        bootstrap = self._window if self._state == BOOTSTRAP else None
+        as_steps = forward_steps > 0 and self._bootstrap_forwards > 0
+        if bootstrap is not None:
             # the span after the last backward() end closes no step (the update after it and
             # the script's exit): its ops keep their span, the window lists the steps
-            self._window.steps = [s for s in self._window.steps if s < max(backward_steps, 1)]
+            bootstrap.steps = [s for s in bootstrap.steps if s < max(backward_steps, 1)]
+            if as_steps:
+                bootstrap.steps = list(range(min(forward_steps, self._bootstrap_forwards)))
         if self._state in (RECORD, RECORD_AND_SAVE, BOOTSTRAP):
             self._stop(save=True)
         elif self._state == WARMUP:
             self._stop(save=False)
         self._state = NONE
         split = self._capped_split
-        if split is not None and split.file and backward_steps < len(split.steps) - 1:
+        for saved in (bootstrap, split):
+            if saved is not None and saved.file and self._bootstrap_forwards:
+                _rename_forward_spans(self.raw_dir / saved.file, as_steps)
+        if split is not None and split.file and as_steps:
+            split.steps = list(range(min(forward_steps, self._bootstrap_forwards)))
+        elif split is not None and split.file and backward_steps < len(split.steps) - 1:
             # capped before the steps' source was known, and it turned out not to be
             # backward(): the spans were numbered by backward ends, not steps; step 0 holds
             # the capture again, as before any boundary
@@ -280,7 +315,7 @@ class TimelineCollector:
         (stopping or exporting a copy of the parent's session in the child crashes)."""
         self._suspended = True
         self._remove_cap_hook()
-        self.annotator.uninstall()
+        self.annotator.remove()
         self.listener = None
         self._state = NONE
 
@@ -366,7 +401,7 @@ class TimelineCollector:
             return
         if self._state == BOOTSTRAP and self._window is not None:
             self._window.capped = True
-            if self._bootstrap_backwards:
+            if self._bootstrap_backwards or self._bootstrap_forwards:
                 self._capped_split = self._window
             logger.warning("no step boundary after %.0f s: the capture stops here "
                            "(call dsprof.step() each iteration, or raise --max-capture)",
@@ -382,6 +417,19 @@ class TimelineCollector:
 
 
 _STEP_SPAN = re.compile(rb'"ProfilerStep#\d+"')
+_FORWARD_SPAN = re.compile(rb'"' + re.escape(FORWARD_STEP_SPAN.encode()) + rb'(\d+)"')
+
+
+def _rename_forward_spans(path: Path, as_steps: bool) -> None:
+    """The bootstrap capture's ``dsprof.forward_step#k`` spans become ``ProfilerStep#k`` when
+    forwards were the run's steps, else ``ProfilerStep#0``: they all precede its first
+    ``backward()`` end (or its capture held no step at all)."""
+    try:
+        data = path.read_bytes()
+        new = rb'"ProfilerStep#\1"' if as_steps else b'"ProfilerStep#0"'
+        atomic_write_bytes(path, _FORWARD_SPAN.sub(new, data))
+    except OSError as exc:
+        logger.error("could not renumber the steps of %s: %s", path.name, exc)
 
 
 def _merge_step_spans(path: Path) -> None:

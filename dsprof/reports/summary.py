@@ -79,6 +79,8 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
                          f"function): each of the {run.meta.get('backward_calls')} backward() "
                          "calls ended a step (an update after it is timed in the next step; "
                          "call dsprof.step() to mark steps yourself)")
+        if run.has("steps") and src != "none":
+            notes.extend(_forward_steps_note(run))
         comp = run.meta.get("compile")
         if comp:
             notes.append(f"torch.compile compiled {comp.get('compilations')} time(s), "
@@ -102,6 +104,28 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         temporal = [asdict(t) for t in run_temporal_breakdown(run, include_last_step=True)]
     return RunSummary(facts, steps, profiled, phases, profiled_ms, _top_ops(run, top), kt,
                       kt_hta, temporal, _memory_peaks(run), notes, comms_summary(run))
+
+
+def _forward_steps_note(run: Run) -> list[str]:
+    """The steps of an inference run: how many, of which model, and what one is."""
+    counts = [n for (n,) in run.sql("""SELECT count(*) FROM steps WHERE source = 'forward'
+                                         GROUP BY rank""")]
+    if not counts:
+        return []
+    lo, hi = min(counts), max(counts)
+    # per rank, as the step count is (render.summary.step_count)
+    per_rank = f" per rank ({len(counts)} ranks)" if len(counts) > 1 else ""
+    models = run.meta.get("forward_modules") or {}
+    of = " and ".join(str(name) for name in sorted(models, key=lambda k: -models[k])[:3])
+    text = (f"steps: {lo if lo == hi else f'{lo}-{hi}'} inference forwards"
+            f"{f' of {of}' if of else ''}{per_rank}: no optimizer.step() "
+            "and no backward(), so each outermost module call (no module call above it) "
+            "ended a step; under generate() that is one token's forward, a decode step (the "
+            "first of each generate() call is the prompt's prefill)")
+    if run.meta.get("steps_source") != "forward":
+        text += (f"; then the run trained, and {run.meta.get('steps_source')} marked the "
+                 "steps after them (steps.source says which is which)")
+    return [text]
 
 
 def _facts(run: Run) -> dict[str, Any]:

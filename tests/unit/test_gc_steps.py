@@ -90,3 +90,22 @@ def test_a_real_run_records_each_steps_collections(tmp_path):
     ns, gen = rows[12]
     assert gen == 2 and ns > 1_000_000
     assert any(v == (0, None) for s, v in rows.items() if 2 <= s < 12)
+
+
+def test_inference_forwards_that_computed_more_are_no_saving_and_no_periodic_work(tmp_path):
+    # GIVEN a generate() loop's steps: one forward each, the prefill every 8th step (12, 20,
+    # 28) computing 2.5x a decode step, on the CPU all the while
+    durs = list(STEADY) + [10] * 4
+    for s in (12, 20, 28):
+        durs[s] = 25
+    verdicts = {}
+    for source in ("forward", "optimizer"):
+        with load(make_run(tmp_path / source, durs, cpu_ms=durs, source=source)) as run:
+            (f,) = analyze(run, only=("step_outliers",), write=False).findings
+        verdicts[source] = f
+    # THEN in an inference run they are calls on more input, with no saving
+    f = verdicts["forward"]
+    assert f.kind == "steps.more_input" and f.saving_s == 0 and f.severity == "info"
+    assert "prefill" in f.title and f.data["steps"] == [12, 20, 28]
+    # AND the same steps of a training run are still outliers to look into
+    assert verdicts["optimizer"].kind == "steps.outliers" and verdicts["optimizer"].saving_s > 0

@@ -28,9 +28,11 @@ SETTINGS = {"wait": 5, "warmup": 1, "active": 3}
 def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = None,
              env: dict[str, str] | None = None, settings: dict | None = None,
              windows: list[dict] | None = None, devices: dict | None = None,
-             gc_ms: dict[int, tuple[float, int]] | None = None) -> Path:
+             gc_ms: dict[int, tuple[float, int]] | None = None,
+             source: str = "optimizer") -> Path:
     """A ``dsprof run`` directory whose steps take ``durs_ms``; ``gc_ms``: step -> (ms in the
-    garbage collector, generation) for the steps where it ran."""
+    garbage collector, generation) for the steps where it ran; ``source``: what marked the
+    steps."""
     settings = {**SETTINGS, **(settings or {})}
     env = env or {}
     windows = WINDOW if windows is None else windows
@@ -43,7 +45,7 @@ def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = N
     for d in durs_ms:
         t += int(d * MS)
         bounds.append(t)
-    rec = {"start_ns": 0, "boundaries_ns": bounds, "windows": windows, "source": "optimizer",
+    rec = {"start_ns": 0, "boundaries_ns": bounds, "windows": windows, "source": source,
            "cpu_ns": [int(c * MS) for c in cpu_ms] if cpu_ms else []}
     if gc_ms is not None:
         rec["gc_ns"] = [int(gc_ms[i][0] * MS) if i in gc_ms else 0 for i in range(len(bounds))]
