@@ -72,9 +72,13 @@ class ActivationTracker:
 
         self.set_step(step, param_keys)
         self.names.clear()
-        self._hooks_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
-        self._hooks_ctx.__enter__()
-        saved_hooks_aside.install(self._pack, _unpack)  # torch.func refuses to run under them
+        if saved_hooks_aside.can_push():
+            self._hooks_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+            self._hooks_ctx.__enter__()
+            saved_hooks_aside.install(self._pack, _unpack)  # torch.func refuses to run under them
+        else:
+            logger.debug("activations: the window opened inside a torch.func transform; "
+                         "no saved-tensor hooks in it")
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, always_call=True)]
 
@@ -82,8 +86,9 @@ class ActivationTracker:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._hooks_ctx is not None and not saved_hooks_aside.uninstall():
+            self._hooks_ctx = None  # held aside by a transform, which leaves it off the stack
         if self._hooks_ctx is not None:
-            saved_hooks_aside.uninstall()
             try:
                 self._hooks_ctx.__exit__(None, None, None)
             except RuntimeError as exc:  # the user's own hooks were left unbalanced

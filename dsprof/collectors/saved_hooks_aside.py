@@ -26,41 +26,52 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 _original: Any = None  # torch's disable_saved_tensors_hooks, while the wrapper stands in
+_pair: tuple[Any, Any] | None = None  # the tracker's (pack, unpack), while installed
+_aside = 0  # transforms running now with the pair popped off the stack
 
 
 def install(pack: Callable[[Any], Any], unpack: Callable[[Any], Any]) -> None:
     """Put the wrapper in place for the hook pair ``(pack, unpack)`` the caller pushed."""
-    global _original
+    global _original, _pair
     import torch
 
     graph = torch.autograd.graph
     if _original is None:
         _original = graph.disable_saved_tensors_hooks
     original = _original
+    _pair = (pack, unpack)
 
     @contextlib.contextmanager
     def disable_saved_tensors_hooks(error_message: str) -> Generator[None, None, None]:
+        global _aside
         autograd = torch._C._autograd
+        mine = _pair
         top = autograd._top_saved_tensors_default_hooks(False)
-        aside = top is not None and top[0] == pack
+        aside = mine is not None and top is not None and top[0] == mine[0]
         if aside:
             autograd._pop_saved_tensors_default_hooks()
+            _aside += 1
         try:
             with original(error_message):
                 yield
         finally:
             if aside:
-                autograd._push_saved_tensors_default_hooks(pack, unpack)
+                _aside -= 1
+                # back on the stack unless the tracker let it go meanwhile (a window that
+                # closed inside the transform: a step can end there)
+                if _pair is not None and _pair[0] == mine[0]:  # type: ignore[index]
+                    autograd._push_saved_tensors_default_hooks(*mine)  # type: ignore[misc]
 
     functools.update_wrapper(disable_saved_tensors_hooks, original)
     disable_saved_tensors_hooks._dsprof_aside = True  # type: ignore[attr-defined]
     graph.disable_saved_tensors_hooks = disable_saved_tensors_hooks
 
 
-def uninstall() -> None:
+def uninstall() -> bool:
     """torch's own function back, where the wrapper still stands (a script that put its own
-    there keeps it)."""
-    global _original
+    there keeps it). Returns whether the pair is on the stack for the caller to pop: not
+    while a transform holds it aside (the transform's end then leaves it off)."""
+    global _original, _pair
     import torch
 
     graph = torch.autograd.graph
@@ -68,3 +79,13 @@ def uninstall() -> None:
                                          False):
         graph.disable_saved_tensors_hooks = _original
     _original = None
+    _pair = None
+    return _aside == 0
+
+
+def can_push() -> bool:
+    """False inside a torch.func transform (saved-tensor hooks disabled there: pushing a pair
+    raises); a window that opens at a step ending inside one records no activations."""
+    import torch
+
+    return bool(torch._C._autograd._saved_tensors_hooks_is_enabled())

@@ -103,3 +103,29 @@ def test_a_scripts_own_saved_tensor_hooks_still_stop_torch_func_as_without_dspro
                 raise AssertionError("torch.func ran under the script's own hooks")
     finally:
         tracker.uninstall()
+
+
+def test_a_window_that_closes_inside_a_torch_func_transform_leaves_no_hooks_behind():
+    # GIVEN the tracker on, and a step that ends (closing the window) inside torch.func.grad,
+    # as an inference-style step source does when the model runs inside the transform
+    from torch.func import grad
+
+    tracker = ActivationTracker(lambda: 0)
+    tracker.install(1, set())
+
+    def loss(w):
+        tracker.uninstall()  # the window closes here, the tracker's pair held aside
+        tracker.install(2, set())  # and the next opens: no hooks can be pushed inside
+        return (w * w).sum()
+
+    try:
+        g = grad(loss)(torch.ones(3))
+    finally:
+        tracker.uninstall()
+    # THEN the transform computed its gradient, no pair is left on the stack, torch's own
+    # function is back, and a later transform runs as without dsprof
+    assert torch.equal(g, torch.full((3,), 2.0))
+    assert torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+    from torch.autograd import graph
+    assert not getattr(graph.disable_saved_tensors_hooks, "_dsprof_aside", False)
+    assert torch.equal(grad(lambda w: (w * w).sum())(torch.ones(2)), torch.full((2,), 2.0))
