@@ -39,9 +39,7 @@ enough for every step of the run.
 
 from __future__ import annotations
 
-import gc
 import logging
-import resource
 import time
 import weakref
 from collections.abc import Callable
@@ -52,6 +50,7 @@ import psutil
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
 from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.collectors.step_runtime import StepRuntime
 from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker, optimizer_made
 from dsprof.log import STEP_LINE, logger
 
@@ -88,24 +87,8 @@ class StepCollector:
         self.rss_bytes: list[int | None] = []
         self.device_peak_bytes: list[int | None] = []
         self.cpu_ns: list[int] = []
-        # Python's cyclic garbage collector, per step: wall ns inside collections and the
-        # oldest generation collected (gc.callbacks: called only when a collection runs, so
-        # nothing is paid per step). A slow step that was a collection is the runtime's
-        # periodic work, not the script's (step_outliers).
-        self.gc_ns: list[int | None] = []
-        self.gc_generation: list[int | None] = []
-        self._gc_ns = 0
-        self._gc_generation: int | None = None
-        self._gc_started: int | None = None
-        # Minor page faults the stepping thread took inside optimizer.step() calls, per step
-        # (getrusage around each call: two syscalls a step). A per-parameter update whose
-        # temporaries malloc gives back to the kernel and takes again faults every page of
-        # them every step (examples/periodic_eval.py's 1 MiB weight: ~480 a step, ~0.9 us
-        # each), a cost the fused kernel, which allocates nothing, does not pay
-        # (analyzers/fusion_optimizer.py).
-        self.optimizer_faults: list[int | None] = []
-        self._opt_faults = 0
-        self._opt_faults_at: int | None = None
+        # per step: the garbage collector's time and the optimizer's page faults
+        self.runtime = StepRuntime()
         self._pre_hook: Any = None
         self.data_wait_ns: list[int | None] = []
         self.batch_size: list[int | None] = []
@@ -166,7 +149,7 @@ class StepCollector:
             invisible_to_dynamo(StepCollector._forward_ended, recursive=True)
             self.modules.watch_outermost(self._forward_ended)
             self._watching_forwards = True
-        gc.callbacks.append(self._gc_event)
+        self.runtime.install()
         self.device.reset_peak()
         logger.debug("step collector: optimizer step hooks and backward watch installed")
 
@@ -179,20 +162,9 @@ class StepCollector:
             self._pre_hook = None
         self.closures.uninstall()
         self.backward.uninstall()
-        if self._gc_event in gc.callbacks:
-            gc.callbacks.remove(self._gc_event)
+        self.runtime.uninstall()
         self.settle()
         self._stop_forward_watch()
-
-    def _gc_event(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._gc_started = time.perf_counter_ns()
-        elif self._gc_started is not None:
-            self._gc_ns += time.perf_counter_ns() - self._gc_started
-            self._gc_started = None
-            gen = info.get("generation")
-            if isinstance(gen, int) and (self._gc_generation is None or gen > self._gc_generation):
-                self._gc_generation = gen
 
     def settle(self) -> None:
         """At exit: backward ends still kept aside become the steps if nothing else marked
@@ -293,7 +265,7 @@ class StepCollector:
 
         if torch.compiler.is_compiling():
             return
-        self._opt_faults_at = _minor_faults()
+        self.runtime.optimizer_starting()
 
     def _optimizer_stepped(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         import torch
@@ -302,9 +274,7 @@ class StepCollector:
         # (steps then come from backward(), or from dsprof.step()).
         if torch.compiler.is_compiling():
             return
-        if self._opt_faults_at is not None:
-            self._opt_faults += _minor_faults() - self._opt_faults_at
-            self._opt_faults_at = None
+        self.runtime.optimizer_ended()
         self._stop_forward_watch()
         if self.source == "manual":
             return
@@ -380,13 +350,7 @@ class StepCollector:
         memory and data-loader figures null: they were not read at that moment."""
         self.cpu_ns.append(cpu - self._cpu_start)
         self._cpu_start = cpu
-        # a boundary found after the fact (sample=False) cannot say which of the steps
-        # since the last one held the collections: null
-        self.gc_ns.append(self._gc_ns if sample else None)
-        self.gc_generation.append(self._gc_generation if sample else None)
-        self._gc_ns, self._gc_generation = 0, None
-        self.optimizer_faults.append(self._opt_faults if sample else None)
-        self._opt_faults = 0
+        self.runtime.take(sample)
         step = len(self.boundaries_ns)
         start = self.boundaries_ns[-1] if step else self.start_ns
         self.boundaries_ns.append(end)
@@ -428,18 +392,10 @@ class StepCollector:
             "rss_bytes": self.rss_bytes,
             "device_peak_bytes": self.device_peak_bytes,
             "cpu_ns": self.cpu_ns,
-            "gc_ns": self.gc_ns,
-            "gc_generation": self.gc_generation,
-            "optimizer_faults": self.optimizer_faults,
+            **self.runtime.record(),
             "data_wait_ns": self.data_wait_ns,
             "batch_size": self.batch_size,
             "loss_scale": [self.scaler[i][0] if i in self.scaler else None for i in range(n)],
             "skipped": [self.scaler[i][1] if i in self.scaler else None for i in range(n)],
         }
 
-
-def _minor_faults() -> int:
-    """Minor page faults of the calling thread so far (RUSAGE_THREAD: Linux; the process's
-    elsewhere, where a data worker thread's faults then count too)."""
-    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
-    return resource.getrusage(who).ru_minflt
