@@ -139,7 +139,7 @@ def test_manual_steps_for_inference(tmp_path):
         rows = run.sql("SELECT step, profiled, source FROM steps ORDER BY step")
     assert [r[0] for r in rows] == list(range(6))
     assert {r[2] for r in rows} == {"manual"}
-    # with --wait 0 the warmup is at least one step (see timeline.effective_warmup)
+    # with --wait 0 the warmup is at least one step (see window_schedule.effective_warmup)
     assert [r[0] for r in rows if r[1]] == [2, 3]
 
 

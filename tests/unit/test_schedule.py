@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsprof.collectors.timeline import (
+from dsprof.collectors.window_schedule import (
     BOOTSTRAP,
     NONE,
     RECORD,
