@@ -22,7 +22,6 @@ import platform
 import socket
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,9 +30,16 @@ from dsprof._version import __version__
 from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
-from dsprof.collectors import clock, exit_guard, forked_child, process_groups, spawned_ranks
+from dsprof.collectors import (
+    clock,
+    exit_guard,
+    forked_child,
+    process_groups,
+    session_end,
+    spawned_ranks,
+)
 from dsprof.collectors.bandwidth import measure_host_bandwidth
-from dsprof.collectors.compile_watch import CompileWatch, compile_meta
+from dsprof.collectors.compile_watch import CompileWatch
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
@@ -42,7 +48,7 @@ from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.process_facts import default_backend as _backend
-from dsprof.collectors.process_facts import default_group_rank, frameworks_loaded
+from dsprof.collectors.process_facts import default_group_rank
 from dsprof.collectors.samples import MetricSampler, start_sampler
 from dsprof.collectors.side_collectors import start_cupti, start_watcher, watch_user_profiler
 from dsprof.collectors.steps import StepCollector
@@ -110,7 +116,7 @@ class Session:
         self.spawned: dict[str, Any] | None = None
         self.spawned_unprofiled: list[dict[str, Any]] = []
 
-    def _rank_facts(self, status: str) -> dict[str, Any]:
+    def rank_facts(self, status: str) -> dict[str, Any]:
         """What a rank of a multi-rank job says about itself in session.json."""
         return {"rank": self.rank, "status": status, "pid": os.getpid(),
                 "host": socket.gethostname(), "world_size": self.ranks.world_size,
@@ -178,7 +184,7 @@ class Session:
                 self.run.write_meta({**header, "launcher": "torchrun", "ranks": []})
             self._clock = clock.record(self.rank, self.ranks.world_size, self.steps.now_ns,
                                        self.steps.clock_offset_ns)
-            atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self._rank_facts("running")))
+            atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self.rank_facts("running")))
         self.progress = Progress(self.raw)
         self.steps.on_late_steps = self.timeline.restart_schedule
         self.steps.after_backward = self._after_backward
@@ -312,49 +318,7 @@ class Session:
     def stop_collectors(self, save: bool) -> None:
         """Every collector off; with ``save``, what they hold is written to raw/ (without, at
         a hand-over to spawned ranks, dsprof.collectors.spawned_ranks.hand_over)."""
-        steps, timeline = self.steps, self.timeline
-        if self.watcher is not None:
-            self.watcher.stop()
-        if self.user_profiler is not None:
-            self.user_profiler.uninstall()
-        if self.scaler is not None:
-            self.scaler.uninstall()
-        if steps is not None:
-            steps.uninstall()
-        if self.compile is not None:
-            self.compile.uninstall()
-        if self.knobs is not None:
-            self.knobs.uninstall()
-        for hooks in (self.data, self.syncs):
-            if hooks is not None:
-                hooks.uninstall()
-        if timeline is not None and self._timeline_ok and \
-                threading.current_thread() is not threading.main_thread():
-            # the SIGTERM thread saves while the main thread is blocked: Kineto's session
-            # belongs to the main thread, and stopping it from here crashes torch
-            self._timeline_ok = False
-            logger.warning("the profiler window open at SIGTERM is not saved (the main thread "
-                           "is blocked); every step's timing is")
-        if timeline is not None and self._timeline_ok and not save:
-            timeline.discard()
-        elif timeline is not None and self._timeline_ok:
-            try:
-                sources = steps.sources if steps is not None else []
-                timeline.finish(_leading(sources, "backward"), _leading(sources, "forward"))
-            except Exception as exc:  # noqa: BLE001
-                self._disable_timeline(exc)
-        if self.memory is not None and save:
-            self.memory.finish()
-        if self.cupti is not None:
-            try:
-                self.cupti.finish()
-            except Exception as exc:  # noqa: BLE001
-                logger.error("cupti kernel mode failed: %s: %s", type(exc).__name__, exc)
-        if self.sampler is not None:
-            try:
-                self.sampler.stop()
-            except Exception as exc:  # noqa: BLE001
-                logger.error("metric sampler failed: %s: %s", type(exc).__name__, exc)
+        session_end.stop_collectors(self, save)
 
     def _finish(self, exit_status: int, reason: str, error: str | None) -> None:
         global _current
@@ -368,67 +332,4 @@ class Session:
         if self.spawned is not None:
             spawned_ranks.finish_coordinator(self, exit_status, reason, error)
             return
-        self.stop_collectors(save=True)
-        steps, timeline = self.steps, self.timeline
-        windows = [w.to_json() for w in timeline.windows] if timeline else []
-        record = {**(steps.record() if steps else {}), "windows": windows,
-                  "end_ns": steps.now_ns() if steps else None, "rank": self.rank,
-                  "dataloaders": self.data.rows() if self.data else [],
-                  "host_syncs": self.syncs.rows() if self.syncs else [],
-                  "compile": self.compile.record() if self.compile else None}
-        if self.ranks.distributed:
-            record = {**self._rank_facts("finished"), **record, "exit_status": exit_status,
-                      "exit_reason": reason, "exit_error": error}
-        _save(self.raw / SESSION_FILE, lambda p: atomic_write_bytes(p, orjson.dumps(record)))
-        if self.ranks.distributed:
-            logger.debug("session: rank %d finished (%s, status %d)", self.rank, reason,
-                         exit_status)
-            return
-        _save(self.run.meta_path, lambda _p: self.run.update_meta(
-            status="finished",
-            exit_status=exit_status,
-            exit_reason=reason,
-            exit_error=error,
-            end_time=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            end_ns=record["end_ns"],
-            steps_source=record.get("source", "none"),
-            steps_recorded=len(record.get("boundaries_ns", [])),
-            backward_calls=record.get("backward_calls"),
-            forward_calls=record.get("forward_calls"),
-            forward_modules=record.get("forward_modules"),
-            closure_steps=record.get("closure_steps"),
-            compile=compile_meta(record.get("compile")),
-            windows=windows,
-            capped=any(w["capped"] for w in windows),
-            max_capture_s=self.settings.max_capture_s,
-            knobs=self.knobs.report() if self.knobs is not None else {},
-            precision=precision_state(),
-            frameworks=frameworks_loaded(),
-            **({"spawned_unprofiled": self.spawned_unprofiled} if self.spawned_unprofiled
-               else {}),
-            **({"user_profiler": timeline.handed_over} if timeline and timeline.handed_over
-               else {}),
-        ))
-        logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
-                     len(windows))
-
-
-def _save(path: Path, write: Any) -> bool:
-    """Write one file of the run; a failure (full disk, size limit, read-only) is one line."""
-    try:
-        write(path)
-        return True
-    except OSError as exc:
-        logger.error("could not write %s: %s; the files written before it are kept", path,
-                     exc.strerror or exc)
-        return False
-
-
-def _leading(items: list[str], value: str) -> int:
-    """How many of ``items`` from the start equal ``value``."""
-    n = 0
-    for item in items:
-        if item != value:
-            break
-        n += 1
-    return n
+        session_end.save(self, exit_status, reason, error)

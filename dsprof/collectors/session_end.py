@@ -1,0 +1,138 @@
+"""A session's end: its collectors stopped, and what they recorded written to the run.
+
+Split from :mod:`dsprof.collectors.session` (the session's start and its step routing stay
+there). Every write is one file of the run; a failure (full disk, size limit, read-only) is one
+line, and the files written before it are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dsprof.collectors.compile_watch import compile_meta
+from dsprof.collectors.device import precision_state
+from dsprof.collectors.process_facts import frameworks_loaded
+from dsprof.log import logger
+from dsprof.rundir import SESSION_FILE, atomic_write_bytes
+
+
+def stop_collectors(session: Any, save: bool) -> None:
+    """Every collector off; with ``save``, what they hold is written to raw/ (without, at
+    a hand-over to spawned ranks, dsprof.collectors.spawned_ranks.hand_over)."""
+    steps, timeline = session.steps, session.timeline
+    if session.watcher is not None:
+        session.watcher.stop()
+    if session.user_profiler is not None:
+        session.user_profiler.uninstall()
+    if session.scaler is not None:
+        session.scaler.uninstall()
+    if steps is not None:
+        steps.uninstall()
+    if session.compile is not None:
+        session.compile.uninstall()
+    if session.knobs is not None:
+        session.knobs.uninstall()
+    for hooks in (session.data, session.syncs):
+        if hooks is not None:
+            hooks.uninstall()
+    if timeline is not None and session._timeline_ok and \
+            threading.current_thread() is not threading.main_thread():
+        # the SIGTERM thread saves while the main thread is blocked: Kineto's session
+        # belongs to the main thread, and stopping it from here crashes torch
+        session._timeline_ok = False
+        logger.warning("the profiler window open at SIGTERM is not saved (the main thread "
+                       "is blocked); every step's timing is")
+    if timeline is not None and session._timeline_ok and not save:
+        timeline.discard()
+    elif timeline is not None and session._timeline_ok:
+        try:
+            sources = steps.sources if steps is not None else []
+            timeline.finish(_leading(sources, "backward"), _leading(sources, "forward"))
+        except Exception as exc:  # noqa: BLE001
+            session._disable_timeline(exc)
+    if session.memory is not None and save:
+        session.memory.finish()
+    if session.cupti is not None:
+        try:
+            session.cupti.finish()
+        except Exception as exc:  # noqa: BLE001
+            logger.error("cupti kernel mode failed: %s: %s", type(exc).__name__, exc)
+    if session.sampler is not None:
+        try:
+            session.sampler.stop()
+        except Exception as exc:  # noqa: BLE001
+            logger.error("metric sampler failed: %s: %s", type(exc).__name__, exc)
+
+
+def save(session: Any, exit_status: int, reason: str, error: str | None) -> None:
+    """Every collector off, what they hold written to raw/, then ``session.json`` and (a
+    single-process run) ``meta.json`` with the exit status."""
+    stop_collectors(session, save=True)
+    steps, timeline = session.steps, session.timeline
+    windows = [w.to_json() for w in timeline.windows] if timeline else []
+    record = {**(steps.record() if steps else {}), "windows": windows,
+              "end_ns": steps.now_ns() if steps else None, "rank": session.rank,
+              "dataloaders": session.data.rows() if session.data else [],
+              "host_syncs": session.syncs.rows() if session.syncs else [],
+              "compile": session.compile.record() if session.compile else None}
+    if session.ranks.distributed:
+        record = {**session.rank_facts("finished"), **record, "exit_status": exit_status,
+                  "exit_reason": reason, "exit_error": error}
+    _save(session.raw / SESSION_FILE, lambda p: atomic_write_bytes(p, orjson.dumps(record)))
+    if session.ranks.distributed:
+        logger.debug("session: rank %d finished (%s, status %d)", session.rank, reason,
+                     exit_status)
+        return
+    _save(session.run.meta_path, lambda _p: session.run.update_meta(
+        status="finished",
+        exit_status=exit_status,
+        exit_reason=reason,
+        exit_error=error,
+        end_time=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        end_ns=record["end_ns"],
+        steps_source=record.get("source", "none"),
+        steps_recorded=len(record.get("boundaries_ns", [])),
+        backward_calls=record.get("backward_calls"),
+        forward_calls=record.get("forward_calls"),
+        forward_modules=record.get("forward_modules"),
+        closure_steps=record.get("closure_steps"),
+        compile=compile_meta(record.get("compile")),
+        windows=windows,
+        capped=any(w["capped"] for w in windows),
+        max_capture_s=session.settings.max_capture_s,
+        knobs=session.knobs.report() if session.knobs is not None else {},
+        precision=precision_state(),
+        frameworks=frameworks_loaded(),
+        **({"spawned_unprofiled": session.spawned_unprofiled} if session.spawned_unprofiled
+           else {}),
+        **({"user_profiler": timeline.handed_over} if timeline and timeline.handed_over
+           else {}),
+    ))
+    logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
+                 len(windows))
+
+
+def _save(path: Path, write: Any) -> bool:
+    """Write one file of the run; a failure (full disk, size limit, read-only) is one line."""
+    try:
+        write(path)
+        return True
+    except OSError as exc:
+        logger.error("could not write %s: %s; the files written before it are kept", path,
+                     exc.strerror or exc)
+        return False
+
+
+def _leading(items: list[str], value: str) -> int:
+    """How many of ``items`` from the start equal ``value``."""
+    n = 0
+    for item in items:
+        if item != value:
+            break
+        n += 1
+    return n
