@@ -122,6 +122,6 @@ def test_registered_analyzers_on_a_gpu_trace(gpu_run):
     ([6, 12], 1, 13, None),                          # two are not a pattern
 ])
 def test_period_detection(steps, first, last, expected):
-    from dsprof.analyzers.step_outliers import _period
+    from dsprof.analyzers.step_period import period_of as _period
 
     assert _period(steps, first, last) == expected

@@ -6,7 +6,7 @@ the other core measured exactly this: slow steps 3, 11, 14, 15, step 7 in the wi
 from __future__ import annotations
 
 from dsprof.analyzers.registry import analyze
-from dsprof.analyzers.step_outliers import _period
+from dsprof.analyzers.step_period import period_of as _period
 from dsprof.run import load
 from tests.unit.test_noise import make_run
 
