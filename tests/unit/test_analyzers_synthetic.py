@@ -285,12 +285,12 @@ def _pointwise(shapes: list[str]):
 BIG = "[[2048, 2048], [2048, 2048]]"
 
 
-def _cpu_autocast(flops: int, gemm_ns: int):
+def _cpu_autocast(flops: int, gemm_ns: int, casts: int = 2, meta: dict | None = None):
     """Step 1 on CPU under bf16 autocast: a Linear's weight and bias cast (aten::to around
-    aten::_to_copy of fp32 tensors, 20 us each), then its bf16 addmm of ``flops`` taking
-    ``gemm_ns``."""
+    aten::_to_copy of fp32 tensors, 20 us each; the first ``casts`` of them), then its bf16
+    addmm of ``flops`` taking ``gemm_ns``."""
     ops = []
-    for i, shape in enumerate(("[[256, 256]]", "[[256]]")):
+    for i, shape in enumerate(("[[256, 256]]", "[[256]]")[:casts]):
         ops += [{"id": 1 + 2 * i, "step": 1, "name": "aten::to", "cat": "cpu_op", "thread": 1,
                  "start_ns": (10 + i) * MS, "dur_ns": 20_000, "phase": "forward",
                  "input_shapes": shape, "dtypes": '["float", "Scalar"]'},
@@ -301,7 +301,8 @@ def _cpu_autocast(flops: int, gemm_ns: int):
                 "start_ns": 12 * MS, "dur_ns": gemm_ns, "phase": "forward", "flops": flops,
                 "input_shapes": "[[256], [32, 256], [256, 256]]",
                 "dtypes": '["c10::BFloat16", "c10::BFloat16", "c10::BFloat16"]'})
-    return Run.from_tables(meta=SCRIPT, steps=steps([20, 20]), ops=table(*ops))
+    return Run.from_tables(meta={**SCRIPT, **(meta or {})}, steps=steps([20, 20]),
+                           ops=table(*ops))
 
 
 # -- memory: checkpointing and batch size ----------------------------------------------------
