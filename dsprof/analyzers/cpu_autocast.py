@@ -146,7 +146,7 @@ class CpuAutocastAnalyzer(Analyzer):
             slot = by_module[f"{c['module'] or '(outside modules)'}, {c['phase']}"]
             slot[0] += 1
             slot[1] += c["dur_s"]
-        top_casts = sorted(by_module.items(), key=lambda kv: -kv[1][1])[:4]
+        top_casts = sorted(by_module.items(), key=lambda kv: -kv[1][1])[:2]
         evidence = [Evidence(
             text=f"{len(casts) / n:.0f} casts (aten::_to_copy fp32<->bf16) {w.per_step}: priced "
                  f"{cast_s * ms:.3f} ms at full speed", value=cast_s)]
@@ -163,13 +163,13 @@ class CpuAutocastAnalyzer(Analyzer):
             slot[2] += p
             slot[3] = g[0]
         for (module, op, phase, shapes), (t, b, p, rank) in sorted(
-                gemm_groups.items(), key=lambda kv: kv[1][2] - kv[1][1])[:5]:
+                gemm_groups.items(), key=lambda kv: kv[1][2] - kv[1][1])[:3]:
             evidence.append(Evidence(
                 text=f"{op} bf16 {shapes} in {module}, {phase}: priced {b / n * ms:.3f} ms "
                      f"in bf16, {p / n * ms:.3f} ms in fp32 ({t / n * ms:.3f} ms profiled)",
                 rank=int(rank), module=module, value=(b - p) / n))
         emulated = bf16_isa == "none"
-        step = ctx.step_s
+        step = ctx.run.facts.step.median_s  # the measured step (the mean holds outliers)
         where = (" This CPU has neither AVX512-BF16 nor AMX: bf16 matmuls are emulated "
                  "(converted to fp32 inside each kernel), so bf16 cannot pay on it at any size."
                  if emulated else
