@@ -150,3 +150,44 @@ def test_lightning_bf16_mixed_gets_lightnings_switch_and_the_knob_turns_it_off(t
     assert res.code == 0, res.stderr
     assert "forward dtype torch.float32" in res.stdout
     assert meta(off)["knobs"]["DS_AUTOCAST"]["disabled"] >= 12
+
+
+HF_TRAINER = """
+import sys, tempfile
+import torch
+sys.path.insert(0, {models!r})
+import transformers as tf
+from hf_trainer import BATCH, RandomTokens, build_model
+
+torch.manual_seed(0)
+model = build_model()
+seen = []
+model.transformer.h[0].mlp.c_fc.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+with tempfile.TemporaryDirectory() as out:
+    args = tf.TrainingArguments(output_dir=out, max_steps=8, per_device_train_batch_size=BATCH,
+                                learning_rate=1e-4, report_to=[], save_strategy="no",
+                                logging_strategy="no", use_cpu=True, disable_tqdm=True,
+                                dataloader_num_workers=0, seed=0, bf16=True)
+    tf.Trainer(model=model, args=args, train_dataset=RandomTokens(BATCH * 8)).train()
+print(f"forward dtype {{seen[-1]}}")
+"""
+
+
+@pytest.mark.slow
+def test_hf_trainer_bf16_gets_the_trainers_switch_and_the_knob_turns_it_off(tmp_path):
+    script = str(write(tmp_path / "hf.py", HF_TRAINER.format(
+        models=str(REPO / "tests" / "corpus" / "models"))))
+    # GIVEN the corpus's tiny GPT-2 under the HF Trainer with bf16=True on CPU
+    run = tmp_path / "hf"
+    res = dsprof("run", "-o", str(run), *SCHEDULE, script)
+    assert res.code == 0, res.stderr
+    assert "forward dtype torch.bfloat16" in res.stdout
+    # THEN the fix opens with the Trainer's own switch, and no Lightning line
+    (f,) = autocast_findings(json.loads((run / "findings.json").read_text()))
+    assert f["fix"].startswith("# Hugging Face Trainer: TrainingArguments(..., bf16=False)")
+    assert "Lightning" not in f["fix"]
+    # AND DS_AUTOCAST=off disables the autocast the Trainer (through accelerate) enters
+    res = dsprof("run", "-o", str(tmp_path / "hf_off"), *SCHEDULE, script,
+                 env={"DS_AUTOCAST": "off"})
+    assert res.code == 0, res.stderr
+    assert "forward dtype torch.float32" in res.stdout
