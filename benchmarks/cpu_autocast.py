@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=1 python benchmarks/cpu_autocast.py [--steps 60] [--only mlp-32x256 ...]
     OMP_NUM_THREADS=1 python benchmarks/cpu_autocast.py --calibrate
 
-For each model and size (MLPs in -> width -> width -> 10 of examples/autocast_mlp.py at batch x
-width, and the corpus's conv + MLP bf16_autocast.py), two copies of the same training, one
+For each model and size (MLPs 64 -> width -> width -> 10 of examples/autocast_mlp.py at batch x
+width, its CNN of ``--conv`` at batch x channels, and the corpus's conv + MLP
+bf16_autocast.py), two copies of the same training, one
 under ``torch.autocast("cpu", dtype=torch.bfloat16)`` and one in fp32, run in alternating
 blocks of steps in one process; each arm's median thread CPU time per step is printed, with
 the casts autocast adds (their count and time per step in a torch.profiler trace of the bf16
@@ -39,6 +40,7 @@ from dsprof.apply.autocast import AutocastKnob
 from dsprof.metrics.ops.autocast_cost import fp32_seconds
 
 MLP_SIZES = ((32, 256), (32, 64), (128, 256), (32, 1024), (128, 512), (256, 1024))
+CONV_SIZES = ((4, 16), (32, 32), (32, 64))  # batch x channels, 16x16 images
 
 
 def _mlp(batch: int, width: int, bf16: bool) -> Callable[[], None]:
@@ -47,6 +49,23 @@ def _mlp(batch: int, width: int, bf16: bool) -> Callable[[], None]:
                           nn.Linear(width, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(batch, 64), torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        nn.functional.cross_entropy(logits.float(), y).backward()
+        opt.step()
+    return step
+
+
+def _cnn(batch: int, width: int, bf16: bool) -> Callable[[], None]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(batch, 3, 16, 16), torch.randint(0, 10, (batch,))
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -83,6 +102,10 @@ def cases() -> dict[str, tuple[Callable[[bool], Callable[[], None]], list[str]]]
     for b, w in MLP_SIZES:
         out[f"mlp-{b}x{w}"] = (lambda bf16, b=b, w=w: _mlp(b, w, bf16),
                                ["examples/autocast_mlp.py", "--batch", str(b), "--width", str(w)])
+    for b, c in CONV_SIZES:
+        out[f"cnn-{b}x{c}"] = (lambda bf16, b=b, c=c: _cnn(b, c, bf16),
+                               ["examples/autocast_mlp.py", "--conv", "--batch", str(b),
+                                "--width", str(c)])
     out["corpus-bf16_autocast"] = (_corpus, ["tests/corpus/models/bf16_autocast.py"])
     return out
 

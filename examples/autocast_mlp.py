@@ -7,6 +7,8 @@ autocast on one thread of a Xeon with AMX; at ``--batch 256 --width 1024`` bf16 
 (docs/analyzers.md, CPU autocast). ``dsprof run examples/autocast_mlp.py`` finds it;
 ``DS_AUTOCAST=off`` runs the same script with its autocast disabled. ``--print-dtype`` prints
 the dtype the first layer's output had (what the forward really ran in) and nothing else.
+``--conv`` trains a small CNN instead: 3 -> width -> width 3x3 convolutions on 16x16 images,
+average pooling, a Linear to 10 (the convolution sizes of benchmarks/cpu_autocast.py).
 """
 
 import argparse
@@ -23,11 +25,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--in-features", type=int, default=64)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--fp32", action="store_true", help="no autocast")
+    p.add_argument("--conv", action="store_true", help="a CNN on 16x16 images, not the MLP")
     p.add_argument("--print-dtype", action="store_true")
     return p.parse_args()
 
 
-def build(in_features: int, width: int) -> nn.Module:
+def build(in_features: int, width: int, conv: bool = False) -> nn.Module:
+    if conv:
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
     return nn.Sequential(nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, width),
                          nn.ReLU(), nn.Linear(width, 10))
 
@@ -35,9 +42,10 @@ def build(in_features: int, width: int) -> nn.Module:
 def main() -> None:
     args = parse_args()
     torch.manual_seed(0)
-    model = build(args.in_features, args.width)
+    model = build(args.in_features, args.width, args.conv)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randn(args.batch, args.in_features)
+    x = torch.randn(args.batch, 3, 16, 16) if args.conv else torch.randn(args.batch,
+                                                                         args.in_features)
     y = torch.randint(0, 10, (args.batch,))
     seen: list[torch.dtype] = []
     if args.print_dtype:
