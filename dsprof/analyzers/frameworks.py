@@ -26,6 +26,11 @@ _SWITCHES = {
         "# Hugging Face: TrainingArguments(..., dataloader_num_workers=N, "
         "dataloader_persistent_workers=True)"),
     ("lightning", "precision"): "# Lightning: Trainer(..., precision=\"bf16-mixed\")",
+    # CPU autocast that costs more than it saves (cpu_autocast): the same switches, off. The
+    # HF one only where the HF Trainer was imported (a Lightning run imports transformers too)
+    ("transformers.trainer", "autocast_off"): (
+        "# Hugging Face Trainer: TrainingArguments(..., bf16=False)"),
+    ("lightning", "autocast_off"): "# Lightning: Trainer(..., precision=\"32-true\")",
     ("lightning", "checkpointing"): (
         "# Lightning: wrap the blocks in configure_model() with torch.utils.checkpoint, or\n"
         "# FSDPStrategy(activation_checkpointing_policy={Block}) on multi-GPU"),
@@ -70,7 +75,8 @@ def fsdp_version(ctx: Context) -> int | None:
 
 
 def framework_fix(ctx: Context, area: str) -> str:
-    """The framework's own switch for ``area`` (checkpointing, precision, dataloader), as
+    """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
+    dataloader), as
     comment lines ending in a newline, or ""."""
     used = frameworks(ctx)
     lines = [text for (fw, a), text in _SWITCHES.items() if a == area and fw in used]

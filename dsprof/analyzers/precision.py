@@ -27,6 +27,7 @@ finding is made, the analyzer says why (``no_finding_reason``: AMP on, unknown d
 
 CPU runs are skipped with the reason: CPU autocast gains depend on AMX/AVX512-BF16 support
 that the run does not record, and dsprof does not predict what a GPU would do from a CPU run.
+(CPU autocast that makes a CPU run slower is the ``cpu_autocast`` analyzer's finding.)
 TF32 (``allow_tf32``) advice belongs to the ``tensor_core.*`` findings; this one names bf16
 (or fp16 with GradScaler where the GPU has no bf16) and mentions TF32 only as the alternative.
 """

@@ -66,6 +66,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.attention:AttentionAnalyzer",
     "dsprof.analyzers.fusion_optimizer:OptimizerFusionAnalyzer",
     "dsprof.analyzers.precision:PrecisionAnalyzer",
+    "dsprof.analyzers.cpu_autocast:CpuAutocastAnalyzer",
 )
 
 

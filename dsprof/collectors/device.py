@@ -188,7 +188,23 @@ def precision_state() -> dict[str, Any]:
     if precision is None and matmul is not None:
         precision = "high" if matmul else "highest"
     return {"matmul_allow_tf32": matmul, "cudnn_allow_tf32": cudnn,
-            "float32_matmul_precision": precision}
+            "float32_matmul_precision": precision, "cpu_bf16": cpu_bf16()}
+
+
+def cpu_bf16() -> str | None:
+    """What runs bf16 matmuls on this CPU: ``amx`` (AMX tiles), ``avx512_bf16``, ``none``
+    (bf16 is emulated: converted to fp32 inside each kernel), or None where the CPU's flags
+    cannot be read (not Linux). The cpu_autocast analyzer words its finding by it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return ("amx" if "amx_bf16" in flags else
+                            "avx512_bf16" if "avx512_bf16" in flags else "none")
+    except OSError:
+        pass
+    return None
 
 
 def enable_tf32() -> None:

@@ -33,7 +33,10 @@ def default_group_rank() -> int | None:
 
 # Training frameworks whose own switches the advice should name (gradient_checkpointing=True,
 # Trainer(precision=...)). Read from sys.modules at exit: observing, never importing.
-_FRAMEWORKS = ("transformers", "lightning", "pytorch_lightning", "accelerate", "deepspeed")
+# ``transformers.trainer`` says the HF Trainer was imported: importing lightning imports
+# transformers too, so "transformers" alone does not say whose TrainingArguments to set.
+_FRAMEWORKS = ("transformers", "transformers.trainer", "lightning", "pytorch_lightning",
+               "accelerate", "deepspeed")
 
 
 def frameworks_loaded() -> list[str]:

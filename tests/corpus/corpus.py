@@ -111,8 +111,10 @@ MODELS = [
           expect=COMMON),
     Model("grad_accumulation", "grad_accumulation.py", modules=("Sequential.0",),
           expect=ADAM_FUSION),
+    # its autocast costs more than bf16 saves at batch 4 on CPU (cpu_autocast; priced 0.18 ms,
+    # under the 0.32 ms a priced CPU saving needs to be ranked)
     Model("bf16_autocast", "bf16_autocast.py", modules=("Sequential.0", "Sequential.7"),
-          expect=COMMON | {"fusion_optimizer"}),
+          expect=COMMON | {"fusion_optimizer", "cpu_autocast"}),
     *[Model(f"hf_{arch}", "hf_models.py", ("--arch", arch), modules=modules,
             expect=ADAM_FUSION | {"fusion"}, reference=lambda mod, a=arch: mod.make(a),
             slow=True)

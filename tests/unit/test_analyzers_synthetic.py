@@ -285,6 +285,26 @@ def _pointwise(shapes: list[str]):
 BIG = "[[2048, 2048], [2048, 2048]]"
 
 
+def _cpu_autocast(flops: int, gemm_ns: int, casts: int = 2, meta: dict | None = None):
+    """Step 1 on CPU under bf16 autocast: a Linear's weight and bias cast (aten::to around
+    aten::_to_copy of fp32 tensors, 20 us each; the first ``casts`` of them), then its bf16
+    addmm of ``flops`` taking ``gemm_ns``."""
+    ops = []
+    for i, shape in enumerate(("[[256, 256]]", "[[256]]")[:casts]):
+        ops += [{"id": 1 + 2 * i, "step": 1, "name": "aten::to", "cat": "cpu_op", "thread": 1,
+                 "start_ns": (10 + i) * MS, "dur_ns": 20_000, "phase": "forward",
+                 "input_shapes": shape, "dtypes": '["float", "Scalar"]'},
+                {"id": 2 + 2 * i, "parent_id": 1 + 2 * i, "step": 1, "name": "aten::_to_copy",
+                 "cat": "cpu_op", "thread": 1, "start_ns": (10 + i) * MS, "dur_ns": 18_000,
+                 "phase": "forward", "input_shapes": shape, "dtypes": '["float", "Scalar"]'}]
+    ops.append({"id": 9, "step": 1, "name": "aten::addmm", "cat": "cpu_op", "thread": 1,
+                "start_ns": 12 * MS, "dur_ns": gemm_ns, "phase": "forward", "flops": flops,
+                "input_shapes": "[[256], [32, 256], [256, 256]]",
+                "dtypes": '["c10::BFloat16", "c10::BFloat16", "c10::BFloat16"]'})
+    return Run.from_tables(meta={**SCRIPT, **(meta or {})}, steps=steps([20, 20]),
+                           ops=table(*ops))
+
+
 # -- memory: checkpointing and batch size ----------------------------------------------------
 
 MIB = 1 << 20
@@ -377,6 +397,10 @@ CASES = [
     ("precision", "precision.fp32_matmul",
      lambda: _gpu_matmuls("float", "ampere_sgemm_128x64_nn"),
      lambda: _gpu_matmuls("c10::BFloat16", "ampere_bf16_s16816gemm_bf16_128x64_nn")),
+    # a small bf16 GEMM (4 MFLOP, priced 0.03 ms in fp32) taking 1 ms: autocast costs; the
+    # same casts around a 4.3 GFLOP one taking 7 ms (priced 25 ms in fp32): bf16 pays
+    ("cpu_autocast", "precision.cpu_autocast_slower", lambda: _cpu_autocast(4_194_304, MS),
+     lambda: _cpu_autocast(4_294_967_296, 7 * MS)),
     ("fusion", "fusion.hand_gelu", lambda: _pointwise([BIG, BIG, "[[2048, 2048]]"]),
      # the same ops on unrelated tensors: nothing feeds the next op, so no chain
      lambda: _pointwise([BIG, "[[512, 512], [512, 512]]", "[[64, 64]]"])),

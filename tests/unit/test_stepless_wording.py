@@ -120,7 +120,7 @@ RUN_ONLY_TABLES = ("dataloaders", "host_syncs", "anomalies")
 # The analyzers seen firing on an import without steps; every other one needs steps (a steps
 # table, or ops and comms inside steps) and is silent there. A change to this set means an
 # analyzer's reach changed: its wording without steps is then held by the test below.
-FIRE_WITHOUT_STEPS = {"attention", "data_parallel", "fragmentation", "fusion",
+FIRE_WITHOUT_STEPS = {"attention", "cpu_autocast", "data_parallel", "fragmentation", "fusion",
                       "fusion_optimizer", "gpu_idle", "input_pipeline", "precision",
                       "tensor_cores"}
 

@@ -1,0 +1,208 @@
+"""CPU autocast analyzer: bf16 autocast that makes a CPU training step slower than fp32.
+
+Example:
+    an MLP 64->256->256->10 at batch 32 on one thread of a Xeon with AMX took 0.89-0.92 ms a
+    step in fp32 and 1.08-1.12 ms under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+    Autocast casts every weight (and the activations going in) to bf16 each forward and the
+    gradients back to fp32 in backward; at these sizes the casts and oneDNN's bf16 call cost
+    (~18 us a GEMM) exceed what bf16 math saves. At large sizes bf16 on AMX wins 4-6x.
+
+Pattern (tables only: ``ops`` with shapes and dtypes, phases): the cast ops autocast inserts
+are ``aten::_to_copy`` of fp32 or bf16/fp16 tensors in forward and backward (with their
+``aten::to`` and ``ToCopyBackward0`` wrappers, taken as one cast: the wrappers go with it);
+the low-precision GEMMs are the matmul/convolution ops that carry FLOPs with a bf16/fp16 first
+input. Autocast ran when forward casts of fp32 tensors number at least half the forward
+low-precision GEMMs (it casts each weight once a forward; a model cast to bf16 as a whole
+casts only its input).
+
+Algorithm: the saving of turning autocast off is the casts plus the bf16 GEMMs less the same
+GEMMs in fp32, all priced at full speed from shapes and FLOPs
+(``metrics/ops/autocast_cost.py``; profiled casts and bf16 GEMMs are inflated, large ones
+several times over, so their profiled times are shown as evidence only), when positive; where
+bf16 pays (large GEMMs) there is none and ``skipped`` says so. A priced thread-CPU saving
+(``saving_clock: "thread_cpu"``) under ``MIN_PRICED_CPU_S`` (``metrics/noise_floor.py``) is
+kept unranked ("impact unknown; verify to measure"), and the registry's noise band holds the
+rest. A CPU without AVX512-BF16 or AMX (meta.json ``precision.cpu_bf16`` is ``none``) runs
+bf16 emulated: the title says so (and the bf16 prices, for AMX, are then a lower bound).
+
+GPU runs are skipped: the ``precision`` analyzer prices GPU autocast.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from dsprof.analyzers.frameworks import framework_fix
+from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
+from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
+from dsprof.metrics.ops.autocast_cost import (
+    PRICED_OPS,
+    bf16_seconds,
+    cast_seconds,
+    elements,
+    fp32_seconds,
+)
+from dsprof.metrics.ops.opbytes import dtypes_of
+
+LOW = ("c10::BFloat16", "c10::Half")
+CAST_OP = "aten::_to_copy"
+# What wraps one cast: aten::to calls _to_copy; in backward the autograd node of the cast
+_CAST_WRAPPERS = ("aten::to", "ToCopyBackward0",
+                  "autograd::engine::evaluate_function: ToCopyBackward0")
+MIN_CAST_SHARE = 0.5
+"""Forward casts of fp32 tensors per forward low-precision GEMM for autocast to count as on."""
+
+_PLAIN_FIX = (
+    "# plain PyTorch: run the forward in fp32 (delete the autocast block, or switch it off)\n"
+    "with torch.autocast(\"cpu\", dtype=torch.bfloat16, enabled=False):\n"
+    "    loss = loss_fn(model(x), y)")
+
+
+def _name_list(names: Any) -> str:
+    return ",".join(f"'{n}'" for n in sorted(names))
+
+
+class CpuAutocastAnalyzer(Analyzer):
+    name = "cpu_autocast"
+    requires = ("ops",)
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        if ctx.on_gpu:
+            return "a GPU run: the precision analyzer prices autocast on GPUs"
+        return None
+
+    def run(self, ctx: Context) -> list[Finding]:
+        self.no_finding_reason: str | None = None
+        steps = ("AND step IN (SELECT s.step FROM steps s WHERE s.profiled AND s.rank = o.rank)"
+                 if ctx.profiled_steps else "")
+        gemms = ctx.run.sql(
+            f"SELECT rank, id, name, phase, module, input_shapes, dtypes, dur_ns, flops "
+            f"FROM ops o WHERE flops > 0 AND name IN ({_name_list(PRICED_OPS)}) "
+            f"AND phase IN ('forward', 'backward') {steps}")
+        low = [g for g in gemms if (dtypes_of(g[6]) or [""])[0] in LOW]
+        if not low:
+            self.no_finding_reason = "no bf16/fp16 matmul or convolution ran"
+            return []
+        casts = self._casts(ctx, steps)
+        fwd_fp32_casts = sum(1 for c in casts if c["phase"] == "forward" and c["from"] == "float")
+        fwd_low = sum(1 for g in low if g[3] == "forward")
+        if fwd_fp32_casts < max(1.0, MIN_CAST_SHARE * fwd_low):
+            self.no_finding_reason = (
+                f"{fwd_low} forward bf16/fp16 matmul/conv ops but {fwd_fp32_casts} casts of fp32 "
+                "tensors in forward: the model itself runs in low precision, not under autocast")
+            return []
+        n = len(ctx.profiled_steps) or max(1, len({(r[0], r[1]) for r in ctx.run.sql(
+            f"SELECT DISTINCT rank, step FROM ops o WHERE phase = 'forward' {steps}")}))
+        # priced from shapes at full speed (autocast_cost.py: profiled casts and bf16 GEMMs
+        # are inflated, the large ones several times over); the profiled times are evidence
+        cast_s = sum(cast_seconds(c["phase"], elements(c["shape"])) for c in casts) / n
+        priced = [(g, bf16_seconds(g[2], int(g[8]), g[5]) or 0.0,
+                   fp32_seconds(g[2], int(g[8]), g[5]) or 0.0) for g in low]
+        low_s = sum(b for _, b, _ in priced) / n
+        fp32_s = sum(f for _, _, f in priced) / n
+        saving = cast_s + low_s - fp32_s
+        bf16_isa = (ctx.meta.get("precision") or {}).get("cpu_bf16")
+        if saving <= 0:
+            self.no_finding_reason = (
+                f"bf16 pays here: its matmul/conv ops, priced {low_s * 1e3:.3g} ms "
+                f"{ctx.per_step} in bf16, would take {fp32_s * 1e3:.3g} ms in fp32, more than "
+                f"the {cast_s * 1e3:.3g} ms of casts autocast adds")
+            return []
+        return [self._finding(ctx, n, casts, priced, cast_s, low_s, fp32_s, saving, bf16_isa)]
+
+    def _casts(self, ctx: Context, steps: str) -> list[dict[str, Any]]:
+        """Each cast of a floating tensor in forward or backward, as its outermost wrapper:
+        phase, module, the source dtype, its input shapes and profiled seconds."""
+        rows = ctx.run.sql(
+            f"SELECT rank, id, parent_id, name, phase, module, input_shapes, dtypes, dur_ns "
+            f"FROM ops o WHERE name IN ({_name_list((CAST_OP, *_CAST_WRAPPERS))}) "
+            f"AND phase IN ('forward', 'backward') {steps}")
+        by_key = {(r[0], r[1]): r for r in rows}
+        out = []
+        for r in rows:
+            if r[3] != CAST_OP:
+                continue
+            types = dtypes_of(r[7])
+            source = types[0] if types else ""
+            if source not in ("float", *LOW) or r[6] is None or r[6].startswith("[[]"):
+                continue  # a scalar (the optimizer's step counts) or an integer tensor
+            top = r
+            while top[2] is not None and (top[0], top[2]) in by_key \
+                    and by_key[(top[0], top[2])][3] in _CAST_WRAPPERS:
+                top = by_key[(top[0], top[2])]
+            out.append({"phase": r[4], "module": r[5] or top[5], "from": source,
+                        "shape": r[6], "dur_s": top[8] / 1e9, "rank": r[0], "id": top[1]})
+        return out
+
+    def _finding(self, ctx: Context, n: int, casts: list[dict[str, Any]],
+                 priced: list[tuple[Any, float, float]], cast_s: float, low_s: float, fp32_s: float,
+                 saving: float, bf16_isa: str | None) -> Finding:
+        w = ctx.words
+        ms = 1e3
+        by_module: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+        for c in casts:
+            slot = by_module[f"{c['module'] or '(outside modules)'}, {c['phase']}"]
+            slot[0] += 1
+            slot[1] += c["dur_s"]
+        top_casts = sorted(by_module.items(), key=lambda kv: -kv[1][1])[:2]
+        evidence = [Evidence(
+            text=f"{len(casts) / n:.0f} casts (aten::_to_copy fp32<->bf16) {w.per_step}: priced "
+                 f"{cast_s * ms:.3f} ms at full speed", value=cast_s)]
+        evidence += [Evidence(text=f"casts in {where}: {cnt / n:.0f} {w.per_step}, "
+                                   f"{dur / n * ms:.3f} ms profiled", module=where.split(",")[0],
+                              value=dur / n)
+                     for where, (cnt, dur) in top_casts]
+        gemm_groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(
+            lambda: [0.0, 0.0, 0.0, 0])
+        for g, b, p in priced:
+            slot = gemm_groups[(g[4] or "(outside modules)", g[2], g[3], g[5] or "")]
+            slot[0] += g[7] / 1e9
+            slot[1] += b
+            slot[2] += p
+            slot[3] = g[0]
+        for (module, op, phase, shapes), (t, b, p, rank) in sorted(
+                gemm_groups.items(), key=lambda kv: kv[1][2] - kv[1][1])[:3]:
+            evidence.append(Evidence(
+                text=f"{op} bf16 {shapes} in {module}, {phase}: priced {b / n * ms:.3f} ms "
+                     f"in bf16, {p / n * ms:.3f} ms in fp32 ({t / n * ms:.3f} ms profiled)",
+                rank=int(rank), module=module, value=(b - p) / n))
+        emulated = bf16_isa == "none"
+        step = ctx.run.facts.step.median_s  # the measured step (the mean holds outliers)
+        where = (" This CPU has neither AVX512-BF16 nor AMX: bf16 matmuls are emulated "
+                 "(converted to fp32 inside each kernel), so bf16 cannot pay on it at any size."
+                 if emulated else
+                 " bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
+                 "faster than fp32 on the calibration machine), so growing the batch or width "
+                 "is the other way out.")
+        title = (f"Turn bf16 autocast off: bf16 is emulated on this CPU and costs "
+                 f"{saving * ms:.3g} ms {w.a_step}" if emulated else
+                 f"Turn bf16 autocast off: its casts and small bf16 matmuls cost "
+                 f"{saving * ms:.3g} ms {w.a_step} more than fp32")
+        explanation = (
+            f"Autocast ran {len(casts) / n:.0f} casts {w.per_step} ({cast_s * ms:.3f} ms) around "
+            f"{len(priced) / n:.0f} bf16 matmul/conv ops ({low_s * ms:.3f} ms); in fp32 those "
+            f"ops take {fp32_s * ms:.3f} ms and need no casts (all priced at full speed from "
+            "shapes and FLOPs, per call and per element or FLOP as calibrated on a Xeon with "
+            "AMX: metrics/ops/autocast_cost.py)"
+            + (f", so the step would go from {step * ms:.3f} to about "
+               f"{(step - saving) * ms:.3f} ms." if step else ".") + where)
+        data: dict[str, Any] = {
+            "cast_s": cast_s, "casts_per_step": len(casts) / n, "bf16_gemm_s": low_s,
+            "fp32_priced_s": fp32_s, "cpu_bf16": bf16_isa, SAVING_CLOCK: THREAD_CPU,
+            "fp32_step_s": (step - saving) if step else None}
+        if saving < MIN_PRICED_CPU_S:
+            data["impact_unknown"] = "small priced saving on CPU"
+            explanation += (f" Impact unknown; verify to measure: a CPU saving priced under "
+                            f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked "
+                            "(metrics/noise_floor.py).")
+        fix = framework_fix(ctx, "autocast_off") + _PLAIN_FIX
+        return Finding(
+            analyzer=self.name, kind="precision.cpu_autocast_slower", key="cpu-bf16-autocast",
+            title=title, saving_s=saving, confidence="low", explanation=explanation,
+            evidence=tuple(evidence), fix=fix, apply={"DS_AUTOCAST": "off"},
+            verify=("dsprof verify {run} {id}" if ctx.target_command else
+                    "re-run the job with autocast off, import its trace, compare with dsprof "
+                    "diff"),
+            data=data)

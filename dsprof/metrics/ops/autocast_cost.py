@@ -1,0 +1,136 @@
+"""What CPU bf16 autocast costs and what fp32 would: casts, bf16 and fp32 matmuls/convs.
+
+Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` a run records its matmuls and
+convolutions in bf16 only. Turning autocast off removes its casts and runs those ops in fp32.
+All three are priced from shapes and FLOPs (the ``flops`` column), never from profiled op
+times: under the profiler a cast of a 1024x1024 weight took 0.75 ms forward and 1.05 ms
+backward against 0.23 ms unprofiled, and a run's casts and bf16 GEMMs summed to more than its
+whole full-speed step (``benchmarks/cpu_autocast.py`` printed the profiled figures over-predicting
+the change by 64-70 % at 32x64 and 32x256, and with the wrong sign at 32x1024). The costs are
+per call plus per element or FLOP, fitted on this project's machine (Intel Xeon with AMX and
+AVX512-BF16, one thread, torch 2.13, thread CPU time at full speed; the per-op figures:
+``benchmarks/cpu_autocast.py --calibrate``):
+
+- a cast (``aten::_to_copy`` fp32 <-> bf16): 8 us a call forward, 10 us backward, + 0.2 ns an
+  element (a 256x256 weight 11 us, 1024x1024 228-234 us). Alone a forward cast costs 2.5 us a
+  call; in training it also builds its autograd node, and the backward one runs in the
+  engine: the call costs are fitted to the end-to-end differences of the benchmark's small
+  MLPs (2.5 and 5 us under-priced them by 0.08-0.15 ms a step, 15 casts);
+- a bf16 ``addmm``/``mm``: 22 us a call (oneDNN's bf16 path; 32x256 @ 256x10 took 23 us, where
+  fp32 took 5) + FLOPs at 1.1 TFLOP/s + 0.13 ns per element of the second operand (its
+  packing: 32x1024 @ 1024x1024 took 200-215 us, 128x512 @ 512x512 98); under 64 kFLOP torch
+  keeps its own kernel (4x64 @ 64x10: 3.5 us), priced like fp32;
+- a bf16 convolution: 65 us a call + FLOPs at 300 GFLOP/s forward; 170 us + FLOPs at 430
+  GFLOP/s backward (4x3x16x16 -> 16: 72 us forward, 179 backward).
+
+And in fp32:
+
+- ``aten::addmm`` / ``aten::mm`` / ``aten::bmm`` (and ``linear``/``matmul`` when they are the op
+  carrying the FLOPs): 3 us a call + FLOPs at 170 GFLOP/s, or, when the weight is read faster
+  than it is multiplied (a narrow batch against a wide weight: 32x1024 @ 1024x1024 took
+  550-660 us, where the FLOPs alone say 400), the second operand's bytes at 7.5 GB/s;
+- forward convolution: 45 us a call (oneDNN's fp32 primitive set-up: a 4x3x16x16 conv with 16
+  3x3 filters takes 48-52 us) + FLOPs at 120 GFLOP/s;
+- ``convolution_backward``: 180 us a call + FLOPs at 115 GFLOP/s.
+
+bf16 on AMX pays only above a size: at 32x256 @ 256x256 fp32 took 22-24 us and bf16 27-30 us
+(oneDNN's bf16 path costs ~18 us a call), at 128x512 @ 512x512 fp32 took 342-389 us and bf16
+81-94 us. The fp32 figures move with the CPU's vector width and clock; on another CPU they
+are an estimate (the finding's confidence is low).
+"""
+
+from __future__ import annotations
+
+import json
+
+CAST_FWD_CALL_S = 8e-6
+CAST_BWD_CALL_S = 10e-6
+CAST_ELEMENT_S = 0.2e-9
+BF16_MATMUL_CALL_S = 22e-6
+BF16_MATMUL_FLOPS_PER_S = 1.1e12
+BF16_MATMUL_PACK_S = 0.13e-9  # per element of the second operand
+BF16_MATMUL_MIN_FLOPS = 65536  # below: torch's own kernel, priced as fp32
+BF16_CONV_CALL_S = 65e-6
+BF16_CONV_FLOPS_PER_S = 300e9
+BF16_CONV_BWD_CALL_S = 170e-6
+BF16_CONV_BWD_FLOPS_PER_S = 430e9
+MATMUL_CALL_S = 3e-6
+MATMUL_FLOPS_PER_S = 170e9
+MATMUL_WEIGHT_BYTES_PER_S = 7.5e9
+CONV_CALL_S = 45e-6
+CONV_FLOPS_PER_S = 120e9
+CONV_BWD_CALL_S = 180e-6
+CONV_BWD_FLOPS_PER_S = 115e9
+
+MATMUL_OPS = frozenset({"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm",
+                        "aten::linear", "aten::matmul", "aten::addbmm"})
+CONV_OPS = frozenset({"aten::convolution", "aten::_convolution", "aten::conv1d",
+                      "aten::conv2d", "aten::conv3d", "aten::mkldnn_convolution"})
+CONV_BWD_OPS = frozenset({"aten::convolution_backward"})
+PRICED_OPS = MATMUL_OPS | CONV_OPS | CONV_BWD_OPS
+
+
+def _second_operand_elements(name: str, input_shapes: str | None) -> int:
+    """Elements of the matmul's second operand (the weight of a linear layer), 0 if unknown."""
+    try:
+        shapes = json.loads(input_shapes) if input_shapes else []
+    except ValueError:
+        return 0
+    # addmm(bias, a, b), baddbmm(c, a, b): the operands follow the added term
+    at = 2 if name in ("aten::addmm", "aten::baddbmm", "aten::addbmm") else 1
+    if len(shapes) <= at or not isinstance(shapes[at], list):
+        return 0
+    n = 1
+    for d in shapes[at]:
+        if not isinstance(d, int):
+            return 0
+        n *= d
+    return n
+
+
+def elements(shape_json: str | None) -> int:
+    """Elements of an op's first input, 0 when unknown (or a scalar)."""
+    try:
+        shapes = json.loads(shape_json) if shape_json else []
+    except ValueError:
+        return 0
+    if not shapes or not isinstance(shapes[0], list) or not shapes[0]:
+        return 0
+    n = 1
+    for d in shapes[0]:
+        if not isinstance(d, int):
+            return 0
+        n *= d
+    return n
+
+
+def cast_seconds(phase: str, n_elements: int) -> float:
+    """Seconds one fp32 <-> bf16 cast of ``n_elements`` costs in ``phase``."""
+    call = CAST_BWD_CALL_S if phase == "backward" else CAST_FWD_CALL_S
+    return call + n_elements * CAST_ELEMENT_S
+
+
+def bf16_seconds(name: str, flops: int, input_shapes: str | None) -> float | None:
+    """Seconds the op takes in bf16 on one thread, or None for an op not priced here."""
+    if name in MATMUL_OPS:
+        if flops < BF16_MATMUL_MIN_FLOPS:
+            return fp32_seconds(name, flops, input_shapes)
+        return (BF16_MATMUL_CALL_S + flops / BF16_MATMUL_FLOPS_PER_S
+                + _second_operand_elements(name, input_shapes) * BF16_MATMUL_PACK_S)
+    if name in CONV_OPS:
+        return BF16_CONV_CALL_S + flops / BF16_CONV_FLOPS_PER_S
+    if name in CONV_BWD_OPS:
+        return BF16_CONV_BWD_CALL_S + flops / BF16_CONV_BWD_FLOPS_PER_S
+    return None
+
+
+def fp32_seconds(name: str, flops: int, input_shapes: str | None) -> float | None:
+    """Seconds the op would take in fp32 on one thread, or None for an op not priced here."""
+    if name in MATMUL_OPS:
+        weight_s = 4 * _second_operand_elements(name, input_shapes) / MATMUL_WEIGHT_BYTES_PER_S
+        return MATMUL_CALL_S + max(flops / MATMUL_FLOPS_PER_S, weight_s)
+    if name in CONV_OPS:
+        return CONV_CALL_S + flops / CONV_FLOPS_PER_S
+    if name in CONV_BWD_OPS:
+        return CONV_BWD_CALL_S + flops / CONV_BWD_FLOPS_PER_S
+    return None

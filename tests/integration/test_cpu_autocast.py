@@ -1,0 +1,193 @@
+"""bf16 autocast on CPU that makes training slower (issue 19): real runs of examples/autocast_mlp.py
+and of a Lightning ``precision="bf16-mixed"`` script under ``dsprof run``, and ``DS_AUTOCAST=off``,
+the knob that applies the finding's fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsprof.apply.autocast import AutocastKnob
+from tests.integration.helpers import dsprof, meta, write
+
+REPO = Path(__file__).resolve().parents[2]
+MLP = str(REPO / "examples" / "autocast_mlp.py")
+SCHEDULE = ("--wait", "1", "--warmup", "1", "--active", "2")
+KIND = "precision.cpu_autocast_slower"
+
+
+def profile(tmp_path: Path, name: str, *script: str, env: dict[str, str] | None = None
+            ) -> tuple[Path, dict]:
+    run = tmp_path / name
+    res = dsprof("run", "-q", "-o", str(run), *SCHEDULE, *script, env=env)
+    assert res.code == 0, res.stderr
+    return run, json.loads((run / "findings.json").read_text())
+
+
+def autocast_findings(found: dict) -> list[dict]:
+    return [f for f in found["findings"] if f["analyzer"] == "cpu_autocast"]
+
+
+def reason(found: dict) -> str:
+    return next(s["reason"] for s in found["skipped"] if s["analyzer"] == "cpu_autocast")
+
+
+def test_a_small_mlp_under_bf16_autocast_gets_the_finding_with_its_casts(tmp_path):
+    # GIVEN the MLP 64 -> 256 -> 256 -> 10 at batch 32 under bf16 autocast on CPU
+    _, found = profile(tmp_path, "bf16", MLP, "--steps", "12")
+    # THEN autocast is found to cost time, with the casts it adds as evidence
+    (f,) = autocast_findings(found)
+    assert f["kind"] == KIND and f["saving_s"] > 0
+    # 3 Linear layers: weight and bias cast in forward and their gradients back in backward,
+    # the input cast in, the logits' .float() and its gradient: 15 casts a step
+    assert f["data"]["casts_per_step"] == 15
+    assert "casts (aten::_to_copy fp32<->bf16)" in f["evidence"][0]["text"]
+    assert any("aten::addmm bf16" in e["text"] for e in f["evidence"])
+    # AND the fix is plain PyTorch's switch, applied by DS_AUTOCAST=off
+    assert "enabled=False" in f["fix"] and "Lightning" not in f["fix"]
+    assert f["apply"] == {"DS_AUTOCAST": "off"}
+    assert f["verify"].startswith("dsprof verify ")
+
+
+def test_the_same_mlp_in_fp32_gets_none(tmp_path):
+    _, found = profile(tmp_path, "fp32", MLP, "--steps", "12", "--fp32")
+    assert autocast_findings(found) == []
+    assert reason(found) == "no bf16/fp16 matmul or convolution ran"
+
+
+def test_large_matmuls_where_bf16_pays_get_none(tmp_path):
+    # GIVEN 256 x 1024 @ 1024 x 1024 matmuls: bf16 on AMX ran them 3-5x faster than fp32
+    _, found = profile(tmp_path, "large", MLP, "--steps", "8", "--batch", "256", "--width",
+                       "1024")
+    # THEN no finding, and the analyzer says why
+    assert autocast_findings(found) == []
+    assert reason(found).startswith("bf16 pays here")
+
+
+def test_the_knob_runs_cpu_autocast_regions_in_fp32():
+    linear = torch.nn.Linear(8, 8)
+    x = torch.randn(2, 8)
+    knob = AutocastKnob("off", "cpu")
+    knob.install()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = linear(x).dtype
+            enabled = torch.is_autocast_enabled("cpu")
+        with torch.cpu.amp.autocast(dtype=torch.bfloat16):  # the older spelling, a subclass
+            old_spelling = linear(x).dtype
+    finally:
+        knob.uninstall()
+    assert (inside, enabled, old_spelling) == (torch.float32, False, torch.float32)
+    assert knob.report() == {"dtype": "off", "disabled": 2}
+    # uninstalled: autocast is itself again
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert linear(x).dtype == torch.bfloat16
+
+
+def test_ds_autocast_off_makes_the_scripts_forward_fp32(tmp_path):
+    run = tmp_path / "off"
+    res = dsprof("run", "-o", str(run), *SCHEDULE, MLP, "--steps", "6", "--print-dtype",
+                 env={"DS_AUTOCAST": "off"})
+    assert res.code == 0, res.stderr
+    assert "forward dtype torch.float32" in res.stdout
+    assert meta(run)["knobs"]["DS_AUTOCAST"] == {"value": "off", "dtype": "off", "disabled": 6}
+    found = json.loads((run / "findings.json").read_text())
+    assert autocast_findings(found) == []
+
+
+LIGHTNING = """
+import sys, tempfile
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+import lightning as L
+
+class MLP(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                                 nn.Linear(256, 10))
+
+    def training_step(self, batch, _index):
+        x, y = batch
+        out = self.net(x)
+        if _index == 0:
+            print(f"forward dtype {out.dtype}")
+        return nn.functional.cross_entropy(out, y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+torch.manual_seed(0)
+loader = DataLoader(TensorDataset(torch.randn(32 * 12, 64), torch.randint(0, 10, (32 * 12,))),
+                    batch_size=32)
+with tempfile.TemporaryDirectory() as out:
+    trainer = L.Trainer(max_steps=12, accelerator="cpu", devices=1, precision="bf16-mixed",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=out)
+    trainer.fit(MLP(), loader)
+print("trained")
+"""
+
+
+@pytest.mark.slow
+def test_lightning_bf16_mixed_gets_lightnings_switch_and_the_knob_turns_it_off(tmp_path):
+    script = str(write(tmp_path / "lit.py", LIGHTNING))
+    # GIVEN a Lightning Trainer(precision="bf16-mixed") on a small MLP
+    run = tmp_path / "lit"
+    res = dsprof("run", "-o", str(run), *SCHEDULE, script)
+    assert res.code == 0, res.stderr
+    assert "forward dtype torch.bfloat16" in res.stdout
+    # THEN the finding opens with Lightning's own switch
+    (f,) = autocast_findings(json.loads((run / "findings.json").read_text()))
+    assert f["fix"].startswith('# Lightning: Trainer(..., precision="32-true")')
+    # AND DS_AUTOCAST=off disables the autocast Lightning enters around each training step
+    off = tmp_path / "lit_off"
+    res = dsprof("run", "-o", str(off), *SCHEDULE, script, env={"DS_AUTOCAST": "off"})
+    assert res.code == 0, res.stderr
+    assert "forward dtype torch.float32" in res.stdout
+    assert meta(off)["knobs"]["DS_AUTOCAST"]["disabled"] >= 12
+
+
+HF_TRAINER = """
+import sys, tempfile
+import torch
+sys.path.insert(0, {models!r})
+import transformers as tf
+from hf_trainer import BATCH, RandomTokens, build_model
+
+torch.manual_seed(0)
+model = build_model()
+seen = []
+model.transformer.h[0].mlp.c_fc.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+with tempfile.TemporaryDirectory() as out:
+    args = tf.TrainingArguments(output_dir=out, max_steps=8, per_device_train_batch_size=BATCH,
+                                learning_rate=1e-4, report_to=[], save_strategy="no",
+                                logging_strategy="no", use_cpu=True, disable_tqdm=True,
+                                dataloader_num_workers=0, seed=0, bf16=True)
+    tf.Trainer(model=model, args=args, train_dataset=RandomTokens(BATCH * 8)).train()
+print(f"forward dtype {{seen[-1]}}")
+"""
+
+
+@pytest.mark.slow
+def test_hf_trainer_bf16_gets_the_trainers_switch_and_the_knob_turns_it_off(tmp_path):
+    script = str(write(tmp_path / "hf.py", HF_TRAINER.format(
+        models=str(REPO / "tests" / "corpus" / "models"))))
+    # GIVEN the corpus's tiny GPT-2 under the HF Trainer with bf16=True on CPU
+    run = tmp_path / "hf"
+    res = dsprof("run", "-o", str(run), *SCHEDULE, script)
+    assert res.code == 0, res.stderr
+    assert "forward dtype torch.bfloat16" in res.stdout
+    # THEN the fix opens with the Trainer's own switch, and no Lightning line
+    (f,) = autocast_findings(json.loads((run / "findings.json").read_text()))
+    assert f["fix"].startswith("# Hugging Face Trainer: TrainingArguments(..., bf16=False)")
+    assert "Lightning" not in f["fix"]
+    # AND DS_AUTOCAST=off disables the autocast the Trainer (through accelerate) enters
+    res = dsprof("run", "-o", str(tmp_path / "hf_off"), *SCHEDULE, script,
+                 env={"DS_AUTOCAST": "off"})
+    assert res.code == 0, res.stderr
+    assert "forward dtype torch.float32" in res.stdout
