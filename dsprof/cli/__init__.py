@@ -32,9 +32,27 @@ class _Group(click.Group):
         except DsprofError as exc:
             raise _UserError(str(exc), exc.exit_code) from None
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("prog_name", "dsprof")
-        return super().main(*args, **kwargs)
+        # `summary RUN` / `gpu RUN` that `dsprof import` rendered already, and is current:
+        # printed before any command (rich, the renderers) is loaded (dsprof/reports/rendered.py,
+        # imported only for those two: it loads orjson, which --help does without)
+        argv = sys.argv[1:] if args is None else list(args)
+        text = None
+        if len(argv) == 2 and argv[0] in ("summary", "gpu"):
+            from dsprof.reports.rendered import current_text
+
+            text = current_text(argv)
+        if text is None:
+            return super().main(args, *rest, **kwargs)
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            sys.exit(1)  # as click does when the reader of a pipe has gone
+        if kwargs.get("standalone_mode", True) and not rest:
+            sys.exit(0)
+        return None
 
 
 # name -> (module, attribute, the start of its docstring, which ``dsprof --help`` lists). A
