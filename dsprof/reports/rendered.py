@@ -113,7 +113,7 @@ def save(run_arg: str, command: str, text: str, rendered_key: dict[str, Any]) ->
 
     try:
         atomic_write_bytes(rendered_path(run_arg, command),
-                           orjson.dumps({"key": rendered_key, "text": text}))
+                           orjson.dumps({"key": rendered_key, "text": text}), durable=False)
     except OSError:
         return False
     return True

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dsprof.reports import rendered
+from dsprof.reports import rendered, stored
 from tests.conftest import trace_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,3 +142,18 @@ def test_in_a_terminal_the_stored_text_is_what_the_renderer_writes(tmp_path):
     assert not rich_loaded and rich_rendering
     assert "\x1b[" in rendered_now
     assert stored_text == rendered_now
+
+
+def test_an_empty_cache_file_is_absent(tmp_path):
+    # GIVEN an imported run whose cache files are then emptied (what a crash may leave of a
+    # file written without fsync: they are written so, being caches)
+    run = _imported(tmp_path, COLUMNS="100")
+    expected = _unrendered(run, "summary")
+    for path in (rendered.rendered_path(run, "summary"),
+                 stored.report_path(run, "summary")):
+        path.write_bytes(b"")
+    # THEN neither is used, and the command computes and prints the same summary again
+    assert rendered.current_text(["summary", str(run)]) is None
+    assert stored.load_report(run, "summary", stored.summary_params()) is None
+    text, rich_loaded = _run("summary", str(run), COLUMNS="100")
+    assert rich_loaded and text == expected
