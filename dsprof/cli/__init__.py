@@ -39,7 +39,7 @@ class _Group(click.Group):
         # imported only for those two: it loads orjson, which --help does without)
         argv = sys.argv[1:] if args is None else list(args)
         text = None
-        if len(argv) == 2 and argv[0] in ("summary", "gpu"):
+        if len(argv) == 2 and argv[0] in ("summary", "gpu") and not rest:
             from dsprof.reports.rendered import current_text
 
             text = current_text(argv)
@@ -50,7 +50,7 @@ class _Group(click.Group):
             sys.stdout.flush()
         except BrokenPipeError:
             sys.exit(1)  # as click does when the reader of a pipe has gone
-        if kwargs.get("standalone_mode", True) and not rest:
+        if kwargs.get("standalone_mode", True):
             sys.exit(0)
         return None
 
