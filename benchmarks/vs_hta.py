@@ -111,7 +111,7 @@ def run_dsprof_cli(folder: Path, tree: Path = REPO,
     :func:`bytecode_cache`)."""
     tmp = Path(tempfile.mkdtemp(prefix="dsprof-vs-hta-e2e-"))
     env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "120"}
-    if pycache is not None:
+    if pycache is not None:  # (as benchmarks/_bytecode.py does for the other benchmarks)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(pycache)
     timings: dict[str, float] = {}
