@@ -25,6 +25,36 @@ class _UserError(click.ClickException):
         click.echo(f"dsprof: error: {clean(self.format_message())}", err=True)
 
 
+_ENTRY_POINT = False
+"""True while ``main`` runs as the process's own command line (arguments from ``sys.argv``,
+standalone): a test's ``main([...])`` or ``CliRunner`` is never ended by :func:`end_process`."""
+
+
+def end_process(status: int = 0) -> None:
+    """End the ``dsprof`` process now, as its normal exit would, less the interpreter's
+    teardown: atexit handlers run and the streams are flushed, then ``os._exit``. Freeing
+    every module and object of a process that loaded pyarrow, DuckDB and numpy cost
+    ``dsprof import`` 40-70 ms of CPU (12 alternating runs on hta_v100_1rank, median 0.903 ->
+    0.832 s). Returns without doing anything (the caller then returns as usual) unless this
+    is the process's command line and no other non-daemon thread is alive; for commands whose
+    work is all written and closed (``import``)."""
+    import threading
+
+    if not _ENTRY_POINT or any(t is not threading.main_thread() and not t.daemon
+                               for t in threading.enumerate()):
+        return
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - as at a normal exit, a closed stream is ignored
+            status = status or 120  # what Python exits with when flushing stdout fails
+    os._exit(status)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -33,7 +63,9 @@ class _Group(click.Group):
             raise _UserError(str(exc), exc.exit_code) from None
 
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        global _ENTRY_POINT
         kwargs.setdefault("prog_name", "dsprof")
+        _ENTRY_POINT = args is None and not rest and kwargs.get("standalone_mode", True)
         # `summary RUN` / `gpu RUN` that `dsprof import` rendered already, and is current:
         # printed before any command (rich, the renderers) is loaded (dsprof/reports/rendered.py,
         # imported only for those two: it loads orjson, which --help does without)

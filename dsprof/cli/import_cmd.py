@@ -59,6 +59,9 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
                   f"{len(results)} rank(s) into {esc(run.shown)}")
     console.print(f"next: [bold]dsprof summary {esc(run.shown)}[/]", soft_wrap=True)
     click.echo(str(run.shown))
+    from dsprof.cli import end_process
+
+    end_process(0)  # everything is written and closed: no teardown of pyarrow, DuckDB, numpy
 
 
 def _precompute(run_path: Path) -> bool:

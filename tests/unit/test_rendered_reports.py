@@ -157,3 +157,30 @@ def test_an_empty_cache_file_is_absent(tmp_path):
     assert stored.load_report(run, "summary", stored.summary_params()) is None
     text, rich_loaded = _run("summary", str(run), COLUMNS="100")
     assert rich_loaded and text == expected
+
+
+def test_import_ends_its_process_without_the_teardown(tmp_path):
+    # GIVEN `dsprof import` as the process's command line, with an atexit handler and an
+    # object that is freed only by the interpreter's teardown
+    run = tmp_path / "run"
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+            "class Probe:\n"
+            "    def __del__(self): print('teardown ran', flush=True)\n"
+            "probe = Probe()\n"
+            "sys.argv[0] = 'dsprof'\n"
+            "from dsprof.cli import main\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code, "import", "-o", str(run), "--no-progress",
+                          str(trace_dir("hta_sampled_2rank_nccl"))], capture_output=True,
+                         text=True, env=_env(), stdin=subprocess.DEVNULL, cwd=REPO, check=False)
+    # THEN it exits 0 with its output and its run complete, its atexit handlers run, and the
+    # teardown skipped
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [str(run), "atexit ran"]
+    assert "imported" in out.stderr
+    assert (run / "findings.json").is_file()
+    assert rendered.rendered_path(run, "summary").is_file()
+    # (the same command called by a test, not as the command line, returns as before: this
+    # test process is still here)
+    assert _run("summary", str(run))[0]
