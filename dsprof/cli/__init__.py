@@ -80,8 +80,12 @@ class _Group(click.Group):
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
-        except BrokenPipeError:
-            sys.exit(1)  # as click does when the reader of a pipe has gone
+        except BrokenPipeError:  # the reader of a pipe has gone: as click's main does
+            from click.utils import PacifyFlushWrapper
+
+            sys.stdout = PacifyFlushWrapper(sys.stdout)
+            sys.stderr = PacifyFlushWrapper(sys.stderr)
+            sys.exit(1)
         if kwargs.get("standalone_mode", True):
             sys.exit(0)
         return None
