@@ -55,6 +55,22 @@ def end_process(status: int = 0) -> None:
     os._exit(status)
 
 
+def collect_less() -> None:
+    """For a command that allocates a great many short-lived objects and few cycles
+    (``import``): the objects loaded so far (modules, classes, functions) are frozen, so the
+    cyclic collector stops scanning them, and its youngest generation is collected every
+    50,000 allocations instead of 700. The collector still runs, so cyclic garbage stays
+    bounded. 35 ms less CPU per ``dsprof import`` of hta_v100_1rank (10 alternating runs
+    each, median 0.788 -> 0.753 s). Only as the process's command line (:func:`end_process`):
+    a test's ``CliRunner`` keeps its own collector settings."""
+    if not _ENTRY_POINT:
+        return
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from dsprof.cli import collect_less, end_process
 from dsprof.ingest.heap import prefer_system_allocator
 from dsprof.ingest.importer import discover, import_traces
 from dsprof.render.safe_text import esc, make_console
@@ -31,6 +32,7 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
     directory that every other dsprof command accepts."""
     # before pyarrow loads: Parquet's writers then return what they free (dsprof.ingest.heap)
     prefer_system_allocator()
+    collect_less()
     settings = Settings.load(output=output)
     files = discover(list(paths))
     run_path = settings.output or new_run_path(settings.runs_dir, _name(paths[0]))
@@ -59,8 +61,6 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
                   f"{len(results)} rank(s) into {esc(run.shown)}")
     console.print(f"next: [bold]dsprof summary {esc(run.shown)}[/]", soft_wrap=True)
     click.echo(str(run.shown))
-    from dsprof.cli import end_process
-
     end_process(0)  # everything is written and closed: no teardown of pyarrow, DuckDB, numpy
 
 

@@ -6,6 +6,7 @@ changes the text (the terminal's width, a pipe for a terminal, findings.json) re
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import pty
 import select
@@ -16,7 +17,9 @@ import termios
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from dsprof.cli import main
 from dsprof.reports import rendered, stored
 from tests.conftest import trace_dir
 
@@ -163,8 +166,9 @@ def test_import_ends_its_process_without_the_teardown(tmp_path):
     # GIVEN `dsprof import` as the process's command line, with an atexit handler and an
     # object that is freed only by the interpreter's teardown
     run = tmp_path / "run"
-    code = ("import atexit, sys\n"
-            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+    code = ("import atexit, gc, sys\n"
+            "atexit.register(lambda: print('atexit ran', gc.get_threshold()[0],\n"
+            "                              gc.get_freeze_count() > 0, flush=True))\n"
             "class Probe:\n"
             "    def __del__(self): print('teardown ran', flush=True)\n"
             "probe = Probe()\n"
@@ -175,12 +179,16 @@ def test_import_ends_its_process_without_the_teardown(tmp_path):
                           str(trace_dir("hta_sampled_2rank_nccl"))], capture_output=True,
                          text=True, env=_env(), stdin=subprocess.DEVNULL, cwd=REPO, check=False)
     # THEN it exits 0 with its output and its run complete, its atexit handlers run, and the
-    # teardown skipped
+    # teardown skipped; its collector ran with the imports frozen and a 50,000 threshold
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == [str(run), "atexit ran"]
+    assert out.stdout.splitlines() == [str(run), "atexit ran 50000 True"]
     assert "imported" in out.stderr
     assert (run / "findings.json").is_file()
     assert rendered.rendered_path(run, "summary").is_file()
-    # (the same command called by a test, not as the command line, returns as before: this
-    # test process is still here)
-    assert _run("summary", str(run))[0]
+    # (the same command called by a test, not as the command line, returns as before and
+    # leaves the collector alone: this test process is still here, thresholds as they were)
+    before = gc.get_threshold(), gc.get_freeze_count()
+    res = CliRunner().invoke(main, ["import", "-o", str(tmp_path / "again"), "--no-progress",
+                                    str(trace_dir("hta_sampled_2rank_nccl"))])
+    assert res.exit_code == 0, res.output
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
