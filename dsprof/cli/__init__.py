@@ -60,8 +60,8 @@ def collect_less() -> None:
     (``import``): the objects loaded so far (modules, classes, functions) are frozen, so the
     cyclic collector stops scanning them, and its youngest generation is collected every
     50,000 allocations instead of 700. The collector still runs, so cyclic garbage stays
-    bounded. 35 ms less CPU per ``dsprof import`` of hta_v100_1rank (10 alternating runs
-    each, median 0.788 -> 0.753 s). Only as the process's command line (:func:`end_process`):
+    bounded. ~30 ms less CPU per ``dsprof import`` of hta_v100_1rank (10 alternating runs
+    each, median 0.767 -> 0.736 s). Only as the process's command line (:func:`end_process`):
     a test's ``CliRunner`` keeps its own collector settings."""
     if not _ENTRY_POINT:
         return
