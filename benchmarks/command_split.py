@@ -37,6 +37,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _bytecode import cached_bytecode_env  # benchmarks/: the script's own folder
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "traces"
 DEFAULT_TRACES = ("hta_sampled_2rank_nccl", "hta_a100_2rank_nccl_r0", "hta_v100_1rank")
@@ -103,7 +105,7 @@ def _cpu_of(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def split(trace: Path, repeat: int, tree: Path = REPO) -> dict[str, dict[str, float]]:
     """command -> stage -> least CPU seconds over ``repeat`` runs."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "120"}
+    env = cached_bytecode_env({**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "120"}, tree)
     best: dict[str, dict[str, float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="dsprof-split-"))
     try:

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _bytecode import cached_bytecode_env  # benchmarks/: the script's own folder
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "traces"
 # a folder of one job each; kineto_resnet50_v100_mem holds two unrelated runs: one of them
@@ -59,7 +61,8 @@ def replicate(trace: Path, ranks: int, folder: Path) -> Path:
 
 def _wall(argv: list[str], tree: Path | None) -> tuple[float, float]:
     """(wall seconds, CPU seconds: user + system of the process and its threads)."""
-    env = {**os.environ, "PYTHONPATH": str(tree) if tree else "", "COLUMNS": "120"}
+    env = cached_bytecode_env({**os.environ, "PYTHONPATH": str(tree) if tree else "",
+                               "COLUMNS": "120"}, tree)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     # run outside both trees: ``python -m`` puts the working directory first on sys.path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Any
 
 import click
 import orjson
@@ -35,8 +36,22 @@ def gpu_command(run_dir: str, as_json: bool, top: int, hta_rounding: bool) -> No
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2
                                       | orjson.OPT_SORT_KEYS).decode() + "\n")
         return
+    _render(run_dir, report, make_console(highlight=False), from_store is not None)
+
+
+def _render(run_dir: str, report: GpuReport, console: Any, from_store: bool) -> None:
     with stored.rendering(run_dir, "gpu") if from_store else contextlib.nullcontext():
-        render_gpu(report, make_console(highlight=False))
+        render_gpu(report, console)
+
+
+def render_stored(run_dir: str, console: Any) -> bool:
+    """Render ``dsprof gpu RUN_DIR`` (default options) from the stored report into
+    ``console``, as the command would; False when it is not stored."""
+    report = _stored(run_dir, stored.GPU_TOP, False)
+    if report is None:
+        return False
+    _render(run_dir, report, console, True)
+    return True
 
 
 def _stored(run_dir: str, top: int, hta_rounding: bool) -> GpuReport | None:

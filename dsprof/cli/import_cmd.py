@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from dsprof.cli import collect_less, end_process
 from dsprof.ingest.heap import prefer_system_allocator
 from dsprof.ingest.importer import discover, import_traces
 from dsprof.render.safe_text import esc, make_console
@@ -31,6 +32,7 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
     directory that every other dsprof command accepts."""
     # before pyarrow loads: Parquet's writers then return what they free (dsprof.ingest.heap)
     prefer_system_allocator()
+    collect_less()
     settings = Settings.load(output=output)
     files = discover(list(paths))
     run_path = settings.output or new_run_path(settings.runs_dir, _name(paths[0]))
@@ -52,18 +54,20 @@ def import_command(paths: tuple[Path, ...], output: Path | None, progress: bool 
             run, results = import_traces(list(paths), run_path, tick)
     else:
         run, results = import_traces(list(paths), run_path)
-    if analyze:
-        _precompute(run.path)
+    if analyze and _precompute(run.path):
+        _prerender(str(run.shown))
     events = sum(r.events for r in results)
     console.print(f"imported {events:,} events from {len(files)} file(s), "
                   f"{len(results)} rank(s) into {esc(run.shown)}")
     console.print(f"next: [bold]dsprof summary {esc(run.shown)}[/]", soft_wrap=True)
     click.echo(str(run.shown))
+    end_process(0)  # everything is written and closed: no teardown of pyarrow, DuckDB, numpy
 
 
-def _precompute(run_path: Path) -> None:
+def _precompute(run_path: Path) -> bool:
     """Findings and the default summary/gpu reports, computed here where the tables are fresh
-    (dsprof/reports/precompute.py): the commands typed next then only read files."""
+    (dsprof/reports/precompute.py): the commands typed next then only read files. Returns
+    whether they were stored."""
     from dsprof.log import logger
     from dsprof.reports.precompute import precompute
     from dsprof.run import load
@@ -78,6 +82,32 @@ def _precompute(run_path: Path) -> None:
         logger.warning("the run is imported, but analyzing it failed (%s: %s); "
                        "`dsprof analyze %s` runs the analyzers again",
                        type(exc).__name__, exc, run_path)
+        return False
+    return True
+
+
+def _prerender(run_arg: str) -> None:
+    """``dsprof summary RUN`` and ``dsprof gpu RUN`` rendered now, as those commands would
+    print them on this stdout (dsprof/reports/rendered.py): typed next, in the same terminal
+    or into the same kind of pipe, they print the text without loading their renderers."""
+    from dsprof.cli import gpu, summary
+    from dsprof.log import logger
+    from dsprof.reports import rendered
+
+    for command, render in (("summary", summary.render_stored), ("gpu", gpu.render_stored)):
+        key = rendered.key(command, run_arg)
+        if key is None:
+            return
+        console = make_console(highlight=False)
+        try:
+            with console.capture() as capture:
+                done = render(run_arg, console)
+        except Exception as exc:  # noqa: BLE001 - the command renders it when typed
+            logger.debug("%s of %s not pre-rendered (%s: %s)", command, run_arg,
+                         type(exc).__name__, exc)
+            continue
+        if done:
+            rendered.save(run_arg, command, capture.get(), key)
 
 
 def _name(path: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -21,12 +22,15 @@ from dsprof.render.summary import render_full
 from dsprof.reports import stored
 from dsprof.reports.summary_data import RunSummary
 
+FINDINGS_SHOWN = 5
+"""``--findings`` by default."""
+
 
 @click.command("summary")
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the same facts as one JSON document.")
 @click.option("--top", default=stored.SUMMARY_TOP, show_default=True, help="How many ops to list.")
-@click.option("--findings", "n_findings", default=5, show_default=True,
+@click.option("--findings", "n_findings", default=FINDINGS_SHOWN, show_default=True,
               help="How many findings to list (0: none).")
 def summary_command(run_dir: str, as_json: bool, top: int, n_findings: int) -> None:
     """What RUN spent its time and memory on: run facts, step time, time by phase, top ops,
@@ -43,11 +47,26 @@ def summary_command(run_dir: str, as_json: bool, top: int, n_findings: int) -> N
                                       | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode())
         sys.stdout.write("\n")
         return
-    console = make_console(highlight=False)
+    _render(run_dir, summary, findings, n_findings, make_console(highlight=False),
+            from_store is not None)
+
+
+def _render(run_dir: str, summary: RunSummary, findings: Analysis | None, n_findings: int,
+            console: Any, from_store: bool) -> None:
     with stored.rendering(run_dir, "summary") if from_store else contextlib.nullcontext():
         render_full(summary, console)
     if findings is not None:
         render_findings(findings, console, top=n_findings, detail=min(n_findings, 2))
+
+
+def render_stored(run_dir: str, console: Any) -> bool:
+    """Render ``dsprof summary RUN_DIR`` (default options) from the stored summary and
+    findings into ``console``, as the command would; False when they are not stored."""
+    from_store = _stored(run_dir, stored.SUMMARY_TOP, FINDINGS_SHOWN)
+    if from_store is None:
+        return False
+    _render(run_dir, *from_store, FINDINGS_SHOWN, console, True)
+    return True
 
 
 def _stored(run_dir: str, top: int, n_findings: int) -> tuple[RunSummary, Analysis | None] | None:

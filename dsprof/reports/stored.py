@@ -103,7 +103,7 @@ def save_report(run_path: str | os.PathLike[str], name: str, params: dict[str, A
     try:
         data = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         path.parent.mkdir(exist_ok=True)
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, durable=False)  # a cache (module docstring)
     except OSError:
         return False
     return True
