@@ -119,6 +119,10 @@ class StepCollector:
         # boundaries were handed to it (once: the order of an iteration's updates is fixed)
         self._other: weakref.ref[Any] | None = None
         self._handed_over = False
+        # the step in progress when the optimizer that steps last took the boundaries over:
+        # the steps before it were one first-optimizer step each, and it spans more than an
+        # iteration (ingest marks them all split_iteration)
+        self.handover_step: int | None = None
         self._hook: Any = None
         self._process = psutil.Process()
         # GradScaler, per step number: (loss scale after update, optimizer step skipped)
@@ -296,6 +300,7 @@ class StepCollector:
             other = self._other()
             if other is not None:
                 self._leader, self._handed_over = self._other, True
+                self.handover_step = len(self.boundaries_ns)
                 logger.debug("step collector: %s marks the step boundaries (it steps last)",
                              type(other).__name__)
                 return
@@ -386,6 +391,7 @@ class StepCollector:
             "forward_calls": self.forward_calls,
             "forward_modules": self.forward_modules,
             "decided_step": self.decided_step,
+            "handover_step": self.handover_step,
             "closure_steps": self.closures.closures,
             "start_ns": self.start_ns,
             "boundaries_ns": self.boundaries_ns,

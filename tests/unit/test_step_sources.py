@@ -274,3 +274,33 @@ def test_a_capture_capped_before_an_optimizer_took_over_is_step_0_again(tmp_path
     tl.finish(backward_steps=0)
     # THEN the saved capture is step 0, as the steps are numbered
     assert w.steps == [0] and _step_spans(tmp_path / w.file) == ["ProfilerStep#0"]
+
+
+def test_a_first_optimizer_that_steps_several_times_leaves_its_split_steps_out():
+    # GIVEN a WGAN-GP loop: the critic's optimizer steps 5 times, then the generator's once
+    steps = StepCollector(CPU, lambda step: None)
+    d_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    g_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(12):
+        for _ in range(5):
+            steps._optimizer_stepped(d_opt, (), {})
+        steps._optimizer_stepped(g_opt, (), {})
+    # THEN the first iteration was split at each critic step (steps 0-4), step 5 holds the
+    # rest of it and the second iteration, and the generator ends every step after that
+    assert steps.steps_done == 5 + 11 and steps.handover_step == 5
+    cols = steps_from_record(steps.record(), 0, {"settings": {}, "env": {}})
+    # AND none of those is a steady step: one critic step each is no iteration
+    assert cols["disturbed_by"][:6] == ["setup", "first_call"] + ["split_iteration"] * 4
+    assert cols["disturbed_by"][6:] == [None] * 10
+
+
+def test_a_gan_stepping_each_optimizer_once_loses_no_steady_step():
+    steps = StepCollector(CPU, lambda step: None)
+    d_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    g_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(6):
+        steps._optimizer_stepped(d_opt, (), {})
+        steps._optimizer_stepped(g_opt, (), {})
+    cols = steps_from_record(steps.record(), 0, {"settings": {}, "env": {}})
+    assert cols["disturbed_by"][:2] == ["setup", "first_call"]
+    assert cols["disturbed_by"][2:] == [None] * (steps.steps_done - 2)
