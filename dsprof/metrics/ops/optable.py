@@ -181,7 +181,7 @@ class OpTable:
     def backward_ops(self, ops: list[Op]) -> list[Op]:
         if self._backward_ops is None:
             self._backward_ops = self._backward_ops_by_seq()
-        return [b for op in ops if self._owns_backward(op)
+        return [b for op in ops if op.seq is not None and self._owns_backward(op)
                 for b in self._backward_ops.get((op.rank, op.seq), ())]
 
     def _owns_backward(self, op: Op) -> bool:
@@ -212,7 +212,7 @@ class OpTable:
 
     def backward_time(self, ops: list[Op]) -> float:
         return sum(self.backward_s.get((op.rank, op.seq), 0.0) for op in ops
-                   if self._owns_backward(op))
+                   if op.seq is not None and self._owns_backward(op))
 
     def op_overhead_s(self, pointwise: frozenset[str]) -> float:
         """Per-op fixed cost: the median time of top-level pointwise ops on at most 4096
