@@ -304,3 +304,35 @@ def test_a_gan_stepping_each_optimizer_once_loses_no_steady_step():
     cols = steps_from_record(steps.record(), 0, {"settings": {}, "env": {}})
     assert cols["disturbed_by"][:2] == ["setup", "first_call"]
     assert cols["disturbed_by"][2:] == [None] * (steps.steps_done - 2)
+
+
+def test_a_new_optimizer_takes_over_when_the_first_one_stops_stepping():
+    # GIVEN an LR range test whose optimizer the script keeps alive, then training with a new
+    # optimizer (OneCycleLR): the first one never steps again
+    steps = StepCollector(CPU, lambda step: None)
+    finder_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    train_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(47):
+        steps._optimizer_stepped(finder_opt, (), {})
+    for _ in range(60):
+        steps._optimizer_stepped(train_opt, (), {})
+    # THEN every training step is a step (none of the 60 was; they were read as a GAN's
+    # second optimizer waiting for the first to step again)
+    assert steps.steps_done == 47 + 60
+    assert len(steps.record()["boundaries_ns"]) == 107
+    assert finder_opt is not None  # alive to the end, as in the script
+
+
+def test_a_critic_that_steps_100_times_an_iteration_does_not_take_over():
+    # GIVEN the reference WGAN's first iterations: 100 critic steps per generator step
+    steps = StepCollector(CPU, lambda step: None)
+    d_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    g_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(4):
+        for _ in range(100):
+            steps._optimizer_stepped(d_opt, (), {})
+        steps._optimizer_stepped(g_opt, (), {})
+    # THEN after the first iteration (one step per critic step, before the order was known)
+    # the generator ends each step: the critic led before, so its long runs are iterations
+    assert steps.handover_step == 100
+    assert steps.steps_done == 100 + 3
