@@ -126,7 +126,9 @@ STEPS = Table(
                "setup (step 0), first_call (step 1: first calls, compiling), window (recorded "
                "by the profiler), warmup (the profiler's warm-up), trace_write (the step after "
                "a window, which writes its trace), capture (no optimizer: recorded by the "
-               "whole-run capture before backward() became the step source), debug_trace / "
+               "whole-run capture before backward() became the step source), split_iteration "
+               "(one step of the first optimizer each, before the optimizer that steps last "
+               "in an iteration marked the boundaries: a WGAN's first critic steps), debug_trace / "
                "anomaly_check (every step of a DS_LOG_LEVEL=DEBUG or --detect-anomaly run); "
                "null: a steady step"),
     ),

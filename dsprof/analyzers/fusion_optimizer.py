@@ -265,9 +265,12 @@ class OptimizerFusionAnalyzer(Analyzer):
                              end_ns=first[5] + first[4], op_ids=(first[2],), value=now),)
         impl = "foreach" if foreach else "per-parameter loop"
         if factor is not None and pbytes:
-            several = (f" ({n_optimizers} {cls} optimizers step {words.each_step}, e.g. a GAN's "
-                       "generator and discriminator: their updates are summed, and the fix "
-                       "fuses all of them)" if n_optimizers > 1 else "")
+            # calls, not optimizers: a WGAN's critic steps its one Adam 5 times an iteration
+            # ("6 Adam optimizers" for its 2 was wrong); the spans do not name the instance
+            several = (f" ({n_optimizers} {cls}.step calls {words.each_step}: several "
+                       "optimizers, e.g. a GAN's generator and discriminator, or one that "
+                       "steps more than once, e.g. a WGAN's critic; their updates are summed, "
+                       "and the fix fuses all of them)" if n_optimizers > 1 else "")
             head = (f"{cls}.step runs the {impl} implementation: {n_ops:.0f} ops taking "
                     f"{now * 1e3:.3f} ms {words.per_step} at full speed (the profiler's cost "
                     f"per recorded op taken out){several}.")

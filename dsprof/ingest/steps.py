@@ -107,7 +107,8 @@ def steps_from_record(rec: dict[str, Any], rank: int,
         "disturbed_by": disturbed_reasons(n, rec.get("windows", []),
                                        (meta or {}).get("settings") or {},
                                        (meta or {}).get("env") or {},
-                                       rec.get("decided_step")),
+                                       rec.get("decided_step"),
+                                       rec.get("handover_step")),
     }
 
 

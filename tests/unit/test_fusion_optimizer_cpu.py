@@ -168,7 +168,7 @@ def test_two_optimizers_of_one_class_in_a_step_are_summed_each_with_its_own_para
     assert f.data["param_tensors"] == 5
     assert f.data["param_bytes"] == 4 * (3072 + 64 + 16384 + 64 + 64)
     assert f.data["ops_per_step"] == 5 * 8
-    assert "2 Adam optimizers" in f.explanation
+    assert "2 Adam.step calls" in f.explanation
 
 
 def test_an_optimizer_the_cpu_prices_were_not_measured_for_is_found_but_not_ranked():

@@ -56,3 +56,44 @@ def test_steps_at_the_same_stride_that_only_waited_stay_noise(tmp_path):
         (f,) = analyze(run, only=("step_outliers",), write=False).findings
     # THEN the stride alone does not make them the script's work: off the CPU, noise
     assert f.kind == "steps.noise" and "off the CPU" in f.title and f.saving_s == 0
+
+
+# A PPO-style loop under load (tests: /tmp sweep of 4 Dec): 96 minibatch updates of ~1.5 ms; each
+# rollout (256 environment steps, each a forward under no_grad) lands in the first update of
+# every 16 and takes ~95 ms, almost all of it computing; between them 15 updates waited ~4 ms
+# for a core. The rollouts are 5 of 20 outliers but nearly all of their excess.
+ROLLOUT = {16: 94.6, 32: 81.8, 48: 143.4, 64: 63.8, 80: 128.4}
+WAITED = (3, 5, 19, 21, 23, 27, 34, 37, 39, 42, 44, 82, 84, 87, 89)
+
+
+def _ppo_steps() -> tuple[list[float], list[float]]:
+    durs = [1360.0, 630.0] + [ROLLOUT.get(s, 5.8 if s in WAITED else 1.5) for s in range(2, 96)]
+    cpu = [1300.0, 600.0] + [ROLLOUT[s] - 5.0 if s in ROLLOUT else 1.5 for s in range(2, 96)]
+    return durs, cpu
+
+
+def test_long_periodic_work_among_many_small_waits_is_periodic(tmp_path):
+    # GIVEN a few long rollouts at a stride of 16 and three times as many short waits
+    durs, cpu = _ppo_steps()
+    with load(make_run(tmp_path / "r", durs, cpu_ms=cpu)) as run:
+        (f,) = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN the rollouts are the script's periodic work (they were "noise on this machine")
+    assert f.kind == "steps.periodic", f.title
+    assert f.data["period"] == 16 and f.saving_s == 0
+    assert "off the CPU" not in f.title
+    # AND the cost in the title is the rollouts' own excess, not the waits' as well
+    med = 1.5
+    own = sum(d - med for d in ROLLOUT.values()) / (len(durs) - 7)  # 7 disturbed steps
+    assert f"{own:.3g} ms" in f.title, f.title
+
+
+def test_the_stride_is_weighed_by_excess_only_when_it_is_given():
+    slow = sorted([*ROLLOUT, *WAITED])
+    steady = set(range(2, 6)) | set(range(11, 96))
+    # by count alone 5 of 20 outliers are no pattern; by their excess they are
+    assert _period(slow, 2, 95, present=steady) is None
+    excess = {s: ROLLOUT.get(s, 5.8) - 1.5 for s in slow}
+    assert _period(slow, 2, 95, present=steady, excess=excess) == (16, 0)
+    # AND short waits at a stride do not become a pattern by excess: most excess is elsewhere
+    excess_flat = {s: 4.3 for s in slow}
+    assert _period(slow, 2, 95, present=steady, excess=excess_flat) is None

@@ -274,3 +274,65 @@ def test_a_capture_capped_before_an_optimizer_took_over_is_step_0_again(tmp_path
     tl.finish(backward_steps=0)
     # THEN the saved capture is step 0, as the steps are numbered
     assert w.steps == [0] and _step_spans(tmp_path / w.file) == ["ProfilerStep#0"]
+
+
+def test_a_first_optimizer_that_steps_several_times_leaves_its_split_steps_out():
+    # GIVEN a WGAN-GP loop: the critic's optimizer steps 5 times, then the generator's once
+    steps = StepCollector(CPU, lambda step: None)
+    d_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    g_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(12):
+        for _ in range(5):
+            steps._optimizer_stepped(d_opt, (), {})
+        steps._optimizer_stepped(g_opt, (), {})
+    # THEN the first iteration was split at each critic step (steps 0-4), step 5 holds the
+    # rest of it and the second iteration, and the generator ends every step after that
+    assert steps.steps_done == 5 + 11 and steps.handover_step == 5
+    cols = steps_from_record(steps.record(), 0, {"settings": {}, "env": {}})
+    # AND none of those is a steady step: one critic step each is no iteration
+    assert cols["disturbed_by"][:6] == ["setup", "first_call"] + ["split_iteration"] * 4
+    assert cols["disturbed_by"][6:] == [None] * 10
+
+
+def test_a_gan_stepping_each_optimizer_once_loses_no_steady_step():
+    steps = StepCollector(CPU, lambda step: None)
+    d_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    g_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(6):
+        steps._optimizer_stepped(d_opt, (), {})
+        steps._optimizer_stepped(g_opt, (), {})
+    cols = steps_from_record(steps.record(), 0, {"settings": {}, "env": {}})
+    assert cols["disturbed_by"][:2] == ["setup", "first_call"]
+    assert cols["disturbed_by"][2:] == [None] * (steps.steps_done - 2)
+
+
+def test_a_new_optimizer_takes_over_when_the_first_one_stops_stepping():
+    # GIVEN an LR range test whose optimizer the script keeps alive, then training with a new
+    # optimizer (OneCycleLR): the first one never steps again
+    steps = StepCollector(CPU, lambda step: None)
+    finder_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    train_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(47):
+        steps._optimizer_stepped(finder_opt, (), {})
+    for _ in range(60):
+        steps._optimizer_stepped(train_opt, (), {})
+    # THEN every training step is a step (none of the 60 was; they were read as a GAN's
+    # second optimizer waiting for the first to step again)
+    assert steps.steps_done == 47 + 60
+    assert len(steps.record()["boundaries_ns"]) == 107
+    assert finder_opt is not None  # alive to the end, as in the script
+
+
+def test_a_critic_that_steps_100_times_an_iteration_does_not_take_over():
+    # GIVEN the reference WGAN's first iterations: 100 critic steps per generator step
+    steps = StepCollector(CPU, lambda step: None)
+    d_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    g_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for _ in range(4):
+        for _ in range(100):
+            steps._optimizer_stepped(d_opt, (), {})
+        steps._optimizer_stepped(g_opt, (), {})
+    # THEN after the first iteration (one step per critic step, before the order was known)
+    # the generator ends each step: the critic led before, so its long runs are iterations
+    assert steps.handover_step == 100
+    assert steps.steps_done == 100 + 3

@@ -9,7 +9,11 @@ side of a GPU op is launch overhead, which the device hides while it is busy).
 
 The backward cost of a forward op is the ``autograd::engine::evaluate_function`` node with the
 same autograd ``seq`` number: the ops its backward runs, less any forward that activation
-checkpointing re-ran inside it (:mod:`recompute`).
+checkpointing re-ran inside it (:mod:`recompute`). The profiler gives every op the sequence
+number autograd will give its *next* node, so the ops that create none (on tensors that need
+no gradient: a SimCLR augmentation's mul/add/mul/clamp before the encoder) carry the number of
+the next op that does: only the last top-level forward op with a number owns its backward
+(:meth:`OpTable._owns_backward`; the augmentation was charged the first conv's 3 ms backward).
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ class OpTable:
         self._device_time: dict[tuple[int, int], float] = (
             self._kernel_time_by_op() if self.device else {})
         self.sequences = self._forward_sequences()
+        # (rank, seq) -> the last top-level forward op that carried it: the node's creator
+        self._seq_owner = {(op.rank, op.seq): op.id for ops in self.sequences
+                           for op in ops if op.seq is not None}
         self.recompute = find_recompute(ctx.run, self.steps_filter)
         self.backward_s = self._backward_by_seq()
         self._backward_ops: dict[tuple[int, int], list[Op]] | None = None
@@ -174,8 +181,13 @@ class OpTable:
     def backward_ops(self, ops: list[Op]) -> list[Op]:
         if self._backward_ops is None:
             self._backward_ops = self._backward_ops_by_seq()
-        return [b for op in ops if op.seq is not None
+        return [b for op in ops if op.seq is not None and self._owns_backward(op)
                 for b in self._backward_ops.get((op.rank, op.seq), ())]
+
+    def _owns_backward(self, op: Op) -> bool:
+        """Whether the backward node with ``op``'s seq is ``op``'s: an op that created no node
+        shares its number with the next op that did (see the module's docstring)."""
+        return op.seq is not None and self._seq_owner.get((op.rank, op.seq)) == op.id
 
     def _backward_by_seq(self) -> dict[tuple[int, int], float]:
         """Each backward node's time, less the forward it re-ran for activation checkpointing
@@ -199,7 +211,8 @@ class OpTable:
         return out
 
     def backward_time(self, ops: list[Op]) -> float:
-        return sum(self.backward_s.get((op.rank, op.seq), 0.0) for op in ops if op.seq is not None)
+        return sum(self.backward_s.get((op.rank, op.seq), 0.0) for op in ops
+                   if op.seq is not None and self._owns_backward(op))
 
     def op_overhead_s(self, pointwise: frozenset[str]) -> float:
         """Per-op fixed cost: the median time of top-level pointwise ops on at most 4096
