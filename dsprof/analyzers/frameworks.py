@@ -15,6 +15,8 @@ from dsprof.analyzers.registry import Context
 
 _HF_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForSequenceClassification", "ForMaskedLM",
                 "PreTrainedModel", "ForConditionalGeneration", "ForTokenClassification")
+# Classes that wrap a transformers model and end like one (PEFT's PeftModelForCausalLM, ...)
+_WRAPPERS = ("Peft",)
 
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
@@ -121,9 +123,26 @@ def hf_activation(ctx: Context, modules: list[str]) -> HfActivation | None:
     if len(values) != 1 or None in values:
         return None
     (value,) = values
-    root = modules[0].split(".", 1)[0]
-    key = next((k for prefix, k in _HF_ACT_KEYS if root.startswith(prefix)), "hidden_act")
-    return HfActivation(root, key, str(value), ", ".join(sorted(types)))
+    model = _hf_model_class(ctx, modules[0])
+    key = next((k for prefix, k in _HF_ACT_KEYS if model.startswith(prefix)), "hidden_act")
+    return HfActivation(model, key, str(value), ", ".join(sorted(types)))
+
+
+def _hf_model_class(ctx: Context, module: str) -> str:
+    """The transformers model class that holds ``module``: its outermost ancestor whose class
+    is a transformers model. A wrapper (PEFT's ``PeftModelForCausalLM`` around a
+    ``GPT2LMHeadModel``) names the paths, but the config key and ``from_pretrained`` are the
+    wrapped model's. The root's name where no ancestor's class says (imported traces)."""
+    parts = module.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts))]
+    types = dict(ctx.run.sql(
+        "SELECT name, any_value(type) FROM modules WHERE name IN (SELECT unnest(?::VARCHAR[])) "
+        "GROUP BY name", [prefixes]))
+    for name in prefixes:
+        cls = str(types.get(name) or "")
+        if cls.endswith(_HF_SUFFIXES) and not cls.startswith(_WRAPPERS):
+            return cls
+    return parts[0]
 
 
 def hf_activation_fix(hf: HfActivation) -> str:

@@ -87,3 +87,29 @@ def test_a_gelu_module_that_is_not_transformers_gets_no_config_switch():
     run = Run.from_tables(meta=SCRIPT, modules=table(
         {"rank": 0, "name": "MLP.act", "type": "MyGELU", "depth": 1}))
     assert hf_activation(SimpleNamespace(run=run), ["MLP.act"]) is None
+
+
+def test_a_peft_wrapped_models_gelu_gets_the_wrapped_models_config_key():
+    from types import SimpleNamespace
+
+    from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    # GIVEN a GPT-2 wrapped by PEFT's get_peft_model: the paths start at the wrapper's class
+    root = "PeftModelForCausalLM"
+    path = f"{root}.base_model.model.transformer.h.0.mlp.act"
+    run = Run.from_tables(meta=SCRIPT, modules=table(
+        {"rank": 0, "name": root, "type": root, "depth": 0},
+        {"rank": 0, "name": f"{root}.base_model", "type": "LoraModel", "depth": 1},
+        {"rank": 0, "name": f"{root}.base_model.model", "type": "GPT2LMHeadModel", "depth": 2},
+        {"rank": 0, "name": f"{root}.base_model.model.transformer", "type": "GPT2Model",
+         "depth": 3},
+        {"rank": 0, "name": path, "type": "NewGELUActivation", "depth": 7}))
+    # WHEN its hand-written GELU gets the model's own switch
+    hf = hf_activation(SimpleNamespace(run=run), [path])
+    # THEN the key is GPT-2's (hidden_act does not exist on GPT2Config: setting it changes
+    # nothing) and from_pretrained is the wrapped model's (PeftModel's loads adapters)
+    assert hf is not None and hf.key == "activation_function"
+    fix = hf_activation_fix(hf)
+    assert "GPT2LMHeadModel.from_pretrained(" in fix and "Peft" not in fix

@@ -49,7 +49,7 @@ class Op:
     time_s: float
     module: str | None
     io: OpIO | None
-    seq: int | None
+    seq: int | None  # the autograd node this op created (None: none, or not recorded)
     dtypes: str | None
 
     @property
@@ -145,8 +145,20 @@ class OpTable:
             WHERE o.cat = 'cpu_op' AND o.phase = 'forward'
               AND (p.cat IS NULL OR p.cat <> 'cpu_op') {self.steps_filter}
             ORDER BY o.rank, o.thread, o.step, o.start_ns, o.id""")
+        # An op records the autograd sequence number it found, and only an op that creates a
+        # node takes it (the counter moves on then): the ops before it that created none
+        # (``labels.ne(-100).sum()``, a ``.to()``, under grad mode) carry the same number. The
+        # node, and the backward time found under its number, is the last such op's.
+        owner: dict[tuple[int, int], tuple[int, int]] = {}
+        for rank, _, _, op_id, _, start, _, _, _, _, seq in rows:
+            if seq is not None:
+                key = (int(rank), int(seq))
+                owner[key] = max(owner.get(key, (int(start), int(op_id))),
+                                 (int(start), int(op_id)))
         seqs: dict[tuple[int, int, int | None], list[Op]] = {}
         for rank, thread, step, op_id, name, start, dur, module, shapes, dtypes, seq in rows:
+            if seq is not None and owner[(int(rank), int(seq))][1] != int(op_id):
+                seq = None  # created no autograd node: no backward is this op's
             op = Op(int(rank), step, int(op_id), name, int(start), int(start) + int(dur),
                     self.time_of(rank, op_id, dur), module, self._io(shapes, dtypes), seq, dtypes)
             seqs.setdefault((rank, thread, step), []).append(op)
