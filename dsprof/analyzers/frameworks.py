@@ -18,11 +18,19 @@ _HF_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForSequenceClassification", "ForM
 # Classes that wrap a transformers model and end like one (PEFT's PeftModelForCausalLM, ...)
 _WRAPPERS = ("Peft",)
 
+# meta.json frameworks marker (collectors/process_facts.py, read as data here): the script's
+# transformers names checkpointing activation_checkpointing; gradient_checkpointing warns there
+_NEW_CHECKPOINTING = "transformers.activation_checkpointing"
+
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
     ("transformers", "checkpointing"): (
         "# Hugging Face: TrainingArguments(..., gradient_checkpointing=True), or\n"
         "# model.gradient_checkpointing_enable() (checkpoints every decoder layer)"),
+    # the script's transformers has the new names (the old ones warn there): instead of the above
+    (_NEW_CHECKPOINTING, "checkpointing"): (
+        "# Hugging Face: TrainingArguments(..., activation_checkpointing=True), or\n"
+        "# model.activation_checkpointing_enable() (checkpoints every decoder layer)"),
     ("transformers", "precision"): "# Hugging Face: TrainingArguments(..., bf16=True)",
     ("transformers", "dataloader"): (
         "# Hugging Face: TrainingArguments(..., dataloader_num_workers=N, "
@@ -81,6 +89,8 @@ def framework_fix(ctx: Context, area: str) -> str:
     dataloader), as
     comment lines ending in a newline, or ""."""
     used = frameworks(ctx)
+    if area == "checkpointing" and _NEW_CHECKPOINTING in used:
+        used.discard("transformers")  # the new names' switch replaces the deprecated one
     lines = [text for (fw, a), text in _SWITCHES.items() if a == area and fw in used]
     return "".join(t + "\n" for t in lines)
 

@@ -113,3 +113,40 @@ def test_a_peft_wrapped_models_gelu_gets_the_wrapped_models_config_key():
     assert hf is not None and hf.key == "activation_function"
     fix = hf_activation_fix(hf)
     assert "GPT2LMHeadModel.from_pretrained(" in fix and "Peft" not in fix
+
+
+def test_a_transformers_with_activation_checkpointing_gets_that_switch_not_the_deprecated_one(
+        tmp_path):
+    # GIVEN a run whose transformers names checkpointing activation_checkpointing (the marker
+    # the session records), its Trainer imported
+    names = ["transformers", "transformers.trainer", "transformers.activation_checkpointing"]
+    with load(_with_frameworks(tmp_path / "hf5", names)) as run:
+        fix = framework_fix(Context(run), "checkpointing")
+        # THEN the fix names the switch it accepts (gradient_checkpointing warns there)
+        assert "activation_checkpointing=True" in fix
+        assert "activation_checkpointing_enable()" in fix
+        assert "gradient_checkpointing" not in fix
+        # AND the other switches are unchanged
+        assert "bf16=True" in framework_fix(Context(run), "precision")
+
+
+@pytest.mark.parametrize("imports", [
+    "from transformers import TrainingArguments",
+    "from transformers import GPT2Config, GPT2LMHeadModel",
+])
+def test_the_session_records_whether_the_scripts_transformers_has_activation_checkpointing(
+        imports):
+    import subprocess
+    import sys
+
+    transformers = pytest.importorskip("transformers")
+    # GIVEN this environment's transformers (does it have the new name?)
+    expected = hasattr(transformers.PreTrainedModel, "activation_checkpointing_enable")
+    # WHEN a process that imported its Trainer's arguments or only a model lists frameworks
+    code = (f"{imports}\nfrom dsprof.collectors.process_facts import frameworks_loaded\n"
+            "print(frameworks_loaded())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    # THEN the marker is there exactly when that transformers has activation_checkpointing
+    assert "'transformers'" in out
+    assert ("transformers.activation_checkpointing" in out) == expected
