@@ -162,3 +162,22 @@ def hf_activation_fix(hf: HfActivation) -> str:
             "is built:\n"
             f'config.{hf.key} = "{hf.value}"\n'
             f'# or: {hf.model}.from_pretrained(name, {hf.key}="{hf.value}")')
+
+
+def hf_library_module(ctx: Context, modules: list[str]) -> str | None:
+    """The class of ``modules`` when they are transformers' own code: each sits inside a
+    transformers model and its class carries that model's family name (``LlamaRMSNorm`` in a
+    ``LlamaForCausalLM``, ``T5LayerNorm`` in a ``T5ForConditionalGeneration``). A fix that
+    edits their forward edits the library; the user's switch is elsewhere. Else None."""
+    if not modules or not ctx.run.has("modules"):
+        return None
+    found = set()
+    for module in modules:
+        model = _hf_model_class(ctx, module)
+        family = next((model[:-len(s)] for s in _HF_SUFFIXES if model.endswith(s)), "")
+        rows = ctx.run.sql("SELECT any_value(type) FROM modules WHERE name = ?", [module])
+        cls = str(rows[0][0] or "") if rows else ""
+        if not family or not cls.startswith(family):
+            return None
+        found.add(cls)
+    return ", ".join(sorted(found))

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix
+from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix, hf_library_module
 from dsprof.analyzers.fusion_fixes import (
     COMPILED_CALL_S,
     CPU_COMPUTE_BOUND_KINDS,
@@ -218,6 +218,11 @@ class FusionAnalyzer(Analyzer):
             title = (f'Use the activation "{hf.value}" in the model config: {hf.classes} in '
                      f"{where} is a hand-written GELU")
             fix = hf_activation_fix(hf)
+        library_class = hf_library_module(ctx, modules) if kind == "fusion.hand_norm" else None
+        if library_class:  # the nn.RMSNorm line edits transformers' code: say so first
+            fix = (f"# Hugging Face: {library_class} is transformers' code, not the script's: "
+                   "compile it\n# (the .compile() line) rather than edit the library "
+                   "to call the torch.nn norm\n" + fix)
         time_word = "device" if table.device else "host"
         # the fix compiles the module on a CPU: measured slower than eager there (see below)
         compile_on_cpu = not table.device and not (whole and library_op(kind, names))

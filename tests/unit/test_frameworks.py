@@ -150,3 +150,29 @@ def test_the_session_records_whether_the_scripts_transformers_has_activation_che
     # THEN the marker is there exactly when that transformers has activation_checkpointing
     assert "'transformers'" in out
     assert ("transformers.activation_checkpointing" in out) == expected
+
+
+@pytest.mark.parametrize(("model", "norm", "expected"), [
+    ("LlamaForCausalLM", "LlamaRMSNorm", "LlamaRMSNorm"),
+    ("T5ForConditionalGeneration", "T5LayerNorm", "T5LayerNorm"),
+    ("Net", "RMSNorm2", None),  # the script's own model: its norm is the script's code
+    ("LlamaForCausalLM", "MyRMSNorm", None),  # a module the script put into a Llama
+])
+def test_a_norm_is_transformers_code_only_inside_its_own_model_family(model, norm, expected):
+    from types import SimpleNamespace
+
+    from dsprof.analyzers.frameworks import hf_library_module
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    # GIVEN a norm module (a hand-written RMSNorm was found in it), under PEFT's wrapper
+    root = "PeftModelForCausalLM"
+    path = f"{root}.base_model.model.model.norm"
+    run = Run.from_tables(meta=SCRIPT, modules=table(
+        {"rank": 0, "name": root, "type": root, "depth": 0},
+        {"rank": 0, "name": f"{root}.base_model", "type": "LoraModel", "depth": 1},
+        {"rank": 0, "name": f"{root}.base_model.model", "type": model, "depth": 2},
+        {"rank": 0, "name": path, "type": norm, "depth": 4}))
+    # WHEN asked whether it is transformers' own code
+    # THEN only a class of the model's family inside a transformers model is
+    assert hf_library_module(SimpleNamespace(run=run), [path]) == expected
