@@ -58,8 +58,12 @@ def frameworks_loaded() -> list[str]:
 def _has_activation_checkpointing() -> bool:
     """Whether the transformers the script imported has the activation_checkpointing names:
     read from the classes it loaded (transformers imports lazily: only those in sys.modules)."""
-    args = getattr(sys.modules.get("transformers.training_args"), "TrainingArguments", None)
-    if args is not None:
-        return "activation_checkpointing" in (getattr(args, "__dataclass_fields__", None) or {})
-    model = getattr(sys.modules.get("transformers.modeling_utils"), "PreTrainedModel", None)
-    return model is not None and hasattr(model, "activation_checkpointing_enable")
+    try:
+        args = getattr(sys.modules.get("transformers.training_args"), "TrainingArguments", None)
+        if args is not None:
+            return "activation_checkpointing" in (getattr(args, "__dataclass_fields__", None)
+                                                  or {})
+        model = getattr(sys.modules.get("transformers.modeling_utils"), "PreTrainedModel", None)
+        return model is not None and hasattr(model, "activation_checkpointing_enable")
+    except Exception:  # noqa: BLE001 - a half-torn-down module at exit: say nothing
+        return False
