@@ -15,12 +15,22 @@ from dsprof.analyzers.registry import Context
 
 _HF_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForSequenceClassification", "ForMaskedLM",
                 "PreTrainedModel", "ForConditionalGeneration", "ForTokenClassification")
+# Classes that wrap a transformers model and end like one (PEFT's PeftModelForCausalLM, ...)
+_WRAPPERS = ("Peft",)
+
+# meta.json frameworks marker (collectors/process_facts.py, read as data here): the script's
+# transformers names checkpointing activation_checkpointing; gradient_checkpointing warns there
+_NEW_CHECKPOINTING = "transformers.activation_checkpointing"
 
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
     ("transformers", "checkpointing"): (
         "# Hugging Face: TrainingArguments(..., gradient_checkpointing=True), or\n"
         "# model.gradient_checkpointing_enable() (checkpoints every decoder layer)"),
+    # the script's transformers has the new names (the old ones warn there): instead of the above
+    (_NEW_CHECKPOINTING, "checkpointing"): (
+        "# Hugging Face: TrainingArguments(..., activation_checkpointing=True), or\n"
+        "# model.activation_checkpointing_enable() (checkpoints every decoder layer)"),
     ("transformers", "precision"): "# Hugging Face: TrainingArguments(..., bf16=True)",
     ("transformers", "dataloader"): (
         "# Hugging Face: TrainingArguments(..., dataloader_num_workers=N, "
@@ -79,6 +89,8 @@ def framework_fix(ctx: Context, area: str) -> str:
     dataloader), as
     comment lines ending in a newline, or ""."""
     used = frameworks(ctx)
+    if area == "checkpointing" and _NEW_CHECKPOINTING in used:
+        used.discard("transformers")  # the new names' switch replaces the deprecated one
     lines = [text for (fw, a), text in _SWITCHES.items() if a == area and fw in used]
     return "".join(t + "\n" for t in lines)
 
@@ -121,9 +133,26 @@ def hf_activation(ctx: Context, modules: list[str]) -> HfActivation | None:
     if len(values) != 1 or None in values:
         return None
     (value,) = values
-    root = modules[0].split(".", 1)[0]
-    key = next((k for prefix, k in _HF_ACT_KEYS if root.startswith(prefix)), "hidden_act")
-    return HfActivation(root, key, str(value), ", ".join(sorted(types)))
+    model = _hf_model_class(ctx, modules[0])
+    key = next((k for prefix, k in _HF_ACT_KEYS if model.startswith(prefix)), "hidden_act")
+    return HfActivation(model, key, str(value), ", ".join(sorted(types)))
+
+
+def _hf_model_class(ctx: Context, module: str) -> str:
+    """The transformers model class that holds ``module``: its outermost ancestor whose class
+    is a transformers model. A wrapper (PEFT's ``PeftModelForCausalLM`` around a
+    ``GPT2LMHeadModel``) names the paths, but the config key and ``from_pretrained`` are the
+    wrapped model's. The root's name where no ancestor's class says (imported traces)."""
+    parts = module.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts))]
+    types = dict(ctx.run.sql(
+        "SELECT name, any_value(type) FROM modules WHERE name IN (SELECT unnest(?::VARCHAR[])) "
+        "GROUP BY name", [prefixes]))
+    for name in prefixes:
+        cls = str(types.get(name) or "")
+        if cls.endswith(_HF_SUFFIXES) and not cls.startswith(_WRAPPERS):
+            return cls
+    return parts[0]
 
 
 def hf_activation_fix(hf: HfActivation) -> str:
@@ -133,3 +162,22 @@ def hf_activation_fix(hf: HfActivation) -> str:
             "is built:\n"
             f'config.{hf.key} = "{hf.value}"\n'
             f'# or: {hf.model}.from_pretrained(name, {hf.key}="{hf.value}")')
+
+
+def hf_library_module(ctx: Context, modules: list[str]) -> str | None:
+    """The class of ``modules`` when they are transformers' own code: each sits inside a
+    transformers model and its class carries that model's family name (``LlamaRMSNorm`` in a
+    ``LlamaForCausalLM``, ``T5LayerNorm`` in a ``T5ForConditionalGeneration``). A fix that
+    edits their forward edits the library; the user's switch is elsewhere. Else None."""
+    if not modules or not ctx.run.has("modules"):
+        return None
+    found = set()
+    for module in modules:
+        model = _hf_model_class(ctx, module)
+        family = next((model[:-len(s)] for s in _HF_SUFFIXES if model.endswith(s)), "")
+        rows = ctx.run.sql("SELECT any_value(type) FROM modules WHERE name = ?", [module])
+        cls = str(rows[0][0] or "") if rows else ""
+        if not family or not cls.startswith(family):
+            return None
+        found.add(cls)
+    return ", ".join(sorted(found))

@@ -36,11 +36,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix
+from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix, hf_library_module
 from dsprof.analyzers.fusion_fixes import (
     COMPILED_CALL_S,
     CPU_COMPUTE_BOUND_KINDS,
     NO_SAVING_ON_CPU,
+    OUTSIDE_COMPILED,
     fix_text,
     library_op,
     whole_module,
@@ -88,14 +89,21 @@ def fold_indices(module: str) -> str:
     return re.sub(r"(?<=\.)\d+(?=\.|$)", "*", module)
 
 
+REDUCTIONS = frozenset({"mean", "var", "sum"})
+
+
 def classify(chain: Chain, device: bool) -> str:
     names = set(chain.names)
+    names_in_order = chain.names
     before = chain.before.name if chain.before is not None else ""
     if before in CONV and chain.ops[0].name == "aten::batch_norm":
         return "fusion.conv_bn"
     if {"softmax", "_softmax"} & names and before in MATMUL:
         return "fusion.attention"
-    if {"mean", "var"} & names and {"rsqrt", "sqrt", "div"} & names:
+    # a norm returns the normalised tensor; a chain that ends in its reduction computed a
+    # statistic or a loss ((d * d).mul(0.5).add(eps).sqrt().mean()), which no norm replaces
+    if ({"mean", "var"} & names and {"rsqrt", "sqrt", "div"} & names
+            and names_in_order[-1] not in REDUCTIONS):
         return "fusion.hand_norm"
     if "tanh" in names and ({"pow", "mul"} & names) or "erf" in names:
         return "fusion.hand_gelu"
@@ -133,6 +141,11 @@ class FusionAnalyzer(Analyzer):
         # ops of attention found by dataflow: a softmax chain among them is attention, even
         # when the op before it is the mask's (4-D masked form), not the scores' matmul
         in_attention = {(s.rank, i) for s in attention_sites(ctx)[0] for i in s.op_ids}
+        # module paths are off under torch.compile: there a chain in no module ran eagerly,
+        # outside the compiled code, and compiling the model again is no fix
+        compiled = ctx.run.sql("""SELECT EXISTS (SELECT 1 FROM ops WHERE name = 'CompiledFunction'
+                                  OR name LIKE 'Torch-Compiled Region%')""")[0][0]
+        unattributed = OUTSIDE_COMPILED if compiled else UNATTRIBUTED
         for sequence in table.sequences:
             for chain in find_chains(sequence, table.called_modules or None):
                 kind = classify(chain, table.device)
@@ -148,7 +161,7 @@ class FusionAnalyzer(Analyzer):
                 bwd_now = table.backward_time(list(chain.ops))
                 bwd_saving = backward_saving(chain, table.backward_ops(list(chain.ops)),
                                              bwd_now, bandwidth, overhead, table.profiler_cost_s)
-                pattern = fold_indices(module) if module else UNATTRIBUTED
+                pattern = fold_indices(module) if module else unattributed
                 groups[(kind, pattern, chain.names)].append(
                     (chain, fwd_saving + bwd_saving, fwd_now, bwd_now))
                 key = (kind, pattern, chain.names)
@@ -218,6 +231,11 @@ class FusionAnalyzer(Analyzer):
             title = (f'Use the activation "{hf.value}" in the model config: {hf.classes} in '
                      f"{where} is a hand-written GELU")
             fix = hf_activation_fix(hf)
+        library_class = hf_library_module(ctx, modules) if kind == "fusion.hand_norm" else None
+        if library_class:  # the nn.RMSNorm line edits transformers' code: say so first
+            fix = (f"# Hugging Face: {library_class} is transformers' code, not the script's: "
+                   "compile it\n# (the .compile() line) rather than edit the library "
+                   "to call the torch.nn norm\n" + fix)
         time_word = "device" if table.device else "host"
         # the fix compiles the module on a CPU: measured slower than eager there (see below)
         compile_on_cpu = not table.device and not (whole and library_op(kind, names))

@@ -57,9 +57,21 @@ def whole_module(chain: Chain, sequence: list[Op]) -> bool:
     return True
 
 
+# Where a run that compiles finds a chain in no module: module paths are off under
+# torch.compile, and an eager chain there ran outside the compiled code (around the compiled
+# model, or after a graph break). Compiling the model again is no fix.
+OUTSIDE_COMPILED = "(outside the compiled code)"
+
+
 def fix_text(kind: str, where: str, chain_txt: str, chain: Chain) -> tuple[str, str]:
     compile_fix = (f"# compile the module that holds the chain (fuses forward and backward)\n"
                    f"{_attr(where)}.compile()   # or: torch.compile(model)")
+    if where == OUTSIDE_COMPILED:
+        compile_fix = (
+            "# the run compiles already: this chain ran eagerly, outside the compiled code.\n"
+            "# Compile the function that computes it as well (the loss, say), or find the\n"
+            "# graph break that left it out: TORCH_LOGS=graph_breaks python train.py\n"
+            "loss_fn = torch.compile(loss_fn)")
     names = set(chain.names)
     if kind == "fusion.attention":
         return (f"Use F.scaled_dot_product_attention in {where} (hand-written attention)",

@@ -39,6 +39,31 @@ _FRAMEWORKS = ("transformers", "transformers.trainer", "lightning", "pytorch_lig
                "accelerate", "deepspeed")
 
 
+# transformers 5 renamed gradient checkpointing: TrainingArguments(activation_checkpointing=True)
+# and model.activation_checkpointing_enable(); the old names warn (FutureWarning, an error
+# under -W error) and go in v6, and releases before the rename know only the old names. This
+# marker says the script's transformers has the new ones, so the advice names what it accepts.
+ACTIVATION_CHECKPOINTING = "transformers.activation_checkpointing"
+
+
 def frameworks_loaded() -> list[str]:
-    """The training frameworks the script imported."""
-    return [name for name in _FRAMEWORKS if name in sys.modules]
+    """The training frameworks the script imported (and, for transformers, the marker
+    :data:`ACTIVATION_CHECKPOINTING` when the imported release names checkpointing so)."""
+    found = [name for name in _FRAMEWORKS if name in sys.modules]
+    if _has_activation_checkpointing():
+        found.append(ACTIVATION_CHECKPOINTING)
+    return found
+
+
+def _has_activation_checkpointing() -> bool:
+    """Whether the transformers the script imported has the activation_checkpointing names:
+    read from the classes it loaded (transformers imports lazily: only those in sys.modules)."""
+    try:
+        args = getattr(sys.modules.get("transformers.training_args"), "TrainingArguments", None)
+        if args is not None:
+            return "activation_checkpointing" in (getattr(args, "__dataclass_fields__", None)
+                                                  or {})
+        model = getattr(sys.modules.get("transformers.modeling_utils"), "PreTrainedModel", None)
+        return model is not None and hasattr(model, "activation_checkpointing_enable")
+    except Exception:  # noqa: BLE001 - a half-torn-down module at exit: say nothing
+        return False

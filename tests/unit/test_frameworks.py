@@ -87,3 +87,92 @@ def test_a_gelu_module_that_is_not_transformers_gets_no_config_switch():
     run = Run.from_tables(meta=SCRIPT, modules=table(
         {"rank": 0, "name": "MLP.act", "type": "MyGELU", "depth": 1}))
     assert hf_activation(SimpleNamespace(run=run), ["MLP.act"]) is None
+
+
+def test_a_peft_wrapped_models_gelu_gets_the_wrapped_models_config_key():
+    from types import SimpleNamespace
+
+    from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    # GIVEN a GPT-2 wrapped by PEFT's get_peft_model: the paths start at the wrapper's class
+    root = "PeftModelForCausalLM"
+    path = f"{root}.base_model.model.transformer.h.0.mlp.act"
+    run = Run.from_tables(meta=SCRIPT, modules=table(
+        {"rank": 0, "name": root, "type": root, "depth": 0},
+        {"rank": 0, "name": f"{root}.base_model", "type": "LoraModel", "depth": 1},
+        {"rank": 0, "name": f"{root}.base_model.model", "type": "GPT2LMHeadModel", "depth": 2},
+        {"rank": 0, "name": f"{root}.base_model.model.transformer", "type": "GPT2Model",
+         "depth": 3},
+        {"rank": 0, "name": path, "type": "NewGELUActivation", "depth": 7}))
+    # WHEN its hand-written GELU gets the model's own switch
+    hf = hf_activation(SimpleNamespace(run=run), [path])
+    # THEN the key is GPT-2's (hidden_act does not exist on GPT2Config: setting it changes
+    # nothing) and from_pretrained is the wrapped model's (PeftModel's loads adapters)
+    assert hf is not None and hf.key == "activation_function"
+    fix = hf_activation_fix(hf)
+    assert "GPT2LMHeadModel.from_pretrained(" in fix and "Peft" not in fix
+
+
+def test_a_transformers_with_activation_checkpointing_gets_that_switch_not_the_deprecated_one(
+        tmp_path):
+    # GIVEN a run whose transformers names checkpointing activation_checkpointing (the marker
+    # the session records), its Trainer imported
+    names = ["transformers", "transformers.trainer", "transformers.activation_checkpointing"]
+    with load(_with_frameworks(tmp_path / "hf5", names)) as run:
+        fix = framework_fix(Context(run), "checkpointing")
+        # THEN the fix names the switch it accepts (gradient_checkpointing warns there)
+        assert "activation_checkpointing=True" in fix
+        assert "activation_checkpointing_enable()" in fix
+        assert "gradient_checkpointing" not in fix
+        # AND the other switches are unchanged
+        assert "bf16=True" in framework_fix(Context(run), "precision")
+
+
+@pytest.mark.parametrize("imports", [
+    "from transformers import TrainingArguments",
+    "from transformers import GPT2Config, GPT2LMHeadModel",
+])
+def test_the_session_records_whether_the_scripts_transformers_has_activation_checkpointing(
+        imports):
+    import subprocess
+    import sys
+
+    transformers = pytest.importorskip("transformers")
+    # GIVEN this environment's transformers (does it have the new name?)
+    expected = hasattr(transformers.PreTrainedModel, "activation_checkpointing_enable")
+    # WHEN a process that imported its Trainer's arguments or only a model lists frameworks
+    code = (f"{imports}\nfrom dsprof.collectors.process_facts import frameworks_loaded\n"
+            "print(frameworks_loaded())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    # THEN the marker is there exactly when that transformers has activation_checkpointing
+    assert "'transformers'" in out
+    assert ("transformers.activation_checkpointing" in out) == expected
+
+
+@pytest.mark.parametrize(("model", "norm", "expected"), [
+    ("LlamaForCausalLM", "LlamaRMSNorm", "LlamaRMSNorm"),
+    ("T5ForConditionalGeneration", "T5LayerNorm", "T5LayerNorm"),
+    ("Net", "RMSNorm2", None),  # the script's own model: its norm is the script's code
+    ("LlamaForCausalLM", "MyRMSNorm", None),  # a module the script put into a Llama
+])
+def test_a_norm_is_transformers_code_only_inside_its_own_model_family(model, norm, expected):
+    from types import SimpleNamespace
+
+    from dsprof.analyzers.frameworks import hf_library_module
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    # GIVEN a norm module (a hand-written RMSNorm was found in it), under PEFT's wrapper
+    root = "PeftModelForCausalLM"
+    path = f"{root}.base_model.model.model.norm"
+    run = Run.from_tables(meta=SCRIPT, modules=table(
+        {"rank": 0, "name": root, "type": root, "depth": 0},
+        {"rank": 0, "name": f"{root}.base_model", "type": "LoraModel", "depth": 1},
+        {"rank": 0, "name": f"{root}.base_model.model", "type": model, "depth": 2},
+        {"rank": 0, "name": path, "type": norm, "depth": 4}))
+    # WHEN asked whether it is transformers' own code
+    # THEN only a class of the model's family inside a transformers model is
+    assert hf_library_module(SimpleNamespace(run=run), [path]) == expected

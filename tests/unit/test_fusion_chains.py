@@ -193,3 +193,17 @@ def test_the_chain_dtype_is_its_output_tensors():
             for o in _new_gelu((64, 256), t_us=25)]
     (chain,) = find_chains(bf16, frozenset({"M", "M.blocks.0", "M.blocks.0.act"}))
     assert chain_dtype(chain) == "c10::BFloat16"
+
+def test_a_chain_that_ends_in_its_reduction_is_no_norm():
+    # GIVEN a hand-written loss: (d * d) * 0.5 + eps, sqrt, mean over everything
+    seq = [op("sub", X, X), op("mul", X, X), op("mul", X, ()), op("add", X, ()), op("sqrt", X),
+           op("mean", X)]
+    # WHEN classified
+    chains = find_chains(seq)
+    assert [c.names for c in chains] == [("sub", "mul", "mul", "add", "sqrt", "mean")]
+    # THEN it is a pointwise chain, not a LayerNorm (a norm returns the normalised tensor)
+    assert classify(chains[0], device=False) == "fusion.pointwise_chain"
+    # AND an RMSNorm, whose mean is followed by the scaling, still is a norm
+    rms = find_chains([op("pow", X, ()), op("mean", X), op("add", (1024, 1), ()),
+                       op("rsqrt", (1024, 1)), op("mul", X, (1024, 1))])
+    assert [classify(c, device=False) for c in rms] == ["fusion.hand_norm"]

@@ -53,7 +53,7 @@ class Op:
     time_s: float
     module: str | None
     io: OpIO | None
-    seq: int | None
+    seq: int | None  # the autograd sequence number recorded (its node's only if it owns it)
     dtypes: str | None
 
     @property
