@@ -45,6 +45,8 @@ def test_periodic_evaluation_under_load_is_periodic_not_noise(tmp_path):
     for step in (3, 11, 15):
         assert "thread CPU +" in by_step[step] and "(more work)" in by_step[step]
     assert "more work" not in by_step[14]  # the noise outlier only waited
+    # AND the periodic steps are the stride's alone; the noise outlier is listed apart
+    assert f.data["steps"] == [3, 11, 15] and f.data["other_outliers"] == [14]
 
 
 def test_steps_at_the_same_stride_that_only_waited_stay_noise(tmp_path):
