@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -49,8 +48,8 @@ import psutil
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
-from dsprof.collectors.leader_left import LeaderWatch
 from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.collectors.step_leader import StepLeader
 from dsprof.collectors.step_runtime import StepRuntime
 from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker, optimizer_made
 from dsprof.log import STEP_LINE, logger
@@ -115,16 +114,7 @@ class StepCollector:
         # the step whose end made backward() the step source while the script ran: until the
         # step after it, the timeline's whole-run capture was recording (dsprof's own cost)
         self.decided_step: int | None = None
-        self._leader: weakref.ref[Any] | None = None
-        # several optimizers: the last other one to step after the leader, and whether the
-        # boundaries were handed to it (once: the order of an iteration's updates is fixed)
-        self._other: weakref.ref[Any] | None = None
-        self._handed_over = False
-        # the step in progress when the optimizer that steps last took the boundaries over:
-        # the steps before it were one first-optimizer step each, and it spans more than an
-        # iteration (ingest marks them all split_iteration)
-        self.handover_step: int | None = None
-        self._watch = LeaderWatch()  # a leader that stopped stepping (an LR range test's)
+        self.leader = StepLeader()  # which optimizer's steps are the boundaries
         self._hook: Any = None
         self._process = psutil.Process()
         # GradScaler, per step number: (loss scale after update, optimizer step skipped)
@@ -284,46 +274,17 @@ class StepCollector:
         self._stop_forward_watch()
         if self.source == "manual":
             return
-        leader = self._leader() if self._leader is not None else None
-        if leader is None:
-            self._leader = weakref.ref(optimizer)
-            self._other = None
-            self._watch.leads(optimizer)
-            logger.debug("step collector: %s marks the step boundaries", type(optimizer).__name__)
-        elif leader is not optimizer:
-            # another optimizer of the same loop (a GAN's generator, a second optimizer over
-            # other parameters): remember the last one to step after the leader
-            self._other = weakref.ref(optimizer)
-            run = self._watch.other_stepped(optimizer, self.now_ns(), time.thread_time_ns())
-            if not run:
-                return
-            # the leader is gone (an LR range test's optimizer kept alive): this one's steps
-            # were steps, found after the fact; this one ends the current step below
-            for end_ns, cpu in run[:-1]:
-                self._record_boundary("optimizer", end_ns, cpu, sample=False)
-            self._leader, self._other = weakref.ref(optimizer), None
-            self._watch.leads(optimizer)
-            logger.debug("step collector: %s marks the step boundaries (the leader stopped)",
-                         type(optimizer).__name__)
-        elif self._other is not None and not self._handed_over:
-            # the leader steps again after another optimizer did: an iteration ends with the
-            # last optimizer to step, so from here on that one marks the boundaries, and a step
-            # is one whole iteration (a window then holds each forward with its backward). No
-            # boundary now: this step ends at the new leader's next step (step 1, first calls).
-            other = self._other()
-            if other is not None:
-                self._leader, self._handed_over = self._other, True
-                self.handover_step = len(self.boundaries_ns)
-                self._watch.leads(other)
-                logger.debug("step collector: %s marks the step boundaries (it steps last)",
-                             type(other).__name__)
-                return
+        ends, late = self.leader.stepped(optimizer, self.now_ns(), time.thread_time_ns(),
+                                         len(self.boundaries_ns))
+        if not ends:
+            return
+        for end_ns, cpu in late:
+            self._record_boundary("optimizer", end_ns, cpu, sample=False)
         if self.source in ("backward", "forward"):
             logger.info("an optimizer stepped: step boundaries now come from it, "
                         "not from %s", "backward()" if self.source == "backward" else
                         "forward calls")
         self._pending_backward = []  # gradient accumulation: backwards were micro-batches
-        self._watch.leader_stepped()
         self.source = "optimizer"
         self._stepped_since_update = True
         self.boundary("optimizer")
@@ -406,7 +367,7 @@ class StepCollector:
             "forward_calls": self.forward_calls,
             "forward_modules": self.forward_modules,
             "decided_step": self.decided_step,
-            "handover_step": self.handover_step,
+            "handover_step": self.leader.handover_step,
             "closure_steps": self.closures.closures,
             "start_ns": self.start_ns,
             "boundaries_ns": self.boundaries_ns,

@@ -287,7 +287,7 @@ def test_a_first_optimizer_that_steps_several_times_leaves_its_split_steps_out()
         steps._optimizer_stepped(g_opt, (), {})
     # THEN the first iteration was split at each critic step (steps 0-4), step 5 holds the
     # rest of it and the second iteration, and the generator ends every step after that
-    assert steps.steps_done == 5 + 11 and steps.handover_step == 5
+    assert steps.steps_done == 5 + 11 and steps.leader.handover_step == 5
     cols = steps_from_record(steps.record(), 0, {"settings": {}, "env": {}})
     # AND none of those is a steady step: one critic step each is no iteration
     assert cols["disturbed_by"][:6] == ["setup", "first_call"] + ["split_iteration"] * 4
@@ -334,5 +334,5 @@ def test_a_critic_that_steps_100_times_an_iteration_does_not_take_over():
         steps._optimizer_stepped(g_opt, (), {})
     # THEN after the first iteration (one step per critic step, before the order was known)
     # the generator ends each step: the critic led before, so its long runs are iterations
-    assert steps.handover_step == 100
+    assert steps.leader.handover_step == 100
     assert steps.steps_done == 100 + 3

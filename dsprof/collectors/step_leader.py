@@ -1,0 +1,122 @@
+"""Which optimizer's steps are the step boundaries, for :mod:`dsprof.collectors.steps`.
+
+The first optimizer that steps leads: only its steps are boundaries, so a GAN's two optimizers
+or a model with a separate optimizer per parameter group still give one boundary per
+iteration. When the leader steps again after another optimizer did, the one that steps last
+in an iteration takes over (once: the order of an iteration's updates is fixed), so a step is
+one whole iteration.
+
+A leader can also stop stepping while another optimizer takes over the loop (below).
+
+An LR range test runs its own optimizer for a few dozen steps, then training builds a new one.
+When the script keeps the first one alive (a variable of its own, an ``LRFinder`` holding it),
+the step collector's leader never steps again, and the new optimizer's steps, read as a second
+optimizer of the same loop (a GAN's generator), ended no step: every training step was lost
+(47 range-test steps, none of the 60 training steps). A GAN's or WGAN's optimizers also step
+in runs (5 critic steps per generator step, 100 in the reference WGAN's first iterations), so
+a run hands the boundaries over only when it is long (``STALE_RUN`` steps in a row), at least
+as long as the leader's whole reign, and its optimizer never led (a WGAN's critic led before
+the generator took over)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from dsprof.log import logger
+
+# Steps in a row of one other optimizer, with no step of the leader, before the leader can be
+# judged gone: above any critic-to-generator ratio seen in practice within one iteration.
+STALE_RUN = 16
+
+
+class StepLeader:
+    """The optimizer that marks the boundaries, told of every optimizer step.
+
+    :meth:`stepped` says what an optimizer's step is: ``(True, late)`` ends a step, after
+    the ``late`` ends (found after the fact, when a new optimizer took the loop over) are
+    recorded; ``(False, [])`` ends none."""
+
+    def __init__(self) -> None:
+        self._leader: weakref.ref[Any] | None = None
+        # several optimizers: the last other one to step after the leader, and whether the
+        # boundaries were handed to it
+        self._other: weakref.ref[Any] | None = None
+        self._handed_over = False
+        # the step in progress when the optimizer that steps last took the boundaries over:
+        # the steps before it were one first-optimizer step each, and it spans more than an
+        # iteration (ingest marks them all split_iteration)
+        self.handover_step: int | None = None
+        self._watch = LeaderWatch()  # a leader that stopped stepping (an LR range test's)
+
+    def stepped(self, optimizer: Any, end_ns: int, cpu_ns: int,
+                steps_done: int) -> tuple[bool, list[tuple[int, int]]]:
+        leader = self._leader() if self._leader is not None else None
+        if leader is None:
+            self._leader = weakref.ref(optimizer)
+            self._other = None
+            self._watch.leads(optimizer)
+            logger.debug("step collector: %s marks the step boundaries", type(optimizer).__name__)
+        elif leader is not optimizer:
+            # another optimizer of the same loop (a GAN's generator, a second optimizer over
+            # other parameters): remember the last one to step after the leader
+            self._other = weakref.ref(optimizer)
+            run = self._watch.other_stepped(optimizer, end_ns, cpu_ns)
+            if not run:
+                return False, []
+            # the leader is gone (an LR range test's optimizer kept alive): this one's steps
+            # were steps, found after the fact; this one ends the current step
+            self._leader, self._other = weakref.ref(optimizer), None
+            self._watch.leads(optimizer)
+            self._watch.leader_stepped()
+            logger.debug("step collector: %s marks the step boundaries (the leader stopped)",
+                         type(optimizer).__name__)
+            return True, run[:-1]
+        elif self._other is not None and not self._handed_over:
+            # the leader steps again after another optimizer did: an iteration ends with the
+            # last optimizer to step, so from here on that one marks the boundaries (a window
+            # then holds each forward with its backward). No boundary now: this step ends at
+            # the new leader's next step (step 1, first calls).
+            other = self._other()
+            if other is not None:
+                self._leader, self._handed_over = self._other, True
+                self.handover_step = steps_done
+                self._watch.leads(other)
+                logger.debug("step collector: %s marks the step boundaries (it steps last)",
+                             type(other).__name__)
+                return False, []
+        self._watch.leader_stepped()
+        return True, []
+
+
+class LeaderWatch:
+    """The leader's step count, and the current run of another optimizer's step ends."""
+
+    def __init__(self) -> None:
+        self._led: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.leader_steps = 0
+        self._run_of: weakref.ref[Any] | None = None
+        self._run: list[tuple[int, int]] = []
+
+    def leads(self, optimizer: Any) -> None:
+        """``optimizer`` marks the boundaries from now on."""
+        self._led.add(optimizer)
+        self.leader_steps = 0
+        self._run_of, self._run = None, []
+
+    def leader_stepped(self) -> None:
+        self.leader_steps += 1
+        self._run_of, self._run = None, []
+
+    def other_stepped(self, optimizer: Any, end_ns: int, cpu_ns: int) -> list[tuple[int, int]]:
+        """The ends of ``optimizer``'s run (this step's last) when it has taken over the loop,
+        else an empty list."""
+        if optimizer in self._led:
+            return []  # a WGAN's critic after the generator took over: its runs are normal
+        if self._run_of is None or self._run_of() is not optimizer:
+            self._run_of, self._run = weakref.ref(optimizer), []
+        self._run.append((end_ns, cpu_ns))
+        if len(self._run) < max(STALE_RUN, self.leader_steps):
+            return []
+        run, self._run_of, self._run = self._run, None, []
+        return run
