@@ -13,6 +13,7 @@ Then least squares, on the relative error, of
 
     loop  = a_opt x optimizers + a_op x ops + a_byte x parameter bytes
             + PAGE_FAULT_S x the loop's minor page faults (counted, not fit)
+            + what its exp_avg_sq.sqrt() takes beyond a zero-free sqrt (timed, not fit)
     fused = b_opt x optimizers + b_tensor x tensors + b_byte x parameter bytes
 
 and each script's fit error. No profiler runs in the timed steps. Nothing is asserted: the
@@ -76,6 +77,28 @@ def _loop_ops(step, optimizers: list) -> int:
                is not None and e.cpu_parent.name.startswith("Optimizer.step#"))
 
 
+def _sqrt_excess(optimizers: list) -> float:
+    """What the loop's ``exp_avg_sq.sqrt()`` takes a step beyond a sqrt of the same size with
+    no zeros (torch's CPU sqrt is slow on zeros: optimizer_cost.py), timed on the loop arm's
+    own state after its timed steps, median of 7 each."""
+    def timed(f) -> float:
+        ts = []
+        for _ in range(7):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    total = 0.0
+    for o in optimizers:
+        for st in o.state.values():
+            sq = st.get("exp_avg_sq") if isinstance(st, dict) else None
+            if isinstance(sq, torch.Tensor) and sq.is_floating_point():
+                free = sq.abs() + 1.0
+                total += max(0.0, timed(sq.sqrt) - timed(free.sqrt))
+    return total
+
+
 def _make(case: str):
     if case in BENCHMARK_ONLY:
         return BENCHMARK_ONLY[case]()
@@ -134,6 +157,7 @@ def measure(case: str, steps: int) -> dict:
             now["arm"] = None
     for h in hooks:
         h.remove()
+    sqrt_s = _sqrt_excess(optimizers)
     med = statistics.median
     return {"case": case, "optimizers": len(optimizers), "ops": ops, "tensors": len(params),
             "bytes": sum(p.numel() * p.element_size() for p in params),
@@ -142,6 +166,8 @@ def measure(case: str, steps: int) -> dict:
             # priced at PAGE_FAULT_S and taken out of the loop's time before the fit
             "faults": statistics.fmean(opt_faults["loop"]),
             "fused_faults": statistics.fmean(opt_faults["fused"]),
+            # the loop's sqrt on zeros, taken out of the loop's time before the fit too
+            "sqrt_s": sqrt_s,
             "step_saving_s": med(step_t["loop"]) - med(step_t["fused"])}
 
 
@@ -151,8 +177,8 @@ def _minor_faults() -> int:
 
 def fit(rows: list[dict], cols: tuple[str, ...], target: str) -> np.ndarray:
     x = np.array([[r[c] for c in cols] for r in rows], float)
-    y = np.array([r[target] - (r["faults"] * PAGE_FAULT_S if target == "loop_s" else 0.0)
-                  for r in rows])
+    y = np.array([r[target] - (r["faults"] * PAGE_FAULT_S + r["sqrt_s"] if target == "loop_s"
+                                else 0.0) for r in rows])
     coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones(len(y)), rcond=None)
     return coef
 
@@ -167,13 +193,14 @@ def main() -> None:
     sys.path.insert(0, str(MODELS))
     rows = []
     print(f"{'case':20s} {'opt':>3s} {'ops':>4s} {'tensors':>7s} {'KiB':>6s} "
-          f"{'loop ms':>8s} {'faults':>6s} {'fused ms':>8s} {'faults':>6s} "
+          f"{'loop ms':>8s} {'faults':>6s} {'sqrt+ ms':>8s} {'fused ms':>8s} {'faults':>6s} "
           f"{'step saved ms':>13s}")
     for case in args.only or CASES:
         r = measure(case, args.steps)
         rows.append(r)
         print(f"{case:20s} {r['optimizers']:3d} {r['ops']:4d} {r['tensors']:7d} "
               f"{r['bytes'] / 1024:6.0f} {r['loop_s'] * 1e3:8.3f} {r['faults']:6.0f} "
+              f"{r['sqrt_s'] * 1e3:8.3f} "
               f"{r['fused_s'] * 1e3:8.3f} {r['fused_faults']:6.0f} "
               f"{r['step_saving_s'] * 1e3:13.3f}", flush=True)
     if len(rows) < 4:
@@ -185,7 +212,8 @@ def main() -> None:
     print(f"fused = {b[0] * 1e6:.1f} us an optimizer + {b[1] * 1e6:.2f} us a tensor + "
           f"{b[2] * 1e9:.3f} ns a parameter byte")
     for r in rows:
-        lf = a @ [r["optimizers"], r["ops"], r["bytes"]] + r["faults"] * PAGE_FAULT_S
+        lf = (a @ [r["optimizers"], r["ops"], r["bytes"]] + r["faults"] * PAGE_FAULT_S
+              + r["sqrt_s"])
         ff = b @ [r["optimizers"], r["tensors"], r["bytes"]]
         print(f"{r['case']:20s} loop fit {(lf - r['loop_s']) / r['loop_s']:+4.0%}  "
               f"fused fit {(ff - r['fused_s']) / r['fused_s']:+4.0%}  saving priced "

@@ -43,11 +43,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from dsprof.analyzers.frameworks import frameworks
-from dsprof.analyzers.optimizer_spans import closure_time, despiked, update_extent
+from dsprof.analyzers.optimizer_spans import (
+    closure_time,
+    despiked,
+    loop_faults,
+    loop_sqrt_excess,
+    update_extent,
+)
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.analyzers.step_words import StepWords
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
-from dsprof.metrics.noise import has_column
 from dsprof.metrics.ops.fusion_chains import POINTWISE
 from dsprof.metrics.ops.opbytes import op_io
 from dsprof.metrics.ops.optable import OpTable
@@ -59,6 +64,7 @@ from dsprof.metrics.ops.optimizer_cost import (
     LOOP_CPU_S_PER_PARAM_BYTE,
     MIN_PRICED_CPU_S,
     PAGE_FAULT_S,
+    SQRT_EXCESS_MIN_S,
     fused_cpu_s,
     loop_cpu_s,
 )
@@ -161,8 +167,10 @@ class OptimizerFusionAnalyzer(Analyzer):
                 continue
             # the loop's page faults belong to this class only when no other optimizer stepped
             faults = loop_faults(ctx) if cpu and len(by_class) == 1 else None
+            sqrt_s = loop_sqrt_excess(ctx, table, rows) if cpu and not n_foreach else 0.0
             finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
                                     bw_source, overhead, n_tensors, cpu=cpu, faults=faults,
+                                    sqrt_s=sqrt_s,
                                     n_optimizers=n_optimizers,
                                     lightning="lightning" in frameworks(ctx), ceiling=ceiling,
                                     words=ctx.words)
@@ -255,7 +263,8 @@ class OptimizerFusionAnalyzer(Analyzer):
                  foreach: bool, bandwidth: float, bw_source: str,
                  overhead: float, n_tensors: int = 0, cpu: bool = False,
                  n_optimizers: int = 1, lightning: bool = False,
-                 ceiling: float | None = None, faults: float | None = None, *,
+                 ceiling: float | None = None, faults: float | None = None,
+                 sqrt_s: float = 0.0, *,
                  words: StepWords) -> Finding | None:
         factor = FUSED_BYTES_PER_PARAM_BYTE.get(cls)
         first = rows[0]
@@ -287,7 +296,7 @@ class OptimizerFusionAnalyzer(Analyzer):
                 # under a page a step on average: the first step's state allocation spread
                 # over the run, no recurring cost
                 fault_s = faults * PAGE_FAULT_S if faults is not None and faults >= 1 else 0.0
-                loop = loop_cpu_s(n_ops, pbytes) + fault_s
+                loop = loop_cpu_s(n_ops, pbytes) + fault_s + sqrt_s
                 predicted = fused_cpu_s(n_tensors, pbytes)
                 recorded = ceiling if ceiling is not None else now
                 priced_loop = loop <= recorded
@@ -296,6 +305,11 @@ class OptimizerFusionAnalyzer(Analyzer):
                          f"{PAGE_FAULT_S * 1e6:.1f} us each (the loop's temporaries, which "
                          "malloc gives back to the kernel and takes again every step; the "
                          "fused kernel allocates none)" if fault_s else "")
+                paged += (f" plus {sqrt_s * 1e3:.3f} ms {words.per_step} that its sqrt ops "
+                          "took beyond a sqrt of the same size without zeros (exp_avg_sq is "
+                          "zero where gradients were: torch's CPU sqrt takes ~11 ns a zero "
+                          "against ~0.2 ns a value; the fused kernel does not slow down)"
+                          if sqrt_s >= SQRT_EXCESS_MIN_S else "")
                 body = (
                     f" On CPU the update is priced from what it touches, not from its profiled "
                     f"time (profiling inflates the loop by 4-97 %, unevenly): the loop at "
@@ -350,6 +364,7 @@ class OptimizerFusionAnalyzer(Analyzer):
                       **({"loop_cpu_s": loop_cpu_s(n_ops, pbytes)} if cpu else {}),
                       **({"loop_page_faults": faults} if cpu and faults and faults >= 1
                          else {}),
+                      **({"loop_sqrt_excess_s": sqrt_s} if cpu and sqrt_s else {}),
                       # both sides priced at calibrated thread-CPU costs unless the loop's
                       # recorded extent (op time) capped the loop
                       **({SAVING_CLOCK: THREAD_CPU} if cpu and priced_loop else {}),
@@ -378,19 +393,3 @@ class OptimizerFusionAnalyzer(Analyzer):
             data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
                   **({"impact_unknown": "per-op dispatch cost on CPU"} if cpu else {})})
 
-
-def loop_faults(ctx: Context) -> float | None:
-    """Mean minor page faults a step inside optimizer.step() (``steps.optimizer_faults``),
-    over the steps after the first (the first allocates the optimizer's state), preferring
-    steps outside profiler windows (the profiler's own buffers fault too); None for imports
-    and runs recorded before the column. The mean, not the median: whether malloc gives the
-    temporaries back depends on its state, which varies (examples/periodic_eval.py under
-    dsprof: 512 faults in 5 of 27 steps, none in the others; 448-480 in every step of the
-    plain script, whose heap dsprof's own allocations do not shape), and the saving is the
-    average step's."""
-    if not has_column(ctx.run, "steps", "optimizer_faults"):
-        return None
-    rows = ctx.run.sql("""SELECT optimizer_faults, profiled FROM steps
-                          WHERE optimizer_faults IS NOT NULL AND step > 0""")
-    quiet = [f for f, profiled in rows if not profiled] or [f for f, _ in rows]
-    return float(statistics.fmean(quiet)) if quiet else None

@@ -4,11 +4,15 @@ with preempted ops capped."""
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
 from collections import defaultdict
 
 from dsprof.analyzers.registry import Context
+from dsprof.metrics.noise import has_column
 from dsprof.metrics.ops.optable import OpTable
+from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S, sqrt_excess_s
 
 
 def closure_time(ctx: Context, table: OpTable, rows: list[tuple]) -> dict[tuple[int, int], float]:
@@ -79,3 +83,54 @@ def despiked(ctx: Context, rows: list[tuple], spans: list[float]) -> list[float]
     for rank, parent, name, dur in children:
         excess[(rank, parent)] += max(0.0, dur - cap[name]) / 1e9
     return [max(0.0, t - excess[key]) for t, key in zip(spans, ids)]
+
+
+def loop_faults(ctx: Context) -> float | None:
+    """Mean minor page faults a step inside optimizer.step() (``steps.optimizer_faults``),
+    over the steps after the first (the first allocates the optimizer's state), preferring
+    steps outside profiler windows (the profiler's own buffers fault too); None for imports
+    and runs recorded before the column. The mean, not the median: whether malloc gives the
+    temporaries back depends on its state, which varies (examples/periodic_eval.py under
+    dsprof: 512 faults in 5 of 27 steps, none in the others; 448-480 in every step of the
+    plain script, whose heap dsprof's own allocations do not shape), and the saving is the
+    average step's."""
+    if not has_column(ctx.run, "steps", "optimizer_faults"):
+        return None
+    rows = ctx.run.sql("""SELECT optimizer_faults, profiled FROM steps
+                          WHERE optimizer_faults IS NOT NULL AND step > 0""")
+    quiet = [f for f, profiled in rows if not profiled] or [f for f, _ in rows]
+    return float(statistics.fmean(quiet)) if quiet else None
+
+
+def loop_sqrt_excess(ctx: Context, table: OpTable, rows: list[tuple]) -> float:
+    """The median a step, over the optimizer's spans ``rows``, of what its loop's
+    ``aten::sqrt`` ops took beyond a sqrt of the same size with no zeros in it
+    (``optimizer_cost.sqrt_excess_s``); 0.0 without such ops. Read from the profiled ops
+    themselves: the penalty depends on how many of ``exp_avg_sq``'s values are zero and how
+    they are mixed (unet: 42 % of its gradients zero), which no price from sizes knows."""
+    if not rows:
+        return 0.0
+    ids = ", ".join(f"({int(r[0])}, {int(r[2])})" for r in rows)
+    found = ctx.run.sql(f"""
+        SELECT c.rank, c.step, c.dur_ns, c.input_shapes FROM ops c
+        WHERE c.name = 'aten::sqrt' AND (c.rank, c.parent_id) IN (SELECT * FROM (VALUES {ids}))""")
+    per_step: dict[tuple[int, int], float] = defaultdict(float)
+    for rank, step, dur, shapes in found:
+        try:
+            shape = json.loads(shapes)[0] if shapes else None
+            numel = math.prod(int(d) for d in shape) if shape else None
+        except (ValueError, TypeError, IndexError):
+            numel = None
+        if numel is None:
+            continue
+        per_step[(int(rank), int(step or 0))] += sqrt_excess_s(int(dur) / 1e9, numel,
+                                                               table.profiler_cost_s)
+    if per_step and has_column(ctx.run, "steps", "optimizer_faults"):
+        # a sqrt whose output malloc maps afresh faults its pages too (a 1 MiB exp_avg_sq: 256
+        # faults, ~0.23 ms): those are priced as page faults; the step's faults are taken off
+        # its sqrt excess first, so nothing is counted twice
+        faults = {(int(r), int(s)): int(f) for r, s, f in ctx.run.sql(
+            "SELECT rank, step, optimizer_faults FROM steps WHERE optimizer_faults IS NOT NULL")}
+        per_step = {k: max(0.0, v - faults.get(k, 0) * PAGE_FAULT_S)
+                    for k, v in per_step.items()}
+    return float(statistics.median(per_step.values())) if per_step else 0.0

@@ -16,8 +16,11 @@ from dsprof.metrics.ops.optimizer_cost import (
     LOOP_CPU_S_PER_OP,
     MIN_PRICED_CPU_S,
     PAGE_FAULT_S,
+    SQRT_CALL_S,
+    SQRT_S_PER_ELEMENT,
     fused_cpu_s,
     loop_cpu_s,
+    sqrt_excess_s,
 )
 from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, SCRIPT, _optimizer, steps, table
@@ -303,3 +306,13 @@ def test_a_saving_capped_at_the_loops_profiled_time_is_in_op_time():
              if f.kind == "fusion.optimizer")
     # THEN it does not claim the thread-CPU clock: it rests on an op time
     assert "saving_clock" not in f.data
+
+
+def test_a_sqrt_is_charged_only_what_it_took_beyond_a_zero_free_one():
+    # GIVEN sqrt ops of 64 K floats as recorded with a 1 us profiler cost per op
+    free = 1e-6 + SQRT_CALL_S + 65536 * SQRT_S_PER_ELEMENT
+    # THEN one that took what a zero-free sqrt takes costs nothing more, nor one faster
+    assert sqrt_excess_s(free, 65536, 1e-6) == 0.0
+    assert sqrt_excess_s(8.7e-6, 65536, 1e-6) == 0.0
+    # AND one at half zeros (379 us measured on this machine) is charged the difference
+    assert sqrt_excess_s(379e-6, 65536, 1e-6) == pytest.approx(379e-6 - free)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 
-__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s"]
+__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s", "sqrt_excess_s"]
 
 # The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
 # project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
@@ -38,6 +38,18 @@ FUSED_CPU_S_PER_PARAM_BYTE = 0.26e-9
 # kernel none, and the plain script's step saved 0.85-1.18 ms against 0.44 ms priced without
 # them. ``steps.optimizer_faults`` counts them; the loop's price adds them.
 PAGE_FAULT_S = 0.9e-6
+# torch 2.13's CPU sqrt (AVX512) is slow on zeros: a float tensor with half its values zero
+# took ~11.5 ns a zero against 0.13-0.29 ns a value with none (16 K-1 M elements, one thread,
+# this project's machine; 10 % zeros already doubled an Adam loop over 8 x 64 K floats, 1.96
+# against 1.03 ms). The per-parameter loop takes exp_avg_sq.sqrt() every step, and exp_avg_sq is
+# zero wherever the gradients were (dead ReLU units: unet's are 42 % zero); the fused kernel's
+# time did not move (0.49-0.51 ms at 0 to 100 % zeros). A zero-free sqrt costs at most
+# SQRT_CALL_S + SQRT_S_PER_ELEMENT x elements; what a profiled loop sqrt takes beyond that (and
+# beyond the profiler's own cost per op) is the penalty, priced into the loop as measured.
+SQRT_CALL_S = 2.0e-6
+SQRT_S_PER_ELEMENT = 0.3e-9
+# A penalty under this a step is not named in the finding's text (it is still priced).
+SQRT_EXCESS_MIN_S = 10e-6
 # The optimizers those figures were measured for. Others (Adagrad, SGD) are still found, but
 # their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
 # 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
@@ -56,3 +68,9 @@ def fused_cpu_s(n_tensors: int, pbytes: int) -> float:
     """CPU time of the fused kernel updating ``n_tensors`` parameters of ``pbytes`` in all
     (the step() machinery around it left out)."""
     return n_tensors * FUSED_CPU_S_PER_TENSOR + pbytes * FUSED_CPU_S_PER_PARAM_BYTE
+
+
+def sqrt_excess_s(dur_s: float, numel: int, profiler_cost_s: float = 0.0) -> float:
+    """What one recorded ``aten::sqrt`` of ``numel`` floats took beyond a zero-free sqrt of
+    that size (and the profiler's cost per op): the zeros' penalty, or 0.0."""
+    return max(0.0, dur_s - profiler_cost_s - SQRT_CALL_S - numel * SQRT_S_PER_ELEMENT)
