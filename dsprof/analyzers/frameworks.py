@@ -84,6 +84,16 @@ def fsdp_version(ctx: Context) -> int | None:
     return None
 
 
+def fsdp_skip_reason(ctx: Context) -> str | None:
+    """For an analyzer whose advice is DDP's (buckets, wrapping in DDP): why it does not run on
+    an FSDP run, or None."""
+    fsdp = fsdp_version(ctx)
+    if fsdp is None:
+        return None
+    return (f"the model is sharded with FSDP{fsdp}: its collectives come one per sharded unit, "
+            "overlapped by FSDP itself; comm_bound gives FSDP's own switches")
+
+
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
     dataloader), as

@@ -37,3 +37,22 @@ def meta(run: Path) -> dict:
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def plain(script: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The script without dsprof, in the environment dsprof's runs get."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def runs_as_without_dsprof(script: Path, out: Path, *args: str) -> Result:
+    """Run ``script`` plainly, then under ``dsprof run -q -o out``; both must exit 0 and print
+    the same. Returns dsprof's run."""
+    bare = plain(script, *args)
+    res = dsprof("run", "-q", "-o", str(out), str(script), *args)
+    assert bare.returncode == 0, bare.stderr
+    assert res.code == 0, res.stderr
+    assert res.stdout == bare.stdout
+    return res

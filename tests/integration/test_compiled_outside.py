@@ -5,11 +5,8 @@ of telling the script to compile the model it compiles already; the loss is no L
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from tests.integration.helpers import dsprof, write
+from tests.integration.helpers import runs_as_without_dsprof, write
 
 SCRIPT = """
 import torch
@@ -32,16 +29,9 @@ print("done", round(loss.item(), 3))
 def test_a_chain_around_a_compiled_model_is_not_told_to_compile_the_model(tmp_path):
     # GIVEN a compiled model whose loss is hand-written around it, run bare
     script = write(tmp_path / "compiled_loss.py", SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    bare = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=240, check=False)
     # WHEN profiled
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(script))
-    assert bare.returncode == 0, bare.stderr
-    assert res.code == 0, res.stderr
-    assert res.stdout == bare.stdout
+    runs_as_without_dsprof(script, out)
     # THEN the loss chain is found as a pointwise chain outside the compiled code
     findings = json.loads((out / "findings.json").read_text())["findings"]
     fusion = [f for f in findings if f["analyzer"] == "fusion"]

@@ -3,12 +3,8 @@ under ``dsprof run`` as they run without it (collectors/saved_hooks_aside.py).""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from dsprof.run import load
-from tests.integration.helpers import dsprof, write
+from tests.integration.helpers import runs_as_without_dsprof, write
 
 # DP-SGD's core, as Opacus-style code writes it with torch.func: per-sample gradients by
 # vmap(grad(...)), clipped per sample, averaged into a hand update; no optimizer, no backward()
@@ -44,17 +40,10 @@ print("done")
 def test_per_sample_gradients_with_torch_func_run_as_without_dsprof(tmp_path):
     # GIVEN a per-sample-gradient loop that runs torch.func.grad in every iteration
     script = write(tmp_path / "dp_sgd.py", PER_SAMPLE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    bare = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
     out = tmp_path / "run"
     # WHEN profiled (torch.func raised "don't yet support saved tensor hooks" in the window)
-    res = dsprof("run", "-q", "-o", str(out), str(script))
     # THEN the script's status and output are its own
-    assert bare.returncode == 0, bare.stderr
-    assert res.code == 0, res.stderr
-    assert res.stdout == bare.stdout
+    runs_as_without_dsprof(script, out)
     # AND the run holds its profiled window's ops, torch.func's among them
     with load(out) as run:
         assert run.sql("SELECT count(*) FROM ops WHERE name = 'aten::linear'")[0][0] > 0

@@ -4,12 +4,8 @@ iteration's critic steps are not read as steady steps."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from dsprof.run import load
-from tests.integration.helpers import dsprof, write
+from tests.integration.helpers import dsprof, runs_as_without_dsprof, write
 
 WGAN_GP = """
 import torch, torch.nn as nn
@@ -49,17 +45,10 @@ print("done")
 def test_wgan_gp_runs_as_without_dsprof_and_its_split_first_iteration_is_not_steady(tmp_path):
     # GIVEN a WGAN-GP loop: the critic's Adam steps 5 times per generator step
     script = write(tmp_path / "wgan_gp.py", WGAN_GP)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    bare = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
     out = tmp_path / "run"
     # WHEN profiled
-    res = dsprof("run", "-q", "-o", str(out), str(script))
     # THEN the script's status and output are its own
-    assert bare.returncode == 0, bare.stderr
-    assert res.code == 0, res.stderr
-    assert res.stdout == bare.stdout
+    runs_as_without_dsprof(script, out)
     with load(out) as run:
         rows = run.sql("SELECT step, disturbed_by FROM steps ORDER BY step")
         # AND the first iteration, split at each critic step before the generator's optimizer
