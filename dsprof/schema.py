@@ -101,6 +101,11 @@ STEPS = Table(
                "during the step (pages its update's temporaries got back from the kernel); "
                "null for imports, runs recorded before this column, and boundaries found "
                "after the fact"),
+        Column("optimizer_cpu_ns", _I64,
+               "CPU time the stepping thread spent inside optimizer.step() calls during the "
+               "step; null for imports, runs recorded before this column, boundaries found "
+               "after the fact, steps with no call, and steps whose call was given a closure "
+               "(forward and backward ran inside it)"),
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
                "backward (end of a backward() call, when no optimizer steps), forward (end of "

@@ -43,11 +43,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from dsprof.analyzers.frameworks import frameworks
+from dsprof.analyzers.fused_update_cpu import price_cpu_update
 from dsprof.analyzers.optimizer_spans import (
     closure_time,
     despiked,
     loop_faults,
     loop_sqrt_excess,
+    unprofiled_update_s,
     update_extent,
 )
 from dsprof.analyzers.registry import Analyzer, Context
@@ -58,14 +60,6 @@ from dsprof.metrics.ops.opbytes import op_io
 from dsprof.metrics.ops.optable import OpTable
 from dsprof.metrics.ops.optimizer_cost import (
     CPU_CALIBRATED,
-    FUSED_CPU_S_PER_PARAM_BYTE,
-    FUSED_CPU_S_PER_TENSOR,
-    LOOP_CPU_S_PER_OP,
-    LOOP_CPU_S_PER_PARAM_BYTE,
-    MIN_PRICED_CPU_S,
-    PAGE_FAULT_S,
-    SQRT_EXCESS_MIN_S,
-    fused_cpu_s,
     loop_cpu_s,
 )
 
@@ -168,9 +162,12 @@ class OptimizerFusionAnalyzer(Analyzer):
             # the loop's page faults belong to this class only when no other optimizer stepped
             faults = loop_faults(ctx) if cpu and len(by_class) == 1 else None
             sqrt_s = loop_sqrt_excess(ctx, table, rows) if cpu and not n_foreach else 0.0
+            # the unprofiled update's time: this run's pace (one class's calls only)
+            unprofiled = (unprofiled_update_s(ctx, rows[0][0])
+                          if cpu and len(by_class) == 1 and not n_foreach else None)
             finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
                                     bw_source, overhead, n_tensors, cpu=cpu, faults=faults,
-                                    sqrt_s=sqrt_s,
+                                    sqrt_s=sqrt_s, unprofiled=unprofiled,
                                     n_optimizers=n_optimizers,
                                     lightning="lightning" in frameworks(ctx), ceiling=ceiling,
                                     words=ctx.words)
@@ -264,7 +261,7 @@ class OptimizerFusionAnalyzer(Analyzer):
                  overhead: float, n_tensors: int = 0, cpu: bool = False,
                  n_optimizers: int = 1, lightning: bool = False,
                  ceiling: float | None = None, faults: float | None = None,
-                 sqrt_s: float = 0.0, *,
+                 sqrt_s: float = 0.0, unprofiled: float | None = None, *,
                  words: StepWords) -> Finding | None:
         factor = FUSED_BYTES_PER_PARAM_BYTE.get(cls)
         first = rows[0]
@@ -285,6 +282,7 @@ class OptimizerFusionAnalyzer(Analyzer):
                     f"per recorded op taken out){several}.")
             unknown = None
             priced_loop = False
+            price = None
             if not cpu:
                 predicted = factor * pbytes / bandwidth + overhead
                 saving = now - predicted
@@ -293,54 +291,13 @@ class OptimizerFusionAnalyzer(Analyzer):
                         f"{factor * pbytes / 2**20:.1f} MiB at {bandwidth / 1e9:.1f} GB/s "
                         f"({bw_source}) = {predicted * 1e3:.3f} ms.")
             else:
-                # under a page a step on average: the first step's state allocation spread
-                # over the run, no recurring cost
-                fault_s = faults * PAGE_FAULT_S if faults is not None and faults >= 1 else 0.0
-                loop = loop_cpu_s(n_ops, pbytes) + fault_s + sqrt_s
-                predicted = fused_cpu_s(n_tensors, pbytes)
-                recorded = ceiling if ceiling is not None else now
-                priced_loop = loop <= recorded
-                saving = min(recorded, loop) - predicted
-                paged = (f" plus its {faults:.0f} page faults {words.per_step} at "
-                         f"{PAGE_FAULT_S * 1e6:.1f} us each (the loop's temporaries, which "
-                         "malloc gives back to the kernel and takes again every step; the "
-                         "fused kernel allocates none)" if fault_s else "")
-                paged += (f" plus {sqrt_s * 1e3:.3f} ms {words.per_step} that its sqrt ops "
-                          "took beyond a sqrt of the same size without zeros (exp_avg_sq is "
-                          "zero where gradients were: torch's CPU sqrt takes ~11 ns a zero "
-                          "against ~0.2 ns a value; the fused kernel does not slow down)"
-                          if sqrt_s >= SQRT_EXCESS_MIN_S else "")
-                body = (
-                    f" On CPU the update is priced from what it touches, not from its profiled "
-                    f"time (profiling inflates the loop by 4-97 %, unevenly): the loop at "
-                    f"{LOOP_CPU_S_PER_OP * 1e6:.2f} us an op and "
-                    f"{LOOP_CPU_S_PER_PARAM_BYTE * 1e9:.2f} ns a parameter byte{paged} = "
-                    f"{loop * 1e3:.3f} ms (at most its recorded extent), the fused kernel at "
-                    f"{FUSED_CPU_S_PER_TENSOR * 1e6:.1f} us a tensor ({n_tensors} here) and "
-                    f"{FUSED_CPU_S_PER_PARAM_BYTE * 1e9:.2f} ns a parameter byte "
-                    f"({pbytes / 2**20:.2f} MiB) = {predicted * 1e3:.3f} ms.")
-                if cls not in CPU_CALIBRATED:
-                    unknown = f"fused {cls} uncalibrated on CPU"
-                    body += (f" Impact unknown; verify to measure: those costs were measured "
-                             f"for {'/'.join(sorted(CPU_CALIBRATED))} only, and {cls}'s fused "
-                             "kernel may keep more of the loop.")
-                elif foreach:
-                    unknown = "foreach to fused uncalibrated on CPU"
-                    body += (" Impact unknown; verify to measure: those costs were measured "
-                             "against the per-parameter loop, not foreach.")
-                elif lightning:
-                    unknown = "Lightning's step on CPU"
-                    body += (" Impact unknown; verify to measure: under Lightning's Trainer "
-                             "the step changes by more than the update (lightning_trainer: "
-                             "0.13 ms priced, 0.12-0.14 ms saved by the same network's update "
-                             "in a plain loop, 0.17-0.21 ms a step under the Trainer).")
-                elif saving < MIN_PRICED_CPU_S:
-                    unknown = "small update on CPU"
-                    body += (f" Impact unknown; verify to measure: a CPU saving priced under "
-                             f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked, since verify "
-                             "measured such savings up to 0.08 ms away from their price and "
-                             "between sittings (hand_attention: 0.21 ms priced, 0.22-0.31 ms "
-                             "measured), over 25 % of them (metrics/noise_floor.py).")
+                price = price_cpu_update(
+                    cls, n_ops, pbytes, n_tensors, n_optimizers, faults=faults, sqrt_s=sqrt_s,
+                    unprofiled=unprofiled,
+                    recorded=ceiling if ceiling is not None else now,
+                    foreach=foreach, lightning=lightning, words=words)
+                predicted, saving, body = price.fused_s, price.saving_s, price.text
+                priced_loop, unknown = price.priced_loop, price.unknown
             if cpu and cls not in CPU_CALIBRATED:
                 # found whatever the saving, unranked: capped by the loop's recorded extent,
                 # the difference of two uncalibrated prices sits near the cut and the extent
@@ -365,6 +322,8 @@ class OptimizerFusionAnalyzer(Analyzer):
                       **({"loop_page_faults": faults} if cpu and faults and faults >= 1
                          else {}),
                       **({"loop_sqrt_excess_s": sqrt_s} if cpu and sqrt_s else {}),
+                      **({"pace": price.pace, "unprofiled_update_s": unprofiled}
+                         if price is not None and price.pace is not None else {}),
                       # both sides priced at calibrated thread-CPU costs unless the loop's
                       # recorded extent (op time) capped the loop
                       **({SAVING_CLOCK: THREAD_CPU} if cpu and priced_loop else {}),

@@ -64,6 +64,10 @@ def update_extent(ctx: Context, rows: list[tuple]) -> list[float]:
     return out
 
 
+# Unprofiled steps at least, for their median to be the update's pace rather than one step's luck.
+MIN_PACE_STEPS = 3
+
+
 def despiked(ctx: Context, rows: list[tuple], spans: list[float]) -> list[float]:
     """Host spans with each child op capped at 10x the median of its name.
 
@@ -100,6 +104,21 @@ def loop_faults(ctx: Context) -> float | None:
                           WHERE optimizer_faults IS NOT NULL AND step > 0""")
     quiet = [f for f, profiled in rows if not profiled] or [f for f, _ in rows]
     return float(statistics.fmean(quiet)) if quiet else None
+
+
+def unprofiled_update_s(ctx: Context, rank: int) -> float | None:
+    """Median thread CPU time a step inside optimizer.step() calls on ``rank``
+    (``steps.optimizer_cpu_ns``), over the steps after the first that no profiler window held
+    and dsprof did not otherwise disturb: what the update costs on this machine at this run's
+    pace. None for imports, runs recorded before the column, closures (null), and runs with
+    fewer than MIN_PACE_STEPS such steps."""
+    if not has_column(ctx.run, "steps", "optimizer_cpu_ns"):
+        return None
+    rows = [int(r[0]) for r in ctx.run.sql(f"""
+        SELECT optimizer_cpu_ns FROM steps
+        WHERE rank = {int(rank)} AND step > 0 AND NOT profiled AND disturbed_by IS NULL
+          AND optimizer_cpu_ns IS NOT NULL""")]
+    return statistics.median(rows) / 1e9 if len(rows) >= MIN_PACE_STEPS else None
 
 
 def loop_sqrt_excess(ctx: Context, table: OpTable, rows: list[tuple]) -> float:

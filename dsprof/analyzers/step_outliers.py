@@ -13,7 +13,7 @@ syncs, other processes), and, when the outlier and a normal step were both profi
 whose self time grew most, and the time Python's garbage collector ran (``gc_ns``). Outliers that recur at a fixed interval (every N steps) are named as
 periodic work (evaluation, checkpoint saving, logging).
 
-Six verdicts, and only the last one is a saving:
+Seven verdicts, and only the last one is a saving:
 
 - ``steps.warmup``: the outliers are the first k steady steps and the run settles after them
   (at least ``MIN_STEPS`` normal steps follow): one-time work (lazy initialisation, the
@@ -35,6 +35,10 @@ Six verdicts, and only the last one is a saving:
   sequence; a larger batch). What the script asked the model to compute, not a saving. Before
   ``steps.periodic``: a loop of ``generate()`` calls has its prefill every N steps, and that is
   no evaluation or checkpoint to do less often.
+- ``steps.extra_work``: no stride, but the outliers ran source lines that no normal step ran
+  (host syncs: an evaluation's ``.item()``, a checkpoint's ``torch.save``): an evaluation that
+  lands once in the counted steps is the script's work too. Stated with those lines, no
+  saving. Before ``steps.noise``, for the same reason as ``steps.periodic``.
 - ``steps.noise`` too: sporadic outliers with no data wait that stay under
   ``MIN_SLOWDOWN`` x the median (the same work, a little slower now and then).
 - ``steps.outliers``: the rest. The saving is the outliers' excess over the median, spread
@@ -49,11 +53,19 @@ from typing import Any
 import numpy as np
 
 from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.analyzers.step_differences import (
+    extra_work,
+    forward_steps,
+    ops_that_grew,
+    sites_only_in,
+)
 from dsprof.analyzers.step_period import period_of
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column, steady_steps
 
 MIN_STEPS = 5
+# Verdicts on work the script asks for: their own steps are listed apart from noise outliers.
+OWN_WORK = ("steps.periodic", "steps.extra_work")
 # Outliers are "noise on this machine" when at least this share of them waited off the CPU.
 NOISE_SHARE = 0.5
 # Sporadic outliers with no wait to explain them must be this much slower than the median to
@@ -152,7 +164,7 @@ class StepOutliers(Analyzer):
                 parts.append(f"thread CPU +{(cpu - base_cpu) / 1e6:.1f} ms (more work)")
                 more_work.add(int(step))
             if profiled:
-                grew = _ops_that_grew(ctx, rank, step, normal)
+                grew = ops_that_grew(ctx, rank, step, normal)
                 if grew:
                     parts.append("grew: " + ", ".join(grew))
                     more_work.add(int(step))
@@ -165,7 +177,7 @@ class StepOutliers(Analyzer):
         if period:
             every, residue = period
             periodic = [r for r in slow if r[0] % every == residue]
-            sites = _sites_only_in(ctx, rank, [int(r[0]) for r in periodic],
+            sites = sites_only_in(ctx, rank, [int(r[0]) for r in periodic],
                                    [int(r[0]) for r in normal])
             if not _periodic_work(periodic[:20], more_work, sites):
                 period = None  # steps at a stride that only waited: the off-CPU rule decides
@@ -202,7 +214,7 @@ class StepOutliers(Analyzer):
                    "import gc\n"
                    "gc.freeze()  # after building the model, optimizer and data loaders")
         elif more_work and len(more_work) >= NOISE_SHARE * len(slow[:20]) and \
-                _forward_steps(ctx, rank, [int(r[0]) for r in slow]):
+                forward_steps(ctx, rank, [int(r[0]) for r in slow]):
             kind = "steps.more_input"
             saving = 0.0  # what the script asked the model to compute
             title = (f"{len(slow)} of {len(rows)} steps on rank {rank} ran up to "
@@ -231,10 +243,34 @@ class StepOutliers(Analyzer):
                    "script asks for;\n# if it should cost less, do it less often or off the "
                    "critical path (a background\n# thread for saving), e.g.:\n"
                    f"if step % {4 * every} == 0:  # was every {every} steps\n"
-                   "    save_checkpoint(...)")
+                   + (f"    ...  # the work at {sites[0]}" if sites else
+                      "    ...  # the evaluation, the checkpoint, the log")
+                   + "\n# (work the algorithm needs every N steps, such as an RL rollout, "
+                   "stays as it is)")
             if sites:
                 evidence.insert(0, Evidence(f"ran only in the slow steps: {', '.join(sites)}",
                                             rank=rank, site=sites[0]))
+        elif extra := extra_work(ctx, rank, slow, normal, med):
+            # outliers that ran lines no other step ran, carrying most of the excess: an
+            # evaluation or a checkpoint that came once (or at no stride) inside the counted
+            # steps (an HF Trainer's evaluation every 12 steps, once in 24 counted steps)
+            extra_steps, extra_sites = extra
+            kind = "steps.extra_work"
+            saving = 0.0
+            periodic = [r for r in slow if int(r[0]) in extra_steps]  # data.steps below
+            own = sum(r[3] - med for r in periodic) / len(rows) / 1e9
+            one = len(periodic) == 1
+            title = (f"{'Step' if one else 'Steps'} {_span(periodic)} on rank {rank} ran up "
+                     f"to {max(r[3] for r in periodic) / med:.1f}x the median doing work no "
+                     f"other step did, at {', '.join(extra_sites)}: work the script asks "
+                     f"for (an evaluation, a checkpoint, logging), {own * 1e3:.3g} ms "
+                     f"{ctx.words.a_step} on average, not a saving")
+            fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} ran code the "
+                   f"others did not\n# ({', '.join(extra_sites)}). If that work should cost "
+                   "less, do it less often or off\n# the training thread (a background "
+                   "thread for saving).")
+            evidence.insert(0, Evidence(f"ran only in the slow steps: {', '.join(extra_sites)}",
+                                        rank=rank, site=extra_sites[0]))
         elif not ctx.on_gpu and causes["waiting"] >= NOISE_SHARE * len(slow[:20]):
             kind = "steps.noise"
             saving = 0.0
@@ -274,25 +310,17 @@ class StepOutliers(Analyzer):
                     if kind == "steps.warmup" else
                     "no change is proposed: the same inputs give the same steps"
                     if kind == "steps.more_input" else
+                    "no change is proposed: the script asks for that work"
+                    if kind == "steps.extra_work" else
                     "dsprof run ... then dsprof summary RUN: the outlier steps are gone"),
             data={"median_ms": med / 1e6, "limit_ms": limit / 1e6,
                   "period": period[0] if period else None,
                   "excess_ms_per_step": per_step * 1e3,
                   # periodic work: its own steps (a noise outlier between them is no part
                   # of it: steps 3, 11, 15 at a stride of 4, with 12 slow on a loaded machine)
-                  "steps": [int(r[0]) for r in (periodic if kind == "steps.periodic"
-                                                else slow)],
+                  "steps": [int(r[0]) for r in (periodic if kind in OWN_WORK else slow)],
                   **({"other_outliers": [int(r[0]) for r in slow if r not in periodic]}
-                     if kind == "steps.periodic" else {})})
-
-
-def _forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:
-    """Whether all of ``steps`` are inference forwards (``steps.source`` = ``forward``)."""
-    if not has_column(ctx.run, "steps", "source"):
-        return False
-    (n,), = ctx.run.sql("""SELECT count(*) FROM steps WHERE rank = ? AND source = 'forward'
-                           AND step IN (SELECT unnest(?::BIGINT[]))""", [rank, steps])
-    return bool(n) and n == len(steps)
+                     if kind in OWN_WORK else {})})
 
 
 def _set_aside_text(rows: list[tuple]) -> str:
@@ -354,34 +382,3 @@ def _fix_for(causes: Counter[str]) -> str:
                 "#   dsprof summary RUN   (host syncs per line)  and  DS_LOG_LEVEL=DEBUG")
     return ("# The slow steps did more work. Profile them: widen the window over them with\n"
             "#   dsprof run --wait N --active M ...  and compare their ops with a normal step.")
-
-
-def _sites_only_in(ctx: Context, rank: int, slow: list[int], normal: list[int]) -> list[str]:
-    """Source lines (from the host-sync collector, which sees every step) that ran in most of
-    the slow steps and in none of the normal ones: where the periodic work is."""
-    if not slow or not ctx.nonempty("host_syncs"):
-        return []
-    rows = ctx.run.sql("""
-        SELECT site, count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[]))),
-               count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[])))
-        FROM host_syncs WHERE rank = ? AND site IS NOT NULL GROUP BY site ORDER BY site""",
-                       [slow, normal, rank])
-    return [site for site, in_slow, in_normal in rows
-            if in_slow >= 0.5 * len(slow) and in_normal == 0][:3]
-
-
-def _ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> list[str]:
-    """The three ops whose self time grew most against the median of the profiled normal
-    steps."""
-    ref = [int(r[0]) for r in normal if r[6]]
-    if not ref or not ctx.run.has("ops"):
-        return []
-    rows = ctx.run.sql("""
-        WITH per AS (
-            SELECT step, name, sum(self_ns) AS t FROM ops
-            WHERE rank = ? AND cat = 'cpu_op' AND step IN (SELECT unnest(?::BIGINT[]))
-            GROUP BY step, name),
-        base AS (SELECT name, median(t) AS t FROM per WHERE step <> ? GROUP BY name)
-        SELECT p.name, p.t - coalesce(b.t, 0) AS grew FROM per p LEFT JOIN base b USING (name)
-        WHERE p.step = ? ORDER BY grew DESC, p.name LIMIT 3""", [rank, [*ref, step], step, step])
-    return [f"{name} +{g / 1e6:.1f} ms" for name, g in rows if g and g > 0]

@@ -11,6 +11,13 @@ malloc gives back to the kernel and takes again faults every page of them every 
 (examples/periodic_eval.py's 1 MiB weight: ~480 a step, ~0.9 us each), a cost the fused
 kernel, which allocates nothing, does not pay (``steps.optimizer_faults``,
 analyzers/fusion_optimizer.py).
+
+Optimizer CPU time: the stepping thread's CPU time inside the same calls (two clock reads a
+step). The steps outside profiler windows give what the update costs on this machine at this
+run's pace, unprofiled: thread CPU time itself moved 1.7x with the machine's load here, and a
+price calibrated on a quiet machine is off by that much on a busy one (``steps.optimizer_cpu_ns``,
+analyzers/fusion_optimizer.py). A call given a closure (LBFGS, Lightning) runs forward and
+backward inside: its step's figure is null.
 """
 
 from __future__ import annotations
@@ -28,11 +35,15 @@ class StepRuntime:
         self.gc_ns: list[int | None] = []
         self.gc_generation: list[int | None] = []
         self.optimizer_faults: list[int | None] = []
+        self.optimizer_cpu_ns: list[int | None] = []
         self._gc_ns = 0
         self._gc_generation: int | None = None
         self._gc_started: int | None = None
         self._faults = 0
         self._faults_at: int | None = None
+        self._cpu_ns = 0
+        self._cpu_at: int | None = None
+        self._closure = False
 
     def install(self) -> None:
         gc.callbacks.append(self._gc_event)
@@ -41,10 +52,15 @@ class StepRuntime:
         if self._gc_event in gc.callbacks:
             gc.callbacks.remove(self._gc_event)
 
-    def optimizer_starting(self) -> None:
+    def optimizer_starting(self, closure: bool = False) -> None:
+        self._closure = self._closure or closure
         self._faults_at = minor_faults()
+        self._cpu_at = time.thread_time_ns()
 
     def optimizer_ended(self) -> None:
+        if self._cpu_at is not None:
+            self._cpu_ns += time.thread_time_ns() - self._cpu_at
+            self._cpu_at = None
         if self._faults_at is not None:
             self._faults += minor_faults() - self._faults_at
             self._faults_at = None
@@ -56,11 +72,15 @@ class StepRuntime:
         self.gc_ns.append(self._gc_ns if sample else None)
         self.gc_generation.append(self._gc_generation if sample else None)
         self.optimizer_faults.append(self._faults if sample else None)
+        self.optimizer_cpu_ns.append(self._cpu_ns if sample and self._cpu_ns
+                                     and not self._closure else None)
         self._gc_ns, self._gc_generation, self._faults = 0, None, 0
+        self._cpu_ns, self._closure = 0, False
 
     def record(self) -> dict[str, Any]:
         return {"gc_ns": self.gc_ns, "gc_generation": self.gc_generation,
-                "optimizer_faults": self.optimizer_faults}
+                "optimizer_faults": self.optimizer_faults,
+                "optimizer_cpu_ns": self.optimizer_cpu_ns}
 
     def _gc_event(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

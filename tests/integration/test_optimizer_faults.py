@@ -50,6 +50,10 @@ def test_the_loop_faults_its_temporaries_every_step_and_the_fused_kernel_none(tm
     assert res.stdout.strip() == "done"
     faults = _faults(out)
     assert len(faults) >= 8
+    # AND each of those steps has the thread's CPU time inside optimizer.step()
+    with load(out) as run:
+        cpu = run.sql("SELECT optimizer_cpu_ns FROM steps WHERE step > 0 AND NOT profiled")
+    assert all(c is not None and c > 0 for (c,) in cpu), cpu
     if impl == "loop":
         # THEN every step's update faulted at least the pages of one 1 MiB temporary
         assert all(f >= PAGES_PER_MIB for _, f in faults), faults
@@ -78,10 +82,14 @@ def test_the_fused_price_adds_the_loops_page_faults(tmp_path):
     # the loop's price, printed, holds its faults: over 0.2 ms of them here
     assert d["loop_page_faults"] * PAGE_FAULT_S > 0.2e-3
     assert "page faults per step at 0.9 us each" in " ".join(f.explanation.split())
-    assert f"= {loop * 1e3:.3f} ms (at most its recorded extent)" in f.explanation
-    # AND the saving is that price (or the loop's recorded extent, when smaller) less the
-    # fused kernel's
-    assert 0 < f.saving_s <= loop - fused + 1e-9
+    assert f"= {loop * 1e3:.3f} ms, the fused kernel" in f.explanation
+    # AND the saving is that price at the run's pace (its unprofiled steps' optimizer.step()
+    # against the price: the faults counted, not paced), or the loop's recorded extent when
+    # smaller, less the fused kernel's at that pace
+    speed = d["pace"]
+    assert d["unprofiled_update_s"] > 0 and f"{speed:.2f}x their price" in f.explanation
+    paced_loop = loop + (speed - 1) * loop_cpu_s(d["ops_per_step"], d["param_bytes"])
+    assert 0 < f.saving_s <= paced_loop - speed * fused + 1e-9
 
 
 ZERO_GRADS = """

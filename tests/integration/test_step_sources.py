@@ -64,6 +64,8 @@ def test_closure_forward_and_backward_are_not_the_optimizer(tmp_path, opt):
         profiled = r.sql("SELECT count(*) FROM steps WHERE profiled")[0][0]
         # LBFGS calls the closure several times per step
         assert closures >= profiled > 0
+        # no step's optimizer CPU time stands for the update: forward and backward ran in it
+        assert r.sql("SELECT count(*) FROM steps WHERE optimizer_cpu_ns IS NOT NULL")[0][0] == 0
         # the model's matmuls and their gradients are forward/backward, never optimizer
         wrong = r.sql("""SELECT name, phase, count(*) FROM ops
                          WHERE name IN ('aten::addmm', 'aten::mm', 'aten::relu',

@@ -15,11 +15,14 @@ from dsprof.metrics.ops.optimizer_cost import (
     FUSED_CPU_S_PER_TENSOR,
     LOOP_CPU_S_PER_OP,
     MIN_PRICED_CPU_S,
+    PACE_RANGE,
     PAGE_FAULT_S,
     SQRT_CALL_S,
     SQRT_S_PER_ELEMENT,
+    STEP_CALL_CPU_S,
     fused_cpu_s,
     loop_cpu_s,
+    pace,
     sqrt_excess_s,
 )
 from dsprof.run import Run
@@ -316,3 +319,46 @@ def test_a_sqrt_is_charged_only_what_it_took_beyond_a_zero_free_one():
     assert sqrt_excess_s(8.7e-6, 65536, 1e-6) == 0.0
     # AND one at half zeros (379 us measured on this machine) is charged the difference
     assert sqrt_excess_s(379e-6, 65536, 1e-6) == pytest.approx(379e-6 - free)
+
+
+def test_pace_is_the_unprofiled_update_against_its_price_within_range():
+    # GIVEN a loop priced 1 ms, stepped once a step
+    priced = 1e-3 + STEP_CALL_CPU_S
+    # THEN its pace is the unprofiled time over that price and the call around it
+    assert pace(priced, 1e-3, 1) == pytest.approx(1.0)
+    assert pace(1.7 * priced, 1e-3, 1) == pytest.approx(1.7)
+    assert pace(2 * (1e-3 + 2 * STEP_CALL_CPU_S), 1e-3, 2) == pytest.approx(2.0)
+    # AND a figure that cannot be the update (a closure's forward inside) moves it at most so far
+    assert pace(100 * priced, 1e-3, 1) == PACE_RANGE[1]
+    assert pace(0.0, 1e-3, 1) == PACE_RANGE[0]
+
+
+def _paced(unprofiled_ms: float, profiled_steps: int = 0) -> Run:
+    """``_optimizer``'s Adam loop in a run of 8 steps whose unprofiled steps after the first
+    spent ``unprofiled_ms`` in optimizer.step() (the first ``profiled_steps`` after step 0
+    profiled too)."""
+    n = 8
+    return _optimizer("aten::mul_", steps_table=steps(
+        [20] * n, rank=[0] * n, profiled=[0 < i <= max(1, profiled_steps) for i in range(n)],
+        optimizer_cpu_ns=[int(unprofiled_ms * MS)] * n))
+
+
+def test_the_cpu_prices_are_taken_at_the_pace_of_the_runs_unprofiled_steps():
+    # GIVEN the same loop in a quiet run and in one whose unprofiled update ran 1.6x its price
+    quiet = next(f for f in analyze(_optimizer("aten::mul_"), only=("fusion_optimizer",),
+                                    write=False).findings if f.kind == "fusion.optimizer")
+    nbytes, tensors = quiet.data["param_bytes"], quiet.data["param_tensors"]
+    loop, fused = loop_cpu_s(40, nbytes), fused_cpu_s(tensors, nbytes)
+    busy = _paced(1.6 * (loop + STEP_CALL_CPU_S) * 1e3)
+    f = next(f for f in analyze(busy, only=("fusion_optimizer",), write=False).findings
+             if f.kind == "fusion.optimizer")
+    # THEN both prices are taken 1.6x, and the text says from what
+    assert f.saving_s == pytest.approx(1.6 * (loop - fused), rel=1e-4)
+    assert f.data["predicted_fused_s"] == pytest.approx(1.6 * fused, rel=1e-4)
+    assert "At this run's pace" in f.explanation and "1.60x their price" in f.explanation
+    # AND without enough unprofiled steps the quiet prices stand
+    few = _paced(1.6 * (loop + STEP_CALL_CPU_S) * 1e3, profiled_steps=6)
+    f = next(f for f in analyze(few, only=("fusion_optimizer",), write=False).findings
+             if f.kind == "fusion.optimizer")
+    assert f.saving_s == pytest.approx(loop - fused)
+    assert "At this run's pace" not in f.explanation

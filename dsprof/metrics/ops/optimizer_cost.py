@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 
-__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s", "sqrt_excess_s"]
+__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s", "pace", "sqrt_excess_s"]
 
 # The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
 # project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
@@ -50,6 +50,14 @@ SQRT_CALL_S = 2.0e-6
 SQRT_S_PER_ELEMENT = 0.3e-9
 # A penalty under this a step is not named in the finding's text (it is still priced).
 SQRT_EXCESS_MIN_S = 10e-6
+# What one optimizer.step() call costs around the update itself (hooks, the parameter
+# gathering of _init_group, the profiler's record_function): 66-74 us in the quiet fits above.
+# Only used to read a run's pace: its unprofiled step() calls against the update's price plus
+# this (``pace``).
+STEP_CALL_CPU_S = 70e-6
+# How far a run's pace may move the prices: beyond, the unprofiled figure measures something
+# else than the update (a 1.7x slower thread CPU was measured under load 2-3 here).
+PACE_RANGE = (0.25, 4.0)
 # The optimizers those figures were measured for. Others (Adagrad, SGD) are still found, but
 # their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
 # 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
@@ -74,3 +82,15 @@ def sqrt_excess_s(dur_s: float, numel: int, profiler_cost_s: float = 0.0) -> flo
     """What one recorded ``aten::sqrt`` of ``numel`` floats took beyond a zero-free sqrt of
     that size (and the profiler's cost per op): the zeros' penalty, or 0.0."""
     return max(0.0, dur_s - profiler_cost_s - SQRT_CALL_S - numel * SQRT_S_PER_ELEMENT)
+
+
+def pace(unprofiled_s: float, loop_s: float, calls: int) -> float:
+    """How much slower (above 1) or faster this run's machine ran the update than the quiet
+    machine the prices were measured on: the unprofiled ``optimizer.step()`` time a step
+    (``calls`` calls of a loop priced ``loop_s`` in all) against its price, within PACE_RANGE.
+    Thread CPU time grows with the machine's load (a busy sibling core: 3.56 us an op fit under
+    load 2.3 against 2.06 quiet, benchmarks/fused_optimizer_cpu.py), and verify measures the
+    saving at the load of its own sitting."""
+    priced = loop_s + calls * STEP_CALL_CPU_S
+    lo, hi = PACE_RANGE
+    return min(hi, max(lo, unprofiled_s / priced)) if priced > 0 else 1.0

@@ -1,0 +1,78 @@
+"""What differed in a run's slow steps from its normal ones, read from the tables every run has:
+the source lines only the slow steps ran (host syncs), the ops whose self time grew, and
+whether the steps are an inference run's forwards. analyzers/step_outliers.py's verdicts use
+them."""
+
+from __future__ import annotations
+
+from dsprof.analyzers.registry import Context
+from dsprof.metrics.noise import has_column
+
+# Outliers that ran lines no normal step ran are the script's extra work when they carry at
+# least this share of the outliers' excess time (the rest: noise outliers beside them).
+EXTRA_WORK_SHARE = 0.6
+
+
+def forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:
+    """Whether all of ``steps`` are inference forwards (``steps.source`` = ``forward``)."""
+    if not has_column(ctx.run, "steps", "source"):
+        return False
+    (n,), = ctx.run.sql("""SELECT count(*) FROM steps WHERE rank = ? AND source = 'forward'
+                           AND step IN (SELECT unnest(?::BIGINT[]))""", [rank, steps])
+    return bool(n) and n == len(steps)
+
+
+
+def sites_only_in(ctx: Context, rank: int, slow: list[int], normal: list[int]) -> list[str]:
+    """Source lines (from the host-sync collector, which sees every step) that ran in most of
+    the slow steps and in none of the normal ones: where the periodic work is."""
+    if not slow or not ctx.nonempty("host_syncs"):
+        return []
+    rows = ctx.run.sql("""
+        SELECT site, count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[]))),
+               count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[])))
+        FROM host_syncs WHERE rank = ? AND site IS NOT NULL GROUP BY site ORDER BY site""",
+                       [slow, normal, rank])
+    return [site for site, in_slow, in_normal in rows
+            if in_slow >= 0.5 * len(slow) and in_normal == 0][:3]
+
+
+
+def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
+                med: float) -> tuple[set[int], list[str]] | None:
+    """The outliers that ran source lines no normal step ran (host syncs), and those lines (up
+    to 3), when those outliers carry EXTRA_WORK_SHARE of the excess; else None."""
+    if not slow or not ctx.nonempty("host_syncs"):
+        return None
+    rows = ctx.run.sql("""
+        SELECT step, site FROM host_syncs
+        WHERE rank = ? AND site IS NOT NULL AND step IN (SELECT unnest(?::BIGINT[]))
+          AND site NOT IN (SELECT site FROM host_syncs WHERE rank = ? AND site IS NOT NULL
+                           AND step IN (SELECT unnest(?::BIGINT[])))
+        GROUP BY ALL ORDER BY step, site""",
+                       [rank, [int(r[0]) for r in slow[:20]], rank,
+                        [int(r[0]) for r in normal]])
+    steps = {int(step) for step, _ in rows}
+    excess = {int(r[0]): r[3] - med for r in slow}
+    if not steps or sum(excess.get(s, 0) for s in steps) < EXTRA_WORK_SHARE * sum(
+            excess.values()):
+        return None
+    return steps, sorted({site for _, site in rows})[:3]
+
+
+
+def ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> list[str]:
+    """The three ops whose self time grew most against the median of the profiled normal
+    steps."""
+    ref = [int(r[0]) for r in normal if r[6]]
+    if not ref or not ctx.run.has("ops"):
+        return []
+    rows = ctx.run.sql("""
+        WITH per AS (
+            SELECT step, name, sum(self_ns) AS t FROM ops
+            WHERE rank = ? AND cat = 'cpu_op' AND step IN (SELECT unnest(?::BIGINT[]))
+            GROUP BY step, name),
+        base AS (SELECT name, median(t) AS t FROM per WHERE step <> ? GROUP BY name)
+        SELECT p.name, p.t - coalesce(b.t, 0) AS grew FROM per p LEFT JOIN base b USING (name)
+        WHERE p.step = ? ORDER BY grew DESC, p.name LIMIT 3""", [rank, [*ref, step], step, step])
+    return [f"{name} +{g / 1e6:.1f} ms" for name, g in rows if g and g > 0]

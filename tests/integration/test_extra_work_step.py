@@ -1,0 +1,49 @@
+"""An evaluation that lands once in the counted steps (no stride to call periodic): the step
+that ran it is the script's own work, named with the line only it ran, not a saving
+(analyzers/step_outliers.py ``steps.extra_work``). Seen on a ``Seq2SeqTrainer`` evaluating every
+12 steps, once in its 24 counted steps: it read as outliers "that did more work", with their
+excess as a saving."""
+
+from __future__ import annotations
+
+from dsprof.analyzers.registry import analyze
+from dsprof.run import load
+from tests.integration.helpers import dsprof, write
+
+ONE_EVALUATION = """
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+val = [torch.randn(512, 64) for _ in range(40)]
+for step in range(24):
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    if step == 15:
+        with torch.no_grad():
+            score = sum(model(v).logsumexp(-1).mean().item() for v in val)  # EVAL LINE
+        print(f"eval {score / len(val):.3f}")
+    opt.step()
+print("done")
+"""
+
+
+def test_a_single_evaluation_step_is_the_scripts_work_not_a_saving(tmp_path):
+    # GIVEN 24 steps, one of which (loop step 15) evaluates 40 batches with .item() on each
+    script = write(tmp_path / "one_eval.py", ONE_EVALUATION)
+    out = tmp_path / "run"
+    res = dsprof("run", "-q", "-o", str(out), str(script))
+    assert res.code == 0, res.stderr
+    with load(out) as run:
+        found = [f for f in analyze(run, only=("step_outliers",), write=False).findings]
+    # THEN that step is named as the script's extra work, with the line only it ran, no saving
+    (f,) = [f for f in found if f.kind == "steps.extra_work"]
+    line = 1 + next(i for i, ln in enumerate(ONE_EVALUATION.splitlines()) if "EVAL LINE" in ln)
+    assert f"one_eval.py:{line}" in f.title, f.title
+    assert f.saving_s == 0 and f.severity == "info"
+    assert len(f.data["steps"]) == 1 and "not a saving" in f.title
+    assert not [g for g in found if g.kind == "steps.outliers"]
