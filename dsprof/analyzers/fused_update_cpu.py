@@ -15,6 +15,7 @@ from dsprof.metrics.ops.optimizer_cost import (
     LOOP_CPU_S_PER_OP,
     LOOP_CPU_S_PER_PARAM_BYTE,
     MIN_PRICED_CPU_S,
+    PACE_MIN_LOOP_S,
     PAGE_FAULT_S,
     SQRT_EXCESS_MIN_S,
     STEP_CALL_CPU_S,
@@ -40,6 +41,24 @@ class CpuUpdatePrice:
     unknown: str | None
 
 
+def fault_cost_s(faults: float | None) -> float:
+    """What the loop's mean page faults a step cost; under one a step on average (the first
+    step's state allocation spread over the run) is no recurring cost."""
+    return faults * PAGE_FAULT_S if faults is not None and faults >= 1 else 0.0
+
+
+def loop_pace(n_ops: float, pbytes: int, n_optimizers: int, faults: float | None,
+              sqrt_s: float, unprofiled: float) -> float | None:
+    """The pace (optimizer_cost.pace) of a loop of ``n_ops`` ops over ``pbytes`` whose
+    unprofiled step() calls took ``unprofiled`` a step: its page faults (counted) and sqrt
+    excess (read from the run) taken out first, since they are not priced at the quiet rate.
+    None for a loop priced under PACE_MIN_LOOP_S: the call around it, not the ops, would set it."""
+    if loop_cpu_s(n_ops, pbytes) < PACE_MIN_LOOP_S:
+        return None
+    return pace(unprofiled - fault_cost_s(faults) - sqrt_s, loop_cpu_s(n_ops, pbytes),
+                n_optimizers)
+
+
 def price_cpu_update(cls: str, n_ops: float, pbytes: int, n_tensors: int, n_optimizers: int,
                      *, faults: float | None, sqrt_s: float, unprofiled: float | None,
                      recorded: float, foreach: bool, lightning: bool,
@@ -49,18 +68,17 @@ def price_cpu_update(cls: str, n_ops: float, pbytes: int, n_tensors: int, n_opti
     CPU: the quiet machine's prices plus the loop's page ``faults`` and ``sqrt_s`` excess,
     taken at the pace of the ``unprofiled`` update (``optimizer_cost.pace``), the loop at most
     its ``recorded`` extent; with the text that says how."""
-    # under a page a step on average: the first step's state allocation spread
-    # over the run, no recurring cost
-    fault_s = faults * PAGE_FAULT_S if faults is not None and faults >= 1 else 0.0
+    fault_s = fault_cost_s(faults)
     loop = loop_cpu_s(n_ops, pbytes) + fault_s + sqrt_s
     predicted = fused_cpu_s(n_tensors, pbytes)
     # the priced parts at this run's pace (optimizer_cost.pace): the prices are a
     # quiet machine's, and the thread's CPU time moves with the load; the faults
     # (counted) and the sqrt's excess (read from this run's ops) stay as they are
-    paced = unprofiled is not None and cls in CPU_CALIBRATED
+    read = (loop_pace(n_ops, pbytes, n_optimizers, faults, sqrt_s, unprofiled)
+            if unprofiled is not None and cls in CPU_CALIBRATED else None)
+    paced = read is not None
+    speed = read or 1.0
     unprofiled = unprofiled or 0.0
-    speed = (pace(unprofiled - fault_s - sqrt_s, loop_cpu_s(n_ops, pbytes),
-                  n_optimizers) if paced else 1.0)
     quiet_loop, quiet_fused = loop, predicted
     if paced:
         loop = loop_cpu_s(n_ops, pbytes) * speed + fault_s + sqrt_s

@@ -43,8 +43,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from dsprof.analyzers.frameworks import frameworks
-from dsprof.analyzers.fused_update_cpu import price_cpu_update
+from dsprof.analyzers.fused_update_cpu import loop_pace, price_cpu_update
 from dsprof.analyzers.optimizer_spans import (
+    LoopMeasure,
     closure_time,
     despiked,
     loop_faults,
@@ -96,11 +97,27 @@ class OptimizerFusionAnalyzer(Analyzer):
         return None
 
     def run(self, ctx: Context) -> list[Finding]:
+        findings = []
+        for m in self.loops(ctx):
+            finding = self._finding(m.cls, m.rows, m.now, m.n_ops, m.pbytes, m.foreach,
+                                    m.bandwidth, m.bw_source, m.overhead, m.n_tensors,
+                                    cpu=m.cpu, faults=m.faults, sqrt_s=m.sqrt_s,
+                                    unprofiled=m.unprofiled, n_optimizers=m.n_optimizers,
+                                    lightning="lightning" in frameworks(ctx),
+                                    ceiling=m.ceiling, words=ctx.words)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def loops(self, ctx: Context) -> list[LoopMeasure]:
+        """Every optimizer class's update that a fused or foreach kernel could replace, as
+        measured in the run."""
         table = ctx.op_table
         bandwidth, bw_source = table.bandwidth(POINTWISE)
         if bandwidth is None:
             return []
         overhead = table.op_overhead_s(POINTWISE)
+        loops: list[LoopMeasure] = []
         spans = ctx.run.sql(f"""
             SELECT o.rank, o.step, o.id, o.name, o.dur_ns, o.start_ns,
                    count(c.id) AS n_ops,
@@ -121,7 +138,6 @@ class OptimizerFusionAnalyzer(Analyzer):
         for row in spans:
             cls = row[3].removeprefix("Optimizer.step#").split(".")[0]
             by_class[cls].append(row)
-        findings = []
         for cls, rows in sorted(by_class.items()):
             n_fused = sum(r[7] for r in rows)
             n_foreach = sum(r[8] for r in rows)
@@ -165,15 +181,10 @@ class OptimizerFusionAnalyzer(Analyzer):
             # the unprofiled update's time: this run's pace (one class's calls only)
             unprofiled = (unprofiled_update_s(ctx, rows[0][0])
                           if cpu and len(by_class) == 1 and not n_foreach else None)
-            finding = self._finding(cls, rows, now, n_ops, pbytes, n_foreach > 0, bandwidth,
-                                    bw_source, overhead, n_tensors, cpu=cpu, faults=faults,
-                                    sqrt_s=sqrt_s, unprofiled=unprofiled,
-                                    n_optimizers=n_optimizers,
-                                    lightning="lightning" in frameworks(ctx), ceiling=ceiling,
-                                    words=ctx.words)
-            if finding is not None:
-                findings.append(finding)
-        return findings
+            loops.append(LoopMeasure(cls, rows, now, n_ops, pbytes, n_tensors, n_optimizers,
+                                     n_foreach > 0, cpu, ceiling, faults, sqrt_s, unprofiled,
+                                     bandwidth, bw_source, overhead))
+        return loops
 
     @staticmethod
     def _per_step(rows: list[tuple], times: list[float],
@@ -352,3 +363,14 @@ class OptimizerFusionAnalyzer(Analyzer):
             data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
                   **({"impact_unknown": "per-op dispatch cost on CPU"} if cpu else {})})
 
+
+def update_pace(ctx: Context) -> float | None:
+    """The run's CPU pace (optimizer_cost.pace): how much slower than the quiet machine the
+    prices were measured on its unprofiled per-parameter Adam/AdamW update ran; None when the
+    run has no such update to read it from (a GPU run, another optimizer, a closure, foreach,
+    fused, too few unprofiled steps)."""
+    for m in OptimizerFusionAnalyzer().loops(ctx):
+        if m.cpu and not m.foreach and m.cls in CPU_CALIBRATED and m.unprofiled is not None:
+            return loop_pace(m.n_ops, m.pbytes, m.n_optimizers, m.faults, m.sqrt_s,
+                             m.unprofiled)
+    return None

@@ -8,6 +8,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 
 from dsprof.analyzers.registry import Context
 from dsprof.metrics.noise import has_column
@@ -62,6 +63,32 @@ def update_extent(ctx: Context, rows: list[tuple]) -> list[float]:
         inside = sum(max(0, min(e, hi) - max(s, lo)) for s, e in model.get(key, ()))
         out.append(max(0, hi - lo - inside) / 1e9)
     return out
+
+
+@dataclass(frozen=True)
+class LoopMeasure:
+    """One optimizer class's update as the run recorded it: its spans (``rows``), full-speed
+    time a step (``now``), ops, parameter bytes and tensors, step() calls a step, whether it
+    runs foreach, on CPU, its recorded extent (``ceiling``), page faults, sqrt excess and
+    unprofiled time a step (CPU), and the pointwise bandwidth and per-op overhead read from the
+    run."""
+
+    cls: str
+    rows: list[tuple]
+    now: float
+    n_ops: float
+    pbytes: int
+    n_tensors: int
+    n_optimizers: int
+    foreach: bool
+    cpu: bool
+    ceiling: float
+    faults: float | None
+    sqrt_s: float
+    unprofiled: float | None
+    bandwidth: float
+    bw_source: str
+    overhead: float
 
 
 # Unprofiled steps at least, for their median to be the update's pace rather than one step's luck.

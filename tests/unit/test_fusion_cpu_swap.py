@@ -4,6 +4,8 @@ backward is the composite of the same ops)."""
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.registry import analyze
 from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 from dsprof.run import Run
@@ -183,3 +185,48 @@ def test_a_small_gelu_swap_that_frees_memory_is_still_held_to_the_noise_floor():
     f = _fusion(_run(small, "M.act", step_ms=12, saved_bytes=3 * 64 * 1024))
     # THEN the memory it frees does not exempt its time claim from the ranking rules
     assert f.saving_bytes == 3 * 64 * 1024 and f.severity == "info"
+
+
+def _with_adam(unprofiled_ms: float | None) -> Run:
+    """``_gelu("float")`` in module M.act and an Adam per-parameter loop of 80 ops over 4 64 x 64
+    parameters, in step 1 (profiled) of 8 steps; the 6 unprofiled steps after it spent
+    ``unprofiled_ms`` in optimizer.step() (None: the column is not there, as in older runs)."""
+    chain = _run(_gelu("float"), "M.act")
+    ops = chain.sql("SELECT * FROM ops")
+    cols = [d[0] for d in chain.sql("DESCRIBE ops")]
+    rows = [dict(zip(cols, r)) for r in ops]
+    rows.append({"id": 500, "step": 1, "name": "Optimizer.step#Adam.step",
+                 "cat": "user_annotation", "thread": 1, "start_ns": 14 * MS, "dur_ns": 5 * MS})
+    rows += [{"id": 501 + i, "step": 1, "name": "aten::mul_", "cat": "cpu_op", "parent_id": 500,
+              "thread": 1, "start_ns": 14 * MS + i * 50_000, "dur_ns": 50_000,
+              "phase": "optimizer"} for i in range(80)]
+    rows += [{"id": 600 + i, "step": 1, "name": "torch::autograd::AccumulateGrad",
+              "cat": "cpu_op", "thread": 1, "start_ns": 13 * MS + i * 1000, "dur_ns": 500,
+              "input_shapes": "[[64, 64]]", "dtypes": '["float"]', "phase": "backward"}
+             for i in range(4)]
+    n = 8
+    extra = {} if unprofiled_ms is None else {
+        "optimizer_cpu_ns": [int(unprofiled_ms * MS)] * n}
+    st = steps([20] * n, cpu_ns=[19 * MS] * n, data_wait_ns=[0] * n, rank=[0] * n,
+               profiled=[i == 1 for i in range(n)], **extra)
+    rows = [{k: v for k, v in r.items() if v is not None} for r in rows]
+    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
+                           steps=st, ops=table(*rows, rank=0))
+
+
+def test_a_gelu_swap_is_priced_at_the_pace_the_optimizer_loop_ran():
+    # GIVEN the same hand GELU and Adam loop, in a run whose unprofiled update ran 1.6x its
+    # price and in one that did not record it
+    from dsprof.metrics.ops.optimizer_cost import STEP_CALL_CPU_S, loop_cpu_s
+
+    quiet_run = _with_adam(None)
+    quiet = _fusion(quiet_run)
+    (opt,) = [f for f in analyze(quiet_run, write=False).findings
+              if f.kind == "fusion.optimizer"]
+    loop = loop_cpu_s(80, opt.data["param_bytes"])
+    busy = _fusion(_with_adam(1.6 * (loop + STEP_CALL_CPU_S) * 1e3))
+    # THEN the swap's saving is taken at that pace, and says so
+    assert quiet.kind == busy.kind == "fusion.hand_gelu"
+    assert "pace" not in quiet.data and busy.data["pace"] == pytest.approx(1.6, rel=1e-3)
+    assert busy.saving_s == pytest.approx(1.6 * quiet.saving_s, rel=1e-3)
+    assert "this run's pace, 1.60x" in busy.explanation

@@ -15,6 +15,7 @@ from dsprof.metrics.ops.optimizer_cost import (
     FUSED_CPU_S_PER_TENSOR,
     LOOP_CPU_S_PER_OP,
     MIN_PRICED_CPU_S,
+    PACE_MIN_LOOP_S,
     PACE_RANGE,
     PAGE_FAULT_S,
     SQRT_CALL_S,
@@ -338,17 +339,20 @@ def _paced(unprofiled_ms: float, profiled_steps: int = 0) -> Run:
     spent ``unprofiled_ms`` in optimizer.step() (the first ``profiled_steps`` after step 0
     profiled too)."""
     n = 8
-    return _optimizer("aten::mul_", steps_table=steps(
+    return _optimizer("aten::mul_", n_children=80, steps_table=steps(
         [20] * n, rank=[0] * n, profiled=[0 < i <= max(1, profiled_steps) for i in range(n)],
         optimizer_cpu_ns=[int(unprofiled_ms * MS)] * n))
 
 
 def test_the_cpu_prices_are_taken_at_the_pace_of_the_runs_unprofiled_steps():
-    # GIVEN the same loop in a quiet run and in one whose unprofiled update ran 1.6x its price
-    quiet = next(f for f in analyze(_optimizer("aten::mul_"), only=("fusion_optimizer",),
-                                    write=False).findings if f.kind == "fusion.optimizer")
+    # GIVEN the same loop (80 ops) in a quiet run and in one whose unprofiled update ran 1.6x
+    # its price
+    quiet = next(f for f in analyze(_optimizer("aten::mul_", n_children=80),
+                                    only=("fusion_optimizer",), write=False).findings
+                 if f.kind == "fusion.optimizer")
     nbytes, tensors = quiet.data["param_bytes"], quiet.data["param_tensors"]
-    loop, fused = loop_cpu_s(40, nbytes), fused_cpu_s(tensors, nbytes)
+    loop, fused = loop_cpu_s(80, nbytes), fused_cpu_s(tensors, nbytes)
+    assert loop >= PACE_MIN_LOOP_S
     busy = _paced(1.6 * (loop + STEP_CALL_CPU_S) * 1e3)
     f = next(f for f in analyze(busy, only=("fusion_optimizer",), write=False).findings
              if f.kind == "fusion.optimizer")
@@ -362,3 +366,16 @@ def test_the_cpu_prices_are_taken_at_the_pace_of_the_runs_unprofiled_steps():
              if f.kind == "fusion.optimizer")
     assert f.saving_s == pytest.approx(loop - fused)
     assert "At this run's pace" not in f.explanation
+
+
+def test_a_small_loop_gives_no_pace():
+    # GIVEN a loop of 40 ops over 4 small parameters (priced under PACE_MIN_LOOP_S), whose
+    # unprofiled step() took twice the price: the ~70 us around the call would set the pace
+    run = _optimizer("aten::mul_", steps_table=steps(
+        [20] * 8, rank=[0] * 8, profiled=[i == 1 for i in range(8)],
+        optimizer_cpu_ns=[int(0.4 * MS)] * 8))
+    (f,) = [f for f in analyze(run, only=("fusion_optimizer",), write=False).findings
+            if f.kind == "fusion.optimizer"]
+    # THEN the quiet prices stand
+    assert loop_cpu_s(40, f.data["param_bytes"]) < PACE_MIN_LOOP_S
+    assert "pace" not in f.data and "At this run's pace" not in f.explanation

@@ -58,6 +58,8 @@ STEP_CALL_CPU_S = 70e-6
 # How far a run's pace may move the prices: beyond, the unprofiled figure measures something
 # else than the update (a 1.7x slower thread CPU was measured under load 2-3 here).
 PACE_RANGE = (0.25, 4.0)
+# A loop priced under this is read for no pace: the ~70 us call around it would set it.
+PACE_MIN_LOOP_S = 100e-6
 # The optimizers those figures were measured for. Others (Adagrad, SGD) are still found, but
 # their saving is unranked: recsys_embeddingbag's fused Adagrad was predicted 0.25 ms and saved
 # 0.07 (benchmarks/advice.py), i.e. it kept ~0.8 of the loop.
