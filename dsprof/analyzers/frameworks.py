@@ -21,6 +21,9 @@ _WRAPPERS = ("Peft",)
 # meta.json frameworks marker (collectors/process_facts.py, read as data here): the script's
 # transformers names checkpointing activation_checkpointing; gradient_checkpointing warns there
 _NEW_CHECKPOINTING = "transformers.activation_checkpointing"
+# meta.json marker: the script built an accelerate.Accelerator (the HF Trainer builds one too:
+# there TrainingArguments is the switch)
+_ACCELERATOR = "accelerate.Accelerator"
 
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
@@ -41,6 +44,10 @@ _SWITCHES = {
     ("transformers.trainer", "autocast_off"): (
         "# Hugging Face Trainer: TrainingArguments(..., bf16=False)"),
     ("lightning", "autocast_off"): "# Lightning: Trainer(..., precision=\"32-true\")",
+    # Accelerate enters autocast itself around the prepared model's forward: no autocast block
+    # in the script to delete; mixed_precision given to Accelerator() wins over the launch config
+    (_ACCELERATOR, "precision"): "# Accelerate: Accelerator(..., mixed_precision=\"bf16\")",
+    (_ACCELERATOR, "autocast_off"): "# Accelerate: Accelerator(..., mixed_precision=\"no\")",
     ("lightning", "checkpointing"): (
         "# Lightning: wrap the blocks in configure_model() with torch.utils.checkpoint, or\n"
         "# FSDPStrategy(activation_checkpointing_policy={Block}) on multi-GPU"),
@@ -101,6 +108,8 @@ def framework_fix(ctx: Context, area: str) -> str:
     used = frameworks(ctx)
     if area == "checkpointing" and _NEW_CHECKPOINTING in used:
         used.discard("transformers")  # the new names' switch replaces the deprecated one
+    if "transformers.trainer" in used:
+        used.discard(_ACCELERATOR)  # the Trainer's own Accelerator: TrainingArguments says
     lines = [text for (fw, a), text in _SWITCHES.items() if a == area and fw in used]
     return "".join(t + "\n" for t in lines)
 

@@ -37,6 +37,24 @@ def test_lightning_gets_its_trainer_switches_and_plain_torch_gets_none(tmp_path)
         assert framework_fix(Context(run), "checkpointing") == ""
 
 
+def test_an_accelerator_gets_accelerates_switch_unless_the_hf_trainer_built_it(tmp_path):
+    # GIVEN a script that built an accelerate.Accelerator itself
+    with load(_with_frameworks(tmp_path / "acc", ["accelerate", "accelerate.Accelerator"])) as run:
+        ctx = Context(run)
+        # THEN mixed precision is Accelerator's argument, on and off
+        assert 'Accelerator(..., mixed_precision="bf16")' in framework_fix(ctx, "precision")
+        assert 'Accelerator(..., mixed_precision="no")' in framework_fix(ctx, "autocast_off")
+    # GIVEN the HF Trainer, which builds its own Accelerator
+    names = ["transformers", "transformers.trainer", "accelerate", "accelerate.Accelerator"]
+    with load(_with_frameworks(tmp_path / "trainer", names)) as run:
+        # THEN the switch is TrainingArguments' alone
+        fix = framework_fix(Context(run), "autocast_off")
+        assert "bf16=False" in fix and "Accelerate" not in fix
+    # GIVEN accelerate imported only (transformers imports it to load a model): no switch
+    with load(_with_frameworks(tmp_path / "imported", ["accelerate"])) as run:
+        assert framework_fix(Context(run), "precision") == ""
+
+
 def test_ddp_with_buckets_gets_no_all_reduce_during_backward_advice(tmp_path):
     # GIVEN a real 2-rank DDP trace (rank 0): DDP's reducer buckets the gradients
     path = trace_dir("hta_a100_2rank_nccl_r0") / "nccl_data.json.gz"
