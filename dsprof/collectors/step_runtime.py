@@ -11,6 +11,9 @@ malloc gives back to the kernel and takes again faults every page of them every 
 (examples/periodic_eval.py's 1 MiB weight: ~480 a step, ~0.9 us each), a cost the fused
 kernel, which allocates nothing, does not pay (``steps.optimizer_faults``,
 analyzers/fusion_optimizer.py).
+
+Checkpoints: the time ``torch.save`` took in the step and the line that called it
+(``steps.save_ns``/``save_site``, collectors/save_watch.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import gc
 import resource
 import time
 from typing import Any
+
+from dsprof.collectors.save_watch import SaveWatch
 
 
 class StepRuntime:
@@ -33,13 +38,16 @@ class StepRuntime:
         self._gc_started: int | None = None
         self._faults = 0
         self._faults_at: int | None = None
+        self.saves = SaveWatch()
 
     def install(self) -> None:
         gc.callbacks.append(self._gc_event)
+        self.saves.install()
 
     def uninstall(self) -> None:
         if self._gc_event in gc.callbacks:
             gc.callbacks.remove(self._gc_event)
+        self.saves.uninstall()
 
     def optimizer_starting(self) -> None:
         self._faults_at = minor_faults()
@@ -57,10 +65,11 @@ class StepRuntime:
         self.gc_generation.append(self._gc_generation if sample else None)
         self.optimizer_faults.append(self._faults if sample else None)
         self._gc_ns, self._gc_generation, self._faults = 0, None, 0
+        self.saves.take(sample)
 
     def record(self) -> dict[str, Any]:
         return {"gc_ns": self.gc_ns, "gc_generation": self.gc_generation,
-                "optimizer_faults": self.optimizer_faults}
+                "optimizer_faults": self.optimizer_faults, **self.saves.record()}
 
     def _gc_event(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

@@ -66,3 +66,69 @@ def test_accelerate_bf16_accumulation_gets_accelerates_switch(tmp_path):
     assert slower.fix.startswith('# Accelerate: Accelerator(..., mixed_precision="no")'), \
         slower.fix
     assert "Hugging Face" not in slower.fix and "Lightning" not in slower.fix
+
+# Lightning: 4 micro-batches a step, clipping, and a checkpoint every 8 optimizer steps (the
+# buffer makes each checkpoint 16 MB: its save is many times a step's compute). The saves land
+# in steps 8 (the profiler window's trace write, left out), 16 and 24: two slow steady steps,
+# too few for a stride of outliers.
+LIGHTNING = """
+import os
+import shutil
+import torch
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Classifier(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("class_stats", torch.zeros(4_000_000))  # saved with the weights
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                                       torch.nn.Linear(256, 8))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+
+L.seed_everything(0, verbose=False)
+x, y = torch.randn(4096, 64), torch.randint(0, 8, (4096,))
+out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ckpts")
+shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run: Lightning versions names it finds
+ckpt = ModelCheckpoint(dirpath=out_dir, filename="{step}", every_n_train_steps=8, save_top_k=-1)
+trainer = L.Trainer(max_steps=32, accelerator="cpu", devices=1, logger=False, callbacks=[ckpt],
+                    accumulate_grad_batches=4, gradient_clip_val=1.0,
+                    enable_progress_bar=False, enable_model_summary=False)
+trainer.fit(Classifier(), DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True))
+print("global_step", trainer.global_step, sorted(os.listdir(out_dir)))
+"""
+
+
+def test_lightning_checkpoints_every_n_steps_are_named_as_checkpointing(tmp_path):
+    # GIVEN a Lightning fit with accumulation, clipping and ModelCheckpoint(every 8 steps)
+    script = write(tmp_path / "pl_ckpt.py", LIGHTNING)
+    out = tmp_path / "run"
+    # WHEN profiled, THEN it prints (and saves) what it does without dsprof
+    res = runs_as_without_dsprof(script, out)
+    assert "global_step 32 ['step=16.ckpt', 'step=24.ckpt', 'step=32.ckpt', 'step=8.ckpt']" \
+        in res.stdout
+    with load(out) as run:
+        # AND the steps are the 32 optimizer steps; torch.save ran in steps 8, 16 and 24
+        assert run.sql("SELECT count(*) FROM steps")[0][0] == 32
+        saved = [s for (s,) in run.sql("SELECT step FROM steps WHERE save_ns > 0 ORDER BY 1")]
+        assert saved == [8, 16, 24]
+        findings = analyze(run, write=False).findings
+    # AND the slow saving steps are the script's periodic work with its checkpoint named, at
+    # the saves' stride, in Lightning's words, and no saving
+    (slow,) = [f for f in findings if f.analyzer == "step_outliers"]
+    assert slow.kind == "steps.periodic", slow.title
+    assert "checkpoint sav" in slow.title, slow.title
+    assert "torch.save at lightning/fabric/utilities/cloud_io.py:" in slow.title
+    assert slow.data["period"] == 8 and not slow.saving_s
+    assert "ModelCheckpoint(..., every_n_train_steps=32)  # was 8" in slow.fix
