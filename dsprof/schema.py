@@ -106,6 +106,14 @@ STEPS = Table(
                "step; null for imports, runs recorded before this column, boundaries found "
                "after the fact, steps with no call, and steps whose call was given a closure "
                "(forward and backward ran inside it)"),
+        Column("save_ns", _I64,
+               "wall time torch.save calls took during the step (checkpoints; 0 when none "
+               "ran); null for imports, runs recorded before this column, and boundaries "
+               "found after the fact"),
+        Column("save_site", _STR,
+               "file:line that called the step's first torch.save (the nearest frame outside "
+               "torch and dsprof; an installed package's path from the package, e.g. "
+               "lightning/fabric/utilities/cloud_io.py:77); null when the step saved nothing"),
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
                "backward (end of a backward() call, when no optimizer steps), forward (end of "

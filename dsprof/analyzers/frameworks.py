@@ -21,6 +21,14 @@ _WRAPPERS = ("Peft",)
 # meta.json frameworks marker (collectors/process_facts.py, read as data here): the script's
 # transformers names checkpointing activation_checkpointing; gradient_checkpointing warns there
 _NEW_CHECKPOINTING = "transformers.activation_checkpointing"
+# meta.json marker: the script built an accelerate.Accelerator (the HF Trainer builds one too:
+# there TrainingArguments is the switch)
+_ACCELERATOR = "accelerate.Accelerator"
+# A dsprof run that never imported the HF Trainer but trains a transformers model (an Accelerate
+# "no_trainer" loop, a hand loop): no TrainingArguments to set; the model's own method is the
+# switch. "transformers" alone says neither: torchmetrics and lightning import it.
+_HF_MODEL = "transformers.model"
+_HF_MODEL_NEW = "transformers.model.activation_checkpointing"
 
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
@@ -31,6 +39,12 @@ _SWITCHES = {
     (_NEW_CHECKPOINTING, "checkpointing"): (
         "# Hugging Face: TrainingArguments(..., activation_checkpointing=True), or\n"
         "# model.activation_checkpointing_enable() (checkpoints every decoder layer)"),
+    (_HF_MODEL, "checkpointing"): (
+        "# Hugging Face: model.gradient_checkpointing_enable() (checkpoints every decoder "
+        "layer)"),
+    (_HF_MODEL_NEW, "checkpointing"): (
+        "# Hugging Face: model.activation_checkpointing_enable() (checkpoints every decoder "
+        "layer)"),
     ("transformers", "precision"): "# Hugging Face: TrainingArguments(..., bf16=True)",
     ("transformers", "dataloader"): (
         "# Hugging Face: TrainingArguments(..., dataloader_num_workers=N, "
@@ -41,6 +55,10 @@ _SWITCHES = {
     ("transformers.trainer", "autocast_off"): (
         "# Hugging Face Trainer: TrainingArguments(..., bf16=False)"),
     ("lightning", "autocast_off"): "# Lightning: Trainer(..., precision=\"32-true\")",
+    # Accelerate enters autocast itself around the prepared model's forward: no autocast block
+    # in the script to delete; mixed_precision given to Accelerator() wins over the launch config
+    (_ACCELERATOR, "precision"): "# Accelerate: Accelerator(..., mixed_precision=\"bf16\")",
+    (_ACCELERATOR, "autocast_off"): "# Accelerate: Accelerator(..., mixed_precision=\"no\")",
     ("lightning", "checkpointing"): (
         "# Lightning: wrap the blocks in configure_model() with torch.utils.checkpoint, or\n"
         "# FSDPStrategy(activation_checkpointing_policy={Block}) on multi-GPU"),
@@ -60,6 +78,14 @@ def frameworks(ctx: Context) -> set[str]:
         if any(str(t).endswith(_HF_SUFFIXES) for t in types):
             found.add("transformers")
     return found
+
+
+def _trains_hf_model(ctx: Context) -> bool:
+    """Whether a module of the run is a transformers model (its class ends like one)."""
+    if not ctx.run.has("modules"):
+        return False
+    types = [str(t) for (t,) in ctx.run.sql("SELECT DISTINCT type FROM modules")]
+    return any(t.endswith(_HF_SUFFIXES) for t in types)
 
 
 def fsdp_version(ctx: Context) -> int | None:
@@ -99,8 +125,18 @@ def framework_fix(ctx: Context, area: str) -> str:
     dataloader), as
     comment lines ending in a newline, or ""."""
     used = frameworks(ctx)
+    if "transformers" in used and "transformers.trainer" not in used and \
+            ctx.meta.get("frameworks") is not None:
+        # the run recorded its imports and the HF Trainer is not among them: TrainingArguments
+        # is no switch. (An imported trace cannot say: its HF model keeps the Trainer's.)
+        new_names = _NEW_CHECKPOINTING in used
+        used -= {"transformers", _NEW_CHECKPOINTING}
+        if _trains_hf_model(ctx):
+            used.add(_HF_MODEL_NEW if new_names else _HF_MODEL)
     if area == "checkpointing" and _NEW_CHECKPOINTING in used:
         used.discard("transformers")  # the new names' switch replaces the deprecated one
+    if "transformers.trainer" in used:
+        used.discard(_ACCELERATOR)  # the Trainer's own Accelerator: TrainingArguments says
     lines = [text for (fw, a), text in _SWITCHES.items() if a == area and fw in used]
     return "".join(t + "\n" for t in lines)
 

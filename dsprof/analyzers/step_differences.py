@@ -23,21 +23,6 @@ def forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:
 
 
 
-def sites_only_in(ctx: Context, rank: int, slow: list[int], normal: list[int]) -> list[str]:
-    """Source lines (from the host-sync collector, which sees every step) that ran in most of
-    the slow steps and in none of the normal ones: where the periodic work is."""
-    if not slow or not ctx.nonempty("host_syncs"):
-        return []
-    rows = ctx.run.sql("""
-        SELECT site, count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[]))),
-               count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[])))
-        FROM host_syncs WHERE rank = ? AND site IS NOT NULL GROUP BY site ORDER BY site""",
-                       [slow, normal, rank])
-    return [site for site, in_slow, in_normal in rows
-            if in_slow >= 0.5 * len(slow) and in_normal == 0][:3]
-
-
-
 def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
                 med: float) -> tuple[set[int], list[str]] | None:
     """The outliers that ran source lines no normal step ran (host syncs), and those lines (up

@@ -28,7 +28,10 @@ Seven verdicts, and only the last one is a saving:
   dsprof saw them (host syncs). Its cost is stated; it is not a saving, since the script wants
   that work done. It wins over ``steps.noise`` when those steps did more work (the thread's
   CPU time or their ops grew, or they ran a line no other step ran): under load a step that
-  computes more also waits longer for a core (:func:`_periodic_work`).
+  computes more also waits longer for a core (:func:`_periodic_work`). Slow steps that saved
+  a checkpoint (``torch.save``, recorded in every step) at the saves' own stride are periodic
+  and name the save, even when too few are steady for a stride of outliers
+  (:mod:`dsprof.analyzers.step_saves`).
 - ``steps.more_input``: the steps are an inference run's forwards (``steps.source`` =
   ``forward``: one call of the model each) and most outliers did more work: a call on more
   input (a ``generate()`` call's prefill, which takes the whole prompt at once; a longer
@@ -53,13 +56,14 @@ from typing import Any
 import numpy as np
 
 from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.analyzers.step_differences import (
-    extra_work,
-    forward_steps,
-    ops_that_grew,
-    sites_only_in,
+from dsprof.analyzers.step_differences import extra_work, forward_steps, ops_that_grew
+from dsprof.analyzers.step_period import period_of, sites_only_in
+from dsprof.analyzers.step_saves import (
+    checkpoint_evidence,
+    checkpoint_fix,
+    checkpoint_saves,
+    checkpoint_words,
 )
-from dsprof.analyzers.step_period import period_of
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column, steady_steps
 
@@ -181,6 +185,10 @@ class StepOutliers(Analyzer):
                                    [int(r[0]) for r in normal])
             if not _periodic_work(periodic[:20], more_work, sites):
                 period = None  # steps at a stride that only waited: the off-CPU rule decides
+        # steps that saved a checkpoint, at the saves' own stride (recorded in every step)
+        saves = checkpoint_saves(ctx, rank, {int(r[0]): r[3] - med for r in slow})
+        if saves is not None:
+            period, sites = (saves.every, saves.residue), saves.sites
         steps_txt = ", ".join(str(r[0]) for r in slow[:8]) + (" ..." if len(slow) > 8 else "")
         per_step = excess / len(rows) / 1e9
         kind = "steps.outliers"
@@ -235,9 +243,11 @@ class StepOutliers(Analyzer):
             own = sum(r[3] - med for r in periodic) / len(rows) / 1e9
             title = (f"Every {every} steps a step runs "
                      f"{np.mean([r[3] for r in periodic]) / med:.1f}x slower (rank {rank}): "
-                     f"periodic work the script does{where}, {own * 1e3:.3g} ms "
-                     f"{ctx.words.a_step} on average")
-            fix = (f"# Work done every {every} steps (evaluation, checkpoint saving, logging, "
+                     + (checkpoint_words(saves) if saves else
+                        f"periodic work the script does{where}")
+                     + f", {own * 1e3:.3g} ms {ctx.words.a_step} on average")
+            fix = checkpoint_fix(ctx, saves) if saves else (
+                   f"# Work done every {every} steps (evaluation, checkpoint saving, logging, "
                    "an epoch restart)\n# runs on the training thread"
                    f"{' (' + ', '.join(sites) + ')' if sites else ''}. It is work the "
                    "script asks for;\n# if it should cost less, do it less often or off the "
@@ -247,7 +257,10 @@ class StepOutliers(Analyzer):
                       "    ...  # the evaluation, the checkpoint, the log")
                    + "\n# (work the algorithm needs every N steps, such as an RL rollout, "
                    "stays as it is)")
-            if sites:
+            if saves:
+                evidence.insert(0, Evidence(checkpoint_evidence(saves), rank=rank,
+                                            site=sites[0] if sites else None))
+            elif sites:
                 evidence.insert(0, Evidence(f"ran only in the slow steps: {', '.join(sites)}",
                                             rank=rank, site=sites[0]))
         elif extra := extra_work(ctx, rank, slow, normal, med):

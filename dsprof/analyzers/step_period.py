@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from itertools import combinations
 
+from dsprof.analyzers.registry import Context
+
 
 def period_of(steps: list[int], first: int, last: int,
             present: set[int] | None = None,
@@ -52,3 +54,17 @@ def period_of(steps: list[int], first: int, last: int,
                     and (best is None or count > best[2])):
                 best = (p, residue, count)
     return (best[0], best[1]) if best else None
+
+
+def sites_only_in(ctx: Context, rank: int, slow: list[int], normal: list[int]) -> list[str]:
+    """Source lines (from the host-sync collector, which sees every step) that ran in most of
+    the slow steps and in none of the normal ones: where the periodic work is."""
+    if not slow or not ctx.nonempty("host_syncs"):
+        return []
+    rows = ctx.run.sql("""
+        SELECT site, count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[]))),
+               count(DISTINCT step) FILTER (WHERE step IN (SELECT unnest(?::BIGINT[])))
+        FROM host_syncs WHERE rank = ? AND site IS NOT NULL GROUP BY site ORDER BY site""",
+                       [slow, normal, rank])
+    return [site for site, in_slow, in_normal in rows
+            if in_slow >= 0.5 * len(slow) and in_normal == 0][:3]

@@ -46,13 +46,31 @@ _FRAMEWORKS = ("transformers", "transformers.trainer", "lightning", "pytorch_lig
 ACTIVATION_CHECKPOINTING = "transformers.activation_checkpointing"
 
 
+# The script built an ``accelerate.Accelerator`` (its mixed_precision=... is the switch).
+# "accelerate" alone says nothing: transformers imports it to load any model.
+ACCELERATOR = "accelerate.Accelerator"
+
+
 def frameworks_loaded() -> list[str]:
     """The training frameworks the script imported (and, for transformers, the marker
-    :data:`ACTIVATION_CHECKPOINTING` when the imported release names checkpointing so)."""
+    :data:`ACTIVATION_CHECKPOINTING` when the imported release names checkpointing so;
+    :data:`ACCELERATOR` when an Accelerator was built)."""
     found = [name for name in _FRAMEWORKS if name in sys.modules]
     if _has_activation_checkpointing():
         found.append(ACTIVATION_CHECKPOINTING)
+    if _made_accelerator():
+        found.append(ACCELERATOR)
     return found
+
+
+def _made_accelerator() -> bool:
+    """Whether the script built an Accelerator: accelerate's own test, read without
+    building one (AcceleratorState's shared dict fills in Accelerator.__init__)."""
+    try:
+        initialized = getattr(sys.modules.get("accelerate.state"), "is_initialized", None)
+        return bool(initialized is not None and initialized())
+    except Exception:  # noqa: BLE001 - a half-torn-down module at exit: say nothing
+        return False
 
 
 def _has_activation_checkpointing() -> bool:

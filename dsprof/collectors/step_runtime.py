@@ -18,6 +18,9 @@ run's pace, unprofiled: thread CPU time itself moved 1.7x with the machine's loa
 price calibrated on a quiet machine is off by that much on a busy one (``steps.optimizer_cpu_ns``,
 analyzers/fusion_optimizer.py). A call given a closure (LBFGS, Lightning) runs forward and
 backward inside: its step's figure is null.
+
+Checkpoints: the time ``torch.save`` took in the step and the line that called it
+(``steps.save_ns``/``save_site``, collectors/save_watch.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import gc
 import resource
 import time
 from typing import Any
+
+from dsprof.collectors.save_watch import SaveWatch
 
 
 class StepRuntime:
@@ -44,13 +49,16 @@ class StepRuntime:
         self._cpu_ns = 0
         self._cpu_at: int | None = None
         self._closure = False
+        self.saves = SaveWatch()
 
     def install(self) -> None:
         gc.callbacks.append(self._gc_event)
+        self.saves.install()
 
     def uninstall(self) -> None:
         if self._gc_event in gc.callbacks:
             gc.callbacks.remove(self._gc_event)
+        self.saves.uninstall()
 
     def optimizer_starting(self, closure: bool = False) -> None:
         self._closure = self._closure or closure
@@ -76,11 +84,12 @@ class StepRuntime:
                                      and not self._closure else None)
         self._gc_ns, self._gc_generation, self._faults = 0, None, 0
         self._cpu_ns, self._closure = 0, False
+        self.saves.take(sample)
 
     def record(self) -> dict[str, Any]:
         return {"gc_ns": self.gc_ns, "gc_generation": self.gc_generation,
                 "optimizer_faults": self.optimizer_faults,
-                "optimizer_cpu_ns": self.optimizer_cpu_ns}
+                "optimizer_cpu_ns": self.optimizer_cpu_ns, **self.saves.record()}
 
     def _gc_event(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

@@ -22,7 +22,8 @@ def _with_frameworks(path, names):
 
 
 def test_hugging_face_gets_gradient_checkpointing_true(tmp_path):
-    with load(_with_frameworks(tmp_path / "hf", ["transformers", "accelerate"])) as run:
+    names = ["transformers", "transformers.trainer", "accelerate"]
+    with load(_with_frameworks(tmp_path / "hf", names)) as run:
         ctx = Context(run)
         assert "transformers" in frameworks(ctx)
         assert "gradient_checkpointing=True" in framework_fix(ctx, "checkpointing")
@@ -35,6 +36,54 @@ def test_lightning_gets_its_trainer_switches_and_plain_torch_gets_none(tmp_path)
         assert 'precision="bf16-mixed"' in framework_fix(Context(run), "precision")
     with load(_with_frameworks(tmp_path / "plain", [])) as run:
         assert framework_fix(Context(run), "checkpointing") == ""
+
+
+def test_an_accelerator_gets_accelerates_switch_unless_the_hf_trainer_built_it(tmp_path):
+    # GIVEN a script that built an accelerate.Accelerator itself
+    with load(_with_frameworks(tmp_path / "acc", ["accelerate", "accelerate.Accelerator"])) as run:
+        ctx = Context(run)
+        # THEN mixed precision is Accelerator's argument, on and off
+        assert 'Accelerator(..., mixed_precision="bf16")' in framework_fix(ctx, "precision")
+        assert 'Accelerator(..., mixed_precision="no")' in framework_fix(ctx, "autocast_off")
+    # GIVEN the HF Trainer, which builds its own Accelerator
+    names = ["transformers", "transformers.trainer", "accelerate", "accelerate.Accelerator"]
+    with load(_with_frameworks(tmp_path / "trainer", names)) as run:
+        # THEN the switch is TrainingArguments' alone
+        fix = framework_fix(Context(run), "autocast_off")
+        assert "bf16=False" in fix and "Accelerate" not in fix
+    # GIVEN accelerate imported only (transformers imports it to load a model): no switch
+    with load(_with_frameworks(tmp_path / "imported", ["accelerate"])) as run:
+        assert framework_fix(Context(run), "precision") == ""
+
+
+def test_transformers_without_the_hf_trainer_gets_no_training_arguments():
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    def run_of(names, root):
+        return Run.from_tables(meta={**SCRIPT, "frameworks": names}, modules=table(
+            {"rank": 0, "name": root, "type": root, "depth": 0}))
+
+    # GIVEN a plain PyTorch model in a run that imported torchmetrics (which imports
+    # transformers): no Hugging Face switch at all
+    ctx = Context(run_of(["transformers"], "Net"))
+    assert framework_fix(ctx, "dataloader") == "" and framework_fix(ctx, "checkpointing") == ""
+    # GIVEN an Accelerate loop over a GPT-2 (HF's "no_trainer" examples): the model's own
+    # checkpointing switch, Accelerate's for precision, and no TrainingArguments anywhere
+    names = ["transformers", "accelerate", "transformers.activation_checkpointing",
+             "accelerate.Accelerator"]
+    ctx = Context(run_of(names, "GPT2LMHeadModel"))
+    assert framework_fix(ctx, "checkpointing") == (
+        "# Hugging Face: model.activation_checkpointing_enable() (checkpoints every decoder "
+        "layer)\n")
+    assert framework_fix(ctx, "precision").startswith("# Accelerate:")
+    assert not [a for a in ("checkpointing", "precision", "dataloader", "autocast_off")
+                if "TrainingArguments" in framework_fix(ctx, a)]
+    # GIVEN an imported trace of an HF model (no record of what the script imported): the
+    # Trainer's switches, as before
+    ctx = Context(Run.from_tables(meta=SCRIPT, modules=table(
+        {"rank": 0, "name": "GPT2LMHeadModel", "type": "GPT2LMHeadModel", "depth": 0})))
+    assert "TrainingArguments" in framework_fix(ctx, "dataloader")
 
 
 def test_ddp_with_buckets_gets_no_all_reduce_during_backward_advice(tmp_path):

@@ -1,0 +1,112 @@
+"""Checkpoints saved every N steps among a run's slow steps, for
+:mod:`dsprof.analyzers.step_outliers`.
+
+The stride is read from the steps that called ``torch.save`` (``steps.save_ns``, every step of a
+``dsprof run``, collectors/save_watch.py), not from the outliers alone: a Lightning run of 40
+steps with ``ModelCheckpoint(every_n_train_steps=10)`` saved in steps 10, 20 and 30, but step 10
+wrote the profiler's trace (left out), so two slow steps remained, too few for a stride of
+outliers, and the two read as "outliers" whose removal would save 0.9 ms a step. Slow steps at
+the saves' stride are the script's periodic work: its cost is stated, no saving.
+
+What the save is of that work: ``torch.save``'s own time is a lower bound of a checkpoint's
+cost (Lightning also builds the checkpoint dict and writes the serialized bytes to the file
+after ``torch.save`` filled a buffer: 37 of the 149 ms a saving step ran over the median), and
+an evaluation done in the same steps costs more still (examples/periodic_eval.py: 9.5 of 113
+ms). So the title says "periodic checkpoint saving" only when the saves took at least
+``MAIN_SHARE`` of those steps' excess, else "periodic work ..., a checkpoint save among it",
+and always states the two times.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from dsprof.analyzers.frameworks import frameworks
+from dsprof.analyzers.registry import Context
+from dsprof.analyzers.step_period import period_of
+from dsprof.metrics.noise import has_column
+
+# share of the outliers' excess time the saving steps must carry to be the verdict
+SAVES_SHARE = 0.6
+# share of the saving steps' own excess that torch.save must take to be named as the work
+MAIN_SHARE = 0.5
+
+
+class CheckpointSaves(NamedTuple):
+    """Steps that saved a checkpoint every ``every`` steps (step % every == residue)."""
+
+    every: int
+    residue: int
+    sites: list[str]  # the lines that called torch.save in the slow saving steps
+    save_ms: dict[int, float]  # slow saving step -> the time torch.save took in it
+    excess_ms: dict[int, float]  # slow saving step -> its time over the median
+    steps: list[int]  # every step that saved at the stride
+
+
+def checkpoint_saves(ctx: Context, rank: int, excess: dict[int, float]) -> CheckpointSaves | None:
+    """The saves' stride when ``torch.save`` ran every N steps (at least 3 times) and the slow
+    steps at that stride that saved carry ``SAVES_SHARE`` of the outliers' ``excess`` (step ->
+    ns over the median), else None."""
+    if not excess or not has_column(ctx.run, "steps", "save_ns"):
+        return None
+    rows = ctx.run.sql("""SELECT step, save_ns, save_site FROM steps
+                          WHERE rank = ? AND save_ns > 0 ORDER BY step""", [rank])
+    saves = {int(step): (int(ns), site) for step, ns, site in rows}
+    if len(saves) < 3:
+        return None
+    (last,), = ctx.run.sql("SELECT max(step) FROM steps WHERE rank = ?", [rank])
+    # from the first save: a run saves after its first N steps, not at step 0
+    period = period_of(sorted(saves), min(saves), int(last))
+    if period is None:
+        return None
+    every, residue = period
+    hits = [s for s in excess if s in saves and s % every == residue]
+    if not hits or sum(excess[s] for s in hits) < SAVES_SHARE * sum(excess.values()):
+        return None
+    sites = sorted({str(saves[s][1]) for s in hits if saves[s][1]})[:3]
+    hits.sort()
+    return CheckpointSaves(every, residue, sites, {s: saves[s][0] / 1e6 for s in hits},
+                           {s: excess[s] / 1e6 for s in hits},
+                           [s for s in sorted(saves) if s % every == residue])
+
+
+def checkpoint_words(saves: CheckpointSaves) -> str:
+    """What the periodic steps did, for the title: the checkpointing, or work with a save in
+    it, with torch.save's time against the steps' time over the median (means)."""
+    save = sum(saves.save_ms.values()) / len(saves.save_ms)
+    over = sum(saves.excess_ms.values()) / len(saves.excess_ms)
+    where = f" at {', '.join(saves.sites)}" if saves.sites else ""
+    times = f"{save:.3g} ms of the {over:.3g} ms over the median"
+    if save >= MAIN_SHARE * over:
+        return f"the script's periodic checkpoint saving (torch.save{where}: {times})"
+    return (f"periodic work the script does, a checkpoint save among it (torch.save{where}: "
+            f"{times})")
+
+
+def checkpoint_evidence(saves: CheckpointSaves) -> str:
+    """The saving steps and the save's time in the slow ones."""
+    shown = ", ".join(map(str, saves.steps[:8])) + (" ..." if len(saves.steps) > 8 else "")
+    return (f"torch.save ran every {saves.every} steps (steps {shown}); in the slow ones it "
+            "took " + ", ".join(f"{ms:.1f} ms of {saves.excess_ms[s]:.1f} ms over the median "
+                                f"(step {s})" for s, ms in saves.save_ms.items()))
+
+
+def checkpoint_fix(ctx: Context, saves: CheckpointSaves) -> str:
+    """Save less often or off the training thread, in the framework's own words."""
+    used = frameworks(ctx)
+    where = f"\n# ({', '.join(saves.sites)})" if saves.sites else ""
+    less = 4 * saves.every
+    if "lightning" in used:
+        switch = f"ModelCheckpoint(..., every_n_train_steps={less})  # was {saves.every}"
+    elif "transformers.trainer" in used:
+        switch = f"TrainingArguments(..., save_steps={less})  # was {saves.every}"
+    else:
+        switch = (f"if step % {less} == 0:  # was every {saves.every} steps\n"
+                  "    torch.save(...)")
+    save = sum(saves.save_ms.values()) / len(saves.save_ms)
+    over = sum(saves.excess_ms.values()) / len(saves.excess_ms)
+    what = (f"A checkpoint saved every {saves.every} steps runs" if save >= MAIN_SHARE * over
+            else f"Work done every {saves.every} steps, a checkpoint save among it, runs")
+    return (f"# {what} on the training thread{where}.\n# It is work the script asks for; if "
+            "it should cost less, do it less often or off\n# the critical path "
+            "(torch.distributed.checkpoint.async_save for the save), e.g.:\n" + switch)
