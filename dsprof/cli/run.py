@@ -169,7 +169,13 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     session.finish(outcome.exit_status, outcome.reason, outcome.error)
     own_ingest_s = None
     own_ingest = ranks.ingests_own_trace and (ranks.launched or settings.analyze)
-    if ranks.coordinator or own_ingest:
+    # A rank whose script failed ends now, as it would without dsprof: the others may be
+    # blocked in a collective until its process (and its sockets) go, and torchrun stops them
+    # once it sees this rank exit (waiting for them held a failed rank 1 for the whole
+    # RANK_WAIT_S, and rank 0 in its all-reduce with it). The coordinator still waits: it
+    # merges the ranks.
+    failed_rank = outcome.exit_status != 0 and not ranks.coordinator
+    if (ranks.coordinator or own_ingest) and not failed_rank:
         # dsprof's heavy work waits until no rank runs its script any more (ranks.py says why)
         wait_for_ranks(run, ranks.world_size, RANK_WAIT_S)
     if own_ingest:
