@@ -76,7 +76,7 @@ class StepOutliers(Analyzer):
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.disturbance:
-            return (f"every step was disturbed by dsprof ({ctx.disturbance}): no step time is "
+            return (f"every step was disturbed ({ctx.disturbance}): no step time is "
                     "the program's")
         return None
 
