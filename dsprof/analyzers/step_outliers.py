@@ -137,13 +137,17 @@ class StepOutliers(Analyzer):
             elif wait is not None and base_wait is not None and wait - base_wait > 0.3 * extra:
                 parts.append(f"data wait +{(wait - base_wait) / 1e6:.1f} ms")
                 causes["data"] += 1
+            # waiting for data is time off the CPU too (the workers load, or start: a spawn
+            # DataLoader's first batch each epoch), but the script's, not the machine's noise
+            data_extra = wait - base_wait if "data wait" in parts[-1] else 0
             if collected(row):
                 pass  # on the CPU, in the collector: neither waiting nor the script's compute
-            elif cpu is not None and base_off is not None and (d - cpu) - base_off > 0.3 * extra:
+            elif cpu is not None and base_off is not None and \
+                    (d - cpu) - base_off - data_extra > 0.3 * extra:
                 parts.append(f"off-CPU +{((d - cpu) - base_off) / 1e6:.1f} ms (waiting: I/O, "
                              "syncs, other processes)")
                 causes["waiting"] += 1
-            elif cpu is not None and base_off is not None:
+            elif cpu is not None and base_off is not None and not data_extra:
                 causes["compute"] += 1
             if not collected(row) and cpu is not None and base_cpu is not None and \
                     cpu - base_cpu > 0.3 * extra:
