@@ -116,3 +116,46 @@ def test_the_scripts_anomaly_mode_withholds_timing_findings(tmp_path):
     timed = [f for f in findings if f["saving_s"] > 0 and not f.get("saving_bytes")]
     assert timed and all(f["severity"] == "info" and f["data"].get("withheld") == "autograd_anomaly"
                          for f in timed), [(f["id"], f["severity"]) for f in timed]
+
+
+# A DataLoader built anew each epoch (persistent_workers=False), its 2 workers slow to start
+# (worker_init_fn sleeps 0.8 s, as a spawn worker importing torch takes seconds).
+LOADER_PER_EPOCH = '''
+import sys, time
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+def slow_start(worker_id):
+    time.sleep(0.8)
+
+torch.manual_seed(0)
+data = TensorDataset(torch.randn(64, 16), torch.randint(0, 4, (64,)))
+model = torch.nn.Linear(16, 4)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for epoch in range(4):
+    loader = DataLoader(data, batch_size=8, num_workers=2, worker_init_fn=slow_start,
+                        multiprocessing_context="fork", persistent_workers=False)
+    for x, y in loader:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    print("epoch", epoch)
+'''
+
+
+def test_a_loader_rebuilt_each_epoch_is_told_to_keep_its_workers(tmp_path):
+    # GIVEN a loop that builds its DataLoader each epoch: every epoch's first batch waits for
+    # the workers to start
+    script = write(tmp_path / "per_epoch.py", LOADER_PER_EPOCH)
+    run = tmp_path / "run"
+    res = dsprof("run", "-q", "-o", str(run), str(script), cwd=tmp_path)
+    assert res.code == 0 and res.stdout.count("epoch") == 4, res.stderr
+    findings = json.loads((run / "findings.json").read_text())["findings"]
+    kinds = {f["kind"]: f for f in findings}
+    # THEN the advice is to keep the workers (one loader, persistent), not more workers
+    startup = kinds["input.worker_startup"]
+    assert startup["data"]["rebuilt"] and startup["data"]["passes"] == 4
+    assert "persistent_workers=True" in startup["fix"] and "before the epoch loop" in startup["fix"]
+    assert "input.dataloader_wait" not in kinds
+    # AND an epoch's first step is not "noise on this machine"
+    assert "steps.noise" not in kinds, kinds.get("steps.noise", {}).get("title")
