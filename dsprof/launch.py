@@ -125,7 +125,10 @@ def run(target: Target) -> Outcome:
     try:
         if target.kind == "script":
             main = types.ModuleType("__main__")
-            main.__dict__.update({"__file__": target.name, "__builtins__": __builtins__,
+            # absolute, as ``python script.py`` sets it since 3.9: a script that changes
+            # directory (Hydra) still finds the files next to it through __file__
+            main.__dict__.update({"__file__": os.path.abspath(target.name),
+                                  "__builtins__": __builtins__,
                                   "__cached__": None, "__loader__": None, "__spec__": None,
                                   "__package__": None})
             sys.modules["__main__"] = main

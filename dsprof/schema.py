@@ -142,7 +142,9 @@ STEPS = Table(
                "whole-run capture before backward() became the step source), split_iteration "
                "(one step of the first optimizer each, before the optimizer that steps last "
                "in an iteration marked the boundaries: a WGAN's first critic steps), debug_trace / "
-               "anomaly_check (every step of a DS_LOG_LEVEL=DEBUG or --detect-anomaly run); "
+               "anomaly_check (every step of a DS_LOG_LEVEL=DEBUG or --detect-anomaly run), "
+               "autograd_anomaly (the script's own set_detect_anomaly(True) was on), "
+               "user_profiler (the script's own torch.profiler session was open); "
                "null: a steady step"),
     ),
 )

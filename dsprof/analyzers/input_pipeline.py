@@ -25,8 +25,8 @@ under the threshold or the noise band is no finding (an accelerate loop over a T
 waited 0.29 ms of its 1.72 ms steps; 1 worker, verified, made them 3.79 ms).
 
 With workers already on and still waiting, the advice is more workers (same model with L =
-W * n_current + C, the time a worker takes per batch) or persistent workers when the per-pass
-start-up dominates.
+W * n_current + C, the time a worker takes per batch); when the per-pass start-up dominates,
+keeping the workers instead (analyzers/loader_startup.py).
 
 **Pageable host-to-device copies** (``kernels``; GPU traces): ``Memcpy HtoD (Pageable ->
 Device)`` blocks the host for the whole copy (the runtime stages it through a pinned buffer);
@@ -41,6 +41,7 @@ import math
 
 from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.frameworks import framework_fix
+from dsprof.analyzers.loader_startup import startup_finding
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column, rank_step_spread
@@ -200,7 +201,11 @@ class InputPipeline(Analyzer):
                        prefetch_factor, iterators, batches, wait_ns, wait_cpu_ns, first_wait_ns,
                        cpu_count, torch_threads, {made_up}
                 FROM dataloaders WHERE rank = ? ORDER BY wait_ns DESC""", [rank])
-            if loaders:
+            startup = startup_finding(ctx, rank, float(wait), float(dur), _verify(ctx),
+                                      self.name)
+            if startup is not None:
+                out.append(startup)  # more workers would only start more processes
+            elif loaders:
                 finding = self._advise(rank, steps, float(wait), float(dur), margin,
                                        loaders[0], ctx)
                 if finding is not None:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import orjson
 
 from dsprof.analyzers.claims import ClaimLedger, check_order, claimers_needed, record_claims
+from dsprof.analyzers.run_notes import DISTURBANCE, run_notes
 from dsprof.analyzers.step_words import StepWords
 from dsprof.findings import FINDINGS_FILE, SAVING_CLOCK, THREAD_CPU, Finding, rank_key
 from dsprof.findings_file import Analysis, read_findings_file
@@ -250,7 +251,7 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
             judged = _judge(f, ctx, out)
             if judged is not None:
                 out.findings.append(judged)
-    _run_notes(ctx, out)
+    run_notes(ctx, out)
     # ranked findings first, then the ones with no saving (or one that cannot be claimed)
     out.findings = _dedupe(sorted(out.findings,
                                   key=lambda f: (f.severity == "info", *rank_key(f))))
@@ -306,7 +307,7 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
     if f.saving_s <= 0 or (f.saving_bytes > 0 and f.analyzer not in OP_TIME_ANALYZERS):
         return f
     if ctx.disturbance:
-        why = _DISTURBANCE[ctx.disturbance]
+        why = DISTURBANCE[ctx.disturbance]
         return replace(f, severity="info", data={**f.data, "withheld": ctx.disturbance},
                        explanation=f"{f.explanation} Withheld: {why}, so this time is not the "
                                    "program's.".strip())
@@ -332,40 +333,6 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
                                     f"change under {noise.band_s() * 1e3:.3g} ms from "
                                     "none.").strip())
     return f
-
-
-_DISTURBANCE = {
-    "debug_trace": "the run was recorded with DS_LOG_LEVEL=DEBUG, which logs every op and "
-                   "slows each one by a different amount",
-    "anomaly_check": "the run was recorded with --detect-anomaly, which checks every op's "
-                     "outputs for NaN/Inf and slows each one by a different amount",
-}
-
-
-def _run_notes(ctx: Context, out: Analysis) -> None:
-    """The notes that apply to the whole run: withheld timing, and its measured noise."""
-    if ctx.disturbance:
-        out.notes.insert(0, {"kind": "withheld", "text": (
-            f"Timing findings are withheld: {_DISTURBANCE[ctx.disturbance]}. Run again "
-            "without it to rank them.")})
-    if ctx.steps_missing:
-        out.notes.append({"kind": "incomplete", "text": (
-            f"Per-step findings are not made: {ctx.steps_missing}. Savings are per capture "
-            "(the profiled ops), and no step time or noise band is known.")})
-    world = int(ctx.run.manifest.world_size or 0)
-    if world > 1 and ctx.run.has("steps"):
-        held = int(ctx.run.sql("SELECT count(DISTINCT rank) FROM steps")[0][0] or 0)
-        if 0 < held < world:
-            out.notes.append({"kind": "ranks", "text": (
-                f"The run holds {held} of the job's {world} ranks: cross-rank findings "
-                "(stragglers) are not made, and the others describe these ranks only.")})
-    noise = ctx.noise
-    if noise is not None:
-        out.noise = noise.to_json()
-        out.notes.append({"kind": "noise", "text": (
-            f"Step-time noise: {noise.sd_s * 1e3:.3g} ms ({noise.rel:.1%}) over {noise.n} "
-            f"steady steps; savings under {noise.band_s() * 1e3:.3g} ms a step are not "
-            "ranked.")})
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

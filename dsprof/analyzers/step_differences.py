@@ -5,6 +5,8 @@ them."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from dsprof.analyzers.registry import Context
 from dsprof.metrics.noise import has_column
 
@@ -61,3 +63,16 @@ def ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> li
         SELECT p.name, p.t - coalesce(b.t, 0) AS grew FROM per p LEFT JOIN base b USING (name)
         WHERE p.step = ? ORDER BY grew DESC, p.name LIMIT 3""", [rank, [*ref, step], step, step])
     return [f"{name} +{g / 1e6:.1f} ms" for name, g in rows if g and g > 0]
+
+
+def fix_for_causes(causes: Counter[str]) -> str:
+    if causes and causes.most_common(1)[0][0] == "data":
+        return ("# The slow steps waited for data: load ahead with workers\n"
+                "DataLoader(dataset, ..., num_workers=4, persistent_workers=True, "
+                "prefetch_factor=2)")
+    if causes and causes.most_common(1)[0][0] == "waiting":
+        return ("# The slow steps waited off the CPU (I/O, host-device syncs, another process).\n"
+                "# Look for file or network access and .item()/.cpu() calls in those steps:\n"
+                "#   dsprof summary RUN   (host syncs per line)  and  DS_LOG_LEVEL=DEBUG")
+    return ("# The slow steps did more work. Profile them: widen the window over them with\n"
+            "#   dsprof run --wait N --active M ...  and compare their ops with a normal step.")

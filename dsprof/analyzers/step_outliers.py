@@ -56,7 +56,12 @@ from typing import Any
 import numpy as np
 
 from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.analyzers.step_differences import extra_work, forward_steps, ops_that_grew
+from dsprof.analyzers.step_differences import (
+    extra_work,
+    fix_for_causes,
+    forward_steps,
+    ops_that_grew,
+)
 from dsprof.analyzers.step_period import period_of, sites_only_in
 from dsprof.analyzers.step_saves import (
     checkpoint_evidence,
@@ -92,7 +97,7 @@ class StepOutliers(Analyzer):
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.disturbance:
-            return (f"every step was disturbed by dsprof ({ctx.disturbance}): no step time is "
+            return (f"every step was disturbed ({ctx.disturbance}): no step time is "
                     "the program's")
         return None
 
@@ -153,13 +158,17 @@ class StepOutliers(Analyzer):
             elif wait is not None and base_wait is not None and wait - base_wait > 0.3 * extra:
                 parts.append(f"data wait +{(wait - base_wait) / 1e6:.1f} ms")
                 causes["data"] += 1
+            # waiting for data is time off the CPU too (the workers load, or start: a spawn
+            # DataLoader's first batch each epoch), but the script's, not the machine's noise
+            data_extra = wait - base_wait if "data wait" in parts[-1] else 0
             if collected(row):
                 pass  # on the CPU, in the collector: neither waiting nor the script's compute
-            elif cpu is not None and base_off is not None and (d - cpu) - base_off > 0.3 * extra:
+            elif cpu is not None and base_off is not None and \
+                    (d - cpu) - base_off - data_extra > 0.3 * extra:
                 parts.append(f"off-CPU +{((d - cpu) - base_off) / 1e6:.1f} ms (waiting: I/O, "
                              "syncs, other processes)")
                 causes["waiting"] += 1
-            elif cpu is not None and base_off is not None:
+            elif cpu is not None and base_off is not None and not data_extra:
                 causes["compute"] += 1
             if not collected(row) and cpu is not None and base_cpu is not None and \
                     cpu - base_cpu > 0.3 * extra:
@@ -305,7 +314,7 @@ class StepOutliers(Analyzer):
         else:
             title = f"{len(slow)} of {len(rows)} steps are outliers on rank {rank} " \
                     f"(up to {max(r[3] for r in slow) / med:.1f}x the median)"
-            fix = _fix_for(causes)
+            fix = fix_for_causes(causes)
         cause_txt = ", ".join(f"{k} ({v})" for k, v in causes.most_common()) or "unknown"
         return Finding(
             analyzer=self.name, kind=kind, key=f"rank{rank}",
@@ -382,16 +391,3 @@ def _span(slow: list[tuple]) -> str:
 def _median(values: list) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.median(vals)) if vals else None
-
-
-def _fix_for(causes: Counter[str]) -> str:
-    if causes and causes.most_common(1)[0][0] == "data":
-        return ("# The slow steps waited for data: load ahead with workers\n"
-                "DataLoader(dataset, ..., num_workers=4, persistent_workers=True, "
-                "prefetch_factor=2)")
-    if causes and causes.most_common(1)[0][0] == "waiting":
-        return ("# The slow steps waited off the CPU (I/O, host-device syncs, another process).\n"
-                "# Look for file or network access and .item()/.cpu() calls in those steps:\n"
-                "#   dsprof summary RUN   (host syncs per line)  and  DS_LOG_LEVEL=DEBUG")
-    return ("# The slow steps did more work. Profile them: widen the window over them with\n"
-            "#   dsprof run --wait N --active M ...  and compare their ops with a normal step.")

@@ -112,6 +112,8 @@ def save(session: Any, exit_status: int, reason: str, error: str | None) -> None
            else {}),
         **({"user_profiler": timeline.handed_over} if timeline and timeline.handed_over
            else {}),
+        **({"autograd_anomaly": sum(record["autograd_anomaly"])}
+           if any(record.get("autograd_anomaly") or ()) else {}),
     ))
     logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                  len(windows))

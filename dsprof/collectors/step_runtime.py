@@ -5,6 +5,11 @@ Garbage collection: ``gc.callbacks`` are called only when a collection runs, so 
 per step. A slow step that was a collection is the runtime's periodic work, not the script's
 (``steps.gc_ns``/``gc_generation``, analyzers/step_outliers.py).
 
+Autograd anomaly mode: a script that turns on ``torch.autograd.set_detect_anomaly(True)`` (or
+runs steps inside ``detect_anomaly()``) records a Python stack for every forward op and checks
+every backward output; such steps time the debugging, not the program. Whether it was on is
+read at each boundary (one C call) and those steps are ``disturbed_by = autograd_anomaly``.
+
 Page faults: the minor faults the stepping thread took inside ``optimizer.step()`` calls
 (getrusage around each call: two syscalls a step). A per-parameter update whose temporaries
 malloc gives back to the kernel and takes again faults every page of them every step
@@ -41,6 +46,7 @@ class StepRuntime:
         self.gc_generation: list[int | None] = []
         self.optimizer_faults: list[int | None] = []
         self.optimizer_cpu_ns: list[int | None] = []
+        self.autograd_anomaly: list[bool] = []
         self._gc_ns = 0
         self._gc_generation: int | None = None
         self._gc_started: int | None = None
@@ -82,6 +88,7 @@ class StepRuntime:
         self.optimizer_faults.append(self._faults if sample else None)
         self.optimizer_cpu_ns.append(self._cpu_ns if sample and self._cpu_ns
                                      and not self._closure else None)
+        self.autograd_anomaly.append(_anomaly_mode())
         self._gc_ns, self._gc_generation, self._faults = 0, None, 0
         self._cpu_ns, self._closure = 0, False
         self.saves.take(sample)
@@ -89,7 +96,8 @@ class StepRuntime:
     def record(self) -> dict[str, Any]:
         return {"gc_ns": self.gc_ns, "gc_generation": self.gc_generation,
                 "optimizer_faults": self.optimizer_faults,
-                "optimizer_cpu_ns": self.optimizer_cpu_ns, **self.saves.record()}
+                "optimizer_cpu_ns": self.optimizer_cpu_ns, **self.saves.record(),
+                "autograd_anomaly": self.autograd_anomaly}
 
     def _gc_event(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -100,6 +108,13 @@ class StepRuntime:
             gen = info.get("generation")
             if isinstance(gen, int) and (self._gc_generation is None or gen > self._gc_generation):
                 self._gc_generation = gen
+
+
+def _anomaly_mode() -> bool:
+    """torch's autograd anomaly mode is on (the script's ``set_detect_anomaly(True)``)."""
+    import torch
+
+    return bool(torch.is_anomaly_enabled())
 
 
 def minor_faults() -> int:

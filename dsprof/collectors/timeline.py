@@ -23,9 +23,11 @@ op trace is live, from the dispatch watcher, not from these traces).
 
 Two profiler sessions at once crash torch (exit 139), so when the script starts its own
 torch.profiler session (:mod:`dsprof.collectors.user_profiler` tells), the timeline steps
-aside: it closes its own window first (saved if it was recording), takes none while the
-script's session lives, resumes the schedule after it, and records in meta.json
-(``user_profiler``) that it did.
+aside: it closes its own window first (saved with the steps it recorded whole; the step in
+progress is cut, and a window with no whole step is dropped), takes none while the script's
+session lives, resumes the schedule after it, and records in meta.json (``user_profiler``)
+that it did, with the steps each of the script's sessions spanned (their times are the
+script's profiling: ``disturbed_by = user_profiler``).
 """
 
 from __future__ import annotations
@@ -241,21 +243,33 @@ class TimelineCollector:
         state = self._state
         self._remove_cap_hook()
         cut = state in (RECORD, RECORD_AND_SAVE)
+        window = self._window
+        if cut and window is not None and window.steps and window.steps[-1] >= self._next_step:
+            # the step in progress is cut short: its ops are a part of a step, not a step
+            window.steps.pop()
         if state != NONE:
-            self._stop(save=cut)
+            self._stop(save=cut and window is not None and bool(window.steps))
         self._state = NONE
         info = self.handed_over or {"sessions": 0, "first_step": self._next_step,
-                                    "windows_cut": 0}
+                                    "windows_cut": 0, "steps": []}
         info["sessions"] += 1
         info["windows_cut"] += int(cut)
+        info["steps"].append([self._next_step, self._next_step])
         self.handed_over = info
         logger.info("the script started its own torch.profiler at step %d: dsprof's op "
                     "timeline steps aside until it stops (step timings go on)", self._next_step)
 
     def resume(self) -> None:
         """The script's profiler session stopped: dsprof's schedule goes on from the next
-        boundary (a window planned meanwhile starts late or not at all)."""
+        boundary. If no window of dsprof's was saved yet (the script's session covered it, or
+        cut it before a whole step), the schedule starts over from here: ``--wait`` steps
+        on, the window comes after all (unless the script profiles again by then)."""
         self._suspended = False
+        if self.settings.repeat > 0 and not any(w.kind == "window" for w in self.windows):
+            self._schedule_origin = self._next_step
+        if self.handed_over and self.handed_over["steps"]:
+            # the step it stopped in (often the next one, after ``prof.step()``) wrote its trace
+            self.handed_over["steps"][-1][1] = self._next_step
 
     def discard(self) -> None:
         """The process hands its profiling over to the ranks it starts (spawned_ranks.py):

@@ -11,6 +11,12 @@ reasons, in the order they are checked (the first that applies is recorded):
 - ``window``: recorded op by op by a profiler window;
 - ``warmup``: the profiler's warm-up before a window (it already records, then discards);
 - ``trace_write``: the step right after a window, which pays for writing the window's trace.
+- ``autograd_anomaly``: the script's own ``torch.autograd.set_detect_anomaly(True)`` was on
+  (a Python stack recorded for every forward op, every backward output checked): the step
+  times the debugging aid;
+- ``user_profiler``: the script's own torch.profiler session was open (from the step it
+  started in to the one it stopped in, which also writes its trace): dsprof's op timeline
+  stepped aside, and the step pays for the script's profiling;
 - ``split_iteration``: a loop with two optimizers, the first of which steps several times an
   iteration (a WGAN's critic, 5 steps per generator step): until the optimizer that steps last
   took the boundaries over (in the second iteration), each of the first one's steps ended a
@@ -51,7 +57,9 @@ def profiler_warmup(settings: Mapping[str, Any]) -> int:
 def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
                       settings: Mapping[str, Any], env: Mapping[str, str],
                       decided_step: int | None = None,
-                      handover_step: int | None = None) -> list[str | None]:
+                      handover_step: int | None = None,
+                      autograd_anomaly: list[bool] | None = None,
+                      user_profiler: Iterable[Iterable[int]] = ()) -> list[str | None]:
     """The ``disturbed`` value of each of a ``dsprof run``'s ``n`` steps.
 
     ``decided_step``: where backward() became the step source while the script ran (no
@@ -70,6 +78,12 @@ def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
 
     for step in range(min(FIRST_STEADY_STEP, n)):
         mark(step, "setup" if step == 0 else "first_call")
+    for step, on in enumerate(autograd_anomaly or []):
+        if on:
+            mark(step, "autograd_anomaly")
+    for first, last in user_profiler:
+        for step in range(int(first), int(last) + 1):
+            mark(step, "user_profiler")
     if decided_step is not None:
         for step in range(decided_step + 2):
             mark(step, "capture")

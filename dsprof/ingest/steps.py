@@ -114,7 +114,10 @@ def steps_from_record(rec: dict[str, Any], rank: int,
                                        (meta or {}).get("settings") or {},
                                        (meta or {}).get("env") or {},
                                        rec.get("decided_step"),
-                                       rec.get("handover_step")),
+                                       rec.get("handover_step"),
+                                       rec.get("autograd_anomaly"),
+                                       ((meta or {}).get("user_profiler") or {}).get("steps")
+                                       or ()),
     }
 
 

@@ -161,10 +161,15 @@ def profiled_on_cpu_share(run: Run, rank: int = 0) -> float | None:
 
 
 def disturbance(run: Run) -> str | None:
-    """Why every step of this run is disturbed (``debug_trace``, ``anomaly_check``), or None."""
+    """Why every step of this run is disturbed (``debug_trace``, ``anomaly_check``, or the
+    script's own ``autograd_anomaly`` mode at every step), or None."""
     if run.meta.get("source") != "run":
         return None
-    return run_disturbance(run.meta.get("settings") or {}, run.meta.get("env") or {})
+    whole = run_disturbance(run.meta.get("settings") or {}, run.meta.get("env") or {})
+    steps = int(run.meta.get("steps_recorded") or 0)
+    if whole is None and steps and int(run.meta.get("autograd_anomaly") or 0) >= steps:
+        return "autograd_anomaly"
+    return whole
 
 
 # Student's t, 0.975 quantile, by degrees of freedom 1-30: the half-width of a two-sided 95 %

@@ -87,8 +87,8 @@ def _stacked(findings: list[Finding], title: str, console: Console) -> None:
 
 
 def render_notes(analysis: Analysis, console: Console,
-                 kinds: tuple[str, ...] = ("withheld", "incomplete", "ranks", "noise",
-                                           "gpu")) -> None:
+                 kinds: tuple[str, ...] = ("withheld", "incomplete", "user_profiler",
+                                           "ranks", "noise", "gpu")) -> None:
     """What the reader must know beside the ranked list (see ``Analysis.notes``)."""
     for note in analysis.notes:
         if note.get("kind") in kinds:

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from dsprof.cli.run import RANK_WAIT_S
-
 from tests.integration import safety_scripts as scripts
 from tests.integration.helpers import dsprof, meta, write
 

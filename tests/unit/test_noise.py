@@ -29,7 +29,7 @@ def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = N
              env: dict[str, str] | None = None, settings: dict | None = None,
              windows: list[dict] | None = None, devices: dict | None = None,
              gc_ms: dict[int, tuple[float, int]] | None = None,
-             source: str = "optimizer") -> Path:
+             source: str = "optimizer", data_wait_ms: list[float] | None = None) -> Path:
     """A ``dsprof run`` directory whose steps take ``durs_ms``; ``gc_ms``: step -> (ms in the
     garbage collector, generation) for the steps where it ran; ``source``: what marked the
     steps."""
@@ -47,6 +47,8 @@ def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = N
         bounds.append(t)
     rec = {"start_ns": 0, "boundaries_ns": bounds, "windows": windows, "source": source,
            "cpu_ns": [int(c * MS) for c in cpu_ms] if cpu_ms else []}
+    if data_wait_ms is not None:
+        rec["data_wait_ns"] = [int(w * MS) for w in data_wait_ms]
     if gc_ms is not None:
         rec["gc_ns"] = [int(gc_ms[i][0] * MS) if i in gc_ms else 0 for i in range(len(bounds))]
         rec["gc_generation"] = [gc_ms[i][1] if i in gc_ms else None for i in range(len(bounds))]
