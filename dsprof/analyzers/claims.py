@@ -19,10 +19,12 @@ from typing import Any
 
 from dsprof.findings import Finding
 
-# What can be claimed: GPU time with nothing to run; communication no compute hides.
+# What can be claimed: GPU time with nothing to run; communication no compute hides; the
+# stepping thread's wait for its batches (the input findings, then slow steps that waited).
 GPU_IDLE = "gpu_idle"
 EXPOSED_COMM = "exposed_comm"
-RESOURCES = (GPU_IDLE, EXPOSED_COMM)
+DATA_WAIT = "data_wait"
+RESOURCES = (GPU_IDLE, EXPOSED_COMM, DATA_WAIT)
 
 
 @dataclass(frozen=True)

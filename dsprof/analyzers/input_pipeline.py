@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 
-from dsprof.analyzers.claims import GPU_IDLE
+from dsprof.analyzers.claims import DATA_WAIT, GPU_IDLE
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.loader_startup import startup_finding
 from dsprof.analyzers.registry import Analyzer, Context
@@ -92,7 +92,7 @@ def predicted_wait_ns(load_ns: float, compute_ns: float, workers: int, persisten
 class InputPipeline(Analyzer):
     name = "input_pipeline"
     requires = ()
-    claims = ((GPU_IDLE, ("input.",)),)
+    claims = ((GPU_IDLE, ("input.",)), (DATA_WAIT, ("input.",)))
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.nonempty("dataloaders") or ctx.nonempty("kernels"):

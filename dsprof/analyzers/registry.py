@@ -45,8 +45,8 @@ __all__ = ["ANALYZERS", "Analysis", "Analyzer", "Context", "analyze", "load_anal
 # claimed time is entered in the ledger (``claims.py``): every analyzer that claims a resource
 # comes before those that read what is claimed of it (``check_order`` enforces it).
 ANALYZERS: tuple[str, ...] = (
-    "dsprof.analyzers.step_outliers:StepOutliers",
     "dsprof.analyzers.input_pipeline:InputPipeline",
+    "dsprof.analyzers.step_outliers:StepOutliers",
     "dsprof.analyzers.host_syncs:HostSyncs",
     "dsprof.analyzers.pageable_readback:PageableReadbackAnalyzer",
     "dsprof.analyzers.checkpointing:Checkpointing",

@@ -28,7 +28,7 @@ Seven verdicts, and only the last one is a saving:
   dsprof saw them (host syncs). Its cost is stated; it is not a saving, since the script wants
   that work done. It wins over ``steps.noise`` when those steps did more work (the thread's
   CPU time or their ops grew, or they ran a line no other step ran): under load a step that
-  computes more also waits longer for a core (:func:`_periodic_work`). Slow steps that saved
+  computes more also waits longer for a core (:func:`step_period.periodic_work`). Slow steps that saved
   a checkpoint (``torch.save``, recorded in every step) at the saves' own stride are periodic
   and name the save, even when too few are steady for a stride of outliers
   (:mod:`dsprof.analyzers.step_saves`).
@@ -51,10 +51,10 @@ Seven verdicts, and only the last one is a saving:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import numpy as np
 
+from dsprof.analyzers.claims import DATA_WAIT
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.analyzers.step_differences import (
     extra_work,
@@ -62,7 +62,7 @@ from dsprof.analyzers.step_differences import (
     forward_steps,
     ops_that_grew,
 )
-from dsprof.analyzers.step_period import period_of, sites_only_in
+from dsprof.analyzers.step_period import period_of, periodic_work, sites_only_in
 from dsprof.analyzers.step_saves import (
     checkpoint_evidence,
     checkpoint_fix,
@@ -94,6 +94,7 @@ def outlier_limit(durations: np.ndarray) -> float:
 class StepOutliers(Analyzer):
     name = "step_outliers"
     requires = ("steps",)
+    reads = (DATA_WAIT,)
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.disturbance:
@@ -192,7 +193,7 @@ class StepOutliers(Analyzer):
             periodic = [r for r in slow if r[0] % every == residue]
             sites = sites_only_in(ctx, rank, [int(r[0]) for r in periodic],
                                    [int(r[0]) for r in normal])
-            if not _periodic_work(periodic[:20], more_work, sites):
+            if not periodic_work(periodic[:20], more_work, sites):
                 period = None  # steps at a stride that only waited: the off-CPU rule decides
         # steps that saved a checkpoint, at the saves' own stride (recorded in every step)
         saves = checkpoint_saves(ctx, rank, {int(r[0]): r[3] - med for r in slow})
@@ -315,6 +316,17 @@ class StepOutliers(Analyzer):
             title = f"{len(slow)} of {len(rows)} steps are outliers on rank {rank} " \
                     f"(up to {max(r[3] for r in slow) / med:.1f}x the median)"
             fix = fix_for_causes(causes)
+            if causes["data"]:
+                # the input findings priced this wait first (claims.py): what they claim
+                # is not saved twice (a DataLoader restarting its workers each epoch: 377
+                # ms a step here beside 299 ms of input.worker_startup)
+                covered = min(saving, ctx.claims.claimed_s(DATA_WAIT, rank))
+                if covered > 0:
+                    saving -= covered
+                    evidence.append(Evidence(
+                        f"the input findings already claim {covered * 1e3:.3g} ms "
+                        f"{ctx.words.a_step} of the data wait in these steps: not counted "
+                        "again here", rank=rank))
         cause_txt = ", ".join(f"{k} ({v})" for k, v in causes.most_common()) or "unknown"
         return Finding(
             analyzer=self.name, kind=kind, key=f"rank{rank}",
@@ -353,19 +365,6 @@ def _set_aside_text(rows: list[tuple]) -> str:
     one = len(rows) == 1
     return (f" Left out: {'step' if one else 'steps'} {steps}, slow because Python's garbage "
             f"collector ran in {'it' if one else 'them'} (the runtime's work).")
-
-
-def _periodic_work(periodic: list[tuple[Any, ...]], more_work: set[int],
-                   sites: list[str]) -> bool:
-    """Whether steps at a stride are the script's periodic work: they ran a code path the
-    others did not (``sites``), or at least half of them did more work (the thread's CPU time
-    or their profiled ops grew), or there is no CPU time to tell (an import). That work wins
-    over "off the CPU": on a loaded machine a step that computes more also waits longer for a
-    core, so an evaluation step's wait grows with its work. Steps at a stride that only waited
-    are left to the off-CPU rule."""
-    if sites or any(r[4] is None for r in periodic):
-        return True
-    return sum(int(r[0]) in more_work for r in periodic) >= 0.5 * len(periodic)
 
 
 def _warmup_prefix(slow: list[tuple], rows: list[tuple]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import combinations
+from typing import Any
 
 from dsprof.analyzers.registry import Context
 
@@ -68,3 +69,16 @@ def sites_only_in(ctx: Context, rank: int, slow: list[int], normal: list[int]) -
                        [slow, normal, rank])
     return [site for site, in_slow, in_normal in rows
             if in_slow >= 0.5 * len(slow) and in_normal == 0][:3]
+
+
+def periodic_work(periodic: list[tuple[Any, ...]], more_work: set[int],
+                   sites: list[str]) -> bool:
+    """Whether steps at a stride are the script's periodic work: they ran a code path the
+    others did not (``sites``), or at least half of them did more work (the thread's CPU time
+    or their profiled ops grew), or there is no CPU time to tell (an import). That work wins
+    over "off the CPU": on a loaded machine a step that computes more also waits longer for a
+    core, so an evaluation step's wait grows with its work. Steps at a stride that only waited
+    are left to the off-CPU rule."""
+    if sites or any(r[4] is None for r in periodic):
+        return True
+    return sum(int(r[0]) in more_work for r in periodic) >= 0.5 * len(periodic)

@@ -159,3 +159,10 @@ def test_a_loader_rebuilt_each_epoch_is_told_to_keep_its_workers(tmp_path):
     assert "input.dataloader_wait" not in kinds
     # AND an epoch's first step is not "noise on this machine"
     assert "steps.noise" not in kinds, kinds.get("steps.noise", {}).get("title")
+    # AND slow steps that waited for those workers do not save the input finding's time again
+    # (claims.py DATA_WAIT: it was 377 ms a step "saved" beside 299 ms of worker start-up)
+    outliers = kinds.get("steps.outliers")
+    if outliers is not None:
+        assert any("already claim" in e["text"] for e in outliers["evidence"]), outliers
+        assert outliers["saving_s"] + startup["saving_s"] <= max(
+            outliers["data"]["excess_ms_per_step"] / 1e3, startup["saving_s"]) + 1e-9
