@@ -18,3 +18,16 @@ def internal_file(filename: str) -> bool:
     if filename.startswith((DSPROF_DIR, "<frozen")) or f"{os.sep}torch{os.sep}" in filename:
         return True
     return filename.startswith(_STDLIB) and "site-packages" not in filename
+
+
+@functools.lru_cache(maxsize=4096)
+def shown_path(filename: str) -> str:
+    """``filename`` as reports show it: relative to the working directory when it lies below it
+    (the script is compiled under its absolute path, as ``python script.py`` does, so that
+    tracebacks and warnings read as without dsprof; ``examples/slow_loader.py:63`` is what a
+    user typed and finds)."""
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith("..") else rel

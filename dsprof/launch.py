@@ -96,7 +96,9 @@ def prepare_script(path: str, args: tuple[str, ...]) -> Target:
     except OSError as exc:
         raise ScriptError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        code = compile(source, path, "exec", dont_inherit=True)
+        # under its absolute path, as ``python script.py`` compiles it: tracebacks, warnings
+        # and inspect read as without dsprof (reports shorten it: frames.shown_path)
+        code = compile(source, os.path.abspath(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise ScriptError(f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}; "
                           "fix the script, it was not run") from None

@@ -28,6 +28,7 @@ import orjson
 import torch
 from torch.utils._pytree import tree_flatten
 
+from dsprof.frames import shown_path
 from dsprof.rundir import ANOMALY_FILE, atomic_write_bytes
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
@@ -107,7 +108,7 @@ def user_frames(limit: int = 4) -> list[dict[str, Any]]:
     while f is not None and len(frames) < limit:
         name = f.f_code.co_filename
         if not name.startswith((_TORCH_DIR, _DSPROF_DIR, "<frozen")):
-            frames.append({"file": name, "line": f.f_lineno, "function": f.f_code.co_name,
+            frames.append({"file": shown_path(name), "line": f.f_lineno, "function": f.f_code.co_name,
                            "code": linecache.getline(name, f.f_lineno).strip()})
         f = f.f_back
     return frames

@@ -23,6 +23,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from dsprof.frames import shown_path
 from dsprof.log import logger
 from dsprof.vocabulary import MAX_BATCH_TENSORS
 
@@ -34,9 +35,9 @@ def user_site(depth: int = 2) -> tuple[str, str]:
     while frame is not None:
         name = frame.f_code.co_filename
         if not _is_library(name):
-            return f"{_short(name)}:{frame.f_lineno}", frame.f_code.co_name
+            return f"{shown_path(name)}:{frame.f_lineno}", frame.f_code.co_name
         frame = frame.f_back
-    return f"{_short(first.f_code.co_filename)}:{first.f_lineno}", first.f_code.co_name
+    return f"{shown_path(first.f_code.co_filename)}:{first.f_lineno}", first.f_code.co_name
 
 
 def _package_dir(module: str) -> str:
@@ -53,15 +54,6 @@ _LIBRARY_PREFIXES = (_package_dir("torch"), _package_dir("dsprof"))
 def _is_library(filename: str) -> bool:
     return (filename.startswith(_LIBRARY_PREFIXES) or filename.startswith("<frozen")
             or filename.endswith(f"{os.sep}runpy.py"))
-
-
-def _short(filename: str) -> str:
-    """A path relative to the working directory when it lies below it."""
-    try:
-        rel = os.path.relpath(filename)
-    except ValueError:
-        return filename
-    return filename if rel.startswith("..") else rel
 
 
 def batch_size_of(batch: Any) -> int | None:

@@ -37,6 +37,7 @@ from dsprof.collectors.activations import ActivationTracker
 from dsprof.collectors.device import Device
 from dsprof.collectors.memory_census import Census, take_census
 from dsprof.errors import MemoryBudgetExceeded
+from dsprof.frames import shown_path
 from dsprof.log import logger
 from dsprof.rundir import atomic_write_bytes
 
@@ -200,7 +201,8 @@ class MemoryCollector:
     def _census_doc(self, window: int, trace_file: str, snapshot: str | None) -> dict[str, Any]:
         base = self._baseline
         t = self.tracker
-        sites = sorted((sid, [list(f) for f in frames]) for frames, sid in t.sites.items())
+        sites = sorted((sid, [[shown_path(f[0]), *f[1:]] for f in frames])
+                       for frames, sid in t.sites.items())
         return {
             "window": window,
             "trace": trace_file,

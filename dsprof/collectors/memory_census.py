@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from dsprof.frames import internal_file
+from dsprof.frames import internal_file, shown_path
 from dsprof.module_paths import named_module_paths
 from dsprof.vocabulary import MEMORY_CATEGORIES, MEMORY_PRIORITY
 
@@ -216,7 +216,7 @@ def take_census(ts_ns: int, frame: FrameType | None, extra_modules: list[Any] = 
     for name, t, f in tensors:
         census.add(t, "other", "")
         if holders and t.grad_fn is not None:
-            census.holders.append(Holder(name, f.f_code.co_name, f.f_code.co_filename,
+            census.holders.append(Holder(name, f.f_code.co_name, shown_path(f.f_code.co_filename),
                                          f.f_code.co_firstlineno, graph_size(t.grad_fn)))
     return census
 

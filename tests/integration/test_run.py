@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -250,3 +252,33 @@ def test_a_killed_run_keeps_its_closed_windows(tmp_path, tiny):
     assert doc["profiled_steps"] == 2
     assert doc["steps"]["count"] == 2
     assert any("did not finish" in n for n in doc["notes"])
+
+
+WARN_AND_RAISE = """
+import inspect, warnings
+import torch
+
+print(inspect.getsourcefile(lambda: 0))
+warnings.warn("lr too high")
+def fail():
+    raise ValueError("boom")
+fail()
+"""
+
+
+def test_a_script_given_by_a_relative_path_reads_its_own_path_as_without_dsprof(tmp_path):
+    # GIVEN a script run by a relative path that prints its source file, warns, then raises
+    write(tmp_path / "rel.py", WARN_AND_RAISE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
+    bare = subprocess.run([sys.executable, "rel.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    res = dsprof("run", "-q", "-o", "run", "rel.py", cwd=tmp_path)
+    # THEN the path it sees, its warning's and its traceback's lines are the plain script's
+    # (Python compiles a script under its absolute path)
+    assert res.code == bare.returncode == 1
+    assert res.stdout == bare.stdout and str(tmp_path / "rel.py") in bare.stdout
+
+    def lines(err: str) -> list[str]:
+        return [ln for ln in err.splitlines() if "rel.py" in ln or "Error" in ln]
+
+    assert lines(res.stderr) == lines(bare.stderr), res.stderr
