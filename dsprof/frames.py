@@ -25,9 +25,16 @@ def shown_path(filename: str) -> str:
     """``filename`` as reports show it: relative to the working directory when it lies below it
     (the script is compiled under its absolute path, as ``python script.py`` does, so that
     tracebacks and warnings read as without dsprof; ``examples/slow_loader.py:63`` is what a
-    user typed and finds)."""
+    user typed and finds), and a file of an installed package from the package's folder on."""
+    for marker in _PACKAGE_DIRS:  # an installed package: its own path says where
+        if marker in filename:
+            return filename.split(marker, 1)[1]
     try:
         rel = os.path.relpath(filename)
     except ValueError:
         return filename
     return filename if rel.startswith("..") else rel
+
+
+# ``transformers/trainer_pt_utils.py:164``, not the environment's prefix before it
+_PACKAGE_DIRS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")

@@ -17,7 +17,6 @@ stack for the caller's line. Saves under torch.compile (none in practice) are no
 from __future__ import annotations
 
 import functools
-import os
 import time
 from typing import Any
 
@@ -76,7 +75,7 @@ class SaveWatch:
         self._ns += ns
         if self._site is None:
             try:
-                self._site = _package_relative(user_site(3)[0])
+                self._site = user_site(3)[0]
             except Exception:  # noqa: BLE001 - never fail the script's save
                 self._site = "?"
 
@@ -89,13 +88,3 @@ class SaveWatch:
 
     def record(self) -> dict[str, Any]:
         return {"save_ns": self.save_ns, "save_site": self.save_site}
-
-
-def _package_relative(site: str) -> str:
-    """``lightning/fabric/utilities/cloud_io.py:77`` for a line in an installed package (its
-    site-packages prefix says nothing), else the site as given."""
-    marker = f"{os.sep}site-packages{os.sep}"
-    return site.split(marker, 1)[1] if marker in site else site
-
-
-
