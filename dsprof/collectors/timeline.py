@@ -32,7 +32,6 @@ script's profiling: ``disturbed_by = user_profiler``).
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from typing import Any
 
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.collectors.trace_spans import merge_step_spans, rename_forward_spans
 from dsprof.collectors.window_schedule import (
     BOOTSTRAP,
     NONE,
@@ -52,7 +52,7 @@ from dsprof.collectors.window_schedule import (
     planned_action,
 )
 from dsprof.log import logger
-from dsprof.rundir import atomic_write_bytes, remove_quietly
+from dsprof.rundir import remove_quietly
 from dsprof.settings import Settings
 from dsprof.vocabulary import FORWARD_STEP_SPAN
 
@@ -223,14 +223,14 @@ class TimelineCollector:
         split = self._capped_split
         for saved in (bootstrap, split):
             if saved is not None and saved.file and self._bootstrap_forwards:
-                _rename_forward_spans(self.raw_dir / saved.file, as_steps)
+                rename_forward_spans(self.raw_dir / saved.file, as_steps)
         if split is not None and split.file and as_steps:
             split.steps = list(range(min(forward_steps, self._bootstrap_forwards)))
         elif split is not None and split.file and backward_steps < len(split.steps) - 1:
             # capped before the steps' source was known, and it turned out not to be
             # backward(): the spans were numbered by backward ends, not steps; step 0 holds
             # the capture again, as before any boundary
-            _merge_step_spans(self.raw_dir / split.file)
+            merge_step_spans(self.raw_dir / split.file)
             split.steps = [0]
 
     # -- the script's own torch.profiler ---------------------------------------------------
@@ -384,28 +384,3 @@ class TimelineCollector:
         if self._cap_hook is not None:
             self._cap_hook.remove()
             self._cap_hook = None
-
-
-_STEP_SPAN = re.compile(rb'"ProfilerStep#\d+"')
-_FORWARD_SPAN = re.compile(rb'"' + re.escape(FORWARD_STEP_SPAN.encode()) + rb'(\d+)"')
-
-
-def _rename_forward_spans(path: Path, as_steps: bool) -> None:
-    """The bootstrap capture's ``dsprof.forward_step#k`` spans become ``ProfilerStep#k`` when
-    forwards were the run's steps, else ``ProfilerStep#0``: they all precede its first
-    ``backward()`` end (or its capture held no step at all)."""
-    try:
-        data = path.read_bytes()
-        new = rb'"ProfilerStep#\1"' if as_steps else b'"ProfilerStep#0"'
-        atomic_write_bytes(path, _FORWARD_SPAN.sub(new, data))
-    except OSError as exc:
-        logger.error("could not renumber the steps of %s: %s", path.name, exc)
-
-
-def _merge_step_spans(path: Path) -> None:
-    """Rename every ``ProfilerStep#N`` span of a saved trace ``ProfilerStep#0``."""
-    try:
-        data = path.read_bytes()
-        atomic_write_bytes(path, _STEP_SPAN.sub(b'"ProfilerStep#0"', data))
-    except OSError as exc:
-        logger.error("could not renumber the steps of %s: %s", path.name, exc)
