@@ -100,9 +100,11 @@ def split_in_place(path: Path, owned: list[Any]) -> tuple[KinetoTrace, SplitTrac
         doc = DECODER.decode(head + b'"traceEvents": []' + tail[end + 1 - tail_from:])
     except _DECODE_ERRORS:
         return None
+    # every reference to the buffer (the key's match holds one too) goes before the columns
+    # are joined, so that its pages are unmapped first
     owned.clear()
     spans.release()
-    del buffer
+    del buffer, found
     return KinetoTrace(path, doc), acc.finish()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,24 @@ def test_a_malformed_event_is_still_named_by_its_place_in_the_trace(tmp_path):
     # WHEN it is ingested THEN the usual path's error, with the event's index in the trace
     with pytest.raises(TraceFormatError, match=r"\$\.traceEvents\[17000\]\.ts"):
         ingest_run(run)
+
+
+def test_the_buffer_is_let_go_before_the_columns_are_joined(monkeypatch):
+    # GIVEN a trace's decompressed text, handed over to the split, which is watched at the
+    # moment it joins the chunks' columns
+    path = min(trace_dir("hta_a100_alexnet_small").glob("*.json.gz"))
+    text = read_bytes(path)
+    seen: list[int] = []
+
+    class Watched(array_split._Accumulator):
+        def finish(self):
+            seen.append(sys.getrefcount(text))
+            return super().finish()
+
+    monkeypatch.setattr(array_split, "_Accumulator", Watched)
+    alone = sys.getrefcount(text)
+    # WHEN it is split straight from its text
+    assert split_in_place(path, [text]) is not None
+    # THEN by then nothing of the split refers to the text (its pages can go first: ingest's
+    # peak is the text or the columns, not both)
+    assert seen == [alone]
