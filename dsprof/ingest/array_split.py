@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from dsprof.ingest.chunk_spans import ChunkSpans
-from dsprof.ingest.events import _Accumulator
+from dsprof.ingest.events import CHUNK_EVENTS, _Accumulator
 from dsprof.ingest.split_trace import SplitTrace
 from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse
 from dsprof.ingest.trace_schema import DECODER, EVENTS_DECODER
@@ -38,9 +38,11 @@ from dsprof.ingest.trace_schema import DECODER, EVENTS_DECODER
 _KEY = re.compile(rb'"traceEvents"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*')
 _BETWEEN = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
 _CLOSE = re.compile(rb"\}[ \t\r\n]*\]")
-# text decoded at a time: ~4,100 events of kineto_resnet50_v100_autograd, the event count
-# that events.CHUNK_EVENTS found fastest
-CHUNK_BYTES = 1_400_000
+# text decoded at a time: as many bytes as events.CHUNK_EVENTS events of the last chunk (the
+# event count found fastest, and what bounds a chunk's structs in memory: a fixed 1.4 MB, 4,100
+# events of kineto_resnet50_v100_autograd, was 6,250 of hta_v100_1rank and raised its peak
+# from 1.83x to 1.94x the trace), from this much per event for the first chunk
+FIRST_EVENT_BYTES = 256
 # candidate boundaries tried per chunk, and candidate ends of the array, before giving up
 _TRIES = 8
 # the document after the array: a few short fields in every Kineto trace
@@ -85,12 +87,16 @@ def split_in_place(path: Path, owned: list[Any]) -> tuple[KinetoTrace, SplitTrac
     acc = _Accumulator()
     pos = first
     ends = [tail_from + i for i in _array_ends(tail)]
+    per_event: float = FIRST_EVENT_BYTES
     while ends and pos != ends[0]:
-        events, after = _next_chunk(spans, pos, ends[0]) if pos < ends[0] else (None, pos)
+        chunk_bytes = max(int(per_event * CHUNK_EVENTS), 1)
+        events, after = _next_chunk(spans, pos, ends[0], chunk_bytes) if pos < ends[0] \
+            else (None, pos)
         if events is None:  # no boundary before this `]` decodes: the array ends earlier
             ends.pop(0)
             continue
         acc.add(events)
+        per_event = (after - pos) / len(events)  # (the last chunk's: sizes drift along a trace)
         del events
         pos = after
     if not ends or b'"traceEvents"' in tail[ends[0] + 1 - tail_from:]:
@@ -116,11 +122,12 @@ def _array_ends(tail: bytes) -> list[int]:
     return [m.end() - 1 for m in _CLOSE.finditer(tail)][::-1][:_TRIES]
 
 
-def _next_chunk(spans: ChunkSpans, pos: int, end: int) -> tuple[list[Any] | None, int]:
+def _next_chunk(spans: ChunkSpans, pos: int, end: int, chunk_bytes: int
+                ) -> tuple[list[Any] | None, int]:
     """(decoded events, where the next chunk starts: ``end`` after the last one) for the
-    chunk from ``pos``, an event start, if the array ends at ``end``; (None, ``pos``) when no
-    candidate boundary up to ``end`` decodes."""
-    search = pos + CHUNK_BYTES
+    chunk of about ``chunk_bytes`` from ``pos``, an event start, if the array ends at
+    ``end``; (None, ``pos``) when no candidate boundary up to ``end`` decodes."""
+    search = pos + chunk_bytes
     for _ in range(_TRIES):
         cut = _BETWEEN.search(spans.buffer, search, end) if search < end else None
         hi = _trailing_end(spans, pos, end) if cut is None else cut.start() + 1

@@ -56,7 +56,7 @@ def _event(i: int, name: str, args: dict | None = None) -> dict:
 def test_boundaries_guessed_inside_strings_and_nested_objects(tmp_path, monkeypatch):
     # GIVEN events whose text holds `}, {` inside names and inside nested lists of objects,
     # and `}]` inside an event, then an array of objects and log lines full of `]` after the
-    # events, with a chunk size that puts a guess at nearly every candidate
+    # events, with chunks of one event: a guess at every candidate
     events = [_event(i, f"op}}, {{{i}" if i % 3 else "aten::mm",
                      {"Input Dims": [[2, 2]], "objs": [{"a": i}, {"b": "}, {"}]})
               for i in range(200)]
@@ -64,7 +64,8 @@ def test_boundaries_guessed_inside_strings_and_nested_objects(tmp_path, monkeypa
     path.write_text(json.dumps({"schemaVersion": 1, "traceEvents": events,
                                 "deviceProperties": [{"id": 0}, {"id": 1}],
                                 "INFO": ["x.cpp:12] }]", "y.cpp:3] done}, {]"]}, indent=1))
-    monkeypatch.setattr(array_split, "CHUNK_BYTES", 40)
+    monkeypatch.setattr(array_split, "CHUNK_EVENTS", 1)
+    monkeypatch.setattr(array_split, "FIRST_EVENT_BYTES", 1)
     text = read_bytes(path)
     # WHEN it is split straight from its text
     done = _in_place(path, text)
