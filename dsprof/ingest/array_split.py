@@ -38,11 +38,14 @@ from dsprof.ingest.trace_schema import DECODER, EVENTS_DECODER
 _KEY = re.compile(rb'"traceEvents"[ \t\r\n]*:[ \t\r\n]*\[[ \t\r\n]*')
 _BETWEEN = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
 _CLOSE = re.compile(rb"\}[ \t\r\n]*\]")
-# text decoded at a time: as many bytes as events.CHUNK_EVENTS events of the last chunk (the
-# event count found fastest, and what bounds a chunk's structs in memory: a fixed 1.4 MB, 4,100
-# events of kineto_resnet50_v100_autograd, was 6,250 of hta_v100_1rank and raised its peak
-# from 1.83x to 1.94x the trace), from this much per event for the first chunk
-FIRST_EVENT_BYTES = 256
+# text decoded at a time: as many bytes as events.CHUNK_EVENTS events of the last chunk took
+# (the event count found fastest; a chunk's structs in memory grow with its events), at most
+# CHUNK_EVENTS * MAX_EVENT_BYTES. A fixed 1.4 MB held 6,250 of hta_v100_1rank's small events
+# (peak 1.94x the trace, 1.83x before); sized by the last chunk alone, one after a run of
+# events with call stacks held several times 4,096 small ones (kineto_resnet50_v100_mem: 1.68x
+# and 1.74x, 1.43x and 1.48x before)
+MAX_EVENT_BYTES = 256
+FIRST_EVENT_BYTES = MAX_EVENT_BYTES
 # candidate boundaries tried per chunk, and candidate ends of the array, before giving up
 _TRIES = 8
 # the document after the array: a few short fields in every Kineto trace
@@ -89,7 +92,7 @@ def split_in_place(path: Path, owned: list[Any]) -> tuple[KinetoTrace, SplitTrac
     ends = [tail_from + i for i in _array_ends(tail)]
     per_event: float = FIRST_EVENT_BYTES
     while ends and pos != ends[0]:
-        chunk_bytes = max(int(per_event * CHUNK_EVENTS), 1)
+        chunk_bytes = max(int(min(per_event, MAX_EVENT_BYTES) * CHUNK_EVENTS), 1)
         events, after = _next_chunk(spans, pos, ends[0], chunk_bytes) if pos < ends[0] \
             else (None, pos)
         if events is None:  # no boundary before this `]` decodes: the array ends earlier

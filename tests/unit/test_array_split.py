@@ -66,6 +66,7 @@ def test_boundaries_guessed_inside_strings_and_nested_objects(tmp_path, monkeypa
                                 "INFO": ["x.cpp:12] }]", "y.cpp:3] done}, {]"]}, indent=1))
     monkeypatch.setattr(array_split, "CHUNK_EVENTS", 1)
     monkeypatch.setattr(array_split, "FIRST_EVENT_BYTES", 1)
+    monkeypatch.setattr(array_split, "MAX_EVENT_BYTES", 1)
     text = read_bytes(path)
     # WHEN it is split straight from its text
     done = _in_place(path, text)
