@@ -31,6 +31,7 @@ from dsprof.errors import RunDirError, TraceFormatError
 from dsprof.ingest import device_ops, memory_timeline
 from dsprof.ingest.aggregates import SOURCE_TABLES, rank_aggregates
 from dsprof.ingest.anomalies import anomaly_rows
+from dsprof.ingest.array_split import parse_split
 from dsprof.ingest.comms import build_comms
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.heap import release_free_memory
@@ -47,7 +48,7 @@ from dsprof.ingest.steps import (
     steps_from_record,
     steps_from_spans,
 )
-from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, parse, read_mapped
+from dsprof.ingest.trace_file import KinetoTrace, MemoryTimelineRaw, read_mapped
 from dsprof.ingest.trace_names import TRACE_SUFFIXES, is_trace_file  # noqa: F401 - imported from here
 from dsprof.log import logger
 from dsprof.rundir import (
@@ -234,8 +235,10 @@ def _ingest_rank(run: RunDir, rank: int,
                     progress(rank, path)
                 data = ahead.result()
                 ahead = pool.submit(read_mapped, paths[i + 1]) if i + 1 < len(paths) else None
-                doc = parse(path, data)
+                owned = [data]
                 del data
+                # the split straight from the text where it can be (dsprof.ingest.array_split)
+                doc, parsed = parse_split(path, owned)
                 if isinstance(doc, MemoryTimelineRaw):
                     memory.add_rows(memory_timeline.build_memory(doc.records, rank=rank))
                     res.events += len(doc.records)
@@ -249,7 +252,7 @@ def _ingest_rank(run: RunDir, rank: int,
                 base_ns, dist_info = doc.base_ns, doc.doc.distributedInfo
                 # the split frees the trace's raw events, then its buffer, as soon as it is
                 # done with them (before the tables are built and the next file is read)
-                parsed = doc.split(release=True)
+                parsed = doc.split(release=True) if parsed is None else parsed
                 doc = None
                 cols, spans, n_events = _trace_tables(parsed, base_ns, dist_info, rank, next_id,
                                                       res, ops_done)

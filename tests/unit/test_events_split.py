@@ -88,3 +88,28 @@ def test_a_malformed_event_is_named_by_its_place_in_the_trace(tmp_path):
         doc.split()
     with pytest.raises(msgspec.ValidationError):
         split_raw(doc.doc.traceEvents)
+
+
+def test_routes_of_phases_and_categories_first_seen_in_later_chunks():
+    # GIVEN events whose (phase, category) pairs appear chunk after chunk: one category under
+    # two phases, the same category in two spellings, a flow pair, metadata, an unknown
+    # category, and instants that are and are not [memory]
+    def ev(ph, cat, name="n", **more):
+        return json.dumps({"ph": ph, "cat": cat, "name": name, "pid": 1, "tid": 2, "ts": 1,
+                           "dur": 1, **more}).encode()
+
+    raws = [ev("X", "cpu_op"), ev("s", "ac2g"), ev("X", "Kernel"), ev("f", "ac2g"),
+            ev("X", "kernel"), ev("i", "cpu_op", "mark"), ev("M", None), ev("X", "Runtime"),
+            ev("X", "gpu_memcpy"), ev("X", "weird"), ev("i", None, "[memory]"),
+            ev("X", "cpu_op"), ev("X", "user_annotation")]
+    events = [msgspec.Raw(r) for r in raws]
+    # WHEN they are split two at a time (each chunk meets new phases and categories) and at once
+    small = split_raw(events, None, chunk=2)
+    whole = split_raw(events, None, chunk=len(events))
+    # THEN each event goes where its own pair sends it, whatever the chunk
+    _assert_same_split(small, whole)
+    assert small.host.cat == ["cpu_op", "cuda_runtime", "cpu_op", "user_annotation"]
+    assert small.device.kind == ["kernel", "kernel", "memcpy"]
+    assert len(small.memory.ts) == 1
+    assert small.skipped == {"ph:s": 1, "ph:f": 1, "weird": 1, "instant:mark": 1}
+    assert small.n_events == len(raws)
