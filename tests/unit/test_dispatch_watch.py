@@ -16,6 +16,7 @@ from torch import nn
 from dsprof.collectors.dispatch_watch import DispatchWatcher
 from dsprof.collectors.trace_filter import TraceFilter
 from dsprof.errors import NumericalAnomalyError
+from dsprof.frames import shown_path
 from dsprof.log import logger
 
 
@@ -174,7 +175,8 @@ def test_first_nonfinite_forward_output_stops_with_its_origin(tmp_path):
     assert (rec["op"], rec["module"], rec["phase"], rec["step"]) == (
         "aten.div.Tensor", "Net.head", "forward", 3)
     assert rec["kind"] == "inf" and rec["output"]["inf"] == 16
-    assert rec["site"] == f"{__file__}:{Head.forward.__code__.co_firstlineno + 3}"
+    # shown as reports show paths: relative below the working directory (frames.shown_path)
+    assert rec["site"] == f"{shown_path(__file__)}:{Head.forward.__code__.co_firstlineno + 3}"
     assert "torch.zeros_like" in rec["frames"][0]["code"]
     # input statistics: the denominator is all zeros, the numerator finite
     assert rec["inputs"][1]["min"] == rec["inputs"][1]["max"] == 0.0
