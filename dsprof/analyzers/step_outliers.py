@@ -327,6 +327,14 @@ class StepOutliers(Analyzer):
                         f"the input findings already claim {covered * 1e3:.3g} ms "
                         f"{ctx.words.a_step} of the data wait in these steps: not counted "
                         "again here", rank=rank))
+                    if causes.most_common(1)[0][0] == "data":
+                        # their fix, not the generic one: more workers do not help a
+                        # loader whose workers start again each epoch
+                        by = sorted({c.claimed_by.split(":")[0] for c in
+                                     ctx.claims.by(DATA_WAIT) if c.rank in (None, rank)})
+                        fix = (f"# These steps waited for data; the input finding(s) "
+                               f"{', '.join(by)} give the fix for that wait\n"
+                               "#   dsprof analyze RUN --only input_pipeline")
         cause_txt = ", ".join(f"{k} ({v})" for k, v in causes.most_common()) or "unknown"
         return Finding(
             analyzer=self.name, kind=kind, key=f"rank{rank}",

@@ -164,5 +164,9 @@ def test_a_loader_rebuilt_each_epoch_is_told_to_keep_its_workers(tmp_path):
     outliers = kinds.get("steps.outliers")
     if outliers is not None:
         assert any("already claim" in e["text"] for e in outliers["evidence"]), outliers
+        # and its fix points at the input finding's, not at more workers
+        if "data" in outliers["explanation"].split("Likely causes by step:")[-1][:8]:
+            assert "input.worker_startup" in outliers["fix"], outliers["fix"]
+            assert "num_workers=4" not in outliers["fix"]
         assert outliers["saving_s"] + startup["saving_s"] <= max(
             outliers["data"]["excess_ms_per_step"] / 1e3, startup["saving_s"]) + 1e-9
