@@ -317,9 +317,7 @@ class StepOutliers(Analyzer):
                     f"(up to {max(r[3] for r in slow) / med:.1f}x the median)"
             fix = fix_for_causes(causes)
             if causes["data"]:
-                # the input findings priced this wait first (claims.py): what they claim
-                # is not saved twice (a DataLoader restarting its workers each epoch: 377
-                # ms a step here beside 299 ms of input.worker_startup)
+                # the input findings priced this wait first (claims.py): not saved twice
                 covered = min(saving, ctx.claims.claimed_s(DATA_WAIT, rank))
                 if covered > 0:
                     saving -= covered
@@ -327,14 +325,17 @@ class StepOutliers(Analyzer):
                         f"the input findings already claim {covered * 1e3:.3g} ms "
                         f"{ctx.words.a_step} of the data wait in these steps: not counted "
                         "again here", rank=rank))
-                    if causes.most_common(1)[0][0] == "data":
-                        # their fix, not the generic one: more workers do not help a
-                        # loader whose workers start again each epoch
-                        by = sorted({c.claimed_by.split(":")[0] for c in
-                                     ctx.claims.by(DATA_WAIT) if c.rank in (None, rank)})
-                        fix = (f"# These steps waited for data; the input finding(s) "
-                               f"{', '.join(by)} give the fix for that wait\n"
-                               "#   dsprof analyze RUN --only input_pipeline")
+                if causes.most_common(1)[0][0] == "data":
+                    # waits for data are the input pipeline's to price (one definition),
+                    # with its fix: more workers do not help a loader rebuilt each epoch
+                    saving = 0.0
+                    by = sorted({c.claimed_by.split(":")[0] for c in
+                                 ctx.claims.by(DATA_WAIT) if c.rank in (None, rank)})
+                    fix = (f"# These steps waited for data; the input finding(s) {', '.join(by)}"
+                           " give the fix for that wait\n" if by else
+                           "# These steps waited for data: the input pipeline's findings price "
+                           "that wait (none was\n# made for this run)\n"
+                           ) + "#   dsprof analyze RUN --only input_pipeline"
         cause_txt = ", ".join(f"{k} ({v})" for k, v in causes.most_common()) or "unknown"
         return Finding(
             analyzer=self.name, kind=kind, key=f"rank{rank}",

@@ -24,7 +24,8 @@ def test_an_epochs_worker_startup_is_a_data_wait_not_noise(tmp_path):
     (e,) = [e for e in f.evidence if e.step == 12]
     assert "data wait +3481.5 ms" in e.text
     assert "data (1)" in f.explanation and "waiting" not in f.explanation
-    assert "persistent_workers=True" in f.fix
+    # AND no saving of its own: waits for data are the input pipeline's to price
+    assert f.saving_s == 0 and "input pipeline" in f.fix
 
 
 def test_a_step_that_waited_off_the_cpu_beyond_its_data_wait_is_still_waiting(tmp_path):
