@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from dsprof.analyzers.claims import DATA_WAIT
 from dsprof.analyzers.registry import Context
 from dsprof.metrics.noise import has_column
 
@@ -66,13 +67,22 @@ def ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> li
 
 
 def fix_for_causes(causes: Counter[str]) -> str:
-    if causes and causes.most_common(1)[0][0] == "data":
-        return ("# The slow steps waited for data: load ahead with workers\n"
-                "DataLoader(dataset, ..., num_workers=4, persistent_workers=True, "
-                "prefetch_factor=2)")
     if causes and causes.most_common(1)[0][0] == "waiting":
         return ("# The slow steps waited off the CPU (I/O, host-device syncs, another process).\n"
                 "# Look for file or network access and .item()/.cpu() calls in those steps:\n"
                 "#   dsprof summary RUN   (host syncs per line)  and  DS_LOG_LEVEL=DEBUG")
     return ("# The slow steps did more work. Profile them: widen the window over them with\n"
             "#   dsprof run --wait N --active M ...  and compare their ops with a normal step.")
+
+
+def input_wait_fix(ctx: Context, rank: int) -> str:
+    """The fix of outliers that mostly waited for data: the input findings' (``claims.py``
+    ``data_wait``), which price that wait; more workers do not help a loader rebuilt each
+    epoch."""
+    by = sorted({c.claimed_by.split(":")[0] for c in ctx.claims.by(DATA_WAIT)
+                 if c.rank in (None, rank)})
+    head = (f"# These steps waited for data; the input finding(s) {', '.join(by)} give the fix "
+            "for that wait\n" if by else
+            "# These steps waited for data: the input pipeline's findings price that wait "
+            "(none was\n# made for this run)\n")
+    return head + "#   dsprof analyze RUN --only input_pipeline"

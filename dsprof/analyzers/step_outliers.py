@@ -60,6 +60,7 @@ from dsprof.analyzers.step_differences import (
     extra_work,
     fix_for_causes,
     forward_steps,
+    input_wait_fix,
     ops_that_grew,
 )
 from dsprof.analyzers.step_period import period_of, periodic_work, sites_only_in
@@ -329,13 +330,7 @@ class StepOutliers(Analyzer):
                     # waits for data are the input pipeline's to price (one definition),
                     # with its fix: more workers do not help a loader rebuilt each epoch
                     saving = 0.0
-                    by = sorted({c.claimed_by.split(":")[0] for c in
-                                 ctx.claims.by(DATA_WAIT) if c.rank in (None, rank)})
-                    fix = (f"# These steps waited for data; the input finding(s) {', '.join(by)}"
-                           " give the fix for that wait\n" if by else
-                           "# These steps waited for data: the input pipeline's findings price "
-                           "that wait (none was\n# made for this run)\n"
-                           ) + "#   dsprof analyze RUN --only input_pipeline"
+                    fix = input_wait_fix(ctx, rank)
         cause_txt = ", ".join(f"{k} ({v})" for k, v in causes.most_common()) or "unknown"
         return Finding(
             analyzer=self.name, kind=kind, key=f"rank{rank}",
