@@ -76,6 +76,12 @@ MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"
 """Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
 MIN_STEP_SHARE = 0.005
+# In training, BatchNorm cannot be folded into the conv (its statistics are the batch's), so the
+# fix is torch.compile of the block: on a GPU one Triton pass for BN + ReLU; on a CPU it measured
+# slower every time (benchmarks/advice.py: cnn 41.8 ms a step, mobilenet_v3 3.1 ms). There it is
+# advice for the GPU the script may move to, a note, not a finding (registry.GPU_ONLY_KINDS).
+CONV_BN_TRAINING_ON_CPU = ("Conv-BN in training compiles the block, which measured slower than "
+                           "eager on CPU")
 # Kinds whose pasted fix is a library op (F.gelu, nn.RMSNorm, SDPA, softmax). Where the
 # chain is the whole forward of its module, DS_LIBRARY_OP runs that library op in the module's
 # place (the pasted change); elsewhere the knob compiles the module, and the verify line says
@@ -335,7 +341,9 @@ class FusionAnalyzer(Analyzer):
             saving_s=saving, saving_bytes=freed, confidence=confidence,
             explanation=explanation, evidence=tuple(evidence), fix=fix, apply=apply,
             verify=verify,
-            data={**({"impact_unknown": "compile on CPU"}
+            data={**({"gpu_only": CONV_BN_TRAINING_ON_CPU}
+                     if kind == "fusion.conv_bn" and not table.device and bwd_now > 0 else {}),
+                  **({"impact_unknown": "compile on CPU"}
                      if compile_on_cpu and not no_saving else {}),
                   **({"impact_unknown": unknown} if unknown else {}),
                   "modules": modules, "ops": list(names), "bytes_unfused": total,

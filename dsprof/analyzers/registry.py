@@ -281,7 +281,8 @@ def _finish(f: Finding, ctx: Context) -> Finding:
 
 # Kinds whose advice only a GPU can act on (TF32, Tensor Core alignment): on a CPU run they
 # leave the ranked list and become a "when you move to a GPU" note. (fp64 matrix math is slow
-# on a CPU too, so tensor_core.fp64 stays a finding.)
+# on a CPU too, so tensor_core.fp64 stays a finding.) A finding whose ``data.gpu_only`` says
+# why (a Conv-BN compile fix in training, measured slower on CPU) goes the same way.
 GPU_ONLY_KINDS = ("tensor_core.tf32_off", "tensor_core.unaligned_dims")
 
 
@@ -298,7 +299,7 @@ def _judge(f: Finding, ctx: Context, out: Analysis) -> Finding | None:
     A time saving inside the run's step-time noise is kept unranked: verify could not measure
     it, and so is an op-time estimate from a CPU run whose thread was mostly off the CPU in the
     profiled steps (``impact_unknown``). GPU-only advice on a CPU run becomes a note (None: not a finding)."""
-    if not ctx.on_gpu and f.kind.startswith(GPU_ONLY_KINDS):
+    if not ctx.on_gpu and (f.kind.startswith(GPU_ONLY_KINDS) or f.data.get("gpu_only")):
         out.notes.append({"kind": "gpu", "text": f"When you move to a GPU: {f.title}",
                           "finding_kind": f.kind})
         return None

@@ -125,4 +125,10 @@ def test_other_examples_get_no_unpressured_or_gpu_only_advice(tmp_path, script, 
     assert not [f for f in doc["findings"] if f["kind"] in ("tensor_core.tf32_off",
                                                              "tensor_core.unaligned_dims")]
     assert not [f for f in ranked if f["kind"] in ("steps.outliers", "comm.straggler")]
+    # AND a Conv-BN-ReLU in training (its fix compiles the block: slower than eager on a CPU)
+    # is advice for a GPU: a note, not a finding
+    assert not [f for f in doc["findings"] if f["kind"] == "fusion.conv_bn"]
+    if script == "cnn.py":
+        (note,) = [n for n in doc["notes"] if n.get("finding_kind") == "fusion.conv_bn"]
+        assert note["text"].startswith("When you move to a GPU: Fuse Conv-BatchNorm-ReLU in ")
 
