@@ -101,6 +101,11 @@ STEPS = Table(
                "during the step (pages its update's temporaries got back from the kernel); "
                "null for imports, runs recorded before this column, and boundaries found "
                "after the fact"),
+        Column("step_faults", _I64,
+               "minor page faults the stepping thread took during the whole step, boundary to "
+               "boundary (optimizer_faults included); null for imports, runs recorded before "
+               "this column, boundaries found after the fact and the step after one, and steps "
+               "whose boundaries two threads marked"),
         Column("optimizer_cpu_ns", _I64,
                "CPU time the stepping thread spent inside optimizer.step() calls during the "
                "step; null for imports, runs recorded before this column, boundaries found "

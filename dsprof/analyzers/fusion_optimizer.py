@@ -43,7 +43,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from dsprof.analyzers.frameworks import frameworks
-from dsprof.analyzers.fused_update_cpu import loop_pace, price_cpu_update
+from dsprof.analyzers.fused_update_cpu import price_cpu_update
 from dsprof.analyzers.optimizer_spans import (
     LoopMeasure,
     closure_time,
@@ -362,15 +362,3 @@ class OptimizerFusionAnalyzer(Analyzer):
             verify="dsprof verify RUN ID   (reruns the script with DS_OPTIMIZER_FOREACH=1)",
             data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
                   **({"impact_unknown": "per-op dispatch cost on CPU"} if cpu else {})})
-
-
-def update_pace(ctx: Context) -> float | None:
-    """The run's CPU pace (optimizer_cost.pace): how much slower than the quiet machine the
-    prices were measured on its unprofiled per-parameter Adam/AdamW update ran; None when the
-    run has no such update to read it from (a GPU run, another optimizer, a closure, foreach,
-    fused, too few unprofiled steps)."""
-    for m in OptimizerFusionAnalyzer().loops(ctx):
-        if m.cpu and not m.foreach and m.cls in CPU_CALIBRATED and m.unprofiled is not None:
-            return loop_pace(m.n_ops, m.pbytes, m.n_optimizers, m.faults, m.sqrt_s,
-                             m.unprofiled)
-    return None

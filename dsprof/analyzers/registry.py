@@ -133,16 +133,6 @@ class Context:
         return self.run.facts.step.mean_s
 
     @cached_property
-    def cpu_pace(self) -> float | None:
-        """How much slower (above 1) than the quiet machine its CPU prices were measured on this
-        run's training thread ran, read from its unprofiled per-parameter Adam/AdamW update
-        (analyzers/fusion_optimizer.update_pace); None where it cannot be read. CPU prices of
-        dispatch and memory passes (the optimizer's loop, a library-op swap) are taken at it."""
-        from dsprof.analyzers.fusion_optimizer import update_pace
-
-        return update_pace(self)
-
-    @cached_property
     def words(self) -> StepWords:
         """How a figure of one step is worded (``step_words.py``): "per step", "a step", "of
         the step", ...; when the run marks no steps (no step time), the same phrases said of

@@ -17,6 +17,12 @@ malloc gives back to the kernel and takes again faults every page of them every 
 kernel, which allocates nothing, does not pay (``steps.optimizer_faults``,
 analyzers/fusion_optimizer.py).
 
+Step page faults: the minor faults the stepping thread took over the whole step, from one
+boundary to the next (one more getrusage a step). A library-op swap removes intermediates that
+malloc gives back to the kernel at the end of a step and maps again in the next (convnext_gelu's
+hand GELU: 2,500-4,000 faults a step, F.gelu in its place 500-600), a cost no per-op price sees
+(``steps.step_faults``, analyzers/fusion.py).
+
 Optimizer CPU time: the stepping thread's CPU time inside the same calls (two clock reads a
 step). The steps outside profiler windows give what the update costs on this machine at this
 run's pace, unprofiled: thread CPU time itself moved 1.7x with the machine's load here, and a
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import gc
 import resource
+import threading
 import time
 from typing import Any
 
@@ -45,6 +52,7 @@ class StepRuntime:
         self.gc_ns: list[int | None] = []
         self.gc_generation: list[int | None] = []
         self.optimizer_faults: list[int | None] = []
+        self.step_faults: list[int | None] = []
         self.optimizer_cpu_ns: list[int | None] = []
         self.autograd_anomaly: list[bool] = []
         self._gc_ns = 0
@@ -52,12 +60,15 @@ class StepRuntime:
         self._gc_started: int | None = None
         self._faults = 0
         self._faults_at: int | None = None
+        # the stepping thread's fault count at the last boundary, and that thread
+        self._step_faults_at: tuple[int, int] | None = None
         self._cpu_ns = 0
         self._cpu_at: int | None = None
         self._closure = False
         self.saves = SaveWatch()
 
     def install(self) -> None:
+        self._step_faults_at = (threading.get_ident(), minor_faults())
         gc.callbacks.append(self._gc_event)
         self.saves.install()
 
@@ -86,6 +97,7 @@ class StepRuntime:
         self.gc_ns.append(self._gc_ns if sample else None)
         self.gc_generation.append(self._gc_generation if sample else None)
         self.optimizer_faults.append(self._faults if sample else None)
+        self.step_faults.append(self._step_faults(sample))
         self.optimizer_cpu_ns.append(self._cpu_ns if sample and self._cpu_ns
                                      and not self._closure else None)
         self.autograd_anomaly.append(_anomaly_mode())
@@ -95,9 +107,20 @@ class StepRuntime:
 
     def record(self) -> dict[str, Any]:
         return {"gc_ns": self.gc_ns, "gc_generation": self.gc_generation,
-                "optimizer_faults": self.optimizer_faults,
+                "optimizer_faults": self.optimizer_faults, "step_faults": self.step_faults,
                 "optimizer_cpu_ns": self.optimizer_cpu_ns, **self.saves.record(),
                 "autograd_anomaly": self.autograd_anomaly}
+
+    def _step_faults(self, sample: bool) -> int | None:
+        """Faults since the last boundary, if the same thread read both counts (RUSAGE_THREAD
+        is per thread) and this boundary is read now; a boundary found after the fact leaves
+        this step and the next null (the count since then spans several steps)."""
+        last, self._step_faults_at = self._step_faults_at, None
+        if not sample:
+            return None
+        me, now = threading.get_ident(), minor_faults()
+        self._step_faults_at = (me, now)
+        return now - last[1] if last is not None and last[0] == me else None
 
     def _gc_event(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

@@ -34,8 +34,17 @@ saved 0.16-0.18 ms and 4.97 ms (see the constants). The rule below gives 0.17 an
   and 3.7 us backward (its autograd node and the ops it runs);
 - each intermediate byte costs 0.069 ns forward and 0.070 backward (14 GB/s, about half the
   copy benchmark's 26.6 GB/s: in training an intermediate is allocated, written, saved for the
-  backward and read back there, its gradient likewise, and a tensor of 1 MiB or more is fresh
-  pages that fault in).
+  backward and read back there, its gradient likewise). Fitted on runs whose two arms took
+  the same page faults (fusion_mlp as verify runs it: ~1,000 a step with or without the swap).
+
+What those prices cannot see is the heap: glibc gives freed memory at the heap's top back to
+the kernel, and a step that grows it again faults every page in (0.9 us each). Whether the
+chain's intermediates are among those pages depends on the run: convnext_gelu's hand GELU took
+2,500-4,000 faults a step, F.gelu in its place 500-600 (fresh processes, 4 Dec), and its swap
+saved 7.4-9.5 ms against 5.02 priced without them. So the swap is also credited with the run's
+own faults outside optimizer.step() (:func:`swap_faults`, ``steps.step_faults``), at most the
+pages of the allocations it removes (:func:`swap_fault_pages`): an upper bound, since the heap
+may fault as much without them (fusion_mlp: 480-1,016 a step with the chain, 0-992 without).
 
 The bytes model at the copy bandwidth with the profiled per-op cost had predicted +34 % on
 GPT-2 and -40 % on fusion_mlp.
@@ -82,6 +91,43 @@ INTERMEDIATE_S_PER_BYTE = (0.069e-9, 0.070e-9)
 CALIBRATED_DTYPES = frozenset({"float"})
 # Elements of a chain's tensor between which the rule over-predicted (in-cache intermediates).
 IN_CACHE_ELEMENTS = (16384, 262144)
+
+
+PAGE_BYTES = 4096
+
+
+def swap_faults(run) -> float | None:
+    """Mean minor page faults a step outside optimizer.step() (``steps.step_faults`` less
+    ``optimizer_faults``, which the fused-optimizer price holds) over rank 0's steps after the
+    first that no profiler window held and dsprof did not disturb (the profiler's buffers fault
+    too); None for imports and runs recorded before the column. The mean, not the median:
+    whether malloc gives the pages back varies from step to step (optimizer_spans.loop_faults)."""
+    from dsprof.metrics.noise import has_column
+
+    if not has_column(run, "steps", "step_faults"):
+        return None
+    rows = [int(f) - int(o or 0) for f, o in run.sql("""
+        SELECT step_faults, optimizer_faults FROM steps
+        WHERE rank = 0 AND step > 0 AND NOT profiled AND disturbed_by IS NULL
+          AND step_faults IS NOT NULL""")]
+    return max(0.0, sum(rows) / len(rows)) if rows else None
+
+
+def swap_fault_pages(chains: list[Chain]) -> int:
+    """Pages the swap of ``chains`` no longer allocates: each removed intermediate written
+    forward and its gradient backward, i.e. the bytes the chain moves beyond the fused op's
+    (each intermediate is written once and read once), at 4 KiB a page."""
+    return sum(t - f for t, f in (chain_bytes(c) for c in chains)) // PAGE_BYTES
+
+
+def fault_shares(faults: float | None, pages: dict) -> dict:
+    """The faults a step each swap (key -> its pages a step) may take away: the run's
+    ``faults`` split in proportion to the pages, each at most its own, so that two findings
+    never claim the same fault."""
+    total = sum(pages.values())
+    if not faults or total <= 0:
+        return dict.fromkeys(pages, 0.0)
+    return {k: min(float(p), faults * p / total) for k, p in pages.items()}
 
 
 @dataclass(frozen=True)
