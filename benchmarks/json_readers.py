@@ -94,7 +94,7 @@ def cut_array(text: bytes) -> bytes:
     found = _KEY.search(text)
     assert found is not None, "no traceEvents array"
     last = msgspec.json.decode(text, type=_Events).traceEvents[-1]
-    end = text.index(b"]", text.find(bytes(last), found.end()) + len(last))
+    end = text.index(b"]", text.rfind(bytes(last)) + len(last))  # (the last copy of its text)
     return text[found.end() - 1:end + 1]
 
 
