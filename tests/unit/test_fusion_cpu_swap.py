@@ -236,10 +236,11 @@ def test_a_gelu_swap_is_not_taken_at_the_optimizer_loops_pace():
     assert "pace" not in busy.explanation
 
 
-def _with_faults(step_faults: list[int | None], optimizer_faults: list[int | None]) -> Run:
-    """``_gelu("float")`` in M.act, profiled in step 1 of 8 steps, with the steps' page faults
-    (whole step, and inside optimizer.step())."""
-    chain = _run(_gelu("float"), "M.act")
+def _with_faults(step_faults: list[int | None], optimizer_faults: list[int | None],
+                 ops: list[tuple[str, str, str]] | None = None) -> Run:
+    """``ops`` (default ``_gelu("float")``) in M.act, profiled in step 1 of 8 steps, with the
+    steps' page faults (whole step, and inside optimizer.step())."""
+    chain = _run(ops or _gelu("float"), "M.act")
     cols = [d[0] for d in chain.sql("DESCRIBE ops")]
     rows = [{k: v for k, v in zip(cols, r) if v is not None}
             for r in chain.sql("SELECT * FROM ops")]
@@ -288,3 +289,14 @@ def test_a_swap_claims_at_most_the_pages_it_no_longer_allocates():
     assert fault_shares(900, {"a": 1000, "b": 2000}) == {"a": 300, "b": 600}
     assert fault_shares(9000, {"a": 1000, "b": 2000}) == {"a": 1000, "b": 2000}
     assert fault_shares(None, {"a": 1000}) == {"a": 0.0}
+
+
+def test_a_swap_on_small_tensors_is_credited_with_no_faults():
+    # GIVEN the chain on 128 x 128 (below the 1 MiB tensors whose pages fault: small ones
+    # come from malloc's free lists) in a run whose steps fault 3,000 pages
+    small = [(n, s.replace("2048, 2048", "128, 128"), d) for n, s, d in _gelu("float")]
+    n = 8
+    f = _fusion(_with_faults([3000] * n, [0] * n, small))
+    # THEN none of them is credited to the swap
+    assert "page_faults" not in f.data and "page faults" not in f.explanation
+
