@@ -20,7 +20,8 @@ built from op times is taken as the same share of the CPU step; one priced in th
 The measured change is the mean over rounds of (median step of baseline k - that of fix k),
 its band Student's t over the rounds' spread, never narrower than the pooled steps' band; both
 bands and the interval are printed. While a ranked verdict is undecided (its interval holds
-changes both within 25 % of the prediction and outside it), verify runs one more round, up to
+changes both within 25 % of the prediction and outside it), or decided on fewer than three
+rounds (two rounds give the band one degree of freedom), verify runs one more round, up to
 ``--max-rounds``; the rounds each finding took are printed. Verdicts: ``within 25 %,
 confirmed`` (the whole interval); ``within 25 % (interval wider)`` (after the last round, the
 mean change within 25 % but its interval wider: unconfirmed); ``OFF +x %`` (more than 25 %
@@ -297,7 +298,7 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
           "fix k), rank 0's steady steps. band pr/st: paired, t(0.975, k-1) x sd of the "
           "rounds' changes / sqrt(k); step, 2 standard errors of the pooled steps' medians "
           "(metrics/noise.py); the interval is meas +- the wider. rnd: rounds run (more while "
-          "a ranked verdict was undecided, up to --max-rounds).")
+          "a ranked verdict was undecided or had under 3, up to --max-rounds).")
     quiet = [c for c in elapsed if c not in problems and not any(r["case"] == c for r in rows)]
     if quiet:
         print(f"\nno auto-applicable finding with a saving: {', '.join(quiet)}")

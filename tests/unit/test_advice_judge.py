@@ -224,3 +224,15 @@ def test_the_table_row_carries_the_clock_both_bands_and_the_rounds(capsys):
 def test_an_off_near_the_limit_prints_a_decimal():
     assert percent(-0.254) == "-25.4%" and percent(0.2549) == "+25.5%"
     assert percent(-0.27) == "-27%" and percent(0.12) == "+12%"
+
+
+def test_a_ranked_verdict_is_not_decided_on_two_rounds():
+    # GIVEN two rounds that agree closely, far from the prediction (a narrow band on one
+    # degree of freedom: hf_t5 read "OFF -63 %" so once, and -3 % in the next sitting)
+    base, fixed = _rounds([20.0] * 2, [19.9, 19.901])
+    j = judge(WAIT, True, 0.4 * MS, base, fixed, last_round=False)
+    assert j.decided
+    # THEN a third round is run before the verdict stands, and none after it once decided
+    assert needs_more_rounds(j, 2, 6) and not needs_more_rounds(j, 3, 6)
+    assert not needs_more_rounds(j, 2, 2)  # no rounds left
+
