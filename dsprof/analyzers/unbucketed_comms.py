@@ -32,7 +32,7 @@ import numpy as np
 
 from dsprof.analyzers.claims import EXPOSED_COMM
 from dsprof.analyzers.comm_overlap import uses_ddp
-from dsprof.analyzers.frameworks import fsdp_skip_reason
+from dsprof.analyzers.frameworks import ddp_advice_skip_reason
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.overlap import comm_overlap
@@ -65,7 +65,7 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
     reads = (EXPOSED_COMM,)
 
     def skip_reason(self, ctx: Context) -> str | None:
-        return fsdp_skip_reason(ctx)  # its advice is DDP's (buckets, wrapping in DDP)
+        return ddp_advice_skip_reason(ctx)  # its advice is DDP's (buckets, wrapping in DDP)
 
     def run(self, ctx: Context) -> list[Finding]:
         rows = ctx.run.sql("""
