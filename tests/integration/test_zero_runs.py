@@ -6,7 +6,8 @@ was DDP's bf16 compression hook, 1.44 ms a step."""
 
 from __future__ import annotations
 
-from dsprof.analyzers.registry import analyze
+from dsprof.analyzers.fusion_optimizer import _under_zero
+from dsprof.analyzers.registry import Context, analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
 
@@ -46,7 +47,14 @@ def _findings(tmp_path, how: str) -> list:
     assert res.code == 0, res.stderr
     assert "trained 16 steps" in res.stdout
     with load(out) as run:
-        return analyze(run, write=False).findings
+        assert _under_zero(Context(run))  # its step span is in the trace
+        findings = analyze(run, write=False).findings
+    # a fused-update finding, where one is made, puts the switch in ZeRO's constructor: the
+    # script builds no AdamW itself (ZeRO passes fused=True on to the AdamW of each shard)
+    for f in findings:
+        if f.kind == "fusion.optimizer":
+            assert f.fix.startswith("optimizer = ZeroRedundancyOptimizer("), f.fix
+    return findings
 
 
 def test_zero_broadcasting_each_parameter_is_told_to_bucket_them(tmp_path):
