@@ -66,7 +66,7 @@ def configure(quiet: bool = False) -> int:
     logger.propagate = False
     stderr = _handler("stderr")
     if stderr is None:
-        stderr = logging.StreamHandler(sys.stderr)
+        stderr = _TerminalHandler(sys.stderr)
         stderr.set_name("stderr")
         stderr.setFormatter(_CleanFormatter(_FORMAT))
         stderr.addFilter(_StepLinesToFileOnly())
@@ -78,6 +78,17 @@ def configure(quiet: bool = False) -> int:
         configure._complained = True  # type: ignore[attr-defined]
         logger.warning(complaint)
     return level
+
+
+class _TerminalHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr as dsprof found it. A script may close it (``sys.stderr.close()`` at its end):
+    then dsprof's later lines have nowhere to go, and logging's error report, written to that
+    same closed stream, would raise out of the logging call into dsprof's exit."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if getattr(self.stream, "closed", False):
+            return
+        super().handleError(record)
 
 
 class _RunLogHandler(logging.FileHandler):

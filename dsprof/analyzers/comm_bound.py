@@ -27,7 +27,7 @@ from __future__ import annotations
 import statistics
 
 from dsprof.analyzers.claims import EXPOSED_COMM
-from dsprof.analyzers.frameworks import fsdp_version
+from dsprof.analyzers.frameworks import fsdp_version, tensor_parallel
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.bandwidth import bandwidth_summary
@@ -123,7 +123,24 @@ class CommBoundAnalyzer(Analyzer):
             if latency_bound:
                 fix = fix[fsdp]
             options["powersgd_bytes"] = None  # a DDP comm hook: FSDP has none
-        if latency_bound and fsdp is not None:
+        tp = fsdp is None and tensor_parallel(ctx)
+        if tp:
+            # activations' all-reduces in forward and backward: no gradient sync to compress,
+            # delay or bucket; the remedy changes the parallel layout, which is not priced
+            fix, saving = _TP_LAYOUT, 0.0
+            options["powersgd_bytes"] = None
+            latency = (
+                "The all-reduces are tensor parallelism's (DTensor's functional collectives: "
+                "a RowwiseParallel layer's output in forward, a ColwiseParallel layer's input "
+                "gradient in backward), not a gradient sync: DDP's comm hooks, buckets and "
+                "no_sync() do not apply, and accumulating micro-batches does not cut them "
+                "(every forward and backward runs them). "
+                + (f"They are latency, not bytes: {fmt_bytes(ar_bytes, 1)} {ctx.per_step} "
+                   f"cross even a {SLOWEST_LINK_BPS / 1e6:.0f} MB/s link in "
+                   f"{(bytes_ns or 0) / 1e6:.3f} ms, against "
+                   f"{transfer * ar_share / 1e6:.1f} ms exposed. " if latency_bound else "")
+                + "No saving is predicted: the remedy is a different split of the model. ")
+        elif latency_bound and fsdp is not None:
             latency = (
                 f"That is latency, not bytes: {fmt_bytes(ar_bytes, 1)} of gradient reduction "
                 f"{ctx.words.a_step} cross even a {SLOWEST_LINK_BPS / 1e6:.0f} MB/s link in "
@@ -156,7 +173,9 @@ class CommBoundAnalyzer(Analyzer):
         return [Finding(
             analyzer=self.name, kind="comm.bound", key="exposed communication",
             title=(f"Communication not hidden by compute is {share:.0%} {ctx.words.of_each_step}: "
-                   + ("latency, not bytes: fewer, larger FSDP collectives"
+                   + ("tensor parallelism's all-reduces, in every forward and backward"
+                      if tp else
+                      "latency, not bytes: fewer, larger FSDP collectives"
                       if latency_bound and fsdp is not None else
                       "latency, not bytes: all-reduce less often" if latency_bound else
                       "reduce gradients in bf16 (FSDP's reduce_dtype)"
@@ -175,7 +194,7 @@ class CommBoundAnalyzer(Analyzer):
                 + (f"All-reduces are {ar_share:.0%} of the communication time; "
                    + ("FSDP's reduce_dtype compresses only the gradient reductions. "
                       if fsdp is not None else "a comm hook compresses only them. ")
-                   if ar_share < 1 else "")
+                   if ar_share < 1 and not tp else "")
                 + (f"The model is sharded with FSDP{fsdp} "
                    + ("(fully_shard)" if fsdp == 2 else "(FullyShardedDataParallel)")
                    + ": the fix uses its switches, not DDP's. " if fsdp is not None else "")
@@ -184,7 +203,7 @@ class CommBoundAnalyzer(Analyzer):
                 + latency
                 + (f"bf16 compression sends half of it ({fmt_bytes(ar_bytes / 2, 1)} less), "
                    f"saving about {saving * 1e3:.1f} ms {ctx.per_step} if transfer time follows "
-                   "bytes. " if fp32 and not latency_bound else "")
+                   "bytes. " if fp32 and not latency_bound and not tp else "")
                 + (f"PowerSGD rank {POWERSGD_RANK} would send "
                    f"{fmt_bytes(options['powersgd_bytes'])}. "
                    if options.get("powersgd_bytes") is not None else "")),
@@ -267,6 +286,18 @@ _FSDP_REDUCE_BF16 = {
         "FullyShardedDataParallel(model, ..., "
         "mixed_precision=MixedPrecision(reduce_dtype=torch.bfloat16))"),
 }
+
+# Tensor parallelism (parallelize_module on a DeviceMesh): its all-reduces are the model's own
+_TP_LAYOUT = (
+    "# Tensor parallelism all-reduces activations in every parallelized block, forward and\n"
+    "# backward: it pays where the link is fast (NVLink, within one node) and the layers are\n"
+    "# too large for one device. Over a slower link, or for layers that fit one device:\n"
+    "# shard fewer layers (or none) and use data parallelism, which moves the gradients once\n"
+    "# a step: model = DistributedDataParallel(model) (or fully_shard(model))\n"
+    "# across nodes, keep TP within a node and data parallelism across nodes (a 2-D mesh):\n"
+    "mesh = init_device_mesh(\"cuda\", (num_nodes, gpus_per_node), mesh_dim_names=(\"dp\", \"tp\"))\n"
+    "parallelize_module(block, mesh[\"tp\"], plan)  # for each block, as now\n"
+    "fully_shard(model, mesh=mesh[\"dp\"])")
 
 _SYNC_LESS_OFTEN = (
     "# The all-reduces are latency, not bytes: all-reduce every k micro-batches\n"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import statistics
 
 from dsprof.analyzers.claims import EXPOSED_COMM
-from dsprof.analyzers.frameworks import fsdp_skip_reason
+from dsprof.analyzers.frameworks import ddp_advice_skip_reason
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.overlap import comm_overlap
@@ -47,7 +47,7 @@ class CommOverlapAnalyzer(Analyzer):
     claims = ((EXPOSED_COMM, ("comm.poor_overlap",)),)
 
     def skip_reason(self, ctx: Context) -> str | None:
-        return fsdp_skip_reason(ctx)  # its advice is DDP's (buckets, wrapping in DDP)
+        return ddp_advice_skip_reason(ctx)  # its advice is DDP's (buckets, wrapping in DDP)
 
     def run(self, ctx: Context) -> list[Finding]:
         late = late_collectives(ctx)

@@ -110,14 +110,35 @@ def fsdp_version(ctx: Context) -> int | None:
     return None
 
 
-def fsdp_skip_reason(ctx: Context) -> str | None:
+def tensor_parallel(ctx: Context) -> bool:
+    """Whether the run's collectives are tensor parallelism's: functional collectives
+    (``_c10d_functional::``, which DTensor issues for ``parallelize_module``'s
+    ColwiseParallel/RowwiseParallel layers inside forward and backward) on a run with neither
+    DDP nor FSDP. They move activations and their gradients in every parallelized block, not
+    a step's gradients: DDP's switches (comm hooks, buckets, ``no_sync()``) do not apply, and
+    accumulating micro-batches does not cut them."""
+    if not ctx.run.has("ops") or fsdp_version(ctx) is not None:
+        return False
+    return bool(ctx.run.sql("""
+        SELECT EXISTS (SELECT 1 FROM ops WHERE starts_with(name, '_c10d_functional::')
+                         AND name NOT IN ('_c10d_functional::wait_tensor',
+                                          '_c10d_functional::_wrap_tensor_autograd'))
+           AND NOT EXISTS (SELECT 1 FROM ops WHERE starts_with(name, 'DistributedDataParallel')
+                             OR starts_with(name, 'torch::distributed::reducer::'))""")[0][0])
+
+
+def ddp_advice_skip_reason(ctx: Context) -> str | None:
     """For an analyzer whose advice is DDP's (buckets, wrapping in DDP): why it does not run on
-    an FSDP run, or None."""
+    an FSDP or tensor-parallel run, or None."""
     fsdp = fsdp_version(ctx)
-    if fsdp is None:
-        return None
-    return (f"the model is sharded with FSDP{fsdp}: its collectives come one per sharded unit, "
-            "overlapped by FSDP itself; comm_bound gives FSDP's own switches")
+    if fsdp is not None:
+        return (f"the model is sharded with FSDP{fsdp}: its collectives come one per sharded "
+                "unit, overlapped by FSDP itself; comm_bound gives FSDP's own switches")
+    if tensor_parallel(ctx):
+        return ("the collectives are tensor parallelism's (DTensor's functional collectives, "
+                "inside forward and backward), not a gradient sync: DDP's buckets do not "
+                "apply; comm_bound says what does")
+    return None
 
 
 def framework_fix(ctx: Context, area: str) -> str:

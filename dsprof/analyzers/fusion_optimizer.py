@@ -37,6 +37,7 @@ recorded extent (the profiler's cost included). The profiled time itself is no m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections import defaultdict
@@ -98,6 +99,7 @@ class OptimizerFusionAnalyzer(Analyzer):
 
     def run(self, ctx: Context) -> list[Finding]:
         findings = []
+        zero = _under_zero(ctx)
         for m in self.loops(ctx):
             finding = self._finding(m.cls, m.rows, m.now, m.n_ops, m.pbytes, m.foreach,
                                     m.bandwidth, m.bw_source, m.overhead, m.n_tensors,
@@ -105,6 +107,13 @@ class OptimizerFusionAnalyzer(Analyzer):
                                     unprofiled=m.unprofiled, n_optimizers=m.n_optimizers,
                                     lightning="lightning" in frameworks(ctx),
                                     ceiling=m.ceiling, words=ctx.words)
+            if finding is not None and zero:
+                # ZeRO builds the optimizer on each rank's shard and passes its extra
+                # arguments on: the switch goes to ZeRO's constructor, not to a cls(...)
+                flag = "fused" if "DS_OPTIMIZER_FUSED" in (finding.apply or {}) else "foreach"
+                finding = dataclasses.replace(finding, fix=(
+                    f"optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class="
+                    f"torch.optim.{m.cls}, ..., {flag}=True)  # passed on to {m.cls}"))
             if finding is not None:
                 findings.append(finding)
         return findings
@@ -362,3 +371,10 @@ class OptimizerFusionAnalyzer(Analyzer):
             verify="dsprof verify RUN ID   (reruns the script with DS_OPTIMIZER_FOREACH=1)",
             data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
                   **({"impact_unknown": "per-op dispatch cost on CPU"} if cpu else {})})
+
+
+def _under_zero(ctx: Context) -> bool:
+    """Whether the optimizer steps inside ZeroRedundancyOptimizer's (its span in the trace)."""
+    return ctx.run.has("ops") and bool(ctx.run.sql(
+        "SELECT EXISTS (SELECT 1 FROM ops WHERE name = "
+        "'Optimizer.step#ZeroRedundancyOptimizer.step')")[0][0])

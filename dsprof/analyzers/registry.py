@@ -58,6 +58,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.comm_bound:CommBoundAnalyzer",
     "dsprof.analyzers.straggler:StragglerAnalyzer",
     "dsprof.analyzers.unbucketed_comms:UnbucketedAllReduceAnalyzer",
+    "dsprof.analyzers.zero_broadcasts:ZeroBroadcastsAnalyzer",
     "dsprof.analyzers.data_parallel:DataParallelAnalyzer",
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",

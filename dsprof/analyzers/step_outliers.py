@@ -17,7 +17,8 @@ Seven verdicts, and only the last one is a saving:
 
 - ``steps.warmup``: the outliers are the first k steady steps and the run settles after them
   (at least ``MIN_STEPS`` normal steps follow): one-time work (lazy initialisation, the
-  allocator's and caches' warm-up, autotuning) that a longer run amortizes. No saving.
+  allocator's and caches' warm-up, autotuning) that a longer run amortizes. No saving. When
+  other outliers follow, the warm-up is set aside instead (``step_warmup.py``).
 - ``steps.noise``: most outliers were slow because the process was off the CPU (wall time
   minus the stepping thread's CPU time grew), on a CPU run with no data wait to explain it:
   other processes or I/O on this machine, not the program. No saving.
@@ -69,6 +70,14 @@ from dsprof.analyzers.step_saves import (
     checkpoint_fix,
     checkpoint_saves,
     checkpoint_words,
+)
+from dsprof.analyzers.step_warmup import (
+    WARMUP_FIX,
+    leading_warmup,
+    set_aside_text,
+    span,
+    warmup_prefix,
+    warmup_title,
 )
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column, steady_steps
@@ -139,6 +148,10 @@ class StepOutliers(Analyzer):
             slow = [r for r in slow if not collected(r)]
         else:
             set_aside = []
+        # so is a warm-up that other outliers follow: paid once, no saving to lend them
+        warm = leading_warmup(slow, rows, MIN_STEPS,
+                              lambda steps: _on_stride(steps, slow, rows, med))
+        slow = slow[len(warm):]
         excess = sum(r[3] - med for r in slow)
         base_wait = _median([r[5] for r in normal])
         base_off = _median([r[3] - r[4] for r in normal if r[4] is not None])
@@ -204,18 +217,11 @@ class StepOutliers(Analyzer):
         per_step = excess / len(rows) / 1e9
         kind = "steps.outliers"
         saving = per_step
-        warmup = _warmup_prefix(slow, rows)
-        if warmup:
+        if warmup_prefix(slow, rows, MIN_STEPS):
             kind = "steps.warmup"
             saving = 0.0  # paid once: a longer run amortizes it, no change removes it
-            settled = int(rows[warmup][0])
-            title = (f"{'Step' if warmup == 1 else 'Steps'} {_span(slow)} on rank {rank}, the "
-                     f"first {'full-speed step' if warmup == 1 else f'{warmup} full-speed steps'}"
-                     f", ran up to {max(r[3] for r in slow) / med:.1f}x the median before the "
-                     f"run settled at step {settled}: warm-up, paid once, not a saving")
-            fix = ("# Nothing to change in the script: the first steps pay one-time work\n"
-                   "# (lazy initialisation, the allocator's and caches' warm-up, autotuning)\n"
-                   "# that a longer run amortizes. To time steps, leave these out.")
+            title = warmup_title(slow, rows, rank, med)
+            fix = WARMUP_FIX
         elif causes["gc"] == len(slow[:20]):
             kind = "steps.gc"
             saving = 0.0  # the runtime's periodic work: its cost is stated, not promised away
@@ -284,7 +290,7 @@ class StepOutliers(Analyzer):
             periodic = [r for r in slow if int(r[0]) in extra_steps]  # data.steps below
             own = sum(r[3] - med for r in periodic) / len(rows) / 1e9
             one = len(periodic) == 1
-            title = (f"{'Step' if one else 'Steps'} {_span(periodic)} on rank {rank} ran up "
+            title = (f"{'Step' if one else 'Steps'} {span(periodic)} on rank {rank} ran up "
                      f"to {max(r[3] for r in periodic) / med:.1f}x the median doing work no "
                      f"other step did, at {', '.join(extra_sites)}: work the script asks "
                      f"for (an evaluation, a checkpoint, logging), {own * 1e3:.3g} ms "
@@ -341,7 +347,7 @@ class StepOutliers(Analyzer):
                          f"(median {med / 1e6:.1f} ms). Together they run "
                          f"{excess / 1e6:.1f} ms over the median, {per_step * 1e3:.2f} ms "
                          f"{ctx.per_step} on average over {len(rows)} steps. Likely causes by "
-                         f"step: {cause_txt}." + _set_aside_text(set_aside)),
+                         f"step: {cause_txt}." + set_aside_text(set_aside, warm, med)),
             evidence=tuple(evidence), fix=fix,
             verify=("no change is proposed: in a longer run the median stays and the "
                     "warm-up's share of the mean step time shrinks"
@@ -361,34 +367,13 @@ class StepOutliers(Analyzer):
                      if kind in OWN_WORK else {})})
 
 
-def _set_aside_text(rows: list[tuple]) -> str:
-    """The outliers left out of the verdict because the garbage collector ran in them."""
-    if not rows:
-        return ""
-    steps = ", ".join(f"{r[0]} ({r[7] / 1e6:.1f} ms, generation {r[8]})" for r in rows[:8])
-    one = len(rows) == 1
-    return (f" Left out: {'step' if one else 'steps'} {steps}, slow because Python's garbage "
-            f"collector ran in {'it' if one else 'them'} (the runtime's work).")
-
-
-def _warmup_prefix(slow: list[tuple], rows: list[tuple]) -> int:
-    """How many steps of warm-up ``slow`` is: k when the outliers are exactly the first k
-    steady steps (``rows`` in step order) and at least ``MIN_STEPS`` normal steps follow them,
-    else 0. Slow first steps that the run never returns to are one-time work, not outliers
-    a change could remove."""
-    k = len(slow)
-    if [r[0] for r in slow] != [r[0] for r in rows[:k]] or len(rows) - k < MIN_STEPS:
-        return 0
-    return k
-
-
-def _span(slow: list[tuple]) -> str:
-    first, last = int(slow[0][0]), int(slow[-1][0])
-    if first == last:
-        return str(first)
-    steps = [int(r[0]) for r in slow]
-    return f"{first}-{last}" if steps == list(range(first, last + 1)) else \
-        ", ".join(map(str, steps[:8])) + (" ..." if len(steps) > 8 else "")
+def _on_stride(steps: list[int], slow: list[tuple], rows: list[tuple], med: float) -> bool:
+    """Whether the outliers recur at a stride that includes ``steps`` (as the periodic
+    verdict finds strides)."""
+    period = period_of([int(r[0]) for r in slow], int(rows[0][0]), int(rows[-1][0]),
+                       present={int(r[0]) for r in rows},
+                       excess={int(r[0]): r[3] - med for r in slow})
+    return period is not None and any(s % period[0] == period[1] for s in steps)
 
 
 def _median(values: list) -> float | None:

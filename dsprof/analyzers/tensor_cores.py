@@ -122,15 +122,24 @@ class TensorCoreAnalyzer(Analyzer):
 
     def _fp64(self, ctx: Context, group: list[Verdict], steps: int) -> Finding:
         saving, confidence = self._saving(ctx, group, steps)
+        # the script made fp64 the default: its parameters and inputs are all created so, and
+        # model.float() alone would leave the inputs fp64 (a dtype mismatch at the first layer)
+        by_default = (ctx.meta.get("precision") or {}).get("default_dtype") == "float64"
         return Finding(
             analyzer=self.name, kind="tensor_core.fp64", key="fp64",
             title=f"Use fp32/bf16 instead of fp64 for {len(group)} matmul/conv ops",
             saving_s=saving, confidence=confidence,
             explanation=("float64 matrix math runs on CUDA cores at 1/2 to 1/64 of the fp32 "
-                         "rate; a model rarely needs it (a .double() or a numpy float64 array "
-                         "turned into a tensor is the usual cause)."),
+                         "rate; a model rarely needs it "
+                         + ("(the script sets torch.set_default_dtype(torch.float64): every "
+                            "float tensor and parameter it creates is fp64, so model.float() "
+                            "alone would leave its inputs fp64)." if by_default else
+                            "(a .double() or a numpy float64 array turned into a tensor is "
+                            "the usual cause).")),
             evidence=_evidence(group),
-            fix="model = model.float()\nx = torch.as_tensor(array, dtype=torch.float32)",
+            fix=("torch.set_default_dtype(torch.float32)  # in place of float64: new tensors "
+                 "and parameters are fp32" if by_default else
+                 "model = model.float()\nx = torch.as_tensor(array, dtype=torch.float32)"),
             verify=self._verify(ctx),
             data={"ops": len(group)})
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from dsprof.analyzers.claims import EXPOSED_COMM
 from dsprof.analyzers.comm_overlap import uses_ddp
-from dsprof.analyzers.frameworks import fsdp_skip_reason
+from dsprof.analyzers.frameworks import ddp_advice_skip_reason
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.overlap import comm_overlap
@@ -65,7 +65,7 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
     reads = (EXPOSED_COMM,)
 
     def skip_reason(self, ctx: Context) -> str | None:
-        return fsdp_skip_reason(ctx)  # its advice is DDP's (buckets, wrapping in DDP)
+        return ddp_advice_skip_reason(ctx)  # its advice is DDP's (buckets, wrapping in DDP)
 
     def run(self, ctx: Context) -> list[Finding]:
         rows = ctx.run.sql("""
@@ -86,7 +86,7 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
             return []
         total = statistics.median(int(r[4]) for r in steps)
         comm_ns = statistics.median(int(r[5]) for r in steps)
-        alpha, per_byte = self._fit(ctx, rank)
+        alpha, per_byte = fixed_cost(ctx, rank, "all_reduce")
         k = max(1, math.ceil(total / BUCKET_BYTES))
         fewer_ns = max(0.0, (n - k) * alpha)
         exposed = self._exposed_share(ctx, rank)
@@ -131,23 +131,24 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
                   "claimed_elsewhere_ms": claimed / 1e6})]
 
     @staticmethod
-    def _fit(ctx: Context, rank: int) -> tuple[float, float | None]:
-        """(fixed ns per all-reduce, ns per byte or None when the sizes cannot separate them)."""
-        pts = np.array(ctx.run.sql(
-            "SELECT in_bytes, dur_ns FROM comms WHERE rank = ? AND collective = 'all_reduce' "
-            "AND in_bytes IS NOT NULL AND step IS NOT NULL", [rank]), dtype=float)
-        if len(pts) >= 3 and np.ptp(pts[:, 0]) > 0:
-            slope, intercept = np.polyfit(pts[:, 0], pts[:, 1], 1)
-            if slope >= 0 and intercept > 0:
-                return float(intercept), float(slope)
-        return float(np.median(pts[:, 1])) / 2, None
-
-    @staticmethod
     def _exposed_share(ctx: Context, rank: int) -> float:
         rows = [o for o in comm_overlap(ctx.run.con, by_step=False) if o.rank == rank]
         if not rows or not rows[0].comm_ns:
             return 1.0
         return rows[0].exposed_ns / rows[0].comm_ns
+
+
+def fixed_cost(ctx: Context, rank: int, collective: str) -> tuple[float, float | None]:
+    """(fixed ns per ``collective``, ns per byte or None when the sizes cannot separate them),
+    from a least-squares line through (bytes, duration) of the rank's collectives."""
+    pts = np.array(ctx.run.sql(
+        "SELECT in_bytes, dur_ns FROM comms WHERE rank = ? AND collective = ? "
+        "AND in_bytes IS NOT NULL AND step IS NOT NULL", [rank, collective]), dtype=float)
+    if len(pts) >= 3 and np.ptp(pts[:, 0]) > 0:
+        slope, intercept = np.polyfit(pts[:, 0], pts[:, 1], 1)
+        if slope >= 0 and intercept > 0:
+            return float(intercept), float(slope)
+    return float(np.median(pts[:, 1])) / 2, None
 
 
 def _size(n: float) -> str:

@@ -119,6 +119,9 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         "trace_alloc_bytes": trace_alloc_bytes}
     settings = Settings.load(**overrides)
     ranks = RankEnv.from_env()
+    # where dsprof speaks after the script: the stderr it started with, not whatever the
+    # script left in sys.stderr (its own log file must not get dsprof's lines), if still open
+    terminal = sys.stderr
     # under the user's torchrun, rank 0 speaks for the job; the other ranks log to their files
     if log.configure(quiet=settings.quiet or (ranks.distributed and not ranks.coordinator)) \
             > logging.DEBUG:
@@ -188,11 +191,9 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         run.update_meta(**merged, status="finished", exit_status=outcome.exit_status,
                         exit_reason=outcome.reason)
     if settings.analyze and (not ranks.distributed or ranks.coordinator):
-        _analyze(run, quiet=settings.quiet)
+        _analyze(run, quiet=settings.quiet, terminal=terminal)
     elif not settings.quiet and not ranks.distributed:
-        make_console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {esc(run.shown)}; next: [bold]dsprof summary {esc(run.shown)}[/]",
-            soft_wrap=True)
+        _say_raw_data(run, terminal)
     session.release()
     log.detach_file()
     terminate.uninstall()  # the interpreter's own exit: SIGTERM does what it does without dsprof
@@ -211,11 +212,9 @@ def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, np
     log.attach_file(run.log_path)
     status = launch_ranks(settings, tgt, run, nproc)
     if settings.analyze:
-        _analyze(run, quiet=settings.quiet)
+        _analyze(run, quiet=settings.quiet, terminal=sys.stderr)
     elif not settings.quiet:
-        make_console(stderr=True, highlight=False).print(
-            f"dsprof: raw data in {esc(run.shown)}; next: [bold]dsprof summary {esc(run.shown)}[/]",
-            soft_wrap=True)
+        _say_raw_data(run, sys.stderr)
     if lock is not None:
         lock.release()
     log.detach_file()
@@ -300,7 +299,22 @@ def _wait_for_own_ingests(run: RunDir, world_size: int, own_s: float) -> None:
                     late)
 
 
-def _analyze(run: RunDir, quiet: bool) -> None:
+def _say_raw_data(run: RunDir, terminal: Any) -> None:
+    console = _console_on(terminal)
+    if console is not None:
+        console.print(f"dsprof: raw data in {esc(run.shown)}; next: "
+                      f"[bold]dsprof summary {esc(run.shown)}[/]", soft_wrap=True)
+
+
+def _console_on(stream: Any) -> Any:
+    """A console on ``stream``, or None when the script closed it (sys.stderr.close() at its
+    end: writing there raised, and the exit status became 1 instead of the script's)."""
+    if stream is None or getattr(stream, "closed", False):
+        return None
+    return make_console(file=stream, highlight=False)
+
+
+def _analyze(run: RunDir, quiet: bool, terminal: Any) -> None:
     from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
     from dsprof.reports import stored
@@ -330,8 +344,8 @@ def _analyze(run: RunDir, quiet: bool) -> None:
     except Exception as exc:  # noqa: BLE001 - the script's exit status must survive our bugs
         logger.exception("analysis failed (the raw data is kept in %s): %s", run.path, exc)
         return
-    if not quiet:
-        console = make_console(stderr=True, highlight=False)
+    console = None if quiet else _console_on(terminal)
+    if console is not None:
         render_short(summary, console, str(run.shown), findings)
         if postmortem is not None:
             from dsprof.render.memory import render_oom_short
@@ -339,7 +353,10 @@ def _analyze(run: RunDir, quiet: bool) -> None:
             render_oom_short(postmortem, console)
             console.print(f"saved to {esc(run.shown / 'oom.json')}; more: "
                           f"[bold]dsprof memory {esc(run.shown)}[/]", soft_wrap=True)
-    sys.stderr.flush()
+    try:
+        terminal.flush()
+    except (AttributeError, OSError, ValueError):  # closed by the script: nothing to flush
+        pass
 
 
 def _postmortem(loaded: Any) -> Any:

@@ -114,7 +114,8 @@ class ActivationTracker:
         return stack
 
     def _pack(self, t: Any) -> Any:
-        if not self._failed:
+        # torch.jit.trace running the model is no step's forward (and its sizes are tensors)
+        if not self._failed and _tracing_state() is None:
             try:
                 self._saved(t)
             except Exception as exc:  # noqa: BLE001 - never break the user's forward
@@ -166,7 +167,9 @@ class ActivationTracker:
     def _pre(self, module: Any, args: Any) -> None:
         import torch
 
-        if torch.compiler.is_compiling() or self._failed:
+        # under torch.jit.trace a parameter's numel() is a traced tensor: the trace would hold
+        # the census's reads, and the trace's forward is no step's
+        if torch.compiler.is_compiling() or self._failed or _tracing_state() is not None:
             return
         stack = self._stack()
         name = self.names.name(module, stack[-1][0] if stack else None)
@@ -243,3 +246,9 @@ def _tensors(args: Any) -> list[Any]:
 
 def _unpack(t: Any) -> Any:
     return t
+
+
+def _tracing_state() -> Any:
+    import torch
+
+    return torch._C._get_tracing_state()

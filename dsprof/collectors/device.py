@@ -187,8 +187,12 @@ def precision_state() -> dict[str, Any]:
     precision = read(torch.get_float32_matmul_precision)
     if precision is None and matmul is not None:
         precision = "high" if matmul else "highest"
+    # torch.set_default_dtype(torch.float64) makes every new float tensor and parameter fp64:
+    # the fp64 advice must undo that, since model.float() alone would leave the inputs fp64
+    default = read(torch.get_default_dtype)
     return {"matmul_allow_tf32": matmul, "cudnn_allow_tf32": cudnn,
-            "float32_matmul_precision": precision, "cpu_bf16": cpu_bf16()}
+            "float32_matmul_precision": precision, "cpu_bf16": cpu_bf16(),
+            "default_dtype": None if default is None else str(default).removeprefix("torch.")}
 
 
 def cpu_bf16() -> str | None:

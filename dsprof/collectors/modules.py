@@ -13,7 +13,10 @@ collectors/steps.py), the same hooks tell the step collector each time a call wi
 call above it on the stepping thread returns. The per-thread stack of open calls is what both
 need, so the hooks stay installed while either is wanted and never twice; outside windows a
 hook is a list push or pop. Hooks are skipped while torch.compile traces, and removed for good
-once the program uses it (collectors/compile_watch.py).
+once the program uses it (collectors/compile_watch.py). They are skipped too while
+``torch.jit.trace`` runs the model: the tracer records every op a hook calls, and a
+``record_function`` span's handle is an object the trace cannot hold (the script's trace
+failed with a JIT internal assert); nor is a traced call an inference step.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = ["ModuleAnnotator", "ModuleNames"]
 # torch's, looked up when the hooks are installed (importing dsprof imports no torch)
 _is_compiling: Callable[[], bool] = bool
 _record_function: Any = None
+_tracing_state: Callable[[], Any] = type(None)
 
 
 class ModuleAnnotator:
@@ -91,7 +95,7 @@ class ModuleAnnotator:
     def _hook(self) -> None:
         if self._handles:
             return
-        global _is_compiling, _record_function
+        global _is_compiling, _record_function, _tracing_state
         import torch
         from torch.nn.modules.module import (
             register_module_forward_hook,
@@ -101,6 +105,7 @@ class ModuleAnnotator:
         # bound once: the hooks run at every module call of the run
         _is_compiling = torch.compiler.is_compiling
         _record_function = torch.autograd.profiler.record_function
+        _tracing_state = torch._C._get_tracing_state
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, always_call=True)]
         logger.debug("module annotator: global forward hooks installed")
@@ -111,7 +116,7 @@ class ModuleAnnotator:
         self._handles = []
 
     def _pre(self, module: Any, args: Any) -> None:
-        if _is_compiling():
+        if _is_compiling() or _tracing_state() is not None:
             return
         stack = getattr(self._local, "stack", None)
         if stack is None:
@@ -127,7 +132,7 @@ class ModuleAnnotator:
     def _post(self, module: Any, args: Any, output: Any) -> None:
         # traced, the stack (which holds the compiled call's OptimizedModule) is a Dynamo
         # internal error ("already tracked for mutation"); the pre-hook skipped this call anyway
-        if _is_compiling():
+        if _is_compiling() or _tracing_state() is not None:
             return
         stack = getattr(self._local, "stack", None)
         if not stack:

@@ -369,6 +369,10 @@ class TimelineCollector:
     def _check_cap(self, module: Any, args: Any) -> None:
         if time.perf_counter() < self._deadline or threading.get_ident() != self._thread:
             return
+        import torch
+
+        if torch._C._get_tracing_state() is not None:
+            return  # torch.jit.trace records every op: the capture stops at the next call
         if self._state == BOOTSTRAP and self._window is not None:
             self._window.capped = True
             if self._bootstrap_backwards or self._bootstrap_forwards:

@@ -35,4 +35,4 @@ def test_script_on_the_new_tf32_api_keeps_its_status_and_its_settings(tmp_path):
     precision = meta(tmp_path / "run")["precision"]
     precision.pop("cpu_bf16")  # the CPU's bf16 support (cpu_autocast), not a setting
     assert precision == {"matmul_allow_tf32": True, "cudnn_allow_tf32": False,
-                         "float32_matmul_precision": "high"}
+                         "float32_matmul_precision": "high", "default_dtype": "float32"}

@@ -31,6 +31,7 @@ from dsprof.analyzers import (
     straggler,
     tensor_cores,
     unbucketed_comms,
+    zero_broadcasts,
 )
 from dsprof.analyzers.registry import ANALYZERS, load_analyzer
 
@@ -79,6 +80,7 @@ STATED = {
     "pageable_readback": [f"at least {pct(pageable_readback.MIN_SHARE)}"],
     "unbucketed_allreduce": [f"at least {unbucketed_comms.MIN_PER_STEP} all-reduces",
                              f"at most {unbucketed_comms.SMALL_BYTES >> 20} MiB"],
+    "zero_broadcasts": [f"more than {zero_broadcasts.MIN_PER_RANK} broadcasts a step"],
     "fragmentation": [f"{pct(fragmentation.MIN_SHARE)} of the peak reserved",
                       f"{fragmentation.MIN_BYTES >> 20} MiB",
                       f"at least {pct(fragmentation.MIN_SLACK_SHARE)}"],

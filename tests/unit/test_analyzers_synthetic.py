@@ -128,6 +128,23 @@ def _per_param(n: int, nbytes: int, ddp: bool = False):
                            comms=table(*rows))
 
 
+def _zero_step(n: int, nbytes: int):
+    """Step 1 (100 ms): a ZeroRedundancyOptimizer step, then ``n`` broadcasts of ``nbytes``
+    (plus 1 us a KiB) one after the other, nothing else running: all exposed."""
+    t, rows = 160 * MS, []
+    for i in range(n):
+        dur = 200_000 + (nbytes + i * 64) // 1024 * 1_000
+        rows.append({"step": 1, "collective": "broadcast", "dtype": "float", "group_size": 2,
+                     "in_bytes": nbytes + i * 64, "out_bytes": nbytes + i * 64,
+                     "start_ns": t, "dur_ns": dur, "call_ns": t, "source": "gloo"})
+        t += dur
+    ops = [{"id": 1, "step": 1, "name": "Optimizer.step#ZeroRedundancyOptimizer.step",
+            "cat": "user_annotation", "depth": 0, "thread": 1, "start_ns": 150 * MS,
+            "dur_ns": 10 * MS, "phase": "optimizer"}]
+    return Run.from_tables(meta={**SCRIPT, "world_size": 2}, steps=steps([100, 100]),
+                           ops=table(*ops), comms=table(*rows))
+
+
 def comm_late():
     # issued at the end of backward (52 ms) and run while nothing else does: 30 % exposed
     return _gloo(comm_start_ms=52, comm_ms=30, call_ms=52, compute_until_ms=51)
@@ -372,6 +389,9 @@ CASES = [
     ("unbucketed_allreduce", "comm.unbucketed", lambda: _per_param(200, 4096),
      lambda: _per_param(4, 8 << 20)),
     ("comm_overlap", "comm.poor_overlap", comm_late, comm_hidden),
+    # 40 parameter broadcasts a step on 2 ranks vs one per rank (parameters_as_bucket_view)
+    ("zero_broadcasts", "comm.zero_broadcasts", lambda: _zero_step(40, 4096),
+     lambda: _zero_step(2, 80 * 4096)),
     ("data_parallel", "comm.data_parallel",
      lambda: _modules(("DataParallel", 0, 10, None), ("DataParallel.module", 2, 7, 1)),
      lambda: _modules(("DistributedDataParallel", 0, 10, None), ("Model", 0, 5, 1))),

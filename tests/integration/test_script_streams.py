@@ -1,0 +1,49 @@
+"""Scripts that close or replace ``sys.stderr``: dsprof's closing lines go to the stderr it
+started with, never into a file the script put in its place, and a closed stderr does not
+change the exit status (writing the summary there raised: status 1 for a script's 0)."""
+
+from __future__ import annotations
+
+from tests.integration.helpers import dsprof, plain, write
+
+LOOP = """
+import sys
+import torch
+
+model = torch.nn.Linear(8, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for step in range(20):
+    loss = model(torch.randn(4, 8)).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print("trained", flush=True)
+"""
+
+
+def test_a_script_that_closes_stderr_keeps_its_exit_status(tmp_path):
+    # GIVEN a script that closes sys.stderr as its last act
+    script = write(tmp_path / "closes.py", LOOP + "sys.stderr.close()\n")
+    bare = plain(script)
+    # WHEN run under dsprof, which prints its summary after the script
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
+    # THEN the exit status and output are the script's
+    assert bare.returncode == 0, bare.stderr
+    assert res.code == 0, res.stderr
+    assert res.stdout == bare.stdout
+    assert "lost sys.stderr" not in res.stderr and "ValueError" not in res.stderr
+
+
+def test_a_script_that_redirects_stderr_gets_no_dsprof_lines_in_its_file(tmp_path):
+    # GIVEN a script that sends stderr to a log file of its own and leaves it there
+    script = write(tmp_path / "redirects.py", LOOP + (
+        "import os\n"
+        "sys.stderr = open(os.path.join(os.path.dirname(__file__), 'train.log'), 'w')\n"
+        "print('its own line', file=sys.stderr, flush=True)\n"))
+    bare = plain(script)
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
+    assert bare.returncode == 0 and res.code == 0, res.stderr
+    # THEN its log file holds its own line only, as without dsprof
+    assert (tmp_path / "train.log").read_text() == "its own line\n"
+    # AND dsprof's summary went to the terminal's stderr
+    assert "dsprof summary" in res.stderr
