@@ -397,10 +397,10 @@ def release_results(prof: Any) -> None:
     stays in a caught exception's traceback), and no collection reached it in a 30-step run.
     Kept, they held the heap's top above the window's freed event buffers (fusion_mlp: 14 MiB
     in use after its window, 6 more after the dropped step-0 capture), and the steps after
-    ``trace_write`` took fresh pages for their tensors (the heap grew 27 and 12 MiB in the two
-    steps after it; 4,200-9,700 faults in the first, against a steady median of 1,000-1,800):
-    the first steady step ran 1.1-3.3x the median, and analyzers took it for the program's
-    own. Freed here, they go in the ``trace_write`` step, which is disturbed already.
+    the window took fresh pages for their tensors (the heap grew 27 MiB in the ``trace_write``
+    step and 12 in the next; 4,200-9,700 faults in that next one, against a steady median of
+    1,000-1,800): the first steady step ran 1.1-3.3x the median, and analyzers took it for
+    the program's own. Freed here, they go in the ``trace_write`` step, which is disturbed already.
     """
     inner = getattr(prof, "profiler", None)
     if inner is None:
