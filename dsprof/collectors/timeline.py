@@ -399,7 +399,7 @@ def release_results(prof: Any) -> None:
     in use after its window, 6 more after the dropped step-0 capture), and the steps after
     the window took fresh pages for their tensors (the heap grew 27 MiB in the ``trace_write``
     step and 12 in the next; 4,200-9,700 faults in that next one, against a steady median of
-    1,000-1,800): the first steady step ran 1.1-3.3x the median, and analyzers took it for
+    1,000-1,800): the first steady step ran 1.1-2.7x the median, and analyzers took it for
     the program's own. Freed here, they go in the ``trace_write`` step, which is disturbed already.
     """
     inner = getattr(prof, "profiler", None)

@@ -16,7 +16,7 @@ reasons, in the order they are checked (the first that applies is recorded):
   moved the heap, and the step's tensors were mapped anew) and ran slower than the steady
   median. Only when measured: most runs have none since the timeline frees the profiler's
   results in the ``trace_write`` step (collectors/timeline.py ``release_results``); before,
-  fusion_mlp's step after it ran 1.1-3.3x the median with 4,000-9,700 faults against a median
+  fusion_mlp's step after it ran 1.1-2.7x the median with 4,000-9,700 faults against a median
   of 1,000-1,800.
 - ``autograd_anomaly``: the script's own ``torch.autograd.set_detect_anomaly(True)`` was on
   (a Python stack recorded for every forward op, every backward output checked): the step

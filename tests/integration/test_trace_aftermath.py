@@ -2,7 +2,7 @@
 ``profile`` object is in reference cycles, so its Kineto results outlived the window until the
 run exited: they pinned the heap's top above the window's freed event buffers, the steps after
 ``trace_write`` took thousands of fresh pages (fusion_mlp: 4,000-9,700 against a steady median
-of 1,000-1,800) and ran up to 3.3x the median, counted as the program's own. The timeline now
+of 1,000-1,800) and ran up to 2.7x the median, counted as the program's own. The timeline now
 frees them in the ``trace_write`` step (collectors/timeline.py ``release_results``). Real torch,
 a real ``dsprof run``; the script reads glibc's own count of the bytes malloc holds in use."""
 
