@@ -11,6 +11,13 @@ reasons, in the order they are checked (the first that applies is recorded):
 - ``window``: recorded op by op by a profiler window;
 - ``warmup``: the profiler's warm-up before a window (it already records, then discards);
 - ``trace_write``: the step right after a window, which pays for writing the window's trace.
+- ``trace_aftermath``: a step after the ``trace_write`` one that measurably still paid for the
+  window: it took more fresh pages than nearly every steady step (the window's event buffers
+  moved the heap, and the step's tensors were mapped anew) and ran slower than the steady
+  median. Only when measured: most runs have none since the timeline frees the profiler's
+  results in the ``trace_write`` step (collectors/timeline.py ``release_results``); before,
+  fusion_mlp's step after it ran 1.1-2.7x the median with 4,000-9,700 faults against a median
+  of 1,000-1,800.
 - ``autograd_anomaly``: the script's own ``torch.autograd.set_detect_anomaly(True)`` was on
   (a Python stack recorded for every forward op, every backward output checked): the step
   times the debugging aid;
@@ -29,10 +36,22 @@ noise and outliers from steady steps only (``dsprof.metrics.noise``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 FIRST_STEADY_STEP = 2
+# A step after trace_write is its aftermath when it took this many fresh pages more than the
+# steady median (4 MiB: 1-2 ms of faulting at the ~1-1.5 us a page measured on CPU runs) ...
+AFTERMATH_MIN_FAULTS = 1000
+# ... and more than this quantile of the steady steps (a loop whose every step maps pages anew
+# shows it in its steady steps too, and then none is an aftermath)
+AFTERMATH_FAULT_QUANTILE = 0.9
+# how many steps after trace_write may be marked, one after another, while each is measured so
+AFTERMATH_MAX_STEPS = 3
+# the steady steps a comparison needs
+AFTERMATH_MIN_STEADY = 4
 
 
 def run_disturbance(settings: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
@@ -59,12 +78,16 @@ def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
                       decided_step: int | None = None,
                       handover_step: int | None = None,
                       autograd_anomaly: list[bool] | None = None,
-                      user_profiler: Iterable[Iterable[int]] = ()) -> list[str | None]:
+                      user_profiler: Iterable[Iterable[int]] = (),
+                      step_faults: Sequence[int | None] | None = None,
+                      dur_ns: Sequence[int] | None = None) -> list[str | None]:
     """The ``disturbed`` value of each of a ``dsprof run``'s ``n`` steps.
 
     ``decided_step``: where backward() became the step source while the script ran (no
     optimizer). Until then no step was known, so the timeline's whole-run capture recorded
     every step up to it, and the step after it paid for stopping that capture: all "capture".
+    ``step_faults`` and ``dur_ns`` (per step) measure the windows' aftermath; without them
+    none is marked.
     """
     whole = run_disturbance(settings, env)
     if whole:
@@ -99,4 +122,30 @@ def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
         for s in range(min(steps) - warmup, min(steps)):
             mark(s, "warmup")
         mark(max(steps) + 1, "trace_write")
+    if step_faults is not None and dur_ns is not None:
+        _mark_aftermath(out, windows, step_faults, dur_ns)
     return out
+
+
+def _mark_aftermath(out: list[str | None], windows: Iterable[Mapping[str, Any]],
+                    faults: Sequence[int | None], dur_ns: Sequence[int]) -> None:
+    """Mark ``trace_aftermath`` the steps after each ``trace_write`` step that took fresh
+    pages no steady step takes and ran slower than the steady median, from the first such
+    step on, while each is so (at most :data:`AFTERMATH_MAX_STEPS`)."""
+    n = len(out)
+    firsts = sorted({max(int(s) for s in w["steps"]) + 2 for w in windows if w.get("steps")})
+    near = {f + k for f in firsts for k in range(AFTERMATH_MAX_STEPS)}
+    steady = [i for i in range(n) if out[i] is None and i not in near
+              and i < len(faults) and faults[i] is not None and i < len(dur_ns)]
+    if len(steady) < AFTERMATH_MIN_STEADY:
+        return
+    steady_faults = np.array([faults[i] for i in steady], np.float64)
+    bar = max(float(np.quantile(steady_faults, AFTERMATH_FAULT_QUANTILE)),
+              float(np.median(steady_faults)) + AFTERMATH_MIN_FAULTS)
+    median_ns = float(np.median([dur_ns[i] for i in steady]))
+    for first in firsts:
+        for step in range(first, min(first + AFTERMATH_MAX_STEPS, n, len(faults), len(dur_ns))):
+            got = faults[step]
+            if out[step] is not None or got is None or got <= bar or dur_ns[step] <= median_ns:
+                break
+            out[step] = "trace_aftermath"

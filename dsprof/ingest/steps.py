@@ -88,12 +88,14 @@ def steps_from_record(rec: dict[str, Any], rank: int,
     rss = rec.get("rss_bytes") or []
     peak = rec.get("device_peak_bytes") or []
     cpu = rec.get("cpu_ns") or []
+    durs = [e - s for s, e in zip(starts, bounds)]
+    step_faults = _padded(rec.get("step_faults") or [], n)
     return {
         "rank": [rank] * n,
         "step": list(range(n)),
         "start_ns": starts,
         "end_ns": bounds,
-        "dur_ns": [e - s for s, e in zip(starts, bounds)],
+        "dur_ns": durs,
         "profiled": [i in window_of for i in range(n)],
         "window": [window_of.get(i) for i in range(n)],
         "device_peak_bytes": _padded(peak, n),
@@ -102,7 +104,7 @@ def steps_from_record(rec: dict[str, Any], rank: int,
         "gc_ns": _padded(rec.get("gc_ns") or [], n),
         "gc_generation": _padded(rec.get("gc_generation") or [], n),
         "optimizer_faults": _padded(rec.get("optimizer_faults") or [], n),
-        "step_faults": _padded(rec.get("step_faults") or [], n),
+        "step_faults": step_faults,
         "optimizer_cpu_ns": _padded(rec.get("optimizer_cpu_ns") or [], n),
         "save_ns": _padded(rec.get("save_ns") or [], n),
         "save_site": _padded(rec.get("save_site") or [], n),
@@ -119,7 +121,9 @@ def steps_from_record(rec: dict[str, Any], rank: int,
                                        rec.get("handover_step"),
                                        rec.get("autograd_anomaly"),
                                        ((meta or {}).get("user_profiler") or {}).get("steps")
-                                       or ()),
+                                       or (),
+                                       step_faults if rec.get("step_faults") else None,
+                                       durs),
     }
 
 

@@ -29,7 +29,8 @@ def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = N
              env: dict[str, str] | None = None, settings: dict | None = None,
              windows: list[dict] | None = None, devices: dict | None = None,
              gc_ms: dict[int, tuple[float, int]] | None = None,
-             source: str = "optimizer", data_wait_ms: list[float] | None = None) -> Path:
+             source: str = "optimizer", data_wait_ms: list[float] | None = None,
+             step_faults: list[int] | None = None) -> Path:
     """A ``dsprof run`` directory whose steps take ``durs_ms``; ``gc_ms``: step -> (ms in the
     garbage collector, generation) for the steps where it ran; ``source``: what marked the
     steps."""
@@ -49,6 +50,8 @@ def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = N
            "cpu_ns": [int(c * MS) for c in cpu_ms] if cpu_ms else []}
     if data_wait_ms is not None:
         rec["data_wait_ns"] = [int(w * MS) for w in data_wait_ms]
+    if step_faults is not None:
+        rec["step_faults"] = step_faults
     if gc_ms is not None:
         rec["gc_ns"] = [int(gc_ms[i][0] * MS) if i in gc_ms else 0 for i in range(len(bounds))]
         rec["gc_generation"] = [gc_ms[i][1] if i in gc_ms else None for i in range(len(bounds))]
@@ -77,6 +80,57 @@ def test_disturbed_reasons_mark_setup_windows_warmup_and_the_trace_write():
     assert disturbed_reasons(6, [{"steps": [2, 3]}], {"wait": 0, "warmup": 0}, {})[1] == \
         "first_call"
     assert disturbed_reasons(8, [{"steps": [4, 5]}], {"wait": 0, "warmup": 0}, {})[3] == "warmup"
+
+
+def _aftermath_marks(faults: list[int], durs_ms: list[float]) -> list[str | None]:
+    return disturbed_reasons(len(faults), WINDOW, SETTINGS, {}, step_faults=faults,
+                             dur_ns=[int(d * MS) for d in durs_ms])
+
+
+# 20 steps around a window over 7-9: steady ones take 20 ms and 0-1,500 fresh pages
+STEADY_FAULTS = [50_000, 9_000, 500, 1_500, 0, 480, 600, 2_000, 9_000, 9_000, 60, 0, 0, 480,
+                 1_500, 0, 0, 480, 0, 1_000]
+STEADY_MS = [900, 90, 20, 21, 20, 19, 23, 30, 40, 40, 60, 20, 20, 21, 19, 20, 20, 21, 20, 19]
+
+
+def test_the_steps_after_trace_write_are_aftermath_only_when_measured_so():
+    # GIVEN a run whose two steps after the trace write took fresh pages no steady step
+    # took, and ran slow (the heap the window left behind, fusion_mlp before the fix)
+    faults, durs = list(STEADY_FAULTS), list(STEADY_MS)
+    faults[11:13], durs[11:13] = [8_161, 6_112], [73.0, 34.6]
+    # WHEN the ingest marks them
+    marks = _aftermath_marks(faults, durs)
+    # THEN both are the window's aftermath, and the first ordinary step after them is steady
+    assert marks[10] == "trace_write" and marks[11:13] == ["trace_aftermath"] * 2
+    assert marks[13] is None
+    # AND the same run, measured quiet after the trace write, has no aftermath
+    assert "trace_aftermath" not in _aftermath_marks(STEADY_FAULTS, STEADY_MS)
+    # AND many fresh pages in a step that did not run slow are not an aftermath
+    quick = list(STEADY_FAULTS)
+    quick[11] = 8_161
+    assert _aftermath_marks(quick, STEADY_MS)[11] is None
+    # AND a loop whose steady steps map as many pages is not marked for it either
+    busy = [f if i < 2 else 7_000 + 100 * (i % 5) for i, f in enumerate(STEADY_FAULTS)]
+    busy[11] = 7_300
+    slow = list(STEADY_MS)
+    slow[11] = 40
+    assert _aftermath_marks(busy, slow)[11] is None
+    # AND a run without per-step faults (another OS, an older run) is marked as before
+    assert "trace_aftermath" not in disturbed_reasons(
+        20, WINDOW, SETTINGS, {}, step_faults=None, dur_ns=[int(d * MS) for d in durs])
+
+
+def test_an_aftermath_step_is_left_out_of_the_steady_steps(tmp_path):
+    # GIVEN a recorded run whose step after the trace write faulted and ran slow
+    faults, durs = list(STEADY_FAULTS), list(STEADY_MS)
+    faults[11], durs[11] = 8_161, 73.0
+    path = make_run(tmp_path / "r", durs, step_faults=faults)
+    with load(path) as run:
+        marks = dict(run.sql("SELECT step, disturbed_by FROM steps"))
+        steady = [s for s, _, _ in steady_steps(run)]
+    # THEN the ingest marked it, and it is no evidence of the program's speed
+    assert marks[11] == "trace_aftermath"
+    assert 11 not in steady and 12 in steady
 
 
 def test_steady_steps_and_noise_leave_out_what_dsprof_disturbed(tmp_path):
