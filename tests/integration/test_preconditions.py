@@ -64,7 +64,12 @@ def test_the_steady_run_has_no_outlier_finding_and_its_steps_are_marked(lm_run):
     assert marks[0] == "setup" and marks[1] == "first_call"
     assert marks[first - 1] == "warmup"
     assert all(marks[s] == "window" for s in range(first, last + 1))
-    assert marks[last + 1] == "trace_write" and marks[last + 2] is None
+    assert marks[last + 1] == "trace_write"
+    # the steps after it are steady, unless their page faults measured the heap growing back
+    # after the trace's buffers were freed (ingest/disturbed.py: at most three)
+    after = [marks[s] for s in range(last + 2, last + 5) if s in marks]
+    assert after and set(after) <= {None, "trace_aftermath"}, after
+    assert "trace_aftermath" not in after[after.index(None):] if None in after else True
     assert doc["noise"]["steady_steps"] == sum(v is None for v in marks.values())
 
 
