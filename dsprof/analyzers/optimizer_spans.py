@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from dsprof.analyzers.registry import Context
+from dsprof.metrics.heap_steps import program_heap_rows
 from dsprof.metrics.noise import has_column
 from dsprof.metrics.ops.optable import OpTable
 from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S, sqrt_excess_s
@@ -119,7 +120,8 @@ def despiked(ctx: Context, rows: list[tuple], spans: list[float]) -> list[float]
 def loop_faults(ctx: Context) -> float | None:
     """Mean minor page faults a step inside optimizer.step() (``steps.optimizer_faults``),
     over the steps after the first (the first allocates the optimizer's state), preferring
-    steps outside profiler windows (the profiler's own buffers fault too); None for imports
+    the steps before the first profiler window (the profiler's buffers fault too, and once
+    freed they change what later steps fault); None for imports
     and runs recorded before the column. The mean, not the median: whether malloc gives the
     temporaries back depends on its state, which varies (examples/periodic_eval.py under
     dsprof: 512 faults in 5 of 27 steps, none in the others; 448-480 in every step of the
@@ -127,9 +129,12 @@ def loop_faults(ctx: Context) -> float | None:
     average step's."""
     if not has_column(ctx.run, "steps", "optimizer_faults"):
         return None
-    rows = ctx.run.sql("""SELECT optimizer_faults, profiled FROM steps
-                          WHERE optimizer_faults IS NOT NULL AND step > 0""")
-    quiet = [f for f, profiled in rows if not profiled] or [f for f, _ in rows]
+    # the steps that show the program's own heap (metrics/heap_steps.py: before the first
+    # profiler window); any step after the first where a run has none of those
+    quiet = [f for (f,) in program_heap_rows(ctx.run, "optimizer_faults", "optimizer_faults")]
+    if not quiet:
+        quiet = [f for (f,) in ctx.run.sql("""SELECT optimizer_faults FROM steps
+                                              WHERE optimizer_faults IS NOT NULL AND step > 0""")]
     return float(statistics.fmean(quiet)) if quiet else None
 
 

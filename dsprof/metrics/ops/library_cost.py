@@ -98,18 +98,17 @@ PAGE_BYTES = 4096
 
 def swap_faults(run) -> float | None:
     """Mean minor page faults a step outside optimizer.step() (``steps.step_faults`` less
-    ``optimizer_faults``, which the fused-optimizer price holds) over rank 0's steps after the
-    first that no profiler window held and dsprof did not disturb (the profiler's buffers fault
-    too); None for imports and runs recorded before the column. The mean, not the median:
+    ``optimizer_faults``, which the fused-optimizer price holds) over rank 0's steady steps
+    that show the program's own heap (metrics/heap_steps.py: those before the first profiler
+    window); None for imports and runs recorded before the column. The mean, not the median:
     whether malloc gives the pages back varies from step to step (optimizer_spans.loop_faults)."""
+    from dsprof.metrics.heap_steps import program_heap_rows
     from dsprof.metrics.noise import has_column
 
     if not has_column(run, "steps", "step_faults"):
         return None
-    rows = [int(f) - int(o or 0) for f, o in run.sql("""
-        SELECT step_faults, optimizer_faults FROM steps
-        WHERE rank = 0 AND step > 0 AND NOT profiled AND disturbed_by IS NULL
-          AND step_faults IS NOT NULL""")]
+    rows = [int(f) - int(o or 0) for f, o in program_heap_rows(
+        run, "step_faults, optimizer_faults", "step_faults")]
     return max(0.0, sum(rows) / len(rows)) if rows else None
 
 
