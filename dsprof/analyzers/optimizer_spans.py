@@ -142,15 +142,22 @@ def unprofiled_update_s(ctx: Context, rank: int) -> float | None:
     """Median thread CPU time a step inside optimizer.step() calls on ``rank``
     (``steps.optimizer_cpu_ns``), over the steps after the first that no profiler window held
     and dsprof did not otherwise disturb: what the update costs on this machine at this run's
-    pace. None for imports, runs recorded before the column, closures (null), and runs with
-    fewer than MIN_PACE_STEPS such steps."""
+    pace. Each step's own page faults are taken out before the median and the loop's mean
+    faults (``loop_faults``, the program's heap) put back, so that the pace, which takes those
+    faults out again, compares like with like: the steps after a window fault less than the
+    program does (metrics/heap_steps.py). None for imports, runs recorded before the column,
+    closures (null), and runs with fewer than MIN_PACE_STEPS such steps."""
     if not has_column(ctx.run, "steps", "optimizer_cpu_ns"):
         return None
-    rows = [int(r[0]) for r in ctx.run.sql(f"""
-        SELECT optimizer_cpu_ns FROM steps
+    faulted = has_column(ctx.run, "steps", "optimizer_faults")
+    rows = [int(cpu) - int(faults or 0) * PAGE_FAULT_S * 1e9 for cpu, faults in ctx.run.sql(f"""
+        SELECT optimizer_cpu_ns, {"optimizer_faults" if faulted else "NULL"} FROM steps
         WHERE rank = {int(rank)} AND step > 0 AND NOT profiled AND disturbed_by IS NULL
           AND optimizer_cpu_ns IS NOT NULL""")]
-    return statistics.median(rows) / 1e9 if len(rows) >= MIN_PACE_STEPS else None
+    if len(rows) < MIN_PACE_STEPS:
+        return None
+    mean = loop_faults(ctx) if faulted else None
+    return statistics.median(rows) / 1e9 + (mean * PAGE_FAULT_S if mean and mean >= 1 else 0.0)
 
 
 def loop_sqrt_excess(ctx: Context, table: OpTable, rows: list[tuple]) -> float:

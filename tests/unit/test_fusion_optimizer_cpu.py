@@ -379,3 +379,26 @@ def test_a_small_loop_gives_no_pace():
     # THEN the quiet prices stand
     assert loop_cpu_s(40, f.data["param_bytes"]) < PACE_MIN_LOOP_S
     assert "pace" not in f.data and "At this run's pace" not in f.explanation
+
+
+def test_the_pace_compares_each_steps_update_without_its_own_page_faults():
+    # GIVEN the 80-op loop whose update ran 1.6x its price in every unprofiled step, two of
+    # them also faulting 1,000 pages (0.9 ms more) and the others none (the steps after a
+    # profiler window fault less than the program: metrics/heap_steps.py)
+    from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S
+
+    quiet = next(f for f in analyze(_optimizer("aten::mul_", n_children=80),
+                                    only=("fusion_optimizer",), write=False).findings
+                 if f.kind == "fusion.optimizer")
+    loop = loop_cpu_s(80, quiet.data["param_bytes"])
+    base = 1.6 * (loop + STEP_CALL_CPU_S)
+    n = 8
+    faults = [0, 0, 1000, 1000, 0, 0, 0, 0]
+    run = _optimizer("aten::mul_", n_children=80, steps_table=steps(
+        [20] * n, rank=[0] * n, profiled=[i == 1 for i in range(n)],
+        optimizer_faults=faults,
+        optimizer_cpu_ns=[int((base + f * PAGE_FAULT_S) * 1e9) for f in faults]))
+    f = next(f for f in analyze(run, only=("fusion_optimizer",), write=False).findings
+             if f.kind == "fusion.optimizer")
+    # THEN the pace is the update's own, 1.6x, whichever steps faulted
+    assert f.data["pace"] == pytest.approx(1.6, rel=1e-3)
