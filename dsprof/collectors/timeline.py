@@ -40,6 +40,7 @@ from typing import Any
 
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.collectors.profiler_release import release_results
 from dsprof.collectors.trace_spans import merge_step_spans, rename_forward_spans
 from dsprof.collectors.window_schedule import (
     BOOTSTRAP,
@@ -391,24 +392,3 @@ class TimelineCollector:
         if self._cap_hook is not None:
             self._cap_hook.remove()
             self._cap_hook = None
-
-
-def release_results(prof: Any) -> None:
-    """Free a stopped session's Kineto results now, in the step that stopped it.
-
-    Nothing else frees them before the run exits: the ``profile`` object is in reference
-    cycles (its ``action_map`` holds its own bound methods, and ``prepare_trace``'s frame
-    stays in a caught exception's traceback), and no collection reached it in a 30-step run.
-    Kept, they held the heap's top above the window's freed event buffers (fusion_mlp: 14 MiB
-    in use after its window, 6 more after the dropped step-0 capture), and the steps after
-    the window took fresh pages for their tensors (the heap grew 27 MiB in the ``trace_write``
-    step and 12 in the next; 4,200-9,700 faults in that next one, against a steady median of
-    1,000-1,800): the first steady step ran 1.1-2.7x the median, and analyzers took it for
-    the program's own. Freed here, they go in the ``trace_write`` step, which is disturbed already.
-    """
-    inner = getattr(prof, "profiler", None)
-    if inner is None:
-        return
-    inner.kineto_results = None
-    inner._function_events = None
-    inner._old_function_events = None
