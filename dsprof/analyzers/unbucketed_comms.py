@@ -57,6 +57,21 @@ for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
 _FIX_DDP = """# DDP's buckets are set too small: give it its default 25 MiB (or more) per bucket
 model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=25)"""
 
+def busiest_rank_steps(ctx: Context, collective: str) -> tuple[int, list[tuple]] | None:
+    """The rank that calls ``collective`` most often a step (median over its steps), with its
+    steps' rows: (rank, step, calls, median bytes, bytes, duration ns); None without such
+    calls."""
+    rows = ctx.run.sql("""
+        SELECT rank, step, count(*), median(in_bytes), sum(in_bytes), sum(dur_ns)
+        FROM comms WHERE collective = ? AND step IS NOT NULL AND in_bytes IS NOT NULL
+        GROUP BY rank, step ORDER BY rank, step""", [collective])
+    per_rank: dict[int, list[tuple]] = {}
+    for r in rows:
+        per_rank.setdefault(int(r[0]), []).append(r)
+    if not per_rank:
+        return None
+    return max(per_rank.items(), key=lambda kv: statistics.median(int(r[2]) for r in kv[1]))
+
 
 class UnbucketedAllReduceAnalyzer(Analyzer):
     name = "unbucketed_allreduce"
@@ -68,18 +83,10 @@ class UnbucketedAllReduceAnalyzer(Analyzer):
         return ddp_advice_skip_reason(ctx)  # its advice is DDP's (buckets, wrapping in DDP)
 
     def run(self, ctx: Context) -> list[Finding]:
-        rows = ctx.run.sql("""
-            SELECT rank, step, count(*), median(in_bytes), sum(in_bytes), sum(dur_ns)
-            FROM comms WHERE collective = 'all_reduce' AND step IS NOT NULL
-              AND in_bytes IS NOT NULL
-            GROUP BY rank, step ORDER BY rank, step""")
-        per_rank: dict[int, list[tuple]] = {}
-        for r in rows:
-            per_rank.setdefault(int(r[0]), []).append(r)
-        if not per_rank:
+        busiest = busiest_rank_steps(ctx, "all_reduce")
+        if busiest is None:
             return []
-        rank, steps = max(per_rank.items(), key=lambda kv: statistics.median(
-            int(r[2]) for r in kv[1]))
+        rank, steps = busiest
         n = statistics.median(int(r[2]) for r in steps)
         size = statistics.median(float(r[3]) for r in steps)
         if n < MIN_PER_STEP or size > SMALL_BYTES:

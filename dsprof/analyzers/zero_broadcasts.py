@@ -25,11 +25,14 @@ Algorithm:
 from __future__ import annotations
 
 import statistics
-from typing import Any
 
 from dsprof.analyzers.claims import EXPOSED_COMM
 from dsprof.analyzers.registry import Analyzer, Context
-from dsprof.analyzers.unbucketed_comms import UnbucketedAllReduceAnalyzer, fixed_cost
+from dsprof.analyzers.unbucketed_comms import (
+    UnbucketedAllReduceAnalyzer,
+    busiest_rank_steps,
+    fixed_cost,
+)
 from dsprof.findings import Evidence, Finding
 from dsprof.units import fmt_bytes
 
@@ -56,29 +59,23 @@ class ZeroBroadcastsAnalyzer(Analyzer):
     def run(self, ctx: Context) -> list[Finding]:
         if not ctx.run.sql(f"SELECT EXISTS (SELECT 1 FROM ops WHERE name = '{ZERO_STEP}')")[0][0]:
             return []
-        rows = ctx.run.sql("""
-            SELECT rank, step, count(*), sum(in_bytes), sum(dur_ns) FROM comms
-            WHERE collective = 'broadcast' AND step IS NOT NULL AND in_bytes IS NOT NULL
-            GROUP BY rank, step ORDER BY rank, step""")
-        per_rank: dict[int, list[tuple[Any, ...]]] = {}
-        for r in rows:
-            per_rank.setdefault(int(r[0]), []).append(r)
-        if not per_rank:
+        busiest = busiest_rank_steps(ctx, "broadcast")
+        if busiest is None:
             return []
-        rank, steps = max(per_rank.items(), key=lambda kv: statistics.median(
-            int(r[2]) for r in kv[1]))
-        world = int(ctx.meta.get("world_size") or len(per_rank))
+        rank, steps = busiest
+        world = int(ctx.meta.get("world_size") or ctx.run.sql(
+            "SELECT count(DISTINCT rank) FROM comms WHERE collective = 'broadcast'")[0][0])
         n = statistics.median(int(r[2]) for r in steps)
         if n <= MIN_PER_RANK * world:
             return []
-        total = statistics.median(int(r[3]) for r in steps)
-        comm_ns = statistics.median(int(r[4]) for r in steps)
+        total = statistics.median(int(r[4]) for r in steps)
+        comm_ns = statistics.median(int(r[5]) for r in steps)
         alpha, per_byte = fixed_cost(ctx, rank, "broadcast")
         fewer_ns = max(0.0, (n - world) * alpha)
         exposed = UnbucketedAllReduceAnalyzer._exposed_share(ctx, rank)
         claimed = ctx.claims.claimed_s(EXPOSED_COMM) * 1e9
         saving = max(0.0, min(fewer_ns * exposed, exposed * comm_ns - claimed))
-        worst = max(steps, key=lambda r: int(r[4]))
+        worst = max(steps, key=lambda r: int(r[5]))
         return [Finding(
             analyzer=self.name, kind="comm.zero_broadcasts", key=f"rank{rank}",
             title=(f"ZeroRedundancyOptimizer(..., parameters_as_bucket_view=True): it "
@@ -99,7 +96,7 @@ class ZeroBroadcastsAnalyzer(Analyzer):
                 + (f" and other findings claim {claimed / 1e6:.2f} ms of it" if claimed else "")
                 + f", so the step gets {saving / 1e6:.2f} ms shorter."),
             evidence=(Evidence(f"step {worst[1]}: {worst[2]} broadcasts, "
-                               f"{fmt_bytes(float(worst[3]), 1)}, {int(worst[4]) / 1e6:.2f} ms",
+                               f"{fmt_bytes(float(worst[4]), 1)}, {int(worst[5]) / 1e6:.2f} ms",
                                rank=rank, step=int(worst[1]), value=int(worst[2])),),
             fix=_FIX,
             verify=(f"dsprof run --nproc-per-node {world} {ctx.target_command}"
