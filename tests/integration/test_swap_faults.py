@@ -37,7 +37,7 @@ MAPPED = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 PAGES_PER_TENSOR = 2048 * 256 * 4 // 4096
 
 
-def test_the_steps_faults_are_counted_and_the_swap_is_credited_with_them(tmp_path):
+def test_the_steps_faults_are_counted_and_the_swap_says_it_may_take_them(tmp_path):
     # GIVEN a hand GELU on a (2048, 256) activation, malloc mapping every intermediate afresh
     script = write(tmp_path / "hand_gelu.py", HAND_GELU)
     out = tmp_path / "run"
@@ -52,8 +52,8 @@ def test_the_steps_faults_are_counted_and_the_swap_is_credited_with_them(tmp_pat
     # least the intermediates' pages (7 of them forward alone)
     assert len(rows) >= 6 and all(s is not None and s >= (o or 0) for s, o in rows), rows
     assert min(s for s, _ in rows) >= 7 * PAGES_PER_TENSOR, rows
-    # AND the swap is credited with faults a step, at most what the steps took, and says so
+    # AND the swap may take those faults with it: here they weigh more than a quarter of its
+    # fault-free price, so it is a range, priced at its lower end and not ranked, and says so
     (f,) = found
-    mean = sum(s - (o or 0) for s, o in rows) / len(rows)
-    assert 0 < f.data["page_faults"] <= mean + 1e-6
-    assert "page faults per step at 0.9 us each" in f.explanation
+    assert f.severity == "info" and "page faults per step go with it" in f.data["impact_unknown"]
+    assert "malloc decides" in f.explanation
