@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,9 +103,20 @@ def test_a_failing_rank_ends_the_script_as_it_does_without_dsprof(tmp_path, fail
     # GIVEN a spawned rank 1 that raises ValueError (or exits 3) after its training
     script = write(tmp_path / "ddp_spawn.py", DDP_SPAWN)
     out = tmp_path / "run"
-    # WHEN run plainly and under dsprof run
-    bare = plain(script, "3", "0", fail)
-    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), "3", "0", fail, timeout=180)
+    # WHEN run plainly and under dsprof run. A rank that exits while gloo's worker threads are
+    # torn down may die of SIGABRT instead, plainly too (CI, 5 Dec: the plain run's rank 1
+    # "terminated with signal SIGABRT"); that race is torch's, so each side gets up to three
+    # tries to show the script's own outcome (benchmarks/gloo_teardown_race.py measures it)
+    for _ in range(3):
+        bare = plain(script, "3", "0", fail)
+        if "SIGABRT" not in bare.stderr:
+            break
+    for attempt in range(3):
+        if attempt:
+            shutil.rmtree(out, ignore_errors=True)
+        res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), "3", "0", fail, timeout=180)
+        if "SIGABRT" not in res.stderr:
+            break
     # THEN exit status, stdout and the exception torch re-raises in the parent are the same,
     # the child's traceback included, without a dsprof frame
     assert bare.returncode == 1, bare.stderr
