@@ -41,10 +41,13 @@ What those prices cannot see is the heap: glibc gives freed memory at the heap's
 the kernel, and a step that grows it again faults every page in (0.9 us each). Whether the
 chain's intermediates are among those pages depends on the run: convnext_gelu's hand GELU took
 2,500-4,000 faults a step, F.gelu in its place 500-600 (fresh processes, 4 Dec), and its swap
-saved 7.4-9.5 ms against 5.02 priced without them. So the swap is also credited with the run's
-own faults outside optimizer.step() (:func:`swap_faults`, ``steps.step_faults``), at most the
-pages of the allocations it removes (:func:`swap_fault_pages`): an upper bound, since the heap
-may fault as much without them (fusion_mlp: 480-1,016 a step with the chain, 0-992 without).
+saved 7.4-9.5 ms against 5.02 priced without them; in other sittings the same swap saved 4.4-5.1
+ms. So the run's own faults outside optimizer.step() (:func:`swap_faults`, ``steps.step_faults``),
+at most the pages of the allocations the swap removes (:func:`swap_fault_pages`), are what it
+*may* also take away: the finding says them and never adds them to its saving, and where they
+exceed a quarter of the price it is a range, not ranked (analyzers/fusion.py ``FAULT_RANGE``).
+An upper bound: the heap may fault as much without them (fusion_mlp: 480-1,016 a step with the
+chain, 0-992 without).
 
 The bytes model at the copy bandwidth with the profiled per-op cost had predicted +34 % on
 GPT-2 and -40 % on fusion_mlp.
