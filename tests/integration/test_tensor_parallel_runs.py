@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dsprof.analyzers.frameworks import tensor_parallel
 from dsprof.analyzers.registry import Context, analyze
+from dsprof.metrics.comm.overlap import comm_overlap
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
 
@@ -59,6 +60,10 @@ def test_tensor_parallel_collectives_get_no_ddp_advice(tmp_path):
         ctx = Context(run)
         # THEN its collectives are known as tensor parallelism's
         assert tensor_parallel(ctx)
+        # AND the time a thread sits in the collective's wait is not compute that hides it:
+        # each all-reduce's result is read by the next op, so little of it overlaps
+        overlap = sorted(o.overlap_pct for o in comm_overlap(run.con, by_step=True))
+        assert overlap and overlap[len(overlap) // 2] < 50, overlap
         result = analyze(run, write=False)
     # AND the DDP-bucket analyzers stand aside, saying why
     skipped = {s["analyzer"]: s["reason"] for s in result.skipped}
