@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsprof.collectors.allocator_warning import UnknownFreeProbe
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results
@@ -70,6 +71,7 @@ class TimelineCollector:
         # shared with the step collector's outermost-forward watch: one pair of global hooks
         self.annotator = annotator or ModuleAnnotator()
         self._prof: Any = None
+        self._unknown_free: UnknownFreeProbe | None = None  # set by _prepare
         self._state = NONE
         self._step_rf: Any = None
         self._window: Window | None = None
@@ -306,9 +308,13 @@ class TimelineCollector:
         )
         with dsprof_profiler():
             self._prof.prepare_trace()
+        self._unknown_free = UnknownFreeProbe()  # allocated before the recording starts
 
     def _start_recording(self, step: int, window: Window) -> None:
         self._prof.start_trace()
+        if self._unknown_free is not None:  # torch's warning about older blocks: not the script's
+            self._unknown_free.absorb()
+            self._unknown_free = None
         if self.module_hooks:
             self.annotator.install()
         self._window = window

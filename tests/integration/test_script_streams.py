@@ -47,3 +47,19 @@ def test_a_script_that_redirects_stderr_gets_no_dsprof_lines_in_its_file(tmp_pat
     assert (tmp_path / "train.log").read_text() == "its own line\n"
     # AND dsprof's summary went to the terminal's stderr
     assert "dsprof summary" in res.stderr
+
+
+def test_the_profiler_window_adds_no_line_of_torchs_to_the_scripts_stderr(tmp_path):
+    # GIVEN a script that writes its own line to stderr every step and frees, inside
+    # dsprof's window, tensors it allocated before it (torch logs "Memory block of unknown
+    # size was allocated before the profiling started" at the first such free)
+    script = write(tmp_path / "talks.py", LOOP.replace(
+        "    opt.step()\n",
+        "    opt.step()\n"
+        "    print(f'step {step}', file=sys.stderr, flush=True)\n"))
+    bare = plain(script)
+    # WHEN run under dsprof, quiet
+    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
+    # THEN stderr is the script's own, line for line
+    assert bare.returncode == 0 and res.code == 0, res.stderr
+    assert res.stderr == bare.stderr == "".join(f"step {i}\n" for i in range(20))
