@@ -54,6 +54,10 @@ class StepTime:
             step) order; ``left_out`` the other steps with a duration, the same way.
         rule: which rule held (``FULL_SPEED``, ``AFTER_SETUP``, ``ALL_STEPS``).
         samples_per_s: mean batch size over the mean step time, when batches are known.
+        cpu_mean_s: mean CPU time of the stepping thread over the same steps (``steps.cpu_ns``;
+            None when any of them lacks it: imports, boundaries found after the fact). What a
+            CPU-priced saving compares with: a loaded machine stretches the wall step, not the
+            thread's CPU time, nor a price taken at a quiet machine's pace.
     """
 
     mean_s: float | None
@@ -63,6 +67,7 @@ class StepTime:
     samples_per_s: float | None
     counted: tuple[tuple[int, int, int], ...] = ()
     left_out: tuple[tuple[int, int, int], ...] = ()
+    cpu_mean_s: float | None = None
 
     @property
     def durations_ns(self) -> list[int]:
@@ -130,7 +135,7 @@ def _step_time(run: Run) -> StepTime:
     # like a step dsprof disturbed (left out of the full-speed rule)
     rows = run.sql("""SELECT rank, step, dur_ns,
                              coalesce(disturbed, false) OR coalesce(compile_ns, 0) > 0,
-                             batch_size
+                             batch_size, cpu_ns
                       FROM steps WHERE dur_ns > 0 ORDER BY rank, step""")
     keep_rules: list[tuple[str, Callable[[int, bool], bool]]] = [(ALL_STEPS, _any_step)]
     if run.manifest.is_run:
@@ -153,10 +158,12 @@ def _step_time(run: Run) -> StepTime:
     batches = [r[4] for r in chosen if r[4]]
     sps = statistics.fmean(batches) / mean_s if batches and mean_s > 0 else None
     ids = {(r[0], r[1]) for r in chosen}
+    cpu = [int(r[5]) for r in chosen if r[5] is not None and int(r[5]) > 0]
     return StepTime(mean_s, statistics.median(durs) / 1e9, len(durs), rule, sps,
                     tuple((int(r[0]), int(r[1]), int(r[2])) for r in chosen),
                     tuple((int(r[0]), int(r[1]), int(r[2])) for r in rows
-                          if (r[0], r[1]) not in ids))
+                          if (r[0], r[1]) not in ids),
+                    statistics.fmean(cpu) / 1e9 if len(cpu) == len(chosen) else None)
 
 
 def _full_speed(step: int, disturbed: bool) -> bool:

@@ -134,6 +134,13 @@ class Context:
         return self.run.facts.step.mean_s
 
     @cached_property
+    def step_cpu_s(self) -> float | None:
+        """Mean CPU time of the stepping thread over the same steps (``run.facts``), or None:
+        the step a saving priced in CPU time at a quiet pace is a share of (a loaded machine
+        stretches the wall step, not that)."""
+        return self.run.facts.step.cpu_mean_s
+
+    @cached_property
     def words(self) -> StepWords:
         """How a figure of one step is worded (``step_words.py``): "per step", "a step", "of
         the step", ...; when the run marks no steps (no step time), the same phrases said of

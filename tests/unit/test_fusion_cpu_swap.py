@@ -319,3 +319,17 @@ def test_the_faults_before_the_first_window_stand_for_the_program():
     # THEN the swap is credited with the faults before the window
     assert f.data["page_faults"] == pytest.approx(3000)
 
+
+
+def test_a_cpu_priced_swap_is_a_share_of_the_threads_cpu_time_not_of_a_stretched_wall_step():
+    # GIVEN the calibrated chain's price, and a step whose wall time a loaded machine stretched
+    # to 1.5x the time at which the price is 0.5 % of it, the thread's CPU time at 0.5x
+    price = _fusion(_run(_gelu("float"), "M.act")).saving_s
+    wall_ms = price / 0.005 * 1.5 * 1e3
+    stretched = _run(_gelu("float"), "M.act", step_ms=wall_ms, cpu_ms=wall_ms / 3)
+    # THEN the swap is still found at its price: 0.5 % of the thread's CPU time is below it
+    f = _fusion(stretched)
+    assert f.kind == "fusion.hand_gelu" and f.saving_s == pytest.approx(price)
+    # AND where the thread was busy the whole (long) step, the price is under 0.5 % of it
+    busy = _run(_gelu("float"), "M.act", step_ms=wall_ms, cpu_ms=wall_ms)
+    assert not [f for f in analyze(busy, write=False).findings if f.analyzer == "fusion"]
