@@ -30,9 +30,11 @@ from typing import Any
 from dsprof.log import logger
 
 # one line of c10's logging: "[W<date> <time> CPUAllocator.cpp:<line>] Memory block of unknown
-# size was allocated before the profiling started, ..."
+# size was allocated before the profiling started, ...", with "[rank1]:" in front once
+# torch.distributed has set its rank prefix
 _WARNING = re.compile(
-    rb"\[W[^\]\n]*CPUAllocator\.cpp:\d+\] Memory block of unknown size[^\n]*\n?")
+    rb"(?:\[rank\d+\]:)?\[W[^\]\n]*CPUAllocator\.cpp:\d+\] Memory block of unknown size"
+    rb"[^\n]*\n?")
 
 
 class UnknownFreeProbe:

@@ -20,6 +20,8 @@ def test_the_pattern_takes_torchs_line_and_nothing_else():
     text = b"its own line\n" + LINE + b"another\n"
     assert _WARNING.sub(b"", text) == b"its own line\nanother\n"
     assert _WARNING.sub(b"", b"Memory block of unknown size\n") == b"Memory block of unknown size\n"
+    # a rank's line, as torch.distributed prefixes it
+    assert _WARNING.sub(b"", b"[rank1]:" + LINE + b"next\n") == b"next\n"
 
 
 def test_what_is_written_to_descriptor_2_meanwhile_is_captured_and_then_restored(capfd):
