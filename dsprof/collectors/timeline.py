@@ -345,6 +345,12 @@ class TimelineCollector:
         self._end_step_annotation()
         t0 = time.perf_counter()
         try:
+            if window is None:
+                # prepared (a warm-up) and never started: Kineto's stop alone logs "disableProfiler
+                # called but no active profiling session found" to the script's stderr (a
+                # script that ends during the warm-up); torch.profiler's own schedule starts
+                # such a session, then stops it
+                prof.start_trace()
             prof.stop_trace()
         finally:
             if self.after_profiler is not None:
