@@ -70,6 +70,9 @@ from dsprof.analyzers.step_saves import (
     checkpoint_fix,
     checkpoint_saves,
     checkpoint_words,
+    evaluation_sites,
+    evaluation_words,
+    periodic_switch,
 )
 from dsprof.analyzers.step_warmup import (
     WARMUP_FIX,
@@ -211,8 +214,14 @@ class StepOutliers(Analyzer):
                 period = None  # steps at a stride that only waited: the off-CPU rule decides
         # steps that saved a checkpoint, at the saves' own stride (recorded in every step)
         saves = checkpoint_saves(ctx, rank, {int(r[0]): r[3] - med for r in slow})
+        evaluation: list[str] = []
         if saves is not None:
+            # an evaluation before the save (its metrics' lines ran only in those steps)
+            evaluation = evaluation_sites(sites_only_in(
+                ctx, rank, list(saves.excess_ms), [int(r[0]) for r in normal]))
             period, sites = (saves.every, saves.residue), saves.sites
+        elif period:
+            evaluation = evaluation_sites(sites)
         steps_txt = ", ".join(str(r[0]) for r in slow[:8]) + (" ..." if len(slow) > 8 else "")
         per_step = excess / len(rows) / 1e9
         kind = "steps.outliers"
@@ -260,18 +269,20 @@ class StepOutliers(Analyzer):
             own = sum(r[3] - med for r in periodic) / len(rows) / 1e9
             title = (f"Every {every} steps a step runs "
                      f"{np.mean([r[3] for r in periodic]) / med:.1f}x slower (rank {rank}): "
-                     + (checkpoint_words(saves) if saves else
-                        f"periodic work the script does{where}")
+                     + (checkpoint_words(saves, evaluation) if saves else
+                        f"the script's periodic {evaluation_words(evaluation)}" if evaluation
+                        else f"periodic work the script does{where}")
                      + f", {own * 1e3:.3g} ms {ctx.words.a_step} on average")
-            fix = checkpoint_fix(ctx, saves) if saves else (
+            fix = checkpoint_fix(ctx, saves, evaluation) if saves else (
                    f"# Work done every {every} steps (evaluation, checkpoint saving, logging, "
                    "an epoch restart)\n# runs on the training thread"
                    f"{' (' + ', '.join(sites) + ')' if sites else ''}. It is work the "
                    "script asks for;\n# if it should cost less, do it less often or off the "
                    "critical path (a background\n# thread for saving), e.g.:\n"
-                   f"if step % {4 * every} == 0:  # was every {every} steps\n"
-                   + (f"    ...  # the work at {sites[0]}" if sites else
-                      "    ...  # the evaluation, the checkpoint, the log")
+                   + (periodic_switch(ctx, every) or
+                      f"if step % {4 * every} == 0:  # was every {every} steps\n"
+                      + (f"    ...  # the work at {sites[0]}" if sites else
+                         "    ...  # the evaluation, the checkpoint, the log"))
                    + "\n# (work the algorithm needs every N steps, such as an RL rollout, "
                    "stays as it is)")
             if saves:
