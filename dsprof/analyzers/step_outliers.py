@@ -58,6 +58,7 @@ import numpy as np
 from dsprof.analyzers.claims import DATA_WAIT
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.analyzers.step_differences import (
+    extra_pass_words,
     extra_work,
     fix_for_causes,
     forward_steps,
@@ -295,23 +296,27 @@ class StepOutliers(Analyzer):
             # outliers that ran lines no other step ran, carrying most of the excess: an
             # evaluation or a checkpoint that came once (or at no stride) inside the counted
             # steps (an HF Trainer's evaluation every 12 steps, once in 24 counted steps)
-            extra_steps, extra_sites = extra
+            extra_steps, extra_sites, batches = extra
             kind = "steps.extra_work"
             saving = 0.0
             periodic = [r for r in slow if int(r[0]) in extra_steps]  # data.steps below
             own = sum(r[3] - med for r in periodic) / len(rows) / 1e9
             one = len(periodic) == 1
-            title = (f"{'Step' if one else 'Steps'} {span(periodic)} on rank {rank} ran up "
-                     f"to {max(r[3] for r in periodic) / med:.1f}x the median doing work no "
-                     f"other step did, at {', '.join(extra_sites)}: work the script asks "
-                     f"for (an evaluation, a checkpoint, logging), {own * 1e3:.3g} ms "
-                     f"{ctx.words.a_step} on average, not a saving")
-            fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} ran code the "
-                   f"others did not\n# ({', '.join(extra_sites)}). If that work should cost "
-                   "less, do it less often or off\n# the training thread (a background "
-                   "thread for saving).")
-            evidence.insert(0, Evidence(f"ran only in the slow steps: {', '.join(extra_sites)}",
-                                        rank=rank, site=extra_sites[0]))
+            if batches:
+                title, fix = extra_pass_words(ctx, periodic, rank, med, own, batches)
+            else:
+                title = (f"{'Step' if one else 'Steps'} {span(periodic)} on rank {rank} ran "
+                         f"up to {max(r[3] for r in periodic) / med:.1f}x the median doing "
+                         f"work no other step did, at {', '.join(extra_sites)}: work the "
+                         f"script asks for (an evaluation, a checkpoint, logging), "
+                         f"{own * 1e3:.3g} ms {ctx.words.a_step} on average, not a saving")
+                fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} ran "
+                       f"code the others did not\n# ({', '.join(extra_sites)}). If that work "
+                       "should cost less, do it less often or off\n# the training thread (a "
+                       "background thread for saving).")
+                evidence.insert(0, Evidence(f"ran only in the slow steps: "
+                                            f"{', '.join(extra_sites)}",
+                                            rank=rank, site=extra_sites[0]))
         elif not ctx.on_gpu and causes["waiting"] >= NOISE_SHARE * len(slow[:20]):
             kind = "steps.noise"
             saving = 0.0
