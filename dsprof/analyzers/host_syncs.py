@@ -59,6 +59,11 @@ _LIBRARY_FIX = {
         "    model, optimizer, loss_fn, device=device,\n"
         "    output_transform=lambda x, y, y_pred, loss: loss.detach())\n"
         "# handlers then read engine.state.output.item() (or format it: f\"{out:.4f}\")"),
+    # skorch's fit loop records every batch's loss in net.history (run_single_epoch)
+    ("item", "skorch/"): (
+        "# skorch records each batch's loss in net.history with .item() (its fit loop, for\n"
+        "# training and validation batches alike); no switch defers it. Nothing to change in\n"
+        "# the script: on a GPU it is one sync per batch, after the batch's kernels are queued."),
 }
 
 

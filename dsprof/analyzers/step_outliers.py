@@ -71,8 +71,7 @@ from dsprof.analyzers.step_saves import (
     checkpoint_fix,
     checkpoint_saves,
     checkpoint_words,
-    evaluation_sites,
-    evaluation_words,
+    evaluation_in,
     periodic_switch,
 )
 from dsprof.analyzers.step_warmup import (
@@ -215,14 +214,16 @@ class StepOutliers(Analyzer):
                 period = None  # steps at a stride that only waited: the off-CPU rule decides
         # steps that saved a checkpoint, at the saves' own stride (recorded in every step)
         saves = checkpoint_saves(ctx, rank, {int(r[0]): r[3] - med for r in slow})
-        evaluation: list[str] = []
+        evaluation = None
         if saves is not None:
-            # an evaluation before the save (its metrics' lines ran only in those steps)
-            evaluation = evaluation_sites(sites_only_in(
-                ctx, rank, list(saves.excess_ms), [int(r[0]) for r in normal]))
+            # an evaluation before the save (its metrics' lines, or another loader's pass)
+            evaluation = evaluation_in(
+                ctx, rank, [r for r in slow if int(r[0]) in saves.excess_ms], normal, med,
+                sites_only_in(ctx, rank, list(saves.excess_ms), [int(r[0]) for r in normal]))
             period, sites = (saves.every, saves.residue), saves.sites
         elif period:
-            evaluation = evaluation_sites(sites)
+            evaluation = evaluation_in(ctx, rank, [r for r in slow if r[0] % period[0] ==
+                                                   period[1]], normal, med, sites)
         steps_txt = ", ".join(str(r[0]) for r in slow[:8]) + (" ..." if len(slow) > 8 else "")
         per_step = excess / len(rows) / 1e9
         kind = "steps.outliers"
@@ -271,7 +272,7 @@ class StepOutliers(Analyzer):
             title = (f"Every {every} steps a step runs "
                      f"{np.mean([r[3] for r in periodic]) / med:.1f}x slower (rank {rank}): "
                      + (checkpoint_words(saves, evaluation) if saves else
-                        f"the script's periodic {evaluation_words(evaluation)}" if evaluation
+                        f"the script's periodic {evaluation.words}" if evaluation
                         else f"periodic work the script does{where}")
                      + f", {own * 1e3:.3g} ms {ctx.words.a_step} on average")
             fix = checkpoint_fix(ctx, saves, evaluation) if saves else (

@@ -26,10 +26,11 @@ event filter: ``Events.ITERATION_COMPLETED(every=N)``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from dsprof.analyzers.frameworks import frameworks
 from dsprof.analyzers.registry import Context
+from dsprof.analyzers.step_differences import extra_passes
 from dsprof.analyzers.step_period import period_of
 from dsprof.metrics.noise import has_column
 
@@ -79,17 +80,36 @@ def checkpoint_saves(ctx: Context, rank: int, excess: dict[int, float]) -> Check
                            [s for s in sorted(saves) if s % every == residue])
 
 
+class Evaluation(NamedTuple):
+    """An evaluation found in periodic steps: how to say it, and its metrics' lines."""
+
+    words: str  # "an evaluation (metrics at ...)"
+    sites: list[str]
+
+
 def evaluation_sites(sites: list[str]) -> list[str]:
     """The lines of ``sites`` (``path:line``) in a metrics library's folder: an evaluation's."""
     return [s for s in sites if _METRICS_DIRS & set(s.rsplit(":", 1)[0].split("/")[:-1])]
 
 
-def evaluation_words(sites: list[str]) -> str:
-    """The evaluation, for a title: "an evaluation (metrics at ...)"."""
-    return f"an evaluation (metrics at {', '.join(sites)})"
+def evaluation_in(ctx: Context, rank: int, steps: list[tuple[Any, ...]],
+                  normal: list[tuple[Any, ...]], med: float,
+                  sites: list[str]) -> Evaluation | None:
+    """The evaluation the periodic ``steps`` (step rows) ran: metrics-library lines among the
+    ``sites`` only they ran, or a pass over another DataLoader (``extra_passes``: skorch's
+    validation split, whose loss is read at the same line as the training batches'); None."""
+    metrics = evaluation_sites(sites)
+    if metrics:
+        return Evaluation(f"an evaluation (metrics at {', '.join(metrics)})", metrics)
+    extra = extra_passes(ctx, rank, steps, normal, med)
+    if extra is not None and extra[2] is not None:
+        most, base = extra[2]
+        return Evaluation(f"an evaluation (a pass over another DataLoader: {most} batches, "
+                          f"{base} in a normal step)", [])
+    return None
 
 
-def checkpoint_words(saves: CheckpointSaves, evaluation: list[str] | None = None) -> str:
+def checkpoint_words(saves: CheckpointSaves, evaluation: Evaluation | None = None) -> str:
     """What the periodic steps did, for the title: the checkpointing, or work with a save in
     it (an evaluation when its metrics' lines ran there), with torch.save's time against the
     steps' time over the median (means)."""
@@ -98,8 +118,8 @@ def checkpoint_words(saves: CheckpointSaves, evaluation: list[str] | None = None
     where = f" at {', '.join(saves.sites)}" if saves.sites else ""
     times = f"{save:.3g} ms of the {over:.3g} ms over the median"
     if evaluation and save < MAIN_SHARE * over:
-        return (f"the script's periodic evaluation and checkpointing: {evaluation_words(evaluation)}"
-                f", then a checkpoint save (torch.save{where}: {times})")
+        return (f"the script's periodic evaluation and checkpointing: {evaluation.words}, then "
+                f"a checkpoint save (torch.save{where}: {times})")
     if save >= MAIN_SHARE * over:
         return f"the script's periodic checkpoint saving (torch.save{where}: {times})"
     return (f"periodic work the script does, a checkpoint save among it (torch.save{where}: "
@@ -109,10 +129,21 @@ def checkpoint_words(saves: CheckpointSaves, evaluation: list[str] | None = None
 def periodic_switch(ctx: Context, every: int) -> str | None:
     """The framework's own switch for work run every ``every`` steps by an event handler
     (Ignite), or None: the caller gives its framework's or the plain loop's."""
-    if "ignite" in frameworks(ctx):
+    used = frameworks(ctx)
+    if "ignite" in used:
         return (f"# Ignite: the handler's event filter\n"
                 f"trainer.add_event_handler(Events.ITERATION_COMPLETED(every={4 * every}), "
                 f"handler)  # was every={every}")
+    if "skorch" in used:
+        # skorch validates and runs its callbacks at every epoch's end; Checkpoint's monitor
+        # may be a function of the net that says whether this epoch saves
+        return ("# skorch: validation and callbacks run at each epoch's end. Save every 4th "
+                "epoch:\n"
+                "def every_4th_epoch(net):\n"
+                "    return len(net.history) % 4 == 0\n"
+                "Checkpoint(..., monitor=every_4th_epoch)\n"
+                "# or validate on less data (the rest then trains): NeuralNetClassifier(..., "
+                "train_split=ValidSplit(10))  # 10 %, default 20 %")
     return None
 
 
@@ -125,11 +156,11 @@ def checkpoint_evidence(saves: CheckpointSaves) -> str:
 
 
 def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
-                   evaluation: list[str] | None = None) -> str:
+                   evaluation: Evaluation | None = None) -> str:
     """Save (and evaluate) less often or off the training thread, in the framework's own
     words."""
     used = frameworks(ctx)
-    where = ", ".join([*(evaluation or []), *saves.sites])
+    where = ", ".join([*(evaluation.sites if evaluation else []), *saves.sites])
     where = f"\n# ({where})" if where else ""
     less = 4 * saves.every
     if (ignite := periodic_switch(ctx, saves.every)) is not None:
