@@ -83,7 +83,7 @@ def checkpoint_saves(ctx: Context, rank: int, excess: dict[int, float]) -> Check
 class Evaluation(NamedTuple):
     """An evaluation found in periodic steps: how to say it, and its metrics' lines."""
 
-    words: str  # "an evaluation (metrics at ...)"
+    words: str  # "evaluation (metrics at ...)"
     sites: list[str]
 
 
@@ -100,11 +100,11 @@ def evaluation_in(ctx: Context, rank: int, steps: list[tuple[Any, ...]],
     validation split, whose loss is read at the same line as the training batches'); None."""
     metrics = evaluation_sites(sites)
     if metrics:
-        return Evaluation(f"an evaluation (metrics at {', '.join(metrics)})", metrics)
+        return Evaluation(f"evaluation (metrics at {', '.join(metrics)})", metrics)
     extra = extra_passes(ctx, rank, steps, normal, med)
     if extra is not None and extra[2] is not None:
         most, base = extra[2]
-        return Evaluation(f"an evaluation (a pass over another DataLoader: {most} batches, "
+        return Evaluation(f"evaluation (a pass over another DataLoader: {most} batches, "
                           f"{base} in a normal step)", [])
     return None
 
@@ -118,7 +118,7 @@ def checkpoint_words(saves: CheckpointSaves, evaluation: Evaluation | None = Non
     where = f" at {', '.join(saves.sites)}" if saves.sites else ""
     times = f"{save:.3g} ms of the {over:.3g} ms over the median"
     if evaluation and save < MAIN_SHARE * over:
-        return (f"the script's periodic evaluation and checkpointing: {evaluation.words}, then "
+        return (f"the script's periodic evaluation and checkpointing: an {evaluation.words}, then "
                 f"a checkpoint save (torch.save{where}: {times})")
     if save >= MAIN_SHARE * over:
         return f"the script's periodic checkpoint saving (torch.save{where}: {times})"
