@@ -6,6 +6,7 @@ them."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from dsprof.analyzers.claims import DATA_WAIT
 from dsprof.analyzers.frameworks import frameworks
@@ -60,8 +61,8 @@ def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
     return steps, sorted({site for _, site in rows})[:3], None
 
 
-def extra_passes(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
-                 med: float) -> ExtraWork | None:
+def extra_passes(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
+                 normal: list[tuple[Any, ...]], med: float) -> ExtraWork | None:
     """The outliers that got at least ``EXTRA_BATCHES`` more DataLoader batches than the
     normal steps' median (``steps.loader_batches``), with (most, normal), when they carry
     EXTRA_WORK_SHARE of the excess; else None. A step that iterated another loader through
@@ -85,8 +86,8 @@ def extra_passes(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple]
 
 
 
-def extra_pass_words(ctx: Context, steps: list[tuple], rank: int, med: float, own: float,
-                     batches: tuple[int, int]) -> tuple[str, str]:
+def extra_pass_words(ctx: Context, steps: list[tuple[Any, ...]], rank: int, med: float,
+                     own: float, batches: tuple[int, int]) -> tuple[str, str]:
     """Title and fix of outliers that iterated another DataLoader's pass (an evaluation), in
     the framework's words where it has a switch for how often (Keras' ``validation_freq``)."""
     one = len(steps) == 1
