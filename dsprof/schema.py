@@ -131,6 +131,11 @@ STEPS = Table(
         Column("batch_size", _I64,
                "leading dimension of the last batch a DataLoader returned in the step (null when "
                "no DataLoader ran or the batch has no tensor)"),
+        Column("loader_batches", _I64,
+               "batches DataLoaders returned to the stepping thread during the step, every "
+               "loader's (an evaluation's pass over its own loader included); null for "
+               "imports, runs recorded before this column, runs with no DataLoader, and "
+               "boundaries found after the fact"),
         Column("loss_scale", _F64,
                "GradScaler loss scale after the step's update() (null without a GradScaler)"),
         Column("skipped", _BOOL,

@@ -20,6 +20,9 @@ Algorithm:
     only the exposed time that no finding made before it claims (``comm.poor_overlap``: the
     claimed-time ledger, ``claims.py``). Unknown sizes or dtypes are printed as unknown, never as 0.0 MiB, and sizes in the unit
     they read best in (``dsprof.units.fmt_bytes``: 12.0 KiB, not 0.0 MiB).
+
+    A pipeline's send/recv (over half the communication time) is its stages waiting for each
+    other, not gradients to compress: that finding is the schedule's (``pipeline_comm.py``).
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import statistics
 
 from dsprof.analyzers.claims import EXPOSED_COMM
 from dsprof.analyzers.frameworks import fsdp_version, tensor_parallel
+from dsprof.analyzers.pipeline_comm import PIPELINE_FIX, p2p_share, pipeline_explanation
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.bandwidth import bandwidth_summary
 from dsprof.metrics.comm.ddp_buckets import buckets
-from dsprof.metrics.comm.overlap import comm_overlap
+from dsprof.metrics.comm.overlap import Overlap, comm_overlap
 from dsprof.metrics.comm.skew import rank_skew
 from dsprof.units import fmt_bytes, fmt_rate
 
@@ -75,6 +79,8 @@ class CommBoundAnalyzer(Analyzer):
         if share < THRESHOLD:
             return []
         comm = statistics.median(o.comm_ns for o, _ in shares)
+        if p2p_share(ctx) > 0.5:
+            return [self._pipeline(ctx, shares, comm, exposed, share)]
         # waiting for later ranks is not helped by sending fewer bytes
         waits = {s.rank: s.wait_ns / max(s.steps, 1) for s in rank_skew(con, ctx.meta)}
         transfer = statistics.median(
@@ -223,6 +229,27 @@ class CommBoundAnalyzer(Analyzer):
                   "bytes_ms_at_slowest_link": None if bytes_ns is None else bytes_ns / 1e6,
                   "bandwidth": bw},
         )]
+
+    def _pipeline(self, ctx: Context, shares: list[tuple[Overlap, float]], comm: float,
+                  exposed: float, share: float) -> Finding:
+        """Mostly send/recv between stages: a pipeline's bubble, with the schedule's switches
+        (``pipeline_comm.py``); no DDP advice, no saving."""
+        worst = max(shares, key=lambda x: x[1])[0]
+        return Finding(
+            analyzer=self.name, kind="comm.bound", key="exposed communication",
+            title=(f"Pipeline stages wait for each other {share:.0%} {ctx.words.of_each_step}: "
+                   "more micro-batches or an interleaved schedule"),
+            saving_s=0.0, confidence="medium",
+            explanation=pipeline_explanation(ctx, comm, exposed, share),
+            evidence=(Evidence(f"rank {worst.rank} step {worst.step}: {worst.comm_ns / 1e6:.1f} "
+                               f"ms in send/recv, {worst.exposed_ns / 1e6:.1f} ms exposed",
+                               rank=worst.rank, step=worst.step, value=worst.exposed_ns / 1e9),),
+            fix=PIPELINE_FIX,
+            verify=(f"dsprof run --nproc-per-node {ctx.meta.get('world_size') or 2} "
+                    f"{ctx.target_command}") if ctx.target_command else "",
+            data={"per_rank_step": [{"rank": o.rank, "step": o.step, "comm_ns": o.comm_ns,
+                                     "exposed_ns": o.exposed_ns} for o, _ in shares],
+                  "pipeline": True})
 
     @staticmethod
     def _all_reduce_share(ctx: Context) -> float:

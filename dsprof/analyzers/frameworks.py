@@ -141,6 +141,14 @@ def ddp_advice_skip_reason(ctx: Context) -> str | None:
     return None
 
 
+def skorch_optimizer_fix(cls: str, flag: str) -> str:
+    """skorch builds the optimizer from the class it is given: its arguments go to the net with
+    the ``optimizer__`` prefix (the script has no ``cls(model.parameters(), ...)`` line)."""
+    return ("# skorch: the net builds the optimizer; its arguments take the optimizer__ prefix\n"
+            f"net = NeuralNetClassifier(module, ..., optimizer=torch.optim.{cls}, "
+            f"optimizer__{flag}=True)  # or NeuralNetRegressor / NeuralNet")
+
+
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
     dataloader), as

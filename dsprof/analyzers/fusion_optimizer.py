@@ -43,7 +43,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from dsprof.analyzers.frameworks import frameworks
+from dsprof.analyzers.frameworks import frameworks, skorch_optimizer_fix
 from dsprof.analyzers.fused_update_cpu import price_cpu_update
 from dsprof.analyzers.optimizer_spans import (
     LoopMeasure,
@@ -114,6 +114,10 @@ class OptimizerFusionAnalyzer(Analyzer):
                 finding = dataclasses.replace(finding, fix=(
                     f"optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class="
                     f"torch.optim.{m.cls}, ..., {flag}=True)  # passed on to {m.cls}"))
+            elif finding is not None and "skorch" in frameworks(ctx):
+                finding = dataclasses.replace(finding, fix=skorch_optimizer_fix(
+                    m.cls, "fused" if "DS_OPTIMIZER_FUSED" in (finding.apply or {})
+                    else "foreach"))
             if finding is not None:
                 findings.append(finding)
         return findings

@@ -47,6 +47,33 @@ _FIX = {
                     "# for timing use torch.cuda.Event(enable_timing=True) pairs."),
 }
 
+# A sync in a framework's own code, by the call and the folder of its line: the framework's
+# switch, not a loop the script does not have. Ignite's create_supervised_trainer reads the
+# loss with .item() in its default output_transform (ignite/engine/__init__.py) every
+# iteration; the script sets what the step returns.
+_LIBRARY_FIX = {
+    ("item", "ignite/engine/"): (
+        "# Ignite: the trainer's default output_transform reads loss.item() every iteration.\n"
+        "# Keep the loss on the device and read it where it is logged (every N iterations):\n"
+        "trainer = create_supervised_trainer(\n"
+        "    model, optimizer, loss_fn, device=device,\n"
+        "    output_transform=lambda x, y, y_pred, loss: loss.detach())\n"
+        "# handlers then read engine.state.output.item() (or format it: f\"{out:.4f}\")"),
+    # skorch's fit loop records every batch's loss in net.history (run_single_epoch)
+    ("item", "skorch/"): (
+        "# skorch records each batch's loss in net.history with .item() (its fit loop, for\n"
+        "# training and validation batches alike); no switch defers it. Nothing to change in\n"
+        "# the script: on a GPU it is one sync per batch, after the batch's kernels are queued."),
+}
+
+
+def _fix(call: str, site: str | None) -> str:
+    """The fix for ``call`` at ``site``: the framework's when the line is in its code."""
+    for (lib_call, folder), fix in _LIBRARY_FIX.items():
+        if call == lib_call and (site or "").startswith(folder):
+            return fix
+    return _FIX.get(call, "")
+
 
 class HostSyncs(Analyzer):
     name = "host_syncs"
@@ -125,7 +152,7 @@ class HostSyncs(Analyzer):
                 evidence=(Evidence(f"{call}() in {function} at {site}: {count} calls, "
                                    f"{total / 1e6:.2f} ms", rank=int(rank), step=int(first),
                                    site=site, value=total / 1e6),),
-                fix=_FIX.get(call, ""),
+                fix=_fix(call, site),
                 verify="dsprof run ... and compare host_syncs with dsprof summary"))
         return out
 

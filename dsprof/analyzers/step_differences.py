@@ -6,14 +6,24 @@ them."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from dsprof.analyzers.claims import DATA_WAIT
+from dsprof.analyzers.frameworks import frameworks
 from dsprof.analyzers.registry import Context
+from dsprof.analyzers.step_warmup import span
 from dsprof.metrics.noise import has_column
 
 # Outliers that ran lines no normal step ran are the script's extra work when they carry at
 # least this share of the outliers' excess time (the rest: noise outliers beside them).
 EXTRA_WORK_SHARE = 0.6
+# A step that got this many DataLoader batches more than a normal step iterated another
+# loader's pass in it (one more is an epoch's end: its last and the next one's first batch).
+EXTRA_BATCHES = 2
+
+# (the outlier steps, the lines only they ran, (most batches, a normal step's) when it is
+# DataLoader batches that tell them apart instead)
+ExtraWork = tuple[set[int], list[str], tuple[int, int] | None]
 
 
 def forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:
@@ -27,11 +37,14 @@ def forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:
 
 
 def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
-                med: float) -> tuple[set[int], list[str]] | None:
+                med: float) -> ExtraWork | None:
     """The outliers that ran source lines no normal step ran (host syncs), and those lines (up
-    to 3), when those outliers carry EXTRA_WORK_SHARE of the excess; else None."""
-    if not slow or not ctx.nonempty("host_syncs"):
+    to 3), when those outliers carry EXTRA_WORK_SHARE of the excess; else the outliers that
+    iterated more DataLoader batches than normal steps (:func:`extra_passes`); else None."""
+    if not slow:
         return None
+    if not ctx.nonempty("host_syncs"):
+        return extra_passes(ctx, rank, slow, normal, med)
     rows = ctx.run.sql("""
         SELECT step, site FROM host_syncs
         WHERE rank = ? AND site IS NOT NULL AND step IN (SELECT unnest(?::BIGINT[]))
@@ -44,9 +57,62 @@ def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
     excess = {int(r[0]): r[3] - med for r in slow}
     if not steps or sum(excess.get(s, 0) for s in steps) < EXTRA_WORK_SHARE * sum(
             excess.values()):
-        return None
-    return steps, sorted({site for _, site in rows})[:3]
+        return extra_passes(ctx, rank, slow, normal, med)
+    return steps, sorted({site for _, site in rows})[:3], None
 
+
+def extra_passes(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
+                 normal: list[tuple[Any, ...]], med: float) -> ExtraWork | None:
+    """The outliers that got at least ``EXTRA_BATCHES`` more DataLoader batches than the
+    normal steps' median (``steps.loader_batches``), with (most, normal), when they carry
+    EXTRA_WORK_SHARE of the excess; else None. A step that iterated another loader through
+    ran an evaluation (Keras' ``fit(validation_split=...)`` at each epoch's end: 8 batches, 1
+    in a normal step, 6x the median) or another pass the script asks for: its work, which a
+    framework that reads no tensor with ``.item()`` leaves no host-sync line to name."""
+    if not has_column(ctx.run, "steps", "loader_batches"):
+        return None
+    got = dict(ctx.run.sql("""SELECT step, loader_batches FROM steps WHERE rank = ?
+                              AND loader_batches IS NOT NULL""", [rank]))
+    usual = sorted(got[int(r[0])] for r in normal if int(r[0]) in got)
+    if not usual:
+        return None
+    base = usual[len(usual) // 2]
+    steps = {int(r[0]) for r in slow if got.get(int(r[0]), 0) >= base + EXTRA_BATCHES}
+    # the share is of the work the outliers added (thread CPU over a normal step's): on a
+    # loaded machine a dozen steps that only waited for a core carried 41 % of the wall-time
+    # excess beside two epoch-end validations of Keras' fit, which added 12 ms of CPU each
+    cpus = sorted(r[4] for r in normal if r[4] is not None)
+    if cpus and all(r[4] is not None for r in slow):
+        base_cpu = cpus[len(cpus) // 2]
+        excess = {int(r[0]): max(r[4] - base_cpu, 0) for r in slow}
+    else:
+        excess = {int(r[0]): r[3] - med for r in slow}
+    if not steps or sum(excess.get(s, 0) for s in steps) < EXTRA_WORK_SHARE * sum(
+            excess.values()):
+        return None
+    return steps, [], (max(got[s] for s in steps), base)
+
+
+
+def extra_pass_words(ctx: Context, steps: list[tuple[Any, ...]], rank: int, med: float,
+                     own: float, batches: tuple[int, int]) -> tuple[str, str]:
+    """Title and fix of outliers that iterated another DataLoader's pass (an evaluation), in
+    the framework's words where it has a switch for how often (Keras' ``validation_freq``)."""
+    one = len(steps) == 1
+    most, base = batches
+    title = (f"{'Step' if one else 'Steps'} {span(steps)} on rank {rank} ran up to "
+             f"{max(r[3] for r in steps) / med:.1f}x the median iterating {most} DataLoader "
+             f"batches against {base} in a normal step: a pass over another loader (an "
+             "evaluation), work the script asks for, "
+             f"{own * 1e3:.3g} ms {ctx.words.a_step} on average, not a saving")
+    fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} also iterated another "
+           f"DataLoader ({most} batches, {base} in a normal step),\n# an evaluation the "
+           "script asks for. If it should cost less, evaluate less often or on fewer "
+           "batches")
+    if "keras" in frameworks(ctx):
+        fix += (",\n# Keras: model.fit(..., validation_freq=N)  (validate every N epochs), "
+                "or validation_steps=K")
+    return title, fix + "."
 
 
 def ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> list[str]:

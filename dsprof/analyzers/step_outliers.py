@@ -58,6 +58,7 @@ import numpy as np
 from dsprof.analyzers.claims import DATA_WAIT
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.analyzers.step_differences import (
+    extra_pass_words,
     extra_work,
     fix_for_causes,
     forward_steps,
@@ -70,6 +71,8 @@ from dsprof.analyzers.step_saves import (
     checkpoint_fix,
     checkpoint_saves,
     checkpoint_words,
+    evaluation_in,
+    periodic_switch,
 )
 from dsprof.analyzers.step_warmup import (
     WARMUP_FIX,
@@ -211,8 +214,16 @@ class StepOutliers(Analyzer):
                 period = None  # steps at a stride that only waited: the off-CPU rule decides
         # steps that saved a checkpoint, at the saves' own stride (recorded in every step)
         saves = checkpoint_saves(ctx, rank, {int(r[0]): r[3] - med for r in slow})
+        evaluation = None
         if saves is not None:
+            # an evaluation before the save (its metrics' lines, or another loader's pass)
+            evaluation = evaluation_in(
+                ctx, rank, [r for r in slow if int(r[0]) in saves.excess_ms], normal, med,
+                sites_only_in(ctx, rank, list(saves.excess_ms), [int(r[0]) for r in normal]))
             period, sites = (saves.every, saves.residue), saves.sites
+        elif period:
+            evaluation = evaluation_in(ctx, rank, [r for r in slow if r[0] % period[0] ==
+                                                   period[1]], normal, med, sites)
         steps_txt = ", ".join(str(r[0]) for r in slow[:8]) + (" ..." if len(slow) > 8 else "")
         per_step = excess / len(rows) / 1e9
         kind = "steps.outliers"
@@ -260,18 +271,20 @@ class StepOutliers(Analyzer):
             own = sum(r[3] - med for r in periodic) / len(rows) / 1e9
             title = (f"Every {every} steps a step runs "
                      f"{np.mean([r[3] for r in periodic]) / med:.1f}x slower (rank {rank}): "
-                     + (checkpoint_words(saves) if saves else
-                        f"periodic work the script does{where}")
+                     + (checkpoint_words(saves, evaluation) if saves else
+                        f"the script's periodic {evaluation.words}" if evaluation
+                        else f"periodic work the script does{where}")
                      + f", {own * 1e3:.3g} ms {ctx.words.a_step} on average")
-            fix = checkpoint_fix(ctx, saves) if saves else (
+            fix = checkpoint_fix(ctx, saves, evaluation) if saves else (
                    f"# Work done every {every} steps (evaluation, checkpoint saving, logging, "
                    "an epoch restart)\n# runs on the training thread"
                    f"{' (' + ', '.join(sites) + ')' if sites else ''}. It is work the "
                    "script asks for;\n# if it should cost less, do it less often or off the "
                    "critical path (a background\n# thread for saving), e.g.:\n"
-                   f"if step % {4 * every} == 0:  # was every {every} steps\n"
-                   + (f"    ...  # the work at {sites[0]}" if sites else
-                      "    ...  # the evaluation, the checkpoint, the log")
+                   + (periodic_switch(ctx, every) or
+                      f"if step % {4 * every} == 0:  # was every {every} steps\n"
+                      + (f"    ...  # the work at {sites[0]}" if sites else
+                         "    ...  # the evaluation, the checkpoint, the log"))
                    + "\n# (work the algorithm needs every N steps, such as an RL rollout, "
                    "stays as it is)")
             if saves:
@@ -284,23 +297,27 @@ class StepOutliers(Analyzer):
             # outliers that ran lines no other step ran, carrying most of the excess: an
             # evaluation or a checkpoint that came once (or at no stride) inside the counted
             # steps (an HF Trainer's evaluation every 12 steps, once in 24 counted steps)
-            extra_steps, extra_sites = extra
+            extra_steps, extra_sites, batches = extra
             kind = "steps.extra_work"
             saving = 0.0
             periodic = [r for r in slow if int(r[0]) in extra_steps]  # data.steps below
             own = sum(r[3] - med for r in periodic) / len(rows) / 1e9
             one = len(periodic) == 1
-            title = (f"{'Step' if one else 'Steps'} {span(periodic)} on rank {rank} ran up "
-                     f"to {max(r[3] for r in periodic) / med:.1f}x the median doing work no "
-                     f"other step did, at {', '.join(extra_sites)}: work the script asks "
-                     f"for (an evaluation, a checkpoint, logging), {own * 1e3:.3g} ms "
-                     f"{ctx.words.a_step} on average, not a saving")
-            fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} ran code the "
-                   f"others did not\n# ({', '.join(extra_sites)}). If that work should cost "
-                   "less, do it less often or off\n# the training thread (a background "
-                   "thread for saving).")
-            evidence.insert(0, Evidence(f"ran only in the slow steps: {', '.join(extra_sites)}",
-                                        rank=rank, site=extra_sites[0]))
+            if batches:
+                title, fix = extra_pass_words(ctx, periodic, rank, med, own, batches)
+            else:
+                title = (f"{'Step' if one else 'Steps'} {span(periodic)} on rank {rank} ran "
+                         f"up to {max(r[3] for r in periodic) / med:.1f}x the median doing "
+                         f"work no other step did, at {', '.join(extra_sites)}: work the "
+                         f"script asks for (an evaluation, a checkpoint, logging), "
+                         f"{own * 1e3:.3g} ms {ctx.words.a_step} on average, not a saving")
+                fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} ran "
+                       f"code the others did not\n# ({', '.join(extra_sites)}). If that work "
+                       "should cost less, do it less often or off\n# the training thread (a "
+                       "background thread for saving).")
+                evidence.insert(0, Evidence(f"ran only in the slow steps: "
+                                            f"{', '.join(extra_sites)}",
+                                            rank=rank, site=extra_sites[0]))
         elif not ctx.on_gpu and causes["waiting"] >= NOISE_SHARE * len(slow[:20]):
             kind = "steps.noise"
             saving = 0.0

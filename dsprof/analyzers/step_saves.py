@@ -15,17 +15,27 @@ an evaluation done in the same steps costs more still (examples/periodic_eval.py
 ms). So the title says "periodic checkpoint saving" only when the saves took at least
 ``MAIN_SHARE`` of those steps' excess, else "periodic work ..., a checkpoint save among it",
 and always states the two times.
+
+An evaluation in those steps is named as one when lines of a metrics library (``ignite/metrics``,
+``torchmetrics``, ``sklearn/metrics``, ``evaluate``) ran only in them (host syncs, every step):
+an Ignite evaluator run every 12 iterations by an ``Events.ITERATION_COMPLETED(every=12)``
+handler, whose ``ModelCheckpoint`` saved after it, took 4.4 of a step's 5.05 ms over the median
+and read as "periodic work ..., a checkpoint save among it". Ignite's switch for either is the
+event filter: ``Events.ITERATION_COMPLETED(every=N)``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from dsprof.analyzers.frameworks import frameworks
 from dsprof.analyzers.registry import Context
+from dsprof.analyzers.step_differences import extra_passes
 from dsprof.analyzers.step_period import period_of
 from dsprof.metrics.noise import has_column
 
+# folders of metrics libraries: their lines running only in the slow steps mean an evaluation
+_METRICS_DIRS = frozenset(("metrics", "torchmetrics", "evaluate"))
 # share of the outliers' excess time the saving steps must carry to be the verdict
 SAVES_SHARE = 0.6
 # share of the saving steps' own excess that torch.save must take to be named as the work
@@ -70,17 +80,71 @@ def checkpoint_saves(ctx: Context, rank: int, excess: dict[int, float]) -> Check
                            [s for s in sorted(saves) if s % every == residue])
 
 
-def checkpoint_words(saves: CheckpointSaves) -> str:
+class Evaluation(NamedTuple):
+    """An evaluation found in periodic steps: how to say it, and its metrics' lines."""
+
+    words: str  # "evaluation (metrics at ...)"
+    sites: list[str]
+
+
+def evaluation_sites(sites: list[str]) -> list[str]:
+    """The lines of ``sites`` (``path:line``) in a metrics library's folder: an evaluation's."""
+    return [s for s in sites if _METRICS_DIRS & set(s.rsplit(":", 1)[0].split("/")[:-1])]
+
+
+def evaluation_in(ctx: Context, rank: int, steps: list[tuple[Any, ...]],
+                  normal: list[tuple[Any, ...]], med: float,
+                  sites: list[str]) -> Evaluation | None:
+    """The evaluation the periodic ``steps`` (step rows) ran: metrics-library lines among the
+    ``sites`` only they ran, or a pass over another DataLoader (``extra_passes``: skorch's
+    validation split, whose loss is read at the same line as the training batches'); None."""
+    metrics = evaluation_sites(sites)
+    if metrics:
+        return Evaluation(f"evaluation (metrics at {', '.join(metrics)})", metrics)
+    extra = extra_passes(ctx, rank, steps, normal, med)
+    if extra is not None and extra[2] is not None:
+        most, base = extra[2]
+        return Evaluation(f"evaluation (a pass over another DataLoader: {most} batches, "
+                          f"{base} in a normal step)", [])
+    return None
+
+
+def checkpoint_words(saves: CheckpointSaves, evaluation: Evaluation | None = None) -> str:
     """What the periodic steps did, for the title: the checkpointing, or work with a save in
-    it, with torch.save's time against the steps' time over the median (means)."""
+    it (an evaluation when its metrics' lines ran there), with torch.save's time against the
+    steps' time over the median (means)."""
     save = sum(saves.save_ms.values()) / len(saves.save_ms)
     over = sum(saves.excess_ms.values()) / len(saves.excess_ms)
     where = f" at {', '.join(saves.sites)}" if saves.sites else ""
     times = f"{save:.3g} ms of the {over:.3g} ms over the median"
+    if evaluation and save < MAIN_SHARE * over:
+        return (f"the script's periodic evaluation and checkpointing: an {evaluation.words}, then "
+                f"a checkpoint save (torch.save{where}: {times})")
     if save >= MAIN_SHARE * over:
         return f"the script's periodic checkpoint saving (torch.save{where}: {times})"
     return (f"periodic work the script does, a checkpoint save among it (torch.save{where}: "
             f"{times})")
+
+
+def periodic_switch(ctx: Context, every: int) -> str | None:
+    """The framework's own switch for work run every ``every`` steps by an event handler
+    (Ignite), or None: the caller gives its framework's or the plain loop's."""
+    used = frameworks(ctx)
+    if "ignite" in used:
+        return (f"# Ignite: the handler's event filter\n"
+                f"trainer.add_event_handler(Events.ITERATION_COMPLETED(every={4 * every}), "
+                f"handler)  # was every={every}")
+    if "skorch" in used:
+        # skorch validates and runs its callbacks at every epoch's end; Checkpoint's monitor
+        # may be a function of the net that says whether this epoch saves
+        return ("# skorch: validation and callbacks run at each epoch's end. Save every 4th "
+                "epoch:\n"
+                "def every_4th_epoch(net):\n"
+                "    return len(net.history) % 4 == 0\n"
+                "Checkpoint(..., monitor=every_4th_epoch)\n"
+                "# or validate on less data (the rest then trains): NeuralNetClassifier(..., "
+                "train_split=ValidSplit(10))  # 10 %, default 20 %")
+    return None
 
 
 def checkpoint_evidence(saves: CheckpointSaves) -> str:
@@ -91,22 +155,29 @@ def checkpoint_evidence(saves: CheckpointSaves) -> str:
                                 f"(step {s})" for s, ms in saves.save_ms.items()))
 
 
-def checkpoint_fix(ctx: Context, saves: CheckpointSaves) -> str:
-    """Save less often or off the training thread, in the framework's own words."""
+def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
+                   evaluation: Evaluation | None = None) -> str:
+    """Save (and evaluate) less often or off the training thread, in the framework's own
+    words."""
     used = frameworks(ctx)
-    where = f"\n# ({', '.join(saves.sites)})" if saves.sites else ""
+    where = ", ".join([*(evaluation.sites if evaluation else []), *saves.sites])
+    where = f"\n# ({where})" if where else ""
     less = 4 * saves.every
-    if "lightning" in used:
+    if (ignite := periodic_switch(ctx, saves.every)) is not None:
+        switch = ignite
+    elif "lightning" in used:
         switch = f"ModelCheckpoint(..., every_n_train_steps={less})  # was {saves.every}"
     elif "transformers.trainer" in used:
         switch = f"TrainingArguments(..., save_steps={less})  # was {saves.every}"
     else:
         switch = (f"if step % {less} == 0:  # was every {saves.every} steps\n"
-                  "    torch.save(...)")
+                  + ("    evaluate(...)\n" if evaluation else "") + "    torch.save(...)")
     save = sum(saves.save_ms.values()) / len(saves.save_ms)
     over = sum(saves.excess_ms.values()) / len(saves.excess_ms)
     what = (f"A checkpoint saved every {saves.every} steps runs" if save >= MAIN_SHARE * over
-            else f"Work done every {saves.every} steps, a checkpoint save among it, runs")
+            else f"An evaluation and a checkpoint save every {saves.every} steps run"
+            if evaluation else
+            f"Work done every {saves.every} steps, a checkpoint save among it, runs")
     return (f"# {what} on the training thread{where}.\n# It is work the script asks for; if "
             "it should cost less, do it less often or off\n# the critical path "
             "(torch.distributed.checkpoint.async_save for the save), e.g.:\n" + switch)

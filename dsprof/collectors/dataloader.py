@@ -130,6 +130,7 @@ class DataLoaderCollector:
         self._originals: dict[str, Any] = {}
         self._step_wait_ns = 0
         self._step_batch: int | None = None
+        self._step_batches = 0
         self._thread = threading.get_ident()
 
     def install(self) -> None:
@@ -204,14 +205,19 @@ class DataLoaderCollector:
         if threading.get_ident() == self._thread:
             self._step_wait_ns += ns
             self._step_batch = batch_size_of(batch)
+            self._step_batches += 1
 
-    def take_step(self) -> tuple[int | None, int | None]:
-        """(data wait ns, batch size) of the step that just ended; None when no loader ran."""
+    def take_step(self) -> tuple[int | None, int | None, int | None]:
+        """(data wait ns, batch size, batches) of the step that just ended; None when no
+        loader ran. The batches count those of every loader the stepping thread iterated: a
+        step that also ran a pass over another loader (an evaluation) got more than the
+        others."""
         if not self.loaders:
-            return None, None
-        out = (self._step_wait_ns, self._step_batch)
+            return None, None, None
+        out = (self._step_wait_ns, self._step_batch, self._step_batches)
         self._step_wait_ns = 0
         self._step_batch = None
+        self._step_batches = 0
         return out
 
     def rows(self) -> list[dict[str, Any]]:

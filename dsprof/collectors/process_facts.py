@@ -36,7 +36,8 @@ def default_group_rank() -> int | None:
 # ``transformers.trainer`` says the HF Trainer was imported: importing lightning imports
 # transformers too, so "transformers" alone does not say whose TrainingArguments to set.
 _FRAMEWORKS = ("transformers", "transformers.trainer", "lightning", "pytorch_lightning",
-               "accelerate", "deepspeed")
+               "accelerate", "deepspeed", "ignite", "keras",
+               "skorch")
 
 
 # transformers 5 renamed gradient checkpointing: TrainingArguments(activation_checkpointing=True)

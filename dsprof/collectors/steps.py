@@ -76,7 +76,7 @@ class StepCollector:
     """
 
     def __init__(self, device: Device, on_boundary: Callable[[int], None],
-                 take_data: Callable[[], tuple[int | None, int | None]] | None = None,
+                 take_data: Callable[[], tuple[int | None, int | None, int | None]] | None = None,
                  modules: ModuleAnnotator | None = None):
         self.device = device
         self.on_boundary = on_boundary
@@ -92,6 +92,7 @@ class StepCollector:
         self._pre_hook: Any = None
         self.data_wait_ns: list[int | None] = []
         self.batch_size: list[int | None] = []
+        self.loader_batches: list[int | None] = []
         self._cpu_start = time.thread_time_ns()
         self.source: str | None = None
         self.sources: list[str] = []  # per boundary: what marked it
@@ -342,7 +343,7 @@ class StepCollector:
         self.sources.append(source)
         if not sample:
             for column in (self.device_peak_bytes, self.rss_bytes, self.data_wait_ns,
-                           self.batch_size):
+                           self.batch_size, self.loader_batches):
                 column.append(None)
             logger.info("step %d: %.1f ms (%s)", step, (end - start) / 1e6, source)
             return step
@@ -352,9 +353,11 @@ class StepCollector:
         self.rss_bytes.append(rss)
         if peak is not None:
             self.device.reset_peak()
-        wait, batch = self.take_data() if self.take_data is not None else (None, None)
+        wait, batch, batches = (self.take_data() if self.take_data is not None
+                                else (None, None, None))
         self.data_wait_ns.append(wait)
         self.batch_size.append(batch)
+        self.loader_batches.append(batches)
         if logger.isEnabledFor(logging.INFO):
             mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
             data = f", data wait {wait / 1e6:.1f} ms" if wait is not None else ""
@@ -381,6 +384,7 @@ class StepCollector:
             **self.runtime.record(),
             "data_wait_ns": self.data_wait_ns,
             "batch_size": self.batch_size,
+            "loader_batches": self.loader_batches,
             "loss_scale": [self.scaler[i][0] if i in self.scaler else None for i in range(n)],
             "skipped": [self.scaler[i][1] if i in self.scaler else None for i in range(n)],
         }

@@ -10,6 +10,10 @@ while the worker thread may start it later), the device kernel start for NCCL (H
 analysis compares the collective kernels' starts), the host span otherwise. Ranks on another
 host than rank 0 are shifted by their measured clock offset (meta.json ``clock``); on one host
 all ranks read the same clock.
+Point-to-point transfers (send, recv) are no collective and are left out: a send on one rank
+pairs with a recv on another, and the k-th send of two pipeline stages are different transfers
+(a first stage sends activations while the last sends gradients, a schedule's bubble apart);
+matched as one they made rank 0 of a 2-stage pipeline "wait 20.5 ms a step for later ranks".
 
 Per collective: ``skew_ns`` = last arrival - first arrival, ``last_rank``, and ``gap_ns`` = last
 arrival - the next-latest arrival (what the job would gain per call if the last rank had come
@@ -34,7 +38,7 @@ _MATCHED = """
                                   c.collective
                                   ORDER BY coalesce(c.call_ns, c.start_ns), c.start_ns) AS k
         FROM comms c LEFT JOIN offsets o ON o.rank = c.rank
-        WHERE c.step IS NOT NULL),
+        WHERE c.step IS NOT NULL AND c.collective NOT IN ('send', 'recv')),
     ranked AS (
         SELECT *, row_number() OVER (PARTITION BY step, g, collective, k
                                      ORDER BY arrival DESC, rank) AS pos,
