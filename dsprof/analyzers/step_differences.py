@@ -109,9 +109,13 @@ def extra_pass_words(ctx: Context, steps: list[tuple[Any, ...]], rank: int, med:
            f"DataLoader ({most} batches, {base} in a normal step),\n# an evaluation the "
            "script asks for. If it should cost less, evaluate less often or on fewer "
            "batches")
-    if "keras" in frameworks(ctx):
+    used = frameworks(ctx)
+    if "keras" in used:
         fix += (",\n# Keras: model.fit(..., validation_freq=N)  (validate every N epochs), "
                 "or validation_steps=K")
+    elif "skorch" in used:
+        fix += (",\n# skorch: validate on less data (the rest then trains): "
+                "NeuralNetClassifier(..., train_split=ValidSplit(10))  # 10 %, default 20 %")
     return title, fix + "."
 
 
