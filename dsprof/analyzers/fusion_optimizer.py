@@ -94,6 +94,14 @@ class OptimizerFusionAnalyzer(Analyzer):
     def skip_reason(self, ctx: Context) -> str | None:
         if not ctx.run.sql("""SELECT EXISTS (SELECT 1 FROM ops
                               WHERE name LIKE 'Optimizer.step#%')""")[0][0]:
+            if (ctx.meta.get("compile") or {}).get("used"):
+                # a step torch.compile compiled drops the record_function torch.optim wraps it
+                # in ("Profiler record function ... will be ignored"): its update is inductor's
+                # generated code, which already fuses the per-parameter ops
+                return ("no Optimizer.step spans in the trace: torch.compile was in use, and an "
+                        "optimizer step it compiles records none (inductor generates that "
+                        "update, so there is no per-parameter loop to fuse), or no torch.optim "
+                        "optimizer stepped")
             return "no Optimizer.step spans in the trace (no torch.optim optimizer stepped)"
         return None
 

@@ -195,3 +195,13 @@ def test_compiled_train_step_keeps_its_graph_breaks_and_steps(tmp_path):
     m = meta(run)
     assert m["steps_source"] == "backward"
     assert m["steps_recorded"] == facts["optimizer_steps"] == 10
+    # AND the step time leaves out the steps that compiled, also when (found after the fact,
+    # the whole run one capture) no step ran at full speed
+    with dsprof_api.load(run) as r:
+        compiled = {s for (s,) in r.sql("SELECT step FROM steps WHERE compile_ns > 0")}
+        counted = {s for _, s, _ in r.facts.step.counted}
+    assert compiled and counted and not counted & compiled, (compiled, counted)
+    # AND the fused-optimizer analyzer says why it has no optimizer span: the step compiled
+    doc = json.loads((run / "findings.json").read_text())
+    reasons = {s["analyzer"]: s["reason"] for s in doc["skipped"]}
+    assert "torch.compile was in use" in reasons.get("fusion_optimizer", ""), reasons
