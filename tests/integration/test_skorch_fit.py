@@ -27,12 +27,12 @@ from skorch.callbacks import Checkpoint
 
 os.chdir(sys.argv[1])
 torch.manual_seed(0)
-X, y = make_classification(n_samples=2000, n_features=40, n_informative=20, n_classes=4,
+X, y = make_classification(n_samples=4000, n_features=40, n_informative=20, n_classes=4,
                            random_state=0)
 X, y = X.astype(np.float32), y.astype(np.int64)
-module = torch.nn.Sequential(torch.nn.Linear(40, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1),
-                             torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 4))
-net = NeuralNetClassifier(module, max_epochs=6, lr=1e-3, batch_size=64,
+module = torch.nn.Sequential(torch.nn.Linear(40, 512), torch.nn.ReLU(), torch.nn.Dropout(0.1),
+                             torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 4))
+net = NeuralNetClassifier(module, max_epochs=6, lr=1e-3, batch_size=128,
                           optimizer=torch.optim.AdamW, criterion=torch.nn.CrossEntropyLoss,
                           iterator_train__shuffle=True,
                           callbacks=[Checkpoint(dirname="ckpt", monitor="valid_loss_best")])

@@ -36,23 +36,23 @@ def test_dataloader_waits_go_to_the_step_and_the_loader():
     col = DataLoaderCollector()
     col.install()
     try:
-        assert col.take_step() == (None, None)  # no loader yet: nothing to say
+        assert col.take_step() == (None, None, None)  # no loader yet: nothing to say
         loader = DataLoader(_Sleepy(), batch_size=4)
         for _ in range(2):  # two epochs
             for _batch in loader:  # the line the collector must name
                 pass
-        wait, batch = col.take_step()
+        wait, batch, batches = col.take_step()
     finally:
         col.uninstall()
     assert dl.DataLoader.__iter__ is orig_iter and dl._BaseDataLoaderIter.__next__ is orig_next
-    assert batch == 4
+    assert batch == 4 and batches == 6  # 2 epochs of 3 batches, all in this step
     assert wait >= 6 * 4 * 2_000_000 * 0.9  # 6 batches x 4 samples x 2 ms of sleep
     (row,) = col.rows()
     assert row["site"].endswith(_line_of("must name")) and row["dataset"] == "_Sleepy"
     assert (row["batches"], row["iterators"], row["num_workers"]) == (6, 2, 0)
     assert row["wait_ns"] == wait and row["first_wait_ns"] < wait
     assert row["wait_cpu_ns"] < 0.5 * row["wait_ns"]  # sleeping is not compute
-    assert col.take_step() == (0, None)  # reset after each step
+    assert col.take_step() == (0, None, 0)  # reset after each step
 
 
 def test_batch_size_of_nested_batches():
