@@ -113,6 +113,9 @@ def extra_pass_words(ctx: Context, steps: list[tuple[Any, ...]], rank: int, med:
     if "keras" in used:
         fix += (",\n# Keras: model.fit(..., validation_freq=N)  (validate every N epochs), "
                 "or validation_steps=K")
+    elif "ignite" in used:
+        fix += (",\n# Ignite: the event filter of the handler that runs the evaluator, "
+                "Events.ITERATION_COMPLETED(every=N) or Events.EPOCH_COMPLETED(every=N)")
     elif "skorch" in used:
         fix += (",\n# skorch: validate on less data (the rest then trains): "
                 "NeuralNetClassifier(..., train_split=ValidSplit(10))  # 10 %, default 20 %")

@@ -128,12 +128,17 @@ def checkpoint_words(saves: CheckpointSaves, evaluation: Evaluation | None = Non
 
 def periodic_switch(ctx: Context, every: int) -> str | None:
     """The framework's own switch for work run every ``every`` steps by an event handler
-    (Ignite), or None: the caller gives its framework's or the plain loop's."""
+    (Ignite) or at each epoch's end (skorch, Keras' fit), or None: the caller gives its
+    framework's or the plain loop's."""
     used = frameworks(ctx)
     if "ignite" in used:
         return (f"# Ignite: the handler's event filter\n"
                 f"trainer.add_event_handler(Events.ITERATION_COMPLETED(every={4 * every}), "
                 f"handler)  # was every={every}")
+    if "keras" in used:
+        # Keras' fit validates at each epoch's end (validation_split / validation_data)
+        return ("# Keras: fit validates at each epoch's end; validate every 4th epoch, or on "
+                "fewer batches:\nmodel.fit(..., validation_freq=4)  # or validation_steps=K")
     if "skorch" in used:
         # skorch validates and runs its callbacks at every epoch's end; Checkpoint's monitor
         # may be a function of the net that says whether this epoch saves
