@@ -112,13 +112,18 @@ STEPS = Table(
                "after the fact, steps with no call, and steps whose call was given a closure "
                "(forward and backward ran inside it)"),
         Column("save_ns", _I64,
-               "wall time torch.save calls took during the step (checkpoints; 0 when none "
+               "wall time torch.save (or DCP save/async_save) calls on the stepping thread "
+               "took during the step (checkpoints; 0 when none "
                "ran); null for imports, runs recorded before this column, and boundaries "
                "found after the fact"),
         Column("save_site", _STR,
                "file:line that called the step's first torch.save (the nearest frame outside "
                "torch and dsprof; an installed package's path from the package, e.g. "
                "lightning/fabric/utilities/cloud_io.py:77); null when the step saved nothing"),
+        Column("save_call", _STR,
+               "the save the step's first save_site called: torch.save, or "
+               "torch.distributed.checkpoint.save / async_save (DCP, whose own torch.save "
+               "calls are not counted apart); null when the step saved nothing"),
         Column("source", _STR,
                "what marked the boundary: optimizer (step hook), manual (dsprof.step()), "
                "backward (end of a backward() call, when no optimizer steps), forward (end of "

@@ -27,7 +27,9 @@ Preconditions:
     ``--memory-budget`` on a CPU run, or a peak well under the budget) nothing is advised: an
     ``info`` finding (no saving, no knob) states the headroom and names the lowest-peak plan.
     Checkpointing to fit a larger batch that pays is the batch-size analyzer's
-    ``batch.checkpointed``. The whole front goes in ``data.front`` for the dashboard.
+    ``batch.checkpointed``. A script that checkpoints already (module spans re-run in
+    backward: transformers' ``gradient_checkpointing=True``) is skipped with that reason, the
+    regions named: a GPT-2 Trainer with checkpointing on got no word either way. The whole front goes in ``data.front`` for the dashboard.
 """
 
 from __future__ import annotations
@@ -129,6 +131,22 @@ def module_patterns(chosen: tuple[str, ...], all_names: list[str]) -> list[str]:
     return out
 
 
+def checkpointed_regions(ctx: Context) -> list[str]:
+    """The modules whose forward the script checkpoints, read from the module spans that ran
+    again in backward (``use_reentrant=False``, or the reentrant ``CheckpointFunction``'s
+    re-run): the parents of the outermost ones, numbered children as ``parent.*``."""
+    names = {str(n) for (n,) in ctx.run.sql("""
+        SELECT DISTINCT name FROM ops WHERE phase = 'backward' AND cat = 'module'""")}
+    outer = {n for n in names if not any(n.startswith(m + ".") for m in names)}
+    # a block that transformers checkpoints re-runs its children's spans, not its own (a
+    # GPT-2 block's ln_1, attn, ln_2, mlp): siblings re-run together name their parent
+    by_parent: dict[str, list[str]] = {}
+    for n in outer:
+        by_parent.setdefault(n.rpartition(".")[0], []).append(n)
+    regions = {p if p and len(kids) > 1 else k for p, kids in by_parent.items() for k in kids}
+    return sorted({re.sub(r"\.\d+(?=\.|$)", ".*", n) for n in regions})
+
+
 class Checkpointing(Analyzer):
     name = "checkpointing"
     requires = ("modules", "memory_series", "ops")
@@ -137,6 +155,15 @@ class Checkpointing(Analyzer):
         rows = ctx.run.sql("SELECT count(*) FROM modules WHERE activation_bytes > 0")
         if not rows[0][0]:
             return "no module saved tensors for backward in the profiled steps (no training?)"
+        regions = checkpointed_regions(ctx)
+        if regions:
+            # the script checkpoints already (transformers' gradient_checkpointing=True):
+            # what its blocks keep is their inputs, and a plan for the rest would stack a
+            # second recompute on the first (a GPT-2 Trainer run got no word either way)
+            return ("activation checkpointing is on: the forwards of "
+                    f"{', '.join(regions[:3])}{' ...' if len(regions) > 3 else ''} re-run in "
+                    "backward, so they keep only their inputs for it; no further "
+                    "checkpointing is advised")
         return None
 
     def run(self, ctx: Context) -> list[Finding]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import statistics
 
 from dsprof.analyzers.claims import EXPOSED_COMM
+from dsprof.analyzers.comm_overlap import SPLITTABLE_BYTES
 from dsprof.analyzers.frameworks import fsdp_version, tensor_parallel
 from dsprof.analyzers.pipeline_comm import PIPELINE_FIX, p2p_share, pipeline_explanation
 from dsprof.analyzers.registry import Analyzer, Context
@@ -118,9 +119,12 @@ class CommBoundAnalyzer(Analyzer):
                "# from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd\n"
                f"# state = psgd.PowerSGDState(process_group=None, "
                f"matrix_approximation_rank={POWERSGD_RANK}, start_powerSGD_iter=10)\n"
-               "# ddp_model.register_comm_hook(state, psgd.powerSGD_hook)\n"
-               "# and a smaller DistributedDataParallel(..., bucket_cap_mb=...) starts the first "
-               "all-reduce earlier in backward")
+               "# ddp_model.register_comm_hook(state, psgd.powerSGD_hook)")
+        if ar_bytes > SPLITTABLE_BYTES:
+            # up to DDP's 1 MiB first bucket the gradients are one bucket whatever
+            # bucket_cap_mb says (a 342 KiB model on 2 gloo ranks was told to lower it)
+            fix += ("\n# and a smaller DistributedDataParallel(..., bucket_cap_mb=...) starts "
+                    "the first all-reduce earlier in backward")
         latency = ""
         fsdp = fsdp_version(ctx)
         if fsdp is not None:

@@ -24,6 +24,8 @@ bf16 pays (large GEMMs) there is none and ``skipped`` says so. A priced thread-C
 kept unranked ("impact unknown; verify to measure"), and the registry's noise band holds the
 rest. A CPU without AVX512-BF16 or AMX (meta.json ``precision.cpu_bf16`` is ``none``) runs
 bf16 emulated: the title says so (and the bf16 prices, for AMX, are then a lower bound).
+An fp16 autocast run (most low-precision GEMMs ``c10::Half``) is skipped with that reason: the
+prices are bf16's, and fp16 runs other kernels (AVX512-FP16 or none).
 
 GPU runs are skipped: the ``precision`` analyzer prices GPU autocast.
 """
@@ -84,6 +86,15 @@ class CpuAutocastAnalyzer(Analyzer):
         low = [g for g in gemms if (dtypes_of(g[6]) or [""])[0] in LOW]
         if not low:
             self.no_finding_reason = "no bf16/fp16 matmul or convolution ran"
+            return []
+        half = sum(1 for g in low if (dtypes_of(g[6]) or [""])[0] == "c10::Half")
+        if 2 * half > len(low):
+            # the prices are bf16's (AMX/AVX512-BF16); fp16 runs other kernels (AVX512-FP16,
+            # or none), so an fp16 run was told "bf16 pays here" from bf16's costs
+            self.no_finding_reason = (
+                f"fp16 autocast: {half} fp16 matmul/conv ops, but dsprof's CPU prices are "
+                "bf16's (metrics/ops/autocast_cost.py), not fp16's; whether fp32 is faster "
+                "here is for a run with the autocast block switched off to measure")
             return []
         casts = self._casts(ctx, steps)
         fwd_fp32_casts = sum(1 for c in casts if c["phase"] == "forward" and c["from"] == "float")

@@ -149,6 +149,27 @@ def skorch_optimizer_fix(cls: str, flag: str) -> str:
             f"optimizer__{flag}=True)  # or NeuralNetRegressor / NeuralNet")
 
 
+def optimizer_holds_no_module_params(ctx: Context) -> bool:
+    """Whether all the optimizer state the memory census of a ``dsprof run`` saw (source
+    ``baseline``; an imported trace's categories name no owner) belongs to tensors no module
+    owns: the optimizer steps a copy of the weights (fp32 master weights kept by hand beside
+    a bf16 model), not ``model.parameters()``."""
+    if not ctx.run.has("memory"):
+        return False
+    (unowned, total), = ctx.run.sql("""
+        SELECT count(*) FILTER (WHERE module IS NULL OR module = ''), count(*) FROM memory
+        WHERE category = 'optimizer_state' AND action = 'alloc' AND source = 'baseline'""")
+    return bool(total) and unowned == total
+
+
+def master_params_fix(cls: str, flag: str) -> str:
+    """The fused/foreach switch for an optimizer built over tensors that are no module's
+    parameters: its own list stays (``model.parameters()`` would step the low-precision
+    model instead)."""
+    return (f"# the optimizer steps tensors no module owns (master weights?): keep its list\n"
+            f"optimizer = torch.optim.{cls}(master_params, ..., {flag}=True)")
+
+
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
     dataloader), as

@@ -43,7 +43,12 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from dsprof.analyzers.frameworks import frameworks, skorch_optimizer_fix
+from dsprof.analyzers.frameworks import (
+    frameworks,
+    master_params_fix,
+    optimizer_holds_no_module_params,
+    skorch_optimizer_fix,
+)
 from dsprof.analyzers.fused_update_cpu import price_cpu_update
 from dsprof.analyzers.optimizer_spans import (
     LoopMeasure,
@@ -124,6 +129,10 @@ class OptimizerFusionAnalyzer(Analyzer):
                     f"torch.optim.{m.cls}, ..., {flag}=True)  # passed on to {m.cls}"))
             elif finding is not None and "skorch" in frameworks(ctx):
                 finding = dataclasses.replace(finding, fix=skorch_optimizer_fix(
+                    m.cls, "fused" if "DS_OPTIMIZER_FUSED" in (finding.apply or {})
+                    else "foreach"))
+            elif finding is not None and optimizer_holds_no_module_params(ctx):
+                finding = dataclasses.replace(finding, fix=master_params_fix(
                     m.cls, "fused" if "DS_OPTIMIZER_FUSED" in (finding.apply or {})
                     else "foreach"))
             if finding is not None:

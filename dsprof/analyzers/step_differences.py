@@ -58,7 +58,11 @@ def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
     if not steps or sum(excess.get(s, 0) for s in steps) < EXTRA_WORK_SHARE * sum(
             excess.values()):
         return extra_passes(ctx, rank, slow, normal, med)
-    return steps, sorted({site for _, site in rows})[:3], None
+    # lines of their own and another loader's batches: an evaluation whose loop reads its
+    # metrics (the HF Trainer's eval loop, trainer_pt_utils.py:164, with 4 eval batches)
+    passes = extra_passes(ctx, rank, [r for r in slow if int(r[0]) in steps], normal, med)
+    batches = passes[2] if passes is not None and passes[0] == steps else None
+    return steps, sorted({site for _, site in rows})[:3], batches
 
 
 def extra_passes(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
@@ -116,6 +120,9 @@ def extra_pass_words(ctx: Context, steps: list[tuple[Any, ...]], rank: int, med:
     elif "ignite" in used:
         fix += (",\n# Ignite: the event filter of the handler that runs the evaluator, "
                 "Events.ITERATION_COMPLETED(every=N) or Events.EPOCH_COMPLETED(every=N)")
+    elif "transformers.trainer" in used:
+        fix += (",\n# Hugging Face: TrainingArguments(..., eval_steps=N) (a larger N), or a "
+                "smaller eval_dataset")
     elif "skorch" in used:
         fix += (",\n# skorch: validate on less data (the rest then trains): "
                 "NeuralNetClassifier(..., train_split=ValidSplit(10))  # 10 %, default 20 %")

@@ -305,6 +305,10 @@ class StepOutliers(Analyzer):
             one = len(periodic) == 1
             if batches:
                 title, fix = extra_pass_words(ctx, periodic, rank, med, own, batches)
+                if extra_sites:
+                    evidence.insert(0, Evidence(f"ran only in the slow steps: "
+                                                f"{', '.join(extra_sites)}",
+                                                rank=rank, site=extra_sites[0]))
             else:
                 title = (f"{'Step' if one else 'Steps'} {span(periodic)} on rank {rank} ran "
                          f"up to {max(r[3] for r in periodic) / med:.1f}x the median doing "

@@ -51,6 +51,12 @@ class CheckpointSaves(NamedTuple):
     save_ms: dict[int, float]  # slow saving step -> the time torch.save took in it
     excess_ms: dict[int, float]  # slow saving step -> its time over the median
     steps: list[int]  # every step that saved at the stride
+    call: str = "torch.save"  # what the slow saving steps called (steps.save_call)
+
+    @property
+    def short(self) -> str:
+        """The call as scripts write it: ``dcp.save`` for DCP's."""
+        return self.call.replace("torch.distributed.checkpoint.", "dcp.")
 
 
 def checkpoint_saves(ctx: Context, rank: int, excess: dict[int, float]) -> CheckpointSaves | None:
@@ -59,9 +65,11 @@ def checkpoint_saves(ctx: Context, rank: int, excess: dict[int, float]) -> Check
     ns over the median), else None."""
     if not excess or not has_column(ctx.run, "steps", "save_ns"):
         return None
-    rows = ctx.run.sql("""SELECT step, save_ns, save_site FROM steps
+    call = "save_call" if has_column(ctx.run, "steps", "save_call") else "NULL"
+    rows = ctx.run.sql(f"""SELECT step, save_ns, save_site, {call} FROM steps
                           WHERE rank = ? AND save_ns > 0 ORDER BY step""", [rank])
-    saves = {int(step): (int(ns), site) for step, ns, site in rows}
+    saves = {int(step): (int(ns), site) for step, ns, site, _ in rows}
+    calls = {int(step): c for step, _, _, c in rows if c}
     if len(saves) < 3:
         return None
     (last,), = ctx.run.sql("SELECT max(step) FROM steps WHERE rank = ?", [rank])
@@ -75,9 +83,11 @@ def checkpoint_saves(ctx: Context, rank: int, excess: dict[int, float]) -> Check
         return None
     sites = sorted({str(saves[s][1]) for s in hits if saves[s][1]})[:3]
     hits.sort()
+    named = sorted({calls[s] for s in hits if s in calls})
     return CheckpointSaves(every, residue, sites, {s: saves[s][0] / 1e6 for s in hits},
                            {s: excess[s] / 1e6 for s in hits},
-                           [s for s in sorted(saves) if s % every == residue])
+                           [s for s in sorted(saves) if s % every == residue],
+                           named[0] if len(named) == 1 else "torch.save")
 
 
 class Evaluation(NamedTuple):
@@ -119,10 +129,10 @@ def checkpoint_words(saves: CheckpointSaves, evaluation: Evaluation | None = Non
     times = f"{save:.3g} ms of the {over:.3g} ms over the median"
     if evaluation and save < MAIN_SHARE * over:
         return (f"the script's periodic evaluation and checkpointing: an {evaluation.words}, then "
-                f"a checkpoint save (torch.save{where}: {times})")
+                f"a checkpoint save ({saves.short}{where}: {times})")
     if save >= MAIN_SHARE * over:
-        return f"the script's periodic checkpoint saving (torch.save{where}: {times})"
-    return (f"periodic work the script does, a checkpoint save among it (torch.save{where}: "
+        return f"the script's periodic checkpoint saving ({saves.short}{where}: {times})"
+    return (f"periodic work the script does, a checkpoint save among it ({saves.short}{where}: "
             f"{times})")
 
 
@@ -155,7 +165,7 @@ def periodic_switch(ctx: Context, every: int) -> str | None:
 def checkpoint_evidence(saves: CheckpointSaves) -> str:
     """The saving steps and the save's time in the slow ones."""
     shown = ", ".join(map(str, saves.steps[:8])) + (" ..." if len(saves.steps) > 8 else "")
-    return (f"torch.save ran every {saves.every} steps (steps {shown}); in the slow ones it "
+    return (f"{saves.short} ran every {saves.every} steps (steps {shown}); in the slow ones it "
             "took " + ", ".join(f"{ms:.1f} ms of {saves.excess_ms[s]:.1f} ms over the median "
                                 f"(step {s})" for s, ms in saves.save_ms.items()))
 
@@ -176,7 +186,7 @@ def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
         switch = f"TrainingArguments(..., save_steps={less})  # was {saves.every}"
     else:
         switch = (f"if step % {less} == 0:  # was every {saves.every} steps\n"
-                  + ("    evaluate(...)\n" if evaluation else "") + "    torch.save(...)")
+                  + ("    evaluate(...)\n" if evaluation else "") + f"    {saves.short}(...)")
     save = sum(saves.save_ms.values()) / len(saves.save_ms)
     over = sum(saves.excess_ms.values()) / len(saves.excess_ms)
     what = (f"A checkpoint saved every {saves.every} steps runs" if save >= MAIN_SHARE * over
@@ -185,4 +195,7 @@ def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
             f"Work done every {saves.every} steps, a checkpoint save among it, runs")
     return (f"# {what} on the training thread{where}.\n# It is work the script asks for; if "
             "it should cost less, do it less often or off\n# the critical path "
-            "(torch.distributed.checkpoint.async_save for the save), e.g.:\n" + switch)
+            + ("(the save is DCP's async_save already: its time here is the copy it\n# "
+               "stages before the write), e.g.:\n"
+               if saves.call.endswith("async_save") else
+               "(torch.distributed.checkpoint.async_save for the save), e.g.:\n") + switch)

@@ -95,3 +95,21 @@ def test_a_checkpointed_regions_recompute_is_not_charged_to_its_backward_node(tm
     recompute_ms = median(found.window_ns.values()) / 1e6
     assert recompute_ms > 4 * median(plain_ms), (recompute_ms, plain_ms)
     assert median(ckpt_ms) < 4 * median(plain_ms), (ckpt_ms, plain_ms)
+
+
+def test_a_script_that_checkpoints_is_told_it_is_on_not_advised_again(tmp_path):
+    # GIVEN the same model with its block checkpointed, and without
+    from dsprof.analyzers.registry import analyze
+
+    skipped = {}
+    for mode in ("ckpt", "plain"):
+        with load(_run(tmp_path, mode)) as run:
+            res = analyze(run, write=False, only=("checkpointing",))
+            assert not [f for f in res.findings if f.kind == "memory.checkpointing"
+                        and f.saving_bytes] or mode == "plain"
+            skipped[mode] = {s["analyzer"]: s["reason"] for s in res.skipped}
+    # THEN the checkpointed run's memory advice says checkpointing is on, for that block
+    reason = skipped["ckpt"].get("checkpointing", "")
+    assert reason.startswith("activation checkpointing is on: the forwards of Net.block re-run")
+    # AND the plain run is not told so
+    assert "is on" not in skipped["plain"].get("checkpointing", "")

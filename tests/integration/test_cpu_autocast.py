@@ -52,6 +52,35 @@ def test_a_small_mlp_under_bf16_autocast_gets_the_finding_with_its_casts(tmp_pat
     assert f["verify"].startswith("dsprof verify ")
 
 
+FP16_MLP = """
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                      nn.Linear(256, 10))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+for step in range(12):
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+"""
+
+
+def test_fp16_autocast_is_not_priced_with_bf16s_costs(tmp_path):
+    # GIVEN the same kind of MLP under fp16 autocast on CPU (no GradScaler)
+    script = tmp_path / "fp16_mlp.py"
+    script.write_text(FP16_MLP)
+    _, found = profile(tmp_path, "fp16", str(script))
+    # THEN no bf16 verdict either way: the prices are bf16's, and the reason says so
+    assert autocast_findings(found) == []
+    why = reason(found)
+    assert why.startswith("fp16 autocast: ") and "bf16 pays" not in why, why
+
+
 def test_the_same_mlp_in_fp32_gets_none(tmp_path):
     _, found = profile(tmp_path, "fp32", MLP, "--steps", "12", "--fp32")
     assert autocast_findings(found) == []

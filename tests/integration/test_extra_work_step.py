@@ -47,3 +47,45 @@ def test_a_single_evaluation_step_is_the_scripts_work_not_a_saving(tmp_path):
     assert f.saving_s == 0 and f.severity == "info"
     assert len(f.data["steps"]) == 1 and "not a saving" in f.title
     assert not [g for g in found if g.kind == "steps.outliers"]
+
+
+ONE_LOADER_EVALUATION = """
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+train = DataLoader(TensorDataset(torch.randn(24 * 32, 64), torch.randint(0, 10, (24 * 32,))),
+                   batch_size=32)
+val = DataLoader(TensorDataset(torch.randn(40 * 512, 64)), batch_size=512)
+for step, (x, y) in enumerate(train):
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    if step == 15:
+        with torch.no_grad():
+            score = sum(model(v).logsumexp(-1).mean().item() for (v,) in val)  # EVAL LINE
+        print(f"eval {score / len(val):.3f}")
+    opt.step()
+print("done")
+"""
+
+
+def test_an_evaluation_with_its_own_line_over_another_loader_is_named_an_evaluation(tmp_path):
+    # GIVEN one step (loop step 15) that evaluates over a validation DataLoader, reading each
+    # batch's metric with .item() (the HF Trainer's eval loop: its lines ran only there)
+    script = write(tmp_path / "loader_eval.py", ONE_LOADER_EVALUATION)
+    out = tmp_path / "run"
+    res = dsprof("run", "-q", "-o", str(out), str(script))
+    assert res.code == 0, res.stderr
+    with load(out) as run:
+        found = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN it is named as an evaluation over another loader, with the line only it ran
+    (f,) = [f for f in found if f.kind == "steps.extra_work"]
+    assert "a pass over another loader (an evaluation)" in f.title, f.title
+    line = 1 + next(i for i, ln in enumerate(ONE_LOADER_EVALUATION.splitlines())
+                    if "EVAL LINE" in ln)
+    assert any(f"loader_eval.py:{line}" in e.text for e in f.evidence), f.evidence
+    assert f.saving_s == 0 and "not a saving" in f.title

@@ -117,3 +117,13 @@ def test_one_ddp_bucket_is_told_to_split_only_when_its_bytes_can_be(nbytes, advi
     assert bool(titles) == advised, titles
     if advised:
         assert titles[0].startswith("Lower DistributedDataParallel's bucket_cap_mb")
+
+
+@pytest.mark.parametrize("nbytes,advised", [(512 << 10, False), (64 << 20, True)])
+def test_compression_fix_names_bucket_cap_mb_only_for_more_than_one_bucket(nbytes, advised):
+    # GIVEN exposed fp32 all-reduces the bytes can explain (not latency-bound): 512 KiB a step,
+    # under DDP's 1 MiB first bucket (one bucket whatever bucket_cap_mb says), or 64 MiB
+    (f,) = analyze(_late_all_reduce(nbytes), write=False, only=("comm_bound",)).findings
+    assert f.data["latency_bound"] is False and "bf16_compress_hook" in f.fix
+    # THEN a smaller bucket_cap_mb is suggested only where the gradients fill more than one
+    assert ("bucket_cap_mb" in f.fix) == advised, f.fix
