@@ -17,7 +17,7 @@ Definitions (HTA's ``get_comm_comp_overlap``, hta/analyzers/communication_analys
   (``_c10d_functional::wait_tensor``, nested in the first op that reads the result). A
   thread that waits is not computing: DTensor's tensor parallelism on 2 gloo ranks spent
   4.2 ms of a 20 ms step inside ``aten::sub`` and autograd nodes waiting for the all-reduces
-  that run meanwhile, which read as 70 % overlap when it was under 15 %.
+  that run meanwhile, which read as 27-80 % overlapped a step when almost none of it was.
 
 The interval arithmetic is a sweep in SQL: every interval contributes +1 at its start and -1
 at its end to a comm or a compute counter; running sums over time (peers at one instant share
