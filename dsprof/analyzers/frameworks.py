@@ -170,6 +170,28 @@ def master_params_fix(cls: str, flag: str) -> str:
             f"optimizer = torch.optim.{cls}(master_params, ..., {flag}=True)")
 
 
+def optimizer_switch_fix(ctx: Context, cls: str, flag: str) -> str | None:
+    """Where the optimizer's ``fused``/``foreach`` switch goes when it is not
+    ``torch.optim.<cls>(model.parameters(), ...)``: ZeRO's constructor, skorch's net, or the
+    optimizer's own list of master weights; None for that plain line."""
+    if under_zero(ctx):
+        # ZeRO builds the optimizer on each rank's shard and passes its extra arguments on
+        return (f"optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class="
+                f"torch.optim.{cls}, ..., {flag}=True)  # passed on to {cls}")
+    if "skorch" in frameworks(ctx):
+        return skorch_optimizer_fix(cls, flag)
+    if optimizer_holds_no_module_params(ctx):
+        return master_params_fix(cls, flag)
+    return None
+
+
+def under_zero(ctx: Context) -> bool:
+    """Whether the optimizer steps inside ZeroRedundancyOptimizer's (its span in the trace)."""
+    return ctx.run.has("ops") and bool(ctx.run.sql(
+        "SELECT EXISTS (SELECT 1 FROM ops WHERE name = "
+        "'Optimizer.step#ZeroRedundancyOptimizer.step')")[0][0])
+
+
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
     dataloader), as

@@ -43,12 +43,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from dsprof.analyzers.frameworks import (
-    frameworks,
-    master_params_fix,
-    optimizer_holds_no_module_params,
-    skorch_optimizer_fix,
-)
+from dsprof.analyzers.frameworks import frameworks, optimizer_switch_fix
 from dsprof.analyzers.fused_update_cpu import price_cpu_update
 from dsprof.analyzers.optimizer_spans import (
     LoopMeasure,
@@ -112,7 +107,6 @@ class OptimizerFusionAnalyzer(Analyzer):
 
     def run(self, ctx: Context) -> list[Finding]:
         findings = []
-        zero = _under_zero(ctx)
         for m in self.loops(ctx):
             finding = self._finding(m.cls, m.rows, m.now, m.n_ops, m.pbytes, m.foreach,
                                     m.bandwidth, m.bw_source, m.overhead, m.n_tensors,
@@ -120,23 +114,10 @@ class OptimizerFusionAnalyzer(Analyzer):
                                     unprofiled=m.unprofiled, n_optimizers=m.n_optimizers,
                                     lightning="lightning" in frameworks(ctx),
                                     ceiling=m.ceiling, words=ctx.words)
-            if finding is not None and zero:
-                # ZeRO builds the optimizer on each rank's shard and passes its extra
-                # arguments on: the switch goes to ZeRO's constructor, not to a cls(...)
-                flag = "fused" if "DS_OPTIMIZER_FUSED" in (finding.apply or {}) else "foreach"
-                finding = dataclasses.replace(finding, fix=(
-                    f"optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class="
-                    f"torch.optim.{m.cls}, ..., {flag}=True)  # passed on to {m.cls}"))
-            elif finding is not None and "skorch" in frameworks(ctx):
-                finding = dataclasses.replace(finding, fix=skorch_optimizer_fix(
-                    m.cls, "fused" if "DS_OPTIMIZER_FUSED" in (finding.apply or {})
-                    else "foreach"))
-            elif finding is not None and optimizer_holds_no_module_params(ctx):
-                finding = dataclasses.replace(finding, fix=master_params_fix(
-                    m.cls, "fused" if "DS_OPTIMIZER_FUSED" in (finding.apply or {})
-                    else "foreach"))
             if finding is not None:
-                findings.append(finding)
+                flag = "fused" if "DS_OPTIMIZER_FUSED" in (finding.apply or {}) else "foreach"
+                fix = optimizer_switch_fix(ctx, m.cls, flag)
+                findings.append(dataclasses.replace(finding, fix=fix) if fix else finding)
         return findings
 
     def loops(self, ctx: Context) -> list[LoopMeasure]:
@@ -392,10 +373,3 @@ class OptimizerFusionAnalyzer(Analyzer):
             verify="dsprof verify RUN ID   (reruns the script with DS_OPTIMIZER_FOREACH=1)",
             data={"optimizer": cls, "implementation": impl, "ops_per_step": n_ops,
                   **({"impact_unknown": "per-op dispatch cost on CPU"} if cpu else {})})
-
-
-def _under_zero(ctx: Context) -> bool:
-    """Whether the optimizer steps inside ZeroRedundancyOptimizer's (its span in the trace)."""
-    return ctx.run.has("ops") and bool(ctx.run.sql(
-        "SELECT EXISTS (SELECT 1 FROM ops WHERE name = "
-        "'Optimizer.step#ZeroRedundancyOptimizer.step')")[0][0])

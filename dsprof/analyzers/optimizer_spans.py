@@ -14,7 +14,11 @@ from dsprof.analyzers.registry import Context
 from dsprof.metrics.heap_steps import program_heap_rows
 from dsprof.metrics.noise import has_column
 from dsprof.metrics.ops.optable import OpTable
-from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S, sqrt_excess_s
+from dsprof.metrics.ops.optimizer_cost import (
+    PAGE_FAULT_S,
+    step_sqrt_excess_s,
+    zero_free_sqrt_s,
+)
 
 
 def closure_time(ctx: Context, table: OpTable, rows: list[tuple]) -> dict[tuple[int, int], float]:
@@ -163,7 +167,8 @@ def unprofiled_update_s(ctx: Context, rank: int) -> float | None:
 def loop_sqrt_excess(ctx: Context, table: OpTable, rows: list[tuple]) -> float:
     """The median a step, over the optimizer's spans ``rows``, of what its loop's
     ``aten::sqrt`` ops took beyond a sqrt of the same size with no zeros in it
-    (``optimizer_cost.sqrt_excess_s``); 0.0 without such ops. Read from the profiled ops
+    (``optimizer_cost.step_sqrt_excess_s``: none within SQRT_NOISE_RATIO of their zero-free
+    price); 0.0 without such ops. Read from the profiled ops
     themselves: the penalty depends on how many of ``exp_avg_sq``'s values are zero and how
     they are mixed (unet: 42 % of its gradients zero), which no price from sizes knows."""
     if not rows:
@@ -172,7 +177,8 @@ def loop_sqrt_excess(ctx: Context, table: OpTable, rows: list[tuple]) -> float:
     found = ctx.run.sql(f"""
         SELECT c.rank, c.step, c.dur_ns, c.input_shapes FROM ops c
         WHERE c.name = 'aten::sqrt' AND (c.rank, c.parent_id) IN (SELECT * FROM (VALUES {ids}))""")
-    per_step: dict[tuple[int, int], float] = defaultdict(float)
+    took: dict[tuple[int, int], float] = defaultdict(float)
+    zero_free: dict[tuple[int, int], float] = defaultdict(float)
     for rank, step, dur, shapes in found:
         try:
             shape = json.loads(shapes)[0] if shapes else None
@@ -181,8 +187,11 @@ def loop_sqrt_excess(ctx: Context, table: OpTable, rows: list[tuple]) -> float:
             numel = None
         if numel is None:
             continue
-        per_step[(int(rank), int(step or 0))] += sqrt_excess_s(int(dur) / 1e9, numel,
-                                                               table.profiler_cost_s)
+        key = (int(rank), int(step or 0))
+        took[key] += max(0.0, int(dur) / 1e9 - table.profiler_cost_s)
+        zero_free[key] += zero_free_sqrt_s(numel)
+    # within SQRT_NOISE_RATIO of the price, the sqrt ran slow, not on zeros: no excess
+    per_step = {k: step_sqrt_excess_s(took[k], zero_free[k]) for k in took}
     if per_step and has_column(ctx.run, "steps", "optimizer_faults"):
         # a sqrt whose output malloc maps afresh faults its pages too (a 1 MiB exp_avg_sq: 256
         # faults, ~0.23 ms): those are priced as page faults; the step's faults are taken off

@@ -37,14 +37,15 @@ def forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:
 
 
 def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
-                med: float) -> ExtraWork | None:
+               med: float, share: float = EXTRA_WORK_SHARE) -> ExtraWork | None:
     """The outliers that ran source lines no normal step ran (host syncs), and those lines (up
-    to 3), when those outliers carry EXTRA_WORK_SHARE of the excess; else the outliers that
-    iterated more DataLoader batches than normal steps (:func:`extra_passes`); else None."""
+    to 3), when those outliers carry ``share`` of the excess; else the outliers that iterated
+    more DataLoader batches than normal steps (:func:`extra_passes`); else None. With
+    ``share=0`` it names every outlier that did such work, whatever the others' excess."""
     if not slow:
         return None
     if not ctx.nonempty("host_syncs"):
-        return extra_passes(ctx, rank, slow, normal, med)
+        return extra_passes(ctx, rank, slow, normal, med, share)
     rows = ctx.run.sql("""
         SELECT step, site FROM host_syncs
         WHERE rank = ? AND site IS NOT NULL AND step IN (SELECT unnest(?::BIGINT[]))
@@ -55,9 +56,8 @@ def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
                         [int(r[0]) for r in normal]])
     steps = {int(step) for step, _ in rows}
     excess = {int(r[0]): r[3] - med for r in slow}
-    if not steps or sum(excess.get(s, 0) for s in steps) < EXTRA_WORK_SHARE * sum(
-            excess.values()):
-        return extra_passes(ctx, rank, slow, normal, med)
+    if not steps or sum(excess.get(s, 0) for s in steps) < share * sum(excess.values()):
+        return extra_passes(ctx, rank, slow, normal, med, share)
     # lines of their own and another loader's batches: an evaluation whose loop reads its
     # metrics (the HF Trainer's eval loop, trainer_pt_utils.py:164, with 4 eval batches)
     passes = extra_passes(ctx, rank, [r for r in slow if int(r[0]) in steps], normal, med)
@@ -66,10 +66,11 @@ def extra_work(ctx: Context, rank: int, slow: list[tuple], normal: list[tuple],
 
 
 def extra_passes(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
-                 normal: list[tuple[Any, ...]], med: float) -> ExtraWork | None:
+                 normal: list[tuple[Any, ...]], med: float,
+                 share: float = EXTRA_WORK_SHARE) -> ExtraWork | None:
     """The outliers that got at least ``EXTRA_BATCHES`` more DataLoader batches than the
     normal steps' median (``steps.loader_batches``), with (most, normal), when they carry
-    EXTRA_WORK_SHARE of the excess; else None. A step that iterated another loader through
+    ``share`` of the excess; else None. A step that iterated another loader through
     ran an evaluation (Keras' ``fit(validation_split=...)`` at each epoch's end: 8 batches, 1
     in a normal step, 6x the median) or another pass the script asks for: its work, which a
     framework that reads no tensor with ``.item()`` leaves no host-sync line to name."""
@@ -91,8 +92,7 @@ def extra_passes(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
         excess = {int(r[0]): max(r[4] - base_cpu, 0) for r in slow}
     else:
         excess = {int(r[0]): r[3] - med for r in slow}
-    if not steps or sum(excess.get(s, 0) for s in steps) < EXTRA_WORK_SHARE * sum(
-            excess.values()):
+    if not steps or sum(excess.get(s, 0) for s in steps) < share * sum(excess.values()):
         return None
     return steps, [], (max(got[s] for s in steps), base)
 

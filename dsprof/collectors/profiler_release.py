@@ -1,4 +1,5 @@
-"""Freeing a stopped torch.profiler session's results as soon as its trace is saved.
+"""Ending a torch.profiler session of the timeline's: stopping it, writing its trace, and
+freeing its results as soon as that trace is saved.
 
 torch's ``profile`` object outlives its use: it sits in reference cycles, so what it holds is
 freed only when the cyclic collector happens to reach it, which in a short run is at exit. For
@@ -7,7 +8,37 @@ a profiler that observes a training loop, holding its results changes the loop's
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from dsprof.rundir import remove_quietly
+
+
+def stop_session(prof: Any, started: bool) -> None:
+    """Stop a session, ``started`` or only prepared (a warm-up).
+
+    A prepared session that never started: Kineto's stop alone logs "disableProfiler called
+    but no active profiling session found" to the script's stderr (a script that ends during
+    the warm-up); torch.profiler's own schedule starts such a session, then stops it."""
+    if not started:
+        prof.start_trace()
+    prof.stop_trace()
+
+
+def save_trace(prof: Any, path: Path) -> None:
+    """Write a stopped session's trace to ``path`` with Kineto's own writer, then free its
+    results; on failure no partial trace is left that would read as a window."""
+    try:
+        prof.export_chrome_trace(str(path))  # Kineto writes <path>.tmp, then renames it
+        if not path.is_file():  # Kineto gives up silently when a write fails
+            raise OSError(f"could not write {path} (is the disk full, or a file size "
+                          "limit reached?)")
+    except BaseException:
+        release_results(prof)
+        for part in (path, path.with_name(f"{path.name}.tmp")):
+            remove_quietly(part)
+        raise
+    release_results(prof)
 
 
 def release_results(prof: Any) -> None:

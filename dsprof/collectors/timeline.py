@@ -41,7 +41,7 @@ from typing import Any
 from dsprof.collectors.allocator_warning import UnknownFreeProbe
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
-from dsprof.collectors.profiler_release import release_results
+from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
 from dsprof.collectors.trace_spans import merge_step_spans, rename_forward_spans
 from dsprof.collectors.window_schedule import (
     BOOTSTRAP,
@@ -54,7 +54,6 @@ from dsprof.collectors.window_schedule import (
     planned_action,
 )
 from dsprof.log import logger
-from dsprof.rundir import remove_quietly
 from dsprof.settings import Settings
 from dsprof.vocabulary import FORWARD_STEP_SPAN
 
@@ -345,13 +344,7 @@ class TimelineCollector:
         self._end_step_annotation()
         t0 = time.perf_counter()
         try:
-            if window is None:
-                # prepared (a warm-up) and never started: Kineto's stop alone logs "disableProfiler
-                # called but no active profiling session found" to the script's stderr (a
-                # script that ends during the warm-up); torch.profiler's own schedule starts
-                # such a session, then stops it
-                prof.start_trace()
-            prof.stop_trace()
+            stop_session(prof, started=window is not None)
         finally:
             if self.after_profiler is not None:
                 self.after_profiler()
@@ -362,19 +355,11 @@ class TimelineCollector:
             return
         path = self.raw_dir / f"window-{window.index}.trace.json"
         try:
-            prof.export_chrome_trace(str(path))  # Kineto writes <path>.tmp, then renames it
-            if not path.is_file():  # Kineto gives up silently when a write fails
-                raise OSError(f"could not write {path} (is the disk full, or a file size "
-                              "limit reached?)")
+            save_trace(prof, path)
         except BaseException:
-            release_results(prof)
-            # no partial trace is left that would read as a window
-            for part in (path, path.with_name(f"{path.name}.tmp")):
-                remove_quietly(part)
             if self.listener is not None:
                 self.listener.window_stopped(None)
             raise
-        release_results(prof)
         window.file = path.name
         self.windows.append(window)
         if self.listener is not None:

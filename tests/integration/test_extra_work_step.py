@@ -89,3 +89,53 @@ def test_an_evaluation_with_its_own_line_over_another_loader_is_named_an_evaluat
                     if "EVAL LINE" in ln)
     assert any(f"loader_eval.py:{line}" in e.text for e in f.evidence), f.evidence
     assert f.saving_s == 0 and "not a saving" in f.title
+
+
+EVALUATION_AMONG_SLOW_STEPS = """
+import time
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+val = [torch.randn(512, 64) for _ in range(20)]
+for step in range(30):
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    if step in (13, 17, 22, 26):
+        time.sleep(0.08)  # off the CPU: what another process on the machine does to a step
+    if step == 20:
+        with torch.no_grad():
+            score = sum(model(v).logsumexp(-1).mean().item() for v in val)  # EVAL LINE
+        print(f"eval {score / len(val):.3f}")
+    opt.step()
+print("done")
+"""
+
+
+def test_an_evaluation_among_slower_steps_is_still_named_the_scripts_work(tmp_path):
+    # GIVEN one evaluation step (loop step 20) beside four steps that sleep 80 ms each, so
+    # the evaluation carries well under EXTRA_WORK_SHARE of the outliers' excess (CI's quiet
+    # machine read Keras' epoch-end validations among such steps as "6 of 162 steps are
+    # outliers", a saving)
+    script = write(tmp_path / "eval_among.py", EVALUATION_AMONG_SLOW_STEPS)
+    out = tmp_path / "run"
+    res = dsprof("run", "-q", "-o", str(out), str(script))
+    assert res.code == 0, res.stderr
+    with load(out) as run:
+        found = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN the evaluation is its own verdict, the script's work with its line and no saving
+    (f,) = [f for f in found if f.kind == "steps.extra_work"]
+    line = 1 + next(i for i, ln in enumerate(EVALUATION_AMONG_SLOW_STEPS.splitlines())
+                    if "EVAL LINE" in ln)
+    assert f"eval_among.py:{line}" in f.title, f.title
+    assert f.saving_s == 0 and len(f.data["steps"]) == 1
+    # AND the sleeping steps are judged without it: off the CPU, noise on this machine, with
+    # the evaluation named as left out of that verdict
+    (g,) = [g for g in found if g.kind != "steps.extra_work"]
+    assert g.kind == "steps.noise" and g.saving_s == 0, g.title
+    assert f.data["steps"][0] not in g.data["steps"]
+    assert "Left out as the script's own work (steps.extra_work)" in g.explanation

@@ -52,39 +52,34 @@ def test_keras_fit_steps_and_its_validation_are_named(tmp_path):
     script = write(tmp_path / "keras_fit.py", KERAS_FIT)
     bare = plain(script, str(tmp_path / "plain.weights.h5"), timeout=300)
     assert bare.returncode == 0, bare.stderr
-    # (up to three runs: which outliers stand over a step's noise is the machine's to say;
-    # CI's quiet rehearsal of 3999815 once read them as "6 of 162 steps are outliers"; each
-    # run must still be the plain one)
-    for attempt in range(3):
-        out = tmp_path / f"run{attempt}"
-        res = dsprof("run", "-q", "-o", str(out), str(script), str(tmp_path / "ds.weights.h5"),
-                     timeout=300)
-        # THEN it runs as without dsprof: the same epoch lines but for the times, the same
-        # weights
-        assert res.code == 0, res.stderr
-        assert _timeless(res.stdout) == _timeless(bare.stdout) and "Epoch 4/4" in res.stdout
-        assert (tmp_path / "ds.weights.h5").read_bytes() == (tmp_path / "plain.weights.h5"
-                                                             ).read_bytes()
-        assert "keras" in meta(out)["frameworks"]
-        with load(out) as run:
-            # AND every training batch is a step (Keras' optimizer.apply is no torch.optim
-            # step)
-            assert run.sql("SELECT count(*) FROM steps")[0][0] == 58 * 4
-            findings = analyze(run, write=False).findings
-        # AND the epoch-end validation in the counted steps is named as the script's
-        # evaluation, with Keras' switch, and no saving
-        steps = [f for f in findings if f.analyzer == "step_outliers"]
-        if steps and all(f.kind != "steps.outliers" for f in steps):
-            break
-    assert steps, [f.title for f in findings]
-    assert all(f.kind != "steps.outliers" for f in steps), [f.title for f in steps]
-    # (at each epoch's end: named by its pass over another DataLoader, or, where the stride
-    # stood out, as periodic work; Keras' switch either way)
+    out = tmp_path / "run"
+    res = dsprof("run", "-q", "-o", str(out), str(script), str(tmp_path / "ds.weights.h5"),
+                 timeout=300)
+    # THEN it runs as without dsprof: the same epoch lines but for the times, the same weights
+    assert res.code == 0, res.stderr
+    assert _timeless(res.stdout) == _timeless(bare.stdout) and "Epoch 4/4" in res.stdout
+    assert (tmp_path / "ds.weights.h5").read_bytes() == (tmp_path / "plain.weights.h5"
+                                                         ).read_bytes()
+    assert "keras" in meta(out)["frameworks"]
+    with load(out) as run:
+        # AND every training batch is a step (Keras' optimizer.apply is no torch.optim step)
+        assert run.sql("SELECT count(*) FROM steps")[0][0] == 58 * 4
+        findings = analyze(run, write=False).findings
+    # AND the epoch-end validation in the counted steps is named as the script's evaluation,
+    # with Keras' switch, and no saving: at each epoch's end, named by its pass over another
+    # DataLoader, or, where the stride stood out, as periodic work
+    steps = [f for f in findings if f.analyzer == "step_outliers"]
     extra = [f for f in steps if f.kind in ("steps.extra_work", "steps.periodic")]
     assert extra, [f.title for f in steps]
     assert "evaluation" in extra[0].title and "validation_freq" in extra[0].fix, extra[0].fix
     assert "if step %" not in extra[0].fix
     assert not extra[0].saving_s
+    # (other steps that ran slow are the machine's to judge: CI's quiet rehearsal of 3999815
+    # had 3 beside the validations; they get their own verdict, which never counts the
+    # validations' time)
+    for f in steps:
+        if f is not extra[0]:
+            assert not set(f.data["steps"]) & set(extra[0].data["steps"]), f.title
     # AND no advice names a torch.optim switch
     for f in findings:
         assert "fused=True" not in f.fix and "torch.optim" not in f.fix, f.title

@@ -109,7 +109,7 @@ model = nn.Linear(512, 512)
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 x = torch.randn(32, 512)
 if sys.argv[1] == "zeros":
-    x[:, ::2] = 0  # every other input feature off: half of each weight row's gradient is zero
+    x[:, 64:] = 0  # 7 of 8 input features off: 7/8 of each weight row's gradient is zero
 for _ in range(16):
     opt.zero_grad(set_to_none=True)
     model(x).pow(2).mean().backward()
@@ -131,18 +131,20 @@ def _fused_finding(tmp_path, kind):
 
 
 def test_the_loops_sqrt_on_zeros_is_priced_from_its_profiled_ops(tmp_path):
-    # GIVEN Adam over a weight whose gradient is zero in every other column (exp_avg_sq too):
-    # torch's CPU sqrt takes ~11 ns a zero against ~0.2 ns a value; the fused kernel does not
+    # GIVEN Adam over a weight whose gradient is zero in 7 of 8 columns (exp_avg_sq too):
+    # torch's CPU sqrt takes ~1-11 ns a zero (by CPU) against ~0.2-0.5 ns a value; the fused
+    # kernel does not (every other column zero made that sqrt only ~3x slower on an AMD EPYC)
     zeros = _fused_finding(tmp_path, "zeros")
     # THEN the finding prices what the loop's sqrt took beyond a zero-free one, and says so
     excess = zeros.data["loop_sqrt_excess_s"]
-    # 131 K zeros, perfectly alternating with values: 0.27-0.34 ms of excess measured here,
+    # 229 K zeros: 0.30 ms of excess on an AMD EPYC (the sqrt at 4.7x its zero-free price),
     # against none for the same sqrt without zeros (the test below)
     assert excess > 0.1e-3
     assert "sqrt ops took beyond a sqrt of the same size without zeros" in " ".join(
         zeros.explanation.split())
-    # AND the same model with no zero gradients has (next to) no such excess: timing noise
-    # only (CI's rehearsal of d10a1e6: 0.052 ms against the zeros' 0.352)
+    # AND the same model with no zero gradients has no such excess: a sqrt that took under
+    # twice its zero-free price ran slow, not on zeros (this test's zero-free twin ran 0.9-1.6x
+    # a step under the profiler, and was read as 0.052 ms of excess before that floor)
     plain = _fused_finding(tmp_path, "plain")
-    assert plain.data.get("loop_sqrt_excess_s", 0.0) < 0.25 * excess
+    assert "loop_sqrt_excess_s" not in plain.data
     assert "without zeros" not in plain.explanation

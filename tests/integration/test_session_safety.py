@@ -208,7 +208,12 @@ def test_sigterm_while_the_main_thread_is_blocked_in_c_saves_the_run(tmp_path):
     m = meta(out)
     assert (m["status"], m["exit_reason"], m["steps_recorded"]) == ("finished", "terminated", 6)
     res = dsprof("summary", "--json", "--findings", "0", str(out))
-    assert res.code == 0 and json.loads(res.stdout)["steps"]["count"] == 5, res.stderr
+    assert res.code == 0, res.stderr
+    # (6 steps, all of them disturbed: the step time is the profiler's warm-up step's, step 2;
+    # the window, its trace write and the first calls' step are left out)
+    doc = json.loads(res.stdout)["steps"]
+    assert (doc["rule"], doc["count"]) == ("profiler warm-up steps", 1), doc
+    assert doc["count"] + len(doc["excluded"]) == 6
 
 
 @pytest.mark.parametrize("where", ["atexit", "del"])

@@ -6,7 +6,7 @@ was DDP's bf16 compression hook, 1.44 ms a step."""
 
 from __future__ import annotations
 
-from dsprof.analyzers.fusion_optimizer import _under_zero
+from dsprof.analyzers.frameworks import under_zero
 from dsprof.analyzers.registry import Context, analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
@@ -47,7 +47,7 @@ def _findings(tmp_path, how: str) -> list:
     assert res.code == 0, res.stderr
     assert "trained 16 steps" in res.stdout
     with load(out) as run:
-        assert _under_zero(Context(run))  # its step span is in the trace
+        assert under_zero(Context(run))  # its step span is in the trace
         findings = analyze(run, write=False).findings
     # a fused-update finding, where one is made, puts the switch in ZeRO's constructor: the
     # script builds no AdamW itself (ZeRO passes fused=True on to the AdamW of each shard)

@@ -16,6 +16,8 @@ from dsprof.facts import (
     FULL_SPEED,
     LIVE_BYTES,
     PROCESS_RSS,
+    PROFILER_WARMUP,
+    RECORDED,
     measured_saving,
 )
 from dsprof.manifest import load_manifest, parse
@@ -99,6 +101,26 @@ def test_step_time_falls_back_when_no_step_ran_at_full_speed():
         pytest.approx(0.025)
     imported = Run.from_tables(steps=_steps([5, 7, 9]), meta={"source": "import"})
     assert imported.facts.step.rule == ALL_STEPS and imported.facts.step.steps == 3
+
+
+def test_a_short_all_profiled_run_counts_its_profiler_warm_up_not_the_trace_write():
+    # GIVEN the corpus' 6-step run of the tiny GPT-2 (wait 1, warm-up 1, active 2): every step
+    # after setup disturbed; the first calls' step and the step that wrote the trace far slower
+    # than the 6.5 ms the script steps at
+    by = ["setup", "first_call", "warmup", "window", "window", "trace_write"]
+    run = Run.from_tables(steps=_steps([3500, 49, 7.2, 17.9, 16.4, 104.8], disturbed_by=by),
+                          meta={"windows": [{"index": 0, "steps": [3, 4]}],
+                                "settings": {"wait": 1, "warmup": 1}})
+    # THEN the step time is the warm-up step's, which the profiler only prepared in
+    st = run.facts.step
+    assert st.rule == PROFILER_WARMUP and [s for _, s, _ in st.counted] == [2]
+    assert st.mean_s == pytest.approx(0.0072)
+    # AND without a warm-up step, the recorded steps (never the trace write nor first calls)
+    no_warmup = Run.from_tables(
+        steps=_steps([3500, 49, 17.9, 16.4, 104.8], disturbed_by=by[:2] + by[3:]),
+        meta={"windows": [{"index": 0, "steps": [2, 3]}], "settings": {"wait": 0, "warmup": 0}})
+    assert no_warmup.facts.step.rule == RECORDED
+    assert [s for _, s, _ in no_warmup.facts.step.counted] == [2, 3]
 
 
 def test_peak_prefers_the_allocator_then_live_bytes_then_rss_per_rank():

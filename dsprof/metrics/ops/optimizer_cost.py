@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 
-__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s", "pace", "sqrt_excess_s"]
+__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s", "pace", "sqrt_excess_s",
+           "step_sqrt_excess_s", "zero_free_sqrt_s"]
 
 # The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
 # project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
@@ -48,6 +49,11 @@ PAGE_FAULT_S = 0.9e-6
 # beyond the profiler's own cost per op) is the penalty, priced into the loop as measured.
 SQRT_CALL_S = 2.0e-6
 SQRT_S_PER_ELEMENT = 0.3e-9
+# Below this many times their zero-free price a step's sqrt ops ran slow, not on zeros: the same
+# Adam over a zero-free 512x512 weight took 0.90-1.63x the price a step under the profiler on
+# an AMD EPYC (CI's rehearsal of d10a1e6 read 0.052 ms of "excess" there), while zeros make a
+# sqrt 3x (every other value zero) to 4.7x (7 of 8 zero) its price in that loop on that CPU.
+SQRT_NOISE_RATIO = 2.0
 # A penalty under this a step is not named in the finding's text (it is still priced).
 SQRT_EXCESS_MIN_S = 10e-6
 # What one optimizer.step() call costs around the update itself (hooks, the parameter
@@ -80,10 +86,22 @@ def fused_cpu_s(n_tensors: int, pbytes: int) -> float:
     return n_tensors * FUSED_CPU_S_PER_TENSOR + pbytes * FUSED_CPU_S_PER_PARAM_BYTE
 
 
+def zero_free_sqrt_s(numel: int) -> float:
+    """The most a sqrt of ``numel`` floats with no zeros in it costs."""
+    return SQRT_CALL_S + numel * SQRT_S_PER_ELEMENT
+
+
 def sqrt_excess_s(dur_s: float, numel: int, profiler_cost_s: float = 0.0) -> float:
     """What one recorded ``aten::sqrt`` of ``numel`` floats took beyond a zero-free sqrt of
     that size (and the profiler's cost per op): the zeros' penalty, or 0.0."""
-    return max(0.0, dur_s - profiler_cost_s - SQRT_CALL_S - numel * SQRT_S_PER_ELEMENT)
+    return max(0.0, dur_s - profiler_cost_s - zero_free_sqrt_s(numel))
+
+
+def step_sqrt_excess_s(took_s: float, zero_free_s: float) -> float:
+    """A step's zeros penalty: what its loop's sqrt ops took in all (the profiler's cost per
+    op taken out) beyond their zero-free price, when they took over SQRT_NOISE_RATIO times
+    that price; else 0.0 (a loaded or slower machine, not zeros)."""
+    return took_s - zero_free_s if took_s > SQRT_NOISE_RATIO * zero_free_s else 0.0
 
 
 def pace(unprofiled_s: float, loop_s: float, calls: int) -> float:
