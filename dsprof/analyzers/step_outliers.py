@@ -167,9 +167,11 @@ class StepOutliers(Analyzer):
         work = self._verdict(ctx, rank, rows, mine, normal, med, limit, set_aside, warm)
         if work.kind not in OWN_WORK:
             return [finding]
-        rest = [r for r in slow if int(r[0]) not in own[0]]
-        return [work, self._verdict(ctx, rank, rows, rest, normal, med, limit, [], [],
-                                    own_work=(work.kind, mine))]
+        rest = self._verdict(ctx, rank, rows, [r for r in slow if int(r[0]) not in own[0]],
+                             normal, med, limit, [], [], own_work=(work.kind, mine))
+        # one finding of a kind per rank (its id is kind and rank): a rest that is periodic
+        # work too is left to the one verdict on all of them
+        return [finding] if rest.kind == work.kind else [work, rest]
 
     def _verdict(self, ctx: Context, rank: int, rows: list[tuple], slow: list[tuple],
                  normal: list[tuple], med: float, limit: float, set_aside: list[tuple],

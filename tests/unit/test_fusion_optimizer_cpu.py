@@ -25,7 +25,6 @@ from dsprof.metrics.ops.optimizer_cost import (
     fused_cpu_s,
     loop_cpu_s,
     pace,
-    sqrt_excess_s,
     step_sqrt_excess_s,
     zero_free_sqrt_s,
 )
@@ -315,14 +314,14 @@ def test_a_saving_capped_at_the_loops_profiled_time_is_in_op_time():
     assert "saving_clock" not in f.data
 
 
-def test_a_sqrt_is_charged_only_what_it_took_beyond_a_zero_free_one():
-    # GIVEN sqrt ops of 64 K floats as recorded with a 1 us profiler cost per op
-    free = 1e-6 + SQRT_CALL_S + 65536 * SQRT_S_PER_ELEMENT
-    # THEN one that took what a zero-free sqrt takes costs nothing more, nor one faster
-    assert sqrt_excess_s(free, 65536, 1e-6) == 0.0
-    assert sqrt_excess_s(8.7e-6, 65536, 1e-6) == 0.0
-    # AND one at half zeros (379 us measured on this machine) is charged the difference
-    assert sqrt_excess_s(379e-6, 65536, 1e-6) == pytest.approx(379e-6 - free)
+def test_a_zero_free_sqrt_is_priced_by_its_call_and_its_elements():
+    # GIVEN a sqrt of 64 K floats THEN its zero-free price is one call and 64 K elements
+    assert zero_free_sqrt_s(65536) == pytest.approx(SQRT_CALL_S + 65536 * SQRT_S_PER_ELEMENT)
+    # AND a step whose sqrt took that price, or less, has no zeros' excess; one at half
+    # zeros (379 us measured on the last machine) is charged the whole difference
+    free = zero_free_sqrt_s(65536)
+    assert step_sqrt_excess_s(free, free) == 0.0 and step_sqrt_excess_s(0.5 * free, free) == 0.0
+    assert step_sqrt_excess_s(379e-6, free) == pytest.approx(379e-6 - free)
 
 
 def test_a_steps_sqrt_within_twice_its_zero_free_price_ran_slow_not_on_zeros():

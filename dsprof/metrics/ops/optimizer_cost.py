@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 
-__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s", "pace", "sqrt_excess_s",
-           "step_sqrt_excess_s", "zero_free_sqrt_s"]
+__all__ = ["MIN_PRICED_CPU_S", "fused_cpu_s", "loop_cpu_s", "pace", "step_sqrt_excess_s",
+           "zero_free_sqrt_s"]
 
 # The update on CPU, loop and fused, priced from what it touches (torch 2.13, one thread, this
 # project's machine; benchmarks/fused_optimizer_cpu.py: 12 corpus scripts with Adam/AdamW, the
@@ -89,12 +89,6 @@ def fused_cpu_s(n_tensors: int, pbytes: int) -> float:
 def zero_free_sqrt_s(numel: int) -> float:
     """The most a sqrt of ``numel`` floats with no zeros in it costs."""
     return SQRT_CALL_S + numel * SQRT_S_PER_ELEMENT
-
-
-def sqrt_excess_s(dur_s: float, numel: int, profiler_cost_s: float = 0.0) -> float:
-    """What one recorded ``aten::sqrt`` of ``numel`` floats took beyond a zero-free sqrt of
-    that size (and the profiler's cost per op): the zeros' penalty, or 0.0."""
-    return max(0.0, dur_s - profiler_cost_s - zero_free_sqrt_s(numel))
 
 
 def step_sqrt_excess_s(took_s: float, zero_free_s: float) -> float:
