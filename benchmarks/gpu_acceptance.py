@@ -38,8 +38,10 @@ def run_tests(report: Path, runs: Path, limit: float, extra: list[str]) -> tuple
     """(pytest's exit status or 124 on the time limit, its output)."""
     env = {**os.environ, "DSPROF_GPU_REPORT": str(report), "DSPROF_GPU_RUNS": str(runs),
            "PYTHONUNBUFFERED": "1"}
+    # in one process, without the project's addopts: the GPU tests share one device, and the
+    # lent image's pytest has no xdist for addopts' `-n 2`
     cmd = [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-q", "-rs",
-           "-p", "no:cacheprovider", *extra]
+           "-o", "addopts=", "-p", "no:dash", "-p", "no:cacheprovider", *extra]
     # its own process group, so that the time limit also stops the runs the tests started
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)

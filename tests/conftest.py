@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.machine_share import (
+    MachineShare,
+    close_share_folder,
+    open_share_folder,
+    share_folder,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 TRACES = REPO.parent / "shared" / "traces"
 EXAMPLES = REPO / "examples"
@@ -38,6 +45,57 @@ def _no_leaked_session():
     from dsprof.collectors import session
 
     assert session.current() is None, "a test left a dsprof session running"
+
+
+# This worker's hold on the machine under pytest-xdist (tests/machine_share.py); None when the
+# suite runs in one process. Taken in the run-test hooks, not in a fixture, so that it covers
+# every fixture an item sets up, session-scoped ones (the corpus's runs) included.
+_share: MachineShare | None = None
+_share_module: str | None = None
+
+
+def _module_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+def _module_times(item: pytest.Item) -> bool:
+    module = item.getparent(pytest.Module)
+    return module is not None and module.get_closest_marker("timing") is not None
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_setup(item):
+    global _share, _share_module
+    if _share is None and (folder := share_folder(item.config)):
+        _share = MachineShare(folder)
+    if _share is not None:
+        if _share_module != _module_of(item):
+            _share.alone() if _module_times(item) else _share.shared()
+            _share_module = _module_of(item)
+        if item.get_closest_marker("timing") is not None and not _share.exclusive:
+            _share.alone()  # one timing test of an ordinary module
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    global _share_module
+    yield
+    if _share is None:
+        return
+    if nextitem is None or _module_of(nextitem) != _share_module:
+        _share.release()  # the module's fixtures are torn down
+        _share_module = None
+    elif _share.exclusive and not _module_times(item):
+        _share.shared()
+
+
+def pytest_configure(config):
+    open_share_folder(config)
+
+
+def pytest_unconfigure(config):
+    close_share_folder()
 
 
 def pytest_addoption(parser):

@@ -30,6 +30,8 @@ from tests.corpus.corpus import (
     run_model,
 )
 
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+
 
 def _params():
     return [pytest.param(m, id=m.name, marks=[pytest.mark.slow] if m.slow else [])

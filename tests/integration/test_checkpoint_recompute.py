@@ -11,9 +11,13 @@ import sys
 import textwrap
 from statistics import median
 
+import pytest
+
 from dsprof.analyzers.registry import Context
 from dsprof.metrics.ops.recompute import find_recompute
 from dsprof.run import load
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 SCRIPT = textwrap.dedent("""
     import math, sys

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.helpers import runs_as_without_dsprof, write
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 SCRIPT = """
 import torch

@@ -13,6 +13,8 @@ import torch
 from dsprof.apply.autocast import AutocastKnob
 from tests.integration.helpers import dsprof, meta, write
 
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+
 REPO = Path(__file__).resolve().parents[2]
 MLP = str(REPO / "examples" / "autocast_mlp.py")
 SCHEDULE = ("--wait", "1", "--warmup", "1", "--active", "2")

@@ -5,9 +5,13 @@ inputs fp64 and fail at the first layer (a dtype mismatch)."""
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.registry import analyze
 from dsprof.run import load
 from tests.integration.helpers import meta, runs_as_without_dsprof, write
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 FLOAT64_DEFAULT = """
 import torch

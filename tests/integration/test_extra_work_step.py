@@ -6,9 +6,13 @@ excess as a saving."""
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.registry import analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 ONE_EVALUATION = """
 import torch

@@ -4,10 +4,14 @@ framework, and communication advice uses FSDP's switches, never DDP's (comm hook
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.frameworks import fsdp_version
 from dsprof.analyzers.registry import Context, analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 FSDP2 = """
 import torch

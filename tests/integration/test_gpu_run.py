@@ -3,11 +3,15 @@ prediction and MFU without a GPU."""
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.registry import analyze
 from dsprof.metrics.gpu import attribution as gpu_attribution
 from dsprof.run import load
 from tests.integration.helpers import dsprof, meta, write
 from tests.integration.scripts import TINY_TRAIN
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "2"]
 

@@ -13,6 +13,8 @@ from dsprof.analyzers.registry import analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, meta, plain, write
 
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+
 pytest.importorskip("ignite")
 
 IGNITE = """

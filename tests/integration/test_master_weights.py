@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.helpers import dsprof, write
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 MASTER = """
 import torch

@@ -19,7 +19,7 @@ import pytest
 from dsprof.run import load
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 SCRIPT = REPO / "benchmarks" / "_memory_models.py"
 TARGET = [str(SCRIPT), "--model", "transformer", "--size", "small", "--batch-size", "8",

@@ -14,6 +14,8 @@ from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S, fused_cpu_s, loop_cp
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
 
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+
 WIDE_ADAM = """
 import sys
 import torch

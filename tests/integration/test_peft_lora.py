@@ -12,6 +12,8 @@ import pytest
 
 from tests.integration.helpers import dsprof, write
 
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+
 pytest.importorskip("peft")
 
 # LoRA on GPT-2's attention projection, as PEFT's examples write it: get_peft_model wraps the

@@ -18,6 +18,8 @@ from dsprof.metrics.comm.skew import rank_skew
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
 
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+
 PIPELINE = """
 import sys
 import torch

@@ -7,9 +7,13 @@ convnext_gelu's did (2,500-4,000 faults a step against 500-600 with F.gelu)."""
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.registry import analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 HAND_GELU = """
 import math

@@ -5,11 +5,15 @@ backward, so the communication advice is tensor parallelism's, never DDP's (comm
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.frameworks import tensor_parallel
 from dsprof.analyzers.registry import Context, analyze
 from dsprof.metrics.comm.overlap import comm_overlap
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 TP_MLP = """
 import torch

@@ -6,10 +6,14 @@ was DDP's bf16 compression hook, 1.44 ms a step."""
 
 from __future__ import annotations
 
+import pytest
+
 from dsprof.analyzers.frameworks import under_zero
 from dsprof.analyzers.registry import Context, analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
+
+pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
 ZERO = """
 import sys

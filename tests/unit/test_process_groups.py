@@ -15,15 +15,20 @@ import pytest
 
 from dsprof.collectors import process_groups
 
-pytestmark = pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64")
-                                or not os.path.isdir("/proc/self/task"),
-                                reason="reads Linux /proc on x86-64 or aarch64")
+# timing: which thread waits for the GIL is read from the scheduler, which a busy neighbour moves
+pytestmark = [pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64")
+                                 or not os.path.isdir("/proc/self/task"),
+                                 reason="reads Linux /proc on x86-64 or aarch64"),
+              pytest.mark.timing]
 
 
 @pytest.fixture
 def gloo_group(tmp_path):
     import torch.distributed as dist
 
+    # a group an earlier test of this process left held (an in-process session's DDP) is not
+    # this test's: each test counts its own group only
+    process_groups._kept.clear()
     dist.init_process_group("gloo", rank=0, world_size=1,
                             init_method=f"file://{tmp_path / 'store'}")
     try:

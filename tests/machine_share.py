@@ -1,0 +1,94 @@
+"""Who may use the machine beside whom, when pytest-xdist runs the suite in several workers.
+
+Most tests judge what a run did (its exit status, its steps, its files, its output) and run
+beside each other. A test marked ``timing`` judges a measured time: a finding that must clear
+the run's own noise, a verify verdict, a step marked slow. A busy neighbour is exactly the
+noise those verdicts are built to reject, so such a test runs while no other test does.
+
+A readers-writer lock over ``flock`` on two files that all workers share: each worker holds the
+lock shared for an ordinary test module and exclusive for a ``timing`` one (a module's shared
+runs are built in its fixtures, so the module is the unit), or converts to exclusive for one
+``timing`` test of an ordinary module. A turnstile gives a waiting writer the next turn:
+readers pass through it, a writer holds it while it waits, so a stream of ordinary tests on the
+other worker cannot keep a timing test waiting for ever. ``flock`` locks die with their
+process, so a crashed worker never leaves the others waiting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO
+
+
+class MachineShare:
+    """One worker's hold on the machine (a lock file and a turnstile in ``folder``)."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock_path = folder / "machine.lock"
+        self._turnstile_path = folder / "machine.turnstile"
+        self._held: IO[str] | None = None
+        self.exclusive = False
+
+    def shared(self) -> None:
+        """Hold the machine beside other ordinary tests, after any timing test waiting."""
+        self.release()
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._turnstile_path, "a") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)  # released on close: a writer waiting goes first
+        self._held = open(self._lock_path, "a")  # noqa: SIM115 (held across calls)
+        fcntl.flock(self._held, fcntl.LOCK_SH)
+        self.exclusive = False
+
+    def alone(self) -> None:
+        """Hold the machine with no other test running (what was held is given up first, so
+        two workers that both want it alone cannot wait on each other)."""
+        self.release()
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._turnstile_path, "a") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            self._held = open(self._lock_path, "a")  # noqa: SIM115 (held across calls)
+            fcntl.flock(self._held, fcntl.LOCK_EX)
+        self.exclusive = True
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.close()  # closing the file drops its flock
+            self._held = None
+        self.exclusive = False
+
+
+# The folder the xdist controller makes for its workers (they inherit its environment), and,
+# in that controller only, its path: a pytest that a test starts inherits the variable too, and
+# must not remove the folder when it ends.
+SHARE_ENV = "TESTS_MACHINE_SHARE"
+_made: str | None = None
+
+
+def open_share_folder(config) -> None:
+    """On the xdist controller, before its workers start: the folder they will share."""
+    global _made
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        _made = os.environ[SHARE_ENV] = tempfile.mkdtemp(prefix="dsprof-tests-")
+
+
+def close_share_folder() -> None:
+    """On the controller that made the folder, once its workers are gone."""
+    global _made
+    if _made is not None:
+        shutil.rmtree(_made, ignore_errors=True)
+        if os.environ.get(SHARE_ENV) == _made:
+            del os.environ[SHARE_ENV]
+        _made = None
+
+
+def share_folder(config) -> Path | None:
+    """The folder every xdist worker of this run sees, or None when this pytest is no xdist
+    worker: the suite runs in one process, or a test started this pytest (it inherits the
+    worker's environment, and must not wait on the lock its parent holds)."""
+    folder = os.environ.get(SHARE_ENV)
+    return Path(folder) if folder and hasattr(config, "workerinput") else None
