@@ -164,32 +164,53 @@ def unprofiled_update_s(ctx: Context, rank: int) -> float | None:
     return statistics.median(rows) / 1e9 + (mean * PAGE_FAULT_S if mean and mean >= 1 else 0.0)
 
 
+# The ops that take a loop sqrt's output next, on the same elements (Adam/AdamW: ``/
+# bias_correction2_sqrt``; Adagrad, RMSprop: ``.add_(eps)``), whose time prices the sqrt
+# without zeros on this run's CPU (optimizer_cost.zero_free_sqrt_s).
+SQRT_SIBLINGS = frozenset({"aten::div", "aten::div_", "aten::add", "aten::add_"})
+
+
+def _first_numel(shapes: str | None) -> int | None:
+    """Elements of an op's first input (``ops.input_shapes``), None when not recorded."""
+    try:
+        shape = json.loads(shapes)[0] if shapes else None
+        return math.prod(int(d) for d in shape) if shape else None
+    except (ValueError, TypeError, IndexError):
+        return None
+
+
 def loop_sqrt_excess(ctx: Context, table: OpTable, rows: list[tuple]) -> float:
     """The median a step, over the optimizer's spans ``rows``, of what its loop's
     ``aten::sqrt`` ops took beyond a sqrt of the same size with no zeros in it
     (``optimizer_cost.step_sqrt_excess_s``: none within SQRT_NOISE_RATIO of their zero-free
-    price); 0.0 without such ops. Read from the profiled ops
+    price, which the next op on the same elements sets where it took more); 0.0 without such
+    ops. Read from the profiled ops
     themselves: the penalty depends on how many of ``exp_avg_sq``'s values are zero and how
     they are mixed (unet: 42 % of its gradients zero), which no price from sizes knows."""
     if not rows:
         return 0.0
     ids = ", ".join(f"({int(r[0])}, {int(r[2])})" for r in rows)
+    # each sqrt with the op that follows it in the same span (its sibling)
     found = ctx.run.sql(f"""
-        SELECT c.rank, c.step, c.dur_ns, c.input_shapes FROM ops c
-        WHERE c.name = 'aten::sqrt' AND (c.rank, c.parent_id) IN (SELECT * FROM (VALUES {ids}))""")
+        SELECT rank, step, dur_ns, input_shapes, next_name, next_dur, next_shapes FROM (
+            SELECT c.rank, c.step, c.name, c.dur_ns, c.input_shapes,
+                   lead(c.name) OVER w AS next_name, lead(c.dur_ns) OVER w AS next_dur,
+                   lead(c.input_shapes) OVER w AS next_shapes
+            FROM ops c WHERE (c.rank, c.parent_id) IN (SELECT * FROM (VALUES {ids}))
+            WINDOW w AS (PARTITION BY c.rank, c.parent_id ORDER BY c.start_ns, c.id))
+        WHERE name = 'aten::sqrt'""")
     took: dict[tuple[int, int], float] = defaultdict(float)
     zero_free: dict[tuple[int, int], float] = defaultdict(float)
-    for rank, step, dur, shapes in found:
-        try:
-            shape = json.loads(shapes)[0] if shapes else None
-            numel = math.prod(int(d) for d in shape) if shape else None
-        except (ValueError, TypeError, IndexError):
-            numel = None
+    for rank, step, dur, shapes, next_name, next_dur, next_shapes in found:
+        numel = _first_numel(shapes)
         if numel is None:
             continue
         key = (int(rank), int(step or 0))
         took[key] += max(0.0, int(dur) / 1e9 - table.profiler_cost_s)
-        zero_free[key] += zero_free_sqrt_s(numel)
+        sibling = (max(0.0, int(next_dur) / 1e9 - table.profiler_cost_s)
+                   if next_name in SQRT_SIBLINGS and next_dur is not None
+                   and _first_numel(next_shapes) == numel else None)
+        zero_free[key] += zero_free_sqrt_s(numel, sibling)
     # within SQRT_NOISE_RATIO of the price, the sqrt ran slow, not on zeros: no excess
     per_step = {k: step_sqrt_excess_s(took[k], zero_free[k]) for k in took}
     if per_step and has_column(ctx.run, "steps", "optimizer_faults"):

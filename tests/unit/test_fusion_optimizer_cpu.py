@@ -322,6 +322,11 @@ def test_a_zero_free_sqrt_is_priced_by_its_call_and_its_elements():
     free = zero_free_sqrt_s(65536)
     assert step_sqrt_excess_s(free, free) == 0.0 and step_sqrt_excess_s(0.5 * free, free) == 0.0
     assert step_sqrt_excess_s(379e-6, free) == pytest.approx(379e-6 - free)
+    # AND where the loop's next op on the same elements (Adam's division) took more than that
+    # price on this run's CPU, that time is the zero-free sqrt's: a 5 us division makes a 5 us
+    # sqrt no penalty; a faster one leaves the price as it is
+    assert zero_free_sqrt_s(4096, sibling_s=5e-6) == 5e-6
+    assert zero_free_sqrt_s(4096, sibling_s=1e-6) == zero_free_sqrt_s(4096)
 
 
 def test_a_steps_sqrt_within_twice_its_zero_free_price_ran_slow_not_on_zeros():

@@ -86,9 +86,15 @@ def fused_cpu_s(n_tensors: int, pbytes: int) -> float:
     return n_tensors * FUSED_CPU_S_PER_TENSOR + pbytes * FUSED_CPU_S_PER_PARAM_BYTE
 
 
-def zero_free_sqrt_s(numel: int) -> float:
-    """The most a sqrt of ``numel`` floats with no zeros in it costs."""
-    return SQRT_CALL_S + numel * SQRT_S_PER_ELEMENT
+def zero_free_sqrt_s(numel: int, sibling_s: float | None = None) -> float:
+    """The most a sqrt of ``numel`` floats with no zeros in it costs: its price, or, where the
+    loop's next op on the same elements was measured (``sibling_s``: Adam's ``/
+    bias_correction2_sqrt``, Adagrad's and RMSprop's ``.add_(eps)``, which zeros do not slow),
+    that op's time if more. The price was fitted on one CPU; the sibling is this run's own: a
+    small sqrt took 4-6 us a call on an AMD EPYC against the 2 us priced, so a zero-free loop
+    of small tensors read as twice its price there (CI's rehearsal of fd87883)."""
+    priced = SQRT_CALL_S + numel * SQRT_S_PER_ELEMENT
+    return max(priced, sibling_s) if sibling_s is not None else priced
 
 
 def step_sqrt_excess_s(took_s: float, zero_free_s: float) -> float:
