@@ -85,6 +85,15 @@ def off_cpu(slow: list[Row], n_steps: int, rank: int) -> tuple[str, str]:
     return title, fix
 
 
+def once(row: Row, n_steps: int, rank: int, med: float) -> tuple[str, str]:
+    title = (f"Step {row[0]} of {n_steps} on rank {rank} ran {row[3] / med:.1f}x the median "
+             "once, with nothing dsprof saw it do differently: one sample, not a pattern")
+    fix = ("# Nothing to change in the script yet: the step waited for no data, ran no\n"
+           "# line the others did not, and had no collection. Run more steps to\n"
+           "# see whether it recurs.")
+    return title, fix
+
+
 def jitter(slow: list[Row], n_steps: int, rank: int, med: float,
            min_slowdown: float) -> tuple[str, str]:
     title = (f"{len(slow)} of {n_steps} steps on rank {rank} ran up to "

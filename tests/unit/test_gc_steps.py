@@ -43,14 +43,26 @@ def test_a_collection_is_set_aside_from_the_verdict_on_other_outliers(tmp_path):
     assert "Left out: step 24 (21.0 ms, generation 2)" in f.explanation
 
 
-def test_the_same_outlier_without_a_collection_is_still_a_finding(tmp_path):
-    # GIVEN the 16 ms step of the first test, but no collection ran in it
+def test_the_same_outliers_without_a_collection_are_still_a_finding(tmp_path):
+    # GIVEN the 16 ms step of the first test, twice and at no stride, with no collection
+    durs = list(STEADY)
+    durs[17] = durs[24] = 16
+    with load(make_run(tmp_path / "r", durs, cpu_ms=durs, gc_ms={5: (0.1, 0)})) as run:
+        (f,) = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN they are outliers that did more work, a saving to look for
+    assert f.kind == "steps.outliers" and f.saving_s > 0
+
+
+def test_a_lone_outlier_with_nothing_seen_to_differ_is_one_sample_not_a_saving(tmp_path):
+    # GIVEN the same 16 ms step once, on the CPU all the while (what a VM's stolen time, page
+    # reclaim or a lower clock look like from the thread's CPU time too)
     durs = list(STEADY)
     durs[24] = 16
     with load(make_run(tmp_path / "r", durs, cpu_ms=durs, gc_ms={5: (0.1, 0)})) as run:
         (f,) = analyze(run, only=("step_outliers",), write=False).findings
-    # THEN it is an outlier that did more work, a saving to look for
-    assert f.kind == "steps.outliers" and f.saving_s > 0
+    # THEN it is noise, said as one sample, with no saving and no rank
+    assert f.kind == "steps.noise" and f.saving_s == 0 and f.severity == "info"
+    assert f.data["steps"] == [24] and "once" in f.title and "Run more steps" in f.fix
 
 
 SCRIPT = textwrap.dedent("""
