@@ -21,7 +21,8 @@ Algorithm: the saving per instance is :func:`fusion_chains.chain_saving` (interm
 over the measured bandwidth, plus the per-op overhead of the ops removed), the backward part
 scaled in proportion, summed over instances and divided by the profiled steps. On a CPU run a
 GELU library-op swap is priced instead by :func:`library_cost.cpu_swap_saving` (ops and bytes
-removed at costs measured in training, less the library op's own compute), and a hand RMSNorm
+removed at costs measured in training, less the library op's own compute; ranked or not by
+:mod:`dsprof.analyzers.fusion_cpu_price`), and a hand RMSNorm
 is found with no saving (``aten::rms_norm``'s CPU backward is the same composite ops). The fix that
 dsprof can apply is the library op itself (``DS_LIBRARY_OP=<module>=gelu_tanh``) where the chain
 is its module's whole forward, and otherwise ``DS_COMPILE=<modules>`` (torch.compile of the
@@ -37,6 +38,7 @@ import re
 from collections import defaultdict
 
 from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix, hf_library_module
+from dsprof.analyzers.fusion_cpu_price import price_cpu_swap
 from dsprof.analyzers.fusion_fixes import (
     COMPILED_CALL_S,
     CPU_COMPUTE_BOUND_KINDS,
@@ -49,7 +51,6 @@ from dsprof.analyzers.fusion_fixes import (
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
 from dsprof.metrics.memory.library_swap import LIBRARY_CALL, swap_memory
-from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 from dsprof.metrics.ops.fusion_chains import (
     CONV,
     MATMUL,
@@ -66,13 +67,10 @@ from dsprof.metrics.ops.library_cost import (
     INTERMEDIATE_S_PER_BYTE,
     OP_REMOVED_S,
     LibraryCost,
-    chain_dtype,
     fault_shares,
     library_cost,
-    library_op_saving,
     swap_fault_pages,
     swap_faults,
-    uncalibrated,
 )
 from dsprof.metrics.ops.optable import OpTable
 from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S
@@ -81,9 +79,9 @@ MIN_SAVING_S = 20e-6
 UNATTRIBUTED = "(no module)"
 """Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
 MIN_STEP_SHARE = 0.005
-# A CPU swap whose fault credit is more than this share of its fault-free price is a range,
-# not a number: it is found, priced at the lower end, and not ranked (library_cost.swap_faults).
-FAULT_RANGE = 0.25
+# A CPU library-op swap whose price may be off by more than this share (library_cost.
+# price_spread) is found and not ranked: the judge (benchmarks/advice.py) asks 25 %.
+MAX_PRICE_SPREAD = 0.25
 # In training, BatchNorm cannot be folded into the conv (its statistics are the batch's), so the
 # fix is torch.compile of the block: on a GPU one Triton pass for BN + ReLU; on a CPU it measured
 # slower every time (benchmarks/advice.py: cnn 41.8 ms a step, mobilenet_v3 3.1 ms). There it is
@@ -213,32 +211,9 @@ class FusionAnalyzer(Analyzer):
                 cost = library_cost(ctx.run, library, table.profiler_cost_s,
                                     table.steps_filter)
                 if cost is not None:
-                    faults = shares.get(key, 0.0)
-                    faults = faults if faults >= 1 else 0.0  # under one a step: no recurring cost
-                    priced = (sum(library_op_saving(c, b > 0, cost) for c, _, _, b in items)
-                              / table.n_steps)
-                    # the claim is the calibrated price; the faults it may also take away are
-                    # said, not added (quiet judges measured the swap below price + faults)
-                    saving = priced
-                    unknown = uncalibrated(library, chain_numel(items[0][0]) or 0,
-                                           chain_dtype(items[0][0]),
-                                           has_backward=any(b > 0 for _, _, _, b in items))
-                    if unknown is None and saving < MIN_PRICED_CPU_S:
-                        unknown = (f"a swap priced under {MIN_PRICED_CPU_S * 1e3:.2f} ms on "
-                                   "CPU: verify measured such savings up to 0.08 ms away from "
-                                   "their price and between sittings (the tiny GPT-2's: 0.17 "
-                                   "ms priced, 0.10-0.33 ms measured; metrics/noise_floor.py)")
-                    if unknown is None and faults * PAGE_FAULT_S > FAULT_RANGE * priced:
-                        # whether the faults go with the chain is the heap's to say: the
-                        # claim is a range wider than the judge's band, so not ranked
-                        unknown = (f"a swap priced {priced * 1e3:.2f} ms, up to "
-                                   f"{(priced + faults * PAGE_FAULT_S) * 1e3:.2f} ms if this "
-                                   f"run's {faults:.0f} page "
-                                   f"faults {ctx.per_step} go with it: malloc decides, and "
-                                   "the same swap measured 4.3-8.3 ms between sittings "
-                                   "(fusion_mlp and convnext_gelu, priced 5.02 ms without "
-                                   "faults; benchmarks/advice.py)")
-                        faults = 0.0
+                    saving, unknown, faults = price_cpu_swap(
+                        ctx, table, library, items, cost, shares.get(key, 0.0),
+                        MAX_PRICE_SPREAD)
             if library is None and not table.device:
                 # the fix compiles the module: each call pays dynamo's guards and the compiled
                 # graph's wrapper, forward and backward, which small chains do not win back

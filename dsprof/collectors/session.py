@@ -45,6 +45,7 @@ from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
 from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
+from dsprof.collectors.library_pace import measure_library_pace
 from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.process_facts import default_backend as _backend
@@ -174,6 +175,8 @@ class Session:
             "start_ns": self.steps.start_ns,
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
             "host_bandwidth": measure_host_bandwidth(),
+            # CPU runs: the library GELU's rate, which decides its swap's saving there
+            **({"library_pace": measure_library_pace()} if self.device.kind == "cpu" else {}),
             "knobs": self.knobs.report(),
             "precision": precision_state(),
         }

@@ -66,6 +66,12 @@ def test_fusion_findings_name_the_module_the_chain_and_a_saving(mlp_run):
     # costs measured in training, not at it (metrics/ops/library_cost.py)
     assert meta(mlp_run)["host_bandwidth"]["bytes_per_s"] > 1e8
     assert "measured in training at full speed" in gelu["explanation"]
+    # AND so was the library GELU's own rate, on the run's one thread, and it is the one the
+    # swap's price subtracts (collectors/library_pace.py)
+    pace = meta(mlp_run)["library_pace"]
+    assert pace["threads"] == 1 and all(0 < r < 50e-9 for r in pace["gelu_tanh"])
+    assert gelu["data"]["library_s_per_element"] == pace["gelu_tanh"]
+    assert gelu["data"]["library_cost_source"] == "timed at session start"
     # AND precision advice is skipped on a CPU run, with the reason
     assert "no GPU kernels" in found["_skipped"]["precision"]
     # AND full speed means after step 1 and outside the window (steps 3-4, warm-up 2, save 5),

@@ -155,8 +155,11 @@ def _new_gelu(shape: tuple[int, ...], t_us: float) -> list[Op]:
     ((2048, 256), 2485),
 ])
 def test_a_library_gelu_on_cpu_saves_what_was_measured_in_training(shape, total_us):
-    from dsprof.analyzers.fusion import library_op_saving
-    from dsprof.metrics.ops.library_cost import CALIBRATED_S_PER_ELEMENT, LibraryCost
+    from dsprof.metrics.ops.library_cost import (
+        CALIBRATED_S_PER_ELEMENT,
+        LibraryCost,
+        library_op_saving,
+    )
 
     called = frozenset({"M", "M.blocks.0", "M.blocks.0.act"})
     cost = LibraryCost(*CALIBRATED_S_PER_ELEMENT["gelu_tanh"], "calibrated (one thread)")
@@ -174,8 +177,7 @@ def test_a_library_gelu_on_cpu_saves_what_was_measured_in_training(shape, total_
 
 
 def test_a_library_op_dearer_than_the_chain_saves_nothing():
-    from dsprof.analyzers.fusion import library_op_saving
-    from dsprof.metrics.ops.library_cost import LibraryCost
+    from dsprof.metrics.ops.library_cost import LibraryCost, library_op_saving
 
     (chain,) = find_chains(_new_gelu((2048, 256), t_us=25),
                            frozenset({"M", "M.blocks.0", "M.blocks.0.act"}))
@@ -184,7 +186,7 @@ def test_a_library_op_dearer_than_the_chain_saves_nothing():
 
 
 def test_the_chain_dtype_is_its_output_tensors():
-    from dsprof.analyzers.fusion import chain_dtype
+    from dsprof.metrics.ops.library_cost import chain_dtype
 
     (fp32,) = find_chains(_new_gelu((64, 256), t_us=25), frozenset({"M", "M.blocks.0",
                                                                     "M.blocks.0.act"}))

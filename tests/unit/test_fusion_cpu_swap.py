@@ -15,11 +15,12 @@ X = "[[2048, 2048]]"
 
 
 def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19,
-         backward: bool = True, saved_bytes: int | None = None, step_ms: float = 20) -> Run:
+         backward: bool = True, saved_bytes: int | None = None, step_ms: float = 20,
+         pace: object = None) -> Run:
     """One profiled forward of ``chain`` ((name, input shapes, dtypes), 1 ms an op) as the whole
     forward of ``module``, and (``backward``) each op's autograd node run in the backward
     (linked by the op's sequence number, 0.5 ms each), in step 1 of two 20 ms steps on an idle
-    machine."""
+    machine; ``pace`` is meta's ``library_pace`` when given."""
     ops = [{"id": i + 1, "step": 1, "name": "aten::" + n, "cat": "cpu_op", "thread": 1,
             "start_ns": (1 + i) * MS, "dur_ns": MS, "phase": "forward",
             "input_shapes": shapes, "dtypes": dtypes, "module": module, "seq": 100 + i}
@@ -35,8 +36,9 @@ def _run(chain: list[tuple[str, str, str]], module: str, cpu_ms: float = 19,
                                   "param_bytes": 0, "activation_bytes": saved_bytes,
                                   "self_activation_bytes": saved_bytes, "calls": 1}, rank=0)}
                if saved_bytes is not None else {})
-    return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
-                           steps=st, ops=table(*ops), **modules)
+    meta = {**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10},
+            **({"library_pace": pace} if pace is not None else {})}
+    return Run.from_tables(meta=meta, steps=st, ops=table(*ops), **modules)
 
 
 def _fusion(run: Run):
@@ -57,6 +59,50 @@ def test_a_float32_gelu_swap_on_cpu_is_ranked_at_the_calibrated_costs():
     assert f.kind == "fusion.hand_gelu" and f.apply == {"DS_LIBRARY_OP": "M.act=gelu_tanh"}
     assert f.saving_s > 0 and f.severity != "info" and "impact_unknown" not in f.data
     assert "measured in training at full speed" in f.explanation
+
+
+def test_the_library_rate_timed_at_session_start_prices_the_swap():
+    # GIVEN the same chain on a CPU whose session timed F.gelu at twice the calibrated rate
+    # (a 2-core AMD EPYC, AVX2: 3.33 and 3.48 ns an element on one thread)
+    calibrated = _fusion(_run(_gelu("float"), "M.act"))
+    paced = _fusion(_run(_gelu("float"), "M.act",
+                         pace={"gelu_tanh": [3.33e-9, 3.48e-9], "threads": 1}))
+    # THEN that rate is the one subtracted, and the price is lower by the difference
+    assert paced.data["library_cost_source"] == "timed at session start"
+    assert paced.data["library_s_per_element"] == [3.33e-9, 3.48e-9]
+    gap = 2048 * 2048 * ((3.33 + 3.48) - (1.75 + 2.45)) * 1e-9 / 2  # one instance, 2 steps
+    assert paced.saving_s == pytest.approx(calibrated.saving_s - gap, rel=1e-6)
+    # AND a price that is the difference of two like costs is said, not ranked: 10 % off in
+    # either moves it past the judge's 25 % (fusion_mlp there: 2.28 ms = 9.42 - 7.14)
+    assert paced.severity == "info" and "Impact unknown; verify to measure" in paced.explanation
+    assert "moves the price by" in paced.data["impact_unknown"]
+    assert "timed at session start" in paced.data["impact_unknown"]
+
+
+@pytest.mark.parametrize("pace", [
+    {"gelu_tanh": [3.33e-9, 3.48e-9], "threads": 2},  # the chain's rates are one thread's
+    {"gelu_tanh": ["3e-9", 3.48e-9], "threads": 1},
+    {"gelu_tanh": [True, 3.48e-9], "threads": 1},
+    {"gelu_tanh": [-1.0, 3.48e-9], "threads": 1},
+    {"gelu_tanh": [3.33e-9], "threads": 1},
+    {"gelu_tanh": [1.0, 1.0], "threads": 1},
+    "fast",
+])
+def test_a_library_pace_not_timed_on_one_thread_or_not_two_rates_is_not_used(pace):
+    # GIVEN a run directory whose library_pace is another thread count's, or not rates
+    f = _fusion(_run(_gelu("float"), "M.act", pace=pace))
+    # THEN the calibrated rate prices the swap, as for a run that recorded none
+    assert f.data["library_cost_source"] == "calibrated (one thread)" and f.severity != "info"
+
+
+def test_the_price_spread_is_each_terms_error_over_the_difference():
+    from dsprof.metrics.ops.library_cost import TERM_ERROR, price_spread
+
+    # the calibrating machine's fusion_mlp: 9.43 ms of chain less 4.40 of library op
+    assert price_spread(9.43, 4.40, 5.03) == pytest.approx(
+        TERM_ERROR * (9.43 ** 2 + 4.40 ** 2) ** 0.5 / 5.03)
+    assert price_spread(9.43, 4.40, 5.03) < 0.25 < price_spread(9.42, 7.14, 2.28)
+    assert price_spread(1.0, 2.0, 0.0) == float("inf")
 
 
 def test_an_inference_only_gelu_swap_on_cpu_is_not_ranked():

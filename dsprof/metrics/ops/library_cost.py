@@ -8,10 +8,15 @@ chain's own time, where the bandwidth model prices the fused kernel at ~0.1 ns (
 The fusion analyzer takes this cost off what the swap removes (fusion_mlp's hand GELU: the
 bytes model alone predicted 2.3-4.6x the thread CPU time the swap saved, benchmarks/advice.py).
 
-Where the run itself calls the library op (``aten::gelu`` / ``aten::gelu_backward`` elsewhere
-in the model), its measured time per element is used; otherwise the calibrated per-element
-cost above, for one thread (more intra-op threads make the library op cheaper, so the saving
-predicted is then a lower bound).
+The library op's rate is the one its session timed on this machine at start, on one thread
+(meta ``library_pace``, collectors/library_pace.py: 3.3-3.6 ns an element forward and 3.5
+backward on a 2-core AMD EPYC with AVX2, twice the rate above, while the chain's own ops and
+bytes cost there about what the rule gives); else, where the run itself calls the library op
+(``aten::gelu`` / ``aten::gelu_backward`` elsewhere in the model), its measured time per
+element; otherwise the calibrated per-element cost above, for one thread (more intra-op threads
+make the library op cheaper, so the saving predicted is then a lower bound). Since the price is
+the difference of two like costs, :func:`price_spread` says how far the terms' errors may move
+it, and a swap it moves past the judge's band is not ranked (analyzers/fusion_cpu_price.py).
 
 What the swap removes (:func:`cpu_swap_saving`) is priced from the chain's structure, not from
 its profiled time: the ops it removes and the intermediate bytes they move, at costs measured
@@ -92,6 +97,12 @@ _ATEN = {"gelu_tanh": ("aten::gelu", "aten::gelu_backward"),
 OP_REMOVED_S = (3.2e-6, 3.7e-6)
 INTERMEDIATE_S_PER_BYTE = (0.069e-9, 0.070e-9)
 CALIBRATED_DTYPES = frozenset({"float"})
+# How well either term of a swap's price is known on a machine it was not fitted on: the
+# chain's ops and bytes priced 9.43 ms a step for fusion_mlp's two GELUs and cost about 10.2
+# on a 2-core AMD EPYC (its swap saved 2.5 ms, its library op timed 7.65 ms: +8 %), and the
+# library op's own rate moved 3-7 % between that EPYC's sittings. A price whose terms' errors
+# move it by more than the judge's 25 % is said, not ranked (analyzers/fusion.py).
+TERM_ERROR = 0.10
 # Elements of a chain's tensor between which the rule over-predicted (in-cache intermediates).
 IN_CACHE_ELEMENTS = (16384, 262144)
 
@@ -142,7 +153,7 @@ class LibraryCost:
 
     forward_s: float
     backward_s: float
-    source: str  # "measured in this run" or "calibrated (one thread)"
+    source: str  # "timed at session start", "measured in this run" or "calibrated (one thread)"
 
     def seconds(self, numel: int, backward: bool) -> float:
         return numel * (self.forward_s + (self.backward_s if backward else 0.0))
@@ -150,11 +161,17 @@ class LibraryCost:
 
 def library_cost(run, library: str, profiler_cost_s: float,
                  steps_filter: str = "") -> LibraryCost | None:
-    """The per-element cost of ``library`` on this CPU run: measured where the run calls it
-    (each call's time less the profiler's per-op cost, over its elements), else calibrated;
-    None for a library op with neither."""
+    """The per-element cost of ``library`` on this CPU run: the rate its session timed on this
+    machine (meta ``library_pace``, collectors/library_pace.py), else measured where the run
+    calls it (each call's time less the profiler's per-op cost, over its elements), else
+    calibrated; None for a library op with none. The session's timing comes first: it is the
+    op alone at full speed, where a profiled call is timed in a window whose steps fault in
+    the profiler's pages."""
     if library not in CALIBRATED_S_PER_ELEMENT:
         return None
+    paced = session_pace(getattr(run, "meta", None), library)
+    if paced is not None:
+        return LibraryCost(paced[0], paced[1], "timed at session start")
     fwd_cal, bwd_cal = CALIBRATED_S_PER_ELEMENT[library]
     measured = []
     for name in _ATEN[library]:
@@ -176,6 +193,52 @@ def library_cost(run, library: str, profiler_cost_s: float,
     if measured[0] is not None and measured[1] is not None:
         return LibraryCost(measured[0], measured[1], "measured in this run")
     return LibraryCost(fwd_cal, bwd_cal, "calibrated (one thread)")
+
+
+def session_pace(meta: dict | None, library: str) -> tuple[float, float] | None:
+    """(forward, backward) seconds an element that the session timed for ``library`` (meta
+    ``library_pace``), or None: no such record (imports, GPU runs, runs recorded before it),
+    or not two rates between 0 and 1 us an element (a run directory is data, never trusted),
+    or timed on more than one thread."""
+    pace = meta.get("library_pace") if isinstance(meta, dict) else None
+    if not isinstance(pace, dict) or pace.get("threads") != 1:
+        # the chain's rates (OP_REMOVED_S, INTERMEDIATE_S_PER_BYTE) are one thread's: a library
+        # op timed on more (1.78 ns an element on two, 3.3 on one) is not its counterpart
+        return None
+    rates = pace.get(library)
+    if not isinstance(rates, list) or len(rates) != 2:
+        return None
+    if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1e-6
+               for r in rates):
+        return None
+    return float(rates[0]), float(rates[1])
+
+
+def price_spread(chain_s: float, library_s: float, priced_s: float) -> float:
+    """How far the price ``priced_s`` (``chain_s`` the swap removes less ``library_s`` the
+    library op still computes) may be off, as a share of it: each term taken as known within
+    ``TERM_ERROR``, the two errors independent (root sum of squares). Infinite for a price of
+    zero or less."""
+    if priced_s <= 0:
+        return float("inf")
+    return TERM_ERROR * (chain_s ** 2 + library_s ** 2) ** 0.5 / priced_s
+
+
+def spread_reason(terms: list[tuple[float, float]], n_steps: int, priced: float,
+                  cost: LibraryCost, limit: float, per_step: str) -> str | None:
+    """Why ``priced``, the price a step of a swap whose instances have these
+    :func:`swap_terms`, is too uncertain to rank (its :func:`price_spread` over ``limit``),
+    else None."""
+    removed = sum(r for r, _ in terms) / n_steps
+    computed = sum(k for _, k in terms) / n_steps
+    spread = price_spread(removed, computed, priced)
+    if spread <= limit:
+        return None
+    return (f"a swap priced {priced * 1e3:.2f} ms {per_step} as {removed * 1e3:.2f} ms of the "
+            f"chain's ops and intermediates less {computed * 1e3:.2f} ms that the library op "
+            f"still computes ({cost.source}): {TERM_ERROR:.0%} off in either term (the "
+            f"chain's rate was fitted on another CPU) moves the price by "
+            + ("more than all of it" if spread == float("inf") else f"{spread:.0%}"))
 
 
 def cpu_swap_saving(n_ops: int, intermediate_bytes: int, numel: int, has_backward: bool,
@@ -216,20 +279,28 @@ def uncalibrated(library: str, numel: int, dtype: str | None,
     return None
 
 
-def library_op_saving(chain: Chain, has_backward: bool, cost: LibraryCost) -> float:
-    """Seconds one instance saves when the library op replaces it on CPU, at full speed: the
-    chain's ops less one and its intermediate bytes, priced at what they cost in a training
-    step, less what the library op still computes on the chain's elements (compute-bound on
-    CPU, not a free pass over x and y). Never from the chain's profiled time: profiled under
+def swap_terms(chain: Chain, has_backward: bool, cost: LibraryCost) -> tuple[float, float]:
+    """(what the chain's ops less one and its intermediate bytes cost in a training step, what
+    the library op still computes on the chain's elements), seconds for one instance, forward
+    and (``has_backward``) backward. Never from the chain's profiled time: profiled under
     load with memory recording, fusion_mlp's GELU ops ran 4x their plain-script time, and the
     tiny GPT-2's 8-op chain took 0.19 ms an instance forward, about 0.08 ms at full speed
     (metrics/ops/library_cost.py)."""
     numel = chain_numel(chain)
     if numel is None:
-        return 0.0
+        return 0.0, 0.0
     total, fused = chain_bytes(chain)
-    fwd, bwd = cpu_swap_saving(len(chain.ops), total - fused, numel, has_backward, cost)
-    return max(0.0, fwd + bwd)
+    free = LibraryCost(0.0, 0.0, "")
+    fwd, bwd = cpu_swap_saving(len(chain.ops), total - fused, numel, has_backward, free)
+    return fwd + bwd, cost.seconds(numel, has_backward)
+
+
+def library_op_saving(chain: Chain, has_backward: bool, cost: LibraryCost) -> float:
+    """Seconds one instance saves when the library op replaces it on CPU, at full speed
+    (:func:`swap_terms`: the chain's cost less the library op's, compute-bound on CPU, not a
+    free pass over x and y)."""
+    removed, computed = swap_terms(chain, has_backward, cost)
+    return max(0.0, removed - computed)
 
 
 def chain_dtype(chain: Chain) -> str | None:
