@@ -176,7 +176,8 @@ class Session:
             "clock": {"kind": "epoch_ns", "rank_offsets_ns": {str(self.rank): 0}},
             "host_bandwidth": measure_host_bandwidth(),
             # CPU runs: the library GELU's rate, which decides its swap's saving there
-            **({"library_pace": measure_library_pace()} if self.device.kind == "cpu" else {}),
+            **({"library_pace": pace} if self.device.kind == "cpu"
+               and (pace := measure_library_pace()) is not None else {}),
             "knobs": self.knobs.report(),
             "precision": precision_state(),
         }

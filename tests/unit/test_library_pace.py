@@ -29,3 +29,10 @@ def test_the_rate_is_the_ops_compute_not_fresh_pages():
     # timed the backward at 6.0 ns an element, then 3.5 once malloc kept the pages)
     for a, b in zip(first["gelu_tanh"], second["gelu_tanh"]):
         assert 0.5 < a / b < 2.0
+
+
+def test_a_torch_that_cannot_run_the_ops_so_records_no_pace(monkeypatch):
+    # GIVEN a torch whose aten::gelu has no out= overload taking `approximate` (older builds)
+    monkeypatch.setattr(torch.ops.aten, "gelu", object())
+    # THEN nothing is recorded and the session goes on (the analyzer prices as before)
+    assert measure_library_pace() is None
