@@ -5,7 +5,7 @@ chain's ops and intermediates cost less what the library op still computes
 (``metrics/ops/library_cost.py``). Both are a few ns an element, and the saving is their
 difference, so the library op's rate decides it: ``F.gelu(x, approximate="tanh")`` ran 1.75 ns
 an element forward and 2.45 backward on the machine the rule was calibrated on, and 3.3-3.6 and
-3.6-4.2 on a 2-core AMD EPYC (AVX2) where the chain's own ops cost about the same (fusion_mlp:
+3.5 on a 2-core AMD EPYC (AVX2) where the chain's own ops cost about the same (fusion_mlp:
 the swap saved 4.97 ms a step there, 2.5 here, against 5.02 priced). The calibrated rate then
 priced this machine's swap at twice what it saved (benchmarks/advice.py).
 
@@ -13,9 +13,10 @@ So a CPU session times the library op itself: ``aten::gelu`` on a float32 tensor
 elements (2 MiB, fusion_mlp's activation, above the in-cache band the rule leaves out) and
 ``aten::gelu_backward`` on the same, each into an output paged in once (its compute, which is
 what the rule subtracts; the chain's allocations are in the chain's price), a first call and
-then the best of three each, with the threads the process has at start. No autograd graph is built (the backward is called as the
-aten op), no module is made (the module hooks never see it), and the tensors are freed before
-the script starts. About 15 ms on that EPYC, beside the bandwidth copy's 20-50.
+then the best of three each, with the threads the process has at start. No autograd graph is
+built (the backward is called as the aten op), no module is made (the module hooks never see
+it), and the tensors are freed before the script starts. About 22 ms on one thread of that
+EPYC (14 on two), beside the bandwidth copy's 20-50.
 """
 
 from __future__ import annotations

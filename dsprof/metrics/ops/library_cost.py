@@ -98,8 +98,8 @@ OP_REMOVED_S = (3.2e-6, 3.7e-6)
 INTERMEDIATE_S_PER_BYTE = (0.069e-9, 0.070e-9)
 CALIBRATED_DTYPES = frozenset({"float"})
 # How well either term of a swap's price is known on a machine it was not fitted on: the
-# chain's ops and bytes priced 9.43 ms a step for fusion_mlp's two GELUs and cost about 10.2
-# on a 2-core AMD EPYC (its swap saved 2.5 ms, its library op timed 7.65 ms: +8 %), and the
+# chain's ops and bytes priced 9.42 ms a step for fusion_mlp's two GELUs and cost about 9.6
+# on a 2-core AMD EPYC (its swap saved 2.5 ms, its library op timed 7.14 ms: +2 %), and the
 # library op's own rate moved 3-7 % between that EPYC's sittings. A price whose terms' errors
 # move it by more than the judge's 25 % is said, not ranked (analyzers/fusion.py).
 TERM_ERROR = 0.10
