@@ -6,7 +6,7 @@ strings, so a column named ``0; COPY (SELECT 'x') TO '/path'; SELECT 1`` interpo
 SELECT list writes a file. The rules, used everywhere SQL is built:
 
 - values are always bound parameters (``?``), never formatted in;
-- a column name that came from the data is first checked against ``dsprof/schema.py``
+- a column name that came from the data is first checked against ``dsprof/schema/``
   (:func:`table_columns` only returns schema columns) and then quoted (:func:`ident`);
 - a path is a quoted string literal (:func:`literal`), used only where DuckDB takes no
   parameter (``CREATE VIEW ... read_parquet(...)``), and never a glob (:func:`parquet_files`).
@@ -86,7 +86,7 @@ def table_name(name: str) -> str:
     """A table's name, quoted, once it is known to be one of the schema's tables.
 
     Raises:
-        ValueError: ``name`` is not a table of ``dsprof/schema.py``.
+        ValueError: ``name`` is not a table of ``dsprof/schema/``.
     """
     if name not in TABLES:
         raise ValueError(f"{name!r} is not a dsprof table")

@@ -1,6 +1,6 @@
 """The values the run directory's columns take, and the names dsprof's own spans carry.
 
-The tables themselves are declared in ``dsprof/schema.py``; this module holds what their
+The tables themselves are declared in ``dsprof/schema/``; this module holds what their
 columns are filled with, defined once: the phases of a step, kernel kinds and categories, memory
 categories in priority order, the span names dsprof writes into a trace, and the bytes per
 element of every dtype spelling traces use. Times are int64 nanoseconds on the run clock and

@@ -6,7 +6,7 @@ from its tables when a command first asks (:meth:`dsprof.run.Run.aggregate`). Bo
 :func:`compute_aggregates`, so a stored aggregate and one computed on the fly are the same rows
 by construction (the aggregates test compares them on real traces).
 
-What each holds (``dsprof/schema.py`` and ``docs/format.md`` have the columns):
+What each holds (``dsprof/schema/`` and ``docs/format.md`` have the columns):
 
 * ``rank_totals``: one row per ingested rank (also the marker that a run has aggregates): op
   and kernel counts, ops inside steps, and the ``ProfilerStep#N`` names the rank has (how many,

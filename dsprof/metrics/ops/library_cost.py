@@ -169,7 +169,7 @@ def library_cost(run, library: str, profiler_cost_s: float,
     the profiler's pages."""
     if library not in CALIBRATED_S_PER_ELEMENT:
         return None
-    paced = session_pace(getattr(run, "meta", None), library)
+    paced = session_pace(run.meta, library)
     if paced is not None:
         return LibraryCost(paced[0], paced[1], "timed at session start")
     fwd_cal, bwd_cal = CALIBRATED_S_PER_ELEMENT[library]

@@ -1,0 +1,93 @@
+"""What else the process did: its DataLoaders, the device's sampled metrics (NVML), and the
+NaN/Inf anomalies an anomaly-check run found."""
+
+from __future__ import annotations
+
+from dsprof.schema.spec import BOOL, F64, I32, I64, STR, Column, Table
+
+DATALOADERS = Table(
+    "dataloaders",
+    "One row per DataLoader the script iterated: its settings and the time the training thread "
+    "waited for its batches (recorded for the whole run, not only profiled steps).",
+    (
+        Column("rank", I32, "process rank"),
+        Column("loader", I32, "index of the DataLoader in the order it was first iterated"),
+        Column("site", STR, "file:line of the user code that iterated it (the loop)"),
+        Column("dataset", STR, "dataset class name"),
+        Column("batch_size", I64, "DataLoader batch_size (null with a batch_sampler)"),
+        Column("num_workers", I32, "worker processes (0: batches load on the training thread)"),
+        Column("pin_memory", BOOL, "pin_memory setting"),
+        Column("persistent_workers", BOOL, "persistent_workers setting"),
+        Column("prefetch_factor", I32, "batches prefetched per worker (null with 0 workers)"),
+        Column("iterators", I32, "passes started over it (iter() calls: one per epoch)"),
+        Column("batches", I64, "batches returned"),
+        Column("wait_ns", I64, "total time inside __next__, ns"),
+        Column("wait_cpu_ns", I64,
+               "CPU time of the training thread inside __next__, ns (close to wait_ns: loading "
+               "is compute on that thread; far below: it waited for workers, disk or network)"),
+        Column("first_wait_ns", I64,
+               "total time of the first __next__ of each pass (worker start-up unless "
+               "persistent), ns"),
+        Column("batch_tensors", I32,
+               "tensors in the loader's first batch (nested tuples, lists, dicts): what a worker "
+               "hands over per batch; null when it held none, and for runs recorded before this "
+               "column"),
+        Column("batch_bytes", I64, "bytes of those tensors; null where batch_tensors is"),
+        Column("cpu_count", I32, "CPUs usable by the process (os.sched_getaffinity)"),
+        Column("torch_threads", I32, "torch.get_num_threads() at the end of the run"),
+    ),
+)
+
+DEVICE_SAMPLES = Table(
+    "device_samples",
+    "Host and GPU metrics sampled by a background thread for the whole run (every "
+    "DSPROF_SAMPLE_MS); GPU columns are null without an NVIDIA GPU and NVML.",
+    (
+        Column("rank", I32, "process rank"),
+        Column("ts_ns", I64, "sample time, ns on the run clock"),
+        Column("step", I64, "step the sample falls in (null outside steps)"),
+        Column("device", I32, "GPU index sampled (null when only the host is sampled)"),
+        Column("cpu_util", F64, "CPU utilization of the process since the previous sample, "
+               "percent of one core (can exceed 100)"),
+        Column("rss_bytes", I64, "resident set size of the process, bytes"),
+        Column("gpu_util", F64, "NVML GPU utilization: percent of the last sample period a "
+               "kernel was running"),
+        Column("mem_util", F64, "NVML memory utilization: percent of the period device memory "
+               "was read or written"),
+        Column("mem_used", I64, "device memory in use (all processes), bytes"),
+        Column("power_w", F64, "board power draw, watts"),
+        Column("sm_clock_mhz", I64, "SM clock, MHz"),
+        Column("temp_c", I64, "GPU temperature, degrees Celsius"),
+        Column("tensor_util", F64, "Hopper GPM: percent of SM time doing any Tensor Core work "
+               "over the last GPM interval (at least 100 ms; null before Hopper)"),
+        Column("sm_util", F64, "Hopper GPM: percent of SMs busy over the last GPM interval "
+               "(at least 100 ms; null before Hopper)"),
+    ),
+)
+
+ANOMALIES = Table(
+    "anomalies",
+    "The first op whose floating output held a NaN or Inf (dsprof run --detect-anomaly, or "
+    "DS_LOG_LEVEL=DEBUG): one row per rank that stopped.",
+    (
+        Column("rank", I32, "process rank"),
+        Column("step", I64, "step the op ran in"),
+        Column("ts_ns", I64, "when it was found, ns on the run clock"),
+        Column("op", STR, "the op, as the dispatcher names it (aten.div.Tensor)"),
+        Column("module", STR, "module path it ran in (forward) or for (backward), null if none"),
+        Column("phase", STR, "forward | backward | optimizer | other"),
+        Column("autograd_node", STR, "the autograd node running it in backward (DivBackward0)"),
+        Column("site", STR, "file:line of the innermost script frame that led to it"),
+        Column("code", STR, "the source text of that line"),
+        Column("kind", STR, "nan | inf | nan+inf: what the output held"),
+        Column("output_index", I32, "which output of the op (flattened)"),
+        Column("shape", STR, "the output's shape (JSON text)"),
+        Column("dtype", STR, "the output's dtype"),
+        Column("numel", I64, "elements in the output"),
+        Column("nan_count", I64, "NaN elements in the output"),
+        Column("inf_count", I64, "Inf elements in the output"),
+        Column("inputs", STR,
+               "per tensor input: shape, dtype, NaN/Inf counts, finite min/max/mean (JSON text)"),
+        Column("frames", STR, "the script frames leading to the op, innermost first (JSON text)"),
+    ),
+)
