@@ -19,20 +19,25 @@ built from op times is taken as the same share of the CPU step; one priced in th
 ``data.saving_clock``, as it is); for a fix that removes a wait (the DataLoader) the wall time.
 The measured change is the mean over rounds of (median step of baseline k - that of fix k),
 its band Student's t over the rounds' spread, never narrower than the pooled steps' band; both
-bands and the interval are printed. While a ranked verdict is undecided (its interval holds
-changes both within 25 % of the prediction and outside it), or decided on fewer than three
-rounds (two rounds give the band one degree of freedom), verify runs one more round, up to
-``--max-rounds``; the rounds each finding took are printed. Verdicts: ``within 25 %,
-confirmed`` (the whole interval); ``within 25 % (interval wider)`` (after the last round, the
-mean change within 25 % but its interval wider: unconfirmed); ``OFF +x %`` (more than 25 %
-off, the prediction outside the interval); ``inside the noise`` (more than 25 % off, the
-prediction inside the interval: not a pass); ``outside the ranked
+bands and the interval are printed. A finding's first ``--rounds`` rounds run with its case;
+while a ranked verdict is undecided (its interval holds changes both within 25 % of the
+prediction and outside it), or decided on fewer than three rounds (two rounds give the band one
+degree of freedom), it gets one more round in each later pass over all the cases, up to
+``--max-rounds`` (benchmarks/advice_passes.py: rounds minutes apart, because a small saving's
+measured change moves between sittings of this machine by more than back-to-back rounds
+show); the rounds, the passes they ran in and each pass's mean change are printed.
+
+Verdicts: ``within 25 %, confirmed`` (the whole interval); ``within 25 % (interval wider)``
+(after the last round, the mean change within 25 % but its interval wider: unconfirmed);
+``OFF +x %`` (more than 25 % off, the prediction outside the interval); ``inside the noise``
+(more than 25 % off, the prediction inside the interval: not a pass); ``outside the ranked
 list`` (dsprof makes no claim to check; no extra rounds); ``MISSED`` (a case built to show this
 problem got no finding of that kind); ``found, no knob``; ``SLOWER`` is added only when the fix
-made the step slower beyond the band.
+made the step slower beyond the band; ``[cut short]`` marks a verdict on the rounds a
+finding had when the judge stopped (interrupted, or its case timed out in a later pass).
 
-Each case runs in its own process, with a time limit (``--timeout``) after which its whole
-process group is stopped: a multi-rank job that hangs at exit (torch 2.13 + gloo, see
+Each case's pass runs in its own process, with a time limit (``--timeout``) after which its
+whole process group is stopped: a multi-rank job that hangs at exit (torch 2.13 + gloo, see
 benchmarks/gloo_teardown_race.py) costs one case, not the table. The wall time saved is printed
 beside a CPU-time verdict. Nothing is asserted; this machine's load decides the noise.
 """
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -54,16 +60,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.advice_judge import (
-    WHY_CPU,
-    WHY_WALL,
-    Arm,
-    Judgement,
-    judge,
-    needs_more_rounds,
-    percent,
-    read_arm,
+from benchmarks.advice_judge import Judgement, read_arm
+from benchmarks.advice_passes import (
+    Measured,
+    Pending,
+    case_dir,
+    cut_short,
+    first_pass,
+    later_pass,
+    load_pending,
+    pass_changes_s,
 )
+from benchmarks.advice_table import print_table
 
 EXAMPLES = REPO / "examples"
 # Corpus models run long enough to have full-speed steps after the profiler's window.
@@ -145,40 +153,45 @@ def run_baseline(case: Case, out: Path) -> None:
         raise SystemExit(f"baseline run failed ({proc.returncode})")
 
 
-def judge_case(case: Case, rounds: int, max_rounds: int, rows_file: Path) -> None:
-    """Baseline, then verify each auto-applicable finding in ``rounds`` rounds, and one round
-    more at a time while a ranked verdict is undecided, up to ``max_rounds``; one JSON line
-    per row."""
-    from dsprof.apply.verify import verify
-
+def judge_case(case: Case, pass_no: int, rounds: int, max_rounds: int, work: Path,
+               rows_file: Path) -> None:
+    """One pass of one case (benchmarks/advice_passes.py): pass 0 runs the baseline, then
+    ``rounds`` rounds of verify for each auto-applicable finding; a later pass one more round
+    of each finding still pending. One JSON line per row whose verdict stands."""
     os.environ.update(_clean_env())
     for k in [k for k in os.environ if k.startswith(("DS_", "DSPROF_"))]:
         del os.environ[k]
-    with tempfile.TemporaryDirectory(prefix="dsprof-advice-") as tmp:
-        base = Path(tmp) / case.name.replace(":", "-")
-        run_baseline(case, base)
-        findings = json.loads((base / "findings.json").read_text())["findings"]
-        applicable = [f for f in findings if f["apply"] and f["saving_s"] > 0]
-        for kind in case.expect:
-            if not any(f["kind"] == kind for f in findings):
-                _write(rows_file, {"case": case.name, "kind": kind, "verdict": "MISSED"})
-            elif not any(f["kind"] == kind for f in applicable):
-                _write(rows_file, {"case": case.name, "kind": kind,
-                                   "verdict": "found, no knob"})
-        for f in applicable:
-            out = Path(tmp) / f"{base.name}-{f['id']}"
-            v = verify(base, [f["id"]], out=out, rounds=rounds, fresh_baseline=True)
-            b_arm, f_arm = (read_arm(p) for p in arms(out, rounds))
-            run = rounds
-            j = judgement(f, v, b_arm, f_arm, last_round=run >= max_rounds)
-            while needs_more_rounds(j, run, max_rounds):
-                more = out.with_name(f"{out.name}-more{run}")
-                verify(base, [f["id"]], out=more, rounds=1, fresh_baseline=True)
-                b_more, f_more = (read_arm(p) for p in arms(more, 1))
-                b_arm, f_arm = b_arm.then(b_more), f_arm.then(f_more)
-                run += 1
-                j = judgement(f, v, b_arm, f_arm, last_round=run >= max_rounds)
-            _write(rows_file, row(case.name, f, v, j, b_arm, f_arm, run))
+    if pass_no > 0:
+        for r in later_pass(case.name, pass_no, max_rounds, work, measure, row):
+            _write(rows_file, r)
+        return
+    base = case_dir(work, case.name) / "baseline"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    run_baseline(case, base)
+    findings = json.loads((base / "findings.json").read_text())["findings"]
+    applicable = [f for f in findings if f["apply"] and f["saving_s"] > 0]
+    for kind in case.expect:
+        if not any(f["kind"] == kind for f in findings):
+            _write(rows_file, {"case": case.name, "seq": -1, "kind": kind, "verdict": "MISSED"})
+        elif not any(f["kind"] == kind for f in applicable):
+            _write(rows_file, {"case": case.name, "seq": -1, "kind": kind,
+                               "verdict": "found, no knob"})
+    for r in first_pass(case.name, applicable, base, rounds, max_rounds, work, measure, row):
+        _write(rows_file, r)
+
+
+def measure(base: Path, f: dict, out: Path, rounds: int) -> Measured:
+    """``rounds`` rounds of ``dsprof verify`` of finding ``f`` against a fresh baseline each:
+    its prediction and the arms' steady steps. The rounds' run directories are removed once
+    read (a whole table would keep gigabytes)."""
+    from dsprof.apply.verify import verify
+
+    v = verify(base, [f["id"]], out=out, rounds=rounds, fresh_baseline=True)
+    b_runs, f_runs = arms(out, rounds)
+    m = Measured(predicted_wall_s(v), read_arm(b_runs), read_arm(f_runs))
+    for path in (*b_runs, *f_runs):
+        shutil.rmtree(path, ignore_errors=True)
+    return m
 
 
 def _write(rows_file: Path, data: dict) -> None:
@@ -192,24 +205,19 @@ def predicted_wall_s(v) -> float | None:
             else v.baseline_step_s - v.predicted_step_s)
 
 
-def judgement(f: dict, v, base: Arm, fixed: Arm, last_round: bool) -> Judgement | None:
-    """advice_judge's verdict on finding ``f`` (its ``findings.json`` record) and verify's
-    prediction ``v``, on the arms so far."""
-    return judge(f["kind"], f["severity"] != "info", predicted_wall_s(v) or 0.0, base, fixed,
-                 saving_clock=(f.get("data") or {}).get("saving_clock"),
-                 last_round=last_round)
-
-
-def row(case: str, f: dict, v, j: Judgement | None, base: Arm, fixed: Arm,
-        rounds_run: int) -> dict:
-    """One finding's row: the paired rounds' verdict (advice_judge), and verify's own
-    wall-time figures beside it."""
+def row(p: Pending, j: Judgement | None, cut: bool) -> dict:
+    """One finding's row: the paired rounds' verdict (advice_judge), the change each pass
+    measured, and the wall-time figures beside it. ``cut``: the judge stopped before the
+    verdict was decided (the verdict is the last round's on the rounds it has)."""
+    f = p.finding
+    base, fixed = p.arms
     ranked = f["severity"] != "info"
     wall_saved = (statistics.median(base.wall) - statistics.median(fixed.wall)
                   if base.wall and fixed.wall else None)
-    return {"case": case, "kind": f["kind"], "id": f["id"], "title": f["title"],
-            "severity": f["severity"], "ranked": ranked,
+    return {"case": p.case, "seq": p.seq, "kind": f["kind"], "id": f["id"],
+            "title": f["title"], "severity": f["severity"], "ranked": ranked,
             "verdict": j.verdict if j else "no measurement (an arm has under 2 steady steps)",
+            "cut_short": cut,
             "why_unranked": _why_unranked(f) if not ranked else None,
             "metric": j.metric if j else None, "why_metric": j.why if j else None,
             "saving_clock": (f.get("data") or {}).get("saving_clock"),
@@ -217,8 +225,10 @@ def row(case: str, f: dict, v, j: Judgement | None, base: Arm, fixed: Arm,
             "baseline_ms": _ms(j.baseline_s) if j else None,
             "predicted_saving_ms": _ms(j.predicted_saving_s) if j else None,
             "measured_saving_ms": _ms(j.measured_saving_s) if j else None,
+            "pass_changes_ms": [_ms(x) for x in pass_changes_s(p, j.metric)] if j else [],
             "interval_ms": [_ms(x) for x in j.interval_s] if j else [None, None],
-            "rounds": rounds_run, "rounds_paired": j.rounds if j else 0,
+            "rounds": p.rounds, "rounds_paired": j.rounds if j else 0,
+            "round_pass": p.round_pass,
             "round_sd_ms": _ms(j.round_sd_s) if j else None,
             "paired_band_ms": _ms(j.paired_band_s) if j else None,
             "step_band_ms": _ms(j.step_band_s) if j else None,
@@ -226,7 +236,7 @@ def row(case: str, f: dict, v, j: Judgement | None, base: Arm, fixed: Arm,
             "n": list(j.n) if j else [len(base.wall), len(fixed.wall)],
             "band_ms": _ms(j.band_s) if j else None,
             "error": j.error if j else None, "slower": bool(j and j.slower),
-            "wall_saved_ms": _ms(wall_saved), "predicted_wall_ms": _ms(predicted_wall_s(v))}
+            "wall_saved_ms": _ms(wall_saved), "predicted_wall_ms": _ms(p.predicted_s)}
 
 
 def _why_unranked(f: dict) -> str:
@@ -252,72 +262,58 @@ def arms(out: Path, rounds: int) -> tuple[list[Path], list[Path]]:
 
 # -- the whole table -------------------------------------------------------------------------
 
-def run_case_process(case: Case, rounds: int, max_rounds: int, timeout: float,
+def run_case_process(case: Case, pass_no: int, args: argparse.Namespace, work: Path,
                      rows_file: Path) -> str | None:
-    """Judge ``case`` in a child process; None when it finished, else what went wrong."""
+    """Pass ``pass_no`` of ``case`` in a child process; None when it finished, else what went
+    wrong."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", case.name,
-           "--rounds", str(rounds), "--max-rounds", str(max_rounds), "--rows", str(rows_file)]
+           "--pass", str(pass_no), "--rounds", str(args.rounds),
+           "--max-rounds", str(args.max_rounds), "--work", str(work), "--rows", str(rows_file)]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
     try:
-        code = proc.wait(timeout=timeout)
+        code = proc.wait(timeout=args.timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # its dsprof runs and their ranks with it
         proc.wait()
-        return f"TIMEOUT after {timeout:.0f} s"
-    return None if code == 0 else f"FAILED (exit {code})"
+        return f"TIMEOUT after {args.timeout:.0f} s" + (f" in pass {pass_no}" if pass_no else "")
+    return None if code == 0 else f"FAILED (exit {code})" + (f" in pass {pass_no}"
+                                                              if pass_no else "")
 
 
-def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, float]) -> None:
-    def f2(x: float | None) -> str:
-        return "-" if x is None else f"{x:.2f}"
+def _report(case: Case, pass_no: int, rows_file: Path, seen: int, work: Path,
+            took: float, problem: str | None) -> None:
+    """What a pass of a case settled, and what it left for the next pass."""
+    for line in rows_file.read_text().splitlines()[seen:]:
+        r = json.loads(line)
+        print(f"{case.name}: {r['kind']}: {r['verdict']}", flush=True)
+    for p in load_pending(work, case.name):
+        print(f"{case.name}: {p.finding['kind']}: {p.rounds} rounds, undecided: one more in "
+              f"pass {pass_no + 1}", flush=True)
+    print(f"{case.name}: pass {pass_no} done in {took:.0f} s"
+          + (f" ({problem})" if problem else ""), flush=True)
 
-    print()
-    print(f"{'case':24} {'finding':22} {'on':>4} {'base ms':>7} {'pred -ms':>9} "
-          f"{'meas -ms':>8} {'95 % interval':>13} {'band pr/st':>11} {'rnd':>3} {'err':>6} "
-          f"{'wall -ms':>8}  verdict")
-    for r in rows:
-        if r["verdict"] in ("MISSED", "found, no knob"):
-            print(f"{r['case'][:24]:24} {r['kind'][:22]:22} {'':>79}  {r['verdict']}")
-            continue
-        lo, hi = r["interval_ms"]
-        interval = "-" if lo is None else f"{lo:.2f}..{hi:.2f}"
-        bands = f"{f2(r['paired_band_ms'])}/{f2(r['step_band_ms'])}"
-        err = "-" if r["error"] is None else percent(r["error"])
-        pred = f2(r["predicted_saving_ms"]) + ("~" if r.get("scaled") else " ")
-        verdict = r["verdict"]
-        if r["why_unranked"]:
-            verdict += f" ({r['why_unranked']})"
-        print(f"{r['case'][:24]:24} {r['kind'][:22]:22} {r['metric'] or '-':>4} "
-              f"{f2(r['baseline_ms']):>7} {pred:>9} {f2(r['measured_saving_ms']):>8} "
-              f"{interval:>13} {bands:>11} {r['rounds']:>3} {err:>6} "
-              f"{f2(r['wall_saved_ms']):>8}  {verdict}")
-    print(f"\non: the time the verdict uses. cpu: {WHY_CPU}. wall: a fix that {WHY_WALL}. "
-          "pred: the finding's saving; ~: built from op times, taken as the same share of the "
-          "baseline's CPU time (a saving priced in thread CPU time, data.saving_clock, is "
-          "compared as it is). meas: mean over rounds of (median step of baseline k - that of "
-          "fix k), rank 0's steady steps. band pr/st: paired, t(0.975, k-1) x sd of the "
-          "rounds' changes / sqrt(k); step, 2 standard errors of the pooled steps' medians "
-          "(metrics/noise.py); the interval is meas +- the wider. rnd: rounds run (more while "
-          "a ranked verdict was undecided or had under 3, up to --max-rounds).")
-    quiet = [c for c in elapsed if c not in problems and not any(r["case"] == c for r in rows)]
-    if quiet:
-        print(f"\nno auto-applicable finding with a saving: {', '.join(quiet)}")
-    for case, what in problems.items():
-        print(f"{case}: {what}")
-    ranked = [r for r in rows if r.get("ranked")]
-    within = sum(r["verdict"].startswith("within") for r in ranked)
-    noise = sum(r["verdict"].startswith("inside the noise") for r in ranked)
-    confirmed = sum(r["verdict"].startswith("within 25 %, confirmed") for r in ranked)
-    print(f"\n{within}/{len(ranked)} ranked findings within 25 % of the measured change "
-          f"({confirmed} confirmed: the whole interval within 25 %), "
-          f"{noise} inside the noise (undecided), "
-          f"{sum(r['verdict'].startswith('OFF') for r in ranked)} OFF; "
-          f"{sum(r['verdict'].startswith('outside') for r in rows)} outside the ranked list; "
-          f"{sum(r['verdict'] == 'MISSED' for r in rows)} MISSED; "
-          f"{sum(bool(r.get('slower')) for r in rows)} made the step slower "
-          f"({sum(bool(r.get('slower')) for r in ranked)} of them ranked); "
-          f"{sum(r.get('rounds', 0) for r in rows)} rounds; "
-          f"{len(elapsed)} cases in {sum(elapsed.values()) / 60:.1f} min")
+
+def run_passes(selected: list[Case], args: argparse.Namespace, work: Path, rows_file: Path,
+               problems: dict[str, str], elapsed: dict[str, float]) -> None:
+    """Pass 0 over every case, then passes over the cases with findings pending until none
+    is (each pass adds a round to each, so at most ``--max-rounds`` passes). A case that
+    failed or timed out is not passed again."""
+    for pass_no in range(args.max_rounds):
+        due = [c for c in selected if c.name not in problems
+               and (pass_no == 0 or load_pending(work, c.name))]
+        if not due:
+            return
+        if pass_no:
+            print(f"\npass {pass_no}: {len(due)} case(s) with a verdict pending", flush=True)
+        for case in due:
+            t0 = time.perf_counter()
+            seen = len(rows_file.read_text().splitlines())
+            problem = run_case_process(case, pass_no, args, work, rows_file)
+            took = time.perf_counter() - t0
+            elapsed[case.name] = elapsed.get(case.name, 0.0) + took
+            if problem:
+                problems[case.name] = problem
+            _report(case, pass_no, rows_file, seen, work, took, problem)
 
 
 def main() -> None:
@@ -326,21 +322,24 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2,
                    help="verify rounds per finding to start with (at least 2 for a paired band)")
     p.add_argument("--max-rounds", type=int, default=MAX_ROUNDS,
-                   help="rounds at most, run one at a time while a ranked verdict is undecided")
+                   help="rounds at most: one more per later pass while a ranked verdict is "
+                        "undecided")
     p.add_argument("--only", action="extend", nargs="+",
                    help="run only these cases (by name; several after one --only, or repeated)")
     p.add_argument("--no-corpus", action="store_true", help="leave out the corpus models")
     p.add_argument("--no-examples", action="store_true", help="leave out the examples")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
-    p.add_argument("--timeout", type=float, default=900, help="seconds per case")
-    p.add_argument("--case", help=argparse.SUPPRESS)  # one case, in a child process
+    p.add_argument("--timeout", type=float, default=900, help="seconds per case and pass")
+    p.add_argument("--case", help=argparse.SUPPRESS)  # one case's pass, in a child process
+    p.add_argument("--pass", dest="pass_no", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--rows", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
 
     cases = {c.name: c for c in all_cases(not args.no_examples, not args.no_corpus)}
     if args.case:
-        judge_case({c.name: c for c in all_cases()}[args.case], args.rounds,
-                   args.max_rounds, args.rows)
+        judge_case({c.name: c for c in all_cases()}[args.case], args.pass_no, args.rounds,
+                   args.max_rounds, args.work, args.rows)
         return
     if args.rounds < 1 or args.max_rounds < args.rounds:
         print(f"--rounds must be at least 1 and --max-rounds at least --rounds "
@@ -356,26 +355,19 @@ def main() -> None:
     selected = [c for c in cases.values() if not args.only or c.name in args.only]
     problems: dict[str, str] = {}
     elapsed: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="dsprof-advice-rows-") as tmp:
-        rows_file = Path(tmp) / "rows.jsonl"
+    with tempfile.TemporaryDirectory(prefix="dsprof-advice-") as tmp:
+        rows_file, work = Path(tmp) / "rows.jsonl", Path(tmp) / "work"
         rows_file.touch()
+        work.mkdir()
         try:
-            for case in selected:
-                t0 = time.perf_counter()
-                seen = len(rows_file.read_text().splitlines())
-                problem = run_case_process(case, args.rounds, args.max_rounds, args.timeout,
-                                           rows_file)
-                elapsed[case.name] = time.perf_counter() - t0
-                if problem:
-                    problems[case.name] = problem
-                for line in rows_file.read_text().splitlines()[seen:]:
-                    r = json.loads(line)
-                    print(f"{case.name}: {r['kind']}: {r['verdict']}", flush=True)
-                print(f"{case.name}: done in {elapsed[case.name]:.0f} s"
-                      + (f" ({problem})" if problem else ""), flush=True)
+            run_passes(selected, args, work, rows_file, problems, elapsed)
         except KeyboardInterrupt:  # Ctrl-C: the table of what was measured so far
             print("\ninterrupted: the findings measured so far", flush=True)
         rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+        for case in selected:  # timed out, failed, interrupted: the rounds they have
+            rows += cut_short(work, case.name, row)
+    order = {c.name: i for i, c in enumerate(selected)}
+    rows.sort(key=lambda r: (order.get(r["case"], len(order)), r.get("seq", -1)))
     print_table(rows, problems, elapsed)
 
 

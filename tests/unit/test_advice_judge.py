@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -193,32 +192,41 @@ def test_slower_only_beyond_the_band():
     assert j.slower and j.verdict.endswith(", SLOWER")
 
 
-def test_the_table_row_carries_the_clock_both_bands_and_the_rounds(capsys):
-    from benchmarks.advice import judgement, print_table, row
-    from dsprof.reports.verification import Verification
+def test_the_table_row_carries_the_clock_both_bands_the_rounds_and_each_pass(capsys):
+    from benchmarks.advice import row
+    from benchmarks.advice_passes import Measured, Pending, judgement
+    from benchmarks.advice_table import print_table
 
-    # GIVEN a ranked fused-optimizer finding priced in thread CPU time (0.40 ms), verify's
-    # prediction for it, and four rounds whose change swings 0.10-0.70 ms
+    # GIVEN a ranked fused-optimizer finding priced in thread CPU time (0.40 ms, verify's
+    # prediction), and four rounds whose change swings 0.10-0.70 ms, two in pass 0 and two in
+    # pass 1
     f = {"kind": "fusion.optimizer", "id": "fusion-0000abcd", "title": "Use Adam(fused=True)",
          "severity": "low", "data": {"saving_clock": "thread_cpu"}}
-    v = Verification(Path("b"), Path("a"), [], 0.0204, 0.0200, None, (0, 0), None, None, None)
     base, fixed = _rounds([20.4] * 4, [20.3, 19.7, 20.25, 19.75])
-    j = judgement(f, v, base, fixed, last_round=True)
-    r = row("corpus:gan", f, v, j, base, fixed, rounds_run=4)
-    # THEN the row keeps both bands, the interval and the rounds, and the prediction unscaled
+    p = Pending("corpus:gan", 0, f, 0.4 * MS, [], [], [], [])
+    p.add(Measured(0.4 * MS, Arm(base.wall_runs[:2], base.cpu_runs[:2]),
+                   Arm(fixed.wall_runs[:2], fixed.cpu_runs[:2])), 0)
+    p.add(Measured(0.4 * MS, Arm(base.wall_runs[2:], base.cpu_runs[2:]),
+                   Arm(fixed.wall_runs[2:], fixed.cpu_runs[2:])), 1)
+    r = row(p, judgement(p, last_round=True), False)
+    # THEN the row keeps both bands, the interval, the rounds and their passes, each pass's
+    # mean change, and the prediction unscaled
     assert r["saving_clock"] == "thread_cpu" and not r["scaled"]
     assert r["predicted_saving_ms"] == pytest.approx(0.4)
     assert r["paired_band_ms"] > r["step_band_ms"] > 0 and r["rounds"] == 4
+    assert r["round_pass"] == [0, 0, 1, 1]
+    assert r["pass_changes_ms"] == pytest.approx([0.4, 0.4])
     assert r["interval_ms"][0] < 0.3 and r["interval_ms"][1] > 0.5
-    assert r["verdict"] == "within 25 % (interval wider)"
+    assert r["verdict"] == "within 25 % (interval wider)" and not r["cut_short"]
     # AND the table prints them, and counts the row within 25 % but not as confirmed
     print_table([r], {}, {"corpus:gan": 60.0})
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("corpus:gan"))
     assert f"{r['paired_band_ms']:.2f}/{r['step_band_ms']:.2f}" in line
+    assert "0.40|0.40" in line and " 4/2 " in line
     assert "within 25 % (interval wider)" in line
     assert "1/1 ranked findings within 25 % of the measured change (0 confirmed" in out
-    assert "0 inside the noise" in out
+    assert "0 inside the noise" in out and "1/1 ranked measured in more than one pass" in out
 
 
 def test_an_off_near_the_limit_prints_a_decimal():
