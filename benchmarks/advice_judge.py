@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dsprof.reports.paired_verdict import (
     WHY_CPU,
+    WHY_UPDATE,
     WHY_WALL,
     WHY_WALL_NO_CPU,
     WITHIN,
@@ -24,7 +25,7 @@ from dsprof.reports.paired_verdict import (
     read_arm,
 )
 
-__all__ = ["WHY_CPU", "WHY_WALL", "WHY_WALL_NO_CPU", "WITHIN", "WORK_KINDS", "Arm",
+__all__ = ["WHY_CPU", "WHY_UPDATE", "WHY_WALL", "WHY_WALL_NO_CPU", "WITHIN", "WORK_KINDS", "Arm",
            "Judgement", "band_s", "choose_metric", "decision", "judge", "needs_more_rounds",
            "percent", "read_arm"]
 

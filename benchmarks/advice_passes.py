@@ -61,12 +61,18 @@ class Pending:
     fixed_wall: list[list[float]]
     fixed_cpu: list[list[float]]
     round_pass: list[int] = field(default_factory=list)  # the pass of each round
+    # per round, the steady steps' CPU time inside optimizer.step() (empty: none recorded)
+    base_update: list[list[float]] = field(default_factory=list)
+    fixed_update: list[list[float]] = field(default_factory=list)
 
     @property
     def arms(self) -> tuple[Arm, Arm]:
-        def arm(wall: list[list[float]], cpu: list[list[float]]) -> Arm:
-            return Arm(tuple(tuple(r) for r in wall), tuple(tuple(r) for r in cpu))
-        return arm(self.base_wall, self.base_cpu), arm(self.fixed_wall, self.fixed_cpu)
+        def arm(wall: list[list[float]], cpu: list[list[float]],
+                update: list[list[float]]) -> Arm:
+            return Arm(tuple(tuple(r) for r in wall), tuple(tuple(r) for r in cpu),
+                       tuple(tuple(r) for r in update))
+        return (arm(self.base_wall, self.base_cpu, self.base_update),
+                arm(self.fixed_wall, self.fixed_cpu, self.fixed_update))
 
     @property
     def rounds(self) -> int:
@@ -77,6 +83,8 @@ class Pending:
         self.base_cpu += [list(r) for r in m.base.cpu_runs]
         self.fixed_wall += [list(r) for r in m.fixed.wall_runs]
         self.fixed_cpu += [list(r) for r in m.fixed.cpu_runs]
+        self.base_update += [list(r) for r in m.base.update_runs]
+        self.fixed_update += [list(r) for r in m.fixed.update_runs]
         self.round_pass += [pass_no] * len(m.base.wall_runs)
 
 

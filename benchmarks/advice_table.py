@@ -3,7 +3,7 @@ whether issue 19's aim held (every ranked prediction within 25 % of the measured
 
 from __future__ import annotations
 
-from benchmarks.advice_judge import WHY_CPU, WHY_WALL, percent
+from benchmarks.advice_judge import WHY_CPU, WHY_UPDATE, WHY_WALL, percent
 
 
 def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, float]) -> None:
@@ -31,11 +31,14 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
             verdict += f" ({r['why_unranked']})"
         if r.get("cut_short"):
             verdict += " [cut short: the judge stopped before more rounds]"
-        print(f"{r['case'][:24]:24} {r['kind'][:22]:22} {r['metric'] or '-':>4} "
+        on = {"update": "upd"}.get(r["metric"], r["metric"]) or "-"
+        print(f"{r['case'][:24]:24} {r['kind'][:22]:22} {on:>4} "
               f"{f2(r['baseline_ms']):>7} {pred:>9} {f2(r['measured_saving_ms']):>8} "
               f"{by_pass[:15]:>15} {interval:>13} {bands:>11} {rnd:>5} {err:>6} "
               f"{f2(r['wall_saved_ms']):>8}  {verdict}")
-    print(f"\non: the time the verdict uses. cpu: {WHY_CPU}. wall: a fix that {WHY_WALL}. "
+    print(f"\non: the time the verdict uses. cpu: {WHY_CPU}. upd: a fix that {WHY_UPDATE} "
+          "(SLOWER also when the whole step's CPU time grew beyond its band). wall: a fix "
+          f"that {WHY_WALL}. "
           "pred: the finding's saving; ~: built from op times, taken as the same share of the "
           "baseline's CPU time (a saving priced in thread CPU time, data.saving_clock, is "
           "compared as it is). meas: mean over rounds of (median step of baseline k - that of "

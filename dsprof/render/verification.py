@@ -28,6 +28,8 @@ def _signed_mib(b: int) -> str:
 
 
 def _metric(j: Judgement) -> str:
+    if j.metric == "update":
+        return "the training thread's CPU time inside optimizer.step(), the update the fix changes"
     if j.metric != "cpu":
         return "wall time"
     return "the training thread's CPU time" + (
@@ -69,6 +71,10 @@ def verdict(v: Verification) -> str | None:
 
 def verdict_reason(j: Judgement) -> str:
     """What the verdict's words mean, for the line under it."""
+    whole = j.whole_step
+    if whole is not None and -whole[0] > whole[1]:
+        return (f"the whole step's CPU time grew by {-whole[0] * 1e3:.2f} ms (band "
+                f"{whole[1] * 1e3:.2f}): more than the update saved")
     if j.slower:
         return "the whole interval is slower than the baseline"
     if j.holds_zero:
@@ -109,6 +115,11 @@ def render_verification(v: Verification, console: Console) -> None:
             console.print(f"  {verdict_reason(j)}", style="dim")
             console.print(f"  change per round: baseline k's median - fix k's ({_metric(j)}); "
                           "interval: their mean's, Student's t", style="dim")
+            if j.whole_step is not None:
+                saved, band_whole = j.whole_step
+                console.print(f"  the whole step's CPU time: {_signed_ms(-saved)} (±"
+                              f"{band_whole * 1e3:.2f} ms), the rest of the step's drift in it",
+                              style="dim")
         else:
             console.print("  a run's median step moves with the machine's load from run to "
                           "run: --rounds 2 or more pairs baseline and fix runs for a 95 % "

@@ -26,7 +26,7 @@ from typing import Any
 from dsprof.errors import RunDirError
 from dsprof.facts import Facts
 from dsprof.metrics.noise import series_noise
-from dsprof.reports.paired_verdict import WORK_KINDS, Judgement, judge, read_arm
+from dsprof.reports.paired_verdict import UPDATE_KIND, WORK_KINDS, Judgement, judge, read_arm
 from dsprof.run import load
 
 
@@ -172,13 +172,16 @@ def paired_judgement(records: list[dict[str, Any]], predicted_saving_s: float,
                      applied_runs: list[Path]) -> Judgement | None:
     """The paired verdict on the applied findings together, run ``k`` of one arm paired with
     run ``k`` of the other. Judged on the training thread's CPU time only when every finding
-    removes work from it (one clock for the change); the saving is taken as priced in that
+    removes work from it (one clock for the change), on the CPU time inside optimizer.step()
+    only when every finding is the fused optimizer's (``paired_verdict.choose_metric``); the saving is taken as priced in that
     thread's CPU time only when every finding says so. Always a ranked verdict: verify checks
     whatever prediction it was asked to, ranked or not."""
     if len(base_runs) != len(applied_runs):  # the original run against one rerun: one round
         base_runs, applied_runs = base_runs[:1], applied_runs[:1]
     kinds = [str(r.get("kind") or "") for r in records]
     kind = kinds[0] if kinds and all(k.startswith(WORK_KINDS) for k in kinds) else "mixed"
+    if len(set(kinds)) > 1 and kind == UPDATE_KIND:  # other fixes change more than the update
+        kind = next(k for k in kinds if k != UPDATE_KIND)
     clocks = {r.get("saving_clock") for r in records}
     clock = clocks.pop() if len(clocks) == 1 else None
     predicted = 0.0 if base_s is None else min(base_s, max(0.0, predicted_saving_s))

@@ -244,3 +244,64 @@ def test_a_ranked_verdict_is_not_decided_on_two_rounds():
     assert needs_more_rounds(j, 2, 6) and not needs_more_rounds(j, 3, 6)
     assert not needs_more_rounds(j, 2, 2)  # no rounds left
 
+
+
+# -- the fused optimizer: judged on the update, the whole step checked -------------------------
+
+FUSED = "fusion.optimizer"
+
+
+def _update_arms(update_ms: list[tuple[float, float]], step_ms: list[tuple[float, float]],
+                 ) -> tuple[Arm, Arm]:
+    """Two arms of quiet runs: round ``k``'s baseline and fix updates about
+    ``update_ms[k]``, their whole steps' CPU time about ``step_ms[k]``."""
+    def arm(i: int) -> Arm:
+        cpu = tuple(_quiet_run(s[i]) for s in step_ms)
+        return Arm(cpu, cpu, tuple(_quiet_run(u[i]) for u in update_ms))
+    return arm(0), arm(1)
+
+
+def test_read_arm_reads_the_update_time_of_the_steady_steps(tmp_path):
+    # GIVEN a run whose steps spent 1.5 ms in optimizer.step(), one step with none recorded
+    # (a closure), and an older run without the column's values
+    update = [1.5] * 20
+    update[15] = None
+    runs = [make_run(tmp_path / "new", [10.0] * 20, cpu_ms=[6.0] * 20, optimizer_cpu_ms=update),
+            make_run(tmp_path / "old", [10.0] * 20, cpu_ms=[6.0] * 20)]
+    arm = read_arm(runs)
+    # THEN the steady steps' update times are read per run, the unrecorded one left out
+    assert len(arm.update_runs) == 2 and arm.update_runs[1] == ()
+    assert len(arm.update_runs[0]) == len(arm.wall_runs[0]) - 1
+    assert arm.update == pytest.approx([0.0015] * len(arm.update_runs[0]))
+
+
+def test_the_fused_optimizer_is_judged_on_the_update_where_the_whole_step_drifts():
+    # GIVEN four rounds whose update saves 0.50-0.56 ms each time, while the rest of the step
+    # drifts by a millisecond from run to run (the whole step's change swings -0.6..+1.5 ms)
+    base, fixed = _update_arms([(1.00, 0.47), (0.98, 0.46), (1.01, 0.45), (0.99, 0.48)],
+                               [(7.8, 7.7), (7.6, 7.5), (8.2, 6.7), (7.2, 7.8)])
+    j = judge(FUSED, True, 0.5 * MS, base, fixed, saving_clock="thread_cpu", last_round=True)
+    # THEN the verdict is the update's, confirmed, and the whole step's change stands beside it
+    assert j.metric == "update" and j.verdict == "within 25 %, confirmed"
+    assert j.measured_saving_s == pytest.approx(0.53 * MS, rel=0.02)
+    saved, band = j.whole_step
+    assert saved == pytest.approx(0.275 * MS, rel=0.02) and band > 1 * MS and not j.slower
+    # AND on the whole step's CPU time the same rounds decide nothing
+    whole = judge("fusion.hand_gelu", True, 0.5 * MS, base, fixed, saving_clock="thread_cpu",
+                  last_round=True)
+    assert whole.metric == "cpu" and whole.verdict == "inside the noise"
+
+
+def test_an_update_saved_while_the_whole_step_grew_is_slower():
+    base, fixed = _update_arms([(1.0, 0.5)] * 3, [(7.0, 8.0), (7.1, 8.05), (7.0, 7.95)])
+    j = judge(FUSED, True, 0.5 * MS, base, fixed, saving_clock="thread_cpu", last_round=True)
+    assert j.metric == "update" and j.slower and j.verdict.endswith(", SLOWER")
+    assert j.verdict.startswith("within 25 %, confirmed")  # the update's own verdict stays
+
+
+def test_without_update_times_or_a_thread_cpu_price_the_whole_step_is_judged():
+    base, fixed = _update_arms([(1.0, 0.5)] * 3, [(7.0, 6.5)] * 3)
+    closure = (Arm(base.wall_runs, base.cpu_runs), Arm(fixed.wall_runs, fixed.cpu_runs))
+    assert judge(FUSED, True, 0.5 * MS, *closure, saving_clock="thread_cpu").metric == "cpu"
+    assert judge(FUSED, True, 0.5 * MS, base, fixed).metric == "cpu"  # an op-time saving
+    assert judge(FUSED, True, 0.5 * MS, base, fixed).whole_step is None

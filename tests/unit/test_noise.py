@@ -30,7 +30,8 @@ def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = N
              windows: list[dict] | None = None, devices: dict | None = None,
              gc_ms: dict[int, tuple[float, int]] | None = None,
              source: str = "optimizer", data_wait_ms: list[float] | None = None,
-             step_faults: list[int] | None = None) -> Path:
+             step_faults: list[int] | None = None,
+             optimizer_cpu_ms: list[float | None] | None = None) -> Path:
     """A ``dsprof run`` directory whose steps take ``durs_ms``; ``gc_ms``: step -> (ms in the
     garbage collector, generation) for the steps where it ran; ``source``: what marked the
     steps."""
@@ -52,6 +53,8 @@ def make_run(path: Path, durs_ms: list[float], *, cpu_ms: list[float] | None = N
         rec["data_wait_ns"] = [int(w * MS) for w in data_wait_ms]
     if step_faults is not None:
         rec["step_faults"] = step_faults
+    if optimizer_cpu_ms is not None:
+        rec["optimizer_cpu_ns"] = [None if c is None else int(c * MS) for c in optimizer_cpu_ms]
     if gc_ms is not None:
         rec["gc_ns"] = [int(gc_ms[i][0] * MS) if i in gc_ms else 0 for i in range(len(bounds))]
         rec["gc_generation"] = [gc_ms[i][1] if i in gc_ms else None for i in range(len(bounds))]

@@ -122,3 +122,28 @@ def test_json_carries_the_printed_interval():
     assert (round(-hi / MS, 2), round(-lo / MS, 2)) == (-5.25, -4.75)
     assert data["verdict"] == "within 25 %, confirmed" and data["rounds"] == 3
     assert data["metric"] == "wall" and data["predicted_saving_s"] == pytest.approx(5 * MS)
+
+
+def test_verify_of_the_fused_optimizer_alone_is_judged_on_the_update(tmp_path):
+    from dsprof.reports.verification import paired_judgement
+    from tests.unit.test_noise import make_run
+
+    # GIVEN three rounds of real run directories: the update 1.0 -> 0.5 ms a step, the whole
+    # step's CPU 7.0 -> 6.6 ms
+    def runs(arm: str, update_ms: float, cpu_ms: float) -> list[Path]:
+        return [make_run(tmp_path / f"{arm}{k}", [8.0] * 20, cpu_ms=[cpu_ms] * 20,
+                         optimizer_cpu_ms=[update_ms] * 20) for k in range(3)]
+    base, applied = runs("b", 1.0, 7.0), runs("f", 0.5, 6.6)
+    fused = {"kind": "fusion.optimizer", "saving_clock": "thread_cpu"}
+    gelu = {"kind": "fusion.hand_gelu", "saving_clock": "thread_cpu"}
+    j = paired_judgement([fused], 0.5 * MS, 8.0 * MS, base, applied)
+    # THEN the verdict is on the update, and the printed lines say so and give the whole step
+    assert j.metric == "update" and j.verdict == "within 25 %, confirmed"
+    text = rendered(verification(j, base_ms=8.0, predicted_ms=0.5, measured_ms=7.6))
+    assert "CPU time inside optimizer.step(), the update the fix changes" in text
+    assert "the whole step's CPU time: -0.40 ms/step" in text
+    # AND verified with another fix, whose saving lies outside the update, the whole step is
+    # judged, whichever finding comes first
+    for records in ([fused, gelu], [gelu, fused]):
+        both = paired_judgement(records, 0.9 * MS, 8.0 * MS, base, applied)
+        assert both.metric == "cpu" and both.whole_step is None
