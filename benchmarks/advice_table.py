@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from benchmarks.advice_judge import WHY_CPU, WHY_UPDATE, WHY_WALL, percent
 
+# the "by pass" column: six passes' means of up to 9.99 ms ("1.44|1.54|1.10|1.30|1.50|1.20")
+BY_PASS = 29
+
 
 def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, float]) -> None:
     def f2(x: float | None) -> str:
@@ -12,11 +15,11 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
 
     print()
     print(f"{'case':24} {'finding':22} {'on':>4} {'base ms':>7} {'pred -ms':>9} "
-          f"{'meas -ms':>8} {'by pass':>15} {'95 % interval':>13} {'band pr/st':>11} "
+          f"{'meas -ms':>8} {'by pass':>{BY_PASS}} {'95 % interval':>13} {'band pr/st':>11} "
           f"{'rnd':>5} {'err':>6} {'wall -ms':>8}  verdict")
     for r in rows:
         if r["verdict"] in ("MISSED", "found, no knob"):
-            print(f"{r['case'][:24]:24} {r['kind'][:22]:22} {'':>99}  {r['verdict']}")
+            print(f"{r['case'][:24]:24} {r['kind'][:22]:22} {'':>{80 + BY_PASS}}  {r['verdict']}")
             continue
         lo, hi = r["interval_ms"]
         interval = "-" if lo is None else f"{lo:.2f}..{hi:.2f}"
@@ -34,12 +37,12 @@ def print_table(rows: list[dict], problems: dict[str, str], elapsed: dict[str, f
         on = {"update": "upd"}.get(r["metric"], r["metric"]) or "-"
         print(f"{r['case'][:24]:24} {r['kind'][:22]:22} {on:>4} "
               f"{f2(r['baseline_ms']):>7} {pred:>9} {f2(r['measured_saving_ms']):>8} "
-              f"{by_pass[:15]:>15} {interval:>13} {bands:>11} {rnd:>5} {err:>6} "
+              f"{by_pass:>{BY_PASS}} {interval:>13} {bands:>11} {rnd:>5} {err:>6} "
               f"{f2(r['wall_saved_ms']):>8}  {verdict}")
     print(f"\non: the time the verdict uses. cpu: {WHY_CPU}. upd: a fix that {WHY_UPDATE} "
           "(SLOWER also when the whole step's CPU time grew beyond its band). wall: a fix "
           f"that {WHY_WALL}. "
-          "pred: the finding's saving; ~: built from op times, taken as the same share of the "
+          "base ms: the baseline's median in the time judged (upd: the update's). pred: the finding's saving; ~: built from op times, taken as the same share of the "
           "baseline's CPU time (a saving priced in thread CPU time, data.saving_clock, is "
           "compared as it is). meas: mean over rounds of (median step of baseline k - that of "
           "fix k), rank 0's steady steps; by pass: the same mean for each pass's rounds "
