@@ -3,7 +3,7 @@
 predicted and the measured step time side by side, with a verdict for each.
 
     python benchmarks/advice.py [--rounds 2] [--max-rounds 6] [--only NAME ...] [--no-corpus]
-                                [--no-examples] [--list] [--timeout 900]
+                                [--no-examples] [--list] [--timeout 900] [--json ROWS]
 
 For each case: one `dsprof run` (the baseline), its findings, then for every finding that has
 an `apply` knob and a time saving, `dsprof verify` with `--rounds N` (N fresh baseline runs and
@@ -336,6 +336,8 @@ def main() -> None:
     p.add_argument("--no-examples", action="store_true", help="leave out the examples")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--timeout", type=float, default=900, help="seconds per case and pass")
+    p.add_argument("--json", type=Path, help="also write the rows, one JSON object a line (the "
+                   "whole step's CPU change of an update verdict, the rounds' passes ...)")
     p.add_argument("--case", help=argparse.SUPPRESS)  # one case's pass, in a child process
     p.add_argument("--pass", dest="pass_no", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -375,6 +377,8 @@ def main() -> None:
     order = {c.name: i for i, c in enumerate(selected)}
     rows.sort(key=lambda r: (order.get(r["case"], len(order)), r.get("seq", -1)))
     print_table(rows, problems, elapsed)
+    if args.json:
+        args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 if __name__ == "__main__":
