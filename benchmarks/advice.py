@@ -165,9 +165,11 @@ def judge_case(case: Case, pass_no: int, rounds: int, max_rounds: int, work: Pat
     os.environ.update(_clean_env())
     for k in [k for k in os.environ if k.startswith(("DS_", "DSPROF_"))]:
         del os.environ[k]
+    def emit(r: dict) -> None:
+        _write(rows_file, r)
+
     if pass_no > 0:
-        for r in later_pass(case.name, pass_no, max_rounds, work, measure, row):
-            _write(rows_file, r)
+        later_pass(case.name, pass_no, max_rounds, work, measure, row, emit)
         return
     base = case_dir(work, case.name) / "baseline"
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -180,8 +182,7 @@ def judge_case(case: Case, pass_no: int, rounds: int, max_rounds: int, work: Pat
         elif not any(f["kind"] == kind for f in applicable):
             _write(rows_file, {"case": case.name, "seq": -1, "kind": kind,
                                "verdict": "found, no knob"})
-    for r in first_pass(case.name, applicable, base, rounds, max_rounds, work, measure, row):
-        _write(rows_file, r)
+    first_pass(case.name, applicable, base, rounds, max_rounds, work, measure, row, emit)
 
 
 def measure(base: Path, f: dict, out: Path, rounds: int) -> Measured:

@@ -132,51 +132,49 @@ def pass_changes_s(p: Pending, metric: str) -> list[float]:
 
 
 Row = Callable[[Pending, Judgement | None, bool], dict]
+# called with each row as its verdict stands: a case killed later in the pass keeps it
+Emit = Callable[[dict], None]
 
 
-def _settle(p: Pending, max_rounds: int, row: Row, rows: list[dict],
+def _settle(p: Pending, max_rounds: int, row: Row, emit: Emit,
             pending: list[Pending]) -> None:
     """``p``'s row when its verdict stands, else ``p`` kept for the next pass."""
     j = judgement(p, last_round=p.rounds >= max_rounds)
     if needs_more_rounds(j, p.rounds, max_rounds):
         pending.append(p)
     else:
-        rows.append(row(p, j, False))
+        emit(row(p, j, False))
 
 
 def first_pass(case: str, applicable: list[dict], base: Path, rounds: int, max_rounds: int,
-               work: Path, measure: Measure, row: Row) -> list[dict]:
+               work: Path, measure: Measure, row: Row, emit: Emit) -> None:
     """Pass 0 of a case whose baseline run is ``base``: ``rounds`` rounds of each finding in
-    ``applicable``. Returns the rows whose verdict stands; the rest are saved for later
+    ``applicable``. Each row whose verdict stands is emitted; the rest are saved for later
     passes (after each finding, so a case cut off keeps what it measured)."""
-    rows: list[dict] = []
     pending: list[Pending] = []
     for seq, f in enumerate(applicable):
         m = measure(base, f, case_dir(work, case) / f"{f['id']}-pass0", rounds)
         p = Pending(case, seq, f, m.predicted_s, [], [], [], [])
         p.add(m, 0)
-        _settle(p, max_rounds, row, rows, pending)
+        _settle(p, max_rounds, row, emit, pending)
         if pending:  # (saving none would remove the baseline the next findings rerun)
             save_pending(work, case, pending)
     if not pending:
         save_pending(work, case, [])
-    return rows
 
 
 def later_pass(case: str, pass_no: int, max_rounds: int, work: Path, measure: Measure,
-               row: Row) -> list[dict]:
-    """Pass ``pass_no`` (1 on) of a case: one more round of each finding still pending.
-    Returns the rows whose verdict now stands."""
-    rows: list[dict] = []
+               row: Row, emit: Emit) -> None:
+    """Pass ``pass_no`` (1 on) of a case: one more round of each finding still pending. Each
+    row whose verdict now stands is emitted, then dropped from the saved state."""
     waiting = load_pending(work, case)
     pending: list[Pending] = []
     base = case_dir(work, case) / "baseline"
     for i, p in enumerate(waiting):
         p.add(measure(base, p.finding, case_dir(work, case) / f"{p.finding['id']}-pass{pass_no}",
                       1), pass_no)
-        _settle(p, max_rounds, row, rows, pending)
+        _settle(p, max_rounds, row, emit, pending)
         save_pending(work, case, pending + waiting[i + 1:])
-    return rows
 
 
 def cut_short(work: Path, case: str, row: Row) -> list[dict]:

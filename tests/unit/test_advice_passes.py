@@ -48,6 +48,20 @@ class FakeVerify:
                         Arm(fx.wall_runs, fx.wall_runs))
 
 
+def first(*args) -> list[dict]:
+    """first_pass's emitted rows."""
+    rows: list[dict] = []
+    first_pass(*args, rows.append)
+    return rows
+
+
+def later(*args) -> list[dict]:
+    """later_pass's emitted rows."""
+    rows: list[dict] = []
+    later_pass(*args, rows.append)
+    return rows
+
+
 def _row(p, j, cut):
     return {"id": p.finding["id"], "verdict": j.verdict if j else None, "rounds": p.rounds,
             "round_pass": list(p.round_pass), "cut_short": cut}
@@ -64,13 +78,13 @@ def test_a_ranked_verdict_gets_its_deciding_round_in_a_later_pass(tmp_path):
     base = _baseline(tmp_path)
     # GIVEN two rounds in pass 0 that agree with the prediction (one degree of freedom)
     verify = FakeVerify([(20.4, 20.0), (20.4, 20.0)], [(20.4, 20.0)])
-    rows = first_pass(CASE, [RANKED], base, 2, 6, tmp_path, verify, _row)
+    rows = first(CASE, [RANKED], base, 2, 6, tmp_path, verify, _row)
     # THEN no verdict yet: the finding waits on disk, with its baseline, for the next pass
     assert rows == [] and base.is_dir()
     (p,) = load_pending(tmp_path, CASE)
     assert p.rounds == 2 and p.round_pass == [0, 0] and p.predicted_s == pytest.approx(0.4 * MS)
     # WHEN pass 1 (another process: only the files carry over) runs its one round
-    rows = later_pass(CASE, 1, 6, tmp_path, verify, _row)
+    rows = later(CASE, 1, 6, tmp_path, verify, _row)
     # THEN the verdict stands on three rounds from two passes, measured against the same
     # baseline into a folder of that pass, and the case's folder is gone
     assert rows == [{"id": RANKED["id"], "verdict": "within 25 %, confirmed", "rounds": 3,
@@ -83,7 +97,7 @@ def test_a_ranked_verdict_gets_its_deciding_round_in_a_later_pass(tmp_path):
 def test_an_unranked_finding_is_settled_in_the_first_pass(tmp_path):
     base = _baseline(tmp_path)
     verify = FakeVerify([(20.4, 20.3), (20.4, 19.7)])
-    rows = first_pass(CASE, [UNRANKED], base, 2, 6, tmp_path, verify, _row)
+    rows = first(CASE, [UNRANKED], base, 2, 6, tmp_path, verify, _row)
     assert [r["verdict"] for r in rows] == ["outside the ranked list"]
     assert rows[0]["round_pass"] == [0, 0]
     assert load_pending(tmp_path, CASE) == [] and not case_dir(tmp_path, CASE).exists()
@@ -92,7 +106,7 @@ def test_an_unranked_finding_is_settled_in_the_first_pass(tmp_path):
 def test_only_the_findings_still_undecided_wait_and_the_baseline_stays_for_them(tmp_path):
     base = _baseline(tmp_path)
     verify = FakeVerify([(20.4, 20.0), (20.4, 20.0)], [(20.4, 20.3), (20.4, 19.7)])
-    rows = first_pass(CASE, [RANKED, UNRANKED], base, 2, 6, tmp_path, verify, _row)
+    rows = first(CASE, [RANKED, UNRANKED], base, 2, 6, tmp_path, verify, _row)
     assert [r["id"] for r in rows] == [UNRANKED["id"]]
     assert [p.finding["id"] for p in load_pending(tmp_path, CASE)] == [RANKED["id"]]
     assert base.is_dir()
@@ -103,9 +117,9 @@ def test_an_undecided_verdict_gets_a_round_a_pass_up_to_the_last(tmp_path):
     # GIVEN rounds that swing about 0.4 ms by more than the 25 % band
     swings = [(20.4, 20.3), (20.4, 19.7), (20.4, 20.3), (20.4, 19.7)]
     verify = FakeVerify(swings[:2], *([s] for s in swings[2:]))
-    assert first_pass(CASE, [RANKED], base, 2, 4, tmp_path, verify, _row) == []
-    assert later_pass(CASE, 1, 4, tmp_path, verify, _row) == []
-    (row,) = later_pass(CASE, 2, 4, tmp_path, verify, _row)
+    assert first(CASE, [RANKED], base, 2, 4, tmp_path, verify, _row) == []
+    assert later(CASE, 1, 4, tmp_path, verify, _row) == []
+    (row,) = later(CASE, 2, 4, tmp_path, verify, _row)
     # THEN the last round (4 of 4) gives the verdict a last round gives, after three passes
     assert row["round_pass"] == [0, 0, 1, 2] and not row["cut_short"]
     assert row["verdict"] == "within 25 % (interval wider)"
@@ -115,7 +129,7 @@ def test_an_undecided_verdict_gets_a_round_a_pass_up_to_the_last(tmp_path):
 def test_a_judge_stopped_early_reports_its_pending_findings_cut_short(tmp_path):
     base = _baseline(tmp_path)
     verify = FakeVerify([(20.4, 20.0), (20.4, 20.0)])
-    first_pass(CASE, [RANKED], base, 2, 6, tmp_path, verify, _row)
+    first(CASE, [RANKED], base, 2, 6, tmp_path, verify, _row)
     (row,) = cut_short(tmp_path, CASE, _row)
     assert row["cut_short"] and row["rounds"] == 2
     assert row["verdict"] == "within 25 %, confirmed"  # a last round's verdict on two rounds
@@ -139,9 +153,9 @@ def test_the_passes_go_on_only_for_cases_with_a_verdict_pending(tmp_path, monkey
                 base = case_dir(work, "a") / "baseline"
                 base.mkdir(parents=True)
                 verify.calls[0] = [(20.4, 20.0), (20.4, 20.0)]
-                first_pass("a", [RANKED], base, 2, 6, work, verify, _row)
+                first("a", [RANKED], base, 2, 6, work, verify, _row)
             else:
-                later_pass("a", pass_no, 6, work, verify, _row)
+                later("a", pass_no, 6, work, verify, _row)
         return None
 
     monkeypatch.setattr(advice, "run_case_process", child)
@@ -158,3 +172,12 @@ def test_the_passes_go_on_only_for_cases_with_a_verdict_pending(tmp_path, monkey
     out = capsys.readouterr().out
     assert "a: fusion.optimizer: 2 rounds, undecided: one more in pass 1" in out
     assert "pass 1: 1 case(s) with a verdict pending" in out
+
+
+def test_a_case_killed_mid_pass_keeps_the_verdicts_it_settled(tmp_path):
+    base = _baseline(tmp_path)
+    verify = FakeVerify([(20.4, 20.3), (20.4, 19.7)])  # one call only: the second raises
+    rows: list[dict] = []
+    with pytest.raises(IndexError):
+        first_pass(CASE, [UNRANKED, RANKED], base, 2, 6, tmp_path, verify, _row, rows.append)
+    assert [r["id"] for r in rows] == [UNRANKED["id"]]
