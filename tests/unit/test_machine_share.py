@@ -19,6 +19,11 @@ def _hold(folder: str, mode: str, name: str, events, release) -> None:
     events.put(f"{name} in")
     release.wait(60)
     events.put(f"{name} out")
+    # a Queue's put only hands the item to a feeder thread: flush it into the pipe before the
+    # machine is given up, or the next holder's "in" can arrive first (CI rehearsal of
+    # 15dbfc7 got "timing in" before "b out")
+    events.close()
+    events.join_thread()
     share.release()
 
 
