@@ -73,6 +73,8 @@ from typing import Any
 from dsprof.findings import THREAD_CPU
 from dsprof.metrics.noise import (
     _MEDIAN_SE,
+    PairedChange,
+    StepNoise,
     has_column,
     paired_change,
     series_noise,
@@ -274,21 +276,15 @@ def judge(kind: str, ranked: bool, predicted_saving_s: float, base: Arm, fixed: 
     if len(base.wall) < 2 or len(fixed.wall) < 2:
         return None
     metric, why = choose_metric(kind, base, fixed, saving_clock)
-    b, f = base.series(metric), fixed.series(metric)
-    nb, nf = series_noise([x * 1e9 for x in b]), series_noise([x * 1e9 for x in f])
-    assert nb is not None and nf is not None
-    b_med, f_med = statistics.median(b), statistics.median(f)
+    c = _change(base, fixed, metric)
+    nb, nf, b_med, f_med, paired = c.noise[0], c.noise[1], c.medians[0], c.medians[1], c.paired
+    measured, step_band, band = c.measured_s, c.step_band_s, c.band_s
+    paired_band = paired.band_s if paired is not None else None
     predicted = predicted_saving_s
     scaled = metric == "cpu" and saving_clock != THREAD_CPU
     if scaled:  # an op-time saving: the same share of the step, of its CPU time
         wall_med = statistics.median(base.wall)
         predicted = predicted_saving_s * b_med / wall_med if wall_med > 0 else 0.0
-    paired = paired_change(base.runs(metric), fixed.runs(metric))
-    two_rounds = paired is not None and paired.rounds >= 2
-    measured = paired.mean_s if two_rounds and paired is not None else b_med - f_med
-    step_band = band_s(nb.sd_s, nb.n, nf.sd_s, nf.n)
-    paired_band = paired.band_s if paired is not None else None
-    band = max(step_band, paired_band or 0.0)
     err = None if predicted <= 0 else (measured - predicted) / predicted
     decided = True
     if not ranked:
@@ -309,7 +305,8 @@ def judge(kind: str, ranked: bool, predicted_saving_s: float, base: Arm, fixed: 
                 verdict = "within 25 % (interval wider)"  # the mean is; not confirmed
             else:
                 verdict = "inside the noise"
-    whole = _change(base, fixed, "cpu") if metric == "update" else None
+    whole_step = _change(base, fixed, "cpu") if metric == "update" else None
+    whole = None if whole_step is None else (whole_step.measured_s, whole_step.band_s)
     j = Judgement(metric, why, b_med, f_med, predicted, scaled, measured,
                   paired.rounds if paired is not None else 0,
                   paired.sd_s if paired is not None else None, paired_band, step_band,
@@ -319,17 +316,28 @@ def judge(kind: str, ranked: bool, predicted_saving_s: float, base: Arm, fixed: 
     return j
 
 
-def _change(base: Arm, fixed: Arm, metric: str) -> tuple[float, float]:
-    """The change in ``metric``'s time and its band, as ``judge`` measures them."""
-    nb = series_noise([x * 1e9 for x in base.series(metric)])
-    nf = series_noise([x * 1e9 for x in fixed.series(metric)])
+@dataclass(frozen=True)
+class _Change:
+    noise: tuple[StepNoise, StepNoise]  # each arm's pooled steps
+    medians: tuple[float, float]
+    paired: PairedChange | None
+    measured_s: float  # the paired rounds' mean (under two rounds: the pooled medians')
+    step_band_s: float
+    band_s: float  # the wider of the step band and the paired band
+
+
+def _change(base: Arm, fixed: Arm, metric: str) -> _Change:
+    """The change in ``metric``'s time between the arms, and its bands."""
+    b, f = base.series(metric), fixed.series(metric)
+    nb, nf = series_noise([x * 1e9 for x in b]), series_noise([x * 1e9 for x in f])
     assert nb is not None and nf is not None
+    b_med, f_med = statistics.median(b), statistics.median(f)
     paired = paired_change(base.runs(metric), fixed.runs(metric))
+    two_rounds = paired is not None and paired.rounds >= 2
+    measured = paired.mean_s if two_rounds and paired is not None else b_med - f_med
     step_band = band_s(nb.sd_s, nb.n, nf.sd_s, nf.n)
-    if paired is not None and paired.rounds >= 2:
-        return paired.mean_s, max(step_band, paired.band_s or 0.0)
-    return (statistics.median(base.series(metric)) - statistics.median(fixed.series(metric)),
-            step_band)
+    band = max(step_band, (paired.band_s if paired is not None else None) or 0.0)
+    return _Change((nb, nf), (b_med, f_med), paired, measured, step_band, band)
 
 
 def percent(share: float) -> str:

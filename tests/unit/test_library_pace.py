@@ -17,6 +17,8 @@ def test_the_library_gelu_is_timed_forward_and_backward_on_the_processes_threads
     assert 0 < forward < 100e-9 and 0 < backward < 100e-9
     assert pace["threads"] == threads and pace["elements"] == ELEMENTS == 512 * 1024
     assert "best of 3" in pace["method"]
+    # on one thread, in that thread's CPU time (a wall clock counts its waits for a core)
+    assert pace["method"].endswith("thread CPU time" if threads == 1 else "wall time")
     # AND the process is left as the script will find it
     assert torch.get_num_threads() == threads and torch.is_grad_enabled() == grad
 
@@ -36,3 +38,20 @@ def test_a_torch_that_cannot_run_the_ops_so_records_no_pace(monkeypatch):
     monkeypatch.setattr(torch.ops.aten, "gelu", object())
     # THEN nothing is recorded and the session goes on (the analyzer prices as before)
     assert measure_library_pace() is None
+
+
+def test_on_one_thread_the_rate_is_the_threads_cpu_time(monkeypatch):
+    # GIVEN a thread that waits for a core between the op's start and end: a wall clock would
+    # count the wait, the thread's CPU clock does not
+    import itertools
+    import time
+
+    from dsprof.collectors import library_pace
+
+    calls, real = itertools.count(), time.perf_counter
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(library_pace.time, "perf_counter", lambda: real() + next(calls))
+    pace = measure_library_pace()
+    # THEN the rates stay a few ns an element: the (shifted) wall clock was not read
+    assert pace["method"].endswith("thread CPU time")
+    assert all(0 < r < 100e-9 for r in pace["gelu_tanh"])
