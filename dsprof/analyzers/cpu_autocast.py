@@ -23,7 +23,9 @@ bf16 pays (large GEMMs) there is none and ``skipped`` says so. A priced thread-C
 (``saving_clock: "thread_cpu"``) under ``MIN_PRICED_CPU_S`` (``metrics/noise_floor.py``) is
 kept unranked ("impact unknown; verify to measure"), and the registry's noise band holds the
 rest. A CPU without AVX512-BF16 or AMX (meta.json ``precision.cpu_bf16`` is ``none``) runs
-bf16 emulated: the title says so (and the bf16 prices, for AMX, are then a lower bound).
+bf16 emulated, 5-60x slower than fp32, where AMX's prices mean nothing: there the bf16 ops are
+priced from the run's profile (``metrics/ops/emulated_bf16.py``, two readings; unranked where
+they disagree), the title says bf16 is emulated, and "bf16 pays here" is never said.
 An fp16 autocast run (most low-precision GEMMs ``c10::Half``) is skipped with that reason: the
 prices are bf16's, and fp16 runs other kernels (AVX512-FP16 or none).
 
@@ -46,6 +48,7 @@ from dsprof.metrics.ops.autocast_cost import (
     elements,
     fp32_seconds,
 )
+from dsprof.metrics.ops.emulated_bf16 import AGREEMENT, EmulatedBf16, emulated_bf16_seconds
 from dsprof.metrics.ops.opbytes import dtypes_of
 
 LOW = ("c10::BFloat16", "c10::Half")
@@ -109,19 +112,29 @@ class CpuAutocastAnalyzer(Analyzer):
         # priced from shapes at full speed (autocast_cost.py: profiled casts and bf16 GEMMs
         # are inflated, the large ones several times over); the profiled times are evidence
         cast_s = sum(cast_seconds(c["phase"], elements(c["shape"])) for c in casts) / n
-        priced = [(g, bf16_seconds(g[2], int(g[8]), g[5]) or 0.0,
-                   fp32_seconds(g[2], int(g[8]), g[5]) or 0.0) for g in low]
-        low_s = sum(b for _, b, _ in priced) / n
+        bf16_isa = (ctx.meta.get("precision") or {}).get("cpu_bf16")
+        emulated = None
+        if bf16_isa == "none":
+            # AMX's prices are 5-60x too low for emulated bf16: what the run measured instead
+            emulated = emulated_bf16_seconds(ctx, low, n)
+            priced = [(g, g[7] / 1e9, fp32_seconds(g[2], int(g[8]), g[5]) or 0.0) for g in low]
+        else:
+            priced = [(g, bf16_seconds(g[2], int(g[8]), g[5]) or 0.0,
+                       fp32_seconds(g[2], int(g[8]), g[5]) or 0.0) for g in low]
+        low_s = emulated.estimate_s if emulated else sum(b for _, b, _ in priced) / n
         fp32_s = sum(f for _, _, f in priced) / n
         saving = cast_s + low_s - fp32_s
-        bf16_isa = (ctx.meta.get("precision") or {}).get("cpu_bf16")
         if saving <= 0:
             self.no_finding_reason = (
+                f"the emulated bf16 matmul/conv ops took {low_s * 1e3:.3g} ms {ctx.per_step} "
+                f"(from the profile), less than the {fp32_s * 1e3:.3g} ms they are priced in "
+                f"fp32 less the {cast_s * 1e3:.3g} ms of casts autocast adds" if emulated else
                 f"bf16 pays here: its matmul/conv ops, priced {low_s * 1e3:.3g} ms "
                 f"{ctx.per_step} in bf16, would take {fp32_s * 1e3:.3g} ms in fp32, more than "
                 f"the {cast_s * 1e3:.3g} ms of casts autocast adds")
             return []
-        return [self._finding(ctx, n, casts, priced, cast_s, low_s, fp32_s, saving, bf16_isa)]
+        return [self._finding(ctx, n, casts, priced, cast_s, low_s, fp32_s, saving, bf16_isa,
+                              emulated)]
 
     def _casts(self, ctx: Context, steps: str) -> list[dict[str, Any]]:
         """Each cast of a floating tensor in forward or backward, as its outermost wrapper:
@@ -149,7 +162,8 @@ class CpuAutocastAnalyzer(Analyzer):
 
     def _finding(self, ctx: Context, n: int, casts: list[dict[str, Any]],
                  priced: list[tuple[Any, float, float]], cast_s: float, low_s: float, fp32_s: float,
-                 saving: float, bf16_isa: str | None) -> Finding:
+                 saving: float, bf16_isa: str | None,
+                 emulated: EmulatedBf16 | None = None) -> Finding:
         w = ctx.words
         ms = 1e3
         by_module: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
@@ -176,19 +190,17 @@ class CpuAutocastAnalyzer(Analyzer):
         for (module, op, phase, shapes), (t, b, p, rank) in sorted(
                 gemm_groups.items(), key=lambda kv: kv[1][2] - kv[1][1])[:3]:
             evidence.append(Evidence(
-                text=f"{op} bf16 {shapes} in {module}, {phase}: priced {b / n * ms:.3f} ms "
-                     f"in bf16, {p / n * ms:.3f} ms in fp32 ({t / n * ms:.3f} ms profiled)",
+                text=(f"{op} bf16 {shapes} in {module}, {phase}: {t / n * ms:.3f} ms profiled "
+                      f"(emulated), priced {p / n * ms:.3f} ms in fp32" if emulated else
+                      f"{op} bf16 {shapes} in {module}, {phase}: priced {b / n * ms:.3f} ms "
+                      f"in bf16, {p / n * ms:.3f} ms in fp32 ({t / n * ms:.3f} ms profiled)"),
                 rank=int(rank), module=module, value=(b - p) / n))
-        emulated = bf16_isa == "none"
         step = ctx.run.facts.step.median_s  # the measured step (the mean holds outliers)
-        where = (" This CPU has neither AVX512-BF16 nor AMX: bf16 matmuls are emulated "
-                 "(converted to fp32 inside each kernel), so bf16 cannot pay on it at any size."
-                 if emulated else
-                 " bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
+        where = (" bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
                  "faster than fp32 on the calibration machine), so growing the batch or width "
                  "is the other way out.")
         title = (f"Turn bf16 autocast off: bf16 is emulated on this CPU and costs "
-                 f"{saving * ms:.3g} ms {w.a_step}" if emulated else
+                 f"{saving * ms:.3g} ms {w.a_step}" if emulated is not None else
                  f"Turn bf16 autocast off: its casts and small bf16 matmuls cost "
                  f"{saving * ms:.3g} ms {w.a_step} more than fp32")
         explanation = (
@@ -198,12 +210,26 @@ class CpuAutocastAnalyzer(Analyzer):
             "shapes and FLOPs, per call and per element or FLOP as calibrated on a Xeon with "
             "AMX: metrics/ops/autocast_cost.py)"
             + (f", so the step would go from {step * ms:.3f} to about "
-               f"{(step - saving) * ms:.3f} ms." if step else ".") + where)
+               f"{(step - saving) * ms:.3f} ms." if step else ".") + where
+            if emulated is None else _emulated_explanation(
+                w, n, len(casts), len(priced), cast_s, fp32_s, saving, step, emulated))
         data: dict[str, Any] = {
             "cast_s": cast_s, "casts_per_step": len(casts) / n, "bf16_gemm_s": low_s,
             "fp32_priced_s": fp32_s, "cpu_bf16": bf16_isa, SAVING_CLOCK: THREAD_CPU,
-            "fp32_step_s": (step - saving) if step else None}
-        if saving < MIN_PRICED_CPU_S:
+            "fp32_step_s": (step - saving) if step else None,
+            "bf16_priced_from": "profile" if emulated else "shapes"}
+        if emulated is not None:
+            spread = emulated.profiled_s - emulated.scaled_s
+            data["saving_range_s"] = [saving - spread / 2, saving + spread / 2]
+            data["bf16_profiled_s"] = emulated.profiled_s
+            data["bf16_scaled_s"] = emulated.scaled_s
+            if not emulated.agree:
+                data["impact_unknown"] = "emulated bf16 priced from the profile, loosely"
+                explanation += (
+                    " Impact unknown; verify to measure: the two readings of the emulated ops "
+                    f"differ by more than {AGREEMENT:.0%} of their middle (metrics/ops/"
+                    "emulated_bf16.py).")
+        if "impact_unknown" not in data and saving < MIN_PRICED_CPU_S:
             data["impact_unknown"] = "small priced saving on CPU"
             explanation += (f" Impact unknown; verify to measure: a CPU saving priced under "
                             f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked "
@@ -217,3 +243,29 @@ class CpuAutocastAnalyzer(Analyzer):
                     "re-run the job with autocast off, import its trace, compare with dsprof "
                     "diff"),
             data=data)
+
+
+def _emulated_explanation(w: Any, n: int, casts: int, gemms: int, cast_s: float, fp32_s: float,
+                          saving: float, step: float | None, emulated: EmulatedBf16) -> str:
+    """Why a CPU that emulates bf16 is priced from the run's profile, and the two readings."""
+    ms = 1e3
+    scale = (f"scaled by the full-speed step over the profiled one "
+             f"({emulated.full_speed_step_s * ms:.3f} / {emulated.profiled_step_s * ms:.3f} ms), "
+             f"{emulated.scaled_s * ms:.3f} ms"
+             if emulated.full_speed_step_s and emulated.profiled_step_s else
+             "with no full-speed step to scale by, the same")
+    low, high = saving - (emulated.profiled_s - emulated.scaled_s) / 2, \
+        saving + (emulated.profiled_s - emulated.scaled_s) / 2
+    return (
+        f"This CPU has neither AVX512-BF16 nor AMX: its {gemms / n:.0f} bf16 matmul/conv ops "
+        f"{w.per_step} run PyTorch's emulated kernels (converted element by element), slower "
+        "than fp32 at any size, so bf16 cannot pay on it and AMX's prices do not apply. They "
+        f"are priced from this run: {emulated.profiled_s * ms:.3f} ms {w.per_step} profiled "
+        f"(an upper bound: recording slows ops), {scale}; the middle, "
+        f"{emulated.estimate_s * ms:.3f} ms, is taken. In fp32 they take about "
+        f"{fp32_s * ms:.3f} ms (priced at full speed from shapes and FLOPs as calibrated on a "
+        f"Xeon: metrics/ops/autocast_cost.py) and need none of the {casts / n:.0f} casts "
+        f"({cast_s * ms:.3f} ms)"
+        + (f", so the step would go from {step * ms:.3f} to about {(step - saving) * ms:.3f} ms"
+           if step else "")
+        + f" (saving {low * ms:.3g}-{high * ms:.3g} ms by the two readings).")

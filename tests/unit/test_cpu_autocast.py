@@ -7,7 +7,9 @@ from __future__ import annotations
 from dsprof.analyzers.cpu_autocast import CpuAutocastAnalyzer
 from dsprof.analyzers.registry import Context
 from dsprof.metrics.ops.autocast_cost import bf16_seconds, cast_seconds, fp32_seconds
-from tests.unit.test_analyzers_synthetic import MS, _cpu_autocast
+from dsprof.metrics.ops.emulated_bf16 import EmulatedBf16
+from dsprof.run import Run
+from tests.unit.test_analyzers_synthetic import MS, SCRIPT, _cpu_autocast, steps
 
 SMALL = 4_194_304  # 32x256 @ 256x256
 
@@ -43,3 +45,64 @@ def test_a_model_in_bf16_without_autocast_gets_no_autocast_advice():
     found, why = run_analyzer(_cpu_autocast(SMALL, MS, casts=0))
     # THEN nothing to turn off, and the reason says so
     assert found == [] and why is not None and "not under autocast" in why
+
+
+# -- a CPU that emulates bf16 (no AVX512-BF16, no AMX): priced from the run's profile ---------
+
+EMULATED = {"precision": {"cpu_bf16": "none"}}
+HUGE = 4_294_967_296  # 2048x1024 @ 1024x1024: AMX's bf16 prices say bf16 pays at this size
+
+
+def test_on_an_emulating_cpu_the_bf16_gemms_are_priced_from_their_profiled_time():
+    # GIVEN a 32x256 @ 256x256 bf16 addmm that took 1 ms profiled, on a CPU without bf16
+    (f,), _ = run_analyzer(_cpu_autocast(SMALL, MS, meta=EMULATED))
+    shapes = "[[256], [32, 256], [256, 256]]"
+    casts = cast_seconds("forward", 256 * 256) + cast_seconds("forward", 256)
+    # THEN the GEMM costs its profiled 1 ms over the 2 profiled steps (all steps are profiled
+    # here: no full-speed step to scale by), not AMX's 0.03 ms
+    assert f.data["bf16_priced_from"] == "profile"
+    assert abs(f.data["bf16_gemm_s"] - 0.5e-3) < 1e-12
+    assert abs(f.saving_s - (casts / 2 + 0.5e-3
+                             - fp32_seconds("aten::addmm", SMALL, shapes) / 2)) < 1e-12
+    assert "priced from this run" in f.explanation and "AMX's prices do not apply" in f.explanation
+
+
+def test_on_an_emulating_cpu_large_gemms_are_never_said_to_pay():
+    # GIVEN matmuls large enough that bf16 pays on AMX, emulated: 2 s each, as on an AVX2 EPYC
+    found, why = run_analyzer(_cpu_autocast(HUGE, 2000 * MS))
+    assert found == [] and why is not None and why.startswith("bf16 pays here")  # on AMX
+    (f,), _ = run_analyzer(_cpu_autocast(HUGE, 2000 * MS, meta=EMULATED))
+    # THEN a finding that bf16 is emulated, priced from the 2 s it took
+    assert "bf16 is emulated on this CPU" in f.title and f.saving_s > 0.9
+    # and an emulated GEMM that took less than its fp32 price gets a reason that says so
+    found, why = run_analyzer(_cpu_autocast(HUGE, 7 * MS, meta=EMULATED))
+    assert found == [] and why is not None
+    assert why.startswith("the emulated bf16 matmul/conv ops took") and "pays" not in why
+
+
+def _emulated_with_full_speed_steps(gemm_ms: float):
+    """The synthetic run with full-speed steps of 20 ms after profiled ones of 40 ms."""
+    run = _cpu_autocast(HUGE, int(gemm_ms * MS), meta=EMULATED)
+    tables = {name: run.table(name) for name in ("ops",)}
+    durs = [40, 40, 20, 20, 20, 20, 20, 20]
+    return Run.from_tables(meta={**SCRIPT, **EMULATED}, ops=tables["ops"],
+                           steps=steps(durs, profiled=[True, True] + [False] * 6))
+
+
+def test_the_two_readings_rank_the_price_only_when_they_agree():
+    # GIVEN profiled steps twice the full-speed ones: the scaled reading is half the profiled
+    (f,), _ = run_analyzer(_emulated_with_full_speed_steps(2000))
+    # THEN the price is their middle, 0.75 of the profiled time, and the range is given
+    assert abs(f.data["bf16_scaled_s"] - f.data["bf16_profiled_s"] / 2) < 1e-12
+    assert abs(f.data["bf16_gemm_s"] - 0.75 * f.data["bf16_profiled_s"]) < 1e-12
+    low, high = f.data["saving_range_s"]
+    assert abs((high - low) - f.data["bf16_profiled_s"] / 2) < 1e-9
+    # half apart is looser than a quarter of the middle: not ranked
+    assert f.data["impact_unknown"].startswith("emulated bf16 priced from the profile")
+    assert "the two readings of the emulated ops differ" in f.explanation
+
+
+def test_agreement_is_a_quarter_of_the_middle():
+    assert EmulatedBf16(74e-3, 71e-3, 78.7e-3, 82.1e-3).agree  # an MLP at batch 128
+    assert not EmulatedBf16(3.1e-3, 1.7e-3, 3.8e-3, 6.9e-3).agree  # two small convolutions
+    assert EmulatedBf16(1.0, 0.6, None, None).agree  # (1.0 - 0.6) / 2 = 0.25 x 0.8
