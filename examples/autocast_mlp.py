@@ -4,7 +4,8 @@
 under ``torch.autocast("cpu", dtype=torch.bfloat16)`` unless ``--fp32``. At the defaults
 (64 -> 256 -> 256 -> 10, batch 32) a step took 0.89-0.92 ms in fp32 and 1.08-1.12 ms under
 autocast on one thread of a Xeon with AMX; at ``--batch 256 --width 1024`` bf16 is the faster
-(docs/analyzers.md, CPU autocast). ``dsprof run examples/autocast_mlp.py`` finds it;
+there, while a CPU that emulates bf16 (no AVX512-BF16 or AMX: an AVX2 EPYC) runs it slower at
+every size (docs/analyzers.md, CPU autocast). ``dsprof run examples/autocast_mlp.py`` finds it;
 ``DS_AUTOCAST=off`` runs the same script with its autocast disabled. ``--print-dtype`` prints
 the dtype the first layer's output had (what the forward really ran in) and nothing else.
 ``--conv`` trains a small CNN instead: 3 -> width -> width 3x3 convolutions on 16x16 images,
