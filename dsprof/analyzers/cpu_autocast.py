@@ -72,6 +72,7 @@ def _name_list(names: Any) -> str:
 class CpuAutocastAnalyzer(Analyzer):
     name = "cpu_autocast"
     requires = ("ops",)
+    compiled_casts = 0  # the last run's forward ops cast inside compiled graphs
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.on_gpu:
@@ -102,6 +103,11 @@ class CpuAutocastAnalyzer(Analyzer):
         casts = self._casts(ctx, steps)
         fwd_fp32_casts = sum(1 for c in casts if c["phase"] == "forward" and c["from"] == "float")
         fwd_low = sum(1 for g in low if g[3] == "forward")
+        self.compiled_casts = 0
+        if fwd_fp32_casts < max(1.0, MIN_CAST_SHARE * fwd_low):
+            # under torch.compile the casts are inside inductor's kernels, unrecorded
+            self.compiled_casts = self._compiled_from_fp32(ctx, steps)
+            fwd_fp32_casts += self.compiled_casts
         if fwd_fp32_casts < max(1.0, MIN_CAST_SHARE * fwd_low):
             self.no_finding_reason = (
                 f"{fwd_low} forward bf16/fp16 matmul/conv ops but {fwd_fp32_casts} casts of fp32 "
@@ -135,6 +141,20 @@ class CpuAutocastAnalyzer(Analyzer):
             return []
         return [self._finding(ctx, n, casts, priced, cast_s, low_s, fp32_s, saving, bf16_isa,
                               emulated)]
+
+    def _compiled_from_fp32(self, ctx: Context, steps: str) -> int:
+        """Forward bf16/fp16 matmul/conv ops inside a compiled graph (``CompiledFunction``)
+        whose inputs are all fp32: the graph casts them (autocast compiled in; a bf16 model's
+        graph takes bf16 parameters). Each counts as a forward cast of an fp32 tensor."""
+        low = " OR ".join(f"o.dtypes LIKE '[\"{t}\"%'" for t in LOW)
+        row = ctx.run.sql(
+            f"SELECT count(*) FROM ops o JOIN ops c ON c.rank = o.rank AND c.thread = o.thread "
+            f"AND c.name = 'CompiledFunction' AND o.start_ns >= c.start_ns "
+            f"AND o.start_ns < c.start_ns + c.dur_ns "
+            f"WHERE o.flops > 0 AND o.phase = 'forward' AND o.name IN ({_name_list(PRICED_OPS)}) "
+            f"AND ({low}) AND c.dtypes LIKE '%\"float\"%' AND c.dtypes NOT LIKE '%BFloat16%' "
+            f"AND c.dtypes NOT LIKE '%Half%' {steps.replace('AND step IN', 'AND o.step IN')}")
+        return int(row[0][0] or 0)
 
     def _casts(self, ctx: Context, steps: str) -> list[dict[str, Any]]:
         """Each cast of a floating tensor in forward or backward, as its outermost wrapper:
@@ -218,6 +238,14 @@ class CpuAutocastAnalyzer(Analyzer):
             "fp32_priced_s": fp32_s, "cpu_bf16": bf16_isa, SAVING_CLOCK: THREAD_CPU,
             "fp32_step_s": (step - saving) if step else None,
             "bf16_priced_from": "profile" if emulated else "shapes"}
+        compiled = self.compiled_casts
+        if compiled:
+            data["compiled_cast_ops_per_step"] = compiled / n
+            explanation += (
+                f" Under torch.compile the casts run inside the compiled graph: "
+                f"{compiled / n:.0f} bf16 matmul/conv ops {w.per_step} take a graph's fp32 "
+                "inputs, cast in inductor's kernels, which the profile does not show apart "
+                "(those casts are not priced).")
         if emulated is not None:
             spread = emulated.profiled_s - emulated.scaled_s
             data["saving_range_s"] = [saving - spread / 2, saving + spread / 2]

@@ -9,7 +9,7 @@ from dsprof.analyzers.registry import Context
 from dsprof.metrics.ops.autocast_cost import bf16_seconds, cast_seconds, fp32_seconds
 from dsprof.metrics.ops.emulated_bf16 import EmulatedBf16
 from dsprof.run import Run
-from tests.unit.test_analyzers_synthetic import MS, SCRIPT, _cpu_autocast, steps
+from tests.unit.test_analyzers_synthetic import MS, SCRIPT, _cpu_autocast, steps, table
 
 SMALL = 4_194_304  # 32x256 @ 256x256
 
@@ -106,3 +106,35 @@ def test_agreement_is_a_quarter_of_the_middle():
     assert EmulatedBf16(74e-3, 71e-3, 78.7e-3, 82.1e-3).agree  # an MLP at batch 128
     assert not EmulatedBf16(3.1e-3, 1.7e-3, 3.8e-3, 6.9e-3).agree  # two small convolutions
     assert EmulatedBf16(1.0, 0.6, None, None).agree  # (1.0 - 0.6) / 2 = 0.25 x 0.8
+
+
+# -- under torch.compile the casts are inside inductor's kernels ------------------------------
+
+def _compiled(graph_inputs: str, meta: dict | None = None):
+    """Step 1 (of 2 profiled): a CompiledFunction whose inputs are ``graph_inputs`` running a
+    32x256 @ 256x256 bf16 addmm (1 ms) inside it, and no cast op recorded anywhere."""
+    ops = [{"id": 1, "step": 1, "name": "CompiledFunction", "cat": "cpu_op", "thread": 1,
+            "start_ns": 10 * MS, "dur_ns": 2 * MS, "phase": "forward", "dtypes": graph_inputs},
+           {"id": 2, "parent_id": 1, "step": 1, "name": "aten::addmm", "cat": "cpu_op",
+            "thread": 1, "start_ns": 10 * MS + 100_000, "dur_ns": MS, "phase": "forward",
+            "flops": SMALL, "input_shapes": "[[256], [32, 256], [256, 256]]",
+            "dtypes": '["c10::BFloat16", "c10::BFloat16", "c10::BFloat16"]'}]
+    return Run.from_tables(meta={**SCRIPT, **(meta or {})}, steps=steps([20, 20]),
+                           ops=table(*ops))
+
+
+def test_a_compiled_graph_fed_fp32_that_runs_bf16_gemms_is_autocast():
+    # GIVEN a compiled forward taking fp32 parameters and input, its GEMM in bf16, no cast op
+    (f,), _ = run_analyzer(_compiled('["float", "float", "float"]', meta=EMULATED))
+    # THEN autocast is found (its casts are inside the graph), and the explanation says so
+    assert f.data["compiled_cast_ops_per_step"] == 0.5
+    assert "casts run inside the compiled graph" in f.explanation
+    assert "bf16 is emulated on this CPU" in f.title
+
+
+def test_a_compiled_bf16_model_is_not_autocast():
+    # GIVEN the same graph taking bf16 parameters (model.bfloat16() compiled)
+    found, why = run_analyzer(_compiled('["c10::BFloat16", "c10::BFloat16", "float"]',
+                                        meta=EMULATED))
+    # THEN nothing to turn off
+    assert found == [] and why is not None and "not under autocast" in why
