@@ -26,8 +26,10 @@ rest. A CPU without AVX512-BF16 or AMX (meta.json ``precision.cpu_bf16`` is ``no
 bf16 emulated, 5-60x slower than fp32, where AMX's prices mean nothing: there the bf16 ops are
 priced from the run's profile (``metrics/ops/emulated_bf16.py``, two readings; unranked where
 they disagree), the title says bf16 is emulated, and "bf16 pays here" is never said.
-An fp16 autocast run (most low-precision GEMMs ``c10::Half``) is skipped with that reason: the
-prices are bf16's, and fp16 runs other kernels (AVX512-FP16 or none).
+An fp16 autocast run (most low-precision GEMMs ``c10::Half``) on a CPU with AVX512-FP16 or
+AMX-FP16 is skipped with that reason: the shape prices are bf16's, and fp16 runs other kernels
+there; where fp16 is emulated (meta ``precision.cpu_fp16`` is ``none``) it is priced from the
+profile as emulated bf16 is, in fp16's words, with fp16's switches.
 
 GPU runs are skipped: the ``precision`` analyzer prices GPU autocast.
 """
@@ -61,8 +63,11 @@ MIN_CAST_SHARE = 0.5
 
 _PLAIN_FIX = (
     "# plain PyTorch: run the forward in fp32 (delete the autocast block, or switch it off)\n"
-    "with torch.autocast(\"cpu\", dtype=torch.bfloat16, enabled=False):\n"
+    "with torch.autocast(\"cpu\", dtype=torch.{dtype}, enabled=False):\n"
     "    loss = loss_fn(model(x), y)")
+_TORCH_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
+# the instructions that run the low precision in hardware, for "this CPU has neither ..."
+_HARDWARE = {"bf16": "AVX512-BF16 nor AMX", "fp16": "AVX512-FP16 nor AMX-FP16"}
 
 
 def _name_list(names: Any) -> str:
@@ -73,6 +78,7 @@ class CpuAutocastAnalyzer(Analyzer):
     name = "cpu_autocast"
     requires = ("ops",)
     compiled_casts = 0  # the last run's forward ops cast inside compiled graphs
+    low_name = "bf16"  # the last run's low precision: bf16, or fp16 where most GEMMs are
 
     def skip_reason(self, ctx: Context) -> str | None:
         if ctx.on_gpu:
@@ -92,9 +98,13 @@ class CpuAutocastAnalyzer(Analyzer):
             self.no_finding_reason = "no bf16/fp16 matmul or convolution ran"
             return []
         half = sum(1 for g in low if (dtypes_of(g[6]) or [""])[0] == "c10::Half")
-        if 2 * half > len(low):
-            # the prices are bf16's (AMX/AVX512-BF16); fp16 runs other kernels (AVX512-FP16,
-            # or none), so an fp16 run was told "bf16 pays here" from bf16's costs
+        precision = ctx.meta.get("precision") or {}
+        self.low_name = "fp16" if 2 * half > len(low) else "bf16"
+        isa = precision.get(f"cpu_{self.low_name}")
+        if self.low_name == "fp16" and isa != "none":
+            # the shape prices are bf16's (AMX/AVX512-BF16); fp16 in hardware runs other
+            # kernels (AVX512-FP16, AMX-FP16), so an fp16 run was told "bf16 pays here" from
+            # bf16's costs. (Emulated fp16 is priced from the profile, as emulated bf16 is.)
             self.no_finding_reason = (
                 f"fp16 autocast: {half} fp16 matmul/conv ops, but dsprof's CPU prices are "
                 "bf16's (metrics/ops/autocast_cost.py), not fp16's; whether fp32 is faster "
@@ -118,10 +128,9 @@ class CpuAutocastAnalyzer(Analyzer):
         # priced from shapes at full speed (autocast_cost.py: profiled casts and bf16 GEMMs
         # are inflated, the large ones several times over); the profiled times are evidence
         cast_s = sum(cast_seconds(c["phase"], elements(c["shape"])) for c in casts) / n
-        bf16_isa = (ctx.meta.get("precision") or {}).get("cpu_bf16")
         emulated = None
-        if bf16_isa == "none":
-            # AMX's prices are 5-60x too low for emulated bf16: what the run measured instead
+        if isa == "none":
+            # AMX's prices are 5-60x too low for emulated bf16/fp16: what the run measured
             emulated = emulated_bf16_seconds(ctx, low, n)
             priced = [(g, g[7] / 1e9, fp32_seconds(g[2], int(g[8]), g[5]) or 0.0) for g in low]
         else:
@@ -132,14 +141,15 @@ class CpuAutocastAnalyzer(Analyzer):
         saving = cast_s + low_s - fp32_s
         if saving <= 0:
             self.no_finding_reason = (
-                f"the emulated bf16 matmul/conv ops took {low_s * 1e3:.3g} ms {ctx.per_step} "
+                f"the emulated {self.low_name} matmul/conv ops took {low_s * 1e3:.3g} ms "
+                f"{ctx.per_step} "
                 f"(from the profile), less than the {fp32_s * 1e3:.3g} ms they are priced in "
                 f"fp32 less the {cast_s * 1e3:.3g} ms of casts autocast adds" if emulated else
                 f"bf16 pays here: its matmul/conv ops, priced {low_s * 1e3:.3g} ms "
                 f"{ctx.per_step} in bf16, would take {fp32_s * 1e3:.3g} ms in fp32, more than "
                 f"the {cast_s * 1e3:.3g} ms of casts autocast adds")
             return []
-        return [self._finding(ctx, n, casts, priced, cast_s, low_s, fp32_s, saving, bf16_isa,
+        return [self._finding(ctx, n, casts, priced, cast_s, low_s, fp32_s, saving, isa,
                               emulated)]
 
     def _compiled_from_fp32(self, ctx: Context, steps: str) -> int:
@@ -182,9 +192,10 @@ class CpuAutocastAnalyzer(Analyzer):
 
     def _finding(self, ctx: Context, n: int, casts: list[dict[str, Any]],
                  priced: list[tuple[Any, float, float]], cast_s: float, low_s: float, fp32_s: float,
-                 saving: float, bf16_isa: str | None,
+                 saving: float, isa: str | None,
                  emulated: EmulatedBf16 | None = None) -> Finding:
         w = ctx.words
+        lo = self.low_name
         ms = 1e3
         by_module: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
         for c in casts:
@@ -193,7 +204,7 @@ class CpuAutocastAnalyzer(Analyzer):
             slot[1] += c["dur_s"]
         top_casts = sorted(by_module.items(), key=lambda kv: -kv[1][1])[:2]
         evidence = [Evidence(
-            text=f"{len(casts) / n:.0f} casts (aten::_to_copy fp32<->bf16) {w.per_step}: priced "
+            text=f"{len(casts) / n:.0f} casts (aten::_to_copy fp32<->{lo}) {w.per_step}: priced "
                  f"{cast_s * ms:.3f} ms at full speed", value=cast_s)]
         evidence += [Evidence(text=f"casts in {where}: {cnt / n:.0f} {w.per_step}, "
                                    f"{dur / n * ms:.3f} ms profiled", module=where.split(",")[0],
@@ -210,7 +221,7 @@ class CpuAutocastAnalyzer(Analyzer):
         for (module, op, phase, shapes), (t, b, p, rank) in sorted(
                 gemm_groups.items(), key=lambda kv: kv[1][2] - kv[1][1])[:3]:
             evidence.append(Evidence(
-                text=(f"{op} bf16 {shapes} in {module}, {phase}: {t / n * ms:.3f} ms profiled "
+                text=(f"{op} {lo} {shapes} in {module}, {phase}: {t / n * ms:.3f} ms profiled "
                       f"(emulated), priced {p / n * ms:.3f} ms in fp32" if emulated else
                       f"{op} bf16 {shapes} in {module}, {phase}: priced {b / n * ms:.3f} ms "
                       f"in bf16, {p / n * ms:.3f} ms in fp32 ({t / n * ms:.3f} ms profiled)"),
@@ -219,7 +230,7 @@ class CpuAutocastAnalyzer(Analyzer):
         where = (" bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
                  "faster than fp32 on the calibration machine), so growing the batch or width "
                  "is the other way out.")
-        title = (f"Turn bf16 autocast off: bf16 is emulated on this CPU and costs "
+        title = (f"Turn {lo} autocast off: {lo} is emulated on this CPU and costs "
                  f"{saving * ms:.3g} ms {w.a_step}" if emulated is not None else
                  f"Turn bf16 autocast off: its casts and small bf16 matmuls cost "
                  f"{saving * ms:.3g} ms {w.a_step} more than fp32")
@@ -232,10 +243,11 @@ class CpuAutocastAnalyzer(Analyzer):
             + (f", so the step would go from {step * ms:.3f} to about "
                f"{(step - saving) * ms:.3f} ms." if step else ".") + where
             if emulated is None else _emulated_explanation(
-                w, n, len(casts), len(priced), cast_s, fp32_s, saving, step, emulated))
+                w, lo, n, len(casts), len(priced), cast_s, fp32_s, saving, step, emulated))
         data: dict[str, Any] = {
             "cast_s": cast_s, "casts_per_step": len(casts) / n, "bf16_gemm_s": low_s,
-            "fp32_priced_s": fp32_s, "cpu_bf16": bf16_isa, SAVING_CLOCK: THREAD_CPU,
+            "fp32_priced_s": fp32_s, f"cpu_{lo}": isa, SAVING_CLOCK: THREAD_CPU,
+            "low_precision": lo,
             "fp32_step_s": (step - saving) if step else None,
             "bf16_priced_from": "profile" if emulated else "shapes"}
         compiled = self.compiled_casts
@@ -243,7 +255,7 @@ class CpuAutocastAnalyzer(Analyzer):
             data["compiled_cast_ops_per_step"] = compiled / n
             explanation += (
                 f" Under torch.compile the casts run inside the compiled graph: "
-                f"{compiled / n:.0f} bf16 matmul/conv ops {w.per_step} take a graph's fp32 "
+                f"{compiled / n:.0f} {lo} matmul/conv ops {w.per_step} take a graph's fp32 "
                 "inputs, cast in inductor's kernels, which the profile does not show apart "
                 "(those casts are not priced).")
         if emulated is not None:
@@ -252,7 +264,7 @@ class CpuAutocastAnalyzer(Analyzer):
             data["bf16_profiled_s"] = emulated.profiled_s
             data["bf16_scaled_s"] = emulated.scaled_s
             if not emulated.agree:
-                data["impact_unknown"] = "emulated bf16 priced from the profile, loosely"
+                data["impact_unknown"] = f"emulated {lo} priced from the profile, loosely"
                 explanation += (
                     " Impact unknown; verify to measure: the two readings of the emulated ops "
                     f"differ by more than {AGREEMENT:.0%} of their middle (metrics/ops/"
@@ -262,9 +274,10 @@ class CpuAutocastAnalyzer(Analyzer):
             explanation += (f" Impact unknown; verify to measure: a CPU saving priced under "
                             f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked "
                             "(metrics/noise_floor.py).")
-        fix = framework_fix(ctx, "autocast_off") + _PLAIN_FIX
+        fix = (framework_fix(ctx, "autocast_off" if lo == "bf16" else "autocast_off_fp16")
+               + _PLAIN_FIX.format(dtype=_TORCH_DTYPE[lo]))
         return Finding(
-            analyzer=self.name, kind="precision.cpu_autocast_slower", key="cpu-bf16-autocast",
+            analyzer=self.name, kind="precision.cpu_autocast_slower", key=f"cpu-{lo}-autocast",
             title=title, saving_s=saving, confidence="low", explanation=explanation,
             evidence=tuple(evidence), fix=fix, apply={"DS_AUTOCAST": "off"},
             verify=("dsprof verify {run} {id}" if ctx.target_command else
@@ -273,9 +286,11 @@ class CpuAutocastAnalyzer(Analyzer):
             data=data)
 
 
-def _emulated_explanation(w: Any, n: int, casts: int, gemms: int, cast_s: float, fp32_s: float,
-                          saving: float, step: float | None, emulated: EmulatedBf16) -> str:
-    """Why a CPU that emulates bf16 is priced from the run's profile, and the two readings."""
+def _emulated_explanation(w: Any, lo: str, n: int, casts: int, gemms: int, cast_s: float,
+                          fp32_s: float, saving: float, step: float | None,
+                          emulated: EmulatedBf16) -> str:
+    """Why a CPU that emulates ``lo`` (bf16, fp16) is priced from the run's profile, and the
+    two readings."""
     ms = 1e3
     scale = (f"scaled by the full-speed step over the profiled one "
              f"({emulated.full_speed_step_s * ms:.3f} / {emulated.profiled_step_s * ms:.3f} ms), "
@@ -285,9 +300,10 @@ def _emulated_explanation(w: Any, n: int, casts: int, gemms: int, cast_s: float,
     low, high = saving - (emulated.profiled_s - emulated.scaled_s) / 2, \
         saving + (emulated.profiled_s - emulated.scaled_s) / 2
     return (
-        f"This CPU has neither AVX512-BF16 nor AMX: its {gemms / n:.0f} bf16 matmul/conv ops "
+        f"This CPU has neither {_HARDWARE[lo]}: its {gemms / n:.0f} {lo} matmul/conv ops "
         f"{w.per_step} run PyTorch's emulated kernels (converted element by element), slower "
-        "than fp32 at any size, so bf16 cannot pay on it and AMX's prices do not apply. They "
+        f"than fp32 at any size, so {lo} cannot pay on it and AMX's bf16 prices do not apply. "
+        "They "
         f"are priced from this run: {emulated.profiled_s * ms:.3f} ms {w.per_step} profiled "
         f"(an upper bound: recording slows ops), {scale}; the middle, "
         f"{emulated.estimate_s * ms:.3f} ms, is taken. In fp32 they take about "

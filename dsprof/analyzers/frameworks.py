@@ -55,10 +55,15 @@ _SWITCHES = {
     ("transformers.trainer", "autocast_off"): (
         "# Hugging Face Trainer: TrainingArguments(..., bf16=False)"),
     ("lightning", "autocast_off"): "# Lightning: Trainer(..., precision=\"32-true\")",
+    ("transformers.trainer", "autocast_off_fp16"): (
+        "# Hugging Face Trainer: TrainingArguments(..., fp16=False)"),
+    ("lightning", "autocast_off_fp16"): "# Lightning: Trainer(..., precision=\"32-true\")",
     # Accelerate enters autocast itself around the prepared model's forward: no autocast block
     # in the script to delete; mixed_precision given to Accelerator() wins over the launch config
     (_ACCELERATOR, "precision"): "# Accelerate: Accelerator(..., mixed_precision=\"bf16\")",
     (_ACCELERATOR, "autocast_off"): "# Accelerate: Accelerator(..., mixed_precision=\"no\")",
+    (_ACCELERATOR, "autocast_off_fp16"): (
+        "# Accelerate: Accelerator(..., mixed_precision=\"no\")"),
     ("lightning", "checkpointing"): (
         "# Lightning: wrap the blocks in configure_model() with torch.utils.checkpoint, or\n"
         "# FSDPStrategy(activation_checkpointing_policy={Block}) on multi-GPU"),
@@ -194,7 +199,7 @@ def under_zero(ctx: Context) -> bool:
 
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
-    dataloader), as
+    autocast_off_fp16, dataloader), as
     comment lines ending in a newline, or ""."""
     used = frameworks(ctx)
     if "transformers" in used and "transformers.trainer" not in used and \

@@ -192,20 +192,36 @@ def precision_state() -> dict[str, Any]:
     default = read(torch.get_default_dtype)
     return {"matmul_allow_tf32": matmul, "cudnn_allow_tf32": cudnn,
             "float32_matmul_precision": precision, "cpu_bf16": cpu_bf16(),
+            "cpu_fp16": cpu_fp16(),
             "default_dtype": None if default is None else str(default).removeprefix("torch.")}
 
 
 def cpu_bf16() -> str | None:
     """What runs bf16 matmuls on this CPU: ``amx`` (AMX tiles), ``avx512_bf16``, ``none``
-    (bf16 is emulated: converted to fp32 inside each kernel), or None where the CPU's flags
-    cannot be read (not Linux). The cpu_autocast analyzer words its finding by it."""
+    (bf16 is emulated: PyTorch's reference kernels convert each element), or None where the
+    CPU's flags cannot be read (not Linux). The cpu_autocast analyzer prices by it."""
+    flags = _cpu_flags()
+    if flags is None:
+        return None
+    return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "none"
+
+
+def cpu_fp16() -> str | None:
+    """The same for fp16: ``amx`` (AMX-FP16 tiles), ``avx512_fp16``, ``none`` (emulated: an
+    AVX2 EPYC ran a 128x512 @ 512x512 fp16 matmul in 52 ms against 0.95 in fp32), or None."""
+    flags = _cpu_flags()
+    if flags is None:
+        return None
+    return "amx" if "amx_fp16" in flags else "avx512_fp16" if "avx512_fp16" in flags else "none"
+
+
+def _cpu_flags() -> set[str] | None:
+    """The first CPU's flags from /proc/cpuinfo, None where they cannot be read."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return ("amx" if "amx_bf16" in flags else
-                            "avx512_bf16" if "avx512_bf16" in flags else "none")
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return None

@@ -76,11 +76,21 @@ def test_fp16_autocast_is_not_priced_with_bf16s_costs(tmp_path):
     # GIVEN the same kind of MLP under fp16 autocast on CPU (no GradScaler)
     script = tmp_path / "fp16_mlp.py"
     script.write_text(FP16_MLP)
-    _, found = profile(tmp_path, "fp16", str(script))
-    # THEN no bf16 verdict either way: the prices are bf16's, and the reason says so
-    assert autocast_findings(found) == []
-    why = reason(found)
-    assert why.startswith("fp16 autocast: ") and "bf16 pays" not in why, why
+    run, found = profile(tmp_path, "fp16", str(script))
+    if meta(run)["precision"]["cpu_fp16"] != "none":
+        # THEN with fp16 in hardware: no bf16 verdict either way (the shape prices are
+        # bf16's), and the reason says so
+        assert autocast_findings(found) == []
+        why = reason(found)
+        assert why.startswith("fp16 autocast: ") and "bf16 pays" not in why, why
+        return
+    # THEN where fp16 is emulated (no AVX512-FP16 or AMX-FP16: CI's AVX2 CPU), it is priced
+    # from the profile as emulated bf16 is, in fp16's words and with fp16's switch
+    (f,) = autocast_findings(found)
+    assert f["title"].startswith("Turn fp16 autocast off: fp16 is emulated on this CPU")
+    assert f["data"]["low_precision"] == "fp16" and f["data"]["bf16_priced_from"] == "profile"
+    assert "dtype=torch.float16, enabled=False" in f["fix"] and "bf16" not in f["fix"]
+    assert "neither AVX512-FP16 nor AMX-FP16" in f["explanation"]
 
 
 def test_the_same_mlp_in_fp32_gets_none(tmp_path):

@@ -64,7 +64,7 @@ def test_on_an_emulating_cpu_the_bf16_gemms_are_priced_from_their_profiled_time(
     assert abs(f.data["bf16_gemm_s"] - 0.5e-3) < 1e-12
     assert abs(f.saving_s - (casts / 2 + 0.5e-3
                              - fp32_seconds("aten::addmm", SMALL, shapes) / 2)) < 1e-12
-    assert "priced from this run" in f.explanation and "AMX's prices do not apply" in f.explanation
+    assert "priced from this run" in f.explanation and "AMX's bf16 prices do not apply" in f.explanation
 
 
 def test_on_an_emulating_cpu_large_gemms_are_never_said_to_pay():
@@ -138,3 +138,26 @@ def test_a_compiled_bf16_model_is_not_autocast():
                                         meta=EMULATED))
     # THEN nothing to turn off
     assert found == [] and why is not None and "not under autocast" in why
+
+
+def _fp16(meta: dict):
+    """The synthetic autocast step with its GEMM in fp16 (cast ops as for bf16)."""
+    run = _cpu_autocast(SMALL, MS, meta=meta)
+    ops = run.table("ops").to_pylist()
+    for op in ops:
+        if op["name"] == "aten::addmm":
+            op["dtypes"] = '["c10::Half", "c10::Half", "c10::Half"]'
+    return Run.from_tables(meta={**SCRIPT, **meta}, steps=steps([20, 20]), ops=table(*ops))
+
+
+def test_emulated_fp16_is_priced_from_the_profile_in_fp16s_words():
+    # GIVEN fp16 autocast on a CPU without AVX512-FP16 or AMX-FP16
+    (f,), _ = run_analyzer(_fp16({"precision": {"cpu_bf16": "none", "cpu_fp16": "none"}}))
+    # THEN priced from its profiled 1 ms as emulated bf16 is, with fp16's title and fix
+    assert f.title.startswith("Turn fp16 autocast off: fp16 is emulated on this CPU")
+    assert f.data["low_precision"] == "fp16" and abs(f.data["bf16_gemm_s"] - 0.5e-3) < 1e-12
+    assert "dtype=torch.float16, enabled=False" in f.fix and f.data["cpu_fp16"] == "none"
+    # AND where fp16 runs in hardware (or a run recorded before cpu_fp16), no verdict
+    for isa in ({"cpu_fp16": "avx512_fp16"}, {}):
+        found, why = run_analyzer(_fp16({"precision": {"cpu_bf16": "none", **isa}}))
+        assert found == [] and why is not None and why.startswith("fp16 autocast: ")

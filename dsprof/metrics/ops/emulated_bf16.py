@@ -8,6 +8,8 @@ against 27-84 for fp32: a 128x512 @ 512x512 matmul took 48 ms in bf16 and 0.78 m
 4x16x16x16 -> 32 3x3 convolution 0.90 ms against 0.11. The full-speed prices of
 ``autocast_cost.py`` were fitted on AMX and are 5-60x too low there, and no single GFLOP/s
 fits the emulation (its rate moved 2x between shapes), so the run's own profile prices them.
+fp16 on a CPU without AVX512-FP16 or AMX-FP16 (``precision.cpu_fp16`` is ``none``) is emulated
+alike (52 ms for that matmul) and priced the same way.
 
 A profiled op is slower than at full speed by an amount that is not known per op (the
 convolution above took 0.94-0.98 ms in a profiled step against 0.90, the first one 0.45-0.48
