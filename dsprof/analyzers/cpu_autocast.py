@@ -39,6 +39,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from dsprof.analyzers.cpu_lowp_model import (
+    HARDWARE,
+    emulated_model_finding,
+    gemm_evidence,
+    scaled_words,
+)
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
@@ -66,8 +72,6 @@ _PLAIN_FIX = (
     "with torch.autocast(\"cpu\", dtype=torch.{dtype}, enabled=False):\n"
     "    loss = loss_fn(model(x), y)")
 _TORCH_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
-# the instructions that run the low precision in hardware, for "this CPU has neither ..."
-_HARDWARE = {"bf16": "AVX512-BF16 nor AMX", "fp16": "AVX512-FP16 nor AMX-FP16"}
 
 
 def _name_list(names: Any) -> str:
@@ -118,13 +122,16 @@ class CpuAutocastAnalyzer(Analyzer):
             # under torch.compile the casts are inside inductor's kernels, unrecorded
             self.compiled_casts = self._compiled_from_fp32(ctx, steps)
             fwd_fp32_casts += self.compiled_casts
+        n = len(ctx.profiled_steps) or max(1, len({(r[0], r[1]) for r in ctx.run.sql(
+            f"SELECT DISTINCT rank, step FROM ops o WHERE phase = 'forward' {steps}")}))
         if fwd_fp32_casts < max(1.0, MIN_CAST_SHARE * fwd_low):
             self.no_finding_reason = (
                 f"{fwd_low} forward bf16/fp16 matmul/conv ops but {fwd_fp32_casts} casts of fp32 "
                 "tensors in forward: the model itself runs in low precision, not under autocast")
-            return []
-        n = len(ctx.profiled_steps) or max(1, len({(r[0], r[1]) for r in ctx.run.sql(
-            f"SELECT DISTINCT rank, step FROM ops o WHERE phase = 'forward' {steps}")}))
+            # nothing to turn off; on a CPU that emulates that precision, its dtype is the fix
+            model = (emulated_model_finding(ctx, self.low_name, low, n, self.name)
+                     if isa == "none" else None)
+            return [model] if model else []
         # priced from shapes at full speed (autocast_cost.py: profiled casts and bf16 GEMMs
         # are inflated, the large ones several times over); the profiled times are evidence
         cast_s = sum(cast_seconds(c["phase"], elements(c["shape"])) for c in casts) / n
@@ -210,22 +217,7 @@ class CpuAutocastAnalyzer(Analyzer):
                                    f"{dur / n * ms:.3f} ms profiled", module=where.split(",")[0],
                               value=dur / n)
                      for where, (cnt, dur) in top_casts]
-        gemm_groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(
-            lambda: [0.0, 0.0, 0.0, 0])
-        for g, b, p in priced:
-            slot = gemm_groups[(g[4] or "(outside modules)", g[2], g[3], g[5] or "")]
-            slot[0] += g[7] / 1e9
-            slot[1] += b
-            slot[2] += p
-            slot[3] = g[0]
-        for (module, op, phase, shapes), (t, b, p, rank) in sorted(
-                gemm_groups.items(), key=lambda kv: kv[1][2] - kv[1][1])[:3]:
-            evidence.append(Evidence(
-                text=(f"{op} {lo} {shapes} in {module}, {phase}: {t / n * ms:.3f} ms profiled "
-                      f"(emulated), priced {p / n * ms:.3f} ms in fp32" if emulated else
-                      f"{op} bf16 {shapes} in {module}, {phase}: priced {b / n * ms:.3f} ms "
-                      f"in bf16, {p / n * ms:.3f} ms in fp32 ({t / n * ms:.3f} ms profiled)"),
-                rank=int(rank), module=module, value=(b - p) / n))
+        evidence += gemm_evidence(priced, n, lo, emulated is not None, w.per_step)
         step = ctx.run.facts.step.median_s  # the measured step (the mean holds outliers)
         where = (" bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
                  "faster than fp32 on the calibration machine), so growing the batch or width "
@@ -292,15 +284,11 @@ def _emulated_explanation(w: Any, lo: str, n: int, casts: int, gemms: int, cast_
     """Why a CPU that emulates ``lo`` (bf16, fp16) is priced from the run's profile, and the
     two readings."""
     ms = 1e3
-    scale = (f"scaled by the full-speed step over the profiled one "
-             f"({emulated.full_speed_step_s * ms:.3f} / {emulated.profiled_step_s * ms:.3f} ms), "
-             f"{emulated.scaled_s * ms:.3f} ms"
-             if emulated.full_speed_step_s and emulated.profiled_step_s else
-             "with no full-speed step to scale by, the same")
+    scale = scaled_words(emulated)
     low, high = saving - (emulated.profiled_s - emulated.scaled_s) / 2, \
         saving + (emulated.profiled_s - emulated.scaled_s) / 2
     return (
-        f"This CPU has neither {_HARDWARE[lo]}: its {gemms / n:.0f} {lo} matmul/conv ops "
+        f"This CPU has neither {HARDWARE[lo]}: its {gemms / n:.0f} {lo} matmul/conv ops "
         f"{w.per_step} run PyTorch's emulated kernels (converted element by element), slower "
         f"than fp32 at any size, so {lo} cannot pay on it and AMX's bf16 prices do not apply. "
         "They "

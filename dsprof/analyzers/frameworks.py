@@ -58,6 +58,15 @@ _SWITCHES = {
     ("transformers.trainer", "autocast_off_fp16"): (
         "# Hugging Face Trainer: TrainingArguments(..., fp16=False)"),
     ("lightning", "autocast_off_fp16"): "# Lightning: Trainer(..., precision=\"32-true\")",
+    # a model built in bf16/fp16 on a CPU that emulates it (cpu_lowp_model): its dtype
+    ("transformers", "model_fp32"): (
+        "# Hugging Face: from_pretrained(..., dtype=torch.float32) (torch_dtype= in older "
+        "transformers)"),
+    (_HF_MODEL, "model_fp32"): (
+        "# Hugging Face: from_pretrained(..., dtype=torch.float32) (torch_dtype= in older "
+        "transformers)"),
+    ("lightning", "model_fp32"): (
+        "# Lightning: Trainer(..., precision=\"32-true\") (\"bf16-true\" casts the model)"),
     # Accelerate enters autocast itself around the prepared model's forward: no autocast block
     # in the script to delete; mixed_precision given to Accelerator() wins over the launch config
     (_ACCELERATOR, "precision"): "# Accelerate: Accelerator(..., mixed_precision=\"bf16\")",
@@ -199,7 +208,7 @@ def under_zero(ctx: Context) -> bool:
 
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
-    autocast_off_fp16, dataloader), as
+    autocast_off_fp16, model_fp32, dataloader), as
     comment lines ending in a newline, or ""."""
     used = frameworks(ctx)
     if "transformers" in used and "transformers.trainer" not in used and \

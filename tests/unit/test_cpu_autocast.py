@@ -136,8 +136,27 @@ def test_a_compiled_bf16_model_is_not_autocast():
     # GIVEN the same graph taking bf16 parameters (model.bfloat16() compiled)
     found, why = run_analyzer(_compiled('["c10::BFloat16", "c10::BFloat16", "float"]',
                                         meta=EMULATED))
-    # THEN nothing to turn off
-    assert found == [] and why is not None and "not under autocast" in why
+    # THEN nothing to turn off: the model's dtype is the finding on this CPU
+    assert why is not None and "not under autocast" in why
+    assert [f.kind for f in found] == ["precision.cpu_emulated_model"]
+
+
+# -- a model built in bf16 on a CPU that emulates bf16: its dtype is the fix -----------------
+
+def test_a_bf16_model_on_an_emulating_cpu_is_told_to_train_in_fp32():
+    # GIVEN a bf16 model (no cast of an fp32 weight) whose 32x256 @ 256x256 GEMM took 1 ms
+    shapes = "[[256], [32, 256], [256, 256]]"
+    (f,), why = run_analyzer(_cpu_autocast(SMALL, MS, casts=0, meta=EMULATED))
+    # THEN no autocast to turn off, but the model's dtype: priced from the profile
+    assert why is not None and "not under autocast" in why
+    assert f.kind == "precision.cpu_emulated_model" and f.title.startswith("Train in fp32")
+    assert abs(f.saving_s - (0.5e-3 - fp32_seconds("aten::addmm", SMALL, shapes) / 2)) < 1e-12
+    assert "model = model.float()" in f.fix and not f.apply
+    assert "the optimizer's state" in f.explanation  # the memory it costs
+    # AND where the CPU has bf16 in hardware, a bf16 model is what it is for: nothing
+    found, _ = run_analyzer(_cpu_autocast(SMALL, MS, casts=0,
+                                          meta={"precision": {"cpu_bf16": "amx"}}))
+    assert found == []
 
 
 def _fp16(meta: dict):
