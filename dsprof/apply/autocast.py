@@ -15,10 +15,20 @@ MixedPrecision plugin, and the HF Trainer's ``bf16=True``) is built with ``enabl
 which is what the pasted ``enabled=False`` (or deleting the block) does. The class's
 ``__init__`` is wrapped for the run, so contexts made before the session started are not
 changed (none are: the knob installs before the script runs). GPU autocast is left alone.
+
+Inside code ``torch.compile`` traces, ``__init__`` never runs: Dynamo models an autocast
+region from its call's arguments (``AutocastModeVariable.create``, which binds them against
+the class's signature). The wrapper keeps that signature (a bare ``*args`` wrapper made Dynamo
+fail with ``KeyError: dtype`` on an autocast inside a compiled function), and Dynamo's
+``create`` is wrapped too, so such a region is compiled disabled; ``compiled`` counts them
+(once per graph compiled, not per call). Dynamo is not imported for that (1.1 s): the wrap is
+put in place by the first ``torch.compile`` call, or at install where Dynamo is loaded already.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 import threading
 from typing import Any
 
@@ -38,7 +48,10 @@ class AutocastKnob(Knob):
         low = self.value.lower()
         self.off = low in OFF
         self.disabled = 0
+        self.compiled = 0
         self._original_init: Any = None
+        self._original_create: Any = None
+        self._original_compile: Any = None
         self._handles: list[Any] = []
         if self.off:
             return
@@ -69,6 +82,7 @@ class AutocastKnob(Knob):
         original = self._original_init = autocast_mode.autocast.__init__
         knob = self
 
+        @functools.wraps(original)  # Dynamo binds calls against this signature
         def init_disabled(ctx: Any, device_type: str, *args: Any, **kwargs: Any) -> None:
             if device_type == "cpu":
                 # enabled is the third positional parameter (device_type, dtype, enabled, ...)
@@ -80,6 +94,48 @@ class AutocastKnob(Knob):
             original(ctx, device_type, *args, **kwargs)
 
         autocast_mode.autocast.__init__ = init_disabled  # type: ignore[method-assign,assignment]
+        if "torch._dynamo" in sys.modules:
+            self._off_in_compiled_code()
+        else:
+            self._wrap_compile()
+
+    def _wrap_compile(self) -> None:
+        """Put the Dynamo wrap in place when the script first calls ``torch.compile`` (which
+        loads Dynamo), before anything is traced: compiling is lazy, on the first call."""
+        import torch
+
+        original = self._original_compile = torch.compile
+        knob = self
+
+        @functools.wraps(original)
+        def compile_then_off(*args: Any, **kwargs: Any) -> Any:
+            compiled = original(*args, **kwargs)
+            knob._off_in_compiled_code()
+            return compiled
+
+        torch.compile = compile_then_off
+
+    def _off_in_compiled_code(self) -> None:
+        """Autocast regions Dynamo traces on the CPU are compiled disabled."""
+        try:
+            from torch._dynamo.variables.ctx_manager import AutocastModeVariable
+        except ImportError:  # no Dynamo in this torch: nothing is traced
+            return
+        if self._original_create is not None:
+            return
+        original = self._original_create = AutocastModeVariable.create
+        knob = self
+
+        def create(func: Any, args: Any, kwargs: Any) -> Any:
+            var = original(func, args, kwargs)
+            values = list(var.target_values)  # device_type, dtype, enabled, cache_enabled
+            if len(values) >= 3 and values[0] == "cpu" and values[2]:
+                values[2] = False
+                knob.compiled += 1
+                return AutocastModeVariable(values, initial_values=None)
+            return var
+
+        AutocastModeVariable.create = staticmethod(create)  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
         if self._original_init is not None:
@@ -87,6 +143,17 @@ class AutocastKnob(Knob):
 
             autocast_mode.autocast.__init__ = self._original_init  # type: ignore[method-assign]
             self._original_init = None
+        if self._original_compile is not None:
+            import torch
+
+            torch.compile = self._original_compile
+            self._original_compile = None
+        if self._original_create is not None:
+            from torch._dynamo.variables.ctx_manager import AutocastModeVariable
+
+            AutocastModeVariable.create = staticmethod(  # type: ignore[method-assign]
+                self._original_create)
+            self._original_create = None
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -122,5 +189,5 @@ class AutocastKnob(Knob):
 
     def report(self) -> dict[str, Any]:
         if self.off:
-            return {"dtype": "off", "disabled": self.disabled}
+            return {"dtype": "off", "disabled": self.disabled, "compiled": self.compiled}
         return {"dtype": self.dtype_name, "forwards": self.forwards}

@@ -4,6 +4,7 @@ the knob that applies the finding's fix."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -123,9 +124,12 @@ def test_large_matmuls_get_none_where_bf16_pays_and_the_emulation_priced_where_i
 def test_the_knob_runs_cpu_autocast_regions_in_fp32():
     linear = torch.nn.Linear(8, 8)
     x = torch.randn(2, 8)
+    compile_before = torch.compile
     knob = AutocastKnob("off", "cpu")
     knob.install()
     try:
+        # the signature Dynamo binds an autocast call against is autocast's own
+        assert "dtype" in inspect.signature(torch.autocast).parameters
         with torch.autocast("cpu", dtype=torch.bfloat16):
             inside = linear(x).dtype
             enabled = torch.is_autocast_enabled("cpu")
@@ -134,10 +138,11 @@ def test_the_knob_runs_cpu_autocast_regions_in_fp32():
     finally:
         knob.uninstall()
     assert (inside, enabled, old_spelling) == (torch.float32, False, torch.float32)
-    assert knob.report() == {"dtype": "off", "disabled": 2}
-    # uninstalled: autocast is itself again
+    assert knob.report() == {"dtype": "off", "disabled": 2, "compiled": 0}
+    # uninstalled: autocast is itself again, and so is torch.compile
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert linear(x).dtype == torch.bfloat16
+    assert torch.compile is compile_before
 
 
 def test_ds_autocast_off_makes_the_scripts_forward_fp32(tmp_path):
@@ -146,7 +151,8 @@ def test_ds_autocast_off_makes_the_scripts_forward_fp32(tmp_path):
                  env={"DS_AUTOCAST": "off"})
     assert res.code == 0, res.stderr
     assert "forward dtype torch.float32" in res.stdout
-    assert meta(run)["knobs"]["DS_AUTOCAST"] == {"value": "off", "dtype": "off", "disabled": 6}
+    assert meta(run)["knobs"]["DS_AUTOCAST"] == {"value": "off", "dtype": "off", "disabled": 6,
+                                                 "compiled": 0}
     found = json.loads((run / "findings.json").read_text())
     assert autocast_findings(found) == []
 
@@ -316,3 +322,46 @@ def test_a_model_built_in_bf16_where_bf16_is_emulated_is_told_to_train_in_fp32(t
     assert "model = model.float()" in f["fix"] and not f.get("apply")
     params = 2 * (256 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10)  # bf16 bytes
     assert f["data"]["parameter_bytes"] == params
+
+
+INSIDE_COMPILED = """
+import torch
+import torch._dynamo.utils
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+x, y = torch.randn(64, 256), torch.randint(0, 10, (64,))
+
+
+@torch.compile
+def forward(x):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(x)
+
+
+for _ in range(12):
+    opt.zero_grad()
+    out = forward(x)
+    nn.functional.cross_entropy(out.float(), y).backward()
+    opt.step()
+stats = torch._dynamo.utils.counters
+print("forward dtype", out.dtype, dict(stats["stats"]), dict(stats["graph_break"]))
+"""
+
+
+def test_ds_autocast_off_reaches_an_autocast_inside_compiled_code(tmp_path):
+    # GIVEN autocast entered inside a torch.compile'd function: Dynamo never runs autocast's
+    # __init__ there, and the knob's bare wrapper made it fail ("KeyError: dtype")
+    script = write(tmp_path / "inside.py", INSIDE_COMPILED)
+    plain = dsprof("run", "-q", "-o", str(tmp_path / "plain"), *SCHEDULE, str(script))
+    off = dsprof("run", "-q", "-o", str(tmp_path / "off"), *SCHEDULE, str(script),
+                 env={"DS_AUTOCAST": "off"})
+    # THEN both run; the compiled region runs in fp32 with the knob, bf16 without
+    assert plain.code == 0 and off.code == 0, off.stderr[-2000:]
+    assert "forward dtype torch.bfloat16" in plain.stdout
+    assert "forward dtype torch.float32" in off.stdout
+    # AND Dynamo compiled the same graphs, with no graph break the knob caused
+    assert plain.stdout.split("torch.bfloat16")[1] == off.stdout.split("torch.float32")[1]
+    assert meta(tmp_path / "off")["knobs"]["DS_AUTOCAST"]["compiled"] >= 1
