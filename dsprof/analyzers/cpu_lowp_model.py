@@ -12,7 +12,8 @@ Price: the low-precision matmul/conv ops from the run's profile (the two reading
 ``emulated_bf16.py``, their middle; unranked where they disagree) less the same ops priced in
 fp32 from shapes. Not priced: the other ops the model runs in low precision (activations,
 norms; converted cheaply) and the optimizer, which steps twice the bytes in fp32. The memory
-cost is stated: parameters, their gradients and the optimizer's state double. Found only where
+cost is stated: parameters, their gradients and the optimizer's state double (an inference
+run, with no backward GEMM, is told to run the model in fp32: its parameters). Found only where
 the CPU emulates the dtype: with AVX512-BF16 or AMX a bf16 model is what the hardware is for.
 No knob applies it (casting a model's dtype under the script is no longer the same program),
 so it is verified by running the changed script.
@@ -78,10 +79,14 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
     spread = emulated.profiled_s - emulated.scaled_s
     step = ctx.run.facts.step.median_s
     params = _parameter_bytes(ctx)
+    # an inference run (no backward) has no gradients or optimizer state to double
+    trains = any(g[3] == "backward" for g in low)
+    also = (", and their gradients and the optimizer's state double with them" if trains
+            else "")
     memory = (f"the model's {fmt_bytes(params)} of {lo} parameters become "
-              f"{fmt_bytes(2 * params)} in fp32, and their gradients and the optimizer's state "
-              "double with them" if params else
-              "its parameters, their gradients and the optimizer's state take twice the memory")
+              f"{fmt_bytes(2 * params)} in fp32{also}" if params else
+              "its parameters" + (", their gradients and the optimizer's state" if trains else "")
+              + " take twice the memory")
     explanation = (
         f"The model runs {len(low) / n:.3g} matmul/conv ops {w.per_step} in {lo} with no "
         f"autocast around them (no fp32 weight is cast: the model itself is {lo}). This CPU has "
@@ -95,8 +100,9 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
         + (f", so the step would go from {step * ms:.3f} to about {(step - saving) * ms:.3f} ms"
            if step else "")
         + f" (saving {(saving - spread / 2) * ms:.3g}-{(saving + spread / 2) * ms:.3g} ms by the "
-        f"two readings). The other ops the model runs in {lo} and the optimizer (twice the bytes "
-        f"in fp32) are not priced. The cost: {memory}.")
+        f"two readings). The other ops the model runs in {lo}"
+        + (" and the optimizer (twice the bytes in fp32)" if trains else "")
+        + f" are not priced. The cost: {memory}.")
     data: dict[str, Any] = {
         "low_precision": lo, "bf16_gemm_s": emulated.estimate_s, "fp32_priced_s": fp32_s,
         "bf16_profiled_s": emulated.profiled_s, "bf16_scaled_s": emulated.scaled_s,
@@ -113,13 +119,13 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
                         f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked (metrics/noise_floor.py).")
     fix = framework_fix(ctx, "model_fp32") + (
         f"# plain PyTorch: build the model in fp32 ({lo} is emulated on this CPU)\n"
-        f"model = model.float()  # instead of .to(torch.{_TORCH_DTYPE[lo]}); before the "
-        "optimizer is built\n"
-        "x = x.float()  # and the inputs")
+        f"model = model.float()  # instead of .to(torch.{_TORCH_DTYPE[lo]})"
+        + ("; before the optimizer is built\n" if trains else "\n")
+        + "x = x.float()  # and the inputs")
     return Finding(
         analyzer=analyzer, kind="precision.cpu_emulated_model", key=f"cpu-{lo}-model",
-        title=f"Train in fp32: {lo} is emulated on this CPU and costs "
-              f"{saving * ms:.3g} ms {w.a_step}",
+        title=f"{'Train' if trains else 'Run the model'} in fp32: {lo} is emulated on this CPU "
+              f"and costs {saving * ms:.3g} ms {w.a_step}",
         saving_s=saving, confidence="low", explanation=explanation,
         evidence=tuple(gemm_evidence(priced, n, lo, True, w.per_step)), fix=fix,
         verify=("paste the fix, run again and compare: dsprof diff RUN NEW_RUN"),

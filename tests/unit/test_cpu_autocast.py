@@ -149,10 +149,18 @@ def test_a_bf16_model_on_an_emulating_cpu_is_told_to_train_in_fp32():
     (f,), why = run_analyzer(_cpu_autocast(SMALL, MS, casts=0, meta=EMULATED))
     # THEN no autocast to turn off, but the model's dtype: priced from the profile
     assert why is not None and "not under autocast" in why
-    assert f.kind == "precision.cpu_emulated_model" and f.title.startswith("Train in fp32")
+    assert f.kind == "precision.cpu_emulated_model"
     assert abs(f.saving_s - (0.5e-3 - fp32_seconds("aten::addmm", SMALL, shapes) / 2)) < 1e-12
     assert "model = model.float()" in f.fix and not f.apply
-    assert "the optimizer's state" in f.explanation  # the memory it costs
+    # a forward alone (inference): no gradients or optimizer state in its words
+    assert f.title.startswith("Run the model in fp32") and "optimizer" not in f.explanation
+    # with a backward GEMM it trains: their memory doubles too
+    ops = _cpu_autocast(SMALL, MS, casts=0).table("ops").to_pylist()
+    ops.append({**ops[-1], "id": 10, "phase": "backward", "start_ns": 15 * MS})
+    (trained,), _ = run_analyzer(Run.from_tables(meta={**SCRIPT, **EMULATED},
+                                                 steps=steps([20, 20]), ops=table(*ops)))
+    assert trained.title.startswith("Train in fp32")
+    assert "the optimizer's state" in trained.explanation  # the memory it costs
     # AND where the CPU has bf16 in hardware, a bf16 model is what it is for: nothing
     found, _ = run_analyzer(_cpu_autocast(SMALL, MS, casts=0,
                                           meta={"precision": {"cpu_bf16": "amx"}}))
