@@ -121,7 +121,7 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
         f"# plain PyTorch: build the model in fp32 ({lo} is emulated on this CPU)\n"
         f"model = model.float()  # instead of .to(torch.{_TORCH_DTYPE[lo]})"
         + ("; before the optimizer is built\n" if trains else "\n")
-        + "x = x.float()  # and the inputs")
+        + "x = x.float()  # the floating-point inputs made in the same dtype (not token ids)")
     return Finding(
         analyzer=analyzer, kind="precision.cpu_emulated_model", key=f"cpu-{lo}-model",
         title=f"{'Train' if trains else 'Run the model'} in fp32: {lo} is emulated on this CPU "

@@ -65,6 +65,9 @@ _SWITCHES = {
     (_HF_MODEL, "model_fp32"): (
         "# Hugging Face: from_pretrained(..., dtype=torch.float32) (torch_dtype= in older "
         "transformers)"),
+    (_HF_MODEL_NEW, "model_fp32"): (
+        "# Hugging Face: from_pretrained(..., dtype=torch.float32) (torch_dtype= in older "
+        "transformers)"),
     ("lightning", "model_fp32"): (
         "# Lightning: Trainer(..., precision=\"32-true\") (\"bf16-true\" casts the model)"),
     # Accelerate enters autocast itself around the prepared model's forward: no autocast block

@@ -225,3 +225,25 @@ def test_a_norm_is_transformers_code_only_inside_its_own_model_family(model, nor
     # WHEN asked whether it is transformers' own code
     # THEN only a class of the model's family inside a transformers model is
     assert hf_library_module(SimpleNamespace(run=run), [path]) == expected
+
+
+@pytest.mark.parametrize("names", [
+    ["transformers"],  # an older transformers
+    ["transformers", "accelerate", "transformers.activation_checkpointing"],  # transformers 5
+])
+def test_a_transformers_model_built_in_bf16_gets_the_loaders_dtype_switch(names):
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    # GIVEN a hand loop over a GPT-2 (no HF Trainer) whose script's transformers is old or new
+    ctx = Context(Run.from_tables(meta={**SCRIPT, "frameworks": names}, modules=table(
+        {"rank": 0, "name": "GPT2LMHeadModel", "type": "GPT2LMHeadModel", "depth": 0})))
+    # THEN the model-dtype fix names the loader's dtype argument, both spellings (a GPT-2 in
+    # bf16 on the AVX2 EPYC gave the plain-PyTorch lines alone with transformers 5)
+    fix = framework_fix(ctx, "model_fp32")
+    assert fix.startswith("# Hugging Face: from_pretrained(..., dtype=torch.float32)")
+    assert "torch_dtype=" in fix and "TrainingArguments" not in fix
+    # AND Lightning's: its precision, which casts the model in bf16-true
+    ctx = Context(Run.from_tables(meta={**SCRIPT, "frameworks": ["lightning"]}))
+    assert framework_fix(ctx, "model_fp32").startswith(
+        '# Lightning: Trainer(..., precision="32-true")')
