@@ -237,8 +237,20 @@ class InputPipeline(Analyzer):
             busy = compute
         need = max(1, math.ceil(load / max(busy, 1.0)))
         n = max(workers + 1, min(need, cap)) if workers else min(need, cap)
+        threads_to, slower = None, 0.0
+        if cpu_bound and cpus - threads < n:
+            # no core is free for a worker: beside torch's threads it would stall them (OpenMP's
+            # threads wait for each other after each op; 1 worker beside 2 threads on 2 cores
+            # took a 14.65 ms step to 25.35 ms, verified), so the fix gives the workers their
+            # cores, and the rest of the step runs on fewer threads: priced as if it scaled
+            # perfectly with threads, the worst case for this fix
+            if cpus - n < 1:
+                return None  # not a core to give a worker
+            threads_to = cpus - n
+            slower = compute * (threads / threads_to - 1)
+            busy += slower
         after = predicted_wait_ns(load, busy, n, True, per_pass)
-        saving = wait - after - (receive if workers == 0 else 0.0)
+        saving = wait - after - (receive if workers == 0 else 0.0) - slower
         if saving <= max(margin_s * 1e9, THRESHOLD * dur):
             # a wait shorter than a worker's hand-off: workers would not pay (an accelerate
             # loop over a TensorDataset waited 0.29 ms of 1.72 ms steps, and 1 worker made its
@@ -275,11 +287,17 @@ class InputPipeline(Analyzer):
             "epoch). "
             f"The wait is over the {THRESHOLD:.0%} threshold by more than the run's step-time "
             f"noise band ({margin_s * 1e3:.2f} ms).")
-        if cpu_bound and cpus - threads < n:
-            explanation += (f" torch uses {threads} threads on {cpus} CPUs: workers will "
-                            "compete with compute, so the gain may be smaller; consider "
-                            "torch.set_num_threads(cpus - workers).")
-        fix = ("loader = DataLoader(\n    dataset, batch_size=..., shuffle=...,\n"
+        if threads_to is not None:
+            explanation += (
+                f" torch uses {threads} threads on {cpus} CPUs, so no core is free for a "
+                f"worker: beside them it would stall them (OpenMP's threads wait for each other "
+                f"after each op), so the fix also sets torch.set_num_threads({threads_to}); the "
+                f"step's {compute / 1e6:.1f} ms of other work is priced on {threads_to} "
+                f"thread{'s' if threads_to > 1 else ''} as if it scaled perfectly with threads "
+                f"({(compute + slower) / 1e6:.1f} ms), the worst case for this fix.")
+        fix = ((f"torch.set_num_threads({threads_to})  # at the start: leave the workers "
+                "their cores\n" if threads_to is not None else "")
+               + "loader = DataLoader(\n    dataset, batch_size=..., shuffle=...,\n"
                f"    num_workers={n},\n    persistent_workers=True,  # no worker start-up "
                "per epoch\n    prefetch_factor=2,\n)")
         evidence = (
@@ -293,11 +311,13 @@ class InputPipeline(Analyzer):
             title=title, saving_s=saving / 1e9, confidence=confidence,
             explanation=explanation, evidence=evidence,
             fix=framework_fix(ctx, "dataloader") + fix,
-            apply={"DS_DATALOADER_WORKERS": str(n)},
+            apply={"DS_DATALOADER_WORKERS": str(n),
+                   **({"DS_TORCH_THREADS": str(threads_to)} if threads_to is not None else {})},
             verify=_verify(ctx),
             data={"workers": workers, "advised_workers": n, "wait_ms": wait / 1e6,
                   "predicted_wait_ms": after / 1e6, "compute_ms": compute / 1e6,
-                  "cpu_bound": cpu_bound, "noise_margin_ms": margin_s * 1e3})
+                  "cpu_bound": cpu_bound, "noise_margin_ms": margin_s * 1e3,
+                  "torch_threads_to": threads_to, "compute_slower_ms": slower / 1e6})
 
     def _pageable_copies(self, ctx: Context) -> list[Finding]:
         rows = ctx.run.sql("""

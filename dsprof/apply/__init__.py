@@ -26,6 +26,7 @@ KNOBS: tuple[str, ...] = (
     "dsprof.apply.optimizer:OptimizerFusedKnob",
     "dsprof.apply.optimizer:OptimizerForeachKnob",
     "dsprof.apply.dataloader:DataLoaderWorkersKnob",
+    "dsprof.apply.threads:TorchThreadsKnob",
     "dsprof.apply.checkpointing:GradientCheckpointingKnob",
     "dsprof.apply.batch_size:BatchSizeKnob",
 )
@@ -39,6 +40,7 @@ KNOB_ENV: dict[str, str] = {
     "DS_OPTIMIZER_FUSED": "dsprof.apply.optimizer:OptimizerFusedKnob",
     "DS_OPTIMIZER_FOREACH": "dsprof.apply.optimizer:OptimizerForeachKnob",
     "DS_DATALOADER_WORKERS": "dsprof.apply.dataloader:DataLoaderWorkersKnob",
+    "DS_TORCH_THREADS": "dsprof.apply.threads:TorchThreadsKnob",
     "DS_GRADIENT_CHECKPOINTING": "dsprof.apply.checkpointing:GradientCheckpointingKnob",
     "DS_BATCH_SIZE": "dsprof.apply.batch_size:BatchSizeKnob",
 }

@@ -343,3 +343,54 @@ def test_os_exit_in_the_script_saves_the_run_and_keeps_the_status(tmp_path, stat
     assert m["steps_recorded"] == 20
     with load(out) as run:
         assert run.sql("SELECT count(*) FROM steps")[0][0] == 20
+
+
+WORKER_OPS = """
+import os
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def rss_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+class InPlace(Dataset):
+    # 10 in-place ops a sample on one tensor: no allocation, so no memory event; only the
+    # ops themselves would be recorded by a profiler the worker inherited
+    def __init__(self):
+        self.x, self.one = torch.zeros(8), torch.ones(8)  # add_(1) would wrap a new scalar
+
+    def __len__(self):
+        return 24000
+
+    def __getitem__(self, i):
+        if i == 4000:
+            self.start = rss_kb()
+        for _ in range(10):
+            self.x.add_(self.one)
+        if i == len(self) - 1:
+            print(f"worker grew {rss_kb() - self.start} kB", flush=True)
+        return i
+
+
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for batch in DataLoader(InPlace(), batch_size=2000, num_workers=1):
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+"""
+
+
+def test_a_dataloader_worker_forked_while_recording_records_no_ops(tmp_path):
+    # GIVEN a training loop whose DataLoader forks its worker at the first batch, inside the
+    # bootstrap capture, and whose worker runs 200,000 small ops without allocating
+    script = write(tmp_path / "worker_ops.py", WORKER_OPS)
+    res = dsprof("run", "-o", str(tmp_path / "run"), *SCHEDULE, str(script), cwd=tmp_path)
+    assert res.code == 0, res.stderr
+    # THEN the worker's memory stays flat: the copied profiler records none of its ops (each
+    # recorded op kept its event and shapes: the worker grew by tens of MB, without end)
+    grew = int(res.stdout.split("worker grew ")[1].split()[0])
+    assert grew < 4096, res.stdout

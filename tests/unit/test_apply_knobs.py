@@ -23,6 +23,8 @@ def test_every_registered_knob_reads_the_variable_it_is_listed_under():
     ({"DS_COMPILE": " , "}, "give module paths"),
     ({"DS_DATALOADER_WORKERS": "0"}, "worker count >= 1"),
     ({"DS_DATALOADER_WORKERS": "four"}, "worker count >= 1"),
+    ({"DS_TORCH_THREADS": "0"}, "thread count >= 1"),
+    ({"DS_TORCH_THREADS": "all"}, "thread count >= 1"),
 ])
 def test_bad_values_are_config_errors_naming_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -97,3 +99,17 @@ def test_dataloader_workers_knob_gives_workers_to_loaders_with_fewer():
     assert (chosen.num_workers, chosen.persistent_workers) == (3, False)
     assert applied.report()["DS_DATALOADER_WORKERS"]["loaders_changed"] == ["TensorDataset"] * 3
     assert DataLoader(data).num_workers == 0  # uninstalled
+
+
+def test_torch_threads_knob_sets_the_intra_op_threads_and_leaves_them_set():
+    before = torch.get_num_threads()
+    (knob,) = from_env({"DS_TORCH_THREADS": "1"}, "cpu")
+    try:
+        knob.install()
+        assert torch.get_num_threads() == 1
+        # uninstalled at the session's end, the count stays what the script ran with: the
+        # dataloaders table records it after the knobs are gone
+        knob.uninstall()
+        assert torch.get_num_threads() == 1 and knob.report() == {"threads": 1}
+    finally:
+        torch.set_num_threads(before)

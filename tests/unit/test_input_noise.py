@@ -154,3 +154,38 @@ def test_a_batch_count_outside_what_the_collector_writes_is_clamped(tensors, nby
     found = _waits(_loader_run(durs, [8.0] * 24, tensors=tensors, nbytes=nbytes))
     # THEN the analyzer neither fails nor prices a negative hand-off
     assert all(0 <= f.saving_s <= 0.008 for f in found)
+
+
+def _all_cores_taken(cpus: int, threads: int) -> Run:
+    """8 ms of a 13 ms step loading on the training thread, torch on ``threads`` threads on
+    ``cpus`` CPUs, batches of 2 tensors of 128 KiB."""
+    durs, waits = [200.0] + [13.0 + (0.02 if i % 2 else -0.02) for i in range(23)], [8.0] * 24
+    run = _loader_run(durs, waits, tensors=2, nbytes=128 << 10)
+    row = {c: run.table("dataloaders").column(c)[0].as_py()
+           for c in run.table("dataloaders").column_names if c != "rank"}
+    return Run.from_tables(
+        meta=RUN, steps={**steps(durs, data_wait_ns=[int(w * MS) for w in waits],
+                                 cpu_ns=[int(d * MS) for d in durs]),
+                         "profiled": [False] * len(durs)},
+        dataloaders=table({**row, "cpu_count": cpus, "torch_threads": threads}))
+
+
+def test_a_worker_with_no_core_of_its_own_comes_with_fewer_torch_threads():
+    # GIVEN torch's 2 threads on the 2 CPUs and loading that is compute (on the AVX2 EPYC
+    # the worker alone made a 14.65 ms step 25.35 ms: it stalled torch's threads)
+    (f,) = _waits(_all_cores_taken(cpus=2, threads=2))
+    receive, _ = handoff_ns(2, 128 << 10)
+    # THEN the fix gives the worker a core: torch on 1 thread, applied by both knobs
+    assert f.fix.startswith("torch.set_num_threads(1)")
+    assert f.apply == {"DS_DATALOADER_WORKERS": "1", "DS_TORCH_THREADS": "1"}
+    # AND the rest of the step (5 ms) is priced on 1 thread as if it scaled perfectly: 10 ms,
+    # which hides the worker's 8 ms + send, so the saving is 13 - (10 + receive)
+    assert f.data["torch_threads_to"] == 1
+    assert f.data["compute_slower_ms"] == pytest.approx(5.0, rel=1e-3)
+    assert f.saving_s == pytest.approx((8.0 * MS - receive - 5.0 * MS) / 1e9, rel=1e-3)
+    assert "set_num_threads(1)" in f.explanation
+    # AND with a core free (4 CPUs, 2 threads) the fix leaves torch's threads alone
+    (free,) = _waits(_all_cores_taken(cpus=4, threads=2))
+    assert "DS_TORCH_THREADS" not in free.apply and "set_num_threads" not in free.fix
+    # AND on 1 CPU there is no core to give a worker: no finding
+    assert _waits(_all_cores_taken(cpus=1, threads=1)) == []
