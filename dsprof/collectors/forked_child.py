@@ -72,13 +72,16 @@ def detach(session: Any) -> None:
 
 
 def _stop_recording_ops() -> None:
-    """RecordFunction off on this thread: the copied profiler's op callbacks no longer run."""
+    """RecordFunction off on this thread when the fork came inside a recording: the copied
+    profiler's op callbacks no longer run. Forked outside one, the child is left as it is (its
+    own profiler, if it starts one, records as it would without dsprof)."""
     import sys
 
     torch = sys.modules.get("torch")
     if torch is None:  # nothing of torch's was running
         return
     try:
-        torch._C._autograd._enable_record_function(False)
+        if torch._C._autograd._profiler_enabled():
+            torch._C._autograd._enable_record_function(False)
     except (AttributeError, RuntimeError):  # a torch without it: ops stay recorded, as before
         pass
