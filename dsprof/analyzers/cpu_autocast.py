@@ -43,12 +43,12 @@ from dsprof.analyzers.cpu_lowp_model import (
     HARDWARE,
     emulated_model_finding,
     gemm_evidence,
-    scaled_words,
+    readings_words,
+    unranked_why,
 )
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
-from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 from dsprof.metrics.ops.autocast_cost import (
     PRICED_OPS,
     bf16_seconds,
@@ -56,7 +56,7 @@ from dsprof.metrics.ops.autocast_cost import (
     elements,
     fp32_seconds,
 )
-from dsprof.metrics.ops.emulated_bf16 import AGREEMENT, EmulatedBf16, emulated_bf16_seconds
+from dsprof.metrics.ops.emulated_bf16 import EmulatedBf16, emulated_bf16_seconds
 from dsprof.metrics.ops.opbytes import dtypes_of
 
 LOW = ("c10::BFloat16", "c10::Half")
@@ -217,7 +217,7 @@ class CpuAutocastAnalyzer(Analyzer):
                                    f"{dur / n * ms:.3f} ms profiled", module=where.split(",")[0],
                               value=dur / n)
                      for where, (cnt, dur) in top_casts]
-        evidence += gemm_evidence(priced, n, lo, emulated is not None, w.per_step)
+        evidence += gemm_evidence(priced, n, lo, emulated is not None)
         step = ctx.run.facts.step.median_s  # the measured step (the mean holds outliers)
         where = (" bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
                  "faster than fp32 on the calibration machine), so growing the batch or width "
@@ -251,21 +251,13 @@ class CpuAutocastAnalyzer(Analyzer):
                 "inputs, cast in inductor's kernels, which the profile does not show apart "
                 "(those casts are not priced).")
         if emulated is not None:
-            spread = emulated.profiled_s - emulated.scaled_s
-            data["saving_range_s"] = [saving - spread / 2, saving + spread / 2]
+            data["saving_range_s"] = emulated.saving_range(saving)
             data["bf16_profiled_s"] = emulated.profiled_s
             data["bf16_scaled_s"] = emulated.scaled_s
-            if not emulated.agree:
-                data["impact_unknown"] = f"emulated {lo} priced from the profile, loosely"
-                explanation += (
-                    " Impact unknown; verify to measure: the two readings of the emulated ops "
-                    f"differ by more than {AGREEMENT:.0%} of their middle (metrics/ops/"
-                    "emulated_bf16.py).")
-        if "impact_unknown" not in data and saving < MIN_PRICED_CPU_S:
-            data["impact_unknown"] = "small priced saving on CPU"
-            explanation += (f" Impact unknown; verify to measure: a CPU saving priced under "
-                            f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked "
-                            "(metrics/noise_floor.py).")
+        unranked = unranked_why(emulated, saving, lo)
+        if unranked:
+            data["impact_unknown"], why = unranked
+            explanation += why
         fix = (framework_fix(ctx, "autocast_off" if lo == "bf16" else "autocast_off_fp16")
                + _PLAIN_FIX.format(dtype=_TORCH_DTYPE[lo]))
         return Finding(
@@ -284,17 +276,13 @@ def _emulated_explanation(w: Any, lo: str, n: int, casts: int, gemms: int, cast_
     """Why a CPU that emulates ``lo`` (bf16, fp16) is priced from the run's profile, and the
     two readings."""
     ms = 1e3
-    scale = scaled_words(emulated)
-    low, high = saving - (emulated.profiled_s - emulated.scaled_s) / 2, \
-        saving + (emulated.profiled_s - emulated.scaled_s) / 2
+    low, high = emulated.saving_range(saving)
     return (
         f"This CPU has neither {HARDWARE[lo]}: its {gemms / n:.0f} {lo} matmul/conv ops "
         f"{w.per_step} run PyTorch's emulated kernels (converted element by element), slower "
         f"than fp32 at any size, so {lo} cannot pay on it and AMX's bf16 prices do not apply. "
-        "They "
-        f"are priced from this run: {emulated.profiled_s * ms:.3f} ms {w.per_step} profiled "
-        f"(an upper bound: recording slows ops), {scale}; the middle, "
-        f"{emulated.estimate_s * ms:.3f} ms, is taken. In fp32 they take about "
+        f"They are priced from this run: {readings_words(emulated, w.per_step)}. In fp32 "
+        "they take about "
         f"{fp32_s * ms:.3f} ms (priced at full speed from shapes and FLOPs as calibrated on a "
         f"Xeon: metrics/ops/autocast_cost.py) and need none of the {casts / n:.0f} casts "
         f"({cast_s * ms:.3f} ms)"

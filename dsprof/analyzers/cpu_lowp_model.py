@@ -39,7 +39,7 @@ _TORCH_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def gemm_evidence(priced: list[tuple[Any, float, float]], n: int, lo: str, emulated: bool,
-                  per_step: str, top: int = 3) -> list[Evidence]:
+                  top: int = 3) -> list[Evidence]:
     """The ``top`` (module, op, phase, shapes) groups of low-precision GEMMs whose price falls
     most going to fp32: ``priced`` rows are (op row, low-precision seconds, fp32 seconds),
     the op row's fields rank, id, name, phase, module, input_shapes, dtypes, dur_ns, flops."""
@@ -76,7 +76,7 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
     saving = emulated.estimate_s - fp32_s
     if saving <= 0:
         return None
-    spread = emulated.profiled_s - emulated.scaled_s
+    low_range, high_range = emulated.saving_range(saving)
     step = ctx.run.facts.step.median_s
     params = _parameter_bytes(ctx)
     # an inference run (no backward) has no gradients or optimizer state to double
@@ -91,32 +91,26 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
         f"The model runs {len(low) / n:.3g} matmul/conv ops {w.per_step} in {lo} with no "
         f"autocast around them (no fp32 weight is cast: the model itself is {lo}). This CPU has "
         f"neither {HARDWARE[lo]}: they run PyTorch's emulated kernels, slower than fp32 at any "
-        f"size. Priced from this run: {emulated.profiled_s * ms:.3f} ms {w.per_step} profiled "
-        "(an upper bound: recording slows ops), "
-        + scaled_words(emulated)
-        + f"; the middle, {emulated.estimate_s * ms:.3f} ms, is taken. In fp32 they take about "
+        f"size. Priced from this run: {readings_words(emulated, w.per_step)}. In fp32 they "
+        "take about "
         f"{fp32_s * ms:.3f} ms (priced at full speed from shapes and FLOPs as calibrated on a "
         "Xeon: metrics/ops/autocast_cost.py)"
         + (f", so the step would go from {step * ms:.3f} to about {(step - saving) * ms:.3f} ms"
            if step else "")
-        + f" (saving {(saving - spread / 2) * ms:.3g}-{(saving + spread / 2) * ms:.3g} ms by the "
+        + f" (saving {low_range * ms:.3g}-{high_range * ms:.3g} ms by the "
         f"two readings). The other ops the model runs in {lo}"
         + (" and the optimizer (twice the bytes in fp32)" if trains else "")
         + f" are not priced. The cost: {memory}.")
     data: dict[str, Any] = {
         "low_precision": lo, "bf16_gemm_s": emulated.estimate_s, "fp32_priced_s": fp32_s,
         "bf16_profiled_s": emulated.profiled_s, "bf16_scaled_s": emulated.scaled_s,
-        "saving_range_s": [saving - spread / 2, saving + spread / 2],
+        "saving_range_s": [low_range, high_range],
         "parameter_bytes": params or None, SAVING_CLOCK: THREAD_CPU,
         "fp32_step_s": (step - saving) if step else None}
-    if not emulated.agree:
-        data["impact_unknown"] = f"emulated {lo} priced from the profile, loosely"
-        explanation += (" Impact unknown; verify to measure: the two readings of the emulated "
-                        f"ops differ by more than {AGREEMENT:.0%} of their middle.")
-    elif saving < MIN_PRICED_CPU_S:
-        data["impact_unknown"] = "small priced saving on CPU"
-        explanation += (f" Impact unknown; verify to measure: a CPU saving priced under "
-                        f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked (metrics/noise_floor.py).")
+    unranked = unranked_why(emulated, saving, lo)
+    if unranked:
+        data["impact_unknown"], why = unranked
+        explanation += why
     fix = framework_fix(ctx, "model_fp32") + (
         f"# plain PyTorch: build the model in fp32 ({lo} is emulated on this CPU)\n"
         f"model = model.float()  # instead of .to(torch.{_TORCH_DTYPE[lo]})"
@@ -127,19 +121,37 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
         title=f"{'Train' if trains else 'Run the model'} in fp32: {lo} is emulated on this CPU "
               f"and costs {saving * ms:.3g} ms {w.a_step}",
         saving_s=saving, confidence="low", explanation=explanation,
-        evidence=tuple(gemm_evidence(priced, n, lo, True, w.per_step)), fix=fix,
+        evidence=tuple(gemm_evidence(priced, n, lo, True)), fix=fix,
         verify=("paste the fix, run again and compare: dsprof diff RUN NEW_RUN"),
         data=data)
 
 
-def scaled_words(emulated: EmulatedBf16) -> str:
-    """The scaled reading of ``emulated``, in words."""
+def readings_words(emulated: EmulatedBf16, per_step: str) -> str:
+    """The two readings of ``emulated`` and the price taken, in words."""
     ms = 1e3
-    if emulated.full_speed_step_s and emulated.profiled_step_s:
-        return (f"scaled by the full-speed step over the profiled one "
-                f"({emulated.full_speed_step_s * ms:.3f} / {emulated.profiled_step_s * ms:.3f} "
-                f"ms), {emulated.scaled_s * ms:.3f} ms")
-    return "with no full-speed step to scale by, the same"
+    scaled = (f"scaled by the full-speed step over the profiled one "
+              f"({emulated.full_speed_step_s * ms:.3f} / {emulated.profiled_step_s * ms:.3f} "
+              f"ms), {emulated.scaled_s * ms:.3f} ms"
+              if emulated.full_speed_step_s and emulated.profiled_step_s else
+              "with no full-speed step to scale by, the same")
+    return (f"{emulated.profiled_s * ms:.3f} ms {per_step} profiled (an upper bound: recording "
+            f"slows ops), {scaled}; the middle, {emulated.estimate_s * ms:.3f} ms, is taken")
+
+
+def unranked_why(emulated: EmulatedBf16 | None, saving: float,
+                 lo: str) -> tuple[str, str] | None:
+    """(``impact_unknown`` reason, the sentence for the explanation) for a CPU price that is
+    not ranked: emulated ops whose two readings disagree, or a saving under the CPU floor."""
+    if emulated is not None and not emulated.agree:
+        return (f"emulated {lo} priced from the profile, loosely",
+                (" Impact unknown; verify to measure: the two readings of the emulated ops "
+                f"differ by more than {AGREEMENT:.0%} of their middle "
+                "(metrics/ops/emulated_bf16.py)."))
+    if saving < MIN_PRICED_CPU_S:
+        return ("small priced saving on CPU",
+                (f" Impact unknown; verify to measure: a CPU saving priced under "
+                f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked (metrics/noise_floor.py)."))
+    return None
 
 
 def _parameter_bytes(ctx: Context) -> int:

@@ -26,18 +26,16 @@ class TorchThreadsKnob(Knob):
         if not self.value.isdigit() or int(self.value) < 1:
             raise ConfigError(f"{self.env}={self.value!r}: expected a thread count >= 1")
         self.threads = int(self.value)
-        self.before: int | None = None
 
     def install(self) -> None:
         import torch
 
-        self.before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
 
     def uninstall(self) -> None:
         # The count stays: it is the state the script ran in (as the pasted line's would be),
         # and what the session records at its end (dataloaders.torch_threads) must read it.
-        self.before = None
+        pass
 
     def report(self) -> dict[str, Any]:
         return {"threads": self.threads}

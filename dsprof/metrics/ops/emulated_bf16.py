@@ -54,6 +54,11 @@ class EmulatedBf16:
     def estimate_s(self) -> float:
         return (self.profiled_s + self.scaled_s) / 2
 
+    def saving_range(self, saving: float) -> list[float]:
+        """``saving`` (priced from the middle) by each reading: [scaled's, profiled's]."""
+        half = (self.profiled_s - self.scaled_s) / 2
+        return [saving - half, saving + half]
+
     @property
     def agree(self) -> bool:
         """Whether the two readings pin the price down (within ``AGREEMENT`` of it)."""
