@@ -56,8 +56,9 @@ from dsprof.metrics.ops.autocast_cost import (
     elements,
     fp32_seconds,
 )
-from dsprof.metrics.ops.emulated_bf16 import EmulatedBf16, emulated_bf16_seconds
+from dsprof.metrics.ops.emulated_bf16 import emulated_bf16_seconds
 from dsprof.metrics.ops.opbytes import dtypes_of
+from dsprof.metrics.ops.profile_readings import ProfileReadings
 
 LOW = ("c10::BFloat16", "c10::Half")
 CAST_OP = "aten::_to_copy"
@@ -200,7 +201,7 @@ class CpuAutocastAnalyzer(Analyzer):
     def _finding(self, ctx: Context, n: int, casts: list[dict[str, Any]],
                  priced: list[tuple[Any, float, float]], cast_s: float, low_s: float, fp32_s: float,
                  saving: float, isa: str | None,
-                 emulated: EmulatedBf16 | None = None) -> Finding:
+                 emulated: ProfileReadings | None = None) -> Finding:
         w = ctx.words
         lo = self.low_name
         ms = 1e3
@@ -254,7 +255,7 @@ class CpuAutocastAnalyzer(Analyzer):
             data["saving_range_s"] = emulated.saving_range(saving)
             data["bf16_profiled_s"] = emulated.profiled_s
             data["bf16_scaled_s"] = emulated.scaled_s
-        unranked = unranked_why(emulated, saving, lo)
+        unranked = unranked_why(emulated, saving, f"emulated {lo} ops")
         if unranked:
             data["impact_unknown"], why = unranked
             explanation += why
@@ -272,7 +273,7 @@ class CpuAutocastAnalyzer(Analyzer):
 
 def _emulated_explanation(w: Any, lo: str, n: int, casts: int, gemms: int, cast_s: float,
                           fp32_s: float, saving: float, step: float | None,
-                          emulated: EmulatedBf16) -> str:
+                          emulated: ProfileReadings) -> str:
     """Why a CPU that emulates ``lo`` (bf16, fp16) is priced from the run's profile, and the
     two readings."""
     ms = 1e3

@@ -29,7 +29,8 @@ from dsprof.analyzers.registry import Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
 from dsprof.metrics.noise_floor import MIN_PRICED_CPU_S
 from dsprof.metrics.ops.autocast_cost import fp32_seconds
-from dsprof.metrics.ops.emulated_bf16 import AGREEMENT, EmulatedBf16, emulated_bf16_seconds
+from dsprof.metrics.ops.emulated_bf16 import emulated_bf16_seconds
+from dsprof.metrics.ops.profile_readings import AGREEMENT, ProfileReadings
 from dsprof.units import fmt_bytes
 
 HARDWARE = {"bf16": "AVX512-BF16 nor AMX", "fp16": "AVX512-FP16 nor AMX-FP16"}
@@ -78,7 +79,7 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
         return None
     low_range, high_range = emulated.saving_range(saving)
     step = ctx.run.facts.step.median_s
-    params = _parameter_bytes(ctx)
+    params = parameter_bytes(ctx)
     # an inference run (no backward) has no gradients or optimizer state to double
     trains = any(g[3] == "backward" for g in low)
     also = (", and their gradients and the optimizer's state double with them" if trains
@@ -107,7 +108,7 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
         "saving_range_s": [low_range, high_range],
         "parameter_bytes": params or None, SAVING_CLOCK: THREAD_CPU,
         "fp32_step_s": (step - saving) if step else None}
-    unranked = unranked_why(emulated, saving, lo)
+    unranked = unranked_why(emulated, saving, f"emulated {lo} ops")
     if unranked:
         data["impact_unknown"], why = unranked
         explanation += why
@@ -126,7 +127,7 @@ def emulated_model_finding(ctx: Context, lo: str, low: list[tuple[Any, ...]], n:
         data=data)
 
 
-def readings_words(emulated: EmulatedBf16, per_step: str) -> str:
+def readings_words(emulated: ProfileReadings, per_step: str) -> str:
     """The two readings of ``emulated`` and the price taken, in words."""
     ms = 1e3
     scaled = (f"scaled by the full-speed step over the profiled one "
@@ -138,23 +139,24 @@ def readings_words(emulated: EmulatedBf16, per_step: str) -> str:
             f"slows ops), {scaled}; the middle, {emulated.estimate_s * ms:.3f} ms, is taken")
 
 
-def unranked_why(emulated: EmulatedBf16 | None, saving: float,
-                 lo: str) -> tuple[str, str] | None:
+def unranked_why(readings: ProfileReadings | None, saving: float,
+                 ops: str) -> tuple[str, str] | None:
     """(``impact_unknown`` reason, the sentence for the explanation) for a CPU price that is
-    not ranked: emulated ops whose two readings disagree, or a saving under the CPU floor."""
-    if emulated is not None and not emulated.agree:
-        return (f"emulated {lo} priced from the profile, loosely",
-                (" Impact unknown; verify to measure: the two readings of the emulated ops "
-                f"differ by more than {AGREEMENT:.0%} of their middle "
-                "(metrics/ops/emulated_bf16.py)."))
+    not ranked: ``ops`` ("emulated bf16 ops", "fp64 ops") priced from the profile whose two
+    readings disagree, or a saving under the CPU floor."""
+    if readings is not None and not readings.agree:
+        return (f"{ops} priced from the profile, loosely",
+                (f" Impact unknown; verify to measure: the two readings of the {ops} "
+                 f"differ by more than {AGREEMENT:.0%} of their middle "
+                 "(metrics/ops/profile_readings.py)."))
     if saving < MIN_PRICED_CPU_S:
         return ("small priced saving on CPU",
                 (f" Impact unknown; verify to measure: a CPU saving priced under "
-                f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked (metrics/noise_floor.py)."))
+                 f"{MIN_PRICED_CPU_S * 1e3:.2f} ms is not ranked (metrics/noise_floor.py)."))
     return None
 
 
-def _parameter_bytes(ctx: Context) -> int:
+def parameter_bytes(ctx: Context) -> int:
     """Bytes of the first rank's root modules' parameters (and buffers), 0 if unknown."""
     if not ctx.run.has("modules"):
         return 0

@@ -70,6 +70,14 @@ _SWITCHES = {
         "transformers)"),
     ("lightning", "model_fp32"): (
         "# Lightning: Trainer(..., precision=\"32-true\") (\"bf16-true\" casts the model)"),
+    # a model trained in fp64 on a CPU (tensor_cores' fp64 finding, analyzers/cpu_fp64.py):
+    # Lightning's "64-true" makes fp64 the default dtype inside its own contexts and casts the
+    # inputs, so set_default_dtype in the script is not its switch
+    ("lightning", "fp64_off"): (
+        "# Lightning: Trainer(..., precision=\"32-true\") in place of \"64-true\""),
+    ("transformers", "fp64_off"): "# Hugging Face: from_pretrained(..., dtype=torch.float32)",
+    (_HF_MODEL, "fp64_off"): "# Hugging Face: from_pretrained(..., dtype=torch.float32)",
+    (_HF_MODEL_NEW, "fp64_off"): "# Hugging Face: from_pretrained(..., dtype=torch.float32)",
     # Accelerate enters autocast itself around the prepared model's forward: no autocast block
     # in the script to delete; mixed_precision given to Accelerator() wins over the launch config
     (_ACCELERATOR, "precision"): "# Accelerate: Accelerator(..., mixed_precision=\"bf16\")",
@@ -211,7 +219,7 @@ def under_zero(ctx: Context) -> bool:
 
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
-    autocast_off_fp16, model_fp32, dataloader), as
+    autocast_off_fp16, model_fp32, fp64_off, dataloader), as
     comment lines ending in a newline, or ""."""
     used = frameworks(ctx)
     if "transformers" in used and "transformers.trainer" not in used and \

@@ -284,10 +284,11 @@ def _finish(f: Finding, ctx: Context) -> Finding:
 GPU_ONLY_KINDS = ("tensor_core.tf32_off", "tensor_core.unaligned_dims")
 
 
-# Analyzers whose time saving is built from the profiled ops' host times on a CPU run. When the
+# Analyzers whose time saving is built from the profiled ops' host times on a CPU run (the
+# fusions; tensor_cores' fp64 price, cpu_fp64.py: its other kinds are GPU-only notes). When the
 # thread was off the CPU most of a profiled step (other processes held the cores), those times
 # are not the program's, and the estimate leaves the ranked list: "impact unknown; verify".
-OP_TIME_ANALYZERS = ("fusion", "fusion_optimizer")
+OP_TIME_ANALYZERS = ("fusion", "fusion_optimizer", "tensor_cores")
 MIN_ON_CPU_SHARE = 0.5
 
 

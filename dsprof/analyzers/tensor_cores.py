@@ -12,19 +12,26 @@ Core kernels (or, on a CPU run, would not be on an Ampere-or-newer GPU), grouped
   ``DS_ENABLE_TENSOR_CORE=1`` (``dsprof run --tf32``).
 * ``tensor_core.unaligned_dims``: fp16/bf16 ops whose M/N/K (or channels) are not multiples of
   8, one finding per module and op shape.
-* ``tensor_core.fp64``: double-precision matrix math.
+* ``tensor_core.fp64``: double-precision matrix math. On a GPU run priced as the others; on a
+  CPU run the whole fp64 model is slow, not only its matmuls (fp64 has half fp32's SIMD lanes
+  and twice its bytes), and :mod:`dsprof.analyzers.cpu_fp64` prices every fp64 op of the
+  profiled steps from the run's profile.
 
 Algorithm: the estimated saving per step is the op time that missed the Tensor Cores times
 (1 - 1/speedup), with a speedup of 2 (measured TF32 and aligned-fp16 GEMM gains are 2-3x on
 A100; the datasheet ratio is 8x), over the number of profiled steps. On a CPU run there is no GPU
-time to save: the finding says what a GPU would do and estimates nothing (saving 0, low
-confidence). Mixed precision (bf16 autocast) is the precision analyzer's finding, not this one.
+time to save: TF32 and alignment findings say what a GPU would do and estimate nothing (saving 0,
+low confidence; the registry makes them a note). Mixed precision (bf16 autocast) is the precision analyzer's finding, not this one.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
+from dsprof.analyzers.cpu_fp64 import FP32_SPEEDUP, CpuFp64Price
+from dsprof.analyzers.cpu_lowp_model import parameter_bytes
+from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.gpu.attribution import flop_ops
@@ -121,27 +128,58 @@ class TensorCoreAnalyzer(Analyzer):
             data={"ops": len(group), "dims": group[0].dims})
 
     def _fp64(self, ctx: Context, group: list[Verdict], steps: int) -> Finding:
-        saving, confidence = self._saving(ctx, group, steps)
         # the script made fp64 the default: its parameters and inputs are all created so, and
         # model.float() alone would leave the inputs fp64 (a dtype mismatch at the first layer)
         by_default = (ctx.meta.get("precision") or {}).get("default_dtype") == "float64"
+        fix = ("torch.set_default_dtype(torch.float32)  # in place of float64: new tensors "
+               "and parameters are fp32" if by_default else
+               "model = model.float()\nx = torch.as_tensor(array, dtype=torch.float32)")
+        cause = ("(the script sets torch.set_default_dtype(torch.float64): every float tensor "
+                 "and parameter it creates is fp64, so model.float() alone would leave its "
+                 "inputs fp64)." if by_default else
+                 "(a .double() or a numpy float64 array turned into a tensor is the usual "
+                 "cause).")
+        fix = framework_fix(ctx, "fp64_off") + fix
+        if not ctx.on_gpu:
+            return self._fp64_cpu(ctx, group, steps, fix, cause)
+        saving, confidence = self._saving(ctx, group, steps)
         return Finding(
             analyzer=self.name, kind="tensor_core.fp64", key="fp64",
             title=f"Use fp32/bf16 instead of fp64 for {len(group)} matmul/conv ops",
             saving_s=saving, confidence=confidence,
             explanation=("float64 matrix math runs on CUDA cores at 1/2 to 1/64 of the fp32 "
-                         "rate; a model rarely needs it "
-                         + ("(the script sets torch.set_default_dtype(torch.float64): every "
-                            "float tensor and parameter it creates is fp64, so model.float() "
-                            "alone would leave its inputs fp64)." if by_default else
-                            "(a .double() or a numpy float64 array turned into a tensor is "
-                            "the usual cause).")),
-            evidence=_evidence(group),
-            fix=("torch.set_default_dtype(torch.float32)  # in place of float64: new tensors "
-                 "and parameters are fp32" if by_default else
-                 "model = model.float()\nx = torch.as_tensor(array, dtype=torch.float32)"),
-            verify=self._verify(ctx),
+                         "rate; a model rarely needs it " + cause),
+            evidence=_evidence(group), fix=fix, verify=self._verify(ctx),
             data={"ops": len(group)})
+
+    def _fp64_cpu(self, ctx: Context, group: list[Verdict], steps: int, fix: str,
+                  cause: str) -> Finding:
+        """On a CPU the whole fp64 model is slow, not only its matmuls: priced from the
+        profile (``cpu_fp64.py``)."""
+        price = CpuFp64Price(ctx, steps)
+        ms = 1e3
+        explanation = (f"{len(group) / price.n:.3g} matmul/conv ops {ctx.per_step} and the ops "
+                       f"around them run in float64; a model rarely needs it {cause} "
+                       + price.words(ctx, parameter_bytes(ctx)))
+        low, high = price.saving_range
+        data: dict[str, Any] = {
+            "ops": len(group), "fp64_ops_per_step": len(price.ops) / price.n,
+            "fp64_profiled_s": price.readings.profiled_s,
+            "fp64_scaled_s": price.readings.scaled_s, "fp32_speedup": FP32_SPEEDUP,
+            "saving_range_s": [low, high]}
+        unranked = price.unranked()
+        if unranked:
+            data["impact_unknown"], why = unranked
+            explanation += why
+        return Finding(
+            analyzer=self.name, kind="tensor_core.fp64", key="fp64",
+            title=(f"Train in fp32, not fp64: the fp64 ops take "
+                   f"{price.readings.estimate_s * ms:.3g} ms {ctx.words.a_step}, about "
+                   f"{price.saving_s * ms:.3g} ms more than fp32"),
+            saving_s=price.saving_s, confidence="medium", explanation=explanation,
+            evidence=tuple(price.evidence(ctx.per_step)), fix=fix,
+            verify="paste the fix, run again and compare: dsprof diff RUN NEW_RUN",
+            data=data)
 
 
 def _dims_text(v: Verdict) -> str:

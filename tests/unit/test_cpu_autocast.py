@@ -7,7 +7,7 @@ from __future__ import annotations
 from dsprof.analyzers.cpu_autocast import CpuAutocastAnalyzer
 from dsprof.analyzers.registry import Context
 from dsprof.metrics.ops.autocast_cost import bf16_seconds, cast_seconds, fp32_seconds
-from dsprof.metrics.ops.emulated_bf16 import EmulatedBf16
+from dsprof.metrics.ops.profile_readings import ProfileReadings
 from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, SCRIPT, _cpu_autocast, steps, table
 
@@ -98,14 +98,14 @@ def test_the_two_readings_rank_the_price_only_when_they_agree():
     low, high = f.data["saving_range_s"]
     assert abs((high - low) - f.data["bf16_profiled_s"] / 2) < 1e-9
     # half apart is looser than a quarter of the middle: not ranked
-    assert f.data["impact_unknown"].startswith("emulated bf16 priced from the profile")
-    assert "the two readings of the emulated ops differ" in f.explanation
+    assert f.data["impact_unknown"].startswith("emulated bf16 ops priced from the profile")
+    assert "the two readings of the emulated bf16 ops differ" in f.explanation
 
 
 def test_agreement_is_a_quarter_of_the_middle():
-    assert EmulatedBf16(74e-3, 71e-3, 78.7e-3, 82.1e-3).agree  # an MLP at batch 128
-    assert not EmulatedBf16(3.1e-3, 1.7e-3, 3.8e-3, 6.9e-3).agree  # two small convolutions
-    assert EmulatedBf16(1.0, 0.6, None, None).agree  # (1.0 - 0.6) / 2 = 0.25 x 0.8
+    assert ProfileReadings(74e-3, 71e-3, 78.7e-3, 82.1e-3).agree  # an MLP at batch 128
+    assert not ProfileReadings(3.1e-3, 1.7e-3, 3.8e-3, 6.9e-3).agree  # two small convolutions
+    assert ProfileReadings(1.0, 0.6, None, None).agree  # (1.0 - 0.6) / 2 = 0.25 x 0.8
 
 
 # -- under torch.compile the casts are inside inductor's kernels ------------------------------
