@@ -66,9 +66,15 @@ def _next_steps(run_path: str, findings: Analysis | None, console: Console) -> N
     lines = [(f"dsprof summary {path}", "the report"),
              (f"dsprof analyze {path}", "findings with evidence and fixes"),
              (f"dsprof dashboard {path}", "timeline and charts in a browser")]
-    top = next((f for f in (findings.findings if findings else []) if f.apply), None)
+    # a ranked finding's fix: an unranked one (an info, "inside the noise") is no next step,
+    # and pointing at it under a larger finding with no knob read as "the top fix"
+    ranked = [f for f in (findings.findings if findings else []) if f.severity != "info"]
+    top = next((f for f in ranked if f.apply), None)
     if top is not None:
-        lines.append((f"dsprof verify {path} {top.id}", "rerun with the top fix, measured"))
+        lines.append((f"dsprof verify {path} {top.id}",
+                      "rerun with the top fix, measured" if top is ranked[0] else
+                      "rerun with this finding's fix, measured (those above it have no "
+                      "knob)"))
     width = max(len(cmd) for cmd, _ in lines)
     for i, (cmd, what) in enumerate(lines):
         # one command per line, never wrapped inside the path, so it can be copied whole

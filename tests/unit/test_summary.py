@@ -76,3 +76,31 @@ def test_format_doc_lists_every_column():
         body = section[1].split("\n### ", 1)[0]
         for column in table.columns:
             assert f"| `{column.name}` |" in body, f"{table.name}.{column.name} undocumented"
+
+
+def _next_lines(findings: list) -> list[str]:
+    from dsprof.findings import Finding
+    from dsprof.findings_file import Analysis
+    from dsprof.render.summary import _next_steps
+
+    out = io.StringIO()
+    _next_steps("RUN", Analysis([Finding(**f) for f in findings]),
+                Console(file=out, width=200, color_system=None))
+    return [line for line in out.getvalue().splitlines() if "dsprof verify" in line]
+
+
+def test_the_verify_hint_names_a_ranked_finding_and_says_when_it_is_not_the_top_one():
+    fp64 = {"analyzer": "tensor_cores", "kind": "tensor_core.fp64", "key": "fp64",
+            "title": "Train in fp32", "saving_s": 5e-3, "severity": "high"}
+    fused = {"analyzer": "fusion", "kind": "fusion.optimizer", "key": "sgd",
+             "title": "fused SGD", "saving_s": 1e-3, "severity": "low",
+             "apply": {"DS_FUSED_OPTIMIZER": "1"}}
+    # GIVEN a top finding with no knob above one with a knob
+    (line,) = _next_lines([fp64, fused])
+    # THEN the hint names the finding with the knob, and does not call its fix the top one
+    assert "fusion-" in line and "top fix" not in line and "have no knob" in line
+    # AND where the top finding has the knob, it is "the top fix"
+    (line,) = _next_lines([fused, fp64])
+    assert "rerun with the top fix, measured" in line
+    # AND an unranked (info) finding is no next step
+    assert _next_lines([fp64, {**fused, "severity": "info"}]) == []
