@@ -31,6 +31,7 @@ from dsprof.apply import AppliedKnobs
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.apply import install as knobs_install
 from dsprof.collectors import (
+    child_processes,
     clock,
     exit_guard,
     forked_child,
@@ -116,6 +117,8 @@ class Session:
         # {nprocs, start_method, failures: {index: exit code}, first}; and those not followed
         self.spawned: dict[str, Any] | None = None
         self.spawned_unprofiled: list[dict[str, Any]] = []
+        # processes the script starts with multiprocessing itself (child_processes.py)
+        self.child_processes: dict[tuple[str, str], int] = {}
 
     def rank_facts(self, status: str) -> dict[str, Any]:
         """What a rank of a multi-rank job says about itself in session.json."""
@@ -221,6 +224,7 @@ class Session:
         self.watcher = start_watcher(self.settings, self.raw, self.rank, steps.now_ns)
         if not self.ranks.distributed:
             spawned_ranks.install(self)
+        child_processes.install(self)
         exit_guard.install(self)  # os._exit() in the script saves the session first
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
@@ -332,6 +336,7 @@ class Session:
         if _current is self:
             _current = None
         spawned_ranks.uninstall()
+        child_processes.uninstall()
         exit_guard.uninstall()
         if self.spawned is not None:
             spawned_ranks.finish_coordinator(self, exit_status, reason, error)

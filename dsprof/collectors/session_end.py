@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from dsprof.collectors import child_processes
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.collectors.device import precision_state
 from dsprof.collectors.process_facts import frameworks_loaded
@@ -110,6 +111,8 @@ def save(session: Any, exit_status: int, reason: str, error: str | None) -> None
         frameworks=frameworks_loaded(),
         **({"spawned_unprofiled": session.spawned_unprofiled} if session.spawned_unprofiled
            else {}),
+        **({"child_processes": child_processes.to_meta(session.child_processes)}
+           if session.child_processes else {}),
         **({"user_profiler": timeline.handed_over} if timeline and timeline.handed_over
            else {}),
         **({"autograd_anomaly": sum(record["autograd_anomaly"])}

@@ -71,9 +71,17 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         elif src == "none":
             cap = run.meta.get("max_capture_s")
             capped = " and hit the cap" if run.meta.get("capped") else ""
-            notes.append(f"no step boundaries were seen (no optimizer.step(), no backward(), "
-                         f"no dsprof.step()): the whole run was captured as one step, up to "
-                         f"{cap} s{capped}")
+            children = _started_processes(run.meta.get("child_processes"))
+            notes.append(
+                (f"no step boundaries were seen in the profiled process (no optimizer.step(), "
+                 f"no backward(), no dsprof.step() there): the whole run was captured as one "
+                 f"step, up to {cap} s{capped}. It started {children}, which dsprof does not "
+                 "follow: if they trained (Hogwild), start them with torch.multiprocessing."
+                 "spawn, whose processes dsprof profiles as ranks, or run the training "
+                 "function in the main process for the profile") if children else
+                (f"no step boundaries were seen (no optimizer.step(), no backward(), "
+                 f"no dsprof.step()): the whole run was captured as one step, up to "
+                 f"{cap} s{capped}"))
         elif src == "backward":
             notes.append(f"no optimizer step was seen (none, or one inside a torch.compile'd "
                          f"function): each of the {run.meta.get('backward_calls')} backward() "
@@ -104,6 +112,21 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         temporal = [asdict(t) for t in run_temporal_breakdown(run, include_last_step=True)]
     return RunSummary(facts, steps, profiled, phases, profiled_ms, _top_ops(run, top), kt,
                       kt_hta, temporal, _memory_peaks(run), notes, comms_summary(run))
+
+
+def _started_processes(entries: Any) -> str:
+    """meta.json ``child_processes`` in words ("2 processes with multiprocessing (target
+    train, start method fork)"), or "" when there are none or they cannot be read."""
+    if not isinstance(entries, list):
+        return ""
+    rows = [e for e in entries if isinstance(e, dict) and isinstance(e.get("count"), int)]
+    total = sum(e["count"] for e in rows)
+    if not total:
+        return ""
+    kinds = "; ".join(f"{e['count']} x {str(e.get('target'))[:120]}, start method "
+                      f"{str(e.get('start_method'))[:20]}" for e in rows[:4])
+    more = f"; and {len(rows) - 4} other targets" if len(rows) > 4 else ""
+    return (f"{total} process{'es' if total > 1 else ''} with multiprocessing ({kinds}{more})")
 
 
 def _forward_steps_note(run: Run) -> list[str]:
