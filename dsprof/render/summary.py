@@ -49,6 +49,8 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
     for m in summary.memory:
         if m.source in ("device_peak", "timeline"):
             who = f"rank {m.rank}, {esc(m.device)}" if len(ranks) > 1 else esc(m.device)
+            if m.window:
+                who += f", {esc(m.window)}"
             console.print(f"peak memory ({who}): {fmt_bytes(m.peak_bytes)}")
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {esc(note)}")
@@ -200,7 +202,8 @@ def _memory(summary: RunSummary, console: Console) -> None:
     }
     for m in summary.memory:
         t.add_row(str(m.rank), plain(m.device), fmt_bytes(m.peak_bytes),
-                  plain(explain.get(m.source, m.source)))
+                  plain(explain.get(m.source, m.source)
+                        + (f" over {m.window}" if m.window else "")))
     console.print()
     print_titled(console, t)
     for m in summary.memory:

@@ -262,7 +262,8 @@ def _memory_peaks(run: Run) -> list[MemoryPeak]:
             if has_cat:
                 by_cat = _categories_at_peak(run, rank, device)
             peaks.append(MemoryPeak(rank, device, int(peak),
-                                    "timeline" if has_cat else "allocator_total", by_cat))
+                                    "timeline" if has_cat else "allocator_total", by_cat,
+                                    _memory_window(run, rank, device)))
     if run.has("steps"):
         for rank, dpeak, rss in run.sql("""
                 SELECT rank, max(device_peak_bytes), max(rss_bytes) FROM steps
@@ -272,6 +273,23 @@ def _memory_peaks(run: Run) -> list[MemoryPeak]:
             if rss is not None:
                 peaks.append(MemoryPeak(rank, "host", int(rss), "rss"))
     return peaks
+
+
+def _memory_window(run: Run, rank: int, device: str) -> str | None:
+    """The steps a rank's memory timeline holds, in words, where they are not all the run's
+    steps: a replay buffer or cache that fills after the profiled steps peaks later, so the
+    peak must say what it is over."""
+    if not run.has("steps"):
+        return None
+    ((first, last, n),) = run.sql(
+        "SELECT min(step), max(step), count(DISTINCT step) FROM memory "
+        "WHERE rank = ? AND device = ? AND step IS NOT NULL", [rank, device])
+    ((total,),) = run.sql("SELECT count(*) FROM steps WHERE rank = ?", [rank])
+    if not n or n >= total:
+        return None
+    span = f"step {first}" if first == last else f"steps {first}-{last}"
+    return (f"{span} of {total}" if n == last - first + 1 else
+            f"{n} steps in {first}-{last} of {total}")
 
 
 def _categories_at_peak(run: Run, rank: int, device: str) -> dict[str, int]:

@@ -70,6 +70,10 @@ class MemoryPeak:
     """allocator_total (Total Allocated of [memory] events, counted from the capture start),
     timeline (a categorized memory timeline), device_peak (allocator peak per step), rss."""
     by_category: dict[str, int] = field(default_factory=dict)
+    window: str | None = None
+    """For a timeline that holds only some of the run's steps (a ``dsprof run`` records memory
+    in its profiled steps): which ("steps 7-9 of 300"), the only steps the peak is over; None
+    when it covers the whole capture."""
 
 
 @dataclass(frozen=True)
