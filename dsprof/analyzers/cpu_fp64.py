@@ -104,7 +104,7 @@ class CpuFp64Price:
                   f"{fmt_bytes(params // 2)} in fp32" if params else
                   "its parameters take half the memory in fp32")
         return (
-            f"On this CPU {len(self.ops) / self.n:.3g} ops {w.per_step} ran in fp64: "
+            f"On this run's CPU {len(self.ops) / self.n:.3g} ops {w.per_step} ran in fp64: "
             f"{readings_words(self.readings, w.per_step)}. fp32 "
             f"moves half the bytes in twice the SIMD lanes: priced at {FP32_SPEEDUP:.0f}x "
             "faster (measured 1.2-10x per op and 1.4-2.8x per training step on an AVX2 EPYC, "

@@ -178,7 +178,9 @@ class TensorCoreAnalyzer(Analyzer):
                    f"{price.saving_s * ms:.3g} ms more than fp32"),
             saving_s=price.saving_s, confidence="medium", explanation=explanation,
             evidence=tuple(price.evidence(ctx.per_step)), fix=fix,
-            verify="paste the fix, run again and compare: dsprof diff RUN NEW_RUN",
+            verify=("paste the fix, run again and compare: dsprof diff RUN NEW_RUN"
+                    if ctx.target_command else "re-run the job with the fix, import its "
+                    "trace, compare with dsprof diff"),
             data=data)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import dsprof, write
+from tests.integration.helpers import dsprof, plain, write
 
 pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
 
@@ -81,7 +81,7 @@ def test_a_model_fed_numpy_float64_is_priced_from_the_cpu_profile(tmp_path):
     f = fp64_finding(tmp_path, "numpy64", NUMPY_FP64)
     data = f["data"]
     # THEN the finding prices the fp64 ops from the run's profile, not a GPU's CUDA cores
-    assert "CUDA cores" not in f["explanation"] and "On this CPU" in f["explanation"]
+    assert "CUDA cores" not in f["explanation"] and "On this run's CPU" in f["explanation"]
     assert f["title"].startswith("Train in fp32, not fp64")
     # AND the price is half the fp64 ops' time (fp32's element size), inside the two readings
     estimate = (data["fp64_profiled_s"] + data["fp64_scaled_s"]) / 2
@@ -108,4 +108,41 @@ def test_lightning_64_true_gets_lightnings_switch(tmp_path):
     # THEN the fix opens with Lightning's switch back to fp32
     assert f["fix"].startswith('# Lightning: Trainer(..., precision="32-true") in place of '
                                '"64-true"')
-    assert f["saving_s"] > 0 and "On this CPU" in f["explanation"]
+    assert f["saving_s"] > 0 and "On this run's CPU" in f["explanation"]
+
+
+TRACE_FP64 = """
+import sys
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, schedule
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(128, 512), nn.Tanh(), nn.Linear(512, 1)).double()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+x, y = torch.randn(64, 128, dtype=torch.float64), torch.randn(64, 1, dtype=torch.float64)
+with profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+             schedule=schedule(wait=1, warmup=1, active=3),
+             on_trace_ready=lambda p: p.export_chrome_trace(sys.argv[1])) as prof:
+    for _ in range(6):
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        prof.step()
+"""
+
+
+def test_an_imported_cpu_trace_in_fp64_gets_the_same_price_and_an_import_verify(tmp_path):
+    # GIVEN the script's own torch.profiler trace of an fp64 loop, imported
+    script = write(tmp_path / "trace64.py", TRACE_FP64)
+    trace = tmp_path / "fp64.json"
+    res = plain(script, str(trace))
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "imported"
+    assert dsprof("import", "-o", str(run), str(trace)).code == 0
+    res = dsprof("analyze", "--json", str(run))
+    assert res.code == 0, res.stderr
+    (f,) = [f for f in json.loads(res.stdout)["findings"] if f["kind"] == "tensor_core.fp64"]
+    # THEN it is priced from the trace's CPU ops, and verified by re-running the job
+    assert f["saving_s"] > 0 and "On this run's CPU" in f["explanation"]
+    assert f["verify"].startswith("re-run the job with the fix")
