@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from typing import Any
 
 from dsprof.analyzers.frameworks import hf_activation, hf_activation_fix, hf_library_module
 from dsprof.analyzers.fusion_cpu_price import price_cpu_swap
@@ -126,6 +127,19 @@ def classify(chain: Chain, device: bool) -> str:
     return "fusion.pointwise_chain"
 
 
+def setup_steps(ctx: Context) -> frozenset[tuple[int, int]]:
+    """(rank, step) of the profiled setup steps (a ``dsprof run``'s step 0: all the script
+    did before its first step boundary) where the run profiled other steps too: a chain
+    found only there is data preparation or model building, not work of each step (a
+    preprocessing loop of 34,000 samples in grad mode was priced "657 ms a step")."""
+    if not ctx.run.has("steps"):
+        return frozenset()
+    rows = ctx.run.sql("SELECT rank, step, coalesce(disturbed_by = 'setup', false) "
+                       "FROM steps WHERE profiled")
+    setup = frozenset((int(r), int(s)) for r, s, is_setup in rows if is_setup)
+    return setup if len(setup) < len(rows) else frozenset()
+
+
 class FusionAnalyzer(Analyzer):
     name = "fusion"
     requires = ("ops",)
@@ -188,7 +202,10 @@ class FusionAnalyzer(Analyzer):
                  and library_op(key[0], key[2]) in CALIBRATED_S_PER_ELEMENT}
         shares = fault_shares(swap_faults(ctx.run) if swaps else None, swaps)
         findings = []
+        setup = setup_steps(ctx)
         for (kind, pattern, names), items in sorted(groups.items()):
+            if setup and all((c.ops[0].rank, c.ops[0].step) in setup for c, _, _, _ in items):
+                continue  # work before the first step (data preparation), not a step's
             saving = sum(s for _, s, _, _ in items) / table.n_steps
             key = (kind, pattern, names)
             library = library_op(kind, names) if whole[key] else None
@@ -323,14 +340,16 @@ class FusionAnalyzer(Analyzer):
         freed = memory.freed
         explanation += memory.text
         evidence: list[Evidence] = []
-        seen: set[str] = set()
+        seen: set[Any] = set()
         for chain, s, _, _ in items:
-            if chain.module in seen or len(evidence) >= 6:
-                continue
-            seen.add(chain.module or "")
             first, last = chain.ops[0], chain.ops[-1]
+            # one instance per module; in no module, one per step
+            where = chain.module or ("", first.rank, first.step)
+            if where in seen or len(evidence) >= 6:
+                continue
+            seen.add(where)
             evidence.append(Evidence(
-                text=(f"{chain_txt} in {chain.module}"  # no step in a trace that marks none
+                text=(f"{chain_txt} in {chain.module or pattern}"  # no step in a trace with none
                       + ("" if first.step is None else f", step {first.step}")), rank=first.rank,
                 step=first.step, start_ns=first.start_ns, end_ns=last.end_ns,
                 op_ids=tuple(op.id for op in chain.ops), module=chain.module, value=s))

@@ -118,6 +118,50 @@ def test_leak_finding_names_the_line(tmp_path):
     assert results["fixed"] == []
 
 
+PLATEAU = """
+from collections import deque
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Linear(64, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+recent = deque(maxlen=12)  # the last 12 batches, 512 KiB each: full from step 12 on
+for step in range(150):
+    recent.append(torch.randn(2048, 64))
+    opt.zero_grad()
+    model(recent[-1]).square().mean().backward()
+    opt.step()
+"""
+
+
+def test_a_buffer_filling_during_the_window_is_no_leak_when_the_run_keeps_nothing(tmp_path):
+    # GIVEN a bounded buffer that grows 512 KiB a step through the profiled steps (6-9), then
+    # stays full for the 140 steps after
+    out = tmp_path / "run"
+    res = dsprof("run", "-q", "-o", str(out), str(write(tmp_path / "plateau.py", PLATEAU)))
+    assert res.code == 0, res.stderr
+    with load(out) as run:
+        result = analyze(run, write=False)
+    # THEN no leak is claimed: the RSS read at every step end did not grow with it
+    assert [f for f in result.findings if f.kind == "memory.leak"] == []
+    (why,) = [s["reason"] for s in result.skipped if s["analyzer"] == "memory_leak"]
+    assert "live bytes on cpu rose 512.0 KiB a step" in why and "not a leak" in why
+
+
+def test_a_real_leak_shows_in_the_rss_of_a_long_run(tmp_path):
+    # GIVEN the leaky example over 60 steps: RSS is read at each of them
+    out = tmp_path / "leaky"
+    res = dsprof("run", "-q", "-o", str(out), "--wait", "1", "--warmup", "1", "--active", "4",
+                 str(EXAMPLES / "leaky_loss.py"), "--steps", "60")
+    assert res.code == 0, res.stderr
+    with load(out) as run:
+        leaks = [f for f in analyze(run, write=False).findings if f.kind == "memory.leak"]
+    # THEN the leak stands: the run's RSS grew with the graphs it kept
+    (leak,) = leaks
+    assert leak.confidence == "high"
+
+
 def test_budget_stops_the_script_with_a_postmortem(tmp_path):
     tiny = write(tmp_path / "tiny_train.py", TINY_TRAIN)
     out = tmp_path / "run"

@@ -108,7 +108,16 @@ def _out_numel(op: Op) -> int | None:
 
 
 def _feeds(prev: Op, nxt: Op, through_view: bool) -> bool:
-    if prev.name in REDUCTION or prev.name in NORMALIZING and prev.name != "aten::batch_norm":
+    if prev.name in REDUCTION:
+        # its output's shape is not recorded, but it has fewer elements than its input: the
+        # next op must take something that small (``x - x.mean(-1, keepdim=True)`` does;
+        # ``t.tanh()`` of a new batch after ``prev = u.sum(0)`` does not: that chained every
+        # iteration of a preprocessing loop into one "chain" of 80,750 ops)
+        if prev.io is None or nxt.io is None or not prev.io.inputs:
+            return True
+        largest = max(_numel(shape) for shape, _ in prev.io.inputs)
+        return any(_numel(shape) < largest for shape, _ in nxt.io.inputs)
+    if prev.name in NORMALIZING and prev.name != "aten::batch_norm":
         return True
     if prev.io is None or nxt.io is None:
         return False
@@ -150,9 +159,18 @@ def find_chains(sequence: list[Op], called: frozenset[str] | None = None) -> lis
     chains: list[Chain] = []
     current: list[Op] = []
     side: list[Op] = []  # pointwise ops on side inputs (a mask's ~), waiting for a consumer
+    # the module holding current's and side's ops, kept as ops join (a chain of n ops checked
+    # from scratch at each op cost n^2: minutes on a long chain)
+    held: list[str | None] = []
     before: Op | None = None
     last_real: Op | None = None
     through_view = False
+
+    def may_join(op: Op) -> bool:
+        if called is None:
+            return True
+        holder = common_module([*held, op.module])
+        return holder is None or holder in called
 
     def close() -> None:
         if not current:
@@ -170,31 +188,30 @@ def find_chains(sequence: list[Op], called: frozenset[str] | None = None) -> lis
         if (op.name in FUSIBLE and op.io is not None and op.io.inputs
                 and all(_numel(shape) <= 1 for shape, _ in op.io.inputs)):
             continue  # scalar bookkeeping (BatchNorm's num_batches_tracked += 1)
-        if (op.name in FUSIBLE and current
-                and any(_feeds(prev, op, through_view) for prev in (current[-1], *side))
-                and _holder_called([*current, op], called)):
+        # the op must take the chain's last output: a side op alone feeding it would let
+        # unrelated ops in (a loop's next sample, its pointwise op parked as a side op)
+        if (op.name in FUSIBLE and current and _feeds(current[-1], op, through_view)
+                and may_join(op)):
+            held = [common_module([*held, *(o.module for o in side), op.module])]
             current.extend(side)
             current.append(op)
             side = []
-        elif (op.name in POINTWISE and current and len(side) < 2
-              and _holder_called([*current, op], called)):
+        elif op.name in POINTWISE and current and len(side) < 2 and may_join(op):
             side.append(op)
         else:
             close()
-            current = [op] if op.name in FUSIBLE else []
+            # a parked side op that this op consumes starts the next chain with it (the next
+            # sample's tanh, parked while the last sample's sum ended its chain)
+            feeder = next((s for s in side if _feeds(s, op, through_view)), None) \
+                if op.name in FUSIBLE else None
+            current = [feeder, op] if feeder else [op] if op.name in FUSIBLE else []
+            held = [common_module([o.module for o in current])] if current else []
             side = []
-            before = last_real
+            before = None if feeder else last_real
         last_real = op
         through_view = False
     close()
     return chains
-
-
-def _holder_called(ops: list[Op], called: frozenset[str] | None) -> bool:
-    if called is None:
-        return True
-    holder = common_module([op.module for op in ops])
-    return holder is None or holder in called
 
 
 def chain_bytes(chain: Chain) -> tuple[int, int]:
