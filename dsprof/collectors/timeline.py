@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dsprof.collectors.allocator_warning import UnknownFreeProbe
+from dsprof.collectors.capture_cap import CapAlarm
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
@@ -76,6 +77,7 @@ class TimelineCollector:
         self._window: Window | None = None
         self._deadline = 0.0
         self._cap_hook: Any = None
+        self._cap_alarm: CapAlarm | None = None
         self._thread = threading.get_ident()
         # off for good once the program uses torch.compile (collectors/compile_watch.py): the
         # module annotator and the capture-cap hook are global module hooks
@@ -112,6 +114,9 @@ class TimelineCollector:
             from torch.nn.modules.module import register_module_forward_pre_hook
 
             self._cap_hook = register_module_forward_pre_hook(self._check_cap)
+        # where the script runs bare tensor ops, no hook of dsprof's comes (capture_cap.py)
+        self._cap_alarm = CapAlarm(lambda: self._deadline, lambda: self._check_cap(None, None))
+        self._cap_alarm.arm()
 
     def restart_schedule(self, last_step: int) -> None:
         """Steps up to ``last_step`` were found after the fact: the step after it is the
@@ -123,7 +128,7 @@ class TimelineCollector:
         then checked at each backward() instead (:meth:`poll_cap`)."""
         self.module_hooks = False
         self.annotator.remove()
-        self._remove_cap_hook()
+        self._remove_cap_hook(keep_alarm=True)
         logger.debug("timeline: module annotator and capture-cap hook off (torch.compile)")
 
     def extend_deadline(self, ns: int) -> None:
@@ -385,7 +390,10 @@ class TimelineCollector:
             self._state = NONE
         self._remove_cap_hook()
 
-    def _remove_cap_hook(self) -> None:
+    def _remove_cap_hook(self, keep_alarm: bool = False) -> None:
         if self._cap_hook is not None:
             self._cap_hook.remove()
             self._cap_hook = None
+        if self._cap_alarm is not None and not keep_alarm:
+            self._cap_alarm.disarm()
+            self._cap_alarm = None
