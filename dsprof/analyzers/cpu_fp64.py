@@ -9,9 +9,10 @@ fp64 over fp32 took (``time.perf_counter``, least of 5):
   layer norm 1.2-1.3x; sqrt 4.3-4.5x, GELU 6.8-7.3x (erf has no double vector kernel);
   convolutions 2.1-10.2x (no oneDNN double kernel);
 - per training step: an MLP 256->1024->1024->1 with Adam at batch 128 27.4 / 9.7 ms (2.8x:
-  in that loop Adam's sqrt and div over 1M-element fp64 tensors took 11-14x their fp32 time), a 2-layer transformer encoder (256
-  wide, AdamW) 388 / 166 ms (2.3x), a small convnet with SGD 56.0 / 29.0 ms (1.9x), a 64->256->1
-  MLP with SGD 1.13 / 0.66 ms (1.7x; 1.4x on two threads).
+  in that loop Adam's sqrt and div over 1M-element fp64 tensors took 11-14x their fp32
+  time), a 2-layer transformer encoder (256 wide, AdamW) 388 / 166 ms (2.3x), a small convnet
+  with SGD 56.0 / 29.0 ms (1.9x), a 64->256->1 MLP with SGD 1.13 / 0.66 ms (1.7x; 1.4x on two
+  threads).
 
 So the price takes the fp64 ops' own time (``self_ns``, in forward, backward and the
 optimizer, of the profiled steps) by the two readings of ``metrics/ops/profile_readings.py``,

@@ -20,8 +20,9 @@ Core kernels (or, on a CPU run, would not be on an Ampere-or-newer GPU), grouped
 Algorithm: the estimated saving per step is the op time that missed the Tensor Cores times
 (1 - 1/speedup), with a speedup of 2 (measured TF32 and aligned-fp16 GEMM gains are 2-3x on
 A100; the datasheet ratio is 8x), over the number of profiled steps. On a CPU run there is no GPU
-time to save: TF32 and alignment findings say what a GPU would do and estimate nothing (saving 0,
-low confidence; the registry makes them a note). Mixed precision (bf16 autocast) is the precision analyzer's finding, not this one.
+time to save: TF32 and alignment findings say what a GPU would do and estimate nothing (saving
+0, low confidence; the registry makes them a note). Mixed precision (bf16 autocast) is the
+precision analyzer's finding, not this one.
 """
 
 from __future__ import annotations

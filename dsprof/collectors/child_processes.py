@@ -12,9 +12,9 @@ start method, how many), and the summary says that they may have trained and how
 them.
 
 Observation only: the target is read, ``BaseProcess.start`` runs as without dsprof, and the
-target's name is recorded after. Not recorded: DataLoader workers (``torch.utils.data``), ``mp.spawn``'s own
-processes, ``multiprocessing``'s and ``concurrent.futures``' pool workers (their targets are
-the library's), and processes started by a child.
+target's name is recorded after. Not recorded: DataLoader workers (``torch.utils.data``),
+``mp.spawn``'s own processes, ``multiprocessing``'s and ``concurrent.futures``' pool workers
+(their targets are the library's), and processes started by a child.
 """
 
 from __future__ import annotations

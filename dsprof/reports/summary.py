@@ -115,8 +115,8 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
 
 
 def _started_processes(entries: Any) -> str:
-    """meta.json ``child_processes`` in words ("2 processes with multiprocessing (target
-    train, start method fork)"), or "" when there are none or they cannot be read."""
+    """meta.json ``child_processes`` in words ("2 processes with multiprocessing (2 x
+    __main__.train, start method fork)"), or "" when there are none or they cannot be read."""
     if not isinstance(entries, list):
         return ""
     rows = [e for e in entries if isinstance(e, dict) and isinstance(e.get("count"), int)]

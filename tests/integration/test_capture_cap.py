@@ -4,6 +4,8 @@ alarm borrows is back at its default after, or never taken from the script."""
 
 from __future__ import annotations
 
+import json
+
 from tests.integration.helpers import dsprof, meta, write
 
 BARE_LOOP = """
@@ -54,3 +56,39 @@ def test_a_scripts_own_handler_for_the_signal_is_never_replaced(tmp_path):
     # dsprof's timer does not ring a handler that is not its own)
     assert "handler <lambda>" in res.stdout
     assert "the script's handler" not in res.stdout
+
+
+PREPROCESS_THEN_TRAIN = """
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+feats = []
+for i in range(400):  # preprocessing in bare tensor ops, grad mode on, past the capture cap
+    x = torch.randn(256, 1024)
+    feats.append(((x * 0.5 + 1.0).relu() * 2.0).mean(0))
+X = torch.stack(feats)[:, :64]
+model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+for step in range(30):
+    opt.zero_grad()
+    model(X[step % 4 * 64:(step % 4 + 1) * 64]).square().mean().backward()
+    opt.step()
+"""
+
+
+def test_chains_of_the_kept_setup_capture_are_no_steps_work(tmp_path):
+    # GIVEN a preprocessing loop that outlasts the capture cap, then training with a window
+    script = write(tmp_path / "prep.py", PREPROCESS_THEN_TRAIN)
+    out = tmp_path / "run"
+    res = dsprof("run", "-q", "-o", str(out), "--max-capture", "0.5", "--wait", "1",
+                 "--warmup", "1", "--active", "2", str(script))
+    assert res.code == 0, res.stderr
+    # (the capped capture of step 0 is kept beside the training's window)
+    assert [w["kind"] for w in meta(out)["windows"]] == ["unstepped", "window"]
+    # THEN no fusion finding stands on the setup's ops alone (each preprocessing sample's
+    # mul -> add -> relu -> mul -> mean was "15.7 ms a step", averaged over the profiled steps)
+    findings = json.loads((out / "findings.json").read_text())["findings"]
+    for f in findings:
+        if f["analyzer"] == "fusion":
+            assert any(e.get("step") not in (0, None) for e in f["evidence"]), f["title"]

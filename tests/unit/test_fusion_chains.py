@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -235,3 +236,15 @@ def test_a_reduction_feeds_an_op_that_takes_its_smaller_output():
     # THEN mean -> sub -> pow -> sum -> mul is one chain (each reduction's next op takes
     # something smaller than the reduction's input: the kept mean, the 0-dim sum)
     assert [c.names for c in chains] == [("mean", "sub", "pow", "sum", "mul")]
+
+
+def test_a_wrapped_python_number_is_not_a_reductions_output():
+    # GIVEN u.relu().mean(0), then the next sample's (x * 0.5 + y).relu(): the profiler records
+    # the 0.5 as a 0-dim double beside the float tensor
+    half = dataclasses.replace(op("mul", X, ()),
+                               io=op_io(json.dumps([list(X), []]), '["float", "double"]'))
+    seq = [op("relu", X), op("mean", X), half, op("add", X, X), op("relu", X)]
+    chains = find_chains(seq)
+    # THEN the mean ends its chain (the mul does not take its output), and the next sample's
+    # ops, parked as side ops while they fed nothing of the chain, start their own
+    assert [c.names for c in chains] == [("relu", "mean"), ("mul", "add", "relu")]

@@ -109,14 +109,16 @@ def _out_numel(op: Op) -> int | None:
 
 def _feeds(prev: Op, nxt: Op, through_view: bool) -> bool:
     if prev.name in REDUCTION:
-        # its output's shape is not recorded, but it has fewer elements than its input: the
-        # next op must take something that small (``x - x.mean(-1, keepdim=True)`` does;
-        # ``t.tanh()`` of a new batch after ``prev = u.sum(0)`` does not: that chained every
-        # iteration of a preprocessing loop into one "chain" of 80,750 ops)
+        # its output's shape is not recorded, but it has fewer elements than its input, and
+        # its element size: the next op must take something like that (``x - x.mean(-1,
+        # keepdim=True)`` does; ``t.tanh()`` or ``t * 0.5`` of a new batch after ``u.sum(0)``
+        # does not, the 0.5 being a 0-dim double: that chained every iteration of a
+        # preprocessing loop into one "chain" of 80,750 ops)
         if prev.io is None or nxt.io is None or not prev.io.inputs:
             return True
-        largest = max(_numel(shape) for shape, _ in prev.io.inputs)
-        return any(_numel(shape) < largest for shape, _ in nxt.io.inputs)
+        reduced, size = prev.io.inputs[0]
+        return any(_numel(shape) < _numel(reduced) and itemsize == size
+                   for shape, itemsize in nxt.io.inputs)
     if prev.name in NORMALIZING and prev.name != "aten::batch_norm":
         return True
     if prev.io is None or nxt.io is None:
@@ -200,18 +202,31 @@ def find_chains(sequence: list[Op], called: frozenset[str] | None = None) -> lis
             side.append(op)
         else:
             close()
-            # a parked side op that this op consumes starts the next chain with it (the next
-            # sample's tanh, parked while the last sample's sum ended its chain)
-            feeder = next((s for s in side if _feeds(s, op, through_view)), None) \
-                if op.name in FUSIBLE else None
-            current = [feeder, op] if feeder else [op] if op.name in FUSIBLE else []
+            # parked side ops that this op consumes start the next chain with it (the next
+            # sample's ``x * 0.5 + 1``, parked while the last sample's mean ended its chain)
+            start = _fed_tail(side, op, through_view) if op.name in FUSIBLE else []
+            current = [*start, op] if op.name in FUSIBLE else []
             held = [common_module([o.module for o in current])] if current else []
             side = []
-            before = None if feeder else last_real
+            before = None if start else last_real
         last_real = op
         through_view = False
     close()
     return chains
+
+
+def _fed_tail(side: list[Op], op: Op, through_view: bool) -> list[Op]:
+    """The parked ops ending with the last one that feeds ``op``, each feeding the next, or
+    [] when none feeds it."""
+    for i in range(len(side) - 1, -1, -1):
+        if _feeds(side[i], op, through_view):
+            tail = [side[i]]
+            for earlier in reversed(side[:i]):
+                if not _feeds(earlier, tail[0], False):
+                    break
+                tail.insert(0, earlier)
+            return tail
+    return []
 
 
 def chain_bytes(chain: Chain) -> tuple[int, int]:
