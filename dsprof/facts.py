@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from dsprof.run import Run
 
 FIRST_FULL_SPEED_STEP = 2  # step 0 is setup; step 1 pays first calls and compilation
+# steps of another loop than the one the run's window recorded (ingest/disturbed.py): no rule
+# of a ``dsprof run`` counts them, short of every step
+OTHER_LOOP = ("before_training", "training_start", "unprofiled_training")
 
 # step-time rules, from the strictest
 FULL_SPEED, AFTER_SETUP, ALL_STEPS = "full-speed steps", "steps after setup", "all steps"
@@ -195,11 +198,11 @@ def _recorded(r: StepRow) -> bool:
 def _after_setup_compiled_none(r: StepRow) -> bool:
     # a 16-step run with a compiled optimizer step, all of it one capture: step 1 compiled
     # for 2.8 s and made the mean step 197 ms against a median of 0.77
-    return r[1] >= 1 and not r[6]
+    return r[1] >= 1 and not r[6] and r[7] not in OTHER_LOOP
 
 
 def _after_setup(r: StepRow) -> bool:
-    return bool(r[1] >= 1)
+    return bool(r[1] >= 1) and r[7] not in OTHER_LOOP
 
 
 def _any_step(r: StepRow) -> bool:

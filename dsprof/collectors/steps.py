@@ -112,6 +112,10 @@ class StepCollector:
         self.after_backward: Callable[[], None] | None = None
         # told the last step found after the fact, before its boundary is announced
         self.on_late_steps: Callable[[int], None] | None = None
+        # the first step that training (an optimizer, backward() or dsprof.step()) marked after
+        # steps that forward calls marked, and who is told of it before that step's boundary
+        self.training_step: int | None = None
+        self.on_training: Callable[[int], None] | None = None
         # the step whose end made backward() the step source while the script ran: until the
         # step after it, the timeline's whole-run capture was recording (dsprof's own cost)
         self.decided_step: int | None = None
@@ -245,6 +249,9 @@ class StepCollector:
         """The ends kept aside become boundaries of ``source``. ``live=False`` at exit: the
         boundaries are recorded, but the timeline is not told (the whole-run capture it holds
         is kept, as for a run without steps)."""
+        before = self.source
+        if before == "forward" and source != "forward":
+            self._training_takes_over(live)
         self.source = source
         for end_ns, cpu in pending[:-1]:
             self._record_boundary(source, end_ns, cpu, sample=False)
@@ -252,7 +259,10 @@ class StepCollector:
         self._record_boundary(source, end_ns, cpu, sample=live)
         if live:
             last = len(self.boundaries_ns) - 1
-            self.decided_step = last
+            if before is None:
+                # only the first decision ends the whole-run capture: after forward steps,
+                # the backward ends kept aside ran outside any capture (steady steps)
+                self.decided_step = last
             if self.on_late_steps is not None:
                 self.on_late_steps(last)
             self.on_boundary(last)
@@ -283,6 +293,8 @@ class StepCollector:
                                          len(self.boundaries_ns))
         if not ends:
             return
+        if self.source == "forward":
+            self._training_takes_over(live=True)
         for end_ns, cpu in late:
             self._record_boundary("optimizer", end_ns, cpu, sample=False)
         if self.source in ("backward", "forward"):
@@ -294,8 +306,20 @@ class StepCollector:
         self._stepped_since_update = True
         self.boundary("optimizer")
 
+    def _training_takes_over(self, live: bool) -> None:
+        """Training marks steps from the next boundary on, after forward calls marked the
+        steps before it (an inference loop ran first)."""
+        self.training_step = len(self.boundaries_ns)
+        logger.info("training starts at step %d (the steps before it were forward calls): "
+                    "step times and profiler windows are the training's from here on",
+                    self.training_step)
+        if live and self.on_training is not None:
+            self.on_training(self.training_step)
+
     def manual_step(self) -> None:
         self._stop_forward_watch()
+        if self.source == "forward":
+            self._training_takes_over(live=True)
         if self.source != "manual":
             if self.source in ("optimizer", "backward", "forward"):
                 logger.info("dsprof.step() called: step boundaries now come from it, "
@@ -316,6 +340,8 @@ class StepCollector:
             step = len(self.boundaries_ns)
         else:
             if skipped and not self._stepped_since_update:
+                if self.source == "forward":
+                    self._training_takes_over(live=True)
                 self.source = "optimizer"
                 self._pending_backward = []
                 self.boundary("optimizer")
@@ -375,6 +401,7 @@ class StepCollector:
             "forward_modules": self.forward_modules,
             "decided_step": self.decided_step,
             "handover_step": self.leader.handover_step,
+            "training_step": self.training_step,
             "closure_steps": self.closures.closures,
             "start_ns": self.start_ns,
             "boundaries_ns": self.boundaries_ns,

@@ -44,6 +44,7 @@ from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
 from dsprof.collectors.trace_spans import merge_step_spans, rename_forward_spans
+from dsprof.collectors.window_files import set_aside_forward_windows
 from dsprof.collectors.window_schedule import (
     BOOTSTRAP,
     NONE,
@@ -98,6 +99,8 @@ class TimelineCollector:
         # outermost forward ends seen there before any backward() (dsprof.forward_step spans)
         self._bootstrap_forwards = 0
         self._capped_split: Window | None = None
+        # the first step training marked after an inference loop's forward steps, if any
+        self._training_step: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -122,6 +125,25 @@ class TimelineCollector:
         """Steps up to ``last_step`` were found after the fact: the step after it is the
         schedule's step 1 (``--wait`` counts from there)."""
         self._schedule_origin = last_step
+
+    def training_took_over(self, step: int) -> None:
+        """Training marks the steps from ``step`` on, after forward calls marked those before
+        it (collectors/steps.py). A forward loop's window in progress closes (saved with its
+        whole forward steps, as when the script's own profiler starts), and the schedule
+        starts over from ``step``, so the training gets windows of its own; once one is
+        saved, the forward loop's are set aside (collectors/window_files.py)."""
+        self._training_step = step
+        self._schedule_origin = max(self._schedule_origin, step)
+        if self._suspended:
+            return
+        state, window = self._state, self._window
+        if state in (RECORD, RECORD_AND_SAVE) and window is not None:
+            window.steps = [s for s in window.steps if s < step]
+            self._stop(save=bool(window.steps))
+            self._state = NONE
+        elif state == WARMUP:
+            self._stop(save=False)
+            self._state = NONE
 
     def disable_module_hooks(self) -> None:
         """torch.compile is in use: no global module hook from here on. The capture cap is
@@ -367,6 +389,8 @@ class TimelineCollector:
             raise
         window.file = path.name
         self.windows.append(window)
+        if self._training_step is not None:
+            set_aside_forward_windows(self.raw_dir, self.windows, self._training_step)
         if self.listener is not None:
             self.listener.window_stopped(path.name)
         logger.debug("timeline: window %d (steps %s) saved to %s in %.0f ms", window.index,

@@ -85,6 +85,8 @@ def steps_from_record(rec: dict[str, Any], rank: int,
     n = len(bounds)
     window_of: dict[int, int] = {}
     for w in rec.get("windows", []):
+        if w.get("kind", "window") not in ("window", "unstepped"):
+            continue  # set aside (collectors/window_files.py): its ops are not in the tables
         for s in w.get("steps", []):
             window_of[s] = w["index"]
     rss = rec.get("rss_bytes") or []
@@ -127,7 +129,7 @@ def steps_from_record(rec: dict[str, Any], rank: int,
                                        ((meta or {}).get("user_profiler") or {}).get("steps")
                                        or (),
                                        step_faults if rec.get("step_faults") else None,
-                                       durs),
+                                       durs, rec.get("training_step")),
     }
 
 

@@ -117,9 +117,10 @@ def _steps(summary: RunSummary, console: Console) -> None:
     if s.excluded:
         shown = ", ".join(f"{step} ({fmt_ms(ms)})" for step, ms in s.excluded[:8])
         more = f" and {len(s.excluded) - 8} more" if len(s.excluded) > 8 else ""
-        console.print(f"  counted: {s.rule}; left out (setup, compiling, or disturbed by "
-                      "dsprof): "
-                      f"step {shown}{more}")
+        why = ("setup, compiling, or disturbed by dsprof" if not s.other_loop else
+               f"setup, compiling, disturbed by dsprof, or of the other loop: {s.other_loop} "
+               "steps")
+        console.print(f"  counted: {s.rule}; left out ({why}): step {shown}{more}")
     if s.outliers:
         console.print("  outliers: " + ", ".join(
             f"{_rank_label(s, i)}step {k} ({fmt_ms(ms)})" for i, (k, ms) in enumerate(s.outliers)))

@@ -27,8 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from dsprof.collectors.window_files import BEFORE_TRAINING, BEFORE_TRAINING_DIR
+from dsprof.facts import OTHER_LOOP
 from dsprof.ingest.aggregates import AGGREGATE_TABLES
 from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal_breakdown
+from dsprof.metrics.noise import has_column
 from dsprof.reports.comms_summary import comms_summary
 from dsprof.reports.summary_data import MemoryPeak, OpTime, PhaseTime, RunSummary, StepStats
 from dsprof.run import Run
@@ -130,7 +133,8 @@ def _started_processes(entries: Any) -> str:
 
 
 def _forward_steps_note(run: Run) -> list[str]:
-    """The steps of an inference run: how many, of which model, and what one is."""
+    """The steps of an inference run: how many, of which model, and what one is; or, when
+    the run trained after them, which loop the step times and findings describe."""
     counts = [n for (n,) in run.sql("""SELECT count(*) FROM steps WHERE source = 'forward'
                                          GROUP BY rank""")]
     if not counts:
@@ -140,15 +144,45 @@ def _forward_steps_note(run: Run) -> list[str]:
     per_rank = f" per rank ({len(counts)} ranks)" if len(counts) > 1 else ""
     models = run.meta.get("forward_modules") or {}
     of = " and ".join(str(name) for name in sorted(models, key=lambda k: -models[k])[:3])
-    text = (f"steps: {lo if lo == hi else f'{lo}-{hi}'} inference forwards"
-            f"{f' of {of}' if of else ''}{per_rank}: no optimizer.step() "
-            "and no backward(), so each outermost module call (no module call above it) "
-            "ended a step; under generate() that is one token's forward, a decode step (the "
-            "first of each generate() call is the prompt's prefill)")
+    calls = (f"{lo if lo == hi else f'{lo}-{hi}'} inference forwards"
+             f"{f' of {of}' if of else ''}{per_rank}")
     if run.meta.get("steps_source") != "forward":
-        text += (f"; then the run trained, and {run.meta.get('steps_source')} marked the "
-                 "steps after them (steps.source says which is which)")
-    return [text]
+        return [_training_after_forwards(run, calls)]
+    return [(f"steps: {calls}: no optimizer.step() and no backward(), so each outermost module "
+             "call (no module call above it) ended a step; under generate() that is one "
+             "token's forward, a decode step (the first of each generate() call is the "
+             "prompt's prefill)")]
+
+
+def _training_after_forwards(run: Run, calls: str) -> str:
+    """A loop of forward calls ran before the training took over (ingest/disturbed.py says
+    which of the two the run's step times and windows are of)."""
+    (first, unprofiled), = run.sql("""
+        SELECT min(step) FILTER (WHERE source <> 'forward'),
+               count(*) FILTER (WHERE disturbed_by = 'unprofiled_training' AND source <> 'forward')
+        FROM steps""")
+    text = (f"steps: {calls} came first (no optimizer.step() or backward() yet, so each "
+            "outermost module call ended a step), then the run trained: "
+            f"{run.meta.get('steps_source')} marked the steps"
+            f"{f' from step {first}' if first is not None else ' after them'}")
+    if unprofiled:
+        s = run.meta.get("settings") or {}
+        need = sum(int(s.get(k) or 0) for k in ("wait", "warmup", "active")) + 1
+        why = (f" (the schedule needs {need} after training starts: --wait, --warmup and "
+               "--active set it)" if unprofiled < need else "")
+        return (text + f"; the training's {unprofiled} steps got no profiler window of their "
+                f"own{why}, so step times and op-level findings are the forward loop's")
+    aside = [w for w in run.meta.get("windows") or [] if isinstance(w, dict)
+             and w.get("kind") == "before_training" and w.get("steps")]
+    text += "; step times and op-level findings are the training's"
+    if aside:
+        steps = ", ".join(f"{w['steps'][0]}-{w['steps'][-1]}" for w in aside)
+        ranks = [int(r) for (r,) in run.sql("SELECT DISTINCT rank FROM steps ORDER BY rank")]
+        rank = f"rank{ranks[0]}" if len(ranks) == 1 else "rank<N>"
+        text += (f" (the forward loop's profiler window, steps {steps}, was set aside: "
+                 f"dsprof import -o NEW_RUN {run.path / 'raw' / rank / BEFORE_TRAINING_DIR} "
+                 "analyses that loop on its own)")
+    return text
 
 
 def _facts(run: Run) -> dict[str, Any]:
@@ -168,7 +202,9 @@ def _facts(run: Run) -> dict[str, Any]:
         "ranks": m.get("ranks"),
         "world_size": m.get("world_size"),
         "steps_source": m.get("steps_source"),
-        "windows": [w.get("steps") for w in m.get("windows", [])] or None,
+        # (a forward loop's window set aside is no profile of this run's steps)
+        "windows": [w.get("steps") for w in m.get("windows", [])
+                    if w.get("kind") != BEFORE_TRAINING] or None,
         "events": m.get("events"),
         "tables": [t for t in run.tables if t not in AGGREGATE_TABLES],
         # the run layer's facts (dsprof/facts.py): what diff, verify and the dashboard show
@@ -201,7 +237,14 @@ def _step_stats(run: Run) -> StepStats | None:
                      float(ms.min()), float(ms.max()), [(s, d) for _, s, d in slow], excluded,
                      st.rule, ranks=len(per_rank),
                      per_rank=(min(per_rank.values()), max(per_rank.values())),
-                     outlier_ranks=[r for r, _, _ in slow])
+                     outlier_ranks=[r for r, _, _ in slow], other_loop=_other_loop(run))
+
+
+def _other_loop(run: Run) -> int:
+    if not has_column(run, "steps", "disturbed_by"):
+        return 0
+    names = ", ".join(f"'{r}'" for r in OTHER_LOOP)  # (constants)
+    return int(run.sql(f"SELECT count(*) FROM steps WHERE disturbed_by IN ({names})")[0][0])
 
 
 def _profiled_step_count(run: Run) -> int:

@@ -43,6 +43,9 @@ class StepStats:
     """Fewest and most counted steps of one rank (equal unless a rank stopped early)."""
     outlier_ranks: list[int] = field(default_factory=list)
     """The rank of each of ``outliers``, in the same order."""
+    other_loop: int = 0
+    """How many of ``excluded`` are of the loop the run's window did not record (a forward
+    loop before training, or the training after it: ``dsprof.facts.OTHER_LOOP``)."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import dsprof as dsprof_api
-from tests.integration.helpers import REPO, dsprof, meta, write
+from tests.integration.helpers import REPO, dsprof, meta, runs_as_without_dsprof, write
 from tests.integration.inference_scripts import (
     COMPILED_INFERENCE,
     GENERATE,
@@ -163,6 +163,155 @@ def test_inference_then_training_keeps_forward_steps_until_the_optimizer_takes_o
     assert m["forward_calls"] == 21
     out = " ".join(dsprof("summary", str(run)).stdout.split())
     assert "steps: 21 inference forwards of MLP" in out and "then the run trained" in out
+
+
+def _training_step(run: Path) -> int | None:
+    """The first step training marked after forward steps (the step collector's record)."""
+    return json.loads((run / "raw" / "rank0" / "session.json").read_bytes())["training_step"]
+
+
+def _loops(run: Path) -> tuple[list[tuple[int, str, str | None, bool]], list[int]]:
+    """(step, source, disturbed_by, profiled) of every step, and the steps run.facts counts."""
+    with dsprof_api.load(run) as r:
+        rows = [(int(a), b, c, bool(d)) for a, b, c, d in r.sql(
+            "SELECT step, source, disturbed_by, profiled FROM steps ORDER BY step")]
+        counted = [int(s) for _, s, _ in r.facts.step.counted]
+    return rows, counted
+
+
+def test_features_extracted_then_a_head_trained_profile_the_training(tmp_path):
+    # GIVEN 100 inference forwards (a frozen encoder's feature extraction), then an optimizer
+    # built and 40 training steps: the forwards are the steps until it steps, and the
+    # schedule's window (steps 22-24) falls in them
+    run, _ = _run(tmp_path, "extract_train", INFER_THEN_TRAIN, {"INFER": "100", "STEPS": "40"})
+    m = meta(run)
+    rows, counted = _loops(run)
+    first = next(s for s, src, _, _ in rows if src == "optimizer")
+    assert first == 101 and _training_step(run) == 101
+    # THEN the training gets a window of its own, and the forward loop's is set aside with
+    # its files, out of the tables
+    kinds = [(w["kind"], w["steps"]) for w in m["windows"]]
+    assert kinds[0] == ("before_training", [22, 23, 24]), kinds
+    assert kinds[1][0] == "window" and min(kinds[1][1]) > first + 2, kinds
+    aside = run / "raw" / "rank0" / "before_training"
+    assert (aside / "window-0.trace.json").is_file()
+    assert not (run / "raw" / "rank0" / "window-0.trace.json").exists()
+    assert [s for s, _, _, p in rows if p] == kinds[1][1]
+    with dsprof_api.load(run) as r:
+        (in_forward_loop,), = r.sql("SELECT count(*) FROM ops WHERE step < ?", [first])
+    assert in_forward_loop == 0
+    # and the step times are the training's: its first two steps (the code between the loops,
+    # then the first calls) and every forward step are left out
+    assert {d for s, _, d, _ in rows if 1 <= s < first} == {"before_training"}
+    assert [d for s, _, d, _ in rows if s in (first, first + 1)] == ["training_start"] * 2
+    assert counted and min(counted) >= first + 2
+    assert all(src == "optimizer" for s, src, _, _ in rows if s in counted)
+    text = dsprof("summary", str(run)).stdout
+    out = " ".join(text.split())
+    assert "optimizer marked the steps from step 101" in out
+    assert "step times and op-level findings are the training's" in out
+    # (the path may be wrapped)
+    assert f"dsprofimport-oNEW_RUN{aside}analyses" in "".join(text.split())
+    # and the forward loop's window imports on its own, as the summary says
+    res = dsprof("import", "-o", str(tmp_path / "forward-loop"), str(aside))
+    assert res.code == 0, res.stderr
+    with dsprof_api.load(tmp_path / "forward-loop") as r:
+        assert [int(s) for (s,) in r.sql("SELECT step FROM steps ORDER BY 1")] == [22, 23, 24]
+
+
+def test_a_training_too_short_for_a_window_leaves_the_forward_loop_the_runs_evidence(tmp_path):
+    # GIVEN 40 inference forwards, then 5 training steps: fewer than the schedule needs
+    run, _ = _run(tmp_path, "extract_short", INFER_THEN_TRAIN, {"INFER": "40", "STEPS": "5"})
+    m = meta(run)
+    rows, counted = _loops(run)
+    first = _training_step(run)
+    assert first == 41
+    # THEN the forward loop keeps its window, and its steps are the ones timed: the training
+    # steps (with the last forward step, which holds the code between the loops) are left out
+    assert [(w["kind"], w["steps"]) for w in m["windows"]] == [("window", [22, 23, 24])]
+    assert {d for s, _, d, _ in rows if s >= first - 1} == {"unprofiled_training"}
+    assert counted and max(counted) < first - 1
+    out = " ".join(dsprof("summary", str(run)).stdout.split())
+    assert "the training's 5 steps got no profiler window of their own (the schedule needs" \
+        in out and "are the forward loop's" in out
+
+
+def test_backward_steps_after_forward_steps_are_steady_not_a_capture(tmp_path):
+    # GIVEN 30 inference forwards, then a loop with no optimizer (parameters updated by hand)
+    # whose backward() ends become the steps at the 64th of them
+    script = INFER_THEN_TRAIN.replace("    opt.step()\n", """    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.01 * p.grad
+""")
+    run, _ = _run(tmp_path, "extract_manual", script, {"INFER": "30", "STEPS": "80"})
+    m = meta(run)
+    rows, counted = _loops(run)
+    assert m["steps_source"] == "backward" and _training_step(run) == 31
+    # THEN the steps backward() marked after the fact are steady steps (no whole-run capture
+    # ran then: it ended when the forwards became the steps), and a training window came
+    assert not any(d == "capture" for s, _, d, _ in rows if s >= 31)
+    assert len([s for s in counted if s >= 31]) >= 60
+    assert any(w["kind"] == "window" and min(w["steps"]) > 31 for w in m["windows"])
+
+
+# Lightning: trainer.validate() before trainer.fit(), the optimizer built by fit
+VALIDATE_THEN_FIT = """
+import torch
+import lightning as L
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+torch.manual_seed(0)
+
+
+class Classifier(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+
+    def training_step(self, batch, i):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, i):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+
+data = DataLoader(TensorDataset(torch.randn(960, 32), torch.randint(0, 4, (960,))),
+                  batch_size=32)
+trainer = L.Trainer(max_epochs=1, num_sanity_val_steps=0, check_val_every_n_epoch=2,
+                    logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False)
+model = Classifier()
+trainer.validate(model, data, verbose=False)
+trainer.fit(model, data)
+print("global_step", trainer.global_step)
+"""
+
+
+def test_lightning_validate_then_fit_profiles_the_fit(tmp_path):
+    # GIVEN trainer.validate() over 30 batches (past the 16 forwards that decide), then fit()
+    script = write(tmp_path / "validate_fit.py", VALIDATE_THEN_FIT)
+    out = tmp_path / "run"
+    # WHEN profiled THEN it runs as without dsprof
+    res = runs_as_without_dsprof(script, out)
+    assert "global_step 30" in res.stdout
+    m = meta(out)
+    rows, counted = _loops(out)
+    # (the 30 validation forwards and the fit's first forward, which no backward() followed
+    # yet, were steps 0-30)
+    assert _training_step(out) == 31
+    # AND the profile and the step times are the fit's: its window holds backward and
+    # optimizer ops, the validation's window is set aside
+    assert [w["kind"] for w in m["windows"]] == ["before_training", "window"]
+    with dsprof_api.load(out) as r:
+        phases = {p for (p,) in r.sql("SELECT DISTINCT phase FROM ops WHERE phase IS NOT NULL")}
+    assert {"forward", "backward", "optimizer"} <= phases, phases
+    assert counted and all(src == "optimizer" for s, src, _, _ in rows if s in counted)
 
 
 def test_a_compiled_inference_loop_is_the_same_program_under_dsprof(tmp_path):

@@ -123,6 +123,25 @@ def test_a_short_all_profiled_run_counts_its_profiler_warm_up_not_the_trace_writ
     assert [s for _, s, _ in no_warmup.facts.step.counted] == [2, 3]
 
 
+def test_no_fallback_counts_the_loop_the_window_did_not_record():
+    # GIVEN a short run of 6 forward steps before training, whose 5 training steps were all
+    # profiled or started the training: no full-speed step
+    by = ["setup", *["before_training"] * 5, "training_start", "training_start",
+          "warmup", "window", "window"]
+    durs = [900, 50, 0.5, 0.5, 0.5, 0.5, 30, 12, 10, 11, 11]
+    run = Run.from_tables(steps=_steps(durs, disturbed_by=by),
+                          meta={"windows": [{"index": 1, "kind": "window", "steps": [9, 10]}],
+                                "settings": {"wait": 0, "warmup": 1}})
+    # THEN the fallback is the training's profiler warm-up, never the forward steps
+    st = run.facts.step
+    assert st.rule == PROFILER_WARMUP and [s for _, s, _ in st.counted] == [8]
+    # AND "steps after setup" leaves the other loop out too
+    no_profile = Run.from_tables(steps=_steps(durs[:9], disturbed_by=by[:8] + ["trace_write"]),
+                                 meta={"settings": {"wait": 0, "warmup": 1}})
+    assert no_profile.facts.step.rule == AFTER_SETUP
+    assert [s for _, s, _ in no_profile.facts.step.counted] == [8]
+
+
 def test_peak_prefers_the_allocator_then_live_bytes_then_rss_per_rank():
     run = Run.from_tables(
         steps={**_steps([1, 1]), "rank": [0, 1], "device_peak_bytes": [None, 900],
