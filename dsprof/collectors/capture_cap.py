@@ -116,3 +116,49 @@ def _compiling() -> bool:
         return guards.TracingContext.try_get() is not None
     except Exception:  # noqa: BLE001 - an older or newer torch without it: not compiling
         return False
+
+
+class CaptureCap:
+    """The bootstrap capture's time cap, checked at every module call (a global forward
+    pre-hook, unless ``module_hooks`` is off: torch.compile), by a :class:`CapAlarm` where no
+    hook runs, and by :meth:`check` where the timeline polls (each backward() under
+    torch.compile). Past ``deadline`` on the recording thread, ``reached`` is called once
+    (outside ``torch.jit.trace``, which records every op: the next call stops it)."""
+
+    def __init__(self, max_s: float, reached: Callable[[], None], module_hooks: bool):
+        self.deadline = time.perf_counter() + max_s
+        self._reached = reached
+        self._thread = threading.get_ident()
+        self._hook: Any = None
+        if module_hooks:
+            from torch.nn.modules.module import register_module_forward_pre_hook
+
+            self._hook = register_module_forward_pre_hook(self._module_called)
+        self._alarm: CapAlarm | None = CapAlarm(lambda: self.deadline, self.check)
+        self._alarm.arm()
+
+    def extend(self, ns: int) -> None:
+        """Compilation took ``ns``: it does not count against the cap."""
+        self.deadline += ns / 1e9
+
+    def _module_called(self, module: Any, args: Any) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if time.perf_counter() < self.deadline or threading.get_ident() != self._thread:
+            return
+        import torch
+
+        if torch._C._get_tracing_state() is not None:
+            return
+        self.remove()
+        self._reached()
+
+    def remove(self, keep_alarm: bool = False) -> None:
+        """No check from here on (``keep_alarm``: the module hook only)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self._alarm is not None and not keep_alarm:
+            self._alarm.disarm()
+            self._alarm = None

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dsprof.collectors.allocator_warning import UnknownFreeProbe
-from dsprof.collectors.capture_cap import CapAlarm
+from dsprof.collectors.capture_cap import CaptureCap
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
@@ -76,9 +76,7 @@ class TimelineCollector:
         self._state = NONE
         self._step_rf: Any = None
         self._window: Window | None = None
-        self._deadline = 0.0
-        self._cap_hook: Any = None
-        self._cap_alarm: CapAlarm | None = None
+        self._cap: CaptureCap | None = None  # the bootstrap capture's time cap
         self._thread = threading.get_ident()
         # off for good once the program uses torch.compile (collectors/compile_watch.py): the
         # module annotator and the capture-cap hook are global module hooks
@@ -112,14 +110,7 @@ class TimelineCollector:
         self._prepare(with_stack=False)
         self._start_recording(0, Window(0, "unstepped"))
         self._state = BOOTSTRAP
-        self._deadline = time.perf_counter() + self.settings.max_capture_s
-        if self.module_hooks:
-            from torch.nn.modules.module import register_module_forward_pre_hook
-
-            self._cap_hook = register_module_forward_pre_hook(self._check_cap)
-        # where the script runs bare tensor ops, no hook of dsprof's comes (capture_cap.py)
-        self._cap_alarm = CapAlarm(lambda: self._deadline, lambda: self._check_cap(None, None))
-        self._cap_alarm.arm()
+        self._cap = CaptureCap(self.settings.max_capture_s, self._cap_reached, self.module_hooks)
 
     def restart_schedule(self, last_step: int) -> None:
         """Steps up to ``last_step`` were found after the fact: the step after it is the
@@ -150,18 +141,20 @@ class TimelineCollector:
         then checked at each backward() instead (:meth:`poll_cap`)."""
         self.module_hooks = False
         self.annotator.remove()
-        self._remove_cap_hook(keep_alarm=True)
+        if self._cap is not None:
+            self._cap.remove(keep_alarm=True)
         logger.debug("timeline: module annotator and capture-cap hook off (torch.compile)")
 
     def extend_deadline(self, ns: int) -> None:
         """Compilation took ``ns``: it does not count against the capture cap (a long compile
         is not a script without steps)."""
-        self._deadline += ns / 1e9
+        if self._cap is not None:
+            self._cap.extend(ns)
 
     def poll_cap(self) -> None:
         """The capture-cap check, where no module hook makes it."""
-        if self._state == BOOTSTRAP:
-            self._check_cap(None, None)
+        if self._state == BOOTSTRAP and self._cap is not None:
+            self._cap.check()
 
     def backward_ended(self) -> None:
         """A ``backward()`` returned. In the bootstrap capture it may have ended a step (no
@@ -202,7 +195,7 @@ class TimelineCollector:
         if self.listener is not None and state in (RECORD, RECORD_AND_SAVE):
             self.listener.window_step_ended(step, continues=state == RECORD)
         if state == BOOTSTRAP:
-            self._remove_cap_hook()
+            self._remove_cap()
             self._stop(save=False)
             logger.debug("timeline: step boundary seen, bootstrap capture of step 0 dropped")
         elif state == RECORD:
@@ -235,7 +228,7 @@ class TimelineCollector:
             forward_steps: the same for steps that outermost forward calls ended (an
                 inference loop whose forwards became its steps at exit).
         """
-        self._remove_cap_hook()
+        self._remove_cap()
         bootstrap = self._window if self._state == BOOTSTRAP else None
         as_steps = forward_steps > 0 and self._bootstrap_forwards > 0
         if bootstrap is not None:
@@ -270,7 +263,7 @@ class TimelineCollector:
             return
         self._suspended = True
         state = self._state
-        self._remove_cap_hook()
+        self._remove_cap()
         cut = state in (RECORD, RECORD_AND_SAVE)
         window = self._window
         if cut and window is not None and window.steps and window.steps[-1] >= self._next_step:
@@ -304,7 +297,7 @@ class TimelineCollector:
         """The process hands its profiling over to the ranks it starts (spawned_ranks.py):
         drop what is being recorded, unsaved, and take nothing more."""
         self._suspended = True
-        self._remove_cap_hook()
+        self._remove_cap()
         if self._state != NONE:
             self._stop(save=False)
         self._state = NONE
@@ -313,7 +306,7 @@ class TimelineCollector:
         """In a forked child: remove the Python hooks; the profiler object is left as it is
         (stopping or exporting a copy of the parent's session in the child crashes)."""
         self._suspended = True
-        self._remove_cap_hook()
+        self._remove_cap()
         self.annotator.remove()
         self.listener = None
         self._state = NONE
@@ -396,13 +389,7 @@ class TimelineCollector:
         logger.debug("timeline: window %d (steps %s) saved to %s in %.0f ms", window.index,
                      window.steps, path, (time.perf_counter() - t0) * 1e3)
 
-    def _check_cap(self, module: Any, args: Any) -> None:
-        if time.perf_counter() < self._deadline or threading.get_ident() != self._thread:
-            return
-        import torch
-
-        if torch._C._get_tracing_state() is not None:
-            return  # torch.jit.trace records every op: the capture stops at the next call
+    def _cap_reached(self) -> None:
         if self._state == BOOTSTRAP and self._window is not None:
             self._window.capped = True
             if self._bootstrap_backwards or self._bootstrap_forwards:
@@ -412,12 +399,8 @@ class TimelineCollector:
                            self.settings.max_capture_s)
             self._stop(save=True)
             self._state = NONE
-        self._remove_cap_hook()
 
-    def _remove_cap_hook(self, keep_alarm: bool = False) -> None:
-        if self._cap_hook is not None:
-            self._cap_hook.remove()
-            self._cap_hook = None
-        if self._cap_alarm is not None and not keep_alarm:
-            self._cap_alarm.disarm()
-            self._cap_alarm = None
+    def _remove_cap(self) -> None:
+        if self._cap is not None:
+            self._cap.remove()
+            self._cap = None
