@@ -13,8 +13,18 @@ module at every call, so both spellings pass through it, and the wrapper only re
 after the call returned. The alternatives seen were worse: autograd has no global "backward
 ended" hook (``Variable._execution_engine.queue_callback`` works only from inside a running
 backward, so it needs a hook on some tensor first), and a ``TorchFunctionMode`` would see every
-op of the program. ``torch.autograd.grad`` (gradient penalties, meta-learning) is not wrapped:
-it is not an iteration.
+op of the program.
+
+torch.autograd.grad(). Where a loop has neither an optimizer nor ``backward()``, its gradients
+come from ``torch.autograd.grad`` (a hand-written update on the returned gradients) or
+``torch.func.grad`` (which calls it): a training loop, whose module calls had been taken for
+an inference run's steps ("121 inference forwards ... a generate() call's prefill" of a loop
+that trains; two steps an iteration where a loss module is called too). Its ends count as
+``backward()`` ends until the first ``backward()`` of the run: from then on ``backward()``
+ends the iterations, and ``torch.autograd.grad`` is a part of one (a gradient penalty, a
+meta-learning inner step). Calls from ``torch.autograd.functional`` (``jacobian``/``hessian``
+call it once per output) are not counted. The wrapper is taken away for good once
+torch.compile is seen: Dynamo handles ``torch.autograd.grad`` itself.
 """
 
 from __future__ import annotations
@@ -170,3 +180,64 @@ def optimizer_made() -> bool:
             return True
         todo.extend(cls.__subclasses__())
     return False
+
+
+class GradWatch:
+    """Calls ``on_grad(end_ns)`` after every ``torch.autograd.grad`` that returned normally on
+    the thread that installed it, unless ``torch.autograd.functional`` made the call."""
+
+    def __init__(self, on_grad: Callable[[int], None], now_ns: Callable[[], int]):
+        self.on_grad = on_grad
+        self.now_ns = now_ns
+        self.calls = 0
+        self._original: Any = None
+        self._wrapper: Any = None
+        self._thread = 0
+
+    def install(self) -> None:
+        import sys
+        import threading
+
+        import torch.autograd
+
+        original = torch.autograd.grad
+        self._thread = threading.get_ident()
+        ended = self._ended
+
+        def grad(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if not sys._getframe(1).f_code.co_filename.endswith(_FUNCTIONAL):
+                ended()
+            return out
+
+        grad.__name__ = original.__name__
+        grad.__qualname__ = getattr(original, "__qualname__", "grad")
+        grad.__doc__ = original.__doc__
+        grad.__wrapped__ = original  # type: ignore[attr-defined]
+        self._original, self._wrapper = original, grad
+        torch.autograd.grad = grad
+
+    def _ended(self) -> None:
+        import threading
+
+        if threading.get_ident() != self._thread:
+            return
+        self.calls += 1
+        try:
+            self.on_grad(self.now_ns())
+        except Exception:  # noqa: BLE001 - never fail the user's gradient computation
+            logger.debug("grad watch: listener failed", exc_info=True)
+
+    def uninstall(self) -> None:
+        """Put torch's own function back (unless someone wrapped ours since: then leave it)."""
+        if self._original is None:
+            return
+        import torch.autograd
+
+        if torch.autograd.grad is self._wrapper:
+            torch.autograd.grad = self._original
+        self._original = self._wrapper = None
+
+
+# torch.autograd.functional's jacobian/hessian/vjp... call torch.autograd.grad per output
+_FUNCTIONAL = ("autograd/functional.py", "autograd\\functional.py")

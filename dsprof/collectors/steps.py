@@ -51,7 +51,12 @@ from dsprof.collectors.device import Device
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.step_leader import StepLeader
 from dsprof.collectors.step_runtime import StepRuntime
-from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker, optimizer_made
+from dsprof.collectors.step_sources import (
+    BackwardWatch,
+    ClosureMarker,
+    GradWatch,
+    optimizer_made,
+)
 from dsprof.log import STEP_LINE, logger
 
 # With no optimizer step seen, backward() becomes the step source after this many calls ...
@@ -99,6 +104,8 @@ class StepCollector:
         # backward() ends not yet known to be step boundaries: (end_ns, thread cpu ns)
         self._pending_backward: list[tuple[int, int]] = []
         self.backward = BackwardWatch(self._backward_ended, self.now_ns)
+        # torch.autograd.grad ends: backward() ends until the run's first backward()
+        self.grads = GradWatch(self._grad_ended, self.now_ns)
         # the outermost-forward watch: on until a backward() or optimizer step (training)
         self.modules = modules
         self._watching_forwards = False
@@ -146,6 +153,7 @@ class StepCollector:
         self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
         self.closures.install()
         self.backward.install()
+        self.grads.install()
         if self.modules is not None:
             invisible_to_dynamo(StepCollector._forward_ended, recursive=True)
             self.modules.watch_outermost(self._forward_ended)
@@ -163,6 +171,7 @@ class StepCollector:
             self._pre_hook = None
         self.closures.uninstall()
         self.backward.uninstall()
+        self.grads.uninstall()
         self.runtime.uninstall()
         self.settle()
         self._stop_forward_watch()
@@ -185,8 +194,10 @@ class StepCollector:
 
     def forwards_off(self) -> None:
         """torch.compile is in use: the module hooks are gone (compile_watch.py), and forwards
-        seen before it are not the steps of the compiled program."""
+        seen before it are not the steps of the compiled program; torch.autograd.grad is
+        torch's own again (Dynamo handles it)."""
         self._stop_forward_watch()
+        self.grads.uninstall()
 
     def _forward_ended(self, module: Any) -> None:
         """An outermost module call returned (a boundary raises nothing but the memory
@@ -224,7 +235,17 @@ class StepCollector:
         self._decide("forward", self._pending_forward, live)
         self._pending_forward = []
 
+    def _grad_ended(self, end_ns: int) -> None:
+        """A ``torch.autograd.grad`` returned: an iteration's end while the run has shown
+        no ``backward()`` (collectors/step_sources.py)."""
+        if not self.backward.calls:
+            self._backward_ended(end_ns)
+
     def _backward_ended(self, end_ns: int) -> None:
+        if self.backward.calls == 1 and self.source in (None, "forward"):
+            # the run's first backward(): the ends kept aside so far were torch.autograd.grad
+            # calls, parts of its iterations (a gradient penalty), not their ends
+            self._pending_backward = []
         self._stop_forward_watch()
         if self.after_backward is not None:
             self.after_backward()
@@ -241,8 +262,9 @@ class StepCollector:
 
     def _use_backward_source(self, live: bool) -> None:
         pending, self._pending_backward = self._pending_backward, []
-        logger.info("no optimizer step after %d backward() calls: each backward() ends a step "
-                    "(call dsprof.step() each iteration to mark steps yourself)", len(pending))
+        what = "backward()" if self.backward.calls else "torch.autograd.grad"
+        logger.info("no optimizer step after %d %s calls: each one ends a step (call "
+                    "dsprof.step() each iteration to mark steps yourself)", len(pending), what)
         self._decide("backward", pending, live)
 
     def _decide(self, source: str, pending: list[tuple[int, int]], live: bool) -> None:
@@ -397,6 +419,7 @@ class StepCollector:
             "source": self.source or "none",
             "sources": self.sources,
             "backward_calls": self.backward.calls,
+            "grad_calls": self.grads.calls,
             "forward_calls": self.forward_calls,
             "forward_modules": self.forward_modules,
             "decided_step": self.decided_step,

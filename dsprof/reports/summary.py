@@ -86,10 +86,13 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
                  f"no dsprof.step()): the whole run was captured as one step, up to "
                  f"{cap} s{capped}"))
         elif src == "backward":
+            calls = (f"{run.meta.get('backward_calls')} backward() calls"
+                     if run.meta.get("backward_calls") or not run.meta.get("grad_calls") else
+                     f"{run.meta.get('grad_calls')} torch.autograd.grad calls (torch.func.grad "
+                     "makes them too; the run called no backward())")
             notes.append(f"no optimizer step was seen (none, or one inside a torch.compile'd "
-                         f"function): each of the {run.meta.get('backward_calls')} backward() "
-                         "calls ended a step (an update after it is timed in the next step; "
-                         "call dsprof.step() to mark steps yourself)")
+                         f"function): each of the {calls} ended a step (an update after it is "
+                         "timed in the next step; call dsprof.step() to mark steps yourself)")
         if run.has("steps") and src != "none":
             notes.extend(_forward_steps_note(run))
         comp = run.meta.get("compile")

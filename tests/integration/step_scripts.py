@@ -61,6 +61,21 @@ for _ in range(steps):
 print("FACTS " + json.dumps({"backward_calls": steps}))
 '''
 
+# a torch.func training loop (functional_call + grad, a hand-written update), with a loss
+# module called each iteration: two outermost module calls, one torch.autograd.grad
+FUNC_GRAD = MLP + '''
+from torch.func import functional_call, grad
+steps = int(os.environ.get("STEPS", "70"))
+criterion = nn.CrossEntropyLoss()
+params = {k: v.detach() for k, v in model.named_parameters()}
+def loss_fn(p, x, y):
+    return criterion(functional_call(model, p, (x,)), y)
+for _ in range(steps):
+    g = grad(loss_fn)(params, x, y)
+    params = {k: params[k] - 0.01 * g[k] for k in params}
+print("FACTS " + json.dumps({"grad_calls": steps, "loss": round(loss_fn(params, x, y).item(), 6)}))
+'''
+
 ACCUMULATION = MLP + '''
 steps = int(os.environ.get("STEPS", "10"))
 accum = int(os.environ["ACCUM"])

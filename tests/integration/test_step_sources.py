@@ -19,6 +19,7 @@ from tests.integration.step_scripts import (
     CLOSURE,
     COMPILED,
     COMPILED_STEP,
+    FUNC_GRAD,
     MANUAL_UPDATE,
 )
 
@@ -105,6 +106,25 @@ def test_manual_update_steps_come_from_backward(tmp_path):
         assert r.sql("SELECT count(*) FROM steps WHERE profiled")[0][0] == 2
     summary = dsprof("summary", str(run))
     assert "backward" in summary.stdout
+
+
+def test_a_torch_func_training_loop_steps_at_its_gradients_not_its_module_calls(tmp_path):
+    # GIVEN a torch.func loop (grad of a functional_call, a hand-written update): no
+    # optimizer, no backward(), and two module calls an iteration (the model, the loss)
+    run, facts = _run(tmp_path, "func_grad", FUNC_GRAD, {"STEPS": "70"})
+    m = meta(run)
+    # THEN each gradient ends a step, as backward() would: 70 iterations, 70 steps
+    assert (m["steps_source"], m["steps_recorded"]) == ("backward", 70)
+    assert m["grad_calls"] == facts["grad_calls"] == 70 and m["backward_calls"] == 0
+    with dsprof_api.load(run) as r:
+        (profiled,), = r.sql("""SELECT count(DISTINCT step) FROM ops
+                                WHERE phase = 'backward' AND step IN
+                                  (SELECT step FROM steps WHERE profiled)""")
+    assert profiled == 2  # each profiled step has its gradient
+    # AND the summary calls it training by torch.autograd.grad, not inference forwards
+    out = " ".join(dsprof("summary", str(run)).stdout.split())
+    assert "each of the 70 torch.autograd.grad calls" in out
+    assert "inference" not in out and "generate()" not in out
 
 
 def test_a_short_loop_without_optimizer_is_profiled_per_step(tmp_path):

@@ -62,7 +62,8 @@ def test_backward_watch_sees_both_spellings_and_restores_torch():
     try:
         nn.functional.cross_entropy(model(x), y).backward()
         torch.autograd.backward(nn.functional.cross_entropy(model(x), y))
-        torch.autograd.grad(model(x).sum(), list(model.parameters()))  # not an iteration
+        # (torch.autograd.grad has a watch of its own: GradWatch)
+        torch.autograd.grad(model(x).sum(), list(model.parameters()))
     finally:
         watch.uninstall()
     assert watch.calls == 2 and ends == [0, 1]
@@ -119,6 +120,69 @@ def test_a_short_loop_without_optimizer_gets_its_steps_at_exit():
     steps.settle()
     assert steps.steps_done == 3 and steps.source == "backward"
     assert told == []  # at exit the timeline keeps its whole-run capture
+
+
+def _installed(steps: StepCollector) -> StepCollector:
+    steps.grads.install()
+    steps.backward.install()
+    return steps
+
+
+def _uninstall(steps: StepCollector) -> None:
+    steps.backward.uninstall()
+    steps.grads.uninstall()
+
+
+def test_torch_autograd_grad_ends_the_steps_of_a_loop_with_no_backward(monkeypatch):
+    monkeypatch.setattr(steps_mod, "BACKWARD_DECIDE_CALLS", 5)
+    model, x, y = _model()
+    params = list(model.parameters())
+    original = torch.autograd.grad
+    # GIVEN a loop that updates its parameters from torch.autograd.grad, and one from
+    # torch.func.grad: no optimizer, no backward()
+    steps = _installed(StepCollector(CPU, lambda step: None))
+    try:
+        for _ in range(4):
+            grads = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    p -= 0.1 * g
+        values = {k: v.detach() for k, v in model.named_parameters()}
+        for _ in range(3):
+            g = torch.func.grad(lambda v: nn.functional.cross_entropy(
+                torch.func.functional_call(model, v, (x,)), y))(values)
+            values = {k: values[k] - 0.1 * g[k] for k in values}
+        # AND jacobians of the old functional API, which call it once per output
+        torch.autograd.functional.jacobian(lambda t: model(t).sum(1), x)
+    finally:
+        _uninstall(steps)
+    # THEN each call ends a step, as backward() would, jacobian's calls aside
+    assert steps.source == "backward" and steps.steps_done == 7
+    assert steps.grads.calls == 7 and steps.backward.calls == 0
+    assert torch.autograd.grad is original
+
+
+def test_a_gradient_penalty_is_a_part_of_an_iteration_that_backward_ends():
+    # GIVEN a WGAN-GP-like loop with no optimizer: torch.autograd.grad for the penalty, then
+    # backward() of the loss with it, then a hand-written update
+    model, x, y = _model()
+    params = list(model.parameters())
+    steps = _installed(StepCollector(CPU, lambda step: None))
+    try:
+        for _ in range(3):
+            xi = x.clone().requires_grad_(True)
+            (gx,) = torch.autograd.grad(model(xi).sum(), xi, create_graph=True)
+            (nn.functional.cross_entropy(model(x), y) + gx.square().mean()).backward()
+            with torch.no_grad():
+                for p in params:
+                    p -= 0.1 * p.grad
+                    p.grad = None
+        steps.settle()
+    finally:
+        _uninstall(steps)
+    # THEN the steps are the backward() ends alone, the first iteration's penalty included
+    assert steps.steps_done == 3 and steps.record()["sources"] == ["backward"] * 3
+    assert steps.grads.calls == 3
 
 
 def test_manual_steps_override_backward():
