@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 FIRST_FULL_SPEED_STEP = 2  # step 0 is setup; step 1 pays first calls and compilation
 # steps of another loop than the one the run's window recorded (ingest/disturbed.py): no rule
 # of a ``dsprof run`` counts them, short of every step
-OTHER_LOOP = ("before_training", "training_start", "unprofiled_training")
+OTHER_LOOP = ("earlier_loop", "loop_start", "later_loop")
 
 # step-time rules, from the strictest
 FULL_SPEED, AFTER_SETUP, ALL_STEPS = "full-speed steps", "steps after setup", "all steps"

@@ -295,6 +295,7 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "steps_recorded": len(lead.get("boundaries_ns", [])),
         "backward_calls": lead.get("backward_calls"),
         "grad_calls": lead.get("grad_calls"),
+        "loop_starts": lead.get("loop_starts") or [],
         "forward_calls": lead.get("forward_calls"),
         "forward_modules": lead.get("forward_modules"),
         "closure_steps": lead.get("closure_steps"),

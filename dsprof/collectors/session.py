@@ -194,7 +194,7 @@ class Session:
             atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self.rank_facts("running")))
         self.progress = Progress(self.raw)
         self.steps.on_late_steps = self.timeline.restart_schedule
-        self.steps.on_training = self.timeline.training_took_over
+        self.steps.on_new_loop = self.timeline.new_loop
         self.steps.after_backward = self._after_backward
         self.steps.after_forward = self._after_forward
         self.steps.install()

@@ -100,6 +100,7 @@ def save(session: Any, exit_status: int, reason: str, error: str | None) -> None
         steps_recorded=len(record.get("boundaries_ns", [])),
         backward_calls=record.get("backward_calls"),
         grad_calls=record.get("grad_calls"),
+        loop_starts=record.get("loop_starts") or [],
         forward_calls=record.get("forward_calls"),
         forward_modules=record.get("forward_modules"),
         closure_steps=record.get("closure_steps"),

@@ -48,11 +48,21 @@ class StepLeader:
         # iteration (ingest marks them all split_iteration)
         self.handover_step: int | None = None
         self._watch = LeaderWatch()  # a leader that stopped stepping (an LR range test's)
+        # set by the last call of :meth:`stepped` when a new optimizer took the loop over from
+        # one that is gone or stopped stepping, and is not the same kind of optimizer over the
+        # same parameters (a script that builds its optimizer anew each epoch): a loop after
+        # another (an LR range test's, a sweep's next configuration, fine-tuning)
+        self.new_loop = False
+        self._led_kind: tuple[type, dict[int, weakref.ref[Any]]] | None = None
 
     def stepped(self, optimizer: Any, end_ns: int, cpu_ns: int,
                 steps_done: int) -> tuple[bool, list[tuple[int, int]]]:
+        self.new_loop = False
         leader = self._leader() if self._leader is not None else None
         if leader is None:
+            # (a leader garbage-collected: the script built a new optimizer in its place)
+            self.new_loop = self._leader is not None and not self._same_kind(optimizer)
+            self._remember_kind(optimizer)
             self._leader = weakref.ref(optimizer)
             self._other = None
             self._watch.leads(optimizer)
@@ -67,6 +77,8 @@ class StepLeader:
             # the leader is gone (an LR range test's optimizer kept alive): this one's steps
             # were steps, found after the fact; this one ends the current step
             self._leader, self._other = weakref.ref(optimizer), None
+            self.new_loop = not self._same_kind(optimizer)
+            self._remember_kind(optimizer)
             self._watch.leads(optimizer)
             self._watch.leader_stepped()
             logger.debug("step collector: %s marks the step boundaries (the leader stopped)",
@@ -87,6 +99,33 @@ class StepLeader:
                 return False, []
         self._watch.leader_stepped()
         return True, []
+
+
+    def _remember_kind(self, optimizer: Any) -> None:
+        # weak references by id: a parameter freed (a sweep's last model) is no longer there,
+        # and a new one at the same address is another object (tensors compare elementwise,
+        # so no set of them)
+        params: dict[int, weakref.ref[Any]] = {}
+        for p in _params(optimizer):
+            try:
+                params[id(p)] = weakref.ref(p)
+            except TypeError:
+                pass
+        self._led_kind = (type(optimizer), params)
+
+    def _same_kind(self, optimizer: Any) -> bool:
+        """``optimizer`` is of the last leader's class, over the same (living) parameters."""
+        if self._led_kind is None or type(optimizer) is not self._led_kind[0]:
+            return False
+        old = self._led_kind[1]
+        params = _params(optimizer)
+        return bool(params) and all((r := old.get(id(p))) is not None and r() is p
+                                    for p in params)
+
+
+def _params(optimizer: Any) -> list[Any]:
+    return [p for g in getattr(optimizer, "param_groups", None) or []
+            for p in g.get("params") or []]
 
 
 class LeaderWatch:

@@ -29,8 +29,16 @@ takes the hooks' watch away for good; ``FORWARD_DECIDE_CALLS`` forwards, or
 ``FORWARD_DECIDE_S`` seconds of them, with neither, make them the steps (or the exit does),
 unless the script has built an optimizer by then (``optimizer_made``: it trains later; PPO's
 rollouts run thousands of forwards first): then the watch goes. A run that infers that long
-before it builds an optimizer keeps its forward steps, and its training takes over as an
-optimizer takes over from backward(): ``steps.source`` says which is which.
+before it builds an optimizer (features extracted by a frozen encoder, then a head trained on
+them) keeps its forward steps, and its training takes over as an optimizer takes over from
+backward(): ``steps.source`` says which is which.
+
+A run can hold several loops one after another: that inference loop before the training, or
+an optimizer that takes the boundaries over from one that is gone or stopped stepping (an LR
+range test's, a sweep's next configuration, fine-tuning after pre-training: step_leader.py).
+``loop_starts`` lists the first step of each loop after the first, and the timeline is told
+(``on_new_loop``) so that each loop gets windows of its own; ingest then takes the run's step
+times and op-level record from one loop (ingest/disturbed.py).
 
 Per boundary this costs one clock read, a list append, an RSS read, the DataLoader wait of the
 step (collectors/dataloader.py) and on an accelerator the allocator's peak counter: cheap
@@ -119,10 +127,10 @@ class StepCollector:
         self.after_backward: Callable[[], None] | None = None
         # told the last step found after the fact, before its boundary is announced
         self.on_late_steps: Callable[[int], None] | None = None
-        # the first step that training (an optimizer, backward() or dsprof.step()) marked after
-        # steps that forward calls marked, and who is told of it before that step's boundary
-        self.training_step: int | None = None
-        self.on_training: Callable[[int], None] | None = None
+        # the first step of each loop after the first (module docstring), and who is told
+        # (first step, the step the schedule counts from) before the boundary is announced
+        self.loop_starts: list[int] = []
+        self.on_new_loop: Callable[[int, int], None] | None = None
         # the step whose end made backward() the step source while the script ran: until the
         # step after it, the timeline's whole-run capture was recording (dsprof's own cost)
         self.decided_step: int | None = None
@@ -272,11 +280,12 @@ class StepCollector:
         boundaries are recorded, but the timeline is not told (the whole-run capture it holds
         is kept, as for a run without steps)."""
         before = self.source
-        if before == "forward" and source != "forward":
-            self._training_takes_over(live)
         self.source = source
+        first = len(self.boundaries_ns)
         for end_ns, cpu in pending[:-1]:
             self._record_boundary(source, end_ns, cpu, sample=False)
+        if before == "forward" and source != "forward":
+            self._new_loop(first, live, "training after forward calls")
         end_ns, cpu = pending[-1]
         self._record_boundary(source, end_ns, cpu, sample=live)
         if live:
@@ -315,10 +324,13 @@ class StepCollector:
                                          len(self.boundaries_ns))
         if not ends:
             return
-        if self.source == "forward":
-            self._training_takes_over(live=True)
+        first = len(self.boundaries_ns)
         for end_ns, cpu in late:
             self._record_boundary("optimizer", end_ns, cpu, sample=False)
+        if self.source == "forward":
+            self._new_loop(first, True, "training after forward calls")
+        elif self.leader.new_loop and self.source == "optimizer":
+            self._new_loop(first, True, f"a new {type(optimizer).__name__}")
         if self.source in ("backward", "forward"):
             logger.info("an optimizer stepped: step boundaries now come from it, "
                         "not from %s", "backward()" if self.source == "backward" else
@@ -328,20 +340,19 @@ class StepCollector:
         self._stepped_since_update = True
         self.boundary("optimizer")
 
-    def _training_takes_over(self, live: bool) -> None:
-        """Training marks steps from the next boundary on, after forward calls marked the
-        steps before it (an inference loop ran first)."""
-        self.training_step = len(self.boundaries_ns)
-        logger.info("training starts at step %d (the steps before it were forward calls): "
-                    "step times and profiler windows are the training's from here on",
-                    self.training_step)
-        if live and self.on_training is not None:
-            self.on_training(self.training_step)
+    def _new_loop(self, first: int, live: bool, what: str) -> None:
+        """A loop after another starts at step ``first`` (the boundary about to be announced
+        is the schedule's origin)."""
+        self.loop_starts.append(first)
+        logger.info("a new loop starts at step %d (%s): it gets profiler windows of its own",
+                    first, what)
+        if live and self.on_new_loop is not None:
+            self.on_new_loop(first, len(self.boundaries_ns))
 
     def manual_step(self) -> None:
         self._stop_forward_watch()
         if self.source == "forward":
-            self._training_takes_over(live=True)
+            self._new_loop(len(self.boundaries_ns), True, "training after forward calls")
         if self.source != "manual":
             if self.source in ("optimizer", "backward", "forward"):
                 logger.info("dsprof.step() called: step boundaries now come from it, "
@@ -363,7 +374,8 @@ class StepCollector:
         else:
             if skipped and not self._stepped_since_update:
                 if self.source == "forward":
-                    self._training_takes_over(live=True)
+                    self._new_loop(len(self.boundaries_ns), True, "training after forward "
+                                   "calls")
                 self.source = "optimizer"
                 self._pending_backward = []
                 self.boundary("optimizer")
@@ -424,7 +436,7 @@ class StepCollector:
             "forward_modules": self.forward_modules,
             "decided_step": self.decided_step,
             "handover_step": self.leader.handover_step,
-            "training_step": self.training_step,
+            "loop_starts": self.loop_starts,
             "closure_steps": self.closures.closures,
             "start_ns": self.start_ns,
             "boundaries_ns": self.boundaries_ns,

@@ -44,7 +44,7 @@ from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
 from dsprof.collectors.trace_spans import merge_step_spans, rename_forward_spans
-from dsprof.collectors.window_files import set_aside_forward_windows
+from dsprof.collectors.window_files import set_aside_earlier_windows
 from dsprof.collectors.window_schedule import (
     BOOTSTRAP,
     NONE,
@@ -97,8 +97,8 @@ class TimelineCollector:
         # outermost forward ends seen there before any backward() (dsprof.forward_step spans)
         self._bootstrap_forwards = 0
         self._capped_split: Window | None = None
-        # the first step training marked after an inference loop's forward steps, if any
-        self._training_step: int | None = None
+        # the first step of the run's latest loop, after the first loop (collectors/steps.py)
+        self._loop_start: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -117,19 +117,19 @@ class TimelineCollector:
         schedule's step 1 (``--wait`` counts from there)."""
         self._schedule_origin = last_step
 
-    def training_took_over(self, step: int) -> None:
-        """Training marks the steps from ``step`` on, after forward calls marked those before
-        it (collectors/steps.py). A forward loop's window in progress closes (saved with its
-        whole forward steps, as when the script's own profiler starts), and the schedule
-        starts over from ``step``, so the training gets windows of its own; once one is
-        saved, the forward loop's are set aside (collectors/window_files.py)."""
-        self._training_step = step
-        self._schedule_origin = max(self._schedule_origin, step)
+    def new_loop(self, first: int, origin: int) -> None:
+        """A loop after another starts at step ``first`` (collectors/steps.py); the step after
+        ``origin`` is the schedule's step 1. A window of the loop before it in progress closes
+        (saved with its whole steps, as when the script's own profiler starts), so the new
+        loop gets windows of its own; once one is saved, the earlier loops' are set aside
+        (collectors/window_files.py)."""
+        self._loop_start = first
+        self._schedule_origin = max(self._schedule_origin, origin)
         if self._suspended:
             return
         state, window = self._state, self._window
         if state in (RECORD, RECORD_AND_SAVE) and window is not None:
-            window.steps = [s for s in window.steps if s < step]
+            window.steps = [s for s in window.steps if s < first]
             self._stop(save=bool(window.steps))
             self._state = NONE
         elif state == WARMUP:
@@ -382,8 +382,8 @@ class TimelineCollector:
             raise
         window.file = path.name
         self.windows.append(window)
-        if self._training_step is not None:
-            set_aside_forward_windows(self.raw_dir, self.windows, self._training_step)
+        if self._loop_start is not None:
+            set_aside_earlier_windows(self.raw_dir, self.windows, self._loop_start)
         if self.listener is not None:
             self.listener.window_stopped(path.name)
         logger.debug("timeline: window %d (steps %s) saved to %s in %.0f ms", window.index,

@@ -1,17 +1,18 @@
-"""Windows of an inference loop that ran before the script trained, set aside once the
-training has a window of its own.
+"""Windows of a loop that ran before the run's latest one, set aside once that loop has a
+window of its own.
 
-A script that extracts features with a frozen encoder (or evaluates before it builds its
-optimizer) runs a loop of forward calls first, and those become the run's steps until training
-takes over (collectors/steps.py): the schedule's first window records that loop. The
-timeline then starts its schedule over for the training loop; when a training window is saved,
-the forward loop's windows move to ``raw/<rank>/before_training/``. Ingest reads only the files
-of the rank's folder itself, so the op tables, and every finding made from them, are of the
-training steps alone, as the step times are (``disturbed_by = before_training``). The files
-stay whole: ``dsprof import`` of that folder analyses the forward loop on its own.
+A run can hold several loops one after another (collectors/steps.py ``loop_starts``): a
+frozen encoder's feature extraction (forward calls) before the head is trained, an LR range
+test before the training, one configuration of a sweep after another, fine-tuning after
+pre-training. The schedule's first window falls in the first loop; the timeline starts its
+schedule over at each new loop, and when the new loop's window is saved, the earlier loops'
+windows move to ``raw/<rank>/earlier_loops/``. Ingest reads only the files of the rank's folder
+itself, so the op tables, and every finding made from them, are of that one loop, as the step
+times are (ingest/disturbed.py). The files stay whole: ``dsprof import`` of that folder
+analyses the earlier loops on their own.
 
-A run whose training never got a window (too few steps, or a crash first) keeps the forward
-loop's window where it is: it is the only op-level record of the run.
+A run whose latest loop never got a window (too few steps, or a crash first) keeps the earlier
+window where it is: it is the only op-level record of the run.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from pathlib import Path
 from dsprof.collectors.window_schedule import Window
 from dsprof.log import logger
 
-BEFORE_TRAINING_DIR = "before_training"
-BEFORE_TRAINING = "before_training"  # the window's kind once set aside
+EARLIER_LOOPS_DIR = "earlier_loops"
+EARLIER_LOOP = "earlier_loop"  # the window's kind once set aside
 
 
-def set_aside_forward_windows(raw_dir: Path, windows: list[Window], first: int) -> None:
-    """The last of ``windows`` was just saved; if it is a training window (training marked
-    the steps from ``first`` on), the forward loop's windows before it are set aside."""
+def set_aside_earlier_windows(raw_dir: Path, windows: list[Window], first: int) -> None:
+    """The last of ``windows`` was just saved; if it is a window of the loop that starts at
+    step ``first``, the windows of the loops before it are set aside."""
     saved = windows[-1]
     if saved.kind != "window" or not saved.steps or saved.steps[0] < first:
         return
@@ -37,14 +38,14 @@ def set_aside_forward_windows(raw_dir: Path, windows: list[Window], first: int) 
             try:
                 set_aside(raw_dir, w)
             except OSError:  # (the run keeps both: the summary still tells the loops apart)
-                logger.warning("could not set the forward loop's window %d aside", w.index,
+                logger.warning("could not set window %d of an earlier loop aside", w.index,
                                exc_info=True)
 
 
 def set_aside(raw_dir: Path, window: Window) -> None:
     """Move ``window``'s files (its trace, and the memory collector's census and snapshot,
-    all named ``window-<index>.*``) into :data:`BEFORE_TRAINING_DIR` and mark it so."""
-    folder = raw_dir / BEFORE_TRAINING_DIR
+    all named ``window-<index>.*``) into :data:`EARLIER_LOOPS_DIR` and mark it so."""
+    folder = raw_dir / EARLIER_LOOPS_DIR
     folder.mkdir(exist_ok=True)
     prefix = f"window-{window.index}."
     moved = 0
@@ -53,11 +54,11 @@ def set_aside(raw_dir: Path, window: Window) -> None:
             os.replace(path, folder / path.name)
             moved += 1
     if window.file:
-        window.file = f"{BEFORE_TRAINING_DIR}/{window.file}"
-    window.kind = BEFORE_TRAINING
-    logger.info("timeline: window %d (steps %s, forward calls before training) set aside in "
-                "%s: the training loop has a window of its own", window.index,
-                _steps_text(window.steps), folder)
+        window.file = f"{EARLIER_LOOPS_DIR}/{window.file}"
+    window.kind = EARLIER_LOOP
+    logger.info("timeline: window %d (steps %s, an earlier loop) set aside in %s: the run's "
+                "latest loop has a window of its own", window.index, _steps_text(window.steps),
+                folder)
     logger.debug("timeline: %d file(s) of window %d moved", moved, window.index)
 
 

@@ -43,7 +43,7 @@ def planned_action(step: int, s: Settings) -> str:
 @dataclass
 class Window:
     index: int
-    kind: str  # "window" | "unstepped" | "before_training" (set aside: window_files.py)
+    kind: str  # "window" | "unstepped" | "earlier_loop" (set aside: window_files.py)
     steps: list[int] = field(default_factory=list)
     file: str | None = None
     capped: bool = False

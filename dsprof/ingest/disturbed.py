@@ -8,19 +8,19 @@ reasons, in the order they are checked (the first that applies is recorded):
 - ``setup``: step 0 holds the script's setup (imports, model build, first batch);
 - ``first_call``: step 1 holds the first calls (lazy initialisation, and ``torch.compile``
   or ``DS_COMPILE`` compiling);
-- ``before_training`` / ``training_start``: a script that runs a loop of forward calls before
-  it trains (features extracted by a frozen encoder, an evaluation before the optimizer is
-  built) has those forwards as its first steps, until training takes over at
-  ``training_step`` (collectors/steps.py). When the training has a profiler window, the
-  forward loop's steps are ``before_training`` (another loop: its windows were set aside,
-  collectors/window_files.py) and the training's first two steps are ``training_start`` (as
-  steps 0 and 1 of a run: the script's code between the loops with the first iteration, then
-  the first calls of the second, 2.8 ms against a median of 1.7 in a head trained on
-  extracted features). When only the forward loop has a window (the training ran too few
-  steps for one), that loop stays the run's evidence and the training steps, with the last
-  forward step (the code between the loops and the training's first forward), are
-  ``unprofiled_training`` instead: step times and op-level findings always describe the same
-  loop;
+- ``earlier_loop`` / ``loop_start`` / ``later_loop``: a run can hold several loops one after
+  another (collectors/steps.py ``loop_starts``): forward calls before the script trains
+  (features extracted by a frozen encoder, an evaluation before the optimizer is built), an
+  LR range test before the training, a sweep's configurations, fine-tuning after
+  pre-training. The run's step times and op-level findings describe one of them: the latest
+  loop that has a profiler window (the timeline gives each new loop windows of its own and
+  sets the earlier ones' aside, collectors/window_files.py), else the latest loop. Steps of
+  the loops before it are ``earlier_loop`` (step 0 stays setup); its own first two steps are
+  ``loop_start`` (as steps 0 and 1 of a run: the script's code between the loops with the
+  first iteration, then the first calls of the second, 2.8 ms against a median of 1.7 in a head
+  trained on extracted features); the steps of the loops after it (which got no window:
+  too few steps) are ``later_loop``, with the last step of a forward loop before training
+  (the code between the loops and the training's first forward: 4.9 ms against 0.4);
 - ``window``: recorded op by op by a profiler window;
 - ``warmup``: the profiler's warm-up before a window (it already records, then discards);
 - ``trace_write``: the step right after a window, which pays for writing the window's trace.
@@ -50,6 +50,7 @@ noise and outliers from steady steps only (``dsprof.metrics.noise``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -94,14 +95,16 @@ def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
                       user_profiler: Iterable[Iterable[int]] = (),
                       step_faults: Sequence[int | None] | None = None,
                       dur_ns: Sequence[int] | None = None,
-                      training_step: int | None = None) -> list[str | None]:
+                      loop_starts: Sequence[int] = (),
+                      sources: Sequence[str] | None = None) -> list[str | None]:
     """The ``disturbed`` value of each of a ``dsprof run``'s ``n`` steps.
 
     ``decided_step``: where backward() became the step source while the script ran (no
     optimizer). Until then no step was known, so the timeline's whole-run capture recorded
     every step up to it, and the step after it paid for stopping that capture: all "capture".
     ``step_faults`` and ``dur_ns`` (per step) measure the windows' aftermath; without them
-    none is marked. ``training_step``: the first step training marked after forward steps.
+    none is marked. ``loop_starts``: the first step of each loop after the first; ``sources``
+    what marked each step.
     """
     whole = run_disturbance(settings, env)
     if whole:
@@ -115,8 +118,9 @@ def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
 
     for step in range(min(FIRST_STEADY_STEP, n)):
         mark(step, "setup" if step == 0 else "first_call")
-    if training_step is not None and 0 < training_step < n:
-        _mark_loops(out, mark, n, int(training_step), windows)
+    edges = loop_edges(loop_starts, n)
+    if len(edges) > 2:
+        _mark_loops(out, mark, edges, windows, sources or ())
     for step, on in enumerate(autograd_anomaly or []):
         if on:
             mark(step, "autograd_anomaly")
@@ -143,23 +147,39 @@ def disturbed_reasons(n: int, windows: Iterable[Mapping[str, Any]],
     return out
 
 
-def _mark_loops(out: list[str | None], mark: Callable[[int, str], None], n: int, first: int,
-                windows: Iterable[Mapping[str, Any]]) -> None:
-    """Steps before ``first`` were a forward loop's, the rest the training's: the loop
-    without the run's op-level record is set apart (module docstring)."""
+def chosen_loop(edges: Sequence[int], windows: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """(first step, end) of the loop a run's step times and op-level record are of: the
+    latest loop with a recorded window step, else the latest loop. ``edges``: 0, each later
+    loop's first step, and the step count."""
+    loops = list(pairwise(edges))
     recorded = [int(s) for w in windows if w.get("kind", "window") == "window"
                 for s in w.get("steps") or []]
-    if recorded and max(recorded) < first:
-        # the last forward step holds the code between the loops and the training's first
-        # forward (4.9 ms against 0.4: "a call on more input")
-        for step in range(first - 1, n):
-            mark(step, "unprofiled_training")
-        return
-    for step in range(1, first):  # (step 1's first calls were the forward loop's too)
+    chosen = max((i for i, (a, b) in enumerate(loops) if any(a <= s < b for s in recorded)),
+                 default=len(loops) - 1)
+    return loops[chosen]
+
+
+def _mark_loops(out: list[str | None], mark: Callable[[int, str], None], edges: list[int],
+                windows: Iterable[Mapping[str, Any]], sources: Sequence[str]) -> None:
+    """Set apart the steps of every loop but :func:`chosen_loop` (module docstring)."""
+    first, end = chosen_loop(edges, windows)
+    for step in range(1, first):  # (step 1's first calls were the first loop's too)
         if out[step] in (None, "first_call"):
-            out[step] = "before_training"
-    mark(first, "training_start")
-    mark(first + 1, "training_start")
+            out[step] = "earlier_loop"
+    if first:
+        mark(first, "loop_start")
+        mark(first + 1, "loop_start")
+    n = edges[-1]
+    if 0 < end < min(n, len(sources)) and sources[end - 1] == "forward" \
+            and sources[end] != "forward":
+        mark(end - 1, "later_loop")
+    for step in range(end, n):
+        mark(step, "later_loop")
+
+
+def loop_edges(loop_starts: Iterable[Any], n: int) -> list[int]:
+    """0, the first step of each later loop within the ``n`` steps, and ``n``."""
+    return [0, *sorted({int(s) for s in loop_starts if 0 < int(s) < n}), n]
 
 
 def _mark_aftermath(out: list[str | None], windows: Iterable[Mapping[str, Any]],

@@ -129,7 +129,8 @@ def steps_from_record(rec: dict[str, Any], rank: int,
                                        ((meta or {}).get("user_profiler") or {}).get("steps")
                                        or (),
                                        step_faults if rec.get("step_faults") else None,
-                                       durs, rec.get("training_step")),
+                                       durs, rec.get("loop_starts") or (),
+                                       _sources(rec, n)),
     }
 
 

@@ -110,8 +110,7 @@ def series_noise(durations_ns: list[int] | list[float] | np.ndarray) -> StepNois
 # a trace). A profiler window's steps do count for the spread: every rank's window is recorded
 # alike, and a run's collectives are only matched in its windows.
 _NOT_COMPARABLE = ("setup", "first_call", "trace_write", "trace_aftermath", "capture",
-                   "split_iteration", "before_training", "training_start",
-                   "unprofiled_training")
+                   "split_iteration", "earlier_loop", "loop_start", "later_loop")
 
 
 def rank_step_spread(run: Run) -> dict[int, StepNoise]:

@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from dsprof.collectors.window_files import BEFORE_TRAINING, BEFORE_TRAINING_DIR
+from dsprof.collectors.window_files import EARLIER_LOOP
 from dsprof.facts import OTHER_LOOP
 from dsprof.ingest.aggregates import AGGREGATE_TABLES
 from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal_breakdown
 from dsprof.metrics.noise import has_column
 from dsprof.reports.comms_summary import comms_summary
+from dsprof.reports.loop_notes import step_notes
 from dsprof.reports.summary_data import MemoryPeak, OpTime, PhaseTime, RunSummary, StepStats
 from dsprof.run import Run
 from dsprof.vocabulary import PHASES
@@ -94,7 +95,7 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
                          f"function): each of the {calls} ended a step (an update after it is "
                          "timed in the next step; call dsprof.step() to mark steps yourself)")
         if run.has("steps") and src != "none":
-            notes.extend(_forward_steps_note(run))
+            notes.extend(step_notes(run))
         comp = run.meta.get("compile")
         if comp:
             notes.append(f"torch.compile compiled {comp.get('compilations')} time(s), "
@@ -135,59 +136,6 @@ def _started_processes(entries: Any) -> str:
     return (f"{total} process{'es' if total > 1 else ''} with multiprocessing ({kinds}{more})")
 
 
-def _forward_steps_note(run: Run) -> list[str]:
-    """The steps of an inference run: how many, of which model, and what one is; or, when
-    the run trained after them, which loop the step times and findings describe."""
-    counts = [n for (n,) in run.sql("""SELECT count(*) FROM steps WHERE source = 'forward'
-                                         GROUP BY rank""")]
-    if not counts:
-        return []
-    lo, hi = min(counts), max(counts)
-    # per rank, as the step count is (render.summary.step_count)
-    per_rank = f" per rank ({len(counts)} ranks)" if len(counts) > 1 else ""
-    models = run.meta.get("forward_modules") or {}
-    of = " and ".join(str(name) for name in sorted(models, key=lambda k: -models[k])[:3])
-    calls = (f"{lo if lo == hi else f'{lo}-{hi}'} inference forwards"
-             f"{f' of {of}' if of else ''}{per_rank}")
-    if run.meta.get("steps_source") != "forward":
-        return [_training_after_forwards(run, calls)]
-    return [(f"steps: {calls}: no optimizer.step() and no backward(), so each outermost module "
-             "call (no module call above it) ended a step; under generate() that is one "
-             "token's forward, a decode step (the first of each generate() call is the "
-             "prompt's prefill)")]
-
-
-def _training_after_forwards(run: Run, calls: str) -> str:
-    """A loop of forward calls ran before the training took over (ingest/disturbed.py says
-    which of the two the run's step times and windows are of)."""
-    (first, unprofiled), = run.sql("""
-        SELECT min(step) FILTER (WHERE source <> 'forward'),
-               count(*) FILTER (WHERE disturbed_by = 'unprofiled_training' AND source <> 'forward')
-        FROM steps""")
-    text = (f"steps: {calls} came first (no optimizer.step() or backward() yet, so each "
-            "outermost module call ended a step), then the run trained: "
-            f"{run.meta.get('steps_source')} marked the steps"
-            f"{f' from step {first}' if first is not None else ' after them'}")
-    if unprofiled:
-        s = run.meta.get("settings") or {}
-        need = sum(int(s.get(k) or 0) for k in ("wait", "warmup", "active")) + 1
-        why = (f" (the schedule needs {need} after training starts: --wait, --warmup and "
-               "--active set it)" if unprofiled < need else "")
-        return (text + f"; the training's {unprofiled} steps got no profiler window of their "
-                f"own{why}, so step times and op-level findings are the forward loop's")
-    aside = [w for w in run.meta.get("windows") or [] if isinstance(w, dict)
-             and w.get("kind") == "before_training" and w.get("steps")]
-    text += "; step times and op-level findings are the training's"
-    if aside:
-        steps = ", ".join(f"{w['steps'][0]}-{w['steps'][-1]}" for w in aside)
-        ranks = [int(r) for (r,) in run.sql("SELECT DISTINCT rank FROM steps ORDER BY rank")]
-        rank = f"rank{ranks[0]}" if len(ranks) == 1 else "rank<N>"
-        text += (f" (the forward loop's profiler window, steps {steps}, was set aside: "
-                 f"dsprof import -o NEW_RUN {run.path / 'raw' / rank / BEFORE_TRAINING_DIR} "
-                 "analyses that loop on its own)")
-    return text
-
-
 def _facts(run: Run) -> dict[str, Any]:
     m, manifest = run.meta, run.manifest
     device_names = sorted({d.name or "?" for d in manifest.devices}
@@ -207,7 +155,7 @@ def _facts(run: Run) -> dict[str, Any]:
         "steps_source": m.get("steps_source"),
         # (a forward loop's window set aside is no profile of this run's steps)
         "windows": [w.get("steps") for w in m.get("windows", [])
-                    if w.get("kind") != BEFORE_TRAINING] or None,
+                    if w.get("kind") != EARLIER_LOOP] or None,
         "events": m.get("events"),
         "tables": [t for t in run.tables if t not in AGGREGATE_TABLES],
         # the run layer's facts (dsprof/facts.py): what diff, verify and the dashboard show

@@ -166,8 +166,9 @@ def test_inference_then_training_keeps_forward_steps_until_the_optimizer_takes_o
 
 
 def _training_step(run: Path) -> int | None:
-    """The first step training marked after forward steps (the step collector's record)."""
-    return json.loads((run / "raw" / "rank0" / "session.json").read_bytes())["training_step"]
+    """The first step of the loop after the forward steps (the step collector's record)."""
+    (first,) = json.loads((run / "raw" / "rank0" / "session.json").read_bytes())["loop_starts"]
+    return first
 
 
 def _loops(run: Path) -> tuple[list[tuple[int, str, str | None, bool]], list[int]]:
@@ -191,9 +192,9 @@ def test_features_extracted_then_a_head_trained_profile_the_training(tmp_path):
     # THEN the training gets a window of its own, and the forward loop's is set aside with
     # its files, out of the tables
     kinds = [(w["kind"], w["steps"]) for w in m["windows"]]
-    assert kinds[0] == ("before_training", [22, 23, 24]), kinds
+    assert kinds[0] == ("earlier_loop", [22, 23, 24]), kinds
     assert kinds[1][0] == "window" and min(kinds[1][1]) > first + 2, kinds
-    aside = run / "raw" / "rank0" / "before_training"
+    aside = run / "raw" / "rank0" / "earlier_loops"
     assert (aside / "window-0.trace.json").is_file()
     assert not (run / "raw" / "rank0" / "window-0.trace.json").exists()
     assert [s for s, _, _, p in rows if p] == kinds[1][1]
@@ -202,16 +203,16 @@ def test_features_extracted_then_a_head_trained_profile_the_training(tmp_path):
     assert in_forward_loop == 0
     # and the step times are the training's: its first two steps (the code between the loops,
     # then the first calls) and every forward step are left out
-    assert {d for s, _, d, _ in rows if 1 <= s < first} == {"before_training"}
-    assert [d for s, _, d, _ in rows if s in (first, first + 1)] == ["training_start"] * 2
+    assert {d for s, _, d, _ in rows if 1 <= s < first} == {"earlier_loop"}
+    assert [d for s, _, d, _ in rows if s in (first, first + 1)] == ["loop_start"] * 2
     assert counted and min(counted) >= first + 2
     assert all(src == "optimizer" for s, src, _, _ in rows if s in counted)
     text = dsprof("summary", str(run)).stdout
     out = " ".join(text.split())
     assert "optimizer marked the steps from step 101" in out
-    assert "step times and op-level findings are the training's" in out
+    assert "step times and op-level findings are of the last loop, steps 101-140" in out
     # (the path may be wrapped)
-    assert f"dsprofimport-oNEW_RUN{aside}analyses" in "".join(text.split())
+    assert f"dsprofimport-oNEW_RUN{aside}analysesthem" in "".join(text.split())
     # and the forward loop's window imports on its own, as the summary says
     res = dsprof("import", "-o", str(tmp_path / "forward-loop"), str(aside))
     assert res.code == 0, res.stderr
@@ -229,11 +230,11 @@ def test_a_training_too_short_for_a_window_leaves_the_forward_loop_the_runs_evid
     # THEN the forward loop keeps its window, and its steps are the ones timed: the training
     # steps (with the last forward step, which holds the code between the loops) are left out
     assert [(w["kind"], w["steps"]) for w in m["windows"]] == [("window", [22, 23, 24])]
-    assert {d for s, _, d, _ in rows if s >= first - 1} == {"unprofiled_training"}
+    assert {d for s, _, d, _ in rows if s >= first - 1} == {"later_loop"}
     assert counted and max(counted) < first - 1
     out = " ".join(dsprof("summary", str(run)).stdout.split())
-    assert "the training's 5 steps got no profiler window of their own (the schedule needs" \
-        in out and "are the forward loop's" in out
+    assert "the 5 steps from step 41 on got no profiler window of their own (the schedule " \
+        "needs 10" in out and "findings are of steps 0-39" in out
 
 
 def test_backward_steps_after_forward_steps_are_steady_not_a_capture(tmp_path):
@@ -307,7 +308,7 @@ def test_lightning_validate_then_fit_profiles_the_fit(tmp_path):
     assert _training_step(out) == 31
     # AND the profile and the step times are the fit's: its window holds backward and
     # optimizer ops, the validation's window is set aside
-    assert [w["kind"] for w in m["windows"]] == ["before_training", "window"]
+    assert [w["kind"] for w in m["windows"]] == ["earlier_loop", "window"]
     with dsprof_api.load(out) as r:
         phases = {p for (p,) in r.sql("SELECT DISTINCT phase FROM ops WHERE phase IS NOT NULL")}
     assert {"forward", "backward", "optimizer"} <= phases, phases

@@ -85,24 +85,34 @@ def test_disturbed_reasons_mark_setup_windows_warmup_and_the_trace_write():
     assert disturbed_reasons(8, [{"steps": [4, 5]}], {"wait": 0, "warmup": 0}, {})[3] == "warmup"
 
 
-def test_a_forward_loop_before_training_is_set_apart_from_the_loop_the_window_recorded():
+def test_the_loops_the_record_is_not_of_are_set_apart():
     # GIVEN 10 forward steps (0-9), then training marked steps 10-29
-    fwd_window = [{"index": 0, "kind": "before_training", "steps": [4, 5]},
-                  {"index": 1, "kind": "window", "steps": [20, 21]}]
+    aside = [{"index": 0, "kind": "earlier_loop", "steps": [4, 5]},
+             {"index": 1, "kind": "window", "steps": [20, 21]}]
+    sources = ["forward"] * 10 + ["optimizer"] * 20
     # WHEN the training has a window of its own
-    reasons = disturbed_reasons(30, fwd_window, SETTINGS, {}, training_step=10)
+    reasons = disturbed_reasons(30, aside, SETTINGS, {}, loop_starts=[10], sources=sources)
     # THEN the forward steps are another loop, and the training's first two steps its start
-    assert reasons[0] == "setup" and reasons[1:10] == ["before_training"] * 9
-    assert reasons[10:12] == ["training_start"] * 2
+    assert reasons[0] == "setup" and reasons[1:10] == ["earlier_loop"] * 9
+    assert reasons[10:12] == ["loop_start"] * 2
     assert reasons[19:23] == ["warmup", "window", "window", "trace_write"]
     assert [i for i, r in enumerate(reasons) if r is None] == \
         [*range(12, 19), *range(23, 30)]
     # AND when only the forward loop has a window, the training steps and the last forward
     # step (the code between the loops) are the ones set apart
     only_forward = [{"index": 0, "kind": "window", "steps": [4, 5]}]
-    reasons = disturbed_reasons(16, only_forward, SETTINGS, {}, training_step=10)
-    assert reasons[9:] == ["unprofiled_training"] * 7
+    reasons = disturbed_reasons(16, only_forward, SETTINGS, {}, loop_starts=[10],
+                                sources=sources[:16])
+    assert reasons[9:] == ["later_loop"] * 7
     assert reasons[4:7] == ["window", "window", "trace_write"] and reasons[8] is None
+    # AND of three optimizer loops (a sweep), the latest with a window is the record: the
+    # middle one here, the last one's steps too few for a window
+    three = [{"index": 0, "kind": "earlier_loop", "steps": [4, 5]},
+             {"index": 1, "kind": "window", "steps": [17, 18]}]
+    reasons = disturbed_reasons(30, three, SETTINGS, {}, loop_starts=[10, 25],
+                                sources=["optimizer"] * 30)
+    assert reasons[1:10] == ["earlier_loop"] * 9 and reasons[10:12] == ["loop_start"] * 2
+    assert reasons[25:] == ["later_loop"] * 5 and reasons[24] is None
 
 
 def _aftermath_marks(faults: list[int], durs_ms: list[float]) -> list[str | None]:

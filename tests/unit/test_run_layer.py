@@ -126,7 +126,7 @@ def test_a_short_all_profiled_run_counts_its_profiler_warm_up_not_the_trace_writ
 def test_no_fallback_counts_the_loop_the_window_did_not_record():
     # GIVEN a short run of 6 forward steps before training, whose 5 training steps were all
     # profiled or started the training: no full-speed step
-    by = ["setup", *["before_training"] * 5, "training_start", "training_start",
+    by = ["setup", *["earlier_loop"] * 5, "loop_start", "loop_start",
           "warmup", "window", "window"]
     durs = [900, 50, 0.5, 0.5, 0.5, 0.5, 30, 12, 10, 11, 11]
     run = Run.from_tables(steps=_steps(durs, disturbed_by=by),

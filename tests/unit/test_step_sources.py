@@ -384,7 +384,36 @@ def test_a_new_optimizer_takes_over_when_the_first_one_stops_stepping():
     # second optimizer waiting for the first to step again)
     assert steps.steps_done == 47 + 60
     assert len(steps.record()["boundaries_ns"]) == 107
+    # AND the training is a loop of its own from its first step (other parameters here)
+    assert steps.loop_starts == [47]
     assert finder_opt is not None  # alive to the end, as in the script
+
+
+def test_a_new_optimizer_starts_a_loop_unless_it_replaces_its_like_over_the_same_parameters():
+    import gc
+
+    steps = StepCollector(CPU, lambda step: None)
+    model = nn.Linear(4, 4)
+
+    def run(opt, n=3):
+        for _ in range(n):
+            steps._optimizer_stepped(opt, (), {})
+
+    # GIVEN a script that builds its SGD anew each epoch (a hand-made LR decay)
+    for epoch in range(3):
+        run(torch.optim.SGD(model.parameters(), lr=0.1 / (epoch + 1)))
+        gc.collect()
+    # THEN that is one loop
+    assert steps.loop_starts == []
+    # WHEN an Adam takes the same parameters over (fine-tuning with another optimizer), and
+    # then a sweep's next model gets an SGD of its own
+    run(torch.optim.Adam(model.parameters()))
+    gc.collect()
+    model = nn.Linear(4, 4)
+    gc.collect()
+    run(torch.optim.SGD(model.parameters(), lr=0.1))
+    # THEN each is a loop of its own
+    assert steps.loop_starts == [9, 12] and steps.steps_done == 15
 
 
 def test_a_critic_that_steps_100_times_an_iteration_does_not_take_over():
