@@ -114,13 +114,14 @@ class StepLeader:
         self._led_kind = (type(optimizer), params)
 
     def _same_kind(self, optimizer: Any) -> bool:
-        """``optimizer`` is of the last leader's class, over the same (living) parameters."""
+        """``optimizer`` is of the last leader's class, over the same parameters (all of
+        them: fine-tuning a head after the whole model is another loop)."""
         if self._led_kind is None or type(optimizer) is not self._led_kind[0]:
             return False
         old = self._led_kind[1]
         params = _params(optimizer)
-        return bool(params) and all((r := old.get(id(p))) is not None and r() is p
-                                    for p in params)
+        return bool(params) and len({id(p) for p in params}) == len(old) \
+            and all((r := old.get(id(p))) is not None and r() is p for p in params)
 
 
 def _params(optimizer: Any) -> list[Any]:

@@ -405,15 +405,17 @@ def test_a_new_optimizer_starts_a_loop_unless_it_replaces_its_like_over_the_same
         gc.collect()
     # THEN that is one loop
     assert steps.loop_starts == []
-    # WHEN an Adam takes the same parameters over (fine-tuning with another optimizer), and
-    # then a sweep's next model gets an SGD of its own
+    # WHEN an Adam takes the same parameters over (fine-tuning with another optimizer), an
+    # Adam only the bias (a head fine-tuned alone), and a sweep's next model gets an SGD
     run(torch.optim.Adam(model.parameters()))
+    gc.collect()
+    run(torch.optim.Adam([model.bias]))
     gc.collect()
     model = nn.Linear(4, 4)
     gc.collect()
     run(torch.optim.SGD(model.parameters(), lr=0.1))
     # THEN each is a loop of its own
-    assert steps.loop_starts == [9, 12] and steps.steps_done == 15
+    assert steps.loop_starts == [9, 12, 15] and steps.steps_done == 18
 
 
 def test_a_critic_that_steps_100_times_an_iteration_does_not_take_over():
