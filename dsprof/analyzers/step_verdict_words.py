@@ -86,8 +86,11 @@ def off_cpu(slow: list[Row], n_steps: int, rank: int) -> tuple[str, str]:
 
 
 def once(row: Row, n_steps: int, rank: int, med: float) -> tuple[str, str]:
-    title = (f"Step {row[0]} of {n_steps} on rank {rank} ran {row[3] / med:.1f}x the median "
-             "once, with nothing dsprof saw it do differently: one sample, not a pattern")
+    # (a step number, not a count: "step 79 of 73" read as broken where the counted steps
+    # start late, the loop after an LR range test)
+    title = (f"One of {n_steps} steps (step {row[0]}) on rank {rank} ran {row[3] / med:.1f}x "
+             "the median once, with nothing dsprof saw it do differently: one sample, not a "
+             "pattern")
     fix = ("# Nothing to change in the script yet: the step waited for no data, ran no\n"
            "# line the others did not, and had no collection. Run more steps to\n"
            "# see whether it recurs.")
