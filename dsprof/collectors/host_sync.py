@@ -85,6 +85,13 @@ class HostSyncCollector:
         wrapper.__name__ = getattr(original, "__name__", attr)
         wrapper.__doc__ = getattr(original, "__doc__", None)
         wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        # where pickle looks a function up by name, it finds the wrapper (torch.Tensor.item
+        # sent to a spawn pool failed to pickle: "no attribute" of dsprof's module)
+        if isinstance(owner, type):
+            wrapper.__module__, wrapper.__qualname__ = owner.__module__, \
+                f"{owner.__qualname__}.{attr}"
+        else:
+            wrapper.__module__, wrapper.__qualname__ = owner.__name__, attr
         setattr(owner, attr, wrapper)
         self._restore.append((owner, attr, original))
 

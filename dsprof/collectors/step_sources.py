@@ -29,6 +29,7 @@ torch.compile is seen: Dynamo handles ``torch.autograd.grad`` itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -136,10 +137,9 @@ class BackwardWatch:
             return out
 
         invisible_to_dynamo(backward)
-        backward.__name__ = original.__name__
-        backward.__qualname__ = getattr(original, "__qualname__", "backward")
-        backward.__doc__ = original.__doc__
-        backward.__wrapped__ = original  # type: ignore[attr-defined]
+        # torch's names, module included: pickle finds a function by them, and finds the
+        # wrapper there (a spawn pool sent torch.autograd.backward failed to pickle it)
+        functools.update_wrapper(backward, original)
         self._original, self._wrapper = original, backward
         torch.autograd.backward = backward
 
@@ -210,10 +210,7 @@ class GradWatch:
                 ended()
             return out
 
-        grad.__name__ = original.__name__
-        grad.__qualname__ = getattr(original, "__qualname__", "grad")
-        grad.__doc__ = original.__doc__
-        grad.__wrapped__ = original  # type: ignore[attr-defined]
+        functools.update_wrapper(grad, original)  # (as BackwardWatch's: pickle by name)
         self._original, self._wrapper = original, grad
         torch.autograd.grad = grad
 
