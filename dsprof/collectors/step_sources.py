@@ -104,44 +104,54 @@ def _exit_span(span: Any) -> None:
     span.__exit__(None, None, None)
 
 
-class BackwardWatch:
-    """Calls ``on_backward(end_ns)`` after every ``torch.autograd.backward`` (and so every
-    ``Tensor.backward``) that returned normally on the thread that installed it.
+class AutogradCallWatch:
+    """Calls ``on_end(end_ns)`` after every call of ``torch.autograd.<NAME>`` that returned
+    normally on the thread that installed it, unless :meth:`counts` says its caller's file
+    is not one to count.
 
     Args:
-        on_backward: told the run-clock time at which the backward returned.
+        on_end: told the run-clock time at which the call returned.
         now_ns: the run clock.
     """
 
-    def __init__(self, on_backward: Callable[[int], None], now_ns: Callable[[], int]):
-        self.on_backward = on_backward
+    NAME = ""
+
+    def __init__(self, on_end: Callable[[int], None], now_ns: Callable[[], int]):
+        self.on_end = on_end
         self.now_ns = now_ns
         self.calls = 0
         self._original: Any = None
         self._wrapper: Any = None
         self._thread = 0
 
+    @staticmethod
+    def counts(caller: str) -> bool:
+        return True
+
     def install(self) -> None:
+        import sys
         import threading
 
         import torch.autograd
 
-        original = torch.autograd.backward
+        original = getattr(torch.autograd, self.NAME)
         self._thread = threading.get_ident()
-        ended = self._ended
-        invisible_to_dynamo(BackwardWatch._ended, recursive=True)
+        ended, counts = self._ended, self.counts
+        invisible_to_dynamo(AutogradCallWatch._ended, recursive=True)
+        invisible_to_dynamo(type(self).counts, recursive=True)
 
-        def backward(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
-            ended()
+            if counts(sys._getframe(1).f_code.co_filename):
+                ended()
             return out
 
-        invisible_to_dynamo(backward)
+        invisible_to_dynamo(wrapper)
         # torch's names, module included: pickle finds a function by them, and finds the
         # wrapper there (a spawn pool sent torch.autograd.backward failed to pickle it)
-        functools.update_wrapper(backward, original)
-        self._original, self._wrapper = original, backward
-        torch.autograd.backward = backward
+        functools.update_wrapper(wrapper, original)
+        self._original, self._wrapper = original, wrapper
+        setattr(torch.autograd, self.NAME, wrapper)
 
     def _ended(self) -> None:
         import threading
@@ -150,9 +160,9 @@ class BackwardWatch:
             return
         self.calls += 1
         try:
-            self.on_backward(self.now_ns())
+            self.on_end(self.now_ns())
         except Exception:  # noqa: BLE001 - never fail the user's backward
-            logger.debug("backward watch: listener failed", exc_info=True)
+            logger.debug("%s watch: listener failed", self.NAME, exc_info=True)
 
     def uninstall(self) -> None:
         """Put torch's own function back (unless someone wrapped ours since: then leave it)."""
@@ -160,9 +170,29 @@ class BackwardWatch:
             return
         import torch.autograd
 
-        if torch.autograd.backward is self._wrapper:
-            torch.autograd.backward = self._original
+        if getattr(torch.autograd, self.NAME) is self._wrapper:
+            setattr(torch.autograd, self.NAME, self._original)
         self._original = self._wrapper = None
+
+
+class BackwardWatch(AutogradCallWatch):
+    """Every ``torch.autograd.backward``, and so every ``Tensor.backward``."""
+
+    NAME = "backward"
+
+
+class GradWatch(AutogradCallWatch):
+    """Every ``torch.autograd.grad`` but ``torch.autograd.functional``'s."""
+
+    NAME = "grad"
+
+    @staticmethod
+    def counts(caller: str) -> bool:
+        return not caller.endswith(_FUNCTIONAL)
+
+
+# torch.autograd.functional's jacobian/hessian/vjp... call torch.autograd.grad per output
+_FUNCTIONAL = ("autograd/functional.py", "autograd\\functional.py")
 
 
 def optimizer_made() -> bool:
@@ -180,61 +210,3 @@ def optimizer_made() -> bool:
             return True
         todo.extend(cls.__subclasses__())
     return False
-
-
-class GradWatch:
-    """Calls ``on_grad(end_ns)`` after every ``torch.autograd.grad`` that returned normally on
-    the thread that installed it, unless ``torch.autograd.functional`` made the call."""
-
-    def __init__(self, on_grad: Callable[[int], None], now_ns: Callable[[], int]):
-        self.on_grad = on_grad
-        self.now_ns = now_ns
-        self.calls = 0
-        self._original: Any = None
-        self._wrapper: Any = None
-        self._thread = 0
-
-    def install(self) -> None:
-        import sys
-        import threading
-
-        import torch.autograd
-
-        original = torch.autograd.grad
-        self._thread = threading.get_ident()
-        ended = self._ended
-
-        def grad(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
-            if not sys._getframe(1).f_code.co_filename.endswith(_FUNCTIONAL):
-                ended()
-            return out
-
-        functools.update_wrapper(grad, original)  # (as BackwardWatch's: pickle by name)
-        self._original, self._wrapper = original, grad
-        torch.autograd.grad = grad
-
-    def _ended(self) -> None:
-        import threading
-
-        if threading.get_ident() != self._thread:
-            return
-        self.calls += 1
-        try:
-            self.on_grad(self.now_ns())
-        except Exception:  # noqa: BLE001 - never fail the user's gradient computation
-            logger.debug("grad watch: listener failed", exc_info=True)
-
-    def uninstall(self) -> None:
-        """Put torch's own function back (unless someone wrapped ours since: then leave it)."""
-        if self._original is None:
-            return
-        import torch.autograd
-
-        if torch.autograd.grad is self._wrapper:
-            torch.autograd.grad = self._original
-        self._original = self._wrapper = None
-
-
-# torch.autograd.functional's jacobian/hessian/vjp... call torch.autograd.grad per output
-_FUNCTIONAL = ("autograd/functional.py", "autograd\\functional.py")
