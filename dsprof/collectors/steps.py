@@ -16,22 +16,10 @@ step row says which source marked it). The backward that ends an iteration prece
 update, so with this source the update of iteration k is timed in step k+1: step times are the
 same in a steady loop.
 
-A run with neither, and no optimizer built (inference: ``torch.inference_mode()`` or
-``no_grad()`` loops, HF ``generate()``, Lightning's ``predict``), steps at the end of every
-*outermost* module call, one with no module call above it on the stepping thread
-(collectors/modules.py watches them with the module annotator's hooks). ``generate()`` calls
-the model once per token, so a step there is one decode step (the first of each call is the
-prompt's prefill), not a whole generation: a token's latency is the figure decoding is judged
-by, and a ``generate()`` call is no module call (finding it would need one more wrapper). Training must stay as it was, and a training
-loop runs forwards before its first ``backward()`` (several, with evaluation first), so
-forward ends are kept aside too: the first ``backward()`` or optimizer step drops them and
-takes the hooks' watch away for good; ``FORWARD_DECIDE_CALLS`` forwards, or
-``FORWARD_DECIDE_S`` seconds of them, with neither, make them the steps (or the exit does),
-unless the script has built an optimizer by then (``optimizer_made``: it trains later; PPO's
-rollouts run thousands of forwards first): then the watch goes. A run that infers that long
-before it builds an optimizer (features extracted by a frozen encoder, then a head trained on
-them) keeps its forward steps, and its training takes over as an optimizer takes over from
-backward(): ``steps.source`` says which is which.
+A run with neither, and no optimizer built, steps at the end of every outermost module call
+(an inference run: collectors/forward_watch.py says when, and what such a step is). A run that
+infers that long before it builds an optimizer keeps its forward steps, and its training takes
+over as an optimizer takes over from backward(): ``steps.source`` says which is which.
 
 A run can hold several loops one after another: that inference loop before the training, or
 an optimizer that takes the boundaries over from one that is gone or stopped stepping (an LR
@@ -56,6 +44,7 @@ import psutil
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
+from dsprof.collectors.forward_watch import ForwardWatch
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.step_leader import StepLeader
 from dsprof.collectors.step_runtime import StepRuntime
@@ -72,12 +61,6 @@ BACKWARD_DECIDE_CALLS = 64
 # ... or this many seconds after the first (gradient accumulation cycles are shorter than this
 # in every loop we measured: nanoGPT's 40 micro-batches take seconds on a GPU)
 BACKWARD_DECIDE_S = 20.0
-# With neither an optimizer step nor a backward(), outermost forwards become the step source
-# after this many calls (a 40-forward loop then still gets a window at the default schedule:
-# steps 22-24), or this many seconds after the first. A training script's evaluation before it
-# trains (Lightning's sanity check: 2 batches) stays below it.
-FORWARD_DECIDE_CALLS = 16
-FORWARD_DECIDE_S = 20.0
 
 
 class StepCollector:
@@ -115,11 +98,7 @@ class StepCollector:
         # torch.autograd.grad ends: backward() ends until the run's first backward()
         self.grads = GradWatch(self._grad_ended, self.now_ns)
         # the outermost-forward watch: on until a backward() or optimizer step (training)
-        self.modules = modules
-        self._watching_forwards = False
-        self._pending_forward: list[tuple[int, int]] = []
-        self.forward_calls = 0  # outermost forwards seen while watched
-        self.forward_modules: dict[str, int] = {}  # their class names, with counts
+        self.forwards = ForwardWatch(modules, self._forward_ended)
         # called at every watched forward end (the bootstrap capture's spans)
         self.after_forward: Callable[[], None] | None = None
         self.closures = ClosureMarker()
@@ -162,10 +141,10 @@ class StepCollector:
         self.closures.install()
         self.backward.install()
         self.grads.install()
-        if self.modules is not None:
+        if self.forwards.modules is not None:
             invisible_to_dynamo(StepCollector._forward_ended, recursive=True)
-            self.modules.watch_outermost(self._forward_ended)
-            self._watching_forwards = True
+            invisible_to_dynamo(ForwardWatch._called, recursive=True)
+            self.forwards.install()
         self.runtime.install()
         self.device.reset_peak()
         logger.debug("step collector: optimizer step hooks and backward watch installed")
@@ -189,16 +168,13 @@ class StepCollector:
         any (a short loop with no optimizer), or else forward ends (a short inference loop)."""
         if self.source in (None, "forward") and self._pending_backward:
             self._use_backward_source(live=False)
-        elif self.source is None and len(self._pending_forward) >= 2:
+        elif self.source is None and len(self.forwards.pending) >= 2:
             # one forward is the whole run either way: a run without steps says so
             self._use_forward_source(live=False)
 
     def _stop_forward_watch(self) -> None:
         """Training (or torch.compile, or the end): forward ends are no steps from here on."""
-        self._pending_forward = []
-        if self._watching_forwards and self.modules is not None:
-            self.modules.stop_watching()
-        self._watching_forwards = False
+        self.forwards.stop()
 
     def forwards_off(self) -> None:
         """torch.compile is in use: the module hooks are gone (compile_watch.py), and forwards
@@ -210,21 +186,15 @@ class StepCollector:
     def _forward_ended(self, module: Any) -> None:
         """An outermost module call returned (a boundary raises nothing but the memory
         budget's error, into the script, as the optimizer hook's does)."""
-        self.forward_calls += 1
-        name = type(module).__name__
-        self.forward_modules[name] = self.forward_modules.get(name, 0) + 1
         if self.source == "forward":
             self.boundary("forward")
             return
         if self.source is not None:
             return
-        end_ns = self.now_ns()
-        self._pending_forward.append((end_ns, time.thread_time_ns()))
+        due = self.forwards.keep(self.now_ns(), time.thread_time_ns())
         if self.after_forward is not None:
             self.after_forward()
-        n = len(self._pending_forward)
-        if n >= FORWARD_DECIDE_CALLS or (
-                n >= 2 and end_ns - self._pending_forward[0][0] >= FORWARD_DECIDE_S * 1e9):
+        if due:
             self._use_forward_source(live=True)
 
     def _use_forward_source(self, live: bool) -> None:
@@ -234,14 +204,14 @@ class StepCollector:
             logger.info("%d outermost forward calls and no optimizer step or backward() yet, "
                         "but an optimizer exists: forward calls are not the steps (call "
                         "dsprof.step() each iteration to mark steps yourself)",
-                        len(self._pending_forward))
+                        len(self.forwards.pending))
             self._stop_forward_watch()
             return
         logger.info("no optimizer step and no backward() after %d outermost forward calls: "
                     "each one ends a step (inference; call dsprof.step() each iteration to "
-                    "mark steps yourself)", len(self._pending_forward))
-        self._decide("forward", self._pending_forward, live)
-        self._pending_forward = []
+                    "mark steps yourself)", len(self.forwards.pending))
+        pending, self.forwards.pending = self.forwards.pending, []
+        self._decide("forward", pending, live)
 
     def _grad_ended(self, end_ns: int) -> None:
         """A ``torch.autograd.grad`` returned: an iteration's end while the run has shown
@@ -432,8 +402,8 @@ class StepCollector:
             "sources": self.sources,
             "backward_calls": self.backward.calls,
             "grad_calls": self.grads.calls,
-            "forward_calls": self.forward_calls,
-            "forward_modules": self.forward_modules,
+            "forward_calls": self.forwards.calls,
+            "forward_modules": self.forwards.classes,
             "decided_step": self.decided_step,
             "handover_step": self.leader.handover_step,
             "loop_starts": self.loop_starts,

@@ -1,0 +1,76 @@
+"""Outermost forward calls as a step source of last resort (collectors/steps.py decides).
+
+A run with no optimizer step, no ``backward()`` and no ``dsprof.step()``, and no optimizer
+built (inference: ``torch.inference_mode()`` or ``no_grad()`` loops, HF ``generate()``,
+Lightning's ``predict``), steps at the end of every *outermost* module call, one with no module
+call above it on the stepping thread (collectors/modules.py watches them with the module
+annotator's hooks). ``generate()`` calls the model once per token, so a step there is one
+decode step (the first of each call is the prompt's prefill), not a whole generation: a
+token's latency is the figure decoding is judged by, and a ``generate()`` call is no module
+call (finding it would need one more wrapper).
+
+Training must stay as it was, and a training loop runs forwards before its first
+``backward()`` (several, with evaluation first), so forward ends are kept aside here: the first
+``backward()`` or optimizer step drops them and takes the watch away for good;
+``FORWARD_DECIDE_CALLS`` forwards, or ``FORWARD_DECIDE_S`` seconds of them, with neither, make
+them the steps (or the exit does), unless the script has built an optimizer by then
+(``optimizer_made``: it trains later; PPO's rollouts run thousands of forwards first): then
+the watch goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dsprof.collectors.modules import ModuleAnnotator
+
+# Outermost forwards become the step source after this many calls (a 40-forward loop then
+# still gets a window at the default schedule: steps 22-24), or this many seconds after the
+# first. A training script's evaluation before it trains (Lightning's sanity check: 2
+# batches) stays below it.
+FORWARD_DECIDE_CALLS = 16
+FORWARD_DECIDE_S = 20.0
+
+
+class ForwardWatch:
+    """Counts outermost forward calls (their module classes too) and keeps their ends aside
+    while the step source is undecided.
+
+    Args:
+        modules: the module annotator whose hooks see the calls (None: no watch).
+        on_forward: told the module of every outermost call while watched.
+    """
+
+    def __init__(self, modules: ModuleAnnotator | None, on_forward: Callable[[Any], None]):
+        self.modules = modules
+        self.on_forward = on_forward
+        self.watching = False
+        self.pending: list[tuple[int, int]] = []  # (end_ns, thread cpu ns)
+        self.calls = 0
+        self.classes: dict[str, int] = {}
+
+    def install(self) -> None:
+        if self.modules is not None:
+            self.modules.watch_outermost(self._called)
+            self.watching = True
+
+    def _called(self, module: Any) -> None:
+        self.calls += 1
+        name = type(module).__name__
+        self.classes[name] = self.classes.get(name, 0) + 1
+        self.on_forward(module)
+
+    def keep(self, end_ns: int, cpu_ns: int) -> bool:
+        """Keep a forward end aside; True when the decision is due."""
+        self.pending.append((end_ns, cpu_ns))
+        n = len(self.pending)
+        return n >= FORWARD_DECIDE_CALLS or (
+            n >= 2 and end_ns - self.pending[0][0] >= FORWARD_DECIDE_S * 1e9)
+
+    def stop(self) -> None:
+        """Forward ends are no steps from here on (training, torch.compile, or the end)."""
+        self.pending = []
+        if self.watching and self.modules is not None:
+            self.modules.stop_watching()
+        self.watching = False
