@@ -44,7 +44,9 @@ def measure_library_pace() -> dict[str, Any] | None:
 def _measure() -> dict[str, Any]:
     import torch
 
-    x = torch.randn(ELEMENTS, dtype=torch.float32)
+    # a generator of its own: the script's random stream (its seed, its saved RNG state) is
+    # never advanced by dsprof
+    x = torch.randn(ELEMENTS, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
     grad = torch.ones_like(x)
     # into tensors paged in once: a fresh 2 MiB output is mmapped and faulted in on each call
     # until malloc's threshold rises (the backward timed 6.0 ns an element so, 3.5 after)
