@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import machine_share
 from tests.machine_share import (
     MachineShare,
     close_share_folder,
@@ -51,29 +52,33 @@ def _no_leaked_session():
 # suite runs in one process. Taken in the run-test hooks, not in a fixture, so that it covers
 # every fixture an item sets up, session-scoped ones (the corpus's runs) included.
 _share: MachineShare | None = None
-_share_module: str | None = None
+_share_module: str | None = None  # the ``timing`` module whose fixtures hold the machine alone
 
 
 def _module_of(item: pytest.Item) -> str:
     return item.nodeid.split("::")[0]
 
 
-def _module_times(item: pytest.Item) -> bool:
+def _module_mark(item: pytest.Item, name: str) -> bool:
     module = item.getparent(pytest.Module)
-    return module is not None and module.get_closest_marker("timing") is not None
+    return module is not None and module.get_closest_marker(name) is not None
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_setup(item):
     global _share, _share_module
     if _share is None and (folder := share_folder(item.config)):
-        _share = MachineShare(folder)
+        _share = machine_share.worker_share = MachineShare(folder)
     if _share is not None:
-        if _share_module != _module_of(item):
-            _share.alone() if _module_times(item) else _share.shared()
-            _share_module = _module_of(item)
-        if item.get_closest_marker("timing") is not None and not _share.exclusive:
-            _share.alone()  # one timing test of an ordinary module
+        if _module_mark(item, "timing"):
+            if _share_module != _module_of(item):
+                _share.alone()  # held until the module's fixtures are torn down
+                _share_module = _module_of(item)
+        elif item.get_closest_marker("timing") is not None:
+            _share.alone()  # one timing test
+        else:
+            _share.shared()  # this test only: a recording on the other worker waits for it
+        machine_share.records_alone = _module_mark(item, "timed_runs")
     yield
 
 
@@ -83,11 +88,12 @@ def pytest_runtest_teardown(item, nextitem):
     yield
     if _share is None:
         return
-    if nextitem is None or _module_of(nextitem) != _share_module:
-        _share.release()  # the module's fixtures are torn down
-        _share_module = None
-    elif _share.exclusive and not _module_times(item):
-        _share.shared()
+    if _share_module is not None and nextitem is not None \
+            and _module_of(nextitem) == _share_module:
+        return  # the timing module's fixtures still hold the machine
+    _share.release()
+    _share_module = None
+    machine_share.records_alone = False
 
 
 def pytest_configure(config):

@@ -1,17 +1,27 @@
 """Who may use the machine beside whom, when pytest-xdist runs the suite in several workers.
 
 Most tests judge what a run did (its exit status, its steps, its files, its output) and run
-beside each other. A test marked ``timing`` judges a measured time: a finding that must clear
-the run's own noise, a verify verdict, a step marked slow. A busy neighbour is exactly the
-noise those verdicts are built to reject, so such a test runs while no other test does.
+beside each other. Some judge a measured time: a finding that must clear the run's own noise, a
+verify verdict, a step marked slow. A busy neighbour is exactly the noise those verdicts are
+built to reject, so what is measured runs while no other test does. Two marks say what that is:
+
+* ``timing`` on a test or a module: the whole test, or the whole module with its fixtures,
+  runs alone (a test that times something in process; the corpus, whose runs go on in a
+  background thread while its tests check the last one).
+* ``timed_runs`` on a module: only its recordings run alone, the ``dsprof run`` and ``dsprof
+  verify`` processes whose times it judges (``recording()``, which the helpers that start them
+  enter). Loading the run, analysing it and checking the findings read tables, not clocks, so
+  they run beside other tests: the recording is the part that must be quiet.
 
 A readers-writer lock over ``flock`` on two files that all workers share: each worker holds the
-lock shared for an ordinary test module and exclusive for a ``timing`` one (a module's shared
-runs are built in its fixtures, so the module is the unit), or converts to exclusive for one
-``timing`` test of an ordinary module. A turnstile gives a waiting writer the next turn:
-readers pass through it, a writer holds it while it waits, so a stream of ordinary tests on the
-other worker cannot keep a timing test waiting for ever. ``flock`` locks die with their
-process, so a crashed worker never leaves the others waiting.
+lock shared for an ordinary test and exclusive for a ``timing`` one, and converts to exclusive
+for a recording. An ordinary test holds it for the test only (its setup, call and teardown), so
+a recording waits for the test in progress on the other worker, not for the rest of its module.
+A turnstile gives a waiting writer the next turn: readers pass through it, a writer holds it
+while it waits, so a stream of ordinary tests on the other worker cannot keep a timing test
+waiting for ever. ``flock`` locks die with their process, so a crashed worker never leaves the
+others waiting. The lock is taken in the main thread only: a thread that asked for it while the
+main thread held it shared would wait on its own process.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ import fcntl
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -92,3 +104,24 @@ def share_folder(config) -> Path | None:
     worker's environment, and must not wait on the lock its parent holds)."""
     folder = os.environ.get(SHARE_ENV)
     return Path(folder) if folder and hasattr(config, "workerinput") else None
+
+
+# This worker's share while a test runs (set by tests/conftest.py), and whether the test is in a
+# ``timed_runs`` module: then ``recording()`` takes the machine alone.
+worker_share: MachineShare | None = None
+records_alone = False
+
+
+@contextmanager
+def recording() -> Iterator[None]:
+    """Around a process whose times a ``timed_runs`` test judges: no other test runs meanwhile.
+    Elsewhere (an ordinary test, a test already alone, one process) it changes nothing."""
+    share = worker_share
+    if share is None or not records_alone or share.exclusive:
+        yield
+        return
+    share.alone()
+    try:
+        yield
+    finally:
+        share.shared()

@@ -16,8 +16,9 @@ import pytest
 from dsprof.analyzers.registry import Context
 from dsprof.metrics.ops.recompute import find_recompute
 from dsprof.run import load
+from tests.machine_share import recording
 
-pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
 SCRIPT = textwrap.dedent("""
     import math, sys
@@ -64,9 +65,11 @@ def _run(tmp_path, mode: str):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     out = tmp_path / f"run_{mode}"
-    done = subprocess.run([sys.executable, "-m", "dsprof", "run", "-o", str(out), str(script),
-                           mode], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    with recording():
+        done = subprocess.run([sys.executable, "-m", "dsprof", "run", "-o", str(out),
+                               str(script), mode], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              check=False)
     assert done.returncode == 0, done.stderr
     return out
 

@@ -14,7 +14,7 @@ import torch
 from dsprof.apply.autocast import AutocastKnob
 from tests.integration.helpers import dsprof, meta, write
 
-pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
 REPO = Path(__file__).resolve().parents[2]
 MLP = str(REPO / "examples" / "autocast_mlp.py")

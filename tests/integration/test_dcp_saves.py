@@ -15,7 +15,7 @@ from dsprof.run import Run, load
 from tests.integration.helpers import dsprof, write
 from tests.unit.test_analyzers_synthetic import SCRIPT, steps
 
-pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
 DCP_LOOP = """
 import sys

@@ -12,7 +12,7 @@ from dsprof.analyzers.registry import analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
 
-pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
 ONE_EVALUATION = """
 import torch

@@ -14,7 +14,7 @@ from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S, fused_cpu_s, loop_cp
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write
 
-pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
 WIDE_ADAM = """
 import sys

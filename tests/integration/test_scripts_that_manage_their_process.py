@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.helpers import dsprof, meta, plain, write
 
-pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
 # Profiles itself twice (torch.profiler's schedule with repeat=2, record_function labels), then
 # changes directory and reads a file next to it through __file__, registers an atexit writer
