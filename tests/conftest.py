@@ -78,7 +78,7 @@ def pytest_runtest_setup(item):
             _share.alone()  # one timing test
         else:
             _share.shared()  # this test only: a recording on the other worker waits for it
-        machine_share.records_alone = _module_mark(item, "timed_runs")
+        machine_share.records_alone = item.get_closest_marker("timed_runs") is not None
     yield
 
 

@@ -8,7 +8,7 @@ built to reject, so what is measured runs while no other test does. Two marks sa
 * ``timing`` on a test or a module: the whole test, or the whole module with its fixtures,
   runs alone (a test that times something in process; the corpus, whose runs go on in a
   background thread while its tests check the last one).
-* ``timed_runs`` on a module: only its recordings run alone, the ``dsprof run`` and ``dsprof
+* ``timed_runs`` on a module or a test: only its recordings run alone, the ``dsprof run`` and ``dsprof
   verify`` processes whose times it judges (``recording()``, which the helpers that start them
   enter). Loading the run, analysing it and checking the findings read tables, not clocks, so
   they run beside other tests: the recording is the part that must be quiet.
@@ -106,8 +106,8 @@ def share_folder(config) -> Path | None:
     return Path(folder) if folder and hasattr(config, "workerinput") else None
 
 
-# This worker's share while a test runs (set by tests/conftest.py), and whether the test is in a
-# ``timed_runs`` module: then ``recording()`` takes the machine alone.
+# This worker's share while a test runs (set by tests/conftest.py), and whether the test is
+# marked ``timed_runs`` (itself or its module): then ``recording()`` takes the machine alone.
 worker_share: MachineShare | None = None
 records_alone = False
 

@@ -2,20 +2,25 @@
 says what runs and how; docs/compatibility.md lists, per model, what is checked and which
 findings are right for it). One run per model, shared by every assertion on it.
 
-The runs are started ahead for every corpus model the session selected, one at a time
-(``CORPUS_JOBS=N``: N at a time), so the next run goes on while pytest checks the last one;
-each model's tests wait for their own run. Two at a time was slower on a shared 2-core
-machine (454 s against 362 s for the whole corpus), so one is the default.
+In one process (``-n0``) the runs are started ahead for every corpus model the session
+selected, one at a time (``CORPUS_JOBS=N``: N at a time), so the next run goes on while pytest
+checks the last one; each model's tests wait for their own run. Two at a time was slower on a
+shared 2-core machine (454 s against 362 s for the whole corpus), so one is the default. Under
+xdist the other worker fills that gap: each model's run is made when its tests first ask for
+it, in the worker's main thread, alone on the machine (``timed_runs``: its findings must clear
+the run's noise), and the checks run beside other tests.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
 from dsprof.analyzers.registry import GPU_ONLY_KINDS
+from tests import machine_share
 from tests.corpus.corpus import (
     FUSED_OPTIMIZER,
     HAND_ATTENTION,
@@ -24,13 +29,14 @@ from tests.corpus.corpus import (
     MODELS,
     NO_FUSED_OPTIMIZER,
     SDPA_ATTENTION,
+    Outcome,
     flops_error,
     measure,
     reference_flops,
     run_model,
 )
 
-pytestmark = pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
 
 def _params():
@@ -39,19 +45,31 @@ def _params():
 
 
 @pytest.fixture(scope="session")
-def corpus_runs(request, tmp_path_factory):
-    """name -> Future of its run, for the corpus models this session selected."""
+def corpus_runs(request, tmp_path_factory) -> Callable[[str], Outcome]:
+    """name -> its run's outcome, for the corpus models this session selected."""
+    out = tmp_path_factory.mktemp("corpus")
+    if machine_share.worker_share is not None:  # xdist: each run recorded alone, when asked
+        by_name = {m.name: m for m in MODELS}
+        made: dict[str, Outcome] = {}
+
+        def made_now(name: str) -> Outcome:
+            if name not in made:
+                with machine_share.recording():
+                    made[name] = run_model(by_name[name], out)
+            return made[name]
+
+        yield made_now
+        return
     selected = []
     for item in request.session.items:
         callspec = getattr(item, "callspec", None)
         model = callspec.params.get("corpus") if callspec is not None else None
         if model is not None and model not in selected:
             selected.append(model)
-    out = tmp_path_factory.mktemp("corpus")
     jobs = max(1, int(os.environ.get("CORPUS_JOBS", "1")))
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="corpus") as pool:
         runs: dict[str, Future] = {m.name: pool.submit(run_model, m, out) for m in selected}
-        yield runs
+        yield lambda name: runs[name].result()
         for future in runs.values():
             future.cancel()
 
@@ -59,7 +77,7 @@ def corpus_runs(request, tmp_path_factory):
 @pytest.fixture(scope="module", params=_params())
 def corpus(request, corpus_runs):
     model = request.param
-    outcome = corpus_runs[model.name].result()
+    outcome = corpus_runs(model.name)
     assert outcome.code == 0, f"dsprof run failed ({outcome.code}):\n{outcome.stderr[-4000:]}"
     return model, outcome, measure(outcome)
 

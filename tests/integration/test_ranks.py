@@ -25,7 +25,7 @@ DDP = str(EXAMPLES / "ddp_train.py")
 PARAMS = 256 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
 
 
-@pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+@pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 def test_two_ranks_one_run_with_comms_buckets_overlap_and_the_straggler(tmp_path):
     # GIVEN DDP on 2 gloo ranks where rank 1 sleeps 200 ms before each backward
     out = tmp_path / "run"

@@ -39,7 +39,7 @@ def printed(stdout: str) -> list[str]:
     return sorted(re.findall(r"rank \d trained \d+ steps|all ranks joined", stdout))
 
 
-@pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+@pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 def test_spawned_ranks_are_profiled_as_ranks_with_comms_and_the_straggler(tmp_path):
     # GIVEN the DDP tutorial's shape: mp.spawn(train, nprocs=2), rank 1 sleeping 20 ms a step
     script = write(tmp_path / "ddp_spawn.py", DDP_SPAWN)

@@ -144,7 +144,7 @@ def test_a_short_loop_without_optimizer_is_profiled_per_step(tmp_path):
         assert len({n for s, n in per_step.items() if s > 0}) == 1
 
 
-@pytest.mark.timing  # judges measured time: runs alone (tests/machine_share.py)
+@pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 def test_gradient_accumulation_counts_parameters_once_and_activations_per_forward(tmp_path):
     # GIVEN the same model and micro-batch, with and without 4-way accumulation
     runs = {}
