@@ -28,8 +28,9 @@ def dsprof(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
                 if not k.startswith(("DSPROF_", "DS_", "TINY_"))}
     full_env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     full_env.update(env or {})
-    # a run or a verify records times a ``timed_runs`` test may judge: quiet, if so
-    quiet = recording() if args[:1] in (("run",), ("verify",)) else contextlib.nullcontext()
+    # a run, a verify or a tune probe records times a ``timed_runs`` test may judge: quiet
+    quiet = (recording() if args[:1] in (("run",), ("verify",), ("tune",))
+             else contextlib.nullcontext())
     with quiet:
         proc = subprocess.run([sys.executable, "-m", "dsprof", *args], cwd=cwd, env=full_env,
                               capture_output=True, text=True, timeout=timeout, check=False)

@@ -13,7 +13,7 @@ from dsprof.metrics.fullspeed import full_speed_steps, profiler_cost_per_op
 from tests.integration.helpers import REPO, meta
 from tests.integration.helpers import dsprof as run_dsprof
 
-pytestmark = [pytest.mark.slow, pytest.mark.timing]
+pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
 
 EXAMPLES = REPO / "examples"
 MLP_ARGS = ("--steps", "8", "--batch-size", "1024", "--width", "64")

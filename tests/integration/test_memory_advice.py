@@ -18,8 +18,9 @@ import pytest
 
 from dsprof.run import load
 from tests.conftest import REPO
+from tests.machine_share import recording
 
-pytestmark = [pytest.mark.slow, pytest.mark.timing]
+pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
 
 SCRIPT = REPO / "benchmarks" / "_memory_models.py"
 TARGET = [str(SCRIPT), "--model", "transformer", "--size", "small", "--batch-size", "8",
@@ -28,8 +29,10 @@ WINDOW = ["--wait", "0", "--warmup", "1", "--active", "1"]
 
 
 def _run(out: Path, args: tuple[str, ...] | list[str] = (), ok: bool = True) -> Path:
-    proc = subprocess.run([sys.executable, "-m", "dsprof", "run", "-q", "-o", str(out), *WINDOW,
-                           *args, *TARGET], capture_output=True, text=True, check=False)
+    with recording():
+        proc = subprocess.run([sys.executable, "-m", "dsprof", "run", "-q", "-o", str(out),
+                               *WINDOW, *args, *TARGET], capture_output=True, text=True,
+                              check=False)
     assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
     return out
 
@@ -82,10 +85,11 @@ def test_tune_batch_size_probes_the_advised_batch(baseline, tmp_path):
     # GIVEN a budget twice the baseline's peak
     budget = 2 * _peak(baseline)
     # WHEN dsprof tune batch-size predicts from the baseline and probes once
-    proc = subprocess.run(
-        [sys.executable, "-m", "dsprof", "tune", "batch-size", "--baseline", str(baseline),
-         "--memory-budget", str(budget), "--probes", "1", "-o", str(tmp_path), "--json",
-         *TARGET], capture_output=True, text=True, check=False)
+    with recording():  # the probe is a run
+        proc = subprocess.run(
+            [sys.executable, "-m", "dsprof", "tune", "batch-size", "--baseline", str(baseline),
+             "--memory-budget", str(budget), "--probes", "1", "-o", str(tmp_path), "--json",
+             *TARGET], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     [probe] = result["probes"]

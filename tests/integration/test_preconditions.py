@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.helpers import REPO, dsprof
 
-pytestmark = [pytest.mark.slow, pytest.mark.timing]
+pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
 
 EXAMPLES = REPO / "examples"
 LM = [str(EXAMPLES / "transformer_lm.py"), "--steps", "14", "--batch-size", "4", "--seq-len",

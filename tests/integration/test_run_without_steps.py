@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.helpers import REPO, dsprof
 
-pytestmark = [pytest.mark.slow, pytest.mark.timing]
+pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
 
 ARGS = ("--steps", "8", "--batch-size", "256", "--width", "64")
 WINDOW = ("--wait", "1", "--warmup", "1", "--active", "2")

@@ -15,7 +15,7 @@ from dsprof.run import load
 from tests.conftest import EXAMPLES
 from tests.integration.helpers import dsprof
 
-pytestmark = [pytest.mark.slow, pytest.mark.timing]
+pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
 
 DDP = str(EXAMPLES / "ddp_train.py")
 # a window of 4 steps: the margin is measured over them; a small model keeps each step short

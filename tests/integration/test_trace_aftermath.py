@@ -15,7 +15,7 @@ import pytest
 import dsprof as api
 from tests.integration.helpers import dsprof, meta, write
 
-pytestmark = [pytest.mark.slow, pytest.mark.timing]
+pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
 
 HEAP_LOOP = """
 import ctypes

@@ -13,7 +13,7 @@ from dsprof.reports.verification import compare
 from tests.integration.helpers import REPO
 from tests.integration.helpers import dsprof as run_dsprof
 
-pytestmark = [pytest.mark.slow, pytest.mark.timing]
+pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
 
 ARGS = ("--steps", "12", "--batch-size", "256", "--width", "64")
 WINDOW = ("--wait", "1", "--warmup", "1", "--active", "2")
