@@ -10,12 +10,14 @@ anything runs, so dsprof can exit 2 with one line.
 from __future__ import annotations
 
 import atexit
+import builtins
 import importlib.util
 import os
 import runpy
 import sys
 import types
 from dataclasses import dataclass
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +129,17 @@ def run(target: Target) -> Outcome:
     try:
         if target.kind == "script":
             main = types.ModuleType("__main__")
-            # absolute, as ``python script.py`` sets it since 3.9: a script that changes
-            # directory (Hydra) still finds the files next to it through __file__
-            main.__dict__.update({"__file__": os.path.abspath(target.name),
-                                  "__builtins__": __builtins__,
-                                  "__cached__": None, "__loader__": None, "__spec__": None,
-                                  "__package__": None})
+            path = os.path.abspath(target.name)
+            # the globals ``python script.py`` gives __main__: __file__ absolute, as since 3.9
+            # (a script that changes directory, Hydra, still finds the files next to it);
+            # __builtins__ the builtins module, not the dict other modules see
+            # (``__builtins__.print``); the loader that reads its source; an empty
+            # __annotations__ where this interpreter gave its own __main__ one (3.11-3.13)
+            main.__dict__.update({"__file__": path, "__builtins__": builtins,
+                                  "__cached__": None, "__spec__": None, "__package__": None,
+                                  "__loader__": SourceFileLoader("__main__", path),
+                                  **({"__annotations__": {}}
+                                     if "__annotations__" in vars(saved_main or main) else {})})
             sys.modules["__main__"] = main
             _KEPT.append(main)
             sys.argv = [target.name, *target.args]
