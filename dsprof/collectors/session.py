@@ -46,6 +46,7 @@ from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
 from dsprof.collectors.grad_scaler import GradScalerMonitor
 from dsprof.collectors.host_sync import HostSyncCollector
+from dsprof.collectors.late_environment import read_at_load
 from dsprof.collectors.library_pace import measure_library_pace
 from dsprof.collectors.memory import MemoryCollector
 from dsprof.collectors.modules import ModuleAnnotator
@@ -89,6 +90,7 @@ class Session:
         self.rank = self.ranks.rank
         self.raw = run.raw_dir(self.rank)
         self.device: Device | None = None
+        self.environment_at_load: dict[str, str | None] = {}
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
         self.memory: MemoryCollector | None = None
@@ -141,6 +143,7 @@ class Session:
             self.lock = acquire_lock(self.run)
         forked_child.register(self)
         self.device = detect()
+        self.environment_at_load = read_at_load()  # before the script can change it
         self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
         if self.settings.tf32:
             enable_tf32()

@@ -17,6 +17,7 @@ import orjson
 from dsprof.collectors import child_processes
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.collectors.device import precision_state
+from dsprof.collectors.late_environment import describe, set_too_late
 from dsprof.collectors.process_facts import frameworks_loaded
 from dsprof.log import logger
 from dsprof.rundir import SESSION_FILE, atomic_write_bytes
@@ -84,6 +85,7 @@ def save(session: Any, exit_status: int, reason: str, error: str | None) -> None
     if session.ranks.distributed:
         record = {**session.rank_facts("finished"), **record, "exit_status": exit_status,
                   "exit_reason": reason, "exit_error": error}
+    late = _set_too_late(session)
     _save(session.raw / SESSION_FILE, lambda p: atomic_write_bytes(p, orjson.dumps(record)))
     if session.ranks.distributed:
         logger.debug("session: rank %d finished (%s, status %d)", session.rank, reason,
@@ -119,9 +121,24 @@ def save(session: Any, exit_status: int, reason: str, error: str | None) -> None
            else {}),
         **({"autograd_anomaly": sum(record["autograd_anomaly"])}
            if any(record.get("autograd_anomaly") or ()) else {}),
+        **({"late_environment": late} if late else {}),
     ))
     logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                  len(windows))
+
+
+def _set_too_late(session: Any) -> list[dict[str, Any]]:
+    """What the script set in os.environ after it was read (collectors/late_environment.py),
+    each said on stderr too (every rank's, where ranks keep no meta of their own)."""
+    if not session.environment_at_load:
+        return []
+    import torch
+
+    late = set_too_late(session.environment_at_load, torch.get_num_threads(),
+                        bool(session.device and session.device.is_accelerator))
+    for item in late:
+        logger.warning("%s", describe(item))
+    return late
 
 
 def _save(path: Path, write: Any) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dsprof.collectors.late_environment import describe
 from dsprof.collectors.window_files import EARLIER_LOOP
 from dsprof.facts import OTHER_LOOP
 from dsprof.ingest.aggregates import AGGREGATE_TABLES
@@ -109,6 +110,8 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         notes.append(f"the script started {spawn.get('nprocs')} processes through "
                      f"torch.multiprocessing (start_method={spawn.get('start_method')!r}) that "
                      f"dsprof did not profile: {spawn.get('why')}")
+    notes.extend(describe(item) for item in run.meta.get("late_environment") or []
+                 if isinstance(item, dict))
     notes.extend(ingest_notes_text(run.meta))
     profiled = _profiled_step_count(run)
     phases, profiled_ms = _phase_times(run)
