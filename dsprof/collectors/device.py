@@ -41,11 +41,21 @@ class Device:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def current_index(self) -> int | None:
+        """The device the script trains on now, for the allocator's counters. The session
+        starts before the script, while the current device is still 0: a rank that then
+        calls ``torch.cuda.set_device(local_rank)`` allocates on its own device, and device
+        0's counters in its process would read (almost) nothing. So the current device once
+        CUDA is initialised, else the one seen at start."""
+        import torch
+
+        return torch.cuda.current_device() if torch.cuda.is_initialized() else self.index
+
     def reset_peak(self) -> None:
         if self.is_accelerator:
             import torch
 
-            torch.cuda.reset_peak_memory_stats(self.index)
+            torch.cuda.reset_peak_memory_stats(self.current_index())
 
     def peak_allocated(self) -> int | None:
         """Peak bytes allocated since the last :meth:`reset_peak` (None on CPU)."""
@@ -53,7 +63,7 @@ class Device:
             return None
         import torch
 
-        return int(torch.cuda.max_memory_allocated(self.index))
+        return int(torch.cuda.max_memory_allocated(self.current_index()))
 
 
     # -- memory (the allocator collector's window onto torch.cuda) -------------------------
@@ -67,7 +77,7 @@ class Device:
             return None
         import torch
 
-        s = torch.cuda.memory_stats(self.index)
+        s = torch.cuda.memory_stats(self.current_index())
         return {k: int(s.get(src, 0)) for k, src in _STATS.items()}
 
     def start_memory_history(self, max_entries: int) -> None:
