@@ -132,10 +132,14 @@ def _set_too_late(session: Any) -> list[dict[str, Any]]:
     each said on stderr too (every rank's, where ranks keep no meta of their own)."""
     if not session.environment_at_load:
         return []
-    import torch
+    try:  # a note: it must never cost the run its save
+        import torch
 
-    late = set_too_late(session.environment_at_load, torch.get_num_threads(),
-                        bool(session.device and session.device.is_accelerator))
+        late = set_too_late(session.environment_at_load, torch.get_num_threads(),
+                            bool(session.device and session.device.is_accelerator))
+    except Exception as e:  # noqa: BLE001 - e.g. torch's state at a crash
+        logger.debug("late environment not checked: %s: %s", type(e).__name__, e)
+        return []
     for item in late:
         logger.warning("%s", describe(item))
     return late
