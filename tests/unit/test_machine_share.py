@@ -1,18 +1,119 @@
-"""The suite's lock on the machine (tests/machine_share.py): a recording of a ``timed_runs``
-module waits for the test in progress on the other worker, runs alone, and gives the machine
-back shared. Each share opens its own lock files, so two shares in one process contend as two
-workers do (``flock`` locks belong to the open file)."""
+"""The lock that lets timing tests run alone under pytest-xdist (tests/machine_share.py), with
+real processes on real flock; and a recording of a ``timed_runs`` test, which waits for the
+test in progress on the other worker, runs alone and gives the machine back shared. (Two
+shares in one process contend as two workers do: ``flock`` locks belong to the open file.)"""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests import machine_share
 from tests.machine_share import MachineShare, recording
 
+CTX = mp.get_context("spawn")
+
+
+def _hold(folder: str, mode: str, name: str, events, release) -> None:
+    share = MachineShare(Path(folder))
+    getattr(share, mode)()
+    events.put(f"{name} in")
+    release.wait(60)
+    events.put(f"{name} out")
+    # a Queue's put only hands the item to a feeder thread: flush it into the pipe before the
+    # machine is given up, or the next holder's "in" can arrive first (CI rehearsal of
+    # 15dbfc7 got "timing in" before "b out")
+    events.close()
+    events.join_thread()
+    share.release()
+
+
+def _start(folder: Path, mode: str, name: str, events):
+    release = CTX.Event()
+    proc = CTX.Process(target=_hold, args=(str(folder), mode, name, events, release))
+    proc.start()
+    return proc, release
+
+
+def test_ordinary_tests_share_and_a_timing_test_waits_for_them_then_goes_first(tmp_path):
+    events = CTX.Queue()
+    # GIVEN two ordinary tests on the machine
+    a, release_a = _start(tmp_path, "shared", "a", events)
+    b, release_b = _start(tmp_path, "shared", "b", events)
+    assert {events.get(timeout=60), events.get(timeout=60)} == {"a in", "b in"}
+    # WHEN a timing test asks for the machine, and then another ordinary test
+    writer, release_writer = _start(tmp_path, "alone", "timing", events)
+    writer.join(1.0)
+    late, release_late = _start(tmp_path, "shared", "late", events)
+    late.join(1.0)
+    # THEN neither got in while the first two held it
+    assert events.empty()
+    release_a.set()
+    assert events.get(timeout=60) == "a out"
+    assert events.empty()  # one reader is still in
+    release_b.set()
+    # AND the timing test goes in once they are out, alone: the late reader waits for it
+    assert events.get(timeout=60) == "b out"
+    assert events.get(timeout=60) == "timing in"
+    late.join(0.5)
+    assert events.empty()
+    release_writer.set()
+    assert [events.get(timeout=60) for _ in range(2)] == ["timing out", "late in"]
+    release_late.set()
+    assert events.get(timeout=60) == "late out"
+    for proc in (a, b, writer, late):
+        proc.join(60)
+        assert proc.exitcode == 0
+
+
+def test_a_worker_that_dies_holding_the_machine_lets_the_others_go_on(tmp_path):
+    # (a queue of its own: a process killed mid-put can leave a shared queue's lock taken)
+    dying = CTX.Queue()
+    holder, _ = _start(tmp_path, "alone", "dead", dying)
+    assert dying.get(timeout=60) == "dead in"
+    holder.kill()
+    holder.join(60)
+    events = CTX.Queue()
+    other, release = _start(tmp_path, "alone", "next", events)
+    assert events.get(timeout=60) == "next in"
+    release.set()
+    other.join(60)
+    assert other.exitcode == 0
+
+
+def test_a_worker_turns_alone_and_back_without_waiting_on_itself(tmp_path):
+    share = MachineShare(tmp_path)
+    share.shared()
+    share.alone()  # gives its shared hold up first: no wait on its own lock
+    assert share.exclusive
+    share.shared()
+    assert not share.exclusive
+    share.release()
+
+
+def test_only_xdist_workers_take_the_lock_and_only_its_maker_removes_the_folder(monkeypatch):
+    # GIVEN the controller that made the folder for its workers
+    controller = SimpleNamespace(getoption=lambda name, default=None: 2)
+    monkeypatch.delenv(machine_share.SHARE_ENV, raising=False)
+    machine_share.open_share_folder(controller)
+    folder = Path(machine_share.os.environ[machine_share.SHARE_ENV])
+    try:
+        # THEN a worker shares it, a pytest that a test started (same environment) does not
+        assert machine_share.share_folder(SimpleNamespace(workerinput={})) == folder
+        assert machine_share.share_folder(SimpleNamespace()) is None
+        assert folder.is_dir()
+    finally:
+        machine_share.close_share_folder()
+    # AND the maker removes it once
+    assert not folder.exists() and machine_share.SHARE_ENV not in machine_share.os.environ
+
+
+# -- recordings of timed_runs tests ---------------------------------------------------------
 
 @pytest.fixture
 def worker(tmp_path, monkeypatch):
