@@ -117,8 +117,8 @@ def save(session: Any, exit_status: int, reason: str, error: str | None) -> None
            else {}),
         **({"child_processes": child_processes.to_meta(session.child_processes)}
            if session.child_processes else {}),
-        **({"user_profiler": timeline.handed_over} if timeline and timeline.handed_over
-           else {}),
+        **({"user_profiler": handed_over}
+           if timeline and (handed_over := timeline.handed_over.to_meta()) else {}),
         **({"autograd_anomaly": sum(record["autograd_anomaly"])}
            if any(record.get("autograd_anomaly") or ()) else {}),
         **({"late_environment": late} if late else {}),

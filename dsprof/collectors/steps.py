@@ -40,14 +40,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
 from dsprof.collectors.forward_watch import ForwardWatch
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.step_leader import StepLeader
 from dsprof.collectors.step_runtime import StepRuntime
+from dsprof.collectors.step_samples import BoundarySamples, TakeData
 from dsprof.collectors.step_sources import (
     BackwardWatch,
     ClosureMarker,
@@ -72,23 +71,18 @@ class StepCollector:
     """
 
     def __init__(self, device: Device, on_boundary: Callable[[int], None],
-                 take_data: Callable[[], tuple[int | None, int | None, int | None]] | None = None,
+                 take_data: TakeData | None = None,
                  modules: ModuleAnnotator | None = None):
-        self.device = device
         self.on_boundary = on_boundary
-        self.take_data = take_data
+        # what is read of the process at each boundary (memory, data loaders)
+        self.samples = BoundarySamples(device, take_data)
         self.clock_offset_ns = time.time_ns() - time.perf_counter_ns()
         self.start_ns = self.now_ns()
         self.boundaries_ns: list[int] = []
-        self.rss_bytes: list[int | None] = []
-        self.device_peak_bytes: list[int | None] = []
         self.cpu_ns: list[int] = []
         # per step: the garbage collector's time and the optimizer's page faults
         self.runtime = StepRuntime()
         self._pre_hook: Any = None
-        self.data_wait_ns: list[int | None] = []
-        self.batch_size: list[int | None] = []
-        self.loader_batches: list[int | None] = []
         self._cpu_start = time.thread_time_ns()
         self.source: str | None = None
         self.sources: list[str] = []  # per boundary: what marked it
@@ -115,7 +109,6 @@ class StepCollector:
         self.decided_step: int | None = None
         self.leader = StepLeader()  # which optimizer's steps are the boundaries
         self._hook: Any = None
-        self._process = psutil.Process()
         # GradScaler, per step number: (loss scale after update, optimizer step skipped)
         self.scaler: dict[int, tuple[float, bool]] = {}
         self._stepped_since_update = False
@@ -146,7 +139,7 @@ class StepCollector:
             invisible_to_dynamo(ForwardWatch._called, recursive=True)
             self.forwards.install()
         self.runtime.install()
-        self.device.reset_peak()
+        self.samples.start()
         logger.debug("step collector: optimizer step hooks and backward watch installed")
 
     def uninstall(self) -> None:
@@ -372,22 +365,10 @@ class StepCollector:
         self.boundaries_ns.append(end)
         self.sources.append(source)
         if not sample:
-            for column in (self.device_peak_bytes, self.rss_bytes, self.data_wait_ns,
-                           self.batch_size, self.loader_batches):
-                column.append(None)
+            self.samples.skip()
             logger.info("step %d: %.1f ms (%s)", step, (end - start) / 1e6, source)
             return step
-        peak = self.device.peak_allocated()
-        self.device_peak_bytes.append(peak)
-        rss = self._process.memory_info().rss
-        self.rss_bytes.append(rss)
-        if peak is not None:
-            self.device.reset_peak()
-        wait, batch, batches = (self.take_data() if self.take_data is not None
-                                else (None, None, None))
-        self.data_wait_ns.append(wait)
-        self.batch_size.append(batch)
-        self.loader_batches.append(batches)
+        peak, rss, wait = self.samples.take()
         if logger.isEnabledFor(logging.INFO):
             mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
             data = f", data wait {wait / 1e6:.1f} ms" if wait is not None else ""
@@ -410,13 +391,9 @@ class StepCollector:
             "closure_steps": self.closures.closures,
             "start_ns": self.start_ns,
             "boundaries_ns": self.boundaries_ns,
-            "rss_bytes": self.rss_bytes,
-            "device_peak_bytes": self.device_peak_bytes,
             "cpu_ns": self.cpu_ns,
             **self.runtime.record(),
-            "data_wait_ns": self.data_wait_ns,
-            "batch_size": self.batch_size,
-            "loader_batches": self.loader_batches,
+            **self.samples.record(),
             "loss_scale": [self.scaler[i][0] if i in self.scaler else None for i in range(n)],
             "skipped": [self.scaler[i][1] if i in self.scaler else None for i in range(n)],
         }

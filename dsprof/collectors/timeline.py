@@ -44,6 +44,7 @@ from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
 from dsprof.collectors.trace_spans import merge_step_spans, rename_forward_spans
+from dsprof.collectors.user_profiler import HandOvers
 from dsprof.collectors.window_files import set_aside_earlier_windows
 from dsprof.collectors.window_schedule import (
     BOOTSTRAP,
@@ -88,7 +89,7 @@ class TimelineCollector:
         # uses CUPTI (the cupti kernel mode) must let go of it in between
         self.before_profiler: Callable[[], None] | None = None
         self.after_profiler: Callable[[], None] | None = None
-        self.handed_over: dict[str, Any] | None = None  # meta.json "user_profiler"
+        self.handed_over = HandOvers()  # the script's own profiler sessions
         self._suspended = False
         self._next_step = 0
         # backward() ends seen during the bootstrap capture (its ProfilerStep spans after #0),
@@ -261,23 +262,16 @@ class TimelineCollector:
         is saved, a warm-up or the bootstrap capture dropped) and take none until it ends."""
         if self._suspended:
             return
-        self._suspended = True
-        state = self._state
+        self._suspended, state, window = True, self._state, self._window
         self._remove_cap()
         cut = state in (RECORD, RECORD_AND_SAVE)
-        window = self._window
         if cut and window is not None and window.steps and window.steps[-1] >= self._next_step:
             # the step in progress is cut short: its ops are a part of a step, not a step
             window.steps.pop()
         if state != NONE:
             self._stop(save=cut and window is not None and bool(window.steps))
         self._state = NONE
-        info = self.handed_over or {"sessions": 0, "first_step": self._next_step,
-                                    "windows_cut": 0, "steps": []}
-        info["sessions"] += 1
-        info["windows_cut"] += int(cut)
-        info["steps"].append([self._next_step, self._next_step])
-        self.handed_over = info
+        self.handed_over.started(self._next_step, cut)
         logger.info("the script started its own torch.profiler at step %d: dsprof's op "
                     "timeline steps aside until it stops (step timings go on)", self._next_step)
 
@@ -289,9 +283,8 @@ class TimelineCollector:
         self._suspended = False
         if self.settings.repeat > 0 and not any(w.kind == "window" for w in self.windows):
             self._schedule_origin = self._next_step
-        if self.handed_over and self.handed_over["steps"]:
-            # the step it stopped in (often the next one, after ``prof.step()``) wrote its trace
-            self.handed_over["steps"][-1][1] = self._next_step
+        # the step it stopped in (often the next one, after ``prof.step()``) wrote its trace
+        self.handed_over.stopped(self._next_step)
 
     def discard(self) -> None:
         """The process hands its profiling over to the ranks it starts (spawned_ranks.py):

@@ -87,3 +87,30 @@ class UserProfilerGuard:
         except Exception as exc:  # noqa: BLE001 - the script's profiler must start regardless
             logger.error("dsprof could not step aside for the script's profiler: %s: %s",
                          type(exc).__name__, exc)
+
+
+class HandOvers:
+    """meta.json's ``user_profiler``: how many sessions the script ran, the step of the first,
+    how many cut a window of dsprof's short, and per session [step it started in, step it
+    stopped in]. Empty (``None`` in meta) while the script has run none."""
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.first_step: int | None = None
+        self.windows_cut = 0
+        self.steps: list[list[int]] = []
+
+    def started(self, step: int, cut: bool) -> None:
+        self.sessions += 1
+        self.first_step = step if self.first_step is None else self.first_step
+        self.windows_cut += int(cut)
+        self.steps.append([step, step])
+
+    def stopped(self, step: int) -> None:
+        if self.steps:
+            self.steps[-1][1] = step
+
+    def to_meta(self) -> dict[str, Any] | None:
+        return ({"sessions": self.sessions, "first_step": self.first_step,
+                 "windows_cut": self.windows_cut, "steps": self.steps}
+                if self.sessions else None)
