@@ -60,9 +60,12 @@ def step() -> None:
     Use it where no optimizer steps (inference, evaluation, custom update rules); once called,
     it replaces the optimizer hook as the source of step boundaries.
     """
-    from dsprof.collectors.session import current
+    import sys
 
-    session = current()
+    # no session module loaded, no session: and importing it would load torch, which a plain
+    # ``python script.py`` that calls this before its ``import torch`` never loads here
+    sessions = sys.modules.get("dsprof.collectors.session")
+    session = sessions.current() if sessions is not None else None
     if session is not None:
         session.step()
 

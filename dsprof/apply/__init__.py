@@ -8,7 +8,8 @@ its ``apply`` field; setting them by hand does the same.
 
 Knobs live in one explicit tuple, like the analyzers: add a module with one :class:`Knob`
 subclass and a line to ``KNOBS``. A knob never fails the user's script: a value that does not
-parse is a :class:`~dsprof.errors.ConfigError` before the script starts, and a hook that fails
+parse is a :class:`~dsprof.errors.ConfigError` before the script starts (checked again for the
+device at session start, the end of the script's ``import torch``), and a hook that fails
 at run time logs once and turns itself off.
 """
 

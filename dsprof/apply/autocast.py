@@ -14,7 +14,7 @@ enters around each training step: ``torch.autocast(self.device, dtype=..., ...)`
 MixedPrecision plugin, and the HF Trainer's ``bf16=True``) is built with ``enabled=False``,
 which is what the pasted ``enabled=False`` (or deleting the block) does. The class's
 ``__init__`` is wrapped for the run, so contexts made before the session started are not
-changed (none are: the knob installs before the script runs). GPU autocast is left alone.
+changed (none are: the knob installs as the script's ``import torch`` ends). GPU autocast is left alone.
 
 Inside code ``torch.compile`` traces, ``__init__`` never runs: Dynamo models an autocast
 region from its call's arguments (``AutocastModeVariable.create``, which binds them against

@@ -10,6 +10,8 @@ baseline, so ``dsprof verify`` and ``dsprof diff`` can set measured against pred
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from dsprof.errors import ConfigError, RunDirError
 from dsprof.findings import Finding
 
 _JOINED = {"DS_COMPILE", "DS_LIBRARY_OP"}
+# the plan, carried into the process that starts over once it is made (plan_for_run)
+APPLIED_PLAN_ENV = "DSPROF_APPLIED_PLAN"
 
 
 @dataclass
@@ -81,6 +85,36 @@ def find_baseline(runs_dir: Path, ids: list[str]) -> Path:
             return path.parent
     raise RunDirError(f"no run in {runs_dir} has finding(s) {', '.join(ids)}; "
                       "name the run they came from with --baseline RUN")
+
+
+def plan_for_run(apply_ids: str, baseline: Path | None, runs_dir: Path,
+                 start_over: bool) -> dict[str, Any]:
+    """``dsprof run --apply``: the plan (meta ``applied``), with its knobs set in ``os.environ``
+    (ranks started later inherit them).
+
+    Planning analyzes the baseline, which loads numpy, pyarrow and DuckDB (60+ MiB) into the
+    process, where the baseline's own run had none of them before its script. With
+    ``start_over`` the process then starts over (``exec``: the same pid and streams, the same
+    command line) with the plan in ``DSPROF_APPLIED_PLAN``, so the script meets what a plain
+    ``dsprof run`` gives it, with only the knobs added: ``verify`` measures the fix, not
+    dsprof's imports. The process that starts over finds the plan there and returns it.
+    """
+    carried = os.environ.pop(APPLIED_PLAN_ENV, None)
+    if carried is not None:
+        import orjson
+
+        plan_json: dict[str, Any] = orjson.loads(carried)
+        return plan_json
+    applied = plan(parse_ids(apply_ids), baseline, runs_dir)
+    os.environ.update(applied.env)
+    if not start_over:
+        return applied.to_json()
+    import orjson
+
+    os.environ[APPLIED_PLAN_ENV] = orjson.dumps(applied.to_json()).decode()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def plan(ids: list[str], baseline: Path | None, runs_dir: Path) -> ApplyPlan:

@@ -5,7 +5,8 @@ training thread. Where torch's threads already take every core, a worker has non
 OpenMP's threads wait for each other at the end of each parallel op, so one of them descheduled
 for the worker stalls the op (on 2 cores, 1 worker beside 2 threads took a 14.65 ms step to
 25.35 ms). Its fix then pastes ``torch.set_num_threads(N)`` at the start of the script with the
-workers; this knob makes the same call before the script starts. A ``torch.set_num_threads``
+workers; this knob makes the same call as the script's ``import torch`` ends (dsprof's session
+starts there). A ``torch.set_num_threads``
 the script makes itself still wins, as it would over the pasted line. DataLoader workers run
 one thread each whatever this says (torch sets that in each worker).
 """
@@ -20,7 +21,7 @@ from dsprof.errors import ConfigError
 
 class TorchThreadsKnob(Knob):
     env = "DS_TORCH_THREADS"
-    doc = "N: torch.set_num_threads(N) before the script starts (intra-op threads)"
+    doc = "N: torch.set_num_threads(N) as the script's import torch ends (intra-op threads)"
 
     def parse(self) -> None:
         if not self.value.isdigit() or int(self.value) < 1:

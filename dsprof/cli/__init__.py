@@ -30,6 +30,11 @@ _ENTRY_POINT = False
 standalone): a test's ``main([...])`` or ``CliRunner`` is never ended by :func:`end_process`."""
 
 
+def is_entry_point() -> bool:
+    """Whether ``main`` runs as this process's command line (not a test's ``CliRunner``)."""
+    return _ENTRY_POINT
+
+
 def end_process(status: int = 0) -> None:
     """End the ``dsprof`` process now, as its normal exit would, less the interpreter's
     teardown: atexit handlers run and the streams are flushed, then ``os._exit``. Freeing

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from dsprof import launch, log
-from dsprof.collectors.session import Session
+from dsprof.collectors.deferred_session import DeferredSession
 from dsprof.errors import ConfigError, DsprofError
 from dsprof.log import logger
 from dsprof.ranks import RankEnv, merge_ranks, open_shared, shared_run_path, wait_for_ranks
@@ -135,10 +135,12 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         raise click.UsageError("give a SCRIPT to run (or -m MODULE)")
     applied = None
     if apply_ids is not None:
-        from dsprof.apply.plan import parse_ids, plan
+        from dsprof import cli
+        from dsprof.apply.plan import plan_for_run
 
-        applied = plan(parse_ids(apply_ids), baseline, settings.runs_dir)
-        os.environ.update(applied.env)  # ranks started below inherit the knobs too
+        # as the process's command line, it starts over once the plan is made (plan.py says why)
+        applied = plan_for_run(apply_ids, baseline, settings.runs_dir,
+                               start_over=cli.is_entry_point())
         settings = Settings.load(**overrides)  # knobs that are settings (DS_ENABLE_TENSOR_CORE)
     elif baseline is not None:
         raise click.UsageError("--baseline goes with --apply ID")
@@ -157,17 +159,26 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     else:
         run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
         log.attach_file(run.log_path)
-    session = Session(settings, run, tgt.to_json(), ranks)
-    session.start()
+    # torch (and with it every collector) loads when the script imports it, as without dsprof:
+    # what the script sets before its ``import torch`` (OMP_NUM_THREADS) still counts
+    deferred = DeferredSession(settings, run, tgt.to_json(), ranks)
     if applied is not None:
-        run.update_meta(applied=applied.to_json())
-    terminate = TermWatcher(lambda: session.finish(EXIT_STATUS, "terminated", "SIGTERM"),
+        deferred.after_start.append(lambda s: run.update_meta(applied=applied))
+    terminate = TermWatcher(lambda: deferred.finish(EXIT_STATUS, "terminated", "SIGTERM"),
                             grace_from_env())
     if terminate.install():
-        session.on_fork_child.append(terminate.forget_in_child)
+        deferred.after_start.append(lambda s: s.on_fork_child.append(terminate.forget_in_child))
+    deferred.start_when_torch_loads()
     outcome = launch.run(tgt)
-    if session.forked_child:
+    if deferred.in_forked_child:
         _exit_forked_child(outcome.exit_status)
+    session = deferred.start_if_not_yet()
+    if session is None:  # it could not start: the script ran unprofiled, its status stands
+        if deferred.lock is not None:
+            deferred.lock.release()
+        log.detach_file()
+        terminate.uninstall()
+        ctx.exit(outcome.exit_status)
     terminate.hold()  # from here a SIGTERM ends the process once the run is saved
     session.finish(outcome.exit_status, outcome.reason, outcome.error)
     own_ingest_s = None

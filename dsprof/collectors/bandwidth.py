@@ -5,7 +5,7 @@ bytes into seconds needs the bandwidth this process actually gets, with its thre
 this (often shared) machine. A copy of a 32 MiB float32 tensor (larger than the caches of the
 CPUs this runs on, so it measures DRAM) is timed a few times and the fastest is kept: the
 result is ``bytes read + bytes written`` per second, the same accounting the analyzer uses for
-an op. It takes about 20-50 ms, before the script starts.
+an op. It takes about 20-50 ms, at session start (the end of the script's ``import torch``).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ agent hosts the rendezvous key-value store at MASTER_ADDR:MASTER_PORT before any
 runs), each rank measures its offset against rank 0 at session start with a Cristian-style
 exchange over that store: rank r stamps ``t0``, sets a ping key, reads rank 0's reply stamp
 ``T`` and stamps ``t1``; offset = (t0 + t1) / 2 - T, keeping the round with the smallest
-round trip (the offset's error is at most half of it). This happens once, before the script
-runs, never in the training loop; rank 0 answers each rank in turn.
+round trip (the offset's error is at most half of it). This happens once, at session start
+(the end of the script's ``import torch``), never in the training loop; rank 0 answers each rank in turn.
 
 The record per rank: ``{host, epoch_minus_monotonic_ns, offset_ns, rtt_ns, method}``.
 Analyses align a rank with rank 0 by subtracting ``offset_ns`` only when the rank is on

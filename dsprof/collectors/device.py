@@ -43,9 +43,9 @@ class Device:
 
     def current_index(self) -> int | None:
         """The device the script trains on now, for the allocator's counters. The session
-        starts before the script, while the current device is still 0: a rank that then
-        calls ``torch.cuda.set_device(local_rank)`` allocates on its own device, and device
-        0's counters in its process would read (almost) nothing. So the current device once
+        starts at the script's ``import torch``, while the current device is still 0: a rank
+        that then calls ``torch.cuda.set_device(local_rank)`` allocates on its own device, and
+        device 0's counters in its process would read (almost) nothing. So the current device once
         CUDA is initialised, else the one seen at start."""
         import torch
 

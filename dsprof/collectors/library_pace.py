@@ -15,7 +15,7 @@ elements (2 MiB, fusion_mlp's activation, above the in-cache band the rule leave
 what the rule subtracts; the chain's allocations are in the chain's price), a first call and
 then the best of three each, with the threads the process has at start. No autograd graph is
 built (the backward is called as the aten op), no module is made (the module hooks never see
-it), and the tensors are freed before the script starts. About 22 ms on one thread of that
+it), and the tensors are freed before the script goes on past its ``import torch``. About 22 ms on one thread of that
 EPYC (14 on two), beside the bandwidth copy's 20-50.
 """
 

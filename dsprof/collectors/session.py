@@ -79,10 +79,16 @@ class Session:
         ranks: this process's place in a multi-rank job (from the environment by default).
             A rank of a multi-rank job leaves meta.json to the coordinator (dsprof/ranks.py)
             and keeps its own facts in ``raw/rank<R>/session.json``.
+        lock: the run's lock, when the caller took it already (``dsprof run`` takes it before
+            the script runs and starts the session once the script imports torch).
+        started_as: ``{"argv", "cwd", "environ"}`` as dsprof was started, for meta.json and
+            the knobs (default: now; by the time torch loads, ``sys.argv`` is the script's),
+            and ``after_script``: True when the script ended without importing torch.
     """
 
     def __init__(self, settings: Settings, run: RunDir, target: dict[str, Any],
-                 ranks: RankEnv | None = None):
+                 ranks: RankEnv | None = None, lock: RunLock | None = None,
+                 started_as: dict[str, Any] | None = None):
         self.settings = settings
         self.run = run
         self.target = target
@@ -109,7 +115,9 @@ class Session:
         self._clock: dict[str, Any] | None = None
         self._backend: str | None = None
         self._group_rank: int | None = None  # the script's process group's rank for it
-        self.lock: RunLock | None = None
+        self.lock: RunLock | None = lock
+        self.started_as = started_as or {"argv": list(sys.argv), "cwd": os.getcwd(),
+                                         "environ": dict(os.environ)}
         self.progress: Progress | None = None
         self.forked_child = False  # this is a copy of the session in a process the script forked
         self.on_fork_child: list[Any] = []  # more to undo in a forked child (the CLI's SIGTERM)
@@ -138,13 +146,14 @@ class Session:
 
         if self.ranks.launched:
             die_with_launcher()  # a launcher killed outright takes its ranks with it
-        if not self.ranks.distributed or self.ranks.coordinator:
+        if self.lock is None and (not self.ranks.distributed or self.ranks.coordinator):
             # before meta.json says "running": a reader must never see a run without its writer
             self.lock = acquire_lock(self.run)
         forked_child.register(self)
         self.device = detect()
         self.environment_at_load = read_at_load()  # before the script can change it
-        self.knobs = knobs_install(knobs_from_env(os.environ, self.device.kind))
+        environ = self.started_as["environ"]
+        self.knobs = knobs_install(knobs_from_env(environ, self.device.kind))
         if self.settings.tf32:
             enable_tf32()
             logger.info("TF32 on for fp32 matmuls and convolutions (DS_ENABLE_TENSOR_CORE)")
@@ -170,10 +179,10 @@ class Session:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "target": self.target,
-            "dsprof_argv": sys.argv,
-            "cwd": os.getcwd(),
+            "dsprof_argv": self.started_as["argv"],
+            "cwd": self.started_as["cwd"],
             "settings": self.settings.knobs(),
-            "env": {k: v for k, v in os.environ.items() if k.startswith(("DSPROF_", "DS_"))},
+            "env": {k: v for k, v in environ.items() if k.startswith(("DSPROF_", "DS_"))},
             "devices": {str(self.rank): self.device.to_json()},
             "ranks": [self.rank],
             "world_size": self.ranks.world_size,
@@ -186,6 +195,9 @@ class Session:
                and (pace := measure_library_pace()) is not None else {}),
             "knobs": self.knobs.report(),
             "precision": precision_state(),
+            # dsprof started when the script imported torch; here it never did
+            **({"script_imported_torch": False}
+               if self.started_as.get("after_script") else {}),
         }
         if not self.ranks.distributed:
             self.run.write_meta(header)

@@ -133,9 +133,7 @@ def _set_too_late(session: Any) -> list[dict[str, Any]]:
     if not session.environment_at_load:
         return []
     try:  # a note: it must never cost the run its save
-        import torch
-
-        late = set_too_late(session.environment_at_load, torch.get_num_threads(),
+        late = set_too_late(session.environment_at_load,
                             bool(session.device and session.device.is_accelerator))
     except Exception as e:  # noqa: BLE001 - e.g. torch's state at a crash
         logger.debug("late environment not checked: %s: %s", type(e).__name__, e)

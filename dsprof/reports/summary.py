@@ -73,6 +73,10 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
             notes.append("the run directory has no steps table (a dsprof run always writes "
                          "one: the directory is incomplete): no step time, and nothing per "
                          "step")
+        elif run.meta.get("script_imported_torch") is False:
+            notes.append("the script never imported torch, so there was nothing to profile: "
+                         "dsprof starts when the script imports torch, and the one step "
+                         "here is dsprof's own start after the script had ended")
         elif src == "none":
             cap = run.meta.get("max_capture_s")
             capped = " and hit the cap" if run.meta.get("capped") else ""

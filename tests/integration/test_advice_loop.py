@@ -91,6 +91,41 @@ def test_apply_errors_are_one_line(mlp_run, tmp_path):
     assert res.code == 2 and "--baseline goes with --apply" in res.stderr
 
 
+APPLIED_PROBE = """
+import os
+import sys
+print("loaded at start:", sorted({"torch", "numpy", "pyarrow", "duckdb"} & set(sys.modules)))
+print("plan in the environment:", "DSPROF_APPLIED_PLAN" in os.environ)
+import torch
+model = torch.nn.Linear(8, 1)
+opt = torch.optim.AdamW(model.parameters())
+for _ in range(4):
+    model(torch.ones(2, 8)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+"""
+
+
+def test_an_applied_run_gives_the_script_what_a_plain_run_gives_it(mlp_run, tmp_path):
+    # GIVEN the baseline's optimizer finding, applied to a script that looks at what is
+    # loaded at its first line (planning analyzed the baseline: numpy, pyarrow, DuckDB)
+    probe = tmp_path / "probe.py"
+    probe.write_text(APPLIED_PROBE)
+    found = findings_of(mlp_run)
+    out = tmp_path / "applied"
+    res = run_dsprof("run", "-q", "-o", str(out), "--apply", found["fusion.optimizer"]["id"],
+                     "--baseline", str(mlp_run), str(probe))
+    assert res.code == 0, res.stderr
+    # THEN the script meets a process that loaded none of them, as a plain dsprof run's
+    # script does (the planning process started over), and no trace of the hand-over
+    assert "loaded at start: []" in res.stdout and "plan in the environment: False" in res.stdout
+    # AND the plan and its knob came through: recorded, and AdamW switched to fused
+    m = meta(out)
+    assert [f["id"] for f in m["applied"]["findings"]] == [found["fusion.optimizer"]["id"]]
+    assert m["knobs"]["DS_OPTIMIZER_FUSED"]["switched"] == ["AdamW"]
+    assert "DSPROF_APPLIED_PLAN" not in m["env"]
+
+
 def test_verify_applies_both_knobs_and_prints_predicted_vs_measured(mlp_run, tmp_path):
     # GIVEN the GELU finding (DS_LIBRARY_OP: F.gelu in the act modules) and the optimizer one
     found = findings_of(mlp_run)

@@ -139,3 +139,16 @@ def test_bad_env_value(tmp_path):
     script = write(tmp_path / "ok.py", "print('hi')\n")
     res = dsprof("run", str(script), cwd=tmp_path, env={"DSPROF_ACTIVE": "lots"})
     assert_one_line_error(res, "DSPROF_ACTIVE='lots' is not valid")
+
+
+@pytest.mark.parametrize(("value", "said"), [("lots", "DS_AUTOCAST='lots': expected bf16"),
+                                             ("fp16", "DS_AUTOCAST=fp16 on a CPU run")])
+def test_a_knob_that_does_not_parse_stops_dsprof_before_the_script_runs(tmp_path, value, said):
+    # GIVEN a knob with a bad value (the session, which parses knobs, starts only when the
+    # script imports torch; the value is checked before the script all the same)
+    marker = tmp_path / "ran"
+    script = write(tmp_path / "ok.py", f"open({str(marker)!r}, 'w').close()\nimport torch\n")
+    res = dsprof("run", str(script), cwd=tmp_path, env={"DS_AUTOCAST": value})
+    # THEN one line, exit 2, and the script never ran
+    assert_one_line_error(res, said)
+    assert not marker.exists()

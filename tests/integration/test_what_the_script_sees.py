@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.helpers import dsprof, meta, plain, runs_as_without_dsprof, write
+from tests.integration.helpers import dsprof, meta, runs_as_without_dsprof, write
 
 pytestmark = pytest.mark.slow
 
@@ -65,21 +65,88 @@ def test_the_script_finds_the_global_generator_undrawn(tmp_path):
     assert "undrawn at start: True" in res.stdout, res.stdout
 
 
-def test_threads_set_in_the_script_before_torch_loads_are_named_as_not_used(tmp_path):
+def test_threads_set_in_the_script_before_it_imports_torch_are_used(tmp_path):
     # GIVEN a script that asks for 2 threads in os.environ, then imports torch, started with
     # OMP_NUM_THREADS=1 in its environment (as the test helpers start every run)
     script = write(tmp_path / "sets_threads.py", SETS_THREADS)
-    assert "threads 2" in plain(script).stdout  # without dsprof, the script's setting holds
+    # WHEN it runs under dsprof THEN torch loads at its import, as without dsprof, and reads
+    # the script's setting: 2 threads (dsprof.collectors.torch_arrival)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(script))
-    assert res.code == 0, res.stderr
-    # WHEN it runs under dsprof, torch has read the variable already: one thread
-    # (collectors/late_environment.py: torch is loaded before the script starts)
-    assert "threads 1" in res.stdout
-    # THEN the run names the setting and what it used instead: meta, stderr and the summary
-    assert meta(out)["late_environment"] == [{"variable": "OMP_NUM_THREADS", "set_to": "2",
-                                               "read_as": "1", "used": "1 thread"}]
-    said = "the script set OMP_NUM_THREADS=2 after dsprof had loaded torch"
-    assert said in res.stderr
-    summary = dsprof("summary", str(out), env={"COLUMNS": "250"})
-    assert said in " ".join(summary.stdout.split()), summary.stdout
+    res = runs_as_without_dsprof(script, out)
+    assert "threads 2" in res.stdout
+    # AND the run found its steps and names no late setting
+    assert meta(out)["steps_source"] == "optimizer"
+    assert "late_environment" not in meta(out)
+
+
+BEFORE_TORCH = """
+import sys
+print("loaded before import torch:", sorted({"torch", "numpy"} & set(sys.modules)))
+import torch
+print("torch's loader:", type(torch.__loader__).__name__, type(torch.__spec__.loader).__name__)
+""" + TRAINS
+
+
+def test_nothing_of_torch_or_numpy_is_loaded_before_the_script_imports_torch(tmp_path):
+    # GIVEN a script that looks, at its first line, for torch and numpy among the loaded
+    # modules, then at the loader of the torch it imports
+    script = write(tmp_path / "before_torch.py", BEFORE_TORCH)
+    # WHEN it runs under dsprof THEN it prints what it prints without: neither is loaded, and
+    # torch's loader is Python's own
+    out = tmp_path / "run"
+    res = runs_as_without_dsprof(script, out)
+    assert "loaded before import torch: []" in res.stdout
+    # AND the session that started at that import found the steps
+    assert meta(out)["steps_source"] == "optimizer"
+
+
+NO_TORCH = """
+import sys
+print("no torch in this script")
+sys.exit(3)
+"""
+
+
+def test_a_script_that_never_imports_torch_keeps_its_status_and_is_named(tmp_path):
+    # GIVEN a script that imports no torch and exits 3
+    script = write(tmp_path / "no_torch.py", NO_TORCH)
+    out = tmp_path / "run"
+    # WHEN it runs under dsprof
+    res = dsprof("run", "-o", str(out), str(script), env={"COLUMNS": "250"})
+    # THEN its output and status are its own, and the run says there was nothing to profile
+    assert res.code == 3 and res.stdout == "no torch in this script\n", res.stderr
+    assert meta(out)["script_imported_torch"] is False
+    assert meta(out)["exit_status"] == 3
+    assert "the script never imported torch" in " ".join(res.stderr.split()), res.stderr
+
+
+IN_A_THREAD = """
+import threading
+
+loaded = {}
+loader = threading.Thread(target=lambda: loaded.update(torch=__import__("torch")))
+loader.start()
+loader.join()
+torch = loaded["torch"]
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(10):  # past the default window (steps 7-9)
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+print("trained")
+"""
+
+
+def test_torch_imported_in_a_thread_is_profiled_from_the_main_thread(tmp_path):
+    # GIVEN a script that imports torch in a thread of its own, then trains on the main thread
+    script = write(tmp_path / "in_a_thread.py", IN_A_THREAD)
+    out = tmp_path / "run"
+    # WHEN it runs under dsprof THEN it prints what it prints without
+    res = runs_as_without_dsprof(script, out)
+    # AND the session started on the main thread (the profiler records the thread that
+    # starts it): no complaint of a profiler stopped elsewhere, the steps found and profiled
+    assert "Requested callback is not found" not in res.stderr, res.stderr
+    assert "no active profiling session" not in res.stderr, res.stderr
+    m = meta(out)
+    assert m["steps_source"] == "optimizer" and m["windows"], m.get("windows")

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dsprof.collectors.late_environment import set_too_late
+from dsprof.collectors.late_environment import read_at_load, set_too_late
 
 
-def test_a_thread_count_set_after_load_is_named_unless_the_script_set_it_itself(monkeypatch):
-    at_load = {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None}
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    # torch kept its 2 threads: the script's 1 was not used
-    assert set_too_late(at_load, threads=2, accelerator=False) == [
-        {"variable": "OMP_NUM_THREADS", "set_to": "1", "read_as": None, "used": "2 threads"}]
-    # the script called torch.set_num_threads(1) as well: the run used what it asked for
-    assert set_too_late(at_load, threads=1, accelerator=False) == []
-    # a value no runtime reads as a count is not judged
-    monkeypatch.setenv("OMP_NUM_THREADS", "auto")
-    assert set_too_late(at_load, threads=2, accelerator=False) == []
+def test_thread_counts_are_not_kept_torch_reads_them_when_the_script_imports_it():
+    # dsprof starts when the script imports torch (dsprof.collectors.torch_arrival):
+    # OMP_NUM_THREADS set before that line counts as without dsprof, one set after it is as
+    # late as without
+    assert not {"OMP_NUM_THREADS", "MKL_NUM_THREADS"} & set(read_at_load())
 
 
 def test_device_settings_count_only_where_dsprof_initialised_an_accelerator(monkeypatch):
@@ -23,11 +17,15 @@ def test_device_settings_count_only_where_dsprof_initialised_an_accelerator(monk
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     # on a CPU run nothing read them: the script's settings are its own business
-    assert set_too_late(at_load, threads=2, accelerator=False) == []
+    assert set_too_late(at_load, accelerator=False) == []
     # on a GPU run dsprof's device check read them before the script set them
-    assert set_too_late(at_load, threads=2, accelerator=True) == [
+    assert set_too_late(at_load, accelerator=True) == [
         {"variable": "CUDA_VISIBLE_DEVICES", "set_to": "1", "read_as": None,
          "used": "CUDA_VISIBLE_DEVICES unset"},
         {"variable": "PYTORCH_CUDA_ALLOC_CONF", "set_to": "expandable_segments:True",
          "read_as": "expandable_segments:False",
          "used": "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False"}]
+    # a variable the script left alone, or unset, is not named
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert [i["variable"] for i in set_too_late(at_load, accelerator=True)] == [
+        "PYTORCH_CUDA_ALLOC_CONF"]
