@@ -31,6 +31,9 @@ from dsprof.collectors.modules import ModuleAnnotator
 # batches) stays below it.
 FORWARD_DECIDE_CALLS = 16
 FORWARD_DECIDE_S = 20.0
+# grad-mode outermost calls remembered for training_forwards: a first iteration's forward is
+# a handful of them (the model, a loss module, a teacher)
+TAIL_KEPT = 8
 
 
 class ForwardWatch:
@@ -49,6 +52,10 @@ class ForwardWatch:
         self.pending: list[tuple[int, int]] = []  # (end_ns, thread cpu ns)
         self.calls = 0
         self.classes: dict[str, int] = {}
+        # the outermost calls since the last one run without grad (no_grad, inference_mode):
+        # when training takes over they are its first iteration's forward (training_forwards)
+        self.grad_tail: list[str] = []
+        self.saw_no_grad = False
 
     def install(self) -> None:
         if self.modules is not None:
@@ -56,10 +63,34 @@ class ForwardWatch:
             self.watching = True
 
     def _called(self, module: Any) -> None:
+        import torch
+
         self.calls += 1
         name = type(module).__name__
         self.classes[name] = self.classes.get(name, 0) + 1
+        if torch.is_grad_enabled():
+            self.grad_tail.append(name)
+            del self.grad_tail[:-TAIL_KEPT]
+        else:
+            self.grad_tail.clear()
+            self.saw_no_grad = True
         self.on_forward(module)
+
+    def training_forwards(self) -> int:
+        """Training took over (its first ``backward()`` or optimizer step): how many of the
+        last outermost calls were its first iteration's forward, not inference. Those since
+        the last call without grad, where the inference ran under ``no_grad`` or
+        ``inference_mode`` (features extracted, then a head trained); else the last one, for
+        a ``backward()`` needs a forward in grad mode. They leave the counts of inference
+        forwards (meta ``forward_calls``, ``forward_modules``)."""
+        tail = self.grad_tail if self.saw_no_grad else self.grad_tail[-1:]
+        for name in tail:
+            self.calls -= 1
+            self.classes[name] -= 1
+            if not self.classes[name]:
+                del self.classes[name]
+        self.grad_tail = []
+        return len(tail)
 
     def keep(self, end_ns: int, cpu_ns: int) -> bool:
         """Keep a forward end aside; True when the decision is due."""

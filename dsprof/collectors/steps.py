@@ -143,18 +143,16 @@ class StepCollector:
         logger.debug("step collector: optimizer step hooks and backward watch installed")
 
     def uninstall(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        if self._pre_hook is not None:
-            self._pre_hook.remove()
-            self._pre_hook = None
+        for hook in (self._hook, self._pre_hook):
+            if hook is not None:
+                hook.remove()
+        self._hook = self._pre_hook = None
         self.closures.uninstall()
         self.backward.uninstall()
         self.grads.uninstall()
         self.runtime.uninstall()
         self.settle()
-        self._stop_forward_watch()
+        self.forwards.stop()
 
     def settle(self) -> None:
         """At exit: backward ends still kept aside become the steps if nothing else marked
@@ -165,15 +163,11 @@ class StepCollector:
             # one forward is the whole run either way: a run without steps says so
             self._use_forward_source(live=False)
 
-    def _stop_forward_watch(self) -> None:
-        """Training (or torch.compile, or the end): forward ends are no steps from here on."""
-        self.forwards.stop()
-
     def forwards_off(self) -> None:
         """torch.compile is in use: the module hooks are gone (compile_watch.py), and forwards
         seen before it are not the steps of the compiled program; torch.autograd.grad is
         torch's own again (Dynamo handles it)."""
-        self._stop_forward_watch()
+        self.forwards.stop()
         self.grads.uninstall()
 
     def _forward_ended(self, module: Any) -> None:
@@ -198,7 +192,7 @@ class StepCollector:
                         "but an optimizer exists: forward calls are not the steps (call "
                         "dsprof.step() each iteration to mark steps yourself)",
                         len(self.forwards.pending))
-            self._stop_forward_watch()
+            self.forwards.stop()
             return
         logger.info("no optimizer step and no backward() after %d outermost forward calls: "
                     "each one ends a step (inference; call dsprof.step() each iteration to "
@@ -217,7 +211,7 @@ class StepCollector:
             # the run's first backward(): the ends kept aside so far were torch.autograd.grad
             # calls, parts of its iterations (a gradient penalty), not their ends
             self._pending_backward = []
-        self._stop_forward_watch()
+        self.forwards.stop()
         if self.after_backward is not None:
             self.after_backward()
         if self.source in ("optimizer", "manual"):
@@ -248,7 +242,7 @@ class StepCollector:
         for end_ns, cpu in pending[:-1]:
             self._record_boundary(source, end_ns, cpu, sample=False)
         if before == "forward" and source != "forward":
-            self._new_loop(first, live, "training after forward calls")
+            self._training_after_forwards(first, live)
         end_ns, cpu = pending[-1]
         self._record_boundary(source, end_ns, cpu, sample=live)
         if live:
@@ -280,7 +274,7 @@ class StepCollector:
         if torch.compiler.is_compiling():
             return
         self.runtime.optimizer_ended()
-        self._stop_forward_watch()
+        self.forwards.stop()
         if self.source == "manual":
             return
         ends, late = self.leader.stepped(optimizer, self.now_ns(), time.thread_time_ns(),
@@ -291,7 +285,7 @@ class StepCollector:
         for end_ns, cpu in late:
             self._record_boundary("optimizer", end_ns, cpu, sample=False)
         if self.source == "forward":
-            self._new_loop(first, True, "training after forward calls")
+            self._training_after_forwards(first, True)
         elif self.leader.new_loop and self.source == "optimizer":
             self._new_loop(first, True, f"a new {type(optimizer).__name__}")
         if self.source in ("backward", "forward"):
@@ -303,6 +297,13 @@ class StepCollector:
         self._stepped_since_update = True
         self.boundary("optimizer")
 
+    def _training_after_forwards(self, first: int, live: bool) -> None:
+        """Training takes over from forward steps: its loop starts at the step its first
+        iteration's forward ended (ForwardWatch.training_forwards)."""
+        floor = (self.loop_starts[-1] if self.loop_starts else 0) + 1
+        self._new_loop(max(floor, first - self.forwards.training_forwards()), live,
+                       "training after forward calls")
+
     def _new_loop(self, first: int, live: bool, what: str) -> None:
         """A loop after another starts at step ``first`` (the boundary about to be announced
         is the schedule's origin)."""
@@ -313,9 +314,9 @@ class StepCollector:
             self.on_new_loop(first, len(self.boundaries_ns))
 
     def manual_step(self) -> None:
-        self._stop_forward_watch()
+        self.forwards.stop()
         if self.source == "forward":
-            self._new_loop(len(self.boundaries_ns), True, "training after forward calls")
+            self._training_after_forwards(len(self.boundaries_ns), True)
         if self.source != "manual":
             if self.source in ("optimizer", "backward", "forward"):
                 logger.info("dsprof.step() called: step boundaries now come from it, "
@@ -331,14 +332,13 @@ class StepCollector:
         to, unless the scaler skipped ``optimizer.step()``: then no hook fired, and the update
         marks the boundary itself. With ``dsprof.step()`` it belongs to the step in progress.
         """
-        self._stop_forward_watch()
+        self.forwards.stop()
         if self.source == "manual":
             step = len(self.boundaries_ns)
         else:
             if skipped and not self._stepped_since_update:
                 if self.source == "forward":
-                    self._new_loop(len(self.boundaries_ns), True, "training after forward "
-                                   "calls")
+                    self._training_after_forwards(len(self.boundaries_ns), True)
                 self.source = "optimizer"
                 self._pending_backward = []
                 self.boundary("optimizer")

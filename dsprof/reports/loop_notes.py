@@ -14,9 +14,12 @@ from dsprof.run import Run
 
 def step_notes(run: Run) -> list[str]:
     """The note on the run's steps, when they are an inference run's or several loops'."""
-    counts = [n for (n,) in run.sql("""SELECT count(*) FROM steps WHERE source = 'forward'
-                                         GROUP BY rank""")]
     starts = [int(s) for s in run.meta.get("loop_starts") or [] if isinstance(s, int)]
+    # the forward steps before training took over: the step its first forward ended is its
+    # loop's (collectors/forward_watch.py training_forwards)
+    counts = [n for (n,) in run.sql("""SELECT count(*) FROM steps WHERE source = 'forward'
+                                         AND step < ? GROUP BY rank""",
+                                      [min(starts, default=2**62)])]
     if counts and run.meta.get("steps_source") == "forward":
         return [(f"steps: {_forward_calls(run, counts)}: no optimizer.step() and no "
                  "backward(), so each outermost module call (no module call above it) ended a "

@@ -160,9 +160,11 @@ def test_inference_then_training_keeps_forward_steps_until_the_optimizer_takes_o
     # the optimizer marks every step after it
     assert m["steps_source"] == "optimizer"
     assert _sources(run) == ["forward"] * 21 + ["optimizer"] * 10
-    assert m["forward_calls"] == 21
+    # AND that training forward is the training loop's, not an inference forward: its step
+    # starts the loop (it ran in grad mode after 20 under inference_mode)
+    assert m["forward_calls"] == 20 and _training_step(run) == 20
     out = " ".join(dsprof("summary", str(run)).stdout.split())
-    assert "steps: 21 inference forwards of MLP" in out and "then the run trained" in out
+    assert "steps: 20 inference forwards of MLP" in out and "then the run trained" in out
 
 
 def _training_step(run: Path) -> int | None:
@@ -188,29 +190,34 @@ def test_features_extracted_then_a_head_trained_profile_the_training(tmp_path):
     m = meta(run)
     rows, counted = _loops(run)
     first = next(s for s, src, _, _ in rows if src == "optimizer")
-    assert first == 101 and _training_step(run) == 101
+    # the training loop starts at the step its first forward ended (100), the step before
+    # the optimizer's first (101)
+    start = _training_step(run)
+    assert (first, start) == (101, 100)
+    assert m["forward_calls"] == 100 and m["forward_modules"] == {"MLP": 100}
     # THEN the training gets a window of its own, and the forward loop's is set aside with
     # its files, out of the tables
     kinds = [(w["kind"], w["steps"]) for w in m["windows"]]
     assert kinds[0] == ("earlier_loop", [22, 23, 24]), kinds
-    assert kinds[1][0] == "window" and min(kinds[1][1]) > first + 2, kinds
+    assert kinds[1][0] == "window" and min(kinds[1][1]) > start + 2, kinds
     aside = run / "raw" / "rank0" / "earlier_loops"
     assert (aside / "window-0.trace.json").is_file()
     assert not (run / "raw" / "rank0" / "window-0.trace.json").exists()
     assert [s for s, _, _, p in rows if p] == kinds[1][1]
     with dsprof_api.load(run) as r:
-        (in_forward_loop,), = r.sql("SELECT count(*) FROM ops WHERE step < ?", [first])
+        (in_forward_loop,), = r.sql("SELECT count(*) FROM ops WHERE step < ?", [start])
     assert in_forward_loop == 0
     # and the step times are the training's: its first two steps (the code between the loops,
     # then the first calls) and every forward step are left out
-    assert {d for s, _, d, _ in rows if 1 <= s < first} == {"earlier_loop"}
-    assert [d for s, _, d, _ in rows if s in (first, first + 1)] == ["loop_start"] * 2
-    assert counted and min(counted) >= first + 2
+    assert {d for s, _, d, _ in rows if 1 <= s < start} == {"earlier_loop"}
+    assert [d for s, _, d, _ in rows if s in (start, start + 1)] == ["loop_start"] * 2
+    assert counted and min(counted) >= start + 2
     assert all(src == "optimizer" for s, src, _, _ in rows if s in counted)
     text = dsprof("summary", str(run)).stdout
     out = " ".join(text.split())
+    assert "steps: 100 inference forwards of MLP" in out
     assert "optimizer marked the steps from step 101" in out
-    assert "step times and op-level findings are of the last loop, steps 101-140" in out
+    assert "step times and op-level findings are of the last loop, steps 100-140" in out
     # (the path may be wrapped)
     assert f"dsprofimport-oNEW_RUN{aside}analysesthem" in "".join(text.split())
     # and the forward loop's window imports on its own, as the summary says
@@ -226,14 +233,15 @@ def test_a_training_too_short_for_a_window_leaves_the_forward_loop_the_runs_evid
     m = meta(run)
     rows, counted = _loops(run)
     first = _training_step(run)
-    assert first == 41
+    assert first == 40  # the step the first training forward ended
     # THEN the forward loop keeps its window, and its steps are the ones timed: the training
-    # steps (with the last forward step, which holds the code between the loops) are left out
+    # steps (from the one that holds the code between the loops and the first training
+    # forward) are left out
     assert [(w["kind"], w["steps"]) for w in m["windows"]] == [("window", [22, 23, 24])]
-    assert {d for s, _, d, _ in rows if s >= first - 1} == {"later_loop"}
-    assert counted and max(counted) < first - 1
+    assert {d for s, _, d, _ in rows if s >= first} == {"later_loop"}
+    assert counted and max(counted) == first - 1
     out = " ".join(dsprof("summary", str(run)).stdout.split())
-    assert "the 5 steps from step 41 on got no profiler window of their own (the schedule " \
+    assert "the 6 steps from step 40 on got no profiler window of their own (the schedule " \
         "needs 10" in out and "findings are of steps 0-39" in out
 
 
@@ -247,7 +255,7 @@ def test_backward_steps_after_forward_steps_are_steady_not_a_capture(tmp_path):
     run, _ = _run(tmp_path, "extract_manual", script, {"INFER": "30", "STEPS": "80"})
     m = meta(run)
     rows, counted = _loops(run)
-    assert m["steps_source"] == "backward" and _training_step(run) == 31
+    assert m["steps_source"] == "backward" and _training_step(run) == 30
     # THEN the steps backward() marked after the fact are steady steps (no whole-run capture
     # ran then: it ended when the forwards became the steps), and a training window came
     assert not any(d == "capture" for s, _, d, _ in rows if s >= 31)
@@ -303,9 +311,9 @@ def test_lightning_validate_then_fit_profiles_the_fit(tmp_path):
     assert "global_step 30" in res.stdout
     m = meta(out)
     rows, counted = _loops(out)
-    # (the 30 validation forwards and the fit's first forward, which no backward() followed
-    # yet, were steps 0-30)
-    assert _training_step(out) == 31
+    # (the 30 validation forwards were steps 0-29; the fit's first forward, which no
+    # backward() followed yet, ended step 30, the fit's first: it ran in grad mode)
+    assert _training_step(out) == 30 and m["forward_calls"] == 30
     # AND the profile and the step times are the fit's: its window holds backward and
     # optimizer ops, the validation's window is set aside
     assert [w["kind"] for w in m["windows"]] == ["earlier_loop", "window"]
