@@ -123,7 +123,6 @@ class DeferredSession:
             self.session.finish(exit_status, reason, error)
 
 
-
 def _device_kind_guess() -> str:
     """Without torch: ``cpu`` where the machine has no GPU device node (then torch finds no
     accelerator either), else ``cuda``, which parses every knob value some device accepts."""

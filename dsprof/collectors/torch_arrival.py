@@ -10,11 +10,11 @@ before the script; :func:`when_torch_loads` starts the session at the end of the
 own ``import torch`` (whoever imports it: the script, transformers, Lightning), before the
 line after it runs.
 
-How: a finder first on ``sys.meta_path`` answers only for ``torch``, once (:func:`when_imported`
-does it for any top-level module). It takes the spec
-the other finders give and wraps its loader so that, when torch's ``__init__`` has run, the
-original loader is put back on the module (``torch.__loader__`` and ``__spec__.loader`` are
-what they are without dsprof) and the callback runs. The module is marked initialised before
+How: a finder first on ``sys.meta_path`` answers only for ``torch``, once
+(:func:`when_imported` does it for any top-level module). It takes the spec the other finders
+give and wraps its loader so that, when torch's ``__init__`` has run, the original loader is
+put back on the module (``torch.__loader__`` and ``__spec__.loader`` are what they are
+without dsprof) and the callback runs. The module is marked initialised before
 the callback: another thread's ``import torch`` then returns at once instead of waiting on
 the module's import lock, which this thread holds until the callback returns (a collector's
 thread importing torch would otherwise wait on the session start that waits on it).
