@@ -90,16 +90,18 @@ class DeferredSession:
             from dsprof.collectors.session import Session
 
             settings, run, target, ranks = self._args
-            session = Session(settings, run, target, ranks, lock=self.lock,
-                              started_as={**self._started_as, "after_script": after_script})
+            session: Session | None = None
             try:
+                session = Session(settings, run, target, ranks, lock=self.lock,
+                                  started_as={**self._started_as, "after_script": after_script})
                 session.start()
             except Exception as exc:  # noqa: BLE001 - the script runs on, unprofiled
                 self.failed = exc
                 logger.error("the dsprof session did not start (%s: %s); the script runs "
                              "unprofiled", type(exc).__name__, exc)
                 try:
-                    session.stop_collectors(save=False)
+                    if session is not None:
+                        session.stop_collectors(save=False)
                 except Exception:  # noqa: BLE001, S110 - best effort on a half-started session
                     pass
                 return

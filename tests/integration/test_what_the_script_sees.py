@@ -150,3 +150,30 @@ def test_torch_imported_in_a_thread_is_profiled_from_the_main_thread(tmp_path):
     assert "no active profiling session" not in res.stderr, res.stderr
     m = meta(out)
     assert m["steps_source"] == "optimizer" and m["windows"], m.get("windows")
+
+
+RUN_DIR_REPLACED = """
+import shutil
+import sys
+
+# the run directory replaced by a file before import torch: the session cannot start there
+shutil.rmtree(sys.argv[1])
+open(sys.argv[1], "w").close()
+import torch
+""" + TRAINS + """
+print("trained")
+sys.exit(4)
+"""
+
+
+def test_a_session_that_cannot_start_leaves_the_script_its_output_and_status(tmp_path):
+    # GIVEN a script that makes its run directory unusable before it imports torch
+    script = write(tmp_path / "replaces_run.py", RUN_DIR_REPLACED)
+    out = tmp_path / "run"
+    # WHEN it runs under dsprof, whose session starts at that import
+    res = dsprof("run", "-o", str(out), str(script), str(out))
+    # THEN the script ran to its end with its own output and status, unprofiled, and dsprof
+    # said why in one line, no traceback
+    assert res.code == 4 and res.stdout == "trained\n", res.stderr
+    assert "the dsprof session did not start (NotADirectoryError" in res.stderr
+    assert "Traceback" not in res.stderr
