@@ -39,29 +39,29 @@ print("cuda available:", torch.cuda.is_available())
 """ + TRAIN_ON_ANY
 
 
-def test_cuda_visible_devices_set_before_import_torch_holds(tmp_path, record_property):
-    """CUDA_VISIBLE_DEVICES: set by the script before import torch, used as without dsprof"""
-    script = write(tmp_path / "hide_before.py", HIDE_BEFORE)
+def _plain_and_profiled(tmp_path, name: str, source: str, record_property):
+    """The script run plainly and under ``dsprof run``: (plain stdout, dsprof's, meta.json)."""
+    script = write(tmp_path / f"{name}.py", source)
     bare = plain(script)
     out = tmp_path / "run"
     res = dsprof("run", "-q", "-o", str(out), str(script))
     record_property("figure", f"plain: {bare.stdout.strip()}; dsprof: {res.stdout.strip()}")
     assert bare.returncode == 0 and res.code == 0, res.stderr[-2000:]
-    assert res.stdout == bare.stdout == "cuda available: False\n"
-    meta = json.loads((out / "meta.json").read_text())
+    return bare.stdout, res, json.loads((out / "meta.json").read_text())
+
+
+def test_cuda_visible_devices_set_before_import_torch_holds(tmp_path, record_property):
+    """CUDA_VISIBLE_DEVICES: set by the script before import torch, used as without dsprof"""
+    bare, res, meta = _plain_and_profiled(tmp_path, "hide_before", HIDE_BEFORE,
+                                          record_property)
+    assert res.stdout == bare == "cuda available: False\n"
     assert meta["devices"]["0"]["kind"] == "cpu" and "late_environment" not in meta
 
 
 def test_cuda_visible_devices_set_after_import_torch_is_named(tmp_path, record_property):
     """CUDA_VISIBLE_DEVICES: set after import torch, before the first CUDA call: named as used too late"""
-    script = write(tmp_path / "hide_after.py", HIDE_AFTER)
-    bare = plain(script)
-    out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(script))
-    record_property("figure", f"plain: {bare.stdout.strip()}; dsprof: {res.stdout.strip()}")
-    assert bare.returncode == 0 and res.code == 0, res.stderr[-2000:]
-    assert bare.stdout == "cuda available: False\n"
-    meta = json.loads((out / "meta.json").read_text())
+    bare, res, meta = _plain_and_profiled(tmp_path, "hide_after", HIDE_AFTER, record_property)
+    assert bare == "cuda available: False\n"
     # dsprof's device check initialised CUDA as torch loaded: the script's setting came late
     # (when the check waits for the script's first CUDA call, this becomes the same program)
     assert {"variable": "CUDA_VISIBLE_DEVICES", "set_to": "", "read_as": None,
