@@ -62,7 +62,8 @@ def ingest_notes_text(meta: dict[str, Any]) -> list[str]:
 def summarize(run: Run, top: int = 15) -> RunSummary:
     notes: list[str] = []
     facts = _facts(run)
-    steps = _step_stats(run)
+    # a script that never imported torch: its one step is dsprof's own start after the script
+    steps = None if run.meta.get("script_imported_torch") is False else _step_stats(run)
     if run.meta.get("source") == "run" and run.meta.get("status") == "running":
         notes.append("the run did not finish (the process was killed, e.g. by the OOM killer, "
                      "or is still running): this is what was saved up to its last closed "
@@ -75,8 +76,8 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
                          "step")
         elif run.meta.get("script_imported_torch") is False:
             notes.append("the script never imported torch, so there was nothing to profile: "
-                         "dsprof starts when the script imports torch, and the one step "
-                         "here is dsprof's own start after the script had ended")
+                         "dsprof starts when the script imports torch; the run's one step, "
+                         "dsprof's own start after the script had ended, has no step time")
         elif src == "none":
             cap = run.meta.get("max_capture_s")
             capped = " and hit the cap" if run.meta.get("capped") else ""
