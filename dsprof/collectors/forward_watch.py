@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from dsprof.collectors.modules import ModuleAnnotator
 
 # Outermost forwards become the step source after this many calls (a 40-forward loop then
@@ -63,8 +65,6 @@ class ForwardWatch:
             self.watching = True
 
     def _called(self, module: Any) -> None:
-        import torch
-
         self.calls += 1
         name = type(module).__name__
         self.classes[name] = self.classes.get(name, 0) + 1

@@ -40,10 +40,13 @@ print("undrawn at start:", torch.equal(fresh.get_state(), torch.get_rng_state())
 
 SETS_THREADS = """
 import os
+import sys
+print("loaded before import torch:", sorted({"torch", "numpy"} & set(sys.modules)))
 os.environ["OMP_NUM_THREADS"] = "2"
 import torch
 
 print("threads", torch.get_num_threads())
+print("torch's loader:", type(torch.__loader__).__name__, type(torch.__spec__.loader).__name__)
 """ + TRAINS
 
 
@@ -65,39 +68,20 @@ def test_the_script_finds_the_global_generator_undrawn(tmp_path):
     assert "undrawn at start: True" in res.stdout, res.stdout
 
 
-def test_threads_set_in_the_script_before_it_imports_torch_are_used(tmp_path):
-    # GIVEN a script that asks for 2 threads in os.environ, then imports torch, started with
+def test_what_the_script_sets_before_it_imports_torch_holds(tmp_path):
+    # GIVEN a script that looks, at its first line, for torch and numpy among the loaded
+    # modules, asks for 2 threads in os.environ, then imports torch; started with
     # OMP_NUM_THREADS=1 in its environment (as the test helpers start every run)
     script = write(tmp_path / "sets_threads.py", SETS_THREADS)
-    # WHEN it runs under dsprof THEN torch loads at its import, as without dsprof, and reads
-    # the script's setting: 2 threads (dsprof.collectors.torch_arrival)
+    # WHEN it runs under dsprof THEN it prints what it prints without: neither was loaded,
+    # torch loads at its import and reads the script's setting (2 threads), and torch's
+    # loader is Python's own (dsprof.collectors.torch_arrival)
     out = tmp_path / "run"
     res = runs_as_without_dsprof(script, out)
-    assert "threads 2" in res.stdout
-    # AND the run found its steps and names no late setting
+    assert "loaded before import torch: []" in res.stdout and "threads 2" in res.stdout
+    # AND the session that started at that import found the steps, and names no late setting
     assert meta(out)["steps_source"] == "optimizer"
     assert "late_environment" not in meta(out)
-
-
-BEFORE_TORCH = """
-import sys
-print("loaded before import torch:", sorted({"torch", "numpy"} & set(sys.modules)))
-import torch
-print("torch's loader:", type(torch.__loader__).__name__, type(torch.__spec__.loader).__name__)
-""" + TRAINS
-
-
-def test_nothing_of_torch_or_numpy_is_loaded_before_the_script_imports_torch(tmp_path):
-    # GIVEN a script that looks, at its first line, for torch and numpy among the loaded
-    # modules, then at the loader of the torch it imports
-    script = write(tmp_path / "before_torch.py", BEFORE_TORCH)
-    # WHEN it runs under dsprof THEN it prints what it prints without: neither is loaded, and
-    # torch's loader is Python's own
-    out = tmp_path / "run"
-    res = runs_as_without_dsprof(script, out)
-    assert "loaded before import torch: []" in res.stdout
-    # AND the session that started at that import found the steps
-    assert meta(out)["steps_source"] == "optimizer"
 
 
 NO_TORCH = """
@@ -131,12 +115,7 @@ loader = threading.Thread(target=lambda: loaded.update(torch=__import__("torch")
 loader.start()
 loader.join()
 torch = loaded["torch"]
-model = torch.nn.Linear(4, 1)
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for _ in range(10):  # past the default window (steps 7-9)
-    model(torch.ones(2, 4)).sum().backward()
-    opt.step()
-    opt.zero_grad()
+""" + TRAINS.replace("range(3)", "range(10)") + """
 print("trained")
 """
 

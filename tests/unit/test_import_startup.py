@@ -35,3 +35,10 @@ def test_a_missing_path_is_refused_before_the_parser_loads(tmp_path):
     assert "no such file or folder" in lines[0]
     assert lines[-1] == "[]"
     assert not (tmp_path / "run").exists()
+
+
+def test_dsprof_step_without_a_session_loads_no_torch():
+    # a script may call dsprof.step() before its own import torch (or run without dsprof):
+    # with no session there is nothing to mark, and loading torch here would load it before
+    # the script does (collectors/torch_arrival.py)
+    assert _modules_after("import dsprof; dsprof.step()") == set()
