@@ -229,6 +229,7 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
     failures = launcher_failures or {}
     ended: dict[int, int] = {}  # failed rank -> when its session ended (epoch ns)
     devices, clocks, failed, ranks = {}, {}, {}, []
+    interrupted: set[str] = set()  # ranks a SIGINT stopped mid-script
     backend = None
     lead: dict[str, Any] | None = None
     for r in range(world_size):
@@ -261,23 +262,28 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         code = int(rec.get("exit_status", 0))
         # a rank of torch.multiprocessing interrupted by SIGINT exits 0 (its wrapper swallows
         # KeyboardInterrupt), yet stopped mid-script
-        interrupted = code == 0 and rec.get("exit_reason") == "interrupt"
-        if code != 0 or interrupted:
+        interrupted_here = code == 0 and rec.get("exit_reason") == "interrupt"
+        if code != 0 or interrupted_here:
             cause = rec.get("exit_reason")
             if rec.get("exit_error"):
                 cause = f"{cause} {rec['exit_error']}"
+            if interrupted_here:
+                interrupted.add(str(r))
             failed[str(r)] = ("interrupted by SIGINT mid-script (its process exited 0, as "
-                              "torch.multiprocessing's do)" if interrupted else
+                              "torch.multiprocessing's do)" if interrupted_here else
                               f"the script failed: {exit_text(code)} ({cause})")
             if isinstance(rec.get("end_ns"), int):
                 ended[r] = rec["end_ns"] - int((rec.get("clock") or {}).get("offset_ns") or 0)
         if lead is None or r == 0:
             lead = rec
     lead = lead or {}
-    first = _first_failure(failed, ended, launcher_first)
+    # ranks a SIGINT stopped all at once have no first among them
+    first = None if interrupted >= set(failed) else _first_failure(failed, ended, launcher_first)
     if first is not None:
         for r in failed:
-            if r != str(first):
+            # an interrupted rank stopped for the SIGINT every rank got at once (the parent's
+            # death, a Ctrl-C), not because of the first: nothing to say it came after it
+            if r != str(first) and r not in interrupted:
                 failed[r] += f"; after rank {first} failed"
     offsets = {r: int(c.get("offset_ns") or 0) for r, c in clocks.items()}
     out: dict[str, Any] = {

@@ -225,8 +225,15 @@ def test_a_sigtermed_script_interrupts_its_ranks_and_keeps_what_they_saved(tmp_p
     assert proc.returncode == 143, stderr
     m = meta(out)
     assert m["status"] == "finished" and m["ranks"] == [0, 1]
-    assert all(why.startswith("interrupted by SIGINT mid-script (its process exited 0")
-               for why in m["rank_failures"].values()), m
+    why = m["rank_failures"]
+    interrupted = {r for r, w in why.items()
+                   if w == "interrupted by SIGINT mid-script (its process exited 0, as "
+                           "torch.multiprocessing's do)"}
+    # a rank blocked in gloo's all-reduce may see its peer's socket close before its own
+    # SIGINT surfaces, and fail there (1 run in ~35 here under load: docs/decisions.md)
+    assert interrupted and all(
+        r in interrupted or w.startswith("the script failed: exit status 1 (exception "
+                                         "RuntimeError); after rank ") for r, w in why.items()), why
     with load(out) as run:
         assert {r for (r,) in run.sql("SELECT DISTINCT rank FROM steps")} == {0, 1}
 

@@ -194,6 +194,28 @@ def test_merge_of_a_healthy_run_is_not_partial(tmp_path):
     assert not m["partial"] and m["rank_failures"] == {} and m["ranks"] == [0, 1]
 
 
+def test_ranks_interrupted_together_have_no_first_and_a_peer_closing_on_them_comes_after(
+        tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    stopped = {"status": "finished", "exit_status": 0, "exit_reason": "interrupt"}
+    # GIVEN two ranks a SIGINT stopped (their parent died)
+    for r in (0, 1):
+        _record(run, r, {**stopped, "end_ns": 1_000 + r})
+    # THEN neither is said to have failed first, nor after the other
+    m = merge_ranks(run, 2)
+    assert m["first_failure"] is None
+    assert all(why.startswith("interrupted by SIGINT") and "after rank" not in why
+               for why in m["rank_failures"].values()), m["rank_failures"]
+    # GIVEN rank 0 in a collective instead, its peer's exit raising there before its SIGINT
+    _record(run, 0, {"status": "finished", "exit_status": 1, "exit_reason": "exception",
+                     "exit_error": "RuntimeError", "end_ns": 2_000})
+    m = merge_ranks(run, 2)
+    # THEN rank 0 failed after rank 1, the one interrupted first
+    assert m["first_failure"]["rank"] == 1
+    assert m["rank_failures"]["0"] == ("the script failed: exit status 1 (exception "
+                                       "RuntimeError); after rank 1 failed")
+
+
 def test_data_parallel_is_found_and_distributed_data_parallel_is_not():
     def run_of(*ops):
         cols = ("id", "name", "start_ns", "dur_ns", "parent_id")
