@@ -112,7 +112,7 @@ class Session:
         self._finished = False
         self._timeline_ok = True
         self._poll_cap = False  # torch.compile in use: the timeline polls its cap per backward
-        self._clock: dict[str, Any] | None = None
+        self.clock: clock.ClockExchange | None = None  # a rank's offset to rank 0's clock
         self._backend: str | None = None
         self._group_rank: int | None = None  # the script's process group's rank for it
         self.lock: RunLock | None = lock
@@ -135,7 +135,8 @@ class Session:
         return {"rank": self.rank, "status": status, "pid": os.getpid(),
                 "host": socket.gethostname(), "world_size": self.ranks.world_size,
                 "device": self.device.to_json() if self.device else None,
-                "clock": self._clock, "start_ns": self.steps.start_ns if self.steps else None,
+                "clock": self.clock.record() if self.clock else None,
+                "start_ns": self.steps.start_ns if self.steps else None,
                 "backend": self._backend or _backend(), "precision": precision_state(),
                 **({"group_rank": self._group_rank} if self._group_rank not in (None, self.rank)
                    else {})}
@@ -204,8 +205,9 @@ class Session:
         else:
             if self.ranks.coordinator:
                 self.run.write_meta({**header, "launcher": "torchrun", "ranks": []})
-            self._clock = clock.record(self.rank, self.ranks.world_size, self.steps.now_ns,
-                                       self.steps.clock_offset_ns)
+            self.clock = clock.ClockExchange(self.rank, self.ranks.world_size,
+                                             self.steps.now_ns, self.steps.clock_offset_ns)
+            self.clock.start()
             atomic_write_bytes(self.raw / SESSION_FILE, orjson.dumps(self.rank_facts("running")))
         self.progress = Progress(self.raw)
         self.steps.on_late_steps = self.timeline.restart_schedule

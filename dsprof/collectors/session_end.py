@@ -27,6 +27,8 @@ def stop_collectors(session: Any, save: bool) -> None:
     """Every collector off; with ``save``, what they hold is written to raw/ (without, at
     a hand-over to spawned ranks, dsprof.collectors.spawned_ranks.hand_over)."""
     steps, timeline = session.steps, session.timeline
+    if session.clock is not None:
+        session.clock.finish()  # the record below says what it measured
     if session.watcher is not None:
         session.watcher.stop()
     if session.user_profiler is not None:

@@ -235,3 +235,45 @@ def test_ranks_die_with_a_launcher_killed_by_sigkill(tmp_path):
 def test_bad_nproc_is_a_usage_error(tmp_path, args):
     res = dsprof("run", *args, DDP, cwd=tmp_path)
     assert res.code == 2 and "nproc-per-node" in res.stderr
+
+
+# rank 1 imports torch only once rank 0's `import torch` has returned
+_LATE_RANK = """
+import os, pathlib, sys, time
+rank, flag = int(os.environ["RANK"]), pathlib.Path(sys.argv[1])
+if rank == 1:
+    while not flag.exists():
+        time.sleep(0.02)
+import torch
+import torch.distributed as dist
+if rank == 0:
+    flag.write_text("imported")
+dist.init_process_group("gloo")
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(8, 8))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(4):
+    model(torch.randn(4, 8)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+dist.destroy_process_group()
+print(f"rank {rank} trained")
+"""
+
+
+def test_rank_0s_import_waits_for_no_other_rank(tmp_path):
+    # GIVEN a rank that reaches its `import torch` only after rank 0's has returned (ranks
+    # import at different times: a slow disk, work before the import)
+    script = tmp_path / "late_rank.py"
+    script.write_text(_LATE_RANK)
+    out = tmp_path / "run"
+    # WHEN profiled on 2 ranks
+    res = dsprof("run", "--nproc-per-node", "2", "--no-analyze", "-o", str(out),
+                 str(script), str(tmp_path / "flag"), timeout=300)
+    # THEN both train as without dsprof, and rank 1's clock is measured against rank 0's:
+    # rank 0 answered it after its import (a rank 0 answering inside its import waited for a
+    # rank that waited for it, until the store's timeout, and rank 1's clock went unmeasured)
+    assert res.code == 0, res.stderr
+    assert sorted(res.stdout.split("\n")[:-1]) == ["rank 0 trained", "rank 1 trained"]
+    clocks = meta(out)["clock"]["ranks"]
+    assert {r: c["method"] for r, c in clocks.items()} == {
+        "0": "reference", "1": "store-exchange"}, clocks
