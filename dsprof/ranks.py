@@ -230,6 +230,7 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
     ended: dict[int, int] = {}  # failed rank -> when its session ended (epoch ns)
     devices, clocks, failed, ranks = {}, {}, {}, []
     interrupted: set[str] = set()  # ranks a SIGINT stopped mid-script
+    unprofiled: set[str] = set()  # ranks whose session could not start: they ran on
     backend = None
     lead: dict[str, Any] | None = None
     for r in range(world_size):
@@ -237,8 +238,15 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         has_raw = (run.path / "raw" / f"rank{r}").is_dir()
         seen = f" ({exit_text(failures[r])})" if r in failures else ""
         if rec is None:
-            failed[str(r)] = (f"no data: the rank never started its dsprof session{seen}"
-                              if not has_raw else f"died before saving anything{seen}")
+            if not has_raw:
+                failed[str(r)] = f"no data: the rank never started its dsprof session{seen}"
+            elif _start_failed(run, r):
+                if r not in failures:
+                    unprofiled.add(str(r))
+                failed[str(r)] = (f"not profiled: its dsprof session could not start "
+                                  f"(raw/rank{r}/dsprof.log says why){seen}")
+            else:
+                failed[str(r)] = f"died before saving anything{seen}"
             if has_raw:
                 ranks.append(r)
             continue
@@ -277,13 +285,16 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         if lead is None or r == 0:
             lead = rec
     lead = lead or {}
-    # ranks a SIGINT stopped all at once have no first among them
-    first = None if interrupted >= set(failed) else _first_failure(failed, ended, launcher_first)
+    # ranks a SIGINT stopped all at once have no first among them, and a rank that ran
+    # unprofiled did not fail at all: neither came "after" another rank
+    quiet = interrupted | unprofiled
+    first = None if quiet >= set(failed) else _first_failure(
+        {r: w for r, w in failed.items() if r not in unprofiled}, ended, launcher_first)
     if first is not None:
         for r in failed:
             # an interrupted rank stopped for the SIGINT every rank got at once (the parent's
             # death, a Ctrl-C), not because of the first: nothing to say it came after it
-            if r != str(first) and r not in interrupted:
+            if r != str(first) and r not in quiet:
                 failed[r] += f"; after rank {first} failed"
     offsets = {r: int(c.get("offset_ns") or 0) for r, c in clocks.items()}
     out: dict[str, Any] = {
@@ -311,6 +322,17 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "precision": lead.get("precision"),
     }
     return out
+
+
+def _start_failed(run: RunDir, rank: int) -> bool:
+    """Whether the rank's log says its session could not start (its script then ran on
+    unprofiled: that is no death). Only the log's head is read: the line comes first."""
+    try:
+        with open(run.path / "raw" / f"rank{rank}" / "dsprof.log", "rb") as fh:
+            head = fh.read(64 * 1024)
+    except OSError:
+        return False
+    return b"the dsprof session did not start" in head
 
 
 def _first_failure(failed: dict[str, str], ended: dict[int, int],

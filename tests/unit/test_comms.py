@@ -216,6 +216,29 @@ def test_ranks_interrupted_together_have_no_first_and_a_peer_closing_on_them_com
                                        "RuntimeError); after rank 1 failed")
 
 
+def test_a_rank_whose_session_could_not_start_ran_unprofiled_and_did_not_die(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    _record(run, 0, {"status": "finished", "exit_status": 0})
+    # GIVEN rank 1 with no record, its log saying its session did not start; rank 2 with
+    # nothing but its log
+    for r, line in ((1, "ERROR dsprof: the dsprof session did not start (AttributeError: "
+                        "x); the script runs unprofiled\n"), (2, "INFO dsprof: starting\n")):
+        (run.path / "raw" / f"rank{r}").mkdir(parents=True)
+        (run.path / "raw" / f"rank{r}" / "dsprof.log").write_text(line)
+    m = merge_ranks(run, 3)
+    why = m["rank_failures"]
+    # THEN rank 1 is said to be unprofiled, not dead, and did not fail first
+    assert why["1"] == ("not profiled: its dsprof session could not start "
+                        "(raw/rank1/dsprof.log says why)")
+    assert why["2"] == "died before saving anything"
+    assert m["first_failure"]["rank"] == 2
+    # AND alone, nothing failed first
+    (run.path / "raw" / "rank2" / "dsprof.log").unlink()
+    (run.path / "raw" / "rank2").rmdir()
+    m = merge_ranks(run, 2)
+    assert m["first_failure"] is None and list(m["rank_failures"]) == ["1"]
+
+
 def test_data_parallel_is_found_and_distributed_data_parallel_is_not():
     def run_of(*ops):
         cols = ("id", "name", "start_ns", "dur_ns", "parent_id")
