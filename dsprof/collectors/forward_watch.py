@@ -80,10 +80,13 @@ class ForwardWatch:
         """Training took over (its first ``backward()`` or optimizer step): how many of the
         last outermost calls were its first iteration's forward, not inference. Those since
         the last call without grad, where the inference ran under ``no_grad`` or
-        ``inference_mode`` (features extracted, then a head trained); else the last one, for
-        a ``backward()`` needs a forward in grad mode. They leave the counts of inference
+        ``inference_mode`` (features extracted, then a head trained); else, every call in
+        grad mode (an evaluation that forgot ``no_grad``), the last calls up to the first
+        module class seen twice: one iteration of a loop that calls its model, then a loss
+        module (``nn.CrossEntropyLoss``), gives both, and one that calls a single module gives
+        that one, which the ``backward()`` needed. They leave the counts of inference
         forwards (meta ``forward_calls``, ``forward_modules``)."""
-        tail = self.grad_tail if self.saw_no_grad else self.grad_tail[-1:]
+        tail = self.grad_tail if self.saw_no_grad else _one_iteration(self.grad_tail)
         for name in tail:
             self.calls -= 1
             self.classes[name] -= 1
@@ -105,3 +108,14 @@ class ForwardWatch:
         if self.watching and self.modules is not None:
             self.modules.stop_watching()
         self.watching = False
+
+
+def _one_iteration(calls: list[str]) -> list[str]:
+    """The last calls of ``calls`` whose module classes are all different: a loop's last
+    iteration, where the loop calls each module once."""
+    seen: set[str] = set()
+    for i in range(len(calls) - 1, -1, -1):
+        if calls[i] in seen:
+            return calls[i + 1:]
+        seen.add(calls[i])
+    return calls

@@ -40,6 +40,20 @@ def test_inference_in_grad_mode_gives_up_only_the_last_call():
     assert (watch.calls, watch.classes) == (4, {"Linear": 4})
 
 
+def test_a_model_and_its_loss_module_in_grad_mode_give_up_one_iteration():
+    # GIVEN an evaluation without no_grad, each batch the model then nn.CrossEntropyLoss,
+    # and training's first forward the same two calls
+    watch = _watch()
+    model, loss = torch.nn.Linear(1, 1), torch.nn.CrossEntropyLoss()
+    for _ in range(21):
+        watch._called(model)
+        watch._called(loss)
+    # WHEN training takes over THEN its first forward is both calls (before: the loss
+    # module's only, the model's counted as a 21st inference forward)
+    assert watch.training_forwards() == 2
+    assert (watch.calls, watch.classes) == (40, {"Linear": 20, "CrossEntropyLoss": 20})
+
+
 def test_inference_mode_counts_as_no_grad_and_the_tail_stays_short():
     watch = _watch()
     model = torch.nn.Linear(1, 1)
