@@ -221,8 +221,9 @@ def test_a_rank_whose_session_could_not_start_ran_unprofiled_and_did_not_die(tmp
     _record(run, 0, {"status": "finished", "exit_status": 0})
     # GIVEN rank 1 with no record, its log saying its session did not start; rank 2 with
     # nothing but its log
-    for r, line in ((1, "ERROR dsprof: the dsprof session did not start (AttributeError: "
-                        "x); the script runs unprofiled\n"), (2, "INFO dsprof: starting\n")):
+    unstarted = ("ERROR dsprof: the dsprof session did not start (AttributeError: x); the "
+                 "script runs unprofiled\n")
+    for r, line in ((1, unstarted), (2, "INFO dsprof: starting\n")):
         (run.path / "raw" / f"rank{r}").mkdir(parents=True)
         (run.path / "raw" / f"rank{r}" / "dsprof.log").write_text(line)
     m = merge_ranks(run, 3)
