@@ -230,7 +230,7 @@ def test_a_sigtermed_script_interrupts_its_ranks_and_keeps_what_they_saved(tmp_p
                    if w == "interrupted by SIGINT mid-script (its process exited 0, as "
                            "torch.multiprocessing's do)"}
     # a rank blocked in gloo's all-reduce may see its peer's socket close before its own
-    # SIGINT surfaces, and fail there (1 run in ~35 here under load: docs/decisions.md)
+    # SIGINT surfaces, and fail there (1 of 32 runs here under load: docs/decisions.md)
     assert interrupted and all(
         r in interrupted or w.startswith("the script failed: exit status 1 (exception "
                                          "RuntimeError); after rank ") for r, w in why.items()), why
