@@ -146,6 +146,10 @@ def open_shared(path: Path) -> RunDir:
     return RunDir(path, shown)
 
 
+STILL_RUNNING = ("still running when the run was merged (late, or hung in its script's exit); "
+                 "kept: the profiler windows it saved, no per-step timings")
+
+
 def read_record(run: RunDir, rank: int) -> dict[str, Any] | None:
     path = run.path / "raw" / f"rank{rank}" / SESSION_FILE
     try:
@@ -258,28 +262,18 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         backend = backend or rec.get("backend")
         if rec.get("status") != "finished":
             if r not in failures and _alive_here(rec):
-                failed[str(r)] = ("still running when the run was merged (late, or hung in "
-                                  "its script's exit); kept: the profiler windows it saved, "
-                                  "no per-step timings")
+                failed[str(r)] = STILL_RUNNING
                 continue
             why = exit_text(failures[r]) if r in failures else \
                 "killed or crashed without running Python's exit (SIGKILL, out of memory?)"
             failed[str(r)] = (f"died mid-run: {why}; kept: the profiler windows it saved "
                               "before that, no per-step timings")
             continue
-        code = int(rec.get("exit_status", 0))
-        # a rank of torch.multiprocessing interrupted by SIGINT exits 0 (its wrapper swallows
-        # KeyboardInterrupt), yet stopped mid-script
-        interrupted_here = code == 0 and rec.get("exit_reason") == "interrupt"
-        if code != 0 or interrupted_here:
-            cause = rec.get("exit_reason")
-            if rec.get("exit_error"):
-                cause = f"{cause} {rec['exit_error']}"
+        why, interrupted_here = finished_reason(rec)
+        if why is not None:
             if interrupted_here:
                 interrupted.add(str(r))
-            failed[str(r)] = ("interrupted by SIGINT mid-script (its process exited 0, as "
-                              "torch.multiprocessing's do)" if interrupted_here else
-                              f"the script failed: {exit_text(code)} ({cause})")
+            failed[str(r)] = why
             if isinstance(rec.get("end_ns"), int):
                 ended[r] = rec["end_ns"] - int((rec.get("clock") or {}).get("offset_ns") or 0)
         if lead is None or r == 0:
@@ -322,6 +316,24 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "precision": lead.get("precision"),
     }
     return out
+
+
+def finished_reason(rec: dict[str, Any]) -> tuple[str | None, bool]:
+    """A finished rank's failure as the merge words it (None: it ended well), and whether a
+    SIGINT interrupted it."""
+    code = int(rec.get("exit_status", 0))
+    # a rank of torch.multiprocessing interrupted by SIGINT exits 0 (its wrapper swallows
+    # KeyboardInterrupt), yet stopped mid-script
+    interrupted = code == 0 and rec.get("exit_reason") == "interrupt"
+    if code == 0 and not interrupted:
+        return None, False
+    if interrupted:
+        return ("interrupted by SIGINT mid-script (its process exited 0, as "
+                "torch.multiprocessing's do)"), True
+    cause = rec.get("exit_reason")
+    if rec.get("exit_error"):
+        cause = f"{cause} {rec['exit_error']}"
+    return f"the script failed: {exit_text(code)} ({cause})", False
 
 
 def _start_failed(run: RunDir, rank: int) -> bool:

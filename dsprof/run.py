@@ -311,7 +311,9 @@ def load(path: str | os.PathLike[str], *, ingest: bool = True) -> Run:
             meta = rundir.read_meta()  # another command may have ingested it while we waited
             if not meta.get("ingested"):
                 from dsprof.ingest.pipeline import ingest_notes, ingest_run
+                from dsprof.late_ranks import refresh_late_ranks
 
+                refresh_late_ranks(rundir)  # the ingest reads their records as they are now
                 results = ingest_run(rundir)
                 meta = rundir.update_meta(ingested=True,
                                           events=sum(r.events for r in results),

@@ -11,10 +11,11 @@ from dsprof.analyzers.data_parallel import DataParallelAnalyzer
 from dsprof.analyzers.registry import Context
 from dsprof.ingest.comms import bandwidths, collective_name
 from dsprof.ingest.importer import import_traces
+from dsprof.late_ranks import refresh_late_ranks
 from dsprof.metrics.comm.overlap import comm_overlap
 from dsprof.metrics.comm.skew import collective_skew, offsets_sql, rank_skew
 from dsprof.metrics.gpu.hta_view import hta_rounded
-from dsprof.ranks import merge_ranks
+from dsprof.ranks import STILL_RUNNING, merge_ranks
 from dsprof.run import Run, load
 from dsprof.rundir import SESSION_FILE, RunDir
 from dsprof.schema import COMMS, OPS
@@ -238,6 +239,36 @@ def test_a_rank_whose_session_could_not_start_ran_unprofiled_and_did_not_die(tmp
     (run.path / "raw" / "rank2").rmdir()
     m = merge_ranks(run, 2)
     assert m["first_failure"] is None and list(m["rank_failures"]) == ["1"]
+
+
+def test_a_rank_that_finished_after_the_merge_is_merged_again_before_the_ingest(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    # GIVEN a merge that found rank 1 still running (a SIGTERM'd coordinator waits 3 s) and
+    # rank 2 failing first, and rank 1 then saved as interrupted, rank 3 as ending well
+    run.write_meta({"rank_failures": {"1": STILL_RUNNING, "2": "the script failed: exit status "
+                                      "1 (exception ValueError)", "3": STILL_RUNNING},
+                    "first_failure": {"rank": 2, "why": "the script failed"}, "partial": True})
+    interrupted = {"status": "finished", "exit_status": 0, "exit_reason": "interrupt"}
+    _record(run, 1, interrupted)
+    _record(run, 3, {"status": "finished", "exit_status": 0, "exit_reason": "exit"})
+    # WHEN the run is about to be ingested
+    refresh_late_ranks(run)
+    # THEN meta says what the records say now, as the steps the ingest reads from them will
+    m = run.read_meta()
+    assert m["rank_failures"] == {
+        "1": "interrupted by SIGINT mid-script (its process exited 0, as torch.multiprocessing's "
+             "do)",
+        "2": "the script failed: exit status 1 (exception ValueError)"}
+    assert m["partial"] and m["first_failure"]["rank"] == 2
+    # AND a first failure that ended well after all leaves no "after" behind
+    run.write_meta({"rank_failures": {"0": STILL_RUNNING, "1": "the script failed: exit "
+                                      "status 1 (exception X); after rank 0 failed"},
+                    "first_failure": {"rank": 0, "why": STILL_RUNNING}, "partial": True})
+    _record(run, 0, {"status": "finished", "exit_status": 0, "exit_reason": "exit"})
+    refresh_late_ranks(run)
+    m = run.read_meta()
+    assert m["rank_failures"] == {"1": "the script failed: exit status 1 (exception X)"}
+    assert m["first_failure"] is None
 
 
 def test_data_parallel_is_found_and_distributed_data_parallel_is_not():

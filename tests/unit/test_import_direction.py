@@ -23,7 +23,8 @@ STAGES: dict[str, tuple[int, str]] = {
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process
     "dsprof.collectors": (1, "collect"), "dsprof.settings": (1, "collect"),
-    "dsprof.ranks": (1, "collect"), "dsprof.apply": (1, "collect"),
+    "dsprof.ranks": (1, "collect"), "dsprof.late_ranks": (1, "collect"),
+    "dsprof.apply": (1, "collect"),
     # SIGTERM handling of a profiled process: the CLI's and each spawned rank's
     "dsprof.terminate": (1, "collect"),
     "dsprof.ingest": (1, "ingest"),
