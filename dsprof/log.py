@@ -31,6 +31,10 @@ class _CleanFormatter(logging.Formatter):
         return clean(super().format(record))
 
 
+# the log line of a session that could not start (its script runs on unprofiled): the merge of
+# a multi-rank run reads it back from the rank's dsprof.log (dsprof/ranks.py)
+SESSION_NOT_STARTED = "the dsprof session did not start"
+
 STEP_LINE = {"dsprof_step_line": True}
 """``extra=`` of the one-line-per-step records: kept in the run's dsprof.log, shown on the
 terminal only at DEBUG or with DSPROF_STEP_LINES=1 (docs/decisions.md, "Progress")."""

@@ -31,7 +31,7 @@ import orjson
 
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.errors import RunDirError
-from dsprof.log import logger
+from dsprof.log import SESSION_NOT_STARTED, logger
 from dsprof.rundir import SESSION_FILE, RunDir
 
 LAUNCHED_ENV = "DSPROF_LAUNCHED"
@@ -344,7 +344,7 @@ def _start_failed(run: RunDir, rank: int) -> bool:
             head = fh.read(64 * 1024)
     except OSError:
         return False
-    return b"the dsprof session did not start" in head
+    return SESSION_NOT_STARTED.encode() in head
 
 
 def _first_failure(failed: dict[str, str], ended: dict[int, int],

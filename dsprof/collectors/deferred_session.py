@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.collectors import torch_arrival
-from dsprof.log import logger
+from dsprof.log import SESSION_NOT_STARTED, logger
 from dsprof.ranks import RankEnv, die_with_launcher
 from dsprof.rundir import RunDir
 from dsprof.runlock import RunLock
@@ -97,8 +97,8 @@ class DeferredSession:
                 session.start()
             except Exception as exc:  # noqa: BLE001 - the script runs on, unprofiled
                 self.failed = exc
-                logger.error("the dsprof session did not start (%s: %s); the script runs "
-                             "unprofiled", type(exc).__name__, exc)
+                logger.error("%s (%s: %s); the script runs unprofiled", SESSION_NOT_STARTED,
+                             type(exc).__name__, exc)
                 try:
                     if session is not None:
                         session.stop_collectors(save=False)

@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsprof.log import logger
+from dsprof.log import SESSION_NOT_STARTED, logger
 
 LAUNCHER = "torch.multiprocessing.spawn"
 # how long the coordinator waits at the script's end for ranks still saving (join=False)
@@ -221,8 +221,8 @@ class SpawnedRank:
             session.start()
             return session
         except Exception as exc:  # noqa: BLE001 - the rank's training must run regardless
-            logger.error("rank %d: the dsprof session did not start (%s: %s); this rank is "
-                         "not profiled", i, type(exc).__name__, exc)
+            logger.error("rank %d: %s (%s: %s); this rank is not profiled", i,
+                         SESSION_NOT_STARTED, type(exc).__name__, exc)
             return None
 
 

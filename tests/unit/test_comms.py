@@ -271,6 +271,25 @@ def test_a_rank_that_finished_after_the_merge_is_merged_again_before_the_ingest(
     assert m["first_failure"] is None
 
 
+def test_loading_a_run_with_a_late_rank_gives_meta_and_steps_one_answer(tmp_path):
+    # GIVEN a 2-rank run merged with rank 1 still running, which then saved its 3 steps
+    run = RunDir.create(tmp_path / "run")
+    run.write_meta({"source": "run", "status": "finished", "world_size": 2, "ranks": [0, 1],
+                    "rank_failures": {"1": STILL_RUNNING}, "partial": True,
+                    "first_failure": {"rank": 1, "why": STILL_RUNNING}})
+    for r in (0, 1):
+        _record(run, r, {"status": "finished", "exit_status": 0, "exit_reason": "exit",
+                         "source": "optimizer", "boundaries_ns": [1000, 2000, 3000],
+                         "start_ns": 0})
+    # WHEN it is loaded (and so ingested) THEN its steps are in, and meta no longer says
+    # rank 1 has none
+    with load(run.path) as loaded:
+        assert loaded.sql("SELECT rank, count(*) FROM steps GROUP BY rank ORDER BY rank") == [
+            (0, 3), (1, 3)]
+        assert (loaded.meta["rank_failures"], loaded.meta["partial"],
+                loaded.meta["first_failure"]) == ({}, False, None)
+
+
 def test_data_parallel_is_found_and_distributed_data_parallel_is_not():
     def run_of(*ops):
         cols = ("id", "name", "start_ns", "dur_ns", "parent_id")
