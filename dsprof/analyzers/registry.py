@@ -141,6 +141,13 @@ class Context:
         return self.run.facts.step.cpu_mean_s
 
     @cached_property
+    def step_fastest_s(self) -> float | None:
+        """The shortest step of the counted loop past setup (``run.facts``), profiled or not:
+        an upper bound on the step at a quiet machine's pace, which the mean and the thread's
+        CPU time are not where the machine was loaded while the counted steps ran."""
+        return self.run.facts.step.fastest_s
+
+    @cached_property
     def words(self) -> StepWords:
         """How a figure of one step is worded (``step_words.py``): "per step", "a step", "of
         the step", ...; when the run marks no steps (no step time), the same phrases said of

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dsprof.analyzers import fusion
+from dsprof.analyzers.registry import analyze
+from dsprof.run import load
 from tests.integration.helpers import REPO, dsprof
 
 pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
@@ -118,7 +121,8 @@ def test_the_examples_sdpa_form_is_said_to_use_sdpa_and_gets_no_hand_attention(t
     ("mlp.py", ["--steps", "14", "--batch-size", "32", "--hidden", "256"]),
     ("leaky_loss.py", ["--steps", "14", "--hidden", "128"]),
 ])
-def test_other_examples_get_no_unpressured_or_gpu_only_advice(tmp_path, script, args):
+def test_other_examples_get_no_unpressured_or_gpu_only_advice(tmp_path, script, args,
+                                                              monkeypatch):
     # GIVEN another bundled example, run on CPU with no memory budget
     out = tmp_path / "run"
     res = dsprof("run", "-q", "-o", str(out), *WINDOW, str(EXAMPLES / script), *args, cwd=REPO)
@@ -134,6 +138,14 @@ def test_other_examples_get_no_unpressured_or_gpu_only_advice(tmp_path, script, 
     # is advice for a GPU: a note, not a finding
     assert not [f for f in doc["findings"] if f["kind"] == "fusion.conv_bn"]
     if script == "cnn.py":
-        (note,) = [n for n in doc["notes"] if n.get("finding_kind") == "fusion.conv_bn"]
+        # whether its saving passes 0.5 % of the step is a timing the load on the machine
+        # moves (beside three busy processes every step stretched ten times and the chain's
+        # ops did not: no note in 2 of 4 runs; CI lost it once); which list the Conv-BN goes
+        # to is not: analyzed again here with no share floor
+        monkeypatch.setattr(fusion, "MIN_STEP_SHARE", 0.0)
+        with load(out) as run:
+            result = analyze(run, write=False)
+        assert not [f for f in result.findings if f.kind == "fusion.conv_bn"]
+        (note,) = [n for n in result.notes if n.get("finding_kind") == "fusion.conv_bn"]
         assert note["text"].startswith("When you move to a GPU: Fuse Conv-BatchNorm-ReLU in ")
 

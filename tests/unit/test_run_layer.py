@@ -142,6 +142,29 @@ def test_no_fallback_counts_the_loop_the_window_did_not_record():
     assert [s for _, s, _ in no_profile.facts.step.counted] == [8]
 
 
+def test_the_fastest_step_bounds_the_quiet_pace_whatever_slowed_the_counted_steps():
+    # GIVEN CI's 6-step run of test_swap_memory on a loaded machine: the step its time is
+    # taken from (2, the profiler's warm-up) took 1.16 s, its profiled steps 32 and 40 ms
+    by = ["setup", "first_call", "warmup", "window", "window", "trace_write"]
+    run = Run.from_tables(steps=_steps([1972, 1708, 1162, 31.7, 39.5, 390.9], disturbed_by=by),
+                          meta={"windows": [{"index": 0, "steps": [3, 4]}],
+                                "settings": {"wait": 1, "warmup": 1}})
+    st = run.facts.step
+    # THEN the mean is the counted step's, and the fastest step the profiled one's
+    assert st.rule == PROFILER_WARMUP and st.mean_s == pytest.approx(1.162)
+    assert st.fastest_s == pytest.approx(0.0317)
+    # AND neither setup nor another loop's forward steps (0.5 ms) are a training step's pace
+    by = ["setup", *["earlier_loop"] * 5, "loop_start", "loop_start", "warmup", "window"]
+    run = Run.from_tables(steps=_steps([0.1, 50, 0.5, 0.5, 0.5, 0.5, 30, 12, 10, 11],
+                                       disturbed_by=by),
+                          meta={"windows": [{"index": 1, "kind": "window", "steps": [9]}],
+                                "settings": {"wait": 0, "warmup": 1}})
+    assert run.facts.step.fastest_s == pytest.approx(0.010)
+    # AND an import's steps are all the profiler's: its fastest is their shortest
+    imported = Run.from_tables(steps=_steps([5, 7, 9]), meta={"source": "import"})
+    assert imported.facts.step.fastest_s == pytest.approx(0.005)
+
+
 def test_peak_prefers_the_allocator_then_live_bytes_then_rss_per_rank():
     run = Run.from_tables(
         steps={**_steps([1, 1]), "rank": [0, 1], "device_peak_bytes": [None, 900],
