@@ -5,6 +5,7 @@ touched (the end-to-end case is tests/integration/test_what_the_script_sees.py).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import threading
 from importlib.machinery import SourceFileLoader
@@ -107,3 +108,25 @@ def test_other_modules_pass_through(package):
         assert arrival_other.X == 1 and seen == [] and torch_arrival.waiting("arrival_pkg")
     finally:
         sys.modules.pop("arrival_other", None)
+
+
+def test_a_lazy_import_through_find_spec_calls_back_at_first_use(package):
+    # GIVEN the LazyLoader recipe of Python's docs (lazy_loader and others do it): find_spec,
+    # the module put in sys.modules, its body run at the first attribute read. It bypasses
+    # the import statement, so only the spec find_spec returns can carry the callback, which
+    # is why that spec shows dsprof's loader until the module has run (docs/decisions.md)
+    seen = []
+    torch_arrival.when_imported("arrival_pkg",
+                                lambda: seen.append(sys.modules["arrival_pkg"].READY))
+    spec = importlib.util.find_spec("arrival_pkg")
+    lazy = importlib.util.LazyLoader(spec.loader)
+    spec.loader = lazy
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["arrival_pkg"] = module
+    lazy.exec_module(module)
+    assert seen == [] and torch_arrival.waiting("arrival_pkg")
+    # WHEN the script first uses it THEN the callback runs once, after the body
+    assert module.READY == 42
+    assert seen == [42] and not torch_arrival.waiting("arrival_pkg")
+    assert type(module.__loader__) is SourceFileLoader
+
