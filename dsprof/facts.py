@@ -19,6 +19,12 @@ An import's ProfilerStep under a tenth of the median is a fragment and never cou
 ``median_s`` is the measured step time (robust to one slow step): a measured saving is the
 difference of two runs' medians.
 
+**Loops.** A run that held several loops one after another (meta ``loop_starts``: a sweep's
+configurations, an LR range test) has its step time of one of them (ingest's choice, the
+others' steps ``earlier_loop`` / ``later_loop``); ``loops`` gives each loop's own step time by
+the same rule, over its steps with each step's reason as if its loop were the chosen one
+(``steps.loop_disturbed_by``), so the chosen loop's figures are ``step``'s.
+
 **Peak memory**, per rank, from the first source that has it: the allocator's per-step peak
 (``steps.device_peak_bytes``, accelerators), the live bytes of ``memory_series``, the running
 total of the ``memory`` table, and last the process RSS. The run's peak is the largest rank's.
@@ -30,6 +36,7 @@ total of the ``memory`` table, and last the process RSS. The run's peak is the l
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -94,6 +101,28 @@ class StepTime:
 
 
 @dataclass(frozen=True)
+class LoopTime:
+    """One loop of a run that holds several one after another (``steps.loop``): an LR range
+    test then the training, a sweep's configurations, training after inference forwards.
+
+    Attributes:
+        loop: its index, 0 for the first; ``first_step``, ``last_step`` its steps.
+        source: what marked most of its steps (``steps.source``: optimizer, forward, ...).
+        recorded: the loop the run's step times, its profiler window and op-level findings
+            are of (``Facts.step`` is this loop's ``step``).
+        step: its step time by the rule of :class:`StepTime`, over its own steps, each step's
+            reason taken as if its loop were the run's (``steps.loop_disturbed_by``).
+    """
+
+    loop: int
+    first_step: int
+    last_step: int
+    source: str
+    recorded: bool
+    step: StepTime
+
+
+@dataclass(frozen=True)
 class PeakMemory:
     rank: int
     bytes: int
@@ -107,6 +136,8 @@ class Facts:
         peaks: peak memory per rank, with its source.
         device_name: the accelerator (None on CPU); ``device`` its figures when known.
         profiled_steps: steps inside a profiler window (all ranks).
+        loops: each loop's step time where a ``dsprof run`` held several loops one after
+            another (:class:`LoopTime`), else empty.
     """
 
     step: StepTime
@@ -114,6 +145,7 @@ class Facts:
     device_name: str | None
     device: DevicePeak | None
     profiled_steps: int
+    loops: tuple[LoopTime, ...] = ()
 
     @property
     def peak(self) -> PeakMemory | None:
@@ -144,7 +176,7 @@ def compute_facts(run: Run) -> Facts:
     profiled = 0
     if run.has("steps"):
         profiled = int(run.sql("SELECT count(*) FROM steps WHERE profiled")[0][0] or 0)
-    return Facts(_step_time(run), _peaks(run), name, lookup(name), profiled)
+    return Facts(_step_time(run), _peaks(run), name, lookup(name), profiled, _loop_times(run))
 
 
 def _step_time(run: Run) -> StepTime:
@@ -157,13 +189,55 @@ def _step_time(run: Run) -> StepTime:
     rows = run.sql("""SELECT rank, step, dur_ns, coalesce(disturbed, false),
                              batch_size, cpu_ns, coalesce(compile_ns, 0) > 0, disturbed_by
                       FROM steps WHERE dur_ns > 0 ORDER BY rank, step""")
+    return _time_of(rows, run.manifest.is_run)
+
+
+def _loop_times(run: Run) -> tuple[LoopTime, ...]:
+    """Each loop's step time (``steps.loop``), when the run has several: the same rules over
+    the loop's own steps, each step's reason as if its loop were the run's
+    (``steps.loop_disturbed_by``)."""
+    if not run.manifest.is_run or not run.has("steps") or not run.meta.get("loop_starts"):
+        return ()
+    from dsprof.ingest.disturbed import chosen_loop, loop_edges
+    from dsprof.run import disturbed_sql  # (the run layer imports this module)
+
+    # the manifest's windows, as the ``disturbed`` view column has them, and the in-loop
+    # reason but for setup and first calls, left to the step-number rule as there
+    rows = run.sql(f"""SELECT rank, step, dur_ns,
+                              ((loop_disturbed_by IS NOT NULL AND loop_disturbed_by NOT IN
+                                ('setup', 'first_call')) OR {disturbed_sql(run.manifest)}),
+                              batch_size, cpu_ns, coalesce(compile_ns, 0) > 0,
+                              loop_disturbed_by, loop, source
+                       FROM steps WHERE loop IS NOT NULL ORDER BY loop, rank, step""")
+    loops = sorted({int(r[8]) for r in rows})
+    if len(loops) < 2:
+        return ()
+    # the loop the run's step times are of: the ingest's choice (disturbed.chosen_loop)
+    lead = min(int(r[0]) for r in rows)
+    n = 1 + max(int(r[1]) for r in rows if int(r[0]) == lead)
+    windows = [w for w in run.meta.get("windows") or [] if isinstance(w, dict)]
+    edges = loop_edges(run.meta.get("loop_starts") or (), n)
+    first, _ = chosen_loop(edges, windows)
+    out = []
+    for loop in loops:
+        mine = [r for r in rows if int(r[8]) == loop]
+        steps = [int(r[1]) for r in mine]
+        source = Counter(str(r[9]) for r in mine).most_common(1)[0][0]
+        out.append(LoopTime(loop, min(steps), max(steps), source, loop == edges.index(first),
+                            _time_of([r for r in mine if int(r[2]) > 0], True)))
+    return tuple(out)
+
+
+def _time_of(rows: list[tuple[Any, ...]], is_run: bool) -> StepTime:
+    """The step-time rule (module docstring) over ``rows`` (:data:`StepRow`, ordered by rank
+    and step, positive durations)."""
     keep_rules: list[tuple[str, Callable[[StepRow], bool]]] = [(ALL_STEPS, _any_step)]
-    if run.manifest.is_run:
+    if is_run:
         keep_rules = [(FULL_SPEED, _full_speed), (PROFILER_WARMUP, _profiler_warmup),
                       (RECORDED, _recorded), (AFTER_SETUP, _after_setup_compiled_none),
                       (AFTER_SETUP, _after_setup), *keep_rules]
     rules = keep_rules
-    if not run.manifest.is_run and rows:
+    if not is_run and rows:
         # An import's ProfilerStep under a tenth of the median is a fragment (the profiler
         # stopped inside it, or a second span with the same number): counting it would
         # shrink the step and push savings past 100 % of it.
@@ -184,7 +258,7 @@ def _step_time(run: Run) -> StepTime:
     # steps of the same loop past setup, whatever slowed them (an import has no loops and
     # no setup step to leave out: its steps are the profiler's)
     same_loop = [int(r[2]) for r in rows if r[7] not in OTHER_LOOP
-                 and (r[1] >= FIRST_FULL_SPEED_STEP or not run.manifest.is_run)]
+                 and (r[1] >= FIRST_FULL_SPEED_STEP or not is_run)]
     return StepTime(mean_s, statistics.median(durs) / 1e9, len(durs), rule, sps,
                     tuple((int(r[0]), int(r[1]), int(r[2])) for r in chosen),
                     tuple((int(r[0]), int(r[1]), int(r[2])) for r in rows

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dsprof.ingest.disturbed import disturbed_reasons
+from dsprof.ingest.disturbed import disturbed_reasons, in_loop_reasons, loop_edges, loop_index
 
 STEP_NAME = re.compile(r"^ProfilerStep#(\d+)$")
 
@@ -69,6 +69,8 @@ def steps_from_spans(spans: list[tuple[int, int, int]], rank: int) -> dict[str, 
         "compile_ns": [None] * n,
         # every step of an import is recorded alike: none is singled out as disturbed
         "disturbed_by": [None] * n,
+        "loop": [0] * n,
+        "loop_disturbed_by": [None] * n,
     }
 
 
@@ -94,6 +96,16 @@ def steps_from_record(rec: dict[str, Any], rank: int,
     cpu = rec.get("cpu_ns") or []
     durs = [e - s for s, e in zip(starts, bounds)]
     step_faults = _padded(rec.get("step_faults") or [], n)
+    edges = loop_edges(rec.get("loop_starts") or (), n)
+
+    def reasons(loop: int | None) -> list[str | None]:
+        return disturbed_reasons(n, rec.get("windows", []), (meta or {}).get("settings") or {},
+                                 (meta or {}).get("env") or {}, rec.get("decided_step"),
+                                 rec.get("handover_step"), rec.get("autograd_anomaly"),
+                                 ((meta or {}).get("user_profiler") or {}).get("steps") or (),
+                                 step_faults if rec.get("step_faults") else None,
+                                 durs, rec.get("loop_starts") or (), _sources(rec, n), loop)
+
     return {
         "rank": [rank] * n,
         "step": list(range(n)),
@@ -120,17 +132,9 @@ def steps_from_record(rec: dict[str, Any], rank: int,
         "loss_scale": _padded(rec.get("loss_scale") or [], n),
         "skipped": _padded(rec.get("skipped") or [], n),
         "compile_ns": compile_per_step(starts, bounds, rec.get("compile")),
-        "disturbed_by": disturbed_reasons(n, rec.get("windows", []),
-                                       (meta or {}).get("settings") or {},
-                                       (meta or {}).get("env") or {},
-                                       rec.get("decided_step"),
-                                       rec.get("handover_step"),
-                                       rec.get("autograd_anomaly"),
-                                       ((meta or {}).get("user_profiler") or {}).get("steps")
-                                       or (),
-                                       step_faults if rec.get("step_faults") else None,
-                                       durs, rec.get("loop_starts") or (),
-                                       _sources(rec, n)),
+        "disturbed_by": reasons(None),
+        "loop": loop_index(edges),
+        "loop_disturbed_by": in_loop_reasons(edges, reasons),
     }
 
 

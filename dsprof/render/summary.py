@@ -16,10 +16,13 @@ from dsprof.units import fmt_bytes, fmt_ms, fmt_rate
 
 __all__ = ["fmt_bytes", "fmt_ms", "render_full"]
 
+FULL_SPEED_RULE = "full-speed steps"  # dsprof.facts.FULL_SPEED (no run layer imported here)
+
 
 def render_full(summary: RunSummary, console: Console) -> None:
     _facts(summary, console)
     _steps(summary, console)
+    _loops(summary, console)
     _phases(summary, console)
     _top_ops(summary, console)
     _kernels(summary, console)
@@ -124,6 +127,33 @@ def _steps(summary: RunSummary, console: Console) -> None:
     if s.outliers:
         console.print("  outliers: " + ", ".join(
             f"{_rank_label(s, i)}step {k} ({fmt_ms(ms)})" for i, (k, ms) in enumerate(s.outliers)))
+
+
+def _loops(summary: RunSummary, console: Console) -> None:
+    """Each loop's step time, where the run held several one after another (a sweep's
+    configurations, an LR range test, fine-tuning after pre-training)."""
+    if len(summary.loops) < 2:
+        return
+    t = Table(title="Step time by loop", title_justify="left")
+    # samples/s where a DataLoader gave batch sizes (a sweep over batch sizes)
+    rates = any(loop.samples_per_s for loop in summary.loops)
+    for col, just in (("loop", "right"), ("steps", "left"), ("marked by", "left"),
+                      ("counted", "right"), ("median", "right"), ("mean", "right"),
+                      ("min", "right"), *((("samples/s", "right"),) if rates else ())):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for loop in summary.loops:
+        rate = [f"{loop.samples_per_s:,.1f}" if loop.samples_per_s else "-"] if rates else []
+        counted = str(loop.count) if loop.rule == FULL_SPEED_RULE else \
+            f"{loop.count} ({plain(loop.rule)})" if loop.count else "none"
+        t.add_row(f"{loop.loop}{' *' if loop.recorded else ''}",
+                  f"{loop.first_step}-{loop.last_step}", plain(loop.source), counted,
+                  *(fmt_ms(v) if v is not None else "-"
+                    for v in (loop.median_ms, loop.mean_ms, loop.min_ms)), *rate)
+    console.print()
+    print_titled(console, t)
+    console.print("  * the loop the step time above, the profiler window and op-level findings "
+                  "are of. Each loop's steps are counted as the run's are: full-speed steps, "
+                  "its own first two and those dsprof disturbed left out")
 
 
 def step_count(s: StepStats, noun: str) -> str:

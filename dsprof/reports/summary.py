@@ -35,7 +35,14 @@ from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal
 from dsprof.metrics.noise import has_column
 from dsprof.reports.comms_summary import comms_summary
 from dsprof.reports.loop_notes import step_notes
-from dsprof.reports.summary_data import MemoryPeak, OpTime, PhaseTime, RunSummary, StepStats
+from dsprof.reports.summary_data import (
+    LoopStats,
+    MemoryPeak,
+    OpTime,
+    PhaseTime,
+    RunSummary,
+    StepStats,
+)
 from dsprof.run import Run
 from dsprof.vocabulary import PHASES
 
@@ -126,7 +133,25 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         kt_hta = [asdict(s) for s in run_kernel_type_breakdown(run, include_last_step=False)]
         temporal = [asdict(t) for t in run_temporal_breakdown(run, include_last_step=True)]
     return RunSummary(facts, steps, profiled, phases, profiled_ms, _top_ops(run, top), kt,
-                      kt_hta, temporal, _memory_peaks(run), notes, comms_summary(run))
+                      kt_hta, temporal, _memory_peaks(run), notes, comms_summary(run),
+                      _loops(run))
+
+
+def _loops(run: Run) -> list[LoopStats]:
+    """Each loop's step time (``run.facts.loops``): a sweep's configurations side by side."""
+    out = []
+    for loop in run.facts.loops:
+        st = loop.step
+        out.append(LoopStats(loop.loop, loop.first_step, loop.last_step, loop.source,
+                             loop.recorded, st.steps, st.rule if st.steps else "",
+                             _ms(st.median_s), _ms(st.mean_s),
+                             min(st.durations_ns) / 1e6 if st.counted else None,
+                             st.samples_per_s))
+    return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
 
 
 def _started_processes(entries: Any) -> str:

@@ -49,6 +49,27 @@ class StepStats:
 
 
 @dataclass(frozen=True)
+class LoopStats:
+    """One loop of a run that held several one after another (``dsprof.facts.LoopTime``)."""
+
+    loop: int
+    """Its index (``steps.loop``), 0 for the first."""
+    first_step: int
+    last_step: int
+    source: str
+    """What marked most of its steps: optimizer, backward, forward, manual."""
+    recorded: bool
+    """The loop the run's step times, profiler window and op-level findings are of."""
+    count: int
+    """Its steps that counted (per rank, summed over ranks), by ``rule``; 0: no step time."""
+    rule: str
+    median_ms: float | None
+    mean_ms: float | None
+    min_ms: float | None
+    samples_per_s: float | None = None
+
+
+@dataclass(frozen=True)
 class PhaseTime:
     phase: str
     ms: float
@@ -93,6 +114,8 @@ class RunSummary:
     memory: list[MemoryPeak]
     notes: list[str]
     comms: CommsSummary | None = None
+    loops: list[LoopStats] = field(default_factory=list)
+    """Each loop's step time where the run held several loops one after another."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,4 +138,5 @@ class RunSummary:
             temporal=list(doc["temporal"]),
             memory=[MemoryPeak(**m) for m in doc["memory"]],
             notes=list(doc["notes"]),
-            comms=None if comms is None else CommsSummary(**comms))
+            comms=None if comms is None else CommsSummary(**comms),
+            loops=[LoopStats(**loop) for loop in doc.get("loops") or []])

@@ -98,6 +98,18 @@ STEPS = Table(
                "autograd_anomaly (the script's own set_detect_anomaly(True) was on), "
                "user_profiler (the script's own torch.profiler session was open); "
                "null: a steady step"),
+        Column("loop", I32,
+               "which loop the step is of, 0 for the first: each entry of meta.json "
+               "loop_starts begins the next (a new optimizer took the boundaries over: an LR "
+               "range test, a sweep's next configuration; training after inference forwards); "
+               "0 for imports"),
+        Column("loop_disturbed_by", STR,
+               "disturbed_by as if the step's loop were the one the run's step times are of: "
+               "its own first two steps are setup / first_call (the first loop) or loop_start, "
+               "its windows window / warmup / trace_write; of its own steps only the last "
+               "of a forward loop that training follows is later_loop (it holds the "
+               "training's first forward). What each loop's step time is taken by "
+               "(dsprof.facts loops); equal to disturbed_by with one loop"),
     ),
 )
 

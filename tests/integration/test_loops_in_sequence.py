@@ -99,6 +99,24 @@ def test_a_sweeps_configurations_are_loops_and_the_last_one_is_the_record(tmp_pa
     out_text = " ".join(dsprof("summary", str(out)).stdout.split())
     assert "a new optimizer took the step boundaries over at step 40" in out_text
     assert "step times and op-level findings are of the last loop, steps 40-79" in out_text
+    # AND each configuration's step time stands side by side: the narrow one's by the same
+    # rule over its own steps (its set-aside window, the warm-up before and the trace write
+    # after left out), the wide one's the run's
+    loops = json.loads(dsprof("summary", "--json", str(out)).stdout)["loops"]
+    assert [(lp["loop"], lp["first_step"], lp["last_step"], lp["source"], lp["recorded"])
+            for lp in loops] == [(0, 0, 39, "optimizer", False), (1, 40, 79, "optimizer", True)]
+    aside = windows[0]["steps"]
+    warmup = meta(out)["settings"]["warmup"]
+    with dsprof_api.load(out) as r:
+        narrow, wide = r.facts.loops
+        assert [s for _, s, _ in narrow.step.counted] == [
+            s for s in range(2, 40) if not min(aside) - warmup <= s <= max(aside) + 1]
+        assert wide.step.counted == r.facts.step.counted
+        assert loops[1]["median_ms"] == pytest.approx(r.facts.step.median_s * 1e3)
+    cells = " ".join(out_text.replace("│", " ").split())
+    assert "Step time by loop" in cells
+    assert f"0 0-39 optimizer {len(narrow.step.counted)} " in cells
+    assert f"1 * 40-79 optimizer {len(wide.step.counted)} " in cells
 
 
 def test_the_training_after_an_lr_range_test_is_the_record(tmp_path):

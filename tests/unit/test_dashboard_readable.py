@@ -206,3 +206,47 @@ def test_a_link_to_a_step_outlines_the_step(cpu_run):
     index = cpu_run.timeline
     assert store is not None and store.data
     assert all(int(index.kind[i]) == STEP and int(index.ref[i]) == 4 for i in store.data)
+
+
+def test_overview_puts_each_loop_of_a_sweep_side_by_side(tmp_path):
+    # GIVEN a sweep of two configurations, 10 steps each, profiled in process
+    out = tmp_path / "run"
+    with dsprof.profile(out, schedule={"wait": 1, "warmup": 1, "active": 2}, quiet=True,
+                        sample_ms=0):
+        for width in (16, 256):
+            model = torch.nn.Sequential(torch.nn.Linear(32, width), torch.nn.ReLU(),
+                                        torch.nn.Linear(width, 8))
+            opt = torch.optim.Adam(model.parameters(), lr=0.01)
+            for _ in range(10):
+                model(torch.randn(16, 32)).sum().backward()
+                opt.step()
+                opt.zero_grad()
+            del model, opt
+    src = RunSource(out)
+    try:
+        layout = overview.layout(AppContext(src, src), {})
+        table = _find(layout, "overview-loops")
+        # THEN one row a loop under the header, the profiled one the second configuration's
+        rows = [[str(cell.children) for cell in row.children] for row in table.children]
+        assert rows[0][:4] == ["loop", "steps", "marked by", "counted"]
+        assert [r[:3] for r in rows[1:]] == [["0", "0-9", "optimizer"],
+                                             ["1 (profiled)", "10-19", "optimizer"]]
+        counted = [len(loop.step.counted) for loop in src.run.facts.loops]
+        assert [r[3] for r in rows[1:]] == [f"{n} (full-speed steps)" for n in counted]
+    finally:
+        src.close()
+
+
+def _find(component, cid):
+    stack = [component]
+    while stack:
+        c = stack.pop()
+        if getattr(c, "id", None) == cid:
+            return c
+        children = getattr(c, "children", None)
+        if isinstance(children, list):
+            stack.extend(children)
+        elif children is not None and not isinstance(children, str):
+            stack.append(children)
+    raise AssertionError(f"no component {cid}")
+

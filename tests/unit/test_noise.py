@@ -13,7 +13,7 @@ import pytest
 from dsprof.analyzers.registry import Analyzer, Context, analyze
 from dsprof.analyzers.step_outliers import StepOutliers
 from dsprof.findings import Finding
-from dsprof.ingest.disturbed import disturbed_reasons
+from dsprof.ingest.disturbed import disturbed_reasons, in_loop_reasons, loop_edges, loop_index
 from dsprof.ingest.steps import steps_from_record
 from dsprof.metrics.noise import series_noise, steady_steps, step_noise
 from dsprof.run import load
@@ -113,6 +113,36 @@ def test_the_loops_the_record_is_not_of_are_set_apart():
                                 sources=["optimizer"] * 30)
     assert reasons[1:10] == ["earlier_loop"] * 9 and reasons[10:12] == ["loop_start"] * 2
     assert reasons[25:] == ["later_loop"] * 5 and reasons[24] is None
+
+
+def test_each_loop_gets_its_own_reasons_as_if_it_were_the_record():
+    # GIVEN a sweep of three optimizer loops (0-9, 10-24, 25-29): the first loop's window set
+    # aside, the middle loop's the record, the last one too short for a window
+    three = [{"index": 0, "kind": "earlier_loop", "steps": [4, 5]},
+             {"index": 1, "kind": "window", "steps": [17, 18]}]
+    edges = loop_edges([10, 25], 30)
+
+    def reasons(loop):
+        return disturbed_reasons(30, three, SETTINGS, {}, loop_starts=[10, 25],
+                                 sources=["optimizer"] * 30, loop=loop)
+
+    # WHEN each step's reason is taken as if its own loop were the record
+    own = in_loop_reasons(edges, reasons)
+    assert loop_index(edges) == [0] * 10 + [1] * 15 + [2] * 5
+    # THEN the first loop has its setup, first calls and its set-aside window's steps
+    assert own[:10] == ["setup", "first_call", None, "warmup", "window", "window",
+                        "trace_write", None, None, None]
+    # AND the record's own reasons are the run's, the later loop's first two steps its start
+    assert own[10:25] == reasons(None)[10:25]
+    assert own[25:] == ["loop_start", "loop_start", None, None, None]
+    # AND no step is another loop's but the last of a forward loop that training follows
+    assert not {"earlier_loop", "later_loop"} & set(own)
+    sources = ["forward"] * 10 + ["optimizer"] * 20
+    forward_first = in_loop_reasons(loop_edges([10], 30), lambda loop: disturbed_reasons(
+        30, three[:1], SETTINGS, {}, loop_starts=[10], sources=sources, loop=loop))
+    assert forward_first[9] == "later_loop" and forward_first[10:12] == ["loop_start"] * 2
+    # AND with one loop the column is the run's reasons
+    assert in_loop_reasons(loop_edges([], 30), reasons) == reasons(None)
 
 
 def _aftermath_marks(faults: list[int], durs_ms: list[float]) -> list[str | None]:

@@ -165,6 +165,36 @@ def test_the_fastest_step_bounds_the_quiet_pace_whatever_slowed_the_counted_step
     assert imported.facts.step.fastest_s == pytest.approx(0.005)
 
 
+def test_each_loop_of_a_sweep_gets_its_step_time_by_the_same_rule():
+    # GIVEN a sweep of two configurations, 10 steps each: the first's window (4-5) set aside,
+    # the second's (16-17) the record; the first steps at 2 ms, the second at 8 ms
+    durs = [500, 30, 2, 9, 9, 9, 9, 2, 2, 2,
+            40, 30, 8, 8, 8, 20, 20, 20, 20, 8]
+    by = ["setup", *["earlier_loop"] * 9, "loop_start", "loop_start", None, None, None,
+          "warmup", "window", "window", "trace_write", None]
+    own = ["setup", "first_call", None, "warmup", "window", "window", "trace_write", None,
+           None, None, *by[10:]]
+    run = Run.from_tables(
+        steps=_steps(durs, disturbed_by=by, loop=[0] * 10 + [1] * 10, loop_disturbed_by=own,
+                     source=["optimizer"] * 20, batch_size=[32] * 20),
+        meta={"loop_starts": [10], "settings": {"wait": 0, "warmup": 1},
+              "windows": [{"index": 0, "kind": "earlier_loop", "steps": [4, 5]},
+                          {"index": 1, "kind": "window", "steps": [16, 17]}]})
+    first, second = run.facts.loops
+    # THEN each loop's steady steps count, its own start and window's steps left out
+    assert (first.first_step, first.last_step, first.recorded) == (0, 9, False)
+    assert [s for _, s, _ in first.step.counted] == [2, 7, 8, 9]
+    assert first.step.median_s == pytest.approx(0.002) and first.source == "optimizer"
+    assert first.step.samples_per_s == pytest.approx(32 / 0.002)
+    # AND the record's loop is the run's step time, by the one rule
+    st = run.facts.step
+    assert second.recorded and (second.step.rule, second.step.counted, second.step.mean_s) == \
+        (st.rule, st.counted, st.mean_s)
+    assert [s for _, s, _ in second.step.counted] == [12, 13, 14, 19]
+    # AND a run of one loop has none
+    assert Run.from_tables(steps=_steps([500, 30, 10, 10]), meta=WINDOW_AT_5).facts.loops == ()
+
+
 def test_peak_prefers_the_allocator_then_live_bytes_then_rss_per_rank():
     run = Run.from_tables(
         steps={**_steps([1, 1]), "rank": [0, 1], "device_peak_bytes": [None, 900],

@@ -44,7 +44,7 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
                else missing(_no_breakdown(src), "breakdown"),
                graph("overview-steps", step_time_figure(steps, s.steps))]
         out.append(section("Where each step went", html.Div(row, className="grid2"),
-                           _average_step(bd), sid="overview-step-time"))
+                           _average_step(bd), *_loops(s.loops), sid="overview-step-time"))
     else:
         out.append(section("Step time", missing(src.missing("steps"), "steps")))
     row: list[Any] = []
@@ -73,6 +73,30 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
         out.append(section("Peak memory", missing(src.missing("memory"), "memory")))
     out.append(section("Run", kv_table(readable_facts(facts), "run-facts")))
     return html.Div(out)
+
+
+def _loops(loops: list[Any]) -> list[Any]:
+    """Each loop's step time side by side, where the run held several one after another (a
+    sweep's configurations, an LR range test): the summary's "Step time by loop"."""
+    if len(loops) < 2:
+        return []
+    head = ["loop", "steps", "marked by", "counted", "median", "mean", "min"]
+    rates = any(loop.samples_per_s for loop in loops)
+    head += ["samples/s"] if rates else []
+    rows = [html.Tr([html.Th(h) for h in head])]
+    for loop in loops:
+        cells = [f"{loop.loop}{' (profiled)' if loop.recorded else ''}",
+                 f"{loop.first_step}-{loop.last_step}", loop.source,
+                 f"{loop.count} ({loop.rule})" if loop.count else "none",
+                 *(fmt_ms(v) if v is not None else "-"
+                   for v in (loop.median_ms, loop.mean_ms, loop.min_ms))]
+        cells += [f"{loop.samples_per_s:,.1f}" if loop.samples_per_s else "-"] if rates else []
+        rows.append(html.Tr([html.Td(c) for c in cells]))
+    return [html.H4("Step time by loop"),
+            html.Table(rows, id="overview-loops", className="kv"),
+            html.P("The profiled loop is the one the step time, the timeline's window and the "
+                   "op-level findings are of; each loop's steps are counted by the same rule "
+                   "(its own first two and those dsprof disturbed left out).")]
 
 
 def _no_breakdown(src: Any) -> str:
