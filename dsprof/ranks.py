@@ -313,6 +313,8 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "compile": compile_meta(lead.get("compile")),
         "windows": lead.get("windows", []),
         "capped": any(w.get("capped") for w in lead.get("windows", [])),
+        "capped_by": next((w.get("capped_by") for w in lead.get("windows", [])
+                           if w.get("capped")), None),
         "precision": lead.get("precision"),
     }
     return out

@@ -103,6 +103,10 @@ class Settings:
     repeat: int = _knob(1, "DSPROF_REPEAT", _nonneg_int, "number of windows (0: until the run ends)")
     max_capture_s: float = _knob(60.0, "DSPROF_MAX_CAPTURE_S", _pos_float,
                                  "cap on the capture when the script marks no steps, seconds")
+    max_capture_mb: float = _knob(128.0, "DSPROF_MAX_CAPTURE_MB", _pos_float,
+                                  "cap on what the process's heap may grow while the capture "
+                                  "before the first step records, MiB (the profiler keeps "
+                                  "every op; stopping the capture takes ~5x that again)")
     with_stack: bool = _knob(False, "DSPROF_WITH_STACK", _bool,
                              "also record Python stacks (python_function events) in windows")
     analyze: bool = _knob(True, "DSPROF_ANALYZE", _bool,
@@ -162,6 +166,8 @@ class Settings:
             raise ConfigError("--active must be >= 1")
         if self.max_capture_s <= 0:
             raise ConfigError("--max-capture must be > 0 seconds")
+        if self.max_capture_mb <= 0:
+            raise ConfigError("--max-capture-mb must be > 0 MiB")
         if self.memory_budget is not None and self.memory_budget <= 0:
             raise ConfigError("--memory-budget must be > 0 bytes")
         if self.sample_ms < 0:

@@ -43,6 +43,10 @@ RANK_WAIT_S = 30.0
 @click.option("--max-capture", "max_capture_s", type=float, default=None,
               help="Seconds captured when the script marks no steps "
                    "[env DSPROF_MAX_CAPTURE_S; default 60].")
+@click.option("--max-capture-mb", "max_capture_mb", type=float, default=None,
+              help="MiB the process's heap may grow while the capture before the first "
+                   "step records (the profiler keeps every op until it stops) "
+                   "[env DSPROF_MAX_CAPTURE_MB; default 128].")
 @click.option("--with-stack", "with_stack", is_flag=True, default=False,
               help="Also record Python stacks in windows, kept in the raw traces for Perfetto "
                    "or HTA; costs time in the window [env DSPROF_WITH_STACK=1].")
@@ -90,7 +94,8 @@ RANK_WAIT_S = 30.0
 @click.pass_context
 def run_command(ctx: click.Context, module: str | None, output: Path | None,
                 runs_dir: Path | None, wait: int | None, warmup: int | None, active: int | None,
-                repeat: int | None, max_capture_s: float | None, with_stack: bool,
+                repeat: int | None, max_capture_s: float | None,
+                max_capture_mb: float | None, with_stack: bool,
                 memory_budget: str | None, no_analyze: bool, quiet: bool, tf32: bool,
                 sample_ms: float | None, cupti_kernels: bool, nproc_per_node: int | None,
                 detect_anomaly: bool, trace_filter: str | None, trace_alloc_bytes: int | None,
@@ -111,6 +116,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     overrides = {
         "output": output, "runs_dir": runs_dir, "wait": wait, "warmup": warmup,
         "active": active, "repeat": repeat, "max_capture_s": max_capture_s,
+        "max_capture_mb": max_capture_mb,
         "with_stack": True if with_stack else None, "analyze": False if no_analyze else None,
         "quiet": True if quiet else None, "tf32": True if tf32 else None,
         "sample_ms": sample_ms, "cupti_kernels": True if cupti_kernels else None,

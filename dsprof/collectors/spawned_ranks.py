@@ -324,7 +324,8 @@ def finish_coordinator(session: Any, exit_status: int, reason: str, error: str |
         **merged, status="finished", exit_status=exit_status, exit_reason=reason,
         exit_error=error, launcher=LAUNCHER,
         spawned={"nprocs": nprocs, "start_method": spawned["start_method"]},
-        max_capture_s=session.settings.max_capture_s, frameworks=frameworks_loaded())
+        max_capture_s=session.settings.max_capture_s,
+        max_capture_mb=session.settings.max_capture_mb, frameworks=frameworks_loaded())
     log_rank_failures(merged)
 
 

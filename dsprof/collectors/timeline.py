@@ -45,7 +45,7 @@ from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
 from dsprof.collectors.trace_spans import merge_step_spans, rename_forward_spans
 from dsprof.collectors.user_profiler import HandOvers
-from dsprof.collectors.window_files import set_aside_earlier_windows
+from dsprof.collectors.window_files import set_aside_earlier_windows, set_aside_setup_capture
 from dsprof.collectors.window_schedule import (
     BOOTSTRAP,
     NONE,
@@ -111,7 +111,8 @@ class TimelineCollector:
         self._prepare(with_stack=False)
         self._start_recording(0, Window(0, "unstepped"))
         self._state = BOOTSTRAP
-        self._cap = CaptureCap(self.settings.max_capture_s, self._cap_reached, self.module_hooks)
+        self._cap = CaptureCap(self.settings.max_capture_s, self._cap_reached, self.module_hooks,
+                               int(self.settings.max_capture_mb * 2**20))
 
     def restart_schedule(self, last_step: int) -> None:
         """Steps up to ``last_step`` were found after the fact: the step after it is the
@@ -250,11 +251,11 @@ class TimelineCollector:
         if split is not None and split.file and as_steps:
             split.steps = list(range(min(forward_steps, self._bootstrap_forwards)))
         elif split is not None and split.file and backward_steps < len(split.steps) - 1:
-            # capped before the steps' source was known, and it turned out not to be
-            # backward(): the spans were numbered by backward ends, not steps; step 0 holds
-            # the capture again, as before any boundary
+            # capped before the steps' source was known, not backward() after all: the spans
+            # were numbered by backward ends, not steps; step 0 holds the capture again
             merge_step_spans(self.raw_dir / split.file)
             split.steps = [0]
+            set_aside_setup_capture(self.raw_dir, self.windows)
 
     # -- the script's own torch.profiler ---------------------------------------------------
     def step_aside(self) -> None:
@@ -377,19 +378,19 @@ class TimelineCollector:
         self.windows.append(window)
         if self._loop_start is not None:
             set_aside_earlier_windows(self.raw_dir, self.windows, self._loop_start)
+        set_aside_setup_capture(self.raw_dir, self.windows, self._capped_split)
         if self.listener is not None:
             self.listener.window_stopped(path.name)
         logger.debug("timeline: window %d (steps %s) saved to %s in %.0f ms", window.index,
                      window.steps, path, (time.perf_counter() - t0) * 1e3)
 
     def _cap_reached(self) -> None:
-        if self._state == BOOTSTRAP and self._window is not None:
-            self._window.capped = True
+        cap = self._cap
+        if self._state == BOOTSTRAP and self._window is not None and cap is not None:
+            self._window.capped, self._window.capped_by = True, cap.reason
             if self._bootstrap_backwards or self._bootstrap_forwards:
                 self._capped_split = self._window
-            logger.warning("no step boundary after %.0f s: the capture stops here "
-                           "(call dsprof.step() each iteration, or raise --max-capture)",
-                           self.settings.max_capture_s)
+            logger.warning(cap.why())
             self._stop(save=True)
             self._state = NONE
 

@@ -25,6 +25,8 @@ from dsprof.log import logger
 
 EARLIER_LOOPS_DIR = "earlier_loops"
 EARLIER_LOOP = "earlier_loop"  # the window's kind once set aside
+SETUP_DIR = "setup"
+SETUP = "setup"  # a capped capture of step 0's kind once set aside (set_aside_setup_capture)
 
 
 def set_aside_earlier_windows(raw_dir: Path, windows: list[Window], first: int) -> None:
@@ -42,10 +44,31 @@ def set_aside_earlier_windows(raw_dir: Path, windows: list[Window], first: int) 
                                exc_info=True)
 
 
-def set_aside(raw_dir: Path, window: Window) -> None:
+def set_aside_setup_capture(raw_dir: Path, windows: list[Window],
+                            keep: Window | None = None) -> None:
+    """Once a window of steps is saved: the capture of step 0 that a cap stopped before the first
+    step boundary (``--max-capture``, ``--max-capture-mb``: a long setup of bare tensor ops)
+    is set aside in :data:`SETUP_DIR`, as an earlier loop's windows are. In the tables it was
+    a profiled step 0 of setup ops, and the summary's top ops and phases, and analyzers that
+    read every profiled step, spoke of the setup as of the training (the top ops of a
+    preprocessing loop then 30 training steps: ``aten::normal_`` 59 %, ``aten::tanh`` 35 %).
+    ``keep``: a capture whose spans may yet be steps (``backward()`` or forward ends)."""
+    if not any(w.kind == "window" and w.steps for w in windows):
+        return
+    for w in windows:
+        if w is not keep and w.kind == "unstepped" and w.capped and w.steps == [0] and w.file:
+            try:
+                set_aside(raw_dir, w, SETUP_DIR, SETUP)
+            except OSError:  # (ingest then reads it as before: step 0's profile)
+                logger.warning("could not set the capped capture of step 0 aside",
+                               exc_info=True)
+
+
+def set_aside(raw_dir: Path, window: Window, folder_name: str = EARLIER_LOOPS_DIR,
+              kind: str = EARLIER_LOOP) -> None:
     """Move ``window``'s files (its trace, and the memory collector's census and snapshot,
-    all named ``window-<index>.*``) into :data:`EARLIER_LOOPS_DIR` and mark it so."""
-    folder = raw_dir / EARLIER_LOOPS_DIR
+    all named ``window-<index>.*``) into ``folder_name`` and mark it ``kind``."""
+    folder = raw_dir / folder_name
     folder.mkdir(exist_ok=True)
     prefix = f"window-{window.index}."
     moved = 0
@@ -54,10 +77,11 @@ def set_aside(raw_dir: Path, window: Window) -> None:
             os.replace(path, folder / path.name)
             moved += 1
     if window.file:
-        window.file = f"{EARLIER_LOOPS_DIR}/{window.file}"
-    window.kind = EARLIER_LOOP
-    logger.info("timeline: window %d (steps %s, an earlier loop) set aside in %s: the run's "
-                "latest loop has a window of its own", window.index, _steps_text(window.steps),
+        window.file = f"{folder_name}/{window.file}"
+    window.kind = kind
+    logger.info("timeline: window %d (steps %s, %s) set aside in %s: the run has a window of "
+                "its steps", window.index, _steps_text(window.steps),
+                "an earlier loop" if kind == EARLIER_LOOP else "the capped capture of setup",
                 folder)
     logger.debug("timeline: %d file(s) of window %d moved", moved, window.index)
 

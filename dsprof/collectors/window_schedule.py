@@ -47,10 +47,11 @@ class Window:
     steps: list[int] = field(default_factory=list)
     file: str | None = None
     capped: bool = False
+    capped_by: str | None = None  # "time" | "memory" (collectors/capture_cap.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "kind": self.kind, "steps": self.steps, "file": self.file,
-                "capped": self.capped}
+                "capped": self.capped, "capped_by": self.capped_by}
 
 
 class WindowListener(Protocol):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dsprof.collectors.late_environment import describe
-from dsprof.collectors.window_files import EARLIER_LOOP
+from dsprof.collectors.window_files import EARLIER_LOOP, SETUP, SETUP_DIR
 from dsprof.facts import OTHER_LOOP
 from dsprof.ingest.aggregates import AGGREGATE_TABLES
 from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal_breakdown
@@ -88,6 +88,11 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         elif src == "none":
             cap = run.meta.get("max_capture_s")
             capped = " and hit the cap" if run.meta.get("capped") else ""
+            if run.meta.get("capped") and run.meta.get("capped_by") == "memory":
+                # the capture stops before the profiler's memory makes it dear to stop
+                capped = (f", but stopped earlier: the process's heap grew "
+                          f"{run.meta.get('max_capture_mb')} MiB while the profiler kept "
+                          "every op (--max-capture-mb)")
             children = _started_processes(run.meta.get("child_processes"))
             notes.append(
                 (f"no step boundaries were seen in the profiled process (no optimizer.step(), "
@@ -109,6 +114,7 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
                          "timed in the next step; call dsprof.step() to mark steps yourself)")
         if run.has("steps") and src != "none":
             notes.extend(step_notes(run))
+            notes.extend(_setup_capture_note(run))
         comp = run.meta.get("compile")
         if comp:
             notes.append(f"torch.compile compiled {comp.get('compilations')} time(s), "
@@ -154,6 +160,24 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
 
 
+def _setup_capture_note(run: Run) -> list[str]:
+    """Where the capture of step 0 went when a cap stopped it before the first step and the
+    run's steps had a window of their own (collectors/window_files.py)."""
+    aside = [w for w in run.meta.get("windows") or []
+             if isinstance(w, dict) and w.get("kind") == SETUP]
+    if not aside:
+        return []
+    why = (f"the process's heap grew {run.meta.get('max_capture_mb')} MiB while the profiler "
+           "kept every op (--max-capture-mb)" if aside[0].get("capped_by") == "memory" else
+           f"{run.meta.get('max_capture_s')} s passed (--max-capture)")
+    ranks = sorted({int(r) for (r,) in run.sql("SELECT DISTINCT rank FROM steps")})
+    rank = f"rank{ranks[0]}" if len(ranks) == 1 else "rank<N>"
+    return [(f"the capture from the script's import of torch to its first step stopped before "
+            f"that step, when {why}: it holds the setup, not training, and was set aside so "
+            f"that profiled steps and op-level findings are the steps' own (dsprof import -o "
+            f"NEW_RUN {run.path / 'raw' / rank / SETUP_DIR} analyses it)")]
+
+
 def _started_processes(entries: Any) -> str:
     """meta.json ``child_processes`` in words ("2 processes with multiprocessing (2 x
     __main__.train, start method fork)"), or "" when there are none or they cannot be read."""
@@ -188,7 +212,7 @@ def _facts(run: Run) -> dict[str, Any]:
         "steps_source": m.get("steps_source"),
         # (a forward loop's window set aside is no profile of this run's steps)
         "windows": [w.get("steps") for w in m.get("windows", [])
-                    if w.get("kind") != EARLIER_LOOP] or None,
+                    if w.get("kind") not in (EARLIER_LOOP, SETUP)] or None,
         "events": m.get("events"),
         "tables": [t for t in run.tables if t not in AGGREGATE_TABLES],
         # the run layer's facts (dsprof/facts.py): what diff, verify and the dashboard show

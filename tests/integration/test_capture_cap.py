@@ -1,11 +1,14 @@
-"""The bootstrap capture stops at --max-capture in a script of bare tensor ops (no module call,
-no backward(), no optimizer: none of the points where dsprof's hooks run), and the signal its
-alarm borrows is back at its default after, or never taken from the script."""
+"""The bootstrap capture stops at --max-capture, or once the heap grew --max-capture-mb while it
+recorded, in a script of bare tensor ops (no module call, no backward(), no optimizer: none of
+the points where dsprof's hooks run), and the signal its alarm borrows is back at its default
+after, or never taken from the script. A capped capture of setup is set aside once the steps
+have a window of their own."""
 
 from __future__ import annotations
 
 import json
 
+import dsprof as dsprof_api
 from tests.integration.helpers import dsprof, meta, write
 
 BARE_LOOP = """
@@ -23,12 +26,11 @@ print("handler", "default" if handler == signal.SIG_DFL else getattr(handler, "_
 """
 
 
-def _run(tmp_path, *args):
+def _run(tmp_path, *args, cap=("--max-capture", "1")):
     script = write(tmp_path / "bare.py", BARE_LOOP)
     out = tmp_path / "run"
     # (no ingest: the capture's raw trace says how much of the loop it holds)
-    res = dsprof("run", "--no-analyze", "-o", str(out), "--max-capture", "1", str(script),
-                 *args)
+    res = dsprof("run", "--no-analyze", "-o", str(out), *cap, str(script), *args)
     assert res.code == 0, res.stderr
     iterations = int(next(line.split()[1] for line in res.stdout.splitlines()
                           if line.startswith("iterations")))
@@ -45,6 +47,23 @@ def test_a_loop_of_bare_tensor_ops_is_captured_up_to_the_cap_only(tmp_path):
     assert meta(out)["capped"] is True
     assert 0 < captured < 0.7 * iterations, (captured, iterations)
     # AND the signal the alarm borrowed is back at its default in the script
+    assert "handler default" in res.stdout
+
+
+def test_a_loop_of_bare_tensor_ops_is_captured_until_the_heap_grew_the_memory_cap(tmp_path):
+    # GIVEN the same loop with an hour of time cap and 16 MiB of heap for the capture (the
+    # profiler keeps every op until it stops, and stopping builds the results of them all: 6 s
+    # of this loop took a 0.3 GB script to 2.4 GB without this cap)
+    res, out, iterations, captured = _run(
+        tmp_path, cap=("--max-capture", "3600", "--max-capture-mb", "16"))
+    # THEN the capture stopped by memory, early in the loop, and said so
+    m = meta(out)
+    assert m["capped"] is True and m["capped_by"] == "memory" and m["max_capture_mb"] == 16
+    assert 0 < captured < 0.5 * iterations, (captured, iterations)
+    assert "the process's heap grew" in res.stderr and "--max-capture-mb" in res.stderr
+    # AND the summary of that stepless run says why it holds only the loop's start
+    text = " ".join(dsprof("summary", str(out)).stdout.split())
+    assert "but stopped earlier: the process's heap grew 16.0 MiB" in text
     assert "handler default" in res.stdout
 
 
@@ -77,18 +96,30 @@ for step in range(30):
 """
 
 
-def test_chains_of_the_kept_setup_capture_are_no_steps_work(tmp_path):
+def test_a_capped_capture_of_setup_is_set_aside_once_the_steps_have_a_window(tmp_path):
     # GIVEN a preprocessing loop that outlasts the capture cap, then training with a window
     script = write(tmp_path / "prep.py", PREPROCESS_THEN_TRAIN)
     out = tmp_path / "run"
     res = dsprof("run", "-q", "-o", str(out), "--max-capture", "0.5", "--wait", "1",
                  "--warmup", "1", "--active", "2", str(script))
     assert res.code == 0, res.stderr
-    # (the capped capture of step 0 is kept beside the training's window)
-    assert [w["kind"] for w in meta(out)["windows"]] == ["unstepped", "window"]
-    # THEN no fusion finding stands on the setup's ops alone (each preprocessing sample's
-    # mul -> add -> relu -> mul -> mean was "15.7 ms a step", averaged over the profiled steps)
+    # THEN the capped capture of step 0 is set aside with its files, as an earlier loop's
+    # window is: its trace stays whole for `dsprof import`
+    windows = meta(out)["windows"]
+    assert [w["kind"] for w in windows] == ["setup", "window"]
+    assert windows[0]["file"] == "setup/window-0.trace.json"
+    assert (out / "raw" / "rank0" / "setup" / "window-0.trace.json").is_file()
+    assert not (out / "raw" / "rank0" / "window-0.trace.json").exists()
+    # AND the profiled steps and their ops are the training's: the setup's ops were the top
+    # ops and a profiled step 0 (its mul -> add -> relu -> mul -> mean "15.7 ms a step")
+    with dsprof_api.load(out) as run:
+        assert run.sql("SELECT list(step ORDER BY step) FROM steps WHERE profiled")[0][0] == \
+            windows[1]["steps"]
+        assert run.sql("SELECT count(*) FROM ops WHERE step = 0") == [(0,)]
     findings = json.loads((out / "findings.json").read_text())["findings"]
-    for f in findings:
-        if f["analyzer"] == "fusion":
-            assert any(e.get("step") not in (0, None) for e in f["evidence"]), f["title"]
+    assert not [f for f in findings if any(e.get("step") == 0 for e in f["evidence"])]
+    # AND the summary says where the setup's capture went
+    notes = json.loads(dsprof("summary", "--json", str(out)).stdout)["notes"]
+    (note,) = [n for n in notes if "first step stopped before that step" in n]
+    assert "when 0.5 s passed (--max-capture)" in note
+    assert f"dsprof import -o NEW_RUN {out / 'raw' / 'rank0' / 'setup'}" in note
