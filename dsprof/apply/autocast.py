@@ -22,18 +22,23 @@ the class's signature). The wrapper keeps that signature (a bare ``*args`` wrapp
 fail with ``KeyError: dtype`` on an autocast inside a compiled function), and Dynamo's
 ``create`` is wrapped too, so such a region is compiled disabled; ``compiled`` counts them
 (once per graph compiled, not per call). Dynamo is not imported for that (1.1 s): the wrap is
-put in place by the first ``torch.compile`` call, or at install where Dynamo is loaded already.
+put in place as ``torch._dynamo`` finishes loading (``collectors.torch_arrival``), whoever loads
+it: ``torch.compile``'s first call, ``torch._dynamo.optimize`` (which the wrap of
+``torch.compile`` alone missed: Dynamo then traced the wrapped ``__init__``, and ``compiled``
+said 0), the script's import; at install where Dynamo is loaded already.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 import threading
 from typing import Any
 
 from dsprof.apply import Knob
+from dsprof.collectors.torch_arrival import stop_waiting, when_imported
 from dsprof.errors import ConfigError
+
+DYNAMO = "torch._dynamo"
 
 _DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
 OFF = ("off", "0", "fp32", "false")
@@ -51,7 +56,6 @@ class AutocastKnob(Knob):
         self.compiled = 0
         self._original_init: Any = None
         self._original_create: Any = None
-        self._original_compile: Any = None
         self._handles: list[Any] = []
         if self.off:
             return
@@ -94,26 +98,9 @@ class AutocastKnob(Knob):
             original(ctx, device_type, *args, **kwargs)
 
         autocast_mode.autocast.__init__ = init_disabled  # type: ignore[method-assign,assignment]
-        if "torch._dynamo" in sys.modules:
-            self._off_in_compiled_code()
-        else:
-            self._wrap_compile()
-
-    def _wrap_compile(self) -> None:
-        """Put the Dynamo wrap in place when the script first calls ``torch.compile`` (which
-        loads Dynamo), before anything is traced: compiling is lazy, on the first call."""
-        import torch
-
-        original = self._original_compile = torch.compile
-        knob = self
-
-        @functools.wraps(original)
-        def compile_then_off(*args: Any, **kwargs: Any) -> Any:
-            compiled = original(*args, **kwargs)
-            knob._off_in_compiled_code()
-            return compiled
-
-        torch.compile = compile_then_off
+        # the Dynamo wrap goes in as Dynamo loads, before anything is traced: by torch.compile's
+        # first call, torch._dynamo.optimize (older scripts), or the script's own import
+        when_imported(DYNAMO, self._off_in_compiled_code)
 
     def _off_in_compiled_code(self) -> None:
         """Autocast regions Dynamo traces on the CPU are compiled disabled."""
@@ -143,11 +130,7 @@ class AutocastKnob(Knob):
 
             autocast_mode.autocast.__init__ = self._original_init  # type: ignore[method-assign]
             self._original_init = None
-        if self._original_compile is not None:
-            import torch
-
-            torch.compile = self._original_compile
-            self._original_compile = None
+        stop_waiting(DYNAMO)
         if self._original_create is not None:
             from torch._dynamo.variables.ctx_manager import AutocastModeVariable
 

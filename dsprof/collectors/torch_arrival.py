@@ -37,8 +37,9 @@ def when_torch_loads(callback: Callable[[], None]) -> None:
 
 
 def when_imported(name: str, callback: Callable[[], None]) -> None:
-    """Call ``callback()`` once the top-level module ``name`` is imported: now if it already
-    is, else at the end of its first import. A failed import (not installed, a broken
+    """Call ``callback()`` once the module ``name`` is imported (a submodule too: finders on
+    ``sys.meta_path`` are asked for ``torch._dynamo`` with its parent's path): now if it
+    already is, else at the end of its first import. A failed import (not installed, a broken
     install) calls nothing and leaves the finder in place for a later try, as Python would
     try again."""
     if name in sys.modules:
@@ -87,7 +88,7 @@ class _ArrivalFinder:
         except Exception as exc:  # noqa: BLE001 - a profiler must not fail the script's import
             from dsprof.log import logger
 
-            logger.error("dsprof could not start when %s loaded: %s: %s", self.name,
+            logger.error("dsprof's step when %s loaded failed: %s: %s", self.name,
                          type(exc).__name__, exc)
 
     def invalidate_caches(self) -> None:

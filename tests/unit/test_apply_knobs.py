@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -113,3 +116,40 @@ def test_torch_threads_knob_sets_the_intra_op_threads_and_leaves_them_set():
         assert torch.get_num_threads() == 1 and knob.report() == {"threads": 1}
     finally:
         torch.set_num_threads(before)
+
+
+DYNAMO_OPTIMIZE = """
+import sys
+import torch
+from dsprof.apply import from_env, install
+
+applied = install(from_env({"DS_AUTOCAST": sys.argv[1]}, "cpu")) if sys.argv[1] else None
+assert "torch._dynamo" not in sys.modules  # (loaded by the next line, after the knob)
+w = torch.randn(16, 16)
+
+
+def forward(x):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return x @ w
+
+
+out = torch._dynamo.optimize("eager")(forward)(torch.randn(4, 16))
+breaks = sum(torch._dynamo.utils.counters["graph_break"].values())
+print(out.dtype, applied.report()["DS_AUTOCAST"]["compiled"] if applied else "-", breaks)
+"""
+
+
+@pytest.mark.parametrize("knob, printed", [("", "torch.bfloat16 - 0"),
+                                           ("off", "torch.float32 1 0")])
+def test_autocast_off_reaches_a_region_compiled_through_dynamo_optimize(knob, printed):
+    # GIVEN an older script's torch._dynamo.optimize (no torch.compile call), in a process
+    # where Dynamo loads only after the knob is installed
+    res = subprocess.run([sys.executable, "-c", DYNAMO_OPTIMIZE, knob], capture_output=True,
+                         text=True, check=False, timeout=300)
+    # THEN with DS_AUTOCAST=off its autocast region is compiled disabled by the knob's Dynamo
+    # wrap, as the pasted enabled=False would run it, in the same graph: no graph break, and
+    # the knob's report counts it (the wrap used to go in at torch.compile's first call only:
+    # here Dynamo traced the wrapped __init__ instead, the report counted 0)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == printed.split()
+
