@@ -17,6 +17,13 @@ real-time signal nobody uses (``SIGRTMAX - 7``), only while the bootstrap captur
 only where that signal is at its default (a handler of the script's is never replaced); it is
 restored as soon as the capture ends. Not armed off the main thread (``dsprof.profile()`` in a
 worker thread keeps the hook checks), nor where the platform has no real-time signals.
+
+The time cap alone did not bound memory: the profiler keeps every op until the capture stops,
+and stopping it (saved or dropped) builds the results of them all at once. 12 s of such a
+setup took a 0.29 GiB script to 4.72 GiB (60 s would have been ~20). :class:`MemoryWatch` reads
+the heap in use every 0.1 s while the capture lasts; past ``--max-capture-mb`` of growth the
+cap is due at once and the same alarm rings (1.48 GiB for those 12 s:
+``benchmarks/setup_capture_memory.py``).
 """
 
 from __future__ import annotations
