@@ -84,8 +84,8 @@ def test_front_is_monotone_and_never_nests():
 
 def test_hundreds_of_modules_solve_in_about_a_second():
     cands = _tree(48)  # 481 modules
-    # this thread's CPU time, not the process's: that counts the threads of numpy's BLAS,
-    # which spin while they wait for a core (CI: 2.21 s of process CPU on a loaded machine)
+    # this thread's CPU time, not the process's, which counts every other thread of the test
+    # worker (a rehearsal of CI, 2 workers on 2 cores, printed 2.21 s of process CPU)
     t0 = time.thread_time()
     front = pareto_front(cands, peak=140_000_000)
     cpu = time.thread_time() - t0
