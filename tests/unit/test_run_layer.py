@@ -36,6 +36,16 @@ def _steps(durs_ms, **cols):
             "dur_ns": [int(d * 1e6) for d in durs_ms], "profiled": [False] * n, **cols}
 
 
+# a 6-step run with wait 1, warm-up 1, active 2: every step after setup disturbed
+SIX_STEPS_BY = ["setup", "first_call", "warmup", "window", "window", "trace_write"]
+
+
+def _six_steps(durs_ms):
+    return Run.from_tables(steps=_steps(durs_ms, disturbed_by=SIX_STEPS_BY),
+                           meta={"windows": [{"index": 0, "steps": [3, 4]}],
+                                 "settings": {"wait": 1, "warmup": 1}})
+
+
 def test_manifest_types_the_header_and_refuses_a_newer_one_in_one_line():
     m = parse({"schema_version": SCHEMA_VERSION, "source": "run",
                "target": {"kind": "module", "name": "pkg.train", "argv": ["x", "--lr", "1e-3"]},
@@ -107,10 +117,8 @@ def test_a_short_all_profiled_run_counts_its_profiler_warm_up_not_the_trace_writ
     # GIVEN the corpus' 6-step run of the tiny GPT-2 (wait 1, warm-up 1, active 2): every step
     # after setup disturbed; the first calls' step and the step that wrote the trace far slower
     # than the 6.5 ms the script steps at
-    by = ["setup", "first_call", "warmup", "window", "window", "trace_write"]
-    run = Run.from_tables(steps=_steps([3500, 49, 7.2, 17.9, 16.4, 104.8], disturbed_by=by),
-                          meta={"windows": [{"index": 0, "steps": [3, 4]}],
-                                "settings": {"wait": 1, "warmup": 1}})
+    by = SIX_STEPS_BY
+    run = _six_steps([3500, 49, 7.2, 17.9, 16.4, 104.8])
     # THEN the step time is the warm-up step's, which the profiler only prepared in
     st = run.facts.step
     assert st.rule == PROFILER_WARMUP and [s for _, s, _ in st.counted] == [2]
@@ -145,10 +153,7 @@ def test_no_fallback_counts_the_loop_the_window_did_not_record():
 def test_the_fastest_step_bounds_the_quiet_pace_whatever_slowed_the_counted_steps():
     # GIVEN CI's 6-step run of test_swap_memory on a loaded machine: the step its time is
     # taken from (2, the profiler's warm-up) took 1.16 s, its profiled steps 32 and 40 ms
-    by = ["setup", "first_call", "warmup", "window", "window", "trace_write"]
-    run = Run.from_tables(steps=_steps([1972, 1708, 1162, 31.7, 39.5, 390.9], disturbed_by=by),
-                          meta={"windows": [{"index": 0, "steps": [3, 4]}],
-                                "settings": {"wait": 1, "warmup": 1}})
+    run = _six_steps([1972, 1708, 1162, 31.7, 39.5, 390.9])
     st = run.facts.step
     # THEN the mean is the counted step's, and the fastest step the profiled one's
     assert st.rule == PROFILER_WARMUP and st.mean_s == pytest.approx(1.162)
