@@ -29,6 +29,12 @@ _ACCELERATOR = "accelerate.Accelerator"
 # switch. "transformers" alone says neither: torchmetrics and lightning import it.
 _HF_MODEL = "transformers.model"
 _HF_MODEL_NEW = "transformers.model.activation_checkpointing"
+# A Lightning Fabric loop (its setup() wraps the model in _FabricModule, the root of every
+# forward): the script's own loop, so the Trainer's switches (Trainer(precision=...),
+# ModelCheckpoint, train_dataloader()) are none of its; Fabric(precision=...) is. Importing
+# lightning.fabric imports lightning.pytorch's Trainer too: only the modules tell them apart.
+FABRIC = "lightning.fabric"
+_FABRIC_MODULE = "_FabricModule"
 
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
@@ -84,6 +90,14 @@ _SWITCHES = {
     (_ACCELERATOR, "autocast_off"): "# Accelerate: Accelerator(..., mixed_precision=\"no\")",
     (_ACCELERATOR, "autocast_off_fp16"): (
         "# Accelerate: Accelerator(..., mixed_precision=\"no\")"),
+    (FABRIC, "precision"): "# Lightning Fabric: Fabric(..., precision=\"bf16-mixed\")",
+    (FABRIC, "autocast_off"): "# Lightning Fabric: Fabric(..., precision=\"32-true\")",
+    (FABRIC, "autocast_off_fp16"): "# Lightning Fabric: Fabric(..., precision=\"32-true\")",
+    (FABRIC, "model_fp32"): (
+        "# Lightning Fabric: Fabric(..., precision=\"32-true\") (\"bf16-true\" casts the "
+        "model)"),
+    (FABRIC, "fp64_off"): (
+        "# Lightning Fabric: Fabric(..., precision=\"32-true\") in place of \"64-true\""),
     ("lightning", "checkpointing"): (
         "# Lightning: wrap the blocks in configure_model() with torch.utils.checkpoint, or\n"
         "# FSDPStrategy(activation_checkpointing_policy={Block}) on multi-GPU"),
@@ -94,10 +108,15 @@ _SWITCHES = {
 
 
 def frameworks(ctx: Context) -> set[str]:
-    """Frameworks the run used: ``transformers``, ``lightning`` (also for pytorch_lightning)."""
+    """Frameworks the run used: ``transformers``, ``lightning`` (also for pytorch_lightning;
+    the Trainer), :data:`FABRIC` (a Fabric loop, in its place)."""
     found = {str(f) for f in ctx.meta.get("frameworks") or []}
     if "pytorch_lightning" in found:
         found.add("lightning")
+    if found & {"lightning", "pytorch_lightning"} and ctx.run.has("modules") and ctx.run.sql(
+            "SELECT count(*) FROM modules WHERE depth = 0 AND type = ?", [_FABRIC_MODULE])[0][0]:
+        found -= {"lightning", "pytorch_lightning"}
+        found.add(FABRIC)
     if "transformers" not in found and ctx.run.has("modules"):
         types = [t for (t,) in ctx.run.sql("SELECT DISTINCT type FROM modules WHERE depth = 0")]
         if any(str(t).endswith(_HF_SUFFIXES) for t in types):

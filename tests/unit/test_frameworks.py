@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dsprof.analyzers.comm_overlap import _buckets_per_step, uses_ddp
-from dsprof.analyzers.frameworks import framework_fix, frameworks
+from dsprof.analyzers.frameworks import FABRIC, framework_fix, frameworks
 from dsprof.analyzers.registry import Context
 from dsprof.ingest.importer import import_traces
 from dsprof.run import load
@@ -36,6 +36,30 @@ def test_lightning_gets_its_trainer_switches_and_plain_torch_gets_none(tmp_path)
         assert 'precision="bf16-mixed"' in framework_fix(Context(run), "precision")
     with load(_with_frameworks(tmp_path / "plain", [])) as run:
         assert framework_fix(Context(run), "checkpointing") == ""
+
+
+def test_a_fabric_loop_gets_fabrics_switches_not_the_trainers():
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import SCRIPT, table
+
+    def run_of(root):
+        # (importing lightning.fabric imports the Trainer's package too: both are recorded)
+        return Run.from_tables(meta={**SCRIPT, "frameworks": ["transformers", "lightning"]},
+                               modules=table({"rank": 0, "name": root, "type": root,
+                                              "depth": 0}))
+
+    # GIVEN a Fabric loop: fabric.setup() made _FabricModule the root of every forward
+    ctx = Context(run_of("_FabricModule"))
+    # THEN Fabric's own precision switch, and none of the Trainer's: no Trainer(precision=),
+    # no train_dataloader() (the script builds its DataLoader), no ModelCheckpoint
+    assert frameworks(ctx) >= {FABRIC} and "lightning" not in frameworks(ctx)
+    assert framework_fix(ctx, "precision") == (
+        '# Lightning Fabric: Fabric(..., precision="bf16-mixed")\n')
+    assert 'Fabric(..., precision="32-true")' in framework_fix(ctx, "autocast_off")
+    assert framework_fix(ctx, "dataloader") == "" and framework_fix(ctx, "checkpointing") == ""
+    # AND a LightningModule under the Trainer keeps the Trainer's
+    assert 'Trainer(..., precision="bf16-mixed")' in framework_fix(Context(run_of("LitNet")),
+                                                                    "precision")
 
 
 def test_an_accelerator_gets_accelerates_switch_unless_the_hf_trainer_built_it(tmp_path):
