@@ -86,12 +86,12 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
                          "dsprof starts when the script imports torch; the run's one step, "
                          "dsprof's own start after the script had ended, has no step time")
         elif src == "none":
-            cap = run.meta.get("max_capture_s")
+            cap = _cap_setting(run, "max_capture_s")
             capped = " and hit the cap" if run.meta.get("capped") else ""
             if run.meta.get("capped") and run.meta.get("capped_by") == "memory":
                 # the capture stops before the profiler's memory makes it dear to stop
                 capped = (f", but stopped earlier: the process's heap grew "
-                          f"{run.meta.get('max_capture_mb')} MiB while the profiler kept "
+                          f"{_cap_setting(run, 'max_capture_mb')} MiB while the profiler kept "
                           "every op (--max-capture-mb)")
             children = _started_processes(run.meta.get("child_processes"))
             notes.append(
@@ -167,15 +167,25 @@ def _setup_capture_note(run: Run) -> list[str]:
              if isinstance(w, dict) and w.get("kind") == SETUP]
     if not aside:
         return []
-    why = (f"the process's heap grew {run.meta.get('max_capture_mb')} MiB while the profiler "
-           "kept every op (--max-capture-mb)" if aside[0].get("capped_by") == "memory" else
-           f"{run.meta.get('max_capture_s')} s passed (--max-capture)")
+    why = (f"the process's heap grew {_cap_setting(run, 'max_capture_mb')} MiB while the "
+           "profiler kept every op (--max-capture-mb)" if aside[0].get("capped_by") == "memory"
+           else f"{_cap_setting(run, 'max_capture_s')} s passed (--max-capture)")
     ranks = sorted({int(r) for (r,) in run.sql("SELECT DISTINCT rank FROM steps")})
     rank = f"rank{ranks[0]}" if len(ranks) == 1 else "rank<N>"
     return [(f"the capture from the script's import of torch to its first step stopped before "
             f"that step, when {why}: it holds the setup, not training, and was set aside so "
             f"that profiled steps and op-level findings are the steps' own (dsprof import -o "
             f"NEW_RUN {run.path / 'raw' / rank / SETUP_DIR} analyses it)")]
+
+
+def _cap_setting(run: Run, key: str) -> Any:
+    """A capture cap the run had: meta.json's own key (a ``dsprof run``'s exit writes it), else
+    its ``settings`` (what every rank's session starts with; a merge of ranks keeps those)."""
+    value = run.meta.get(key)
+    if value is None:
+        settings = run.meta.get("settings")
+        value = settings.get(key) if isinstance(settings, dict) else None
+    return value
 
 
 def _started_processes(entries: Any) -> str:

@@ -91,3 +91,24 @@ def test_a_cap_passed_by_time_says_so():
         assert reached == [True] and cap.reason == TIME and "--max-capture)" in cap.why()
     finally:
         cap.remove()
+
+
+def test_the_summary_says_where_a_capped_setup_capture_went_from_the_runs_settings():
+    from dsprof.reports.summary import summarize
+    from dsprof.run import Run
+    from tests.unit.test_run_layer import _steps
+
+    # GIVEN a run whose capture of step 0 stopped by memory and was set aside, and whose meta
+    # has the cap only in its settings (what a merge of ranks keeps)
+    windows = [{"index": 0, "kind": "setup", "steps": [0], "capped": True,
+                "capped_by": "memory", "file": "setup/window-0.trace.json"},
+               {"index": 1, "kind": "window", "steps": [3]}]
+    run = Run.from_tables(steps=_steps([500, 30, 10, 10, 10]), meta={
+        "source": "run", "status": "finished", "steps_source": "optimizer",
+        "settings": {"wait": 0, "warmup": 0, "max_capture_mb": 32.0}, "windows": windows})
+    # THEN the summary says why it stopped and where it went, and counts no setup window
+    summary = summarize(run)
+    (note,) = [n for n in summary.notes if "first step stopped before that step" in n]
+    assert "the process's heap grew 32.0 MiB" in note and "raw/rank0/setup" in note
+    assert summary.facts["windows"] == [[3]]
+
