@@ -45,6 +45,7 @@ from dsprof.analyzers.fusion_fixes import (
     CPU_COMPUTE_BOUND_KINDS,
     NO_SAVING_ON_CPU,
     OUTSIDE_COMPILED,
+    UNATTRIBUTED,
     fix_text,
     library_op,
     whole_module,
@@ -77,8 +78,6 @@ from dsprof.metrics.ops.optable import OpTable
 from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S
 
 MIN_SAVING_S = 20e-6
-UNATTRIBUTED = "(no module)"
-"""Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
 MIN_STEP_SHARE = 0.005
 # A CPU library-op swap whose price may be off by more than this share (library_cost.
 # price_spread) is found and not ranked: the judge (benchmarks/advice.py) asks 25 %.
@@ -103,6 +102,18 @@ def fold_indices(module: str) -> str:
 
 
 REDUCTIONS = frozenset({"mean", "var", "sum"})
+SOFTMAX_NAMES = frozenset({"softmax", "_softmax"})
+# The ops each library op's written-out form is made of. A chain is named after a library op
+# only when every op of it is one of these: shapes link consecutive ops of unrelated sums, and
+# a PPO loss (Stable-Baselines3's: entropy by clamp -> softmax -> mul -> sum -> neg, the
+# advantages' mean -> sub -> std -> div, then sub -> exp -> mul -> clamp -> mul) was named
+# attention by its softmax after a Linear, and a LayerNorm by its mean and div.
+NORM_OPS = frozenset({"mean", "var", "sub", "pow", "square", "mul", "add", "sqrt", "rsqrt",
+                      "div", "reciprocal"})
+GELU_OPS = frozenset({"mul", "pow", "add", "tanh", "erf", "div", "sub", "rsub"})
+SOFTMAX_OPS = frozenset({"exp", "sum", "div", "sub", "amax", "mul", "reciprocal"})
+# attention's probabilities go to the matmul with v, dropped out at most on the way
+AFTER_ATTENTION_SOFTMAX = frozenset({"dropout", "dropout_"})
 
 
 def classify(chain: Chain, device: bool) -> str:
@@ -111,20 +122,27 @@ def classify(chain: Chain, device: bool) -> str:
     before = chain.before.name if chain.before is not None else ""
     if before in CONV and chain.ops[0].name == "aten::batch_norm":
         return "fusion.conv_bn"
-    if {"softmax", "_softmax"} & names and before in MATMUL:
+    if SOFTMAX_NAMES & names and before in MATMUL and _softmax_ends(names_in_order):
         return "fusion.attention"
     # a norm returns the normalised tensor; a chain that ends in its reduction computed a
     # statistic or a loss ((d * d).mul(0.5).add(eps).sqrt().mean()), which no norm replaces
     if ({"mean", "var"} & names and {"rsqrt", "sqrt", "div"} & names
-            and names_in_order[-1] not in REDUCTIONS):
+            and names_in_order[-1] not in REDUCTIONS and names <= NORM_OPS):
         return "fusion.hand_norm"
-    if "tanh" in names and ({"pow", "mul"} & names) or "erf" in names:
+    if ("tanh" in names and ({"pow", "mul"} & names) or "erf" in names) and names <= GELU_OPS:
         return "fusion.hand_gelu"
-    if {"exp", "sum", "div"} <= names:
+    if {"exp", "sum", "div"} <= names <= SOFTMAX_OPS:
         return "fusion.hand_softmax"
     if len(chain.ops) == 1 and before in MATMUL:
         return "fusion.linear_activation" if device else ""
     return "fusion.pointwise_chain"
+
+
+def _softmax_ends(names: tuple[str, ...]) -> bool:
+    """The chain's last softmax is its last op but dropout: its probabilities leave the chain
+    (for the matmul with v), not for more pointwise math."""
+    last = max(i for i, n in enumerate(names) if n in SOFTMAX_NAMES)
+    return all(n in AFTER_ATTENTION_SOFTMAX for n in names[last + 1:])
 
 
 def setup_steps(ctx: Context) -> frozenset[tuple[int, int]]:
@@ -267,7 +285,8 @@ class FusionAnalyzer(Analyzer):
         bwd_now = sum(b for _, _, _, b in items) / table.n_steps
         chain_txt = " -> ".join(names)
         where = pattern if len(modules) != 1 else modules[0]
-        title, fix = fix_text(kind, where, chain_txt, items[0][0])
+        title, fix = fix_text(kind, where, chain_txt, items[0][0],
+                              modules_recorded=bool(table.called_modules))
         hf = hf_activation(ctx, modules) if kind == "fusion.hand_gelu" else None
         if hf is not None:  # library code: the switch is the model's config
             title = (f'Use the activation "{hf.value}" in the model config: {hf.classes} in '

@@ -61,9 +61,14 @@ def whole_module(chain: Chain, sequence: list[Op]) -> bool:
 # torch.compile, and an eager chain there ran outside the compiled code (around the compiled
 # model, or after a graph break). Compiling the model again is no fix.
 OUTSIDE_COMPILED = "(outside the compiled code)"
+UNATTRIBUTED = "(no module)"
+"""Where a chain's ops ran outside modules, or the trace recorded none (old imports)."""
 
 
-def fix_text(kind: str, where: str, chain_txt: str, chain: Chain) -> tuple[str, str]:
+def fix_text(kind: str, where: str, chain_txt: str, chain: Chain,
+             modules_recorded: bool = True) -> tuple[str, str]:
+    """(title, code to paste). ``modules_recorded``: the trace records module calls, so a
+    chain in no module ran outside every module's forward (else its module is unknown)."""
     compile_fix = (f"# compile the module that holds the chain (fuses forward and backward)\n"
                    f"{_attr(where)}.compile()   # or: torch.compile(model)")
     if where == OUTSIDE_COMPILED:
@@ -72,6 +77,11 @@ def fix_text(kind: str, where: str, chain_txt: str, chain: Chain) -> tuple[str, 
             "# Compile the function that computes it as well (the loss, say), or find the\n"
             "# graph break that left it out: TORCH_LOGS=graph_breaks python train.py\n"
             "loss_fn = torch.compile(loss_fn)")
+    elif where == UNATTRIBUTED and modules_recorded and kind != "fusion.conv_bn":
+        # model.compile() compiles forward() calls: math in the loop, a loss function or a
+        # method called without the module's __call__ (a distribution's entropy) stays eager
+        compile_fix = ("# no module's forward runs this chain: compile the function that "
+                       "computes it (the loss, say)\nloss_fn = torch.compile(loss_fn)")
     names = set(chain.names)
     if kind == "fusion.attention":
         return (f"Use F.scaled_dot_product_attention in {where} (hand-written attention)",

@@ -89,3 +89,47 @@ def test_attention_on_sdpa_is_not_hand_written(tmp_path):
     assert not [f for f in found if f.kind == "fusion.hand_attention"]
     (f,) = [f for f in found if f.kind == "attention.sdpa"]
     assert "already uses scaled_dot_product_attention" in f.title
+
+
+
+def test_a_ppo_loss_with_a_softmax_after_a_linear_is_not_attention(tmp_path):
+    # GIVEN a PPO update in the order reinforcement-learning libraries write it: a Categorical
+    # policy over a Linear's logits, its log-prob, the value head (a Linear), then the
+    # policy's entropy (a softmax), the advantages normalised and the clipped probability
+    # ratio: consecutive ops on one batch length, which shapes link into one chain
+    from dsprof.analyzers.fusion import classify
+    from dsprof.analyzers.registry import Context
+    from dsprof.metrics.ops.fusion_chains import find_chains
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh())
+    action, value = nn.Linear(64, 2), nn.Linear(64, 1)
+    obs, actions = torch.randn(64, 8), torch.randint(0, 2, (64,))
+    old_log_prob, advantages, returns = torch.randn(64), torch.randn(64), torch.randn(64)
+    trace = tmp_path / "ppo.json"
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        features = body(obs)
+        dist = torch.distributions.Categorical(logits=action(features))
+        log_prob = dist.log_prob(actions)
+        values = value(features).flatten()
+        entropy = dist.entropy()
+        adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        ratio = torch.exp(log_prob - old_log_prob)
+        policy_loss = -torch.min(adv * ratio, adv * torch.clamp(ratio, 0.8, 1.2)).mean()
+        value_loss = nn.functional.mse_loss(returns, values)
+        (policy_loss + 0.5 * value_loss - 0.01 * entropy.mean()).backward()
+    prof.export_chrome_trace(str(trace))
+    run_dir, _ = import_traces([trace], tmp_path / "run")
+    # WHEN the fusion analyzer's chains of its forward are found and named
+    with load(run_dir.path) as run:
+        table = Context(run).op_table
+        chains = [c for seq in table.sequences for c in find_chains(seq, None)]
+        (loss,) = [c for c in chains if "softmax" in c.names]
+        # THEN the chain follows the value head's Linear and holds the softmax ...
+        assert loss.before.name == "aten::linear" and len(loss.names) >= 10
+        # ... and is a chain of pointwise ops: not attention (its probabilities go on to
+        # more pointwise math, not to a matmul), no norm, no softmax by hand
+        assert classify(loss, device=False) == "fusion.pointwise_chain"
+        # AND the analyzers name no attention in it
+        found = analyze(run, only=("attention", "fusion"), write=False).findings
+    assert not [f.title for f in found if "attention" in f.kind]

@@ -248,3 +248,66 @@ def test_a_wrapped_python_number_is_not_a_reductions_output():
     # THEN the mean ends its chain (the mul does not take its output), and the next sample's
     # ops, parked as side ops while they fed nothing of the chain, start their own
     assert [c.names for c in chains] == [("relu", "mean"), ("mul", "add", "relu")]
+
+
+def test_a_ppo_loss_linked_by_its_shapes_is_named_after_no_library_op():
+    # GIVEN the op chain Stable-Baselines3's PPO loss recorded on CPU (batch 64, 2 actions),
+    # after the action net's Linear: the entropy (clamp -> softmax -> mul -> sum -> neg), the
+    # advantages normalised (mean -> sub -> std -> div), then ratio and clipped surrogate
+    # (sub -> exp -> mul -> clamp -> mul): consecutive ops of one length, linked by shape
+    b, a = (64,), (64, 2)
+    seq = [op("linear", (64, 64), (2, 64), (2,), module=None),
+           op("clamp", a, module=None), op("softmax", a, module=None),
+           op("mul", a, a, module=None), op("sum", a, module=None), op("neg", b, module=None),
+           op("mean", b, module=None), op("sub", b, (), module=None),
+           op("std", b, module=None), op("div", b, (), module=None),
+           op("sub", b, b, module=None), op("exp", b, module=None),
+           op("mul", b, b, module=None), op("clamp", b, module=None),
+           op("mul", b, b, module=None)]
+    # WHEN chains are found and classified
+    (chain,) = find_chains(seq)
+    assert len(chain.ops) == 14 and chain.before.name == "aten::linear"
+    # THEN it is a pointwise chain: no attention (the softmax's output goes on to more
+    # pointwise math, not to a matmul), no LayerNorm (clamp, softmax, exp are no norm's
+    # ops), no softmax by hand (neither are clamp and std)
+    assert classify(chain, device=False) == "fusion.pointwise_chain"
+    # AND its parts alone are not named either
+    entropy = dataclasses.replace(chain, ops=chain.ops[:5])
+    assert classify(entropy, device=False) == "fusion.pointwise_chain"
+    advantages = dataclasses.replace(chain, ops=chain.ops[5:9], before=None)
+    assert classify(advantages, device=False) == "fusion.pointwise_chain"
+    # AND the same softmax with its probabilities going to a matmul, dropped out on the way,
+    # is attention
+    scores = dataclasses.replace(chain, ops=(chain.ops[0], chain.ops[1],
+                                             op("dropout", a, module=None)))
+    assert classify(scores, device=False) == "fusion.attention"
+
+
+def test_an_lstm_cell_written_out_is_no_gelu():
+    # GIVEN a hand LSTM cell's gate math: sigmoid gates, c = f * c + i * g, h = o * tanh(c)
+    g = (32, 128)
+    seq = [op("addmm", (512,), (32, 64), (64, 512)), op("sigmoid", g), op("mul", g, g),
+           op("add", g, g), op("tanh", g), op("mul", g, g)]
+    (chain,) = find_chains(seq)
+    # THEN tanh among multiplies does not make it a tanh GELU: sigmoid is no GELU's op
+    assert classify(chain, device=False) == "fusion.pointwise_chain"
+
+
+def test_a_chain_in_no_module_is_told_to_compile_the_function_around_it():
+    from dsprof.analyzers.fusion_fixes import UNATTRIBUTED, fix_text
+
+    (chain,) = find_chains([op("sub", X, X, module=None), op("exp", X, module=None),
+                            op("mul", X, X, module=None)])
+    # WHEN the trace recorded module calls (a dsprof run) and none held the chain
+    _, fix = fix_text("fusion.pointwise_chain", UNATTRIBUTED, "sub -> exp -> mul", chain,
+                      modules_recorded=True)
+    # THEN the fix compiles the loss function, not the model whose forward never ran it
+    assert fix.splitlines()[-1] == "loss_fn = torch.compile(loss_fn)"
+    assert "model" not in fix
+    # AND where the trace recorded no modules (an imported trace), the model is compiled
+    _, unknown = fix_text("fusion.pointwise_chain", UNATTRIBUTED, "sub -> exp", chain,
+                          modules_recorded=False)
+    assert "model.compile()" in unknown
+    # AND a chain in a module still compiles that module
+    _, in_module = fix_text("fusion.pointwise_chain", "M.blocks.*.act", "sub -> exp", chain)
+    assert "model.blocks[i].act.compile()" in in_module
