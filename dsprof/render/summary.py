@@ -16,8 +16,6 @@ from dsprof.units import fmt_bytes, fmt_ms, fmt_rate
 
 __all__ = ["fmt_bytes", "fmt_ms", "render_full"]
 
-FULL_SPEED_RULE = "full-speed steps"  # dsprof.facts.FULL_SPEED (no run layer imported here)
-
 
 def render_full(summary: RunSummary, console: Console) -> None:
     _facts(summary, console)
@@ -143,10 +141,8 @@ def _loops(summary: RunSummary, console: Console) -> None:
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for loop in summary.loops:
         rate = [f"{loop.samples_per_s:,.1f}" if loop.samples_per_s else "-"] if rates else []
-        counted = str(loop.count) if loop.rule == FULL_SPEED_RULE else \
-            f"{loop.count} ({plain(loop.rule)})" if loop.count else "none"
         t.add_row(f"{loop.loop}{' *' if loop.recorded else ''}",
-                  f"{loop.first_step}-{loop.last_step}", plain(loop.source), counted,
+                  f"{loop.first_step}-{loop.last_step}", plain(loop.source), plain(loop.counted),
                   *(fmt_ms(v) if v is not None else "-"
                     for v in (loop.median_ms, loop.mean_ms, loop.min_ms)), *rate)
     console.print()

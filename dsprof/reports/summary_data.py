@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dsprof.facts import FULL_SPEED
+
 
 @dataclass(frozen=True)
 class CommsSummary:
@@ -67,6 +69,14 @@ class LoopStats:
     mean_ms: float | None
     min_ms: float | None
     samples_per_s: float | None = None
+
+    @property
+    def counted(self) -> str:
+        """Its counted steps as the summary and the dashboard show them: the number, with the
+        rule where it is not the full-speed rule, or "none"."""
+        if not self.count:
+            return "none"
+        return str(self.count) if self.rule == FULL_SPEED else f"{self.count} ({self.rule})"
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,7 @@ def test_overview_puts_each_loop_of_a_sweep_side_by_side(tmp_path):
         assert [r[:3] for r in rows[1:]] == [["0", "0-9", "optimizer"],
                                              ["1 (profiled)", "10-19", "optimizer"]]
         counted = [len(loop.step.counted) for loop in src.run.facts.loops]
-        assert [r[3] for r in rows[1:]] == [f"{n} (full-speed steps)" for n in counted]
+        assert [r[3] for r in rows[1:]] == [str(n) for n in counted]
     finally:
         src.close()
 

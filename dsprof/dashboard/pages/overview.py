@@ -87,7 +87,7 @@ def _loops(loops: list[Any]) -> list[Any]:
     for loop in loops:
         cells = [f"{loop.loop}{' (profiled)' if loop.recorded else ''}",
                  f"{loop.first_step}-{loop.last_step}", loop.source,
-                 f"{loop.count} ({loop.rule})" if loop.count else "none",
+                 loop.counted,
                  *(fmt_ms(v) if v is not None else "-"
                    for v in (loop.median_ms, loop.mean_ms, loop.min_ms))]
         cells += [f"{loop.samples_per_s:,.1f}" if loop.samples_per_s else "-"] if rates else []
