@@ -366,7 +366,10 @@ class StepCollector:
         self.sources.append(source)
         if not sample:
             self.samples.skip()
-            logger.info("step %d: %.1f ms (%s)", step, (end - start) / 1e6, source)
+            # a decision replays up to BACKWARD_DECIDE_CALLS ends at once: one line each on
+            # the terminal was a burst of 63 (pytorch/examples' word_language_model)
+            logger.info("step %d: %.1f ms (%s)", step, (end - start) / 1e6, source,
+                        extra=STEP_LINE)
             return step
         peak, rss, wait = self.samples.take()
         if logger.isEnabledFor(logging.INFO):

@@ -3,6 +3,8 @@ gradient accumulation, and compile time per step. Real torch on CPU."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -92,6 +94,40 @@ def test_backward_becomes_the_step_source_only_without_an_optimizer(monkeypatch)
     assert rec["rss_bytes"][:4] == [None] * 4 and rec["rss_bytes"][4] is not None
     rows = steps_from_record({**rec, "windows": []}, 0)
     assert rows["source"] == ["backward"] * 6
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_the_steps_a_decision_records_after_the_fact_are_step_lines(monkeypatch):
+    # GIVEN a loop with no optimizer: its first backwards are kept aside until backward() is
+    # decided to end the steps, then recorded at once
+    monkeypatch.setattr(steps_mod, "BACKWARD_DECIDE_CALLS", 8)
+    steps = StepCollector(CPU, lambda step: None)
+    logger = logging.getLogger("dsprof")
+    seen, level = _Records(), logger.level
+    logger.addHandler(seen)
+    logger.setLevel(logging.INFO)
+    try:
+        for _ in range(8):
+            steps._backward_ended(steps.now_ns())
+    finally:
+        logger.removeHandler(seen)
+        logger.setLevel(level)
+    # THEN each of the eight steps has its line, marked as a per-step line (kept in the
+    # run's dsprof.log, off the terminal unless asked for), not a burst on the script's stderr
+    lines = [r for r in seen.records if r.getMessage().startswith("step ")]
+    assert len(lines) == 8
+    assert all(getattr(r, "dsprof_step_line", False) for r in lines)
+    # AND the decision itself is said once, as a plain line
+    (said,) = [r for r in seen.records if "no optimizer step after" in r.getMessage()]
+    assert not getattr(said, "dsprof_step_line", False)
 
 
 def test_accumulated_backwards_are_micro_batches_when_an_optimizer_steps(monkeypatch):
