@@ -25,8 +25,12 @@ under the threshold or the noise band is no finding (an accelerate loop over a T
 waited 0.29 ms of its 1.72 ms steps; 1 worker, verified, made them 3.79 ms).
 
 With workers already on and still waiting, the advice is more workers (same model with L =
-W * n_current + C, the time a worker takes per batch); when the per-pass start-up dominates,
-keeping the workers instead (analyzers/loader_startup.py).
+n_current (W + C), the time a worker takes per batch: together they deliver one batch a step),
+up to the cores torch's threads leave free (``cpu_count - torch_threads``): the training thread
+then waits on the workers' queue, and its CPU time says nothing of theirs, so whether they
+compute (another worker would contend for the same cores) or wait on I/O cannot be told. With
+no core free for one more, no count is advised (the analyzer says why). When the per-pass
+start-up dominates, the advice is keeping the workers instead (analyzers/loader_startup.py).
 
 **Pageable host-to-device copies** (``kernels``; GPU traces): ``Memcpy HtoD (Pageable ->
 Device)`` blocks the host for the whole copy (the runtime stages it through a pinned buffer);
@@ -223,20 +227,39 @@ class InputPipeline(Analyzer):
                            if counted else (DEFAULT_BATCH_TENSORS, 0))
         receive, send = handoff_ns(tensors, nbytes)
         per_pass = batches / max(passes, 1)
+        if workers > 0 and workers >= cpus - threads:
+            # The training thread waits on the workers' queue: its CPU time there says nothing
+            # of theirs. One more worker adds throughput only with a core of its own, or where
+            # the workers sleep on disk or network, which the run cannot see. minGPT's adder
+            # (4 workers, 2 torch threads, 2 CPUs) was told "4 -> 5", and 5 measured slower.
+            self.no_finding_reason = (
+                f"steps wait {wait / 1e6:.1f} ms for data from {workers} DataLoader "
+                f"worker{'s' if workers > 1 else ''} beside {threads} torch thread"
+                f"{'s' if threads > 1 else ''} on {cpus} CPU{'s' if cpus > 1 else ''}: no core "
+                "is free for another worker, and the run cannot see whether the workers compute "
+                "(more would contend for the same cores) or wait on disk or network (more would "
+                "help); no worker count is advised")
+            return None
         cpu_bound = total_wait > 0 and wait_cpu / total_wait > 0.5
         free_cores = max(1, cpus - threads) if cpu_bound else max(1, cpus)
         cap = free_cores if cpu_bound else min(MAX_IO_WORKERS, max(2, 2 * cpus))
+        if workers > 0:
+            cap = cpus - threads  # whether they compute is unseen: a core each, no more
         if workers == 0:
             # from a worker, a batch costs the worker its load and the send, and the
             # training thread the receive, which it did not pay loading in-process
             load = wait + send
             busy = compute + receive  # the training thread's work per step, batch received
         else:
-            # the wait already holds the receive, and a worker's time per batch its send
-            load = wait * workers + compute  # time one worker spends per batch
+            # the wait already holds the receive, and a worker's time per batch its send. The
+            # workers keep the steps waiting W: together they deliver one batch per step, so
+            # each one takes n steps' time per batch
+            load = workers * (wait + compute)
             busy = compute
         need = max(1, math.ceil(load / max(busy, 1.0)))
         n = max(workers + 1, min(need, cap)) if workers else min(need, cap)
+        if n > cap:
+            return None  # more workers than the cores (or, waiting on I/O, 2 per CPU) allow
         threads_to, slower = None, 0.0
         if cpu_bound and cpus - threads < n:
             # no core is free for a worker: beside torch's threads it would stall them (OpenMP's
@@ -258,8 +281,9 @@ class InputPipeline(Analyzer):
             return None
         share = wait / dur
         where = f"DataLoader({dataset}, batch_size={batch_size}) iterated at {site}"
-        kind_txt = ("loading is compute on the training thread" if cpu_bound
-                    else "loading waits (I/O or sleep), not compute")
+        kind_txt = ("it waits on the workers' queue (their own CPU time is not measured)"
+                    if workers > 0 else "loading is compute on the training thread"
+                    if cpu_bound else "loading waits (I/O or sleep), not compute")
         words = ctx.words
         if workers == 0:
             title = (f"Load batches in {n} DataLoader worker process{'es' if n > 1 else ''}: "

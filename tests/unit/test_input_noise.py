@@ -15,7 +15,8 @@ RUN = {"source": "run", "target": {"kind": "script", "name": "train.py", "argv":
 
 
 def _run(durs_ms: list[float], waits_ms: list[float],
-         disturbed_by: list[str | None] | None = None) -> Run:
+         disturbed_by: list[str | None] | None = None, workers: int = 0, cpus: int = 8,
+         threads: int = 4) -> Run:
     n = len(durs_ms)
     cols = {"data_wait_ns": [int(w * MS) for w in waits_ms], "cpu_ns": [int(d * MS)
                                                                         for d in durs_ms]}
@@ -26,11 +27,14 @@ def _run(durs_ms: list[float], waits_ms: list[float],
         meta=RUN,
         steps={**steps(durs_ms, **cols), "profiled": [False] * n},
         dataloaders=table({"loader": 0, "site": "train.py:12", "dataset": "Synthetic",
-                           "batch_size": 32, "num_workers": 0, "pin_memory": False,
-                           "persistent_workers": False, "prefetch_factor": None,
+                           "batch_size": 32, "num_workers": workers, "pin_memory": False,
+                           "persistent_workers": workers > 0,
+                           "prefetch_factor": 2 if workers else None,
                            "iterators": 1, "batches": n, "wait_ns": total,
-                           "wait_cpu_ns": total, "first_wait_ns": int(waits_ms[0] * MS),
-                           "cpu_count": 8, "torch_threads": 4}))
+                           # with workers, the training thread sleeps on their queue
+                           "wait_cpu_ns": total if not workers else total // 3,
+                           "first_wait_ns": int(waits_ms[0] * MS),
+                           "cpu_count": cpus, "torch_threads": threads}))
 
 
 def _waits(run: Run) -> list:
@@ -189,3 +193,30 @@ def test_a_worker_with_no_core_of_its_own_comes_with_fewer_torch_threads():
     assert "DS_TORCH_THREADS" not in free.apply and "set_num_threads" not in free.fix
     # AND on 1 CPU there is no core to give a worker: no finding
     assert _waits(_all_cores_taken(cpus=1, threads=1)) == []
+
+
+def test_workers_with_no_core_free_for_one_more_get_no_worker_count():
+    # GIVEN minGPT's adder under dsprof: 4 DataLoader workers beside 2 torch threads on 2 CPUs,
+    # steps of 14.8 ms waiting 2.0 ms for data (13 %), the training thread mostly asleep on
+    # the workers' queue
+    durs = [900.0] + [14.8 + (0.05 if i % 2 else -0.05) for i in range(40)]
+    run = _run(durs, [2.0] * 41, workers=4, cpus=2, threads=2)
+    # WHEN analyzed
+    out = analyze(run, only=("input_pipeline",), write=False)
+    # THEN no "raise workers 4 -> 5" (measured slower there): no core is free for a fifth,
+    # and whether the workers compute or wait on I/O is unseen; the skip says so
+    assert [f for f in out.findings if f.kind == "input.dataloader_wait"] == []
+    (why,) = [s["reason"] for s in out.skipped if s["analyzer"] == "input_pipeline"]
+    assert "no core is free for another worker" in why and "4 DataLoader workers" in why
+
+
+def test_more_workers_are_advised_up_to_the_free_cores_only():
+    # GIVEN 2 workers beside 4 torch threads on 8 CPUs (4 cores free), steps of 20 ms that
+    # wait 12 ms: the model asks 2 x (12 + 8) / 8 = 5 workers
+    durs = [900.0] + [20.0 + (0.05 if i % 2 else -0.05) for i in range(40)]
+    (f,) = _waits(_run(durs, [12.0] * 41, workers=2, cpus=8, threads=4))
+    # THEN the advice is the 4 workers the free cores allow, not 5, and its explanation does
+    # not read the training thread's sleep on the queue as the workers' I/O
+    assert f.data["advised_workers"] == 4 and "workers 2 -> 4" in f.title
+    assert "their own CPU time is not measured" in f.explanation
+    assert "I/O or sleep" not in f.explanation
