@@ -26,11 +26,12 @@ waited 0.29 ms of its 1.72 ms steps; 1 worker, verified, made them 3.79 ms).
 
 With workers already on and still waiting, the advice is more workers (same model with L =
 n_current (W + C), the time a worker takes per batch: together they deliver one batch a step),
-up to the cores torch's threads leave free (``cpu_count - torch_threads``): the training thread
-then waits on the workers' queue, and its CPU time says nothing of theirs, so whether they
-compute (another worker would contend for the same cores) or wait on I/O cannot be told. With
-no core free for one more, no count is advised (the analyzer says why). When the per-pass
-start-up dominates, the advice is keeping the workers instead (analyzers/loader_startup.py).
+up to what the workers did while the training thread waited on their queue (its own CPU time
+there says nothing of theirs; analyzers/loader_workers.py): the cores torch's threads leave
+free where they computed, 2 per CPU where they and the training thread slept (I/O), none where
+they slept while the training thread worked through the wait (the hand-off). No count: the
+analyzer says why. When the per-pass start-up dominates, the advice is keeping the workers
+instead (analyzers/loader_startup.py).
 
 **Pageable host-to-device copies** (``kernels``; GPU traces): ``Memcpy HtoD (Pageable ->
 Device)`` blocks the host for the whole copy (the runtime stages it through a pinned buffer);
@@ -46,6 +47,7 @@ import math
 from dsprof.analyzers.claims import DATA_WAIT, GPU_IDLE
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.loader_startup import startup_finding
+from dsprof.analyzers.loader_workers import MAX_IO_WORKERS, more_workers, worker_state
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column, rank_step_spread
@@ -61,7 +63,6 @@ RECEIVE_NS = (130_000, 176_000, 0.037)  # training thread: a batch, a tensor, a 
 SEND_NS = (433_000, 366_000, 0.294)  # worker: a batch, a tensor, a byte
 DEFAULT_BATCH_TENSORS = 2  # (input, target), for runs that did not count them
 WORKER_START_NS = 60_000_000  # forking a worker with torch imported, measured here: 40-80 ms
-MAX_IO_WORKERS = 16
 
 
 def noise_margin_s(ctx: Context, rank: int) -> float:
@@ -197,9 +198,10 @@ class InputPipeline(Analyzer):
             margin = noise_margin_s(ctx, rank)
             if wait < THRESHOLD * dur + margin * 1e9:
                 continue
-            made_up = ("batch_tensors, batch_bytes"
-                       if has_column(ctx.run, "dataloaders", "batch_tensors")
-                       else "NULL, NULL")  # runs recorded before those columns
+            # runs recorded before these columns read them as nulls
+            made_up = ", ".join(c if has_column(ctx.run, "dataloaders", c) else "NULL"
+                                for c in ("batch_tensors", "batch_bytes", "worker_waits",
+                                          "worker_cpu_ns", "worker_runq_ns", "worker_wall_ns"))
             loaders = ctx.run.sql(f"""
                 SELECT loader, site, dataset, batch_size, num_workers, persistent_workers,
                        prefetch_factor, iterators, batches, wait_ns, wait_cpu_ns, first_wait_ns,
@@ -219,7 +221,7 @@ class InputPipeline(Analyzer):
     def _advise(self, rank: int, steps: int, wait: float, dur: float, margin_s: float,
                 loader: tuple, ctx: Context) -> Finding | None:
         (_, site, dataset, batch_size, workers, _, _, passes, batches,
-         total_wait, wait_cpu, first_wait, cpus, threads, tensors, nbytes) = loader
+         total_wait, wait_cpu, first_wait, cpus, threads, tensors, nbytes, *sampled) = loader
         compute = max(dur - wait, 0.0)
         counted = tensors is not None
         # a run directory is data: a count outside what the collector can write is clamped
@@ -227,24 +229,21 @@ class InputPipeline(Analyzer):
                            if counted else (DEFAULT_BATCH_TENSORS, 0))
         receive, send = handoff_ns(tensors, nbytes)
         per_pass = batches / max(passes, 1)
-        if workers > 0 and workers >= cpus - threads:
-            # The training thread waits on the workers' queue: its CPU time there says nothing
-            # of theirs. One more worker adds throughput only with a core of its own, or where
-            # the workers sleep on disk or network, which the run cannot see. minGPT's adder
-            # (4 workers, 2 torch threads, 2 CPUs) was told "4 -> 5", and 5 measured slower.
-            self.no_finding_reason = (
-                f"steps wait {wait / 1e6:.1f} ms for data from {workers} DataLoader "
-                f"worker{'s' if workers > 1 else ''} beside {threads} torch thread"
-                f"{'s' if threads > 1 else ''} on {cpus} CPU{'s' if cpus > 1 else ''}: no core "
-                "is free for another worker, and the run cannot see whether the workers compute "
-                "(more would contend for the same cores) or wait on disk or network (more would "
-                "help); no worker count is advised")
-            return None
         cpu_bound = total_wait > 0 and wait_cpu / total_wait > 0.5
         free_cores = max(1, cpus - threads) if cpu_bound else max(1, cpus)
         cap = free_cores if cpu_bound else min(MAX_IO_WORKERS, max(2, 2 * cpus))
+        workers_said = ""
         if workers > 0:
-            cap = cpus - threads  # whether they compute is unseen: a core each, no more
+            # the training thread waits on the workers' queue: what they did meanwhile decides
+            # (analyzers/loader_workers.py), not its own CPU time there
+            cpu_bound = False
+            judged = more_workers(workers, cpus, threads, worker_state(*sampled),
+                                  wait_cpu / max(total_wait, 1))
+            if judged.cap is None:
+                self.no_finding_reason = (f"steps wait {wait / 1e6:.1f} ms for data: "
+                                          f"{judged.why}; no worker count is advised")
+                return None
+            cap, workers_said = judged.cap, f" {judged.why}"
         if workers == 0:
             # from a worker, a batch costs the worker its load and the send, and the
             # training thread the receive, which it did not pay loading in-process
@@ -281,9 +280,9 @@ class InputPipeline(Analyzer):
             return None
         share = wait / dur
         where = f"DataLoader({dataset}, batch_size={batch_size}) iterated at {site}"
-        kind_txt = ("it waits on the workers' queue (their own CPU time is not measured)"
-                    if workers > 0 else "loading is compute on the training thread"
-                    if cpu_bound else "loading waits (I/O or sleep), not compute")
+        kind_txt = ("it waits on the workers' queue" if workers > 0
+                    else "loading is compute on the training thread" if cpu_bound
+                    else "loading waits (I/O or sleep), not compute")
         words = ctx.words
         if workers == 0:
             title = (f"Load batches in {n} DataLoader worker process{'es' if n > 1 else ''}: "
@@ -310,7 +309,7 @@ class InputPipeline(Analyzer):
             f"{after / 1e6:.1f} ms {words.per_step} (persistent workers, so no start-up per "
             "epoch). "
             f"The wait is over the {THRESHOLD:.0%} threshold by more than the run's step-time "
-            f"noise band ({margin_s * 1e3:.2f} ms).")
+            f"noise band ({margin_s * 1e3:.2f} ms).{workers_said}")
         if threads_to is not None:
             explanation += (
                 f" torch uses {threads} threads on {cpus} CPUs, so no core is free for a "

@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from dsprof.collectors.worker_clock import Readings, WorkerSampler, WorkerTimes
 from dsprof.frames import shown_path
 from dsprof.log import logger
 from dsprof.vocabulary import MAX_BATCH_TENSORS
@@ -106,8 +107,11 @@ class LoaderStats:
     first_wait_ns: int = 0
     batch_tensors: int | None = None
     batch_bytes: int | None = None
+    workers_in_waits: WorkerTimes = field(default_factory=WorkerTimes)
 
     def to_row(self, cpu_count: int, torch_threads: int) -> dict[str, Any]:
+        sampled = self.workers_in_waits
+        measured = sampled.waits > 0
         return {"loader": self.index, "site": self.site, "dataset": self.dataset,
                 "batch_size": self.batch_size, "num_workers": self.num_workers,
                 "pin_memory": self.pin_memory, "persistent_workers": self.persistent_workers,
@@ -116,7 +120,11 @@ class LoaderStats:
                 "wait_cpu_ns": self.wait_cpu_ns,
                 "first_wait_ns": self.first_wait_ns, "batch_tensors": self.batch_tensors,
                 "batch_bytes": self.batch_bytes, "cpu_count": cpu_count,
-                "torch_threads": torch_threads}
+                "torch_threads": torch_threads,
+                "worker_waits": sampled.waits if measured else None,
+                "worker_cpu_ns": sampled.cpu_ns if measured else None,
+                "worker_runq_ns": sampled.runq_ns if measured else None,
+                "worker_wall_ns": sampled.wall_ns if measured else None}
 
 
 class DataLoaderCollector:
@@ -132,6 +140,7 @@ class DataLoaderCollector:
         self._step_batch: int | None = None
         self._step_batches = 0
         self._thread = threading.get_ident()
+        self._workers = WorkerSampler()
 
     def install(self) -> None:
         from torch.utils.data import dataloader as dl
@@ -149,11 +158,14 @@ class DataLoaderCollector:
             return it
 
         def __next__(it: Any) -> Any:
+            workers = collector._sample_workers(it)  # read outside the timed wait
             c0 = time.thread_time_ns()
             t0 = time.perf_counter_ns()
             batch = orig_next(it)
-            collector._returned(it, batch, time.perf_counter_ns() - t0,
-                                time.thread_time_ns() - c0)
+            ns, cpu_ns = time.perf_counter_ns() - t0, time.thread_time_ns() - c0
+            if workers is not None:
+                collector._workers_sampled(it, workers)
+            collector._returned(it, batch, ns, cpu_ns)
             return batch
 
         dl.DataLoader.__iter__ = __iter__  # type: ignore[method-assign]
@@ -186,6 +198,27 @@ class DataLoaderCollector:
                          stats.batch_size, workers)
         stats.iterators += 1
         self._by_iter[it] = [stats, True]
+
+    def _sample_workers(self, it: Any) -> Readings | None:
+        """Readings of the workers before this wait, when it is one to sample: not a pass's
+        first batch (the workers' start-up, ``first_wait_ns``)."""
+        entry = self._by_iter.get(it)
+        if entry is None or entry[1] or not entry[0].num_workers:
+            return None
+        try:
+            return self._workers.before(it)
+        except Exception:  # noqa: BLE001 - never break the user's loop
+            logger.debug("dataloader collector: could not read the workers", exc_info=True)
+            return None
+
+    def _workers_sampled(self, it: Any, before: Readings) -> None:
+        entry = self._by_iter.get(it)
+        if entry is None:
+            return
+        try:
+            WorkerSampler.after(before, entry[0].workers_in_waits)
+        except Exception:  # noqa: BLE001 - never break the user's loop
+            logger.debug("dataloader collector: could not read the workers", exc_info=True)
 
     def _returned(self, it: Any, batch: Any, ns: int, cpu_ns: int) -> None:
         entry = self._by_iter.get(it)

@@ -169,7 +169,7 @@ def dataloaders_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
     cols = ("loader", "site", "dataset", "batch_size", "num_workers", "pin_memory",
             "persistent_workers", "prefetch_factor", "iterators", "batches", "wait_ns",
             "wait_cpu_ns", "first_wait_ns", "batch_tensors", "batch_bytes", "cpu_count",
-            "torch_threads")
+            "torch_threads", "worker_waits", "worker_cpu_ns", "worker_runq_ns", "worker_wall_ns")
     out: dict[str, Any] = {"rank": [rank] * len(rows)}
     for c in cols:
         out[c] = [r.get(c) for r in rows]

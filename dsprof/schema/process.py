@@ -35,6 +35,17 @@ DATALOADERS = Table(
         Column("batch_bytes", I64, "bytes of those tensors; null where batch_tensors is"),
         Column("cpu_count", I32, "CPUs usable by the process (os.sched_getaffinity)"),
         Column("torch_threads", I32, "torch.get_num_threads() at the end of the run"),
+        Column("worker_waits", I32,
+               "waits sampled to see what the workers did meanwhile (at most one every 0.25 s, "
+               "not a pass's first batch); null with 0 workers, where /proc/<pid>/schedstat "
+               "cannot be read, and for runs recorded before this column"),
+        Column("worker_cpu_ns", I64,
+               "over the sampled waits, ns the workers ran on a CPU (summed over workers)"),
+        Column("worker_runq_ns", I64,
+               "over the sampled waits, ns the workers were runnable but waited for a CPU"),
+        Column("worker_wall_ns", I64,
+               "over the sampled waits, their wall time once per worker read: the rest of it "
+               "past cpu and runq the workers slept (disk, network, a lock)"),
     ),
 )
 

@@ -167,3 +167,15 @@ def test_apply_the_dataloader_finding_and_diff_predicted_vs_measured(runs, tmp_p
     assert applied["predicted_saving_ms"] == pytest.approx(wait["saving_s"] * 1e3)
     # measured: the change of the median step time (the one rule: dsprof/facts.py)
     assert applied["measured_saving_ms"] == pytest.approx(d["a"]["median_ms"] - d["b"]["median_ms"])
+
+
+def test_a_run_samples_what_its_loader_workers_did_while_the_steps_waited(runs):
+    # GIVEN the example loader with 2 workers, each sample a 1.5 ms sleep (a disk read)
+    with load(runs["slow_loader_workers"]) as run:
+        ((workers, waits, cpu, runq, wall),) = run.sql(
+            "SELECT num_workers, worker_waits, worker_cpu_ns, worker_runq_ns, worker_wall_ns "
+            "FROM dataloaders")
+    # THEN dsprof run sampled some of the training thread's waits, and saw the workers
+    # mostly asleep through them (what decides whether more workers can help)
+    assert workers == 2 and waits >= 1 and wall > 0
+    assert (cpu + runq) / wall < 0.5
