@@ -35,6 +35,9 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
     """The few lines ``dsprof run`` prints at exit, with the top findings."""
     s = summary.steps
     console.rule("[bold]dsprof")
+    ended = how_it_ended(summary.facts)
+    if ended:
+        console.print(f"[yellow]{esc(ended)}[/]")
     if s is not None:
         console.print(f"steps: {step_count(s, 'timed')}, median {fmt_ms(s.median_ms)}, "
                       f"p90 {fmt_ms(s.p90_ms)}"
@@ -60,6 +63,20 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
 
         render_findings_short(findings, console)
     _next_steps(run_path, findings, console)
+
+
+def how_it_ended(facts: dict[str, Any]) -> str | None:
+    """A line for a run whose script did not end well (its traceback scrolled above dsprof's
+    lines): what follows covers what it ran until then. None for a clean exit."""
+    status, reason = facts.get("exit_status"), facts.get("exit_reason")
+    if not status:
+        return None
+    error = facts.get("exit_error")
+    what = {"exception": f"the script raised {error or 'an exception'}",
+            "interrupt": "the script was interrupted",
+            "rank failed": "a rank failed"}.get(str(reason), "the script exited")
+    return (f"{what} (exit status {status}): the report covers what it ran until then, "
+            "saved as it ended")
 
 
 def _next_steps(run_path: str, findings: Analysis | None, console: Console) -> None:

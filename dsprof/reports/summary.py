@@ -215,6 +215,7 @@ def _facts(run: Run) -> dict[str, Any]:
         "status": m.get("status"),
         "exit_status": m.get("exit_status"),
         "exit_reason": m.get("exit_reason"),
+        "exit_error": m.get("exit_error"),
         "torch": m.get("torch_version"),
         "devices": device_names or None,
         "ranks": m.get("ranks"),

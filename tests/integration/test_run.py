@@ -101,6 +101,12 @@ def test_exit_status_is_the_scripts_and_the_run_is_saved(tmp_path, tiny, how, co
         assert run.sql("SELECT count(*) FROM steps")[0][0] == 4
         assert run.sql("SELECT count(*) FROM ops WHERE step = 3")[0][0] > 0
         assert run.sql("SELECT count(*) FROM ops WHERE step = 4")[0][0] > 0
+    # and dsprof's lines after the script's say how it ended, and what they cover
+    said = {"exit": "the script exited (exit status 3)",
+            "raise": "the script raised ValueError (exit status 1)",
+            "interrupt": "the script was interrupted (exit status 130)",
+            "sigterm": "the script exited (exit status 143)"}[how]
+    assert said + ": the report covers what it ran until then" in " ".join(res.stderr.split())
     if how == "raise":
         # the user's traceback, without dsprof's frames
         assert "ValueError: boom at step 4" in res.stderr
