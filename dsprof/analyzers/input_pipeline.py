@@ -257,8 +257,11 @@ class InputPipeline(Analyzer):
             busy = compute
         need = max(1, math.ceil(load / max(busy, 1.0)))
         n = max(workers + 1, min(need, cap)) if workers else min(need, cap)
-        if n > cap:
-            return None  # more workers than the cores (or, waiting on I/O, 2 per CPU) allow
+        if n > cap:  # more workers than the cores (or, waiting on I/O, 2 per CPU) allow
+            self.no_finding_reason = (f"steps wait {wait / 1e6:.1f} ms for data from {workers} "
+                                      f"DataLoader workers, already the most advised here "
+                                      f"({cap} on {cpus} CPUs)")
+            return None
         threads_to, slower = None, 0.0
         if cpu_bound and cpus - threads < n:
             # no core is free for a worker: beside torch's threads it would stall them (OpenMP's

@@ -40,6 +40,7 @@ def render_diff(d: RunDiff, console: Console) -> None:
         if va or vb:
             t.add_row(plain(f"  {cat} at the peak"), fmt_bytes(va), fmt_bytes(vb), _pct(va, vb))
     console.print(t)
+    _loops(d, console)
     if d.applied:
         a = Table(title="Applied findings: predicted vs measured", title_justify="left")
         for col, just in (("finding", "left"), ("predicted", "right"), ("measured", "right")):
@@ -62,6 +63,22 @@ def render_diff(d: RunDiff, console: Console) -> None:
         console.print(plain(f"finding remains: {f['id']} {f['title']} (saving "
                             f"{f['saving_s_before'] * 1e3:.2f} -> {f['saving_s'] * 1e3:.2f} "
                             "ms/step)"))
+
+
+def _loops(d: RunDiff, console: Console) -> None:
+    if not d.loops:
+        return
+    rates = any(r.a_samples_per_s or r.b_samples_per_s for r in d.loops)
+    t = Table(title="Step time by loop (B against A, by position)", title_justify="left")
+    for col in ("loop", "steps A / B", "median A", "median B", "change",
+                *(("samples/s A", "samples/s B") if rates else ())):
+        t.add_column(col, justify="left" if col == "loop" else "right")
+    for r in d.loops:
+        t.add_row(str(r.loop), f"{r.a_steps} / {r.b_steps}", _ms(r.a_median_ms),
+                  _ms(r.b_median_ms), _pct(r.a_median_ms, r.b_median_ms),
+                  *((_num(r.a_samples_per_s), _num(r.b_samples_per_s)) if rates else ()))
+    console.print()
+    console.print(t)
 
 
 def _deltas(title: str, rows: list[Delta], console: Console) -> None:

@@ -59,6 +59,21 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class LoopDelta:
+    """One loop of two runs that each held several one after another (a sweep run twice, before
+    and after a change), matched by position: each side's step time by the one rule
+    (``run.facts.loops``)."""
+
+    loop: int
+    a_steps: int
+    b_steps: int
+    a_median_ms: float | None
+    b_median_ms: float | None
+    a_samples_per_s: float | None
+    b_samples_per_s: float | None
+
+
+@dataclass(frozen=True)
 class Applied:
     id: str
     title: str
@@ -79,7 +94,9 @@ class RunDiff:
     remaining: list[dict[str, Any]] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    """Why the two runs may not compare (device, world size, kernel set)."""
+    """Why the two runs may not compare (device, world size, kernel set, loops)."""
+    loops: list[LoopDelta] = field(default_factory=list)
+    """Loop by loop, where both runs held several loops one after another."""
 
     @property
     def step_change(self) -> float | None:
@@ -157,6 +174,8 @@ def diff(a: Run, b: Run, top: int = 10) -> RunDiff:
     out.new = [fb[i] for i in fb if i not in fa]
     out.remaining = [{**fb[i], "saving_s_before": fa[i]["saving_s"]} for i in fb if i in fa]
     out.warnings = comparability(a, b)
+    out.loops, loop_warning = _loops(a, b)
+    out.warnings += loop_warning
     plan = b.manifest.applied
     if plan is not None and plan.findings:
         measured_s, measured_bytes = measured_saving(a.facts, b.facts)
@@ -175,6 +194,31 @@ def diff(a: Run, b: Run, top: int = 10) -> RunDiff:
                                 sum(r.predicted_saving_bytes for r in rows), measured_bytes))
         out.applied = rows
     return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
+def _loops(a: Run, b: Run) -> tuple[list[LoopDelta], list[str]]:
+    """Loop by loop by position, where both runs held several; a warning where the runs held
+    different numbers of loops (the step times above are each run's recorded loop)."""
+    la, lb = a.facts.loops, b.facts.loops
+    na, nb = max(len(la), 1), max(len(lb), 1)
+    warnings = []
+    if na != nb:
+        rec_a = next((x.loop for x in la if x.recorded), 0)
+        rec_b = next((x.loop for x in lb if x.recorded), 0)
+        warnings.append(
+            f"A held {na} loop{'s' if na > 1 else ''} one after another and B {nb}: the step "
+            f"times compare A's loop {rec_a} with B's loop {rec_b} (the ones profiled)"
+            + ("; loops below are matched by position" if min(na, nb) > 1 else ""))
+    if len(la) < 2 or len(lb) < 2:
+        return [], warnings
+    rows = [LoopDelta(x.loop, x.step.steps, y.step.steps, _ms(x.step.median_s),
+                      _ms(y.step.median_s), x.step.samples_per_s, y.step.samples_per_s)
+            for x, y in zip(la, lb)]
+    return rows, warnings
 
 
 def _device(run: Run) -> str | None:

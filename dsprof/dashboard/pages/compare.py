@@ -12,7 +12,7 @@ from dsprof.dashboard.figures.compare import applied_pairs, delta_figure, phases
 from dsprof.dashboard.figures.findings import predicted_measured_figure
 from dsprof.dashboard.pages.common import graph, missing, section
 from dsprof.dashboard.text import fmt_bytes, fmt_ms
-from dsprof.reports.diff import Side, diff
+from dsprof.reports.diff import LoopDelta, Side, diff
 
 PATH = "/compare"
 TITLE = "Compare"
@@ -39,6 +39,16 @@ def facts_table(a: Side, b: Side) -> html.Table:
                                 for r in rows], id="compare-facts", className="kv")
 
 
+def _loops_table(loops: list[LoopDelta]) -> html.Table:
+    """Loop by loop by position, where both runs held several one after another."""
+    head = html.Tr([html.Th(h) for h in ("loop", "steps A / B", "median A", "median B",
+                                         "change")])
+    rows = [html.Tr([html.Td(str(r.loop)), html.Td(f"{r.a_steps} / {r.b_steps}"),
+                     html.Td(fmt_ms(r.a_median_ms)), html.Td(fmt_ms(r.b_median_ms)),
+                     html.Td(_change(r.a_median_ms, r.b_median_ms))]) for r in loops]
+    return html.Table([head, *rows], id="compare-loops", className="kv")
+
+
 def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     out: list[Any] = [html.H2("Compare")]
     a, b = ctx.a, ctx.b
@@ -57,6 +67,10 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     with a.lock, b.lock:
         d = diff(a.run, b.run)
     out.append(facts_table(d.a, d.b))
+    for w in d.warnings:
+        out.append(html.Div(f"warning: {w}", className="missing"))  # the notice style
+    if d.loops:
+        out.append(section("Step time by loop", _loops_table(d.loops)))
     if a.summary.phases or b.summary.phases:
         out.append(graph("compare-phases",
                          phases_compare_figure(a.summary.phases, b.summary.phases)))
