@@ -27,11 +27,11 @@ waited 0.29 ms of its 1.72 ms steps; 1 worker, verified, made them 3.79 ms).
 With workers already on and still waiting, the advice is more workers (same model with L =
 n_current (W + C), the time a worker takes per batch: together they deliver one batch a step),
 up to what the workers did while the training thread waited on their queue (its own CPU time
-there says nothing of theirs; analyzers/loader_workers.py): the cores torch's threads leave
-free where they computed, 2 per CPU where they and the training thread slept (I/O), none where
-they slept while the training thread worked through the wait (the hand-off). No count: the
-analyzer says why. When the per-pass start-up dominates, the advice is keeping the workers
-instead (analyzers/loader_startup.py).
+there says nothing of theirs; analyzers/loader_workers.py): the cores the training process
+and they left idle where they computed, 2 per CPU where they and the training thread slept
+(I/O), none where they slept while the training thread worked through the wait (the
+hand-off). No count: the analyzer says why. When the per-pass start-up dominates, the advice
+is keeping the workers instead (analyzers/loader_startup.py).
 
 **Pageable host-to-device copies** (``kernels``; GPU traces): ``Memcpy HtoD (Pageable ->
 Device)`` blocks the host for the whole copy (the runtime stages it through a pinned buffer);
@@ -238,7 +238,7 @@ class InputPipeline(Analyzer):
             # (analyzers/loader_workers.py), not its own CPU time there
             cpu_bound = False
             judged = more_workers(workers, cpus, threads, worker_state(*sampled),
-                                  wait_cpu / max(total_wait, 1))
+                                  wait_cpu / max(total_wait, 1), _process_cores(ctx, rank))
             if judged.cap is None:
                 self.no_finding_reason = (f"steps wait {wait / 1e6:.1f} ms for data: "
                                           f"{judged.why}; no worker count is advised")
@@ -379,6 +379,17 @@ class InputPipeline(Analyzer):
                      "x = x.to(device, non_blocking=True)"),
                 verify=_verify(ctx)))
         return out
+
+
+def _process_cores(ctx: Context, rank: int) -> float | None:
+    """The training process's CPU use in cores over its steps (the median of its sampled
+    utilization: all its threads, not its DataLoader workers), or None where not sampled."""
+    if not ctx.nonempty("device_samples"):
+        return None
+    (median,) = ctx.run.sql("""SELECT median(cpu_util) FROM device_samples
+                               WHERE rank = ? AND step IS NOT NULL AND cpu_util >= 0""",
+                            [rank])[0]
+    return None if median is None else float(median) / 100
 
 
 def _gpu_idle_during(ctx: Context, rank: int, name: str) -> float | None:

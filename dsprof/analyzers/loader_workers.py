@@ -6,7 +6,9 @@ With workers, the training thread inside ``__next__`` waits on their queue, so i
 there says nothing of theirs. What they did meanwhile decides:
 
 - on a CPU or waiting for one (``BUSY`` of the sampled time or more): they compute, and one more
-  adds throughput only with a core of its own (``cpu_count - torch_threads``);
+  adds throughput only with a core of its own: the CPUs less what the training process used
+  (``device_samples.cpu_util`` over its steps; where not sampled, torch's threads) and what the
+  workers used;
 - asleep, while the training thread slept too (its CPU time under ``MAIN_BUSY`` of the wait):
   they wait on disk or network, and more of them load more at once (up to 2 per CPU);
 - asleep while the training thread worked through the wait: the batches were made, and the
@@ -14,8 +16,8 @@ there says nothing of theirs. What they did meanwhile decides:
   shorten. minGPT's adder (4 workers on 2 CPUs) waited 2.0 ms a batch that way, was told
   "4 -> 5", and 5 measured slower.
 
-Runs without the sampled columns (before them, or no ``/proc/<pid>/schedstat``) get the free
-cores only, as the busy case.
+Runs without the sampled columns (before them, or no ``/proc/<pid>/schedstat``) are taken as
+the busy case, each worker a core.
 """
 
 from __future__ import annotations
@@ -72,32 +74,36 @@ class MoreWorkers:
 
 
 def more_workers(workers: int, cpus: int, threads: int, state: WorkerState | None,
-                 main_cpu_share: float) -> MoreWorkers:
-    free = cpus - threads
-    setting = (f"{workers} worker{'s' if workers > 1 else ''} beside {threads} torch "
-               f"thread{'s' if threads > 1 else ''} on {cpus} CPU{'s' if cpus > 1 else ''}")
-    if state is None:
-        if workers >= free:
+                 main_cpu_share: float, main_cores: float | None = None) -> MoreWorkers:
+    """``main_cpu_share``: the training thread's CPU time over its wait; ``main_cores``: the
+    training process's CPU use in cores (median of ``device_samples.cpu_util`` over its steps;
+    None: not sampled, and torch's threads stand for it)."""
+    setting = (f"{workers} worker{'s' if workers > 1 else ''} on {cpus} "
+               f"CPU{'s' if cpus > 1 else ''}")
+    if state is not None and state.cpu + state.runq < BUSY:
+        if main_cpu_share >= MAIN_BUSY:
             return MoreWorkers(None, (
-                f"{setting}: no core is free for another worker, and the run did not see "
-                "whether the workers compute (more would contend for the same cores) or wait "
-                "on disk or network (more would help)"))
-        return MoreWorkers(free, (
-            "The run did not see what the workers did, so at most the "
-            f"{free} cores torch's threads leave free are advised."))
-    if state.cpu + state.runq >= BUSY:
-        if workers >= free:
-            return MoreWorkers(None, (
-                f"{state.words()}: they compute, and with {setting} no core is free for "
-                "another, which would contend for the same cores"))
-        return MoreWorkers(free, (
-            f"{_sentence(state.words())}: they compute, so at most the {free} cores "
-            "torch's threads leave free are advised."))
-    if main_cpu_share >= MAIN_BUSY:
-        return MoreWorkers(None, (
-            f"{state.words()}, and the training thread spent {main_cpu_share:.0%} of the wait "
-            "on its CPU: the batches were made, and the wait is their hand-off to the training "
-            "thread, which more workers would not shorten"))
-    return MoreWorkers(min(MAX_IO_WORKERS, max(2, 2 * cpus)), (
-        f"{_sentence(state.words())}, and the training thread slept through the wait too: "
-        "they wait on disk or network, so more of them load more at once (up to 2 per CPU)."))
+                f"{state.words()}, and the training thread spent {main_cpu_share:.0%} of the "
+                "wait on its CPU: the batches were made, and the wait is their hand-off to the "
+                "training thread, which more workers would not shorten"))
+        return MoreWorkers(min(MAX_IO_WORKERS, max(2, 2 * cpus)), (
+            f"{_sentence(state.words())}, and the training thread slept through the wait too: "
+            "they wait on disk or network, so more of them load more at once (up to 2 per "
+            "CPU)."))
+    # they compute (or were not seen: taken as computing): one more needs a core of its own
+    worker_cores = workers * (state.cpu if state is not None else 1.0)
+    if main_cores is not None:
+        room = int(cpus - main_cores - worker_cores + 1e-9)
+        basis = (f"the training process used {main_cores:.1f} of the {cpus} CPUs and the "
+                 f"workers {worker_cores:.1f}")
+    else:
+        room = cpus - threads - workers
+        basis = f"{setting} beside {threads} torch thread{'s' if threads > 1 else ''}"
+    seen = (f"{state.words()}: they compute" if state is not None else
+            "the run did not see whether the workers compute (more would contend for the "
+            "same cores) or wait on disk or network (more would help)")
+    if room < 1:
+        return MoreWorkers(None, f"{seen}, and with {basis} no core is free for another")
+    return MoreWorkers(workers + room, (
+        f"{_sentence(seen)}, and with {basis}, {room} core{'s are' if room > 1 else ' is'} "
+        "free: at most that many more are advised."))

@@ -17,18 +17,22 @@ RUN = {"source": "run", "target": {"kind": "script", "name": "train.py", "argv":
 def _run(durs_ms: list[float], waits_ms: list[float],
          disturbed_by: list[str | None] | None = None, workers: int = 0, cpus: int = 8,
          threads: int = 4, main_cpu: float | None = None,
-         sampled: tuple[float, float] | None = None) -> Run:
+         sampled: tuple[float, float] | None = None, process_cores: float | None = None) -> Run:
     """``main_cpu``: the training thread's CPU share of the wait (default: all of it without
     workers, a third with them). ``sampled``: the workers' (CPU, run-queue) shares of 20
-    sampled waits of 4 ms each, per worker; None: not sampled (a run before those columns)."""
+    sampled waits of 4 ms each, per worker; None: not sampled (a run before those columns).
+    ``process_cores``: the training process's sampled CPU use in each step (device_samples)."""
     n = len(durs_ms)
     cols = {"data_wait_ns": [int(w * MS) for w in waits_ms], "cpu_ns": [int(d * MS)
                                                                         for d in durs_ms]}
     if disturbed_by is not None:
         cols["disturbed_by"] = disturbed_by
     total = int(sum(waits_ms) * MS)
+    samples = {} if process_cores is None else {"device_samples": table(
+        *({"rank": 0, "ts_ns": i * 1000, "step": i, "cpu_util": process_cores * 100,
+           "rss_bytes": 1 << 30} for i in range(n)))}
     return Run.from_tables(
-        meta=RUN,
+        meta=RUN, **samples,
         steps={**steps(durs_ms, **cols), "profiled": [False] * n},
         dataloaders=table({"loader": 0, "site": "train.py:12", "dataset": "Synthetic",
                            "batch_size": 32, "num_workers": workers, "pin_memory": False,
@@ -258,7 +262,7 @@ def test_workers_unsampled_with_no_core_free_for_one_more_get_no_worker_count():
     run = _run(ADDER_STEPS, [2.0] * 41, workers=4, cpus=2, threads=2)
     # THEN only the free cores could be advised, and there are none
     why = _skip_reason(run)
-    assert "no core is free for another worker" in why and "did not see" in why
+    assert "no core is free for another" in why and "did not see" in why
 
 
 def test_more_workers_are_advised_up_to_the_free_cores_only():
@@ -270,3 +274,20 @@ def test_more_workers_are_advised_up_to_the_free_cores_only():
     # not read the training thread's sleep on the queue as the workers' I/O
     assert f.data["advised_workers"] == 4 and "workers 2 -> 4" in f.title
     assert "they compute" in f.explanation and "I/O or sleep" not in f.explanation
+
+
+def test_workers_that_compute_get_the_cores_the_training_process_left_idle():
+    # GIVEN a GPU-style loop on 8 CPUs: torch keeps 4 threads, but the training process used
+    # 1.2 cores; 4 workers computed (90 % on a CPU) and the steps still waited
+    durs = [900.0] + [20.0 + (0.05 if i % 2 else -0.05) for i in range(40)]
+    run = _run(durs, [12.0] * 41, workers=4, cpus=8, threads=4, sampled=(0.9, 0.02),
+               process_cores=1.2)
+    # THEN more workers are advised up to the idle cores: 8 - 1.2 - 3.6 leaves 3 whole cores,
+    # though torch's 4 threads would have left none for a fifth worker
+    (f,) = _waits(run)
+    assert f.data["advised_workers"] == 7 and "workers 4 -> 7" in f.title
+    assert "the training process used 1.2 of the 8 CPUs and the workers 3.6" in f.explanation
+    # AND where the training process kept every core busy, none
+    busy = _run(durs, [12.0] * 41, workers=4, cpus=8, threads=4, sampled=(0.9, 0.02),
+                process_cores=4.9)
+    assert "no core is free for another" in _skip_reason(busy)
