@@ -34,6 +34,12 @@ def gelu_like_run(cpu_ms: list[float], data_wait_ms: list[float] | None = None,
              "input_shapes": "[[2048, 2048]]", "dtypes": '["float"]', "module": "M.other"}
             for i, (n, ph) in enumerate([("aten::gelu", "forward"),
                                          ("aten::gelu_backward", "backward")])]
+    # a matmul between them, as a model has: the library GELU is no part of the chain (it
+    # followed the tanh on the same shape, and the chain read mul -> add -> tanh -> gelu)
+    ops += [{"id": 30, "step": 1, "name": "aten::mm", "cat": "cpu_op", "thread": 1,
+             "start_ns": 16 * MS + MS // 2, "dur_ns": MS // 5, "phase": "forward",
+             "input_shapes": "[[2048, 2048], [2048, 2048]]", "dtypes": '["float", "float"]',
+             "module": "M.other"}]
     st = steps([20, 20], cpu_ns=[int(c * MS) for c in cpu_ms],
                data_wait_ns=[int(w * MS) for w in (data_wait_ms or [0, 0])], rank=[0, 0])
     return Run.from_tables(meta={**SCRIPT, "host_bandwidth": {"bytes_per_s": 1e10}},
