@@ -6,7 +6,10 @@ them."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from dsprof.analyzers.claims import DATA_WAIT
 from dsprof.analyzers.frameworks import frameworks
@@ -24,6 +27,51 @@ EXTRA_BATCHES = 2
 # (the outlier steps, the lines only they ran, (most batches, a normal step's) when it is
 # DataLoader batches that tell them apart instead)
 ExtraWork = tuple[set[int], list[str], tuple[int, int] | None]
+# A line that ran this many times as often in an outlier as in a median normal step: the
+# script's own loop ran longer in it (an RL episode to 500 moves, not 180)
+MORE_ITERATIONS = 1.5
+
+
+@dataclass(frozen=True)
+class MoreIterations:
+    """A source line the normal steps ran too, that most outliers ran ``MORE_ITERATIONS``
+    times as often or more: the same work, more of it."""
+
+    call: str
+    site: str
+    slow: float
+    """Its calls in a median outlier."""
+    normal: float
+    """Its calls in a median normal step."""
+
+
+def more_iterations(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
+                    normal: list[tuple[Any, ...]], share: float) -> MoreIterations | None:
+    """The host-sync line that most outliers (``share`` of them) ran ``MORE_ITERATIONS``
+    times as often as a median normal step (the one most outliers did so, then the most
+    called), else None."""
+    if not slow or not normal or not ctx.nonempty("host_syncs"):
+        return None
+    slow_steps, normal_steps = [int(r[0]) for r in slow[:20]], [int(r[0]) for r in normal]
+    counts: dict[tuple[str, str], dict[int, int]] = {}
+    for step, call, site, n in ctx.run.sql("""
+            SELECT step, call, site, sum(count) FROM host_syncs
+            WHERE rank = ? AND site IS NOT NULL AND step IN (SELECT unnest(?::BIGINT[]))
+            GROUP BY ALL""", [rank, slow_steps + normal_steps]):
+        counts.setdefault((str(call), str(site)), {})[int(step)] = int(n)
+    best: tuple[int, float, MoreIterations] | None = None
+    for (call, site), by_step in counts.items():
+        usual = float(np.median([by_step.get(s, 0) for s in normal_steps]))
+        if usual <= 0:
+            continue  # a line of the slow steps alone: extra work, not more of the same
+        theirs = [by_step.get(s, 0) for s in slow_steps]
+        more = sum(n >= MORE_ITERATIONS * usual for n in theirs)
+        if more < share * len(slow_steps):
+            continue
+        found = MoreIterations(call, site, float(np.median(theirs)), usual)
+        if best is None or (more, usual) > best[:2]:
+            best = (more, usual, found)
+    return best[2] if best else None
 
 
 def forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:

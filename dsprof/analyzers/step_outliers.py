@@ -13,7 +13,7 @@ syncs, other processes), and, when the outlier and a normal step were both profi
 whose self time grew most, and the time Python's garbage collector ran (``gc_ns``). Outliers that recur at a fixed interval (every N steps) are named as
 periodic work (evaluation, checkpoint saving, logging).
 
-Seven verdicts, and only the last one is a saving:
+Eight verdicts, and only the last one is a saving:
 
 - ``steps.warmup``: the outliers are the first k steady steps and the run settles after them
   (at least ``MIN_STEPS`` normal steps follow): one-time work (lazy initialisation, the
@@ -43,6 +43,10 @@ Seven verdicts, and only the last one is a saving:
   (host syncs: an evaluation's ``.item()``, a checkpoint's ``torch.save``): an evaluation that
   lands once in the counted steps is the script's work too. Stated with those lines, no
   saving. Before ``steps.noise``, for the same reason as ``steps.periodic``.
+- ``steps.more_iterations``: the outliers ran a line the normal steps run too, 1.5x as often
+  or more (host syncs): the script's own loop inside a step ran longer (REINFORCE's episode
+  of 500 moves against a median of 180, its steps up to 3x the median). No saving. Before
+  ``steps.noise``.
 - ``steps.noise`` too: sporadic outliers with no data wait that stay under
   ``MIN_SLOWDOWN`` x the median (the same work, a little slower now and then).
 - ``steps.noise`` too: a lone sporadic outlier with no data wait and no profiled op that
@@ -68,6 +72,7 @@ from dsprof.analyzers.step_differences import (
     fix_for_causes,
     forward_steps,
     input_wait_fix,
+    more_iterations,
     ops_that_grew,
 )
 from dsprof.analyzers.step_period import period_of, periodic_work, sites_only_in
@@ -316,6 +321,11 @@ class StepOutliers(Analyzer):
                 evidence.insert(0, Evidence(f"ran only in the slow steps: "
                                             f"{', '.join(extra_sites)}",
                                             rank=rank, site=extra_sites[0]))
+        elif more := more_iterations(ctx, rank, slow, normal, NOISE_SHARE):
+            kind = "steps.more_iterations"
+            saving = 0.0  # the script gave those steps more of its own loop to run
+            title, fix = words.more_iterations(slow, len(rows), rank, med, more.call,
+                                               more.site, more.slow, more.normal)
         elif not ctx.on_gpu and causes["waiting"] >= NOISE_SHARE * len(slow[:20]):
             kind = "steps.noise"
             saving = 0.0

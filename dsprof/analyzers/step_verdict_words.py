@@ -15,6 +15,7 @@ VERIFY = {
                      "warm-up's share of the mean step time shrinks"),
     "steps.more_input": "no change is proposed: the same inputs give the same steps",
     "steps.extra_work": "no change is proposed: the script asks for that work",
+    "steps.more_iterations": "no change is proposed: the script gave those steps more work",
 }
 VERIFY_GONE = "dsprof run ... then dsprof summary RUN: the outlier steps are gone"
 
@@ -104,4 +105,17 @@ def jitter(slow: list[Row], n_steps: int, rank: int, med: float,
              "step-to-step noise, not the program")
     fix = ("# Nothing to change in the script: no step waited for data or off the CPU,\n"
            f"# and none ran {min_slowdown}x the median or more.")
+    return title, fix
+
+
+def more_iterations(slow: list[Row], n_steps: int, rank: int, med: float, call: str, site: str,
+                    theirs: float, usual: float) -> tuple[str, str]:
+    title = (f"{len(slow)} of {n_steps} steps on rank {rank} ran up to "
+             f"{max(r[3] for r in slow) / med:.1f}x the median doing more of the same work: "
+             f"{call}() at {site} ran {theirs:.0f} times in them against {usual:.0f} in a "
+             "median step (a longer episode, more micro-batches, more of the script's own "
+             "loop), not a saving")
+    fix = (f"# Nothing to change for these steps: {site} runs once per iteration of the\n"
+           "# script's own loop inside a step, and these steps ran more iterations (an\n"
+           "# episode that lasted longer, more micro-batches); their time follows their work.")
     return title, fix
