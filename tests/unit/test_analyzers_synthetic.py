@@ -328,16 +328,17 @@ def _cpu_autocast(flops: int, gemm_ns: int, casts: int = 2, meta: dict | None = 
 MIB = 1 << 20
 
 
-def _peak_step(calls: int = 1, budget: int | None = None):
+def _peak_step(calls: int = 1, budget: int | None = None, param_mib: int = 50):
     """Step 1 (30 ms) of a two-block model: 50 MiB of parameters; block0's forward ends at
     12 ms and block1's at 14 ms, each saving 100 MiB for backward, freed by block1's backward
     at 20 ms and block0's at 24 ms. ``calls`` = 2 makes the blocks shared layers (never
-    checkpointed); ``budget`` is ``--memory-budget``."""
+    checkpointed); ``budget`` is ``--memory-budget``; ``param_mib`` the parameters' size."""
     series = []
     for t in range(10, 31):
         act = 100 * MIB * (12 <= t < 24) + 100 * MIB * (14 <= t < 20)
         series.append({"device": "cpu", "ts_ns": t * MS, "step": 1, "capture": 0,
-                       "parameter": 50 * MIB, "activation": act, "total": 50 * MIB + act})
+                       "parameter": param_mib * MIB, "activation": act,
+                       "total": param_mib * MIB + act})
     ops = [{"id": 1, "step": 1, "name": "model.block0", "cat": "module", "start_ns": 10 * MS,
             "dur_ns": 2 * MS},
            {"id": 2, "step": 1, "name": "model.block1", "cat": "module", "start_ns": 12 * MS,
@@ -453,3 +454,16 @@ def test_the_finding_fires_on_its_positive_case_only(analyzer, kind, positive, n
 
 def test_every_registered_analyzer_has_a_case():
     assert REGISTERED - {a for a, _, _, _ in CASES} == set()
+
+
+def test_a_checkpointing_plan_that_barely_moves_the_peak_is_no_finding():
+    # GIVEN the two-block step under 5000 MiB of parameters: checkpointing both blocks lowers
+    # the 5.08 GiB peak by 200 MiB at most (4 %), with no memory pressure
+    out = analyze(_peak_step(param_mib=5000), only=("checkpointing",), write=False)
+    # THEN no "would take the peak ... (not advised)" line, and skipped says how little
+    assert not out.findings
+    (why,) = [s["reason"] for s in out.skipped if s["analyzer"] == "checkpointing"]
+    assert "(5.08 GiB) by 200.00 MiB at most, under the 10% a plan is worth" in why
+    # AND with 50 MiB of parameters the same plan halves the peak: the information stays
+    (f,) = analyze(_peak_step(), only=("checkpointing",), write=False).findings
+    assert f.kind == "memory.checkpointing" and f.severity == "info"
