@@ -210,18 +210,9 @@ def test_a_link_to_a_step_outlines_the_step(cpu_run):
 
 def test_overview_puts_each_loop_of_a_sweep_side_by_side(tmp_path):
     # GIVEN a sweep of two configurations, 10 steps each, profiled in process
-    out = tmp_path / "run"
-    with dsprof.profile(out, schedule={"wait": 1, "warmup": 1, "active": 2}, quiet=True,
-                        sample_ms=0):
-        for width in (16, 256):
-            model = torch.nn.Sequential(torch.nn.Linear(32, width), torch.nn.ReLU(),
-                                        torch.nn.Linear(width, 8))
-            opt = torch.optim.Adam(model.parameters(), lr=0.01)
-            for _ in range(10):
-                model(torch.randn(16, 32)).sum().backward()
-                opt.step()
-                opt.zero_grad()
-            del model, opt
+    from tests.unit.test_diff_loops import sweep
+
+    out = sweep(tmp_path / "run", (16, 256))
     src = RunSource(out)
     try:
         layout = overview.layout(AppContext(src, src), {})

@@ -20,7 +20,7 @@ from dsprof.reports.diff import diff
 from dsprof.run import load
 
 
-def _sweep(out: Path, widths: tuple[int, ...]) -> Path:
+def sweep(out: Path, widths: tuple[int, ...]) -> Path:
     """A sweep profiled in process: a new model and Adam per width, 10 steps each."""
     with dsprof.profile(out, schedule={"wait": 1, "warmup": 1, "active": 2}, quiet=True,
                         sample_ms=0):
@@ -39,8 +39,8 @@ def _sweep(out: Path, widths: tuple[int, ...]) -> Path:
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("sweeps")
-    return {"a": _sweep(base / "a", (16, 256)), "b": _sweep(base / "b", (16, 64)),
-            "three": _sweep(base / "three", (16, 64, 128))}
+    return {"a": sweep(base / "a", (16, 256)), "b": sweep(base / "b", (16, 64)),
+            "three": sweep(base / "three", (16, 64, 128))}
 
 
 def test_two_sweeps_compare_loop_by_loop(sweeps):
