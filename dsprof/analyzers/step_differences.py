@@ -28,7 +28,7 @@ EXTRA_BATCHES = 2
 # DataLoader batches that tell them apart instead)
 ExtraWork = tuple[set[int], list[str], tuple[int, int] | None]
 # A line that ran this many times as often in an outlier as in a median normal step: the
-# script's own loop ran longer in it (an RL episode to 500 moves, not 180)
+# script's own loop ran longer in it (an RL episode to 500 moves, not 177)
 MORE_ITERATIONS = 1.5
 
 

@@ -45,7 +45,7 @@ Eight verdicts, and only the last one is a saving:
   saving. Before ``steps.noise``, for the same reason as ``steps.periodic``.
 - ``steps.more_iterations``: the outliers ran a line the normal steps run too, 1.5x as often
   or more (host syncs): the script's own loop inside a step ran longer (REINFORCE's episode
-  of 500 moves against a median of 180, its steps up to 3x the median). No saving. Before
+  of 500 moves against a median of 177, its steps up to 3x the median). No saving. Before
   ``steps.noise``.
 - ``steps.noise`` too: sporadic outliers with no data wait that stay under
   ``MIN_SLOWDOWN`` x the median (the same work, a little slower now and then).
