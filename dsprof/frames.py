@@ -38,3 +38,5 @@ def shown_path(filename: str) -> str:
 
 # ``transformers/trainer_pt_utils.py:164``, not the environment's prefix before it
 _PACKAGE_DIRS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+INSTALLED_DIRS = _PACKAGE_DIRS
+"""Where installed packages live: a file below one is a library's, not the script's."""

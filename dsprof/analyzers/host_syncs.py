@@ -24,6 +24,7 @@ from __future__ import annotations
 from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.metrics.noise import has_column
 
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
               "cudaMemcpy", "hipStreamSynchronize", "hipDeviceSynchronize",
@@ -67,11 +68,20 @@ _LIBRARY_FIX = {
 }
 
 
-def _fix(call: str, site: str | None) -> str:
-    """The fix for ``call`` at ``site``: the framework's when the line is in its code."""
+def _fix(call: str, site: str | None, caller: str | None = None) -> str:
+    """The fix for ``call`` at ``site``: the framework's when the line is in its code; for a
+    line in another installed package (``caller``: the script's line that led there), what the
+    script can and cannot do about it."""
     for (lib_call, folder), fix in _LIBRARY_FIX.items():
         if call == lib_call and (site or "").startswith(folder):
             return fix
+    if caller:
+        package = (site or "").split("/", 1)[0]
+        return (f"# This {call}() is in {package}'s own code ({site}), reached from the script "
+                f"at {caller}:\n# the script cannot move it. On a GPU each call waits for the "
+                "queued kernels; look\n"
+                f"# for {package}'s option to read the value less often (a logging or progress "
+                "interval);\n# where it has none, the sync is part of what the library costs.")
     return _FIX.get(call, "")
 
 
@@ -112,18 +122,21 @@ class HostSyncs(Analyzer):
         # Calls after the last step boundary (a final loss.item()) are not in a step.
         skip0 = "AND step > 0" if ctx.meta.get("source") == "run" else ""
         n_steps = ctx.run.sql(f"SELECT count(*) FROM steps WHERE true {skip0}")[0][0] or 1
+        # runs recorded before the caller column read it as null
+        caller = "min(caller)" if has_column(ctx.run, "host_syncs", "caller") else "NULL"
         rows = ctx.run.sql(f"""
             SELECT rank, call, site, function, device, sum(count), sum(total_ns), max(max_ns),
-                   count(DISTINCT step), min(step)
+                   count(DISTINCT step), min(step), {caller}
             FROM host_syncs h WHERE true {skip0}
               AND EXISTS (SELECT 1 FROM steps s WHERE s.rank = h.rank AND s.step = h.step)
             GROUP BY ALL ORDER BY sum(total_ns) DESC, site, call""")
         idle_per_step = sum(t["idle_ns"] for t in trace) / max(len(ctx.profiled_steps), 1)
         gpu_calls = sum(r[5] for r in rows if r[4] != "cpu") or 1
         out = []
-        for rank, call, site, function, device, count, total, longest, steps, first in rows:
+        for rank, call, site, function, device, count, total, longest, steps, first, via in rows:
             per_step = count / n_steps
             on_cpu = device == "cpu"
+            reached = f", reached from {via}" if via else ""
             if on_cpu and steps < 0.5 * n_steps:
                 continue  # occasional host reads (logging every N steps) are the advice itself
             if on_cpu:
@@ -149,10 +162,10 @@ class HostSyncs(Analyzer):
             out.append(Finding(
                 analyzer=self.name, kind="host_sync.call", key=f"{call}|{site}",
                 title=title, saving_s=saving / 1e9, confidence=conf, explanation=why,
-                evidence=(Evidence(f"{call}() in {function} at {site}: {count} calls, "
-                                   f"{total / 1e6:.2f} ms", rank=int(rank), step=int(first),
-                                   site=site, value=total / 1e6),),
-                fix=_fix(call, site),
+                evidence=(Evidence(f"{call}() in {function} at {site}{reached}: {count} "
+                                   f"calls, {total / 1e6:.2f} ms", rank=int(rank),
+                                   step=int(first), site=site, value=total / 1e6),),
+                fix=_fix(call, site, via),
                 verify="dsprof run ... and compare host_syncs with dsprof summary"))
         return out
 

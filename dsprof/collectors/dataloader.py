@@ -24,21 +24,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsprof.collectors.worker_clock import Readings, WorkerSampler, WorkerTimes
-from dsprof.frames import shown_path
+from dsprof.frames import INSTALLED_DIRS, internal_file, shown_path
 from dsprof.log import logger
 from dsprof.vocabulary import MAX_BATCH_TENSORS
 
 
 def user_site(depth: int = 2) -> tuple[str, str]:
     """(file:line, function) of the nearest caller outside torch and dsprof."""
+    site, function, _ = user_site_and_caller(depth + 1, caller=False)
+    return site, function
+
+
+def user_site_and_caller(depth: int = 2, caller: bool = True) -> tuple[str, str, str | None]:
+    """(file:line, function) of the nearest caller outside torch and dsprof, and, where that
+    line lies in an installed package (Pyro's ``torch_item``, a Stable-Baselines3 rollout), the
+    file:line of the script's own code that led there (None otherwise, or when no frame
+    outside the installed packages is on the stack)."""
     frame = sys._getframe(depth)
     first = frame
     while frame is not None:
         name = frame.f_code.co_filename
         if not _is_library(name):
-            return f"{shown_path(name)}:{frame.f_lineno}", frame.f_code.co_name
+            site = f"{shown_path(name)}:{frame.f_lineno}"
+            return site, frame.f_code.co_name, (_script_caller(frame) if caller else None)
         frame = frame.f_back
-    return f"{shown_path(first.f_code.co_filename)}:{first.f_lineno}", first.f_code.co_name
+    return (f"{shown_path(first.f_code.co_filename)}:{first.f_lineno}", first.f_code.co_name,
+            None)
+
+
+def _script_caller(frame: Any) -> str | None:
+    if not _installed(frame.f_code.co_filename):
+        return None
+    frame = frame.f_back
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not _is_library(name) and not _installed(name) and not internal_file(name):
+            return f"{shown_path(name)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def _installed(filename: str) -> bool:
+    return any(marker in filename for marker in INSTALLED_DIRS)
 
 
 def _package_dir(module: str) -> str:

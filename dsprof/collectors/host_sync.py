@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
-from dsprof.collectors.dataloader import _is_library, user_site
+from dsprof.collectors.dataloader import _is_library, user_site_and_caller
 from dsprof.log import logger
 
 # (owner, attribute, call name). Tensor.to is wrapped too but only counted when it copies a
@@ -39,8 +39,8 @@ class HostSyncCollector:
 
     def __init__(self, current_step: Callable[[], int]):
         self.current_step = current_step
-        # (step, call, site, function, device) -> [count, total_ns, max_ns]
-        self.calls: dict[tuple[int, str, str, str, str], list[int]] = {}
+        # (step, call, site, function, device, caller) -> [count, total_ns, max_ns]
+        self.calls: dict[tuple[int, str, str, str, str, str | None], list[int]] = {}
         self._restore: list[tuple[Any, str, Any]] = []
 
     def install(self) -> None:
@@ -113,8 +113,8 @@ class HostSyncCollector:
             device_name = "cuda"
         else:
             device_name = str(device) if device is not None else "cpu"
-        site, function = user_site(3)
-        key = (self.current_step(), call, site, function, device_name)
+        site, function, caller = user_site_and_caller(3)
+        key = (self.current_step(), call, site, function, device_name, caller)
         entry = self.calls.get(key)
         if entry is None:
             self.calls[key] = [1, ns, ns]
@@ -124,5 +124,6 @@ class HostSyncCollector:
             entry[2] = max(entry[2], ns)
 
     def rows(self) -> list[list[Any]]:
-        """[step, call, site, function, device, count, total_ns, max_ns] per key, sorted."""
-        return [[*k, *v] for k, v in sorted(self.calls.items())]
+        """[step, call, site, function, device, count, total_ns, max_ns, caller] per key."""
+        keys = sorted(self.calls, key=lambda k: (*k[:5], k[5] or ""))
+        return [[*k[:5], *self.calls[k], k[5]] for k in keys]

@@ -178,10 +178,12 @@ def dataloaders_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
 
 def host_syncs_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
     """The ``host_syncs`` table from session.json (see collectors/host_sync.py): rows of
-    [step, call, site, function, device, count, total_ns, max_ns]."""
+    [step, call, site, function, device, count, total_ns, max_ns, caller] (no caller in runs
+    recorded before it)."""
     rows = rec.get("host_syncs") or []
-    cols = ("step", "call", "site", "function", "device", "count", "total_ns", "max_ns")
+    cols = ("step", "call", "site", "function", "device", "count", "total_ns", "max_ns",
+            "caller")
     out: dict[str, Any] = {"rank": [rank] * len(rows)}
     for i, c in enumerate(cols):
-        out[c] = [r[i] for r in rows]
+        out[c] = [r[i] if len(r) > i else None for r in rows]
     return out

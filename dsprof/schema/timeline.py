@@ -237,5 +237,8 @@ HOST_SYNCS = Table(
         Column("count", I64, "calls in the step"),
         Column("total_ns", I64, "time inside those calls, ns (on a GPU: mostly waiting)"),
         Column("max_ns", I64, "longest single call, ns"),
+        Column("caller", STR,
+               "where site lies in an installed package (a library's own read of a value), "
+               "the file:line of the script's code that led there; null otherwise"),
     ),
 )

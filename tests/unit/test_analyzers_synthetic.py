@@ -467,3 +467,23 @@ def test_a_checkpointing_plan_that_barely_moves_the_peak_is_no_finding():
     # AND with 50 MiB of parameters the same plan halves the peak: the information stays
     (f,) = analyze(_peak_step(), only=("checkpointing",), write=False).findings
     assert f.kind == "memory.checkpointing" and f.severity == "info"
+
+
+def test_a_sync_in_a_librarys_code_names_the_scripts_line_and_no_loop_to_rewrite():
+    # GIVEN a GPU run whose item() every step is Pyro's own (torch_item inside svi.step),
+    # reached from the script's line 36
+    rows = [{"step": s, "call": "item", "site": "pyro/infer/util.py:52", "function": "torch_item",
+             "device": "cuda:0", "count": 10, "total_ns": 2 * MS, "max_ns": MS,
+             "caller": "svi_regression.py:36"} for s in range(1, 6)]
+    run = Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+    (f,) = analyze(run, only=("host_syncs",), write=False).findings
+    # THEN the evidence and the fix say where the script reaches it, and the fix pastes no
+    # loop of the script's own to rewrite
+    assert "torch_item at pyro/infer/util.py:52, reached from svi_regression.py:36" in \
+        f.evidence[0].text
+    assert "in pyro's own code (pyro/infer/util.py:52), reached from the script at " \
+        "svi_regression.py:36" in f.fix
+    assert "running_loss" not in f.fix
+    # AND a sync at the script's own line keeps the loop fix
+    (own,) = analyze(_syncs("cuda:0", True), only=("host_syncs",), write=False).findings
+    assert "running_loss += loss.detach()" in own.fix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -90,3 +91,31 @@ def test_host_syncs_counted_at_the_user_line_not_in_torch():
     assert item[2].endswith(_line_of("a user sync")) and item[3] == \
         "test_host_syncs_counted_at_the_user_line_not_in_torch"
     assert item[4] == "cpu" and item[5] == 1 and item[6] >= item[7] > 0
+    assert item[8] is None  # the test's own line: no script line to name behind it
+
+
+def test_a_sync_inside_an_installed_package_names_the_scripts_line_that_led_there(tmp_path):
+    # GIVEN a package installed under site-packages whose function reads a loss with .item()
+    # (as Pyro's torch_item does inside svi.step), called from this test's code
+    pkg = tmp_path / "site-packages" / "fakepkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "infer.py").write_text("def step(loss):\n    return loss.item()  # the library's\n")
+    sys.path.insert(0, str(tmp_path / "site-packages"))
+    col = HostSyncCollector(lambda: 1)
+    try:
+        from fakepkg.infer import step
+
+        col.install()
+        try:
+            step(torch.tensor(2.0))  # the script's call
+        finally:
+            col.uninstall()
+    finally:
+        sys.path.remove(str(tmp_path / "site-packages"))
+        sys.modules.pop("fakepkg.infer", None)
+        sys.modules.pop("fakepkg", None)
+    # THEN the sync is at the package's line, and the script's line that called it is kept
+    (row,) = col.rows()
+    assert row[1] == "item" and row[2] == "fakepkg/infer.py:2" and row[3] == "step"
+    assert row[8].endswith(_line_of('the script' + chr(39) + 's call'))

@@ -26,7 +26,7 @@ def _episodes(path: Path, moves: list[int], line_only_in_slow: bool = False) -> 
             "call": ["item"] * len(durs), "site": ["reinforce.py:60"] * len(durs),
             "function": ["select_action"] * len(durs), "device": ["cpu"] * len(durs),
             "count": counts, "total_ns": [c * 1500 for c in counts],
-            "max_ns": [3000] * len(durs)}
+            "max_ns": [3000] * len(durs), "caller": [None] * len(durs)}
     if line_only_in_slow:  # the slow steps' extra time is a line of their own instead
         rows["count"] = [2] * len(durs)
         rows["site"] = ["reinforce.py:60" if m < 300 or s < 2 else "evaluate.py:9"
