@@ -33,11 +33,7 @@ and they left idle where they computed, 2 per CPU where they and the training th
 hand-off). No count: the analyzer says why. When the per-pass start-up dominates, the advice
 is keeping the workers instead (analyzers/loader_startup.py).
 
-**Pageable host-to-device copies** (``kernels``; GPU traces): ``Memcpy HtoD (Pageable ->
-Device)`` blocks the host for the whole copy (the runtime stages it through a pinned buffer);
-from pinned memory with ``non_blocking=True`` it overlaps compute. Saving: the host time of
-those copies' launches per step (``cudaMemcpyAsync`` duration), confidence low (the overlap
-depends on what follows).
+**Pageable host-to-device copies** (``kernels``; GPU traces): analyzers/pageable_copies.py.
 """
 
 from __future__ import annotations
@@ -47,11 +43,17 @@ import math
 from dsprof.analyzers.claims import DATA_WAIT, GPU_IDLE
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.loader_startup import startup_finding
-from dsprof.analyzers.loader_workers import MAX_IO_WORKERS, more_workers, worker_state
+from dsprof.analyzers.loader_workers import (
+    MAX_IO_WORKERS,
+    more_workers,
+    process_cores,
+    worker_state,
+)
+from dsprof.analyzers.pageable_copies import pageable_copies
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column, rank_step_spread
-from dsprof.units import fmt_bytes, fmt_duration_ms
+from dsprof.units import fmt_bytes
 from dsprof.vocabulary import MAX_BATCH_TENSORS
 
 THRESHOLD = 0.05  # DataLoader share of the step worth a finding (tb_plugin's rule)
@@ -116,7 +118,7 @@ class InputPipeline(Analyzer):
         elif ctx.nonempty("ops"):
             out.extend(self._traced_loader_waits(ctx))
         if ctx.nonempty("kernels"):
-            out.extend(self._pageable_copies(ctx))
+            out.extend(pageable_copies(ctx, self.name, _verify(ctx)))
         return out
 
     def _traced_loader_waits(self, ctx: Context) -> list[Finding]:
@@ -238,7 +240,7 @@ class InputPipeline(Analyzer):
             # (analyzers/loader_workers.py), not its own CPU time there
             cpu_bound = False
             judged = more_workers(workers, cpus, threads, worker_state(*sampled),
-                                  wait_cpu / max(total_wait, 1), _process_cores(ctx, rank))
+                                  wait_cpu / max(total_wait, 1), process_cores(ctx, rank))
             if judged.cap is None:
                 self.no_finding_reason = (f"steps wait {wait / 1e6:.1f} ms for data: "
                                           f"{judged.why}; no worker count is advised")
@@ -344,52 +346,6 @@ class InputPipeline(Analyzer):
                   "predicted_wait_ms": after / 1e6, "compute_ms": compute / 1e6,
                   "cpu_bound": cpu_bound, "noise_margin_ms": margin_s * 1e3,
                   "torch_threads_to": threads_to, "compute_slower_ms": slower / 1e6})
-
-    def _pageable_copies(self, ctx: Context) -> list[Finding]:
-        rows = ctx.run.sql("""
-            SELECT k.rank, count(*), sum(k.bytes), sum(k.dur_ns), sum(o.dur_ns),
-                   count(DISTINCT k.step), min(k.start_ns), min(k.launch_id)
-            FROM kernels k LEFT JOIN ops o ON o.rank = k.rank AND o.id = k.launch_id
-            WHERE k.kind = 'memcpy' AND k.name LIKE '%HtoD%Pageable%'
-            GROUP BY k.rank ORDER BY k.rank""")
-        out = []
-        for rank, n, nbytes, dev_ns, host_ns, n_steps, first, launch in rows:
-            # Kernels outside every step (a trace with no ProfilerStep) count as one step.
-            blocked = float(host_ns or dev_ns or 0) / max(int(n_steps or 0), 1)
-            unit = (ctx.words.per_step if n_steps
-                    else f"{ctx.words.in_capture} (it marks no steps)")
-            if blocked <= 0:
-                continue
-            out.append(Finding(
-                analyzer=self.name, kind="input.pageable_copy", key=f"rank{rank}",
-                title=(f"Copy inputs from pinned memory: {n} host-to-device copies from pageable "
-                       f"memory block the host {fmt_duration_ms(blocked / 1e6)} {unit}"),
-                saving_s=blocked / 1e9, confidence="low",
-                # sizes and times in the unit they read best in: a few KiB copied in
-                # microseconds is not "0.0 MiB in 0.0 ms"
-                explanation=(f"{n} copies of {fmt_bytes(nbytes) if nbytes else 'unknown size'} "
-                             f"in all ran {fmt_duration_ms(int(dev_ns or 0) / 1e6)} on the "
-                             "device; their launches held the host "
-                             f"{fmt_duration_ms(int(host_ns or 0) / 1e6)} because pageable "
-                             "memory is staged synchronously. Pinned memory with "
-                             "non_blocking=True lets the copy overlap compute."),
-                evidence=(Evidence(f"Memcpy HtoD (Pageable -> Device) x {n}", rank=int(rank),
-                                   start_ns=int(first), op_ids=(int(launch),) if launch else ()),),
-                fix=("loader = DataLoader(..., pin_memory=True)\n"
-                     "x = x.to(device, non_blocking=True)"),
-                verify=_verify(ctx)))
-        return out
-
-
-def _process_cores(ctx: Context, rank: int) -> float | None:
-    """The training process's CPU use in cores over its steps (the median of its sampled
-    utilization: all its threads, not its DataLoader workers), or None where not sampled."""
-    if not ctx.nonempty("device_samples"):
-        return None
-    (median,) = ctx.run.sql("""SELECT median(cpu_util) FROM device_samples
-                               WHERE rank = ? AND step IS NOT NULL AND cpu_util >= 0""",
-                            [rank])[0]
-    return None if median is None else float(median) / 100
 
 
 def _gpu_idle_during(ctx: Context, rank: int, name: str) -> float | None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dsprof.analyzers.registry import Context
+
 BUSY = 0.5
 MAIN_BUSY = 0.25
 MIN_SAMPLED_NS = 5_000_000  # under this much worker time sampled, their state is unknown
@@ -107,3 +109,14 @@ def more_workers(workers: int, cpus: int, threads: int, state: WorkerState | Non
     return MoreWorkers(workers + room, (
         f"{_sentence(seen)}, and with {basis}, {room} core{'s are' if room > 1 else ' is'} "
         "free: at most that many more are advised."))
+
+
+def process_cores(ctx: Context, rank: int) -> float | None:
+    """The training process's CPU use in cores over its steps (the median of its sampled
+    utilization: all its threads, not its DataLoader workers), or None where not sampled."""
+    if not ctx.nonempty("device_samples"):
+        return None
+    (median,) = ctx.run.sql("""SELECT median(cpu_util) FROM device_samples
+                               WHERE rank = ? AND step IS NOT NULL AND cpu_util >= 0""",
+                            [rank])[0]
+    return None if median is None else float(median) / 100
