@@ -75,7 +75,7 @@ from dsprof.analyzers.step_differences import (
     more_iterations,
     ops_that_grew,
 )
-from dsprof.analyzers.step_period import period_of, periodic_work, sites_only_in
+from dsprof.analyzers.step_period import on_stride, period_of, periodic_work, sites_only_in
 from dsprof.analyzers.step_saves import (
     checkpoint_evidence,
     checkpoint_fix,
@@ -160,7 +160,7 @@ class StepOutliers(Analyzer):
             set_aside = []
         # so is a warm-up that other outliers follow: paid once, no saving to lend them
         warm = leading_warmup(slow, rows, MIN_STEPS,
-                              lambda steps: _on_stride(steps, slow, rows, med))
+                              lambda steps: on_stride(steps, slow, rows, med))
         slow = slow[len(warm):]
         finding = self._verdict(ctx, rank, rows, slow, normal, med, limit, set_aside, warm)
         if finding.kind not in ("steps.noise", "steps.outliers"):
@@ -386,15 +386,6 @@ class StepOutliers(Analyzer):
                   "steps": [int(r[0]) for r in (periodic if kind in OWN_WORK else slow)],
                   **({"other_outliers": [int(r[0]) for r in slow if r not in periodic]}
                      if kind in OWN_WORK else {})})
-
-
-def _on_stride(steps: list[int], slow: list[tuple], rows: list[tuple], med: float) -> bool:
-    """Whether the outliers recur at a stride that includes ``steps`` (as the periodic
-    verdict finds strides)."""
-    period = period_of([int(r[0]) for r in slow], int(rows[0][0]), int(rows[-1][0]),
-                       present={int(r[0]) for r in rows},
-                       excess={int(r[0]): r[3] - med for r in slow})
-    return period is not None and any(s % period[0] == period[1] for s in steps)
 
 
 def _collector(normal: list[tuple], med: float) -> Callable[[tuple], bool]:

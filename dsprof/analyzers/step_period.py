@@ -82,3 +82,13 @@ def periodic_work(periodic: list[tuple[Any, ...]], more_work: set[int],
     if sites or any(r[4] is None for r in periodic):
         return True
     return sum(int(r[0]) in more_work for r in periodic) >= 0.5 * len(periodic)
+
+
+def on_stride(steps: list[int], slow: list[tuple[Any, ...]], rows: list[tuple[Any, ...]],
+              med: float) -> bool:
+    """Whether the outliers ``slow`` of the steady steps ``rows`` recur at a stride that
+    includes ``steps`` (as the periodic verdict finds strides)."""
+    period = period_of([int(r[0]) for r in slow], int(rows[0][0]), int(rows[-1][0]),
+                       present={int(r[0]) for r in rows},
+                       excess={int(r[0]): r[3] - med for r in slow})
+    return period is not None and any(s % period[0] == period[1] for s in steps)
