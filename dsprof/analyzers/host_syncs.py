@@ -25,6 +25,7 @@ from dsprof.analyzers.claims import GPU_IDLE
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column
+from dsprof.render.safe_text import one_line
 
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
               "cudaMemcpy", "hipStreamSynchronize", "hipDeviceSynchronize",
@@ -76,7 +77,9 @@ def _fix(call: str, site: str | None, caller: str | None = None) -> str:
         if call == lib_call and (site or "").startswith(folder):
             return fix
     if caller:
-        package = (site or "").split("/", 1)[0]
+        # read from the run directory: kept on their comment line
+        site, caller = one_line(site or ""), one_line(caller)
+        package = site.split("/", 1)[0]
         return (f"# This {call}() is in {package}'s own code ({site}), reached from the script "
                 f"at {caller}:\n# the script cannot move it. On a GPU each call waits for the "
                 "queued kernels; look\n"

@@ -7,7 +7,7 @@ there says nothing of theirs. What they did meanwhile decides:
 
 - on a CPU or waiting for one (``BUSY`` of the sampled time or more): they compute, and one more
   adds throughput only with a core of its own: the CPUs less what the training process used
-  (``device_samples.cpu_util`` over its steps; where not sampled, torch's threads) and what the
+  (``device_samples.cpu_util`` over its counted steps; where not sampled, torch's threads) and what the
   workers used;
 - asleep, while the training thread slept too (its CPU time under ``MAIN_BUSY`` of the wait):
   they wait on disk or network, and more of them load more at once (up to 2 per CPU);
@@ -112,11 +112,15 @@ def more_workers(workers: int, cpus: int, threads: int, state: WorkerState | Non
 
 
 def process_cores(ctx: Context, rank: int) -> float | None:
-    """The training process's CPU use in cores over its steps (the median of its sampled
-    utilization: all its threads, not its DataLoader workers), or None where not sampled."""
-    if not ctx.nonempty("device_samples"):
+    """The training process's CPU use in cores over its counted steps (the median of its
+    sampled utilization: all its threads, not its DataLoader workers), or None where not
+    sampled."""
+    # the steps that count (run.facts): in a profiled or setup step the profiler's own work
+    # is in the process's CPU use
+    counted = [int(s) for r, s, _ in ctx.run.facts.step.counted if int(r) == rank]
+    if not counted or not ctx.nonempty("device_samples"):
         return None
     (median,) = ctx.run.sql("""SELECT median(cpu_util) FROM device_samples
-                               WHERE rank = ? AND step IS NOT NULL AND cpu_util >= 0""",
-                            [rank])[0]
+                               WHERE rank = ? AND step IN (SELECT unnest(?::BIGINT[]))
+                                 AND cpu_util >= 0""", [rank, counted])[0]
     return None if median is None else float(median) / 100

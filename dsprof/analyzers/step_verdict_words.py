@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from dsprof.analyzers.step_warmup import span
+from dsprof.render.safe_text import one_line
 
 Row = tuple[Any, ...]
 
@@ -115,7 +116,7 @@ def more_iterations(slow: list[Row], n_steps: int, rank: int, med: float, call: 
              f"{call}() at {site} ran {theirs:.0f} times in them against {usual:.0f} in a "
              "median step (a longer episode, more micro-batches, more of the script's own "
              "loop), not a saving")
-    fix = (f"# Nothing to change for these steps: {site} runs once per iteration of the\n"
+    fix = (f"# Nothing to change for these steps: {one_line(site)} runs once per iteration of the\n"
            "# script's own loop inside a step, and these steps ran more iterations (an\n"
            "# episode that lasted longer, more micro-batches); their time follows their work.")
     return title, fix

@@ -6,12 +6,14 @@ at that moment. The step collector decides where boundaries fall; this reads at 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import psutil
 
 from dsprof.collectors.device import Device
+from dsprof.log import STEP_LINE, logger
 
 TakeData = Callable[[], tuple[int | None, int | None, int | None]]
 
@@ -61,3 +63,20 @@ class BoundarySamples:
         return {"rss_bytes": self.rss_bytes, "device_peak_bytes": self.device_peak_bytes,
                 "data_wait_ns": self.data_wait_ns, "batch_size": self.batch_size,
                 "loader_batches": self.loader_batches}
+
+
+def log_step_line(step: int, dur_ns: int, source: str,
+                  taken: tuple[int | None, int, int | None] | None = None) -> None:
+    """The step's line in the run's dsprof.log (on the terminal only at DEBUG or on request:
+    ``STEP_LINE``). ``taken``: what :meth:`BoundarySamples.take` read at the boundary; None for
+    a boundary recorded after the fact (a decision replays up to 64 ``backward()`` ends at once,
+    and one terminal line each was a burst of 63 on pytorch/examples' word_language_model)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    if taken is None:
+        logger.info("step %d: %.1f ms (%s)", step, dur_ns / 1e6, source, extra=STEP_LINE)
+        return
+    peak, rss, wait = taken
+    mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
+    data = f", data wait {wait / 1e6:.1f} ms" if wait is not None else ""
+    logger.info("step %d: %.1f ms, %s%s", step, dur_ns / 1e6, mem, data, extra=STEP_LINE)

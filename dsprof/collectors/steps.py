@@ -35,7 +35,6 @@ enough for every step of the run.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,14 +45,14 @@ from dsprof.collectors.forward_watch import ForwardWatch
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.step_leader import StepLeader
 from dsprof.collectors.step_runtime import StepRuntime
-from dsprof.collectors.step_samples import BoundarySamples, TakeData
+from dsprof.collectors.step_samples import BoundarySamples, TakeData, log_step_line
 from dsprof.collectors.step_sources import (
     BackwardWatch,
     ClosureMarker,
     GradWatch,
     optimizer_made,
 )
-from dsprof.log import STEP_LINE, logger
+from dsprof.log import logger
 
 # With no optimizer step seen, backward() becomes the step source after this many calls ...
 BACKWARD_DECIDE_CALLS = 64
@@ -366,17 +365,9 @@ class StepCollector:
         self.sources.append(source)
         if not sample:
             self.samples.skip()
-            # a decision replays up to BACKWARD_DECIDE_CALLS ends at once: one line each on
-            # the terminal was a burst of 63 (pytorch/examples' word_language_model)
-            logger.info("step %d: %.1f ms (%s)", step, (end - start) / 1e6, source,
-                        extra=STEP_LINE)
-            return step
-        peak, rss, wait = self.samples.take()
-        if logger.isEnabledFor(logging.INFO):
-            mem = f"peak {peak / 2**20:.1f} MiB" if peak is not None else f"rss {rss / 2**20:.1f} MiB"
-            data = f", data wait {wait / 1e6:.1f} ms" if wait is not None else ""
-            logger.info("step %d: %.1f ms, %s%s", step, (end - start) / 1e6, mem, data,
-                        extra=STEP_LINE)
+            log_step_line(step, end - start, source)
+        else:
+            log_step_line(step, end - start, source, self.samples.take())
         return step
 
     def record(self) -> dict[str, Any]:

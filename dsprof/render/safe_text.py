@@ -40,6 +40,13 @@ def clean(text: Any) -> str:
     return _CONTROL.sub(_visible, s)
 
 
+def one_line(text: Any) -> str:
+    """``text`` on one line, line breaks written out too: what a run directory gives (a file
+    path, a module name) put into a ``#`` comment of a fix to paste can never start a line of
+    code there."""
+    return clean(text).replace("\n", "\\n")
+
+
 def esc(text: Any) -> str:
     """``text`` made safe to interpolate into a rich markup string."""
     from rich.markup import escape

@@ -487,3 +487,15 @@ def test_a_sync_in_a_librarys_code_names_the_scripts_line_and_no_loop_to_rewrite
     # AND a sync at the script's own line keeps the loop fix
     (own,) = analyze(_syncs("cuda:0", True), only=("host_syncs",), write=False).findings
     assert "running_loss += loss.detach()" in own.fix
+
+
+def test_a_hostile_line_in_a_run_stays_on_its_comment_line_in_the_fix():
+    # GIVEN a run directory whose host sync names a caller with a line break and code after it
+    rows = [{"step": s, "call": "item", "site": "pkg/x.py:1", "function": "f",
+             "device": "cuda:0", "count": 1, "total_ns": MS, "max_ns": MS,
+             "caller": "train.py:3\nimport os; os.system('boom')"} for s in range(1, 6)]
+    run = Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+    (f,) = analyze(run, only=("host_syncs",), write=False).findings
+    # THEN every line of the fix to paste is still a comment
+    assert all(line.startswith("#") for line in f.fix.splitlines())
+    assert "train.py:3\\nimport os" in f.fix

@@ -17,7 +17,8 @@ RUN = {"source": "run", "target": {"kind": "script", "name": "train.py", "argv":
 def _run(durs_ms: list[float], waits_ms: list[float],
          disturbed_by: list[str | None] | None = None, workers: int = 0, cpus: int = 8,
          threads: int = 4, main_cpu: float | None = None,
-         sampled: tuple[float, float] | None = None, process_cores: float | None = None) -> Run:
+         sampled: tuple[float, float] | None = None,
+         process_cores: float | list[float] | None = None) -> Run:
     """``main_cpu``: the training thread's CPU share of the wait (default: all of it without
     workers, a third with them). ``sampled``: the workers' (CPU, run-queue) shares of 20
     sampled waits of 4 ms each, per worker; None: not sampled (a run before those columns).
@@ -29,7 +30,8 @@ def _run(durs_ms: list[float], waits_ms: list[float],
         cols["disturbed_by"] = disturbed_by
     total = int(sum(waits_ms) * MS)
     samples = {} if process_cores is None else {"device_samples": table(
-        *({"rank": 0, "ts_ns": i * 1000, "step": i, "cpu_util": process_cores * 100,
+        *({"rank": 0, "ts_ns": i * 1000, "step": i, "cpu_util": 100 * (
+            process_cores[i] if isinstance(process_cores, list) else process_cores),
            "rss_bytes": 1 << 30} for i in range(n)))}
     return Run.from_tables(
         meta=RUN, **samples,
@@ -291,3 +293,18 @@ def test_workers_that_compute_get_the_cores_the_training_process_left_idle():
     busy = _run(durs, [12.0] * 41, workers=4, cpus=8, threads=4, sampled=(0.9, 0.02),
                 process_cores=4.9)
     assert "no core is free for another" in _skip_reason(busy)
+
+
+def test_the_process_cores_are_read_over_the_counted_steps_only():
+    from dsprof.analyzers.loader_workers import process_cores
+    from dsprof.analyzers.registry import Context
+
+    # GIVEN a run whose process used 1.2 cores in every step, and 7.9 in the steps dsprof
+    # disturbed (setup, first call, the profiler's window: most steps of a short run): the
+    # samples of the latter are the profiler's work as much as the script's
+    durs = [900.0] + [20.0] * 15
+    marks = ["setup", "first_call"] + ["window"] * 8 + [None] * 6
+    run = _run(durs, [12.0] * 16, marks, workers=2,
+               process_cores=[7.9 if m else 1.2 for m in marks])
+    # THEN the cores read are the counted steps' 1.2
+    assert process_cores(Context(run), 0) == pytest.approx(1.2)
