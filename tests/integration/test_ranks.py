@@ -256,7 +256,9 @@ for _ in range(4):
     opt.step()
     opt.zero_grad()
 dist.destroy_process_group()
-print(f"rank {rank} trained")
+# one write: the elastic launcher runs ranks unbuffered (PYTHONUNBUFFERED=1, as torchrun does),
+# where print writes its text and its newline apart and two ranks' lines can interleave
+sys.stdout.write(f"rank {rank} trained\\n")
 """
 
 
