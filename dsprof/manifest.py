@@ -231,6 +231,13 @@ def _trace_capability(props: Any) -> str | None:
     return None
 
 
+def _positive_int(value: Any) -> int | None:
+    """An integer of at least 1, else None: a count that goes into the commands a finding
+    prints (``--nproc-per-node N``), never the text a meta.json holds in its place."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 \
+        else None
+
+
 def parse(doc: Mapping[str, Any]) -> RunManifest:
     """A manifest from a meta.json document (upgraded first if it is older).
 
@@ -256,7 +263,7 @@ def parse(doc: Mapping[str, Any]) -> RunManifest:
         trace_device_names=tuple(str(p.get("name")) for p in d.get("trace_device_properties")
                                  or [] if isinstance(p, dict) and p.get("name")),
         trace_capability=_trace_capability(d.get("trace_device_properties")),
-        world_size=d.get("world_size"),
+        world_size=_positive_int(d.get("world_size")),
         windows=tuple(Window(int(w.get("index", i)), str(w.get("kind") or "window"),
                              tuple(int(s) for s in w.get("steps") or []), bool(w.get("capped")))
                       for i, w in enumerate(d.get("windows") or []) if isinstance(w, dict)),

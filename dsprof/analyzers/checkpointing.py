@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 
 from dsprof.analyzers.frameworks import framework_fix
-from dsprof.analyzers.registry import Analyzer, Context
+from dsprof.analyzers.registry import Analyzer, Context, shell_word
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.memory.checkpoint_plan import Candidate, PlanPoint, cheapest_under, pareto_front
 from dsprof.metrics.memory.model import (
@@ -47,6 +47,7 @@ from dsprof.metrics.memory.model import (
     peak_timeline,
     unprofiled_ratio,
 )
+from dsprof.render.safe_text import one_line
 from dsprof.units import fmt_bytes
 
 MIN_SHARE = 0.10  # a plan saving less of the peak than this is not worth a finding
@@ -222,13 +223,13 @@ class Checkpointing(Analyzer):
                  "from torch.utils.checkpoint import checkpoint\n"
                  "# in the parent's forward, instead of y = module(x):\n"
                  "y = checkpoint(module, x, use_reentrant=False)\n"
-                 f"# modules: {', '.join(patterns)}\n"
+                 f"# modules: {one_line(', '.join(patterns))}\n"
                  "# or, without editing the model's code:\n"
                  "from dsprof.apply.checkpointing import checkpoint_modules\n"
                  f"checkpoint_modules(model, {patterns!r})"),
             apply={"DS_GRADIENT_CHECKPOINTING": env} if advised else {},
             verify=f"dsprof run --apply {{id}} --baseline {{run}} {target_cmd}" if advised
-            else f"DS_GRADIENT_CHECKPOINTING={env} dsprof run {target_cmd}",
+            else f"DS_GRADIENT_CHECKPOINTING={shell_word(env)} dsprof run {target_cmd}",
             data={"peak": t.peak, "target": plan.target, "step_s": step_s,
                   "front": [{"peak": q.peak, "cost_s": round(q.cost_s, 9), "freed": q.freed,
                              "modules": list(q.modules)} for q in plan.front],

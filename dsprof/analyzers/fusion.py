@@ -75,6 +75,7 @@ from dsprof.metrics.ops.library_cost import (
 )
 from dsprof.metrics.ops.optable import OpTable
 from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S
+from dsprof.render.safe_text import one_line
 
 MIN_SAVING_S = 20e-6
 MIN_STEP_SHARE = 0.005
@@ -249,8 +250,8 @@ class FusionAnalyzer(Analyzer):
             fix = hf_activation_fix(hf)
         library_class = hf_library_module(ctx, modules) if kind == "fusion.hand_norm" else None
         if library_class:  # the nn.RMSNorm line edits transformers' code: say so first
-            fix = (f"# Hugging Face: {library_class} is transformers' code, not the script's: "
-                   "compile it\n# (the .compile() line) rather than edit the library "
+            fix = (f"# Hugging Face: {one_line(library_class)} is transformers' code, not the "
+                   "script's: compile it\n# (the .compile() line) rather than edit the library "
                    "to call the torch.nn norm\n" + fix)
         time_word = "device" if table.device else "host"
         # the fix compiles the module on a CPU: measured slower than eager there (see below)

@@ -9,6 +9,7 @@ import math
 
 from dsprof.metrics.ops.fusion_chains import VIEWS, Chain
 from dsprof.metrics.ops.optable import Op
+from dsprof.render.safe_text import python_attr
 
 # What calling a compiled module forward costs over eager on CPU, forward and backward (guards,
 # the AOTAutograd wrapper, the kernel call): 85-109 us a call for a 2-op module measured on
@@ -111,10 +112,15 @@ def fix_text(kind: str, where: str, chain_txt: str, chain: Chain,
 
 
 def _attr(path: str) -> str:
-    """``M.blocks.*.act`` -> ``model.blocks[i].act`` for the fix text."""
-    parts = path.split(".")[1:]
+    """``M.blocks.*.act`` -> ``model.blocks[i].act`` for the fix text; a name that is not an
+    identifier (a ModuleDict key, or a hostile run directory's text) as ``getattr``."""
     out = "model"
-    for p in parts:
-        out += "[i]" if p == "*" else f"[{p}]" if p.isdigit() else f".{p}"
+    for p in path.split(".")[1:]:
+        if p == "*":
+            out += "[i]"
+        elif p.isascii() and p.isdigit():
+            out += f"[{p}]"
+        else:
+            out = python_attr(out, p)
     return out
 

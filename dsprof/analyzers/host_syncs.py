@@ -78,7 +78,7 @@ def _fix(call: str, site: str | None, caller: str | None = None) -> str:
             return fix
     if caller:
         # read from the run directory: kept on their comment line
-        site, caller = one_line(site or ""), one_line(caller)
+        site, caller, call = one_line(site or ""), one_line(caller), one_line(call)
         package = site.split("/", 1)[0]
         return (f"# This {call}() is in {package}'s own code ({site}), reached from the script "
                 f"at {caller}:\n# the script cannot move it. On a GPU each call waits for the "

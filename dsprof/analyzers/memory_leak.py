@@ -28,6 +28,7 @@ Algorithm:
 
 from __future__ import annotations
 
+import ast
 import itertools
 import re
 
@@ -35,6 +36,7 @@ import numpy as np
 
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
+from dsprof.render.safe_text import one_line
 from dsprof.units import fmt_bytes
 
 MIN_POINTS = 4
@@ -158,8 +160,18 @@ def _growing_holder(ctx: Context, rank: int) -> tuple[str, str, str | None, list
 
 
 def _fix(name: str, site: str, statement: str | None) -> str:
-    """The statement rewritten to add the value (``.item()``), not the tensor."""
-    head = f"# {site}: add up the value, not the tensor (a tensor keeps its whole graph)\n"
+    """The statement rewritten to add the value (``.item()``), not the tensor.
+
+    The statement and the name come from the run directory: they are rewritten into code only
+    while each is one line of plain arithmetic on names (:func:`_plain_statement`), so that a
+    run directory's text can never add a line, or a call of its choosing, to the code pasted;
+    else the fix names no statement."""
+    head = (f"# {one_line(site)}: add up the value, not the tensor (a tensor keeps its whole "
+            "graph)\n")
+    if not _plain_statement(statement or ""):
+        statement = None
+    if not _plain_statement(f"{name} += 0"):
+        name = "total_loss"
     m = re.fullmatch(r"\s*(.+?)\s*\+=\s*(.+?)\s*", statement or "", re.DOTALL)
     if m:
         return head + f"{m.group(1)} += {_item(m.group(2))}"
@@ -168,6 +180,40 @@ def _fix(name: str, site: str, statement: str | None) -> str:
         return head + f"{m.group(1)} = {m.group(1)} + {_item(m.group(3))}"
     return head + f"{name} += loss.item()   # or loss.detach(), or compute it under " \
         "torch.no_grad()"
+
+
+# what a statement that adds up a loss is made of (``total += loss * x.size(0)``); a string,
+# a lambda, a name with an underscore in front (``__import__``) or one of these builtins is
+# not, and keeps the statement out of the code pasted
+_PLAIN_NODES = (ast.Module, ast.Assign, ast.AugAssign, ast.Name, ast.Attribute, ast.Subscript,
+                ast.Constant, ast.BinOp, ast.UnaryOp, ast.Call, ast.keyword, ast.Tuple,
+                ast.Slice, ast.expr_context, ast.operator, ast.unaryop)
+_UNSAFE_NAMES = frozenset({"eval", "exec", "compile", "open", "getattr", "setattr", "delattr",
+                           "globals", "locals", "vars", "input", "breakpoint", "os", "sys",
+                           "subprocess", "shutil"})
+
+
+def _plain_statement(code: str) -> bool:
+    """``code`` is one statement on one line, of names, numbers, arithmetic and calls only."""
+    code = code.strip()
+    if one_line(code) != code:
+        return False
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    if len(tree.body) != 1:
+        return False
+    for node in ast.walk(tree):
+        if not isinstance(node, _PLAIN_NODES):
+            return False
+        if isinstance(node, ast.Constant) and not isinstance(node.value, int | float):
+            return False
+        word = node.id if isinstance(node, ast.Name) else \
+            node.attr if isinstance(node, ast.Attribute) else None
+        if word is not None and (word.startswith("_") or word in _UNSAFE_NAMES):
+            return False
+    return True
 
 
 def _item(expr: str) -> str:

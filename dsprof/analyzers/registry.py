@@ -16,6 +16,8 @@ gives the same file.
 from __future__ import annotations
 
 import importlib
+import re
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -200,9 +202,12 @@ class Context:
 
     @cached_property
     def target_command(self) -> str | None:
-        """The command line that ran the script (for verify commands), or None for imports."""
+        """The command line that ran the script, for a verify command: each word shell-quoted
+        and its braces doubled (a verify command is a template: ``_finish`` fills ``{run}``
+        and ``{id}``, and an argument that says ``{run}`` stays what it says). None for
+        imports."""
         target = self.run.manifest.target
-        return None if target is None else target.command
+        return None if target is None else template_text(target.command)
 
 
 def load_analyzer(entry: str) -> Analyzer:
@@ -279,9 +284,25 @@ def _finish(f: Finding, ctx: Context) -> Finding:
         # a trace that marks no steps: a saving is over the capture, never "ms/step" (the
         # analyzers word their figures so themselves, through ``Context.words``)
         f = replace(f, data={**f.data, "saving_per": "capture"})
-    if "{" in f.verify:
-        f = replace(f, verify=f.verify.replace("{run}", str(ctx.run.path)).replace("{id}", f.id))
+    if "{" in f.verify or "}" in f.verify:
+        fill = {"{{": "{", "}}": "}", "{run}": shlex.quote(str(ctx.run.path)), "{id}": f.id}
+        f = replace(f, verify=_PLACEHOLDER.sub(lambda m: fill[m.group()], f.verify))
     return f
+
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{run\}|\{id\}")
+
+
+def template_text(text: str) -> str:
+    """Text from a run directory put into a verify command: braces doubled, so that
+    ``_finish`` gives it back as it was and never reads a placeholder in it."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def shell_word(text: str) -> str:
+    """Text from a run directory as one word of a verify command (quoted for the shell, its
+    braces doubled for ``_finish``)."""
+    return template_text(shlex.quote(text))
 
 
 # Kinds whose advice only a GPU can act on (TF32, Tensor Core alignment): on a CPU run they

@@ -33,6 +33,7 @@ from dsprof.analyzers.registry import Context
 from dsprof.analyzers.step_differences import extra_passes
 from dsprof.analyzers.step_period import period_of
 from dsprof.metrics.noise import has_column
+from dsprof.render.safe_text import one_line
 
 # folders of metrics libraries: their lines running only in the slow steps mean an evaluation
 _METRICS_DIRS = frozenset(("metrics", "torchmetrics", "evaluate"))
@@ -40,6 +41,10 @@ _METRICS_DIRS = frozenset(("metrics", "torchmetrics", "evaluate"))
 SAVES_SHARE = 0.6
 # share of the saving steps' own excess that torch.save must take to be named as the work
 MAIN_SHARE = 0.5
+# what collectors/save_watch.py records in steps.save_call; the call is written into the fix's
+# code, so a run directory's other text there is read as torch.save
+SAVE_CALLS = frozenset({"torch.save", "torch.distributed.checkpoint.save",
+                        "torch.distributed.checkpoint.async_save"})
 
 
 class CheckpointSaves(NamedTuple):
@@ -69,7 +74,7 @@ def checkpoint_saves(ctx: Context, rank: int, excess: dict[int, float]) -> Check
     rows = ctx.run.sql(f"""SELECT step, save_ns, save_site, {call} FROM steps
                           WHERE rank = ? AND save_ns > 0 ORDER BY step""", [rank])
     saves = {int(step): (int(ns), site) for step, ns, site, _ in rows}
-    calls = {int(step): c for step, _, _, c in rows if c}
+    calls = {int(step): c for step, _, _, c in rows if c in SAVE_CALLS}
     if len(saves) < 3:
         return None
     (last,), = ctx.run.sql("SELECT max(step) FROM steps WHERE rank = ?", [rank])
@@ -176,7 +181,7 @@ def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
     words."""
     used = frameworks(ctx)
     where = ", ".join([*(evaluation.sites if evaluation else []), *saves.sites])
-    where = f"\n# ({where})" if where else ""
+    where = f"\n# ({one_line(where)})" if where else ""
     less = 4 * saves.every
     if (ignite := periodic_switch(ctx, saves.every)) is not None:
         switch = ignite

@@ -52,6 +52,7 @@ def more_input(slow: list[Row], n_steps: int, rank: int, med: float) -> tuple[st
 def periodic_fix(every: int, sites: list[str], switch: str | None) -> str:
     """The fix of work every ``every`` steps: the framework's ``switch`` for how often, else
     a step-modulo sketch at the lines that ran only then."""
+    sites = [one_line(s) for s in sites]  # run-directory text, put into comment lines
     return (f"# Work done every {every} steps (evaluation, checkpoint saving, logging, an epoch "
             "restart)\n# runs on the training thread"
             f"{' (' + ', '.join(sites) + ')' if sites else ''}. It is work the script asks "
@@ -73,7 +74,7 @@ def extra_lines(steps: list[Row], rank: int, med: float, sites: list[str],
              f"at {', '.join(sites)}: work the script asks for (an evaluation, a checkpoint, "
              f"logging), {cost} on average, not a saving")
     fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} ran code the others "
-           f"did not\n# ({', '.join(sites)}). If that work should cost less, do it less often "
+           f"did not\n# ({one_line(', '.join(sites))}). If that work should cost less, do it less often "
            "or off\n# the training thread (a background thread for saving).")
     return title, fix
 

@@ -51,7 +51,7 @@ class StragglerAnalyzer(Analyzer):
         n = ctx.run.sql("SELECT count(DISTINCT rank) FROM comms")[0][0]
         if n < 2:
             return "needs the collectives of two or more ranks"
-        world = int(ctx.meta.get("world_size") or 0)
+        world = int(ctx.run.manifest.world_size or 0)
         if world > n:
             return (f"the run holds {n} of the job's {world} ranks: a straggler cannot be named "
                     "from part of the job (the slowest rank may be one that is missing)")
@@ -108,7 +108,7 @@ class StragglerAnalyzer(Analyzer):
                  "# - input pipeline: DataLoader(..., num_workers=N, pin_memory=True) on every rank\n"
                  "# - a busy or slower host/GPU: check other processes, clocks, thermal limits\n"
                  f"# then compare: dsprof summary RUN (rank {worst.rank} vs the others)"),
-            verify=f"dsprof run --nproc-per-node {ctx.meta.get('world_size') or len(skews)} "
+            verify=f"dsprof run --nproc-per-node {ctx.run.manifest.world_size or len(skews)} "
                    f"{ctx.target_command or 'SCRIPT'}" if ctx.target_command else "",
             data={"ranks": [s.__dict__ for s in skews], "collectives": top,
                   "step_spread_s": spread_s},

@@ -63,7 +63,7 @@ class ZeroBroadcastsAnalyzer(Analyzer):
         if busiest is None:
             return []
         rank, steps = busiest
-        world = int(ctx.meta.get("world_size") or ctx.run.sql(
+        world = int(ctx.run.manifest.world_size or ctx.run.sql(
             "SELECT count(DISTINCT rank) FROM comms WHERE collective = 'broadcast'")[0][0])
         n = statistics.median(int(r[2]) for r in steps)
         if n <= MIN_PER_RANK * world:

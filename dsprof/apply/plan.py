@@ -18,8 +18,17 @@ from typing import Any
 
 from dsprof.errors import ConfigError, RunDirError
 from dsprof.findings import Finding
+from dsprof.render.safe_text import one_line
 
 _JOINED = {"DS_COMPILE", "DS_LIBRARY_OP"}
+# The variables a finding may set: the knobs dsprof/apply reads, and the CUDA allocator's.
+# findings.json is the run directory's (anyone's), and what it asks to set becomes the
+# environment of the script that `dsprof run --apply` and `dsprof verify` run: nothing else
+# (LD_PRELOAD, PYTHONPATH, PYTHONSTARTUP) is ever set from it.
+KNOBS = frozenset({"DS_AUTOCAST", "DS_BATCH_SIZE", "DS_COMPILE", "DS_DATALOADER_WORKERS",
+                   "DS_ENABLE_TENSOR_CORE", "DS_GRADIENT_CHECKPOINTING", "DS_LIBRARY_OP",
+                   "DS_OPTIMIZER_FOREACH", "DS_OPTIMIZER_FUSED", "DS_TORCH_THREADS",
+                   "PYTORCH_CUDA_ALLOC_CONF"})
 # the plan, carried into the process that starts over once it is made (plan_for_run)
 APPLIED_PLAN_ENV = "DSPROF_APPLIED_PLAN"
 
@@ -137,6 +146,11 @@ def plan(ids: list[str], baseline: Path | None, runs_dir: Path) -> ApplyPlan:
             raise ConfigError(f"finding {f.id} ({f.title}) has no automatic fix; apply it by "
                               f"hand:\n{f.fix}")
         for name, value in f.apply.items():
+            if name not in KNOBS or not isinstance(value, str):
+                raise ConfigError(
+                    f"finding {f.id} of {base} asks to set {one_line(name)}, which is not one "
+                    f"of dsprof's knobs ({', '.join(sorted(KNOBS))}); its findings.json was not "
+                    "written by dsprof: refused")
             if name in _JOINED and name in env:
                 parts = env[name].split(",") + [v for v in value.split(",")
                                                 if v not in env[name].split(",")]

@@ -42,7 +42,8 @@ def rerun_command(baseline: Path, ids: list[str] | None,
     if target.kind == "module":
         cmd += ["-m", target.name, *target.argv[1:]]
     else:
-        cmd += target.argv
+        # after "--": a script whose name starts with "-" is the script, never an option
+        cmd += ["--", *target.argv]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DS_", "DSPROF_"))}
     env.update({k: v for k, v in manifest.env.items()
                 if k.startswith(("DS_", "DSPROF_")) and k != "DSPROF_OUTPUT"})

@@ -22,11 +22,13 @@ profiled process) can use :func:`clean` without loading rich.
 
 from __future__ import annotations
 
+import keyword
 import re
 from typing import Any
 
-# C0 controls but \t and \n, DEL, C1 controls, and Unicode bidi embeddings/overrides/isolates.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 controls but \t and \n, DEL, C1 controls, the Unicode line and paragraph separators
+# (editors and str.splitlines break lines there), and bidi embeddings/overrides/isolates.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -45,6 +47,16 @@ def one_line(text: Any) -> str:
     path, a module name) put into a ``#`` comment of a fix to paste can never start a line of
     code there."""
     return clean(text).replace("\n", "\\n")
+
+
+def python_attr(base: str, name: str) -> str:
+    """``base.name`` as Python code, where ``name`` comes from a run directory: a module's
+    child name is any string but one with a dot (``nn.ModuleDict({"conv-1": ...})``), so a
+    name that is not an identifier becomes ``getattr(base, 'conv-1')``, its text a string
+    literal on one line, never code."""
+    if name.isidentifier() and not keyword.iskeyword(name):
+        return f"{base}.{name}"
+    return f"getattr({base}, {name!r})"
 
 
 def esc(text: Any) -> str:

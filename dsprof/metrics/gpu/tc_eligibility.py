@@ -65,7 +65,18 @@ class Verdict:
 
 
 def alignment_dims(name: str, shapes: Any) -> dict[str, int]:
-    """The dims whose multiple-of-8 alignment Tensor Core kernels need, from Input Dims."""
+    """The dims whose multiple-of-8 alignment Tensor Core kernels need, from Input Dims;
+    empty unless each is an integer (a trace's shapes are data: a dim that is text would go
+    on as text into a finding's words and fix)."""
+    try:
+        dims = _alignment_dims(name, shapes)
+    except (TypeError, IndexError):
+        return {}
+    ok = all(isinstance(v, int) and not isinstance(v, bool) for v in dims.values())
+    return dims if ok else {}
+
+
+def _alignment_dims(name: str, shapes: Any) -> dict[str, int]:
     try:
         dims = orjson.loads(shapes) if isinstance(shapes, str) else shapes
     except orjson.JSONDecodeError:
