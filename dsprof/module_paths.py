@@ -10,6 +10,14 @@ would match nothing in the other. A wrapper is named as the module it wraps (its
 path), and ``_orig_mod`` path components are dropped (a compiled block:
 ``Model.blocks.0._orig_mod.attn`` is ``Model.blocks.0.attn``).
 
+Lightning Fabric's ``fabric.setup(model)`` is the same kind of wrapper: a ``_FabricModule``
+holding the model as ``_forward_module`` (``_FabricModule._forward_module.blocks.0``, and a fix
+that said ``model._forward_module.blocks[i]``). It is named as the model it wraps too
+(``Net.blocks.0``; the script's ``model.blocks[i]`` reaches it through the wrapper), its
+``_forward_module`` component dropped where the module above it is a ``_FabricModule`` (a
+model's own attribute of that name keeps it). Meeting one is recorded (:data:`SEEN`): meta.json
+says the script set up a Fabric model, the fact the advice reads for Fabric's own switches.
+
 Which root a module is named under when it is not simply called through its root's forward
 (:class:`ModuleNames`, the one rule the annotator, the activation collector and the knobs share):
 
@@ -36,6 +44,12 @@ from typing import Any
 # the attribute torch.compile's wrapper (torch._dynamo.eval_frame.OptimizedModule) keeps the
 # compiled module under
 COMPILED_MODULE_ATTR = "_orig_mod"
+# the attribute Lightning Fabric's _FabricModule keeps the module it runs under
+FABRIC_MODULE_ATTR = "_forward_module"
+# where Fabric's wrapper class lives: lightning's package, and the standalone lightning_fabric
+_FABRIC_WRAPPERS = ("lightning.fabric.wrappers", "lightning_fabric.wrappers")
+# wrappers met by a walk in this process ("fabric"), for meta.json's frameworks
+SEEN: set[str] = set()
 
 
 def module_path(root_name: str, sub_name: str) -> str:
@@ -53,11 +67,30 @@ def is_compile_wrapper(module: Any) -> bool:
     return wrapper is not None and isinstance(module, wrapper)
 
 
+def is_fabric_wrapper(module: Any) -> bool:
+    """Whether ``module`` is Lightning Fabric's ``_FabricModule`` (without importing lightning:
+    a program that never imported it has none)."""
+    for name in _FABRIC_WRAPPERS:
+        wrapper = getattr(sys.modules.get(name), "_FabricModule", None)
+        if wrapper is not None and isinstance(module, wrapper):
+            return True
+    return False
+
+
+def is_wrapper(module: Any) -> bool:
+    """Whether ``module`` is named as the module it wraps (torch.compile's, Fabric's)."""
+    return is_compile_wrapper(module) or is_fabric_wrapper(module)
+
+
 def unwrapped(module: Any) -> Any:
-    """The module torch.compile's wrapper stands for (``module`` itself when it is none)."""
-    while is_compile_wrapper(module):
-        module = getattr(module, COMPILED_MODULE_ATTR)
-    return module
+    """The module a wrapper stands for (``module`` itself when it is none)."""
+    while True:
+        if is_compile_wrapper(module):
+            module = getattr(module, COMPILED_MODULE_ATTR)
+        elif is_fabric_wrapper(module):
+            module = getattr(module, FABRIC_MODULE_ATTR)
+        else:
+            return module
 
 
 def root_name(root: Any) -> str:
@@ -67,11 +100,26 @@ def root_name(root: Any) -> str:
 
 def named_module_paths(root: Any, name: str | None = None) -> Iterator[tuple[str, Any]]:
     """(path, module) of ``root`` (named ``name``, by default its class) and every module
-    below it, in ``named_modules()`` order; a compile wrapper and the module it wraps have
-    the same path, the wrapper first."""
+    below it, in ``named_modules()`` order; a wrapper (torch.compile's, Fabric's) and the
+    module it wraps have the same path, the wrapper first."""
     name = name or root_name(root)
+    # raw named_modules() name -> that name with the Fabric wrappers' components dropped
+    # (named_modules gives a parent before its children)
+    kept: dict[str, str] = {}
+    fabric: set[str] = set()  # raw names of the Fabric wrappers met
     for sub_name, sub in root.named_modules():
-        yield module_path(name, sub_name), sub
+        parent, _, last = sub_name.rpartition(".")
+        if not sub_name:
+            kept[sub_name] = ""
+        elif last == FABRIC_MODULE_ATTR and parent in fabric:
+            kept[sub_name] = kept[parent]
+        else:
+            above = kept.get(parent, parent)
+            kept[sub_name] = f"{above}.{last}" if above else last
+        if is_fabric_wrapper(sub):
+            fabric.add(sub_name)
+            SEEN.add("fabric")
+        yield module_path(name, kept[sub_name]), sub
 
 
 class ModuleNames:

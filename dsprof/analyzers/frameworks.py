@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from dsprof.analyzers.registry import Context
+from dsprof.render.safe_text import one_line
 
 _HF_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForSequenceClassification", "ForMaskedLM",
                 "PreTrainedModel", "ForConditionalGeneration", "ForTokenClassification")
@@ -35,6 +36,8 @@ _HF_MODEL_NEW = "transformers.model.activation_checkpointing"
 # lightning.fabric imports lightning.pytorch's Trainer too: only the modules tell them apart.
 FABRIC = "lightning.fabric"
 _FABRIC_MODULE = "_FabricModule"
+# meta.json marker (collectors/process_facts.FABRIC_SETUP): a module walk met a _FabricModule
+_FABRIC_SETUP = "lightning.fabric.setup"
 
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
@@ -107,15 +110,24 @@ _SWITCHES = {
 }
 
 
+def _fabric_loop(ctx: Context, found: set[str]) -> bool:
+    """The script's model was set up by Fabric: meta.json's marker, or (runs from before
+    Fabric's wrapper was named as the model it wraps) a ``_FabricModule`` root."""
+    if _FABRIC_SETUP in found:
+        return True
+    return bool(found & {"lightning", "pytorch_lightning"} and ctx.run.has("modules")
+                and ctx.run.sql("SELECT count(*) FROM modules WHERE depth = 0 AND type = ?",
+                                [_FABRIC_MODULE])[0][0])
+
+
 def frameworks(ctx: Context) -> set[str]:
     """Frameworks the run used: ``transformers``, ``lightning`` (also for pytorch_lightning;
     the Trainer), :data:`FABRIC` (a Fabric loop, in its place)."""
     found = {str(f) for f in ctx.meta.get("frameworks") or []}
     if "pytorch_lightning" in found:
         found.add("lightning")
-    if found & {"lightning", "pytorch_lightning"} and ctx.run.has("modules") and ctx.run.sql(
-            "SELECT count(*) FROM modules WHERE depth = 0 AND type = ?", [_FABRIC_MODULE])[0][0]:
-        found -= {"lightning", "pytorch_lightning"}
+    if _fabric_loop(ctx, found):
+        found -= {"lightning", "pytorch_lightning", _FABRIC_SETUP}
         found.add(FABRIC)
     if "transformers" not in found and ctx.run.has("modules"):
         types = [t for (t,) in ctx.run.sql("SELECT DISTINCT type FROM modules WHERE depth = 0")]
@@ -323,7 +335,7 @@ def hf_activation_fix(hf: HfActivation) -> str:
             f'"{hf.value}" is the\n# same function as one library op. Set it where the config '
             "is built:\n"
             f'config.{hf.key} = "{hf.value}"\n'
-            f'# or: {hf.model}.from_pretrained(name, {hf.key}="{hf.value}")')
+            f'# or: {one_line(hf.model)}.from_pretrained(name, {hf.key}="{hf.value}")')
 
 
 def hf_library_module(ctx: Context, modules: list[str]) -> str | None:

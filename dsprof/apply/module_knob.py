@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 
 from dsprof.apply import Knob
 from dsprof.log import logger
-from dsprof.module_paths import ModuleNames, is_compile_wrapper, named_module_paths
+from dsprof.module_paths import ModuleNames, is_compile_wrapper, is_wrapper, named_module_paths
 
 
 def path_regexes(patterns: list[str]) -> list[re.Pattern[str]]:
@@ -209,9 +209,9 @@ class ModuleKnob(Knob):
             return name, False, False
         if parent is None:
             self._roots.append(name)
-        # torch.compile's wrapper has the path of the module it wraps: change that module,
-        # so that the compiled code runs the change (as it would run a pasted one)
-        picked = self.select([(n, m) for n, m in named if not is_compile_wrapper(m)])
+        # a wrapper (torch.compile's, Fabric's) has the path of the module it wraps: change
+        # that module, so that the compiled code runs the change (as it would run a pasted one)
+        picked = self.select([(n, m) for n, m in named if not is_wrapper(m)])
         self.found += [n for n, _ in picked]
         self._unmatched = [r for r in self._unmatched
                            if not any(r.fullmatch(n) for n, _ in picked)]

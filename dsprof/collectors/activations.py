@@ -172,7 +172,8 @@ class ActivationTracker:
         if torch.compiler.is_compiling() or self._failed or _tracing_state() is not None:
             return
         stack = self._stack()
-        name = self.names.name(module, stack[-1][0] if stack else None)
+        parent = stack[-1][0] if stack else None
+        name = self.names.name(module, parent)
         keys: set[tuple[str, int]] = set()
         for a in _tensors(args):
             key = storage_key(a)
@@ -185,8 +186,9 @@ class ActivationTracker:
         elif name not in self.modules:
             self.modules[name] = _describe_one(module, name.count("."))
         stack.append((name, keys, module))
-        ck = (self.step, name)
-        self.calls[ck] = self.calls.get(ck, 0) + 1
+        if name != parent:  # a wrapper's call of the module it wraps (Fabric's) is one call
+            ck = (self.step, name)
+            self.calls[ck] = self.calls.get(ck, 0) + 1
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
         stack = getattr(self._local, "stack", None)

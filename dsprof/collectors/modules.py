@@ -124,7 +124,13 @@ class ModuleAnnotator:
         if not self.annotating:
             stack.append((module, None, None))
             return
-        name = self._names.name(module, stack[-1][1] if stack else None)
+        parent = stack[-1][1] if stack else None
+        name = self._names.name(module, parent)
+        if name == parent:
+            # a wrapper's call of the module it wraps (Fabric's _FabricModule): one path, one
+            # span, or the model's time would count twice in its own total
+            stack.append((module, name, None))
+            return
         rf = _record_function(DSPROF_MODULE_PREFIX + name)
         rf.__enter__()
         stack.append((module, name, rf))

@@ -52,15 +52,25 @@ ACTIVATION_CHECKPOINTING = "transformers.activation_checkpointing"
 ACCELERATOR = "accelerate.Accelerator"
 
 
+# The script's model ran wrapped by Lightning Fabric's setup() (a _FabricModule, named as the
+# model it wraps: dsprof/module_paths.py): its loop is the script's, Fabric(...) its switches.
+FABRIC_SETUP = "lightning.fabric.setup"
+
+
 def frameworks_loaded() -> list[str]:
     """The training frameworks the script imported (and, for transformers, the marker
     :data:`ACTIVATION_CHECKPOINTING` when the imported release names checkpointing so;
-    :data:`ACCELERATOR` when an Accelerator was built)."""
+    :data:`ACCELERATOR` when an Accelerator was built; :data:`FABRIC_SETUP` when a module
+    walk met a model set up by Fabric)."""
+    from dsprof import module_paths
+
     found = [name for name in _FRAMEWORKS if name in sys.modules]
     if _has_activation_checkpointing():
         found.append(ACTIVATION_CHECKPOINTING)
     if _made_accelerator():
         found.append(ACCELERATOR)
+    if "fabric" in module_paths.SEEN:
+        found.append(FABRIC_SETUP)
     return found
 
 

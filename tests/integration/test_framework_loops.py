@@ -136,3 +136,81 @@ def test_lightning_checkpoints_every_n_steps_are_named_as_checkpointing(tmp_path
     assert "torch.save at lightning/fabric/utilities/cloud_io.py:" in slow.title
     assert slow.data["period"] == 8 and not slow.saving_s
     assert "ModelCheckpoint(..., every_n_train_steps=32)  # was 8" in slow.fix
+
+
+# Lightning Fabric: fabric.setup() wraps the model in a _FabricModule (which holds it as
+# _forward_module); the script's own loop, fabric.backward, a DataLoader set up by Fabric.
+FABRIC = """
+import torch
+import lightning as L
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.fc = torch.nn.Linear(d, 4 * d)
+        self.out = torch.nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = 0.5 * h * (1.0 + torch.tanh(0.7978845608 * (h + 0.044715 * h * h * h)))
+        return self.out(h) + x
+
+
+class Net(torch.nn.Module):
+    def __init__(self, d=256):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(Block(d) for _ in range(2))
+        self.head = torch.nn.Linear(d, 10)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
+fabric.seed_everything(0, verbose=False)
+net = Net()
+model, opt = fabric.setup(net, torch.optim.AdamW(net.parameters(), lr=1e-3))
+data = TensorDataset(torch.randn(1024, 256), torch.randint(0, 10, (1024,)))
+loader = fabric.setup_dataloaders(DataLoader(data, batch_size=64, shuffle=True))
+for epoch in range(2):
+    for x, y in loader:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        fabric.backward(loss)
+        opt.step()
+    fabric.print(f"epoch {epoch} loss {loss.item():.4f}")
+"""
+
+
+def test_a_fabric_model_is_named_as_the_model_it_wraps(tmp_path):
+    # GIVEN a Fabric loop: fabric.setup() wrapped the model in a _FabricModule
+    script = write(tmp_path / "fabric_loop.py", FABRIC)
+    out = tmp_path / "run"
+    # WHEN profiled, THEN it prints what it does without dsprof
+    res = runs_as_without_dsprof(script, out)
+    assert "epoch 1 loss" in res.stdout
+    # AND the meta says a Fabric model ran, which gives Fabric's switches
+    assert "lightning.fabric.setup" in meta(out)["frameworks"]
+    with load(out) as run:
+        # AND its modules are named as the script names them: the model's class, then its
+        # attributes (not _FabricModule._forward_module.blocks.0)
+        names = {n for (n,) in run.sql("SELECT DISTINCT name FROM modules")} | {
+            m for (m,) in run.sql("SELECT DISTINCT module FROM ops WHERE module IS NOT NULL")}
+        assert {"Net", "Net.blocks.0", "Net.blocks.1.fc", "Net.head"} <= names
+        assert not [n for n in names if "_forward_module" in n or "Fabric" in n]
+        # AND the wrapper's call of the model is not a second call of it: the model ran as
+        # often as its head, and its forward time holds its blocks' once
+        calls = dict(run.sql("SELECT name, sum(calls) FROM modules GROUP BY name"))
+        assert calls["Net"] == calls["Net.head"] > 0
+        fwd = dict(run.sql("SELECT name, sum(fwd_ns) FROM modules GROUP BY name"))
+        assert fwd["Net.blocks.0"] + fwd["Net.blocks.1"] + fwd["Net.head"] <= fwd["Net"] \
+            < 1.5 * (fwd["Net.blocks.0"] + fwd["Net.blocks.1"] + fwd["Net.head"])
+        findings = analyze(run, write=False).findings
+    # AND the hand GELU's fix and knob name the blocks as the script reaches them
+    (gelu,) = [f for f in findings if f.kind == "fusion.hand_gelu"]
+    assert "model.blocks[i].compile()" in gelu.fix, gelu.fix
+    assert gelu.apply == {"DS_COMPILE": "Net.blocks.0,Net.blocks.1"}, gelu.apply

@@ -42,9 +42,10 @@ def test_a_fabric_loop_gets_fabrics_switches_not_the_trainers():
     from dsprof.run import Run
     from tests.unit.test_analyzers_synthetic import SCRIPT, table
 
-    def run_of(root):
+    def run_of(root, marker=()):
         # (importing lightning.fabric imports the Trainer's package too: both are recorded)
-        return Run.from_tables(meta={**SCRIPT, "frameworks": ["transformers", "lightning"]},
+        return Run.from_tables(meta={**SCRIPT, "frameworks": ["transformers", "lightning",
+                                                              *marker]},
                                modules=table({"rank": 0, "name": root, "type": root,
                                               "depth": 0}))
 
@@ -57,6 +58,11 @@ def test_a_fabric_loop_gets_fabrics_switches_not_the_trainers():
         '# Lightning Fabric: Fabric(..., precision="bf16-mixed")\n')
     assert 'Fabric(..., precision="32-true")' in framework_fix(ctx, "autocast_off")
     assert framework_fix(ctx, "dataloader") == "" and framework_fix(ctx, "checkpointing") == ""
+    # AND so does a run whose session met the wrapper (named as the model it wraps: the
+    # root is the script's class, and meta.json has the marker)
+    marked = Context(run_of("Net", ["lightning.fabric.setup"]))
+    assert frameworks(marked) >= {FABRIC} and "lightning" not in frameworks(marked)
+    assert framework_fix(marked, "checkpointing") == ""
     # AND a LightningModule under the Trainer keeps the Trainer's
     assert 'Trainer(..., precision="bf16-mixed")' in framework_fix(Context(run_of("LitNet")),
                                                                     "precision")

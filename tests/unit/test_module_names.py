@@ -128,3 +128,37 @@ def test_a_module_outside_every_tree_is_named_after_its_caller():
     # AND the knob finds it by that name (it used to call it a root, "Linear")
     assert _checkpointed(step, "Model.Linear") == (["Model.Linear"], [])
     assert _checkpointed(step, "Linear")[0] == []
+
+
+class HoldsForwardModule(nn.Module):
+    """A model of the script's own with an attribute that happens to be called
+    _forward_module: not Fabric's, so its name stays in the path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._forward_module = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_module(x)
+
+
+def test_a_fabric_model_is_named_as_the_model_it_wraps():
+    import lightning as L
+
+    from dsprof import module_paths
+
+    # GIVEN models set up by Lightning Fabric (a _FabricModule holds each as _forward_module)
+    fabric = L.Fabric(accelerator="cpu", devices=1)
+    model = fabric.setup_module(Model())
+    own = fabric.setup_module(HoldsForwardModule())
+    x = torch.randn(2, 4)
+    # WHEN they run under the annotator
+    spans = _spans(lambda: (model(x), own(x)))
+    # THEN each is named by its own class and attributes, with one span per call (the
+    # wrapper's call of the model is the model's); the script's own attribute keeps its name
+    assert spans == ["Model", "Model.body", "Model.shared", "HoldsForwardModule",
+                     "HoldsForwardModule._forward_module"]
+    assert "fabric" in module_paths.SEEN
+    # AND the knobs take the same names, reached through the wrapper (model.body)
+    changed, unmatched = _checkpointed(lambda: model(x), "Model.body")
+    assert changed == ["Model.body"] and unmatched == []
