@@ -10,7 +10,8 @@ the rest of the wall time between two readings is sleep.
 
 Sampled, not read on every batch: at most once every ``SAMPLE_EVERY_NS`` a ``__next__`` call
 is bracketed by a reading of each worker before and after it (one ~10 us file read per worker
-each side, outside the timed wait). Only time inside a wait is counted: between passes, or
+each side, outside the timed wait; ``benchmarks/worker_clock_cost.py`` measures both costs).
+Only time inside a wait is counted: between passes, or
 while the training thread computes with a full prefetch queue, workers sleep for lack of work,
 which says nothing of what held the batch back.
 """
