@@ -66,7 +66,6 @@ def measure(workers: int, calls: int, repeats: int, batch: int) -> tuple[float, 
             next(it)
 
     per_batch = _cpu_per_call(fetch, min(calls, 200), repeats)
-    del it, loader
     return unsampled, readings, per_batch
 
 
