@@ -6,7 +6,10 @@ CPU cannot launch ahead and the GPU idles while Python catches up. The profiler 
 ``cudaStreamSynchronize`` but not which line of the training loop asked for it; this collector
 wraps those entry points (no code change), times each call and counts it per (step, call, user
 line). Calls made from inside torch itself (printing a tensor, an optimizer's own bookkeeping)
-are not the user's choice and are not counted.
+are not the user's choice and are not counted, with one exception: formatting a one-value
+tensor (``f"{norm:.4f}"``, ``"%.2f" % loss``) is ``Tensor.__format__`` calling ``item()`` for
+the script's line, a sync the script wrote as surely as ``norm.item()`` (llm.c's
+``train_gpt2.py`` prints the ``clip_grad_norm_`` result so every step).
 
 On CPU these calls do not wait for anything; they are still recorded (device ``cpu``) so the
 analyzer can say what would happen on a GPU.
@@ -30,6 +33,15 @@ from dsprof.log import logger
 # device tensor to the host.
 _TENSOR_METHODS = (("item", "item"), ("tolist", "tolist"), ("cpu", "cpu"), ("numpy", "numpy"),
                    ("nonzero", "nonzero"), ("to", "to_cpu"))
+
+
+def _format_code() -> Any:
+    """The code of ``Tensor.__format__``, whose ``item()`` is the formatting line's sync."""
+    import inspect
+
+    import torch
+
+    return getattr(inspect.unwrap(torch.Tensor.__format__), "__code__", None)
 
 
 class HostSyncCollector:
@@ -68,9 +80,15 @@ class HostSyncCollector:
         # is_compiling() to True and sees torch's own method, so the graph (and its breaks) is
         # the one the script gets without dsprof; sys._getframe would be a graph break of ours.
         is_compiling = torch.compiler.is_compiling
+        format_code = _format_code()
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if is_compiling() or _is_library(sys._getframe(1).f_code.co_filename):
+            if is_compiling():
+                return original(*args, **kwargs)
+            frame = sys._getframe(1)
+            if frame.f_code is format_code and frame.f_back is not None:
+                frame = frame.f_back  # who formatted the tensor: the script, or torch's repr
+            if _is_library(frame.f_code.co_filename):
                 return original(*args, **kwargs)
             t0 = time.perf_counter_ns()
             out = original(*args, **kwargs)

@@ -94,6 +94,23 @@ def test_host_syncs_counted_at_the_user_line_not_in_torch():
     assert item[8] is None  # the test's own line: no script line to name behind it
 
 
+def test_formatting_a_one_value_tensor_is_a_sync_at_the_formatting_line():
+    # GIVEN a loop that prints a gradient norm tensor with a format spec (llm.c's
+    # f"norm {norm:.4f}"), and one that prints a whole tensor
+    col = HostSyncCollector(lambda: 1)
+    col.install()
+    try:
+        norm = torch.tensor(3.25)
+        text = f"norm {norm:.4f}"  # the formatting line
+        repr(torch.arange(3.0))
+    finally:
+        col.uninstall()
+    # THEN the format is the script's item() at its own line; torch's printing is not counted
+    assert text == "norm 3.2500"
+    (row,) = col.rows()
+    assert row[1] == "item" and row[2].endswith(_line_of("the formatting line")), row
+
+
 def test_a_sync_inside_an_installed_package_names_the_scripts_line_that_led_there(tmp_path):
     # GIVEN a package installed under site-packages whose function reads a loss with .item()
     # (as Pyro's torch_item does inside svi.step), called from this test's code
