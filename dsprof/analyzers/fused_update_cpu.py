@@ -39,6 +39,9 @@ class CpuUpdatePrice:
     pace: float | None
     text: str
     unknown: str | None
+    sqrt_s: float = 0.0
+    """The sqrt excess priced: what the profiled ops read, at most what the unprofiled
+    step() calls leave (:func:`sqrt_room`)."""
 
 
 def fault_cost_s(faults: float | None) -> float:
@@ -59,6 +62,17 @@ def loop_pace(n_ops: float, pbytes: int, n_optimizers: int, faults: float | None
                 n_optimizers)
 
 
+def sqrt_room(n_ops: float, pbytes: int, n_optimizers: int, faults: float | None,
+              unprofiled: float) -> float:
+    """The most sqrt excess the run can show: what its unprofiled step() calls took a step
+    beyond the loop's quiet price, the calls around it and its page faults. The excess read
+    from profiled ops can be more when the profiler or the machine's load stretched those
+    sqrt ops (makemore's AdamW on a loaded machine: 3.82 ms of "excess" read, against 2.06 ms
+    for the whole unprofiled step(), its exp_avg_sq with no zero in it)."""
+    return max(0.0, unprofiled - fault_cost_s(faults) - loop_cpu_s(n_ops, pbytes)
+               - n_optimizers * STEP_CALL_CPU_S)
+
+
 def price_cpu_update(cls: str, n_ops: float, pbytes: int, n_tensors: int, n_optimizers: int,
                      *, faults: float | None, sqrt_s: float, unprofiled: float | None,
                      recorded: float, foreach: bool, lightning: bool,
@@ -69,6 +83,9 @@ def price_cpu_update(cls: str, n_ops: float, pbytes: int, n_tensors: int, n_opti
     taken at the pace of the ``unprofiled`` update (``optimizer_cost.pace``), the loop at most
     its ``recorded`` extent; with the text that says how."""
     fault_s = fault_cost_s(faults)
+    read_sqrt_s = sqrt_s
+    if unprofiled is not None and cls in CPU_CALIBRATED:
+        sqrt_s = min(sqrt_s, sqrt_room(n_ops, pbytes, n_optimizers, faults, unprofiled))
     loop = loop_cpu_s(n_ops, pbytes) + fault_s + sqrt_s
     predicted = fused_cpu_s(n_tensors, pbytes)
     # the priced parts at this run's pace (optimizer_cost.pace): the prices are a
@@ -89,8 +106,11 @@ def price_cpu_update(cls: str, n_ops: float, pbytes: int, n_tensors: int, n_opti
              f"{PAGE_FAULT_S * 1e6:.1f} us each (the loop's temporaries, which "
              "malloc gives back to the kernel and takes again every step; the "
              "fused kernel allocates none)" if fault_s else "")
+    held = (f" (its profiled sqrt ops read {read_sqrt_s * 1e3:.3f} ms, held to what its "
+            "step() calls outside the profiler left: the rest was the profiler's or the "
+            "machine's load)" if sqrt_s < read_sqrt_s else "")
     paged += (f" plus {sqrt_s * 1e3:.3f} ms {words.per_step} that its sqrt ops "
-              "took beyond a sqrt of the same size without zeros (exp_avg_sq is "
+              f"took beyond a sqrt of the same size without zeros{held} (exp_avg_sq is "
               "zero where gradients were: torch's CPU sqrt takes ~11 ns a zero "
               "against ~0.2 ns a value; the fused kernel does not slow down)"
               if sqrt_s >= SQRT_EXCESS_MIN_S else "")
@@ -137,4 +157,4 @@ def price_cpu_update(cls: str, n_ops: float, pbytes: int, n_tensors: int, n_opti
                  "measured), over 25 % of them (metrics/noise_floor.py).")
     return CpuUpdatePrice(loop_s=loop, fused_s=predicted, saving_s=saving,
                           priced_loop=priced_loop, pace=speed if paced else None,
-                          text=body, unknown=unknown)
+                          text=body, unknown=unknown, sqrt_s=sqrt_s)

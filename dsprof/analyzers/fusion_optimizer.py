@@ -344,6 +344,9 @@ class OptimizerFusionAnalyzer(Analyzer):
                       **({"loop_page_faults": faults} if cpu and faults and faults >= 1
                          else {}),
                       **({"loop_sqrt_excess_s": sqrt_s} if cpu and sqrt_s else {}),
+                      # what the price took of it (at most what unprofiled step() left)
+                      **({"loop_sqrt_priced_s": price.sqrt_s}
+                         if price is not None and price.sqrt_s < sqrt_s else {}),
                       **({"pace": price.pace, "unprofiled_update_s": unprofiled}
                          if price is not None and price.pace is not None else {}),
                       # both sides priced at calibrated thread-CPU costs unless the loop's

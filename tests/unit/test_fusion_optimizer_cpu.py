@@ -420,3 +420,32 @@ def test_the_pace_compares_each_steps_update_without_its_own_page_faults():
              if f.kind == "fusion.optimizer")
     # THEN the pace is the update's own, 1.6x, whichever steps faulted
     assert f.data["pace"] == pytest.approx(1.6, rel=1e-3)
+
+
+def test_a_sqrt_excess_beyond_the_unprofiled_step_is_the_profilers_not_zeros():
+    from dsprof.analyzers.fused_update_cpu import price_cpu_update
+    from dsprof.analyzers.step_words import StepWords
+    from dsprof.metrics.ops.optimizer_cost import fused_cpu_s, loop_cpu_s
+
+    # GIVEN makemore's AdamW (530 ops over 0.77 MiB in 53 tensors) profiled on a loaded
+    # machine: its profiled sqrt ops read 3.82 ms beyond their zero-free price, while the
+    # whole step() took 2.06 ms of CPU a step outside the profiler (and its exp_avg_sq held
+    # no zero: verify measured no 2.84 ms saving)
+    n_ops, pbytes, tensors, unprofiled = 530, int(0.77 * 2**20), 53, 2.055e-3
+    price = price_cpu_update("AdamW", n_ops, pbytes, tensors, 1, faults=None, sqrt_s=3.822e-3,
+                             unprofiled=unprofiled, recorded=2.924e-3, foreach=False,
+                             lightning=False, words=StepWords.of(True, True))
+    # THEN the excess priced is what the unprofiled step() left beyond the loop's price, the
+    # loop costs no more than that step(), and the saving is the step() less the fused kernel
+    room = unprofiled - loop_cpu_s(n_ops, pbytes) - STEP_CALL_CPU_S
+    assert price.sqrt_s == pytest.approx(room)
+    assert price.loop_s <= unprofiled
+    assert price.saving_s == pytest.approx(unprofiled - STEP_CALL_CPU_S
+                                           - fused_cpu_s(tensors, pbytes), rel=1e-6)
+    assert "its profiled sqrt ops read 3.822 ms, held to what its step() calls" in " ".join(
+        price.text.split())
+    # AND an excess the unprofiled step() has room for is priced as read
+    roomy = price_cpu_update("AdamW", n_ops, pbytes, tensors, 1, faults=None, sqrt_s=0.2e-3,
+                             unprofiled=unprofiled, recorded=2.924e-3, foreach=False,
+                             lightning=False, words=StepWords.of(True, True))
+    assert roomy.sqrt_s == 0.2e-3 and "held to" not in roomy.text
