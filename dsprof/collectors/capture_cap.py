@@ -250,14 +250,21 @@ class CaptureCap:
                     watch.stop()
 
     def why(self) -> str:
-        """The warning said when the cap is reached."""
+        """The warning said when the cap is reached. It is said before the steps come, if
+        they do: a script that builds a large model or runs an evaluation before its first
+        optimizer step (llm.c's train_gpt2.py: 133 MiB of its own small tensors) reaches it
+        with nothing to change, so it asks for no code change, only says when one is needed."""
         if self.reason == MEMORY:
-            return (f"no step boundary yet, and the process's heap grew "
+            head = (f"no step boundary yet, and the process's heap grew "
                     f"{self.grown / 2**20:.0f} MiB while the profiler kept every op since the "
-                    "start: the capture stops here (call dsprof.step() each iteration, or raise "
-                    "--max-capture-mb)")
-        return (f"no step boundary after {self.max_s:.0f} s: the capture stops here (call "
-                "dsprof.step() each iteration, or raise --max-capture)")
+                    "start (its records and the script's small tensors alike)")
+            knob = "--max-capture-mb"
+        else:
+            head = f"no step boundary after {self.max_s:.0f} s"
+            knob = "--max-capture"
+        return (f"{head}: the capture of the setup stops here. The steps are still found and "
+                "profiled when they come; a loop with no optimizer step or backward() marks "
+                f"them with dsprof.step(), and {knob} raises the cap")
 
     def _due(self) -> float:
         """When the cap is reached: now once memory is past its cap, else the deadline."""

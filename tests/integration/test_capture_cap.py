@@ -61,6 +61,12 @@ def test_a_loop_of_bare_tensor_ops_is_captured_until_the_heap_grew_the_memory_ca
     assert m["capped"] is True and m["capped_by"] == "memory" and m["max_capture_mb"] == 16
     assert 0 < captured < 0.5 * iterations, (captured, iterations)
     assert "the process's heap grew" in res.stderr and "--max-capture-mb" in res.stderr
+    # AND it asks for no code change: the steps of a script that has them are found when they
+    # come (llm.c's setup and first evaluation reach the cap with nothing to change)
+    said = " ".join(res.stderr.split())
+    assert "the capture of the setup stops here. The steps are still found and profiled " \
+        "when they come; a loop with no optimizer step or backward() marks them with " \
+        "dsprof.step()" in said, said
     # AND the summary of that stepless run says why it holds only the loop's start
     text = " ".join(dsprof("summary", str(out)).stdout.split())
     assert "but stopped earlier: the process's heap grew 16.0 MiB" in text
