@@ -20,12 +20,14 @@ torch's own files return after the frame check.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
+from dsprof.collectors.dataloader import _LIBRARY_PREFIXES as _LIBRARY_DIRS
 from dsprof.collectors.dataloader import _is_library, user_site_and_caller
 from dsprof.log import logger
 
@@ -33,6 +35,27 @@ from dsprof.log import logger
 # device tensor to the host.
 _TENSOR_METHODS = (("item", "item"), ("tolist", "tolist"), ("cpu", "cpu"), ("numpy", "numpy"),
                    ("nonzero", "nonzero"), ("to", "to_cpu"))
+
+
+# A DataLoader's own files: a sampler, a dataset's __getitem__ or a collate_fn runs under them
+_DATA_DIR = os.path.join(_LIBRARY_DIRS[0], "utils", "data") + os.sep
+# how far up the stack a call is looked for under a DataLoader (its sampler, fetcher and
+# dataset sit a handful of frames below __next__; a training loop never this deep under it)
+_DATA_DEPTH = 24
+
+
+def _loading_data(frame: Any) -> bool:
+    """Whether the call runs under a DataLoader's iteration: its sampler (Opacus' Poisson
+    sampler's ``mask.nonzero().tolist()``), the dataset's ``__getitem__`` or ``collate_fn``
+    in the main process. On CPU tensors that is no sync on a GPU run either: data is loaded on
+    the CPU before the script moves it, so the call is neither counted nor advised on."""
+    for _ in range(_DATA_DEPTH):
+        if frame is None:
+            return False
+        if frame.f_code.co_filename.startswith(_DATA_DIR):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _format_code() -> Any:
@@ -131,6 +154,8 @@ class HostSyncCollector:
             device_name = "cuda"
         else:
             device_name = str(device) if device is not None else "cpu"
+        if device_name == "cpu" and _loading_data(sys._getframe(2)):
+            return
         site, function, caller = user_site_and_caller(3)
         key = (self.current_step(), call, site, function, device_name, caller)
         entry = self.calls.get(key)

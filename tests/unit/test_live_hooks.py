@@ -111,6 +111,43 @@ def test_formatting_a_one_value_tensor_is_a_sync_at_the_formatting_line():
     assert row[1] == "item" and row[2].endswith(_line_of("the formatting line")), row
 
 
+class _PoissonSampler(torch.utils.data.Sampler):
+    """Batches drawn as Opacus' uniform sampler draws them: a random mask, then nonzero()
+    and tolist() on the CPU."""
+
+    def __len__(self) -> int:
+        return 3
+
+    def __iter__(self):
+        for _ in range(3):
+            mask = torch.rand(12) < 0.5
+            yield mask.nonzero().reshape(-1).tolist()  # the sampler's
+
+
+class _Counted(Dataset):
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int):
+        return torch.full((2,), float(torch.tensor(i).item()))  # the dataset's
+
+
+def test_data_loading_on_the_cpu_is_no_sync_but_the_loops_own_call_is():
+    # GIVEN a loop over a DataLoader whose sampler and dataset call nonzero(), tolist() and
+    # item() on CPU tensors, and whose body reads the batch's sum with item()
+    col = HostSyncCollector(lambda: 1)
+    col.install()
+    try:
+        for batch in DataLoader(_Counted(), batch_sampler=_PoissonSampler()):
+            batch.sum().item()  # the loop's
+    finally:
+        col.uninstall()
+    # THEN only the loop's own call is counted: data is loaded on the CPU on a GPU run too, so
+    # the sampler's and the dataset's calls wait for no device there
+    assert {(r[1], r[2].rsplit("/", 1)[-1]) for r in col.rows()} == {
+        ("item", _line_of("the loop's"))}
+
+
 def test_a_sync_inside_an_installed_package_names_the_scripts_line_that_led_there(tmp_path):
     # GIVEN a package installed under site-packages whose function reads a loss with .item()
     # (as Pyro's torch_item does inside svi.step), called from this test's code
