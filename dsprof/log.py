@@ -40,6 +40,12 @@ STEP_LINE = {"dsprof_step_line": True}
 terminal only at DEBUG or with DSPROF_STEP_LINES=1 (docs/decisions.md, "Progress")."""
 
 
+FILE_LINE = STEP_LINE
+"""``extra=`` of a line about dsprof's own bookkeeping that asks nothing of the user (what the
+step detection is still waiting for): kept in dsprof.log like a step line, off the terminal
+the script writes to."""
+
+
 class _StepLinesToFileOnly(logging.Filter):
     """Per-step lines stay out of the terminal the profiled script writes to: a line every
     step floods a long run and breaks the script's own tqdm / Lightning progress bars."""

@@ -52,7 +52,7 @@ from dsprof.collectors.step_sources import (
     GradWatch,
     optimizer_made,
 )
-from dsprof.log import logger
+from dsprof.log import FILE_LINE, logger
 
 # With no optimizer step seen, backward() becomes the step source after this many calls ...
 BACKWARD_DECIDE_CALLS = 64
@@ -187,10 +187,12 @@ class StepCollector:
         if optimizer_made():
             # a training script whose first backward() is still to come: its forwards are
             # never steps, and the watch is no use to it
+            # (dsprof.log only: nothing for the user to do, the optimizer's steps will come;
+            # an RL script's rollout of forwards before its first update said "call
+            # dsprof.step()" on its terminal)
             logger.info("%d outermost forward calls and no optimizer step or backward() yet, "
-                        "but an optimizer exists: forward calls are not the steps (call "
-                        "dsprof.step() each iteration to mark steps yourself)",
-                        len(self.forwards.pending))
+                        "but an optimizer exists: the steps will be its steps, not these "
+                        "forward calls", len(self.forwards.pending), extra=FILE_LINE)
             self.forwards.stop()
             return
         logger.info("no optimizer step and no backward() after %d outermost forward calls: "

@@ -141,14 +141,22 @@ def test_training_with_evaluation_forwards_keeps_its_optimizer_steps(tmp_path, g
 def test_a_training_script_that_infers_first_keeps_its_optimizer_steps(tmp_path):
     # GIVEN 40 inference forwards (past the 16 that decide) before 10 training steps, with the
     # optimizer built first, as a training script does (PPO's rollouts)
-    run, _ = _run(tmp_path, "opt_infer_train", INFER_THEN_TRAIN,
-                  {"INFER": "40", "STEPS": "10", "OPT_FIRST": "1"})
+    script = write(tmp_path / "opt_infer_train.py", INFER_THEN_TRAIN)
+    run = tmp_path / "run-opt_infer_train"
+    res = dsprof("run", "-o", str(run), str(script),
+                 env={"INFER": "40", "STEPS": "10", "OPT_FIRST": "1"})
+    assert res.code == 0, res.stderr[-3000:]
     m = meta(run)
     # THEN the steps are the optimizer's alone, as before this change, and the watch left at
     # the 16th forward
     assert (m["steps_source"], m["steps_recorded"]) == ("optimizer", 10)
     assert _sources(run) == ["optimizer"] * 10
     assert m["forward_calls"] == 16
+    # AND the script's terminal is not told to mark steps (CleanRL's PPO was: "call
+    # dsprof.step() each iteration"); the decision is in dsprof.log
+    assert "forward calls" not in res.stderr and "dsprof.step()" not in res.stderr
+    assert "the steps will be its steps, not these forward calls" in " ".join(
+        (run / "dsprof.log").read_text().split())
 
 
 def test_inference_then_training_keeps_forward_steps_until_the_optimizer_takes_over(tmp_path):
