@@ -132,6 +132,14 @@ def rank_step_spread(run: Run) -> dict[int, StepNoise]:
             if (noise := small_sample_noise(durs)) is not None}
 
 
+def outlier_limit(durations: np.ndarray) -> float:
+    """The step time past which a step is an outlier: 3 robust sd over the median, and at
+    least 20 % above it (analyzers/step_outliers.py)."""
+    med = float(np.median(durations))
+    mad = float(np.median(np.abs(durations - med))) * 1.4826
+    return max(med + 3 * mad, med * 1.2)
+
+
 def small_sample_noise(durations_ns: list[int]) -> StepNoise | None:
     """The spread of a few step times: robust (1.4826 x MAD) from five on, the sample standard
     deviation below that (the MAD of three values is the smallest gap between two of them,

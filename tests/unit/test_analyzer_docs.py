@@ -61,7 +61,8 @@ def table() -> dict[str, tuple[str, str]]:
 # each analyzer's thresholds, written as the doc writes them
 STATED = {
     "step_outliers": [f"{step_outliers.MIN_STEPS} steady steps",
-                      f"under {step_outliers.MIN_SLOWDOWN:g}x"],
+                      f"under {step_outliers.MIN_SLOWDOWN:g}x",
+                      f"under {step_outliers.MIN_EXCESS_NS / 1e6:g} ms over the median"],
     "input_pipeline": [f"over {pct(input_pipeline.THRESHOLD)} of the step"],
     "checkpointing": [f"at {pct(checkpointing.PRESSURE)} of it"],
     "batch_size": [f"up {pct(batch_size.MIN_GAIN)}"],

@@ -44,6 +44,20 @@ def outliers_neg():
     return Run.from_tables(steps=steps([50, 10, 10.2, 9.9, 10, 10.1, 10, 9.8, 10, 10, 10]))
 
 
+def test_sporadic_outliers_a_fraction_of_a_millisecond_over_are_noise_whatever_their_ratio():
+    # GIVEN 0.33 ms steps (pytorch/examples' regression) with sporadic slower ones, one of them
+    # 0.67 ms (2.1x) and the others 0.1 ms over, their thread CPU grown as much, no data wait
+    durs = [0.33] * 40
+    for i, d in ((5, 0.67), (9, 0.43), (17, 0.44), (23, 0.42), (31, 0.45)):
+        durs[i] = d
+    run = Run.from_tables(meta=SCRIPT, steps=steps(
+        durs, cpu_ns=[int(d * MS) for d in durs], profiled=[False] * 40))
+    # THEN they are step-to-step noise with no saving, not a ranked "outliers" finding
+    found = analyze(run, only=("step_outliers",), write=False).findings
+    assert [(f.kind, f.saving_s) for f in found] == [("steps.noise", 0.0)], found
+    assert "0.5 ms over the median or more" in found[0].fix
+
+
 # -- input pipeline --------------------------------------------------------------------------
 
 def _loader(wait_ms: float):
