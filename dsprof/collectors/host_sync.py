@@ -7,7 +7,7 @@ CPU cannot launch ahead and the GPU idles while Python catches up. The profiler 
 wraps those entry points (no code change), times each call and counts it per (step, call, user
 line). Calls made from inside torch itself (printing a tensor, an optimizer's own bookkeeping)
 are not the user's choice and are not counted, with one exception: formatting a one-value
-tensor (``f"{norm:.4f}"``, ``"%.2f" % loss``) is ``Tensor.__format__`` calling ``item()`` for
+tensor (``f"{norm:.4f}"``, ``"{:.2f}".format(loss)``) is ``Tensor.__format__`` calling ``item()`` for
 the script's line, a sync the script wrote as surely as ``norm.item()`` (llm.c's
 ``train_gpt2.py`` prints the ``clip_grad_norm_`` result so every step).
 
