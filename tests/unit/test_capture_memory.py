@@ -88,7 +88,7 @@ def test_a_cap_passed_by_time_says_so():
     cap = CaptureCap(0.0, lambda: reached.append(True), module_hooks=False, max_bytes=None)
     try:
         cap.check()
-        assert reached == [True] and cap.reason == TIME and "--max-capture)" in cap.why()
+        assert reached == [True] and cap.reason == TIME and "--max-capture raises" in cap.why()
     finally:
         cap.remove()
 
