@@ -48,7 +48,8 @@ Eight verdicts, and only the last one is a saving:
   of 500 moves against a median of 177, its steps up to 3x the median). No saving. Before
   ``steps.noise``.
 - ``steps.noise`` too: sporadic outliers with no data wait that stay under
-  ``MIN_SLOWDOWN`` x the median (the same work, a little slower now and then).
+  ``MIN_SLOWDOWN`` x the median, or under ``MIN_EXCESS_NS`` over it (the same work, a little
+  slower now and then; in steps of a fraction of a millisecond, a page fault).
 - ``steps.noise`` too: a lone sporadic outlier with no data wait and no profiled op that
   grew (``MIN_RECURRENCE``): its thread's CPU time alone cannot tell more work from a VM's
   stolen time, page reclaim or a lower clock, and one sample is no pattern to act on.
