@@ -16,19 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsprof.apply import KNOB_ENV
 from dsprof.errors import ConfigError, RunDirError
 from dsprof.findings import Finding
 from dsprof.render.safe_text import one_line
 
 _JOINED = {"DS_COMPILE", "DS_LIBRARY_OP"}
-# The variables a finding may set: the knobs dsprof/apply reads, and the CUDA allocator's.
-# findings.json is the run directory's (anyone's), and what it asks to set becomes the
-# environment of the script that `dsprof run --apply` and `dsprof verify` run: nothing else
-# (LD_PRELOAD, PYTHONPATH, PYTHONSTARTUP) is ever set from it.
-KNOBS = frozenset({"DS_AUTOCAST", "DS_BATCH_SIZE", "DS_COMPILE", "DS_DATALOADER_WORKERS",
-                   "DS_ENABLE_TENSOR_CORE", "DS_GRADIENT_CHECKPOINTING", "DS_LIBRARY_OP",
-                   "DS_OPTIMIZER_FOREACH", "DS_OPTIMIZER_FUSED", "DS_TORCH_THREADS",
-                   "PYTORCH_CUDA_ALLOC_CONF"})
+# The variables a finding may set: the knobs dsprof/apply reads (KNOB_ENV), TF32's setting
+# (DS_ENABLE_TENSOR_CORE, dsprof/settings.py) and the CUDA allocator's. findings.json is the
+# run directory's (anyone's), and what it asks to set becomes the environment of the script
+# that `dsprof run --apply` and `dsprof verify` run: nothing else (LD_PRELOAD, PYTHONPATH,
+# PYTHONSTARTUP) is ever set from it.
+KNOBS = frozenset(KNOB_ENV) | {"DS_ENABLE_TENSOR_CORE", "PYTORCH_CUDA_ALLOC_CONF"}
 # the plan, carried into the process that starts over once it is made (plan_for_run)
 APPLIED_PLAN_ENV = "DSPROF_APPLIED_PLAN"
 

@@ -76,7 +76,8 @@ def _package_dir(module: str) -> str:
 
 # Frames in these files are library code, not the user's (exact package folders, so a user
 # project that happens to live in a folder named "torch" or "dsprof" still counts as theirs).
-_LIBRARY_PREFIXES = (_package_dir("torch"), _package_dir("dsprof"))
+TORCH_DIR = _package_dir("torch")
+_LIBRARY_PREFIXES = (TORCH_DIR, _package_dir("dsprof"))
 
 
 def _is_library(filename: str) -> bool:

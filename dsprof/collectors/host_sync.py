@@ -27,8 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
-from dsprof.collectors.dataloader import _LIBRARY_PREFIXES as _LIBRARY_DIRS
-from dsprof.collectors.dataloader import _is_library, user_site_and_caller
+from dsprof.collectors.dataloader import TORCH_DIR, _is_library, user_site_and_caller
 from dsprof.log import logger
 
 # (owner, attribute, call name). Tensor.to is wrapped too but only counted when it copies a
@@ -38,7 +37,7 @@ _TENSOR_METHODS = (("item", "item"), ("tolist", "tolist"), ("cpu", "cpu"), ("num
 
 
 # A DataLoader's own files: a sampler, a dataset's __getitem__ or a collate_fn runs under them
-_DATA_DIR = os.path.join(_LIBRARY_DIRS[0], "utils", "data") + os.sep
+_DATA_DIR = os.path.join(TORCH_DIR, "utils", "data") + os.sep
 # how far up the stack a call is looked for under a DataLoader (its sampler, fetcher and
 # dataset sit a handful of frames below __next__; a training loop never this deep under it)
 _DATA_DEPTH = 24

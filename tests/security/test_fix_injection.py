@@ -137,3 +137,17 @@ def test_a_leaking_statement_is_rewritten_only_when_it_is_plain_arithmetic(state
     # THEN the fix rewrites it where it is names, numbers, arithmetic and calls, else names
     # none of it
     assert fix.splitlines()[1].startswith(rewritten), fix
+
+
+def test_verify_reruns_a_script_named_like_an_option_as_the_script(tmp_path):
+    from dsprof.apply.verify import rerun_command
+    from dsprof.rundir import RunDir
+
+    # GIVEN a run of a script whose name starts with "-" (as a hostile meta.json may say)
+    run = RunDir.create(tmp_path / "run")
+    run.write_meta({"source": "run", "status": "finished", "world_size": 1, "cwd": str(tmp_path),
+                    "target": {"kind": "script", "name": "--apply", "argv": ["--apply", "x"]}})
+    # WHEN verify builds the command that reruns it
+    cmd, _, _ = rerun_command(run.path, None, tmp_path / "new")
+    # THEN the script's words come after "--": dsprof run reads none of them as its options
+    assert cmd[-3:] == ["--", "--apply", "x"]

@@ -513,3 +513,19 @@ def test_a_hostile_line_in_a_run_stays_on_its_comment_line_in_the_fix():
     # THEN every line of the fix to paste is still a comment
     assert all(line.startswith("#") for line in f.fix.splitlines())
     assert "train.py:3\\nimport os" in f.fix
+    # AND so it is where the call's own name carries the line
+    rows = [{**r, "call": "item\nimport os", "caller": "train.py:3"} for r in rows]
+    run = Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+    (f,) = analyze(run, only=("host_syncs",), write=False).findings
+    assert all(line.startswith("#") for line in f.fix.splitlines()), f.fix
+
+
+def test_a_hostile_model_class_stays_in_the_hf_activation_fix_comment():
+    from dsprof.analyzers.frameworks import HfActivation, hf_activation_fix
+
+    # GIVEN the model class a run directory names, with a line of code after a line break
+    fix = hf_activation_fix(HfActivation("GPT2LMHeadModel\nimport os", "activation_function",
+                                         "gelu_pytorch_tanh", "NewGELUActivation"))
+    # THEN no line of the fix is that code: the name stays in its comment
+    assert not [line for line in fix.splitlines() if line.startswith("import os")], fix
+    assert "GPT2LMHeadModel\\nimport os.from_pretrained" in fix
