@@ -21,6 +21,7 @@ from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from typing import Any
 
+from dsprof.collectors.call_at_line import is_own_code
 from dsprof.errors import ScriptError
 
 _DSPROF_DIR = str(Path(__file__).resolve().parent)
@@ -190,10 +191,20 @@ def _exit_code(code: Any) -> int:
 
 
 def _print_user_traceback(exc: BaseException) -> None:
+    """The traceback the plain run prints: without dsprof's frames, at its top (the launcher)
+    or in between (a wrapper of dsprof's around ``if t:`` or ``t.item()`` that passed the
+    error on)."""
+    kept = []
     tb = exc.__traceback__
-    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(_DSPROF_DIR)
-                              or tb.tb_frame.f_code.co_filename in _RUNPY):
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not (code.co_filename.startswith(_DSPROF_DIR) or code.co_filename in _RUNPY
+                or is_own_code(code)):
+            kept.append(tb)
         tb = tb.tb_next
+    for tb, after in zip(kept, [*kept[1:], None]):
+        tb.tb_next = after
+    tb = kept[0] if kept else None
     exc.__traceback__ = tb
     sys.excepthook(type(exc), exc, tb)
     sys.stderr.flush()

@@ -21,7 +21,9 @@ Algorithm:
     one ``fusion.hand_attention`` finding per module (layer indices folded), with the op chain
     and the shapes as evidence, and the SDPA code to paste. Its saving is not claimed here: the
     fusion analyzer prices the scale/mask/softmax chain (``fusion.attention``) when it is large
-    enough to matter, and claiming it twice would count one saving twice. Attention on SDPA
+    enough to matter, and claiming it twice would count one saving twice. A module the fusion
+    analyzer priced gets no finding here: its ``fusion.attention`` finding is already titled
+    and fixed with SDPA, and says what SDPA also saves in memory. Attention on SDPA
     gets an ``attention.sdpa`` note-like finding (no saving) so a reader sees it was checked.
 """
 
@@ -202,7 +204,12 @@ class AttentionAnalyzer(Analyzer):
         for s in sites:
             by_module.setdefault(fold_indices(s.module) if s.module else UNATTRIBUTED,
                                  []).append(s)
+        # a module whose scale/mask/softmax chain the fusion analyzer priced already has its
+        # finding, titled and fixed with SDPA: a second one here would be one thing said twice
+        priced = {f.key.split(":", 1)[0] for f in ctx.found if f.kind == "fusion.attention"}
         for module, items in sorted(by_module.items()):
+            if module in priced:
+                continue
             first = items[0]
             chain = " -> ".join(first.ops)
             rank_txt = f"{len(first.scores)}-D scores {list(first.scores)}"

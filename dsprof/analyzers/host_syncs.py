@@ -3,7 +3,8 @@
 Two sources, used together when both exist:
 
 * ``host_syncs`` (dsprof runs, every step): ``.item()``, ``.tolist()``, ``.cpu()``,
-  ``.numpy()``, ``nonzero``, ``.to("cpu")`` and ``torch.cuda.synchronize()`` per user line.
+  ``.numpy()``, ``nonzero``, ``.to("cpu")``, ``torch.cuda.synchronize()`` and a tensor read by
+  Python itself (``if loss < best:``, ``float(loss)``, ``int(n)``) per user line.
   On an accelerator each call waits for all queued work; on CPU nothing waits, so those lines
   are reported as information only (what a GPU run would pay), with no saving.
 * The trace (``ops`` + ``kernels``; GPU runs and imported GPU traces): every blocking runtime
@@ -32,7 +33,8 @@ SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchr
               "hipEventSynchronize", "hipMemcpy", "hipMemcpyWithStream")
 
 _FIX = {
-    "item": ("# Keep the value on the device; read it once every N steps (or at the end):\n"
+    "item": ("# Keep the value on the device; read it once every N steps (or at the end).\n"
+             "# A loop that sums it there already (total += loss.detach()) moves only the read:\n"
              "running_loss += loss.detach()          # no sync\n"
              "if step % log_every == 0:\n"
              "    print(running_loss.item() / log_every)  # one sync per N steps\n"
@@ -47,14 +49,44 @@ _FIX = {
                 "# size= to torch.nonzero_static."),
     "synchronize": ("# torch.cuda.synchronize() in the loop serializes CPU and GPU. Remove it;\n"
                     "# for timing use torch.cuda.Event(enable_timing=True) pairs."),
+    "float": ("# float(t) reads the value from the device like t.item(). Keep it there and read\n"
+              "# it once every N steps (or at the end):\n"
+              "running_loss += loss.detach()          # no sync\n"
+              "if step % log_every == 0:\n"
+              "    print(float(running_loss) / log_every)  # one sync per N steps\n"
+              "    running_loss.zero_()"),
+    "int": ("# int(t) reads the value from the device like t.item(). Count on the device and\n"
+            "# convert once every N steps:\n"
+            "correct += (pred == y).sum()           # a tensor: no sync\n"
+            "if step % log_every == 0:\n"
+            "    print(int(correct) / seen)          # one sync per N steps"),
+    "bool": ("# A tensor used as a condition (if / while / and / or / assert / bool()) is read\n"
+             "# from the device to decide the branch. Decide on the device instead:\n"
+             "#   best = torch.minimum(best, loss.detach())    # not: if loss < best: best = loss\n"
+             "#   x = torch.where(cond, a, b)                  # not: x = a if cond else b\n"
+             "#   torch._assert_async(torch.isfinite(loss))    # not: assert torch.isfinite(loss)\n"
+             "# or test the condition once every N steps."),
 }
 
-# A sync in a framework's own code, by the call and the folder of its line: the framework's
-# switch, not a loop the script does not have. Ignite's create_supervised_trainer reads the
+# How a call reads in a sentence: the slots Python calls on a tensor are written as the script
+# writes them (``if loss < best:`` is ``bool(tensor)``), torch's methods with ``()``.
+_LABELS = {"bool": "bool(tensor)", "float": "float(tensor)", "int": "int(tensor)"}
+
+
+# what bool(tensor) is in the script's words, said before its count
+_CONDITION = ("A tensor used as a condition (if, while, and/or, assert or bool() on it) reads "
+              "its value from the device. ")
+
+
+def _label(call: str) -> str:
+    return _LABELS.get(call, f"{call}()")
+
+# A sync in a framework's own code, by the call, the folder of its line and (where the folder
+# has other syncs) its functions: the framework's switch, not a loop the script does not have. Ignite's create_supervised_trainer reads the
 # loss with .item() in its default output_transform (ignite/engine/__init__.py) every
 # iteration; the script sets what the step returns.
 _LIBRARY_FIX = {
-    ("item", "ignite/engine/"): (
+    ("item", "ignite/engine/", ()): (
         "# Ignite: the trainer's default output_transform reads loss.item() every iteration.\n"
         "# Keep the loss on the device and read it where it is logged (every N iterations):\n"
         "trainer = create_supervised_trainer(\n"
@@ -62,25 +94,36 @@ _LIBRARY_FIX = {
         "    output_transform=lambda x, y, y_pred, loss: loss.detach())\n"
         "# handlers then read engine.state.output.item() (or format it: f\"{out:.4f}\")"),
     # skorch's fit loop records every batch's loss in net.history (run_single_epoch)
-    ("item", "skorch/"): (
+    ("item", "skorch/", ()): (
         "# skorch records each batch's loss in net.history with .item() (its fit loop, for\n"
         "# training and validation batches alike); no switch defers it. Nothing to change in\n"
         "# the script: on a GPU it is one sync per batch, after the batch's kernels are queued."),
+    # the Trainer's logging_nan_inf_filter (on by default): `torch.isnan(tr_loss_step) or
+    # torch.isinf(tr_loss_step)` after every training_step, two reads of the loss a step, in
+    # _inner_training_loop (4.x) or the _run_epoch it calls (5.x)
+    ("bool", "transformers/trainer.py", ("_inner_training_loop", "_run_epoch")): (
+        "# HF Trainer: logging_nan_inf_filter (on by default) tests every step's loss with\n"
+        "# torch.isnan(loss) or torch.isinf(loss) on the host: two syncs a step on a GPU. It only\n"
+        "# changes what is logged (a nan or inf loss counts as the mean of the window so far);\n"
+        "# the gradients and the update are the same. Turn it off:\n"
+        "args = TrainingArguments(..., logging_nan_inf_filter=False)"),
 }
 
 
-def _fix(call: str, site: str | None, caller: str | None = None) -> str:
-    """The fix for ``call`` at ``site``: the framework's when the line is in its code; for a
-    line in another installed package (``caller``: the script's line that led there), what the
-    script can and cannot do about it."""
-    for (lib_call, folder), fix in _LIBRARY_FIX.items():
-        if call == lib_call and (site or "").startswith(folder):
+def _fix(call: str, site: str | None, caller: str | None = None,
+         function: str | None = None) -> str:
+    """The fix for ``call`` at ``site`` in ``function``: the framework's when the line is in
+    its code; for a line in another installed package (``caller``: the script's line that led
+    there), what the script can and cannot do about it."""
+    for (lib_call, folder, functions), fix in _LIBRARY_FIX.items():
+        if (call == lib_call and (site or "").startswith(folder)
+                and (not functions or function in functions)):
             return fix
     if caller:
         # read from the run directory: kept on their comment line
-        site, caller, call = one_line(site or ""), one_line(caller), one_line(call)
+        site, caller, label = one_line(site or ""), one_line(caller), one_line(_label(call))
         package = site.split("/", 1)[0]
-        return (f"# This {call}() is in {package}'s own code ({site}), reached from the script "
+        return (f"# This {label} is in {package}'s own code ({site}), reached from the script "
                 f"at {caller}:\n# the script cannot move it. On a GPU each call waits for the "
                 "queued kernels; look\n"
                 f"# for {package}'s option to read the value less often (a logging or progress "
@@ -135,18 +178,25 @@ class HostSyncs(Analyzer):
             GROUP BY ALL ORDER BY sum(total_ns) DESC, site, call""")
         idle_per_step = sum(t["idle_ns"] for t in trace) / max(len(ctx.profiled_steps), 1)
         gpu_calls = sum(r[5] for r in rows if r[4] != "cpu") or 1
+        # A script that runs on a GPU keeps some tensors on the CPU (nanoGPT's eval losses,
+        # a sampler's mask): reading those waits for nothing on this run or any other. Only a
+        # CPU-only run's reads stand for what the script would pay on a GPU.
+        uses_gpu = any(r[4] != "cpu" for r in rows) or ctx.nonempty("kernels")
         out = []
         for rank, call, site, function, device, count, total, longest, steps, first, via in rows:
             per_step = count / n_steps
             on_cpu = device == "cpu"
+            if on_cpu and uses_gpu:
+                continue
             reached = f", reached from {via}" if via else ""
             if on_cpu and steps < 0.5 * n_steps:
                 continue  # occasional host reads (logging every N steps) are the advice itself
             if on_cpu:
                 saving, conf = 0.0, "high"
-                title = (f"{call}() at {site} runs {per_step:.1f}x {ctx.per_step}: free on "
+                title = (f"{_label(call)} at {site} runs {per_step:.1f}x {ctx.per_step}: free on "
                          "CPU, a host-device sync on a GPU")
-                why = (f"{count} calls in {steps} steps ({total / 1e6:.2f} ms in all). On CPU "
+                why = (f"{_CONDITION if call == 'bool' else ''}"
+                       f"{count} calls in {steps} steps ({total / 1e6:.2f} ms in all). On CPU "
                        "they wait for nothing; on a GPU each one blocks Python until every "
                        "queued kernel has run, leaving the GPU idle while the next kernels "
                        "are launched.")
@@ -154,9 +204,10 @@ class HostSyncs(Analyzer):
                 # The GPU idle time measured after syncs in the trace, shared out by calls.
                 saving = idle_per_step * count / gpu_calls if trace else 0.0
                 conf = "medium" if trace else "low"
-                title = (f"Remove the per-step {call}() at {site}: {per_step:.1f} host-device "
+                title = (f"Remove the per-step {_label(call)} at {site}: {per_step:.1f} host-device "
                          f"syncs {ctx.per_step} block {total / n_steps / 1e6:.2f} ms")
-                why = (f"{count} calls on {device} in {steps} steps block the host "
+                why = (f"{_CONDITION if call == 'bool' else ''}"
+                       f"{count} calls on {device} in {steps} steps block the host "
                        f"{total / 1e6:.1f} ms in all (longest {longest / 1e6:.2f} ms)."
                        + (f" After syncs the GPU sat idle {idle_per_step / 1e6:.2f} ms per "
                           "profiled step (measured in the trace): that is the saving."
@@ -165,10 +216,10 @@ class HostSyncs(Analyzer):
             out.append(Finding(
                 analyzer=self.name, kind="host_sync.call", key=f"{call}|{site}",
                 title=title, saving_s=saving / 1e9, confidence=conf, explanation=why,
-                evidence=(Evidence(f"{call}() in {function} at {site}{reached}: {count} "
+                evidence=(Evidence(f"{_label(call)} in {function} at {site}{reached}: {count} "
                                    f"calls, {total / 1e6:.2f} ms", rank=int(rank),
                                    step=int(first), site=site, value=total / 1e6),),
-                fix=_fix(call, site, via),
+                fix=_fix(call, site, via, function),
                 verify="dsprof run ... and compare host_syncs with dsprof summary"))
         return out
 

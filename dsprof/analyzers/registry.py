@@ -101,6 +101,8 @@ class Context:
         self._nonempty: dict[str, bool] = {}
         self.claims = ClaimLedger()
         """Time the findings made so far claim (``claims.py``), filled by ``analyze``."""
+        self.found: list[Finding] = []
+        """The findings of the analyzers that ran before this one, filled by ``analyze``."""
 
     def nonempty(self, table: str) -> bool:
         # asked ~40 times per analysis; each query opens every Parquet part of the table
@@ -249,6 +251,7 @@ def analyze(run: Run, only: tuple[str, ...] = (), write: bool = True,
             continue
         finished = [_finish(f, ctx) for f in found]
         record_claims(analyzer, finished, ctx.claims)
+        ctx.found.extend(finished)
         if silent:
             continue
         out.seconds[analyzer.name] = time.perf_counter() - t0

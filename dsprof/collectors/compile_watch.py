@@ -52,19 +52,25 @@ def invisible_to_dynamo(fn: Callable[..., Any], recursive: bool = False) -> Call
     plain Python. Applied once torch.compile is seen, so a run that never compiles never
     imports Dynamo.
     """
-    _WRAPPER_CODES[fn.__code__] = recursive
-    if _skipping:
-        _skip_codes()
+    invisible_code_to_dynamo(fn.__code__, recursive)
     return fn
 
 
-def _skip_codes() -> None:
+def invisible_code_to_dynamo(code: Any, recursive: bool = False) -> None:
+    """``invisible_to_dynamo`` for a code object that is no function's (code dsprof compiles
+    and runs with ``exec``)."""
+    _WRAPPER_CODES[code] = recursive
+    if _skipping:
+        _skip_codes({code: recursive})
+
+
+def _skip_codes(codes: dict[Any, bool] | None = None) -> None:
     global _skipping
     from torch._dynamo.eval_frame import set_code_exec_strategy
     from torch._dynamo.types import FrameAction, FrameExecStrategy
 
     _skipping = True
-    for code, recursive in list(_WRAPPER_CODES.items()):
+    for code, recursive in list((_WRAPPER_CODES if codes is None else codes).items()):
         set_code_exec_strategy(code, FrameExecStrategy(
             FrameAction.SKIP, FrameAction.SKIP if recursive else FrameAction.DEFAULT))
 

@@ -8,6 +8,7 @@ that jumps the timeline. Scripts and styles are served from the installed packag
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,21 @@ class AppContext:
     b: RunSource | None = None
 
 
+def import_pandas_before_serving() -> None:
+    """Import pandas now when it is installed, before the background load starts.
+
+    pyarrow imports pandas, where it is installed, at its first conversion of a numpy array
+    (``pa.array``/``pa.table`` ask whether it is a pandas categorical), which the background
+    load makes (``timeline_load``). Meanwhile the first request's plotly JSON encoder looks
+    pandas up in ``sys.modules`` without the import lock: it found the module half imported
+    and the page failed, "partially initialized module 'pandas' has no attribute 'NaT'" (HTTP
+    500 on ``/_dash-layout``, one start in four on this machine with pandas 3.1). Imported
+    here, in the main thread, it is whole before the server answers anything.
+    """
+    if importlib.util.find_spec("pandas") is not None:
+        import pandas  # noqa: F401
+
+
 def create_app(run_a: str | Path | RunSource, run_b: str | Path | RunSource | None = None,
                ) -> Dash:
     """The dashboard app for ``run_a`` (and ``run_b`` for the Compare page)."""
@@ -47,6 +63,7 @@ def create_app(run_a: str | Path | RunSource, run_b: str | Path | RunSource | No
     if run_b is not None:
         b = run_b if isinstance(run_b, RunSource) else RunSource(run_b, "B")
     ctx = AppContext(a, b)
+    import_pandas_before_serving()
     for src in (a, b):
         if src is not None:
             src.warm()

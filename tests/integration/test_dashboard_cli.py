@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -92,3 +93,22 @@ def test_run_dashboard_serves_the_new_run(tmp_path):
     finally:
         code = stop(proc)
     assert code == 0  # the script's own status
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pandas") is None,
+                    reason="pandas is not installed: pyarrow has nothing to import lazily")
+def test_pandas_is_whole_before_the_dashboard_serves(tmp_path):
+    # GIVEN pandas installed, which pyarrow imports at the background load's first numpy
+    # conversion while plotly's JSON encoder of a first request reads it from sys.modules
+    run, _ = import_traces([trace_dir("hta_inference_tiny")], tmp_path / "run")
+    probe = ("import sys\n"
+             "from dsprof.dashboard.app import create_app\n"
+             "create_app(sys.argv[1])\n"
+             "pandas = sys.modules.get('pandas')\n"
+             "print(pandas is not None and hasattr(pandas, 'NaT'))\n")
+    # WHEN the app is built (the background load has started)
+    res = subprocess.run([sys.executable, "-c", probe, str(run.path)], capture_output=True,
+                         text=True, timeout=120, check=False,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    # THEN pandas is already whole: no request can find it half imported (HTTP 500)
+    assert res.stdout.strip() == "True", res.stderr[-2000:]

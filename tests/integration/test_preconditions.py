@@ -91,9 +91,12 @@ def test_a_debug_run_withholds_timing_findings_and_says_why(tmp_path):
 
 def test_the_examples_hand_written_attention_is_named_at_its_module(lm_run):
     doc = _doc(lm_run)
-    (f,) = [f for f in doc["findings"] if f["kind"] == "fusion.hand_attention"]
-    assert f["key"] == "TransformerLM.blocks.*.attn", f["title"]
-    assert f["data"]["ops"][0] == "matmul" and "softmax" in f["data"]["ops"]
+    # once: by the attention analyzer, or, where the fusion analyzer priced the chain, by that
+    (f,) = [f for f in doc["findings"]
+            if f["kind"] in ("fusion.hand_attention", "fusion.attention")]
+    assert f["key"].split(":")[0] == "TransformerLM.blocks.*.attn", f["title"]
+    assert "softmax" in f["data"]["ops"]
+    assert f["kind"] == "fusion.attention" or f["data"]["ops"][0] == "matmul"
 
 
 def test_the_examples_sdpa_form_is_said_to_use_sdpa_and_gets_no_hand_attention(tmp_path):

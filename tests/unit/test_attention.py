@@ -12,7 +12,10 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from dsprof.analyzers.registry import analyze
+from dsprof.analyzers.attention import AttentionAnalyzer
+from dsprof.analyzers.fusion import UNATTRIBUTED
+from dsprof.analyzers.registry import Analyzer, analyze
+from dsprof.findings import Finding
 from dsprof.ingest.importer import import_traces
 from dsprof.run import load
 
@@ -72,11 +75,18 @@ def test_hand_written_attention_is_found_in_every_form(form, chain, tmp_path):
     # GIVEN a model whose attention is written out by hand in one form
     # WHEN its trace is analyzed
     found = _analyze(form, tmp_path)
-    # THEN the attention is named, with the op chain the dataflow followed, and SDPA to paste
-    (f,) = [f for f in found if f.kind == "fusion.hand_attention"]
-    assert f.data["ops"] == chain
-    assert f.data["scores"][-2:] == [T, T]
-    assert "scaled_dot_product_attention" in f.fix and f.saving_s == 0
+    # THEN the attention is named once, with SDPA to paste: with the op chain the dataflow
+    # followed, or, where the fusion analyzer priced its scale/mask/softmax chain, by that
+    # priced finding alone (one thing, one finding)
+    (f,) = [f for f in found if f.kind in ("fusion.hand_attention", "fusion.attention")]
+    assert "scaled_dot_product_attention" in f.fix
+    if f.kind == "fusion.hand_attention":
+        assert f.data["ops"] == chain
+        assert f.data["scores"][-2:] == [T, T]
+        assert f.saving_s == 0
+    else:
+        assert "softmax" in f.data["ops"] and f.saving_s > 0
+        assert f.title.startswith("Use F.scaled_dot_product_attention")
     assert not [f for f in found if f.kind == "attention.sdpa"]
     # AND a fusion chain holding its softmax, if priced, is named attention (never a generic
     # pointwise chain, whatever op came before it)
@@ -133,3 +143,27 @@ def test_a_ppo_loss_with_a_softmax_after_a_linear_is_not_attention(tmp_path):
         # AND the analyzers name no attention in it
         found = analyze(run, only=("attention", "fusion"), write=False).findings
     assert not [f.title for f in found if "attention" in f.kind]
+
+
+class _PricedAttention(Analyzer):
+    """The fusion analyzer's priced attention finding for the unattributed chain, as it comes
+    before the attention analyzer in the registry."""
+
+    name = "fusion"
+
+    def run(self, ctx):
+        return [Finding(analyzer=self.name, kind="fusion.attention",
+                        key=f"{UNATTRIBUTED}:mul,softmax", title="priced", saving_s=1e-3,
+                        confidence="medium", explanation="priced", fix="sdpa")]
+
+
+def test_attention_the_fusion_analyzer_priced_is_not_named_again(tmp_path):
+    # GIVEN a hand-written attention the attention analyzer names on its own
+    kinds = [f.kind for f in _analyze("3d_matmul_div", tmp_path)]
+    assert "fusion.hand_attention" in kinds
+    # WHEN the fusion analyzer ran before it and priced the chain of the same module
+    with load(tmp_path / "run") as run:
+        found = analyze(run, analyzers=[_PricedAttention(), AttentionAnalyzer()],
+                        write=False).findings
+    # THEN that finding is the only one: the module is not named twice
+    assert [f.kind for f in found] == ["fusion.attention"]

@@ -1,0 +1,151 @@
+"""A tensor's value read by Python itself (``if loss < best:``, ``float(loss)``, ``int(n)``) is
+a host sync like ``loss.item()``: the collector sees it at the script's line, the analyzer
+names it as the script wrote it and pastes a fix that keeps the decision on the device."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dsprof.analyzers.registry import analyze
+from dsprof.collectors.host_sync import HostSyncCollector
+from dsprof.run import Run
+from tests.unit.test_analyzers_synthetic import SCRIPT, steps, table
+
+MS = 1_000_000
+SLOTS = ("__bool__", "__float__", "__int__")
+
+
+def _line_of(marker: str) -> str:
+    with open(__file__) as f:
+        lines = f.read().splitlines()
+    for no, line in enumerate(lines, 1):
+        if marker in line and "_line_of" not in line:
+            return f"test_tensor_read_syncs.py:{no}"
+    raise AssertionError(marker)
+
+
+def test_conditions_and_conversions_on_a_tensor_are_counted_at_the_users_line():
+    # GIVEN a loop that keeps the best loss with `if loss < best`, sums float(loss), counts
+    # with int(), and clips gradients with torch's own nonfinite check (torch's bool())
+    step = [0]
+    col = HostSyncCollector(lambda: step[0])
+    model = nn.Linear(4, 1)
+    best, total, seen = torch.tensor(float("inf")), 0.0, 0
+    col.install()
+    try:
+        for s in range(3):
+            step[0] = s
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, error_if_nonfinite=True)
+            if loss < best:  # the condition
+                best = loss.detach()
+            total += float(loss)  # the float
+            seen += int((loss > 0).sum())  # the int
+    finally:
+        col.uninstall()
+    # THEN each read is counted once a step at its line, as bool, float and int
+    rows = col.rows()
+    sites = {(r[1], r[2].rsplit("/", 1)[-1]) for r in rows}
+    assert sites == {("bool", _line_of("the condition")), ("float", _line_of("the float")),
+                     ("int", _line_of("the int"))}, sites
+    assert sorted(r[0] for r in rows if r[1] == "bool") == [0, 1, 2]
+    # AND clip_grad_norm_'s own check of the norm (torch's file) is not the script's sync
+    assert all(r[3] == "test_conditions_and_conversions_on_a_tensor_are_counted_at_the_users_line"
+               for r in rows)
+    # AND the values are the ones the plain calls give
+    assert seen == 3 and total > 0 and best.dim() == 0
+
+
+def test_uninstall_gives_back_torchs_own_slots():
+    # GIVEN the collector installed, then removed
+    before = {name: getattr(torch.Tensor, name) for name in SLOTS}
+    col = HostSyncCollector(lambda: 0)
+    col.install()
+    assert all(name in vars(torch.Tensor) for name in SLOTS)
+    col.uninstall()
+    # THEN no Python function is left on the class: the C slots of torch's type answer again
+    assert not [name for name in SLOTS if name in vars(torch.Tensor)]
+    assert {name: getattr(torch.Tensor, name) for name in SLOTS} == before
+    assert "item" not in vars(torch.Tensor)  # a method it wrapped is torch's own again too
+    # AND a parameter (a subclass) reads as before, with nothing recorded
+    p = nn.Parameter(torch.tensor(2.5))
+    assert bool(p) and float(p) == 2.5 and int(p) == 2
+    assert col.rows() == []
+
+
+def test_a_many_valued_condition_raises_the_same_error_under_the_collector():
+    col = HostSyncCollector(lambda: 0)
+    col.install()
+    try:
+        try:
+            bool(torch.ones(3))
+        except RuntimeError as e:
+            message = str(e)
+    finally:
+        col.uninstall()
+    assert message == "Boolean value of Tensor with more than one value is ambiguous"
+    assert col.rows() == []  # no value was read
+
+
+def _run(call: str, device: str) -> Run:
+    rows = [{"step": s, "call": call, "site": "train.py:40", "function": "train",
+             "device": device, "count": 1, "total_ns": 2 * MS, "max_ns": 2 * MS}
+            for s in range(1, 6)]
+    return Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+
+
+def test_the_finding_names_the_read_as_the_script_writes_it_and_fixes_it_on_the_device():
+    # GIVEN a GPU run whose `if loss < best:` runs every step
+    (f,) = analyze(_run("bool", "cuda:0"), only=("host_syncs",), write=False).findings
+    # THEN it is named as a tensor used as a condition, not as a method the script never calls
+    assert f.title.startswith("Remove the per-step bool(tensor) at train.py:40"), f.title
+    assert f.explanation.startswith("A tensor used as a condition (if, while, and/or")
+    assert f.evidence[0].text.startswith("bool(tensor) in train at train.py:40")
+    # AND the fix decides on the device rather than reading the value
+    assert "torch.minimum(best, loss.detach())" in f.fix and "torch.where" in f.fix
+    assert "running_loss" not in f.fix
+    # AND float() and int() get their own fixes, on a CPU run as information
+    (fl,) = analyze(_run("float", "cpu"), only=("host_syncs",), write=False).findings
+    assert fl.severity == "info" and fl.title.startswith("float(tensor) at train.py:40 runs")
+    assert "print(float(running_loss) / log_every)" in fl.fix
+    (it,) = analyze(_run("int", "cuda:0"), only=("host_syncs",), write=False).findings
+    assert "correct += (pred == y).sum()" in it.fix and "int(tensor)" in it.title
+
+
+def test_the_hf_trainers_nan_check_gets_its_switch_and_other_trainer_lines_do_not():
+    # GIVEN a GPU run of the HF Trainer whose loop tests each step's loss with
+    # torch.isnan(loss) or torch.isinf(loss) (transformers 5's _run_epoch), and a run whose
+    # bool(tensor) sits in another function of trainer.py
+    def run(function: str) -> Run:
+        rows = [{"step": s, "call": "bool", "site": "transformers/trainer.py:1956",
+                 "function": function, "device": "cuda:0", "count": 2, "total_ns": MS,
+                 "max_ns": MS, "caller": "train.py:12"} for s in range(1, 6)]
+        return Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+
+    (f,) = analyze(run("_run_epoch"), only=("host_syncs",), write=False).findings
+    # THEN the fix is the Trainer's switch
+    assert "args = TrainingArguments(..., logging_nan_inf_filter=False)" in f.fix
+    assert f.title.startswith("Remove the per-step bool(tensor) at transformers/trainer.py:1956")
+    # AND another function's sync gets the library's words, not a switch that does not move it
+    (other,) = analyze(run("evaluate"), only=("host_syncs",), write=False).findings
+    assert "logging_nan_inf_filter" not in other.fix
+    assert "in transformers's own code (transformers/trainer.py:1956)" in other.fix
+
+
+def test_a_cpu_tensor_read_on_a_gpu_run_is_no_finding():
+    # GIVEN a GPU run that reads its loss with item() on the GPU every step and compares a
+    # loss it keeps on the CPU (`if val_loss < best:`) every step too
+    rows = [{"step": s, "call": call, "site": site, "function": "train", "device": device,
+             "count": 1, "total_ns": MS, "max_ns": MS}
+            for s in range(1, 6)
+            for call, site, device in (("item", "train.py:40", "cuda:0"),
+                                       ("bool", "train.py:52", "cpu"))]
+    run = Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+    # THEN only the GPU tensor's read is a sync: the CPU tensor waits for no device here
+    (f,) = analyze(run, only=("host_syncs",), write=False).findings
+    assert f.key == "item|train.py:40"
+    # AND on a CPU-only run the same comparison stands for what a GPU run would pay
+    (info,) = analyze(_run("bool", "cpu"), only=("host_syncs",), write=False).findings
+    assert info.severity == "info" and "a host-device sync on a GPU" in info.title
