@@ -20,24 +20,13 @@ Nothing is asserted: the figures are this machine's (print ``uptime`` beside the
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
+from _cpu_time import cpu_per_call  # benchmarks/: the script's own folder
 
 from dsprof.collectors.host_sync import HostSyncCollector
-
-
-def _cpu_per_call(fn: Callable[[], object], calls: int, repeats: int) -> float:
-    """Least thread CPU seconds per call of ``fn`` over ``repeats`` runs of ``calls``."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.thread_time()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.thread_time() - t0) / calls)
-    return best
 
 
 def _deep(depth: int, fn: Callable[[], object]) -> object:
@@ -69,11 +58,11 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"{'read':30s} {'plain':>10s} {'collector':>10s} {'added':>9s}")
     for name, fn in cases().items():
-        plain = _cpu_per_call(fn, args.calls, args.n)
+        plain = cpu_per_call(fn, args.calls, args.n)
         collector = HostSyncCollector(lambda: 1)
         collector.install()
         try:
-            profiled = _cpu_per_call(fn, args.calls, args.n)
+            profiled = cpu_per_call(fn, args.calls, args.n)
         finally:
             collector.uninstall()
         print(f"{name:30s} {plain * 1e9:8.0f} ns {profiled * 1e9:8.0f} ns "

@@ -19,24 +19,13 @@ Nothing is asserted: the figures are this machine's (print ``uptime`` beside the
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import torch
+from _cpu_time import cpu_per_call  # benchmarks/: the script's own folder
 from torch.utils.data import DataLoader, TensorDataset
 
 from dsprof.collectors.worker_clock import SAMPLE_EVERY_NS, WorkerSampler, WorkerTimes
-
-
-def _cpu_per_call(fn, calls: int, repeats: int) -> float:
-    """Least thread CPU seconds per call of ``fn`` over ``repeats`` runs of ``calls``."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.thread_time()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.thread_time() - t0) / calls)
-    return best
 
 
 def measure(workers: int, calls: int, repeats: int, batch: int) -> tuple[float, float, float]:
@@ -47,7 +36,7 @@ def measure(workers: int, calls: int, repeats: int, batch: int) -> tuple[float, 
     next(it)  # the workers are up
     sampler = WorkerSampler()
     sampler.before(it)  # sets the last sample's time: the asks below are not sampled
-    unsampled = _cpu_per_call(lambda: sampler.before(it), calls, repeats)
+    unsampled = cpu_per_call(lambda: sampler.before(it), calls, repeats)
 
     def sampled() -> None:
         fresh = WorkerSampler()  # no sample yet: this one reads every worker
@@ -55,7 +44,7 @@ def measure(workers: int, calls: int, repeats: int, batch: int) -> tuple[float, 
         assert start is not None, "schedstat unreadable: not Linux, or no schedstat"
         WorkerSampler.after(start, WorkerTimes())
 
-    readings = _cpu_per_call(sampled, calls, repeats)
+    readings = cpu_per_call(sampled, calls, repeats)
 
     def fetch() -> None:
         nonlocal it
@@ -65,7 +54,7 @@ def measure(workers: int, calls: int, repeats: int, batch: int) -> tuple[float, 
             it = iter(loader)
             next(it)
 
-    per_batch = _cpu_per_call(fetch, min(calls, 200), repeats)
+    per_batch = cpu_per_call(fetch, min(calls, 200), repeats)
     return unsampled, readings, per_batch
 
 

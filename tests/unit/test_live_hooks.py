@@ -11,16 +11,11 @@ from torch.utils.data import dataloader as dl
 
 from dsprof.collectors.dataloader import DataLoaderCollector, batch_size_of
 from dsprof.collectors.host_sync import HostSyncCollector
+from tests.source_lines import line_of
 
 
 def _line_of(marker: str) -> str:
-    """file:line of the line of this file that holds ``marker`` (in a comment)."""
-    with open(__file__) as f:
-        lines = f.read().splitlines()
-    for no, line in enumerate(lines, 1):
-        if marker in line and "_line_of" not in line:
-            return f"test_live_hooks.py:{no}"
-    raise AssertionError(marker)
+    return line_of(__file__, marker)
 
 
 class _Sleepy(Dataset):

@@ -10,6 +10,7 @@ from torch import nn
 from dsprof.analyzers.registry import analyze
 from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.run import Run
+from tests.source_lines import line_of
 from tests.unit.test_analyzers_synthetic import SCRIPT, steps, table
 
 MS = 1_000_000
@@ -17,12 +18,7 @@ SLOTS = ("__bool__", "__float__", "__int__")
 
 
 def _line_of(marker: str) -> str:
-    with open(__file__) as f:
-        lines = f.read().splitlines()
-    for no, line in enumerate(lines, 1):
-        if marker in line and "_line_of" not in line:
-            return f"test_tensor_read_syncs.py:{no}"
-    raise AssertionError(marker)
+    return line_of(__file__, marker)
 
 
 def test_conditions_and_conversions_on_a_tensor_are_counted_at_the_users_line():
