@@ -38,7 +38,12 @@ from typing import Any
 
 from dsprof.collectors.call_at_line import call_at_line
 from dsprof.collectors.compile_watch import invisible_to_dynamo
-from dsprof.collectors.dataloader import TORCH_DIR, _is_library, user_site_and_caller
+from dsprof.collectors.dataloader import (
+    TORCH_DIR,
+    _installed,
+    _is_library,
+    user_site_and_caller,
+)
 from dsprof.log import logger
 
 # (owner, attribute, call name). Tensor.to is wrapped too but only counted when it copies a
@@ -207,7 +212,8 @@ class HostSyncCollector:
             # script caller depends on the stack) is the site itself, and a line under a
             # DataLoader (a dataset's __getitem__) is never the training loop's too: both are
             # kept, so the next call from the line walks no frame.
-            if (caller is None and not _is_library(frame.f_code.co_filename)
+            filename = frame.f_code.co_filename
+            if (not _is_library(filename) and not _installed(filename)
                     and len(self._lines) < _MAX_LINES):
                 self._lines[line] = where
         loading, site, function, caller = where
