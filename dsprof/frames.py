@@ -17,6 +17,11 @@ def internal_file(filename: str) -> bool:
     """Code of torch, dsprof or the standard library: not where the user acts."""
     if filename.startswith((DSPROF_DIR, "<frozen")) or f"{os.sep}torch{os.sep}" in filename:
         return True
+    return standard_library(filename)
+
+
+def standard_library(filename: str) -> bool:
+    """A file of Python's standard library (``logging`` formatting a message, say)."""
     return filename.startswith(_STDLIB) and "site-packages" not in filename
 
 

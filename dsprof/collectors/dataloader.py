@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsprof.collectors.worker_clock import Readings, WorkerSampler, WorkerTimes
-from dsprof.frames import INSTALLED_DIRS, internal_file, shown_path
+from dsprof.frames import INSTALLED_DIRS, internal_file, shown_path, standard_library
 from dsprof.log import logger
 from dsprof.vocabulary import MAX_BATCH_TENSORS
 
@@ -36,15 +36,17 @@ def user_site(depth: int = 2) -> tuple[str, str]:
 
 
 def user_site_and_caller(depth: int = 2, caller: bool = True) -> tuple[str, str, str | None]:
-    """(file:line, function) of the nearest caller outside torch and dsprof, and, where that
-    line lies in an installed package (Pyro's ``torch_item``, a Stable-Baselines3 rollout), the
-    file:line of the script's own code that led there (None otherwise, or when no frame
-    outside the installed packages is on the stack)."""
+    """(file:line, function) of the nearest caller outside torch, dsprof and the standard
+    library, and, where that line lies in an installed package (Pyro's ``torch_item``, a
+    Stable-Baselines3 rollout), the file:line of the script's own code that led there (None
+    otherwise, or when no frame outside the installed packages is on the stack)."""
     frame = sys._getframe(depth)
     first = frame
     while frame is not None:
         name = frame.f_code.co_filename
-        if not _is_library(name):
+        # the standard library's frames are passed too: ``log.info("loss %.4f", loss)`` reads
+        # the tensor in logging's getMessage, for the script's line
+        if not _is_library(name) and not standard_library(name):
             site = f"{shown_path(name)}:{frame.f_lineno}"
             return site, frame.f_code.co_name, (_script_caller(frame) if caller else None)
         frame = frame.f_back

@@ -44,6 +44,7 @@ from dsprof.collectors.dataloader import (
     _is_library,
     user_site_and_caller,
 )
+from dsprof.frames import standard_library
 from dsprof.log import logger
 
 # (owner, attribute, call name). Tensor.to is wrapped too but only counted when it copies a
@@ -208,13 +209,14 @@ class HostSyncCollector:
         if where is None:
             site, function, caller = user_site_and_caller(3)
             where = (_loading_data(frame), site, function, caller)
-            # A line of the script's own (not torch's, not an installed package's, whose
-            # script caller depends on the stack) is the site itself, and a line under a
-            # DataLoader (a dataset's __getitem__) is never the training loop's too: both are
-            # kept, so the next call from the line walks no frame.
+            # A line of the script's own is the site itself (not torch's or the standard
+            # library's, whose site is further up the stack, nor an installed package's, whose
+            # script caller depends on it), and a line under a DataLoader (a dataset's
+            # __getitem__) is never the training loop's too: both are kept, so the next call
+            # from the line walks no frame.
             filename = frame.f_code.co_filename
             if (not _is_library(filename) and not _installed(filename)
-                    and len(self._lines) < _MAX_LINES):
+                    and not standard_library(filename) and len(self._lines) < _MAX_LINES):
                 self._lines[line] = where
         loading, site, function, caller = where
         if device_name == "cpu" and loading:

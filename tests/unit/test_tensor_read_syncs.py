@@ -4,6 +4,9 @@ names it as the script wrote it and pastes a fix that keeps the decision on the 
 
 from __future__ import annotations
 
+import io
+import logging
+
 import torch
 from torch import nn
 
@@ -145,3 +148,25 @@ def test_a_cpu_tensor_read_on_a_gpu_run_is_no_finding():
     # AND on a CPU-only run the same comparison stands for what a GPU run would pay
     (info,) = analyze(_run("bool", "cpu"), only=("host_syncs",), write=False).findings
     assert info.severity == "info" and "a host-device sync on a GPU" in info.title
+
+
+def test_a_tensor_logging_formats_is_read_at_the_scripts_line():
+    # GIVEN a loop that logs its loss with logging's %-formatting, which reads the tensor with
+    # float() inside the standard library (logging's getMessage), from two lines of its own
+    out = io.StringIO()
+    log = logging.getLogger("dsprof-test-loop")
+    log.addHandler(logging.StreamHandler(out))
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    col = HostSyncCollector(lambda: 1)
+    loss = torch.tensor(0.25)
+    col.install()
+    try:
+        log.info("loss %.4f", loss)  # the first log line
+        log.info("again %.2f", loss)  # the second log line
+    finally:
+        col.uninstall()
+    # THEN each read is the script's, at its own line, not logging's
+    assert out.getvalue() == "loss 0.2500\nagain 0.25\n"
+    assert sorted(r[2].rsplit("/", 1)[-1] for r in col.rows()) == sorted(
+        [_line_of("the first log line"), _line_of("the second log line")])
