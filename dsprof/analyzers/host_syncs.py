@@ -60,6 +60,10 @@ _FIX = {
             "correct += (pred == y).sum()           # a tensor: no sync\n"
             "if step % log_every == 0:\n"
             "    print(int(correct) / seen)          # one sync per N steps"),
+    "repr": ("# Printing a tensor (print(t), str(t), f\"{t}\") copies it to the host and waits for\n"
+             "# the device. Print a number read every N steps instead:\n"
+             "if step % log_every == 0:\n"
+             "    print(f\"loss {loss.item():.4f}\")     # one sync per N steps"),
     "bool": ("# A tensor used as a condition (if / while / and / or / assert / bool()) is read\n"
              "# from the device to decide the branch. Decide on the device instead:\n"
              "#   best = torch.minimum(best, loss.detach())    # not: if loss < best: best = loss\n"
@@ -70,7 +74,8 @@ _FIX = {
 
 # How a call reads in a sentence: the slots Python calls on a tensor are written as the script
 # writes them (``if loss < best:`` is ``bool(tensor)``), torch's methods with ``()``.
-_LABELS = {"bool": "bool(tensor)", "float": "float(tensor)", "int": "int(tensor)"}
+_LABELS = {"bool": "bool(tensor)", "float": "float(tensor)", "int": "int(tensor)",
+           "repr": "print(tensor)"}
 
 
 # what bool(tensor) is in the script's words, said before its count

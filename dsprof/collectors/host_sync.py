@@ -17,6 +17,9 @@ done:``, ``assert torch.isfinite(loss)`` (``Tensor.__bool__``), ``float(loss)`` 
 a Python frame; setting ``__bool__``, ``__float__`` and ``__int__`` on ``torch.Tensor`` routes
 them through the same wrapper (and removing them gives back torch's slots). ``__index__`` is
 left alone: torch's own indexing and shape code call it far more than any script does.
+Printing a tensor (``print(loss)``, ``str(t)``, ``f"{logits}"``) copies its values to the host
+too: ``Tensor.__repr__`` is wrapped as ``repr``, and the reads torch's printing makes inside it
+are its own.
 
 On CPU these calls do not wait for anything; they are still recorded (device ``cpu``) so the
 analyzer can say what would happen on a GPU.
@@ -51,8 +54,10 @@ from dsprof.log import logger
 # device tensor to the host.
 _TENSOR_METHODS = (("item", "item"), ("tolist", "tolist"), ("cpu", "cpu"), ("numpy", "numpy"),
                    ("nonzero", "nonzero"), ("to", "to_cpu"))
-# (slot, call name): Python reads a tensor's value through these slots of torch's C type
-_TENSOR_SLOTS = (("__bool__", "bool"), ("__float__", "float"), ("__int__", "int"))
+# (slot, call name): Python reads a tensor's value through these slots of torch's C type, and
+# prints it through __repr__ (torch's own Python, which reads the values through the slots)
+_TENSOR_SLOTS = (("__bool__", "bool"), ("__float__", "float"), ("__int__", "int"),
+                 ("__repr__", "repr"))
 # a wrapper set on a class that only inherited the attribute is deleted again at uninstall
 _INHERITED = object()
 

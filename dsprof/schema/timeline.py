@@ -227,12 +227,13 @@ HOST_SYNCS = Table(
     "host_syncs",
     "Calls that make the host wait for the device or copy a result to the host "
     "(Tensor.item/tolist/cpu/numpy, nonzero, torch.cuda.synchronize, a tensor used as a "
-    "condition or converted by float()/int()), per source line and step.",
+    "condition, converted by float()/int() or printed), per source line and step.",
     (
         Column("rank", I32, "process rank"),
         Column("step", I64, "step the calls happened in"),
         Column("call", STR, "item | tolist | cpu | numpy | nonzero | synchronize | to_cpu | "
-               "bool (a tensor as a condition: if, while, and/or, assert) | float | int"),
+               "bool (a tensor as a condition: if, while, and/or, assert) | float | int | "
+               "repr (a tensor printed: print(t), str(t))"),
         Column("site", STR, "file:line of the user code that made the call"),
         Column("function", STR, "the user function around that line"),
         Column("device", STR, "device of the tensor (cpu, cuda:0, ...)"),

@@ -71,7 +71,7 @@ def test_host_syncs_counted_at_the_user_line_not_in_torch():
             step[0] = s
             x.sum().item()  # a user sync
             x.tolist()
-        repr(x)  # torch's own printing calls item(): not the user's sync
+        repr(x)  # printing: the user's sync, and torch's own reads inside it are not
         x.to("cpu")  # host to host: not a sync
         n = torch.nonzero(x)
     finally:
@@ -81,7 +81,9 @@ def test_host_syncs_counted_at_the_user_line_not_in_torch():
     rows = col.rows()
     calls = {(r[0], r[1]) for r in rows}
     assert calls == {(0, "item"), (0, "tolist"), (1, "item"), (1, "tolist"), (2, "item"),
-                     (2, "tolist"), (2, "nonzero")}
+                     (2, "tolist"), (2, "repr"), (2, "nonzero")}
+    (printed,) = [r for r in rows if r[1] == "repr"]
+    assert printed[2].endswith(_line_of("printing: the user")) and printed[5] == 1
     item = next(r for r in rows if r[1] == "item")
     assert item[2].endswith(_line_of("a user sync")) and item[3] == \
         "test_host_syncs_counted_at_the_user_line_not_in_torch"
@@ -97,13 +99,15 @@ def test_formatting_a_one_value_tensor_is_a_sync_at_the_formatting_line():
     try:
         norm = torch.tensor(3.25)
         text = f"norm {norm:.4f}"  # the formatting line
-        repr(torch.arange(3.0))
+        whole = f"{torch.arange(3.0)}"  # the whole tensor's line
     finally:
         col.uninstall()
-    # THEN the format is the script's item() at its own line; torch's printing is not counted
-    assert text == "norm 3.2500"
-    (row,) = col.rows()
-    assert row[1] == "item" and row[2].endswith(_line_of("the formatting line")), row
+    # THEN the format is the script's item() at its own line, and the whole tensor formatted
+    # is one print at its line: the reads torch's printing makes inside are not counted
+    assert text == "norm 3.2500" and whole == "tensor([0., 1., 2.])"
+    rows = {(r[1], r[2].rsplit("/", 1)[-1], r[5]) for r in col.rows()}
+    assert rows == {("item", _line_of("the formatting line"), 1),
+                    ("repr", _line_of("the whole tensor"), 1)}, rows
 
 
 class _PoissonSampler(torch.utils.data.Sampler):

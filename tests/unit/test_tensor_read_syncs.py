@@ -111,6 +111,10 @@ def test_the_finding_names_the_read_as_the_script_writes_it_and_fixes_it_on_the_
     assert "print(float(running_loss) / log_every)" in fl.fix
     (it,) = analyze(_run("int", "cuda:0"), only=("host_syncs",), write=False).findings
     assert "correct += (pred == y).sum()" in it.fix and "int(tensor)" in it.title
+    # AND a tensor printed every step is named as printed, with a number read every N steps
+    (pr,) = analyze(_run("repr", "cuda:0"), only=("host_syncs",), write=False).findings
+    assert pr.title.startswith("Remove the per-step print(tensor) at train.py:40")
+    assert 'print(f"loss {loss.item():.4f}")' in pr.fix and "if step % log_every == 0:" in pr.fix
 
 
 def test_the_hf_trainers_nan_check_gets_its_switch_and_other_trainer_lines_do_not():
