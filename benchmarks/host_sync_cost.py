@@ -8,7 +8,8 @@ collector, least of ``-n`` repeats of ``--calls`` reads each:
 
 - from the script's own line (counted; the line's site is kept after its first read);
 - from the same line 40 frames deep (a framework's stack: the first read walks it);
-- from a line in torch's own files (not counted: the wrapper hands over after a frame check);
+- printing a tensor (``repr``, counted once) whose printing reads it dozens of times from torch's
+  own files (not counted: the wrapper hands over after a frame check);
 - ``float()`` of a tensor that requires grad (the path that gives torch's warning the
   script's line).
 
@@ -36,14 +37,15 @@ def _deep(depth: int, fn: Callable[[], object]) -> object:
 def cases() -> dict[str, Callable[[], object]]:
     x = torch.tensor(3.0)
     grad = torch.tensor(2.0, requires_grad=True)
-    # torch.Tensor.__format__ is torch's own code calling item(): a read the wrapper passes on
+    # repr(t) is one counted print, and the dozens of bool()/float()/item() reads torch's
+    # printing makes inside it come from torch's own files: each passes the frame check
     return {
         "bool(t), the script's line": lambda: bool(x),
         "float(t), the script's line": lambda: float(x),
         "int(t), the script's line": lambda: int(x),
         "t.item(), the script's line": lambda: x.item(),
         "bool(t), 40 frames deep": lambda: _deep(40, lambda: bool(x)),
-        "repr(t), torch's item()": lambda: repr(x),
+        "repr(t), torch's reads inside": lambda: repr(x),
         "float(t), t requires grad": lambda: float(grad),
     }
 

@@ -24,11 +24,12 @@ are its own.
 On CPU these calls do not wait for anything; they are still recorded (device ``cpu``) so the
 analyzer can say what would happen on a GPU.
 
-Cost per read (``benchmarks/host_sync_cost.py``, 2-core AMD EPYC, one-value CPU tensor): ~2.0
+Cost per read (``benchmarks/host_sync_cost.py``, 2-core AMD EPYC, one-value CPU tensor): 2.0-2.5
 us added to a counted read from the script's line (its site is kept after the line's first read,
 so a deep stack is walked once), ~0.4 us to a read from torch's own files, which return after
-the frame check (printing one tensor, which reads it dozens of times: +13.6 us on 91 us). On a
-GPU each of these reads waits for the device, tens of microseconds at least.
+the frame check (printing one tensor, one counted read that reads it dozens of times inside:
++13-27 us on ~95 us). On a GPU each of these reads waits for the device, tens of microseconds
+at least.
 """
 
 from __future__ import annotations
