@@ -60,8 +60,8 @@ _FIX = {
             "correct += (pred == y).sum()           # a tensor: no sync\n"
             "if step % log_every == 0:\n"
             "    print(int(correct) / seen)          # one sync per N steps"),
-    "repr": ("# Printing a tensor (print(t), str(t), f\"{t}\") copies it to the host and waits for\n"
-             "# the device. Print a number read every N steps instead:\n"
+    "repr": ("# Printing a tensor (print(t), str(t), f\"{t}\") copies it to the host and waits\n"
+             "# for the device. Print a number read every N steps instead:\n"
              "if step % log_every == 0:\n"
              "    print(f\"loss {loss.item():.4f}\")     # one sync per N steps"),
     "bool": ("# A tensor used as a condition (if / while / and / or / assert / bool()) is read\n"
@@ -76,8 +76,6 @@ _FIX = {
 # writes them (``if loss < best:`` is ``bool(tensor)``), torch's methods with ``()``.
 _LABELS = {"bool": "bool(tensor)", "float": "float(tensor)", "int": "int(tensor)",
            "repr": "print(tensor)"}
-
-
 # what bool(tensor) is in the script's words, said before its count
 _CONDITION = ("A tensor used as a condition (if, while, and/or, assert or bool() on it) reads "
               "its value from the device. ")
@@ -86,10 +84,12 @@ _CONDITION = ("A tensor used as a condition (if, while, and/or, assert or bool()
 def _label(call: str) -> str:
     return _LABELS.get(call, f"{call}()")
 
+
 # A sync in a framework's own code, by the call, the folder of its line and (where the folder
-# has other syncs) its functions: the framework's switch, not a loop the script does not have. Ignite's create_supervised_trainer reads the
-# loss with .item() in its default output_transform (ignite/engine/__init__.py) every
-# iteration; the script sets what the step returns.
+# has other syncs) its functions: the framework's switch, not a loop the script does not have.
+# Ignite's create_supervised_trainer reads the loss with .item() in its default
+# output_transform (ignite/engine/__init__.py) every iteration; the script sets what the step
+# returns.
 _LIBRARY_FIX = {
     ("item", "ignite/engine/", ()): (
         "# Ignite: the trainer's default output_transform reads loss.item() every iteration.\n"
@@ -198,8 +198,8 @@ class HostSyncs(Analyzer):
                 continue  # occasional host reads (logging every N steps) are the advice itself
             if on_cpu:
                 saving, conf = 0.0, "high"
-                title = (f"{_label(call)} at {site} runs {per_step:.1f}x {ctx.per_step}: free on "
-                         "CPU, a host-device sync on a GPU")
+                title = (f"{_label(call)} at {site} runs {per_step:.1f}x {ctx.per_step}: "
+                         "free on CPU, a host-device sync on a GPU")
                 why = (f"{_CONDITION if call == 'bool' else ''}"
                        f"{count} calls in {steps} steps ({total / 1e6:.2f} ms in all). On CPU "
                        "they wait for nothing; on a GPU each one blocks Python until every "
@@ -209,8 +209,8 @@ class HostSyncs(Analyzer):
                 # The GPU idle time measured after syncs in the trace, shared out by calls.
                 saving = idle_per_step * count / gpu_calls if trace else 0.0
                 conf = "medium" if trace else "low"
-                title = (f"Remove the per-step {_label(call)} at {site}: {per_step:.1f} host-device "
-                         f"syncs {ctx.per_step} block {total / n_steps / 1e6:.2f} ms")
+                title = (f"Remove the per-step {_label(call)} at {site}: {per_step:.1f} "
+                         f"host-device syncs {ctx.per_step} block {total / n_steps / 1e6:.2f} ms")
                 why = (f"{_CONDITION if call == 'bool' else ''}"
                        f"{count} calls on {device} in {steps} steps block the host "
                        f"{total / 1e6:.1f} ms in all (longest {longest / 1e6:.2f} ms)."
