@@ -194,8 +194,10 @@ class HostSyncs(Analyzer):
             if on_cpu and uses_gpu:
                 continue
             reached = f", reached from {via}" if via else ""
-            if on_cpu and steps < 0.5 * n_steps:
-                continue  # occasional host reads (logging every N steps) are the advice itself
+            if steps < 0.5 * n_steps:
+                # occasional host reads (logging every N steps, a check every eval) are the
+                # advice itself, on a GPU as on the CPU
+                continue
             if on_cpu:
                 saving, conf = 0.0, "high"
                 title = (f"{_label(call)} at {site} runs {per_step:.1f}x {ctx.per_step}: "

@@ -10,8 +10,8 @@ warning for all of the script's lines. So when a call may warn, the wrapper runs
 one-line code object compiled under the caller's file name at the caller's line and executed
 in the caller's globals: the warning gets the plain run's file, line, module and
 ``__warningregistry__``, so the same filters show the same warnings. Only calls that may warn
-take this path (a dict lookup and an ``exec``, ~1-2 us); the code text is dsprof's own, only
-the file name and line number come from the live frame.
+take this path (a dict lookup and an ``exec``: ~0.9 us more, ``benchmarks/host_sync_cost.py``);
+the code text is dsprof's own, only the file name and line number come from the live frame.
 """
 
 from __future__ import annotations

@@ -172,3 +172,36 @@ def test_a_sync_inside_an_installed_package_names_the_scripts_line_that_led_ther
     (row,) = col.rows()
     assert row[1] == "item" and row[2] == "fakepkg/infer.py:2" and row[3] == "step"
     assert row[8].endswith(_line_of('the script' + chr(39) + 's call'))
+
+
+def test_a_packages_line_names_each_script_line_that_reaches_it(tmp_path):
+    # GIVEN an installed package's function that reads a loss with .item(), first run by a
+    # thread started on it directly (no script frame on that stack), then called from the
+    # script's own line
+    import threading
+
+    pkg = tmp_path / "site-packages" / "fakepkg2"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "infer.py").write_text("def step(loss):\n    return loss.item()  # the library's\n")
+    sys.path.insert(0, str(tmp_path / "site-packages"))
+    col = HostSyncCollector(lambda: 1)
+    try:
+        from fakepkg2.infer import step
+
+        col.install()
+        try:
+            worker = threading.Thread(target=step, args=(torch.tensor(1.0),))
+            worker.start()
+            worker.join()
+            step(torch.tensor(2.0))  # the script reaches it here
+        finally:
+            col.uninstall()
+    finally:
+        sys.path.remove(str(tmp_path / "site-packages"))
+        sys.modules.pop("fakepkg2.infer", None)
+        sys.modules.pop("fakepkg2", None)
+    # THEN the script's call names its own line: the package's line is not kept with the
+    # first call's (empty) caller
+    callers = sorted((r[8] or "").rsplit("/", 1)[-1] for r in col.rows())
+    assert callers == ["", _line_of("the script reaches it here")], callers

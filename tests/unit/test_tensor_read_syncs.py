@@ -174,3 +174,12 @@ def test_a_tensor_logging_formats_is_read_at_the_scripts_line():
     assert out.getvalue() == "loss 0.2500\nagain 0.25\n"
     assert sorted(r[2].rsplit("/", 1)[-1] for r in col.rows()) == sorted(
         [_line_of("the first log line"), _line_of("the second log line")])
+
+
+def test_an_occasional_read_on_a_gpu_is_the_advice_already():
+    # GIVEN a GPU run that reads its loss with item() in one step of five (a logging interval)
+    rows = [{"step": 3, "call": "item", "site": "train.py:40", "function": "train",
+             "device": "cuda:0", "count": 1, "total_ns": MS, "max_ns": MS}]
+    run = Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+    # THEN no finding asks to remove a "per-step" read that is not per step
+    assert analyze(run, only=("host_syncs",), write=False).findings == []
