@@ -23,6 +23,7 @@ from typing import Any
 
 from dsprof.collectors.call_at_line import is_own_code
 from dsprof.errors import ScriptError
+from dsprof.peer_loss import lost_a_peer
 
 _DSPROF_DIR = str(Path(__file__).resolve().parent)
 _RUNPY = {runpy.__file__, "<frozen runpy>"}
@@ -85,6 +86,7 @@ class Outcome:
     exit_status: int
     reason: str  # exit | exception | interrupt
     error: str | None = None  # the exception's class name when reason is "exception"
+    peer_lost: bool = False  # the exception says another rank went away (dsprof.peer_loss)
 
 
 def prepare_script(path: str, args: tuple[str, ...]) -> Target:
@@ -161,7 +163,7 @@ def run(target: Target) -> Outcome:
     except BaseException as exc:  # noqa: BLE001 - the user's failure, reported like Python does
         _keep_main_globals(exc)
         _print_user_traceback(exc)
-        return Outcome(1, "exception", type(exc).__name__)
+        return Outcome(1, "exception", type(exc).__name__, lost_a_peer(exc))
     finally:
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path:

@@ -235,6 +235,7 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
     devices, clocks, failed, ranks = {}, {}, {}, []
     interrupted: set[str] = set()  # ranks a SIGINT stopped mid-script
     unprofiled: set[str] = set()  # ranks whose session could not start: they ran on
+    followed: set[str] = set()  # failures that followed another's (a peer gone, a SIGTERM)
     backend = None
     lead: dict[str, Any] | None = None
     for r in range(world_size):
@@ -251,6 +252,8 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
                                   f"(raw/rank{r}/dsprof.log says why){seen}")
             else:
                 failed[str(r)] = f"died before saving anything{seen}"
+                if failures.get(r) == -signal.SIGTERM:
+                    followed.add(str(r))
             if has_raw:
                 ranks.append(r)
             continue
@@ -268,12 +271,16 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
                 "killed or crashed without running Python's exit (SIGKILL, out of memory?)"
             failed[str(r)] = (f"died mid-run: {why}; kept: the profiler windows it saved "
                               "before that, no per-step timings")
+            if failures.get(r) == -signal.SIGTERM:
+                followed.add(str(r))
             continue
         why, interrupted_here = finished_reason(rec)
         if why is not None:
             if interrupted_here:
                 interrupted.add(str(r))
             failed[str(r)] = why
+            if _followed(rec):
+                followed.add(str(r))
             if isinstance(rec.get("end_ns"), int):
                 ended[r] = rec["end_ns"] - int((rec.get("clock") or {}).get("offset_ns") or 0)
         if lead is None or r == 0:
@@ -283,7 +290,8 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
     # unprofiled did not fail at all: neither came "after" another rank
     quiet = interrupted | unprofiled
     first = None if quiet >= set(failed) else _first_failure(
-        {r: w for r, w in failed.items() if r not in unprofiled}, ended, launcher_first)
+        {r: w for r, w in failed.items() if r not in unprofiled}, ended, launcher_first,
+        followed)
     if first is not None:
         for r in failed:
             # an interrupted rank stopped for the SIGINT every rank got at once (the parent's
@@ -349,18 +357,32 @@ def _start_failed(run: RunDir, rank: int) -> bool:
     return SESSION_NOT_STARTED.encode() in head
 
 
+def _followed(rec: dict[str, Any]) -> bool:
+    """Whether a finished rank's failure followed another's: its exception says a peer went
+    away, or the launcher's SIGTERM ended it (exit status 143, or saved by the SIGTERM
+    thread)."""
+    return bool(rec.get("exit_peer_lost")) or rec.get("exit_reason") == "terminated" or \
+        int(rec.get("exit_status", 0)) in (128 + signal.SIGTERM, -signal.SIGTERM)
+
+
 def _first_failure(failed: dict[str, str], ended: dict[int, int],
-                   launcher_first: int | None) -> int | None:
-    """The rank that failed first: the earliest end among the ranks whose script failed (the
-    others usually fail because of it: a peer closed the connection, the launcher stopped
-    them), else the launcher's pick, else the lowest failed rank."""
+                   launcher_first: int | None, followed: set[str]) -> int | None:
+    """The rank that failed first, among the failures that did not follow another's
+    (``followed``: a peer gone, the launcher's SIGTERM), or among all where every one did:
+    the earliest end among those whose script failed, else the launcher's pick, else the
+    lowest rank. A rank killed outright (the out-of-memory killer, SIGKILL) saves no end: the
+    ranks whose collective then lost it end with "Connection reset by peer" and followed it,
+    whatever their clocks say (the launcher's pick is the earliest error file by the second:
+    one of them)."""
     if not failed:
         return None
+    causes = {r for r in failed if r not in followed} or set(failed)
+    ended = {r: t for r, t in ended.items() if str(r) in causes}
     if ended:
         return min(ended, key=lambda r: (ended[r], r))
-    if launcher_first is not None and str(launcher_first) in failed:
+    if launcher_first is not None and str(launcher_first) in causes:
         return launcher_first
-    return min(int(r) for r in failed)
+    return min(int(r) for r in causes)
 
 
 def log_rank_failures(merged: dict[str, Any]) -> None:

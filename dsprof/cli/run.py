@@ -186,7 +186,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         terminate.uninstall()
         ctx.exit(outcome.exit_status)
     terminate.hold()  # from here a SIGTERM ends the process once the run is saved
-    session.finish(outcome.exit_status, outcome.reason, outcome.error)
+    session.finish(outcome.exit_status, outcome.reason, outcome.error, outcome.peer_lost)
     own_ingest_s = None
     own_ingest = ranks.ingests_own_trace and (ranks.launched or settings.analyze)
     # A rank whose script failed ends now, as it would without dsprof: the others may be

@@ -321,11 +321,13 @@ class Session:
         logger.error("timeline collector failed and is off for the rest of the run: %s: %s",
                      type(exc).__name__, exc)
 
-    def finish(self, exit_status: int, reason: str, error: str | None = None) -> None:
+    def finish(self, exit_status: int, reason: str, error: str | None = None,
+               peer_lost: bool = False) -> None:
         """Save everything collected so far. Safe to call more than once, and from the SIGTERM
-        thread while the main thread is blocked (the first caller saves)."""
+        thread while the main thread is blocked (the first caller saves). ``peer_lost``: the
+        script's exception says another rank went away (:mod:`dsprof.peer_loss`)."""
         with self._finish_lock:
-            self._finish(exit_status, reason, error)
+            self._finish(exit_status, reason, error, peer_lost)
 
     def release(self) -> None:
         """The run is saved and ingested: other commands may read it now."""
@@ -346,7 +348,8 @@ class Session:
         a hand-over to spawned ranks, dsprof.collectors.spawned_ranks.hand_over)."""
         session_end.stop_collectors(self, save)
 
-    def _finish(self, exit_status: int, reason: str, error: str | None) -> None:
+    def _finish(self, exit_status: int, reason: str, error: str | None,
+                peer_lost: bool = False) -> None:
         global _current
         if self._finished:
             return
@@ -359,4 +362,4 @@ class Session:
         if self.spawned is not None:
             spawned_ranks.finish_coordinator(self, exit_status, reason, error)
             return
-        session_end.save(self, exit_status, reason, error)
+        session_end.save(self, exit_status, reason, error, peer_lost)

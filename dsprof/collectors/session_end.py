@@ -73,7 +73,8 @@ def stop_collectors(session: Any, save: bool) -> None:
             logger.error("metric sampler failed: %s: %s", type(exc).__name__, exc)
 
 
-def save(session: Any, exit_status: int, reason: str, error: str | None) -> None:
+def save(session: Any, exit_status: int, reason: str, error: str | None,
+         peer_lost: bool = False) -> None:
     """Every collector off, what they hold written to raw/, then ``session.json`` and (a
     single-process run) ``meta.json`` with the exit status."""
     stop_collectors(session, save=True)
@@ -86,7 +87,9 @@ def save(session: Any, exit_status: int, reason: str, error: str | None) -> None
               "compile": session.compile.record() if session.compile else None}
     if session.ranks.distributed:
         record = {**session.rank_facts("finished"), **record, "exit_status": exit_status,
-                  "exit_reason": reason, "exit_error": error}
+                  "exit_reason": reason, "exit_error": error,
+                  # a failure that followed another rank's death (dsprof.ranks.merge_ranks)
+                  **({"exit_peer_lost": True} if peer_lost else {})}
     late = _set_too_late(session)
     _save(session.raw / SESSION_FILE, lambda p: atomic_write_bytes(p, orjson.dumps(record)))
     if session.ranks.distributed:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dsprof.log import SESSION_NOT_STARTED, logger
+from dsprof.peer_loss import lost_a_peer
 
 LAUNCHER = "torch.multiprocessing.spawn"
 # how long the coordinator waits at the script's end for ranks still saving (join=False)
@@ -199,7 +200,8 @@ class SpawnedRank:
             _drop_own_frame(exc)
             raise
         except BaseException as exc:
-            _end(session, 1, "exception", type(exc).__name__, watcher=watcher)
+            _end(session, 1, "exception", type(exc).__name__, watcher=watcher,
+                 peer_lost=lost_a_peer(exc))
             _drop_own_frame(exc)
             raise
         _end(session, 0, "exit", watcher=watcher)
@@ -245,7 +247,7 @@ def _watch_sigterm(session: Any) -> Any:
 
 
 def _end(session: Any, status: int, reason: str, error: str | None = None,
-         groups: bool = True, watcher: Any = None) -> None:
+         groups: bool = True, watcher: Any = None, peer_lost: bool = False) -> None:
     """Save the rank's session; a failure here is one line, never the rank's own outcome.
     ``groups=False``: the process dies right after, so the gloo groups dsprof holds are left
     to it rather than released (which waits for their threads). ``watcher``: the rank's
@@ -258,7 +260,7 @@ def _end(session: Any, status: int, reason: str, error: str | None = None,
     from dsprof.collectors import process_groups
 
     try:
-        session.finish(status, reason, error)
+        session.finish(status, reason, error, peer_lost)
         session.release()
         # the gloo groups dsprof held go now, once their threads are idle: the function's
         # own references to them went as it returned (process_groups.py says why)
