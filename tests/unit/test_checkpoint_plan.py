@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 
 import pytest
 
 from dsprof.analyzers.checkpointing import module_patterns
+from dsprof.metrics.memory import checkpoint_plan
 from dsprof.metrics.memory.checkpoint_plan import Candidate, cheapest_under, pareto_front
 
 
@@ -82,17 +82,25 @@ def test_front_is_monotone_and_never_nests():
         assert not any(_nested(a, b) for a, b in itertools.combinations(p.modules, 2))
 
 
-def test_hundreds_of_modules_solve_in_about_a_second():
+def test_hundreds_of_modules_build_a_pruned_front(monkeypatch):
+    # The work, counted, not timed: a CPU-time bound flaked (CI rehearsals printed 2.21 s of
+    # process CPU and, another day, 2.24 s of the test thread's own for what takes 0.12 s on a
+    # quiet core; a shared VM's load inflates CPU time too). The blow-up this guards against
+    # is a front that stops being pruned: every partial plan the solver builds is counted
+    built = [0]
+    init = checkpoint_plan._Front.__init__
+
+    def counting(self, freed, *rest):
+        built[0] += len(freed)
+        init(self, freed, *rest)
+
+    monkeypatch.setattr(checkpoint_plan._Front, "__init__", counting)
     cands = _tree(48)  # 481 modules
-    # this thread's CPU time, not the process's, which counts every other thread of the test
-    # worker (a rehearsal of CI, 2 workers on 2 cores, printed 2.21 s of process CPU)
-    t0 = time.thread_time()
     front = pareto_front(cands, peak=140_000_000)
-    cpu = time.thread_time() - t0
     assert len(cands) == 481 and len(front) > 20
-    # ~0.12 s on a quiet core; a busy sibling core slows the thread's CPU time up to ~2x: the
-    # bound catches a blow-up in the solver, not the machine's load
-    assert cpu < 2.0, f"{cpu:.2f} s of CPU for 481 modules"
+    # 51,968 partial plans today; without the buckets of freed bytes 103,932; keeping the
+    # dominated plans too (up to 4,000 a front) 1,283,948 and 12.6 s
+    assert built[0] < 80_000, built[0]
 
 
 def test_evaluate_reprices_the_front():
