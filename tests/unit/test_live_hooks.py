@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -147,27 +153,32 @@ def test_data_loading_on_the_cpu_is_no_sync_but_the_loops_own_call_is():
         ("item", _line_of("the loop's"))}
 
 
-def test_a_sync_inside_an_installed_package_names_the_scripts_line_that_led_there(tmp_path):
-    # GIVEN a package installed under site-packages whose function reads a loss with .item()
-    # (as Pyro's torch_item does inside svi.step), called from this test's code
-    pkg = tmp_path / "site-packages" / "fakepkg"
+@contextlib.contextmanager
+def _installed_package(tmp_path: Path, name: str) -> Iterator[Any]:
+    """A package under a site-packages folder whose ``infer.step(loss)`` reads the loss with
+    .item() (as Pyro's torch_item does inside svi.step); yields ``step``."""
+    pkg = tmp_path / "site-packages" / name
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "infer.py").write_text("def step(loss):\n    return loss.item()  # the library's\n")
     sys.path.insert(0, str(tmp_path / "site-packages"))
-    col = HostSyncCollector(lambda: 1)
     try:
-        from fakepkg.infer import step
+        yield importlib.import_module(f"{name}.infer").step
+    finally:
+        sys.path.remove(str(tmp_path / "site-packages"))
+        sys.modules.pop(f"{name}.infer", None)
+        sys.modules.pop(name, None)
 
+
+def test_a_sync_inside_an_installed_package_names_the_scripts_line_that_led_there(tmp_path):
+    # GIVEN an installed package's function that reads a loss, called from this test's code
+    col = HostSyncCollector(lambda: 1)
+    with _installed_package(tmp_path, "fakepkg") as step:
         col.install()
         try:
             step(torch.tensor(2.0))  # the script's call
         finally:
             col.uninstall()
-    finally:
-        sys.path.remove(str(tmp_path / "site-packages"))
-        sys.modules.pop("fakepkg.infer", None)
-        sys.modules.pop("fakepkg", None)
     # THEN the sync is at the package's line, and the script's line that called it is kept
     (row,) = col.rows()
     assert row[1] == "item" and row[2] == "fakepkg/infer.py:2" and row[3] == "step"
@@ -175,20 +186,10 @@ def test_a_sync_inside_an_installed_package_names_the_scripts_line_that_led_ther
 
 
 def test_a_packages_line_names_each_script_line_that_reaches_it(tmp_path):
-    # GIVEN an installed package's function that reads a loss with .item(), first run by a
-    # thread started on it directly (no script frame on that stack), then called from the
-    # script's own line
-    import threading
-
-    pkg = tmp_path / "site-packages" / "fakepkg2"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "infer.py").write_text("def step(loss):\n    return loss.item()  # the library's\n")
-    sys.path.insert(0, str(tmp_path / "site-packages"))
+    # GIVEN an installed package's function that reads a loss, first run by a thread started
+    # on it directly (no script frame on that stack), then called from the script's own line
     col = HostSyncCollector(lambda: 1)
-    try:
-        from fakepkg2.infer import step
-
+    with _installed_package(tmp_path, "fakepkg2") as step:
         col.install()
         try:
             worker = threading.Thread(target=step, args=(torch.tensor(1.0),))
@@ -197,10 +198,6 @@ def test_a_packages_line_names_each_script_line_that_reaches_it(tmp_path):
             step(torch.tensor(2.0))  # the script reaches it here
         finally:
             col.uninstall()
-    finally:
-        sys.path.remove(str(tmp_path / "site-packages"))
-        sys.modules.pop("fakepkg2.infer", None)
-        sys.modules.pop("fakepkg2", None)
     # THEN the script's call names its own line: the package's line is not kept with the
     # first call's (empty) caller
     callers = sorted((r[8] or "").rsplit("/", 1)[-1] for r in col.rows())
