@@ -369,8 +369,9 @@ def _first_failure(failed: dict[str, str], ended: dict[int, int],
                    launcher_first: int | None, followed: set[str]) -> int | None:
     """The rank that failed first, among the failures that did not follow another's
     (``followed``: a peer gone, the launcher's SIGTERM), or among all where every one did:
-    the earliest end among those whose script failed, else the launcher's pick, else the
-    lowest rank. A rank killed outright (the out-of-memory killer, SIGKILL) saves no end: the
+    the earliest end among those whose script failed, else the launcher's pick, else the one
+    rank left (None where several are left with nothing to order them: ranks killed together
+    when their launcher was, merged at the first read). A rank killed outright (the out-of-memory killer, SIGKILL) saves no end: the
     ranks whose collective then lost it end with "Connection reset by peer" and followed it,
     whatever their clocks say (the launcher's pick is the earliest error file by the second:
     one of them)."""
@@ -382,7 +383,7 @@ def _first_failure(failed: dict[str, str], ended: dict[int, int],
         return min(ended, key=lambda r: (ended[r], r))
     if launcher_first is not None and str(launcher_first) in causes:
         return launcher_first
-    return min(int(r) for r in causes)
+    return int(next(iter(causes))) if len(causes) == 1 else None
 
 
 def log_rank_failures(merged: dict[str, Any]) -> None:

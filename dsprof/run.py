@@ -311,8 +311,9 @@ def load(path: str | os.PathLike[str], *, ingest: bool = True) -> Run:
             meta = rundir.read_meta()  # another command may have ingested it while we waited
             if not meta.get("ingested"):
                 from dsprof.ingest.pipeline import ingest_notes, ingest_run
-                from dsprof.late_ranks import refresh_late_ranks
+                from dsprof.late_ranks import merge_orphaned_ranks, refresh_late_ranks
 
+                merge_orphaned_ranks(rundir)  # a coordinator killed before it merged
                 refresh_late_ranks(rundir)  # the ingest reads their records as they are now
                 results = ingest_run(rundir)
                 meta = rundir.update_meta(ingested=True,

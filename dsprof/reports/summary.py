@@ -71,7 +71,13 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
     facts = _facts(run)
     # a script that never imported torch: its one step is dsprof's own start after the script
     steps = None if run.meta.get("script_imported_torch") is False else _step_stats(run)
-    if run.meta.get("source") == "run" and run.meta.get("status") == "running":
+    if run.meta.get("source") == "run" and run.meta.get("status") == "running" and \
+            run.meta.get("coordinator_lost"):
+        notes.append("the run did not finish: the process that coordinated its ranks ended "
+                     "without recording the job's end (killed, e.g. by the OOM killer); the "
+                     "ranks' own records were merged when the run was first read, and each "
+                     "rank's line below says how it ended")
+    elif run.meta.get("source") == "run" and run.meta.get("status") == "running":
         notes.append("the run did not finish (the process was killed, e.g. by the OOM killer, "
                      "or is still running): this is what was saved up to its last closed "
                      "profiler window, without the per-step timings of the whole run")

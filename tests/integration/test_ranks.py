@@ -156,6 +156,36 @@ def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
     assert f"dsprof summary {out.relative_to(tmp_path)}" in proc.stderr
 
 
+def test_under_the_users_torchrun_a_killed_rank_0_leaves_its_ranks_merged_at_first_read(
+        tmp_path):
+    # GIVEN the documented form on 3 ranks, where rank 0 (the coordinator) is killed with
+    # SIGKILL at step 5, as the out-of-memory killer would: nobody merges the ranks
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "-m", "dsprof", "run",
+         *SCHEDULE, DDP, "--steps", "10", "--die-rank", "0", "--die-step", "5"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 1, proc.stderr
+    (out,) = (tmp_path / "dsprof-runs").iterdir()
+    assert "rank_failures" not in meta(out)  # as rank 0 left it
+    # WHEN the user reads the run
+    res = dsprof("summary", str(out))
+    # THEN the ranks' records are merged: rank 0 killed first, the others after it; the run
+    # is still said not to have finished (the job's end was never recorded)
+    assert res.code == 0, res.stderr
+    m = meta(out)
+    assert (m["status"], m["coordinator_lost"], m["partial"]) == ("running", True, True)
+    assert m["first_failure"]["rank"] == 0, m["rank_failures"]
+    assert "died mid-run" in m["rank_failures"]["0"]
+    assert all(m["rank_failures"][r].endswith("; after rank 0 failed") for r in "12"), \
+        m["rank_failures"]
+    text = " ".join(res.stdout.split())
+    assert "partial run: rank 0 died mid-run" in text
+    assert "the run did not finish: the process that coordinated its ranks ended" in text
+
+
 @pytest.mark.slow
 def test_ddp_gloo_without_a_teardown_workaround_ends_as_the_plain_script(tmp_path):
     # GIVEN DDP over gloo as users write it: destroy_process_group() right after the last

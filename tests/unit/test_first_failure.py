@@ -7,7 +7,9 @@ from __future__ import annotations
 import signal
 
 import orjson
+import pytest
 
+from dsprof.late_ranks import merge_orphaned_ranks
 from dsprof.peer_loss import lost_a_peer
 from dsprof.ranks import merge_ranks
 from dsprof.rundir import SESSION_FILE, RunDir
@@ -110,3 +112,42 @@ def test_a_rank_torch_stopped_with_sigterm_before_it_saved_did_not_fail_first(tm
     m = merge_ranks(run, 2, {0: 1, 1: -signal.SIGTERM}, launcher_first=1)
     # THEN rank 0 failed first, and the launcher's pick of rank 1 is not taken
     assert m["first_failure"]["rank"] == 0
+
+
+def test_ranks_killed_together_have_no_first(tmp_path):
+    # GIVEN three ranks killed at once, none with an end, no launcher to say more (their
+    # launcher was killed, and the first read merges them)
+    run = RunDir.create(tmp_path / "run")
+    for r in range(3):
+        _record(run, r, {"status": "running"})
+    m = merge_ranks(run, 3)
+    # THEN none is named first, and none said to come after another
+    assert m["first_failure"] is None
+    assert all("died mid-run" in w and "after rank" not in w for w in m["rank_failures"].values())
+
+
+@pytest.mark.parametrize("world", [10**9, True, "3", None, 1])
+def test_an_orphaned_run_with_an_odd_world_size_is_left_as_it_is(tmp_path, world):
+    # GIVEN a run whose meta.json still says running, with a world size no job has
+    run = RunDir.create(tmp_path / "run")
+    run.write_meta({"source": "run", "status": "running", "world_size": world})
+    _record(run, 0, {"status": "running"})
+    merge_orphaned_ranks(run)
+    # THEN nothing is merged (and a billion ranks are not looked for)
+    assert "rank_failures" not in run.read_meta()
+
+
+def test_an_orphaned_run_is_merged_once(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    run.write_meta({"source": "run", "status": "running", "world_size": 2})
+    _record(run, 0, {"status": "running"})
+    _record(run, 1, _raised(1_000, peer_lost=True))
+    merge_orphaned_ranks(run)
+    m = run.read_meta()
+    assert (m["status"], m["coordinator_lost"], m["first_failure"]["rank"]) == ("running", True,
+                                                                                0)
+    assert "end_time" not in m
+    # a second read finds it merged and leaves it
+    run.update_meta(first_failure={"rank": 5, "why": "marker"})
+    merge_orphaned_ranks(run)
+    assert run.read_meta()["first_failure"]["rank"] == 5
