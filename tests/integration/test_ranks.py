@@ -132,15 +132,20 @@ def test_four_ranks_one_killed_mid_run_leaves_a_partial_run_with_everyones_data(
             steps, sources, ended, m["rank_failures"], res.stderr[-3000:])
 
 
-def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
-    # GIVEN the documented form: torchrun ... -m dsprof run SCRIPT (no -o)
+def _users_torchrun(cwd, nproc: int, *script_args: str) -> subprocess.CompletedProcess:
+    """The documented form: torchrun ... -m dsprof run SCRIPT (no -o), the DDP example."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
          "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "-m", "dsprof", "run",
-         *SCHEDULE, DDP, "--steps", "6"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+         *SCHEDULE, DDP, *script_args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_under_the_users_torchrun_rank_0_coordinates(tmp_path):
+    # GIVEN the documented form on 2 ranks
+    proc = _users_torchrun(tmp_path, 2, "--steps", "6")
     # THEN both ranks wrote into one directory under ./dsprof-runs, which rank 0 ingested
     assert proc.returncode == 0, proc.stderr
     (out,) = (tmp_path / "dsprof-runs").iterdir()
@@ -160,13 +165,7 @@ def test_under_the_users_torchrun_a_killed_rank_0_leaves_its_ranks_merged_at_fir
         tmp_path):
     # GIVEN the documented form on 3 ranks, where rank 0 (the coordinator) is killed with
     # SIGKILL at step 5, as the out-of-memory killer would: nobody merges the ranks
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3",
-         "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "-m", "dsprof", "run",
-         *SCHEDULE, DDP, "--steps", "10", "--die-rank", "0", "--die-step", "5"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    proc = _users_torchrun(tmp_path, 3, "--steps", "10", "--die-rank", "0", "--die-step", "5")
     assert proc.returncode == 1, proc.stderr
     (out,) = (tmp_path / "dsprof-runs").iterdir()
     assert "rank_failures" not in meta(out)  # as rank 0 left it
