@@ -73,10 +73,11 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
     steps = None if run.meta.get("script_imported_torch") is False else _step_stats(run)
     if run.meta.get("source") == "run" and run.meta.get("status") == "running" and \
             run.meta.get("coordinator_lost"):
+        how = ("each failed rank's line below says how it ended"
+               if run.meta.get("rank_failures") else "each rank's own record says it finished")
         notes.append("the run did not finish: the process that coordinated its ranks ended "
                      "without recording the job's end (killed, e.g. by the OOM killer); the "
-                     "ranks' own records were merged when the run was first read, and each "
-                     "rank's line below says how it ended")
+                     f"ranks' own records were merged when the run was first read, and {how}")
     elif run.meta.get("source") == "run" and run.meta.get("status") == "running":
         notes.append("the run did not finish (the process was killed, e.g. by the OOM killer, "
                      "or is still running): this is what was saved up to its last closed "
