@@ -371,10 +371,10 @@ def _first_failure(failed: dict[str, str], ended: dict[int, int],
     (``followed``: a peer gone, the launcher's SIGTERM), or among all where every one did:
     the earliest end among those whose script failed, else the launcher's pick, else the one
     rank left (None where several are left with nothing to order them: ranks killed together
-    when their launcher was, merged at the first read). A rank killed outright (the out-of-memory killer, SIGKILL) saves no end: the
-    ranks whose collective then lost it end with "Connection reset by peer" and followed it,
-    whatever their clocks say (the launcher's pick is the earliest error file by the second:
-    one of them)."""
+    when their launcher was, merged at the first read). A rank killed outright (the
+    out-of-memory killer, SIGKILL) saves no end: the ranks whose collective then lost it end
+    with "Connection reset by peer" and followed it, whatever their clocks say (the
+    launcher's pick is the earliest error file by the second: one of them)."""
     if not failed:
         return None
     causes = {r for r in failed if r not in followed} or set(failed)
