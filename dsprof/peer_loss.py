@@ -3,9 +3,11 @@
 When one rank of a job dies (killed by the out-of-memory killer, a segfault, its own bug), the
 others fail a moment later in their next collective with the backend's "the peer is gone"
 error. Those failures are consequences: a report that names one of them as the rank that
-failed first points the user at the wrong process. Gloo and NCCL word it in a few fixed ways;
-the texts below are theirs (gloo's are in libtorch_cpu's strings, NCCL's is its
-``ncclRemoteError`` string and torch's abort message).
+failed first points the user at the wrong process. Gloo and NCCL word it in a few fixed ways.
+Gloo's texts below are checked against libtorch_cpu's strings and a real run (a peer killed
+with SIGKILL); NCCL's two (its ``ncclRemoteError`` string, torch's communicator abort) are
+written from their wording and not checked on a CUDA build: a miss there leaves the old rule
+(the earliest end) in force.
 
 A timeout ("Timed out waiting ... for recv") is not one of them: the peer may be alive and
 stuck, and the rank that timed out is the first that failed.

@@ -252,8 +252,6 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
                                   f"(raw/rank{r}/dsprof.log says why){seen}")
             else:
                 failed[str(r)] = f"died before saving anything{seen}"
-                if failures.get(r) == -signal.SIGTERM:
-                    followed.add(str(r))
             if has_raw:
                 ranks.append(r)
             continue
@@ -271,8 +269,6 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
                 "killed or crashed without running Python's exit (SIGKILL, out of memory?)"
             failed[str(r)] = (f"died mid-run: {why}; kept: the profiler windows it saved "
                               "before that, no per-step timings")
-            if failures.get(r) == -signal.SIGTERM:
-                followed.add(str(r))
             continue
         why, interrupted_here = finished_reason(rec)
         if why is not None:
@@ -289,6 +285,8 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
     # ranks a SIGINT stopped all at once have no first among them, and a rank that ran
     # unprofiled did not fail at all: neither came "after" another rank
     quiet = interrupted | unprofiled
+    # the ranks the launcher stopped with SIGTERM once another had failed, saved or not
+    followed |= {str(r) for r, code in failures.items() if code == -signal.SIGTERM}
     first = None if quiet >= set(failed) else _first_failure(
         {r: w for r, w in failed.items() if r not in unprofiled}, ended, launcher_first,
         followed)
@@ -359,9 +357,9 @@ def _start_failed(run: RunDir, rank: int) -> bool:
 
 def _followed(rec: dict[str, Any]) -> bool:
     """Whether a finished rank's failure followed another's: its exception says a peer went
-    away, or the launcher's SIGTERM ended it (exit status 143, or saved by the SIGTERM
-    thread)."""
-    return bool(rec.get("exit_peer_lost")) or rec.get("exit_reason") == "terminated" or \
+    away, or the launcher's SIGTERM ended it (143 from ``dsprof run``, -15 from a spawned
+    rank; the SIGTERM thread's save records the same)."""
+    return bool(rec.get("exit_peer_lost")) or \
         int(rec.get("exit_status", 0)) in (128 + signal.SIGTERM, -signal.SIGTERM)
 
 

@@ -151,3 +151,25 @@ def test_an_orphaned_run_is_merged_once(tmp_path):
     run.update_meta(first_failure={"rank": 5, "why": "marker"})
     merge_orphaned_ranks(run)
     assert run.read_meta()["first_failure"]["rank"] == 5
+
+
+def test_a_run_merged_after_its_coordinator_died_says_how_its_ranks_ended(tmp_path):
+    # GIVEN a real import, marked as a run whose coordinator was killed after every rank
+    # finished (no failures), then as one where a rank died
+    from dsprof.ingest.importer import import_traces
+    from dsprof.reports.summary import summarize
+    from dsprof.run import load
+    from tests.conftest import trace_dir
+
+    if not trace_dir("hta_sampled_2rank_nccl").exists():
+        pytest.skip("../shared/traces is absent")
+    rd, _ = import_traces([trace_dir("hta_sampled_2rank_nccl")], tmp_path / "run")
+    for failures, said in (({}, "each rank's own record says it finished"),
+                           ({"1": "died mid-run"}, "each failed rank's line below says")):
+        rd.update_meta(source="run", status="running", coordinator_lost=True,
+                       rank_failures=failures)
+        with load(rd.path) as run:
+            notes = " ".join(summarize(run).notes)
+        # THEN the summary says the coordinator ended without recording the end, and how the
+        # ranks ended
+        assert "the process that coordinated its ranks ended" in notes and said in notes
