@@ -28,6 +28,11 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=2000)
     args = ap.parse_args()
     device = detect()
+    if device.is_accelerator:
+        import torch
+
+        torch.cuda.init()  # no script to wait for here: read the device's facts now
+        device.settle()
     gpu = None
     if device.kind == "cuda":
         gpu, why = NvmlReader.open(nvml_bus_id(device), device.index)

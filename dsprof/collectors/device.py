@@ -3,18 +3,31 @@
 Everything else calls :func:`detect` and the :class:`Device` it returns, so no other module
 tests ``torch.cuda.is_available()``. ROCm builds report through the CUDA API (``torch.version.hip``
 tells them apart). On a CPU-only machine every accelerator call is a no-op.
+
+dsprof starts as the script imports torch, and nothing here initialises CUDA there: a script
+that sets ``CUDA_VISIBLE_DEVICES`` after its ``import torch``, or forks workers that use CUDA,
+must run as it does without dsprof (initialised CUDA is read once and does not survive a
+fork). So :func:`detect` only counts the devices (NVML, or amdsmi, through
+``torch.cuda.device_count()``); the device's facts (which one, its name, memory, capability)
+are read by :meth:`Device.settle` once the script has initialised CUDA itself, and what needs
+the allocator (its out-of-memory observer, its history) starts inside the script's own CUDA
+initialisation (:func:`when_cuda_starts`). A run whose script never initialised CUDA trained
+on the CPU, and says so (:meth:`Device.settle_on_cpu`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
 
+from dsprof.collectors.cuda_start import when_cuda_starts
+from dsprof.log import logger
 
-@dataclass(frozen=True)
+
+@dataclass
 class Device:
     """Facts about the device a rank trains on.
 
@@ -25,6 +38,8 @@ class Device:
         total_memory: bytes of device memory (host RAM on CPU).
         capability: CUDA compute capability, e.g. ``"9.0"`` (None elsewhere).
         count: number of accelerators visible to the process.
+        settled: False while an accelerator's facts wait for the script's first CUDA call
+            (index None, name "", total_memory 0 until then; :meth:`settle`).
     """
 
     kind: str
@@ -33,13 +48,42 @@ class Device:
     total_memory: int
     capability: str | None
     count: int
+    settled: bool = field(default=True, compare=False)
 
     @property
     def is_accelerator(self) -> bool:
         return self.kind != "cpu"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        facts = asdict(self)
+        del facts["settled"]
+        return facts
+
+    def settle(self) -> bool:
+        """Read the device's facts once the script has initialised CUDA (True when this call
+        read them). Call it from the script's thread: CUDA's current device is per thread, and
+        a rank's ``torch.cuda.set_device(local_rank)`` comes after CUDA's initialisation, so a
+        step boundary is the first place where the device the script trains on is known."""
+        if self.settled or not self.is_accelerator:
+            return False
+        import torch
+
+        if not torch.cuda.is_initialized():
+            return False
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        self.index, self.name, self.total_memory = index, props.name, int(props.total_memory)
+        self.capability = f"{props.major}.{props.minor}"
+        self.count = torch.cuda.device_count()
+        self.settled = True
+        return True
+
+    def settle_on_cpu(self) -> None:
+        """The script ended without initialising CUDA: it trained on the CPU."""
+        cpu = _cpu_device()
+        self.kind, self.index, self.name = cpu.kind, cpu.index, cpu.name
+        self.total_memory, self.capability, self.count = cpu.total_memory, None, cpu.count
+        self.settled = True
 
     def current_index(self) -> int | None:
         """The device the script trains on now, for the allocator's counters. The session
@@ -51,15 +95,26 @@ class Device:
 
         return torch.cuda.current_device() if torch.cuda.is_initialized() else self.index
 
+    def cuda_ready(self) -> bool:
+        """An accelerator the script has initialised: its allocator can be read without
+        dsprof initialising CUDA (every torch.cuda call below would)."""
+        if not self.is_accelerator:
+            return False
+        import torch
+
+        return torch.cuda.is_initialized()
+
     def reset_peak(self) -> None:
-        if self.is_accelerator:
+        if self.cuda_ready():
             import torch
 
             torch.cuda.reset_peak_memory_stats(self.current_index())
 
     def peak_allocated(self) -> int | None:
-        """Peak bytes allocated since the last :meth:`reset_peak` (None on CPU)."""
-        if not self.is_accelerator:
+        """Peak bytes allocated since the last :meth:`reset_peak` (None on CPU, and before the
+        script's first CUDA call: there is no allocator yet, and a script that never makes one
+        is a CPU run)."""
+        if not self.cuda_ready():
             return None
         import torch
 
@@ -73,39 +128,45 @@ class Device:
         Keys: allocated, reserved, active, inactive_split (bytes, current), alloc_retries, ooms,
         device_allocs, device_frees (counts since the process started).
         """
-        if not self.is_accelerator:
+        if not self.cuda_ready():
             return None
         import torch
 
         s = torch.cuda.memory_stats(self.current_index())
         return {k: int(s.get(src, 0)) for k, src in _STATS.items()}
 
-    def start_memory_history(self, max_entries: int) -> None:
-        """Record every allocator action with its Python stack (a ring of ``max_entries``)."""
-        if self.is_accelerator:
-            import torch
+    def start_memory_history(self, max_entries: int, cuda_starting: bool = False) -> bool:
+        """Record every allocator action with its Python stack (a ring of ``max_entries``).
+        torch initialises CUDA to start it, so before the script has, nothing starts (False):
+        ``cuda_starting`` is the call made inside the script's initialisation
+        (:func:`when_cuda_starts`), where ``is_initialized()`` still says False."""
+        if not (cuda_starting and self.is_accelerator) and not self.cuda_ready():
+            return False
+        import torch
 
-            torch.cuda.memory._record_memory_history(
-                "all", context="all", stacks="python", max_entries=max_entries,
-                device=self.index)
+        torch.cuda.memory._record_memory_history(
+            "all", context="all", stacks="python", max_entries=max_entries)
+        return True
 
     def stop_memory_history(self) -> None:
-        if self.is_accelerator:
+        if self.cuda_ready():
             import torch
 
-            torch.cuda.memory._record_memory_history(None, device=self.index)
+            torch.cuda.memory._record_memory_history(None)
 
     def memory_snapshot(self) -> dict[str, Any] | None:
-        """``torch.cuda.memory._snapshot()``: segments, blocks and the recorded trace."""
-        if not self.is_accelerator:
+        """``torch.cuda.memory._snapshot()``: segments, blocks and the recorded trace (None on
+        CPU, or where the script never initialised CUDA: nothing was allocated)."""
+        if not self.cuda_ready():
             return None
         import torch
 
-        return torch.cuda.memory._snapshot(self.index)
+        return torch.cuda.memory._snapshot()
 
     def on_out_of_memory(self, callback: Any) -> bool:
         """Call ``callback()`` when the caching allocator raises out-of-memory (before the
-        exception unwinds, while the blocks that filled memory are still allocated)."""
+        exception unwinds, while the blocks that filled memory are still allocated). torch
+        initialises CUDA to attach it, so it is attached as the script initialises CUDA."""
         if not self.is_accelerator:
             return False
         import torch
@@ -113,15 +174,8 @@ class Device:
         def observer(device: int, alloc: int, device_allocated: int, device_free: int) -> None:
             callback()
 
-        torch._C._cuda_attach_out_of_memory_observer(observer)
+        when_cuda_starts(lambda: torch._C._cuda_attach_out_of_memory_observer(observer))
         return True
-
-    def allocated_now(self) -> int | None:
-        if not self.is_accelerator:
-            return None
-        import torch
-
-        return int(torch.cuda.memory_allocated(self.index))
 
 
 # memory_stats key -> torch.cuda.memory_stats() key ("allocation.*" counts allocations, the
@@ -152,15 +206,31 @@ def _cpu_name() -> str:
 
 
 def detect() -> Device:
-    """The device this rank uses: the current CUDA/ROCm device if there is one, else the CPU."""
+    """The device this rank uses, without initialising CUDA (see the module's docstring): an
+    accelerator whose facts wait for the script's first CUDA call (``settled`` False) when
+    the process sees one, the current one where CUDA is initialised already (``dsprof.start()``
+    late in a script), else the CPU."""
     import torch
 
-    if torch.cuda.is_available():
-        index = torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(index)
-        kind = "rocm" if getattr(torch.version, "hip", None) else "cuda"
-        return Device(kind, index, props.name, int(props.total_memory),
-                      f"{props.major}.{props.minor}", torch.cuda.device_count())
+    kind = "rocm" if getattr(torch.version, "hip", None) else "cuda"
+    if torch.cuda.is_initialized():
+        device = Device(kind, None, "", 0, None, 0, settled=False)
+        device.settle()
+        return device
+    try:
+        # NVML (amdsmi on ROCm) first: no cuInit where it answers; CUDA's own count only
+        # where it cannot, as torch.cuda.is_available() would
+        count = int(torch.cuda.device_count())
+    except Exception as exc:  # noqa: BLE001 - a broken driver is a CPU run, as without dsprof
+        logger.debug("no accelerator: torch.cuda.device_count() raised %s: %s",
+                     type(exc).__name__, exc)
+        count = 0
+    if count > 0:
+        return Device(kind, None, "", 0, None, count, settled=False)
+    return _cpu_device()
+
+
+def _cpu_device() -> Device:
     return Device("cpu", None, _cpu_name(), int(psutil.virtual_memory().total), None,
                   os.cpu_count() or 1)
 
@@ -248,8 +318,8 @@ def enable_tf32() -> None:
 
 def nvml_bus_id(device: Device) -> str | None:
     """The PCI bus id NVML knows this rank's GPU by (CUDA and NVML number devices differently
-    under CUDA_VISIBLE_DEVICES), or None on CPU/ROCm."""
-    if device.kind != "cuda" or device.index is None:
+    under CUDA_VISIBLE_DEVICES), or None on CPU/ROCm and before the device is settled."""
+    if device.kind != "cuda" or device.index is None or not device.cuda_ready():
         return None
     import torch
 

@@ -1,18 +1,20 @@
-"""Settings a script makes in ``os.environ`` after dsprof's device check has read them.
+"""Settings a script makes in ``os.environ`` after dsprof's start, where CUDA may have read them.
 
 dsprof starts when the script imports torch (:mod:`dsprof.collectors.torch_arrival`), so what the
 script sets before that line counts as it does without dsprof: ``OMP_NUM_THREADS``,
-``MKL_NUM_THREADS`` (read once, as torch's thread pools load). On an accelerator one difference
-is left: dsprof's device check (:func:`dsprof.collectors.device.detect`) initialises CUDA (or
-ROCm) as torch loads, where a script may set ``CUDA_VISIBLE_DEVICES`` or
-``PYTORCH_CUDA_ALLOC_CONF`` after its ``import torch`` and before its first CUDA call; without
-dsprof that still counts, under dsprof it comes too late.
+``MKL_NUM_THREADS`` (read once, as torch's thread pools load). On an NVIDIA GPU, CUDA reads
+``CUDA_VISIBLE_DEVICES`` once, when its driver is initialised (ROCm its own two names). dsprof's
+own calls wait for the script's CUDA start (:mod:`dsprof.collectors.cuda_start`), so a script that
+sets one after its ``import torch`` and before its first CUDA call runs as without dsprof, unless
+something in dsprof's start (the profiler's CUDA tracing, which NVIDIA's CUPTI runs) initialised
+the driver first.
 
-Until the device check waits for the script's first CUDA call, a run says so instead of
-letting the difference pass: the variables' values when torch loaded are kept, and at the end
-every one the script changed is named with what the run used instead (meta
-``late_environment``, a summary note, a warning on stderr). On a CPU run nothing read them and
-nothing is named.
+So the variables' values when torch loaded are kept, the session asks the driver, without
+initialising it, whether it was initialised once the session had started (meta
+``cuda_driver_at_start``), and at the end every variable the script changed is named with what
+the run used instead (meta ``late_environment``, a summary note, a warning on stderr) where the
+driver was initialised then, or could not be asked (ROCm, no driver library). On a CPU run
+nothing read them and nothing is named.
 """
 
 from __future__ import annotations
@@ -20,21 +22,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# read once, when CUDA (or ROCm) is initialised or its allocator starts
-DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-                    "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+# read once, as the driver is initialised. The allocator's settings (PYTORCH_CUDA_ALLOC_CONF)
+# are read by torch's allocator, which dsprof never starts before the script does: not here
+DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
 
 
 def read_at_load() -> dict[str, str | None]:
-    """The variables as CUDA read them: call it when dsprof has checked the device, as torch
-    loads."""
+    """The variables as they were when torch loaded, before the script could change them."""
     return {name: os.environ.get(name) for name in DEVICE_VARIABLES}
 
 
 def set_too_late(at_load: dict[str, str | None], accelerator: bool) -> list[dict[str, Any]]:
-    """``[{variable, set_to, read_as, used}]`` for each variable the script changed after
-    dsprof's device check read it: ``read_as`` is the value in force then (None: unset),
-    ``used`` what the run used instead. Nothing on a CPU run."""
+    """``[{variable, set_to, read_as, used}]`` for each variable the script changed after torch
+    loaded: ``read_as`` is the value in force then (None: unset), ``used`` what the run used
+    instead. Nothing where ``accelerator`` is False (a CPU run, or CUDA left to the script)."""
     if not accelerator:
         return []
     late = []
@@ -50,7 +51,7 @@ def set_too_late(at_load: dict[str, str | None], accelerator: bool) -> list[dict
 def describe(item: dict[str, Any]) -> str:
     """One line for the summary and the warning."""
     name, set_to, used = item.get("variable"), item.get("set_to"), item.get("used")
-    return (f"the script set {name}={set_to} after its import torch, where dsprof's device "
-            f"check had initialised CUDA, which reads it once: this run used {used}, not "
+    return (f"the script set {name}={set_to} after its import torch, where dsprof's start "
+            f"had initialised CUDA, which reads it once: this run used {used}, not "
             f"what the script asks for; set it before import torch or outside the script "
             f"({name}={set_to} dsprof run ...) to profile the program it runs without dsprof")

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from dsprof.collectors.activations import ActivationTracker
+from dsprof.collectors.cuda_start import when_cuda_starts
 from dsprof.collectors.device import Device
 from dsprof.collectors.memory_census import Census, take_census
 from dsprof.errors import MemoryBudgetExceeded
@@ -100,7 +101,15 @@ class MemoryCollector:
     @_guarded
     def install(self) -> None:
         if self.device.on_out_of_memory(self._dump_oom_snapshot):
-            logger.debug("memory: out-of-memory observer attached")
+            logger.debug("memory: out-of-memory observer attached as CUDA starts")
+        if self.device.is_accelerator:
+            when_cuda_starts(self._cuda_started)
+
+    def _cuda_started(self) -> None:
+        """Inside the script's CUDA initialisation: a window that opened before it records
+        the allocator from the first allocation on (window_started could not start it)."""
+        if self._window is not None and not self.off:
+            self.device.start_memory_history(HISTORY_ENTRIES, cuda_starting=True)
 
     @_guarded
     def window_started(self, window: int, step: int) -> None:
@@ -172,7 +181,7 @@ class MemoryCollector:
         stats = self.device.memory_stats()
         if stats is not None:
             self._stats.append(orjson.dumps({"step": step, "ts_ns": ts_ns,
-                                             "device": f"cuda:{self.device.index}", **stats}))
+                                             "device": self._device_label(), **stats}))
 
     @_guarded
     def finish(self) -> None:
@@ -180,6 +189,13 @@ class MemoryCollector:
             atomic_write_bytes(self.raw_dir / ALLOCATOR_FILE, b"\n".join(self._stats) + b"\n")
 
     # -- internals ------------------------------------------------------------------------
+    def _device_label(self) -> str:
+        """The device the script trains on now, as torch names it."""
+        if not self.device.is_accelerator:
+            return "cpu"
+        index = self.device.current_index()
+        return f"cuda:{0 if index is None else index}"
+
     def _watch_baseline(self, census: Census) -> None:
         self._deaths, self._watch = {}, {}
         deaths, clock = self._deaths, self.clock
@@ -207,7 +223,7 @@ class MemoryCollector:
             "window": window,
             "trace": trace_file,
             "snapshot": snapshot,
-            "device": "cpu" if not self.device.is_accelerator else f"cuda:{self.device.index}",
+            "device": self._device_label(),
             "start_ns": self._start_ns,
             "end_ns": self.clock(),
             "steps": self._steps,

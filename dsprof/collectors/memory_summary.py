@@ -32,7 +32,7 @@ def memory_summary(device: Any = None) -> str:
     peak: int | None = None
     at_peak: dict[str, int] = {}
     note = ""
-    if name != "cpu" and dev.is_accelerator:
+    if name != "cpu" and dev.cuda_ready():
         import torch
 
         idx = torch.device(name).index
@@ -58,10 +58,10 @@ def memory_summary(device: Any = None) -> str:
 
 def _device_name(device: Any, dev: Any) -> str:
     if device is None:
-        return "cpu" if not dev.is_accelerator else f"cuda:{dev.index}"
+        return "cpu" if not dev.is_accelerator else f"cuda:{dev.current_index() or 0}"
     text = str(device)
     if text == "cuda":
-        return f"cuda:{dev.index or 0}"
+        return f"cuda:{dev.current_index() or 0}"
     return text
 
 

@@ -148,6 +148,13 @@ class MetricSampler:
         self._thread = threading.Thread(target=self._loop, name="dsprof-sampler", daemon=True)
         self._process = psutil.Process()
 
+    def watch_gpu(self, device: Any, bus_id: str | None) -> None:
+        """Sample ``device`` (an NVIDIA GPU) from now on; one INFO line when NVML cannot."""
+        gpu, why = NvmlReader.open(bus_id, device.index)
+        if gpu is None:
+            logger.info("device metrics: %s; sampling host CPU and memory only", why)
+        self.gpu = gpu
+
     def start(self) -> None:
         self._process.cpu_percent(None)  # the first call only sets the baseline
         self._thread.start()
@@ -186,14 +193,13 @@ class MetricSampler:
 
 def start_sampler(period_s: float, raw_dir: Path, clock: Callable[[], int], device: Any,
                   bus_id: str | None) -> MetricSampler:
-    """Open NVML if this rank has an NVIDIA GPU (one INFO line when it cannot) and start."""
-    gpu = None
-    if device.kind == "cuda":
-        gpu, why = NvmlReader.open(bus_id, device.index)
-        if gpu is None:
-            logger.info("device metrics: %s; sampling host CPU and memory only", why)
-    else:
+    """Open NVML if this rank has an NVIDIA GPU (one INFO line when it cannot) and start. A
+    GPU whose facts wait for the script's first CUDA call (collectors/device.py) is sampled
+    from the step boundary that settles them on (:meth:`MetricSampler.watch_gpu`)."""
+    sampler = MetricSampler(period_s, raw_dir, clock, None)
+    if device.kind == "cuda" and device.settled:
+        sampler.watch_gpu(device, bus_id)
+    elif device.kind != "cuda":
         logger.info("device metrics: no NVIDIA GPU; sampling host CPU and memory only")
-    sampler = MetricSampler(period_s, raw_dir, clock, gpu)
     sampler.start()
     return sampler

@@ -41,6 +41,7 @@ from dsprof.collectors import (
 )
 from dsprof.collectors.bandwidth import measure_host_bandwidth
 from dsprof.collectors.compile_watch import CompileWatch
+from dsprof.collectors.cuda_start import cuda_driver_initialised
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.dataloader import DataLoaderCollector
 from dsprof.collectors.device import Device, detect, enable_tf32, nvml_bus_id, precision_state
@@ -97,6 +98,9 @@ class Session:
         self.raw = run.raw_dir(self.rank)
         self.device: Device | None = None
         self.environment_at_load: dict[str, str | None] = {}
+        # whether the CUDA driver was initialised when the session had started (None: no
+        # NVIDIA driver to ask): the script's own CUDA settings count only where it was not
+        self.driver_at_start: bool | None = None
         self.steps: StepCollector | None = None
         self.timeline: TimelineCollector | None = None
         self.memory: MemoryCollector | None = None
@@ -244,9 +248,22 @@ class Session:
             spawned_ranks.install(self)
         child_processes.install(self)
         exit_guard.install(self)  # os._exit() in the script saves the session first
+        if self.device.is_accelerator:
+            self.driver_at_start = cuda_driver_initialised()
         _current = self
         logger.debug("session: rank %d, device %s (%s), run %s", self.rank, self.device.kind,
                      self.device.name, self.run.path)
+
+    def _settle_device(self) -> None:
+        """Once the script has initialised CUDA: which device it trains on, and its metrics."""
+        assert self.device is not None
+        try:
+            if self.device.settle() and self.sampler is not None:
+                self.sampler.watch_gpu(self.device, nvml_bus_id(self.device))
+        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+            self.device.settled = True  # asked once: the facts stay as they are
+            logger.warning("could not read the device's facts: %s: %s", type(exc).__name__,
+                           exc)
 
     def step(self) -> None:
         """``dsprof.step()``: a hand-marked step boundary."""
@@ -254,6 +271,8 @@ class Session:
             self.steps.manual_step()
 
     def _on_boundary(self, step: int) -> None:
+        if self.device is not None and not self.device.settled:
+            self._settle_device()
         if self.progress is not None and self.steps is not None:
             self.progress.update(self.steps.steps_done)
         if self.ranks.distributed and self._backend is None:

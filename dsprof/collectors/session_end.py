@@ -78,6 +78,7 @@ def save(session: Any, exit_status: int, reason: str, error: str | None,
     """Every collector off, what they hold written to raw/, then ``session.json`` and (a
     single-process run) ``meta.json`` with the exit status."""
     stop_collectors(session, save=True)
+    _settle_device(session)
     steps, timeline = session.steps, session.timeline
     windows = [w.to_json() for w in timeline.windows] if timeline else []
     record = {**(steps.record() if steps else {}), "windows": windows,
@@ -129,9 +130,27 @@ def save(session: Any, exit_status: int, reason: str, error: str | None,
         **({"autograd_anomaly": sum(record["autograd_anomaly"])}
            if any(record.get("autograd_anomaly") or ()) else {}),
         **({"late_environment": late} if late else {}),
+        **({"devices": {str(session.rank): session.device.to_json()}} if session.device
+           else {}),
+        **({"cuda_driver_at_start": session.driver_at_start}
+           if session.driver_at_start is not None else {}),
     ))
     logger.debug("session: finished (%s, status %d), %d windows", reason, exit_status,
                  len(windows))
+
+
+def _settle_device(session: Any) -> None:
+    """The device's facts for the record: read from torch where the script initialised CUDA
+    and no step boundary came after (collectors/device.py), else the CPU the script ran on."""
+    device = session.device
+    if device is None or device.settled:
+        return
+    try:
+        if not device.settle():
+            device.settle_on_cpu()
+            logger.info("the script never initialised CUDA: this run is recorded as a CPU run")
+    except Exception as exc:  # noqa: BLE001 - a fact must never cost the run its save
+        logger.warning("could not read the device's facts: %s: %s", type(exc).__name__, exc)
 
 
 def _set_too_late(session: Any) -> list[dict[str, Any]]:
@@ -140,8 +159,10 @@ def _set_too_late(session: Any) -> list[dict[str, Any]]:
     if not session.environment_at_load:
         return []
     try:  # a note: it must never cost the run its save
+        # the script's own CUDA read its settings where dsprof's start left the driver alone
         late = set_too_late(session.environment_at_load,
-                            bool(session.device and session.device.is_accelerator))
+                            bool(session.device and session.device.is_accelerator
+                                 and session.driver_at_start is not False))
     except Exception as e:  # noqa: BLE001 - e.g. torch's state at a crash
         logger.debug("late environment not checked: %s: %s", type(e).__name__, e)
         return []

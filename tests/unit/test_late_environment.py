@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsprof.collectors.late_environment import read_at_load, set_too_late
+from dsprof.collectors.late_environment import DEVICE_VARIABLES, read_at_load, set_too_late
 
 
 def test_thread_counts_are_not_kept_torch_reads_them_when_the_script_imports_it():
@@ -13,19 +13,29 @@ def test_thread_counts_are_not_kept_torch_reads_them_when_the_script_imports_it(
 
 
 def test_device_settings_count_only_where_dsprof_initialised_an_accelerator(monkeypatch):
-    at_load = {"CUDA_VISIBLE_DEVICES": None, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:False"}
+    for name in DEVICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    at_load = read_at_load()  # as torch loaded: none of them set
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "0")
     # on a CPU run nothing read them: the script's settings are its own business
     assert set_too_late(at_load, accelerator=False) == []
-    # on a GPU run dsprof's device check read them before the script set them
+    # where the driver was initialised as dsprof's session started, it read them before the
+    # script set them
     assert set_too_late(at_load, accelerator=True) == [
         {"variable": "CUDA_VISIBLE_DEVICES", "set_to": "1", "read_as": None,
          "used": "CUDA_VISIBLE_DEVICES unset"},
-        {"variable": "PYTORCH_CUDA_ALLOC_CONF", "set_to": "expandable_segments:True",
-         "read_as": "expandable_segments:False",
-         "used": "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False"}]
+        {"variable": "HIP_VISIBLE_DEVICES", "set_to": "0", "read_as": None,
+         "used": "HIP_VISIBLE_DEVICES unset"}]
     # a variable the script left alone, or unset, is not named
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert [i["variable"] for i in set_too_late(at_load, accelerator=True)] == [
-        "PYTORCH_CUDA_ALLOC_CONF"]
+        "HIP_VISIBLE_DEVICES"]
+
+
+def test_the_allocators_settings_are_never_named(monkeypatch):
+    # torch's allocator reads PYTORCH_CUDA_ALLOC_CONF; dsprof never starts it before the script
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    at_load = read_at_load()
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert set_too_late(at_load, accelerator=True) == []

@@ -11,7 +11,7 @@ from dsprof.ingest.steps import steps_from_record
 from dsprof.schema import STEPS
 
 
-@dataclass(frozen=True)
+@dataclass
 class FakeCuda(Device):
     """A CUDA device whose allocator peaks are scripted; records every reset."""
 
