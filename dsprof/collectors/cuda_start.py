@@ -12,10 +12,36 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dsprof.log import logger
+
+NVML_AVAILABILITY = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+@contextmanager
+def availability_by_nvml() -> Iterator[None]:
+    """Around dsprof's own ``torch.profiler`` preparation: torch's profiler asks
+    ``torch.cuda.is_available()`` as it prepares a CUDA session, which initialises the driver
+    (``cuInit``) unless ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, where it asks NVML (torch's docs:
+    "will NOT poison fork"). Set for that call only, while the script has not initialised
+    CUDA, and put back as it was."""
+    import torch
+
+    before = os.environ.get(NVML_AVAILABILITY)
+    if before == "1" or torch.cuda.is_initialized():
+        yield
+        return
+    os.environ[NVML_AVAILABILITY] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(NVML_AVAILABILITY, None)
+        else:
+            os.environ[NVML_AVAILABILITY] = before
 
 
 def when_cuda_starts(call: Callable[[], Any]) -> None:

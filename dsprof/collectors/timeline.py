@@ -40,6 +40,7 @@ from typing import Any
 
 from dsprof.collectors.allocator_warning import UnknownFreeProbe
 from dsprof.collectors.capture_cap import CaptureCap
+from dsprof.collectors.cuda_start import availability_by_nvml
 from dsprof.collectors.device import Device, profiler_activities
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
@@ -103,11 +104,9 @@ class TimelineCollector:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Begin the bootstrap capture of step 0.
-
-        Without Python stacks: step 0 usually includes the script's imports, where the Python
-        tracer would record every function call only for the capture to be dropped.
-        """
+        """Begin the bootstrap capture of step 0. Without Python stacks: step 0 usually
+        includes the script's imports, where the Python tracer would record every function
+        call only for the capture to be dropped."""
         self._prepare(with_stack=False)
         self._start_recording(0, Window(0, "unstepped"))
         self._state = BOOTSTRAP
@@ -319,7 +318,7 @@ class TimelineCollector:
             profile_memory=True,
             with_stack=self.settings.with_stack if with_stack is None else with_stack,
         )
-        with dsprof_profiler():
+        with dsprof_profiler(), availability_by_nvml():  # CUDA's start is the script's
             self._prof.prepare_trace()
         self._unknown_free = UnknownFreeProbe()  # allocated before the recording starts
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -209,3 +210,41 @@ def test_a_device_variable_set_after_import_torch_is_named_only_where_cuda_had_r
     assert bool(late) is named
     if named:
         assert late[0]["variable"] == "CUDA_VISIBLE_DEVICES" and late[0]["set_to"] == "1"
+
+
+def test_dsprofs_profiler_asks_nvml_not_cuda_whether_cuda_is_there(monkeypatch):
+    # GIVEN a CUDA build's availability check on a machine with two GPUs: CUDA's own count
+    # (cudaGetDeviceCount, which runs cuInit) is a recorder; NVML counts without it
+    asked: list[str] = []
+    monkeypatch.setattr(torch.cuda, "_is_compiled", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch._C, "_cuda_getDeviceCount",
+                        lambda: asked.append("cuInit") or 2, raising=False)
+    monkeypatch.delenv(cuda_start.NVML_AVAILABILITY, raising=False)
+    # WHEN torch's profiler is built for CUDA tracing, as dsprof's window prepares it
+    with cuda_start.availability_by_nvml():
+        prof = torch.autograd.profiler.profile(use_device="cuda", use_kineto=True)
+    # THEN it kept CUDA tracing, asked NVML, and the variable is gone again
+    assert prof.use_device == "cuda" and asked == []
+    assert cuda_start.NVML_AVAILABILITY not in os.environ
+    # while without the guard torch's check runs cuInit (what dsprof did at import torch)
+    torch.autograd.profiler.profile(use_device="cuda", use_kineto=True)
+    assert asked == ["cuInit"]
+
+
+@pytest.mark.parametrize("set_by_script", [None, "0", "1"])
+def test_the_scripts_own_availability_setting_is_put_back(monkeypatch, set_by_script):
+    if set_by_script is None:
+        monkeypatch.delenv(cuda_start.NVML_AVAILABILITY, raising=False)
+    else:
+        monkeypatch.setenv(cuda_start.NVML_AVAILABILITY, set_by_script)
+    with cuda_start.availability_by_nvml():
+        assert os.environ[cuda_start.NVML_AVAILABILITY] == "1"
+    assert os.environ.get(cuda_start.NVML_AVAILABILITY) == set_by_script
+
+
+def test_once_the_script_started_cuda_the_environment_is_left_alone(gpu, monkeypatch):
+    gpu.initialised = True
+    monkeypatch.delenv(cuda_start.NVML_AVAILABILITY, raising=False)
+    with cuda_start.availability_by_nvml():
+        assert cuda_start.NVML_AVAILABILITY not in os.environ
