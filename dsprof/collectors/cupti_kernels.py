@@ -40,10 +40,12 @@ class CuptiKernelCollector:
         cupti: the ``cupti.cupti`` module.
         raw_dir: where ``cupti_kernels.json`` is written at :meth:`finish`.
         clock: epoch ns on the run clock.
-        device: CUDA device index recorded with the kernels.
+        device: the rank's :class:`~dsprof.collectors.device.Device`; its index (read when the
+            file is written, once the script's CUDA start settled it) is recorded with the
+            kernels.
     """
 
-    def __init__(self, cupti: Any, raw_dir: Path, clock: Callable[[], int], device: int):
+    def __init__(self, cupti: Any, raw_dir: Path, clock: Callable[[], int], device: Any):
         self.cupti = cupti
         self.raw_dir = raw_dir
         self.device = device
@@ -66,7 +68,7 @@ class CuptiKernelCollector:
             logger.info("cupti kernel mode: cupti-python unavailable (%s; pip install "
                         "'dsprof[gpu]'); off", exc)
             return None
-        return cls(cupti, raw_dir, clock, device.index or 0)
+        return cls(cupti, raw_dir, clock, device)
 
     # -- CUPTI buffer callbacks (called on CUPTI's thread) --------------------------------
     def _buffer_requested(self) -> tuple[int, int]:
@@ -104,7 +106,7 @@ class CuptiKernelCollector:
         self.pause()
         with self._lock:
             self.columns["name"] = demangle_all(self.columns["name"])
-            doc = {"device": self.device, "columns": self.columns}
+            doc = {"device": self.device.index or 0, "columns": self.columns}
             n = len(self.columns["name"])
         atomic_write_bytes(self.raw_dir / CUPTI_KERNELS_FILE, orjson.dumps(doc))
         logger.debug("cupti kernel mode: %d kernels recorded outside profiler windows", n)

@@ -72,7 +72,10 @@ def test_records_kernels_only_with_the_run_clock_and_builds_the_table(tmp_path, 
     pkg, m = _fake_cupti(events)
     monkeypatch.setitem(sys.modules, "cupti", pkg)
     monkeypatch.setitem(sys.modules, "cupti.cupti", m)
-    col = CuptiKernelCollector.open(GPU, tmp_path, lambda: 1_000_005_000)
+    # a rank's device, settled on cuda:1 after the mode opened (collectors/device.py)
+    device = Device("cuda", None, "", 0, None, 2, settled=False)
+    col = CuptiKernelCollector.open(device, tmp_path, lambda: 1_000_005_000)
+    device.index, device.settled = 1, True
     assert col.offset_ns == 1_000_000_000
     m.run("ampere_sgemm_128x64_nn", 6_000, 9_000)  # not started yet: not recorded
     col.resume()
@@ -82,6 +85,7 @@ def test_records_kernels_only_with_the_run_clock_and_builds_the_table(tmp_path, 
     assert col.finish() == 2
     assert events == ["register", "enable", "flush", "disable"]
     doc = orjson.loads((tmp_path / CUPTI_KERNELS_FILE).read_bytes())
+    assert doc["device"] == 1
     table = CUPTI_KERNELS.build(build_cupti_kernels(doc, 0, [(4, 1_000_000_000, 1_000_015_000)]))
     rows = table.to_pylist()
     assert [r["start_ns"] for r in rows] == [1_000_010_000, 1_000_020_000]
