@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from dsprof.collectors import peak_ledger
 from dsprof.collectors.cuda_start import when_cuda_starts
 from dsprof.log import logger
 
@@ -105,10 +106,9 @@ class Device:
         return torch.cuda.is_initialized()
 
     def reset_peak(self) -> None:
+        """Start the next step's peak; the script still reads its own (peak_ledger.py)."""
         if self.cuda_ready():
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.current_index())
+            peak_ledger.reset_for_step(self.current_index())
 
     def peak_allocated(self) -> int | None:
         """Peak bytes allocated since the last :meth:`reset_peak` (None on CPU, and before the
@@ -116,9 +116,8 @@ class Device:
         is a CPU run)."""
         if not self.cuda_ready():
             return None
-        import torch
-
-        return int(torch.cuda.max_memory_allocated(self.current_index()))
+        stats = peak_ledger.raw_stats(self.current_index())
+        return int(stats.get("allocated_bytes", {}).get("all", {}).get("peak", 0))
 
 
     # -- memory (the allocator collector's window onto torch.cuda) -------------------------

@@ -35,6 +35,7 @@ from dsprof.collectors import (
     clock,
     exit_guard,
     forked_child,
+    peak_ledger,
     process_groups,
     session_end,
     spawned_ranks,
@@ -156,6 +157,8 @@ class Session:
             self.lock = acquire_lock(self.run)
         forked_child.register(self)
         self.device = detect()
+        if self.device.is_accelerator:
+            peak_ledger.install()  # the script's own peak reads stay whole (every step resets)
         self.environment_at_load = read_at_load()  # before the script can change it
         environ = self.started_as["environ"]
         self.knobs = knobs_install(knobs_from_env(environ, self.device.kind))

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from dsprof.collectors import child_processes
+from dsprof.collectors import child_processes, peak_ledger
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.collectors.device import precision_state
 from dsprof.collectors.late_environment import describe, set_too_late
@@ -37,6 +37,7 @@ def stop_collectors(session: Any, save: bool) -> None:
         session.scaler.uninstall()
     if steps is not None:
         steps.uninstall()
+    peak_ledger.uninstall()
     if session.compile is not None:
         session.compile.uninstall()
     if session.knobs is not None:

@@ -8,8 +8,32 @@ import json
 import pytest
 
 from tests.gpu.runs import PROBES, run_probe
+from tests.integration.helpers import dsprof, plain, write
 
 pytestmark = pytest.mark.gpu
+
+PEAK_LOG = """
+import torch
+model = torch.nn.Linear(1024, 1024).cuda()
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for mib in (256, 64, 16):
+    scratch = torch.empty(mib << 20, dtype=torch.uint8, device="cuda")
+    del scratch
+    model(torch.randn(64, 1024, device="cuda")).sum().backward()
+    opt.step()
+    opt.zero_grad()
+print("peak MiB", torch.cuda.max_memory_allocated() >> 20)
+"""
+
+
+def test_the_scripts_own_peak_reads_as_without_dsprof(tmp_path, record_property):
+    """the script's max_memory_allocated(): the same under dsprof, which resets the peak per step"""
+    script = write(tmp_path / "peak_log.py", PEAK_LOG)
+    bare = plain(script)
+    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), str(script))
+    record_property("figure", f"plain: {bare.stdout.strip()}; dsprof: {res.stdout.strip()}")
+    assert bare.returncode == 0 and res.code == 0, res.stderr[-2000:]
+    assert res.stdout == bare.stdout  # the first step's 256 MiB, not the last step's peak
 
 
 def test_step_peak_matches_max_memory_allocated(fp32_run, record_property):

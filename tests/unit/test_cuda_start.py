@@ -49,8 +49,9 @@ class FakeGpu:
         monkeypatch.setattr(cuda.memory, "_record_memory_history",
                             self._recorder("_record_memory_history"))
         monkeypatch.setattr(cuda.memory, "_snapshot", self._recorder("_snapshot"))
-        monkeypatch.setattr(torch._C, "_cuda_attach_out_of_memory_observer",
-                            self._recorder("attach_oom_observer"), raising=False)
+        for name in ("_cuda_attach_out_of_memory_observer", "_cuda_memoryStats",
+                     "_cuda_resetPeakMemoryStats"):
+            monkeypatch.setattr(torch._C, name, self._recorder(name), raising=False)
 
     def _recorder(self, name: str):
         def call(*args, **kwargs):
@@ -62,7 +63,7 @@ class FakeGpu:
             if name == "get_device_properties":
                 return SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=80 << 30,
                                        major=9, minor=0)
-            if name in ("memory_stats", "_snapshot"):
+            if name in ("memory_stats", "_snapshot", "_cuda_memoryStats"):
                 return {}
             return 0
         return call
@@ -113,7 +114,7 @@ def test_the_script_starting_cuda_attaches_the_observer_and_starts_an_open_windo
     memory._window = 1  # a profiled window is open as the script starts CUDA
     gpu.script_starts_cuda()
     names = [name for name, _ in gpu.calls]
-    assert names == ["attach_oom_observer", "_record_memory_history"]
+    assert names == ["_cuda_attach_out_of_memory_observer", "_record_memory_history"]
     assert gpu.early == []
 
 
@@ -132,7 +133,7 @@ def test_the_first_boundary_after_cuda_started_reads_the_device_the_script_set(g
                                 "total_memory": 80 << 30, "capability": "9.0", "count": 2}
     # and the counters are read on it
     device.reset_peak()
-    assert ("reset_peak_memory_stats", 1) in gpu.calls
+    assert ("_cuda_resetPeakMemoryStats", 1) in gpu.calls
 
 
 def test_a_script_that_never_started_cuda_is_recorded_as_a_cpu_run(gpu):

@@ -2,6 +2,8 @@
 
 Run plainly or under ``dsprof run``; it never imports dsprof. Each iteration i (step i):
 
+0. resets the allocator's peak (``torch.cuda.reset_peak_memory_stats()``), so that its reading
+   in 3 is the step's own, whatever dsprof does with the counters;
 1. allocates a ``--spike-mib`` scratch buffer and reads ``torch.cuda.memory_allocated()``
    while it is live: the step's known peak (the buffer dwarfs the model's own memory);
 2. forward and backward of an MLP (fp32, or bf16 under ``--autocast``);
@@ -72,6 +74,7 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), device=dev)
     steps = []
     for i in range(args.steps):
+        torch.cuda.reset_peak_memory_stats()
         spike = torch.empty(args.spike_mib << 20, dtype=torch.uint8, device=dev)
         at_peak = torch.cuda.memory_allocated()
         del spike
