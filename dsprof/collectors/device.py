@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from dsprof.collectors import peak_ledger
+from dsprof.collectors import memory_history, peak_ledger
 from dsprof.collectors.cuda_start import when_cuda_starts
 from dsprof.log import logger
 
@@ -135,23 +135,19 @@ class Device:
         return {k: int(s.get(src, 0)) for k, src in _STATS.items()}
 
     def start_memory_history(self, max_entries: int, cuda_starting: bool = False) -> bool:
-        """Record every allocator action with its Python stack (a ring of ``max_entries``).
-        torch initialises CUDA to start it, so before the script has, nothing starts (False):
-        ``cuda_starting`` is the call made inside the script's initialisation
-        (:func:`when_cuda_starts`), where ``is_initialized()`` still says False."""
+        """Record every allocator action with its Python stack (a ring of ``max_entries``);
+        True when dsprof records. torch initialises CUDA to start it, so before the script
+        has, nothing starts: ``cuda_starting`` is the call made inside the script's
+        initialisation (:func:`when_cuda_starts`), where ``is_initialized()`` still says
+        False. A script recording its own history keeps it (collectors/memory_history.py)."""
         if not (cuda_starting and self.is_accelerator) and not self.cuda_ready():
             return False
-        import torch
-
-        torch.cuda.memory._record_memory_history(
-            "all", context="all", stacks="python", max_entries=max_entries)
-        return True
+        return memory_history.start(max_entries)
 
     def stop_memory_history(self) -> None:
+        """End dsprof's recording (never the script's)."""
         if self.cuda_ready():
-            import torch
-
-            torch.cuda.memory._record_memory_history(None)
+            memory_history.stop()
 
     def memory_snapshot(self) -> dict[str, Any] | None:
         """``torch.cuda.memory._snapshot()``: segments, blocks and the recorded trace (None on

@@ -93,6 +93,7 @@ class MemoryCollector:
         self._start_ns = 0
         self._stats: list[bytes] = []
         self._oom_dumped = False
+        self._history = False  # dsprof records the allocator's history in this window
         self.exceeded: MemoryBudgetExceeded | None = None
         self.off = False
         self.last_window: tuple[Path, dict[str, Any]] | None = None
@@ -109,7 +110,8 @@ class MemoryCollector:
         """Inside the script's CUDA initialisation: a window that opened before it records
         the allocator from the first allocation on (window_started could not start it)."""
         if self._window is not None and not self.off:
-            self.device.start_memory_history(HISTORY_ENTRIES, cuda_starting=True)
+            self._history = self.device.start_memory_history(HISTORY_ENTRIES,
+                                                             cuda_starting=True)
 
     @_guarded
     def window_started(self, window: int, step: int) -> None:
@@ -123,7 +125,7 @@ class MemoryCollector:
         self.tracker.reset()
         if self.activations:
             self.tracker.install(step, _param_keys(census))
-        self.device.start_memory_history(HISTORY_ENTRIES)
+        self._history = self.device.start_memory_history(HISTORY_ENTRIES)
         logger.debug("memory: window %d baseline %s", window, census.by_category())
 
     def disable_activations(self) -> None:
@@ -160,8 +162,11 @@ class MemoryCollector:
         window = self._window
         self._window = None
         self.tracker.uninstall()
-        snapshot = self._save_snapshot(window)
+        # without dsprof's own recording (the script records its own, or CUDA started only
+        # after the window) the window's memory comes from the profiler's events
+        snapshot = self._save_snapshot(window) if self._history else None
         self.device.stop_memory_history()
+        self._history = False
         if trace_file is None:  # the window was dropped (the bootstrap capture)
             self._forget()
             return

@@ -35,6 +35,7 @@ from dsprof.collectors import (
     clock,
     exit_guard,
     forked_child,
+    memory_history,
     peak_ledger,
     process_groups,
     session_end,
@@ -159,6 +160,7 @@ class Session:
         self.device = detect()
         if self.device.is_accelerator:
             peak_ledger.install()  # the script's own peak reads stay whole (every step resets)
+            memory_history.install()  # and so does its own allocator history
         self.environment_at_load = read_at_load()  # before the script can change it
         environ = self.started_as["environ"]
         self.knobs = knobs_install(knobs_from_env(environ, self.device.kind))

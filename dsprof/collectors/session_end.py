@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from dsprof.collectors import child_processes, peak_ledger
+from dsprof.collectors import child_processes, memory_history, peak_ledger
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.collectors.device import precision_state
 from dsprof.collectors.late_environment import describe, set_too_late
@@ -38,6 +38,7 @@ def stop_collectors(session: Any, save: bool) -> None:
     if steps is not None:
         steps.uninstall()
     peak_ledger.uninstall()
+    memory_history.uninstall()
     if session.compile is not None:
         session.compile.uninstall()
     if session.knobs is not None:

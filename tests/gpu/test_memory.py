@@ -26,6 +26,31 @@ print("peak MiB", torch.cuda.max_memory_allocated() >> 20)
 """
 
 
+OWN_HISTORY = """
+import pickle, torch
+torch.cuda.memory._record_memory_history(max_entries=100000)
+model = torch.nn.Linear(1024, 1024).cuda()
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(12):
+    model(torch.randn(64, 1024, device="cuda")).sum().backward()
+    opt.step()
+    opt.zero_grad()
+trace = torch.cuda.memory._snapshot()["device_traces"][0]
+print("entries", len(trace), "first", trace[0]["action"], trace[0]["size"])
+"""
+
+
+def test_the_scripts_own_allocator_history_survives_dsprofs_windows(tmp_path, record_property):
+    """the script's _record_memory_history: its snapshot holds the whole run under dsprof too"""
+    script = write(tmp_path / "own_history.py", OWN_HISTORY)
+    bare = plain(script)
+    res = dsprof("run", "-q", "--wait", "1", "--warmup", "1", "--active", "2",
+                 "-o", str(tmp_path / "run"), str(script))
+    record_property("figure", f"plain: {bare.stdout.strip()}; dsprof: {res.stdout.strip()}")
+    assert bare.returncode == 0 and res.code == 0, res.stderr[-2000:]
+    assert res.stdout == bare.stdout  # the same allocations, none cleared by a window
+
+
 def test_the_scripts_own_peak_reads_as_without_dsprof(tmp_path, record_property):
     """the script's max_memory_allocated(): the same under dsprof, which resets the peak per step"""
     script = write(tmp_path / "peak_log.py", PEAK_LOG)
