@@ -220,8 +220,11 @@ def _device(rank: str, d: Mapping[str, Any]) -> Device:
     cap = d.get("capability")
     if isinstance(cap, list | tuple):
         cap = ".".join(str(c) for c in cap)
+    # a GPU run that never ended has its device's facts unsettled: name "", total_memory 0
+    # (collectors/device.py): unknown, not an empty name or a 0-byte device
     return Device(int(rank) if str(rank).isdigit() else 0, str(d.get("kind") or "cpu"),
-                  d.get("name"), d.get("total_memory"), None if cap in (None, "") else str(cap))
+                  d.get("name") or None, d.get("total_memory") or None,
+                  None if cap in (None, "") else str(cap))
 
 
 def _trace_capability(props: Any) -> str | None:

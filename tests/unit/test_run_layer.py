@@ -60,6 +60,16 @@ def test_manifest_types_the_header_and_refuses_a_newer_one_in_one_line():
     assert "newer dsprof" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_gpu_run_that_never_ended_has_no_device_name_or_size_rather_than_empty_ones():
+    # its facts wait for the script's CUDA start (collectors/device.py), and nobody wrote them
+    m = parse({"schema_version": SCHEMA_VERSION, "source": "run",
+               "devices": {"0": {"kind": "cuda", "index": None, "name": "", "total_memory": 0,
+                                 "capability": None, "count": 8}}})
+    dev = m.device(0)
+    assert dev is not None and dev.accelerator
+    assert dev.name is None and dev.total_memory is None and m.device_name(0) is None
+
+
 def test_a_version_1_header_is_upgraded_in_one_place(tmp_path):
     (tmp_path / "meta.json").write_bytes(orjson.dumps({"schema_version": 1, "status": "x"}))
     m = load_manifest(tmp_path)
