@@ -117,6 +117,9 @@ class HostSyncCollector:
         self._hide_from_dynamo()
         for attr, call in _TENSOR_METHODS + _TENSOR_SLOTS:
             self._wrap(torch.Tensor, attr, call)
+        # print(param): Parameter's own __repr__ calls Tensor's from torch's code, where the
+        # read would be torch's; at Parameter's it is the script's line
+        self._wrap(torch.nn.Parameter, "__repr__", "repr")
         self._wrap(torch, "nonzero", "nonzero")
         self._wrap(torch.cuda, "synchronize", "synchronize")
         logger.debug("host sync collector: %d entry points wrapped", len(self._restore))

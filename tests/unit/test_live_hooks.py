@@ -116,6 +116,24 @@ def test_formatting_a_one_value_tensor_is_a_sync_at_the_formatting_line():
                     ("repr", _line_of("the whole tensor"), 1)}, rows
 
 
+def test_printing_a_parameter_is_one_read_at_the_printing_line():
+    # GIVEN a loop that prints a parameter (Parameter.__repr__ is torch's own Python, which
+    # prints through Tensor.__repr__)
+    col = HostSyncCollector(lambda: 1)
+    original = torch.nn.Parameter.__repr__
+    col.install()
+    try:
+        weight = torch.nn.Parameter(torch.arange(3.0))
+        text = repr(weight)  # the parameter's line
+    finally:
+        col.uninstall()
+    # THEN one print at the script's line, the output as torch's; torch's method is back
+    assert text == "Parameter containing:\ntensor([0., 1., 2.], requires_grad=True)"
+    rows = {(r[1], r[2].rsplit("/", 1)[-1], r[5]) for r in col.rows()}
+    assert rows == {("repr", _line_of("the parameter's line"), 1)}, rows
+    assert torch.nn.Parameter.__repr__ is original
+
+
 class _PoissonSampler(torch.utils.data.Sampler):
     """Batches drawn as Opacus' uniform sampler draws them: a random mask, then nonzero()
     and tolist() on the CPU."""
