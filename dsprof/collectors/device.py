@@ -119,7 +119,6 @@ class Device:
         stats = peak_ledger.raw_stats(self.current_index())
         return int(stats.get("allocated_bytes", {}).get("all", {}).get("peak", 0))
 
-
     # -- memory (the allocator collector's window onto torch.cuda) -------------------------
     def memory_stats(self) -> dict[str, int] | None:
         """The allocator counters dsprof keeps from ``torch.cuda.memory_stats()`` (None on CPU).
