@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from dsprof.collectors.compile_watch import invisible_to_dynamo
+
 # torch._C's setters, new API (enabled: "all" | "state" | None) and legacy (enabled: bool)
 _SETTERS = ("_cuda_record_memory_history", "_cuda_record_memory_history_legacy")
 
@@ -100,4 +102,6 @@ def _watched(original: Any) -> Any:
         return original(enabled, *args, **kwargs)
 
     record.__wrapped__ = original  # type: ignore[attr-defined]
-    return record
+    # compiled code that reads the counters runs this frame as plain Python: the same
+    # graphs and breaks as where torch's own C function stands here
+    return invisible_to_dynamo(record)

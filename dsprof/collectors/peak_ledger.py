@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dsprof.collectors.compile_watch import invisible_to_dynamo
+
 # torch._C's readers and resetters of the caching allocator's counters, by device index: the
 # CUDA module's and the device-generic accelerator module's (torch >= 2.8)
 _STATS = ("_cuda_memoryStats", "_accelerator_getDeviceStats")
@@ -101,7 +103,9 @@ def _reader(original: Any) -> Any:
         return out
 
     stats.__wrapped__ = original  # type: ignore[attr-defined]
-    return stats
+    # compiled code that reads the counters runs this frame as plain Python: the same
+    # graphs and breaks as where torch's own C function stands here
+    return invisible_to_dynamo(stats)
 
 
 def _resetter(original: Any) -> Any:
@@ -111,4 +115,6 @@ def _resetter(original: Any) -> Any:
         return original(device)
 
     reset.__wrapped__ = original  # type: ignore[attr-defined]
-    return reset
+    # compiled code that reads the counters runs this frame as plain Python: the same
+    # graphs and breaks as where torch's own C function stands here
+    return invisible_to_dynamo(reset)
