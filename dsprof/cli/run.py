@@ -192,13 +192,14 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     # A rank whose script failed ends now, as it would without dsprof: the others may be
     # blocked in a collective until its process (and its sockets) go, and torchrun stops them
     # once it sees this rank exit (waiting for them held a failed rank 1 for the whole
-    # RANK_WAIT_S, and rank 0 in its all-reduce with it). The coordinator still waits: it
+    # RANK_WAIT_S, and rank 0 in its all-reduce with it; its own ingest held it 3 s). Its raw
+    # data is saved: whoever reads the run first ingests it. The coordinator still waits: it
     # merges the ranks.
     failed_rank = outcome.exit_status != 0 and not ranks.coordinator
     if (ranks.coordinator or own_ingest) and not failed_rank:
         # dsprof's heavy work waits until no rank runs its script any more (ranks.py says why)
         wait_for_ranks(run, ranks.world_size, RANK_WAIT_S)
-    if own_ingest:
+    if own_ingest and not failed_rank:
         own_ingest_s = _ingest_own_rank(run, ranks.rank)
     if ranks.coordinator:
         # rank 0 under the user's torchrun: the other ranks' own ingests, then merge and ingest
@@ -308,8 +309,10 @@ def _wait_for_own_ingests(run: RunDir, world_size: int, own_s: float) -> None:
     from dsprof.ingest.own_rank import wait_for_own_ingests
     from dsprof.ranks import read_record
 
+    # a rank whose script failed left its trace raw (it ended at once): nothing to wait for
     finished = [r for r in range(world_size)
-                if (rec := read_record(run, r)) is not None and rec.get("status") == "finished"]
+                if (rec := read_record(run, r)) is not None and rec.get("status") == "finished"
+                and rec.get("exit_status") == 0]
     late = wait_for_own_ingests(run, finished, timeout_s=max(5.0, 3 * own_s))
     if late:
         logger.info("ranks %s did not ingest their own trace in time; ingesting them here",

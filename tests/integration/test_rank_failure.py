@@ -9,6 +9,7 @@ import time
 import pytest
 
 from dsprof.cli.run import RANK_WAIT_S
+from dsprof.rundir import INGESTED_FILE
 from tests.integration import safety_scripts as scripts
 from tests.integration.helpers import dsprof, meta, write
 
@@ -36,8 +37,11 @@ def test_the_rank_that_raised_is_named_first(tmp_path):
         assert m["rank_failures"]["0"] != m["rank_failures"]["1"]
         assert "after rank 1 failed" in m["rank_failures"]["0"]
     # AND the failed rank ended as it does without dsprof (the plain job: ~5 s), not after
-    # waiting out the others' RANK_WAIT_S while rank 0 sat in its all-reduce with it (36 s)
+    # waiting out the others' RANK_WAIT_S while rank 0 sat in its all-reduce with it (36 s),
+    # nor after ingesting its own trace: it left it raw, and the run's first read took it in
     assert took < RANK_WAIT_S, f"{took:.1f} s"
+    assert not (out / "raw" / "rank1" / INGESTED_FILE).exists()
+    assert (out / "tables" / "steps" / "rank1.parquet").is_file()
 
 
 def test_a_plain_ddp_script_with_destroy_process_group_ends(tmp_path):
