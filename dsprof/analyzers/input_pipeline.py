@@ -12,7 +12,8 @@ workers, one worker start-up and one unhidden load per pass over the data, sprea
 batches of a pass. The advice is the
 smallest n whose steady wait is zero, capped by the cores: when the training thread's CPU time
 inside ``__next__`` is close to its wall time, loading is compute and needs free cores
-(``cpu_count - torch_threads``); when it is far below, loading waits on I/O and more workers
+(``cpu_count - torch_threads``; on a GPU run all but the training thread's one, since torch's
+CPU threads wait on the device: :func:`gpu_worker_cores`); when it is far below, loading waits on I/O and more workers
 than cores still help. The saving is W minus the predicted wait.
 
 A batch from a worker is not free: the worker moves each of its tensors into shared memory and
@@ -45,6 +46,7 @@ from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.loader_startup import startup_finding
 from dsprof.analyzers.loader_workers import (
     MAX_IO_WORKERS,
+    gpu_worker_cores,
     more_workers,
     process_cores,
     worker_state,
@@ -232,7 +234,9 @@ class InputPipeline(Analyzer):
         receive, send = handoff_ns(tensors, nbytes)
         per_pass = batches / max(passes, 1)
         cpu_bound = total_wait > 0 and wait_cpu / total_wait > 0.5
-        free_cores = max(1, cpus - threads) if cpu_bound else max(1, cpus)
+        gpu_cores = gpu_worker_cores(ctx, cpus)  # None on a CPU run
+        free_cores = (gpu_cores if gpu_cores is not None
+                      else max(1, cpus - threads) if cpu_bound else max(1, cpus))
         cap = free_cores if cpu_bound else min(MAX_IO_WORKERS, max(2, 2 * cpus))
         workers_said = ""
         if workers > 0:
@@ -265,7 +269,7 @@ class InputPipeline(Analyzer):
                                       f"({cap} on {cpus} CPUs)")
             return None
         threads_to, slower = None, 0.0
-        if cpu_bound and cpus - threads < n:
+        if cpu_bound and gpu_cores is None and cpus - threads < n:
             # no core is free for a worker: beside torch's threads it would stall them (OpenMP's
             # threads wait for each other after each op; 1 worker beside 2 threads on 2 cores
             # took a 14.65 ms step to 25.35 ms, verified), so the fix gives the workers their
@@ -297,13 +301,17 @@ class InputPipeline(Analyzer):
         else:
             title = (f"Raise DataLoader workers {workers} -> {n}: steps still wait "
                      f"{wait / 1e6:.1f} ms for data ({share:.0%} {words.of_the_step})")
-        confidence = "high" if not cpu_bound else ("medium" if cpus - threads >= n else "low")
+        confidence = "high" if not cpu_bound else (
+            "medium" if gpu_cores is not None or cpus - threads >= n else "low")
         explanation = (
             f"Mean over {steps} steps on rank {rank}: step {dur / 1e6:.1f} ms, of which "
             f"{wait / 1e6:.1f} ms inside the DataLoader's __next__ and {compute / 1e6:.1f} ms "
             f"of other work. The training thread's CPU time while loading is "
             f"{wait_cpu / max(total_wait, 1):.0%} of that wait, so {kind_txt}. "
             f"{'A single-process loader on a machine with ' + str(cpus) + ' CPUs. ' if workers == 0 else ''}"
+            + ("The model runs on the GPU: torch's CPU threads wait on it while its kernels "
+               "run, so workers take no core from the step (the training thread keeps one). "
+               if gpu_cores is not None and workers == 0 else "")
             + (f"A batch of {tensors} tensor{'s' if tensors != 1 else ''} "
                f"{'(' + fmt_bytes(nbytes) + ') ' if counted else '(assumed: the run did not count them) '}"
                f"costs a worker {send / 1e6:.2f} ms to hand over and the training thread "

@@ -124,3 +124,12 @@ def process_cores(ctx: Context, rank: int) -> float | None:
                                WHERE rank = ? AND step IN (SELECT unnest(?::BIGINT[]))
                                  AND cpu_util >= 0""", [rank, counted])[0]
     return None if median is None else float(median) / 100
+
+
+def gpu_worker_cores(ctx: Context, cpus: int) -> int | None:
+    """On a GPU run, the cores a rank's DataLoader workers may take when loading is compute
+    on the training thread: all but the one the training thread keeps (it launches the
+    kernels). torch's CPU threads wait on the device while its kernels run, so a worker takes
+    no core from the step's compute, unlike on a CPU run (``cpu_count - torch_threads`` there,
+    and torch's threads reduced to make room). None on a CPU run."""
+    return max(1, cpus - 1) if ctx.on_gpu else None

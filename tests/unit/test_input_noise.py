@@ -18,11 +18,12 @@ def _run(durs_ms: list[float], waits_ms: list[float],
          disturbed_by: list[str | None] | None = None, workers: int = 0, cpus: int = 8,
          threads: int = 4, main_cpu: float | None = None,
          sampled: tuple[float, float] | None = None,
-         process_cores: float | list[float] | None = None) -> Run:
+         process_cores: float | list[float] | None = None, gpu: bool = False) -> Run:
     """``main_cpu``: the training thread's CPU share of the wait (default: all of it without
     workers, a third with them). ``sampled``: the workers' (CPU, run-queue) shares of 20
     sampled waits of 4 ms each, per worker; None: not sampled (a run before those columns).
-    ``process_cores``: the training process's sampled CPU use in each step (device_samples)."""
+    ``process_cores``: the training process's sampled CPU use in each step (device_samples).
+    ``gpu``: the rank trained on a GPU (meta.json's device)."""
     n = len(durs_ms)
     cols = {"data_wait_ns": [int(w * MS) for w in waits_ms], "cpu_ns": [int(d * MS)
                                                                         for d in durs_ms]}
@@ -33,8 +34,10 @@ def _run(durs_ms: list[float], waits_ms: list[float],
         *({"rank": 0, "ts_ns": i * 1000, "step": i, "cpu_util": 100 * (
             process_cores[i] if isinstance(process_cores, list) else process_cores),
            "rss_bytes": 1 << 30} for i in range(n)))}
+    device = {"kind": "cuda", "index": 0, "name": "NVIDIA H100 80GB HBM3",
+              "total_memory": 80 << 30, "capability": "9.0", "count": 1}
     return Run.from_tables(
-        meta=RUN, **samples,
+        meta={**RUN, "devices": {"0": device}} if gpu else RUN, **samples,
         steps={**steps(durs_ms, **cols), "profiled": [False] * n},
         dataloaders=table({"loader": 0, "site": "train.py:12", "dataset": "Synthetic",
                            "batch_size": 32, "num_workers": workers, "pin_memory": False,
@@ -308,3 +311,20 @@ def test_the_process_cores_are_read_over_the_counted_steps_only():
                process_cores=[7.9 if m else 1.2 for m in marks])
     # THEN the cores read are the counted steps' 1.2
     assert process_cores(Context(run), 0) == pytest.approx(1.2)
+
+
+def test_on_a_gpu_workers_are_advised_for_the_cores_torchs_threads_leave_waiting():
+    # GIVEN a single-process loader that computes on the training thread (30 of 40 ms), on a
+    # machine whose 8 CPUs all run torch's 8 threads
+    durs, waits = [40.0] * 12, [30.0] * 12
+    (cpu,) = _waits(_run(durs, waits, cpus=8, threads=8))
+    (gpu,) = _waits(_run(durs, waits, cpus=8, threads=8, gpu=True))
+    # THEN on a CPU run one worker, with torch's threads cut to leave it a core, priced slower
+    assert cpu.data["advised_workers"] == 1 and cpu.apply["DS_TORCH_THREADS"] == "7"
+    # AND on a GPU, where those threads wait on the device, as many workers as the load needs
+    # beside the 10 ms the step does besides loading, none of torch's threads taken away
+    assert gpu.data["advised_workers"] == 3 and "DS_TORCH_THREADS" not in gpu.apply
+    assert gpu.data["torch_threads_to"] is None and gpu.confidence == "medium"
+    assert "set_num_threads" not in gpu.fix and "num_workers=3" in gpu.fix
+    assert "The model runs on the GPU" in gpu.explanation
+    assert gpu.saving_s > cpu.saving_s
