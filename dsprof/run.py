@@ -320,6 +320,22 @@ def load(path: str | os.PathLike[str], *, ingest: bool = True) -> Run:
                                           events=sum(r.events for r in results),
                                           ingest_notes=ingest_notes(results))
     if not rundir.tables():
-        raise RunDirError(f"{rundir.path} holds no data (no tables and nothing in raw/); "
-                          "the run collected nothing: run it again, or import its traces")
+        raise RunDirError(_no_data(rundir, meta))
     return Run(rundir, meta)
+
+
+def _no_data(rundir: RunDir, meta: Mapping[str, Any]) -> str:
+    """Why a run holds no table, in one line: a run whose processes died before they saved
+    anything (SIGKILL, the out-of-memory killer: no window written, no end recorded) is told
+    apart from one that collected nothing."""
+    from dsprof.runlock import steps_so_far
+
+    if meta.get("status") == "running" and rundir.raw_ranks():
+        steps = steps_so_far(rundir)
+        n = len(rundir.raw_ranks())
+        after = f", after {steps} step{'s' if steps != 1 else ''}" if steps else ""
+        return (f"{rundir.path} holds no data: the run ended before it saved any (its "
+                f"process{'es were' if n > 1 else ' was'} killed, or crashed without "
+                f"Python's exit{after}, before its first profiled window was written); run it again")
+    return (f"{rundir.path} holds no data (no tables and nothing in raw/); the run collected "
+            "nothing: run it again, or import its traces")
