@@ -64,10 +64,13 @@ def when_cuda_starts(call: Callable[[], Any]) -> None:
                            type(exc).__name__, exc)
 
     queue = getattr(torch.cuda, "_lazy_call", None)
-    if queue is None or torch.cuda.is_initialized():
+    if torch.cuda.is_initialized():
         guarded()
-    else:
+    elif queue is not None:
         queue(guarded)
+    else:  # a torch without the queue: leaving it undone beats initialising CUDA here
+        logger.debug("torch.cuda has no _lazy_call: %s does not run",
+                     getattr(call, "__qualname__", "a collector"))
 
 
 _CUDA_ERROR_NOT_INITIALIZED = 3
