@@ -142,15 +142,24 @@ class MetricSampler:
         self.raw_dir = raw_dir
         self.clock = clock
         self.gpu = gpu
+        self._pending_gpu: tuple[str | None, int | None] | None = None  # (bus id, index)
         self.columns: dict[str, list[Any]] = {c: [] for c in ("ts_ns", "cpu_util", "rss_bytes",
                                                             *GPU_COLUMNS)}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dsprof-sampler", daemon=True)
         self._process = psutil.Process()
 
-    def watch_gpu(self, device: Any, bus_id: str | None) -> None:
-        """Sample ``device`` (an NVIDIA GPU) from now on; one INFO line when NVML cannot."""
-        gpu, why = NvmlReader.open(bus_id, device.index)
+    def watch_gpu(self, device: Any, bus_id: str | None, now: bool = True) -> None:
+        """Sample ``device`` (an NVIDIA GPU) from now on; one INFO line when NVML cannot.
+        ``now=False`` (a step boundary in the script's thread): NVML is opened by the sampling
+        thread at its next sample, so the step does not pay for ``nvmlInit``."""
+        if now:
+            self._open_gpu(bus_id, device.index)
+        else:
+            self._pending_gpu = (bus_id, device.index)
+
+    def _open_gpu(self, bus_id: str | None, index: int | None) -> None:
+        gpu, why = NvmlReader.open(bus_id, index)
         if gpu is None:
             logger.info("device metrics: %s; sampling host CPU and memory only", why)
         self.gpu = gpu
@@ -160,6 +169,9 @@ class MetricSampler:
         self._thread.start()
 
     def sample(self) -> None:
+        if self._pending_gpu is not None:
+            pending, self._pending_gpu = self._pending_gpu, None
+            self._open_gpu(*pending)
         row: dict[str, Any] = {"ts_ns": self.clock(),
                                "cpu_util": self._process.cpu_percent(None),
                                "rss_bytes": self._process.memory_info().rss}

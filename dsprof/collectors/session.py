@@ -264,7 +264,7 @@ class Session:
         assert self.device is not None
         try:
             if self.device.settle() and self.sampler is not None:
-                self.sampler.watch_gpu(self.device, nvml_bus_id(self.device))
+                self.sampler.watch_gpu(self.device, nvml_bus_id(self.device), now=False)
         except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
             self.device.settled = True  # asked once: the facts stay as they are
             logger.warning("could not read the device's facts: %s: %s", type(exc).__name__,

@@ -92,6 +92,28 @@ def test_gpu_without_pynvml_says_why_once(tmp_path, caplog, monkeypatch):
     assert s.gpu is None
 
 
+def test_a_gpu_settled_mid_run_is_opened_by_the_sampling_thread(monkeypatch, tmp_path):
+    # GIVEN a session that started before the script's CUDA start (the device's facts wait
+    # for it: collectors/device.py), with NVML present
+    fake = _fake_pynvml(gpm=False)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    device = Device("cuda", None, "", 0, None, 2, settled=False)
+    s = start_sampler(10.0, tmp_path, lambda: 1, device, None)
+    try:
+        assert fake.calls == [] and s.gpu is None  # nothing to read yet
+        # WHEN a step boundary settles the device on cuda:1 (the rank's own)
+        device.index, device.settled = 1, True
+        s.watch_gpu(device, "00000000:8A:00.0", now=False)
+        # THEN the script's thread opened nothing; the next sample opens that GPU by bus id
+        assert fake.calls == [] and s.gpu is None
+        s.sample()
+        assert fake.calls == ["init"] and s.gpu.handle == ("handle", "00000000:8A:00.0")
+        assert s.columns["gpu_util"][-1] == 87.0
+    finally:
+        s.stop()
+    assert orjson.loads((tmp_path / SAMPLES_FILE).read_bytes())["device"] == 1
+
+
 def test_nvml_reads_with_gpm_on_hopper(monkeypatch, tmp_path):
     fake = _fake_pynvml(gpm=True)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
