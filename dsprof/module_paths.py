@@ -52,6 +52,33 @@ _FABRIC_WRAPPERS = ("lightning.fabric.wrappers", "lightning_fabric.wrappers")
 SEEN: set[str] = set()
 
 
+def join_knob_paths(paths: Any) -> str:
+    """Module paths as one knob value (``DS_GRADIENT_CHECKPOINTING``, ``DS_COMPILE``...),
+    comma-separated. A ModuleDict key may hold a comma (``str(("paper", "cites", "paper"))``, a
+    heterogeneous graph's edge type): it is written ``\\,`` (and a backslash ``\\\\``), so
+    the value splits back into the same paths (:func:`split_knob_paths`)."""
+    return ",".join(p.replace("\\", "\\\\").replace(",", "\\,") for p in paths)
+
+
+def split_knob_paths(value: str) -> list[str]:
+    """The paths of a knob value written by :func:`join_knob_paths` (or by hand), stripped,
+    empty ones dropped."""
+    paths, part, escaped = [], [], False
+    for c in value:
+        if escaped:
+            part.append(c if c in ",\\" else "\\" + c)
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == ",":
+            paths.append("".join(part))
+            part = []
+        else:
+            part.append(c)
+    paths.append("".join(part) + ("\\" if escaped else ""))
+    return [p.strip() for p in paths if p.strip()]
+
+
 def module_path(root_name: str, sub_name: str) -> str:
     """The path of ``sub_name`` (a ``named_modules()`` name, "" for the root) under a root
     called ``root_name``; ``_orig_mod`` components (torch.compile's wrapper) are dropped."""

@@ -40,6 +40,7 @@ from dsprof.metrics.memory.model import (
     peak_timeline,
     unprofiled_ratio,
 )
+from dsprof.module_paths import join_knob_paths
 from dsprof.units import fmt_bytes
 
 MIN_GAIN = 0.05  # a batch change that moves samples/s by less than this is not advised
@@ -220,7 +221,7 @@ class BatchSize(Analyzer):
         if new.modules:
             names = [n for (n,) in ctx.run.sql("SELECT DISTINCT name FROM modules")]
             patterns = module_patterns(new.modules, names)
-            apply = {**apply, "DS_GRADIENT_CHECKPOINTING": ",".join(patterns)}
+            apply = {**apply, "DS_GRADIENT_CHECKPOINTING": join_knob_paths(patterns)}
             suffix = f" with {', '.join(patterns[:2])}{' ...' if len(patterns) > 2 else ''} " \
                      "checkpointed"
         fixed_b, scaled_b = new.limit

@@ -47,6 +47,7 @@ from dsprof.metrics.memory.model import (
     peak_timeline,
     unprofiled_ratio,
 )
+from dsprof.module_paths import join_knob_paths
 from dsprof.render.safe_text import one_line
 from dsprof.units import fmt_bytes
 
@@ -201,7 +202,7 @@ class Checkpointing(Analyzer):
                      value=float(by_name[n].freed))
             for n in sorted(p.modules, key=lambda n: -by_name[n].freed)[:12])
         target_cmd = ctx.target_command or "SCRIPT ARGS"
-        env = ",".join(patterns)
+        env = join_knob_paths(patterns)
         return [Finding(
             analyzer=self.name, kind="memory.checkpointing", key=",".join(roots),
             title=(f"{'Checkpoint' if advised else 'Checkpointing'} "

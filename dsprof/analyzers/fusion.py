@@ -75,6 +75,7 @@ from dsprof.metrics.ops.library_cost import (
 )
 from dsprof.metrics.ops.optable import OpTable
 from dsprof.metrics.ops.optimizer_cost import PAGE_FAULT_S
+from dsprof.module_paths import join_knob_paths
 from dsprof.render.safe_text import one_line
 
 MIN_SAVING_S = 20e-6
@@ -338,12 +339,12 @@ class FusionAnalyzer(Analyzer):
                 op_ids=tuple(op.id for op in chain.ops), module=chain.module, value=s))
         # No module to compile when the trace names none: the fix is code, not a knob.
         if library is not None:
-            apply = {"DS_LIBRARY_OP": ",".join(f"{m}={library}" for m in modules)}
+            apply = {"DS_LIBRARY_OP": join_knob_paths(f"{m}={library}" for m in modules)}
             verify = (f"dsprof verify RUN ID   (reruns the script with DS_LIBRARY_OP set: "
                       f"these modules' forward becomes {LIBRARY_CALL[library]}, the change the "
                       "fix pastes, where their first call shows it computes the same)")
         else:
-            apply = {"DS_COMPILE": ",".join(modules)} if modules else {}
+            apply = {"DS_COMPILE": join_knob_paths(modules)} if modules else {}
             verify = (("dsprof verify RUN ID   (reruns the script with DS_COMPILE set: it "
                        "measures torch.compile of these modules, which fuses the chain; the "
                        "library op in the fix is a different change that verify does not run)")

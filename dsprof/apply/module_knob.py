@@ -46,7 +46,13 @@ from typing import Any, ClassVar
 
 from dsprof.apply import Knob
 from dsprof.log import logger
-from dsprof.module_paths import ModuleNames, is_compile_wrapper, is_wrapper, named_module_paths
+from dsprof.module_paths import (
+    ModuleNames,
+    is_compile_wrapper,
+    is_wrapper,
+    named_module_paths,
+    split_knob_paths,
+)
 
 
 def path_regexes(patterns: list[str]) -> list[re.Pattern[str]]:
@@ -55,7 +61,8 @@ def path_regexes(patterns: list[str]) -> list[re.Pattern[str]]:
 
 
 def split_paths(value: str) -> list[str]:
-    return [p.strip() for p in value.split(",") if p.strip()]
+    """A knob value's module paths (``\\,``: a comma inside one, dsprof/module_paths.py)."""
+    return split_knob_paths(value)
 
 
 def named_modules(root: Any) -> list[tuple[str, Any]]:

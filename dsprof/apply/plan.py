@@ -19,6 +19,7 @@ from typing import Any
 from dsprof.apply import KNOB_ENV
 from dsprof.errors import ConfigError, RunDirError
 from dsprof.findings import Finding
+from dsprof.module_paths import join_knob_paths, split_knob_paths
 from dsprof.render.safe_text import one_line
 
 _JOINED = {"DS_COMPILE", "DS_LIBRARY_OP"}
@@ -151,9 +152,9 @@ def plan(ids: list[str], baseline: Path | None, runs_dir: Path) -> ApplyPlan:
                     f"of dsprof's knobs ({', '.join(sorted(KNOBS))}); its findings.json was not "
                     "written by dsprof: refused")
             if name in _JOINED and name in env:
-                parts = env[name].split(",") + [v for v in value.split(",")
-                                                if v not in env[name].split(",")]
-                env[name] = ",".join(parts)
+                have = split_knob_paths(env[name])
+                env[name] = join_knob_paths(
+                    have + [v for v in split_knob_paths(value) if v not in have])
             elif name in env and env[name] != value:
                 raise ConfigError(f"findings disagree on {name} ({env[name]!r} vs {value!r})")
             else:

@@ -12,6 +12,7 @@ from torch import nn
 
 from dsprof.apply import from_env, install
 from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.module_paths import join_knob_paths, split_knob_paths
 from dsprof.vocabulary import DSPROF_MODULE_PREFIX
 
 
@@ -162,3 +163,39 @@ def test_a_fabric_model_is_named_as_the_model_it_wraps():
     # AND the knobs take the same names, reached through the wrapper (model.body)
     changed, unmatched = _checkpointed(lambda: model(x), "Model.body")
     assert changed == ["Model.body"] and unmatched == []
+
+
+class HeteroNet(nn.Module):
+    """A heterogeneous graph's convolutions, keyed by ``str(edge_type)`` as some scripts key
+    their ModuleDict: the key holds commas."""
+
+    EDGES = (("paper", "cites", "paper"), ("author", "writes", "paper"))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleDict({str(e): nn.Linear(4, 4) for e in self.EDGES})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(conv(x) for conv in self.convs.values())
+
+
+def test_a_path_with_a_comma_is_one_path_in_a_knob_value():
+    # GIVEN the path of one convolution, as a finding writes it into a knob value
+    model = HeteroNet()
+    wanted = "HeteroNet.convs.('paper', 'cites', 'paper')"
+    value = join_knob_paths([wanted])
+    assert value == "HeteroNet.convs.('paper'\\, 'cites'\\, 'paper')"
+    assert split_knob_paths(value) == [wanted]
+    # WHEN the knob checkpoints it
+    changed, missing = _checkpointed(lambda: model(torch.ones(2, 4)), value)
+    # THEN exactly that module, not three paths that match nothing
+    assert changed == [wanted] and missing == []
+    assert _wraps(model.convs[str(HeteroNet.EDGES[0])]) == 1
+    assert _wraps(model.convs[str(HeteroNet.EDGES[1])]) == 0
+
+
+def test_knob_values_split_as_written():
+    paths = ["Net.a", "Net.b\\c", "Net.d,e", ""]
+    assert split_knob_paths(join_knob_paths(paths)) == ["Net.a", "Net.b\\c", "Net.d,e"]
+    assert split_knob_paths(" Net.a , Net.b ,, ") == ["Net.a", "Net.b"]  # by hand, as before
+    assert split_knob_paths("Net.x\\y") == ["Net.x\\y"]  # a lone backslash stays
