@@ -116,8 +116,7 @@ class Device:
         is a CPU run)."""
         if not self.cuda_ready():
             return None
-        stats = peak_ledger.raw_stats(self.current_index())
-        return int(stats.get("allocated_bytes", {}).get("all", {}).get("peak", 0))
+        return peak_ledger.step_peak(self.current_index())
 
     # -- memory (the allocator collector's window onto torch.cuda) -------------------------
     def memory_stats(self) -> dict[str, int] | None:

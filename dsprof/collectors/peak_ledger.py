@@ -29,6 +29,8 @@ _STATS = ("_cuda_memoryStats", "_accelerator_getDeviceStats")
 _RESETS = ("_cuda_resetPeakMemoryStats", "_accelerator_resetPeakStats")
 
 _held: dict[int, dict[tuple[str, ...], int]] = {}  # device -> stat path -> peak dsprof reset
+# device -> the allocated-bytes peak a reset by the script cut out of the step in progress
+_step_cut: dict[int, int] = {}
 _originals: dict[str, Any] = {}
 _pid: int | None = None
 
@@ -42,6 +44,7 @@ def install() -> None:
         return
     _pid = os.getpid()
     _held.clear()
+    _step_cut.clear()
     for name in (*_STATS, *_RESETS):
         original = getattr(torch._C, name, None)
         if original is None:
@@ -57,6 +60,7 @@ def uninstall() -> None:
         setattr(torch._C, name, original)
     _originals.clear()
     _held.clear()
+    _step_cut.clear()
 
 
 def raw_stats(device: int) -> dict[str, Any]:
@@ -66,11 +70,19 @@ def raw_stats(device: int) -> dict[str, Any]:
     return (_originals.get(_STATS[0]) or torch._C._cuda_memoryStats)(device)
 
 
+def step_peak(device: int) -> int:
+    """The allocated-bytes peak of the step in progress: the counter's, or what a reset by the
+    script cut off earlier in the step (torchtitan's and HF's trackers reset it themselves)."""
+    peak = raw_stats(device).get("allocated_bytes", {}).get("all", {}).get("peak", 0)
+    return max(int(peak), _step_cut.get(device, 0))
+
+
 def reset_for_step(device: int) -> None:
     """dsprof's reset at a step boundary: the peaks so far are kept for the script first."""
     import torch
 
     fold(device, raw_stats(device))
+    _step_cut.pop(device, None)
     (_originals.get(_RESETS[0]) or torch._C._cuda_resetPeakMemoryStats)(device)
 
 
@@ -112,6 +124,8 @@ def _resetter(original: Any) -> Any:
     def reset(device: Any) -> Any:
         if os.getpid() == _pid:
             _held.pop(device, None)
+            # the script's reset starts its own peak; dsprof's step keeps what came before
+            _step_cut[device] = step_peak(device)
         return original(device)
 
     reset.__wrapped__ = original  # type: ignore[attr-defined]

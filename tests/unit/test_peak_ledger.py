@@ -102,3 +102,23 @@ def test_without_a_cuda_build_nothing_is_replaced(monkeypatch):
     monkeypatch.delattr(torch._C, "_cuda_memoryStats", raising=False)
     peak_ledger.install()
     assert peak_ledger._originals == {}
+
+
+def test_a_reset_by_the_script_mid_step_does_not_cut_dsprofs_step_peak(gpu):
+    # GIVEN a step that peaks at 300 MiB, then the script resets the peak for its own log
+    # (torchtitan's and HF's memory trackers do) before the step ends
+    device = Device("cuda", 0, "NVIDIA H100 80GB HBM3", 80 << 30, "9.0", 1)
+    gpu.alloc(100 * MiB)
+    device.reset_peak()
+    gpu.alloc(200 * MiB)
+    gpu.free(200 * MiB)
+    torch.cuda.reset_peak_memory_stats()
+    gpu.alloc(50 * MiB)
+    gpu.free(50 * MiB)
+    # THEN the script reads its own peak since its reset, and dsprof the step's whole one
+    assert torch.cuda.max_memory_allocated() == 150 * MiB
+    assert device.peak_allocated() == 300 * MiB
+    # AND the next step starts afresh
+    device.reset_peak()
+    gpu.alloc(10 * MiB)
+    assert device.peak_allocated() == 110 * MiB
