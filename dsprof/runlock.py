@@ -177,14 +177,16 @@ class Progress:
         self._fd = -1
 
 
+def rank_steps(run: RunDir, rank: int) -> int | None:
+    """The steps ``rank`` has finished, from its progress file (None: not readable)."""
+    try:
+        text = (run.path / "raw" / f"rank{rank}" / PROGRESS_FILE).read_bytes()[:_WIDTH]
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def steps_so_far(run: RunDir) -> int | None:
     """The most steps any rank has finished, from the progress files (None: none readable)."""
-    best = None
-    for rank in run.raw_ranks():
-        try:
-            text = (run.path / "raw" / f"rank{rank}" / PROGRESS_FILE).read_bytes()[:_WIDTH]
-        except OSError:
-            continue
-        if text.isdigit():
-            best = max(best or 0, int(text))
-    return best
+    done = [n for r in run.raw_ranks() if (n := rank_steps(run, r)) is not None]
+    return max(done) if done else None

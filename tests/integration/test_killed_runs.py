@@ -1,7 +1,6 @@
-"""Runs killed outright (the out-of-memory killer, a scheduler's SIGKILL): ``dsprof run
---nproc-per-node``'s own process killed while its ranks train (they die with it, nobody merges
-their records, and the run's first read does: dsprof/late_ranks.py; real gloo ranks under
-torch's elastic agent), and a process killed before it saved anything (the read says so)."""
+"""``dsprof run --nproc-per-node``'s own process killed outright (the out-of-memory killer, a
+scheduler's SIGKILL) while its ranks train: they die with it, nobody merges their records, and
+the run's first read does (dsprof/late_ranks.py). Real gloo ranks under torch's elastic agent."""
 
 from __future__ import annotations
 
@@ -14,20 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from dsprof.runlock import PROGRESS_FILE
+from dsprof.rundir import RunDir
+from dsprof.runlock import rank_steps
 from tests.conftest import EXAMPLES
-from tests.integration.helpers import REPO, dsprof, meta, write
+from tests.integration.helpers import REPO, dsprof, meta
 
 pytestmark = pytest.mark.slow
 SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "2", "--sample-ms", "0"]
 
-
-def _steps_done(out, rank: int) -> int:
-    try:
-        text = (out / "raw" / f"rank{rank}" / PROGRESS_FILE).read_bytes()[:12]
-    except OSError:
-        return 0
-    return int(text) if text.isdigit() else 0
 
 
 def _session_alive(sid: int) -> bool:
@@ -58,7 +51,7 @@ def test_a_launcher_killed_mid_run_leaves_its_ranks_merged_as_killed_together(tm
     try:
         # past step 6: each rank has written its profiled window (steps 3 and 4)
         deadline = time.monotonic() + 240
-        while min(_steps_done(out, r) for r in (0, 1)) < 6:
+        while min(rank_steps(RunDir(out), r) or 0 for r in (0, 1)) < 6:
             assert launcher.poll() is None, launcher.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the ranks did not reach step 6"
             time.sleep(0.2)
@@ -87,32 +80,3 @@ def test_a_launcher_killed_mid_run_leaves_its_ranks_merged_as_killed_together(tm
     assert m["first_failure"] is None, m["rank_failures"]
     assert not any("after rank" in why for why in m["rank_failures"].values())
     assert "the run did not finish" in " ".join(res.stdout.split())
-
-
-KILLED_AT_STEP_2 = """
-import os, signal, torch
-model = torch.nn.Linear(8, 8)
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for step in range(10):
-    model(torch.randn(4, 8)).sum().backward()
-    opt.step()
-    opt.zero_grad()
-    if step == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def test_a_run_killed_before_it_saved_anything_says_so_when_read(tmp_path):
-    # GIVEN a process killed outright at its third step, before its profiled window (step 5)
-    script = write(tmp_path / "killed.py", KILLED_AT_STEP_2)
-    out = tmp_path / "run"
-    res = dsprof("run", "-o", str(out), "--wait", "5", str(script))
-    assert res.code == -signal.SIGKILL or res.code == 128 + signal.SIGKILL, res.stderr
-    # WHEN it is read: one line that says why it holds nothing, and a non-zero status
-    read = dsprof("summary", str(out))
-    assert read.code != 0
-    line = " ".join(read.stderr.split())
-    assert "holds no data: the run ended before it saved any (its process was killed, or " \
-           "crashed without Python's exit, after 3 steps" in line, read.stderr
-    assert "Traceback" not in read.stderr
-

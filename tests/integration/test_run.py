@@ -260,6 +260,21 @@ def test_a_killed_run_keeps_its_closed_windows(tmp_path, tiny):
     assert any("did not finish" in n for n in doc["notes"])
 
 
+def test_a_run_killed_before_it_saved_anything_says_so_when_read(tmp_path, tiny):
+    # GIVEN a script killed outright after 3 steps, before its profiled window (steps 6-8)
+    out = tmp_path / "run"
+    res = dsprof("run", "-o", str(out), "--wait", "5", str(tiny),
+                 env={"TINY_STEPS": "10", "TINY_FAIL_AT": "3", "TINY_FAIL_HOW": "sigkill"})
+    assert res.code == -9, res.stderr
+    # WHEN it is read: one line that says why it holds nothing, and a non-zero status
+    read = dsprof("summary", str(out))
+    assert read.code != 0
+    line = " ".join(read.stderr.split())
+    assert "holds no data: the run ended before it saved any (its process was killed, or " \
+           "crashed without Python's exit, after 3 steps" in line, read.stderr
+    assert "Traceback" not in read.stderr
+
+
 WARN_AND_RAISE = """
 import inspect, warnings
 import torch

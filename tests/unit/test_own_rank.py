@@ -106,3 +106,25 @@ def test_the_coordinator_waits_for_records_only_as_long_as_it_is_told(tmp_path):
     t0 = time.monotonic()
     assert wait_for_own_ingests(run, [0, 1], timeout_s=0.3) == [1]
     assert time.monotonic() - t0 < 5
+
+
+def test_the_coordinator_waits_for_no_own_ingest_of_a_rank_whose_script_failed(tmp_path,
+                                                                                monkeypatch):
+    # GIVEN rank 0 under the user's torchrun, done with its own ingest, and two finished
+    # ranks: rank 1 succeeded and is ingesting itself, rank 2's script failed (it ended at
+    # once, leaving its trace raw: dsprof/cli/run.py)
+    from dsprof.cli import run as run_cmd
+    from dsprof.ingest import own_rank
+    from dsprof.rundir import SESSION_FILE
+
+    run = RunDir.create(tmp_path / "run")
+    for rank, status in ((1, 0), (2, 1)):
+        (run.raw_dir(rank) / SESSION_FILE).write_bytes(orjson.dumps(
+            {"rank": rank, "status": "finished", "exit_status": status}))
+    waited: list[list[int]] = []
+    monkeypatch.setattr(own_rank, "wait_for_own_ingests",
+                        lambda run, ranks, timeout_s: waited.append(ranks) or [])
+    # WHEN it waits for the others' own ingests
+    run_cmd._wait_for_own_ingests(run, 3, own_s=0.5)
+    # THEN only for rank 1's
+    assert waited == [[1]]
