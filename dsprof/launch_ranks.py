@@ -24,6 +24,7 @@ from typing import Any
 from dsprof._version import __version__
 from dsprof.launch import Target
 from dsprof.log import logger
+from dsprof.manifest import LAUNCHED_BY_DSPROF
 from dsprof.ranks import (
     LAUNCHED_ENV,
     LAUNCHER_PID_ENV,
@@ -65,14 +66,16 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def launch(settings: Settings, target: Target, run: RunDir, nproc: int) -> int:
-    """Run the ranks; returns the launcher's exit status. meta.json is complete afterwards."""
+def launch(settings: Settings, target: Target, run: RunDir, nproc: int,
+           applied: dict[str, Any] | None = None) -> int:
+    """Run the ranks; returns the launcher's exit status. meta.json is complete afterwards.
+    ``applied``: the plan of ``--apply`` (its knobs are in the environment the ranks get)."""
     import torch
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     run.write_meta({
-        "source": "run", "status": "running", "launcher": "dsprof --nproc-per-node",
+        "source": "run", "status": "running", "launcher": LAUNCHED_BY_DSPROF,
         "nproc_per_node": nproc, "world_size": nproc, "ranks": [],
         "dsprof_version": __version__, "torch_version": torch.__version__,
         "python_version": sys.version.split()[0], "pid": os.getpid(),
@@ -80,6 +83,7 @@ def launch(settings: Settings, target: Target, run: RunDir, nproc: int) -> int:
         "settings": settings.knobs(),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("DSPROF_", "DS_"))},
         "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **({"applied": applied} if applied is not None else {}),
     })
     env = child_env(settings, run)
     if nproc > 1 and "OMP_NUM_THREADS" not in os.environ:

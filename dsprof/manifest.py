@@ -98,6 +98,9 @@ def read_meta_doc(run_path: Path) -> dict[str, Any]:
         raise RunDirError(f"{run_path}: {exc}") from None
 
 
+# meta.json ``launcher`` of a run whose ranks ``dsprof run --nproc-per-node N`` started
+LAUNCHED_BY_DSPROF = "dsprof --nproc-per-node"
+
 @dataclass(frozen=True)
 class Device:
     """A rank's device as the session recorded it (``devices`` in meta.json)."""
@@ -187,6 +190,19 @@ class RunManifest:
         if int(self.settings.get("wait", 0) or 0) == 0:
             warmup = max(warmup, 1)
         return warmup
+
+    @property
+    def launcher(self) -> str | None:
+        """What started the ranks of a multi-rank run: ``dsprof --nproc-per-node``,
+        ``torchrun`` (any launcher of the user's that ran ``-m dsprof run`` per rank), or the
+        script itself through ``torch.multiprocessing.spawn``; None for one process."""
+        value = self.raw.get("launcher")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def nproc_per_node(self) -> int | None:
+        """``dsprof run --nproc-per-node N``'s N."""
+        return _positive_int(self.raw.get("nproc_per_node"))
 
     def device(self, rank: int = 0) -> Device | None:
         return next((d for d in self.devices if d.rank == rank), None)

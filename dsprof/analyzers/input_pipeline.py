@@ -49,6 +49,7 @@ from dsprof.analyzers.loader_workers import (
     gpu_worker_cores,
     more_workers,
     process_cores,
+    rank_cpus,
     worker_state,
 )
 from dsprof.analyzers.pageable_copies import pageable_copies
@@ -205,7 +206,8 @@ class InputPipeline(Analyzer):
             # runs recorded before these columns read them as nulls
             made_up = ", ".join(c if has_column(ctx.run, "dataloaders", c) else "NULL"
                                 for c in ("batch_tensors", "batch_bytes", "worker_waits",
-                                          "worker_cpu_ns", "worker_runq_ns", "worker_wall_ns"))
+                                          "worker_cpu_ns", "worker_runq_ns", "worker_wall_ns",
+                                          "host_cpus"))
             loaders = ctx.run.sql(f"""
                 SELECT loader, site, dataset, batch_size, num_workers, persistent_workers,
                        prefetch_factor, iterators, batches, wait_ns, wait_cpu_ns, first_wait_ns,
@@ -225,7 +227,10 @@ class InputPipeline(Analyzer):
     def _advise(self, rank: int, steps: int, wait: float, dur: float, margin_s: float,
                 loader: tuple, ctx: Context) -> Finding | None:
         (_, site, dataset, batch_size, workers, _, _, passes, batches,
-         total_wait, wait_cpu, first_wait, cpus, threads, tensors, nbytes, *sampled) = loader
+         total_wait, wait_cpu, first_wait, cpus, threads, tensors, nbytes, *sampled,
+         host_cpus) = loader
+        shared = rank_cpus(ctx, rank, int(cpus or 1), host_cpus)
+        cpus = shared.cpus
         compute = max(dur - wait, 0.0)
         counted = tensors is not None
         # a run directory is data: a count outside what the collector can write is clamped
@@ -247,7 +252,8 @@ class InputPipeline(Analyzer):
                                   wait_cpu / max(total_wait, 1), process_cores(ctx, rank))
             if judged.cap is None:
                 self.no_finding_reason = (f"steps wait {wait / 1e6:.1f} ms for data: "
-                                          f"{judged.why}; no worker count is advised")
+                                          f"{judged.why}; no worker count is advised."
+                                          f"{shared.why}")
                 return None
             cap, workers_said = judged.cap, f" {judged.why}"
         if workers == 0:
@@ -266,7 +272,7 @@ class InputPipeline(Analyzer):
         if n > cap:  # more workers than the cores (or, waiting on I/O, 2 per CPU) allow
             self.no_finding_reason = (f"steps wait {wait / 1e6:.1f} ms for data from {workers} "
                                       f"DataLoader workers, already the most advised here "
-                                      f"({cap} on {cpus} CPUs)")
+                                      f"({cap} on {cpus} CPUs).{shared.why}")
             return None
         threads_to, slower = None, 0.0
         if cpu_bound and gpu_cores is None and cpus - threads < n:
@@ -275,8 +281,12 @@ class InputPipeline(Analyzer):
             # took a 14.65 ms step to 25.35 ms, verified), so the fix gives the workers their
             # cores, and the rest of the step runs on fewer threads: priced as if it scaled
             # perfectly with threads, the worst case for this fix
-            if cpus - n < 1:
-                return None  # not a core to give a worker
+            if cpus - n < 1:  # not a core to give a worker
+                self.no_finding_reason = (
+                    f"steps wait {wait / 1e6:.1f} ms for data loaded on the training thread, "
+                    f"but with {cpus} CPU{'s' if cpus > 1 else ''} no core is free for a "
+                    f"worker beside it.{shared.why}")
+                return None
             threads_to = cpus - n
             slower = compute * (threads / threads_to - 1)
             busy += slower
@@ -308,7 +318,9 @@ class InputPipeline(Analyzer):
             f"{wait / 1e6:.1f} ms inside the DataLoader's __next__ and {compute / 1e6:.1f} ms "
             f"of other work. The training thread's CPU time while loading is "
             f"{wait_cpu / max(total_wait, 1):.0%} of that wait, so {kind_txt}. "
-            f"{'A single-process loader on a machine with ' + str(cpus) + ' CPUs. ' if workers == 0 else ''}"
+            + (f"A single-process loader on a machine with {cpus} CPUs. "
+               if workers == 0 and not shared.why else "A single-process loader. "
+               if workers == 0 else "")
             + ("The model runs on the GPU: torch's CPU threads wait on it while its kernels "
                "run, so workers take no core from the step (the training thread keeps one). "
                if gpu_cores is not None and workers == 0 else "")
@@ -322,7 +334,7 @@ class InputPipeline(Analyzer):
             f"{after / 1e6:.1f} ms {words.per_step} (persistent workers, so no start-up per "
             "epoch). "
             f"The wait is over the {THRESHOLD:.0%} threshold by more than the run's step-time "
-            f"noise band ({margin_s * 1e3:.2f} ms).{workers_said}")
+            f"noise band ({margin_s * 1e3:.2f} ms).{shared.why}{workers_said}")
         if threads_to is not None:
             explanation += (
                 f" torch uses {threads} threads on {cpus} CPUs, so no core is free for a "

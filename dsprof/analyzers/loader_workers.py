@@ -111,6 +111,39 @@ def more_workers(workers: int, cpus: int, threads: int, state: WorkerState | Non
         "free: at most that many more are advised."))
 
 
+@dataclass(frozen=True)
+class RankCpus:
+    cpus: int
+    """The CPUs this rank's loading may count on."""
+    why: str
+    """A sentence for the explanation where that is a share of its host, else ""."""
+
+
+def rank_cpus(ctx: Context, rank: int, affinity: int, host_cpus: int | None) -> RankCpus:
+    """The CPUs a rank's DataLoader workers may count on: the rank's affinity
+    (``dataloaders.cpu_count``), which is the whole machine unless the launcher bound the rank
+    to some of it. The ranks that ran on one host (``meta.json`` ``clock.ranks[*].host``) share
+    its ``host_cpus``: each gets at most ``host_cpus // k`` of k (torchrun's 8 ranks on a
+    96-CPU host each see 96, and each could be told up to 95 workers, 760 on 96 CPUs). A
+    rank bound to fewer CPUs than that keeps its affinity (8 ranks over 2 NUMA nodes of 48:
+    12 each). Only the job's ranks that dsprof recorded are counted."""
+    clock = ctx.meta.get("clock")
+    ranks = clock.get("ranks") if isinstance(clock, dict) else None
+    hosts = ({str(r): rec.get("host") for r, rec in ranks.items() if isinstance(rec, dict)}
+             if isinstance(ranks, dict) else {})
+    host = hosts.get(str(rank))
+    sharing = sum(h == host for h in hosts.values()) if isinstance(host, str) and host else 1
+    # a run directory is data: a count outside what the collector writes is not a machine
+    if sharing <= 1 or not isinstance(host_cpus, int) or host_cpus < 1:
+        return RankCpus(affinity, "")
+    share = max(1, min(affinity, host_cpus // sharing))
+    if share >= affinity:  # bound to its own CPUs already
+        return RankCpus(affinity, "")
+    return RankCpus(share, (
+        f" {sharing} ranks ran on this host and share its {host_cpus} CPUs, so this rank's "
+        f"loading is advised for {share} of them (it could run on {affinity})."))
+
+
 def process_cores(ctx: Context, rank: int) -> float | None:
     """The training process's CPU use in cores over its counted steps (the median of its
     sampled utilization: all its threads, not its DataLoader workers), or None where not

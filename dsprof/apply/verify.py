@@ -11,13 +11,14 @@ is the step time (``run.facts``; the comparison itself is ``reports.verification
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from dsprof.errors import ConfigError, RunDirError
-from dsprof.manifest import load_manifest
+from dsprof.manifest import LAUNCHED_BY_DSPROF, load_manifest
 from dsprof.reports.verification import Verification, compare
 from dsprof.rundir import new_run_path
 
@@ -34,6 +35,21 @@ def rerun_command(baseline: Path, ids: list[str] | None,
                           "there is no command to rerun")
     settings = manifest.settings
     cmd = [sys.executable, "-m", "dsprof", "run", "-o", str(out)]
+    if manifest.launcher == LAUNCHED_BY_DSPROF and manifest.nproc_per_node:
+        # its ranks again, as the baseline's: without them a torchrun-style script finds no
+        # RANK to rendezvous with and exits 1
+        cmd += ["--nproc-per-node", str(manifest.nproc_per_node)]
+    elif manifest.launcher == "torchrun":
+        again = " ".join(shlex.quote(a) for a in (
+            "-m", "dsprof", "run", "-o", str(out), *(["--apply", ",".join(ids),
+                                                      "--baseline", str(baseline)]
+                                                     if ids else []),
+            *(["-m", target.name, *target.argv[1:]] if target.kind == "module"
+              else ["--", *target.argv])))
+        raise ConfigError(
+            f"{baseline}'s ranks were started by the job's own launcher (torchrun or another), "
+            "which dsprof verify cannot start again. Launch the job as before with dsprof on "
+            f"each rank: torchrun ... {again}; then compare: dsprof diff {baseline} {out}")
     if ids:
         cmd += ["--apply", ",".join(ids), "--baseline", str(baseline.resolve())]
     for name in ("wait", "warmup", "active", "repeat"):
@@ -88,6 +104,7 @@ def verify(baseline: Path, ids: list[str], out: Path | None = None, quiet: bool 
     baseline = baseline.resolve()
     plan(ids, baseline, baseline.parent)  # fail before running anything
     out = out or new_run_path(baseline.parent, f"{baseline.name}-verify")
+    rerun_command(baseline, ids, out)  # and a job it cannot start again (torchrun's)
     tell = progress or (lambda _text: None)
     if rounds == 1:
         fresh = out.with_name(out.name + "-baseline") if fresh_baseline else None

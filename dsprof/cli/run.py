@@ -156,7 +156,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
                               "either `dsprof run --nproc-per-node N SCRIPT` or "
                               "`torchrun ... -m dsprof run SCRIPT`, not both")
         _launch_ranks(ctx, settings, tgt, nproc_per_node,
-                      dashboard_port if dashboard else None)
+                      dashboard_port if dashboard else None, applied)
         return
     if ranks.distributed:
         run = open_shared(settings.output or shared_run_path(settings.runs_dir,
@@ -221,14 +221,14 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
 
 
 def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, nproc: int,
-                  dashboard_port: int | None) -> None:
+                  dashboard_port: int | None, applied: dict[str, Any] | None) -> None:
     from dsprof.launch_ranks import launch as launch_ranks
     from dsprof.runlock import acquire
 
     run = RunDir.create(settings.output or new_run_path(settings.runs_dir, tgt.display_name))
     lock = acquire(run)  # the ranks write it: other commands leave it alone until the end
     log.attach_file(run.log_path)
-    status = launch_ranks(settings, tgt, run, nproc)
+    status = launch_ranks(settings, tgt, run, nproc, applied)
     if settings.analyze:
         _analyze(run, quiet=settings.quiet, terminal=sys.stderr)
     elif not settings.quiet:

@@ -139,7 +139,7 @@ class LoaderStats:
     batch_bytes: int | None = None
     workers_in_waits: WorkerTimes = field(default_factory=WorkerTimes)
 
-    def to_row(self, cpu_count: int, torch_threads: int) -> dict[str, Any]:
+    def to_row(self, cpu_count: int, torch_threads: int, host_cpus: int) -> dict[str, Any]:
         sampled = self.workers_in_waits
         measured = sampled.waits > 0
         return {"loader": self.index, "site": self.site, "dataset": self.dataset,
@@ -149,7 +149,7 @@ class LoaderStats:
                 "batches": self.batches, "wait_ns": self.wait_ns,
                 "wait_cpu_ns": self.wait_cpu_ns,
                 "first_wait_ns": self.first_wait_ns, "batch_tensors": self.batch_tensors,
-                "batch_bytes": self.batch_bytes, "cpu_count": cpu_count,
+                "batch_bytes": self.batch_bytes, "cpu_count": cpu_count, "host_cpus": host_cpus,
                 "torch_threads": torch_threads,
                 "worker_waits": sampled.waits if measured else None,
                 "worker_cpu_ns": sampled.cpu_ns if measured else None,
@@ -288,4 +288,6 @@ class DataLoaderCollector:
 
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         threads = torch.get_num_threads()
-        return [s.to_row(int(cpus or 1), threads) for s in self.loaders]
+        # the machine's, which ranks on one host share (analyzers/loader_workers.rank_cpus)
+        host = os.cpu_count() or int(cpus or 1)
+        return [s.to_row(int(cpus or 1), threads, host) for s in self.loaders]

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from dsprof.ingest.disturbed import disturbed_reasons, in_loop_reasons, loop_edges, loop_index
+from dsprof.schema.process import DATALOADERS
 
 STEP_NAME = re.compile(r"^ProfilerStep#(\d+)$")
 
@@ -166,13 +167,12 @@ def _padded(values: list[Any], n: int) -> list[Any]:
 def dataloaders_from_record(rec: dict[str, Any], rank: int) -> dict[str, Any]:
     """The ``dataloaders`` table from session.json (see collectors/dataloader.py)."""
     rows = rec.get("dataloaders") or []
-    cols = ("loader", "site", "dataset", "batch_size", "num_workers", "pin_memory",
-            "persistent_workers", "prefetch_factor", "iterators", "batches", "wait_ns",
-            "wait_cpu_ns", "first_wait_ns", "batch_tensors", "batch_bytes", "cpu_count",
-            "torch_threads", "worker_waits", "worker_cpu_ns", "worker_runq_ns", "worker_wall_ns")
     out: dict[str, Any] = {"rank": [rank] * len(rows)}
-    for c in cols:
-        out[c] = [r.get(c) for r in rows]
+    # the collector's rows are keyed by the table's names; one a run recorded before a column
+    # existed lacks is null
+    for c in DATALOADERS.column_names:
+        if c != "rank":
+            out[c] = [r.get(c) for r in rows]
     return out
 
 

@@ -46,6 +46,10 @@ DATALOADERS = Table(
         Column("worker_wall_ns", I64,
                "over the sampled waits, their wall time once per worker read: the rest of it "
                "past cpu and runq the workers slept (disk, network, a lock)"),
+        Column("host_cpus", I32,
+               "CPUs of the machine (os.cpu_count): what the ranks that ran on this host "
+               "(meta.json clock.ranks[*].host) share; null for runs recorded before this "
+               "column"),
     ),
 )
 

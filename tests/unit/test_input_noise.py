@@ -18,12 +18,15 @@ def _run(durs_ms: list[float], waits_ms: list[float],
          disturbed_by: list[str | None] | None = None, workers: int = 0, cpus: int = 8,
          threads: int = 4, main_cpu: float | None = None,
          sampled: tuple[float, float] | None = None,
-         process_cores: float | list[float] | None = None, gpu: bool = False) -> Run:
+         process_cores: float | list[float] | None = None, gpu: bool = False,
+         hosts: list[str] | None = None, host_cpus: int | None = None) -> Run:
     """``main_cpu``: the training thread's CPU share of the wait (default: all of it without
     workers, a third with them). ``sampled``: the workers' (CPU, run-queue) shares of 20
     sampled waits of 4 ms each, per worker; None: not sampled (a run before those columns).
     ``process_cores``: the training process's sampled CPU use in each step (device_samples).
-    ``gpu``: the rank trained on a GPU (meta.json's device)."""
+    ``gpu``: the rank trained on a GPU (meta.json's device). ``hosts``: the host of each rank
+    of the job (meta.json's clock; this run's tables are rank 0's); ``host_cpus``: the
+    machine's CPUs (None: a run recorded before that column)."""
     n = len(durs_ms)
     cols = {"data_wait_ns": [int(w * MS) for w in waits_ms], "cpu_ns": [int(d * MS)
                                                                         for d in durs_ms]}
@@ -36,8 +39,11 @@ def _run(durs_ms: list[float], waits_ms: list[float],
            "rss_bytes": 1 << 30} for i in range(n)))}
     device = {"kind": "cuda", "index": 0, "name": "NVIDIA H100 80GB HBM3",
               "total_memory": 80 << 30, "capability": "9.0", "count": 1}
+    meta = {**RUN, "devices": {"0": device}} if gpu else dict(RUN)
+    if hosts is not None:
+        meta["clock"] = {"ranks": {str(r): {"host": h} for r, h in enumerate(hosts)}}
     return Run.from_tables(
-        meta={**RUN, "devices": {"0": device}} if gpu else RUN, **samples,
+        meta=meta, **samples,
         steps={**steps(durs_ms, **cols), "profiled": [False] * n},
         dataloaders=table({"loader": 0, "site": "train.py:12", "dataset": "Synthetic",
                            "batch_size": 32, "num_workers": workers, "pin_memory": False,
@@ -48,6 +54,7 @@ def _run(durs_ms: list[float], waits_ms: list[float],
                                                        else 1.0 if not workers else 1 / 3)),
                            "first_wait_ns": int(waits_ms[0] * MS),
                            "cpu_count": cpus, "torch_threads": threads,
+                           **({"host_cpus": host_cpus} if host_cpus is not None else {}),
                            **_sampled(workers, sampled)}))
 
 
@@ -328,3 +335,56 @@ def test_on_a_gpu_workers_are_advised_for_the_cores_torchs_threads_leave_waiting
     assert "set_num_threads" not in gpu.fix and "num_workers=3" in gpu.fix
     assert "The model runs on the GPU" in gpu.explanation
     assert gpu.saving_s > cpu.saving_s
+
+
+def test_ranks_on_one_host_are_advised_workers_for_their_share_of_its_cpus():
+    # GIVEN rank 0 of 4 GPU ranks on one 16-CPU host, each free to run on all 16 CPUs, whose
+    # single-process loader computes 36 of its 40 ms steps
+    durs, waits = [40.0] * 12, [36.0] * 12
+    alone = _run(durs, waits, cpus=16, threads=4, gpu=True, hosts=["a"], host_cpus=16)
+    (one,) = _waits(alone)
+    shared = _run(durs, waits, cpus=16, threads=4, gpu=True, hosts=["a"] * 4, host_cpus=16)
+    (f,) = _waits(shared)
+    # THEN alone the rank may take all but its training thread's core; beside 3 other ranks
+    # its share is 4 CPUs, and the advice is the 3 workers they leave (not one of 4 ranks x 9)
+    assert one.data["advised_workers"] == 9
+    assert f.data["advised_workers"] == 3 and "num_workers=3" in f.fix
+    assert "4 ranks ran on this host and share its 16 CPUs" in f.explanation
+    assert "advised for 4 of them (it could run on 16)" in f.explanation
+    assert f.saving_s < one.saving_s
+    # AND ranks on hosts of their own, ranks the launcher bound to 4 CPUs each, and a run
+    # recorded before the machine's CPUs were (no column) are advised as before
+    apart = _run(durs, waits, cpus=16, threads=4, gpu=True, hosts=["a", "b", "c", "d"],
+                 host_cpus=16)
+    bound = _run(durs, waits, cpus=4, threads=4, gpu=True, hosts=["a"] * 4, host_cpus=16)
+    older = _run(durs, waits, cpus=16, threads=4, gpu=True, hosts=["a"] * 4)
+    assert [g.data["advised_workers"] for run in (apart, bound, older)
+            for g in _waits(run)] == [9, 3, 9]
+    assert all("ranks ran on this host" not in g.explanation
+               for run in (apart, bound, older) for g in _waits(run))
+
+
+def test_ranks_whose_torch_threads_take_their_share_get_no_worker_on_a_cpu_run():
+    # GIVEN rank 0 of 2 CPU ranks on a 2-CPU host, 1 torch thread each, loading on the
+    # training thread (the run `dsprof verify` measured 4.38 -> 9.82 ms a step with a worker
+    # per rank: tests/integration/test_ranks_sharing_a_host.py)
+    durs, waits = [4.4 + (0.02 if i % 2 else -0.02) for i in range(30)], [2.8] * 30
+    assert _waits(_run(durs, waits, cpus=2, threads=1, hosts=["a"], host_cpus=2))
+    run = _run(durs, waits, cpus=2, threads=1, hosts=["a", "a"], host_cpus=2)
+    # THEN no worker is advised, and the reason names the share
+    assert not _waits(run)
+    reason = _skip_reason(run)
+    assert "no core is free for a worker" in reason
+    assert "2 ranks ran on this host and share its 2 CPUs" in reason
+
+
+@pytest.mark.parametrize("clock", [None, "x", {"ranks": "x"}, {"ranks": {"0": "x"}},
+                                   {"ranks": {"0": {"host": 7}, "1": {"host": 7}}}])
+def test_a_clock_record_that_is_not_one_reads_as_a_host_of_its_own(clock):
+    from dsprof.analyzers.loader_workers import rank_cpus
+    from dsprof.analyzers.registry import Context
+
+    # GIVEN a meta.json whose clock is not what dsprof writes (a run directory is data)
+    run = Run.from_tables(meta={**RUN, "clock": clock}, steps=steps([1.0]))
+    # THEN the rank's CPUs are its own
+    assert rank_cpus(Context(run), 0, 16, 16).cpus == 16
