@@ -100,6 +100,8 @@ def read_meta_doc(run_path: Path) -> dict[str, Any]:
 
 # meta.json ``launcher`` of a run whose ranks ``dsprof run --nproc-per-node N`` started
 LAUNCHED_BY_DSPROF = "dsprof --nproc-per-node"
+# and of one whose script started its ranks through torch.multiprocessing.spawn
+SPAWNED_BY_SCRIPT = "torch.multiprocessing.spawn"
 
 @dataclass(frozen=True)
 class Device:

@@ -222,8 +222,7 @@ class CommBoundAnalyzer(Analyzer):
                                f"({worst.overlap_pct:.0f}% overlapped)",
                                rank=worst.rank, step=worst.step, value=worst.exposed_ns / 1e9),),
             fix=fix,
-            verify=(f"dsprof run --nproc-per-node {ctx.run.manifest.world_size or 2} "
-                    f"{ctx.target_command}") if ctx.target_command else "",
+            verify=ctx.ranks_command or "",
             data={"per_rank_step": [{"rank": o.rank, "step": o.step, "comm_ns": o.comm_ns,
                                      "exposed_ns": o.exposed_ns,
                                      "overlap_pct": round(o.overlap_pct, 2)}
@@ -249,8 +248,7 @@ class CommBoundAnalyzer(Analyzer):
                                f"ms in send/recv, {worst.exposed_ns / 1e6:.1f} ms exposed",
                                rank=worst.rank, step=worst.step, value=worst.exposed_ns / 1e9),),
             fix=PIPELINE_FIX,
-            verify=(f"dsprof run --nproc-per-node {ctx.run.manifest.world_size or 2} "
-                    f"{ctx.target_command}") if ctx.target_command else "",
+            verify=ctx.ranks_command or "",
             data={"per_rank_step": [{"rank": o.rank, "step": o.step, "comm_ns": o.comm_ns,
                                      "exposed_ns": o.exposed_ns} for o, _ in shares],
                   "pipeline": True})

@@ -86,8 +86,7 @@ class CommOverlapAnalyzer(Analyzer):
                  "# (instead of dist.all_reduce(p.grad) for each parameter after backward);\n"
                  "# already on DDP with one huge bucket? lower bucket_cap_mb so the first\n"
                  "# all-reduce starts earlier"),
-            verify=(f"dsprof run --nproc-per-node {ctx.run.manifest.world_size or 2} "
-                    f"{ctx.target_command}") if ctx.target_command else "",
+            verify=ctx.ranks_command or "",
             data={"cases": [{"rank": c[0], "step": c[1], "backward_ns": c[2], "comm_ns": c[3],
                              "late_ns": c[4]} for c in cases], "ddp": ddp},
         )]

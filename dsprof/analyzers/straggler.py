@@ -108,8 +108,7 @@ class StragglerAnalyzer(Analyzer):
                  "# - input pipeline: DataLoader(..., num_workers=N, pin_memory=True) on every rank\n"
                  "# - a busy or slower host/GPU: check other processes, clocks, thermal limits\n"
                  f"# then compare: dsprof summary RUN (rank {worst.rank} vs the others)"),
-            verify=f"dsprof run --nproc-per-node {ctx.run.manifest.world_size or len(skews)} "
-                   f"{ctx.target_command or 'SCRIPT'}" if ctx.target_command else "",
+            verify=ctx.ranks_command or "",
             data={"ranks": [s.__dict__ for s in skews], "collectives": top,
                   "step_spread_s": spread_s},
         )]

@@ -99,8 +99,7 @@ class ZeroBroadcastsAnalyzer(Analyzer):
                                f"{fmt_bytes(float(worst[4]), 1)}, {int(worst[5]) / 1e6:.2f} ms",
                                rank=rank, step=int(worst[1]), value=int(worst[2])),),
             fix=_FIX,
-            verify=(f"dsprof run --nproc-per-node {world} {ctx.target_command}"
-                    if ctx.target_command else ""),
+            verify=ctx.ranks_command or "",
             data={"rank": rank, "per_step": n, "bytes_per_step": total, "world_size": world,
                   "alpha_us": alpha / 1e3, "exposed_share": exposed,
                   "claimed_elsewhere_ms": claimed / 1e6})]

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from dsprof.log import SESSION_NOT_STARTED, logger
+from dsprof.manifest import SPAWNED_BY_SCRIPT
 from dsprof.peer_loss import lost_a_peer
 
-LAUNCHER = "torch.multiprocessing.spawn"
+LAUNCHER = SPAWNED_BY_SCRIPT
 # how long the coordinator waits at the script's end for ranks still saving (join=False)
 RANK_WAIT_S = 30.0
 

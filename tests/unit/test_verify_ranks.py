@@ -53,3 +53,22 @@ def test_a_job_of_the_users_launcher_is_not_started_and_the_command_is_given(tmp
     assert (f"torchrun ... -m dsprof run -o {tmp_path / 'new'} --apply input-1 --baseline "
             f"{base} -- train.py --steps 40") in text
     assert f"dsprof diff {base} {tmp_path / 'new'}" in text
+
+
+@pytest.mark.parametrize(("meta", "command"), [
+    ({"launcher": "dsprof --nproc-per-node", "nproc_per_node": 2, "world_size": 2},
+     "dsprof run --nproc-per-node 2 train.py --steps 40"),
+    # the script spawns its ranks: --nproc-per-node would start 2 copies, each spawning 2
+    ({"launcher": "torch.multiprocessing.spawn", "world_size": 2},
+     "dsprof run train.py --steps 40"),
+    ({"launcher": "torchrun", "world_size": 16}, "torchrun ... -m dsprof run train.py --steps 40"),
+    ({"world_size": 4}, "dsprof run --nproc-per-node 4 train.py --steps 40"),
+])
+def test_a_multi_rank_finding_reruns_the_job_as_its_ranks_were_started(meta, command):
+    from dsprof.analyzers.registry import Context
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import steps
+
+    run = Run.from_tables(meta={"source": "run", "target": TARGET, **meta},
+                          steps=steps([1.0]))
+    assert Context(run).ranks_command == command
