@@ -7,8 +7,10 @@ from __future__ import annotations
 import functools
 import os
 import sysconfig
+from types import CodeType
 
 DSPROF_DIR = os.path.dirname(os.path.abspath(__file__))
+_OWN_PREFIX = DSPROF_DIR + os.sep
 _STDLIB = sysconfig.get_paths()["stdlib"]
 
 
@@ -45,3 +47,21 @@ def shown_path(filename: str) -> str:
 _PACKAGE_DIRS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
 INSTALLED_DIRS = _PACKAGE_DIRS
 """Where installed packages live: a file below one is a library's, not the script's."""
+
+
+# code objects dsprof runs under the script's own file name and line (call_at_line.py): not
+# the script's frames, though their file says so
+OWN_CODES: set[CodeType] = set()
+
+
+def drop_own_frames(exc: BaseException) -> None:
+    """Take dsprof's frames off the head of ``exc``'s traceback, in a wrapper of dsprof's that
+    passes an error on (``except BaseException as exc: drop_own_frames(exc); raise``): a
+    script that catches it and prints or logs it (``traceback.print_exc()``,
+    ``logger.exception``) shows the frames it shows without dsprof. The wrapper's frame is the
+    head when it catches, and a bare ``raise`` adds no entry for it again."""
+    tb = exc.__traceback__
+    while tb is not None and (tb.tb_frame.f_code.co_filename.startswith(_OWN_PREFIX)
+                              or tb.tb_frame.f_code in OWN_CODES):
+        tb = tb.tb_next
+    exc.__traceback__ = tb

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 LOGGER_NAME = "dsprof"
 _NAMES = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
@@ -76,18 +77,44 @@ def configure(quiet: bool = False) -> int:
     logger.propagate = False
     stderr = _handler("stderr")
     if stderr is None:
-        stderr = _TerminalHandler(sys.stderr)
+        stderr = _TerminalHandler(StreamAsFound(sys.stderr))
         stderr.set_name("stderr")
         stderr.setFormatter(_CleanFormatter(_FORMAT))
         stderr.addFilter(_StepLinesToFileOnly())
         logger.addHandler(stderr)
     else:
-        stderr.setStream(sys.stderr)
+        stderr.setStream(StreamAsFound(sys.stderr))  # type: ignore[arg-type]
     stderr.setLevel(max(level, logging.WARNING) if quiet else level)
     if complaint and not getattr(configure, "_complained", False):
         configure._complained = True  # type: ignore[attr-defined]
         logger.warning(complaint)
     return level
+
+
+class StreamAsFound:
+    """``stream`` written through its class's own ``write`` and ``flush``: a library the script
+    uses may replace them on the very object (wandb's console capture sets
+    ``sys.stderr.write`` to copy everything into the run's ``output.log``, and a script that
+    never called ``wandb.finish()`` or crashed got dsprof's closing lines there). dsprof's
+    lines reach the terminal, never what the script's libraries capture."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._type = type(stream)
+
+    def write(self, text: str) -> Any:
+        write = getattr(self._type, "write", None)
+        return write(self._stream, text) if callable(write) else self._stream.write(text)
+
+    def flush(self) -> None:
+        flush = getattr(self._type, "flush", None)
+        if callable(flush):
+            flush(self._stream)
+        else:
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, closed
+        return getattr(self._stream, name)
 
 
 class _TerminalHandler(logging.StreamHandler):  # type: ignore[type-arg]

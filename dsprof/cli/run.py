@@ -127,7 +127,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     ranks = RankEnv.from_env()
     # where dsprof speaks after the script: the stderr it started with, not whatever the
     # script left in sys.stderr (its own log file must not get dsprof's lines), if still open
-    terminal = sys.stderr
+    terminal = log.StreamAsFound(sys.stderr)
     # under the user's torchrun, rank 0 speaks for the job; the other ranks log to their files
     if log.configure(quiet=settings.quiet or (ranks.distributed and not ranks.coordinator)) \
             > logging.DEBUG:

@@ -21,13 +21,13 @@ from types import CodeType, FrameType
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_code_to_dynamo
+from dsprof.frames import OWN_CODES
 
 _LINE = "_dsprof_out = _dsprof_call(*_dsprof_args, **_dsprof_kwargs)"
 # (file, line) -> the code that makes the call there. A script converts from a handful of
 # lines; past the bound (generated code) a call is made directly, its warning at the wrapper
 _CODES: dict[tuple[str, int], CodeType] = {}
 _MAX_CODES = 4096
-_OWN: set[CodeType] = set()
 
 
 def call_at_line(frame: FrameType, call: Callable[..., Any], args: tuple[Any, ...],
@@ -44,7 +44,7 @@ def call_at_line(frame: FrameType, call: Callable[..., Any], args: tuple[Any, ..
 def is_own_code(code: CodeType) -> bool:
     """Whether ``code`` is one of the lines this module runs (a traceback leaves it out: it
     repeats the caller's line)."""
-    return code in _OWN
+    return code in OWN_CODES
 
 
 def _code_at(filename: str, lineno: int | None) -> CodeType | None:
@@ -61,5 +61,5 @@ def _code_at(filename: str, lineno: int | None) -> CodeType | None:
         # function still runs under Dynamo's frame callback); what it calls stays Dynamo's
         invisible_code_to_dynamo(code)
         _CODES[key] = code
-        _OWN.add(code)
+        OWN_CODES.add(code)
     return code

@@ -32,6 +32,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.frames import drop_own_frames
 from dsprof.log import logger
 
 # code of dsprof's wrappers and hooks -> whether the frames they call are skipped too
@@ -111,6 +112,9 @@ class CompileWatch:
             t0 = watch.now_ns()
             try:
                 return original(*args, **kwargs)
+            except BaseException as exc:
+                drop_own_frames(exc)  # the script's `except` prints what it prints plain
+                raise
             finally:
                 # the first call imports Dynamo and Inductor (seconds): compile time too
                 watch._compiled(t0, watch.now_ns(), "torch.compile()")

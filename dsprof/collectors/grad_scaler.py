@@ -16,6 +16,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.frames import drop_own_frames
 from dsprof.log import logger
 
 
@@ -52,7 +53,11 @@ class GradScalerMonitor:
                     skipped = _skipped(scaler)
                 except Exception as exc:  # noqa: BLE001 - never fail the user's step
                     monitor._fail(exc)
-            original(scaler, new_scale)
+            try:
+                original(scaler, new_scale)
+            except BaseException as exc:
+                drop_own_frames(exc)  # the script's `except` prints what it prints plain
+                raise
             if skipped is None or monitor._failed or getattr(scaler, "_scale", None) is None:
                 return
             try:

@@ -48,7 +48,7 @@ from dsprof.collectors.dataloader import (
     _is_library,
     user_site_and_caller,
 )
-from dsprof.frames import standard_library
+from dsprof.frames import drop_own_frames, standard_library
 from dsprof.log import logger
 
 # (owner, attribute, call name). Tensor.to is wrapped too but only counted when it copies a
@@ -153,23 +153,28 @@ class HostSyncCollector:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if is_compiling():
                 return original(*args, **kwargs)
-            frame = sys._getframe(1)
-            fn, fargs, fkwargs = original, args, kwargs
-            if tracing() is not None or (
-                    warns_on_grad and args and getattr(args[0], "requires_grad", False)):
-                # a warning torch gives in the call names the caller's line, not this wrapper's
-                fn, fargs, fkwargs = call_at_line, (frame, original, args, kwargs), {}
-            if frame.f_code is format_code and frame.f_back is not None:
-                frame = frame.f_back  # who formatted the tensor: the script, or torch's repr
-            library = library_codes.get(frame.f_code)
-            if library is None:
-                library = _is_library(frame.f_code.co_filename)
-                if len(library_codes) < _MAX_LINES:
-                    library_codes[frame.f_code] = library
-            if library:
-                return fn(*fargs, **fkwargs)
-            t0 = time.perf_counter_ns()
-            out = fn(*fargs, **fkwargs)
+            try:
+                frame = sys._getframe(1)
+                fn, fargs, fkwargs = original, args, kwargs
+                if tracing() is not None or (
+                        warns_on_grad and args and getattr(args[0], "requires_grad", False)):
+                    # a warning torch gives in the call names the caller's line, not this
+                    # wrapper's
+                    fn, fargs, fkwargs = call_at_line, (frame, original, args, kwargs), {}
+                if frame.f_code is format_code and frame.f_back is not None:
+                    frame = frame.f_back  # who formatted the tensor: the script, or torch's repr
+                library = library_codes.get(frame.f_code)
+                if library is None:
+                    library = _is_library(frame.f_code.co_filename)
+                    if len(library_codes) < _MAX_LINES:
+                        library_codes[frame.f_code] = library
+                if library:
+                    return fn(*fargs, **fkwargs)
+                t0 = time.perf_counter_ns()
+                out = fn(*fargs, **fkwargs)
+            except BaseException as exc:
+                drop_own_frames(exc)  # the script's `except` prints what it prints plain
+                raise
             ns = time.perf_counter_ns() - t0
             try:
                 record(call, args, out, ns, is_to)

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
+from dsprof.frames import drop_own_frames
 
 # torch._C's setters, new API (enabled: "all" | "state" | None) and legacy (enabled: bool)
 _SETTERS = ("_cuda_record_memory_history", "_cuda_record_memory_history_legacy")
@@ -99,7 +100,11 @@ def _watched(original: Any) -> Any:
             # the script's call: its settings replace dsprof's, its recording is its own
             _state["script"] = bool(enabled)
             _state["dsprof"] = False
-        return original(enabled, *args, **kwargs)
+        try:
+            return original(enabled, *args, **kwargs)
+        except BaseException as exc:
+            drop_own_frames(exc)  # the script's `except` prints what it prints plain
+            raise
 
     record.__wrapped__ = original  # type: ignore[attr-defined]
     # compiled code that reads the counters runs this frame as plain Python: the same

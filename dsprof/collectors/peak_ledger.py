@@ -22,6 +22,7 @@ import os
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
+from dsprof.frames import drop_own_frames
 
 # torch._C's readers and resetters of the caching allocator's counters, by device index: the
 # CUDA module's and the device-generic accelerator module's (torch >= 2.8)
@@ -106,7 +107,11 @@ def _peaks(stats: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def _reader(original: Any) -> Any:
     def stats(device: Any) -> Any:
-        out = original(device)
+        try:
+            out = original(device)
+        except BaseException as exc:
+            drop_own_frames(exc)  # the script's `except` prints what it prints plain
+            raise
         held = _held.get(device) if os.getpid() == _pid else None
         if held and isinstance(out, dict):
             for path, node in _peaks(out, ()):
@@ -126,7 +131,11 @@ def _resetter(original: Any) -> Any:
             _held.pop(device, None)
             # the script's reset starts its own peak; dsprof's step keeps what came before
             _step_cut[device] = step_peak(device)
-        return original(device)
+        try:
+            return original(device)
+        except BaseException as exc:
+            drop_own_frames(exc)  # the script's `except` prints what it prints plain
+            raise
 
     reset.__wrapped__ = original  # type: ignore[attr-defined]
     # compiled code that reads the counters runs this frame as plain Python: the same

@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from dsprof.collectors.dataloader import user_site
+from dsprof.frames import drop_own_frames
 
 
 class SaveWatch:
@@ -79,6 +80,9 @@ class SaveWatch:
             t0 = time.perf_counter_ns()
             try:
                 return original(*args, **kwargs)
+            except BaseException as exc:
+                drop_own_frames(exc)  # the script's `except` prints what it prints plain
+                raise
             finally:
                 depth.busy = False
                 watch._saved(time.perf_counter_ns() - t0, call)

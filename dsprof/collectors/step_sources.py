@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
+from dsprof.frames import drop_own_frames
 from dsprof.log import logger
 from dsprof.vocabulary import CLOSURE_SPAN
 
@@ -141,7 +142,11 @@ class AutogradCallWatch:
         invisible_to_dynamo(type(self).counts, recursive=True)
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            out = original(*args, **kwargs)
+            try:
+                out = original(*args, **kwargs)
+            except BaseException as exc:
+                drop_own_frames(exc)  # the script's `except` prints what it prints plain
+                raise
             if counts(sys._getframe(1).f_code.co_filename):
                 ended()
             return out

@@ -21,13 +21,15 @@ DATALOADERS = Table(
         Column("prefetch_factor", I32, "batches prefetched per worker (null with 0 workers)"),
         Column("iterators", I32, "passes started over it (iter() calls: one per epoch)"),
         Column("batches", I64, "batches returned"),
-        Column("wait_ns", I64, "total time inside __next__, ns"),
+        Column("wait_ns", I64, "total time the training thread spent in the loader: iter() "
+               "(workers started), each __next__, and the __next__ that ended a pass (workers "
+               "stopped), ns"),
         Column("wait_cpu_ns", I64,
-               "CPU time of the training thread inside __next__, ns (close to wait_ns: loading "
+               "CPU time of the training thread in that time, ns (close to wait_ns: loading "
                "is compute on that thread; far below: it waited for workers, disk or network)"),
         Column("first_wait_ns", I64,
-               "total time of the first __next__ of each pass (worker start-up unless "
-               "persistent), ns"),
+               "total time of each pass's iter(), first __next__ and end: the workers' start-up "
+               "and shut-down unless they persist, ns"),
         Column("batch_tensors", I32,
                "tensors in the loader's first batch (nested tuples, lists, dicts): what a worker "
                "hands over per batch; null when it held none, and for runs recorded before this "

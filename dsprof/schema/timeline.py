@@ -65,8 +65,9 @@ STEPS = Table(
                "inference; under HF generate() one token's forward), trace (ProfilerStep "
                "annotation of an imported trace)"),
         Column("data_wait_ns", I64,
-               "time the stepping thread spent inside DataLoader iterators' __next__ during the "
-               "step (waiting for or loading the batch); null for imports"),
+               "time the stepping thread spent in DataLoaders during the step: __next__ "
+               "(waiting for or loading the batch), iter() and a pass's end (starting and "
+               "stopping workers); null for imports"),
         Column("batch_size", I64,
                "leading dimension of the last batch a DataLoader returned in the step (null when "
                "no DataLoader ran or the batch has no tensor)"),

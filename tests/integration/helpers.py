@@ -46,12 +46,13 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def plain(script: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def plain(script: Path, *args: str, timeout: float = 240,
+          cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The script without dsprof, in the environment dsprof's runs get."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+                          text=True, timeout=timeout, check=False, cwd=cwd)
 
 
 def runs_as_without_dsprof(script: Path, out: Path, *args: str) -> Result:
