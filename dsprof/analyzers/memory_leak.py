@@ -13,8 +13,8 @@ Pattern:
     first steps legitimately allocate optimizer state and caches.
 
     On a CPU, whose timeline holds only the profiled boundaries (3-4 points), the process
-    RSS read at every step end over the rest of the run must grow by at least a quarter of
-    that (``RSS_SHARE``): a script that kept a 1 MiB input alive across one of 4 boundaries
+    RSS read at every step end over the rest of the run (the steps that count: not those
+    dsprof disturbed) must grow by at least a quarter of that (``RSS_SHARE``): a script that kept a 1 MiB input alive across one of 4 boundaries
     was told "a leak, 518 MiB over the run" while its RSS grew 0.2 KiB a step.
 
 Algorithm:
@@ -133,17 +133,22 @@ def _growth(steps: list[int], values: list[int]) -> float | None:
 
 
 def _rss_growth(ctx: Context, rank: int, first: int) -> float | None:
-    """The process RSS's least-squares growth per step over the run's steps from ``first``,
-    or None when fewer than ``MIN_RSS_STEPS`` steps have it."""
+    """The process RSS's mean growth per step over the run's counted steps from ``first``
+    (each step's RSS at its end less the step before's), or None when fewer than
+    ``MIN_RSS_STEPS`` steps have it. Only the steps that count (``run.facts``): the step that
+    writes the profiler's trace raised the RSS 5.4 MiB once (dsprof's own export), and a slope
+    over every step read that as 104.6 KiB a step of the script's (a torch.func per-sample
+    gradient loop whose RSS grew 3 KiB a step otherwise was told "a leak")."""
     if not ctx.run.has("steps"):
         return None
+    counted = {int(s) for r, s, _ in ctx.run.facts.step.counted if int(r) == rank}
     rows = ctx.run.sql("SELECT step, rss_bytes FROM steps WHERE rank = ? AND step >= ? "
-                       "AND rss_bytes IS NOT NULL ORDER BY step", [rank, first])
-    if len(rows) < MIN_RSS_STEPS:
+                       "AND rss_bytes IS NOT NULL ORDER BY step", [rank, first - 1])
+    deltas = [b - a for (s0, a), (s1, b) in itertools.pairwise(rows)
+              if s1 == s0 + 1 and s1 in counted and s1 >= first]
+    if len(deltas) < MIN_RSS_STEPS:
         return None
-    x = np.asarray([r[0] for r in rows], dtype=np.float64)
-    y = np.asarray([r[1] for r in rows], dtype=np.float64)
-    return float(np.polyfit(x, y, 1)[0])
+    return float(np.mean(deltas))
 
 
 def _growing_holder(ctx: Context, rank: int) -> tuple[str, str, str | None, list[int]] | None:
