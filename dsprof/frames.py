@@ -49,8 +49,8 @@ INSTALLED_DIRS = _PACKAGE_DIRS
 """Where installed packages live: a file below one is a library's, not the script's."""
 
 
-# code objects dsprof runs under the script's own file name and line (call_at_line.py): not
-# the script's frames, though their file says so
+# code objects whose frames a traceback never shows: those dsprof runs under the script's own
+# file name and line (call_at_line.py), and hooks that raise torch's own error for it
 OWN_CODES: set[CodeType] = set()
 
 
@@ -65,3 +65,9 @@ def drop_own_frames(exc: BaseException) -> None:
                               or tb.tb_frame.f_code in OWN_CODES):
         tb = tb.tb_next
     exc.__traceback__ = tb
+    # deeper in, a hook of dsprof's that raised torch's own error (saved_versions.unpack)
+    while tb is not None and tb.tb_next is not None:
+        if tb.tb_next.tb_frame.f_code in OWN_CODES:
+            tb.tb_next = tb.tb_next.tb_next
+        else:
+            tb = tb.tb_next

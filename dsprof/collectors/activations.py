@@ -13,7 +13,8 @@ inputs and outputs stay; checkpoint keeps them).
 Parameters and buffers that ops save (weights) are not activations and are skipped.
 
 Nothing here keeps a tensor alive: the pack hook returns ``t.detach()`` (returning ``t`` itself
-makes a reference cycle through ``grad_fn`` that never frees a saved output), and only
+makes a reference cycle through ``grad_fn`` that never frees a saved output) with its version,
+so autograd's in-place check, which hooks turn off, still runs (``saved_versions.py``); only
 ``(device, data_ptr, nbytes)`` plus a weak reference to the storage are recorded. Under
 activation checkpointing the checkpoint's own hooks are innermost, so what it does not save is
 not seen: the drop shows.
@@ -26,7 +27,7 @@ import threading
 import weakref
 from typing import Any
 
-from dsprof.collectors import saved_hooks_aside
+from dsprof.collectors import saved_hooks_aside, saved_versions
 from dsprof.collectors.memory_census import storage_key
 from dsprof.frames import DSPROF_DIR, internal_file
 from dsprof.log import logger
@@ -73,9 +74,11 @@ class ActivationTracker:
         self.set_step(step, param_keys)
         self.names.clear()
         if saved_hooks_aside.can_push():
-            self._hooks_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+            self._hooks_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack,
+                                                                       saved_versions.unpack)
             self._hooks_ctx.__enter__()
-            saved_hooks_aside.install(self._pack, _unpack)  # torch.func refuses to run under them
+            # torch.func refuses to run under them
+            saved_hooks_aside.install(self._pack, saved_versions.unpack)
         else:
             logger.debug("activations: the window opened inside a torch.func transform; "
                          "no saved-tensor hooks in it")
@@ -122,7 +125,7 @@ class ActivationTracker:
                 self._failed = True
                 logger.error("activation tracking failed and is off: %s: %s",
                              type(exc).__name__, exc)
-        return t.detach()
+        return saved_versions.pack(t)  # detached, with autograd's in-place check kept
 
     def _saved(self, t: Any) -> None:
         key = storage_key(t)
@@ -244,10 +247,6 @@ def _tensors(args: Any) -> list[Any]:
         elif isinstance(a, dict):
             out.extend(x for x in a.values() if isinstance(x, torch.Tensor))
     return out
-
-
-def _unpack(t: Any) -> Any:
-    return t
 
 
 def _tracing_state() -> Any:

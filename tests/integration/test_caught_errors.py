@@ -78,3 +78,37 @@ def test_errors_the_script_catches_print_the_plain_runs_traceback(tmp_path):
     # (before: "File .../dsprof/collectors/host_sync.py, line 172, in wrapper" in each)
     assert "dsprof" not in res.stdout
     assert res.stdout.count("--- ") == 7 and "Traceback" in res.stdout
+
+
+INPLACE = '''
+import traceback
+
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Linear(4, 4)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for step in range(12):
+    opt.zero_grad()
+    y = model(torch.randn(2, 4)).sigmoid()
+    y.mul_(2)  # the bug: sigmoid saved its output for backward
+    try:
+        y.sum().backward()
+        print(step, "trained on", model.weight.grad.sum().item())
+    except RuntimeError:
+        print(step, traceback.format_exc())
+    opt.step()
+'''
+
+
+def test_an_in_place_change_of_a_saved_tensor_fails_in_the_profiled_steps_too(tmp_path):
+    # GIVEN a loop that changes a tensor autograd saved, in place, in every step: autograd
+    # refuses its backward, and the script prints the error and goes on
+    script = write(tmp_path / "inplace.py", INPLACE)
+    res = runs_as_without_dsprof(script, tmp_path / "run")
+    # THEN every step fails as in the plain run, those dsprof records in detail (its
+    # saved-tensor hooks are on there, and hooks turn autograd's check off) included: before,
+    # steps 0 and 7-9 "trained on" with the wrong gradients
+    assert "trained on" not in res.stdout
+    assert res.stdout.count("modified by an inplace operation") == 12
