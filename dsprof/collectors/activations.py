@@ -62,6 +62,7 @@ class ActivationTracker:
         self._handles: list[Any] = []
         self._hooks_ctx: Any = None
         self._failed = False
+        self._said_script_hooks = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def install(self, step: int, param_keys: set[tuple[str, int]]) -> None:
@@ -73,15 +74,20 @@ class ActivationTracker:
 
         self.set_step(step, param_keys)
         self.names.clear()
-        if saved_hooks_aside.can_push():
+        if not saved_hooks_aside.can_push():
+            logger.debug("activations: the window opened inside a torch.func transform; "
+                         "no saved-tensor hooks in it")
+        elif saved_hooks_aside.scripts_pair_on():
+            (logger.debug if self._said_script_hooks else logger.info)(
+                "the script's own saved-tensor hooks are on at step %d: dsprof's would stand "
+                "in for them, so this window records no activations by module", step)
+            self._said_script_hooks = True
+        else:
             self._hooks_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack,
                                                                        saved_versions.unpack)
             self._hooks_ctx.__enter__()
             # torch.func refuses to run under them
             saved_hooks_aside.install(self._pack, saved_versions.unpack)
-        else:
-            logger.debug("activations: the window opened inside a torch.func transform; "
-                         "no saved-tensor hooks in it")
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, always_call=True)]
 
@@ -93,8 +99,8 @@ class ActivationTracker:
             self._hooks_ctx = None  # held aside by a transform, which leaves it off the stack
         if self._hooks_ctx is not None:
             try:
-                self._hooks_ctx.__exit__(None, None, None)
-            except RuntimeError as exc:  # the user's own hooks were left unbalanced
+                saved_hooks_aside.pop_own(self._pack)  # a pair the script pushed since stays
+            except RuntimeError as exc:
                 logger.debug("saved tensor hooks: %s", exc)
             self._hooks_ctx = None
         self._local = threading.local()

@@ -89,3 +89,33 @@ def can_push() -> bool:
     import torch
 
     return bool(torch._C._autograd._saved_tensors_hooks_is_enabled())
+
+
+def scripts_pair_on() -> bool:
+    """A pair of the script's own is on this thread's stack (a ``save_on_cpu()`` or an
+    activation-compression pair around its whole loop): dsprof's pushed above it would stand in
+    for it, and the script's saved tensors would not be what it made them."""
+    import torch
+
+    return torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+
+
+def pop_own(pack: Callable[[Any], Any]) -> None:
+    """Take dsprof's pair (the one whose pack hook is ``pack``) off this thread's stack, and
+    only it. The stack pops from the top: where the script pushed a pair after dsprof's and has
+    not popped it yet (its ``with`` spans steps), the pairs above are lifted off and put back,
+    so the script's ``with`` later pops its own pair, not dsprof's (popping the top took the
+    script's pair away, and its pack hook ran for one step of 20)."""
+    import torch
+
+    autograd = torch._C._autograd
+    above: list[tuple[Any, Any]] = []
+    try:
+        while (top := autograd._top_saved_tensors_default_hooks(False)) is not None:
+            autograd._pop_saved_tensors_default_hooks()
+            if top[0] == pack:
+                break
+            above.append(top)
+    finally:
+        for pair in reversed(above):
+            autograd._push_saved_tensors_default_hooks(*pair)
