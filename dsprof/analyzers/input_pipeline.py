@@ -347,7 +347,7 @@ class InputPipeline(Analyzer):
                 "their cores\n" if threads_to is not None else "")
                + "loader = DataLoader(\n    dataset, batch_size=..., shuffle=...,\n"
                f"    num_workers={n},\n    persistent_workers=True,  # no worker start-up "
-               "per epoch\n    prefetch_factor=2,\n)")
+               "per epoch\n)")  # prefetch_factor as it is: DS_DATALOADER_WORKERS keeps it too
         evidence = (
             Evidence(f"{where}: {batches} batches, {total_wait / 1e6:.1f} ms waiting in all, "
                      f"{workers} workers", rank=rank, site=site, value=total_wait / 1e6),

@@ -388,3 +388,15 @@ def test_a_clock_record_that_is_not_one_reads_as_a_host_of_its_own(clock):
     run = Run.from_tables(meta={**RUN, "clock": clock}, steps=steps([1.0]))
     # THEN the rank's CPUs are its own
     assert rank_cpus(Context(run), 0, 16, 16).cpus == 16
+
+
+def test_the_fix_pastes_what_the_knob_applies_and_leaves_the_prefetch_as_it_is():
+    # GIVEN more workers advised for a loader (the knob sets num_workers and
+    # persistent_workers, and leaves prefetch_factor as the script set it)
+    durs = [900.0] + [20.0 + (0.05 if i % 2 else -0.05) for i in range(40)]
+    (f,) = _waits(_run(durs, [12.0] * 41, workers=2, cpus=8, threads=4, sampled=(0.9, 0.05)))
+    # THEN the fix to paste is the same change: a loader with prefetch_factor=4 pasting it
+    # kept 4 (the fix said prefetch_factor=2, which verify never measured)
+    assert "num_workers=4" in f.fix and "persistent_workers=True" in f.fix
+    assert "prefetch_factor" not in f.fix.split("#")[0] and "prefetch_factor=2" not in f.fix
+    assert set(f.apply) == {"DS_DATALOADER_WORKERS"}
