@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dsprof.facts import FULL_SPEED
 from dsprof.findings_file import Analysis
 from dsprof.render.layout import print_titled
 from dsprof.render.safe_text import esc, plain
@@ -39,7 +40,10 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
     if ended:
         console.print(f"[yellow]{esc(ended)}[/]")
     if s is not None:
-        console.print(f"steps: {step_count(s, 'timed')}, median {fmt_ms(s.median_ms)}, "
+        # a run too short for a full-speed step (Lightning's fast_dev_run: one step, with the
+        # session's setup in it) says which steps its figures are
+        counted = "" if s.rule == FULL_SPEED else f" ({s.rule}: none ran at full speed)"
+        console.print(f"steps: {step_count(s, 'timed')}{counted}, median {fmt_ms(s.median_ms)}, "
                       f"p90 {fmt_ms(s.p90_ms)}"
                       + (f", {len(s.outliers)} outlier(s)" if s.outliers else "")
                       + f"; {summary.profiled_steps} profiled in detail")

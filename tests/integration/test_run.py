@@ -33,6 +33,7 @@ def test_run_times_every_step_and_records_one_window(tmp_path, tiny):
     assert f"dsprof summary {out}" in res.stderr
     # AND its closing lines point at analyze and the dashboard too
     assert f"dsprof analyze {out}" in res.stderr and f"dsprof dashboard {out}" in res.stderr
+    assert "none ran at full speed" not in res.stderr  # full-speed steps, said plainly
     # AND no line per step reaches the terminal the script writes to (its own progress bars);
     # the per-step lines are in the run's log
     assert "step 3: " not in res.stderr
@@ -303,3 +304,12 @@ def test_a_script_given_by_a_relative_path_reads_its_own_path_as_without_dsprof(
         return [ln for ln in err.splitlines() if "rel.py" in ln or "Error" in ln]
 
     assert lines(res.stderr) == lines(bare.stderr), res.stderr
+
+
+def test_a_run_too_short_for_a_full_speed_step_says_which_steps_it_timed(tmp_path, tiny):
+    # GIVEN one optimizer step (Lightning's fast_dev_run): its only step holds the setup
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(tiny), env={"TINY_STEPS": "1"})
+    assert res.code == 0, res.stderr
+    # THEN the closing line says its figure is not a full-speed step's (before: "steps: 1
+    # timed, median 2,205.4 ms", which read as a step time)
+    assert "steps: 1 timed (all steps: none ran at full speed), median" in res.stderr
