@@ -7,7 +7,8 @@ run shows the same step time, peak and measured saving everywhere.
 **Step time.** The steps that count are those with a positive duration that dsprof did not
 disturb (``steps.disturbed``: a profiler window, its warm-up, the step after it). Of a
 ``dsprof run`` they are its *full-speed* steps: also not step 0 (setup) or step 1 (first calls,
-``DS_COMPILE`` compiles). When a run has none (a short run that is all profiled), the rule
+``DS_COMPILE`` compiles), not a step in which torch.compile compiled (a recompile) nor the
+one after it (the new graph's first run). When a run has none (a short run that is all profiled), the rule
 falls back to the profiler's warm-up steps (Kineto prepared, recording nothing: near full
 speed), then to the steps the profiler recorded or warmed up in, then to every step after the
 setup, then to every step, and ``rule`` says which held. The step that wrote a window's trace
@@ -179,16 +180,23 @@ def compute_facts(run: Run) -> Facts:
     return Facts(_step_time(run), _peaks(run), name, lookup(name), profiled, _loop_times(run))
 
 
+# the step compiled, or the one before it did (the new graph's first run)
+COMPILED_SQL = ("(coalesce(compile_ns, 0) > 0 OR coalesce(lag(compile_ns) OVER "
+                "(PARTITION BY rank ORDER BY step), 0) > 0)")
+
+
 def _step_time(run: Run) -> StepTime:
     if not run.has("steps"):
         return StepTime(None, None, 0, ALL_STEPS, None)
     # a step in which torch.compile compiled is compile time, not the script's speed: it counts
-    # like a step dsprof disturbed (left out of the full-speed rule)
+    # like a step dsprof disturbed (left out of the full-speed rule), and so does the step
+    # after it, the new graph's first run (a recompile for a new shape every 10 steps: each
+    # next step 3.3-4.8 ms against 1.5-2.2, plain too, was an outlier "saving 0.174 ms/step")
     # (a short run that is all profiled keeps that rule for the steps after setup: a step that
     # compiled is left out of them too while any other is left)
-    rows = run.sql("""SELECT rank, step, dur_ns, coalesce(disturbed, false),
-                             batch_size, cpu_ns, coalesce(compile_ns, 0) > 0, disturbed_by
-                      FROM steps WHERE dur_ns > 0 ORDER BY rank, step""")
+    rows = run.sql(f"""SELECT rank, step, dur_ns, coalesce(disturbed, false),
+                              batch_size, cpu_ns, {COMPILED_SQL}, disturbed_by
+                       FROM steps WHERE dur_ns > 0 ORDER BY rank, step""")
     return _time_of(rows, run.manifest.is_run)
 
 
@@ -206,7 +214,7 @@ def _loop_times(run: Run) -> tuple[LoopTime, ...]:
     rows = run.sql(f"""SELECT rank, step, dur_ns,
                               ((loop_disturbed_by IS NOT NULL AND loop_disturbed_by NOT IN
                                 ('setup', 'first_call')) OR {disturbed_sql(run.manifest)}),
-                              batch_size, cpu_ns, coalesce(compile_ns, 0) > 0,
+                              batch_size, cpu_ns, {COMPILED_SQL},
                               loop_disturbed_by, loop, source
                        FROM steps WHERE loop IS NOT NULL ORDER BY loop, rank, step""")
     loops = sorted({int(r[8]) for r in rows})
