@@ -119,8 +119,11 @@ def evaluation_in(ctx: Context, rank: int, steps: list[tuple[Any, ...]],
     extra = extra_passes(ctx, rank, steps, normal, med)
     if extra is not None and extra[2] is not None:
         most, base = extra[2]
-        return Evaluation(f"evaluation (a pass over another DataLoader: {most} batches, "
-                          f"{base} in a normal step)", [])
+        # batches of every loader the step iterated: an HF evaluation of 4 batches in a step
+        # that also got its training batch read "4 batches" as 5 (it said "5 batches, 1 in a
+        # normal step", the evaluation's own count taken for the pass's)
+        return Evaluation(f"evaluation (a pass over another DataLoader: the step read {most} "
+                          f"batches of any loader, a normal step {base})", [])
     return None
 
 
