@@ -71,3 +71,33 @@ def drop_own_frames(exc: BaseException) -> None:
             tb.tb_next = tb.tb_next.tb_next
         else:
             tb = tb.tb_next
+
+
+def raised_in_signal_handler(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of one of the script's Python signal handlers (a ``SIGALRM``
+    time limit, a preemption ``SIGUSR1``): Python runs a handler on the main thread at
+    whatever bytecode it is at, dsprof's own included, and a catch-all of dsprof's that kept
+    it from the script left a job training past its time limit (1 run in 21 of a 2 s
+    ``signal.alarm``). Such a catch-all re-raises it (``if raised_in_signal_handler(exc):
+    raise``). Only looked at on the main thread, on the error path."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    codes = set()
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+        handler = getattr(handler, "func", handler)  # functools.partial
+        code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+        if code is not None:
+            codes.add(code)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            return True
+        tb = tb.tb_next
+    return False

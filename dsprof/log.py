@@ -123,6 +123,8 @@ class _TerminalHandler(logging.StreamHandler):  # type: ignore[type-arg]
     same closed stream, would raise out of the logging call into dsprof's exit."""
 
     def handleError(self, record: logging.LogRecord) -> None:
+        if _the_scripts(sys.exc_info()[1]):
+            raise  # noqa: PLE0704 - inside logging's `except`: the script's handler raised it
         if getattr(self.stream, "closed", False):
             return
         super().handleError(record)
@@ -134,10 +136,20 @@ class _RunLogHandler(logging.FileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
+        if _the_scripts(exc):
+            raise  # noqa: PLE0704 - inside logging's `except`: the script's handler raised it
         logger.removeHandler(self)
         why = getattr(exc, "strerror", None) or exc
         sys.stderr.write(f"[dsprof ERROR] could not write {self.baseFilename}: {why}; the log "
                          "goes to the terminal only from here\n")
+
+
+def _the_scripts(exc: BaseException | None) -> bool:
+    """An error a log write met that the script's own signal handler raised (logging catches
+    every error of a write and hands it to ``handleError``): the script's, not the log's."""
+    from dsprof.frames import raised_in_signal_handler
+
+    return exc is not None and raised_in_signal_handler(exc)
 
 
 def attach_file(path: Path) -> None:

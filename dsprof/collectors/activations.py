@@ -29,7 +29,7 @@ from typing import Any
 
 from dsprof.collectors import saved_hooks_aside, saved_versions
 from dsprof.collectors.memory_census import storage_key
-from dsprof.frames import DSPROF_DIR, internal_file
+from dsprof.frames import DSPROF_DIR, internal_file, raised_in_signal_handler
 from dsprof.log import logger
 from dsprof.module_paths import ModuleNames, named_module_paths
 
@@ -127,7 +127,9 @@ class ActivationTracker:
         if not self._failed and _tracing_state() is None:
             try:
                 self._saved(t)
-            except Exception as exc:  # noqa: BLE001 - never break the user's forward
+            except Exception as exc:  # never break the user's forward
+                if raised_in_signal_handler(exc):
+                    raise  # the script's own signal handler's: it is the script's
                 self._failed = True
                 logger.error("activation tracking failed and is off: %s: %s",
                              type(exc).__name__, exc)

@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.frames import raised_in_signal_handler
+
 SIGNAL: int | None = (int(signal.SIGRTMAX) - 7) if hasattr(signal, "SIGRTMAX") else None
 RETRY_S = 1.0
 """How long a handler that found the capture busy (a compile under way) waits to check again."""
@@ -211,7 +213,9 @@ def _compiling() -> bool:
         return False
     try:
         return guards.TracingContext.try_get() is not None
-    except Exception:  # noqa: BLE001 - an older or newer torch without it: not compiling
+    except Exception as caught:  # an older or newer torch without it: not compiling
+        if raised_in_signal_handler(caught):
+            raise  # the script's own signal handler's: it is the script's
         return False
 
 

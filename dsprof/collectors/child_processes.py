@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dsprof.frames import raised_in_signal_handler
+
 MAX_TARGETS = 16
 """Distinct (target, start method) entries kept: the rest are counted under ``other``."""
 
@@ -67,8 +69,9 @@ def _start(self: Any) -> None:
     original(self)  # the script's process starts first, as without dsprof
     try:
         _record(self, target)
-    except Exception:  # noqa: BLE001, S110 - a name dsprof cannot read is not the script's error
-        pass
+    except Exception as caught:  # a name dsprof cannot read is not the script's error
+        if raised_in_signal_handler(caught):
+            raise  # the script's own signal handler's: it is the script's
 
 
 def _record(process: Any, target: Any) -> None:

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from dsprof.frames import drop_own_frames
+from dsprof.frames import drop_own_frames, raised_in_signal_handler
 from dsprof.log import logger
 
 # code of dsprof's wrappers and hooks -> whether the frames they call are skipped too
@@ -152,14 +152,18 @@ class CompileWatch:
         self._register_callbacks()
         try:
             _skip_codes()
-        except Exception as exc:  # noqa: BLE001 - a torch without this API: breaks stay
+        except Exception as exc:  # a torch without this API: breaks stay
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             logger.warning("could not hide dsprof's wrappers from torch.compile: %s: %s",
                            type(exc).__name__, exc)
         logger.info("torch.compile in use: dsprof's module and saved-tensor hooks are off for "
                     "this run, so the compiled graphs are the ones the script gets without it")
         try:
             self.on_detect()
-        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+        except Exception as exc:  # a collector must not fail the script
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             logger.error("turning module hooks off for torch.compile failed: %s: %s",
                          type(exc).__name__, exc)
 
@@ -188,7 +192,9 @@ class CompileWatch:
         logger.debug("compile %s: %.0f ms", what, (end - start) / 1e6)
         try:
             self.on_compiled(end - start)
-        except Exception:  # noqa: BLE001
+        except Exception as caught:
+            if raised_in_signal_handler(caught):
+                raise  # the script's own signal handler's: it is the script's
             logger.debug("compile watch: listener failed", exc_info=True)
 
 

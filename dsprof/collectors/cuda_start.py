@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from dsprof.frames import raised_in_signal_handler
 from dsprof.log import logger
 
 NVML_AVAILABILITY = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -58,7 +59,9 @@ def when_cuda_starts(call: Callable[[], Any]) -> None:
             return
         try:
             call()
-        except Exception as exc:  # noqa: BLE001 - the script's CUDA must start regardless
+        except Exception as exc:  # the script's CUDA must start regardless
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             logger.warning("as CUDA started: %s failed: %s: %s",
                            getattr(call, "__qualname__", "a collector"),
                            type(exc).__name__, exc)

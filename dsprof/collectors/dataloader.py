@@ -31,6 +31,7 @@ from dsprof.frames import (
     INSTALLED_DIRS,
     drop_own_frames,
     internal_file,
+    raised_in_signal_handler,
     shown_path,
     standard_library,
 )
@@ -200,7 +201,9 @@ class DataLoaderCollector:
             ns, cpu_ns = time.perf_counter_ns() - t0, time.thread_time_ns() - c0
             try:
                 collector._iterated(loader, it, ns, cpu_ns)
-            except Exception:  # noqa: BLE001 - never break the user's loop
+            except Exception as caught:  # never break the user's loop
+                if raised_in_signal_handler(caught):
+                    raise  # the script's own signal handler's: it is the script's
                 logger.debug("dataloader collector: could not register an iterator", exc_info=True)
             return it
 
@@ -264,7 +267,9 @@ class DataLoaderCollector:
             entry = self._by_iter.get(it)
             if entry is not None:
                 self._waited(entry[0], ns, cpu_ns, per_pass=True)
-        except Exception:  # noqa: BLE001 - never break the user's loop
+        except Exception as caught:  # never break the user's loop
+            if raised_in_signal_handler(caught):
+                raise  # the script's own signal handler's: it is the script's
             logger.debug("dataloader collector: could not time a pass's end", exc_info=True)
 
     def _waited(self, stats: LoaderStats, ns: int, cpu_ns: int, per_pass: bool) -> None:
@@ -283,7 +288,9 @@ class DataLoaderCollector:
             return None
         try:
             return self._workers.before(it)
-        except Exception:  # noqa: BLE001 - never break the user's loop
+        except Exception as caught:  # never break the user's loop
+            if raised_in_signal_handler(caught):
+                raise  # the script's own signal handler's: it is the script's
             logger.debug("dataloader collector: could not read the workers", exc_info=True)
             return None
 
@@ -293,7 +300,9 @@ class DataLoaderCollector:
             return
         try:
             WorkerSampler.after(before, entry[0].workers_in_waits)
-        except Exception:  # noqa: BLE001 - never break the user's loop
+        except Exception as caught:  # never break the user's loop
+            if raised_in_signal_handler(caught):
+                raise  # the script's own signal handler's: it is the script's
             logger.debug("dataloader collector: could not read the workers", exc_info=True)
 
     def _returned(self, it: Any, batch: Any, ns: int, cpu_ns: int) -> None:

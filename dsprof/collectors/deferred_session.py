@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dsprof.apply import from_env as knobs_from_env
-from dsprof.collectors import torch_arrival
+from dsprof.collectors import script_signals, torch_arrival
 from dsprof.log import SESSION_NOT_STARTED, logger
 from dsprof.ranks import RankEnv, die_with_launcher
 from dsprof.rundir import RunDir
@@ -94,7 +94,8 @@ class DeferredSession:
             try:
                 session = Session(settings, run, target, ranks, lock=self.lock,
                                   started_as={**self._started_as, "after_script": after_script})
-                session.start()
+                with script_signals.deferred():  # its profiler starts whole
+                    session.start()
             except Exception as exc:  # noqa: BLE001 - the script runs on, unprofiled
                 self.failed = exc
                 logger.error("%s (%s: %s); the script runs unprofiled", SESSION_NOT_STARTED,

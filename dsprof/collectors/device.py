@@ -25,6 +25,7 @@ import psutil
 
 from dsprof.collectors import memory_history, peak_ledger
 from dsprof.collectors.cuda_start import when_cuda_starts
+from dsprof.frames import raised_in_signal_handler
 from dsprof.log import logger
 
 
@@ -214,7 +215,9 @@ def detect() -> Device:
         # NVML (amdsmi on ROCm) first: no cuInit where it answers; CUDA's own count only
         # where it cannot, as torch.cuda.is_available() would
         count = int(torch.cuda.device_count())
-    except Exception as exc:  # noqa: BLE001 - a broken driver is a CPU run, as without dsprof
+    except Exception as exc:  # a broken driver is a CPU run, as without dsprof
+        if raised_in_signal_handler(exc):
+            raise  # the script's own signal handler's: it is the script's
         logger.debug("no accelerator: torch.cuda.device_count() raised %s: %s",
                      type(exc).__name__, exc)
         count = 0

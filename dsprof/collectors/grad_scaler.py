@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from dsprof.frames import drop_own_frames
+from dsprof.frames import drop_own_frames, raised_in_signal_handler
 from dsprof.log import logger
 
 
@@ -51,7 +51,9 @@ class GradScalerMonitor:
             if not monitor._failed and getattr(scaler, "_enabled", False):
                 try:
                     skipped = _skipped(scaler)
-                except Exception as exc:  # noqa: BLE001 - never fail the user's step
+                except Exception as exc:  # never fail the user's step
+                    if raised_in_signal_handler(exc):
+                        raise  # the script's own signal handler's: it is the script's
                     monitor._fail(exc)
             try:
                 original(scaler, new_scale)
@@ -62,7 +64,9 @@ class GradScalerMonitor:
                 return
             try:
                 monitor.on_update(float(scaler._scale), skipped)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
+                if raised_in_signal_handler(exc):
+                    raise  # the script's own signal handler's: it is the script's
                 monitor._fail(exc)
 
         GradScaler.update = update

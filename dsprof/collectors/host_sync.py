@@ -48,7 +48,7 @@ from dsprof.collectors.dataloader import (
     _is_library,
     user_site_and_caller,
 )
-from dsprof.frames import drop_own_frames, standard_library
+from dsprof.frames import drop_own_frames, raised_in_signal_handler, standard_library
 from dsprof.log import logger
 
 # (owner, attribute, call name). Tensor.to is wrapped too but only counted when it copies a
@@ -178,7 +178,9 @@ class HostSyncCollector:
             ns = time.perf_counter_ns() - t0
             try:
                 record(call, args, out, ns, is_to)
-            except Exception:  # noqa: BLE001 - never fail the user's call
+            except Exception as caught:  # never fail the user's call
+                if raised_in_signal_handler(caught):
+                    raise  # the script's own signal handler's: it is the script's
                 logger.debug("host sync collector: could not record %s", call, exc_info=True)
             return out
 

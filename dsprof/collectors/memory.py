@@ -33,12 +33,13 @@ from typing import Any
 
 import orjson
 
+from dsprof.collectors import script_signals
 from dsprof.collectors.activations import ActivationTracker
 from dsprof.collectors.cuda_start import when_cuda_starts
 from dsprof.collectors.device import Device
 from dsprof.collectors.memory_census import Census, take_census
 from dsprof.errors import MemoryBudgetExceeded
-from dsprof.frames import shown_path
+from dsprof.frames import raised_in_signal_handler, shown_path
 from dsprof.log import logger
 from dsprof.rundir import atomic_write_bytes
 
@@ -58,7 +59,9 @@ def _guarded(method: Callable[..., None]) -> Callable[..., None]:
             return
         try:
             method(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+        except Exception as exc:  # a collector must not fail the script
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             self.off = True
             self.tracker.uninstall()
             logger.error("memory collector failed and is off for the rest of the run: %s: %s",
@@ -206,7 +209,13 @@ class MemoryCollector:
         deaths, clock = self._deaths, self.clock
 
         def died(key: tuple[str, int]) -> Callable[[Any], None]:
-            return lambda _ref: deaths.setdefault(key, clock())
+            def record(_ref: Any) -> None:
+                deaths.setdefault(key, clock())
+
+            # a weakref callback drops what is raised in it: the script's signal handlers
+            # wait while it runs (a time limit's error was lost here)
+            script_signals.defer_in(record.__code__)
+            return record
 
         for key, st in census.storages.items():
             try:
@@ -247,7 +256,9 @@ class MemoryCollector:
     def _save_snapshot(self, window: int) -> str | None:
         try:
             snap = self.device.memory_snapshot()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             logger.warning("memory: no CUDA snapshot for window %d: %s", window, exc)
             return None
         if snap is None:
@@ -265,7 +276,9 @@ class MemoryCollector:
             atomic_write_bytes(self.raw_dir / OOM_SNAPSHOT, pickle.dumps(snap, protocol=4))
             logger.warning("out of memory: allocator snapshot saved to %s",
                            self.raw_dir / OOM_SNAPSHOT)
-        except Exception as exc:  # noqa: BLE001 - we are inside the allocator's OOM path
+        except Exception as exc:  # we are inside the allocator's OOM path
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             logger.error("out of memory: could not save the allocator snapshot: %s", exc)
 
     def _check_budget(self, doc: dict[str, Any], trace_file: str) -> None:

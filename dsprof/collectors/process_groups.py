@@ -28,6 +28,7 @@ import sys
 import time
 from typing import Any
 
+from dsprof.frames import raised_in_signal_handler
 from dsprof.log import logger
 
 GLOO_WORKER = "pt_gloo_runloop"  # torch names its gloo worker threads so (torch >= 2.x)
@@ -47,7 +48,9 @@ def keep_alive() -> int:
         if not (dist.is_available() and dist.is_initialized()):
             return len(_kept)
         groups = list(dist.distributed_c10d._world.pg_map)
-    except Exception:  # noqa: BLE001 - a torch without these internals: nothing to hold
+    except Exception as caught:  # a torch without these internals: nothing to hold
+        if raised_in_signal_handler(caught):
+            raise  # the script's own signal handler's: it is the script's
         return len(_kept)
     global _owner
     if not _kept:
@@ -63,7 +66,9 @@ def _uses_gloo(dist: Any, pg: Any) -> bool:
     ``destroy_process_group`` is left as it is."""
     try:
         return "gloo" in str(dist.get_backend(pg)).lower()
-    except Exception:  # noqa: BLE001 - a group torch cannot name: hold it, holding is harmless
+    except Exception as caught:  # a group torch cannot name: hold it, holding is harmless
+        if raised_in_signal_handler(caught):
+            raise  # the script's own signal handler's: it is the script's
         return True
 
 

@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from dsprof.collectors.dataloader import user_site
-from dsprof.frames import drop_own_frames
+from dsprof.frames import drop_own_frames, raised_in_signal_handler
 
 
 class SaveWatch:
@@ -132,7 +132,9 @@ class SaveWatch:
             self._call = call
             try:
                 self._site = user_site(3)[0]
-            except Exception:  # noqa: BLE001 - never fail the script's save
+            except Exception as caught:  # never fail the script's save
+                if raised_in_signal_handler(caught):
+                    raise  # the script's own signal handler's: it is the script's
                 self._site = "?"
 
     def take(self, sample: bool) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dsprof.frames import OWN_CODES
+from dsprof.frames import OWN_CODES, raised_in_signal_handler
 
 _BACKWARD = re.compile(r"Backward\d*$")
 
@@ -42,7 +42,9 @@ def pack(t: Any) -> Any:
         node = t.grad_fn
         made_by = None if node is None else _BACKWARD.sub("", node.name())
         return Packed(detached, version, made_by, int(t.output_nr))
-    except Exception:  # noqa: BLE001 - no check rather than a failed forward
+    except Exception as caught:  # no check rather than a failed forward
+        if raised_in_signal_handler(caught):
+            raise  # the script's own signal handler's: it is the script's
         return detached
 
 

@@ -38,6 +38,7 @@ from dsprof.collectors import (
     memory_history,
     peak_ledger,
     process_groups,
+    script_signals,
     session_end,
     spawned_ranks,
 )
@@ -157,6 +158,7 @@ class Session:
             # before meta.json says "running": a reader must never see a run without its writer
             self.lock = acquire_lock(self.run)
         forked_child.register(self)
+        script_signals.install()
         self.device = detect()
         if self.device.is_accelerator:
             peak_ledger.install()  # the script's own peak reads stay whole (every step resets)
@@ -275,6 +277,7 @@ class Session:
         if self.steps is not None and not self._finished and self.spawned is None:
             self.steps.manual_step()
 
+    @script_signals.deferring  # the script's signal handlers wait for the boundary's work
     def _on_boundary(self, step: int) -> None:
         if self.device is not None and not self.device.settled:
             self._settle_device()
@@ -301,6 +304,7 @@ class Session:
             memory.exceeded = None
             raise exceeded  # into the script, like an out-of-memory error
 
+    @script_signals.deferring
     def _after_backward(self) -> None:
         """At every ``backward()`` end: a loop with no optimizer has no step boundary for its
         first 64 backwards, and its process groups must be held before the script returns."""
@@ -313,6 +317,7 @@ class Session:
             except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
                 self._disable_timeline(exc)
 
+    @script_signals.deferring
     def _after_forward(self) -> None:
         """At every outermost forward's end while the run has no step source yet."""
         if self.timeline is not None and self._timeline_ok:
@@ -382,6 +387,7 @@ class Session:
             _current = None
         spawned_ranks.uninstall()
         child_processes.uninstall()
+        script_signals.uninstall()
         exit_guard.uninstall()
         if self.spawned is not None:
             spawned_ranks.finish_coordinator(self, exit_status, reason, error)

@@ -13,6 +13,7 @@ from typing import Any
 from dsprof.collectors.cupti_kernels import CuptiKernelCollector
 from dsprof.collectors.timeline import TimelineCollector
 from dsprof.collectors.user_profiler import UserProfilerGuard
+from dsprof.frames import raised_in_signal_handler
 from dsprof.log import logger
 from dsprof.settings import Settings
 
@@ -28,7 +29,9 @@ def watch_user_profiler(timeline: TimelineCollector,
     guard = UserProfilerGuard(started, timeline.resume)
     try:
         guard.install()
-    except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+    except Exception as exc:  # a collector must not fail the script
+        if raised_in_signal_handler(exc):
+            raise  # the script's own signal handler's: it is the script's
         logger.error("cannot watch for the script's own torch.profiler: %s: %s",
                      type(exc).__name__, exc)
         return None
@@ -41,7 +44,9 @@ def start_cupti(device: Any, raw: Path, now_ns: Callable[[], int],
     bootstrap capture holds CUPTI first; the mode starts recording when it ends)."""
     try:
         cupti = CuptiKernelCollector.open(device, raw, now_ns)
-    except Exception as exc:  # noqa: BLE001 - a collector must not fail the script
+    except Exception as exc:  # a collector must not fail the script
+        if raised_in_signal_handler(exc):
+            raise  # the script's own signal handler's: it is the script's
         logger.error("cupti kernel mode failed to start: %s: %s", type(exc).__name__, exc)
         return None
     if cupti is not None and timeline is not None:

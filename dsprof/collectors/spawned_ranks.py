@@ -38,6 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dsprof.frames import raised_in_signal_handler
 from dsprof.log import SESSION_NOT_STARTED, logger
 from dsprof.manifest import SPAWNED_BY_SCRIPT
 from dsprof.peer_loss import lost_a_peer
@@ -118,7 +119,9 @@ def _follow(session: Any, fn: Any, nprocs: int, start_method: str) -> Any:
     if why is None:
         try:
             hand_over(session, nprocs, start_method)
-        except Exception as exc:  # noqa: BLE001 - the script must start its processes anyway
+        except Exception as exc:  # the script must start its processes anyway
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             why = f"dsprof could not hand over to them: {type(exc).__name__}: {exc}"
     if why is not None:
         note = {"nprocs": nprocs, "start_method": start_method, "why": why}
@@ -223,7 +226,9 @@ class SpawnedRank:
                               RankEnv(i, i, self.nprocs, launched=True))
             session.start()
             return session
-        except Exception as exc:  # noqa: BLE001 - the rank's training must run regardless
+        except Exception as exc:  # the rank's training must run regardless
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             logger.error("rank %d: %s (%s: %s); this rank is not profiled", i,
                          SESSION_NOT_STARTED, type(exc).__name__, exc)
             return None
@@ -267,7 +272,9 @@ def _end(session: Any, status: int, reason: str, error: str | None = None,
         # own references to them went as it returned (process_groups.py says why)
         if groups:
             process_groups.release()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
+        if raised_in_signal_handler(exc):
+            raise  # the script's own signal handler's: it is the script's
         logger.error("rank %d: could not save the dsprof session: %s: %s", session.rank,
                      type(exc).__name__, exc)
     log.detach_file()

@@ -42,6 +42,7 @@ import threading
 import time
 from typing import Any
 
+from dsprof.collectors import script_signals
 from dsprof.collectors.save_watch import SaveWatch
 
 
@@ -69,6 +70,8 @@ class StepRuntime:
 
     def install(self) -> None:
         self._step_faults_at = (threading.get_ident(), minor_faults())
+        # Python drops what a gc callback raises: the script's signal handlers wait there
+        script_signals.defer_in(StepRuntime._gc_event.__code__)
         gc.callbacks.append(self._gc_event)
         self.saves.install()
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
-from dsprof.frames import drop_own_frames
+from dsprof.frames import drop_own_frames, raised_in_signal_handler
 from dsprof.log import logger
 from dsprof.vocabulary import CLOSURE_SPAN
 
@@ -166,7 +166,9 @@ class AutogradCallWatch:
         self.calls += 1
         try:
             self.on_end(self.now_ns())
-        except Exception:  # noqa: BLE001 - never fail the user's backward
+        except Exception as caught:  # never fail the user's backward
+            if raised_in_signal_handler(caught):
+                raise  # the script's own signal handler's: it is the script's
             logger.debug("%s watch: listener failed", self.NAME, exc_info=True)
 
     def uninstall(self) -> None:

@@ -43,6 +43,7 @@ from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.collectors.device import Device
 from dsprof.collectors.forward_watch import ForwardWatch
 from dsprof.collectors.modules import ModuleAnnotator
+from dsprof.collectors.script_signals import deferring
 from dsprof.collectors.step_leader import StepLeader
 from dsprof.collectors.step_runtime import StepRuntime
 from dsprof.collectors.step_samples import BoundarySamples, TakeData, log_step_line
@@ -87,11 +88,11 @@ class StepCollector:
         self.sources: list[str] = []  # per boundary: what marked it
         # backward() ends not yet known to be step boundaries: (end_ns, thread cpu ns)
         self._pending_backward: list[tuple[int, int]] = []
-        self.backward = BackwardWatch(self._backward_ended, self.now_ns)
+        self.backward = BackwardWatch(deferring(self._backward_ended), self.now_ns)
         # torch.autograd.grad ends: backward() ends until the run's first backward()
-        self.grads = GradWatch(self._grad_ended, self.now_ns)
+        self.grads = GradWatch(deferring(self._grad_ended), self.now_ns)
         # the outermost-forward watch: on until a backward() or optimizer step (training)
-        self.forwards = ForwardWatch(modules, self._forward_ended)
+        self.forwards = ForwardWatch(modules, deferring(self._forward_ended))
         # called at every watched forward end (the bootstrap capture's spans)
         self.after_forward: Callable[[], None] | None = None
         self.closures = ClosureMarker()
@@ -128,8 +129,9 @@ class StepCollector:
 
         invisible_to_dynamo(StepCollector._optimizer_stepped, recursive=True)
         invisible_to_dynamo(StepCollector._optimizer_starting, recursive=True)
-        self._pre_hook = register_optimizer_step_pre_hook(self._optimizer_starting)
-        self._hook = register_optimizer_step_post_hook(self._optimizer_stepped)
+        # the script's signal handlers wait for dsprof's work in them (script_signals.py)
+        self._pre_hook = register_optimizer_step_pre_hook(deferring(self._optimizer_starting))
+        self._hook = register_optimizer_step_post_hook(deferring(self._optimizer_stepped))
         self.closures.install()
         self.backward.install()
         self.grads.install()
@@ -314,6 +316,7 @@ class StepCollector:
         if live and self.on_new_loop is not None:
             self.on_new_loop(first, len(self.boundaries_ns))
 
+    @deferring
     def manual_step(self) -> None:
         self.forwards.stop()
         if self.source == "forward":
@@ -326,6 +329,7 @@ class StepCollector:
             self._pending_backward = []
         self.boundary("manual")
 
+    @deferring
     def scaler_update(self, scale: float, skipped: bool) -> None:
         """A ``GradScaler.update()``: record the scale for its step.
 

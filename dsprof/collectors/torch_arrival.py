@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
 from typing import Any
 
+from dsprof.frames import raised_in_signal_handler
+
 
 def when_torch_loads(callback: Callable[[], None]) -> None:
     """Call ``callback()`` once torch is imported: now if it already is, else at the end of the
@@ -85,7 +87,9 @@ class _ArrivalFinder:
         stop_waiting(self.name)
         try:
             self._callback()
-        except Exception as exc:  # noqa: BLE001 - a profiler must not fail the script's import
+        except Exception as exc:  # a profiler must not fail the script's import
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             from dsprof.log import logger
 
             logger.error("dsprof's step when %s loaded failed: %s: %s", self.name,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from dsprof.frames import raised_in_signal_handler
 from dsprof.log import logger
 
 _local = threading.local()
@@ -84,7 +85,9 @@ class UserProfilerGuard:
     def _notify(fn: Callable[[], None]) -> None:
         try:
             fn()
-        except Exception as exc:  # noqa: BLE001 - the script's profiler must start regardless
+        except Exception as exc:  # the script's profiler must start regardless
+            if raised_in_signal_handler(exc):
+                raise  # the script's own signal handler's: it is the script's
             logger.error("dsprof could not step aside for the script's profiler: %s: %s",
                          type(exc).__name__, exc)
 
