@@ -206,6 +206,23 @@ class RunManifest:
         """``dsprof run --nproc-per-node N``'s N."""
         return _positive_int(self.raw.get("nproc_per_node"))
 
+    def rerun_ranks(self) -> list[str] | None:
+        """What ``dsprof run`` needs to start this run's ranks again as they were started:
+        ``--nproc-per-node N`` where dsprof's launcher started them (or, in a run recorded
+        before ``launcher`` was, where it had several), nothing for one process or a script
+        that spawns its own (``--nproc-per-node`` would start N copies, each spawning its
+        ranks); None where the job's own launcher (torchrun) started them, which dsprof
+        cannot start."""
+        if self.launcher == "torchrun":
+            return None
+        if self.launcher == LAUNCHED_BY_DSPROF:
+            ranks = self.nproc_per_node
+        elif self.launcher is None and (self.world_size or 1) > 1:
+            ranks = self.world_size
+        else:
+            ranks = None
+        return ["--nproc-per-node", str(ranks)] if ranks else []
+
     def device(self, rank: int = 0) -> Device | None:
         return next((d for d in self.devices if d.rank == rank), None)
 

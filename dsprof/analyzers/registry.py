@@ -32,7 +32,6 @@ from dsprof.analyzers.step_words import StepWords
 from dsprof.findings import FINDINGS_FILE, SAVING_CLOCK, THREAD_CPU, Finding, rank_key
 from dsprof.findings_file import Analysis, read_findings_file
 from dsprof.log import logger
-from dsprof.manifest import SPAWNED_BY_SCRIPT
 from dsprof.metrics.noise import StepNoise, disturbance, profiled_on_cpu_share, step_noise
 from dsprof.run import Run
 from dsprof.rundir import atomic_write_bytes
@@ -215,20 +214,13 @@ class Context:
     @property
     def ranks_command(self) -> str | None:
         """The command that runs a multi-rank job again under dsprof, its ranks started as
-        they were: ``dsprof run --nproc-per-node N`` where dsprof started them, the user's
-        launcher (``torchrun ... -m dsprof run``) where it did, and the script alone where it
-        spawns its own (``--nproc-per-node`` would start N copies, each spawning its ranks).
-        None for imports."""
-        command = self.target_command
+        they were (``RunManifest.rerun_ranks``). None for imports."""
+        command, ranks = self.target_command, self.run.manifest.rerun_ranks()
         if command is None:
             return None
-        manifest = self.run.manifest
-        if manifest.launcher == SPAWNED_BY_SCRIPT:
-            return f"dsprof run {command}"
-        if manifest.launcher == "torchrun":
+        if ranks is None:
             return f"torchrun ... -m dsprof run {command}"
-        ranks = manifest.nproc_per_node or manifest.world_size or 2
-        return f"dsprof run --nproc-per-node {ranks} {command}"
+        return " ".join(["dsprof run", *ranks, command])
 
 
 def load_analyzer(entry: str) -> Analyzer:

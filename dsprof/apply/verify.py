@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dsprof.errors import ConfigError, RunDirError
-from dsprof.manifest import LAUNCHED_BY_DSPROF, load_manifest
+from dsprof.manifest import load_manifest
 from dsprof.reports.verification import Verification, compare
 from dsprof.rundir import new_run_path
 
@@ -34,12 +34,11 @@ def rerun_command(baseline: Path, ids: list[str] | None,
         raise RunDirError(f"{baseline} was not recorded by `dsprof run` (an import?); "
                           "there is no command to rerun")
     settings = manifest.settings
-    cmd = [sys.executable, "-m", "dsprof", "run", "-o", str(out)]
-    if manifest.launcher == LAUNCHED_BY_DSPROF and manifest.nproc_per_node:
-        # its ranks again, as the baseline's: without them a torchrun-style script finds no
-        # RANK to rendezvous with and exits 1
-        cmd += ["--nproc-per-node", str(manifest.nproc_per_node)]
-    elif manifest.launcher == "torchrun":
+    # its ranks again, as the baseline's: without them a torchrun-style script finds no RANK
+    # to rendezvous with and exits 1
+    ranks = manifest.rerun_ranks()
+    cmd = [sys.executable, "-m", "dsprof", "run", "-o", str(out), *(ranks or [])]
+    if ranks is None:
         again = " ".join(shlex.quote(a) for a in (
             "-m", "dsprof", "run", "-o", str(out), *(["--apply", ",".join(ids),
                                                       "--baseline", str(baseline)]

@@ -40,7 +40,7 @@ def pack(t: Any) -> Any:
     try:
         version = int(t._version)
         node = t.grad_fn
-        made_by = None if node is None else _BACKWARD.sub("", node.name())
+        made_by = None if node is None else node.name()  # trimmed only for a message
         return Packed(detached, version, made_by, int(t.output_nr))
     except Exception as caught:  # no check rather than a failed forward
         if raised_in_signal_handler(caught):
@@ -64,7 +64,7 @@ def _modified(packed: Packed, now: int) -> str:
     text = (f"one of the variables needed for gradient computation has been modified by an "
             f"inplace operation: [{t.type()} {list(t.size())}]")
     if packed.made_by is not None:
-        text += f", which is output {packed.output_nr} of {packed.made_by},"
+        text += f", which is output {packed.output_nr} of {_BACKWARD.sub('', packed.made_by)},"
     text += f" is at version {now}; expected version {packed.version} instead."
     if torch.is_anomaly_enabled():
         return text + (" Hint: the backtrace further above shows the operation that failed to "
