@@ -243,7 +243,7 @@ class InputPipeline(Analyzer):
         free_cores = (gpu_cores if gpu_cores is not None
                       else max(1, cpus - threads) if cpu_bound else max(1, cpus))
         cap = free_cores if cpu_bound else min(MAX_IO_WORKERS, max(2, 2 * cpus))
-        workers_said = ""
+        workers_said, contended = "", False
         if workers > 0:
             # the training thread waits on the workers' queue: what they did meanwhile decides
             # (analyzers/loader_workers.py), not its own CPU time there
@@ -255,7 +255,7 @@ class InputPipeline(Analyzer):
                                           f"{judged.why}; no worker count is advised."
                                           f"{shared.why}")
                 return None
-            cap, workers_said = judged.cap, f" {judged.why}"
+            cap, workers_said, contended = judged.cap, f" {judged.why}", judged.contended
         if workers == 0:
             # from a worker, a batch costs the worker its load and the send, and the
             # training thread the receive, which it did not pay loading in-process
@@ -311,7 +311,7 @@ class InputPipeline(Analyzer):
         else:
             title = (f"Raise DataLoader workers {workers} -> {n}: steps still wait "
                      f"{wait / 1e6:.1f} ms for data ({share:.0%} {words.of_the_step})")
-        confidence = "high" if not cpu_bound else (
+        confidence = "medium" if contended else "high" if not cpu_bound else (
             "medium" if gpu_cores is not None or cpus - threads >= n else "low")
         explanation = (
             f"Mean over {steps} steps on rank {rank}: step {dur / 1e6:.1f} ms, of which "

@@ -30,6 +30,7 @@ BUSY = 0.5
 MAIN_BUSY = 0.25
 MIN_SAMPLED_NS = 5_000_000  # under this much worker time sampled, their state is unknown
 MAX_IO_WORKERS = 16
+CONTENDED = 0.2  # the workers' share of the wait spent runnable but off a CPU
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class MoreWorkers:
     """The most workers to advise, or None: no count is advised (``why`` says why)."""
     why: str
     """A sentence for the finding's explanation, or the skip's reason."""
+    contended: bool = False
+    """The computing workers waited for a CPU ``CONTENDED`` of the time or more: the free
+    cores counted from the training process's and the workers' use were not all free (other
+    processes ran there), so a saving that gives the new worker a core is not sure."""
 
 
 def more_workers(workers: int, cpus: int, threads: int, state: WorkerState | None,
@@ -106,9 +111,17 @@ def more_workers(workers: int, cpus: int, threads: int, state: WorkerState | Non
             "same cores) or wait on disk or network (more would help)")
     if room < 1:
         return MoreWorkers(None, f"{seen}, and with {basis} no core is free for another")
+    contended = state is not None and state.runq >= CONTENDED
+    # a worker that waited for a CPU beside cores counted free: something else held them (a
+    # 1-worker loader on 2 CPUs, runnable all the wait and on a CPU 72 % of it, beside other
+    # jobs: 2 workers were priced 200.5 -> 100 ms a step and measured 127.6)
     return MoreWorkers(workers + room, (
         f"{_sentence(seen)}, and with {basis}, {room} core{'s are' if room > 1 else ' is'} "
-        "free: at most that many more are advised."))
+        "free: at most that many more are advised."
+        + (f" But the workers waited for a CPU {state.runq:.0%} of the time: other processes "
+           "held these cores too, so the new worker may not get one to itself, and the saving "
+           "is an upper bound (confidence medium)." if contended and state is not None else "")),
+        contended)
 
 
 @dataclass(frozen=True)

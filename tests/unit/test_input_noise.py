@@ -305,6 +305,25 @@ def test_workers_that_compute_get_the_cores_the_training_process_left_idle():
     assert "no core is free for another" in _skip_reason(busy)
 
 
+def test_workers_that_waited_for_a_cpu_beside_free_cores_get_a_medium_claim():
+    # GIVEN a 1-worker loader on 2 CPUs whose worker was runnable through the waits but on a
+    # CPU 72 % of them, beside a training process using 0.1 cores (other jobs held the CPUs:
+    # 2 workers, priced 200.5 -> 100 ms a step, measured 127.6)
+    durs = [900.0] + [200.0 + (0.5 if i % 2 else -0.5) for i in range(40)]
+    run = _run(durs, [156.0] * 41, workers=1, cpus=2, threads=1, sampled=(0.72, 0.28),
+               process_cores=0.1)
+    (f,) = _waits(run)
+    # THEN the advice stands, with a medium confidence that says why
+    assert f.data["advised_workers"] == 2 and f.confidence == "medium"
+    assert "waited for a CPU 28% of the time" in f.explanation
+    assert "upper bound" in f.explanation
+    # AND workers that waited little for a CPU keep the high one
+    quiet = _run(durs, [156.0] * 41, workers=1, cpus=2, threads=1, sampled=(0.8, 0.05),
+                 process_cores=0.1)
+    (q,) = _waits(quiet)
+    assert q.confidence == "high" and "upper bound" not in q.explanation
+
+
 def test_the_process_cores_are_read_over_the_counted_steps_only():
     from dsprof.analyzers.loader_workers import process_cores
     from dsprof.analyzers.registry import Context
