@@ -44,8 +44,16 @@ def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _v3_to_v4(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 added the ``compiles`` table (torch.compile's compilations, Dynamo's record of
+    each); the header is unchanged, and a version-3 run has no such table: what reads it is
+    skipped there, as on an imported trace."""
+    return doc
+
+
 # schema version -> the function that upgrades a document of that version by one step
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def upgrade(doc: dict[str, Any]) -> dict[str, Any]:

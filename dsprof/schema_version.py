@@ -6,4 +6,4 @@ Bump it whenever a column changes meaning or type, or a table is added; a reader
 written with a newer version than its own.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4

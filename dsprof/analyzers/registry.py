@@ -65,6 +65,7 @@ ANALYZERS: tuple[str, ...] = (
     "dsprof.analyzers.memory_leak:MemoryLeakAnalyzer",
     "dsprof.analyzers.fragmentation:FragmentationAnalyzer",
     "dsprof.analyzers.anomaly:Anomalies",
+    "dsprof.analyzers.recompiles:Recompiles",
     "dsprof.analyzers.grad_scaler:LossScaling",
     "dsprof.analyzers.fusion:FusionAnalyzer",
     "dsprof.analyzers.attention:AttentionAnalyzer",

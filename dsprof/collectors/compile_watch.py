@@ -32,7 +32,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from dsprof.frames import drop_own_frames, raised_in_signal_handler
+from dsprof.collectors.compile_metrics import DynamoMetrics, recompile_limit
+from dsprof.frames import drop_own_frames, internal_file, raised_in_signal_handler, shown_path
 from dsprof.log import logger
 
 # code of dsprof's wrappers and hooks -> whether the frames they call are skipped too
@@ -79,6 +80,7 @@ def _skip_codes(codes: dict[Any, bool] | None = None) -> None:
 # shorter than this is not compile time worth a mark (a torch.compile() call once Dynamo is
 # imported returns in microseconds)
 MIN_COMPILE_NS = 1_000_000
+MAX_CALLS = 32  # torch.compile call sites kept (a script compiling in a loop calls it each time)
 
 
 class CompileWatch:
@@ -99,6 +101,8 @@ class CompileWatch:
         self._original: Any = None
         self._wrapper: Any = None
         self._callbacks = False
+        self.dynamo = DynamoMetrics(now_ns)  # Dynamo's record of each compilation
+        self.calls: list[list[str]] = []  # [site, what it compiled] of each torch.compile call
 
     def install(self) -> None:
         import torch
@@ -109,6 +113,9 @@ class CompileWatch:
         @functools.wraps(original)
         def compile(*args: Any, **kwargs: Any) -> Any:
             watch._detect()
+            target = args[0] if args else kwargs.get("model")
+            if target is not None:  # (None: the decorator form, which calls back with it)
+                watch._called(target)
             t0 = watch.now_ns()
             try:
                 return original(*args, **kwargs)
@@ -142,8 +149,41 @@ class CompileWatch:
             self._callbacks = False
 
     def record(self) -> dict[str, Any]:
-        return {"used": self.detected, "intervals": self.intervals,
-                "total_ns": sum(e - s for s, e in self.intervals)}
+        rec: dict[str, Any] = {"used": self.detected, "intervals": self.intervals,
+                               "total_ns": sum(e - s for s, e in self.intervals)}
+        if self.detected:
+            self._harvest()
+            rec.update(compiles=self.dynamo.rows, compiles_dropped=self.dynamo.dropped,
+                       recompile_limit=recompile_limit(), calls=self.calls)
+        return rec
+
+    def _called(self, target: Any) -> None:
+        """Keep where the script called torch.compile and on what: Dynamo's record names a
+        compiled module's code as torch's own wrapper (``external_utils.py``'s ``inner``)."""
+        if len(self.calls) >= MAX_CALLS:
+            return
+        try:
+            frame = sys._getframe(2)
+            while frame is not None and internal_file(frame.f_code.co_filename):
+                frame = frame.f_back
+            site = (f"{shown_path(frame.f_code.co_filename)}:{frame.f_lineno}"
+                    if frame is not None else "?")
+            name = getattr(target, "__qualname__", None)
+            call = [site, name if isinstance(name, str) else type(target).__name__]
+            if call not in self.calls:
+                self.calls.append(call)
+        except Exception as caught:  # a frame or name that cannot be read: no site
+            if raised_in_signal_handler(caught):
+                raise  # the script's own signal handler's: it is the script's
+            logger.debug("compile watch: the torch.compile call's site not read", exc_info=True)
+
+    def _harvest(self) -> None:
+        try:
+            self.dynamo.harvest()
+        except Exception as caught:  # a torch whose records differ: the times stay
+            if raised_in_signal_handler(caught):
+                raise  # the script's own signal handler's: it is the script's
+            logger.debug("compile watch: Dynamo's compilation records not read", exc_info=True)
 
     def _detect(self) -> None:
         if self.detected:
@@ -184,6 +224,9 @@ class CompileWatch:
         if self._t0 is not None:
             t0, self._t0 = self._t0, None
             self._compiled(t0, self.now_ns(), str(getattr(args, "compile_id", "?")))
+        # the records of the compilations before this one (Dynamo writes a record after its
+        # end callbacks ran), read before its list of 64 drops them
+        self._harvest()
 
     def _compiled(self, start: int, end: int, what: str) -> None:
         if end - start < MIN_COMPILE_NS:
@@ -200,8 +243,19 @@ class CompileWatch:
 
 def compile_meta(rec: dict[str, Any] | None) -> dict[str, Any] | None:
     """meta.json ``compile`` from a session record's: whether torch.compile ran, how many
-    compilations and how long they took in all (None when it did not run)."""
+    compilations and how long they took in all, Dynamo's ``recompile_limit`` and the script's
+    torch.compile calls (``[site, what]``) (None when it did not run)."""
     if not rec or not rec.get("used"):
         return None
-    return {"used": True, "compilations": len(rec.get("intervals") or []),
-            "total_s": round((rec.get("total_ns") or 0) / 1e9, 3), "module_hooks": "off"}
+    out = {"used": True, "compilations": len(rec.get("intervals") or []),
+           "total_s": round((rec.get("total_ns") or 0) / 1e9, 3), "module_hooks": "off"}
+    limit = rec.get("recompile_limit")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        out["recompile_limit"] = limit
+    calls = rec.get("calls")
+    if isinstance(calls, list):  # [site, what] of the script's torch.compile calls
+        out["calls"] = [[str(c[0]), str(c[1])] for c in calls[:MAX_CALLS]
+                        if isinstance(c, list) and len(c) == 2]
+    if rec.get("compiles_dropped"):
+        out["compiles_dropped"] = rec["compiles_dropped"]
+    return out

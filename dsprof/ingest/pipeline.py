@@ -33,6 +33,7 @@ from dsprof.ingest.aggregates import SOURCE_TABLES, rank_aggregates
 from dsprof.ingest.anomalies import anomaly_rows
 from dsprof.ingest.array_split import parse_split
 from dsprof.ingest.comms import build_comms
+from dsprof.ingest.compiles import compiles_from_record
 from dsprof.ingest.cupti_kernels import build_cupti_kernels
 from dsprof.ingest.heap import release_free_memory
 from dsprof.ingest.host_ops import build_host_ops
@@ -61,6 +62,7 @@ from dsprof.rundir import (
 from dsprof.schema import (
     ANOMALIES,
     COMMS,
+    COMPILES,
     CUPTI_KERNELS,
     DATALOADERS,
     DEVICE_SAMPLES,
@@ -294,6 +296,8 @@ def _ingest_rank(run: RunDir, rank: int,
                 if (raw / fname).is_file():
                     doc_ = orjson.loads((raw / fname).read_bytes())
                     stage(tname, table, [build(doc_, rank, spans)])
+            if record is not None and record.get("status") != "running":
+                stage("compiles", COMPILES, [compiles_from_record(record, rank, spans)])
             anomaly_file = raw / ANOMALY_FILE
             stage("anomalies", ANOMALIES, [anomaly_rows(orjson.loads(anomaly_file.read_bytes()),
                                                         rank)] if anomaly_file.is_file() else [])

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from dsprof.schema.aggregates import KERNEL_TIME, OP_TIME, PHASE_TIME, RANK_TOTALS
 from dsprof.schema.memory import ALLOCATOR, GRAD_HOLDERS, MEMORY, MEMORY_SERIES, MODULES, STACKS
-from dsprof.schema.process import ANOMALIES, DATALOADERS, DEVICE_SAMPLES
+from dsprof.schema.process import ANOMALIES, COMPILES, DATALOADERS, DEVICE_SAMPLES
 from dsprof.schema.spec import BOOL, Column, Table
 from dsprof.schema.timeline import COMMS, CUPTI_KERNELS, HOST_SYNCS, KERNELS, OPS, STEPS
 from dsprof.schema_version import SCHEMA_VERSION  # stored in meta.json; readers import it here
 
 __all__ = [
-    "ALLOCATOR", "ANOMALIES", "COMMS", "CUPTI_KERNELS", "DATALOADERS", "DEVICE_SAMPLES",
+    "ALLOCATOR", "ANOMALIES", "COMMS", "COMPILES", "CUPTI_KERNELS", "DATALOADERS", "DEVICE_SAMPLES",
     "GRAD_HOLDERS", "HOST_SYNCS", "KERNELS", "KERNEL_TIME", "MEMORY", "MEMORY_SERIES", "MODULES",
     "OPS", "OP_TIME", "PHASE_TIME", "RANK_TOTALS", "SCHEMA_VERSION", "STACKS", "STEPS", "TABLES",
     "VIEW_COLUMNS", "Column", "Table", "table",
@@ -32,7 +32,7 @@ __all__ = [
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     STEPS, OPS, KERNELS, MEMORY, DATALOADERS, HOST_SYNCS, DEVICE_SAMPLES, CUPTI_KERNELS, COMMS,
-    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS, ANOMALIES,
+    MEMORY_SERIES, MODULES, STACKS, ALLOCATOR, GRAD_HOLDERS, ANOMALIES, COMPILES,
     RANK_TOTALS, KERNEL_TIME, OP_TIME, PHASE_TIME)}
 
 

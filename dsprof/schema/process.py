@@ -1,5 +1,5 @@
-"""What else the process did: its DataLoaders, the device's sampled metrics (NVML), and the
-NaN/Inf anomalies an anomaly-check run found."""
+"""What else the process did: its DataLoaders, torch.compile's compilations, the device's
+sampled metrics (NVML), and the NaN/Inf anomalies an anomaly-check run found."""
 
 from __future__ import annotations
 
@@ -52,6 +52,34 @@ DATALOADERS = Table(
                "CPUs of the machine (os.cpu_count): what the ranks that ran on this host "
                "(meta.json clock.ranks[*].host) share; null for runs recorded before this "
                "column"),
+    ),
+)
+
+COMPILES = Table(
+    "compiles",
+    "One row per compilation torch.compile's Dynamo recorded in a dsprof run (its "
+    "get_compilation_metrics(), what TORCH_LOGS=recompiles prints): the code, why it compiled "
+    "again, and whether it gave up; empty when the run never compiled.",
+    (
+        Column("rank", I32, "process rank"),
+        Column("compile_id", STR, "Dynamo's id, frame/attempt ('0/3': the frame's fourth "
+               "compilation)"),
+        Column("frame", I32, "Dynamo's number of the compiled code (the id's first part)"),
+        Column("attempt", I32, "which compilation of that code (0: the first; 1 and up: "
+               "recompilations)"),
+        Column("code", STR, "the compiled code's name (a module's forward, a function)"),
+        Column("site", STR, "file:line where that code starts"),
+        Column("step", I64, "step the compilation began in (null outside steps)"),
+        Column("start_ns", I64, "when it began, ns on the run clock (Dynamo's wall-clock "
+               "stamp moved onto it)"),
+        Column("dur_ns", I64, "how long it took, ns (null where Dynamo did not say)"),
+        Column("backward", BOOL, "the backward graph's compilation (AOTAutograd's, at the "
+               "first backward)"),
+        Column("recompile_reason", STR, "the guard that failed and made it compile again "
+               "('0/2: G[\'STEP\'] == 2'); null for a first compilation"),
+        Column("fail_type", STR, "what Dynamo raised when it gave up (null: it compiled)"),
+        Column("fail_reason", STR, "the first line of why ('Dynamo recompile limit exceeded': "
+               "the code runs uncompiled from then on)"),
     ),
 )
 

@@ -267,6 +267,21 @@ def _anomaly(present: bool):
                            anomalies=table(row) if present else table())
 
 
+def _recompiles(gave_up: bool):
+    """A compiled function recompiling for a global that changes each step: 7 recompiles and
+    Dynamo's give-up, or (negative) 7 recompiles in the first steps of 40, cached after."""
+    reason = "0/{n}: G['STEP'] == {n}"
+    rows = [{"compile_id": f"0/{i}", "frame": 0, "attempt": i, "code": "loss_fn",
+             "site": "train.py:9", "step": i, "start_ns": i * 10 * MS, "dur_ns": 40 * MS,
+             "recompile_reason": reason.format(n=i - 1) if i else None} for i in range(8)]
+    if gave_up:
+        rows.append({"compile_id": "0/8", "frame": 0, "attempt": 8, "step": 8,
+                     "start_ns": 80 * MS, "dur_ns": 2 * MS, "recompile_reason": reason.format(n=7),
+                     "fail_type": "Unsupported", "fail_reason": "Dynamo recompile limit exceeded"})
+    return Run.from_tables(meta={**SCRIPT, "compile": {"used": True, "recompile_limit": 8}},
+                           steps=steps([10] * 40), compiles=table(*rows))
+
+
 # -- precision and optimizer fusion ----------------------------------------------------------
 
 A100 = {"devices": {"0": {"kind": "cuda", "name": "NVIDIA A100-SXM4-80GB",
@@ -430,6 +445,7 @@ CASES = [
      lambda: _scales([False] * 10, [65536.0 / 4**i for i in range(10)]),
      lambda: _scales([False] * 10, [65536.0] * 10)),
     ("anomaly", "numerics.nonfinite", lambda: _anomaly(True), lambda: _anomaly(False)),
+    ("recompiles", "compile.recompiles", lambda: _recompiles(True), lambda: _recompiles(False)),
     ("precision", "precision.fp32_matmul",
      lambda: _gpu_matmuls("float", "ampere_sgemm_128x64_nn"),
      lambda: _gpu_matmuls("c10::BFloat16", "ampere_bf16_s16816gemm_bf16_128x64_nn")),
