@@ -90,8 +90,7 @@ STATED = {
                     f"{memory_leak.MIN_GROWTH >> 10} KiB", f"{pct(memory_leak.MIN_SHARE)} of the level"],
     "attention": [f"at most {attention.WINDOW} ops"],
     "recompiles": [f"at least {recompiles.MIN_RECOMPILES} recompiles",
-                   f"in the {'second half' if recompiles.LATE == 0.5 else recompiles.LATE} of "
-                   "the run's steps"],
+                   f"in the {'second half' if recompiles.LATE == 0.5 else recompiles.LATE}"],
     "grad_scaler": [f"at least {grad_scaler.REPEATED_SKIPS} after",
                     f"more than {grad_scaler.CALIBRATION_SKIPS} at the start",
                     f"2**{int(math.log2(grad_scaler.COLLAPSE_FACTOR))} under"],
