@@ -16,7 +16,17 @@ optimizer of the same loop (a GAN's generator), ended no step: every training st
 in runs (5 critic steps per generator step, 100 in the reference WGAN's first iterations), so
 a run hands the boundaries over only when it is long (``STALE_RUN`` steps in a row), at least
 as long as the leader's whole reign, and its optimizer never led (a WGAN's critic led before
-the generator took over)."""
+the generator took over).
+
+Two runs shorter than that are loops of their own all the same, found after the fact:
+
+- a run that a third optimizer interrupts, ``STALE_RUN`` steps or more: neither the leader
+  nor the run's optimizer steps in the loop now running (a grid search's fits after a first
+  fit whose net keeps its optimizer: 160 steps of 10 fits, after 456, were lost);
+- the run still going at exit, ``END_RUN`` steps or more: the leader never stepped again
+  (fine-tuning a head for 50 steps after 100 of pre-training whose optimizer the script keeps;
+  15 L-BFGS steps after 30 of Adam). A GAN's iteration ends with the optimizer that leads, so
+  at exit another one's run is at most its critic's steps of one iteration (WGAN-GP's 5)."""
 
 from __future__ import annotations
 
@@ -28,6 +38,8 @@ from dsprof.log import logger
 # Steps in a row of one other optimizer, with no step of the leader, before the leader can be
 # judged gone: above any critic-to-generator ratio seen in practice within one iteration.
 STALE_RUN = 16
+# Steps of another optimizer's run still going at exit that make it a loop of its own
+END_RUN = 8
 
 
 class StepLeader:
@@ -65,9 +77,22 @@ class StepLeader:
             self._remember_kind(optimizer)
             self._leader = weakref.ref(optimizer)
             self._other = None
+            # its steps since the leader was last seen, kept as another's run: steps too
+            late = self._watch.run_of(optimizer)
             self._watch.leads(optimizer)
             logger.debug("step collector: %s marks the step boundaries", type(optimizer).__name__)
+            if late:
+                self._watch.leader_stepped()
+                return True, late
         elif leader is not optimizer:
+            ended = self._watch.interrupted(optimizer)
+            if ended is not None:
+                # the run's optimizer trained a loop of its own, now over: its steps were
+                # steps, all found after the fact; this step starts a run of its own
+                self._led_by(*ended)
+                self._other = weakref.ref(optimizer)
+                self._watch.other_stepped(optimizer, end_ns, cpu_ns)
+                return False, ended[1]
             # another optimizer of the same loop (a GAN's generator, a second optimizer over
             # other parameters): remember the last one to step after the leader
             self._other = weakref.ref(optimizer)
@@ -100,6 +125,29 @@ class StepLeader:
         self._watch.leader_stepped()
         return True, []
 
+
+    def at_exit(self) -> list[tuple[int, int]]:
+        """The ends of another optimizer's run still going at exit, when it is a loop of its
+        own (``END_RUN`` steps or more, its optimizer never led), else none: steps found
+        after the fact (``new_loop`` says whether they are a new loop)."""
+        self.new_loop = False
+        ended = self._watch.pending(END_RUN)
+        if ended is None:
+            return []
+        self._led_by(*ended)
+        return ended[1]
+
+    def _led_by(self, ref: weakref.ref[Any], run: list[tuple[int, int]]) -> None:
+        """The optimizer of ``ref`` (gone, perhaps) led the ``run`` just found."""
+        optimizer = ref()
+        # (gone: another optimizer than the last leader, and the next to step is compared
+        # with the last leader's kind)
+        self.new_loop = optimizer is None or not self._same_kind(optimizer)
+        self._leader, self._other = ref, None
+        if optimizer is not None:
+            self._remember_kind(optimizer)
+            self._watch.leads(optimizer)
+        self._watch.leader_steps = len(run)  # its reign: what a run must match to take over
 
     def _remember_kind(self, optimizer: Any) -> None:
         # weak references by id: a parameter freed (a sweep's last model) is no longer there,
@@ -147,6 +195,33 @@ class LeaderWatch:
     def leader_stepped(self) -> None:
         self.leader_steps += 1
         self._run_of, self._run = None, []
+
+    def interrupted(self, optimizer: Any) -> tuple[weakref.ref[Any], list[tuple[int, int]]] | None:
+        """The run of an optimizer that never led, ``STALE_RUN`` steps or more, when
+        ``optimizer`` (not the leader) steps after it: that loop is over."""
+        ref = self._run_of
+        if ref is None or ref() is optimizer or len(self._run) < STALE_RUN:
+            return None
+        return self._take(ref)
+
+    def run_of(self, optimizer: Any) -> list[tuple[int, int]]:
+        """The ends of ``optimizer``'s run going now (none: another's, or none going)."""
+        ref = self._run_of
+        return list(self._run) if ref is not None and ref() is optimizer else []
+
+    def pending(self, least: int) -> tuple[weakref.ref[Any], list[tuple[int, int]]] | None:
+        """The run going now, when ``least`` steps or more of an optimizer that never led."""
+        ref = self._run_of
+        if ref is None or len(self._run) < least:
+            return None
+        return self._take(ref)
+
+    def _take(self, ref: weakref.ref[Any]) -> tuple[weakref.ref[Any], list[tuple[int, int]]] | None:
+        optimizer = ref()
+        if optimizer is not None and optimizer in self._led:
+            return None  # a WGAN's critic after the generator took over
+        run, self._run_of, self._run = self._run, None, []
+        return ref, run
 
     def other_stepped(self, optimizer: Any, end_ns: int, cpu_ns: int) -> list[tuple[int, int]]:
         """The ends of ``optimizer``'s run (this step's last) when it has taken over the loop,

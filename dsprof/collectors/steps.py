@@ -17,20 +17,15 @@ update, so with this source the update of iteration k is timed in step k+1: step
 same in a steady loop.
 
 A run with neither, and no optimizer built, steps at the end of every outermost module call
-(an inference run: collectors/forward_watch.py says when, and what such a step is). A run that
-infers that long before it builds an optimizer keeps its forward steps, and its training takes
-over as an optimizer takes over from backward(): ``steps.source`` says which is which.
+(an inference run: collectors/forward_watch.py); its training, if any, takes over from them.
 
-A run can hold several loops one after another: that inference loop before the training, or
-an optimizer that takes the boundaries over from one that is gone or stopped stepping (an LR
-range test's, a sweep's next configuration, fine-tuning after pre-training: step_leader.py).
-``loop_starts`` lists the first step of each loop after the first, and the timeline is told
-(``on_new_loop``) so that each loop gets windows of its own; ingest then takes the run's step
-times and op-level record from one loop (ingest/disturbed.py).
+A run can hold several loops one after another: that inference loop, or an optimizer that
+takes the boundaries over from one that is gone or stopped stepping (step_leader.py).
+``loop_starts`` lists the first step of each loop after the first; the timeline is told
+(``on_new_loop``), so each loop gets windows of its own (ingest/disturbed.py picks one).
 
-Per boundary this costs one clock read, a list append, an RSS read, the DataLoader wait of the
-step (collectors/dataloader.py) and on an accelerator the allocator's peak counter: cheap
-enough for every step of the run.
+Per boundary: a clock read, a list append, an RSS read, the step's DataLoader wait and on an
+accelerator the allocator's peak counter: cheap enough for every step of the run.
 """
 
 from __future__ import annotations
@@ -163,6 +158,8 @@ class StepCollector:
         elif self.source is None and len(self.forwards.pending) >= 2:
             # one forward is the whole run either way: a run without steps says so
             self._use_forward_source(live=False)
+        elif self.source == "optimizer":
+            self._late_loop(self.leader.at_exit(), False)
 
     def forwards_off(self) -> None:
         """torch.compile is in use: the module hooks are gone (compile_watch.py), and forwards
@@ -283,14 +280,14 @@ class StepCollector:
         ends, late = self.leader.stepped(optimizer, self.now_ns(), time.thread_time_ns(),
                                          len(self.boundaries_ns))
         if not ends:
+            if late:  # another optimizer's loop, over: its steps, and the last ends now
+                self.on_boundary(self._late_loop(late, True))
             return
         first = len(self.boundaries_ns)
-        for end_ns, cpu in late:
-            self._record_boundary("optimizer", end_ns, cpu, sample=False)
+        self._late_loop(late, True if self.source == "optimizer" else None,
+                        f"a new {type(optimizer).__name__}")
         if self.source == "forward":
             self._training_after_forwards(first, True)
-        elif self.leader.new_loop and self.source == "optimizer":
-            self._new_loop(first, True, f"a new {type(optimizer).__name__}")
         if self.source in ("backward", "forward"):
             logger.info("an optimizer stepped: step boundaries now come from it, "
                         "not from %s", "backward()" if self.source == "backward" else
@@ -299,6 +296,17 @@ class StepCollector:
         self.source = "optimizer"
         self._stepped_since_update = True
         self.boundary("optimizer")
+
+    def _late_loop(self, late: list[tuple[int, int]], live: bool | None,
+                   what: str = "a new optimizer") -> int:
+        """Boundaries found after the fact (step_leader.py); a new loop from the first where
+        the leader says so (``live``: the timeline is told; None: no loop)."""
+        first = len(self.boundaries_ns)
+        for end_ns, cpu in late:
+            self._record_boundary("optimizer", end_ns, cpu, sample=False)
+        if live is not None and self.leader.new_loop:
+            self._new_loop(first, live, what)
+        return len(self.boundaries_ns) - 1
 
     def _training_after_forwards(self, first: int, live: bool) -> None:
         """Training takes over from forward steps: its loop starts at the step its first
@@ -331,12 +339,10 @@ class StepCollector:
 
     @deferring
     def scaler_update(self, scale: float, skipped: bool) -> None:
-        """A ``GradScaler.update()``: record the scale for its step.
-
-        With optimizer-marked steps the update follows the boundary of the step it belongs
-        to, unless the scaler skipped ``optimizer.step()``: then no hook fired, and the update
-        marks the boundary itself. With ``dsprof.step()`` it belongs to the step in progress.
-        """
+        """A ``GradScaler.update()``: record the scale for its step. With optimizer-marked
+        steps the update follows the boundary of the step it belongs to, unless the scaler
+        skipped ``optimizer.step()``: then no hook fired, and the update marks the boundary
+        itself. With ``dsprof.step()`` it belongs to the step in progress."""
         self.forwards.stop()
         if self.source == "manual":
             step = len(self.boundaries_ns)
@@ -379,19 +385,12 @@ class StepCollector:
     def record(self) -> dict[str, Any]:
         n = len(self.boundaries_ns)
         return {
-            "source": self.source or "none",
-            "sources": self.sources,
-            "backward_calls": self.backward.calls,
-            "grad_calls": self.grads.calls,
-            "forward_calls": self.forwards.calls,
-            "forward_modules": self.forwards.classes,
-            "decided_step": self.decided_step,
-            "handover_step": self.leader.handover_step,
-            "loop_starts": self.loop_starts,
-            "closure_steps": self.closures.closures,
-            "start_ns": self.start_ns,
-            "boundaries_ns": self.boundaries_ns,
-            "cpu_ns": self.cpu_ns,
+            "source": self.source or "none", "sources": self.sources,
+            "backward_calls": self.backward.calls, "grad_calls": self.grads.calls,
+            "forward_calls": self.forwards.calls, "forward_modules": self.forwards.classes,
+            "decided_step": self.decided_step, "handover_step": self.leader.handover_step,
+            "loop_starts": self.loop_starts, "closure_steps": self.closures.closures,
+            "start_ns": self.start_ns, "boundaries_ns": self.boundaries_ns, "cpu_ns": self.cpu_ns,
             **self.runtime.record(),
             **self.samples.record(),
             "loss_scale": [self.scaler[i][0] if i in self.scaler else None for i in range(n)],

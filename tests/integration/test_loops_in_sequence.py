@@ -133,3 +133,68 @@ def test_the_training_after_an_lr_range_test_is_the_record(tmp_path):
     rows, counted = _steps(out)
     assert counted and min(counted) >= 32
     assert {d for s, d, _ in rows if 1 <= s < 30} == {"earlier_loop"}
+
+
+# pre-training whose Adam the script keeps, then fine-tuning the head for fewer steps: the
+# head's SGD never steps as long a run as the Adam led, and no other optimizer follows it
+FINE_TUNE = HEAD + """
+model = mlp(64)
+pre = torch.optim.Adam(model.parameters(), lr=1e-3)
+for step in range(60):
+    loss = nn.functional.cross_entropy(model(batch(step)[0]), batch(step)[1])
+    pre.zero_grad()
+    loss.backward()
+    pre.step()
+head = torch.optim.SGD(model[-1].parameters(), lr=1e-2)
+for step in range(20):
+    loss = nn.functional.cross_entropy(model(batch(step)[0]), batch(step)[1])
+    head.zero_grad()
+    loss.backward()
+    head.step()
+print("tuned", round(loss.item(), 4))
+"""
+
+# a first fit whose optimizer stays alive, then three shorter fits of a search, each its own
+# model and optimizer (a grid search's clones)
+SEARCH = HEAD + """
+best = mlp(64)
+kept = torch.optim.Adam(best.parameters(), lr=1e-3)
+for step in range(60):
+    loss = nn.functional.cross_entropy(best(batch(step)[0]), batch(step)[1])
+    kept.zero_grad()
+    loss.backward()
+    kept.step()
+for width in (16, 32, 48):
+    model = mlp(width)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    for step in range(20):
+        loss = nn.functional.cross_entropy(model(batch(step)[0]), batch(step)[1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(width, round(loss.item(), 4))
+"""
+
+
+def test_a_shorter_loop_after_a_kept_optimizer_is_recorded_at_exit(tmp_path):
+    # GIVEN 60 pre-training steps whose optimizer stays alive, then 20 of fine-tuning
+    script = write(tmp_path / "fine_tune.py", FINE_TUNE)
+    out = tmp_path / "run"
+    runs_as_without_dsprof(script, out)
+    # THEN the fine-tuning's 20 steps are steps, a loop of their own found at exit (they
+    # were lost: the run ended at step 59, and said nothing)
+    assert _loop_starts(out) == [60]
+    rows, _ = _steps(out)
+    assert [s for s, _, _ in rows] == list(range(80))
+
+
+def test_a_searchs_shorter_fits_after_a_kept_optimizer_are_loops(tmp_path):
+    # GIVEN a 60-step fit whose optimizer stays alive, then three fits of 20 steps each
+    script = write(tmp_path / "search.py", SEARCH)
+    out = tmp_path / "run"
+    runs_as_without_dsprof(script, out)
+    # THEN every fit is a loop: the first two found when the next one's optimizer stepped,
+    # the last at exit (the 60 steps of the search were lost)
+    assert _loop_starts(out) == [60, 80, 100]
+    rows, _ = _steps(out)
+    assert [s for s, _, _ in rows] == list(range(120))

@@ -1,0 +1,69 @@
+"""Another optimizer's run that is a loop of its own though shorter than the leader's reign
+(collectors/step_leader.py): interrupted by a third optimizer, or still going at exit."""
+
+from __future__ import annotations
+
+import torch
+
+from dsprof.collectors.step_leader import END_RUN, STALE_RUN, StepLeader
+
+
+def _opt() -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+
+
+def _steps(leader: StepLeader, opt, n: int, t: list[int]) -> list[tuple[bool, list]]:
+    out = []
+    for _ in range(n):
+        t[0] += 1
+        out.append(leader.stepped(opt, t[0], t[0], 0))
+    return out
+
+
+def test_a_run_still_going_at_exit_is_a_loop_of_its_own():
+    # GIVEN 100 steps of a kept optimizer, then 10 of another (fine-tuning a head)
+    leader, t = StepLeader(), [0]
+    first, second = _opt(), _opt()
+    _steps(leader, first, 100, t)
+    assert all(not ends for ends, _ in _steps(leader, second, 10, t))
+    # THEN at exit its 10 steps are steps, a new loop
+    late = leader.at_exit()
+    assert [end for end, _ in late] == list(range(101, 111)) and leader.new_loop
+
+
+def test_a_short_run_at_exit_is_not_one():
+    leader, t = StepLeader(), [0]
+    first, second = _opt(), _opt()
+    _steps(leader, first, 100, t)
+    _steps(leader, second, END_RUN - 1, t)
+    assert leader.at_exit() == []
+
+
+def test_a_critic_that_led_is_never_a_loop_at_exit():
+    # GIVEN a WGAN: the critic steps first (leads), the generator steps after it (takes the
+    # boundaries over as the optimizer that steps last), then the script ends in the middle of
+    # an iteration with 100 critic steps (the reference WGAN's first iterations)
+    leader, t = StepLeader(), [0]
+    critic, generator = _opt(), _opt()
+    for _ in range(5):
+        _steps(leader, critic, 5, t)
+        _steps(leader, generator, 1, t)
+    _steps(leader, critic, 100, t)
+    # THEN nothing is taken at exit
+    assert leader.at_exit() == []
+
+
+def test_a_run_a_third_optimizer_interrupts_is_a_loop_of_its_own():
+    # GIVEN 100 steps of a kept optimizer, then fits of 20 steps each by new optimizers
+    leader, t = StepLeader(), [0]
+    kept, fit1, fit2 = _opt(), _opt(), _opt()
+    _steps(leader, kept, 100, t)
+    assert STALE_RUN <= 20
+    _steps(leader, fit1, 20, t)
+    # THEN the second fit's first step finds the first fit's 20 steps, a new loop, and ends none
+    ends, late = leader.stepped(fit2, 999, 999, 0)
+    assert not ends and [end for end, _ in late] == list(range(101, 121)) and leader.new_loop
+    # AND the second fit, 20 steps as long as the first's reign, takes the boundaries over
+    t[0] = 1000
+    results = _steps(leader, fit2, 19, t)
+    assert results[-1][0] and len(results[-1][1]) == 19
