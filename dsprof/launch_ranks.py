@@ -34,6 +34,7 @@ from dsprof.ranks import (
 )
 from dsprof.rundir import RunDir
 from dsprof.settings import Settings
+from dsprof.speed_env import speed_env
 
 
 def child_env(settings: Settings, run: RunDir) -> dict[str, str]:
@@ -82,6 +83,7 @@ def launch(settings: Settings, target: Target, run: RunDir, nproc: int,
         "target": target.to_json(), "dsprof_argv": sys.argv, "cwd": os.getcwd(),
         "settings": settings.knobs(),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("DSPROF_", "DS_"))},
+        "speed_env": speed_env(os.environ),  # the launcher's: what verify's rerun gets back
         "start_time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         **({"applied": applied} if applied is not None else {}),
     })

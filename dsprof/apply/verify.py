@@ -21,8 +21,9 @@ from dsprof.errors import ConfigError, RunDirError
 from dsprof.manifest import load_manifest
 from dsprof.reports.verification import Verification, compare
 from dsprof.rundir import new_run_path
+from dsprof.speed_env import differences, rerun_env
 
-__all__ = ["Verification", "compare", "rerun_command", "verify"]
+__all__ = ["Verification", "compare", "environment_said", "rerun_command", "verify"]
 
 
 def rerun_command(baseline: Path, ids: list[str] | None,
@@ -62,7 +63,18 @@ def rerun_command(baseline: Path, ids: list[str] | None,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DS_", "DSPROF_"))}
     env.update({k: v for k, v in manifest.env.items()
                 if k.startswith(("DS_", "DSPROF_")) and k != "DSPROF_OUTPUT"})
+    # the run's threads, allocator and compiler settings, not this shell's (speed_env.py)
+    env = rerun_env(env, manifest.raw.get("speed_env"))
     return cmd, Path(manifest.cwd or "."), env
+
+
+def environment_said(baseline: Path) -> str | None:
+    """The speed settings a rerun gets back that this shell has otherwise, for verify to say
+    (None: none differ, or the run recorded none)."""
+    recorded = load_manifest(baseline).raw.get("speed_env")
+    changed = differences(os.environ, rerun_env(os.environ, recorded), recorded)
+    return ("as the run had them: " + ", ".join(changed[:8])
+            + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")) if changed else None
 
 
 def _rerun(baseline: Path, ids: list[str] | None, out: Path, quiet: bool) -> None:

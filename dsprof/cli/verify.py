@@ -9,7 +9,7 @@ import orjson
 from rich.console import Console
 
 from dsprof.apply.plan import parse_ids
-from dsprof.apply.verify import Verification, verify
+from dsprof.apply.verify import Verification, environment_said, verify
 from dsprof.render.progress import CommandProgress
 from dsprof.render.safe_text import make_console
 from dsprof.render.verification import render_verification
@@ -42,6 +42,9 @@ def verify_command(run: Path, ids: str, output: Path | None, fresh_baseline: boo
     round's change is baseline k's median step - fix k's; the verdict is on their mean and
     its 95 % interval.
     """
+    said = environment_said(run)
+    if said is not None:  # on stderr: stdout is the result (--json)
+        click.echo(f"dsprof verify: the reruns' environment {said}", err=True)
     # the reruns' own output is shown with -v: then no status line to interleave with it
     with CommandProgress("verify", live=None if not verbose else False) as progress:
         result = verify(run, parse_ids(ids), output, quiet=not verbose,

@@ -67,6 +67,7 @@ from dsprof.rundir import SESSION_FILE, RunDir, atomic_write_bytes
 from dsprof.runlock import Progress, RunLock
 from dsprof.runlock import acquire as acquire_lock
 from dsprof.settings import Settings
+from dsprof.speed_env import speed_env
 
 _current: Session | None = None
 
@@ -195,6 +196,7 @@ class Session:
             "cwd": self.started_as["cwd"],
             "settings": self.settings.knobs(),
             "env": {k: v for k, v in environ.items() if k.startswith(("DSPROF_", "DS_"))},
+            "speed_env": speed_env(environ),  # given back to verify's reruns
             "devices": {str(self.rank): self.device.to_json()},
             "ranks": [self.rank],
             "world_size": self.ranks.world_size,
