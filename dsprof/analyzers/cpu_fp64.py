@@ -126,3 +126,23 @@ class CpuFp64Price:
 
 def _first_float(dtypes: Any) -> str | None:
     return next((t for t in dtypes_of(dtypes) or [] if t in _FLOATS), None)
+
+
+# matrix factorizations and solves (and their _ex forms): kept in fp64 on purpose where they run
+_LINALG = (r"^aten::(_?linalg_(cholesky|solve_triangular|eigh?|svd|qr|lu|lu_factor|inv|solve|"
+           r"ldl_factor|lstsq)|cholesky|cholesky_solve|cholesky_inverse|triangular_solve|"
+           r"lu_factor|_linalg_(svd|eigh|solve_ex|det|slogdet))")
+
+
+def factorizations_in_fp64(ctx: Context) -> list[str]:
+    """The matrix factorizations and solves that ran in fp64 (``aten::linalg_cholesky_ex``,
+    ...), most frequent first: a model that factors matrices (a Gaussian process, a solver)
+    keeps fp64 there for its numerics, and the library may cast to fp64 itself (GPyTorch's
+    Cholesky, ``gpytorch.settings.linalg_dtypes``, float64 by default, in an fp32 model: "train
+    in fp32" there changed nothing, and an exact GP in fp64 on purpose got it ranked high)."""
+    rows = ctx.run.sql(
+        "SELECT name, count(*) AS n FROM ops WHERE dtypes LIKE '%\"double\"%' "
+        "AND regexp_matches(name, ?) GROUP BY name ORDER BY n DESC, name",
+        [_LINALG]) if ctx.nonempty("ops") else []
+    return [str(name) for name, _ in rows]
+

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from dsprof.analyzers.cpu_fp64 import FP32_SPEEDUP, CpuFp64Price
+from dsprof.analyzers.cpu_fp64 import FP32_SPEEDUP, CpuFp64Price, factorizations_in_fp64
 from dsprof.analyzers.cpu_lowp_model import parameter_bytes
 from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
@@ -74,7 +74,14 @@ class TensorCoreAnalyzer(Analyzer):
         out += [self._unaligned(ctx, key, group, steps) for key, group in sorted(
             groups.items(), key=lambda kv: -sum(v.time_ns for v in kv[1]))]
         fp64 = [v for v in vs if v.reason == REASON_FP64]
-        if fp64:
+        if fp64 and (factored := factorizations_in_fp64(ctx)):
+            # fp64 on purpose: no "train in fp32" (cpu_fp64.factorizations_in_fp64)
+            self.no_finding_reason = (
+                f"{len(fp64)} fp64 matmul/conv ops ran beside fp64 matrix factorizations "
+                f"({', '.join(factored[:3])}): a model that factors matrices (a Gaussian "
+                "process, a solver) keeps fp64 for its numerics, or its library casts to it "
+                "(GPyTorch: gpytorch.settings.linalg_dtypes); fp32 is not advised")
+        elif fp64:
             out.append(self._fp64(ctx, fp64, steps))
         return [f for f in out if f is not None]
 

@@ -16,3 +16,29 @@ def test_an_op_is_fp64_by_its_first_floating_point_input():
     assert _first_float('["long int", "Scalar"]') is None
     assert _first_float(None) is None
 
+
+
+def test_fp64_beside_matrix_factorizations_is_not_advised_away():
+    from dsprof.analyzers.registry import analyze
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import MS, steps, table
+
+    # GIVEN an fp64 matmul of a CPU run, alone, and then beside an fp64 Cholesky (a Gaussian
+    # process: GPyTorch casts its Cholesky to float64 in an fp32 model; an exact GP is fp64 on
+    # purpose)
+    mm = {"id": 1, "step": 1, "name": "aten::mm", "cat": "cpu_op", "thread": 1,
+          "start_ns": 21 * MS, "dur_ns": 5 * MS, "self_ns": 5 * MS, "flops": 2 * 512**3,
+          "dtypes": '["double", "double"]', "input_shapes": "[[512, 512], [512, 512]]",
+          "module": "model.proj", "phase": "forward"}
+    chol = {**mm, "id": 2, "name": "aten::linalg_cholesky_ex", "flops": None,
+            "input_shapes": "[[512, 512]]", "dtypes": '["double"]', "start_ns": 27 * MS}
+
+    def kinds(*ops):
+        run = Run.from_tables(meta={"source": "import"}, steps=steps([20, 20]), ops=table(*ops))
+        out = analyze(run, only=("tensor_cores",), write=False)
+        return [f.kind for f in out.findings], [s["reason"] for s in out.skipped]
+
+    assert kinds(mm)[0] == ["tensor_core.fp64"]
+    # THEN beside the factorization it is not: fp64 is the model's numerics, said in skipped
+    found, why = kinds(mm, chol)
+    assert found == [] and "aten::linalg_cholesky_ex" in why[0] and "not advised" in why[0]
