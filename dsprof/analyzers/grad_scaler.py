@@ -10,15 +10,26 @@ Pattern:
     initial scale is 2**16 and halves per overflow): only skips after the first successful
     step count, or a first run of more than ``CALIBRATION_SKIPS``.
 
+    The calibration is as long as the initial scale needs: halving from ``init_scale`` takes
+    log2 of it (Megatron-LM starts at 2**32: 14 skips here before it held at 2**18).
+
 Algorithm:
     Per rank: skips after the first good step, the longest run of consecutive skips, and the
-    scale's fall from its highest value. A skipped step does all of forward and backward for
-    nothing, so the saving is (skipped steps / steps) x the median step time. The scale
-    "collapses" when it ends below 1 or ``COLLAPSE_FACTOR`` below its high: gradients then
-    overflow even unscaled, which no scale fixes.
+    scale's fall from its highest value after the calibration (the first good step on; from
+    before it, Megatron's 2**32 settling at 2**18 read as a collapse by 2**13). A skipped step
+    does all of forward and backward for nothing, so the saving is (skipped steps / steps) x
+    the median step time. The scale "collapses" when it ends below 1 or ``COLLAPSE_FACTOR``
+    below that high: gradients then overflow even unscaled, which no scale fixes.
+
+    A skip right after the scale grew is the scaler's growth probe (it doubles the scale after
+    ``growth_interval`` good steps, and backs off when that overflows): not values out of
+    float16's range. When every late skip is one, the finding is the probes' cost, and its fix
+    a longer ``growth_interval`` (2000 by default; 10 made one step in ten a skip).
 """
 
 from __future__ import annotations
+
+import math
 
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
@@ -58,18 +69,32 @@ class LossScaling(Analyzer):
             run = run + 1 if s[2] else 0
             longest = max(longest, run)
         scales = [float(s[1]) for s in steps]
-        high, last = max(scales), scales[-1]
-        high_step = steps[scales.index(high)][0]
+        # the scale the run started from (a first skip halved it) and the skips halving it
+        # to a working scale may take (2**16 -> 1: 16)
+        initial = scales[0] * 2 if steps[0][2] else scales[0]
+        calibration = max(CALIBRATION_SKIPS, math.ceil(math.log2(max(initial, 2.0))))
+        settled = scales[first_good:] or scales
+        high, last = max(settled), scales[-1]
+        high_step = steps[scales.index(high, first_good if first_good < n else 0)][0]
         findings = []
         total_skipped = sum(1 for s in steps if s[2])
-        repeated = len(late) >= REPEATED_SKIPS or first_good > CALIBRATION_SKIPS
-        if repeated:
-            wasted = [s for s in steps if s[2]] if first_good > CALIBRATION_SKIPS else late
+        repeated = len(late) >= REPEATED_SKIPS or first_good > calibration
+        # a late skip back to a scale a good step held before: the scaler's growth probe
+        # backing off (the first late skip may be its ceiling, found once)
+        held: set[float] = set()
+        probes = []
+        for i, s in enumerate(steps[first_good:], first_good):
+            if s[2] and scales[i] in held:
+                probes.append(s)
+            elif not s[2]:
+                held.add(scales[i])
+        if repeated and first_good <= calibration and len(late) >= REPEATED_SKIPS \
+                and all(s in probes for s in late[1:]):
+            findings.append(self._probes(ctx, rank, steps, late))
+        elif repeated:
+            wasted = [s for s in steps if s[2]] if first_good > calibration else late
             share = len(wasted) / n
             step_s = ctx.step_s or 0.0
-            ev = tuple(Evidence(f"step {s[0]} skipped, loss scale then {float(s[1]):g}",
-                                rank=rank, step=int(s[0]), start_ns=s[3], end_ns=s[4],
-                                value=float(s[1])) for s in wasted[:10])
             findings.append(Finding(
                 analyzer=self.name, kind="amp.skipped_steps", key=f"rank{rank}",
                 title=f"GradScaler skipped {len(wasted)} of {n} optimizer steps on rank {rank}",
@@ -80,7 +105,7 @@ class LossScaling(Analyzer):
                             f"{share:.1%} of the steps, about {share * step_s * 1e3:.1f} ms "
                             f"{ctx.per_step} on average. Repeated overflow means some values "
                             "exceed float16's range.",
-                evidence=ev,
+                evidence=_skips(rank, wasted),
                 fix="with torch.autocast(device_type, dtype=torch.bfloat16):  # bf16 has "
                     "float32's range; no GradScaler needed\n    loss = model(batch)",
                 verify="dsprof run --detect-anomaly " + (ctx.target_command or "SCRIPT"),
@@ -105,3 +130,42 @@ class LossScaling(Analyzer):
                 verify="dsprof run --detect-anomaly " + (ctx.target_command or "SCRIPT"),
                 data={"rank": rank, "scale": [[int(s[0]), float(s[1])] for s in steps]}))
         return findings
+
+    def _probes(self, ctx: Context, rank: int, steps: list[tuple],
+                probes: list[tuple]) -> Finding:
+        """Every late skip but the first (the ceiling, found once) took the scale back to a
+        level good steps held: the probes' cost, and a longer ``growth_interval``."""
+        n = len(steps)
+        at = [int(s[0]) for s in probes]
+        every = round((at[-1] - at[0]) / (len(at) - 1)) if len(at) > 1 else None
+        share = len(probes) / n
+        step_s = ctx.step_s or 0.0
+        return Finding(
+            analyzer=self.name, kind="amp.skipped_steps", key=f"rank{rank}",
+            title=(f"GradScaler's growth probes skipped {len(probes)} of {n} optimizer steps on "
+                   f"rank {rank}: each time it grew the scale, a step overflowed at it"),
+            saving_s=share * step_s, confidence="medium",
+            explanation=("After growth_interval good steps in a row the scaler doubles its "
+                         "scale; each time, the steps' gradients soon overflowed at it and one "
+                         "was skipped, the scale halved back"
+                         + (f" (one every {every} steps here" if every else " (steps ")
+                         + (": steps " if every else "")
+                         + 
+                         f"{', '.join(map(str, at[:8]))}{' ...' if len(at) > 8 else ''}). "
+                         "That is the scaler finding its ceiling, not values out of float16's "
+                         f"range, but each probe throws a step away: {share:.1%} of the steps, "
+                         f"about {share * step_s * 1e3:.2f} ms {ctx.per_step}. The default "
+                         "growth_interval, 2000, makes it one step in 2000."),
+            evidence=_skips(rank, probes),
+            fix=("scaler = torch.amp.GradScaler(..., growth_interval=2000)  # the default; "
+                 + (f"a probe came every {every} steps here" if every else "probes were rare")),
+            verify=("paste the fix, run again: dsprof summary NEW_RUN shows the skips"),
+            data={"rank": rank, "skipped_steps": at, "probes": True,
+                  "scale": [[int(s[0]), float(s[1])] for s in steps]})
+
+
+def _skips(rank: int, skipped: list[tuple]) -> tuple[Evidence, ...]:
+    return tuple(Evidence(f"step {s[0]} skipped, loss scale then {float(s[1]):g}",
+                          rank=rank, step=int(s[0]), start_ns=s[3], end_ns=s[4],
+                          value=float(s[1])) for s in skipped[:10])
+

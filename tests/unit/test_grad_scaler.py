@@ -68,3 +68,45 @@ def test_with_manual_steps_the_update_belongs_to_the_step_in_progress():
     rec = steps.record()
     assert rec["loss_scale"] == [None, 8.0] and rec["skipped"] == [None, True]
     assert len(rec["boundaries_ns"]) == 2  # a skipped update marks no boundary by hand
+
+
+def fp16_loop(steps: int, **scaler_args) -> None:
+    """fp16 autocast on CPU: gradients overflow float16 above the scale the model allows."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", **scaler_args)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, y = torch.randn(32, 128, generator=g), torch.randint(0, 10, (32,), generator=g)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+
+def test_a_high_initial_scale_that_settles_is_no_collapse(tmp_path):
+    # GIVEN Megatron-LM's initial scale, 2**32: the scaler halves it for a dozen steps, then
+    # holds (it read as "collapsed from 2.1e9 to 262144: the model produces non-finite values")
+    with dsprof.profile(tmp_path / "run", quiet=True) as prof:
+        fp16_loop(40, init_scale=2.0**32)
+    scales = [r[0] for r in prof.run.sql("SELECT loss_scale FROM steps ORDER BY step")]
+    assert scales[0] < 2.0**32 and scales[-1] <= 2.0**20  # it calibrated down
+    # THEN neither a collapse nor repeated skips
+    kinds = {f.kind for f in read_findings(prof.run).findings}
+    assert "amp.scale_collapse" not in kinds and "amp.skipped_steps" not in kinds
+
+
+def test_growth_probes_are_the_scalers_not_float16s_range(tmp_path):
+    # GIVEN a scaler that grows its scale every 10 good steps, past what the gradients allow
+    with dsprof.profile(tmp_path / "run", quiet=True) as prof:
+        fp16_loop(80, init_scale=2.0**40, growth_interval=10)
+    found = {f.kind: f for f in read_findings(prof.run).findings}
+    # THEN the late skips are its growth probes, and the fix is its growth_interval
+    skipped = found["amp.skipped_steps"]
+    assert "growth probes" in skipped.title and skipped.data["probes"]
+    assert "growth_interval=2000" in skipped.fix and "bfloat16" not in skipped.fix
+    assert "float16's range" in skipped.explanation  # (says it is not that)
+    assert "amp.scale_collapse" not in found
