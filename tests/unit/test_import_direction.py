@@ -26,7 +26,7 @@ STAGES: dict[str, tuple[int, str]] = {
     "dsprof.ranks": (1, "collect"), "dsprof.late_ranks": (1, "collect"),
     "dsprof.apply": (1, "collect"),
     # SIGTERM handling of a profiled process: the CLI's and each spawned rank's
-    "dsprof.terminate": (1, "collect"),
+    "dsprof.terminate": (1, "collect"), "dsprof.speed_env": (1, "collect"),
     # whether a rank's exception says a peer went away: read in the rank as its script ends
     "dsprof.peer_loss": (1, "collect"),
     "dsprof.ingest": (1, "ingest"),
