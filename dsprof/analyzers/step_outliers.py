@@ -83,6 +83,7 @@ from dsprof.analyzers.step_saves import (
     checkpoint_saves,
     checkpoint_words,
     evaluation_in,
+    one_off_saves,
     periodic_switch,
 )
 from dsprof.analyzers.step_warmup import (
@@ -296,6 +297,8 @@ class StepOutliers(Analyzer):
             elif sites:
                 evidence.insert(0, Evidence(f"ran only in the slow steps: {', '.join(sites)}",
                                             rank=rank, site=sites[0]))
+        elif one_off := one_off_saves(ctx, rank, slow, med):  # a checkpoint saved once
+            kind, saving, (title, fix), periodic = "steps.extra_work", 0.0, one_off, slow
         elif extra := extra_work(ctx, rank, slow, normal, med):
             # outliers that ran lines no other step ran, carrying most of the excess: an
             # evaluation or a checkpoint that came once (or at no stride) inside the counted

@@ -207,3 +207,41 @@ def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
                "stages before the write), e.g.:\n"
                if saves.call.endswith("async_save") else
                "(torch.distributed.checkpoint.async_save for the save), e.g.:\n") + switch)
+
+
+def one_off_saves(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
+                  med: float) -> tuple[str, str] | None:
+    """Outliers at no stride whose steps called ``torch.save`` (``steps.save_ns``) and carry
+    ``SAVES_SHARE`` of the outliers' excess: a checkpoint the script saved once (or at no
+    stride), as ``(title, fix)``; None otherwise. A mid-run save after step 29 of 60 made
+    step 30 3.8x the median and read as "nothing dsprof saw it do differently" (its thread CPU
+    +33 ms, torch.save's 12.2 ms among it); an HF Trainer's one save in 60 steps likewise."""
+    if not slow or not has_column(ctx.run, "steps", "save_ns"):
+        return None
+    call = "save_call" if has_column(ctx.run, "steps", "save_call") else "NULL"
+    saved = {int(step): (int(ns), site, c) for step, ns, site, c in ctx.run.sql(
+        f"""SELECT step, save_ns, save_site, {call} FROM steps
+            WHERE rank = ? AND save_ns > 0 AND step IN (SELECT unnest(?::BIGINT[]))""",
+        [rank, [int(r[0]) for r in slow]])}
+    excess = {int(r[0]): r[3] - med for r in slow}
+    hits = sorted(s for s in excess if s in saved)
+    if not hits or sum(excess[s] for s in hits) < SAVES_SHARE * sum(excess.values()):
+        return None
+    sites = sorted({str(saved[s][1]) for s in hits if saved[s][1]})[:3]
+    calls = {saved[s][2] for s in hits}
+    shown = (calls.pop() if len(calls) == 1 and None not in calls and calls <= SAVE_CALLS
+             else "torch.save").replace("torch.distributed.checkpoint.", "dcp.")
+    where = f" at {', '.join(sites)}" if sites else ""
+    save_ms = sum(saved[s][0] for s in hits) / len(hits) / 1e6
+    over_ms = sum(excess[s] for s in hits) / len(hits) / 1e6
+    one = len(hits) == 1
+    title = (f"{'Step' if one else 'Steps'} {', '.join(map(str, hits[:8]))} on rank {rank} "
+             f"ran up to {max(r[3] for r in slow if int(r[0]) in hits) / med:.1f}x the median "
+             f"saving a checkpoint ({shown}{where}: {save_ms:.3g} ms of the {over_ms:.3g} ms "
+             "over the median): work the script asks for, not a saving")
+    fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} saved a checkpoint"
+           f"{' (' + one_line(', '.join(sites)) + ')' if sites else ''}.\n# Its time is the "
+           "save's (building the state dicts, serializing, writing); to take it off\n# the "
+           "training thread, torch.distributed.checkpoint.async_save.")
+    return title, fix
+
