@@ -103,6 +103,20 @@ _LIBRARY_FIX = {
         "# skorch records each batch's loss in net.history with .item() (its fit loop, for\n"
         "# training and validation batches alike); no switch defers it. Nothing to change in\n"
         "# the script: on a GPU it is one sync per batch, after the batch's kernels are queued."),
+    # Pyro's validation (on by default: pyro.poutine.util.is_validation_enabled) checks each
+    # site's log-prob, and its gradient in backward, for nan and inf: warn_if_nan/warn_if_inf
+    ("bool", "pyro/util.py", ("warn_if_nan", "warn_if_inf")): (
+        "# Pyro: validation (on by default) checks every sample site's log-prob, and its\n"
+        "# gradient, for nan/inf on the host: a sync per site and step on a GPU. It checks only;\n"
+        "# the inference is the same. Once the model is known to be sound, turn it off:\n"
+        "pyro.enable_validation(False)"),
+    # torchmetrics' aggregation metrics (MeanMetric, SumMetric, ...) test their inputs for nan
+    # in update() unless nan_strategy="disable" (torchmetrics/aggregation.py)
+    ("bool", "torchmetrics/aggregation.py", ("_cast_and_nan_check_input",)): (
+        "# torchmetrics: an aggregation metric (MeanMetric, SumMetric, ...) tests each update's\n"
+        "# values for nan on the host (nan_strategy=\"error\" by default). Where the values\n"
+        "# cannot be nan (a loss you already check), skip the test:\n"
+        "metric = MeanMetric(nan_strategy=\"disable\")"),
     # the Trainer's logging_nan_inf_filter (on by default): `torch.isnan(tr_loss_step) or
     # torch.isinf(tr_loss_step)` after every training_step, two reads of the loss a step, in
     # _inner_training_loop (4.x) or the _run_epoch it calls (5.x)

@@ -183,3 +183,25 @@ def test_an_occasional_read_on_a_gpu_is_the_advice_already():
     run = Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
     # THEN no finding asks to remove a "per-step" read that is not per step
     assert analyze(run, only=("host_syncs",), write=False).findings == []
+
+
+def test_pyros_validation_and_torchmetrics_nan_checks_get_their_switches():
+    # GIVEN a GPU run whose syncs are Pyro's validation of each site's log-prob (warn_if_nan)
+    # and a torchmetrics MeanMetric's nan check of its inputs
+    def run(site: str, function: str) -> Run:
+        rows = [{"step": s, "call": "bool", "site": site, "function": function,
+                 "device": "cuda:0", "count": 10, "total_ns": MS, "max_ns": MS,
+                 "caller": "train.py:35"} for s in range(1, 6)]
+        return Run.from_tables(meta=SCRIPT, steps=steps([10] * 6), host_syncs=table(*rows))
+
+    (pyro,) = analyze(run("pyro/util.py:135", "warn_if_nan"), only=("host_syncs",),
+                      write=False).findings
+    (tm,) = analyze(run("torchmetrics/aggregation.py:93", "_cast_and_nan_check_input"),
+                    only=("host_syncs",), write=False).findings
+    # THEN each gets its library's switch, not "look for pyro's option"
+    assert "pyro.enable_validation(False)" in pyro.fix and "look" not in pyro.fix
+    assert 'MeanMetric(nan_strategy="disable")' in tm.fix
+    # AND another of pyro's lines keeps the library's words
+    (other,) = analyze(run("pyro/infer/util.py:52", "torch_item"), only=("host_syncs",),
+                       write=False).findings
+    assert "enable_validation" not in other.fix
