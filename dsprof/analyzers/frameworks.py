@@ -205,6 +205,20 @@ def skorch_optimizer_fix(cls: str, flag: str) -> str:
             f"optimizer__{flag}=True)  # or NeuralNetRegressor / NeuralNet")
 
 
+# torch optimizers pyro.optim wraps under the same name (PyroOptim: one per parameter site)
+_PYRO_OPTIMIZERS = frozenset(("Adam", "AdamW", "SGD", "Adagrad", "Adadelta", "Adamax", "RMSprop",
+                              "NAdam", "RAdam", "ASGD", "Rprop"))
+
+
+def pyro_optimizer_fix(cls: str, flag: str) -> str:
+    """Pyro builds a torch optimizer per ``pyro.param`` site from ``pyro.optim.<cls>``'s dict
+    of arguments: the switch goes in that dict (its optimizer steps tensors no module owns, so
+    it read as master weights: "torch.optim.Adam(master_params, ..., fused=True)")."""
+    return ("# Pyro: pyro.optim builds a torch optimizer per parameter site from its dict of\n"
+            "# arguments; put the switch there\n"
+            f"optimizer = pyro.optim.{cls}({{\"lr\": ..., \"{flag}\": True}})")
+
+
 def optimizer_holds_no_module_params(ctx: Context) -> bool:
     """Whether all the optimizer state the memory census of a ``dsprof run`` saw (source
     ``baseline``; an imported trace's categories name no owner) belongs to tensors no module
@@ -236,6 +250,8 @@ def optimizer_switch_fix(ctx: Context, cls: str, flag: str) -> str | None:
                 f"torch.optim.{cls}, ..., {flag}=True)  # passed on to {cls}")
     if "skorch" in frameworks(ctx):
         return skorch_optimizer_fix(cls, flag)
+    if "pyro.optim" in frameworks(ctx) and cls in _PYRO_OPTIMIZERS:
+        return pyro_optimizer_fix(cls, flag)
     if optimizer_holds_no_module_params(ctx):
         return master_params_fix(cls, flag)
     return None

@@ -37,7 +37,7 @@ def default_group_rank() -> int | None:
 # transformers too, so "transformers" alone does not say whose TrainingArguments to set.
 _FRAMEWORKS = ("transformers", "transformers.trainer", "lightning", "pytorch_lightning",
                "accelerate", "deepspeed", "ignite", "keras",
-               "skorch")
+               "skorch", "pyro.optim")
 
 
 # transformers 5 renamed gradient checkpointing: TrainingArguments(activation_checkpointing=True)

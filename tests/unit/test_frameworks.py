@@ -277,3 +277,17 @@ def test_a_transformers_model_built_in_bf16_gets_the_loaders_dtype_switch(names)
     ctx = Context(Run.from_tables(meta={**SCRIPT, "frameworks": ["lightning"]}))
     assert framework_fix(ctx, "model_fp32").startswith(
         '# Lightning: Trainer(..., precision="32-true")')
+
+
+def test_pyros_optimizer_switch_goes_in_its_dict(tmp_path):
+    from dsprof.analyzers.frameworks import optimizer_switch_fix
+
+    # GIVEN a run that stepped pyro.optim's Adam (a torch Adam per parameter site)
+    with load(_with_frameworks(tmp_path / "pyro", ["pyro.optim"])) as run:
+        fix = optimizer_switch_fix(Context(run), "Adam", "fused")
+    # THEN the switch is in pyro.optim.Adam's dict, not a torch.optim line over master weights
+    assert fix is not None and 'pyro.optim.Adam({"lr": ..., "fused": True})' in fix
+    assert "master_params" not in fix
+    # AND without pyro the plain line is the caller's
+    with load(_with_frameworks(tmp_path / "plain", [])) as run:
+        assert optimizer_switch_fix(Context(run), "Adam", "fused") is None
