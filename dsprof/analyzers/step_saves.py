@@ -150,6 +150,12 @@ def periodic_switch(ctx: Context, every: int) -> str | None:
     framework's or the plain loop's."""
     used = frameworks(ctx)
     if "ignite" in used:
+        epochs = _epochs_in(ctx, every)
+        if epochs:  # a handler at each epoch's end (an evaluator on EPOCH_COMPLETED)
+            return (f"# Ignite: the handler's event filter (it ran every {epochs} epoch"
+                    f"{'s' if epochs > 1 else ''}: {every} iterations)\n"
+                    f"trainer.add_event_handler(Events.EPOCH_COMPLETED(every={4 * epochs}), "
+                    "handler)")
         return (f"# Ignite: the handler's event filter\n"
                 f"trainer.add_event_handler(Events.ITERATION_COMPLETED(every={4 * every}), "
                 f"handler)  # was every={every}")
@@ -168,6 +174,25 @@ def periodic_switch(ctx: Context, every: int) -> str | None:
                 "# or validate on less data (the rest then trains): NeuralNetClassifier(..., "
                 "train_split=ValidSplit(10))  # 10 %, default 20 %")
     return None
+
+
+def _epochs_in(ctx: Context, every: int) -> int | None:
+    """How many passes over the training DataLoader ``every`` steps are (the loader that gave
+    the most batches, ``batches / iterators`` a pass), where a whole number; else None. An
+    Ignite evaluator run at each epoch's end (24 iterations) was told
+    ``ITERATION_COMPLETED(every=96)  # was every=24``, a filter the script does not have."""
+    if not ctx.nonempty("dataloaders"):
+        return None
+    row = ctx.run.sql("SELECT batches, iterators FROM dataloaders WHERE iterators > 0 "
+                      "ORDER BY batches DESC LIMIT 1")
+    if not row or not row[0][1]:
+        return None
+    batches, passes = (int(v) for v in row[0])
+    per_pass = round(batches / passes)
+    # a pass's length varies by one with drop_last=False and an uneven last batch: whole ones
+    if per_pass < 2 or batches % passes or every % per_pass:
+        return None
+    return every // per_pass
 
 
 def checkpoint_evidence(saves: CheckpointSaves) -> str:
