@@ -545,3 +545,13 @@ def test_a_hostile_model_class_stays_in_the_hf_activation_fix_comment():
     # THEN no line of the fix is that code: the name stays in its comment
     assert not [line for line in fix.splitlines() if line.startswith("import os")], fix
     assert "GPT2LMHeadModel\\nimport os.from_pretrained" in fix
+
+
+def test_no_checkpointing_plan_for_modules_run_several_times_a_step_says_why():
+    # GIVEN the two-block step whose blocks ran twice each (gradient accumulation's
+    # micro-batches): the plan follows one forward and backward of a module a step
+    out = analyze(_peak_step(calls=2, budget=250 * MIB), only=("checkpointing",), write=False)
+    # THEN no plan, and skipped says why (it said nothing)
+    assert not out.findings
+    (why,) = [s["reason"] for s in out.skipped if s["analyzer"] == "checkpointing"]
+    assert "ran 2 times a step" in why and "gradient accumulation" in why
