@@ -55,6 +55,13 @@ class StepRuntime:
         self.optimizer_faults: list[int | None] = []
         self.step_faults: list[int | None] = []
         self.optimizer_cpu_ns: list[int | None] = []
+        # wall ns in optimizer.step() and in backward()/autograd.grad per step: the phases of
+        # a full-speed step (reports/full_speed_phases.py), which the profiled ones are not
+        self.optimizer_ns: list[int | None] = []
+        self.backward_ns: list[int | None] = []
+        self.autograd_calls: tuple[Any, ...] = ()  # the backward/grad watches (take_ns)
+        self._wall_ns = 0
+        self._wall_at: int | None = None
         self.autograd_anomaly: list[bool] = []
         self._gc_ns = 0
         self._gc_generation: int | None = None
@@ -84,11 +91,15 @@ class StepRuntime:
         self._closure = self._closure or closure
         self._faults_at = minor_faults()
         self._cpu_at = time.thread_time_ns()
+        self._wall_at = time.perf_counter_ns()
 
     def optimizer_ended(self) -> None:
         if self._cpu_at is not None:
             self._cpu_ns += time.thread_time_ns() - self._cpu_at
             self._cpu_at = None
+        if self._wall_at is not None:
+            self._wall_ns += time.perf_counter_ns() - self._wall_at
+            self._wall_at = None
         if self._faults_at is not None:
             self._faults += minor_faults() - self._faults_at
             self._faults_at = None
@@ -103,6 +114,11 @@ class StepRuntime:
         self.step_faults.append(self._step_faults(sample))
         self.optimizer_cpu_ns.append(self._cpu_ns if sample and self._cpu_ns
                                      and not self._closure else None)
+        # (a closure's optimizer step holds forward and backward: no phase of its own)
+        self.optimizer_ns.append(None if not sample or self._closure else self._wall_ns)
+        autograd = sum(w.take_ns() for w in self.autograd_calls)
+        self.backward_ns.append(autograd if sample else None)
+        self._wall_ns = 0
         self.autograd_anomaly.append(_anomaly_mode())
         self._gc_ns, self._gc_generation, self._faults = 0, None, 0
         self._cpu_ns, self._closure = 0, False
@@ -111,7 +127,8 @@ class StepRuntime:
     def record(self) -> dict[str, Any]:
         return {"gc_ns": self.gc_ns, "gc_generation": self.gc_generation,
                 "optimizer_faults": self.optimizer_faults, "step_faults": self.step_faults,
-                "optimizer_cpu_ns": self.optimizer_cpu_ns, **self.saves.record(),
+                "optimizer_cpu_ns": self.optimizer_cpu_ns, "optimizer_ns": self.optimizer_ns,
+                "backward_ns": self.backward_ns, **self.saves.record(),
                 "autograd_anomaly": self.autograd_anomaly}
 
     def _step_faults(self, sample: bool) -> int | None:

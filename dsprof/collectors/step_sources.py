@@ -30,6 +30,7 @@ torch.compile is seen: Dynamo handles ``torch.autograd.grad`` itself.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +125,10 @@ class AutogradCallWatch:
         self._original: Any = None
         self._wrapper: Any = None
         self._thread = 0
+        # wall ns inside the outermost counted calls since the last take_ns() (a step's
+        # backward time: steps.backward_ns)
+        self._wall_ns = 0
+        self._depth = 0
 
     @staticmethod
     def counts(caller: str) -> bool:
@@ -141,14 +146,21 @@ class AutogradCallWatch:
         invisible_to_dynamo(AutogradCallWatch._ended, recursive=True)
         invisible_to_dynamo(type(self).counts, recursive=True)
 
+        # a builtin: no frame for Dynamo to trace where a compiled region calls backward()
+        now = time.perf_counter_ns
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = now()
+            self._depth += 1
             try:
                 out = original(*args, **kwargs)
             except BaseException as exc:
                 drop_own_frames(exc)  # the script's `except` prints what it prints plain
                 raise
+            finally:
+                self._depth -= 1
             if counts(sys._getframe(1).f_code.co_filename):
-                ended()
+                ended(start)
             return out
 
         invisible_to_dynamo(wrapper)
@@ -158,18 +170,25 @@ class AutogradCallWatch:
         self._original, self._wrapper = original, wrapper
         setattr(torch.autograd, self.NAME, wrapper)
 
-    def _ended(self) -> None:
+    def _ended(self, start: int) -> None:
         import threading
 
         if threading.get_ident() != self._thread:
             return
         self.calls += 1
+        if self._depth == 0:  # not a call inside another (a backward hook's own backward)
+            self._wall_ns += time.perf_counter_ns() - start
         try:
             self.on_end(self.now_ns())
         except Exception as caught:  # never fail the user's backward
             if raised_in_signal_handler(caught):
                 raise  # the script's own signal handler's: it is the script's
             logger.debug("%s watch: listener failed", self.NAME, exc_info=True)
+
+    def take_ns(self) -> int:
+        """Wall ns spent in the counted calls since the last take (then reset)."""
+        ns, self._wall_ns = self._wall_ns, 0
+        return ns
 
     def uninstall(self) -> None:
         """Put torch's own function back (unless someone wrapped ours since: then leave it)."""

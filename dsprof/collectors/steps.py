@@ -86,6 +86,7 @@ class StepCollector:
         self.backward = BackwardWatch(deferring(self._backward_ended), self.now_ns)
         # torch.autograd.grad ends: backward() ends until the run's first backward()
         self.grads = GradWatch(deferring(self._grad_ended), self.now_ns)
+        self.runtime.autograd_calls = (self.backward, self.grads)
         # the outermost-forward watch: on until a backward() or optimizer step (training)
         self.forwards = ForwardWatch(modules, deferring(self._forward_ended))
         # called at every watched forward end (the bootstrap capture's spans)

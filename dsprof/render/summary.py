@@ -47,9 +47,16 @@ def render_short(summary: RunSummary, console: Console, run_path: str,
                       f"p90 {fmt_ms(s.p90_ms)}"
                       + (f", {len(s.outliers)} outlier(s)" if s.outliers else "")
                       + f"; {summary.profiled_steps} profiled in detail")
+    if summary.full_speed_phases:
+        # the script's own steps, timed: the profiled split below is the profiler's picture
+        console.print("phases at full speed: " + ", ".join(
+            f"{esc(p.phase)} {p.percent:.0f}%" for p in summary.full_speed_phases
+            if p.percent >= 0.5))
     if summary.phases:
-        console.print("phases: " + ", ".join(f"{esc(p.phase)} {p.percent:.0f}%" for p in summary.phases
-                                             if p.percent >= 0.5))
+        console.print(("phases in the profiled steps (profiling slows forward most): "
+                       if summary.full_speed_phases else "phases: ")
+                      + ", ".join(f"{esc(p.phase)} {p.percent:.0f}%" for p in summary.phases
+                                  if p.percent >= 0.5))
     if summary.top_ops:
         console.print("top ops: " + ", ".join(f"{esc(o.name)} {o.percent:.0f}%"
                                               for o in summary.top_ops[:3]))
@@ -186,6 +193,16 @@ def _rank_label(s: StepStats, i: int) -> str:
 
 
 def _phases(summary: RunSummary, console: Console) -> None:
+    if summary.full_speed_phases:
+        t = Table(title=f"Time by phase at full speed (mean of {summary.full_speed_steps} "
+                        "steps, timed in each)", title_justify="left")
+        t.add_column("phase")
+        t.add_column("a step", justify="right")
+        t.add_column("%", justify="right")
+        for p in summary.full_speed_phases:
+            t.add_row(plain(p.phase), fmt_ms(p.ms), f"{p.percent:.1f}")
+        console.print()
+        print_titled(console, t)
     if not summary.phases:
         return
     title = (f"Time by phase ({summary.profiled_steps} profiled steps, "

@@ -34,6 +34,7 @@ from dsprof.ingest.aggregates import AGGREGATE_TABLES
 from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal_breakdown
 from dsprof.metrics.noise import has_column
 from dsprof.reports.comms_summary import comms_summary
+from dsprof.reports.full_speed_phases import full_speed_phases
 from dsprof.reports.loop_notes import step_notes
 from dsprof.reports.summary_data import (
     LoopStats,
@@ -145,9 +146,10 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
         kt = [asdict(s) for s in run_kernel_type_breakdown(run, include_last_step=True)]
         kt_hta = [asdict(s) for s in run_kernel_type_breakdown(run, include_last_step=False)]
         temporal = [asdict(t) for t in run_temporal_breakdown(run, include_last_step=True)]
+    full_speed, timed = full_speed_phases(run)
     return RunSummary(facts, steps, profiled, phases, profiled_ms, _top_ops(run, top), kt,
                       kt_hta, temporal, _memory_peaks(run), notes, comms_summary(run),
-                      _loops(run))
+                      _loops(run), full_speed, timed)
 
 
 def _loops(run: Run) -> list[LoopStats]:

@@ -126,6 +126,10 @@ class RunSummary:
     comms: CommsSummary | None = None
     loops: list[LoopStats] = field(default_factory=list)
     """Each loop's step time where the run held several loops one after another."""
+    full_speed_phases: list[PhaseTime] = field(default_factory=list)
+    """Backward, optimizer, data and the rest of the full-speed steps, each in mean ms a step
+    (``reports/full_speed_phases.py``; CPU ``dsprof run`` runs), over ``full_speed_steps``."""
+    full_speed_steps: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,4 +153,6 @@ class RunSummary:
             memory=[MemoryPeak(**m) for m in doc["memory"]],
             notes=list(doc["notes"]),
             comms=None if comms is None else CommsSummary(**comms),
-            loops=[LoopStats(**loop) for loop in doc.get("loops") or []])
+            loops=[LoopStats(**loop) for loop in doc.get("loops") or []],
+            full_speed_phases=[PhaseTime(**p) for p in doc.get("full_speed_phases") or []],
+            full_speed_steps=int(doc.get("full_speed_steps") or 0))

@@ -45,6 +45,14 @@ STEPS = Table(
                "step; null for imports, runs recorded before this column, boundaries found "
                "after the fact, steps with no call, and steps whose call was given a closure "
                "(forward and backward ran inside it)"),
+        Column("optimizer_ns", I64,
+               "wall ns inside optimizer.step() in this step (null: a boundary found after the "
+               "fact, a step whose optimizer ran a closure, which holds forward and backward, "
+               "and runs recorded before this column)"),
+        Column("backward_ns", I64,
+               "wall ns inside backward() and torch.autograd.grad in this step (the outermost "
+               "calls; null where optimizer_ns is for a found boundary, and for runs recorded "
+               "before this column)"),
         Column("save_ns", I64,
                "wall time torch.save (or DCP save/async_save) calls on the stepping thread "
                "took during the step (checkpoints; 0 when none "
