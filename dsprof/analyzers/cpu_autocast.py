@@ -51,14 +51,16 @@ from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
 from dsprof.metrics.ops.autocast_cost import (
     PRICED_OPS,
+    SDPA_OPS,
     bf16_seconds,
     cast_seconds,
     elements,
     fp32_seconds,
+    sdpa_fp32_seconds,
 )
 from dsprof.metrics.ops.emulated_bf16 import emulated_bf16_seconds
 from dsprof.metrics.ops.opbytes import dtypes_of
-from dsprof.metrics.ops.profile_readings import ProfileReadings
+from dsprof.metrics.ops.profile_readings import ProfileReadings, profile_readings
 
 LOW = ("c10::BFloat16", "c10::Half")
 CAST_OP = "aten::_to_copy"
@@ -146,6 +148,15 @@ class CpuAutocastAnalyzer(Analyzer):
                        fp32_seconds(g[2], int(g[8]), g[5]) or 0.0) for g in low]
         low_s = emulated.estimate_s if emulated else sum(b for _, b, _ in priced) / n
         fp32_s = sum(f for _, _, f in priced) / n
+        # attention's CPU flash kernels, whose bf16 backward costs far more than fp32's at
+        # small sizes: profiled in bf16, priced in fp32 (autocast_cost.py)
+        attention = self._attention(ctx, steps)
+        # (profiled: between that and it scaled by the full-speed step over the profiled one)
+        attn_low = (profile_readings(ctx, sum(b for _, b, _ in attention) / n).estimate_s
+                    if attention else 0.0)
+        self.attention = (len(attention), attn_low, sum(f for _, _, f in attention) / n)
+        low_s += self.attention[1]
+        fp32_s += self.attention[2]
         saving = cast_s + low_s - fp32_s
         if saving <= 0:
             self.no_finding_reason = (
@@ -153,7 +164,9 @@ class CpuAutocastAnalyzer(Analyzer):
                 f"{ctx.per_step} "
                 f"(from the profile), less than the {fp32_s * 1e3:.3g} ms they are priced in "
                 f"fp32 less the {cast_s * 1e3:.3g} ms of casts autocast adds" if emulated else
-                f"bf16 pays here: its matmul/conv ops, priced {low_s * 1e3:.3g} ms "
+                "bf16 pays here: its matmul/conv ops"
+                + (" and attention" if attention else "")
+                + f", priced {low_s * 1e3:.3g} ms "
                 f"{ctx.per_step} in bf16, would take {fp32_s * 1e3:.3g} ms in fp32, more than "
                 f"the {cast_s * 1e3:.3g} ms of casts autocast adds")
             return []
@@ -173,6 +186,20 @@ class CpuAutocastAnalyzer(Analyzer):
             f"AND ({low}) AND c.dtypes LIKE '%\"float\"%' AND c.dtypes NOT LIKE '%BFloat16%' "
             f"AND c.dtypes NOT LIKE '%Half%' {steps.replace('AND step IN', 'AND o.step IN')}")
         return int(row[0][0] or 0)
+
+    def _attention(self, ctx: Context, steps: str) -> list[tuple[Any, float, float]]:
+        """The low-precision CPU flash-attention ops, as ``(op row, profiled seconds, fp32
+        seconds)``."""
+        rows = ctx.run.sql(
+            f"SELECT rank, id, name, phase, module, input_shapes, dtypes, dur_ns, 0 "
+            f"FROM ops o WHERE name IN ({_name_list(SDPA_OPS)}) "
+            f"AND phase IN ('forward', 'backward') {steps}")
+        out = []
+        for g in rows:
+            fp32 = sdpa_fp32_seconds(g[2], g[5])
+            if (dtypes_of(g[6]) or [""])[0] in LOW and fp32 is not None:
+                out.append((g, int(g[7] or 0) / 1e9, fp32))
+        return out
 
     def _casts(self, ctx: Context, steps: str) -> list[dict[str, Any]]:
         """Each cast of a floating tensor in forward or backward, as its outermost wrapper:
@@ -223,13 +250,24 @@ class CpuAutocastAnalyzer(Analyzer):
         where = (" bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
                  "faster than fp32 on the calibration machine), so growing the batch or width "
                  "is the other way out.")
+        attn_n, attn_low, attn_fp32 = getattr(self, "attention", (0, 0.0, 0.0))
         title = (f"Turn {lo} autocast off: {lo} is emulated on this CPU and costs "
                  f"{saving * ms:.3g} ms {w.a_step}" if emulated is not None else
-                 f"Turn bf16 autocast off: its casts and small bf16 matmuls cost "
-                 f"{saving * ms:.3g} ms {w.a_step} more than fp32")
+                 "Turn bf16 autocast off: its casts, small bf16 matmuls"
+                 + (" and bf16 attention" if attn_n else "")
+                 + f" cost {saving * ms:.3g} ms {w.a_step} more than fp32")
+        if attn_n:
+            evidence.append(Evidence(
+                text=(f"{attn_n / n:.0f} {lo} attention ops (CPU flash attention) {w.per_step}: "
+                      f"{attn_low * ms:.3f} ms profiled, priced {attn_fp32 * ms:.3f} ms in fp32"),
+                value=attn_low - attn_fp32))
         explanation = (
             f"Autocast ran {len(casts) / n:.0f} casts {w.per_step} ({cast_s * ms:.3f} ms) around "
-            f"{len(priced) / n:.0f} bf16 matmul/conv ops ({low_s * ms:.3f} ms); in fp32 those "
+            f"{len(priced) / n:.0f} bf16 matmul/conv ops"
+            + (f" and {attn_n / n:.0f} attention ops ({attn_low * ms:.3f} ms of it, read from "
+               "the profile: bf16's CPU flash-attention backward is slow at small sizes)"
+               if attn_n else "")
+            + f" ({low_s * ms:.3f} ms); in fp32 those "
             f"ops take {fp32_s * ms:.3f} ms and need no casts (all priced at full speed from "
             "shapes and FLOPs, per call and per element or FLOP as calibrated on a Xeon with "
             "AMX: metrics/ops/autocast_cost.py)"

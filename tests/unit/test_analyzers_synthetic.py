@@ -555,3 +555,29 @@ def test_no_checkpointing_plan_for_modules_run_several_times_a_step_says_why():
     assert not out.findings
     (why,) = [s["reason"] for s in out.skipped if s["analyzer"] == "checkpointing"]
     assert "ran 2 times a step" in why and "gradient accumulation" in why
+
+
+def test_bf16_attention_backward_is_in_the_autocast_price():
+    # GIVEN the autocast case where bf16 pays (a 4.3 GFLOP GEMM in 7 ms, priced 25 ms in fp32),
+    # plus a bf16 CPU flash-attention backward of a small transformer (B 16, H 4, L 32, D 16)
+    # that took 24 ms (12 a step): on one thread its bf16 backward ran 4.2 ms a call against
+    # 0.29 in fp32
+    def run(attention: bool) -> Run:
+        base = _cpu_autocast(4_294_967_296, 7 * MS)
+        if not attention:
+            return base
+        ops = base.table("ops").to_pylist()
+        shape = "[16, 4, 32, 16]"
+        ops.append({"id": 20, "rank": ops[0]["rank"], "step": 1, "name":
+                    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+                    "cat": "cpu_op", "thread": 1, "start_ns": 15 * MS, "dur_ns": 24 * MS,
+                    "phase": "backward", "input_shapes": f"[{', '.join([shape] * 5)}]",
+                    "dtypes": '["c10::BFloat16", "c10::BFloat16", "c10::BFloat16"]'})
+        return Run.from_tables(meta=SCRIPT, steps=steps([20, 20]), ops=table(*ops))
+
+    without = analyze(run(False), only=("cpu_autocast",), write=False)
+    assert not without.findings  # bf16 pays for the GEMM alone
+    (f,) = analyze(run(True), only=("cpu_autocast",), write=False).findings
+    # THEN the attention's profiled bf16 time against its fp32 price tips it, and says so
+    assert f.kind == "precision.cpu_autocast_slower" and "bf16 attention" in f.title
+    assert any("attention ops (CPU flash attention)" in e.text for e in f.evidence)

@@ -33,6 +33,23 @@ And in fp32:
   3x3 filters takes 48-52 us) + FLOPs at 120 GFLOP/s;
 - ``convolution_backward``: 180 us a call + FLOPs at 115 GFLOP/s.
 
+And attention (``F.scaled_dot_product_attention``'s CPU flash kernels), whose bf16 backward has
+a large cost of its own on one thread (4 threads' worth of tests running beside it, least of
+20): B, H, L, D = 16, 4, 32, 16 took 127 / 288 us forward / backward in fp32 and 190 / 4,201 in
+bf16 (the backward 14.6x); 8, 8, 128, 64: 2,956 / 8,063 against 1,739 / 19,992; from
+4, 12, 256, 64 up bf16 is as fast or faster (1, 16, 1024, 64: 25.3 / 72.8 ms against 10.0 /
+52.7). A Lightning Fabric transformer (d=64, 4 heads, L=32) ran its steps in 20.7 ms under
+``precision="bf16-mixed"`` and 11.2 ms without: 12.1 ms a step of it was that backward, where
+the matmul/conv prices saw bf16 paying. The bf16 side is the profiled time of those ops (a few
+calls of milliseconds each: the profiler's per-call cost is small beside them); fp32 is priced
+from FLOPs (4 B H L S D forward, 2.5x that backward) on the slow side of those figures, so
+that turning autocast off is never priced cheaper than it is:
+
+- forward: 60 us a call + FLOPs at 90 GFLOP/s (127 / 2,956 / 7,593 us measured above: priced
+  107 / 3,043 / 9,008);
+- backward: 150 us a call + 2.5x the forward FLOPs at 90 GFLOP/s (288 / 8,063 / 20,873
+  measured: priced 267 / 7,606 / 22,517).
+
 bf16 on AMX pays only above a size: at 32x256 @ 256x256 fp32 took 22-24 us and bf16 27-30 us
 (oneDNN's bf16 path costs ~18 us a call), at 128x512 @ 512x512 fp32 took 342-389 us and bf16
 81-94 us. The fp32 figures move with the CPU's vector width and clock; on another CPU they
@@ -61,6 +78,13 @@ CONV_CALL_S = 45e-6
 CONV_FLOPS_PER_S = 120e9
 CONV_BWD_CALL_S = 180e-6
 CONV_BWD_FLOPS_PER_S = 115e9
+
+SDPA_FWD_CALL_S = 60e-6
+SDPA_BWD_CALL_S = 150e-6
+SDPA_FLOPS_PER_S = 90e9
+SDPA_BWD_FLOPS = 2.5  # backward FLOPs over forward's
+SDPA_OPS = frozenset({"aten::_scaled_dot_product_flash_attention_for_cpu",
+                      "aten::_scaled_dot_product_flash_attention_for_cpu_backward"})
 
 MATMUL_OPS = frozenset({"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm",
                         "aten::linear", "aten::matmul", "aten::addbmm"})
@@ -134,3 +158,28 @@ def fp32_seconds(name: str, flops: int, input_shapes: str | None) -> float | Non
     if name in CONV_BWD_OPS:
         return CONV_BWD_CALL_S + flops / CONV_BWD_FLOPS_PER_S
     return None
+
+
+def sdpa_fp32_seconds(name: str, input_shapes: str | None) -> float | None:
+    """Seconds a CPU flash-attention op would take in fp32 on one thread, from its query and
+    key shapes ([B, H, L, D], [B, H, S, D]: the first two 4-d inputs, after the backward's
+    incoming gradient), or None where they are not there."""
+    if name not in SDPA_OPS:
+        return None
+    try:
+        shapes = json.loads(input_shapes) if input_shapes else []
+    except ValueError:
+        return None
+    dims = [sh for sh in shapes if isinstance(sh, list) and len(sh) == 4
+            and all(isinstance(d, int) and d > 0 for d in sh)]
+    backward = name.endswith("_backward")
+    if backward:
+        dims = dims[1:]  # grad_out, then query, key, value
+    if len(dims) < 2:
+        return None
+    (b, h, q_len, d), (_, _, k_len, _) = dims[0], dims[1]
+    flops = 4 * b * h * q_len * k_len * d
+    if backward:
+        return SDPA_BWD_CALL_S + SDPA_BWD_FLOPS * flops / SDPA_FLOPS_PER_S
+    return SDPA_FWD_CALL_S + flops / SDPA_FLOPS_PER_S
+
