@@ -12,7 +12,7 @@ from dsprof.facts import FULL_SPEED
 from dsprof.findings_file import Analysis
 from dsprof.render.layout import print_titled
 from dsprof.render.safe_text import esc, plain
-from dsprof.reports.summary_data import RunSummary, StepStats
+from dsprof.reports.summary_data import PhaseTime, RunSummary, StepStats
 from dsprof.units import fmt_bytes, fmt_ms, fmt_rate
 
 __all__ = ["fmt_bytes", "fmt_ms", "render_full"]
@@ -194,24 +194,21 @@ def _rank_label(s: StepStats, i: int) -> str:
 
 def _phases(summary: RunSummary, console: Console) -> None:
     if summary.full_speed_phases:
-        t = Table(title=f"Time by phase at full speed (mean of {summary.full_speed_steps} "
-                        "steps, timed in each)", title_justify="left")
-        t.add_column("phase")
-        t.add_column("a step", justify="right")
-        t.add_column("%", justify="right")
-        for p in summary.full_speed_phases:
-            t.add_row(plain(p.phase), fmt_ms(p.ms), f"{p.percent:.1f}")
-        console.print()
-        print_titled(console, t)
-    if not summary.phases:
-        return
-    title = (f"Time by phase ({summary.profiled_steps} profiled steps, "
-             f"{fmt_ms(summary.profiled_ms)})")
+        _phase_table(console, f"Time by phase at full speed (mean of "
+                              f"{summary.full_speed_steps} steps, timed in each)",
+                     "a step", summary.full_speed_phases)
+    if summary.phases:
+        _phase_table(console, f"Time by phase ({summary.profiled_steps} profiled steps, "
+                              f"{fmt_ms(summary.profiled_ms)})", "time", summary.phases)
+
+
+def _phase_table(console: Console, title: str, time_column: str,
+                 phases: list[PhaseTime]) -> None:
     t = Table(title=title, title_justify="left")
     t.add_column("phase")
-    t.add_column("time", justify="right")
+    t.add_column(time_column, justify="right")
     t.add_column("%", justify="right")
-    for p in summary.phases:
+    for p in phases:
         t.add_row(plain(p.phase), fmt_ms(p.ms), f"{p.percent:.1f}")
     console.print()
     print_titled(console, t)
