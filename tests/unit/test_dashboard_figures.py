@@ -233,3 +233,14 @@ def test_comm_figures_from_the_analyzers(tmp_path):
         assert {t.name for t in bw.data} == {"all_to_all", "all_reduce", "all_gather"}
     finally:
         src.close()
+
+
+def test_the_phase_figure_says_which_steps_its_phases_are_of():
+    from dsprof.dashboard.figures.overview import phase_figure
+    from dsprof.reports.summary_data import PhaseTime
+
+    phases = [PhaseTime("forward and the rest", 5.4, 44.7), PhaseTime("backward", 5.8, 48.7)]
+    assert phase_figure(phases).layout.title.text == "Time by phase (profiled steps)"
+    full = phase_figure(phases, "Time by phase at full speed (mean of 53 steps, ms a step)")
+    assert full.layout.title.text.startswith("Time by phase at full speed")
+    assert list(full.data[0].y) == ["forward and the rest", "backward"]

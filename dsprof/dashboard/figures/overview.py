@@ -124,13 +124,14 @@ def step_breakdown_figure(bd: StepBreakdown, max_bars: int = 120) -> go.Figure:
     return fig
 
 
-def phase_figure(phases: Sequence[PhaseTime]) -> go.Figure:
-    """Time by phase over the profiled steps (ms and percent)."""
+def phase_figure(phases: Sequence[PhaseTime],
+                 title: str = "Time by phase (profiled steps)") -> go.Figure:
+    """Time by phase (ms and percent): over the profiled steps, or a full-speed step's."""
     fig = go.Figure(go.Bar(
         x=[p.ms for p in phases], y=[p.phase for p in phases], orientation="h",
         text=[f"{p.percent:.1f} %" for p in phases], textposition="auto",
         marker={"color": "#1f77b4"}, hovertemplate="%{y}: %{x:.2f} ms<extra></extra>"))
-    fig.update_layout(title="Time by phase (profiled steps)", xaxis_title="ms",
+    fig.update_layout(title=title, xaxis_title="ms",
                       yaxis={"autorange": "reversed"}, **_LAYOUT)
     return fig
 

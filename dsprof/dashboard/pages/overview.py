@@ -48,7 +48,11 @@ def layout(ctx: Any, query: dict[str, str]) -> html.Div:
     else:
         out.append(section("Step time", missing(src.missing("steps"), "steps")))
     row: list[Any] = []
-    row.append(graph("overview-phases", phase_figure(s.phases)) if s.phases
+    # a CPU run's own steps, timed (reports/full_speed_phases.py), before the profiler's view
+    row.append(graph("overview-phases", phase_figure(
+        s.full_speed_phases, f"Time by phase at full speed (mean of {s.full_speed_steps} "
+                             "steps, ms a step)")) if s.full_speed_phases
+               else graph("overview-phases", phase_figure(s.phases)) if s.phases
                else missing(src.missing("ops"), "ops"))
     row.append(graph("overview-top-ops", top_ops_figure(s.top_ops)) if s.top_ops
                else html.Div())
