@@ -143,8 +143,14 @@ def plan(ids: list[str], baseline: Path | None, runs_dir: Path) -> ApplyPlan:
             known = ", ".join(x.id for x in findings) or "none"
             raise ConfigError(f"{base} has no single finding {wanted!r} (its findings: {known})")
         if not f.apply:
-            raise ConfigError(f"finding {f.id} ({f.title}) has no automatic fix; apply it by "
-                              f"hand:\n{f.fix}")
+            # an advice dsprof does not apply (not advised here: a what-if) may still say how
+            # to measure it by hand: its verify line, where that names a knob
+            by_knob = "DS_" in (f.verify or "") and "dsprof run" in (f.verify or "")
+            raise ConfigError(
+                f"finding {f.id} ({f.title}) has no automatic fix" + (
+                    "; it is not advised on this run, so verify does not apply it. To measure "
+                    f"it anyway: {one_line(f.verify)}" if by_knob else
+                    f"; apply it by hand:\n{f.fix}"))
         for name, value in f.apply.items():
             if name not in KNOBS or not isinstance(value, str):
                 raise ConfigError(
