@@ -121,8 +121,9 @@ _LIBRARY_FIX = {
     # torch.isinf(tr_loss_step)` after every training_step, two reads of the loss a step, in
     # _inner_training_loop (4.x) or the _run_epoch it calls (5.x)
     ("bool", "transformers/trainer.py", ("_inner_training_loop", "_run_epoch")): (
-        "# HF Trainer: logging_nan_inf_filter (on by default) tests every step's loss with\n"
-        "# torch.isnan(loss) or torch.isinf(loss) on the host: two syncs a step on a GPU. It only\n"
+        "# HF Trainer: logging_nan_inf_filter (on by default) tests every micro-batch's loss\n"
+        "# with torch.isnan(loss) or torch.isinf(loss) on the host: two syncs per\n"
+        "# training_step on a GPU (per micro-batch under gradient accumulation). It only\n"
         "# changes what is logged (a nan or inf loss counts as the mean of the window so far);\n"
         "# the gradients and the update are the same. Turn it off:\n"
         "args = TrainingArguments(..., logging_nan_inf_filter=False)"),
