@@ -8,6 +8,7 @@ import functools
 import os
 import sysconfig
 from types import CodeType
+from typing import Any
 
 DSPROF_DIR = os.path.dirname(os.path.abspath(__file__))
 _OWN_PREFIX = DSPROF_DIR + os.sep
@@ -52,6 +53,27 @@ INSTALLED_DIRS = _PACKAGE_DIRS
 # code objects whose frames a traceback never shows: those dsprof runs under the script's own
 # file name and line (call_at_line.py), and hooks that raise torch's own error for it
 OWN_CODES: set[CodeType] = set()
+
+
+# Python's warnings skip the frames of code whose file name holds "importlib" and "_bootstrap"
+# when they count a warning's ``stacklevel`` (importlib's own frames; _warnings.c
+# is_internal_frame): a wrapper of dsprof's renamed so is skipped the same way
+_SKIPPED_BY_WARNINGS = " (importlib._bootstrap-style: a dsprof wrapper warnings skip)"
+
+
+def hidden_from_warnings(fn: Any) -> Any:
+    """Rename ``fn``'s code so that Python's warnings skip its frame when they count a
+    ``stacklevel``. A wrapper of dsprof's around a torch entry point is one frame more
+    between the script and torch: torch's ``warnings.warn(..., stacklevel=N)`` then named
+    torch's own caller instead of the script's line (a full backward hook's warning read
+    ``torch/_tensor.py:623``, where plainly ``train.py:11``), and Python's once-per-location
+    filter showed one warning for all of the script's lines. The file name keeps dsprof's
+    folder first, so everything that tells dsprof's frames by it still does. Apply before
+    ``invisible_to_dynamo`` (it registers the code object)."""
+    code = fn.__code__
+    if _SKIPPED_BY_WARNINGS not in code.co_filename:
+        fn.__code__ = code.replace(co_filename=code.co_filename + _SKIPPED_BY_WARNINGS)
+    return fn
 
 
 def drop_own_frames(exc: BaseException) -> None:

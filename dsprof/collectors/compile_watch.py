@@ -33,7 +33,13 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.collectors.compile_metrics import DynamoMetrics, recompile_limit
-from dsprof.frames import drop_own_frames, internal_file, raised_in_signal_handler, shown_path
+from dsprof.frames import (
+    drop_own_frames,
+    hidden_from_warnings,
+    internal_file,
+    raised_in_signal_handler,
+    shown_path,
+)
 from dsprof.log import logger
 
 # code of dsprof's wrappers and hooks -> whether the frames they call are skipped too
@@ -127,7 +133,7 @@ class CompileWatch:
                 watch._compiled(t0, watch.now_ns(), "torch.compile()")
 
         self._original, self._wrapper = original, compile
-        torch.compile = compile
+        torch.compile = hidden_from_warnings(compile)
         if "torch._dynamo" in sys.modules:  # imported before dsprof started: may compile
             self._register_callbacks()
 

@@ -30,6 +30,7 @@ from dsprof.collectors.worker_clock import Readings, WorkerSampler, WorkerTimes
 from dsprof.frames import (
     INSTALLED_DIRS,
     drop_own_frames,
+    hidden_from_warnings,
     internal_file,
     raised_in_signal_handler,
     shown_path,
@@ -228,8 +229,9 @@ class DataLoaderCollector:
             collector._returned(it, batch, ns, cpu_ns)
             return batch
 
-        dl.DataLoader.__iter__ = __iter__  # type: ignore[method-assign]
-        dl._BaseDataLoaderIter.__next__ = __next__  # type: ignore[method-assign]
+        dl.DataLoader.__iter__ = hidden_from_warnings(__iter__)  # type: ignore[method-assign]
+        dl._BaseDataLoaderIter.__next__ = hidden_from_warnings(  # type: ignore[method-assign]
+            __next__)
         logger.debug("dataloader collector: DataLoader iteration is timed")
 
     def uninstall(self) -> None:

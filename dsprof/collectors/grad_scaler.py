@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from dsprof.frames import drop_own_frames, raised_in_signal_handler
+from dsprof.frames import drop_own_frames, hidden_from_warnings, raised_in_signal_handler
 from dsprof.log import logger
 
 
@@ -69,7 +69,7 @@ class GradScalerMonitor:
                     raise  # the script's own signal handler's: it is the script's
                 monitor._fail(exc)
 
-        GradScaler.update = update
+        GradScaler.update = hidden_from_warnings(update)
         self._original = original
         logger.debug("grad scaler monitor: GradScaler.update wrapped")
 

@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from dsprof.collectors.dataloader import user_site
-from dsprof.frames import drop_own_frames, raised_in_signal_handler
+from dsprof.frames import drop_own_frames, hidden_from_warnings, raised_in_signal_handler
 
 
 class SaveWatch:
@@ -87,7 +87,7 @@ class SaveWatch:
                 depth.busy = False
                 watch._saved(time.perf_counter_ns() - t0, call)
 
-        invisible_to_dynamo(save)
+        invisible_to_dynamo(hidden_from_warnings(save))
         return save
 
     def _wrap_dcp(self) -> None:

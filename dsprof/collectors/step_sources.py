@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.collectors.compile_watch import invisible_to_dynamo
-from dsprof.frames import drop_own_frames, raised_in_signal_handler
+from dsprof.frames import drop_own_frames, hidden_from_warnings, raised_in_signal_handler
 from dsprof.log import logger
 from dsprof.vocabulary import CLOSURE_SPAN
 
@@ -163,7 +163,7 @@ class AutogradCallWatch:
                 ended(start)
             return out
 
-        invisible_to_dynamo(wrapper)
+        invisible_to_dynamo(hidden_from_warnings(wrapper))
         # torch's names, module included: pickle finds a function by them, and finds the
         # wrapper there (a spawn pool sent torch.autograd.backward failed to pickle it)
         functools.update_wrapper(wrapper, original)
