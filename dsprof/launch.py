@@ -32,6 +32,12 @@ _RUNPY = {runpy.__file__, "<frozen runpy>"}
 # the run is saved: a gloo process group's destructor joins its threads there and can hang
 # with the GIL held, where no signal handler can help.
 _KEPT: list[Any] = []
+# sys.argv, sys.path[0] and __main__ as the script left them: dsprof's own exit work runs with
+# its own (its ingest workers may import __main__), and they are given back before the
+# interpreter's exit, whose atexit handlers are the script's too (a handler that pickled a
+# class of the script's failed: "attribute lookup Net on __main__ failed", and read
+# dsprof's command line as sys.argv)
+_LEFT: dict[str, Any] = {}
 
 
 def _release_kept_globals() -> None:
@@ -165,11 +171,26 @@ def run(target: Target) -> Outcome:
         _print_user_traceback(exc)
         return Outcome(1, "exception", type(exc).__name__, lost_a_peer(exc))
     finally:
+        main_now = sys.modules.get("__main__")
+        _LEFT.update(argv=sys.argv, path0=sys.path[0] if sys.path else None,
+                     main=main_now if main_now is not saved_main else None)
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path:
             sys.path[0] = saved_path0
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
+
+
+def as_the_script_left_it() -> None:
+    """Before the interpreter's exit: ``sys.argv``, ``sys.path[0]`` and ``__main__`` as the
+    script left them, which its atexit handlers see without dsprof."""
+    if not _LEFT:
+        return
+    sys.argv = _LEFT["argv"]
+    if _LEFT["path0"] is not None and sys.path:
+        sys.path[0] = _LEFT["path0"]
+    if _LEFT["main"] is not None:
+        sys.modules["__main__"] = _LEFT["main"]
 
 
 def _keep_main_globals(exc: BaseException) -> None:

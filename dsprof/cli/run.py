@@ -184,6 +184,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
             deferred.lock.release()
         log.detach_file()
         terminate.uninstall()
+        launch.as_the_script_left_it()
         ctx.exit(outcome.exit_status)
     terminate.hold()  # from here a SIGTERM ends the process once the run is saved
     session.finish(outcome.exit_status, outcome.reason, outcome.error, outcome.peer_lost)
@@ -217,6 +218,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     terminate.uninstall()  # the interpreter's own exit: SIGTERM does what it does without dsprof
     if dashboard and (not ranks.distributed or ranks.coordinator):
         _serve_dashboard(run, dashboard_port)
+    launch.as_the_script_left_it()  # for its atexit handlers
     ctx.exit(outcome.exit_status)
 
 
@@ -249,6 +251,7 @@ def _exit_forked_child(status: int) -> None:
     the parent, wait forever for the parent's threads."""
     import atexit
 
+    launch.as_the_script_left_it()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -159,3 +159,49 @@ def test_a_session_that_cannot_start_leaves_the_script_its_output_and_status(tmp
     assert res.code == 4 and res.stdout == "trained\n", res.stderr
     assert "the dsprof session did not start (NotADirectoryError" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+AT_EXIT = """
+import atexit
+import pickle
+import sys
+
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+model = Net()
+
+
+def on_exit():
+    # what an atexit handler of the script sees: its argv, and its classes in __main__
+    print("argv at exit", sys.argv, "main is the script:", hasattr(sys.modules["__main__"], "Net"))
+    print("pickled at exit", len(pickle.dumps(model)) > 0)
+
+
+atexit.register(on_exit)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(3):
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+print("trained")
+"""
+
+
+def test_the_scripts_atexit_handlers_see_its_argv_and_main(tmp_path):
+    # GIVEN a script whose atexit handler reads sys.argv and pickles a class of the script's
+    script = write(tmp_path / "at_exit.py", AT_EXIT)
+    # THEN it sees what it sees without dsprof (it saw dsprof's command line, and pickling
+    # failed: "attribute lookup Net on __main__ failed")
+    res = runs_as_without_dsprof(script, tmp_path / "run", "--flag")
+    assert "main is the script: True" in res.stdout and "pickled at exit True" in res.stdout
+    assert "--flag']" in res.stdout and "Exception ignored" not in res.stderr
