@@ -22,6 +22,15 @@ Noise margin:
     error times Student's t for that many steps (12.7 for two steps, 3.2 for four, 2 from
     about 60: "two standard errors" when the sd itself comes from a few steps). A rank held
     back every step by a slower host or a longer shard clears both; a steady run does not.
+Waiting for a CPU:
+    a rank whose training thread waited on the run queue (``steps.runq_ns``, Linux) in the
+    steps the collectives were matched in, on average ``RUNQ_SHARE`` of the gap a step more
+    than the other ranks' threads, is late because the machine's cores were busy (other
+    processes, ranks sharing the host): no straggler, and ``skipped`` says so. 2 gloo ranks
+    under DDP on the 2-core machine beside other jobs got "Rank 1 is a straggler ... saves
+    6.62 ms/step" (high) in 1 run of 3, where its thread's CPU time in steps 7-9 was
+    8.0/8.0/7.6 ms against rank 0's 8.4/8.3/7.7. The thread's CPU time alone cannot say it:
+    a rank that sleeps (a lock, I/O) is off the CPU too, and is a straggler to fix.
 Algorithm:
     saving per step = that gap summed over the collectives where the rank came last, divided
     by the steps they span: what every step would gain if the rank kept pace with the
@@ -34,13 +43,16 @@ from __future__ import annotations
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.comm.skew import collective_skew, lateness_by_step, rank_skew
-from dsprof.metrics.noise import rank_step_spread, t_975
+from dsprof.metrics.noise import has_column, rank_step_spread, t_975
 
 MIN_LAST_SHARE = 0.75
 MIN_GAP_S = 1e-3
 MIN_STEP_SHARE = 0.05
 # The gap must exceed this many standard deviations of a rank's step time (see "Noise margin").
 NOISE_SDS = 1.5
+# A rank whose thread waited for a CPU this share of the gap more than the others' is late by
+# the machine (see "Waiting for a CPU").
+RUNQ_SHARE = 0.5
 
 
 class StragglerAnalyzer(Analyzer):
@@ -77,6 +89,16 @@ class StragglerAnalyzer(Analyzer):
         late = lateness_by_step(ctx.run.con, ctx.meta, worst.rank)
         if not steadily_late(late):
             return []  # late on average, but not step after step: a delay, not a straggler
+        extra_runq_s = _extra_runq_s(ctx, worst.rank)
+        if extra_runq_s is not None and extra_runq_s >= RUNQ_SHARE * per_step_s:
+            # the rank's lateness is its thread waiting for a CPU: the machine's
+            self.no_finding_reason = (
+                f"rank {worst.rank} came last at {worst.times_last} of {worst.collectives} "
+                f"collectives, {per_step_s * 1e3:.1f} ms {ctx.per_step} behind, but its "
+                f"training thread waited {extra_runq_s * 1e3:.1f} ms {ctx.per_step} more than "
+                "the other ranks' for a CPU (other processes, or ranks sharing the host's "
+                "cores): noise of the machine, not a straggler")
+            return []
         others = [s for s in skews if s.rank != worst.rank]
         wait_others = sum(s.wait_ns for s in others) / max(len(others), 1) / \
             max(worst.steps, 1) / 1e6
@@ -127,6 +149,21 @@ class StragglerAnalyzer(Analyzer):
             FROM per GROUP BY phase HAVING extra > 1e6 ORDER BY extra DESC LIMIT 2""",
                            [rank, rank])
         return " and ".join(f"{p} (+{e / 1e6:.1f} ms)" for p, e in rows)
+
+
+def _extra_runq_s(ctx: Context, rank: int) -> float | None:
+    """The rank's mean run-queue wait a step over the other ranks' mean, in the steps the
+    collectives were recorded in (seconds), or None where the run did not read it."""
+    if not ctx.nonempty("steps") or not has_column(ctx.run, "steps", "runq_ns"):
+        return None
+    rows = ctx.run.sql("""
+        SELECT (rank = ?) AS mine, avg(runq_ns) FROM steps
+        WHERE runq_ns IS NOT NULL AND step IN (SELECT DISTINCT step FROM comms)
+        GROUP BY mine""", [rank])
+    by = {bool(mine): float(ns) for mine, ns in rows if ns is not None}
+    if True not in by or False not in by:
+        return None
+    return (by[True] - by[False]) / 1e9
 
 
 def step_spread_s(ctx: Context) -> float:

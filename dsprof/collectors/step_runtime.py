@@ -44,6 +44,7 @@ from typing import Any
 
 from dsprof.collectors import script_signals
 from dsprof.collectors.save_watch import SaveWatch
+from dsprof.collectors.thread_runq import ThreadRunq
 
 
 class StepRuntime:
@@ -60,6 +61,10 @@ class StepRuntime:
         self.optimizer_ns: list[int | None] = []
         self.backward_ns: list[int | None] = []
         self.autograd_calls: tuple[Any, ...] = ()  # the backward/grad watches (take_ns)
+        # the stepping thread's wait for a CPU per step (collectors/thread_runq.py)
+        self.runq_ns: list[int | None] = []
+        self._runq = ThreadRunq()
+        self._runq_at: tuple[int, int] | None = None
         self._wall_ns = 0
         self._wall_at: int | None = None
         self.autograd_anomaly: list[bool] = []
@@ -86,6 +91,7 @@ class StepRuntime:
         if self._gc_event in gc.callbacks:
             gc.callbacks.remove(self._gc_event)
         self.saves.uninstall()
+        self._runq.close()
 
     def optimizer_starting(self, closure: bool = False) -> None:
         self._closure = self._closure or closure
@@ -119,6 +125,7 @@ class StepRuntime:
         autograd = sum(w.take_ns() for w in self.autograd_calls)
         self.backward_ns.append(autograd if sample else None)
         self._wall_ns = 0
+        self.runq_ns.append(self._step_runq(sample))
         self.autograd_anomaly.append(_anomaly_mode())
         self._gc_ns, self._gc_generation, self._faults = 0, None, 0
         self._cpu_ns, self._closure = 0, False
@@ -128,8 +135,22 @@ class StepRuntime:
         return {"gc_ns": self.gc_ns, "gc_generation": self.gc_generation,
                 "optimizer_faults": self.optimizer_faults, "step_faults": self.step_faults,
                 "optimizer_cpu_ns": self.optimizer_cpu_ns, "optimizer_ns": self.optimizer_ns,
-                "backward_ns": self.backward_ns, **self.saves.record(),
+                "backward_ns": self.backward_ns, "runq_ns": self.runq_ns,
+                **self.saves.record(),
                 "autograd_anomaly": self.autograd_anomaly}
+
+    def _step_runq(self, sample: bool) -> int | None:
+        """The thread's run-queue delay since the last boundary, read as ``_step_faults`` is
+        (the same thread at both ends, this boundary read now)."""
+        last, self._runq_at = self._runq_at, None
+        if not sample:
+            return None
+        now = self._runq.read()
+        if now is None:
+            return None
+        me = threading.get_ident()
+        self._runq_at = (me, now)
+        return now - last[1] if last is not None and last[0] == me else None
 
     def _step_faults(self, sample: bool) -> int | None:
         """Faults since the last boundary, if the same thread read both counts (RUSAGE_THREAD

@@ -53,6 +53,12 @@ STEPS = Table(
                "wall ns inside backward() and torch.autograd.grad in this step (the outermost "
                "calls; null where optimizer_ns is for a found boundary, and for runs recorded "
                "before this column)"),
+        Column("runq_ns", I64,
+               "ns the stepping thread was runnable but waited for a CPU during the step (its "
+               "Linux schedstat run delay): the part of its time off the CPU that was the "
+               "machine's, not a sleep of its own; null off Linux, for boundaries found after "
+               "the fact, steps whose boundaries two threads marked, and runs recorded before "
+               "this column"),
         Column("save_ns", I64,
                "wall time torch.save (or DCP save/async_save) calls on the stepping thread "
                "took during the step (checkpoints; 0 when none "

@@ -88,3 +88,34 @@ def test_two_steps_need_a_lateness_far_above_its_spread():
     assert steadily_late([200 * MS, 195 * MS])
     # and from many steps on the rule is about two standard errors
     assert steadily_late([3 * MS, 2 * MS] * 40)
+
+
+def test_a_rank_late_by_waiting_for_a_cpu_is_no_straggler():
+    from dsprof.analyzers.registry import analyze
+    from dsprof.run import Run
+    from tests.unit.test_analyzers_synthetic import MS, _two_ranks
+
+    def run(runq_ms: tuple[float, float] | None) -> Run:
+        base = _two_ranks(20)
+        steps = base.table("steps").to_pylist()
+        if runq_ms is not None:
+            for row in steps:
+                row["runq_ns"] = int(runq_ms[row["rank"]] * MS)
+        comms = base.table("comms")
+        return Run.from_tables(
+            meta=dict(base.meta),
+            comms={k: comms.column(k).to_pylist() for k in comms.column_names},
+            steps={k: [r.get(k) for r in steps] for k in steps[0] if k != "disturbed"})
+
+    def found(r: Run) -> tuple[list[str], list[str]]:
+        out = analyze(r, only=("straggler",), write=False)
+        return ([f.kind for f in out.findings],
+                [s["reason"] for s in out.skipped if s["analyzer"] == "straggler"])
+
+    # GIVEN rank 1 arriving 20 ms late at every all-reduce: asleep (its thread waited for no
+    # CPU) it is the straggler, as in a run that did not read the run queue
+    assert found(run((0.0, 0.0)))[0] == ["comm.straggler"]
+    assert found(run(None))[0] == ["comm.straggler"]
+    # THEN where its thread waited 19 ms a step for a CPU (the others' none), it is not
+    kinds, why = found(run((0.0, 19.0)))
+    assert kinds == [] and "waited 19.0 ms" in why[0] and "not a straggler" in why[0]
