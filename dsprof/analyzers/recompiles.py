@@ -158,8 +158,10 @@ class Recompiles(Analyzer):
         by_code: dict[tuple[int, int], list[tuple]] = {}
         for row in rows:
             by_code.setdefault((int(row[0]), int(row[1])), []).append(row)
-        steps = dict(ctx.run.sql("SELECT rank, count(*) FROM steps WHERE dur_ns > 0 "
-                                 "GROUP BY rank")) if ctx.nonempty("steps") else {}
+        steps = {int(r): (int(n), int(t or 0)) for r, n, t in ctx.run.sql(
+            "SELECT rank, count(*), sum(dur_ns) FROM steps WHERE dur_ns > 0 GROUP BY rank")} \
+            if ctx.nonempty("steps") else {}
+        self.step_s = ctx.step_s or 0.0
         compiled = ctx.meta.get("compile")
         compiled = compiled if isinstance(compiled, dict) else {}
         calls = compiled.get("calls")
@@ -168,7 +170,8 @@ class Recompiles(Analyzer):
         limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
         out, quiet = [], []
         for (rank, frame), group in by_code.items():
-            finding = self._judge(rank, frame, group, int(steps.get(rank) or 0), limit)
+            n_steps, run_ns = steps.get(rank, (0, 0))
+            finding = self._judge(rank, frame, group, n_steps, run_ns, limit)
             if isinstance(finding, Finding):
                 out.append(finding)
             elif finding:
@@ -194,7 +197,7 @@ class Recompiles(Analyzer):
                 str(c[0]) for c in calls[:3])
         return "a compiled module", site
 
-    def _judge(self, rank: int, frame: int, group: list[tuple], n_steps: int,
+    def _judge(self, rank: int, frame: int, group: list[tuple], n_steps: int, run_ns: int,
                limit: int | None) -> Finding | str | None:
         code, site = self._named(group)
         gave_up = [r for r in group if r[9] and _LIMIT.search(str(r[9]))]
@@ -218,7 +221,11 @@ class Recompiles(Analyzer):
         # the recompilations' own time, their backward graphs' included (same attempt)
         attempts = {int(r[2]) for r, _ in counted}
         spent = sum(int(r[6] or 0) for r in group if int(r[2]) in attempts)
-        per_step = spent / max(n_steps, 1)
+        # the recompiles' share of the run's time, as that share of a full-speed step: the
+        # steps that compiled are not in the step time (facts.COMPILED_SQL), so their time
+        # over the steps read "saves 12.2 ms/step (100%)" beside a 1.6 ms step
+        share = spent / max(run_ns, spent, 1)
+        per_step = share * self.step_s * 1e9 if self.step_s else spent / max(n_steps, 1)
         kinds = Counter(g.kind for _, g in counted)
         main = next((g for _, g in counted if g.kind == kinds.most_common(1)[0][0]), None) \
             if counted else None
@@ -235,10 +242,11 @@ class Recompiles(Analyzer):
         explanation = (
             f"Dynamo's record of rank {rank}'s compilations: {one_line(code)} at "
             f"{one_line(site)} compiled {1 + len(recompiles)} time(s); {len(counted)} "
-            f"recompilation(s) took {spent / 1e6:.1f} ms in all, "
-            f"{per_step / 1e6:.2f} ms a step over the run's {n_steps} steps (the steps that "
-            "compiled are left out of the step statistics, so this time is in none of them; "
-            "a longer run pays the same recompilations over more steps). "
+            f"recompilation(s) took {spent / 1e6:.1f} ms in all, {share:.0%} of the time of "
+            f"the run's {n_steps} steps ({run_ns / 1e9:.3g} s); the saving is that share of a "
+            "full-speed step (the steps that compiled are left out of the step statistics, so "
+            "this time is in none of the others; a longer run pays the same recompilations "
+            "over more steps). "
             f"Each time {what}"
             f" ({kinds.most_common(1)[0][1] if counted else 0} of them), first: "
             f"{one_line(main.text)}.")

@@ -61,6 +61,7 @@ class StepRuntime:
         self.optimizer_ns: list[int | None] = []
         self.backward_ns: list[int | None] = []
         self.autograd_calls: tuple[Any, ...] = ()  # the backward/grad watches (take_ns)
+        self.closures: Any = None  # the closure marker (take_ns): its time is not the update's
         # the stepping thread's wait for a CPU per step (collectors/thread_runq.py)
         self.runq_ns: list[int | None] = []
         self._runq = ThreadRunq()
@@ -97,7 +98,10 @@ class StepRuntime:
         self._closure = self._closure or closure
         self._faults_at = minor_faults()
         self._cpu_at = time.thread_time_ns()
-        self._wall_at = time.perf_counter_ns()
+        # an optimizer stepped from a backward hook (optimizer in backward): its time is in
+        # backward's already
+        inside = any(getattr(w, "_depth", 0) for w in self.autograd_calls)
+        self._wall_at = None if inside else time.perf_counter_ns()
 
     def optimizer_ended(self) -> None:
         if self._cpu_at is not None:
@@ -120,8 +124,10 @@ class StepRuntime:
         self.step_faults.append(self._step_faults(sample))
         self.optimizer_cpu_ns.append(self._cpu_ns if sample and self._cpu_ns
                                      and not self._closure else None)
-        # (a closure's optimizer step holds forward and backward: no phase of its own)
-        self.optimizer_ns.append(None if not sample or self._closure else self._wall_ns)
+        # a closure's step holds forward and backward: the update is the rest of it
+        closure_ns = self.closures.take_ns() if self.closures is not None else 0
+        self.optimizer_ns.append(None if not sample or (self._closure and not closure_ns)
+                                 else max(self._wall_ns - closure_ns, 0))
         autograd = sum(w.take_ns() for w in self.autograd_calls)
         self.backward_ns.append(autograd if sample else None)
         self._wall_ns = 0

@@ -46,6 +46,13 @@ class ClosureMarker:
     def __init__(self) -> None:
         self._hook: Any = None
         self.closures = 0
+        self._closure_ns = 0  # wall ns inside closures since the last take_ns()
+
+    def take_ns(self) -> int:
+        """Wall ns the optimizers' closures ran since the last take (then reset): forward and
+        backward inside ``optimizer.step(closure)``, not the update."""
+        ns, self._closure_ns = self._closure_ns, 0
+        return ns
 
     def install(self) -> None:
         from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -81,11 +88,15 @@ class ClosureMarker:
             return closure
         self.closures += 1
 
+        now = time.perf_counter_ns
+
         def closure_in_span() -> Any:
             span = _enter_span()
+            start = now()
             try:
                 return closure()
             finally:
+                self._closure_ns += now() - start
                 _exit_span(span)
 
         invisible_to_dynamo(closure_in_span)

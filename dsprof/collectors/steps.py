@@ -42,6 +42,7 @@ from dsprof.collectors.script_signals import deferring
 from dsprof.collectors.step_leader import StepLeader
 from dsprof.collectors.step_runtime import StepRuntime
 from dsprof.collectors.step_samples import BoundarySamples, TakeData, log_step_line
+from dsprof.collectors.step_scaler import scaler_updated
 from dsprof.collectors.step_sources import (
     BackwardWatch,
     ClosureMarker,
@@ -91,7 +92,7 @@ class StepCollector:
         self.forwards = ForwardWatch(modules, deferring(self._forward_ended))
         # called at every watched forward end (the bootstrap capture's spans)
         self.after_forward: Callable[[], None] | None = None
-        self.closures = ClosureMarker()
+        self.closures = self.runtime.closures = ClosureMarker()
         # called at every backward() end (the timeline's capture cap under torch.compile)
         self.after_backward: Callable[[], None] | None = None
         # told the last step found after the fact, before its boundary is announced
@@ -108,6 +109,7 @@ class StepCollector:
         # GradScaler, per step number: (loss scale after update, optimizer step skipped)
         self.scaler: dict[int, tuple[float, bool]] = {}
         self._stepped_since_update = False
+        self._deferred: int | None = None  # a boundary marked inside backward(), not yet told
 
     def now_ns(self) -> int:
         """Epoch ns from the monotonic clock: the clock Kineto traces use, without NTP jumps."""
@@ -204,10 +206,12 @@ class StepCollector:
     def _grad_ended(self, end_ns: int) -> None:
         """A ``torch.autograd.grad`` returned: an iteration's end while the run has shown
         no ``backward()`` (collectors/step_sources.py)."""
+        self._announce()
         if not self.backward.calls:
             self._backward_ended(end_ns)
 
     def _backward_ended(self, end_ns: int) -> None:
+        self._announce()
         if self.backward.calls == 1 and self.source in (None, "forward"):
             # the run's first backward(): the ends kept aside so far were torch.autograd.grad
             # calls, parts of its iterations (a gradient penalty), not their ends
@@ -340,31 +344,25 @@ class StepCollector:
 
     @deferring
     def scaler_update(self, scale: float, skipped: bool) -> None:
-        """A ``GradScaler.update()``: record the scale for its step. With optimizer-marked
-        steps the update follows the boundary of the step it belongs to, unless the scaler
-        skipped ``optimizer.step()``: then no hook fired, and the update marks the boundary
-        itself. With ``dsprof.step()`` it belongs to the step in progress."""
-        self.forwards.stop()
-        if self.source == "manual":
-            step = len(self.boundaries_ns)
-        else:
-            if skipped and not self._stepped_since_update:
-                if self.source == "forward":
-                    self._training_after_forwards(len(self.boundaries_ns), True)
-                self.source = "optimizer"
-                self._pending_backward = []
-                self.boundary("optimizer")
-            step = len(self.boundaries_ns) - 1
-        self._stepped_since_update = False
-        if step >= 0:
-            self.scaler[step] = (scale, skipped)
-            if skipped:
-                logger.info("step %d: GradScaler skipped the optimizer step (inf/NaN "
-                            "gradients); loss scale now %g", step, scale)
+        """A ``GradScaler.update()`` (collectors/step_scaler.py)."""
+        scaler_updated(self, scale, skipped)
 
     def boundary(self, source: str) -> None:
         step = self._record_boundary(source, self.now_ns(), time.thread_time_ns(), sample=True)
-        self.on_boundary(step)
+        self._announce()
+        if self.backward._depth or self.grads._depth:
+            # an optimizer stepped from a backward hook (optimizer in backward): the timeline's
+            # window work waits for backward() to return (inside it, the profiler could not
+            # start: "Profiler is already enabled on this thread")
+            self._deferred = step
+        else:
+            self.on_boundary(step)
+
+    def _announce(self) -> None:
+        """Tell the timeline of a boundary a backward() held back, once it has returned."""
+        if self._deferred is not None and not (self.backward._depth or self.grads._depth):
+            step, self._deferred = self._deferred, None
+            self.on_boundary(step)
 
     def _record_boundary(self, source: str, end: int, cpu: int, sample: bool) -> int:
         """Append one boundary; ``sample=False`` (a boundary recorded after the fact) leaves

@@ -17,6 +17,7 @@ is the host's, not the device's.
 
 from __future__ import annotations
 
+from dsprof.facts import FULL_SPEED
 from dsprof.metrics.noise import has_column
 from dsprof.reports.summary_data import PhaseTime
 from dsprof.run import Run
@@ -27,9 +28,11 @@ MIN_SHARE = 0.5  # of the counted steps that must have their phases timed
 def full_speed_phases(run: Run) -> tuple[list[PhaseTime], int]:
     """``(phases, steps)``: each phase's mean ms a step and share of the step over the counted
     steps whose phases were timed; ``([], 0)`` where they were not (imports, GPU runs, runs
-    recorded before the columns, a closure optimizer's steps)."""
-    counted = {(int(r), int(s)) for r, s, _ in run.facts.step.counted}
-    if not counted or not run.manifest.is_run or _on_gpu(run) or not all(
+    recorded before the columns, runs too short for a full-speed step)."""
+    step = run.facts.step
+    counted = {(int(r), int(s)) for r, s, _ in step.counted}
+    # (a run too short for a full-speed step says so, and has no split of one)
+    if not counted or step.rule != FULL_SPEED or not run.manifest.is_run or _on_gpu(run) or not all(
             has_column(run, "steps", c) for c in ("backward_ns", "optimizer_ns")):
         return [], 0
     rows = [r for r in run.sql(

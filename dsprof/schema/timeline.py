@@ -46,9 +46,10 @@ STEPS = Table(
                "after the fact, steps with no call, and steps whose call was given a closure "
                "(forward and backward ran inside it)"),
         Column("optimizer_ns", I64,
-               "wall ns inside optimizer.step() in this step (null: a boundary found after the "
-               "fact, a step whose optimizer ran a closure, which holds forward and backward, "
-               "and runs recorded before this column)"),
+               "wall ns inside optimizer.step() in this step, less the closures it ran "
+               "(forward and backward inside step(closure): LBFGS, Lightning); not the time "
+               "of an optimizer stepped inside backward() (in backward_ns); null: a boundary "
+               "found after the fact, and runs recorded before this column"),
         Column("backward_ns", I64,
                "wall ns inside backward() and torch.autograd.grad in this step (the outermost "
                "calls; null where optimizer_ns is for a found boundary, and for runs recorded "

@@ -33,11 +33,13 @@ def test_each_phase_is_its_mean_a_step_and_the_rest_is_forward():
     assert sum(p.percent for p in phases) == pytest.approx(100)
 
 
-@pytest.mark.parametrize("case", ["gpu", "import", "untimed", "closure"])
+@pytest.mark.parametrize("case", ["gpu", "import", "untimed", "closure", "short"])
 def test_no_split_where_the_phases_were_not_timed_or_are_the_hosts(case):
     run = {"gpu": lambda: _run(gpu=True),
            "import": lambda: _run(meta={"source": "import"}),
            "untimed": lambda: _run(backward=None),
            # a closure optimizer's step holds forward and backward: no optimizer phase
-           "closure": lambda: _run(optimizer=None)}[case]()
+           "closure": lambda: _run(optimizer=None),
+           # one step after setup: "none ran at full speed", so no split of one either
+           "short": lambda: _run(n=2)}[case]()
     assert full_speed_phases(run) == ([], 0)
