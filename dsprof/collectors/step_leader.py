@@ -65,11 +65,14 @@ class StepLeader:
         # same parameters (a script that builds its optimizer anew each epoch): a loop after
         # another (an LR range test's, a sweep's next configuration, fine-tuning)
         self.new_loop = False
+        # set with new_loop when the leader came back after another optimizer's loop: the
+        # step it ends starts a loop again
+        self.resumed = False
         self._led_kind: tuple[type, dict[int, weakref.ref[Any]]] | None = None
 
     def stepped(self, optimizer: Any, end_ns: int, cpu_ns: int,
                 steps_done: int) -> tuple[bool, list[tuple[int, int]]]:
-        self.new_loop = False
+        self.new_loop = self.resumed = False
         leader = self._leader() if self._leader is not None else None
         if leader is None:
             # (a leader garbage-collected: the script built a new optimizer in its place)
@@ -109,6 +112,15 @@ class StepLeader:
             logger.debug("step collector: %s marks the step boundaries (the leader stopped)",
                          type(optimizer).__name__)
             return True, run[:-1]
+        elif self._other is not None and (ended := self._watch.pending(STALE_RUN)) is not None:
+            # the leader steps again after another optimizer's run of STALE_RUN steps or
+            # more: that run was a loop of its own (a head fine-tuned between two stretches of
+            # the whole model's training, 60 + 20 + 40 steps, kept 60: the leader's return
+            # was read as a GAN's iteration order), and this step starts the leader's again
+            self.new_loop = self.resumed = True  # (its optimizer never led: another one)
+            self._other = None
+            self._watch.leader_stepped()
+            return True, ended[1]
         elif self._other is not None and not self._handed_over:
             # the leader steps again after another optimizer did: an iteration ends with the
             # last optimizer to step, so from here on that one marks the boundaries (a window
@@ -133,6 +145,11 @@ class StepLeader:
         self.new_loop = False
         ended = self._watch.pending(END_RUN)
         if ended is None:
+            short = self._watch.run_length()
+            if short:
+                logger.info("another optimizer stepped %d time(s) after the last step boundary "
+                            "before the run ended: not recorded as steps (a loop of its own "
+                            "takes %d)", short, END_RUN)
             return []
         self._led_by(*ended)
         return ended[1]
@@ -203,6 +220,10 @@ class LeaderWatch:
         if ref is None or ref() is optimizer or len(self._run) < STALE_RUN:
             return None
         return self._take(ref)
+
+    def run_length(self) -> int:
+        """Steps in the run going now (0: none)."""
+        return len(self._run) if self._run_of is not None else 0
 
     def run_of(self, optimizer: Any) -> list[tuple[int, int]]:
         """The ends of ``optimizer``'s run going now (none: another's, or none going)."""

@@ -311,6 +311,8 @@ class StepCollector:
             self._record_boundary("optimizer", end_ns, cpu, sample=False)
         if live is not None and self.leader.new_loop:
             self._new_loop(first, live, what)
+            if self.leader.resumed:  # the leader back after another optimizer's loop
+                self._new_loop(len(self.boundaries_ns), live, "the optimizer that led before")
         return len(self.boundaries_ns) - 1
 
     def _training_after_forwards(self, first: int, live: bool) -> None:

@@ -67,3 +67,29 @@ def test_a_run_a_third_optimizer_interrupts_is_a_loop_of_its_own():
     t[0] = 1000
     results = _steps(leader, fit2, 19, t)
     assert results[-1][0] and len(results[-1][1]) == 19
+
+
+def test_the_leader_back_after_another_optimizers_loop_starts_its_own_again():
+    # GIVEN 60 steps of Adam, 20 of a head's SGD, then Adam again for 40 (the fine-tuned model
+    # trained on as a whole): Adam's return was read as a GAN's iteration order, and the
+    # boundaries went to the SGD, which never stepped again (60 steps recorded of 120)
+    leader, t = StepLeader(), [0]
+    whole, head = _opt(), _opt()
+    assert all(ends for ends, _ in _steps(leader, whole, 60, t))
+    _steps(leader, head, 20, t)
+    ends, late = leader.stepped(whole, 999, 999, 60)
+    # THEN the head's 20 steps are steps, a loop, and Adam's step ends one, starting another
+    assert ends and len(late) == 20 and leader.new_loop and leader.resumed
+    t[0] = 1000
+    assert all(ends for ends, _ in _steps(leader, whole, 39, t))
+
+
+def test_a_gans_short_runs_still_hand_the_boundaries_to_the_optimizer_that_steps_last():
+    # GIVEN a GAN whose discriminator leads and the generator steps once after it
+    leader, t = StepLeader(), [0]
+    d, g = _opt(), _opt()
+    _steps(leader, d, 1, t)
+    _steps(leader, g, 1, t)
+    ends, late = leader.stepped(d, 999, 999, 1)
+    # THEN no loop: the generator marks the boundaries from here (it steps last)
+    assert not ends and late == [] and not leader.new_loop and not leader.resumed
