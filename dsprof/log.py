@@ -19,7 +19,28 @@ _NAMES = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNI
 _FORMAT = "[dsprof %(levelname)s] %(message)s"
 _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+
+
+class _OwnLogger(logging.Logger):
+    """dsprof's logger, which a script's logging configuration does not turn off:
+    ``logging.config.dictConfig``/``fileConfig`` disable every logger that exists and that
+    the configuration does not name (``disable_existing_loggers``, on by default), which is
+    meant for the script's libraries; it took dsprof's whole log (its ``dsprof.log`` kept 1
+    line of 55, and the terminal lost "a new loop starts at step 20" and any later warning).
+    dsprof's logger never propagates to the script's handlers, so its lines change nothing
+    the script configured."""
+
+    @property  # type: ignore[override]
+    def disabled(self) -> bool:
+        return False
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        pass
+
+
 logger = logging.getLogger(LOGGER_NAME)
+logger.__class__ = _OwnLogger
 
 
 class _CleanFormatter(logging.Formatter):

@@ -1,0 +1,35 @@
+"""A script's logging configuration leaves dsprof's log on: ``dictConfig`` and ``fileConfig``
+disable every existing logger they do not name (``disable_existing_loggers``), and took
+dsprof's whole log with them (dsprof/log.py)."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+
+from dsprof.log import logger
+
+
+def test_dictconfig_does_not_silence_dsprofs_log():
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    other = logging.getLogger("some_library")
+    try:
+        # GIVEN a script that configures logging as most do, after dsprof's logger exists
+        logging.config.dictConfig({"version": 1, "root": {"level": "INFO"}})
+        # THEN the libraries' loggers it did not name are off, dsprof's is not
+        assert other.disabled
+        logger.info("a new loop starts at step 20")
+        assert seen == ["a new loop starts at step 20"] and not logger.disabled
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        other.disabled = False
