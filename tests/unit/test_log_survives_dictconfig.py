@@ -22,6 +22,11 @@ def test_dictconfig_does_not_silence_dsprofs_log():
     level = logger.level
     logger.setLevel(logging.INFO)
     other = logging.getLogger("some_library")
+    # (the configuration is the test process's: every logger's state is put back after)
+    root = logging.getLogger()
+    root_state = (root.level, list(root.handlers), list(root.filters))
+    states = {name: lg.disabled for name, lg in logging.Logger.manager.loggerDict.items()
+              if isinstance(lg, logging.Logger)}
     try:
         # GIVEN a script that configures logging as most do, after dsprof's logger exists
         logging.config.dictConfig({"version": 1, "root": {"level": "INFO"}})
@@ -33,3 +38,8 @@ def test_dictconfig_does_not_silence_dsprofs_log():
         logger.removeHandler(handler)
         logger.setLevel(level)
         other.disabled = False
+        for name, disabled in states.items():
+            logging.getLogger(name).disabled = disabled
+        root.setLevel(root_state[0])
+        root.handlers[:] = root_state[1]
+        root.filters[:] = root_state[2]
