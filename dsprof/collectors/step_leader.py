@@ -130,6 +130,10 @@ class StepLeader:
             if other is not None:
                 self._leader, self._handed_over = self._other, True
                 self.handover_step = steps_done
+                # the first iterations came one update a step for STALE_RUN steps or more (the
+                # classic WGAN's 100 critic steps an iteration at first): a profiler window may
+                # have fallen there, on critic steps alone; the iterations are a loop of their own
+                self.new_loop = steps_done >= STALE_RUN
                 self._watch.leads(other)
                 logger.debug("step collector: %s marks the step boundaries (it steps last)",
                              type(other).__name__)

@@ -287,6 +287,8 @@ class StepCollector:
         if not ends:
             if late:  # another optimizer's loop, over: its steps, and the last ends now
                 self.on_boundary(self._late_loop(late, True))
+            elif self.leader.new_loop:  # handed over after a long split: whole iterations now
+                self._new_loop(len(self.boundaries_ns), True, "the optimizer that steps last")
             return
         first = len(self.boundaries_ns)
         self._late_loop(late, True if self.source == "optimizer" else None,
@@ -304,8 +306,7 @@ class StepCollector:
 
     def _late_loop(self, late: list[tuple[int, int]], live: bool | None,
                    what: str = "a new optimizer") -> int:
-        """Boundaries found after the fact (step_leader.py); a new loop from the first where
-        the leader says so (``live``: the timeline is told; None: no loop)."""
+        """Boundaries found after the fact; a loop from the first where the leader says so."""
         first = len(self.boundaries_ns)
         for end_ns, cpu in late:
             self._record_boundary("optimizer", end_ns, cpu, sample=False)
@@ -353,9 +354,8 @@ class StepCollector:
         step = self._record_boundary(source, self.now_ns(), time.thread_time_ns(), sample=True)
         self._announce()
         if self.backward._depth or self.grads._depth:
-            # an optimizer stepped from a backward hook (optimizer in backward): the timeline's
-            # window work waits for backward() to return (inside it, the profiler could not
-            # start: "Profiler is already enabled on this thread")
+            # an optimizer stepped in a backward hook: the window work waits for backward() to
+            # return (inside it: "Profiler is already enabled on this thread")
             self._deferred = step
         else:
             self.on_boundary(step)

@@ -93,3 +93,20 @@ def test_a_gans_short_runs_still_hand_the_boundaries_to_the_optimizer_that_steps
     ends, late = leader.stepped(d, 999, 999, 1)
     # THEN no loop: the generator marks the boundaries from here (it steps last)
     assert not ends and late == [] and not leader.new_loop and not leader.resumed
+
+
+def test_a_handover_after_a_long_split_is_a_loop_and_a_short_one_is_not():
+    # GIVEN the classic WGAN: 100 critic steps, then the generator's (it steps last, and takes
+    # the boundaries over at the critic's next step): the 100 were one update a step, where a
+    # profiler window had fallen on critic steps alone
+    def handover(critic_steps: int) -> bool:
+        leader, t = StepLeader(), [0]
+        critic, generator = _opt(), _opt()
+        _steps(leader, critic, critic_steps, t)
+        _steps(leader, generator, 1, t)
+        ends, _ = leader.stepped(critic, 999, 999, critic_steps)
+        assert not ends and leader.handover_step == critic_steps
+        return leader.new_loop
+
+    # THEN the iterations after it are a loop of their own; after WGAN-GP's 5, not
+    assert handover(100) and not handover(5)
