@@ -112,11 +112,14 @@ class StepLeader:
             logger.debug("step collector: %s marks the step boundaries (the leader stopped)",
                          type(optimizer).__name__)
             return True, run[:-1]
-        elif self._other is not None and (ended := self._watch.pending(STALE_RUN)) is not None:
+        elif self._other is not None and _share_parameters(leader, self._other()) and \
+                (ended := self._watch.pending(STALE_RUN)) is not None:
             # the leader steps again after another optimizer's run of STALE_RUN steps or
-            # more: that run was a loop of its own (a head fine-tuned between two stretches of
-            # the whole model's training, 60 + 20 + 40 steps, kept 60: the leader's return
-            # was read as a GAN's iteration order), and this step starts the leader's again
+            # more over some of the same parameters: that run was a loop of its own (a head
+            # fine-tuned between two stretches of the whole model's training, 60 + 20 + 40
+            # steps, kept 60: the leader's return was read as a GAN's iteration order), and
+            # this step starts the leader's again. A GAN's two optimizers share none: its
+            # critic's runs, however long, stay parts of its iterations
             self.new_loop = self.resumed = True  # (its optimizer never led: another one)
             self._other = None
             self._watch.leader_stepped()
@@ -191,6 +194,14 @@ class StepLeader:
         params = _params(optimizer)
         return bool(params) and len({id(p) for p in params}) == len(old) \
             and all((r := old.get(id(p))) is not None and r() is p for p in params)
+
+
+def _share_parameters(a: Any, b: Any) -> bool:
+    """Whether optimizers ``a`` and ``b`` step some of the same tensors."""
+    if a is None or b is None:
+        return False
+    ids = {id(p) for p in _params(a)}
+    return any(id(p) in ids for p in _params(b))
 
 
 def _params(optimizer: Any) -> list[Any]:

@@ -74,7 +74,9 @@ def test_the_leader_back_after_another_optimizers_loop_starts_its_own_again():
     # trained on as a whole): Adam's return was read as a GAN's iteration order, and the
     # boundaries went to the SGD, which never stepped again (60 steps recorded of 120)
     leader, t = StepLeader(), [0]
-    whole, head = _opt(), _opt()
+    weight = torch.nn.Parameter(torch.zeros(2))
+    whole = torch.optim.Adam([weight, torch.nn.Parameter(torch.zeros(2))])
+    head = torch.optim.SGD([weight], lr=0.1)  # some of the same tensors
     assert all(ends for ends, _ in _steps(leader, whole, 60, t))
     _steps(leader, head, 20, t)
     ends, late = leader.stepped(whole, 999, 999, 60)
@@ -110,3 +112,15 @@ def test_a_handover_after_a_long_split_is_a_loop_and_a_short_one_is_not():
 
     # THEN the iterations after it are a loop of their own; after WGAN-GP's 5, not
     assert handover(100) and not handover(5)
+
+
+def test_a_gan_whose_generator_steps_first_keeps_its_long_critic_runs_in_its_iterations():
+    # GIVEN a generator that steps first, then 100 critic steps, then the generator again: the
+    # two optimizers step different tensors (a GAN), unlike a head fine-tuned inside a model
+    leader, t = StepLeader(), [0]
+    generator, critic = _opt(), _opt()
+    _steps(leader, generator, 1, t)
+    _steps(leader, critic, 100, t)
+    ends, late = leader.stepped(generator, 999, 999, 1)
+    # THEN no loop: the critic marks the boundaries from here on (it steps last)
+    assert not ends and late == [] and not leader.resumed
