@@ -14,6 +14,7 @@ Light module: no torch, read by the CLI's verify and by the session header.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 # set or unset, each decides a run's speed: recorded either way
@@ -21,7 +22,7 @@ NAMES = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY",
     "OMP_DYNAMIC", "OMP_SCHEDULE", "KMP_AFFINITY", "KMP_BLOCKTIME", "GOMP_CPU_AFFINITY",
-    "LD_PRELOAD", "MALLOC_ARENA_MAX", "MALLOC_CONF", "CUDA_VISIBLE_DEVICES",
+    "MALLOC_ARENA_MAX", "MALLOC_CONF", "CUDA_VISIBLE_DEVICES",
     "CUDA_LAUNCH_BLOCKING", "CUDA_DEVICE_MAX_CONNECTIONS", "CUBLAS_WORKSPACE_CONFIG",
     "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF", "TORCH_LOGS", "TORCH_COMPILE_DEBUG",
     "TORCH_CPP_LOG_LEVEL", "ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA",
@@ -29,6 +30,12 @@ NAMES = (
 # families of them: every one set is recorded, and one a rerun's shell adds is unset
 PREFIXES = ("OMP_", "KMP_", "MKL_", "TORCHINDUCTOR_", "TORCHDYNAMO_", "NCCL_")
 MAX_VALUE = 4096  # longer is not a setting (a run directory is data)
+# A run directory is data, and verify runs a process with what it gives back: no variable that
+# names code to load (LD_PRELOAD is not recorded at all; OMP_TOOL_LIBRARIES, NCCL_NET_PLUGIN,
+# a cache or compiler path), and only values that are settings, not paths (no "/")
+_NOT_GIVEN_BACK = frozenset(("PLUGIN", "TOOL", "TOOLS", "LIBRARY", "LIBRARIES", "LIB", "PATH",
+                             "DIR", "CACHE", "PRELOAD", "FILE", "CC", "CXX", "SO"))
+_SETTING = re.compile(r"^[A-Za-z0-9_.,:=+\- ]*$")
 
 
 def speed_env(environ: Mapping[str, str]) -> dict[str, str | None]:
@@ -48,11 +55,15 @@ def rerun_env(environ: Mapping[str, str], recorded: object) -> dict[str, str]:
         return env
     kept = {k: v for k, v in recorded.items()
             if isinstance(k, str) and (k in NAMES or k.startswith(PREFIXES))
-            and (v is None or isinstance(v, str) and len(v) <= MAX_VALUE and "\0" not in v)}
+            and not _NOT_GIVEN_BACK.intersection(k.split("_"))
+            and (v is None or isinstance(v, str) and len(v) <= MAX_VALUE
+                 and _SETTING.match(v) is not None)}
     if not kept:  # nothing of a record in it
         return env
     for name in list(env):
-        if name.startswith(PREFIXES) and name not in kept:
+        # (a name that is never given back stays as the shell has it)
+        if name.startswith(PREFIXES) and name not in kept \
+                and not _NOT_GIVEN_BACK.intersection(name.split("_")):
             del env[name]
     for name, value in kept.items():
         if value is None:

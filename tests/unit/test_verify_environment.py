@@ -61,6 +61,21 @@ def test_a_run_before_the_record_reruns_in_the_shells_environment(tmp_path, monk
     assert env["OMP_NUM_THREADS"] == "3" and environment_said(base) is None
 
 
+def test_nothing_that_loads_code_is_given_back():
+    # GIVEN a run directory whose speed record names libraries to load and paths
+    recorded = {"OMP_NUM_THREADS": "1", "OMP_TOOL_LIBRARIES": "libevil.so",
+                "NCCL_NET_PLUGIN": "evil", "TORCHINDUCTOR_CACHE_DIR": "x",
+                "MALLOC_CONF": "/tmp/evil", "LD_PRELOAD": "/tmp/evil.so", "NCCL_ALGO": "Ring"}
+    env = rerun_env({"PATH": "/usr/bin"}, recorded)
+    # THEN only the settings come back
+    assert env == {"PATH": "/usr/bin", "OMP_NUM_THREADS": "1", "NCCL_ALGO": "Ring"}
+    assert "LD_PRELOAD" not in speed_env({"LD_PRELOAD": "/usr/lib/libjemalloc.so"})
+    # AND the shell's own such variable stays as it is
+    shell = {"NCCL_NET_PLUGIN": "aws-ofi", "OMP_NUM_THREADS": "4"}
+    assert rerun_env(shell, recorded) == {"NCCL_NET_PLUGIN": "aws-ofi", "OMP_NUM_THREADS": "1",
+                                          "NCCL_ALGO": "Ring"}
+
+
 @pytest.mark.parametrize("recorded", [
     "OMP_NUM_THREADS=1", ["OMP_NUM_THREADS"], {"OMP_NUM_THREADS": 1},
     {"PATH": "/evil", "LD_LIBRARY_PATH": "/evil", "HOME": "/evil"},
