@@ -38,6 +38,11 @@ _NOT_GIVEN_BACK = frozenset(("PLUGIN", "TOOL", "TOOLS", "LIBRARY", "LIBRARIES", 
 _SETTING = re.compile(r"^[A-Za-z0-9_.,:=+\- ]*$")
 
 
+def _given_back(name: str) -> bool:
+    """A name verify may set or unset in a rerun: none that names code or a file to load."""
+    return not _NOT_GIVEN_BACK.intersection(name.split("_"))
+
+
 def speed_env(environ: Mapping[str, str]) -> dict[str, str | None]:
     """``{name: value or None}``: every name of :data:`NAMES` (None: unset), and every
     variable of a :data:`PREFIXES` family that is set."""
@@ -55,15 +60,14 @@ def rerun_env(environ: Mapping[str, str], recorded: object) -> dict[str, str]:
         return env
     kept = {k: v for k, v in recorded.items()
             if isinstance(k, str) and (k in NAMES or k.startswith(PREFIXES))
-            and not _NOT_GIVEN_BACK.intersection(k.split("_"))
+            and _given_back(k)
             and (v is None or isinstance(v, str) and len(v) <= MAX_VALUE
                  and _SETTING.match(v) is not None)}
     if not kept:  # nothing of a record in it
         return env
     for name in list(env):
         # (a name that is never given back stays as the shell has it)
-        if name.startswith(PREFIXES) and name not in kept \
-                and not _NOT_GIVEN_BACK.intersection(name.split("_")):
+        if name.startswith(PREFIXES) and name not in kept and _given_back(name):
             del env[name]
     for name, value in kept.items():
         if value is None:

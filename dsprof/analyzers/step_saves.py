@@ -256,7 +256,7 @@ def one_off_saves(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
     calls = {saved[s][2] for s in hits}
     shown = (calls.pop() if len(calls) == 1 and None not in calls and calls <= SAVE_CALLS
              else "torch.save").replace("torch.distributed.checkpoint.", "dcp.")
-    where = f" at {', '.join(sites)}" if sites else ""
+    where = f" at {one_line(', '.join(sites))}" if sites else ""
     save_ms = sum(saved[s][0] for s in hits) / len(hits) / 1e6
     over_ms = sum(excess[s] for s in hits) / len(hits) / 1e6
     one = len(hits) == 1

@@ -100,7 +100,7 @@ class StepRuntime:
         self._cpu_at = time.thread_time_ns()
         # an optimizer stepped from a backward hook (optimizer in backward): its time is in
         # backward's already
-        inside = any(getattr(w, "_depth", 0) for w in self.autograd_calls)
+        inside = any(w.in_call for w in self.autograd_calls)
         self._wall_at = None if inside else time.perf_counter_ns()
 
     def optimizer_ended(self) -> None:

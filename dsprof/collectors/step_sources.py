@@ -196,6 +196,11 @@ class AutogradCallWatch:
                 raise  # the script's own signal handler's: it is the script's
             logger.debug("%s watch: listener failed", self.NAME, exc_info=True)
 
+    @property
+    def in_call(self) -> bool:
+        """Whether a call is running now (an optimizer stepped from a backward hook)."""
+        return self._depth > 0
+
     def take_ns(self) -> int:
         """Wall ns spent in the counted calls since the last take (then reset)."""
         ns, self._wall_ns = self._wall_ns, 0

@@ -353,7 +353,7 @@ class StepCollector:
     def boundary(self, source: str) -> None:
         step = self._record_boundary(source, self.now_ns(), time.thread_time_ns(), sample=True)
         self._announce()
-        if self.backward._depth or self.grads._depth:
+        if self.backward.in_call or self.grads.in_call:
             # an optimizer stepped in a backward hook: the window work waits for backward() to
             # return (inside it: "Profiler is already enabled on this thread")
             self._deferred = step
@@ -362,7 +362,7 @@ class StepCollector:
 
     def _announce(self) -> None:
         """Tell the timeline of a boundary a backward() held back, once it has returned."""
-        if self._deferred is not None and not (self.backward._depth or self.grads._depth):
+        if self._deferred is not None and not (self.backward.in_call or self.grads.in_call):
             step, self._deferred = self._deferred, None
             self.on_boundary(step)
 

@@ -55,4 +55,4 @@ def full_speed_phases(run: Run) -> tuple[list[PhaseTime], int]:
 
 
 def _on_gpu(run: Run) -> bool:
-    return any(d.kind in ("cuda", "rocm") for d in run.manifest.devices)
+    return any(d.accelerator for d in run.manifest.devices)
