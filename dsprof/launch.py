@@ -56,6 +56,13 @@ def _release_kept_globals() -> None:
 
     from dsprof.collectors import process_groups
 
+    # the script's handlers have run with its __main__ (as_the_script_left_it): its module
+    # goes now, with dsprof's references, not at the module list's teardown, whose order
+    # (__main__'s key first in, so last out) left a blocking destructor skipped
+    if _LEFT.get("main") is not None and sys.modules.get("__main__") is _LEFT["main"] \
+            and _LEFT.get("own_main") is not None:
+        sys.modules["__main__"] = _LEFT["own_main"]
+    _LEFT.clear()
     _KEPT.clear()
     gc.collect()
     # last: the process groups dsprof held (DDP/gloo), once their worker threads are idle
@@ -173,7 +180,7 @@ def run(target: Target) -> Outcome:
     finally:
         main_now = sys.modules.get("__main__")
         _LEFT.update(argv=sys.argv, path0=sys.path[0] if sys.path else None,
-                     main=main_now if main_now is not saved_main else None)
+                     main=main_now if main_now is not saved_main else None, own_main=saved_main)
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path:
             sys.path[0] = saved_path0
