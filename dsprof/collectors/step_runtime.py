@@ -43,6 +43,7 @@ import time
 from typing import Any
 
 from dsprof.collectors import script_signals
+from dsprof.collectors.optimizer_wrappers import OptimizerWrappers
 from dsprof.collectors.save_watch import SaveWatch
 from dsprof.collectors.thread_runq import ThreadRunq
 
@@ -79,9 +80,15 @@ class StepRuntime:
         self._cpu_ns = 0
         self._cpu_at: int | None = None
         self._closure = False
+        # inside the step of an optimizer that wraps the one torch hooks (Opacus' DPOptimizer,
+        # collectors/optimizer_wrappers.py): its whole call is the phase, the inner one is in it
+        self._wrapper_depth = 0
         self.saves = SaveWatch()
+        self.wrappers = OptimizerWrappers(self, None)  # made again with the closures at install
 
     def install(self) -> None:
+        self.wrappers = OptimizerWrappers(self, self.closures)
+        self.wrappers.install()
         self._step_faults_at = (threading.get_ident(), minor_faults())
         # Python drops what a gc callback raises: the script's signal handlers wait there
         script_signals.defer_in(StepRuntime._gc_event.__code__)
@@ -92,27 +99,46 @@ class StepRuntime:
         if self._gc_event in gc.callbacks:
             gc.callbacks.remove(self._gc_event)
         self.saves.uninstall()
+        self.wrappers.uninstall()
         self._runq.close()
 
-    def optimizer_starting(self, closure: bool = False) -> None:
+    def optimizer_starting(self, optimizer: Any = None, closure: bool = False) -> None:
+        if optimizer is not None:
+            self.wrappers.seen(optimizer)  # once per optimizer: does another step it?
         self._closure = self._closure or closure
         self._faults_at = minor_faults()
         self._cpu_at = time.thread_time_ns()
-        # an optimizer stepped from a backward hook (optimizer in backward): its time is in
-        # backward's already
-        inside = any(w.in_call for w in self.autograd_calls)
-        self._wall_at = None if inside else time.perf_counter_ns()
+        if not self._wrapper_depth:
+            self._wall_at = self._wall_start()
 
     def optimizer_ended(self) -> None:
         if self._cpu_at is not None:
             self._cpu_ns += time.thread_time_ns() - self._cpu_at
             self._cpu_at = None
-        if self._wall_at is not None:
+        if self._wall_at is not None and not self._wrapper_depth:
             self._wall_ns += time.perf_counter_ns() - self._wall_at
             self._wall_at = None
         if self._faults_at is not None:
             self._faults += minor_faults() - self._faults_at
             self._faults_at = None
+
+    def wrapper_starting(self) -> None:
+        """An optimizer wrapper's step began: the optimizer phase's wall time starts here."""
+        self._wrapper_depth += 1
+        if self._wrapper_depth == 1:
+            self._wall_at = self._wall_start()
+
+    def wrapper_ended(self) -> None:
+        self._wrapper_depth = max(self._wrapper_depth - 1, 0)
+        if not self._wrapper_depth and self._wall_at is not None:
+            self._wall_ns += time.perf_counter_ns() - self._wall_at
+            self._wall_at = None
+
+    def _wall_start(self) -> int | None:
+        # an optimizer stepped from a backward hook (optimizer in backward): its time is in
+        # backward's already
+        inside = any(w.in_call for w in self.autograd_calls)
+        return None if inside else time.perf_counter_ns()
 
     def take(self, sample: bool) -> None:
         """A boundary: the step's figures appended, the counters reset. ``sample=False`` (a
@@ -124,6 +150,12 @@ class StepRuntime:
         self.step_faults.append(self._step_faults(sample))
         self.optimizer_cpu_ns.append(self._cpu_ns if sample and self._cpu_ns
                                      and not self._closure else None)
+        if self._wrapper_depth and self._wall_at is not None:
+            # the boundary is the inner optimizer's end, inside the wrapper's step: what the
+            # wrapper does after it is the next step's
+            now = time.perf_counter_ns()
+            self._wall_ns += now - self._wall_at
+            self._wall_at = now
         # a closure's step holds forward and backward: the update is the rest of it
         closure_ns = self.closures.take_ns() if self.closures is not None else 0
         self.optimizer_ns.append(None if not sample or (self._closure and not closure_ns)

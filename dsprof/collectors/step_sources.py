@@ -83,6 +83,11 @@ class ClosureMarker:
             return (args[0], self._wrap(args[1]), *args[2:]), kwargs
         return None
 
+    def wrap(self, closure: Callable[[], Any]) -> Callable[[], Any]:
+        """``closure`` run under the closure span and timed (an optimizer wrapper's step is
+        given it: collectors/optimizer_wrappers.py); a closure wrapped already is as it is."""
+        return self._wrap(closure)
+
     def _wrap(self, closure: Callable[[], Any]) -> Callable[[], Any]:
         if getattr(closure, "_dsprof_closure", False):
             return closure

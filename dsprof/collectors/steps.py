@@ -268,7 +268,7 @@ class StepCollector:
         # Optimizer.step(closure=None): a closure runs forward and backward inside the call
         # (args[0] is the optimizer itself: torch passes the bound call's full args)
         self.runtime.optimizer_starting(
-            closure=(len(args) >= 2 and callable(args[1]))
+            optimizer, closure=(len(args) >= 2 and callable(args[1]))
             or callable((kwargs or {}).get("closure")))
 
     def _optimizer_stepped(self, optimizer: Any, args: Any, kwargs: Any) -> None:

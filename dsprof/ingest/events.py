@@ -51,7 +51,11 @@ from dsprof.ingest.split_trace import (
     SplitTrace,
 )
 from dsprof.ingest.trace_schema import EVENTS_DECODER, Args, Event
-from dsprof.vocabulary import CLOSURE_SPAN, DSPROF_MODULE_PREFIX  # noqa: F401 - ingest modules import them from here
+from dsprof.vocabulary import (  # noqa: F401 - ingest modules import them from here
+    CLOSURE_SPAN,
+    DSPROF_MODULE_PREFIX,
+    OPTIMIZER_STEP_SPAN,
+)
 
 # Kineto category (lower case) -> ops.cat
 HOST_CATS = {
