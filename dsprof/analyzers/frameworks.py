@@ -39,6 +39,10 @@ _FABRIC_MODULE = "_FabricModule"
 # meta.json marker (collectors/process_facts.FABRIC_SETUP): a module walk met a _FabricModule
 _FABRIC_SETUP = "lightning.fabric.setup"
 
+# meta.json frameworks marker (collectors/process_facts.TRL_CONFIG): "trl.config:SFTConfig" for
+# each TRL config class loaded; a TRL trainer takes its TrainingArguments as that class
+_TRL_CONFIG = "trl.config:"
+
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
     ("transformers", "checkpointing"): (
@@ -59,6 +63,10 @@ _SWITCHES = {
         "# Hugging Face: TrainingArguments(..., dataloader_num_workers=N, "
         "dataloader_persistent_workers=True)"),
     ("lightning", "precision"): "# Lightning: Trainer(..., precision=\"bf16-mixed\")",
+    # a batch-sized dim not a multiple of 8 (tensor_cores): the collator pads the batch
+    ("transformers", "pad_tokens"): (
+        "# Hugging Face: DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)\n"
+        "# (DataCollatorForLanguageModeling and DataCollatorForSeq2Seq take it too)"),
     # CPU autocast that costs more than it saves (cpu_autocast): the same switches, off. The
     # HF one only where the HF Trainer was imported (a Lightning run imports transformers too)
     ("transformers.trainer", "autocast_off"): (
@@ -197,73 +205,6 @@ def ddp_advice_skip_reason(ctx: Context) -> str | None:
     return None
 
 
-def skorch_optimizer_fix(cls: str, flag: str) -> str:
-    """skorch builds the optimizer from the class it is given: its arguments go to the net with
-    the ``optimizer__`` prefix (the script has no ``cls(model.parameters(), ...)`` line)."""
-    return ("# skorch: the net builds the optimizer; its arguments take the optimizer__ prefix\n"
-            f"net = NeuralNetClassifier(module, ..., optimizer=torch.optim.{cls}, "
-            f"optimizer__{flag}=True)  # or NeuralNetRegressor / NeuralNet")
-
-
-# torch optimizers pyro.optim wraps under the same name (PyroOptim: one per parameter site)
-_PYRO_OPTIMIZERS = frozenset(("Adam", "AdamW", "SGD", "Adagrad", "Adadelta", "Adamax", "RMSprop",
-                              "NAdam", "RAdam", "ASGD", "Rprop"))
-
-
-def pyro_optimizer_fix(cls: str, flag: str) -> str:
-    """Pyro builds a torch optimizer per ``pyro.param`` site from ``pyro.optim.<cls>``'s dict
-    of arguments: the switch goes in that dict (its optimizer steps tensors no module owns, so
-    it read as master weights: "torch.optim.Adam(master_params, ..., fused=True)")."""
-    return ("# Pyro: pyro.optim builds a torch optimizer per parameter site from its dict of\n"
-            "# arguments; put the switch there\n"
-            f"optimizer = pyro.optim.{cls}({{\"lr\": ..., \"{flag}\": True}})")
-
-
-def optimizer_holds_no_module_params(ctx: Context) -> bool:
-    """Whether all the optimizer state the memory census of a ``dsprof run`` saw (source
-    ``baseline``; an imported trace's categories name no owner) belongs to tensors no module
-    owns: the optimizer steps a copy of the weights (fp32 master weights kept by hand beside
-    a bf16 model), not ``model.parameters()``."""
-    if not ctx.run.has("memory"):
-        return False
-    (unowned, total), = ctx.run.sql("""
-        SELECT count(*) FILTER (WHERE module IS NULL OR module = ''), count(*) FROM memory
-        WHERE category = 'optimizer_state' AND action = 'alloc' AND source = 'baseline'""")
-    return bool(total) and unowned == total
-
-
-def master_params_fix(cls: str, flag: str) -> str:
-    """The fused/foreach switch for an optimizer built over tensors that are no module's
-    parameters: its own list stays (``model.parameters()`` would step the low-precision
-    model instead)."""
-    return (f"# the optimizer steps tensors no module owns (master weights?): keep its list\n"
-            f"optimizer = torch.optim.{cls}(master_params, ..., {flag}=True)")
-
-
-def optimizer_switch_fix(ctx: Context, cls: str, flag: str) -> str | None:
-    """Where the optimizer's ``fused``/``foreach`` switch goes when it is not
-    ``torch.optim.<cls>(model.parameters(), ...)``: ZeRO's constructor, skorch's net, or the
-    optimizer's own list of master weights; None for that plain line."""
-    if under_zero(ctx):
-        # ZeRO builds the optimizer on each rank's shard and passes its extra arguments on
-        return (f"optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class="
-                f"torch.optim.{cls}, ..., {flag}=True)  # passed on to {cls}")
-    if "skorch" in frameworks(ctx):
-        return skorch_optimizer_fix(cls, flag)
-    if "pyro.optim" in frameworks(ctx) and cls in _PYRO_OPTIMIZERS:
-        return pyro_optimizer_fix(cls, flag)
-    if optimizer_holds_no_module_params(ctx):
-        return master_params_fix(cls, flag)
-    return None
-
-
-def under_zero(ctx: Context) -> bool:
-    """Whether the optimizer steps inside ZeroRedundancyOptimizer's (its span in the trace)."""
-    return ctx.run.has("ops") and bool(ctx.run.sql(
-        "SELECT EXISTS (SELECT 1 FROM ops WHERE name = "
-        "'Optimizer.step#ZeroRedundancyOptimizer.step')")[0][0])
-
-
 def framework_fix(ctx: Context, area: str) -> str:
     """The framework's own switch for ``area`` (checkpointing, precision, autocast_off,
     autocast_off_fp16, model_fp32, fp64_off, dataloader), as
@@ -282,7 +223,32 @@ def framework_fix(ctx: Context, area: str) -> str:
     if "transformers.trainer" in used:
         used.discard(_ACCELERATOR)  # the Trainer's own Accelerator: TrainingArguments says
     lines = [text for (fw, a), text in _SWITCHES.items() if a == area and fw in used]
-    return "".join(t + "\n" for t in lines)
+    return hf_arguments(ctx, "".join(t + "\n" for t in lines))
+
+
+def trl_configs(ctx: Context) -> str:
+    """The TRL config class(es) the run loaded (``SFTConfig``; ``SFTConfig / DPOConfig``),
+    or ""."""
+    configs = sorted({one_line(str(f)[len(_TRL_CONFIG):]) for f in
+                      ctx.meta.get("frameworks") or [] if str(f).startswith(_TRL_CONFIG)})
+    return " / ".join(configs[:3])
+
+
+def hf_arguments(ctx: Context, fix: str) -> str:
+    """``fix`` with ``TrainingArguments(`` named as the class the script builds: a TRL
+    trainer's config (``SFTConfig``, ``DPOConfig``: TrainingArguments subclasses with the same
+    fields), where the run loaded one; else as it is."""
+    name = trl_configs(ctx)
+    if not name or "TrainingArguments(" not in fix:
+        return fix
+    out = []
+    for line in fix.split("\n"):
+        if "TrainingArguments(" in line:
+            line = line.replace("# Hugging Face Trainer:", "# TRL:").replace(
+                "# Hugging Face:", "# TRL:").replace("# HF Trainer:", "# TRL:").replace(
+                "TrainingArguments(", f"{name}(")
+        out.append(line)
+    return "\n".join(out)
 
 
 # transformers' activation classes that compute GELU op by op, and the config value naming the

@@ -43,7 +43,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from dsprof.analyzers.frameworks import frameworks, optimizer_switch_fix
+from dsprof.analyzers.frameworks import frameworks
 from dsprof.analyzers.fused_update_cpu import price_cpu_update
 from dsprof.analyzers.optimizer_spans import (
     LoopMeasure,
@@ -54,6 +54,7 @@ from dsprof.analyzers.optimizer_spans import (
     unprofiled_update_s,
     update_extent,
 )
+from dsprof.analyzers.optimizer_switches import optimizer_switch_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.analyzers.step_words import StepWords
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding

@@ -23,6 +23,7 @@ be one the sampling dropped.
 from __future__ import annotations
 
 from dsprof.analyzers.claims import GPU_IDLE
+from dsprof.analyzers.frameworks import hf_arguments
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.noise import has_column
@@ -241,7 +242,7 @@ class HostSyncs(Analyzer):
                 evidence=(Evidence(f"{_label(call)} in {function} at {site}{reached}: {count} "
                                    f"calls, {total / 1e6:.2f} ms", rank=int(rank),
                                    step=int(first), site=site, value=total / 1e6),),
-                fix=_fix(call, site, via, function),
+                fix=hf_arguments(ctx, _fix(call, site, via, function)),
                 verify="dsprof run ... and compare host_syncs with dsprof summary"))
         return out
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from dsprof.analyzers.cpu_fp64 import FP32_SPEEDUP, CpuFp64Price, factorizations_in_fp64
 from dsprof.analyzers.cpu_lowp_model import parameter_bytes
-from dsprof.analyzers.frameworks import framework_fix
+from dsprof.analyzers.frameworks import framework_fix, trl_configs
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 from dsprof.metrics.gpu.attribution import flop_ops
@@ -61,16 +61,25 @@ class TensorCoreAnalyzer(Analyzer):
 
     def run(self, ctx: Context) -> list[Finding]:
         ops = flop_ops(ctx.run.con)
-        vs = [v for v in verdicts(ops, ctx.meta) if not v.tensor_core]
-        steps = max(len({(v.rank, v.step) for v in verdicts(ops, ctx.meta)}), 1)
+        every = verdicts(ops, ctx.meta)
+        vs = [v for v in every if not v.tensor_core]
+        steps = max(len({(v.rank, v.step) for v in every}), 1)
         out = []
         tf32 = [v for v in vs if v.reason == REASON_TF32_OFF]
         if tf32:
             out.append(self._tf32(ctx, tf32, steps))
+        varying = _batch_sized_dims(every)
         groups: dict[tuple[str | None, str, str], list[Verdict]] = defaultdict(list)
+        batch_sized = []
         for v in vs:
-            if v.reason == REASON_UNALIGNED:
+            if v.reason != REASON_UNALIGNED:
+                continue
+            if any(d % 8 and (v.module, v.name, k) in varying for k, d in v.dims.items()):
+                batch_sized.append(v)
+            else:
                 groups[(v.module, v.name, _dims_text(v))].append(v)
+        if batch_sized:
+            out.append(self._batch_sized(ctx, batch_sized, varying, steps))
         out += [self._unaligned(ctx, key, group, steps) for key, group in sorted(
             groups.items(), key=lambda kv: -sum(v.time_ns for v in kv[1]))]
         fp64 = [v for v in vs if v.reason == REASON_FP64]
@@ -135,6 +144,43 @@ class TensorCoreAnalyzer(Analyzer):
             verify=self._verify(ctx),
             data={"ops": len(group), "dims": group[0].dims})
 
+    def _batch_sized(self, ctx: Context, group: list[Verdict],
+                     varying: set[tuple[str | None, str, str]], steps: int) -> Finding:
+        """One finding for the unaligned dims that change from batch to batch (the tokens of
+        a dynamically padded or packed batch, a last partial batch): each size is its own
+        shape, and a finding per shape and module said the same thing dozens of times (79
+        notes for a packed SFT run). The switch is the batch's padding, not a model size."""
+        saving, confidence = self._saving(ctx, group, steps)
+        values = sorted({d for v in group for k, d in v.dims.items()
+                         if d % 8 and (v.module, v.name, k) in varying})
+        names = sorted({k for v in group for k, d in v.dims.items()
+                        if d % 8 and (v.module, v.name, k) in varying})
+        modules = {v.module for v in group}
+        shapes = {(v.module, v.name, _dims_text(v)) for v in group}
+        sizes = f"{values[0]}" if len(values) == 1 else f"{values[0]} to {values[-1]}"
+        trl = trl_configs(ctx)
+        switch = (f"# TRL: {trl}(..., pad_to_multiple_of=8)\n" if trl else
+                  framework_fix(ctx, "pad_tokens"))
+        return Finding(
+            analyzer=self.name, kind="tensor_core.unaligned_dims", key="batch_sized",
+            title=(f"Pad each batch to a multiple of 8 tokens: {len(group)} {group[0].mode} "
+                   f"calls in {len(modules)} module(s) got a batch-sized "
+                   f"{'/'.join(names)} of {sizes}"),
+            saving_s=saving, confidence=confidence,
+            explanation=(f"{len(group)} {group[0].mode} matmul calls in {len(shapes)} shapes "
+                         f"had a dim that changes from batch to batch ({'/'.join(names)}: "
+                         f"{sizes}, not a multiple of 8): the tokens of a padded-to-longest "
+                         "or packed batch, or a last partial batch. cuBLAS cannot use Tensor "
+                         "Core kernels for them (estimate: 2x on those kernels once "
+                         "aligned); padding each batch to a multiple of 8 aligns them all."),
+            evidence=_evidence(group),
+            fix=(switch + "# pad every batch's sequence length to a multiple of 8 in its collate "
+                 "function (the\n# attention mask and labels with it); a last partial batch: "
+                 "DataLoader(..., drop_last=True)"),
+            verify=self._verify(ctx),
+            data={"ops": len(group), "shapes": len(shapes), "modules": len(modules),
+                  "dims": names, "sizes": values[:64]})
+
     def _fp64(self, ctx: Context, group: list[Verdict], steps: int) -> Finding:
         # the script made fp64 the default: its parameters and inputs are all created so, and
         # model.float() alone would leave the inputs fp64 (a dtype mismatch at the first layer)
@@ -190,6 +236,16 @@ class TensorCoreAnalyzer(Analyzer):
                     if ctx.target_command else "re-run the job with the fix, import its "
                     "trace, compare with dsprof diff"),
             data=data)
+
+
+def _batch_sized_dims(every: list[Verdict]) -> set[tuple[str | None, str, str]]:
+    """(module, op, dim) whose size took more than one value over the run: a size the batch
+    sets, where a weight's is the same in every call."""
+    seen: dict[tuple[str | None, str, str], set[int]] = defaultdict(set)
+    for v in every:
+        for k, d in v.dims.items():
+            seen[(v.module, v.name, k)].add(d)
+    return {key for key, sizes in seen.items() if len(sizes) > 1}
 
 
 def _dims_text(v: Verdict) -> str:

@@ -57,6 +57,12 @@ ACCELERATOR = "accelerate.Accelerator"
 FABRIC_SETUP = "lightning.fabric.setup"
 
 
+# TRL's trainers take their TrainingArguments as a config of their own (SFTConfig, DPOConfig,
+# GRPOConfig, ...): "trl.config:SFTConfig" for each such class loaded (TRL imports a trainer's
+# config with the trainer, lazily), so the switch names the class the script builds.
+TRL_CONFIG = "trl.config:"
+
+
 def frameworks_loaded() -> list[str]:
     """The training frameworks the script imported (and, for transformers, the marker
     :data:`ACTIVATION_CHECKPOINTING` when the imported release names checkpointing so;
@@ -71,7 +77,27 @@ def frameworks_loaded() -> list[str]:
         found.append(ACCELERATOR)
     if "fabric" in module_paths.SEEN:
         found.append(FABRIC_SETUP)
+    found += [TRL_CONFIG + name for name in _trl_configs()]
     return found
+
+
+def _trl_configs() -> list[str]:
+    """The public TrainingArguments subclasses of TRL's loaded config modules."""
+    try:
+        args = getattr(sys.modules.get("transformers.training_args"), "TrainingArguments", None)
+        if args is None:
+            return []
+        names = set()
+        for name, module in list(sys.modules.items()):
+            if not (name.startswith("trl.trainer.") and name.endswith("_config")) or \
+                    module is None:
+                continue
+            names.update(attr for attr, obj in list(vars(module).items())
+                         if isinstance(obj, type) and not attr.startswith("_")
+                         and obj.__module__ == name and issubclass(obj, args))
+        return sorted(names)[:8]
+    except Exception:  # noqa: BLE001 - a half-torn-down module at exit: say nothing
+        return []
 
 
 def _made_accelerator() -> bool:

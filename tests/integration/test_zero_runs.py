@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from dsprof.analyzers.frameworks import under_zero
+from dsprof.analyzers.optimizer_switches import under_zero
 from dsprof.analyzers.registry import Context, analyze
 from dsprof.run import load
 from tests.integration.helpers import dsprof, write

@@ -280,7 +280,7 @@ def test_a_transformers_model_built_in_bf16_gets_the_loaders_dtype_switch(names)
 
 
 def test_pyros_optimizer_switch_goes_in_its_dict(tmp_path):
-    from dsprof.analyzers.frameworks import optimizer_switch_fix
+    from dsprof.analyzers.optimizer_switches import optimizer_switch_fix
 
     # GIVEN a run that stepped pyro.optim's Adam (a torch Adam per parameter site)
     with load(_with_frameworks(tmp_path / "pyro", ["pyro.optim"])) as run:
@@ -291,3 +291,31 @@ def test_pyros_optimizer_switch_goes_in_its_dict(tmp_path):
     # AND without pyro the plain line is the caller's
     with load(_with_frameworks(tmp_path / "plain", [])) as run:
         assert optimizer_switch_fix(Context(run), "Adam", "fused") is None
+
+
+def test_a_trl_trainer_gets_its_configs_switches(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("trl")
+    # GIVEN a process that imported TRL's SFT trainer and config, as a TRL script does
+    code = ("from trl import SFTConfig, SFTTrainer\n"
+            "from dsprof.collectors.process_facts import frameworks_loaded\n"
+            "print(frameworks_loaded())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=240, check=True).stdout
+    # THEN the session records the config class it builds (TrainingArguments' subclasses only:
+    # not TRL's ModelConfig, nor its private base)
+    assert "'trl.config:SFTConfig'" in out
+    assert "ModelConfig" not in out and "_BaseConfig" not in out
+    # AND the HF Trainer's switches name that class (a TRL script has no TrainingArguments)
+    names = ["transformers", "transformers.trainer", "trl.config:SFTConfig"]
+    with load(_with_frameworks(tmp_path / "sft", names)) as run:
+        ctx = Context(run)
+        assert framework_fix(ctx, "autocast_off") == "# TRL: SFTConfig(..., bf16=False)\n"
+        assert "SFTConfig(..., dataloader_num_workers=N" in framework_fix(ctx, "dataloader")
+        assert "TrainingArguments" not in framework_fix(ctx, "precision")
+        from dsprof.analyzers.frameworks import hf_arguments
+        from dsprof.analyzers.host_syncs import _fix
+        nan = hf_arguments(ctx, _fix("bool", "transformers/trainer.py:1956", None, "_run_epoch"))
+        assert nan.endswith("args = SFTConfig(..., logging_nan_inf_filter=False)")

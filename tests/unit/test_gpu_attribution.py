@@ -187,3 +187,42 @@ def test_launch_bound_fires_on_the_a100_trace_only(tmp_path):
 def test_conv_alignment_dims_read_each_ops_own_layout(name, dims, expected):
     # the batch size (2, 32) is never taken for a channel count
     assert alignment_dims(name, dims) == expected
+
+
+def test_a_token_count_that_changes_with_the_batch_is_one_finding(tmp_path):
+    # GIVEN fp16 matmuls of a dynamically padded batch (M = the batch's tokens: 503, 500, 497,
+    # one step each) in three projections, and a head whose fixed N = 1001 is unaligned
+    ops, i = [], 0
+    steps = []
+    for step, tokens in enumerate((503, 500, 497, 504), start=1):
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            i += 1
+            ops.append({**_op(i, "aten::mm", (step * 10 + i) * MS, MS, f"M.layers.0.{proj}",
+                              "forward", flops=2 * tokens * 64 * 64, dtypes='["c10::Half"]',
+                              input_shapes=f"[[{tokens}, 64], [64, 64]]"), "step": step})
+        i += 1
+        ops.append({**_op(i, "aten::mm", (step * 10 + i) * MS, MS, "M.head", "forward",
+                          flops=2 * 504 * 64 * 1001, dtypes='["c10::Half"]',
+                          input_shapes="[[504, 64], [64, 1001]]"), "step": step})
+        steps.append({"rank": 0, "step": step, "start_ns": step * 10 * MS,
+                      "end_ns": (step + 1) * 10 * MS, "dur_ns": 10 * MS, "profiled": True,
+                      "source": "trace"})
+    rd = RunDir.create(tmp_path / "run")
+    for table, rows in ((OPS, ops), (STEPS, steps)):
+        _write(rd.path, table, rows)
+    rd.write_meta({"source": "import", "trace_device_properties": [
+        {"name": "NVIDIA A100-SXM4-80GB", "computeMajor": 8, "computeMinor": 0}],
+        "frameworks": ["transformers", "trl.config:SFTConfig"]})
+    with dsprof.load(rd.path) as loaded:
+        findings = TensorCoreAnalyzer().run(Context(loaded))
+    by_key = {f.key: f for f in findings}
+    # THEN the batch-sized dim is one finding over every module and size (not one per size
+    # and module: 79 notes on a packed SFT run), its switch the batch's padding
+    batch = by_key.pop("batch_sized")
+    assert batch.data["ops"] == 9 and batch.data["modules"] == 3 and batch.data["shapes"] == 9
+    assert batch.data["dims"] == ["M"] and batch.data["sizes"] == [497, 500, 503]
+    assert "497 to 503" in batch.title and "pad_to_multiple_of=8" in batch.fix
+    assert batch.fix.startswith("# TRL: SFTConfig(..., pad_to_multiple_of=8)")
+    # AND the head's fixed size keeps its own finding, a model size to round up
+    (head,) = by_key.values()
+    assert "N=1001" in head.title and "M.head" in head.title and head.data["ops"] == 4
