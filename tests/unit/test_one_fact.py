@@ -106,3 +106,19 @@ def test_diff_verify_summary_and_dashboard_agree(pair):
     finally:
         a.close()
         b.close()
+
+
+def test_a_fix_whose_finding_models_no_memory_predicts_no_peak(pair, tmp_path):
+    base, fixed = pair
+    # GIVEN a fix whose finding prices time only (saving_bytes 0: autocast off, fused Adam)
+    v = compare(fixed)
+    # THEN verify predicts no peak ("+0.0 MiB" was printed for turning bf16 autocast off,
+    # measured +7.5 MiB), and still measures it
+    assert v.predicted_peak is None and v.measured_peak == 800 * MIB
+    # GIVEN a finding that models the bytes it frees (checkpointing): predicted
+    plan = {"baseline": str(base), "predicted_saving_s": 0.0, "predicted_saving_bytes": 300 * MIB,
+            "findings": [{"id": "checkpointing:M.blocks", "title": "checkpoint",
+                          "saving_s": 0.0, "saving_bytes": 300 * MIB}]}
+    ckpt = _write_run(tmp_path / "ckpt", {"applied": plan},
+                      [500, 40, 30, 60, 50, 25, 26, 25, 24, 25], 750)
+    assert compare(ckpt).predicted_peak == 700 * MIB
