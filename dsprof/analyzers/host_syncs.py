@@ -188,7 +188,10 @@ class HostSyncs(Analyzer):
     def _sites(self, ctx: Context, trace: list[dict]) -> list[Finding]:
         # Calls after the last step boundary (a final loss.item()) are not in a step.
         skip0 = "AND step > 0" if ctx.meta.get("source") == "run" else ""
-        n_steps = ctx.run.sql(f"SELECT count(*) FROM steps WHERE true {skip0}")[0][0] or 1
+        # per rank: a site's calls and steps are one rank's (2 ranks read "0.5x per step" beside
+        # "29 calls in 29 steps", and 3 ranks dropped a once-a-step read as occasional)
+        rank_steps = dict(ctx.run.sql(
+            f"SELECT rank, count(*) FROM steps WHERE true {skip0} GROUP BY rank"))
         # runs recorded before the caller column read it as null
         caller = "min(caller)" if has_column(ctx.run, "host_syncs", "caller") else "NULL"
         rows = ctx.run.sql(f"""
@@ -205,6 +208,7 @@ class HostSyncs(Analyzer):
         uses_gpu = any(r[4] != "cpu" for r in rows) or ctx.nonempty("kernels")
         out = []
         for rank, call, site, function, device, count, total, longest, steps, first, via in rows:
+            n_steps = rank_steps.get(rank) or 1
             per_step = count / n_steps
             on_cpu = device == "cpu"
             if on_cpu and uses_gpu:

@@ -205,3 +205,20 @@ def test_pyros_validation_and_torchmetrics_nan_checks_get_their_switches():
     (other,) = analyze(run("pyro/infer/util.py:52", "torch_item"), only=("host_syncs",),
                        write=False).findings
     assert "enable_validation" not in other.fix
+
+
+def test_a_ranks_reads_are_counted_against_its_own_steps():
+    # GIVEN 3 ranks that each read the loss once in each of their 5 steps (DDP's ranks: one
+    # site, one row per rank and step)
+    one = steps([10] * 6)
+    three = {k: v * 3 for k, v in one.items()}
+    three["rank"] = [r for r in range(3) for _ in range(6)]
+    rows = [{"rank": r, "step": s, "call": "item", "site": "train.py:40", "function": "train",
+             "device": "cuda:0", "count": 1, "total_ns": MS, "max_ns": MS}
+            for r in range(3) for s in range(1, 6)]
+    run = Run.from_tables(meta=SCRIPT, steps=three, host_syncs=table(*rows))
+    found = analyze(run, only=("host_syncs",), write=False).findings
+    # THEN the read is once a step on each rank (it read "0.3x per step" of all ranks' steps,
+    # and 3 ranks dropped it as occasional)
+    assert found, "a once-a-step read on 3 ranks was dropped"
+    assert all("1.0 host-device syncs" in f.title for f in found), [f.title for f in found]
