@@ -11,7 +11,7 @@ The session owns the run's lock (:mod:`dsprof.runlock`) while the run is written
 commands leave the run alone. A process forked by the script is not the session: in the child,
 every collector stops at once and the child's exit saves nothing (:mod:`.forked_child`).
 Processes the script starts with ``torch.multiprocessing.spawn`` are ranks of the run, and
-this session then coordinates them (:mod:`dsprof.collectors.spawned_ranks`).
+this session coordinates them (:mod:`.spawned_ranks`; :mod:`.spawn_take_back` if not).
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ class Session:
         # {nprocs, start_method, failures: {index: exit code}, first}; and those not followed
         self.spawned: dict[str, Any] | None = None
         self.spawned_unprofiled: list[dict[str, Any]] = []
+        self.successor: Session | None = None  # when they trained nothing: spawn_take_back
         # processes the script starts with multiprocessing itself (child_processes.py)
         self.child_processes: dict[tuple[str, str], int] = {}
 
@@ -274,8 +275,7 @@ class Session:
             logger.warning("could not read the device's facts: %s: %s", type(exc).__name__,
                            exc)
 
-    def step(self) -> None:
-        """``dsprof.step()``: a hand-marked step boundary."""
+    def step(self) -> None:  # dsprof.step(): a hand-marked step boundary
         if self.steps is not None and not self._finished and self.spawned is None:
             self.steps.manual_step()
 
@@ -300,8 +300,7 @@ class Session:
             self.timeline.on_boundary(step)
         except Exception as exc:  # noqa: BLE001
             self._disable_timeline(exc)
-        memory = self.memory
-        exceeded = memory.exceeded if memory is not None else None
+        exceeded, memory = (self.memory.exceeded if self.memory else None), self.memory
         if memory is not None and exceeded is not None:
             memory.exceeded = None
             raise exceeded  # into the script, like an out-of-memory error
@@ -358,10 +357,15 @@ class Session:
         thread while the main thread is blocked (the first caller saves). ``peer_lost``: the
         script's exception says another rank went away (:mod:`dsprof.peer_loss`)."""
         with self._finish_lock:
-            self._finish(exit_status, reason, error, peer_lost)
+            if self.successor is None:
+                return self._finish(exit_status, reason, error, peer_lost)
+        self.successor.finish(exit_status, reason, error, peer_lost)
 
     def release(self) -> None:
         """The run is saved and ingested: other commands may read it now."""
+        if self.successor is not None:
+            self.successor.release()
+            return
         if self.progress is not None:
             self.progress.close()
         if self.lock is not None:
@@ -375,8 +379,7 @@ class Session:
             _current = None
 
     def stop_collectors(self, save: bool) -> None:
-        """Every collector off; with ``save``, what they hold is written to raw/ (without, at
-        a hand-over to spawned ranks, dsprof.collectors.spawned_ranks.hand_over)."""
+        """Every collector off; with ``save``, what they hold is written to raw/."""
         session_end.stop_collectors(self, save)
 
     def _finish(self, exit_status: int, reason: str, error: str | None,

@@ -22,6 +22,9 @@ the script's run, and at the first call:
 * when the script ends, the session merges the ranks' records into meta.json the way
   :mod:`dsprof.launch_ranks` does (:func:`finish_coordinator`), and the run is ingested once.
 
+Processes that recorded no step when ``join=True`` returns were not ranks (the script's data
+preparation): this process profiles itself again (:mod:`dsprof.collectors.spawn_take_back`).
+
 Only this path is followed: DataLoader workers and other ``multiprocessing`` processes are
 started through ``multiprocessing`` itself and stay what they are. Not followed, with a line
 that says so (meta.json ``spawned_unprofiled``): ``start_method="fork"`` (the child is a copy
@@ -38,6 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dsprof.collectors.spawn_take_back import take_back, trained_nothing
 from dsprof.frames import raised_in_signal_handler
 from dsprof.log import SESSION_NOT_STARTED, logger
 from dsprof.manifest import SPAWNED_BY_SCRIPT
@@ -93,7 +97,7 @@ def start_processes(fn: Any, args: tuple[Any, ...] = (), nprocs: int = 1, join: 
     session = _session
     target = _follow(session, fn, nprocs, start_method)
     try:
-        return original(target, args, nprocs, join, daemon, start_method)
+        result = original(target, args, nprocs, join, daemon, start_method)
     except BaseException as exc:
         if target is not fn and session is not None:
             _note_failure(session, exc)
@@ -101,6 +105,10 @@ def start_processes(fn: Any, args: tuple[Any, ...] = (), nprocs: int = 1, join: 
         if exc.__traceback__ is not None:
             exc.__traceback__ = exc.__traceback__.tb_next
         raise
+    if target is not fn and join and session is not None and trained_nothing(session.run,
+                                                                             nprocs):
+        take_back(session, nprocs)  # data preparation, not ranks: the training is here
+    return result
 
 
 def _follow(session: Any, fn: Any, nprocs: int, start_method: str) -> Any:

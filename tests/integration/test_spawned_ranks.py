@@ -244,3 +244,52 @@ def steps_done(run, rank: int) -> int:
     except OSError:
         return 0
     return int(text) if text.isdigit() else 0
+
+
+SPAWN_THEN_TRAIN = '''
+import os
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+
+def prepare(index):
+    x = torch.randn(500, 16, generator=torch.Generator().manual_seed(index))
+    here = os.path.dirname(os.path.abspath(__file__))
+    np.save(os.path.join(here, f"part{index}.npy"), (x @ x.T).sum(1).numpy())
+
+
+if __name__ == "__main__":
+    mp.spawn(prepare, nprocs=2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+    opt = torch.optim.Adam(model.parameters())
+    for step in range(24):
+        loss = model(torch.randn(32, 16)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print("trained 24 steps", round(float(sum(p.sum() for p in model.parameters())), 4))
+'''
+
+
+def test_processes_spawned_to_prepare_data_leave_the_training_to_this_process(tmp_path):
+    # GIVEN a script that spawns 2 processes to prepare its data, then trains here
+    script = write(tmp_path / "prep.py", SPAWN_THEN_TRAIN)
+    out = tmp_path / "run"
+    bare = plain(script)
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), timeout=180)
+    # THEN it ran as without dsprof
+    assert res.code == bare.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == bare.stdout.strip()
+    # AND its steps are this process's: the processes that trained nothing are no ranks (all
+    # 24 were lost: "no step boundaries were seen")
+    m = meta(out)
+    assert m["steps_recorded"] == 24 and m["steps_source"] == "optimizer"
+    assert "launcher" not in m and m["world_size"] == 1 and m["ranks"] == [0]
+    assert sorted(p.name for p in (out / "raw").iterdir()) == ["rank0"]
+    with load(out) as run:
+        assert run.sql("SELECT rank, count(*) FROM steps GROUP BY rank") == [(0, 24)]
+    assert "trained no step (data preparation, not ranks)" in (out / "dsprof.log").read_text()
