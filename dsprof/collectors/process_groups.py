@@ -37,6 +37,8 @@ _IDLE_WAIT_S = 10.0  # the longest dsprof waits at exit for the workers to park
 
 _kept: dict[int, Any] = {}
 _owner = os.getpid()  # the process whose threads the held groups' destructors would join
+# (world size, rank) of the default group when a boundary first saw one (default_group_seen)
+_default_seen: tuple[int, int] | None = None
 
 
 def keep_alive() -> int:
@@ -52,13 +54,30 @@ def keep_alive() -> int:
         if raised_in_signal_handler(caught):
             raise  # the script's own signal handler's: it is the script's
         return len(_kept)
-    global _owner
+    global _owner, _default_seen
     if not _kept:
         _owner = os.getpid()
+    if _default_seen is None:
+        _default_seen = _default_group_place(dist)
     for pg in groups:
         if id(pg) not in _kept and _uses_gloo(dist, pg):
             _kept[id(pg)] = pg
     return len(_kept)
+
+
+def default_group_seen() -> tuple[int, int] | None:
+    """(world size, rank) of the script's default process group, as first seen at a step
+    boundary (a script may destroy its group before it exits); None if it had none."""
+    return _default_seen
+
+
+def _default_group_place(dist: Any) -> tuple[int, int] | None:
+    try:
+        return int(dist.get_world_size()), int(dist.get_rank())
+    except Exception as caught:  # no default group (only subgroups), or one being torn down
+        if raised_in_signal_handler(caught):
+            raise  # the script's own signal handler's: it is the script's
+        return None
 
 
 def _uses_gloo(dist: Any, pg: Any) -> bool:

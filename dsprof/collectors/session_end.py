@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from dsprof.collectors import child_processes, memory_history, peak_ledger
+from dsprof.collectors import child_processes, memory_history, peak_ledger, process_groups
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.collectors.device import precision_state
 from dsprof.collectors.late_environment import describe, set_too_late
@@ -125,6 +125,11 @@ def save(session: Any, exit_status: int, reason: str, error: str | None,
         frameworks=frameworks_loaded(),
         **({"spawned_unprofiled": session.spawned_unprofiled} if session.spawned_unprofiled
            else {}),
+        # a process group wider than the run: ranks the script started itself (Lightning's
+        # strategy="ddp" runs `python script.py` again per rank), which dsprof never saw
+        **({"group_unprofiled": {"world_size": seen[0], "rank": seen[1]}}
+           if not session.ranks.distributed and (seen := process_groups.default_group_seen())
+           and seen[0] > 1 else {}),
         **({"child_processes": child_processes.to_meta(session.child_processes)}
            if session.child_processes else {}),
         **({"user_profiler": handed_over}

@@ -132,6 +132,15 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
     for rank, why in sorted((run.meta.get("rank_failures") or {}).items(),
                             key=lambda kv: int(kv[0])):
         notes.append(f"partial run: rank {rank} {why}")
+    group = run.meta.get("group_unprofiled")
+    if isinstance(group, dict) and isinstance(group.get("world_size"), int):
+        size, rank = group["world_size"], group.get("rank")
+        notes.append(f"the script's process group has {size} ranks and dsprof profiled this "
+                     f"process only (rank {rank if isinstance(rank, int) else '?'}): the others "
+                     "were started by the script itself (Lightning's strategy=\"ddp\" runs the "
+                     "script again per rank), which dsprof does not follow. Profile every "
+                     f"rank: dsprof run --nproc-per-node {size} SCRIPT (Lightning takes its "
+                     "ranks from that environment)")
     for spawn in run.meta.get("spawned_unprofiled") or []:
         notes.append(f"the script started {spawn.get('nprocs')} processes through "
                      f"torch.multiprocessing (start_method={spawn.get('start_method')!r}) that "
