@@ -322,6 +322,9 @@ def merge_ranks(run: RunDir, world_size: int, launcher_failures: dict[int, int] 
         "capped_by": next((w.get("capped_by") for w in lead.get("windows", [])
                            if w.get("capped")), None),
         "precision": lead.get("precision"),
+        # the training frameworks rank 0's script imported (the analyzers' switches)
+        **({"frameworks": lead["frameworks"]} if isinstance(lead.get("frameworks"), list)
+           else {}),
     }
     return out
 

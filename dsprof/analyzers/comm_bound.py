@@ -13,7 +13,10 @@ Algorithm:
     PowerSGD of rank r sends (m + n) x r values instead of m x n for each 2-D gradient
     (computed from the DDP buckets' gradient shapes when the trace recorded them). The
     saving claimed is the bf16 one; the finding's data lists all three with the bytes each
-    removes, and the bucket sizes (``bucket_cap_mb``) for the overlap side.
+    removes, and the bucket sizes (``bucket_cap_mb``) for the overlap side. The switches are
+    named as the loop that built the DDP model takes them (``comm_switches.py``: the script's
+    ``ddp_model``, or the Lightning Trainer's ``DDPStrategy``), the hook as the backend
+    accepts it (fp16 over gloo, which refuses the bf16 hook).
 
     Counted once: a DDP comm hook compresses all-reduces only, so the saving covers the
     all-reduce share of the communication time (never all_to_all or all_gather traffic), and
@@ -31,6 +34,13 @@ import statistics
 
 from dsprof.analyzers.claims import EXPOSED_COMM
 from dsprof.analyzers.comm_overlap import SPLITTABLE_BYTES
+from dsprof.analyzers.comm_switches import (
+    POWERSGD_RANK,
+    bucket_line,
+    compress_fix,
+    half_dtype,
+    sync_less_fix,
+)
 from dsprof.analyzers.frameworks import fsdp_version, tensor_parallel
 from dsprof.analyzers.pipeline_comm import PIPELINE_FIX, p2p_share, pipeline_explanation
 from dsprof.analyzers.registry import Analyzer, Context
@@ -42,7 +52,6 @@ from dsprof.metrics.comm.skew import rank_skew
 from dsprof.units import fmt_bytes, fmt_rate
 
 THRESHOLD = 0.10
-POWERSGD_RANK = 4
 # The slowest link a data-parallel job's gradients plausibly cross: 100 MB/s, under 1 GbE's
 # ~117 MB/s of payload (10 GbE, PCIe, NVLink, InfiniBand and a host's loopback are faster). A
 # ring all-reduce sends and receives about twice its buffer, so its bytes cannot take longer
@@ -113,18 +122,11 @@ class CommBoundAnalyzer(Analyzer):
             link += (f", {ar_bw['peak_pct']:.0f}% of {ar_bw['link']}'s nominal "
                      f"{ar_bw['peak_gbps']:.0f} GB/s. " if ar_bw["peak_pct"] is not None else ". ")
         bucket_list = sorted({(b.index, b.nbytes) for b in buckets(con) if b.nbytes})
-        fix = ("from torch.distributed.algorithms.ddp_comm_hooks import default_hooks\n"
-               "ddp_model.register_comm_hook(state=None, hook=default_hooks.bf16_compress_hook)\n"
-               "# or PowerSGD (low-rank gradients, larger saving, approximate):\n"
-               "# from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd\n"
-               f"# state = psgd.PowerSGDState(process_group=None, "
-               f"matrix_approximation_rank={POWERSGD_RANK}, start_powerSGD_iter=10)\n"
-               "# ddp_model.register_comm_hook(state, psgd.powerSGD_hook)")
+        fix = compress_fix(ctx)
         if ar_bytes > SPLITTABLE_BYTES:
             # up to DDP's 1 MiB first bucket the gradients are one bucket whatever
             # bucket_cap_mb says (a 342 KiB model on 2 gloo ranks was told to lower it)
-            fix += ("\n# and a smaller DistributedDataParallel(..., bucket_cap_mb=...) starts "
-                    "the first all-reduce earlier in backward")
+            fix += bucket_line(ctx)
         latency = ""
         fsdp = fsdp_version(ctx)
         if fsdp is not None:
@@ -163,11 +165,7 @@ class CommBoundAnalyzer(Analyzer):
                 "these trade memory or change the batch the optimizer sees. ")
         elif latency_bound:
             micro = _micro_batches(ctx)
-            fix = _SYNC_LESS_OFTEN if micro < 2 else (
-                f"# The script already accumulates {micro} micro-batches a step: the all-reduces "
-                "are latency,\n# not bytes. Accumulate more of them under ddp_model.no_sync() "
-                "(a larger k), or\n# give each rank a larger batch: more compute for each "
-                "all-reduce.")
+            fix = sync_less_fix(ctx, micro)
             latency = (f"{micro} forward passes of DistributedDataParallel a step: the script "
                        "already accumulates gradients. " if micro > 1 else "")
             latency += (
@@ -190,7 +188,8 @@ class CommBoundAnalyzer(Analyzer):
                       "latency, not bytes: all-reduce less often" if latency_bound else
                       "reduce gradients in bf16 (FSDP's reduce_dtype)"
                       if fp32 and fsdp is not None else
-                      "compress gradients to bf16 (halves all-reduce bytes)" if fp32 else
+                      f"compress gradients to {half_dtype(ctx)} (halves all-reduce bytes)"
+                      if fp32 else
                       "overlap it with compute or send fewer bytes")),
             saving_s=saving, confidence="low" if waits else "medium",
             explanation=(
@@ -211,7 +210,8 @@ class CommBoundAnalyzer(Analyzer):
                 + (f"The poor-overlap finding already claims {claimed / 1e6:.1f} ms of the "
                    "exposed time; compression is priced on the rest. " if claimed else "")
                 + latency
-                + (f"bf16 compression sends half of it ({fmt_bytes(ar_bytes / 2, 1)} less), "
+                + (f"{half_dtype(ctx)} compression sends half of it "
+                   f"({fmt_bytes(ar_bytes / 2, 1)} less), "
                    f"saving about {saving * 1e3:.1f} ms {ctx.per_step} if transfer time follows "
                    "bytes. " if fp32 and not latency_bound and not tp else "")
                 + (f"PowerSGD rank {POWERSGD_RANK} would send "
@@ -327,18 +327,6 @@ _TP_LAYOUT = (
     "mesh = init_device_mesh(\"cuda\", (num_nodes, gpus_per_node), mesh_dim_names=(\"dp\", \"tp\"))\n"
     "parallelize_module(block, mesh[\"tp\"], plan)  # for each block, as now\n"
     "fully_shard(model, mesh=mesh[\"dp\"])")
-
-_SYNC_LESS_OFTEN = (
-    "# The all-reduces are latency, not bytes: all-reduce every k micro-batches\n"
-    "import contextlib\n"
-    "for i, batch in enumerate(loader):\n"
-    "    sync = (i + 1) % k == 0\n"
-    "    with contextlib.nullcontext() if sync else ddp_model.no_sync():\n"
-    "        (loss_fn(ddp_model(batch)) / k).backward()\n"
-    "    if sync:\n"
-    "        optimizer.step()\n"
-    "        optimizer.zero_grad()\n"
-    "# or a larger batch per rank: more compute for each all-reduce")
 
 
 def _micro_batches(ctx: Context) -> int:

@@ -91,6 +91,9 @@ def save(session: Any, exit_status: int, reason: str, error: str | None,
     if session.ranks.distributed:
         record = {**session.rank_facts("finished"), **record, "exit_status": exit_status,
                   "exit_reason": reason, "exit_error": error,
+                  # what the rank's script imported: the merge's meta.json frameworks (a
+                  # torchrun job's Lightning Trainer was told ddp_model.register_comm_hook)
+                  "frameworks": frameworks_loaded(),
                   # a failure that followed another rank's death (dsprof.ranks.merge_ranks)
                   **({"exit_peer_lost": True} if peer_lost else {})}
     late = _set_too_late(session)

@@ -338,12 +338,16 @@ def finish_coordinator(session: Any, exit_status: int, reason: str, error: str |
                 failures[r] = -signal.SIGTERM
     _warn_renumbered(session.run, nprocs)
     merged = merge_ranks(session.run, nprocs, failures, spawned.get("first"))
+    # the ranks' imports and the parent's (the script that called spawn)
+    ranks_imported = merged.pop("frameworks", None) or []
+    loaded = frameworks_loaded()
     session.run.update_meta(
         **merged, status="finished", exit_status=exit_status, exit_reason=reason,
         exit_error=error, launcher=LAUNCHER,
         spawned={"nprocs": nprocs, "start_method": spawned["start_method"]},
         max_capture_s=session.settings.max_capture_s,
-        max_capture_mb=session.settings.max_capture_mb, frameworks=frameworks_loaded())
+        max_capture_mb=session.settings.max_capture_mb,
+        frameworks=loaded + [f for f in ranks_imported if f not in loaded])
     log_rank_failures(merged)
 
 

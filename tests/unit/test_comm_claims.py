@@ -10,12 +10,13 @@ from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, SCRIPT, steps, table
 
 
-def _late_all_reduce(nbytes: int, micro_batches: int = 0, reducer: bool = False) -> Run:
+def _late_all_reduce(nbytes: int, micro_batches: int = 0, reducer: bool = False,
+                     meta: dict | None = None) -> Run:
     """Step 1 (100 ms): backward 100-150 ms, then one fp32 all-reduce of ``nbytes`` issued at
     152 ms and running 30 ms on gloo's thread with nothing else running: all of it exposed.
     ``micro_batches``: that many ``DistributedDataParallel.forward`` spans in the step;
     ``reducer``: DDP's reducer issued it, as one bucket (a ``c10d::allreduce_`` at the end of
-    backward, around the collective's call)."""
+    backward, around the collective's call); ``meta``: meta.json fields beside the script's."""
     ops = [
         {"id": 1, "step": 1, "name": "autograd::engine::evaluate_function: MmBackward0",
          "cat": "cpu_op", "depth": 0, "thread": 1, "start_ns": 100 * MS, "dur_ns": 50 * MS,
@@ -35,7 +36,8 @@ def _late_all_reduce(nbytes: int, micro_batches: int = 0, reducer: bool = False)
     comms = table({"step": 1, "collective": "all_reduce", "dtype": "float", "group_size": 2,
                    "in_bytes": nbytes, "out_bytes": nbytes, "start_ns": 152 * MS,
                    "dur_ns": 30 * MS, "call_ns": 152 * MS, "source": "gloo"})
-    return Run.from_tables(meta=SCRIPT, steps=steps([100, 100]), ops=table(*ops), comms=comms)
+    return Run.from_tables(meta={**SCRIPT, **(meta or {})}, steps=steps([100, 100]),
+                           ops=table(*ops), comms=comms)
 
 
 def test_compression_is_priced_on_what_the_overlap_finding_left():
@@ -71,13 +73,14 @@ def test_exposed_time_far_beyond_what_the_bytes_take_is_latency_not_a_compressio
     # finding says latency, advises fewer all-reduces (no_sync), and predicts no saving
     assert f.data["latency_bound"] is True and f.saving_s == 0
     assert "latency, not bytes" in f.title
-    assert "no_sync()" in f.fix and "bf16_compress_hook" not in f.fix
+    assert "no_sync()" in f.fix and "compress_hook" not in f.fix
     assert "would save at most 0.123 ms" in f.explanation, f.explanation
     # AND with 64 MiB (1.3 s at 100 MB/s: bytes can explain the 30 ms) compression is the fix
-    # (priced on what the overlap finding leaves, test above)
+    # (priced on what the overlap finding leaves, test above; fp16 over gloo, which refuses
+    # the bf16 hook: test_comm_switches.py)
     (big,) = analyze(_late_all_reduce(64 << 20), write=False, only=("comm_bound",)).findings
     assert big.data["latency_bound"] is False
-    assert "bf16_compress_hook" in big.fix and "latency" not in big.title
+    assert "fp16_compress_hook" in big.fix and "latency" not in big.title
 
 
 def test_a_tiny_bus_bandwidth_is_printed_in_its_unit_not_as_zero():
@@ -124,6 +127,6 @@ def test_compression_fix_names_bucket_cap_mb_only_for_more_than_one_bucket(nbyte
     # GIVEN exposed fp32 all-reduces the bytes can explain (not latency-bound): 512 KiB a step,
     # under DDP's 1 MiB first bucket (one bucket whatever bucket_cap_mb says), or 64 MiB
     (f,) = analyze(_late_all_reduce(nbytes), write=False, only=("comm_bound",)).findings
-    assert f.data["latency_bound"] is False and "bf16_compress_hook" in f.fix
+    assert f.data["latency_bound"] is False and "fp16_compress_hook" in f.fix
     # THEN a smaller bucket_cap_mb is suggested only where the gradients fill more than one
     assert ("bucket_cap_mb" in f.fix) == advised, f.fix
