@@ -188,11 +188,34 @@ def _epochs_in(ctx: Context, every: int) -> int | None:
     if not row or not row[0][1]:
         return None
     batches, passes = (int(v) for v in row[0])
-    per_pass = round(batches / passes)
+    # a step that accumulates k batches (Lightning's accumulate_grad_batches) is k of them
+    per_step = _batches_per_step(ctx)
     # a pass's length varies by one with drop_last=False and an uneven last batch: whole ones
-    if per_pass < 2 or batches % passes or every % per_pass:
+    if batches % passes or (batches // passes) % per_step:
+        return None
+    per_pass = batches // passes // per_step
+    if per_pass < 2 or every % per_pass:
         return None
     return every // per_pass
+
+
+def _batches_per_step(ctx: Context) -> int:
+    """The batches a median step read (``steps.loader_batches``), 1 where unrecorded."""
+    if not has_column(ctx.run, "steps", "loader_batches"):
+        return 1
+    (n,), = ctx.run.sql("SELECT median(loader_batches) FROM steps WHERE loader_batches > 0")
+    return max(int(n or 1), 1)
+
+
+def _lightning_async(ctx: Context) -> str:
+    """The Lightning Trainer's own switch for saving off the training thread (its checkpoint
+    IO in a thread: lightning 2.6's ``AsyncCheckpointIO``), or "" outside the Trainer."""
+    if "lightning" not in frameworks(ctx):
+        return ""
+    names = {str(f) for f in ctx.meta.get("frameworks") or []}
+    package = ("pytorch_lightning" if "pytorch_lightning" in names and "lightning" not in names
+               else "lightning.pytorch")
+    return f"Trainer(..., plugins=[AsyncCheckpointIO()]), from {package}.plugins"
 
 
 def checkpoint_evidence(saves: CheckpointSaves) -> str:
@@ -213,6 +236,12 @@ def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
     less = 4 * saves.every
     if (ignite := periodic_switch(ctx, saves.every)) is not None:
         switch = ignite
+    elif "lightning" in used and (epochs := _epochs_in(ctx, saves.every)):
+        # saves at an epoch's stride: the callback's epoch interval (darts' ModelCheckpoint
+        # saving each epoch of 8 steps was told "every_n_train_steps=32  # was 8", an
+        # argument it never had); what it was set to is not known, only when it saved
+        switch = (f"ModelCheckpoint(..., every_n_epochs={4 * epochs})  # it saved every "
+                  + (f"{epochs} epochs" if epochs > 1 else "epoch") + f" ({saves.every} steps)")
     elif "lightning" in used:
         switch = f"ModelCheckpoint(..., every_n_train_steps={less})  # was {saves.every}"
     elif "transformers.trainer" in used:
@@ -226,11 +255,13 @@ def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
             else f"An evaluation and a checkpoint save every {saves.every} steps run"
             if evaluation else
             f"Work done every {saves.every} steps, a checkpoint save among it, runs")
+    lightning_async = _lightning_async(ctx)
     return (f"# {what} on the training thread{where}.\n# It is work the script asks for; if "
             "it should cost less, do it less often or off\n# the critical path "
             + ("(the save is DCP's async_save already: its time here is the copy it\n# "
                "stages before the write), e.g.:\n"
                if saves.call.endswith("async_save") else
+               f"(for the save: {lightning_async}), e.g.:\n" if lightning_async else
                "(torch.distributed.checkpoint.async_save for the save), e.g.:\n") + switch)
 
 
@@ -267,6 +298,7 @@ def one_off_saves(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
     fix = (f"# Nothing to remove: {'this step' if one else 'these steps'} saved a checkpoint"
            f"{' (' + one_line(', '.join(sites)) + ')' if sites else ''}.\n# Its time is the "
            "save's (building the state dicts, serializing, writing); to take it off\n# the "
-           "training thread, torch.distributed.checkpoint.async_save.")
+           f"training thread, {_lightning_async(ctx) or 'torch.distributed.checkpoint.async_save'}"
+           ".")
     return title, fix
 

@@ -138,6 +138,40 @@ def test_lightning_checkpoints_every_n_steps_are_named_as_checkpointing(tmp_path
     assert "ModelCheckpoint(..., every_n_train_steps=32)  # was 8" in slow.fix
 
 
+# The same fit saving at each epoch's end (ModelCheckpoint(every_n_epochs=1), darts' way): 512
+# samples in batches of 32, 2 accumulated a step, so 8 steps an epoch and a save every 8.
+LIGHTNING_EPOCHS = LIGHTNING.replace(
+    "x, y = torch.randn(4096, 64), torch.randint(0, 8, (4096,))",
+    "x, y = torch.randn(512, 64), torch.randint(0, 8, (512,))").replace(
+    'filename="{step}", every_n_train_steps=8, save_top_k=-1',
+    'filename="{step}", every_n_epochs=1, save_top_k=-1').replace(
+    "max_steps=32,", "max_epochs=5,").replace(
+    "accumulate_grad_batches=4,", "accumulate_grad_batches=2,")
+
+
+def test_lightning_checkpoints_each_epoch_get_the_epoch_interval_and_lightnings_async_io(
+        tmp_path):
+    # GIVEN a Lightning fit of 5 epochs of 8 steps, ModelCheckpoint(every_n_epochs=1)
+    script = write(tmp_path / "pl_epochs.py", LIGHTNING_EPOCHS)
+    out = tmp_path / "run"
+    # WHEN profiled, THEN it prints (and saves) what it does without dsprof
+    res = runs_as_without_dsprof(script, out)
+    assert "global_step 40 ['step=16.ckpt', 'step=24.ckpt', 'step=32.ckpt', 'step=40.ckpt', " \
+           "'step=8.ckpt']" in res.stdout, res.stdout
+    with load(out) as run:
+        findings = analyze(run, write=False).findings
+    (slow,) = [f for f in findings if f.analyzer == "step_outliers"]
+    assert slow.kind == "steps.periodic" and slow.data["period"] == 8, slow.title
+    # AND the interval to lengthen is the callback's epochs, as many steps as an epoch has
+    # (not an every_n_train_steps the script never set, with a "was" it never had)
+    assert "ModelCheckpoint(..., every_n_epochs=4)  # it saved every epoch (8 steps)" \
+        in slow.fix, slow.fix
+    assert "every_n_train_steps" not in slow.fix
+    # AND saving off the training thread is the Trainer's checkpoint IO plugin, not DCP
+    assert "Trainer(..., plugins=[AsyncCheckpointIO()]), from lightning.pytorch.plugins" \
+        in slow.fix
+    assert "torch.distributed.checkpoint" not in slow.fix
+
 # Lightning Fabric: fabric.setup() wraps the model in a _FabricModule (which holds it as
 # _forward_module); the script's own loop, fabric.backward, a DataLoader set up by Fabric.
 FABRIC = """
