@@ -74,6 +74,17 @@ def more_iterations(ctx: Context, rank: int, slow: list[tuple[Any, ...]],
     return best[2] if best else None
 
 
+def waited_not_worked(ctx: Context, causes: Counter[str], more_work: set[int], n: int,
+                      share: float) -> bool:
+    """On a CPU run, ``share`` of the ``n`` outliers spent their extra time off the CPU and
+    fewer did more work (``more_work``): a line they ran more often is no cause then
+    (LightningCLI's fit: a step that read the logged loss twice against once ran 6.4 ms over
+    the median with its thread CPU at the median, 10.3 ms waiting for a CPU, and read as "more
+    of the same work"). On a GPU, time off the CPU is waiting for kernels: the device's work."""
+    return (not ctx.on_gpu and causes["waiting"] >= share * n
+            and len(more_work) < share * n)
+
+
 def forward_steps(ctx: Context, rank: int, steps: list[int]) -> bool:
     """Whether all of ``steps`` are inference forwards (``steps.source`` = ``forward``)."""
     if not has_column(ctx.run, "steps", "source"):

@@ -43,10 +43,9 @@ Eight verdicts, and only the last one is a saving:
   (host syncs: an evaluation's ``.item()``, a checkpoint's ``torch.save``): an evaluation that
   lands once in the counted steps is the script's work too. Stated with those lines, no
   saving. Before ``steps.noise``, for the same reason as ``steps.periodic``.
-- ``steps.more_iterations``: the outliers ran a line the normal steps run too, 1.5x as often
-  or more (host syncs): the script's own loop inside a step ran longer (REINFORCE's episode
-  of 500 moves against a median of 177, its steps up to 3x the median). No saving. Before
-  ``steps.noise``.
+- ``steps.more_iterations``: a line the normal steps run ran 1.5x as often or more (host
+  syncs): the script's loop ran longer (REINFORCE's 500-move episodes, 177 the median). No
+  saving. Before ``steps.noise``, unless on a CPU they waited off it (``waited_not_worked``).
 - ``steps.noise`` too: sporadic outliers with no data wait that stay under
   ``MIN_SLOWDOWN`` x the median, or under ``MIN_EXCESS_NS`` over it (the same work, a little
   slower now and then; in steps of a fraction of a millisecond, a page fault).
@@ -75,6 +74,7 @@ from dsprof.analyzers.step_differences import (
     input_wait_fix,
     more_iterations,
     ops_that_grew,
+    waited_not_worked,
 )
 from dsprof.analyzers.step_period import on_stride, period_of, periodic_work, sites_only_in
 from dsprof.analyzers.step_saves import (
@@ -320,7 +320,8 @@ class StepOutliers(Analyzer):
                 evidence.insert(0, Evidence(f"ran only in the slow steps: "
                                             f"{', '.join(extra_sites)}",
                                             rank=rank, site=extra_sites[0]))
-        elif more := more_iterations(ctx, rank, slow, normal, NOISE_SHARE):
+        elif not waited_not_worked(ctx, causes, more_work, len(slow[:20]), NOISE_SHARE) \
+                and (more := more_iterations(ctx, rank, slow, normal, NOISE_SHARE)):
             kind = "steps.more_iterations"
             saving = 0.0  # the script gave those steps more of its own loop to run
             title, fix = words.more_iterations(slow, len(rows), rank, med, more.call,

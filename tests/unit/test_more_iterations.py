@@ -59,3 +59,42 @@ def test_a_line_only_the_slow_steps_ran_is_still_their_extra_work(tmp_path):
         (f,) = analyze(run, only=("step_outliers",), write=False).findings
     # THEN the verdict is the extra work's, not more iterations of the usual line
     assert f.kind == "steps.extra_work"
+
+
+def _logged_twice(path: Path, cpu_grew: bool) -> Path:
+    """LightningCLI's fit (tests: /tmp/compat9 c2cli): steps of 8.2 ms, half of it on the CPU,
+    one ``item()`` a step at Lightning's apply_func.py:134; step 19 read it twice and ran 14.6
+    ms. ``cpu_grew``: its thread CPU grew by the extra time (more work), else it stayed at the
+    median (the thread waited 10.3 ms for a CPU, the run's other steps ~4)."""
+    durs = [200.0, 40.0] + [8.2 + 0.1 * (i % 3) for i in range(17)] + [14.6] + \
+        [8.2 + 0.1 * (i % 3) for i in range(6)]
+    cpu = [d / 2 for d in durs]
+    slow = durs.index(14.6)
+    cpu[slow] = 4.1 + (6.4 if cpu_grew else 0.0)
+    make_run(path, durs, cpu_ms=cpu)
+    counts = [1] * len(durs)
+    counts[slow] = 2
+    rows = {"rank": [0] * len(durs), "step": list(range(len(durs))),
+            "call": ["item"] * len(durs),
+            "site": ["lightning/fabric/utilities/apply_func.py:134"] * len(durs),
+            "function": ["to_item"] * len(durs), "device": ["cpu"] * len(durs),
+            "count": counts, "total_ns": [c * 1500 for c in counts],
+            "max_ns": [3000] * len(durs), "caller": [None] * len(durs)}
+    out = RunDir(path).table_dir("host_syncs")
+    out.mkdir(parents=True)
+    pq.write_table(HOST_SYNCS.build(rows), out / "rank0.parquet")
+    return path
+
+
+def test_a_slow_step_that_waited_for_a_cpu_is_not_more_iterations_for_a_second_read(tmp_path):
+    # GIVEN a CPU run's slow step that read the logged loss twice against once, its thread's
+    # CPU time at the median: the 6.4 ms over were off the CPU
+    with load(_logged_twice(tmp_path / "run", cpu_grew=False)) as run:
+        (f,) = analyze(run, only=("step_outliers",), write=False).findings
+    # THEN the waiting is the verdict: the extra wall time was no work of the script's loop
+    assert f.kind == "steps.noise", f.title
+    assert "off the CPU" in f.title and "more of the same work" not in f.title
+    # AND the same step with its CPU time grown by the extra is more of the script's loop
+    with load(_logged_twice(tmp_path / "grew", cpu_grew=True)) as run:
+        (grew,) = analyze(run, only=("step_outliers",), write=False).findings
+    assert grew.kind == "steps.more_iterations", grew.title
