@@ -24,6 +24,7 @@ from dsprof.errors import RunDirError
 from dsprof.manifest import META_FILE as META
 from dsprof.manifest import read_meta_doc
 from dsprof.schema_version import SCHEMA_VERSION
+from dsprof.undecodable import representable
 
 SESSION_FILE = "session.json"  # raw/rank<R>/: step boundaries and windows of a dsprof run
 SAMPLES_FILE = "samples.json"  # raw/rank<R>/: host and GPU metrics of the sampler thread
@@ -153,7 +154,9 @@ class RunDir:
 
     # -- meta ---------------------------------------------------------------------------
     def write_meta(self, meta: dict[str, Any]) -> None:
-        meta = {"schema_version": SCHEMA_VERSION, **meta}
+        # the script's argv, working directory and paths may hold bytes that are not UTF-8,
+        # which JSON cannot (dsprof/undecodable.py)
+        meta = representable({"schema_version": SCHEMA_VERSION, **meta})
         atomic_write_bytes(self.meta_path, orjson.dumps(meta, option=orjson.OPT_INDENT_2
                                                         | orjson.OPT_SORT_KEYS))
 
