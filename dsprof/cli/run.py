@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from dsprof import launch, log
+from dsprof.cli.module_args import RunCommand
 from dsprof.collectors.deferred_session import DeferredSession
 from dsprof.errors import ConfigError, DsprofError
 from dsprof.log import logger
@@ -25,9 +26,10 @@ _CONTEXT = {"allow_interspersed_args": False, "ignore_unknown_options": True}
 RANK_WAIT_S = 30.0
 
 
-@click.command("run", context_settings=_CONTEXT)
+@click.command("run", cls=RunCommand, context_settings=_CONTEXT)
 @click.option("-m", "module", metavar="MODULE", default=None,
-              help="Run a module as `python -m MODULE` does.")
+              help="Run a module as `python -m MODULE` does; every argument after MODULE "
+                   "is the module's.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Run directory to write [env DSPROF_OUTPUT; default RUNS_DIR/<script>-<stamp>].")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=None,
