@@ -164,7 +164,17 @@ def run(target: Target) -> Outcome:
         else:
             sys.argv = [target.name, *target.args]
             sys.path[0] = os.getcwd()
-            _KEPT.append(runpy.run_module(target.name, run_name="__main__", alter_sys=True))
+            # as ``python -m`` (runpy._run_module_as_main): the module's code in a __main__
+            # module that stays in sys.modules, argv[0] its file. run_module(alter_sys=True)
+            # put dsprof's __main__ and argv[0] back when the module returned, before its
+            # atexit handlers ran ("attribute lookup Head on __main__ failed", argv[0]
+            # 'pkg.train'); in a module of its own, as_the_script_left_it gives them back
+            _, spec, code = runpy._get_module_details(target.name)
+            main = types.ModuleType("__main__")
+            sys.modules["__main__"] = main
+            _KEPT.append(main)
+            sys.argv[0] = spec.origin
+            runpy._run_code(code, main.__dict__, None, "__main__", spec)
         return Outcome(0, "exit")
     except SystemExit as exc:
         _keep_main_globals(exc)

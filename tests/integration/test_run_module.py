@@ -52,3 +52,56 @@ def test_the_modules_options_are_the_modules(tmp_path):
     assert res.code == 0 and res.stdout == bare.stdout, res.stdout + res.stderr
     # AND the run is in dsprof's own -o
     assert (out / "meta.json").is_file() and not (tmp_path / "out.pt").exists()
+
+
+AT_EXIT = """
+import atexit
+import pickle
+import sys
+
+import torch
+
+
+class Head(torch.nn.Module):  # a class of __main__'s when run with -m
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+head = Head()
+
+
+def on_exit():
+    # what an atexit handler of the module sees: its argv, and its classes in __main__
+    print("argv at exit", [a.rsplit("/", 1)[-1] for a in sys.argv],
+          "main is the module:", sys.modules["__main__"].__dict__ is globals())
+    print("pickled at exit", len(pickle.dumps(head)) > 0)
+
+
+atexit.register(on_exit)
+opt = torch.optim.SGD(head.parameters(), lr=0.1)
+for _ in range(3):
+    head(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+print("trained")
+"""
+
+
+def test_the_modules_atexit_handlers_see_its_argv_and_main(tmp_path):
+    # GIVEN a module whose atexit handler reads sys.argv and pickles a class of its own
+    _package(tmp_path, at_exit=AT_EXIT)
+    bare = _plain_module(tmp_path, "pkg.at_exit", "--flag")
+    assert bare.returncode == 0 and "pickled at exit True" in bare.stdout, bare.stderr
+    # WHEN it runs under dsprof -m
+    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), "-m", "pkg.at_exit", "--flag",
+                 cwd=tmp_path)
+    # THEN it sees what it sees without dsprof: its argv[0] its file, its module __main__
+    # (argv[0] was 'pkg.at_exit', and pickling failed: "attribute lookup Head on __main__
+    # failed")
+    assert res.code == 0 and res.stdout == bare.stdout, res.stdout + res.stderr
+    assert "['at_exit.py', '--flag'] main is the module: True" in res.stdout
+    assert "Exception ignored" not in res.stderr
