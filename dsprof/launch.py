@@ -126,12 +126,22 @@ def prepare_script(path: str, args: tuple[str, ...]) -> Target:
 
 
 def prepare_module(name: str, args: tuple[str, ...]) -> Target:
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # found as ``python -m`` finds it: the working directory in the place of dsprof's own
+    # sys.path[0] (the folder of its entry script, <venv>/bin, which the module saw at
+    # sys.path[1] when the directory was put before it); run() puts it there again. Under
+    # -P (safe_path) sys.path[0] is no entry's folder: the directory goes before it, as before
+    cwd, own_path0 = os.getcwd(), None
+    if sys.path and not getattr(sys.flags, "safe_path", False):
+        own_path0, sys.path[0] = sys.path[0], cwd
+    elif cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError) as exc:
         raise ScriptError(f"cannot find module {name}: {exc}") from None
+    finally:
+        if own_path0 is not None and sys.path and sys.path[0] == cwd:
+            sys.path[0] = own_path0
     if spec is None:
         raise ScriptError(f"no module named {name}; check the name and sys.path "
                           "(dsprof run -m MODULE [ARGS])")
@@ -148,14 +158,12 @@ def run(target: Target) -> Outcome:
             path = os.path.abspath(target.name)
             # the globals ``python script.py`` gives __main__: __file__ absolute, as since 3.9
             # (a script that changes directory, Hydra, still finds the files next to it);
-            # __builtins__ the builtins module, not the dict other modules see
-            # (``__builtins__.print``); the loader that reads its source; an empty
-            # __annotations__ where this interpreter gave its own __main__ one (3.11-3.13)
-            main.__dict__.update({"__file__": path, "__builtins__": builtins,
-                                  "__cached__": None, "__spec__": None, "__package__": None,
+            # the loader that reads its source; __builtins__ and __annotations__ as the
+            # interpreter's own __main__ has them
+            main.__dict__.update({"__file__": path, "__cached__": None, "__spec__": None,
+                                  "__package__": None,
                                   "__loader__": SourceFileLoader("__main__", path),
-                                  **({"__annotations__": {}}
-                                     if "__annotations__" in vars(saved_main or main) else {})})
+                                  **_interpreters_main_globals(saved_main)})
             sys.modules["__main__"] = main
             _KEPT.append(main)
             sys.argv = [target.name, *target.args]
@@ -171,6 +179,8 @@ def run(target: Target) -> Outcome:
             # 'pkg.train'); in a module of its own, as_the_script_left_it gives them back
             _, spec, code = runpy._get_module_details(target.name)
             main = types.ModuleType("__main__")
+            # and the globals the interpreter gave its own __main__, as for a script
+            main.__dict__.update(_interpreters_main_globals(saved_main))
             sys.modules["__main__"] = main
             _KEPT.append(main)
             sys.argv[0] = spec.origin
@@ -196,6 +206,15 @@ def run(target: Target) -> Outcome:
             sys.path[0] = saved_path0
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
+
+
+def _interpreters_main_globals(own_main: types.ModuleType | None) -> dict[str, Any]:
+    """``__builtins__`` the builtins module, not the dict other modules see
+    (``__builtins__.print``), and an empty ``__annotations__`` where this interpreter gave its
+    own __main__ one (3.11-3.13): what ``python script.py`` and ``python -m`` run the code in."""
+    return {"__builtins__": builtins,
+            **({"__annotations__": {}} if own_main is not None
+               and "__annotations__" in vars(own_main) else {})}
 
 
 def as_the_script_left_it() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import dsprof, write
+from tests.integration.helpers import REPO, dsprof, write
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def _package(root: Path, **modules: str) -> None:
 
 def _plain_module(cwd: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
-    env["OMP_NUM_THREADS"] = "1"
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})  # the path dsprof's runs get
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -105,3 +105,32 @@ def test_the_modules_atexit_handlers_see_its_argv_and_main(tmp_path):
     assert res.code == 0 and res.stdout == bare.stdout, res.stdout + res.stderr
     assert "['at_exit.py', '--flag'] main is the module: True" in res.stdout
     assert "Exception ignored" not in res.stderr
+
+
+MAIN_GLOBALS = """
+import sys
+
+__builtins__.print("through __builtins__")
+print(type(__builtins__).__name__, sorted(k for k in globals() if k.startswith("__")))
+print("path", sys.path[:2])
+"""
+
+
+def test_the_module_runs_with_the_globals_and_path_python_m_gives_it(tmp_path):
+    # GIVEN a module that uses __builtins__ (a module in __main__, a dict elsewhere), lists
+    # its globals and prints the head of sys.path
+    _package(tmp_path, main_globals=MAIN_GLOBALS)
+    bare = _plain_module(tmp_path, "pkg.main_globals")
+    assert bare.returncode == 0 and "through __builtins__" in bare.stdout, bare.stderr
+    # WHEN it runs under dsprof's own command, whose sys.path[0] is its entry script's folder
+    entry = Path(sys.executable).parent / "dsprof"
+    if not entry.is_file():
+        pytest.skip(f"no dsprof command beside {sys.executable}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    res = subprocess.run([str(entry), "run", "-q", "-o", str(tmp_path / "run"), "-m",
+                          "pkg.main_globals"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120, check=False)
+    # THEN it prints what it prints without (__builtins__ was the dict: AttributeError on
+    # __builtins__.print; __annotations__ was missing; sys.path[1] was dsprof's <venv>/bin)
+    assert res.returncode == 0 and res.stdout == bare.stdout, res.stdout + res.stderr
