@@ -152,6 +152,8 @@ def run(target: Target) -> Outcome:
     """Execute the target; never raises (except for SystemExit codes it converts)."""
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     saved_main = sys.modules.get("__main__")
+    saved_orig_argv = sys.orig_argv
+    sys.orig_argv = _orig_argv_for(target)
     try:
         if target.kind == "script":
             main = types.ModuleType("__main__")
@@ -200,12 +202,37 @@ def run(target: Target) -> Outcome:
     finally:
         main_now = sys.modules.get("__main__")
         _LEFT.update(argv=sys.argv, path0=sys.path[0] if sys.path else None,
-                     main=main_now if main_now is not saved_main else None, own_main=saved_main)
-        sys.argv = saved_argv
+                     main=main_now if main_now is not saved_main else None, own_main=saved_main,
+                     orig_argv=sys.orig_argv)
+        sys.argv, sys.orig_argv = saved_argv, saved_orig_argv
         if saved_path0 is not None and sys.path:
             sys.path[0] = saved_path0
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
+
+
+def _orig_argv_for(target: Target) -> list[str]:
+    """``sys.orig_argv`` as plain python gives the target: the interpreter and the flags
+    dsprof's own process got, then the script or ``-m MODULE``, then its arguments. dsprof's
+    own command line there (``[python, .../bin/dsprof, run, -o, RUN, ...]``) made a script that
+    restarts itself (``os.execv(sys.orig_argv[0], sys.orig_argv)``) start dsprof again, which
+    refused the run directory it was writing. Left as it is where dsprof's arguments are not
+    its tail (dsprof's command called from Python, not as the process's command line)."""
+    orig, own = list(sys.orig_argv), sys.argv[1:]
+    if len(orig) < len(own) + 2 or orig[len(orig) - len(own):] != own:
+        return orig
+    head = orig[:len(orig) - len(own)]  # the interpreter, its flags, dsprof's entry
+    last, before = head[-1], head[-2]
+    if before in ("-m", "-c"):  # python -m dsprof
+        flags = head[:-2]
+    elif last.startswith("-m"):  # python -mdsprof
+        flags = head[:-1]
+    elif before.startswith("-") and not before.startswith("--") and before.endswith("m"):
+        flags = [*head[:-2], before[:-1]]  # python -Im dsprof: -I stays
+    else:  # the dsprof command (its script) or python .../dsprof/__main__.py
+        flags = head[:-1]
+    entry = ["-m", target.name] if target.kind == "module" else [target.name]
+    return [*flags, *entry, *target.args]
 
 
 def _interpreters_main_globals(own_main: types.ModuleType | None) -> dict[str, Any]:
@@ -222,7 +249,7 @@ def as_the_script_left_it() -> None:
     script left them, which its atexit handlers see without dsprof."""
     if not _LEFT:
         return
-    sys.argv = _LEFT["argv"]
+    sys.argv, sys.orig_argv = _LEFT["argv"], _LEFT["orig_argv"]
     if _LEFT["path0"] is not None and sys.path:
         sys.path[0] = _LEFT["path0"]
     if _LEFT["main"] is not None:

@@ -205,3 +205,33 @@ def test_the_scripts_atexit_handlers_see_its_argv_and_main(tmp_path):
     res = runs_as_without_dsprof(script, tmp_path / "run", "--flag")
     assert "main is the script: True" in res.stdout and "pickled at exit True" in res.stdout
     assert "--flag']" in res.stdout and "Exception ignored" not in res.stderr
+
+
+RESTARTS = """
+import os
+import subprocess
+import sys
+
+import torch
+
+phase = os.environ.get("RESTART_PHASE", "0")
+print("phase", phase, "orig_argv", sys.orig_argv[1:])
+""" + TRAINS + """
+if phase == "0":
+    # a script that starts itself again (restart on a new configuration, elastic restarts)
+    os.environ["RESTART_PHASE"] = "1"
+    child = subprocess.run(sys.orig_argv, check=False)
+    print("child exit status", child.returncode)
+    sys.exit(child.returncode)
+"""
+
+
+def test_a_script_restarted_from_its_orig_argv_runs_again(tmp_path):
+    # GIVEN a script that runs sys.orig_argv once more in a child process
+    script = write(tmp_path / "restarts.py", RESTARTS)
+    # WHEN it runs under dsprof THEN it prints what it prints without: orig_argv is its own
+    # command line, and the child ran the script (it was dsprof's command: the child re-ran
+    # dsprof, which refused the run directory, "already exists and is not empty", status 2)
+    res = runs_as_without_dsprof(script, tmp_path / "run", "--x")
+    assert "phase 1 orig_argv" in res.stdout and "child exit status 0" in res.stdout
+    assert f"orig_argv ['{script}', '--x']" in res.stdout
