@@ -118,10 +118,14 @@ def prepare_script(path: str, args: tuple[str, ...]) -> Target:
         # and inspect read as without dsprof (reports shorten it: frames.shown_path)
         code = compile(source, os.path.abspath(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
+        if exc.filename is None:  # null bytes (3.11.4+: a SyntaxError with no place in a file)
+            raise ScriptError(f"{path} is not a Python script ({exc.msg}): dsprof runs a .py "
+                              "file, or a package with -m MODULE") from None
         raise ScriptError(f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}; "
                           "fix the script, it was not run") from None
-    except ValueError as exc:  # null bytes
-        raise ScriptError(f"{path} is not a Python script ({exc})") from None
+    except ValueError as exc:  # null bytes, before 3.11.4
+        raise ScriptError(f"{path} is not a Python script ({exc}): dsprof runs a .py file, "
+                          "or a package with -m MODULE") from None
     return Target("script", path, tuple(args), code)
 
 

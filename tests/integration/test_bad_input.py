@@ -34,6 +34,20 @@ def test_script_with_a_syntax_error(tmp_path):
     assert_one_line_error(res, "broken.py:2", "SyntaxError")
 
 
+def test_a_zip_application_is_named_as_no_script(tmp_path):
+    # GIVEN a zipapp (a binary file python runs through its __main__.py) given as the script
+    import zipapp
+
+    (tmp_path / "app").mkdir()
+    write(tmp_path / "app" / "__main__.py", "print('hi')\n")
+    zipapp.create_archive(tmp_path / "app", tmp_path / "app.pyz")
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(tmp_path / "app.pyz"))
+    # THEN one line names it (it read "None:None: SyntaxError: source code string cannot
+    # contain null bytes; fix the script")
+    assert_one_line_error(res, "app.pyz is not a Python script", "-m MODULE")
+    assert "None:None" not in res.stderr
+
+
 def test_missing_module(tmp_path):
     res = dsprof("run", "-m", "no_such_module_xyz", cwd=tmp_path)
     assert_one_line_error(res, "no_such_module_xyz")
