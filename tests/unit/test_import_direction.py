@@ -18,7 +18,9 @@ STAGES: dict[str, tuple[int, str]] = {
         "_version", "errors", "log", "schema", "vocabulary", "units", "frames", "module_paths", "devices",
         "findings", "rundir", "manifest", "runlock", "sqlsafe",
         # findings.json's reader and the schema version: split out to import no pyarrow
-        "findings_file", "schema_version")},
+        "findings_file", "schema_version",
+        # JSON-writable text of the script's argv and paths (meta.json: rundir)
+        "undecodable")},
     # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process
