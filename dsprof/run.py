@@ -29,7 +29,7 @@ from dsprof.manifest import RunManifest, parse
 from dsprof.rundir import RunDir
 from dsprof.schema import TABLES
 from dsprof.schema_version import SCHEMA_VERSION
-from dsprof.sqlsafe import ident, parquet_files, relation_columns, table_name
+from dsprof.sqlsafe import damaged_run, ident, parquet_files, relation_columns, table_name
 
 if TYPE_CHECKING:
     from dsprof.facts import Facts
@@ -131,19 +131,26 @@ class Run:
         if self._arrow is not None or self._parquet_bytes() <= ONE_THREAD_MAX_BYTES:
             con.execute("SET threads = 1")
         for name in self.tables:
-            if self._arrow is not None:
-                con.register(f"_arrow_{name}", self._arrow[name])
-                source = f"_arrow_{name}"
-            else:
-                source = (f"read_parquet({parquet_files(self.rundir, name)}, "
-                          "union_by_name = true)")
-                if held:
-                    copy = ident(f"_held_{name}")
-                    con.execute(f"CREATE TEMP TABLE {copy} AS SELECT * FROM {source}")
-                    source = copy
-            con.execute(f"CREATE VIEW {table_name(name)} AS "
-                        f"{self._view_select(con, name, source)}")
+            try:
+                self._view(con, name, held)
+            except duckdb.Error as exc:  # the files, not dsprof's SQL: it binds only them
+                text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                raise RunDirError(f"{self.path}: the {name!r} table cannot be read "
+                                  f"({type(exc).__name__}: {text}); the run directory is "
+                                  "damaged: import or run it again") from None
         return con
+
+    def _view(self, con: Any, name: str, held: bool) -> None:
+        if self._arrow is not None:
+            con.register(f"_arrow_{name}", self._arrow[name])
+            source = f"_arrow_{name}"
+        else:
+            source = f"read_parquet({parquet_files(self.rundir, name)}, union_by_name = true)"
+            if held:
+                copy = ident(f"_held_{name}")
+                con.execute(f"CREATE TEMP TABLE {copy} AS SELECT * FROM {source}")
+                source = copy
+        con.execute(f"CREATE VIEW {table_name(name)} AS {self._view_select(con, name, source)}")
 
     def hold_tables_in_memory(self) -> bool:
         """Copy every table into an in-memory DuckDB table behind its view, for a caller about
@@ -230,8 +237,14 @@ class Run:
         return relation
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a query and return its rows."""
-        rows: list[tuple[Any, ...]] = self.con.execute(query, params or []).fetchall()
+        """Run a query and return its rows. A page of a Parquet part that cannot be decoded
+        (damaged inside, its magic bytes whole) is the run's damage, said in one line."""
+        try:
+            rows: list[tuple[Any, ...]] = self.con.execute(query, params or []).fetchall()
+        except Exception as exc:
+            if (damaged := damaged_run(exc)) is not None:
+                raise damaged from None
+            raise
         return rows
 
     def arrow(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:

@@ -14,6 +14,7 @@ SELECT list writes a file. The rules, used everywhere SQL is built:
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,14 @@ _PARQUET_MAGIC = b"PAR1"
 def _check_complete(part: Path) -> None:
     """Refuse a Parquet part that is cut short (copied while written, a full disk): its
     footer magic is missing. Checked here, once per part, so a damaged table is one line
-    naming the file instead of a DuckDB error in whichever query reads it first."""
+    naming the file instead of a DuckDB error in whichever query reads it first. A part that
+    is no regular file is refused before it is opened (a FIFO there blocked every command)."""
     try:
-        size = part.stat().st_size
+        st = part.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise RunDirError(f"{part} is not a regular file; the run directory is damaged: "
+                              "import or run it again")
+        size = st.st_size
         with open(part, "rb") as fh:
             head = fh.read(4)
             fh.seek(max(size - 4, 0))
@@ -80,6 +86,28 @@ def _check_complete(part: Path) -> None:
     if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
         raise RunDirError(f"{part} is truncated or not Parquet; the run directory is damaged: "
                           "import or run it again")
+
+
+# DuckDB's errors for a file it cannot read (a damaged page, a footer that is no Parquet's):
+# by name, so that the CLI and the dashboard can tell them without importing DuckDB
+_UNREADABLE = ("IOException", "InvalidInputException", "SerializationException")
+_UNREADABLE_WORDS = ("parquet", "tprotocol", "thrift", "footer", "don't know what type",
+                     "decompress", "corrupt")
+
+
+def damaged_run(exc: BaseException) -> RunDirError | None:
+    """The one line for a DuckDB error that says a table's files cannot be read (a Parquet
+    part damaged inside, its magic bytes whole: the check above passes it), else None: an
+    error in dsprof's own SQL stays the bug it is."""
+    cls = type(exc)
+    if not cls.__module__.lstrip("_").startswith("duckdb"):
+        return None
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else cls.__name__
+    if cls.__name__ in _UNREADABLE or (cls.__name__ == "Error" and any(
+            w in text.lower() for w in _UNREADABLE_WORDS)):
+        return RunDirError(f"the run's tables cannot be read ({cls.__name__}: {text}); the run "
+                           "directory is damaged: import or run it again")
+    return None
 
 
 def table_name(name: str) -> str:

@@ -82,6 +82,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except DsprofError as exc:
             raise _UserError(str(exc), exc.exit_code) from None
+        except Exception as exc:
+            from dsprof.sqlsafe import damaged_run
+
+            if (damaged := damaged_run(exc)) is None:
+                raise
+            raise _UserError(str(damaged), damaged.exit_code) from None
 
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         global _ENTRY_POINT

@@ -28,6 +28,7 @@ from dsprof.dashboard.pages import (
 )
 from dsprof.dashboard.source import RunSource
 from dsprof.errors import DsprofError
+from dsprof.sqlsafe import damaged_run
 
 PAGES = (overview, timeline, operators, memory, comms, findings, compare)
 
@@ -90,6 +91,11 @@ def create_app(run_a: str | Path | RunSource, run_b: str | Path | RunSource | No
             return page.layout(ctx, query)
         except DsprofError as exc:  # a damaged run: say what, never a 500
             return html.Div(f"This page cannot be shown: {exc}", id="page-error",
+                            className="missing")
+        except Exception as exc:
+            if (damaged := damaged_run(exc)) is None:
+                raise
+            return html.Div(f"This page cannot be shown: {damaged}", id="page-error",
                             className="missing")
 
     for page in PAGES:
