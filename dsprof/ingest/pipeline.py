@@ -271,7 +271,9 @@ def _ingest_rank(run: RunDir, rank: int,
                 cols = table_cols = None
                 step_spans.extend(spans)
                 res.events += n_events
-            current = raw
+            # what fails from here is the rank's tables: a rank of one trace names that trace
+            # (the import's message then names the user's file, not the copy in raw/)
+            current = paths[0] if len(paths) == 1 else raw
             steps_file = raw / SESSION_FILE
             record = orjson.loads(steps_file.read_bytes()) if steps_file.is_file() else None
             # a rank that died before saving has only its start record: steps from the traces

@@ -166,3 +166,19 @@ def test_a_knob_that_does_not_parse_stops_dsprof_before_the_script_runs(tmp_path
     # THEN one line, exit 2, and the script never ran
     assert_one_line_error(res, said)
     assert not marker.exists()
+
+
+def test_a_value_no_table_can_hold_names_the_users_file(tmp_path):
+    # GIVEN a real trace whose first kernel says it ran on device 2**40 (no int32 holds it)
+    src = trace_dir("hta_inference_tiny") / "inference_rank_1.json.gz"
+    doc = json.loads(gzip.decompress(src.read_bytes()))
+    kernel = next(e for e in doc["traceEvents"] if str(e.get("cat")).lower() == "kernel")
+    kernel["args"]["device"] = 2 ** 40
+    trace = tmp_path / "mine.json"
+    trace.write_text(json.dumps(doc))
+    res = dsprof("import", str(trace), "-o", str(tmp_path / "run"))
+    # THEN one line names the user's file (it named dsprof's copy, .../run/raw/rank1)
+    if res.code == 0:
+        return  # a dsprof that reads such a value is not refusing it
+    assert_one_line_error(res, str(trace), "cannot read this trace")
+    assert "/raw/" not in res.stderr
