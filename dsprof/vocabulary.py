@@ -26,10 +26,6 @@ DSPROF_MODULE_PREFIX = "dsprof.module: "
 # it, ingest/phases.py reads it): the forward and backward run inside torch's Optimizer.step#
 # span, and are not the optimizer's
 CLOSURE_SPAN = "## closure ##"
-# the annotation around the step of an optimizer that wraps another without torch seeing it as
-# an optimizer (Opacus' DPOptimizer: collectors/optimizer_wrappers.py writes it, ingest/phases.py
-# reads it): the clipping and noise it adds before the inner Optimizer.step# span are the update
-OPTIMIZER_STEP_SPAN = "## optimizer step ##"
 # the spans the whole-run capture starts at each outermost forward's end before a run has any
 # step source (collectors/timeline.py): renamed ProfilerStep#<k> at exit if forwards became the
 # steps, so no trace dsprof saves carries this name

@@ -12,15 +12,20 @@ When an optimizer first steps, the frames above torch's hook are read once: an e
 ``step`` whose ``self`` is such an Optimizer and holds the stepping optimizer (an attribute that
 is it, as ``original_optimizer`` or ``optimizer`` are) is its wrapper, and the outermost of a
 chain wins. That class's own ``step`` function is then wrapped, from its next call on: its
-wall time is the step's optimizer phase (``StepRuntime.wrapper_starting``), a closure it is
+wall time is the step's optimizer phase (``StepRuntime.wrapper_starting``), and a closure it is
 given is timed as the optimizer's closures are (the forward and backward it runs are not the
-update), and a ``## optimizer step ##`` annotation brackets it so that the profiled steps'
-phases say the same. Nothing else changes: same arguments, return value and exceptions, one
-Python frame more (hidden from warnings' ``stacklevel``); the class's function is given back
-at the end of the session. Classes whose ``step`` torch already patched (their ``__init__``
-ran) are left alone: torch's hooks see them, and a wrapper that is no Optimizer (Lightning's
-``LightningOptimizer``, which runs the closure of a mixed-precision step outside the inner
-step) is not read as one.
+update). Nothing else changes: same arguments, return value and exceptions, one Python frame
+more (hidden from warnings' ``stacklevel``); the class gets its function back at the end of the
+session (unless torch patched it since: then torch's patch stays, over dsprof's, which then
+only calls through). Left alone: classes whose ``step`` torch patched (their ``__init__`` ran:
+torch's hooks see them), wrappers that are no Optimizer, and wrappers that pose as the class of
+the optimizer they hold (Lightning's ``LightningOptimizer`` and Fabric's optimizer make their
+class a subclass of it; their step hands a mixed-precision step's closure on from outside the
+inner step, and wrapping it took the whole phase away: "optimizer 0.1%").
+
+The profiled steps' phases do not see the wrapper: an annotation around its step held the
+boundary the inner step's hook marks, and torch's profiler then warned on the script's stderr
+("Optimizer.step#SGD.step ... collection.cpp:664").
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from typing import Any
 from dsprof.collectors.compile_watch import invisible_to_dynamo
 from dsprof.frames import drop_own_frames, hidden_from_warnings, raised_in_signal_handler
 from dsprof.log import FILE_LINE, logger
-from dsprof.vocabulary import OPTIMIZER_STEP_SPAN
 
 # frames read above torch's step hook for an enclosing wrapper's step (a chain of two
 # wrappers, the hook's own and torch's profiling wrapper fit well within it)
@@ -47,8 +51,8 @@ class OptimizerWrappers:
         self._runtime = runtime  # StepRuntime: wrapper_starting / wrapper_ended
         self._closures = closures  # ClosureMarker: wrap(closure) times it
         self._seen: set[int] = set()
-        # class -> its own step function before dsprof wrapped it
-        self._wrapped: dict[type, Any] = {}
+        # class -> (its own step function before dsprof wrapped it, dsprof's)
+        self._wrapped: dict[type, tuple[Any, Any]] = {}
         self.active = False
 
     def install(self) -> None:
@@ -56,8 +60,10 @@ class OptimizerWrappers:
 
     def uninstall(self) -> None:
         self.active = False
-        for owner, original in self._wrapped.items():
-            if getattr(owner.__dict__.get("step"), "_dsprof_wrapper_of", None) is original:
+        for owner, (original, wrapper) in self._wrapped.items():
+            # only where the class holds dsprof's function still: torch's own patch of it
+            # (Optimizer.__setstate__ of a copy patches the class again) stays
+            if owner.__dict__.get("step") is wrapper:
                 owner.step = original  # type: ignore[attr-defined]
         self._wrapped.clear()
 
@@ -88,7 +94,6 @@ class OptimizerWrappers:
         import torch
 
         is_compiling = torch.compiler.is_compiling
-        record_function = torch.autograd.profiler.record_function
         watch = self
 
         @functools.wraps(original)
@@ -96,8 +101,6 @@ class OptimizerWrappers:
             if not watch.active or is_compiling():
                 return original(*args, **kwargs)
             args, kwargs = _closure_timed(closures, args, kwargs)
-            span = record_function(OPTIMIZER_STEP_SPAN)
-            span.__enter__()
             runtime.wrapper_starting()
             try:
                 return original(*args, **kwargs)
@@ -106,11 +109,9 @@ class OptimizerWrappers:
                 raise
             finally:
                 runtime.wrapper_ended()
-                span.__exit__(None, None, None)
 
-        step._dsprof_wrapper_of = original  # type: ignore[attr-defined]
         invisible_to_dynamo(hidden_from_warnings(step))
-        self._wrapped[owner] = original
+        self._wrapped[owner] = (original, step)
         owner.step = step  # type: ignore[attr-defined]
         logger.info("optimizer phase: %s.%s steps an optimizer torch does not see it as; its "
                     "step() is timed as the optimizer's from its next call", owner.__module__,
@@ -144,6 +145,8 @@ def _enclosing_wrapper(optimizer: Any, frame: Any) -> tuple[type, Any] | None:
         holder = frame.f_locals.get("self")
         if holder is None or holder is target or not isinstance(holder, Optimizer):
             continue
+        if isinstance(holder, type(target)):
+            break  # poses as the optimizer it holds (Lightning, Fabric): theirs, not a wrapper
         if not _holds(holder, target):
             continue
         owner = _defining_class(type(holder), code)

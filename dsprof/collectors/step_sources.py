@@ -47,6 +47,7 @@ class ClosureMarker:
         self._hook: Any = None
         self.closures = 0
         self._closure_ns = 0  # wall ns inside closures since the last take_ns()
+        self._depth = 0  # closures running now, one inside another
 
     def take_ns(self) -> int:
         """Wall ns the optimizers' closures ran since the last take (then reset): forward and
@@ -98,10 +99,13 @@ class ClosureMarker:
         def closure_in_span() -> Any:
             span = _enter_span()
             start = now()
+            self._depth += 1
             try:
                 return closure()
             finally:
-                self._closure_ns += now() - start
+                self._depth -= 1
+                if not self._depth:  # a closure inside another's (a wrapper optimizer's new
+                    self._closure_ns += now() - start  # closure calling the one it got): once
                 _exit_span(span)
 
         invisible_to_dynamo(closure_in_span)

@@ -54,7 +54,6 @@ from dsprof.ingest.trace_schema import EVENTS_DECODER, Args, Event
 from dsprof.vocabulary import (  # noqa: F401 - ingest modules import them from here
     CLOSURE_SPAN,
     DSPROF_MODULE_PREFIX,
-    OPTIMIZER_STEP_SPAN,
 )
 
 # Kineto category (lower case) -> ops.cat

@@ -5,9 +5,7 @@ and legacy ``...Backward`` nodes are backward, ``Optimizer.step#``/``Optimizer.z
 optimizer, ``enumerate(DataLoader)#`` is data, ``## forward ##`` and
 ``DistributedDataParallel.forward`` are forward, and so is ``## closure ##``, dsprof's span
 around an optimizer's closure (its forward; the backward ops in it name themselves), so that
-``optimizer.step(closure)`` leaves only the parameter update in the optimizer phase;
-``## optimizer step ##``, dsprof's span around the step of an optimizer that wraps another
-unseen by torch (Opacus' ``DPOptimizer``: collectors/optimizer_wrappers.py), is optimizer. Module paths of traces recorded elsewhere are
+``optimizer.step(closure)`` leaves only the parameter update in the optimizer phase. Module paths of traces recorded elsewhere are
 rebuilt from the Python tracer's ``nn.Module:`` events and their ``Python parent id`` links.
 """
 
@@ -16,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dsprof.ingest.events import CLOSURE_SPAN, MODULE_PREFIX, OPTIMIZER_STEP_SPAN
+from dsprof.ingest.events import CLOSURE_SPAN, MODULE_PREFIX
 from dsprof.ingest.split_trace import HostEvents
 
 _BACKWARD_NAME = re.compile(r"(Backward\d*$)|(^torch::autograd::AccumulateGrad$)|(^## backward ##$)")
@@ -62,8 +60,6 @@ def own_phase(name: str) -> str | None:
         return "data"
     if c == "#" and name in ("## forward ##", CLOSURE_SPAN):
         return "forward"
-    if c == "#" and name == OPTIMIZER_STEP_SPAN:
-        return "optimizer"
     if c == "D" and name == "DistributedDataParallel.forward":
         return "forward"
     if ("ackward" in name or c == "t") and _BACKWARD_NAME.search(name):

@@ -1,8 +1,8 @@
 """An optimizer that wraps another and is no optimizer to torch (Opacus' ``DPOptimizer``
 subclasses ``torch.optim.Optimizer`` without calling its ``__init__``, clips and adds noise in
-its own ``step()``, then steps the SGD it holds): that work is the optimizer phase, at full
-speed and in the profiled steps (collectors/optimizer_wrappers.py). It read as "forward and
-the rest": optimizer 1 % of a DP-SGD step whose ``DPOptimizer.step`` was a quarter of it."""
+its own ``step()``, then steps the SGD it holds): that work is the optimizer phase at full speed
+(collectors/optimizer_wrappers.py). It read as "forward and the rest": optimizer 1 % of a DP-SGD
+step whose ``DPOptimizer.step`` was a quarter of it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import dsprof as dsprof_api
 from tests.integration.helpers import dsprof, plain, write
 
 # written here in the shape of Opacus' DPOptimizer (its code is not copied): the wrapper's own
-# work is a per-parameter clip and noise, and a fixed wait the script times itself
+# work is a per-parameter clip and noise, and a fixed wait the script times itself; with
+# "closure", it hands the inner optimizer a closure of its own that calls the script's (its
+# time is counted once, not twice)
 WRAPPED = '''
 import sys
 import time
@@ -45,10 +47,11 @@ class PrivateOptimizer(torch.optim.Optimizer):
         self.original_optimizer.zero_grad(set_to_none)
 
     def step(self, closure=None):
-        if closure is not None:
-            with torch.enable_grad():
-                closure()
         t0 = time.perf_counter()
+        if closure is not None:  # its own closure around the script's, to the inner step
+            time.sleep(0.004)
+            self.spent.append(time.perf_counter() - t0)
+            return self.original_optimizer.step(lambda: closure())
         for group in self.param_groups:
             for p in group["params"]:
                 norm = torch.linalg.vector_norm(p.grad)
@@ -77,7 +80,7 @@ for step in range(40):
         opt.step()
 spent = sorted(opt.spent[12:])
 print(f"wrapper {spent[len(spent) // 2] * 1e3:.3f}")
-print("weights", round(float(sum(p.sum() for p in model.parameters())), 4))
+print("weights", round(float(sum(p.detach().sum() for p in model.parameters())), 4))
 print("step is its own", type(opt).step.__name__, type(opt).step.__qualname__)
 '''
 
@@ -102,12 +105,12 @@ def test_a_wrapping_optimizers_own_work_is_the_optimizer_phase(tmp_path, how):
     assert 0.8 < phases["optimizer"]["ms"] / own_ms < 2.0, (phases, own_ms)
     assert sum(p["percent"] for p in phases.values()) == pytest.approx(100, abs=0.5)
     assert phases["forward and the rest"]["ms"] > 0
-    # AND the profiled steps agree: the wrapper's ops are optimizer, the model's are not
+    assert "optimizer phase: __main__.PrivateOptimizer" in (run / "dsprof.log").read_text()
+    # AND the profiler stays quiet on the script's stderr (an annotation around the wrapper's
+    # step held the boundary, and torch warned: "Optimizer.step#SGD.step ... collection.cpp")
+    assert "collection.cpp" not in res.stderr, res.stderr
+    # AND the model's own ops are still forward in the profiled steps
     with dsprof_api.load(run) as r:
-        clip = dict(r.sql("SELECT phase, count(*) FROM ops WHERE step IS NOT NULL "
-                          "AND name = 'aten::linalg_vector_norm' GROUP BY phase"))
         model_ops = dict(r.sql("SELECT phase, count(*) FROM ops WHERE step IS NOT NULL "
                                "AND name IN ('aten::addmm', 'aten::relu') GROUP BY phase"))
-    assert set(clip) == {"optimizer"}, clip
     assert set(model_ops) == {"forward"}, model_ops
-    assert "optimizer phase: __main__.PrivateOptimizer" in (run / "dsprof.log").read_text()

@@ -79,11 +79,8 @@ def peak_timeline(run: Run) -> PeakTimeline | None:
     base_other = int(other.min()) if len(other) else 0
     fixed, scaled = fixed + base_other, scaled - base_other
     if run.has("ops"):
-        # torch's own optimizer spans (an optimizer wrapper's span holds batch-sized work:
-        # Opacus' per-sample gradients)
         spans = run.sql("SELECT start_ns, start_ns + dur_ns FROM ops WHERE rank = ? AND step = ? "
-                        "AND phase = 'optimizer' AND (name LIKE 'Optimizer.step#%' OR "
-                        "name LIKE 'Optimizer.zero_grad#%')", [rank, step])
+                        "AND parent_id IS NULL AND phase = 'optimizer'", [rank, step])
         for lo, hi in spans:
             inside = (data[:, 0] >= lo) & (data[:, 0] <= hi)
             fixed[inside] += scaled[inside]
