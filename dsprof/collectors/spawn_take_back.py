@@ -10,8 +10,8 @@ trains here once they are done, lost all its steps so ("no step boundaries were 
 step, the hand-over is undone: their records go, and a new session starts for this process,
 as the first did when the script imported torch; the old session passes its finish to it.
 What this process did before the spawn is set-up and is not kept (the hand-over dropped it).
-With ``join=False`` the processes are still running when the call returns: nothing is
-undone, they stay the run's ranks.
+With ``join=False`` the processes are still running when the call returns: the same is decided
+when the context's ``join()`` first says they all ended (``while not ctx.join(): pass``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,26 @@ def trained_nothing(run: Any, nprocs: int) -> bool:
         if not isinstance(boundaries, list) or boundaries:
             return False
     return True
+
+
+def take_back_when_joined(context: Any, session: Any, nprocs: int) -> None:
+    """``context.join`` (torch's ProcessContext, ``join=False``) that decides, once it returns
+    True, whether the processes were ranks: an attribute of this context only."""
+    join = getattr(context, "join", None)
+    if join is None:
+        return
+
+    def joined(*args: Any, **kwargs: Any) -> Any:
+        done = join(*args, **kwargs)
+        if done is True and session.spawned is not None and trained_nothing(session.run,
+                                                                          nprocs):
+            take_back(session, nprocs)
+        return done
+
+    try:
+        context.join = joined
+    except (AttributeError, TypeError):  # a context that takes no attribute: as before
+        return
 
 
 def take_back(session: Any, nprocs: int) -> None:

@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsprof.collectors.spawn_take_back import take_back, trained_nothing
+from dsprof.collectors.spawn_take_back import take_back, take_back_when_joined, trained_nothing
 from dsprof.frames import raised_in_signal_handler
 from dsprof.log import SESSION_NOT_STARTED, logger
 from dsprof.manifest import SPAWNED_BY_SCRIPT
@@ -105,9 +105,11 @@ def start_processes(fn: Any, args: tuple[Any, ...] = (), nprocs: int = 1, join: 
         if exc.__traceback__ is not None:
             exc.__traceback__ = exc.__traceback__.tb_next
         raise
-    if target is not fn and join and session is not None and trained_nothing(session.run,
-                                                                             nprocs):
-        take_back(session, nprocs)  # data preparation, not ranks: the training is here
+    if target is not fn and session is not None:
+        if not join:  # the script joins the context itself: decided when it says all ended
+            take_back_when_joined(result, session, nprocs)
+        elif trained_nothing(session.run, nprocs):
+            take_back(session, nprocs)  # data preparation, not ranks: the training is here
     return result
 
 

@@ -248,6 +248,7 @@ def steps_done(run, rank: int) -> int:
 
 SPAWN_THEN_TRAIN = '''
 import os
+import sys
 
 import numpy as np
 import torch
@@ -262,7 +263,12 @@ def prepare(index):
 
 
 if __name__ == "__main__":
-    mp.spawn(prepare, nprocs=2)
+    if sys.argv[1:] == ["nojoin"]:
+        context = mp.spawn(prepare, nprocs=2, join=False)
+        while not context.join():
+            pass
+    else:
+        mp.spawn(prepare, nprocs=2)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
     opt = torch.optim.Adam(model.parameters())
@@ -275,12 +281,14 @@ if __name__ == "__main__":
 '''
 
 
-def test_processes_spawned_to_prepare_data_leave_the_training_to_this_process(tmp_path):
-    # GIVEN a script that spawns 2 processes to prepare its data, then trains here
+@pytest.mark.parametrize("how", ["join", "nojoin"])
+def test_processes_spawned_to_prepare_data_leave_the_training_to_this_process(tmp_path, how):
+    # GIVEN a script that spawns 2 processes to prepare its data (joined by spawn, or by the
+    # script's own loop over the context's join()), then trains here
     script = write(tmp_path / "prep.py", SPAWN_THEN_TRAIN)
     out = tmp_path / "run"
-    bare = plain(script)
-    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), timeout=180)
+    bare = plain(script, how)
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), how, timeout=180)
     # THEN it ran as without dsprof
     assert res.code == bare.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0] == bare.stdout.strip()
