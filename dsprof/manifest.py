@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from dsprof.errors import RunDirError
+from dsprof.meta_types import checked
 from dsprof.schema_version import SCHEMA_VERSION
 
 META_FILE = "meta.json"
@@ -81,7 +82,7 @@ def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
 
 def read_meta_doc(run_path: Path) -> dict[str, Any]:
     """meta.json of a run directory, checked and upgraded (a plain dict, for writers that
-    update it).
+    update it), each value of a type dsprof never writes there dropped (``meta_types``).
 
     Raises:
         RunDirError: missing, unreadable, corrupt, or written by a newer schema.
@@ -101,7 +102,7 @@ def read_meta_doc(run_path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise RunDirError(f"{meta_path} has no schema_version; it was not written by dsprof")
     try:
-        return upgrade(doc)
+        return checked(upgrade(doc))
     except RunDirError as exc:
         raise RunDirError(f"{run_path}: {exc}") from None
 
@@ -310,7 +311,8 @@ def parse(doc: Mapping[str, Any]) -> RunManifest:
                                  or [] if isinstance(p, dict) and p.get("name")),
         trace_capability=_trace_capability(d.get("trace_device_properties")),
         world_size=_positive_int(d.get("world_size")),
-        windows=tuple(Window(int(w.get("index", i)), str(w.get("kind") or "window"),
+        windows=tuple(Window(w["index"] if isinstance(w.get("index"), int) else i,
+                             str(w.get("kind") or "window"),
                              tuple(int(s) for s in w.get("steps") or []), bool(w.get("capped")))
                       for i, w in enumerate(d.get("windows") or []) if isinstance(w, dict)),
         steps_source=d.get("steps_source"),

@@ -60,7 +60,7 @@ def ingest_notes_text(meta: dict[str, Any]) -> list[str]:
     if not isinstance(kinds, dict) or not kinds:
         return []
     top = sorted(kinds.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))[:3]
-    return [f"FLOPs unknown for {int(unknown.get('ops', 0))} ops of {len(kinds)} kinds ("
+    return [f"FLOPs unknown for {int(unknown.get('ops') or 0)} ops of {len(kinds)} kinds ("
             + ", ".join(f"{name} x{count}" for name, count in top)
             + (", ..." if len(kinds) > 3 else "")
             + "): the trace has no shapes for them (record_shapes=False) or arguments in a "
@@ -239,8 +239,9 @@ def _facts(run: Run) -> dict[str, Any]:
         "ranks": m.get("ranks"),
         "world_size": m.get("world_size"),
         "steps_source": m.get("steps_source"),
-        # (a forward loop's window set aside is no profile of this run's steps)
-        "windows": [w.get("steps") for w in m.get("windows", [])
+        # (a forward loop's window set aside is no profile of this run's steps; a null reads
+        # as no windows, as every null dsprof leaves in meta.json: meta_types.py)
+        "windows": [w.get("steps") for w in m.get("windows") or []
                     if w.get("kind") not in (EARLIER_LOOP, SETUP)] or None,
         "events": m.get("events"),
         "tables": [t for t in run.tables if t not in AGGREGATE_TABLES],

@@ -20,7 +20,9 @@ STAGES: dict[str, tuple[int, str]] = {
         # findings.json's reader and the schema version: split out to import no pyarrow
         "findings_file", "schema_version",
         # JSON-writable text of the script's argv and paths (meta.json: rundir)
-        "undecodable")},
+        "undecodable",
+        # the types of meta.json's keys, checked as the manifest reads it
+        "meta_types")},
     # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process
