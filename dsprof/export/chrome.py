@@ -32,6 +32,10 @@ from dsprof.sqlsafe import table_columns
 STREAM_TID = 0x7FFF0000  # device streams: above any Linux thread id (pid_max <= 2**22)
 STEPS_TID = 0x7FFE0000
 FINDINGS_TID = 0x7FFD0000
+# the rows the timeline can place: tables are data (docs/security.md), and a row with a NULL
+# rank or start is nowhere on it; a NULL thread or stream is thread 0, a NULL duration lasts 0
+# (a NULL thread or start was a TypeError: int(None), None - int)
+PLACED = "rank IS NOT NULL AND start_ns IS NOT NULL"
 
 
 def default_path(run: Run, fmt: str) -> Path:
@@ -51,38 +55,41 @@ def build_trace(run: Run) -> dict[str, Any]:
 
     if run.has("ops"):
         for (rank, thread, name, cat, start, dur, module, phase, step, shapes, dtypes, flops,
-             op_id) in run.sql("""
+             op_id) in run.sql(f"""
                 SELECT rank, thread, name, cat, start_ns, dur_ns, module, phase, step,
-                       input_shapes, dtypes, flops, id FROM ops ORDER BY rank, start_ns"""):
+                       input_shapes, dtypes, flops, id FROM ops WHERE {PLACED}
+                ORDER BY rank, start_ns"""):
             ranks.add(rank)
             args = {"id": op_id, "module": module, "phase": phase, "step": step,
                     "input_shapes": shapes, "dtypes": dtypes, "flops": flops}
             events.append({"ph": "X", "name": name, "cat": cat, "pid": rank,
-                           "tid": int(thread) & 0x7FFFFFFF, "ts": us(rank, start),
-                           "dur": max(dur, 0) / 1e3,
+                           "tid": int(thread or 0) & 0x7FFFFFFF, "ts": us(rank, start),
+                           "dur": max(dur or 0, 0) / 1e3,
                            "args": {k: v for k, v in args.items() if v is not None}})
     streams: set[tuple[int, int]] = set()
     if run.has("kernels"):
-        for rank, stream, name, kind, start, dur, device, corr in run.sql("""
+        for rank, stream, name, kind, start, dur, device, corr in run.sql(f"""
                 SELECT rank, stream, name, kind, start_ns, dur_ns, device, correlation
-                FROM kernels ORDER BY rank, start_ns"""):
+                FROM kernels WHERE {PLACED} ORDER BY rank, start_ns"""):
             ranks.add(rank)
             s = int(stream or 0)
             streams.add((rank, s))
             args = {"device": device, "correlation": corr}
             events.append({"ph": "X", "name": name, "cat": f"kernel.{kind}", "pid": rank,
-                           "tid": STREAM_TID + s, "ts": us(rank, start), "dur": max(dur, 0) / 1e3,
+                           "tid": STREAM_TID + s, "ts": us(rank, start),
+                           "dur": max(dur or 0, 0) / 1e3,
                            "args": {k: v for k, v in args.items() if v is not None}})
     if run.has("steps"):
         cols = table_columns(run, "steps")
         amp = "loss_scale, skipped" if {"loss_scale", "skipped"} <= cols else "NULL, NULL"
         for rank, step, start, dur, profiled, scale, skipped in run.sql(f"""
                 SELECT rank, step, start_ns, dur_ns, profiled, {amp} FROM steps
-                ORDER BY rank, step"""):
+                WHERE {PLACED} ORDER BY rank, step"""):
             ranks.add(rank)
             args = {"profiled": profiled, "loss_scale": scale, "skipped": skipped}
             events.append({"ph": "X", "name": f"step {step}", "cat": "step", "pid": rank,
-                           "tid": STEPS_TID, "ts": us(rank, start), "dur": max(dur, 0) / 1e3,
+                           "tid": STEPS_TID, "ts": us(rank, start),
+                           "dur": max(dur or 0, 0) / 1e3,
                            "args": {k: v for k, v in args.items() if v is not None}})
     if run.has("memory"):
         for rank, ts, allocated in run.sql("""

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 
 import jsonschema
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -101,6 +104,36 @@ def test_perfetto_is_the_same_trace_gzip_compressed(amp_run, tmp_path):
     jsonschema.validate(doc, CHROME_TRACE_SCHEMA)
     with dsprof.load(amp_run) as run:
         assert len(doc["traceEvents"]) == len(build_trace(run)["traceEvents"])
+
+
+def _null_columns(table_dir, keep: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> None:
+    """Every part of a table with its columns ``only`` (or all but ``keep``) set to NULL, the
+    schema unchanged."""
+    for part in table_dir.glob("*.parquet"):
+        data = pq.read_table(part)
+        for i, field in enumerate(data.schema):
+            if field.name not in keep and (not only or field.name in only):
+                data = data.set_column(i, field, pa.nulls(len(data), field.type))
+        pq.write_table(data, part)
+
+
+def test_null_thread_and_step_times_still_export(amp_run, tmp_path):
+    # GIVEN a copy of the run whose ops have a NULL thread and whose steps are NULL but their
+    # rank (a run directory is data: a fuzz sweep's edit with pyarrow; both were a TypeError,
+    # int(None) and None - int, exit status 1)
+    run = tmp_path / "run"
+    shutil.copytree(amp_run, run, ignore=shutil.ignore_patterns("trace.*"))
+    _null_columns(run / "tables" / "ops", only=("thread",))
+    _null_columns(run / "tables" / "steps", keep=("rank",))
+    # WHEN it is exported for Perfetto
+    res = dsprof_cli("export", "-f", "perfetto", str(run))
+    # THEN the trace is written, valid, its ops on thread 0 and no step without a time in it
+    assert res.code == 0 and "Traceback" not in res.stderr, res.stderr
+    doc = json.loads(gzip.decompress((run / "trace.perfetto.json.gz").read_bytes()))
+    jsonschema.validate(doc, CHROME_TRACE_SCHEMA)
+    ops = [e for e in doc["traceEvents"] if e.get("cat") == "cpu_op"]
+    assert ops and {e["tid"] for e in ops} == {0}
+    assert not [e for e in doc["traceEvents"] if e.get("cat") == "step"]
 
 
 def test_ranks_are_merged_into_one_trace():
