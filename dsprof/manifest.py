@@ -64,6 +64,10 @@ def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
         RunDirError: the document is from a newer dsprof, or of a version with no upgrade.
     """
     version = doc.get("schema_version")
+    if "schema_version" in doc and (not isinstance(version, int) or isinstance(version, bool)
+                                    or version < 1):
+        raise RunDirError(f"meta.json's schema_version is {_shown(version)}, not a version "
+                          "dsprof writes; it was not written by dsprof")
     if not isinstance(version, int) or isinstance(version, bool):
         raise RunDirError("meta.json has no schema_version; it was not written by dsprof")
     if version > SCHEMA_VERSION:
@@ -80,6 +84,12 @@ def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _shown(value: Any) -> str:
+    """A value from the file, short and on one line, for a message."""
+    text = repr(value)
+    return (text[:40] + "...") if len(text) > 40 else text
+
+
 def read_meta_doc(run_path: Path) -> dict[str, Any]:
     """meta.json of a run directory, checked and upgraded (a plain dict, for writers that
     update it), each value of a type dsprof never writes there dropped (``meta_types``).
@@ -89,7 +99,8 @@ def read_meta_doc(run_path: Path) -> dict[str, Any]:
     """
     meta_path = run_path / META_FILE
     if not run_path.is_dir():
-        raise RunDirError(f"{run_path} is not a run directory (it does not exist); "
+        what = "it is a file, not a folder" if run_path.exists() else "it does not exist"
+        raise RunDirError(f"{run_path} is not a run directory ({what}); "
                           "pass a folder made by `dsprof run` or `dsprof import`")
     if not meta_path.is_file():
         raise RunDirError(f"{run_path} is not a run directory (no meta.json); "

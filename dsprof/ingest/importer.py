@@ -56,7 +56,9 @@ def discover(paths: list[Path]) -> list[Path]:
                     "torch.profiler/Kineto traces and *.pickle CUDA memory snapshots)")
             files.append(p)
         else:
-            raise TraceFormatError(f"{p}: no such file or folder")
+            what = ("not a regular file or folder (a pipe, a device?)" if p.exists()
+                    else "no such file or folder")
+            raise TraceFormatError(f"{p}: {what}")
     return files
 
 

@@ -182,3 +182,23 @@ def test_a_value_no_table_can_hold_names_the_users_file(tmp_path):
         return  # a dsprof that reads such a value is not refusing it
     assert_one_line_error(res, str(trace), "cannot read this trace")
     assert "/raw/" not in res.stderr
+
+
+def test_messages_say_what_the_path_is(tmp_path):
+    # GIVEN a file where a run directory goes, a FIFO given to import, a meta.json whose
+    # schema_version is no version (each message said something else: "it does not exist",
+    # "no such file or folder", "has no schema_version")
+    import os
+
+    afile = write(tmp_path / "afile", "x")
+    assert_one_line_error(dsprof("summary", str(afile)), "it is a file, not a folder")
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    assert_one_line_error(dsprof("import", str(fifo), "-o", str(tmp_path / "r")),
+                          "not a regular file or folder")
+    run = tmp_path / "run"
+    assert dsprof("import", str(trace_dir("hta_inference_tiny")), "-o", str(run)).code == 0
+    meta = json.loads((run / "meta.json").read_text())
+    meta["schema_version"] = "4"
+    (run / "meta.json").write_text(json.dumps(meta))
+    assert_one_line_error(dsprof("summary", str(run)), "schema_version is '4', not a version")
