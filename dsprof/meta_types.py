@@ -19,11 +19,10 @@ Keys the table does not list pass as they are: their readers check them where th
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
-logger = logging.getLogger("dsprof")
+from dsprof.log import logger
 
 Spec = Any  # type | tuple[type, ...] | dict[str, Spec] | list[Spec] | Pair
 

@@ -29,7 +29,14 @@ from dsprof.manifest import RunManifest, parse
 from dsprof.rundir import RunDir
 from dsprof.schema import TABLES
 from dsprof.schema_version import SCHEMA_VERSION
-from dsprof.sqlsafe import damaged_run, ident, parquet_files, relation_columns, table_name
+from dsprof.sqlsafe import (
+    damaged_run,
+    first_line,
+    ident,
+    parquet_files,
+    relation_columns,
+    table_name,
+)
 
 if TYPE_CHECKING:
     from dsprof.facts import Facts
@@ -134,10 +141,9 @@ class Run:
             try:
                 self._view(con, name, held)
             except duckdb.Error as exc:  # the files, not dsprof's SQL: it binds only them
-                text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                 raise RunDirError(f"{self.path}: the {name!r} table cannot be read "
-                                  f"({type(exc).__name__}: {text}); the run directory is "
-                                  "damaged: import or run it again") from None
+                                  f"({type(exc).__name__}: {first_line(exc)}); the run "
+                                  "directory is damaged: import or run it again") from None
         return con
 
     def _view(self, con: Any, name: str, held: bool) -> None:

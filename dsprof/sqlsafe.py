@@ -102,12 +102,18 @@ def damaged_run(exc: BaseException) -> RunDirError | None:
     cls = type(exc)
     if not cls.__module__.lstrip("_").startswith("duckdb"):
         return None
-    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else cls.__name__
+    text = first_line(exc)
     if cls.__name__ in _UNREADABLE or (cls.__name__ == "Error" and any(
             w in text.lower() for w in _UNREADABLE_WORDS)):
         return RunDirError(f"the run's tables cannot be read ({cls.__name__}: {text}); the run "
                            "directory is damaged: import or run it again")
     return None
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line, cut to 300 characters (DuckDB's run on for pages), or its class."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def table_name(name: str) -> str:

@@ -100,7 +100,7 @@ class OptimizerWrappers:
         def step(*args: Any, **kwargs: Any) -> Any:
             if not watch.active or is_compiling():
                 return original(*args, **kwargs)
-            args, kwargs = _closure_timed(closures, args, kwargs)
+            args, kwargs = closures.timed_in(args, kwargs) or (args, kwargs)
             runtime.wrapper_starting()
             try:
                 return original(*args, **kwargs)
@@ -116,16 +116,6 @@ class OptimizerWrappers:
         logger.info("optimizer phase: %s.%s steps an optimizer torch does not see it as; its "
                     "step() is timed as the optimizer's from its next call", owner.__module__,
                     owner.__qualname__, extra=FILE_LINE)
-
-
-def _closure_timed(closures: Any, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``step(closure)`` as the optimizer hook hands it on: the closure timed apart."""
-    if callable(kwargs.get("closure")):
-        return args, {**kwargs, "closure": closures.wrap(kwargs["closure"])}
-    if len(args) >= 2 and callable(args[1]):
-        return (args[0], closures.wrap(args[1]), *args[2:]), kwargs
-    return args, kwargs
 
 
 def _enclosing_wrapper(optimizer: Any, frame: Any) -> tuple[type, Any] | None:

@@ -74,19 +74,26 @@ class ClosureMarker:
 
         if torch.compiler.is_compiling():  # a compiled opt.step: Dynamo inlines this hook
             return None
+        return self.timed_in(args, kwargs)
+
+    def timed_in(self, args: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """A ``step(self, closure=None)`` call's arguments with its closure timed and under
+        the closure span (torch's hook, and an optimizer wrapper's step:
+        collectors/optimizer_wrappers.py), or None when it was given none."""
         # args[0] is the optimizer itself (torch passes the bound call's full args)
         if "closure" in kwargs:
             closure = kwargs["closure"]
             if not callable(closure):
                 return None
-            return args, {**kwargs, "closure": self._wrap(closure)}
+            return args, {**kwargs, "closure": self.wrap(closure)}
         if len(args) >= 2 and callable(args[1]):
-            return (args[0], self._wrap(args[1]), *args[2:]), kwargs
+            return (args[0], self.wrap(args[1]), *args[2:]), kwargs
         return None
 
     def wrap(self, closure: Callable[[], Any]) -> Callable[[], Any]:
-        """``closure`` run under the closure span and timed (an optimizer wrapper's step is
-        given it: collectors/optimizer_wrappers.py); a closure wrapped already is as it is."""
+        """``closure`` run under the closure span and timed; a closure wrapped already is as
+        it is."""
         return self._wrap(closure)
 
     def _wrap(self, closure: Callable[[], Any]) -> Callable[[], Any]:
