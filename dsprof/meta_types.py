@@ -84,6 +84,9 @@ META_TYPES: dict[str, Spec] = {
     "spawned": {"nprocs": int, "start_method": str},
     "spawned_unprofiled": [dict], "group_unprofiled": {"world_size": int, "rank": int},
     "late_environment": [dict], "script_imported_torch": bool, "child_processes": [dict],
+    "python_children": [{"argv": STR_LIST, "cut": bool, "launcher": str, "seconds": NUM,
+                         "ended": bool, "exit_status": int}],
+    "python_children_more": int,
     "backend": str, "partial": bool, "rank_failures": {RANK: str},
     "first_failure": {"rank": int, "why": str}, "coordinator_lost": bool,
 }

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dsprof.apply import from_env as knobs_from_env
-from dsprof.collectors import script_signals, torch_arrival
+from dsprof.collectors import python_children, script_signals, torch_arrival
 from dsprof.log import SESSION_NOT_STARTED, logger
 from dsprof.ranks import RankEnv, die_with_launcher
 from dsprof.rundir import RunDir
@@ -64,6 +64,10 @@ class DeferredSession:
 
     def start_when_torch_loads(self) -> None:
         """Main thread, before the script runs."""
+        # the Python children the script starts (python_children.py), from its first line: a
+        # driver that only runs `python train.py` never imports torch. (A rank's are the job's.)
+        if not self._args[3].distributed:
+            python_children.install()
         self._main_call = _MainThreadCall(self.start)
         torch_arrival.when_torch_loads(self._torch_loaded)
 
@@ -117,6 +121,7 @@ class DeferredSession:
             self._main_call.cancel()
         if self.session is None and self.failed is None:
             self.start(after_script=True)
+        python_children.stop()  # the script has ended
         return self.session
 
     def finish(self, exit_status: int, reason: str, error: str | None = None) -> None:

@@ -14,7 +14,13 @@ from typing import Any
 
 import orjson
 
-from dsprof.collectors import child_processes, memory_history, peak_ledger, process_groups
+from dsprof.collectors import (
+    child_processes,
+    memory_history,
+    peak_ledger,
+    process_groups,
+    python_children,
+)
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.collectors.device import precision_state
 from dsprof.collectors.late_environment import describe, set_too_late
@@ -135,6 +141,7 @@ def save(session: Any, exit_status: int, reason: str, error: str | None,
            and seen[0] > 1 else {}),
         **({"child_processes": child_processes.to_meta(session.child_processes)}
            if session.child_processes else {}),
+        **python_children.take_meta(),
         **({"user_profiler": handed_over}
            if timeline and (handed_over := timeline.handed_over.to_meta()) else {}),
         **({"autograd_anomaly": sum(record["autograd_anomaly"])}

@@ -36,6 +36,7 @@ from dsprof.metrics.noise import has_column
 from dsprof.reports.comms_summary import comms_summary
 from dsprof.reports.full_speed_phases import full_speed_phases
 from dsprof.reports.loop_notes import step_notes
+from dsprof.reports.python_child_note import python_child_notes
 from dsprof.reports.summary_data import (
     LoopStats,
     MemoryPeak,
@@ -120,6 +121,8 @@ def summarize(run: Run, top: int = 15) -> RunSummary:
             notes.append(f"no optimizer step was seen (none, or one inside a torch.compile'd "
                          f"function): each of the {calls} ended a step (an update after it is "
                          "timed in the next step; call dsprof.step() to mark steps yourself)")
+        # the training ran in a Python child the script started (python_child_note.py)
+        notes.extend(python_child_notes(run.meta, run.manifest.target))
         if run.has("steps") and src != "none":
             notes.extend(step_notes(run))
             notes.extend(_setup_capture_note(run))

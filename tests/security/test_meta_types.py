@@ -24,6 +24,9 @@ COMMANDS = ("summary", "analyze", "memory", "gpu", "export")
 # meta.json key -> a value of the wrong type (the fuzz sweep's, each a traceback before)
 BAD_VALUES = [
     ("windows", None), ("windows", "w"), ("windows", [None]),
+    ("python_children", "x"), ("python_children_more", "x"),
+    ("python_children", [{"argv": "x", "seconds": "9", "launcher": ["torchrun"],
+                          "exit_status": "0", "ended": "no"}, None, 3]),
     ("windows", [{"index": "a", "steps": "x", "file": "../../../../etc/passwd"}]),
     ("settings", "x"), ("rank_failures", "x"), ("devices", "cpu"),
     ("clock", "x"), ("clock", {"kind": 1, "rank_offsets_ns": {"0": "x"}}),
