@@ -9,6 +9,7 @@ traces fall back to module type names (``...PreTrainedModel`` classes end in ``F
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from dsprof.analyzers.registry import Context
@@ -42,6 +43,13 @@ _FABRIC_SETUP = "lightning.fabric.setup"
 # meta.json frameworks marker (collectors/process_facts.TRL_CONFIG): "trl.config:SFTConfig" for
 # each TRL config class loaded; a TRL trainer takes its TrainingArguments as that class
 _TRL_CONFIG = "trl.config:"
+# meta.json frameworks marker (collectors/process_facts.HF_ARGUMENTS):
+# "transformers.args:Seq2SeqTrainingArguments" when the script loaded transformers' own
+# subclass (lazily loaded: only a script that names it); a Seq2SeqTrainer run was told
+# TrainingArguments(...)
+_HF_ARGUMENTS = "transformers.args:"
+# "TrainingArguments(" as a name of its own (not the tail of Seq2SeqTrainingArguments)
+_ARGUMENTS_CALL = re.compile(r"(?<![A-Za-z0-9_])TrainingArguments\(")
 
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
@@ -226,27 +234,36 @@ def framework_fix(ctx: Context, area: str) -> str:
     return hf_arguments(ctx, "".join(t + "\n" for t in lines))
 
 
+def _marked(ctx: Context, prefix: str) -> str:
+    """The classes meta.json's frameworks name after ``prefix`` (``SFTConfig``;
+    ``SFTConfig / DPOConfig``), or ""."""
+    names = sorted({one_line(str(f)[len(prefix):]) for f in
+                    ctx.meta.get("frameworks") or [] if str(f).startswith(prefix)})
+    return " / ".join(names[:3])
+
+
 def trl_configs(ctx: Context) -> str:
     """The TRL config class(es) the run loaded (``SFTConfig``; ``SFTConfig / DPOConfig``),
     or ""."""
-    configs = sorted({one_line(str(f)[len(_TRL_CONFIG):]) for f in
-                      ctx.meta.get("frameworks") or [] if str(f).startswith(_TRL_CONFIG)})
-    return " / ".join(configs[:3])
+    return _marked(ctx, _TRL_CONFIG)
 
 
 def hf_arguments(ctx: Context, fix: str) -> str:
     """``fix`` with ``TrainingArguments(`` named as the class the script builds: a TRL
     trainer's config (``SFTConfig``, ``DPOConfig``: TrainingArguments subclasses with the same
-    fields), where the run loaded one; else as it is."""
-    name = trl_configs(ctx)
-    if not name or "TrainingArguments(" not in fix:
+    fields), where the run loaded one; else transformers' own subclass the script loaded
+    (``Seq2SeqTrainingArguments``); else as it is."""
+    trl = trl_configs(ctx)
+    name = trl or _marked(ctx, _HF_ARGUMENTS)
+    if not name or not _ARGUMENTS_CALL.search(fix):
         return fix
     out = []
     for line in fix.split("\n"):
-        if "TrainingArguments(" in line:
-            line = line.replace("# Hugging Face Trainer:", "# TRL:").replace(
-                "# Hugging Face:", "# TRL:").replace("# HF Trainer:", "# TRL:").replace(
-                "TrainingArguments(", f"{name}(")
+        if _ARGUMENTS_CALL.search(line):
+            if trl:
+                line = line.replace("# Hugging Face Trainer:", "# TRL:").replace(
+                    "# Hugging Face:", "# TRL:").replace("# HF Trainer:", "# TRL:")
+            line = _ARGUMENTS_CALL.sub(f"{name}(", line)
         out.append(line)
     return "\n".join(out)
 

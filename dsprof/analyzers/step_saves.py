@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from dsprof.analyzers.frameworks import frameworks
+from dsprof.analyzers.frameworks import frameworks, hf_arguments
 from dsprof.analyzers.registry import Context
 from dsprof.analyzers.step_differences import extra_passes
 from dsprof.analyzers.step_period import period_of
@@ -245,7 +245,8 @@ def checkpoint_fix(ctx: Context, saves: CheckpointSaves,
     elif "lightning" in used:
         switch = f"ModelCheckpoint(..., every_n_train_steps={less})  # was {saves.every}"
     elif "transformers.trainer" in used:
-        switch = f"TrainingArguments(..., save_steps={less})  # was {saves.every}"
+        switch = hf_arguments(ctx, f"TrainingArguments(..., save_steps={less})  # was "
+                                   f"{saves.every}")
     else:
         switch = (f"if step % {less} == 0:  # was every {saves.every} steps\n"
                   + ("    evaluate(...)\n" if evaluation else "") + f"    {saves.short}(...)")

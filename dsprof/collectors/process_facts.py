@@ -63,11 +63,21 @@ FABRIC_SETUP = "lightning.fabric.setup"
 TRL_CONFIG = "trl.config:"
 
 
+# transformers' own TrainingArguments subclasses (Seq2SeqTrainingArguments, in
+# transformers.training_args_seq2seq): "transformers.args:Seq2SeqTrainingArguments" when its
+# module is loaded. transformers loads it lazily, only when the script names the class
+# (transformers 5.25: importing Trainer, TrainingArguments or even Seq2SeqTrainer leaves it
+# out), so a loaded one is the class the script builds; a Seq2SeqTrainer script was told
+# "args = TrainingArguments(..., logging_nan_inf_filter=False)".
+HF_ARGUMENTS = "transformers.args:"
+
+
 def frameworks_loaded() -> list[str]:
     """The training frameworks the script imported (and, for transformers, the marker
     :data:`ACTIVATION_CHECKPOINTING` when the imported release names checkpointing so;
     :data:`ACCELERATOR` when an Accelerator was built; :data:`FABRIC_SETUP` when a module
-    walk met a model set up by Fabric)."""
+    walk met a model set up by Fabric; :data:`TRL_CONFIG` and :data:`HF_ARGUMENTS` per
+    TrainingArguments subclass loaded)."""
     from dsprof import module_paths
 
     found = [name for name in _FRAMEWORKS if name in sys.modules]
@@ -78,24 +88,52 @@ def frameworks_loaded() -> list[str]:
     if "fabric" in module_paths.SEEN:
         found.append(FABRIC_SETUP)
     found += [TRL_CONFIG + name for name in _trl_configs()]
+    found += [HF_ARGUMENTS + name for name in _hf_argument_classes()]
     return found
+
+
+def _training_arguments() -> type | None:
+    """transformers' TrainingArguments, if the script loaded it."""
+    args = getattr(sys.modules.get("transformers.training_args"), "TrainingArguments", None)
+    return args if isinstance(args, type) else None
+
+
+def _subclasses_in(modules: list[str], base: type) -> set[str]:
+    """The public subclasses of ``base`` defined in the loaded ``modules`` (by name)."""
+    names = set()
+    for name in modules:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        names.update(attr for attr, obj in list(vars(module).items())
+                     if isinstance(obj, type) and not attr.startswith("_")
+                     and obj.__module__ == name and issubclass(obj, base))
+    return names
+
+
+def _hf_argument_classes() -> list[str]:
+    """The TrainingArguments subclasses of transformers' own loaded ``training_args_*``
+    modules (Seq2SeqTrainingArguments)."""
+    try:
+        args = _training_arguments()
+        if args is None:
+            return []
+        modules = [name for name in list(sys.modules)
+                   if name.startswith("transformers.training_args_")]
+        return sorted(_subclasses_in(modules, args) - {"TrainingArguments"})[:4]
+    except Exception:  # noqa: BLE001 - a half-torn-down module at exit: say nothing
+        return []
 
 
 def _trl_configs() -> list[str]:
     """The public TrainingArguments subclasses of TRL's loaded config modules."""
     try:
-        args = getattr(sys.modules.get("transformers.training_args"), "TrainingArguments", None)
+        args = _training_arguments()
         if args is None:
             return []
-        names = set()
-        for name, module in list(sys.modules.items()):
-            if not (name.startswith("trl.trainer.") and name.endswith("_config")) or \
-                    module is None:
-                continue
-            names.update(attr for attr, obj in list(vars(module).items())
-                         if isinstance(obj, type) and not attr.startswith("_")
-                         and obj.__module__ == name and issubclass(obj, args))
-        return sorted(names)[:8]
+        modules = [name for name in list(sys.modules)
+                   if name.startswith("trl.trainer.") and name.endswith("_config")]
+        return sorted(_subclasses_in(modules, args))[:8]
     except Exception:  # noqa: BLE001 - a half-torn-down module at exit: say nothing
         return []
 

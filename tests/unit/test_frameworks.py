@@ -319,3 +319,40 @@ def test_a_trl_trainer_gets_its_configs_switches(tmp_path):
         from dsprof.analyzers.host_syncs import _fix
         nan = hf_arguments(ctx, _fix("bool", "transformers/trainer.py:1956", None, "_run_epoch"))
         assert nan.endswith("args = SFTConfig(..., logging_nan_inf_filter=False)")
+
+
+def test_a_seq2seq_trainer_gets_its_arguments_class(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("transformers")
+    # GIVEN a process that built its arguments as a Seq2SeqTrainer script does, and one that
+    # imported the seq2seq trainer but builds plain TrainingArguments
+    facts = ("from dsprof.collectors.process_facts import frameworks_loaded\n"
+             "print(frameworks_loaded())")
+    seq2seq = subprocess.run(
+        [sys.executable, "-c", "from transformers import Seq2SeqTrainer, "
+         "Seq2SeqTrainingArguments\n" + facts],
+        capture_output=True, text=True, timeout=240, check=True).stdout
+    plain = subprocess.run(
+        [sys.executable, "-c", "from transformers import Seq2SeqTrainer, Trainer, "
+         "TrainingArguments\n" + facts],
+        capture_output=True, text=True, timeout=240, check=True).stdout
+    # THEN the session records the subclass for the first only (transformers loads its module
+    # when the script names the class)
+    assert "'transformers.args:Seq2SeqTrainingArguments'" in seq2seq
+    assert "transformers.args:" not in plain
+    # AND the Trainer's switches name it, under the Hugging Face label (a Seq2SeqTrainer
+    # script of the sweep was told TrainingArguments(..., logging_nan_inf_filter=False))
+    names = ["transformers", "transformers.trainer", "transformers.activation_checkpointing",
+             "transformers.args:Seq2SeqTrainingArguments"]
+    with load(_with_frameworks(tmp_path / "s2s", names)) as run:
+        ctx = Context(run)
+        assert framework_fix(ctx, "checkpointing").startswith(
+            "# Hugging Face: Seq2SeqTrainingArguments(..., activation_checkpointing=True)")
+        from dsprof.analyzers.frameworks import hf_arguments
+        from dsprof.analyzers.host_syncs import _fix
+        nan = hf_arguments(ctx, _fix("bool", "transformers/trainer.py:1956", None, "_run_epoch"))
+        assert nan.endswith("args = Seq2SeqTrainingArguments(..., logging_nan_inf_filter=False)")
+        # AND a fix that names the class already is left as it is
+        assert hf_arguments(ctx, "Seq2SeqTrainingArguments(x)\n") == "Seq2SeqTrainingArguments(x)\n"
