@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dsprof.analyzers.claims import DATA_WAIT
-from dsprof.analyzers.frameworks import frameworks
+from dsprof.analyzers.frameworks import frameworks, hf_arguments
 from dsprof.analyzers.registry import Context
 from dsprof.analyzers.step_warmup import span
 from dsprof.metrics.noise import has_column
@@ -179,13 +179,54 @@ def extra_pass_words(ctx: Context, steps: list[tuple[Any, ...]], rank: int, med:
     elif "ignite" in used:
         fix += (",\n# Ignite: the event filter of the handler that runs the evaluator, "
                 "Events.ITERATION_COMPLETED(every=N) or Events.EPOCH_COMPLETED(every=N)")
-    elif "transformers.trainer" in used:
-        fix += (",\n# Hugging Face: TrainingArguments(..., eval_steps=N) (a larger N), or a "
-                "smaller eval_dataset")
+    elif (switch := evaluation_switch(ctx)) is not None:
+        fix += ",\n" + switch
     elif "skorch" in used:
         fix += (",\n# skorch: validate on less data (the rest then trains): "
                 "NeuralNetClassifier(..., train_split=ValidSplit(10))  # 10 %, default 20 %")
     return title, fix + "."
+
+
+def evaluation_switch(ctx: Context, every: int | None = None, epochs: int | None = None,
+                      batches_per_step: int = 1) -> str | None:
+    """The HF Trainer's or Lightning Trainer's own switch for how often it evaluates, or None
+    for neither: with ``every`` (its stride in steps; ``epochs``, the whole epochs that is)
+    the line to paste, without it the arguments to look at. A Seq2SeqTrainer's periodic
+    evaluation every 16 steps was told ``if step % 64 == 0: ...``, a loop it does not have."""
+    used = frameworks(ctx)
+    if "lightning" in used:
+        if every is None:
+            return ("# Lightning: Trainer(..., check_val_every_n_epoch=N) or "
+                    "val_check_interval=K (training batches), or limit_val_batches=K")
+        if epochs:
+            return (f"# Lightning: it validated every {_epochs(epochs)} ({every} steps)\n"
+                    f"Trainer(..., check_val_every_n_epoch={4 * epochs})")
+        # an int interval counts training batches, within each epoch unless
+        # check_val_every_n_epoch=None (then across epochs: the only way past an epoch's length)
+        per = (f"; it counts training batches, {batches_per_step} a step"
+               if batches_per_step > 1 else "")
+        return (f"# Lightning: it validated every {every} steps{per}\n"
+                f"Trainer(..., val_check_interval={4 * every * batches_per_step}, "
+                "check_val_every_n_epoch=None)")
+    if "transformers.trainer" not in used:
+        return None
+    if every is None:
+        return hf_arguments(ctx, "# Hugging Face: TrainingArguments(..., eval_steps=N) (a larger "
+                                 "N), or a smaller eval_dataset")
+    if epochs:
+        # eval_strategy="epoch" has no every-N-epochs; eval_steps=<an epoch's steps> looks the
+        # same from the steps: eval_strategy="steps" serves both
+        return hf_arguments(ctx, f"# Hugging Face: it evaluated every {every} steps "
+                                 f"({_epochs(epochs)}: eval_strategy=\"epoch\", or eval_steps="
+                                 f"{every})\nTrainingArguments(..., eval_strategy=\"steps\", "
+                                 f"eval_steps={4 * every})")
+    return hf_arguments(ctx, "# Hugging Face: the Trainer's evaluation interval (in optimizer "
+                             f"steps)\nTrainingArguments(..., eval_steps={4 * every})  # was "
+                             f"{every}")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epochs" if n > 1 else "1 epoch"
 
 
 def ops_that_grew(ctx: Context, rank: int, step: int, normal: list[tuple]) -> list[str]:

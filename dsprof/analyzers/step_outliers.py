@@ -290,7 +290,7 @@ class StepOutliers(Analyzer):
                         else f"periodic work the script does{where}")
                      + f", {own * 1e3:.3g} ms {ctx.words.a_step} on average")
             fix = checkpoint_fix(ctx, saves, evaluation) if saves else \
-                words.periodic_fix(every, sites, periodic_switch(ctx, every))
+                words.periodic_fix(every, sites, periodic_switch(ctx, every, bool(evaluation)))
             if saves:
                 evidence.insert(0, Evidence(checkpoint_evidence(saves), rank=rank,
                                             site=sites[0] if sites else None))

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from dsprof.analyzers.frameworks import frameworks, hf_arguments
 from dsprof.analyzers.registry import Context
-from dsprof.analyzers.step_differences import extra_passes
+from dsprof.analyzers.step_differences import evaluation_switch, extra_passes
 from dsprof.analyzers.step_period import period_of
 from dsprof.metrics.noise import has_column
 from dsprof.render.safe_text import one_line
@@ -144,9 +144,10 @@ def checkpoint_words(saves: CheckpointSaves, evaluation: Evaluation | None = Non
             f"{times})")
 
 
-def periodic_switch(ctx: Context, every: int) -> str | None:
+def periodic_switch(ctx: Context, every: int, evaluation: bool = False) -> str | None:
     """The framework's own switch for work run every ``every`` steps by an event handler
-    (Ignite) or at each epoch's end (skorch, Keras' fit), or None: the caller gives its
+    (Ignite) or at each epoch's end (skorch, Keras' fit), or for an ``evaluation`` the HF or
+    Lightning Trainer runs every ``every`` steps (its interval), or None: the caller gives its
     framework's or the plain loop's."""
     used = frameworks(ctx)
     if "ignite" in used:
@@ -173,6 +174,8 @@ def periodic_switch(ctx: Context, every: int) -> str | None:
                 "Checkpoint(..., monitor=every_4th_epoch)\n"
                 "# or validate on less data (the rest then trains): NeuralNetClassifier(..., "
                 "train_split=ValidSplit(10))  # 10 %, default 20 %")
+    if evaluation:
+        return evaluation_switch(ctx, every, _epochs_in(ctx, every), _batches_per_step(ctx))
     return None
 
 
