@@ -7,14 +7,23 @@ Example:
 Pattern:
     ``steps.loss_scale`` / ``steps.skipped`` (collectors/grad_scaler.py fills them with no code
     change). A few skips while the scale calibrates at the start are normal (the default
-    initial scale is 2**16 and halves per overflow): only skips after the first successful
-    step count, or a first run of more than ``CALIBRATION_SKIPS``.
+    initial scale is 2**16 and halves per overflow): only skips after the scale settled count,
+    or more than ``CALIBRATION_SKIPS`` before it.
 
     The calibration is as long as the initial scale needs: halving from ``init_scale`` takes
     log2 of it (Megatron-LM starts at 2**32: 14 skips here before it held at 2**18).
 
+    The scale has settled at the first good step that starts ``SETTLED_RUN`` good steps in a
+    row, not at the first good step: that one may come before the weights moved. An MLP
+    trained by SGD at lr 0.7 took step 0 at 65536, then its updated weights overflowed steps 1
+    and 2 (65536 -> 32768 -> 16384) and never again in 200 steps; it read as "skipped 2 of
+    200 ... Repeated overflow means some values exceed float16's range", fixed by bf16. 8
+    good steps are 8 updates the scale survived, and fewer than a growth probe's interval
+    in the tests (10: each run of good steps ends at a probe). A run that never has 8 good
+    steps in a row never settled: its skips count from its first good step, as before.
+
 Algorithm:
-    Per rank: skips after the first good step, the longest run of consecutive skips, and the
+    Per rank: skips after the scale settled, the longest run of consecutive skips, and the
     scale's fall from its highest value after the calibration (the first good step on; from
     before it, Megatron's 2**32 settling at 2**18 read as a collapse by 2**13). A skipped step
     does all of forward and backward for nothing, so the saving is (skipped steps / steps) x
@@ -35,6 +44,7 @@ from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import Evidence, Finding
 
 CALIBRATION_SKIPS = 16  # 2**16 -> 1: the default init_scale halving to 1
+SETTLED_RUN = 8  # good steps in a row that say the scale has settled (module docstring)
 REPEATED_SKIPS = 2
 COLLAPSE_FACTOR = 2.0**10
 
@@ -63,7 +73,9 @@ class LossScaling(Analyzer):
     def _rank(self, ctx: Context, rank: int, steps: list[tuple]) -> list[Finding]:
         n = len(steps)
         first_good = next((i for i, s in enumerate(steps) if not s[2]), n)
-        late = [s for s in steps[first_good:] if s[2]]
+        settled_at = _settled(steps, first_good)
+        late = [s for s in steps[settled_at:] if s[2]]
+        early = sum(1 for s in steps[:settled_at] if s[2])
         longest = run = 0
         for s in steps:
             run = run + 1 if s[2] else 0
@@ -78,21 +90,22 @@ class LossScaling(Analyzer):
         high_step = steps[scales.index(high, first_good if first_good < n else 0)][0]
         findings = []
         total_skipped = sum(1 for s in steps if s[2])
-        repeated = len(late) >= REPEATED_SKIPS or first_good > calibration
+        uncalibrated = early > calibration
+        repeated = len(late) >= REPEATED_SKIPS or uncalibrated
         # a late skip back to a scale a good step held before: the scaler's growth probe
         # backing off (the first late skip may be its ceiling, found once)
         held: set[float] = set()
         probes = []
-        for i, s in enumerate(steps[first_good:], first_good):
+        for i, s in enumerate(steps[settled_at:], settled_at):
             if s[2] and scales[i] in held:
                 probes.append(s)
             elif not s[2]:
                 held.add(scales[i])
-        if repeated and first_good <= calibration and len(late) >= REPEATED_SKIPS \
+        if repeated and not uncalibrated and len(late) >= REPEATED_SKIPS \
                 and all(s in probes for s in late[1:]):
             findings.append(self._probes(ctx, rank, steps, late))
         elif repeated:
-            wasted = [s for s in steps if s[2]] if first_good > calibration else late
+            wasted = [s for s in steps if s[2]] if uncalibrated else late
             share = len(wasted) / n
             step_s = ctx.step_s or 0.0
             findings.append(Finding(
@@ -102,7 +115,7 @@ class LossScaling(Analyzer):
                 explanation=f"{total_skipped} steps had inf/NaN gradients and were thrown away "
                             f"({len(late)} after the scale had settled; longest run "
                             f"{longest}). Each did forward and backward for nothing: "
-                            f"{share:.1%} of the steps, about {share * step_s * 1e3:.1f} ms "
+                            f"{share:.1%} of the steps, about {share * step_s * 1e3:.3g} ms "
                             f"{ctx.per_step} on average. Repeated overflow means some values "
                             "exceed float16's range.",
                 evidence=_skips(rank, wasted),
@@ -154,7 +167,7 @@ class LossScaling(Analyzer):
                          f"{', '.join(map(str, at[:8]))}{' ...' if len(at) > 8 else ''}). "
                          "That is the scaler finding its ceiling, not values out of float16's "
                          f"range, but each probe throws a step away: {share:.1%} of the steps, "
-                         f"about {share * step_s * 1e3:.2f} ms {ctx.per_step}. The default "
+                         f"about {share * step_s * 1e3:.3g} ms {ctx.per_step}. The default "
                          "growth_interval, 2000, makes it one step in 2000."),
             evidence=_skips(rank, probes),
             fix=("scaler = torch.amp.GradScaler(..., growth_interval=2000)  # the default; "
@@ -162,6 +175,17 @@ class LossScaling(Analyzer):
             verify=("paste the fix, run again: dsprof summary NEW_RUN shows the skips"),
             data={"rank": rank, "skipped_steps": at, "probes": True,
                   "scale": [[int(s[0]), float(s[1])] for s in steps]})
+
+
+def _settled(steps: list[tuple], first_good: int) -> int:
+    """The index of the first good step that starts ``SETTLED_RUN`` good steps in a row;
+    ``first_good`` where no run is that long."""
+    run = 0
+    for i, s in enumerate(steps):
+        run = 0 if s[2] else run + 1
+        if run == SETTLED_RUN:
+            return i - SETTLED_RUN + 1
+    return first_good
 
 
 def _skips(rank: int, skipped: list[tuple]) -> tuple[Evidence, ...]:

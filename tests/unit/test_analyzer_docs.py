@@ -93,6 +93,7 @@ STATED = {
                    f"in the {'second half' if recompiles.LATE == 0.5 else recompiles.LATE}"],
     "grad_scaler": [f"at least {grad_scaler.REPEATED_SKIPS} after",
                     f"more than {grad_scaler.CALIBRATION_SKIPS} at the start",
+                    f"the first of {grad_scaler.SETTLED_RUN} good steps in a row",
                     f"2**{int(math.log2(grad_scaler.COLLAPSE_FACTOR))} under"],
 }
 

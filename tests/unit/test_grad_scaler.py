@@ -110,3 +110,55 @@ def test_growth_probes_are_the_scalers_not_float16s_range(tmp_path):
     assert "growth_interval=2000" in skipped.fix and "bfloat16" not in skipped.fix
     assert "float16's range" in skipped.explanation  # (says it is not that)
     assert "amp.scale_collapse" not in found
+
+
+def test_a_scale_that_settles_after_the_first_updates_is_no_repeated_overflow(tmp_path):
+    # GIVEN SGD at lr 0.7 under fp16 autocast with the default scaler: step 0 (the weights as
+    # initialised) holds 65536, the first updates' gradients overflow it twice (-> 16384),
+    # and then no step overflows
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                          nn.Linear(512, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.7, momentum=0.9)
+    x, y = torch.randn(4096, 128) * 3, torch.randint(0, 10, (4096,))
+    with dsprof.profile(tmp_path / "run", quiet=True) as prof:
+        scaler = torch.amp.GradScaler("cpu")
+        for step in range(40):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = nn.functional.cross_entropy(model(x[step * 64:][:64]),
+                                                   y[step * 64:][:64])
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    rows = prof.run.sql("SELECT step, loss_scale, skipped FROM steps ORDER BY step")
+    assert [r[0] for r in rows if r[2]] == [1, 2] and rows[-1][1] == 16384.0
+    # THEN no finding: the scaler calibrated (it read as "skipped 2 of 200 ... Repeated
+    # overflow means some values exceed float16's range", fixed by bf16)
+    kinds = {f.kind for f in read_findings(prof.run).findings}
+    assert "amp.skipped_steps" not in kinds and "amp.scale_collapse" not in kinds
+
+
+def test_skips_after_the_scale_held_still_count_and_say_the_saving_as_the_title():
+    from dsprof.analyzers.grad_scaler import SETTLED_RUN, LossScaling
+    from dsprof.analyzers.registry import Context
+    from tests.unit.test_analyzers_synthetic import _scales
+
+    def found(skipped: list[bool]):
+        scales, scale = [], 65536.0
+        for s in skipped:
+            scale = scale / 2 if s else scale
+            scales.append(scale)
+        ctx = Context(_scales(skipped, scales))
+        return [f for f in LossScaling().run(ctx) if f.kind == "amp.skipped_steps"]
+
+    # GIVEN skips after the scale held for SETTLED_RUN good steps: THEN found
+    (late,) = found([False] * SETTLED_RUN + [True, False] * 3 + [False] * 20)
+    assert late.title.startswith("GradScaler skipped 3 of")
+    # AND the explanation's time per step is the saving as the title states it (3 digits:
+    # "saves 0.0666 ms/step" stood beside "about 0.1 ms per step")
+    assert f"about {late.saving_s * 1e3:.3g} ms" in late.explanation
+    # AND the same two skips after a single good step, then only good ones: calibration
+    assert found([False, True, True] + [False] * 30) == []
+    # AND a run that never holds SETTLED_RUN good steps counts from its first good step
+    assert found([False, True, False, True] + [False] * (SETTLED_RUN - 1))
