@@ -103,9 +103,10 @@ def raised_in_signal_handler(exc: BaseException) -> bool:
     ``signal.alarm``). Such a catch-all re-raises it (``if raised_in_signal_handler(exc):
     raise``). Only looked at on the main thread, on the error path."""
     import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    from dsprof.hidden_threads import on_main_thread
+
+    if not on_main_thread():  # (current_thread() would make a thread of dsprof's known)
         return False
     codes = set()
     for signum in signal.valid_signals():

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dsprof import hidden_threads
+
 LOGGER_NAME = "dsprof"
 _NAMES = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
           "WARN": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
@@ -37,6 +39,13 @@ class _OwnLogger(logging.Logger):
     @disabled.setter
     def disabled(self, value: bool) -> None:
         pass
+
+    def makeRecord(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        """On one of dsprof's hidden threads (the sampler's, the SIGTERM watcher's) a record
+        that does not make the thread known to ``threading`` (:mod:`dsprof.hidden_threads`)."""
+        if hidden_threads.own_thread_name() is not None:
+            return hidden_threads.make_record(*args, **kwargs)
+        return super().makeRecord(*args, **kwargs)
 
 
 logger = logging.getLogger(LOGGER_NAME)

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.hidden_threads import HiddenThread
 from dsprof.log import logger
 
 EXIT_STATUS = 128 + signal.SIGTERM  # 143, what a shell reports for a SIGTERM'd program
@@ -91,7 +92,7 @@ class TermWatcher:
         self._previous: Any = None
         self._old_fd = -1
         self._socks: tuple[socket.socket, socket.socket] | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: HiddenThread | None = None
         self._installed = False
 
     def install(self) -> bool:
@@ -112,7 +113,9 @@ class TermWatcher:
             return False
         self._socks = (rsock, wsock)
         self._installed = True
-        self._thread = threading.Thread(target=self._watch, name="dsprof-sigterm", daemon=True)
+        # not in the script's threading.enumerate(): a script that joins every thread but its
+        # own waited forever on this one (dsprof/hidden_threads.py)
+        self._thread = HiddenThread(self._watch, "dsprof-sigterm")
         self._thread.start()
         return True
 

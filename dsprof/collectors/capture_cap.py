@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.frames import raised_in_signal_handler
+from dsprof.hidden_threads import HiddenThread, HiddenTimer
 
 SIGNAL: int | None = (int(signal.SIGRTMAX) - 7) if hasattr(signal, "SIGRTMAX") else None
 RETRY_S = 1.0
@@ -107,7 +108,7 @@ class MemoryWatch:
         self.base = heap_bytes()
         if self.base is None:
             return False
-        thread = threading.Thread(target=self._watch, name="dsprof-capture-memory", daemon=True)
+        thread = HiddenThread(self._watch, "dsprof-capture-memory")  # dsprof/hidden_threads.py
         thread.start()
         return True
 
@@ -131,7 +132,7 @@ class CapAlarm:
     def __init__(self, deadline: Callable[[], float], fire: Callable[[], None]):
         self._deadline = deadline
         self._fire = fire
-        self._timer: threading.Timer | None = None
+        self._timer: HiddenTimer | None = None
         self._installed = False
         self._lock = threading.Lock()
 
@@ -164,9 +165,7 @@ class CapAlarm:
                 pass
 
     def _schedule(self, delay: float) -> None:
-        timer = threading.Timer(max(0.0, delay), self._ring)
-        timer.daemon = True
-        timer.name = "dsprof-capture-cap"
+        timer = HiddenTimer(max(0.0, delay), self._ring, "dsprof-capture-cap")
         with self._lock:
             if not self._installed:
                 return

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.hidden_threads import HiddenThread
 from dsprof.log import logger
 
 ROUNDS = 5
@@ -60,7 +61,7 @@ class ClockExchange:
             "host": socket.gethostname(), "epoch_minus_monotonic_ns": epoch_minus_monotonic_ns,
             "offset_ns": 0, "rtt_ns": None,
             "method": "reference" if rank == 0 else "unmeasured"}
-        self._thread: threading.Thread | None = None
+        self._thread: HiddenThread | None = None
         self._done = threading.Event()
         self._cancelled = False
         self._prefix = f"dsprof/clock/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
@@ -71,7 +72,7 @@ class ClockExchange:
         if self.world_size < 2 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
             self._done.set()
             return
-        self._thread = threading.Thread(target=self._run, name="dsprof-clock", daemon=True)
+        self._thread = HiddenThread(self._run, "dsprof-clock")  # dsprof/hidden_threads.py
         self._thread.start()
 
     def record(self) -> dict[str, Any]:

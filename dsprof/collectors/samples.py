@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import psutil
 
+from dsprof.hidden_threads import HiddenThread
 from dsprof.log import logger
 from dsprof.rundir import SAMPLES_FILE, atomic_write_bytes
 
@@ -146,7 +147,8 @@ class MetricSampler:
         self.columns: dict[str, list[Any]] = {c: [] for c in ("ts_ns", "cpu_util", "rss_bytes",
                                                             *GPU_COLUMNS)}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="dsprof-sampler", daemon=True)
+        # not in the script's threading.enumerate() (dsprof/hidden_threads.py)
+        self._thread = HiddenThread(self._loop, "dsprof-sampler")
         self._process = psutil.Process()
 
     def watch_gpu(self, device: Any, bus_id: str | None, now: bool = True) -> None:

@@ -8,7 +8,6 @@ line, and the files written before it are kept.
 from __future__ import annotations
 
 import datetime as _dt
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from dsprof.collectors.compile_watch import compile_meta
 from dsprof.collectors.device import precision_state
 from dsprof.collectors.late_environment import describe, set_too_late
 from dsprof.collectors.process_facts import frameworks_loaded
+from dsprof.hidden_threads import on_main_thread
 from dsprof.log import logger
 from dsprof.rundir import SESSION_FILE, atomic_write_bytes
 
@@ -53,7 +53,7 @@ def stop_collectors(session: Any, save: bool) -> None:
         if hooks is not None:
             hooks.uninstall()
     if timeline is not None and session._timeline_ok and \
-            threading.current_thread() is not threading.main_thread():
+            not on_main_thread():
         # the SIGTERM thread saves while the main thread is blocked: Kineto's session
         # belongs to the main thread, and stopping it from here crashes torch
         session._timeline_ok = False

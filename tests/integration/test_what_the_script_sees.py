@@ -1,13 +1,16 @@
 """What a script can see of its own process is what ``python script.py`` shows it: its
-``__main__`` globals, torch's random stream, the settings it makes in ``os.environ``. Each
-script here looks at one of them, then trains three steps (so that dsprof has steps to find),
-and prints what it saw; under dsprof it must print the same, or dsprof must say why not."""
+``__main__`` globals, torch's random stream, the settings it makes in ``os.environ``, its
+threads. Each script here looks at one of them, then trains three steps (so that dsprof has
+steps to find), and prints what it saw; under dsprof it must print the same, or dsprof must say
+why not."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.integration.helpers import dsprof, meta, runs_as_without_dsprof, write
+from tests.integration.helpers import dsprof, meta, plain, runs_as_without_dsprof, write
 
 pytestmark = pytest.mark.slow
 
@@ -235,3 +238,61 @@ def test_a_script_restarted_from_its_orig_argv_runs_again(tmp_path):
     res = runs_as_without_dsprof(script, tmp_path / "run", "--x")
     assert "phase 1 orig_argv" in res.stdout and "child exit status 0" in res.stdout
     assert f"orig_argv ['{script}', '--x']" in res.stdout
+
+
+JOINS_EVERY_THREAD = """
+import os
+import threading
+
+import torch
+
+
+def threads(when):
+    print(when, threading.active_count(), sorted(t.name for t in threading.enumerate()),
+          flush=True)
+
+
+threads("after import torch:")  # the capture of step 0 under way
+model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(64, 32), torch.randn(64, 1)
+for _ in range(30):
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+threads("after training:")
+threading.Thread(target=lambda: None, name="script-worker").start()
+pid = os.fork()
+if pid == 0:
+    threads("forked child:")
+    os._exit(0)
+os.waitpid(pid, 0)
+# as test harnesses and shutdown code do: every thread but this one joined, no timeout
+for t in threading.enumerate():
+    if t is not threading.main_thread():
+        t.join()
+threads("joined all:")
+"""
+
+
+def test_a_script_sees_its_own_threads_only_and_joins_them_all(tmp_path):
+    # GIVEN a training script that lists its threads, forks, and joins every other thread
+    # without a timeout
+    script = write(tmp_path / "joins_every_thread.py", JOINS_EVERY_THREAD)
+    out = tmp_path / "run"
+    bare = plain(script, timeout=120)
+    # WHEN it runs under dsprof (a hang is a TimeoutExpired, not a blocked test)
+    res = dsprof("run", "-q", "-o", str(out), str(script), timeout=240)
+    # THEN it lists what it lists without dsprof (it listed dsprof-sampler, dsprof-sigterm,
+    # dsprof-capture-cap and dsprof-capture-memory) and its join-all loop ends
+    assert bare.returncode == 0, bare.stderr
+    assert res.code == 0, res.stderr
+    assert res.stdout == bare.stdout
+    assert "joined all: 1 ['MainThread']" in res.stdout
+    assert "Fatal Python error" not in res.stderr
+    # AND dsprof's threads did their jobs: the steps recorded, the host sampled
+    m = meta(out)
+    assert m["status"] == "finished" and m["steps_recorded"] == 30
+    samples = json.loads((out / "raw" / "rank0" / "samples.json").read_text())
+    assert samples["columns"]["ts_ns"]

@@ -22,7 +22,9 @@ STAGES: dict[str, tuple[int, str]] = {
         # JSON-writable text of the script's argv and paths (meta.json: rundir)
         "undecodable",
         # the types of meta.json's keys, checked as the manifest reads it
-        "meta_types")},
+        "meta_types",
+        # dsprof's threads out of the script's sight; the log's records on them
+        "hidden_threads")},
     # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process
