@@ -2,7 +2,8 @@
 ``python -m MODULE ARGS`` would: ``sys.argv``, ``__main__``, ``sys.path[0]``, exit status.
 
 Exit status follows CPython: ``sys.exit(n)`` -> n (``None`` -> 0, a message -> printed, 1),
-an uncaught exception -> its traceback (without dsprof's frames) and 1, Ctrl-C -> 130.
+an uncaught exception -> its traceback (without dsprof's frames) and 1, Ctrl-C -> its traceback
+and 130, the exception kept for dsprof's entry point to raise again (dsprof.cli.interrupted).
 A script that cannot start (missing, syntax error, unknown module) raises ScriptError before
 anything runs, so dsprof can exit 2 with one line.
 """
@@ -100,6 +101,9 @@ class Outcome:
     reason: str  # exit | exception | interrupt
     error: str | None = None  # the exception's class name when reason is "exception"
     peer_lost: bool = False  # the exception says another rank went away (dsprof.peer_loss)
+    # the script's KeyboardInterrupt (reason "interrupt"), its traceback the printed one: raised
+    # again at dsprof's very end, so the interpreter ends the process as it ends the script's
+    interrupt: BaseException | None = None
 
 
 def prepare_script(path: str, args: tuple[str, ...]) -> Target:
@@ -198,7 +202,7 @@ def run(target: Target) -> Outcome:
     except KeyboardInterrupt as exc:
         _keep_main_globals(exc)
         _print_user_traceback(exc)
-        return Outcome(130, "interrupt")
+        return Outcome(130, "interrupt", interrupt=exc)
     except BaseException as exc:  # noqa: BLE001 - the user's failure, reported like Python does
         _keep_main_globals(exc)
         _print_user_traceback(exc)

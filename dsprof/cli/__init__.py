@@ -103,7 +103,13 @@ class _Group(click.Group):
 
             text = current_text(argv)
         if text is None:
-            return super().main(args, *rest, **kwargs)
+            from dsprof.cli.interrupted import ScriptInterrupted, raise_at_top
+
+            try:
+                return super().main(args, *rest, **kwargs)
+            except ScriptInterrupted as stop:  # past click, which would make it "Aborted!"
+                interrupt = stop.interrupt
+            raise_at_top(interrupt)  # outside the except: no __context__ added to it
         try:
             sys.stdout.write(text)
             sys.stdout.flush()

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from dsprof import launch, log
+from dsprof.cli.interrupted import end_as_the_script
 from dsprof.cli.module_args import RunCommand
 from dsprof.collectors.deferred_session import DeferredSession
 from dsprof.errors import ConfigError, DsprofError
@@ -187,7 +188,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         log.detach_file()
         terminate.uninstall()
         launch.as_the_script_left_it()
-        ctx.exit(outcome.exit_status)
+        end_as_the_script(ctx, outcome)
     terminate.hold()  # from here a SIGTERM ends the process once the run is saved
     session.finish(outcome.exit_status, outcome.reason, outcome.error, outcome.peer_lost)
     own_ingest_s = None
@@ -221,7 +222,7 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     if dashboard and (not ranks.distributed or ranks.coordinator):
         _serve_dashboard(run, dashboard_port)
     launch.as_the_script_left_it()  # for its atexit handlers
-    ctx.exit(outcome.exit_status)
+    end_as_the_script(ctx, outcome)
 
 
 def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, nproc: int,

@@ -93,8 +93,9 @@ def test_exit_status_is_the_scripts_and_the_run_is_saved(tmp_path, tiny, how, co
     # WHEN run under dsprof
     res = dsprof("run", "-o", str(out), *SCHEDULE, str(tiny),
                  env={"TINY_STEPS": "8", "TINY_FAIL_AT": "4", "TINY_FAIL_HOW": how})
-    # THEN dsprof exits with the script's status
-    assert res.code == code, res.stderr
+    # THEN dsprof exits with the script's status (Ctrl-C: as the plain interpreter ends,
+    # which test_interrupted_runs.py compares; 130 is the status the run records)
+    assert res.code == code or how == "interrupt", res.stderr
     m = meta(out)
     assert m["status"] == "finished" and m["exit_status"] == code and m["exit_reason"] == reason
     # and what was collected is saved and readable: 4 timed steps, the cut window
