@@ -17,6 +17,7 @@ import os
 import runpy
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
@@ -39,6 +40,13 @@ _KEPT: list[Any] = []
 # class of the script's failed: "attribute lookup Net on __main__ failed", and read
 # dsprof's command line as sys.argv)
 _LEFT: dict[str, Any] = {}
+# dsprof's own last words (cli/last_words.py), said once the script's exit output is out
+_AT_THE_END: list[Callable[[], None]] = []
+
+
+def at_the_end(say: Callable[[], None]) -> None:
+    """Call ``say`` at exit, after the script's atexit handlers and its globals' finalizers."""
+    _AT_THE_END.append(say)
 
 
 def _release_kept_globals() -> None:
@@ -68,6 +76,11 @@ def _release_kept_globals() -> None:
     gc.collect()
     # last: the process groups dsprof held (DDP/gloo), once their worker threads are idle
     process_groups.release()
+    while _AT_THE_END:
+        try:
+            _AT_THE_END.pop(0)()
+        except Exception:  # noqa: BLE001, S110 - at exit: the script's status must stand
+            pass
 
 
 atexit.register(_release_kept_globals)

@@ -11,13 +11,14 @@ from typing import Any
 import click
 
 from dsprof import launch, log
+from dsprof.cli import last_words
 from dsprof.cli.interrupted import end_as_the_script
 from dsprof.cli.module_args import RunCommand
 from dsprof.collectors.deferred_session import DeferredSession
 from dsprof.errors import ConfigError, DsprofError
 from dsprof.log import logger
 from dsprof.ranks import RankEnv, merge_ranks, open_shared, shared_run_path, wait_for_ranks
-from dsprof.render.safe_text import esc, make_console
+from dsprof.render.safe_text import esc
 from dsprof.rundir import RunDir, new_run_path
 from dsprof.settings import Settings
 from dsprof.terminate import EXIT_STATUS, TermWatcher, grace_from_env
@@ -212,10 +213,14 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
         merged = merge_ranks(run, ranks.world_size)
         run.update_meta(**merged, status="finished", exit_status=outcome.exit_status,
                         exit_reason=outcome.reason)
+    from dsprof import cli
+
+    # written after the script's own exit output where an interpreter exit follows
+    last = cli.is_entry_point() and not dashboard
     if settings.analyze and (not ranks.distributed or ranks.coordinator):
-        _analyze(run, quiet=settings.quiet, terminal=terminal)
+        _analyze(run, quiet=settings.quiet, terminal=terminal, last=last)
     elif not settings.quiet and not ranks.distributed:
-        _say_raw_data(run, terminal)
+        _say_raw_data(run, terminal, last)
     session.release()
     log.detach_file()
     terminate.uninstall()  # the interpreter's own exit: SIGTERM does what it does without dsprof
@@ -325,22 +330,13 @@ def _wait_for_own_ingests(run: RunDir, world_size: int, own_s: float) -> None:
                     late)
 
 
-def _say_raw_data(run: RunDir, terminal: Any) -> None:
-    console = _console_on(terminal)
-    if console is not None:
-        console.print(f"dsprof: raw data in {esc(run.shown)}; next: "
-                      f"[bold]dsprof summary {esc(run.shown)}[/]", soft_wrap=True)
+def _say_raw_data(run: RunDir, terminal: Any, last: bool) -> None:
+    last_words.say(terminal, lambda console: console.print(
+        f"dsprof: raw data in {esc(run.shown)}; next: [bold]dsprof summary {esc(run.shown)}[/]",
+        soft_wrap=True), last)
 
 
-def _console_on(stream: Any) -> Any:
-    """A console on ``stream``, or None when the script closed it (sys.stderr.close() at its
-    end: writing there raised, and the exit status became 1 instead of the script's)."""
-    if stream is None or getattr(stream, "closed", False):
-        return None
-    return make_console(file=stream, highlight=False)
-
-
-def _analyze(run: RunDir, quiet: bool, terminal: Any) -> None:
+def _analyze(run: RunDir, quiet: bool, terminal: Any, last: bool = False) -> None:
     from dsprof.analyzers.registry import analyze
     from dsprof.render.summary import render_short
     from dsprof.reports import stored
@@ -370,8 +366,10 @@ def _analyze(run: RunDir, quiet: bool, terminal: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - the script's exit status must survive our bugs
         logger.exception("analysis failed (the raw data is kept in %s): %s", run.path, exc)
         return
-    console = None if quiet else _console_on(terminal)
-    if console is not None:
+    if quiet:
+        return
+
+    def render(console: Any) -> None:
         render_short(summary, console, str(run.shown), findings)
         if postmortem is not None:
             from dsprof.render.memory import render_oom_short
@@ -379,10 +377,8 @@ def _analyze(run: RunDir, quiet: bool, terminal: Any) -> None:
             render_oom_short(postmortem, console)
             console.print(f"saved to {esc(run.shown / 'oom.json')}; more: "
                           f"[bold]dsprof memory {esc(run.shown)}[/]", soft_wrap=True)
-    try:
-        terminal.flush()
-    except (AttributeError, OSError, ValueError):  # closed by the script: nothing to flush
-        pass
+
+    last_words.say(terminal, render, last)
 
 
 def _postmortem(loaded: Any) -> Any:

@@ -68,3 +68,23 @@ def test_the_profiler_window_adds_no_line_of_torchs_to_the_scripts_stderr(tmp_pa
     # THEN stderr is the script's own, line for line
     assert bare.returncode == 0 and res.code == 0, res.stderr
     assert res.stderr == bare.stderr == "".join(f"step {i}\n" for i in range(steps))
+
+
+def test_dsprofs_summary_comes_after_what_the_script_prints_on_its_way_out(tmp_path):
+    # GIVEN a script that leaves a progress line unfinished (as a bar never closed does) and
+    # ends it from an atexit handler
+    script = write(tmp_path / "way_out.py", LOOP.replace('print("trained", flush=True)\n', "")
+                   + (
+        "import atexit\n"
+        "atexit.register(lambda: sys.stderr.write(' (saved at exit)\\n'))\n"
+        "sys.stderr.write('step 20 of 20')\n"))
+    bare = plain(script)
+    # WHEN run under dsprof, which prints its summary after the script
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
+    assert bare.returncode == 0 and res.code == 0, res.stderr
+    assert bare.stderr == "step 20 of 20 (saved at exit)\n"
+    # THEN the script's output is whole, and dsprof's summary starts on a line of its own
+    # after it (it began on the unfinished line, the atexit handler's words after it)
+    text = "\n".join(line for line in res.stderr.split("\n") if not line.startswith("[dsprof "))
+    assert text.startswith(bare.stderr), res.stderr
+    assert text[len(bare.stderr):].startswith("──"), res.stderr
