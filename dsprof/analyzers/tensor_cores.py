@@ -239,13 +239,18 @@ class TensorCoreAnalyzer(Analyzer):
 
 
 def _batch_sized_dims(every: list[Verdict]) -> set[tuple[str | None, str, str]]:
-    """(module, op, dim) whose size took more than one value over the run: a size the batch
-    sets, where a weight's is the same in every call."""
-    seen: dict[tuple[str | None, str, str], set[int]] = defaultdict(set)
+    """(module, op, dim) whose size took more than one value over the run while the call's
+    other dims stayed the same: a size the batch sets, where a weight's is the same in every
+    call. The other dims tell a module's calls apart: its backward's two matmuls name
+    different sizes by the same letter (a 128->2 head at a fixed batch of 32: K=2 in the
+    input's gradient, K=32 in the weight's), which read as a K that took two values: "pad each
+    batch to a multiple of 8 tokens ... a batch-sized K/M of 2" for the 2 outputs."""
+    seen: dict[tuple[str | None, str, str, tuple], set[int]] = defaultdict(set)
     for v in every:
         for k, d in v.dims.items():
-            seen[(v.module, v.name, k)].add(d)
-    return {key for key, sizes in seen.items() if len(sizes) > 1}
+            rest = tuple(sorted((j, e) for j, e in v.dims.items() if j != k))
+            seen[(v.module, v.name, k, rest)].add(d)
+    return {key[:3] for key, sizes in seen.items() if len(sizes) > 1}
 
 
 def _dims_text(v: Verdict) -> str:

@@ -226,3 +226,30 @@ def test_a_token_count_that_changes_with_the_batch_is_one_finding(tmp_path):
     # AND the head's fixed size keeps its own finding, a model size to round up
     (head,) = by_key.values()
     assert "N=1001" in head.title and "M.head" in head.title and head.data["ops"] == 4
+
+
+def test_a_heads_backward_matmuls_at_a_fixed_batch_are_no_batch_sized_dim(tmp_path):
+    # GIVEN a 128 -> 2 head at a fixed batch of 32: its backward's two matmuls, the input's
+    # gradient [32, 2] @ [2, 128] and the weight's [2, 32] @ [32, 128], in every step
+    ops, steps, i = [], [], 0
+    for step in range(1, 5):
+        for shapes in ("[[32, 2], [2, 128]]", "[[2, 32], [32, 128]]"):
+            i += 1
+            ops.append({**_op(i, "aten::mm", (step * 10 + i) * MS, MS, "M.head", "backward",
+                              flops=2 * 32 * 2 * 128, dtypes='["c10::Half"]',
+                              input_shapes=shapes), "step": step})
+        steps.append({"rank": 0, "step": step, "start_ns": step * 10 * MS,
+                      "end_ns": (step + 1) * 10 * MS, "dur_ns": 10 * MS, "profiled": True,
+                      "source": "trace"})
+    rd = RunDir.create(tmp_path / "run")
+    for table, rows in ((OPS, ops), (STEPS, steps)):
+        _write(rd.path, table, rows)
+    rd.write_meta({"source": "import", "trace_device_properties": [
+        {"name": "NVIDIA A100-SXM4-80GB", "computeMajor": 8, "computeMinor": 0}]})
+    with dsprof.load(rd.path) as loaded:
+        findings = TensorCoreAnalyzer().run(Context(loaded))
+    # THEN the 2 is the head's size, not the batch's: no "pad each batch" finding (the same
+    # letter names 2 in one matmul and 32 in the other: "a batch-sized K/M of 2")
+    assert "batch_sized" not in {f.key for f in findings}, [f.title for f in findings]
+    assert any("=2" in f.title and "M.head" in f.title for f in findings), \
+        [f.title for f in findings]
