@@ -201,10 +201,22 @@ def detach_file() -> None:
 
 def forget_file_in_child() -> None:
     """In a forked child: stop logging into the parent's run without flushing or closing the
-    parent's file (the child must write nothing into the run)."""
+    parent's file (the child must write nothing into the run).
+
+    The child's copy of the file object is then closed at its descriptor, below its buffers:
+    dropped open, it was collected at once and warned ``ResourceWarning: unclosed file
+    <... dsprof.log ...>`` in every DataLoader worker of a script run with ``-X dev``,
+    ``-W default`` or its own ``warnings.simplefilter("error")`` (an "Exception ignored in"
+    block), where plain python's workers print nothing. Closing the raw file flushes nothing
+    (it has no buffer; what the copied buffers hold is the parent's to write) and closes only
+    the child's descriptor, not the parent's file; the buffers above it then count as closed
+    and are collected silently."""
     handler = _handler("file")
     if handler is not None:
         logger.removeHandler(handler)
+        raw = getattr(getattr(getattr(handler, "stream", None), "buffer", None), "raw", None)
+        if raw is not None:
+            raw.close()
 
 
 def _handler(name: str) -> logging.Handler | None:

@@ -117,6 +117,22 @@ def test_a_forked_child_is_not_the_session_and_dataloader_workers_are_unaffected
     assert (m["status"], m["exit_status"], m["steps_recorded"]) == ("finished", 0, 10)
 
 
+def test_forked_children_warn_nothing_about_dsprofs_log_file(tmp_path):
+    # GIVEN the forking script (a forked child that exits, then 2 DataLoader workers), run
+    # with every warning shown, as `python -X dev` or `-W default` show them
+    script = write(tmp_path / "fork.py", scripts.FORK)
+    out = tmp_path / "run"
+    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), cwd=tmp_path,
+                 env={"PYTHONWARNINGS": "default"})
+    # THEN it runs as before, and no child warns that dsprof's log file was left unclosed
+    assert res.code == 0, res.stderr
+    assert "loader total 120.0" in res.stdout
+    assert "ResourceWarning" not in res.stderr, res.stderr
+    # AND the parent's log goes on after its children dropped their copies of it: the last
+    # batch's step (read from the workers) is in it
+    assert "step 9:" in (out / "dsprof.log").read_text()
+
+
 def test_a_script_that_changes_directory_keeps_its_run_and_its_exit_status(tmp_path):
     # GIVEN a script that chdirs before every step and exits 4, run with the default runs dir
     script = write(tmp_path / "hop.py", scripts.CHDIR)
