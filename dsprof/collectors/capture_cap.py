@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dsprof.frames import raised_in_signal_handler
+from dsprof.headroom import headroom
 from dsprof.hidden_threads import HiddenThread, HiddenTimer
 
 SIGNAL: int | None = (int(signal.SIGRTMAX) - 7) if hasattr(signal, "SIGRTMAX") else None
@@ -298,7 +299,8 @@ class CaptureCap:
             return
         self.reason = MEMORY if self._over_memory else TIME
         self.remove()
-        self._reached()
+        with headroom():  # the capture stops and is written, on the script's stack
+            self._reached()
 
     def remove(self, keep_alarm: bool = False) -> None:
         """No check from here on (``keep_alarm``: the module hook only)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dsprof.headroom import headroom
 from dsprof.log import logger
 
 _real_exit: Any = None
@@ -62,8 +63,9 @@ def _save(status: int, reason: str) -> None:
     session = _session
     if session is not None and os.getpid() == session.pid and not session.forked_child:
         try:
-            session.finish(status, reason)
-            session.release()
+            with headroom():  # the run is saved on the script's stack
+                session.finish(status, reason)
+                session.release()
         except BaseException as exc:  # noqa: BLE001 - the script asked to go: it goes
             logger.error("could not save the run at %s: %s: %s", reason,
                          type(exc).__name__, exc)

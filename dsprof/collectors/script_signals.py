@@ -29,6 +29,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from dsprof.frames import OWN_CODES
+from dsprof.headroom import headroom
 
 _real_signal = signal.signal
 _real_getsignal = signal.getsignal
@@ -81,11 +82,13 @@ def uninstall() -> None:
 @contextlib.contextmanager
 def deferred() -> Generator[None, None, None]:
     """dsprof's work in the block runs whole: a script's handler that fires meanwhile runs as
-    the block ends (where its exception is the script's)."""
+    the block ends (where its exception is the script's). The block has stack headroom above
+    the script's recursion limit (:mod:`dsprof.headroom`)."""
     global _deferring
     _deferring += 1
     try:
-        yield
+        with headroom():  # the script's limit is back before its handlers run
+            yield
     finally:
         _deferring -= 1
         if not _deferring and _pending:
@@ -93,7 +96,8 @@ def deferred() -> Generator[None, None, None]:
 
 
 def deferring(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` runs as in :func:`deferred` (a decorator for dsprof's step-boundary work)."""
+    """``fn`` runs as in :func:`deferred` (a decorator for dsprof's step-boundary work), with
+    stack headroom above the script's recursion limit (:mod:`dsprof.headroom`)."""
 
     import torch
 
@@ -106,7 +110,8 @@ def deferring(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         _deferring += 1
         try:
-            return fn(*args, **kwargs)
+            with headroom():
+                return fn(*args, **kwargs)
         finally:
             _deferring -= 1
             if not _deferring and _pending:

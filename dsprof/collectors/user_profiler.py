@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dsprof.frames import raised_in_signal_handler
+from dsprof.headroom import headroom
 from dsprof.log import logger
 
 _local = threading.local()
@@ -84,7 +85,8 @@ class UserProfilerGuard:
     @staticmethod
     def _notify(fn: Callable[[], None]) -> None:
         try:
-            fn()
+            with headroom():  # a window of dsprof's may stop and be written here
+                fn()
         except Exception as exc:  # the script's profiler must start regardless
             if raised_in_signal_handler(exc):
                 raise  # the script's own signal handler's: it is the script's

@@ -296,3 +296,38 @@ def test_a_script_sees_its_own_threads_only_and_joins_them_all(tmp_path):
     assert m["status"] == "finished" and m["steps_recorded"] == 30
     samples = json.loads((out / "raw" / "rank0" / "samples.json").read_text())
     assert samples["columns"]["ts_ns"]
+
+
+LOW_RECURSION_LIMIT = """
+import sys
+sys.setrecursionlimit(250)
+import torch
+
+seen = set()
+model = torch.nn.Linear(4, 1)
+model.register_forward_hook(lambda *a: seen.add(("forward hook", sys.getrecursionlimit())))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+opt.register_step_post_hook(lambda *a: seen.add(("step hook", sys.getrecursionlimit())))
+for _ in range(16):
+    model(torch.ones(2, 4)).sum().backward()
+    seen.add(("loop", sys.getrecursionlimit()))
+    opt.step()
+    opt.zero_grad()
+print("limits seen", sorted(seen))
+"""
+
+
+def test_a_script_with_a_low_recursion_limit_is_profiled_and_keeps_its_limit(tmp_path):
+    # GIVEN a script that lowers its recursion limit to 250 at its top, then imports torch
+    # (the session starts at the end of that import, the first window imports torch._dynamo)
+    # and reads the limit in its loop, its forward hook and its optimizer's step hook
+    script = write(tmp_path / "low_limit.py", LOW_RECURSION_LIMIT)
+    out = tmp_path / "run"
+    # WHEN it runs under dsprof THEN it prints what it prints without: its own limit at each
+    # of its lines
+    res = runs_as_without_dsprof(script, out)
+    assert ("limits seen [('forward hook', 250), ('loop', 250), ('step hook', 250)]"
+            in res.stdout), res.stdout
+    # AND its steps were profiled: no collector hit the limit
+    assert "RecursionError" not in res.stderr, res.stderr
+    assert [w["steps"] for w in meta(out)["windows"] if w["kind"] == "window"] == [[7, 8, 9]]

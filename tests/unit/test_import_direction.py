@@ -24,7 +24,9 @@ STAGES: dict[str, tuple[int, str]] = {
         # the types of meta.json's keys, checked as the manifest reads it
         "meta_types",
         # dsprof's threads out of the script's sight; the log's records on them
-        "hidden_threads")},
+        "hidden_threads",
+        # stack headroom for dsprof's work on the script's stack (collectors and entry)
+        "headroom")},
     # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process
