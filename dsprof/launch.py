@@ -25,6 +25,7 @@ from typing import Any
 
 from dsprof.collectors.call_at_line import is_own_code
 from dsprof.errors import ScriptError
+from dsprof.interpreter_options import split_orig_argv
 from dsprof.peer_loss import lost_a_peer
 
 _DSPROF_DIR = str(Path(__file__).resolve().parent)
@@ -239,19 +240,10 @@ def _orig_argv_for(target: Target) -> list[str]:
     restarts itself (``os.execv(sys.orig_argv[0], sys.orig_argv)``) start dsprof again, which
     refused the run directory it was writing. Left as it is where dsprof's arguments are not
     its tail (dsprof's command called from Python, not as the process's command line)."""
-    orig, own = list(sys.orig_argv), sys.argv[1:]
-    if len(orig) < len(own) + 2 or orig[len(orig) - len(own):] != own:
+    orig = list(sys.orig_argv)
+    flags = split_orig_argv(orig, sys.argv[1:])
+    if flags is None:
         return orig
-    head = orig[:len(orig) - len(own)]  # the interpreter, its flags, dsprof's entry
-    last, before = head[-1], head[-2]
-    if before in ("-m", "-c"):  # python -m dsprof
-        flags = head[:-2]
-    elif last.startswith("-m"):  # python -mdsprof
-        flags = head[:-1]
-    elif before.startswith("-") and not before.startswith("--") and before.endswith("m"):
-        flags = [*head[:-2], before[:-1]]  # python -Im dsprof: -I stays
-    else:  # the dsprof command (its script) or python .../dsprof/__main__.py
-        flags = head[:-1]
     entry = ["-m", target.name] if target.kind == "module" else [target.name]
     return [*flags, *entry, *target.args]
 

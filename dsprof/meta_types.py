@@ -53,7 +53,7 @@ META_TYPES: dict[str, Spec] = {
     "source": str, "status": str, "dsprof_version": str, "torch_version": str,
     "python_version": str, "host": str, "pid": int,
     "target": {"kind": str, "name": str, "argv": list},
-    "dsprof_argv": list, "cwd": str,
+    "dsprof_argv": list, "cwd": str, "interpreter_options": STR_LIST,
     "settings": _SETTINGS, "env": dict, "speed_env": dict,
     "devices": {RANK: _DEVICE},
     "cuda_driver_at_start": bool,

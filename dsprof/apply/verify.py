@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dsprof.errors import ConfigError, RunDirError
+from dsprof.interpreter_options import allowed as allowed_options
 from dsprof.manifest import load_manifest
 from dsprof.reports.verification import Verification, compare
 from dsprof.rundir import new_run_path
@@ -38,7 +39,11 @@ def rerun_command(baseline: Path, ids: list[str] | None,
     # its ranks again, as the baseline's: without them a torchrun-style script finds no RANK
     # to rendezvous with and exits 1
     ranks = manifest.rerun_ranks()
-    cmd = [sys.executable, "-m", "dsprof", "run", "-o", str(out), *(ranks or [])]
+    # the interpreter's options of the run (python -W error -m dsprof run ...): without them
+    # the rerun's script had sys.warnoptions == []. Only Python's own, from an allow-list
+    # (meta.json is data: interpreter_options.py)
+    python = [sys.executable, *allowed_options(manifest.raw.get("interpreter_options"))]
+    cmd = [*python, "-m", "dsprof", "run", "-o", str(out), *(ranks or [])]
     if ranks is None:
         again = " ".join(shlex.quote(a) for a in (
             "-m", "dsprof", "run", "-o", str(out), *(["--apply", ",".join(ids),
@@ -79,8 +84,9 @@ def environment_said(baseline: Path) -> str | None:
 
 def _rerun(baseline: Path, ids: list[str] | None, out: Path, quiet: bool) -> None:
     cmd, cwd, env = rerun_command(baseline, ids, out)
-    if quiet:
-        cmd.insert(cmd.index("run") + 1, "-q")
+    if quiet:  # after dsprof's "run" (an option's value may be any word)
+        at = next(i for i in range(len(cmd)) if cmd[i:i + 3] == ["-m", "dsprof", "run"])
+        cmd.insert(at + 3, "-q")
     # stdout is verify's own result (text or --json): the rerun's output goes to stderr with
     # -v, and nowhere without (its errors still reach stderr)
     proc = subprocess.run(cmd, cwd=cwd, env=env, check=False,

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dsprof import interpreter_options
 from dsprof.apply import from_env as knobs_from_env
 from dsprof.collectors import python_children, script_signals, torch_arrival
 from dsprof.log import SESSION_NOT_STARTED, logger
@@ -40,7 +41,8 @@ class DeferredSession:
     def __init__(self, settings: Settings, run: RunDir, target: dict[str, Any], ranks: RankEnv):
         self._args = (settings, run, target, ranks)
         self._started_as = {"argv": list(sys.argv), "cwd": os.getcwd(),
-                            "environ": dict(os.environ)}
+                            "environ": dict(os.environ),
+                            "interpreter_options": interpreter_options.of_this_process()}
         # a knob whose value does not parse stops dsprof before the script runs, as it did
         # when the session started first (the session parses them again for its device)
         knobs_from_env(self._started_as["environ"], _device_kind_guess())

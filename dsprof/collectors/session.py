@@ -86,9 +86,9 @@ class Session:
             and keeps its own facts in ``raw/rank<R>/session.json``.
         lock: the run's lock, when the caller took it already (``dsprof run`` takes it before
             the script runs and starts the session once the script imports torch).
-        started_as: ``{"argv", "cwd", "environ"}`` as dsprof was started, for meta.json and
-            the knobs (default: now; by the time torch loads, ``sys.argv`` is the script's),
-            and ``after_script``: True when the script ended without importing torch.
+        started_as: ``{"argv", "cwd", "environ", "interpreter_options"}`` as dsprof was started,
+            for meta.json and the knobs (default: now, no options: by then ``sys.argv`` is the
+            script's), and ``after_script``: True when the script ended without importing torch.
     """
 
     def __init__(self, settings: Settings, run: RunDir, target: dict[str, Any],
@@ -193,8 +193,8 @@ class Session:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "target": self.target,
-            "dsprof_argv": self.started_as["argv"],
-            "cwd": self.started_as["cwd"],
+            "dsprof_argv": self.started_as["argv"], "cwd": self.started_as["cwd"],
+            "interpreter_options": self.started_as.get("interpreter_options", []),  # verify's
             "settings": self.settings.knobs(),
             "env": {k: v for k, v in environ.items() if k.startswith(("DSPROF_", "DS_"))},
             "speed_env": speed_env(environ),  # given back to verify's reruns
