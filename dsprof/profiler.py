@@ -8,7 +8,6 @@ exception from the block is recorded as the run's exit reason and re-raised unch
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -62,8 +61,7 @@ class Profile:
         if current() is not None:
             raise ConfigError("a dsprof session is already running in this process (dsprof run "
                               "or another dsprof.profile()); profile once at a time")
-        if log.configure(quiet=self.settings.quiet) > logging.DEBUG:
-            os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # as dsprof run: no USDT lines
+        log.configure(quiet=self.settings.quiet)  # (Kineto's USDT lines: kineto_log.py)
         s = self.settings
         path = s.output or new_run_path(s.runs_dir, self.name)
         if path.resolve() in _MADE_HERE and path.exists():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -133,10 +132,8 @@ def run_command(ctx: click.Context, module: str | None, output: Path | None,
     # script left in sys.stderr (its own log file must not get dsprof's lines), if still open
     terminal = log.StreamAsFound(sys.stderr)
     # under the user's torchrun, rank 0 speaks for the job; the other ranks log to their files
-    if log.configure(quiet=settings.quiet or (ranks.distributed and not ranks.coordinator)) \
-            > logging.DEBUG:
-        # Kineto prints "USDT: profiler_start/stop" at every window; below DEBUG that is noise.
-        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    # (Kineto's "USDT: profiler_start/stop" lines: collectors/kineto_log.py)
+    log.configure(quiet=settings.quiet or (ranks.distributed and not ranks.coordinator))
     if module is not None:
         tgt = launch.prepare_module(module, target)
     elif target:

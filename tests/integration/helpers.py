@@ -46,13 +46,14 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def plain(script: Path, *args: str, timeout: float = 240,
-          cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The script without dsprof, in the environment dsprof's runs get."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False, cwd=cwd)
+def plain(script: Path, *args: str, timeout: float = 240, cwd: Path | None = None,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The script without dsprof, in the environment dsprof's runs get (with ``env``, as
+    :func:`dsprof`'s)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
+    full_env.update({"OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.run([sys.executable, str(script), *args], env=full_env,
+                          capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
 
 
 def runs_as_without_dsprof(script: Path, out: Path, *args: str) -> Result:

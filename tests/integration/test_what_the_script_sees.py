@@ -331,3 +331,41 @@ def test_a_script_with_a_low_recursion_limit_is_profiled_and_keeps_its_limit(tmp
     # AND its steps were profiled: no collector hit the limit
     assert "RecursionError" not in res.stderr, res.stderr
     assert [w["steps"] for w in meta(out)["windows"] if w["kind"] == "window"] == [[7, 8, 9]]
+
+
+KINETO_ENV = """
+import os
+import subprocess
+import sys
+
+import torch
+
+seen = {os.environ.get("KINETO_LOG_LEVEL")}
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(14):
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    seen.add(os.environ.get("KINETO_LOG_LEVEL"))
+child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('KINETO_LOG_LEVEL'))"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+print("KINETO_LOG_LEVEL seen", sorted(map(str, seen)), "child", child)
+"""
+
+
+@pytest.mark.parametrize("own", [None, "3"])
+def test_the_scripts_environment_has_kinetos_log_level_only_as_the_user_set_it(tmp_path, own):
+    # GIVEN a script that reads KINETO_LOG_LEVEL after `import torch` (where dsprof's session
+    # and its first profiler start), at every step (windows start and stop) and in a child
+    # process; run without the variable and with the user's own value
+    script = write(tmp_path / "kineto_env.py", KINETO_ENV)
+    env = {} if own is None else {"KINETO_LOG_LEVEL": own}
+    bare = plain(script, env=env)
+    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), str(script), env=env)
+    # THEN it sees what it sees without dsprof: nothing, or the user's value
+    assert bare.returncode == 0 and res.code == 0, res.stderr
+    assert res.stdout == bare.stdout == f"KINETO_LOG_LEVEL seen ['{own}'] child {own}\n"
+    # AND without a value of the user's, Kineto's USDT lines still stay off the terminal
+    if own is None:
+        assert "USDT" not in res.stderr, res.stderr
