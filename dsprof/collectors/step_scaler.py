@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dsprof.collectors.step_loops import training_after_forwards
 from dsprof.log import logger
 
 
@@ -19,7 +20,7 @@ def scaler_updated(steps: Any, scale: float, skipped: bool) -> None:
     else:
         if skipped and not steps._stepped_since_update:
             if steps.source == "forward":
-                steps._training_after_forwards(len(steps.boundaries_ns), True)
+                training_after_forwards(steps, len(steps.boundaries_ns), True)
             steps.source = "optimizer"
             steps._pending_backward = []
             steps.boundary("optimizer")

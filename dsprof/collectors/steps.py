@@ -30,6 +30,7 @@ accelerator the allocator's peak counter: cheap enough for every step of the run
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ from dsprof.collectors.forward_watch import ForwardWatch
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.script_signals import deferring
 from dsprof.collectors.step_leader import StepLeader
+from dsprof.collectors.step_loops import late_loop, new_loop, training_after_forwards
 from dsprof.collectors.step_runtime import StepRuntime
 from dsprof.collectors.step_samples import BoundarySamples, TakeData, log_step_line
 from dsprof.collectors.step_scaler import scaler_updated
@@ -75,6 +77,9 @@ class StepCollector:
         self.clock_offset_ns = time.time_ns() - time.perf_counter_ns()
         self.start_ns = self.now_ns()
         self.boundaries_ns: list[int] = []
+        # the run-clock time of the last end that is or may become a boundary (one kept aside,
+        # another optimizer's step): what the host-sync collector keys a call by (step_at)
+        self.last_end_ns = self.start_ns
         self.cpu_ns: list[int] = []
         # per step: the garbage collector's time and the optimizer's page faults
         self.runtime = StepRuntime()
@@ -119,6 +124,11 @@ class StepCollector:
     def steps_done(self) -> int:
         return len(self.boundaries_ns)
 
+    def step_at(self, end_ns: int) -> int:
+        """The step a moment after the end ``end_ns`` (a ``last_end_ns``) falls in, as the
+        boundaries stand now: ends kept aside may have become boundaries since, or not."""
+        return bisect.bisect_right(self.boundaries_ns, end_ns)
+
     def install(self) -> None:
         from torch.optim.optimizer import (
             register_optimizer_step_post_hook,
@@ -162,7 +172,7 @@ class StepCollector:
             # one forward is the whole run either way: a run without steps says so
             self._use_forward_source(live=False)
         elif self.source == "optimizer":
-            self._late_loop(self.leader.at_exit(), False)
+            late_loop(self, self.leader.at_exit(), False)
 
     def forwards_off(self) -> None:
         """torch.compile is in use: the module hooks are gone (compile_watch.py), and forwards
@@ -179,7 +189,8 @@ class StepCollector:
             return
         if self.source is not None:
             return
-        due = self.forwards.keep(self.now_ns(), time.thread_time_ns())
+        self.last_end_ns = self.now_ns()
+        due = self.forwards.keep(self.last_end_ns, time.thread_time_ns())
         if self.after_forward is not None:
             self.after_forward()
         if due:
@@ -225,6 +236,7 @@ class StepCollector:
             self.boundary("backward")
             return
         self._pending_backward.append((end_ns, time.thread_time_ns()))
+        self.last_end_ns = end_ns
         n = len(self._pending_backward)
         if n >= BACKWARD_DECIDE_CALLS or (
                 n >= 2 and end_ns - self._pending_backward[0][0] >= BACKWARD_DECIDE_S * 1e9):
@@ -247,7 +259,7 @@ class StepCollector:
         for end_ns, cpu in pending[:-1]:
             self._record_boundary(source, end_ns, cpu, sample=False)
         if before == "forward" and source != "forward":
-            self._training_after_forwards(first, live)
+            training_after_forwards(self, first, live)
         end_ns, cpu = pending[-1]
         self._record_boundary(source, end_ns, cpu, sample=live)
         if live:
@@ -282,19 +294,20 @@ class StepCollector:
         self.forwards.stop()
         if self.source == "manual":
             return
-        ends, late = self.leader.stepped(optimizer, self.now_ns(), time.thread_time_ns(),
+        self.last_end_ns = self.now_ns()  # another optimizer's steps can be boundaries later
+        ends, late = self.leader.stepped(optimizer, self.last_end_ns, time.thread_time_ns(),
                                          len(self.boundaries_ns))
         if not ends:
             if late:  # another optimizer's loop, over: its steps, and the last ends now
-                self.on_boundary(self._late_loop(late, True))
+                self.on_boundary(late_loop(self, late, True))
             elif self.leader.new_loop:  # handed over after a long split: whole iterations now
-                self._new_loop(len(self.boundaries_ns), True, "the optimizer that steps last")
+                new_loop(self, len(self.boundaries_ns), True, "the optimizer that steps last")
             return
         first = len(self.boundaries_ns)
-        self._late_loop(late, True if self.source == "optimizer" else None,
-                        f"a new {type(optimizer).__name__}")
+        late_loop(self, late, True if self.source == "optimizer" else None,
+                  f"a new {type(optimizer).__name__}")
         if self.source == "forward":
-            self._training_after_forwards(first, True)
+            training_after_forwards(self, first, True)
         if self.source in ("backward", "forward"):
             logger.info("an optimizer stepped: step boundaries now come from it, "
                         "not from %s", "backward()" if self.source == "backward" else
@@ -304,39 +317,11 @@ class StepCollector:
         self._stepped_since_update = True
         self.boundary("optimizer")
 
-    def _late_loop(self, late: list[tuple[int, int]], live: bool | None,
-                   what: str = "a new optimizer") -> int:
-        """Boundaries found after the fact; a loop from the first where the leader says so."""
-        first = len(self.boundaries_ns)
-        for end_ns, cpu in late:
-            self._record_boundary("optimizer", end_ns, cpu, sample=False)
-        if live is not None and self.leader.new_loop:
-            self._new_loop(first, live, what)
-            if self.leader.resumed:  # the leader back after another optimizer's loop
-                self._new_loop(len(self.boundaries_ns), live, "the optimizer that led before")
-        return len(self.boundaries_ns) - 1
-
-    def _training_after_forwards(self, first: int, live: bool) -> None:
-        """Training takes over from forward steps: its loop starts at the step its first
-        iteration's forward ended (ForwardWatch.training_forwards)."""
-        floor = (self.loop_starts[-1] if self.loop_starts else 0) + 1
-        self._new_loop(max(floor, first - self.forwards.training_forwards()), live,
-                       "training after forward calls")
-
-    def _new_loop(self, first: int, live: bool, what: str) -> None:
-        """A loop after another starts at step ``first`` (the boundary about to be announced
-        is the schedule's origin)."""
-        self.loop_starts.append(first)
-        logger.info("a new loop starts at step %d (%s): it gets profiler windows of its own",
-                    first, what)
-        if live and self.on_new_loop is not None:
-            self.on_new_loop(first, len(self.boundaries_ns))
-
     @deferring
     def manual_step(self) -> None:
         self.forwards.stop()
         if self.source == "forward":
-            self._training_after_forwards(len(self.boundaries_ns), True)
+            training_after_forwards(self, len(self.boundaries_ns), True)
         if self.source != "manual":
             if self.source in ("optimizer", "backward", "forward"):
                 logger.info("dsprof.step() called: step boundaries now come from it, "
@@ -375,6 +360,7 @@ class StepCollector:
         step = len(self.boundaries_ns)
         start = self.boundaries_ns[-1] if step else self.start_ns
         self.boundaries_ns.append(end)
+        self.last_end_ns = max(self.last_end_ns, end)
         self.sources.append(source)
         if not sample:
             self.samples.skip()

@@ -108,6 +108,30 @@ def test_manual_update_steps_come_from_backward(tmp_path):
     assert "backward" in summary.stdout
 
 
+def test_a_manual_update_loop_reads_its_loss_once_a_step(tmp_path):
+    # GIVEN a hand update (no optimizer) that reads its loss once an iteration, 100 of them:
+    # its first 64 backward() ends are kept aside until dsprof decides they are the steps
+    script = MANUAL_UPDATE.replace("            p.grad = None\n",
+                                   "            p.grad = None\n    if loss.item() < 0:\n"
+                                   "        break\n")
+    assert "loss.item()" in script
+    run, facts = _run(tmp_path, "manual_read", script, {"STEPS": "100"})
+    m = meta(run)
+    assert m["steps_source"] == "backward"
+    assert m["steps_recorded"] == facts["backward_calls"] == 100
+    # THEN each read is keyed to the step it ran in, one a step, as the steps were split
+    # (the calls made before the decision were all step 0: 63 there, then one a step)
+    with dsprof_api.load(run) as r:
+        per_step = r.sql("SELECT step, sum(count) FROM host_syncs WHERE call = 'item' "
+                         "GROUP BY step ORDER BY step")
+    # (the read after backward() k falls in step k + 1, the last after the last boundary)
+    assert per_step == [(k, 1) for k in range(1, 101)]
+    # AND the finding says so
+    titles = [f["title"] for f in _findings(run, "host_syncs")]
+    assert any(t.startswith("item() at ") and "manual_read.py:" in t
+               and "runs 1.0x per step" in t for t in titles), titles
+
+
 def test_a_torch_func_training_loop_steps_at_its_gradients_not_its_module_calls(tmp_path):
     # GIVEN a torch.func loop (grad of a functional_call, a hand-written update): no
     # optimizer, no backward(), and two module calls an iteration (the model, the loss)

@@ -11,6 +11,7 @@ from torch import nn
 from dsprof.collectors import steps as steps_mod
 from dsprof.collectors.compile_watch import CompileWatch, compile_meta
 from dsprof.collectors.device import Device
+from dsprof.collectors.host_sync import HostSyncCollector
 from dsprof.collectors.step_sources import BackwardWatch, ClosureMarker
 from dsprof.collectors.steps import StepCollector
 from dsprof.ingest.events import CLOSURE_SPAN
@@ -467,3 +468,58 @@ def test_a_critic_that_steps_100_times_an_iteration_does_not_take_over():
     # the generator ends each step: the critic led before, so its long runs are iterations
     assert steps.leader.handover_step == 100
     assert steps.steps_done == 100 + 3
+
+
+def _syncs_of(steps: StepCollector) -> HostSyncCollector:
+    return HostSyncCollector(lambda: steps.last_end_ns, steps.step_at)
+
+
+def test_reads_among_backward_ends_kept_aside_are_keyed_as_the_steps_were_split():
+    # GIVEN a short hand-update loop (ends kept aside, settled at exit) that reads its loss
+    # after each backward(), keyed as a dsprof run keys it
+    model, x, y = _model()
+    steps = _installed(StepCollector(CPU, lambda step: None))
+    syncs = _syncs_of(steps)
+    syncs.install()
+    try:
+        for _ in range(5):
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.1 * p.grad
+                    p.grad = None
+            loss.item()
+        steps.settle()
+    finally:
+        syncs.uninstall()
+        _uninstall(steps)
+    # THEN each read is in the step after its backward(), one a step (all were step 0)
+    assert steps.steps_done == 5
+    assert [(r[0], r[5]) for r in syncs.rows() if r[1] == "item"] == [(k, 1) for k in
+                                                                      range(1, 6)]
+
+
+def test_reads_between_micro_batches_stay_in_their_optimizer_step():
+    # GIVEN gradient accumulation (two backward() per optimizer step), a read after each
+    model, x, y = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    steps = StepCollector(CPU, lambda step: None)
+    steps.install()
+    syncs = _syncs_of(steps)
+    syncs.install()
+    try:
+        for _ in range(3):
+            for _ in range(2):
+                loss = nn.functional.cross_entropy(model(x), y) / 2
+                loss.backward()
+                loss.item()
+            opt.step()
+            opt.zero_grad()
+        steps.settle()
+    finally:
+        syncs.uninstall()
+        steps.uninstall()
+    # THEN the backward ends were micro-batches, not steps: two reads in each step
+    assert steps.steps_done == 3
+    assert [(r[0], r[5]) for r in syncs.rows() if r[1] == "item"] == [(0, 2), (1, 2), (2, 2)]
