@@ -51,6 +51,11 @@ _HF_ARGUMENTS = "transformers.args:"
 # "TrainingArguments(" as a name of its own (not the tail of Seq2SeqTrainingArguments)
 _ARGUMENTS_CALL = re.compile(r"(?<![A-Za-z0-9_])TrainingArguments\(")
 
+# MMEngine's Runner (meta.json frameworks, collectors/process_facts.py): the script hands it an
+# optim_wrapper dict; AmpOptimWrapper is what runs the forward under autocast (train_step's
+# optim_context), OptimWrapper the same loop in fp32
+MMENGINE = "mmengine.runner"
+
 # (framework, finding area) -> the framework's own switch
 _SWITCHES = {
     ("transformers", "checkpointing"): (
@@ -117,6 +122,15 @@ _SWITCHES = {
         "model)"),
     (FABRIC, "fp64_off"): (
         "# Lightning Fabric: Fabric(..., precision=\"32-true\") in place of \"64-true\""),
+    (MMENGINE, "precision"): (
+        "# MMEngine: Runner(..., optim_wrapper=dict(type=\"AmpOptimWrapper\", "
+        "dtype=\"bfloat16\", optimizer=...))"),
+    (MMENGINE, "autocast_off"): (
+        "# MMEngine: Runner(..., optim_wrapper=dict(type=\"OptimWrapper\", optimizer=...)) "
+        "in place of AmpOptimWrapper"),
+    (MMENGINE, "autocast_off_fp16"): (
+        "# MMEngine: Runner(..., optim_wrapper=dict(type=\"OptimWrapper\", optimizer=...)) "
+        "in place of AmpOptimWrapper"),
     ("lightning", "checkpointing"): (
         "# Lightning: wrap the blocks in configure_model() with torch.utils.checkpoint, or\n"
         "# FSDPStrategy(activation_checkpointing_policy={Block}) on multi-GPU"),

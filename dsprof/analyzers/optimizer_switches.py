@@ -1,10 +1,11 @@
 """Where an optimizer's ``fused``/``foreach`` switch goes when the script has no
 ``torch.optim.<cls>(model.parameters(), ...)`` line: ZeRO's constructor, skorch's net, Pyro's
-dict of arguments, or the optimizer's own list of master weights."""
+dict of arguments, MMEngine's optim_wrapper dict, or the optimizer's own list of master
+weights."""
 
 from __future__ import annotations
 
-from dsprof.analyzers.frameworks import frameworks
+from dsprof.analyzers.frameworks import MMENGINE, frameworks
 from dsprof.analyzers.registry import Context
 
 
@@ -30,6 +31,18 @@ def pyro_optimizer_fix(cls: str, flag: str) -> str:
             f"optimizer = pyro.optim.{cls}({{\"lr\": ..., \"{flag}\": True}})")
 
 
+def mmengine_optimizer_fix(cls: str, flag: str, zero: bool) -> str:
+    """MMEngine's Runner builds the optimizer from ``optim_wrapper``'s ``optimizer`` dict,
+    passing its keys but ``type`` to the class (mmengine 0.10.7: ``fused=True`` there gave an
+    AdamW with ``defaults["fused"]`` True); its ZeroRedundancyOptimizer names the class in
+    ``optimizer_type`` and passes the rest on. The script has no ``cls(...)`` line."""
+    inner = (f'type="ZeroRedundancyOptimizer", optimizer_type="{cls}"' if zero
+             else f'type="{cls}"')
+    return ("# MMEngine: the Runner builds the optimizer from optim_wrapper's dict; its keys\n"
+            "# are the optimizer's arguments (keep the wrapper's own, type=... included)\n"
+            f"optim_wrapper=dict(..., optimizer=dict({inner}, lr=..., {flag}=True))")
+
+
 def optimizer_holds_no_module_params(ctx: Context) -> bool:
     """Whether all the optimizer state the memory census of a ``dsprof run`` saw (source
     ``baseline``; an imported trace's categories name no owner) belongs to tensors no module
@@ -53,8 +66,11 @@ def master_params_fix(cls: str, flag: str) -> str:
 
 def optimizer_switch_fix(ctx: Context, cls: str, flag: str) -> str | None:
     """Where the optimizer's ``fused``/``foreach`` switch goes when it is not
-    ``torch.optim.<cls>(model.parameters(), ...)``: ZeRO's constructor, skorch's net, or the
-    optimizer's own list of master weights; None for that plain line."""
+    ``torch.optim.<cls>(model.parameters(), ...)``: MMEngine's optim_wrapper dict, ZeRO's
+    constructor, skorch's net, or the optimizer's own list of master weights; None for that
+    plain line."""
+    if MMENGINE in frameworks(ctx):
+        return mmengine_optimizer_fix(cls, flag, under_zero(ctx))
     if under_zero(ctx):
         # ZeRO builds the optimizer on each rank's shard and passes its extra arguments on
         return (f"optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class="

@@ -35,9 +35,11 @@ def default_group_rank() -> int | None:
 # Trainer(precision=...)). Read from sys.modules at exit: observing, never importing.
 # ``transformers.trainer`` says the HF Trainer was imported: importing lightning imports
 # transformers too, so "transformers" alone does not say whose TrainingArguments to set.
+# ``mmengine.runner``: MMEngine's Runner (it builds the optimizer and its AmpOptimWrapper from
+# the script's optim_wrapper dict; importing it imports transformers too, not its Trainer).
 _FRAMEWORKS = ("transformers", "transformers.trainer", "lightning", "pytorch_lightning",
                "accelerate", "deepspeed", "ignite", "keras",
-               "skorch", "pyro.optim")
+               "skorch", "pyro.optim", "mmengine.runner")
 
 
 # transformers 5 renamed gradient checkpointing: TrainingArguments(activation_checkpointing=True)

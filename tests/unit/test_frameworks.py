@@ -356,3 +356,62 @@ def test_a_seq2seq_trainer_gets_its_arguments_class(tmp_path):
         assert nan.endswith("args = Seq2SeqTrainingArguments(..., logging_nan_inf_filter=False)")
         # AND a fix that names the class already is left as it is
         assert hf_arguments(ctx, "Seq2SeqTrainingArguments(x)\n") == "Seq2SeqTrainingArguments(x)\n"
+
+
+# what an MMEngine Runner script's run records (mmengine 0.10.7 imports transformers and
+# accelerate with its Runner, not the HF Trainer)
+_MMENGINE_RUN = ["transformers", "accelerate", "transformers.activation_checkpointing",
+                 "mmengine.runner"]
+
+
+def test_an_mmengine_runners_optimizer_switch_goes_in_its_optim_wrapper_dict(tmp_path):
+    from dsprof.analyzers.optimizer_switches import optimizer_switch_fix
+
+    # GIVEN a run whose AdamW the Runner built from optim_wrapper=dict(optimizer=dict(...))
+    with load(_with_frameworks(tmp_path / "mme", _MMENGINE_RUN)) as run:
+        fix = optimizer_switch_fix(Context(run), "AdamW", "fused")
+        foreach = optimizer_switch_fix(Context(run), "SGD", "foreach")
+    # THEN the switch is a key of that dict (the Runner passes it to AdamW), not a
+    # torch.optim.AdamW(model.parameters(), ...) line the script does not have
+    assert fix is not None and (
+        'optim_wrapper=dict(..., optimizer=dict(type="AdamW", lr=..., fused=True))' in fix)
+    assert "torch.optim" not in fix and "model.parameters()" not in fix
+    assert foreach is not None and 'dict(type="SGD", lr=..., foreach=True)' in foreach
+
+
+@pytest.mark.parametrize("area", ["autocast_off", "autocast_off_fp16"])
+def test_an_mmengine_runners_autocast_is_switched_off_by_its_optim_wrapper(tmp_path, area):
+    # GIVEN an MMEngine run (its AmpOptimWrapper runs the forward under autocast)
+    with load(_with_frameworks(tmp_path / "mme", _MMENGINE_RUN)) as run:
+        fix = framework_fix(Context(run), area)
+    # THEN the fix builds the plain wrapper in its place
+    assert fix == ('# MMEngine: Runner(..., optim_wrapper=dict(type="OptimWrapper", '
+                   'optimizer=...)) in place of AmpOptimWrapper\n')
+
+
+def test_an_mmengine_run_gets_no_training_arguments(tmp_path):
+    # GIVEN an MMEngine run: transformers is imported (by mmengine), its Trainer is not
+    with load(_with_frameworks(tmp_path / "mme", _MMENGINE_RUN)) as run:
+        ctx = Context(run)
+        fixes = {area: framework_fix(ctx, area) for area in (
+            "checkpointing", "precision", "autocast_off", "autocast_off_fp16", "dataloader",
+            "pad_tokens", "model_fp32", "fp64_off")}
+    # THEN no area names TrainingArguments; precision names the Runner's AmpOptimWrapper
+    assert not any("TrainingArguments" in fix or "Hugging Face" in fix
+                   for fix in fixes.values()), fixes
+    assert 'optim_wrapper=dict(type="AmpOptimWrapper", dtype="bfloat16"' in fixes["precision"]
+
+
+def test_the_session_records_an_mmengine_runner():
+    import subprocess
+    import sys
+
+    pytest.importorskip("mmengine.runner")
+    # WHEN a process that imported MMEngine's Runner lists its frameworks
+    code = ("from mmengine.runner import Runner\n"
+            "from dsprof.collectors.process_facts import frameworks_loaded\n"
+            "print(frameworks_loaded())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    # THEN the Runner is among them, and the HF Trainer is not
+    assert "'mmengine.runner'" in out and "'transformers.trainer'" not in out
