@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dsprof.collectors.call_at_line import is_own_code
 from dsprof.errors import ScriptError
@@ -43,11 +43,48 @@ _KEPT: list[Any] = []
 _LEFT: dict[str, Any] = {}
 # dsprof's own last words (cli/last_words.py), said once the script's exit output is out
 _AT_THE_END: list[Callable[[], None]] = []
+_EXIT_FUNCS_RAN: list[bool] = []  # _release_kept_globals has run
 
 
 def at_the_end(say: Callable[[], None]) -> None:
-    """Call ``say`` at exit, after the script's atexit handlers and its globals' finalizers."""
+    """Call ``say`` at exit, after the script's atexit handlers and its globals' finalizers;
+    or before, where one of those handlers ends the process (``os._exit(0)``: the summary was
+    lost); or now, where the script ran the exit functions itself (``atexit._run_exitfuncs()``,
+    as some launchers do before a hard exit: the registry is empty since)."""
+    if _EXIT_FUNCS_RAN:
+        say()
+        return
     _AT_THE_END.append(say)
+    if len(_AT_THE_END) == 1:
+        atexit.register(_said_before_a_hard_exit)  # registered last: runs first at exit
+
+
+def _said_before_a_hard_exit() -> None:
+    """At exit, before the script's atexit handlers: ``os._exit`` says dsprof's last words
+    first, then ends the process as asked (the real one; :func:`_say_last_words` puts it back
+    when the handlers are done)."""
+    real_exit = os._exit
+
+    def _exit(status: int) -> NoReturn:
+        _say_last_words()
+        real_exit(status)
+
+    _HARD_EXIT[:] = [real_exit, _exit]
+    os._exit = _exit
+
+
+_HARD_EXIT: list[Any] = []  # [os._exit as found, dsprof's] while the script's handlers run
+
+
+def _say_last_words() -> None:
+    if len(_HARD_EXIT) == 2 and os._exit is _HARD_EXIT[1]:
+        os._exit = _HARD_EXIT[0]
+    _HARD_EXIT.clear()
+    while _AT_THE_END:
+        try:
+            _AT_THE_END.pop(0)()
+        except Exception:  # noqa: BLE001, S110 - at exit: the script's status must stand
+            pass
 
 
 def _release_kept_globals() -> None:
@@ -77,11 +114,8 @@ def _release_kept_globals() -> None:
     gc.collect()
     # last: the process groups dsprof held (DDP/gloo), once their worker threads are idle
     process_groups.release()
-    while _AT_THE_END:
-        try:
-            _AT_THE_END.pop(0)()
-        except Exception:  # noqa: BLE001, S110 - at exit: the script's status must stand
-            pass
+    _EXIT_FUNCS_RAN.append(True)
+    _say_last_words()
 
 
 atexit.register(_release_kept_globals)

@@ -88,3 +88,23 @@ def test_dsprofs_summary_comes_after_what_the_script_prints_on_its_way_out(tmp_p
     text = "\n".join(line for line in res.stderr.split("\n") if not line.startswith("[dsprof "))
     assert text.startswith(bare.stderr), res.stderr
     assert text[len(bare.stderr):].startswith("──"), res.stderr
+
+
+@pytest.mark.parametrize("ending", [
+    # an atexit handler that ends the process hard (os._exit skips the handlers after it)
+    "import atexit, os\natexit.register(lambda: os._exit(0))\n",
+    # the script runs the exit functions itself, as launchers do before a hard exit (the
+    # registry is empty after)
+    "import atexit\natexit._run_exitfuncs()\n"])
+def test_the_summary_is_said_once_however_the_exit_functions_run(tmp_path, ending):
+    # GIVEN a script whose exit functions run otherwise than at the interpreter's exit
+    script = write(tmp_path / "ends.py", LOOP + ending)
+    bare = plain(script)
+    # WHEN run under dsprof
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
+    # THEN its status and output are the script's, and dsprof's summary is there, once (it
+    # was lost: written at exit after the handlers, which never came)
+    assert bare.returncode == res.code == 0, res.stderr
+    assert res.stdout == bare.stdout == "trained\n"
+    assert res.stderr.count("──── dsprof ────") == 1, res.stderr
+    assert res.stderr.count("dsprof summary ") == 1, res.stderr
