@@ -83,8 +83,13 @@ def how_it_ended(facts: dict[str, Any]) -> str | None:
     if not status:
         return None
     error = facts.get("exit_error")
+    if reason == "interrupt":
+        # no status: the process ends as the plain interpreter's would (1 once torch._dynamo
+        # is loaded, else killed by SIGINT; cli/interrupted.py), which this line cannot know
+        # ("exit status 130" beside a shell's 1)
+        return ("the script was interrupted (Ctrl-C): the report covers what it ran until "
+                "then, saved as it ended")
     what = {"exception": f"the script raised {error or 'an exception'}",
-            "interrupt": "the script was interrupted",
             "rank failed": "a rank failed"}.get(str(reason), "the script exited")
     return (f"{what} (exit status {status}): the report covers what it ran until then, "
             "saved as it ended")
