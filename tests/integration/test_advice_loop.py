@@ -31,7 +31,7 @@ def findings_of(run: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("advice") / "mlp"
-    res = run_dsprof("run", "-q", "-o", str(out), *WINDOW, str(EXAMPLES / "fusion_mlp.py"),
+    res = run_dsprof("run", "-q", "--no-analyze", "-o", str(out), *WINDOW, str(EXAMPLES / "fusion_mlp.py"),
                      *MLP_ARGS)
     assert res.code == 0, res.stderr
     return out
@@ -113,7 +113,7 @@ def test_an_applied_run_gives_the_script_what_a_plain_run_gives_it(mlp_run, tmp_
     probe.write_text(APPLIED_PROBE)
     found = findings_of(mlp_run)
     out = tmp_path / "applied"
-    res = run_dsprof("run", "-q", "-o", str(out), "--apply", found["fusion.optimizer"]["id"],
+    res = run_dsprof("run", "-q", "--no-analyze", "-o", str(out), "--apply", found["fusion.optimizer"]["id"],
                      "--baseline", str(mlp_run), str(probe))
     assert res.code == 0, res.stderr
     # THEN the script meets a process that loaded none of them, as a plain dsprof run's
@@ -166,7 +166,7 @@ def test_verify_applies_both_knobs_and_prints_predicted_vs_measured(mlp_run, tmp
 def test_named_patterns_in_the_examples(tmp_path, script, args, kind, module):
     # GIVEN an example with hand-written attention (Conv-BN-ReLU: tests/unit, same rule)
     out = tmp_path / "run"
-    res = run_dsprof("run", "-q", "-o", str(out), *WINDOW, str(EXAMPLES / script),
+    res = run_dsprof("run", "-q", "--no-analyze", "-o", str(out), *WINDOW, str(EXAMPLES / script),
                      "--steps", "5", *args)
     assert res.code == 0, res.stderr
     # WHEN analyzed

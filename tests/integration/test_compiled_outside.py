@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from dsprof.analyzers.registry import analyze
+from dsprof.run import load
 from tests.integration.helpers import runs_as_without_dsprof, write
 
 pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
@@ -36,6 +38,8 @@ def test_a_chain_around_a_compiled_model_is_not_told_to_compile_the_model(tmp_pa
     # WHEN profiled
     out = tmp_path / "run"
     runs_as_without_dsprof(script, out)
+    with load(out) as run:
+        analyze(run)  # writes findings.json, as the run's end does without --no-analyze
     # THEN the loss chain is found as a pointwise chain outside the compiled code
     findings = json.loads((out / "findings.json").read_text())["findings"]
     fusion = [f for f in findings if f["analyzer"] == "fusion"]

@@ -62,7 +62,7 @@ def test_hand_norm_softmax_swaps_promise_the_memory_they_free(tmp_path) -> None:
     from tests.integration.helpers import dsprof
 
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(EXAMPLES / "hand_norm_softmax.py"),
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(EXAMPLES / "hand_norm_softmax.py"),
                  "--steps", "8")
     assert res.code == 0, res.stderr
     assert "8 steps" in last_line(res.stdout)

@@ -41,7 +41,7 @@ def test_a_script_that_execs_itself_saves_its_run_first(tmp_path, how):
     script = write(tmp_path / "reexec.py", REEXEC)
     out = tmp_path / "run"
     bare = plain(script, how, cwd=tmp_path)
-    res = dsprof("run", "-q", "-o", str(out), str(script), how, cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script), how, cwd=tmp_path)
     # THEN the program goes on in the new image as without dsprof (unprofiled there)
     assert res.code == bare.returncode == 0, res.stderr
     assert res.stdout == bare.stdout
@@ -59,7 +59,7 @@ def test_an_exec_that_fails_raises_into_the_script_as_without_dsprof(tmp_path):
     script = write(tmp_path / "reexec.py", REEXEC)
     out = tmp_path / "run"
     bare = plain(script, "missing", cwd=tmp_path)
-    res = dsprof("run", "-q", "-o", str(out), str(script), "missing", cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script), "missing", cwd=tmp_path)
     # THEN the same FileNotFoundError and status
     assert res.code == bare.returncode == 1
     assert "FileNotFoundError" in res.stderr and "FileNotFoundError" in bare.stderr

@@ -40,7 +40,7 @@ def test_a_single_evaluation_step_is_the_scripts_work_not_a_saving(tmp_path):
     # GIVEN 24 steps, one of which (loop step 15) evaluates 40 batches with .item() on each
     script = write(tmp_path / "one_eval.py", ONE_EVALUATION)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(script))
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script))
     assert res.code == 0, res.stderr
     with load(out) as run:
         found = [f for f in analyze(run, only=("step_outliers",), write=False).findings]
@@ -82,7 +82,7 @@ def test_an_evaluation_with_its_own_line_over_another_loader_is_named_an_evaluat
     # batch's metric with .item() (the HF Trainer's eval loop: its lines ran only there)
     script = write(tmp_path / "loader_eval.py", ONE_LOADER_EVALUATION)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(script))
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script))
     assert res.code == 0, res.stderr
     with load(out) as run:
         found = analyze(run, only=("step_outliers",), write=False).findings
@@ -127,7 +127,7 @@ def test_an_evaluation_among_slower_steps_is_still_named_the_scripts_work(tmp_pa
     # outliers", a saving)
     script = write(tmp_path / "eval_among.py", EVALUATION_AMONG_SLOW_STEPS)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(script))
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script))
     assert res.code == 0, res.stderr
     with load(out) as run:
         found = analyze(run, only=("step_outliers",), write=False).findings

@@ -41,7 +41,7 @@ def test_fsdp2_is_recognised_and_gets_its_own_switches(tmp_path):
     # GIVEN a per-layer fully_shard model trained on 2 gloo ranks
     script = write(tmp_path / "fsdp2.py", FSDP2)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "--nproc-per-node", "2", "-o", str(out), str(script),
+    res = dsprof("run", "-q", "--no-analyze", "--nproc-per-node", "2", "-o", str(out), str(script),
                  timeout=300)
     assert res.code == 0, res.stderr
     assert "trained 12 steps" in res.stdout

@@ -66,7 +66,7 @@ def test_a_lightning_ddp_fit_gets_the_trainers_comm_switch_and_the_switch_runs(t
     # GIVEN a Lightning Trainer(strategy="ddp") fit on 2 CPU ranks, launched by dsprof
     script = write(tmp_path / "pl_ddp.py", LIGHTNING_DDP)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "--nproc-per-node", "2", "-o", str(out), str(script),
+    res = dsprof("run", "-q", "--no-analyze", "--nproc-per-node", "2", "-o", str(out), str(script),
                  timeout=400)
     assert res.code == 0, res.stderr
     assert "global_step 24" in res.stdout, res.stdout

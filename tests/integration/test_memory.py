@@ -27,7 +27,7 @@ def lm_runs(tmp_path_factory):
     out = {}
     for name, extra in (("plain", []), ("checkpoint", ["--checkpoint"])):
         path = tmp_path_factory.mktemp("lm") / name
-        res = dsprof("run", "-q", "-o", str(path), *SCHEDULE, *LM, *extra)
+        res = dsprof("run", "-q", "--no-analyze", "-o", str(path), *SCHEDULE, *LM, *extra)
         assert res.code == 0, res.stderr
         out[name] = path
     return out
@@ -103,7 +103,7 @@ def test_leak_finding_names_the_line(tmp_path):
     results = {}
     for name, extra in (("leaky", []), ("fixed", ["--fixed"])):
         out = tmp_path / name
-        res = dsprof("run", "-q", "-o", str(out), "--wait", "1", "--warmup", "1", "--active", "4",
+        res = dsprof("run", "-q", "--no-analyze", "-o", str(out), "--wait", "1", "--warmup", "1", "--active", "4",
                      str(script), "--steps", "7", *extra)
         assert res.code == 0, res.stderr
         with load(out) as run:
@@ -139,7 +139,7 @@ def test_a_buffer_filling_during_the_window_is_no_leak_when_the_run_keeps_nothin
     # GIVEN a bounded buffer that grows 512 KiB a step through the profiled steps (6-9), then
     # stays full for the 140 steps after
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(write(tmp_path / "plateau.py", PLATEAU)))
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(write(tmp_path / "plateau.py", PLATEAU)))
     assert res.code == 0, res.stderr
     with load(out) as run:
         result = analyze(run, write=False)
@@ -152,7 +152,7 @@ def test_a_buffer_filling_during_the_window_is_no_leak_when_the_run_keeps_nothin
 def test_a_real_leak_shows_in_the_rss_of_a_long_run(tmp_path):
     # GIVEN the leaky example over 60 steps: RSS is read at each of them
     out = tmp_path / "leaky"
-    res = dsprof("run", "-q", "-o", str(out), "--wait", "1", "--warmup", "1", "--active", "4",
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), "--wait", "1", "--warmup", "1", "--active", "4",
                  str(EXAMPLES / "leaky_loss.py"), "--steps", "60")
     assert res.code == 0, res.stderr
     with load(out) as run:
@@ -186,7 +186,7 @@ def test_budget_stops_the_script_with_a_postmortem(tmp_path):
 def test_run_without_memory_events_gets_one_message(tmp_path):
     tiny = write(tmp_path / "tiny_train.py", TINY_TRAIN)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(tiny), env={"TINY_STEPS": "3"})
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(tiny), env={"TINY_STEPS": "3"})
     assert res.code == 0, res.stderr  # 3 steps: the default schedule profiles none
     res = dsprof("memory", str(out))
     assert res.code == 2

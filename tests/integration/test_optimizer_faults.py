@@ -47,7 +47,7 @@ def test_the_loop_faults_its_temporaries_every_step_and_the_fused_kernel_none(tm
     # GIVEN Adam over a 1 MiB weight, malloc mapping every temporary afresh
     script = write(tmp_path / "wide_adam.py", WIDE_ADAM)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), str(script), impl, env=MAPPED)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script), impl, env=MAPPED)
     assert res.code == 0, res.stderr
     assert res.stdout.strip() == "done"
     faults = _faults(out)
@@ -68,7 +68,7 @@ def test_the_fused_price_adds_the_loops_page_faults(tmp_path):
     # GIVEN the faulting loop's run
     script = write(tmp_path / "wide_adam.py", WIDE_ADAM)
     out = tmp_path / "run"
-    assert dsprof("run", "-q", "-o", str(out), str(script), "loop", env=MAPPED).code == 0
+    assert dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script), "loop", env=MAPPED).code == 0
     with load(out) as run:
         found = [f for f in analyze(run, write=False).findings if f.kind == "fusion.optimizer"]
         # the steps that show the program's heap: after the first, before the first profiler
@@ -125,7 +125,7 @@ def _fused_finding(tmp_path, kind):
     out = tmp_path / kind
     # malloc keeps every temporary (no fresh mapping, no trim): no page faults, whose time
     # inside a sqrt is priced as faults and taken off its excess
-    res = dsprof("run", "-q", "-o", str(out), str(script), kind, env=UNMAPPED)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script), kind, env=UNMAPPED)
     assert res.code == 0, res.stderr
     with load(out) as run:
         (f,) = [f for f in analyze(run, write=False).findings if f.kind == "fusion.optimizer"]

@@ -68,7 +68,7 @@ def test_pipeline_stages_get_the_schedules_advice_not_ddps(tmp_path, schedule):
                            "2", str(script), schedule], capture_output=True, text=True,
                           timeout=300, check=False, env=_plain_env())
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "--nproc-per-node", "2", "-o", str(out), str(script), schedule,
+    res = dsprof("run", "-q", "--no-analyze", "--nproc-per-node", "2", "-o", str(out), str(script), schedule,
                  timeout=300)
     # THEN it runs as without dsprof
     assert bare.returncode == 0, bare.stderr

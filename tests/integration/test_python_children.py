@@ -83,7 +83,7 @@ def test_a_script_that_trains_itself_and_runs_a_short_child_gets_no_note(tmp_pat
     script = write(tmp_path / "trains.py", TRAINS_ITSELF)
     out = tmp_path / "run"
     bare = plain(script, cwd=tmp_path)
-    res = dsprof("run", "-q", "-o", str(out), str(script), cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script), cwd=tmp_path)
     assert bare.returncode == res.code == 0, res.stderr
     assert bare.stdout == res.stdout == "trained\n"
     # THEN the Python child is recorded (git is no Python) and no note blames it

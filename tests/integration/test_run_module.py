@@ -45,7 +45,7 @@ def test_the_modules_options_are_the_modules(tmp_path):
     assert bare.returncode == 0 and "'-o', 'out.pt'" in bare.stdout, bare.stderr
     # WHEN it runs under dsprof with dsprof's own options before -m
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), "-m", "pkg.show", *args,
+    res = dsprof("run", "-q", "--no-analyze", "--no-analyze", "-o", str(out), "-m", "pkg.show", *args,
                  cwd=tmp_path)
     # THEN it gets them all, as python -m gives them (out.pt became dsprof's run directory,
     # -q and --wait 2 were dsprof's, "--" was dropped, and -h printed dsprof's help)
@@ -97,7 +97,7 @@ def test_the_modules_atexit_handlers_see_its_argv_and_main(tmp_path):
     bare = _plain_module(tmp_path, "pkg.at_exit", "--flag")
     assert bare.returncode == 0 and "pickled at exit True" in bare.stdout, bare.stderr
     # WHEN it runs under dsprof -m
-    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), "-m", "pkg.at_exit", "--flag",
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "run"), "-m", "pkg.at_exit", "--flag",
                  cwd=tmp_path)
     # THEN it sees what it sees without dsprof: its argv[0] its file, its module __main__
     # (argv[0] was 'pkg.at_exit', and pickling failed: "attribute lookup Head on __main__

@@ -56,7 +56,7 @@ def test_tensor_parallel_collectives_get_no_ddp_advice(tmp_path):
     # GIVEN a tensor-parallel MLP trained on 2 gloo ranks (no DDP, no FSDP)
     script = write(tmp_path / "tp_mlp.py", TP_MLP)
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "--nproc-per-node", "2", "-o", str(out), str(script),
+    res = dsprof("run", "-q", "--no-analyze", "--nproc-per-node", "2", "-o", str(out), str(script),
                  timeout=300)
     assert res.code == 0, res.stderr
     assert "trained 16 steps" in res.stdout

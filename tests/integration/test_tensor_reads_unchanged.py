@@ -53,7 +53,7 @@ def test_warnings_in_a_tensor_read_name_the_scripts_line_as_without_dsprof(tmp_p
     script = write(tmp_path / "warns.py", WARNS)
     bare = plain(script)
     # WHEN run under dsprof
-    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
     # THEN output and warnings are the plain run's, line for line: each at the script's line
     assert bare.returncode == 0 and res.code == 0, res.stderr
     assert res.stdout == bare.stdout
@@ -67,7 +67,7 @@ def test_an_error_in_a_tensor_condition_prints_the_plain_runs_traceback(tmp_path
     # GIVEN a script whose `if x > 0:` on a three-value tensor raises
     script = write(tmp_path / "raises.py", RAISES)
     bare = plain(script)
-    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "run"), str(script), cwd=tmp_path)
     # THEN it exits 1 as without dsprof, and the traceback holds the script's frame only
     assert bare.returncode == res.code == 1
     assert "host_sync.py" not in res.stderr

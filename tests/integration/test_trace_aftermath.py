@@ -67,7 +67,7 @@ def test_the_window_leaves_nothing_on_the_heap_for_the_steps_after_it(tmp_path):
     # every step's boundary
     script = write(tmp_path / "heap_loop.py", HEAP_LOOP)
     heap, out = tmp_path / "heap.json", tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), "--wait", "3", "--warmup", "1", "--active", "2",
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), "--wait", "3", "--warmup", "1", "--active", "2",
                  str(script), str(heap))
     assert res.code == 0, res.stderr[-2000:]
     in_use = json.loads(heap.read_text())

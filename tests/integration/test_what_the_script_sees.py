@@ -283,7 +283,7 @@ def test_a_script_sees_its_own_threads_only_and_joins_them_all(tmp_path):
     out = tmp_path / "run"
     bare = plain(script, timeout=120)
     # WHEN it runs under dsprof (a hang is a TimeoutExpired, not a blocked test)
-    res = dsprof("run", "-q", "-o", str(out), str(script), timeout=240)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), str(script), timeout=240)
     # THEN it lists what it lists without dsprof (it listed dsprof-sampler, dsprof-sigterm,
     # dsprof-capture-cap and dsprof-capture-memory) and its join-all loop ends
     assert bare.returncode == 0, bare.stderr
@@ -362,7 +362,7 @@ def test_the_scripts_environment_has_kinetos_log_level_only_as_the_user_set_it(t
     script = write(tmp_path / "kineto_env.py", KINETO_ENV)
     env = {} if own is None else {"KINETO_LOG_LEVEL": own}
     bare = plain(script, env=env)
-    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), str(script), env=env)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "run"), str(script), env=env)
     # THEN it sees what it sees without dsprof: nothing, or the user's value
     assert bare.returncode == 0 and res.code == 0, res.stderr
     assert res.stdout == bare.stdout == f"KINETO_LOG_LEVEL seen ['{own}'] child {own}\n"
