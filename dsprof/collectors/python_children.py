@@ -18,8 +18,8 @@ with the script's own arguments; the child is recorded after it returned, and an
 raises reaches the script without dsprof's frame. ``Popen._handle_exitstatus`` (where a
 ``Popen`` learns its exit status: ``wait()``, ``poll()``, ``communicate()``) is seen after it
 ran. Installed before the script runs (a driver need not import torch), in the process dsprof
-started only. Not recorded: children that are no Python (``git``, ``nvidia-smi``), torch's own
-compile workers (``torch/_inductor``), ``os.system`` and ``os.fork`` + ``exec``,
+started only. Not recorded: children that are no Python (``git``, ``nvidia-smi``), those torch's
+own code starts (its compile workers, ``torch/_inductor``; its ``python -c`` probes), ``os.system`` and ``os.fork`` + ``exec``,
 ``multiprocessing``'s processes (:mod:`.child_processes`), and processes started by a child.
 """
 
@@ -34,9 +34,16 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
-from dsprof.frames import drop_own_frames, hidden_from_warnings, raised_in_signal_handler
+from dsprof.frames import (
+    DSPROF_DIR,
+    drop_own_frames,
+    hidden_from_warnings,
+    raised_in_signal_handler,
+    standard_library,
+)
 
 MAX_CHILDREN = 16
 """Children recorded; the ones started after them are only counted (``python_children_more``)."""
@@ -96,7 +103,8 @@ class ChildLog:
         if words is None:
             return
         launcher = python_launcher(os.fsdecode(executable) if executable else words[0], words)
-        if launcher is None or any(lib in w for w in words[:3] for lib in _LIBRARY_CHILDREN):
+        if launcher is None or any(lib in w for w in words[:3] for lib in _LIBRARY_CHILDREN) \
+                or started_by_torch():
             return
         kept = [w[:MAX_ARG_CHARS] for w in words[:MAX_ARGS]]
         cut = len(words) > MAX_ARGS or any(len(w) > MAX_ARG_CHARS for w in words[:MAX_ARGS])
@@ -188,6 +196,37 @@ def python_module(words: list[str]) -> str | None:
         if not word.startswith("-") or word in ("-c", "--"):
             return None
     return None
+
+
+def started_by_torch() -> bool:
+    """Whether the code that starts the child now is torch's own: the first frame of the stack
+    outside dsprof and the standard library (``subprocess.run``, asyncio) lies in torch's
+    package. torch.compile's ``cpu_vec_isa.py`` runs ``python -c "...cdll.LoadLibrary(...)"``
+    probes (10 of 16 recorded children of a 20-step compiled MLP), words that name no
+    ``torch/_inductor``."""
+    torch_dir = _torch_dir()
+    if torch_dir is None:
+        return False
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith((DSPROF_DIR, "<frozen")) or standard_library(filename)):
+            return filename.startswith(torch_dir)
+        frame = frame.f_back
+    return False
+
+
+_torch_dirs: list[str] = []  # torch's package folder, once torch is imported
+
+
+def _torch_dir() -> str | None:
+    if not _torch_dirs:
+        torch = sys.modules.get("torch")
+        filename = getattr(torch, "__file__", None)
+        if not isinstance(filename, str):
+            return None  # not (yet) imported: no torch code can be starting the child
+        _torch_dirs.append(os.path.dirname(os.path.abspath(filename)) + os.sep)
+    return _torch_dirs[0]
 
 
 def _int_or_none(value: Any) -> int | None:

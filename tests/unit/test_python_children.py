@@ -164,3 +164,18 @@ def test_the_script_itself_a_launcher_gets_the_launchers_command():
 def test_a_hostile_command_stays_on_one_line():
     (note,) = python_child_notes(_meta(5.0, argv=(PY, "train.py", "x\nimport os")), None)
     assert "\n" not in note and "'x\\nimport os'" in note
+
+
+def test_a_child_torchs_own_code_starts_is_not_the_scripts(log, tmp_path):
+    # GIVEN torch's own code starting a Python child (collect_env's run(), as torch.compile's
+    # cpu_vec_isa probe runs `python -c ...` through subprocess.run), and the script its own
+    from torch.utils import collect_env
+    child = tmp_path / "child.py"
+    child.write_text("print('hi')\n")
+    rc, out, _ = collect_env.run([PY, str(child), "torch"])
+    subprocess.run([PY, str(child), "script"], capture_output=True, check=True)
+    log.stop()
+    # THEN torch's child ran as without dsprof, and only the script's is recorded
+    assert (rc, out) == (0, "hi")
+    (recorded,) = log.to_meta()["python_children"]
+    assert recorded["argv"][2] == "script"
