@@ -17,7 +17,8 @@ Observation only. ``subprocess.Popen._execute_child`` (where ``Popen``, ``subpro
 with the script's own arguments; the child is recorded after it returned, and an error it
 raises reaches the script without dsprof's frame. ``Popen._handle_exitstatus`` (where a
 ``Popen`` learns its exit status: ``wait()``, ``poll()``, ``communicate()``) is seen after it
-ran. Installed before the script runs (a driver need not import torch), in the process dsprof
+ran, and so are ``os.waitpid``, ``wait``, ``wait3``, ``wait4`` and ``waitid``, where a child
+reaped outside its ``Popen`` ends (asyncio, psutil, the script's own waits). Installed before the script runs (a driver need not import torch), in the process dsprof
 started only. Not recorded: children that are no Python (``git``, ``nvidia-smi``), those torch's
 own code starts (its compile workers, ``torch/_inductor``; its ``python -c`` probes), ``os.system`` and ``os.fork`` + ``exec``,
 ``multiprocessing``'s processes (:mod:`.child_processes`), and processes started by a child.
@@ -26,24 +27,20 @@ own code starts (its compile workers, ``torch/_inductor``; its ``python -c`` pro
 from __future__ import annotations
 
 import os
-import re
-import shlex
 import subprocess
-import sys
 import threading
 import time
 import weakref
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
-from dsprof.frames import (
-    DSPROF_DIR,
-    drop_own_frames,
-    hidden_from_warnings,
-    raised_in_signal_handler,
-    standard_library,
+from dsprof.collectors.python_commands import (
+    LIBRARY_CHILDREN,
+    command_words,
+    python_launcher,
+    started_by_torch,
 )
+from dsprof.frames import drop_own_frames, hidden_from_warnings, raised_in_signal_handler
 
 MAX_CHILDREN = 16
 """Children recorded; the ones started after them are only counted (``python_children_more``)."""
@@ -52,20 +49,6 @@ MAX_ARGS = 32
 MAX_ARG_CHARS = 256
 """Characters of each word recorded."""
 
-# console scripts that run Python and start the training's processes themselves
-LAUNCHER_SCRIPTS = {"torchrun": "torchrun", "accelerate": "accelerate",
-                    "accelerate-launch": "accelerate", "deepspeed": "deepspeed",
-                    "lightning": "lightning", "fabric": "lightning"}
-# the same launchers run as `python -m MODULE`
-LAUNCHER_MODULES = {"torch.distributed.run": "torchrun", "torch.distributed.launch": "torchrun",
-                    "accelerate.commands.launch": "accelerate",
-                    "accelerate.commands.accelerate_cli": "accelerate",
-                    "deepspeed.launcher.runner": "deepspeed"}
-_PYTHON_NAME = re.compile(r"(python|pypy)[0-9.]*[dmu]?(\.exe)?")
-# what a shell would read otherwise than as words (a string command run by the shell)
-_SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?\[\]{}~!\\\n]")
-# torch.compile's compile and autotune workers (torch/_inductor/compile_worker/__main__.py)
-_LIBRARY_CHILDREN = ("torch/_inductor/", "torch._inductor")
 
 
 @dataclass
@@ -92,18 +75,19 @@ class ChildLog:
         self.end_ns: int | None = None  # when recording stopped: the end of the script
         self._lock = threading.Lock()
         self._open: weakref.WeakKeyDictionary[Any, Child] = weakref.WeakKeyDictionary()
+        self._unreaped: dict[int, Child] = {}  # pid -> a child whose end is not seen yet
 
     def started(self, handle: Any, args: Any, executable: Any = None,
                 spawned_pid: int | None = None) -> None:
         """A child was started: ``handle`` its ``Popen``, or None and its ``spawned_pid`` (its
-        end is then not seen)."""
+        end is then seen where ``os.waitpid`` or the like reaps it)."""
         if os.getpid() != self.pid or self.end_ns is not None:
             return
         words = command_words(args)
         if words is None:
             return
         launcher = python_launcher(os.fsdecode(executable) if executable else words[0], words)
-        if launcher is None or any(lib in w for w in words[:3] for lib in _LIBRARY_CHILDREN) \
+        if launcher is None or any(lib in w for w in words[:3] for lib in LIBRARY_CHILDREN) \
                 or started_by_torch():
             return
         kept = [w[:MAX_ARG_CHARS] for w in words[:MAX_ARGS]]
@@ -117,13 +101,32 @@ class ChildLog:
             self.children.append(child)
             if handle is not None:
                 self._open[handle] = child
+            if pid is not None:
+                self._unreaped[pid] = child
 
     def ended(self, handle: Any) -> None:
         """``handle``'s exit status is known (``Popen.returncode``)."""
         child = self._open.get(handle)
-        if child is not None and child.end_ns is None:
-            child.end_ns = time.monotonic_ns()
-            child.exit_status = _int_or_none(getattr(handle, "returncode", None))
+        if child is not None:
+            self._end(child, _int_or_none(getattr(handle, "returncode", None)))
+
+    def reaped(self, pid: Any, exit_status: int) -> None:
+        """The process ``pid`` ended with ``exit_status`` (as ``Popen.returncode``: negative for
+        a signal), seen by a wait of ``os``'s."""
+        if os.getpid() != self.pid or not isinstance(pid, int) or pid <= 0:
+            return
+        child = self._unreaped.get(pid)
+        if child is not None:
+            self._end(child, exit_status)
+
+    def _end(self, child: Child, exit_status: int | None) -> None:
+        with self._lock:
+            if child.end_ns is None:
+                child.end_ns = time.monotonic_ns()
+            if child.exit_status is None:
+                child.exit_status = exit_status
+            if child.pid is not None and self._unreaped.get(child.pid) is child:
+                del self._unreaped[child.pid]
 
     def stop(self) -> None:
         """The script has ended: children whose exit was not seen are timed up to now, and
@@ -133,7 +136,7 @@ class ChildLog:
             return
         self.end_ns = time.monotonic_ns()
         for handle, child in list(self._open.items()):
-            if child.exit_status is None:  # reaped by others (asyncio, psutil set returncode)
+            if child.exit_status is None:  # reaped unseen (os.wait with SIGCHLD ignored...)
                 child.exit_status = _int_or_none(getattr(handle, "returncode", None))
         for child in self.children:
             if child.end_ns is None and child.pid is not None:
@@ -148,85 +151,14 @@ class ChildLog:
                     **({"launcher": c.launcher} if c.launcher else {}),
                     "seconds": round(((c.end_ns or end) - c.start_ns) / 1e9, 3),
                     # true: its exit was seen; false: still running at the script's end; null:
-                    # it ended unseen (another reaped it), its seconds run to the script's end
+                    # it ended unseen (reaped by no wait dsprof sees), its seconds run to the
+                    # script's end
                     "ended": True if c.end_ns is not None else
                     (False if c.running_at_end else None),
                     "exit_status": c.exit_status}
                    for c in self.children]
         return {"python_children": entries,
                 **({"python_children_more": self.more} if self.more else {})}
-
-
-def command_words(args: Any) -> list[str] | None:
-    """A ``Popen`` command as words: a list as given, a string split as the shell would when it
-    holds nothing but words (``"python train.py"``); None when it is not read so."""
-    if isinstance(args, (str, bytes, os.PathLike)):
-        text = os.fsdecode(args)
-        if _SHELL_SYNTAX.search(text):
-            return None
-        try:
-            words = shlex.split(text)
-        except ValueError:
-            return None
-    else:
-        try:
-            words = [os.fsdecode(a) for a in args]
-        except TypeError:
-            return None
-    return words or None
-
-
-def python_launcher(program: str, words: list[str]) -> str | None:
-    """The launcher ``words`` start (``torchrun``, ``accelerate``, ...), "" for any other
-    Python interpreter, None when ``program`` runs no Python that dsprof knows."""
-    name = os.path.basename(program)
-    if name in LAUNCHER_SCRIPTS:
-        return LAUNCHER_SCRIPTS[name]
-    if program != sys.executable and not _PYTHON_NAME.fullmatch(name):
-        return None
-    module = python_module(words)
-    return LAUNCHER_MODULES.get(module or "", "")
-
-
-def python_module(words: list[str]) -> str | None:
-    """The module of ``python [OPTIONS] -m MODULE ...``, else None."""
-    for i, word in enumerate(words[1:], start=1):
-        if word == "-m":
-            return words[i + 1] if i + 1 < len(words) else None
-        if not word.startswith("-") or word in ("-c", "--"):
-            return None
-    return None
-
-
-def started_by_torch() -> bool:
-    """Whether the code that starts the child now is torch's own: the first frame of the stack
-    outside dsprof and the standard library (``subprocess.run``, asyncio) lies in torch's
-    package. torch.compile's ``cpu_vec_isa.py`` runs ``python -c "...cdll.LoadLibrary(...)"``
-    probes (10 of 16 recorded children of a 20-step compiled MLP), words that name no
-    ``torch/_inductor``."""
-    torch_dir = _torch_dir()
-    if torch_dir is None:
-        return False
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not (filename.startswith((DSPROF_DIR, "<frozen")) or standard_library(filename)):
-            return filename.startswith(torch_dir)
-        frame = frame.f_back
-    return False
-
-
-_torch_dirs: list[str] = []  # torch's package folder, once torch is imported
-
-
-def _torch_dir() -> str | None:
-    if not _torch_dirs:
-        torch = sys.modules.get("torch")
-        filename = getattr(torch, "__file__", None)
-        if not isinstance(filename, str):
-            return None  # not (yet) imported: no torch code can be starting the child
-        _torch_dirs.append(os.path.dirname(os.path.abspath(filename)) + os.sep)
-    return _torch_dirs[0]
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -262,17 +194,12 @@ def install() -> ChildLog:
     global _log
     uninstall()
     _log = ChildLog(os.getpid())
-    for name, wrapper in (("_execute_child", _execute_child),
-                          ("_handle_exitstatus", _handle_exitstatus)):
-        original = subprocess.Popen.__dict__.get(name)
+    for name, (owner, wrapper) in _HOOKS.items():
+        original = (owner.__dict__.get(name) if owner is subprocess.Popen else
+                    getattr(owner, name, None))
         if original is not None:
             _originals[name] = original
-            setattr(subprocess.Popen, name, wrapper)
-    for name, wrapper in (("posix_spawn", _posix_spawn), ("posix_spawnp", _posix_spawnp)):
-        original = getattr(os, name, None)
-        if original is not None:
-            _originals[name] = original
-            setattr(os, name, wrapper)
+            setattr(owner, name, wrapper)
     return _log
 
 
@@ -295,9 +222,7 @@ def take_meta() -> dict[str, Any]:
 def uninstall() -> None:
     """The hooks go (what was recorded stays for :func:`take_meta`)."""
     for name, original in list(_originals.items()):
-        owner: Any = os if name.startswith("posix_spawn") else subprocess.Popen
-        mine = {"_execute_child": _execute_child, "_handle_exitstatus": _handle_exitstatus,
-                "posix_spawn": _posix_spawn, "posix_spawnp": _posix_spawnp}[name]
+        owner, mine = _HOOKS[name]
         if getattr(owner, name, None) is mine:  # a library that put its own there keeps it
             setattr(owner, name, original)
         del _originals[name]
@@ -326,35 +251,80 @@ def _handle_exitstatus(self: Any, *args: Any, **kwargs: Any) -> None:
     _observe(lambda log: log.ended(self))
 
 
-def _posix_spawn(path: Any, argv: Any, *args: Any, **kwargs: Any) -> int:
-    return _spawned("posix_spawn", path, argv, args, kwargs)
+def _spawn_hook(name: str) -> Any:
+    """dsprof's ``os.posix_spawn[p]``: one frame, which an error it passes on drops."""
+    def spawn(path: Any, argv: Any, *args: Any, **kwargs: Any) -> int:
+        original = _originals.get(name) or _lost(name)
+        try:
+            pid: int = original(path, argv, *args, **kwargs)
+        except BaseException as exc:
+            drop_own_frames(exc)
+            raise
+        if not getattr(_inside_popen, "active", False):
+            _observe(lambda log: log.started(None, argv, path, pid))
+        return pid
+    return spawn
 
 
-def _posix_spawnp(path: Any, argv: Any, *args: Any, **kwargs: Any) -> int:
-    return _spawned("posix_spawnp", path, argv, args, kwargs)
+_posix_spawn = _spawn_hook("posix_spawn")
+_posix_spawnp = _spawn_hook("posix_spawnp")
 
 
-def _spawned(name: str, path: Any, argv: Any, args: Any, kwargs: Any) -> int:
-    original = _originals.get(name) or _lost(name)
-    try:
-        pid: int = original(path, argv, *args, **kwargs)
-    except BaseException as exc:
-        drop_own_frames(exc)
-        raise
-    if not getattr(_inside_popen, "active", False):
-        _observe(lambda log: log.started(None, argv, path, pid))
-    return pid
+# The waits of os's that reap a child: where a child not reaped by its Popen ends. asyncio's
+# child watcher (it sets Popen.returncode itself), psutil's Popen (Accelerate's launcher) and
+# a script's own os.posix_spawn + os.waitpid reap so; before, such a child's end went unseen
+# and its seconds ran to the script's end: an asyncio child of 50 ms, then time.sleep(3), was
+# named as the training, "up to 4.9 s".
+def _wait_hook(name: str) -> Any:
+    """dsprof's ``os.NAME``: the wait runs as plain (its arguments, its result, its errors:
+    ChildProcessError), then a recorded child it reaped is marked ended."""
+    def wait(*args: Any, **kwargs: Any) -> Any:
+        original = _originals.get(name) or _lost(name)
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as exc:
+            drop_own_frames(exc)
+            raise
+        if _log is not None and _log._unreaped:  # (a wait for no recorded child: no more)
+            _observe(lambda log: log.reaped(*_wait_end(name, result)))
+        return result
+    wait.__name__ = wait.__qualname__ = name
+    return wait
 
 
-for _wrapper in (_execute_child, _handle_exitstatus, _posix_spawn, _posix_spawnp, _spawned):
+_CHILD_ENDS = {getattr(os, "CLD_EXITED", None): 1, getattr(os, "CLD_KILLED", None): -1,
+               getattr(os, "CLD_DUMPED", None): -1}
+
+
+def _wait_end(name: str, result: Any) -> tuple[int, int]:
+    """The pid and exit status (``Popen.returncode``'s) a wait returned; pid 0 where it saw no
+    child end (a ``WNOHANG`` poll, a stopped or continued child)."""
+    if name == "waitid":
+        sign = _CHILD_ENDS.get(result.si_code) if result is not None else None
+        return (result.si_pid, sign * result.si_status) if sign else (0, 0)
+    pid, status = result[0], result[1]
+    if not pid or not (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+        return 0, 0
+    return pid, os.waitstatus_to_exitcode(status)
+
+
+_HOOKS: dict[str, tuple[Any, Any]] = {
+    "_execute_child": (subprocess.Popen, _execute_child),
+    "_handle_exitstatus": (subprocess.Popen, _handle_exitstatus),
+    **{name: (os, wrapper) for name, wrapper in (
+        ("posix_spawn", _posix_spawn), ("posix_spawnp", _posix_spawnp),
+        *((name, _wait_hook(name)) for name in ("waitpid", "wait", "wait3", "wait4", "waitid")))},
+}
+"""name -> (where it is, dsprof's stand-in)"""
+for _owner, _wrapper in _HOOKS.values():
     hidden_from_warnings(_wrapper)
 
 
 def _lost(name: str) -> Any:
     # (cannot happen while installed; a stale reference after uninstall finds it in place)
-    owner: Any = os if name.startswith("posix_spawn") else subprocess.Popen
+    owner, mine = _HOOKS[name]
     original = getattr(owner, name)
-    if original in (_execute_child, _handle_exitstatus, _posix_spawn, _posix_spawnp):
+    if original is mine:
         raise RuntimeError(f"dsprof's subprocess hook lost the original {name}()")
     return original
 

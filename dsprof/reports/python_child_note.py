@@ -16,7 +16,7 @@ import os
 import shlex
 from typing import Any
 
-from dsprof.collectors.python_children import LAUNCHER_MODULES, LAUNCHER_SCRIPTS
+from dsprof.collectors.python_commands import LAUNCHER_MODULES, LAUNCHER_SCRIPTS
 from dsprof.manifest import Target
 from dsprof.render.safe_text import one_line
 
@@ -40,7 +40,11 @@ def python_child_notes(meta: dict[str, Any], target: Target | None) -> list[str]
                 and not _runs_code(_words(c.get("argv")))]
     if not children:
         return []
-    longest = max(children, key=lambda c: c["seconds"])
+    # a child whose end went unseen ("ended": null) is timed to the script's end, an upper
+    # bound: the script's own work after it (a driver's time.sleep(3) after a 50 ms child) is
+    # no training of the child's. A child seen ending, or still running, is named first.
+    timed = [c for c in children if c.get("ended") is not None]
+    longest = max(timed or children, key=lambda c: c["seconds"])
     argv = _words(longest["argv"])
     shown = _shown(argv) + (" ..." if longest.get("cut") is True else "")
     ended = (f", exit status {longest['exit_status']}"

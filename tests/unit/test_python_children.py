@@ -179,3 +179,52 @@ def test_a_child_torchs_own_code_starts_is_not_the_scripts(log, tmp_path):
     assert (rc, out) == (0, "hi")
     (recorded,) = log.to_meta()["python_children"]
     assert recorded["argv"][2] == "script"
+
+
+def test_a_child_reaped_outside_popen_is_timed_to_its_end(log, tmp_path):
+    # GIVEN a driver whose children are reaped by asyncio's child watcher and by its own
+    # os.waitpid (psutil and multiprocessing wait so too), then it goes on for a while
+    import asyncio
+    import os
+    import time
+    child = tmp_path / "child.py"
+    child.write_text("import sys; sys.exit(int(sys.argv[1]))\n")
+
+    async def run_child():
+        proc = await asyncio.create_subprocess_exec(PY, str(child), "2")
+        return await proc.wait()
+
+    returncode = asyncio.run(run_child())
+    pid = os.posix_spawn(PY, [PY, str(child), "3"], dict(os.environ))
+    waited = os.waitpid(pid, 0)
+    time.sleep(0.5)
+    log.stop()
+    # THEN the script saw what it sees plain
+    assert returncode == 2 and waited[0] == pid and os.waitstatus_to_exitcode(waited[1]) == 3
+    # AND each child's end was seen when it was reaped, with its exit status
+    by_status = {c["exit_status"]: c for c in log.to_meta()["python_children"]}
+    assert set(by_status) == {2, 3}
+    for recorded in by_status.values():
+        assert recorded["ended"] is True and recorded["seconds"] < 0.5
+
+
+def test_a_failed_wait_raises_as_without_dsprof(log):
+    # WHEN the script waits for a process that is no child of its own
+    with pytest.raises(ChildProcessError) as caught:
+        __import__("os").waitpid(1, 0)
+    # THEN the error's traceback holds no frame of dsprof's
+    assert not any("dsprof" in f.filename
+                   for f in traceback.extract_tb(caught.value.__traceback__))
+    # AND after the script, os.waitpid is os's own again
+    log.stop()
+    assert type(__import__("os").waitpid).__name__ == "builtin_function_or_method"
+
+
+def test_a_child_whose_end_was_seen_is_named_over_one_timed_to_the_scripts_end():
+    # GIVEN a child reaped unseen, timed to the script's end, and one seen ending after 3 s
+    meta = {"steps_source": "none", "python_children": [
+        {"argv": [PY, "probe.py"], "seconds": 9.0, "ended": None, "exit_status": None},
+        {"argv": [PY, "train.py"], "seconds": 3.0, "ended": True, "exit_status": 0}]}
+    (note,) = python_child_notes(meta, None)
+    # THEN the note names the child whose time is known
+    assert "the longest (python train.py, 3.0 s, exit status 0)" in note
