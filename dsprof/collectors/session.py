@@ -181,8 +181,7 @@ class Session:
         self.timeline = TimelineCollector(self.settings, self.device, self.raw, self.memory,
                                           modules)
         steps = self.steps
-        # a call's step is decided at the end, as the steps were (ends kept aside or not)
-        self.syncs = HostSyncCollector(lambda: steps.last_end_ns, steps.step_at)
+        self.syncs = HostSyncCollector(lambda: steps.last_end_ns, steps.step_at)  # at the end
         if self.settings.cupti_kernels:
             self.cupti = start_cupti(self.device, self.raw, steps.now_ns, self.timeline)
         header = {
