@@ -239,7 +239,7 @@ def _launch_ranks(ctx: click.Context, settings: Settings, tgt: launch.Target, np
     if settings.analyze:
         _analyze(run, quiet=settings.quiet, terminal=sys.stderr)
     elif not settings.quiet:
-        _say_raw_data(run, sys.stderr)
+        _say_raw_data(run, sys.stderr, last=False)
     if lock is not None:
         lock.release()
     log.detach_file()

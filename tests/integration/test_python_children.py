@@ -90,39 +90,3 @@ def test_a_script_that_trains_itself_and_runs_a_short_child_gets_no_note(tmp_pat
     assert [c["argv"][1:] for c in meta(out)["python_children"]] == [["-c", "pass"]]
     with load(out) as run:
         assert not [n for n in summarize(run).notes if "child process" in n]
-
-
-ASYNC_DRIVER = """
-import asyncio
-import os
-import sys
-import time
-
-async def run_child():
-    proc = await asyncio.create_subprocess_exec(sys.executable, "short.py", "2")
-    return await proc.wait()
-
-print("asyncio child exited", asyncio.run(run_child()))
-pid = os.posix_spawn(sys.executable, [sys.executable, "short.py", "0"], dict(os.environ))
-print("spawned child exited", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
-time.sleep(2.5)  # the driver's own work after its children
-"""
-
-
-def test_children_reaped_by_asyncio_and_waitpid_are_timed_to_their_end(tmp_path):
-    # GIVEN a driver (no torch) whose short children are reaped by asyncio's child watcher and
-    # by its own os.waitpid, not by a Popen's wait, then that goes on 2.5 s by itself
-    write(tmp_path / "short.py", "import sys\nsys.exit(int(sys.argv[1]))\n")
-    driver = write(tmp_path / "driver.py", ASYNC_DRIVER)
-    out = tmp_path / "run"
-    bare = plain(driver, cwd=tmp_path)
-    res = dsprof("run", "-q", "-o", str(out), str(driver), cwd=tmp_path)
-    assert bare.returncode == res.code == 0, res.stderr
-    assert bare.stdout == res.stdout == "asyncio child exited 2\nspawned child exited 0\n"
-    # THEN each child's end and status are recorded as they were
-    children = meta(out)["python_children"]
-    assert [(c["exit_status"], c["ended"]) for c in children] == [(2, True), (0, True)]
-    assert all(c["seconds"] < 2.0 for c in children)
-    # AND no note names a short child as the training (before: "up to 4.9 s")
-    with load(out) as run:
-        assert not [n for n in summarize(run).notes if "child process" in n]
