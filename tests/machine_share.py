@@ -45,6 +45,7 @@ class MachineShare:
         self._turnstile_path = folder / "machine.turnstile"
         self._held: IO[str] | None = None
         self.exclusive = False
+        _shares.append(self)
 
     def shared(self) -> None:
         """Hold the machine beside other ordinary tests, after any timing test waiting."""
@@ -72,6 +73,27 @@ class MachineShare:
             self._held.close()  # closing the file drops its flock
             self._held = None
         self.exclusive = False
+
+    def forget_in_forked_child(self) -> None:
+        """A forked child shares the worker's open lock file, and a flock lasts while any
+        descriptor of it is open: a DataLoader's persistent fork workers that outlive their
+        test held the machine shared, and the suite hung (the other worker waiting alone, this
+        one behind it at the turnstile). The child closes its copy: the worker's lock stays."""
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+        self.exclusive = False
+
+
+_shares: list[MachineShare] = []
+
+
+def _forget_shares_in_forked_child() -> None:
+    for share in _shares:
+        share.forget_in_forked_child()
+
+
+os.register_at_fork(after_in_child=_forget_shares_in_forked_child)
 
 
 # The folder the xdist controller makes for its workers (they inherit its environment), and,

@@ -95,6 +95,7 @@ def test_dataloader_workers_knob_gives_workers_to_loaders_with_fewer():
         assert [b[0].tolist() for b in plain] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # still loads
     finally:
         applied.uninstall()
+    plain._iterator._shutdown_workers()  # its persistent workers would outlive the test
     assert (plain.num_workers, plain.persistent_workers) == (2, True)
     assert positional.num_workers == 2
     # the pasted fix raises a loader's workers to N, never lowers the script's own choice

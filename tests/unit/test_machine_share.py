@@ -6,6 +6,7 @@ shares in one process contend as two workers do: ``flock`` locks belong to the o
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 import time
 from pathlib import Path
@@ -94,6 +95,33 @@ def test_a_worker_turns_alone_and_back_without_waiting_on_itself(tmp_path):
     share.shared()
     assert not share.exclusive
     share.release()
+
+
+def test_a_forked_child_that_outlives_its_test_does_not_hold_the_machine(tmp_path):
+    # GIVEN a worker holding the machine shared forks a child that lives on (a DataLoader's
+    # persistent fork workers did: the suite hung at 62%, the other worker waiting alone)
+    share = MachineShare(tmp_path)
+    share.shared()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os.close(write_end)
+        os.read(read_end, 1)  # lives until the parent says
+        os._exit(0)
+    os.close(read_end)
+    try:
+        # WHEN the worker gives the machine up
+        share.release()
+        # THEN a test that wants it alone gets it while the child still lives
+        events = CTX.Queue()
+        other, release = _start(tmp_path, "alone", "timing", events)
+        assert events.get(timeout=30) == "timing in"
+        release.set()
+        other.join(60)
+        assert other.exitcode == 0
+    finally:
+        os.close(write_end)
+        os.waitpid(child, 0)
 
 
 def test_only_xdist_workers_take_the_lock_and_only_its_maker_removes_the_folder(monkeypatch):
