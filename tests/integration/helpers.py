@@ -37,6 +37,20 @@ def dsprof(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def analyzed_here(run: Path) -> dict:
+    """Analyse a run made with ``--no-analyze`` in this process, as the run's end would have
+    (the same ``analyze``, which writes ``findings.json``), and return its findings. A
+    ``timed_runs`` test records its run alone on the machine: the analysis reads tables, not
+    clocks, so it runs here, beside other tests, in a process whose pyarrow and DuckDB are
+    loaded (0.7-0.9 s of the machine alone less a run: CI's time)."""
+    from dsprof.analyzers.registry import analyze
+    from dsprof.run import load
+
+    with load(run) as loaded:
+        analyze(loaded)
+    return json.loads((run / "findings.json").read_text())
+
+
 def meta(run: Path) -> dict:
     return json.loads((run / "meta.json").read_text())
 

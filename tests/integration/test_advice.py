@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dsprof.run import load
-from tests.integration.helpers import REPO, dsprof
+from tests.integration.helpers import REPO, analyzed_here, dsprof
 
 pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
@@ -31,9 +31,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     for name, args in plan.items():
         run = base / name
         script = EXAMPLES / f"{name.removesuffix('_workers')}.py"
-        res = dsprof("run", "-q", "-o", str(run), str(script), *args,
+        res = dsprof("run", "-q", "--no-analyze", "-o", str(run), str(script), *args,
                      cwd=REPO)
         assert res.code == 0, res.stderr
+        analyzed_here(run)
         out[name] = run
     return out
 

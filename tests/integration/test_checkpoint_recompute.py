@@ -66,8 +66,8 @@ def _run(tmp_path, mode: str):
     script.write_text(SCRIPT)
     out = tmp_path / f"run_{mode}"
     with recording():
-        done = subprocess.run([sys.executable, "-m", "dsprof", "run", "-o", str(out),
-                               str(script), mode], cwd=tmp_path, capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "dsprof", "run", "--no-analyze", "-o",
+                               str(out), str(script), mode], cwd=tmp_path, capture_output=True, text=True,
                               timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
                               check=False)
     assert done.returncode == 0, done.stderr

@@ -5,14 +5,13 @@ the knob that applies the finding's fix."""
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from dsprof.apply.autocast import AutocastKnob
-from tests.integration.helpers import dsprof, meta, write
+from tests.integration.helpers import analyzed_here, dsprof, meta, write
 
 pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
@@ -25,9 +24,9 @@ KIND = "precision.cpu_autocast_slower"
 def profile(tmp_path: Path, name: str, *script: str, env: dict[str, str] | None = None
             ) -> tuple[Path, dict]:
     run = tmp_path / name
-    res = dsprof("run", "-q", "-o", str(run), *SCHEDULE, *script, env=env)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(run), *SCHEDULE, *script, env=env)
     assert res.code == 0, res.stderr
-    return run, json.loads((run / "findings.json").read_text())
+    return run, analyzed_here(run)
 
 
 def autocast_findings(found: dict) -> list[dict]:
@@ -147,14 +146,13 @@ def test_the_knob_runs_cpu_autocast_regions_in_fp32():
 
 def test_ds_autocast_off_makes_the_scripts_forward_fp32(tmp_path):
     run = tmp_path / "off"
-    res = dsprof("run", "-o", str(run), *SCHEDULE, MLP, "--steps", "6", "--print-dtype",
-                 env={"DS_AUTOCAST": "off"})
+    res = dsprof("run", "--no-analyze", "-o", str(run), *SCHEDULE, MLP, "--steps", "6",
+                 "--print-dtype", env={"DS_AUTOCAST": "off"})
     assert res.code == 0, res.stderr
     assert "forward dtype torch.float32" in res.stdout
     assert meta(run)["knobs"]["DS_AUTOCAST"] == {"value": "off", "dtype": "off", "disabled": 6,
                                                  "compiled": 0}
-    found = json.loads((run / "findings.json").read_text())
-    assert autocast_findings(found) == []
+    assert autocast_findings(analyzed_here(run)) == []
 
 
 LIGHTNING = """
@@ -197,15 +195,16 @@ def test_lightning_bf16_mixed_gets_lightnings_switch_and_the_knob_turns_it_off(t
     script = str(write(tmp_path / "lit.py", LIGHTNING))
     # GIVEN a Lightning Trainer(precision="bf16-mixed") on a small MLP
     run = tmp_path / "lit"
-    res = dsprof("run", "-o", str(run), *SCHEDULE, script)
+    res = dsprof("run", "--no-analyze", "-o", str(run), *SCHEDULE, script)
     assert res.code == 0, res.stderr
     assert "forward dtype torch.bfloat16" in res.stdout
     # THEN the finding opens with Lightning's own switch
-    (f,) = autocast_findings(json.loads((run / "findings.json").read_text()))
+    (f,) = autocast_findings(analyzed_here(run))
     assert f["fix"].startswith('# Lightning: Trainer(..., precision="32-true")')
     # AND DS_AUTOCAST=off disables the autocast Lightning enters around each training step
     off = tmp_path / "lit_off"
-    res = dsprof("run", "-o", str(off), *SCHEDULE, script, env={"DS_AUTOCAST": "off"})
+    res = dsprof("run", "--no-analyze", "-o", str(off), *SCHEDULE, script,
+                 env={"DS_AUTOCAST": "off"})
     assert res.code == 0, res.stderr
     assert "forward dtype torch.float32" in res.stdout
     assert meta(off)["knobs"]["DS_AUTOCAST"]["disabled"] >= 12
@@ -238,15 +237,15 @@ def test_hf_trainer_bf16_gets_the_trainers_switch_and_the_knob_turns_it_off(tmp_
         models=str(REPO / "tests" / "corpus" / "models"))))
     # GIVEN the corpus's tiny GPT-2 under the HF Trainer with bf16=True on CPU
     run = tmp_path / "hf"
-    res = dsprof("run", "-o", str(run), *SCHEDULE, script)
+    res = dsprof("run", "--no-analyze", "-o", str(run), *SCHEDULE, script)
     assert res.code == 0, res.stderr
     assert "forward dtype torch.bfloat16" in res.stdout
     # THEN the fix opens with the Trainer's own switch, and no Lightning line
-    (f,) = autocast_findings(json.loads((run / "findings.json").read_text()))
+    (f,) = autocast_findings(analyzed_here(run))
     assert f["fix"].startswith("# Hugging Face Trainer: TrainingArguments(..., bf16=False)")
     assert "Lightning" not in f["fix"]
     # AND DS_AUTOCAST=off disables the autocast the Trainer (through accelerate) enters
-    res = dsprof("run", "-o", str(tmp_path / "hf_off"), *SCHEDULE, script,
+    res = dsprof("run", "--no-analyze", "-o", str(tmp_path / "hf_off"), *SCHEDULE, script,
                  env={"DS_AUTOCAST": "off"})
     assert res.code == 0, res.stderr
     assert "forward dtype torch.float32" in res.stdout
@@ -355,8 +354,9 @@ def test_ds_autocast_off_reaches_an_autocast_inside_compiled_code(tmp_path):
     # GIVEN autocast entered inside a torch.compile'd function: Dynamo never runs autocast's
     # __init__ there, and the knob's bare wrapper made it fail ("KeyError: dtype")
     script = write(tmp_path / "inside.py", INSIDE_COMPILED)
-    plain = dsprof("run", "-q", "-o", str(tmp_path / "plain"), *SCHEDULE, str(script))
-    off = dsprof("run", "-q", "-o", str(tmp_path / "off"), *SCHEDULE, str(script),
+    plain = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "plain"), *SCHEDULE,
+                   str(script))
+    off = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "off"), *SCHEDULE, str(script),
                  env={"DS_AUTOCAST": "off"})
     # THEN both run; the compiled region runs in fp32 with the knob, bf16 without
     assert plain.code == 0 and off.code == 0, off.stderr[-2000:]

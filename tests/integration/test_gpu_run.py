@@ -21,7 +21,7 @@ def test_cpu_run_samples_host_predicts_tf32_and_knob_turns_it_on(tmp_path):
     tiny = write(tmp_path / "tiny_train.py", TINY_TRAIN)
     # WHEN it runs with the sampler at 10 ms and TF32 left at torch's default (off)
     off = tmp_path / "off"
-    res = dsprof("run", "-o", str(off), *SCHEDULE, "--sample-ms", "10", str(tiny),
+    res = dsprof("run", "--no-analyze", "-o", str(off), *SCHEDULE, "--sample-ms", "10", str(tiny),
                  env={"TINY_STEPS": "8"})
     assert res.code == 0, res.stderr
     # THEN one INFO line says no GPU is sampled, and the host is
@@ -47,7 +47,7 @@ def test_cpu_run_samples_host_predicts_tf32_and_knob_turns_it_on(tmp_path):
 
     # WHEN the finding's knob is applied
     on = tmp_path / "on"
-    res = dsprof("run", "-o", str(on), *SCHEDULE, "--sample-ms", "0", str(tiny),
+    res = dsprof("run", "--no-analyze", "-o", str(on), *SCHEDULE, "--sample-ms", "0", str(tiny),
                  env={"TINY_STEPS": "8", "DS_ENABLE_TENSOR_CORE": "1"})
     assert res.code == 0, res.stderr
     # THEN TF32 is on in the profiled process, the finding is gone, and sampling was off

@@ -12,7 +12,7 @@ import pytest
 from dsprof.analyzers import fusion
 from dsprof.analyzers.registry import analyze
 from dsprof.run import load
-from tests.integration.helpers import REPO, dsprof
+from tests.integration.helpers import REPO, analyzed_here, dsprof
 
 pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
 
@@ -29,8 +29,9 @@ def _doc(run: Path) -> dict:
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pre") / "lm"
-    res = dsprof("run", "-q", "-o", str(out), *WINDOW, *LM, cwd=REPO)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), *WINDOW, *LM, cwd=REPO)
     assert res.code == 0, res.stderr
+    analyzed_here(out)
     return out
 
 
@@ -102,10 +103,10 @@ def test_the_examples_hand_written_attention_is_named_at_its_module(lm_run):
 def test_the_examples_sdpa_form_is_said_to_use_sdpa_and_gets_no_hand_attention(tmp_path):
     # GIVEN the same example with its attention on F.scaled_dot_product_attention (--sdpa)
     out = tmp_path / "sdpa"
-    res = dsprof("run", "-q", "-o", str(out), *WINDOW, *LM[:2], "10", *LM[3:], "--sdpa",
-                 cwd=REPO)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), *WINDOW, *LM[:2], "10", *LM[3:],
+                 "--sdpa", cwd=REPO)
     assert res.code == 0, res.stderr[-2000:]
-    doc = _doc(out)
+    doc = analyzed_here(out)
     kinds = [f["kind"] for f in doc["findings"]]
     # THEN no hand-written attention is found, and the attention module is said to run SDPA
     assert "fusion.hand_attention" not in kinds and "fusion.attention" not in kinds
@@ -128,9 +129,10 @@ def test_other_examples_get_no_unpressured_or_gpu_only_advice(tmp_path, script, 
                                                               monkeypatch):
     # GIVEN another bundled example, run on CPU with no memory budget
     out = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(out), *WINDOW, str(EXAMPLES / script), *args, cwd=REPO)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(out), *WINDOW, str(EXAMPLES / script),
+                 *args, cwd=REPO)
     assert res.code == 0, res.stderr[-2000:]
-    doc = _doc(out)
+    doc = analyzed_here(out)
     ranked = [f for f in doc["findings"] if f["severity"] != "info"]
     # THEN no checkpointing or batch advice, no GPU-only finding, no outlier claim
     assert not [f for f in ranked if f["kind"].startswith(("memory.checkpointing", "batch."))]

@@ -13,7 +13,7 @@ import pytest
 from dsprof.analyzers.loader_workers import rank_cpus
 from dsprof.analyzers.registry import Context
 from dsprof.run import load
-from tests.integration.helpers import dsprof, meta, write
+from tests.integration.helpers import analyzed_here, dsprof, meta, write
 
 SCHEDULE = ["--wait", "1", "--warmup", "1", "--active", "2"]
 
@@ -73,10 +73,10 @@ dist.destroy_process_group()
 def _loader_run(tmp_path: Path, load: str) -> tuple[Path, dict]:
     script = write(tmp_path / "loader_ddp.py", LOADER_DDP)
     out = tmp_path / f"run_{load}"
-    res = dsprof("run", "-q", "--nproc-per-node", "2", "-o", str(out), *SCHEDULE, str(script),
-                 "--steps", "30", "--load", load, cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "--nproc-per-node", "2", "-o", str(out),
+                 *SCHEDULE, str(script), "--steps", "30", "--load", load, cwd=tmp_path)
     assert res.code == 0, res.stderr
-    return out, json.loads((out / "findings.json").read_text())
+    return out, analyzed_here(out)
 
 
 def _waits(findings: dict) -> list[dict]:

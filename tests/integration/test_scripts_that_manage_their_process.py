@@ -9,7 +9,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from tests.integration.helpers import dsprof, meta, plain, write
+from tests.integration.helpers import analyzed_here, dsprof, meta, plain, write
 
 pytestmark = pytest.mark.timed_runs  # judges its runs' times: recorded alone (tests/machine_share.py)
 
@@ -109,8 +109,9 @@ def test_the_scripts_anomaly_mode_withholds_timing_findings(tmp_path):
     # GIVEN a script that turns on autograd anomaly mode for the whole run
     script = write(tmp_path / "anomaly.py", ANOMALY)
     run = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(run), str(script), cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(run), str(script), cwd=tmp_path)
     assert res.code == 0 and res.stdout == "anomaly True\n", res.stderr
+    analyzed_here(run)
     # THEN every step is marked as timing the debugging aid, and no timing finding is ranked
     assert {r["disturbed_by"] for r in _steps(run)[2:]} == {"autograd_anomaly"}
     assert meta(run)["autograd_anomaly"] == meta(run)["steps_recorded"]
@@ -151,9 +152,9 @@ def test_a_loader_rebuilt_each_epoch_is_told_to_keep_its_workers(tmp_path):
     # the workers to start
     script = write(tmp_path / "per_epoch.py", LOADER_PER_EPOCH)
     run = tmp_path / "run"
-    res = dsprof("run", "-q", "-o", str(run), str(script), cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(run), str(script), cwd=tmp_path)
     assert res.code == 0 and res.stdout.count("epoch") == 4, res.stderr
-    findings = json.loads((run / "findings.json").read_text())["findings"]
+    findings = analyzed_here(run)["findings"]
     kinds = {f["kind"]: f for f in findings}
     # THEN the advice is to keep the workers (one loader, persistent), not more workers
     startup = kinds["input.worker_startup"]

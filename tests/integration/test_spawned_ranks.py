@@ -45,8 +45,8 @@ def test_spawned_ranks_are_profiled_as_ranks_with_comms_and_the_straggler(tmp_pa
     script = write(tmp_path / "ddp_spawn.py", DDP_SPAWN)
     out = tmp_path / "run"
     # WHEN run under dsprof run, with no launcher option
-    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), "8", "20", "none",
-                 timeout=180)
+    res = dsprof("run", "--no-analyze", "-o", str(out), *SCHEDULE, str(script), "8", "20",
+                 "none", timeout=180)
     # THEN the script's output and status are its own
     assert res.code == 0, res.stderr
     assert printed(res.stdout) == [
@@ -115,7 +115,8 @@ def test_a_failing_rank_ends_the_script_as_it_does_without_dsprof(tmp_path, fail
     for attempt in range(3):
         if attempt:
             shutil.rmtree(out, ignore_errors=True)
-        res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), "3", "0", fail, timeout=180)
+        res = dsprof("run", "--no-analyze", "-o", str(out), *SCHEDULE, str(script), "3", "0",
+                     fail, timeout=180)
         if "SIGABRT" not in res.stderr:
             break
     # THEN exit status, stdout and the exception torch re-raises in the parent are the same,
@@ -147,7 +148,8 @@ def test_a_rank_that_torch_terminates_after_its_sibling_failed_is_saved(tmp_path
     out = tmp_path / "run"
     # WHEN run plainly and under dsprof run
     bare = plain(script, "3")
-    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), "3", timeout=180)
+    res = dsprof("run", "--no-analyze", "-o", str(out), *SCHEDULE, str(script), "3",
+                 timeout=180)
     # THEN the script ends as it does without dsprof: rank 1's exception, status 1
     assert bare.returncode == 1, bare.stderr
     assert res.code == bare.returncode, res.stderr
@@ -171,7 +173,7 @@ def test_a_dataloader_with_spawned_workers_has_no_ranks(tmp_path):
     script = write(tmp_path / "loader.py", SPAWN_LOADER)
     out = tmp_path / "run"
     # WHEN profiled
-    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), timeout=180)
+    res = dsprof("run", "--no-analyze", "-o", str(out), *SCHEDULE, str(script), timeout=180)
     # THEN it is the one-process run it was: the workers are no ranks
     assert res.code == 0, res.stderr
     assert res.stdout.strip() == "trained 8 steps"
@@ -288,7 +290,8 @@ def test_processes_spawned_to_prepare_data_leave_the_training_to_this_process(tm
     script = write(tmp_path / "prep.py", SPAWN_THEN_TRAIN)
     out = tmp_path / "run"
     bare = plain(script, how)
-    res = dsprof("run", "-o", str(out), *SCHEDULE, str(script), how, timeout=180)
+    res = dsprof("run", "--no-analyze", "-o", str(out), *SCHEDULE, str(script), how,
+                 timeout=180)
     # THEN it ran as without dsprof
     assert res.code == bare.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0] == bare.stdout.strip()

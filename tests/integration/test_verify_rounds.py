@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dsprof.reports.verification import compare
-from tests.integration.helpers import REPO
+from tests.integration.helpers import REPO, analyzed_here
 from tests.integration.helpers import dsprof as run_dsprof
 
 pytestmark = [pytest.mark.slow, pytest.mark.timed_runs]
@@ -25,10 +25,10 @@ WIDE = {"COLUMNS": "200"}  # one sentence a line, as on a wide terminal
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("verify-rounds") / "mlp"
-    res = run_dsprof("run", "-q", "-o", str(out), *WINDOW,
+    res = run_dsprof("run", "-q", "--no-analyze", "-o", str(out), *WINDOW,
                      str(REPO / "examples" / "fusion_mlp.py"), *ARGS)
     assert res.code == 0, res.stderr
-    found = json.loads((out / "findings.json").read_text())["findings"]
+    found = analyzed_here(out)["findings"]
     gelu = next(f for f in found if f["kind"] == "fusion.hand_gelu")
     return out, gelu["id"]
 
