@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.machine_share import recording
+from tests.machine_share import let_a_recording_in, recording
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,13 +23,17 @@ class Result:
 
 
 def dsprof(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-           timeout: float = 240) -> Result:
+           timeout: float = 240, timed: bool = True) -> Result:
+    """``python -m dsprof *args``. ``timed=False``: a run of a ``timed_runs`` test whose times
+    the test does not judge (a knob's effect on the script's output, a finding that cannot
+    exist without its ops) runs beside other tests instead of alone."""
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("DSPROF_", "DS_", "TINY_"))}
     full_env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     full_env.update(env or {})
     # a run, a verify or a tune probe records times a ``timed_runs`` test may judge: quiet
-    quiet = (recording() if args[:1] in (("run",), ("verify",), ("tune",))
+    let_a_recording_in()
+    quiet = (recording() if timed and args[:1] in (("run",), ("verify",), ("tune",))
              else contextlib.nullcontext())
     with quiet:
         proc = subprocess.run([sys.executable, "-m", "dsprof", *args], cwd=cwd, env=full_env,
@@ -66,6 +70,7 @@ def plain(script: Path, *args: str, timeout: float = 240, cwd: Path | None = Non
     :func:`dsprof`'s)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DSPROF_", "DS_"))}
     full_env.update({"OMP_NUM_THREADS": "1", **(env or {})})
+    let_a_recording_in()
     return subprocess.run([sys.executable, str(script), *args], env=full_env,
                           capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
 

@@ -194,3 +194,40 @@ def test_outside_a_timed_runs_module_a_recording_does_not_wait(worker, monkeypat
         assert not share.exclusive
     assert time.monotonic() - t0 < 0.2
     neighbour.release()
+
+
+def test_an_ordinary_test_lets_a_waiting_recording_in_between_its_parts(worker, monkeypatch):
+    share, neighbour = worker
+    monkeypatch.setattr(machine_share, "records_alone", False)  # this worker: an ordinary test
+    # GIVEN the other worker asking to record alone while this test holds the machine
+    order: list[str] = []
+
+    def record():
+        neighbour.alone()
+        order.append("recorded")
+        time.sleep(0.2)
+        neighbour.release()
+
+    other = threading.Thread(target=record)
+    other.start()
+    other.join(0.3)
+    assert other.is_alive() and not order  # it waits for this test's part in progress
+    # WHEN this test comes to its next part
+    machine_share.let_a_recording_in()
+    # THEN the recording went first, and this test holds the machine again
+    order.append("next part")
+    assert order == ["recorded", "next part"]
+    assert share._held is not None and not share.exclusive
+    other.join(5)
+
+
+def test_with_no_recording_waiting_the_next_part_goes_on_at_once(worker, monkeypatch):
+    share, _ = worker
+    monkeypatch.setattr(machine_share, "records_alone", False)
+    t0 = time.monotonic()
+    machine_share.let_a_recording_in()
+    assert time.monotonic() - t0 < 0.2 and share._held is not None
+    # AND a test that holds the machine alone keeps it
+    share.alone()
+    machine_share.let_a_recording_in()
+    assert share.exclusive
