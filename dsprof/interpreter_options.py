@@ -1,5 +1,7 @@
 """The interpreter's own options of a ``dsprof run`` (``python -W error -X dev -m dsprof run``),
-recorded in meta.json ``interpreter_options`` and given back to ``dsprof verify``'s reruns.
+recorded in meta.json ``interpreter_options`` and given back to ``dsprof verify``'s reruns;
+the ranks of ``dsprof run --nproc-per-node`` and ``dsprof tune``'s runs are started with the
+options of the process that starts them.
 
 Verify reran ``[sys.executable, "-m", "dsprof", "run", ...]``: a run made under
 ``python -W error`` was verified by a script whose ``sys.warnoptions`` was ``[]``, a different

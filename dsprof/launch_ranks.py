@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from dsprof import interpreter_options
 from dsprof._version import __version__
 from dsprof.launch import Target
 from dsprof.log import logger
@@ -81,6 +82,7 @@ def launch(settings: Settings, target: Target, run: RunDir, nproc: int,
         "dsprof_version": __version__, "torch_version": torch.__version__,
         "python_version": sys.version.split()[0], "pid": os.getpid(),
         "target": target.to_json(), "dsprof_argv": sys.argv, "cwd": os.getcwd(),
+        "interpreter_options": interpreter_options.of_this_process(),  # verify's rerun's
         "settings": settings.knobs(),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("DSPROF_", "DS_"))},
         "speed_env": speed_env(os.environ),  # the launcher's: what verify's rerun gets back
@@ -94,7 +96,9 @@ def launch(settings: Settings, target: Target, run: RunDir, nproc: int,
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", rdzv_configs={"timeout": 120},
         max_restarts=0, monitor_interval=0.1, local_addr="127.0.0.1")
-    args = ["-m", "dsprof", "run"]
+    # each rank's interpreter gets the options this one was started with (python -W error -X
+    # dev -m dsprof run --nproc-per-node N): the script runs as the same program on every rank
+    args = [*interpreter_options.of_this_process(), "-m", "dsprof", "run"]
     args += ["-m", target.name] if target.kind == "module" else [target.name]
     args += list(target.args)
     failures: dict[int, int] = {}

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsprof import interpreter_options
 from dsprof.errors import ConfigError, DsprofError, RunDirError
 
 ROOM = 0.05  # a probe peaking this far under the budget earns a second, larger probe
@@ -94,7 +95,9 @@ def measure(path: Path, exit_status: int = 0) -> Measured:
 def dsprof_run(target: Sequence[str], output: Path, budget: int | None, env: dict[str, str],
                run_args: Sequence[str] = ()) -> Measured:
     """Run ``dsprof run`` on ``target`` in a child process and measure it."""
-    cmd = [sys.executable, "-m", "dsprof", "run", "-q", "-o", str(output), *run_args]
+    # the probe's interpreter gets tune's own options (python -W error -m dsprof tune ...)
+    cmd = [sys.executable, *interpreter_options.of_this_process(), "-m", "dsprof", "run", "-q",
+           "-o", str(output), *run_args]
     if budget is not None:
         cmd += ["--memory-budget", str(budget)]
     child_env = {**os.environ, **env}

@@ -77,7 +77,7 @@ def test_script_sees_what_python_would_show(tmp_path, tiny):
                    env={"TINY_STEPS": "1", "TINY_FACTS": str(plain), "PATH": "/usr/bin"})
     # WHEN the same script runs under dsprof
     under = tmp_path / "under.json"
-    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), str(tiny), "--lr", "3",
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "run"), str(tiny), "--lr", "3",
                  env={"TINY_STEPS": "1", "TINY_FACTS": str(under)})
     # THEN argv, __name__, sys.path[0] and __file__ are the same
     assert res.code == 0, res.stderr
@@ -127,8 +127,8 @@ def test_run_module_with_dash_m(tmp_path):
           "    json.dump(sys.argv, open(sys.argv[-1], 'w'))\n")
     facts = tmp_path / "argv.json"
     # WHEN run as `dsprof run -m mypkg.train ARGS`
-    res = dsprof("run", "-q", "-o", str(tmp_path / "run"), "-m", "mypkg.train", "--x", str(facts),
-                 cwd=tmp_path)
+    res = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "run"), "-m", "mypkg.train",
+                 "--x", str(facts), cwd=tmp_path)
     # THEN it ran as `python -m` would run it
     assert res.code == 0, res.stderr
     argv = json.loads(facts.read_text())
@@ -234,7 +234,7 @@ def test_with_stack_records_python_events_in_the_raw_trace(tmp_path, tiny):
     # GIVEN --with-stack (off by default: module names come from dsprof's own annotations)
     out_on, out_off = tmp_path / "on", tmp_path / "off"
     for out, extra in ((out_on, ["--with-stack"]), (out_off, [])):
-        res = dsprof("run", "-q", "-o", str(out), *SCHEDULE, *extra, str(tiny))
+        res = dsprof("run", "-q", "--no-analyze", "-o", str(out), *SCHEDULE, *extra, str(tiny))
         assert res.code == 0, res.stderr
     # THEN only the first raw trace has Python function events, and both have module paths
     on = (out_on / "raw" / "rank0" / "window-0.trace.json").read_text()
