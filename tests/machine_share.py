@@ -145,13 +145,33 @@ def let_a_recording_in() -> None:
     Without it a recording waited for the whole of the test in progress beside it (a measured
     suite: 349 s over 113 recordings, the machine half used meanwhile). An ordinary test
     judges no time, so a pause between its parts changes nothing it checks. Nothing happens
-    where nothing waits (two flock calls), in a test that holds the machine alone, or off the
-    main thread (the lock is the main thread's)."""
+    where nothing waits (two flock calls), in a test that holds the machine alone, off the
+    main thread (the lock is the main thread's), or while a process the test started still
+    runs: a test that reads a run while its script trains would pause while the script went on
+    (and ended before the test looked), and the recording would share the machine with it."""
     share = worker_share
     if share is None or share.exclusive or share._held is None \
-            or threading.current_thread() is not threading.main_thread():
+            or threading.current_thread() is not threading.main_thread() or _has_children():
         return
     share.shared()  # gives the hold up, passes the turnstile after a waiting writer, holds again
+
+
+def _has_children() -> bool:
+    """Whether this process has a child a test started, running or not yet reaped (Linux
+    /proc; where it cannot be read, as if it had one: the test goes on without pausing).
+    multiprocessing's resource tracker and fork server, started by the first test that spawns
+    and alive as long as the worker, are no test's."""
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    helpers = {multiprocessing.resource_tracker._resource_tracker._pid,
+               multiprocessing.forkserver._forkserver._forkserver_pid}
+    try:
+        children = [int(pid) for task in os.listdir("/proc/self/task")
+                    for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
+    except (OSError, ValueError):
+        return True
+    return any(pid not in helpers for pid in children)
 
 
 @contextmanager

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -231,3 +233,35 @@ def test_with_no_recording_waiting_the_next_part_goes_on_at_once(worker, monkeyp
     share.alone()
     machine_share.let_a_recording_in()
     assert share.exclusive
+
+
+def test_a_test_whose_process_still_runs_does_not_pause_for_a_recording(worker, monkeypatch):
+    share, neighbour = worker
+    monkeypatch.setattr(machine_share, "records_alone", False)
+    # GIVEN a test that started a process (a run it reads while the script trains), and the
+    # other worker asking to record alone
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    recorded: list[str] = []
+
+    def record():
+        neighbour.alone()
+        recorded.append("recorded")
+        neighbour.release()
+
+    waiting = threading.Thread(target=record)
+    try:
+        waiting.start()
+        waiting.join(0.3)
+        assert waiting.is_alive()
+        # WHEN the test comes to its next part THEN it goes on at once, still holding the
+        # machine: the recording would share it with the process, which would go on meanwhile
+        t0 = time.monotonic()
+        machine_share.let_a_recording_in()
+        assert time.monotonic() - t0 < 0.2 and share._held is not None and waiting.is_alive()
+    finally:
+        child.kill()
+        child.wait()
+    # AND once the process is gone, the next part lets the recording in
+    machine_share.let_a_recording_in()
+    assert recorded == ["recorded"]
+    waiting.join(5)
