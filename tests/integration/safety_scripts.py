@@ -84,9 +84,11 @@ steps, marker, where = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 libc = ctypes.CDLL(None)
 mutex = ctypes.create_string_buffer(64)  # zeroed = PTHREAD_MUTEX_INITIALIZER (glibc)
 
-def block():
-    libc.pthread_mutex_lock(mutex)
-    libc.pthread_mutex_lock(mutex)
+# (what it needs is bound here: at the interpreter's teardown a global may already be None,
+# and plain Python's destructor of `stuck` then raised instead of blocking)
+def block(lock=libc.pthread_mutex_lock, held=mutex):
+    lock(held)
+    lock(held)
 
 for _ in range(steps):
     train_step()
@@ -96,7 +98,7 @@ if where == "atexit":  # the script ends; its teardown blocks
     print("trained", flush=True)
 elif where == "del":  # a global whose destructor blocks (as ~ProcessGroupGloo joining a thread)
     class Stuck:
-        def __del__(self):
+        def __del__(self, block=block):
             block()
     stuck = Stuck()
     print("trained", flush=True)
