@@ -94,7 +94,9 @@ def _release_kept_globals() -> None:
     functions and classes, so the interpreter's final garbage collection is what finalizes
     them: every ``__del__`` runs first, with the globals still in place (PEP 442), then the
     cycle is cleared. Dropping dsprof's references and collecting does the same; a dict in no
-    cycle is freed at once, as a module nobody else holds would be. A global's ``__del__``
+    cycle is freed at once, as a module nobody else holds would be; one a library still holds
+    (torch holds __main__) is left to the interpreter's module teardown, which sets its names
+    to None in the order they were bound, as without dsprof. A global's ``__del__``
     (a log file flushed, a tracker's run closed, a destructor that blocks) then runs as it
     would without dsprof; left to the module list's teardown it could be skipped. Then the
     gloo process groups dsprof held go, once their worker threads are idle
