@@ -240,11 +240,13 @@ def test_a_teardown_that_blocks_finds_the_run_saved_and_sigterm_ends_it(tmp_path
     script = write(tmp_path / "block.py", scripts.BLOCK_IN_C)
     out = tmp_path / "run"
     proc = _start(["-o", str(out), *SCHEDULE, str(script), "6", "-", where], tmp_path)
-    # THEN dsprof's work is done before the teardown: the run is saved and ingested
+    # THEN dsprof's work is done before the teardown: the run is saved, ingested and analysed
+    # (once the findings are written, what is left before the teardown is the summary's print:
+    # a process still there a second later is stuck in the script's teardown)
     deadline = time.monotonic() + 180
     while True:
         m = meta(out) if (out / "meta.json").exists() else {}
-        if m.get("ingested"):
+        if m.get("ingested") and (out / "findings.json").exists():
             break
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run was never saved"
