@@ -4,7 +4,8 @@ dsprof's session starts at the end of the script's ``import torch``, and its win
 stop in the script's ``optimizer.step()`` / ``backward()``: on top of the script's frames,
 under the script's recursion limit. A script that set ``sys.setrecursionlimit(250)`` at its
 top ran plain, but under dsprof no step was profiled: the first window's
-``profile.prepare_trace()`` imports ``torch._dynamo`` (torch's lazy ``__getattr__``), 189
+``profile.prepare_trace()`` imported ``torch._dynamo`` (torch's lazy ``__getattr__``; it no
+longer does where the script has not: :mod:`dsprof.collectors.inductor_untouched`), 189
 frames deep from there, on top of the script's ``import torch``, and raised RecursionError
 ("timeline collector failed and is off for the rest of the run").
 

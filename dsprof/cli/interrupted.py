@@ -10,9 +10,9 @@ its first ``import tabulate`` defines namedtuples), so a script that imported to
 torch optimizer does) exits 1 (measured, torch 2.13, CPython 3.11: -2 without it). dsprof
 exited 130 either way, as an ordinary exit. So no status is written down here: once the run is
 saved, the script's own exception is raised again at dsprof's entry point, and the
-interpreter's finalisation decides, as it does for the plain script. Left: dsprof's own
-torch.profiler loads torch._dynamo in every run (``prepare_trace`` asks ``hasattr(torch,
-"_inductor")``), so dsprof exits 1 where a plain script that never loads it gets -2.
+interpreter's finalisation decides, as it does for the plain script. dsprof's own profiler
+must not load torch._dynamo where the script does not (it did, and exited 1 where plain
+python gave -2): :mod:`dsprof.collectors.inductor_untouched`.
 
 The traceback was printed when the script ended (:func:`dsprof.launch.run`, without dsprof's
 frames, through the script's ``sys.excepthook``); the interpreter's top level must not print

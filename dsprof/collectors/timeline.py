@@ -42,6 +42,7 @@ from dsprof.collectors.allocator_warning import UnknownFreeProbe
 from dsprof.collectors.capture_cap import CaptureCap
 from dsprof.collectors.cuda_start import availability_by_nvml
 from dsprof.collectors.device import Device, profiler_activities
+from dsprof.collectors.inductor_untouched import inductor_not_imported
 from dsprof.collectors.kineto_log import quiet_kineto
 from dsprof.collectors.modules import ModuleAnnotator
 from dsprof.collectors.profiler_release import release_results, save_trace, stop_session
@@ -319,7 +320,8 @@ class TimelineCollector:
             profile_memory=True,
             with_stack=self.settings.with_stack if with_stack is None else with_stack,
         )
-        with dsprof_profiler(), availability_by_nvml(), quiet_kineto():  # CUDA's start: the script's
+        with dsprof_profiler(), availability_by_nvml(), quiet_kineto(), \
+                inductor_not_imported(self._prof):  # CUDA's start: the script's
             self._prof.prepare_trace()
         self._unknown_free = UnknownFreeProbe()  # allocated before the recording starts
 

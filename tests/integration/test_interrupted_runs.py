@@ -4,7 +4,9 @@ script's top level and kills itself with SIGINT after finalisation (-2; bash sho
 finalisation clears the mark: torch._dynamo's atexit handler does (the optimizer loads it), and
 plain python exits 1. dsprof exited 130 either way, an ordinary exit. The tests compare with
 plain python's status on the same script, whatever CPython does (measured, CPython 3.11, torch
-2.13: -2 without an optimizer, 1 with one; dsprof now 1 and 1)."""
+2.13: -2 without an optimizer, 1 with one). dsprof's own profiler loaded torch._dynamo in every
+run, and exited 1 where plain python gave -2; it no longer does
+(:mod:`dsprof.collectors.inductor_untouched`)."""
 
 from __future__ import annotations
 
@@ -50,13 +52,6 @@ except KeyboardInterrupt:
         sys.exit(int(how[6:]))
     raise
 '''
-# dsprof's own torch.profiler loads torch._dynamo (its prepare_trace asks hasattr(torch,
-# "_inductor")), so dynamo's atexit handler always clears the mark under dsprof
-DYNAMO_ALWAYS_LOADED = pytest.mark.xfail(
-    strict=True, reason="under dsprof torch._dynamo is loaded by torch.profiler.prepare_trace: "
-    "its atexit handler clears the mark, 1 where plain python gives -2")
-
-
 def _run(cmd: list[str], env: dict[str, str], ready: Path) -> subprocess.CompletedProcess:
     """``cmd`` until the script says it is mid-training, then SIGINT to its process, as a
     terminal's Ctrl-C (or ``kill -INT``) would send it; until it ends where it raised its own
@@ -93,7 +88,7 @@ def _plain_and_dsprof(tmp_path: Path, how: str, optimizer: bool
 
 @pytest.mark.parametrize("how, optimizer", [
     ("raise", True), ("signal", True),
-    pytest.param("raise", False, marks=DYNAMO_ALWAYS_LOADED)])
+    ("raise", False)])
 def test_interrupted_script_ends_dsprof_as_it_ends_python(tmp_path, how, optimizer):
     # GIVEN a training script that a KeyboardInterrupt ends mid-training: raised by the
     # script, or a SIGINT sent to its process

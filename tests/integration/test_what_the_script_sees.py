@@ -369,3 +369,32 @@ def test_the_scripts_environment_has_kinetos_log_level_only_as_the_user_set_it(t
     # AND without a value of the user's, Kineto's USDT lines still stay off the terminal
     if own is None:
         assert "USDT" not in res.stderr, res.stderr
+
+
+INFERENCE_ONLY = """
+import atexit
+import sys
+
+import torch
+
+model = torch.nn.Linear(4, 1)
+with torch.no_grad():  # no optimizer: torch 2.13's optimizer constructor loads Dynamo
+    for _ in range(30):
+        model(torch.ones(2, 4)).sum().item()
+atexit.register(lambda: print("loaded at exit:",
+                              sorted({"torch._dynamo", "torch._inductor"} & set(sys.modules))))
+"""
+
+
+def test_a_script_that_never_loads_dynamo_does_not_get_it_from_dsprof(tmp_path):
+    # GIVEN an inference script that never loads torch._dynamo or torch._inductor (torch's
+    # profiler asks for Inductor's config when it prepares: dsprof's loaded both, ~850
+    # modules and a second, and Dynamo's atexit handlers then changed its Ctrl-C exit status)
+    script = write(tmp_path / "infer.py", INFERENCE_ONLY)
+    out = tmp_path / "run"
+    # WHEN it runs under dsprof THEN at its exit it finds what it finds without dsprof
+    res = runs_as_without_dsprof(script, out)
+    assert res.stdout == "loaded at exit: []\n"
+    # AND its steps were found and profiled all the same
+    assert meta(out)["steps_recorded"] == 30
+    assert [w["steps"] for w in meta(out)["windows"] if w["kind"] == "window"] != []
