@@ -111,9 +111,15 @@ def _release_kept_globals() -> None:
     if _LEFT.get("main") is not None and sys.modules.get("__main__") is _LEFT["main"] \
             and _LEFT.get("own_main") is not None:
         sys.modules["__main__"] = _LEFT["own_main"]
+    _put_back_gc_callbacks(_LEFT.pop("gc_callbacks", []))  # where nothing gave them back
     _LEFT.clear()
     _KEPT.clear()
-    gc.collect()
+    # as the interpreter's final collection, which calls no gc.callbacks
+    held, gc.callbacks[:] = gc.callbacks[:], []
+    try:
+        gc.collect()
+    finally:
+        _put_back_gc_callbacks(held)
     # last: the process groups dsprof held (DDP/gloo), once their worker threads are idle
     process_groups.release()
     _EXIT_FUNCS_RAN.append(True)
@@ -261,7 +267,7 @@ def run(target: Target) -> Outcome:
         main_now = sys.modules.get("__main__")
         _LEFT.update(argv=sys.argv, path0=sys.path[0] if sys.path else None,
                      main=main_now if main_now is not saved_main else None, own_main=saved_main,
-                     orig_argv=sys.orig_argv)
+                     orig_argv=sys.orig_argv, gc_callbacks=_set_aside_gc_callbacks())
         sys.argv, sys.orig_argv = saved_argv, saved_orig_argv
         if saved_path0 is not None and sys.path:
             sys.path[0] = saved_path0
@@ -303,6 +309,33 @@ def as_the_script_left_it() -> None:
         sys.path[0] = _LEFT["path0"]
     if _LEFT["main"] is not None:
         sys.modules["__main__"] = _LEFT["main"]
+    _put_back_gc_callbacks(_LEFT.pop("gc_callbacks", []))
+
+
+def _is_dsprofs(callback: Any) -> bool:
+    module = getattr(getattr(callback, "__func__", callback), "__module__", None) or ""
+    return module == "dsprof" or module.startswith("dsprof.")
+
+
+def _set_aside_gc_callbacks() -> list[Any]:
+    """The script's ``gc.callbacks``, out of the list while dsprof's own work runs between its
+    last line and its atexit handlers (the run's save, ingest, analysis): that work's
+    allocations start collections, and the script's callbacks were called for each, where the
+    plain interpreter runs none after the script's last line (its final collection calls no
+    callback). dsprof's own stay."""
+    import gc
+
+    script = [cb for cb in gc.callbacks if not _is_dsprofs(cb)]
+    gc.callbacks[:] = [cb for cb in gc.callbacks if _is_dsprofs(cb)]
+    return script
+
+
+def _put_back_gc_callbacks(script: list[Any]) -> None:
+    """Before the script's atexit handlers: its callbacks first, where they were, then any
+    registered meanwhile."""
+    import gc
+
+    gc.callbacks[:] = [*script, *(cb for cb in gc.callbacks if cb not in script)]
 
 
 def _keep_main_globals(exc: BaseException) -> None:

@@ -320,47 +320,6 @@ def test_a_global_destructor_runs_at_exit_as_without_dsprof(tmp_path):
     assert (tmp_path / "module.txt").read_text() == "flushed by __del__"
 
 
-# Globals a destructor reads at exit. Where a library holds __main__ alive (torch does), the
-# interpreter's teardown sets the module's names to None in the order they were bound, so the
-# destructor of `s` finds `before` already None and `after` not yet; where nothing does, the
-# final collection finalizes `s` with every global in place.
-TEARDOWN_ORDER = """
-import sys
-if sys.argv[1] == "torch":
-    import torch
-def before():
-    return "before"
-class S:
-    def __del__(self):
-        print("del saw", [f if f is None else f() for f in (before, after)], flush=True)
-s = S()
-def after():
-    return "after"
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("library", ["torch", "none"])
-def test_a_destructor_at_exit_sees_the_globals_plain_python_leaves_it(tmp_path, library):
-    # GIVEN a script whose global's __del__ reads globals bound before and after it
-    write(tmp_path / "order.py", TEARDOWN_ORDER)
-    plain = subprocess.run([sys.executable, "order.py", library], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=60, check=False)
-    said = [line for line in plain.stdout.splitlines() if line.startswith("del saw")]
-    assert said == ["del saw [None, 'after']" if library == "torch"
-                    else "del saw ['before', 'after']"], plain.stdout + plain.stderr
-    # WHEN it runs under dsprof, as a script and as a module
-    res = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "r1"), "order.py", library,
-                 cwd=tmp_path)
-    mod = dsprof("run", "-q", "--no-analyze", "-o", str(tmp_path / "r2"), "-m", "order",
-                 library, cwd=tmp_path)
-    # THEN its destructor saw what it sees without dsprof: dsprof let the globals go as the
-    # interpreter does, neither earlier (a None it would not see) nor later (a skipped __del__)
-    for run in (res, mod):
-        assert run.code == 0, run.stderr
-        assert [line for line in run.stdout.splitlines() if line.startswith("del saw")] == said
-
-
 OS_EXIT = """
 import os
 import sys
