@@ -23,6 +23,7 @@ from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dsprof import script_watchdog
 from dsprof.collectors.call_at_line import is_own_code
 from dsprof.errors import ScriptError
 from dsprof.interpreter_options import split_orig_argv
@@ -218,6 +219,7 @@ def run(target: Target) -> Outcome:
     saved_main = sys.modules.get("__main__")
     saved_orig_argv = sys.orig_argv
     sys.orig_argv = _orig_argv_for(target)
+    script_watchdog.track()
     try:
         if target.kind == "script":
             main = types.ModuleType("__main__")
@@ -268,6 +270,7 @@ def run(target: Target) -> Outcome:
         _LEFT.update(argv=sys.argv, path0=sys.path[0] if sys.path else None,
                      main=main_now if main_now is not saved_main else None, own_main=saved_main,
                      orig_argv=sys.orig_argv, gc_callbacks=_set_aside_gc_callbacks())
+        script_watchdog.pause()
         sys.argv, sys.orig_argv = saved_argv, saved_orig_argv
         if saved_path0 is not None and sys.path:
             sys.path[0] = saved_path0
@@ -310,6 +313,7 @@ def as_the_script_left_it() -> None:
     if _LEFT["main"] is not None:
         sys.modules["__main__"] = _LEFT["main"]
     _put_back_gc_callbacks(_LEFT.pop("gc_callbacks", []))
+    script_watchdog.resume()
 
 
 def _is_dsprofs(callback: Any) -> bool:

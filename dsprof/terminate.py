@@ -23,7 +23,6 @@ objects alive until interpreter exit (:mod:`dsprof.launch`) avoids the known cas
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import signal
 import socket
@@ -33,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dsprof import script_watchdog
 from dsprof.hidden_threads import HiddenThread
 from dsprof.log import logger
 
@@ -181,7 +181,8 @@ class TermWatcher:
     def _end(self) -> None:
         """The main thread did not end in time: save from here, then exit."""
         # bounds the save itself, even if it blocks in C with the GIL taken from us
-        faulthandler.dump_traceback_later(max(self.grace_s, 5.0), exit=True)
+        # (faulthandler's own function: no watchdog of the script's, script_watchdog.py)
+        script_watchdog.ARM(max(self.grace_s, 5.0), exit=True)
         logger.warning("SIGTERM: the script did not stop within %.0f s (blocked outside "
                        "Python); saving the run and exiting", self.grace_s)
         try:

@@ -85,3 +85,40 @@ def test_dsprofs_end_of_run_work_calls_none_of_the_scripts_gc_callbacks(tmp_path
     # THEN the script's callback was called for none of them
     assert res.code == 0, res.stderr
     assert res.stdout == bare.stdout
+
+
+# A hang watchdog armed at the last line (a dump of every thread's stack into a file every 0.2
+# s), cancelled by the script's first atexit handler: plain python dumps nothing in between.
+WATCHDOG = """
+import atexit
+import faulthandler
+import sys
+
+import torch
+
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(20):
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+dumps = open(sys.argv[1], "w")
+faulthandler.dump_traceback_later(0.2, repeat=True, file=dumps)
+atexit.register(lambda: print("armed at exit:", faulthandler.cancel_dump_traceback_later()))
+"""
+
+
+def test_a_watchdog_the_script_armed_does_not_fire_inside_dsprofs_end_of_run_work(tmp_path):
+    # GIVEN a script that arms a repeating faulthandler watchdog at its last line and cancels
+    # it in its atexit handler
+    script = write(tmp_path / "watchdog.py", WATCHDOG)
+    bare = plain(script, str(tmp_path / "plain.txt"))
+    assert bare.returncode == 0 and (tmp_path / "plain.txt").read_text() == "", bare.stderr
+    # WHEN it runs under dsprof, whose save, ingest, analysis and summary take a second there
+    res = dsprof("run", "-o", str(tmp_path / "run"), str(script), str(tmp_path / "dsprof.txt"))
+    # THEN the watchdog dumped nothing (it dumped dsprof's frames every 0.2 s), the script's
+    # handler ran as plain, and the run was analysed
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "dsprof.txt").read_text() == ""
+    assert "armed at exit: None" in res.stdout
+    assert (tmp_path / "run" / "findings.json").exists()

@@ -35,6 +35,8 @@ STAGES: dict[str, tuple[int, str]] = {
     "dsprof.apply": (1, "collect"),
     # SIGTERM handling of a profiled process: the CLI's and each spawned rank's
     "dsprof.terminate": (1, "collect"), "dsprof.speed_env": (1, "collect"),
+    # the script's faulthandler watchdog, paused over dsprof's end-of-run work
+    "dsprof.script_watchdog": (1, "collect"),
     # the interpreter's options of a run: read by the session header and verify
     "dsprof.interpreter_options": (1, "collect"),
     # whether a rank's exception says a peer went away: read in the rank as its script ends
