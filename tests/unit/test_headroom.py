@@ -92,3 +92,38 @@ def test_the_step_boundary_work_has_headroom_and_the_scripts_handlers_its_limit(
     # THEN both ran with headroom, and the script's limit is back after each
     assert seen == [low_limit + headroom.FRAMES] * 2
     assert sys.getrecursionlimit() == low_limit
+
+
+def test_a_shallow_stack_under_the_default_limit_sees_no_raise():
+    # GIVEN the default limit and a stack far from it (a script's own threads read the limit,
+    # which is the interpreter's: a raise would show to them and let them recurse deeper)
+    assert sys.getrecursionlimit() >= 1000
+    before = sys.getrecursionlimit()
+    seen = []
+    # WHEN dsprof's work runs in a block, and another thread reads the limit meanwhile
+    with headroom.headroom():
+        reader = threading.Thread(target=lambda: seen.append(sys.getrecursionlimit()))
+        reader.start()
+        reader.join(10)
+        seen.append(sys.getrecursionlimit())
+    # THEN nothing changed: there was room enough
+    assert seen == [before, before]
+
+
+def test_a_deep_stack_near_the_default_limit_gets_the_raise():
+    # GIVEN a stack with fewer than NEEDED frames left under the limit
+    limit = sys.getrecursionlimit()
+    seen = []
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+            return
+        with headroom.headroom():
+            seen.append(sys.getrecursionlimit())
+            seen.append(_recurse(headroom.NEEDED))  # dsprof's work needs its frames
+
+    deep(limit - headroom.NEEDED // 2)
+    # THEN the block had the raise, and the limit is back after it
+    assert seen == [limit + headroom.FRAMES, headroom.NEEDED]
+    assert sys.getrecursionlimit() == limit
