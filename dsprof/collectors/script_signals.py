@@ -16,6 +16,15 @@ raised where the script's call into the step (``optimizer.step()``, ``backward()
 own handlers as without dsprof (``getsignal`` returns the script's function, not the
 wrapper); dsprof's own handlers (SIGTERM's, the capture cap's) are installed as they are.
 A handler that only sets a flag behaves the same, a little later.
+
+dsprof's own handlers are installed only over the default, and the script reads the default
+where one stands (``getsignal`` and the previous handler ``signal`` returns): Lightning's
+Trainer chains the SIGTERM handler it finds, so it called dsprof's, which raised SystemExit
+mid-batch where plain Lightning stops at the batch's end (``on_exception`` got SystemExit, not
+SIGTERMException, and the process exited 143, not 0). A handler of dsprof's the script's
+replaced is put back where the script sets the default again (Lightning's teardown puts back
+what it found): the run is still saved on a later SIGTERM. dsprof's own code reads and sets
+the real handlers.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import contextlib
 import functools
 import os
 import signal
+import sys
 from collections.abc import Callable, Generator
 from types import CodeType, FrameType
 from typing import Any
@@ -34,6 +44,7 @@ from dsprof.headroom import headroom
 _real_signal = signal.signal
 _real_getsignal = signal.getsignal
 _handlers: dict[int, Any] = {}  # signal -> the script's handler, where its wrapper stands in
+_displaced: dict[int, Any] = {}  # signal -> dsprof's own handler the script's replaced
 _pending: list[tuple[int, FrameType | None]] = []
 _deferring = 0
 _installed = False
@@ -76,6 +87,7 @@ def uninstall() -> None:
         except (OSError, ValueError):  # not the main thread: the wrapper calls it anyway
             continue
     _handlers.clear()
+    _displaced.clear()
     _installed = False
 
 
@@ -169,7 +181,17 @@ def _wrapper(signum: int) -> Callable[[int, FrameType | None], Any]:
 
 
 def _signal(signum: int, handler: Any) -> Any:
-    previous = _getsignal(signum)
+    if _from_dsprof():
+        previous = _real_view(signum)
+        _displaced.pop(signum, None)  # dsprof sets its own signal's handler itself
+    else:
+        previous = _scripts_view(signum)
+        current = _real_getsignal(signum)
+        if _is_own(current):
+            _displaced[signum] = current
+        if handler is signal.SIG_DFL and signum in _displaced:
+            # the default again, as the script sees it: dsprof's own, which it had replaced
+            handler = _displaced.pop(signum)
     if _the_scripts(handler):
         _real_signal(signum, _wrapper(signum))
         _handlers[signum] = handler
@@ -180,10 +202,35 @@ def _signal(signum: int, handler: Any) -> Any:
 
 
 def _getsignal(signum: int) -> Any:
+    return _real_view(signum) if _from_dsprof() else _scripts_view(signum)
+
+
+def _real_view(signum: int) -> Any:
+    """The handler in place, the script's own where its wrapper stands in: dsprof's view."""
     handler = _real_getsignal(signum)
     if _is_wrapper(handler):
         return _handlers.get(signum, handler)
     return handler
+
+
+def _scripts_view(signum: int) -> Any:
+    """What the script would find without dsprof: the default where dsprof's own stands."""
+    handler = _real_view(signum)
+    return signal.SIG_DFL if _is_own(handler) else handler
+
+
+def _from_dsprof() -> bool:
+    """The caller of ``signal.signal`` / ``signal.getsignal`` is dsprof's own code."""
+    name = sys._getframe(2).f_globals.get("__name__") or ""
+    return name == "dsprof" or name.startswith("dsprof.")
+
+
+def _is_own(handler: Any) -> bool:
+    """A handler of dsprof's own (SIGTERM's, the capture cap's), not a wrapper."""
+    if not callable(handler) or _is_wrapper(handler):
+        return False
+    module = getattr(handler, "__module__", None) or ""
+    return module.startswith("dsprof.")
 
 
 def _the_scripts(handler: Any) -> bool:

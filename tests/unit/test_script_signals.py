@@ -78,3 +78,43 @@ def test_dsprofs_own_handlers_and_the_defaults_are_set_as_they_are(installed):
         assert script_signals._real_getsignal(signal.SIGUSR1) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def _as_dsprof(name, *args):
+    """``signal.<name>(*args)`` called from a frame whose module is dsprof's (dsprof's own
+    code reads and sets the real handlers)."""
+    scope = {"__name__": "dsprof.collectors.fake", "signal": signal}
+    exec(f"def from_dsprof(*args):\n    return signal.{name}(*args)\n", scope)  # noqa: S102
+    return scope["from_dsprof"](*args)
+
+
+def test_the_script_reads_the_default_where_dsprofs_own_handler_stands(installed):
+    from dsprof.terminate import _raise_exit
+
+    # GIVEN dsprof's own handler, installed over the default (as its SIGTERM handler is)
+    script_signals._real_signal(signal.SIGUSR1, _raise_exit)
+    # THEN the script reads the default, as without dsprof (Lightning chains what it finds),
+    # and dsprof's own code the real handler
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    assert _as_dsprof("getsignal", signal.SIGUSR1) is _raise_exit
+
+
+def test_a_handler_of_dsprofs_the_script_replaced_is_back_when_it_sets_the_default(installed):
+    from dsprof.terminate import _raise_exit
+
+    script_signals._real_signal(signal.SIGUSR1, _raise_exit)
+
+    def own(signum, frame):
+        pass
+
+    # WHEN the script sets its own handler THEN the previous one it is given is the default
+    assert signal.signal(signal.SIGUSR1, own) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGUSR1) is own
+    # WHEN it puts back what it was given (a framework's teardown) THEN dsprof's own handler
+    # stands again (a later signal still saves the run), which the script reads as the default
+    assert signal.signal(signal.SIGUSR1, signal.SIG_DFL) is own
+    assert script_signals._real_getsignal(signal.SIGUSR1) is _raise_exit
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    # AND where dsprof's own code sets the default, the default it is
+    _as_dsprof("signal", signal.SIGUSR1, signal.SIG_DFL)
+    assert script_signals._real_getsignal(signal.SIGUSR1) is signal.SIG_DFL
