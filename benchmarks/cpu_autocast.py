@@ -14,8 +14,10 @@ of the bf16 script at that size (``--active 4``) and ``dsprof analyze --only cpu
 the saving the finding predicts (or why there is none), next to the measured difference.
 
 ``--calibrate`` prints the per-op figures behind ``dsprof/metrics/ops/autocast_cost.py``:
-fp32 and bf16 addmm and convolution (forward, and forward + backward) per call, by size, with
-the fp32 price the module gives. Nothing is asserted: the figures are this machine's.
+fp32, bf16 and fp16 addmm and convolution (forward, and forward + backward) per call, by size,
+with the prices the module gives each, and the casts to bf16 and fp16. Nothing is asserted:
+the figures are this machine's (fp16's prices are AVX512-FP16's; on a CPU that emulates fp16
+its convolution backward takes seconds at the largest size).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from dsprof.apply.autocast import AutocastKnob
-from dsprof.metrics.ops.autocast_cost import fp32_seconds
+from dsprof.metrics.ops.autocast_cost import bf16_seconds, fp16_seconds, fp32_seconds
 
 MLP_SIZES = ((32, 256), (32, 64), (128, 256), (32, 1024), (128, 512), (256, 1024))
 CONV_SIZES = ((4, 16), (32, 32), (32, 64))  # batch x channels, 16x16 images
@@ -177,22 +179,26 @@ def calibrate() -> None:
             ts.append(time.thread_time_ns() - t0)
         return statistics.median(ts) / 1e9
 
-    print("addmm (M x K @ K x N), us per call: fp32, bf16, fp32 priced")
+    dts = (torch.float32, torch.bfloat16, torch.float16)
+    print("addmm (M x K @ K x N), us per call: fp32, bf16, fp16, fp32 priced, bf16 priced, "
+          "fp16 priced")
     for m, k, n in ((4, 64, 10), (32, 64, 256), (32, 256, 256), (32, 256, 10), (64, 512, 512),
                     (128, 512, 512), (32, 1024, 1024), (256, 1024, 1024), (512, 2048, 2048)):
         row = []
-        for dt in (torch.float32, torch.bfloat16):
+        for dt in dts:
             a, b, c = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt), torch.randn(
                 n, dtype=dt)
             row.append(med(lambda a=a, b=b, c=c: torch.addmm(c, a, b)))
-        price = fp32_seconds("aten::addmm", 2 * m * k * n, json.dumps([[n], [m, k], [k, n]]))
-        print(f"  {m}x{k} @ {k}x{n}: {row[0] * 1e6:9.1f} {row[1] * 1e6:9.1f} "
-              f"{(price or 0) * 1e6:9.1f}")
-    print("conv2d 3x3 pad 1 (batch, C_in, C_out, H=W), us per call: fp32 fwd, bf16 fwd, "
-          "fp32 fwd+bwd, bf16 fwd+bwd, fp32 priced fwd, fwd+bwd")
+        shapes = json.dumps([[n], [m, k], [k, n]])
+        prices = [fn("aten::addmm", 2 * m * k * n, shapes) or 0
+                  for fn in (fp32_seconds, bf16_seconds, fp16_seconds)]
+        print(f"  {m}x{k} @ {k}x{n}: " + " ".join(f"{t * 1e6:9.1f}" for t in row + prices))
+    print("conv2d 3x3 pad 1 (batch, C_in, C_out, H=W), us per call: fwd fp32, bf16, fp16; "
+          "fwd+bwd fp32, bf16, fp16; priced fwd fp32, bf16, fp16; priced fwd+bwd fp32, bf16, "
+          "fp16")
     for bsz, ci, co, h in ((4, 3, 16, 16), (4, 16, 32, 16), (32, 16, 32, 32), (32, 64, 64, 32)):
         fwd, both = [], []
-        for dt in (torch.float32, torch.bfloat16):
+        for dt in dts:
             x = torch.randn(bsz, ci, h, h, dtype=dt, requires_grad=True)
             w = torch.randn(co, ci, 3, 3, dtype=dt, requires_grad=True)
             g = torch.randn(bsz, co, h, h, dtype=dt)
@@ -200,10 +206,17 @@ def calibrate() -> None:
             both.append(med(lambda x=x, w=w, g=g: nn.functional.conv2d(
                 x, w, padding=1).backward(g), 7))
         flops = 2 * bsz * co * h * h * ci * 9
-        pf = fp32_seconds("aten::convolution", flops, None) or 0
-        pb = fp32_seconds("aten::convolution_backward", 2 * flops, None) or 0
-        print(f"  {bsz}x{ci}->{co}x{h}: {fwd[0] * 1e6:9.1f} {fwd[1] * 1e6:9.1f} "
-              f"{both[0] * 1e6:9.1f} {both[1] * 1e6:9.1f} {pf * 1e6:9.1f} {(pf + pb) * 1e6:9.1f}")
+        pf = [fn("aten::convolution", flops, None) or 0
+              for fn in (fp32_seconds, bf16_seconds, fp16_seconds)]
+        pb = [fn("aten::convolution_backward", 2 * flops, None) or 0
+              for fn in (fp32_seconds, bf16_seconds, fp16_seconds)]
+        print(f"  {bsz}x{ci}->{co}x{h}: " + " ".join(
+            f"{t * 1e6:9.1f}" for t in fwd + both + pf + [f + b for f, b in zip(pf, pb)]))
+    print("cast fp32 -> low precision (elements), us per call: bf16, fp16")
+    for n_el in (2560, 65536, 1048576):
+        x = torch.randn(n_el)
+        print(f"  {n_el}: " + " ".join(
+            f"{med(lambda x=x, dt=dt: x.to(dt)) * 1e6:9.1f}" for dt in dts[1:]))
 
 
 def main() -> None:

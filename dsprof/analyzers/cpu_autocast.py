@@ -26,10 +26,13 @@ rest. A CPU without AVX512-BF16 or AMX (meta.json ``precision.cpu_bf16`` is ``no
 bf16 emulated, 5-60x slower than fp32, where AMX's prices mean nothing: there the bf16 ops are
 priced from the run's profile (``metrics/ops/emulated_bf16.py``, two readings; unranked where
 they disagree), the title says bf16 is emulated, and "bf16 pays here" is never said.
-An fp16 autocast run (most low-precision GEMMs ``c10::Half``) on a CPU with AVX512-FP16 or
-AMX-FP16 is skipped with that reason: the shape prices are bf16's, and fp16 runs other kernels
-there; where fp16 is emulated (meta ``precision.cpu_fp16`` is ``none``) it is priced from the
-profile as emulated bf16 is, in fp16's words, with fp16's switches.
+An fp16 autocast run (most low-precision GEMMs ``c10::Half``) on a CPU with AVX512-FP16 and
+no AMX-FP16 (``precision.cpu_fp16`` is ``avx512_fp16``) is priced from shapes with fp16's own
+prices, which never beat fp32 there, except its convolutions' backward, a reference kernel
+priced from its profiled time (its pace moves with the shape and what runs around it); on
+AMX-FP16 (``amx``, not calibrated) it is skipped with that reason; where fp16 is emulated
+(``none``) it is priced from the profile as emulated bf16 is, in fp16's words, with fp16's
+switches.
 
 GPU runs are skipped: the ``precision`` analyzer prices GPU autocast.
 """
@@ -50,11 +53,13 @@ from dsprof.analyzers.frameworks import framework_fix
 from dsprof.analyzers.registry import Analyzer, Context
 from dsprof.findings import SAVING_CLOCK, THREAD_CPU, Evidence, Finding
 from dsprof.metrics.ops.autocast_cost import (
+    CONV_BWD_OPS,
     PRICED_OPS,
     SDPA_OPS,
     bf16_seconds,
     cast_seconds,
     elements,
+    fp16_seconds,
     fp32_seconds,
     sdpa_fp32_seconds,
 )
@@ -75,6 +80,17 @@ _PLAIN_FIX = (
     "with torch.autocast(\"cpu\", dtype=torch.{dtype}, enabled=False):\n"
     "    loss = loss_fn(model(x), y)")
 _TORCH_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
+# the CPU the low precision's prices were fitted on (metrics/ops/autocast_cost.py)
+_CALIBRATED_ON = {"bf16": "AMX", "fp16": "AVX512-FP16 and no AMX-FP16"}
+_WHERE_IT_PAYS = {
+    "bf16": (" bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
+             "faster than fp32 on the calibration machine), so growing the batch or width "
+             "is the other way out."),
+    "fp16": (" fp16 does not pay at any size on a CPU with AVX512-FP16 and no AMX-FP16: on the "
+             "calibration machine its matmuls ran at fp32's speed at best (512x2048 @ "
+             "2048x2048: 29.0 ms against 29.9) and its convolutions' backward in a reference "
+             "kernel (32x16x32x32 -> 32, 3x3: 823 ms against 6.6 in fp32)."),
+}
 
 
 def _name_list(names: Any) -> str:
@@ -108,14 +124,14 @@ class CpuAutocastAnalyzer(Analyzer):
         precision = ctx.meta.get("precision") or {}
         self.low_name = "fp16" if 2 * half > len(low) else "bf16"
         isa = precision.get(f"cpu_{self.low_name}")
-        if self.low_name == "fp16" and isa != "none":
-            # the shape prices are bf16's (AMX/AVX512-BF16); fp16 in hardware runs other
-            # kernels (AVX512-FP16, AMX-FP16), so an fp16 run was told "bf16 pays here" from
-            # bf16's costs. (Emulated fp16 is priced from the profile, as emulated bf16 is.)
+        if self.low_name == "fp16" and isa not in ("none", "avx512_fp16"):
+            # fp16's shape prices are AVX512-FP16's; AMX-FP16 tiles run other kernels, many
+            # times faster on large matmuls (and a run recorded before cpu_fp16 says neither).
+            # (Emulated fp16 is priced from the profile, as emulated bf16 is.)
             self.no_finding_reason = (
-                f"fp16 autocast: {half} fp16 matmul/conv ops, but dsprof's CPU prices are "
-                "bf16's (metrics/ops/autocast_cost.py), not fp16's; whether fp32 is faster "
-                "here is for a run with the autocast block switched off to measure")
+                f"fp16 autocast: {half} fp16 matmul/conv ops, but dsprof's CPU fp16 prices are "
+                "AVX512-FP16's (metrics/ops/autocast_cost.py), not AMX-FP16's; whether fp32 is "
+                "faster here is for a run with the autocast block switched off to measure")
             return []
         casts = self._casts(ctx, steps)
         fwd_fp32_casts = sum(1 for c in casts if c["phase"] == "forward" and c["from"] == "float")
@@ -144,8 +160,8 @@ class CpuAutocastAnalyzer(Analyzer):
             emulated = emulated_bf16_seconds(ctx, low, n)
             priced = [(g, g[7] / 1e9, fp32_seconds(g[2], int(g[8]), g[5]) or 0.0) for g in low]
         else:
-            priced = [(g, bf16_seconds(g[2], int(g[8]), g[5]) or 0.0,
-                       fp32_seconds(g[2], int(g[8]), g[5]) or 0.0) for g in low]
+            priced = [(g, self._low_seconds(g), fp32_seconds(g[2], int(g[8]), g[5]) or 0.0)
+                      for g in low]
         low_s = emulated.estimate_s if emulated else sum(b for _, b, _ in priced) / n
         fp32_s = sum(f for _, _, f in priced) / n
         # attention's CPU flash kernels, whose bf16 backward costs far more than fp32's at
@@ -164,14 +180,25 @@ class CpuAutocastAnalyzer(Analyzer):
                 f"{ctx.per_step} "
                 f"(from the profile), less than the {fp32_s * 1e3:.3g} ms they are priced in "
                 f"fp32 less the {cast_s * 1e3:.3g} ms of casts autocast adds" if emulated else
-                "bf16 pays here: its matmul/conv ops"
+                f"{self.low_name} pays here: its matmul/conv ops"
                 + (" and attention" if attention else "")
                 + f", priced {low_s * 1e3:.3g} ms "
-                f"{ctx.per_step} in bf16, would take {fp32_s * 1e3:.3g} ms in fp32, more than "
+                f"{ctx.per_step} in {self.low_name}, would take {fp32_s * 1e3:.3g} ms in fp32, more than "
                 f"the {cast_s * 1e3:.3g} ms of casts autocast adds")
             return []
         return [self._finding(ctx, n, casts, priced, cast_s, low_s, fp32_s, saving, isa,
                               emulated)]
+
+    def _low_seconds(self, g: Any) -> float:
+        """A low-precision GEMM at full speed: bf16's and fp16's prices from its shape; an fp16
+        convolution's backward (a reference kernel on AVX512-FP16: milliseconds a call, where
+        the profiler's own cost is small, and 0.3-0.8 GFLOP/s by the shape and what runs
+        around it) its profiled time."""
+        if self.low_name == "fp16":
+            if g[2] in CONV_BWD_OPS:
+                return int(g[7] or 0) / 1e9
+            return fp16_seconds(g[2], int(g[8]), g[5]) or 0.0
+        return bf16_seconds(g[2], int(g[8]), g[5]) or 0.0
 
     def _compiled_from_fp32(self, ctx: Context, steps: str) -> int:
         """Forward bf16/fp16 matmul/conv ops inside a compiled graph (``CompiledFunction``)
@@ -247,14 +274,13 @@ class CpuAutocastAnalyzer(Analyzer):
                      for where, (cnt, dur) in top_casts]
         evidence += gemm_evidence(priced, n, lo, emulated is not None)
         step = ctx.run.facts.step.median_s  # the measured step (the mean holds outliers)
-        where = (" bf16 pays on AMX/AVX512-BF16 for large matmuls (128x512 @ 512x512 ran 4x "
-                 "faster than fp32 on the calibration machine), so growing the batch or width "
-                 "is the other way out.")
+        where = _WHERE_IT_PAYS[lo]
         attn_n, attn_low, attn_fp32 = getattr(self, "attention", (0, 0.0, 0.0))
         title = (f"Turn {lo} autocast off: {lo} is emulated on this CPU and costs "
                  f"{saving * ms:.3g} ms {w.a_step}" if emulated is not None else
-                 "Turn bf16 autocast off: its casts, small bf16 matmuls"
-                 + (" and bf16 attention" if attn_n else "")
+                 f"Turn {lo} autocast off: its casts, "
+                 + ("small bf16 matmuls" if lo == "bf16" else "fp16 matmuls and convolutions")
+                 + (f" and {lo} attention" if attn_n else "")
                  + f" cost {saving * ms:.3g} ms {w.a_step} more than fp32")
         if attn_n:
             evidence.append(Evidence(
@@ -263,14 +289,14 @@ class CpuAutocastAnalyzer(Analyzer):
                 value=attn_low - attn_fp32))
         explanation = (
             f"Autocast ran {len(casts) / n:.0f} casts {w.per_step} ({cast_s * ms:.3f} ms) around "
-            f"{len(priced) / n:.0f} bf16 matmul/conv ops"
+            f"{len(priced) / n:.0f} {lo} matmul/conv ops"
             + (f" and {attn_n / n:.0f} attention ops ({attn_low * ms:.3f} ms of it, read from "
-               "the profile: bf16's CPU flash-attention backward is slow at small sizes)"
+               f"the profile: {lo}'s CPU flash-attention backward is slow at small sizes)"
                if attn_n else "")
             + f" ({low_s * ms:.3f} ms); in fp32 those "
             f"ops take {fp32_s * ms:.3f} ms and need no casts (all priced at full speed from "
             "shapes and FLOPs, per call and per element or FLOP as calibrated on a Xeon with "
-            "AMX: metrics/ops/autocast_cost.py)"
+            f"{_CALIBRATED_ON[lo]}: metrics/ops/autocast_cost.py)"
             + (f", so the step would go from {step * ms:.3f} to about "
                f"{(step - saving) * ms:.3f} ms." if step else ".") + where
             if emulated is None else _emulated_explanation(

@@ -73,14 +73,24 @@ for step in range(12):
 """
 
 
-def test_fp16_autocast_is_not_priced_with_bf16s_costs(tmp_path):
+def test_fp16_autocast_is_priced_with_fp16s_own_costs(tmp_path):
     # GIVEN the same kind of MLP under fp16 autocast on CPU (no GradScaler)
     script = tmp_path / "fp16_mlp.py"
     script.write_text(FP16_MLP)
     run, found = profile(tmp_path, "fp16", str(script))
-    if meta(run)["precision"]["cpu_fp16"] != "none":
-        # THEN with fp16 in hardware: no bf16 verdict either way (the shape prices are
-        # bf16's), and the reason says so
+    isa = meta(run)["precision"]["cpu_fp16"]
+    if isa == "avx512_fp16":
+        # THEN with AVX512-FP16 (and no AMX-FP16): priced from shapes with fp16's own prices
+        # (fp16 never beat fp32 there), in fp16's words, never bf16's verdict
+        (f,) = autocast_findings(found)
+        assert f["title"].startswith("Turn fp16 autocast off: its casts, fp16 matmuls")
+        assert f["data"]["low_precision"] == "fp16" and f["data"]["bf16_priced_from"] == "shapes"
+        assert f["saving_s"] > 0 and "bf16" not in f["title"] + f["explanation"] + f["fix"]
+        assert "AVX512-FP16 and no AMX-FP16" in f["explanation"]
+        assert "dtype=torch.float16, enabled=False" in f["fix"]
+        return
+    if isa != "none":
+        # THEN with AMX-FP16 (not calibrated): no verdict either way, and the reason says so
         assert autocast_findings(found) == []
         why = reason(found)
         assert why.startswith("fp16 autocast: ") and "bf16 pays" not in why, why

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from dsprof.analyzers.cpu_autocast import CpuAutocastAnalyzer
 from dsprof.analyzers.registry import Context
-from dsprof.metrics.ops.autocast_cost import bf16_seconds, cast_seconds, fp32_seconds
+from dsprof.metrics.ops.autocast_cost import (
+    bf16_seconds,
+    cast_seconds,
+    fp16_seconds,
+    fp32_seconds,
+)
 from dsprof.metrics.ops.profile_readings import ProfileReadings
 from dsprof.run import Run
 from tests.unit.test_analyzers_synthetic import MS, SCRIPT, _cpu_autocast, steps, table
@@ -184,7 +189,55 @@ def test_emulated_fp16_is_priced_from_the_profile_in_fp16s_words():
     assert f.title.startswith("Turn fp16 autocast off: fp16 is emulated on this CPU")
     assert f.data["low_precision"] == "fp16" and abs(f.data["bf16_gemm_s"] - 0.5e-3) < 1e-12
     assert "dtype=torch.float16, enabled=False" in f.fix and f.data["cpu_fp16"] == "none"
-    # AND where fp16 runs in hardware (or a run recorded before cpu_fp16), no verdict
-    for isa in ({"cpu_fp16": "avx512_fp16"}, {}):
+    # AND on AMX-FP16 (not calibrated) or a run recorded before cpu_fp16, no verdict
+    for isa in ({"cpu_fp16": "amx"}, {}):
         found, why = run_analyzer(_fp16({"precision": {"cpu_bf16": "none", **isa}}))
         assert found == [] and why is not None and why.startswith("fp16 autocast: ")
+
+
+def test_fp16_on_avx512_fp16_is_priced_with_fp16s_own_prices_in_its_words():
+    # GIVEN fp16 autocast on a CPU with AVX512-FP16 and no AMX-FP16 (and AMX for bf16)
+    (f,), _ = run_analyzer(_fp16({"precision": {"cpu_bf16": "amx", "cpu_fp16": "avx512_fp16"}}))
+    # THEN the saving is the casts and the fp16 GEMM priced from its shape, less fp32's
+    # (fp16's prices, not bf16's: 32x256 @ 256x256 is 73 us in fp16, 37 in bf16)
+    shapes = '[[256], [32, 256], [256, 256]]'
+    fp16 = fp16_seconds("aten::addmm", SMALL, shapes)
+    assert fp16 is not None and fp16 > 1.5 * bf16_seconds("aten::addmm", SMALL, shapes)
+    casts = cast_seconds("forward", 256 * 256) + cast_seconds("forward", 256)
+    assert abs(f.saving_s - (casts + fp16 - fp32_seconds("aten::addmm", SMALL, shapes)) / 2) \
+        < 1e-12
+    assert f.data["bf16_priced_from"] == "shapes" and f.data["cpu_fp16"] == "avx512_fp16"
+    # in fp16's words, never bf16's: fp16 does not pay on this kind of CPU
+    assert f.title.startswith("Turn fp16 autocast off: its casts, fp16 matmuls and convolutions")
+    assert "bf16" not in f.title + f.explanation
+    assert "fp16 does not pay at any size" in f.explanation
+    assert "AVX512-FP16 and no AMX-FP16" in f.explanation
+    assert "dtype=torch.float16, enabled=False" in f.fix
+
+
+def test_fp16_convolution_backward_is_priced_as_the_reference_kernel_it_runs():
+    # a 32x16x32x32 -> 32 3x3 convolution's backward: 823 ms in fp16, 6.6 ms in fp32 (measured)
+    flops = 2 * 2 * 32 * 32 * 32 * 32 * 16 * 9
+    fp16 = fp16_seconds("aten::convolution_backward", flops, None)
+    fp32 = fp32_seconds("aten::convolution_backward", flops, None)
+    assert fp16 is not None and fp32 is not None
+    assert 0.7 < fp16 < 0.95 and fp32 < 0.01
+
+
+def test_an_fp16_convolutions_backward_is_priced_from_its_profiled_time():
+    # GIVEN fp16 autocast on AVX512-FP16 whose step holds a convolution's backward in fp16
+    # that the profile shows taking 29 ms (its reference kernel's pace moves with the shape
+    # and what runs around it: 12.4 ms alone, 29.2 ms in a training step, measured)
+    run = _fp16({"precision": {"cpu_bf16": "amx", "cpu_fp16": "avx512_fp16"}})
+    ops = run.table("ops").to_pylist()
+    flops = 2 * 2 * 4 * 16 * 16 * 16 * 16 * 9
+    ops.append({**ops[-1], "id": 10, "name": "aten::convolution_backward", "phase": "backward",
+                "start_ns": 15 * MS, "dur_ns": 29 * MS, "flops": flops,
+                "input_shapes": "[[4, 16, 16, 16], [4, 16, 16, 16], [16, 16, 3, 3]]",
+                "dtypes": '["c10::Half", "c10::Half", "c10::Half"]'})
+    (f,), _ = run_analyzer(Run.from_tables(meta=run.meta, steps=steps([20, 20]), ops=table(*ops)))
+    (alone,), _ = run_analyzer(run)
+    # THEN its 29 ms (less fp32's price) is in the saving, not the calibration's 13 ms
+    conv_fp32 = fp32_seconds("aten::convolution_backward", flops, None)
+    assert abs((f.saving_s - alone.saving_s) - (29e-3 - conv_fp32) / 2) < 1e-12
+    assert "convolution_backward fp16" in " ".join(e.text for e in f.evidence)

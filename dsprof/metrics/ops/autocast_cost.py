@@ -1,4 +1,5 @@
-"""What CPU bf16 autocast costs and what fp32 would: casts, bf16 and fp32 matmuls/convs.
+"""What CPU bf16/fp16 autocast costs and what fp32 would: casts, bf16, fp16 and fp32
+matmuls/convs.
 
 Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` a run records its matmuls and
 convolutions in bf16 only. Turning autocast off removes its casts and runs those ops in fp32.
@@ -50,6 +51,25 @@ that turning autocast off is never priced cheaper than it is:
 - backward: 150 us a call + 2.5x the forward FLOPs at 90 GFLOP/s (288 / 8,063 / 20,873
   measured: priced 267 / 7,606 / 22,517).
 
+fp16 (``torch.autocast("cpu", dtype=torch.float16)``) on a CPU with AVX512-FP16 and no AMX-FP16
+(a Xeon with AMX-BF16 and AVX512-FP16, one thread, torch 2.13, 7 Dec: ``benchmarks/cpu_autocast.py
+--calibrate``) never ran faster than fp32:
+
+- an fp16 ``addmm``/``mm``: 35 us a call + FLOPs at 155 GFLOP/s + 0.17 ns per element of the
+  second operand (32x256 @ 256x256 71 us against 33 in fp32, 512x2048 @ 2048x2048 29.0 ms
+  against 29.9; priced 73 us and 28.5 ms); under 64 kFLOP torch's own kernel, priced as fp32
+  (4x64 @ 64x10: 3.8 us);
+- an fp16 convolution forward: 100 us a call + FLOPs at 82 GFLOP/s (4x3x16x16 -> 16: 104 us,
+  32x64x32x32 -> 64: 27.7 ms against 16.8 in fp32);
+- its backward runs at 0.72 GFLOP/s + 100 us a call, a reference kernel: 2.9 ms for
+  4x3x16x16 -> 16 against 0.28 in fp32, 823 ms for 32x16x32x32 -> 32 against 6.6. Its pace
+  moves with the shape and with what runs around it (a 4x16x16x16 -> 16 layer's backward:
+  12.4 ms alone, 29.2 ms a call inside an fp16 autocast training step), so the cpu_autocast
+  analyzer takes its profiled time (milliseconds a call, where the profiler's own cost is
+  small); this price is the calibration's summary;
+- casts to fp16 cost what casts to bf16 do (2,560 elements 4.9 us against 3.8; 1 M 287 us
+  against 344), priced alike.
+
 bf16 on AMX pays only above a size: at 32x256 @ 256x256 fp32 took 22-24 us and bf16 27-30 us
 (oneDNN's bf16 path costs ~18 us a call), at 128x512 @ 512x512 fp32 took 342-389 us and bf16
 81-94 us. The fp32 figures move with the CPU's vector width and clock; on another CPU they
@@ -71,6 +91,13 @@ BF16_CONV_CALL_S = 65e-6
 BF16_CONV_FLOPS_PER_S = 300e9
 BF16_CONV_BWD_CALL_S = 170e-6
 BF16_CONV_BWD_FLOPS_PER_S = 430e9
+FP16_MATMUL_CALL_S = 35e-6
+FP16_MATMUL_FLOPS_PER_S = 155e9
+FP16_MATMUL_PACK_S = 0.17e-9  # per element of the second operand
+FP16_CONV_CALL_S = 100e-6
+FP16_CONV_FLOPS_PER_S = 82e9
+FP16_CONV_BWD_CALL_S = 100e-6
+FP16_CONV_BWD_FLOPS_PER_S = 0.72e9
 MATMUL_CALL_S = 3e-6
 MATMUL_FLOPS_PER_S = 170e9
 MATMUL_WEIGHT_BYTES_PER_S = 7.5e9
@@ -145,6 +172,21 @@ def bf16_seconds(name: str, flops: int, input_shapes: str | None) -> float | Non
         return BF16_CONV_CALL_S + flops / BF16_CONV_FLOPS_PER_S
     if name in CONV_BWD_OPS:
         return BF16_CONV_BWD_CALL_S + flops / BF16_CONV_BWD_FLOPS_PER_S
+    return None
+
+
+def fp16_seconds(name: str, flops: int, input_shapes: str | None) -> float | None:
+    """Seconds the op takes in fp16 on one thread of a CPU with AVX512-FP16 (no AMX-FP16), or
+    None for an op not priced here."""
+    if name in MATMUL_OPS:
+        if flops < BF16_MATMUL_MIN_FLOPS:
+            return fp32_seconds(name, flops, input_shapes)
+        return (FP16_MATMUL_CALL_S + flops / FP16_MATMUL_FLOPS_PER_S
+                + _second_operand_elements(name, input_shapes) * FP16_MATMUL_PACK_S)
+    if name in CONV_OPS:
+        return FP16_CONV_CALL_S + flops / FP16_CONV_FLOPS_PER_S
+    if name in CONV_BWD_OPS:
+        return FP16_CONV_BWD_CALL_S + flops / FP16_CONV_BWD_FLOPS_PER_S
     return None
 
 
