@@ -49,3 +49,9 @@ _ELEMENT_BYTES = {
 def element_bytes(dtype: object) -> int | None:
     """Bytes per element of a dtype as a trace spells it (any case), None when unknown."""
     return None if dtype is None else _ELEMENT_BYTES.get(str(dtype).strip().lower())
+# meta.json windows[].kind of a window set aside, and the folder under raw/<rank>/ it moves to
+# (collectors/window_files.py moves them; the summary and its loop notes read them)
+EARLIER_LOOPS_DIR = "earlier_loops"
+EARLIER_LOOP = "earlier_loop"  # a window of a loop before the run's latest one
+SETUP_DIR = "setup"
+SETUP = "setup"  # a capped capture of step 0, set aside once a window of steps is saved

@@ -47,11 +47,3 @@ def set_too_late(at_load: dict[str, str | None], accelerator: bool) -> list[dict
                      "used": f"{name}={before}" if before is not None else f"{name} unset"})
     return late
 
-
-def describe(item: dict[str, Any]) -> str:
-    """One line for the summary and the warning."""
-    name, set_to, used = item.get("variable"), item.get("set_to"), item.get("used")
-    return (f"the script set {name}={set_to} after its import torch, where dsprof's start "
-            f"had initialised CUDA, which reads it once: this run used {used}, not "
-            f"what the script asks for; set it before import torch or outside the script "
-            f"({name}={set_to} dsprof run ...) to profile the program it runs without dsprof")

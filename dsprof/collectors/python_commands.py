@@ -12,16 +12,8 @@ from types import FrameType
 from typing import Any
 
 from dsprof.frames import DSPROF_DIR, standard_library
+from dsprof.launchers import LAUNCHER_MODULES, LAUNCHER_SCRIPTS
 
-# console scripts that run Python and start the training's processes themselves
-LAUNCHER_SCRIPTS = {"torchrun": "torchrun", "accelerate": "accelerate",
-                    "accelerate-launch": "accelerate", "deepspeed": "deepspeed",
-                    "lightning": "lightning", "fabric": "lightning"}
-# the same launchers run as `python -m MODULE`
-LAUNCHER_MODULES = {"torch.distributed.run": "torchrun", "torch.distributed.launch": "torchrun",
-                    "accelerate.commands.launch": "accelerate",
-                    "accelerate.commands.accelerate_cli": "accelerate",
-                    "deepspeed.launcher.runner": "deepspeed"}
 _PYTHON_NAME = re.compile(r"(python|pypy)[0-9.]*[dmu]?(\.exe)?")
 # what a shell would read otherwise than as words (a string command run by the shell)
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`*?\[\]{}~!\\\n]")

@@ -22,9 +22,10 @@ from dsprof.collectors import (
 )
 from dsprof.collectors.compile_watch import compile_meta
 from dsprof.collectors.device import precision_state
-from dsprof.collectors.late_environment import describe, set_too_late
+from dsprof.collectors.late_environment import set_too_late
 from dsprof.collectors.process_facts import frameworks_loaded
 from dsprof.hidden_threads import on_main_thread
+from dsprof.late_variables import describe
 from dsprof.log import logger
 from dsprof.rundir import SESSION_FILE, atomic_write_bytes
 

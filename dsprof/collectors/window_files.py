@@ -22,11 +22,7 @@ from pathlib import Path
 
 from dsprof.collectors.window_schedule import Window
 from dsprof.log import logger
-
-EARLIER_LOOPS_DIR = "earlier_loops"
-EARLIER_LOOP = "earlier_loop"  # the window's kind once set aside
-SETUP_DIR = "setup"
-SETUP = "setup"  # a capped capture of step 0's kind once set aside (set_aside_setup_capture)
+from dsprof.vocabulary import EARLIER_LOOP, EARLIER_LOOPS_DIR, SETUP, SETUP_DIR
 
 
 def set_aside_earlier_windows(raw_dir: Path, windows: list[Window], first: int) -> None:

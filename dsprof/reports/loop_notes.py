@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsprof.collectors.window_files import EARLIER_LOOP, EARLIER_LOOPS_DIR
 from dsprof.ingest.disturbed import chosen_loop, loop_edges
 from dsprof.run import Run
+from dsprof.vocabulary import EARLIER_LOOP, EARLIER_LOOPS_DIR
 
 
 def step_notes(run: Run) -> list[str]:

@@ -16,7 +16,7 @@ import os
 import shlex
 from typing import Any
 
-from dsprof.collectors.python_commands import LAUNCHER_MODULES, LAUNCHER_SCRIPTS
+from dsprof.launchers import LAUNCHER_MODULES, LAUNCHER_SCRIPTS
 from dsprof.manifest import Target
 from dsprof.render.safe_text import one_line
 

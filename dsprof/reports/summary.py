@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from dsprof.collectors.late_environment import describe
-from dsprof.collectors.window_files import EARLIER_LOOP, SETUP, SETUP_DIR
 from dsprof.facts import OTHER_LOOP
 from dsprof.ingest.aggregates import AGGREGATE_TABLES
+from dsprof.late_variables import describe
 from dsprof.metrics.gpu.breakdown import run_kernel_type_breakdown, run_temporal_breakdown
 from dsprof.metrics.noise import has_column
 from dsprof.reports.comms_summary import comms_summary
@@ -46,7 +45,7 @@ from dsprof.reports.summary_data import (
     StepStats,
 )
 from dsprof.run import Run
-from dsprof.vocabulary import PHASES
+from dsprof.vocabulary import EARLIER_LOOP, PHASES, SETUP, SETUP_DIR
 
 # the report's types live in summary_data (no numpy, no run layer), so that rendering a stored
 # summary imports neither; importers of this module keep finding them here

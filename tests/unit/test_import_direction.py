@@ -26,7 +26,11 @@ STAGES: dict[str, tuple[int, str]] = {
         # dsprof's threads out of the script's sight; the log's records on them
         "hidden_threads",
         # stack headroom for dsprof's work on the script's stack (collectors and entry)
-        "headroom")},
+        "headroom",
+        # the launchers' names: the child-process collector and the summary's note
+        "launchers",
+        # a late device variable's words: the session's warning and the summary's note
+        "late_variables")},
     # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process
@@ -103,6 +107,16 @@ def test_no_import_runs_back_up_the_pipeline():
         back = d_rank > s_rank or (d_rank == s_rank == 1 and s_group != d_group)
         if back and (src, dst) not in ALLOWED:
             bad.append(f"{src}:{line} imports {dst} ({s_group} -> {d_group})")
+    assert bad == []
+
+
+def test_what_reads_a_run_imports_no_collector():
+    # an analyzer, a report, a renderer reads the run's tables and files, never the code that
+    # recorded them (it runs on an imported trace, in a process that never profiled): what both
+    # sides need (a folder's name, a line's words) lives in a base module
+    bad = [f"{src}:{line} imports {dst}" for src, dst, line in import_edges()
+           if 2 <= _stage(src)[0] <= 5 and _stage(dst)[1] == "collect"
+           and dst.startswith("dsprof.collectors")]
     assert bad == []
 
 
