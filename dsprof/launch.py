@@ -115,7 +115,8 @@ def _release_kept_globals() -> None:
     _put_back_gc_callbacks(_LEFT.pop("gc_callbacks", []))  # where nothing gave them back
     _LEFT.clear()
     _KEPT.clear()
-    # as the interpreter's final collection, which calls no gc.callbacks
+    # a collection plain python does not make: the script's gc.callbacks are not called for it
+    # (they are for the interpreter's own, at its finalisation, as without dsprof)
     held, gc.callbacks[:] = gc.callbacks[:], []
     try:
         gc.collect()
@@ -325,8 +326,8 @@ def _set_aside_gc_callbacks() -> list[Any]:
     """The script's ``gc.callbacks``, out of the list while dsprof's own work runs between its
     last line and its atexit handlers (the run's save, ingest, analysis): that work's
     allocations start collections, and the script's callbacks were called for each, where the
-    plain interpreter runs none after the script's last line (its final collection calls no
-    callback). dsprof's own stay."""
+    plain interpreter runs none between the script's last line and its atexit handlers.
+    dsprof's own stay."""
     import gc
 
     script = [cb for cb in gc.callbacks if not _is_dsprofs(cb)]
