@@ -14,6 +14,15 @@ from tests.integration.helpers import dsprof, plain, write
 
 pytestmark = pytest.mark.slow
 
+TRAINS = """
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(20):
+    model(torch.ones(2, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+"""
+
 # Globals a destructor reads at exit. Where a library holds __main__ alive (torch does), the
 # interpreter's teardown sets the module's names to None in the order they were bound, so the
 # destructor of `s` finds `before` already None and `after` not yet; where nothing does, the
@@ -62,13 +71,7 @@ import gc
 
 import torch
 
-model = torch.nn.Linear(4, 1)
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for _ in range(20):
-    model(torch.ones(2, 4)).sum().backward()
-    opt.step()
-    opt.zero_grad()
-calls = []
+""" + TRAINS + """calls = []
 gc.callbacks.append(lambda phase, info: calls.append(phase))
 atexit.register(lambda: print("gc callbacks before the atexit handler:", len(calls)))
 """
@@ -96,13 +99,7 @@ import sys
 
 import torch
 
-model = torch.nn.Linear(4, 1)
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for _ in range(20):
-    model(torch.ones(2, 4)).sum().backward()
-    opt.step()
-    opt.zero_grad()
-dumps = open(sys.argv[1], "w")
+""" + TRAINS + """dumps = open(sys.argv[1], "w")
 faulthandler.dump_traceback_later(0.2, repeat=True, file=dumps)
 atexit.register(lambda: print("armed at exit:", faulthandler.cancel_dump_traceback_later()))
 """

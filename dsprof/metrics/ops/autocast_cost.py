@@ -163,30 +163,34 @@ def cast_seconds(phase: str, n_elements: int) -> float:
 
 def bf16_seconds(name: str, flops: int, input_shapes: str | None) -> float | None:
     """Seconds the op takes in bf16 on one thread, or None for an op not priced here."""
-    if name in MATMUL_OPS:
-        if flops < BF16_MATMUL_MIN_FLOPS:
-            return fp32_seconds(name, flops, input_shapes)
-        return (BF16_MATMUL_CALL_S + flops / BF16_MATMUL_FLOPS_PER_S
-                + _second_operand_elements(name, input_shapes) * BF16_MATMUL_PACK_S)
-    if name in CONV_OPS:
-        return BF16_CONV_CALL_S + flops / BF16_CONV_FLOPS_PER_S
-    if name in CONV_BWD_OPS:
-        return BF16_CONV_BWD_CALL_S + flops / BF16_CONV_BWD_FLOPS_PER_S
-    return None
+    return _low_seconds(_BF16, name, flops, input_shapes)
 
 
 def fp16_seconds(name: str, flops: int, input_shapes: str | None) -> float | None:
     """Seconds the op takes in fp16 on one thread of a CPU with AVX512-FP16 (no AMX-FP16), or
     None for an op not priced here."""
+    return _low_seconds(_FP16, name, flops, input_shapes)
+
+
+# a low precision's prices: matmul (call, FLOP/s, per element of the second operand),
+# convolution forward (call, FLOP/s) and backward (call, FLOP/s)
+_BF16 = (BF16_MATMUL_CALL_S, BF16_MATMUL_FLOPS_PER_S, BF16_MATMUL_PACK_S, BF16_CONV_CALL_S,
+         BF16_CONV_FLOPS_PER_S, BF16_CONV_BWD_CALL_S, BF16_CONV_BWD_FLOPS_PER_S)
+_FP16 = (FP16_MATMUL_CALL_S, FP16_MATMUL_FLOPS_PER_S, FP16_MATMUL_PACK_S, FP16_CONV_CALL_S,
+         FP16_CONV_FLOPS_PER_S, FP16_CONV_BWD_CALL_S, FP16_CONV_BWD_FLOPS_PER_S)
+
+
+def _low_seconds(prices: tuple[float, ...], name: str, flops: int,
+                 input_shapes: str | None) -> float | None:
+    mm_call, mm_rate, mm_pack, conv_call, conv_rate, bwd_call, bwd_rate = prices
     if name in MATMUL_OPS:
-        if flops < BF16_MATMUL_MIN_FLOPS:
+        if flops < BF16_MATMUL_MIN_FLOPS:  # torch's own kernel, as in fp32
             return fp32_seconds(name, flops, input_shapes)
-        return (FP16_MATMUL_CALL_S + flops / FP16_MATMUL_FLOPS_PER_S
-                + _second_operand_elements(name, input_shapes) * FP16_MATMUL_PACK_S)
+        return mm_call + flops / mm_rate + _second_operand_elements(name, input_shapes) * mm_pack
     if name in CONV_OPS:
-        return FP16_CONV_CALL_S + flops / FP16_CONV_FLOPS_PER_S
+        return conv_call + flops / conv_rate
     if name in CONV_BWD_OPS:
-        return FP16_CONV_BWD_CALL_S + flops / FP16_CONV_BWD_FLOPS_PER_S
+        return bwd_call + flops / bwd_rate
     return None
 
 
