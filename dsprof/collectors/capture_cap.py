@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dsprof.collectors.compile_watch import compile_call_running
 from dsprof.frames import raised_in_signal_handler
 from dsprof.headroom import headroom
 from dsprof.hidden_threads import HiddenThread, HiddenTimer
@@ -204,10 +205,13 @@ class CapAlarm:
 
 
 def _compiling() -> bool:
-    """Dynamo or Inductor is at work on this thread (stopping the profiler then is no clean
-    point of the script's)."""
+    """Dynamo or Inductor is at work on this thread, or a ``torch.compile()`` call is under way
+    (its first imports Dynamo: seconds on a loaded machine, counted as compile time once it
+    returns), so stopping the profiler then is no clean point of the script's."""
     import sys
 
+    if compile_call_running():
+        return True
     guards = sys.modules.get("torch._guards")
     if guards is None:
         return False

@@ -83,6 +83,17 @@ def _skip_codes(codes: dict[Any, bool] | None = None) -> None:
             FrameAction.SKIP, FrameAction.SKIP if recursive else FrameAction.DEFAULT))
 
 
+# torch.compile() calls under way: the first imports Dynamo (a second here, several on a loaded
+# machine), compile time the capture's cap does not count (capture_cap.py), though no Dynamo
+# tracing context is open yet
+_CALLS_RUNNING = [0]
+
+
+def compile_call_running() -> bool:
+    """A ``torch.compile()`` call of the script's is under way (on any thread)."""
+    return _CALLS_RUNNING[0] > 0
+
+
 # shorter than this is not compile time worth a mark (a torch.compile() call once Dynamo is
 # imported returns in microseconds)
 MIN_COMPILE_NS = 1_000_000
@@ -118,17 +129,20 @@ class CompileWatch:
 
         @functools.wraps(original)
         def compile(*args: Any, **kwargs: Any) -> Any:
-            watch._detect()
-            target = args[0] if args else kwargs.get("model")
-            if target is not None:  # (None: the decorator form, which calls back with it)
-                watch._called(target)
+            # from here: the first call's detection imports Dynamo for its callbacks
             t0 = watch.now_ns()
+            _CALLS_RUNNING[0] += 1
             try:
+                watch._detect()
+                target = args[0] if args else kwargs.get("model")
+                if target is not None:  # (None: the decorator form, which calls back with it)
+                    watch._called(target)
                 return original(*args, **kwargs)
             except BaseException as exc:
                 drop_own_frames(exc)  # the script's `except` prints what it prints plain
                 raise
             finally:
+                _CALLS_RUNNING[0] -= 1
                 # the first call imports Dynamo and Inductor (seconds): compile time too
                 watch._compiled(t0, watch.now_ns(), "torch.compile()")
 
