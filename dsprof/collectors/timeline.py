@@ -315,11 +315,8 @@ class TimelineCollector:
         from dsprof.collectors.user_profiler import dsprof_profiler
 
         self._prof = profile(
-            activities=profiler_activities(self.device),
-            record_shapes=True,
-            profile_memory=True,
-            with_stack=self.settings.with_stack if with_stack is None else with_stack,
-        )
+            activities=profiler_activities(self.device), record_shapes=True, profile_memory=True,
+            with_stack=self.settings.with_stack if with_stack is None else with_stack)
         with dsprof_profiler(), availability_by_nvml(), quiet_kineto(), \
                 inductor_not_imported(self._prof):  # CUDA's start: the script's
             self._prof.prepare_trace()
