@@ -166,6 +166,11 @@ class _LazyGroup(_Group):
         import importlib
 
         module, attr, _help = COMMANDS[cmd_name]
+        if _ENTRY_POINT:
+            from dsprof.cli import without_pandas
+
+            if cmd_name in without_pandas.COMMANDS:
+                without_pandas.keep_pandas_out()  # before the command's first Arrow array
         command: click.Command = getattr(importlib.import_module(module), attr)
         self.commands[cmd_name] = command
         return command

@@ -66,3 +66,67 @@ def test_commands_that_read_a_run_never_import_torch(command, tmp_path):
     loaded = _modules_after(code, str(run.path))
     assert "duckdb" in loaded  # the command did read the run
     assert "torch" not in loaded
+
+
+def _ran_as_command_line(args: list[str], before: str = "") -> dict:
+    """Run ``dsprof ARGS`` as a process's own command line (as the ``dsprof`` script does);
+    what its atexit handlers saw: whether pandas was loaded, and the exit status."""
+    probe = (
+        "import atexit, json, sys\n"
+        f"{before}\n"
+        "seen = {}\n"
+        "atexit.register(lambda: print(json.dumps({'pandas': sys.modules.get('pandas') "
+        "is not None, **seen})))\n"
+        f"sys.argv = ['dsprof', *{args!r}]\n"
+        "from dsprof.cli import main\n"
+        "try: main()\n"
+        "except SystemExit as e: seen['code'] = e.code\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+                         cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _tables(run_dir) -> dict:
+    import pyarrow.parquet as pq
+
+    return {p.relative_to(run_dir).as_posix(): pq.read_table(p)
+            for p in sorted(run_dir.glob("tables/**/*.parquet"))}
+
+
+def test_commands_on_runs_keep_pandas_out_and_write_the_same_tables(tmp_path):
+    # GIVEN pandas installed (pyarrow imports it at its first array, ~0.2 s, when it can)
+    pytest.importorskip("pandas")
+    trace = trace_dir("hta_a100_alexnet_small") / "benchmark_result_493459_1694039959_trace.json.gz"
+    # WHEN `dsprof import`, then `summary`, `gpu` and `analyze`, run as command lines
+    seen = _ran_as_command_line(["import", "-o", str(tmp_path / "run"), str(trace)])
+    # THEN pandas was never loaded
+    assert seen == {"pandas": False}
+    for command in (["summary", "--json"], ["gpu"], ["analyze"]):
+        seen = _ran_as_command_line([*command, str(tmp_path / "run")])
+        assert seen["pandas"] is False and seen.get("code") in (None, 0), (command, seen)
+    # AND the tables are those written where pyarrow has pandas (the same command line
+    # in a process that loaded pandas first: nothing to keep out)
+    seen = _ran_as_command_line(["import", "-o", str(tmp_path / "with"), str(trace)],
+                                before="import pandas")
+    assert seen["pandas"] is True
+    plain, kept_out = _tables(tmp_path / "with"), _tables(tmp_path / "run")
+    assert plain.keys() == kept_out.keys() and len(plain) >= 4
+    for name, table in plain.items():
+        assert kept_out[name].equals(table), name
+
+
+def test_pandas_is_kept_out_only_of_a_command_lines_own_process():
+    from dsprof.cli import without_pandas
+
+    # a script runs in `dsprof run`'s process, and the dashboard plots with pandas
+    assert {"run", "dashboard"}.isdisjoint(without_pandas.COMMANDS)
+    # a caller's main([...]) (a test, a notebook) keeps its process as it was
+    code = ("from dsprof.cli import main\n"
+            "try: main(['summary', '/nonexistent-run'], standalone_mode=False)\n"
+            "except Exception: pass\n"
+            "from dsprof.cli.without_pandas import NoPandas\n"
+            "assert not [f for f in sys.meta_path if isinstance(f, NoPandas)]\n"
+            "import pandas")
+    pytest.importorskip("pandas")
+    assert "pandas" in _modules_after(code)
