@@ -154,6 +154,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Commands whose process runs no user code and holds no pandas object, so pyarrow need not
+# import pandas there (dsprof/without_pandas.py): they read and write runs; ``verify`` and
+# ``tune`` start the script in child processes of their own. Not ``run`` (the script's process)
+# nor ``dashboard`` (it plots with pandas).
+WITHOUT_PANDAS = frozenset({"analyze", "diff", "export", "gpu", "import", "memory", "summary",
+                            "tune", "verify"})
+
+
 class _LazyGroup(_Group):
     """Imports a subcommand's module only when that command is looked up to run."""
 
@@ -166,11 +174,10 @@ class _LazyGroup(_Group):
         import importlib
 
         module, attr, _help = COMMANDS[cmd_name]
-        if _ENTRY_POINT:
-            from dsprof.cli import without_pandas
+        if _ENTRY_POINT and cmd_name in WITHOUT_PANDAS:
+            from dsprof.without_pandas import keep_pandas_out
 
-            if cmd_name in without_pandas.COMMANDS:
-                without_pandas.keep_pandas_out()  # before the command's first Arrow array
+            keep_pandas_out()  # before the command's first Arrow array
         command: click.Command = getattr(importlib.import_module(module), attr)
         self.commands[cmd_name] = command
         return command

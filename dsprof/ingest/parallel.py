@@ -122,6 +122,9 @@ def ingest_in_workers(run: RunDir, ranks: list[int], workers: int,
 def _worker_main(run_path: str, ranks: list[int]) -> None:
     """Entry point of a worker process: ingest ``ranks`` in turn (stopping at the first
     error) and pickle ``{rank: ("ok", RankResult) | ("error", exception)}`` to stdout."""
+    from dsprof.without_pandas import keep_pandas_out
+
+    keep_pandas_out()  # dsprof's own process: pyarrow would import pandas for nothing
     from dsprof.ingest.pipeline import gc_paused, ingest_rank
 
     out = os.fdopen(os.dup(1), "wb")

@@ -117,15 +117,15 @@ def test_commands_on_runs_keep_pandas_out_and_write_the_same_tables(tmp_path):
 
 
 def test_pandas_is_kept_out_only_of_a_command_lines_own_process():
-    from dsprof.cli import without_pandas
+    from dsprof.cli import WITHOUT_PANDAS
 
     # a script runs in `dsprof run`'s process, and the dashboard plots with pandas
-    assert {"run", "dashboard"}.isdisjoint(without_pandas.COMMANDS)
+    assert {"run", "dashboard"}.isdisjoint(WITHOUT_PANDAS)
     # a caller's main([...]) (a test, a notebook) keeps its process as it was
     code = ("from dsprof.cli import main\n"
             "try: main(['summary', '/nonexistent-run'], standalone_mode=False)\n"
             "except Exception: pass\n"
-            "from dsprof.cli.without_pandas import NoPandas\n"
+            "from dsprof.without_pandas import NoPandas\n"
             "assert not [f for f in sys.meta_path if isinstance(f, NoPandas)]\n"
             "import pandas")
     pytest.importorskip("pandas")

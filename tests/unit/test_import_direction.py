@@ -30,7 +30,9 @@ STAGES: dict[str, tuple[int, str]] = {
         # the launchers' names: the child-process collector and the summary's note
         "launchers",
         # a late device variable's words: the session's warning and the summary's note
-        "late_variables")},
+        "late_variables",
+        # pyarrow kept from importing pandas in dsprof's own processes (CLI, ingest workers)
+        "without_pandas")},
     # terminal-text cleaning: depends on nothing in dsprof; the log formatter uses it too
     "dsprof.render.safe_text": (0, "base"),
     # what runs inside the profiled process

@@ -175,13 +175,22 @@ def test_early_2021_trace_keeps_input_shapes(tmp_path):
     assert mm > 0
 
 
-def test_many_ranks_ingest_in_worker_processes(tmp_path, monkeypatch):
+def test_many_ranks_ingest_in_worker_processes(tmp_path, monkeypatch, capfd):
     # GIVEN the 2-rank folder and the parallel threshold lowered so workers are used
     from dsprof.ingest import parallel
     monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
     folder = trace_dir("hta_sampled_2rank_nccl")
-    # WHEN imported (two ranks, two CPUs: two worker processes)
+    # WHEN imported (two ranks, two CPUs: two worker processes), the workers printing what
+    # they import (to the stderr they share with this process)
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
     run_dir, results = import_traces([folder], tmp_path / "run")
+    monkeypatch.delenv("PYTHONPROFILEIMPORTTIME")
+    # THEN the workers built Arrow tables without pyarrow importing pandas (dsprof's own
+    # processes: dsprof/without_pandas.py)
+    imported = capfd.readouterr().err
+    loaded = {line.rpartition("|")[2].strip() for line in imported.splitlines()
+              if line.startswith("import time:")}
+    assert "pyarrow.lib" in loaded and "pandas.core" not in loaded
     # THEN the tables are what the in-process ingest gives
     monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 1 << 60)
     ref_dir, _ = import_traces([folder], tmp_path / "ref")

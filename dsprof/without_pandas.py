@@ -1,4 +1,4 @@
-"""Keep pandas out of a ``dsprof`` command's process: pyarrow imports it when it can.
+"""Keep pandas out of dsprof's own processes: pyarrow imports it when it can.
 
 pyarrow imports pandas, when it is installed (it is wherever Dash's plotting is), at the first
 ``pa.array``, ``pa.table`` or ``Table.from_arrays`` of a process (its lazy shim asks "is this
@@ -8,21 +8,18 @@ pandas' missing-value types, and retries while pandas is not found). That import
 ``import``'s CPU on a mid-size trace (docs/performance.md), for objects dsprof never hands to
 pyarrow: dsprof builds its tables from lists and numpy arrays; only the dashboard uses pandas.
 
-So a command that only reads and writes runs, run as the process's own command line, puts a
-finder first on ``sys.meta_path`` that says pandas is not installed: pyarrow's checks find it
-absent and skip what they would do for pandas objects, of which there are none. Never in a
-process that runs a user's script (``dsprof run``), in the dashboard, or under a caller's
-``main([...])`` (a test's ``CliRunner``, a notebook): there pandas is what it is.
+So a process that is dsprof's alone and gives pyarrow no pandas object puts a finder first on
+``sys.meta_path`` that says pandas is not installed: pyarrow's checks find it absent and skip
+what they would do for pandas objects, of which there are none. Those processes are the
+commands that only read and write runs, run as the process's own command line
+(``dsprof.cli.WITHOUT_PANDAS``), and the ingest's worker processes. Never a process that runs a
+user's script (``dsprof run``), the dashboard, or a caller's ``main([...])`` (a test's
+``CliRunner``, a notebook): there pandas is what it is.
 """
 
 from __future__ import annotations
 
 import sys
-
-# Commands whose process runs no user code and holds no pandas object: they read and write
-# runs (``verify`` and ``tune`` start the script in child processes, which this does not reach).
-COMMANDS = frozenset({"analyze", "diff", "export", "gpu", "import", "memory", "summary",
-                      "tune", "verify"})
 
 
 class NoPandas:
