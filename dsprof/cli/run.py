@@ -343,6 +343,9 @@ def _analyze(run: RunDir, quiet: bool, terminal: Any, last: bool = False) -> Non
     postmortem = None
     try:
         with load(run.path) as loaded:
+            # ~100 queries follow (the summary's and the analyzers'): a small run's tables are
+            # read once into memory rather than bound and decoded from Parquet per query
+            loaded.hold_tables_in_memory()
             summary = summarize(loaded, top=stored.SUMMARY_TOP)
             # kept for `dsprof summary RUN`, which then reads it (dsprof/reports/stored.py)
             stored.save_report(loaded.path, "summary", stored.summary_params(),
