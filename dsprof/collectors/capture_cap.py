@@ -45,6 +45,11 @@ from dsprof.hidden_threads import HiddenThread, HiddenTimer
 SIGNAL: int | None = (int(signal.SIGRTMAX) - 7) if hasattr(signal, "SIGRTMAX") else None
 RETRY_S = 1.0
 """How long a handler that found the capture busy (a compile under way) waits to check again."""
+INSIDE_OP_RETRY_S = 0.01
+"""How long a handler that found the main thread inside one of torch's ops waits to ring again
+(the Python torch runs there, a pack hook, returns within microseconds to milliseconds)."""
+INSIDE_OP_MAX_S = 1.0
+"""How long rings that find an op under way are put off before the cap is kept regardless."""
 MEMORY_POLL_S = 0.1
 """How often the memory watch reads the heap in use while the capture records."""
 TIME, MEMORY = "time", "memory"
@@ -137,6 +142,7 @@ class CapAlarm:
         self._timer: HiddenTimer | None = None
         self._installed = False
         self._lock = threading.Lock()
+        self._inside_since: float | None = None  # when a ring first found an op under way
 
     def arm(self) -> bool:
         """Install the handler and start the timer; False where it cannot be done safely."""
@@ -199,6 +205,15 @@ class CapAlarm:
         if _compiling():
             self._schedule(RETRY_S)
             return
+        if inside_an_op(frame):
+            now = time.perf_counter()
+            if self._inside_since is None:
+                self._inside_since = now
+            # where Python runs inside every op (DEBUG tracing's dispatch watch), a ring nearly
+            # always lands in one: past INSIDE_OP_MAX_S the cap is kept, record left open or not
+            if now - self._inside_since < INSIDE_OP_MAX_S:
+                self._schedule(INSIDE_OP_RETRY_S)
+                return
         self._fire()
         if self._installed:  # the capture did not end there (a torch.jit.trace under way)
             self._schedule(RETRY_S)
@@ -221,6 +236,35 @@ def _compiling() -> bool:
         if raised_in_signal_handler(caught):
             raise  # the script's own signal handler's: it is the script's
         return False
+
+
+def inside_an_op(frame: Any) -> bool:
+    """Whether ``frame`` (where the alarm interrupted the main thread) is Python that torch runs
+    inside one of the ops it records: the saved-tensor hooks in use (an op packs what it saves
+    for backward inside its own record), anything under the autograd engine (each node it runs
+    is a record: tensor hooks, a custom Function's backward), a ``__torch_dispatch__``. The
+    profiler stopped there leaves that op's record open, and torch warns on the script's stderr
+    ("aten::mul (Triggered internally at .../collection.cpp:664)": pytorch/examples' GAT, whose
+    dropout packed its mask in dsprof's own hook when the memory cap rang)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    hooks: tuple[Any, ...] = ()
+    if torch is not None:
+        try:
+            hooks = torch._C._autograd._top_saved_tensors_default_hooks(False) or ()
+        except Exception as caught:  # an older or newer torch without it: no hooks known
+            if raised_in_signal_handler(caught):
+                raise  # the script's own signal handler's: it is the script's
+    codes = {code for hook in hooks if (code := getattr(hook, "__code__", None)) is not None}
+    while frame is not None:
+        code = frame.f_code
+        if code in codes or code.co_name == "__torch_dispatch__" or (
+                code.co_name == "_engine_run_backward"
+                and code.co_filename.replace("\\", "/").endswith("torch/autograd/graph.py")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class CaptureCap:

@@ -4,6 +4,7 @@ by memory is due at once whatever the deadline, with its reason."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -112,3 +113,61 @@ def test_the_summary_says_where_a_capped_setup_capture_went_from_the_runs_settin
     assert "the process's heap grew 32.0 MiB" in note and "raw/rank0/setup" in note
     assert summary.facts["windows"] == [[3]]
 
+
+
+# -- the alarm never stops the profiler inside an op ------------------------------------------
+
+
+def _inside_an_op(w, check):
+    """``check(frame)`` called inside exp's record, from the pack hook exp's result is saved
+    through (the hooks in use, as when the alarm's handler interrupts one)."""
+    seen: list = []
+
+    def pack(t):
+        seen.append(check(sys._getframe()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.exp(w)
+    return seen[0]
+
+
+def test_python_torch_runs_inside_its_ops_is_told_from_the_scripts_own():
+    w = torch.randn(8, 8, requires_grad=True)
+    # a saved-tensor pack hook runs inside the op that saves (exp saves its result)
+    assert _inside_an_op(w, capture_cap.inside_an_op)
+    # a tensor hook runs inside the autograd engine's node, under backward()
+    in_backward: list = []
+    y = (w * 2).sum()
+    w.register_hook(lambda g: in_backward.append(capture_cap.inside_an_op(sys._getframe())))
+    y.backward()
+    assert in_backward == [True]
+    # the script's own code between two ops is a clean point
+    assert not capture_cap.inside_an_op(sys._getframe())
+
+
+def test_the_alarm_puts_off_a_ring_that_finds_an_op_under_way(monkeypatch):
+    # GIVEN an alarm armed on the main thread whose cap has passed (its timer rings far later)
+    monkeypatch.setattr(capture_cap, "INSIDE_OP_RETRY_S", 3600.0)  # no real ring meanwhile
+    fired: list[int] = []
+    deadline = [float("inf")]
+    alarm = capture_cap.CapAlarm(lambda: deadline[0], lambda: fired.append(1))
+    assert alarm.arm()
+    try:
+        deadline[0] = float("-inf")
+        w = torch.randn(8, 8, requires_grad=True)
+        # WHEN it rings while the main thread packs a saved tensor (pytorch/examples' GAT:
+        # "aten::mul (Triggered internally at .../collection.cpp:664)" on its stderr)
+        _inside_an_op(w, lambda frame: alarm._handler(capture_cap.SIGNAL, frame))
+        # THEN the cap is put off: the alarm rings again later (INSIDE_OP_RETRY_S)
+        assert fired == [] and alarm._timer is not None
+        # AND at a clean point it is kept
+        alarm._handler(capture_cap.SIGNAL, sys._getframe())
+        assert fired == [1]
+        # AND where every ring finds an op (Python inside every op: DEBUG's dispatch watch),
+        # it is kept once INSIDE_OP_MAX_S has passed since the first one put off
+        monkeypatch.setattr(capture_cap, "INSIDE_OP_MAX_S", 0.0)
+        _inside_an_op(w, lambda frame: alarm._handler(capture_cap.SIGNAL, frame))
+        assert fired == [1, 1]
+    finally:
+        alarm.disarm()
