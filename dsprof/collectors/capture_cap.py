@@ -31,6 +31,7 @@ from __future__ import annotations
 import _thread
 import ctypes
 import os
+import random
 import signal
 import threading
 import time
@@ -46,8 +47,10 @@ SIGNAL: int | None = (int(signal.SIGRTMAX) - 7) if hasattr(signal, "SIGRTMAX") e
 RETRY_S = 1.0
 """How long a handler that found the capture busy (a compile under way) waits to check again."""
 INSIDE_OP_RETRY_S = 0.01
-"""How long a handler that found the main thread inside one of torch's ops waits to ring again
-(the Python torch runs there, a pack hook, returns within microseconds to milliseconds)."""
+"""About how long a handler that found the main thread inside one of torch's ops waits to ring
+again (0.5-2.5 times this, at random; the Python torch runs there, a pack hook, returns within
+microseconds to milliseconds)."""
+_JITTER = random.Random()  # dsprof's own: the script's draws from the global one stay its own
 INSIDE_OP_MAX_S = 1.0
 """How long rings that find an op under way are put off before the cap is kept regardless."""
 MEMORY_POLL_S = 0.1
@@ -212,7 +215,9 @@ class CapAlarm:
             # where Python runs inside every op (DEBUG tracing's dispatch watch), a ring nearly
             # always lands in one: past INSIDE_OP_MAX_S the cap is kept, record left open or not
             if now - self._inside_since < INSIDE_OP_MAX_S:
-                self._schedule(INSIDE_OP_RETRY_S)
+                # at a random phase: a loop whose period is near a fixed delay would be found
+                # in the same op at every ring (dropout's mask drawn, then packed: 1 run in 3)
+                self._schedule(INSIDE_OP_RETRY_S * (0.5 + _JITTER.random() * 2))
                 return
         self._fire()
         if self._installed:  # the capture did not end there (a torch.jit.trace under way)
